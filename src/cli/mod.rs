@@ -1,0 +1,4 @@
+//! Command-line subcommands of the `fors` binary.
+
+pub mod bench_crypto;
+pub mod fingerprint;

@@ -1,0 +1,1 @@
+//! Configuration: torrc parsing and hardware profiles.

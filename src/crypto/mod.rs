@@ -1,0 +1,4 @@
+//! Cryptography: circuit handshakes (ntor, ntor-v3, CREATE_FAST), KDFs, and tor1 relay crypto.
+
+pub mod ids;
+pub mod keymat;

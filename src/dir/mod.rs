@@ -1,0 +1,1 @@
+//! Directory work: descriptors, consensus, uploads.

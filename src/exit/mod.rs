@@ -1,0 +1,1 @@
+//! Exit-side logic: exit policy and DNS.

@@ -1,0 +1,1 @@
+//! Relay keys and certificates, stored in C tor's DataDirectory/keys layout.

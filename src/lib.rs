@@ -1,0 +1,16 @@
+//! Fors: a thread-per-core Tor relay.
+//!
+//! The protocol core (`cell`, `crypto`, `keys`, `proto`, `exit`, `dir`, `config`) is sans-IO:
+//! plain state machines that take bytes and time and return bytes and actions. Only `shard`
+//! touches io_uring and sockets.
+
+pub mod cell;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod dir;
+pub mod exit;
+pub mod keys;
+pub mod proto;
+pub mod shard;
+pub mod util;

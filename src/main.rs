@@ -1,0 +1,32 @@
+//! The `fors` binary: the relay and its subcommands.
+
+use std::process::ExitCode;
+
+fn usage() -> &'static str {
+    "usage: fors -f TORRC [--defaults-torrc FILE]\n       \
+     fors --verify-config -f TORRC\n       \
+     fors --list-fingerprint [rsa|ed25519] -f TORRC\n       \
+     fors bench-crypto [--json]\n       \
+     fors --version"
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.first().map(String::as_str) {
+        Some("bench-crypto") => fors::cli::bench_crypto::run(&args[1..]),
+        Some("--version") => {
+            println!("Fors {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Some("-h") | Some("--help") | None => {
+            println!("{}", usage());
+            0
+        }
+        _ if args.iter().any(|a| a == "--list-fingerprint") => fors::cli::fingerprint::run(&args),
+        _ => {
+            eprintln!("{}", usage());
+            2
+        }
+    };
+    ExitCode::from(code as u8)
+}

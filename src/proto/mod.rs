@@ -1,0 +1,1 @@
+//! Sans-IO channel, circuit, stream and flow-control state machines.

@@ -1,0 +1,1 @@
+//! The shard loop: io_uring, buffer rings, cross-shard queues.
