@@ -1,1 +1,3 @@
 //! Exit-side logic: exit policy and DNS.
+
+pub mod policy;

@@ -1,0 +1,1 @@
+//! Exit policy with torrc semantics (first match wins).
