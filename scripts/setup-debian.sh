@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what Fors's demo and tests need on a Debian machine: Debian's tor (for the private
+# network's authorities, relays and client), python3 (network orchestration), unbound (the local
+# DNS resolver exit tests use) and a C toolchain. Idempotent; safe to run on every invocation.
+#
+# Installing the tor package on a systemd machine normally enables tor@default, which would
+# bootstrap into the public Tor network. Fors's rule is that nothing leaves the machine, so the
+# packages are installed with service starts blocked, and the system services are stopped and
+# masked afterwards.
+set -euo pipefail
+
+need=()
+command -v tor >/dev/null 2>&1 || need+=(tor)
+command -v tor-gencert >/dev/null 2>&1 || need+=(tor)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v unbound >/dev/null 2>&1 || need+=(unbound)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+
+if [ "${#need[@]}" -gt 0 ]; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    echo "setup: installing ${need[*]} (services will not be started)" >&2
+    policy=/usr/sbin/policy-rc.d
+    had_policy=0
+    [ -e "$policy" ] && had_policy=1
+    if [ "$had_policy" -eq 0 ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" tor-geoipdb- >/dev/null
+    if [ "$had_policy" -eq 0 ]; then $SUDO rm -f "$policy"; fi
+fi
+
+# Whatever happened before us, make sure no system tor or unbound is running or will start.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    for unit in tor.service tor@default.service unbound.service; do
+        $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        $SUDO systemctl mask "$unit" >/dev/null 2>&1 || true
+    done
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: Rust is missing. Install it with rustup (https://rustup.rs), then run again." >&2
+    exit 1
+fi
+echo "setup: $(tor --version | head -1); $(cargo --version)" >&2
