@@ -175,6 +175,10 @@ pub fn load_or_create_ed25519<R: RngCore + CryptoRng>(
             .map_err(|e| KeyError::corrupt(dir.path(SIGNING_CERT_FILE), FileProblem::Cert(e)))?;
     }
 
+    // An expired (or missing) signing key cannot be used, and only the master can sign anew.
+    if need_new && master_secret.is_none() {
+        return Err(KeyError::MasterKeyOffline { path: dir.path(MASTER_SECRET_FILE) });
+    }
     match (want_new, master_secret, current) {
         (true, Some(master), _) => {
             let signing = Ed25519Keypair::generate(rng);
@@ -195,7 +199,7 @@ pub fn load_or_create_ed25519<R: RngCore + CryptoRng>(
             let status = if want_new { SigningKeyStatus::RenewalBlocked } else { SigningKeyStatus::Unchanged };
             Ok((Ed25519Keys { identity, signing, signing_cert: cert }, status))
         }
-        // Unreachable with a master secret: no current key means `want_new`.
+        // Unreachable: no current key means `need_new`, handled above.
         (_, _, None) => Err(KeyError::MasterKeyOffline { path: dir.path(MASTER_SECRET_FILE) }),
     }
 }
