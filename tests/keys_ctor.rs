@@ -28,7 +28,11 @@ fn tor_available() -> bool {
 }
 
 fn temp_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fors-ctor-{}-{}", std::process::id(), rand::random::<u64>()));
+    let d = std::env::temp_dir().join(format!(
+        "fors-ctor-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -37,7 +41,16 @@ fn temp_dir() -> PathBuf {
 fn list_args(which: Option<&str>, data: &Path, torrc: &Path) -> Vec<String> {
     let mut v = vec!["--list-fingerprint".to_owned()];
     v.extend(which.map(str::to_owned));
-    for s in ["--DataDirectory", data.to_str().unwrap(), "--ORPort", "9999", "--Nickname", NICK, "-f", torrc.to_str().unwrap()] {
+    for s in [
+        "--DataDirectory",
+        data.to_str().unwrap(),
+        "--ORPort",
+        "9999",
+        "--Nickname",
+        NICK,
+        "-f",
+        torrc.to_str().unwrap(),
+    ] {
         v.push(s.to_owned());
     }
     v
@@ -51,13 +64,24 @@ fn run_tor(which: Option<&str>, data: &Path, torrc: &Path) -> String {
         .args(["--DisableNetwork", "1"])
         .output()
         .expect("run tor");
-    assert!(out.status.success(), "tor failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tor failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn run_fors(which: Option<&str>, data: &Path, torrc: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fors")).args(list_args(which, data, torrc)).output().expect("run fors");
-    assert!(out.status.success(), "fors failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_fors"))
+        .args(list_args(which, data, torrc))
+        .output()
+        .expect("run fors");
+    assert!(
+        out.status.success(),
+        "fors failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -66,7 +90,10 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
         })
         .collect();
     v.sort();
@@ -92,8 +119,14 @@ fn c_tor_keys_load_unchanged_and_fingerprints_match() {
     // Fors loads C tor's keys without rewriting any of them.
     let now = SystemTime::now();
     let keys = RelayKeys::load_or_create(&data, now, KeyParams::default()).unwrap();
-    assert_eq!(fp_file, format!("{NICK} {}\n", keys.rsa_identity().to_hex()));
-    assert_eq!(fp_ed_file, format!("{NICK} {}\n", keys.ed25519_identity().to_base64()));
+    assert_eq!(
+        fp_file,
+        format!("{NICK} {}\n", keys.rsa_identity().to_hex())
+    );
+    assert_eq!(
+        fp_ed_file,
+        format!("{NICK} {}\n", keys.ed25519_identity().to_base64())
+    );
     assert_eq!(snapshot(&data.join("keys")), keys_before);
 
     // C tor's signing cert parses and verifies under its master key.
@@ -121,17 +154,31 @@ fn c_tor_keys_load_unchanged_and_fingerprints_match() {
     )
     .unwrap();
     let (cc, sign) = keys.ntor_onion_key_crosscert(now);
-    verify_ntor_onion_key_crosscert(&cc, sign, keys.ntor_key().public.as_bytes(), &keys.ed25519_identity(), Some(now))
-        .unwrap();
+    verify_ntor_onion_key_crosscert(
+        &cc,
+        sign,
+        keys.ntor_key().public.as_bytes(),
+        &keys.ed25519_identity(),
+        Some(now),
+    )
+    .unwrap();
     let lc = keys.mint_link_certs(now).unwrap();
-    lc.rsa_crosscert.verify(&keys.rsa_identity_public(), &keys.ed25519_identity(), now).unwrap();
+    lc.rsa_crosscert
+        .verify(&keys.rsa_identity_public(), &keys.ed25519_identity(), now)
+        .unwrap();
 
     // `fors --list-fingerprint` prints byte-for-byte what tor printed, and leaves the same files.
     assert_eq!(run_fors(None, &data, &torrc), tor_rsa);
     assert_eq!(run_fors(Some("rsa"), &data, &torrc), tor_rsa);
     assert_eq!(run_fors(Some("ed25519"), &data, &torrc), tor_ed);
-    assert_eq!(std::fs::read_to_string(data.join("fingerprint")).unwrap(), fp_file);
-    assert_eq!(std::fs::read_to_string(data.join("fingerprint-ed25519")).unwrap(), fp_ed_file);
+    assert_eq!(
+        std::fs::read_to_string(data.join("fingerprint")).unwrap(),
+        fp_file
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("fingerprint-ed25519")).unwrap(),
+        fp_ed_file
+    );
     assert_eq!(snapshot(&data.join("keys")), keys_before);
     std::fs::remove_dir_all(&base).unwrap();
 }

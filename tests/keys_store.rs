@@ -11,7 +11,11 @@ use fors::keys::{KeyError, KeyParams, RelayKeys};
 use sha2::{Digest, Sha256};
 
 fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fors-keys-{tag}-{}-{}", std::process::id(), rand::random::<u64>()));
+    let d = std::env::temp_dir().join(format!(
+        "fors-keys-{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -32,7 +36,10 @@ fn create_then_reload_is_stable() {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
         })
         .collect();
     let mut names: Vec<_> = snapshot.iter().map(|(n, _)| n.as_str()).collect();
@@ -56,7 +63,11 @@ fn create_then_reload_is_stable() {
     assert_eq!(a.ntor_key().public, b.ntor_key().public);
     // Reloading writes nothing.
     for (name, bytes) in &snapshot {
-        assert_eq!(&std::fs::read(keyfile(&data, name)).unwrap(), bytes, "{name} changed");
+        assert_eq!(
+            &std::fs::read(keyfile(&data, name)).unwrap(),
+            bytes,
+            "{name} changed"
+        );
     }
     // The signing cert is a proper type-4 cert with a 30-day lifetime.
     let c = a.signing_cert();
@@ -64,11 +75,20 @@ fn create_then_reload_is_stable() {
     assert_eq!(c.key_type, CertKeyType::ED25519);
     assert_eq!(c.signing_key, Some(a.ed25519_identity().0));
     c.verify(Some(&a.ed25519_identity().0), Some(now)).unwrap();
-    let secs = now.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
-    assert_eq!(c.expires_at_secs(), (secs + 30 * 86400).div_ceil(3600) * 3600);
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(
+        c.expires_at_secs(),
+        (secs + 30 * 86400).div_ceil(3600) * 3600
+    );
 
     a.write_fingerprint_files("Nick").unwrap();
-    assert_eq!(std::fs::read_to_string(data.join("fingerprint")).unwrap(), format!("Nick {}\n", a.rsa_identity().to_hex()));
+    assert_eq!(
+        std::fs::read_to_string(data.join("fingerprint")).unwrap(),
+        format!("Nick {}\n", a.rsa_identity().to_hex())
+    );
     assert_eq!(
         std::fs::read_to_string(data.join("fingerprint-ed25519")).unwrap(),
         format!("Nick {}\n", a.ed25519_identity().to_base64())
@@ -83,7 +103,10 @@ fn corrupt_files_are_errors_and_untouched() {
     let now = SystemTime::now();
     RelayKeys::load_or_create(&data, now, KeyParams::default()).unwrap();
     // Provide .old files too so their corruption is detected as well.
-    for (cur, old) in [("secret_onion_key", "secret_onion_key.old"), ("secret_onion_key_ntor", "secret_onion_key_ntor.old")] {
+    for (cur, old) in [
+        ("secret_onion_key", "secret_onion_key.old"),
+        ("secret_onion_key_ntor", "secret_onion_key_ntor.old"),
+    ] {
         std::fs::copy(keyfile(&data, cur), keyfile(&data, old)).unwrap();
     }
     let files = [
@@ -103,10 +126,20 @@ fn corrupt_files_are_errors_and_untouched() {
         let pem = good.starts_with(b"-----BEGIN");
         let mut corruptions: Vec<(&str, Vec<u8>)> = vec![
             ("truncated", good[..good.len() * 2 / 3].to_vec()),
-            ("garbage", b"\x00\x01garbage that is no key at all\xff\xfe and some more padding bytes....".repeat(3)),
+            (
+                "garbage",
+                b"\x00\x01garbage that is no key at all\xff\xfe and some more padding bytes...."
+                    .repeat(3),
+            ),
         ];
         if pem {
-            corruptions.push(("wrong PEM label", String::from_utf8(good.clone()).unwrap().replace("RSA PRIVATE", "RSA PUBLIC").into_bytes()));
+            corruptions.push((
+                "wrong PEM label",
+                String::from_utf8(good.clone())
+                    .unwrap()
+                    .replace("RSA PRIVATE", "RSA PUBLIC")
+                    .into_bytes(),
+            ));
             let mut bad_b64 = good.clone();
             bad_b64[40] = b'*';
             corruptions.push(("garbage PEM", bad_b64));
@@ -127,7 +160,11 @@ fn corrupt_files_are_errors_and_untouched() {
                 other => panic!("{name}/{what}: expected Corrupt, got {other}"),
             }
             assert!(err.to_string().contains(name), "{err}");
-            assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}/{what} was rewritten");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                bytes,
+                "{name}/{what} was rewritten"
+            );
         }
         std::fs::write(&path, &good).unwrap();
     }
@@ -143,13 +180,21 @@ fn mismatched_master_public_key_is_an_error() {
     let now = SystemTime::now();
     RelayKeys::load_or_create(&d1, now, KeyParams::default()).unwrap();
     RelayKeys::load_or_create(&d2, now, KeyParams::default()).unwrap();
-    std::fs::copy(keyfile(&d2, "ed25519_master_id_public_key"), keyfile(&d1, "ed25519_master_id_public_key")).unwrap();
+    std::fs::copy(
+        keyfile(&d2, "ed25519_master_id_public_key"),
+        keyfile(&d1, "ed25519_master_id_public_key"),
+    )
+    .unwrap();
     assert!(matches!(
         RelayKeys::load_or_create(&d1, now, KeyParams::default()),
         Err(KeyError::Mismatch { .. })
     ));
     // A signing cert from another relay (signed by another master) is rejected too.
-    std::fs::copy(keyfile(&d2, "ed25519_master_id_public_key"), keyfile(&d1, "ed25519_master_id_public_key")).unwrap();
+    std::fs::copy(
+        keyfile(&d2, "ed25519_master_id_public_key"),
+        keyfile(&d1, "ed25519_master_id_public_key"),
+    )
+    .unwrap();
     std::fs::remove_file(keyfile(&d1, "ed25519_master_id_public_key")).unwrap();
     for f in ["ed25519_signing_secret_key", "ed25519_signing_cert"] {
         std::fs::copy(keyfile(&d2, f), keyfile(&d1, f)).unwrap();
@@ -175,12 +220,18 @@ fn signing_key_renewal_and_offline_master() {
     let ch = keys.maintain(later).unwrap();
     assert!(ch.signing_key_renewed && ch.descriptor_changed());
     assert_ne!(keys.signing_cert(), &first);
-    keys.signing_cert().verify(Some(&keys.ed25519_identity().0), Some(later)).unwrap();
+    keys.signing_cert()
+        .verify(Some(&keys.ed25519_identity().0), Some(later))
+        .unwrap();
     let reloaded = RelayKeys::load_or_create(&data, later, KeyParams::default()).unwrap();
     assert_eq!(reloaded.signing_cert(), keys.signing_cert());
 
     // Offline master: the public key alone is enough while the signing cert is valid...
-    std::fs::rename(keyfile(&data, "ed25519_master_id_secret_key"), base.join("master_backup")).unwrap();
+    std::fs::rename(
+        keyfile(&data, "ed25519_master_id_secret_key"),
+        base.join("master_backup"),
+    )
+    .unwrap();
     let id = keys.ed25519_identity();
     let mut offline = RelayKeys::load_or_create(&data, later, KeyParams::default()).unwrap();
     assert_eq!(offline.ed25519_identity(), id);
@@ -222,7 +273,13 @@ fn onion_key_rotation_and_grace() {
     // The previous keys survive a reload and stay in the key map during the grace period.
     let reloaded = RelayKeys::load_or_create(&data, t1, KeyParams::default()).unwrap();
     assert_eq!(reloaded.ntor_keys().count(), 2);
-    assert!(!keys.maintain(t1 + 6 * DAY).unwrap().onion_keys.previous_expired);
+    assert!(
+        !keys
+            .maintain(t1 + 6 * DAY)
+            .unwrap()
+            .onion_keys
+            .previous_expired
+    );
     let ch = keys.maintain(t1 + 7 * DAY).unwrap();
     assert!(ch.onion_keys.previous_expired && !ch.onion_keys.rotated);
     assert_eq!(keys.ntor_keys().count(), 1);
@@ -230,9 +287,10 @@ fn onion_key_rotation_and_grace() {
         assert!(!keyfile(&data, f).exists(), "{f}");
     }
     // Consensus-driven schedule: 3-day rotation.
-    let mut p = KeyParams::default();
-    p.onion = fors::keys::OnionKeyRotation::from_consensus_days(Some(3), Some(1));
-    keys.set_params(p);
+    keys.set_params(KeyParams {
+        onion: fors::keys::OnionKeyRotation::from_consensus_days(Some(3), Some(1)),
+        ..KeyParams::default()
+    });
     assert!(keys.maintain(t1 + 3 * DAY).unwrap().onion_keys.rotated);
     std::fs::remove_dir_all(&base).unwrap();
 }
@@ -245,10 +303,25 @@ fn descriptor_crosscerts_and_link_certs_verify() {
     let id = keys.ed25519_identity();
 
     let sig = keys.tap_onion_key_crosscert().unwrap();
-    verify_tap_onion_key_crosscert(&keys.tap_onion_key().to_public_key(), &keys.rsa_identity_public(), &id, &sig).unwrap();
+    verify_tap_onion_key_crosscert(
+        &keys.tap_onion_key().to_public_key(),
+        &keys.rsa_identity_public(),
+        &id,
+        &sig,
+    )
+    .unwrap();
     let (cc, sign) = keys.ntor_onion_key_crosscert(now);
-    verify_ntor_onion_key_crosscert(&cc, sign, keys.ntor_key().public.as_bytes(), &id, Some(now)).unwrap();
-    assert_eq!(cc.expires_at_secs(), (now.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() + 28 * 86400).div_ceil(3600) * 3600);
+    verify_ntor_onion_key_crosscert(&cc, sign, keys.ntor_key().public.as_bytes(), &id, Some(now))
+        .unwrap();
+    assert_eq!(
+        cc.expires_at_secs(),
+        (now.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 28 * 86400)
+            .div_ceil(3600)
+            * 3600
+    );
 
     let lc = keys.mint_link_certs(now).unwrap();
     // Type 1: RSA-2048 link key signed by the identity key.
@@ -257,23 +330,47 @@ fn descriptor_crosscerts_and_link_certs_verify() {
     link.verify_signed_by(&keys.rsa_identity_public()).unwrap();
     link.check_lifetime(now, 0, 0).unwrap();
     use rsa::pkcs8::DecodePrivateKey;
-    assert_eq!(rsa::RsaPrivateKey::from_pkcs8_der(&lc.link_key_pkcs8_der).unwrap(), lc.link_key);
+    assert_eq!(
+        rsa::RsaPrivateKey::from_pkcs8_der(&lc.link_key_pkcs8_der).unwrap(),
+        lc.link_key
+    );
     // Type 2: self-signed identity cert.
     let idc = X509Cert::parse(&lc.identity_cert_der).unwrap();
-    assert_eq!(idc.check_identity_cert(now).unwrap(), &keys.rsa_identity_public());
+    assert_eq!(
+        idc.check_identity_cert(now).unwrap(),
+        &keys.rsa_identity_public()
+    );
     // Type 5: signing key certifies SHA-256 of the TLS cert.
-    lc.tls_cert_cert.verify(Some(keys.signing_key().public().as_bytes()), Some(now)).unwrap();
+    lc.tls_cert_cert
+        .verify(Some(keys.signing_key().public().as_bytes()), Some(now))
+        .unwrap();
     assert_eq!(lc.tls_cert_cert.cert_type, CertType::SIGNING_V_TLS_CERT);
     assert_eq!(lc.tls_cert_cert.key_type, CertKeyType::SHA256_OF_X509);
-    assert_eq!(lc.tls_cert_cert.certified_key, <[u8; 32]>::from(Sha256::digest(&lc.link_cert_der)));
+    assert_eq!(
+        lc.tls_cert_cert.certified_key,
+        <[u8; 32]>::from(Sha256::digest(&lc.link_cert_der))
+    );
     // Type 6: signing key certifies the link-auth key.
-    lc.link_auth_cert.verify(Some(keys.signing_key().public().as_bytes()), Some(now)).unwrap();
-    assert_eq!(lc.link_auth_cert.certified_key, lc.link_auth_key.public().to_bytes());
+    lc.link_auth_cert
+        .verify(Some(keys.signing_key().public().as_bytes()), Some(now))
+        .unwrap();
+    assert_eq!(
+        lc.link_auth_cert.certified_key,
+        lc.link_auth_key.public().to_bytes()
+    );
     // Type 7.
-    lc.rsa_crosscert.verify(&keys.rsa_identity_public(), &id, now).unwrap();
+    lc.rsa_crosscert
+        .verify(&keys.rsa_identity_public(), &id, now)
+        .unwrap();
     assert!(!lc.needs_renewal(now, &keys.params().link));
     // Certs expire on an hour boundary at most an hour after now + 2 days.
-    assert!(!lc.needs_renewal(now + 2 * DAY - Duration::from_secs(3 * 3600 + 1), &keys.params().link));
-    assert!(lc.needs_renewal(now + 2 * DAY - Duration::from_secs(3600), &keys.params().link));
+    assert!(!lc.needs_renewal(
+        now + 2 * DAY - Duration::from_secs(3 * 3600 + 1),
+        &keys.params().link
+    ));
+    assert!(lc.needs_renewal(
+        now + 2 * DAY - Duration::from_secs(3600),
+        &keys.params().link
+    ));
     std::fs::remove_dir_all(&base).unwrap();
 }

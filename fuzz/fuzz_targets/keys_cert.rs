@@ -8,7 +8,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(cert) = Ed25519Cert::parse(data) {
         assert_eq!(cert.as_bytes(), data);
         let _ = cert.verify(None, None);
-        let _ = cert.verify(Some(&cert.certified_key), Some(std::time::SystemTime::UNIX_EPOCH));
+        let _ = cert.verify(
+            Some(&cert.certified_key),
+            Some(std::time::SystemTime::UNIX_EPOCH),
+        );
         let _ = cert.expires_at_secs();
     }
     if let Ok(cc) = RsaEd25519CrossCert::parse(data) {

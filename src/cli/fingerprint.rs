@@ -24,7 +24,10 @@ enum FingerprintError {
     #[error("command-line option {0} needs a value")]
     MissingValue(String),
     #[error("cannot read configuration file {}: {source}", path.display())]
-    Torrc { path: PathBuf, source: std::io::Error },
+    Torrc {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no DataDirectory configured (set it in the torrc or pass --DataDirectory)")]
     NoDataDirectory,
     #[error("invalid Nickname {0:?}: must be 1-19 characters of [A-Za-z0-9]")]
@@ -57,9 +60,14 @@ pub fn run(args: &[String]) -> i32 {
 
 fn list_fingerprint(args: &[String]) -> Result<String, FingerprintError> {
     let opts = parse_args(args)?;
-    let data_dir = opts.data_directory.ok_or(FingerprintError::NoDataDirectory)?;
+    let data_dir = opts
+        .data_directory
+        .ok_or(FingerprintError::NoDataDirectory)?;
     let nickname = opts.nickname.unwrap_or_else(|| "Unnamed".to_owned());
-    if nickname.is_empty() || nickname.len() > 19 || !nickname.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if nickname.is_empty()
+        || nickname.len() > 19
+        || !nickname.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(FingerprintError::BadNickname(nickname));
     }
     let keys = RelayKeys::load_or_create(&data_dir, SystemTime::now(), KeyParams::default())?;
@@ -98,7 +106,9 @@ fn parse_args(args: &[String]) -> Result<FingerprintOptions, FingerprintError> {
             }
             _ if FLAGS.contains(&a) => {}
             _ => {
-                let v = next.ok_or_else(|| FingerprintError::MissingValue(a.to_owned()))?.clone();
+                let v = next
+                    .ok_or_else(|| FingerprintError::MissingValue(a.to_owned()))?
+                    .clone();
                 match a {
                     "-f" | "--torrc-file" => torrc = Some(PathBuf::from(v)),
                     "--defaults-torrc" => defaults = Some(PathBuf::from(v)),
@@ -109,10 +119,16 @@ fn parse_args(args: &[String]) -> Result<FingerprintOptions, FingerprintError> {
         }
         i += 1;
     }
-    let mut opts = FingerprintOptions { which, ..Default::default() };
+    let mut opts = FingerprintOptions {
+        which,
+        ..Default::default()
+    };
     // Later sources override earlier ones: defaults-torrc, torrc, command line.
     for path in [defaults, torrc].into_iter().flatten() {
-        let text = std::fs::read_to_string(&path).map_err(|source| FingerprintError::Torrc { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| FingerprintError::Torrc {
+            path: path.clone(),
+            source,
+        })?;
         for (k, v) in torrc_lines(&text) {
             apply(&mut opts, k, v);
         }
@@ -154,31 +170,72 @@ mod tests {
 
     #[test]
     fn parses_command_line_like_c_tor() {
-        let o = parse_args(&args(&["--list-fingerprint", "--DataDirectory", "/d", "--ORPort", "9999", "--Nickname", "X"])).unwrap();
+        let o = parse_args(&args(&[
+            "--list-fingerprint",
+            "--DataDirectory",
+            "/d",
+            "--ORPort",
+            "9999",
+            "--Nickname",
+            "X",
+        ]))
+        .unwrap();
         assert_eq!(o.which, None);
         assert_eq!(o.data_directory, Some(PathBuf::from("/d")));
         assert_eq!(o.nickname.as_deref(), Some("X"));
-        let o = parse_args(&args(&["--list-fingerprint", "ed25519", "--quiet", "--datadirectory", "/e"])).unwrap();
+        let o = parse_args(&args(&[
+            "--list-fingerprint",
+            "ed25519",
+            "--quiet",
+            "--datadirectory",
+            "/e",
+        ]))
+        .unwrap();
         assert_eq!(o.which, Some(Which::Ed25519));
         assert_eq!(o.data_directory, Some(PathBuf::from("/e")));
-        assert!(matches!(parse_args(&args(&["--list-fingerprint", "dsa"])), Err(FingerprintError::BadKeyType(_))));
-        assert!(matches!(parse_args(&args(&["--list-fingerprint", "-f"])), Err(FingerprintError::MissingValue(_))));
+        assert!(matches!(
+            parse_args(&args(&["--list-fingerprint", "dsa"])),
+            Err(FingerprintError::BadKeyType(_))
+        ));
+        assert!(matches!(
+            parse_args(&args(&["--list-fingerprint", "-f"])),
+            Err(FingerprintError::MissingValue(_))
+        ));
     }
 
     #[test]
     fn torrc_lines_and_overrides() {
-        let dir = std::env::temp_dir().join(format!("fors-fp-{}-{}", std::process::id(), rand::random::<u32>()));
+        let dir = std::env::temp_dir().join(format!(
+            "fors-fp-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let torrc = dir.join("torrc");
-        std::fs::write(&torrc, "# comment\nNickname   Alpha # trailing\n\ndatadirectory /var/x\nORPort 9001\n").unwrap();
+        std::fs::write(
+            &torrc,
+            "# comment\nNickname   Alpha # trailing\n\ndatadirectory /var/x\nORPort 9001\n",
+        )
+        .unwrap();
         let t = torrc.to_str().unwrap();
         let o = parse_args(&args(&["--list-fingerprint", "-f", t])).unwrap();
         assert_eq!(o.nickname.as_deref(), Some("Alpha"));
         assert_eq!(o.data_directory, Some(PathBuf::from("/var/x")));
-        let o = parse_args(&args(&["--list-fingerprint", "-f", t, "--Nickname", "Beta"])).unwrap();
+        let o = parse_args(&args(&[
+            "--list-fingerprint",
+            "-f",
+            t,
+            "--Nickname",
+            "Beta",
+        ]))
+        .unwrap();
         assert_eq!(o.nickname.as_deref(), Some("Beta"));
         assert!(matches!(
-            parse_args(&args(&["--list-fingerprint", "-f", dir.join("none").to_str().unwrap()])),
+            parse_args(&args(&[
+                "--list-fingerprint",
+                "-f",
+                dir.join("none").to_str().unwrap()
+            ])),
             Err(FingerprintError::Torrc { .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -74,7 +74,10 @@ pub enum CertError {
     #[error("Ed25519 certificate was signed by a different key than the one expected")]
     WrongSigningKey,
     #[error("Ed25519 certificate expired at hour {expiration_hours} (now is {now_secs}s)")]
-    Expired { expiration_hours: u32, now_secs: u64 },
+    Expired {
+        expiration_hours: u32,
+        now_secs: u64,
+    },
     #[error("Ed25519 certificate signature does not verify")]
     BadSignature,
     #[error("Ed25519 certificate has type {found:#04x}, expected {expected:#04x}")]
@@ -176,18 +179,26 @@ impl Ed25519Cert {
             let hdr = bytes.get(pos..pos + 4).ok_or(CertError::Truncated)?;
             let len = u16::from_be_bytes([hdr[0], hdr[1]]) as usize;
             let (ext_type, flags) = (hdr[2], hdr[3]);
-            let data = bytes.get(pos + 4..pos + 4 + len).ok_or(CertError::Truncated)?;
+            let data = bytes
+                .get(pos + 4..pos + 4 + len)
+                .ok_or(CertError::Truncated)?;
             pos += 4 + len;
             if ext_type == EXT_SIGNED_WITH_ED25519_KEY {
                 // trunnel's union requires the 32-byte key to fill ExtLen exactly.
-                let key: [u8; 32] = data.try_into().map_err(|_| CertError::BadSigningKeyExtension(len))?;
+                let key: [u8; 32] = data
+                    .try_into()
+                    .map_err(|_| CertError::BadSigningKeyExtension(len))?;
                 if signing_key.replace(key).is_some() {
                     return Err(CertError::DuplicateSigningKey);
                 }
             } else if flags & EXT_FLAG_AFFECTS_VALIDATION != 0 {
                 return Err(CertError::UnknownCriticalExtension(ext_type));
             }
-            extensions.push(CertExtension { ext_type, flags, data: data.to_vec() });
+            extensions.push(CertExtension {
+                ext_type,
+                flags,
+                data: data.to_vec(),
+            });
         }
         let sig = bytes.get(pos..pos + SIG_LEN).ok_or(CertError::Truncated)?;
         let end = pos + SIG_LEN;
@@ -233,7 +244,11 @@ impl Ed25519Cert {
     ///
     /// `signer` is the expected signing key; if `None`, the embedded signed-with-key extension
     /// is used. If both are present they must agree.
-    pub fn verify(&self, signer: Option<&[u8; 32]>, now: Option<SystemTime>) -> Result<(), CertError> {
+    pub fn verify(
+        &self,
+        signer: Option<&[u8; 32]>,
+        now: Option<SystemTime>,
+    ) -> Result<(), CertError> {
         let key = match (signer, &self.signing_key) {
             (Some(s), Some(inc)) if s != inc => return Err(CertError::WrongSigningKey),
             (Some(s), _) => s,
@@ -261,7 +276,10 @@ impl Ed25519Cert {
         if self.cert_type == expected {
             Ok(())
         } else {
-            Err(CertError::WrongType { expected: expected.0, found: self.cert_type.0 })
+            Err(CertError::WrongType {
+                expected: expected.0,
+                found: self.cert_type.0,
+            })
         }
     }
 
@@ -288,12 +306,20 @@ mod tests {
         let now = at(1_700_000_123);
         let cases = [
             (CertType::IDENTITY_V_SIGNING, CertKeyType::ED25519, true),
-            (CertType::SIGNING_V_TLS_CERT, CertKeyType::SHA256_OF_X509, false),
+            (
+                CertType::SIGNING_V_TLS_CERT,
+                CertKeyType::SHA256_OF_X509,
+                false,
+            ),
             (CertType::SIGNING_V_LINK_AUTH, CertKeyType::ED25519, false),
             (CertType::NTOR_CC_IDENTITY, CertKeyType::ED25519, false),
         ];
         for (ty, kt, include) in cases {
-            let signer = if ty == CertType::IDENTITY_V_SIGNING { &master } else { &signing };
+            let signer = if ty == CertType::IDENTITY_V_SIGNING {
+                &master
+            } else {
+                &signing
+            };
             let cert = Ed25519Cert::sign(signer, ty, kt, &[9; 32], now, 2 * 86400, include);
             let parsed = Ed25519Cert::parse(cert.as_bytes()).unwrap();
             assert_eq!(parsed, cert);
@@ -301,17 +327,27 @@ mod tests {
             assert_eq!(parsed.key_type, kt);
             assert_eq!(parsed.signing_key.is_some(), include);
             // ceil((now + lifetime) / 3600)
-            assert_eq!(parsed.expiration_hours as u64, (1_700_000_123 + 2 * 86400 + 3599) / 3600);
-            parsed.verify(Some(signer.public().as_bytes()), Some(now)).unwrap();
+            assert_eq!(
+                parsed.expiration_hours as u64,
+                (1_700_000_123u64 + 2 * 86400).div_ceil(3600)
+            );
+            parsed
+                .verify(Some(signer.public().as_bytes()), Some(now))
+                .unwrap();
             if include {
                 parsed.verify(None, Some(now)).unwrap();
                 assert_eq!(parsed.as_bytes().len(), 104 + 36);
             } else {
-                assert_eq!(parsed.verify(None, Some(now)), Err(CertError::MissingSigningKey));
+                assert_eq!(
+                    parsed.verify(None, Some(now)),
+                    Err(CertError::MissingSigningKey)
+                );
                 assert_eq!(parsed.as_bytes().len(), 104);
             }
             let other = Ed25519Keypair::generate(&mut rng);
-            assert!(parsed.verify(Some(other.public().as_bytes()), Some(now)).is_err());
+            assert!(parsed
+                .verify(Some(other.public().as_bytes()), Some(now))
+                .is_err());
         }
     }
 
@@ -320,18 +356,31 @@ mod tests {
         let mut rng = rand::thread_rng();
         let k = Ed25519Keypair::generate(&mut rng);
         let now = at(1_700_000_000);
-        let cert = Ed25519Cert::sign(&k, CertType::IDENTITY_V_SIGNING, CertKeyType::ED25519, &[1; 32], now, 3600, true);
+        let cert = Ed25519Cert::sign(
+            &k,
+            CertType::IDENTITY_V_SIGNING,
+            CertKeyType::ED25519,
+            &[1; 32],
+            now,
+            3600,
+            true,
+        );
         for i in 0..cert.as_bytes().len() {
             let mut bad = cert.as_bytes().to_vec();
             bad[i] ^= 0x10;
-            match Ed25519Cert::parse(&bad) {
-                Ok(c) => assert!(c.verify(Some(k.public().as_bytes()), None).is_err(), "byte {i}"),
-                Err(_) => {}
+            if let Ok(c) = Ed25519Cert::parse(&bad) {
+                assert!(
+                    c.verify(Some(k.public().as_bytes()), None).is_err(),
+                    "byte {i}"
+                );
             }
         }
         let exp = cert.expires_at_secs();
         cert.verify(None, Some(at(exp))).unwrap();
-        assert!(matches!(cert.verify(None, Some(at(exp + 1))), Err(CertError::Expired { .. })));
+        assert!(matches!(
+            cert.verify(None, Some(at(exp + 1))),
+            Err(CertError::Expired { .. })
+        ));
         assert!(cert.is_expired(at(exp + 1)));
         cert.verify(None, None).unwrap();
     }
@@ -340,15 +389,29 @@ mod tests {
     fn parser_rejects_malformed() {
         let mut rng = rand::thread_rng();
         let k = Ed25519Keypair::generate(&mut rng);
-        let cert = Ed25519Cert::sign(&k, CertType::IDENTITY_V_SIGNING, CertKeyType::ED25519, &[1; 32], at(0), 3600, true);
+        let cert = Ed25519Cert::sign(
+            &k,
+            CertType::IDENTITY_V_SIGNING,
+            CertKeyType::ED25519,
+            &[1; 32],
+            at(0),
+            3600,
+            true,
+        );
         let b = cert.as_bytes();
-        assert_eq!(Ed25519Cert::parse(&b[..b.len() - 1]), Err(CertError::Truncated));
+        assert_eq!(
+            Ed25519Cert::parse(&b[..b.len() - 1]),
+            Err(CertError::Truncated)
+        );
         let mut long = b.to_vec();
         long.push(0);
         assert_eq!(Ed25519Cert::parse(&long), Err(CertError::TrailingBytes(1)));
         let mut v2 = b.to_vec();
         v2[0] = 2;
-        assert_eq!(Ed25519Cert::parse(&v2), Err(CertError::UnsupportedVersion(2)));
+        assert_eq!(
+            Ed25519Cert::parse(&v2),
+            Err(CertError::UnsupportedVersion(2))
+        );
 
         // Build raw certs with hand-made extension lists (signatures are irrelevant here).
         let raw = |exts: &[(u8, u8, &[u8])]| {
@@ -363,12 +426,18 @@ mod tests {
             v.extend_from_slice(&[0; 64]);
             v
         };
-        assert_eq!(Ed25519Cert::parse(&raw(&[(4, 0, &[0; 31])])), Err(CertError::BadSigningKeyExtension(31)));
+        assert_eq!(
+            Ed25519Cert::parse(&raw(&[(4, 0, &[0; 31])])),
+            Err(CertError::BadSigningKeyExtension(31))
+        );
         assert_eq!(
             Ed25519Cert::parse(&raw(&[(4, 0, &[0; 32]), (4, 0, &[0; 32])])),
             Err(CertError::DuplicateSigningKey)
         );
-        assert_eq!(Ed25519Cert::parse(&raw(&[(9, 1, &[1, 2])])), Err(CertError::UnknownCriticalExtension(9)));
+        assert_eq!(
+            Ed25519Cert::parse(&raw(&[(9, 1, &[1, 2])])),
+            Err(CertError::UnknownCriticalExtension(9))
+        );
         let ok = Ed25519Cert::parse(&raw(&[(9, 0, &[1, 2])])).unwrap();
         assert_eq!(ok.extensions.len(), 1);
         assert_eq!(ok.signing_key, None);

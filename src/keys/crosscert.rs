@@ -51,7 +51,11 @@ pub struct RsaEd25519CrossCert {
 
 impl RsaEd25519CrossCert {
     /// Signs `ed_key` with the RSA identity key, valid until `expires` (rounded up to hours).
-    pub fn sign(rsa_identity: &RsaPrivateKey, ed_key: &Ed25519Identity, expires: SystemTime) -> Result<Self, RsaError> {
+    pub fn sign(
+        rsa_identity: &RsaPrivateKey,
+        ed_key: &Ed25519Identity,
+        expires: SystemTime,
+    ) -> Result<Self, RsaError> {
         let expiration_hours = hours_ceil(unix_secs(expires));
         let mut signed = Vec::with_capacity(36);
         signed.extend_from_slice(&ed_key.0);
@@ -62,7 +66,12 @@ impl RsaEd25519CrossCert {
         // One byte of length: fine for RSA-1024 (128 bytes).
         encoded.push(signature.len() as u8);
         encoded.extend_from_slice(&signature);
-        Ok(Self { ed_key: *ed_key, expiration_hours, signature, encoded })
+        Ok(Self {
+            ed_key: *ed_key,
+            expiration_hours,
+            signature,
+            encoded,
+        })
     }
 
     /// Parses an encoded cross-cert; the input must be exactly one cert.
@@ -94,7 +103,12 @@ impl RsaEd25519CrossCert {
 
     /// Checks as C tor's `rsa_ed25519_crosscert_check`: right Ed25519 key, not expired before
     /// `now`, and a valid signature by `rsa_identity`.
-    pub fn verify(&self, rsa_identity: &RsaPublicKey, master: &Ed25519Identity, now: SystemTime) -> Result<(), CrossCertError> {
+    pub fn verify(
+        &self,
+        rsa_identity: &RsaPublicKey,
+        master: &Ed25519Identity,
+        now: SystemTime,
+    ) -> Result<(), CrossCertError> {
         if &self.ed_key != master {
             return Err(CrossCertError::WrongEd25519Key);
         }
@@ -105,7 +119,8 @@ impl RsaEd25519CrossCert {
             return Err(CrossCertError::BadSignature);
         }
         let digest = crosscert_digest(&self.encoded[..36]);
-        tor_rsa::verify_unprefixed(rsa_identity, &digest, &self.signature).map_err(|_| CrossCertError::BadSignature)
+        tor_rsa::verify_unprefixed(rsa_identity, &digest, &self.signature)
+            .map_err(|_| CrossCertError::BadSignature)
     }
 }
 
@@ -118,7 +133,10 @@ fn crosscert_digest(signed: &[u8]) -> [u8; 32] {
 
 /// The data the TAP onion key signs for `onion-key-crosscert` (dir-spec §2.1.1):
 /// SHA-1(DER RSA identity key) ‖ master Ed25519 key, 52 bytes.
-fn tap_crosscert_data(rsa_identity: &RsaPublicKey, master: &Ed25519Identity) -> Result<Vec<u8>, RsaError> {
+fn tap_crosscert_data(
+    rsa_identity: &RsaPublicKey,
+    master: &Ed25519Identity,
+) -> Result<Vec<u8>, RsaError> {
     let mut data = tor_rsa::rsa_identity(rsa_identity)?.0.to_vec();
     data.extend_from_slice(&master.0);
     Ok(data)
@@ -141,7 +159,11 @@ pub fn verify_tap_onion_key_crosscert(
     master: &Ed25519Identity,
     signature: &[u8],
 ) -> Result<(), RsaError> {
-    tor_rsa::verify_unprefixed(onion_key, &tap_crosscert_data(rsa_identity, master)?, signature)
+    tor_rsa::verify_unprefixed(
+        onion_key,
+        &tap_crosscert_data(rsa_identity, master)?,
+        signature,
+    )
 }
 
 /// `ntor-onion-key-crosscert`: a type-0x0A certificate of the master identity signed by the
@@ -155,7 +177,15 @@ pub fn make_ntor_onion_key_crosscert(
     lifetime_secs: u64,
 ) -> (Ed25519Cert, u8) {
     let (ed, sign_bit) = Ed25519Keypair::from_curve25519_secret(ntor_secret);
-    let cert = Ed25519Cert::sign(&ed, CertType::NTOR_CC_IDENTITY, CertKeyType::ED25519, &master.0, now, lifetime_secs, false);
+    let cert = Ed25519Cert::sign(
+        &ed,
+        CertType::NTOR_CC_IDENTITY,
+        CertKeyType::ED25519,
+        &master.0,
+        now,
+        lifetime_secs,
+        false,
+    );
     (cert, sign_bit)
 }
 
@@ -172,7 +202,8 @@ pub fn verify_ntor_onion_key_crosscert(
     if cert.certified_key != master.0 {
         return Err(CertError::WrongCertifiedKey);
     }
-    let signer = super::ed25519::ed25519_public_from_curve25519(ntor_public, sign_bit).ok_or(CertError::BadSignature)?;
+    let signer = super::ed25519::ed25519_public_from_curve25519(ntor_public, sign_bit)
+        .ok_or(CertError::BadSignature)?;
     cert.verify(Some(&signer), now)
 }
 
@@ -191,7 +222,12 @@ mod tests {
         let rsa = tor_rsa::generate(&mut rng, 1024).unwrap();
         let master = Ed25519Keypair::generate(&mut rng).identity();
         let now = at(1_700_000_000);
-        let cc = RsaEd25519CrossCert::sign(&rsa, &master, at(1_700_000_000 + RSA_ED_CROSSCERT_LIFETIME_SECS)).unwrap();
+        let cc = RsaEd25519CrossCert::sign(
+            &rsa,
+            &master,
+            at(1_700_000_000 + RSA_ED_CROSSCERT_LIFETIME_SECS),
+        )
+        .unwrap();
         assert_eq!(cc.as_bytes().len(), 32 + 4 + 1 + 128);
         let parsed = RsaEd25519CrossCert::parse(cc.as_bytes()).unwrap();
         assert_eq!(parsed, cc);
@@ -199,7 +235,9 @@ mod tests {
 
         // Independent check of the signed digest: recover it with the raw public operation.
         let sig = rsa::BigUint::from_bytes_be(&cc.signature);
-        let em = sig.modpow(rsa.to_public_key().e(), rsa.to_public_key().n()).to_bytes_be();
+        let em = sig
+            .modpow(rsa.to_public_key().e(), rsa.to_public_key().n())
+            .to_bytes_be();
         let mut h = Sha256::new();
         h.update(b"Tor TLS RSA/Ed25519 cross-certificate");
         h.update(&cc.as_bytes()[..36]);
@@ -208,13 +246,22 @@ mod tests {
         assert_eq!(em[em.len() - 33], 0);
 
         let other = Ed25519Keypair::generate(&mut rng).identity();
-        assert!(matches!(parsed.verify(&rsa.to_public_key(), &other, now), Err(CrossCertError::WrongEd25519Key)));
+        assert!(matches!(
+            parsed.verify(&rsa.to_public_key(), &other, now),
+            Err(CrossCertError::WrongEd25519Key)
+        ));
         let late = at(cc.expires_at_secs() + 1);
-        assert!(matches!(parsed.verify(&rsa.to_public_key(), &master, late), Err(CrossCertError::Expired(_))));
+        assert!(matches!(
+            parsed.verify(&rsa.to_public_key(), &master, late),
+            Err(CrossCertError::Expired(_))
+        ));
         let mut bad = cc.as_bytes().to_vec();
         bad[35] ^= 1;
         let bad = RsaEd25519CrossCert::parse(&bad).unwrap();
-        assert!(matches!(bad.verify(&rsa.to_public_key(), &master, now), Err(CrossCertError::BadSignature)));
+        assert!(matches!(
+            bad.verify(&rsa.to_public_key(), &master, now),
+            Err(CrossCertError::BadSignature)
+        ));
         assert!(RsaEd25519CrossCert::parse(&cc.as_bytes()[..100]).is_err());
     }
 
@@ -225,17 +272,40 @@ mod tests {
         let onion = tor_rsa::generate(&mut rng, 1024).unwrap();
         let master = Ed25519Keypair::generate(&mut rng).identity();
         let sig = make_tap_onion_key_crosscert(&onion, &id.to_public_key(), &master).unwrap();
-        verify_tap_onion_key_crosscert(&onion.to_public_key(), &id.to_public_key(), &master, &sig).unwrap();
+        verify_tap_onion_key_crosscert(&onion.to_public_key(), &id.to_public_key(), &master, &sig)
+            .unwrap();
         let other = Ed25519Keypair::generate(&mut rng).identity();
-        assert!(verify_tap_onion_key_crosscert(&onion.to_public_key(), &id.to_public_key(), &other, &sig).is_err());
+        assert!(verify_tap_onion_key_crosscert(
+            &onion.to_public_key(),
+            &id.to_public_key(),
+            &other,
+            &sig
+        )
+        .is_err());
 
         let ntor = x25519_dalek::StaticSecret::random_from_rng(&mut rng);
         let ntor_pub = x25519_dalek::PublicKey::from(&ntor);
         let now = at(1_700_000_000);
-        let (cert, sign) = make_ntor_onion_key_crosscert(&ntor.to_bytes(), &master, now, 28 * 86400);
+        let (cert, sign) =
+            make_ntor_onion_key_crosscert(&ntor.to_bytes(), &master, now, 28 * 86400);
         assert_eq!(cert.signing_key, None);
-        verify_ntor_onion_key_crosscert(&cert, sign, ntor_pub.as_bytes(), &master, Some(now)).unwrap();
-        assert!(verify_ntor_onion_key_crosscert(&cert, sign ^ 1, ntor_pub.as_bytes(), &master, Some(now)).is_err());
-        assert!(verify_ntor_onion_key_crosscert(&cert, sign, ntor_pub.as_bytes(), &other, Some(now)).is_err());
+        verify_ntor_onion_key_crosscert(&cert, sign, ntor_pub.as_bytes(), &master, Some(now))
+            .unwrap();
+        assert!(verify_ntor_onion_key_crosscert(
+            &cert,
+            sign ^ 1,
+            ntor_pub.as_bytes(),
+            &master,
+            Some(now)
+        )
+        .is_err());
+        assert!(verify_ntor_onion_key_crosscert(
+            &cert,
+            sign,
+            ntor_pub.as_bytes(),
+            &other,
+            Some(now)
+        )
+        .is_err());
     }
 }

@@ -283,11 +283,26 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!(Reader::new(&[0x30]).read_any(), Err(DerError::Truncated));
-        assert_eq!(Reader::new(&[0x30, 0x80]).read_any(), Err(DerError::BadLength));
-        assert_eq!(Reader::new(&[0x30, 0x85, 1, 1, 1, 1, 1]).read_any(), Err(DerError::BadLength));
-        assert_eq!(Reader::new(&[0x30, 0x05, 1]).read_any(), Err(DerError::Truncated));
-        assert_eq!(Reader::new(&[0x1f, 0x01, 0]).read_any(), Err(DerError::UnsupportedTag));
-        assert_eq!(parse_single(&[0x05, 0, 0], tag::NULL), Err(DerError::TrailingData));
+        assert_eq!(
+            Reader::new(&[0x30, 0x80]).read_any(),
+            Err(DerError::BadLength)
+        );
+        assert_eq!(
+            Reader::new(&[0x30, 0x85, 1, 1, 1, 1, 1]).read_any(),
+            Err(DerError::BadLength)
+        );
+        assert_eq!(
+            Reader::new(&[0x30, 0x05, 1]).read_any(),
+            Err(DerError::Truncated)
+        );
+        assert_eq!(
+            Reader::new(&[0x1f, 0x01, 0]).read_any(),
+            Err(DerError::UnsupportedTag)
+        );
+        assert_eq!(
+            parse_single(&[0x05, 0, 0], tag::NULL),
+            Err(DerError::TrailingData)
+        );
         assert!(matches!(
             parse_single(&[0x05, 0], tag::SEQUENCE),
             Err(DerError::UnexpectedTag { .. })

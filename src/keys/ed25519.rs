@@ -49,7 +49,11 @@ impl Ed25519Keypair {
     pub fn from_expanded(bytes: &[u8; EXPANDED_SECRET_LEN]) -> Self {
         let secret = ExpandedSecretKey::from_bytes(bytes);
         let public = VerifyingKey::from(&secret);
-        Self { expanded: Zeroizing::new(*bytes), secret, public }
+        Self {
+            expanded: Zeroizing::new(*bytes),
+            secret,
+            public,
+        }
     }
 
     /// The 64-byte expanded secret key, as stored in `ed25519v1-secret` files.
@@ -129,14 +133,25 @@ mod tests {
         assert_eq!(ours.public, dalek.verifying_key());
         use ed25519_dalek::Signer;
         assert_eq!(ours.sign(b"msg"), dalek.sign(b"msg"));
-        assert!(verify(ours.public.as_bytes(), b"msg", &ours.sign(b"msg").to_bytes()));
-        assert!(!verify(ours.public.as_bytes(), b"msh", &ours.sign(b"msg").to_bytes()));
+        assert!(verify(
+            ours.public.as_bytes(),
+            b"msg",
+            &ours.sign(b"msg").to_bytes()
+        ));
+        assert!(!verify(
+            ours.public.as_bytes(),
+            b"msh",
+            &ours.sign(b"msg").to_bytes()
+        ));
     }
 
     #[test]
     fn rfc8032_test_vector_1() {
         // RFC 8032 §7.1 TEST 1 (empty message).
-        let seed = crate::util::hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60").unwrap();
+        let seed = crate::util::hex::decode(
+            "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+        )
+        .unwrap();
         let mut expanded = [0u8; 64];
         expanded.copy_from_slice(&Sha512::digest(&seed));
         clamp(&mut expanded);

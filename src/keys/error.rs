@@ -15,7 +15,10 @@ pub enum FileProblem {
     #[error("{0}")]
     Tagged(#[from] TaggedError),
     #[error("has tag {found:?}, expected {expected:?}")]
-    WrongTag { expected: &'static str, found: String },
+    WrongTag {
+        expected: &'static str,
+        found: String,
+    },
     #[error("key body is {found} bytes, expected {expected}")]
     WrongLength { expected: usize, found: usize },
     #[error("file is empty")]
@@ -43,7 +46,11 @@ pub enum KeyError {
     #[error("key file {} is corrupt ({problem}); refusing to replace it — move it away to generate a new key", path.display())]
     Corrupt { path: PathBuf, problem: FileProblem },
     #[error("{} does not belong with {}: {what}", path.display(), other.display())]
-    Mismatch { path: PathBuf, other: PathBuf, what: &'static str },
+    Mismatch {
+        path: PathBuf,
+        other: PathBuf,
+        what: &'static str,
+    },
     #[error(
         "the medium-term signing key must be (re)created but the master identity secret key {} is missing (offline master key?)",
         path.display()
@@ -55,10 +62,17 @@ pub enum KeyError {
 
 impl KeyError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        KeyError::Io { op, path: path.into(), source }
+        KeyError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, problem: impl Into<FileProblem>) -> Self {
-        KeyError::Corrupt { path: path.into(), problem: problem.into() }
+        KeyError::Corrupt {
+            path: path.into(),
+            problem: problem.into(),
+        }
     }
 }

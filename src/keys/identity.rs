@@ -33,13 +33,19 @@ pub struct SigningKeyPolicy {
 
 impl Default for SigningKeyPolicy {
     fn default() -> Self {
-        Self { lifetime_secs: 30 * 86400, renew_before_secs: 86400 }
+        Self {
+            lifetime_secs: 30 * 86400,
+            renew_before_secs: 86400,
+        }
     }
 }
 
 /// Loads the RSA identity key, generating and saving it if missing (or empty, as C tor does).
 /// The key must be RSA-1024 with e = 65537.
-pub fn load_or_create_rsa_identity<R: RngCore + CryptoRng>(dir: &KeyDir, rng: &mut R) -> Result<RsaPrivateKey, KeyError> {
+pub fn load_or_create_rsa_identity<R: RngCore + CryptoRng>(
+    dir: &KeyDir,
+    rng: &mut R,
+) -> Result<RsaPrivateKey, KeyError> {
     if let Some(k) = load_rsa(dir, RSA_IDENTITY_FILE)? {
         tor_rsa::check_shape(&k.to_public_key(), tor_rsa::IDENTITY_KEY_BITS)
             .map_err(|e| KeyError::corrupt(dir.path(RSA_IDENTITY_FILE), FileProblem::Rsa(e)))?;
@@ -79,7 +85,9 @@ fn load_opt<T>(
 ) -> Result<Option<T>, KeyError> {
     match dir.read(name)? {
         None => Ok(None),
-        Some(bytes) => parse(&bytes).map(Some).map_err(|p| KeyError::corrupt(dir.path(name), p)),
+        Some(bytes) => parse(&bytes)
+            .map(Some)
+            .map_err(|p| KeyError::corrupt(dir.path(name), p)),
     }
 }
 
@@ -98,8 +106,12 @@ pub fn load_or_create_ed25519<R: RngCore + CryptoRng>(
     policy: &SigningKeyPolicy,
 ) -> Result<(Ed25519Keys, SigningKeyStatus), KeyError> {
     let now_secs = unix_secs(now);
-    let signing = load_opt(dir, SIGNING_SECRET_FILE, |b| keyfile::parse_ed25519_secret_key(b, SIGNING_TAG))?;
-    let cert = load_opt(dir, SIGNING_CERT_FILE, |b| keyfile::parse_ed25519_cert(b, SIGNING_TAG))?;
+    let signing = load_opt(dir, SIGNING_SECRET_FILE, |b| {
+        keyfile::parse_ed25519_secret_key(b, SIGNING_TAG)
+    })?;
+    let cert = load_opt(dir, SIGNING_CERT_FILE, |b| {
+        keyfile::parse_ed25519_cert(b, SIGNING_TAG)
+    })?;
     if let Some(c) = &cert {
         if c.cert_type != CertType::IDENTITY_V_SIGNING || c.key_type != CertKeyType::ED25519 {
             let found = c.cert_type.0;
@@ -124,10 +136,15 @@ pub fn load_or_create_ed25519<R: RngCore + CryptoRng>(
 
     let expires = current.as_ref().map(|(_, c)| c.expires_at_secs());
     let need_new = expires.is_none_or(|e| e < now_secs);
-    let want_new = need_new || expires.is_some_and(|e| e < now_secs.saturating_add(policy.renew_before_secs));
+    let want_new =
+        need_new || expires.is_some_and(|e| e < now_secs.saturating_add(policy.renew_before_secs));
 
-    let master_secret = load_opt(dir, MASTER_SECRET_FILE, |b| keyfile::parse_ed25519_secret_key(b, MASTER_TAG))?;
-    let master_public = load_opt(dir, MASTER_PUBLIC_FILE, |b| keyfile::parse_ed25519_public_key(b, MASTER_TAG))?;
+    let master_secret = load_opt(dir, MASTER_SECRET_FILE, |b| {
+        keyfile::parse_ed25519_secret_key(b, MASTER_TAG)
+    })?;
+    let master_public = load_opt(dir, MASTER_PUBLIC_FILE, |b| {
+        keyfile::parse_ed25519_public_key(b, MASTER_TAG)
+    })?;
 
     let (identity, master_secret) = match (master_secret, master_public) {
         (Some(s), Some(p)) => {
@@ -142,24 +159,40 @@ pub fn load_or_create_ed25519<R: RngCore + CryptoRng>(
         }
         (Some(s), None) => {
             // C repairs a missing public key file from the secret key.
-            dir.write(MASTER_PUBLIC_FILE, &keyfile::encode_ed25519_public_key(s.public().as_bytes(), MASTER_TAG))?;
+            dir.write(
+                MASTER_PUBLIC_FILE,
+                &keyfile::encode_ed25519_public_key(s.public().as_bytes(), MASTER_TAG),
+            )?;
             (s.identity(), Some(s))
         }
         (None, Some(p)) => (Ed25519Identity(p), None),
         (None, None) => match &current {
             None => {
                 let s = Ed25519Keypair::generate(rng);
-                dir.write(MASTER_SECRET_FILE, &keyfile::encode_ed25519_secret_key(&s, MASTER_TAG))?;
-                dir.write(MASTER_PUBLIC_FILE, &keyfile::encode_ed25519_public_key(s.public().as_bytes(), MASTER_TAG))?;
+                dir.write(
+                    MASTER_SECRET_FILE,
+                    &keyfile::encode_ed25519_secret_key(&s, MASTER_TAG),
+                )?;
+                dir.write(
+                    MASTER_PUBLIC_FILE,
+                    &keyfile::encode_ed25519_public_key(s.public().as_bytes(), MASTER_TAG),
+                )?;
                 (s.identity(), Some(s))
             }
             Some((_, c)) if !need_new => {
                 // Offline master with no public key file: infer it from the cert, like C.
                 let p = c.signing_key.unwrap_or_default();
-                dir.write(MASTER_PUBLIC_FILE, &keyfile::encode_ed25519_public_key(&p, MASTER_TAG))?;
+                dir.write(
+                    MASTER_PUBLIC_FILE,
+                    &keyfile::encode_ed25519_public_key(&p, MASTER_TAG),
+                )?;
                 (Ed25519Identity(p), None)
             }
-            Some(_) => return Err(KeyError::MasterKeyOffline { path: dir.path(MASTER_SECRET_FILE) }),
+            Some(_) => {
+                return Err(KeyError::MasterKeyOffline {
+                    path: dir.path(MASTER_SECRET_FILE),
+                })
+            }
         },
     };
 
@@ -177,7 +210,9 @@ pub fn load_or_create_ed25519<R: RngCore + CryptoRng>(
 
     // An expired (or missing) signing key cannot be used, and only the master can sign anew.
     if need_new && master_secret.is_none() {
-        return Err(KeyError::MasterKeyOffline { path: dir.path(MASTER_SECRET_FILE) });
+        return Err(KeyError::MasterKeyOffline {
+            path: dir.path(MASTER_SECRET_FILE),
+        });
     }
     match (want_new, master_secret, current) {
         (true, Some(master), _) => {
@@ -191,15 +226,41 @@ pub fn load_or_create_ed25519<R: RngCore + CryptoRng>(
                 policy.lifetime_secs,
                 true,
             );
-            dir.write(SIGNING_SECRET_FILE, &keyfile::encode_ed25519_secret_key(&signing, SIGNING_TAG))?;
-            dir.write(SIGNING_CERT_FILE, &keyfile::encode_ed25519_cert(&cert, SIGNING_TAG))?;
-            Ok((Ed25519Keys { identity, signing, signing_cert: cert }, SigningKeyStatus::Renewed))
+            dir.write(
+                SIGNING_SECRET_FILE,
+                &keyfile::encode_ed25519_secret_key(&signing, SIGNING_TAG),
+            )?;
+            dir.write(
+                SIGNING_CERT_FILE,
+                &keyfile::encode_ed25519_cert(&cert, SIGNING_TAG),
+            )?;
+            Ok((
+                Ed25519Keys {
+                    identity,
+                    signing,
+                    signing_cert: cert,
+                },
+                SigningKeyStatus::Renewed,
+            ))
         }
         (_, _, Some((signing, cert))) => {
-            let status = if want_new { SigningKeyStatus::RenewalBlocked } else { SigningKeyStatus::Unchanged };
-            Ok((Ed25519Keys { identity, signing, signing_cert: cert }, status))
+            let status = if want_new {
+                SigningKeyStatus::RenewalBlocked
+            } else {
+                SigningKeyStatus::Unchanged
+            };
+            Ok((
+                Ed25519Keys {
+                    identity,
+                    signing,
+                    signing_cert: cert,
+                },
+                status,
+            ))
         }
         // Unreachable: no current key means `need_new`, handled above.
-        (_, _, None) => Err(KeyError::MasterKeyOffline { path: dir.path(MASTER_SECRET_FILE) }),
+        (_, _, None) => Err(KeyError::MasterKeyOffline {
+            path: dir.path(MASTER_SECRET_FILE),
+        }),
     }
 }

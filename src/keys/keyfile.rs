@@ -41,23 +41,38 @@ pub fn parse_rsa_private_key(contents: &[u8]) -> Result<RsaPrivateKey, FileProbl
 
 /// Encodes a PEM RSA private key file.
 pub fn encode_rsa_private_key(key: &RsaPrivateKey) -> Result<Zeroizing<Vec<u8>>, FileProblem> {
-    Ok(Zeroizing::new(tor_rsa::private_key_to_pem(key)?.as_bytes().to_vec()))
+    Ok(Zeroizing::new(
+        tor_rsa::private_key_to_pem(key)?.as_bytes().to_vec(),
+    ))
 }
 
-fn tagged_body<'a>(contents: &'a [u8], typestring: &str, tag: &'static str) -> Result<&'a [u8], FileProblem> {
+fn tagged_body<'a>(
+    contents: &'a [u8],
+    typestring: &str,
+    tag: &'static str,
+) -> Result<&'a [u8], FileProblem> {
     let (found, body) = tagged::decode(contents, typestring)?;
     if found != tag {
-        return Err(FileProblem::WrongTag { expected: tag, found });
+        return Err(FileProblem::WrongTag {
+            expected: tag,
+            found,
+        });
     }
     Ok(body)
 }
 
 fn exact<const N: usize>(body: &[u8]) -> Result<[u8; N], FileProblem> {
-    body.try_into().map_err(|_| FileProblem::WrongLength { expected: N, found: body.len() })
+    body.try_into().map_err(|_| FileProblem::WrongLength {
+        expected: N,
+        found: body.len(),
+    })
 }
 
 /// Parses an `ed25519v1-secret` file with the given tag.
-pub fn parse_ed25519_secret_key(contents: &[u8], tag: &'static str) -> Result<Ed25519Keypair, FileProblem> {
+pub fn parse_ed25519_secret_key(
+    contents: &[u8],
+    tag: &'static str,
+) -> Result<Ed25519Keypair, FileProblem> {
     let body = tagged_body(contents, ED25519_SECRET_TYPE, tag)?;
     let bytes = Zeroizing::new(exact::<64>(body)?);
     Ok(Ed25519Keypair::from_expanded(&bytes))
@@ -65,11 +80,18 @@ pub fn parse_ed25519_secret_key(contents: &[u8], tag: &'static str) -> Result<Ed
 
 /// Encodes an `ed25519v1-secret` file.
 pub fn encode_ed25519_secret_key(key: &Ed25519Keypair, tag: &str) -> Zeroizing<Vec<u8>> {
-    Zeroizing::new(tagged::encode(ED25519_SECRET_TYPE, tag, key.expanded_secret()))
+    Zeroizing::new(tagged::encode(
+        ED25519_SECRET_TYPE,
+        tag,
+        key.expanded_secret(),
+    ))
 }
 
 /// Parses an `ed25519v1-public` file.
-pub fn parse_ed25519_public_key(contents: &[u8], tag: &'static str) -> Result<[u8; 32], FileProblem> {
+pub fn parse_ed25519_public_key(
+    contents: &[u8],
+    tag: &'static str,
+) -> Result<[u8; 32], FileProblem> {
     exact::<32>(tagged_body(contents, ED25519_PUBLIC_TYPE, tag)?)
 }
 
@@ -82,7 +104,10 @@ pub fn encode_ed25519_public_key(key: &[u8; 32], tag: &str) -> Vec<u8> {
 pub fn parse_ed25519_cert(contents: &[u8], tag: &'static str) -> Result<Ed25519Cert, FileProblem> {
     let body = tagged_body(contents, ED25519_CERT_TYPE, tag)?;
     if body.len() > MAX_CERT_LEN {
-        return Err(FileProblem::WrongLength { expected: MAX_CERT_LEN, found: body.len() });
+        return Err(FileProblem::WrongLength {
+            expected: MAX_CERT_LEN,
+            found: body.len(),
+        });
     }
     Ok(Ed25519Cert::parse(body)?)
 }
@@ -93,7 +118,10 @@ pub fn encode_ed25519_cert(cert: &Ed25519Cert, tag: &str) -> Vec<u8> {
 }
 
 /// Parses a `c25519v1` keypair file; the stored public key must match the secret key.
-pub fn parse_curve25519_keypair(contents: &[u8], tag: &'static str) -> Result<(StaticSecret, PublicKey), FileProblem> {
+pub fn parse_curve25519_keypair(
+    contents: &[u8],
+    tag: &'static str,
+) -> Result<(StaticSecret, PublicKey), FileProblem> {
     let body = tagged_body(contents, CURVE25519_TYPE, tag)?;
     let both = Zeroizing::new(exact::<64>(body)?);
     let mut sk = Zeroizing::new([0u8; 32]);
@@ -125,12 +153,24 @@ mod tests {
         let f = encode_ed25519_secret_key(&k, MASTER_TAG);
         let back = parse_ed25519_secret_key(&f, MASTER_TAG).unwrap();
         assert_eq!(back.expanded_secret(), k.expanded_secret());
-        assert!(matches!(parse_ed25519_secret_key(&f, SIGNING_TAG), Err(FileProblem::WrongTag { .. })));
-        assert!(matches!(parse_ed25519_secret_key(&f[..95], MASTER_TAG), Err(FileProblem::WrongLength { .. })));
+        assert!(matches!(
+            parse_ed25519_secret_key(&f, SIGNING_TAG),
+            Err(FileProblem::WrongTag { .. })
+        ));
+        assert!(matches!(
+            parse_ed25519_secret_key(&f[..95], MASTER_TAG),
+            Err(FileProblem::WrongLength { .. })
+        ));
 
         let p = encode_ed25519_public_key(k.public().as_bytes(), MASTER_TAG);
-        assert_eq!(&parse_ed25519_public_key(&p, MASTER_TAG).unwrap(), k.public().as_bytes());
-        assert!(matches!(parse_ed25519_secret_key(&p, MASTER_TAG), Err(FileProblem::Tagged(_))));
+        assert_eq!(
+            &parse_ed25519_public_key(&p, MASTER_TAG).unwrap(),
+            k.public().as_bytes()
+        );
+        assert!(matches!(
+            parse_ed25519_secret_key(&p, MASTER_TAG),
+            Err(FileProblem::Tagged(_))
+        ));
     }
 
     #[test]
@@ -144,13 +184,22 @@ mod tests {
         assert_eq!(p2, PublicKey::from(&s));
         let mut bad = f.to_vec();
         bad[95] ^= 1;
-        assert!(matches!(parse_curve25519_keypair(&bad, NTOR_TAG), Err(FileProblem::PublicKeyMismatch)));
+        assert!(matches!(
+            parse_curve25519_keypair(&bad, NTOR_TAG),
+            Err(FileProblem::PublicKeyMismatch)
+        ));
     }
 
     #[test]
     fn rsa_file_errors() {
-        assert!(matches!(parse_rsa_private_key(b"garbage"), Err(FileProblem::Pem(_))));
+        assert!(matches!(
+            parse_rsa_private_key(b"garbage"),
+            Err(FileProblem::Pem(_))
+        ));
         let junk_pem = super::super::pem::encode("RSA PRIVATE KEY", b"not der");
-        assert!(matches!(parse_rsa_private_key(junk_pem.as_bytes()), Err(FileProblem::Rsa(_))));
+        assert!(matches!(
+            parse_rsa_private_key(junk_pem.as_bytes()),
+            Err(FileProblem::Rsa(_))
+        ));
     }
 }

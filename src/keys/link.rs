@@ -31,7 +31,11 @@ pub struct LinkCertPolicy {
 
 impl Default for LinkCertPolicy {
     fn default() -> Self {
-        Self { tls_cert_cert_lifetime_secs: 2 * 86400, auth_key_lifetime_secs: 2 * 86400, renew_before_secs: 3 * 3600 }
+        Self {
+            tls_cert_cert_lifetime_secs: 2 * 86400,
+            auth_key_lifetime_secs: 2 * 86400,
+            renew_before_secs: 3 * 3600,
+        }
     }
 }
 
@@ -59,7 +63,12 @@ pub struct LinkCerts {
 
 impl std::fmt::Debug for LinkCerts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinkCerts").field("tls_cert_sha256", &crate::util::hex::encode(&self.tls_cert_sha256())).finish()
+        f.debug_struct("LinkCerts")
+            .field(
+                "tls_cert_sha256",
+                &crate::util::hex::encode(&self.tls_cert_sha256()),
+            )
+            .finish()
     }
 }
 
@@ -92,15 +101,25 @@ impl LinkCerts {
     ) -> Result<LinkCerts, LinkCertError> {
         let link_key = tor_rsa::generate(rng, tor_rsa::LINK_KEY_BITS)?;
         let link_key_pkcs8_der = Zeroizing::new(
-            link_key.to_pkcs8_der().map_err(|e| LinkCertError::Pkcs8(e.to_string()))?.as_bytes().to_vec(),
+            link_key
+                .to_pkcs8_der()
+                .map_err(|e| LinkCertError::Pkcs8(e.to_string()))?
+                .as_bytes()
+                .to_vec(),
         );
         // C: subject "www.<rand>.net" for the link cert, issuer "www.<rand>.com" for both.
         let link_cn = x509::random_hostname(rng, "www.", ".net");
         let id_cn = x509::random_hostname(rng, "www.", ".com");
         let link_lifetime = x509::pick_link_cert_lifetime(rng);
         let link_validity = x509::pick_validity(rng, now, link_lifetime);
-        let link_cert_der =
-            x509::create_certificate(rng, &link_key.to_public_key(), &link_cn, keys.rsa_identity, &id_cn, link_validity)?;
+        let link_cert_der = x509::create_certificate(
+            rng,
+            &link_key.to_public_key(),
+            &link_cn,
+            keys.rsa_identity,
+            &id_cn,
+            link_validity,
+        )?;
         let id_validity = x509::pick_validity(rng, now, x509::IDENTITY_CERT_LIFETIME_SECS);
         let identity_cert_der = x509::create_certificate(
             rng,
@@ -161,6 +180,7 @@ impl LinkCerts {
         self.tls_cert_cert.expires_at_secs() < horizon
             || self.link_auth_cert.expires_at_secs() < horizon
             || self.signing_cert.expires_at_secs() < horizon
-            || self.rsa_crosscert.expires_at_secs() < unix_secs(now) + super::crosscert::RSA_ED_CROSSCERT_RENEW_SECS
+            || self.rsa_crosscert.expires_at_secs()
+                < unix_secs(now) + super::crosscert::RSA_ED_CROSSCERT_RENEW_SECS
     }
 }

@@ -27,7 +27,7 @@ pub use cert::{CertKeyType, CertType, Ed25519Cert};
 pub use crosscert::RsaEd25519CrossCert;
 pub use ed25519::Ed25519Keypair;
 pub use error::{FileProblem, KeyError};
+pub use identity::SigningKeyPolicy;
 pub use link::{LinkCertPolicy, LinkCerts};
 pub use onion::{NtorKeypair, OnionKeyRotation, OnionKeys};
 pub use relay::{spaced_fingerprint, KeyChanges, KeyParams, RelayKeys};
-pub use identity::SigningKeyPolicy;

@@ -46,7 +46,10 @@ impl OnionKeyRotation {
     pub fn from_consensus_days(rotation_days: Option<i64>, grace_days: Option<i64>) -> Self {
         let rotation = rotation_days.unwrap_or(28).clamp(1, 90);
         let grace = grace_days.unwrap_or(7).clamp(1, rotation);
-        Self { rotation_secs: rotation as u64 * 86400, grace_secs: grace as u64 * 86400 }
+        Self {
+            rotation_secs: rotation as u64 * 86400,
+            grace_secs: grace as u64 * 86400,
+        }
     }
 
     /// True once `set_at + rotation <= now` (C `rotate_onion_key_callback`).
@@ -69,7 +72,11 @@ pub struct NtorKeypair {
 
 impl std::fmt::Debug for NtorKeypair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "NtorKeypair({})", crate::util::hex::encode(self.public.as_bytes()))
+        write!(
+            f,
+            "NtorKeypair({})",
+            crate::util::hex::encode(self.public.as_bytes())
+        )
     }
 }
 
@@ -112,26 +119,32 @@ fn load_ntor(dir: &KeyDir, name: &str) -> Result<Option<NtorKeypair>, KeyError> 
     match dir.read_nonempty(name)? {
         None => Ok(None),
         Some(bytes) => {
-            let (secret, public) =
-                keyfile::parse_curve25519_keypair(&bytes, NTOR_TAG).map_err(|p| KeyError::corrupt(dir.path(name), p))?;
+            let (secret, public) = keyfile::parse_curve25519_keypair(&bytes, NTOR_TAG)
+                .map_err(|p| KeyError::corrupt(dir.path(name), p))?;
             Ok(Some(NtorKeypair { secret, public }))
         }
     }
 }
 
 fn save_ntor(dir: &KeyDir, name: &str, k: &NtorKeypair) -> Result<(), KeyError> {
-    dir.write(name, &keyfile::encode_curve25519_keypair(&k.secret, NTOR_TAG))
+    dir.write(
+        name,
+        &keyfile::encode_curve25519_keypair(&k.secret, NTOR_TAG),
+    )
 }
 
 pub(crate) fn load_rsa(dir: &KeyDir, name: &str) -> Result<Option<RsaPrivateKey>, KeyError> {
     match dir.read_nonempty(name)? {
         None => Ok(None),
-        Some(bytes) => keyfile::parse_rsa_private_key(&bytes).map(Some).map_err(|p| KeyError::corrupt(dir.path(name), p)),
+        Some(bytes) => keyfile::parse_rsa_private_key(&bytes)
+            .map(Some)
+            .map_err(|p| KeyError::corrupt(dir.path(name), p)),
     }
 }
 
 pub(crate) fn save_rsa(dir: &KeyDir, name: &str, k: &RsaPrivateKey) -> Result<(), KeyError> {
-    let bytes = keyfile::encode_rsa_private_key(k).map_err(|p| KeyError::corrupt(dir.path(name), p))?;
+    let bytes =
+        keyfile::encode_rsa_private_key(k).map_err(|p| KeyError::corrupt(dir.path(name), p))?;
     dir.write(name, &bytes)
 }
 
@@ -142,7 +155,11 @@ fn new_tap_key<R: RngCore + CryptoRng>(rng: &mut R) -> Result<RsaPrivateKey, Key
 impl OnionKeys {
     /// Loads the onion keys, generating the current ones if missing (C `init_keys` steps 2
     /// and 2b). Missing `.old` keys are never generated; corrupt files are errors.
-    pub fn load_or_create<R: RngCore + CryptoRng>(dir: &KeyDir, rng: &mut R, now: SystemTime) -> Result<Self, KeyError> {
+    pub fn load_or_create<R: RngCore + CryptoRng>(
+        dir: &KeyDir,
+        rng: &mut R,
+        now: SystemTime,
+    ) -> Result<Self, KeyError> {
         let tap = match load_rsa(dir, TAP_FILE)? {
             Some(k) => k,
             None => {
@@ -167,7 +184,13 @@ impl OnionKeys {
         } else {
             dir.modified(NTOR_FILE)?.map(|t| t.min(now)).unwrap_or(now)
         };
-        Ok(Self { ntor, ntor_previous, tap, tap_previous, set_at: from_unix_secs(unix_secs(set_at)) })
+        Ok(Self {
+            ntor,
+            ntor_previous,
+            tap,
+            tap_previous,
+            set_at: from_unix_secs(unix_secs(set_at)),
+        })
     }
 
     /// Rotates the keys when due and forgets the previous ones after the grace period.
@@ -195,7 +218,12 @@ impl OnionKeys {
     }
 
     /// C `rotate_onion_key`: current files become `.old`, fresh keys become current.
-    pub fn rotate<R: RngCore + CryptoRng>(&mut self, dir: &KeyDir, rng: &mut R, now: SystemTime) -> Result<(), KeyError> {
+    pub fn rotate<R: RngCore + CryptoRng>(
+        &mut self,
+        dir: &KeyDir,
+        rng: &mut R,
+        now: SystemTime,
+    ) -> Result<(), KeyError> {
         let tap = new_tap_key(rng)?;
         let ntor = NtorKeypair::generate(rng);
         if dir.read(TAP_FILE)?.is_some() {
@@ -223,7 +251,10 @@ impl OnionKeys {
     /// The ntor keys a handshake may use, current first; the previous key is listed only if it
     /// differs (C `construct_ntor_key_map`).
     pub fn ntor_keys(&self) -> impl Iterator<Item = &NtorKeypair> {
-        let prev = self.ntor_previous.as_ref().filter(|p| p.public != self.ntor.public);
+        let prev = self
+            .ntor_previous
+            .as_ref()
+            .filter(|p| p.public != self.ntor.public);
         std::iter::once(&self.ntor).chain(prev)
     }
 }

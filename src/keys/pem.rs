@@ -37,22 +37,34 @@ pub fn encode(tag: &str, der: &[u8]) -> String {
 /// skipped, the BEGIN line must be the first thing in the input, and trailing text is ignored.
 pub fn decode(tag: &str, input: &[u8]) -> Result<Vec<u8>, PemError> {
     let begin = format!("-----BEGIN {tag}-----");
-    let start = input.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(input.len());
+    let start = input
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(input.len());
     let rest = &input[start..];
     if !rest.starts_with(begin.as_bytes()) {
         return Err(PemError::MissingBegin(tag.to_owned()));
     }
     let rest = &rest[begin.len()..];
     // Only spaces (or CR) may follow the BEGIN marker on its line.
-    let sp = rest.iter().take_while(|&&b| b == b' ' || b == b'\t' || b == b'\r').count();
+    let sp = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t' || b == b'\r')
+        .count();
     let rest = &rest[sp..];
     if rest.first() != Some(&b'\n') {
         return Err(PemError::MissingBegin(tag.to_owned()));
     }
     let end = format!("\n-----END {tag}-----");
     let end_at = find(rest, end.as_bytes()).ok_or_else(|| PemError::MissingEnd(tag.to_owned()))?;
-    let body: Vec<u8> = rest[..end_at].iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD.decode(&body).map_err(|_| PemError::BadBase64)
+    let body: Vec<u8> = rest[..end_at]
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&body)
+        .map_err(|_| PemError::BadBase64)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -78,13 +90,19 @@ mod tests {
     #[test]
     fn rejects_bad_blocks() {
         let pem = encode("RSA PRIVATE KEY", b"hello");
-        assert!(matches!(decode("RSA PUBLIC KEY", pem.as_bytes()), Err(PemError::MissingBegin(_))));
+        assert!(matches!(
+            decode("RSA PUBLIC KEY", pem.as_bytes()),
+            Err(PemError::MissingBegin(_))
+        ));
         assert!(matches!(
             decode("RSA PRIVATE KEY", &pem.as_bytes()[..pem.len() - 20]),
             Err(PemError::MissingEnd(_))
         ));
         let garbage = pem.replace("aGVsbG8=", "a*b!");
-        assert_eq!(decode("RSA PRIVATE KEY", garbage.as_bytes()), Err(PemError::BadBase64));
+        assert_eq!(
+            decode("RSA PRIVATE KEY", garbage.as_bytes()),
+            Err(PemError::BadBase64)
+        );
         assert!(decode("X", b"").is_err());
     }
 }

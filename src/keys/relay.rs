@@ -64,7 +64,11 @@ impl RelayKeys {
     /// Loads every key from `data_dir/keys`, creating what is missing and renewing the
     /// signing key if it is due (C `init_keys` for a relay). Existing C tor keys are used
     /// unchanged, so the relay keeps its fingerprint and Ed25519 identity.
-    pub fn load_or_create(data_dir: &Path, now: SystemTime, params: KeyParams) -> Result<RelayKeys, KeyError> {
+    pub fn load_or_create(
+        data_dir: &Path,
+        now: SystemTime,
+        params: KeyParams,
+    ) -> Result<RelayKeys, KeyError> {
         Self::load_or_create_with_rng(data_dir, now, params, &mut rand::rngs::OsRng)
     }
 
@@ -77,10 +81,19 @@ impl RelayKeys {
     ) -> Result<RelayKeys, KeyError> {
         let keys_dir = KeyDir::open_or_create(data_dir)?;
         let rsa_identity_key = identity::load_or_create_rsa_identity(&keys_dir, rng)?;
-        let rsa_identity = tor_rsa::rsa_identity(&rsa_identity_key.to_public_key()).map_err(rsa_err)?;
+        let rsa_identity =
+            tor_rsa::rsa_identity(&rsa_identity_key.to_public_key()).map_err(rsa_err)?;
         let (ed, _) = identity::load_or_create_ed25519(&keys_dir, rng, now, &params.signing)?;
         let onion = OnionKeys::load_or_create(&keys_dir, rng, now)?;
-        Ok(RelayKeys { data_dir: data_dir.to_path_buf(), keys_dir, params, rsa_identity_key, rsa_identity, ed, onion })
+        Ok(RelayKeys {
+            data_dir: data_dir.to_path_buf(),
+            keys_dir,
+            params,
+            rsa_identity_key,
+            rsa_identity,
+            ed,
+            onion,
+        })
     }
 
     /// Periodic upkeep (C `check_ed_keys_callback`, `rotate_onion_key_callback`,
@@ -90,11 +103,16 @@ impl RelayKeys {
         self.maintain_with_rng(now, &mut rand::rngs::OsRng)
     }
 
-    pub fn maintain_with_rng<R: RngCore + CryptoRng>(&mut self, now: SystemTime, rng: &mut R) -> Result<KeyChanges, KeyError> {
+    pub fn maintain_with_rng<R: RngCore + CryptoRng>(
+        &mut self,
+        now: SystemTime,
+        rng: &mut R,
+    ) -> Result<KeyChanges, KeyError> {
         let mut changes = KeyChanges::default();
         let horizon = unix_secs(now).saturating_add(self.params.signing.renew_before_secs);
         if self.ed.signing_cert.expires_at_secs() < horizon {
-            let (ed, status) = identity::load_or_create_ed25519(&self.keys_dir, rng, now, &self.params.signing)?;
+            let (ed, status) =
+                identity::load_or_create_ed25519(&self.keys_dir, rng, now, &self.params.signing)?;
             if ed.identity != self.ed.identity {
                 return Err(KeyError::Mismatch {
                     path: self.keys_dir.path(identity::MASTER_PUBLIC_FILE),
@@ -106,7 +124,9 @@ impl RelayKeys {
             changes.signing_key_renewal_blocked = status == SigningKeyStatus::RenewalBlocked;
             self.ed = ed;
         }
-        changes.onion_keys = self.onion.maintain(&self.keys_dir, rng, &self.params.onion, now)?;
+        changes.onion_keys = self
+            .onion
+            .maintain(&self.keys_dir, rng, &self.params.onion, now)?;
         Ok(changes)
     }
 
@@ -174,7 +194,11 @@ impl RelayKeys {
 
     /// `onion-key-crosscert` signature bytes.
     pub fn tap_onion_key_crosscert(&self) -> Result<Vec<u8>, RsaError> {
-        crosscert::make_tap_onion_key_crosscert(&self.onion.tap, &self.rsa_identity_public(), &self.ed.identity)
+        crosscert::make_tap_onion_key_crosscert(
+            &self.onion.tap,
+            &self.rsa_identity_public(),
+            &self.ed.identity,
+        )
     }
 
     /// `ntor-onion-key-crosscert` cert and sign bit. C uses the descriptor's publication time
@@ -202,7 +226,11 @@ impl RelayKeys {
         self.mint_link_certs_with_rng(now, &mut rand::rngs::OsRng)
     }
 
-    pub fn mint_link_certs_with_rng<R: RngCore + CryptoRng>(&self, now: SystemTime, rng: &mut R) -> Result<LinkCerts, LinkCertError> {
+    pub fn mint_link_certs_with_rng<R: RngCore + CryptoRng>(
+        &self,
+        now: SystemTime,
+        rng: &mut R,
+    ) -> Result<LinkCerts, LinkCertError> {
         let inputs = LinkCertInputs {
             rsa_identity: &self.rsa_identity_key,
             master: &self.ed.identity,

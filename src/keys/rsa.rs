@@ -6,7 +6,9 @@
 //! prefixed form.
 
 use rand_core::{CryptoRng, RngCore};
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey, EncodeRsaPublicKey};
+use rsa::pkcs1::{
+    DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey, EncodeRsaPublicKey,
+};
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
 use sha1::{Digest, Sha1};
@@ -36,7 +38,11 @@ pub enum RsaError {
     #[error("not a valid DER PKCS#1 RSA public key: {0}")]
     BadPublicKey(String),
     #[error("RSA key has {bits} bits and exponent {exponent}; Tor requires {want_bits} bits and e=65537")]
-    WrongShape { bits: usize, exponent: String, want_bits: usize },
+    WrongShape {
+        bits: usize,
+        exponent: String,
+        want_bits: usize,
+    },
     #[error("RSA signing failed: {0}")]
     Sign(rsa::Error),
     #[error("RSA signature does not verify")]
@@ -46,7 +52,10 @@ pub enum RsaError {
 }
 
 /// Generates an RSA key with e = 65537.
-pub fn generate<R: RngCore + CryptoRng>(rng: &mut R, bits: usize) -> Result<RsaPrivateKey, RsaError> {
+pub fn generate<R: RngCore + CryptoRng>(
+    rng: &mut R,
+    bits: usize,
+) -> Result<RsaPrivateKey, RsaError> {
     RsaPrivateKey::new(rng, bits).map_err(RsaError::Generate)
 }
 
@@ -65,7 +74,10 @@ pub fn check_shape(key: &RsaPublicKey, bits: usize) -> Result<(), RsaError> {
 
 /// DER PKCS#1 `RSAPublicKey` (what Tor hashes for fingerprints and puts in descriptors).
 pub fn public_key_der(key: &RsaPublicKey) -> Result<Vec<u8>, RsaError> {
-    Ok(key.to_pkcs1_der().map_err(|e| RsaError::Encode(e.to_string()))?.into_vec())
+    Ok(key
+        .to_pkcs1_der()
+        .map_err(|e| RsaError::Encode(e.to_string()))?
+        .into_vec())
 }
 
 /// Parses a DER PKCS#1 `RSAPublicKey`.
@@ -75,7 +87,9 @@ pub fn public_key_from_der(der: &[u8]) -> Result<RsaPublicKey, RsaError> {
 
 /// DER PKCS#1 `RSAPrivateKey`.
 pub fn private_key_der(key: &RsaPrivateKey) -> Result<zeroize::Zeroizing<Vec<u8>>, RsaError> {
-    let doc = key.to_pkcs1_der().map_err(|e| RsaError::Encode(e.to_string()))?;
+    let doc = key
+        .to_pkcs1_der()
+        .map_err(|e| RsaError::Encode(e.to_string()))?;
     Ok(zeroize::Zeroizing::new(doc.as_bytes().to_vec()))
 }
 
@@ -86,12 +100,18 @@ pub fn private_key_from_der(der: &[u8]) -> Result<RsaPrivateKey, RsaError> {
 
 /// `secret_id_key` / `secret_onion_key` file contents: PEM "RSA PRIVATE KEY".
 pub fn private_key_to_pem(key: &RsaPrivateKey) -> Result<zeroize::Zeroizing<String>, RsaError> {
-    Ok(zeroize::Zeroizing::new(super::pem::encode(PRIVATE_KEY_PEM_TAG, &private_key_der(key)?)))
+    Ok(zeroize::Zeroizing::new(super::pem::encode(
+        PRIVATE_KEY_PEM_TAG,
+        &private_key_der(key)?,
+    )))
 }
 
 /// PEM "RSA PUBLIC KEY", as in the descriptor's `signing-key` and `onion-key` items.
 pub fn public_key_to_pem(key: &RsaPublicKey) -> Result<String, RsaError> {
-    Ok(super::pem::encode(PUBLIC_KEY_PEM_TAG, &public_key_der(key)?))
+    Ok(super::pem::encode(
+        PUBLIC_KEY_PEM_TAG,
+        &public_key_der(key)?,
+    ))
 }
 
 /// The relay fingerprint: SHA-1 of the DER PKCS#1 public key (tor-spec "Preliminaries").
@@ -106,18 +126,20 @@ pub fn public_key_sha256(key: &RsaPublicKey) -> Result<[u8; 32], RsaError> {
 
 /// Tor's RSA signature: PKCS#1 v1.5 type-1 padding over `data` itself, no DigestInfo.
 pub fn sign_unprefixed(key: &RsaPrivateKey, data: &[u8]) -> Result<Vec<u8>, RsaError> {
-    key.sign(Pkcs1v15Sign::new_unprefixed(), data).map_err(RsaError::Sign)
+    key.sign(Pkcs1v15Sign::new_unprefixed(), data)
+        .map_err(RsaError::Sign)
 }
 
 /// Verifies a signature made by [`sign_unprefixed`] over exactly `data`.
 pub fn verify_unprefixed(key: &RsaPublicKey, data: &[u8], sig: &[u8]) -> Result<(), RsaError> {
-    key.verify(Pkcs1v15Sign::new_unprefixed(), data, sig).map_err(|_| RsaError::BadSignature)
+    key.verify(Pkcs1v15Sign::new_unprefixed(), data, sig)
+        .map_err(|_| RsaError::BadSignature)
 }
 
 /// DER DigestInfo prefix for SHA-256 (RFC 8017 §9.2 note 1).
 const SHA256_DIGEST_INFO_PREFIX: [u8; 19] = [
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00,
-    0x04, 0x20,
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
 ];
 
 /// Standard RSASSA-PKCS1-v1_5 with SHA-256 (X.509 `sha256WithRSAEncryption`): the unprefixed
@@ -160,13 +182,26 @@ mod tests {
 
         let sig = sign_unprefixed(&key, b"52 bytes or 32 bytes of raw data").unwrap();
         assert_eq!(sig.len(), 128);
-        verify_unprefixed(&key.to_public_key(), b"52 bytes or 32 bytes of raw data", &sig).unwrap();
+        verify_unprefixed(
+            &key.to_public_key(),
+            b"52 bytes or 32 bytes of raw data",
+            &sig,
+        )
+        .unwrap();
         assert!(verify_unprefixed(&key.to_public_key(), b"other", &sig).is_err());
 
         // The prefixed form must agree with the rsa crate's own DigestInfo handling.
         let sig = sign_sha256_pkcs1(&key, b"tbs").unwrap();
         let digest = Sha256::digest(b"tbs");
-        let reference = key.sign(Pkcs1v15Sign { hash_len: Some(32), prefix: SHA256_DIGEST_INFO_PREFIX.to_vec().into_boxed_slice() }, &digest).unwrap();
+        let reference = key
+            .sign(
+                Pkcs1v15Sign {
+                    hash_len: Some(32),
+                    prefix: SHA256_DIGEST_INFO_PREFIX.to_vec().into_boxed_slice(),
+                },
+                &digest,
+            )
+            .unwrap();
         assert_eq!(sig, reference);
         verify_sha256_pkcs1(&key.to_public_key(), b"tbs", &sig).unwrap();
         assert!(verify_sha256_pkcs1(&key.to_public_key(), b"tbz", &sig).is_err());

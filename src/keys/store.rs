@@ -22,7 +22,11 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), KeyError> {
             }
             Ok(())
         }
-        Ok(_) => Err(KeyError::io("use as a directory", dir, std::io::Error::from(ErrorKind::NotADirectory))),
+        Ok(_) => Err(KeyError::io(
+            "use as a directory",
+            dir,
+            std::io::Error::from(ErrorKind::NotADirectory),
+        )),
         Err(e) if e.kind() == ErrorKind::NotFound => fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -35,9 +39,19 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), KeyError> {
 /// Writes `contents` to `path` atomically: a mode-0600 temporary file in the same directory,
 /// fsync, rename over the target, fsync the directory. A crash leaves the old or the new file.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}.{:016x}", std::process::id(), rand::random::<u64>()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp.{}.{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -45,7 +59,8 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| KeyError::io("create", &tmp, e))?;
-        f.write_all(contents).map_err(|e| KeyError::io("write", &tmp, e))?;
+        f.write_all(contents)
+            .map_err(|e| KeyError::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| KeyError::io("fsync", &tmp, e))?;
         fs::rename(&tmp, path).map_err(|e| KeyError::io("rename into place", path, e))?;
         sync_dir(dir)
@@ -57,7 +72,9 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), KeyError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| KeyError::io("fsync directory", dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| KeyError::io("fsync directory", dir, e))
 }
 
 /// A relay's `keys` directory.
@@ -101,7 +118,8 @@ impl KeyDir {
 
     /// Renames `from` to `to` within the directory (used to keep the previous onion keys).
     pub fn rename(&self, from: &str, to: &str) -> Result<(), KeyError> {
-        fs::rename(self.path(from), self.path(to)).map_err(|e| KeyError::io("rename", self.path(from), e))?;
+        fs::rename(self.path(from), self.path(to))
+            .map_err(|e| KeyError::io("rename", self.path(from), e))?;
         sync_dir(&self.dir)
     }
 
@@ -130,7 +148,11 @@ mod tests {
 
     #[test]
     fn atomic_write_and_modes() {
-        let base = std::env::temp_dir().join(format!("fors-store-{}-{}", std::process::id(), rand::random::<u32>()));
+        let base = std::env::temp_dir().join(format!(
+            "fors-store-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         let kd = KeyDir::open_or_create(&base.join("data")).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&base.join("data")), 0o700);
@@ -143,7 +165,10 @@ mod tests {
         kd.write("empty", b"").unwrap();
         assert!(kd.read_nonempty("empty").unwrap().is_none());
         // No temporary files are left behind.
-        let names: Vec<_> = fs::read_dir(base.join("data/keys")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(base.join("data/keys"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
         // A loose directory gets tightened.
         fs::set_permissions(base.join("data"), fs::Permissions::from_mode(0o755)).unwrap();

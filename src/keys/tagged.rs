@@ -50,7 +50,10 @@ pub fn decode<'a>(contents: &'a [u8], typestring: &str) -> Result<(String, &'a [
         .ok_or(TaggedError::BadHeader)?;
     let (found_type, tag) = inner.split_once(": ").ok_or(TaggedError::BadHeader)?;
     if found_type != typestring {
-        return Err(TaggedError::WrongType { expected: typestring.to_owned(), found: found_type.to_owned() });
+        return Err(TaggedError::WrongType {
+            expected: typestring.to_owned(),
+            found: found_type.to_owned(),
+        });
     }
     Ok((tag.to_owned(), &contents[HEADER_LEN..]))
 }
@@ -77,14 +80,29 @@ mod tests {
     #[test]
     fn rejects_bad_headers() {
         let f = encode("ed25519v1-public", "type0", &[7; 32]);
-        assert!(matches!(decode(&f, "ed25519v1-secret"), Err(TaggedError::WrongType { .. })));
-        assert_eq!(decode(&f[..31], "ed25519v1-public"), Err(TaggedError::TooShort(31)));
+        assert!(matches!(
+            decode(&f, "ed25519v1-secret"),
+            Err(TaggedError::WrongType { .. })
+        ));
+        assert_eq!(
+            decode(&f[..31], "ed25519v1-public"),
+            Err(TaggedError::TooShort(31))
+        );
         let mut junk = f.clone();
         junk[30] = b'x';
-        assert_eq!(decode(&junk, "ed25519v1-public"), Err(TaggedError::BadHeader));
+        assert_eq!(
+            decode(&junk, "ed25519v1-public"),
+            Err(TaggedError::BadHeader)
+        );
         let mut noprefix = f.clone();
         noprefix[0] = b'-';
-        assert_eq!(decode(&noprefix, "ed25519v1-public"), Err(TaggedError::BadHeader));
-        assert_eq!(decode(b"-----BEGIN RSA PRIVATE KEY-----\nMIIC", "c25519v1"), Err(TaggedError::BadHeader));
+        assert_eq!(
+            decode(&noprefix, "ed25519v1-public"),
+            Err(TaggedError::BadHeader)
+        );
+        assert_eq!(
+            decode(b"-----BEGIN RSA PRIVATE KEY-----\nMIIC", "c25519v1"),
+            Err(TaggedError::BadHeader)
+        );
     }
 }

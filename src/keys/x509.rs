@@ -134,13 +134,21 @@ impl X509Cert {
     /// Checks the signature with `issuer`.
     pub fn verify_signed_by(&self, issuer: &RsaPublicKey) -> Result<(), X509Error> {
         let tbs = &self.der[self.tbs_range.0..self.tbs_range.1];
-        tor_rsa::verify_sha256_pkcs1(issuer, tbs, &self.signature).map_err(|_| X509Error::BadSignature)
+        tor_rsa::verify_sha256_pkcs1(issuer, tbs, &self.signature)
+            .map_err(|_| X509Error::BadSignature)
     }
 
     /// Checks the validity window with C tor's slop (`tor_x509_check_cert_lifetime_internal`).
-    pub fn check_lifetime(&self, now: SystemTime, past_slop: u64, future_slop: u64) -> Result<(), X509Error> {
+    pub fn check_lifetime(
+        &self,
+        now: SystemTime,
+        past_slop: u64,
+        future_slop: u64,
+    ) -> Result<(), X509Error> {
         let now = unix_secs(now);
-        if self.not_before > now.saturating_add(future_slop) || self.not_after < now.saturating_sub(past_slop) {
+        if self.not_before > now.saturating_add(future_slop)
+            || self.not_after < now.saturating_sub(past_slop)
+        {
             return Err(X509Error::OutsideLifetime);
         }
         Ok(())
@@ -191,7 +199,11 @@ fn parse_time(e: &der::Element<'_>) -> Result<u64, X509Error> {
     }
     let month = digits(rest..rest + 2)?;
     let day = digits(rest + 2..rest + 4)?;
-    let (h, m, sec) = (digits(rest + 4..rest + 6)?, digits(rest + 6..rest + 8)?, digits(rest + 8..rest + 10)?);
+    let (h, m, sec) = (
+        digits(rest + 4..rest + 6)?,
+        digits(rest + 6..rest + 8)?,
+        digits(rest + 8..rest + 10)?,
+    );
     if !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
         return Err(X509Error::BadTime);
     }
@@ -216,7 +228,10 @@ fn encode_time(secs: u64) -> Vec<u8> {
 }
 
 fn name(cn: &str) -> Vec<u8> {
-    let atv = der::sequence(&[&der::oid(OID_COMMON_NAME), &der::tlv(tag::UTF8_STRING, cn.as_bytes())]);
+    let atv = der::sequence(&[
+        &der::oid(OID_COMMON_NAME),
+        &der::tlv(tag::UTF8_STRING, cn.as_bytes()),
+    ]);
     der::sequence(&[&der::constructed(tag::SET, &[&atv])])
 }
 
@@ -252,17 +267,28 @@ pub fn create_certificate<R: RngCore + CryptoRng>(
         &der::unsigned_integer(&serial),
         &sha256_rsa_alg(),
         &name(issuer_cn),
-        &der::sequence(&[&encode_time(validity.not_before), &encode_time(validity.not_after)]),
+        &der::sequence(&[
+            &encode_time(validity.not_before),
+            &encode_time(validity.not_after),
+        ]),
         &name(subject_cn),
         &spki,
     ]);
     let sig = tor_rsa::sign_sha256_pkcs1(issuer_key, &tbs)?;
-    Ok(der::sequence(&[&tbs, &sha256_rsa_alg(), &der::bit_string(&sig)]))
+    Ok(der::sequence(&[
+        &tbs,
+        &sha256_rsa_alg(),
+        &der::bit_string(&sig),
+    ]))
 }
 
 /// C tor's `tor_tls_pick_certificate_lifetime`: start on a day boundary some random time in
 /// the past (so the cert is part-way through its life), end `lifetime` later.
-pub fn pick_validity<R: RngCore + CryptoRng>(rng: &mut R, now: SystemTime, lifetime: u64) -> Validity {
+pub fn pick_validity<R: RngCore + CryptoRng>(
+    rng: &mut R,
+    now: SystemTime,
+    lifetime: u64,
+) -> Validity {
     const MIN_REAL_LIFETIME: u64 = 86400;
     const START_GRANULARITY: u64 = 86400;
     let now = unix_secs(now);
@@ -274,7 +300,10 @@ pub fn pick_validity<R: RngCore + CryptoRng>(rng: &mut R, now: SystemTime, lifet
     let span = now - earliest.min(now);
     let start = earliest + if span == 0 { 0 } else { rng.next_u64() % span };
     let start = start - start % START_GRANULARITY;
-    Validity { not_before: start, not_after: start + lifetime }
+    Validity {
+        not_before: start,
+        not_after: start + lifetime,
+    }
 }
 
 /// C tor's `router_initialize_tls_context` choice of a TLS certificate lifetime: a whole
@@ -321,31 +350,51 @@ mod tests {
         assert!(validity.not_before <= now && validity.not_after > now + 86400);
         assert_eq!(validity.not_before % 86400, 0);
         let cn = random_hostname(&mut rng, "www.", ".com");
-        let der = create_certificate(&mut rng, &id.to_public_key(), &cn, &id, &cn, validity).unwrap();
+        let der =
+            create_certificate(&mut rng, &id.to_public_key(), &cn, &id, &cn, validity).unwrap();
         let cert = X509Cert::parse(&der).unwrap();
         assert_eq!(cert.subject_key(), &id.to_public_key());
         assert_eq!(cert.not_before_secs(), validity.not_before);
         assert_eq!(cert.not_after_secs(), validity.not_after);
-        assert_eq!(cert.check_identity_cert(at(now)).unwrap(), &id.to_public_key());
+        assert_eq!(
+            cert.check_identity_cert(at(now)).unwrap(),
+            &id.to_public_key()
+        );
         // Slop: 2 days after expiry is still accepted, 2 days + 1s is not.
-        assert!(cert.check_identity_cert(at(validity.not_after + X509_PAST_SLOP_SECS)).is_ok());
-        assert!(cert.check_identity_cert(at(validity.not_after + X509_PAST_SLOP_SECS + 1)).is_err());
-        assert!(cert.check_identity_cert(at(validity.not_before - X509_FUTURE_SLOP_SECS - 1)).is_err());
+        assert!(cert
+            .check_identity_cert(at(validity.not_after + X509_PAST_SLOP_SECS))
+            .is_ok());
+        assert!(cert
+            .check_identity_cert(at(validity.not_after + X509_PAST_SLOP_SECS + 1))
+            .is_err());
+        assert!(cert
+            .check_identity_cert(at(validity.not_before - X509_FUTURE_SLOP_SECS - 1))
+            .is_err());
 
         // Any flipped bit in the TBS part breaks the signature (or the parse).
         let mut bad = der.clone();
         let i = bad.len() / 2;
         bad[i] ^= 1;
-        match X509Cert::parse(&bad) {
-            Ok(c) => assert!(c.check_identity_cert(at(now)).is_err()),
-            Err(_) => {}
+        if let Ok(c) = X509Cert::parse(&bad) {
+            assert!(c.check_identity_cert(at(now)).is_err());
         }
         // A link cert signed by the identity key.
         let link = tor_rsa::generate(&mut rng, 1024).unwrap();
-        let der = create_certificate(&mut rng, &link.to_public_key(), "www.abcdefgh.net", &id, &cn, validity).unwrap();
+        let der = create_certificate(
+            &mut rng,
+            &link.to_public_key(),
+            "www.abcdefgh.net",
+            &id,
+            &cn,
+            validity,
+        )
+        .unwrap();
         let cert = X509Cert::parse(&der).unwrap();
         cert.verify_signed_by(&id.to_public_key()).unwrap();
-        assert!(matches!(cert.check_identity_cert(at(now)), Err(X509Error::BadSignature)));
+        assert!(matches!(
+            cert.check_identity_cert(at(now)),
+            Err(X509Error::BadSignature)
+        ));
     }
 
     #[test]
@@ -353,7 +402,10 @@ mod tests {
         assert_eq!(encode_time(0), der::tlv(tag::UTC_TIME, b"700101000000Z"));
         // 2050-01-01 switches to GeneralizedTime.
         let t2050 = days_from_civil(2050, 1, 1) as u64 * 86400;
-        assert_eq!(encode_time(t2050), der::tlv(tag::GENERALIZED_TIME, b"20500101000000Z"));
+        assert_eq!(
+            encode_time(t2050),
+            der::tlv(tag::GENERALIZED_TIME, b"20500101000000Z")
+        );
         for secs in [0u64, 951_782_400, 1_700_000_123, t2050 + 59, 4_102_444_800] {
             let e = encode_time(secs);
             let el = der::parse_single(&e, e[0]).unwrap();
@@ -368,7 +420,9 @@ mod tests {
             let h = random_hostname(&mut rng, "www.", ".net");
             let mid = &h[4..h.len() - 4];
             assert!((8..=20).contains(&mid.len()), "{h}");
-            assert!(mid.bytes().all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
+            assert!(mid
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)));
             let l = pick_link_cert_lifetime(&mut rng);
             assert!((5 * 86400 - 1..=365 * 86400).contains(&l));
             assert!(l % 86400 == 0 || l % 86400 == 86399);
