@@ -95,8 +95,9 @@ impl NtorKeypair {
     }
 }
 
-/// The relay's onion keys.
-#[derive(Debug, Clone)]
+/// The relay's onion keys. (`Debug` shows only public parts: the rsa crate's `Debug`
+/// would print private exponents.)
+#[derive(Clone)]
 pub struct OnionKeys {
     pub ntor: NtorKeypair,
     /// Still accepted during the grace period after a rotation.
@@ -106,6 +107,17 @@ pub struct OnionKeys {
     pub tap_previous: Option<RsaPrivateKey>,
     /// When the current keys were set (the rotation clock).
     pub set_at: SystemTime,
+}
+
+impl std::fmt::Debug for OnionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnionKeys")
+            .field("ntor", &self.ntor)
+            .field("ntor_previous", &self.ntor_previous)
+            .field("tap_previous", &self.tap_previous.is_some())
+            .field("set_at", &self.set_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`OnionKeys::maintain`] did.

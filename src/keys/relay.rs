@@ -45,7 +45,6 @@ impl KeyChanges {
 }
 
 /// All of a relay's keys.
-#[derive(Debug)]
 pub struct RelayKeys {
     data_dir: PathBuf,
     keys_dir: KeyDir,
@@ -54,6 +53,18 @@ pub struct RelayKeys {
     rsa_identity: RsaIdentity,
     ed: Ed25519Keys,
     onion: OnionKeys,
+}
+
+/// Shows identities only, never secret material.
+impl std::fmt::Debug for RelayKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayKeys")
+            .field("data_dir", &self.data_dir)
+            .field("rsa_identity", &self.rsa_identity)
+            .field("ed25519_identity", &self.ed.identity)
+            .field("onion", &self.onion)
+            .finish_non_exhaustive()
+    }
 }
 
 fn rsa_err(e: RsaError) -> KeyError {
