@@ -1,1 +1,33 @@
 //! Relay keys and certificates, stored in C tor's DataDirectory/keys layout.
+//!
+//! - [`RelayKeys`]: load-or-create every key from a DataDirectory; periodic upkeep; the
+//!   descriptor cross-certs; minting link-handshake certs ([`LinkCerts`]).
+//! - [`cert`]: Ed25519 certificates (cert-spec); [`crosscert`]: RSA→Ed25519 (CERTS type 7),
+//!   TAP and ntor onion-key crosscerts; [`x509`] + [`der`]: the X.509 link/identity certs.
+//! - [`keyfile`] / [`tagged`] / [`pem`]: C tor's on-disk formats; [`store`]: atomic file I/O.
+
+pub mod cert;
+pub mod crosscert;
+pub mod der;
+pub mod ed25519;
+pub mod error;
+pub mod identity;
+pub mod keyfile;
+pub mod link;
+pub mod onion;
+pub mod pem;
+pub mod relay;
+pub mod rsa;
+pub mod store;
+pub mod tagged;
+pub mod time;
+pub mod x509;
+
+pub use cert::{CertKeyType, CertType, Ed25519Cert};
+pub use crosscert::RsaEd25519CrossCert;
+pub use ed25519::Ed25519Keypair;
+pub use error::{FileProblem, KeyError};
+pub use identity::SigningKeyPolicy;
+pub use link::{LinkCertPolicy, LinkCerts};
+pub use onion::{NtorKeypair, OnionKeyRotation, OnionKeys};
+pub use relay::{spaced_fingerprint, KeyChanges, KeyParams, RelayKeys};
