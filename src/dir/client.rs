@@ -181,6 +181,17 @@ pub fn fetch_consensus(addr: SocketAddr, limits: &ClientLimits) -> Result<String
     fetch_text(addr, CONSENSUS_MICRODESC_PATH, limits)
 }
 
+/// The descriptor a directory holds for `id` (`/tor/server/fp/<HEX>`). Use it to confirm an
+/// upload: C authorities answer `200 [None]` both when they stored a descriptor and when they
+/// could not parse it at all (parse failures only reach their log).
+pub fn fetch_server_descriptor(
+    addr: SocketAddr,
+    id: &RsaIdentity,
+    limits: &ClientLimits,
+) -> Result<String, ClientError> {
+    fetch_text(addr, &format!("/tor/server/fp/{}", id.to_hex()), limits)
+}
+
 /// All authority key certificates from one DirPort.
 pub fn fetch_authority_certs(
     addr: SocketAddr,

@@ -46,13 +46,18 @@ impl UploadRequest {
 /// What one authority said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadOutcome {
-    /// 200: stored. `message` is the authority's reason phrase (e.g. "Descriptor accepted").
+    /// 200. `message` is the authority's reason phrase. Caution: C tor 0.4.9 answers
+    /// `200 [None]` both when it stored the descriptor and when its parser dropped it (bad
+    /// signature, missing item): parse failures only reach the authority's log
+    /// (`dirserv_add_multiple_descriptors`). Confirm with `/tor/server/fp/<HEX>` (see
+    /// [`client::fetch_server_descriptor`](super::client::fetch_server_descriptor)), and
+    /// self-check with [`check_descriptor`](super::check_descriptor) before uploading.
     Accepted { message: String },
     /// 200 with `X-Descriptor-Not-New: Yes`: a cosmetic duplicate of what it already has.
     NotNew,
     /// Anything else. A 400 carries the authority's rejection reason verbatim: show it to the
-    /// operator (e.g. "Looks like your keypair has changed? This could be an error." or
-    /// "Authdir is rejecting routers in this range.").
+    /// operator (e.g. "Rejected: Your clock is set too far in the future, or your timezone is
+    /// not correct." or "Ed25519 identity key or RSA identity key has changed.").
     Rejected { status: u16, reason: String },
 }
 
