@@ -172,17 +172,20 @@ mod tests {
 
     #[test]
     fn grouped_fingerprint_and_no_nickname() {
-        let line = "bridge orport=443 128.31.0.34:9131 DEAD BEEF 0011 2233 4455 6677 8899 AABB CCDD EEFF";
+        let line = "orport=443 bridge 128.31.0.34:9131 DEAD BEEF 0011 2233 4455 6677 8899 AABB CCDD EEFF";
         let (a, _) = parse_dir_authority(line, &loc()).unwrap();
         assert_eq!(a.nickname, None);
         assert!(a.bridge);
+        // As in C tor, a first word that is a legal nickname is the nickname, even "bridge".
+        let (a, _) = parse_dir_authority(&format!("bridge 1.2.3.4:80 {FP}"), &loc()).unwrap();
+        assert_eq!((a.nickname.as_deref(), a.bridge), (Some("bridge"), false));
         assert_eq!(a.fingerprint.to_hex(), FP);
         assert_eq!(a.v3ident, None);
     }
 
     #[test]
     fn obsolete_hs_flag_warns() {
-        let (_, w) = parse_dir_authority(&format!("hs 1.2.3.4:80 {FP}"), &loc()).unwrap();
+        let (_, w) = parse_dir_authority(&format!("auth hs 1.2.3.4:80 {FP}"), &loc()).unwrap();
         assert_eq!(w.len(), 1);
     }
 
