@@ -330,3 +330,45 @@ fn profile_named_in_torrc_resolves() {
     let p = search.load(c.hardware_profile.as_deref()).unwrap();
     assert_eq!(p.sq_entries, HardwareProfile::default().sq_entries);
 }
+
+/// A deterministic stand-in for the fuzz target that runs with `cargo test`: mutated torrcs
+/// (byte flips, insertions of syntax characters, truncations) must never panic.
+#[test]
+fn mutated_torrcs_never_panic() {
+    let seed = format!(
+        "Nickname a\nORPort [::1]:9001 NoAdvertise\nExitPolicy accept *:80,\\\n reject *:*\n\
+         Log \"notice\" file /x\n%include /fuzz/d\nDirAuthority a orport=1 ipv6=[::1]:2 \
+         v3ident={FP} 127.0.0.1:7 {FP}\nBandwidthRate 1.5 MB\n+Log info stderr\n/ORPort\n"
+    );
+    let fs = MemFs::default()
+        .with("/fuzz/d/a.conf", "ORPort 9001\n")
+        .with("/fuzz/d/b.conf", "%include /fuzz/d\n");
+    let alphabet = b"\\\"#\n\r\t :,[]+/%0x\x7f";
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..1000 {
+        let mut b = seed.clone().into_bytes();
+        for _ in 0..(next() % 6 + 1) {
+            let r = next() as usize;
+            let pos = r % (b.len() + 1);
+            match r % 4 {
+                0 if pos < b.len() => b[pos] = alphabet[(r >> 8) % alphabet.len()],
+                1 => b.insert(pos, alphabet[(r >> 8) % alphabet.len()]),
+                2 => b.truncate(pos),
+                _ if pos < b.len() => {
+                    b.remove(pos);
+                }
+                _ => {}
+            }
+        }
+        let text = String::from_utf8_lossy(&b);
+        if let Err(e) = parse_str(&fs, "torrc", &text) {
+            let _ = e.to_string();
+        }
+    }
+}
