@@ -51,12 +51,17 @@ impl CommandLine {
             let arg = &args[i];
             let loc = Location::new(file.clone(), (i + 1) as u32);
             // Like C tor: up to two leading dashes are optional decoration.
-            let name = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')).unwrap_or(arg);
+            let name = arg
+                .strip_prefix("--")
+                .or_else(|| arg.strip_prefix('-'))
+                .unwrap_or(arg);
             let value_after = |i: usize| -> Result<String, ConfigError> {
                 args.get(i + 1).cloned().ok_or_else(|| {
                     ConfigError::at(
                         &loc,
-                        ConfigErrorKind::CommandLine(format!("command-line option {arg:?} needs a value")),
+                        ConfigErrorKind::CommandLine(format!(
+                            "command-line option {arg:?} needs a value"
+                        )),
                     )
                 })
             };
@@ -129,8 +134,18 @@ mod tests {
     #[test]
     fn flags_files_and_overrides() {
         let cl = CommandLine::parse(&args(&[
-            "--verify-config", "-f", "/x/torrc", "--defaults-torrc", "/x/d", "--ORPort", "9001",
-            "--+ExitPolicy", "accept *:80", "--/Log", "Nickname", "bare",
+            "--verify-config",
+            "-f",
+            "/x/torrc",
+            "--defaults-torrc",
+            "/x/d",
+            "--ORPort",
+            "9001",
+            "--+ExitPolicy",
+            "accept *:80",
+            "--/Log",
+            "Nickname",
+            "bare",
         ]))
         .unwrap();
         assert!(cl.verify_config);
@@ -139,15 +154,37 @@ mod tests {
         let o: Vec<_> = cl
             .overrides
             .iter()
-            .map(|l| (l.key.as_str(), l.value.as_str(), l.command, l.location.to_string()))
+            .map(|l| {
+                (
+                    l.key.as_str(),
+                    l.value.as_str(),
+                    l.command,
+                    l.location.to_string(),
+                )
+            })
             .collect();
         assert_eq!(
             o,
             [
-                ("ORPort", "9001", LineCommand::Normal, "command line:6".to_string()),
-                ("ExitPolicy", "accept *:80", LineCommand::Append, "command line:8".to_string()),
+                (
+                    "ORPort",
+                    "9001",
+                    LineCommand::Normal,
+                    "command line:6".to_string()
+                ),
+                (
+                    "ExitPolicy",
+                    "accept *:80",
+                    LineCommand::Append,
+                    "command line:8".to_string()
+                ),
                 ("Log", "", LineCommand::Clear, "command line:10".to_string()),
-                ("Nickname", "bare", LineCommand::Normal, "command line:11".to_string()),
+                (
+                    "Nickname",
+                    "bare",
+                    LineCommand::Normal,
+                    "command line:11".to_string()
+                ),
             ]
         );
     }
@@ -163,7 +200,10 @@ mod tests {
     #[test]
     fn missing_values() {
         let e = CommandLine::parse(&args(&["-f"])).unwrap_err();
-        assert_eq!(e.to_string(), "command line:1: command-line option \"-f\" needs a value");
+        assert_eq!(
+            e.to_string(),
+            "command line:1: command-line option \"-f\" needs a value"
+        );
         assert!(CommandLine::parse(&args(&["--ORPort"])).is_err());
         assert!(CommandLine::parse(&args(&["--"])).is_err());
     }

@@ -50,7 +50,8 @@ pub fn parse_dir_authority(
     } else {
         None
     };
-    let (mut or_port, mut v3ident, mut ipv6, mut bridge, mut weight) = (None, None, None, false, 1.0);
+    let (mut or_port, mut v3ident, mut ipv6, mut bridge, mut weight) =
+        (None, None, None, false, 1.0);
     let mut extra_dirports = Vec::new();
     while let Some(&flag) = items.first() {
         if flag.starts_with(|c: char| c.is_ascii_digit()) {
@@ -85,7 +86,8 @@ pub fn parse_dir_authority(
             if id.len() != 40 {
                 return Err(format!("bad v3ident {id:?}: need 40 hex digits"));
             }
-            v3ident = Some(RsaIdentity::from_hex(&id).ok_or_else(|| format!("bad v3ident {id:?}"))?);
+            v3ident =
+                Some(RsaIdentity::from_hex(&id).ok_or_else(|| format!("bad v3ident {id:?}"))?);
         } else if lower.starts_with("ipv6=") {
             if ipv6.is_some() {
                 return Err("more than one ipv6= flag".into());
@@ -112,14 +114,24 @@ pub fn parse_dir_authority(
     let addrport = items.remove(0);
     let (address, dir_port) = match parse_addr_port(addrport) {
         Ok((Some(IpAddr::V4(a)), Some(Some(PortNumber::Fixed(p))))) => (a, p.get()),
-        Ok((Some(IpAddr::V4(_)), _)) => return Err(format!("missing port in address {addrport:?}")),
-        _ => return Err(format!("bad address {addrport:?} (want IPv4 address:dirport)")),
+        Ok((Some(IpAddr::V4(_)), _)) => {
+            return Err(format!("missing port in address {addrport:?}"))
+        }
+        _ => {
+            return Err(format!(
+                "bad address {addrport:?} (want IPv4 address:dirport)"
+            ))
+        }
     };
     let fp: String = items.concat();
     if fp.len() != 40 {
-        return Err(format!("fingerprint {fp:?} has length {}, not 40", fp.len()));
+        return Err(format!(
+            "fingerprint {fp:?} has length {}, not 40",
+            fp.len()
+        ));
     }
-    let fingerprint = RsaIdentity::from_hex(&fp).ok_or_else(|| format!("fingerprint {fp:?} is not hex"))?;
+    let fingerprint =
+        RsaIdentity::from_hex(&fp).ok_or_else(|| format!("fingerprint {fp:?} is not hex"))?;
     Ok((
         DirAuthority {
             nickname,
@@ -172,7 +184,8 @@ mod tests {
 
     #[test]
     fn grouped_fingerprint_and_no_nickname() {
-        let line = "orport=443 bridge 128.31.0.34:9131 DEAD BEEF 0011 2233 4455 6677 8899 AABB CCDD EEFF";
+        let line =
+            "orport=443 bridge 128.31.0.34:9131 DEAD BEEF 0011 2233 4455 6677 8899 AABB CCDD EEFF";
         let (a, _) = parse_dir_authority(line, &loc()).unwrap();
         assert_eq!(a.nickname, None);
         assert!(a.bridge);
@@ -204,7 +217,10 @@ mod tests {
             format!("x 1.2.3.4:80 {}", FP.replace('D', "G")),
             "x 1.2.3.4:80".to_string(),
         ] {
-            assert!(parse_dir_authority(&bad, &loc()).is_err(), "{bad:?} accepted");
+            assert!(
+                parse_dir_authority(&bad, &loc()).is_err(),
+                "{bad:?} accepted"
+            );
         }
     }
 }

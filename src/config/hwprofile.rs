@@ -92,7 +92,9 @@ pub enum HardwareProfileError {
     },
     #[error("hardware profile {name:?} not found (looked for {name}.toml in: {searched})")]
     NotFound { name: String, searched: String },
-    #[error("hardware profile name {0:?} is invalid (use letters, digits, '-' and '_', or a path)")]
+    #[error(
+        "hardware profile name {0:?} is invalid (use letters, digits, '-' and '_', or a path)"
+    )]
     BadName(String),
 }
 
@@ -149,35 +151,137 @@ impl HardwareProfile {
             }
         }
         if !self.cores.is_empty() && self.shards as usize > self.cores.len() {
-            return Err(err("shards", u(self.shards), "more shards than listed cores (one shard per core)"));
+            return Err(err(
+                "shards",
+                u(self.shards),
+                "more shards than listed cores (one shard per core)",
+            ));
         }
         // Kernel limits: IORING_MAX_ENTRIES 32768, IORING_MAX_CQ_ENTRIES twice that.
         check("sq_entries", u(self.sq_entries), 8, 32768, true)?;
         check("cq_entries", u(self.cq_entries), 8, 65536, true)?;
         if self.cq_entries < self.sq_entries {
-            return Err(err("cq_entries", u(self.cq_entries), "must be at least sq_entries"));
+            return Err(err(
+                "cq_entries",
+                u(self.cq_entries),
+                "must be at least sq_entries",
+            ));
         }
         // At least two full cells; at most 1 MiB.
-        check("recv_buffer_size", u(self.recv_buffer_size), 1028, 1 << 20, false)?;
-        check("recv_buffers_per_shard", u(self.recv_buffers_per_shard), 1, 32768, true)?;
-        check("send_buffers_per_shard", u(self.send_buffers_per_shard), 1, 65536, false)?;
-        check("zero_copy_send_min_bytes", u(self.zero_copy_send_min_bytes), 0, 1 << 20, false)?;
-        check("cells_per_crypto_batch", u(self.cells_per_crypto_batch), 1, 1024, false)?;
-        check("cross_shard_queue_cells", u(self.cross_shard_queue_cells), 64, 1 << 20, true)?;
-        check("cross_shard_batch", u(self.cross_shard_batch), 1, 4096, false)?;
+        check(
+            "recv_buffer_size",
+            u(self.recv_buffer_size),
+            1028,
+            1 << 20,
+            false,
+        )?;
+        check(
+            "recv_buffers_per_shard",
+            u(self.recv_buffers_per_shard),
+            1,
+            32768,
+            true,
+        )?;
+        check(
+            "send_buffers_per_shard",
+            u(self.send_buffers_per_shard),
+            1,
+            65536,
+            false,
+        )?;
+        check(
+            "zero_copy_send_min_bytes",
+            u(self.zero_copy_send_min_bytes),
+            0,
+            1 << 20,
+            false,
+        )?;
+        check(
+            "cells_per_crypto_batch",
+            u(self.cells_per_crypto_batch),
+            1,
+            1024,
+            false,
+        )?;
+        check(
+            "cross_shard_queue_cells",
+            u(self.cross_shard_queue_cells),
+            64,
+            1 << 20,
+            true,
+        )?;
+        check(
+            "cross_shard_batch",
+            u(self.cross_shard_batch),
+            1,
+            4096,
+            false,
+        )?;
         if self.cross_shard_batch > self.cross_shard_queue_cells {
-            return Err(err("cross_shard_batch", u(self.cross_shard_batch), "must not exceed cross_shard_queue_cells"));
+            return Err(err(
+                "cross_shard_batch",
+                u(self.cross_shard_batch),
+                "must not exceed cross_shard_queue_cells",
+            ));
         }
-        check("circuit_queue_cells", u(self.circuit_queue_cells), 128, 1_000_000, false)?;
-        check("channel_outbuf_cells", u(self.channel_outbuf_cells), 16, 1_000_000, false)?;
+        check(
+            "circuit_queue_cells",
+            u(self.circuit_queue_cells),
+            128,
+            1_000_000,
+            false,
+        )?;
+        check(
+            "channel_outbuf_cells",
+            u(self.channel_outbuf_cells),
+            16,
+            1_000_000,
+            false,
+        )?;
         // At least one RELAY_DATA payload (498 bytes).
-        check("stream_buffer_bytes", u(self.stream_buffer_bytes), 498, 16 << 20, false)?;
-        check("max_channels_per_shard", u(self.max_channels_per_shard), 1, 1_000_000, false)?;
-        check("max_circuits_per_shard", u(self.max_circuits_per_shard), 1, 10_000_000, false)?;
-        check("max_streams_per_shard", u(self.max_streams_per_shard), 1, 10_000_000, false)?;
-        check("onion_handshakes_per_tick", u(self.onion_handshakes_per_tick), 1, 100_000, false)?;
-        if self.max_mem_in_queues_bytes != 0 && self.max_mem_in_queues_bytes < super::relay::MIN_MAX_MEM_IN_QUEUES {
-            return Err(err("max_mem_in_queues_bytes", self.max_mem_in_queues_bytes, "must be 0 (auto) or at least 268435456 (256 MiB)"));
+        check(
+            "stream_buffer_bytes",
+            u(self.stream_buffer_bytes),
+            498,
+            16 << 20,
+            false,
+        )?;
+        check(
+            "max_channels_per_shard",
+            u(self.max_channels_per_shard),
+            1,
+            1_000_000,
+            false,
+        )?;
+        check(
+            "max_circuits_per_shard",
+            u(self.max_circuits_per_shard),
+            1,
+            10_000_000,
+            false,
+        )?;
+        check(
+            "max_streams_per_shard",
+            u(self.max_streams_per_shard),
+            1,
+            10_000_000,
+            false,
+        )?;
+        check(
+            "onion_handshakes_per_tick",
+            u(self.onion_handshakes_per_tick),
+            1,
+            100_000,
+            false,
+        )?;
+        if self.max_mem_in_queues_bytes != 0
+            && self.max_mem_in_queues_bytes < super::relay::MIN_MAX_MEM_IN_QUEUES
+        {
+            return Err(err(
+                "max_mem_in_queues_bytes",
+                self.max_mem_in_queues_bytes,
+                "must be 0 (auto) or at least 268435456 (256 MiB)",
+            ));
         }
         Ok(())
     }
@@ -206,7 +310,10 @@ impl Default for ProfileSearchPath {
             PathBuf::from("/etc/fors/hw-profiles"),
             PathBuf::from("/usr/share/fors/hw-profiles"),
         ];
-        if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        if let Some(exe_dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
             dirs.push(exe_dir.join("hw-profiles"));
         }
         dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("hw-profiles"));
@@ -221,7 +328,11 @@ impl ProfileSearchPath {
         if spec.contains('/') || spec.ends_with(".toml") {
             return Ok(PathBuf::from(spec));
         }
-        if spec.is_empty() || !spec.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if spec.is_empty()
+            || !spec
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(HardwareProfileError::BadName(spec.to_string()));
         }
         self.dirs
@@ -230,7 +341,12 @@ impl ProfileSearchPath {
             .find(|p| p.is_file())
             .ok_or_else(|| HardwareProfileError::NotFound {
                 name: spec.to_string(),
-                searched: self.dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+                searched: self
+                    .dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
     }
 
@@ -256,9 +372,14 @@ mod tests {
     #[test]
     fn shipped_profiles_load() {
         let generic = repo().load(Some("generic")).unwrap();
-        let mut expect = HardwareProfile::default();
-        expect.description = generic.description.clone();
-        assert_eq!(generic, expect, "generic.toml and HardwareProfile::default() disagree");
+        let expect = HardwareProfile {
+            description: generic.description.clone(),
+            ..HardwareProfile::default()
+        };
+        assert_eq!(
+            generic, expect,
+            "generic.toml and HardwareProfile::default() disagree"
+        );
         let epyc = repo().load(Some("epyc-2core")).unwrap();
         assert_eq!(epyc.shard_count(64), 2);
         assert!(epyc.zero_copy_send_min_bytes > 0);
@@ -276,25 +397,44 @@ mod tests {
         let p = s.resolve("generic").unwrap();
         assert!(p.ends_with("hw-profiles/generic.toml"));
         assert_eq!(s.resolve("./x.toml").unwrap(), PathBuf::from("./x.toml"));
-        assert!(matches!(s.resolve("nope"), Err(HardwareProfileError::NotFound { .. })));
-        assert!(matches!(s.resolve("a b"), Err(HardwareProfileError::BadName(_))));
-        assert!(s.load(Some("/nonexistent/p.toml")).unwrap_err().to_string().contains("cannot read"));
+        assert!(matches!(
+            s.resolve("nope"),
+            Err(HardwareProfileError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.resolve("a b"),
+            Err(HardwareProfileError::BadName(_))
+        ));
+        assert!(s
+            .load(Some("/nonexistent/p.toml"))
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read"));
         assert_eq!(s.load(None).unwrap(), HardwareProfile::default());
     }
 
     #[test]
     fn bad_profiles_name_the_key() {
         let e = HardwareProfile::from_toml("sq_entries = 100\n", "p.toml").unwrap_err();
-        assert_eq!(e.to_string(), "hardware profile p.toml: key `sq_entries` = 100: must be a power of two");
-        let e = HardwareProfile::from_toml("sq_entries = 4096\ncq_entries = 1024\n", "p.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "hardware profile p.toml: key `sq_entries` = 100: must be a power of two"
+        );
+        let e = HardwareProfile::from_toml("sq_entries = 4096\ncq_entries = 1024\n", "p.toml")
+            .unwrap_err();
         assert!(e.to_string().contains("key `cq_entries`"), "{e}");
         let e = HardwareProfile::from_toml("shards = 3\ncores = [0, 1]\n", "p.toml").unwrap_err();
         assert!(e.to_string().contains("key `shards` = 3"), "{e}");
         let e = HardwareProfile::from_toml("cores = [1, 1]\n", "p.toml").unwrap_err();
-        assert!(e.to_string().contains("key `cores` = 1: listed twice"), "{e}");
-        let e = HardwareProfile::from_toml("onion_handshakes_per_tick = 0\n", "p.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("key `cores` = 1: listed twice"),
+            "{e}"
+        );
+        let e =
+            HardwareProfile::from_toml("onion_handshakes_per_tick = 0\n", "p.toml").unwrap_err();
         assert!(e.to_string().contains("onion_handshakes_per_tick"), "{e}");
-        let e = HardwareProfile::from_toml("max_mem_in_queues_bytes = 1000\n", "p.toml").unwrap_err();
+        let e =
+            HardwareProfile::from_toml("max_mem_in_queues_bytes = 1000\n", "p.toml").unwrap_err();
         assert!(e.to_string().contains("max_mem_in_queues_bytes"), "{e}");
         let e = HardwareProfile::from_toml("sq_entrys = 128\n", "p.toml").unwrap_err();
         assert!(e.to_string().contains("unknown field `sq_entrys`"), "{e}");

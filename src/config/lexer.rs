@@ -37,7 +37,13 @@ fn is_space(b: u8) -> bool {
 pub fn parse_lines(text: &str, file: &Arc<str>) -> Result<Vec<ConfigLine>, ConfigError> {
     let b = text.as_bytes();
     let n = b.len();
-    let at = |i: usize| -> u8 { if i < n { b[i] } else { 0 } };
+    let at = |i: usize| -> u8 {
+        if i < n {
+            b[i]
+        } else {
+            0
+        }
+    };
     let mut i = 0usize;
     let mut line: u32 = 1;
     let mut out = Vec::new();
@@ -259,7 +265,10 @@ mod tests {
     #[test]
     fn torrc_format_examples() {
         assert_eq!(kv("Foo Bar\n"), vec![one("Foo", "Bar", 1)]);
-        assert_eq!(kv("Foo    Bar    Baz    \n"), vec![one("Foo", "Bar    Baz", 1)]);
+        assert_eq!(
+            kv("Foo    Bar    Baz    \n"),
+            vec![one("Foo", "Bar    Baz", 1)]
+        );
         assert_eq!(kv("Hello\\\nWorld\n"), vec![one("Hello", "World", 1)]);
         assert_eq!(kv("Hello World   #today\n"), vec![one("Hello", "World", 1)]);
         assert_eq!(kv("Hello World#tomorrow\n"), vec![one("Hello", "World", 1)]);
@@ -318,7 +327,10 @@ mod tests {
         assert_eq!(kv("A \"\\x41\\101\\t\"\n"), vec![one("A", "AA\t", 1)]);
         let f: Arc<str> = "torrc".into();
         let e = parse_lines("A 1\nB \"bad\\q\"\n", &f).unwrap_err();
-        assert_eq!(e.to_string(), "torrc:2: invalid escape sequence in quoted string");
+        assert_eq!(
+            e.to_string(),
+            "torrc:2: invalid escape sequence in quoted string"
+        );
         let e = parse_lines("B \"x\" y\n", &f).unwrap_err();
         assert_eq!(e.to_string(), "torrc:1: excess data after quoted string");
         let e = parse_lines("B \"unterminated\n", &f).unwrap_err();

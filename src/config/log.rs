@@ -51,7 +51,10 @@ pub struct LogConfig {
 /// Parses one `Log` value.
 pub fn parse_log(value: &str, location: &Location) -> Result<LogConfig, String> {
     let mut parts = value.trim().splitn(3, [' ', '\t']);
-    let sev = parts.next().filter(|s| !s.is_empty()).ok_or("missing severity")?;
+    let sev = parts
+        .next()
+        .filter(|s| !s.is_empty())
+        .ok_or("missing severity")?;
     if sev.starts_with('[') {
         return Err("per-domain log selectors ([domain]severity) are not supported by Fors".into());
     }
@@ -67,9 +70,7 @@ pub fn parse_log(value: &str, location: &Location) -> Result<LogConfig, String> 
         "stdout" => LogDestination::Stdout,
         "stderr" => LogDestination::Stderr,
         "syslog" => LogDestination::Syslog,
-        "file" => LogDestination::File(PathBuf::from(
-            *rest.get(1).ok_or("\"file\" needs a path")?,
-        )),
+        "file" => LogDestination::File(PathBuf::from(*rest.get(1).ok_or("\"file\" needs a path")?)),
         other => return Err(format!("unknown log destination {other:?}")),
     };
     if !matches!(destination, LogDestination::File(_)) && rest.len() > 1 {
@@ -95,19 +96,39 @@ mod tests {
     #[test]
     fn forms() {
         let l = p("notice stdout").unwrap();
-        assert_eq!((l.min, l.max, l.destination), (LogSeverity::Notice, LogSeverity::Err, LogDestination::Stdout));
+        assert_eq!(
+            (l.min, l.max, l.destination),
+            (
+                LogSeverity::Notice,
+                LogSeverity::Err,
+                LogDestination::Stdout
+            )
+        );
         let l = p("info file /var/log/fors/info log.txt").unwrap();
-        assert_eq!(l.destination, LogDestination::File("/var/log/fors/info log.txt".into()));
+        assert_eq!(
+            l.destination,
+            LogDestination::File("/var/log/fors/info log.txt".into())
+        );
         let l = p("debug-info stderr").unwrap();
         assert_eq!((l.min, l.max), (LogSeverity::Debug, LogSeverity::Info));
-        assert_eq!(p("warn SYSLOG").unwrap().destination, LogDestination::Syslog);
+        assert_eq!(
+            p("warn SYSLOG").unwrap().destination,
+            LogDestination::Syslog
+        );
         assert_eq!(p("err").unwrap().destination, LogDestination::Stdout);
     }
 
     #[test]
     fn errors() {
-        for bad in ["", "loud stdout", "notice-info stdout", "notice file", "notice android",
-                    "[handshake]debug stdout", "notice stdout extra"] {
+        for bad in [
+            "",
+            "loud stdout",
+            "notice-info stdout",
+            "notice file",
+            "notice android",
+            "[handshake]debug stdout",
+            "notice stdout extra",
+        ] {
             assert!(p(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -160,7 +160,10 @@ mod tests {
 
     #[test]
     fn higher_domain_replaces_lists_and_singletons() {
-        let defaults = lines("defaults", "Nickname Def\nExitPolicy reject *:25\nORPort 9001\n");
+        let defaults = lines(
+            "defaults",
+            "Nickname Def\nExitPolicy reject *:25\nORPort 9001\n",
+        );
         let torrc = lines("torrc", "ExitPolicy accept *:80\nExitPolicy accept *:443\n");
         let cmd = lines("command line", "Nickname Cmd\n");
         let (o, w) = merge(&[defaults, torrc, cmd]).unwrap();
@@ -168,13 +171,22 @@ mod tests {
         assert_eq!(vals(&o, "ExitPolicy"), ["accept *:80", "accept *:443"]);
         assert_eq!(vals(&o, "ORPort"), ["9001"]);
         assert_eq!(o.single("Nickname").unwrap().value, "Cmd");
-        assert_eq!(o.single("Nickname").unwrap().location.to_string(), "command line:1");
+        assert_eq!(
+            o.single("Nickname").unwrap().location.to_string(),
+            "command line:1"
+        );
     }
 
     #[test]
     fn append_and_clear_magic() {
-        let defaults = lines("d", "ExitPolicy reject *:25\nORPort 9001\nLog notice stdout\n");
-        let torrc = lines("t", "+ExitPolicy accept *:80\n/ORPort\nLog info stdout\n+Log warn stderr\n");
+        let defaults = lines(
+            "d",
+            "ExitPolicy reject *:25\nORPort 9001\nLog notice stdout\n",
+        );
+        let torrc = lines(
+            "t",
+            "+ExitPolicy accept *:80\n/ORPort\nLog info stdout\n+Log warn stderr\n",
+        );
         let (o, _) = merge(&[defaults, torrc]).unwrap();
         assert_eq!(vals(&o, "ExitPolicy"), ["reject *:25", "accept *:80"]);
         assert!(!o.is_set("ORPort"));
@@ -197,7 +209,10 @@ mod tests {
 
     #[test]
     fn ignored_options_warn_once() {
-        let t = lines("torrc", "AvoidDiskWrites 1\nSandbox 1\navoiddiskwrites 0\nTunnelDirConns 1\n");
+        let t = lines(
+            "torrc",
+            "AvoidDiskWrites 1\nSandbox 1\navoiddiskwrites 0\nTunnelDirConns 1\n",
+        );
         let (_, w) = merge(&[t]).unwrap();
         let msgs: Vec<String> = w.iter().map(|w| w.to_string()).collect();
         assert_eq!(msgs.len(), 3, "{msgs:?}");
@@ -216,8 +231,8 @@ mod tests {
         );
         let t = lines("torrc", "HiddenServiceDir /x\n");
         let e = merge(&[t]).unwrap_err();
-        assert!(e.to_string().starts_with(
-            "torrc:1: C tor option \"HiddenServiceDir\" is not supported by Fors"
-        ));
+        assert!(e
+            .to_string()
+            .starts_with("torrc:1: C tor option \"HiddenServiceDir\" is not supported by Fors"));
     }
 }

@@ -35,8 +35,21 @@ pub use testnet::NetworkTimings;
 use source::FileKind;
 use std::path::Path;
 
+/// Shards to run: the torrc's `NumCPUs` when nonzero, else the profile's rule
+/// ([`HardwareProfile::shard_count`]).
+pub fn shard_count(config: &Config, profile: &HardwareProfile, available_cpus: u32) -> u32 {
+    if config.num_cpus != 0 {
+        config.num_cpus
+    } else {
+        profile.shard_count(available_cpus)
+    }
+}
+
 /// Loads the configuration the command line describes, through `fs`.
-pub fn load_with(fs: &dyn ConfigFs, cl: &CommandLine) -> Result<(Config, Vec<Warning>), ConfigError> {
+pub fn load_with(
+    fs: &dyn ConfigFs,
+    cl: &CommandLine,
+) -> Result<(Config, Vec<Warning>), ConfigError> {
     let mut warnings = Vec::new();
     let io_missing = |p: &Path| {
         ConfigError::global(ConfigErrorKind::Io {
@@ -59,7 +72,10 @@ pub fn load_with(fs: &dyn ConfigFs, cl: &CommandLine) -> Result<(Config, Vec<War
         source::read_config_file(fs, &defaults_path)?
     };
 
-    let torrc_path = cl.torrc.clone().unwrap_or_else(|| cmdline::DEFAULT_TORRC.into());
+    let torrc_path = cl
+        .torrc
+        .clone()
+        .unwrap_or_else(|| cmdline::DEFAULT_TORRC.into());
     let torrc = if fs.kind(&torrc_path) == FileKind::Missing {
         if cl.torrc.is_some() && !cl.allow_missing_torrc {
             return Err(io_missing(&torrc_path));
@@ -85,7 +101,10 @@ pub fn load(cl: &CommandLine) -> Result<(Config, Vec<Warning>), ConfigError> {
 }
 
 /// Reads and checks a torrc (and optional defaults file) without acting on it.
-pub fn verify(torrc: &Path, defaults_torrc: Option<&Path>) -> Result<(Config, Vec<Warning>), ConfigError> {
+pub fn verify(
+    torrc: &Path,
+    defaults_torrc: Option<&Path>,
+) -> Result<(Config, Vec<Warning>), ConfigError> {
     load(&CommandLine {
         torrc: Some(torrc.to_path_buf()),
         defaults_torrc: defaults_torrc.map(Path::to_path_buf),

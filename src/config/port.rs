@@ -79,9 +79,9 @@ pub fn parse_addr_port(s: &str) -> Result<(Option<IpAddr>, Option<Option<PortNum
         }
         1 => {
             let (a, p) = s.split_once(':').unwrap_or((s, ""));
-            let ip: std::net::Ipv4Addr = a
-                .parse()
-                .map_err(|_| format!("{a:?} is not an IPv4 address (hostnames are not accepted)"))?;
+            let ip: std::net::Ipv4Addr = a.parse().map_err(|_| {
+                format!("{a:?} is not an IPv4 address (hostnames are not accepted)")
+            })?;
             Ok((Some(IpAddr::V4(ip)), Some(port_of(p)?)))
         }
         _ => {
@@ -178,11 +178,18 @@ mod tests {
     fn or_port_forms() {
         let p = parse_or_port("9001", &loc()).unwrap().unwrap();
         assert_eq!((p.address, p.port), (None, fixed(9001)));
-        let p = parse_or_port("127.0.0.1:5000 NoAdvertise", &loc()).unwrap().unwrap();
+        let p = parse_or_port("127.0.0.1:5000 NoAdvertise", &loc())
+            .unwrap()
+            .unwrap();
         assert_eq!(p.address, Some("127.0.0.1".parse().unwrap()));
         assert!(p.no_advertise && !p.no_listen);
-        let p = parse_or_port("[::1]:443 noListen IPv6Only", &loc()).unwrap().unwrap();
-        assert_eq!((p.address, p.port), (Some("::1".parse().unwrap()), fixed(443)));
+        let p = parse_or_port("[::1]:443 noListen IPv6Only", &loc())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (p.address, p.port),
+            (Some("::1".parse().unwrap()), fixed(443))
+        );
         assert!(p.no_listen && p.ipv6_only);
         let p = parse_or_port("auto IPv4Only", &loc()).unwrap().unwrap();
         assert_eq!(p.port, PortNumber::Auto);
@@ -213,7 +220,9 @@ mod tests {
 
     #[test]
     fn listen_port_keeps_flags() {
-        let p = parse_listen_port("127.0.0.1:9035 prometheus", &loc()).unwrap().unwrap();
+        let p = parse_listen_port("127.0.0.1:9035 prometheus", &loc())
+            .unwrap()
+            .unwrap();
         assert_eq!(p.flags, ["prometheus"]);
         assert_eq!(p.port, fixed(9035));
         assert_eq!(parse_listen_port("0", &loc()).unwrap(), None);

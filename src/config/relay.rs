@@ -128,7 +128,11 @@ impl Config {
     /// Log destinations, with the default applied.
     pub fn effective_logs(&self) -> Vec<(LogSeverity, LogSeverity, LogDestination)> {
         if self.logs.is_empty() {
-            return vec![(LogSeverity::Notice, LogSeverity::Err, LogDestination::Stdout)];
+            return vec![(
+                LogSeverity::Notice,
+                LogSeverity::Err,
+                LogDestination::Stdout,
+            )];
         }
         self.logs
             .iter()
@@ -137,7 +141,10 @@ impl Config {
     }
 
     /// Builds the typed configuration from merged options; warnings are appended to `warnings`.
-    pub fn from_options(raw: &RawOptions, warnings: &mut Vec<Warning>) -> Result<Self, ConfigError> {
+    pub fn from_options(
+        raw: &RawOptions,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Self, ConfigError> {
         Builder { raw, warnings }.build()
     }
 }
@@ -188,9 +195,11 @@ impl Builder<'_> {
     fn bandwidth(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
         let b = self.memunit(name, default)?;
         match self.raw.single(name) {
-            Some(v) if b > MAX_BANDWIDTH => {
-                Err(bad(name, v, format!("must be at most {MAX_BANDWIDTH} bytes/second")))
-            }
+            Some(v) if b > MAX_BANDWIDTH => Err(bad(
+                name,
+                v,
+                format!("must be at most {MAX_BANDWIDTH} bytes/second"),
+            )),
             _ => Ok(b),
         }
     }
@@ -213,7 +222,11 @@ impl Builder<'_> {
             None => DEFAULT_NICKNAME.to_string(),
             Some(v) if is_legal_nickname(&v.value) => v.value.clone(),
             Some(v) => {
-                return Err(bad("Nickname", v, "nicknames are 1 to 19 characters of [A-Za-z0-9]"))
+                return Err(bad(
+                    "Nickname",
+                    v,
+                    "nicknames are 1 to 19 characters of [A-Za-z0-9]",
+                ))
             }
         };
 
@@ -231,7 +244,11 @@ impl Builder<'_> {
         }
         for v in raw.list("SocksPort") {
             if v.value.trim() != "0" {
-                return Err(bad("SocksPort", v, "Fors is a relay, not a client: only 0 is accepted"));
+                return Err(bad(
+                    "SocksPort",
+                    v,
+                    "Fors is a relay, not a client: only 0 is accepted",
+                ));
             }
         }
         if let Some(v) = raw.single("RunAsDaemon") {
@@ -255,9 +272,17 @@ impl Builder<'_> {
             let s = v.value.trim();
             let a = match s.parse::<IpAddr>() {
                 Ok(ip) => {
-                    let seen = if ip.is_ipv4() { &mut seen_v4 } else { &mut seen_v6 };
+                    let seen = if ip.is_ipv4() {
+                        &mut seen_v4
+                    } else {
+                        &mut seen_v6
+                    };
                     if std::mem::replace(seen, true) {
-                        return Err(bad("Address", v, "only one IPv4 and one IPv6 Address are allowed"));
+                        return Err(bad(
+                            "Address",
+                            v,
+                            "only one IPv4 and one IPv6 Address are allowed",
+                        ));
                     }
                     if ip.is_unspecified() || ip.is_multicast() {
                         return Err(bad("Address", v, "not a usable unicast address"));
@@ -275,7 +300,8 @@ impl Builder<'_> {
 
         let mut dir_authorities = Vec::new();
         for v in raw.list("DirAuthority") {
-            let (a, w) = parse_dir_authority(&v.value, &v.location).map_err(|e| bad("DirAuthority", v, e))?;
+            let (a, w) = parse_dir_authority(&v.value, &v.location)
+                .map_err(|e| bad("DirAuthority", v, e))?;
             for msg in w {
                 self.warn(&v.location, msg);
             }
@@ -333,7 +359,11 @@ impl Builder<'_> {
                 FamilyId::All
             } else {
                 FamilyId::Key(Ed25519Identity::from_base64(s).ok_or_else(|| {
-                    bad("FamilyId", v, "expected \"*\" or a base64 family identity (32 bytes)")
+                    bad(
+                        "FamilyId",
+                        v,
+                        "expected \"*\" or a base64 family identity (32 bytes)",
+                    )
                 })?)
             });
         }
@@ -361,7 +391,10 @@ impl Builder<'_> {
         let mut max_mem_in_queues = self.memunit("MaxMemInQueues", 0)?;
         if max_mem_in_queues != 0 && max_mem_in_queues < MIN_MAX_MEM_IN_QUEUES {
             if let Some(v) = raw.single("MaxMemInQueues") {
-                self.warn(&v.location, "MaxMemInQueues must be at least 256 MB for now; raising it to 256 MB");
+                self.warn(
+                    &v.location,
+                    "MaxMemInQueues must be at least 256 MB for now; raising it to 256 MB",
+                );
             }
             max_mem_in_queues = MIN_MAX_MEM_IN_QUEUES;
         }
@@ -377,22 +410,27 @@ impl Builder<'_> {
         };
         let hardware_profile = self.string("HardwareProfile");
 
-        let exit_policy_reject_private =
-            self.bool("ExitPolicyRejectPrivate", network_timings.exit_policy_reject_private_default)?;
+        let exit_policy_reject_private = self.bool(
+            "ExitPolicyRejectPrivate",
+            network_timings.exit_policy_reject_private_default,
+        )?;
 
         let cfg = Config {
             nickname,
             contact_info,
             or_ports,
             addresses,
-            data_directory: self.path("DataDirectory").unwrap_or_else(|| DEFAULT_DATA_DIRECTORY.into()),
+            data_directory: self
+                .path("DataDirectory")
+                .unwrap_or_else(|| DEFAULT_DATA_DIRECTORY.into()),
             dir_authorities,
             testing_tor_network,
             network_timings,
             exit_relay,
             exit_policy,
             exit_policy_reject_private,
-            exit_policy_reject_local_interfaces: self.bool("ExitPolicyRejectLocalInterfaces", false)?,
+            exit_policy_reject_local_interfaces: self
+                .bool("ExitPolicyRejectLocalInterfaces", false)?,
             reduced_exit_policy: self.bool("ReducedExitPolicy", false)?,
             ipv6_exit: self.bool("IPv6Exit", false)?,
             bandwidth,
@@ -431,7 +469,11 @@ impl Builder<'_> {
             }
         }
         if let (Some(z), false) = (zero, out.is_empty()) {
-            return Err(bad("ORPort", z, "\"ORPort 0\" given together with a nonzero ORPort"));
+            return Err(bad(
+                "ORPort",
+                z,
+                "\"ORPort 0\" given together with a nonzero ORPort",
+            ));
         }
         Ok(out)
     }
@@ -446,7 +488,11 @@ impl Builder<'_> {
             }
         }
         if let (Some(z), false) = (zero, out.is_empty()) {
-            return Err(bad(name, z, format!("\"{name} 0\" given together with a nonzero {name}")));
+            return Err(bad(
+                name,
+                z,
+                format!("\"{name} 0\" given together with a nonzero {name}"),
+            ));
         }
         Ok(out)
     }
@@ -459,7 +505,11 @@ impl Builder<'_> {
                     .parse()
                     .map_err(|_| bad(name, v, format!("{word:?} is not an IP address")))?;
                 if out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
-                    return Err(bad(name, v, "only one IPv4 and one IPv6 address are allowed"));
+                    return Err(bad(
+                        name,
+                        v,
+                        "only one IPv4 and one IPv6 address are allowed",
+                    ));
                 }
                 out.push(ip);
             }
@@ -474,7 +524,11 @@ impl Builder<'_> {
                 "0" | "" => {}
                 "1" | "v3" => publish = true,
                 "bridge" => {
-                    return Err(bad("PublishServerDescriptor", v, "Fors does not run as a bridge"))
+                    return Err(bad(
+                        "PublishServerDescriptor",
+                        v,
+                        "Fors does not run as a bridge",
+                    ))
                 }
                 _ => {
                     return Err(bad(
@@ -577,7 +631,10 @@ impl Builder<'_> {
         }
         if !cfg.exit_policy.is_empty() && cfg.exit_relay == ExitRelay::No {
             let loc = cfg.exit_policy[0].1.clone();
-            self.warn(&loc, "ExitPolicy is set but ExitRelay is 0; the relay will not be an exit");
+            self.warn(
+                &loc,
+                "ExitPolicy is set but ExitRelay is 0; the relay will not be an exit",
+            );
         }
         Ok(())
     }
@@ -610,9 +667,13 @@ fn is_hostname(s: &str) -> bool {
 
 fn is_internal(ip: &IpAddr) -> bool {
     match ip {
-        IpAddr::V4(a) => a.is_private() || a.is_loopback() || a.is_link_local() || a.octets()[0] == 0,
+        IpAddr::V4(a) => {
+            a.is_private() || a.is_loopback() || a.is_link_local() || a.octets()[0] == 0
+        }
         IpAddr::V6(a) => {
-            a.is_loopback() || (a.segments()[0] & 0xfe00) == 0xfc00 || (a.segments()[0] & 0xffc0) == 0xfe80
+            a.is_loopback()
+                || (a.segments()[0] & 0xfe00) == 0xfc00
+                || (a.segments()[0] & 0xffc0) == 0xfe80
         }
     }
 }

@@ -235,12 +235,19 @@ fn has_glob(s: &str) -> bool {
 
 /// Expands `*` and `?` in the last path component (C tor allows them anywhere; Fors keeps to
 /// the common `dir/*.conf` case and says so otherwise).
-fn expand_glob(fs: &dyn ConfigFs, pattern: &str, loc: &Location) -> Result<Vec<PathBuf>, ConfigError> {
+fn expand_glob(
+    fs: &dyn ConfigFs,
+    pattern: &str,
+    loc: &Location,
+) -> Result<Vec<PathBuf>, ConfigError> {
     let path = PathBuf::from(pattern);
     if !has_glob(pattern) {
         return Ok(vec![path]);
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let parent = path.parent().map(Path::to_path_buf).unwrap_or_default();
     if has_glob(&parent.to_string_lossy()) || name.contains('[') {
         return Err(ConfigError::at(
@@ -250,12 +257,22 @@ fn expand_glob(fs: &dyn ConfigFs, pattern: &str, loc: &Location) -> Result<Vec<P
             )),
         ));
     }
-    let dir = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.clone() };
+    let dir = if parent.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        parent.clone()
+    };
     if fs.kind(&dir) != FileKind::Dir {
         return Ok(Vec::new());
     }
     let mut names = fs.list_dir(&dir).map_err(|reason| {
-        ConfigError::at(loc, ConfigErrorKind::Io { path: dir.display().to_string(), reason })
+        ConfigError::at(
+            loc,
+            ConfigErrorKind::Io {
+                path: dir.display().to_string(),
+                reason,
+            },
+        )
     })?;
     names.sort();
     Ok(names
@@ -297,13 +314,19 @@ mod tests {
     use super::*;
 
     fn keys(lines: &[ConfigLine]) -> Vec<String> {
-        lines.iter().map(|l| format!("{}={}@{}", l.key, l.value, l.location)).collect()
+        lines
+            .iter()
+            .map(|l| format!("{}={}@{}", l.key, l.value, l.location))
+            .collect()
     }
 
     #[test]
     fn include_file_and_directory_in_lexical_order() {
         let fs = MemFs::default()
-            .with("/e/torrc", "A 1\n%include /e/d\nB 2\n%include /e/one.conf\n")
+            .with(
+                "/e/torrc",
+                "A 1\n%include /e/d\nB 2\n%include /e/one.conf\n",
+            )
             .with("/e/d/20-b", "X b\n")
             .with("/e/d/10-a", "X a\n")
             .with("/e/d/.hidden", "X hidden\n")
@@ -312,7 +335,13 @@ mod tests {
         let l = read_config_file(&fs, Path::new("/e/torrc")).unwrap();
         assert_eq!(
             keys(&l),
-            vec!["A=1@/e/torrc:1", "X=a@/e/d/10-a:1", "X=b@/e/d/20-b:1", "B=2@/e/torrc:3", "Y=1@/e/one.conf:3"]
+            vec![
+                "A=1@/e/torrc:1",
+                "X=a@/e/d/10-a:1",
+                "X=b@/e/d/20-b:1",
+                "B=2@/e/torrc:3",
+                "Y=1@/e/one.conf:3"
+            ]
         );
     }
 
@@ -357,10 +386,15 @@ mod tests {
         }
         fs = fs.with("f31", "K31 v\n");
         assert_eq!(read_config_file(&fs, Path::new("f1")).unwrap().len(), 31);
-        fs = fs.with("f31", "K31 v\n%include f32\n").with("f32", "K32 v\n");
+        fs = fs
+            .with("f31", "K31 v\n%include f32\n")
+            .with("f32", "K32 v\n");
         let e = read_config_file(&fs, Path::new("f1")).unwrap_err();
         assert_eq!(e.location.as_ref().unwrap().to_string(), "f31:2");
-        assert!(e.to_string().contains("more than 31 nested %includes"), "{e}");
+        assert!(
+            e.to_string().contains("more than 31 nested %includes"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -368,7 +402,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fors-config-src-{}", std::process::id()));
         let d = dir.join("torrc.d");
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(dir.join("torrc"), format!("%include {}\nZ 9\n", d.display())).unwrap();
+        std::fs::write(
+            dir.join("torrc"),
+            format!("%include {}\nZ 9\n", d.display()),
+        )
+        .unwrap();
         std::fs::write(d.join("b"), "B 2\n").unwrap();
         std::fs::write(d.join("a"), "A 1\n").unwrap();
         std::fs::write(d.join(".a.swp"), "junk junk\n").unwrap();

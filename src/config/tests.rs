@@ -13,12 +13,17 @@ fn parse(text: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
 }
 
 fn ok(extra: &str) -> Config {
-    parse(&format!("{MIN}{extra}")).unwrap_or_else(|e| panic!("{e}")).0
+    parse(&format!("{MIN}{extra}"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0
 }
 
 /// The error for `extra` placed on line 3 (after the two minimal lines).
 fn err(extra: &str) -> String {
-    parse(&format!("{MIN}{extra}")).map(|_| ()).unwrap_err().to_string()
+    parse(&format!("{MIN}{extra}"))
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]
@@ -33,7 +38,12 @@ fn defaults_match_c_tor() {
     assert!(!c.exit_policy_reject_local_interfaces && !c.reduced_exit_policy && !c.ipv6_exit);
     assert_eq!(
         c.bandwidth,
-        BandwidthConfig { rate: 1 << 30, burst: 1 << 30, relay_rate: 0, relay_burst: 0 }
+        BandwidthConfig {
+            rate: 1 << 30,
+            burst: 1 << 30,
+            relay_rate: 0,
+            relay_burst: 0
+        }
     );
     assert!(c.dir_cache && c.publish_server_descriptor);
     assert!(!c.assume_reachable && !c.cookie_authentication && !c.testing_tor_network);
@@ -42,7 +52,11 @@ fn defaults_match_c_tor() {
     assert_eq!((c.num_cpus, c.max_mem_in_queues), (0, 0));
     assert_eq!(
         c.effective_logs(),
-        vec![(LogSeverity::Notice, LogSeverity::Err, LogDestination::Stdout)]
+        vec![(
+            LogSeverity::Notice,
+            LogSeverity::Err,
+            LogDestination::Stdout
+        )]
     );
     assert!(c.dir_authorities.is_empty() && c.control_ports.is_empty());
 }
@@ -95,10 +109,16 @@ fn full_relay_torrc() {
     assert_eq!(c.nickname, "ForsExit01");
     assert_eq!(c.or_ports.len(), 2);
     assert!(c.or_ports[1].ipv6_only);
-    assert_eq!(c.addresses, [AddressConfig::Ip("203.0.113.5".parse().unwrap())]);
+    assert_eq!(
+        c.addresses,
+        [AddressConfig::Ip("203.0.113.5".parse().unwrap())]
+    );
     assert!(c.wants_exit() && c.ipv6_exit);
-    let items: Vec<(String, String)> =
-        c.exit_policy.iter().map(|(s, l)| (s.clone(), l.to_string())).collect();
+    let items: Vec<(String, String)> = c
+        .exit_policy
+        .iter()
+        .map(|(s, l)| (s.clone(), l.to_string()))
+        .collect();
     assert_eq!(
         items,
         [
@@ -109,20 +129,34 @@ fn full_relay_torrc() {
     );
     assert_eq!(
         c.bandwidth,
-        BandwidthConfig { rate: 20 << 20, burst: 40 << 20, relay_rate: 10 << 20, relay_burst: 10 << 20 }
+        BandwidthConfig {
+            rate: 20 << 20,
+            burst: 40 << 20,
+            relay_rate: 10 << 20,
+            relay_burst: 10 << 20
+        }
     );
     assert_eq!(c.my_family.len(), 2);
     assert_eq!(c.my_family[0].to_hex(), FP);
     assert_eq!(c.family_ids.len(), 2);
     assert!(matches!(c.family_ids[0], FamilyId::Key(_)));
     assert_eq!(c.family_ids[1], FamilyId::All);
-    assert_eq!(c.logs[0].destination, LogDestination::File("/var/log/fors/notices.log".into()));
+    assert_eq!(
+        c.logs[0].destination,
+        LogDestination::File("/var/log/fors/notices.log".into())
+    );
     assert_eq!(c.logs[1].min, LogSeverity::Info);
     assert_eq!(c.pid_file, Some("/run/fors.pid".into()));
-    assert_eq!(c.server_dns_resolv_conf_file, Some("/etc/fors/resolv.conf".into()));
+    assert_eq!(
+        c.server_dns_resolv_conf_file,
+        Some("/etc/fors/resolv.conf".into())
+    );
     assert_eq!(c.num_cpus, 2);
     assert_eq!(c.hardware_profile.as_deref(), Some("epyc-2core"));
-    assert_eq!(c.outbound_bind_addresses, ["203.0.113.5".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        c.outbound_bind_addresses,
+        ["203.0.113.5".parse::<IpAddr>().unwrap()]
+    );
     assert_eq!(c.outbound_bind_addresses_exit.len(), 2);
     assert_eq!(c.control_ports[0].address, None);
     assert!(c.cookie_authentication);
@@ -143,12 +177,20 @@ fn testing_tor_network_changes_relay_values() {
     ));
     assert!(c.testing_tor_network);
     assert_eq!(c.network_timings, NetworkTimings::TESTING);
-    assert!(!c.exit_policy_reject_private, "testnet default for ExitPolicyRejectPrivate is 0");
+    assert!(
+        !c.exit_policy_reject_private,
+        "testnet default for ExitPolicyRejectPrivate is 0"
+    );
     assert!(c.network_timings.extend_allow_private_addresses);
-    assert_eq!(c.network_timings.min_time_to_report_bandwidth, Duration::ZERO);
+    assert_eq!(
+        c.network_timings.min_time_to_report_bandwidth,
+        Duration::ZERO
+    );
     assert_eq!(c.dir_authorities[0].or_port, Some(5000));
     // An explicit setting still wins over the test-network default.
-    let c = ok(&format!("TestingTorNetwork 1\nExitPolicyRejectPrivate 1\nDirAuthority 127.0.0.1:7000 {FP}\n"));
+    let c = ok(&format!(
+        "TestingTorNetwork 1\nExitPolicyRejectPrivate 1\nDirAuthority 127.0.0.1:7000 {FP}\n"
+    ));
     assert!(c.exit_policy_reject_private);
     assert_eq!(
         err("TestingTorNetwork 1\n"),
@@ -201,7 +243,10 @@ fn bad_values_name_file_line_and_option() {
     for (text, want) in cases {
         let e = err(text);
         assert!(e.contains(want), "{text:?}: got {e:?}, want {want:?}");
-        assert!(e.starts_with("torrc:3: ") || e.starts_with("torrc:4: "), "{text:?}: {e}");
+        assert!(
+            e.starts_with("torrc:3: ") || e.starts_with("torrc:4: "),
+            "{text:?}: {e}"
+        );
     }
 }
 
@@ -209,8 +254,14 @@ fn bad_values_name_file_line_and_option() {
 fn relay_needs_an_or_port() {
     let e = parse("Nickname a\n").map(|_| ()).unwrap_err().to_string();
     assert!(e.contains("no ORPort is configured"), "{e}");
-    let e = parse("ORPort 9001 NoListen\n").map(|_| ()).unwrap_err().to_string();
-    assert_eq!(e, "torrc:1: every ORPort is NoListen; at least one must listen");
+    let e = parse("ORPort 9001 NoListen\n")
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "torrc:1: every ORPort is NoListen; at least one must listen"
+    );
 }
 
 #[test]
@@ -223,10 +274,18 @@ fn warnings_for_accepted_but_noted_options() {
     let w: Vec<String> = w.iter().map(ToString::to_string).collect();
     assert_eq!(w.len(), 5, "{w:#?}");
     assert!(w[0].starts_with("torrc:4: option \"AvoidDiskWrites\" is ignored by Fors"));
-    assert!(w.iter().any(|m| m.starts_with("torrc:3: DirPort is accepted")));
-    assert!(w.iter().any(|m| m.starts_with("torrc:6: MaxMemInQueues must be at least 256 MB")));
-    assert!(w.iter().any(|m| m.starts_with("torrc:9: Address is a private")));
-    assert!(w.iter().any(|m| m.starts_with("torrc:8: ExitPolicy is set but ExitRelay is 0")));
+    assert!(w
+        .iter()
+        .any(|m| m.starts_with("torrc:3: DirPort is accepted")));
+    assert!(w
+        .iter()
+        .any(|m| m.starts_with("torrc:6: MaxMemInQueues must be at least 256 MB")));
+    assert!(w
+        .iter()
+        .any(|m| m.starts_with("torrc:9: Address is a private")));
+    assert!(w
+        .iter()
+        .any(|m| m.starts_with("torrc:8: ExitPolicy is set but ExitRelay is 0")));
     assert_eq!(c.dir_ports.len(), 1);
     assert_eq!(c.max_mem_in_queues, 256 << 20);
     assert!(!c.wants_exit());
@@ -242,9 +301,8 @@ fn unknown_option_suggests_and_names_line() {
         "torrc:5: unknown option \"ExitPolcy\" (did you mean \"ExitPolicy\"?)"
     );
     assert_eq!(err("Zqxjkvw 1"), "torrc:3: unknown option \"Zqxjkvw\"");
-    assert!(err("AccountingMax 1 TB").starts_with(
-        "torrc:3: C tor option \"AccountingMax\" is not supported by Fors"
-    ));
+    assert!(err("AccountingMax 1 TB")
+        .starts_with("torrc:3: C tor option \"AccountingMax\" is not supported by Fors"));
 }
 
 #[test]
@@ -258,7 +316,10 @@ fn options_are_case_insensitive_and_aliases_work() {
 #[test]
 fn reduced_exit_policy_makes_an_exit_under_auto() {
     assert!(ok("ReducedExitPolicy 1\n").wants_exit());
-    assert!(ok("ExitPolicy reject *:*\n").wants_exit(), "policy content is judged by exit::policy");
+    assert!(
+        ok("ExitPolicy reject *:*\n").wants_exit(),
+        "policy content is judged by exit::policy"
+    );
 }
 
 fn tmpdir(tag: &str) -> PathBuf {
@@ -280,19 +341,32 @@ fn verify_with_defaults_torrc_and_command_line_overrides() {
     std::fs::write(d.join("torrc.d/50-exit"), "+ExitPolicy accept *:80\n").unwrap();
     std::fs::write(
         d.join("torrc"),
-        format!("Nickname FromTorrc\n%include {}\n", d.join("torrc.d").display()),
+        format!(
+            "Nickname FromTorrc\n%include {}\n",
+            d.join("torrc.d").display()
+        ),
     )
     .unwrap();
     let (c, _) = verify(&d.join("torrc"), Some(&d.join("defaults"))).unwrap();
     assert_eq!(c.nickname, "FromTorrc");
-    assert_eq!(c.or_ports.len(), 1, "ORPort inherited from the defaults file");
+    assert_eq!(
+        c.or_ports.len(),
+        1,
+        "ORPort inherited from the defaults file"
+    );
     let pol: Vec<&str> = c.exit_policy.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(pol, ["reject *:25", "accept *:80"]);
 
     let args: Vec<String> = [
-        "--verify-config", "-f", d.join("torrc").to_str().unwrap(),
-        "--defaults-torrc", d.join("defaults").to_str().unwrap(),
-        "--Nickname", "FromCmdLine", "--ORPort", "9002",
+        "--verify-config",
+        "-f",
+        d.join("torrc").to_str().unwrap(),
+        "--defaults-torrc",
+        d.join("defaults").to_str().unwrap(),
+        "--Nickname",
+        "FromCmdLine",
+        "--ORPort",
+        "9002",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -311,7 +385,10 @@ fn verify_with_defaults_torrc_and_command_line_overrides() {
     let inc = d.join("torrc.d/60-bad");
     assert_eq!(
         e.to_string(),
-        format!("{}:2: bad value \"perhaps\" for IPv6Exit: allowed values are 0 and 1", inc.display())
+        format!(
+            "{}:2: bad value \"perhaps\" for IPv6Exit: allowed values are 0 and 1",
+            inc.display()
+        )
     );
     assert_eq!(verify_config_main(&args), 1);
 
@@ -329,6 +406,8 @@ fn profile_named_in_torrc_resolves() {
     };
     let p = search.load(c.hardware_profile.as_deref()).unwrap();
     assert_eq!(p.sq_entries, HardwareProfile::default().sq_entries);
+    assert_eq!(shard_count(&c, &p, 6), 6);
+    assert_eq!(shard_count(&ok("NumCPUs 1\n"), &p, 6), 1);
 }
 
 /// A deterministic stand-in for the fuzz target that runs with `cargo test`: mutated torrcs

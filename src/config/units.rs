@@ -99,14 +99,18 @@ fn parse_units(s: &str, table: &[(&str, u64)]) -> Result<u64, String> {
     // Results must fit in an i64, as in C.
     let limit = i64::MAX as u64;
     if num.contains('.') {
-        let d: f64 = num.parse().map_err(|_| format!("unable to parse {s:?} as a number"))?;
+        let d: f64 = num
+            .parse()
+            .map_err(|_| format!("unable to parse {s:?} as a number"))?;
         let v = d * mult as f64;
         if !v.is_finite() || v >= limit as f64 {
             return Err(format!("overflow while parsing {s:?}"));
         }
         Ok(v as u64)
     } else {
-        let n: u64 = num.parse().map_err(|_| format!("overflow while parsing {s:?}"))?;
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("overflow while parsing {s:?}"))?;
         match n.checked_mul(mult) {
             Some(v) if v <= limit => Ok(v),
             _ => Err(format!("overflow while parsing {s:?}")),
@@ -131,16 +135,23 @@ mod tests {
         assert!(parse_memunit("1 GiB").unwrap_err().contains("unknown unit"));
         assert!(parse_memunit("lots").unwrap_err().contains("as a number"));
         assert!(parse_memunit("-5 MB").is_err());
-        assert!(parse_memunit("99999999999 TB").unwrap_err().contains("overflow"));
+        assert!(parse_memunit("99999999999 TB")
+            .unwrap_err()
+            .contains("overflow"));
     }
 
     #[test]
     fn intervals_as_c_tor() {
         assert_eq!(parse_interval("30 seconds"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_interval("2 days"), Ok(Duration::from_secs(172_800)));
-        assert_eq!(parse_interval("1 month"), Ok(Duration::from_secs(2_629_728)));
+        assert_eq!(
+            parse_interval("1 month"),
+            Ok(Duration::from_secs(2_629_728))
+        );
         assert_eq!(parse_interval("45"), Ok(Duration::from_secs(45)));
         assert!(parse_interval("3 fortnights").is_err());
-        assert!(parse_interval("1000 months").unwrap_err().contains("too large"));
+        assert!(parse_interval("1000 months")
+            .unwrap_err()
+            .contains("too large"));
     }
 }
