@@ -70,6 +70,7 @@ const WHY_CLIENT: &str = "client option; Fors is not a client";
 const WHY_CONTROL: &str =
     "Fors's control port offers only what ControlPort/CookieAuthentication describe";
 const WHY_DOS: &str = "Fors's DoS defences follow the consensus parameters";
+const WHY_DNS: &str = "Fors's exit resolver has no hijack detection or test lookups";
 const WHY_SANDBOX: &str = "process hardening is left to the systemd unit";
 
 /// C tor options that Fors accepts and ignores, each with the reason given in its warning.
@@ -82,6 +83,10 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("CacheDirectoryGroupReadable", WHY_TUNING),
     ("CellStatistics", WHY_STATS),
     ("CircuitPriorityHalflife", WHY_TUNING),
+    ("ClientDNSRejectInternalAddresses", WHY_CLIENT),
+    ("ClientRejectInternalAddresses", WHY_CLIENT),
+    ("ClientUseIPv4", WHY_CLIENT),
+    ("ClientUseIPv6", WHY_CLIENT),
     ("ConnDirectionStatistics", WHY_STATS),
     ("ConnLimit", WHY_TUNING),
     ("ConnectionPadding", WHY_TUNING),
@@ -149,6 +154,10 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("SafeLogging", WHY_LOGGING),
     ("Sandbox", WHY_SANDBOX),
     ("Schedulers", WHY_TUNING),
+    ("ServerDNSAllowBrokenConfig", WHY_DNS),
+    ("ServerDNSDetectHijacking", WHY_DNS),
+    ("ServerDNSRandomizeCase", WHY_DNS),
+    ("ServerDNSTestAddresses", WHY_DNS),
     ("SyslogIdentityTag", WHY_LOGGING),
     ("TestingDirAuthVoteExit", WHY_DIRAUTH),
     ("TestingDirAuthVoteExitIsStrict", WHY_DIRAUTH),

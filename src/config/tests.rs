@@ -451,3 +451,32 @@ fn mutated_torrcs_never_panic() {
         }
     }
 }
+
+/// The shape of chutney's relay/exit torrc templates (with RunAsDaemon 0): accepted, with one
+/// warning per ignored option.
+#[test]
+fn chutney_style_exit_torrc() {
+    let text = format!(
+        "TestingTorNetwork 1\nAssumeReachable 1\nPathsNeededToBuildCircuits 0.25\n\
+         TestingDirAuthVoteExit *\nTestingDirAuthVoteHSDir *\nV3AuthNIntervalsValid 2\n\
+         TestingDirAuthVoteGuard *\nTestingMinExitFlagThreshold 0\nDataDirectory /tmp/net/nodes/003r\n\
+         RunAsDaemon 0\nConnDirectionStatistics 0\nDirReqStatistics 0\nDirAuthority test000a \
+         orport=5000 no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:7000 {FP}\n\
+         SafeLogging 0\nLog notice file /tmp/net/nodes/003r/notice.log\nLog info file /tmp/net/nodes/003r/info.log\n\
+         ProtocolWarnings 1\nNickname test003r\nSocksPort 0\nOrPort 5003\nAddress 127.0.0.1\n\
+         DirPort 7003\nExitRelay 1\nExitPolicy accept 127.0.0.0/8:*\nExitPolicyRejectPrivate 0\n\
+         ServerDNSDetectHijacking 0\nServerDNSTestAddresses\nControlPort 8003\nControlSocket /tmp/net/nodes/003r/control\n\
+         CookieAuthentication 1\nPidFile /tmp/net/nodes/003r/pid\nSandbox 0\nContactInfo chutney\n"
+    );
+    let (c, w) = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.testing_tor_network && c.wants_exit() && !c.exit_policy_reject_private);
+    assert_eq!(c.nickname, "test003r");
+    let ignored = w
+        .iter()
+        .filter(|w| w.message.contains("is ignored by Fors"))
+        .count();
+    assert_eq!(ignored, 14, "{w:#?}");
+    assert!(w
+        .iter()
+        .any(|w| w.message.starts_with("DirPort is accepted")));
+}
