@@ -15,6 +15,9 @@ pub mod kdf;
 pub mod keymap;
 pub mod ntor;
 pub mod ntor_v3;
+#[cfg(test)]
+mod timing;
+mod x25519;
 
 pub use extensions::{
     negotiate_circ_params, CircuitExtension, ExtensionError, NegotiatedCircParams,

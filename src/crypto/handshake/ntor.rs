@@ -19,6 +19,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use super::kdf::hkdf_sha256;
+use super::x25519::PeerPoint;
 use super::{HandshakeError, NtorKeyMap};
 use crate::crypto::ids::RsaIdentity;
 use crate::crypto::keymat::Tor1KeyMaterial;
@@ -154,27 +155,26 @@ fn server_handshake_with(
     }
     let keypair = keys.lookup(key_id).ok_or(HandshakeError::UnknownKeyId)?;
     let x = PublicKey::from(x);
+    let peer = PeerPoint::new(&x);
 
     let y = make_y();
     let y_pub = PublicKey::from(&y);
-    let xy = y.diffie_hellman(&x);
-    let xb = keypair.secret().diffie_hellman(&x);
-    // A small-order X makes both outputs zero; refuse (tor-spec: "check for the all-zero
-    // output"). Evaluate both before branching.
-    let contributory = xy.was_contributory() & xb.was_contributory();
-
+    // A small-order X makes the outputs zero; refuse (tor-spec: check for the all-zero
+    // output). Both products are computed before looking at either.
+    let xy = peer.diffie_hellman(&y);
+    let xb = peer.diffie_hellman(keypair.secret());
+    let (Some(xy), Some(xb)) = (xy, xb) else {
+        return Err(HandshakeError::ZeroSharedSecret);
+    };
     let (auth, key_material) = Transcript {
-        xy: xy.as_bytes(),
-        xb: xb.as_bytes(),
+        xy: &xy,
+        xb: &xb,
         id: my_id,
         b: keypair.public(),
         x: &x,
         y: &y_pub,
     }
     .derive()?;
-    if !contributory {
-        return Err(HandshakeError::ZeroSharedSecret);
-    }
     let mut reply = [0u8; NTOR_REPLY_LEN];
     reply[..32].copy_from_slice(y_pub.as_bytes());
     reply[32..].copy_from_slice(&auth);

@@ -25,6 +25,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::extensions::{decode_extensions, encode_extensions, CircuitExtension, NegotiationError};
 use super::kdf::{encap_len, ShakeKdf, ShakeReader};
+use super::x25519::PeerPoint;
 use super::{HandshakeError, NtorKeyMap};
 use crate::crypto::ids::Ed25519Identity;
 use crate::crypto::keymat::Tor1KeyMaterial;
@@ -184,6 +185,8 @@ pub struct NtorV3ServerState {
     my_id: Ed25519Identity,
     my_key: PublicKey,
     client_key: PublicKey,
+    /// X prepared for the second multiplication, by y.
+    peer: PeerPoint,
     xb: Zeroizing<[u8; 32]>,
     msg_mac: [u8; 32],
 }
@@ -230,11 +233,12 @@ pub fn server_part1(
     let mut x_arr = [0u8; 32];
     x_arr.copy_from_slice(x);
     let client_key = PublicKey::from(x_arr);
+    let peer = PeerPoint::new(&client_key);
 
-    let shared = keypair.secret().diffie_hellman(&client_key);
-    let contributory = shared.was_contributory();
-    let xb = Zeroizing::new(*shared.as_bytes());
-
+    let xb = peer.diffie_hellman(keypair.secret());
+    // Carry on with zeros for a small-order X so the MAC check still runs; fail after.
+    let contributory = xb.is_some();
+    let xb = xb.unwrap_or_default();
     let (enc_key, mac_key) = phase1_keys(&xb, my_id, &client_key, keypair.public(), verification);
     let computed = msg_mac(&mac_key, my_id, keypair.public(), &client_key, enc_msg);
     let mac_ok = bool::from(computed.ct_eq(mac));
@@ -253,6 +257,7 @@ pub fn server_part1(
         my_id: *my_id,
         my_key: *keypair.public(),
         client_key,
+        peer,
         xb,
         msg_mac: msg_mac_arr,
     };
@@ -278,17 +283,17 @@ impl NtorV3ServerState {
         server_msg: &[u8],
     ) -> Result<(Vec<u8>, ShakeReader), HandshakeError> {
         let y_pub = PublicKey::from(&y);
-        let shared = y.diffie_hellman(&self.client_key);
-        if !shared.was_contributory() {
-            return Err(HandshakeError::ZeroSharedSecret);
-        }
+        let xy = self
+            .peer
+            .diffie_hellman(&y)
+            .ok_or(HandshakeError::ZeroSharedSecret)?;
         let mut reply = Vec::with_capacity(64 + server_msg.len());
         reply.extend_from_slice(y_pub.as_bytes());
         reply.extend_from_slice(&[0u8; 32]);
         reply.extend_from_slice(server_msg);
 
         let p = Phase2 {
-            xy: shared.as_bytes(),
+            xy: &xy,
             xb: &self.xb,
             id: &self.my_id,
             b: &self.my_key,
