@@ -101,3 +101,54 @@ pub enum HandshakeError {
     #[error("key derivation: {0}")]
     Kdf(#[from] KdfError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
+    use rand::{Rng, RngCore};
+
+    /// A quick in-tree stand-in for the fuzz targets: mutated and random onionskins and
+    /// extension lists only ever produce errors.
+    #[test]
+    fn random_inputs_never_panic() {
+        let mut rng = rand::thread_rng();
+        let keys = NtorKeyMap::new(NtorKeyPair::generate(&mut rng), None);
+        let rsa = RsaIdentity([3; 20]);
+        let ed = Ed25519Identity([4; 32]);
+        let policy = NtorV3ServerPolicy {
+            cgo_supported: true,
+            ..Default::default()
+        };
+        let (_, skin2) = ntor::NtorClient::start(&mut rng, &rsa, keys.current().public());
+        let exts = [CircuitExtension::CcRequest];
+        let (_, skin3) =
+            ntor_v3::NtorV3Client::start(&mut rng, &ed, keys.current().public(), &exts).unwrap();
+        for _ in 0..300 {
+            let mut a = skin2.to_vec();
+            let mut b = skin3.clone();
+            for v in [&mut a, &mut b] {
+                let i = rng.gen_range(0..v.len());
+                v[i] ^= rng.gen::<u8>() | 1;
+                v.truncate(rng.gen_range(0..=v.len() + 1));
+            }
+            // A flipped bit in X still makes a valid ntor onionskin; only the absence of
+            // panics is checked. ntor-v3's MAC covers everything.
+            let _ = ntor::server_handshake(&mut rng, &keys, &rsa, &a);
+            assert!(ntor_v3::server_handshake(
+                &mut rng,
+                &keys,
+                &ed,
+                &b,
+                |e| negotiate_circ_params(e, &policy)
+            )
+            .is_err());
+            let mut m = vec![0u8; rng.gen_range(0..40)];
+            rng.fill_bytes(&mut m);
+            if let Ok(e) = extensions::decode_extensions(&m) {
+                let _ = negotiate_circ_params(&e, &policy);
+            }
+            let _ = fast::server_handshake(&mut rng, &m);
+        }
+    }
+}

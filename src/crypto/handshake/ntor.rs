@@ -102,23 +102,32 @@ fn fill(out: &mut [u8], parts: &[&[u8]]) {
     debug_assert_eq!(at, out.len());
 }
 
+/// The fields of a client's ntor onionskin.
+struct Onionskin {
+    node_id: [u8; 20],
+    key_id: [u8; 32],
+    x: [u8; 32],
+}
+
 /// Splits an onionskin into NODEID, KEYID, X. Longer inputs are accepted and the excess
 /// ignored, as C tor does (`onion_skin_server_handshake` checks only `len >= 84`).
-fn parse_onionskin(onionskin: &[u8]) -> Result<(&[u8; 20], &[u8; 32], [u8; 32]), HandshakeError> {
-    let too_short = || HandshakeError::OnionskinLength {
-        handshake: "ntor",
-        expected: NTOR_ONIONSKIN_LEN,
-        got: onionskin.len(),
+fn parse_onionskin(onionskin: &[u8]) -> Result<Onionskin, HandshakeError> {
+    let skin = onionskin
+        .get(..NTOR_ONIONSKIN_LEN)
+        .ok_or(HandshakeError::OnionskinLength {
+            handshake: "ntor",
+            expected: NTOR_ONIONSKIN_LEN,
+            got: onionskin.len(),
+        })?;
+    let mut s = Onionskin {
+        node_id: [0; 20],
+        key_id: [0; 32],
+        x: [0; 32],
     };
-    let skin = onionskin.get(..NTOR_ONIONSKIN_LEN).ok_or_else(too_short)?;
-    let (node_id, rest) = skin.split_at(20);
-    let (key_id, x) = rest.split_at(32);
-    // The slices have the exact lengths by construction; map the impossible error anyway.
-    Ok((
-        node_id.try_into().map_err(|_| too_short())?,
-        key_id.try_into().map_err(|_| too_short())?,
-        x.try_into().map_err(|_| too_short())?,
-    ))
+    s.node_id.copy_from_slice(&skin[..20]);
+    s.key_id.copy_from_slice(&skin[20..52]);
+    s.x.copy_from_slice(&skin[52..]);
+    Ok(s)
 }
 
 /// Relay side of ntor: answers `onionskin` with `Y | AUTH` and the circuit's key material.
@@ -149,11 +158,11 @@ fn server_handshake_with(
     my_id: &RsaIdentity,
     onionskin: &[u8],
 ) -> Result<([u8; NTOR_REPLY_LEN], Tor1KeyMaterial), HandshakeError> {
-    let (node_id, key_id, x) = parse_onionskin(onionskin)?;
+    let Onionskin { node_id, key_id, x } = parse_onionskin(onionskin)?;
     if !bool::from(node_id.ct_eq(&my_id.0)) {
         return Err(HandshakeError::WrongNodeId);
     }
-    let keypair = keys.lookup(key_id).ok_or(HandshakeError::UnknownKeyId)?;
+    let keypair = keys.lookup(&key_id).ok_or(HandshakeError::UnknownKeyId)?;
     let x = PublicKey::from(x);
     let peer = PeerPoint::new(&x);
 
