@@ -158,7 +158,8 @@ pub struct NtorV3ServerPolicy {
     pub cc_enabled: bool,
     /// Consensus `cc_sendme_inc` (default 31) to echo in CC_RESPONSE.
     pub sendme_inc: u8,
-    /// We implement CGO relay crypto (Relay=6). Not yet: keep false.
+    /// We implement CGO relay crypto (Relay=6). Not yet: keep false (and note that
+    /// `ntor_v3::server_handshake` derives tor1 keys only).
     pub cgo_supported: bool,
 }
 

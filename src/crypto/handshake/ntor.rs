@@ -109,16 +109,17 @@ struct Onionskin {
     x: [u8; 32],
 }
 
-/// Splits an onionskin into NODEID, KEYID, X. Longer inputs are accepted and the excess
-/// ignored, as C tor does (`onion_skin_server_handshake` checks only `len >= 84`).
+/// Splits an onionskin into NODEID, KEYID, X. The length must be exactly 84, as C tor's
+/// `check_create_cell` demands of an ntor CREATE2 HLEN.
 fn parse_onionskin(onionskin: &[u8]) -> Result<Onionskin, HandshakeError> {
-    let skin = onionskin
-        .get(..NTOR_ONIONSKIN_LEN)
-        .ok_or(HandshakeError::OnionskinLength {
-            handshake: "ntor",
-            expected: NTOR_ONIONSKIN_LEN,
-            got: onionskin.len(),
-        })?;
+    let skin: &[u8; NTOR_ONIONSKIN_LEN] =
+        onionskin
+            .try_into()
+            .map_err(|_| HandshakeError::OnionskinLength {
+                handshake: "ntor",
+                expected: NTOR_ONIONSKIN_LEN,
+                got: onionskin.len(),
+            })?;
     let mut s = Onionskin {
         node_id: [0; 20],
         key_id: [0; 32],
@@ -381,6 +382,11 @@ mod tests {
     fn truncated_inputs_rejected() {
         let (mut rng, map, id) = setup();
         let (client, skin) = NtorClient::start(&mut rng, &id, map.current().public());
+        let long = [&skin[..], &[0]].concat();
+        assert!(matches!(
+            server_handshake(&mut rng, &map, &id, &long),
+            Err(HandshakeError::OnionskinLength { got: 85, .. })
+        ));
         for len in [0, 1, 20, 52, 83] {
             assert!(matches!(
                 server_handshake(&mut rng, &map, &id, &skin[..len]),
