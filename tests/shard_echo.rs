@@ -43,7 +43,11 @@ fn echo_many_connections_two_shards() {
     assert_eq!(total, CONNS as u64);
     for r in &reports {
         // 48 connections hashed over 2 sockets: both get some (P(all on one) = 2^-47).
-        assert!(r.metrics.accepted > 0, "shard {:?} accepted nothing", r.shard);
+        assert!(
+            r.metrics.accepted > 0,
+            "shard {:?} accepted nothing",
+            r.shard
+        );
         assert_eq!(r.handler.accepted, r.metrics.accepted);
         assert_eq!(r.handler.closed.len() as u64, r.metrics.accepted);
         assert_eq!(r.metrics.recv_bytes, r.metrics.send_bytes);

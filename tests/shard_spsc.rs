@@ -85,5 +85,9 @@ fn owned_items_cross_threads_without_leaks() {
     }
     producer.join().unwrap();
     drop(c);
-    assert_eq!(Arc::strong_count(&token), 1, "queued items were not dropped");
+    assert_eq!(
+        Arc::strong_count(&token),
+        1,
+        "queued items were not dropped"
+    );
 }

@@ -105,7 +105,8 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 /// what came back (stops at `data.len()` bytes, EOF, or the deadline).
 pub fn echo_round_trip(addr: SocketAddr, data: &[u8], deadline: Duration) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut w = s.try_clone().unwrap();
     w.set_write_timeout(Some(deadline)).unwrap();
     let to_send = data.to_vec();
@@ -128,7 +129,11 @@ pub fn echo_round_trip(addr: SocketAddr, data: &[u8], deadline: Duration) -> Vec
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break,
         }
     }
