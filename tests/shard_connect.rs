@@ -4,7 +4,7 @@ mod shard_common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use fors::shard::{CloseReason, ConnHandler, ConnId, Outbox, Runtime, RuntimeConfig};

@@ -183,7 +183,7 @@ fn bytes_cross_shards_intact() {
             c.write_all(part).unwrap();
         }
     }
-    let mut results = vec![
+    let mut results = [
         rx.recv_timeout(Duration::from_secs(40)).unwrap(),
         rx.recv_timeout(Duration::from_secs(40)).unwrap(),
     ];

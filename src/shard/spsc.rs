@@ -140,7 +140,8 @@ impl<T: Send> Consumer<T> {
     /// Pops up to `max` items into `out` (which should have spare capacity, so this does not
     /// allocate), releasing their slots with one store. Returns how many were popped.
     pub fn pop_batch(&mut self, out: &mut Vec<T>, max: usize) -> usize {
-        if self.head == self.cached_tail {
+        // One Acquire load per batch, only when the cached view cannot fill it.
+        if self.cached_tail.wrapping_sub(self.head) < max {
             self.cached_tail = self.shared.tail.0.load(Ordering::Acquire);
         }
         let n = self.cached_tail.wrapping_sub(self.head).min(max);
