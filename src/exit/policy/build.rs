@@ -45,7 +45,9 @@ pub const DEFAULT_REJECTED_PORTS: [(u16, u16); 10] = [
     (6881, 6999),
 ];
 
-/// Ports `ReducedExitPolicy` accepts before `reject *:*` (C `REDUCED_EXIT_POLICY`).
+/// Ports `ReducedExitPolicy` accepts before `reject *:*` (C `REDUCED_EXIT_POLICY`, as
+/// shipped in tor 0.4.9.11: it includes the Monero ports 18080-18081 and 18089, which
+/// older 0.4.9-dev sources lack).
 pub const REDUCED_ACCEPTED_PORTS: &[(u16, u16)] = &[
     (20, 23),
     (43, 43),
@@ -112,6 +114,8 @@ pub const REDUCED_ACCEPTED_PORTS: &[(u16, u16)] = &[
     (9999, 9999),
     (10000, 10000),
     (11371, 11371),
+    (18080, 18081),
+    (18089, 18089),
     (19294, 19294),
     (19638, 19638),
     (50002, 50002),

@@ -59,7 +59,7 @@ const REDUCED_SUMMARY: &str = "accept 20-23,43,53,79-81,88,110,143,194,220,389,4
 531,543-544,554,563,587,636,706,749,873,902-904,981,989-995,1194,1220,1293,1500,1533,1677,\
 1723,1755,1863,2082-2083,2086-2087,2095-2096,2102-2104,3128,3389,3690,4321,4643,5050,5190,\
 5222-5223,5228,5900,6660-6669,6679,6697,8000,8008,8074,8080,8082,8087-8088,8232-8233,\
-8332-8333,8443,8888,9418,9999-10000,11371,19294,19638,50002,64738";
+8332-8333,8443,8888,9418,9999-10000,11371,18080-18081,18089,19294,19638,50002,64738";
 
 #[test]
 fn default_options_make_a_non_exit() {
@@ -547,4 +547,92 @@ fn ignored_accept6_items_do_not_count() {
     let p = ExitPolicy::from_rules(&parsed.rules, false);
     assert_eq!(p.allows(ip("1.2.3.4"), 80), PolicyDecision::Accepted);
     assert_eq!(p.ipv4_rules().count(), 1);
+}
+
+/// Builder for the torrc options used in the C comparison below; the relay's address is
+/// 203.0.113.5 as in those runs.
+fn builder_from_torrc(options: &[&str]) -> ExitPolicyBuilder {
+    let mut b = ExitPolicyBuilder {
+        published_addresses: vec![ip("203.0.113.5")],
+        ..ExitPolicyBuilder::default()
+    };
+    for opt in options {
+        let (k, v) = opt.split_once(' ').unwrap();
+        match k {
+            "ExitRelay" => {
+                b.exit_relay = if v == "1" {
+                    ExitRelay::Enabled
+                } else {
+                    ExitRelay::Disabled
+                }
+            }
+            "IPv6Exit" => b.ipv6_exit = v == "1",
+            "ReducedExitPolicy" => b.reduced_exit_policy = v == "1",
+            "ExitPolicyRejectPrivate" => b.reject_private = v == "1",
+            "ExitPolicy" => b.exit_policy = Some(rules(v)),
+            "ORPort" => b.published_addresses.push(ip("2001:db8::5")),
+            _ => panic!("unhandled option {k}"),
+        }
+    }
+    b
+}
+
+/// Both families in the form C's `GETINFO exit-policy/full` writes
+/// (`policy_write_item(.., format_for_desc = 1)`).
+fn c_style_full_policy(p: &ExitPolicy) -> (String, String) {
+    if p.is_reject_star() {
+        return ("reject *:*".into(), String::new());
+    }
+    let v4: Vec<String> = p
+        .ipv4_rules()
+        .map(|r| r.to_string().replacen("*4", "*", 1))
+        .collect();
+    let v6: Vec<String> = p
+        .ipv6_rules()
+        .map(|r| {
+            r.to_string()
+                .replacen("accept ", "accept6 ", 1)
+                .replacen("reject ", "reject6 ", 1)
+                .replacen("*6", "*", 1)
+        })
+        .collect();
+    (v4.join("\n"), v6.join("\n"))
+}
+
+/// Vectors from Debian's tor 0.4.9.11, run offline in an isolated network namespace with
+/// `Address 203.0.113.5`, queried with `GETINFO exit-policy/full` (lines split by family;
+/// C interleaves them, but families never interact).
+#[test]
+fn matches_c_tor_0_4_9_11_output() {
+    let cases: &[(&[&str], &str, &str)] = &[
+    // c11: ExitPolicy reject private:80, accept [::ffff:1.2.3.4]/16:*, reject6 [fc00::]/7:*, accept *4:22 | IPv6Exit 1
+    (
+        &["ExitPolicy reject private:80, accept [::ffff:1.2.3.4]/16:*, reject6 [fc00::]/7:*, accept *4:22", "IPv6Exit 1"],
+        "reject 0.0.0.0/8:*\nreject 169.254.0.0/16:*\nreject 127.0.0.0/8:*\nreject 192.168.0.0/16:*\nreject 10.0.0.0/8:*\nreject 172.16.0.0/12:*\nreject 203.0.113.5:*\nreject *:25\nreject *:119\nreject *:135-139\nreject *:445\nreject *:563\nreject *:1214\nreject *:4661-4666\nreject *:6346-6429\nreject *:6699\nreject *:6881-6999\naccept *:*",
+        "reject6 [::]/8:*\nreject6 [fc00::]/7:*\nreject6 [fe80::]/10:*\nreject6 [fec0::]/10:*\nreject6 [ff00::]/8:*\nreject6 *:25\nreject6 *:119\nreject6 *:135-139\nreject6 *:445\nreject6 *:563\nreject6 *:1214\nreject6 *:4661-4666\nreject6 *:6346-6429\nreject6 *:6699\nreject6 *:6881-6999\naccept6 *:*",
+    ),
+    // c16: ExitPolicy accept 8.0.0.0/8:*, reject 8.1.0.0/16:80, accept6 [2001:db8::]/48:*, reject6 [2001:db8::1]:80 | IPv6Exit 1
+    (
+        &["ExitPolicy accept 8.0.0.0/8:*, reject 8.1.0.0/16:80, accept6 [2001:db8::]/48:*, reject6 [2001:db8::1]:80", "IPv6Exit 1"],
+        "reject 0.0.0.0/8:*\nreject 169.254.0.0/16:*\nreject 127.0.0.0/8:*\nreject 192.168.0.0/16:*\nreject 10.0.0.0/8:*\nreject 172.16.0.0/12:*\nreject 203.0.113.5:*\naccept 8.0.0.0/8:*\nreject *:25\nreject *:119\nreject *:135-139\nreject *:445\nreject *:563\nreject *:1214\nreject *:4661-4666\nreject *:6346-6429\nreject *:6699\nreject *:6881-6999\naccept *:*",
+        "reject6 [::]/8:*\nreject6 [fc00::]/7:*\nreject6 [fe80::]/10:*\nreject6 [fec0::]/10:*\nreject6 [ff00::]/8:*\naccept6 [2001:db8::]/48:*\nreject6 *:25\nreject6 *:119\nreject6 *:135-139\nreject6 *:445\nreject6 *:563\nreject6 *:1214\nreject6 *:4661-4666\nreject6 *:6346-6429\nreject6 *:6699\nreject6 *:6881-6999\naccept6 *:*",
+    ),
+    // c18: IPv6Exit 1 | ORPort [2001:db8::5]:9001 NoListen | ExitPolicy accept6 [2001:db8::]/32:*, reject [::ffff:0.0.0.0]/96:*
+    (
+        &["IPv6Exit 1", "ORPort [2001:db8::5]:9001 NoListen", "ExitPolicy accept6 [2001:db8::]/32:*, reject [::ffff:0.0.0.0]/96:*"],
+        "reject 0.0.0.0/8:*\nreject 169.254.0.0/16:*\nreject 127.0.0.0/8:*\nreject 192.168.0.0/16:*\nreject 10.0.0.0/8:*\nreject 172.16.0.0/12:*\nreject 203.0.113.5:*\nreject *:25\nreject *:119\nreject *:135-139\nreject *:445\nreject *:563\nreject *:1214\nreject *:4661-4666\nreject *:6346-6429\nreject *:6699\nreject *:6881-6999\naccept *:*",
+        "reject6 [::]/8:*\nreject6 [fc00::]/7:*\nreject6 [fe80::]/10:*\nreject6 [fec0::]/10:*\nreject6 [ff00::]/8:*\nreject6 [2001:db8::5]:*\naccept6 [2001:db8::]/32:*\nreject6 *:25\nreject6 *:119\nreject6 *:135-139\nreject6 *:445\nreject6 *:563\nreject6 *:1214\nreject6 *:4661-4666\nreject6 *:6346-6429\nreject6 *:6699\nreject6 *:6881-6999\naccept6 *:*",
+    ),
+    // c19: ExitPolicy reject 1.2.3.4, accept *:443, reject 5.6.7.8/30:443, accept 5.0.0.0/8:* | ExitPolicyRejectPrivate 0
+    (
+        &["ExitPolicy reject 1.2.3.4, accept *:443, reject 5.6.7.8/30:443, accept 5.0.0.0/8:*", "ExitPolicyRejectPrivate 0"],
+        "reject 1.2.3.4:*\naccept 5.0.0.0/8:*\nreject *:25\nreject *:119\nreject *:135-139\nreject *:445\nreject *:563\nreject *:1214\nreject *:4661-4666\nreject *:6346-6429\nreject *:6699\nreject *:6881-6999\naccept *:*",
+        "reject6 *:*",
+    ),
+    ];
+    for (options, want_v4, want_v6) in cases {
+        let (v4, v6) = c_style_full_policy(&builder_from_torrc(options).build());
+        assert_eq!(&v4, want_v4, "{options:?}");
+        assert_eq!(&v6, want_v6, "{options:?}");
+    }
 }
