@@ -9,7 +9,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = c.duplicate_type();
         let mut out = vec![0u8; data.len()];
         let n = Certs::encode(&entries, &mut out).unwrap();
-        assert_eq!(Certs::parse(&out[..n]).unwrap().iter().collect::<Vec<_>>(), entries);
+        assert_eq!(
+            Certs::parse(&out[..n]).unwrap().iter().collect::<Vec<_>>(),
+            entries
+        );
         assert_eq!(&out[..n], &data[..n]);
     }
 });

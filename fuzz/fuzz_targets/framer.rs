@@ -21,16 +21,22 @@ fuzz_target!(|data: &[u8]| {
         let n = match cell {
             Cell::Fixed(c) => {
                 assert_eq!(used, framer.fixed_cell_len());
-                framer.encode_fixed(c.circ_id, c.cmd, c.body, &mut out).unwrap()
+                framer
+                    .encode_fixed(c.circ_id, c.cmd, c.body, &mut out)
+                    .unwrap()
             }
-            Cell::Var(c) => framer.encode_var(c.circ_id, c.cmd, c.body, &mut out).unwrap(),
+            Cell::Var(c) => framer
+                .encode_var(c.circ_id, c.cmd, c.body, &mut out)
+                .unwrap(),
         };
         assert_eq!(&out[..n], &rest[..used]);
         rest = &rest[used..];
     }
     // The mutable view must frame exactly like the shared one.
     let mut copy = input.to_vec();
-    let a = framer.next(input).map(|o| o.map(|(c, u)| (c.cmd(), c.circ_id(), u)));
+    let a = framer
+        .next(input)
+        .map(|o| o.map(|(c, u)| (c.cmd(), c.circ_id(), u)));
     let b = framer.next_mut(&mut copy).map(|o| {
         o.map(|(c, u)| match c {
             CellMut::Fixed(f) => (f.cmd, f.circ_id, u),
