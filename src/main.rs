@@ -23,6 +23,7 @@ fn main() -> ExitCode {
             0
         }
         _ if args.iter().any(|a| a == "--list-fingerprint") => fors::cli::fingerprint::run(&args),
+        _ if args.iter().any(|a| a == "--verify-config") => fors::config::verify_config_main(&args),
         _ => {
             eprintln!("{}", usage());
             2

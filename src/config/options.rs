@@ -1,0 +1,739 @@
+//! The option tables: what Fors implements, what it accepts from C tor torrcs but ignores
+//! (with one warning each), C tor's own obsolete names, and did-you-mean suggestions.
+
+/// Whether an option may appear once (last value wins) or accumulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionKind {
+    Single,
+    List,
+}
+
+/// Options Fors implements, by canonical name (C tor's spelling).
+pub const SUPPORTED: &[(&str, OptionKind)] = &[
+    ("Address", OptionKind::List),
+    ("AssumeReachable", OptionKind::Single),
+    ("BandwidthBurst", OptionKind::Single),
+    ("BandwidthRate", OptionKind::Single),
+    ("ContactInfo", OptionKind::Single),
+    ("ControlPort", OptionKind::List),
+    ("CookieAuthentication", OptionKind::Single),
+    ("DataDirectory", OptionKind::Single),
+    ("DirAuthority", OptionKind::List),
+    ("DirCache", OptionKind::Single),
+    ("DirPort", OptionKind::List),
+    ("ExitPolicy", OptionKind::List),
+    ("ExitPolicyRejectLocalInterfaces", OptionKind::Single),
+    ("ExitPolicyRejectPrivate", OptionKind::Single),
+    ("ExitRelay", OptionKind::Single),
+    ("FamilyId", OptionKind::List),
+    ("HardwareProfile", OptionKind::Single),
+    ("IPv6Exit", OptionKind::Single),
+    ("Log", OptionKind::List),
+    ("MaxMemInQueues", OptionKind::Single),
+    ("MetricsPort", OptionKind::List),
+    ("MetricsPortPolicy", OptionKind::List),
+    ("MyFamily", OptionKind::List),
+    ("Nickname", OptionKind::Single),
+    ("NumCPUs", OptionKind::Single),
+    ("ORPort", OptionKind::List),
+    ("OutboundBindAddress", OptionKind::List),
+    ("OutboundBindAddressExit", OptionKind::List),
+    ("PidFile", OptionKind::Single),
+    ("PublishServerDescriptor", OptionKind::Single),
+    ("ReducedExitPolicy", OptionKind::Single),
+    ("RelayBandwidthBurst", OptionKind::Single),
+    ("RelayBandwidthRate", OptionKind::Single),
+    ("RunAsDaemon", OptionKind::Single),
+    ("ServerDNSResolvConfFile", OptionKind::Single),
+    ("ShutdownWaitLength", OptionKind::Single),
+    ("SocksPort", OptionKind::List),
+    ("TestingTorNetwork", OptionKind::Single),
+    ("User", OptionKind::Single),
+];
+
+/// Old or alternative spellings C tor maps to a canonical option (its `option_abbrevs`).
+pub const ALIASES: &[(&str, &str)] = &[
+    ("BandwidthBurstBytes", "BandwidthBurst"),
+    ("BandwidthRateBytes", "BandwidthRate"),
+    ("DirServer", "DirAuthority"),
+    ("MaxMemInCellQueues", "MaxMemInQueues"),
+    ("NumCPU", "NumCPUs"),
+    ("ResolvConf", "ServerDNSResolvConfFile"),
+];
+
+const WHY_TUNING: &str =
+    "C tor tuning knob with no equivalent in Fors's io_uring/thread-per-core design";
+const WHY_LOGGING: &str = "Fors logs to stdout/stderr/files without these refinements";
+const WHY_STATS: &str = "Fors does not collect or publish extra-info statistics";
+const WHY_DIRAUTH: &str = "directory-authority option; it has no effect on a relay";
+const WHY_CLIENT: &str = "client option; Fors is not a client";
+const WHY_CONTROL: &str =
+    "Fors's control port offers only what ControlPort/CookieAuthentication describe";
+const WHY_DOS: &str = "Fors's DoS defences follow the consensus parameters";
+const WHY_DNS: &str = "Fors's exit resolver has no hijack detection or test lookups";
+const WHY_SANDBOX: &str = "process hardening is left to the systemd unit";
+
+/// C tor options that Fors accepts and ignores, each with the reason given in its warning.
+/// These appear in common relay and chutney torrcs and change nothing a relay's peers can
+/// observe; anything that would (accounting, bridges, onion services...) is refused instead.
+pub const IGNORED: &[(&str, &str)] = &[
+    ("AccelDir", WHY_TUNING),
+    ("AccelName", WHY_TUNING),
+    ("AvoidDiskWrites", WHY_TUNING),
+    ("CacheDirectoryGroupReadable", WHY_TUNING),
+    ("CellStatistics", WHY_STATS),
+    ("CircuitPriorityHalflife", WHY_TUNING),
+    ("ClientDNSRejectInternalAddresses", WHY_CLIENT),
+    ("ClientRejectInternalAddresses", WHY_CLIENT),
+    ("ClientUseIPv4", WHY_CLIENT),
+    ("ClientUseIPv6", WHY_CLIENT),
+    ("ConnDirectionStatistics", WHY_STATS),
+    ("ConnLimit", WHY_TUNING),
+    ("ConnectionPadding", WHY_TUNING),
+    ("ConstrainedSockSize", WHY_TUNING),
+    ("ConstrainedSockets", WHY_TUNING),
+    ("ControlPortFileGroupReadable", WHY_CONTROL),
+    ("ControlPortWriteToFile", WHY_CONTROL),
+    ("ControlSocket", WHY_CONTROL),
+    ("ControlSocketsGroupWritable", WHY_CONTROL),
+    ("CookieAuthFile", WHY_CONTROL),
+    ("CookieAuthFileGroupReadable", WHY_CONTROL),
+    ("DataDirectoryGroupReadable", WHY_TUNING),
+    ("DirReqStatistics", WHY_STATS),
+    ("DisableAllSwap", WHY_SANDBOX),
+    ("DisableDebuggerAttachment", WHY_SANDBOX),
+    ("DisableOOSCheck", WHY_TUNING),
+    ("DoSCircuitCreationBurst", WHY_DOS),
+    ("DoSCircuitCreationDefenseTimePeriod", WHY_DOS),
+    ("DoSCircuitCreationDefenseType", WHY_DOS),
+    ("DoSCircuitCreationEnabled", WHY_DOS),
+    ("DoSCircuitCreationMinConnections", WHY_DOS),
+    ("DoSCircuitCreationRate", WHY_DOS),
+    ("DoSConnectionConnectBurst", WHY_DOS),
+    ("DoSConnectionConnectDefenseTimePeriod", WHY_DOS),
+    ("DoSConnectionConnectRate", WHY_DOS),
+    ("DoSConnectionDefenseType", WHY_DOS),
+    ("DoSConnectionEnabled", WHY_DOS),
+    ("DoSConnectionMaxConcurrentCount", WHY_DOS),
+    ("DoSRefuseSingleHopClientRendezvous", WHY_DOS),
+    ("DoSStreamCreationBurst", WHY_DOS),
+    ("DoSStreamCreationDefenseType", WHY_DOS),
+    ("DoSStreamCreationEnabled", WHY_DOS),
+    ("DoSStreamCreationRate", WHY_DOS),
+    ("EnforceDistinctSubnets", WHY_CLIENT),
+    ("EntryStatistics", WHY_STATS),
+    ("ExitPortStatistics", WHY_STATS),
+    ("ExtraInfoStatistics", WHY_STATS),
+    ("FetchDirInfoEarly", WHY_CLIENT),
+    ("FetchDirInfoExtraEarly", WHY_CLIENT),
+    ("FetchUselessDescriptors", WHY_CLIENT),
+    ("GeoIPExcludeUnknown", WHY_STATS),
+    ("GeoIPFile", WHY_STATS),
+    ("GeoIPv6File", WHY_STATS),
+    ("HardwareAccel", WHY_TUNING),
+    ("HeartbeatPeriod", WHY_LOGGING),
+    ("HiddenServiceStatistics", WHY_STATS),
+    ("KISTSchedRunInterval", WHY_TUNING),
+    ("KISTSockBufSizeFactor", WHY_TUNING),
+    ("KeepBindCapabilities", WHY_SANDBOX),
+    ("KeepalivePeriod", WHY_TUNING),
+    ("LogMessageDomains", WHY_LOGGING),
+    ("LogTimeGranularity", WHY_LOGGING),
+    ("MainloopStats", WHY_LOGGING),
+    (
+        "MaxOnionQueueDelay",
+        "Fors bounds onion-handshake work with the hardware profile's onion_handshakes_per_tick",
+    ),
+    ("MaxUnparseableDescSizeToLog", WHY_LOGGING),
+    ("NoExec", WHY_SANDBOX),
+    ("OverloadStatistics", WHY_STATS),
+    ("PaddingStatistics", WHY_STATS),
+    ("PathsNeededToBuildCircuits", WHY_CLIENT),
+    ("ProtocolWarnings", WHY_LOGGING),
+    ("ReducedConnectionPadding", WHY_TUNING),
+    ("SafeLogging", WHY_LOGGING),
+    ("Sandbox", WHY_SANDBOX),
+    ("Schedulers", WHY_TUNING),
+    ("ServerDNSAllowBrokenConfig", WHY_DNS),
+    ("ServerDNSDetectHijacking", WHY_DNS),
+    ("ServerDNSRandomizeCase", WHY_DNS),
+    ("ServerDNSTestAddresses", WHY_DNS),
+    ("SyslogIdentityTag", WHY_LOGGING),
+    ("TestingDirAuthVoteExit", WHY_DIRAUTH),
+    ("TestingDirAuthVoteExitIsStrict", WHY_DIRAUTH),
+    ("TestingDirAuthVoteGuard", WHY_DIRAUTH),
+    ("TestingDirAuthVoteGuardIsStrict", WHY_DIRAUTH),
+    ("TestingDirAuthVoteHSDir", WHY_DIRAUTH),
+    ("TestingDirAuthVoteHSDirIsStrict", WHY_DIRAUTH),
+    ("TestingEnableCellStatsEvent", WHY_CONTROL),
+    ("TestingEnableConnBwEvent", WHY_CONTROL),
+    ("TestingMinExitFlagThreshold", WHY_DIRAUTH),
+    ("TestingMinFastFlagThreshold", WHY_DIRAUTH),
+    ("TestingV3AuthInitialDistDelay", WHY_DIRAUTH),
+    ("TestingV3AuthInitialVoteDelay", WHY_DIRAUTH),
+    ("TestingV3AuthInitialVotingInterval", WHY_DIRAUTH),
+    ("TestingV3AuthVotingStartOffset", WHY_DIRAUTH),
+    ("TokenBucketRefillInterval", WHY_TUNING),
+    ("TruncateLogFile", WHY_LOGGING),
+    ("UseMicrodescriptors", WHY_CLIENT),
+    ("V3AuthDistDelay", WHY_DIRAUTH),
+    ("V3AuthNIntervalsValid", WHY_DIRAUTH),
+    ("V3AuthVoteDelay", WHY_DIRAUTH),
+    ("V3AuthVotingInterval", WHY_DIRAUTH),
+];
+
+/// Every option name C tor 0.4.9 accepts (from its `option_vars` tables), used to tell
+/// "a C tor option Fors does not implement" from "a typo".
+pub const C_TOR_OPTIONS: &[&str] = &[
+    "AccelDir",
+    "AccelName",
+    "AccountingMax",
+    "AccountingRule",
+    "AccountingStart",
+    "Address",
+    "AddressDisableIPv6",
+    "AllowNonRFC953Hostnames",
+    "AlternateBridgeAuthority",
+    "AlternateDirAuthority",
+    "AssumeReachable",
+    "AssumeReachableIPv6",
+    "AuthDirBadExit",
+    "AuthDirBadExitCCs",
+    "AuthDirFastGuarantee",
+    "AuthDirGuardBWGuarantee",
+    "AuthDirHasIPv6Connectivity",
+    "AuthDirInvalid",
+    "AuthDirInvalidCCs",
+    "AuthDirListBadExits",
+    "AuthDirListMiddleOnly",
+    "AuthDirMaxServersPerAddr",
+    "AuthDirMiddleOnly",
+    "AuthDirMiddleOnlyCCs",
+    "AuthDirPinKeys",
+    "AuthDirReject",
+    "AuthDirRejectCCs",
+    "AuthDirRejectRequestsUnderLoad",
+    "AuthDirSharedRandomness",
+    "AuthDirTestEd25519LinkKeys",
+    "AuthDirTestReachability",
+    "AuthDirVoteGuard",
+    "AuthDirVoteGuardBwThresholdFraction",
+    "AuthDirVoteGuardGuaranteeTimeKnown",
+    "AuthDirVoteGuardGuaranteeWFU",
+    "AuthDirVoteStableGuaranteeMTBF",
+    "AuthDirVoteStableGuaranteeMinUptime",
+    "AuthoritativeDirectory",
+    "AutomapHostsOnResolve",
+    "AutomapHostsSuffixes",
+    "AvoidDiskWrites",
+    "BandwidthBurst",
+    "BandwidthRate",
+    "Bridge",
+    "BridgeAuthoritativeDir",
+    "BridgeDistribution",
+    "BridgePassword",
+    "BridgeRecordUsageByCountry",
+    "BridgeRelay",
+    "CacheDirectory",
+    "CacheDirectoryGroupReadable",
+    "CellStatistics",
+    "CircuitBuildTimeout",
+    "CircuitPadding",
+    "CircuitPriorityHalflife",
+    "CircuitStreamTimeout",
+    "CircuitsAvailableTimeout",
+    "ClientBootstrapConsensusAuthorityDownloadInitialDelay",
+    "ClientBootstrapConsensusAuthorityOnlyDownloadInitialDelay",
+    "ClientBootstrapConsensusFallbackDownloadInitialDelay",
+    "ClientBootstrapConsensusMaxInProgressTries",
+    "ClientDNSRejectInternalAddresses",
+    "ClientOnionAuthDir",
+    "ClientOnly",
+    "ClientPreferIPv6DirPort",
+    "ClientPreferIPv6ORPort",
+    "ClientRejectInternalAddresses",
+    "ClientTransportPlugin",
+    "ClientUseIPv4",
+    "ClientUseIPv6",
+    "CompiledProofOfWorkHash",
+    "ConfluxClientUX",
+    "ConfluxEnabled",
+    "ConnDirectionStatistics",
+    "ConnLimit",
+    "ConnectionPadding",
+    "ConsensusParams",
+    "ConstrainedSockSize",
+    "ConstrainedSockets",
+    "ContactInfo",
+    "ControlPort",
+    "ControlPortFileGroupReadable",
+    "ControlPortWriteToFile",
+    "ControlSocket",
+    "ControlSocketsGroupWritable",
+    "CookieAuthFile",
+    "CookieAuthFileGroupReadable",
+    "CookieAuthentication",
+    "CountPrivateBandwidth",
+    "DNSPort",
+    "DataDirectory",
+    "DataDirectoryGroupReadable",
+    "DirAllowPrivateAddresses",
+    "DirAuthority",
+    "DirAuthorityFallbackRate",
+    "DirCache",
+    "DirPolicy",
+    "DirPort",
+    "DirPortFrontPage",
+    "DirReqStatistics",
+    "DisableAllSwap",
+    "DisableDebuggerAttachment",
+    "DisableNetwork",
+    "DisableOOSCheck",
+    "DoSCircuitCreationBurst",
+    "DoSCircuitCreationDefenseTimePeriod",
+    "DoSCircuitCreationDefenseType",
+    "DoSCircuitCreationEnabled",
+    "DoSCircuitCreationMinConnections",
+    "DoSCircuitCreationRate",
+    "DoSConnectionConnectBurst",
+    "DoSConnectionConnectDefenseTimePeriod",
+    "DoSConnectionConnectRate",
+    "DoSConnectionDefenseType",
+    "DoSConnectionEnabled",
+    "DoSConnectionMaxConcurrentCount",
+    "DoSRefuseSingleHopClientRendezvous",
+    "DoSStreamCreationBurst",
+    "DoSStreamCreationDefenseType",
+    "DoSStreamCreationEnabled",
+    "DoSStreamCreationRate",
+    "DormantCanceledByStartup",
+    "DormantClientTimeout",
+    "DormantOnFirstStartup",
+    "DormantTimeoutDisabledByIdleStreams",
+    "DormantTimeoutEnabled",
+    "DownloadExtraInfo",
+    "EnforceDistinctSubnets",
+    "EntryNodes",
+    "EntryStatistics",
+    "ExcludeExitNodes",
+    "ExcludeNodes",
+    "ExitNodes",
+    "ExitPolicy",
+    "ExitPolicyRejectLocalInterfaces",
+    "ExitPolicyRejectPrivate",
+    "ExitPortStatistics",
+    "ExitRelay",
+    "ExtORPort",
+    "ExtORPortCookieAuthFile",
+    "ExtORPortCookieAuthFileGroupReadable",
+    "ExtendAllowPrivateAddresses",
+    "ExtendByEd25519ID",
+    "ExtraInfoStatistics",
+    "FallbackDir",
+    "FamilyId",
+    "FamilyKeyDirectory",
+    "FascistFirewall",
+    "FetchDirInfoEarly",
+    "FetchDirInfoExtraEarly",
+    "FetchHidServDescriptors",
+    "FetchServerDescriptors",
+    "FetchUselessDescriptors",
+    "FirewallPorts",
+    "GeoIPExcludeUnknown",
+    "GeoIPFile",
+    "GeoIPv6File",
+    "GuardLifetime",
+    "GuardfractionFile",
+    "HSLayer2Nodes",
+    "HSLayer3Nodes",
+    "HTTPProxy",
+    "HTTPProxyAuthenticator",
+    "HTTPSProxy",
+    "HTTPSProxyAuthenticator",
+    "HTTPTunnelPort",
+    "HardwareAccel",
+    "HashedControlPassword",
+    "HeartbeatPeriod",
+    "HiddenServiceAllowUnknownPorts",
+    "HiddenServiceDir",
+    "HiddenServiceDirGroupReadable",
+    "HiddenServiceEnableIntroDoSBurstPerSec",
+    "HiddenServiceEnableIntroDoSDefense",
+    "HiddenServiceEnableIntroDoSRatePerSec",
+    "HiddenServiceExportCircuitID",
+    "HiddenServiceMaxStreams",
+    "HiddenServiceMaxStreamsCloseCircuit",
+    "HiddenServiceNonAnonymousMode",
+    "HiddenServiceNumIntroductionPoints",
+    "HiddenServiceOnionBalanceInstance",
+    "HiddenServiceOptions",
+    "HiddenServicePoWDefensesEnabled",
+    "HiddenServicePoWQueueBurst",
+    "HiddenServicePoWQueueRate",
+    "HiddenServicePort",
+    "HiddenServiceSingleHopMode",
+    "HiddenServiceStatistics",
+    "HiddenServiceVersion",
+    "IPv6Exit",
+    "KISTSchedRunInterval",
+    "KISTSockBufSizeFactor",
+    "KeepBindCapabilities",
+    "KeepalivePeriod",
+    "KeyDirectory",
+    "KeyDirectoryGroupReadable",
+    "LearnCircuitBuildTimeout",
+    "Log",
+    "LogMessageDomains",
+    "LogTimeGranularity",
+    "LongLivedPorts",
+    "MainloopStats",
+    "MapAddress",
+    "MaxAdvertisedBandwidth",
+    "MaxCircuitDirtiness",
+    "MaxClientCircuitsPending",
+    "MaxConsensusAgeForDiffs",
+    "MaxHSDirCacheBytes",
+    "MaxMemInQueues",
+    "MaxOnionQueueDelay",
+    "MaxUnparseableDescSizeToLog",
+    "MetricsPort",
+    "MetricsPortPolicy",
+    "MiddleNodes",
+    "MinMeasuredBWsForAuthToIgnoreAdvertised",
+    "MinUptimeHidServDirectoryV2",
+    "MinimalAcceptedServerVersion",
+    "MyFamily",
+    "NATDPort",
+    "NewCircuitPeriod",
+    "Nickname",
+    "NoExec",
+    "NodeFamily",
+    "NumCPUs",
+    "NumDirectoryGuards",
+    "NumEntryGuards",
+    "NumPrimaryGuards",
+    "ORPort",
+    "OfflineMasterKey",
+    "OutboundBindAddress",
+    "OutboundBindAddressExit",
+    "OutboundBindAddressOR",
+    "OutboundBindAddressPT",
+    "OverloadStatistics",
+    "PaddingStatistics",
+    "PathBiasCircThreshold",
+    "PathBiasDropGuards",
+    "PathBiasExtremeRate",
+    "PathBiasExtremeUseRate",
+    "PathBiasNoticeRate",
+    "PathBiasNoticeUseRate",
+    "PathBiasScaleThreshold",
+    "PathBiasScaleUseThreshold",
+    "PathBiasUseThreshold",
+    "PathBiasWarnRate",
+    "PathsNeededToBuildCircuits",
+    "PerConnBWBurst",
+    "PerConnBWRate",
+    "PidFile",
+    "ProtocolWarnings",
+    "PublishHidServDescriptors",
+    "PublishServerDescriptor",
+    "ReachableAddresses",
+    "ReachableDirAddresses",
+    "ReachableORAddresses",
+    "RecommendedClientVersions",
+    "RecommendedServerVersions",
+    "RecommendedVersions",
+    "ReconfigDropsBridgeDescs",
+    "ReducedCircuitPadding",
+    "ReducedConnectionPadding",
+    "ReducedExitPolicy",
+    "ReevaluateExitPolicy",
+    "RefuseUnknownExits",
+    "RejectPlaintextPorts",
+    "RelayBandwidthBurst",
+    "RelayBandwidthRate",
+    "RephistTrackTime",
+    "RunAsDaemon",
+    "SSLKeyLifetime",
+    "SafeLogging",
+    "SafeSocks",
+    "Sandbox",
+    "Schedulers",
+    "ServerDNSAllowBrokenConfig",
+    "ServerDNSAllowNonRFC953Hostnames",
+    "ServerDNSDetectHijacking",
+    "ServerDNSRandomizeCase",
+    "ServerDNSResolvConfFile",
+    "ServerDNSSearchDomains",
+    "ServerDNSTestAddresses",
+    "ServerTransportListenAddr",
+    "ServerTransportOptions",
+    "ServerTransportPlugin",
+    "ShutdownWaitLength",
+    "SigningKeyLifetime",
+    "Socks4Proxy",
+    "Socks5Proxy",
+    "Socks5ProxyPassword",
+    "Socks5ProxyUsername",
+    "SocksPolicy",
+    "SocksPort",
+    "SocksTimeout",
+    "StrictNodes",
+    "SyslogIdentityTag",
+    "TCPProxy",
+    "TestSocks",
+    "TestingAuthDirTimeToLearnReachability",
+    "TestingAuthKeyLifetime",
+    "TestingAuthKeySlop",
+    "TestingBridgeBootstrapDownloadInitialDelay",
+    "TestingBridgeDownloadInitialDelay",
+    "TestingClientConsensusDownloadInitialDelay",
+    "TestingClientDownloadInitialDelay",
+    "TestingClientMaxIntervalWithoutRequest",
+    "TestingDirAuthVoteExit",
+    "TestingDirAuthVoteExitIsStrict",
+    "TestingDirAuthVoteGuard",
+    "TestingDirAuthVoteGuardIsStrict",
+    "TestingDirAuthVoteHSDir",
+    "TestingDirAuthVoteHSDirIsStrict",
+    "TestingDirConnectionMaxStall",
+    "TestingEnableCellStatsEvent",
+    "TestingEnableConnBwEvent",
+    "TestingLinkCertLifetime",
+    "TestingLinkKeySlop",
+    "TestingMinExitFlagThreshold",
+    "TestingMinFastFlagThreshold",
+    "TestingMinTimeToReportBandwidth",
+    "TestingServerConsensusDownloadInitialDelay",
+    "TestingServerDownloadInitialDelay",
+    "TestingSigningKeySlop",
+    "TestingTorNetwork",
+    "TestingV3AuthInitialDistDelay",
+    "TestingV3AuthInitialVoteDelay",
+    "TestingV3AuthInitialVotingInterval",
+    "TestingV3AuthVotingStartOffset",
+    "TokenBucketRefillInterval",
+    "TrackHostExits",
+    "TrackHostExitsExpire",
+    "TransPort",
+    "TransProxyType",
+    "TruncateLogFile",
+    "UnixSocksGroupWritable",
+    "UpdateBridgesFromAuthority",
+    "UseBridges",
+    "UseDefaultFallbackDirs",
+    "UseEntryGuards",
+    "UseGuardFraction",
+    "UseMicrodescriptors",
+    "User",
+    "V3AuthDistDelay",
+    "V3AuthNIntervalsValid",
+    "V3AuthUseLegacyKey",
+    "V3AuthVoteDelay",
+    "V3AuthVotingInterval",
+    "V3AuthoritativeDirectory",
+    "V3BandwidthsFile",
+    "VanguardsLiteEnabled",
+    "VersioningAuthoritativeDirectory",
+    "VirtualAddrNetworkIPv4",
+    "VirtualAddrNetworkIPv6",
+    "WarnPlaintextPorts",
+];
+
+/// Names C tor itself marks obsolete (it warns and ignores them); Fors does the same.
+pub const C_TOR_OBSOLETE: &[&str] = &[
+    "AllowDotExit",
+    "AllowInvalidNodes",
+    "AllowSingleHopCircuits",
+    "AllowSingleHopExits",
+    "AlternateHSAuthority",
+    "AndroidIdentityTag",
+    "AuthDirBadDir",
+    "AuthDirBadDirCCs",
+    "AuthDirListBadDirs",
+    "AuthDirMaxServersPerAuthAddr",
+    "AuthDirRejectUnlisted",
+    "CircuitIdleTimeout",
+    "ClientAutoIPv6ORPort",
+    "ClientBootstrapConsensusAuthorityOnlyMaxDownloadTries",
+    "ClientBootstrapConsensusMaxDownloadTries",
+    "CloseHSClientCircuitsImmediatelyOnTimeout",
+    "CloseHSServiceRendCircuitsImmediatelyOnTimeout",
+    "ControlListenAddress",
+    "DNSListenAddress",
+    "DirListenAddress",
+    "DisableIOCP",
+    "DisableV2DirectoryInfo_",
+    "DynamicDHGroups",
+    "ExcludeSingleHopRelays",
+    "FallbackNetworkstatusFile",
+    "FastFirstHopPK",
+    "FetchV2Networkstatus",
+    "Group",
+    "HidServAuth",
+    "HidServDirectoryV2",
+    "HiddenServiceAuthorizeClient",
+    "MaxOnionsPending",
+    "NATDListenAddress",
+    "NamingAuthoritativeDirectory",
+    "ORListenAddress",
+    "OptimisticData",
+    "PathBiasDisableRate",
+    "PathBiasMultFactor",
+    "PathBiasScaleFactor",
+    "PathBiasUseCloseCounts",
+    "PortForwarding",
+    "PortForwardingHelper",
+    "PredictedPortsRelevanceTime",
+    "PreferTunneledDirConns",
+    "RecommendedPackages",
+    "RunTesting",
+    "SchedulerHighWaterMark__",
+    "SchedulerLowWaterMark__",
+    "SchedulerMaxFlushCells__",
+    "SocksListenAddress",
+    "StrictEntryNodes",
+    "StrictExitNodes",
+    "Support022HiddenServices",
+    "TLSECGroup",
+    "TestingCertMaxDownloadTries",
+    "TestingConsensusMaxDownloadTries",
+    "TestingDescriptorMaxDownloadTries",
+    "TestingEnableTbEmptyEvent",
+    "TestingEstimatedDescriptorPropagationTime",
+    "TestingMicrodescMaxDownloadTries",
+    "Tor2webMode",
+    "Tor2webRendezvousPoints",
+    "TransListenAddress",
+    "TunnelDirConns",
+    "UseEntryGuardsAsDirGuards",
+    "UseFilteringSSLBufferevents",
+    "UseNTorHandshake",
+    "UserspaceIOCPBuffers",
+    "V1AuthoritativeDirectory",
+    "V2AuthoritativeDirectory",
+    "VoteOnHidServDirectoriesV2",
+    "WarnUnsafeSocks",
+];
+
+/// What the option table says about a name from a torrc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Implemented: the canonical name and its kind.
+    Supported(&'static str, OptionKind),
+    /// Accepted and ignored, with the reason.
+    Ignored(&'static str, &'static str),
+    /// C tor marks it obsolete.
+    Obsolete(&'static str),
+    /// A real C tor option that Fors does not implement.
+    Unsupported(&'static str),
+    Unknown,
+}
+
+/// Looks a name up case-insensitively, as C tor does.
+pub fn lookup(name: &str) -> Lookup {
+    let name = ALIASES
+        .iter()
+        .find(|(a, _)| a.eq_ignore_ascii_case(name))
+        .map(|&(_, canon)| canon)
+        .unwrap_or(name);
+    if let Some(&(n, k)) = SUPPORTED.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        return Lookup::Supported(n, k);
+    }
+    if let Some(&(n, why)) = IGNORED.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        return Lookup::Ignored(n, why);
+    }
+    if let Some(&n) = C_TOR_OBSOLETE.iter().find(|n| n.eq_ignore_ascii_case(name)) {
+        return Lookup::Obsolete(n);
+    }
+    if let Some(&n) = C_TOR_OPTIONS.iter().find(|n| n.eq_ignore_ascii_case(name)) {
+        return Lookup::Unsupported(n);
+    }
+    Lookup::Unknown
+}
+
+/// The closest known option name to a misspelt one, if any is close enough to be a typo.
+pub fn suggest(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    let candidates = SUPPORTED
+        .iter()
+        .map(|&(n, _)| n)
+        .chain(IGNORED.iter().map(|&(n, _)| n))
+        .chain(C_TOR_OPTIONS.iter().copied());
+    let mut best: Option<(usize, &'static str)> = None;
+    for c in candidates {
+        let d = edit_distance(&lower, &c.to_ascii_lowercase());
+        if best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    // Allow about one edit per four characters, at least one, at most three.
+    let budget = (name.len() / 4).clamp(1, 3);
+    best.filter(|&(d, _)| d <= budget).map(|(_, n)| n)
+}
+
+/// Levenshtein distance (insert, delete, substitute), by bytes.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, &ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_categories() {
+        assert_eq!(
+            lookup("orport"),
+            Lookup::Supported("ORPort", OptionKind::List)
+        );
+        assert_eq!(
+            lookup("DirServer"),
+            Lookup::Supported("DirAuthority", OptionKind::List)
+        );
+        assert!(matches!(
+            lookup("avoiddiskwrites"),
+            Lookup::Ignored("AvoidDiskWrites", _)
+        ));
+        assert_eq!(lookup("TunnelDirConns"), Lookup::Obsolete("TunnelDirConns"));
+        assert_eq!(
+            lookup("HiddenServiceDir"),
+            Lookup::Unsupported("HiddenServiceDir")
+        );
+        assert_eq!(lookup("Frobnicate"), Lookup::Unknown);
+    }
+
+    #[test]
+    fn tables_are_consistent() {
+        for (n, _) in SUPPORTED {
+            assert!(
+                !IGNORED.iter().any(|(i, _)| i == n),
+                "{n} both supported and ignored"
+            );
+        }
+        // Every ignored option is a real C tor option, so ignoring never hides a typo.
+        for (n, _) in IGNORED {
+            assert!(C_TOR_OPTIONS.contains(n), "{n} is not a C tor option");
+        }
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(suggest("ExitPolcy"), Some("ExitPolicy"));
+        assert_eq!(suggest("nicknam"), Some("Nickname"));
+        assert_eq!(suggest("ORPrt"), Some("ORPort"));
+        assert_eq!(suggest("Zzzzzzzzzzzz"), None);
+    }
+}

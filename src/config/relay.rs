@@ -1,0 +1,679 @@
+//! The typed relay [`Config`], built from merged torrc options with C tor's defaults and
+//! validation rules (C `app/config/config.c`, `feature/relay/relay_config.c`).
+
+use super::dirauth::{is_legal_nickname, parse_dir_authority, DirAuthority};
+use super::error::{ConfigError, ConfigErrorKind, Location, Warning};
+use super::log::{parse_log, LogConfig, LogDestination, LogSeverity};
+use super::merge::{RawOptions, RawValue};
+use super::port::{parse_listen_port, parse_or_port, ListenPort, OrPort};
+use super::testnet::NetworkTimings;
+use super::units::{parse_interval, parse_memunit};
+use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where Fors keeps keys and state when `DataDirectory` is not set.
+pub const DEFAULT_DATA_DIRECTORY: &str = "/var/lib/fors";
+/// C tor's `UNNAMED_ROUTER_NICKNAME`.
+pub const DEFAULT_NICKNAME: &str = "Unnamed";
+/// C tor's `RELAY_REQUIRED_MIN_BANDWIDTH`: 75 KB/s.
+pub const RELAY_REQUIRED_MIN_BANDWIDTH: u64 = 75 * 1024;
+/// C tor's `ROUTER_MAX_DECLARED_BANDWIDTH` (bandwidths are 32-bit signed in descriptors).
+pub const MAX_BANDWIDTH: u64 = i32::MAX as u64;
+/// C tor raises a `MaxMemInQueues` below this to it, with a warning.
+pub const MIN_MAX_MEM_IN_QUEUES: u64 = 256 << 20;
+
+/// `ExitRelay`: 0, 1 or auto.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitRelay {
+    /// Exit only if an `ExitPolicy` is configured (C tor ≥ 0.3.5 semantics).
+    Auto,
+    No,
+    Yes,
+}
+
+/// One `FamilyId` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FamilyId {
+    /// `FamilyId *`: every family key in the key directory.
+    All,
+    /// A family key's public identity.
+    Key(Ed25519Identity),
+}
+
+/// One `Address` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressConfig {
+    Ip(IpAddr),
+    /// Resolved later by the address-discovery code.
+    Hostname(String),
+}
+
+/// Token-bucket settings in bytes (per second for rates), after C tor's normalisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BandwidthConfig {
+    pub rate: u64,
+    pub burst: u64,
+    /// 0 = no separate bucket for relayed traffic.
+    pub relay_rate: u64,
+    pub relay_burst: u64,
+}
+
+/// A raw comma-separated policy item (`accept *:80`) with its line, for the policy parser.
+pub type PolicyItem = (String, Location);
+
+/// Everything the relay reads from its torrc. See docs/config.md for each option.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub nickname: String,
+    pub contact_info: Option<String>,
+    pub or_ports: Vec<OrPort>,
+    pub addresses: Vec<AddressConfig>,
+    pub data_directory: PathBuf,
+    /// Empty: use the built-in public-network authorities.
+    pub dir_authorities: Vec<DirAuthority>,
+    pub testing_tor_network: bool,
+    /// Values that follow from `testing_tor_network`.
+    pub network_timings: NetworkTimings,
+    pub exit_relay: ExitRelay,
+    /// `ExitPolicy` items in order, split at commas; parsed by `crate::exit::policy`.
+    pub exit_policy: Vec<PolicyItem>,
+    pub exit_policy_reject_private: bool,
+    pub exit_policy_reject_local_interfaces: bool,
+    pub reduced_exit_policy: bool,
+    pub ipv6_exit: bool,
+    pub bandwidth: BandwidthConfig,
+    pub my_family: Vec<RsaIdentity>,
+    pub family_ids: Vec<FamilyId>,
+    pub dir_cache: bool,
+    /// Empty: `notice stdout`.
+    pub logs: Vec<LogConfig>,
+    pub pid_file: Option<PathBuf>,
+    /// `None`: /etc/resolv.conf.
+    pub server_dns_resolv_conf_file: Option<PathBuf>,
+    /// Shard count; 0 = one per available core.
+    pub num_cpus: u32,
+    /// A profile name (looked up in the search path) or a path to a TOML file.
+    pub hardware_profile: Option<String>,
+    pub outbound_bind_addresses: Vec<IpAddr>,
+    pub outbound_bind_addresses_exit: Vec<IpAddr>,
+    /// Address `None` means 127.0.0.1, as in C tor.
+    pub control_ports: Vec<ListenPort>,
+    pub cookie_authentication: bool,
+    /// Address `None` means 127.0.0.1, as in C tor.
+    pub metrics_ports: Vec<ListenPort>,
+    pub metrics_port_policy: Vec<PolicyItem>,
+    /// Accepted for compatibility; see docs/config.md.
+    pub dir_ports: Vec<ListenPort>,
+    pub publish_server_descriptor: bool,
+    pub assume_reachable: bool,
+    /// Bytes; 0 = derive from the machine's memory (C tor's "auto").
+    pub max_mem_in_queues: u64,
+    pub shutdown_wait_length: Duration,
+    pub user: Option<String>,
+}
+
+impl Config {
+    /// Whether the relay is configured as an exit (before the policy itself is examined: an
+    /// explicit reject-all policy still makes it a non-exit).
+    pub fn wants_exit(&self) -> bool {
+        match self.exit_relay {
+            ExitRelay::Yes => true,
+            ExitRelay::No => false,
+            ExitRelay::Auto => !self.exit_policy.is_empty() || self.reduced_exit_policy,
+        }
+    }
+
+    /// Log destinations, with the default applied.
+    pub fn effective_logs(&self) -> Vec<(LogSeverity, LogSeverity, LogDestination)> {
+        if self.logs.is_empty() {
+            return vec![(
+                LogSeverity::Notice,
+                LogSeverity::Err,
+                LogDestination::Stdout,
+            )];
+        }
+        self.logs
+            .iter()
+            .map(|l| (l.min, l.max, l.destination.clone()))
+            .collect()
+    }
+
+    /// Builds the typed configuration from merged options; warnings are appended to `warnings`.
+    pub fn from_options(
+        raw: &RawOptions,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<Self, ConfigError> {
+        Builder { raw, warnings }.build()
+    }
+}
+
+fn bad(option: &'static str, v: &RawValue, reason: impl Into<String>) -> ConfigError {
+    ConfigError::at(
+        &v.location,
+        ConfigErrorKind::BadValue {
+            option,
+            value: v.value.clone(),
+            reason: reason.into(),
+        },
+    )
+}
+
+fn inconsistent(loc: Option<&Location>, msg: String) -> ConfigError {
+    let kind = ConfigErrorKind::Inconsistent(msg);
+    match loc {
+        Some(l) => ConfigError::at(l, kind),
+        None => ConfigError::global(kind),
+    }
+}
+
+struct Builder<'a> {
+    raw: &'a RawOptions,
+    warnings: &'a mut Vec<Warning>,
+}
+
+impl Builder<'_> {
+    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw.single(name) {
+            None => Ok(default),
+            Some(v) => match v.value.as_str() {
+                "0" => Ok(false),
+                "1" => Ok(true),
+                _ => Err(bad(name, v, "allowed values are 0 and 1")),
+            },
+        }
+    }
+
+    fn memunit(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
+        match self.raw.single(name) {
+            None => Ok(default),
+            Some(v) => parse_memunit(&v.value).map_err(|e| bad(name, v, e)),
+        }
+    }
+
+    fn bandwidth(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
+        let b = self.memunit(name, default)?;
+        match self.raw.single(name) {
+            Some(v) if b > MAX_BANDWIDTH => Err(bad(
+                name,
+                v,
+                format!("must be at most {MAX_BANDWIDTH} bytes/second"),
+            )),
+            _ => Ok(b),
+        }
+    }
+
+    fn string(&self, name: &'static str) -> Option<String> {
+        self.raw.single(name).map(|v| v.value.clone())
+    }
+
+    fn path(&self, name: &'static str) -> Option<PathBuf> {
+        self.raw.single(name).map(|v| PathBuf::from(&v.value))
+    }
+
+    fn warn(&mut self, loc: &Location, msg: impl Into<String>) {
+        self.warnings.push(Warning::at(loc, msg));
+    }
+
+    fn build(mut self) -> Result<Config, ConfigError> {
+        let raw = self.raw;
+        let nickname = match raw.single("Nickname") {
+            None => DEFAULT_NICKNAME.to_string(),
+            Some(v) if is_legal_nickname(&v.value) => v.value.clone(),
+            Some(v) => {
+                return Err(bad(
+                    "Nickname",
+                    v,
+                    "nicknames are 1 to 19 characters of [A-Za-z0-9]",
+                ))
+            }
+        };
+
+        // Ports: "0" disables, and mixing "0" with real ports is refused as in C tor.
+        let or_ports = self.or_ports()?;
+        let control_ports = self.listen_ports("ControlPort")?;
+        let metrics_ports = self.listen_ports("MetricsPort")?;
+        let dir_ports = self.listen_ports("DirPort")?;
+        if let Some(p) = dir_ports.first() {
+            self.warn(
+                &p.location,
+                "DirPort is accepted but Fors serves directory requests only over BEGIN_DIR on \
+                 the ORPort; it does not listen on the DirPort or advertise it",
+            );
+        }
+        for v in raw.list("SocksPort") {
+            if v.value.trim() != "0" {
+                return Err(bad(
+                    "SocksPort",
+                    v,
+                    "Fors is a relay, not a client: only 0 is accepted",
+                ));
+            }
+        }
+        if let Some(v) = raw.single("RunAsDaemon") {
+            match v.value.as_str() {
+                "0" => {}
+                "1" => {
+                    return Err(bad(
+                        "RunAsDaemon",
+                        v,
+                        "Fors always runs in the foreground (use a systemd service to run it in \
+                         the background); only 0 is accepted",
+                    ))
+                }
+                _ => return Err(bad("RunAsDaemon", v, "allowed value is 0")),
+            }
+        }
+
+        let mut addresses = Vec::new();
+        let (mut seen_v4, mut seen_v6) = (false, false);
+        for v in raw.list("Address") {
+            let s = v.value.trim();
+            let a = match s.parse::<IpAddr>() {
+                Ok(ip) => {
+                    let seen = if ip.is_ipv4() {
+                        &mut seen_v4
+                    } else {
+                        &mut seen_v6
+                    };
+                    if std::mem::replace(seen, true) {
+                        return Err(bad(
+                            "Address",
+                            v,
+                            "only one IPv4 and one IPv6 Address are allowed",
+                        ));
+                    }
+                    if ip.is_unspecified() || ip.is_multicast() {
+                        return Err(bad("Address", v, "not a usable unicast address"));
+                    }
+                    AddressConfig::Ip(ip)
+                }
+                Err(_) if is_hostname(s) => AddressConfig::Hostname(s.to_string()),
+                Err(_) => return Err(bad("Address", v, "not an IP address or hostname")),
+            };
+            addresses.push(a);
+        }
+
+        let testing_tor_network = self.bool("TestingTorNetwork", false)?;
+        let network_timings = NetworkTimings::for_network(testing_tor_network);
+
+        let mut dir_authorities = Vec::new();
+        for v in raw.list("DirAuthority") {
+            let (a, w) = parse_dir_authority(&v.value, &v.location)
+                .map_err(|e| bad("DirAuthority", v, e))?;
+            for msg in w {
+                self.warn(&v.location, msg);
+            }
+            dir_authorities.push(a);
+        }
+        if testing_tor_network && dir_authorities.is_empty() {
+            return Err(inconsistent(
+                raw.single("TestingTorNetwork").map(|v| &v.location),
+                "TestingTorNetwork may only be used with a non-default set of DirAuthority lines"
+                    .into(),
+            ));
+        }
+
+        let exit_relay = match raw.single("ExitRelay") {
+            None => ExitRelay::Auto,
+            Some(v) => match v.value.to_ascii_lowercase().as_str() {
+                "auto" => ExitRelay::Auto,
+                "0" => ExitRelay::No,
+                "1" => ExitRelay::Yes,
+                _ => return Err(bad("ExitRelay", v, "allowed values are 0, 1, and auto")),
+            },
+        };
+        let exit_policy = policy_items(raw.list("ExitPolicy"));
+        let metrics_port_policy = policy_items(raw.list("MetricsPortPolicy"));
+
+        let bandwidth = self.bandwidth_config()?;
+
+        let mut my_family = Vec::new();
+        for v in raw.list("MyFamily") {
+            for item in v.value.split([',', ' ', '\t']).filter(|s| !s.is_empty()) {
+                // "$HEX", "HEX", "$HEX~nick" and "$HEX=nick" all name a fingerprint.
+                let hex = item.split(['~', '=']).next().unwrap_or(item);
+                match RsaIdentity::from_hex(hex) {
+                    Some(id) if hex.trim_start_matches('$').len() == 40 => my_family.push(id),
+                    _ => {
+                        return Err(bad(
+                            "MyFamily",
+                            v,
+                            format!("{item:?} is not a relay fingerprint (Fors does not accept nicknames here)"),
+                        ))
+                    }
+                }
+            }
+        }
+        let contact_info = self.string("ContactInfo");
+        if !my_family.is_empty() && contact_info.is_none() {
+            if let Some(v) = raw.list("MyFamily").first() {
+                self.warn(&v.location, "MyFamily is set but ContactInfo is not");
+            }
+        }
+        let mut family_ids = Vec::new();
+        for v in raw.list("FamilyId") {
+            let s = v.value.trim();
+            family_ids.push(if s == "*" {
+                FamilyId::All
+            } else {
+                FamilyId::Key(Ed25519Identity::from_base64(s).ok_or_else(|| {
+                    bad(
+                        "FamilyId",
+                        v,
+                        "expected \"*\" or a base64 family identity (32 bytes)",
+                    )
+                })?)
+            });
+        }
+
+        let mut logs = Vec::new();
+        for v in raw.list("Log") {
+            logs.push(parse_log(&v.value, &v.location).map_err(|e| bad("Log", v, e))?);
+        }
+
+        let num_cpus = match raw.single("NumCPUs") {
+            None => 0,
+            Some(v) => v
+                .value
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n <= 1024)
+                .ok_or_else(|| bad("NumCPUs", v, "expected an integer from 0 (auto) to 1024"))?,
+        };
+
+        let publish_server_descriptor = match raw.single("PublishServerDescriptor") {
+            None => true,
+            Some(v) => self.publish(v)?,
+        };
+
+        let mut max_mem_in_queues = self.memunit("MaxMemInQueues", 0)?;
+        if max_mem_in_queues != 0 && max_mem_in_queues < MIN_MAX_MEM_IN_QUEUES {
+            if let Some(v) = raw.single("MaxMemInQueues") {
+                self.warn(
+                    &v.location,
+                    "MaxMemInQueues must be at least 256 MB for now; raising it to 256 MB",
+                );
+            }
+            max_mem_in_queues = MIN_MAX_MEM_IN_QUEUES;
+        }
+        let shutdown_wait_length = match raw.single("ShutdownWaitLength") {
+            None => Duration::from_secs(30),
+            Some(v) => parse_interval(&v.value).map_err(|e| bad("ShutdownWaitLength", v, e))?,
+        };
+        let user = match raw.single("User") {
+            Some(v) if v.value.contains(char::is_whitespace) => {
+                return Err(bad("User", v, "user names cannot contain spaces"))
+            }
+            _ => self.string("User"),
+        };
+        let hardware_profile = self.string("HardwareProfile");
+
+        let exit_policy_reject_private = self.bool(
+            "ExitPolicyRejectPrivate",
+            network_timings.exit_policy_reject_private_default,
+        )?;
+
+        let cfg = Config {
+            nickname,
+            contact_info,
+            or_ports,
+            addresses,
+            data_directory: self
+                .path("DataDirectory")
+                .unwrap_or_else(|| DEFAULT_DATA_DIRECTORY.into()),
+            dir_authorities,
+            testing_tor_network,
+            network_timings,
+            exit_relay,
+            exit_policy,
+            exit_policy_reject_private,
+            exit_policy_reject_local_interfaces: self
+                .bool("ExitPolicyRejectLocalInterfaces", false)?,
+            reduced_exit_policy: self.bool("ReducedExitPolicy", false)?,
+            ipv6_exit: self.bool("IPv6Exit", false)?,
+            bandwidth,
+            my_family,
+            family_ids,
+            dir_cache: self.bool("DirCache", true)?,
+            logs,
+            pid_file: self.path("PidFile"),
+            server_dns_resolv_conf_file: self.path("ServerDNSResolvConfFile"),
+            num_cpus,
+            hardware_profile,
+            outbound_bind_addresses: self.bind_addresses("OutboundBindAddress")?,
+            outbound_bind_addresses_exit: self.bind_addresses("OutboundBindAddressExit")?,
+            control_ports,
+            cookie_authentication: self.bool("CookieAuthentication", false)?,
+            metrics_ports,
+            metrics_port_policy,
+            dir_ports,
+            publish_server_descriptor,
+            assume_reachable: self.bool("AssumeReachable", false)?,
+            max_mem_in_queues,
+            shutdown_wait_length,
+            user,
+        };
+        self.final_checks(&cfg)?;
+        Ok(cfg)
+    }
+
+    fn or_ports(&mut self) -> Result<Vec<OrPort>, ConfigError> {
+        let mut out = Vec::new();
+        let mut zero: Option<&RawValue> = None;
+        for v in self.raw.list("ORPort") {
+            match parse_or_port(&v.value, &v.location).map_err(|e| bad("ORPort", v, e))? {
+                Some(p) => out.push(p),
+                None => zero = Some(v),
+            }
+        }
+        if let (Some(z), false) = (zero, out.is_empty()) {
+            return Err(bad(
+                "ORPort",
+                z,
+                "\"ORPort 0\" given together with a nonzero ORPort",
+            ));
+        }
+        Ok(out)
+    }
+
+    fn listen_ports(&mut self, name: &'static str) -> Result<Vec<ListenPort>, ConfigError> {
+        let mut out = Vec::new();
+        let mut zero: Option<&RawValue> = None;
+        for v in self.raw.list(name) {
+            match parse_listen_port(&v.value, &v.location).map_err(|e| bad(name, v, e))? {
+                Some(p) => out.push(p),
+                None => zero = Some(v),
+            }
+        }
+        if let (Some(z), false) = (zero, out.is_empty()) {
+            return Err(bad(
+                name,
+                z,
+                format!("\"{name} 0\" given together with a nonzero {name}"),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn bind_addresses(&self, name: &'static str) -> Result<Vec<IpAddr>, ConfigError> {
+        let mut out: Vec<IpAddr> = Vec::new();
+        for v in self.raw.list(name) {
+            for word in v.value.split_ascii_whitespace() {
+                let ip: IpAddr = word
+                    .parse()
+                    .map_err(|_| bad(name, v, format!("{word:?} is not an IP address")))?;
+                if out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
+                    return Err(bad(
+                        name,
+                        v,
+                        "only one IPv4 and one IPv6 address are allowed",
+                    ));
+                }
+                out.push(ip);
+            }
+        }
+        Ok(out)
+    }
+
+    fn publish(&self, v: &RawValue) -> Result<bool, ConfigError> {
+        let mut publish = false;
+        for item in v.value.split(',').map(str::trim) {
+            match item.to_ascii_lowercase().as_str() {
+                "0" | "" => {}
+                "1" | "v3" => publish = true,
+                "bridge" => {
+                    return Err(bad(
+                        "PublishServerDescriptor",
+                        v,
+                        "Fors does not run as a bridge",
+                    ))
+                }
+                _ => {
+                    return Err(bad(
+                        "PublishServerDescriptor",
+                        v,
+                        format!("unrecognized value {item:?} (allowed: 0, 1, v3)"),
+                    ))
+                }
+            }
+        }
+        Ok(publish)
+    }
+
+    /// C tor's rules: the relay bucket's rate and burst default to each other; burst must be at
+    /// least rate; a relay needs at least 75 KB/s; a large relay bucket raises the overall one.
+    fn bandwidth_config(&mut self) -> Result<BandwidthConfig, ConfigError> {
+        let raw = self.raw;
+        let mut rate = self.bandwidth("BandwidthRate", 1 << 30)?;
+        let mut burst = self.bandwidth("BandwidthBurst", 1 << 30)?;
+        let mut relay_rate = self.bandwidth("RelayBandwidthRate", 0)?;
+        let mut relay_burst = self.bandwidth("RelayBandwidthBurst", 0)?;
+        let at = |n: &str| raw.single(n).map(|v| &v.location);
+        if burst < rate {
+            return Err(inconsistent(
+                at("BandwidthBurst").or(at("BandwidthRate")),
+                "BandwidthBurst must be at least equal to BandwidthRate".into(),
+            ));
+        }
+        if relay_rate != 0 && relay_burst == 0 {
+            relay_burst = relay_rate;
+        }
+        if relay_burst != 0 && relay_rate == 0 {
+            relay_rate = relay_burst;
+        }
+        if rate < RELAY_REQUIRED_MIN_BANDWIDTH {
+            return Err(inconsistent(
+                at("BandwidthRate"),
+                format!(
+                    "BandwidthRate is set to {rate} bytes/second; for relays it must be at least \
+                     {RELAY_REQUIRED_MIN_BANDWIDTH}"
+                ),
+            ));
+        }
+        if relay_rate != 0 && relay_rate < RELAY_REQUIRED_MIN_BANDWIDTH {
+            return Err(inconsistent(
+                at("RelayBandwidthRate").or(at("RelayBandwidthBurst")),
+                format!(
+                    "RelayBandwidthRate is set to {relay_rate} bytes/second; for relays it must \
+                     be at least {RELAY_REQUIRED_MIN_BANDWIDTH}"
+                ),
+            ));
+        }
+        if relay_rate > relay_burst {
+            return Err(inconsistent(
+                at("RelayBandwidthBurst"),
+                "RelayBandwidthBurst must be at least equal to RelayBandwidthRate".into(),
+            ));
+        }
+        rate = rate.max(relay_rate);
+        burst = burst.max(relay_burst);
+        Ok(BandwidthConfig {
+            rate,
+            burst,
+            relay_rate,
+            relay_burst,
+        })
+    }
+
+    fn final_checks(&mut self, cfg: &Config) -> Result<(), ConfigError> {
+        if cfg.or_ports.is_empty() {
+            return Err(inconsistent(
+                self.raw.list("ORPort").first().map(|v| &v.location),
+                "no ORPort is configured; Fors only runs as a relay and needs one".into(),
+            ));
+        }
+        if cfg.or_ports.iter().all(|p| p.no_listen) {
+            return Err(inconsistent(
+                Some(&cfg.or_ports[0].location),
+                "every ORPort is NoListen; at least one must listen".into(),
+            ));
+        }
+        if cfg.contact_info.is_none() && cfg.publish_server_descriptor {
+            self.warnings.push(Warning::global(
+                "ContactInfo is not set; please set it so the directory authorities and \
+                 operators can reach you if your relay misbehaves",
+            ));
+        }
+        if !cfg.testing_tor_network {
+            for (a, v) in cfg.addresses.iter().zip(self.raw.list("Address")) {
+                if let AddressConfig::Ip(ip) = a {
+                    if is_internal(ip) {
+                        self.warn(
+                            &v.location,
+                            "Address is a private or local address; authorities will not list \
+                             the relay outside a TestingTorNetwork",
+                        );
+                    }
+                }
+            }
+        }
+        if !cfg.exit_policy.is_empty() && cfg.exit_relay == ExitRelay::No {
+            let loc = cfg.exit_policy[0].1.clone();
+            self.warn(
+                &loc,
+                "ExitPolicy is set but ExitRelay is 0; the relay will not be an exit",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Splits each policy line at commas, keeping each item's line.
+fn policy_items(lines: &[RawValue]) -> Vec<PolicyItem> {
+    lines
+        .iter()
+        .flat_map(|v| {
+            v.value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| (s.to_string(), v.location.clone()))
+        })
+        .collect()
+}
+
+fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+        })
+}
+
+fn is_internal(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            a.is_private() || a.is_loopback() || a.is_link_local() || a.octets()[0] == 0
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || (a.segments()[0] & 0xfe00) == 0xfc00
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}

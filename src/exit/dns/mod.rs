@@ -1,0 +1,1 @@
+//! DNS resolution for exit streams (sans-IO client, cache).

@@ -1,1 +1,0 @@
-//! Exit policy with torrc semantics (first match wins).

@@ -1,0 +1,635 @@
+//! Shard state that handler callbacks may act on through `Outbox`: the ring's submission
+//! side, the connection table, send queues, the send pool and the cross-shard producers.
+//!
+//! Kept apart from the receive buffers and the handler so a callback can borrow received
+//! bytes and this state at the same time.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::types::{Fd, Fixed, Timespec};
+use io_uring::{opcode, squeue, IoUring};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::config::ShardConfig;
+use super::conn::{user_data, Conn, ConnId, ConnState, OpKind, RecvState, ShardId};
+use super::error::{CloseReason, CrossPushError, OutboxError};
+use super::metrics::ShardMetrics;
+use super::sendpool::SendPool;
+use super::spsc::Producer;
+
+/// The eventfd increment written to wake another shard (static: stable for the kernel).
+static WAKE_ONE: [u8; 8] = 1u64.to_ne_bytes();
+
+/// Deferred notifications for the handler, dispatched after the current callback returns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    Closed(ConnId, CloseReason),
+    Writable(ConnId),
+}
+
+/// Kernel-visible values with a stable heap address for the ring's lifetime.
+pub(crate) struct Pinned {
+    pub tick: Timespec,
+    pub wake_buf: [u8; 8],
+}
+
+pub(crate) struct Core<M> {
+    pub ring: IoUring,
+    pub cfg: ShardConfig,
+    pub shard: ShardId,
+    pub shard_count: usize,
+    pub conns: Vec<Conn>,
+    free_slots: Vec<u32>,
+    /// Flat per-connection send queues: slot * max_send_bufs_per_conn + i.
+    sendq: Vec<u32>,
+    pub pool: SendPool,
+    /// Use SEND_ZC from pool fixed buffer 0 (registration succeeded).
+    fixed_send_buf: bool,
+    pub producers: Vec<Option<Producer<M>>>,
+    pub peer_wake_fds: Vec<RawFd>,
+    cross_dirty: Vec<bool>,
+    /// Connections blocked because the shared pool ran dry.
+    pool_waiters: Vec<ConnId>,
+    pub events: VecDeque<Event>,
+    pub metrics: ShardMetrics,
+    pub now: Instant,
+    /// Operations submitted whose final CQE has not arrived.
+    pub inflight_total: u64,
+    pub stopping: bool,
+    pub pinned: Box<Pinned>,
+}
+
+impl<M: Send> Core<M> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        ring: IoUring,
+        cfg: ShardConfig,
+        shard: ShardId,
+        shard_count: usize,
+        pool: SendPool,
+        fixed_send_buf: bool,
+        producers: Vec<Option<Producer<M>>>,
+        peer_wake_fds: Vec<RawFd>,
+    ) -> Core<M> {
+        let max = cfg.max_connections as usize;
+        Core {
+            ring,
+            conns: (0..max).map(|_| Conn::new()).collect(),
+            free_slots: (0..max as u32).rev().collect(),
+            sendq: vec![0; max * cfg.max_send_bufs_per_conn as usize],
+            pool,
+            fixed_send_buf,
+            cross_dirty: vec![false; producers.len()],
+            producers,
+            peer_wake_fds,
+            pool_waiters: Vec::with_capacity(max),
+            events: VecDeque::with_capacity(2 * max),
+            metrics: ShardMetrics::default(),
+            now: Instant::now(),
+            inflight_total: 0,
+            stopping: false,
+            pinned: Box::new(Pinned {
+                tick: Duration::from_millis(u64::from(cfg.tick_ms)).into(),
+                wake_buf: [0; 8],
+            }),
+            shard,
+            shard_count,
+            cfg,
+        }
+    }
+
+    /// Queues SQEs (contiguously, so links stay intact), flushing the SQ first if they do not
+    /// fit. Returns false if the kernel would not take them (then nothing was queued).
+    pub fn push_sqes(&mut self, entries: &[squeue::Entry]) -> bool {
+        for attempt in 0..8 {
+            let mut sq = self.ring.submission();
+            if sq.capacity() - sq.len() >= entries.len() {
+                // SAFETY: every buffer/address referenced by these entries lives in
+                // memory owned by this shard that outlives the operation: the send pool,
+                // the buffer ring, the never-resized connection table, `pinned`, or statics.
+                // The shard waits for all in-flight ops (or leaks that memory) before freeing.
+                if unsafe { sq.push_multiple(entries) }.is_ok() {
+                    self.inflight_total += entries.len() as u64;
+                    return true;
+                }
+            }
+            drop(sq);
+            if attempt == 0 {
+                self.metrics.sq_full_flushes += 1;
+            }
+            // EBUSY here means the CQ is backed up; the main loop will reap it. Nothing else
+            // we can do from inside a callback.
+            let _ = self.ring.submit();
+        }
+        false
+    }
+
+    pub fn push_sqe(&mut self, e: squeue::Entry) -> bool {
+        self.push_sqes(std::slice::from_ref(&e))
+    }
+
+    fn id(&self, slot: u32) -> ConnId {
+        ConnId {
+            slot,
+            gen: self.conns[slot as usize].gen,
+        }
+    }
+
+    /// The slot of a live (connecting or open) connection.
+    pub fn live_slot(&self, id: ConnId) -> Option<usize> {
+        let c = self.conns.get(id.slot as usize)?;
+        (c.gen == id.gen && matches!(c.state, ConnState::Open | ConnState::Connecting))
+            .then_some(id.slot as usize)
+    }
+
+    /// Takes a free slot and registers `socket` as fixed file `slot`.
+    pub fn install(
+        &mut self,
+        socket: Socket,
+        state: ConnState,
+        peer: Option<SocketAddr>,
+    ) -> Result<ConnId, OutboxError> {
+        let slot = self.free_slots.pop().ok_or(OutboxError::TableFull)?;
+        // Registered file: recv/send on the socket then skip the per-op fd lookup and
+        // reference counting (fget/fput) in the kernel.
+        if let Err(e) = self
+            .ring
+            .submitter()
+            .register_files_update(slot, &[socket.as_raw_fd()])
+        {
+            self.free_slots.push(slot);
+            return Err(OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO)));
+        }
+        self.conns[slot as usize].reset(state, socket, peer);
+        self.metrics.conns_open += 1;
+        self.metrics.conns_peak = self.metrics.conns_peak.max(self.metrics.conns_open);
+        Ok(self.id(slot))
+    }
+
+    /// Arms the connection's multishot recv if it should be reading and is not.
+    pub fn arm_recv(&mut self, slot: usize) {
+        let c = &self.conns[slot];
+        if c.state != ConnState::Open || !c.want_read || c.recv != RecvState::Idle || self.stopping
+        {
+            return;
+        }
+        let e = opcode::RecvMulti::new(Fixed(slot as u32), super::bufring::RECV_BUF_GROUP)
+            .build()
+            .user_data(user_data(OpKind::Recv, slot as u32, c.gen));
+        if self.push_sqe(e) {
+            let c = &mut self.conns[slot];
+            c.recv = RecvState::Armed;
+            c.inflight += 1;
+        }
+    }
+
+    fn cancel_conn_op(&mut self, slot: usize, target: u64) {
+        let gen = self.conns[slot].gen;
+        let e = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data(OpKind::ConnCancel, slot as u32, gen));
+        if self.push_sqe(e) {
+            self.conns[slot].inflight += 1;
+        }
+    }
+
+    pub fn pause_read(&mut self, id: ConnId) -> Result<(), OutboxError> {
+        let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        let c = &mut self.conns[slot];
+        c.want_read = false;
+        // Multishot recv keeps posting until cancelled, so pausing means cancelling it; bytes
+        // already received before the cancel lands are still delivered.
+        if c.recv == RecvState::Armed {
+            c.recv = RecvState::Cancelling;
+            self.metrics.read_pauses += 1;
+            self.cancel_conn_op(slot, user_data(OpKind::Recv, id.slot, id.gen));
+        }
+        Ok(())
+    }
+
+    pub fn resume_read(&mut self, id: ConnId) -> Result<(), OutboxError> {
+        let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        let c = &mut self.conns[slot];
+        if c.close_after_flush {
+            return Err(OutboxError::NotOpen);
+        }
+        if !c.want_read {
+            self.metrics.read_resumes += 1;
+        }
+        c.want_read = true;
+        // If a cancel is still in flight, its final CQE re-arms (see the recv completion).
+        self.arm_recv(slot);
+        Ok(())
+    }
+
+    fn per_conn(&self) -> u32 {
+        self.cfg.max_send_bufs_per_conn
+    }
+
+    fn tail_buf(&self, slot: usize) -> Option<u32> {
+        let c = &self.conns[slot];
+        if c.sq_len == 0 {
+            return None;
+        }
+        let idx = (c.sq_head + c.sq_len - 1) % self.per_conn();
+        Some(self.sendq[slot * self.per_conn() as usize + idx as usize])
+    }
+
+    fn front_buf(&self, slot: usize) -> Option<u32> {
+        let c = &self.conns[slot];
+        (c.sq_len != 0).then(|| self.sendq[slot * self.per_conn() as usize + c.sq_head as usize])
+    }
+
+    /// Bytes `send` would accept now without blocking.
+    pub fn send_capacity(&self, id: ConnId) -> usize {
+        let Some(slot) = self.live_slot(id) else {
+            return 0;
+        };
+        let c = &self.conns[slot];
+        if c.close_after_flush {
+            return 0;
+        }
+        let tail_space = self
+            .tail_buf(slot)
+            .map_or(0, |b| self.pool.space(b) as usize);
+        let new_bufs = ((self.per_conn() - c.sq_len) as usize).min(self.pool.free_count());
+        tail_space + new_bufs * self.pool.buf_size() as usize
+    }
+
+    /// Bytes queued on the connection and not yet accepted by the kernel.
+    pub fn pending_output(&self, id: ConnId) -> usize {
+        let Some(slot) = self.live_slot(id) else {
+            return 0;
+        };
+        let c = &self.conns[slot];
+        let mut total = 0usize;
+        for i in 0..c.sq_len {
+            let b = self.sendq
+                [slot * self.per_conn() as usize + ((c.sq_head + i) % self.per_conn()) as usize];
+            total += self.pool.len(b) as usize;
+        }
+        total.saturating_sub(c.front_off as usize)
+    }
+
+    fn mark_blocked(&mut self, slot: usize, pool_empty: bool) {
+        let id = self.id(slot as u32);
+        let c = &mut self.conns[slot];
+        if pool_empty {
+            self.metrics.send_pool_exhausted += 1;
+            if !c.blocked || !self.pool_waiters.contains(&id) {
+                self.pool_waiters.push(id);
+            }
+        } else {
+            self.metrics.send_backpressure += 1;
+        }
+        c.blocked = true;
+    }
+
+    /// Copies as much of `data` as fits into the connection's send queue.
+    pub fn send_partial(&mut self, id: ConnId, data: &[u8]) -> Result<usize, OutboxError> {
+        let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        if self.conns[slot].close_after_flush {
+            return Err(OutboxError::NotOpen);
+        }
+        let per = self.per_conn();
+        let mut written = 0;
+        let mut pool_empty = false;
+        while written < data.len() {
+            if let Some(b) = self.tail_buf(slot) {
+                if self.pool.space(b) > 0 {
+                    written += self.pool.append(b, &data[written..]);
+                    continue;
+                }
+            }
+            let c = &self.conns[slot];
+            if c.sq_len == per {
+                break;
+            }
+            let Some(b) = self.pool.alloc() else {
+                pool_empty = true;
+                break;
+            };
+            let c = &mut self.conns[slot];
+            let idx = (c.sq_head + c.sq_len) % per;
+            c.sq_len += 1;
+            let sq_len = c.sq_len;
+            self.sendq[slot * per as usize + idx as usize] = b;
+            self.metrics.send_queue_peak_bufs =
+                self.metrics.send_queue_peak_bufs.max(u64::from(sq_len));
+            self.metrics.send_pool_peak_bufs = self
+                .metrics
+                .send_pool_peak_bufs
+                .max(self.pool.in_use() as u64);
+        }
+        if written < data.len() {
+            self.mark_blocked(slot, pool_empty);
+        }
+        if written > 0 {
+            self.start_send(slot);
+        }
+        Ok(written)
+    }
+
+    /// Queues all of `data` or nothing.
+    pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<(), OutboxError> {
+        let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        if self.send_capacity(id) < data.len() {
+            let pool_empty = self.pool.free_count() == 0;
+            self.mark_blocked(slot, pool_empty);
+            return Err(OutboxError::Full);
+        }
+        self.send_partial(id, data).map(|_| ())
+    }
+
+    /// Submits one send for the front buffer if none is in flight. One send per connection
+    /// at a time keeps the byte order of the stream.
+    pub fn start_send(&mut self, slot: usize) {
+        let c = &self.conns[slot];
+        if c.send_inflight || c.state != ConnState::Open {
+            return;
+        }
+        let Some(b) = self.front_buf(slot) else {
+            return;
+        };
+        let off = c.front_off;
+        let len = self.pool.len(b) - off;
+        if len == 0 {
+            return;
+        }
+        let ptr = self.pool.ptr(b, off);
+        let zc = self.cfg.zero_copy_threshold != 0 && len >= self.cfg.zero_copy_threshold;
+        let e = if zc {
+            // Zero-copy: the NIC (or loopback, which copies anyway) reads the pool pages
+            // directly; the buffer stays pinned until the notification CQE.
+            let mut op =
+                opcode::SendZc::new(Fixed(slot as u32), ptr, len).flags(libc::MSG_NOSIGNAL);
+            if self.fixed_send_buf {
+                op = op.buf_index(Some(0));
+            }
+            op.build()
+                .user_data(user_data(OpKind::SendZc, slot as u32, b))
+        } else {
+            opcode::Send::new(Fixed(slot as u32), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(user_data(OpKind::Send, slot as u32, b))
+        };
+        if self.push_sqe(e) {
+            if zc {
+                self.pool.pin(b);
+                self.metrics.send_zc_ops += 1;
+            } else {
+                self.metrics.send_ops += 1;
+            }
+            let c = &mut self.conns[slot];
+            c.send_inflight = true;
+            c.inflight += 1;
+        }
+    }
+
+    /// First (or only) completion of a send / zero-copy send.
+    pub fn on_send_done(&mut self, slot: usize, buf: u32, res: i32, zc: bool, more: bool) {
+        let c = &mut self.conns[slot];
+        c.send_inflight = false;
+        if !(zc && more) {
+            // No notification follows: the op is done.
+            c.inflight -= 1;
+            if zc {
+                self.pool.unpin(buf);
+            }
+        }
+        if res < 0 {
+            if c.state == ConnState::Open {
+                self.close_conn(slot, CloseReason::from_errno(-res));
+            } else {
+                self.maybe_finalize(slot);
+            }
+            return;
+        }
+        self.metrics.send_bytes += res as u64;
+        if c.state != ConnState::Open {
+            self.maybe_finalize(slot);
+            return;
+        }
+        c.front_off += res as u32;
+        let per = self.per_conn();
+        if let Some(front) = self.front_buf(slot) {
+            if self.conns[slot].front_off >= self.pool.len(front) {
+                let c = &mut self.conns[slot];
+                c.sq_head = (c.sq_head + 1) % per;
+                c.sq_len -= 1;
+                c.front_off = 0;
+                self.pool.release(front);
+            }
+        }
+        let c = &self.conns[slot];
+        if c.sq_len > 0 {
+            self.start_send(slot);
+        } else if c.close_after_flush {
+            self.close_conn(slot, CloseReason::LocalClose);
+            return;
+        }
+        let c = &mut self.conns[slot];
+        if c.blocked && c.sq_len <= per / 2 && self.pool.free_count() > 0 {
+            c.blocked = false;
+            let id = ConnId {
+                slot: slot as u32,
+                gen: c.gen,
+            };
+            self.events.push_back(Event::Writable(id));
+        }
+        self.wake_pool_waiters();
+    }
+
+    /// Zero-copy notification: the kernel no longer references the buffer.
+    pub fn on_send_notif(&mut self, slot: usize, buf: u32, res: i32) {
+        const IORING_NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
+        if res as u32 & IORING_NOTIF_USAGE_ZC_COPIED != 0 {
+            self.metrics.send_zc_copied += 1;
+        }
+        self.pool.unpin(buf);
+        self.conns[slot].inflight -= 1;
+        self.maybe_finalize(slot);
+        self.wake_pool_waiters();
+    }
+
+    fn wake_pool_waiters(&mut self) {
+        if self.pool_waiters.is_empty() || self.pool.free_count() < self.per_conn() as usize {
+            return;
+        }
+        while let Some(id) = self.pool_waiters.pop() {
+            if let Some(slot) = self.live_slot(id) {
+                let c = &mut self.conns[slot];
+                if c.blocked && c.sq_len <= self.cfg.max_send_bufs_per_conn / 2 {
+                    c.blocked = false;
+                    self.events.push_back(Event::Writable(id));
+                }
+            }
+        }
+    }
+
+    /// Handler-requested close: flush queued output, then close.
+    pub fn close(&mut self, id: ConnId) -> Result<(), OutboxError> {
+        let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        let c = &self.conns[slot];
+        if c.state == ConnState::Open && (c.sq_len > 0 || c.send_inflight) {
+            self.conns[slot].close_after_flush = true;
+            self.pause_read(id)
+        } else {
+            self.close_conn(slot, CloseReason::LocalClose);
+            Ok(())
+        }
+    }
+
+    /// Starts closing: reports to the handler, shuts the socket down, cancels reads and a
+    /// pending connect; the slot is reused once every in-flight op has completed.
+    pub fn close_conn(&mut self, slot: usize, reason: CloseReason) {
+        let c = &mut self.conns[slot];
+        if !matches!(c.state, ConnState::Open | ConnState::Connecting) {
+            return;
+        }
+        let was_connecting = c.state == ConnState::Connecting;
+        let id = ConnId {
+            slot: slot as u32,
+            gen: c.gen,
+        };
+        c.state = ConnState::Closing;
+        c.want_read = false;
+        if let Some(s) = &c.socket {
+            // FIN now, and completes any send blocked on a full socket (EPIPE).
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        let recv_armed = c.recv == RecvState::Armed;
+        if recv_armed {
+            c.recv = RecvState::Cancelling;
+        }
+        self.metrics.closed += 1;
+        self.metrics.conns_open = self.metrics.conns_open.saturating_sub(1);
+        if matches!(
+            reason,
+            CloseReason::ConnectFailed(_) | CloseReason::ConnectTimeout
+        ) {
+            self.metrics.connect_failed += 1;
+        }
+        self.events.push_back(Event::Closed(id, reason));
+        if recv_armed {
+            self.cancel_conn_op(slot, user_data(OpKind::Recv, id.slot, id.gen));
+        }
+        if was_connecting {
+            self.cancel_conn_op(slot, user_data(OpKind::Connect, id.slot, id.gen));
+        }
+        self.maybe_finalize(slot);
+    }
+
+    /// Frees a closing slot once nothing in the kernel refers to it.
+    pub fn maybe_finalize(&mut self, slot: usize) {
+        let c = &self.conns[slot];
+        if c.state != ConnState::Closing || c.inflight != 0 {
+            return;
+        }
+        // Drop the registered-file reference, else the socket would stay open.
+        let _ = self
+            .ring
+            .submitter()
+            .register_files_update(slot as u32, &[-1]);
+        let per = self.per_conn();
+        let c = &mut self.conns[slot];
+        c.socket = None;
+        c.connect_addr = None;
+        let (head, len) = (c.sq_head, c.sq_len);
+        c.sq_len = 0;
+        c.gen = c.gen.wrapping_add(1);
+        c.state = ConnState::Free;
+        for i in 0..len {
+            let b = self.sendq[slot * per as usize + ((head + i) % per) as usize];
+            self.pool.release(b);
+        }
+        self.free_slots.push(slot as u32);
+    }
+
+    /// Opens an outbound TCP connection: IORING_OP_CONNECT on a non-blocking socket, linked to
+    /// a timeout so a silent peer cannot hold the slot forever.
+    pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, OutboxError> {
+        if self.stopping {
+            return Err(OutboxError::NotOpen);
+        }
+        let sock = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            None,
+        )
+        .map_err(|e| OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let id = self.install(sock, ConnState::Connecting, Some(addr))?;
+        let slot = id.slot as usize;
+        let c = &mut self.conns[slot];
+        c.want_read = true;
+        c.connect_timeout = Duration::from_millis(u64::from(self.cfg.connect_timeout_ms)).into();
+        let sa = c.connect_addr.insert(SockAddr::from(addr));
+        let connect = opcode::Connect::new(
+            Fixed(id.slot),
+            sa.as_ptr() as *const libc::sockaddr,
+            sa.len(),
+        )
+        .build()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(user_data(OpKind::Connect, id.slot, id.gen));
+        let timeout = opcode::LinkTimeout::new(&c.connect_timeout as *const Timespec)
+            .build()
+            .user_data(user_data(OpKind::ConnectTimeout, id.slot, id.gen));
+        if self.push_sqes(&[connect, timeout]) {
+            self.conns[slot].inflight += 2;
+            Ok(id)
+        } else {
+            // Nothing submitted: undo quietly (the handler never saw this id).
+            let c = &mut self.conns[slot];
+            c.state = ConnState::Closing;
+            self.metrics.conns_open = self.metrics.conns_open.saturating_sub(1);
+            self.maybe_finalize(slot);
+            Err(OutboxError::Socket(libc::EBUSY))
+        }
+    }
+
+    /// Writes an item into the queue to shard `to`; published with one wake-up per batch.
+    pub fn push_cross(&mut self, to: ShardId, item: M) -> Result<(), CrossPushError<M>> {
+        let Some(Some(p)) = self.producers.get_mut(to.0) else {
+            return Err(CrossPushError::NoSuchShard(item));
+        };
+        match p.push(item) {
+            Ok(()) => {
+                self.cross_dirty[to.0] = true;
+                self.metrics.cross_pushed += 1;
+                Ok(())
+            }
+            Err(item) => {
+                self.metrics.cross_push_full += 1;
+                Err(CrossPushError::Full(item))
+            }
+        }
+    }
+
+    /// Publishes every queue written since the last flush and wakes each destination once,
+    /// with an io_uring write to its eventfd (so the wake costs no extra syscall).
+    pub fn flush_cross(&mut self) {
+        for to in 0..self.cross_dirty.len() {
+            if !self.cross_dirty[to] {
+                continue;
+            }
+            self.cross_dirty[to] = false;
+            let Some(p) = self.producers[to].as_mut() else {
+                continue;
+            };
+            if p.publish() == 0 {
+                continue;
+            }
+            let e = opcode::Write::new(Fd(self.peer_wake_fds[to]), WAKE_ONE.as_ptr(), 8)
+                .build()
+                .user_data(user_data(OpKind::WakeWrite, 0, to as u32));
+            if self.push_sqe(e) {
+                self.metrics.cross_wakeups_sent += 1;
+            }
+        }
+    }
+}

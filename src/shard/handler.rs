@@ -1,0 +1,140 @@
+//! The sans-IO handler interface: the protocol (later TLS + Tor cells) sees bytes, connection
+//! ids and time, and answers through an `Outbox`; it never touches sockets or the ring.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::conn::{ConnId, ShardId};
+use super::core::Core;
+use super::error::{CloseReason, CrossPushError, OutboxError};
+use super::metrics::ShardMetrics;
+
+/// Callbacks of one shard's protocol logic. One handler instance per shard; it owns the
+/// per-connection protocol state (e.g. a rustls connection per `ConnId`).
+///
+/// Lifecycle: every `on_accept`/`on_connected` id (and every id returned by
+/// `Outbox::connect`) gets exactly one `on_closed`. Ids are never reused while live.
+pub trait ConnHandler {
+    /// What shards send each other (e.g. a cell plus its circuit routing).
+    type Msg: Send + 'static;
+
+    /// A connection was accepted on this shard's listener. Reading starts after this returns.
+    fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, out: &mut Outbox<'_, Self::Msg>);
+
+    /// An outbound connection opened with `Outbox::connect` is established.
+    fn on_connected(&mut self, conn: ConnId, peer: SocketAddr, out: &mut Outbox<'_, Self::Msg>) {
+        let _ = (conn, peer, out);
+    }
+
+    /// Bytes arrived. The slice is only valid during the call: the buffer goes back to the
+    /// kernel right after, so keep (copy) whatever must outlive it.
+    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, Self::Msg>);
+
+    /// A connection that refused a send (`OutboxError::Full` or a short `send_partial`) has
+    /// drained to half its bound; it can take more. Typical use: `resume_read` on the
+    /// connection(s) paused because of it.
+    fn on_writable(&mut self, conn: ConnId, out: &mut Outbox<'_, Self::Msg>) {
+        let _ = (conn, out);
+    }
+
+    /// The connection is closed; its id is dead from now on.
+    fn on_closed(&mut self, conn: ConnId, reason: CloseReason, out: &mut Outbox<'_, Self::Msg>);
+
+    /// A batch of items from shard `from`, in the order that shard pushed them.
+    fn on_cross_shard(
+        &mut self,
+        from: ShardId,
+        items: std::vec::Drain<'_, Self::Msg>,
+        out: &mut Outbox<'_, Self::Msg>,
+    ) {
+        let _ = (from, items, out);
+    }
+
+    /// Periodic timer (every `ShardConfig::tick_ms`).
+    fn on_tick(&mut self, now: Instant, out: &mut Outbox<'_, Self::Msg>) {
+        let _ = (now, out);
+    }
+}
+
+/// What a handler can ask of its shard during a callback. Sends copy into pre-allocated
+/// send buffers; nothing here allocates.
+pub struct Outbox<'a, M> {
+    pub(crate) core: &'a mut Core<M>,
+}
+
+impl<M: Send> Outbox<'_, M> {
+    /// Queues all of `data` for sending, or nothing: `Err(Full)` when the connection's
+    /// pending-output bound (or the shard's pool) cannot take it; `on_writable` follows.
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), OutboxError> {
+        self.core.send(conn, data)
+    }
+
+    /// Queues as much of `data` as fits and returns how many bytes were taken; a short count
+    /// means the bound was hit and `on_writable` will follow.
+    pub fn send_partial(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, OutboxError> {
+        self.core.send_partial(conn, data)
+    }
+
+    /// Bytes `send` would accept right now.
+    pub fn send_capacity(&self, conn: ConnId) -> usize {
+        self.core.send_capacity(conn)
+    }
+
+    /// Bytes queued and not yet taken by the kernel.
+    pub fn pending_output(&self, conn: ConnId) -> usize {
+        self.core.pending_output(conn)
+    }
+
+    /// Closes after the queued output is flushed; reading stops now. `on_closed` follows
+    /// with `CloseReason::LocalClose`.
+    pub fn close(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        self.core.close(conn)
+    }
+
+    /// Stops reading `conn` (any connection, not only the one being handled).
+    pub fn pause_read(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        self.core.pause_read(conn)
+    }
+
+    /// Resumes reading `conn`.
+    pub fn resume_read(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        self.core.resume_read(conn)
+    }
+
+    /// Opens an outbound TCP connection; `on_connected` or `on_closed` follows. Bytes may be
+    /// queued with `send` before it is established.
+    pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, OutboxError> {
+        self.core.connect(addr)
+    }
+
+    /// Queues an item for shard `to` (delivered in a batch via `on_cross_shard`).
+    pub fn push_cross(&mut self, to: ShardId, item: M) -> Result<(), CrossPushError<M>> {
+        self.core.push_cross(to, item)
+    }
+
+    /// The peer address of a live connection.
+    pub fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
+        let slot = self.core.live_slot(conn)?;
+        self.core.conns[slot].peer
+    }
+
+    /// This shard.
+    pub fn shard(&self) -> ShardId {
+        self.core.shard
+    }
+
+    /// Number of shards in the runtime.
+    pub fn shard_count(&self) -> usize {
+        self.core.shard_count
+    }
+
+    /// Time taken once per event-loop iteration (pass-in time for the sans-IO core).
+    pub fn now(&self) -> Instant {
+        self.core.now
+    }
+
+    /// This shard's counters.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.core.metrics
+    }
+}

@@ -1,0 +1,73 @@
+//! Per-shard counters. Plain u64s owned by the shard thread (no atomics on the hot path);
+//! the final values come back from `Runtime::stop`, a control plane can export them later.
+
+/// Counters of one shard; every bounded queue/table has a counter for hitting its bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardMetrics {
+    /// Connections accepted on this shard's listener.
+    pub accepted: u64,
+    /// Accepted sockets closed at once because the connection table was full.
+    pub accept_rejected_table_full: u64,
+    /// Accept completions that failed (EMFILE, ...).
+    pub accept_errors: u64,
+    /// Outbound connects that completed.
+    pub connected: u64,
+    /// Outbound connects that failed or timed out.
+    pub connect_failed: u64,
+    /// Connections closed (any reason).
+    pub closed: u64,
+    /// Connections open now.
+    pub conns_open: u64,
+    /// Highest `conns_open` seen.
+    pub conns_peak: u64,
+    /// Receive completions carrying data.
+    pub recv_completions: u64,
+    /// Bytes received.
+    pub recv_bytes: u64,
+    /// Multishot recv stopped because the provided buffer ring ran dry (ENOBUFS).
+    pub recv_no_buffers: u64,
+    /// Multishot recv re-armed after it ended.
+    pub recv_rearms: u64,
+    /// Send operations submitted (copying).
+    pub send_ops: u64,
+    /// Zero-copy send operations submitted.
+    pub send_zc_ops: u64,
+    /// Zero-copy notifications that said the kernel copied anyway (e.g. loopback).
+    pub send_zc_copied: u64,
+    /// Bytes the kernel accepted from our send buffers.
+    pub send_bytes: u64,
+    /// Sends refused because a connection hit its pending-output bound.
+    pub send_backpressure: u64,
+    /// Sends refused because the shard's send buffer pool was empty.
+    pub send_pool_exhausted: u64,
+    /// Highest number of send buffers queued on one connection.
+    pub send_queue_peak_bufs: u64,
+    /// Highest number of send buffers in use in the pool.
+    pub send_pool_peak_bufs: u64,
+    /// `on_writable` notifications given.
+    pub writable_events: u64,
+    /// pause_read requests that stopped an armed recv.
+    pub read_pauses: u64,
+    /// resume_read requests.
+    pub read_resumes: u64,
+    /// Items pushed to other shards.
+    pub cross_pushed: u64,
+    /// Pushes refused because the destination queue was full.
+    pub cross_push_full: u64,
+    /// Items received from other shards.
+    pub cross_popped: u64,
+    /// Wake-ups (eventfd writes) sent to other shards: one per batch.
+    pub cross_wakeups_sent: u64,
+    /// Wake-ups received on this shard's eventfd.
+    pub wakeups_received: u64,
+    /// Timer ticks delivered.
+    pub ticks: u64,
+    /// Times the submission queue was full and had to be flushed early.
+    pub sq_full_flushes: u64,
+    /// Completions handled.
+    pub completions: u64,
+    /// Event-loop iterations.
+    pub loop_iterations: u64,
+    /// Operations still in flight when shutdown gave up waiting (their memory was leaked).
+    pub shutdown_leaked_ops: u64,
+}
