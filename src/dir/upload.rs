@@ -46,7 +46,7 @@ impl UploadRequest {
 /// What one authority said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadOutcome {
-    /// 200. `message` is the authority's reason phrase. Caution: C tor 0.4.9 answers
+    /// HTTP 200; `message` is the authority's reason phrase. Caution: C tor 0.4.9 answers
     /// `200 [None]` both when it stored the descriptor and when its parser dropped it (bad
     /// signature, missing item): parse failures only reach the authority's log
     /// (`dirserv_add_multiple_descriptors`). Confirm with `/tor/server/fp/<HEX>` (see
