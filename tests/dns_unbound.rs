@@ -44,17 +44,25 @@ impl Driver {
         let mut done: Vec<Completion> = Vec::new();
         let mut buf = [0u8; 2048];
         while done.len() < waiting.len() {
-            assert!(start.elapsed() < limit, "lookups did not finish in {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "lookups did not finish in {limit:?}"
+            );
             self.flush();
             let now = Instant::now();
             let wait = self
                 .resolver
                 .next_timeout()
-                .map_or(Duration::from_millis(50), |t| t.saturating_duration_since(now))
+                .map_or(Duration::from_millis(50), |t| {
+                    t.saturating_duration_since(now)
+                })
                 .clamp(Duration::from_millis(1), Duration::from_millis(50));
             self.socket.set_read_timeout(Some(wait)).unwrap();
             if let Ok((n, from)) = self.socket.recv_from(&mut buf) {
-                done.extend(self.resolver.handle_datagram(from, &buf[..n], Instant::now()));
+                done.extend(
+                    self.resolver
+                        .handle_datagram(from, &buf[..n], Instant::now()),
+                );
             }
             done.extend(self.resolver.handle_timeout(Instant::now()));
         }
@@ -65,7 +73,10 @@ impl Driver {
     }
 
     fn lookup(&mut self, host: &str, purpose: Purpose, family: FamilyWanted) -> Resolution {
-        match self.resolver.resolve(host.as_bytes(), purpose, family, Instant::now()) {
+        match self
+            .resolver
+            .resolve(host.as_bytes(), purpose, family, Instant::now())
+        {
             Ok(Lookup::Ready(r)) => r,
             Ok(Lookup::Pending(h)) => {
                 let done = self.run(&[h], Duration::from_secs(10));
@@ -90,19 +101,35 @@ fn config_for(ub: &Unbound) -> ResolverConfig {
 fn answers_from_unbound() {
     let ub = Unbound::start_default();
     let mut d = Driver::new(config_for(&ub));
-    assert!(d.resolver.config().randomize_case, "0x20 on by default: unbound echoes case");
+    assert!(
+        d.resolver.config().randomize_case,
+        "0x20 on by default: unbound echoes case"
+    );
 
     let r = d.lookup("Relay.FORS.test", Purpose::Connect, FamilyWanted::Both);
-    assert_eq!(r.ipv4, Answer::Found { value: Ipv4Addr::LOCALHOST, ttl: 600 });
+    assert_eq!(
+        r.ipv4,
+        Answer::Found {
+            value: Ipv4Addr::LOCALHOST,
+            ttl: 600
+        }
+    );
     assert_eq!(
         r.ipv6,
-        Answer::Found { value: "2001:db8::1".parse::<Ipv6Addr>().unwrap(), ttl: 600 }
+        Answer::Found {
+            value: "2001:db8::1".parse::<Ipv6Addr>().unwrap(),
+            ttl: 600
+        }
     );
 
     // CNAME chains, two links deep.
     for name in ["alias.fors.test", "alias2.fors.test"] {
         let r = d.lookup(name, Purpose::Connect, FamilyWanted::Ipv4);
-        assert_eq!(r.ipv4.found().map(|(a, _)| *a), Some(Ipv4Addr::LOCALHOST), "{name}");
+        assert_eq!(
+            r.ipv4.found().map(|(a, _)| *a),
+            Some(Ipv4Addr::LOCALHOST),
+            "{name}"
+        );
     }
 
     // One family present, the other NODATA (permanent).
@@ -114,7 +141,11 @@ fn answers_from_unbound() {
     }
 
     // PTR through RESOLVE.
-    let r = d.lookup("10.2.0.192.in-addr.arpa", Purpose::Resolve, FamilyWanted::Ipv4);
+    let r = d.lookup(
+        "10.2.0.192.in-addr.arpa",
+        Purpose::Resolve,
+        FamilyWanted::Ipv4,
+    );
     let (host, _) = r.hostname.found().expect("PTR answer");
     assert_eq!(host.as_bytes(), b"host.fors.test");
 
@@ -133,7 +164,10 @@ fn answers_from_unbound() {
     assert_eq!(d.resolver.metrics().queries_sent, sent_before);
 
     let m = d.resolver.metrics();
-    assert_eq!(m.ignored_question_mismatch + m.ignored_malformed + m.ignored_wrong_source, 0);
+    assert_eq!(
+        m.ignored_question_mismatch + m.ignored_malformed + m.ignored_wrong_source,
+        0
+    );
     assert_eq!(m.retransmits, 0);
     assert_eq!(ub.stop_and_count_recursions(), 0);
 }
@@ -155,11 +189,19 @@ fn errors_from_unbound() {
     // A name outside the test zones: REFUSED at once, transient, and not cached.
     let start = Instant::now();
     let r = d.lookup("www.example.com", Purpose::Connect, FamilyWanted::Ipv4);
-    assert!(start.elapsed() < Duration::from_millis(400), "refusal must come without retries");
+    assert!(
+        start.elapsed() < Duration::from_millis(400),
+        "refusal must come without retries"
+    );
     let f = r.failure().unwrap();
     assert_eq!(f.cause, FailureCause::ServerFailure { rcode: 5 });
     assert_eq!(f.resolved_type(), 0xF0);
-    match d.resolver.resolve(b"www.example.com", Purpose::Connect, FamilyWanted::Ipv4, Instant::now()) {
+    match d.resolver.resolve(
+        b"www.example.com",
+        Purpose::Connect,
+        FamilyWanted::Ipv4,
+        Instant::now(),
+    ) {
         Ok(Lookup::Pending(h)) => {
             d.run(&[h], Duration::from_secs(5));
         }
@@ -174,8 +216,16 @@ fn concurrent_streams_share_queries() {
     let mut d = Driver::new(config_for(&ub));
     let now = Instant::now();
     let mut handles = Vec::new();
-    for host in ["relay.fors.test", "RELAY.fors.test", "relay.fors.test.", "v4only.fors.test"] {
-        match d.resolver.resolve(host.as_bytes(), Purpose::Connect, FamilyWanted::Ipv4, now) {
+    for host in [
+        "relay.fors.test",
+        "RELAY.fors.test",
+        "relay.fors.test.",
+        "v4only.fors.test",
+    ] {
+        match d
+            .resolver
+            .resolve(host.as_bytes(), Purpose::Connect, FamilyWanted::Ipv4, now)
+        {
             Ok(Lookup::Pending(h)) => handles.push(h),
             other => panic!("{other:?}"),
         }
@@ -204,7 +254,10 @@ fn silent_nameserver_times_out_transiently() {
     let took = start.elapsed();
     let f = r.failure().unwrap();
     assert_eq!((f.cause, f.resolved_type()), (FailureCause::Timeout, 0xF0));
-    assert!(took >= Duration::from_millis(450), "three tries of 150 ms, took {took:?}");
+    assert!(
+        took >= Duration::from_millis(450),
+        "three tries of 150 ms, took {took:?}"
+    );
     let m = d.resolver.metrics();
     assert_eq!((m.queries_sent, m.retransmits, m.timeouts), (3, 2, 1));
 

@@ -64,4 +64,3 @@ fn list_fingerprint(args: &[String]) -> Result<String, FingerprintError> {
         Which::Ed25519 => format!("{nickname} {}\n", keys.ed25519_identity().to_base64()),
     })
 }
-

@@ -106,8 +106,10 @@ impl Unbound {
     /// Polls with a SOA query for fors.test until unbound answers or it exits.
     fn wait_ready(&mut self, limit: Duration) -> bool {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind probe socket");
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        let query = b"\xfe\xed\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04fors\x04test\x00\x00\x06\x00\x01";
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let query =
+            b"\xfe\xed\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04fors\x04test\x00\x00\x06\x00\x01";
         let start = Instant::now();
         let mut buf = [0u8; 512];
         while start.elapsed() < limit {

@@ -12,7 +12,10 @@ pub enum Answer<T> {
     NotRequested,
     /// `ttl` is the resolver's TTL (what is left of it on a cache hit), capped at the cache's
     /// maximum age. Bucket and fuzz it with [`super::clip_dns_fuzzy_ttl`] before sending.
-    Found { value: T, ttl: u32 },
+    Found {
+        value: T,
+        ttl: u32,
+    },
     Failed(DnsFailure),
 }
 
@@ -133,6 +136,8 @@ fn failure_of<T>(a: &Answer<T>) -> Option<DnsFailure> {
 }
 
 /// One record type's answer, untyped, as the resolver and cache keep it.
+// Names are held inline on purpose: no allocation per answer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Value {
     Addr(IpAddr),

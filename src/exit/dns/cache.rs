@@ -57,7 +57,12 @@ impl Cache {
     }
 
     /// A fresh answer for `family`, its TTL reduced to what is left of it.
-    pub(crate) fn get(&mut self, name: &DnsName, family: Family, now: Instant) -> Option<Answer<Value>> {
+    pub(crate) fn get(
+        &mut self,
+        name: &DnsName,
+        family: Family,
+        now: Instant,
+    ) -> Option<Answer<Value>> {
         let &i = self.index.get(name)?;
         let entry = &mut self.entries[i as usize];
         let slot = entry.slots[family as usize]?;
@@ -210,7 +215,13 @@ mod tests {
     fn expired_entries_go_first() {
         let t0 = Instant::now();
         let mut c = Cache::new(2);
-        c.put(&name("short"), Family::V4, addr(1), Duration::from_secs(1), t0);
+        c.put(
+            &name("short"),
+            Family::V4,
+            addr(1),
+            Duration::from_secs(1),
+            t0,
+        );
         c.put(&name("long"), Family::V4, addr(2), MIN, t0);
         let t1 = t0 + Duration::from_secs(2);
         c.put(&name("new"), Family::V4, addr(3), MIN, t1);

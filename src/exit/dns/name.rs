@@ -259,7 +259,10 @@ pub fn ptr_name_for(addr: IpAddr) -> DnsName {
             push(b"ip6.arpa");
         }
     }
-    DnsName { len: len as u8, buf }
+    DnsName {
+        len: len as u8,
+        buf,
+    }
 }
 
 /// C tor's `tor_addr_is_internal(addr, 0)`: private, loopback, link-local, shared (RFC 6598),
@@ -322,7 +325,10 @@ mod tests {
             HostRequest::Forward(n) => assert_eq!(n.as_bytes(), b"www.example.com"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(fwd("_srv.ex-ample.org"), Ok(HostRequest::Forward(_))));
+        assert!(matches!(
+            fwd("_srv.ex-ample.org"),
+            Ok(HostRequest::Forward(_))
+        ));
     }
 
     #[test]
@@ -338,7 +344,11 @@ mod tests {
         let long = ["a".repeat(63).as_str(); 4].join(".");
         assert_eq!(long.len(), 255);
         assert_eq!(fwd(&long), Err(NameError::TooLong));
-        let fits = format!("{}.{}", ["a".repeat(63).as_str(); 3].join("."), "a".repeat(61));
+        let fits = format!(
+            "{}.{}",
+            ["a".repeat(63).as_str(); 3].join("."),
+            "a".repeat(61)
+        );
         assert_eq!(fits.len(), 253);
         assert!(matches!(fwd(&fits), Ok(HostRequest::Forward(_))));
         // The non-RFC-953 switch lifts only the character check.
@@ -346,7 +356,10 @@ mod tests {
             classify_host(b"a b.com", false, true),
             Ok(HostRequest::Forward(_))
         ));
-        assert_eq!(classify_host(b"a\0b", false, true), Err(NameError::BadCharacter));
+        assert_eq!(
+            classify_host(b"a\0b", false, true),
+            Err(NameError::BadCharacter)
+        );
     }
 
     #[test]
@@ -377,7 +390,11 @@ mod tests {
             classify_host(b"1.0.0.127.in-addr.arpa", true, false),
             Err(NameError::InternalAddress)
         );
-        for bad in ["3.2.1.in-addr.arpa", "x.3.2.1.in-addr.arpa", "in-addr.arpa.in-addr.arpa"] {
+        for bad in [
+            "3.2.1.in-addr.arpa",
+            "x.3.2.1.in-addr.arpa",
+            "in-addr.arpa.in-addr.arpa",
+        ] {
             assert_eq!(
                 classify_host(bad.as_bytes(), true, false),
                 Err(NameError::MalformedReverse),
@@ -412,14 +429,33 @@ mod tests {
     #[test]
     fn internal_addresses_match_c() {
         for a in [
-            "10.1.2.3", "0.1.2.3", "127.0.0.1", "100.64.0.1", "100.127.255.255", "169.254.1.1",
-            "172.16.0.1", "172.31.255.255", "192.168.0.1", "::", "::1", "fc00::1", "fdff::1",
-            "fe80::1", "febf::1", "fec0::1", "::ffff:10.0.0.1",
+            "10.1.2.3",
+            "0.1.2.3",
+            "127.0.0.1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "169.254.1.1",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.0.1",
+            "::",
+            "::1",
+            "fc00::1",
+            "fdff::1",
+            "fe80::1",
+            "febf::1",
+            "fec0::1",
+            "::ffff:10.0.0.1",
         ] {
             assert!(is_internal(a.parse().unwrap()), "{a}");
         }
         for a in [
-            "1.1.1.1", "100.128.0.1", "172.32.0.1", "192.0.2.1", "2001:db8::1", "::2",
+            "1.1.1.1",
+            "100.128.0.1",
+            "172.32.0.1",
+            "192.0.2.1",
+            "2001:db8::1",
+            "::2",
             "::ffff:8.8.8.8",
         ] {
             assert!(!is_internal(a.parse().unwrap()), "{a}");

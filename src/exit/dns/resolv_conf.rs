@@ -87,13 +87,14 @@ impl ResolvConf {
             };
             match keyword {
                 "nameserver" => {
-                    let text = words.next().ok_or(ResolvConfError::MissingAddress { line })?;
-                    let addr = parse_nameserver(text).ok_or_else(|| {
-                        ResolvConfError::BadAddress {
+                    let text = words
+                        .next()
+                        .ok_or(ResolvConfError::MissingAddress { line })?;
+                    let addr =
+                        parse_nameserver(text).ok_or_else(|| ResolvConfError::BadAddress {
                             line,
                             text: text.to_owned(),
-                        }
-                    })?;
+                        })?;
                     if conf.nameservers.len() < MAX_NAMESERVERS {
                         conf.nameservers.push(addr);
                     } else {
@@ -195,7 +196,10 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let e = ResolvConf::parse("nameserver 127.0.0.1\nnameserver dns.example\n").unwrap_err();
-        assert!(matches!(e, ResolvConfError::BadAddress { line: 2, .. }), "{e}");
+        assert!(
+            matches!(e, ResolvConfError::BadAddress { line: 2, .. }),
+            "{e}"
+        );
         assert!(e.to_string().contains("line 2"));
         let e = ResolvConf::parse("\n\nnameserver\n").unwrap_err();
         assert!(matches!(e, ResolvConfError::MissingAddress { line: 3 }));
@@ -217,7 +221,9 @@ mod tests {
 
     #[test]
     fn extra_nameservers_are_noted() {
-        let text: String = (1..=10).map(|i| format!("nameserver 127.0.0.{i}\n")).collect();
+        let text: String = (1..=10)
+            .map(|i| format!("nameserver 127.0.0.{i}\n"))
+            .collect();
         let conf = ResolvConf::parse(&text).unwrap();
         assert_eq!(conf.nameservers.len(), MAX_NAMESERVERS);
         assert_eq!(conf.notes.len(), 2);

@@ -122,6 +122,8 @@ impl QueryHandle {
 }
 
 /// What [`Resolver::resolve`] gives back.
+// Names are held inline on purpose: no allocation per answer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup {
     /// Answered from a literal address or the cache.
@@ -472,7 +474,11 @@ impl<R: RngCore> Resolver<R> {
             return;
         };
         let from = canonical(from);
-        let ns = self.config.nameservers.iter().position(|&a| canonical(a) == from);
+        let ns = self
+            .config
+            .nameservers
+            .iter()
+            .position(|&a| canonical(a) == from);
         let p = &self.slots[slot as usize];
         let sub = &p.subs[fam as usize];
         match ns {
@@ -546,8 +552,7 @@ impl<R: RngCore> Resolver<R> {
             }
             for fam in Family::ALL {
                 let sub = &self.slots[slot as usize].subs[fam as usize];
-                if !matches!(sub.state, SubState::Queued | SubState::InFlight)
-                    || sub.deadline > now
+                if !matches!(sub.state, SubState::Queued | SubState::InFlight) || sub.deadline > now
                 {
                     continue;
                 }
@@ -636,7 +641,14 @@ impl<R: RngCore> Resolver<R> {
 
     /// Records the answer for one record type and completes every waiter that has all it
     /// asked for.
-    fn finish(&mut self, slot: u32, fam: Family, answer: Answer<Value>, lifetime: u32, now: Instant) {
+    fn finish(
+        &mut self,
+        slot: u32,
+        fam: Family,
+        answer: Answer<Value>,
+        lifetime: u32,
+        now: Instant,
+    ) {
         let p = &mut self.slots[slot as usize];
         let sub = &mut p.subs[fam as usize];
         if matches!(sub.state, SubState::Queued | SubState::InFlight) {
@@ -651,8 +663,13 @@ impl<R: RngCore> Resolver<R> {
         }
         p.results.set(fam, answer);
         let name = p.name;
-        self.cache
-            .put(&name, fam, answer, Duration::from_secs(lifetime.into()), now);
+        self.cache.put(
+            &name,
+            fam,
+            answer,
+            Duration::from_secs(lifetime.into()),
+            now,
+        );
 
         let p = &mut self.slots[slot as usize];
         let mut i = 0;

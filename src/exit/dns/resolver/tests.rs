@@ -121,7 +121,12 @@ fn literal_and_refused_names() {
     assert_eq!(e, Refusal::Name(NameError::BadCharacter));
     assert_eq!(e.resolved_type(), 0xF1);
     let e = r
-        .resolve(b"7.100.51.198.in-addr.arpa", Purpose::Connect, FamilyWanted::Ipv4, t0)
+        .resolve(
+            b"7.100.51.198.in-addr.arpa",
+            Purpose::Connect,
+            FamilyWanted::Ipv4,
+            t0,
+        )
         .unwrap_err();
     assert_eq!(e, Refusal::Name(NameError::ReverseNotAllowed));
     assert!(drain_tx(&mut r).is_empty());
@@ -140,31 +145,73 @@ fn both_families_then_cache_hit() {
     let aaaa = sent.iter().find(|s| s.qtype() == 28).unwrap();
     assert_ne!(a.bytes[0..2], aaaa.bytes[0..2], "ids differ");
 
-    assert!(feed(&mut r, NS0, &a.a(600, V4), t0).is_empty(), "AAAA still pending");
+    assert!(
+        feed(&mut r, NS0, &a.a(600, V4), t0).is_empty(),
+        "AAAA still pending"
+    );
     let v6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 10);
     let done = feed(&mut r, NS0, &aaaa.reply(0, &[(28, 120, &v6.octets())]), t0);
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].handle, h);
     let res = done[0].resolution;
-    assert_eq!(res.ipv4, Answer::Found { value: Ipv4Addr::from(V4), ttl: 600 });
-    assert_eq!(res.ipv6, Answer::Found { value: v6, ttl: 120 });
+    assert_eq!(
+        res.ipv4,
+        Answer::Found {
+            value: Ipv4Addr::from(V4),
+            ttl: 600
+        }
+    );
+    assert_eq!(
+        res.ipv6,
+        Answer::Found {
+            value: v6,
+            ttl: 120
+        }
+    );
     assert_eq!(r.next_timeout(), None);
     assert_eq!(r.metrics().inflight, 0);
 
     // Within the TTL: answered from cache, with what is left of it.
     let later = t0 + Duration::from_secs(100);
-    let res = ready(r.resolve(b"relay.fors.test.", Purpose::Connect, FamilyWanted::Both, later));
-    assert_eq!(res.ipv4, Answer::Found { value: Ipv4Addr::from(V4), ttl: 500 });
+    let res = ready(r.resolve(
+        b"relay.fors.test.",
+        Purpose::Connect,
+        FamilyWanted::Both,
+        later,
+    ));
+    assert_eq!(
+        res.ipv4,
+        Answer::Found {
+            value: Ipv4Addr::from(V4),
+            ttl: 500
+        }
+    );
     assert_eq!(res.ipv6, Answer::Found { value: v6, ttl: 20 });
     // After the AAAA expired only AAAA is asked again.
     let later = t0 + Duration::from_secs(200);
-    let h2 = pending(r.resolve(b"relay.fors.test", Purpose::Connect, FamilyWanted::Both, later));
+    let h2 = pending(r.resolve(
+        b"relay.fors.test",
+        Purpose::Connect,
+        FamilyWanted::Both,
+        later,
+    ));
     let sent = drain_tx(&mut r);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].qtype(), 28);
-    let done = feed(&mut r, NS0, &sent[0].reply(0, &[(28, 50, &v6.octets())]), later);
+    let done = feed(
+        &mut r,
+        NS0,
+        &sent[0].reply(0, &[(28, 50, &v6.octets())]),
+        later,
+    );
     assert_eq!(done[0].handle, h2);
-    assert_eq!(done[0].resolution.ipv4, Answer::Found { value: Ipv4Addr::from(V4), ttl: 400 });
+    assert_eq!(
+        done[0].resolution.ipv4,
+        Answer::Found {
+            value: Ipv4Addr::from(V4),
+            ttl: 400
+        }
+    );
     let m = r.metrics();
     assert_eq!((m.cache_hits, m.cache_misses, m.queries_sent), (1, 2, 3));
 }
@@ -185,7 +232,9 @@ fn concurrent_lookups_share_one_query() {
     let handles: Vec<_> = done.iter().map(|c| c.handle).collect();
     assert_eq!(handles.len(), 2);
     assert!(handles.contains(&h1) && handles.contains(&h2));
-    assert!(done.iter().all(|c| c.resolution.ipv6 == Answer::NotRequested));
+    assert!(done
+        .iter()
+        .all(|c| c.resolution.ipv6 == Answer::NotRequested));
     // NODATA for AAAA completes the third with the A answer and a permanent AAAA failure.
     let done = feed(&mut r, NS0, &aaaa.reply(0, &[]), t0);
     assert_eq!(done.len(), 1);
@@ -193,7 +242,9 @@ fn concurrent_lookups_share_one_query() {
     assert!(done[0].resolution.ipv4.found().is_some());
     assert_eq!(
         done[0].resolution.ipv6,
-        Answer::Failed(DnsFailure { cause: FailureCause::NoData })
+        Answer::Failed(DnsFailure {
+            cause: FailureCause::NoData
+        })
     );
     assert_eq!(done[0].resolution.failure(), None, "one family found");
     assert_eq!(r.metrics().coalesced, 2);
@@ -207,18 +258,28 @@ fn bounds_refuse_and_count() {
     let (mut r, t0) = resolver(c);
     pending(r.resolve(b"a.test", Purpose::Connect, FamilyWanted::Ipv4, t0));
     pending(r.resolve(b"a.test", Purpose::Connect, FamilyWanted::Ipv4, t0));
-    let e = r.resolve(b"a.test", Purpose::Connect, FamilyWanted::Ipv4, t0).unwrap_err();
+    let e = r
+        .resolve(b"a.test", Purpose::Connect, FamilyWanted::Ipv4, t0)
+        .unwrap_err();
     assert_eq!(e, Refusal::TooManyWaiters);
     assert_eq!(e.resolved_type(), 0xF0);
     pending(r.resolve(b"b.test", Purpose::Connect, FamilyWanted::Ipv4, t0));
-    let e = r.resolve(b"c.test", Purpose::Connect, FamilyWanted::Ipv4, t0).unwrap_err();
+    let e = r
+        .resolve(b"c.test", Purpose::Connect, FamilyWanted::Ipv4, t0)
+        .unwrap_err();
     assert_eq!(e, Refusal::TooManyInFlight);
     let m = r.metrics();
-    assert_eq!((m.refused_waiters_full, m.refused_inflight_full, m.inflight), (1, 1, 2));
+    assert_eq!(
+        (m.refused_waiters_full, m.refused_inflight_full, m.inflight),
+        (1, 1, 2)
+    );
 
     // Once a.test is answered its slot is free again.
     let sent = drain_tx(&mut r);
-    let a = sent.iter().find(|s| s.bytes[13] == b'a' || s.bytes[13] == b'A').unwrap();
+    let a = sent
+        .iter()
+        .find(|s| s.bytes[13] == b'a' || s.bytes[13] == b'A')
+        .unwrap();
     assert_eq!(feed(&mut r, NS0, &a.a(60, V4), t0).len(), 2);
     pending(r.resolve(b"c.test", Purpose::Connect, FamilyWanted::Ipv4, t0));
 }
@@ -238,7 +299,10 @@ fn retries_rotate_nameservers_then_time_out() {
         destinations.push(sent[0].to);
         assert_eq!(r.next_timeout(), Some(now + Duration::from_millis(500)));
         // Nothing happens before the deadline.
-        assert_eq!(r.handle_timeout(now + Duration::from_millis(499)).count(), 0);
+        assert_eq!(
+            r.handle_timeout(now + Duration::from_millis(499)).count(),
+            0
+        );
         assert!(drain_tx(&mut r).is_empty());
         now += Duration::from_millis(500);
         let done: Vec<_> = r.handle_timeout(now).collect();
@@ -329,9 +393,19 @@ fn nxdomain_is_permanent_and_negatively_cached() {
     assert_eq!(f.cause, FailureCause::NxDomain);
     assert_eq!(f.resolved_type(), 0xF1);
 
-    let res = ready(r.resolve(b"nx.test", Purpose::Connect, FamilyWanted::Ipv4, t0 + Duration::from_secs(29)));
+    let res = ready(r.resolve(
+        b"nx.test",
+        Purpose::Connect,
+        FamilyWanted::Ipv4,
+        t0 + Duration::from_secs(29),
+    ));
     assert_eq!(res.failure().unwrap().cause, FailureCause::NxDomain);
-    pending(r.resolve(b"nx.test", Purpose::Connect, FamilyWanted::Ipv4, t0 + Duration::from_secs(30)));
+    pending(r.resolve(
+        b"nx.test",
+        Purpose::Connect,
+        FamilyWanted::Ipv4,
+        t0 + Duration::from_secs(30),
+    ));
     assert_eq!(r.metrics().failures_permanent, 1);
 }
 
@@ -397,7 +471,12 @@ fn cancelled_waiters_get_nothing_but_the_answer_is_cached() {
 #[test]
 fn ptr_lookup_via_resolve() {
     let (mut r, t0) = resolver(config(&[NS0]));
-    let h = pending(r.resolve(b"10.2.0.192.in-addr.arpa", Purpose::Resolve, FamilyWanted::Both, t0));
+    let h = pending(r.resolve(
+        b"10.2.0.192.in-addr.arpa",
+        Purpose::Resolve,
+        FamilyWanted::Both,
+        t0,
+    ));
     let q = drain_tx(&mut r).remove(0);
     assert_eq!(q.qtype(), 12);
     let target = b"\x04host\x04fors\x04test\x00";
@@ -411,7 +490,9 @@ fn ptr_lookup_via_resolve() {
 #[test]
 fn no_nameservers_is_a_transient_refusal() {
     let (mut r, t0) = resolver(config(&[]));
-    let e = r.resolve(b"a.test", Purpose::Connect, FamilyWanted::Ipv4, t0).unwrap_err();
+    let e = r
+        .resolve(b"a.test", Purpose::Connect, FamilyWanted::Ipv4, t0)
+        .unwrap_err();
     assert_eq!(e, Refusal::NoNameservers);
     assert!(e.is_transient());
 }
@@ -424,7 +505,12 @@ fn many_names_stay_within_bounds() {
         let mut handles = Vec::new();
         for i in 0..8 {
             let name = format!("n{round}-{i}.test");
-            handles.push(pending(r.resolve(name.as_bytes(), Purpose::Connect, FamilyWanted::Ipv4, t0)));
+            handles.push(pending(r.resolve(
+                name.as_bytes(),
+                Purpose::Connect,
+                FamilyWanted::Ipv4,
+                t0,
+            )));
         }
         let sent = drain_tx(&mut r);
         assert_eq!(sent.len(), 8);

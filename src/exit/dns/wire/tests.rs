@@ -10,7 +10,16 @@ fn rng() -> StdRng {
 
 fn query(name: &str, qtype: QueryType, case: bool) -> QueryBuf {
     let mut q = QueryBuf::default();
-    build_query(&mut q, 0x1234, name.as_bytes(), qtype, Some(1232), case, &mut rng()).unwrap();
+    build_query(
+        &mut q,
+        0x1234,
+        name.as_bytes(),
+        qtype,
+        Some(1232),
+        case,
+        &mut rng(),
+    )
+    .unwrap();
     q
 }
 
@@ -38,7 +47,8 @@ impl Msg {
         self.bytes.extend_from_slice(&rtype.to_be_bytes());
         self.bytes.extend_from_slice(&CLASS_IN.to_be_bytes());
         self.bytes.extend_from_slice(&ttl.to_be_bytes());
-        self.bytes.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        self.bytes
+            .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
         self.bytes.extend_from_slice(rdata);
         self
     }
@@ -92,11 +102,18 @@ fn randomized_case_keeps_letters_and_needs_exact_echo() {
     let q = query(name, QueryType::A, true);
     let sent = q.qname_wire();
     assert!(sent.eq_ignore_ascii_case(&wire(name)));
-    assert_ne!(sent, wire(name).as_slice(), "26+ letters all lower-case: RNG not used");
+    assert_ne!(
+        sent,
+        wire(name).as_slice(),
+        "26+ letters all lower-case: RNG not used"
+    );
 
     let ok = Msg::answer_to(&q, 0, 1, 0).rr(&QPTR, TYPE_A, 60, &[192, 0, 2, 1]);
     let exact = Expected::for_query(&q, QueryType::A, true);
-    assert!(matches!(parse_response(&ok.bytes, &exact), Ok(Outcome::Address { .. })));
+    assert!(matches!(
+        parse_response(&ok.bytes, &exact),
+        Ok(Outcome::Address { .. })
+    ));
 
     // A resolver that lower-cases the echo fails the 0x20 check, but passes without it.
     let mut lowered = ok.bytes.clone();
@@ -219,16 +236,24 @@ fn nxdomain_and_nodata_carry_the_soa_negative_ttl() {
 #[test]
 fn server_failures_and_truncation() {
     let q = query("x.test", QueryType::A, false);
-    for rcode in [RCODE_SERVFAIL, RCODE_REFUSED, RCODE_NOTIMP, RCODE_FORMERR, 9] {
+    for rcode in [
+        RCODE_SERVFAIL,
+        RCODE_REFUSED,
+        RCODE_NOTIMP,
+        RCODE_FORMERR,
+        9,
+    ] {
         let m = Msg::answer_to(&q, rcode, 0, 0);
         assert_eq!(
             parse(&m.bytes, &q, QueryType::A),
             Ok(Outcome::ServerFailure { rcode })
         );
     }
-    let mut m = Msg::answer_to(&q, 0, 1, 0).rr(&QPTR, TYPE_A, 1, &[1, 2, 3, 4]).bytes;
+    let mut m = Msg::answer_to(&q, 0, 1, 0)
+        .rr(&QPTR, TYPE_A, 1, &[1, 2, 3, 4])
+        .bytes;
     m[2] |= 0x02; // TC
-    // Truncated wins even though an answer is present, and even if the tail is cut off.
+                  // Truncated wins even though an answer is present, and even if the tail is cut off.
     assert_eq!(parse(&m, &q, QueryType::A), Ok(Outcome::Truncated));
     let cut = &m[..m.len() - 3];
     assert_eq!(parse(cut, &q, QueryType::A), Ok(Outcome::Truncated));
@@ -256,7 +281,9 @@ fn ptr_answer() {
 #[test]
 fn rejects_wrong_id_question_and_flags() {
     let q = query("a.test", QueryType::A, false);
-    let good = Msg::answer_to(&q, 0, 1, 0).rr(&QPTR, TYPE_A, 1, &[1, 2, 3, 4]).bytes;
+    let good = Msg::answer_to(&q, 0, 1, 0)
+        .rr(&QPTR, TYPE_A, 1, &[1, 2, 3, 4])
+        .bytes;
     assert!(parse(&good, &q, QueryType::A).is_ok());
 
     let mut m = good.clone();
@@ -275,7 +302,10 @@ fn rejects_wrong_id_question_and_flags() {
     // Different name of the same length.
     let mut m = good.clone();
     m[13] = b'b';
-    assert_eq!(parse(&m, &q, QueryType::A), Err(ParseError::QuestionMismatch));
+    assert_eq!(
+        parse(&m, &q, QueryType::A),
+        Err(ParseError::QuestionMismatch)
+    );
     // Case differs: fine without 0x20.
     let mut m = good.clone();
     m[13] = b'A';
@@ -283,7 +313,10 @@ fn rejects_wrong_id_question_and_flags() {
     // QDCOUNT 0.
     let mut m = good.clone();
     m[5] = 0;
-    assert_eq!(parse(&m, &q, QueryType::A), Err(ParseError::QuestionMismatch));
+    assert_eq!(
+        parse(&m, &q, QueryType::A),
+        Err(ParseError::QuestionMismatch)
+    );
 }
 
 #[test]
@@ -335,7 +368,10 @@ fn compression_pointer_loops_and_forward_pointers() {
     let mut m = base.clone();
     m.extend_from_slice(&[0xc0, 0x00]);
     m.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4]);
-    assert!(!matches!(parse(&m, &q, QueryType::A), Ok(Outcome::Address { .. })));
+    assert!(!matches!(
+        parse(&m, &q, QueryType::A),
+        Ok(Outcome::Address { .. })
+    ));
 
     // Reserved label types 0x40 / 0x80.
     let mut m = base.clone();
@@ -368,9 +404,14 @@ fn pointer_chain_is_bounded() {
 fn wrong_rdata_length_is_an_error() {
     let q = query("a.test", QueryType::A, false);
     let m = Msg::answer_to(&q, 0, 1, 0).rr(&QPTR, TYPE_A, 60, &[1, 2, 3]);
-    assert_eq!(parse(&m.bytes, &q, QueryType::A), Err(ParseError::BadRecordData));
+    assert_eq!(
+        parse(&m.bytes, &q, QueryType::A),
+        Err(ParseError::BadRecordData)
+    );
     // A record whose RDLENGTH runs past the end.
-    let mut m = Msg::answer_to(&q, 0, 1, 0).rr(&QPTR, TYPE_A, 60, &[1, 2, 3, 4]).bytes;
+    let mut m = Msg::answer_to(&q, 0, 1, 0)
+        .rr(&QPTR, TYPE_A, 60, &[1, 2, 3, 4])
+        .bytes;
     let n = m.len();
     m[n - 5] = 200;
     assert_eq!(parse(&m, &q, QueryType::A), Err(ParseError::Truncated));
