@@ -11,6 +11,12 @@
 //! * [`ttl`]: TTL bucketing and fuzz for cells sent to clients.
 //! * [`cache`]: bounded answer cache.
 //! * [`resolver`]: the state machine.
+//!
+//! Not done (C tor has them): NXDOMAIN-hijack detection (`ServerDNSDetectHijacking`), TCP
+//! retry of truncated answers (we report them as transient failures, as C does), and
+//! re-reading resolv.conf when it changes. Choosing between IPv4 and IPv6 answers by exit
+//! policy and BEGIN flags, and refusing to resolve at all on a non-exit, belong to the stream
+//! layer.
 
 mod answer;
 pub mod cache;
