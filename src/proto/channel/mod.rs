@@ -1,0 +1,29 @@
+//! The Tor link channel: TLS plus the link handshake, then a cell pipe (tor-spec
+//! §"Negotiating and initializing channels", §"Cell packet format").
+//!
+//! Sans-IO: a [`Channel`] takes received bytes, `now` and an RNG, and gives back bytes to
+//! send, cells and [`ChannelEvent`]s. Layout:
+//! * [`context`]: [`LinkContext`], shared by every channel of a shard;
+//! * [`tls`]: rustls configurations, the certificate verifier, SNI;
+//! * [`handshake`] / [`certs`] / [`auth`]: VERSIONS, CERTS checks, AUTH0003;
+//! * [`state`]: the [`Channel`] itself and the open-channel cell path;
+//! * [`output`]: the bounded [`CellQueue`]; [`circid`]: the circuit-ID high-bit rule.
+
+pub mod auth;
+pub mod certs;
+pub mod circid;
+pub mod context;
+pub mod error;
+mod handshake;
+pub mod output;
+pub mod state;
+pub mod tls;
+
+pub use circid::{CircIdAllocator, CircIdViolation};
+pub use context::{ChannelConfig, LinkContext, LinkContextError};
+pub use error::{AuthError, CertsError, ChannelError};
+pub use output::CellQueue;
+pub use state::{
+    Channel, ChannelEvent, ChannelSink, ChannelStats, ExpectedPeer, OpenInfo, PeerIdentity,
+    LINK_VERSIONS,
+};
