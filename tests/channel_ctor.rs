@@ -60,10 +60,8 @@ impl Tor {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "fors-ctor-{name}-{}-{nanos}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("fors-ctor-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let torrc = format!(
             "DataDirectory {data}\n\
@@ -139,7 +137,11 @@ fn drive(
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     while !done(sink) {
-        assert!(Instant::now() < deadline, "timed out; events {:?}", sink.events);
+        assert!(
+            Instant::now() < deadline,
+            "timed out; events {:?}",
+            sink.events
+        );
         let out = ch.pending_output().to_vec();
         if !out.is_empty() {
             sock.write_all(&out).unwrap();
@@ -207,10 +209,7 @@ fn fors_initiator_authenticates_to_c_tor_relay_and_creates_fast_circuit() {
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut ch = Channel::new_initiator(
         ctx,
-        ExpectedPeer {
-            rsa,
-            ed: Some(ed),
-        },
+        ExpectedPeer { rsa, ed: Some(ed) },
         local,
         now(),
         &mut rng,
@@ -261,9 +260,9 @@ fn fors_initiator_authenticates_to_c_tor_relay_and_creates_fast_circuit() {
     let our_rsa = format!("RSA_ID={}", me.rsa_id().to_hex());
     let log = wait_for("C tor's verdict in its log", 20, || {
         let log = tor.log("debug.log");
-        let good = log
-            .lines()
-            .any(|l| l.contains("AUTHENTICATE") && l.contains("Looks good") && l.contains(&our_rsa));
+        let good = log.lines().any(|l| {
+            l.contains("AUTHENTICATE") && l.contains("Looks good") && l.contains(&our_rsa)
+        });
         (good && log.contains("Got good NETINFO cell")).then_some(log)
     });
     for complaint in [

@@ -17,7 +17,12 @@ use std::sync::Arc;
 fn handshake_opens_both_sides_with_proven_identities() {
     let (a, b) = (relay_a(), relay_b());
     let (init, si, resp, sr) = open_pair(a, b);
-    assert!(init.is_open() && resp.is_open(), "{:?} {:?}", si.events, sr.events);
+    assert!(
+        init.is_open() && resp.is_open(),
+        "{:?} {:?}",
+        si.events,
+        sr.events
+    );
     let oi = si.opened().unwrap();
     let or = sr.opened().unwrap();
     assert_eq!(
@@ -87,8 +92,10 @@ fn cells_flow_both_ways_in_large_batches() {
     resp.send_cell(CircId(5), ChanCmd::PADDING, &body).unwrap();
     resp.send_cell(CircId(5), ChanCmd(77), &body).unwrap();
     body[..6].copy_from_slice(&[0, 2, 0, 100, 0, 200]);
-    resp.send_cell(CircId(0), ChanCmd::PADDING_NEGOTIATE, &body).unwrap();
-    resp.send_cell(CircId(5), ChanCmd::DESTROY, &[1; 509]).unwrap();
+    resp.send_cell(CircId(0), ChanCmd::PADDING_NEGOTIATE, &body)
+        .unwrap();
+    resp.send_cell(CircId(5), ChanCmd::DESTROY, &[1; 509])
+        .unwrap();
     let before = si.cells.len();
     pump(&mut init, &mut si, &mut resp, &mut sr);
     let got: Vec<_> = si.cells[before..].iter().map(|c| c.1).collect();

@@ -15,7 +15,7 @@ use fors::keys::link::{LinkCertInputs, LinkCertPolicy, LinkCerts};
 use fors::keys::rsa as tor_rsa;
 use fors::keys::Ed25519Keypair;
 use fors::proto::channel::{
-    Channel, ChannelConfig, ChannelEvent, ChannelSink, CellQueue, LinkContext,
+    CellQueue, Channel, ChannelConfig, ChannelEvent, ChannelSink, LinkContext,
 };
 use rsa::RsaPrivateKey;
 
@@ -181,10 +181,7 @@ pub fn pump(a: &mut Channel, sa: &mut Collect, b: &mut Channel, sb: &mut Collect
 }
 
 /// Runs a full handshake between fresh initiator (A) and responder (B) channels.
-pub fn open_pair(
-    a: &Fixture,
-    b: &Fixture,
-) -> (Channel, Collect, Channel, Collect) {
+pub fn open_pair(a: &Fixture, b: &Fixture) -> (Channel, Collect, Channel, Collect) {
     let mut rng = rand::thread_rng();
     let expected = fors::proto::channel::ExpectedPeer {
         rsa: b.id.rsa_id(),

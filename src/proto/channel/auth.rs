@@ -173,9 +173,18 @@ mod tests {
             f.verify(&bad, key.public().as_bytes()),
             Err(AuthError::BadSignature)
         );
-        for (i, name) in ["CID", "SID", "CID_ED", "SID_ED", "SLOG", "CLOG", "SCERT", "TLSSECRETS"]
-            .iter()
-            .enumerate()
+        for (i, name) in [
+            "CID",
+            "SID",
+            "CID_ED",
+            "SID_ED",
+            "SLOG",
+            "CLOG",
+            "SCERT",
+            "TLSSECRETS",
+        ]
+        .iter()
+        .enumerate()
         {
             let mut bad = auth;
             bad[8 + 32 * i + 5] ^= 0x40;
@@ -201,6 +210,9 @@ mod tests {
         log.record_received(b"y");
         log.stop_received();
         log.record_received(b"z");
-        assert_eq!(log.received_digest(), <[u8; 32]>::from(Sha256::digest(b"xy")));
+        assert_eq!(
+            log.received_digest(),
+            <[u8; 32]>::from(Sha256::digest(b"xy"))
+        );
     }
 }

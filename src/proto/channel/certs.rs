@@ -73,10 +73,9 @@ fn ed_cert(
     expected: edcert::CertType,
     key_type: CertKeyType,
 ) -> Result<Ed25519Cert, CertsError> {
-    let body = certs
-        .get(cert_type)
-        .ok_or(CertsError::Missing(cert_type))?;
-    let cert = Ed25519Cert::parse(body).map_err(|error| CertsError::Ed25519 { cert_type, error })?;
+    let body = certs.get(cert_type).ok_or(CertsError::Missing(cert_type))?;
+    let cert =
+        Ed25519Cert::parse(body).map_err(|error| CertsError::Ed25519 { cert_type, error })?;
     cert.expect_type(expected)
         .map_err(|error| CertsError::Ed25519 { cert_type, error })?;
     if cert.key_type != key_type {

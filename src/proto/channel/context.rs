@@ -122,7 +122,10 @@ impl LinkContext {
         let initiator_certs = encode_certs(&[
             entry(CertType::RSA_ID_X509, &certs.identity_cert_der[..]),
             entry(CertType::IDENTITY_V_SIGNING, certs.signing_cert.as_bytes()),
-            entry(CertType::SIGNING_V_LINK_AUTH, certs.link_auth_cert.as_bytes()),
+            entry(
+                CertType::SIGNING_V_LINK_AUTH,
+                certs.link_auth_cert.as_bytes(),
+            ),
             entry(CertType::RSA_ID_V_IDENTITY, certs.rsa_crosscert.as_bytes()),
         ])?;
         Ok(LinkContext {

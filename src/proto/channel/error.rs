@@ -17,10 +17,7 @@ pub enum CertsError {
     #[error("CERTS cell has two {0} certificates")]
     Duplicate(CertType),
     #[error("{cert_type} certificate does not parse: {reason}")]
-    Unparseable {
-        cert_type: CertType,
-        reason: String,
-    },
+    Unparseable { cert_type: CertType, reason: String },
     #[error("{cert_type} certificate is invalid: {error}")]
     Ed25519 {
         cert_type: CertType,

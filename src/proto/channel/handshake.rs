@@ -229,11 +229,8 @@ impl Channel {
             let mut challenge = [0u8; 32];
             rng.fill_bytes(&mut challenge);
             let mut ac = [0u8; 36];
-            let n = AuthChallenge::encode(
-                &challenge,
-                &[AuthMethod::ED25519_SHA256_RFC5705],
-                &mut ac,
-            )?;
+            let n =
+                AuthChallenge::encode(&challenge, &[AuthMethod::ED25519_SHA256_RFC5705], &mut ac)?;
             self.queue_var(hs, ChanCmd::AUTH_CHALLENGE, &ac[..n])?;
             self.queue_netinfo(hs, now)?;
         }
@@ -409,10 +406,7 @@ impl Channel {
             _ => PeerIdentity::Client,
         };
         let ni = Netinfo::parse(&body[..]).map_err(ChannelError::BadNetinfo)?;
-        let ours = ni
-            .other_addr
-            .ip()
-            .ok_or(ChannelError::BadNetinfoAddress)?;
+        let ours = ni.other_addr.ip().ok_or(ChannelError::BadNetinfoAddress)?;
         let canonical = ni.my_addrs().any(|a| a.ip() == Some(self.peer_addr));
 
         let mut skew = None;

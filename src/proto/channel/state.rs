@@ -341,8 +341,8 @@ impl Channel {
                     };
                     pos += used;
                     let wire = &avail[..used];
-                    let opened =
-                        self.with_handshake(|ch, hs| ch.on_handshake_cell(hs, cell, wire, now, rng))?;
+                    let opened = self
+                        .with_handshake(|ch, hs| ch.on_handshake_cell(hs, cell, wire, now, rng))?;
                     if let Some((info, skew)) = opened {
                         self.peer = Some(info.peer);
                         if let Some(skew_secs) = skew {
