@@ -18,6 +18,10 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 
+/// The rustls this module is built on, for callers that drive a TLS peer of a channel
+/// (tests, fuzzers) with the same version.
+pub use rustls;
+
 /// RFC 5705 exporter label for the AUTH0003 authenticator's TLSSECRETS field.
 pub const AUTH0003_EXPORTER_LABEL: &[u8] = b"EXPORTER FOR TOR TLS CLIENT BINDING AUTH0003";
 
