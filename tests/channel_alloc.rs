@@ -72,7 +72,8 @@ fn cell_path_allocations_are_per_record_not_per_cell() {
             }
             wire.clear();
             init.write_output(&mut wire);
-            resp.handle_input(&wire, now(), &mut rng, &mut sink).unwrap();
+            resp.handle_input(&wire, now(), &mut rng, &mut sink)
+                .unwrap();
         }
         (
             ALLOCS.load(Ordering::Relaxed) - before_allocs,

@@ -8,6 +8,18 @@
 //! * [`handshake`] / [`certs`] / [`auth`]: VERSIONS, CERTS checks, AUTH0003;
 //! * [`state`]: the [`Channel`] itself and the open-channel cell path;
 //! * [`output`]: the bounded [`CellQueue`]; [`circid`]: the circuit-ID high-bit rule.
+//!
+//! How a shard drives one (per connection; `now` is wall-clock time, needed for certificate
+//! expiry and NETINFO):
+//! ```text
+//! on_accept:   ch = Channel::new_responder(ctx.clone(), peer.ip(), now)
+//! on_data:     ch.handle_input(data, now, rng, &mut sink)   // cells → sink.cell(.., out)
+//!              n = outbox.send_partial(conn, ch.pending_output()); ch.consume_output(n)
+//!              if !ch.wants_read() { pause reading until on_writable }
+//! on_tick:     ch.check_timeout(now, &mut sink)
+//! on_closed:   ch.handle_eof(&mut sink)
+//! Err(_) from handle_input: the channel is closed; flush pending_output, then close.
+//! ```
 
 pub mod auth;
 pub mod certs;
