@@ -7,6 +7,9 @@
 //!     matching KH, then DESTROY.
 //! (b) A C tor client uses Fors as its bridge: our responder sees it as a client and receives
 //!     its first CREATE_FAST/CREATE2.
+//! (c) A C tor relay, asked over (a)'s circuit to EXTEND2 to our responder, connects to it as an
+//!     authenticating initiator: our responder checks its CERTS and AUTHENTICATE and receives
+//!     the forwarded CREATE2.
 //!
 //! Without tor installed the tests fail, unless FORS_SKIP_CTOR=1.
 
@@ -171,11 +174,15 @@ fn drive(
     }
 }
 
-#[test]
-fn fors_initiator_authenticates_to_c_tor_relay_and_creates_fast_circuit() {
-    if !tor_available() {
-        return;
-    }
+/// A C tor relay on a free 127.0.0.1 port, with its identities read from its DataDirectory.
+struct CRelay {
+    tor: Tor,
+    port: u16,
+    rsa: RsaIdentity,
+    ed: Ed25519Identity,
+}
+
+fn start_c_relay() -> CRelay {
     let port = free_port();
     let mut tor = Tor::start(
         "relay",
@@ -198,15 +205,28 @@ fn fors_initiator_authenticates_to_c_tor_relay_and_creates_fast_circuit() {
         let ed = Ed25519Identity::from_base64(fp_ed.split_whitespace().nth(1)?)?;
         Some((rsa, ed))
     });
+    CRelay { tor, port, rsa, ed }
+}
+
+/// Our initiator's open channel to a C relay, with a CREATE_FAST circuit on it.
+struct FastCircuit {
+    ch: Channel,
+    sock: TcpStream,
+    sink: Collect,
+    circ: CircId,
+    keys: fors::crypto::keymat::Tor1KeyMaterial,
+}
+
+fn open_and_create_fast(relay: &mut CRelay, me: &TestIdentity) -> FastCircuit {
+    let port = relay.port;
     let mut sock = wait_for("tor's ORPort", 60, || {
-        tor.assert_running();
+        relay.tor.assert_running();
         TcpStream::connect(("127.0.0.1", port)).ok()
     });
-
-    let me = TestIdentity::generate();
     let ctx = me.context(ChannelConfig::default());
     let mut rng = rand::thread_rng();
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (rsa, ed) = (relay.rsa, relay.ed);
     let mut ch = Channel::new_initiator(
         ctx,
         ExpectedPeer { rsa, ed: Some(ed) },
@@ -243,21 +263,43 @@ fn fors_initiator_authenticates_to_c_tor_relay_and_creates_fast_circuit() {
     yk[..20].copy_from_slice(created.y);
     yk[20..].copy_from_slice(created.kh);
     let keys = client.finish(&yk).expect("KH from C tor matches our KDF");
-    assert_ne!(keys.kf, [0u8; 16]);
+    FastCircuit {
+        ch,
+        sock,
+        sink,
+        circ,
+        keys,
+    }
+}
+
+fn send_now(fc: &mut FastCircuit, cmd: ChanCmd, body: &[u8; 509]) {
+    fc.ch.send_cell(fc.circ, cmd, body).unwrap();
+    let out = fc.ch.pending_output().to_vec();
+    fc.sock.write_all(&out).unwrap();
+    fc.ch.consume_output(out.len());
+}
+
+#[test]
+fn fors_initiator_authenticates_to_c_tor_relay_and_creates_fast_circuit() {
+    if !tor_available() {
+        return;
+    }
+    let mut relay = start_c_relay();
+    let me = TestIdentity::generate();
+    let mut fc = open_and_create_fast(&mut relay, &me);
+    assert_ne!(fc.keys.kf, [0u8; 16]);
 
     let mut body = [0u8; 509];
     Destroy {
         reason: DestroyReason::None,
     }
     .encode(&mut body);
-    ch.send_cell(circ, ChanCmd::DESTROY, &body).unwrap();
-    let out = ch.pending_output().to_vec();
-    sock.write_all(&out).unwrap();
-    ch.consume_output(out.len());
+    send_now(&mut fc, ChanCmd::DESTROY, &body);
 
     // C tor logged that our AUTHENTICATE was good and never complained about our cells.
     // The "Looks good" line names the identity C tor now holds us to: ours.
     let our_rsa = format!("RSA_ID={}", me.rsa_id().to_hex());
+    let tor = &mut relay.tor;
     let log = wait_for("C tor's verdict in its log", 20, || {
         let log = tor.log("debug.log");
         let good = log.lines().any(|l| {
@@ -278,28 +320,32 @@ fn fors_initiator_authenticates_to_c_tor_relay_and_creates_fast_circuit() {
     let log = tor.log("debug.log");
     assert!(!log.contains("Received a bad"));
     tor.assert_running();
+    assert!(fc.sink.closed().is_none(), "{:?}", fc.sink.events);
 }
 
-#[test]
-fn c_tor_client_uses_fors_responder_as_bridge() {
-    if !tor_available() {
-        return;
-    }
-    let me = TestIdentity::generate();
-    let ctx = me.context(ChannelConfig::default());
+type ResponderResult = Result<(Vec<ChannelEvent>, Vec<(CircId, ChanCmd, Vec<u8>)>), String>;
+
+/// Runs our responder on a 127.0.0.1 listener in a thread, for one connection, until a
+/// CREATE_FAST or CREATE2 arrives (or 90 s pass).
+fn spawn_responder(
+    ctx: std::sync::Arc<fors::proto::channel::LinkContext>,
+) -> (
+    u16,
+    std::sync::mpsc::Receiver<ResponderResult>,
+    std::thread::JoinHandle<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
-
     let (tx, rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
+    let handle = std::thread::spawn(move || {
         let deadline = Instant::now() + Duration::from_secs(90);
         let (mut sock, peer) = loop {
             match listener.accept() {
                 Ok(x) => break x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if Instant::now() > deadline {
-                        let _ = tx.send(Err("no connection from the C tor client".to_string()));
+                        let _ = tx.send(Err("no connection to our responder".to_string()));
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(50));
@@ -325,7 +371,26 @@ fn c_tor_client_uses_fors_responder_as_bridge() {
             Err(_) => Err(format!("driving the channel failed: {:?}", sink.events)),
         });
     });
+    (port, rx, handle)
+}
 
+fn open_info(events: &[ChannelEvent]) -> fors::proto::channel::OpenInfo {
+    events
+        .iter()
+        .find_map(|e| match e {
+            ChannelEvent::Open(i) => Some(*i),
+            _ => None,
+        })
+        .expect("an Open event")
+}
+
+#[test]
+fn c_tor_client_uses_fors_responder_as_bridge() {
+    if !tor_available() {
+        return;
+    }
+    let me = TestIdentity::generate();
+    let (port, rx, server) = spawn_responder(me.context(ChannelConfig::default()));
     let socks = free_port();
     let tor = Tor::start(
         "client",
@@ -344,13 +409,7 @@ fn c_tor_client_uses_fors_responder_as_bridge() {
         Ok(x) => x,
         Err(e) => panic!("{e}\ntor notice log:\n{}", tor.log("notice.log")),
     };
-    let open = events
-        .iter()
-        .find_map(|e| match e {
-            ChannelEvent::Open(i) => Some(*i),
-            _ => None,
-        })
-        .unwrap();
+    let open = open_info(&events);
     assert_eq!(open.peer, PeerIdentity::Client);
     assert!(open.link_version >= 4);
     let create = cells
@@ -362,4 +421,101 @@ fn c_tor_client_uses_fors_responder_as_bridge() {
     assert_ne!(create.0, CircId(0));
     let log = tor.log("debug.log");
     assert!(!log.contains("Received a bad"), "C tor client complained");
+}
+
+/// tor1 relay crypto for one forward cell from the client (tor-spec §"Relay cells"): set
+/// the running-digest bytes, then AES-128-CTR encrypt with Kf.
+fn seal_forward(
+    body: &mut [u8; 509],
+    digest: &mut sha1::Sha1,
+    cipher: &mut ctr::Ctr128BE<aes::Aes128>,
+) {
+    use cipher::StreamCipher;
+    use sha1::Digest;
+    body[5..9].fill(0);
+    digest.update(&body[..]);
+    let d = digest.clone().finalize();
+    body[5..9].copy_from_slice(&d[..4]);
+    cipher.apply_keystream(&mut body[..]);
+}
+
+/// The third direction: C tor as an *authenticating initiator*. We ask a C relay (over our
+/// CREATE_FAST circuit) to EXTEND2 to our responder; it connects, proves its identity with
+/// CERTS + AUTHENTICATE, and forwards our CREATE2.
+#[test]
+fn c_tor_relay_extends_to_fors_responder() {
+    if !tor_available() {
+        return;
+    }
+    use cipher::KeyIvInit;
+    use fors::cell::chan::{Create2, HandshakeType};
+    use fors::cell::relay::msg::{Extend2, LinkSpec};
+    use fors::cell::relay::{v0, RelayCmd};
+    use sha1::Digest;
+
+    let target = TestIdentity::generate();
+    let (port, rx, server) = spawn_responder(target.context(ChannelConfig::default()));
+    let mut relay = start_c_relay();
+    let me = TestIdentity::generate();
+    let mut fc = open_and_create_fast(&mut relay, &me);
+
+    let onionskin = [0x5Au8; 84];
+    let specs = [
+        LinkSpec::Ipv4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
+        LinkSpec::RsaId(target.rsa_id()),
+        LinkSpec::Ed25519Id(target.ed_id()),
+    ];
+    let create2 = Create2 {
+        htype: HandshakeType::NTOR,
+        hdata: &onionskin,
+    };
+    let mut data = [0u8; 498];
+    let n = Extend2::encode(&specs, &create2, &mut data).unwrap();
+    let mut body = [0u8; 509];
+    v0::encode(
+        &mut body,
+        RelayCmd::EXTEND2,
+        0,
+        &data[..n],
+        &mut rand::thread_rng(),
+    )
+    .unwrap();
+    let mut digest = sha1::Sha1::new();
+    digest.update(fc.keys.df);
+    let mut cipher = ctr::Ctr128BE::<aes::Aes128>::new(&fc.keys.kf.into(), &[0u8; 16].into());
+    seal_forward(&mut body, &mut digest, &mut cipher);
+    // EXTEND2 must travel in RELAY_EARLY.
+    send_now(&mut fc, ChanCmd::RELAY_EARLY, &body);
+
+    let result = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("responder thread reported");
+    let _ = server.join();
+    let (events, cells) = match result {
+        Ok(x) => x,
+        Err(e) => panic!("{e}\ntor notice log:\n{}", relay.tor.log("notice.log")),
+    };
+    let open = open_info(&events);
+    assert_eq!(
+        open.peer,
+        PeerIdentity::Relay {
+            rsa: relay.rsa,
+            ed: relay.ed
+        },
+        "the C relay authenticated to us"
+    );
+    let (cid, _, cbody) = cells
+        .iter()
+        .find(|c| c.1 == ChanCmd::CREATE2)
+        .expect("CREATE2 forwarded");
+    // The C relay opened this TLS connection: its circuit IDs have the high bit set.
+    assert!(cid.has_high_bit());
+    let got = Create2::parse(cbody).unwrap();
+    assert_eq!(
+        (got.htype, got.hdata),
+        (HandshakeType::NTOR, &onionskin[..])
+    );
+    let log = relay.tor.log("debug.log");
+    assert!(!log.contains("Received a bad"), "C tor complained");
+    relay.tor.assert_running();
 }
