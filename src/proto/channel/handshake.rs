@@ -59,7 +59,7 @@ pub struct Handshake {
 }
 
 impl Handshake {
-    pub(super) fn new(expected: Option<ExpectedPeer>, _now: SystemTime) -> Self {
+    pub(super) fn new(expected: Option<ExpectedPeer>) -> Self {
         Handshake {
             log: HandshakeLog::default(),
             expected,

@@ -5,7 +5,7 @@
 //! send, cells and [`ChannelEvent`]s. Layout:
 //! * [`context`]: [`LinkContext`], shared by every channel of a shard;
 //! * [`tls`]: rustls configurations, the certificate verifier, SNI;
-//! * [`handshake`] / [`certs`] / [`auth`]: VERSIONS, CERTS checks, AUTH0003;
+//! * `handshake` (private) / [`certs`] / [`auth`]: the handshake cells, CERTS checks, AUTH0003;
 //! * [`state`]: the [`Channel`] itself and the open-channel cell path;
 //! * [`output`]: the bounded [`CellQueue`]; [`circid`]: the circuit-ID high-bit rule.
 //!

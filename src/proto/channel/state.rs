@@ -157,7 +157,7 @@ impl Channel {
         Channel {
             tls,
             initiator,
-            phase: Phase::Handshaking(Box::new(Handshake::new(expected, now))),
+            phase: Phase::Handshaking(Box::new(Handshake::new(expected))),
             framer: Framer::unnegotiated(),
             inbuf: vec![0u8; INBUF_LEN].into_boxed_slice(),
             in_len: 0,
