@@ -1,0 +1,409 @@
+//! AES-128-CTR keystream with a 128-bit big-endian counter, as tor1 uses it: all-zero IV and a
+//! stream that continues across cells, so the position inside a partly used keystream block is
+//! kept between calls (509 is not a multiple of 16). tor-spec "Relay cells".
+
+use super::cpu::{AesImpl, CpuFeatures};
+use aes::cipher::{BlockEncrypt, KeyInit};
+use zeroize::Zeroize;
+
+/// AES-128 block length.
+const BLOCK: usize = 16;
+
+/// One direction's AES-128-CTR stream.
+#[derive(Clone)]
+pub struct Aes128Ctr {
+    backend: Backend,
+    /// Counter of the next keystream block to generate.
+    counter: u128,
+    /// The last generated keystream block and how much of it is used (16 = all used).
+    pending: [u8; BLOCK],
+    pending_used: u8,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Portable(Box<aes::Aes128Enc>),
+    /// AES-NI or VAES: the expanded encryption round keys.
+    Ni {
+        round_keys: [[u8; BLOCK]; 11],
+        wide: bool,
+    },
+}
+
+impl Drop for Aes128Ctr {
+    fn drop(&mut self) {
+        if let Backend::Ni { round_keys, .. } = &mut self.backend {
+            round_keys.zeroize();
+        }
+        self.pending.zeroize();
+    }
+}
+
+impl std::fmt::Debug for Aes128Ctr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Aes128Ctr(..)")
+    }
+}
+
+impl Aes128Ctr {
+    /// A stream at counter 0 (tor1's all-zero IV) using `imp`.
+    ///
+    /// An implementation this CPU lacks falls back to [`AesImpl::Portable`].
+    pub fn new(key: &[u8; 16], imp: AesImpl) -> Self {
+        let features = CpuFeatures::detect_cached();
+        let imp = if features.supports_aes(imp) {
+            imp
+        } else {
+            AesImpl::Portable
+        };
+        let backend = match imp {
+            AesImpl::Portable => Backend::Portable(Box::new(aes::Aes128Enc::new(key.into()))),
+            #[cfg(target_arch = "x86_64")]
+            AesImpl::AesNi | AesImpl::Vaes512 => Backend::Ni {
+                // SAFETY: `imp` passed `supports_aes`, so AES-NI, SSSE3 and SSE4.1 are present.
+                round_keys: unsafe { x86::expand_key(key) },
+                wide: imp == AesImpl::Vaes512,
+            },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("supports_aes is false off x86-64"),
+        };
+        Aes128Ctr {
+            backend,
+            counter: 0,
+            pending: [0; BLOCK],
+            pending_used: BLOCK as u8,
+        }
+    }
+
+    /// The implementation in use.
+    pub fn implementation(&self) -> AesImpl {
+        match &self.backend {
+            Backend::Portable(_) => AesImpl::Portable,
+            Backend::Ni { wide: false, .. } => AesImpl::AesNi,
+            Backend::Ni { wide: true, .. } => AesImpl::Vaes512,
+        }
+    }
+
+    /// XORs the next `data.len()` keystream bytes into `data` (encrypts or decrypts).
+    pub fn apply_keystream(&mut self, mut data: &mut [u8]) {
+        let used = self.pending_used as usize;
+        if used < BLOCK {
+            let n = (BLOCK - used).min(data.len());
+            for (d, k) in data[..n].iter_mut().zip(&self.pending[used..used + n]) {
+                *d ^= k;
+            }
+            self.pending_used += n as u8;
+            data = &mut data[n..];
+        }
+        let whole = data.len() / BLOCK * BLOCK;
+        let (blocks, tail) = data.split_at_mut(whole);
+        if !blocks.is_empty() {
+            self.xor_blocks(blocks);
+        }
+        if !tail.is_empty() {
+            let mut ks = [0u8; BLOCK];
+            self.xor_blocks(&mut ks);
+            for (d, k) in tail.iter_mut().zip(&ks) {
+                *d ^= k;
+            }
+            self.pending = ks;
+            self.pending_used = tail.len() as u8;
+        }
+    }
+
+    /// XORs whole keystream blocks into `data` (a multiple of 16 bytes) and advances the counter.
+    fn xor_blocks(&mut self, data: &mut [u8]) {
+        debug_assert_eq!(data.len() % BLOCK, 0);
+        let nblocks = (data.len() / BLOCK) as u128;
+        match &self.backend {
+            Backend::Portable(cipher) => {
+                let mut ctr = self.counter;
+                for chunk in data.chunks_exact_mut(BLOCK * 8) {
+                    let mut ks = [aes::Block::default(); 8];
+                    for k in ks.iter_mut() {
+                        *k = ctr.to_be_bytes().into();
+                        ctr = ctr.wrapping_add(1);
+                    }
+                    cipher.encrypt_blocks(&mut ks);
+                    for (d, k) in chunk.iter_mut().zip(ks.iter().flatten()) {
+                        *d ^= k;
+                    }
+                }
+                for chunk in data
+                    .chunks_exact_mut(BLOCK * 8)
+                    .into_remainder()
+                    .chunks_exact_mut(BLOCK)
+                {
+                    let mut k = aes::Block::from(ctr.to_be_bytes());
+                    ctr = ctr.wrapping_add(1);
+                    cipher.encrypt_block(&mut k);
+                    for (d, k) in chunk.iter_mut().zip(k.iter()) {
+                        *d ^= k;
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Backend::Ni { round_keys, wide } => {
+                // The SIMD paths add to the low 64 counter bits only; a carry into the high half
+                // needs 2^64 blocks of keystream, which never happens, but stay exact anyway.
+                let lo = self.counter as u64;
+                if lo.checked_add(nblocks as u64).is_some() {
+                    let hi = (self.counter >> 64) as u64;
+                    if *wide {
+                        // SAFETY: `Backend::Ni { wide: true }` is only built after
+                        // `supports_aes(Vaes512)`: VAES, AVX-512F/BW/VL and AES-NI are present.
+                        unsafe { x86::xor_blocks_vaes512(round_keys, lo, hi, data) }
+                    } else {
+                        // SAFETY: `Backend::Ni` is only built after `supports_aes`: AES-NI,
+                        // SSSE3 and SSE4.1 are present.
+                        unsafe { x86::xor_blocks_aesni(round_keys, lo, hi, data) }
+                    }
+                } else {
+                    for (i, chunk) in data.chunks_exact_mut(BLOCK).enumerate() {
+                        let ctr = self.counter.wrapping_add(i as u128);
+                        // SAFETY: as above, AES-NI, SSSE3 and SSE4.1 are present.
+                        unsafe {
+                            x86::xor_blocks_aesni(round_keys, ctr as u64, (ctr >> 64) as u64, chunk)
+                        }
+                    }
+                }
+            }
+        }
+        self.counter = self.counter.wrapping_add(nblocks);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Byte reversal of each 128-bit lane: turns (low u64, high u64) little-endian counters
+    /// into big-endian counter blocks.
+    const BSWAP128: [u8; 16] = [15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0];
+
+    macro_rules! expand_round {
+        ($rk:ident, $i:literal, $rcon:literal) => {{
+            let prev = $rk[$i - 1];
+            let t = _mm_shuffle_epi32::<0xff>(_mm_aeskeygenassist_si128::<$rcon>(prev));
+            let mut k = prev;
+            k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+            k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+            k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+            $rk[$i] = _mm_xor_si128(k, t);
+        }};
+    }
+
+    /// FIPS-197 AES-128 key expansion.
+    #[target_feature(enable = "aes,sse2")]
+    pub(super) unsafe fn expand_key(key: &[u8; 16]) -> [[u8; 16]; 11] {
+        let mut rk = [_mm_setzero_si128(); 11];
+        rk[0] = _mm_loadu_si128(key.as_ptr().cast());
+        expand_round!(rk, 1, 0x01);
+        expand_round!(rk, 2, 0x02);
+        expand_round!(rk, 3, 0x04);
+        expand_round!(rk, 4, 0x08);
+        expand_round!(rk, 5, 0x10);
+        expand_round!(rk, 6, 0x20);
+        expand_round!(rk, 7, 0x40);
+        expand_round!(rk, 8, 0x80);
+        expand_round!(rk, 9, 0x1b);
+        expand_round!(rk, 10, 0x36);
+        let mut out = [[0u8; 16]; 11];
+        for (o, k) in out.iter_mut().zip(rk) {
+            _mm_storeu_si128(o.as_mut_ptr().cast(), k);
+        }
+        out
+    }
+
+    #[inline(always)]
+    unsafe fn load_keys(round_keys: &[[u8; 16]; 11]) -> [__m128i; 11] {
+        let mut k = [_mm_setzero_si128(); 11];
+        for (k, r) in k.iter_mut().zip(round_keys) {
+            *k = _mm_loadu_si128(r.as_ptr().cast());
+        }
+        k
+    }
+
+    /// XORs keystream blocks for counters (hi:lo), (hi:lo+1), ... into `data`; eight blocks
+    /// in flight to cover AESENC latency. The caller ensures `lo` does not wrap.
+    #[target_feature(enable = "aes,ssse3,sse4.1")]
+    pub(super) unsafe fn xor_blocks_aesni(rk: &[[u8; 16]; 11], lo: u64, hi: u64, data: &mut [u8]) {
+        let k = load_keys(rk);
+        let bswap = _mm_loadu_si128(BSWAP128.as_ptr().cast());
+        let mut ctr = _mm_set_epi64x(hi as i64, lo as i64);
+        let one = _mm_set_epi64x(0, 1);
+        let mut chunks = data.chunks_exact_mut(128);
+        for chunk in &mut chunks {
+            let mut b = [_mm_setzero_si128(); 8];
+            for x in b.iter_mut() {
+                *x = _mm_xor_si128(_mm_shuffle_epi8(ctr, bswap), k[0]);
+                ctr = _mm_add_epi64(ctr, one);
+            }
+            for key in &k[1..10] {
+                for x in b.iter_mut() {
+                    *x = _mm_aesenc_si128(*x, *key);
+                }
+            }
+            let p = chunk.as_mut_ptr();
+            for (i, x) in b.iter().enumerate() {
+                let ks = _mm_aesenclast_si128(*x, k[10]);
+                let d = _mm_loadu_si128(p.add(16 * i).cast());
+                _mm_storeu_si128(p.add(16 * i).cast(), _mm_xor_si128(d, ks));
+            }
+        }
+        for chunk in chunks.into_remainder().chunks_exact_mut(16) {
+            let mut x = _mm_xor_si128(_mm_shuffle_epi8(ctr, bswap), k[0]);
+            ctr = _mm_add_epi64(ctr, one);
+            for key in &k[1..10] {
+                x = _mm_aesenc_si128(x, *key);
+            }
+            let ks = _mm_aesenclast_si128(x, k[10]);
+            let p = chunk.as_mut_ptr();
+            let d = _mm_loadu_si128(p.cast());
+            _mm_storeu_si128(p.cast(), _mm_xor_si128(d, ks));
+        }
+    }
+
+    /// As [`xor_blocks_aesni`] with VAES on 512-bit registers: 4 blocks per register, 16 per
+    /// iteration; a masked tail handles the last 1..15 blocks.
+    #[target_feature(enable = "vaes,avx512f,avx512bw,avx512vl,aes,ssse3,sse4.1")]
+    pub(super) unsafe fn xor_blocks_vaes512(
+        rk: &[[u8; 16]; 11],
+        lo: u64,
+        hi: u64,
+        data: &mut [u8],
+    ) {
+        let mut k = [_mm512_setzero_si512(); 11];
+        for (k, r) in k.iter_mut().zip(rk) {
+            *k = _mm512_broadcast_i32x4(_mm_loadu_si128(r.as_ptr().cast()));
+        }
+        let bswap = _mm512_broadcast_i32x4(_mm_loadu_si128(BSWAP128.as_ptr().cast()));
+        let hi = hi as i64;
+        let lo = lo as i64;
+        // Four consecutive counters per register, as (low, high) qword pairs.
+        let mut ctr = [
+            _mm512_set_epi64(hi, lo + 3, hi, lo + 2, hi, lo + 1, hi, lo),
+            _mm512_set_epi64(hi, lo + 7, hi, lo + 6, hi, lo + 5, hi, lo + 4),
+            _mm512_set_epi64(hi, lo + 11, hi, lo + 10, hi, lo + 9, hi, lo + 8),
+            _mm512_set_epi64(hi, lo + 15, hi, lo + 14, hi, lo + 13, hi, lo + 12),
+        ];
+        let step16 = _mm512_set_epi64(0, 16, 0, 16, 0, 16, 0, 16);
+        let mut chunks = data.chunks_exact_mut(256);
+        for chunk in &mut chunks {
+            let mut b = [_mm512_setzero_si512(); 4];
+            for (x, c) in b.iter_mut().zip(ctr.iter_mut()) {
+                *x = _mm512_xor_si512(_mm512_shuffle_epi8(*c, bswap), k[0]);
+                *c = _mm512_add_epi64(*c, step16);
+            }
+            for key in &k[1..10] {
+                for x in b.iter_mut() {
+                    *x = _mm512_aesenc_epi128(*x, *key);
+                }
+            }
+            let p = chunk.as_mut_ptr();
+            for (i, x) in b.iter().enumerate() {
+                let ks = _mm512_aesenclast_epi128(*x, k[10]);
+                let d = _mm512_loadu_si512(p.add(64 * i).cast());
+                _mm512_storeu_si512(p.add(64 * i).cast(), _mm512_xor_si512(d, ks));
+            }
+        }
+        let rest = chunks.into_remainder();
+        if rest.is_empty() {
+            return;
+        }
+        // 1..15 remaining blocks: up to four registers, byte-masked loads and stores.
+        let mut b = [_mm512_setzero_si512(); 4];
+        for (x, c) in b.iter_mut().zip(ctr.iter()) {
+            *x = _mm512_xor_si512(_mm512_shuffle_epi8(*c, bswap), k[0]);
+        }
+        let nregs = rest.len().div_ceil(64);
+        for key in &k[1..10] {
+            for x in b[..nregs].iter_mut() {
+                *x = _mm512_aesenc_epi128(*x, *key);
+            }
+        }
+        let p = rest.as_mut_ptr();
+        for (i, x) in b[..nregs].iter().enumerate() {
+            let n = (rest.len() - 64 * i).min(64);
+            let mask: __mmask64 = if n == 64 { !0 } else { (1u64 << n) - 1 };
+            let ks = _mm512_aesenclast_epi128(*x, k[10]);
+            let d = _mm512_maskz_loadu_epi8(mask, p.add(64 * i).cast());
+            _mm512_mask_storeu_epi8(p.add(64 * i).cast(), mask, _mm512_xor_si512(d, ks));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ctr::cipher::{KeyIvInit, StreamCipher};
+    use rand::{Rng, RngCore, SeedableRng};
+
+    type RefCtr = ctr::Ctr128BE<aes::Aes128>;
+
+    /// Every available implementation produces the `ctr` crate's keystream over random splits,
+    /// including runs of whole 509-byte cells.
+    #[test]
+    fn all_impls_match_ctr_crate_over_odd_splits() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for imp in CpuFeatures::detect().aes_impls() {
+            for _ in 0..20 {
+                let mut key = [0u8; 16];
+                rng.fill_bytes(&mut key);
+                let mut ours = Aes128Ctr::new(&key, imp);
+                assert_eq!(ours.implementation(), imp);
+                let mut reference = RefCtr::new(&key.into(), &[0u8; 16].into());
+                for _ in 0..40 {
+                    let len = match rng.gen_range(0..4) {
+                        0 => rng.gen_range(0..20),
+                        1 => 509,
+                        2 => 509 * rng.gen_range(1..9),
+                        _ => rng.gen_range(0..1200),
+                    };
+                    let mut a = vec![0u8; len];
+                    rng.fill_bytes(&mut a);
+                    let mut b = a.clone();
+                    ours.apply_keystream(&mut a);
+                    reference.apply_keystream(&mut b);
+                    assert_eq!(a, b, "{imp:?} len {len}");
+                }
+            }
+        }
+    }
+
+    /// The counter is 128-bit: blocks across the 2^64 boundary must carry into the high half.
+    #[test]
+    fn counter_carries_into_high_half() {
+        let key = [9u8; 16];
+        for imp in CpuFeatures::detect().aes_impls() {
+            let mut ours = Aes128Ctr::new(&key, imp);
+            ours.counter = (1u128 << 64) - 3;
+            let mut iv = [0u8; 16];
+            iv.copy_from_slice(&ours.counter.to_be_bytes());
+            let mut reference = RefCtr::new(&key.into(), &iv.into());
+            let mut a = vec![0x55u8; 509 * 3];
+            let mut b = a.clone();
+            ours.apply_keystream(&mut a);
+            reference.apply_keystream(&mut b);
+            assert_eq!(a, b, "{imp:?}");
+        }
+    }
+
+    /// FIPS-197 Appendix C.1 style check of the key schedule through one block of CTR:
+    /// AES-128(000102..0f, 00112233..ff) = 69c4e0d86a7b0430d8cdb78070b4c55a.
+    #[test]
+    fn fips197_block() {
+        let key: [u8; 16] = core::array::from_fn(|i| i as u8);
+        for imp in CpuFeatures::detect().aes_impls() {
+            let mut c = Aes128Ctr::new(&key, imp);
+            c.counter = u128::from_be_bytes(core::array::from_fn(|i| (i as u8) * 0x11));
+            let mut block = [0u8; 16];
+            c.apply_keystream(&mut block);
+            assert_eq!(
+                crate::util::hex::encode(&block),
+                "69c4e0d86a7b0430d8cdb78070b4c55a",
+                "{imp:?}"
+            );
+        }
+    }
+}
