@@ -95,81 +95,78 @@ impl Aes128Ctr {
             self.pending_used += n as u8;
             data = &mut data[n..];
         }
-        let whole = data.len() / BLOCK * BLOCK;
-        let (blocks, tail) = data.split_at_mut(whole);
-        if !blocks.is_empty() {
-            self.xor_blocks(blocks);
+        if data.is_empty() {
+            return;
         }
-        if !tail.is_empty() {
-            let mut ks = [0u8; BLOCK];
-            self.xor_blocks(&mut ks);
-            for (d, k) in tail.iter_mut().zip(&ks) {
-                *d ^= k;
-            }
-            self.pending = ks;
-            self.pending_used = tail.len() as u8;
+        // One pass covers the whole blocks and the final partial one, so a cell costs a single
+        // kernel call; the partial block's keystream is kept for the next call.
+        let nblocks = data.len().div_ceil(BLOCK) as u128;
+        let last = self.xor_keystream(data);
+        self.counter = self.counter.wrapping_add(nblocks);
+        let tail = data.len() % BLOCK;
+        if tail != 0 {
+            self.pending = last;
+            self.pending_used = tail as u8;
         }
     }
 
-    /// XORs whole keystream blocks into `data` (a multiple of 16 bytes) and advances the counter.
-    fn xor_blocks(&mut self, data: &mut [u8]) {
-        debug_assert_eq!(data.len() % BLOCK, 0);
-        let nblocks = (data.len() / BLOCK) as u128;
+    /// XORs keystream from the current counter into `data` (any length) without advancing the
+    /// counter; returns the keystream block that covered the last (possibly partial) block.
+    fn xor_keystream(&self, data: &mut [u8]) -> [u8; BLOCK] {
+        let nblocks = data.len().div_ceil(BLOCK) as u64;
         match &self.backend {
             Backend::Portable(cipher) => {
                 let mut ctr = self.counter;
-                for chunk in data.chunks_exact_mut(BLOCK * 8) {
+                let mut last = aes::Block::default();
+                for chunk in data.chunks_mut(BLOCK * 8) {
                     let mut ks = [aes::Block::default(); 8];
-                    for k in ks.iter_mut() {
+                    let n = chunk.len().div_ceil(BLOCK);
+                    for k in ks[..n].iter_mut() {
                         *k = ctr.to_be_bytes().into();
                         ctr = ctr.wrapping_add(1);
                     }
-                    cipher.encrypt_blocks(&mut ks);
+                    cipher.encrypt_blocks(&mut ks[..n]);
                     for (d, k) in chunk.iter_mut().zip(ks.iter().flatten()) {
                         *d ^= k;
                     }
+                    last = ks[n - 1];
                 }
-                for chunk in data
-                    .chunks_exact_mut(BLOCK * 8)
-                    .into_remainder()
-                    .chunks_exact_mut(BLOCK)
-                {
-                    let mut k = aes::Block::from(ctr.to_be_bytes());
-                    ctr = ctr.wrapping_add(1);
-                    cipher.encrypt_block(&mut k);
-                    for (d, k) in chunk.iter_mut().zip(k.iter()) {
-                        *d ^= k;
-                    }
-                }
+                last.into()
             }
             #[cfg(target_arch = "x86_64")]
             Backend::Ni { round_keys, wide } => {
+                let lo = self.counter as u64;
+                let hi = (self.counter >> 64) as u64;
                 // The SIMD paths add to the low 64 counter bits only; a carry into the high half
                 // needs 2^64 blocks of keystream, which never happens, but stay exact anyway.
-                let lo = self.counter as u64;
-                if lo.checked_add(nblocks as u64).is_some() {
-                    let hi = (self.counter >> 64) as u64;
+                if lo.checked_add(nblocks).is_some() {
                     if *wide {
                         // SAFETY: `Backend::Ni { wide: true }` is only built after
                         // `supports_aes(Vaes512)`: VAES, AVX-512F/BW/VL and AES-NI are present.
-                        unsafe { x86::xor_blocks_vaes512(round_keys, lo, hi, data) }
+                        unsafe { x86::xor_keystream_vaes512(round_keys, lo, hi, data) }
                     } else {
                         // SAFETY: `Backend::Ni` is only built after `supports_aes`: AES-NI,
                         // SSSE3 and SSE4.1 are present.
-                        unsafe { x86::xor_blocks_aesni(round_keys, lo, hi, data) }
+                        unsafe { x86::xor_keystream_aesni(round_keys, lo, hi, data) }
                     }
                 } else {
-                    for (i, chunk) in data.chunks_exact_mut(BLOCK).enumerate() {
+                    let mut last = [0u8; BLOCK];
+                    for (i, chunk) in data.chunks_mut(BLOCK).enumerate() {
                         let ctr = self.counter.wrapping_add(i as u128);
                         // SAFETY: as above, AES-NI, SSSE3 and SSE4.1 are present.
-                        unsafe {
-                            x86::xor_blocks_aesni(round_keys, ctr as u64, (ctr >> 64) as u64, chunk)
-                        }
+                        last = unsafe {
+                            x86::xor_keystream_aesni(
+                                round_keys,
+                                ctr as u64,
+                                (ctr >> 64) as u64,
+                                chunk,
+                            )
+                        };
                     }
+                    last
                 }
             }
         }
-        self.counter = self.counter.wrapping_add(nblocks);
     }
 }
 
@@ -224,14 +221,21 @@ mod x86 {
         k
     }
 
-    /// XORs keystream blocks for counters (hi:lo), (hi:lo+1), ... into `data`; eight blocks
-    /// in flight to cover AESENC latency. The caller ensures `lo` does not wrap.
+    /// XORs keystream for counters (hi:lo), (hi:lo+1), ... into `data` (any length), eight
+    /// blocks in flight to cover AESENC latency; returns the last keystream block. The caller
+    /// ensures `lo` does not wrap.
     #[target_feature(enable = "aes,ssse3,sse4.1")]
-    pub(super) unsafe fn xor_blocks_aesni(rk: &[[u8; 16]; 11], lo: u64, hi: u64, data: &mut [u8]) {
+    pub(super) unsafe fn xor_keystream_aesni(
+        rk: &[[u8; 16]; 11],
+        lo: u64,
+        hi: u64,
+        data: &mut [u8],
+    ) -> [u8; 16] {
         let k = load_keys(rk);
         let bswap = _mm_loadu_si128(BSWAP128.as_ptr().cast());
         let mut ctr = _mm_set_epi64x(hi as i64, lo as i64);
         let one = _mm_set_epi64x(0, 1);
+        let mut last = _mm_setzero_si128();
         let mut chunks = data.chunks_exact_mut(128);
         for chunk in &mut chunks {
             let mut b = [_mm_setzero_si128(); 8];
@@ -246,33 +250,44 @@ mod x86 {
             }
             let p = chunk.as_mut_ptr();
             for (i, x) in b.iter().enumerate() {
-                let ks = _mm_aesenclast_si128(*x, k[10]);
+                last = _mm_aesenclast_si128(*x, k[10]);
                 let d = _mm_loadu_si128(p.add(16 * i).cast());
-                _mm_storeu_si128(p.add(16 * i).cast(), _mm_xor_si128(d, ks));
+                _mm_storeu_si128(p.add(16 * i).cast(), _mm_xor_si128(d, last));
             }
         }
-        for chunk in chunks.into_remainder().chunks_exact_mut(16) {
+        for chunk in chunks.into_remainder().chunks_mut(16) {
             let mut x = _mm_xor_si128(_mm_shuffle_epi8(ctr, bswap), k[0]);
             ctr = _mm_add_epi64(ctr, one);
             for key in &k[1..10] {
                 x = _mm_aesenc_si128(x, *key);
             }
-            let ks = _mm_aesenclast_si128(x, k[10]);
-            let p = chunk.as_mut_ptr();
-            let d = _mm_loadu_si128(p.cast());
-            _mm_storeu_si128(p.cast(), _mm_xor_si128(d, ks));
+            last = _mm_aesenclast_si128(x, k[10]);
+            if chunk.len() == 16 {
+                let p = chunk.as_mut_ptr();
+                let d = _mm_loadu_si128(p.cast());
+                _mm_storeu_si128(p.cast(), _mm_xor_si128(d, last));
+            } else {
+                let mut ks = [0u8; 16];
+                _mm_storeu_si128(ks.as_mut_ptr().cast(), last);
+                for (d, k) in chunk.iter_mut().zip(ks) {
+                    *d ^= k;
+                }
+            }
         }
+        let mut out = [0u8; 16];
+        _mm_storeu_si128(out.as_mut_ptr().cast(), last);
+        out
     }
 
-    /// As [`xor_blocks_aesni`] with VAES on 512-bit registers: 4 blocks per register, 16 per
-    /// iteration; a masked tail handles the last 1..15 blocks.
+    /// As [`xor_keystream_aesni`] with VAES on 512-bit registers: 4 blocks per register, 16 per
+    /// iteration; byte-masked loads and stores handle the last 1..255 bytes.
     #[target_feature(enable = "vaes,avx512f,avx512bw,avx512vl,aes,ssse3,sse4.1")]
-    pub(super) unsafe fn xor_blocks_vaes512(
+    pub(super) unsafe fn xor_keystream_vaes512(
         rk: &[[u8; 16]; 11],
         lo: u64,
         hi: u64,
         data: &mut [u8],
-    ) {
+    ) -> [u8; 16] {
         let mut k = [_mm512_setzero_si512(); 11];
         for (k, r) in k.iter_mut().zip(rk) {
             *k = _mm512_broadcast_i32x4(_mm_loadu_si128(r.as_ptr().cast()));
@@ -288,6 +303,7 @@ mod x86 {
             _mm512_set_epi64(hi, lo + 15, hi, lo + 14, hi, lo + 13, hi, lo + 12),
         ];
         let step16 = _mm512_set_epi64(0, 16, 0, 16, 0, 16, 0, 16);
+        let mut last = [0u8; 64];
         let mut chunks = data.chunks_exact_mut(256);
         for chunk in &mut chunks {
             let mut b = [_mm512_setzero_si512(); 4];
@@ -309,9 +325,9 @@ mod x86 {
         }
         let rest = chunks.into_remainder();
         if rest.is_empty() {
-            return;
+            // Whole blocks only: the caller keeps no partial keystream block.
+            return [0u8; 16];
         }
-        // 1..15 remaining blocks: up to four registers, byte-masked loads and stores.
         let mut b = [_mm512_setzero_si512(); 4];
         for (x, c) in b.iter_mut().zip(ctr.iter()) {
             *x = _mm512_xor_si512(_mm512_shuffle_epi8(*c, bswap), k[0]);
@@ -325,11 +341,24 @@ mod x86 {
         let p = rest.as_mut_ptr();
         for (i, x) in b[..nregs].iter().enumerate() {
             let n = (rest.len() - 64 * i).min(64);
-            let mask: __mmask64 = if n == 64 { !0 } else { (1u64 << n) - 1 };
             let ks = _mm512_aesenclast_epi128(*x, k[10]);
-            let d = _mm512_maskz_loadu_epi8(mask, p.add(64 * i).cast());
-            _mm512_mask_storeu_epi8(p.add(64 * i).cast(), mask, _mm512_xor_si512(d, ks));
+            if n == 64 {
+                let d = _mm512_loadu_si512(p.add(64 * i).cast());
+                _mm512_storeu_si512(p.add(64 * i).cast(), _mm512_xor_si512(d, ks));
+            } else {
+                let mask: __mmask64 = (1u64 << n) - 1;
+                let d = _mm512_maskz_loadu_epi8(mask, p.add(64 * i).cast());
+                _mm512_mask_storeu_epi8(p.add(64 * i).cast(), mask, _mm512_xor_si512(d, ks));
+            }
+            if i == nregs - 1 {
+                _mm512_storeu_si512(last.as_mut_ptr().cast(), ks);
+            }
         }
+        // The keystream block covering the last byte of `rest`.
+        let idx = ((rest.len() - 1) % 64) / 16;
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&last[16 * idx..16 * idx + 16]);
+        out
     }
 }
 

@@ -145,7 +145,7 @@ impl Sha1Lanes {
                 count[..n].copy_from_slice(&self.absorb_blocks[..n]);
                 let base = self.scratch.as_ptr().cast::<u8>();
                 for group in (0..n).step_by(lanes) {
-                    let g = group..group + lanes;
+                    let g = group..(group + lanes).min(n);
                     // SAFETY: `supports_sha1_multi` checked AVX2 (resp. AVX-512F/BW/VL) at run
                     // time; every gathered offset lies inside `scratch`, since each lane reads at
                     // most LANE_BLOCKS blocks from its own LANE_STRIDE area.
@@ -157,7 +157,7 @@ impl Sha1Lanes {
                 }
                 count[..n].copy_from_slice(&self.final_blocks[..n]);
                 for group in (0..n).step_by(lanes) {
-                    let g = group..group + lanes;
+                    let g = group..(group + lanes).min(n);
                     // SAFETY: as above.
                     unsafe { run_kernel(imp, &mut self.h_fin, g, base, &start, &count) };
                 }
@@ -208,7 +208,6 @@ unsafe fn run_kernel(
     count: &[u8; MAX_LANES],
 ) {
     let mut hh = [[0u32; MAX_LANES]; 5];
-    let width = g.len();
     let lanes = g.start..g.end.min(MAX_LANES);
     let live = lanes.len();
     for i in 0..5 {
@@ -218,11 +217,10 @@ unsafe fn run_kernel(
     let mut c = [0u8; MAX_LANES];
     s[..live].copy_from_slice(&start[lanes.clone()]);
     c[..live].copy_from_slice(&count[lanes.clone()]);
-    if width == 16 {
-        x16::compress_lanes(&mut hh, base, &s, &c);
-    } else {
-        debug_assert_eq!(imp, Sha1MultiImpl::Avx2x8);
-        x8::compress_lanes(&mut hh, base, &s, &c);
+    match imp {
+        Sha1MultiImpl::Avx512x16 if live > 8 => x16::compress_lanes(&mut hh, base, &s, &c),
+        Sha1MultiImpl::Avx512x16 => x8vl::compress_lanes(&mut hh, base, &s, &c),
+        _ => x8::compress_lanes(&mut hh, base, &s, &c),
     }
     for i in 0..5 {
         h[i][lanes.clone()].copy_from_slice(&hh[i][..live]);
@@ -465,6 +463,101 @@ mod x8 {
             sha1_rounds!(w, a, b, c, d, e);
             for (s, v) in st.iter_mut().zip([a, b, c, d, e]) {
                 *s = _mm256_blendv_epi8(*s, add(*s, v), active);
+            }
+        }
+        for (s, hv) in st.iter().zip(h.iter_mut()) {
+            _mm256_storeu_si256(hv.as_mut_ptr().cast(), *s);
+        }
+    }
+}
+
+/// Eight lanes in 256-bit registers with AVX-512VL's `vpternlogd`/`vprold`: on CPUs that run
+/// 512-bit operations as two halves (Zen 4) this costs about half a 16-lane pass, so it serves
+/// groups of at most eight circuits.
+#[cfg(target_arch = "x86_64")]
+mod x8vl {
+    use super::{BLOCK_LEN, BSWAP32, K, MAX_LANES};
+    use std::arch::x86_64::*;
+
+    type V = __m256i;
+
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn set1(x: i32) -> V {
+        _mm256_set1_epi32(x)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn add(a: V, b: V) -> V {
+        _mm256_add_epi32(a, b)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn rol5(a: V) -> V {
+        _mm256_rol_epi32::<5>(a)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn rol30(a: V) -> V {
+        _mm256_rol_epi32::<30>(a)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn ch(b: V, c: V, d: V) -> V {
+        _mm256_ternarylogic_epi32::<0xCA>(b, c, d)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn parity(b: V, c: V, d: V) -> V {
+        _mm256_ternarylogic_epi32::<0x96>(b, c, d)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn maj(b: V, c: V, d: V) -> V {
+        _mm256_ternarylogic_epi32::<0xE8>(b, c, d)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    fn sched(w3: V, w8: V, w14: V, w16: V) -> V {
+        _mm256_rol_epi32::<1>(_mm256_xor_si256(
+            _mm256_ternarylogic_epi32::<0x96>(w3, w8, w14),
+            w16,
+        ))
+    }
+
+    /// As the AVX-512 kernel, for the first eight lanes.
+    ///
+    /// # Safety
+    /// AVX2 must be available and the blocks readable.
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    #[allow(unused_assignments)] // the last rounds refill schedule words nobody reads
+    pub(super) unsafe fn compress_lanes(
+        h: &mut [[u32; MAX_LANES]; 5],
+        base: *const u8,
+        start: &[i32; MAX_LANES],
+        count: &[u8; MAX_LANES],
+    ) {
+        let mut st = [_mm256_setzero_si256(); 5];
+        for (s, hv) in st.iter_mut().zip(h.iter()) {
+            *s = _mm256_loadu_si256(hv.as_ptr().cast());
+        }
+        let bswap = _mm256_broadcastsi128_si256(_mm_loadu_si128(BSWAP32.as_ptr().cast()));
+        let off = _mm256_loadu_si256(start.as_ptr().cast());
+        let cnt = _mm256_cvtepu8_epi32(_mm_loadl_epi64(count.as_ptr().cast()));
+        let blocks = count[..8].iter().copied().max().unwrap_or(0) as i32;
+        let base = base.cast::<i32>();
+        for blk in 0..blocks {
+            let active = _mm256_cmpgt_epi32_mask(cnt, set1(blk));
+            let o = add(off, set1(blk * BLOCK_LEN as i32));
+            let mut w = [_mm256_setzero_si256(); 16];
+            for (t, wt) in w.iter_mut().enumerate() {
+                let g = _mm256_i32gather_epi32::<1>(base, add(o, set1(4 * t as i32)));
+                *wt = _mm256_shuffle_epi8(g, bswap);
+            }
+            let [mut a, mut b, mut c, mut d, mut e] = st;
+            sha1_rounds!(w, a, b, c, d, e);
+            for (s, v) in st.iter_mut().zip([a, b, c, d, e]) {
+                *s = _mm256_mask_add_epi32(*s, active, *s, v);
             }
         }
         for (s, hv) in st.iter().zip(h.iter_mut()) {
