@@ -16,7 +16,9 @@ fn aes_ctr(c: &mut Criterion) {
     let mut cell = [0u8; CELL_BODY_LEN];
     for imp in CpuFeatures::detect().aes_impls() {
         let mut ctr = Aes128Ctr::new(&[7u8; 16], imp);
-        g.bench_function(format!("{imp:?}"), |b| b.iter(|| ctr.apply_keystream(black_box(&mut cell))));
+        g.bench_function(format!("{imp:?}"), |b| {
+            b.iter(|| ctr.apply_keystream(black_box(&mut cell)))
+        });
     }
     g.finish();
 }
@@ -27,7 +29,9 @@ fn middle_forward(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let (mut relays, _) = circuits(&mut fill, 1);
     let mut cell = fill.cells(1)[0];
-    g.bench_function("single", |b| b.iter(|| black_box(relays[0].recognize(black_box(&mut cell)))));
+    g.bench_function("single", |b| {
+        b.iter(|| black_box(relays[0].recognize(black_box(&mut cell))))
+    });
     for n in [8usize, 16, 64] {
         let mut cells = fill.cells(n);
         let mut for_us = vec![false; n];
@@ -45,7 +49,9 @@ fn exit_originate(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let (mut relays, _) = circuits(&mut fill, 1);
     let mut cell = fill.cells(1)[0];
-    g.bench_function("single", |b| b.iter(|| black_box(relays[0].originate(black_box(&mut cell)))));
+    g.bench_function("single", |b| {
+        b.iter(|| black_box(relays[0].originate(black_box(&mut cell))))
+    });
     for n in [8usize, 16, 64] {
         let (mut relays, _) = circuits(&mut fill, n);
         let mut cells = fill.cells(n);
@@ -81,7 +87,12 @@ fn exit_forward(c: &mut Criterion) {
                     (fresh.clone(), cells, vec![false; n])
                 },
                 |(mut relays, mut cells, mut for_us)| {
-                    black_box(forward_multi_indexed(&mut relays, &mut cells, &circ, &mut for_us))
+                    black_box(forward_multi_indexed(
+                        &mut relays,
+                        &mut cells,
+                        &circ,
+                        &mut for_us,
+                    ))
                 },
                 BatchSize::SmallInput,
             )
@@ -90,5 +101,11 @@ fn exit_forward(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, aes_ctr, middle_forward, exit_originate, exit_forward);
+criterion_group!(
+    benches,
+    aes_ctr,
+    middle_forward,
+    exit_originate,
+    exit_forward
+);
 criterion_main!(benches);

@@ -240,7 +240,7 @@ fn middle_forward_run() -> Figure {
     let mut rng = StdRng::seed_from_u64(3);
     let (mut relays, _) = circuits(&mut rng, 1);
     let mut cells = random_cells(&mut rng, CELLS);
-    let mut for_us = vec![false; 64];
+    let mut for_us = [false; 64];
     Figure::Per(
         BATCHES
             .iter()

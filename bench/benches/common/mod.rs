@@ -3,7 +3,9 @@
 #![allow(dead_code)] // each bench uses a different part
 
 use fors::crypto::keymat::Tor1KeyMaterial;
-use fors::crypto::relay::{CellBody, Tor1ClientCircuit, Tor1ClientLayer, Tor1RelayCrypto, CELL_BODY_LEN};
+use fors::crypto::relay::{
+    CellBody, Tor1ClientCircuit, Tor1ClientLayer, Tor1RelayCrypto, CELL_BODY_LEN,
+};
 
 /// A small xorshift generator: benches need varied bytes, not secure ones.
 pub struct Fill(u64);

@@ -2,6 +2,9 @@
 //! stream that continues across cells, so the position inside a partly used keystream block is
 //! kept between calls (509 is not a multiple of 16). tor-spec "Relay cells".
 
+// The VAES / AVX-512 intrinsics need Rust 1.89 although the workspace still declares 1.85.
+#![allow(clippy::incompatible_msrv)]
+
 use super::cpu::{AesImpl, CpuFeatures};
 use aes::cipher::{BlockEncrypt, KeyInit};
 use zeroize::Zeroize;

@@ -180,10 +180,10 @@ fn forward_core<J: Jobs + ?Sized>(
             lanes.clear();
             // Decrypt; only cells with recognized == 0 need a digest check (tor-spec "Routing
             // relay cells").
-            for k in i..end {
+            for (k, hit) in for_us.iter_mut().enumerate().take(end).skip(i) {
                 let (c, cell) = jobs.get(k);
                 c.forward.crypt(cell);
-                for_us[k] = false;
+                *hit = false;
                 if recognized_is_zero(cell) {
                     lane_job[lanes.len()] = k;
                     lanes.push(&c.forward.digest, cell);

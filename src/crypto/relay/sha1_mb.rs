@@ -8,6 +8,9 @@
 //! padding`; lanes then differ in how many blocks they absorb (7 or 8) and how many the final
 //! copy needs (1 or 2), which per-lane block counts and masked state updates handle.
 
+// The AVX-512 intrinsics need Rust 1.89 although the workspace still declares 1.85.
+#![allow(clippy::incompatible_msrv)]
+
 use super::cpu::{CpuFeatures, Sha1MultiImpl};
 use super::sha1::{self, digest_bytes, Sha1State, BLOCK_LEN};
 use super::{CellBody, CELL_BODY_LEN, DIGEST_LEN, DIGEST_OFFSET};
@@ -137,11 +140,9 @@ impl Sha1Lanes {
             #[cfg(target_arch = "x86_64")]
             Sha1MultiImpl::Avx2x8 | Sha1MultiImpl::Avx512x16 => {
                 let lanes = imp.lanes();
-                let mut start = [0i32; MAX_LANES];
+                let mut start: [i32; MAX_LANES] =
+                    core::array::from_fn(|lane| (lane * LANE_STRIDE) as i32);
                 let mut count = [0u8; MAX_LANES];
-                for lane in 0..MAX_LANES {
-                    start[lane] = (lane * LANE_STRIDE) as i32;
-                }
                 count[..n].copy_from_slice(&self.absorb_blocks[..n]);
                 let base = self.scratch.as_ptr().cast::<u8>();
                 for group in (0..n).step_by(lanes) {
@@ -152,8 +153,8 @@ impl Sha1Lanes {
                     unsafe { run_kernel(imp, &mut self.h_run, g.clone(), base, &start, &count) };
                 }
                 self.h_fin = self.h_run;
-                for lane in 0..n {
-                    start[lane] += self.absorb_blocks[lane] as i32 * BLOCK_LEN as i32;
+                for (s, &a) in start.iter_mut().zip(&self.absorb_blocks[..n]) {
+                    *s += a as i32 * BLOCK_LEN as i32;
                 }
                 count[..n].copy_from_slice(&self.final_blocks[..n]);
                 for group in (0..n).step_by(lanes) {
