@@ -148,7 +148,7 @@ impl Sha1Lanes {
                 for group in (0..n).step_by(lanes) {
                     let g = group..(group + lanes).min(n);
                     // SAFETY: `supports_sha1_multi` checked AVX2 (resp. AVX-512F/BW/VL) at run
-                    // time; every gathered offset lies inside `scratch`, since each lane reads at
+                    // time; every block loaded lies inside `scratch`, since each lane reads at
                     // most LANE_BLOCKS blocks from its own LANE_STRIDE area.
                     unsafe { run_kernel(imp, &mut self.h_run, g.clone(), base, &start, &count) };
                 }
@@ -284,6 +284,48 @@ macro_rules! sha1_rounds {
 #[cfg(target_arch = "x86_64")]
 const BSWAP32: [u8; 16] = [3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12];
 
+/// The eight-lane counterpart of the AVX-512 `load_transposed`: each lane's block is two 32-byte
+/// rows; two 8x8 word transposes give `w[0..8]` and `w[8..16]`.
+///
+/// # Safety
+/// AVX2 must be available and each lane's 64 bytes readable.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load_transposed_x8(
+    base: *const u8,
+    start: &[i32; MAX_LANES],
+    at: usize,
+    bswap: std::arch::x86_64::__m256i,
+) -> [std::arch::x86_64::__m256i; 16] {
+    use std::arch::x86_64::*;
+    let mut w = [_mm256_setzero_si256(); 16];
+    for half in 0..2 {
+        let mut r = [_mm256_setzero_si256(); 8];
+        for (row, &s) in r.iter_mut().zip(&start[..8]) {
+            let p = base.add(s as usize + at + 32 * half);
+            *row = _mm256_shuffle_epi8(_mm256_loadu_si256(p.cast()), bswap);
+        }
+        let mut t = [_mm256_setzero_si256(); 8];
+        for i in 0..4 {
+            t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        let mut u = [_mm256_setzero_si256(); 8];
+        for i in 0..2 {
+            u[4 * i] = _mm256_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 1] = _mm256_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 2] = _mm256_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            u[4 * i + 3] = _mm256_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        for j in 0..4 {
+            w[8 * half + j] = _mm256_permute2x128_si256::<0x20>(u[j], u[4 + j]);
+            w[8 * half + 4 + j] = _mm256_permute2x128_si256::<0x31>(u[j], u[4 + j]);
+        }
+    }
+    w
+}
+
 /// Sixteen lanes in AVX-512 registers; `vpternlogd` and `vprold` keep rounds short.
 #[cfg(target_arch = "x86_64")]
 mod x16 {
@@ -336,6 +378,54 @@ mod x16 {
         ))
     }
 
+    /// Loads block `at` bytes past `start[l]` of every lane `l` (one 64-byte row each),
+    /// byte-swaps the words, and transposes the 16x16 word matrix so that `w[t]` holds word `t`
+    /// of all sixteen lanes. Four shuffle stages cost far less than sixteen gathers.
+    ///
+    /// # Safety
+    /// AVX-512F/BW must be available and each lane's 64 bytes readable.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn load_transposed(
+        base: *const u8,
+        start: &[i32; MAX_LANES],
+        at: usize,
+        bswap: V,
+    ) -> [V; 16] {
+        let mut r = [_mm512_setzero_si512(); 16];
+        for (row, &s) in r.iter_mut().zip(start) {
+            *row = _mm512_shuffle_epi8(_mm512_loadu_si512(base.add(s as usize + at).cast()), bswap);
+        }
+        // Words (2i, 2i+1) interleaved, then pairs of pairs: u[4i + j] holds, in 128-bit lane
+        // k, word 4k + j of rows 4i..4i+3.
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        let mut u = [_mm512_setzero_si512(); 16];
+        for i in 0..4 {
+            u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        // A 4x4 transpose of 128-bit lanes across u[j], u[4 + j], u[8 + j], u[12 + j].
+        let mut w = [_mm512_setzero_si512(); 16];
+        for j in 0..4 {
+            let (x0, x1, x2, x3) = (u[j], u[4 + j], u[8 + j], u[12 + j]);
+            let a = _mm512_shuffle_i32x4::<0x44>(x0, x1);
+            let b = _mm512_shuffle_i32x4::<0x44>(x2, x3);
+            let c = _mm512_shuffle_i32x4::<0xEE>(x0, x1);
+            let d = _mm512_shuffle_i32x4::<0xEE>(x2, x3);
+            w[j] = _mm512_shuffle_i32x4::<0x88>(a, b);
+            w[4 + j] = _mm512_shuffle_i32x4::<0xDD>(a, b);
+            w[8 + j] = _mm512_shuffle_i32x4::<0x88>(c, d);
+            w[12 + j] = _mm512_shuffle_i32x4::<0xDD>(c, d);
+        }
+        w
+    }
+
     /// Compresses, for each lane `l`, `count[l]` blocks starting at byte offset `start[l]` from
     /// `base` into `h[..][l]`.
     ///
@@ -354,18 +444,11 @@ mod x16 {
             *s = _mm512_loadu_si512(hv.as_ptr().cast());
         }
         let bswap = _mm512_broadcast_i32x4(_mm_loadu_si128(BSWAP32.as_ptr().cast()));
-        let off = _mm512_loadu_si512(start.as_ptr().cast());
         let cnt = _mm512_cvtepu8_epi32(_mm_loadu_si128(count.as_ptr().cast()));
         let blocks = count.iter().copied().max().unwrap_or(0) as i32;
-        let base = base.cast::<i32>();
         for blk in 0..blocks {
             let active = _mm512_cmpgt_epi32_mask(cnt, set1(blk));
-            let o = add(off, set1(blk * BLOCK_LEN as i32));
-            let mut w = [_mm512_setzero_si512(); 16];
-            for (t, wt) in w.iter_mut().enumerate() {
-                let g = _mm512_i32gather_epi32::<1>(add(o, set1(4 * t as i32)), base);
-                *wt = _mm512_shuffle_epi8(g, bswap);
-            }
+            let mut w = load_transposed(base, start, blk as usize * BLOCK_LEN, bswap);
             let [mut a, mut b, mut c, mut d, mut e] = st;
             sha1_rounds!(w, a, b, c, d, e);
             for (s, v) in st.iter_mut().zip([a, b, c, d, e]) {
@@ -448,18 +531,11 @@ mod x8 {
             *s = _mm256_loadu_si256(hv.as_ptr().cast());
         }
         let bswap = _mm256_broadcastsi128_si256(_mm_loadu_si128(BSWAP32.as_ptr().cast()));
-        let off = _mm256_loadu_si256(start.as_ptr().cast());
         let cnt = _mm256_cvtepu8_epi32(_mm_loadl_epi64(count.as_ptr().cast()));
         let blocks = count[..8].iter().copied().max().unwrap_or(0) as i32;
-        let base = base.cast::<i32>();
         for blk in 0..blocks {
             let active = _mm256_cmpgt_epi32(cnt, set1(blk));
-            let o = add(off, set1(blk * BLOCK_LEN as i32));
-            let mut w = [_mm256_setzero_si256(); 16];
-            for (t, wt) in w.iter_mut().enumerate() {
-                let g = _mm256_i32gather_epi32::<1>(base, add(o, set1(4 * t as i32)));
-                *wt = _mm256_shuffle_epi8(g, bswap);
-            }
+            let mut w = super::load_transposed_x8(base, start, blk as usize * BLOCK_LEN, bswap);
             let [mut a, mut b, mut c, mut d, mut e] = st;
             sha1_rounds!(w, a, b, c, d, e);
             for (s, v) in st.iter_mut().zip([a, b, c, d, e]) {
@@ -543,18 +619,11 @@ mod x8vl {
             *s = _mm256_loadu_si256(hv.as_ptr().cast());
         }
         let bswap = _mm256_broadcastsi128_si256(_mm_loadu_si128(BSWAP32.as_ptr().cast()));
-        let off = _mm256_loadu_si256(start.as_ptr().cast());
         let cnt = _mm256_cvtepu8_epi32(_mm_loadl_epi64(count.as_ptr().cast()));
         let blocks = count[..8].iter().copied().max().unwrap_or(0) as i32;
-        let base = base.cast::<i32>();
         for blk in 0..blocks {
             let active = _mm256_cmpgt_epi32_mask(cnt, set1(blk));
-            let o = add(off, set1(blk * BLOCK_LEN as i32));
-            let mut w = [_mm256_setzero_si256(); 16];
-            for (t, wt) in w.iter_mut().enumerate() {
-                let g = _mm256_i32gather_epi32::<1>(base, add(o, set1(4 * t as i32)));
-                *wt = _mm256_shuffle_epi8(g, bswap);
-            }
+            let mut w = super::load_transposed_x8(base, start, blk as usize * BLOCK_LEN, bswap);
             let [mut a, mut b, mut c, mut d, mut e] = st;
             sha1_rounds!(w, a, b, c, d, e);
             for (s, v) in st.iter_mut().zip([a, b, c, d, e]) {
