@@ -1,9 +1,10 @@
 //! Run-time CPU feature detection and the one-time choice of AES and SHA-1 implementations.
 //!
 //! The choice is made once per process from the CPU's features ([`Tor1Engine::get`]). Which
-//! SHA-1 strategy wins was measured (see `bench/RESULTS.md`): on AVX-512 CPUs the 16-lane
-//! multi-buffer kernel beats SHA-NI one stream at a time once a group holds enough circuits;
-//! AVX2's 8 lanes only beat a CPU without SHA-NI.
+//! SHA-1 strategy wins was measured (see `bench/RESULTS.md`): on Zen 4 a full 16-lane AVX-512
+//! pass costs about a third of SHA-NI per cell and even the 8-lane AVX2 kernel half, so across
+//! circuits multi-buffer wins once a group holds a few circuits. A single circuit's running
+//! digest is sequential and stays on SHA-NI.
 
 use std::sync::OnceLock;
 
@@ -188,16 +189,19 @@ impl Tor1Engine {
             Sha1Impl::Portable
         };
         let (sha1_multi, multi_min_lanes) = if features.avx512 {
-            (
-                Sha1MultiImpl::Avx512x16,
-                if features.sha_ni {
-                    AVX512_MIN_LANES_VS_SHANI
-                } else {
-                    2
-                },
-            )
-        } else if features.avx2 && !features.sha_ni {
-            (Sha1MultiImpl::Avx2x8, 2)
+            let min = if features.sha_ni {
+                AVX512_MIN_LANES_VS_SHANI
+            } else {
+                2
+            };
+            (Sha1MultiImpl::Avx512x16, min)
+        } else if features.avx2 {
+            let min = if features.sha_ni {
+                AVX2_MIN_LANES_VS_SHANI
+            } else {
+                2
+            };
+            (Sha1MultiImpl::Avx2x8, min)
         } else {
             (Sha1MultiImpl::OneByOne(sha1), 1)
         };
@@ -217,6 +221,10 @@ impl Tor1Engine {
     }
 }
 
-/// Fewest circuits for which one 16-lane AVX-512 pass beats SHA-NI one circuit at a time
-/// (measured on Zen 4; see `bench/RESULTS.md`).
-const AVX512_MIN_LANES_VS_SHANI: usize = 4;
+/// Fewest circuits for which one multi-buffer pass beats SHA-NI one circuit at a time. Measured
+/// on Zen 4 (`fors bench-crypto`, `sha1_cell_ns`; see `bench/RESULTS.md`): SHA-NI ≈ 330 ns per
+/// cell; a group of ≤ 8 runs the 8-lane AVX-512VL kernel at ≈ 930 ns per pass (break-even 2.8
+/// circuits); the 8-lane AVX2 kernel costs ≈ 1320 ns per pass (break-even 4 circuits).
+const AVX512_MIN_LANES_VS_SHANI: usize = 3;
+/// See [`AVX512_MIN_LANES_VS_SHANI`].
+const AVX2_MIN_LANES_VS_SHANI: usize = 5;
