@@ -18,6 +18,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
+use std::io::Write;
 use std::time::Instant;
 
 /// Circuit counts for the "batched across N circuits" figures.
@@ -96,23 +97,23 @@ pub fn run(args: &[String]) -> i32 {
     }
     let mut out = Map::new();
     out.insert("cpu_features".into(), cpu_features());
-    if !as_json {
-        let e = Tor1Engine::get();
-        println!(
-            "relay crypto on this CPU: AES {:?}, SHA-1 {:?} (one circuit), {:?} across circuits (from {} circuits)",
-            e.aes, e.sha1, e.sha1_multi, e.multi_min_lanes
-        );
-    }
+    let mut text = String::new();
+    let e = Tor1Engine::get();
+    text.push_str(&format!(
+        "relay crypto on this CPU: AES {:?}, SHA-1 {:?} (one circuit), {:?} across circuits (from {} circuits)\n",
+        e.aes, e.sha1, e.sha1_multi, e.multi_min_lanes
+    ));
     for m in MEASUREMENTS {
         let fig = (m.run)();
-        if !as_json {
-            match &fig {
-                Figure::One(v) => println!("{:<28} {:>9.1} {}  {}", m.key, v, m.unit, m.what),
-                Figure::Per(vs) => {
-                    println!("{:<28} {:>9} {}  {}", m.key, "", m.unit, m.what);
-                    for (k, v) in vs {
-                        println!("{:>28} {:>9.1}", k, v);
-                    }
+        match &fig {
+            Figure::One(v) => text.push_str(&format!(
+                "{:<28} {:>9.1} {}  {}\n",
+                m.key, v, m.unit, m.what
+            )),
+            Figure::Per(vs) => {
+                text.push_str(&format!("{:<28} {:>9} {}  {}\n", m.key, "", m.unit, m.what));
+                for (k, v) in vs {
+                    text.push_str(&format!("{:>28} {:>9.1}\n", k, v));
                 }
             }
         }
@@ -126,14 +127,18 @@ pub fn run(args: &[String]) -> i32 {
     }
     if as_json {
         match serde_json::to_string_pretty(&Value::Object(out)) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => text = s + "\n",
             Err(e) => {
                 eprintln!("fors bench-crypto: {e}");
                 return 1;
             }
         }
     }
-    0
+    // A closed pipe (e.g. `| head`) is not worth a panic.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
 }
 
 fn round1(v: f64) -> f64 {

@@ -291,19 +291,25 @@ mod x86 {
         hi: u64,
         data: &mut [u8],
     ) -> [u8; 16] {
-        let mut k = [_mm512_setzero_si512(); 11];
-        for (k, r) in k.iter_mut().zip(rk) {
-            *k = _mm512_broadcast_i32x4(_mm_loadu_si128(r.as_ptr().cast()));
+        // Round keys are broadcast from memory where used (one load each) rather than held in
+        // an array, which the compiler would spill to the stack on every call.
+        macro_rules! key {
+            ($i:expr) => {
+                _mm512_broadcast_i32x4(_mm_loadu_si128(rk[$i].as_ptr().cast()))
+            };
         }
         let bswap = _mm512_broadcast_i32x4(_mm_loadu_si128(BSWAP128.as_ptr().cast()));
         let hi = hi as i64;
         let lo = lo as i64;
         // Four consecutive counters per register, as (low, high) qword pairs.
+        // Built from one broadcast plus constant offsets: cheaper per call than inserting eight
+        // scalars per register, which matters when a call covers a single cell.
+        let base = _mm512_broadcast_i32x4(_mm_set_epi64x(hi, lo));
         let mut ctr = [
-            _mm512_set_epi64(hi, lo + 3, hi, lo + 2, hi, lo + 1, hi, lo),
-            _mm512_set_epi64(hi, lo + 7, hi, lo + 6, hi, lo + 5, hi, lo + 4),
-            _mm512_set_epi64(hi, lo + 11, hi, lo + 10, hi, lo + 9, hi, lo + 8),
-            _mm512_set_epi64(hi, lo + 15, hi, lo + 14, hi, lo + 13, hi, lo + 12),
+            _mm512_add_epi64(base, _mm512_set_epi64(0, 3, 0, 2, 0, 1, 0, 0)),
+            _mm512_add_epi64(base, _mm512_set_epi64(0, 7, 0, 6, 0, 5, 0, 4)),
+            _mm512_add_epi64(base, _mm512_set_epi64(0, 11, 0, 10, 0, 9, 0, 8)),
+            _mm512_add_epi64(base, _mm512_set_epi64(0, 15, 0, 14, 0, 13, 0, 12)),
         ];
         let step16 = _mm512_set_epi64(0, 16, 0, 16, 0, 16, 0, 16);
         let mut last = [0u8; 64];
@@ -311,17 +317,18 @@ mod x86 {
         for chunk in &mut chunks {
             let mut b = [_mm512_setzero_si512(); 4];
             for (x, c) in b.iter_mut().zip(ctr.iter_mut()) {
-                *x = _mm512_xor_si512(_mm512_shuffle_epi8(*c, bswap), k[0]);
+                *x = _mm512_xor_si512(_mm512_shuffle_epi8(*c, bswap), key!(0));
                 *c = _mm512_add_epi64(*c, step16);
             }
-            for key in &k[1..10] {
+            for i in 1..10 {
+                let k = key!(i);
                 for x in b.iter_mut() {
-                    *x = _mm512_aesenc_epi128(*x, *key);
+                    *x = _mm512_aesenc_epi128(*x, k);
                 }
             }
             let p = chunk.as_mut_ptr();
             for (i, x) in b.iter().enumerate() {
-                let ks = _mm512_aesenclast_epi128(*x, k[10]);
+                let ks = _mm512_aesenclast_epi128(*x, key!(10));
                 let d = _mm512_loadu_si512(p.add(64 * i).cast());
                 _mm512_storeu_si512(p.add(64 * i).cast(), _mm512_xor_si512(d, ks));
             }
@@ -333,18 +340,21 @@ mod x86 {
         }
         let mut b = [_mm512_setzero_si512(); 4];
         for (x, c) in b.iter_mut().zip(ctr.iter()) {
-            *x = _mm512_xor_si512(_mm512_shuffle_epi8(*c, bswap), k[0]);
+            *x = _mm512_xor_si512(_mm512_shuffle_epi8(*c, bswap), key!(0));
         }
         let nregs = rest.len().div_ceil(64);
-        for key in &k[1..10] {
-            for x in b[..nregs].iter_mut() {
-                *x = _mm512_aesenc_epi128(*x, *key);
+        // All four registers go through the rounds even if fewer are needed: a variable-length
+        // loop here would keep them in memory, which costs more than the spare AESENCs.
+        for i in 1..10 {
+            let k = key!(i);
+            for x in b.iter_mut() {
+                *x = _mm512_aesenc_epi128(*x, k);
             }
         }
         let p = rest.as_mut_ptr();
         for (i, x) in b[..nregs].iter().enumerate() {
             let n = (rest.len() - 64 * i).min(64);
-            let ks = _mm512_aesenclast_epi128(*x, k[10]);
+            let ks = _mm512_aesenclast_epi128(*x, key!(10));
             if n == 64 {
                 let d = _mm512_loadu_si512(p.add(64 * i).cast());
                 _mm512_storeu_si512(p.add(64 * i).cast(), _mm512_xor_si512(d, ks));
