@@ -320,8 +320,8 @@ mod x86 {
                 *x = _mm512_xor_si512(_mm512_shuffle_epi8(*c, bswap), key!(0));
                 *c = _mm512_add_epi64(*c, step16);
             }
-            for i in 1..10 {
-                let k = key!(i);
+            for r in &rk[1..10] {
+                let k = _mm512_broadcast_i32x4(_mm_loadu_si128(r.as_ptr().cast()));
                 for x in b.iter_mut() {
                     *x = _mm512_aesenc_epi128(*x, k);
                 }
@@ -345,8 +345,8 @@ mod x86 {
         let nregs = rest.len().div_ceil(64);
         // All four registers go through the rounds even if fewer are needed: a variable-length
         // loop here would keep them in memory, which costs more than the spare AESENCs.
-        for i in 1..10 {
-            let k = key!(i);
+        for r in &rk[1..10] {
+            let k = _mm512_broadcast_i32x4(_mm_loadu_si128(r.as_ptr().cast()));
             for x in b.iter_mut() {
                 *x = _mm512_aesenc_epi128(*x, k);
             }
