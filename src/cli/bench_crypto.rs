@@ -82,15 +82,24 @@ const MEASUREMENTS: &[Measurement] = &[
 /// Runs the crypto benchmark; returns the process exit code.
 pub fn run(args: &[String]) -> i32 {
     let mut as_json = false;
-    for a in args {
+    let mut only: Option<&str> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => as_json = true,
+            "--only" => match it.next() {
+                Some(k) if MEASUREMENTS.iter().any(|m| m.key == k) => only = Some(k),
+                _ => {
+                    eprintln!("fors bench-crypto: --only needs one of the measurement keys");
+                    return 2;
+                }
+            },
             "-h" | "--help" => {
-                println!("usage: fors bench-crypto [--json]");
+                println!("usage: fors bench-crypto [--json] [--only KEY]");
                 return 0;
             }
             other => {
-                eprintln!("fors bench-crypto: unknown argument {other:?}\nusage: fors bench-crypto [--json]");
+                eprintln!("fors bench-crypto: unknown argument {other:?}\nusage: fors bench-crypto [--json] [--only KEY]");
                 return 2;
             }
         }
@@ -103,7 +112,10 @@ pub fn run(args: &[String]) -> i32 {
         "relay crypto on this CPU: AES {:?}, SHA-1 {:?} (one circuit), {:?} across circuits (from {} circuits)\n",
         e.aes, e.sha1, e.sha1_multi, e.multi_min_lanes
     ));
-    for m in MEASUREMENTS {
+    for m in MEASUREMENTS
+        .iter()
+        .filter(|m| only.is_none_or(|k| k == m.key))
+    {
         let fig = (m.run)();
         match &fig {
             Figure::One(v) => text.push_str(&format!(
