@@ -224,7 +224,7 @@ impl Tor1Engine {
 /// Fewest circuits for which one multi-buffer pass beats SHA-NI one circuit at a time. Measured
 /// on Zen 4 (`fors bench-crypto`, `sha1_cell_ns`; see `bench/RESULTS.md`): SHA-NI ≈ 330 ns per
 /// cell; a group of ≤ 8 runs the 8-lane AVX-512VL kernel at ≈ 930 ns per pass (break-even 2.8
-/// circuits); the 8-lane AVX2 kernel costs ≈ 1320 ns per pass (break-even 4 circuits).
+/// circuits); the 8-lane AVX2 kernel costs ≈ 1400 ns per pass (break-even 4.2 circuits).
 const AVX512_MIN_LANES_VS_SHANI: usize = 3;
 /// See [`AVX512_MIN_LANES_VS_SHANI`].
 const AVX2_MIN_LANES_VS_SHANI: usize = 5;
