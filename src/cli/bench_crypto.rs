@@ -7,7 +7,8 @@
 //! shared machine (it does not filter cache pollution). The whole run takes a few seconds.
 
 use crate::crypto::keymat::Tor1KeyMaterial;
-use crate::crypto::relay::cpu::{CpuFeatures, Sha1Impl, Sha1MultiImpl, Tor1Engine};
+use crate::crypto::relay::aes_ctr::Aes128Ctr;
+use crate::crypto::relay::cpu::{AesImpl, CpuFeatures, Sha1Impl, Sha1MultiImpl, Tor1Engine};
 use crate::crypto::relay::sha1::Sha1State;
 use crate::crypto::relay::sha1_mb::Sha1Lanes;
 use crate::crypto::relay::{
@@ -70,6 +71,12 @@ const MEASUREMENTS: &[Measurement] = &[
         what: "exit originate, one cell each of N circuits (originate_multi)",
         unit: "ns/cell",
         run: exit_originate_batched,
+    },
+    Measurement {
+        key: "aes_ctr_cell_ns",
+        what: "AES-128-CTR keystream over one 509-byte cell, per implementation",
+        unit: "ns/cell",
+        run: aes_strategies,
     },
     Measurement {
         key: "sha1_cell_ns",
@@ -416,6 +423,30 @@ fn sha1_strategies() -> Figure {
                 }
             })
         });
+        out.push((name.to_string(), v));
+    }
+    Figure::Per(out)
+}
+
+/// Each AES-128-CTR implementation this CPU can run, one cell per call.
+fn aes_strategies() -> Figure {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut cells = random_cells(&mut rng, CELLS);
+    let mut out = Vec::new();
+    for imp in CpuFeatures::detect_cached().aes_impls() {
+        let mut ctr = Aes128Ctr::new(&[0x42; 16], imp);
+        let v = per_cell(CELLS, || {
+            timed(|| {
+                for c in cells.iter_mut() {
+                    ctr.apply_keystream(black_box(c));
+                }
+            })
+        });
+        let name = match imp {
+            AesImpl::Portable => "portable",
+            AesImpl::AesNi => "aes_ni",
+            AesImpl::Vaes512 => "vaes512",
+        };
         out.push((name.to_string(), v));
     }
     Figure::Per(out)

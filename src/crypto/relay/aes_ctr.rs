@@ -215,15 +215,6 @@ mod x86 {
         out
     }
 
-    #[inline(always)]
-    unsafe fn load_keys(round_keys: &[[u8; 16]; 11]) -> [__m128i; 11] {
-        let mut k = [_mm_setzero_si128(); 11];
-        for (k, r) in k.iter_mut().zip(round_keys) {
-            *k = _mm_loadu_si128(r.as_ptr().cast());
-        }
-        k
-    }
-
     /// XORs keystream for counters (hi:lo), (hi:lo+1), ... into `data` (any length), eight
     /// blocks in flight to cover AESENC latency; returns the last keystream block. The caller
     /// ensures `lo` does not wrap.
@@ -234,7 +225,9 @@ mod x86 {
         hi: u64,
         data: &mut [u8],
     ) -> [u8; 16] {
-        let k = load_keys(rk);
+        // Round keys are read from memory where used (folded into AESENC) rather than held in
+        // eleven registers next to eight blocks, which would not fit in sixteen.
+        let key = |i: usize| _mm_loadu_si128(rk[i].as_ptr().cast());
         let bswap = _mm_loadu_si128(BSWAP128.as_ptr().cast());
         let mut ctr = _mm_set_epi64x(hi as i64, lo as i64);
         let one = _mm_set_epi64x(0, 1);
@@ -243,28 +236,29 @@ mod x86 {
         for chunk in &mut chunks {
             let mut b = [_mm_setzero_si128(); 8];
             for x in b.iter_mut() {
-                *x = _mm_xor_si128(_mm_shuffle_epi8(ctr, bswap), k[0]);
+                *x = _mm_xor_si128(_mm_shuffle_epi8(ctr, bswap), key(0));
                 ctr = _mm_add_epi64(ctr, one);
             }
-            for key in &k[1..10] {
+            for r in &rk[1..10] {
+                let k = _mm_loadu_si128(r.as_ptr().cast());
                 for x in b.iter_mut() {
-                    *x = _mm_aesenc_si128(*x, *key);
+                    *x = _mm_aesenc_si128(*x, k);
                 }
             }
             let p = chunk.as_mut_ptr();
             for (i, x) in b.iter().enumerate() {
-                last = _mm_aesenclast_si128(*x, k[10]);
+                last = _mm_aesenclast_si128(*x, key(10));
                 let d = _mm_loadu_si128(p.add(16 * i).cast());
                 _mm_storeu_si128(p.add(16 * i).cast(), _mm_xor_si128(d, last));
             }
         }
         for chunk in chunks.into_remainder().chunks_mut(16) {
-            let mut x = _mm_xor_si128(_mm_shuffle_epi8(ctr, bswap), k[0]);
+            let mut x = _mm_xor_si128(_mm_shuffle_epi8(ctr, bswap), key(0));
             ctr = _mm_add_epi64(ctr, one);
-            for key in &k[1..10] {
-                x = _mm_aesenc_si128(x, *key);
+            for r in &rk[1..10] {
+                x = _mm_aesenc_si128(x, _mm_loadu_si128(r.as_ptr().cast()));
             }
-            last = _mm_aesenclast_si128(x, k[10]);
+            last = _mm_aesenclast_si128(x, key(10));
             if chunk.len() == 16 {
                 let p = chunk.as_mut_ptr();
                 let d = _mm_loadu_si128(p.cast());
