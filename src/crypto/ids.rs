@@ -46,9 +46,7 @@ impl Ed25519Identity {
     pub fn from_base64(s: &str) -> Option<Self> {
         use base64::Engine;
         let s = s.trim_end_matches('=');
-        let v = base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(s)
-            .ok()?;
+        let v = base64::engine::general_purpose::STANDARD_NO_PAD.decode(s).ok()?;
         Some(Self(v.try_into().ok()?))
     }
 }
@@ -73,10 +71,7 @@ mod tests {
     fn rsa_hex_round_trip() {
         let id = RsaIdentity([0xAB; 20]);
         assert_eq!(RsaIdentity::from_hex(&id.to_hex()), Some(id));
-        assert_eq!(
-            RsaIdentity::from_hex("$abababababababababababababababababababab"),
-            Some(id)
-        );
+        assert_eq!(RsaIdentity::from_hex("$abababababababababababababababababababab"), Some(id));
         assert_eq!(RsaIdentity::from_hex("abab"), None);
     }
 

@@ -24,13 +24,7 @@ impl Tor1KeyMaterial {
 
     /// Splits KDF output laid out as Df | Db | Kf | Kb | KH (ntor, ntor-v3).
     pub fn from_kdf_output(k: &[u8; Self::KDF_LEN]) -> Self {
-        let mut m = Self {
-            df: [0; 20],
-            db: [0; 20],
-            kf: [0; 16],
-            kb: [0; 16],
-            kh: [0; 20],
-        };
+        let mut m = Self { df: [0; 20], db: [0; 20], kf: [0; 16], kb: [0; 16], kh: [0; 20] };
         m.df.copy_from_slice(&k[0..20]);
         m.db.copy_from_slice(&k[20..40]);
         m.kf.copy_from_slice(&k[40..56]);
