@@ -1,11 +1,18 @@
-//! `fors bench-crypto [--json]`: per-cell relay-crypto (and, later, handshake) costs on this CPU.
+//! `fors bench-crypto [--json]`: per-cell relay-crypto and per-handshake costs on this CPU.
 //!
-//! Every figure is one named measurement in [`MEASUREMENTS`]; adding one (e.g. the ntor server
-//! handshake) means adding one entry there. Each figure is the fastest of many short timed
+//! Every figure is one named measurement in [`MEASUREMENTS`]. Per-cell figures is the fastest of many short timed
 //! repetitions over pre-built cells: a repetition short enough to fit in one scheduler time
 //! slice is rarely preempted, so the minimum filters out time lost to other processes on a
-//! shared machine (it does not filter cache pollution). The whole run takes a few seconds.
+//! shared machine (it does not filter cache pollution). Handshake figures are medians of
+//! per-call times. The whole run takes a few seconds.
 
+use crate::crypto::handshake::ntor::NtorClient;
+use crate::crypto::handshake::ntor_v3::NtorV3Client;
+use crate::crypto::handshake::{
+    negotiate_circ_params, ntor, ntor_v3, CircuitExtension, NtorKeyMap, NtorKeyPair,
+    NtorV3ServerPolicy,
+};
+use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::crypto::keymat::Tor1KeyMaterial;
 use crate::crypto::relay::aes_ctr::Aes128Ctr;
 use crate::crypto::relay::cpu::{AesImpl, CpuFeatures, Sha1Impl, Sha1MultiImpl, Tor1Engine};
@@ -71,6 +78,13 @@ const MEASUREMENTS: &[Measurement] = &[
         what: "exit originate, one cell each of N circuits (originate_multi)",
         unit: "ns/cell",
         run: exit_originate_batched,
+    },
+    Measurement { key: "ntor_server_us", what: "ntor (CREATE2 type 2) server handshake, median", unit: "µs", run: ntor_server },
+    Measurement {
+        key: "ntor_v3_server_us",
+        what: "ntor-v3 (CREATE2 type 3, CC request) server handshake, median",
+        unit: "µs",
+        run: ntor_v3_server,
     },
     Measurement {
         key: "aes_ctr_cell_ns",
@@ -450,4 +464,77 @@ fn aes_strategies() -> Figure {
         out.push((name.to_string(), v));
     }
     Figure::Per(out)
+}
+
+/// Server handshakes timed per call over this many fresh client onionskins.
+const HANDSHAKES: usize = 400;
+
+/// Median of per-call microseconds.
+fn median_us(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn ntor_key_map(rng: &mut StdRng) -> NtorKeyMap {
+    NtorKeyMap::new(NtorKeyPair::generate(rng), Some(NtorKeyPair::generate(rng)))
+}
+
+/// The relay's side of ntor: what each CREATE2 costs a shard. Client onionskins are made
+/// beforehand and not timed.
+fn ntor_server() -> Figure {
+    let mut rng = StdRng::seed_from_u64(11);
+    let map = ntor_key_map(&mut rng);
+    let id = RsaIdentity([7; 20]);
+    let skins: Vec<_> = (0..HANDSHAKES)
+        .map(|_| NtorClient::start(&mut rng, &id, map.current().public()).1)
+        .collect();
+    let samples = skins
+        .iter()
+        .map(|s| {
+            let t = Instant::now();
+            let r = ntor::server_handshake(&mut rng, &map, &id, s);
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            assert!(r.is_ok(), "ntor server handshake failed in the benchmark");
+            black_box(r.ok());
+            us
+        })
+        .collect();
+    Figure::One(median_us(samples))
+}
+
+/// The relay's side of ntor-v3 with a CC request negotiated by the server policy.
+fn ntor_v3_server() -> Figure {
+    let mut rng = StdRng::seed_from_u64(12);
+    let map = ntor_key_map(&mut rng);
+    let id = Ed25519Identity([9; 32]);
+    let policy = NtorV3ServerPolicy::default();
+    let skins: Vec<_> = (0..HANDSHAKES)
+        .filter_map(|_| {
+            NtorV3Client::start(
+                &mut rng,
+                &id,
+                map.current().public(),
+                &[CircuitExtension::CcRequest],
+            )
+            .ok()
+            .map(|(_, skin)| skin)
+        })
+        .collect();
+    let samples = skins
+        .iter()
+        .map(|s| {
+            let t = Instant::now();
+            let r = ntor_v3::server_handshake(&mut rng, &map, &id, s, |e| {
+                negotiate_circ_params(e, &policy)
+            });
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            assert!(
+                r.is_ok(),
+                "ntor-v3 server handshake failed in the benchmark"
+            );
+            black_box(r.ok());
+            us
+        })
+        .collect();
+    Figure::One(median_us(samples))
 }
