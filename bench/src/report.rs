@@ -38,7 +38,6 @@ pub struct Summary {
     pub stats: WorkerStats,
     pub elapsed_s: f64,
     pub cpu_s: f64,
-    pub expected_streams: u64,
     pub timeline: Vec<Sample>,
     pub path: Vec<String>,
 }
@@ -64,7 +63,7 @@ impl Summary {
         let s = &self.stats;
         s.integrity_errors == 0
             && s.errors.values().all(|&n| n == 0)
-            && s.streams_done >= self.expected_streams
+            && s.streams_done >= self.stats.streams_expected
             && (self.bytes_verified() > 0 || s.handshakes > 0)
     }
 
@@ -104,7 +103,7 @@ impl Summary {
             "handshake_ms": pct(&s.handshake_us, 1000.0),
             "circuits_built": s.circuits_built,
             "streams_done": s.streams_done,
-            "streams_expected": self.expected_streams,
+            "streams_expected": self.stats.streams_expected,
             "ttfb_ms": pct(&s.ttfb_us, 1000.0),
             "loadgen_cpu_s": self.cpu_s,
             "loadgen_cpu_cores": self.per_s(self.cpu_s),
@@ -140,7 +139,7 @@ impl Summary {
             s.handshakes,
             j["handshakes_per_s"].as_f64().unwrap_or(0.0),
             s.streams_done,
-            self.expected_streams,
+            self.stats.streams_expected,
             s.integrity_errors,
             s.errors,
             self.cpu_s,
@@ -160,6 +159,7 @@ mod tests {
             cells_sent: 100,
             cells_received: 300,
             streams_done: 2,
+            streams_expected: 2,
             handshakes: 4,
             ..Default::default()
         };
@@ -171,7 +171,6 @@ mod tests {
             stats: st,
             elapsed_s: 2.0,
             cpu_s: 0.5,
-            expected_streams: 2,
             timeline: vec![Sample {
                 t_s: 1.0,
                 mb_per_s: 2.0,
@@ -221,14 +220,13 @@ mod tests {
         s.stats.integrity_errors = 1;
         assert_eq!(s.to_json()["ok"], json!(false));
         let mut s = summary();
-        s.expected_streams = 3;
+        s.stats.streams_expected = 3;
         assert!(!s.ok());
         let mut s = summary();
         s.stats.error("destroy");
         assert!(!s.ok());
         let mut s = summary();
         s.stats = WorkerStats::default();
-        s.expected_streams = 0;
         assert!(!s.ok(), "nothing done is not a pass");
         assert_eq!(s.to_json()["latency_us"]["p50"], Value::Null);
     }

@@ -42,6 +42,9 @@ pub struct WorkerStats {
     pub cells_received: u64,
     pub circuits_built: u64,
     pub streams_done: u64,
+    /// Streams opened that had to finish (all of them, also in `--duration` runs, where
+    /// no new stream starts after the end and open ones run to completion).
+    pub streams_expected: u64,
     pub handshakes: u64,
     pub integrity_errors: u64,
     pub errors: BTreeMap<String, u64>,
@@ -64,6 +67,7 @@ impl Default for WorkerStats {
             cells_received: 0,
             circuits_built: 0,
             streams_done: 0,
+            streams_expected: 0,
             handshakes: 0,
             integrity_errors: 0,
             errors: BTreeMap::new(),
@@ -93,6 +97,7 @@ impl WorkerStats {
         self.cells_received += o.cells_received;
         self.circuits_built += o.circuits_built;
         self.streams_done += o.streams_done;
+        self.streams_expected += o.streams_expected;
         self.handshakes += o.handshakes;
         self.integrity_errors += o.integrity_errors;
         for (k, v) in &o.errors {
