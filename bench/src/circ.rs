@@ -850,3 +850,182 @@ fn start_handshake(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A circuit against a scripted one-hop "exit" that answers CREATE_FAST and runs the
+    //! relay side of tor1 with the RustCrypto primitives directly (independently of the
+    //! client code under test).
+    use super::*;
+    use aes::cipher::{KeyIvInit, StreamCipher};
+    use fors::crypto::handshake::fast;
+    use rand::SeedableRng;
+    use sha1::{Digest, Sha1};
+
+    type Aes = ctr::Ctr128BE<aes::Aes128>;
+
+    struct FakeExit {
+        fwd: Aes,
+        bwd: Aes,
+        fwd_d: Sha1,
+        bwd_d: Sha1,
+        /// Digest of each DATA cell we sent, for checking the client's SENDME tags.
+        sent_digests: Vec<[u8; 20]>,
+    }
+
+    impl FakeExit {
+        fn new(k: &Tor1KeyMaterial) -> Self {
+            let d = |s: &[u8]| {
+                let mut h = Sha1::new();
+                h.update(s);
+                h
+            };
+            FakeExit {
+                fwd: Aes::new(&k.kf.into(), &[0u8; 16].into()),
+                bwd: Aes::new(&k.kb.into(), &[0u8; 16].into()),
+                fwd_d: d(&k.df),
+                bwd_d: d(&k.db),
+                sent_digests: Vec::new(),
+            }
+        }
+
+        /// Decrypts and checks a cell from the client; returns (cmd, stream, data).
+        fn receive(&mut self, body: &Body) -> (RelayCmd, u16, Vec<u8>) {
+            let mut b = *body;
+            self.fwd.apply_keystream(&mut b);
+            assert_eq!(&b[1..3], &[0, 0], "recognized");
+            let got: [u8; 4] = b[5..9].try_into().unwrap();
+            b[5..9].fill(0);
+            self.fwd_d.update(b);
+            let d: [u8; 20] = self.fwd_d.clone().finalize().into();
+            assert_eq!(d[..4], got, "forward digest");
+            let m = v0::parse(&b).unwrap();
+            (m.cmd, m.stream_id, m.data.to_vec())
+        }
+
+        fn send(&mut self, cmd: RelayCmd, sid: u16, data: &[u8], rng: &mut StdRng) -> Body {
+            let mut b = [0u8; CELL_BODY_LEN];
+            v0::encode(&mut b, cmd, sid, data, rng).unwrap();
+            self.bwd_d.update(b);
+            let d: [u8; 20] = self.bwd_d.clone().finalize().into();
+            b[5..9].copy_from_slice(&d[..4]);
+            if cmd == RelayCmd::DATA {
+                self.sent_digests.push(d);
+            }
+            self.bwd.apply_keystream(&mut b);
+            b
+        }
+    }
+
+    fn relay() -> Relay {
+        Relay {
+            nick: "exit".into(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+            rsa: Default::default(),
+            ed: None,
+            ntor_key: None,
+        }
+    }
+
+    /// Runs a download of `bytes` through the fake exit, flipping payload byte `flip` if
+    /// given. Returns the stats and how many SENDME v1 tags matched.
+    fn download(bytes: u64, flip: Option<usize>) -> (WorkerStats, usize) {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut stats = WorkerStats::default();
+        let live = Live::default();
+        let mut out: Vec<(CircId, ChanCmd, Body)> = Vec::new();
+        let now = Instant::now();
+        let path = Arc::new(vec![relay()]);
+        let mut ctx = Ctx {
+            stats: &mut stats,
+            live: &live,
+            rng: &mut rng,
+        };
+        let mut c = Circuit::start(
+            CircId(0x8000_0001),
+            path,
+            1,
+            HandshakeKind::Fast,
+            "127.0.0.1:9".parse().unwrap(),
+            now,
+            &mut ctx,
+            &mut out,
+        )
+        .unwrap();
+        let (_, cmd, create) = out.pop().unwrap();
+        assert_eq!(cmd, ChanCmd::CREATE_FAST);
+        let mut srng = StdRng::seed_from_u64(2);
+        let (reply, keys) = fast::server_handshake(&mut srng, &create[..20]).unwrap();
+        let mut exit = FakeExit::new(&keys);
+        let mut body = [0u8; CELL_BODY_LEN];
+        body[..reply.len()].copy_from_slice(&reply);
+        c.on_cell(ChanCmd::CREATED_FAST, &mut body, now, &mut ctx, &mut out);
+        assert!(c.is_open());
+        let seed = 77;
+        assert!(c.open_stream(
+            StreamPlan {
+                dir: Dir::Down,
+                bytes,
+                seed
+            },
+            now,
+            &mut ctx,
+            &mut out
+        ));
+        let (cmd, sid, _) = exit.receive(&out.pop().unwrap().2);
+        assert_eq!(cmd, RelayCmd::BEGIN);
+        let mut b = exit.send(RelayCmd::CONNECTED, sid, &[], &mut srng);
+        c.on_cell(ChanCmd::RELAY, &mut b, now, &mut ctx, &mut out);
+        c.pump(now, u64::MAX, &mut ctx, &mut out);
+        let (cmd, _, req) = exit.receive(&out.remove(0).2);
+        assert_eq!(cmd, RelayCmd::DATA);
+        assert_eq!(req, format!("GET {bytes} {seed}\n").into_bytes());
+        // Stream the pattern, answering the client's SENDMEs as C tor would check them.
+        let mut data = vec![0u8; bytes as usize];
+        pattern::fill(seed, 0, &mut data);
+        if let Some(i) = flip {
+            data[i] ^= 0x01;
+        }
+        let mut tags_ok = 0;
+        for chunk in data.chunks(v0::MAX_DATA_LEN) {
+            let mut b = exit.send(RelayCmd::DATA, sid, chunk, &mut srng);
+            c.on_cell(ChanCmd::RELAY, &mut b, now, &mut ctx, &mut out);
+            c.pump(now, u64::MAX, &mut ctx, &mut out);
+            for (_, _, cell) in out.drain(..) {
+                let (cmd, s, d) = exit.receive(&cell);
+                assert_eq!(cmd, RelayCmd::SENDME);
+                if s == 0 {
+                    let k = (tags_ok + 1) * CIRCWINDOW_INCREMENT as usize - 1;
+                    assert_eq!(
+                        Sendme::parse(&d).unwrap(),
+                        Sendme::V1 {
+                            tag: &exit.sent_digests[k]
+                        }
+                    );
+                    tags_ok += 1;
+                }
+            }
+        }
+        (stats, tags_ok)
+    }
+
+    #[test]
+    fn download_is_verified_and_sendme_v1_tags_match_the_exit_digests() {
+        let n = 250 * v0::MAX_DATA_LEN as u64 + 17;
+        let (s, tags) = download(n, None);
+        assert_eq!(s.bytes_down, n);
+        assert_eq!(s.streams_done, 1);
+        assert_eq!(s.integrity_errors, 0);
+        assert_eq!(tags, 2, "SENDMEs after the 100th and 200th DATA cells");
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+    }
+
+    #[test]
+    fn a_corrupted_byte_is_an_integrity_error_not_throughput() {
+        let n = 50 * v0::MAX_DATA_LEN as u64;
+        let (s, _) = download(n, Some(12_345));
+        assert_eq!(s.integrity_errors, 1);
+        assert_eq!(s.streams_done, 0);
+        assert!(s.bytes_down < 12_345 + v0::MAX_DATA_LEN as u64);
+    }
+}
