@@ -82,6 +82,8 @@ pub struct Options {
     pub timeout: Duration,
     pub threads: usize,
     pub seed: u64,
+    /// `--serve ADDR`: only run the built-in sink/source server (for `--target` of other runs).
+    pub serve: Option<SocketAddrV4>,
 }
 
 /// What was wrong with the command line.
@@ -264,6 +266,7 @@ WORKLOAD:
   --target HOST:PORT | http://HOST:PORT   loopback only (default: built-in server)
   --threads T       worker threads (default: min(cores, circuits))
   --seed S          pattern seed base (default: random)
+  --serve 127.0.0.1:PORT   only run the sink/source server (until --duration, default 1h)
 OUTPUT:
   --json  --svg DIR  --timeout 120s
 ";
@@ -291,6 +294,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         timeout: Duration::from_secs(120),
         threads: 0,
         seed: rand::random(),
+        serve: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -382,6 +386,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
                 )
             }
             "--flood" => o.flood = true,
+            "--serve" => o.serve = Some(parse_v4("--serve", &val!("--serve"))?),
             "--target" => o.target = parse_target(&val!("--target"))?,
             "--json" => o.json = true,
             "--svg" => o.svg = Some(PathBuf::from(val!("--svg"))),
@@ -399,6 +404,9 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
             }
             other => return Err(CliError::Unknown(other.to_string())),
         }
+    }
+    if o.serve.is_some() {
+        return Ok(o);
     }
     o.path = match (network, hops.is_empty()) {
         (Some(file), true) => PathSource::Network {
@@ -546,6 +554,13 @@ mod tests {
         assert!(parse(&args("--network n --download 1M --circuits 0")).is_err());
         assert!(parse(&args("--network n --download 1M --handshake tap")).is_err());
         assert!(parse(&args("--hop 127.0.0.1:1,XYZ --download 1M")).is_err());
+    }
+
+    #[test]
+    fn serve_mode_needs_no_path() {
+        let o = parse(&args("--serve 127.0.0.1:7000 --duration 5s")).unwrap();
+        assert_eq!(o.serve, Some("127.0.0.1:7000".parse().unwrap()));
+        assert!(parse(&args("--serve 0.0.0.0:7000")).is_err());
     }
 
     #[test]

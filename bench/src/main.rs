@@ -39,6 +39,9 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(addr) = opts.serve {
+        std::process::exit(serve(addr, opts.duration.unwrap_or(Duration::from_secs(3600))));
+    }
     match run(&opts) {
         Ok(summary) => {
             if opts.json {
@@ -56,6 +59,22 @@ fn main() {
         Err(e) => {
             eprintln!("fors-loadgen: {e}");
             std::process::exit(2);
+        }
+    }
+}
+
+/// `--serve`: runs the sink/source server for `limit`, printing its address first.
+fn serve(addr: SocketAddrV4, limit: Duration) -> i32 {
+    match sink::SinkServer::start(addr.into()) {
+        Ok(s) => {
+            println!("listening {}", s.addr());
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::thread::sleep(limit);
+            0
+        }
+        Err(e) => {
+            eprintln!("fors-loadgen: --serve {addr}: {e}");
+            2
         }
     }
 }
@@ -213,10 +232,10 @@ fn write_svgs(dir: &std::path::Path, s: &Summary) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let pts: Vec<(f64, f64)> = s.timeline.iter().map(|x| (x.t_s, x.mb_per_s)).collect();
     std::fs::write(dir.join("throughput.svg"), svg::throughput(&pts))?;
-    let (title, h) = if !s.stats.cell_gap_us.is_empty() {
-        ("Latency CDF: gap between DATA cells", &s.stats.cell_gap_us)
-    } else {
+    let (title, h) = if !s.stats.sendme_rtt_us.is_empty() {
         ("Latency CDF: SENDME round trip", &s.stats.sendme_rtt_us)
+    } else {
+        ("Latency CDF: gap between DATA cells", &s.stats.cell_gap_us)
     };
     std::fs::write(dir.join("latency-cdf.svg"), svg::latency_cdf(title, h))?;
     Ok(())

@@ -7,11 +7,12 @@
 //! * `integrity_errors`: streams whose bytes differed from the pattern (either direction).
 //! * `mb_per_s`: `bytes_verified / elapsed_s / 10^6`; `cells_per_s`: relay cells sent plus
 //!   received per second.
-//! * `latency_us` {`kind`, `p50`, `p99`, `p999`, `max`, `count`}: with downloads, `kind` is
-//!   `"download_cell_gap"`: the time between consecutive DATA cells arriving on one circuit;
-//!   upload-only runs use `"sendme_rtt"`: from sending the DATA cell a circuit SENDME v1
-//!   authenticates to receiving that SENDME (a round trip through every hop). Both are also
-//!   given separately as `cell_gap_us` and `sendme_rtt_us`.
+//! * `latency_us` {`kind`, `p50`, `p99`, `p999`, `max`, `count`}: with uploads, `kind` is
+//!   `"sendme_rtt"`: from sending the DATA cell a circuit SENDME v1 authenticates (every
+//!   100th) to receiving that SENDME, a round trip through every hop including queueing.
+//!   Download-only runs use `"download_cell_gap"`: the time between consecutive DATA cells
+//!   of one circuit, timestamped per socket read (cells of one read count as 0 → 1 µs).
+//!   Both are also given separately as `cell_gap_us` and `sendme_rtt_us`.
 //! * `handshakes_per_s`, `handshakes`, `handshake_ms` {p50, p99}: completed circuit
 //!   handshakes (CREATED2/EXTENDED2/CREATED_FAST verified).
 //! * `ttfb_ms` {p50, p99, max}: BEGIN sent → first DATA byte received, per stream.
@@ -77,10 +78,10 @@ impl Summary {
 
     pub fn to_json(&self) -> Value {
         let s = &self.stats;
-        let (kind, lat) = if !s.cell_gap_us.is_empty() {
-            ("download_cell_gap", &s.cell_gap_us)
-        } else {
+        let (kind, lat) = if !s.sendme_rtt_us.is_empty() {
             ("sendme_rtt", &s.sendme_rtt_us)
+        } else {
+            ("download_cell_gap", &s.cell_gap_us)
         };
         let mut latency = pct(lat, 1.0);
         latency["kind"] = json!(kind);
