@@ -17,7 +17,6 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::tor1_shim::{Tor1ClientCircuit, Tor1ClientLayer};
 use fors::cell::chan::{Create2, CreateFast, Created2, CreatedFast, Destroy, HandshakeType};
 use fors::cell::relay::msg::{
     Begin, BeginFlags, BeginTarget, End, Extend2, Extended2, LinkSpec, RelayMsg, Sendme,
@@ -26,6 +25,7 @@ use fors::cell::relay::v0;
 use fors::cell::{ChanCmd, CircId, RelayCmd, CELL_BODY_LEN};
 use fors::crypto::handshake::{CreateFastClient, NtorClient, NtorV3Client};
 use fors::crypto::keymat::Tor1KeyMaterial;
+use fors::crypto::relay::{Tor1ClientCircuit, Tor1ClientLayer};
 use rand::rngs::StdRng;
 use x25519_dalek::PublicKey;
 

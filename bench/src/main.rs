@@ -13,7 +13,6 @@ mod report;
 mod sink;
 mod stats;
 mod svg;
-mod tor1_shim;
 mod worker;
 
 use std::net::{SocketAddr, SocketAddrV4};
@@ -40,7 +39,10 @@ fn main() {
         }
     };
     if let Some(addr) = opts.serve {
-        std::process::exit(serve(addr, opts.duration.unwrap_or(Duration::from_secs(3600))));
+        std::process::exit(serve(
+            addr,
+            opts.duration.unwrap_or(Duration::from_secs(3600)),
+        ));
     }
     match run(&opts) {
         Ok(summary) => {
