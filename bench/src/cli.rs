@@ -159,7 +159,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("unknown duration unit in {s:?} (use ms, s, m, h)")),
     };
-    if !(secs > 0.0) || secs > MAX_DURATION.as_secs_f64() {
+    if secs.is_nan() || secs <= 0.0 || secs > MAX_DURATION.as_secs_f64() {
         return Err(format!("{s:?} must be between 1ms and 24h"));
     }
     Ok(Duration::from_secs_f64(secs))
