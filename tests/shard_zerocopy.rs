@@ -85,10 +85,12 @@ fn tiny_pool_never_loses_a_writable_wakeup() {
         assert_eq!(m.shutdown_leaked_ops, 0);
         assert_eq!(m.recv_bytes, m.send_bytes);
         assert!(m.writable_events > 0, "backpressure never engaged");
-        assert!(m.send_pool_exhausted > 0, "the pool never ran dry");
         assert!(m.send_queue_peak_bufs <= per_conn);
         if zero_copy {
             assert!(m.send_zc_ops > 0);
+            // Pinned buffers wait for notifications, so the pool always runs dry here; with
+            // copying sends that depends on how the clients' transfers overlap.
+            assert!(m.send_pool_exhausted > 0, "the pool never ran dry");
         }
     }
 }
