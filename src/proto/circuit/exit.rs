@@ -820,7 +820,11 @@ mod tests {
             IpAddr::V6(v6.unwrap())
         );
         // Without IPv6Exit the preference is ignored.
-        assert!(choose_address(v4, v6, f(7), false).unwrap().is_ipv4() == false || true);
+        assert_eq!(
+            choose_address(v4, v6, f(BeginFlags::IPV6_OK | BeginFlags::IPV6_PREFERRED), false)
+                .unwrap(),
+            IpAddr::V4(v4.unwrap())
+        );
         assert_eq!(
             choose_address(v4, v6, f(BeginFlags::IPV4_NOT_OK), false),
             Err(EndReason::ExitPolicy)

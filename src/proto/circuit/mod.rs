@@ -26,7 +26,7 @@ mod table;
 
 use ::core::net::{IpAddr, SocketAddr};
 
-pub use self::core::RelayCore;
+pub use self::core::{CoreIo, CoreRng, ExtendDone, RelayCore, MAX_RELAY_EARLY_CELLS_PER_CIRCUIT};
 pub use crypto::{CellBody, HopCrypto};
 pub use metrics::CircuitMetrics;
 pub use pool::{CellPool, CellQueue};
