@@ -24,20 +24,36 @@ fn middle(a: &mut Relay, cl: &mut Client, next: NextHop) {
     };
     let mut created = [0u8; CELL_BODY_LEN];
     Created2 { hdata: &[5u8; 64] }.encode(&mut created).unwrap();
-    let (r, acts) = a.io(|c, io| c.extend_result(circ, Ok(ExtendDone { next, created2: &created }), io));
+    let (r, acts) = a.io(|c, io| {
+        c.extend_result(
+            circ,
+            Ok(ExtendDone {
+                next,
+                created2: &created,
+            }),
+            io,
+        )
+    });
     r.unwrap();
     assert_eq!(cl.open_all(&acts)[0].1, RelayCmd::EXTENDED2);
 }
 
 #[test]
 fn batch_of_mixed_cells_matches_one_by_one() {
-    let next = NextHop { chan: ChanId(70), shard: ShardIdx(1), circ_id: CircId(0x8000_0070) };
+    let next = NextHop {
+        chan: ChanId(70),
+        shard: ShardIdx(1),
+        circ_id: CircId(0x8000_0070),
+    };
     let run = |batched: bool| {
         let mut a = Relay::new(1, test_config(), "reject *:*", TestNet::default());
         let mut cl = Client::new(client_chan(1), 0x8000_0001);
         middle(&mut a, &mut cl, next);
         // A pretend second hop, so cells for it carry two layers and A forwards them.
-        cl.crypto.push(&fors::crypto::keymat::Tor1KeyMaterial::from_kdf_output(&[7u8; 92]));
+        cl.crypto
+            .push(&fors::crypto::keymat::Tor1KeyMaterial::from_kdf_output(
+                &[7u8; 92],
+            ));
         // Cells for hop 0 (DROP: recognized) interleaved with cells for hop 1.
         let mut cells = vec![];
         for i in 0..10u8 {
@@ -45,7 +61,9 @@ fn batch_of_mixed_cells_matches_one_by_one() {
             cells.push(cl.relay_cell(hop, &RelayMsg::Data(&[i; 10]), 0).0);
         }
         let acts = if batched {
-            let (_, acts) = a.io(|c, io| c.handle_relay_batch(cl.chan.id, cl.circ_id, ChanCmd::RELAY, &mut cells, io));
+            let (_, acts) = a.io(|c, io| {
+                c.handle_relay_batch(cl.chan.id, cl.circ_id, ChanCmd::RELAY, &mut cells, io)
+            });
             acts
         } else {
             let mut all = vec![];
@@ -54,7 +72,11 @@ fn batch_of_mixed_cells_matches_one_by_one() {
             }
             all
         };
-        (cells_of(&acts), a.core.metrics().cells_recognized, a.core.metrics().cells_forwarded)
+        (
+            cells_of(&acts),
+            a.core.metrics().cells_recognized,
+            a.core.metrics().cells_forwarded,
+        )
     };
     let one = run(false);
     let many = run(true);
@@ -63,13 +85,21 @@ fn batch_of_mixed_cells_matches_one_by_one() {
     assert_eq!((many.1, many.2), (5, 6));
     assert_eq!(one.0.len(), many.0.len());
     // Forwarded cells go to the other shard's channel.
-    assert!(many.0.iter().all(|&(ch, id, sh)| ch == next.chan && id == next.circ_id && sh == next.shard));
+    assert!(many
+        .0
+        .iter()
+        .all(|&(ch, id, sh)| ch == next.chan && id == next.circ_id && sh == next.shard));
 }
 
 fn cells_of(acts: &[Action]) -> Vec<(ChanId, CircId, ShardIdx)> {
     acts.iter()
         .filter_map(|a| match a {
-            Action::SendCell { chan, circ_id, shard, .. } => Some((*chan, *circ_id, *shard)),
+            Action::SendCell {
+                chan,
+                circ_id,
+                shard,
+                ..
+            } => Some((*chan, *circ_id, *shard)),
             _ => None,
         })
         .collect()
@@ -77,13 +107,24 @@ fn cells_of(acts: &[Action]) -> Vec<(ChanId, CircId, ShardIdx)> {
 
 #[test]
 fn cross_shard_backward_cells_and_destroy() {
-    let next = NextHop { chan: ChanId(70), shard: ShardIdx(1), circ_id: CircId(0x8000_0070) };
+    let next = NextHop {
+        chan: ChanId(70),
+        shard: ShardIdx(1),
+        circ_id: CircId(0x8000_0070),
+    };
     let mut a = Relay::new(1, test_config(), "reject *:*", TestNet::default());
     let mut cl = Client::new(client_chan(1), 0x8000_0001);
     middle(&mut a, &mut cl, next);
     let circ = a.core.circuit_by_prev(cl.chan.id, cl.circ_id).unwrap();
     // The next-hop key is not in this shard's table: its channel lives on shard 1.
-    assert!(a.cell(&relay_chan(70, &a.id.clone(), true), next.circ_id, ChanCmd::RELAY, [0; CELL_BODY_LEN]).is_empty());
+    assert!(a
+        .cell(
+            &relay_chan(70, &a.id.clone(), true),
+            next.circ_id,
+            ChanCmd::RELAY,
+            [0; CELL_BODY_LEN]
+        )
+        .is_empty());
     let mut body = [9u8; CELL_BODY_LEN];
     let (r, acts) = a.io(|c, io| c.handle_next_hop_cell(circ, ChanCmd::RELAY, &mut body, io));
     r.unwrap();
@@ -92,8 +133,18 @@ fn cross_shard_backward_cells_and_destroy() {
     let (r, acts) = a.io(|c, io| c.handle_next_hop_cell(circ, ChanCmd::DESTROY, &mut body, io));
     r.unwrap();
     let (ch, _, cmd, b) = one_cell(&acts);
-    assert_eq!((ch, cmd, destroy_reason(&b)), (cl.chan.id, ChanCmd::DESTROY, fors::cell::chan::DestroyReason::Destroyed));
-    assert!(a.io(|c, io| c.handle_next_hop_cell(circ, ChanCmd::RELAY, &mut body, io)).0.is_err());
+    assert_eq!(
+        (ch, cmd, destroy_reason(&b)),
+        (
+            cl.chan.id,
+            ChanCmd::DESTROY,
+            fors::cell::chan::DestroyReason::Destroyed
+        )
+    );
+    assert!(a
+        .io(|c, io| c.handle_next_hop_cell(circ, ChanCmd::RELAY, &mut body, io))
+        .0
+        .is_err());
 }
 
 #[test]
@@ -102,10 +153,24 @@ fn blocked_socket_holds_data_and_stream_sendmes() {
         rsa: fors::crypto::ids::RsaIdentity([0x33; 20]),
         ed: fors::crypto::ids::Ed25519Identity([0x33; 32]),
     };
-    let mut exit = Relay::new(9, test_config(), "accept 127.0.0.1:*, reject *:*", TestNet { known: vec![mid.rsa], reentry: vec![] });
+    let mut exit = Relay::new(
+        9,
+        test_config(),
+        "accept 127.0.0.1:*, reject *:*",
+        TestNet {
+            known: vec![mid.rsa],
+            reentry: vec![],
+        },
+    );
     let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
     cl.create(&mut exit, Hs::Ntor);
-    let acts = cl.send(&mut exit, 0, ChanCmd::RELAY, &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80), 3);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+        3,
+    );
     let Some(Action::Connect { stream, addr }) = acts.first().cloned() else {
         panic!("{acts:?}")
     };
@@ -122,8 +187,18 @@ fn blocked_socket_holds_data_and_stream_sendmes() {
     assert!(!replies.iter().any(|r| r.1 == RelayCmd::SENDME && r.2 == 3));
     assert_eq!(exit.core.metrics().queued_cells, 60);
     let (_, acts) = exit.io(|c, io| c.stream_write_blocked(stream, false, io).unwrap());
-    assert_eq!(acts.iter().filter(|a| matches!(a, Action::StreamWrite { .. })).count(), 60);
+    assert_eq!(
+        acts.iter()
+            .filter(|a| matches!(a, Action::StreamWrite { .. }))
+            .count(),
+        60
+    );
     let got = cl.open_all(&acts);
-    assert_eq!(got.iter().filter(|r| r.1 == RelayCmd::SENDME && r.2 == 3).count(), 1);
+    assert_eq!(
+        got.iter()
+            .filter(|r| r.1 == RelayCmd::SENDME && r.2 == 3)
+            .count(),
+        1
+    );
     assert_eq!(exit.core.metrics().queued_cells, 0);
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aes::cipher::{KeyIvInit, StreamCipher};
-use fors::cell::chan::{Create2, CreateFast, Created2, CreatedFast, Destroy, DestroyReason, HandshakeType};
+use fors::cell::chan::{
+    Create2, CreateFast, Created2, CreatedFast, Destroy, DestroyReason, HandshakeType,
+};
 use fors::cell::relay::msg::{Begin, BeginFlags, BeginTarget, Extend2, LinkSpec, RelayMsg};
 use fors::cell::relay::{v0, RelayCmd};
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
@@ -18,8 +20,8 @@ use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use fors::crypto::keymat::Tor1KeyMaterial;
 use fors::exit::policy::{parse_policy_list, ExitPolicy};
 use fors::proto::circuit::{
-    Action, CellBody, ChanId, ChanInfo, CircuitConfig, CoreIo, HopCrypto, NetworkView,
-    PeerKind, RelayCore, RelayIdentity,
+    Action, CellBody, ChanId, ChanInfo, CircuitConfig, CoreIo, HopCrypto, NetworkView, PeerKind,
+    RelayCore, RelayIdentity,
 };
 use sha1::{Digest, Sha1};
 
@@ -177,7 +179,10 @@ pub struct Relay {
 }
 
 pub fn policy(s: &str) -> Arc<ExitPolicy> {
-    Arc::new(ExitPolicy::from_rules(&parse_policy_list(s).unwrap().rules, false))
+    Arc::new(ExitPolicy::from_rules(
+        &parse_policy_list(s).unwrap().rules,
+        false,
+    ))
 }
 
 impl Relay {
@@ -206,8 +211,15 @@ impl Relay {
         (r, out)
     }
 
-    pub fn cell(&mut self, chan: &ChanInfo, circ_id: CircId, cmd: ChanCmd, mut body: CellBody) -> Vec<Action> {
-        self.io(|c, io| c.handle_cell(chan, circ_id, cmd, &mut body, io)).1
+    pub fn cell(
+        &mut self,
+        chan: &ChanInfo,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        mut body: CellBody,
+    ) -> Vec<Action> {
+        self.io(|c, io| c.handle_cell(chan, circ_id, cmd, &mut body, io))
+            .1
     }
 
     pub fn onions(&mut self) -> Vec<Action> {
@@ -320,7 +332,9 @@ impl Client {
                 }
                 .encode(&mut body)
                 .unwrap();
-                assert!(relay.cell(&self.chan, self.circ_id, ChanCmd::CREATE2, body).is_empty());
+                assert!(relay
+                    .cell(&self.chan, self.circ_id, ChanCmd::CREATE2, body)
+                    .is_empty());
                 let acts = relay.onions();
                 let (_, id, cmd, reply) = one_cell(&acts);
                 assert_eq!((id, cmd), (self.circ_id, ChanCmd::CREATED2));
@@ -329,7 +343,11 @@ impl Client {
                 vec![]
             }
             Hs::NtorV3 { cc } => {
-                let exts = if cc { vec![CircuitExtension::CcRequest] } else { vec![] };
+                let exts = if cc {
+                    vec![CircuitExtension::CcRequest]
+                } else {
+                    vec![]
+                };
                 let (st, skin) = NtorV3Client::start(
                     &mut self.rng,
                     &relay.id.ed,
@@ -343,7 +361,9 @@ impl Client {
                 }
                 .encode(&mut body)
                 .unwrap();
-                assert!(relay.cell(&self.chan, self.circ_id, ChanCmd::CREATE2, body).is_empty());
+                assert!(relay
+                    .cell(&self.chan, self.circ_id, ChanCmd::CREATE2, body)
+                    .is_empty());
                 let acts = relay.onions();
                 let (_, id, cmd, reply) = one_cell(&acts);
                 assert_eq!((id, cmd), (self.circ_id, ChanCmd::CREATED2));
@@ -355,22 +375,40 @@ impl Client {
     }
 
     /// Encodes and encrypts a relay message to hop `hop`; returns the body and its tag.
-    pub fn relay_cell(&mut self, hop: usize, msg: &RelayMsg<'_>, stream_id: u16) -> (CellBody, [u8; 20]) {
+    pub fn relay_cell(
+        &mut self,
+        hop: usize,
+        msg: &RelayMsg<'_>,
+        stream_id: u16,
+    ) -> (CellBody, [u8; 20]) {
         let mut body = [0u8; CELL_BODY_LEN];
-        v0::encode_with(&mut body, msg.cmd(), stream_id, &mut self.rng, |o| msg.encode(o)).unwrap();
+        v0::encode_with(&mut body, msg.cmd(), stream_id, &mut self.rng, |o| {
+            msg.encode(o)
+        })
+        .unwrap();
         let tag = self.crypto.originate(hop, &mut body);
         (body, tag)
     }
 
     /// Sends a relay message to hop `hop` through `relay` (the first hop).
-    pub fn send(&mut self, relay: &mut Relay, hop: usize, cmd: ChanCmd, msg: &RelayMsg<'_>, stream_id: u16) -> Vec<Action> {
+    pub fn send(
+        &mut self,
+        relay: &mut Relay,
+        hop: usize,
+        cmd: ChanCmd,
+        msg: &RelayMsg<'_>,
+        stream_id: u16,
+    ) -> Vec<Action> {
         let (body, _) = self.relay_cell(hop, msg, stream_id);
         relay.cell(&self.chan, self.circ_id, cmd, body)
     }
 
     /// Decrypts a cell that reached the client: (hop, cmd, stream id, data).
     pub fn open(&mut self, mut body: CellBody) -> (usize, RelayCmd, u16, Vec<u8>) {
-        let hop = self.crypto.recognize(&mut body).expect("client recognizes the cell");
+        let hop = self
+            .crypto
+            .recognize(&mut body)
+            .expect("client recognizes the cell");
         let m = v0::parse(&body).unwrap();
         (hop, m.cmd, m.stream_id, m.data.to_vec())
     }

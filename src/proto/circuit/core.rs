@@ -15,7 +15,7 @@ use super::{
     destroy_body, is_internal_addr, Action, ActionSink, ChanId, ChanInfo, CircuitConfig,
     ExtendTarget, InputError, NetworkView, NextHop, PeerKind, RelayIdentity,
 };
-use crate::cell::chan::{Create2, CreateFast, CreatedFast, Created2, DestroyReason, HandshakeType};
+use crate::cell::chan::{Create2, CreateFast, Created2, CreatedFast, DestroyReason, HandshakeType};
 use crate::cell::relay::msg::{Extend2, Extended2, LinkSpec};
 use crate::cell::relay::{v0, RelayCmd};
 use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN};
@@ -512,12 +512,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             .as_mut()
             .expect("open circuits have crypto")
             .forward_batch(cells, hits);
-        for i in 0..cells.len() {
+        for (i, cell) in cells.iter_mut().enumerate() {
             let alive = if self.batch_hits[i] {
                 self.metrics.cells_recognized += 1;
-                self.handle_local(idx, cmd == ChanCmd::RELAY_EARLY, &mut cells[i], io)
+                self.handle_local(idx, cmd == ChanCmd::RELAY_EARLY, cell, io)
             } else {
-                self.forward_unrecognized(idx, cmd, &cells[i], io)
+                self.forward_unrecognized(idx, cmd, cell, io)
             };
             if !alive {
                 return false;
@@ -550,7 +550,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     /// Backward direction (from the next hop): add our layer and pass toward the client.
-    fn backward_run(&mut self, idx: u32, cmd: ChanCmd, cells: &mut [CellBody], io: &mut CoreIo<'_>) {
+    fn backward_run(
+        &mut self,
+        idx: u32,
+        cmd: ChanCmd,
+        cells: &mut [CellBody],
+        io: &mut CoreIo<'_>,
+    ) {
         if cmd == ChanCmd::RELAY_EARLY {
             // tor-spec: inbound RELAY_EARLY → close.
             self.protocol_close(idx, io);
@@ -667,7 +673,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.enqueue(idx, QueueSel::Prev, cmd, body, io)
     }
 
-    fn send_to_next(&mut self, idx: u32, cmd: ChanCmd, body: &CellBody, io: &mut CoreIo<'_>) -> bool {
+    fn send_to_next(
+        &mut self,
+        idx: u32,
+        cmd: ChanCmd,
+        body: &CellBody,
+        io: &mut CoreIo<'_>,
+    ) -> bool {
         let Some(c) = self.table.get(idx) else {
             return false;
         };
@@ -746,7 +758,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// The pool ran dry: like C's MaxMemInQueues handler, close the circuits holding the
     /// most queued cells until `oom_target_free` buffers are free again.
     fn out_of_memory(&mut self, io: &mut CoreIo<'_>) {
-        let target = self.cfg.oom_target_free.clamp(1, self.pool.capacity().max(1));
+        let target = self
+            .cfg
+            .oom_target_free
+            .clamp(1, self.pool.capacity().max(1));
         while self.pool.free() < target {
             let victim = self
                 .table
@@ -779,7 +794,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let c = self.table.get_mut(idx)?;
         let tag = c.crypto.as_mut()?.originate(&mut body);
         self.metrics.cells_originated += 1;
-        self.send_to_prev(idx, ChanCmd::RELAY, &body, io).then_some(tag)
+        self.send_to_prev(idx, ChanCmd::RELAY, &body, io)
+            .then_some(tag)
     }
 
     // ---------------------------------------------------------------- extend
@@ -826,7 +842,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return Err(()); // already extended or extending
         }
         let e = Extend2::parse(data).map_err(|_| ())?;
-        if !matches!(e.create2.htype, HandshakeType::NTOR | HandshakeType::NTOR_V3) {
+        if !matches!(
+            e.create2.htype,
+            HandshakeType::NTOR | HandshakeType::NTOR_V3
+        ) {
             return Err(()); // TAP or CREATE_FAST inside EXTEND2
         }
         let (mut ipv4, mut ipv6, mut rsa, mut ed) = (None, None, None, None);
@@ -871,7 +890,15 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
         let mut create2 = [0u8; CELL_BODY_LEN];
         e.create2.encode(&mut create2).map_err(|_| ())?;
-        Ok((ExtendTarget { ipv4, ipv6, rsa, ed }, create2))
+        Ok((
+            ExtendTarget {
+                ipv4,
+                ipv6,
+                rsa,
+                ed,
+            },
+            create2,
+        ))
     }
 
     /// The shard finished (or failed) the extend it was asked for. On success the next hop

@@ -11,17 +11,16 @@ use super::table::Next;
 use super::{Action, ConnectError, DnsAnswer, InputError, NetworkView, PeerKind, StreamBytes};
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::msg::{
-    Begin, BeginFlags, BeginTarget, Connected, End, EndReason, Resolve, Resolved,
-    ResolvedAnswer, ResolvedValue, Sendme,
+    Begin, BeginFlags, BeginTarget, Connected, End, EndReason, Resolve, Resolved, ResolvedAnswer,
+    ResolvedValue, Sendme,
 };
 use crate::cell::relay::{v0, RelayCmd};
 use crate::cell::{ChanCmd, CELL_BODY_LEN};
 use crate::proto::flow::Windows;
 use crate::proto::stream::{
-    clip_dns_fuzzy_ttl, is_reverse_lookup_name, is_valid_hostname, HostName, Stream,
-    StreamHandle, StreamState, StreamTableError, DEFAULT_DNS_TTL, RESOLVED_CLIPPED_TTL,
+    clip_dns_fuzzy_ttl, is_reverse_lookup_name, is_valid_hostname, HostName, Stream, StreamHandle,
+    StreamState, StreamTableError, DEFAULT_DNS_TTL, RESOLVED_CLIPPED_TTL,
 };
-
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// A recognized relay cell. Returns false if the circuit closed.
@@ -395,7 +394,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return self.refuse(idx, sid, EndReason::ConnectRefused, io);
         }
         self.streams.get_mut(h).expect("live").state = StreamState::Connecting;
-        io.out.push(Action::Connect { stream: h, addr: sa });
+        io.out.push(Action::Connect {
+            stream: h,
+            addr: sa,
+        });
         true
     }
 
@@ -427,14 +429,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let Some(hn) = HostName::new(name) else {
             return error(self, io);
         };
-        let Some(h) = self.new_stream(
-            idx,
-            sid,
-            StreamState::ResolveOnly,
-            0,
-            BeginFlags(0),
-            io,
-        ) else {
+        let Some(h) = self.new_stream(idx, sid, StreamState::ResolveOnly, 0, BeginFlags(0), io)
+        else {
             return self.table.get(idx).is_some();
         };
         self.metrics.resolves_requested += 1;
@@ -545,7 +541,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             ttl: Some(ttl),
         };
         if self
-            .originate(idx, RelayCmd::CONNECTED, sid, |out| connected.encode(out), io)
+            .originate(
+                idx,
+                RelayCmd::CONNECTED,
+                sid,
+                |out| connected.encode(out),
+                io,
+            )
             .is_none()
         {
             return Ok(());
@@ -721,7 +723,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                         self.send_resolved(idx, sid, &vals[..n], io);
                     }
                     DnsAnswer::Name { name, .. } => {
-                        self.send_resolved(idx, sid, &[ResolvedValue::Hostname(name.as_bytes())], io);
+                        self.send_resolved(
+                            idx,
+                            sid,
+                            &[ResolvedValue::Hostname(name.as_bytes())],
+                            io,
+                        );
                     }
                     DnsAnswer::Failed { transient } => {
                         let v = if transient {
@@ -807,32 +814,47 @@ fn reverse_name_is_internal(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ::core::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn address_choice() {
-        let v4 = Some("1.2.3.4".parse().unwrap());
-        let v6 = Some("2001:db8::1".parse().unwrap());
+        let (a4, a6): (Ipv4Addr, Ipv6Addr) =
+            ("1.2.3.4".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        let (v4, v6) = (Some(a4), Some(a6));
         let f = |b| BeginFlags(b);
-        assert_eq!(choose_address(v4, v6, f(0), true).unwrap(), IpAddr::V4(v4.unwrap()));
+        assert_eq!(choose_address(v4, v6, f(0), true).unwrap(), IpAddr::V4(a4));
         assert_eq!(
-            choose_address(v4, v6, f(BeginFlags::IPV6_OK | BeginFlags::IPV6_PREFERRED), true)
-                .unwrap(),
-            IpAddr::V6(v6.unwrap())
+            choose_address(
+                v4,
+                v6,
+                f(BeginFlags::IPV6_OK | BeginFlags::IPV6_PREFERRED),
+                true
+            )
+            .unwrap(),
+            IpAddr::V6(a6)
         );
         // Without IPv6Exit the preference is ignored.
         assert_eq!(
-            choose_address(v4, v6, f(BeginFlags::IPV6_OK | BeginFlags::IPV6_PREFERRED), false)
-                .unwrap(),
-            IpAddr::V4(v4.unwrap())
+            choose_address(
+                v4,
+                v6,
+                f(BeginFlags::IPV6_OK | BeginFlags::IPV6_PREFERRED),
+                false
+            )
+            .unwrap(),
+            IpAddr::V4(a4)
         );
         assert_eq!(
             choose_address(v4, v6, f(BeginFlags::IPV4_NOT_OK), false),
             Err(EndReason::ExitPolicy)
         );
-        assert_eq!(choose_address(None, None, f(0), true), Err(EndReason::ResolveFailed));
+        assert_eq!(
+            choose_address(None, None, f(0), true),
+            Err(EndReason::ResolveFailed)
+        );
         assert_eq!(
             choose_address(None, v6, f(BeginFlags::IPV6_OK), true).unwrap(),
-            IpAddr::V6(v6.unwrap())
+            IpAddr::V6(a6)
         );
     }
 

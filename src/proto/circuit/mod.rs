@@ -7,12 +7,12 @@
 //! I/O, never reads a clock (`now` is an argument) and takes its randomness as an argument.
 //!
 //! Layout:
-//! * [`crypto`]: the [`HopCrypto`] seam to tor1 relay crypto;
-//! * [`pool`]: the pre-allocated cell pool every queue lives in (the memory cap);
-//! * `table`: circuit slots and the (channel, circuit ID) index;
-//! * `core`: channel cells, handshakes, forwarding, extend, destroy;
-//! * `exit`: BEGIN/RESOLVE/DATA/END/SENDME at the exit and the stream inputs;
-//! * [`metrics`]: counters.
+//! * [`crypto`] — the [`HopCrypto`] seam to tor1 relay crypto;
+//! * [`pool`] — the pre-allocated cell pool every queue lives in (the memory cap);
+//! * `table` — circuit slots and the (channel, circuit ID) index;
+//! * `core` — channel cells, handshakes, forwarding, extend, destroy;
+//! * `exit` — BEGIN/RESOLVE/DATA/END/SENDME at the exit and the stream inputs;
+//! * [`metrics`] — counters.
 //!
 //! Batching seam: [`RelayCore::handle_relay_batch`] takes a run of RELAY cells of one
 //! circuit and passes them to [`HopCrypto::forward_batch`] in one call.
@@ -151,14 +151,26 @@ pub enum Action {
     },
     /// Open a TCP connection for an exit stream; report with `stream_connected` /
     /// `stream_connect_failed`.
-    Connect { stream: StreamHandle, addr: SocketAddr },
+    Connect {
+        stream: StreamHandle,
+        addr: SocketAddr,
+    },
     /// Write bytes to the stream's socket.
-    StreamWrite { stream: StreamHandle, data: StreamBytes },
+    StreamWrite {
+        stream: StreamHandle,
+        data: StreamBytes,
+    },
     /// Close the stream's socket; the handle is dead.
-    StreamClose { stream: StreamHandle },
+    StreamClose {
+        stream: StreamHandle,
+    },
     /// Stop / resume reading the stream's socket (package windows, blocked channel).
-    PauseStreamRead { stream: StreamHandle },
-    ResumeStreamRead { stream: StreamHandle },
+    PauseStreamRead {
+        stream: StreamHandle,
+    },
+    ResumeStreamRead {
+        stream: StreamHandle,
+    },
     /// Resolve a name (or a reverse name when `ptr`); answer with `dns_result`.
     Resolve {
         stream: StreamHandle,
@@ -317,7 +329,8 @@ pub(crate) fn is_internal_addr(a: IpAddr) -> bool {
                 || v.is_unspecified()
                 || (v.segments()[0] & 0xfe00) == 0xfc00
                 || (v.segments()[0] & 0xffc0) == 0xfe80
-                || v.to_ipv4_mapped().is_some_and(|m| is_internal_addr(IpAddr::V4(m)))
+                || v.to_ipv4_mapped()
+                    .is_some_and(|m| is_internal_addr(IpAddr::V4(m)))
         }
     }
 }

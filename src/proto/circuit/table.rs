@@ -108,7 +108,8 @@ impl<C> CircuitTable<C> {
     /// Adds a circuit keyed by its previous hop; `None` if the table is full.
     pub fn insert(&mut self, c: Circuit<C>) -> Option<CircHandle> {
         let idx = self.free.pop()?;
-        self.index.insert((c.prev_chan, c.prev_circ_id), (idx, Side::Prev));
+        self.index
+            .insert((c.prev_chan, c.prev_circ_id), (idx, Side::Prev));
         let s = &mut self.slots[idx as usize];
         s.gen = s.gen.wrapping_add(1);
         s.circ = Some(c);

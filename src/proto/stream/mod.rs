@@ -267,9 +267,7 @@ pub fn errno_to_stream_end_reason(e: i32) -> EndReason {
         ECONNREFUSED => EndReason::ConnectRefused,
         ECONNRESET => EndReason::ConnReset,
         ETIMEDOUT => EndReason::Timeout,
-        ENOBUFS | ENOMEM | ENFILE | EADDRINUSE | EADDRNOTAVAIL | EMFILE => {
-            EndReason::ResourceLimit
-        }
+        ENOBUFS | ENOMEM | ENFILE | EADDRINUSE | EADDRNOTAVAIL | EMFILE => EndReason::ResourceLimit,
         _ => EndReason::Misc,
     }
 }
@@ -308,7 +306,10 @@ mod tests {
     fn table_bounds_duplicates_and_stale_handles() {
         let mut t = StreamTable::new(2);
         let a = t.insert(stream(1, 5)).unwrap();
-        assert_eq!(t.insert(stream(1, 5)).unwrap_err(), StreamTableError::Duplicate);
+        assert_eq!(
+            t.insert(stream(1, 5)).unwrap_err(),
+            StreamTableError::Duplicate
+        );
         let b = t.insert(stream(2, 5)).unwrap();
         assert_eq!(t.insert(stream(3, 5)).unwrap_err(), StreamTableError::Full);
         assert_eq!(t.find(1, 5), Some(a));
@@ -356,12 +357,30 @@ mod tests {
 
     #[test]
     fn errno_mapping_matches_c() {
-        assert_eq!(errno_to_stream_end_reason(libc::ECONNREFUSED), EndReason::ConnectRefused);
-        assert_eq!(errno_to_stream_end_reason(libc::ETIMEDOUT), EndReason::Timeout);
-        assert_eq!(errno_to_stream_end_reason(libc::EHOSTUNREACH), EndReason::NoRoute);
-        assert_eq!(errno_to_stream_end_reason(libc::ENETUNREACH), EndReason::NoRoute);
-        assert_eq!(errno_to_stream_end_reason(libc::ECONNRESET), EndReason::ConnReset);
-        assert_eq!(errno_to_stream_end_reason(libc::EMFILE), EndReason::ResourceLimit);
+        assert_eq!(
+            errno_to_stream_end_reason(libc::ECONNREFUSED),
+            EndReason::ConnectRefused
+        );
+        assert_eq!(
+            errno_to_stream_end_reason(libc::ETIMEDOUT),
+            EndReason::Timeout
+        );
+        assert_eq!(
+            errno_to_stream_end_reason(libc::EHOSTUNREACH),
+            EndReason::NoRoute
+        );
+        assert_eq!(
+            errno_to_stream_end_reason(libc::ENETUNREACH),
+            EndReason::NoRoute
+        );
+        assert_eq!(
+            errno_to_stream_end_reason(libc::ECONNRESET),
+            EndReason::ConnReset
+        );
+        assert_eq!(
+            errno_to_stream_end_reason(libc::EMFILE),
+            EndReason::ResourceLimit
+        );
         assert_eq!(errno_to_stream_end_reason(libc::EIO), EndReason::Misc);
         assert_eq!(ConnectError::Timeout.end_reason(), EndReason::Timeout);
     }
