@@ -202,3 +202,77 @@ fn blocked_socket_holds_data_and_stream_sendmes() {
     );
     assert_eq!(exit.core.metrics().queued_cells, 0);
 }
+
+#[test]
+fn batched_data_gets_the_sendme_tag_of_the_hundredth_cell() {
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    cl.create(&mut r, Hs::Ntor);
+    // 130 cells in one batch: 100 DATA, then 30 more; a BEGIN_DIR just before the 100th
+    // DATA makes the relay originate an END in the middle of the run.
+    let mut cells = vec![];
+    let mut hundredth = [0u8; 20];
+    let mut data_cells = 0;
+    while cells.len() < 131 {
+        if data_cells == 99 && cells.len() == 99 {
+            cells.push(cl.relay_cell(0, &RelayMsg::BeginDir, 4).0);
+            continue;
+        }
+        let (b, tag) = cl.relay_cell(0, &RelayMsg::Data(&[1; 300]), 0);
+        data_cells += 1;
+        if data_cells == 100 {
+            hundredth = tag;
+        }
+        cells.push(b);
+    }
+    let (_, acts) =
+        r.io(|c, io| c.handle_relay_batch(cl.chan.id, cl.circ_id, ChanCmd::RELAY, &mut cells, io));
+    let got = cl.open_all(&acts);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!((got[0].1, got[0].2), (RelayCmd::END, 4));
+    assert_eq!(got[1].1, RelayCmd::SENDME);
+    match fors::cell::relay::msg::Sendme::parse(&got[1].3).unwrap() {
+        fors::cell::relay::msg::Sendme::V1 { tag } => assert_eq!(tag, &hundredth[..]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn blocked_client_channel_pauses_exit_reading_until_unblocked() {
+    let mid = fors::proto::circuit::RelayIdentity {
+        rsa: fors::crypto::ids::RsaIdentity([0x33; 20]),
+        ed: fors::crypto::ids::Ed25519Identity([0x33; 32]),
+    };
+    let mut exit = Relay::new(
+        9,
+        test_config(),
+        "accept 127.0.0.1:*, reject *:*",
+        TestNet {
+            known: vec![mid.rsa],
+            reentry: vec![],
+        },
+    );
+    let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
+    cl.create(&mut exit, Hs::Ntor);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+        3,
+    );
+    let Some(Action::Connect { stream, addr }) = acts.first().cloned() else {
+        panic!("{acts:?}")
+    };
+    let (_, acts) = exit.io(|c, io| c.stream_connected(stream, addr, io).unwrap());
+    cl.open_all(&acts);
+    exit.core.channel_blocked(ChanId(1));
+    let (n, acts) = exit.io(|c, io| c.stream_data(stream, b"response", io));
+    assert_eq!(n.unwrap(), 0);
+    assert!(matches!(&acts[..], [Action::PauseStreamRead { stream: s }] if *s == stream));
+    let (_, acts) = exit.io(|c, io| c.channel_unblocked(ChanId(1), io));
+    assert!(matches!(&acts[..], [Action::ResumeStreamRead { stream: s }] if *s == stream));
+    let (n, acts) = exit.io(|c, io| c.stream_data(stream, b"response", io));
+    assert_eq!(n.unwrap(), 8);
+    assert_eq!(cl.open_all(&acts)[0].3, b"response");
+}

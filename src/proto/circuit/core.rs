@@ -79,6 +79,10 @@ pub struct RelayCore<C: HopCrypto, N: NetworkView> {
     blocked: HashSet<ChanId>,
     pub(super) metrics: CircuitMetrics,
     batch_hits: Vec<bool>,
+    /// Circuits with queued cells or streams paused on a blocked channel.
+    waiting: Vec<u32>,
+    /// SENDME tag of the last recognized cell of the current forward run.
+    pub(super) run_tag: [u8; 20],
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
@@ -97,6 +101,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             onion_q: VecDeque::with_capacity(cfg.onion_queue_len),
             blocked: HashSet::with_capacity(cfg.max_circuits.min(1 << 16)),
             batch_hits: vec![false; BATCH],
+            run_tag: [0; 20],
+            waiting: Vec::with_capacity(cfg.max_circuits),
             cfg,
             me,
             onion_keys,
@@ -193,8 +199,19 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         };
         match side {
             Side::Prev => {
-                for chunk in cells.chunks_mut(BATCH) {
-                    if !self.forward_run(idx, cmd, chunk, io) {
+                let mut rest = cells;
+                while !rest.is_empty() {
+                    let Some(c) = self.table.get(idx) else {
+                        return;
+                    };
+                    // A circuit SENDME carries the tag of the very DATA cell that made it
+                    // due (prop 289), but batched crypto only reports the tag of the last
+                    // recognized cell of a run. So a run ends at the first cell that could
+                    // make a SENDME due: if one does, it is the run's last hit.
+                    let n = rest.len().min(BATCH).min(c.windows.cells_until_sendme());
+                    let (run, tail) = ::core::mem::take(&mut rest).split_at_mut(n);
+                    rest = tail;
+                    if !self.forward_run(idx, cmd, run, io) {
                         return;
                     }
                 }
@@ -274,6 +291,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             q_prev: CellQueue::default(),
             q_next: CellQueue::default(),
             queued: 0,
+            waiting: false,
         };
 
         if cmd == ChanCmd::CREATE_FAST {
@@ -405,24 +423,18 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     /// The channel is gone: close every circuit on it and tell the other side of each.
+    /// Walks the whole table: channel closes are rare next to cells.
     pub fn channel_closed(&mut self, chan: ChanId, io: &mut CoreIo<'_>) {
         self.blocked.remove(&chan);
-        let victims: Vec<(u32, bool)> = self
-            .table
-            .live()
-            .filter_map(|i| {
-                let c = self.table.get(i)?;
-                if c.prev_chan == chan {
-                    Some((i, true))
-                } else if matches!(c.next, Next::Open(h) if h.chan == chan) {
-                    Some((i, false))
-                } else {
-                    None
-                }
-            })
-            .collect();
-        for (idx, was_prev) in victims {
-            self.close(idx, DestroyReason::Destroyed, !was_prev, was_prev, io);
+        for idx in 0..self.table.slot_count() {
+            let Some(c) = self.table.get(idx) else {
+                continue;
+            };
+            if c.prev_chan == chan {
+                self.close(idx, DestroyReason::Destroyed, false, true, io);
+            } else if matches!(c.next, Next::Open(h) if h.chan == chan) {
+                self.close(idx, DestroyReason::Destroyed, true, false, io);
+            }
         }
     }
 
@@ -431,51 +443,72 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.blocked.insert(chan);
     }
 
+    /// Notes that circuit `idx` waits on a channel (queued cells or paused streams), so
+    /// `channel_unblocked` only visits circuits that wait.
+    pub(super) fn mark_waiting(&mut self, idx: u32) {
+        if let Some(c) = self.table.get_mut(idx) {
+            if !c.waiting {
+                c.waiting = true;
+                self.waiting.push(idx);
+            }
+        }
+    }
+
     /// `chan` can take cells again: flush what its circuits queued, then resume exit
     /// streams that paused because of it.
     pub fn channel_unblocked(&mut self, chan: ChanId, io: &mut CoreIo<'_>) {
         self.blocked.remove(&chan);
-        let live: Vec<u32> = self.table.live().collect();
         let mut body = [0u8; CELL_BODY_LEN];
-        for idx in live {
-            let Some(c) = self.table.get_mut(idx) else {
-                continue;
-            };
-            if c.prev_chan == chan {
-                let (dst_chan, dst_id) = (c.prev_chan, c.prev_circ_id);
-                let mut q = c.q_prev;
-                while let Some(cmd) = self.pool.pop(&mut q, &mut body) {
-                    io.out.push(Action::SendCell {
-                        chan: dst_chan,
-                        shard: self.cfg.shard,
-                        circ_id: dst_id,
-                        cmd,
-                        body,
-                    });
-                }
-                let c = self.table.get_mut(idx).expect("live");
-                c.queued -= c.q_prev.len() as u32;
-                c.q_prev = q;
-                self.resume_streams(idx, io);
-            }
-            let Some(c) = self.table.get_mut(idx) else {
-                continue;
-            };
-            if let Next::Open(h) = c.next {
-                if h.chan == chan {
-                    let mut q = c.q_next;
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let idx = self.waiting[i];
+            if let Some(c) = self.table.get_mut(idx) {
+                if c.prev_chan == chan {
+                    let (dst_chan, dst_id) = (c.prev_chan, c.prev_circ_id);
+                    c.queued -= c.q_prev.len() as u32;
+                    let mut q = ::core::mem::take(&mut c.q_prev);
                     while let Some(cmd) = self.pool.pop(&mut q, &mut body) {
                         io.out.push(Action::SendCell {
-                            chan: h.chan,
-                            shard: h.shard,
-                            circ_id: h.circ_id,
+                            chan: dst_chan,
+                            shard: self.cfg.shard,
+                            circ_id: dst_id,
                             cmd,
                             body,
                         });
                     }
-                    c.queued -= c.q_next.len() as u32;
-                    c.q_next = q;
+                    self.resume_streams(idx, io);
                 }
+            }
+            if let Some(c) = self.table.get_mut(idx) {
+                if let Next::Open(h) = c.next {
+                    if h.chan == chan {
+                        c.queued -= c.q_next.len() as u32;
+                        let mut q = ::core::mem::take(&mut c.q_next);
+                        while let Some(cmd) = self.pool.pop(&mut q, &mut body) {
+                            io.out.push(Action::SendCell {
+                                chan: h.chan,
+                                shard: h.shard,
+                                circ_id: h.circ_id,
+                                cmd,
+                                body,
+                            });
+                        }
+                    }
+                }
+            }
+            let still = self.table.get(idx).is_some_and(|c| {
+                !c.q_prev.is_empty()
+                    || !c.q_next.is_empty()
+                    || self.blocked.contains(&c.prev_chan)
+                    || matches!(c.next, Next::Open(h) if self.blocked.contains(&h.chan))
+            });
+            if still {
+                i += 1;
+            } else {
+                if let Some(c) = self.table.get_mut(idx) {
+                    c.waiting = false;
+                }
+                self.waiting.swap_remove(i);
             }
         }
         self.update_queue_metrics();
@@ -508,10 +541,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             c.relay_early_left -= n;
         }
         let hits = &mut self.batch_hits[..cells.len()];
-        c.crypto
-            .as_mut()
-            .expect("open circuits have crypto")
-            .forward_batch(cells, hits);
+        let crypto = c.crypto.as_mut().expect("open circuits have crypto");
+        crypto.forward_batch(cells, hits);
+        // Taken now: handling the cells may originate replies, which move the crypto's tag.
+        self.run_tag = *crypto.sendme_tag();
         for (i, cell) in cells.iter_mut().enumerate() {
             let alive = if self.batch_hits[i] {
                 self.metrics.cells_recognized += 1;
@@ -597,6 +630,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let Some(mut c) = self.table.remove(idx) else {
             return;
         };
+        if c.waiting {
+            if let Some(p) = self.waiting.iter().position(|&w| w == idx) {
+                self.waiting.swap_remove(p);
+            }
+        }
         self.pool.clear(&mut c.q_prev);
         self.pool.clear(&mut c.q_next);
         let mut s = c.streams_head;
@@ -751,6 +789,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return false;
         }
         c.queued += 1;
+        if matches!(sel, QueueSel::Prev | QueueSel::Next) {
+            self.mark_waiting(idx);
+        }
         self.update_queue_metrics();
         true
     }

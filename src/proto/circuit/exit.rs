@@ -135,7 +135,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
         if c.windows.should_send_sendme() {
             c.windows.sendme_sent();
-            let tag = *c.crypto.as_ref().expect("open").sendme_tag();
+            // The DATA cell that made the SENDME due is the last recognized cell of the
+            // current run (see `handle_relay_batch`).
+            let tag = self.run_tag;
             let sent = self.originate(
                 idx,
                 RelayCmd::SENDME,
@@ -685,6 +687,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                     s.read_paused = true;
                     io.out.push(Action::PauseStreamRead { stream });
                 }
+            }
+            if self.prev_is_congested(idx) {
+                self.mark_waiting(idx);
             }
         }
         Ok(taken)

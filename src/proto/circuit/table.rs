@@ -62,6 +62,8 @@ pub(super) struct Circuit<C> {
     pub q_next: CellQueue,
     /// All cells this circuit holds in the pool (queues plus its streams' pending data).
     pub queued: u32,
+    /// Listed in the core's waiting list (see `RelayCore::mark_waiting`).
+    pub waiting: bool,
 }
 
 struct Slot<C> {
@@ -155,6 +157,11 @@ impl<C> CircuitTable<C> {
         }
         self.free.push(idx);
         Some(c)
+    }
+
+    /// Number of slots (live or free); valid indices are below this.
+    pub fn slot_count(&self) -> u32 {
+        self.slots.len() as u32
     }
 
     /// Slot indices of live circuits (for rare whole-table walks: channel close, OOM).

@@ -79,6 +79,11 @@ impl Windows {
         self.deliver <= self.start - self.increment
     }
 
+    /// DATA cells that can still arrive before a SENDME is owed (at least 1).
+    pub fn cells_until_sendme(&self) -> usize {
+        (self.deliver - (self.start - self.increment)).max(1) as usize
+    }
+
     /// Account for one SENDME we sent.
     pub fn sendme_sent(&mut self) {
         self.deliver += self.increment;
@@ -231,6 +236,7 @@ mod tests {
             w.data_received().unwrap();
             assert!(!w.should_send_sendme());
         }
+        assert_eq!(w.cells_until_sendme(), 1);
         w.data_received().unwrap();
         assert!(w.should_send_sendme());
         w.sendme_sent();
