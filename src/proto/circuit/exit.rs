@@ -798,22 +798,21 @@ fn choose_address(
 /// are refused). `ip6.arpa` names are refused outright unless well formed and public;
 /// we keep it simple and treat all of them as internal.
 fn reverse_name_is_internal(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    let Some(rest) = lower.strip_suffix(".in-addr.arpa") else {
+    if !crate::proto::stream::ends_with_ignore_case(name, ".in-addr.arpa") {
         return true;
-    };
+    }
+    let rest = &name[..name.len() - ".in-addr.arpa".len()];
+    // The labels are the octets in reverse order.
     let mut octets = [0u8; 4];
-    let parts: Vec<&str> = rest.split('.').collect();
-    if parts.len() != 4 {
-        return true;
-    }
-    for (i, p) in parts.iter().rev().enumerate() {
-        match p.parse::<u8>() {
-            Ok(v) => octets[i] = v,
-            Err(_) => return true,
+    let mut n = 0;
+    for label in rest.rsplit('.') {
+        match (n < 4, label.parse::<u8>()) {
+            (true, Ok(v)) => octets[n] = v,
+            _ => return true,
         }
+        n += 1;
     }
-    super::is_internal_addr(IpAddr::V4(octets.into()))
+    n != 4 || super::is_internal_addr(IpAddr::V4(octets.into()))
 }
 
 #[cfg(test)]

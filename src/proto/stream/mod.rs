@@ -217,8 +217,13 @@ pub fn is_valid_hostname(name: &str) -> bool {
 
 /// Whether a name is a reverse-lookup name, which BEGIN must not carry (only RESOLVE).
 pub fn is_reverse_lookup_name(name: &str) -> bool {
-    let l = name.to_ascii_lowercase();
-    l.ends_with(".in-addr.arpa") || l.ends_with(".ip6.arpa")
+    ends_with_ignore_case(name, ".in-addr.arpa") || ends_with_ignore_case(name, ".ip6.arpa")
+}
+
+/// ASCII case-insensitive suffix test (DNS names compare case-insensitively).
+pub fn ends_with_ignore_case(name: &str, suffix: &str) -> bool {
+    name.len() >= suffix.len()
+        && name.as_bytes()[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 /// TTL buckets (C `dns.c`): below 5 minutes → 5 minutes, otherwise 1 hour.
