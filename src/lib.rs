@@ -11,6 +11,8 @@ pub mod crypto;
 pub mod dir;
 pub mod exit;
 pub mod keys;
+pub mod metrics;
 pub mod proto;
+pub mod relay;
 pub mod shard;
 pub mod util;

@@ -1,0 +1,1 @@
+//! Metrics: per-shard counters and the Prometheus MetricsPort.

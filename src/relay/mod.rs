@@ -1,0 +1,1 @@
+//! The relay daemon: process lifecycle, control-plane thread, and the shards' relay handler.
