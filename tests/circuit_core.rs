@@ -14,10 +14,18 @@ use fors::cell::relay::msg::{
 use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::crypto::handshake::NtorClient;
+use fors::exit::dns::{Answer, DnsFailure, FailureCause, HostRequest, Resolution};
 use fors::proto::circuit::{
-    Action, ChanId, CircuitConfig, ConnectError, DnsAnswer, ExtendDone, NextHop, ShardIdx,
+    Action, ChanId, CircuitConfig, ConnectError, ExtendDone, NextHop, ShardIdx,
 };
 use fors::proto::flow::RANDOM_SENDME_PAYLOAD_LEN;
+
+fn found_v4(a: Ipv4Addr, ttl: u32) -> Resolution {
+    Resolution {
+        ipv4: Answer::Found { value: a, ttl },
+        ..Resolution::NONE
+    }
+}
 use fors::proto::stream::StreamHandle;
 
 const EXIT_LOCAL: &str = "accept 127.0.0.1:*, reject *:*";
@@ -408,16 +416,24 @@ fn hostname_begin_resolve_failed_and_resolved() {
     let (stream, name) = match &acts[..] {
         [Action::Resolve {
             stream,
-            name,
-            ptr: false,
+            request: HostRequest::Forward(name),
             ..
         }] => (*stream, *name),
         other => panic!("{other:?}"),
     };
-    assert_eq!(name.as_str(), "example.com");
+    assert_eq!(name.as_bytes(), b"example.com");
     let (_, acts) = exit.io(|c, io| {
-        c.dns_result(stream, DnsAnswer::Failed { transient: false }, io)
-            .unwrap()
+        c.dns_result(
+            stream,
+            &Resolution {
+                ipv4: Answer::Failed(DnsFailure {
+                    cause: FailureCause::NxDomain,
+                }),
+                ..Resolution::NONE
+            },
+            io,
+        )
+        .unwrap()
     });
     let got = cl.open_all(&acts);
     assert_eq!(
@@ -459,16 +475,8 @@ fn hostname_begin_resolve_failed_and_resolved() {
         other => panic!("{other:?}"),
     };
     let (_, acts) = exit.io(|c, io| {
-        c.dns_result(
-            stream,
-            DnsAnswer::Addrs {
-                ipv4: Some(Ipv4Addr::new(93, 184, 216, 34)),
-                ipv6: None,
-                ttl: 100,
-            },
-            io,
-        )
-        .unwrap()
+        c.dns_result(stream, &found_v4(Ipv4Addr::new(93, 184, 216, 34), 100), io)
+            .unwrap()
     });
     assert_eq!(connect_action(&acts).1, "93.184.216.34:80".parse().unwrap());
     // RESOLVE → Resolve action → RESOLVED with the clipped 60 s TTL; failure → error answer.
@@ -483,21 +491,15 @@ fn hostname_begin_resolve_failed_and_resolved() {
     );
     let stream = match &acts[..] {
         [Action::Resolve {
-            stream, ptr: false, ..
+            stream,
+            request: HostRequest::Forward(_),
+            ..
         }] => *stream,
         other => panic!("{other:?}"),
     };
     let (_, acts) = exit.io(|c, io| {
-        c.dns_result(
-            stream,
-            DnsAnswer::Addrs {
-                ipv4: Some(Ipv4Addr::new(1, 2, 3, 4)),
-                ipv6: None,
-                ttl: 9999,
-            },
-            io,
-        )
-        .unwrap()
+        c.dns_result(stream, &found_v4(Ipv4Addr::new(1, 2, 3, 4), 9999), io)
+            .unwrap()
     });
     let got = cl.open_all(&acts);
     assert_eq!((got[0].1, got[0].2), (RelayCmd::RESOLVED, 10));
@@ -676,7 +678,7 @@ fn genuine_circuit_sendme_is_accepted() {
             .io(|c, io| c.stream_data(stream, &data[sent..sent + 498.min(data.len() - sent)], io));
         sent += n.unwrap();
         for _ in cl.open_all(&acts) {
-            tags.push(cl.crypto.last_tag[0]);
+            tags.push(cl.crypto.last_tag(0));
         }
         if tags.len() == 100 {
             break;

@@ -121,12 +121,12 @@ fn middle_forwarding_and_exit_packaging_rates() {
         for (_, _, _, body) in cells(&out) {
             cl.open(body);
             received += 1;
-            if received % 100 == 0 {
-                let tag = cl.crypto.last_tag[0];
+            if received.is_multiple_of(100) {
+                let tag = cl.crypto.last_tag(0);
                 let m = RelayMsg::Sendme(Sendme::V1 { tag: &tag });
                 cl.send(&mut exit, 0, ChanCmd::RELAY, &m, 0);
             }
-            if received % 50 == 0 {
+            if received.is_multiple_of(50) {
                 cl.send(
                     &mut exit,
                     0,

@@ -16,10 +16,11 @@ use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::crypto::handshake::{NtorKeyMap, NtorKeyPair};
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use fors::crypto::keymat::Tor1KeyMaterial;
+use fors::exit::dns::{Answer, Resolution};
 use fors::exit::policy::{parse_policy_list, ExitPolicy};
 use fors::proto::circuit::{
-    Action, CellBody, ChanId, ChanInfo, CircuitConfig, ConnectError, CoreIo, DnsAnswer,
-    ExtendDone, HopCrypto, NetworkView, NextHop, PeerKind, RelayCore, RelayIdentity, ShardIdx,
+    Action, CellBody, ChanId, ChanInfo, CircuitConfig, ConnectError, CoreIo,
+    ExtendDone, HopCrypto, NetworkView, NextHop, PeerIdentity, RelayCore, RelayIdentity, ShardIdx,
 };
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
@@ -85,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
     let mut core: RelayCore<Clear, Net> = RelayCore::new(cfg, me, keys, policy, Net);
     let prev = ChanInfo {
         id: ChanId(1),
-        peer: PeerKind::Relay { rsa: RsaIdentity([1; 20]), ed: None },
+        peer: PeerIdentity::Relay { rsa: RsaIdentity([1; 20]), ed: Ed25519Identity([1; 32]) },
         we_initiated: false,
     };
     let mut now = Instant::now();
@@ -123,7 +124,7 @@ fuzz_target!(|data: &[u8]| {
                 body[..src.len()].copy_from_slice(src);
                 let (ch, id, cmd) = match h {
                     [a, b, c, e, f, g] => (
-                        if *a & 1 == 0 { prev } else { ChanInfo { id: ChanId(2), peer: PeerKind::Client, we_initiated: true } },
+                        if *a & 1 == 0 { prev } else { ChanInfo { id: ChanId(2), peer: PeerIdentity::Client, we_initiated: true } },
                         CircId(u32::from_be_bytes([*b, *c, *e, *f])),
                         ChanCmd(*g),
                     ),
@@ -146,7 +147,10 @@ fuzz_target!(|data: &[u8]| {
                         3 => core.stream_write_blocked(s, op & 0x80 != 0, &mut io),
                         _ => core.dns_result(
                             s,
-                            DnsAnswer::Addrs { ipv4: Some(Ipv4Addr::new(127, 0, 0, 1)), ipv6: None, ttl: 5 },
+                            &Resolution {
+                                ipv4: Answer::Found { value: Ipv4Addr::new(127, 0, 0, 1), ttl: 5 },
+                                ..Resolution::NONE
+                            },
                             &mut io,
                         ),
                     };

@@ -18,10 +18,11 @@ use fors::crypto::handshake::{
 };
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use fors::crypto::keymat::Tor1KeyMaterial;
+use fors::crypto::relay::{Tor1ClientCircuit, Tor1ClientLayer, Tor1RelayCrypto};
 use fors::exit::policy::{parse_policy_list, ExitPolicy};
 use fors::proto::circuit::{
-    Action, CellBody, ChanId, ChanInfo, CircuitConfig, CoreIo, HopCrypto, NetworkView, PeerKind,
-    RelayCore, RelayIdentity,
+    Action, CellBody, ChanId, ChanInfo, CircuitConfig, CoreIo, HopCrypto, NetworkView,
+    PeerIdentity, RelayCore, RelayIdentity,
 };
 use sha1::{Digest, Sha1};
 
@@ -118,7 +119,49 @@ impl HopCrypto for RefRelayCrypto {
     }
 }
 
-/// Client side of a multi-hop circuit.
+/// The client's layers of a circuit: the production `Tor1ClientCircuit`, or the reference
+/// implementation above (to cross-check the two against each other).
+pub trait ClientLayers {
+    fn push(&mut self, k: &Tor1KeyMaterial);
+    /// Digest for hop `hop`, then that hop's and earlier hops' layers; returns the tag.
+    fn originate(&mut self, hop: usize, body: &mut CellBody) -> [u8; 20];
+    /// Strip layers until a hop recognizes the cell.
+    fn recognize(&mut self, body: &mut CellBody) -> Option<usize>;
+    /// SENDME tag of the last cell `hop` sent us.
+    fn last_tag(&self, hop: usize) -> [u8; 20];
+}
+
+impl ClientLayers for Tor1ClientCircuit {
+    fn push(&mut self, k: &Tor1KeyMaterial) {
+        self.push_hop(Tor1ClientLayer::new(k));
+    }
+    fn originate(&mut self, hop: usize, body: &mut CellBody) -> [u8; 20] {
+        Tor1ClientCircuit::originate(self, hop, body).expect("hop exists")
+    }
+    fn recognize(&mut self, body: &mut CellBody) -> Option<usize> {
+        Tor1ClientCircuit::recognize(self, body)
+    }
+    fn last_tag(&self, hop: usize) -> [u8; 20] {
+        *self.hop(hop).expect("hop exists").sendme_tag()
+    }
+}
+
+impl ClientLayers for ClientCrypto {
+    fn push(&mut self, k: &Tor1KeyMaterial) {
+        ClientCrypto::push(self, k)
+    }
+    fn originate(&mut self, hop: usize, body: &mut CellBody) -> [u8; 20] {
+        ClientCrypto::originate(self, hop, body)
+    }
+    fn recognize(&mut self, body: &mut CellBody) -> Option<usize> {
+        ClientCrypto::recognize(self, body)
+    }
+    fn last_tag(&self, hop: usize) -> [u8; 20] {
+        self.last_tag[hop]
+    }
+}
+
+/// Reference client side of a multi-hop circuit.
 #[derive(Default)]
 pub struct ClientCrypto {
     hops: Vec<(Tor1Dir, Tor1Dir)>,
@@ -167,11 +210,9 @@ impl NetworkView for TestNet {
     }
 }
 
-pub type Core = RelayCore<RefRelayCrypto, TestNet>;
-
-/// A relay under test with its identity and onion key.
-pub struct Relay {
-    pub core: Core,
+/// A relay under test with its identity and onion key; production crypto by default.
+pub struct Relay<C: HopCrypto = Tor1RelayCrypto> {
+    pub core: RelayCore<C, TestNet>,
     pub id: RelayIdentity,
     pub keys: Arc<NtorKeyMap>,
     pub now: Instant,
@@ -187,6 +228,12 @@ pub fn policy(s: &str) -> Arc<ExitPolicy> {
 
 impl Relay {
     pub fn new(tag: u8, cfg: CircuitConfig, exit_policy: &str, net: TestNet) -> Self {
+        Relay::with_crypto(tag, cfg, exit_policy, net)
+    }
+}
+
+impl<C: HopCrypto> Relay<C> {
+    pub fn with_crypto(tag: u8, cfg: CircuitConfig, exit_policy: &str, net: TestNet) -> Self {
         let mut rng = rand::thread_rng();
         let keys = Arc::new(NtorKeyMap::new(NtorKeyPair::generate(&mut rng), None));
         let id = RelayIdentity {
@@ -204,7 +251,10 @@ impl Relay {
     }
 
     /// Runs `f` with a fresh `CoreIo` and returns the actions.
-    pub fn io<T>(&mut self, f: impl FnOnce(&mut Core, &mut CoreIo<'_>) -> T) -> (T, Vec<Action>) {
+    pub fn io<T>(
+        &mut self,
+        f: impl FnOnce(&mut RelayCore<C, TestNet>, &mut CoreIo<'_>) -> T,
+    ) -> (T, Vec<Action>) {
         let mut out = Vec::new();
         let mut io = CoreIo::new(self.now, &mut self.rng, &mut out);
         let r = f(&mut self.core, &mut io);
@@ -237,7 +287,7 @@ impl Relay {
 pub fn client_chan(n: u64) -> ChanInfo {
     ChanInfo {
         id: ChanId(n),
-        peer: PeerKind::Client,
+        peer: PeerIdentity::Client,
         we_initiated: false,
     }
 }
@@ -245,9 +295,9 @@ pub fn client_chan(n: u64) -> ChanInfo {
 pub fn relay_chan(n: u64, peer: &RelayIdentity, we_initiated: bool) -> ChanInfo {
     ChanInfo {
         id: ChanId(n),
-        peer: PeerKind::Relay {
+        peer: PeerIdentity::Relay {
             rsa: peer.rsa,
-            ed: Some(peer.ed),
+            ed: peer.ed,
         },
         we_initiated,
     }
@@ -285,7 +335,7 @@ pub fn destroy_reason(body: &CellBody) -> DestroyReason {
 pub struct Client {
     pub chan: ChanInfo,
     pub circ_id: CircId,
-    pub crypto: ClientCrypto,
+    pub crypto: Box<dyn ClientLayers>,
     pub rng: rand::rngs::ThreadRng,
 }
 
@@ -300,14 +350,22 @@ impl Client {
         Client {
             chan,
             circ_id: CircId(circ_id),
-            crypto: ClientCrypto::default(),
+            crypto: Box::new(Tor1ClientCircuit::new()),
             rng: rand::thread_rng(),
+        }
+    }
+
+    /// A client using the reference tor1 implementation instead of the production one.
+    pub fn with_reference_crypto(chan: ChanInfo, circ_id: u32) -> Self {
+        Client {
+            crypto: Box::new(ClientCrypto::default()),
+            ..Client::new(chan, circ_id)
         }
     }
 
     /// Builds the first hop at `relay` with handshake `hs`; returns the reply extensions
     /// for ntor-v3.
-    pub fn create(&mut self, relay: &mut Relay, hs: Hs) -> Vec<CircuitExtension> {
+    pub fn create<C: HopCrypto>(&mut self, relay: &mut Relay<C>, hs: Hs) -> Vec<CircuitExtension> {
         let mut body = [0u8; CELL_BODY_LEN];
         match hs {
             Hs::Fast => {
@@ -391,9 +449,9 @@ impl Client {
     }
 
     /// Sends a relay message to hop `hop` through `relay` (the first hop).
-    pub fn send(
+    pub fn send<C: HopCrypto>(
         &mut self,
-        relay: &mut Relay,
+        relay: &mut Relay<C>,
         hop: usize,
         cmd: ChanCmd,
         msg: &RelayMsg<'_>,

@@ -12,8 +12,8 @@ use super::metrics::CircuitMetrics;
 use super::pool::{CellPool, CellQueue};
 use super::table::{CircHandle, CircState, Circuit, CircuitTable, Next, Side};
 use super::{
-    destroy_body, is_internal_addr, Action, ActionSink, ChanId, ChanInfo, CircuitConfig,
-    ExtendTarget, InputError, NetworkView, NextHop, PeerKind, RelayIdentity,
+    destroy_body, Action, ActionSink, ChanId, ChanInfo, CircuitConfig, ExtendTarget, InputError,
+    NetworkView, NextHop, PeerIdentity, RelayIdentity,
 };
 use crate::cell::chan::{Create2, CreateFast, Created2, CreatedFast, DestroyReason, HandshakeType};
 use crate::cell::relay::msg::{Extend2, Extended2, LinkSpec};
@@ -66,7 +66,10 @@ pub struct ExtendDone<'a> {
 }
 
 /// One shard's circuits and exit streams (see the module docs).
-pub struct RelayCore<C: HopCrypto, N: NetworkView> {
+pub struct RelayCore<
+    C: HopCrypto = crate::crypto::relay::Tor1RelayCrypto,
+    N: NetworkView = super::NoNetworkView,
+> {
     pub(super) cfg: CircuitConfig,
     pub(super) me: RelayIdentity,
     pub(super) onion_keys: Arc<NtorKeyMap>,
@@ -274,7 +277,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             // prop 350: TAP is gone.
             return send_destroy(DestroyReason::TorProtocol, io, &mut self.metrics);
         }
-        let first_hop = cmd == ChanCmd::CREATE_FAST || chan.peer == PeerKind::Client;
+        let first_hop = cmd == ChanCmd::CREATE_FAST || chan.peer == PeerIdentity::Client;
         let new_circ = |rng: &mut dyn CoreRng| Circuit::<C> {
             state: CircState::PendingOnion,
             prev_chan: chan.id,
@@ -913,7 +916,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let addr_ok = |ip: ::core::net::IpAddr, port: u16| {
             port != 0
                 && !ip.is_unspecified()
-                && (self.cfg.extend_allow_private || !is_internal_addr(ip))
+                && (self.cfg.extend_allow_private || !crate::exit::dns::name::is_internal(ip))
         };
         let ipv4 = ipv4.filter(|a| addr_ok((*a.ip()).into(), a.port()));
         let ipv6 = ipv6.filter(|a| addr_ok((*a.ip()).into(), a.port()));
@@ -921,8 +924,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return Err(());
         }
         // Refuse extending back to the previous hop, or to ourselves.
-        if let PeerKind::Relay { rsa: prsa, ed: ped } = c.prev_peer {
-            if prsa == rsa || (ped.is_some() && ped == ed) {
+        if let PeerIdentity::Relay { rsa: prsa, ed: ped } = c.prev_peer {
+            if prsa == rsa || ed == Some(ped) {
                 return Err(());
             }
         }

@@ -1,11 +1,12 @@
 //! The seam between the circuit core and tor1 relay crypto.
 //!
 //! The core only needs one hop's relay-side state per circuit. This trait names exactly what
-//! it calls, so the core can be driven by `crypto::relay::Tor1RelayCrypto` in production and
-//! by any other implementation (CGO later, or a reference implementation in tests).
+//! it calls; [`Tor1RelayCrypto`] implements it for production, and other implementations
+//! (CGO later, a plain reference implementation in tests) can stand in.
 
 use crate::cell::CELL_BODY_LEN;
 use crate::crypto::keymat::Tor1KeyMaterial;
+use crate::crypto::relay::Tor1RelayCrypto;
 use crate::proto::flow::SENDME_TAG_LEN;
 
 /// One relay cell body.
@@ -47,4 +48,39 @@ pub trait HopCrypto: Sized {
 
     /// A cell we send toward the client: set the digest, encrypt; returns its SENDME tag.
     fn originate(&mut self, body: &mut CellBody) -> [u8; SENDME_TAG_LEN];
+}
+
+/// The production tor1 hop: AES-NI/VAES CTR and SHA-1 (SHA-NI), batched per circuit.
+impl HopCrypto for Tor1RelayCrypto {
+    fn from_keys(keys: &Tor1KeyMaterial) -> Self {
+        Tor1RelayCrypto::new(keys)
+    }
+
+    #[inline]
+    fn recognize(&mut self, body: &mut CellBody) -> bool {
+        Tor1RelayCrypto::recognize(self, body)
+    }
+
+    fn forward_batch(&mut self, cells: &mut [CellBody], for_us: &mut [bool]) -> usize {
+        Tor1RelayCrypto::forward_batch(self, cells, for_us)
+    }
+
+    #[inline]
+    fn sendme_tag(&self) -> &[u8; SENDME_TAG_LEN] {
+        Tor1RelayCrypto::sendme_tag(self)
+    }
+
+    #[inline]
+    fn backward_relay(&mut self, body: &mut CellBody) {
+        Tor1RelayCrypto::backward_relay(self, body)
+    }
+
+    fn backward_relay_batch(&mut self, cells: &mut [CellBody]) {
+        Tor1RelayCrypto::backward_relay_batch(self, cells)
+    }
+
+    #[inline]
+    fn originate(&mut self, body: &mut CellBody) -> [u8; SENDME_TAG_LEN] {
+        Tor1RelayCrypto::originate(self, body)
+    }
 }

@@ -8,7 +8,7 @@ use ::core::net::{IpAddr, SocketAddr};
 use super::core::{CoreIo, QueueSel, RelayCore};
 use super::crypto::{CellBody, HopCrypto};
 use super::table::Next;
-use super::{Action, ConnectError, DnsAnswer, InputError, NetworkView, PeerKind, StreamBytes};
+use super::{Action, ConnectError, InputError, NetworkView, PeerIdentity, StreamBytes};
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::msg::{
     Begin, BeginFlags, BeginTarget, Connected, End, EndReason, Resolve, Resolved, ResolvedAnswer,
@@ -16,10 +16,11 @@ use crate::cell::relay::msg::{
 };
 use crate::cell::relay::{v0, RelayCmd};
 use crate::cell::{ChanCmd, CELL_BODY_LEN};
+use crate::exit::dns::ttl::DEFAULT_DNS_TTL;
+use crate::exit::dns::{classify_host, clip_dns_fuzzy_ttl, HostRequest, Resolution};
 use crate::proto::flow::Windows;
 use crate::proto::stream::{
-    clip_dns_fuzzy_ttl, is_reverse_lookup_name, is_valid_hostname, HostName, Stream, StreamHandle,
-    StreamState, StreamTableError, DEFAULT_DNS_TTL, RESOLVED_CLIPPED_TTL,
+    Stream, StreamHandle, StreamState, StreamTableError, RESOLVED_CLIPPED_TTL,
 };
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
@@ -277,47 +278,51 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         if c.first_hop {
             return self.refuse(idx, sid, EndReason::TorProtocol, io);
         }
-        if let PeerKind::Relay { rsa, .. } = c.prev_peer {
+        if let PeerIdentity::Relay { rsa, .. } = c.prev_peer {
             if self.cfg.refuse_unknown_exits && !self.net.is_known_relay(&rsa) {
                 return self.refuse(idx, sid, EndReason::Misc, io);
             }
         }
-        let (state, addr, name) = match begin.target {
+        let (state, addr, request) = match begin.target {
             BeginTarget::Ipv4(a) => (StreamState::Connecting, Some(IpAddr::V4(a)), None),
             BeginTarget::Ipv6(a) => (StreamState::Connecting, Some(IpAddr::V6(a)), None),
             BeginTarget::Hostname(h) => {
-                // A non-exit does not resolve; names must be plain DNS names; reverse
-                // names only via RESOLVE (C `dns_resolve_impl`).
-                if self.policy.is_reject_star()
-                    || !is_valid_hostname(h)
-                    || is_reverse_lookup_name(h)
-                {
+                // A non-exit does not resolve at all (C `dns_resolve_impl`).
+                if self.policy.is_reject_star() {
                     return self.refuse(idx, sid, EndReason::ResolveFailed, io);
                 }
+                // C's name rules; reverse names only via RESOLVE.
+                let request =
+                    match classify_host(h.as_bytes(), false, self.cfg.allow_non_rfc953_hostnames) {
+                        Ok(HostRequest::Literal(a)) => {
+                            (StreamState::Connecting, Some(a), None::<HostRequest>)
+                        }
+                        Ok(r @ HostRequest::Forward(_)) => (StreamState::Resolving, None, Some(r)),
+                        Ok(HostRequest::Reverse { .. }) | Err(_) => {
+                            return self.refuse(idx, sid, EndReason::ResolveFailed, io)
+                        }
+                    };
                 // Don't spend a lookup on a port the policy refuses for every address.
-                if self.policy.allows_port_for_unknown_address(begin.port)
-                    == crate::exit::policy::PolicyDecision::Rejected
+                if request.2.is_some()
+                    && self.policy.allows_port_for_unknown_address(begin.port)
+                        == crate::exit::policy::PolicyDecision::Rejected
                 {
                     self.metrics.streams_refused_policy += 1;
                     return self.refuse(idx, sid, EndReason::ExitPolicy, io);
                 }
-                let Some(name) = HostName::new(h) else {
-                    return self.refuse(idx, sid, EndReason::ResolveFailed, io);
-                };
-                (StreamState::Resolving, None, Some(name))
+                request
             }
         };
         let Some(h) = self.new_stream(idx, sid, state, begin.port, begin.flags, io) else {
             return self.table.get(idx).is_some();
         };
-        match (addr, name) {
+        match (addr, request) {
             (Some(a), _) => self.check_and_connect(idx, h, a, DEFAULT_DNS_TTL, io),
-            (None, Some(name)) => {
+            (None, Some(request)) => {
                 self.metrics.resolves_requested += 1;
                 io.out.push(Action::Resolve {
                     stream: h,
-                    name,
-                    ptr: false,
+                    request,
                     want_ipv6: self.policy.ipv6_exit() && begin.flags.has(BeginFlags::IPV6_OK),
                 });
                 true
@@ -417,20 +422,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         if self.policy.is_reject_star() {
             return error(self, io);
         }
-        // A literal address resolves to itself.
-        if let Ok(a) = name.parse::<IpAddr>() {
-            return self.send_resolved(idx, sid, &[a.into()], io);
-        }
-        let ptr = is_reverse_lookup_name(name);
-        if ptr && reverse_name_is_internal(name) {
-            return error(self, io);
-        }
-        if !is_valid_hostname(name) {
-            return error(self, io);
-        }
-        let Some(hn) = HostName::new(name) else {
-            return error(self, io);
-        };
+        let request =
+            match classify_host(name.as_bytes(), true, self.cfg.allow_non_rfc953_hostnames) {
+                // A literal address resolves to itself.
+                Ok(HostRequest::Literal(a)) => {
+                    return self.send_resolved(idx, sid, &[a.into()], io)
+                }
+                Ok(r) => r,
+                // Bad names, special-use names, PTR for internal addresses.
+                Err(_) => return error(self, io),
+            };
         let Some(h) = self.new_stream(idx, sid, StreamState::ResolveOnly, 0, BeginFlags(0), io)
         else {
             return self.table.get(idx).is_some();
@@ -438,8 +439,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.metrics.resolves_requested += 1;
         io.out.push(Action::Resolve {
             stream: h,
-            name: hn,
-            ptr,
+            request,
             want_ipv6: self.policy.ipv6_exit(),
         });
         true
@@ -455,8 +455,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let mut answers = [ResolvedAnswer {
             value: ResolvedValue::PermanentError(&[]),
             ttl: 0,
-        }; 2];
-        let n = values.len().min(2);
+        }; 3];
+        let n = values.len().min(3);
         for (a, v) in answers.iter_mut().zip(values) {
             let errorish = matches!(
                 v,
@@ -695,65 +695,55 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         Ok(taken)
     }
 
-    /// A DNS answer for a BEGIN (connect to the chosen address, or END) or a RESOLVE
-    /// (answer with RESOLVED).
+    /// The resolver's answer for a BEGIN (connect to the chosen address, or END) or a
+    /// RESOLVE (answer with RESOLVED).
     pub fn dns_result(
         &mut self,
         stream: StreamHandle,
-        answer: DnsAnswer<'_>,
+        res: &Resolution,
         io: &mut CoreIo<'_>,
     ) -> Result<(), InputError> {
         let (idx, sid) = self.stream_ctx(stream)?;
         let s = self.streams.get(stream).expect("live");
+        let v4 = res.ipv4.found().map(|(a, ttl)| (*a, ttl));
+        let v6 = res.ipv6.found().map(|(a, ttl)| (*a, ttl));
+        let ipv6_exit = self.policy.ipv6_exit();
         match s.state {
             StreamState::ResolveOnly => {
                 self.drop_stream(idx, stream);
-                let ipv6_exit = self.policy.ipv6_exit();
-                match answer {
-                    DnsAnswer::Addrs { ipv4, ipv6, .. } => {
-                        let mut vals = [ResolvedValue::PermanentError(&[]); 2];
-                        let mut n = 0;
-                        if let Some(a) = ipv4 {
-                            vals[n] = ResolvedValue::Ipv4(a);
-                            n += 1;
-                        }
-                        if let (Some(a), true) = (ipv6, ipv6_exit) {
-                            vals[n] = ResolvedValue::Ipv6(a);
-                            n += 1;
-                        }
-                        if n == 0 {
-                            vals[0] = ResolvedValue::PermanentError(&[]);
-                            n = 1;
-                        }
-                        self.send_resolved(idx, sid, &vals[..n], io);
-                    }
-                    DnsAnswer::Name { name, .. } => {
-                        self.send_resolved(
-                            idx,
-                            sid,
-                            &[ResolvedValue::Hostname(name.as_bytes())],
-                            io,
-                        );
-                    }
-                    DnsAnswer::Failed { transient } => {
-                        let v = if transient {
-                            ResolvedValue::TransientError(&[])
-                        } else {
-                            ResolvedValue::PermanentError(&[])
-                        };
-                        self.send_resolved(idx, sid, &[v], io);
-                    }
+                let mut vals = [ResolvedValue::PermanentError(&[]); 3];
+                let mut n = 0;
+                if let Some((a, _)) = v4 {
+                    vals[n] = ResolvedValue::Ipv4(a);
+                    n += 1;
                 }
+                if let (Some((a, _)), true) = (v6, ipv6_exit) {
+                    vals[n] = ResolvedValue::Ipv6(a);
+                    n += 1;
+                }
+                if let Some((name, _)) = res.hostname.found() {
+                    vals[n] = ResolvedValue::Hostname(name.as_bytes());
+                    n += 1;
+                }
+                if n == 0 {
+                    vals[0] = match res.failure() {
+                        Some(f) if f.is_transient() => ResolvedValue::TransientError(&[]),
+                        _ => ResolvedValue::PermanentError(&[]),
+                    };
+                    n = 1;
+                }
+                self.send_resolved(idx, sid, &vals[..n], io);
                 Ok(())
             }
             StreamState::Resolving => {
-                let flags = s.flags;
-                let chosen = match answer {
-                    DnsAnswer::Addrs { ipv4, ipv6, ttl } => {
-                        choose_address(ipv4, ipv6, flags, self.policy.ipv6_exit()).map(|a| (a, ttl))
-                    }
-                    _ => Err(EndReason::ResolveFailed),
-                };
+                let chosen = choose_address(v4.map(|x| x.0), v6.map(|x| x.0), s.flags, ipv6_exit)
+                    .map(|a| {
+                        let ttl = match a {
+                            IpAddr::V4(_) => v4.map_or(0, |x| x.1),
+                            IpAddr::V6(_) => v6.map_or(0, |x| x.1),
+                        };
+                        (a, ttl)
+                    });
                 match chosen {
                     Ok((addr, ttl)) => {
                         self.check_and_connect(idx, stream, addr, ttl, io);
@@ -792,27 +782,6 @@ fn choose_address(
         v4.or(v6)
     };
     pick.ok_or(EndReason::ExitPolicy)
-}
-
-/// Whether an `in-addr.arpa` name names an internal IPv4 address (PTR lookups for those
-/// are refused). `ip6.arpa` names are refused outright unless well formed and public;
-/// we keep it simple and treat all of them as internal.
-fn reverse_name_is_internal(name: &str) -> bool {
-    if !crate::proto::stream::ends_with_ignore_case(name, ".in-addr.arpa") {
-        return true;
-    }
-    let rest = &name[..name.len() - ".in-addr.arpa".len()];
-    // The labels are the octets in reverse order.
-    let mut octets = [0u8; 4];
-    let mut n = 0;
-    for label in rest.rsplit('.') {
-        match (n < 4, label.parse::<u8>()) {
-            (true, Ok(v)) => octets[n] = v,
-            _ => return true,
-        }
-        n += 1;
-    }
-    n != 4 || super::is_internal_addr(IpAddr::V4(octets.into()))
 }
 
 #[cfg(test)]
@@ -860,14 +829,5 @@ mod tests {
             choose_address(None, v6, f(BeginFlags::IPV6_OK), true).unwrap(),
             IpAddr::V6(a6)
         );
-    }
-
-    #[test]
-    fn reverse_names() {
-        assert!(reverse_name_is_internal("1.0.168.192.in-addr.arpa"));
-        assert!(reverse_name_is_internal("1.0.0.127.in-addr.arpa"));
-        assert!(!reverse_name_is_internal("4.4.8.8.in-addr.arpa"));
-        assert!(reverse_name_is_internal("x.8.8.in-addr.arpa"));
-        assert!(reverse_name_is_internal("1.0.0.0.ip6.arpa"));
     }
 }

@@ -24,7 +24,7 @@ pub mod metrics;
 pub mod pool;
 mod table;
 
-use ::core::net::{IpAddr, SocketAddr};
+use ::core::net::SocketAddr;
 
 pub use self::core::{CoreIo, CoreRng, ExtendDone, RelayCore, MAX_RELAY_EARLY_CELLS_PER_CIRCUIT};
 pub use crypto::{CellBody, HopCrypto};
@@ -36,7 +36,8 @@ use crate::cell::chan::DestroyReason;
 use crate::cell::relay::msg::EndReason;
 use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
-use crate::proto::stream::{HostName, StreamHandle};
+use crate::exit::dns::HostRequest;
+use crate::proto::stream::StreamHandle;
 
 /// A channel, as the shard names it. Opaque to the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,23 +47,15 @@ pub struct ChanId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ShardIdx(pub u16);
 
-/// Who is at the other end of a channel, as its link handshake established.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerKind {
-    /// The peer did not authenticate: a client (or bridge user).
-    Client,
-    /// An authenticated relay.
-    Relay {
-        rsa: RsaIdentity,
-        ed: Option<Ed25519Identity>,
-    },
-}
+/// Who is at the other end of a channel, as its link handshake established (the channel
+/// layer's [`PeerIdentity`]: `Client`, or `Relay { rsa, ed }`).
+pub use crate::proto::channel::PeerIdentity;
 
 /// What the core needs to know about the channel a cell arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChanInfo {
     pub id: ChanId,
-    pub peer: PeerKind,
+    pub peer: PeerIdentity,
     /// We opened the TLS connection. The opener allocates circuit IDs with the high bit set
     /// (tor-spec §"Choosing circuit IDs"), so CREATEs from the peer must have it clear.
     pub we_initiated: bool,
@@ -84,21 +77,6 @@ pub struct ExtendTarget {
     pub ipv6: Option<::core::net::SocketAddrV6>,
     pub rsa: RsaIdentity,
     pub ed: Option<Ed25519Identity>,
-}
-
-/// A DNS answer for [`RelayCore::dns_result`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DnsAnswer<'a> {
-    /// Forward lookup: the first IPv4 and IPv6 address found, and the record TTL.
-    Addrs {
-        ipv4: Option<::core::net::Ipv4Addr>,
-        ipv6: Option<::core::net::Ipv6Addr>,
-        ttl: u32,
-    },
-    /// Reverse (PTR) lookup.
-    Name { name: &'a str, ttl: u32 },
-    /// The name does not exist (permanent) or the resolver failed (transient).
-    Failed { transient: bool },
 }
 
 /// Up to one relay cell of stream data, inline.
@@ -171,11 +149,12 @@ pub enum Action {
     ResumeStreamRead {
         stream: StreamHandle,
     },
-    /// Resolve a name (or a reverse name when `ptr`); answer with `dns_result`.
+    /// Look up `request` (`HostRequest::Forward` or `HostRequest::Reverse`, already
+    /// validated with `exit::dns::classify_host`); answer with `dns_result`. `want_ipv6`:
+    /// also ask for AAAA (IPv6 exit and the client accepts IPv6).
     Resolve {
         stream: StreamHandle,
-        name: HostName,
-        ptr: bool,
+        request: HostRequest,
         want_ipv6: bool,
     },
     /// A circuit closed (for the shard's bookkeeping, e.g. a pending extend to abandon).
@@ -262,8 +241,8 @@ pub struct CircuitConfig {
     pub refuse_unknown_exits: bool,
     /// Consensus `allow-network-reentry`.
     pub allow_network_reentry: bool,
-    /// `ExitPolicyRejectPrivate` is off / test network: connect to private addresses.
-    pub exit_allow_private: bool,
+    /// `ServerDNSAllowNonRFC953Hostnames`: resolve names outside `[A-Za-z0-9-._]`.
+    pub allow_non_rfc953_hostnames: bool,
 }
 
 impl Default for CircuitConfig {
@@ -285,7 +264,7 @@ impl Default for CircuitConfig {
             allow_nonearly_extend: false,
             refuse_unknown_exits: true,
             allow_network_reentry: false,
-            exit_allow_private: false,
+            allow_non_rfc953_hostnames: false,
         }
     }
 }
@@ -309,30 +288,6 @@ pub(crate) fn destroy_body(reason: DestroyReason) -> CellBody {
     let mut b = [0u8; CELL_BODY_LEN];
     crate::cell::chan::Destroy { reason }.encode(&mut b);
     b
-}
-
-/// Whether an address is private/internal (RFC 1918, loopback, link-local, ULA, ...) for
-/// EXTEND2 and exit checks.
-pub(crate) fn is_internal_addr(a: IpAddr) -> bool {
-    match a {
-        IpAddr::V4(v) => {
-            v.is_private()
-                || v.is_loopback()
-                || v.is_link_local()
-                || v.is_unspecified()
-                || v.is_broadcast()
-                || v.octets()[0] == 0
-                || (v.octets()[0] == 100 && (v.octets()[1] & 0xC0) == 64)
-        }
-        IpAddr::V6(v) => {
-            v.is_loopback()
-                || v.is_unspecified()
-                || (v.segments()[0] & 0xfe00) == 0xfc00
-                || (v.segments()[0] & 0xffc0) == 0xfe80
-                || v.to_ipv4_mapped()
-                    .is_some_and(|m| is_internal_addr(IpAddr::V4(m)))
-        }
-    }
 }
 
 /// END reason re-export for signatures.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::{ChanId, NextHop, PeerKind};
+use super::{ChanId, NextHop, PeerIdentity};
 use crate::cell::CircId;
 use crate::proto::flow::{SendmeRandomness, SendmeTags, Windows};
 
@@ -44,7 +44,7 @@ pub(super) struct Circuit<C> {
     pub state: CircState,
     pub prev_chan: ChanId,
     pub prev_circ_id: CircId,
-    pub prev_peer: PeerKind,
+    pub prev_peer: PeerIdentity,
     /// Built with CREATE_FAST or from a client channel: never exit from it.
     pub first_hop: bool,
     pub crypto: Option<C>,

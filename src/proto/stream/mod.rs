@@ -1,6 +1,6 @@
 //! Exit streams (tor-spec §"Opening streams", §"Closing streams", §"Remote hostname
-//! lookup"; C tor `connection_edge.c`, `dns.c`): the per-shard stream table and the small
-//! rules an exit applies — hostname syntax, TTL clipping, socket-error → END reason.
+//! lookup"; C tor `connection_edge.c`): the per-shard stream table and the socket-error →
+//! END reason rule. Hostname rules and TTL clipping live in `exit::dns`.
 //!
 //! Streams are owned by the circuit core ([`crate::proto::circuit::RelayCore`]); this module
 //! holds their state and the pure helpers, so it can be tested on its own.
@@ -39,42 +39,6 @@ pub enum StreamState {
     Connecting,
     /// CONNECTED sent; data flows.
     Open,
-}
-
-/// Longest hostname we resolve (DNS names are at most 253 characters).
-pub const MAX_HOSTNAME_LEN: usize = 253;
-
-/// A hostname carried inline in an action, so asking for a lookup does not allocate.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct HostName {
-    len: u8,
-    buf: [u8; MAX_HOSTNAME_LEN],
-}
-
-impl HostName {
-    /// `None` if the name is too long.
-    pub fn new(name: &str) -> Option<Self> {
-        if name.len() > MAX_HOSTNAME_LEN {
-            return None;
-        }
-        let mut buf = [0u8; MAX_HOSTNAME_LEN];
-        buf[..name.len()].copy_from_slice(name.as_bytes());
-        Some(HostName {
-            len: name.len() as u8,
-            buf,
-        })
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Only built from &str, so this is valid UTF-8.
-        core::str::from_utf8(&self.buf[..self.len as usize]).unwrap_or("")
-    }
-}
-
-impl core::fmt::Debug for HostName {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{:?}", self.as_str())
-    }
 }
 
 /// One exit stream.
@@ -205,52 +169,9 @@ impl StreamTable {
     }
 }
 
-/// C tor's `string_is_valid_dest` character rule for names an exit resolves: letters,
-/// digits, `-`, `.` and `_` only, not empty, and not longer than a DNS name.
-pub fn is_valid_hostname(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_HOSTNAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-}
-
-/// Whether a name is a reverse-lookup name, which BEGIN must not carry (only RESOLVE).
-pub fn is_reverse_lookup_name(name: &str) -> bool {
-    ends_with_ignore_case(name, ".in-addr.arpa") || ends_with_ignore_case(name, ".ip6.arpa")
-}
-
-/// ASCII case-insensitive suffix test (DNS names compare case-insensitively).
-pub fn ends_with_ignore_case(name: &str, suffix: &str) -> bool {
-    name.len() >= suffix.len()
-        && name.as_bytes()[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
-}
-
-/// TTL buckets (C `dns.c`): below 5 minutes → 5 minutes, otherwise 1 hour.
-pub const MIN_DNS_TTL: u32 = 5 * 60;
-pub const MAX_DNS_TTL: u32 = 60 * 60;
-/// TTL for literal-IP BEGINs (C `DEFAULT_DNS_TTL`).
-pub const DEFAULT_DNS_TTL: u32 = 30 * 60;
-/// Uniform fuzz of ±4 minutes on TTLs sent to clients (C `FUZZY_DNS_TTL`).
-pub const FUZZY_DNS_TTL: u32 = 4 * 60;
 /// TTL every RESOLVED answer carries (C `RESOLVED_CLIPPED_TTL`, tor#40979: hides the exit's
-/// DNS cache state).
+/// DNS cache state). CONNECTED and END use `exit::dns::clip_dns_fuzzy_ttl` instead.
 pub const RESOLVED_CLIPPED_TTL: u32 = 60;
-
-/// C `clip_dns_ttl`: two buckets, so the TTL reveals little about when a name was cached.
-pub fn clip_dns_ttl(ttl: u32) -> u32 {
-    if ttl < MIN_DNS_TTL {
-        MIN_DNS_TTL
-    } else {
-        MAX_DNS_TTL
-    }
-}
-
-/// C `clip_dns_fuzzy_ttl`: the bucket plus uniform noise in [−240, +240] s.
-pub fn clip_dns_fuzzy_ttl(ttl: u32, rng: &mut impl rand_core::RngCore) -> u32 {
-    let noise = rng.next_u32() % (2 * FUZZY_DNS_TTL + 1);
-    clip_dns_ttl(ttl) + noise - FUZZY_DNS_TTL
-}
 
 /// Why an exit connection failed, as the shard saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,38 +247,6 @@ mod tests {
         assert!(t.remove(a).is_none());
         assert_eq!(t.len(), 2);
         assert_eq!(t.get(b).unwrap().circ, 2);
-    }
-
-    #[test]
-    fn hostname_rules() {
-        assert!(is_valid_hostname("www.torproject.org"));
-        assert!(is_valid_hostname("a_b-c.d"));
-        for bad in ["", "a b", "a;b", "ex%ample.com", "a\0b", "é.com"] {
-            assert!(!is_valid_hostname(bad), "{bad:?}");
-        }
-        assert!(!is_valid_hostname(&"a".repeat(254)));
-        assert!(is_reverse_lookup_name("4.3.2.1.IN-ADDR.ARPA"));
-        assert!(!is_reverse_lookup_name("arpa.example"));
-        assert_eq!(HostName::new("x.org").unwrap().as_str(), "x.org");
-        assert!(HostName::new(&"a".repeat(254)).is_none());
-    }
-
-    #[test]
-    fn ttl_buckets_and_fuzz_range() {
-        assert_eq!(clip_dns_ttl(0), 300);
-        assert_eq!(clip_dns_ttl(299), 300);
-        assert_eq!(clip_dns_ttl(300), 3600);
-        assert_eq!(clip_dns_ttl(u32::MAX), 3600);
-        let mut rng = rand::thread_rng();
-        let (mut lo, mut hi) = (u32::MAX, 0);
-        for _ in 0..5000 {
-            let t = clip_dns_fuzzy_ttl(10, &mut rng);
-            lo = lo.min(t);
-            hi = hi.max(t);
-        }
-        assert!(lo >= 60 && hi <= 540 && lo < 80 && hi > 520, "{lo}..{hi}");
-        let mut min = rand::rngs::mock::StepRng::new(0, 0);
-        assert_eq!(clip_dns_fuzzy_ttl(DEFAULT_DNS_TTL, &mut min), 3360);
     }
 
     #[test]
