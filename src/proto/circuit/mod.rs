@@ -14,8 +14,26 @@
 //! * `exit` — BEGIN/RESOLVE/DATA/END/SENDME at the exit and the stream inputs;
 //! * [`metrics`] — counters.
 //!
-//! Batching seam: [`RelayCore::handle_relay_batch`] takes a run of RELAY cells of one
-//! circuit and passes them to [`HopCrypto::forward_batch`] in one call.
+//! Batching: [`RelayCore::handle_relay_batch`] takes a run of RELAY cells of one circuit
+//! and passes them to [`HopCrypto::forward_batch`] (one AES keystream run) in one call. A run
+//! is cut where a circuit SENDME could fall due, because the SENDME must carry the tag of
+//! exactly that cell. Exit cells of many circuits do not use the multi-circuit SHA-1 call
+//! yet: each circuit's cells are originated as they are packaged.
+//!
+//! Contract with the shard:
+//! * CREATED2 answers to the CREATE2 of an `Action::Extend` are the shard's to route; it
+//!   reports them (or the failure) with [`RelayCore::extend_result`]. A circuit that closed
+//!   meanwhile (see `Action::CircuitClosed`) makes `extend_result` destroy the new hop.
+//! * After [`RelayCore::channel_blocked`] the core emits no `SendCell` for that channel; it
+//!   queues in its pool until [`RelayCore::channel_unblocked`].
+//! * A next hop on another shard: that shard maps (channel, circuit ID) to this circuit and
+//!   passes its cells here with [`RelayCore::handle_next_hop_cell`]; `SendCell` actions carry
+//!   the shard index of their channel.
+//! * `Action::StreamClose` means the core forgot the stream; events the shard reports itself
+//!   (`stream_closed`, `stream_connect_failed`) end the stream without a `StreamClose`.
+//! * Randomness: every cell we originate is padded with random bytes (prop 289), so the RNG
+//!   passed in is on the exit's hot path; a fast CSPRNG (e.g. AES-CTR based, as C's
+//!   `crypto_fast_rng`) is the right choice there.
 
 mod core;
 pub mod crypto;
