@@ -1068,3 +1068,23 @@ fn stale_extend_result_destroys_the_new_hop() {
     let (ch, id, cmd, _) = one_cell(&acts);
     assert_eq!((ch, id, cmd), (next.chan, next.circ_id, ChanCmd::DESTROY));
 }
+
+#[test]
+fn cc_flag_decides_the_ntor_v3_answer() {
+    use fors::crypto::handshake::CircuitExtension;
+    // Default: CC off, so a CC request gets an empty extension list (checked above). With
+    // the flag on (only once Vegas exists), the relay echoes its sendme_inc.
+    let cfg = CircuitConfig {
+        cc_enabled: true,
+        ..test_config()
+    };
+    let mut r = Relay::new(1, cfg, "reject *:*", TestNet::default());
+    let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    assert_eq!(
+        cl.create(&mut r, Hs::NtorV3 { cc: true }),
+        vec![CircuitExtension::CcResponse { sendme_inc: 31 }]
+    );
+    // Without a request there is nothing to answer, flag or not.
+    let mut cl = Client::new(client_chan(1), 0x8000_0002);
+    assert!(cl.create(&mut r, Hs::NtorV3 { cc: false }).is_empty());
+}
