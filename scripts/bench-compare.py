@@ -135,15 +135,17 @@ class Bench:
                 fors += ["--fors-bin", a.fors_bin]
         log("bringing the network up" + (" with the Fors slots" if fors else ""))
         rc, out = self.testnet(*(base + fors), timeout=min(240, self.remaining()))
-        self.save_log("up.log", out)
         if rc != 0 and fors:
-            reason = "testnet up failed with the Fors slots: " + tail_reason(out)
+            reason = "`testnet.py up` failed with the Fors slots: " + up_failure_reason(out)
             log(reason + "; retrying with C tor only")
             for s in (FORS1, FORS2):
                 self.fors_state[s] = reason
             self.fors_slots = False
+            first = out
             rc, out = self.testnet(*base, timeout=min(240, self.remaining()))
-            self.save_log("up-ctor-only.log", out)
+            # The retry recreated the run dir, so the first attempt's log is written now.
+            self.save_log("up-with-fors-slots.log", first)
+        self.save_log("up.log", out)
         if rc != 0:
             raise RuntimeError("testnet up failed: " + tail_reason(out))
         self.net = testnet.load_network(self.run_dir)
@@ -293,6 +295,10 @@ class Bench:
                 self.notes.append(f"could not pin {NICK[subject]}: {err}")
             cpus = sorted(relaystat.thread_cpus(pid))
             rss_reset = relaystat.reset_peak_rss(pid)
+            try:
+                rss0 = relaystat.peak_rss_kib(pid, "VmRSS")
+            except relaystat.ProcError:
+                rss0 = None
             timeout_s = min(self.args.workload_timeout, left)
             log(f"{self.labels[subject]}: {wl} (path {','.join(path_of(subject))}, threads on "
                 f"CPU {'/'.join(cpus)}, timeout {timeout_s:.0f}s)")
@@ -311,7 +317,7 @@ class Bench:
                 row = report.unusable_row(subject, wl, err,
                                           status="failed" if subject == CTOR else "not usable")
             else:
-                row = report.compute_row(subject, wl, lg, cpu1 - cpu0, rss, wall)
+                row = report.compute_row(subject, wl, lg, cpu1 - cpu0, rss, wall, rss0)
                 row["rss_reset"] = rss_reset
                 row["thread_cpus"] = cpus
                 if subject != CTOR and row["status"] != "ok":
@@ -333,6 +339,17 @@ class Bench:
 def tail_reason(text, n=3):
     lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
     return " | ".join(lines[-n:]) if lines else "no output"
+
+
+def up_failure_reason(out):
+    """The `error:` line of a failed `testnet.py up` and the first lines it quotes from the
+    dead process's log (e.g. a usage message), in one line."""
+    lines = [l.strip() for l in (out or "").splitlines() if l.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("error:"):
+            quoted = [l for l in lines[i + 1:i + 6] if not l.startswith("---")][:2]
+            return "; ".join([line[len("error:"):].strip()] + quoted)
+    return tail_reason(out)
 
 
 def tail_file(path, n=2):
@@ -432,7 +449,8 @@ def main(argv=None):
     ap.add_argument("--no-fors", action="store_true", help="measure the C tor subject only")
     ap.add_argument("--bulk-mb", type=float, default=200.0, help="MB per bulk workload")
     ap.add_argument("--circuits", type=int, default=4)
-    ap.add_argument("--create-rate", type=int, default=3000)
+    ap.add_argument("--create-rate", type=int, default=10000,
+                    help="CREATE2 per second asked for (default 10000: more than either side can do)")
     ap.add_argument("--create-seconds", type=int, default=8)
     ap.add_argument("--flood-rate", type=int, default=300)
     ap.add_argument("--workload-timeout", type=float, default=90.0)

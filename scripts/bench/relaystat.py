@@ -44,11 +44,11 @@ def parse_status_kib(status_text, key):
     return None
 
 
-def peak_rss_kib(pid):
-    """VmHWM: the resident-set high-water mark (KiB)."""
+def peak_rss_kib(pid, key="VmHWM"):
+    """VmHWM: the resident-set high-water mark (KiB); key="VmRSS" for the current RSS."""
     try:
         with open(f"/proc/{pid}/status") as f:
-            return parse_status_kib(f.read(), "VmHWM")
+            return parse_status_kib(f.read(), key)
     except OSError as e:
         raise ProcError(f"pid {pid}: {e}") from e
 

@@ -35,7 +35,7 @@ def _num(v):
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def compute_row(subject, workload, lg, cpu_s, rss_kib, elapsed_wall):
+def compute_row(subject, workload, lg, cpu_s, rss_kib, elapsed_wall, rss_start_kib=None):
     """Figures for one workload run.  `lg` is the loadgen JSON, `cpu_s` the subject's CPU
     seconds over the run, `rss_kib` its VmHWM afterwards."""
     row = {"subject": subject, "workload": workload, "status": "ok" if lg.get("ok") else "failed",
@@ -61,6 +61,7 @@ def compute_row(subject, workload, lg, cpu_s, rss_kib, elapsed_wall):
         row["lat_p50_ms"] = p50 / 1e3 if p50 is not None else None
         row["lat_p99_ms"] = p99 / 1e3 if p99 is not None else None
     row["peak_rss_mib"] = rss_kib / 1024 if rss_kib is not None else None
+    row["rss_start_mib"] = rss_start_kib / 1024 if rss_start_kib is not None else None
     row["elapsed_s"] = _num(lg.get("elapsed_s")) or elapsed_wall
     el = row["elapsed_s"]
     row["relay_cores"] = cpu_s / el if cpu_s is not None and el else None
@@ -86,6 +87,13 @@ def _f(v, digits=1):
     return f"{v:.{digits}f}"
 
 
+def lat_cell(ms):
+    """Latency in ms, or in µs below 1 ms (cell gaps are µs-scale)."""
+    if ms is None:
+        return "–"
+    return f"{ms * 1e3:.0f} µs" if ms < 1 else f"{ms:.1f} ms"
+
+
 def cost_cell(row):
     if row["workload"] == "create":
         v = row.get("cpu_ms_per_circuit")
@@ -100,28 +108,40 @@ def _short(text, n=120):
 
 def render_table(rows, labels):
     """The per-subject table.  `labels` maps subject key → display name."""
-    out = ["| Workload | Relay | CPU cost | relay cores | MB/s | cells/s | latency p50 / p99 (ms) "
-           "| circuits/s | peak RSS MiB |",
+    out = ["| Workload | Relay | CPU cost | relay cores | MB/s | cells/s | latency p50 / p99 "
+           "| circuits/s | peak RSS MiB (at start) |",
            "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    # A subject that failed every workload for one reason gets a single line.
+    collapsed = {}
+    for subj in labels:
+        mine = [r for r in rows if r["subject"] == subj]
+        if mine and all(r["status"] not in ("ok", "failed") for r in mine) \
+                and len({(r["status"], r["reason"]) for r in mine}) == 1:
+            collapsed[subj] = mine[0]
     for wl, wl_label in WORKLOADS:
         for subj in labels:
             row = next((r for r in rows if r["subject"] == subj and r["workload"] == wl), None)
-            if row is None:
+            if row is None or subj in collapsed:
                 continue
             name = labels[subj]
             if row["status"] not in ("ok", "failed"):
                 out.append(f"| {wl_label} | {name} | {row['status']}: {_short(row['reason'])} "
                            "| | | | | | |")
                 continue
-            lat = (f"{_f(row.get('lat_p50_ms'), 2)} / {_f(row.get('lat_p99_ms'), 2)}"
+            lat = (f"{lat_cell(row.get('lat_p50_ms'))} / {lat_cell(row.get('lat_p99_ms'))}"
                    + (f" ({row['lat_kind']})" if row.get("lat_kind") else ""))
             cost = cost_cell(row)
+            # Bulk workloads build only their few circuits: a rate there means nothing.
+            circ = row.get("circuits_per_s") if wl in ("create", "flood-bulk") else None
             if row["status"] == "failed":
                 cost = f"FAILED ({_short(row['reason'], 60)}) {cost}"
             out.append(
                 f"| {wl_label} | {name} | {cost} | {_f(row.get('relay_cores'), 2)} "
                 f"| {_f(row.get('mb_per_s'))} | {_f(row.get('cells_per_s'), 0)} | {lat} "
-                f"| {_f(row.get('circuits_per_s'))} | {_f(row.get('peak_rss_mib'))} |")
+                f"| {_f(circ)} | {_f(row.get('peak_rss_mib'))} ({_f(row.get('rss_start_mib'))}) |")
+    for subj, row in collapsed.items():
+        out.append(f"| all workloads | {labels[subj]} | {row['status']}: {_short(row['reason'], 300)} "
+                   "| | | | | | |")
     return "\n".join(out)
 
 
@@ -135,11 +155,13 @@ def render_ratios(rows, base, others, labels):
     out = ["| Workload | Relay | CPU cost ÷ | MB/s ÷ | cells/s ÷ | p50 ÷ | p99 ÷ | circuits/s ÷ "
            "| peak RSS ÷ |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    dead = {s for s in others
+            if all(r["status"] not in ("ok", "failed") for r in rows if r["subject"] == s)}
     for wl, wl_label in WORKLOADS:
         b = next((r for r in rows if r["subject"] == base and r["workload"] == wl), None)
         for subj in others:
             o = next((r for r in rows if r["subject"] == subj and r["workload"] == wl), None)
-            if o is None or b is None:
+            if o is None or b is None or subj in dead:
                 continue
             if o["status"] != "ok" or b["status"] != "ok":
                 why = o if o["status"] != "ok" else b
@@ -157,6 +179,8 @@ def render_ratios(rows, base, others, labels):
                 cells[5] = None if wl != "flood-bulk" else cells[5]
             out.append(f"| {wl_label} | {labels[subj]} | "
                        + " | ".join(_f(c, 2) for c in cells) + " |")
+    for subj in sorted(dead):
+        out.append(f"| all workloads | {labels[subj]} | n/a (not usable) | | | | | | |")
     return "\n".join(out)
 
 
