@@ -126,7 +126,10 @@ class Bench:
     # ---- network ---------------------------------------------------------
     def up(self):
         a = self.args
-        base = ["up", "--base-port", str(a.base_port), "--middles", "1", "--exits", "2"]
+        # The client's guard (and so its directory guard) is pinned to middle1: otherwise it may
+        # pick a subject and make it serve directory documents, which inflates its RSS.
+        base = ["up", "--base-port", str(a.base_port), "--middles", "1", "--exits", "2",
+                "--entry", PATH_MIDDLE]
         fors = []
         if self.fors_slots:
             fors = ["--fors", "exit", "--fors", "exit",
@@ -422,6 +425,10 @@ def render_markdown(b, env, argv, elapsed):
              f"2-shard Fors (`{NICK[FORS2]}`, `NumCPUs 2`) on CPUs 0,1; load generator and the "
              "rest of the network on CPU 0, so in the 2-shard rows the second shard competes "
              "with the load generator.",
+             "* `relay cores` is the subject's CPU-seconds over the workload's elapsed time. "
+             "Below 1.0 the subject was not the bottleneck (core 0, shared by the load generator "
+             "and the C tor path relays, was), so MB/s, cells/s and circuits/s then describe the "
+             "test bed and the CPU cost column is the figure to compare.",
              "", report.render_table(b.rows, {s: b.labels[s] for s in subjects}), "",
              "Ratios (Fors ÷ C tor; CPU cost, latency and RSS: lower is better for Fors; "
              "MB/s, cells/s, circuits/s: higher is better):", "",
