@@ -211,9 +211,8 @@ class Bench:
             cmd += ["--svg", os.path.join(os.path.abspath(a.svg), name)]
         errlog = os.path.join(self.run_dir, "bench", f"{name}.stderr.log")
         os.makedirs(os.path.dirname(errlog), exist_ok=True)
+        self.save_log(f"bench/{name}.cmd", " ".join(cmd) + "\n")
         with open(errlog, "w") as ef:
-            ef.write(" ".join(cmd) + "\n")
-            ef.flush()
             rc, out = self.run_child(cmd, timeout_s + 30, stderr=ef)
         self.save_log(f"bench/{name}.json", out)
         obj = None
