@@ -37,6 +37,8 @@ import subprocess
 import sys
 import time
 
+# Importing testnet.py must not rewrite the (tracked) scripts/__pycache__.
+sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "bench"))
