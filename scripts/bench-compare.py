@@ -392,14 +392,16 @@ def environment(args):
     except OSError:
         pass
     commit = sh(["git", "rev-parse", "--short", "HEAD"])
-    if sh(["git", "status", "--porcelain", "--untracked-files=no"]):
+    # RESULTS.md is what this script writes, so its own edits do not count as dirty.
+    if sh(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+           ":(exclude)bench/RESULTS.md"]):
         commit += " (with uncommitted changes)"
     tor_v = sh([args.tor, "--version"]).splitlines()
     return {
         "cpu": f"{model}, {os.cpu_count()} CPUs",
         "kernel": platform.release(),
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "tor": tor_v[0] if tor_v else "unknown",
+        "tor": tor_v[0].rstrip(".") if tor_v else "unknown",
         "commit": commit,
         "loadavg": os.getloadavg(),
     }

@@ -15,7 +15,9 @@ the network use core 0. CPU cost is the subject relay process's own `utime+stime
 (`/proc/PID/stat`, all threads) divided by the bytes the load generator verified (each direction
 counted once). Peak RSS is `VmHWM`, reset before each workload (`clear_refs` = 5). Latency is the
 load generator's: `sendme_rtt` when the workload uploads, else `download_cell_gap`; for circuit
-creation it is the CREATE2→CREATED2 handshake time. Each run below is a separate subsection,
+creation it is the CREATE2→CREATED2 handshake time. RSS is only a rough figure: a C tor relay
+is also a directory cache, and in the same network idle C tor relays sat at either ~14 or
+~64 MiB depending on the directory requests they had served. Each run below is a separate subsection,
 rewritten by the script for its mode; the machine is shared with other jobs, so compare rows of
 the same run only.
 """
@@ -186,22 +188,23 @@ def render_ratios(rows, base, others, labels):
 
 def splice_section(text, mode, body):
     """Puts `body` into RESULTS.md text as the `mode` subsection of the side-by-side section,
-    replacing an earlier one of the same mode; other sections are left untouched."""
-    begin, end = f"<!-- bench-compare:{mode}:begin -->", f"<!-- bench-compare:{mode}:end -->"
-    block = f"{begin}\n{body.rstrip()}\n{end}\n"
+    replacing an earlier one of the same mode and refreshing the section's introduction; the
+    other modes' subsections and every other section are left untouched."""
+    block_re = re.compile(r"<!-- bench-compare:([\w-]+):begin -->\n.*?<!-- bench-compare:\1:end -->\n",
+                          re.S)
+    block = f"<!-- bench-compare:{mode}:begin -->\n{body.rstrip()}\n<!-- bench-compare:{mode}:end -->\n"
     start = text.find(SECTION_TITLE)
     if start < 0:
         sep = "" if text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
         return f"{text}{sep}{SECTION_TITLE}\n\n{SECTION_INTRO}\n{block}"
     nxt = re.search(r"^## ", text[start + len(SECTION_TITLE):], re.M)
     stop = start + len(SECTION_TITLE) + nxt.start() if nxt else len(text)
-    section = text[start:stop]
-    b, e = section.find(begin), section.find(end)
-    if b >= 0 and e > b:
-        rest = section[e + len(end):].lstrip("\n")
-        section = section[:b] + block + ("\n" + rest if rest else "")
+    blocks = [(m.group(1), m.group(0)) for m in block_re.finditer(text[start:stop])]
+    if any(m == mode for m, _ in blocks):
+        blocks = [(m, block if m == mode else b) for m, b in blocks]
     else:
-        section = section.rstrip("\n") + "\n\n" + block
+        blocks.append((mode, block))
+    section = f"{SECTION_TITLE}\n\n{SECTION_INTRO}\n" + "\n".join(b for _, b in blocks)
     if nxt:
-        section = section.rstrip("\n") + "\n\n"
+        section += "\n"
     return text[:start] + section + text[stop:]

@@ -119,6 +119,14 @@ class Splice(unittest.TestCase):
         self.assertLess(t3.index("run V"), t3.index("## Later"))
 
 
+    def test_the_introduction_is_refreshed(self):
+        t = report.splice_section(self.BEFORE, "fors", "### run A\n")
+        old = t.replace(report.SECTION_INTRO, "old words\n")
+        t2 = report.splice_section(old, "fors", "### run B\n")
+        self.assertNotIn("old words", t2)
+        self.assertEqual(t2.count(report.SECTION_INTRO), 1)
+
+
 class UpFailure(unittest.TestCase):
     def test_reason_quotes_the_dead_process(self):
         out = ("generating keys\nup failed; stopping what was started\n"
