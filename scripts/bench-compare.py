@@ -56,6 +56,7 @@ CORES = {CTOR: "1", FORS1: "1", FORS2: "0,1"}
 PATH_MIDDLE, PATH_EXIT = "middle1", "exit2"
 OTHER_CORE = "0"
 TEARDOWN_RESERVE_S = 45.0  # kept back from the budget for `down` and writing results
+LOADGEN_GRACE_S = 20.0  # past its own --timeout before a loadgen run is stopped
 
 
 def log(msg):
@@ -139,7 +140,8 @@ class Bench:
             if not a.ctor_in_fors_slots:
                 fors += ["--fors-bin", a.fors_bin]
         log("bringing the network up" + (" with the Fors slots" if fors else ""))
-        rc, out = self.testnet(*(base + fors), timeout=min(240, self.remaining()))
+        up_limit = lambda: min(240, self.remaining() - TEARDOWN_RESERVE_S)  # noqa: E731
+        rc, out = self.testnet(*(base + fors), timeout=up_limit())
         if rc != 0 and fors:
             reason = "`testnet.py up` failed with the Fors slots: " + up_failure_reason(out)
             log(reason + "; retrying with C tor only")
@@ -147,7 +149,7 @@ class Bench:
                 self.fors_state[s] = reason
             self.fors_slots = False
             first = out
-            rc, out = self.testnet(*base, timeout=min(240, self.remaining()))
+            rc, out = self.testnet(*base, timeout=up_limit())
             # The retry recreated the run dir, so the first attempt's log is written now.
             self.save_log("up-with-fors-slots.log", first)
         self.save_log("up.log", out)
@@ -215,7 +217,7 @@ class Bench:
         os.makedirs(os.path.dirname(errlog), exist_ok=True)
         self.save_log(f"bench/{name}.cmd", " ".join(cmd) + "\n")
         with open(errlog, "w") as ef:
-            rc, out = self.run_child(cmd, timeout_s + 30, stderr=ef)
+            rc, out = self.run_child(cmd, timeout_s + LOADGEN_GRACE_S, stderr=ef)
         self.save_log(f"bench/{name}.json", out)
         obj = None
         for line in reversed(out.splitlines()):
@@ -283,7 +285,7 @@ class Bench:
                 self.rows.append(report.unusable_row(subject, wl, self.fors_state[subject]))
                 continue
             left = self.remaining() - TEARDOWN_RESERVE_S
-            if left < 20:
+            if left < LOADGEN_GRACE_S + 20:
                 self.rows.append(report.unusable_row(subject, wl, "time budget exhausted",
                                                      status="skipped"))
                 continue
@@ -303,7 +305,7 @@ class Bench:
                 rss0 = relaystat.peak_rss_kib(pid, "VmRSS")
             except relaystat.ProcError:
                 rss0 = None
-            timeout_s = min(self.args.workload_timeout, left)
+            timeout_s = min(self.args.workload_timeout, left - LOADGEN_GRACE_S)
             log(f"{self.labels[subject]}: {wl} (path {','.join(path_of(subject))}, threads on "
                 f"CPU {'/'.join(cpus)}, timeout {timeout_s:.0f}s)")
             try:
@@ -413,7 +415,7 @@ def render_markdown(b, env, argv, elapsed):
         f"Fors binary `{os.path.relpath(os.path.abspath(a.fors_bin), REPO)}`"
     subjects = [CTOR, FORS1, FORS2]
     lines = [f"### Run ({mode}), {env['date']}", "",
-             "```", "scripts/bench-compare.sh " + " ".join(argv), "```", "",
+             "```", " ".join(["scripts/bench-compare.sh"] + list(argv)), "```", "",
              f"* CPU: {env['cpu']}; kernel {env['kernel']}; {env['tor']}; Fors commit "
              f"`{env['commit']}`.",
              f"* Load average (1 min) {env['loadavg'][0]:.2f} at the start and "
@@ -468,8 +470,8 @@ def main(argv=None):
     ap.add_argument("--fors-wait", type=float, default=60.0,
                     help="seconds to wait for a Fors slot to be Running (default 60)")
     ap.add_argument("--probe-time", type=float, default=45.0)
-    ap.add_argument("--budget", type=float, default=840.0,
-                    help="overall seconds (default 840; the 15-minute limit minus slack)")
+    ap.add_argument("--budget", type=float, default=780.0,
+                    help="seconds for everything but the final teardown (default 780, so even a worst case ends within 15 minutes)")
     ap.add_argument("--results", default=os.path.join(REPO, "bench", "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true", help="print the Markdown only")
     ap.add_argument("--svg", help="directory for fors-loadgen --svg plots")

@@ -182,7 +182,8 @@ def render_ratios(rows, base, others, labels):
             out.append(f"| {wl_label} | {labels[subj]} | "
                        + " | ".join(_f(c, 2) for c in cells) + " |")
     for subj in sorted(dead):
-        out.append(f"| all workloads | {labels[subj]} | n/a (not usable) | | | | | | |")
+        status = next(r["status"] for r in rows if r["subject"] == subj)
+        out.append(f"| all workloads | {labels[subj]} | n/a ({status}) | | | | | | |")
     return "\n".join(out)
 
 
