@@ -438,6 +438,10 @@ def render_markdown(b, env, argv, elapsed):
              "Ratios (Fors ÷ C tor; CPU cost, latency and RSS: lower is better for Fors; "
              "MB/s, cells/s, circuits/s: higher is better):", "",
              report.render_ratios(b.rows, CTOR, [FORS1, FORS2], b.labels)]
+    if a.ctor_in_fors_slots:
+        lines += ["", "Both sides of every ratio are C tor 0.4.9 here, so each ratio's distance "
+                  "from 1.00 is this run's measurement noise: CPU cost is the stable figure, "
+                  "throughput and latency move with whatever else runs on core 0."]
     if b.notes:
         lines += ["", "Notes:", ""] + [f"* {report._short(n, 300)}" for n in b.notes]
     if a.svg:
