@@ -285,6 +285,8 @@ def relay_core_lines(net, node):
         ]
     else:
         lines += ["ExitRelay 0", "ExitPolicy reject *:*"]
+    # --slot-option: extra lines for one pluggable slot (e.g. `NumCPUs 2` for a benchmark).
+    lines += [line for nick, line in net.get("slot_options", []) if nick == node["nick"]]
     lines += dirauthority_lines(net["authorities"])
     return lines
 
@@ -586,6 +588,13 @@ def plan_network(args):
         kind = "fors" if args.fors_bin else "ctor"
         binary = os.path.abspath(args.fors_bin) if args.fors_bin else args.tor
         add_relay(f"fors{role}{counts[role]}", role, kind, binary, True)
+    slots = {r["nick"] for r in net["relays"] if r["pluggable"]}
+    for opt in args.slot_option or []:
+        nick, _, line = opt.strip().partition(" ")
+        if nick not in slots or not line.strip():
+            raise TestnetError(f"--slot-option {opt!r}: expected 'SLOT Key Value' with SLOT one of "
+                               f"{sorted(slots) or 'the --fors slots (none given)'}")
+        net.setdefault("slot_options", []).append((nick, line.strip()))
     client_dir = os.path.join(run_dir, "client")
     net["client"] = {"nick": "client", "socks_port": next_port(), "control_port": next_port(),
                      "data_dir": client_dir, "torrc": os.path.join(client_dir, "torrc")}
@@ -1636,6 +1645,9 @@ def add_up_args(p):
     p.add_argument("--dist-delay", type=int, default=4)
     p.add_argument("--client-option", action="append",
                    help="extra client torrc line, e.g. 'ConfluxEnabled 0' (repeatable)")
+    p.add_argument("--slot-option", action="append",
+                   help="extra torrc line for one --fors slot: 'SLOT Key Value', e.g. "
+                        "'forsexit1 NumCPUs 2' (repeatable)")
     p.add_argument("--no-server", action="store_true", help="do not start the HTTP server process")
     p.add_argument("--server-addr", default=SERVER_ADDR_DEFAULT,
                    help=f"loopback address of the HTTP server (default {SERVER_ADDR_DEFAULT}; "

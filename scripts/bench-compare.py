@@ -1,0 +1,574 @@
+#!/usr/bin/env python3
+"""Side-by-side relay benchmark: Fors vs C tor in the same role, same core, same workloads.
+
+It brings up a private loopback network with `scripts/testnet.py` (3 authorities, C tor
+middle1/exit1/exit2, Fors slots forsexit1 with `NumCPUs 1` and forsexit2 with `NumCPUs 2`).
+The subjects are exit1 (C tor), forsexit1 (Fors, 1 shard) and forsexit2 (Fors, 2 shards). Every
+subject is an exit, which can also serve as a middle or first hop, so one relay per
+implementation covers every workload:
+
+  exit-download / exit-upload   path middle1 -> SUBJECT        (subject is the exit)
+  middle-forward                path SUBJECT -> exit2          (subject forwards, one layer)
+  create                        path SUBJECT                   (one-hop CREATE2, handshakes/s)
+  flood-bulk                    path SUBJECT -> exit2, --flood (CREATE2 flood during a download)
+
+C tor and 1-shard Fors are pinned to core 1 (`taskset -a -p -c 1`, all threads), 2-shard Fors
+to cores 0,1; everything else, the load generator included, to core 0. Only one subject is
+loaded at a time. For each run the subject's utime+stime delta comes from /proc/PID/stat and
+its VmHWM from /proc/PID/status (reset before each run).
+
+A Fors subject that does not come up, never gets usable, or fails a workload is reported as
+"not usable (reason)"; the C tor rows and RESULTS.md are produced anyway. The exit status is 0
+unless the C tor baseline failed, or (with --strict) anything failed. The network is always
+stopped (try/finally; SIGINT, SIGTERM and SIGHUP raise into it).
+
+`--ctor-in-fors-slots` runs C tor in the Fors slots: a validation of the whole pipeline whose
+ratios should be ~1 (their spread is the measurement noise).
+"""
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+
+# Importing testnet.py must not rewrite the (tracked) scripts/__pycache__.
+sys.dont_write_bytecode = True
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(HERE, "bench"))
+import relaystat  # noqa: E402
+import report  # noqa: E402
+
+TESTNET = os.path.join(HERE, "testnet.py")
+_spec = importlib.util.spec_from_file_location("testnet", TESTNET)
+testnet = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(testnet)
+
+CTOR, FORS1, FORS2 = "ctor", "fors1", "fors2"
+NICK = {CTOR: "exit1", FORS1: "forsexit1", FORS2: "forsexit2"}
+CORES = {CTOR: "1", FORS1: "1", FORS2: "0,1"}
+PATH_MIDDLE, PATH_EXIT = "middle1", "exit2"
+OTHER_CORE = "0"
+TEARDOWN_RESERVE_S = 45.0  # kept back from the budget for `down` and writing results
+LOADGEN_GRACE_S = 20.0  # past its own --timeout before a loadgen run is stopped
+
+
+def log(msg):
+    print(f"[bench-compare {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _on_signal(signum, _frame):
+    raise Interrupted(f"signal {signum}")
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.run_dir = os.path.abspath(args.dir)
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + args.budget
+        self.child = None  # the subprocess currently running (up/wait/loadgen)
+        self.net = None
+        self.rows = []
+        self.notes = []
+        self.fors_state = {}  # subject -> None (usable) or reason text
+        self.fors_slots = not args.no_fors
+        self.labels = {CTOR: "C tor 0.4.9", FORS1: "Fors, 1 shard", FORS2: "Fors, 2 shards"}
+        if args.ctor_in_fors_slots:
+            self.labels[FORS1] = "slot 1 (C tor, NumCPUs 1)"
+            self.labels[FORS2] = "slot 2 (C tor, NumCPUs 2)"
+
+    # ---- time ------------------------------------------------------------
+    def remaining(self):
+        return self.deadline - time.monotonic()
+
+    # ---- child processes -------------------------------------------------
+    def run_child(self, cmd, timeout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT):
+        """Runs `cmd` in its own session, bounded by `timeout`; returns (rc, stdout text).
+        On timeout it is sent SIGTERM, then SIGKILL (by pid, ours)."""
+        p = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL,
+                             text=True, start_new_session=True, cwd=REPO)
+        self.child = p
+        try:
+            out, _ = p.communicate(timeout=max(1.0, timeout))
+            return p.returncode, out or ""
+        except subprocess.TimeoutExpired:
+            self.stop_child()
+            return None, f"timed out after {timeout:.0f}s"
+        finally:
+            self.child = None
+
+    def stop_child(self):
+        p = self.child
+        if p is None or p.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+            try:
+                p.send_signal(sig)
+            except ProcessLookupError:
+                return
+            try:
+                p.communicate(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def testnet(self, *argv, timeout):
+        return self.run_child([sys.executable, TESTNET, "--dir", self.run_dir, *argv], timeout)
+
+    # ---- network ---------------------------------------------------------
+    def up(self):
+        a = self.args
+        # The client's guard (and so its directory guard) is pinned to middle1: otherwise it may
+        # pick a subject and make it serve directory documents, which inflates its RSS.
+        base = ["up", "--base-port", str(a.base_port), "--middles", "1", "--exits", "2",
+                "--entry", PATH_MIDDLE]
+        fors = []
+        if self.fors_slots:
+            fors = ["--fors", "exit", "--fors", "exit",
+                    "--slot-option", "forsexit1 NumCPUs 1", "--slot-option", "forsexit2 NumCPUs 2"]
+            if not a.ctor_in_fors_slots:
+                fors += ["--fors-bin", a.fors_bin]
+        log("bringing the network up" + (" with the Fors slots" if fors else ""))
+        up_limit = lambda: min(240, self.remaining() - TEARDOWN_RESERVE_S)  # noqa: E731
+        rc, out = self.testnet(*(base + fors), timeout=up_limit())
+        if rc != 0 and fors:
+            reason = "`testnet.py up` failed with the Fors slots: " + up_failure_reason(out)
+            log(reason + "; retrying with C tor only")
+            for s in (FORS1, FORS2):
+                self.fors_state[s] = reason
+            self.fors_slots = False
+            first = out
+            rc, out = self.testnet(*base, timeout=up_limit())
+            # The retry recreated the run dir, so the first attempt's log is written now.
+            self.save_log("up-with-fors-slots.log", first)
+        self.save_log("up.log", out)
+        if rc != 0:
+            raise RuntimeError("testnet up failed: " + tail_reason(out))
+        self.net = testnet.load_network(self.run_dir)
+
+    def pid_of(self, subject):
+        nick = NICK[subject]
+        for r in self.net["relays"]:
+            if r["nick"] == nick:
+                return r.get("pid"), r["torrc"]
+        return None, None
+
+    def pin_all(self):
+        """Subjects to their cores, everything else to core 0 (best effort, logged)."""
+        subj = {NICK[s]: s for s in NICK}
+        for label, pid, token in testnet.all_processes(self.net):
+            if not pid or not testnet.pid_is_ours(pid, token):
+                continue
+            cpus = CORES[subj[label]] if label in subj else OTHER_CORE
+            err = relaystat.pin(pid, cpus)
+            if err:
+                self.notes.append(f"could not pin {label} to CPU {cpus}: {err}")
+
+    def wait_ready(self):
+        """`testnet.py wait` for the C tor relays, then a bounded wait per Fors slot."""
+        t = min(self.args.wait_timeout, self.remaining() - 60)
+        rc, out = self.testnet("wait", "--relays", f"{PATH_MIDDLE},{NICK[CTOR]},{PATH_EXIT}",
+                               "--timeout", str(int(max(10, t))), timeout=t + 30)
+        self.save_log("wait-ctor.log", out)
+        if rc != 0:
+            # `wait` also fails when any recorded process (e.g. a crashed Fors) is dead; the
+            # loadgen probe below is the real test of the C tor relays.
+            self.notes.append("`testnet.py wait` for the C tor relays failed ("
+                              + tail_reason(out, 1) + "); relying on the loadgen probe")
+        if not self.fors_slots:
+            return
+        for s in (FORS1, FORS2):
+            if self.fors_state.get(s):
+                continue
+            t = min(self.args.fors_wait, self.remaining() - 60)
+            if t < 5:
+                self.fors_state[s] = "no time left to wait for it"
+                continue
+            log(f"waiting up to {t:.0f}s for {NICK[s]} to be Running in the consensus")
+            rc, out = self.testnet("wait", "--relays", NICK[s], "--timeout", str(int(t)),
+                                   timeout=t + 30)
+            self.save_log(f"wait-{NICK[s]}.log", out)
+            if rc != 0:
+                # Not fatal by itself: the loadgen needs only the descriptor and the ORPort.
+                self.notes.append(f"{NICK[s]} was not Running/Valid/Fast/Exit in the client's "
+                                  f"consensus after {t:.0f}s: {tail_reason(out, 1)}")
+
+    # ---- loadgen ---------------------------------------------------------
+    def loadgen(self, name, path, extra, timeout_s, svg=False):
+        """One fors-loadgen run pinned to core 0; returns (json or None, error text)."""
+        a = self.args
+        cmd = ["taskset", "-c", OTHER_CORE, a.loadgen,
+               "--network", os.path.join(self.run_dir, "network.json"), "--path", ",".join(path),
+               "--threads", "1", "--json", "--timeout", f"{int(timeout_s)}s"] + extra
+        if svg and a.svg:
+            cmd += ["--svg", os.path.join(os.path.abspath(a.svg), name)]
+        errlog = os.path.join(self.run_dir, "bench", f"{name}.stderr.log")
+        os.makedirs(os.path.dirname(errlog), exist_ok=True)
+        self.save_log(f"bench/{name}.cmd", " ".join(cmd) + "\n")
+        with open(errlog, "w") as ef:
+            rc, out = self.run_child(cmd, timeout_s + LOADGEN_GRACE_S, stderr=ef)
+        self.save_log(f"bench/{name}.json", out)
+        obj = None
+        for line in reversed(out.splitlines()):
+            if line.startswith("{"):
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    pass
+                break
+        if obj is not None:
+            return obj, None
+        try:
+            with open(errlog) as ef:
+                err = tail_reason(ef.read(), 2)
+        except OSError:
+            err = ""
+        return None, (f"loadgen exit {rc}: {err}" if rc is not None else out) or "no output"
+
+    def probe(self, subject):
+        """Small verified download through middle1 -> subject, retried for a bounded time
+        (a fresh C tor exit refuses BEGIN for a few seconds). Returns None or the reason."""
+        pid, token = self.pid_of(subject)
+        limit = time.monotonic() + min(self.args.probe_time, max(0, self.remaining() - 60))
+        last = "no attempt (time budget)"
+        for attempt in range(1, 30):
+            if not pid or not testnet.pid_is_ours(pid, token):
+                return f"relay process is not running ({tail_file(self.relay_log(subject))})"
+            if time.monotonic() >= limit:
+                break
+            lg, err = self.loadgen(f"probe-{subject}-{attempt}", [PATH_MIDDLE, NICK[subject]],
+                                   ["--circuits", "1", "--download", "256K", "--upload", "256K"],
+                                   20)
+            if lg is not None and lg.get("ok"):
+                return None
+            last = err or report.compute_row(subject, "probe", lg, 0, None, 0)["reason"]
+            time.sleep(3)
+        return f"probe download failed: {last}"
+
+    def relay_log(self, subject):
+        return os.path.join(self.run_dir, NICK[subject], "stdout.log")
+
+    def workloads(self):
+        a = self.args
+        c = a.circuits
+        per = max(1, int(a.bulk_mb * 1e6 / c / 1024))  # KiB per stream
+        half = max(1, per // 2)
+        return [
+            ("exit-download", lambda s: [PATH_MIDDLE, NICK[s]],
+             ["--circuits", str(c), "--download", f"{per}K"]),
+            ("exit-upload", lambda s: [PATH_MIDDLE, NICK[s]],
+             ["--circuits", str(c), "--upload", f"{per}K"]),
+            ("middle-forward", lambda s: [NICK[s], PATH_EXIT],
+             ["--circuits", str(c), "--download", f"{half}K", "--upload", f"{half}K"]),
+            ("create", lambda s: [NICK[s]],
+             ["--create-rate", str(a.create_rate), "--duration", f"{a.create_seconds}s"]),
+            ("flood-bulk", lambda s: [NICK[s], PATH_EXIT],
+             ["--circuits", str(c), "--download", f"{half}K", "--flood",
+              "--create-rate", str(a.flood_rate)]),
+        ]
+
+    def measure(self, subject):
+        pid, token = self.pid_of(subject)
+        for wl, path_of, extra in self.workloads():
+            if subject != CTOR and self.fors_state.get(subject):
+                self.rows.append(report.unusable_row(subject, wl, self.fors_state[subject]))
+                continue
+            left = self.remaining() - TEARDOWN_RESERVE_S
+            if left < LOADGEN_GRACE_S + 20:
+                self.rows.append(report.unusable_row(subject, wl, "time budget exhausted",
+                                                     status="skipped"))
+                continue
+            if not pid or not testnet.pid_is_ours(pid, token):
+                reason = f"relay process exited ({tail_file(self.relay_log(subject))})"
+                self.rows.append(report.unusable_row(subject, wl, reason))
+                if subject != CTOR:
+                    self.fors_state[subject] = reason
+                continue
+            # Threads started since the last pinning (workers, shards) must be pinned too.
+            err = relaystat.pin(pid, CORES[subject])
+            if err:
+                self.notes.append(f"could not pin {NICK[subject]}: {err}")
+            cpus = sorted(relaystat.thread_cpus(pid))
+            rss_reset = relaystat.reset_peak_rss(pid)
+            try:
+                rss0 = relaystat.peak_rss_kib(pid, "VmRSS")
+            except relaystat.ProcError:
+                rss0 = None
+            timeout_s = min(self.args.workload_timeout, left - LOADGEN_GRACE_S)
+            log(f"{self.labels[subject]}: {wl} (path {','.join(path_of(subject))}, threads on "
+                f"CPU {'/'.join(cpus)}, timeout {timeout_s:.0f}s)")
+            try:
+                cpu0 = relaystat.cpu_seconds(pid)
+                w0 = time.monotonic()
+                lg, err = self.loadgen(f"{subject}-{wl}", path_of(subject), extra, timeout_s,
+                                       svg=True)
+                wall = time.monotonic() - w0
+                cpu1 = relaystat.cpu_seconds(pid)
+                rss = relaystat.peak_rss_kib(pid)
+            except relaystat.ProcError as e:
+                lg, err = None, f"relay process exited during the run ({e}; " \
+                                f"{tail_file(self.relay_log(subject))})"
+            if lg is None:
+                row = report.unusable_row(subject, wl, err,
+                                          status="failed" if subject == CTOR else "not usable")
+            else:
+                row = report.compute_row(subject, wl, lg, cpu1 - cpu0, rss, wall, rss0)
+                row["rss_reset"] = rss_reset
+                row["thread_cpus"] = cpus
+                if subject != CTOR and row["status"] != "ok":
+                    row["status"] = "not usable"
+            self.rows.append(row)
+            log("  -> " + summarize(row))
+
+    # ---- output ----------------------------------------------------------
+    def save_log(self, name, text):
+        path = os.path.join(self.run_dir, name)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text or "")
+        except OSError:
+            pass
+
+
+def tail_reason(text, n=3):
+    lines = [l.strip() for l in (text or "").splitlines() if l.strip()]
+    return " | ".join(lines[-n:]) if lines else "no output"
+
+
+def up_failure_reason(out):
+    """The `error:` line of a failed `testnet.py up` and the first lines it quotes from the
+    dead process's log (e.g. a usage message), in one line."""
+    lines = [l.strip() for l in (out or "").splitlines() if l.strip()]
+    for i, line in enumerate(lines):
+        if line.startswith("error:"):
+            quoted = [l for l in lines[i + 1:i + 6] if not l.startswith("---")][:2]
+            return "; ".join([line[len("error:"):].strip()] + quoted)
+    return tail_reason(out)
+
+
+def tail_file(path, n=2):
+    try:
+        with open(path, errors="replace") as f:
+            return tail_reason(f.read()[-4000:], n)
+    except OSError:
+        return "no log"
+
+
+def summarize(row):
+    if row["status"] not in ("ok",):
+        return f"{row['status']}: {row.get('reason')}"
+    return (f"{report.cost_cell(row)}, {row.get('mb_per_s') or 0:.1f} MB/s, "
+            f"{row.get('cells_per_s') or 0:.0f} cells/s, {row.get('circuits_per_s') or 0:.0f} circ/s, "
+            f"relay {row.get('relay_cpu_s') or 0:.2f} CPU-s, peak RSS "
+            f"{row.get('peak_rss_mib') or 0:.1f} MiB")
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=20,
+                              cwd=REPO).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def environment(args):
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    commit = sh(["git", "rev-parse", "--short", "HEAD"])
+    # RESULTS.md is what this script writes, so its own edits do not count as dirty.
+    if sh(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+           ":(exclude)bench/RESULTS.md"]):
+        commit += " (with uncommitted changes)"
+    tor_v = sh([args.tor, "--version"]).splitlines()
+    return {
+        "cpu": f"{model}, {os.cpu_count()} CPUs",
+        "kernel": platform.release(),
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "tor": tor_v[0].rstrip(".") if tor_v else "unknown",
+        "commit": commit,
+        "loadavg": os.getloadavg(),
+    }
+
+
+def render_markdown(b, env, argv, elapsed):
+    a = b.args
+    mode = "validation: C tor in the Fors slots" if a.ctor_in_fors_slots else \
+        f"Fors binary `{os.path.relpath(os.path.abspath(a.fors_bin), REPO)}`"
+    subjects = [CTOR, FORS1, FORS2]
+    lines = [f"### Run ({mode}), {env['date']}", "",
+             "```", " ".join(["scripts/bench-compare.sh"] + list(argv)), "```", "",
+             f"* CPU: {env['cpu']}; kernel {env['kernel']}; {env['tor']}; Fors commit "
+             f"`{env['commit']}`.",
+             f"* Load average (1 min) {env['loadavg'][0]:.2f} at the start and "
+             f"{os.getloadavg()[0]:.2f} at the end (the machine is shared); the run took "
+             f"{elapsed:.0f} s.",
+             f"* Bulk workloads: {a.circuits} circuits, about {a.bulk_mb:.0f} MB verified per "
+             f"workload (middle forward: half down, half up; flood + bulk: half, with a "
+             f"{a.flood_rate}/s CREATE2 flood on the subject). Circuit creation: one-hop ntor "
+             f"CREATE2 at up to {a.create_rate}/s for {a.create_seconds} s (≤ 256 in flight). "
+             f"Paths: exit = `{PATH_MIDDLE}` → subject, middle = subject → `{PATH_EXIT}`.",
+             f"* Pinning: C tor (`{NICK[CTOR]}`) and 1-shard Fors (`{NICK[FORS1]}`) on CPU 1; "
+             f"2-shard Fors (`{NICK[FORS2]}`, `NumCPUs 2`) on CPUs 0,1; load generator and the "
+             "rest of the network on CPU 0, so in the 2-shard rows the second shard competes "
+             "with the load generator.",
+             "* `relay cores` is the subject's CPU-seconds over the workload's elapsed time. "
+             "Below 1.0 the subject was not the bottleneck (core 0, shared by the load generator "
+             "and the C tor path relays, was), so MB/s, cells/s and circuits/s then describe the "
+             "test bed and the CPU cost column is the figure to compare.",
+             "", report.render_table(b.rows, {s: b.labels[s] for s in subjects}), "",
+             "Ratios (Fors ÷ C tor; CPU cost, latency and RSS: lower is better for Fors; "
+             "MB/s, cells/s, circuits/s: higher is better):", "",
+             report.render_ratios(b.rows, CTOR, [FORS1, FORS2], b.labels)]
+    if a.ctor_in_fors_slots:
+        lines += ["", "Both sides of every ratio are C tor 0.4.9 here, so each ratio's distance "
+                  "from 1.00 is this run's measurement noise: CPU cost is the stable figure, "
+                  "throughput and latency move with whatever else runs on core 0."]
+    if b.notes:
+        lines += ["", "Notes:", ""] + [f"* {report._short(n, 300)}" for n in b.notes]
+    if a.svg:
+        lines += ["", f"Plots (`fors-loadgen --svg`): `{os.path.relpath(os.path.abspath(a.svg), REPO)}"
+                  "/<subject>-<workload>/{throughput,latency-cdf}.svg`."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", default=os.path.join(REPO, "run", "bench-compare"),
+                    help="run directory for the network (default run/bench-compare)")
+    ap.add_argument("--base-port", type=int, default=18300)
+    ap.add_argument("--fors-bin", default=os.path.join(REPO, "target", "release", "fors"))
+    ap.add_argument("--loadgen", default=os.path.join(REPO, "target", "release", "fors-loadgen"))
+    ap.add_argument("--tor", default=os.environ.get("TOR_BIN", "/usr/sbin/tor"))
+    ap.add_argument("--ctor-in-fors-slots", action="store_true",
+                    help="run C tor in the Fors slots (validates the pipeline; ratios ~1)")
+    ap.add_argument("--no-fors", action="store_true", help="measure the C tor subject only")
+    ap.add_argument("--bulk-mb", type=float, default=200.0, help="MB per bulk workload")
+    ap.add_argument("--circuits", type=int, default=4)
+    ap.add_argument("--create-rate", type=int, default=10000,
+                    help="CREATE2 per second asked for (default 10000: more than either side can do)")
+    ap.add_argument("--create-seconds", type=int, default=8)
+    ap.add_argument("--flood-rate", type=int, default=300)
+    ap.add_argument("--workload-timeout", type=float, default=90.0)
+    ap.add_argument("--wait-timeout", type=float, default=150.0)
+    ap.add_argument("--fors-wait", type=float, default=60.0,
+                    help="seconds to wait for a Fors slot to be Running (default 60)")
+    ap.add_argument("--probe-time", type=float, default=45.0)
+    ap.add_argument("--budget", type=float, default=780.0,
+                    help="seconds for everything but the final teardown (default 780, so even a worst case ends within 15 minutes)")
+    ap.add_argument("--results", default=os.path.join(REPO, "bench", "RESULTS.md"))
+    ap.add_argument("--no-write", action="store_true", help="print the Markdown only")
+    ap.add_argument("--svg", help="directory for fors-loadgen --svg plots")
+    ap.add_argument("--strict", action="store_true",
+                    help="exit non-zero if any row (Fors included) is not ok")
+    args = ap.parse_args(argv)
+    for tool in (args.loadgen, args.tor):
+        if not os.access(tool, os.X_OK):
+            ap.error(f"{tool} is not executable (build: cargo build --release -p fors-bench -p fors)")
+
+    b = Bench(args)
+    if not args.ctor_in_fors_slots and not args.no_fors and not os.access(args.fors_bin, os.X_OK):
+        b.fors_slots = False
+        for s in (FORS1, FORS2):
+            b.fors_state[s] = f"{args.fors_bin} is not executable"
+    if args.no_fors:
+        for s in (FORS1, FORS2):
+            b.fors_state[s] = "not run (--no-fors)"
+    env = environment(args)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    fatal = None
+    try:
+        b.up()
+        b.pin_all()
+        b.wait_ready()
+        b.pin_all()
+        err = b.probe(CTOR)
+        if err:
+            raise RuntimeError(f"the C tor subject {NICK[CTOR]} is not usable: {err}")
+        for s in (FORS1, FORS2):
+            if not b.fors_state.get(s):
+                b.fors_state[s] = b.probe(s)
+                if b.fors_state[s]:
+                    log(f"{NICK[s]} not usable: {b.fors_state[s]}")
+        for s in (CTOR, FORS1, FORS2):
+            b.measure(s)
+    except (Interrupted, KeyboardInterrupt) as e:
+        fatal = f"interrupted ({e})"
+    except Exception as e:  # report, stop the network, still write what we have
+        fatal = f"{type(e).__name__}: {e}"
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        b.stop_child()
+        teardown(b)
+    elapsed = time.monotonic() - b.t0
+    if fatal:
+        log(f"error: {fatal}")
+        b.notes.insert(0, f"run aborted: {fatal}")
+    ran = {r["subject"] + r["workload"] for r in b.rows}
+    for s in (CTOR, FORS1, FORS2):
+        for wl, _ in report.WORKLOADS:
+            if s + wl not in ran:
+                b.rows.append(report.unusable_row(
+                    s, wl, b.fors_state.get(s) or fatal or "not run", status="not run"
+                    if s == CTOR or not b.fors_state.get(s) else "not usable"))
+    md = render_markdown(b, env, argv, elapsed)
+    with open(os.path.join(b.run_dir, "results.json"), "w") as f:
+        json.dump({"env": env, "rows": b.rows, "notes": b.notes}, f, indent=1, default=str)
+    print(md)
+    if not args.no_write:
+        mode = "ctor-validation" if args.ctor_in_fors_slots else "fors"
+        with open(args.results) as f:
+            text = f.read()
+        with open(args.results + ".tmp", "w") as f:
+            f.write(report.splice_section(text, mode, md))
+        os.replace(args.results + ".tmp", args.results)
+        log(f"wrote the '{mode}' run into {args.results}")
+    log(f"done in {elapsed:.0f}s")
+    ctor_ok = all(r["status"] == "ok" for r in b.rows if r["subject"] == CTOR)
+    all_ok = all(r["status"] == "ok" for r in b.rows)
+    if fatal or not ctor_ok:
+        return 1
+    return 1 if args.strict and not all_ok else 0
+
+
+def teardown(b):
+    """`testnet.py down`, then a direct pid-based stop of anything still recorded alive."""
+    if not os.path.exists(os.path.join(b.run_dir, "network.json")):
+        return
+    log("stopping the network")
+    rc, out = b.testnet("down", timeout=90)
+    if rc != 0:
+        log("testnet down: " + tail_reason(out))
+    try:
+        net = testnet.load_network(b.run_dir)
+        left = testnet.stop_pids(testnet.all_processes(net))
+        if left:
+            log(f"still running after down: {', '.join(left)}")
+    except Exception as e:  # never let teardown hide the results
+        log(f"checking the pids after down: {e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Turns bench-compare measurements into Markdown and splices them into bench/RESULTS.md.
+
+A measurement row is a dict; `compute_row` derives the figures from one fors-loadgen JSON
+object plus the subject relay's /proc deltas, and `render_*` format them.
+"""
+
+import re
+
+SECTION_TITLE = "## Relay: Fors vs C tor, side by side"
+SECTION_INTRO = """\
+`scripts/bench-compare.sh` (see the script's `--help`) runs the same `fors-loadgen` workloads
+against a Fors relay and a C tor relay that sit in the same role in one private loopback network
+(`scripts/testnet.py`), each pinned to core 1 in turn while the load generator and the rest of
+the network use core 0. CPU cost is the subject relay process's own `utime+stime` delta
+(`/proc/PID/stat`, all threads) divided by the bytes the load generator verified (each direction
+counted once). Peak RSS is `VmHWM`, reset before each workload (`clear_refs` = 5). Latency is the
+load generator's: `sendme_rtt` when the workload uploads, else `download_cell_gap`; for circuit
+creation it is the CREATE2→CREATED2 handshake time. RSS is only a rough figure: a C tor relay
+is also a directory cache, and in the same network idle C tor relays sat at either ~14 or
+~64 MiB depending on the directory requests they had served. Each run below is a separate subsection,
+rewritten by the script for its mode; the machine is shared with other jobs, so compare rows of
+the same run only.
+"""
+
+# Workload keys in report order, with the label shown in tables.
+WORKLOADS = [
+    ("exit-download", "exit download"),
+    ("exit-upload", "exit upload"),
+    ("middle-forward", "middle forward (down+up)"),
+    ("create", "circuit creation"),
+    ("flood-bulk", "flood + bulk download"),
+]
+WORKLOAD_LABEL = dict(WORKLOADS)
+
+
+def _num(v):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def compute_row(subject, workload, lg, cpu_s, rss_kib, elapsed_wall, rss_start_kib=None):
+    """Figures for one workload run.  `lg` is the loadgen JSON, `cpu_s` the subject's CPU
+    seconds over the run, `rss_kib` its VmHWM afterwards."""
+    row = {"subject": subject, "workload": workload, "status": "ok" if lg.get("ok") else "failed",
+           "reason": None}
+    nbytes = int(lg.get("bytes_verified") or 0)
+    row["bytes"] = nbytes
+    row["relay_cpu_s"] = cpu_s
+    row["cpu_s_per_gb"] = cpu_s / (nbytes / 1e9) if nbytes > 0 and cpu_s is not None else None
+    hs = int(lg.get("handshakes") or 0)
+    row["handshakes"] = hs
+    row["cpu_ms_per_circuit"] = (cpu_s * 1e3 / hs) if hs > 0 and cpu_s is not None else None
+    row["mb_per_s"] = _num(lg.get("mb_per_s"))
+    row["cells_per_s"] = _num(lg.get("cells_per_s"))
+    row["circuits_per_s"] = _num(lg.get("handshakes_per_s"))
+    if workload == "create":
+        h = lg.get("handshake_ms") or {}
+        row["lat_kind"] = "handshake"
+        row["lat_p50_ms"], row["lat_p99_ms"] = _num(h.get("p50")), _num(h.get("p99"))
+    else:
+        lat = lg.get("latency_us") or {}
+        row["lat_kind"] = lat.get("kind")
+        p50, p99 = _num(lat.get("p50")), _num(lat.get("p99"))
+        row["lat_p50_ms"] = p50 / 1e3 if p50 is not None else None
+        row["lat_p99_ms"] = p99 / 1e3 if p99 is not None else None
+    row["peak_rss_mib"] = rss_kib / 1024 if rss_kib is not None else None
+    row["rss_start_mib"] = rss_start_kib / 1024 if rss_start_kib is not None else None
+    row["elapsed_s"] = _num(lg.get("elapsed_s")) or elapsed_wall
+    el = row["elapsed_s"]
+    row["relay_cores"] = cpu_s / el if cpu_s is not None and el else None
+    row["loadgen_cores"] = _num(lg.get("loadgen_cpu_cores"))
+    row["integrity_errors"] = lg.get("integrity_errors")
+    errs = {k: v for k, v in (lg.get("errors") or {}).items() if v}
+    if row["status"] != "ok":
+        row["reason"] = ("loadgen not ok: " + ", ".join(f"{k}={v}" for k, v in sorted(errs.items()))
+                         if errs else "loadgen not ok")
+    row["errors"] = errs
+    return row
+
+
+def unusable_row(subject, workload, reason, status="not usable"):
+    return {"subject": subject, "workload": workload, "status": status, "reason": reason}
+
+
+def _f(v, digits=1):
+    if v is None:
+        return "–"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def lat_cell(ms):
+    """Latency in ms, or in µs below 1 ms (cell gaps are µs-scale)."""
+    if ms is None:
+        return "–"
+    return f"{ms * 1e3:.0f} µs" if ms < 1 else f"{ms:.1f} ms"
+
+
+def cost_cell(row):
+    if row["workload"] == "create":
+        v = row.get("cpu_ms_per_circuit")
+        return f"{_f(v, 3)} ms/circ" if v is not None else "–"
+    return f"{_f(row.get('cpu_s_per_gb'), 2)} s/GB" if row.get("cpu_s_per_gb") is not None else "–"
+
+
+def _short(text, n=120):
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def render_table(rows, labels):
+    """The per-subject table.  `labels` maps subject key → display name."""
+    out = ["| Workload | Relay | CPU cost | relay cores | MB/s | cells/s | latency p50 / p99 "
+           "| circuits/s | peak RSS MiB (at start) |",
+           "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    # A subject that failed every workload for one reason gets a single line.
+    collapsed = {}
+    for subj in labels:
+        mine = [r for r in rows if r["subject"] == subj]
+        if mine and all(r["status"] not in ("ok", "failed") for r in mine) \
+                and len({(r["status"], r["reason"]) for r in mine}) == 1:
+            collapsed[subj] = mine[0]
+    for wl, wl_label in WORKLOADS:
+        for subj in labels:
+            row = next((r for r in rows if r["subject"] == subj and r["workload"] == wl), None)
+            if row is None or subj in collapsed:
+                continue
+            name = labels[subj]
+            if row["status"] not in ("ok", "failed"):
+                out.append(f"| {wl_label} | {name} | {row['status']}: {_short(row['reason'])} "
+                           "| | | | | | |")
+                continue
+            lat = (f"{lat_cell(row.get('lat_p50_ms'))} / {lat_cell(row.get('lat_p99_ms'))}"
+                   + (f" ({row['lat_kind']})" if row.get("lat_kind") else ""))
+            cost = cost_cell(row)
+            # Bulk workloads build only their few circuits: a rate there means nothing.
+            circ = row.get("circuits_per_s") if wl in ("create", "flood-bulk") else None
+            if row["status"] == "failed":
+                cost = f"FAILED ({_short(row['reason'], 60)}) {cost}"
+            out.append(
+                f"| {wl_label} | {name} | {cost} | {_f(row.get('relay_cores'), 2)} "
+                f"| {_f(row.get('mb_per_s'))} | {_f(row.get('cells_per_s'), 0)} | {lat} "
+                f"| {_f(circ)} | {_f(row.get('peak_rss_mib'))} ({_f(row.get('rss_start_mib'))}) |")
+    for subj, row in collapsed.items():
+        out.append(f"| all workloads | {labels[subj]} | {row['status']}: {_short(row['reason'], 300)} "
+                   "| | | | | | |")
+    return "\n".join(out)
+
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def render_ratios(rows, base, others, labels):
+    """Fors/C tor ratios for each of `others` against `base` (ok rows only).  CPU cost and
+    latency: lower is better for Fors; MB/s, cells/s and circuits/s: higher is better."""
+    out = ["| Workload | Relay | CPU cost ÷ | MB/s ÷ | cells/s ÷ | p50 ÷ | p99 ÷ | circuits/s ÷ "
+           "| peak RSS ÷ |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    dead = {s for s in others
+            if all(r["status"] not in ("ok", "failed") for r in rows if r["subject"] == s)}
+    for wl, wl_label in WORKLOADS:
+        b = next((r for r in rows if r["subject"] == base and r["workload"] == wl), None)
+        for subj in others:
+            o = next((r for r in rows if r["subject"] == subj and r["workload"] == wl), None)
+            if o is None or b is None or subj in dead:
+                continue
+            if o["status"] != "ok" or b["status"] != "ok":
+                why = o if o["status"] != "ok" else b
+                who = labels[why["subject"]]
+                out.append(f"| {wl_label} | {labels[subj]} | n/a ({who} {why['status']}) "
+                           "| | | | | | |")
+                continue
+            cost_key = "cpu_ms_per_circuit" if wl == "create" else "cpu_s_per_gb"
+            cells = [ratio(o.get(k), b.get(k)) for k in
+                     (cost_key, "mb_per_s", "cells_per_s", "lat_p50_ms", "lat_p99_ms",
+                      "circuits_per_s", "peak_rss_mib")]
+            if wl == "create":
+                cells[1] = cells[2] = None  # no bulk data in this workload
+            else:
+                cells[5] = None if wl != "flood-bulk" else cells[5]
+            out.append(f"| {wl_label} | {labels[subj]} | "
+                       + " | ".join(_f(c, 2) for c in cells) + " |")
+    for subj in sorted(dead):
+        status = next(r["status"] for r in rows if r["subject"] == subj)
+        out.append(f"| all workloads | {labels[subj]} | n/a ({status}) | | | | | | |")
+    return "\n".join(out)
+
+
+def splice_section(text, mode, body):
+    """Puts `body` into RESULTS.md text as the `mode` subsection of the side-by-side section,
+    replacing an earlier one of the same mode and refreshing the section's introduction; the
+    other modes' subsections and every other section are left untouched."""
+    block_re = re.compile(r"<!-- bench-compare:([\w-]+):begin -->\n.*?<!-- bench-compare:\1:end -->\n",
+                          re.S)
+    block = f"<!-- bench-compare:{mode}:begin -->\n{body.rstrip()}\n<!-- bench-compare:{mode}:end -->\n"
+    start = text.find(SECTION_TITLE)
+    if start < 0:
+        sep = "" if text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
+        return f"{text}{sep}{SECTION_TITLE}\n\n{SECTION_INTRO}\n{block}"
+    nxt = re.search(r"^## ", text[start + len(SECTION_TITLE):], re.M)
+    stop = start + len(SECTION_TITLE) + nxt.start() if nxt else len(text)
+    blocks = [(m.group(1), m.group(0)) for m in block_re.finditer(text[start:stop])]
+    if any(m == mode for m, _ in blocks):
+        blocks = [(m, block if m == mode else b) for m, b in blocks]
+    else:
+        blocks.append((mode, block))
+    section = f"{SECTION_TITLE}\n\n{SECTION_INTRO}\n" + "\n".join(b for _, b in blocks)
+    if nxt:
+        section += "\n"
+    return text[:start] + section + text[stop:]
