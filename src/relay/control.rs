@@ -1,0 +1,370 @@
+//! The control-plane thread: everything periodic that is not on the data path.
+//!
+//! [`ControlPlane::run_due`] is the sans-thread core: given `now` it runs what is due and
+//! says how long it may sleep. [`ControlThread`] wraps it in a thread whose sleep is a
+//! bounded `recv_timeout` on its message channel, so a reload or shutdown wakes it at once.
+//!
+//! Tasks:
+//! - key maintenance (`RelayKeys::maintain`): a renewed signing key or rotated onion key
+//!   marks the descriptor dirty and publishes the new ntor keys to the shards;
+//! - bandwidth: sums the shards' byte counters each second into [`BandwidthHistory`];
+//! - directory (descriptor upload, consensus fetch): not in this build yet; the thread says
+//!   so once at start-up and whenever the descriptor would have been republished.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::bandwidth::BandwidthHistory;
+use super::log::{log_info, log_notice, log_warn};
+use super::snapshot::{NetworkSnapshot, SnapshotCell};
+use crate::config::Config;
+use crate::crypto::handshake::keymap::{NtorKeyMap, NtorKeyPair};
+use crate::exit::policy::ExitPolicy;
+use crate::keys::RelayKeys;
+use crate::metrics::MetricsRegistry;
+
+/// Longest the thread sleeps, whatever is scheduled.
+pub const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How often keys are checked (C checks Ed25519 keys hourly and onion keys on their own
+/// schedule; the check is cheap and only touches disk when something is due).
+pub const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// Bandwidth sampling period (the history works in whole seconds).
+pub const BANDWIDTH_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Messages from the main thread.
+pub enum ControlMsg {
+    /// A reloaded configuration and the exit policy built from it.
+    NewConfig {
+        config: Box<Config>,
+        exit_policy: Box<ExitPolicy>,
+        descriptor_changed: bool,
+    },
+    Shutdown,
+}
+
+/// The control plane's state.
+pub struct ControlPlane {
+    config: Config,
+    keys: RelayKeys,
+    exit_policy: ExitPolicy,
+    network: Arc<SnapshotCell<NetworkSnapshot>>,
+    metrics: Arc<MetricsRegistry>,
+    bandwidth: BandwidthHistory,
+    /// Something in the descriptor changed since it was last published.
+    descriptor_dirty: bool,
+    next_key_check: Instant,
+    next_bandwidth_sample: Instant,
+}
+
+/// The ntor key map the shards answer CREATE2 with, from the relay's keys.
+pub fn ntor_key_map(keys: &RelayKeys) -> NtorKeyMap {
+    let onion = keys.onion_keys();
+    NtorKeyMap::new(
+        NtorKeyPair::from_secret(onion.ntor.secret.clone()),
+        onion
+            .ntor_previous
+            .as_ref()
+            .map(|k| NtorKeyPair::from_secret(k.secret.clone())),
+    )
+}
+
+/// The snapshot before any consensus is known.
+pub fn initial_snapshot(keys: &RelayKeys) -> NetworkSnapshot {
+    NetworkSnapshot {
+        consensus_params: BTreeMap::new(),
+        known_relays: Arc::new(BTreeMap::new()),
+        ntor_keys: Arc::new(ntor_key_map(keys)),
+    }
+}
+
+impl ControlPlane {
+    pub fn new(
+        config: Config,
+        keys: RelayKeys,
+        exit_policy: ExitPolicy,
+        network: Arc<SnapshotCell<NetworkSnapshot>>,
+        metrics: Arc<MetricsRegistry>,
+        now: Instant,
+    ) -> ControlPlane {
+        ControlPlane {
+            config,
+            keys,
+            exit_policy,
+            network,
+            metrics,
+            bandwidth: BandwidthHistory::new(),
+            descriptor_dirty: true,
+            next_key_check: now + KEY_CHECK_INTERVAL,
+            next_bandwidth_sample: now,
+        }
+    }
+
+    /// Says plainly what this build does about the directory.
+    pub fn announce(&self) {
+        if self.config.publish_server_descriptor {
+            log_warn!(
+                "Descriptor upload and consensus fetch are not in this build of Fors yet: the \
+                 directory authorities will not learn about this relay and it will not be listed."
+            );
+        } else {
+            log_notice!("PublishServerDescriptor is 0: not publishing a descriptor.");
+        }
+    }
+
+    pub fn descriptor_dirty(&self) -> bool {
+        self.descriptor_dirty
+    }
+
+    pub fn keys(&self) -> &RelayKeys {
+        &self.keys
+    }
+
+    pub fn exit_policy(&self) -> &ExitPolicy {
+        &self.exit_policy
+    }
+
+    /// Observed bandwidth (bytes/s) for the next descriptor.
+    pub fn observed_bandwidth(&self) -> u64 {
+        self.bandwidth.observed()
+    }
+
+    /// Runs every task that is due at `now` (`wall` is the same instant on the system
+    /// clock) and returns how long the caller may sleep.
+    pub fn run_due(&mut self, now: Instant, wall: SystemTime) -> Duration {
+        if now >= self.next_bandwidth_sample {
+            let (r, w) = self.metrics.total_bytes();
+            let secs = wall
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.bandwidth.sample(secs, r, w);
+            let g = &self.metrics.relay;
+            g.read_bytes.store(r, Ordering::Relaxed);
+            g.written_bytes.store(w, Ordering::Relaxed);
+            g.observed_bandwidth
+                .store(self.bandwidth.observed(), Ordering::Relaxed);
+            self.next_bandwidth_sample = now + BANDWIDTH_SAMPLE_INTERVAL;
+        }
+        if now >= self.next_key_check {
+            self.maintain_keys(wall);
+            self.next_key_check = now + KEY_CHECK_INTERVAL;
+        }
+        if self.descriptor_dirty {
+            // The descriptor would be rebuilt and uploaded here once `fors::dir` is merged.
+            self.descriptor_dirty = false;
+        }
+        let next = self.next_bandwidth_sample.min(self.next_key_check);
+        next.saturating_duration_since(now).min(MAX_SLEEP)
+    }
+
+    fn maintain_keys(&mut self, wall: SystemTime) {
+        match self.keys.maintain(wall) {
+            Ok(changes) => {
+                if changes.signing_key_renewal_blocked {
+                    log_warn!(
+                        "The Ed25519 signing key is about to expire and the master identity key \
+                         is offline: create a new signing key with the master key and restart."
+                    );
+                }
+                if changes.signing_key_renewed {
+                    log_notice!("Renewed the Ed25519 signing key.");
+                }
+                if changes.onion_keys.rotated {
+                    log_notice!("Rotated the onion keys.");
+                    self.publish_ntor_keys();
+                }
+                if changes.onion_keys.previous_expired {
+                    log_info!("Forgot the previous onion keys (grace period over).");
+                    self.publish_ntor_keys();
+                }
+                if changes.descriptor_changed() {
+                    self.metrics
+                        .relay
+                        .key_changes
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.descriptor_dirty = true;
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .relay
+                    .key_maintenance_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                log_warn!("Key maintenance failed: {e}");
+            }
+        }
+    }
+
+    fn publish_ntor_keys(&self) {
+        let old = self.network.load();
+        self.network.publish(NetworkSnapshot {
+            consensus_params: old.consensus_params.clone(),
+            known_relays: old.known_relays.clone(),
+            ntor_keys: Arc::new(ntor_key_map(&self.keys)),
+        });
+    }
+
+    /// Takes a reloaded configuration.
+    pub fn apply_config(
+        &mut self,
+        config: Config,
+        exit_policy: ExitPolicy,
+        descriptor_changed: bool,
+    ) {
+        self.config = config;
+        self.exit_policy = exit_policy;
+        if descriptor_changed {
+            self.descriptor_dirty = true;
+            if self.config.publish_server_descriptor {
+                log_info!("The descriptor changed; it is not republished because this build has no directory code yet.");
+            }
+        }
+    }
+
+    /// Runs the loop on the current thread until `Shutdown` or the sender is dropped.
+    pub fn run(mut self, rx: mpsc::Receiver<ControlMsg>) -> ControlPlane {
+        loop {
+            let wait = self.run_due(Instant::now(), SystemTime::now());
+            match rx.recv_timeout(wait) {
+                Ok(ControlMsg::NewConfig {
+                    config,
+                    exit_policy,
+                    descriptor_changed,
+                }) => self.apply_config(*config, *exit_policy, descriptor_changed),
+                Ok(ControlMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return self,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+}
+
+/// The running control-plane thread.
+pub struct ControlThread {
+    tx: mpsc::Sender<ControlMsg>,
+    thread: Option<JoinHandle<ControlPlane>>,
+}
+
+impl ControlThread {
+    pub fn spawn(plane: ControlPlane) -> std::io::Result<ControlThread> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("fors-control".into())
+            .spawn(move || plane.run(rx))?;
+        Ok(ControlThread {
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends a message; false if the thread is gone.
+    pub fn send(&self, msg: ControlMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+
+    /// Whether the thread ended (it only ends on request, so this means it panicked).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the thread and returns its final state (`None` if it panicked).
+    pub fn stop(mut self) -> Option<ControlPlane> {
+        let _ = self.tx.send(ControlMsg::Shutdown);
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for ControlThread {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.tx.send(ControlMsg::Shutdown);
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_str, MemFs};
+    use crate::keys::KeyParams;
+    use crate::relay::snapshot::SnapshotReader;
+    use crate::shard::ShardMetrics;
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("fors-control-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn samples_bandwidth_and_publishes_rotated_ntor_keys() {
+        let dir = temp_dir("rot");
+        let t0 = SystemTime::now();
+        let keys = RelayKeys::load_or_create(&dir, t0, KeyParams::default()).unwrap();
+        let cfg = parse_str(
+            &MemFs::default(),
+            "torrc",
+            &format!(
+                "ORPort 127.0.0.1:9001\nDataDirectory {}\nPublishServerDescriptor 0\n",
+                dir.display()
+            ),
+        )
+        .unwrap()
+        .0;
+        let cell = SnapshotCell::new(initial_snapshot(&keys));
+        let mut reader = SnapshotReader::new(cell.clone());
+        let first_key = *reader.get().ntor_keys.current().public().as_bytes();
+        assert_eq!(&first_key, keys.ntor_key().public.as_bytes());
+        let metrics = Arc::new(MetricsRegistry::new(2, Instant::now()));
+        let now = Instant::now();
+        let mut cp = ControlPlane::new(
+            cfg,
+            keys,
+            ExitPolicy::reject_all(),
+            cell.clone(),
+            metrics.clone(),
+            now,
+        );
+        let sleep = cp.run_due(now, t0);
+        assert!(sleep <= MAX_SLEEP && sleep > Duration::ZERO);
+        assert!(!cp.descriptor_dirty());
+
+        // 10 s of traffic on both shards.
+        for s in 1..=10u64 {
+            for shard in metrics.shards() {
+                shard.store(&ShardMetrics {
+                    recv_bytes: 50_000 * s,
+                    send_bytes: 40_000 * s,
+                    ..ShardMetrics::default()
+                });
+            }
+            cp.run_due(
+                now + Duration::from_secs(s),
+                t0 + Duration::from_secs(s),
+            );
+        }
+        // Per second: read 100 kB, write 80 kB over two shards.
+        assert_eq!(cp.observed_bandwidth(), 80_000);
+        assert_eq!(
+            metrics.relay.observed_bandwidth.load(Ordering::Relaxed),
+            80_000
+        );
+
+        // 29 days later the onion keys are due for rotation (C default: 28 days).
+        let later = t0 + Duration::from_secs(29 * 86_400);
+        cp.run_due(now + KEY_CHECK_INTERVAL * 2, later);
+        assert!(cp.descriptor_dirty() || metrics.relay.key_changes.load(Ordering::Relaxed) == 1);
+        assert!(reader.refresh(), "shards were not given the new ntor key");
+        let new_key = *reader.get().ntor_keys.current().public().as_bytes();
+        assert_ne!(new_key, first_key);
+        assert_eq!(
+            reader.get().ntor_keys.previous().map(|k| *k.public().as_bytes()),
+            Some(first_key)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
