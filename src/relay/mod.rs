@@ -228,7 +228,7 @@ impl Relay {
         let rc = shardcfg::runtime_config(profile, shards, addr, fd_limit);
         let wanted = profile.max_channels_per_shard + profile.max_streams_per_shard;
         if let (Some(limit), true) = (fd_limit, rc.shard.max_connections < wanted) {
-            log_warn!(
+            log_notice!(
                 "The open-files limit ({limit}) caps each shard at {} connections; raise it \
                  (systemd: LimitNOFILE=) for a busy relay.",
                 rc.shard.max_connections
