@@ -8,8 +8,10 @@
 //! - key maintenance (`RelayKeys::maintain`): a renewed signing key or rotated onion key
 //!   marks the descriptor dirty and publishes the new ntor keys to the shards;
 //! - bandwidth: sums the shards' byte counters each second into [`BandwidthHistory`];
-//! - directory (descriptor upload, consensus fetch): not in this build yet; the thread says
-//!   so once at start-up and whenever the descriptor would have been republished.
+//! - directory ([`Directory`]): build and upload the descriptor when `dir::PublishState`
+//!   says so, fetch and verify the consensus, report our listing, and hand consensus
+//!   parameters and the relay list to the shards. The network exchanges run on the
+//!   `fors-dir` worker thread, so this loop never blocks on an authority.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::bandwidth::BandwidthHistory;
 use super::log::{log_info, log_notice, log_warn};
+use super::publish::Directory;
 use super::snapshot::{NetworkSnapshot, SnapshotCell};
 use crate::config::Config;
 use crate::crypto::handshake::keymap::{NtorKeyMap, NtorKeyPair};
@@ -54,8 +57,9 @@ pub struct ControlPlane {
     network: Arc<SnapshotCell<NetworkSnapshot>>,
     metrics: Arc<MetricsRegistry>,
     bandwidth: BandwidthHistory,
-    /// Something in the descriptor changed since it was last published.
-    descriptor_dirty: bool,
+    directory: Directory,
+    /// The advertised ORPort (the bound port when the torrc says `auto`).
+    or_port: u16,
     next_key_check: Instant,
     next_bandwidth_sample: Instant,
 }
@@ -88,6 +92,8 @@ impl ControlPlane {
         exit_policy: ExitPolicy,
         network: Arc<SnapshotCell<NetworkSnapshot>>,
         metrics: Arc<MetricsRegistry>,
+        directory: Directory,
+        or_port: u16,
         now: Instant,
     ) -> ControlPlane {
         ControlPlane {
@@ -97,7 +103,8 @@ impl ControlPlane {
             network,
             metrics,
             bandwidth: BandwidthHistory::new(),
-            descriptor_dirty: true,
+            directory,
+            or_port,
             next_key_check: now + KEY_CHECK_INTERVAL,
             next_bandwidth_sample: now,
         }
@@ -105,18 +112,15 @@ impl ControlPlane {
 
     /// Says plainly what this build does about the directory.
     pub fn announce(&self) {
-        if self.config.publish_server_descriptor {
+        if !self.directory.has_authorities() {
             log_warn!(
-                "Descriptor upload and consensus fetch are not in this build of Fors yet: the \
-                 directory authorities will not learn about this relay and it will not be listed."
+                "No DirAuthority line with a DirPort: Fors has no built-in list of the public \
+                 directory authorities yet, so it neither publishes a descriptor nor fetches a \
+                 consensus. Add DirAuthority lines to join a network."
             );
-        } else {
+        } else if !self.config.publish_server_descriptor {
             log_notice!("PublishServerDescriptor is 0: not publishing a descriptor.");
         }
-    }
-
-    pub fn descriptor_dirty(&self) -> bool {
-        self.descriptor_dirty
     }
 
     pub fn keys(&self) -> &RelayKeys {
@@ -149,18 +153,31 @@ impl ControlPlane {
             self.next_bandwidth_sample = now + BANDWIDTH_SAMPLE_INTERVAL;
         }
         if now >= self.next_key_check {
-            self.maintain_keys(wall);
+            self.maintain_keys(now, wall);
             self.next_key_check = now + KEY_CHECK_INTERVAL;
         }
-        if self.descriptor_dirty {
-            // The descriptor would be rebuilt and uploaded here once `fors::dir` is merged.
-            self.descriptor_dirty = false;
+        let update = self.directory.run_due(
+            now,
+            wall,
+            &self.config,
+            &mut self.keys,
+            &self.exit_policy,
+            self.or_port,
+            self.bandwidth.observed(),
+            &self.metrics,
+        );
+        if let Some(u) = update {
+            let old = self.network.load();
+            self.network.publish(u.apply(&old));
         }
-        let next = self.next_bandwidth_sample.min(self.next_key_check);
+        let next = self
+            .next_bandwidth_sample
+            .min(self.next_key_check)
+            .min(self.directory.next_due(now));
         next.saturating_duration_since(now).min(MAX_SLEEP)
     }
 
-    fn maintain_keys(&mut self, wall: SystemTime) {
+    fn maintain_keys(&mut self, now: Instant, wall: SystemTime) {
         match self.keys.maintain(wall) {
             Ok(changes) => {
                 if changes.signing_key_renewal_blocked {
@@ -185,7 +202,7 @@ impl ControlPlane {
                         .relay
                         .key_changes
                         .fetch_add(1, Ordering::Relaxed);
-                    self.descriptor_dirty = true;
+                    self.directory.mark_dirty("keys changed", now);
                 }
             }
             Err(e) => {
@@ -214,13 +231,13 @@ impl ControlPlane {
         exit_policy: ExitPolicy,
         descriptor_changed: bool,
     ) {
+        self.directory
+            .set_publish_enabled(config.publish_server_descriptor);
         self.config = config;
         self.exit_policy = exit_policy;
         if descriptor_changed {
-            self.descriptor_dirty = true;
-            if self.config.publish_server_descriptor {
-                log_info!("The descriptor changed; it is not republished because this build has no directory code yet.");
-            }
+            self.directory
+                .mark_dirty("configuration reloaded", Instant::now());
         }
     }
 
@@ -315,6 +332,7 @@ mod tests {
         )
         .unwrap()
         .0;
+        let cfg_copy = cfg.clone();
         let cell = SnapshotCell::new(initial_snapshot(&keys));
         let mut reader = SnapshotReader::new(cell.clone());
         let first_key = *reader.get().ntor_keys.current().public().as_bytes();
@@ -327,11 +345,12 @@ mod tests {
             ExitPolicy::reject_all(),
             cell.clone(),
             metrics.clone(),
+            Directory::new(None, &cfg_copy, now),
+            9001,
             now,
         );
         let sleep = cp.run_due(now, t0);
         assert!(sleep <= MAX_SLEEP && sleep > Duration::ZERO);
-        assert!(!cp.descriptor_dirty());
 
         // 10 s of traffic on both shards.
         for s in 1..=10u64 {
@@ -357,7 +376,7 @@ mod tests {
         // 29 days later the onion keys are due for rotation (C default: 28 days).
         let later = t0 + Duration::from_secs(29 * 86_400);
         cp.run_due(now + KEY_CHECK_INTERVAL * 2, later);
-        assert!(cp.descriptor_dirty() || metrics.relay.key_changes.load(Ordering::Relaxed) == 1);
+        assert_eq!(metrics.relay.key_changes.load(Ordering::Relaxed), 1);
         assert!(reader.refresh(), "shards were not given the new ntor key");
         let new_key = *reader.get().ntor_keys.current().public().as_bytes();
         assert_ne!(new_key, first_key);

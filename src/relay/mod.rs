@@ -13,9 +13,11 @@
 
 pub mod bandwidth;
 pub mod control;
+pub mod dirworker;
 pub mod handler;
 pub mod log;
 pub mod pidfile;
+pub mod publish;
 pub mod reload;
 pub mod setup;
 pub mod shardcfg;
@@ -298,12 +300,33 @@ impl Relay {
             log_warn!("ControlPort is not implemented by Fors yet; not listening on it.");
         }
 
+        let (endpoints, trusted) = dirworker::endpoints(&config.dir_authorities);
+        let worker = if endpoints.is_empty() {
+            None
+        } else {
+            let limits = crate::dir::client::ClientLimits {
+                connect_timeout: Duration::from_secs(10),
+                total_timeout: config.network_timings.dir_connection_max_stall,
+                ..Default::default()
+            };
+            Some(
+                dirworker::DirWorker::spawn(endpoints, trusted, limits).map_err(|source| {
+                    RelayError::Thread {
+                        what: "directory",
+                        source,
+                    }
+                })?,
+            )
+        };
+        let directory = publish::Directory::new(worker, config, Instant::now());
         let plane = ControlPlane::new(
             config.clone(),
             keys,
             exit_policy,
             network,
             self.metrics.clone(),
+            directory,
+            bound.port(),
             Instant::now(),
         );
         plane.announce();
