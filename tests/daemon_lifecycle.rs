@@ -45,7 +45,11 @@ fn start(dir: &Path) -> Fors {
 
 fn fingerprint_line(f: &mut Fors) -> String {
     let l = f.wait_for("identity key fingerprint is", START);
-    l.split("is '").nth(1).unwrap().trim_end_matches('\'').to_string()
+    l.split("is '")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('\'')
+        .to_string()
 }
 
 #[test]
@@ -53,7 +57,12 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
     let tmp = TempDir::new("daemon-life");
     let (or_port, m_port) = (free_port(), free_port());
     let rc = tmp.path().join("torrc");
-    let torrc_text = torrc(tmp.path(), or_port, m_port, "MetricsPortPolicy accept 127.0.0.1\n");
+    let torrc_text = torrc(
+        tmp.path(),
+        or_port,
+        m_port,
+        "MetricsPortPolicy accept 127.0.0.1\n",
+    );
     std::fs::write(&rc, &torrc_text).unwrap();
     let mut f = start(tmp.path());
     f.wait_for("the relay is running", START);
@@ -74,7 +83,10 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
         assert!(data.join(k).is_file(), "{k} missing");
     }
     let fp_file = std::fs::read_to_string(data.join("fingerprint")).unwrap();
-    assert_eq!(fp_file.trim(), fp.replace(' ', "").replacen("ForsTest", "ForsTest ", 1));
+    assert_eq!(
+        fp_file.trim(),
+        fp.replace(' ', "").replacen("ForsTest", "ForsTest ", 1)
+    );
     let pid = std::fs::read_to_string(tmp.path().join("fors.pid")).unwrap();
     assert_eq!(pid.trim(), f.child.id().to_string());
 
@@ -118,6 +130,10 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
     assert_eq!(metric(&text, "fors_relay_shards"), Some(2));
     assert!(http_get(m_addr, "/other").starts_with("HTTP/1.0 404"));
 
+    // SIGUSR1: a status summary, one line per shard.
+    f.signal(libc::SIGUSR1);
+    f.wait_for("Status: shard 1:", START);
+
     // The fake authorities do not answer: the relay says so and keeps running.
     f.wait_for("Fetching the consensus failed", START);
 
@@ -125,20 +141,27 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
     // a restart and says so.
     std::fs::write(
         &rc,
-        torrc_text.replace("Nickname ForsTest", "Nickname ForsRenamed")
+        torrc_text
+            .replace("Nickname ForsTest", "Nickname ForsRenamed")
             .replace(&format!("ORPort 127.0.0.1:{or_port}"), "ORPort 127.0.0.1:1"),
     )
     .unwrap();
     f.signal(libc::SIGHUP);
     f.wait_for("Received reload signal", START);
     f.wait_for("Reload: Nickname changed", START);
-    f.wait_for("Reload: ORPort changed since start-up; Fors must be restarted", START);
+    f.wait_for(
+        "Reload: ORPort changed since start-up; Fors must be restarted",
+        START,
+    );
     let m = http_get(m_addr, "/metrics");
     assert_eq!(metric(&m, "fors_relay_reloads_applied_total"), Some(1));
     // A broken torrc on reload is refused and the relay keeps running.
     std::fs::write(&rc, "ORPortt 1\n").unwrap();
     f.signal(libc::SIGHUP);
-    f.wait_for("Reloading the configuration failed; keeping the running one", START);
+    f.wait_for(
+        "Reloading the configuration failed; keeping the running one",
+        START,
+    );
     assert!(f.child.try_wait().unwrap().is_none());
 
     // SIGTERM: clean exit, PidFile gone.
@@ -190,7 +213,11 @@ fn configuration_errors_exit_1_naming_the_line() {
     std::fs::write(&rc, "ORPort 127.0.0.1:9\nDataDirectory /nonexistent\n").unwrap();
     let mut f = Fors::start(&["-f", rc.to_str().unwrap(), "--NumCPUs", "many"]);
     assert_eq!(f.wait_exit(Duration::from_secs(30)), Some(1));
-    assert!(f.log.iter().any(|l| l.contains("command line:3")), "{:?}", f.log);
+    assert!(
+        f.log.iter().any(|l| l.contains("command line:3")),
+        "{:?}",
+        f.log
+    );
 }
 
 #[test]
@@ -207,7 +234,10 @@ fn identity_survives_sigkill_and_empty_metrics_policy_refuses_everyone() {
     let first = fingerprint_line(&mut f);
     // No MetricsPortPolicy: as in C tor, nobody may read the port, and the log says so.
     f.wait_for("MetricsPortPolicy is empty", START);
-    assert_eq!(http_get(SocketAddr::from(([127, 0, 0, 1], m_port)), "/metrics"), "");
+    assert_eq!(
+        http_get(SocketAddr::from(([127, 0, 0, 1], m_port)), "/metrics"),
+        ""
+    );
     f.signal(libc::SIGKILL);
     assert_eq!(f.wait_exit(Duration::from_secs(30)), None);
     drop(f);

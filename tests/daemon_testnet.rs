@@ -65,7 +65,10 @@ fn wait_for_log(path: &Path, needle: &str, timeout: Duration) -> String {
             return l.to_string();
         }
         if Instant::now() > end {
-            panic!("timed out waiting for {needle:?} in {}:\n{text}", path.display());
+            panic!(
+                "timed out waiting for {needle:?} in {}:\n{text}",
+                path.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -88,7 +91,16 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
         .arg(script())
         .arg("--dir")
         .arg(&dir)
-        .args(["up", "--fors", "middle", "--middles", "1", "--exits", "1", "--no-server"])
+        .args([
+            "up",
+            "--fors",
+            "middle",
+            "--middles",
+            "1",
+            "--exits",
+            "1",
+            "--no-server",
+        ])
         .arg("--base-port")
         .arg(free_base().to_string())
         .arg("--fors-bin")
@@ -109,7 +121,8 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     // "listed ... as Running Valid ...".
     let l = wait_for_log(&log, "in the consensus", Duration::from_secs(180));
     assert!(
-        l.contains("Fors is not listed in the consensus") || l.contains("Fors is listed in the consensus"),
+        l.contains("Fors is not listed in the consensus")
+            || l.contains("Fors is listed in the consensus"),
         "{l}"
     );
     let text = std::fs::read_to_string(&log).unwrap();

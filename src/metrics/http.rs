@@ -310,12 +310,19 @@ mod tests {
         assert!(!p.permits("10.0.0.1".parse().unwrap()));
         assert!(p.permits("10.9.9.9".parse().unwrap()));
         let e = MetricsPolicy::parse(&items(&["allow 1.2.3.4"])).unwrap_err();
-        assert!(e.to_string().starts_with("torrc:7: bad MetricsPortPolicy item"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("torrc:7: bad MetricsPortPolicy item"),
+            "{e}"
+        );
     }
 
     #[test]
     fn request_parsing() {
-        assert_eq!(parse_request(b"GET /metrics HTTP/1.0\r\n\r\n"), Request::Metrics);
+        assert_eq!(
+            parse_request(b"GET /metrics HTTP/1.0\r\n\r\n"),
+            Request::Metrics
+        );
         assert_eq!(
             parse_request(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
             Request::Metrics
@@ -361,6 +368,9 @@ mod tests {
             reg,
         )
         .unwrap();
-        assert_eq!(get(server.local_addr(), b"GET /metrics HTTP/1.0\r\n\r\n"), "");
+        assert_eq!(
+            get(server.local_addr(), b"GET /metrics HTTP/1.0\r\n\r\n"),
+            ""
+        );
     }
 }

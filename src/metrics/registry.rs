@@ -67,7 +67,9 @@ impl MetricsRegistry {
     pub fn new(shards: usize, started: Instant) -> MetricsRegistry {
         MetricsRegistry {
             started,
-            shards: (0..shards).map(|_| Arc::new(ShardStats::default())).collect(),
+            shards: (0..shards)
+                .map(|_| Arc::new(ShardStats::default()))
+                .collect(),
             relay: RelayGauges::default(),
         }
     }

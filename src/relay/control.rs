@@ -86,6 +86,7 @@ pub fn initial_snapshot(keys: &RelayKeys) -> NetworkSnapshot {
 }
 
 impl ControlPlane {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
         keys: RelayKeys,
@@ -141,9 +142,7 @@ impl ControlPlane {
     pub fn run_due(&mut self, now: Instant, wall: SystemTime) -> Duration {
         if now >= self.next_bandwidth_sample {
             let (r, w) = self.metrics.total_bytes();
-            let secs = wall
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let secs = wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
             self.bandwidth.sample(secs, r, w);
             let g = &self.metrics.relay;
             g.read_bytes.store(r, Ordering::Relaxed);
@@ -361,10 +360,7 @@ mod tests {
                     ..ShardMetrics::default()
                 });
             }
-            cp.run_due(
-                now + Duration::from_secs(s),
-                t0 + Duration::from_secs(s),
-            );
+            cp.run_due(now + Duration::from_secs(s), t0 + Duration::from_secs(s));
         }
         // Per second: read 100 kB, write 80 kB over two shards.
         assert_eq!(cp.observed_bandwidth(), 80_000);
@@ -381,7 +377,11 @@ mod tests {
         let new_key = *reader.get().ntor_keys.current().public().as_bytes();
         assert_ne!(new_key, first_key);
         assert_eq!(
-            reader.get().ntor_keys.previous().map(|k| *k.public().as_bytes()),
+            reader
+                .get()
+                .ntor_keys
+                .previous()
+                .map(|k| *k.public().as_bytes()),
             Some(first_key)
         );
         std::fs::remove_dir_all(&dir).unwrap();

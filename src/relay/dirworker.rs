@@ -6,7 +6,7 @@
 //! On shutdown the worker is not joined: an exchange in progress is bounded by its timeouts,
 //! and the process exits anyway.
 
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::SystemTime;
 
 use crate::config::DirAuthority;
@@ -54,10 +54,7 @@ pub fn endpoints(auths: &[DirAuthority]) -> (Vec<DirEndpoint>, Vec<RsaIdentity>)
         .iter()
         .filter(|a| !a.bridge && a.dir_port != 0)
         .map(|a| DirEndpoint {
-            nickname: a
-                .nickname
-                .clone()
-                .unwrap_or_else(|| a.fingerprint.to_hex()),
+            nickname: a.nickname.clone().unwrap_or_else(|| a.fingerprint.to_hex()),
             dir_addr: std::net::SocketAddr::from((a.address, a.dir_port)),
             v3ident: a.v3ident,
         })
@@ -116,10 +113,7 @@ impl DirWorker {
 
     /// A finished job's result, if any.
     pub fn poll(&self) -> Option<DirResult> {
-        match self.results.try_recv() {
-            Ok(r) => Some(r),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.results.try_recv().ok()
     }
 }
 
@@ -145,15 +139,16 @@ impl Worker {
                 let answer = match r {
                     Err(e) => UploadAnswer::Failed(e),
                     Ok(o @ UploadOutcome::Rejected { .. }) => UploadAnswer::Rejected(o),
-                    Ok(o) => match client::fetch_server_descriptor(a.dir_addr, our_id, &self.limits)
-                    {
-                        Ok(served) if served.contains(text) => UploadAnswer::Confirmed(o),
-                        Ok(_) => UploadAnswer::NotStored(
-                            o,
-                            "it serves a different descriptor for us".into(),
-                        ),
-                        Err(e) => UploadAnswer::NotStored(o, e.to_string()),
-                    },
+                    Ok(o) => {
+                        match client::fetch_server_descriptor(a.dir_addr, our_id, &self.limits) {
+                            Ok(served) if served.contains(text) => UploadAnswer::Confirmed(o),
+                            Ok(_) => UploadAnswer::NotStored(
+                                o,
+                                "it serves a different descriptor for us".into(),
+                            ),
+                            Err(e) => UploadAnswer::NotStored(o, e.to_string()),
+                        }
+                    }
                 };
                 (a, answer)
             })
@@ -165,7 +160,9 @@ impl Worker {
             return Err("no authority has a DirPort".into());
         }
         if self.trusted.is_empty() {
-            return Err("no DirAuthority line has a v3ident, so no consensus can be verified".into());
+            return Err(
+                "no DirAuthority line has a v3ident, so no consensus can be verified".into(),
+            );
         }
         let i = self.next_source % self.authorities.len();
         self.next_source = self.next_source.wrapping_add(1);
@@ -184,7 +181,10 @@ impl Worker {
             if self.certs.is_empty() || attempt == 1 {
                 let text = client::fetch_authority_certs(a.dir_addr, &self.limits)
                     .map_err(|e| format!("{}: authority certificates: {e}", a.nickname))?;
-                self.certs = parse_certs(&text).into_iter().filter_map(Result::ok).collect();
+                self.certs = parse_certs(&text)
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .collect();
             }
             match consensus.verify_signatures(&self.certs, &self.trusted, Some(now)) {
                 Ok(_) => return Ok(consensus),
@@ -192,6 +192,9 @@ impl Worker {
                 Err(_) => {}
             }
         }
-        Err(format!("{}: consensus signatures do not verify", a.nickname))
+        Err(format!(
+            "{}: consensus signatures do not verify",
+            a.nickname
+        ))
     }
 }

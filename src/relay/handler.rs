@@ -71,8 +71,7 @@ impl ConnHandler for RelayHandler {
         // Reading stops at close(); bytes that raced with it are dropped.
     }
 
-    fn on_closed(&mut self, _conn: ConnId, _reason: CloseReason, _out: &mut Outbox<'_, RelayMsg>) {
-    }
+    fn on_closed(&mut self, _conn: ConnId, _reason: CloseReason, _out: &mut Outbox<'_, RelayMsg>) {}
 
     fn on_tick(&mut self, _now: Instant, out: &mut Outbox<'_, RelayMsg>) {
         self.stats.store(out.metrics());

@@ -141,9 +141,7 @@ pub fn log(sev: LogSeverity, args: fmt::Arguments<'_>) {
                     Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
                     Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
                     Sink::File(f) => f.write_all(line.as_bytes()),
-                    Sink::Syslog(s) => s
-                        .send(syslog_datagram(sev, &line).as_bytes())
-                        .map(|_| ()),
+                    Sink::Syslog(s) => s.send(syslog_datagram(sev, &line).as_bytes()).map(|_| ()),
                 };
             }
         }

@@ -36,7 +36,9 @@ use self::reload::ReloadEffect;
 use self::setup::SetupError;
 use self::signals::{RelaySignal, SignalEvents};
 use self::snapshot::{NetworkSnapshot, SnapshotCell};
-use crate::config::{self, CommandLine, Config, HardwareProfileError, LogDestination, ProfileSearchPath};
+use crate::config::{
+    self, CommandLine, Config, HardwareProfileError, LogDestination, ProfileSearchPath,
+};
 use crate::exit::policy::ExitPolicy;
 use crate::keys::{spaced_fingerprint, KeyError, KeyParams, RelayKeys};
 use crate::metrics::{MetricsPolicy, MetricsPolicyError, MetricsRegistry, MetricsServer};
@@ -104,13 +106,10 @@ pub fn run_main(args: &[String]) -> i32 {
     for w in &warnings {
         log_warn!("{w}");
     }
-    let logs_to_terminal = config
-        .effective_logs()
-        .iter()
-        .any(|(_, max, d)| {
-            *max == config::LogSeverity::Err
-                && matches!(d, LogDestination::Stdout | LogDestination::Stderr)
-        });
+    let logs_to_terminal = config.effective_logs().iter().any(|(_, max, d)| {
+        *max == config::LogSeverity::Err
+            && matches!(d, LogDestination::Stdout | LogDestination::Stderr)
+    });
     match Relay::start(cl, config, signals) {
         Ok(relay) => relay.run(),
         Err(e) => {
@@ -136,6 +135,7 @@ struct Relay {
     control: Option<ControlThread>,
     metrics_servers: Vec<MetricsServer>,
     metrics: Arc<MetricsRegistry>,
+    started: Instant,
 }
 
 impl Relay {
@@ -164,6 +164,7 @@ impl Relay {
             control: None,
             metrics_servers: Vec::new(),
             metrics: Arc::new(MetricsRegistry::new(0, started)),
+            started,
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -279,10 +280,10 @@ impl Relay {
             let addr = setup::metrics_listen_addr(p);
             let server = MetricsServer::start(addr, metrics_policy.clone(), self.metrics.clone())
                 .map_err(|source| RelayError::MetricsPort {
-                    addr,
-                    location: p.location.clone(),
-                    source,
-                })?;
+                addr,
+                location: p.location.clone(),
+                source,
+            })?;
             log_notice!(
                 "MetricsPort listening on {} (GET /metrics, Prometheus format).",
                 server.local_addr()
@@ -345,6 +346,11 @@ impl Relay {
         let code = loop {
             match self.signals.wait(Duration::from_secs(1)) {
                 Ok(Some(RelaySignal::Reload)) => self.reload(),
+                Ok(Some(RelaySignal::DumpStats)) => self.dump_stats(),
+                Ok(Some(RelaySignal::Debug)) => log_notice!(
+                    "Caught SIGUSR2: Fors does not switch to debug logging on a signal; set \
+                     \"Log debug ...\" and send SIGHUP."
+                ),
                 Ok(Some(s @ (RelaySignal::Terminate | RelaySignal::Interrupt))) => {
                     let name = if s == RelaySignal::Terminate {
                         "SIGTERM"
@@ -373,6 +379,37 @@ impl Relay {
         code
     }
 
+    /// SIGUSR1: one summary line per shard and one for the relay.
+    fn dump_stats(&self) {
+        let m = &self.metrics;
+        let (read, written) = m.total_bytes();
+        let up = self.started.elapsed().as_secs();
+        log_notice!(
+            "Status: up {}h{:02}m, {} shards, {read} bytes read, {written} bytes written, \
+             observed bandwidth {} B/s, listed in consensus: {}.",
+            up / 3600,
+            (up / 60) % 60,
+            m.shards().len(),
+            m.relay.observed_bandwidth.load(Ordering::Relaxed),
+            if m.relay.listed_in_consensus.load(Ordering::Relaxed) == 1 {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+        let open = crate::metrics::shard::shard_metric_index("conns_open").unwrap_or(0);
+        let accepted = crate::metrics::shard::shard_metric_index("accepted").unwrap_or(0);
+        for (i, s) in m.shards().iter().enumerate() {
+            log_notice!(
+                "Status: shard {i}: {} connections open, {} accepted, {} bytes in, {} bytes out.",
+                s.get(open),
+                s.get(accepted),
+                s.bytes().0,
+                s.bytes().1
+            );
+        }
+    }
+
     /// SIGHUP: re-read the configuration; apply what can be applied, name the rest.
     fn reload(&mut self) {
         log_notice!("Received reload signal (SIGHUP). Reloading the configuration.");
@@ -399,7 +436,11 @@ impl Relay {
                 return fail(e.to_string());
             }
         };
-        for w in warnings.iter().map(ToString::to_string).chain(policy_warnings) {
+        for w in warnings
+            .iter()
+            .map(ToString::to_string)
+            .chain(policy_warnings)
+        {
             log_warn!("{w}");
         }
         // Always reinstall logging: this also reopens log files after rotation.
@@ -413,10 +454,7 @@ impl Relay {
             .map(|c| c.option)
             .collect();
         let mut descriptor_changed = false;
-        for c in applied
-            .iter()
-            .filter(|c| c.effect != ReloadEffect::Restart)
-        {
+        for c in applied.iter().filter(|c| c.effect != ReloadEffect::Restart) {
             match c.effect {
                 ReloadEffect::Now => log_notice!("Reload: {} changed; applied.", c.option),
                 _ => log_notice!(
@@ -479,7 +517,10 @@ impl Relay {
                     for r in reports {
                         log_info!(
                             "Shard {}: {} connections accepted, {} bytes in, {} bytes out.",
-                            r.shard.0, r.metrics.accepted, r.metrics.recv_bytes, r.metrics.send_bytes
+                            r.shard.0,
+                            r.metrics.accepted,
+                            r.metrics.recv_bytes,
+                            r.metrics.send_bytes
                         );
                     }
                 }

@@ -65,18 +65,22 @@ pub fn descriptor_params(
     let address: Ipv4Addr = configured.or(from_port).ok_or(
         "no IPv4 address to publish: set `Address` (Fors does not discover its address yet)",
     )?;
-    let v6 = config.or_ports.iter().filter(|p| !p.no_advertise).find_map(|p| match p.address {
-        Some(IpAddr::V6(a)) if !a.is_unspecified() => Some(SocketAddrV6::new(
-            a,
-            match p.port {
-                crate::config::PortNumber::Fixed(n) => n.get(),
-                crate::config::PortNumber::Auto => or_port,
-            },
-            0,
-            0,
-        )),
-        _ => None,
-    });
+    let v6 = config
+        .or_ports
+        .iter()
+        .filter(|p| !p.no_advertise)
+        .find_map(|p| match p.address {
+            Some(IpAddr::V6(a)) if !a.is_unspecified() => Some(SocketAddrV6::new(
+                a,
+                match p.port {
+                    crate::config::PortNumber::Fixed(n) => n.get(),
+                    crate::config::PortNumber::Auto => or_port,
+                },
+                0,
+                0,
+            )),
+            _ => None,
+        });
     let mut p = DescriptorParams::new(&config.nickname, address, or_port, now);
     p.ipv6_or_address = v6;
     // C `get_effective_bwrate`/`bwburst`: the relay bucket when set, else the global one.
@@ -478,7 +482,11 @@ mod tests {
         );
         assert_eq!(p.contact.as_deref(), Some("op@example.org"));
         assert_eq!(p.family, ["$0123456789ABCDEF0123456789ABCDEF01234567"]);
-        assert!(p.policy.iter().any(|l| l == "accept *:443"), "{:?}", p.policy);
+        assert!(
+            p.policy.iter().any(|l| l == "accept *:443"),
+            "{:?}",
+            p.policy
+        );
         assert_eq!(p.policy.last().map(String::as_str), Some("reject *:*"));
         assert_eq!(p.ipv6_policy.as_deref(), Some("accept 443"));
     }

@@ -185,7 +185,10 @@ mod tests {
         assert!(!p.permits_exit_to("10.0.0.1".parse().unwrap(), 80));
         let e = build_exit_policy(&cfg("ExitPolicy accept *:80\nExitPolicy acept *:443\n"))
             .unwrap_err();
-        assert!(e.to_string().starts_with("torrc:5: bad ExitPolicy item"), "{e}");
+        assert!(
+            e.to_string().starts_with("torrc:5: bad ExitPolicy item"),
+            "{e}"
+        );
         let (_, w) = build_exit_policy(&cfg("ExitPolicy accept6 1.2.3.4:80\n")).unwrap();
         assert!(w[0].starts_with("torrc:4: "), "{w:?}");
     }

@@ -24,7 +24,8 @@ pub fn shard_config_from_profile(
 ) -> ShardConfig {
     let base = ShardConfig::default();
     // A connection is a channel (TLS link) or an exit stream.
-    let wanted = u64::from(profile.max_channels_per_shard) + u64::from(profile.max_streams_per_shard);
+    let wanted =
+        u64::from(profile.max_channels_per_shard) + u64::from(profile.max_streams_per_shard);
     let share = fd_limit
         .map(|l| l.saturating_sub(FD_RESERVE) / u64::from(shards.max(1)))
         .unwrap_or(u64::MAX);
@@ -35,7 +36,8 @@ pub fn shard_config_from_profile(
     let outbuf_bytes = u64::from(profile.channel_outbuf_cells) * CELL_LEN as u64;
     let max_send_bufs_per_conn = outbuf_bytes
         .div_ceil(u64::from(send_buf_size))
-        .clamp(2, u64::from(profile.send_buffers_per_shard)) as u32;
+        .clamp(2, u64::from(profile.send_buffers_per_shard))
+        as u32;
     ShardConfig {
         sq_entries: profile.sq_entries,
         cq_entries: profile.cq_entries,

@@ -1,4 +1,4 @@
-//! Signals as events: SIGTERM/SIGINT/SIGHUP are blocked in every thread and read from a
+//! Signals as events: SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2 are blocked in every thread and read from a
 //! `signalfd` by the main thread, so no code runs in signal-handler context.
 //!
 //! [`SignalEvents::block_and_open`] must run before any other thread is spawned: threads
@@ -18,6 +18,10 @@ pub enum RelaySignal {
     Interrupt,
     /// SIGHUP: reload the configuration, reopen log files.
     Reload,
+    /// SIGUSR1: log a short status summary (C tor dumps statistics).
+    DumpStats,
+    /// SIGUSR2: C tor switches to debug logging; Fors logs that it does not.
+    Debug,
 }
 
 /// The signalfd the main thread waits on.
@@ -34,6 +38,8 @@ fn handled_set() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
         set
     }
 }
@@ -106,6 +112,8 @@ impl SignalEvents {
             libc::SIGTERM => Some(RelaySignal::Terminate),
             libc::SIGINT => Some(RelaySignal::Interrupt),
             libc::SIGHUP => Some(RelaySignal::Reload),
+            libc::SIGUSR1 => Some(RelaySignal::DumpStats),
+            libc::SIGUSR2 => Some(RelaySignal::Debug),
             _ => None,
         })
     }
