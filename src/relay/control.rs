@@ -77,11 +77,12 @@ pub fn ntor_key_map(keys: &RelayKeys) -> NtorKeyMap {
 }
 
 /// The snapshot before any consensus is known.
-pub fn initial_snapshot(keys: &RelayKeys) -> NetworkSnapshot {
+pub fn initial_snapshot(keys: &RelayKeys, exit_policy: &ExitPolicy) -> NetworkSnapshot {
     NetworkSnapshot {
         consensus_params: BTreeMap::new(),
         known_relays: Arc::new(BTreeMap::new()),
         ntor_keys: Arc::new(ntor_key_map(keys)),
+        exit_policy: Arc::new(exit_policy.clone()),
     }
 }
 
@@ -220,6 +221,7 @@ impl ControlPlane {
             consensus_params: old.consensus_params.clone(),
             known_relays: old.known_relays.clone(),
             ntor_keys: Arc::new(ntor_key_map(&self.keys)),
+            exit_policy: old.exit_policy.clone(),
         });
     }
 
@@ -233,6 +235,13 @@ impl ControlPlane {
         self.directory
             .set_publish_enabled(config.publish_server_descriptor);
         self.config = config;
+        if exit_policy != self.exit_policy {
+            let old = self.network.load();
+            self.network.publish(NetworkSnapshot {
+                exit_policy: Arc::new(exit_policy.clone()),
+                ..(*old).clone()
+            });
+        }
         self.exit_policy = exit_policy;
         if descriptor_changed {
             self.directory
@@ -332,7 +341,7 @@ mod tests {
         .unwrap()
         .0;
         let cfg_copy = cfg.clone();
-        let cell = SnapshotCell::new(initial_snapshot(&keys));
+        let cell = SnapshotCell::new(initial_snapshot(&keys, &ExitPolicy::reject_all()));
         let mut reader = SnapshotReader::new(cell.clone());
         let first_key = *reader.get().ntor_keys.current().public().as_bytes();
         assert_eq!(&first_key, keys.ntor_key().public.as_bytes());
@@ -384,6 +393,25 @@ mod tests {
                 .map(|k| *k.public().as_bytes()),
             Some(first_key)
         );
+
+        // A reloaded exit policy reaches the shards through the snapshot.
+        let (open, _) = crate::relay::setup::build_exit_policy(
+            &parse_str(
+                &MemFs::default(),
+                "torrc",
+                "ORPort 127.0.0.1:9001\nExitPolicy accept *:443,reject *:*\n",
+            )
+            .unwrap()
+            .0,
+        )
+        .unwrap();
+        assert!(reader.get().exit_policy.is_reject_star());
+        cp.apply_config(cfg_copy.clone(), open.clone(), true);
+        assert!(reader.refresh());
+        assert_eq!(*reader.get().exit_policy, open);
+        // Same policy again: no new snapshot.
+        cp.apply_config(cfg_copy, open, false);
+        assert!(!reader.refresh());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -237,7 +237,7 @@ impl Relay {
                 rc.shard.max_connections
             );
         }
-        let network = SnapshotCell::new(control::initial_snapshot(&keys));
+        let network = SnapshotCell::new(control::initial_snapshot(&keys, &exit_policy));
         self.metrics = Arc::new(MetricsRegistry::new(shards as usize, started));
         let registry = self.metrics.clone();
         let cell: Arc<SnapshotCell<NetworkSnapshot>> = network.clone();
@@ -453,7 +453,11 @@ impl Relay {
             .filter(|c| c.effect == ReloadEffect::Restart)
             .map(|c| c.option)
             .collect();
-        let mut descriptor_changed = false;
+        // The exit policy is both enforced (applied now) and published.
+        let descriptor_changed = reload::exit_policy_changed(&applied)
+            || applied
+                .iter()
+                .any(|c| c.effect == ReloadEffect::NextDescriptor);
         for c in applied.iter().filter(|c| c.effect != ReloadEffect::Restart) {
             match c.effect {
                 ReloadEffect::Now => log_notice!("Reload: {} changed; applied.", c.option),
@@ -462,7 +466,6 @@ impl Relay {
                     c.option
                 ),
             }
-            descriptor_changed = true;
         }
         if !restart.is_empty() {
             log_warn!(

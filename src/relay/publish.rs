@@ -444,6 +444,7 @@ impl NetworkSnapshotUpdate {
             consensus_params: self.consensus_params,
             known_relays: self.known_relays,
             ntor_keys: old.ntor_keys.clone(),
+            exit_policy: old.exit_policy.clone(),
         }
     }
 }

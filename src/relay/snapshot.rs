@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::crypto::handshake::keymap::NtorKeyMap;
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
+use crate::exit::policy::ExitPolicy;
 
 /// The publishing side, shared by the control plane and every [`SnapshotReader`].
 pub struct SnapshotCell<T> {
@@ -100,6 +101,8 @@ pub struct NetworkSnapshot {
     pub known_relays: Arc<BTreeMap<RsaIdentity, KnownRelay>>,
     /// Our ntor onion keys: current and, in its grace period, previous.
     pub ntor_keys: Arc<NtorKeyMap>,
+    /// Our exit policy, checked on every BEGIN (replaced on SIGHUP).
+    pub exit_policy: Arc<ExitPolicy>,
 }
 
 impl NetworkSnapshot {
