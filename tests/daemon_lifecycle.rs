@@ -251,3 +251,25 @@ fn identity_survives_sigkill_and_empty_metrics_policy_refuses_everyone() {
     assert_eq!(g.wait_exit(Duration::from_secs(30)), Some(0));
     assert!(!tmp.path().join("fors.pid").exists());
 }
+
+#[test]
+fn busy_orport_fails_start_up_and_cleans_up() {
+    let tmp = TempDir::new("daemon-busy");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let or_port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        tmp.path().join("torrc"),
+        torrc(tmp.path(), or_port, free_port(), ""),
+    )
+    .unwrap();
+    let mut f = start(tmp.path());
+    assert_eq!(f.wait_exit(Duration::from_secs(60)), Some(1));
+    let msg = f.log.iter().find(|l| l.contains("[err]")).unwrap();
+    assert!(
+        msg.contains(&format!(
+            "cannot start the shards on ORPort 127.0.0.1:{or_port}"
+        )),
+        "{msg}"
+    );
+    assert!(!tmp.path().join("fors.pid").exists(), "PidFile left behind");
+}
