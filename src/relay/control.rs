@@ -27,6 +27,7 @@ use super::snapshot::{NetworkSnapshot, SnapshotCell};
 use crate::config::Config;
 use crate::crypto::handshake::keymap::{NtorKeyMap, NtorKeyPair};
 use crate::exit::policy::ExitPolicy;
+use crate::keys::link::LinkCertError;
 use crate::keys::RelayKeys;
 use crate::metrics::MetricsRegistry;
 
@@ -77,13 +78,18 @@ pub fn ntor_key_map(keys: &RelayKeys) -> NtorKeyMap {
 }
 
 /// The snapshot before any consensus is known.
-pub fn initial_snapshot(keys: &RelayKeys, exit_policy: &ExitPolicy) -> NetworkSnapshot {
-    NetworkSnapshot {
+pub fn initial_snapshot(
+    keys: &RelayKeys,
+    exit_policy: &ExitPolicy,
+    now: SystemTime,
+) -> Result<NetworkSnapshot, LinkCertError> {
+    Ok(NetworkSnapshot {
         consensus_params: BTreeMap::new(),
         known_relays: Arc::new(BTreeMap::new()),
         ntor_keys: Arc::new(ntor_key_map(keys)),
         exit_policy: Arc::new(exit_policy.clone()),
-    }
+        link_certs: Arc::new(keys.mint_link_certs(now)?),
+    })
 }
 
 impl ControlPlane {
@@ -189,6 +195,7 @@ impl ControlPlane {
                 if changes.signing_key_renewed {
                     log_notice!("Renewed the Ed25519 signing key.");
                 }
+                self.renew_link_certs(wall, changes.signing_key_renewed);
                 if changes.onion_keys.rotated {
                     log_notice!("Rotated the onion keys.");
                     self.publish_ntor_keys();
@@ -218,11 +225,33 @@ impl ControlPlane {
     fn publish_ntor_keys(&self) {
         let old = self.network.load();
         self.network.publish(NetworkSnapshot {
-            consensus_params: old.consensus_params.clone(),
-            known_relays: old.known_relays.clone(),
             ntor_keys: Arc::new(ntor_key_map(&self.keys)),
-            exit_policy: old.exit_policy.clone(),
+            ..(*old).clone()
         });
+    }
+
+    /// Re-mints the link certificates when they near expiry or `force` (new signing key).
+    fn renew_link_certs(&self, wall: SystemTime, force: bool) {
+        let old = self.network.load();
+        if !force && !old.link_certs.needs_renewal(wall, &self.keys.params().link) {
+            return;
+        }
+        match self.keys.mint_link_certs(wall) {
+            Ok(certs) => {
+                log_info!("Minted new link certificates.");
+                self.network.publish(NetworkSnapshot {
+                    link_certs: Arc::new(certs),
+                    ..(*old).clone()
+                });
+            }
+            Err(e) => {
+                self.metrics
+                    .relay
+                    .key_maintenance_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                log_warn!("Could not mint new link certificates: {e}");
+            }
+        }
     }
 
     /// Takes a reloaded configuration.
@@ -341,9 +370,11 @@ mod tests {
         .unwrap()
         .0;
         let cfg_copy = cfg.clone();
-        let cell = SnapshotCell::new(initial_snapshot(&keys, &ExitPolicy::reject_all()));
+        let cell =
+            SnapshotCell::new(initial_snapshot(&keys, &ExitPolicy::reject_all(), t0).unwrap());
         let mut reader = SnapshotReader::new(cell.clone());
         let first_key = *reader.get().ntor_keys.current().public().as_bytes();
+        let first_link = reader.get().link_certs.tls_cert_sha256();
         assert_eq!(&first_key, keys.ntor_key().public.as_bytes());
         let metrics = Arc::new(MetricsRegistry::new(2, Instant::now()));
         let now = Instant::now();
@@ -384,6 +415,8 @@ mod tests {
         assert_eq!(metrics.relay.key_changes.load(Ordering::Relaxed), 1);
         assert!(reader.refresh(), "shards were not given the new ntor key");
         let new_key = *reader.get().ntor_keys.current().public().as_bytes();
+        // Link certs (2-day lifetime) were re-minted too.
+        assert_ne!(reader.get().link_certs.tls_cert_sha256(), first_link);
         assert_ne!(new_key, first_key);
         assert_eq!(
             reader

@@ -53,6 +53,8 @@ pub enum RelayError {
     PidFile(#[from] PidFileError),
     #[error("keys: {0}")]
     Keys(#[from] KeyError),
+    #[error("link certificates: {0}")]
+    LinkCerts(#[from] crate::keys::link::LinkCertError),
     #[error("{0}")]
     Profile(#[from] HardwareProfileError),
     #[error("{0}")]
@@ -237,7 +239,11 @@ impl Relay {
                 rc.shard.max_connections
             );
         }
-        let network = SnapshotCell::new(control::initial_snapshot(&keys, &exit_policy));
+        let network = SnapshotCell::new(control::initial_snapshot(
+            &keys,
+            &exit_policy,
+            SystemTime::now(),
+        )?);
         self.metrics = Arc::new(MetricsRegistry::new(shards as usize, started));
         let registry = self.metrics.clone();
         let cell: Arc<SnapshotCell<NetworkSnapshot>> = network.clone();

@@ -443,8 +443,7 @@ impl NetworkSnapshotUpdate {
         NetworkSnapshot {
             consensus_params: self.consensus_params,
             known_relays: self.known_relays,
-            ntor_keys: old.ntor_keys.clone(),
-            exit_policy: old.exit_policy.clone(),
+            ..old.clone()
         }
     }
 }
