@@ -6,6 +6,13 @@
 //! speak Tor. What the handler already does for real: mirror the shard's counters into the
 //! MetricsPort's [`ShardStats`] every tick, and pick up control-plane snapshots (ntor keys,
 //! consensus) once per tick without locking on the data path.
+//!
+//! Plugging in the protocol: `on_accept`/`on_data`/`on_closed` hand bytes to
+//! `proto::channel` (one state machine per `ConnId`) instead of closing; the channel takes its
+//! TLS key and CERTS-cell certificates from `self.network().link_certs`, CREATE2 handshakes
+//! use `ntor_keys`, BEGIN checks `exit_policy`, EXTEND2 looks up `known_relays`, and flow
+//! control reads `consensus_params`. Keep `stats.handler.channels_open` / `circuits_open`
+//! current and drop `connections_closed_unserved`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
