@@ -247,6 +247,10 @@ fn identity_survives_sigkill_and_empty_metrics_policy_refuses_everyone() {
     assert_eq!(fingerprint_line(&mut g), first);
     let pid = std::fs::read_to_string(tmp.path().join("fors.pid")).unwrap();
     assert_eq!(pid.trim(), g.child.id().to_string());
+    // SIGINT starts the ShutdownWaitLength (30 s by default) countdown; a second one exits.
+    g.signal(libc::SIGINT);
+    g.wait_for("shutting down cleanly in 30 seconds", START);
+    assert!(g.child.try_wait().unwrap().is_none());
     g.signal(libc::SIGINT);
     assert_eq!(g.wait_exit(Duration::from_secs(30)), Some(0));
     assert!(!tmp.path().join("fors.pid").exists());

@@ -3,7 +3,7 @@
 //! `fors -f TORRC` runs [`run_main`]: read the configuration, set up logging, write the
 //! PidFile, load or create the keys, build the exit policy, size and start the shards on the
 //! ORPort, start the MetricsPort and the control-plane thread, then wait for signals
-//! (SIGTERM/SIGINT: clean exit; SIGHUP: reload). Operators' view: docs/operating.md.
+//! (SIGTERM: clean exit; SIGINT: clean exit after ShutdownWaitLength; SIGHUP: reload). Operators' view: docs/operating.md.
 //!
 //! - [`log`]: the logger (`Log` lines); [`signals`]: signalfd; [`pidfile`].
 //! - [`setup`]: exit policy, listen addresses, fd limit; [`shardcfg`]: profile → shard sizes.
@@ -349,24 +349,43 @@ impl Relay {
 
     /// Waits for signals until asked to exit; returns the exit code.
     fn run(mut self) -> i32 {
+        // SIGINT starts C tor's delayed shutdown: exit after ShutdownWaitLength, or at once on
+        // a second SIGINT or a SIGTERM.
+        let mut exit_at: Option<Instant> = None;
         let code = loop {
-            match self.signals.wait(Duration::from_secs(1)) {
+            let wait = exit_at.map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(1))
+            });
+            match self.signals.wait(wait) {
                 Ok(Some(RelaySignal::Reload)) => self.reload(),
                 Ok(Some(RelaySignal::DumpStats)) => self.dump_stats(),
                 Ok(Some(RelaySignal::Debug)) => log_notice!(
                     "Caught SIGUSR2: Fors does not switch to debug logging on a signal; set \
                      \"Log debug ...\" and send SIGHUP."
                 ),
-                Ok(Some(s @ (RelaySignal::Terminate | RelaySignal::Interrupt))) => {
-                    let name = if s == RelaySignal::Terminate {
-                        "SIGTERM"
-                    } else {
-                        "SIGINT"
-                    };
-                    log_notice!("Caught {name}; shutting down cleanly.");
+                Ok(Some(RelaySignal::Terminate)) => {
+                    log_notice!("Caught SIGTERM; shutting down cleanly.");
                     break 0;
                 }
+                Ok(Some(RelaySignal::Interrupt)) => {
+                    let wait = self.config.shutdown_wait_length;
+                    if exit_at.is_some() || wait.is_zero() {
+                        log_notice!("Caught SIGINT; shutting down cleanly now.");
+                        break 0;
+                    }
+                    log_notice!(
+                        "Interrupt: shutting down cleanly in {} seconds \
+                         (ShutdownWaitLength); interrupt again or send SIGTERM to exit now.",
+                        wait.as_secs()
+                    );
+                    exit_at = Some(Instant::now() + wait);
+                }
                 Ok(None) => {
+                    if exit_at.is_some_and(|t| Instant::now() >= t) {
+                        log_notice!("ShutdownWaitLength is over; shutting down cleanly.");
+                        break 0;
+                    }
                     if self.control.as_ref().is_some_and(|c| c.is_finished()) {
                         log_err!("The control-plane thread died; shutting down.");
                         break 1;

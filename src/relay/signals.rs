@@ -14,7 +14,7 @@ use std::time::Duration;
 pub enum RelaySignal {
     /// SIGTERM: exit cleanly now.
     Terminate,
-    /// SIGINT: C tor waits `ShutdownWaitLength` first; Fors exits cleanly now too.
+    /// SIGINT: exit cleanly after `ShutdownWaitLength` (a second SIGINT: now).
     Interrupt,
     /// SIGHUP: reload the configuration, reopen log files.
     Reload,
