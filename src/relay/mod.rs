@@ -2,14 +2,9 @@
 //!
 //! `fors -f TORRC` runs [`run_main`]: read the configuration, set up logging, write the
 //! PidFile, load or create the keys, build the exit policy, size and start the shards on the
-//! ORPort, start the MetricsPort and the control-plane thread, then wait for signals
-//! (SIGTERM: clean exit; SIGINT: clean exit after ShutdownWaitLength; SIGHUP: reload). Operators' view: docs/operating.md.
-//!
-//! - [`log`]: the logger (`Log` lines); [`signals`]: signalfd; [`pidfile`].
-//! - [`setup`]: exit policy, listen addresses, fd limit; [`shardcfg`]: profile → shard sizes.
-//! - [`handler`]: the shards' `ConnHandler` (the seam for `proto::channel`).
-//! - [`control`]: periodic work; [`snapshot`]: control plane → shards; [`bandwidth`].
-//! - [`reload`]: what a SIGHUP changed.
+//! ORPort, start the MetricsPort and the control-plane thread, then wait for signals (SIGTERM:
+//! clean exit; SIGINT: clean exit after ShutdownWaitLength; SIGHUP: reload; SIGUSR1: status).
+//! Operators' view: docs/operating.md.
 
 pub mod bandwidth;
 pub mod control;

@@ -1,5 +1,5 @@
-//! Signals as events: SIGTERM/SIGINT/SIGHUP/SIGUSR1/SIGUSR2 are blocked in every thread and read from a
-//! `signalfd` by the main thread, so no code runs in signal-handler context.
+//! Signals as events: SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 are blocked in every thread
+//! and read from a `signalfd` by the main thread, so no code runs in signal-handler context.
 //!
 //! [`SignalEvents::block_and_open`] must run before any other thread is spawned: threads
 //! inherit the mask, and a signal that is unblocked anywhere would be delivered there with
