@@ -346,6 +346,40 @@ mod tests {
     }
 
     #[test]
+    fn connection_bound_answers_503() {
+        let reg = Arc::new(MetricsRegistry::new(1, Instant::now()));
+        let policy = MetricsPolicy::parse(&items(&["accept 127.0.0.1"])).unwrap();
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), policy, reg).unwrap();
+        let addr = server.local_addr();
+        // MAX_CONNECTIONS clients that never send a request occupy every slot...
+        let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        // ...until the server has accepted them all; then the next one is turned away.
+        let end = Instant::now() + Duration::from_secs(5);
+        let busy = loop {
+            let r = get(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
+            if r.starts_with("HTTP/1.0 503") || Instant::now() > end {
+                break r;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(busy.starts_with("HTTP/1.0 503"), "{busy}");
+        drop(idle);
+        // Slots free up once those connections end.
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = get(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
+            if r.starts_with("HTTP/1.0 200") {
+                break;
+            }
+            assert!(Instant::now() < end, "never recovered: {r}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server.stop();
+    }
+
+    #[test]
     fn serves_metrics_over_loopback() {
         let reg = Arc::new(MetricsRegistry::new(2, Instant::now()));
         let policy = MetricsPolicy::parse(&items(&["accept 127.0.0.1"])).unwrap();
