@@ -1,7 +1,540 @@
-//! `fors bench-crypto [--json]`: per-cell relay-crypto and handshake costs.
+//! `fors bench-crypto [--json]`: per-cell relay-crypto and per-handshake costs on this CPU.
+//!
+//! Every figure is one named measurement in [`MEASUREMENTS`]. Per-cell figures is the fastest of many short timed
+//! repetitions over pre-built cells: a repetition short enough to fit in one scheduler time
+//! slice is rarely preempted, so the minimum filters out time lost to other processes on a
+//! shared machine (it does not filter cache pollution). Handshake figures are medians of
+//! per-call times. The whole run takes a few seconds.
+
+use crate::crypto::handshake::ntor::NtorClient;
+use crate::crypto::handshake::ntor_v3::NtorV3Client;
+use crate::crypto::handshake::{
+    negotiate_circ_params, ntor, ntor_v3, CircuitExtension, NtorKeyMap, NtorKeyPair,
+    NtorV3ServerPolicy,
+};
+use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
+use crate::crypto::keymat::Tor1KeyMaterial;
+use crate::crypto::relay::aes_ctr::Aes128Ctr;
+use crate::crypto::relay::cpu::{AesImpl, CpuFeatures, Sha1Impl, Sha1MultiImpl, Tor1Engine};
+use crate::crypto::relay::sha1::Sha1State;
+use crate::crypto::relay::sha1_mb::Sha1Lanes;
+use crate::crypto::relay::{
+    forward_multi_indexed, originate_multi_indexed, CellBody, Tor1ClientCircuit, Tor1ClientLayer,
+    Tor1RelayCrypto, CELL_BODY_LEN,
+};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use serde_json::{json, Map, Value};
+use std::hint::black_box;
+use std::io::Write;
+use std::time::Instant;
+
+/// Circuit counts for the "batched across N circuits" figures.
+const BATCHES: [usize; 3] = [8, 16, 64];
+/// Cells per timed repetition (about 0.5 MiB of bodies, a few tens of microseconds).
+const CELLS: usize = 1024;
+/// Timed repetitions per figure (the fastest is reported).
+const REPS: usize = 201;
+
+/// One figure: its JSON key, a description, its unit, and how to measure it.
+struct Measurement {
+    key: &'static str,
+    what: &'static str,
+    unit: &'static str,
+    run: fn() -> Figure,
+}
+
+/// A measured figure: one number, or one per batch size / variant.
+enum Figure {
+    One(f64),
+    Per(Vec<(String, f64)>),
+}
+
+/// Everything `bench-crypto` reports, in output order.
+const MEASUREMENTS: &[Measurement] = &[
+    Measurement { key: "middle_forward_ns", what: "middle forward, one layer, one circuit", unit: "ns/cell", run: middle_forward },
+    Measurement {
+        key: "middle_forward_batched_ns",
+        what: "middle forward, one cell each of N circuits",
+        unit: "ns/cell",
+        run: middle_forward_batched,
+    },
+    Measurement {
+        key: "middle_forward_run_ns",
+        what: "middle forward, forward_batch of N cells of one circuit",
+        unit: "ns/cell",
+        run: middle_forward_run,
+    },
+    Measurement { key: "exit_forward_ns", what: "exit forward (decrypt + digest check), one circuit", unit: "ns/cell", run: exit_forward },
+    Measurement {
+        key: "exit_forward_batched_ns",
+        what: "exit forward, one cell each of N circuits (forward_multi)",
+        unit: "ns/cell",
+        run: exit_forward_batched,
+    },
+    Measurement { key: "exit_originate_ns", what: "exit originate (digest + encrypt), one circuit", unit: "ns/cell", run: exit_originate },
+    Measurement {
+        key: "exit_originate_batched_ns",
+        what: "exit originate, one cell each of N circuits (originate_multi)",
+        unit: "ns/cell",
+        run: exit_originate_batched,
+    },
+    Measurement { key: "ntor_server_us", what: "ntor (CREATE2 type 2) server handshake, median", unit: "µs", run: ntor_server },
+    Measurement {
+        key: "ntor_v3_server_us",
+        what: "ntor-v3 (CREATE2 type 3, CC request) server handshake, median",
+        unit: "µs",
+        run: ntor_v3_server,
+    },
+    Measurement {
+        key: "aes_ctr_cell_ns",
+        what: "AES-128-CTR keystream over one 509-byte cell, per implementation",
+        unit: "ns/cell",
+        run: aes_strategies,
+    },
+    Measurement {
+        key: "sha1_cell_ns",
+        what: "SHA-1 running digest of one cell (absorb 509 B + finalize a copy), per strategy, full groups",
+        unit: "ns/cell",
+        run: sha1_strategies,
+    },
+];
 
 /// Runs the crypto benchmark; returns the process exit code.
-pub fn run(_args: &[String]) -> i32 {
-    eprintln!("fors bench-crypto: not implemented yet");
-    2
+pub fn run(args: &[String]) -> i32 {
+    let mut as_json = false;
+    let mut only: Option<&str> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--json" => as_json = true,
+            "--only" => match it.next() {
+                Some(k) if MEASUREMENTS.iter().any(|m| m.key == k) => only = Some(k),
+                _ => {
+                    eprintln!("fors bench-crypto: --only needs one of the measurement keys");
+                    return 2;
+                }
+            },
+            "-h" | "--help" => {
+                println!("usage: fors bench-crypto [--json] [--only KEY]");
+                return 0;
+            }
+            other => {
+                eprintln!("fors bench-crypto: unknown argument {other:?}\nusage: fors bench-crypto [--json] [--only KEY]");
+                return 2;
+            }
+        }
+    }
+    let mut out = Map::new();
+    out.insert("cpu_features".into(), cpu_features());
+    let mut text = String::new();
+    let e = Tor1Engine::get();
+    text.push_str(&format!(
+        "relay crypto on this CPU: AES {:?}, SHA-1 {:?} (one circuit), {:?} across circuits (from {} circuits)\n",
+        e.aes, e.sha1, e.sha1_multi, e.multi_min_lanes
+    ));
+    for m in MEASUREMENTS
+        .iter()
+        .filter(|m| only.is_none_or(|k| k == m.key))
+    {
+        let fig = (m.run)();
+        match &fig {
+            Figure::One(v) => text.push_str(&format!(
+                "{:<28} {:>9.1} {}  {}\n",
+                m.key, v, m.unit, m.what
+            )),
+            Figure::Per(vs) => {
+                text.push_str(&format!("{:<28} {:>9} {}  {}\n", m.key, "", m.unit, m.what));
+                for (k, v) in vs {
+                    text.push_str(&format!("{:>28} {:>9.1}\n", k, v));
+                }
+            }
+        }
+        let v = match fig {
+            Figure::One(v) => json!(round1(v)),
+            Figure::Per(vs) => {
+                Value::Object(vs.into_iter().map(|(k, v)| (k, json!(round1(v)))).collect())
+            }
+        };
+        out.insert(m.key.into(), v);
+    }
+    if as_json {
+        match serde_json::to_string_pretty(&Value::Object(out)) {
+            Ok(s) => text = s + "\n",
+            Err(e) => {
+                eprintln!("fors bench-crypto: {e}");
+                return 1;
+            }
+        }
+    }
+    // A closed pipe (e.g. `| head`) is not worth a panic.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+fn round1(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+fn cpu_features() -> Value {
+    let e = Tor1Engine::get();
+    let f: &CpuFeatures = &e.features;
+    json!({
+        "aes": format!("{:?}", e.aes),
+        "sha1": format!("{:?}", e.sha1),
+        "sha1_multi": format!("{:?}", e.sha1_multi),
+        "sha1_multi_min_circuits": e.multi_min_lanes,
+        "aes_ni": f.aes_ni,
+        "vaes512": f.vaes512,
+        "sha_ni": f.sha_ni,
+        "avx2": f.avx2,
+        "avx512": f.avx512,
+    })
+}
+
+/// Fastest of [`REPS`] runs of `rep` (which returns elapsed nanoseconds for `cells` cells),
+/// after a warm-up run, in nanoseconds per cell.
+fn per_cell(cells: usize, mut rep: impl FnMut() -> f64) -> f64 {
+    rep();
+    (0..REPS)
+        .map(|_| rep() / cells as f64)
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn keys(rng: &mut StdRng) -> Tor1KeyMaterial {
+    let mut k = [0u8; Tor1KeyMaterial::KDF_LEN];
+    rng.fill_bytes(&mut k);
+    Tor1KeyMaterial::from_kdf_output(&k)
+}
+
+fn random_cells(rng: &mut StdRng, n: usize) -> Vec<CellBody> {
+    let mut v = vec![[0u8; CELL_BODY_LEN]; n];
+    for c in &mut v {
+        rng.fill_bytes(c);
+    }
+    v
+}
+
+/// `n` fresh relay states (and the client layers that match them).
+fn circuits(rng: &mut StdRng, n: usize) -> (Vec<Tor1RelayCrypto>, Vec<Tor1ClientCircuit>) {
+    let mut relays = Vec::with_capacity(n);
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = keys(rng);
+        relays.push(Tor1RelayCrypto::new(&k));
+        let mut c = Tor1ClientCircuit::new();
+        c.push_hop(Tor1ClientLayer::new(&k));
+        clients.push(c);
+    }
+    (relays, clients)
+}
+
+fn timed(f: impl FnOnce()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_nanos() as f64
+}
+
+fn middle_forward() -> Figure {
+    let mut rng = StdRng::seed_from_u64(1);
+    let (mut relays, _) = circuits(&mut rng, 1);
+    // Ciphertext passing through: recognized is almost never zero after one layer.
+    let mut cells = random_cells(&mut rng, CELLS);
+    Figure::One(per_cell(CELLS, || {
+        timed(|| {
+            for c in cells.iter_mut() {
+                black_box(relays[0].recognize(c));
+            }
+        })
+    }))
+}
+
+fn middle_forward_batched() -> Figure {
+    let mut rng = StdRng::seed_from_u64(2);
+    let mut cells = random_cells(&mut rng, CELLS);
+    Figure::Per(
+        BATCHES
+            .iter()
+            .map(|&n| {
+                let (mut relays, _) = circuits(&mut rng, n);
+                let v = per_cell(CELLS, || {
+                    timed(|| {
+                        for round in cells.chunks_exact_mut(n) {
+                            for (r, c) in relays.iter_mut().zip(round.iter_mut()) {
+                                black_box(r.recognize(c));
+                            }
+                        }
+                    })
+                });
+                (n.to_string(), v)
+            })
+            .collect(),
+    )
+}
+
+fn middle_forward_run() -> Figure {
+    let mut rng = StdRng::seed_from_u64(3);
+    let (mut relays, _) = circuits(&mut rng, 1);
+    let mut cells = random_cells(&mut rng, CELLS);
+    let mut for_us = [false; 64];
+    Figure::Per(
+        BATCHES
+            .iter()
+            .map(|&n| {
+                let v = per_cell(CELLS, || {
+                    timed(|| {
+                        for run in cells.chunks_exact_mut(n) {
+                            black_box(relays[0].forward_batch(run, &mut for_us[..n]));
+                        }
+                    })
+                });
+                (n.to_string(), v)
+            })
+            .collect(),
+    )
+}
+
+/// Client-originated cells for `n` circuits, laid out round by round (`cells[r * n + c]` is
+/// circuit `c`'s cell of round `r`), and the relay states to receive them from the start.
+fn exit_inbound(rng: &mut StdRng, n: usize) -> (Vec<Tor1RelayCrypto>, Vec<CellBody>) {
+    let (relays, mut clients) = circuits(rng, n);
+    let mut cells = random_cells(rng, CELLS / n * n);
+    for round in cells.chunks_exact_mut(n) {
+        for (client, c) in clients.iter_mut().zip(round.iter_mut()) {
+            c[1] = 0;
+            c[2] = 0;
+            // Hop 0 exists: the circuit was built with one layer just above.
+            let _ = client.originate(0, c);
+        }
+    }
+    (relays, cells)
+}
+
+fn exit_forward() -> Figure {
+    let mut rng = StdRng::seed_from_u64(4);
+    let (fresh, cells) = exit_inbound(&mut rng, 1);
+    Figure::One(per_cell(cells.len(), || {
+        let mut relay = fresh[0].clone();
+        let mut work = cells.clone();
+        timed(|| {
+            for c in work.iter_mut() {
+                black_box(relay.recognize(c));
+            }
+        })
+    }))
+}
+
+fn exit_forward_batched() -> Figure {
+    let mut rng = StdRng::seed_from_u64(5);
+    Figure::Per(
+        BATCHES
+            .iter()
+            .map(|&n| {
+                let (fresh, cells) = exit_inbound(&mut rng, n);
+                let circ: Vec<usize> = (0..n).collect();
+                let mut for_us = vec![false; n];
+                let v = per_cell(cells.len(), || {
+                    let mut relays = fresh.clone();
+                    let mut work = cells.clone();
+                    timed(|| {
+                        for round in work.chunks_exact_mut(n) {
+                            black_box(forward_multi_indexed(
+                                &mut relays,
+                                round,
+                                &circ,
+                                &mut for_us,
+                            ));
+                        }
+                    })
+                });
+                (n.to_string(), v)
+            })
+            .collect(),
+    )
+}
+
+fn exit_originate() -> Figure {
+    let mut rng = StdRng::seed_from_u64(6);
+    let (mut relays, _) = circuits(&mut rng, 1);
+    let mut cells = random_cells(&mut rng, CELLS);
+    Figure::One(per_cell(CELLS, || {
+        timed(|| {
+            for c in cells.iter_mut() {
+                black_box(relays[0].originate(c));
+            }
+        })
+    }))
+}
+
+fn exit_originate_batched() -> Figure {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut cells = random_cells(&mut rng, CELLS);
+    Figure::Per(
+        BATCHES
+            .iter()
+            .map(|&n| {
+                let (mut relays, _) = circuits(&mut rng, n);
+                let circ: Vec<usize> = (0..n).collect();
+                let v = per_cell(CELLS / n * n, || {
+                    timed(|| {
+                        for round in cells.chunks_exact_mut(n) {
+                            originate_multi_indexed(&mut relays, round, &circ, None);
+                        }
+                    })
+                });
+                (n.to_string(), v)
+            })
+            .collect(),
+    )
+}
+
+/// The measurement behind the start-up choice of SHA-1 strategy: one full group of lanes
+/// (or one stream for SHA-NI / portable) absorbing a cell and finalizing a copy.
+fn sha1_strategies() -> Figure {
+    let mut rng = StdRng::seed_from_u64(8);
+    let cells = random_cells(&mut rng, 256);
+    let features = CpuFeatures::detect_cached();
+    let mut lanes = Sha1Lanes::new();
+    let mut out = Vec::new();
+    let mut variants: Vec<(Sha1MultiImpl, usize, &str)> = Vec::new();
+    for imp in features.sha1_multi_impls() {
+        match imp {
+            Sha1MultiImpl::OneByOne(Sha1Impl::Portable) => variants.push((imp, 16, "portable")),
+            Sha1MultiImpl::OneByOne(Sha1Impl::ShaNi) => variants.push((imp, 16, "sha_ni")),
+            Sha1MultiImpl::Avx2x8 => variants.push((imp, 8, "avx2_x8")),
+            Sha1MultiImpl::Avx512x16 => {
+                variants.push((imp, 16, "avx512_x16"));
+                // Groups of at most eight circuits run the 256-bit AVX-512VL kernel; with four
+                // filled lanes this is the break-even point against SHA-NI.
+                variants.push((imp, 8, "avx512vl_x8"));
+                variants.push((imp, 4, "avx512vl_x8_4_filled"));
+            }
+        }
+    }
+    for (imp, width, name) in variants {
+        let mut states: Vec<Sha1State> = (0..width)
+            .map(|i| {
+                let mut s = Sha1State::new();
+                s.update(&cells[i][..20 + i], Sha1Impl::Portable);
+                s
+            })
+            .collect();
+        let rounds = CELLS / width;
+        let v = per_cell(rounds * width, || {
+            timed(|| {
+                for r in 0..rounds {
+                    lanes.clear();
+                    for (i, s) in states.iter().enumerate() {
+                        lanes.push(s, &cells[(r + i) % cells.len()]);
+                    }
+                    lanes.run(imp);
+                    for (i, s) in states.iter_mut().enumerate() {
+                        lanes.commit(i, s);
+                    }
+                    black_box(lanes.digest(0));
+                }
+            })
+        });
+        out.push((name.to_string(), v));
+    }
+    Figure::Per(out)
+}
+
+/// Each AES-128-CTR implementation this CPU can run, one cell per call.
+fn aes_strategies() -> Figure {
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut cells = random_cells(&mut rng, CELLS);
+    let mut out = Vec::new();
+    for imp in CpuFeatures::detect_cached().aes_impls() {
+        let mut ctr = Aes128Ctr::new(&[0x42; 16], imp);
+        let v = per_cell(CELLS, || {
+            timed(|| {
+                for c in cells.iter_mut() {
+                    ctr.apply_keystream(black_box(c));
+                }
+            })
+        });
+        let name = match imp {
+            AesImpl::Portable => "portable",
+            AesImpl::AesNi => "aes_ni",
+            AesImpl::Vaes512 => "vaes512",
+        };
+        out.push((name.to_string(), v));
+    }
+    Figure::Per(out)
+}
+
+/// Server handshakes timed per call over this many fresh client onionskins.
+const HANDSHAKES: usize = 400;
+
+/// Median of per-call microseconds.
+fn median_us(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn ntor_key_map(rng: &mut StdRng) -> NtorKeyMap {
+    NtorKeyMap::new(NtorKeyPair::generate(rng), Some(NtorKeyPair::generate(rng)))
+}
+
+/// The relay's side of ntor: what each CREATE2 costs a shard. Client onionskins are made
+/// beforehand and not timed.
+fn ntor_server() -> Figure {
+    let mut rng = StdRng::seed_from_u64(11);
+    let map = ntor_key_map(&mut rng);
+    let id = RsaIdentity([7; 20]);
+    let skins: Vec<_> = (0..HANDSHAKES)
+        .map(|_| NtorClient::start(&mut rng, &id, map.current().public()).1)
+        .collect();
+    let samples = skins
+        .iter()
+        .map(|s| {
+            let t = Instant::now();
+            let r = ntor::server_handshake(&mut rng, &map, &id, s);
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            assert!(r.is_ok(), "ntor server handshake failed in the benchmark");
+            black_box(r.ok());
+            us
+        })
+        .collect();
+    Figure::One(median_us(samples))
+}
+
+/// The relay's side of ntor-v3 with a CC request negotiated by the server policy.
+fn ntor_v3_server() -> Figure {
+    let mut rng = StdRng::seed_from_u64(12);
+    let map = ntor_key_map(&mut rng);
+    let id = Ed25519Identity([9; 32]);
+    let policy = NtorV3ServerPolicy::default();
+    let skins: Vec<_> = (0..HANDSHAKES)
+        .filter_map(|_| {
+            NtorV3Client::start(
+                &mut rng,
+                &id,
+                map.current().public(),
+                &[CircuitExtension::CcRequest],
+            )
+            .ok()
+            .map(|(_, skin)| skin)
+        })
+        .collect();
+    let samples = skins
+        .iter()
+        .map(|s| {
+            let t = Instant::now();
+            let r = ntor_v3::server_handshake(&mut rng, &map, &id, s, |e| {
+                negotiate_circ_params(e, &policy)
+            });
+            let us = t.elapsed().as_secs_f64() * 1e6;
+            assert!(
+                r.is_ok(),
+                "ntor-v3 server handshake failed in the benchmark"
+            );
+            black_box(r.ok());
+            us
+        })
+        .collect();
+    Figure::One(median_us(samples))
 }

@@ -1,1 +1,3 @@
 //! Sans-IO channel, circuit, stream and flow-control state machines.
+
+pub mod channel;

@@ -1,0 +1,41 @@
+//! The Tor link channel: TLS plus the link handshake, then a cell pipe (tor-spec
+//! §"Negotiating and initializing channels", §"Cell packet format").
+//!
+//! Sans-IO: a [`Channel`] takes received bytes, `now` and an RNG, and gives back bytes to
+//! send, cells and [`ChannelEvent`]s. Layout:
+//! * [`context`]: [`LinkContext`], shared by every channel of a shard;
+//! * [`tls`]: rustls configurations, the certificate verifier, SNI;
+//! * `handshake` (private) / [`certs`] / [`auth`]: the handshake cells, CERTS checks, AUTH0003;
+//! * [`state`]: the [`Channel`] itself and the open-channel cell path;
+//! * [`output`]: the bounded [`CellQueue`]; [`circid`]: the circuit-ID high-bit rule.
+//!
+//! How a shard drives one (per connection; `now` is wall-clock time, needed for certificate
+//! expiry and NETINFO):
+//! ```text
+//! on_accept:   ch = Channel::new_responder(ctx.clone(), peer.ip(), now)
+//! on_data:     ch.handle_input(data, now, rng, &mut sink)   // cells → sink.cell(.., out)
+//!              n = outbox.send_partial(conn, ch.pending_output()); ch.consume_output(n)
+//!              if !ch.wants_read() { pause reading until on_writable }
+//! on_tick:     ch.check_timeout(now, &mut sink)
+//! on_closed:   ch.handle_eof(&mut sink)
+//! Err(_) from handle_input: the channel is closed; flush pending_output, then close.
+//! ```
+
+pub mod auth;
+pub mod certs;
+pub mod circid;
+pub mod context;
+pub mod error;
+mod handshake;
+pub mod output;
+pub mod state;
+pub mod tls;
+
+pub use circid::{CircIdAllocator, CircIdViolation};
+pub use context::{ChannelConfig, LinkContext, LinkContextError};
+pub use error::{AuthError, CertsError, ChannelError};
+pub use output::CellQueue;
+pub use state::{
+    Channel, ChannelEvent, ChannelSink, ChannelStats, ExpectedPeer, OpenInfo, PeerIdentity,
+    LINK_VERSIONS,
+};

@@ -1,0 +1,572 @@
+//! The [`Channel`] state machine: one Tor link over one TLS connection, sans-IO.
+//!
+//! Bytes in ([`Channel::handle_input`]), bytes out ([`Channel::pending_output`] /
+//! [`Channel::consume_output`]), events and cells out through a [`ChannelSink`]. Time and
+//! randomness are passed in. The handshake itself lives in `handshake.rs`.
+//!
+//! Memory: the receive buffer (32 KiB), the plaintext output queue and the TLS output buffer
+//! are allocated when the channel is created. Per received cell nothing is allocated: cells
+//! are framed in place in the receive buffer and handed to the sink as `&mut [u8; 509]`.
+//! rustls's buffered API does allocate per TLS *record* (one record carries up to 31 cells);
+//! see docs/tls-provider.md.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rand_core::{CryptoRng, RngCore};
+use rustls::{ClientConnection, Connection, ServerConnection};
+
+use super::context::LinkContext;
+use super::error::ChannelError;
+use super::handshake::Handshake;
+use super::output::CellQueue;
+use super::tls;
+use crate::cell::chan::PaddingNegotiate;
+use crate::cell::{CellMut, ChanCmd, CircId, Framer, CELL_BODY_LEN, MAX_VAR_CELL_BODY_LEN};
+use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
+
+/// Link protocol versions we offer and accept: 4 (4-byte circuit IDs) and 5 (padding).
+pub const LINK_VERSIONS: [u16; 2] = [4, 5];
+
+/// Receive buffer: the largest variable cell we accept plus room to read more behind it.
+const INBUF_LEN: usize = 2 * (MAX_VAR_CELL_BODY_LEN + 7);
+
+/// Who is on the other end, as proven by the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerIdentity {
+    /// Did not authenticate (a Tor client, or a bridge acting as one): C's
+    /// `mark_channel_tls_endpoint_as_client`. Never extend to it; exits refuse BEGIN from it.
+    Client,
+    /// An authenticated relay.
+    Relay {
+        rsa: RsaIdentity,
+        ed: Ed25519Identity,
+    },
+}
+
+/// The relay an initiator means to reach. The handshake fails unless the responder proves
+/// this RSA identity and, if given, this Ed25519 identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpectedPeer {
+    pub rsa: RsaIdentity,
+    pub ed: Option<Ed25519Identity>,
+}
+
+/// What the handshake established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenInfo {
+    pub peer: PeerIdentity,
+    pub link_version: u16,
+    /// Our address as the peer sees it (NETINFO OTHERADDR). Only worth learning from a
+    /// trusted directory authority (C `relay_address_new_suggestion`).
+    pub our_addr_according_to_peer: Option<IpAddr>,
+    /// The peer listed the address we see it at among its own: the channel is canonical.
+    pub canonical: bool,
+    /// We sent AUTHENTICATE, so the peer treats us as relay (initiator only).
+    pub authenticated_to_peer: bool,
+}
+
+/// Something the circuit layer or the shard should know about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChannelEvent {
+    /// The handshake finished; cells flow from now on.
+    Open(OpenInfo),
+    /// The channel closed; flush `pending_output` (a TLS alert) and drop the connection.
+    Closed(ChannelError),
+    /// The peer's NETINFO clock differs from ours by more than an hour (C warns likewise).
+    ClockSkew { skew_secs: i64 },
+    /// The peer asked us to start or stop channel padding (padding-spec).
+    PaddingNegotiate(PaddingNegotiate),
+}
+
+/// Receives what a channel produces while reading.
+pub trait ChannelSink {
+    /// A circuit cell arrived on an open channel (RELAY, RELAY_EARLY, DESTROY, CREATE*,
+    /// CREATED*). The body lives in the channel's receive buffer and may be changed in place
+    /// (relay crypto). `out` queues replies on this same channel.
+    fn cell(
+        &mut self,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &mut [u8; CELL_BODY_LEN],
+        out: &mut CellQueue,
+    );
+
+    /// A channel event.
+    fn event(&mut self, event: ChannelEvent);
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChannelStats {
+    /// Circuit cells handed to the sink.
+    pub cells_delivered: u64,
+    /// Cells ignored after the handshake (PADDING, VPADDING, unknown commands...).
+    pub cells_ignored: u64,
+}
+
+pub(super) enum Phase {
+    Handshaking(Box<Handshake>),
+    Open,
+    Closed,
+}
+
+/// One Tor link.
+pub struct Channel {
+    pub(super) ctx: Arc<LinkContext>,
+    pub(super) tls: Connection,
+    pub(super) initiator: bool,
+    pub(super) phase: Phase,
+    pub(super) framer: Framer,
+    inbuf: Box<[u8]>,
+    in_len: usize,
+    pub(super) out: CellQueue,
+    tls_out: Vec<u8>,
+    tls_out_start: usize,
+    pub(super) peer_addr: IpAddr,
+    peer: Option<PeerIdentity>,
+    started_at: SystemTime,
+    stats: ChannelStats,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("initiator", &self.initiator)
+            .field("peer_addr", &self.peer_addr)
+            .field("peer", &self.peer)
+            .field("link_version", &self.framer.link_version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    fn new(
+        ctx: Arc<LinkContext>,
+        mut tls: Connection,
+        initiator: bool,
+        expected: Option<ExpectedPeer>,
+        peer_addr: IpAddr,
+        now: SystemTime,
+    ) -> Channel {
+        // We bound output ourselves (CellQueue); rustls must never refuse plaintext.
+        tls.set_buffer_limit(None);
+        let max_cells = ctx.config.max_output_cells;
+        Channel {
+            tls,
+            initiator,
+            phase: Phase::Handshaking(Box::new(Handshake::new(expected))),
+            framer: Framer::unnegotiated(),
+            inbuf: vec![0u8; INBUF_LEN].into_boxed_slice(),
+            in_len: 0,
+            out: CellQueue::new(max_cells),
+            tls_out: Vec::with_capacity(max_cells * crate::cell::CELL_LEN + 4096),
+            tls_out_start: 0,
+            peer_addr,
+            peer: None,
+            started_at: now,
+            stats: ChannelStats::default(),
+            ctx,
+        }
+    }
+
+    /// A channel we open to `expected` at `peer_addr`. As a relay we always authenticate.
+    /// VERSIONS is queued at once; TLS carries it when its handshake completes.
+    pub fn new_initiator<R: RngCore + CryptoRng>(
+        ctx: Arc<LinkContext>,
+        expected: ExpectedPeer,
+        peer_addr: IpAddr,
+        now: SystemTime,
+        rng: &mut R,
+    ) -> Result<Channel, ChannelError> {
+        let conn = ClientConnection::new(ctx.client_config.clone(), tls::random_sni(rng))?;
+        let mut ch = Channel::new(
+            ctx,
+            Connection::Client(conn),
+            true,
+            Some(expected),
+            peer_addr,
+            now,
+        );
+        ch.with_handshake(|ch, hs| {
+            ch.queue_versions(hs, now);
+            Ok(None::<()>)
+        })?;
+        Ok(ch)
+    }
+
+    /// A channel for a connection we accepted from `peer_addr`.
+    pub fn new_responder(
+        ctx: Arc<LinkContext>,
+        peer_addr: IpAddr,
+        now: SystemTime,
+    ) -> Result<Channel, ChannelError> {
+        let conn = ServerConnection::new(ctx.server_config.clone())?;
+        Ok(Channel::new(
+            ctx,
+            Connection::Server(conn),
+            false,
+            None,
+            peer_addr,
+            now,
+        ))
+    }
+
+    /// Feeds bytes received from the peer. Cells and events go to `sink`. An error means
+    /// the channel is now closed (a `Closed` event was also sent): flush
+    /// [`pending_output`](Self::pending_output), then close the connection.
+    pub fn handle_input<R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        data: &[u8],
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        if matches!(self.phase, Phase::Closed) {
+            return Err(ChannelError::NotOpen);
+        }
+        let r = self.read_input(data, now, rng, sink);
+        if let Err(e) = &r {
+            self.fail(e.clone(), sink);
+        }
+        r
+    }
+
+    fn read_input<R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        mut data: &[u8],
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        // Never call read_tls with an empty slice: rustls takes a 0-byte read as EOF.
+        while !data.is_empty() {
+            let n = self
+                .tls
+                .read_tls(&mut data)
+                .map_err(|e| ChannelError::TlsInput(e.to_string()))?;
+            let io = self.tls.process_new_packets()?;
+            self.drain_plaintext(now, rng, sink)?;
+            if io.peer_has_closed() {
+                // close_notify: whatever follows is not Tor data.
+                return Err(self.eof_reason());
+            }
+            if n == 0 || matches!(self.phase, Phase::Closed) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn eof_reason(&self) -> ChannelError {
+        if self.in_len > 0 {
+            ChannelError::TruncatedCell(self.in_len)
+        } else {
+            ChannelError::PeerClosed
+        }
+    }
+
+    /// Moves decrypted bytes into the receive buffer and processes every complete cell.
+    fn drain_plaintext<R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        if !self.tls.is_handshaking() {
+            self.with_handshake(|ch, hs| {
+                hs.on_tls_established(&ch.tls, ch.initiator)?;
+                Ok(None::<()>)
+            })?;
+        }
+        loop {
+            if matches!(self.phase, Phase::Closed) {
+                return Ok(());
+            }
+            if self.in_len == self.inbuf.len() {
+                // Unreachable: a complete cell is at most half the buffer and is consumed.
+                return Err(ChannelError::TlsInput("receive buffer full".into()));
+            }
+            match self.tls.reader().read(&mut self.inbuf[self.in_len..]) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    self.in_len += n;
+                    self.process_cells(now, rng, sink)?;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                // UnexpectedEof cannot happen (we never signal EOF to rustls); be total.
+                Err(e) => return Err(ChannelError::TlsInput(e.to_string())),
+            }
+        }
+    }
+
+    fn process_cells<R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        // Take the buffer out so cells can borrow it while handlers borrow `self`
+        // (an empty boxed slice does not allocate).
+        let mut buf = std::mem::take(&mut self.inbuf);
+        let r = self.process_cells_in(&mut buf, now, rng, sink);
+        self.inbuf = buf;
+        r
+    }
+
+    fn process_cells_in<R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        buf: &mut [u8],
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        let mut pos = 0;
+        loop {
+            let avail = &mut buf[pos..self.in_len];
+            match self.phase {
+                Phase::Closed => break,
+                Phase::Open => {
+                    let Some((cell, used)) = self.framer.next_mut(avail)? else {
+                        break;
+                    };
+                    pos += used;
+                    self.on_open_cell(cell, sink)?;
+                }
+                Phase::Handshaking(_) => {
+                    let Some((cell, used)) = self.framer.next(avail)? else {
+                        break;
+                    };
+                    pos += used;
+                    let wire = &avail[..used];
+                    let opened = self
+                        .with_handshake(|ch, hs| ch.on_handshake_cell(hs, cell, wire, now, rng))?;
+                    if let Some((info, skew)) = opened {
+                        self.peer = Some(info.peer);
+                        if let Some(skew_secs) = skew {
+                            sink.event(ChannelEvent::ClockSkew { skew_secs });
+                        }
+                        sink.event(ChannelEvent::Open(info));
+                    }
+                }
+            }
+        }
+        buf.copy_within(pos..self.in_len, 0);
+        self.in_len -= pos;
+        Ok(())
+    }
+
+    /// Runs `f` with the handshake state taken out of `self` (so both can be borrowed), then
+    /// puts it back, or switches to `Open` if `f` says the handshake finished. Outside the
+    /// handshake, `f` is not called.
+    pub(super) fn with_handshake<T>(
+        &mut self,
+        f: impl FnOnce(&mut Channel, &mut Handshake) -> Result<Option<T>, ChannelError>,
+    ) -> Result<Option<T>, ChannelError> {
+        if !matches!(self.phase, Phase::Handshaking(_)) {
+            return Ok(None);
+        }
+        let Phase::Handshaking(mut hs) = std::mem::replace(&mut self.phase, Phase::Closed) else {
+            return Ok(None);
+        };
+        let r = f(self, &mut hs);
+        match &r {
+            Ok(Some(_)) => {
+                self.phase = Phase::Open;
+                self.out.open = true;
+            }
+            _ => self.phase = Phase::Handshaking(hs),
+        }
+        r
+    }
+
+    /// Cells on an open channel (tor-spec §"Cell packet format"; C `command.c`,
+    /// `channeltls.c: channel_tls_handle_cell/_var_cell`).
+    fn on_open_cell<S: ChannelSink>(
+        &mut self,
+        cell: CellMut<'_>,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        match cell {
+            CellMut::Fixed(c) => match c.cmd {
+                ChanCmd::RELAY
+                | ChanCmd::RELAY_EARLY
+                | ChanCmd::DESTROY
+                | ChanCmd::CREATE
+                | ChanCmd::CREATED
+                | ChanCmd::CREATE_FAST
+                | ChanCmd::CREATED_FAST
+                | ChanCmd::CREATE2
+                | ChanCmd::CREATED2 => {
+                    self.stats.cells_delivered += 1;
+                    sink.cell(c.circ_id, c.cmd, c.body, &mut self.out);
+                }
+                // Link ≥ 5 only; a malformed one is dropped, not fatal (C
+                // `channel_tls_process_padding_negotiate_cell`).
+                ChanCmd::PADDING_NEGOTIATE if self.framer.link_version() >= 5 => {
+                    match PaddingNegotiate::parse(&c.body[..]) {
+                        Ok(p) => sink.event(ChannelEvent::PaddingNegotiate(p)),
+                        Err(_) => self.stats.cells_ignored += 1,
+                    }
+                }
+                // PADDING, a late NETINFO, unknown commands: dropped.
+                _ => self.stats.cells_ignored += 1,
+            },
+            CellMut::Var(v) => match v.cmd {
+                // C's handlers for these refuse them outside the handshake and close.
+                ChanCmd::CERTS | ChanCmd::AUTH_CHALLENGE | ChanCmd::AUTHENTICATE => {
+                    return Err(ChannelError::UnexpectedCell {
+                        cmd: v.cmd,
+                        when: "after the handshake",
+                    })
+                }
+                // VPADDING, AUTHORIZE, a repeated VERSIONS, unknown variable cells.
+                _ => self.stats.cells_ignored += 1,
+            },
+        }
+        Ok(())
+    }
+
+    fn fail<S: ChannelSink>(&mut self, reason: ChannelError, sink: &mut S) {
+        self.phase = Phase::Closed;
+        self.out.open = false;
+        self.out.clear_plaintext();
+        self.tls.send_close_notify();
+        sink.event(ChannelEvent::Closed(reason));
+    }
+
+    /// Closes the channel from our side (a TLS close_notify is queued).
+    pub fn close<S: ChannelSink>(&mut self, sink: &mut S) {
+        if !matches!(self.phase, Phase::Closed) {
+            self.fail(ChannelError::LocalClose, sink);
+        }
+    }
+
+    /// The TCP connection reached EOF. Returns the close reason.
+    pub fn handle_eof<S: ChannelSink>(&mut self, sink: &mut S) -> ChannelError {
+        let reason = self.eof_reason();
+        if !matches!(self.phase, Phase::Closed) {
+            self.fail(reason.clone(), sink);
+        }
+        reason
+    }
+
+    /// Closes a channel still handshaking after `handshake_timeout`.
+    pub fn check_timeout<S: ChannelSink>(
+        &mut self,
+        now: SystemTime,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        if let Phase::Handshaking(_) = self.phase {
+            let age = now.duration_since(self.started_at).unwrap_or_default();
+            if age >= self.ctx.config.handshake_timeout {
+                self.fail(ChannelError::HandshakeTimeout, sink);
+                return Err(ChannelError::HandshakeTimeout);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a fixed cell for the peer; see [`CellQueue::send_cell`].
+    pub fn send_cell(
+        &mut self,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &[u8; CELL_BODY_LEN],
+    ) -> Result<(), ChannelError> {
+        self.out.send_cell(circ_id, cmd, body)
+    }
+
+    /// The output queue, to send several cells or encode them in place.
+    pub fn queue(&mut self) -> &mut CellQueue {
+        &mut self.out
+    }
+
+    /// Encrypts queued cells and returns the TLS bytes waiting to be sent. Call
+    /// [`consume_output`](Self::consume_output) with how many the socket took.
+    pub fn pending_output(&mut self) -> &[u8] {
+        if !self.out.is_empty() {
+            if !matches!(self.phase, Phase::Closed) {
+                // With no rustls buffer limit the writer takes everything; the queue is
+                // cleared either way so a refusal cannot wedge it.
+                let _ = self.tls.writer().write_all(self.out.plaintext());
+            }
+            self.out.clear_plaintext();
+        }
+        if self.tls_out_start > 0 && self.tls_out_start * 2 >= self.tls_out.len() {
+            self.tls_out.drain(..self.tls_out_start);
+            self.tls_out_start = 0;
+        }
+        while self.tls.wants_write() {
+            // Writing into a Vec cannot fail.
+            if self.tls.write_tls(&mut self.tls_out).unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        self.out.tls_pending = self.tls_out.len() - self.tls_out_start;
+        &self.tls_out[self.tls_out_start..]
+    }
+
+    /// Marks `n` bytes of [`pending_output`](Self::pending_output) as sent.
+    pub fn consume_output(&mut self, n: usize) {
+        self.tls_out_start = (self.tls_out_start + n).min(self.tls_out.len());
+        if self.tls_out_start == self.tls_out.len() {
+            self.tls_out.clear();
+            self.tls_out_start = 0;
+        }
+        self.out.tls_pending = self.tls_out.len() - self.tls_out_start;
+    }
+
+    /// Appends all pending output to `dst` and marks it sent.
+    pub fn write_output(&mut self, dst: &mut Vec<u8>) {
+        let n = {
+            let out = self.pending_output();
+            dst.extend_from_slice(out);
+            out.len()
+        };
+        self.consume_output(n);
+    }
+
+    /// False when our output is past its high-water mark (or the channel is closed): stop
+    /// reading from the peer until the output drains.
+    pub fn wants_read(&self) -> bool {
+        !matches!(self.phase, Phase::Closed) && !self.out.over_high_water()
+    }
+
+    pub fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    pub fn is_initiator(&self) -> bool {
+        self.initiator
+    }
+
+    /// The authenticated peer, once open.
+    pub fn peer(&self) -> Option<PeerIdentity> {
+        self.peer
+    }
+
+    /// Negotiated link protocol version, 0 before VERSIONS.
+    pub fn link_version(&self) -> u16 {
+        self.framer.link_version()
+    }
+
+    pub fn peer_addr(&self) -> IpAddr {
+        self.peer_addr
+    }
+
+    pub fn stats(&self) -> ChannelStats {
+        self.stats
+    }
+
+    /// Allocator for circuits we create on this channel (high-bit rule).
+    pub fn circ_id_allocator(&self) -> super::CircIdAllocator {
+        super::CircIdAllocator::new(self.initiator)
+    }
+}

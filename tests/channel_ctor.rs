@@ -1,0 +1,521 @@
+//! Interop with the real C tor (Debian's /usr/sbin/tor), on 127.0.0.1 only. Every tor started
+//! here has a private torrc whose only DirAuthority is a fake one on 127.0.0.1 that nothing
+//! answers, so nothing leaves the machine.
+//!
+//! (a) Fors initiates to a C tor relay: full authenticated handshake (C verifies our CERTS
+//!     and AUTHENTICATE; its debug log must say so), then CREATE_FAST → CREATED_FAST with a
+//!     matching KH, then DESTROY.
+//! (b) A C tor client uses Fors as its bridge: our responder sees it as a client and receives
+//!     its first CREATE_FAST/CREATE2.
+//! (c) A C tor relay, asked over (a)'s circuit to EXTEND2 to our responder, connects to it as an
+//!     authenticating initiator: our responder checks its CERTS and AUTHENTICATE and receives
+//!     the forwarded CREATE2.
+//!
+//! Without tor installed the tests fail, unless FORS_SKIP_CTOR=1.
+
+mod channel_support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use channel_support::*;
+use fors::cell::chan::{CreateFast, CreatedFast, Destroy, DestroyReason};
+use fors::cell::{ChanCmd, CircId};
+use fors::crypto::handshake::CreateFastClient;
+use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
+use fors::proto::channel::{Channel, ChannelConfig, ChannelEvent, ExpectedPeer, PeerIdentity};
+
+const TOR: &str = "/usr/sbin/tor";
+
+fn tor_available() -> bool {
+    if Path::new(TOR).exists() {
+        return true;
+    }
+    if std::env::var("FORS_SKIP_CTOR").as_deref() == Ok("1") {
+        eprintln!("{TOR} missing; skipped (FORS_SKIP_CTOR=1)");
+        return false;
+    }
+    panic!("{TOR} is missing (set FORS_SKIP_CTOR=1 to skip the C tor interop tests)");
+}
+
+/// A tor process, killed by pid when dropped (also when the test fails).
+struct Tor {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Tor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::env::var_os("FORS_KEEP_CTOR_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Tor {
+    fn start(name: &str, extra: &str) -> Tor {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("fors-ctor-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let torrc = format!(
+            "DataDirectory {data}\n\
+             TestingTorNetwork 1\n\
+             DirAuthority fakeauth orport=9 no-v2 v3ident=0000000000000000000000000000000000000001 127.0.0.1:9 0000 0000 0000 0000 0000 0000 0000 0000 0000 0001\n\
+             ProtocolWarnings 1\n\
+             SafeLogging 0\n\
+             Log notice file {dir}/notice.log\n\
+             Log debug file {dir}/debug.log\n\
+             {extra}",
+            data = dir.join("data").display(),
+            dir = dir.display(),
+        );
+        std::fs::write(dir.join("torrc"), torrc).unwrap();
+        std::fs::write(dir.join("defaults"), "").unwrap();
+        let child = Command::new(TOR)
+            .arg("-f")
+            .arg(dir.join("torrc"))
+            .arg("--defaults-torrc")
+            .arg(dir.join("defaults"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tor");
+        Tor { child, dir }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "tor exited early ({status}); notice log:\n{}",
+                self.log("notice.log")
+            );
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Drives `ch` over `sock` until `done` says so (or the deadline passes).
+fn drive(
+    ch: &mut Channel,
+    sock: &mut TcpStream,
+    sink: &mut Collect,
+    secs: u64,
+    mut done: impl FnMut(&Collect) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut rng = rand::thread_rng();
+    let mut buf = vec![0u8; 64 * 1024];
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    while !done(sink) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out; events {:?}",
+            sink.events
+        );
+        let out = ch.pending_output().to_vec();
+        if !out.is_empty() {
+            sock.write_all(&out).unwrap();
+            ch.consume_output(out.len());
+        }
+        if ch.is_closed() {
+            panic!("channel closed: {:?}", sink.events);
+        }
+        match sock.read(&mut buf) {
+            Ok(0) => {
+                ch.handle_eof(sink);
+                panic!("peer closed the TCP connection: {:?}", sink.events);
+            }
+            Ok(n) => {
+                if let Err(e) = ch.handle_input(&buf[..n], now(), &mut rng, sink) {
+                    panic!("channel error {e}; events {:?}", sink.events);
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    let out = ch.pending_output().to_vec();
+    if !out.is_empty() {
+        sock.write_all(&out).unwrap();
+        ch.consume_output(out.len());
+    }
+}
+
+/// A C tor relay on a free 127.0.0.1 port, with its identities read from its DataDirectory.
+struct CRelay {
+    tor: Tor,
+    port: u16,
+    rsa: RsaIdentity,
+    ed: Ed25519Identity,
+}
+
+fn start_c_relay() -> CRelay {
+    let port = free_port();
+    let mut tor = Tor::start(
+        "relay",
+        &format!(
+            "Nickname forsinterop\n\
+             ORPort 127.0.0.1:{port}\n\
+             Address 127.0.0.1\n\
+             AssumeReachable 1\n\
+             PublishServerDescriptor 0\n\
+             SocksPort 0\n\
+             ExitRelay 0\n"
+        ),
+    );
+    let data = tor.dir.join("data");
+    let (rsa, ed) = wait_for("tor's fingerprint files", 60, || {
+        tor.assert_running();
+        let fp = std::fs::read_to_string(data.join("fingerprint")).ok()?;
+        let fp_ed = std::fs::read_to_string(data.join("fingerprint-ed25519")).ok()?;
+        let rsa = RsaIdentity::from_hex(fp.split_whitespace().nth(1)?)?;
+        let ed = Ed25519Identity::from_base64(fp_ed.split_whitespace().nth(1)?)?;
+        Some((rsa, ed))
+    });
+    CRelay { tor, port, rsa, ed }
+}
+
+/// Our initiator's open channel to a C relay, with a CREATE_FAST circuit on it.
+struct FastCircuit {
+    ch: Channel,
+    sock: TcpStream,
+    sink: Collect,
+    circ: CircId,
+    keys: fors::crypto::keymat::Tor1KeyMaterial,
+}
+
+fn open_and_create_fast(relay: &mut CRelay, me: &TestIdentity) -> FastCircuit {
+    let port = relay.port;
+    let mut sock = wait_for("tor's ORPort", 60, || {
+        relay.tor.assert_running();
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    let ctx = me.context(ChannelConfig::default());
+    let mut rng = rand::thread_rng();
+    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let (rsa, ed) = (relay.rsa, relay.ed);
+    let mut ch = Channel::new_initiator(
+        ctx,
+        ExpectedPeer { rsa, ed: Some(ed) },
+        local,
+        now(),
+        &mut rng,
+    )
+    .unwrap();
+    let mut sink = Collect::default();
+    drive(&mut ch, &mut sock, &mut sink, 30, |s| s.opened().is_some());
+    let info = *sink.opened().unwrap();
+    assert_eq!(info.peer, PeerIdentity::Relay { rsa, ed });
+    assert_eq!(info.link_version, 5);
+    assert!(info.authenticated_to_peer);
+    assert_eq!(info.our_addr_according_to_peer, Some(local));
+
+    // CREATE_FAST on a circuit ID with the high bit set (we opened the connection).
+    let circ = ch
+        .circ_id_allocator()
+        .allocate(&mut rng, |_| false)
+        .unwrap();
+    assert!(circ.has_high_bit());
+    let (client, x) = CreateFastClient::start(&mut rng);
+    let mut body = [0u8; 509];
+    CreateFast { x: &x }.encode(&mut body);
+    ch.send_cell(circ, ChanCmd::CREATE_FAST, &body).unwrap();
+    drive(&mut ch, &mut sock, &mut sink, 30, |s| {
+        s.cells.iter().any(|c| c.0 == circ)
+    });
+    let (cid, cmd, reply) = sink.cells.iter().find(|c| c.0 == circ).unwrap().clone();
+    assert_eq!((cid, cmd), (circ, ChanCmd::CREATED_FAST), "{reply:?}");
+    let created = CreatedFast::parse(&reply).unwrap();
+    let mut yk = [0u8; 40];
+    yk[..20].copy_from_slice(created.y);
+    yk[20..].copy_from_slice(created.kh);
+    let keys = client.finish(&yk).expect("KH from C tor matches our KDF");
+    FastCircuit {
+        ch,
+        sock,
+        sink,
+        circ,
+        keys,
+    }
+}
+
+fn send_now(fc: &mut FastCircuit, cmd: ChanCmd, body: &[u8; 509]) {
+    fc.ch.send_cell(fc.circ, cmd, body).unwrap();
+    let out = fc.ch.pending_output().to_vec();
+    fc.sock.write_all(&out).unwrap();
+    fc.ch.consume_output(out.len());
+}
+
+#[test]
+fn fors_initiator_authenticates_to_c_tor_relay_and_creates_fast_circuit() {
+    if !tor_available() {
+        return;
+    }
+    let mut relay = start_c_relay();
+    let me = TestIdentity::generate();
+    let mut fc = open_and_create_fast(&mut relay, &me);
+    assert_ne!(fc.keys.kf, [0u8; 16]);
+
+    let mut body = [0u8; 509];
+    Destroy {
+        reason: DestroyReason::None,
+    }
+    .encode(&mut body);
+    send_now(&mut fc, ChanCmd::DESTROY, &body);
+
+    // C tor logged that our AUTHENTICATE was good and never complained about our cells.
+    // The "Looks good" line names the identity C tor now holds us to: ours.
+    let our_rsa = format!("RSA_ID={}", me.rsa_id().to_hex());
+    let tor = &mut relay.tor;
+    let log = wait_for("C tor's verdict in its log", 20, || {
+        let log = tor.log("debug.log");
+        let good = log.lines().any(|l| {
+            l.contains("AUTHENTICATE") && l.contains("Looks good") && l.contains(&our_rsa)
+        });
+        (good && log.contains("Got good NETINFO cell")).then_some(log)
+    });
+    for complaint in [
+        "Received a bad",
+        "Bogus/unrecognized create cell",
+        "unexpected circ_id",
+        "Invalid certificate chain",
+    ] {
+        assert!(!log.contains(complaint), "C tor complained: {complaint}");
+    }
+    // Give tor a moment to process DESTROY; it must not close on it.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = tor.log("debug.log");
+    assert!(!log.contains("Received a bad"));
+    tor.assert_running();
+    assert!(fc.sink.closed().is_none(), "{:?}", fc.sink.events);
+}
+
+type ResponderResult = Result<(Vec<ChannelEvent>, Vec<(CircId, ChanCmd, Vec<u8>)>), String>;
+
+/// Runs our responder on a 127.0.0.1 listener in a thread, for one connection, until a
+/// CREATE_FAST or CREATE2 arrives (or 90 s pass).
+fn spawn_responder(
+    ctx: std::sync::Arc<fors::proto::channel::LinkContext>,
+) -> (
+    u16,
+    std::sync::mpsc::Receiver<ResponderResult>,
+    std::thread::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let (mut sock, peer) = loop {
+            match listener.accept() {
+                Ok(x) => break x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if Instant::now() > deadline {
+                        let _ = tx.send(Err("no connection to our responder".to_string()));
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(format!("accept: {e}")));
+                    return;
+                }
+            }
+        };
+        sock.set_nonblocking(false).unwrap();
+        let mut ch = Channel::new_responder(ctx, peer.ip(), now()).unwrap();
+        let mut sink = Collect::default();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drive(&mut ch, &mut sock, &mut sink, 60, |s| {
+                s.cells
+                    .iter()
+                    .any(|c| matches!(c.1, ChanCmd::CREATE_FAST | ChanCmd::CREATE2))
+            });
+        }));
+        let _ = tx.send(match r {
+            Ok(()) => Ok((sink.events.clone(), sink.cells.clone())),
+            Err(_) => Err(format!("driving the channel failed: {:?}", sink.events)),
+        });
+    });
+    (port, rx, handle)
+}
+
+fn open_info(events: &[ChannelEvent]) -> fors::proto::channel::OpenInfo {
+    events
+        .iter()
+        .find_map(|e| match e {
+            ChannelEvent::Open(i) => Some(*i),
+            _ => None,
+        })
+        .expect("an Open event")
+}
+
+#[test]
+fn c_tor_client_uses_fors_responder_as_bridge() {
+    if !tor_available() {
+        return;
+    }
+    let me = TestIdentity::generate();
+    let (port, rx, server) = spawn_responder(me.context(ChannelConfig::default()));
+    let socks = free_port();
+    let tor = Tor::start(
+        "client",
+        &format!(
+            "SocksPort 127.0.0.1:{socks}\n\
+             UseBridges 1\n\
+             Bridge 127.0.0.1:{port} {}\n",
+            me.rsa_id().to_hex()
+        ),
+    );
+    let result = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("responder thread reported");
+    let _ = server.join();
+    let (events, cells) = match result {
+        Ok(x) => x,
+        Err(e) => panic!("{e}\ntor notice log:\n{}", tor.log("notice.log")),
+    };
+    let open = open_info(&events);
+    assert_eq!(open.peer, PeerIdentity::Client);
+    assert!(open.link_version >= 4);
+    let create = cells
+        .iter()
+        .find(|c| matches!(c.1, ChanCmd::CREATE_FAST | ChanCmd::CREATE2))
+        .unwrap();
+    // The client opened the TLS connection, so its circuit IDs have the high bit set.
+    assert!(create.0.has_high_bit(), "{:?}", create.0);
+    assert_ne!(create.0, CircId(0));
+    let log = tor.log("debug.log");
+    assert!(!log.contains("Received a bad"), "C tor client complained");
+}
+
+/// tor1 relay crypto for one forward cell from the client (tor-spec §"Relay cells"): set
+/// the running-digest bytes, then AES-128-CTR encrypt with Kf.
+fn seal_forward(
+    body: &mut [u8; 509],
+    digest: &mut sha1::Sha1,
+    cipher: &mut ctr::Ctr128BE<aes::Aes128>,
+) {
+    use cipher::StreamCipher;
+    use sha1::Digest;
+    body[5..9].fill(0);
+    digest.update(&body[..]);
+    let d = digest.clone().finalize();
+    body[5..9].copy_from_slice(&d[..4]);
+    cipher.apply_keystream(&mut body[..]);
+}
+
+/// The third direction: C tor as an *authenticating initiator*. We ask a C relay (over our
+/// CREATE_FAST circuit) to EXTEND2 to our responder; it connects, proves its identity with
+/// CERTS + AUTHENTICATE, and forwards our CREATE2.
+#[test]
+fn c_tor_relay_extends_to_fors_responder() {
+    if !tor_available() {
+        return;
+    }
+    use cipher::KeyIvInit;
+    use fors::cell::chan::{Create2, HandshakeType};
+    use fors::cell::relay::msg::{Extend2, LinkSpec};
+    use fors::cell::relay::{v0, RelayCmd};
+    use sha1::Digest;
+
+    let target = TestIdentity::generate();
+    let (port, rx, server) = spawn_responder(target.context(ChannelConfig::default()));
+    let mut relay = start_c_relay();
+    let me = TestIdentity::generate();
+    let mut fc = open_and_create_fast(&mut relay, &me);
+
+    let onionskin = [0x5Au8; 84];
+    let specs = [
+        LinkSpec::Ipv4(std::net::SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)),
+        LinkSpec::RsaId(target.rsa_id()),
+        LinkSpec::Ed25519Id(target.ed_id()),
+    ];
+    let create2 = Create2 {
+        htype: HandshakeType::NTOR,
+        hdata: &onionskin,
+    };
+    let mut data = [0u8; 498];
+    let n = Extend2::encode(&specs, &create2, &mut data).unwrap();
+    let mut body = [0u8; 509];
+    v0::encode(
+        &mut body,
+        RelayCmd::EXTEND2,
+        0,
+        &data[..n],
+        &mut rand::thread_rng(),
+    )
+    .unwrap();
+    let mut digest = sha1::Sha1::new();
+    digest.update(fc.keys.df);
+    let mut cipher = ctr::Ctr128BE::<aes::Aes128>::new(&fc.keys.kf.into(), &[0u8; 16].into());
+    seal_forward(&mut body, &mut digest, &mut cipher);
+    // EXTEND2 must travel in RELAY_EARLY.
+    send_now(&mut fc, ChanCmd::RELAY_EARLY, &body);
+
+    let result = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("responder thread reported");
+    let _ = server.join();
+    let (events, cells) = match result {
+        Ok(x) => x,
+        Err(e) => panic!("{e}\ntor notice log:\n{}", relay.tor.log("notice.log")),
+    };
+    let open = open_info(&events);
+    assert_eq!(
+        open.peer,
+        PeerIdentity::Relay {
+            rsa: relay.rsa,
+            ed: relay.ed
+        },
+        "the C relay authenticated to us"
+    );
+    let (cid, _, cbody) = cells
+        .iter()
+        .find(|c| c.1 == ChanCmd::CREATE2)
+        .expect("CREATE2 forwarded");
+    // The C relay opened this TLS connection: its circuit IDs have the high bit set.
+    assert!(cid.has_high_bit());
+    let got = Create2::parse(cbody).unwrap();
+    assert_eq!(
+        (got.htype, got.hdata),
+        (HandshakeType::NTOR, &onionskin[..])
+    );
+    let log = relay.tor.log("debug.log");
+    assert!(!log.contains("Received a bad"), "C tor complained");
+    relay.tor.assert_running();
+}

@@ -1,0 +1,550 @@
+//! A responder channel against a hand-driven TLS initiator that writes its own handshake
+//! cells: an independent recomputation of SLOG/CLOG/TLSSECRETS that the responder must
+//! accept, and every way of getting AUTHENTICATE or the early cells wrong, each closing the
+//! channel with a typed reason.
+
+mod channel_support;
+
+use channel_support::*;
+use fors::cell::chan::{
+    AuthMethod, Authenticate, CertEntry, CertType, Certs, Netinfo, NetinfoAddr,
+};
+use fors::cell::link::encode_versions_cell;
+use fors::cell::{CellError, ChanCmd, CircId, Framer};
+use fors::keys::rsa as tor_rsa;
+use fors::keys::Ed25519Keypair;
+use fors::proto::channel::auth::AuthFields;
+use fors::proto::channel::tls::AUTH0003_EXPORTER_LABEL;
+use fors::proto::channel::{
+    AuthError, CertsError, Channel, ChannelError, ChannelEvent, PeerIdentity,
+};
+use sha2::{Digest, Sha256};
+
+fn versions(list: &[u16]) -> Vec<u8> {
+    let mut w = vec![0u8; 5 + 2 * list.len()];
+    let n = encode_versions_cell(list, &mut w).unwrap();
+    w.truncate(n);
+    w
+}
+
+fn var_cell(cmd: ChanCmd, body: &[u8]) -> Vec<u8> {
+    let f = Framer::negotiated(5).unwrap();
+    let mut w = vec![0u8; 7 + body.len()];
+    let n = f.encode_var(CircId(0), cmd, body, &mut w).unwrap();
+    w.truncate(n);
+    w
+}
+
+fn fixed_cell(circ: u32, cmd: ChanCmd, body: &[u8; 509]) -> Vec<u8> {
+    let f = Framer::negotiated(5).unwrap();
+    let mut w = vec![0u8; 514];
+    f.encode_fixed(CircId(circ), cmd, body, &mut w).unwrap();
+    w
+}
+
+fn netinfo(time: u32) -> Vec<u8> {
+    let mut body = [0u8; 509];
+    Netinfo::encode(
+        time,
+        &NetinfoAddr::from(LOCAL),
+        &[NetinfoAddr::from(LOCAL)],
+        &mut body,
+    )
+    .unwrap();
+    fixed_cell(0, ChanCmd::NETINFO, &body)
+}
+
+fn unix_now() -> u32 {
+    now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32
+}
+
+/// What to get wrong.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Tamper {
+    Nothing,
+    SignWithOtherKey,
+    SlogWithoutAuthChallenge,
+    ClogWithoutCerts,
+    TlsSecretsWrongContext,
+    ScertOfOtherCert,
+    SwapCidSid,
+    DuplicateCert,
+    NetinfoTwoHoursAhead,
+    VpaddingFirst,
+}
+
+struct Run {
+    resp: Channel,
+    sink: Collect,
+    raw: RawInitiator,
+}
+
+/// Runs an authenticating initiator (relay A's keys) against a responder (relay B).
+fn authenticate(tamper: Tamper) -> Run {
+    let (a, b) = (relay_a(), relay_b());
+    let mut resp = Channel::new_responder(b.ctx.clone(), LOCAL, now()).unwrap();
+    let mut sink = Collect::default();
+    let mut raw = RawInitiator::new();
+    let mut sent_log = Vec::new();
+    if tamper == Tamper::VpaddingFirst {
+        // A VPADDING before VERSIONS is allowed, and is part of CLOG.
+        let mut vp = vec![0, 0, 128, 0, 3];
+        vp.extend_from_slice(&[1, 2, 3]);
+        raw.send(&vp);
+        sent_log.extend_from_slice(&vp);
+    }
+    let v = versions(&[3, 4, 5]);
+    raw.send(&v);
+    sent_log.extend_from_slice(&v);
+    raw.exchange(&mut resp, &mut sink);
+
+    // The responder's VERSIONS (2-byte circuit ID), CERTS, AUTH_CHALLENGE, NETINFO.
+    let mut recv_log = Vec::new();
+    let rv = raw.next_cell(&Framer::unnegotiated()).expect("VERSIONS");
+    assert_eq!(rv, versions(&[4, 5]));
+    recv_log.extend_from_slice(&rv);
+    let f = Framer::negotiated(5).unwrap();
+    let certs = raw.next_cell(&f).expect("CERTS");
+    assert_eq!(certs[4], ChanCmd::CERTS.0);
+    recv_log.extend_from_slice(&certs);
+    let ac = raw.next_cell(&f).expect("AUTH_CHALLENGE");
+    assert_eq!(ac[4], ChanCmd::AUTH_CHALLENGE.0);
+    assert_eq!(&ac[5..7], &[0, 36], "challenge + one method");
+    assert_eq!(&ac[39..43], &[0, 1, 0, 3], "method 3 only");
+    let recv_without_ac = recv_log.clone();
+    recv_log.extend_from_slice(&ac);
+    let ni = raw.next_cell(&f).expect("NETINFO");
+    assert_eq!((ni.len(), ni[4]), (514, ChanCmd::NETINFO.0));
+    let ni = Netinfo::parse(&ni[5..]).unwrap();
+    assert!(ni.timestamp.abs_diff(unix_now()) < 5);
+    assert_eq!(ni.other_addr, NetinfoAddr::from(LOCAL));
+
+    // Our CERTS (2, 4, 6, 7).
+    let lc = &a.ctx.link_certs();
+    let mut entries = vec![
+        CertEntry {
+            cert_type: CertType::RSA_ID_X509,
+            body: &lc.identity_cert_der,
+        },
+        CertEntry {
+            cert_type: CertType::IDENTITY_V_SIGNING,
+            body: lc.signing_cert.as_bytes(),
+        },
+        CertEntry {
+            cert_type: CertType::SIGNING_V_LINK_AUTH,
+            body: lc.link_auth_cert.as_bytes(),
+        },
+        CertEntry {
+            cert_type: CertType::RSA_ID_V_IDENTITY,
+            body: lc.rsa_crosscert.as_bytes(),
+        },
+    ];
+    if tamper == Tamper::DuplicateCert {
+        entries.push(entries[1]);
+    }
+    let mut body = vec![0u8; 8192];
+    let n = Certs::encode(&entries, &mut body).unwrap();
+    let certs_cell = var_cell(ChanCmd::CERTS, &body[..n]);
+    raw.send(&certs_cell);
+    let clog_without_certs: [u8; 32] = Sha256::digest(&sent_log).into();
+    sent_log.extend_from_slice(&certs_cell);
+
+    let sha = |b: &[u8]| -> [u8; 32] { Sha256::digest(b).into() };
+    let cid = tor_rsa::public_key_sha256(&a.id.rsa.to_public_key()).unwrap();
+    let sid = tor_rsa::public_key_sha256(&b.id.rsa.to_public_key()).unwrap();
+    let export = |ctx: &[u8]| {
+        raw.tls
+            .export_keying_material([0u8; 32], AUTH0003_EXPORTER_LABEL, Some(ctx))
+            .unwrap()
+    };
+    let mut fields = AuthFields {
+        cid,
+        sid,
+        cid_ed: a.id.ed_id().0,
+        sid_ed: b.id.ed_id().0,
+        slog: sha(&recv_log),
+        clog: sha(&sent_log),
+        scert: sha(&raw.peer_cert_der()),
+        tlssecrets: export(&cid),
+    };
+    let mut key = &lc.link_auth_key;
+    let other = Ed25519Keypair::generate(&mut rand::thread_rng());
+    match tamper {
+        Tamper::SignWithOtherKey => key = &other,
+        Tamper::SlogWithoutAuthChallenge => fields.slog = sha(&recv_without_ac),
+        Tamper::ClogWithoutCerts => fields.clog = clog_without_certs,
+        Tamper::TlsSecretsWrongContext => fields.tlssecrets = export(&sid),
+        Tamper::ScertOfOtherCert => {
+            fields.scert = b.ctx.link_certs().tls_cert_sha256().map(|x| x ^ 1)
+        }
+        Tamper::SwapCidSid => std::mem::swap(&mut fields.cid, &mut fields.sid),
+        _ => {}
+    }
+    let auth = fields.sign(&[7; 24], key);
+    let mut ab = [0u8; 400];
+    let n = Authenticate {
+        auth_type: AuthMethod::ED25519_SHA256_RFC5705,
+        auth: &auth,
+    }
+    .encode(&mut ab)
+    .unwrap();
+    raw.send(&var_cell(ChanCmd::AUTHENTICATE, &ab[..n]));
+    let t = if tamper == Tamper::NetinfoTwoHoursAhead {
+        unix_now() + 7200
+    } else {
+        unix_now()
+    };
+    raw.send(&netinfo(t));
+    raw.exchange(&mut resp, &mut sink);
+    Run { resp, sink, raw }
+}
+
+#[test]
+fn independent_authenticate_is_accepted() {
+    let r = authenticate(Tamper::Nothing);
+    let a = relay_a();
+    assert!(r.resp.is_open(), "{:?}", r.sink.events);
+    assert_eq!(
+        r.sink.opened().unwrap().peer,
+        PeerIdentity::Relay {
+            rsa: a.id.rsa_id(),
+            ed: a.id.ed_id()
+        }
+    );
+}
+
+#[test]
+fn vpadding_before_versions_is_logged_and_accepted() {
+    let r = authenticate(Tamper::VpaddingFirst);
+    assert!(r.resp.is_open(), "{:?}", r.sink.events);
+}
+
+fn expect_close(tamper: Tamper, want: ChannelError) {
+    let r = authenticate(tamper);
+    assert!(r.resp.is_closed(), "{tamper:?}: {:?}", r.sink.events);
+    assert_eq!(r.sink.closed(), Some(&want), "{tamper:?}");
+    assert!(r.sink.opened().is_none());
+    // The close is announced to the peer with a TLS alert.
+    let _ = r.raw;
+}
+
+#[test]
+fn bad_signature_closes() {
+    expect_close(
+        Tamper::SignWithOtherKey,
+        ChannelError::Auth(AuthError::BadSignature),
+    );
+}
+
+#[test]
+fn wrong_slog_closes() {
+    expect_close(
+        Tamper::SlogWithoutAuthChallenge,
+        ChannelError::Auth(AuthError::FieldMismatch("SLOG")),
+    );
+}
+
+#[test]
+fn wrong_clog_closes() {
+    expect_close(
+        Tamper::ClogWithoutCerts,
+        ChannelError::Auth(AuthError::FieldMismatch("CLOG")),
+    );
+}
+
+#[test]
+fn wrong_tlssecrets_closes() {
+    expect_close(
+        Tamper::TlsSecretsWrongContext,
+        ChannelError::Auth(AuthError::FieldMismatch("TLSSECRETS")),
+    );
+}
+
+#[test]
+fn wrong_scert_closes() {
+    expect_close(
+        Tamper::ScertOfOtherCert,
+        ChannelError::Auth(AuthError::FieldMismatch("SCERT")),
+    );
+}
+
+#[test]
+fn swapped_ids_close() {
+    expect_close(
+        Tamper::SwapCidSid,
+        ChannelError::Auth(AuthError::FieldMismatch("CID")),
+    );
+}
+
+#[test]
+fn duplicate_certs_close() {
+    expect_close(
+        Tamper::DuplicateCert,
+        ChannelError::Certs(CertsError::Duplicate(CertType::IDENTITY_V_SIGNING)),
+    );
+}
+
+#[test]
+fn clock_skew_is_reported_not_fatal() {
+    let r = authenticate(Tamper::NetinfoTwoHoursAhead);
+    assert!(r.resp.is_open());
+    let skew = r.sink.events.iter().find_map(|e| match e {
+        ChannelEvent::ClockSkew { skew_secs } => Some(*skew_secs),
+        _ => None,
+    });
+    let s = skew.expect("skew event");
+    assert!((-7205..=-7195).contains(&s), "{s}");
+}
+
+/// Sends `plain` from a fresh raw initiator and returns the responder's close reason.
+fn early(plain: &[&[u8]]) -> (Channel, Collect) {
+    let mut resp = Channel::new_responder(relay_b().ctx.clone(), LOCAL, now()).unwrap();
+    let mut sink = Collect::default();
+    let mut raw = RawInitiator::new();
+    for p in plain {
+        raw.send(p);
+        raw.exchange(&mut resp, &mut sink);
+    }
+    (resp, sink)
+}
+
+#[test]
+fn client_without_certs_is_accepted_as_client() {
+    let (resp, sink) = early(&[&versions(&[4, 5]), &netinfo(0)]);
+    assert!(resp.is_open(), "{:?}", sink.events);
+    let info = sink.opened().unwrap();
+    assert_eq!(info.peer, PeerIdentity::Client);
+    assert_eq!(info.link_version, 5);
+    // A client's bad clock is not our business (C warns only about relays).
+    assert_eq!(sink.events.len(), 1);
+    assert_eq!(resp.peer(), Some(PeerIdentity::Client));
+}
+
+#[test]
+fn odd_versions_length_closes() {
+    let mut v = versions(&[4, 5]);
+    v[4] = 3; // length 3: one and a half versions
+    v.pop();
+    let (resp, sink) = early(&[&v]);
+    assert!(resp.is_closed());
+    assert_eq!(
+        sink.closed(),
+        Some(&ChannelError::Cell(CellError::BadLength {
+            what: "VERSIONS body",
+            len: 3
+        }))
+    );
+}
+
+#[test]
+fn no_common_version_closes() {
+    let (resp, sink) = early(&[&versions(&[1, 2, 3, 6])]);
+    assert!(resp.is_closed());
+    assert_eq!(sink.closed(), Some(&ChannelError::NoCommonVersion));
+}
+
+#[test]
+fn first_cell_must_be_versions_vpadding_or_authorize() {
+    let (resp, sink) = early(&[&[0, 0, ChanCmd::CERTS.0, 0, 0]]);
+    assert!(resp.is_closed());
+    assert_eq!(
+        sink.closed(),
+        Some(&ChannelError::UnexpectedCell {
+            cmd: ChanCmd::CERTS,
+            when: "before VERSIONS"
+        })
+    );
+    // A fixed cell (2-byte circuit ID form before negotiation) that is not NETINFO.
+    let mut fixed = vec![0u8; 512];
+    fixed[2] = ChanCmd::CREATE_FAST.0;
+    let (resp, sink) = early(&[&fixed]);
+    assert!(resp.is_closed());
+    assert!(matches!(
+        sink.closed(),
+        Some(ChannelError::UnexpectedCell {
+            cmd: ChanCmd::CREATE_FAST,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn padding_during_handshake_closes_like_c() {
+    let (resp, sink) = early(&[&versions(&[5]), &fixed_cell(0, ChanCmd::PADDING, &[0; 509])]);
+    assert!(resp.is_closed());
+    assert_eq!(
+        sink.closed(),
+        Some(&ChannelError::UnexpectedCell {
+            cmd: ChanCmd::PADDING,
+            when: "during the handshake"
+        })
+    );
+}
+
+#[test]
+fn authenticate_without_certs_closes() {
+    let (resp, sink) = early(&[
+        &versions(&[4]),
+        &var_cell(ChanCmd::AUTHENTICATE, &[0, 3, 0, 0]),
+    ]);
+    assert!(resp.is_closed());
+    assert_eq!(sink.closed(), Some(&ChannelError::Auth(AuthError::NoCerts)));
+}
+
+#[test]
+fn auth_challenge_to_responder_closes() {
+    let (resp, sink) = early(&[
+        &versions(&[4]),
+        &var_cell(ChanCmd::AUTH_CHALLENGE, &[0; 36]),
+    ]);
+    assert!(resp.is_closed());
+    assert!(matches!(
+        sink.closed(),
+        Some(ChannelError::UnexpectedCell {
+            cmd: ChanCmd::AUTH_CHALLENGE,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn garbage_certs_cell_closes() {
+    let (resp, sink) = early(&[&versions(&[4]), &var_cell(ChanCmd::CERTS, &[3, 4, 0])]);
+    assert!(resp.is_closed());
+    assert!(matches!(
+        sink.closed(),
+        Some(ChannelError::Cell(CellError::Truncated { .. }))
+    ));
+}
+
+#[test]
+fn netinfo_with_unknown_other_address_closes() {
+    let mut body = [0u8; 509];
+    body[..9].copy_from_slice(&[0, 0, 0, 0, 9, 2, 1, 1, 0]);
+    let (resp, sink) = early(&[&versions(&[4]), &fixed_cell(0, ChanCmd::NETINFO, &body)]);
+    assert!(resp.is_closed());
+    assert_eq!(sink.closed(), Some(&ChannelError::BadNetinfoAddress));
+}
+
+/// A client channel that is open, for the after-handshake cases.
+fn open_client() -> (Channel, Collect, RawInitiator) {
+    let mut resp = Channel::new_responder(relay_b().ctx.clone(), LOCAL, now()).unwrap();
+    let mut sink = Collect::default();
+    let mut raw = RawInitiator::new();
+    raw.send(&versions(&[4, 5]));
+    raw.send(&netinfo(unix_now()));
+    raw.exchange(&mut resp, &mut sink);
+    assert!(resp.is_open());
+    (resp, sink, raw)
+}
+
+#[test]
+fn after_open_ignored_and_fatal_cells() {
+    let (mut resp, mut sink, mut raw) = open_client();
+    raw.send(&var_cell(ChanCmd::VPADDING, &[0; 100]));
+    raw.send(&var_cell(ChanCmd::AUTHORIZE, &[0; 10]));
+    raw.send(&var_cell(ChanCmd(200), &[0; 10]));
+    raw.send(&var_cell(ChanCmd::VERSIONS, &[0, 4]));
+    raw.send(&netinfo(0));
+    raw.send(&fixed_cell(9, ChanCmd::PADDING, &[0; 509]));
+    raw.send(&fixed_cell(9, ChanCmd(42), &[0; 509]));
+    raw.send(&fixed_cell(0x8000_0009, ChanCmd::CREATE_FAST, &[3; 509]));
+    raw.exchange(&mut resp, &mut sink);
+    assert!(resp.is_open(), "{:?}", sink.events);
+    assert_eq!(resp.stats().cells_ignored, 7);
+    assert_eq!(sink.cells.len(), 1);
+    assert_eq!(sink.cells[0].1, ChanCmd::CREATE_FAST);
+
+    raw.send(&var_cell(ChanCmd::CERTS, &[0]));
+    raw.exchange(&mut resp, &mut sink);
+    assert!(resp.is_closed());
+    assert_eq!(
+        sink.closed(),
+        Some(&ChannelError::UnexpectedCell {
+            cmd: ChanCmd::CERTS,
+            when: "after the handshake"
+        })
+    );
+}
+
+#[test]
+fn garbage_after_tls_closes() {
+    let (mut resp, mut sink, _raw) = open_client();
+    // Not a TLS record: content type 0x42.
+    let r = resp.handle_input(&[0x42; 64], now(), &mut rand::thread_rng(), &mut sink);
+    assert!(matches!(r, Err(ChannelError::Tls(_))), "{r:?}");
+    assert!(resp.is_closed());
+    assert!(matches!(sink.closed(), Some(ChannelError::Tls(_))));
+    // Further input is refused, not processed.
+    assert_eq!(
+        resp.handle_input(&[0; 5], now(), &mut rand::thread_rng(), &mut sink),
+        Err(ChannelError::NotOpen)
+    );
+    // The TLS alert is waiting to be sent.
+    assert!(!resp.pending_output().is_empty());
+}
+
+#[test]
+fn truncated_cell_then_close_notify() {
+    let (mut resp, mut sink, mut raw) = open_client();
+    let cell = fixed_cell(0x8000_0001, ChanCmd::RELAY, &[5; 509]);
+    raw.send(&cell[..300]);
+    raw.exchange(&mut resp, &mut sink);
+    assert!(resp.is_open());
+    raw.tls.send_close_notify();
+    raw.exchange(&mut resp, &mut sink);
+    assert!(resp.is_closed());
+    assert_eq!(sink.closed(), Some(&ChannelError::TruncatedCell(300)));
+    assert!(sink.cells.is_empty());
+}
+
+#[test]
+fn truncated_cell_then_tcp_eof() {
+    let (mut resp, mut sink, mut raw) = open_client();
+    let cell = fixed_cell(0x8000_0001, ChanCmd::RELAY, &[5; 509]);
+    raw.send(&cell[..513]);
+    raw.exchange(&mut resp, &mut sink);
+    assert_eq!(resp.handle_eof(&mut sink), ChannelError::TruncatedCell(513));
+    assert!(resp.is_closed());
+    assert_eq!(sink.closed(), Some(&ChannelError::TruncatedCell(513)));
+}
+
+#[test]
+fn oversized_variable_cell_closes() {
+    let (mut resp, mut sink, mut raw) = open_client();
+    raw.send(&[0, 0, 0, 0, ChanCmd::VPADDING.0, 0xFF, 0xFF]);
+    raw.exchange(&mut resp, &mut sink);
+    assert!(resp.is_closed());
+    assert!(matches!(
+        sink.closed(),
+        Some(ChannelError::Cell(CellError::TooLong { .. }))
+    ));
+}
+
+#[test]
+fn responder_output_is_bounded() {
+    let (mut resp, _sink, _raw) = open_client();
+    let mut n = 0;
+    while resp.send_cell(CircId(1), ChanCmd::RELAY, &[0; 509]).is_ok() {
+        n += 1;
+        assert!(n <= 512, "bound not enforced");
+    }
+    assert_eq!(n, 512);
+    assert!(!resp.wants_read());
+    assert_eq!(
+        resp.send_cell(CircId(1), ChanCmd::RELAY, &[0; 509]),
+        Err(ChannelError::OutputFull)
+    );
+    // Encrypted but not yet taken by the socket still counts.
+    let pending = resp.pending_output().len();
+    assert!(pending > 512 * 514);
+    assert!(resp
+        .send_cell(CircId(1), ChanCmd::RELAY, &[0; 509])
+        .is_err());
+    resp.consume_output(pending);
+    assert!(resp.wants_read());
+    assert_eq!(resp.queue().free_cells(), 512);
+}
