@@ -5,12 +5,12 @@
 
 mod daemon_common;
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_common::{free_port, http_get, metric, Fors, TempDir};
+use daemon_common::{free_port, http_get, metric, open_channel_and_create, Fors, TempDir};
+use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use fors::metrics::SHARD_METRIC_NAMES;
 
 const START: Duration = Duration::from_secs(60);
@@ -90,15 +90,19 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
     let pid = std::fs::read_to_string(tmp.path().join("fors.pid")).unwrap();
     assert_eq!(pid.trim(), f.child.id().to_string());
 
-    // The ORPort takes TCP connections; this build closes them cleanly (EOF, no bytes).
+    // The ORPort speaks the link protocol: a channel opens with the relay's identities, and
+    // a CREATE_FAST is refused with DESTROY (no circuit layer yet). A bare TCP connection
+    // that sends nothing is also taken (and times out in the handshake later).
     let or_addr = SocketAddr::from(([127, 0, 0, 1], or_port));
-    for _ in 0..4 {
-        let mut s = TcpStream::connect_timeout(&or_addr, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut buf = Vec::new();
-        let n = s.read_to_end(&mut buf).expect("clean close, not a reset");
-        assert_eq!(n, 0);
+    let rsa = RsaIdentity::from_hex(fp_file.split_whitespace().nth(1).unwrap()).unwrap();
+    let ed_line = std::fs::read_to_string(data.join("fingerprint-ed25519")).unwrap();
+    let ed = Ed25519Identity::from_base64(ed_line.split_whitespace().nth(1).unwrap()).unwrap();
+    let client_dir = tmp.path().join("client");
+    for _ in 0..3 {
+        let reason = open_channel_and_create(or_addr, rsa, ed, &client_dir);
+        assert_eq!(reason, 2, "DESTROY reason INTERNAL");
     }
+    let _idle = TcpStream::connect_timeout(&or_addr, Duration::from_secs(5)).unwrap();
 
     // /metrics: every shard counter for both shards; counters catch up within a few ticks.
     let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
@@ -109,7 +113,10 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
         let accepted: u64 = (0..2)
             .map(|s| metric(&r, &format!("fors_shard_accepted{{shard=\"{s}\"}}")).unwrap())
             .sum();
-        if accepted >= 4 || Instant::now() > end {
+        let open: u64 = (0..2)
+            .map(|s| metric(&r, &format!("fors_relay_channels_open{{shard=\"{s}\"}}")).unwrap())
+            .sum();
+        if (accepted >= 4 && open == 0) || Instant::now() > end {
             break r;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -126,7 +133,10 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
             .sum()
     };
     assert_eq!(sum("fors_shard_accepted"), 4);
-    assert_eq!(sum("fors_relay_connections_closed_unserved_total"), 4);
+    assert_eq!(sum("fors_relay_connections_seen_total"), 4);
+    assert_eq!(sum("fors_relay_creates_refused_total"), 3);
+    assert_eq!(sum("fors_relay_channels_open"), 0);
+    assert_eq!(sum("fors_relay_connections_closed_unserved_total"), 0);
     assert_eq!(metric(&text, "fors_relay_shards"), Some(2));
     assert!(http_get(m_addr, "/other").starts_with("HTTP/1.0 404"));
 

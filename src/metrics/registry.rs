@@ -117,7 +117,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 5] = [
+        let handler: [(&str, MetricKind, &str, Pick); 7] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -127,8 +127,20 @@ impl MetricsRegistry {
             (
                 "fors_relay_connections_closed_unserved_total",
                 MetricKind::Counter,
-                "Connections closed unserved because this build has no link protocol yet.",
+                "Connections closed at once because no channel could be started for them.",
                 |s| &s.handler.connections_closed_unserved,
+            ),
+            (
+                "fors_relay_creates_refused_total",
+                MetricKind::Counter,
+                "CREATE cells refused with DESTROY (no circuit layer in this build).",
+                |s| &s.handler.creates_refused,
+            ),
+            (
+                "fors_relay_circuit_cells_dropped_total",
+                MetricKind::Counter,
+                "Circuit cells dropped because no circuit exists.",
+                |s| &s.handler.cells_dropped,
             ),
             (
                 "fors_relay_channels_open",

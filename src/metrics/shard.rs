@@ -90,8 +90,12 @@ pub fn shard_metric_index(name: &str) -> Option<usize> {
 pub struct HandlerCounters {
     /// Connections the handler was given.
     pub connections_seen: AtomicU64,
-    /// Connections closed without being served because this build has no link protocol yet.
+    /// Connections closed at once because no channel could be started for them.
     pub connections_closed_unserved: AtomicU64,
+    /// CREATE/CREATE2/CREATE_FAST refused with DESTROY (no circuit layer in this build).
+    pub creates_refused: AtomicU64,
+    /// Other circuit cells dropped (no circuit exists).
+    pub cells_dropped: AtomicU64,
     /// Open channels (TLS links past the handshake).
     pub channels_open: AtomicU64,
     /// Open circuits.

@@ -14,6 +14,7 @@
 //!   `fors-dir` worker thread, so this loop never blocks on an authority.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::config::Config;
 use crate::crypto::handshake::keymap::{NtorKeyMap, NtorKeyPair};
 use crate::exit::policy::ExitPolicy;
 use crate::keys::link::LinkCertError;
+use crate::proto::channel::{ChannelConfig, LinkContext, LinkContextError};
 use crate::keys::RelayKeys;
 use crate::metrics::MetricsRegistry;
 
@@ -61,6 +63,8 @@ pub struct ControlPlane {
     directory: Directory,
     /// The advertised ORPort (the bound port when the torrc says `auto`).
     or_port: u16,
+    /// Per-channel bounds for new link contexts.
+    channel_config: ChannelConfig,
     next_key_check: Instant,
     next_bandwidth_sample: Instant,
 }
@@ -78,18 +82,43 @@ pub fn ntor_key_map(keys: &RelayKeys) -> NtorKeyMap {
 }
 
 /// The snapshot before any consensus is known.
+/// Why the link-handshake context could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkSetupError {
+    #[error("minting link certificates: {0}")]
+    Certs(#[from] LinkCertError),
+    #[error("link context: {0}")]
+    Context(#[from] LinkContextError),
+}
+
+/// Mints link certificates and builds the channels' shared context; NETINFO advertises
+/// `my_addrs` (our published addresses).
+pub fn link_context(
+    keys: &RelayKeys,
+    my_addrs: &[IpAddr],
+    channel: ChannelConfig,
+    now: SystemTime,
+) -> Result<LinkContext, LinkSetupError> {
+    Ok(LinkContext::new(
+        keys.mint_link_certs(now)?,
+        my_addrs,
+        channel,
+    )?)
+}
+
+/// The snapshot before any consensus is known.
 pub fn initial_snapshot(
     keys: &RelayKeys,
     exit_policy: &ExitPolicy,
-    now: SystemTime,
-) -> Result<NetworkSnapshot, LinkCertError> {
-    Ok(NetworkSnapshot {
+    link: LinkContext,
+) -> NetworkSnapshot {
+    NetworkSnapshot {
         consensus_params: BTreeMap::new(),
         known_relays: Arc::new(BTreeMap::new()),
         ntor_keys: Arc::new(ntor_key_map(keys)),
         exit_policy: Arc::new(exit_policy.clone()),
-        link_certs: Arc::new(keys.mint_link_certs(now)?),
-    })
+        link: Arc::new(link),
+    }
 }
 
 impl ControlPlane {
@@ -102,6 +131,7 @@ impl ControlPlane {
         metrics: Arc<MetricsRegistry>,
         directory: Directory,
         or_port: u16,
+        channel_config: ChannelConfig,
         now: Instant,
     ) -> ControlPlane {
         ControlPlane {
@@ -113,6 +143,7 @@ impl ControlPlane {
             bandwidth: BandwidthHistory::new(),
             directory,
             or_port,
+            channel_config,
             next_key_check: now + KEY_CHECK_INTERVAL,
             next_bandwidth_sample: now,
         }
@@ -230,17 +261,20 @@ impl ControlPlane {
         });
     }
 
-    /// Re-mints the link certificates when they near expiry or `force` (new signing key).
+    /// Re-mints the link certificates when they near expiry or `force` (new signing key),
+    /// and hands the shards a new link context.
     fn renew_link_certs(&self, wall: SystemTime, force: bool) {
         let old = self.network.load();
-        if !force && !old.link_certs.needs_renewal(wall, &self.keys.params().link) {
+        let certs = old.link.link_certs();
+        if !force && !certs.needs_renewal(wall, &self.keys.params().link) {
             return;
         }
-        match self.keys.mint_link_certs(wall) {
-            Ok(certs) => {
+        let addrs = super::setup::advertised_addrs(&self.config);
+        match link_context(&self.keys, &addrs, self.channel_config, wall) {
+            Ok(link) => {
                 log_info!("Minted new link certificates.");
                 self.network.publish(NetworkSnapshot {
-                    link_certs: Arc::new(certs),
+                    link: Arc::new(link),
                     ..(*old).clone()
                 });
             }
@@ -249,7 +283,7 @@ impl ControlPlane {
                     .relay
                     .key_maintenance_failures
                     .fetch_add(1, Ordering::Relaxed);
-                log_warn!("Could not mint new link certificates: {e}");
+                log_warn!("Could not renew the link certificates: {e}");
             }
         }
     }
@@ -371,10 +405,14 @@ mod tests {
         .0;
         let cfg_copy = cfg.clone();
         let cell =
-            SnapshotCell::new(initial_snapshot(&keys, &ExitPolicy::reject_all(), t0).unwrap());
+            SnapshotCell::new(initial_snapshot(
+            &keys,
+            &ExitPolicy::reject_all(),
+            link_context(&keys, &[], ChannelConfig::default(), t0).unwrap(),
+        ));
         let mut reader = SnapshotReader::new(cell.clone());
         let first_key = *reader.get().ntor_keys.current().public().as_bytes();
-        let first_link = reader.get().link_certs.tls_cert_sha256();
+        let first_link = reader.get().link.link_certs().tls_cert_sha256();
         assert_eq!(&first_key, keys.ntor_key().public.as_bytes());
         let metrics = Arc::new(MetricsRegistry::new(2, Instant::now()));
         let now = Instant::now();
@@ -386,6 +424,7 @@ mod tests {
             metrics.clone(),
             Directory::new(None, &cfg_copy, now),
             9001,
+            ChannelConfig::default(),
             now,
         );
         let sleep = cp.run_due(now, t0);
@@ -416,7 +455,7 @@ mod tests {
         assert!(reader.refresh(), "shards were not given the new ntor key");
         let new_key = *reader.get().ntor_keys.current().public().as_bytes();
         // Link certs (2-day lifetime) were re-minted too.
-        assert_ne!(reader.get().link_certs.tls_cert_sha256(), first_link);
+        assert_ne!(reader.get().link.link_certs().tls_cert_sha256(), first_link);
         assert_ne!(new_key, first_key);
         assert_eq!(
             reader

@@ -48,8 +48,8 @@ pub enum RelayError {
     PidFile(#[from] PidFileError),
     #[error("keys: {0}")]
     Keys(#[from] KeyError),
-    #[error("link certificates: {0}")]
-    LinkCerts(#[from] crate::keys::link::LinkCertError),
+    #[error("{0}")]
+    Link(#[from] control::LinkSetupError),
     #[error("{0}")]
     Profile(#[from] HardwareProfileError),
     #[error("{0}")]
@@ -226,6 +226,7 @@ impl Relay {
             );
         }
         let rc = shardcfg::runtime_config(profile, shards, addr, fd_limit);
+        let channel_config = shardcfg::channel_config(profile);
         let wanted = profile.max_channels_per_shard + profile.max_streams_per_shard;
         if let (Some(limit), true) = (fd_limit, rc.shard.max_connections < wanted) {
             log_notice!(
@@ -237,17 +238,23 @@ impl Relay {
         let network = SnapshotCell::new(control::initial_snapshot(
             &keys,
             &exit_policy,
-            SystemTime::now(),
-        )?);
+            control::link_context(
+                &keys,
+                &setup::advertised_addrs(config),
+                channel_config,
+                SystemTime::now(),
+            )?,
+        ));
         self.metrics = Arc::new(MetricsRegistry::new(shards as usize, started));
         let registry = self.metrics.clone();
         let cell: Arc<SnapshotCell<NetworkSnapshot>> = network.clone();
+        let max_connections = rc.shard.max_connections as usize;
         let runtime = Runtime::start(rc.clone(), move |id| {
             let stats = registry
                 .shard(id.0)
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Default::default()));
-            RelayHandler::new(id, stats, cell.clone())
+            RelayHandler::new(id, stats, cell.clone(), max_connections)
         })
         .map_err(|source| RelayError::Shards { addr, source })?;
         let bound = runtime.local_addr().unwrap_or(addr);
@@ -271,8 +278,8 @@ impl Relay {
             rc.shard.send_buf_size
         );
         log_notice!(
-            "The Tor link protocol (TLS handshake, circuits) is not wired into this build yet: \
-             ORPort connections are accepted, counted and closed."
+            "The circuit layer is not wired into this build yet: channels (TLS and the link \
+             handshake) work, but circuits are refused (DESTROY) and circuit cells dropped."
         );
         self.runtime = Some(runtime);
 
@@ -329,6 +336,7 @@ impl Relay {
             self.metrics.clone(),
             directory,
             bound.port(),
+            channel_config,
             Instant::now(),
         );
         plane.announce();

@@ -95,6 +95,27 @@ pub fn or_listen_addrs(config: &Config) -> Vec<(SocketAddr, Location)> {
         .collect()
 }
 
+/// The addresses we publish (and advertise in NETINFO): `Address` lines that are IP
+/// addresses, else the ORPorts' specific addresses.
+pub fn advertised_addrs(config: &Config) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = config
+        .addresses
+        .iter()
+        .filter_map(|a| match a {
+            AddressConfig::Ip(ip) => Some(*ip),
+            AddressConfig::Hostname(_) => None,
+        })
+        .collect();
+    for p in config.or_ports.iter().filter(|p| !p.no_advertise) {
+        if let Some(ip) = p.address.filter(|ip| !ip.is_unspecified()) {
+            if !out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
+                out.push(ip);
+            }
+        }
+    }
+    out
+}
+
 /// Address of a `MetricsPort`: C's default address is 127.0.0.1.
 pub fn metrics_listen_addr(p: &crate::config::ListenPort) -> SocketAddr {
     let ip = p.address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));

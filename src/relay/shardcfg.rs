@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 use crate::cell::link::CELL_LEN;
 use crate::config::HardwareProfile;
+use crate::proto::channel::ChannelConfig;
 use crate::shard::{RuntimeConfig, ShardConfig};
 
 /// Descriptors kept back from the connection tables for everything else the process opens
@@ -58,6 +59,14 @@ pub fn shard_config_from_profile(
         connect_timeout_ms: base.connect_timeout_ms,
         listen_backlog: base.listen_backlog,
         shutdown_grace_ms: base.shutdown_grace_ms,
+    }
+}
+
+/// Per-channel bounds: a channel's output queue holds `channel_outbuf_cells` cells.
+pub fn channel_config(profile: &HardwareProfile) -> ChannelConfig {
+    ChannelConfig {
+        max_output_cells: profile.channel_outbuf_cells as usize,
+        ..ChannelConfig::default()
     }
 }
 

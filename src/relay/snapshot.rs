@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use crate::crypto::handshake::keymap::NtorKeyMap;
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::exit::policy::ExitPolicy;
-use crate::keys::LinkCerts;
+use crate::proto::channel::LinkContext;
 
 /// The publishing side, shared by the control plane and every [`SnapshotReader`].
 pub struct SnapshotCell<T> {
@@ -104,9 +104,10 @@ pub struct NetworkSnapshot {
     pub ntor_keys: Arc<NtorKeyMap>,
     /// Our exit policy, checked on every BEGIN (replaced on SIGHUP).
     pub exit_policy: Arc<ExitPolicy>,
-    /// TLS link key and CERTS-cell certificates for the link handshake; re-minted before they
-    /// expire and when the signing key is renewed.
-    pub link_certs: Arc<LinkCerts>,
+    /// TLS configuration and CERTS-cell certificates for the link handshake, shared by every
+    /// channel; rebuilt from fresh link certificates before they expire and when the signing
+    /// key is renewed. A channel keeps the context it started with.
+    pub link: Arc<LinkContext>,
 }
 
 impl NetworkSnapshot {

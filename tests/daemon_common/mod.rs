@@ -8,7 +8,15 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fors::cell::{ChanCmd, CircId};
+use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
+use fors::keys::{KeyParams, RelayKeys};
+use fors::proto::channel::{
+    CellQueue, Channel, ChannelConfig, ChannelEvent, ChannelSink, ExpectedPeer, LinkContext,
+};
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -167,4 +175,93 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
 pub fn metric(text: &str, series: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+struct Sink {
+    events: Vec<ChannelEvent>,
+    cells: Vec<(ChanCmd, u8)>,
+}
+
+impl ChannelSink for Sink {
+    fn cell(&mut self, _c: CircId, cmd: ChanCmd, body: &mut [u8; 509], _out: &mut CellQueue) {
+        self.cells.push((cmd, body[0]));
+    }
+    fn event(&mut self, e: ChannelEvent) {
+        self.events.push(e);
+    }
+}
+
+/// Opens a Tor channel to the relay at `addr` (as an authenticating relay, keys in
+/// `client_dir`), checks it proves `rsa`/`ed`, sends CREATE_FAST and returns the reason byte
+/// of the DESTROY that comes back.
+pub fn open_channel_and_create(
+    addr: SocketAddr,
+    rsa: RsaIdentity,
+    ed: Ed25519Identity,
+    client_dir: &Path,
+) -> u8 {
+    let now = SystemTime::now();
+    let keys = RelayKeys::load_or_create(client_dir, now, KeyParams::default()).unwrap();
+    let ctx = Arc::new(
+        LinkContext::new(
+            keys.mint_link_certs(now).unwrap(),
+            &[addr.ip()],
+            ChannelConfig::default(),
+        )
+        .unwrap(),
+    );
+    let mut rng = rand::thread_rng();
+    let mut ch = Channel::new_initiator(
+        ctx,
+        ExpectedPeer { rsa, ed: Some(ed) },
+        addr.ip(),
+        now,
+        &mut rng,
+    )
+    .unwrap();
+    let mut sink = Sink {
+        events: Vec::new(),
+        cells: Vec::new(),
+    };
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut sent_create = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        assert!(Instant::now() < end, "channel timed out: {:?}", sink.events);
+        let mut out = Vec::new();
+        ch.write_output(&mut out);
+        s.write_all(&out).unwrap();
+        if ch.is_open() && !sent_create {
+            let mut body = [0u8; 509];
+            body[..20].copy_from_slice(&[7u8; 20]);
+            ch.send_cell(CircId(0x8000_0001), ChanCmd::CREATE_FAST, &body)
+                .unwrap();
+            sent_create = true;
+            continue;
+        }
+        if let Some((_, reason)) = sink.cells.iter().find(|(c, _)| *c == ChanCmd::DESTROY) {
+            return *reason;
+        }
+        if let Some(ChannelEvent::Closed(e)) = sink
+            .events
+            .iter()
+            .find(|e| matches!(e, ChannelEvent::Closed(_)))
+        {
+            panic!("channel closed: {e}");
+        }
+        match s.read(&mut buf) {
+            Ok(0) => panic!("relay closed the connection; events {:?}", sink.events),
+            Ok(n) => {
+                let _ = ch.handle_input(&buf[..n], SystemTime::now(), &mut rng, &mut sink);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
 }
