@@ -1,7 +1,8 @@
 //! The daemon against real C tor 0.4.9 directory authorities on loopback (scripts/testnet.py,
 //! a private network; nothing leaves the machine): the control plane builds, self-checks and
-//! uploads the descriptor, every authority stores it (confirmed by fetching it back), and the
-//! relay fetches and verifies the consensus and reports plainly whether it is listed.
+//! uploads the descriptor, every authority stores it (confirmed by fetching it back), their
+//! reachability test opens a channel to our ORPort, and the relay fetches and verifies the
+//! consensus and reports that it is listed as Running Valid.
 //!
 //! Skipped without `tor`, `tor-gencert` or python3, or with `FORS_SKIP_TESTNET`. The network
 //! is stopped (by pid, by the script) when the test ends, pass or fail.
@@ -116,15 +117,14 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
         assert!(l.contains("descriptor accepted"), "{l}");
     }
     wait_for_log(&log, "Our descriptor is stored by 3 of 3 authorities", t);
-    // The relay states its listing either way. Without the link protocol the authorities'
-    // reachability test fails, so today it is "not listed"; once channels work this becomes
-    // "listed ... as Running Valid ...".
-    let l = wait_for_log(&log, "in the consensus", Duration::from_secs(180));
-    assert!(
-        l.contains("Fors is not listed in the consensus")
-            || l.contains("Fors is listed in the consensus"),
-        "{l}"
+    // The authorities' reachability test opens a channel to our ORPort (TLS + link
+    // handshake); once it succeeds they vote us Running, and the relay says so.
+    let l = wait_for_log(
+        &log,
+        "Fors is listed in the consensus",
+        Duration::from_secs(240),
     );
+    assert!(l.contains(" Running") && l.contains(" Valid"), "{l}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("[err]"), "{text}");
     assert!(!text.contains("does not serve our descriptor"), "{text}");

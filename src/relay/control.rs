@@ -29,9 +29,9 @@ use crate::config::Config;
 use crate::crypto::handshake::keymap::{NtorKeyMap, NtorKeyPair};
 use crate::exit::policy::ExitPolicy;
 use crate::keys::link::LinkCertError;
-use crate::proto::channel::{ChannelConfig, LinkContext, LinkContextError};
 use crate::keys::RelayKeys;
 use crate::metrics::MetricsRegistry;
+use crate::proto::channel::{ChannelConfig, LinkContext, LinkContextError};
 
 /// Longest the thread sleeps, whatever is scheduled.
 pub const MAX_SLEEP: Duration = Duration::from_secs(1);
@@ -404,8 +404,7 @@ mod tests {
         .unwrap()
         .0;
         let cfg_copy = cfg.clone();
-        let cell =
-            SnapshotCell::new(initial_snapshot(
+        let cell = SnapshotCell::new(initial_snapshot(
             &keys,
             &ExitPolicy::reject_all(),
             link_context(&keys, &[], ChannelConfig::default(), t0).unwrap(),

@@ -222,7 +222,7 @@ impl Directory {
                     self.next_publish_check = now + Duration::from_secs(60);
                     match self.build_upload(config, keys, policy, or_port, observed, uptime, wall) {
                         Ok((request, text)) => {
-                            log_info!("Uploading our descriptor ({reason}).");
+                            log_notice!("Uploading our descriptor ({reason}).");
                             let job = DirJob::Upload {
                                 request: request.with_reason(&reason),
                                 descriptor_text: text,

@@ -224,7 +224,8 @@ pub fn open_channel_and_create(
         cells: Vec::new(),
     };
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let end = Instant::now() + Duration::from_secs(30);
     let mut sent_create = false;
     let mut buf = vec![0u8; 64 * 1024];
