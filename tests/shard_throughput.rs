@@ -35,6 +35,8 @@ fn measure(shards: usize, cfg: ShardConfig, conns: usize, bytes: usize, chunk: u
                 let mut got = 0;
                 while got < bytes {
                     match s.read(&mut buf) {
+                        // EINTR is not the end of the stream.
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Ok(0) | Err(_) => break,
                         Ok(n) => got += n,
                     }

@@ -1,5 +1,244 @@
-//! fors-loadgen: the bundled Tor load generator (see the load-generator issue).
+//! fors-loadgen: the bundled Tor load generator (see bench/README.md).
+//!
+//! It is a Tor client built on Fors's protocol core: a TLS link to the first hop, circuits
+//! built with CREATE2/EXTEND2, exit streams to a sink/source server on loopback, every byte
+//! checked against a seeded pattern, SENDME v1 flow control. Workers run one per thread.
+
+mod circ;
+mod cli;
+mod link;
+mod path;
+mod pattern;
+mod report;
+mod sink;
+mod stats;
+mod svg;
+mod worker;
+
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cli::{CliError, Options, PathSource, Target};
+use path::{Network, Relay};
+use report::{Sample, Summary};
+use stats::{Live, WorkerStats};
+
 fn main() {
-    eprintln!("fors-loadgen: not built yet");
-    std::process::exit(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match cli::parse(&args) {
+        Ok(o) => o,
+        Err(CliError::Help) => {
+            print!("{}", cli::USAGE);
+            return;
+        }
+        Err(e) => {
+            eprintln!("fors-loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(addr) = opts.serve {
+        std::process::exit(serve(
+            addr,
+            opts.duration.unwrap_or(Duration::from_secs(3600)),
+        ));
+    }
+    match run(&opts) {
+        Ok(summary) => {
+            if opts.json {
+                println!("{}", summary.to_json());
+            } else {
+                print!("{}", summary.text());
+            }
+            if let Some(dir) = &opts.svg {
+                if let Err(e) = write_svgs(dir, &summary) {
+                    eprintln!("fors-loadgen: writing SVGs to {}: {e}", dir.display());
+                }
+            }
+            std::process::exit(if summary.ok() { 0 } else { 1 });
+        }
+        Err(e) => {
+            eprintln!("fors-loadgen: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `--serve`: runs the sink/source server for `limit`, printing its address first.
+fn serve(addr: SocketAddrV4, limit: Duration) -> i32 {
+    match sink::SinkServer::start(addr.into()) {
+        Ok(s) => {
+            println!("listening {}", s.addr());
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            std::thread::sleep(limit);
+            0
+        }
+        Err(e) => {
+            eprintln!("fors-loadgen: --serve {addr}: {e}");
+            2
+        }
+    }
+}
+
+/// Works out the path (fetching ntor keys as needed).
+fn resolve_path(opts: &Options) -> Result<(Vec<Relay>, Option<SocketAddrV4>), String> {
+    let (mut path, dirs, http) = match &opts.path {
+        PathSource::Hops(h) => (
+            h.iter().map(Relay::from).collect::<Vec<_>>(),
+            opts.dir_server.into_iter().collect::<Vec<_>>(),
+            None,
+        ),
+        PathSource::Network { file, path } => {
+            let n = Network::load(file).map_err(|e| e.to_string())?;
+            let p = n.choose_path(path).map_err(|e| e.to_string())?;
+            let mut dirs = n.dir_servers.clone();
+            dirs.extend(opts.dir_server);
+            (p, dirs, n.http_server)
+        }
+    };
+    path::complete_keys(&mut path, &dirs).map_err(|e| e.to_string())?;
+    Ok((path, http))
+}
+
+fn run(opts: &Options) -> Result<Summary, String> {
+    let (path, _http) = resolve_path(opts)?;
+    // The built-in server lives as long as the run.
+    let (server, target) = match &opts.target {
+        Target::Builtin => {
+            let s = sink::SinkServer::start("127.0.0.1:0".parse().expect("literal address"))
+                .map_err(|e| format!("starting the built-in server: {e}"))?;
+            let SocketAddr::V4(a) = s.addr() else {
+                return Err("built-in server bound a non-IPv4 address".into());
+            };
+            (Some(s), a)
+        }
+        Target::Sink(a) => (None, *a),
+        Target::Http(_) => {
+            return Err(
+                "--target http://... is not supported yet: use the built-in server or a \
+                        fors-loadgen sink (HOST:PORT)"
+                    .into(),
+            )
+        }
+    };
+    let bulk = opts.download.is_some() || opts.upload.is_some();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if opts.threads > 0 {
+        opts.threads
+    } else if bulk {
+        cores.min(opts.circuits as usize)
+    } else {
+        1
+    }
+    .max(1);
+    let path = Arc::new(path);
+    let live = Arc::new(Live::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    let per = |total: u32, i: usize| {
+        total / threads as u32 + u32::from((i as u32) < total % threads as u32)
+    };
+    let start = Instant::now();
+    for i in 0..threads {
+        let plan = worker::WorkerPlan {
+            index: i,
+            path: path.clone(),
+            circuits: if bulk { per(opts.circuits, i) } else { 0 },
+            streams: opts.streams,
+            download: opts.download,
+            upload: opts.upload,
+            duration: opts.duration,
+            timeout: opts.timeout,
+            handshake: opts.handshake,
+            target,
+            seed_base: opts.seed,
+            rate: opts.rate_mbps.map(|r| r * 1e6 / threads as f64),
+            create_rate: opts.create_rate.map(|r| r as f64 / threads as f64),
+        };
+        if bulk && plan.circuits == 0 && plan.create_rate.is_none() {
+            continue;
+        }
+        let (live, stop) = (live.clone(), stop.clone());
+        let h = std::thread::Builder::new()
+            .name(format!("loadgen-{i}"))
+            .spawn(move || worker::run(plan, live, stop))
+            .map_err(|e| format!("spawning a worker: {e}"))?;
+        handles.push(h);
+    }
+    let timeline = progress(
+        &handles,
+        &live,
+        start,
+        opts.timeout + Duration::from_secs(15),
+    );
+    let mut total = WorkerStats::default();
+    for h in handles {
+        match h.join() {
+            Ok(s) => total.merge(&s),
+            Err(_) => total.error("worker_panicked"),
+        }
+    }
+    let elapsed_s = start.elapsed().as_secs_f64();
+    drop(server);
+    Ok(Summary {
+        stats: total,
+        elapsed_s,
+        cpu_s: stats::process_cpu_seconds(),
+        timeline,
+        path: path.iter().map(|r| r.nick.clone()).collect(),
+    })
+}
+
+/// Prints a progress line once a second until every worker is done (bounded by `limit`);
+/// returns the samples.
+fn progress(
+    handles: &[std::thread::JoinHandle<WorkerStats>],
+    live: &Live,
+    start: Instant,
+    limit: Duration,
+) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let (mut last_bytes, mut last_cells, mut last_t) = (0u64, 0u64, start);
+    let mut next = start + Duration::from_secs(1);
+    while handles.iter().any(|h| !h.is_finished()) && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = Instant::now();
+        if now < next {
+            continue;
+        }
+        next += Duration::from_secs(1);
+        let (b, c) = (Live::get(&live.bytes), Live::get(&live.cells));
+        let dt = (now - last_t).as_secs_f64().max(1e-9);
+        let s = Sample {
+            t_s: (now - start).as_secs_f64(),
+            mb_per_s: (b - last_bytes) as f64 / dt / 1e6,
+            cells_per_s: (c - last_cells) as f64 / dt,
+        };
+        eprintln!(
+            "[{:6.1}s] {:8.2} MB/s {:9.0} cells/s  circuits {:4}  handshakes {:6}  errors {}",
+            s.t_s,
+            s.mb_per_s,
+            s.cells_per_s,
+            Live::get(&live.circuits_open),
+            Live::get(&live.handshakes),
+            Live::get(&live.errors),
+        );
+        samples.push(s);
+        (last_bytes, last_cells, last_t) = (b, c, now);
+    }
+    samples
+}
+
+fn write_svgs(dir: &std::path::Path, s: &Summary) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let pts: Vec<(f64, f64)> = s.timeline.iter().map(|x| (x.t_s, x.mb_per_s)).collect();
+    std::fs::write(dir.join("throughput.svg"), svg::throughput(&pts))?;
+    let (title, h) = if !s.stats.sendme_rtt_us.is_empty() {
+        ("Latency CDF: SENDME round trip", &s.stats.sendme_rtt_us)
+    } else {
+        ("Latency CDF: gap between DATA cells", &s.stats.cell_gap_us)
+    };
+    std::fs::write(dir.join("latency-cdf.svg"), svg::latency_cdf(title, h))?;
+    Ok(())
 }

@@ -111,7 +111,13 @@ pub(crate) struct Conn {
     pub sq_len: u32,
     /// Bytes of the front buffer already accepted by the kernel.
     pub front_off: u32,
-    /// A send was refused for lack of room; tell the handler when room is back.
+    /// Buffers this connection has finished with that a zero-copy send still pins (freed by
+    /// the notification). They count against `max_send_bufs_per_conn` like queued buffers:
+    /// the kernel holds them until the peer acknowledges the data, so without this one
+    /// connection with a large socket send buffer could hold most of the shared pool.
+    pub zc_held: u32,
+    /// A send was refused for lack of room: the connection is in the shard's writer wait
+    /// list and gets one `on_writable` when room is back.
     pub blocked: bool,
     pub close_after_flush: bool,
     /// Operations whose final CQE has not arrived (the slot cannot be reused before 0).
@@ -133,6 +139,7 @@ impl Conn {
             sq_head: 0,
             sq_len: 0,
             front_off: 0,
+            zc_held: 0,
             blocked: false,
             close_after_flush: false,
             inflight: 0,

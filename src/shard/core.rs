@@ -51,8 +51,12 @@ pub(crate) struct Core<M> {
     pub producers: Vec<Option<Producer<M>>>,
     pub peer_wake_fds: Vec<RawFd>,
     cross_dirty: Vec<bool>,
-    /// Connections blocked because the shared pool ran dry.
-    pool_waiters: Vec<ConnId>,
+    /// Every connection owed an `on_writable` (`Conn::blocked`), oldest first, whatever ran
+    /// out: its own bound or the shared pool. May hold stale ids of closed connections.
+    write_waiters: Vec<ConnId>,
+    /// Something that gives send room back happened (a send completed, a zero-copy
+    /// notification arrived, a slot was freed) since the wait list was last checked.
+    room_changed: bool,
     pub events: VecDeque<Event>,
     pub metrics: ShardMetrics,
     pub now: Instant,
@@ -85,7 +89,8 @@ impl<M: Send> Core<M> {
             cross_dirty: vec![false; producers.len()],
             producers,
             peer_wake_fds,
-            pool_waiters: Vec::with_capacity(max),
+            write_waiters: Vec::with_capacity(max),
+            room_changed: false,
             events: VecDeque::with_capacity(2 * max),
             metrics: ShardMetrics::default(),
             now: Instant::now(),
@@ -229,6 +234,13 @@ impl<M: Send> Core<M> {
         self.cfg.max_send_bufs_per_conn
     }
 
+    /// Pool buffers the connection holds: queued ones plus finished ones still pinned by a
+    /// zero-copy send. This is what `max_send_bufs_per_conn` bounds.
+    fn held_bufs(&self, slot: usize) -> u32 {
+        let c = &self.conns[slot];
+        c.sq_len + c.zc_held
+    }
+
     fn tail_buf(&self, slot: usize) -> Option<u32> {
         let c = &self.conns[slot];
         if c.sq_len == 0 {
@@ -255,7 +267,8 @@ impl<M: Send> Core<M> {
         let tail_space = self
             .tail_buf(slot)
             .map_or(0, |b| self.pool.space(b) as usize);
-        let new_bufs = ((self.per_conn() - c.sq_len) as usize).min(self.pool.free_count());
+        let new_bufs = (self.per_conn().saturating_sub(self.held_bufs(slot)) as usize)
+            .min(self.pool.free_count());
         tail_space + new_bufs * self.pool.buf_size() as usize
     }
 
@@ -274,18 +287,19 @@ impl<M: Send> Core<M> {
         total.saturating_sub(c.front_off as usize)
     }
 
+    /// Records that a send was refused and puts the connection on the wait list (once), so
+    /// `wake_writers` tells the handler when room is back, whichever bound was hit.
     fn mark_blocked(&mut self, slot: usize, pool_empty: bool) {
-        let id = self.id(slot as u32);
-        let c = &mut self.conns[slot];
         if pool_empty {
             self.metrics.send_pool_exhausted += 1;
-            if !c.blocked || !self.pool_waiters.contains(&id) {
-                self.pool_waiters.push(id);
-            }
         } else {
             self.metrics.send_backpressure += 1;
         }
-        c.blocked = true;
+        if !self.conns[slot].blocked {
+            self.conns[slot].blocked = true;
+            let id = self.id(slot as u32);
+            self.write_waiters.push(id);
+        }
     }
 
     /// Copies as much of `data` as fits into the connection's send queue.
@@ -304,8 +318,7 @@ impl<M: Send> Core<M> {
                     continue;
                 }
             }
-            let c = &self.conns[slot];
-            if c.sq_len == per {
+            if self.held_bufs(slot) >= per {
                 break;
             }
             let Some(b) = self.pool.alloc() else {
@@ -315,10 +328,11 @@ impl<M: Send> Core<M> {
             let c = &mut self.conns[slot];
             let idx = (c.sq_head + c.sq_len) % per;
             c.sq_len += 1;
-            let sq_len = c.sq_len;
             self.sendq[slot * per as usize + idx as usize] = b;
-            self.metrics.send_queue_peak_bufs =
-                self.metrics.send_queue_peak_bufs.max(u64::from(sq_len));
+            self.metrics.send_queue_peak_bufs = self
+                .metrics
+                .send_queue_peak_bufs
+                .max(u64::from(self.held_bufs(slot)));
             self.metrics.send_pool_peak_bufs = self
                 .metrics
                 .send_pool_peak_bufs
@@ -390,17 +404,22 @@ impl<M: Send> Core<M> {
         }
     }
 
-    /// First (or only) completion of a send / zero-copy send.
+    /// First (or only) completion of a send / zero-copy send. For a zero-copy send this is
+    /// the result CQE: the next send may start now (the kernel has queued the bytes, so order
+    /// is kept), but the buffer stays pinned until the notification.
     pub fn on_send_done(&mut self, slot: usize, buf: u32, res: i32, zc: bool, more: bool) {
+        self.room_changed = true;
         let c = &mut self.conns[slot];
         c.send_inflight = false;
         if !(zc && more) {
             // No notification follows: the op is done.
             c.inflight -= 1;
-            if zc {
-                self.pool.unpin(buf);
+            if zc && self.pool.unpin(buf) {
+                let c = &mut self.conns[slot];
+                c.zc_held = c.zc_held.saturating_sub(1);
             }
         }
+        let c = &mut self.conns[slot];
         if res < 0 {
             if c.state == ConnState::Open {
                 self.close_conn(slot, CloseReason::from_errno(-res));
@@ -418,11 +437,14 @@ impl<M: Send> Core<M> {
         let per = self.per_conn();
         if let Some(front) = self.front_buf(slot) {
             if self.conns[slot].front_off >= self.pool.len(front) {
+                let freed = self.pool.release(front);
                 let c = &mut self.conns[slot];
                 c.sq_head = (c.sq_head + 1) % per;
                 c.sq_len -= 1;
                 c.front_off = 0;
-                self.pool.release(front);
+                if !freed {
+                    c.zc_held += 1;
+                }
             }
         }
         let c = &self.conns[slot];
@@ -430,18 +452,7 @@ impl<M: Send> Core<M> {
             self.start_send(slot);
         } else if c.close_after_flush {
             self.close_conn(slot, CloseReason::LocalClose);
-            return;
         }
-        let c = &mut self.conns[slot];
-        if c.blocked && c.sq_len <= per / 2 && self.pool.free_count() > 0 {
-            c.blocked = false;
-            let id = ConnId {
-                slot: slot as u32,
-                gen: c.gen,
-            };
-            self.events.push_back(Event::Writable(id));
-        }
-        self.wake_pool_waiters();
     }
 
     /// Zero-copy notification: the kernel no longer references the buffer.
@@ -450,25 +461,52 @@ impl<M: Send> Core<M> {
         if res as u32 & IORING_NOTIF_USAGE_ZC_COPIED != 0 {
             self.metrics.send_zc_copied += 1;
         }
-        self.pool.unpin(buf);
-        self.conns[slot].inflight -= 1;
+        self.room_changed = true;
+        let c = &mut self.conns[slot];
+        if self.pool.unpin(buf) {
+            c.zc_held = c.zc_held.saturating_sub(1);
+        }
+        c.inflight -= 1;
         self.maybe_finalize(slot);
-        self.wake_pool_waiters();
     }
 
-    fn wake_pool_waiters(&mut self) {
-        if self.pool_waiters.is_empty() || self.pool.free_count() < self.per_conn() as usize {
+    /// Queues `on_writable` for every waiting connection that has room again: it holds at
+    /// most half its bound and the pool has at least that much free (capped at the pool
+    /// size, so the condition is reachable once the shard's output drains). Checked after
+    /// any event that returns room, not only the waiting connection's own send completions:
+    /// a zero-copy buffer is freed by its notification, which may come after the
+    /// connection's last send completed, and another connection's completion may be what
+    /// refills the pool. Waiters without room stay listed; each of them still has a send
+    /// or a notification outstanding (or the pool is held by others' outstanding ones),
+    /// whose completion sets `room_changed` again, so no wake-up is lost.
+    pub fn wake_writers(&mut self) {
+        if !self.room_changed || self.write_waiters.is_empty() {
             return;
         }
-        while let Some(id) = self.pool_waiters.pop() {
-            if let Some(slot) = self.live_slot(id) {
-                let c = &mut self.conns[slot];
-                if c.blocked && c.sq_len <= self.cfg.max_send_bufs_per_conn / 2 {
+        self.room_changed = false;
+        let half = self.per_conn() / 2;
+        let pool_min = (half.max(1) as usize).min(self.pool.count());
+        let pool_ok = self.pool.free_count() >= pool_min;
+        let conns = &mut self.conns;
+        let events = &mut self.events;
+        self.write_waiters.retain(|&id| {
+            let Some(c) = conns.get_mut(id.slot as usize) else {
+                return false;
+            };
+            if c.gen != id.gen || c.state != ConnState::Open || !c.blocked || c.close_after_flush {
+                // Closed or no longer waiting: drop the stale entry.
+                if c.gen == id.gen {
                     c.blocked = false;
-                    self.events.push_back(Event::Writable(id));
                 }
+                return false;
             }
-        }
+            if pool_ok && c.sq_len + c.zc_held <= half {
+                c.blocked = false;
+                events.push_back(Event::Writable(id));
+                return false;
+            }
+            true
+        });
     }
 
     /// Handler-requested close: flush queued output, then close.
@@ -545,8 +583,12 @@ impl<M: Send> Core<M> {
         c.state = ConnState::Free;
         for i in 0..len {
             let b = self.sendq[slot * per as usize + ((head + i) % per) as usize];
+            // Nothing pins it: every zero-copy notification of this slot has arrived
+            // (they count in `inflight`).
             self.pool.release(b);
         }
+        // Buffers went back to the pool, and a wait-list entry of this slot is now stale.
+        self.room_changed = true;
         self.free_slots.push(slot as u32);
     }
 

@@ -465,7 +465,12 @@ impl<H: ConnHandler> Shard<H> {
     }
 
     fn dispatch_events(&mut self) {
-        while let Some(ev) = self.core.events.pop_front() {
+        loop {
+            // Completions (and handlers' closes) may have given send room back.
+            self.core.wake_writers();
+            let Some(ev) = self.core.events.pop_front() else {
+                break;
+            };
             match ev {
                 Event::Closed(id, reason) => self.handler.on_closed(
                     id,

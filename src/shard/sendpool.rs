@@ -58,6 +58,10 @@ impl SendPool {
     pub fn buf_size(&self) -> u32 {
         self.size
     }
+    /// Number of buffers in the pool.
+    pub fn count(&self) -> usize {
+        self.len.len()
+    }
     pub fn free_count(&self) -> usize {
         self.free.len()
     }
@@ -72,12 +76,15 @@ impl SendPool {
         Some(b)
     }
 
-    /// Gives a buffer back; deferred while a zero-copy send still pins it.
-    pub fn release(&mut self, b: u32) {
+    /// Gives a buffer back; deferred while a zero-copy send still pins it. Returns whether the
+    /// buffer is free now (false: it becomes free at the unpin that drops its last pin).
+    pub fn release(&mut self, b: u32) -> bool {
         if self.pins[b as usize] > 0 {
             self.orphan[b as usize] = true;
+            false
         } else {
             self.free.push(b);
+            true
         }
     }
 
@@ -86,13 +93,16 @@ impl SendPool {
     }
 
     /// Drops one zero-copy pin; frees the buffer if its connection already let go of it.
-    pub fn unpin(&mut self, b: u32) {
+    /// Returns whether this freed a released buffer.
+    pub fn unpin(&mut self, b: u32) -> bool {
         let p = &mut self.pins[b as usize];
         *p = p.saturating_sub(1);
         if *p == 0 && self.orphan[b as usize] {
             self.orphan[b as usize] = false;
             self.free.push(b);
+            return true;
         }
+        false
     }
 
     pub fn len(&self, b: u32) -> u32 {

@@ -129,10 +129,14 @@ pub fn echo_round_trip(addr: SocketAddr, data: &[u8], deadline: Duration) -> Vec
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A signal can interrupt a blocking read (seen here as EINTR on a client thread
+            // while the shards' io_uring work was running); that is no reason to stop reading.
             Err(e)
                 if matches!(
                     e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(_) => break,
         }

@@ -1,0 +1,1031 @@
+//! A client circuit, sans-IO: build it hop by hop (CREATE2 / CREATE_FAST, then EXTEND2),
+//! open exit streams to the sink, move verified data both ways under SENDME flow control.
+//!
+//! Cells go out through a [`CellOut`] (the TLS channel's queue in real runs, a `Vec` in tests);
+//! cells come in through [`Circuit::on_cell`]. Time is passed in.
+//!
+//! Flow control is the classic fixed-window scheme (tor-spec §"Flow control"), since we never
+//! ask for congestion control in the handshake:
+//! * circuit windows start at 1000 DATA cells and a SENDME adds 100; our circuit SENDMEs are
+//!   version 1, carrying the running digest of the 100th DATA cell received (prop 289), and
+//!   the SENDMEs we receive must carry the digest of our own 100th DATA cell, or the circuit
+//!   fails;
+//! * stream windows start at 500 and a (version-less, empty) stream SENDME adds 50.
+
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use std::time::Instant;
+
+use fors::cell::chan::{Create2, CreateFast, Created2, CreatedFast, Destroy, HandshakeType};
+use fors::cell::relay::msg::{
+    Begin, BeginFlags, BeginTarget, End, Extend2, Extended2, LinkSpec, RelayMsg, Sendme,
+};
+use fors::cell::relay::v0;
+use fors::cell::{ChanCmd, CircId, RelayCmd, CELL_BODY_LEN};
+use fors::crypto::handshake::{CreateFastClient, NtorClient, NtorV3Client};
+use fors::crypto::keymat::Tor1KeyMaterial;
+use fors::crypto::relay::{Tor1ClientCircuit, Tor1ClientLayer};
+use rand::rngs::StdRng;
+use x25519_dalek::PublicKey;
+
+use crate::cli::HandshakeKind;
+use crate::path::Relay;
+use crate::pattern::{self, Verifier};
+use crate::sink::{PutReply, Request};
+use crate::stats::{Live, WorkerStats};
+
+pub type Body = [u8; CELL_BODY_LEN];
+
+/// Circuit-level window (tor-spec §"Circuit-level flow control").
+pub const CIRCWINDOW_START: i32 = 1000;
+pub const CIRCWINDOW_INCREMENT: i32 = 100;
+/// Stream-level window (tor-spec §"Stream-level flow control").
+pub const STREAMWINDOW_START: i32 = 500;
+pub const STREAMWINDOW_INCREMENT: i32 = 50;
+/// A client may send at most 8 RELAY_EARLY cells per circuit (tor-spec §"Handling RELAY_EARLY").
+const MAX_RELAY_EARLY: u8 = 8;
+/// Circuit SENDME tags we wait for at most (one per 100 DATA cells in flight: ≤ 10).
+const MAX_PENDING_TAGS: usize = 16;
+
+/// Where cells go.
+pub trait CellOut {
+    /// How many more cells can be queued now.
+    fn room(&self) -> usize;
+    /// Queues a cell; only called when `room() > 0`.
+    fn push(&mut self, circ: CircId, cmd: ChanCmd, body: &Body);
+}
+
+impl CellOut for Vec<(CircId, ChanCmd, Body)> {
+    fn room(&self) -> usize {
+        usize::MAX
+    }
+    fn push(&mut self, circ: CircId, cmd: ChanCmd, body: &Body) {
+        self.push((circ, cmd, *body));
+    }
+}
+
+/// What a stream does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    Down,
+    Up,
+}
+
+/// One transfer to run on a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPlan {
+    pub dir: Dir,
+    pub bytes: u64,
+    pub seed: u64,
+}
+
+/// Shared per-worker context the circuit reports into.
+pub struct Ctx<'a> {
+    pub stats: &'a mut WorkerStats,
+    pub live: &'a Live,
+    pub rng: &'a mut StdRng,
+}
+
+impl Ctx<'_> {
+    pub fn error(&mut self, reason: &str) {
+        self.stats.error(reason);
+        Live::add(&self.live.errors, 1);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    Connecting,
+    Open,
+    /// Upload: everything sent, waiting for the server's verdict.
+    AwaitReply,
+    Done,
+    Failed,
+}
+
+#[derive(Debug)]
+struct Stream {
+    id: u16,
+    plan: StreamPlan,
+    state: StreamState,
+    begun_at: Instant,
+    first_byte: bool,
+    verifier: Verifier,
+    /// Upload: request line sent, payload bytes sent.
+    header_sent: bool,
+    up_sent: u64,
+    reply: Vec<u8>,
+    package_window: i32,
+    deliver_window: i32,
+    /// Stream SENDMEs owed to the exit.
+    sendmes_owed: u32,
+}
+
+enum Pending {
+    Ntor(NtorClient),
+    NtorV3(NtorV3Client),
+    Fast(CreateFastClient),
+}
+
+/// Where a circuit is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CircState {
+    /// Waiting for the reply from hop `n` (0-based).
+    Building(usize),
+    Open,
+    Closed(String),
+}
+
+/// A client circuit.
+pub struct Circuit {
+    pub id: CircId,
+    path: Arc<Vec<Relay>>,
+    /// Build only this many hops (1 for the CREATE2 flood, `path.len()` otherwise).
+    hops_wanted: usize,
+    crypto: Tor1ClientCircuit,
+    pending: Option<(Pending, Instant)>,
+    pub state: CircState,
+    target: SocketAddrV4,
+    package_window: i32,
+    deliver_window: i32,
+    data_sent: u64,
+    data_received: u64,
+    /// (digest of our 100·k-th DATA cell, when it was sent): what the next SENDMEs must carry.
+    expected_tags: VecDeque<([u8; 20], Instant)>,
+    /// Circuit SENDME tags owed to the exit (held back when the output is full or by `--rate`).
+    sendmes_owed: VecDeque<[u8; 20]>,
+    last_data_at: Option<Instant>,
+    streams: Vec<Stream>,
+    next_stream_id: u16,
+    relay_early_left: u8,
+    /// ntor-v3 for EXTEND2 when the user asked for it; ntor otherwise (also after
+    /// CREATE_FAST, which EXTEND2 cannot carry).
+    use_v3: bool,
+    created_at: Instant,
+    pub built_at: Option<Instant>,
+}
+
+fn relay_cell(
+    cmd: RelayCmd,
+    stream_id: u16,
+    rng: &mut StdRng,
+    write: impl FnOnce(&mut [u8]) -> Result<usize, fors::cell::CellError>,
+) -> Result<Body, fors::cell::CellError> {
+    let mut body = [0u8; CELL_BODY_LEN];
+    v0::encode_with(&mut body, cmd, stream_id, rng, write)?;
+    Ok(body)
+}
+
+impl Circuit {
+    /// Starts a circuit: sends CREATE2 (or CREATE_FAST) to the first hop.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        id: CircId,
+        path: Arc<Vec<Relay>>,
+        hops_wanted: usize,
+        kind: HandshakeKind,
+        target: SocketAddrV4,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        out: &mut dyn CellOut,
+    ) -> Result<Circuit, String> {
+        let hops_wanted = hops_wanted.clamp(1, path.len());
+        let mut c = Circuit {
+            id,
+            path,
+            hops_wanted,
+            crypto: Tor1ClientCircuit::new(),
+            pending: None,
+            state: CircState::Building(0),
+            target,
+            package_window: CIRCWINDOW_START,
+            deliver_window: CIRCWINDOW_START,
+            data_sent: 0,
+            data_received: 0,
+            expected_tags: VecDeque::new(),
+            sendmes_owed: VecDeque::new(),
+            last_data_at: None,
+            streams: Vec::new(),
+            next_stream_id: 1,
+            relay_early_left: MAX_RELAY_EARLY,
+            use_v3: kind == HandshakeKind::NtorV3,
+            created_at: now,
+            built_at: None,
+        };
+        let mut body = [0u8; CELL_BODY_LEN];
+        let cmd = if kind == HandshakeKind::Fast {
+            let (st, x) = CreateFastClient::start(ctx.rng);
+            CreateFast { x: &x }.encode(&mut body);
+            c.pending = Some((Pending::Fast(st), now));
+            ChanCmd::CREATE_FAST
+        } else {
+            let (st, skin) = start_handshake(kind, &c.path[0], ctx.rng)?;
+            Create2 {
+                htype: htype(kind),
+                hdata: &skin,
+            }
+            .encode(&mut body)
+            .map_err(|e| e.to_string())?;
+            c.pending = Some((st, now));
+            ChanCmd::CREATE2
+        };
+        out.push(id, cmd, &body);
+        ctx.stats.cells_sent += 1;
+        Ok(c)
+    }
+
+    /// When the first CREATE was sent.
+    pub fn started_at(&self) -> Instant {
+        self.created_at
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state == CircState::Open
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, CircState::Closed(_))
+    }
+
+    fn last_hop(&self) -> usize {
+        self.crypto.len().saturating_sub(1)
+    }
+
+    /// Unfinished streams in direction `dir`.
+    pub fn active_in(&self, dir: Dir) -> usize {
+        self.streams
+            .iter()
+            .filter(|s| {
+                s.plan.dir == dir && !matches!(s.state, StreamState::Done | StreamState::Failed)
+            })
+            .count()
+    }
+
+    /// Streams not yet finished.
+    pub fn active_streams(&self) -> usize {
+        self.streams
+            .iter()
+            .filter(|s| !matches!(s.state, StreamState::Done | StreamState::Failed))
+            .count()
+    }
+
+    /// Marks the circuit closed with `reason` counted as an error; its unfinished streams fail.
+    fn close(&mut self, reason: &str, ctx: &mut Ctx<'_>) {
+        if self.is_closed() {
+            return;
+        }
+        ctx.error(reason);
+        for s in &mut self.streams {
+            if !matches!(s.state, StreamState::Done | StreamState::Failed) {
+                s.state = StreamState::Failed;
+            }
+        }
+        self.set_closed(reason, ctx.live);
+    }
+
+    fn set_closed(&mut self, reason: &str, live: &Live) {
+        if self.is_open() {
+            live.circuits_open
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.state = CircState::Closed(reason.to_string());
+    }
+
+    fn send_destroy(&self, out: &mut dyn CellOut) {
+        if out.room() > 0 {
+            let mut body = [0u8; CELL_BODY_LEN];
+            Destroy {
+                reason: fors::cell::chan::DestroyReason::Finished,
+            }
+            .encode(&mut body);
+            out.push(self.id, ChanCmd::DESTROY, &body);
+        }
+    }
+
+    /// Tears the circuit down from our side (DESTROY) at its normal end.
+    pub fn destroy(&mut self, live: &Live, out: &mut dyn CellOut) {
+        if !self.is_closed() {
+            self.send_destroy(out);
+            self.set_closed("finished", live);
+        }
+    }
+
+    /// Abandons the circuit with `reason` counted as an error (e.g. a timeout).
+    pub fn fail(&mut self, reason: &str, ctx: &mut Ctx<'_>, out: &mut dyn CellOut) {
+        if !self.is_closed() {
+            self.send_destroy(out);
+            self.close(reason, ctx);
+        }
+    }
+
+    /// A cell for this circuit arrived.
+    pub fn on_cell(
+        &mut self,
+        cmd: ChanCmd,
+        body: &mut Body,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        out: &mut dyn CellOut,
+    ) {
+        if self.is_closed() {
+            return;
+        }
+        ctx.stats.cells_received += 1;
+        Live::add(&ctx.live.cells, 1);
+        match cmd {
+            ChanCmd::CREATED2 => match Created2::parse(body) {
+                Ok(c) => {
+                    let hdata = c.hdata.to_vec();
+                    self.finish_hop(&hdata, now, ctx, out)
+                }
+                Err(_) => self.close("bad_created2", ctx),
+            },
+            ChanCmd::CREATED_FAST => match CreatedFast::parse(body) {
+                Ok(c) => {
+                    let mut reply = [0u8; 40];
+                    reply[..20].copy_from_slice(c.y);
+                    reply[20..].copy_from_slice(c.kh);
+                    self.finish_hop(&reply, now, ctx, out)
+                }
+                Err(_) => self.close("bad_created_fast", ctx),
+            },
+            ChanCmd::DESTROY => {
+                let why = Destroy::parse(body)
+                    .map(|d| format!("destroy_{:?}", d.reason).to_lowercase())
+                    .unwrap_or_else(|_| "destroy".into());
+                // A DESTROY after every stream finished is a normal end, not a failure.
+                if self.is_open()
+                    && self.active_streams() == 0
+                    && self.hops_wanted == self.path.len()
+                {
+                    self.set_closed(&why, ctx.live);
+                } else {
+                    self.close(&why, ctx);
+                }
+            }
+            ChanCmd::RELAY | ChanCmd::RELAY_EARLY => self.on_relay(body, now, ctx, out),
+            _ => {}
+        }
+    }
+
+    fn finish_hop(&mut self, reply: &[u8], now: Instant, ctx: &mut Ctx<'_>, out: &mut dyn CellOut) {
+        let Some((pending, sent)) = self.pending.take() else {
+            return self.close("unexpected_created", ctx);
+        };
+        let keys: Result<Tor1KeyMaterial, _> = match pending {
+            Pending::Ntor(c) => c.finish(reply),
+            Pending::NtorV3(c) => c.finish(reply).map(|(k, _)| k),
+            Pending::Fast(c) => c.finish(reply),
+        };
+        let keys = match keys {
+            Ok(k) => k,
+            Err(_) => return self.close("handshake_failed", ctx),
+        };
+        ctx.stats.handshakes += 1;
+        Live::add(&ctx.live.handshakes, 1);
+        WorkerStats::record(&mut ctx.stats.handshake_us, (now - sent).as_micros() as u64);
+        self.crypto.push_hop(Tor1ClientLayer::new(&keys));
+        if self.crypto.len() < self.hops_wanted {
+            self.extend(now, ctx, out);
+        } else {
+            self.state = CircState::Open;
+            self.built_at = Some(now);
+            ctx.stats.circuits_built += 1;
+            Live::add(&ctx.live.circuits_open, 1);
+        }
+    }
+
+    /// Sends EXTEND2 (in RELAY_EARLY, as tor-spec requires) to the current last hop.
+    fn extend(&mut self, now: Instant, ctx: &mut Ctx<'_>, out: &mut dyn CellOut) {
+        let next = self.crypto.len();
+        self.state = CircState::Building(next);
+        let relay = self.path[next].clone();
+        let kind = if self.use_v3 {
+            HandshakeKind::NtorV3
+        } else {
+            HandshakeKind::Ntor
+        };
+        let (st, skin) = match start_handshake(kind, &relay, ctx.rng) {
+            Ok(x) => x,
+            Err(_) => return self.close("no_ntor_key", ctx),
+        };
+        let mut specs = vec![LinkSpec::Ipv4(relay.addr), LinkSpec::RsaId(relay.rsa)];
+        if let Some(ed) = relay.ed {
+            specs.push(LinkSpec::Ed25519Id(ed));
+        }
+        let create2 = Create2 {
+            htype: htype(kind),
+            hdata: &skin,
+        };
+        let body = relay_cell(RelayCmd::EXTEND2, 0, ctx.rng, |o| {
+            Extend2::encode(&specs, &create2, o)
+        });
+        let Ok(mut body) = body else {
+            return self.close("extend2_encode", ctx);
+        };
+        if self.relay_early_left == 0 {
+            return self.close("relay_early_exhausted", ctx);
+        }
+        self.relay_early_left -= 1;
+        if self.crypto.originate(self.last_hop(), &mut body).is_err() {
+            return self.close("crypto", ctx);
+        }
+        out.push(self.id, ChanCmd::RELAY_EARLY, &body);
+        ctx.stats.cells_sent += 1;
+        self.pending = Some((st, now));
+    }
+
+    fn on_relay(
+        &mut self,
+        body: &mut Body,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        out: &mut dyn CellOut,
+    ) {
+        let Some(hop) = self.crypto.recognize(body) else {
+            return self.close("unrecognized_relay_cell", ctx);
+        };
+        let msg = match v0::parse(body) {
+            Ok(m) => m,
+            Err(_) => return self.close("bad_relay_cell", ctx),
+        };
+        let (cmd, sid) = (msg.cmd, msg.stream_id);
+        let parsed = match RelayMsg::parse(cmd, msg.data) {
+            Ok(p) => p,
+            Err(_) => return self.close("bad_relay_msg", ctx),
+        };
+        match parsed {
+            RelayMsg::Extended2(Extended2 { hdata }) => {
+                let h = hdata.to_vec();
+                self.finish_hop(&h, now, ctx, out)
+            }
+            RelayMsg::Truncated(r) => self.close(&format!("truncated_{r:?}").to_lowercase(), ctx),
+            RelayMsg::Data(d) => {
+                if hop != self.last_hop() {
+                    return self.close("data_from_wrong_hop", ctx);
+                }
+                self.deliver_window -= 1;
+                self.data_received += 1;
+                if self.deliver_window < 0 {
+                    return self.close("deliver_window_negative", ctx);
+                }
+                if let Some(prev) = self.last_data_at {
+                    WorkerStats::record(
+                        &mut ctx.stats.cell_gap_us,
+                        (now - prev).as_micros() as u64,
+                    );
+                }
+                self.last_data_at = Some(now);
+                // The tag of the cell that brings the window to a SENDME boundary: this one.
+                if self.deliver_window <= CIRCWINDOW_START - CIRCWINDOW_INCREMENT {
+                    let tag = *self
+                        .crypto
+                        .hop(hop)
+                        .expect("recognized hop exists")
+                        .sendme_tag();
+                    self.sendmes_owed.push_back(tag);
+                    self.deliver_window += CIRCWINDOW_INCREMENT;
+                }
+                let d = d.to_vec();
+                self.stream_data(sid, &d, now, ctx);
+            }
+            RelayMsg::Sendme(s) => {
+                if sid == 0 {
+                    self.circuit_sendme(s, now, ctx);
+                } else if let Some(st) = self.streams.iter_mut().find(|x| x.id == sid) {
+                    st.package_window += STREAMWINDOW_INCREMENT;
+                }
+            }
+            RelayMsg::Connected(_) => {
+                if let Some(st) = self.streams.iter_mut().find(|x| x.id == sid) {
+                    if st.state == StreamState::Connecting {
+                        st.state = StreamState::Open;
+                    }
+                }
+            }
+            RelayMsg::End(e) => self.stream_end(sid, e, ctx),
+            _ => {}
+        }
+    }
+
+    fn circuit_sendme(&mut self, s: Sendme<'_>, now: Instant, ctx: &mut Ctx<'_>) {
+        let Some((want, sent)) = self.expected_tags.pop_front() else {
+            return self.close("unexpected_sendme", ctx);
+        };
+        match s {
+            Sendme::V1 { tag } if tag == want => {}
+            Sendme::V1 { .. } => return self.close("sendme_tag_mismatch", ctx),
+            // We require authenticated SENDMEs, as relays do with sendme_accept_min_version=1.
+            _ => return self.close("sendme_unauthenticated", ctx),
+        }
+        WorkerStats::record(
+            &mut ctx.stats.sendme_rtt_us,
+            (now - sent).as_micros() as u64,
+        );
+        self.package_window += CIRCWINDOW_INCREMENT;
+    }
+
+    fn stream_data(&mut self, sid: u16, d: &[u8], now: Instant, ctx: &mut Ctx<'_>) {
+        let Some(st) = self.streams.iter_mut().find(|x| x.id == sid) else {
+            return; // A stream we already gave up on.
+        };
+        if !st.first_byte {
+            st.first_byte = true;
+            WorkerStats::record(
+                &mut ctx.stats.ttfb_us,
+                (now - st.begun_at).as_micros() as u64,
+            );
+        }
+        st.deliver_window -= 1;
+        if st.deliver_window <= STREAMWINDOW_START - STREAMWINDOW_INCREMENT {
+            st.sendmes_owed += 1;
+            st.deliver_window += STREAMWINDOW_INCREMENT;
+        }
+        match (st.plan.dir, st.state) {
+            (Dir::Down, StreamState::Open | StreamState::Connecting) => {
+                st.state = StreamState::Open;
+                match st.verifier.feed(d) {
+                    Ok(()) => {
+                        ctx.stats.bytes_down += d.len() as u64;
+                        Live::add(&ctx.live.bytes, d.len() as u64);
+                        if st.verifier.is_complete() {
+                            st.state = StreamState::Done;
+                            ctx.stats.streams_done += 1;
+                        }
+                    }
+                    Err(_) => {
+                        st.state = StreamState::Failed;
+                        ctx.stats.integrity_errors += 1;
+                        Live::add(&ctx.live.errors, 1);
+                    }
+                }
+            }
+            (Dir::Up, StreamState::AwaitReply | StreamState::Open) => {
+                st.reply.extend_from_slice(d);
+                if let Some(nl) = st.reply.iter().position(|&b| b == b'\n') {
+                    match PutReply::parse(&st.reply[..nl]) {
+                        Ok(PutReply::Ok { bytes })
+                            if bytes == st.plan.bytes && st.up_sent == bytes =>
+                        {
+                            st.state = StreamState::Done;
+                            ctx.stats.bytes_up += bytes;
+                            ctx.stats.streams_done += 1;
+                        }
+                        Ok(PutReply::Bad { .. }) => {
+                            st.state = StreamState::Failed;
+                            ctx.stats.integrity_errors += 1;
+                            Live::add(&ctx.live.errors, 1);
+                        }
+                        _ => {
+                            st.state = StreamState::Failed;
+                            ctx.error("bad_put_reply");
+                        }
+                    }
+                } else if st.reply.len() > crate::sink::MAX_REQUEST_LEN {
+                    st.state = StreamState::Failed;
+                    ctx.error("bad_put_reply");
+                }
+            }
+            _ => {
+                // Bytes on a finished or failed download: more than was asked for.
+                if st.state == StreamState::Done {
+                    st.state = StreamState::Failed;
+                    ctx.stats.integrity_errors += 1;
+                    Live::add(&ctx.live.errors, 1);
+                }
+            }
+        }
+    }
+
+    fn stream_end(&mut self, sid: u16, e: End, ctx: &mut Ctx<'_>) {
+        let Some(st) = self.streams.iter_mut().find(|x| x.id == sid) else {
+            return;
+        };
+        match st.state {
+            StreamState::Done | StreamState::Failed => {}
+            StreamState::Connecting => {
+                st.state = StreamState::Failed;
+                ctx.error(&format!("begin_refused_{:?}", e.reason).to_lowercase());
+            }
+            _ => {
+                st.state = StreamState::Failed;
+                ctx.error(&format!("stream_ended_early_{:?}", e.reason).to_lowercase());
+            }
+        }
+    }
+
+    /// Opens a stream for `plan` (BEGIN to the exit). Needs an open circuit and one free cell.
+    pub fn open_stream(
+        &mut self,
+        plan: StreamPlan,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        out: &mut dyn CellOut,
+    ) -> bool {
+        if !self.is_open() || out.room() == 0 || self.next_stream_id == u16::MAX {
+            return false;
+        }
+        // Forget finished streams so the table stays as small as the live set.
+        self.streams
+            .retain(|s| !matches!(s.state, StreamState::Done | StreamState::Failed));
+        let id = self.next_stream_id;
+        self.next_stream_id += 1;
+        let t = self.target;
+        let body = relay_cell(RelayCmd::BEGIN, id, ctx.rng, |o| {
+            Begin {
+                target: BeginTarget::Ipv4(*t.ip()),
+                port: t.port(),
+                flags: BeginFlags(0),
+            }
+            .encode(o)
+        });
+        let Ok(mut body) = body else {
+            self.close("begin_encode", ctx);
+            return false;
+        };
+        if self.crypto.originate(self.last_hop(), &mut body).is_err() {
+            self.close("crypto", ctx);
+            return false;
+        }
+        out.push(self.id, ChanCmd::RELAY, &body);
+        ctx.stats.cells_sent += 1;
+        self.streams.push(Stream {
+            id,
+            plan,
+            state: StreamState::Connecting,
+            begun_at: now,
+            first_byte: false,
+            verifier: Verifier::new(plan.seed, plan.bytes),
+            header_sent: false,
+            up_sent: 0,
+            reply: Vec::new(),
+            package_window: STREAMWINDOW_START,
+            deliver_window: STREAMWINDOW_START,
+            sendmes_owed: 0,
+        });
+        true
+    }
+
+    /// Sends what can be sent now: owed SENDMEs (circuit ones only while `budget` allows, as
+    /// each lets the exit send 100 more cells), request lines, and upload data within the
+    /// windows and `budget` (payload bytes). Returns the payload bytes committed.
+    pub fn pump(
+        &mut self,
+        now: Instant,
+        budget: u64,
+        ctx: &mut Ctx<'_>,
+        out: &mut dyn CellOut,
+    ) -> u64 {
+        if !self.is_open() {
+            return 0;
+        }
+        let mut spent = 0u64;
+        let hop = self.last_hop();
+        // Stream SENDMEs and request lines first: they are small and unblock the exit.
+        for i in 0..self.streams.len() {
+            while self.streams[i].sendmes_owed > 0 && out.room() > 0 {
+                let sid = self.streams[i].id;
+                let Ok(mut body) = relay_cell(RelayCmd::SENDME, sid, ctx.rng, |_| Ok(0)) else {
+                    break;
+                };
+                if self.crypto.originate(hop, &mut body).is_err() {
+                    return spent;
+                }
+                out.push(self.id, ChanCmd::RELAY, &body);
+                ctx.stats.cells_sent += 1;
+                self.streams[i].sendmes_owed -= 1;
+            }
+        }
+        while let Some(tag) = self.sendmes_owed.front().copied() {
+            let cost = (CIRCWINDOW_INCREMENT as u64) * v0::MAX_DATA_LEN as u64;
+            if out.room() == 0 || spent + cost > budget.max(cost) {
+                break;
+            }
+            let Ok(mut body) = relay_cell(RelayCmd::SENDME, 0, ctx.rng, |o| {
+                Sendme::V1 { tag: &tag }.encode(o)
+            }) else {
+                break;
+            };
+            if self.crypto.originate(hop, &mut body).is_err() {
+                return spent;
+            }
+            out.push(self.id, ChanCmd::RELAY, &body);
+            ctx.stats.cells_sent += 1;
+            self.sendmes_owed.pop_front();
+            spent += cost;
+        }
+        // Download request lines and upload data, round-robin one cell per stream per pass.
+        let mut progress = true;
+        while progress {
+            progress = false;
+            for i in 0..self.streams.len() {
+                if out.room() == 0 {
+                    return spent;
+                }
+                let st = &self.streams[i];
+                let is_get =
+                    st.plan.dir == Dir::Down && st.state == StreamState::Open && !st.header_sent;
+                let is_put = st.plan.dir == Dir::Up
+                    && st.state == StreamState::Open
+                    && (!st.header_sent || st.up_sent < st.plan.bytes);
+                if !(is_get || is_put) || st.package_window <= 0 || self.package_window <= 0 {
+                    continue;
+                }
+                if is_put && st.header_sent && spent >= budget {
+                    continue;
+                }
+                if self.expected_tags.len() >= MAX_PENDING_TAGS {
+                    return spent;
+                }
+                let plan = st.plan;
+                let (sid, up_sent, header_sent) = (st.id, st.up_sent, st.header_sent);
+                let mut payload = 0u64;
+                let body = relay_cell(RelayCmd::DATA, sid, ctx.rng, |o| {
+                    let o = &mut o[..v0::MAX_DATA_LEN];
+                    let mut n = 0;
+                    if !header_sent {
+                        let line = match plan.dir {
+                            Dir::Down => Request::Get {
+                                bytes: plan.bytes,
+                                seed: plan.seed,
+                            },
+                            Dir::Up => Request::Put {
+                                bytes: plan.bytes,
+                                seed: plan.seed,
+                            },
+                        }
+                        .encode();
+                        o[..line.len()].copy_from_slice(line.as_bytes());
+                        n = line.len();
+                    }
+                    if plan.dir == Dir::Up {
+                        let k = ((plan.bytes - up_sent) as usize).min(o.len() - n);
+                        pattern::fill(plan.seed, up_sent, &mut o[n..n + k]);
+                        payload = k as u64;
+                        n += k;
+                    }
+                    Ok(n)
+                });
+                let Ok(mut body) = body else {
+                    self.close("data_encode", ctx);
+                    return spent;
+                };
+                let tag = match self.crypto.originate(hop, &mut body) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        self.close("crypto", ctx);
+                        return spent;
+                    }
+                };
+                out.push(self.id, ChanCmd::RELAY, &body);
+                ctx.stats.cells_sent += 1;
+                Live::add(&ctx.live.cells, 1);
+                self.data_sent += 1;
+                self.package_window -= 1;
+                if self.data_sent % CIRCWINDOW_INCREMENT as u64 == 0 {
+                    self.expected_tags.push_back((tag, now));
+                }
+                let st = &mut self.streams[i];
+                st.package_window -= 1;
+                st.header_sent = true;
+                st.up_sent += payload;
+                spent += payload;
+                if plan.dir == Dir::Up {
+                    Live::add(&ctx.live.bytes, payload);
+                    if st.up_sent == plan.bytes {
+                        st.state = StreamState::AwaitReply;
+                    }
+                }
+                progress = true;
+            }
+        }
+        spent
+    }
+
+    /// Fails every unfinished stream (on a timeout or the end of the run); returns how many.
+    pub fn abandon_streams(&mut self, reason: &str, ctx: &mut Ctx<'_>) -> usize {
+        let mut n = 0;
+        for s in &mut self.streams {
+            if !matches!(s.state, StreamState::Done | StreamState::Failed) {
+                s.state = StreamState::Failed;
+                n += 1;
+            }
+        }
+        for _ in 0..n {
+            ctx.error(reason);
+        }
+        n
+    }
+}
+
+fn htype(kind: HandshakeKind) -> HandshakeType {
+    match kind {
+        HandshakeKind::NtorV3 => HandshakeType::NTOR_V3,
+        _ => HandshakeType::NTOR,
+    }
+}
+
+fn start_handshake(
+    kind: HandshakeKind,
+    relay: &Relay,
+    rng: &mut StdRng,
+) -> Result<(Pending, Vec<u8>), String> {
+    let key = PublicKey::from(
+        relay
+            .ntor_key
+            .ok_or_else(|| format!("no ntor key for {}", relay.nick))?,
+    );
+    match kind {
+        HandshakeKind::NtorV3 => {
+            let ed = relay
+                .ed
+                .ok_or_else(|| format!("ntor-v3 needs the ed25519 id of {}", relay.nick))?;
+            let (st, skin) = NtorV3Client::start(rng, &ed, &key, &[]).map_err(|e| e.to_string())?;
+            Ok((Pending::NtorV3(st), skin))
+        }
+        _ => {
+            let (st, skin) = NtorClient::start(rng, &relay.rsa, &key);
+            Ok((Pending::Ntor(st), skin.to_vec()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! A circuit against a scripted one-hop "exit" that answers CREATE_FAST and runs the
+    //! relay side of tor1 with the RustCrypto primitives directly (independently of the
+    //! client code under test).
+    use super::*;
+    use aes::cipher::{KeyIvInit, StreamCipher};
+    use fors::crypto::handshake::fast;
+    use rand::SeedableRng;
+    use sha1::{Digest, Sha1};
+
+    type Aes = ctr::Ctr128BE<aes::Aes128>;
+
+    struct FakeExit {
+        fwd: Aes,
+        bwd: Aes,
+        fwd_d: Sha1,
+        bwd_d: Sha1,
+        /// Digest of each DATA cell we sent, for checking the client's SENDME tags.
+        sent_digests: Vec<[u8; 20]>,
+    }
+
+    impl FakeExit {
+        fn new(k: &Tor1KeyMaterial) -> Self {
+            let d = |s: &[u8]| {
+                let mut h = Sha1::new();
+                h.update(s);
+                h
+            };
+            FakeExit {
+                fwd: Aes::new(&k.kf.into(), &[0u8; 16].into()),
+                bwd: Aes::new(&k.kb.into(), &[0u8; 16].into()),
+                fwd_d: d(&k.df),
+                bwd_d: d(&k.db),
+                sent_digests: Vec::new(),
+            }
+        }
+
+        /// Decrypts and checks a cell from the client; returns (cmd, stream, data).
+        fn receive(&mut self, body: &Body) -> (RelayCmd, u16, Vec<u8>) {
+            let mut b = *body;
+            self.fwd.apply_keystream(&mut b);
+            assert_eq!(&b[1..3], &[0, 0], "recognized");
+            let got: [u8; 4] = b[5..9].try_into().unwrap();
+            b[5..9].fill(0);
+            self.fwd_d.update(b);
+            let d: [u8; 20] = self.fwd_d.clone().finalize().into();
+            assert_eq!(d[..4], got, "forward digest");
+            let m = v0::parse(&b).unwrap();
+            (m.cmd, m.stream_id, m.data.to_vec())
+        }
+
+        fn send(&mut self, cmd: RelayCmd, sid: u16, data: &[u8], rng: &mut StdRng) -> Body {
+            let mut b = [0u8; CELL_BODY_LEN];
+            v0::encode(&mut b, cmd, sid, data, rng).unwrap();
+            self.bwd_d.update(b);
+            let d: [u8; 20] = self.bwd_d.clone().finalize().into();
+            b[5..9].copy_from_slice(&d[..4]);
+            if cmd == RelayCmd::DATA {
+                self.sent_digests.push(d);
+            }
+            self.bwd.apply_keystream(&mut b);
+            b
+        }
+    }
+
+    fn relay() -> Relay {
+        Relay {
+            nick: "exit".into(),
+            addr: "127.0.0.1:9".parse().unwrap(),
+            rsa: Default::default(),
+            ed: None,
+            ntor_key: None,
+        }
+    }
+
+    /// Runs a download of `bytes` through the fake exit, flipping payload byte `flip` if
+    /// given. Returns the stats and how many SENDME v1 tags matched.
+    fn download(bytes: u64, flip: Option<usize>) -> (WorkerStats, usize) {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut stats = WorkerStats::default();
+        let live = Live::default();
+        let mut out: Vec<(CircId, ChanCmd, Body)> = Vec::new();
+        let now = Instant::now();
+        let path = Arc::new(vec![relay()]);
+        let mut ctx = Ctx {
+            stats: &mut stats,
+            live: &live,
+            rng: &mut rng,
+        };
+        let mut c = Circuit::start(
+            CircId(0x8000_0001),
+            path,
+            1,
+            HandshakeKind::Fast,
+            "127.0.0.1:9".parse().unwrap(),
+            now,
+            &mut ctx,
+            &mut out,
+        )
+        .unwrap();
+        let (_, cmd, create) = out.pop().unwrap();
+        assert_eq!(cmd, ChanCmd::CREATE_FAST);
+        let mut srng = StdRng::seed_from_u64(2);
+        let (reply, keys) = fast::server_handshake(&mut srng, &create[..20]).unwrap();
+        let mut exit = FakeExit::new(&keys);
+        let mut body = [0u8; CELL_BODY_LEN];
+        body[..reply.len()].copy_from_slice(&reply);
+        c.on_cell(ChanCmd::CREATED_FAST, &mut body, now, &mut ctx, &mut out);
+        assert!(c.is_open());
+        let seed = 77;
+        assert!(c.open_stream(
+            StreamPlan {
+                dir: Dir::Down,
+                bytes,
+                seed
+            },
+            now,
+            &mut ctx,
+            &mut out
+        ));
+        let (cmd, sid, _) = exit.receive(&out.pop().unwrap().2);
+        assert_eq!(cmd, RelayCmd::BEGIN);
+        let mut b = exit.send(RelayCmd::CONNECTED, sid, &[], &mut srng);
+        c.on_cell(ChanCmd::RELAY, &mut b, now, &mut ctx, &mut out);
+        c.pump(now, u64::MAX, &mut ctx, &mut out);
+        let (cmd, _, req) = exit.receive(&out.remove(0).2);
+        assert_eq!(cmd, RelayCmd::DATA);
+        assert_eq!(req, format!("GET {bytes} {seed}\n").into_bytes());
+        // Stream the pattern, answering the client's SENDMEs as C tor would check them.
+        let mut data = vec![0u8; bytes as usize];
+        pattern::fill(seed, 0, &mut data);
+        if let Some(i) = flip {
+            data[i] ^= 0x01;
+        }
+        let mut tags_ok = 0;
+        for chunk in data.chunks(v0::MAX_DATA_LEN) {
+            let mut b = exit.send(RelayCmd::DATA, sid, chunk, &mut srng);
+            c.on_cell(ChanCmd::RELAY, &mut b, now, &mut ctx, &mut out);
+            c.pump(now, u64::MAX, &mut ctx, &mut out);
+            for (_, _, cell) in out.drain(..) {
+                let (cmd, s, d) = exit.receive(&cell);
+                assert_eq!(cmd, RelayCmd::SENDME);
+                if s == 0 {
+                    let k = (tags_ok + 1) * CIRCWINDOW_INCREMENT as usize - 1;
+                    assert_eq!(
+                        Sendme::parse(&d).unwrap(),
+                        Sendme::V1 {
+                            tag: &exit.sent_digests[k]
+                        }
+                    );
+                    tags_ok += 1;
+                }
+            }
+        }
+        (stats, tags_ok)
+    }
+
+    #[test]
+    fn download_is_verified_and_sendme_v1_tags_match_the_exit_digests() {
+        let n = 250 * v0::MAX_DATA_LEN as u64 + 17;
+        let (s, tags) = download(n, None);
+        assert_eq!(s.bytes_down, n);
+        assert_eq!(s.streams_done, 1);
+        assert_eq!(s.integrity_errors, 0);
+        assert_eq!(tags, 2, "SENDMEs after the 100th and 200th DATA cells");
+        assert!(s.errors.is_empty(), "{:?}", s.errors);
+    }
+
+    #[test]
+    fn a_corrupted_byte_is_an_integrity_error_not_throughput() {
+        let n = 50 * v0::MAX_DATA_LEN as u64;
+        let (s, _) = download(n, Some(12_345));
+        assert_eq!(s.integrity_errors, 1);
+        assert_eq!(s.streams_done, 0);
+        assert!(s.bytes_down < 12_345 + v0::MAX_DATA_LEN as u64);
+    }
+}

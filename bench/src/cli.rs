@@ -1,0 +1,572 @@
+//! Command line of `fors-loadgen`: a hand-written parser (no CLI crate, to keep the build lean)
+//! with typed errors, and the size/duration syntax shared with the rest of the tool.
+
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
+
+/// Largest transfer size accepted per stream (1 TiB): a typo should not mean "forever".
+pub const MAX_SIZE: u64 = 1 << 40;
+/// Longest `--duration` / `--timeout` accepted.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Bounds on the workload shape.
+pub const MAX_CIRCUITS: u32 = 10_000;
+pub const MAX_STREAMS: u32 = 200;
+pub const MAX_HOPS: usize = 8;
+pub const MAX_CREATE_RATE: u32 = 100_000;
+
+/// Which circuit handshake to use (`--handshake`). `Fast` is CREATE_FAST to the first hop;
+/// later hops always use ntor because CREATE_FAST cannot be sent in EXTEND2 (tor-spec
+/// §"CREATE_FAST/CREATED_FAST cells").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeKind {
+    Ntor,
+    NtorV3,
+    Fast,
+}
+
+/// One relay of the path as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopArg {
+    pub addr: SocketAddrV4,
+    pub rsa: RsaIdentity,
+    pub ed: Option<Ed25519Identity>,
+    /// The relay's ntor onion key, if given inline (`ntor=BASE64`); otherwise it is fetched
+    /// from a directory authority.
+    pub ntor_key: Option<[u8; 32]>,
+}
+
+/// Where streams connect (`--target`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Start the built-in sink/source server on 127.0.0.1.
+    Builtin,
+    /// A running built-in-protocol server (`HOST:PORT`).
+    Sink(SocketAddrV4),
+    /// The testnet's HTTP data server (`http://HOST:PORT`).
+    Http(SocketAddrV4),
+}
+
+/// Where the path comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSource {
+    Hops(Vec<HopArg>),
+    /// `network.json` of `scripts/testnet.py`, with nicknames (empty = automatic choice).
+    Network {
+        file: PathBuf,
+        path: Vec<String>,
+    },
+}
+
+/// Everything the command line says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub path: PathSource,
+    /// Directory authority DirPort to fetch ntor keys from (with `--hop`).
+    pub dir_server: Option<SocketAddrV4>,
+    pub circuits: u32,
+    pub streams: u32,
+    pub download: Option<u64>,
+    pub upload: Option<u64>,
+    pub duration: Option<Duration>,
+    /// Total target rate in MB/s (10^6 bytes); `None` = as fast as possible.
+    pub rate_mbps: Option<f64>,
+    pub handshake: HandshakeKind,
+    pub create_rate: Option<u32>,
+    pub flood: bool,
+    pub target: Target,
+    pub json: bool,
+    pub svg: Option<PathBuf>,
+    pub timeout: Duration,
+    pub threads: usize,
+    pub seed: u64,
+    /// `--serve ADDR`: only run the built-in sink/source server (for `--target` of other runs).
+    pub serve: Option<SocketAddrV4>,
+}
+
+/// What was wrong with the command line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CliError {
+    #[error("unknown option {0} (see --help)")]
+    Unknown(String),
+    #[error("{0} needs a value")]
+    MissingValue(&'static str),
+    #[error("{opt}: {why}")]
+    Bad { opt: &'static str, why: String },
+    #[error("give --hop (at least two) or --network, not both")]
+    NoPath,
+    #[error("{0} is not a loopback address: fors-loadgen only talks to 127.0.0.0/8")]
+    NotLoopback(String),
+    #[error("nothing to do: give --download, --upload and/or --create-rate")]
+    NoWorkload,
+    #[error("help requested")]
+    Help,
+}
+
+fn bad(opt: &'static str, why: impl Into<String>) -> CliError {
+    CliError::Bad {
+        opt,
+        why: why.into(),
+    }
+}
+
+/// Parses `50M`, `1G`, `4096`, `64k` (binary multiples: K = 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'B' => 1,
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix in {s:?} (use K, M, G, T)")),
+            };
+            (&s[..i], m)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 50M"))?;
+    let v = n
+        .checked_mul(mult)
+        .filter(|&v| v <= MAX_SIZE)
+        .ok_or_else(|| format!("{s:?} is larger than 1T"))?;
+    if v == 0 {
+        return Err("size must be positive".into());
+    }
+    Ok(v)
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown duration unit in {s:?} (use ms, s, m, h)")),
+    };
+    if secs.is_nan() || secs <= 0.0 || secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!("{s:?} must be between 1ms and 24h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Refuses anything outside 127.0.0.0/8 (and ::1, which we never use for IPv4 hops).
+pub fn require_loopback(addr: &SocketAddr) -> Result<(), CliError> {
+    let ok = match addr.ip() {
+        IpAddr::V4(a) => a.is_loopback(),
+        IpAddr::V6(a) => a.is_loopback(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::NotLoopback(addr.to_string()))
+    }
+}
+
+fn parse_v4(opt: &'static str, s: &str) -> Result<SocketAddrV4, CliError> {
+    let a: SocketAddr = s
+        .parse()
+        .map_err(|_| bad(opt, format!("{s:?} is not IPv4:PORT")))?;
+    require_loopback(&a)?;
+    match a {
+        SocketAddr::V4(v4) => Ok(v4),
+        SocketAddr::V6(_) => Err(bad(opt, "only IPv4 loopback addresses are supported")),
+    }
+}
+
+/// Parses an ed25519 identity in base64 (as C tor prints it) or 64 hex digits.
+pub fn parse_ed25519(s: &str) -> Option<Ed25519Identity> {
+    if s.len() == 64 {
+        if let Some(v) = fors::util::hex::decode(s) {
+            return v.try_into().ok().map(Ed25519Identity);
+        }
+    }
+    Ed25519Identity::from_base64(s)
+}
+
+/// Decodes a base64 curve25519 key (`ntor-onion-key` form).
+pub fn parse_curve25519(s: &str) -> Option<[u8; 32]> {
+    use base64::Engine;
+    let v = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(s.trim().trim_end_matches('='))
+        .ok()?;
+    v.try_into().ok()
+}
+
+/// `127.0.0.1:PORT,RSA_FP[,ED25519_ID][,ntor=BASE64]`.
+pub fn parse_hop(s: &str) -> Result<HopArg, CliError> {
+    let mut parts = s.split(',');
+    let addr = parse_v4("--hop", parts.next().unwrap_or(""))?;
+    let fp = parts
+        .next()
+        .ok_or_else(|| bad("--hop", "missing RSA fingerprint after the address"))?;
+    let rsa = RsaIdentity::from_hex(&fp.replace(' ', ""))
+        .ok_or_else(|| bad("--hop", format!("{fp:?} is not a 40-hex-digit fingerprint")))?;
+    let mut hop = HopArg {
+        addr,
+        rsa,
+        ed: None,
+        ntor_key: None,
+    };
+    for p in parts {
+        if let Some(k) = p.strip_prefix("ntor=") {
+            hop.ntor_key = Some(
+                parse_curve25519(k)
+                    .ok_or_else(|| bad("--hop", format!("{k:?} is not a base64 ntor key")))?,
+            );
+        } else {
+            hop.ed = Some(
+                parse_ed25519(p)
+                    .ok_or_else(|| bad("--hop", format!("{p:?} is not an ed25519 identity")))?,
+            );
+        }
+    }
+    Ok(hop)
+}
+
+fn parse_target(s: &str) -> Result<Target, CliError> {
+    if let Some(rest) = s.strip_prefix("http://") {
+        let hostport = rest.trim_end_matches('/');
+        return Ok(Target::Http(parse_v4("--target", hostport)?));
+    }
+    Ok(Target::Sink(parse_v4("--target", s)?))
+}
+
+pub const USAGE: &str = "\
+fors-loadgen: a Tor client load generator for loopback test networks
+
+PATH (at least two hops: a middle, then the exit):
+  --hop 127.0.0.1:PORT,RSA_FP[,ED25519_ID][,ntor=B64]   repeat per hop, in order
+  --dir-server 127.0.0.1:DIRPORT   authority to fetch ntor keys from (for --hop)
+  --network run/net/network.json   a scripts/testnet.py network
+  --path middle,exit               nicknames from network.json (default: auto)
+WORKLOAD:
+  --circuits N (1)  --streams M (1, per direction per circuit)
+  --download SIZE  --upload SIZE   per stream, e.g. 50M, 1G (K=1024)
+  --duration 30s    repeat streams until then (default: each stream once)
+  --rate MBPS       total target rate (default: as fast as possible)
+  --handshake ntor|ntor-v3|fast   (default ntor)
+  --create-rate N   circuit-creation workload: N CREATE2 handshakes per second
+  --flood           CREATE2 flood while the bulk streams run (needs --create-rate)
+  --target HOST:PORT | http://HOST:PORT   loopback only (default: built-in server)
+  --threads T       worker threads (default: min(cores, circuits))
+  --seed S          pattern seed base (default: random)
+  --serve 127.0.0.1:PORT   only run the sink/source server (until --duration, default 1h)
+OUTPUT:
+  --json  --svg DIR  --timeout 120s
+";
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Options, CliError> {
+    let mut hops = Vec::new();
+    let mut network = None;
+    let mut path_names = Vec::new();
+    let mut o = Options {
+        path: PathSource::Hops(Vec::new()),
+        dir_server: None,
+        circuits: 1,
+        streams: 1,
+        download: None,
+        upload: None,
+        duration: None,
+        rate_mbps: None,
+        handshake: HandshakeKind::Ntor,
+        create_rate: None,
+        flood: false,
+        target: Target::Builtin,
+        json: false,
+        svg: None,
+        timeout: Duration::from_secs(120),
+        threads: 0,
+        seed: rand::random(),
+        serve: None,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        macro_rules! val {
+            ($opt:literal) => {
+                match inline.clone() {
+                    Some(v) => v,
+                    None => it.next().cloned().ok_or(CliError::MissingValue($opt))?,
+                }
+            };
+        }
+        match name {
+            "-h" | "--help" => return Err(CliError::Help),
+            "--hop" => {
+                if hops.len() >= MAX_HOPS {
+                    return Err(bad("--hop", format!("at most {MAX_HOPS} hops")));
+                }
+                hops.push(parse_hop(&val!("--hop"))?)
+            }
+            "--dir-server" => o.dir_server = Some(parse_v4("--dir-server", &val!("--dir-server"))?),
+            "--network" => network = Some(PathBuf::from(val!("--network"))),
+            "--path" => {
+                let v = val!("--path");
+                if v != "auto" {
+                    path_names = v.split(',').map(str::to_string).collect();
+                }
+            }
+            "--circuits" => {
+                o.circuits = val!("--circuits")
+                    .parse()
+                    .ok()
+                    .filter(|&n| (1..=MAX_CIRCUITS).contains(&n))
+                    .ok_or_else(|| bad("--circuits", format!("1..={MAX_CIRCUITS}")))?
+            }
+            "--streams" => {
+                o.streams = val!("--streams")
+                    .parse()
+                    .ok()
+                    .filter(|&n| (1..=MAX_STREAMS).contains(&n))
+                    .ok_or_else(|| bad("--streams", format!("1..={MAX_STREAMS}")))?
+            }
+            "--download" => {
+                o.download =
+                    Some(parse_size(&val!("--download")).map_err(|e| bad("--download", e))?)
+            }
+            "--upload" => {
+                o.upload = Some(parse_size(&val!("--upload")).map_err(|e| bad("--upload", e))?)
+            }
+            "--duration" => {
+                o.duration =
+                    Some(parse_duration(&val!("--duration")).map_err(|e| bad("--duration", e))?)
+            }
+            "--timeout" => {
+                o.timeout = parse_duration(&val!("--timeout")).map_err(|e| bad("--timeout", e))?
+            }
+            "--rate" => {
+                o.rate_mbps = Some(
+                    val!("--rate")
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| *r > 0.0 && *r <= 1e6)
+                        .ok_or_else(|| bad("--rate", "a positive number of MB/s"))?,
+                )
+            }
+            "--handshake" => {
+                o.handshake = match val!("--handshake").as_str() {
+                    "ntor" => HandshakeKind::Ntor,
+                    "ntor-v3" | "ntor3" => HandshakeKind::NtorV3,
+                    "fast" | "create-fast" => HandshakeKind::Fast,
+                    other => {
+                        return Err(bad(
+                            "--handshake",
+                            format!("{other:?}: ntor, ntor-v3 or fast"),
+                        ))
+                    }
+                }
+            }
+            "--create-rate" => {
+                o.create_rate = Some(
+                    val!("--create-rate")
+                        .parse()
+                        .ok()
+                        .filter(|&n| (1..=MAX_CREATE_RATE).contains(&n))
+                        .ok_or_else(|| bad("--create-rate", format!("1..={MAX_CREATE_RATE}")))?,
+                )
+            }
+            "--flood" => o.flood = true,
+            "--serve" => o.serve = Some(parse_v4("--serve", &val!("--serve"))?),
+            "--target" => o.target = parse_target(&val!("--target"))?,
+            "--json" => o.json = true,
+            "--svg" => o.svg = Some(PathBuf::from(val!("--svg"))),
+            "--threads" => {
+                o.threads = val!("--threads")
+                    .parse()
+                    .ok()
+                    .filter(|&n| (1..=256).contains(&n))
+                    .ok_or_else(|| bad("--threads", "1..=256"))?
+            }
+            "--seed" => {
+                o.seed = val!("--seed")
+                    .parse()
+                    .map_err(|_| bad("--seed", "an unsigned integer"))?
+            }
+            other => return Err(CliError::Unknown(other.to_string())),
+        }
+    }
+    if o.serve.is_some() {
+        return Ok(o);
+    }
+    o.path = match (network, hops.is_empty()) {
+        (Some(file), true) => PathSource::Network {
+            file,
+            path: path_names,
+        },
+        (None, false)
+            if hops.len() >= 2
+                || o.create_rate.is_some() && o.download.is_none() && o.upload.is_none() =>
+        {
+            PathSource::Hops(hops)
+        }
+        (None, false) => {
+            return Err(bad(
+                "--hop",
+                "exit streams need at least two hops (middle, exit)",
+            ))
+        }
+        _ => return Err(CliError::NoPath),
+    };
+    if o.download.is_none() && o.upload.is_none() && o.create_rate.is_none() {
+        return Err(CliError::NoWorkload);
+    }
+    if o.flood && o.create_rate.is_none() {
+        o.create_rate = Some(100);
+    }
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    const FP1: &str = "0123456789ABCDEF0123456789ABCDEF01234567";
+    const FP2: &str = "89ABCDEF0123456789ABCDEF0123456789ABCDEF";
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("50M"), Ok(50 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("7b"), Ok(7));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("2T").is_err());
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("-1M").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("25h").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3d").is_err());
+        assert!(parse_duration("NaN").is_err());
+    }
+
+    #[test]
+    fn hops_and_workload() {
+        let o = parse(&args(&format!(
+            "--hop 127.0.0.1:5000,{FP1} --hop 127.0.0.1:5001,{FP2},{} --circuits 4 --streams 2 \
+             --download 5M --upload=1M --duration 10s --rate 12.5 --handshake ntor-v3 --json",
+            "A".repeat(43)
+        )))
+        .unwrap();
+        let PathSource::Hops(h) = &o.path else {
+            panic!("hops")
+        };
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].addr, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(h[0].rsa.to_hex(), FP1);
+        assert!(h[0].ed.is_none() && h[1].ed.is_some());
+        assert_eq!((o.circuits, o.streams), (4, 2));
+        assert_eq!((o.download, o.upload), (Some(5 << 20), Some(1 << 20)));
+        assert_eq!(o.duration, Some(Duration::from_secs(10)));
+        assert_eq!(o.rate_mbps, Some(12.5));
+        assert_eq!(o.handshake, HandshakeKind::NtorV3);
+        assert!(o.json);
+        assert_eq!(o.target, Target::Builtin);
+    }
+
+    #[test]
+    fn refuses_non_loopback() {
+        let e = parse(&args(&format!(
+            "--hop 10.0.0.1:5000,{FP1} --hop 127.0.0.1:5001,{FP2} --download 1M"
+        )));
+        assert!(matches!(e, Err(CliError::NotLoopback(_))));
+        let e = parse(&args(&format!(
+            "--hop 127.0.0.1:5000,{FP1} --hop 127.0.0.1:5001,{FP2} --download 1M --target 8.8.8.8:80"
+        )));
+        assert!(matches!(e, Err(CliError::NotLoopback(_))));
+        let e = parse(&args(
+            "--network n.json --download 1M --target http://192.168.1.1:80",
+        ));
+        assert!(matches!(e, Err(CliError::NotLoopback(_))));
+    }
+
+    #[test]
+    fn network_path_and_targets() {
+        let o = parse(&args(
+            "--network run/net/network.json --path m1,e1 --upload 1M --target http://127.0.0.2:8080",
+        ))
+        .unwrap();
+        assert_eq!(
+            o.path,
+            PathSource::Network {
+                file: "run/net/network.json".into(),
+                path: vec!["m1".into(), "e1".into()]
+            }
+        );
+        assert_eq!(o.target, Target::Http("127.0.0.2:8080".parse().unwrap()));
+        let o = parse(&args(
+            "--network n.json --path auto --download 1M --target 127.0.0.1:9",
+        ))
+        .unwrap();
+        assert_eq!(o.target, Target::Sink("127.0.0.1:9".parse().unwrap()));
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(parse(&args("--download 1M")), Err(CliError::NoPath));
+        assert_eq!(parse(&args("--network n.json")), Err(CliError::NoWorkload));
+        assert!(matches!(
+            parse(&args(&format!("--hop 127.0.0.1:1,{FP1} --download 1M"))),
+            Err(CliError::Bad { opt: "--hop", .. })
+        ));
+        assert!(matches!(parse(&args("--bogus")), Err(CliError::Unknown(_))));
+        assert_eq!(
+            parse(&args("--network")),
+            Err(CliError::MissingValue("--network"))
+        );
+        assert!(parse(&args("--network n --download 1M --circuits 0")).is_err());
+        assert!(parse(&args("--network n --download 1M --handshake tap")).is_err());
+        assert!(parse(&args("--hop 127.0.0.1:1,XYZ --download 1M")).is_err());
+    }
+
+    #[test]
+    fn serve_mode_needs_no_path() {
+        let o = parse(&args("--serve 127.0.0.1:7000 --duration 5s")).unwrap();
+        assert_eq!(o.serve, Some("127.0.0.1:7000".parse().unwrap()));
+        assert!(parse(&args("--serve 0.0.0.0:7000")).is_err());
+    }
+
+    #[test]
+    fn flood_implies_a_create_rate() {
+        let o = parse(&args("--network n --download 1M --flood")).unwrap();
+        assert!(o.flood);
+        assert_eq!(o.create_rate, Some(100));
+    }
+}
