@@ -1,0 +1,1015 @@
+//! Channel cells on circuits: CREATE*, DESTROY, RELAY/RELAY_EARLY routing, onion queue,
+//! EXTEND2/EXTENDED2, queues toward blocked channels and the memory cap.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand_core::{CryptoRng, RngCore};
+
+use super::crypto::{CellBody, HopCrypto};
+use super::metrics::CircuitMetrics;
+use super::pool::{CellPool, CellQueue};
+use super::table::{CircHandle, CircState, Circuit, CircuitTable, Next, Side};
+use super::{
+    destroy_body, Action, ActionSink, ChanId, ChanInfo, CircuitConfig, ExtendTarget, InputError,
+    NetworkView, NextHop, PeerIdentity, RelayIdentity,
+};
+use crate::cell::chan::{Create2, CreateFast, Created2, CreatedFast, DestroyReason, HandshakeType};
+use crate::cell::relay::msg::{Extend2, Extended2, LinkSpec};
+use crate::cell::relay::{v0, RelayCmd};
+use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN};
+use crate::crypto::handshake::{
+    fast, negotiate_circ_params, ntor, ntor_v3, NtorKeyMap, NtorV3ServerPolicy,
+};
+use crate::exit::policy::ExitPolicy;
+use crate::proto::flow::{SendmeRandomness, SendmeTags, Windows};
+use crate::proto::stream::StreamTable;
+
+/// tor-spec §"Handling RELAY_EARLY cells": at most 8 per circuit.
+pub const MAX_RELAY_EARLY_CELLS_PER_CIRCUIT: u8 = 8;
+/// Cells per batch handed to the crypto in one call.
+const BATCH: usize = 64;
+
+/// An RNG usable for handshakes (object-safe bundle of `RngCore + CryptoRng`).
+pub trait CoreRng: RngCore + CryptoRng {}
+impl<T: RngCore + CryptoRng> CoreRng for T {}
+
+/// The per-call environment: time, randomness and where actions go.
+pub struct CoreIo<'a> {
+    pub now: Instant,
+    pub rng: &'a mut dyn CoreRng,
+    pub out: &'a mut dyn ActionSink,
+}
+
+impl<'a> CoreIo<'a> {
+    pub fn new(now: Instant, rng: &'a mut dyn CoreRng, out: &'a mut dyn ActionSink) -> Self {
+        CoreIo { now, rng, out }
+    }
+}
+
+struct PendingOnion {
+    circ: CircHandle,
+    htype: HandshakeType,
+    hlen: u16,
+    hdata: [u8; CELL_BODY_LEN],
+    queued_at: Instant,
+}
+
+/// The result of an extend the shard carried out (see `Action::Extend`).
+#[derive(Debug, Clone, Copy)]
+pub struct ExtendDone<'a> {
+    /// Where the next hop of this circuit now is.
+    pub next: NextHop,
+    /// The CREATED2 body the next hop answered with.
+    pub created2: &'a [u8],
+}
+
+/// One shard's circuits and exit streams (see the module docs).
+pub struct RelayCore<
+    C: HopCrypto = crate::crypto::relay::Tor1RelayCrypto,
+    N: NetworkView = super::NoNetworkView,
+> {
+    pub(super) cfg: CircuitConfig,
+    pub(super) me: RelayIdentity,
+    pub(super) onion_keys: Arc<NtorKeyMap>,
+    pub(super) policy: Arc<ExitPolicy>,
+    pub(super) net: N,
+    pub(super) table: CircuitTable<C>,
+    pub(super) streams: StreamTable,
+    pub(super) pool: CellPool,
+    onion_q: VecDeque<PendingOnion>,
+    blocked: HashSet<ChanId>,
+    pub(super) metrics: CircuitMetrics,
+    batch_hits: Vec<bool>,
+    /// Circuits with queued cells or streams paused on a blocked channel.
+    waiting: Vec<u32>,
+    /// SENDME tag of the last recognized cell of the current forward run.
+    pub(super) run_tag: [u8; 20],
+}
+
+impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
+    /// Allocates every table, queue and the cell pool from `cfg`.
+    pub fn new(
+        cfg: CircuitConfig,
+        me: RelayIdentity,
+        onion_keys: Arc<NtorKeyMap>,
+        policy: Arc<ExitPolicy>,
+        net: N,
+    ) -> Self {
+        RelayCore {
+            table: CircuitTable::new(cfg.max_circuits),
+            streams: StreamTable::new(cfg.max_streams),
+            pool: CellPool::new(cfg.pool_cells),
+            onion_q: VecDeque::with_capacity(cfg.onion_queue_len),
+            blocked: HashSet::with_capacity(cfg.max_circuits.min(1 << 16)),
+            batch_hits: vec![false; BATCH],
+            run_tag: [0; 20],
+            waiting: Vec::with_capacity(cfg.max_circuits),
+            cfg,
+            me,
+            onion_keys,
+            policy,
+            net,
+            metrics: CircuitMetrics::default(),
+        }
+    }
+
+    /// Swaps in new onion keys (after rotation) between batches.
+    pub fn set_onion_keys(&mut self, keys: Arc<NtorKeyMap>) {
+        self.onion_keys = keys;
+    }
+
+    /// Swaps in a new exit policy.
+    pub fn set_exit_policy(&mut self, policy: Arc<ExitPolicy>) {
+        self.policy = policy;
+    }
+
+    pub fn network_view_mut(&mut self) -> &mut N {
+        &mut self.net
+    }
+
+    pub fn metrics(&self) -> &CircuitMetrics {
+        &self.metrics
+    }
+
+    pub fn config(&self) -> &CircuitConfig {
+        &self.cfg
+    }
+
+    /// Live circuits.
+    pub fn circuit_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The circuit whose previous hop is (`chan`, `circ_id`), if any.
+    pub fn circuit_by_prev(&self, chan: ChanId, circ_id: CircId) -> Option<CircHandle> {
+        match self.table.lookup(chan, circ_id)? {
+            (idx, Side::Prev) => Some(self.table.handle(idx)),
+            _ => None,
+        }
+    }
+
+    /// Cells held in this circuit's queues and stream buffers.
+    pub fn queued_cells(&self, circ: CircHandle) -> Option<usize> {
+        let idx = self.table.resolve(circ)?;
+        Some(self.table.get(idx)?.queued as usize)
+    }
+
+    // ---------------------------------------------------------------- channel cells
+
+    /// A fixed-size cell arrived on `chan`. `body` is decrypted/encrypted in place.
+    pub fn handle_cell(
+        &mut self,
+        chan: &ChanInfo,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &mut CellBody,
+        io: &mut CoreIo<'_>,
+    ) {
+        // tor-spec §"Choosing circuit IDs": circuit ID 0 is never a circuit; drop.
+        if circ_id.is_zero() {
+            return;
+        }
+        match cmd {
+            ChanCmd::CREATE | ChanCmd::CREATE2 | ChanCmd::CREATE_FAST => {
+                self.handle_create(chan, circ_id, cmd, body, io)
+            }
+            ChanCmd::RELAY | ChanCmd::RELAY_EARLY => {
+                self.handle_relay_batch(chan.id, circ_id, cmd, ::core::slice::from_mut(body), io)
+            }
+            ChanCmd::DESTROY => self.handle_destroy(chan.id, circ_id, io),
+            // CREATED* answer CREATEs the shard sent for `Action::Extend`; it routes those
+            // itself and reports with `extend_result`. Anything else here is not ours.
+            _ => {}
+        }
+    }
+
+    /// A run of RELAY (or RELAY_EARLY) cells for one circuit, in arrival order: the crypto
+    /// runs once over the whole run (architecture: "cells of one batch are grouped per
+    /// circuit and crypted in one call").
+    pub fn handle_relay_batch(
+        &mut self,
+        chan: ChanId,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        cells: &mut [CellBody],
+        io: &mut CoreIo<'_>,
+    ) {
+        let Some((idx, side)) = self.table.lookup(chan, circ_id) else {
+            // tor-spec: relay cells for an unknown circuit are dropped.
+            return;
+        };
+        match side {
+            Side::Prev => {
+                let mut rest = cells;
+                while !rest.is_empty() {
+                    let Some(c) = self.table.get(idx) else {
+                        return;
+                    };
+                    // A circuit SENDME carries the tag of the very DATA cell that made it
+                    // due (prop 289), but batched crypto only reports the tag of the last
+                    // recognized cell of a run. So a run ends at the first cell that could
+                    // make a SENDME due: if one does, it is the run's last hit.
+                    let n = rest.len().min(BATCH).min(c.windows.cells_until_sendme());
+                    let (run, tail) = ::core::mem::take(&mut rest).split_at_mut(n);
+                    rest = tail;
+                    if !self.forward_run(idx, cmd, run, io) {
+                        return;
+                    }
+                }
+            }
+            Side::Next => self.backward_run(idx, cmd, cells, io),
+        }
+    }
+
+    /// Cells from the next hop of `circ` delivered by another shard (the next-hop channel
+    /// lives there). Same as a backward cell arriving on a local channel.
+    pub fn handle_next_hop_cell(
+        &mut self,
+        circ: CircHandle,
+        cmd: ChanCmd,
+        body: &mut CellBody,
+        io: &mut CoreIo<'_>,
+    ) -> Result<(), InputError> {
+        let idx = self.table.resolve(circ).ok_or(InputError::NoSuchCircuit)?;
+        match cmd {
+            ChanCmd::DESTROY => {
+                self.metrics.destroys_received += 1;
+                self.close(idx, DestroyReason::Destroyed, true, false, io);
+            }
+            ChanCmd::RELAY | ChanCmd::RELAY_EARLY => {
+                self.backward_run(idx, cmd, ::core::slice::from_mut(body), io)
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn handle_create(
+        &mut self,
+        chan: &ChanInfo,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &CellBody,
+        io: &mut CoreIo<'_>,
+    ) {
+        // C `command_process_create_cell`: an ID already in use → drop.
+        if self.table.contains_key(chan.id, circ_id) {
+            return;
+        }
+        let own = self.cfg.shard;
+        let send_destroy = |reason, io: &mut CoreIo<'_>, m: &mut CircuitMetrics| {
+            m.destroys_sent += 1;
+            io.out.push(Action::SendCell {
+                chan: chan.id,
+                shard: own,
+                circ_id,
+                cmd: ChanCmd::DESTROY,
+                body: destroy_body(reason),
+            });
+        };
+        // The peer allocates IDs with the high bit set iff it opened the connection.
+        if circ_id.has_high_bit() == chan.we_initiated {
+            return send_destroy(DestroyReason::TorProtocol, io, &mut self.metrics);
+        }
+        if cmd == ChanCmd::CREATE {
+            // prop 350: TAP is gone.
+            return send_destroy(DestroyReason::TorProtocol, io, &mut self.metrics);
+        }
+        let first_hop = cmd == ChanCmd::CREATE_FAST || chan.peer == PeerIdentity::Client;
+        let new_circ = |rng: &mut dyn CoreRng| Circuit::<C> {
+            state: CircState::PendingOnion,
+            prev_chan: chan.id,
+            prev_circ_id: circ_id,
+            prev_peer: chan.peer,
+            first_hop,
+            crypto: None,
+            relay_early_left: MAX_RELAY_EARLY_CELLS_PER_CIRCUIT,
+            next: Next::None,
+            windows: Windows::circuit(),
+            tags: SendmeTags::default(),
+            randomness: SendmeRandomness::new(&mut &mut *rng),
+            streams_head: u32::MAX,
+            q_prev: CellQueue::default(),
+            q_next: CellQueue::default(),
+            queued: 0,
+            waiting: false,
+        };
+
+        if cmd == ChanCmd::CREATE_FAST {
+            // Cheap (one SHA-1 KDF): answered inline, no onion queue.
+            let Ok(cf) = CreateFast::parse(body) else {
+                return send_destroy(DestroyReason::TorProtocol, io, &mut self.metrics);
+            };
+            let (reply, keys) = fast::create_fast_server(&mut &mut *io.rng, cf.x);
+            let Some(h) = self.table.insert(new_circ(io.rng)) else {
+                self.metrics.create_refused_table_full += 1;
+                return send_destroy(DestroyReason::ResourceLimit, io, &mut self.metrics);
+            };
+            let c = self.table.get_mut(h.idx).expect("just inserted");
+            c.crypto = Some(C::from_keys(&keys));
+            c.state = CircState::Open;
+            self.metrics.circuits_created += 1;
+            self.metrics.circuits = self.table.len() as u64;
+            let mut out = [0u8; CELL_BODY_LEN];
+            let (y, kh) = reply.split_at(20);
+            CreatedFast {
+                y: y.try_into().expect("20"),
+                kh: kh.try_into().expect("20"),
+            }
+            .encode(&mut out);
+            self.send_to_prev(h.idx, ChanCmd::CREATED_FAST, &out, io);
+            return;
+        }
+
+        let c2 = match Create2::parse(body) {
+            Ok(c2) if matches!(c2.htype, HandshakeType::NTOR | HandshakeType::NTOR_V3) => c2,
+            // TAP, the reserved FAST type, unknown types, malformed bodies.
+            _ => return send_destroy(DestroyReason::TorProtocol, io, &mut self.metrics),
+        };
+        if self.onion_q.len() >= self.cfg.onion_queue_len {
+            self.metrics.create_refused_queue_full += 1;
+            return send_destroy(DestroyReason::ResourceLimit, io, &mut self.metrics);
+        }
+        let Some(h) = self.table.insert(new_circ(io.rng)) else {
+            self.metrics.create_refused_table_full += 1;
+            return send_destroy(DestroyReason::ResourceLimit, io, &mut self.metrics);
+        };
+        self.metrics.circuits = self.table.len() as u64;
+        let mut hdata = [0u8; CELL_BODY_LEN];
+        hdata[..c2.hdata.len()].copy_from_slice(c2.hdata);
+        self.onion_q.push_back(PendingOnion {
+            circ: h,
+            htype: c2.htype,
+            hlen: c2.hdata.len() as u16,
+            hdata,
+            queued_at: io.now,
+        });
+        self.metrics.onion_queue_len = self.onion_q.len() as u64;
+    }
+
+    /// Runs up to `onions_per_run` queued handshakes (oldest first); onionskins that waited
+    /// longer than `onion_max_delay` are refused with DESTROY RESOURCELIMIT instead. The
+    /// budget keeps a CREATE2 flood from starving cells of established circuits. Returns
+    /// how many handshakes ran.
+    pub fn process_onion_queue(&mut self, io: &mut CoreIo<'_>) -> usize {
+        let mut ran = 0;
+        while ran < self.cfg.onions_per_run {
+            let Some(p) = self.onion_q.pop_front() else {
+                break;
+            };
+            let Some(idx) = self.table.resolve(p.circ) else {
+                continue; // destroyed while waiting
+            };
+            if io.now.saturating_duration_since(p.queued_at) > self.cfg.onion_max_delay {
+                self.metrics.onionskins_expired += 1;
+                self.close(idx, DestroyReason::ResourceLimit, true, false, io);
+                continue;
+            }
+            ran += 1;
+            self.metrics.onionskins_processed += 1;
+            let hdata = &p.hdata[..p.hlen as usize];
+            let mut rng = &mut *io.rng;
+            let result = if p.htype == HandshakeType::NTOR {
+                ntor::server_handshake(&mut rng, &self.onion_keys, &self.me.rsa, hdata)
+                    .map(|(reply, keys)| (reply.to_vec(), keys))
+            } else {
+                let policy = NtorV3ServerPolicy {
+                    cc_enabled: self.cfg.cc_enabled,
+                    sendme_inc: self.cfg.cc_sendme_inc,
+                    cgo_supported: false,
+                };
+                ntor_v3::server_handshake(&mut rng, &self.onion_keys, &self.me.ed, hdata, |e| {
+                    negotiate_circ_params(e, &policy)
+                })
+                .map(|(reply, keys, _params)| (reply, keys))
+            };
+            let (reply, keys) = match result {
+                Ok(r) => r,
+                Err(_) => {
+                    self.metrics.handshake_failures += 1;
+                    self.close(idx, DestroyReason::TorProtocol, true, false, io);
+                    continue;
+                }
+            };
+            let mut out = [0u8; CELL_BODY_LEN];
+            if (Created2 { hdata: &reply }).encode(&mut out).is_err() {
+                self.close(idx, DestroyReason::Internal, true, false, io);
+                continue;
+            }
+            let c = self.table.get_mut(idx).expect("resolved");
+            c.crypto = Some(C::from_keys(&keys));
+            c.state = CircState::Open;
+            self.metrics.circuits_created += 1;
+            self.send_to_prev(idx, ChanCmd::CREATED2, &out, io);
+        }
+        self.metrics.onion_queue_len = self.onion_q.len() as u64;
+        ran
+    }
+
+    /// Periodic work: the onion queue (including expiry).
+    pub fn tick(&mut self, io: &mut CoreIo<'_>) {
+        self.process_onion_queue(io);
+    }
+
+    fn handle_destroy(&mut self, chan: ChanId, circ_id: CircId, io: &mut CoreIo<'_>) {
+        let Some((idx, side)) = self.table.lookup(chan, circ_id) else {
+            return;
+        };
+        self.metrics.destroys_received += 1;
+        // 0.4.9: close and tell the other side DESTROYED, never the remote reason.
+        match side {
+            Side::Prev => self.close(idx, DestroyReason::Destroyed, false, true, io),
+            Side::Next => self.close(idx, DestroyReason::Destroyed, true, false, io),
+        }
+    }
+
+    /// The channel is gone: close every circuit on it and tell the other side of each.
+    /// Walks the whole table: channel closes are rare next to cells.
+    pub fn channel_closed(&mut self, chan: ChanId, io: &mut CoreIo<'_>) {
+        self.blocked.remove(&chan);
+        for idx in 0..self.table.slot_count() {
+            let Some(c) = self.table.get(idx) else {
+                continue;
+            };
+            if c.prev_chan == chan {
+                self.close(idx, DestroyReason::Destroyed, false, true, io);
+            } else if matches!(c.next, Next::Open(h) if h.chan == chan) {
+                self.close(idx, DestroyReason::Destroyed, true, false, io);
+            }
+        }
+    }
+
+    /// The shard cannot take more cells for `chan` right now: queue them here.
+    pub fn channel_blocked(&mut self, chan: ChanId) {
+        self.blocked.insert(chan);
+    }
+
+    /// Notes that circuit `idx` waits on a channel (queued cells or paused streams), so
+    /// `channel_unblocked` only visits circuits that wait.
+    pub(super) fn mark_waiting(&mut self, idx: u32) {
+        if let Some(c) = self.table.get_mut(idx) {
+            if !c.waiting {
+                c.waiting = true;
+                self.waiting.push(idx);
+            }
+        }
+    }
+
+    /// `chan` can take cells again: flush what its circuits queued, then resume exit
+    /// streams that paused because of it.
+    pub fn channel_unblocked(&mut self, chan: ChanId, io: &mut CoreIo<'_>) {
+        self.blocked.remove(&chan);
+        let mut body = [0u8; CELL_BODY_LEN];
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let idx = self.waiting[i];
+            if let Some(c) = self.table.get_mut(idx) {
+                if c.prev_chan == chan {
+                    let (dst_chan, dst_id) = (c.prev_chan, c.prev_circ_id);
+                    c.queued -= c.q_prev.len() as u32;
+                    let mut q = ::core::mem::take(&mut c.q_prev);
+                    while let Some(cmd) = self.pool.pop(&mut q, &mut body) {
+                        io.out.push(Action::SendCell {
+                            chan: dst_chan,
+                            shard: self.cfg.shard,
+                            circ_id: dst_id,
+                            cmd,
+                            body,
+                        });
+                    }
+                    self.resume_streams(idx, io);
+                }
+            }
+            if let Some(c) = self.table.get_mut(idx) {
+                if let Next::Open(h) = c.next {
+                    if h.chan == chan {
+                        c.queued -= c.q_next.len() as u32;
+                        let mut q = ::core::mem::take(&mut c.q_next);
+                        while let Some(cmd) = self.pool.pop(&mut q, &mut body) {
+                            io.out.push(Action::SendCell {
+                                chan: h.chan,
+                                shard: h.shard,
+                                circ_id: h.circ_id,
+                                cmd,
+                                body,
+                            });
+                        }
+                    }
+                }
+            }
+            let still = self.table.get(idx).is_some_and(|c| {
+                !c.q_prev.is_empty()
+                    || !c.q_next.is_empty()
+                    || self.blocked.contains(&c.prev_chan)
+                    || matches!(c.next, Next::Open(h) if self.blocked.contains(&h.chan))
+            });
+            if still {
+                i += 1;
+            } else {
+                if let Some(c) = self.table.get_mut(idx) {
+                    c.waiting = false;
+                }
+                self.waiting.swap_remove(i);
+            }
+        }
+        self.update_queue_metrics();
+    }
+
+    // ---------------------------------------------------------------- relay cells
+
+    /// Forward direction (from the client side). Returns false if the circuit closed.
+    fn forward_run(
+        &mut self,
+        idx: u32,
+        cmd: ChanCmd,
+        cells: &mut [CellBody],
+        io: &mut CoreIo<'_>,
+    ) -> bool {
+        let Some(c) = self.table.get_mut(idx) else {
+            return false;
+        };
+        if c.state != CircState::Open {
+            // A relay cell before CREATED2: the client broke the protocol.
+            self.protocol_close(idx, io);
+            return false;
+        }
+        if cmd == ChanCmd::RELAY_EARLY {
+            let n = cells.len().min(u8::MAX as usize) as u8;
+            if n > c.relay_early_left {
+                self.protocol_close(idx, io);
+                return false;
+            }
+            c.relay_early_left -= n;
+        }
+        let hits = &mut self.batch_hits[..cells.len()];
+        let crypto = c.crypto.as_mut().expect("open circuits have crypto");
+        crypto.forward_batch(cells, hits);
+        // Taken now: handling the cells may originate replies, which move the crypto's tag.
+        self.run_tag = *crypto.sendme_tag();
+        for (i, cell) in cells.iter_mut().enumerate() {
+            let alive = if self.batch_hits[i] {
+                self.metrics.cells_recognized += 1;
+                self.handle_local(idx, cmd == ChanCmd::RELAY_EARLY, cell, io)
+            } else {
+                self.forward_unrecognized(idx, cmd, cell, io)
+            };
+            if !alive {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn forward_unrecognized(
+        &mut self,
+        idx: u32,
+        cmd: ChanCmd,
+        body: &CellBody,
+        io: &mut CoreIo<'_>,
+    ) -> bool {
+        let Some(c) = self.table.get(idx) else {
+            return false;
+        };
+        match c.next {
+            Next::Open(_) => {
+                self.metrics.cells_forwarded += 1;
+                self.send_to_next(idx, cmd, body, io)
+            }
+            // tor-spec: unrecognized with nowhere to go → close (TORPROTOCOL).
+            _ => {
+                self.protocol_close(idx, io);
+                false
+            }
+        }
+    }
+
+    /// Backward direction (from the next hop): add our layer and pass toward the client.
+    fn backward_run(
+        &mut self,
+        idx: u32,
+        cmd: ChanCmd,
+        cells: &mut [CellBody],
+        io: &mut CoreIo<'_>,
+    ) {
+        if cmd == ChanCmd::RELAY_EARLY {
+            // tor-spec: inbound RELAY_EARLY → close.
+            self.protocol_close(idx, io);
+            return;
+        }
+        let Some(c) = self.table.get_mut(idx) else {
+            return;
+        };
+        let Some(crypto) = c.crypto.as_mut() else {
+            return;
+        };
+        crypto.backward_relay_batch(cells);
+        for body in cells.iter() {
+            self.metrics.cells_backward += 1;
+            if !self.send_to_prev(idx, ChanCmd::RELAY, body, io) {
+                return;
+            }
+        }
+    }
+
+    /// Closes `idx` for a protocol violation (DESTROY TORPROTOCOL both ways).
+    pub(super) fn protocol_close(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+        self.metrics.protocol_closes += 1;
+        self.close(idx, DestroyReason::TorProtocol, true, true, io);
+    }
+
+    /// Tears a circuit down: streams closed, queues freed, DESTROY(`reason`) sent to the
+    /// sides that should hear it.
+    pub(super) fn close(
+        &mut self,
+        idx: u32,
+        reason: DestroyReason,
+        tell_prev: bool,
+        tell_next: bool,
+        io: &mut CoreIo<'_>,
+    ) {
+        let handle = self.table.handle(idx);
+        let Some(mut c) = self.table.remove(idx) else {
+            return;
+        };
+        if c.waiting {
+            if let Some(p) = self.waiting.iter().position(|&w| w == idx) {
+                self.waiting.swap_remove(p);
+            }
+        }
+        self.pool.clear(&mut c.q_prev);
+        self.pool.clear(&mut c.q_next);
+        let mut s = c.streams_head;
+        while let Some(h) = self.streams.handle_at(s) {
+            let mut st = self.streams.remove(h).expect("live");
+            s = st.next_in_circ;
+            self.pool.clear(&mut st.pending);
+            io.out.push(Action::StreamClose { stream: h });
+        }
+        self.metrics.streams = self.streams.len() as u64;
+        if tell_prev {
+            self.metrics.destroys_sent += 1;
+            io.out.push(Action::SendCell {
+                chan: c.prev_chan,
+                shard: self.cfg.shard,
+                circ_id: c.prev_circ_id,
+                cmd: ChanCmd::DESTROY,
+                body: destroy_body(reason),
+            });
+        }
+        if let (true, Next::Open(h)) = (tell_next, c.next) {
+            self.metrics.destroys_sent += 1;
+            io.out.push(Action::SendCell {
+                chan: h.chan,
+                shard: h.shard,
+                circ_id: h.circ_id,
+                cmd: ChanCmd::DESTROY,
+                body: destroy_body(reason),
+            });
+        }
+        io.out.push(Action::CircuitClosed {
+            circ: handle,
+            reason,
+        });
+        self.metrics.circuits = self.table.len() as u64;
+        self.update_queue_metrics();
+    }
+
+    pub(super) fn update_queue_metrics(&mut self) {
+        let q = self.pool.in_use() as u64;
+        self.metrics.queued_cells = q;
+        self.metrics.queued_cells_high_water = self.metrics.queued_cells_high_water.max(q);
+    }
+
+    /// Whether cells for the previous hop of `idx` must wait (blocked channel or a
+    /// non-empty queue ahead of them).
+    pub(super) fn prev_is_congested(&self, idx: u32) -> bool {
+        self.table
+            .get(idx)
+            .is_some_and(|c| !c.q_prev.is_empty() || self.blocked.contains(&c.prev_chan))
+    }
+
+    /// Sends (or queues) a cell toward the client. False if the circuit was closed.
+    pub(super) fn send_to_prev(
+        &mut self,
+        idx: u32,
+        cmd: ChanCmd,
+        body: &CellBody,
+        io: &mut CoreIo<'_>,
+    ) -> bool {
+        let Some(c) = self.table.get(idx) else {
+            return false;
+        };
+        if c.q_prev.is_empty() && !self.blocked.contains(&c.prev_chan) {
+            io.out.push(Action::SendCell {
+                chan: c.prev_chan,
+                shard: self.cfg.shard,
+                circ_id: c.prev_circ_id,
+                cmd,
+                body: *body,
+            });
+            return true;
+        }
+        self.enqueue(idx, QueueSel::Prev, cmd, body, io)
+    }
+
+    fn send_to_next(
+        &mut self,
+        idx: u32,
+        cmd: ChanCmd,
+        body: &CellBody,
+        io: &mut CoreIo<'_>,
+    ) -> bool {
+        let Some(c) = self.table.get(idx) else {
+            return false;
+        };
+        let Next::Open(h) = c.next else {
+            return true;
+        };
+        if c.q_next.is_empty() && !self.blocked.contains(&h.chan) {
+            io.out.push(Action::SendCell {
+                chan: h.chan,
+                shard: h.shard,
+                circ_id: h.circ_id,
+                cmd,
+                body: *body,
+            });
+            return true;
+        }
+        self.enqueue(idx, QueueSel::Next, cmd, body, io)
+    }
+
+    /// Puts a cell in one of the circuit's queues (or a stream's pending data). Enforces
+    /// the per-circuit bound (close RESOURCELIMIT, as C does past
+    /// `max_circuit_cell_queue_size`) and the shard memory cap (kill the biggest queues).
+    /// False if the circuit was closed.
+    pub(super) fn enqueue(
+        &mut self,
+        idx: u32,
+        sel: QueueSel,
+        cmd: ChanCmd,
+        body: &CellBody,
+        io: &mut CoreIo<'_>,
+    ) -> bool {
+        let over = {
+            let Some(c) = self.table.get(idx) else {
+                return false;
+            };
+            let len = match sel {
+                QueueSel::Prev => c.q_prev.len(),
+                QueueSel::Next => c.q_next.len(),
+                QueueSel::Stream(h) => self.streams.get(h).map_or(0, |s| s.pending.len()),
+            };
+            len >= self.cfg.max_queue_per_circuit
+        };
+        if over {
+            self.metrics.queue_overflow_kills += 1;
+            self.close(idx, DestroyReason::ResourceLimit, true, true, io);
+            return false;
+        }
+        if self.pool.free() == 0 {
+            self.out_of_memory(io);
+            if self.table.get(idx).is_none() {
+                return false;
+            }
+        }
+        let Some(c) = self.table.get_mut(idx) else {
+            return false;
+        };
+        let q: &mut CellQueue = match sel {
+            QueueSel::Prev => &mut c.q_prev,
+            QueueSel::Next => &mut c.q_next,
+            QueueSel::Stream(h) => match self.streams.get_mut(h) {
+                Some(s) => &mut s.pending,
+                None => return true,
+            },
+        };
+        if !self.pool.push(q, cmd, body) {
+            // Still no room (everything else is small): drop this circuit instead.
+            self.metrics.oom_kills += 1;
+            self.close(idx, DestroyReason::ResourceLimit, true, true, io);
+            return false;
+        }
+        c.queued += 1;
+        if matches!(sel, QueueSel::Prev | QueueSel::Next) {
+            self.mark_waiting(idx);
+        }
+        self.update_queue_metrics();
+        true
+    }
+
+    /// The pool ran dry: like C's MaxMemInQueues handler, close the circuits holding the
+    /// most queued cells until `oom_target_free` buffers are free again.
+    fn out_of_memory(&mut self, io: &mut CoreIo<'_>) {
+        let target = self
+            .cfg
+            .oom_target_free
+            .clamp(1, self.pool.capacity().max(1));
+        while self.pool.free() < target {
+            let victim = self
+                .table
+                .live()
+                .filter_map(|i| Some((i, self.table.get(i)?.queued)))
+                .filter(|&(_, q)| q > 0)
+                .max_by_key(|&(_, q)| q);
+            let Some((idx, _)) = victim else {
+                break;
+            };
+            self.metrics.oom_kills += 1;
+            self.close(idx, DestroyReason::ResourceLimit, true, true, io);
+        }
+    }
+
+    /// Encodes and originates a relay message toward the client; returns the cell's SENDME
+    /// tag, or `None` if the circuit is gone.
+    pub(super) fn originate(
+        &mut self,
+        idx: u32,
+        cmd: RelayCmd,
+        stream_id: u16,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, crate::cell::CellError>,
+        io: &mut CoreIo<'_>,
+    ) -> Option<[u8; 20]> {
+        let mut body = [0u8; CELL_BODY_LEN];
+        if v0::encode_with(&mut body, cmd, stream_id, &mut &mut *io.rng, write).is_err() {
+            return None;
+        }
+        let c = self.table.get_mut(idx)?;
+        let tag = c.crypto.as_mut()?.originate(&mut body);
+        self.metrics.cells_originated += 1;
+        self.send_to_prev(idx, ChanCmd::RELAY, &body, io)
+            .then_some(tag)
+    }
+
+    // ---------------------------------------------------------------- extend
+
+    /// EXTEND2 addressed to us (tor-spec §"EXTEND and EXTENDED"; C `circuit_extend`).
+    /// Returns false if the circuit closed.
+    pub(super) fn handle_extend2(
+        &mut self,
+        idx: u32,
+        early: bool,
+        stream_id: u16,
+        data: &[u8],
+        io: &mut CoreIo<'_>,
+    ) -> bool {
+        if stream_id != 0 {
+            return true; // C: dropped
+        }
+        if !early && !self.cfg.allow_nonearly_extend {
+            return true; // C: dropped, with a rate-limited warning
+        }
+        match self.extend_target(idx, data) {
+            Ok((target, create2)) => {
+                let c = self.table.get_mut(idx).expect("live");
+                c.next = Next::Extending;
+                self.metrics.extends_requested += 1;
+                io.out.push(Action::Extend {
+                    circ: self.table.handle(idx),
+                    target,
+                    create2,
+                });
+                true
+            }
+            Err(()) => {
+                self.metrics.extends_refused += 1;
+                self.protocol_close(idx, io);
+                false
+            }
+        }
+    }
+
+    fn extend_target(&self, idx: u32, data: &[u8]) -> Result<(ExtendTarget, CellBody), ()> {
+        let c = self.table.get(idx).ok_or(())?;
+        if c.next != Next::None {
+            return Err(()); // already extended or extending
+        }
+        let e = Extend2::parse(data).map_err(|_| ())?;
+        if !matches!(
+            e.create2.htype,
+            HandshakeType::NTOR | HandshakeType::NTOR_V3
+        ) {
+            return Err(()); // TAP or CREATE_FAST inside EXTEND2
+        }
+        let (mut ipv4, mut ipv6, mut rsa, mut ed) = (None, None, None, None);
+        let (mut n_rsa, mut n_ed) = (0, 0);
+        for ls in e.link_specs() {
+            match ls {
+                LinkSpec::Ipv4(a) if ipv4.is_none() => ipv4 = Some(a),
+                LinkSpec::Ipv6(a) if ipv6.is_none() => ipv6 = Some(a),
+                LinkSpec::RsaId(id) => {
+                    n_rsa += 1;
+                    rsa = Some(id);
+                }
+                LinkSpec::Ed25519Id(id) => {
+                    n_ed += 1;
+                    ed = Some(id);
+                }
+                _ => {}
+            }
+        }
+        if n_rsa != 1 || n_ed > 1 {
+            return Err(());
+        }
+        let rsa = rsa.ok_or(())?;
+        let addr_ok = |ip: ::core::net::IpAddr, port: u16| {
+            port != 0
+                && !ip.is_unspecified()
+                && (self.cfg.extend_allow_private || !crate::exit::dns::name::is_internal(ip))
+        };
+        let ipv4 = ipv4.filter(|a| addr_ok((*a.ip()).into(), a.port()));
+        let ipv6 = ipv6.filter(|a| addr_ok((*a.ip()).into(), a.port()));
+        if ipv4.is_none() && ipv6.is_none() {
+            return Err(());
+        }
+        // Refuse extending back to the previous hop, or to ourselves.
+        if let PeerIdentity::Relay { rsa: prsa, ed: ped } = c.prev_peer {
+            if prsa == rsa || ed == Some(ped) {
+                return Err(());
+            }
+        }
+        if rsa == self.me.rsa || ed == Some(self.me.ed) {
+            return Err(());
+        }
+        let mut create2 = [0u8; CELL_BODY_LEN];
+        e.create2.encode(&mut create2).map_err(|_| ())?;
+        Ok((
+            ExtendTarget {
+                ipv4,
+                ipv6,
+                rsa,
+                ed,
+            },
+            create2,
+        ))
+    }
+
+    /// The shard finished (or failed) the extend it was asked for. On success the next hop
+    /// is recorded and EXTENDED2 goes back to the client; on failure the circuit closes
+    /// with `reason` toward the client. A result for a circuit that closed meanwhile
+    /// destroys the new next hop.
+    pub fn extend_result(
+        &mut self,
+        circ: CircHandle,
+        result: Result<ExtendDone<'_>, DestroyReason>,
+        io: &mut CoreIo<'_>,
+    ) -> Result<(), InputError> {
+        let idx = self
+            .table
+            .resolve(circ)
+            .filter(|&i| self.table.get(i).is_some_and(|c| c.next == Next::Extending));
+        let Some(idx) = idx else {
+            if let Ok(done) = result {
+                self.metrics.destroys_sent += 1;
+                io.out.push(Action::SendCell {
+                    chan: done.next.chan,
+                    shard: done.next.shard,
+                    circ_id: done.next.circ_id,
+                    cmd: ChanCmd::DESTROY,
+                    body: destroy_body(DestroyReason::Destroyed),
+                });
+            }
+            return Err(InputError::NoSuchCircuit);
+        };
+        let done = match result {
+            Ok(d) => d,
+            Err(reason) => {
+                self.close(idx, reason, true, false, io);
+                return Ok(());
+            }
+        };
+        let hdata = match Created2::parse(done.created2) {
+            Ok(c) => c.hdata,
+            Err(_) => {
+                // Bad CREATED2 from the next hop: tear both sides down.
+                let c = self.table.get_mut(idx).expect("live");
+                c.next = Next::Open(done.next);
+                self.close(idx, DestroyReason::TorProtocol, true, true, io);
+                return Ok(());
+            }
+        };
+        let c = self.table.get_mut(idx).expect("live");
+        c.next = Next::Open(done.next);
+        if done.next.shard == self.cfg.shard {
+            self.table
+                .set_next_key(idx, done.next.chan, done.next.circ_id);
+        }
+        self.originate(
+            idx,
+            RelayCmd::EXTENDED2,
+            0,
+            |out| Extended2 { hdata }.encode(out),
+            io,
+        );
+        Ok(())
+    }
+}
+
+/// Which queue of a circuit a cell goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum QueueSel {
+    Prev,
+    Next,
+    Stream(crate::proto::stream::StreamHandle),
+}

@@ -1,0 +1,86 @@
+//! The seam between the circuit core and tor1 relay crypto.
+//!
+//! The core only needs one hop's relay-side state per circuit. This trait names exactly what
+//! it calls; [`Tor1RelayCrypto`] implements it for production, and other implementations
+//! (CGO later, a plain reference implementation in tests) can stand in.
+
+use crate::cell::CELL_BODY_LEN;
+use crate::crypto::keymat::Tor1KeyMaterial;
+use crate::crypto::relay::Tor1RelayCrypto;
+use crate::proto::flow::SENDME_TAG_LEN;
+
+/// One relay cell body.
+pub type CellBody = [u8; CELL_BODY_LEN];
+
+/// A relay's crypto state for one hop of one circuit (tor-spec §"Routing relay cells").
+pub trait HopCrypto: Sized {
+    /// State keyed by a circuit handshake.
+    fn from_keys(keys: &Tor1KeyMaterial) -> Self;
+
+    /// A cell moving away from the client: removes our layer in place and returns whether
+    /// the cell is for us (recognized == 0 and digest matches). If it is, the cell's SENDME
+    /// tag becomes [`HopCrypto::sendme_tag`].
+    fn recognize(&mut self, body: &mut CellBody) -> bool;
+
+    /// [`HopCrypto::recognize`] for a run of cells of this circuit, in order, so the AES
+    /// keystream can run over all of them in one call. `for_us[i]` is set per cell.
+    fn forward_batch(&mut self, cells: &mut [CellBody], for_us: &mut [bool]) -> usize {
+        let mut n = 0;
+        for (c, hit) in cells.iter_mut().zip(for_us.iter_mut()) {
+            *hit = self.recognize(c);
+            n += usize::from(*hit);
+        }
+        n
+    }
+
+    /// SENDME v1 tag of the last cell recognized or originated here.
+    fn sendme_tag(&self) -> &[u8; SENDME_TAG_LEN];
+
+    /// A cell from a later hop, moving toward the client: add our layer.
+    fn backward_relay(&mut self, body: &mut CellBody);
+
+    /// [`HopCrypto::backward_relay`] for a run of cells of this circuit.
+    fn backward_relay_batch(&mut self, cells: &mut [CellBody]) {
+        for c in cells {
+            self.backward_relay(c);
+        }
+    }
+
+    /// A cell we send toward the client: set the digest, encrypt; returns its SENDME tag.
+    fn originate(&mut self, body: &mut CellBody) -> [u8; SENDME_TAG_LEN];
+}
+
+/// The production tor1 hop: AES-NI/VAES CTR and SHA-1 (SHA-NI), batched per circuit.
+impl HopCrypto for Tor1RelayCrypto {
+    fn from_keys(keys: &Tor1KeyMaterial) -> Self {
+        Tor1RelayCrypto::new(keys)
+    }
+
+    #[inline]
+    fn recognize(&mut self, body: &mut CellBody) -> bool {
+        Tor1RelayCrypto::recognize(self, body)
+    }
+
+    fn forward_batch(&mut self, cells: &mut [CellBody], for_us: &mut [bool]) -> usize {
+        Tor1RelayCrypto::forward_batch(self, cells, for_us)
+    }
+
+    #[inline]
+    fn sendme_tag(&self) -> &[u8; SENDME_TAG_LEN] {
+        Tor1RelayCrypto::sendme_tag(self)
+    }
+
+    #[inline]
+    fn backward_relay(&mut self, body: &mut CellBody) {
+        Tor1RelayCrypto::backward_relay(self, body)
+    }
+
+    fn backward_relay_batch(&mut self, cells: &mut [CellBody]) {
+        Tor1RelayCrypto::backward_relay_batch(self, cells)
+    }
+
+    #[inline]
+    fn originate(&mut self, body: &mut CellBody) -> [u8; SENDME_TAG_LEN] {
+        Tor1RelayCrypto::originate(self, body)
+    }
+}

@@ -1,0 +1,833 @@
+//! Relay messages addressed to us, and exit streams (tor-spec §"Opening streams",
+//! §"Closing streams", §"Remote hostname lookup", §"Flow control"; C tor
+//! `connection_edge.c` `connection_exit_begin_conn`, `relay.c` `handle_relay_cell_command`,
+//! `sendme.c`, `dns.c`).
+
+use ::core::net::{IpAddr, SocketAddr};
+
+use super::core::{CoreIo, QueueSel, RelayCore};
+use super::crypto::{CellBody, HopCrypto};
+use super::table::Next;
+use super::{Action, ConnectError, InputError, NetworkView, PeerIdentity, StreamBytes};
+use crate::cell::chan::DestroyReason;
+use crate::cell::relay::msg::{
+    Begin, BeginFlags, BeginTarget, Connected, End, EndReason, Resolve, Resolved, ResolvedAnswer,
+    ResolvedValue, Sendme,
+};
+use crate::cell::relay::{v0, RelayCmd};
+use crate::cell::{ChanCmd, CELL_BODY_LEN};
+use crate::exit::dns::ttl::DEFAULT_DNS_TTL;
+use crate::exit::dns::{classify_host, clip_dns_fuzzy_ttl, HostRequest, Resolution};
+use crate::proto::flow::Windows;
+use crate::proto::stream::{
+    Stream, StreamHandle, StreamState, StreamTableError, RESOLVED_CLIPPED_TTL,
+};
+
+impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
+    /// A recognized relay cell. Returns false if the circuit closed.
+    pub(super) fn handle_local(
+        &mut self,
+        idx: u32,
+        early: bool,
+        body: &mut CellBody,
+        io: &mut CoreIo<'_>,
+    ) -> bool {
+        let msg = match v0::parse(body) {
+            Ok(m) => m,
+            Err(_) => {
+                // Length field past the cell: C closes the circuit (TORPROTOCOL).
+                self.protocol_close(idx, io);
+                return false;
+            }
+        };
+        let (cmd, sid, data) = (msg.cmd, msg.stream_id, msg.data);
+        // C drops stream commands with stream ID 0.
+        if sid == 0
+            && matches!(
+                cmd,
+                RelayCmd::BEGIN
+                    | RelayCmd::CONNECTED
+                    | RelayCmd::END
+                    | RelayCmd::RESOLVE
+                    | RelayCmd::RESOLVED
+                    | RelayCmd::BEGIN_DIR
+            )
+        {
+            return true;
+        }
+        // Copy what outlives the borrow of `body`.
+        let mut copy = [0u8; v0::MAX_DATA_LEN];
+        let len = data.len();
+        copy[..len].copy_from_slice(data);
+        let data = &copy[..len];
+        match cmd {
+            RelayCmd::DATA => self.relay_data(idx, sid, data, io),
+            RelayCmd::END => {
+                if let Some(h) = self.streams.find(idx, sid) {
+                    self.drop_stream(idx, h);
+                    io.out.push(Action::StreamClose { stream: h });
+                }
+                true
+            }
+            RelayCmd::SENDME => self.relay_sendme(idx, sid, data, io),
+            RelayCmd::BEGIN => self.relay_begin(idx, sid, data, io),
+            RelayCmd::BEGIN_DIR => {
+                // We are not a directory cache (no tunnelled-dir-server).
+                if self.streams.find(idx, sid).is_none() {
+                    self.send_end(idx, sid, End::new(EndReason::NotDirectory), io);
+                }
+                self.table.get(idx).is_some()
+            }
+            RelayCmd::RESOLVE => self.relay_resolve(idx, sid, data, io),
+            RelayCmd::EXTEND2 => self.handle_extend2(idx, early, sid, data, io),
+            // prop 350: TAP EXTEND is refused.
+            RelayCmd::EXTEND => {
+                self.protocol_close(idx, io);
+                false
+            }
+            RelayCmd::TRUNCATE => self.relay_truncate(idx, io),
+            // DROP is padding; XON/XOFF need congestion control, which this circuit did
+            // not negotiate (protocol warning, ignore); CONNECTED, RESOLVED, EXTENDED*,
+            // TRUNCATED are origin-only; other known commands (conflux, onion services,
+            // circuit padding) are not supported here; unknown ones are dropped for
+            // forward compatibility (v0).
+            _ => true,
+        }
+    }
+
+    fn relay_truncate(&mut self, idx: u32, io: &mut CoreIo<'_>) -> bool {
+        let c = self.table.get_mut(idx).expect("live");
+        let next = ::core::mem::replace(&mut c.next, Next::None);
+        let mut q = ::core::mem::take(&mut c.q_next);
+        c.queued -= q.len() as u32;
+        self.pool.clear(&mut q);
+        if let Next::Open(h) = next {
+            self.table.remove_key(h.chan, h.circ_id);
+            self.metrics.destroys_sent += 1;
+            io.out.push(Action::SendCell {
+                chan: h.chan,
+                shard: h.shard,
+                circ_id: h.circ_id,
+                cmd: ChanCmd::DESTROY,
+                body: super::destroy_body(DestroyReason::None),
+            });
+        }
+        self.originate(
+            idx,
+            RelayCmd::TRUNCATED,
+            0,
+            |out| {
+                out[0] = DestroyReason::Requested.into();
+                Ok(1)
+            },
+            io,
+        )
+        .is_some()
+    }
+
+    // ------------------------------------------------------------ flow control
+
+    fn relay_data(&mut self, idx: u32, sid: u16, data: &[u8], io: &mut CoreIo<'_>) -> bool {
+        // Every DATA cell counts against the circuit window, known stream or not.
+        let c = self.table.get_mut(idx).expect("live");
+        if c.windows.data_received().is_err() {
+            self.protocol_close(idx, io);
+            return false;
+        }
+        if c.windows.should_send_sendme() {
+            c.windows.sendme_sent();
+            // The DATA cell that made the SENDME due is the last recognized cell of the
+            // current run (see `handle_relay_batch`).
+            let tag = self.run_tag;
+            let sent = self.originate(
+                idx,
+                RelayCmd::SENDME,
+                0,
+                |out| Sendme::V1 { tag: &tag }.encode(out),
+                io,
+            );
+            if sent.is_none() {
+                return false;
+            }
+        }
+        if sid == 0 {
+            return true;
+        }
+        let Some(h) = self.streams.find(idx, sid) else {
+            return true; // unknown (maybe just closed) stream: drop
+        };
+        let s = self.streams.get_mut(h).expect("found");
+        if s.windows.data_received().is_err() {
+            self.protocol_close(idx, io);
+            return false;
+        }
+        if s.state == StreamState::ResolveOnly {
+            return true;
+        }
+        let deliver_now = s.state == StreamState::Open && !s.write_blocked && s.pending.is_empty();
+        if deliver_now {
+            io.out.push(Action::StreamWrite {
+                stream: h,
+                data: StreamBytes::new(data),
+            });
+            return self.consider_stream_sendme(idx, h, io);
+        }
+        // Optimistic data (before CONNECTED) or a blocked socket: hold it.
+        let pending = s.pending.len();
+        if s.state != StreamState::Open && pending >= self.cfg.max_optimistic_cells {
+            self.drop_stream(idx, h);
+            io.out.push(Action::StreamClose { stream: h });
+            self.send_end(idx, sid, End::new(EndReason::ResourceLimit), io);
+            return self.table.get(idx).is_some();
+        }
+        let mut cell = [0u8; CELL_BODY_LEN];
+        cell[..data.len()].copy_from_slice(data);
+        // The length travels in the first two bytes of the otherwise unused padding.
+        cell[CELL_BODY_LEN - 2..].copy_from_slice(&(data.len() as u16).to_be_bytes());
+        self.enqueue(idx, QueueSel::Stream(h), ChanCmd::RELAY, &cell, io)
+    }
+
+    /// Sends stream-level SENDMEs owed, unless the socket cannot take more (C
+    /// `connection_edge_consider_sending_sendme`).
+    fn consider_stream_sendme(&mut self, idx: u32, h: StreamHandle, io: &mut CoreIo<'_>) -> bool {
+        loop {
+            let Some(s) = self.streams.get_mut(h) else {
+                return true;
+            };
+            if s.write_blocked || !s.windows.should_send_sendme() {
+                return true;
+            }
+            s.windows.sendme_sent();
+            let sid = s.stream_id;
+            if self
+                .originate(idx, RelayCmd::SENDME, sid, |_| Ok(0), io)
+                .is_none()
+            {
+                return false;
+            }
+        }
+    }
+
+    fn relay_sendme(&mut self, idx: u32, sid: u16, data: &[u8], io: &mut CoreIo<'_>) -> bool {
+        if sid == 0 {
+            // Circuit-level: must be v1 and carry the tag we recorded (prop 289).
+            let c = self.table.get_mut(idx).expect("live");
+            let ok = match Sendme::parse(data) {
+                Ok(Sendme::V1 { tag }) => c.tags.check(tag).is_ok(),
+                _ => {
+                    // v0 or malformed: still consumes the expected tag.
+                    let _ = c.tags.check(&[]);
+                    false
+                }
+            };
+            if !ok {
+                self.metrics.sendme_auth_failures += 1;
+                self.protocol_close(idx, io);
+                return false;
+            }
+            if c.windows.sendme_received().is_err() {
+                self.protocol_close(idx, io);
+                return false;
+            }
+            self.resume_streams(idx, io);
+            return true;
+        }
+        let Some(h) = self.streams.find(idx, sid) else {
+            return true;
+        };
+        let s = self.streams.get_mut(h).expect("found");
+        if s.windows.sendme_received().is_err() {
+            self.protocol_close(idx, io);
+            return false;
+        }
+        self.resume_streams(idx, io);
+        true
+    }
+
+    /// Resumes reading on this circuit's paused streams that may send again.
+    pub(super) fn resume_streams(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+        let Some(c) = self.table.get(idx) else {
+            return;
+        };
+        if c.windows.package <= 0 || self.prev_is_congested(idx) {
+            return;
+        }
+        let mut at = c.streams_head;
+        while let Some(h) = self.streams.handle_at(at) {
+            let s = self.streams.get_mut(h).expect("live");
+            at = s.next_in_circ;
+            if s.read_paused && s.windows.package > 0 {
+                s.read_paused = false;
+                io.out.push(Action::ResumeStreamRead { stream: h });
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ opening streams
+
+    fn relay_begin(&mut self, idx: u32, sid: u16, data: &[u8], io: &mut CoreIo<'_>) -> bool {
+        if self.streams.find(idx, sid).is_some() {
+            return true; // C: BEGIN for a known stream → drop
+        }
+        let begin = match Begin::parse(data) {
+            Ok(b) => b,
+            Err(_) => return self.refuse(idx, sid, EndReason::TorProtocol, io),
+        };
+        let c = self.table.get(idx).expect("live");
+        // One-hop proxy protection (C `connection_exit_begin_conn`).
+        if c.first_hop {
+            return self.refuse(idx, sid, EndReason::TorProtocol, io);
+        }
+        if let PeerIdentity::Relay { rsa, .. } = c.prev_peer {
+            if self.cfg.refuse_unknown_exits && !self.net.is_known_relay(&rsa) {
+                return self.refuse(idx, sid, EndReason::Misc, io);
+            }
+        }
+        let (state, addr, request) = match begin.target {
+            BeginTarget::Ipv4(a) => (StreamState::Connecting, Some(IpAddr::V4(a)), None),
+            BeginTarget::Ipv6(a) => (StreamState::Connecting, Some(IpAddr::V6(a)), None),
+            BeginTarget::Hostname(h) => {
+                // A non-exit does not resolve at all (C `dns_resolve_impl`).
+                if self.policy.is_reject_star() {
+                    return self.refuse(idx, sid, EndReason::ResolveFailed, io);
+                }
+                // C's name rules; reverse names only via RESOLVE.
+                let request =
+                    match classify_host(h.as_bytes(), false, self.cfg.allow_non_rfc953_hostnames) {
+                        Ok(HostRequest::Literal(a)) => {
+                            (StreamState::Connecting, Some(a), None::<HostRequest>)
+                        }
+                        Ok(r @ HostRequest::Forward(_)) => (StreamState::Resolving, None, Some(r)),
+                        Ok(HostRequest::Reverse { .. }) | Err(_) => {
+                            return self.refuse(idx, sid, EndReason::ResolveFailed, io)
+                        }
+                    };
+                // Don't spend a lookup on a port the policy refuses for every address.
+                if request.2.is_some()
+                    && self.policy.allows_port_for_unknown_address(begin.port)
+                        == crate::exit::policy::PolicyDecision::Rejected
+                {
+                    self.metrics.streams_refused_policy += 1;
+                    return self.refuse(idx, sid, EndReason::ExitPolicy, io);
+                }
+                request
+            }
+        };
+        let Some(h) = self.new_stream(idx, sid, state, begin.port, begin.flags, io) else {
+            return self.table.get(idx).is_some();
+        };
+        match (addr, request) {
+            (Some(a), _) => self.check_and_connect(idx, h, a, DEFAULT_DNS_TTL, io),
+            (None, Some(request)) => {
+                self.metrics.resolves_requested += 1;
+                io.out.push(Action::Resolve {
+                    stream: h,
+                    request,
+                    want_ipv6: self.policy.ipv6_exit() && begin.flags.has(BeginFlags::IPV6_OK),
+                });
+                true
+            }
+            _ => true,
+        }
+    }
+
+    fn new_stream(
+        &mut self,
+        idx: u32,
+        sid: u16,
+        state: StreamState,
+        port: u16,
+        flags: BeginFlags,
+        io: &mut CoreIo<'_>,
+    ) -> Option<StreamHandle> {
+        let head = self.table.get(idx)?.streams_head;
+        let r = self.streams.insert(Stream {
+            circ: idx,
+            stream_id: sid,
+            state,
+            port,
+            flags,
+            addr: None,
+            ttl: 0,
+            windows: Windows::stream(),
+            read_paused: false,
+            write_blocked: false,
+            pending: Default::default(),
+            next_in_circ: head,
+        });
+        match r {
+            Ok(h) => {
+                self.table.get_mut(idx)?.streams_head = h.idx;
+                self.metrics.streams = self.streams.len() as u64;
+                Some(h)
+            }
+            Err(StreamTableError::Full) => {
+                self.metrics.streams_refused_full += 1;
+                self.refuse(idx, sid, EndReason::ResourceLimit, io);
+                None
+            }
+            Err(StreamTableError::Duplicate) => None,
+        }
+    }
+
+    /// Policy and re-entry checks on the final address, then `Action::Connect`.
+    fn check_and_connect(
+        &mut self,
+        idx: u32,
+        h: StreamHandle,
+        addr: IpAddr,
+        ttl: u32,
+        io: &mut CoreIo<'_>,
+    ) -> bool {
+        let s = self.streams.get_mut(h).expect("live");
+        s.addr = Some(addr);
+        s.ttl = ttl;
+        let (sid, port) = (s.stream_id, s.port);
+        if !self.policy.permits_exit_to(addr, port) {
+            self.metrics.streams_refused_policy += 1;
+            self.drop_stream(idx, h);
+            let ttl = clip_dns_fuzzy_ttl(ttl, &mut &mut *io.rng);
+            let end = End {
+                reason: EndReason::ExitPolicy,
+                addr: Some(addr),
+                ttl: Some(ttl),
+            };
+            self.send_end(idx, sid, end, io);
+            return self.table.get(idx).is_some();
+        }
+        let sa = SocketAddr::new(addr, port);
+        if !self.cfg.allow_network_reentry && self.net.is_reentry(sa) {
+            self.drop_stream(idx, h);
+            return self.refuse(idx, sid, EndReason::ConnectRefused, io);
+        }
+        self.streams.get_mut(h).expect("live").state = StreamState::Connecting;
+        io.out.push(Action::Connect {
+            stream: h,
+            addr: sa,
+        });
+        true
+    }
+
+    fn relay_resolve(&mut self, idx: u32, sid: u16, data: &[u8], io: &mut CoreIo<'_>) -> bool {
+        if self.streams.find(idx, sid).is_some() {
+            return true; // C: resolve for a known stream → drop
+        }
+        let error = |this: &mut Self, io: &mut CoreIo<'_>| {
+            this.send_resolved(idx, sid, &[ResolvedValue::PermanentError(&[])], io)
+        };
+        let name = match Resolve::parse(data) {
+            Ok(r) => r.hostname,
+            Err(_) => return error(self, io),
+        };
+        if self.policy.is_reject_star() {
+            return error(self, io);
+        }
+        let request =
+            match classify_host(name.as_bytes(), true, self.cfg.allow_non_rfc953_hostnames) {
+                // A literal address resolves to itself.
+                Ok(HostRequest::Literal(a)) => {
+                    return self.send_resolved(idx, sid, &[a.into()], io)
+                }
+                Ok(r) => r,
+                // Bad names, special-use names, PTR for internal addresses.
+                Err(_) => return error(self, io),
+            };
+        let Some(h) = self.new_stream(idx, sid, StreamState::ResolveOnly, 0, BeginFlags(0), io)
+        else {
+            return self.table.get(idx).is_some();
+        };
+        self.metrics.resolves_requested += 1;
+        io.out.push(Action::Resolve {
+            stream: h,
+            request,
+            want_ipv6: self.policy.ipv6_exit(),
+        });
+        true
+    }
+
+    fn send_resolved(
+        &mut self,
+        idx: u32,
+        sid: u16,
+        values: &[ResolvedValue<'_>],
+        io: &mut CoreIo<'_>,
+    ) -> bool {
+        let mut answers = [ResolvedAnswer {
+            value: ResolvedValue::PermanentError(&[]),
+            ttl: 0,
+        }; 3];
+        let n = values.len().min(3);
+        for (a, v) in answers.iter_mut().zip(values) {
+            let errorish = matches!(
+                v,
+                ResolvedValue::TransientError(_) | ResolvedValue::PermanentError(_)
+            );
+            *a = ResolvedAnswer {
+                value: *v,
+                ttl: if errorish { 0 } else { RESOLVED_CLIPPED_TTL },
+            };
+        }
+        self.originate(
+            idx,
+            RelayCmd::RESOLVED,
+            sid,
+            |out| Resolved::encode(&answers[..n], out),
+            io,
+        )
+        .is_some()
+    }
+
+    /// Sends END for a stream we never opened (or just dropped). Returns circuit liveness.
+    fn refuse(&mut self, idx: u32, sid: u16, reason: EndReason, io: &mut CoreIo<'_>) -> bool {
+        self.send_end(idx, sid, End::new(reason), io);
+        self.table.get(idx).is_some()
+    }
+
+    fn send_end(&mut self, idx: u32, sid: u16, end: End, io: &mut CoreIo<'_>) {
+        self.originate(idx, RelayCmd::END, sid, |out| end.encode(out), io);
+    }
+
+    /// Unlinks and frees a stream (no actions).
+    fn drop_stream(&mut self, idx: u32, h: StreamHandle) {
+        let Some(mut s) = self.streams.remove(h) else {
+            return;
+        };
+        let freed = s.pending.len() as u32;
+        self.pool.clear(&mut s.pending);
+        if let Some(c) = self.table.get_mut(idx) {
+            c.queued -= freed;
+            // Unlink from the circuit's list.
+            if c.streams_head == h.idx {
+                c.streams_head = s.next_in_circ;
+            } else {
+                let mut at = c.streams_head;
+                while let Some(ph) = self.streams.handle_at(at) {
+                    let p = self.streams.get_mut(ph).expect("live");
+                    if p.next_in_circ == h.idx {
+                        p.next_in_circ = s.next_in_circ;
+                        break;
+                    }
+                    at = p.next_in_circ;
+                }
+            }
+        }
+        self.metrics.streams = self.streams.len() as u64;
+        self.update_queue_metrics();
+    }
+
+    fn stream_ctx(&self, h: StreamHandle) -> Result<(u32, u16), InputError> {
+        let s = self.streams.get(h).ok_or(InputError::NoSuchStream)?;
+        Ok((s.circ, s.stream_id))
+    }
+
+    // ------------------------------------------------------------ stream inputs
+
+    /// The exit connection for `stream` is up: send CONNECTED (address + fuzzy TTL) and
+    /// deliver any optimistic data.
+    pub fn stream_connected(
+        &mut self,
+        stream: StreamHandle,
+        addr: SocketAddr,
+        io: &mut CoreIo<'_>,
+    ) -> Result<(), InputError> {
+        let (idx, sid) = self.stream_ctx(stream)?;
+        let s = self.streams.get_mut(stream).expect("live");
+        if s.state != StreamState::Connecting {
+            return Err(InputError::WrongStreamState);
+        }
+        s.state = StreamState::Open;
+        let ttl = clip_dns_fuzzy_ttl(s.ttl, &mut &mut *io.rng);
+        let ip = addr.ip();
+        let connected = Connected {
+            addr: (!ip.is_unspecified()).then_some(ip),
+            ttl: Some(ttl),
+        };
+        if self
+            .originate(
+                idx,
+                RelayCmd::CONNECTED,
+                sid,
+                |out| connected.encode(out),
+                io,
+            )
+            .is_none()
+        {
+            return Ok(());
+        }
+        self.metrics.streams_opened += 1;
+        self.flush_stream_pending(idx, stream, io);
+        Ok(())
+    }
+
+    fn flush_stream_pending(&mut self, idx: u32, h: StreamHandle, io: &mut CoreIo<'_>) {
+        let mut cell = [0u8; CELL_BODY_LEN];
+        loop {
+            let Some(s) = self.streams.get_mut(h) else {
+                return;
+            };
+            if s.write_blocked {
+                return;
+            }
+            let mut q = s.pending;
+            let got = self.pool.pop(&mut q, &mut cell);
+            s.pending = q;
+            if got.is_none() {
+                break;
+            }
+            if let Some(c) = self.table.get_mut(idx) {
+                c.queued -= 1;
+            }
+            let len = u16::from_be_bytes([cell[CELL_BODY_LEN - 2], cell[CELL_BODY_LEN - 1]]);
+            io.out.push(Action::StreamWrite {
+                stream: h,
+                data: StreamBytes::new(&cell[..(len as usize).min(v0::MAX_DATA_LEN)]),
+            });
+        }
+        self.update_queue_metrics();
+        self.consider_stream_sendme(idx, h, io);
+    }
+
+    /// The exit connection failed: END with the reason C derives from the error.
+    pub fn stream_connect_failed(
+        &mut self,
+        stream: StreamHandle,
+        err: ConnectError,
+        io: &mut CoreIo<'_>,
+    ) -> Result<(), InputError> {
+        let (idx, sid) = self.stream_ctx(stream)?;
+        self.drop_stream(idx, stream);
+        self.send_end(idx, sid, End::new(err.end_reason()), io);
+        Ok(())
+    }
+
+    /// The exit socket reached EOF or failed (`reason`: DONE for EOF, else e.g.
+    /// CONNRESET): END toward the client. The handle is dead afterwards.
+    pub fn stream_closed(
+        &mut self,
+        stream: StreamHandle,
+        reason: EndReason,
+        io: &mut CoreIo<'_>,
+    ) -> Result<(), InputError> {
+        let (idx, sid) = self.stream_ctx(stream)?;
+        self.drop_stream(idx, stream);
+        self.send_end(idx, sid, End::new(reason), io);
+        Ok(())
+    }
+
+    /// The socket's write side is full (`true`) or drained (`false`). While blocked,
+    /// client DATA is held and stream SENDMEs are withheld, which is the backpressure
+    /// toward the client.
+    pub fn stream_write_blocked(
+        &mut self,
+        stream: StreamHandle,
+        blocked: bool,
+        io: &mut CoreIo<'_>,
+    ) -> Result<(), InputError> {
+        let (idx, _) = self.stream_ctx(stream)?;
+        self.streams.get_mut(stream).expect("live").write_blocked = blocked;
+        if !blocked {
+            self.flush_stream_pending(idx, stream, io);
+        }
+        Ok(())
+    }
+
+    /// Bytes read from the exit socket: packaged into DATA cells as far as the stream and
+    /// circuit package windows (and a congested client channel) allow. Returns how many
+    /// bytes were taken; on a short count the stream is paused (`PauseStreamRead`) and
+    /// `ResumeStreamRead` follows when it may send again.
+    pub fn stream_data(
+        &mut self,
+        stream: StreamHandle,
+        mut data: &[u8],
+        io: &mut CoreIo<'_>,
+    ) -> Result<usize, InputError> {
+        let (idx, sid) = self.stream_ctx(stream)?;
+        if self.streams.get(stream).expect("live").state != StreamState::Open {
+            return Err(InputError::WrongStreamState);
+        }
+        let mut taken = 0;
+        while !data.is_empty() {
+            let congested = self.prev_is_congested(idx);
+            let Some(c) = self.table.get_mut(idx) else {
+                break;
+            };
+            let s = self.streams.get_mut(stream).expect("live");
+            if congested || c.windows.package <= 0 || s.windows.package <= 0 {
+                break;
+            }
+            let n = c.randomness.limit(data.len().min(v0::MAX_DATA_LEN));
+            let record = c.windows.next_cell_prompts_sendme();
+            c.windows.take_package();
+            s.windows.take_package();
+            c.randomness.packaged(n, &mut &mut *io.rng);
+            let chunk = &data[..n];
+            let Some(tag) = self.originate(
+                idx,
+                RelayCmd::DATA,
+                sid,
+                |out| {
+                    out[..n].copy_from_slice(chunk);
+                    Ok(n)
+                },
+                io,
+            ) else {
+                return Ok(taken);
+            };
+            if record {
+                if let Some(c) = self.table.get_mut(idx) {
+                    c.tags.record(tag);
+                }
+            }
+            taken += n;
+            data = &data[n..];
+        }
+        if !data.is_empty() {
+            if let Some(s) = self.streams.get_mut(stream) {
+                if !s.read_paused {
+                    s.read_paused = true;
+                    io.out.push(Action::PauseStreamRead { stream });
+                }
+            }
+            if self.prev_is_congested(idx) {
+                self.mark_waiting(idx);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// The resolver's answer for a BEGIN (connect to the chosen address, or END) or a
+    /// RESOLVE (answer with RESOLVED).
+    pub fn dns_result(
+        &mut self,
+        stream: StreamHandle,
+        res: &Resolution,
+        io: &mut CoreIo<'_>,
+    ) -> Result<(), InputError> {
+        let (idx, sid) = self.stream_ctx(stream)?;
+        let s = self.streams.get(stream).expect("live");
+        let v4 = res.ipv4.found().map(|(a, ttl)| (*a, ttl));
+        let v6 = res.ipv6.found().map(|(a, ttl)| (*a, ttl));
+        let ipv6_exit = self.policy.ipv6_exit();
+        match s.state {
+            StreamState::ResolveOnly => {
+                self.drop_stream(idx, stream);
+                let mut vals = [ResolvedValue::PermanentError(&[]); 3];
+                let mut n = 0;
+                if let Some((a, _)) = v4 {
+                    vals[n] = ResolvedValue::Ipv4(a);
+                    n += 1;
+                }
+                if let (Some((a, _)), true) = (v6, ipv6_exit) {
+                    vals[n] = ResolvedValue::Ipv6(a);
+                    n += 1;
+                }
+                if let Some((name, _)) = res.hostname.found() {
+                    vals[n] = ResolvedValue::Hostname(name.as_bytes());
+                    n += 1;
+                }
+                if n == 0 {
+                    vals[0] = match res.failure() {
+                        Some(f) if f.is_transient() => ResolvedValue::TransientError(&[]),
+                        _ => ResolvedValue::PermanentError(&[]),
+                    };
+                    n = 1;
+                }
+                self.send_resolved(idx, sid, &vals[..n], io);
+                Ok(())
+            }
+            StreamState::Resolving => {
+                let chosen = choose_address(v4.map(|x| x.0), v6.map(|x| x.0), s.flags, ipv6_exit)
+                    .map(|a| {
+                        let ttl = match a {
+                            IpAddr::V4(_) => v4.map_or(0, |x| x.1),
+                            IpAddr::V6(_) => v6.map_or(0, |x| x.1),
+                        };
+                        (a, ttl)
+                    });
+                match chosen {
+                    Ok((addr, ttl)) => {
+                        self.check_and_connect(idx, stream, addr, ttl, io);
+                    }
+                    Err(reason) => {
+                        self.drop_stream(idx, stream);
+                        self.send_end(idx, sid, End::new(reason), io);
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(InputError::WrongStreamState),
+        }
+    }
+}
+
+/// Picks the address family for a resolved BEGIN (tor-spec BEGIN flags; C
+/// `dns_resolve`/`set_exitconn_info_from_resolve`): IPv6 only with IPv6Exit and IPV6_OK,
+/// preferred only if the client asks; IPv4 unless the client refuses it.
+fn choose_address(
+    ipv4: Option<::core::net::Ipv4Addr>,
+    ipv6: Option<::core::net::Ipv6Addr>,
+    flags: BeginFlags,
+    ipv6_exit: bool,
+) -> Result<IpAddr, EndReason> {
+    if ipv4.is_none() && ipv6.is_none() {
+        return Err(EndReason::ResolveFailed);
+    }
+    let v6_ok = ipv6_exit && flags.has(BeginFlags::IPV6_OK);
+    let v4_ok = !flags.has(BeginFlags::IPV4_NOT_OK);
+    let v6 = ipv6.filter(|_| v6_ok).map(IpAddr::V6);
+    let v4 = ipv4.filter(|_| v4_ok).map(IpAddr::V4);
+    let pick = if flags.has(BeginFlags::IPV6_PREFERRED) {
+        v6.or(v4)
+    } else {
+        v4.or(v6)
+    };
+    pick.ok_or(EndReason::ExitPolicy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::core::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn address_choice() {
+        let (a4, a6): (Ipv4Addr, Ipv6Addr) =
+            ("1.2.3.4".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        let (v4, v6) = (Some(a4), Some(a6));
+        let f = |b| BeginFlags(b);
+        assert_eq!(choose_address(v4, v6, f(0), true).unwrap(), IpAddr::V4(a4));
+        assert_eq!(
+            choose_address(
+                v4,
+                v6,
+                f(BeginFlags::IPV6_OK | BeginFlags::IPV6_PREFERRED),
+                true
+            )
+            .unwrap(),
+            IpAddr::V6(a6)
+        );
+        // Without IPv6Exit the preference is ignored.
+        assert_eq!(
+            choose_address(
+                v4,
+                v6,
+                f(BeginFlags::IPV6_OK | BeginFlags::IPV6_PREFERRED),
+                false
+            )
+            .unwrap(),
+            IpAddr::V4(a4)
+        );
+        assert_eq!(
+            choose_address(v4, v6, f(BeginFlags::IPV4_NOT_OK), false),
+            Err(EndReason::ExitPolicy)
+        );
+        assert_eq!(
+            choose_address(None, None, f(0), true),
+            Err(EndReason::ResolveFailed)
+        );
+        assert_eq!(
+            choose_address(None, v6, f(BeginFlags::IPV6_OK), true).unwrap(),
+            IpAddr::V6(a6)
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! Per-shard counters of the circuit core. Plain integers: the shard copies them into its
+//! relaxed atomics between batches.
+
+/// Counters and gauges of one [`super::RelayCore`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CircuitMetrics {
+    /// Circuits currently in the table (pending handshakes included).
+    pub circuits: u64,
+    /// Circuits whose handshake completed.
+    pub circuits_created: u64,
+    /// CREATE* refused because the circuit table was full.
+    pub create_refused_table_full: u64,
+    /// CREATE2 refused because the onion queue was full.
+    pub create_refused_queue_full: u64,
+    /// Onionskins that waited longer than the configured delay and were dropped.
+    pub onionskins_expired: u64,
+    /// Onion handshakes run.
+    pub onionskins_processed: u64,
+    /// Handshakes that failed (bad onionskin, wrong key...).
+    pub handshake_failures: u64,
+    /// Onionskins waiting now.
+    pub onion_queue_len: u64,
+    /// Relay cells passed on toward the next hop.
+    pub cells_forwarded: u64,
+    /// Relay cells from the next hop passed toward the client.
+    pub cells_backward: u64,
+    /// Relay cells recognized and handled here.
+    pub cells_recognized: u64,
+    /// Relay cells we originated (toward the client).
+    pub cells_originated: u64,
+    /// Cells held in queues now, and the most ever.
+    pub queued_cells: u64,
+    pub queued_cells_high_water: u64,
+    /// Circuits closed because their queue exceeded its bound.
+    pub queue_overflow_kills: u64,
+    /// Circuits closed by the memory cap (MaxMemInQueues).
+    pub oom_kills: u64,
+    /// Circuits closed for a protocol violation.
+    pub protocol_closes: u64,
+    /// DESTROY cells received / sent.
+    pub destroys_received: u64,
+    pub destroys_sent: u64,
+    /// EXTEND2 turned into an `Action::Extend`, and refused.
+    pub extends_requested: u64,
+    pub extends_refused: u64,
+    /// Circuit SENDMEs whose v1 tag did not verify.
+    pub sendme_auth_failures: u64,
+    /// Exit streams opened (CONNECTED sent), refused by policy, and live now.
+    pub streams_opened: u64,
+    pub streams_refused_policy: u64,
+    pub streams: u64,
+    /// BEGINs refused because the stream table was full.
+    pub streams_refused_full: u64,
+    /// DNS lookups requested.
+    pub resolves_requested: u64,
+}

@@ -1,0 +1,312 @@
+//! The sans-IO circuit core of one shard (tor-spec §"Circuit management", §"Routing relay
+//! cells", §"Tearing down circuits"; C tor `command.c`, `relay.c`, `circuitbuild_relay.c`).
+//!
+//! [`RelayCore`] owns the shard's circuits and exit streams. The shard feeds it cells, socket
+//! events and DNS answers; it answers through an [`ActionSink`] with [`Action`]s: cells to
+//! send, circuits to extend, sockets to open, bytes to write, lookups to make. It never does
+//! I/O, never reads a clock (`now` is an argument) and takes its randomness as an argument.
+//!
+//! Layout:
+//! * [`crypto`] — the [`HopCrypto`] seam to tor1 relay crypto;
+//! * [`pool`] — the pre-allocated cell pool every queue lives in (the memory cap);
+//! * `table` — circuit slots and the (channel, circuit ID) index;
+//! * `core` — channel cells, handshakes, forwarding, extend, destroy;
+//! * `exit` — BEGIN/RESOLVE/DATA/END/SENDME at the exit and the stream inputs;
+//! * [`metrics`] — counters.
+//!
+//! Batching: [`RelayCore::handle_relay_batch`] takes a run of RELAY cells of one circuit
+//! and passes them to [`HopCrypto::forward_batch`] (one AES keystream run) in one call. A run
+//! is cut where a circuit SENDME could fall due, because the SENDME must carry the tag of
+//! exactly that cell. Exit cells of many circuits do not use the multi-circuit SHA-1 call
+//! yet: each circuit's cells are originated as they are packaged.
+//!
+//! Contract with the shard:
+//! * CREATED2 answers to the CREATE2 of an `Action::Extend` are the shard's to route; it
+//!   reports them (or the failure) with [`RelayCore::extend_result`]. A circuit that closed
+//!   meanwhile (see `Action::CircuitClosed`) makes `extend_result` destroy the new hop.
+//! * After [`RelayCore::channel_blocked`] the core emits no `SendCell` for that channel; it
+//!   queues in its pool until [`RelayCore::channel_unblocked`].
+//! * A next hop on another shard: that shard maps (channel, circuit ID) to this circuit and
+//!   passes its cells here with [`RelayCore::handle_next_hop_cell`]; `SendCell` actions carry
+//!   the shard index of their channel.
+//! * `Action::StreamClose` means the core forgot the stream; events the shard reports itself
+//!   (`stream_closed`, `stream_connect_failed`) end the stream without a `StreamClose`.
+//! * Randomness: every cell we originate is padded with random bytes (prop 289), so the RNG
+//!   passed in is on the exit's hot path; a fast CSPRNG (e.g. AES-CTR based, as C's
+//!   `crypto_fast_rng`) is the right choice there.
+
+mod core;
+pub mod crypto;
+mod exit;
+pub mod metrics;
+pub mod pool;
+mod table;
+
+use ::core::net::SocketAddr;
+
+pub use self::core::{CoreIo, CoreRng, ExtendDone, RelayCore, MAX_RELAY_EARLY_CELLS_PER_CIRCUIT};
+pub use crypto::{CellBody, HopCrypto};
+pub use metrics::CircuitMetrics;
+pub use pool::{CellPool, CellQueue};
+pub use table::CircHandle;
+
+use crate::cell::chan::DestroyReason;
+use crate::cell::relay::msg::EndReason;
+use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN};
+use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
+use crate::exit::dns::HostRequest;
+use crate::proto::stream::StreamHandle;
+
+/// A channel, as the shard names it. Opaque to the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChanId(pub u64);
+
+/// Index of a shard (core).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ShardIdx(pub u16);
+
+/// Who is at the other end of a channel, as its link handshake established (the channel
+/// layer's [`PeerIdentity`]: `Client`, or `Relay { rsa, ed }`).
+pub use crate::proto::channel::PeerIdentity;
+
+/// What the core needs to know about the channel a cell arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChanInfo {
+    pub id: ChanId,
+    pub peer: PeerIdentity,
+    /// We opened the TLS connection. The opener allocates circuit IDs with the high bit set
+    /// (tor-spec §"Choosing circuit IDs"), so CREATEs from the peer must have it clear.
+    pub we_initiated: bool,
+}
+
+/// The next hop of a circuit once its channel exists. The channel may live on another shard;
+/// moving cells there is the caller's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextHop {
+    pub chan: ChanId,
+    pub shard: ShardIdx,
+    pub circ_id: CircId,
+}
+
+/// Where an EXTEND2 asks us to go (link specifiers, tor-spec §"EXTEND and EXTENDED").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtendTarget {
+    pub ipv4: Option<::core::net::SocketAddrV4>,
+    pub ipv6: Option<::core::net::SocketAddrV6>,
+    pub rsa: RsaIdentity,
+    pub ed: Option<Ed25519Identity>,
+}
+
+/// Up to one relay cell of stream data, inline.
+#[derive(Clone, Copy)]
+pub struct StreamBytes {
+    len: u16,
+    buf: [u8; crate::cell::relay::v0::MAX_DATA_LEN],
+}
+
+impl StreamBytes {
+    pub(crate) fn new(data: &[u8]) -> Self {
+        let mut buf = [0u8; crate::cell::relay::v0::MAX_DATA_LEN];
+        let len = data.len().min(buf.len());
+        buf[..len].copy_from_slice(&data[..len]);
+        StreamBytes {
+            len: len as u16,
+            buf,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+impl ::core::fmt::Debug for StreamBytes {
+    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+        write!(f, "StreamBytes({} bytes)", self.len)
+    }
+}
+
+/// Something the shard must do. Cell bodies are carried inline so emitting an action never
+/// allocates; the sink decides where they go.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Send a cell on a channel (on `shard`, which may be another shard).
+    SendCell {
+        chan: ChanId,
+        shard: ShardIdx,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: CellBody,
+    },
+    /// Open or reuse a channel to `target`, send CREATE2 with `create2` as body, and report
+    /// the CREATED2 body (or failure) with [`RelayCore::extend_result`].
+    Extend {
+        circ: CircHandle,
+        target: ExtendTarget,
+        create2: CellBody,
+    },
+    /// Open a TCP connection for an exit stream; report with `stream_connected` /
+    /// `stream_connect_failed`.
+    Connect {
+        stream: StreamHandle,
+        addr: SocketAddr,
+    },
+    /// Write bytes to the stream's socket.
+    StreamWrite {
+        stream: StreamHandle,
+        data: StreamBytes,
+    },
+    /// Close the stream's socket; the handle is dead.
+    StreamClose {
+        stream: StreamHandle,
+    },
+    /// Stop / resume reading the stream's socket (package windows, blocked channel).
+    PauseStreamRead {
+        stream: StreamHandle,
+    },
+    ResumeStreamRead {
+        stream: StreamHandle,
+    },
+    /// Look up `request` (`HostRequest::Forward` or `HostRequest::Reverse`, already
+    /// validated with `exit::dns::classify_host`); answer with `dns_result`. `want_ipv6`:
+    /// also ask for AAAA (IPv6 exit and the client accepts IPv6).
+    Resolve {
+        stream: StreamHandle,
+        request: HostRequest,
+        want_ipv6: bool,
+    },
+    /// A circuit closed (for the shard's bookkeeping, e.g. a pending extend to abandon).
+    CircuitClosed {
+        circ: CircHandle,
+        reason: DestroyReason,
+    },
+}
+
+/// Where the core puts its actions.
+pub trait ActionSink {
+    fn push(&mut self, action: Action);
+}
+
+impl ActionSink for Vec<Action> {
+    fn push(&mut self, action: Action) {
+        Vec::push(self, action)
+    }
+}
+
+/// Facts the core asks of the shard's view of the network (consensus and descriptors).
+pub trait NetworkView {
+    /// Whether `rsa` is a relay we know of (C `connection_or_digest_is_known_relay`); used
+    /// to refuse exiting for unknown previous hops when `refuse_unknown_exits` is on.
+    fn is_known_relay(&self, rsa: &RsaIdentity) -> bool;
+    /// Whether `addr` is a known relay's ORPort or DirPort (C `nodelist_reentry_contains`):
+    /// exits refuse to connect back into the network.
+    fn is_reentry(&self, addr: SocketAddr) -> bool;
+}
+
+/// A view that knows nothing: every relay unknown, no re-entry addresses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoNetworkView;
+
+impl NetworkView for NoNetworkView {
+    fn is_known_relay(&self, _: &RsaIdentity) -> bool {
+        false
+    }
+    fn is_reentry(&self, _: SocketAddr) -> bool {
+        false
+    }
+}
+
+/// Our relay identity, as handshakes and EXTEND2 checks need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayIdentity {
+    pub rsa: RsaIdentity,
+    pub ed: Ed25519Identity,
+}
+
+/// Bounds and switches of one shard's circuit core.
+#[derive(Debug, Clone)]
+pub struct CircuitConfig {
+    pub shard: ShardIdx,
+    /// Circuits (including those waiting for their handshake).
+    pub max_circuits: usize,
+    /// Exit streams (including pending lookups).
+    pub max_streams: usize,
+    /// Onionskins waiting for the handshake budget; more → DESTROY RESOURCELIMIT.
+    pub onion_queue_len: usize,
+    /// Handshakes per [`RelayCore::process_onion_queue`] call.
+    pub onions_per_run: usize,
+    /// Onionskins older than this are dropped (C `OnionQueueMaxDelay`-like bound).
+    pub onion_max_delay: std::time::Duration,
+    /// Cell buffers shared by all queues: the shard's memory cap for queued cells.
+    pub pool_cells: usize,
+    /// Free buffers to restore when the pool runs dry (the OOM killer's goal).
+    pub oom_target_free: usize,
+    /// Cells one circuit may queue in one direction before it is closed (C
+    /// `max_circuit_cell_queue_size`).
+    pub max_queue_per_circuit: usize,
+    /// Optimistic DATA cells held per stream before CONNECTED.
+    pub max_optimistic_cells: usize,
+    /// Answer ntor-v3 CC requests with CC on. Must stay false until congestion control
+    /// (prop 324) is implemented: with it off, clients use fixed windows with us.
+    pub cc_enabled: bool,
+    /// `sendme_inc` we would echo if `cc_enabled`.
+    pub cc_sendme_inc: u8,
+    /// `ExtendAllowPrivateAddresses`: allow EXTEND2 to private addresses (test networks).
+    pub extend_allow_private: bool,
+    /// Consensus `AllowNonearlyExtend`.
+    pub allow_nonearly_extend: bool,
+    /// `RefuseUnknownExits`: refuse BEGIN unless the previous hop is a known relay.
+    pub refuse_unknown_exits: bool,
+    /// Consensus `allow-network-reentry`.
+    pub allow_network_reentry: bool,
+    /// `ServerDNSAllowNonRFC953Hostnames`: resolve names outside `[A-Za-z0-9-._]`.
+    pub allow_non_rfc953_hostnames: bool,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            shard: ShardIdx(0),
+            max_circuits: 8192,
+            max_streams: 8192,
+            onion_queue_len: 256,
+            onions_per_run: 16,
+            onion_max_delay: std::time::Duration::from_millis(1750),
+            pool_cells: 32 * 1024,
+            oom_target_free: 4 * 1024,
+            max_queue_per_circuit: 2500,
+            max_optimistic_cells: 32,
+            cc_enabled: false,
+            cc_sendme_inc: 31,
+            extend_allow_private: false,
+            allow_nonearly_extend: false,
+            refuse_unknown_exits: true,
+            allow_network_reentry: false,
+            allow_non_rfc953_hostnames: false,
+        }
+    }
+}
+
+/// Why a stream or circuit input was ignored (stale handle etc.). Not a protocol error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("no such circuit (closed or never existed)")]
+    NoSuchCircuit,
+    #[error("no such stream (closed or never existed)")]
+    NoSuchStream,
+    #[error("the stream is not in a state that accepts this event")]
+    WrongStreamState,
+}
+
+/// A connect failure reason, re-exported for callers.
+pub use crate::proto::stream::ConnectError;
+
+/// Builds a DESTROY body.
+pub(crate) fn destroy_body(reason: DestroyReason) -> CellBody {
+    let mut b = [0u8; CELL_BODY_LEN];
+    crate::cell::chan::Destroy { reason }.encode(&mut b);
+    b
+}
+
+/// END reason re-export for signatures.
+pub type StreamEndReason = EndReason;

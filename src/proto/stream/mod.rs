@@ -1,0 +1,281 @@
+//! Exit streams (tor-spec §"Opening streams", §"Closing streams", §"Remote hostname
+//! lookup"; C tor `connection_edge.c`): the per-shard stream table and the socket-error →
+//! END reason rule. Hostname rules and TTL clipping live in `exit::dns`.
+//!
+//! Streams are owned by the circuit core ([`crate::proto::circuit::RelayCore`]); this module
+//! holds their state and the pure helpers, so it can be tested on its own.
+
+use core::net::IpAddr;
+use std::collections::HashMap;
+
+use crate::cell::relay::msg::{BeginFlags, EndReason};
+use crate::proto::circuit::CellQueue;
+use crate::proto::flow::Windows;
+
+/// A stream as the shard knows it: an index into the stream table plus a generation, so a
+/// handle kept after the stream closed is recognised as stale rather than hitting a reused
+/// slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamHandle {
+    pub(crate) idx: u32,
+    pub(crate) gen: u32,
+}
+
+impl StreamHandle {
+    /// A plain number for logs and caller-side maps.
+    pub fn as_u64(self) -> u64 {
+        (u64::from(self.gen) << 32) | u64::from(self.idx)
+    }
+}
+
+/// Where an exit stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamState {
+    /// BEGIN with a hostname: waiting for `dns_result`.
+    Resolving,
+    /// RESOLVE: waiting for `dns_result`; no connection will follow.
+    ResolveOnly,
+    /// `Action::Connect` issued; waiting for `stream_connected`.
+    Connecting,
+    /// CONNECTED sent; data flows.
+    Open,
+}
+
+/// One exit stream.
+#[derive(Debug)]
+pub struct Stream {
+    pub circ: u32,
+    pub stream_id: u16,
+    pub state: StreamState,
+    pub port: u16,
+    pub flags: BeginFlags,
+    /// The address we connect / connected to, once known.
+    pub addr: Option<IpAddr>,
+    /// DNS TTL of `addr` (before clipping).
+    pub ttl: u32,
+    pub windows: Windows,
+    /// We told the shard to stop reading this stream's socket.
+    pub read_paused: bool,
+    /// The shard says the socket's write side is full: hold stream SENDMEs.
+    pub write_blocked: bool,
+    /// DATA that arrived before CONNECTED (optimistic data), and DATA held while the
+    /// write side is blocked.
+    pub pending: CellQueue,
+    /// Next stream of the same circuit (intrusive list), or `u32::MAX`.
+    pub next_in_circ: u32,
+}
+
+struct Entry {
+    gen: u32,
+    stream: Option<Stream>,
+}
+
+/// Why a stream could not be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StreamTableError {
+    #[error("stream table full")]
+    Full,
+    #[error("stream id already in use on this circuit")]
+    Duplicate,
+}
+
+/// The shard's exit streams: a slab bounded at construction plus an index by
+/// (circuit slot, stream id). Neither grows after construction.
+pub struct StreamTable {
+    entries: Vec<Entry>,
+    free: Vec<u32>,
+    by_id: HashMap<(u32, u16), u32>,
+}
+
+impl StreamTable {
+    pub fn new(max_streams: usize) -> Self {
+        let max = max_streams.min(u32::MAX as usize - 1);
+        StreamTable {
+            entries: (0..max)
+                .map(|_| Entry {
+                    gen: 0,
+                    stream: None,
+                })
+                .collect(),
+            free: (0..max as u32).rev().collect(),
+            by_id: HashMap::with_capacity(max),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn insert(&mut self, s: Stream) -> Result<StreamHandle, StreamTableError> {
+        let key = (s.circ, s.stream_id);
+        if self.by_id.contains_key(&key) {
+            return Err(StreamTableError::Duplicate);
+        }
+        let idx = self.free.pop().ok_or(StreamTableError::Full)?;
+        let e = &mut self.entries[idx as usize];
+        e.gen = e.gen.wrapping_add(1);
+        e.stream = Some(s);
+        self.by_id.insert(key, idx);
+        Ok(StreamHandle { idx, gen: e.gen })
+    }
+
+    pub fn find(&self, circ: u32, stream_id: u16) -> Option<StreamHandle> {
+        let idx = *self.by_id.get(&(circ, stream_id))?;
+        Some(StreamHandle {
+            idx,
+            gen: self.entries[idx as usize].gen,
+        })
+    }
+
+    pub fn get(&self, h: StreamHandle) -> Option<&Stream> {
+        let e = self.entries.get(h.idx as usize)?;
+        if e.gen != h.gen {
+            return None;
+        }
+        e.stream.as_ref()
+    }
+
+    pub fn get_mut(&mut self, h: StreamHandle) -> Option<&mut Stream> {
+        let e = self.entries.get_mut(h.idx as usize)?;
+        if e.gen != h.gen {
+            return None;
+        }
+        e.stream.as_mut()
+    }
+
+    /// The live handle for slot `idx` (for walking a circuit's stream list).
+    pub fn handle_at(&self, idx: u32) -> Option<StreamHandle> {
+        let e = self.entries.get(idx as usize)?;
+        e.stream.as_ref().map(|_| StreamHandle { idx, gen: e.gen })
+    }
+
+    pub fn remove(&mut self, h: StreamHandle) -> Option<Stream> {
+        let e = self.entries.get_mut(h.idx as usize)?;
+        if e.gen != h.gen {
+            return None;
+        }
+        let s = e.stream.take()?;
+        self.by_id.remove(&(s.circ, s.stream_id));
+        self.free.push(h.idx);
+        Some(s)
+    }
+}
+
+/// TTL every RESOLVED answer carries (C `RESOLVED_CLIPPED_TTL`, tor#40979: hides the exit's
+/// DNS cache state). CONNECTED and END use `exit::dns::clip_dns_fuzzy_ttl` instead.
+pub const RESOLVED_CLIPPED_TTL: u32 = 60;
+
+/// Why an exit connection failed, as the shard saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// An OS errno from `connect`/`SO_ERROR`.
+    Errno(i32),
+    /// The shard's own connect timeout fired.
+    Timeout,
+}
+
+/// C `errno_to_stream_end_reason`: which END reason a failed exit connection reports.
+pub fn errno_to_stream_end_reason(e: i32) -> EndReason {
+    use libc::*;
+    match e {
+        EPIPE => EndReason::Done,
+        EBADF | EFAULT | EINVAL | EISCONN | ENOTSOCK | EPROTONOSUPPORT | EAFNOSUPPORT
+        | ENOTCONN => EndReason::Internal,
+        ENETUNREACH | EHOSTUNREACH | EACCES | EPERM => EndReason::NoRoute,
+        ECONNREFUSED => EndReason::ConnectRefused,
+        ECONNRESET => EndReason::ConnReset,
+        ETIMEDOUT => EndReason::Timeout,
+        ENOBUFS | ENOMEM | ENFILE | EADDRINUSE | EADDRNOTAVAIL | EMFILE => EndReason::ResourceLimit,
+        _ => EndReason::Misc,
+    }
+}
+
+impl ConnectError {
+    pub fn end_reason(self) -> EndReason {
+        match self {
+            ConnectError::Errno(e) => errno_to_stream_end_reason(e),
+            ConnectError::Timeout => EndReason::Timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(circ: u32, id: u16) -> Stream {
+        Stream {
+            circ,
+            stream_id: id,
+            state: StreamState::Connecting,
+            port: 80,
+            flags: BeginFlags(0),
+            addr: None,
+            ttl: 0,
+            windows: Windows::stream(),
+            read_paused: false,
+            write_blocked: false,
+            pending: CellQueue::default(),
+            next_in_circ: u32::MAX,
+        }
+    }
+
+    #[test]
+    fn table_bounds_duplicates_and_stale_handles() {
+        let mut t = StreamTable::new(2);
+        let a = t.insert(stream(1, 5)).unwrap();
+        assert_eq!(
+            t.insert(stream(1, 5)).unwrap_err(),
+            StreamTableError::Duplicate
+        );
+        let b = t.insert(stream(2, 5)).unwrap();
+        assert_eq!(t.insert(stream(3, 5)).unwrap_err(), StreamTableError::Full);
+        assert_eq!(t.find(1, 5), Some(a));
+        assert_eq!(t.remove(a).unwrap().circ, 1);
+        assert!(t.get(a).is_none());
+        let c = t.insert(stream(1, 6)).unwrap();
+        assert_eq!(c.idx, a.idx);
+        assert_ne!(c, a);
+        assert!(t.remove(a).is_none());
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get(b).unwrap().circ, 2);
+    }
+
+    #[test]
+    fn errno_mapping_matches_c() {
+        assert_eq!(
+            errno_to_stream_end_reason(libc::ECONNREFUSED),
+            EndReason::ConnectRefused
+        );
+        assert_eq!(
+            errno_to_stream_end_reason(libc::ETIMEDOUT),
+            EndReason::Timeout
+        );
+        assert_eq!(
+            errno_to_stream_end_reason(libc::EHOSTUNREACH),
+            EndReason::NoRoute
+        );
+        assert_eq!(
+            errno_to_stream_end_reason(libc::ENETUNREACH),
+            EndReason::NoRoute
+        );
+        assert_eq!(
+            errno_to_stream_end_reason(libc::ECONNRESET),
+            EndReason::ConnReset
+        );
+        assert_eq!(
+            errno_to_stream_end_reason(libc::EMFILE),
+            EndReason::ResourceLimit
+        );
+        assert_eq!(errno_to_stream_end_reason(libc::EIO), EndReason::Misc);
+        assert_eq!(ConnectError::Timeout.end_reason(), EndReason::Timeout);
+    }
+}

@@ -1,0 +1,1090 @@
+//! The circuit core end to end, driven by an in-memory Tor client: handshakes, extend and
+//! middle forwarding, exit streams, flow control, teardown, and the bounds.
+
+mod circuit_common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use circuit_common::*;
+use fors::cell::chan::{Create2, Created2, DestroyReason, HandshakeType};
+use fors::cell::relay::msg::{
+    BeginTarget, Connected, End, EndReason, RelayMsg, Resolve, Resolved, ResolvedValue, Sendme,
+};
+use fors::cell::relay::RelayCmd;
+use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
+use fors::crypto::handshake::NtorClient;
+use fors::exit::dns::{Answer, DnsFailure, FailureCause, HostRequest, Resolution};
+use fors::proto::circuit::{
+    Action, ChanId, CircuitConfig, ConnectError, ExtendDone, NextHop, ShardIdx,
+};
+use fors::proto::flow::RANDOM_SENDME_PAYLOAD_LEN;
+
+fn found_v4(a: Ipv4Addr, ttl: u32) -> Resolution {
+    Resolution {
+        ipv4: Answer::Found { value: a, ttl },
+        ..Resolution::NONE
+    }
+}
+use fors::proto::stream::StreamHandle;
+
+const EXIT_LOCAL: &str = "accept 127.0.0.1:*, reject *:*";
+
+fn exit_relay(net: TestNet) -> Relay {
+    Relay::new(9, test_config(), EXIT_LOCAL, net)
+}
+
+/// A relay-peer channel from a known middle (so BEGIN is allowed).
+fn known_middle() -> (TestNet, fors::proto::circuit::RelayIdentity) {
+    let mid = fors::proto::circuit::RelayIdentity {
+        rsa: fors::crypto::ids::RsaIdentity([0x33; 20]),
+        ed: fors::crypto::ids::Ed25519Identity([0x33; 32]),
+    };
+    (
+        TestNet {
+            known: vec![mid.rsa],
+            reentry: vec![],
+        },
+        mid,
+    )
+}
+
+fn connect_action(actions: &[Action]) -> (StreamHandle, SocketAddr) {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Connect { stream, addr } => Some((*stream, *addr)),
+            _ => None,
+        })
+        .expect("a Connect action")
+}
+
+/// An exit with one circuit from a known relay and one open stream to 127.0.0.1:80.
+fn open_stream() -> (Relay, Client, StreamHandle) {
+    let (net, mid) = known_middle();
+    let mut exit = exit_relay(net);
+    let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
+    cl.create(&mut exit, Hs::Ntor);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+        7,
+    );
+    let (stream, addr) = connect_action(&acts);
+    assert_eq!(addr, "127.0.0.1:80".parse().unwrap());
+    let (r, acts) = exit.io(|c, io| c.stream_connected(stream, addr, io));
+    r.unwrap();
+    let got = cl.open_all(&acts);
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].1, got[0].2), (RelayCmd::CONNECTED, 7));
+    (exit, cl, stream)
+}
+
+#[test]
+fn create2_ntor_and_create_fast_and_ntor_v3_with_cc_request() {
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let mut a = Client::new(client_chan(1), 0x8000_0001);
+    assert!(a.create(&mut r, Hs::Ntor).is_empty());
+    let mut b = Client::new(client_chan(1), 0x8000_0002);
+    b.create(&mut r, Hs::Fast);
+    let mut c = Client::new(client_chan(2), 0x8000_0001);
+    // CC requested; Fors answers with an empty list (CC disabled) and the client accepts.
+    assert!(c.create(&mut r, Hs::NtorV3 { cc: true }).is_empty());
+    assert_eq!(r.core.circuit_count(), 3);
+    assert_eq!(r.core.metrics().circuits_created, 3);
+    // Each circuit's keys work: DROP is recognized and discarded without any output.
+    for cl in [&mut a, &mut b, &mut c] {
+        assert!(cl
+            .send(&mut r, 0, ChanCmd::RELAY, &RelayMsg::Drop, 0)
+            .is_empty());
+    }
+    assert_eq!(r.core.metrics().cells_recognized, 3);
+}
+
+#[test]
+fn obsolete_create_wrong_high_bit_and_bad_htype_are_destroyed() {
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let ch = client_chan(1);
+    let body = [0u8; CELL_BODY_LEN];
+    let acts = r.cell(&ch, CircId(0x8000_0005), ChanCmd::CREATE, body);
+    let (_, id, cmd, b) = one_cell(&acts);
+    assert_eq!(
+        (id, cmd, destroy_reason(&b)),
+        (
+            CircId(0x8000_0005),
+            ChanCmd::DESTROY,
+            DestroyReason::TorProtocol
+        )
+    );
+    // The client opened the connection, so its IDs must have the high bit set.
+    let acts = r.cell(&ch, CircId(5), ChanCmd::CREATE_FAST, body);
+    assert_eq!(
+        destroy_reason(&one_cell(&acts).3),
+        DestroyReason::TorProtocol
+    );
+    // TAP inside CREATE2.
+    let mut b2 = [0u8; CELL_BODY_LEN];
+    Create2 {
+        htype: HandshakeType::TAP,
+        hdata: &[1; 186],
+    }
+    .encode(&mut b2)
+    .unwrap();
+    let acts = r.cell(&ch, CircId(0x8000_0006), ChanCmd::CREATE2, b2);
+    assert_eq!(
+        destroy_reason(&one_cell(&acts).3),
+        DestroyReason::TorProtocol
+    );
+    // Circuit ID 0 is dropped silently.
+    assert!(r
+        .cell(&ch, CircId(0), ChanCmd::CREATE_FAST, body)
+        .is_empty());
+    assert_eq!(r.core.circuit_count(), 0);
+    // A bad onionskin fails the handshake → DESTROY.
+    Create2 {
+        htype: HandshakeType::NTOR,
+        hdata: &[7; 84],
+    }
+    .encode(&mut b2)
+    .unwrap();
+    assert!(r
+        .cell(&ch, CircId(0x8000_0007), ChanCmd::CREATE2, b2)
+        .is_empty());
+    let acts = r.onions();
+    assert_eq!(
+        destroy_reason(&one_cell(&acts).3),
+        DestroyReason::TorProtocol
+    );
+    assert_eq!(r.core.metrics().handshake_failures, 1);
+}
+
+/// Client → A (middle) → B (exit): EXTEND2 becomes `Action::Extend`; the CREATED2 comes
+/// back as EXTENDED2; cells then flow both ways through both cores.
+#[test]
+fn extend_and_forward_through_two_cores() {
+    let mut a = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let mut b = Relay::new(
+        2,
+        test_config(),
+        EXIT_LOCAL,
+        TestNet {
+            known: vec![fors::crypto::ids::RsaIdentity([1; 20])],
+            reentry: vec![],
+        },
+    );
+    let mut cl = Client::new(client_chan(100), 0x8000_0001);
+    cl.create(&mut a, Hs::Ntor);
+
+    let (st, skin) = NtorClient::start(&mut cl.rng, &b.id.rsa, b.keys.current().public());
+    let mut ext = [0u8; 498];
+    let n = extend2_body(&b, "127.0.0.1:9002", &skin, &mut ext);
+    let acts = cl.send(
+        &mut a,
+        0,
+        ChanCmd::RELAY_EARLY,
+        &RelayMsg::Extend2(fors::cell::relay::msg::Extend2::parse(&ext[..n]).unwrap()),
+        0,
+    );
+    let (circ, target, create2) = match &acts[..] {
+        [Action::Extend {
+            circ,
+            target,
+            create2,
+        }] => (*circ, *target, *create2),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(target.rsa, b.id.rsa);
+    assert_eq!(target.ipv4, Some("127.0.0.1:9002".parse().unwrap()));
+
+    // The shard opens channel A→B (A initiated: its IDs have the high bit set).
+    let ab_on_b = relay_chan(200, &a.id, false);
+    let ab_id = CircId(0x8000_0042);
+    assert!(b
+        .cell(&ab_on_b, ab_id, ChanCmd::CREATE2, create2)
+        .is_empty());
+    let (_, _, cmd, created2) = one_cell(&b.onions());
+    assert_eq!(cmd, ChanCmd::CREATED2);
+    let next = NextHop {
+        chan: ChanId(201),
+        shard: ShardIdx(0),
+        circ_id: ab_id,
+    };
+    let (r, acts) = a.io(|c, io| {
+        c.extend_result(
+            circ,
+            Ok(ExtendDone {
+                next,
+                created2: &created2,
+            }),
+            io,
+        )
+    });
+    r.unwrap();
+    let got = cl.open_all(&acts);
+    assert_eq!(got[0].1, RelayCmd::EXTENDED2);
+    let hdata = fors::cell::relay::msg::Extended2::parse(&got[0].3)
+        .unwrap()
+        .hdata;
+    cl.crypto.push(&st.finish(hdata).unwrap());
+    // A second EXTEND2 on the same circuit is refused.
+    assert_eq!(Created2::parse(&created2).unwrap().hdata.len(), 64);
+
+    // BEGIN to hop 1 (B) passes through A unrecognized.
+    let acts = cl.send(
+        &mut a,
+        1,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+        3,
+    );
+    let (ch, id, cmd, fwd) = one_cell(&acts);
+    assert_eq!((ch, id, cmd), (ChanId(201), ab_id, ChanCmd::RELAY));
+    let acts = b.cell(&ab_on_b, ab_id, cmd, fwd);
+    let (stream, addr) = connect_action(&acts);
+    let (_, acts) = b.io(|c, io| c.stream_connected(stream, addr, io).unwrap());
+    let (ch, id, cmd, back) = one_cell(&acts);
+    assert_eq!((ch, id), (ChanId(200), ab_id));
+    // Back at A on the A→B channel: one layer added, sent to the client.
+    let ab_on_a = relay_chan(201, &b.id, true);
+    let acts = a.cell(&ab_on_a, ab_id, cmd, back);
+    let got = cl.open_all(&acts);
+    assert_eq!((got[0].0, got[0].1, got[0].2), (1, RelayCmd::CONNECTED, 3));
+    let conn = Connected::parse(&got[0].3).unwrap();
+    assert_eq!(conn.addr, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    assert_eq!(a.core.metrics().cells_forwarded, 1);
+    assert_eq!(a.core.metrics().cells_backward, 1);
+
+    // DATA both ways through both cores.
+    let acts = cl.send(&mut a, 1, ChanCmd::RELAY, &RelayMsg::Data(b"GET /"), 3);
+    let (_, _, cmd, fwd) = one_cell(&acts);
+    let acts = b.cell(&ab_on_b, ab_id, cmd, fwd);
+    assert!(matches!(&acts[..], [Action::StreamWrite { data, .. }] if data.as_slice() == b"GET /"));
+    let (n, acts) = b.io(|c, io| c.stream_data(stream, b"HTTP/1.0 200 OK", io));
+    assert_eq!(n.unwrap(), 15);
+    let (_, _, cmd, back) = one_cell(&acts);
+    let got = cl.open_all(&a.cell(&ab_on_a, ab_id, cmd, back));
+    assert_eq!(
+        (got[0].1, &got[0].3[..]),
+        (RelayCmd::DATA, &b"HTTP/1.0 200 OK"[..])
+    );
+
+    // A RELAY_EARLY from the next hop (backward) closes the circuit at A.
+    let acts = a.cell(&ab_on_a, ab_id, ChanCmd::RELAY_EARLY, [0u8; CELL_BODY_LEN]);
+    let c = cells(&acts);
+    assert_eq!(c.len(), 2);
+    assert!(c
+        .iter()
+        .all(|x| x.2 == ChanCmd::DESTROY && destroy_reason(&x.3) == DestroyReason::TorProtocol));
+}
+
+#[test]
+fn extend2_refusals_close_the_circuit() {
+    let mut a = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let b = Relay::new(2, test_config(), "reject *:*", TestNet::default());
+    let prev = Relay::new(5, test_config(), "reject *:*", TestNet::default());
+    let skin = [0u8; 84];
+    let mut ext = [0u8; 498];
+    // Extending back to the previous hop.
+    let mut cl = Client::new(relay_chan(1, &prev.id, false), 0x8000_0001);
+    cl.create(&mut a, Hs::Ntor);
+    let n = extend2_body(&prev, "127.0.0.2:9001", &skin, &mut ext);
+    let m = RelayMsg::Extend2(fors::cell::relay::msg::Extend2::parse(&ext[..n]).unwrap());
+    let acts = cl.send(&mut a, 0, ChanCmd::RELAY_EARLY, &m, 0);
+    assert_eq!(
+        destroy_reason(&one_cell(&acts).3),
+        DestroyReason::TorProtocol
+    );
+    // Not in RELAY_EARLY: dropped, circuit stays.
+    let mut cl = Client::new(client_chan(2), 0x8000_0001);
+    cl.create(&mut a, Hs::Ntor);
+    let n = extend2_body(&b, "127.0.0.2:9001", &skin, &mut ext);
+    let m = RelayMsg::Extend2(fors::cell::relay::msg::Extend2::parse(&ext[..n]).unwrap());
+    assert!(cl.send(&mut a, 0, ChanCmd::RELAY, &m, 0).is_empty());
+    // Private address without ExtendAllowPrivateAddresses.
+    let mut strict = Relay::new(
+        3,
+        CircuitConfig {
+            extend_allow_private: false,
+            ..test_config()
+        },
+        "reject *:*",
+        TestNet::default(),
+    );
+    let mut cl = Client::new(client_chan(3), 0x8000_0001);
+    cl.create(&mut strict, Hs::Ntor);
+    let acts = cl.send(&mut strict, 0, ChanCmd::RELAY_EARLY, &m, 0);
+    assert_eq!(
+        destroy_reason(&one_cell(&acts).3),
+        DestroyReason::TorProtocol
+    );
+    // A second EXTEND2 while the first is pending.
+    let mut cl = Client::new(client_chan(4), 0x8000_0001);
+    cl.create(&mut a, Hs::Ntor);
+    assert!(matches!(
+        &cl.send(&mut a, 0, ChanCmd::RELAY_EARLY, &m, 0)[..],
+        [Action::Extend { .. }]
+    ));
+    let acts = cl.send(&mut a, 0, ChanCmd::RELAY_EARLY, &m, 0);
+    assert_eq!(
+        destroy_reason(&one_cell(&acts).3),
+        DestroyReason::TorProtocol
+    );
+    assert_eq!(a.core.metrics().extends_refused, 2);
+}
+
+#[test]
+fn begin_literal_ip_connect_and_connected_ttl() {
+    let (_exit, _cl, _stream) = open_stream();
+    // Check the CONNECTED payload again on a fresh exit, looking at the TTL.
+    let (net, mid) = known_middle();
+    let mut exit = exit_relay(net);
+    let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
+    cl.create(&mut exit, Hs::NtorV3 { cc: false });
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 443),
+        1,
+    );
+    let (stream, addr) = connect_action(&acts);
+    let (_, acts) = exit.io(|c, io| c.stream_connected(stream, addr, io).unwrap());
+    let got = cl.open_all(&acts);
+    let conn = Connected::parse(&got[0].3).unwrap();
+    assert_eq!(conn.addr, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    // Literal IP: 30 min default TTL → 1 h bucket ± 240 s.
+    let ttl = conn.ttl.unwrap();
+    assert!((3360..=3840).contains(&ttl), "{ttl}");
+    assert_eq!(exit.core.metrics().streams_opened, 1);
+}
+
+#[test]
+fn exit_policy_rejection_carries_address_and_ttl() {
+    let (net, mid) = known_middle();
+    let mut exit = Relay::new(9, test_config(), "accept 127.0.0.1:80, reject *:*", net);
+    let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
+    cl.create(&mut exit, Hs::Ntor);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 25),
+        4,
+    );
+    let got = cl.open_all(&acts);
+    assert_eq!((got[0].1, got[0].2), (RelayCmd::END, 4));
+    let end = End::parse(&got[0].3).unwrap();
+    assert_eq!(end.reason, EndReason::ExitPolicy);
+    assert_eq!(end.addr, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    assert!((3360..=3840).contains(&end.ttl.unwrap()));
+    assert_eq!(exit.core.metrics().streams_refused_policy, 1);
+    // Re-entry into a known ORPort → CONNECTREFUSED.
+    let (mut net, mid) = known_middle();
+    net.reentry.push("127.0.0.1:80".parse().unwrap());
+    let mut exit = Relay::new(9, test_config(), "accept 127.0.0.1:80, reject *:*", net);
+    let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
+    cl.create(&mut exit, Hs::Ntor);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+        4,
+    );
+    let got = cl.open_all(&acts);
+    assert_eq!(
+        End::parse(&got[0].3).unwrap().reason,
+        EndReason::ConnectRefused
+    );
+}
+
+#[test]
+fn hostname_begin_resolve_failed_and_resolved() {
+    let (net, mid) = known_middle();
+    let mut exit = Relay::new(9, test_config(), "accept *:80, reject *:*", net);
+    let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
+    cl.create(&mut exit, Hs::Ntor);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Hostname("example.com"), 80),
+        5,
+    );
+    let (stream, name) = match &acts[..] {
+        [Action::Resolve {
+            stream,
+            request: HostRequest::Forward(name),
+            ..
+        }] => (*stream, *name),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(name.as_bytes(), b"example.com");
+    let (_, acts) = exit.io(|c, io| {
+        c.dns_result(
+            stream,
+            &Resolution {
+                ipv4: Answer::Failed(DnsFailure {
+                    cause: FailureCause::NxDomain,
+                }),
+                ..Resolution::NONE
+            },
+            io,
+        )
+        .unwrap()
+    });
+    let got = cl.open_all(&acts);
+    assert_eq!(
+        End::parse(&got[0].3).unwrap().reason,
+        EndReason::ResolveFailed
+    );
+    // A port the policy refuses for every address: END EXITPOLICY without a lookup.
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Hostname("example.com"), 25),
+        6,
+    );
+    let got = cl.open_all(&acts);
+    assert_eq!(End::parse(&got[0].3).unwrap().reason, EndReason::ExitPolicy);
+    // Bad characters → RESOLVEFAILED.
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Hostname("ex%ample.com"), 80),
+        8,
+    );
+    assert_eq!(
+        End::parse(&cl.open_all(&acts)[0].3).unwrap().reason,
+        EndReason::ResolveFailed
+    );
+    // Resolved → policy on the address → Connect.
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Hostname("example.org"), 80),
+        9,
+    );
+    let stream = match &acts[..] {
+        [Action::Resolve { stream, .. }] => *stream,
+        other => panic!("{other:?}"),
+    };
+    let (_, acts) = exit.io(|c, io| {
+        c.dns_result(stream, &found_v4(Ipv4Addr::new(93, 184, 216, 34), 100), io)
+            .unwrap()
+    });
+    assert_eq!(connect_action(&acts).1, "93.184.216.34:80".parse().unwrap());
+    // RESOLVE → Resolve action → RESOLVED with the clipped 60 s TTL; failure → error answer.
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &RelayMsg::Resolve(Resolve {
+            hostname: "torproject.org",
+        }),
+        10,
+    );
+    let stream = match &acts[..] {
+        [Action::Resolve {
+            stream,
+            request: HostRequest::Forward(_),
+            ..
+        }] => *stream,
+        other => panic!("{other:?}"),
+    };
+    let (_, acts) = exit.io(|c, io| {
+        c.dns_result(stream, &found_v4(Ipv4Addr::new(1, 2, 3, 4), 9999), io)
+            .unwrap()
+    });
+    let got = cl.open_all(&acts);
+    assert_eq!((got[0].1, got[0].2), (RelayCmd::RESOLVED, 10));
+    let r = Resolved::parse(&got[0].3).unwrap();
+    let ans: Vec<_> = r.answers().collect();
+    assert_eq!(ans[0].value, ResolvedValue::Ipv4(Ipv4Addr::new(1, 2, 3, 4)));
+    assert_eq!(ans[0].ttl, 60);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &RelayMsg::Resolve(Resolve {
+            hostname: "1.0.168.192.in-addr.arpa",
+        }),
+        11,
+    );
+    let got = cl.open_all(&acts);
+    let r = Resolved::parse(&got[0].3).unwrap();
+    assert!(matches!(
+        r.answers().next().unwrap().value,
+        ResolvedValue::PermanentError(_)
+    ));
+    // BEGIN_DIR: not a directory cache.
+    let acts = cl.send(&mut exit, 0, ChanCmd::RELAY, &RelayMsg::BeginDir, 12);
+    assert_eq!(
+        End::parse(&cl.open_all(&acts)[0].3).unwrap().reason,
+        EndReason::NotDirectory
+    );
+}
+
+#[test]
+fn begin_refused_on_client_channel_and_for_unknown_relays() {
+    let mut exit = exit_relay(TestNet::default());
+    // A circuit straight from a client: one-hop proxy protection → END TORPROTOCOL.
+    let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    cl.create(&mut exit, Hs::Ntor);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+        1,
+    );
+    let got = cl.open_all(&acts);
+    assert_eq!(
+        End::parse(&got[0].3).unwrap().reason,
+        EndReason::TorProtocol
+    );
+    // From an authenticated relay we don't know (RefuseUnknownExits) → END MISC.
+    let stranger = Relay::new(77, test_config(), "reject *:*", TestNet::default());
+    let mut cl = Client::new(relay_chan(2, &stranger.id, false), 0x8000_0001);
+    cl.create(&mut exit, Hs::Ntor);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+        1,
+    );
+    assert_eq!(
+        End::parse(&cl.open_all(&acts)[0].3).unwrap().reason,
+        EndReason::Misc
+    );
+    // Malformed BEGIN → END TORPROTOCOL, circuit stays up.
+    let (net, mid) = known_middle();
+    let mut exit = exit_relay(net);
+    let mut cl = Client::new(relay_chan(3, &mid, false), 0x8000_0001);
+    cl.create(&mut exit, Hs::Ntor);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &RelayMsg::Other {
+            cmd: RelayCmd::BEGIN,
+            body: b"no-port\0",
+        },
+        2,
+    );
+    assert_eq!(
+        End::parse(&cl.open_all(&acts)[0].3).unwrap().reason,
+        EndReason::TorProtocol
+    );
+    assert_eq!(exit.core.circuit_count(), 1);
+}
+
+#[test]
+fn data_windows_and_authenticated_sendmes() {
+    let (mut exit, mut cl, stream) = open_stream();
+    // Client → exit: 100 DATA cells. After 50 a stream SENDME, after 100 a circuit SENDME
+    // v1 whose tag is the digest of the 100th cell.
+    let mut writes = 0;
+    let mut replies = vec![];
+    let mut last_tag = [0u8; 20];
+    for _ in 0..100 {
+        let (body, tag) = cl.relay_cell(0, &RelayMsg::Data(&[0x61; 400]), 7);
+        last_tag = tag;
+        let acts = exit.cell(&cl.chan, cl.circ_id, ChanCmd::RELAY, body);
+        writes += acts
+            .iter()
+            .filter(|a| matches!(a, Action::StreamWrite { .. }))
+            .count();
+        replies.extend(cl.open_all(&acts));
+    }
+    assert_eq!(writes, 100);
+    let stream_sendmes = replies
+        .iter()
+        .filter(|r| r.1 == RelayCmd::SENDME && r.2 == 7)
+        .count();
+    assert_eq!(stream_sendmes, 2);
+    let circ: Vec<_> = replies
+        .iter()
+        .filter(|r| r.1 == RelayCmd::SENDME && r.2 == 0)
+        .collect();
+    assert_eq!(circ.len(), 1);
+    match Sendme::parse(&circ[0].3).unwrap() {
+        Sendme::V1 { tag } => assert_eq!(tag, &last_tag[..]),
+        other => panic!("{other:?}"),
+    }
+
+    // Exit → client: the stream window (500 cells) stops packaging and pauses the socket.
+    let big = vec![0x42u8; 600 * 498];
+    let (n, acts) = exit.io(|c, io| c.stream_data(stream, &big, io));
+    let n = n.unwrap();
+    let got = cl.open_all(&acts);
+    assert_eq!(got.len(), 500);
+    assert!(got.iter().all(|g| g.1 == RelayCmd::DATA));
+    assert_eq!(n, got.iter().map(|g| g.3.len()).sum::<usize>());
+    // Some cells were kept short so SENDME tags stay unpredictable.
+    assert!(got.iter().any(|g| g.3.len() == RANDOM_SENDME_PAYLOAD_LEN));
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::PauseStreamRead { .. })));
+    let (n2, _) = exit.io(|c, io| c.stream_data(stream, &big, io));
+    assert_eq!(n2.unwrap(), 0);
+
+    // The client's stream SENDME reopens the stream; its circuit SENDMEs carry the tag of
+    // every 100th cell; the exit resumes reading.
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &RelayMsg::Sendme(Sendme::V0),
+        7,
+    );
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::ResumeStreamRead { .. })));
+    // A forged circuit SENDME tag (genuine ones: `genuine_circuit_sendme_is_accepted`).
+    let forged = [0xEEu8; 20];
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &RelayMsg::Sendme(Sendme::V1 { tag: &forged }),
+        0,
+    );
+    let c = cells(&acts);
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        (c[0].2, destroy_reason(&c[0].3)),
+        (ChanCmd::DESTROY, DestroyReason::TorProtocol)
+    );
+    assert!(acts.iter().any(|a| matches!(a, Action::StreamClose { .. })));
+    assert_eq!(exit.core.metrics().sendme_auth_failures, 1);
+}
+
+#[test]
+fn genuine_circuit_sendme_is_accepted() {
+    let (mut exit, mut cl, stream) = open_stream();
+    // Exactly 100 DATA cells: the client owes one circuit SENDME with the 100th's tag.
+    let data = vec![1u8; 100 * 498];
+    let mut tags = vec![];
+    let mut sent = 0;
+    while sent < data.len() {
+        let (n, acts) = exit
+            .io(|c, io| c.stream_data(stream, &data[sent..sent + 498.min(data.len() - sent)], io));
+        sent += n.unwrap();
+        for _ in cl.open_all(&acts) {
+            tags.push(cl.crypto.last_tag(0));
+        }
+        if tags.len() == 100 {
+            break;
+        }
+    }
+    assert_eq!(tags.len(), 100);
+    let t = tags[99];
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &RelayMsg::Sendme(Sendme::V1 { tag: &t }),
+        0,
+    );
+    assert!(cells(&acts).is_empty(), "{acts:?}");
+    assert_eq!(exit.core.circuit_count(), 1);
+    // A second SENDME with nothing outstanding is a violation.
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &RelayMsg::Sendme(Sendme::V1 { tag: &t }),
+        0,
+    );
+    assert_eq!(
+        destroy_reason(&one_cell(&acts).3),
+        DestroyReason::TorProtocol
+    );
+}
+
+#[test]
+fn optimistic_data_is_delivered_after_connected_and_stream_end() {
+    let (net, mid) = known_middle();
+    let mut exit = exit_relay(net);
+    let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
+    cl.create(&mut exit, Hs::Ntor);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+        7,
+    );
+    let (stream, addr) = connect_action(&acts);
+    assert!(cl
+        .send(&mut exit, 0, ChanCmd::RELAY, &RelayMsg::Data(b"early-1"), 7)
+        .is_empty());
+    assert!(cl
+        .send(&mut exit, 0, ChanCmd::RELAY, &RelayMsg::Data(b"early-2"), 7)
+        .is_empty());
+    let (_, acts) = exit.io(|c, io| c.stream_connected(stream, addr, io).unwrap());
+    let writes: Vec<Vec<u8>> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::StreamWrite { data, .. } => Some(data.as_slice().to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(writes, vec![b"early-1".to_vec(), b"early-2".to_vec()]);
+    assert_eq!(cl.open_all(&acts)[0].1, RelayCmd::CONNECTED);
+    assert_eq!(exit.core.metrics().queued_cells, 0);
+    // END from the client closes the socket.
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &RelayMsg::End(End::new(EndReason::Done)),
+        7,
+    );
+    assert!(matches!(&acts[..], [Action::StreamClose { stream: s }] if *s == stream));
+    // Socket EOF on another stream → END DONE.
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+        8,
+    );
+    let (s2, addr) = connect_action(&acts);
+    let (r, acts) =
+        exit.io(|c, io| c.stream_connect_failed(s2, ConnectError::Errno(libc::ECONNREFUSED), io));
+    r.unwrap();
+    assert_eq!(
+        End::parse(&cl.open_all(&acts)[0].3).unwrap().reason,
+        EndReason::ConnectRefused
+    );
+    assert!(exit.io(|c, io| c.stream_connected(s2, addr, io)).0.is_err());
+}
+
+#[test]
+fn relay_early_limit_is_eight() {
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    cl.create(&mut r, Hs::Ntor);
+    for _ in 0..8 {
+        assert!(cl
+            .send(&mut r, 0, ChanCmd::RELAY_EARLY, &RelayMsg::Drop, 0)
+            .is_empty());
+    }
+    let acts = cl.send(&mut r, 0, ChanCmd::RELAY_EARLY, &RelayMsg::Drop, 0);
+    assert_eq!(
+        destroy_reason(&one_cell(&acts).3),
+        DestroyReason::TorProtocol
+    );
+    assert_eq!(r.core.circuit_count(), 0);
+}
+
+/// Builds client → A with a next hop registered at A via a (fake) extend.
+fn middle_with_next(a: &mut Relay, cl: &mut Client, next: NextHop) {
+    cl.create(a, Hs::Ntor);
+    let b = Relay::new(2, test_config(), "reject *:*", TestNet::default());
+    let mut ext = [0u8; 498];
+    let n = extend2_body(&b, "127.0.0.1:9002", &[0u8; 84], &mut ext);
+    let m = RelayMsg::Extend2(fors::cell::relay::msg::Extend2::parse(&ext[..n]).unwrap());
+    let acts = cl.send(a, 0, ChanCmd::RELAY_EARLY, &m, 0);
+    let circ = match &acts[..] {
+        [Action::Extend { circ, .. }] => *circ,
+        other => panic!("{other:?}"),
+    };
+    let mut created = [0u8; CELL_BODY_LEN];
+    Created2 { hdata: &[5u8; 64] }.encode(&mut created).unwrap();
+    let (r, acts) = a.io(|c, io| {
+        c.extend_result(
+            circ,
+            Ok(ExtendDone {
+                next,
+                created2: &created,
+            }),
+            io,
+        )
+    });
+    r.unwrap();
+    let got = cl.open_all(&acts);
+    assert_eq!(got[0].1, RelayCmd::EXTENDED2);
+}
+
+#[test]
+fn destroy_propagates_as_destroyed_both_ways() {
+    let mut a = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let next = NextHop {
+        chan: ChanId(50),
+        shard: ShardIdx(0),
+        circ_id: CircId(0x8000_0100),
+    };
+    let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    middle_with_next(&mut a, &mut cl, next);
+    let mut body = [0u8; CELL_BODY_LEN];
+    body[0] = 3; // REQUESTED from the client
+    let acts = a.cell(&cl.chan, cl.circ_id, ChanCmd::DESTROY, body);
+    let (ch, id, cmd, b) = one_cell(&acts);
+    assert_eq!(
+        (ch, id, cmd, destroy_reason(&b)),
+        (
+            next.chan,
+            next.circ_id,
+            ChanCmd::DESTROY,
+            DestroyReason::Destroyed
+        )
+    );
+    assert_eq!(a.core.circuit_count(), 0);
+
+    // From the next hop: the client hears DESTROYED, not the remote reason.
+    let mut cl = Client::new(client_chan(1), 0x8000_0002);
+    middle_with_next(&mut a, &mut cl, next);
+    let b_side = relay_chan(
+        50,
+        &Relay::new(2, test_config(), "reject *:*", TestNet::default()).id,
+        true,
+    );
+    body[0] = 5; // RESOURCELIMIT
+    let acts = a.cell(&b_side, next.circ_id, ChanCmd::DESTROY, body);
+    let (ch, id, _, b) = one_cell(&acts);
+    assert_eq!(
+        (ch, id, destroy_reason(&b)),
+        (cl.chan.id, cl.circ_id, DestroyReason::Destroyed)
+    );
+
+    // Channel close: every circuit on it ends, the other side hears DESTROYED.
+    let mut cl = Client::new(client_chan(7), 0x8000_0003);
+    middle_with_next(&mut a, &mut cl, next);
+    let (_, acts) = a.io(|c, io| c.channel_closed(ChanId(7), io));
+    let (ch, _, _, b) = one_cell(&acts);
+    assert_eq!(
+        (ch, destroy_reason(&b)),
+        (next.chan, DestroyReason::Destroyed)
+    );
+    assert_eq!(a.core.circuit_count(), 0);
+}
+
+#[test]
+fn truncate_destroys_next_hop_and_replies_truncated() {
+    let mut a = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let next = NextHop {
+        chan: ChanId(50),
+        shard: ShardIdx(0),
+        circ_id: CircId(0x8000_0100),
+    };
+    let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    middle_with_next(&mut a, &mut cl, next);
+    let acts = cl.send(&mut a, 0, ChanCmd::RELAY, &RelayMsg::Truncate, 0);
+    let c = cells(&acts);
+    assert_eq!(c.len(), 2);
+    assert_eq!((c[0].0, c[0].2), (next.chan, ChanCmd::DESTROY));
+    let got = cl.open_all(&acts);
+    assert_eq!((got[0].1, got[0].3[0]), (RelayCmd::TRUNCATED, 3));
+    assert_eq!(a.core.circuit_count(), 1);
+}
+
+#[test]
+fn malformed_cells_close_only_their_circuit() {
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let mut good = Client::new(client_chan(1), 0x8000_0001);
+    good.create(&mut r, Hs::Ntor);
+    let mut bad = Client::new(client_chan(1), 0x8000_0002);
+    bad.create(&mut r, Hs::Ntor);
+    // Garbage that no hop recognizes, on a circuit without a next hop.
+    let acts = r.cell(
+        &bad.chan,
+        bad.circ_id,
+        ChanCmd::RELAY,
+        [0xA5; CELL_BODY_LEN],
+    );
+    let (_, id, _, b) = one_cell(&acts);
+    assert_eq!(
+        (id, destroy_reason(&b)),
+        (bad.circ_id, DestroyReason::TorProtocol)
+    );
+    // A recognized cell with a length past the end.
+    let mut bad2 = Client::new(client_chan(1), 0x8000_0003);
+    bad2.create(&mut r, Hs::Ntor);
+    let mut body = [0u8; CELL_BODY_LEN];
+    body[0] = RelayCmd::DATA.0;
+    body[9..11].copy_from_slice(&499u16.to_be_bytes());
+    bad2.crypto.originate(0, &mut body);
+    let acts = r.cell(&bad2.chan, bad2.circ_id, ChanCmd::RELAY, body);
+    assert_eq!(one_cell(&acts).1, bad2.circ_id);
+    // The good circuit still works; cells for unknown circuits are ignored.
+    assert!(good
+        .send(&mut r, 0, ChanCmd::RELAY, &RelayMsg::Drop, 0)
+        .is_empty());
+    assert!(r
+        .cell(&bad.chan, bad.circ_id, ChanCmd::RELAY, [0; CELL_BODY_LEN])
+        .is_empty());
+    assert_eq!(r.core.circuit_count(), 1);
+    assert_eq!(r.core.metrics().protocol_closes, 2);
+}
+
+#[test]
+fn create2_flood_stays_bounded_and_open_circuits_keep_moving() {
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let mut est = Client::new(client_chan(1), 0x8000_0001);
+    est.create(&mut r, Hs::Ntor);
+    let flood = client_chan(2);
+    let mut refused = 0;
+    let mut body = [0u8; CELL_BODY_LEN];
+    let (_, skin) = NtorClient::start(
+        &mut rand::thread_rng(),
+        &r.id.rsa,
+        r.keys.current().public(),
+    );
+    Create2 {
+        htype: HandshakeType::NTOR,
+        hdata: &skin,
+    }
+    .encode(&mut body)
+    .unwrap();
+    for i in 0..40u32 {
+        let acts = r.cell(&flood, CircId(0x8000_1000 + i), ChanCmd::CREATE2, body);
+        if let Some((_, _, ChanCmd::DESTROY, b)) = cells(&acts).first().copied() {
+            assert_eq!(destroy_reason(&b), DestroyReason::ResourceLimit);
+            refused += 1;
+        }
+        // The established circuit is served between flood cells.
+        assert!(est
+            .send(&mut r, 0, ChanCmd::RELAY, &RelayMsg::Drop, 0)
+            .is_empty());
+    }
+    assert_eq!(refused, 32); // queue bound is 8
+    assert_eq!(r.core.metrics().onion_queue_len, 8);
+    assert_eq!(r.core.metrics().create_refused_queue_full, 32);
+    // Each run does at most `onions_per_run` (4) handshakes.
+    assert_eq!(cells(&r.onions()).len(), 4);
+    // Stale onionskins are refused once they have waited too long.
+    r.advance(Duration::from_secs(5));
+    let acts = r.onions();
+    assert_eq!(cells(&acts).len(), 4);
+    assert!(cells(&acts)
+        .iter()
+        .all(|c| destroy_reason(&c.3) == DestroyReason::ResourceLimit));
+    assert_eq!(r.core.metrics().onionskins_expired, 4);
+    assert_eq!(r.core.circuit_count(), 5);
+}
+
+#[test]
+fn memory_cap_kills_the_circuit_with_most_queued_cells() {
+    let cfg = CircuitConfig {
+        pool_cells: 16,
+        oom_target_free: 4,
+        ..test_config()
+    };
+    let mut a = Relay::new(1, cfg, "reject *:*", TestNet::default());
+    let n1 = NextHop {
+        chan: ChanId(50),
+        shard: ShardIdx(0),
+        circ_id: CircId(0x8000_0100),
+    };
+    let n2 = NextHop {
+        chan: ChanId(50),
+        shard: ShardIdx(0),
+        circ_id: CircId(0x8000_0200),
+    };
+    let mut c1 = Client::new(client_chan(1), 0x8000_0001);
+    middle_with_next(&mut a, &mut c1, n1);
+    let mut c2 = Client::new(client_chan(2), 0x8000_0001);
+    middle_with_next(&mut a, &mut c2, n2);
+    let b_side = relay_chan(
+        50,
+        &Relay::new(2, test_config(), "reject *:*", TestNet::default()).id,
+        true,
+    );
+    // The client channels are blocked: backward cells queue at A.
+    a.core.channel_blocked(ChanId(1));
+    a.core.channel_blocked(ChanId(2));
+    for _ in 0..10 {
+        assert!(a
+            .cell(&b_side, n1.circ_id, ChanCmd::RELAY, [1; CELL_BODY_LEN])
+            .is_empty());
+    }
+    for _ in 0..6 {
+        assert!(a
+            .cell(&b_side, n2.circ_id, ChanCmd::RELAY, [2; CELL_BODY_LEN])
+            .is_empty());
+    }
+    assert_eq!(a.core.metrics().queued_cells, 16);
+    // The 17th cell needs a buffer: circuit 1 (10 cells) is the victim.
+    let acts = a.cell(&b_side, n2.circ_id, ChanCmd::RELAY, [2; CELL_BODY_LEN]);
+    let c = cells(&acts);
+    assert!(c
+        .iter()
+        .all(|x| x.2 == ChanCmd::DESTROY && destroy_reason(&x.3) == DestroyReason::ResourceLimit));
+    assert!(c.iter().any(|x| x.0 == n1.chan && x.1 == n1.circ_id));
+    assert_eq!(a.core.metrics().oom_kills, 1);
+    assert_eq!(a.core.circuit_count(), 1);
+    assert_eq!(a.core.metrics().queued_cells, 7);
+    // Unblocking flushes circuit 2's queue in order.
+    let (_, acts) = a.io(|c, io| c.channel_unblocked(ChanId(2), io));
+    let c = cells(&acts);
+    assert_eq!(c.len(), 7);
+    assert!(c.iter().all(|x| x.0 == ChanId(2) && x.2 == ChanCmd::RELAY));
+    assert_eq!(a.core.metrics().queued_cells, 0);
+    let _ = c2.open_all(&[]);
+}
+
+#[test]
+fn stale_extend_result_destroys_the_new_hop() {
+    let mut a = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let b = Relay::new(2, test_config(), "reject *:*", TestNet::default());
+    let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    cl.create(&mut a, Hs::Ntor);
+    let mut ext = [0u8; 498];
+    let n = extend2_body(&b, "127.0.0.1:9002", &[0u8; 84], &mut ext);
+    let m = RelayMsg::Extend2(fors::cell::relay::msg::Extend2::parse(&ext[..n]).unwrap());
+    let acts = cl.send(&mut a, 0, ChanCmd::RELAY_EARLY, &m, 0);
+    let circ = match &acts[..] {
+        [Action::Extend { circ, .. }] => *circ,
+        other => panic!("{other:?}"),
+    };
+    a.cell(&cl.chan, cl.circ_id, ChanCmd::DESTROY, [0; CELL_BODY_LEN]);
+    let next = NextHop {
+        chan: ChanId(9),
+        shard: ShardIdx(1),
+        circ_id: CircId(0x8000_0009),
+    };
+    let mut created = [0u8; CELL_BODY_LEN];
+    Created2 { hdata: &[1; 64] }.encode(&mut created).unwrap();
+    let (r, acts) = a.io(|c, io| {
+        c.extend_result(
+            circ,
+            Ok(ExtendDone {
+                next,
+                created2: &created,
+            }),
+            io,
+        )
+    });
+    assert!(r.is_err());
+    let (ch, id, cmd, _) = one_cell(&acts);
+    assert_eq!((ch, id, cmd), (next.chan, next.circ_id, ChanCmd::DESTROY));
+}
+
+#[test]
+fn cc_flag_decides_the_ntor_v3_answer() {
+    use fors::crypto::handshake::CircuitExtension;
+    // Default: CC off, so a CC request gets an empty extension list (checked above). With
+    // the flag on (only once Vegas exists), the relay echoes its sendme_inc.
+    let cfg = CircuitConfig {
+        cc_enabled: true,
+        ..test_config()
+    };
+    let mut r = Relay::new(1, cfg, "reject *:*", TestNet::default());
+    let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    assert_eq!(
+        cl.create(&mut r, Hs::NtorV3 { cc: true }),
+        vec![CircuitExtension::CcResponse { sendme_inc: 31 }]
+    );
+    // Without a request there is nothing to answer, flag or not.
+    let mut cl = Client::new(client_chan(1), 0x8000_0002);
+    assert!(cl.create(&mut r, Hs::NtorV3 { cc: false }).is_empty());
+}
