@@ -91,7 +91,7 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
     assert_eq!(pid.trim(), f.child.id().to_string());
 
     // The ORPort speaks the link protocol: a channel opens with the relay's identities, and
-    // a CREATE_FAST is refused with DESTROY (no circuit layer yet). A bare TCP connection
+    // a CREATE_FAST is answered with CREATED_FAST by the circuit core. A bare TCP connection
     // that sends nothing is also taken (and times out in the handshake later).
     let or_addr = SocketAddr::from(([127, 0, 0, 1], or_port));
     let rsa = RsaIdentity::from_hex(fp_file.split_whitespace().nth(1).unwrap()).unwrap();
@@ -99,8 +99,8 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
     let ed = Ed25519Identity::from_base64(ed_line.split_whitespace().nth(1).unwrap()).unwrap();
     let client_dir = tmp.path().join("client");
     for _ in 0..3 {
-        let reason = open_channel_and_create(or_addr, rsa, ed, &client_dir);
-        assert_eq!(reason, 2, "DESTROY reason INTERNAL");
+        let (cmd, _) = open_channel_and_create(or_addr, rsa, ed, &client_dir);
+        assert_eq!(cmd, fors::cell::ChanCmd::CREATED_FAST);
     }
     let _idle = TcpStream::connect_timeout(&or_addr, Duration::from_secs(5)).unwrap();
 
@@ -134,7 +134,7 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
     };
     assert_eq!(sum("fors_shard_accepted"), 4);
     assert_eq!(sum("fors_relay_connections_seen_total"), 4);
-    assert_eq!(sum("fors_relay_creates_refused_total"), 3);
+    assert_eq!(sum("fors_relay_circuits_created_total"), 3);
     assert_eq!(sum("fors_relay_channels_open"), 0);
     assert_eq!(sum("fors_relay_connections_closed_unserved_total"), 0);
     assert_eq!(metric(&text, "fors_relay_shards"), Some(2));

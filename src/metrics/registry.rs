@@ -117,7 +117,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 7] = [
+        let handler: [(&str, MetricKind, &str, Pick); 10] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -131,18 +131,6 @@ impl MetricsRegistry {
                 |s| &s.handler.connections_closed_unserved,
             ),
             (
-                "fors_relay_creates_refused_total",
-                MetricKind::Counter,
-                "CREATE cells refused with DESTROY (no circuit layer in this build).",
-                |s| &s.handler.creates_refused,
-            ),
-            (
-                "fors_relay_circuit_cells_dropped_total",
-                MetricKind::Counter,
-                "Circuit cells dropped because no circuit exists.",
-                |s| &s.handler.cells_dropped,
-            ),
-            (
                 "fors_relay_channels_open",
                 MetricKind::Gauge,
                 "Open channels (TLS links past the link handshake).",
@@ -153,6 +141,36 @@ impl MetricsRegistry {
                 MetricKind::Gauge,
                 "Open circuits.",
                 |s| &s.handler.circuits_open,
+            ),
+            (
+                "fors_relay_circuits_created_total",
+                MetricKind::Counter,
+                "Circuits whose CREATE handshake completed here.",
+                |s| &s.handler.circuits_created,
+            ),
+            (
+                "fors_relay_cells_forwarded_total",
+                MetricKind::Counter,
+                "Relay cells passed on away from the client.",
+                |s| &s.handler.cells_forwarded,
+            ),
+            (
+                "fors_relay_cells_backward_total",
+                MetricKind::Counter,
+                "Relay cells passed on toward the client.",
+                |s| &s.handler.cells_backward,
+            ),
+            (
+                "fors_relay_cells_dropped_channel_full_total",
+                MetricKind::Counter,
+                "Cells dropped because their channel's output queue was full.",
+                |s| &s.handler.cells_dropped,
+            ),
+            (
+                "fors_relay_exit_streams_open",
+                MetricKind::Gauge,
+                "Open exit streams.",
+                |s| &s.handler.exit_streams,
             ),
             (
                 "fors_relay_snapshots_taken_total",

@@ -92,10 +92,15 @@ pub struct HandlerCounters {
     pub connections_seen: AtomicU64,
     /// Connections closed at once because no channel could be started for them.
     pub connections_closed_unserved: AtomicU64,
-    /// CREATE/CREATE2/CREATE_FAST refused with DESTROY (no circuit layer in this build).
-    pub creates_refused: AtomicU64,
-    /// Other circuit cells dropped (no circuit exists).
+    /// Circuits whose handshake completed here.
+    pub circuits_created: AtomicU64,
+    /// Relay cells passed on away from the client / toward the client.
+    pub cells_forwarded: AtomicU64,
+    pub cells_backward: AtomicU64,
+    /// Cells dropped because their channel's output queue was full.
     pub cells_dropped: AtomicU64,
+    /// Open exit streams.
+    pub exit_streams: AtomicU64,
     /// Open channels (TLS links past the handshake).
     pub channels_open: AtomicU64,
     /// Open circuits.

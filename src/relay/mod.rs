@@ -249,12 +249,16 @@ impl Relay {
         let registry = self.metrics.clone();
         let cell: Arc<SnapshotCell<NetworkSnapshot>> = network.clone();
         let max_connections = rc.shard.max_connections as usize;
+        let circuits = shardcfg::circuit_config(
+            profile,
+            config.network_timings.extend_allow_private_addresses,
+        );
         let runtime = Runtime::start(rc.clone(), move |id| {
             let stats = registry
                 .shard(id.0)
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Default::default()));
-            RelayHandler::new(id, stats, cell.clone(), max_connections)
+            RelayHandler::new(id, stats, cell.clone(), max_connections, circuits.clone())
         })
         .map_err(|source| RelayError::Shards { addr, source })?;
         let bound = runtime.local_addr().unwrap_or(addr);
@@ -278,8 +282,8 @@ impl Relay {
             rc.shard.send_buf_size
         );
         log_notice!(
-            "The circuit layer is not wired into this build yet: channels (TLS and the link \
-             handshake) work, but circuits are refused (DESTROY) and circuit cells dropped."
+            "Channels and circuits are served; exit DNS is not wired in yet (hostnames in \
+             BEGIN/RESOLVE fail; addresses work)."
         );
         self.runtime = Some(runtime);
 

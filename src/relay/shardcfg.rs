@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use crate::cell::link::CELL_LEN;
 use crate::config::HardwareProfile;
 use crate::proto::channel::ChannelConfig;
+use crate::proto::circuit::CircuitConfig;
 use crate::shard::{RuntimeConfig, ShardConfig};
 
 /// Descriptors kept back from the connection tables for everything else the process opens
@@ -67,6 +68,20 @@ pub fn channel_config(profile: &HardwareProfile) -> ChannelConfig {
     ChannelConfig {
         max_output_cells: profile.channel_outbuf_cells as usize,
         ..ChannelConfig::default()
+    }
+}
+
+/// One shard's circuit core bounds from the profile; `extend_allow_private` follows
+/// `TestingTorNetwork` (C `ExtendAllowPrivateAddresses`).
+pub fn circuit_config(profile: &HardwareProfile, extend_allow_private: bool) -> CircuitConfig {
+    let base = CircuitConfig::default();
+    CircuitConfig {
+        max_circuits: profile.max_circuits_per_shard as usize,
+        max_streams: profile.max_streams_per_shard as usize,
+        onions_per_run: profile.onion_handshakes_per_tick as usize,
+        max_queue_per_circuit: profile.circuit_queue_cells as usize,
+        extend_allow_private,
+        ..base
     }
 }
 

@@ -192,14 +192,14 @@ impl ChannelSink for Sink {
 }
 
 /// Opens a Tor channel to the relay at `addr` (as an authenticating relay, keys in
-/// `client_dir`), checks it proves `rsa`/`ed`, sends CREATE_FAST and returns the reason byte
-/// of the DESTROY that comes back.
+/// `client_dir`), checks it proves `rsa`/`ed`, sends CREATE_FAST and returns the command
+/// and first body byte of the answer (CREATED_FAST, or DESTROY and its reason).
 pub fn open_channel_and_create(
     addr: SocketAddr,
     rsa: RsaIdentity,
     ed: Ed25519Identity,
     client_dir: &Path,
-) -> u8 {
+) -> (ChanCmd, u8) {
     let now = SystemTime::now();
     let keys = RelayKeys::load_or_create(client_dir, now, KeyParams::default()).unwrap();
     let ctx = Arc::new(
@@ -242,8 +242,8 @@ pub fn open_channel_and_create(
             sent_create = true;
             continue;
         }
-        if let Some((_, reason)) = sink.cells.iter().find(|(c, _)| *c == ChanCmd::DESTROY) {
-            return *reason;
+        if let Some(answer) = sink.cells.first() {
+            return *answer;
         }
         if let Some(ChannelEvent::Closed(e)) = sink
             .events
