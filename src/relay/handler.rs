@@ -12,14 +12,15 @@
 //!   (literal addresses work); `exit::dns` is not wired to sockets.
 //! * **Cross-shard circuits**: a shard extends only over channels it owns (it opens its own
 //!   when needed), so nothing crosses shards; `RelayMsg` is empty.
-//! * A cell for a channel whose output queue is full is dropped and counted; the core is told
-//!   a channel is blocked when its queue runs low, which makes this rare.
+//! * Backpressure toward channels: the core is told a channel is blocked when its queue runs
+//!   low; cells it still emits (it releases its held cells at once on unblock) wait in a
+//!   per-channel overflow queue, never dropped.
 //!
 //! Besides, the handler mirrors the shard's counters into the MetricsPort's [`ShardStats`]
 //! every tick and picks up control-plane snapshots (link context, onion keys, exit policy,
 //! consensus) once per tick, without locking on the data path.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,7 +38,7 @@ use crate::crypto::ids::RsaIdentity;
 use crate::exit::dns::{Answer, DnsFailure, FailureCause, HostRequest, Resolution};
 use crate::metrics::ShardStats;
 use crate::proto::channel::{
-    CellQueue, Channel, ChannelEvent, ChannelSink, ExpectedPeer, PeerIdentity,
+    CellQueue, Channel, ChannelError, ChannelEvent, ChannelSink, ExpectedPeer, PeerIdentity,
 };
 use crate::proto::circuit::{
     Action, ChanId, ChanInfo, CircHandle, CircuitConfig, CoreIo, ExtendDone, ExtendTarget,
@@ -83,6 +84,9 @@ struct ChanConn {
     waiting_extends: Vec<(CircHandle, Box<[u8; CELL_BODY_LEN]>)>,
     /// The core was told this channel is blocked.
     blocked: bool,
+    /// Cells the channel's queue could not take yet (after `channel_unblocked` the core
+    /// releases everything it held at once). Drained first, in order, as the queue empties.
+    overflow: VecDeque<(CircId, ChanCmd, [u8; CELL_BODY_LEN])>,
 }
 
 /// An exit stream's TCP connection.
@@ -170,6 +174,9 @@ pub struct RelayHandler {
     /// (channel, circuit ID) of a CREATE2 we sent → the circuit being extended.
     pending_extends: HashMap<(ConnId, CircId), CircHandle>,
     streams: HashMap<StreamHandle, ConnId>,
+    /// Exit streams whose socket reached EOF while bytes read from it still wait for the
+    /// package window: their END goes out after those bytes.
+    draining: HashMap<StreamHandle, (Vec<u8>, EndReason)>,
     /// Connections whose output must be flushed after the current batch of actions.
     dirty: Vec<ConnId>,
     dns_warned: bool,
@@ -214,6 +221,7 @@ impl RelayHandler {
             relay_chans: HashMap::new(),
             pending_extends: HashMap::new(),
             streams: HashMap::new(),
+            draining: HashMap::new(),
             dirty: Vec::with_capacity(64),
             dns_warned: false,
             cells_dropped_full: 0,
@@ -285,8 +293,21 @@ impl RelayHandler {
                     ..
                 }) = self.conn(id)
                 {
-                    dropped = c.channel.send_cell(circ_id, cmd, &body).is_err();
-                    if !c.blocked && c.channel.queue().free_cells() < BLOCK_BELOW_CELLS {
+                    if !c.overflow.is_empty() {
+                        c.overflow.push_back((circ_id, cmd, body));
+                    } else {
+                        match c.channel.send_cell(circ_id, cmd, &body) {
+                            Ok(()) => {}
+                            Err(ChannelError::OutputFull) => {
+                                c.overflow.push_back((circ_id, cmd, body))
+                            }
+                            Err(_) => dropped = true,
+                        }
+                    }
+                    if !c.blocked
+                        && (!c.overflow.is_empty()
+                            || c.channel.queue().free_cells() < BLOCK_BELOW_CELLS)
+                    {
                         c.blocked = true;
                         block = true;
                     }
@@ -359,6 +380,7 @@ impl RelayHandler {
                 }
             }
             Action::StreamClose { stream } => {
+                self.draining.remove(&stream);
                 if let Some(id) = self.streams.remove(&stream) {
                     if let Some(Conn {
                         kind: Kind::Stream(s),
@@ -380,6 +402,19 @@ impl RelayHandler {
                 }
             }
             Action::ResumeStreamRead { stream } => {
+                if let Some((unread, end)) = self.draining.remove(&stream) {
+                    let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                    match self.core.stream_data(stream, &unread, &mut io) {
+                        Ok(n) if n < unread.len() => {
+                            self.draining.insert(stream, (unread[n..].to_vec(), end));
+                        }
+                        Ok(_) => {
+                            let _ = self.core.stream_closed(stream, end, &mut io);
+                        }
+                        Err(_) => {}
+                    }
+                    return;
+                }
                 let Some(&id) = self.streams.get(&stream) else {
                     return;
                 };
@@ -488,6 +523,7 @@ impl RelayHandler {
                     peer: PeerIdentity::Client,
                     waiting_extends: vec![(circ, Box::new(create2))],
                     blocked: false,
+                    overflow: VecDeque::new(),
                 })),
                 read_paused: false,
                 closing: false,
@@ -630,16 +666,44 @@ impl RelayHandler {
         let Some(c) = self.conn(id) else { return };
         match &mut c.kind {
             Kind::Channel(ch) => {
-                let pending = ch.channel.pending_output();
-                if !pending.is_empty() {
+                // Overflow cells into the queue, queue into TLS, TLS into the socket, until
+                // the socket refuses or nothing is left.
+                loop {
+                    while ch.channel.queue().free_cells() > 0 {
+                        let Some((cid, cmd, body)) = ch.overflow.pop_front() else {
+                            break;
+                        };
+                        if ch.channel.send_cell(cid, cmd, &body).is_err() {
+                            break;
+                        }
+                    }
+                    let pending = ch.channel.pending_output();
+                    if pending.is_empty() {
+                        break;
+                    }
+                    let len = pending.len();
                     match out.send_partial(id, pending) {
-                        Ok(n) => ch.channel.consume_output(n),
-                        Err(OutboxError::NotOpen) => c.closing = true,
-                        Err(_) => {}
+                        Ok(n) => {
+                            ch.channel.consume_output(n);
+                            if n < len {
+                                break;
+                            }
+                        }
+                        Err(OutboxError::NotOpen) => {
+                            c.closing = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                    if ch.overflow.is_empty() {
+                        break;
                     }
                 }
                 let flushed = ch.channel.pending_output().is_empty();
-                if ch.blocked && ch.channel.queue().free_cells() >= UNBLOCK_AT_CELLS {
+                if ch.blocked
+                    && ch.overflow.is_empty()
+                    && ch.channel.queue().free_cells() >= UNBLOCK_AT_CELLS
+                {
                     ch.blocked = false;
                     unblock = Some(chan_id(id));
                 }
@@ -736,6 +800,7 @@ impl ConnHandler for RelayHandler {
                         peer: PeerIdentity::Client,
                         waiting_extends: Vec::new(),
                         blocked: false,
+                        overflow: VecDeque::new(),
                     })),
                     read_paused: false,
                     closing: false,
@@ -900,7 +965,12 @@ impl ConnHandler for RelayHandler {
                             }
                             _ => EndReason::ConnReset,
                         };
-                        let _ = self.core.stream_closed(s.stream, end, &mut io);
+                        if s.unread.is_empty() {
+                            let _ = self.core.stream_closed(s.stream, end, &mut io);
+                        } else {
+                            // Bytes still wait for the package window; END follows them.
+                            self.draining.insert(s.stream, (s.unread, end));
+                        }
                     } else {
                         let err = match reason {
                             CloseReason::ConnectFailed(e) => ConnectError::Errno(e),
