@@ -2,7 +2,8 @@
 //! a private network; nothing leaves the machine): the control plane builds, self-checks and
 //! uploads the descriptor, every authority stores it (confirmed by fetching it back), their
 //! reachability test opens a channel to our ORPort, and the relay fetches and verifies the
-//! consensus and reports that it is listed as Running Valid.
+//! consensus and reports that it is listed as Running Valid; then a C tor client sends data
+//! through a Fors middle and a Fors exit, checked byte for byte.
 //!
 //! Skipped without `tor`, `tor-gencert` or python3, or with `FORS_SKIP_TESTNET`. The network
 //! is stopped (by pid, by the script) when the test ends, pass or fail.
@@ -96,11 +97,12 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
             "up",
             "--fors",
             "middle",
+            "--fors",
+            "exit",
             "--middles",
             "1",
             "--exits",
             "1",
-            "--no-server",
         ])
         .arg("--base-port")
         .arg(free_base().to_string())
@@ -110,6 +112,7 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
         .unwrap();
     assert!(status.success(), "testnet up failed");
     let log = dir.join("forsmiddle1/stdout.log");
+    let exit_log = dir.join("forsexit1/stdout.log");
     let t = Duration::from_secs(120);
     wait_for_log(&log, "the relay is running", t);
     for auth in ["auth0", "auth1", "auth2"] {
@@ -125,7 +128,42 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
         Duration::from_secs(240),
     );
     assert!(l.contains(" Running") && l.contains(" Valid"), "{l}");
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert!(!text.contains("[err]"), "{text}");
-    assert!(!text.contains("does not serve our descriptor"), "{text}");
+    let l = wait_for_log(
+        &exit_log,
+        "Fors is listed in the consensus",
+        Duration::from_secs(240),
+    );
+    assert!(l.contains("Exit") && l.contains(" Running"), "{l}");
+
+    // A C tor client's traffic through the Fors middle and the Fors exit to a loopback HTTP
+    // server, SHA-256 checked both ways by the script.
+    let run = |args: &[&str]| {
+        let st = Command::new("python3")
+            .arg(script())
+            .arg("--dir")
+            .arg(&dir)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "testnet.py {args:?} failed");
+    };
+    run(&["wait", "--pluggable-only", "--timeout", "180"]);
+    run(&[
+        "traffic",
+        "--middle",
+        "forsmiddle1",
+        "--exit",
+        "forsexit1",
+        "--down-mb",
+        "4",
+        "--up-mb",
+        "4",
+        "--io-timeout",
+        "120",
+    ]);
+    for l in [&log, &exit_log] {
+        let text = std::fs::read_to_string(l).unwrap();
+        assert!(!text.contains("[err]"), "{text}");
+        assert!(!text.contains("does not serve our descriptor"), "{text}");
+    }
 }
