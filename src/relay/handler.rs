@@ -915,7 +915,7 @@ impl ConnHandler for RelayHandler {
         let Some(slot) = self.conns.get_mut(conn.slot() as usize) else {
             return;
         };
-        if !slot.as_ref().is_some_and(|c| c.id == conn) {
+        if slot.as_ref().is_none_or(|c| c.id != conn) {
             return;
         }
         let Some(c) = slot.take() else { return };
