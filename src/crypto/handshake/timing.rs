@@ -1,11 +1,12 @@
 //! Hand-run timing of the relay side of each handshake (not a pass/fail test):
 //! `cargo test --release --lib handshake::timing -- --ignored --nocapture`.
 //!
-//! Medians measured on the 2-vCPU Zen 4 build VM under load from parallel builds:
-//! ntor 87 µs, ntor-v3 96 µs (curve25519-dalek's default runtime-selected AVX2 backend);
-//! two Montgomery ladders instead of the Edwards path cost 121 µs. With dalek's AVX-512
-//! IFMA backend (`RUSTC_BOOTSTRAP=1 RUSTFLAGS='--cfg nightly'`, which dalek 4 gates on a
-//! nightly compiler) ntor drops to 62 µs and ntor-v3 to 67 µs. C tor: ~114 µs.
+//! Medians measured with `fors bench-crypto` on the 2-vCPU Zen 4 build VM under load from
+//! parallel builds (C tor: ~114 µs):
+//! - dalek 4, AVX2 Edwards path: ntor 87 µs, ntor-v3 96 µs (two ladders: 121 µs).
+//! - dalek 5, default build (runtime-selected AVX2): ntor 77 µs, ntor-v3 84 µs.
+//! - dalek 5 built with `RUSTFLAGS='--cfg curve25519_dalek_backend="avx512"'` (AVX-512
+//!   IFMA selected at run time, stable Rust): ntor 60 µs, ntor-v3 65 µs.
 
 use std::time::Instant;
 
@@ -93,7 +94,7 @@ fn server_handshake_timing() {
 #[test]
 #[ignore = "timing report; run by hand with --release"]
 fn primitive_timing() {
-    use curve25519_dalek::{EdwardsPoint, MontgomeryPoint};
+    use curve25519_dalek_5::{EdwardsPoint, MontgomeryPoint};
     use x25519_dalek::{PublicKey, StaticSecret};
     let mut rng = rand::thread_rng();
     let a = StaticSecret::random_from_rng(&mut rng);
@@ -132,6 +133,13 @@ fn primitive_timing() {
     let e = mp.to_edwards(0).unwrap();
     time("edwards mul only", &mut || {
         std::hint::black_box(std::hint::black_box(e).mul_clamped(bytes));
+    });
+    // The same multiplication on dalek 4 (the rest of the crate's curve library), for scale.
+    let e4 = curve25519_dalek::MontgomeryPoint(mp.0)
+        .to_edwards(0)
+        .unwrap();
+    time("edwards mul only (dalek 4)", &mut || {
+        std::hint::black_box(std::hint::black_box(e4).mul_clamped(bytes));
     });
     assert_eq!(
         e.mul_clamped(bytes).to_montgomery().0,

@@ -1,14 +1,21 @@
 //! Relay-side X25519 for a peer key `X` that is multiplied by two secret scalars (our onion
 //! key `b` and the ephemeral `y`): decompress `X` to an Edwards point once, then use
-//! curve25519-dalek's Edwards multiplication, which runs on its AVX2 backend when the CPU
-//! has it. Measured on the build VM this is ~35% cheaper than two Montgomery ladders.
+//! curve25519-dalek's Edwards multiplication, which picks its fastest vector backend at run
+//! time. Measured on the build VM this is ~35% cheaper than two Montgomery ladders (AVX2).
+//!
+//! This module alone uses curve25519-dalek 5 (the rest of the crate stays on dalek 4, which
+//! x25519-dalek 2 and ed25519-dalek 2 need): dalek 5 has an AVX-512 IFMA backend that works
+//! on stable Rust, selected at run time (falling back to AVX2, then serial), but only when
+//! the crate is built with `--cfg curve25519_dalek_backend="avx512"` in the rustflags.
+//! Without that flag (or on CPUs without IFMA) this is dalek 5's AVX2 path, as fast as
+//! dalek 4's.
 //!
 //! The result equals RFC 7748 X25519 on every input: clamping makes the scalar a multiple
 //! of 8 below 2^255 in both paths, and `u(k·P) = u(k·(−P))`, so either Edwards sign works.
 //! Keys whose `u` has no Edwards point (twist points, `u = −1`) fall back to the ladder;
 //! that choice depends only on the public `X`. The multiplication itself is constant-time.
 
-use curve25519_dalek::{EdwardsPoint, MontgomeryPoint};
+use curve25519_dalek_5::{EdwardsPoint, MontgomeryPoint};
 use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
