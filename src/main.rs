@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         }
         _ if args.iter().any(|a| a == "--list-fingerprint") => fors::cli::fingerprint::run(&args),
         _ if args.iter().any(|a| a == "--verify-config") => fors::config::verify_config_main(&args),
+        Some(a) if a.starts_with('-') => fors::relay::run_main(&args),
         _ => {
             eprintln!("{}", usage());
             2

@@ -1,1 +1,18 @@
-//! Metrics: per-shard counters and the Prometheus MetricsPort.
+//! Metrics: per-shard counters readable without stopping the shards, relay-wide gauges, and
+//! the Prometheus MetricsPort.
+//!
+//! - [`shard`]: [`ShardStats`], the shard's `ShardMetrics` mirrored into relaxed atomics once
+//!   per tick, plus the relay handler's own counters.
+//! - [`registry`]: [`MetricsRegistry`], all of it together, rendered as Prometheus text.
+//! - [`http`]: [`MetricsServer`], the `MetricsPort` listener, with `MetricsPortPolicy`.
+//!
+//! Names: `fors_shard_<ShardMetrics field>{shard="N"}` and `fors_relay_*`. They differ from C
+//! tor's `tor_relay_*` families; see docs/operating.md.
+
+pub mod http;
+pub mod registry;
+pub mod shard;
+
+pub use http::{MetricsPolicy, MetricsPolicyError, MetricsServer};
+pub use registry::{MetricsRegistry, RelayGauges};
+pub use shard::{HandlerCounters, MetricKind, ShardStats, SHARD_METRIC_NAMES};

@@ -1,1 +1,572 @@
 //! The relay daemon: process lifecycle, control-plane thread, and the shards' relay handler.
+//!
+//! `fors -f TORRC` runs [`run_main`]: read the configuration, set up logging, write the
+//! PidFile, load or create the keys, build the exit policy, size and start the shards on the
+//! ORPort, start the MetricsPort and the control-plane thread, then wait for signals (SIGTERM:
+//! clean exit; SIGINT: clean exit after ShutdownWaitLength; SIGHUP: reload; SIGUSR1: status).
+//! Operators' view: docs/operating.md.
+
+pub mod bandwidth;
+pub mod control;
+pub mod dirworker;
+pub mod handler;
+pub mod log;
+pub mod pidfile;
+pub mod publish;
+pub mod reload;
+pub mod setup;
+pub mod shardcfg;
+pub mod signals;
+pub mod snapshot;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use self::control::{ControlMsg, ControlPlane, ControlThread};
+use self::handler::RelayHandler;
+use self::log::{log_err, log_info, log_notice, log_warn};
+use self::pidfile::{PidFile, PidFileError};
+use self::reload::ReloadEffect;
+use self::setup::SetupError;
+use self::signals::{RelaySignal, SignalEvents};
+use self::snapshot::{NetworkSnapshot, SnapshotCell};
+use crate::config::{
+    self, CommandLine, Config, HardwareProfileError, LogDestination, ProfileSearchPath,
+};
+use crate::exit::policy::ExitPolicy;
+use crate::keys::{spaced_fingerprint, KeyError, KeyParams, RelayKeys};
+use crate::metrics::{MetricsPolicy, MetricsPolicyError, MetricsRegistry, MetricsServer};
+use crate::shard::{Runtime, ShardError};
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("{0}")]
+    Setup(#[from] SetupError),
+    #[error("{0}")]
+    PidFile(#[from] PidFileError),
+    #[error("keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("{0}")]
+    Link(#[from] control::LinkSetupError),
+    #[error("{0}")]
+    Profile(#[from] HardwareProfileError),
+    #[error("{0}")]
+    MetricsPolicy(#[from] MetricsPolicyError),
+    #[error("cannot open MetricsPort {addr} ({location}): {source}")]
+    MetricsPort {
+        addr: std::net::SocketAddr,
+        location: config::Location,
+        source: std::io::Error,
+    },
+    #[error("cannot start the shards on ORPort {addr}: {source}")]
+    Shards {
+        addr: std::net::SocketAddr,
+        source: ShardError,
+    },
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// `fors -f TORRC [--defaults-torrc F] [--Option value…]`: runs the relay until SIGTERM or
+/// SIGINT. Returns the process exit code.
+pub fn run_main(args: &[String]) -> i32 {
+    // Before any thread exists, so every thread inherits the blocked mask.
+    let signals = match SignalEvents::block_and_open() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("[err] cannot set up signal handling: {e}");
+            return 1;
+        }
+    };
+    let loaded = CommandLine::parse(args).and_then(|cl| config::load(&cl).map(|l| (cl, l)));
+    let (cl, (config, warnings)) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("[err] {e}");
+            return 1;
+        }
+    };
+    if let Err(e) = log::install(&config.effective_logs()) {
+        eprintln!("[err] {e}");
+        return 1;
+    }
+    log_notice!(
+        "Fors {} (a Tor relay) starting, pid {}.",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    for w in &warnings {
+        log_warn!("{w}");
+    }
+    let logs_to_terminal = config.effective_logs().iter().any(|(_, max, d)| {
+        *max == config::LogSeverity::Err
+            && matches!(d, LogDestination::Stdout | LogDestination::Stderr)
+    });
+    match Relay::start(cl, config, signals) {
+        Ok(relay) => relay.run(),
+        Err(e) => {
+            log_err!("{e}");
+            if !logs_to_terminal {
+                eprintln!("[err] {e}");
+            }
+            1
+        }
+    }
+}
+
+/// The running relay (main thread's view).
+struct Relay {
+    cl: CommandLine,
+    /// The configuration the process started with (ports, shards: what a reload cannot change).
+    started_config: Config,
+    /// The configuration in force.
+    config: Config,
+    signals: SignalEvents,
+    pid_file: Option<PidFile>,
+    runtime: Option<Runtime<RelayHandler>>,
+    control: Option<ControlThread>,
+    metrics_servers: Vec<MetricsServer>,
+    metrics: Arc<MetricsRegistry>,
+    started: Instant,
+}
+
+impl Relay {
+    fn start(cl: CommandLine, config: Config, signals: SignalEvents) -> Result<Relay, RelayError> {
+        let started = Instant::now();
+        setup::check_user(&config)?;
+        let (exit_policy, policy_warnings) = setup::build_exit_policy(&config)?;
+        for w in &policy_warnings {
+            log_warn!("{w}");
+        }
+        let metrics_policy = MetricsPolicy::parse(&config.metrics_port_policy)?;
+        let profile = ProfileSearchPath::default().load(config.hardware_profile.as_deref())?;
+
+        let pid_file = match &config.pid_file {
+            Some(p) => Some(PidFile::write(p)?),
+            None => None,
+        };
+        // From here on a failure must remove the pid file: build the rest in a closure.
+        let mut relay = Relay {
+            cl,
+            started_config: config.clone(),
+            config,
+            signals,
+            pid_file,
+            runtime: None,
+            control: None,
+            metrics_servers: Vec::new(),
+            metrics: Arc::new(MetricsRegistry::new(0, started)),
+            started,
+        };
+        match relay.start_services(started, exit_policy, metrics_policy, &profile) {
+            Ok(()) => Ok(relay),
+            Err(e) => {
+                relay.shutdown();
+                Err(e)
+            }
+        }
+    }
+
+    fn start_services(
+        &mut self,
+        started: Instant,
+        exit_policy: ExitPolicy,
+        metrics_policy: MetricsPolicy,
+        profile: &config::HardwareProfile,
+    ) -> Result<(), RelayError> {
+        let config = &self.config;
+        let keys = RelayKeys::load_or_create(
+            &config.data_directory,
+            SystemTime::now(),
+            KeyParams::default(),
+        )?;
+        keys.write_fingerprint_files(&config.nickname)?;
+        log_notice!(
+            "Your relay's identity key fingerprint is '{} {}'",
+            config.nickname,
+            spaced_fingerprint(&keys.rsa_identity())
+        );
+        log_notice!(
+            "Your relay's identity key ed25519 fingerprint is '{} {}'",
+            config.nickname,
+            keys.ed25519_identity().to_base64()
+        );
+        if exit_policy.is_reject_star() {
+            log_notice!("Not an exit relay: exit policy is reject *:*.");
+        } else {
+            log_notice!(
+                "Exit relay; policy summary: {} (IPv6: {})",
+                exit_policy.summary_v4(),
+                if exit_policy.ipv6_exit() {
+                    exit_policy.summary_v6().to_string()
+                } else {
+                    "no".into()
+                }
+            );
+        }
+
+        // Shards.
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let shards = config::shard_count(config, profile, cpus).max(1);
+        let fd_limit = setup::raise_fd_limit();
+        let listen = setup::or_listen_addrs(config);
+        let (addr, _) = listen.first().cloned().ok_or_else(|| {
+            // Config validation guarantees a listening ORPort; keep a typed error anyway.
+            RelayError::Setup(SetupError::User("no listening ORPort".into()))
+        })?;
+        for (other, loc) in listen.iter().skip(1) {
+            log_warn!(
+                "{loc}: Fors listens on one ORPort for now; not listening on {other} (it is \
+                 still advertised unless NoAdvertise)."
+            );
+        }
+        let rc = shardcfg::runtime_config(profile, shards, addr, fd_limit);
+        let channel_config = shardcfg::channel_config(profile);
+        let wanted = profile.max_channels_per_shard + profile.max_streams_per_shard;
+        if let (Some(limit), true) = (fd_limit, rc.shard.max_connections < wanted) {
+            log_notice!(
+                "The open-files limit ({limit}) caps each shard at {} connections; raise it \
+                 (systemd: LimitNOFILE=) for a busy relay.",
+                rc.shard.max_connections
+            );
+        }
+        let network = SnapshotCell::new(control::initial_snapshot(
+            &keys,
+            &exit_policy,
+            control::link_context(
+                &keys,
+                &setup::advertised_addrs(config),
+                channel_config,
+                SystemTime::now(),
+            )?,
+        ));
+        self.metrics = Arc::new(MetricsRegistry::new(shards as usize, started));
+        let registry = self.metrics.clone();
+        let cell: Arc<SnapshotCell<NetworkSnapshot>> = network.clone();
+        let max_connections = rc.shard.max_connections as usize;
+        let circuits = shardcfg::circuit_config(
+            profile,
+            config.network_timings.extend_allow_private_addresses,
+        );
+        let runtime = Runtime::start(rc.clone(), move |id| {
+            let stats = registry
+                .shard(id.0)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Default::default()));
+            RelayHandler::new(id, stats, cell.clone(), max_connections, circuits.clone())
+        })
+        .map_err(|source| RelayError::Shards { addr, source })?;
+        let bound = runtime.local_addr().unwrap_or(addr);
+        log_notice!(
+            "Opened ORPort on {bound} with {shards} shard{} ({}; io_uring defer_taskrun: {}).",
+            if shards == 1 { "" } else { "s" },
+            config
+                .hardware_profile
+                .as_deref()
+                .map_or("built-in generic profile".to_string(), |p| format!(
+                    "hardware profile {p}"
+                )),
+            runtime.kernel_features().defer_taskrun
+        );
+        log_info!(
+            "Per-shard sizes: {} connections, {} x {} B receive buffers, {} x {} B send buffers.",
+            rc.shard.max_connections,
+            rc.shard.recv_buf_count,
+            rc.shard.recv_buf_size,
+            rc.shard.send_buf_count,
+            rc.shard.send_buf_size
+        );
+        log_notice!(
+            "Channels and circuits are served; exit DNS is not wired in yet (hostnames in \
+             BEGIN/RESOLVE fail; addresses work)."
+        );
+        self.runtime = Some(runtime);
+
+        // MetricsPort(s).
+        for p in &config.metrics_ports {
+            let addr = setup::metrics_listen_addr(p);
+            let server = MetricsServer::start(addr, metrics_policy.clone(), self.metrics.clone())
+                .map_err(|source| RelayError::MetricsPort {
+                addr,
+                location: p.location.clone(),
+                source,
+            })?;
+            log_notice!(
+                "MetricsPort listening on {} (GET /metrics, Prometheus format).",
+                server.local_addr()
+            );
+            if metrics_policy.is_empty() {
+                log_warn!(
+                    "{}: MetricsPortPolicy is empty, so every MetricsPort request is refused (as \
+                     in C tor); add e.g. \"MetricsPortPolicy accept 127.0.0.1\".",
+                    p.location
+                );
+            }
+            self.metrics_servers.push(server);
+        }
+        if !config.control_ports.is_empty() {
+            log_warn!("ControlPort is not implemented by Fors yet; not listening on it.");
+        }
+
+        let (endpoints, trusted) = dirworker::endpoints(&config.dir_authorities);
+        let worker = if endpoints.is_empty() {
+            None
+        } else {
+            let limits = crate::dir::client::ClientLimits {
+                connect_timeout: Duration::from_secs(10),
+                total_timeout: config.network_timings.dir_connection_max_stall,
+                ..Default::default()
+            };
+            Some(
+                dirworker::DirWorker::spawn(endpoints, trusted, limits).map_err(|source| {
+                    RelayError::Thread {
+                        what: "directory",
+                        source,
+                    }
+                })?,
+            )
+        };
+        let directory = publish::Directory::new(worker, config, Instant::now());
+        let plane = ControlPlane::new(
+            config.clone(),
+            keys,
+            exit_policy,
+            network,
+            self.metrics.clone(),
+            directory,
+            bound.port(),
+            channel_config,
+            Instant::now(),
+        );
+        plane.announce();
+        self.control = Some(
+            ControlThread::spawn(plane).map_err(|source| RelayError::Thread {
+                what: "control-plane",
+                source,
+            })?,
+        );
+        log_notice!("Fors has started; the relay is running.");
+        Ok(())
+    }
+
+    /// Waits for signals until asked to exit; returns the exit code.
+    fn run(mut self) -> i32 {
+        // SIGINT starts C tor's delayed shutdown: exit after ShutdownWaitLength, or at once on
+        // a second SIGINT or a SIGTERM.
+        let mut exit_at: Option<Instant> = None;
+        let code = loop {
+            let wait = exit_at.map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(Instant::now())
+                    .min(Duration::from_secs(1))
+            });
+            match self.signals.wait(wait) {
+                Ok(Some(RelaySignal::Reload)) => self.reload(),
+                Ok(Some(RelaySignal::DumpStats)) => self.dump_stats(),
+                Ok(Some(RelaySignal::Debug)) => log_notice!(
+                    "Caught SIGUSR2: Fors does not switch to debug logging on a signal; set \
+                     \"Log debug ...\" and send SIGHUP."
+                ),
+                Ok(Some(RelaySignal::Terminate)) => {
+                    log_notice!("Caught SIGTERM; shutting down cleanly.");
+                    break 0;
+                }
+                Ok(Some(RelaySignal::Interrupt)) => {
+                    let wait = self.config.shutdown_wait_length;
+                    if exit_at.is_some() || wait.is_zero() {
+                        log_notice!("Caught SIGINT; shutting down cleanly now.");
+                        break 0;
+                    }
+                    log_notice!(
+                        "Interrupt: shutting down cleanly in {} seconds \
+                         (ShutdownWaitLength); interrupt again or send SIGTERM to exit now.",
+                        wait.as_secs()
+                    );
+                    exit_at = Some(Instant::now() + wait);
+                }
+                Ok(None) => {
+                    if exit_at.is_some_and(|t| Instant::now() >= t) {
+                        log_notice!("ShutdownWaitLength is over; shutting down cleanly.");
+                        break 0;
+                    }
+                    if self.control.as_ref().is_some_and(|c| c.is_finished()) {
+                        log_err!("The control-plane thread died; shutting down.");
+                        break 1;
+                    }
+                }
+                Err(e) => {
+                    log_err!("Waiting for signals failed: {e}; shutting down.");
+                    break 1;
+                }
+            }
+        };
+        self.shutdown();
+        if code == 0 {
+            log_notice!("Fors exited cleanly.");
+        }
+        code
+    }
+
+    /// SIGUSR1: one summary line per shard and one for the relay.
+    fn dump_stats(&self) {
+        let m = &self.metrics;
+        let (read, written) = m.total_bytes();
+        let up = self.started.elapsed().as_secs();
+        log_notice!(
+            "Status: up {}h{:02}m, {} shards, {read} bytes read, {written} bytes written, \
+             observed bandwidth {} B/s, listed in consensus: {}.",
+            up / 3600,
+            (up / 60) % 60,
+            m.shards().len(),
+            m.relay.observed_bandwidth.load(Ordering::Relaxed),
+            if m.relay.listed_in_consensus.load(Ordering::Relaxed) == 1 {
+                "yes"
+            } else {
+                "no"
+            }
+        );
+        let open = crate::metrics::shard::shard_metric_index("conns_open").unwrap_or(0);
+        let accepted = crate::metrics::shard::shard_metric_index("accepted").unwrap_or(0);
+        for (i, s) in m.shards().iter().enumerate() {
+            log_notice!(
+                "Status: shard {i}: {} connections open, {} accepted, {} bytes in, {} bytes out.",
+                s.get(open),
+                s.get(accepted),
+                s.bytes().0,
+                s.bytes().1
+            );
+        }
+    }
+
+    /// SIGHUP: re-read the configuration; apply what can be applied, name the rest.
+    fn reload(&mut self) {
+        log_notice!("Received reload signal (SIGHUP). Reloading the configuration.");
+        let fail = |msg: String| {
+            log_warn!("Reloading the configuration failed; keeping the running one: {msg}");
+        };
+        let (new, warnings) = match config::load(&self.cl) {
+            Ok(x) => x,
+            Err(e) => {
+                self.metrics
+                    .relay
+                    .reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                return fail(e.to_string());
+            }
+        };
+        let (exit_policy, policy_warnings) = match setup::build_exit_policy(&new) {
+            Ok(x) => x,
+            Err(e) => {
+                self.metrics
+                    .relay
+                    .reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                return fail(e.to_string());
+            }
+        };
+        for w in warnings
+            .iter()
+            .map(ToString::to_string)
+            .chain(policy_warnings)
+        {
+            log_warn!("{w}");
+        }
+        // Always reinstall logging: this also reopens log files after rotation.
+        if let Err(e) = log::install(&new.effective_logs()) {
+            log_warn!("Keeping the old Log settings: {e}");
+        }
+        let applied = reload::changes(&self.config, &new);
+        let restart: Vec<&str> = reload::changes(&self.started_config, &new)
+            .into_iter()
+            .filter(|c| c.effect == ReloadEffect::Restart)
+            .map(|c| c.option)
+            .collect();
+        // The exit policy is both enforced (applied now) and published.
+        let descriptor_changed = reload::exit_policy_changed(&applied)
+            || applied
+                .iter()
+                .any(|c| c.effect == ReloadEffect::NextDescriptor);
+        for c in applied.iter().filter(|c| c.effect != ReloadEffect::Restart) {
+            match c.effect {
+                ReloadEffect::Now => log_notice!("Reload: {} changed; applied.", c.option),
+                _ => log_notice!(
+                    "Reload: {} changed; it goes into the next descriptor.",
+                    c.option
+                ),
+            }
+        }
+        if !restart.is_empty() {
+            log_warn!(
+                "Reload: {} changed since start-up; Fors must be restarted for that to take \
+                 effect (the old values stay in force).",
+                restart.join(", ")
+            );
+        }
+        if applied.is_empty() && restart.is_empty() {
+            log_notice!("Reload: no option changed.");
+        }
+        if new.pid_file != self.config.pid_file {
+            if let Some(old) = self.pid_file.take() {
+                let _ = old.remove();
+            }
+            self.pid_file = match &new.pid_file {
+                Some(p) => match PidFile::write(p) {
+                    Ok(f) => Some(f),
+                    Err(e) => {
+                        log_warn!("{e}");
+                        None
+                    }
+                },
+                None => None,
+            };
+        }
+        if let Some(c) = &self.control {
+            c.send(ControlMsg::NewConfig {
+                config: Box::new(new.clone()),
+                exit_policy: Box::new(exit_policy),
+                descriptor_changed,
+            });
+        }
+        self.config = new;
+        self.metrics
+            .relay
+            .reloads_applied
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stops everything that was started, in reverse order, and removes the PidFile.
+    fn shutdown(&mut self) {
+        for s in self.metrics_servers.drain(..) {
+            s.stop();
+        }
+        if let Some(c) = self.control.take() {
+            c.stop();
+        }
+        if let Some(rt) = self.runtime.take() {
+            match rt.stop() {
+                Ok(reports) => {
+                    for r in reports {
+                        log_info!(
+                            "Shard {}: {} connections accepted, {} bytes in, {} bytes out.",
+                            r.shard.0,
+                            r.metrics.accepted,
+                            r.metrics.recv_bytes,
+                            r.metrics.send_bytes
+                        );
+                    }
+                }
+                Err(e) => log_warn!("A shard ended with an error: {e}"),
+            }
+        }
+        if let Some(p) = self.pid_file.take() {
+            let path = p.path().to_path_buf();
+            if let Err(e) = p.remove() {
+                log_warn!("Could not remove PidFile {}: {e}", path.display());
+            }
+        }
+    }
+}

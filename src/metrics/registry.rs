@@ -1,0 +1,292 @@
+//! Everything the MetricsPort exports, and its Prometheus text rendering
+//! (Prometheus "text-based exposition format" 0.0.4).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::shard::{MetricKind, ShardStats, SHARD_METRIC_KINDS, SHARD_METRIC_NAMES};
+
+/// Relay-wide values kept by the control plane.
+#[derive(Debug, Default)]
+pub struct RelayGauges {
+    /// Observed bandwidth as the descriptor would publish it (bytes/s).
+    pub observed_bandwidth: AtomicU64,
+    /// Bytes read / written over all shards (sum of the shards' socket counters).
+    pub read_bytes: AtomicU64,
+    pub written_bytes: AtomicU64,
+    /// Configuration reloads (SIGHUP) that were applied / refused.
+    pub reloads_applied: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Key maintenance runs that changed keys / failed.
+    pub key_changes: AtomicU64,
+    pub key_maintenance_failures: AtomicU64,
+    /// Descriptor uploads the authorities accepted / refused or that failed.
+    pub descriptor_uploads_accepted: AtomicU64,
+    pub descriptor_uploads_failed: AtomicU64,
+    /// Consensus fetches that succeeded / failed.
+    pub consensus_fetches_ok: AtomicU64,
+    pub consensus_fetches_failed: AtomicU64,
+    /// 1 when the latest consensus lists us.
+    pub listed_in_consensus: AtomicU64,
+}
+
+/// The MetricsPort's view of the relay.
+#[derive(Debug)]
+pub struct MetricsRegistry {
+    started: Instant,
+    shards: Vec<Arc<ShardStats>>,
+    pub relay: RelayGauges,
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn header(&mut self, name: &str, kind: MetricKind, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
+    }
+    fn value(&mut self, name: &str, labels: &str, v: u64) {
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "{name} {v}");
+        } else {
+            let _ = writeln!(self.out, "{name}{{{labels}}} {v}");
+        }
+    }
+    fn single(&mut self, name: &str, kind: MetricKind, help: &str, v: u64) {
+        self.header(name, kind, help);
+        self.value(name, "", v);
+    }
+}
+
+impl MetricsRegistry {
+    /// A registry for `shards` shards, each with fresh counters.
+    pub fn new(shards: usize, started: Instant) -> MetricsRegistry {
+        MetricsRegistry {
+            started,
+            shards: (0..shards)
+                .map(|_| Arc::new(ShardStats::default()))
+                .collect(),
+            relay: RelayGauges::default(),
+        }
+    }
+
+    /// The stats slot a shard writes to.
+    pub fn shard(&self, index: usize) -> Option<&Arc<ShardStats>> {
+        self.shards.get(index)
+    }
+
+    pub fn shards(&self) -> &[Arc<ShardStats>] {
+        &self.shards
+    }
+
+    /// Bytes (read, written) over all shards.
+    pub fn total_bytes(&self) -> (u64, u64) {
+        self.shards.iter().fold((0, 0), |(r, w), s| {
+            let (sr, sw) = s.bytes();
+            (r + sr, w + sw)
+        })
+    }
+
+    /// The whole exposition text.
+    pub fn render(&self, now: Instant) -> String {
+        let mut out = String::with_capacity(8192 + 4096 * self.shards.len());
+        let mut f = Family { out: &mut out };
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(
+            f.out,
+            "# HELP fors_build_info Fors version.\n# TYPE fors_build_info gauge\n\
+             fors_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        f.single(
+            "fors_relay_uptime_seconds",
+            MetricKind::Gauge,
+            "Seconds since the relay started.",
+            now.saturating_duration_since(self.started).as_secs(),
+        );
+        f.single(
+            "fors_relay_shards",
+            MetricKind::Gauge,
+            "Number of shards (data-path threads).",
+            self.shards.len() as u64,
+        );
+
+        // Per-shard handler counters, then their sums where a relay-wide number is natural.
+        type Pick = fn(&ShardStats) -> &AtomicU64;
+        let handler: [(&str, MetricKind, &str, Pick); 10] = [
+            (
+                "fors_relay_connections_seen_total",
+                MetricKind::Counter,
+                "ORPort connections given to the relay handler.",
+                |s| &s.handler.connections_seen,
+            ),
+            (
+                "fors_relay_connections_closed_unserved_total",
+                MetricKind::Counter,
+                "Connections closed at once because no channel could be started for them.",
+                |s| &s.handler.connections_closed_unserved,
+            ),
+            (
+                "fors_relay_channels_open",
+                MetricKind::Gauge,
+                "Open channels (TLS links past the link handshake).",
+                |s| &s.handler.channels_open,
+            ),
+            (
+                "fors_relay_circuits_open",
+                MetricKind::Gauge,
+                "Open circuits.",
+                |s| &s.handler.circuits_open,
+            ),
+            (
+                "fors_relay_circuits_created_total",
+                MetricKind::Counter,
+                "Circuits whose CREATE handshake completed here.",
+                |s| &s.handler.circuits_created,
+            ),
+            (
+                "fors_relay_cells_forwarded_total",
+                MetricKind::Counter,
+                "Relay cells passed on away from the client.",
+                |s| &s.handler.cells_forwarded,
+            ),
+            (
+                "fors_relay_cells_backward_total",
+                MetricKind::Counter,
+                "Relay cells passed on toward the client.",
+                |s| &s.handler.cells_backward,
+            ),
+            (
+                "fors_relay_cells_dropped_channel_full_total",
+                MetricKind::Counter,
+                "Cells dropped because their channel's output queue was full.",
+                |s| &s.handler.cells_dropped,
+            ),
+            (
+                "fors_relay_exit_streams_open",
+                MetricKind::Gauge,
+                "Open exit streams.",
+                |s| &s.handler.exit_streams,
+            ),
+            (
+                "fors_relay_snapshots_taken_total",
+                MetricKind::Counter,
+                "Control-plane snapshots (consensus, onion keys) picked up by the shard.",
+                |s| &s.handler.snapshots_taken,
+            ),
+        ];
+        for (name, kind, help, pick) in handler {
+            f.header(name, kind, help);
+            for (i, s) in self.shards.iter().enumerate() {
+                f.value(name, &format!("shard=\"{i}\""), g(pick(s)));
+            }
+        }
+
+        let (read, written) = self.total_bytes();
+        f.single(
+            "fors_relay_read_bytes_total",
+            MetricKind::Counter,
+            "Bytes received on ORPort and outbound sockets, all shards.",
+            read,
+        );
+        f.single(
+            "fors_relay_written_bytes_total",
+            MetricKind::Counter,
+            "Bytes sent on ORPort and outbound sockets, all shards.",
+            written,
+        );
+        let r = &self.relay;
+        let relay: [(&str, MetricKind, &str, &AtomicU64); 10] = [
+            (
+                "fors_relay_observed_bandwidth_bytes",
+                MetricKind::Gauge,
+                "Observed bandwidth for the descriptor: min of the best 10-second read and write rates, bytes/s.",
+                &r.observed_bandwidth,
+            ),
+            ("fors_relay_reloads_applied_total", MetricKind::Counter, "Configuration reloads applied.", &r.reloads_applied),
+            ("fors_relay_reloads_failed_total", MetricKind::Counter, "Configuration reloads refused (bad configuration).", &r.reloads_failed),
+            ("fors_relay_key_changes_total", MetricKind::Counter, "Key maintenance runs that renewed or rotated keys.", &r.key_changes),
+            ("fors_relay_key_maintenance_failures_total", MetricKind::Counter, "Key maintenance runs that failed.", &r.key_maintenance_failures),
+            ("fors_relay_descriptor_uploads_accepted_total", MetricKind::Counter, "Descriptor uploads an authority accepted.", &r.descriptor_uploads_accepted),
+            ("fors_relay_descriptor_uploads_failed_total", MetricKind::Counter, "Descriptor uploads refused or failed.", &r.descriptor_uploads_failed),
+            ("fors_relay_consensus_fetches_ok_total", MetricKind::Counter, "Consensus documents fetched and verified.", &r.consensus_fetches_ok),
+            ("fors_relay_consensus_fetches_failed_total", MetricKind::Counter, "Consensus fetches that failed.", &r.consensus_fetches_failed),
+            ("fors_relay_listed_in_consensus", MetricKind::Gauge, "1 if the latest consensus lists this relay.", &r.listed_in_consensus),
+        ];
+        for (name, kind, help, v) in relay {
+            f.single(name, kind, help, g(v));
+        }
+
+        let per_shard: Vec<[u64; super::shard::SHARD_METRIC_COUNT]> =
+            self.shards.iter().map(|s| s.values()).collect();
+        for (i, (field, kind)) in SHARD_METRIC_NAMES
+            .iter()
+            .zip(SHARD_METRIC_KINDS)
+            .enumerate()
+        {
+            let name = format!("fors_shard_{field}");
+            f.header(
+                &name,
+                *kind,
+                &format!("Shard runtime counter {field} (see ShardMetrics)."),
+            );
+            for (s, values) in per_shard.iter().enumerate() {
+                f.value(&name, &format!("shard=\"{s}\""), values[i]);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::ShardMetrics;
+
+    #[test]
+    fn renders_every_shard_counter_for_every_shard() {
+        let t0 = Instant::now();
+        let reg = MetricsRegistry::new(3, t0);
+        reg.shard(1).unwrap().store(&ShardMetrics {
+            accepted: 42,
+            recv_bytes: 10,
+            ..ShardMetrics::default()
+        });
+        reg.shard(2).unwrap().store(&ShardMetrics {
+            recv_bytes: 5,
+            send_bytes: 7,
+            ..ShardMetrics::default()
+        });
+        reg.relay.observed_bandwidth.store(12345, Ordering::Relaxed);
+        let text = reg.render(t0 + std::time::Duration::from_secs(9));
+        assert!(text.contains("fors_shard_accepted{shard=\"1\"} 42\n"));
+        assert!(text.contains("fors_relay_uptime_seconds 9\n"));
+        assert!(text.contains("fors_relay_read_bytes_total 15\n"));
+        assert!(text.contains("fors_relay_written_bytes_total 7\n"));
+        assert!(text.contains("fors_relay_observed_bandwidth_bytes 12345\n"));
+        assert!(text.contains("# TYPE fors_shard_conns_open gauge\n"));
+        for name in SHARD_METRIC_NAMES {
+            for s in 0..3 {
+                let line = format!("fors_shard_{name}{{shard=\"{s}\"}} ");
+                assert!(text.contains(&line), "missing {line}");
+            }
+        }
+        // Every sample line is `name{labels} value` or `name value`, and every family has
+        // one TYPE line.
+        let mut types = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                assert!(types.insert(rest.split(' ').next().unwrap().to_string()));
+            } else if !line.starts_with("# HELP ") {
+                let (name, value) = line.rsplit_once(' ').unwrap();
+                value.parse::<u64>().unwrap();
+                let family = name.split('{').next().unwrap();
+                assert!(types.contains(family), "sample before TYPE: {line}");
+            }
+        }
+    }
+}

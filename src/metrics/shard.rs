@@ -1,0 +1,197 @@
+//! Per-shard counters readable from other threads.
+//!
+//! The shard runtime keeps its [`ShardMetrics`] as plain `u64`s on the shard thread. The
+//! relay handler copies them into a [`ShardStats`] once per tick with relaxed atomic stores
+//! (the shard never waits on anything); the MetricsPort and the control plane read them with
+//! relaxed loads. Values may be up to one tick old, and fields of one shard are not a
+//! consistent cut: fine for monitoring and bandwidth estimates.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::shard::ShardMetrics;
+
+/// Prometheus metric type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
+
+impl MetricKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+        }
+    }
+}
+
+macro_rules! shard_metric_fields {
+    ($( $name:ident : $kind:ident ),* $(,)?) => {
+        /// Names of the [`ShardMetrics`] fields, in the order of [`ShardStats`] slots.
+        pub const SHARD_METRIC_NAMES: &[&str] = &[$(stringify!($name)),*];
+        /// Their Prometheus types (peaks and open counts are gauges).
+        pub const SHARD_METRIC_KINDS: &[MetricKind] = &[$(MetricKind::$kind),*];
+        /// Number of exported shard counters.
+        pub const SHARD_METRIC_COUNT: usize = SHARD_METRIC_NAMES.len();
+
+        /// Every field's value, in slot order. The struct pattern has no `..`, so a field
+        /// added to `ShardMetrics` is a compile error here until it is exported too.
+        pub fn shard_metric_values(m: &ShardMetrics) -> [u64; SHARD_METRIC_COUNT] {
+            let ShardMetrics { $($name),* } = m;
+            [$(*$name),*]
+        }
+    };
+}
+
+shard_metric_fields! {
+    accepted: Counter,
+    accept_rejected_table_full: Counter,
+    accept_errors: Counter,
+    connected: Counter,
+    connect_failed: Counter,
+    closed: Counter,
+    conns_open: Gauge,
+    conns_peak: Gauge,
+    recv_completions: Counter,
+    recv_bytes: Counter,
+    recv_no_buffers: Counter,
+    recv_rearms: Counter,
+    send_ops: Counter,
+    send_zc_ops: Counter,
+    send_zc_copied: Counter,
+    send_bytes: Counter,
+    send_backpressure: Counter,
+    send_pool_exhausted: Counter,
+    send_queue_peak_bufs: Gauge,
+    send_pool_peak_bufs: Gauge,
+    writable_events: Counter,
+    read_pauses: Counter,
+    read_resumes: Counter,
+    cross_pushed: Counter,
+    cross_push_full: Counter,
+    cross_popped: Counter,
+    cross_wakeups_sent: Counter,
+    wakeups_received: Counter,
+    ticks: Counter,
+    sq_full_flushes: Counter,
+    completions: Counter,
+    loop_iterations: Counter,
+    shutdown_leaked_ops: Counter,
+}
+
+/// Index of a field in [`SHARD_METRIC_NAMES`].
+pub fn shard_metric_index(name: &str) -> Option<usize> {
+    SHARD_METRIC_NAMES.iter().position(|n| *n == name)
+}
+
+/// Counters the relay handler keeps itself (protocol level, not socket level).
+#[derive(Debug, Default)]
+pub struct HandlerCounters {
+    /// Connections the handler was given.
+    pub connections_seen: AtomicU64,
+    /// Connections closed at once because no channel could be started for them.
+    pub connections_closed_unserved: AtomicU64,
+    /// Circuits whose handshake completed here.
+    pub circuits_created: AtomicU64,
+    /// Relay cells passed on away from the client / toward the client.
+    pub cells_forwarded: AtomicU64,
+    pub cells_backward: AtomicU64,
+    /// Cells dropped because their channel's output queue was full.
+    pub cells_dropped: AtomicU64,
+    /// Open exit streams.
+    pub exit_streams: AtomicU64,
+    /// Open channels (TLS links past the handshake).
+    pub channels_open: AtomicU64,
+    /// Open circuits.
+    pub circuits_open: AtomicU64,
+    /// Snapshots from the control plane picked up.
+    pub snapshots_taken: AtomicU64,
+}
+
+/// One shard's exported state.
+#[derive(Debug)]
+pub struct ShardStats {
+    values: [AtomicU64; SHARD_METRIC_COUNT],
+    pub handler: HandlerCounters,
+}
+
+impl Default for ShardStats {
+    fn default() -> Self {
+        ShardStats {
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+            handler: HandlerCounters::default(),
+        }
+    }
+}
+
+impl ShardStats {
+    /// Copies the shard's counters (shard thread, once per tick).
+    pub fn store(&self, m: &ShardMetrics) {
+        for (slot, v) in self.values.iter().zip(shard_metric_values(m)) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// One counter by slot.
+    pub fn get(&self, index: usize) -> u64 {
+        self.values
+            .get(index)
+            .map_or(0, |v| v.load(Ordering::Relaxed))
+    }
+
+    /// All counters, in slot order.
+    pub fn values(&self) -> [u64; SHARD_METRIC_COUNT] {
+        std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed))
+    }
+
+    /// Bytes received and sent on this shard's sockets so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.get(RECV_BYTES), self.get(SEND_BYTES))
+    }
+}
+
+const RECV_BYTES: usize = 9;
+const SEND_BYTES: usize = 15;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_shard_metrics_debug_output() {
+        // The Debug output lists every field in declaration order: the exported list must be
+        // exactly that (the destructuring already guarantees completeness at compile time).
+        let dbg = format!("{:?}", ShardMetrics::default());
+        let inner = dbg
+            .trim_start_matches("ShardMetrics {")
+            .trim_end_matches('}');
+        let fields: Vec<&str> = inner
+            .split(',')
+            .filter_map(|f| f.split(':').next())
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .collect();
+        assert_eq!(fields, SHARD_METRIC_NAMES);
+        assert_eq!(SHARD_METRIC_KINDS.len(), SHARD_METRIC_COUNT);
+        assert_eq!(shard_metric_index("recv_bytes"), Some(RECV_BYTES));
+        assert_eq!(shard_metric_index("send_bytes"), Some(SEND_BYTES));
+    }
+
+    #[test]
+    fn store_copies_every_field() {
+        let m = ShardMetrics {
+            accepted: 3,
+            recv_bytes: 1000,
+            send_bytes: 2000,
+            shutdown_leaked_ops: 7,
+            ..ShardMetrics::default()
+        };
+        let s = ShardStats::default();
+        s.store(&m);
+        assert_eq!(s.get(0), 3);
+        assert_eq!(s.bytes(), (1000, 2000));
+        assert_eq!(s.values()[SHARD_METRIC_COUNT - 1], 7);
+        assert_eq!(s.values(), shard_metric_values(&m));
+    }
+}

@@ -1,0 +1,488 @@
+//! The control-plane thread: everything periodic that is not on the data path.
+//!
+//! [`ControlPlane::run_due`] is the sans-thread core: given `now` it runs what is due and
+//! says how long it may sleep. [`ControlThread`] wraps it in a thread whose sleep is a
+//! bounded `recv_timeout` on its message channel, so a reload or shutdown wakes it at once.
+//!
+//! Tasks:
+//! - key maintenance (`RelayKeys::maintain`): a renewed signing key or rotated onion key
+//!   marks the descriptor dirty and publishes the new ntor keys to the shards;
+//! - bandwidth: sums the shards' byte counters each second into [`BandwidthHistory`];
+//! - directory ([`Directory`]): build and upload the descriptor when `dir::PublishState`
+//!   says so, fetch and verify the consensus, report our listing, and hand consensus
+//!   parameters and the relay list to the shards. The network exchanges run on the
+//!   `fors-dir` worker thread, so this loop never blocks on an authority.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::bandwidth::BandwidthHistory;
+use super::log::{log_info, log_notice, log_warn};
+use super::publish::Directory;
+use super::snapshot::{NetworkSnapshot, SnapshotCell};
+use crate::config::Config;
+use crate::crypto::handshake::keymap::{NtorKeyMap, NtorKeyPair};
+use crate::exit::policy::ExitPolicy;
+use crate::keys::link::LinkCertError;
+use crate::keys::RelayKeys;
+use crate::metrics::MetricsRegistry;
+use crate::proto::channel::{ChannelConfig, LinkContext, LinkContextError};
+
+/// Longest the thread sleeps, whatever is scheduled.
+pub const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How often keys are checked (C checks Ed25519 keys hourly and onion keys on their own
+/// schedule; the check is cheap and only touches disk when something is due).
+pub const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+/// Bandwidth sampling period (the history works in whole seconds).
+pub const BANDWIDTH_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Messages from the main thread.
+pub enum ControlMsg {
+    /// A reloaded configuration and the exit policy built from it.
+    NewConfig {
+        config: Box<Config>,
+        exit_policy: Box<ExitPolicy>,
+        descriptor_changed: bool,
+    },
+    Shutdown,
+}
+
+/// The control plane's state.
+pub struct ControlPlane {
+    config: Config,
+    keys: RelayKeys,
+    exit_policy: ExitPolicy,
+    network: Arc<SnapshotCell<NetworkSnapshot>>,
+    metrics: Arc<MetricsRegistry>,
+    bandwidth: BandwidthHistory,
+    directory: Directory,
+    /// The advertised ORPort (the bound port when the torrc says `auto`).
+    or_port: u16,
+    /// Per-channel bounds for new link contexts.
+    channel_config: ChannelConfig,
+    next_key_check: Instant,
+    next_bandwidth_sample: Instant,
+}
+
+/// The ntor key map the shards answer CREATE2 with, from the relay's keys.
+pub fn ntor_key_map(keys: &RelayKeys) -> NtorKeyMap {
+    let onion = keys.onion_keys();
+    NtorKeyMap::new(
+        NtorKeyPair::from_secret(onion.ntor.secret.clone()),
+        onion
+            .ntor_previous
+            .as_ref()
+            .map(|k| NtorKeyPair::from_secret(k.secret.clone())),
+    )
+}
+
+/// The snapshot before any consensus is known.
+/// Why the link-handshake context could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkSetupError {
+    #[error("minting link certificates: {0}")]
+    Certs(#[from] LinkCertError),
+    #[error("link context: {0}")]
+    Context(#[from] LinkContextError),
+}
+
+/// Mints link certificates and builds the channels' shared context; NETINFO advertises
+/// `my_addrs` (our published addresses).
+pub fn link_context(
+    keys: &RelayKeys,
+    my_addrs: &[IpAddr],
+    channel: ChannelConfig,
+    now: SystemTime,
+) -> Result<LinkContext, LinkSetupError> {
+    Ok(LinkContext::new(
+        keys.mint_link_certs(now)?,
+        my_addrs,
+        channel,
+    )?)
+}
+
+/// The snapshot before any consensus is known.
+pub fn initial_snapshot(
+    keys: &RelayKeys,
+    exit_policy: &ExitPolicy,
+    link: LinkContext,
+) -> NetworkSnapshot {
+    NetworkSnapshot {
+        consensus_params: BTreeMap::new(),
+        known_relays: Arc::new(BTreeMap::new()),
+        ntor_keys: Arc::new(ntor_key_map(keys)),
+        exit_policy: Arc::new(exit_policy.clone()),
+        link: Arc::new(link),
+    }
+}
+
+impl ControlPlane {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        keys: RelayKeys,
+        exit_policy: ExitPolicy,
+        network: Arc<SnapshotCell<NetworkSnapshot>>,
+        metrics: Arc<MetricsRegistry>,
+        directory: Directory,
+        or_port: u16,
+        channel_config: ChannelConfig,
+        now: Instant,
+    ) -> ControlPlane {
+        ControlPlane {
+            config,
+            keys,
+            exit_policy,
+            network,
+            metrics,
+            bandwidth: BandwidthHistory::new(),
+            directory,
+            or_port,
+            channel_config,
+            next_key_check: now + KEY_CHECK_INTERVAL,
+            next_bandwidth_sample: now,
+        }
+    }
+
+    /// Says plainly what this build does about the directory.
+    pub fn announce(&self) {
+        if !self.directory.has_authorities() {
+            log_warn!(
+                "No DirAuthority line with a DirPort: Fors has no built-in list of the public \
+                 directory authorities yet, so it neither publishes a descriptor nor fetches a \
+                 consensus. Add DirAuthority lines to join a network."
+            );
+        } else if !self.config.publish_server_descriptor {
+            log_notice!("PublishServerDescriptor is 0: not publishing a descriptor.");
+        }
+    }
+
+    pub fn keys(&self) -> &RelayKeys {
+        &self.keys
+    }
+
+    pub fn exit_policy(&self) -> &ExitPolicy {
+        &self.exit_policy
+    }
+
+    /// Observed bandwidth (bytes/s) for the next descriptor.
+    pub fn observed_bandwidth(&self) -> u64 {
+        self.bandwidth.observed()
+    }
+
+    /// Runs every task that is due at `now` (`wall` is the same instant on the system
+    /// clock) and returns how long the caller may sleep.
+    pub fn run_due(&mut self, now: Instant, wall: SystemTime) -> Duration {
+        if now >= self.next_bandwidth_sample {
+            let (r, w) = self.metrics.total_bytes();
+            let secs = wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            self.bandwidth.sample(secs, r, w);
+            let g = &self.metrics.relay;
+            g.read_bytes.store(r, Ordering::Relaxed);
+            g.written_bytes.store(w, Ordering::Relaxed);
+            g.observed_bandwidth
+                .store(self.bandwidth.observed(), Ordering::Relaxed);
+            self.next_bandwidth_sample = now + BANDWIDTH_SAMPLE_INTERVAL;
+        }
+        if now >= self.next_key_check {
+            self.maintain_keys(now, wall);
+            self.next_key_check = now + KEY_CHECK_INTERVAL;
+        }
+        let update = self.directory.run_due(
+            now,
+            wall,
+            &self.config,
+            &mut self.keys,
+            &self.exit_policy,
+            self.or_port,
+            self.bandwidth.observed(),
+            &self.metrics,
+        );
+        if let Some(u) = update {
+            let old = self.network.load();
+            self.network.publish(u.apply(&old));
+        }
+        let next = self
+            .next_bandwidth_sample
+            .min(self.next_key_check)
+            .min(self.directory.next_due(now));
+        next.saturating_duration_since(now).min(MAX_SLEEP)
+    }
+
+    fn maintain_keys(&mut self, now: Instant, wall: SystemTime) {
+        match self.keys.maintain(wall) {
+            Ok(changes) => {
+                if changes.signing_key_renewal_blocked {
+                    log_warn!(
+                        "The Ed25519 signing key is about to expire and the master identity key \
+                         is offline: create a new signing key with the master key and restart."
+                    );
+                }
+                if changes.signing_key_renewed {
+                    log_notice!("Renewed the Ed25519 signing key.");
+                }
+                self.renew_link_certs(wall, changes.signing_key_renewed);
+                if changes.onion_keys.rotated {
+                    log_notice!("Rotated the onion keys.");
+                    self.publish_ntor_keys();
+                }
+                if changes.onion_keys.previous_expired {
+                    log_info!("Forgot the previous onion keys (grace period over).");
+                    self.publish_ntor_keys();
+                }
+                if changes.descriptor_changed() {
+                    self.metrics
+                        .relay
+                        .key_changes
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.directory.mark_dirty("keys changed", now);
+                }
+            }
+            Err(e) => {
+                self.metrics
+                    .relay
+                    .key_maintenance_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                log_warn!("Key maintenance failed: {e}");
+            }
+        }
+    }
+
+    fn publish_ntor_keys(&self) {
+        let old = self.network.load();
+        self.network.publish(NetworkSnapshot {
+            ntor_keys: Arc::new(ntor_key_map(&self.keys)),
+            ..(*old).clone()
+        });
+    }
+
+    /// Re-mints the link certificates when they near expiry or `force` (new signing key),
+    /// and hands the shards a new link context.
+    fn renew_link_certs(&self, wall: SystemTime, force: bool) {
+        let old = self.network.load();
+        let certs = old.link.link_certs();
+        if !force && !certs.needs_renewal(wall, &self.keys.params().link) {
+            return;
+        }
+        let addrs = super::setup::advertised_addrs(&self.config);
+        match link_context(&self.keys, &addrs, self.channel_config, wall) {
+            Ok(link) => {
+                log_info!("Minted new link certificates.");
+                self.network.publish(NetworkSnapshot {
+                    link: Arc::new(link),
+                    ..(*old).clone()
+                });
+            }
+            Err(e) => {
+                self.metrics
+                    .relay
+                    .key_maintenance_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                log_warn!("Could not renew the link certificates: {e}");
+            }
+        }
+    }
+
+    /// Takes a reloaded configuration.
+    pub fn apply_config(
+        &mut self,
+        config: Config,
+        exit_policy: ExitPolicy,
+        descriptor_changed: bool,
+    ) {
+        self.directory
+            .set_publish_enabled(config.publish_server_descriptor);
+        self.config = config;
+        if exit_policy != self.exit_policy {
+            let old = self.network.load();
+            self.network.publish(NetworkSnapshot {
+                exit_policy: Arc::new(exit_policy.clone()),
+                ..(*old).clone()
+            });
+        }
+        self.exit_policy = exit_policy;
+        if descriptor_changed {
+            self.directory
+                .mark_dirty("configuration reloaded", Instant::now());
+        }
+    }
+
+    /// Runs the loop on the current thread until `Shutdown` or the sender is dropped.
+    pub fn run(mut self, rx: mpsc::Receiver<ControlMsg>) -> ControlPlane {
+        loop {
+            let wait = self.run_due(Instant::now(), SystemTime::now());
+            match rx.recv_timeout(wait) {
+                Ok(ControlMsg::NewConfig {
+                    config,
+                    exit_policy,
+                    descriptor_changed,
+                }) => self.apply_config(*config, *exit_policy, descriptor_changed),
+                Ok(ControlMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return self,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+}
+
+/// The running control-plane thread.
+pub struct ControlThread {
+    tx: mpsc::Sender<ControlMsg>,
+    thread: Option<JoinHandle<ControlPlane>>,
+}
+
+impl ControlThread {
+    pub fn spawn(plane: ControlPlane) -> std::io::Result<ControlThread> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("fors-control".into())
+            .spawn(move || plane.run(rx))?;
+        Ok(ControlThread {
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends a message; false if the thread is gone.
+    pub fn send(&self, msg: ControlMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+
+    /// Whether the thread ended (it only ends on request, so this means it panicked).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the thread and returns its final state (`None` if it panicked).
+    pub fn stop(mut self) -> Option<ControlPlane> {
+        let _ = self.tx.send(ControlMsg::Shutdown);
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for ControlThread {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = self.tx.send(ControlMsg::Shutdown);
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_str, MemFs};
+    use crate::keys::KeyParams;
+    use crate::relay::snapshot::SnapshotReader;
+    use crate::shard::ShardMetrics;
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("fors-control-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn samples_bandwidth_and_publishes_rotated_ntor_keys() {
+        let dir = temp_dir("rot");
+        let t0 = SystemTime::now();
+        let keys = RelayKeys::load_or_create(&dir, t0, KeyParams::default()).unwrap();
+        let cfg = parse_str(
+            &MemFs::default(),
+            "torrc",
+            &format!(
+                "ORPort 127.0.0.1:9001\nDataDirectory {}\nPublishServerDescriptor 0\n",
+                dir.display()
+            ),
+        )
+        .unwrap()
+        .0;
+        let cfg_copy = cfg.clone();
+        let cell = SnapshotCell::new(initial_snapshot(
+            &keys,
+            &ExitPolicy::reject_all(),
+            link_context(&keys, &[], ChannelConfig::default(), t0).unwrap(),
+        ));
+        let mut reader = SnapshotReader::new(cell.clone());
+        let first_key = *reader.get().ntor_keys.current().public().as_bytes();
+        let first_link = reader.get().link.link_certs().tls_cert_sha256();
+        assert_eq!(&first_key, keys.ntor_key().public.as_bytes());
+        let metrics = Arc::new(MetricsRegistry::new(2, Instant::now()));
+        let now = Instant::now();
+        let mut cp = ControlPlane::new(
+            cfg,
+            keys,
+            ExitPolicy::reject_all(),
+            cell.clone(),
+            metrics.clone(),
+            Directory::new(None, &cfg_copy, now),
+            9001,
+            ChannelConfig::default(),
+            now,
+        );
+        let sleep = cp.run_due(now, t0);
+        assert!(sleep <= MAX_SLEEP && sleep > Duration::ZERO);
+
+        // 10 s of traffic on both shards.
+        for s in 1..=10u64 {
+            for shard in metrics.shards() {
+                shard.store(&ShardMetrics {
+                    recv_bytes: 50_000 * s,
+                    send_bytes: 40_000 * s,
+                    ..ShardMetrics::default()
+                });
+            }
+            cp.run_due(now + Duration::from_secs(s), t0 + Duration::from_secs(s));
+        }
+        // Per second: read 100 kB, write 80 kB over two shards.
+        assert_eq!(cp.observed_bandwidth(), 80_000);
+        assert_eq!(
+            metrics.relay.observed_bandwidth.load(Ordering::Relaxed),
+            80_000
+        );
+
+        // 29 days later the onion keys are due for rotation (C default: 28 days).
+        let later = t0 + Duration::from_secs(29 * 86_400);
+        cp.run_due(now + KEY_CHECK_INTERVAL * 2, later);
+        assert_eq!(metrics.relay.key_changes.load(Ordering::Relaxed), 1);
+        assert!(reader.refresh(), "shards were not given the new ntor key");
+        let new_key = *reader.get().ntor_keys.current().public().as_bytes();
+        // Link certs (2-day lifetime) were re-minted too.
+        assert_ne!(reader.get().link.link_certs().tls_cert_sha256(), first_link);
+        assert_ne!(new_key, first_key);
+        assert_eq!(
+            reader
+                .get()
+                .ntor_keys
+                .previous()
+                .map(|k| *k.public().as_bytes()),
+            Some(first_key)
+        );
+
+        // A reloaded exit policy reaches the shards through the snapshot.
+        let (open, _) = crate::relay::setup::build_exit_policy(
+            &parse_str(
+                &MemFs::default(),
+                "torrc",
+                "ORPort 127.0.0.1:9001\nExitPolicy accept *:443,reject *:*\n",
+            )
+            .unwrap()
+            .0,
+        )
+        .unwrap();
+        assert!(reader.get().exit_policy.is_reject_star());
+        cp.apply_config(cfg_copy.clone(), open.clone(), true);
+        assert!(reader.refresh());
+        assert_eq!(*reader.get().exit_policy, open);
+        // Same policy again: no new snapshot.
+        cp.apply_config(cfg_copy, open, false);
+        assert!(!reader.refresh());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,200 @@
+//! The directory worker thread: the blocking HTTP exchanges with the authorities
+//! (`fors::dir::client`) run here, so the control-plane thread never waits on the network and
+//! stays responsive to reloads and shutdown.
+//!
+//! Jobs come in over a channel; results go back over another that the control plane polls.
+//! On shutdown the worker is not joined: an exchange in progress is bounded by its timeouts,
+//! and the process exits anyway.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::SystemTime;
+
+use crate::config::DirAuthority;
+use crate::crypto::ids::RsaIdentity;
+use crate::dir::authcert::{parse_certs, AuthorityCert};
+use crate::dir::client::{self, ClientError, ClientLimits, DirEndpoint};
+use crate::dir::{Consensus, UploadOutcome, UploadRequest};
+
+/// What the control plane asks for.
+pub enum DirJob {
+    /// Post `request` to every authority; for those that answer 200, fetch our descriptor
+    /// back to confirm they stored `descriptor_text`.
+    Upload {
+        request: UploadRequest,
+        descriptor_text: String,
+        our_id: RsaIdentity,
+    },
+    /// Fetch, parse and verify the microdesc consensus.
+    FetchConsensus,
+}
+
+/// One authority's answer to an upload.
+#[derive(Debug)]
+pub enum UploadAnswer {
+    /// 200 and it serves the descriptor we sent.
+    Confirmed(UploadOutcome),
+    /// 200 but it does not serve it (its parser dropped it; the reason is only in its log).
+    NotStored(UploadOutcome, String),
+    /// A refusal (the status line's reason is the authority's explanation).
+    Rejected(UploadOutcome),
+    /// No answer.
+    Failed(ClientError),
+}
+
+/// What comes back.
+pub enum DirResult {
+    Uploaded(Vec<(DirEndpoint, UploadAnswer)>),
+    Consensus(Result<Box<Consensus>, String>),
+}
+
+/// The authorities as DirPort endpoints (IPv4 address and DirPort from the `DirAuthority`
+/// lines), and the v3 identities trusted to sign consensuses.
+pub fn endpoints(auths: &[DirAuthority]) -> (Vec<DirEndpoint>, Vec<RsaIdentity>) {
+    let eps = auths
+        .iter()
+        .filter(|a| !a.bridge && a.dir_port != 0)
+        .map(|a| DirEndpoint {
+            nickname: a.nickname.clone().unwrap_or_else(|| a.fingerprint.to_hex()),
+            dir_addr: std::net::SocketAddr::from((a.address, a.dir_port)),
+            v3ident: a.v3ident,
+        })
+        .collect();
+    let trusted = auths.iter().filter_map(|a| a.v3ident).collect();
+    (eps, trusted)
+}
+
+/// Handle to the worker thread.
+pub struct DirWorker {
+    jobs: Sender<DirJob>,
+    results: Receiver<DirResult>,
+}
+
+impl DirWorker {
+    pub fn spawn(
+        authorities: Vec<DirEndpoint>,
+        trusted: Vec<RsaIdentity>,
+        limits: ClientLimits,
+    ) -> std::io::Result<DirWorker> {
+        let (jobs, job_rx) = mpsc::channel();
+        let (result_tx, results) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("fors-dir".into())
+            .spawn(move || {
+                let mut w = Worker {
+                    authorities,
+                    trusted,
+                    limits,
+                    certs: Vec::new(),
+                    next_source: 0,
+                };
+                while let Ok(job) = job_rx.recv() {
+                    let r = match job {
+                        DirJob::Upload {
+                            request,
+                            descriptor_text,
+                            our_id,
+                        } => DirResult::Uploaded(w.upload(&request, &descriptor_text, &our_id)),
+                        DirJob::FetchConsensus => {
+                            DirResult::Consensus(w.fetch_consensus().map(Box::new))
+                        }
+                    };
+                    if result_tx.send(r).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(DirWorker { jobs, results })
+    }
+
+    /// Queues a job; false if the worker is gone.
+    pub fn submit(&self, job: DirJob) -> bool {
+        self.jobs.send(job).is_ok()
+    }
+
+    /// A finished job's result, if any.
+    pub fn poll(&self) -> Option<DirResult> {
+        self.results.try_recv().ok()
+    }
+}
+
+struct Worker {
+    authorities: Vec<DirEndpoint>,
+    trusted: Vec<RsaIdentity>,
+    limits: ClientLimits,
+    certs: Vec<AuthorityCert>,
+    /// Authorities are asked for the consensus in turn.
+    next_source: usize,
+}
+
+impl Worker {
+    fn upload(
+        &self,
+        request: &UploadRequest,
+        text: &str,
+        our_id: &RsaIdentity,
+    ) -> Vec<(DirEndpoint, UploadAnswer)> {
+        client::post_descriptor(&self.authorities, request, &self.limits)
+            .into_iter()
+            .map(|(a, r)| {
+                let answer = match r {
+                    Err(e) => UploadAnswer::Failed(e),
+                    Ok(o @ UploadOutcome::Rejected { .. }) => UploadAnswer::Rejected(o),
+                    Ok(o) => {
+                        match client::fetch_server_descriptor(a.dir_addr, our_id, &self.limits) {
+                            Ok(served) if served.contains(text) => UploadAnswer::Confirmed(o),
+                            Ok(_) => UploadAnswer::NotStored(
+                                o,
+                                "it serves a different descriptor for us".into(),
+                            ),
+                            Err(e) => UploadAnswer::NotStored(o, e.to_string()),
+                        }
+                    }
+                };
+                (a, answer)
+            })
+            .collect()
+    }
+
+    fn fetch_consensus(&mut self) -> Result<Consensus, String> {
+        if self.authorities.is_empty() {
+            return Err("no authority has a DirPort".into());
+        }
+        if self.trusted.is_empty() {
+            return Err(
+                "no DirAuthority line has a v3ident, so no consensus can be verified".into(),
+            );
+        }
+        let i = self.next_source % self.authorities.len();
+        self.next_source = self.next_source.wrapping_add(1);
+        let a = &self.authorities[i];
+        let text = client::fetch_consensus(a.dir_addr, &self.limits)
+            .map_err(|e| format!("{}: {e}", a.nickname))?;
+        let consensus =
+            Consensus::parse(&text).map_err(|e| format!("{}: consensus: {e}", a.nickname))?;
+        let now = SystemTime::now();
+        consensus
+            .check_reasonably_live(now)
+            .map_err(|e| format!("{}: {e}", a.nickname))?;
+        // Certificates: fetched the first time, and again when they no longer verify (new
+        // signing keys).
+        for attempt in 0..2 {
+            if self.certs.is_empty() || attempt == 1 {
+                let text = client::fetch_authority_certs(a.dir_addr, &self.limits)
+                    .map_err(|e| format!("{}: authority certificates: {e}", a.nickname))?;
+                self.certs = parse_certs(&text)
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .collect();
+            }
+            match consensus.verify_signatures(&self.certs, &self.trusted, Some(now)) {
+                Ok(_) => return Ok(consensus),
+                Err(e) if attempt == 1 => return Err(format!("{}: {e}", a.nickname)),
+                Err(_) => {}
+            }
+        }
+        Err(format!(
+            "{}: consensus signatures do not verify",
+            a.nickname
+        ))
+    }
+}

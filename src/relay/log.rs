@@ -1,0 +1,254 @@
+//! A small logger for the daemon, configured by the torrc's `Log` lines (tor-manual "Log").
+//!
+//! Lines look like C tor's: `Nov 24 21:00:00.000 [notice] message`. Timestamps are UTC (C tor
+//! uses local time; Fors has no time-zone database and systemd's journal adds its own).
+//! Destinations: stdout, stderr, a file (appended; reopened on SIGHUP so logrotate works), or
+//! syslog (`/dev/log`). A message is formatted once and written to every destination whose
+//! severity range covers it.
+//!
+//! Shards may log, but only rarely (start-up, errors): the severity check is one relaxed
+//! atomic load, and only an enabled message takes the lock.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{LogDestination, LogSeverity};
+
+/// Why a log destination could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("cannot open log file {path:?}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot reach syslog at /dev/log: {0}")]
+    Syslog(std::io::Error),
+}
+
+enum Sink {
+    Stdout,
+    Stderr,
+    File(File),
+    Syslog(UnixDatagram),
+}
+
+struct Route {
+    min: LogSeverity,
+    max: LogSeverity,
+    sink: Sink,
+}
+
+struct Logger {
+    routes: Vec<Route>,
+}
+
+static LOGGER: Mutex<Option<Logger>> = Mutex::new(None);
+/// Least severe level any route takes; `u8::MAX` = nothing configured (stdout, notice).
+static MIN_ENABLED: AtomicU8 = AtomicU8::new(u8::MAX);
+
+fn rank(s: LogSeverity) -> u8 {
+    s as u8
+}
+
+/// C tor's severity words, as they appear between brackets.
+pub fn severity_name(s: LogSeverity) -> &'static str {
+    match s {
+        LogSeverity::Debug => "debug",
+        LogSeverity::Info => "info",
+        LogSeverity::Notice => "notice",
+        LogSeverity::Warn => "warn",
+        LogSeverity::Err => "err",
+    }
+}
+
+/// Opens every destination first and swaps the routes in only if all opened, so a bad `Log`
+/// line on reload leaves the old logging in place.
+pub fn install(logs: &[(LogSeverity, LogSeverity, LogDestination)]) -> Result<(), LogError> {
+    let mut routes = Vec::with_capacity(logs.len());
+    for (min, max, dest) in logs {
+        let sink = match dest {
+            LogDestination::Stdout => Sink::Stdout,
+            LogDestination::Stderr => Sink::Stderr,
+            LogDestination::File(path) => Sink::File(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| LogError::File {
+                        path: path.clone(),
+                        source,
+                    })?,
+            ),
+            LogDestination::Syslog => {
+                let s = UnixDatagram::unbound().map_err(LogError::Syslog)?;
+                s.connect("/dev/log").map_err(LogError::Syslog)?;
+                Sink::Syslog(s)
+            }
+        };
+        routes.push(Route {
+            min: *min,
+            max: *max,
+            sink,
+        });
+    }
+    let min = routes.iter().map(|r| rank(r.min)).min().unwrap_or(u8::MAX);
+    let mut guard = LOGGER.lock().unwrap_or_else(|p| p.into_inner());
+    *guard = Some(Logger { routes });
+    MIN_ENABLED.store(min, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether a message of this severity would go anywhere (cheap; use before building
+/// expensive messages).
+pub fn enabled(sev: LogSeverity) -> bool {
+    let min = MIN_ENABLED.load(Ordering::Relaxed);
+    if min == u8::MAX {
+        return sev >= LogSeverity::Notice;
+    }
+    rank(sev) >= min
+}
+
+/// Logs one message. Before [`install`], notice and above go to stdout.
+pub fn log(sev: LogSeverity, args: fmt::Arguments<'_>) {
+    if !enabled(sev) {
+        return;
+    }
+    let line = format!(
+        "{} [{}] {}\n",
+        timestamp(SystemTime::now()),
+        severity_name(sev),
+        args
+    );
+    let mut guard = LOGGER.lock().unwrap_or_else(|p| p.into_inner());
+    match guard.as_mut() {
+        None => {
+            let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        }
+        Some(logger) => {
+            for r in logger.routes.iter_mut() {
+                if sev < r.min || sev > r.max {
+                    continue;
+                }
+                // A failing destination cannot be reported anywhere better; drop the line.
+                let _ = match &mut r.sink {
+                    Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
+                    Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
+                    Sink::File(f) => f.write_all(line.as_bytes()),
+                    Sink::Syslog(s) => s.send(syslog_datagram(sev, &line).as_bytes()).map(|_| ()),
+                };
+            }
+        }
+    }
+}
+
+/// RFC 3164-style datagram for the local syslog daemon: facility daemon (3), the severity
+/// mapped onto syslog's, no timestamp (the daemon adds one).
+fn syslog_datagram(sev: LogSeverity, line: &str) -> String {
+    let level = match sev {
+        LogSeverity::Debug => 7,
+        LogSeverity::Info => 6,
+        LogSeverity::Notice => 5,
+        LogSeverity::Warn => 4,
+        LogSeverity::Err => 3,
+    };
+    // Drop our own timestamp: everything up to the first '['.
+    let msg = line.find('[').map_or(line, |i| &line[i..]);
+    format!(
+        "<{}>fors[{}]: {}",
+        3 * 8 + level,
+        std::process::id(),
+        msg.trim_end()
+    )
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `Nov 24 21:00:00.000` in UTC.
+pub fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (_, month, day) = civil_from_days((secs / 86_400) as i64);
+    let sod = secs % 86_400;
+    format!(
+        "{} {:02} {:02}:{:02}:{:02}.{:03}",
+        MONTHS[(month - 1) as usize],
+        day,
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60,
+        d.subsec_millis()
+    )
+}
+
+/// (year, month 1-12, day 1-31) of a day count since 1970-01-01, proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days` algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+macro_rules! log_at {
+    ($sev:ident, $($arg:tt)*) => {
+        $crate::relay::log::log($crate::config::LogSeverity::$sev, format_args!($($arg)*))
+    };
+}
+macro_rules! log_debug { ($($arg:tt)*) => { $crate::relay::log::log_at!(Debug, $($arg)*) }; }
+macro_rules! log_info { ($($arg:tt)*) => { $crate::relay::log::log_at!(Info, $($arg)*) }; }
+macro_rules! log_notice { ($($arg:tt)*) => { $crate::relay::log::log_at!(Notice, $($arg)*) }; }
+macro_rules! log_warn { ($($arg:tt)*) => { $crate::relay::log::log_at!(Warn, $($arg)*) }; }
+macro_rules! log_err { ($($arg:tt)*) => { $crate::relay::log::log_at!(Err, $($arg)*) }; }
+#[allow(unused_imports)]
+pub(crate) use {log_at, log_debug, log_err, log_info, log_notice, log_warn};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_match_known_dates() {
+        // 2026-11-24 21:00:00.123 UTC
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_554_000_123);
+        assert_eq!(timestamp(t), "Nov 24 21:00:00.123");
+        assert_eq!(timestamp(UNIX_EPOCH), "Jan 01 00:00:00.000");
+        // Leap day 2024-02-29.
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(19_783), (2024, 3, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn syslog_format() {
+        let d = syslog_datagram(LogSeverity::Warn, "Nov 24 21:00:00.000 [warn] x y\n");
+        assert!(d.starts_with("<28>fors["), "{d}");
+        assert!(d.ends_with("]: [warn] x y"), "{d}");
+    }
+
+    #[test]
+    fn bad_log_file_names_path_and_keeps_old_routes() {
+        let e = install(&[(
+            LogSeverity::Notice,
+            LogSeverity::Err,
+            LogDestination::File("/nonexistent-dir/x.log".into()),
+        )])
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent-dir/x.log"), "{e}");
+    }
+}

@@ -1,0 +1,513 @@
+//! The control plane's directory duties: build and upload our descriptor when
+//! `dir::PublishState` says so, fetch and verify the consensus every few minutes, and report
+//! plainly whether and how the consensus lists us.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::dirworker::{DirJob, DirResult, DirWorker, UploadAnswer};
+use super::log::{log_info, log_notice, log_warn};
+use super::snapshot::{KnownRelay, NetworkSnapshot};
+use crate::config::{AddressConfig, Config};
+use crate::dir::consensus::RelayFlags;
+use crate::dir::publish::Listing;
+use crate::dir::{
+    build_descriptor, build_extra_info, check_descriptor, Bandwidth, Consensus, DescriptorParams,
+    PublishDecision, PublishState, UploadRequest,
+};
+use crate::exit::policy::ExitPolicy;
+use crate::keys::{KeyParams, OnionKeyRotation, RelayKeys};
+use crate::metrics::MetricsRegistry;
+
+/// Public network: fetch the consensus at most this often once we have a fresh one.
+pub const CONSENSUS_REFRESH_PUBLIC: Duration = Duration::from_secs(5 * 60);
+/// Retry after a failed fetch (public network / test network).
+pub const CONSENSUS_RETRY_PUBLIC: Duration = Duration::from_secs(60);
+pub const CONSENSUS_RETRY_TESTING: Duration = Duration::from_secs(5);
+/// Retry a publication no authority took (public network / test network).
+pub const UPLOAD_RETRY_PUBLIC: Duration = Duration::from_secs(5 * 60);
+pub const UPLOAD_RETRY_TESTING: Duration = Duration::from_secs(10);
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn clamp_u32(v: u64) -> u32 {
+    v.min(i32::MAX as u64) as u32
+}
+
+/// The descriptor's contents from the configuration. `or_port` is the advertised ORPort
+/// (the bound one when the torrc says `auto`). Errors say why nothing can be published.
+pub fn descriptor_params(
+    config: &Config,
+    policy: &ExitPolicy,
+    or_port: u16,
+    observed: u64,
+    uptime_secs: u64,
+    now: SystemTime,
+) -> Result<DescriptorParams, String> {
+    // Address: `Address` if it is IPv4, else an IPv4 ORPort address. No discovery yet.
+    let configured = config.addresses.iter().find_map(|a| match a {
+        AddressConfig::Ip(IpAddr::V4(v4)) => Some(*v4),
+        _ => None,
+    });
+    let from_port = config
+        .or_ports
+        .iter()
+        .filter(|p| !p.no_advertise)
+        .find_map(|p| match p.address {
+            Some(IpAddr::V4(v4)) if !v4.is_unspecified() => Some(v4),
+            _ => None,
+        });
+    let address: Ipv4Addr = configured.or(from_port).ok_or(
+        "no IPv4 address to publish: set `Address` (Fors does not discover its address yet)",
+    )?;
+    let v6 = config
+        .or_ports
+        .iter()
+        .filter(|p| !p.no_advertise)
+        .find_map(|p| match p.address {
+            Some(IpAddr::V6(a)) if !a.is_unspecified() => Some(SocketAddrV6::new(
+                a,
+                match p.port {
+                    crate::config::PortNumber::Fixed(n) => n.get(),
+                    crate::config::PortNumber::Auto => or_port,
+                },
+                0,
+                0,
+            )),
+            _ => None,
+        });
+    let mut p = DescriptorParams::new(&config.nickname, address, or_port, now);
+    p.ipv6_or_address = v6;
+    // C `get_effective_bwrate`/`bwburst`: the relay bucket when set, else the global one.
+    let b = &config.bandwidth;
+    let (rate, burst) = if b.relay_rate != 0 {
+        (b.relay_rate, b.relay_burst)
+    } else {
+        (b.rate, b.burst)
+    };
+    p.bandwidth = Bandwidth {
+        average: clamp_u32(rate),
+        burst: clamp_u32(burst),
+        observed: clamp_u32(observed),
+    };
+    p.uptime_secs = uptime_secs;
+    p.contact = config.contact_info.clone();
+    p.family = config
+        .my_family
+        .iter()
+        .map(|id| format!("${}", id.to_hex()))
+        .collect();
+    let mut lines = String::new();
+    policy.write_ipv4_policy_lines(&mut lines);
+    p.policy = lines.lines().map(str::to_owned).collect();
+    p.ipv6_policy = policy
+        .ipv6_policy_line()
+        .and_then(|l| l.strip_prefix("ipv6-policy ").map(str::to_owned));
+    Ok(p)
+}
+
+/// "Running Valid Fast Exit": the flag words of our consensus entry.
+pub fn flag_words(flags: RelayFlags) -> String {
+    flags.names().join(" ")
+}
+
+/// Directory state on the control plane.
+pub struct Directory {
+    worker: Option<DirWorker>,
+    testing: bool,
+    publish_enabled: bool,
+    publish: PublishState,
+    next_publish_check: Instant,
+    upload_in_flight: Option<u64>,
+    next_fetch: Instant,
+    fetch_in_flight: bool,
+    listing: Listing,
+    /// What we last told the operator about our listing (to log changes only).
+    reported: Option<Option<RelayFlags>>,
+    fetch_failures: u32,
+    started: SystemTime,
+    cannot_publish_reported: Option<String>,
+}
+
+impl Directory {
+    /// `worker` is `None` when there is no authority to talk to.
+    pub fn new(worker: Option<DirWorker>, config: &Config, now: Instant) -> Directory {
+        Directory {
+            worker,
+            testing: config.testing_tor_network,
+            publish_enabled: config.publish_server_descriptor,
+            publish: PublishState::new(),
+            next_publish_check: now,
+            upload_in_flight: None,
+            next_fetch: now,
+            fetch_in_flight: false,
+            listing: Listing::NoConsensus,
+            reported: None,
+            fetch_failures: 0,
+            started: SystemTime::now(),
+            cannot_publish_reported: None,
+        }
+    }
+
+    pub fn has_authorities(&self) -> bool {
+        self.worker.is_some()
+    }
+
+    /// Something in the descriptor changed: check at once.
+    pub fn mark_dirty(&mut self, reason: &str, now: Instant) {
+        self.publish.mark_dirty(reason);
+        self.next_publish_check = now;
+    }
+
+    pub fn set_publish_enabled(&mut self, enabled: bool) {
+        self.publish_enabled = enabled;
+    }
+
+    /// Next time something is due.
+    pub fn next_due(&self, now: Instant) -> Instant {
+        if self.worker.is_none() {
+            return now + Duration::from_secs(3600);
+        }
+        self.next_publish_check.min(self.next_fetch)
+    }
+
+    /// Runs due work; new consensus data is returned for the caller to hand to the shards.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_due(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        config: &Config,
+        keys: &mut RelayKeys,
+        policy: &ExitPolicy,
+        or_port: u16,
+        observed: u64,
+        metrics: &MetricsRegistry,
+    ) -> Option<NetworkSnapshotUpdate> {
+        self.worker.as_ref()?;
+        let mut update = None;
+        while let Some(r) = self.worker.as_ref().and_then(DirWorker::poll) {
+            match r {
+                DirResult::Uploaded(answers) => {
+                    let published_at = self.upload_in_flight.take().unwrap_or(0);
+                    self.uploaded(answers, published_at, observed, now, metrics)
+                }
+                DirResult::Consensus(c) => {
+                    self.fetch_in_flight = false;
+                    update = self.consensus(c, now, wall, keys, metrics);
+                }
+            }
+        }
+        let worker = self.worker.as_ref()?;
+        if !self.fetch_in_flight && now >= self.next_fetch {
+            self.fetch_in_flight = worker.submit(DirJob::FetchConsensus);
+            // Rescheduled when the answer comes.
+            self.next_fetch = now + Duration::from_secs(3600);
+        }
+        if self.publish_enabled && self.upload_in_flight.is_none() && now >= self.next_publish_check
+        {
+            let uptime = wall.duration_since(self.started).map_or(0, |d| d.as_secs());
+            self.publish
+                .note_bandwidth(unix(wall), uptime, false, observed, self.testing);
+            match self.publish.decide(unix(wall), self.listing) {
+                PublishDecision::Wait { check_again_in } => {
+                    self.next_publish_check = now + Duration::from_secs(check_again_in);
+                }
+                PublishDecision::Publish { reason } => {
+                    self.next_publish_check = now + Duration::from_secs(60);
+                    match self.build_upload(config, keys, policy, or_port, observed, uptime, wall) {
+                        Ok((request, text)) => {
+                            log_notice!("Uploading our descriptor ({reason}).");
+                            let job = DirJob::Upload {
+                                request: request.with_reason(&reason),
+                                descriptor_text: text,
+                                our_id: keys.rsa_identity(),
+                            };
+                            if worker.submit(job) {
+                                self.upload_in_flight = Some(unix(wall));
+                            }
+                        }
+                        Err(e) => {
+                            if self.cannot_publish_reported.as_deref() != Some(e.as_str()) {
+                                log_warn!("Not publishing a descriptor: {e}");
+                                self.cannot_publish_reported = Some(e);
+                            }
+                            self.next_publish_check = now + self.upload_retry();
+                        }
+                    }
+                }
+            }
+        }
+        update
+    }
+
+    fn upload_retry(&self) -> Duration {
+        if self.testing {
+            UPLOAD_RETRY_TESTING
+        } else {
+            UPLOAD_RETRY_PUBLIC
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_upload(
+        &self,
+        config: &Config,
+        keys: &RelayKeys,
+        policy: &ExitPolicy,
+        or_port: u16,
+        observed: u64,
+        uptime: u64,
+        wall: SystemTime,
+    ) -> Result<(UploadRequest, String), String> {
+        let params = descriptor_params(config, policy, or_port, observed, uptime, wall)?;
+        let ei = build_extra_info(keys, &params.nickname, wall)
+            .map_err(|e| format!("extra-info: {e}"))?;
+        let desc = build_descriptor(keys, &params, Some(&ei)).map_err(|e| e.to_string())?;
+        // Self-check: an authority would drop a descriptor failing this without telling us.
+        check_descriptor(&desc.text, Some(wall))
+            .map_err(|e| format!("our own descriptor fails the authorities' checks: {e}"))?;
+        let text = desc.text.clone();
+        Ok((UploadRequest::new(&desc, Some(&ei)), text))
+    }
+
+    fn uploaded(
+        &mut self,
+        answers: Vec<(crate::dir::client::DirEndpoint, UploadAnswer)>,
+        published_at: u64,
+        observed: u64,
+        now: Instant,
+        metrics: &MetricsRegistry,
+    ) {
+        let mut stored = 0;
+        for (a, answer) in &answers {
+            let name = &a.nickname;
+            match answer {
+                UploadAnswer::Confirmed(o) => {
+                    stored += 1;
+                    log_notice!("Authority {name} ({}): descriptor {o}.", a.dir_addr);
+                }
+                UploadAnswer::NotStored(o, why) => log_warn!(
+                    "Authority {name} ({}) answered \"{o}\" but does not serve our descriptor \
+                     ({why}); its log has the reason.",
+                    a.dir_addr
+                ),
+                UploadAnswer::Rejected(o) => {
+                    log_warn!("Authority {name} ({}): descriptor {o}", a.dir_addr)
+                }
+                UploadAnswer::Failed(e) => {
+                    log_warn!("Could not upload our descriptor to authority {name}: {e}")
+                }
+            }
+        }
+        let failed = answers.len() - stored;
+        metrics
+            .relay
+            .descriptor_uploads_accepted
+            .fetch_add(stored as u64, Ordering::Relaxed);
+        metrics
+            .relay
+            .descriptor_uploads_failed
+            .fetch_add(failed as u64, Ordering::Relaxed);
+        if stored > 0 {
+            self.publish.published(published_at, observed);
+            self.cannot_publish_reported = None;
+            log_notice!(
+                "Our descriptor is stored by {stored} of {} authorities.",
+                answers.len()
+            );
+        } else {
+            self.next_publish_check = now + self.upload_retry();
+        }
+    }
+
+    fn consensus(
+        &mut self,
+        result: Result<Box<Consensus>, String>,
+        now: Instant,
+        wall: SystemTime,
+        keys: &mut RelayKeys,
+        metrics: &MetricsRegistry,
+    ) -> Option<NetworkSnapshotUpdate> {
+        let c = match result {
+            Err(e) => {
+                metrics
+                    .relay
+                    .consensus_fetches_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                self.fetch_failures += 1;
+                if self.fetch_failures == 1 {
+                    log_warn!("Fetching the consensus failed: {e} (retrying)");
+                } else {
+                    log_info!("Fetching the consensus failed again: {e}");
+                }
+                self.next_fetch = now
+                    + if self.testing {
+                        CONSENSUS_RETRY_TESTING
+                    } else {
+                        CONSENSUS_RETRY_PUBLIC
+                    };
+                return None;
+            }
+            Ok(c) => c,
+        };
+        metrics
+            .relay
+            .consensus_fetches_ok
+            .fetch_add(1, Ordering::Relaxed);
+        self.fetch_failures = 0;
+        // Next fetch once this one is no longer fresh, within bounds.
+        let fresh_for = Duration::from_secs(c.fresh_until.saturating_sub(unix(wall)));
+        let (min, max) = if self.testing {
+            (CONSENSUS_RETRY_TESTING, Duration::from_secs(60))
+        } else {
+            (CONSENSUS_RETRY_PUBLIC, CONSENSUS_REFRESH_PUBLIC)
+        };
+        self.next_fetch = now + fresh_for.clamp(min, max);
+
+        let ours = c.is_listed(&keys.rsa_identity());
+        let flags = ours.map(|rs| rs.flags);
+        self.listing = match ours {
+            None => Listing::NotListed,
+            Some(rs) => Listing::Listed {
+                stale_desc: rs.flags.contains(RelayFlags::STALE_DESC),
+                consensus_valid_after: c.valid_after,
+            },
+        };
+        metrics
+            .relay
+            .listed_in_consensus
+            .store(u64::from(ours.is_some()), Ordering::Relaxed);
+        if self.reported != Some(flags) {
+            match flags {
+                Some(f) => log_notice!(
+                    "Fors is listed in the consensus (valid-after {}) as {}.",
+                    crate::dir::isotime::format_secs(c.valid_after),
+                    flag_words(f)
+                ),
+                None => log_notice!(
+                    "Fors is not listed in the consensus (valid-after {}, {} relays).",
+                    crate::dir::isotime::format_secs(c.valid_after),
+                    c.relays.len()
+                ),
+            }
+            self.reported = Some(flags);
+        }
+        // Onion-key schedule follows the consensus (C `get_onion_key_rotation_days`).
+        let onion = OnionKeyRotation::from_consensus_days(
+            Some(i64::from(c.params.onion_key_rotation_days)),
+            Some(i64::from(c.params.onion_key_grace_period_days)),
+        );
+        if keys.params().onion != onion {
+            keys.set_params(KeyParams {
+                onion,
+                ..*keys.params()
+            });
+        }
+        let relays: BTreeMap<_, _> = c
+            .relays
+            .iter()
+            .map(|rs| {
+                let mut addrs = vec![SocketAddr::from((rs.address, rs.or_port))];
+                addrs.extend(rs.extra_addresses.iter().copied());
+                (
+                    rs.rsa_identity,
+                    KnownRelay {
+                        rsa_identity: rs.rsa_identity,
+                        ed25519_identity: None,
+                        or_addresses: addrs,
+                    },
+                )
+            })
+            .collect();
+        Some(NetworkSnapshotUpdate {
+            consensus_params: c.params.raw.clone(),
+            known_relays: Arc::new(relays),
+        })
+    }
+}
+
+/// Consensus data for the next [`NetworkSnapshot`].
+pub struct NetworkSnapshotUpdate {
+    pub consensus_params: BTreeMap<String, i32>,
+    pub known_relays: Arc<BTreeMap<crate::crypto::ids::RsaIdentity, KnownRelay>>,
+}
+
+impl NetworkSnapshotUpdate {
+    pub fn apply(self, old: &NetworkSnapshot) -> NetworkSnapshot {
+        NetworkSnapshot {
+            consensus_params: self.consensus_params,
+            known_relays: self.known_relays,
+            ..old.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_str, MemFs};
+    use crate::relay::setup::build_exit_policy;
+
+    fn cfg(extra: &str) -> Config {
+        parse_str(
+            &MemFs::default(),
+            "torrc",
+            &format!("DataDirectory /tmp/x\nContactInfo op@example.org\n{extra}"),
+        )
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn params_from_config() {
+        let c = cfg(
+            "ORPort 127.0.0.1:9001\nORPort [::1]:9002\nNickname Fors1\nRelayBandwidthRate 1 MB\n\
+             ExitPolicy accept *:443,reject *:*\nIPv6Exit 1\nMyFamily $0123456789ABCDEF0123456789ABCDEF01234567\n",
+        );
+        let (policy, _) = build_exit_policy(&c).unwrap();
+        let p = descriptor_params(&c, &policy, 9001, 5000, 60, SystemTime::now()).unwrap();
+        assert_eq!(p.nickname, "Fors1");
+        assert_eq!(p.address, Ipv4Addr::LOCALHOST);
+        assert_eq!(p.or_port, 9001);
+        assert_eq!(p.ipv6_or_address.unwrap().port(), 9002);
+        assert_eq!(
+            (p.bandwidth.average, p.bandwidth.burst, p.bandwidth.observed),
+            (1 << 20, 1 << 20, 5000)
+        );
+        assert_eq!(p.contact.as_deref(), Some("op@example.org"));
+        assert_eq!(p.family, ["$0123456789ABCDEF0123456789ABCDEF01234567"]);
+        assert!(
+            p.policy.iter().any(|l| l == "accept *:443"),
+            "{:?}",
+            p.policy
+        );
+        assert_eq!(p.policy.last().map(String::as_str), Some("reject *:*"));
+        assert_eq!(p.ipv6_policy.as_deref(), Some("accept 443"));
+    }
+
+    #[test]
+    fn no_address_is_a_plain_error() {
+        let c = cfg("ORPort 9001\n");
+        let (policy, _) = build_exit_policy(&c).unwrap();
+        let e = descriptor_params(&c, &policy, 9001, 0, 0, SystemTime::now()).unwrap_err();
+        assert!(e.contains("set `Address`"), "{e}");
+        let c = cfg("ORPort 9001\nAddress 192.0.2.7\n");
+        let p = descriptor_params(&c, &policy, 9001, 0, 0, SystemTime::now()).unwrap();
+        assert_eq!(p.address, "192.0.2.7".parse::<Ipv4Addr>().unwrap());
+    }
+
+    #[test]
+    fn flag_words_read_like_the_consensus() {
+        let mut f = RelayFlags::default();
+        for n in ["Running", "Valid", "Fast", "Exit"] {
+            f.insert(RelayFlags::from_name(n));
+        }
+        assert_eq!(flag_words(f), "Exit Fast Running Valid");
+    }
+}

@@ -1,0 +1,268 @@
+//! Running the `fors` binary in tests: temp directories, free loopback ports, a child that is
+//! killed when the test ends (pass or fail), and a log reader that waits for lines.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fors::cell::{ChanCmd, CircId};
+use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
+use fors::keys::{KeyParams, RelayKeys};
+use fors::proto::channel::{
+    CellQueue, Channel, ChannelConfig, ChannelEvent, ChannelSink, ExpectedPeer, LinkContext,
+};
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p = std::env::temp_dir().join(format!("fors-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `fors`; SIGKILLed and reaped on drop unless it already exited.
+pub struct Fors {
+    pub child: Child,
+    lines: Receiver<String>,
+    /// Every line seen so far (stdout and stderr interleaved).
+    pub log: Vec<String>,
+}
+
+impl Fors {
+    pub fn start(args: &[&str]) -> Fors {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fors"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn fors");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Fors {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for a line containing `needle`; panics with the log so far on timeout.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(l) = self.log.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    eprintln!("fors| {l}");
+                    self.log.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "timed out waiting for {needle:?}; log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Collects whatever arrives within `d`.
+    pub fn drain(&mut self, d: Duration) {
+        let end = Instant::now() + d;
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            eprintln!("fors| {l}");
+            self.log.push(l);
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of our own child process.
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                self.drain(Duration::from_millis(200));
+                return st.code();
+            }
+            if Instant::now() > end {
+                panic!("fors did not exit; log:\n{}", self.log.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Fors {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `GET path` over HTTP/1.0; the whole response.
+pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The value of a Prometheus sample line `name{labels} value`.
+pub fn metric(text: &str, series: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+struct Sink {
+    events: Vec<ChannelEvent>,
+    cells: Vec<(ChanCmd, u8)>,
+}
+
+impl ChannelSink for Sink {
+    fn cell(&mut self, _c: CircId, cmd: ChanCmd, body: &mut [u8; 509], _out: &mut CellQueue) {
+        self.cells.push((cmd, body[0]));
+    }
+    fn event(&mut self, e: ChannelEvent) {
+        self.events.push(e);
+    }
+}
+
+/// Opens a Tor channel to the relay at `addr` (as an authenticating relay, keys in
+/// `client_dir`), checks it proves `rsa`/`ed`, sends CREATE_FAST and returns the command
+/// and first body byte of the answer (CREATED_FAST, or DESTROY and its reason).
+pub fn open_channel_and_create(
+    addr: SocketAddr,
+    rsa: RsaIdentity,
+    ed: Ed25519Identity,
+    client_dir: &Path,
+) -> (ChanCmd, u8) {
+    let now = SystemTime::now();
+    let keys = RelayKeys::load_or_create(client_dir, now, KeyParams::default()).unwrap();
+    let ctx = Arc::new(
+        LinkContext::new(
+            keys.mint_link_certs(now).unwrap(),
+            &[addr.ip()],
+            ChannelConfig::default(),
+        )
+        .unwrap(),
+    );
+    let mut rng = rand::thread_rng();
+    let mut ch = Channel::new_initiator(
+        ctx,
+        ExpectedPeer { rsa, ed: Some(ed) },
+        addr.ip(),
+        now,
+        &mut rng,
+    )
+    .unwrap();
+    let mut sink = Sink {
+        events: Vec::new(),
+        cells: Vec::new(),
+    };
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut sent_create = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        assert!(Instant::now() < end, "channel timed out: {:?}", sink.events);
+        let mut out = Vec::new();
+        ch.write_output(&mut out);
+        s.write_all(&out).unwrap();
+        if ch.is_open() && !sent_create {
+            let mut body = [0u8; 509];
+            body[..20].copy_from_slice(&[7u8; 20]);
+            ch.send_cell(CircId(0x8000_0001), ChanCmd::CREATE_FAST, &body)
+                .unwrap();
+            sent_create = true;
+            continue;
+        }
+        if let Some(answer) = sink.cells.first() {
+            return *answer;
+        }
+        if let Some(ChannelEvent::Closed(e)) = sink
+            .events
+            .iter()
+            .find(|e| matches!(e, ChannelEvent::Closed(_)))
+        {
+            panic!("channel closed: {e}");
+        }
+        match s.read(&mut buf) {
+            Ok(0) => panic!("relay closed the connection; events {:?}", sink.events),
+            Ok(n) => {
+                let _ = ch.handle_input(&buf[..n], SystemTime::now(), &mut rng, &mut sink);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
