@@ -1319,6 +1319,10 @@ def circuit_paths_for(ctl, username, target):
     return paths
 
 
+CONNECT_ATTEMPTS = 6
+CONNECT_RETRY_DELAY = 5
+
+
 def transfer(net, ctl, server, direction, nbytes, timeout, pins):
     server_addr, server_port = server
     socks = net["client"]["socks_port"]
@@ -1327,7 +1331,21 @@ def transfer(net, ctl, server, direction, nbytes, timeout, pins):
     target = f"{server_addr}:{server_port}"
     t_conn = time.monotonic()
     try:
-        s = socks5_connect(socks, server_addr, server_port, tag, "x", timeout)
+        # Right after `wait`, an exit may not have fetched a consensus that lists the relay
+        # before it yet; it then refuses BEGIN from an "unknown relay" (END MISC, C tor's
+        # refuseunknownexits, and Fors does the same) and the client gives up with a SOCKS
+        # general failure. Retry a bounded number of times on a fresh circuit.
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            try:
+                s = socks5_connect(socks, server_addr, server_port, f"{tag}-{attempt}", "x", timeout)
+                tag = f"{tag}-{attempt}"
+                break
+            except TestnetError as e:
+                if attempt == CONNECT_ATTEMPTS or "CONNECT" not in str(e):
+                    raise
+                log(f"{direction}: {e}; retrying on a new circuit in {CONNECT_RETRY_DELAY}s "
+                    f"(attempt {attempt}/{CONNECT_ATTEMPTS})")
+                time.sleep(CONNECT_RETRY_DELAY)
     except OSError as e:
         raise TestnetError(f"{direction}: SOCKS connect to {target} via {LOOPBACK}:{socks} failed "
                            f"after {time.monotonic() - t_conn:.0f}s: {e} (see client/notice.log; "
