@@ -783,7 +783,7 @@ impl Circuit {
                 Live::add(&ctx.live.cells, 1);
                 self.data_sent += 1;
                 self.package_window -= 1;
-                if self.data_sent % CIRCWINDOW_INCREMENT as u64 == 0 {
+                if self.data_sent.is_multiple_of(CIRCWINDOW_INCREMENT as u64) {
                     self.expected_tags.push_back((tag, now));
                 }
                 let st = &mut self.streams[i];

@@ -22,7 +22,7 @@ pub fn fill(seed: u64, offset: u64, out: &mut [u8]) {
     let mut o = offset;
     let mut i = 0;
     // Leading partial word.
-    while i < out.len() && o % 8 != 0 {
+    while i < out.len() && !o.is_multiple_of(8) {
         out[i] = word(seed, o / 8).to_le_bytes()[(o % 8) as usize];
         i += 1;
         o += 1;
@@ -43,7 +43,7 @@ pub fn fill(seed: u64, offset: u64, out: &mut [u8]) {
 pub fn first_mismatch(seed: u64, offset: u64, data: &[u8]) -> Option<usize> {
     let mut o = offset;
     let mut i = 0;
-    while i < data.len() && o % 8 != 0 {
+    while i < data.len() && !o.is_multiple_of(8) {
         if data[i] != word(seed, o / 8).to_le_bytes()[(o % 8) as usize] {
             return Some(i);
         }

@@ -117,7 +117,7 @@ mod tests {
         while let Some(i) = rest.find('<') {
             let j = rest[i..].find('>').ok_or("unclosed tag")? + i;
             let tag = &rest[i + 1..j];
-            if tag.matches('"').count() % 2 != 0 {
+            if !tag.matches('"').count().is_multiple_of(2) {
                 return Err(format!("unbalanced quotes in <{tag}>"));
             }
             if let Some(name) = tag.strip_prefix('/') {

@@ -12,7 +12,7 @@ pub struct Versions<'a> {
 impl<'a> Versions<'a> {
     /// C tor closes the connection on an odd-length body (`channel_tls_process_versions_cell`).
     pub fn parse(body: &'a [u8]) -> Result<Self, CellError> {
-        if body.len() % 2 != 0 {
+        if !body.len().is_multiple_of(2) {
             return Err(CellError::BadLength {
                 what: "VERSIONS body",
                 len: body.len(),
