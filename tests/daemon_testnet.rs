@@ -99,7 +99,8 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     let _net = Network { dir: &dir };
     // The exit's resolver: `web.fors.test` is where the echo server below listens.
     let zone = format!("{}web IN A 127.0.0.2\n", dns_common::FORS_TEST_ZONE);
-    let unbound = dns_common::Unbound::start(&zone, &[]);
+    // Query logging shows the exit really asked (its 0x20 case is random: compare lowercased).
+    let unbound = dns_common::Unbound::start(&zone, &["log-queries: yes"]);
     let resolv = tmp.path().join("exit-resolv.conf");
     std::fs::write(&resolv, format!("nameserver {}\n", unbound.addr)).unwrap();
     let echo = start_echo_server();
@@ -200,6 +201,12 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     match socks5_connect(socks, "nope.fors.test", echo.port()) {
         Ok(_) => panic!("nope.fors.test connected"),
         Err(rep) => assert_eq!(rep, 4, "SOCKS reply for an NXDOMAIN name"),
+    }
+    let ub_log = std::fs::read_to_string(unbound.dir.join("unbound.log"))
+        .unwrap()
+        .to_ascii_lowercase();
+    for q in ["web.fors.test. a in", "nope.fors.test. a in"] {
+        assert!(ub_log.contains(q), "unbound never saw {q:?}:\n{ub_log}");
     }
     assert_eq!(unbound.stop_and_count_recursions(), 0, "unbound recursed");
 
