@@ -5,12 +5,13 @@
 //! circuit) and exit streams (TCP connections for BEGIN). Cells a channel delivers go to the
 //! shard's [`RelayCore`]; the [`Action`]s it returns are carried out here: cells onto
 //! channels, extends (reuse or open a channel, send CREATE2, route the CREATED2 back), exit
-//! connects, stream writes and closes.
+//! connects, stream writes and closes, and hostname lookups, which go to the shard's
+//! [`ExitDns`] (one resolver and UDP socket per shard; replies wake the handler through a
+//! ring watch, retries and timeouts run on the tick).
 //!
-//! What is not done yet, plainly (and one note):
-//! * **DNS** is driven by [`ExitDns`] (one resolver and UDP socket per shard, woken by the
-//!   ring); a relay started as a non-exit has none, and answers hostnames with a transient
-//!   failure even if a reload later makes it an exit.
+//! What is not done yet, plainly:
+//! * **DNS on a relay that became an exit by reload**: a relay started as a non-exit has no
+//!   resolver, so it answers hostnames with a transient failure until restarted.
 //! * **Cross-shard circuits**: a shard extends only over channels it owns (it opens its own
 //!   when needed), so nothing crosses shards; `RelayMsg` is empty.
 //! * Backpressure toward channels: the core is told a channel is blocked when its queue runs
