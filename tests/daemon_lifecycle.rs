@@ -163,8 +163,17 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
         "Reload: ORPort changed since start-up; Fors must be restarted",
         START,
     );
-    let m = http_get(m_addr, "/metrics");
-    assert_eq!(metric(&m, "fors_relay_reloads_applied_total"), Some(1));
+    // The counter is bumped just after the log lines above: poll briefly.
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut reloads = None;
+    while reloads != Some(1) && Instant::now() < end {
+        reloads = metric(
+            &http_get(m_addr, "/metrics"),
+            "fors_relay_reloads_applied_total",
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reloads, Some(1));
     // A broken torrc on reload is refused and the relay keeps running.
     std::fs::write(&rc, "ORPortt 1\n").unwrap();
     f.signal(libc::SIGHUP);
