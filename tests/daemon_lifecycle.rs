@@ -163,8 +163,17 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
         "Reload: ORPort changed since start-up; Fors must be restarted",
         START,
     );
-    let m = http_get(m_addr, "/metrics");
-    assert_eq!(metric(&m, "fors_relay_reloads_applied_total"), Some(1));
+    // The counter is bumped just after the log lines above: poll briefly.
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut reloads = None;
+    while reloads != Some(1) && Instant::now() < end {
+        reloads = metric(
+            &http_get(m_addr, "/metrics"),
+            "fors_relay_reloads_applied_total",
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reloads, Some(1));
     // A broken torrc on reload is refused and the relay keeps running.
     std::fs::write(&rc, "ORPortt 1\n").unwrap();
     f.signal(libc::SIGHUP);
@@ -286,4 +295,39 @@ fn busy_orport_fails_start_up_and_cleans_up() {
         "{msg}"
     );
     assert!(!tmp.path().join("fors.pid").exists(), "PidFile left behind");
+}
+
+/// An exit needs a usable resolv.conf at start-up (an error names the file and line); a
+/// non-exit never reads it.
+#[test]
+fn exit_resolv_conf_is_checked_at_start_up_only_for_exits() {
+    let tmp = TempDir::new("daemon-resolv");
+    let bad = tmp.path().join("bad-resolv.conf");
+    std::fs::write(&bad, "search example\nnameserver 127.0.0.1:bad\n").unwrap();
+    let rc = tmp.path().join("torrc");
+    let exit = format!(
+        "ExitRelay 1\nExitPolicy accept *:*\nServerDNSResolvConfFile {}\n",
+        bad.display()
+    );
+    std::fs::write(&rc, torrc(tmp.path(), free_port(), free_port(), &exit)).unwrap();
+    let mut f = start(tmp.path());
+    assert_eq!(f.wait_exit(START), Some(1), "{:?}", f.log);
+    let msg = f
+        .log
+        .iter()
+        .find(|l| l.contains("[err]"))
+        .unwrap_or_else(|| panic!("no [err] line: {:?}", f.log));
+    assert!(
+        msg.contains("bad-resolv.conf") && msg.contains("line 2"),
+        "{msg}"
+    );
+
+    // The same file on a non-exit: never read, the relay runs.
+    let non_exit = format!("ServerDNSResolvConfFile {}\n", bad.display());
+    std::fs::write(&rc, torrc(tmp.path(), free_port(), free_port(), &non_exit)).unwrap();
+    let mut f = start(tmp.path());
+    f.wait_for("Not an exit relay", START);
+    f.wait_for("the relay is running", START);
+    f.signal(libc::SIGTERM);
+    assert_eq!(f.wait_exit(START), Some(0));
 }

@@ -5,11 +5,19 @@
 //! consensus and reports that it is listed as Running Valid; then a C tor client sends data
 //! through a Fors middle and a Fors exit, checked byte for byte.
 //!
+//! Exit DNS: the Fors exit's `ServerDNSResolvConfFile` names a private unbound (loopback, no
+//! recursion) serving `fors.test.`; a SOCKS connect to `web.fors.test` (→ 127.0.0.2) goes
+//! through the Fors exit and echoes data, and `nope.fors.test` (NXDOMAIN) comes back as
+//! SOCKS5 "host unreachable", which is what C tor makes of END RESOLVEFAILED.
+//!
 //! Skipped without `tor`, `tor-gencert` or python3, or with `FORS_SKIP_TESTNET`. The network
 //! is stopped (by pid, by the script) when the test ends, pass or fail.
 
 mod daemon_common;
+mod dns_common;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -89,6 +97,13 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     let tmp = TempDir::new("daemon-testnet");
     let dir = tmp.path().join("net");
     let _net = Network { dir: &dir };
+    // The exit's resolver: `web.fors.test` is where the echo server below listens.
+    let zone = format!("{}web IN A 127.0.0.2\n", dns_common::FORS_TEST_ZONE);
+    // Query logging shows the exit really asked (its 0x20 case is random: compare lowercased).
+    let unbound = dns_common::Unbound::start(&zone, &["log-queries: yes"]);
+    let resolv = tmp.path().join("exit-resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {}\n", unbound.addr)).unwrap();
+    let echo = start_echo_server();
     let status = Command::new("python3")
         .arg(script())
         .arg("--dir")
@@ -108,6 +123,12 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
         .arg(free_base().to_string())
         .arg("--fors-bin")
         .arg(env!("CARGO_BIN_EXE_fors"))
+        // Replaces the script's own resolv.conf line (the last value wins).
+        .arg("--slot-option")
+        .arg(format!(
+            "forsexit1 ServerDNSResolvConfFile {}",
+            resolv.display()
+        ))
         .status()
         .unwrap();
     assert!(status.success(), "testnet up failed");
@@ -161,9 +182,95 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
         "--io-timeout",
         "120",
     ]);
+    // Exit DNS through the real relay. `traffic` left the client pinned to the Fors middle
+    // and exit, so these streams leave through forsexit1.
+    let l = wait_for_log(&exit_log, "Exit DNS: nameserver", Duration::from_secs(1));
+    assert!(l.contains(&unbound.addr.to_string()), "{l}");
+    let socks = socks_port(&dir);
+    for round in 0..2 {
+        // The second round is answered from the exit's cache.
+        let mut s = socks5_connect(socks, "web.fors.test", echo.port())
+            .unwrap_or_else(|rep| panic!("round {round}: SOCKS reply {rep} for web.fors.test"));
+        let msg = format!("hello through a hostname, round {round}");
+        s.write_all(msg.as_bytes()).unwrap();
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).unwrap();
+        assert_eq!(back, msg.as_bytes());
+    }
+    // NXDOMAIN → END RESOLVEFAILED → SOCKS5 reply 4 ("host unreachable").
+    match socks5_connect(socks, "nope.fors.test", echo.port()) {
+        Ok(_) => panic!("nope.fors.test connected"),
+        Err(rep) => assert_eq!(rep, 4, "SOCKS reply for an NXDOMAIN name"),
+    }
+    let ub_log = std::fs::read_to_string(unbound.dir.join("unbound.log"))
+        .unwrap()
+        .to_ascii_lowercase();
+    for q in ["web.fors.test. a in", "nope.fors.test. a in"] {
+        assert!(ub_log.contains(q), "unbound never saw {q:?}:\n{ub_log}");
+    }
+    assert_eq!(unbound.stop_and_count_recursions(), 0, "unbound recursed");
+
     for l in [&log, &exit_log] {
         let text = std::fs::read_to_string(l).unwrap();
         assert!(!text.contains("[err]"), "{text}");
         assert!(!text.contains("does not serve our descriptor"), "{text}");
     }
+}
+
+/// A TCP echo server on 127.0.0.2 (not a relay address, inside the exits' policy).
+fn start_echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.2:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn socks_port(dir: &Path) -> u16 {
+    let text = std::fs::read_to_string(dir.join("network.json")).unwrap();
+    let net: serde_json::Value = serde_json::from_str(&text).unwrap();
+    net["client"]["socks_port"].as_u64().unwrap() as u16
+}
+
+/// SOCKS5 CONNECT to a hostname (RFC 1928, no authentication). `Err` is the reply code.
+fn socks5_connect(socks_port: u16, host: &str, port: u16) -> Result<TcpStream, u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", socks_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut hello = [0u8; 2];
+    s.read_exact(&mut hello).unwrap();
+    assert_eq!(hello, [5, 0], "SOCKS method selection");
+    let mut req = vec![5, 1, 0, 3, host.len() as u8];
+    req.extend_from_slice(host.as_bytes());
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).unwrap();
+    let addr_len = match head[3] {
+        1 => 4,
+        4 => 16,
+        3 => {
+            let mut n = [0u8; 1];
+            s.read_exact(&mut n).unwrap();
+            n[0] as usize
+        }
+        t => panic!("SOCKS reply address type {t}"),
+    };
+    let mut rest = vec![0u8; addr_len + 2];
+    s.read_exact(&mut rest).unwrap();
+    if head[1] != 0 {
+        return Err(head[1]);
+    }
+    Ok(s)
 }

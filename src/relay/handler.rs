@@ -5,11 +5,13 @@
 //! circuit) and exit streams (TCP connections for BEGIN). Cells a channel delivers go to the
 //! shard's [`RelayCore`]; the [`Action`]s it returns are carried out here: cells onto
 //! channels, extends (reuse or open a channel, send CREATE2, route the CREATED2 back), exit
-//! connects, stream writes and closes.
+//! connects, stream writes and closes, and hostname lookups, which go to the shard's
+//! [`ExitDns`] (one resolver and UDP socket per shard; replies wake the handler through a
+//! ring watch, retries and timeouts run on the tick).
 //!
 //! What is not done yet, plainly:
-//! * **DNS**: a BEGIN/RESOLVE for a hostname is answered as a transient resolver failure
-//!   (literal addresses work); `exit::dns` is not wired to sockets.
+//! * **DNS on a relay that became an exit by reload**: a relay started as a non-exit has no
+//!   resolver, so it answers hostnames with a transient failure until restarted.
 //! * **Cross-shard circuits**: a shard extends only over channels it owns (it opens its own
 //!   when needed), so nothing crosses shards; `RelayMsg` is empty.
 //! * Backpressure toward channels: the core is told a channel is blocked when its queue runs
@@ -29,6 +31,7 @@ use std::time::{Instant, SystemTime};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use super::exit_dns::ExitDns;
 use super::log::{log_debug, log_info, log_notice};
 use super::snapshot::{NetworkSnapshot, SnapshotCell, SnapshotReader};
 use crate::cell::chan::DestroyReason;
@@ -45,7 +48,7 @@ use crate::proto::circuit::{
     NetworkView, NextHop, RelayCore, RelayIdentity, ShardIdx,
 };
 use crate::proto::stream::{ConnectError, StreamHandle};
-use crate::shard::{CloseReason, ConnHandler, ConnId, Outbox, OutboxError, ShardId};
+use crate::shard::{CloseReason, ConnHandler, ConnId, Outbox, OutboxError, ShardId, WatchId};
 
 /// Tell the core a channel is blocked when fewer than this many cells fit in its queue.
 const BLOCK_BELOW_CELLS: usize = 64;
@@ -179,6 +182,10 @@ pub struct RelayHandler {
     draining: HashMap<StreamHandle, (Vec<u8>, EndReason)>,
     /// Connections whose output must be flushed after the current batch of actions.
     dirty: Vec<ConnId>,
+    /// The exit resolver; `None` on a non-exit (or if its socket could not be opened).
+    dns: Option<ExitDns>,
+    /// Lookups finished by the resolver, waiting to go to the core (reused buffer).
+    dns_done: Vec<(StreamHandle, Resolution)>,
     dns_warned: bool,
     cells_dropped_full: u64,
 }
@@ -190,6 +197,7 @@ impl RelayHandler {
         network: Arc<SnapshotCell<NetworkSnapshot>>,
         max_connections: usize,
         circuits: CircuitConfig,
+        dns: Option<ExitDns>,
     ) -> RelayHandler {
         let network = SnapshotReader::new(network);
         let snap = network.get().clone();
@@ -223,6 +231,8 @@ impl RelayHandler {
             streams: HashMap::new(),
             draining: HashMap::new(),
             dirty: Vec::with_capacity(64),
+            dns,
+            dns_done: Vec::with_capacity(64),
             dns_warned: false,
             cells_dropped_full: 0,
         }
@@ -270,6 +280,18 @@ impl RelayHandler {
         }
         while let Some(id) = self.dirty.pop() {
             self.flush(id, out);
+        }
+        if let Some(dns) = self.dns.as_mut() {
+            dns.transmit();
+        }
+    }
+
+    /// Hands lookups the resolver finished to the core. A stream that closed meanwhile is
+    /// unknown to the core, which refuses the result; nothing else to do.
+    fn deliver_dns(&mut self, now: Instant) {
+        let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+        for (stream, res) in self.dns_done.drain(..) {
+            let _ = self.core.dns_result(stream, &res, &mut io);
         }
     }
 
@@ -442,30 +464,36 @@ impl RelayHandler {
                 }
             }
             Action::Resolve {
-                stream, request, ..
+                stream,
+                request,
+                want_ipv6,
             } => {
-                let res = match request {
-                    HostRequest::Literal(ip) => Resolution::literal(ip),
-                    _ => {
+                let res = match (&request, self.dns.as_mut()) {
+                    (HostRequest::Literal(ip), _) => Some(Resolution::literal(*ip)),
+                    (_, Some(dns)) => dns.resolve(stream, &request, want_ipv6, now),
+                    (_, None) => {
                         if !self.dns_warned {
                             self.dns_warned = true;
                             log_notice!(
-                                "shard {}: exit DNS is not wired into this build; hostname \
-                                 lookups are answered as transient failures.",
+                                "shard {}: no exit resolver (not an exit at start-up); \
+                                 hostname lookups are answered as transient failures.",
                                 self.shard.0
                             );
                         }
                         let fail = DnsFailure {
                             cause: FailureCause::Timeout,
                         };
-                        Resolution {
+                        Some(Resolution {
                             ipv4: Answer::Failed(fail),
                             ..Resolution::NONE
-                        }
+                        })
                     }
                 };
-                let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-                let _ = self.core.dns_result(stream, &res, &mut io);
+                // `None`: the answer comes from the resolver later (`on_readable`/`on_tick`).
+                if let Some(res) = res {
+                    let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                    let _ = self.core.dns_result(stream, &res, &mut io);
+                }
             }
             Action::CircuitClosed { circ, .. } => {
                 self.pending_extends.retain(|_, c| *c != circ);
@@ -780,6 +808,28 @@ pub enum RelayMsg {}
 impl ConnHandler for RelayHandler {
     type Msg = RelayMsg;
 
+    fn on_start(&mut self, out: &mut Outbox<'_, RelayMsg>) {
+        if let Some(dns) = &self.dns {
+            if let Err(e) = dns.watch(out) {
+                // Replies are still read every tick, only later.
+                log_notice!(
+                    "shard {}: cannot watch the resolver socket ({e}); DNS replies are \
+                     picked up once per tick.",
+                    self.shard.0
+                );
+            }
+        }
+    }
+
+    fn on_readable(&mut self, _watch: WatchId, out: &mut Outbox<'_, RelayMsg>) {
+        let now = Instant::now();
+        if let Some(dns) = self.dns.as_mut() {
+            dns.read(now, &mut self.dns_done);
+        }
+        self.deliver_dns(now);
+        self.dispatch(out);
+    }
+
     fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, out: &mut Outbox<'_, RelayMsg>) {
         self.stats
             .handler
@@ -991,6 +1041,10 @@ impl ConnHandler for RelayHandler {
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
             self.core.tick(&mut io);
         }
+        if let Some(dns) = self.dns.as_mut() {
+            dns.on_tick(now, &mut self.dns_done);
+        }
+        self.deliver_dns(now);
         // Handshake timeouts.
         let wall = SystemTime::now();
         for i in 0..self.conns.len() {

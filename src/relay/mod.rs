@@ -9,6 +9,7 @@
 pub mod bandwidth;
 pub mod control;
 pub mod dirworker;
+pub mod exit_dns;
 pub mod handler;
 pub mod log;
 pub mod pidfile;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use self::control::{ControlMsg, ControlPlane, ControlThread};
+use self::exit_dns::ExitDns;
 use self::handler::RelayHandler;
 use self::log::{log_err, log_info, log_notice, log_warn};
 use self::pidfile::{PidFile, PidFileError};
@@ -65,6 +67,8 @@ pub enum RelayError {
         addr: std::net::SocketAddr,
         source: ShardError,
     },
+    #[error("ServerDNSResolvConfFile: {0}")]
+    ResolvConf(#[from] crate::exit::dns::ResolvConfError),
     #[error("cannot start the {what} thread: {source}")]
     Thread {
         what: &'static str,
@@ -253,12 +257,46 @@ impl Relay {
             profile,
             config.network_timings.extend_allow_private_addresses,
         );
+        // An exit resolves hostnames: its resolv.conf must be usable before we start.
+        let resolver = if exit_policy.is_reject_star() {
+            None
+        } else {
+            let c = exit_dns::load_resolver_config(config.server_dns_resolv_conf_file.as_deref())?;
+            log_notice!(
+                "Exit DNS: nameserver{} {}.",
+                if c.nameservers.len() == 1 { "" } else { "s" },
+                c.nameservers
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Some(c)
+        };
         let runtime = Runtime::start(rc.clone(), move |id| {
             let stats = registry
                 .shard(id.0)
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Default::default()));
-            RelayHandler::new(id, stats, cell.clone(), max_connections, circuits.clone())
+            let dns = resolver.clone().and_then(|c| {
+                ExitDns::new(c, Instant::now())
+                    .inspect_err(|e| {
+                        log_warn!(
+                            "shard {}: cannot open the exit resolver's UDP socket ({e}); \
+                             hostnames get transient failures.",
+                            id.0
+                        )
+                    })
+                    .ok()
+            });
+            RelayHandler::new(
+                id,
+                stats,
+                cell.clone(),
+                max_connections,
+                circuits.clone(),
+                dns,
+            )
         })
         .map_err(|source| RelayError::Shards { addr, source })?;
         let bound = runtime.local_addr().unwrap_or(addr);

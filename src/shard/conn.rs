@@ -41,6 +41,8 @@ pub(crate) enum OpKind {
     WakeWrite = 10,
     /// A cancel of a shard-level op (accept/tick/wake) during shutdown.
     Cancel = 11,
+    /// A readiness watch's multishot poll (`slot` is the watch index).
+    Watch = 12,
 }
 
 impl OpKind {
@@ -58,6 +60,7 @@ impl OpKind {
             9 => Tick,
             10 => WakeWrite,
             11 => Cancel,
+            12 => Watch,
             _ => return None,
         })
     }

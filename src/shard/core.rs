@@ -19,6 +19,7 @@ use super::error::{CloseReason, CrossPushError, OutboxError};
 use super::metrics::ShardMetrics;
 use super::sendpool::SendPool;
 use super::spsc::Producer;
+use super::watch::{Watch, WatchId, MAX_WATCHES};
 
 /// The eventfd increment written to wake another shard (static: stable for the kernel).
 static WAKE_ONE: [u8; 8] = 1u64.to_ne_bytes();
@@ -64,6 +65,8 @@ pub(crate) struct Core<M> {
     pub inflight_total: u64,
     pub stopping: bool,
     pub pinned: Box<Pinned>,
+    /// Readiness watches (`Outbox::watch_readable`); never longer than `MAX_WATCHES`.
+    pub watches: Vec<Watch>,
 }
 
 impl<M: Send> Core<M> {
@@ -100,6 +103,7 @@ impl<M: Send> Core<M> {
                 tick: Duration::from_millis(u64::from(cfg.tick_ms)).into(),
                 wake_buf: [0; 8],
             }),
+            watches: Vec::with_capacity(MAX_WATCHES),
             shard,
             shard_count,
             cfg,
@@ -134,6 +138,38 @@ impl<M: Send> Core<M> {
 
     pub fn push_sqe(&mut self, e: squeue::Entry) -> bool {
         self.push_sqes(std::slice::from_ref(&e))
+    }
+
+    /// Starts watching `fd` for readability; `ConnHandler::on_readable` follows each time
+    /// data arrives. `TableFull` past `MAX_WATCHES`.
+    pub fn watch_readable(
+        &mut self,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<WatchId, OutboxError> {
+        if self.watches.len() >= MAX_WATCHES {
+            return Err(OutboxError::TableFull);
+        }
+        self.watches.push(Watch::new(fd));
+        let idx = self.watches.len() - 1;
+        self.arm_watch(idx);
+        Ok(WatchId(idx as u32))
+    }
+
+    /// (Re-)submits a watch's multishot poll unless it is in flight, dead, or we are stopping.
+    /// A failed push is retried by the event loop's next `arm_watches`.
+    pub fn arm_watch(&mut self, idx: usize) {
+        let Some(w) = self.watches.get(idx).copied() else {
+            return;
+        };
+        if w.armed || w.dead || self.stopping {
+            return;
+        }
+        // No user memory is referenced: the kernel holds its own reference to the file.
+        let e = opcode::PollAdd::new(Fd(w.fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(user_data(OpKind::Watch, idx as u32, 0));
+        self.watches[idx].armed = self.push_sqe(e);
     }
 
     fn id(&self, slot: u32) -> ConnId {

@@ -19,6 +19,7 @@ use super::metrics::ShardMetrics;
 use super::probe::KernelFeatures;
 use super::sendpool::SendPool;
 use super::spsc::{Consumer, Producer};
+use super::watch::WatchId;
 
 /// What the runtime hands a shard thread.
 pub(crate) struct ShardParts<M> {
@@ -151,8 +152,17 @@ impl<H: ConnHandler> Shard<H> {
         self.tick_armed = self.core.push_sqe(e);
     }
 
+    fn arm_watches(&mut self) {
+        for idx in 0..self.core.watches.len() {
+            self.core.arm_watch(idx);
+        }
+    }
+
     /// Runs until the stop flag is set, then shuts down and returns the final state.
     pub fn run(mut self) -> Result<ShardReport<H>, ShardError> {
+        self.handler.on_start(&mut Outbox {
+            core: &mut self.core,
+        });
         self.arm_accept();
         self.arm_wake();
         self.arm_tick();
@@ -184,6 +194,7 @@ impl<H: ConnHandler> Shard<H> {
             self.arm_accept();
             self.arm_wake();
             self.arm_tick();
+            self.arm_watches();
             let want = usize::from(!self.cross_backlog);
             match self.core.ring.submit_and_wait(want) {
                 Ok(_) => {}
@@ -233,7 +244,12 @@ impl<H: ConnHandler> Shard<H> {
         let slot = slot as usize;
         let conn_op = !matches!(
             kind,
-            OpKind::Accept | OpKind::WakeRead | OpKind::Tick | OpKind::WakeWrite | OpKind::Cancel
+            OpKind::Accept
+                | OpKind::WakeRead
+                | OpKind::Tick
+                | OpKind::WakeWrite
+                | OpKind::Cancel
+                | OpKind::Watch
         );
         if conn_op && slot >= self.core.conns.len() {
             return;
@@ -307,6 +323,36 @@ impl<H: ConnHandler> Shard<H> {
             OpKind::WakeWrite | OpKind::Cancel => {
                 self.core.inflight_total -= 1;
             }
+            OpKind::Watch => self.on_watch(slot, res, more),
+        }
+    }
+
+    fn on_watch(&mut self, idx: usize, res: i32, more: bool) {
+        let Some(w) = self.core.watches.get_mut(idx) else {
+            return;
+        };
+        if !more {
+            self.core.inflight_total -= 1;
+            w.armed = false;
+        }
+        if res == -libc::ECANCELED {
+            return;
+        }
+        if res < 0 {
+            // Bad descriptor or the like: re-arming would only fail again.
+            w.dead = true;
+            return;
+        }
+        if !self.core.stopping {
+            self.handler.on_readable(
+                WatchId(idx as u32),
+                &mut Outbox {
+                    core: &mut self.core,
+                },
+            );
+        }
+        if !more {
+            self.core.arm_watch(idx);
         }
     }
 
@@ -512,6 +558,12 @@ impl<H: ConnHandler> Shard<H> {
         }
         if self.tick_armed {
             self.core.push_sqe(cancel(user_data(OpKind::Tick, 0, 0)));
+        }
+        for idx in 0..self.core.watches.len() {
+            if self.core.watches[idx].armed {
+                self.core
+                    .push_sqe(cancel(user_data(OpKind::Watch, idx as u32, 0)));
+            }
         }
         for slot in 0..self.core.conns.len() {
             self.core.close_conn(slot, CloseReason::Shutdown);

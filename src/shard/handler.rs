@@ -8,6 +8,7 @@ use super::conn::{ConnId, ShardId};
 use super::core::Core;
 use super::error::{CloseReason, CrossPushError, OutboxError};
 use super::metrics::ShardMetrics;
+use super::watch::WatchId;
 
 /// Callbacks of one shard's protocol logic. One handler instance per shard; it owns the
 /// per-connection protocol state (e.g. a rustls connection per `ConnId`).
@@ -17,6 +18,18 @@ use super::metrics::ShardMetrics;
 pub trait ConnHandler {
     /// What shards send each other (e.g. a cell plus its circuit routing).
     type Msg: Send + 'static;
+
+    /// The shard's loop is about to start: the place to set up watches
+    /// (`Outbox::watch_readable`).
+    fn on_start(&mut self, out: &mut Outbox<'_, Self::Msg>) {
+        let _ = out;
+    }
+
+    /// A watched descriptor became readable (or hit an error the next read will report).
+    /// The handler should read until `WouldBlock`: a wake-up only says data arrived.
+    fn on_readable(&mut self, watch: WatchId, out: &mut Outbox<'_, Self::Msg>) {
+        let _ = (watch, out);
+    }
 
     /// A connection was accepted on this shard's listener. Reading starts after this returns.
     fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, out: &mut Outbox<'_, Self::Msg>);
@@ -105,6 +118,15 @@ impl<M: Send> Outbox<'_, M> {
     /// queued with `send` before it is established.
     pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, OutboxError> {
         self.core.connect(addr)
+    }
+
+    /// Watches a descriptor the handler owns for readability (`on_readable`). The handler
+    /// keeps it open for the shard's life; at most a few per shard (`TableFull` beyond).
+    pub fn watch_readable(
+        &mut self,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<WatchId, OutboxError> {
+        self.core.watch_readable(fd)
     }
 
     /// Queues an item for shard `to` (delivered in a batch via `on_cross_shard`).

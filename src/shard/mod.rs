@@ -29,6 +29,8 @@
 //! - **Timeout op** for the handler's periodic `on_tick`; **eventfd read** for cross-shard
 //!   wake-ups and stop; **eventfd write through the ring** to wake a peer with no extra
 //!   syscall.
+//! - **Multishot poll** (5.13) on descriptors a handler owns (the exit resolver's UDP
+//!   socket): `Outbox::watch_readable`, then `ConnHandler::on_readable` on each wake-up.
 //! - **SINGLE_ISSUER + DEFER_TASKRUN** (6.1, used when present): completion work runs only
 //!   when the shard waits, never interrupting it mid-batch.
 //!
@@ -47,6 +49,7 @@ mod probe;
 mod runtime;
 mod sendpool;
 pub mod spsc;
+mod watch;
 
 pub use self::config::{RuntimeConfig, ShardConfig};
 pub use self::conn::{ConnId, ShardId};
@@ -56,3 +59,4 @@ pub use self::handler::{ConnHandler, Outbox};
 pub use self::metrics::ShardMetrics;
 pub use self::probe::{probe_kernel, KernelFeatures};
 pub use self::runtime::Runtime;
+pub use self::watch::WatchId;
