@@ -595,6 +595,15 @@ def plan_network(args):
             raise TestnetError(f"--slot-option {opt!r}: expected 'SLOT Key Value' with SLOT one of "
                                f"{sorted(slots) or 'the --fors slots (none given)'}")
         net.setdefault("slot_options", []).append((nick, line.strip()))
+    for opt in args.slot_keys or []:
+        nick, _, src = opt.strip().partition(" ")
+        src = src.strip()
+        if nick not in slots or not src:
+            raise TestnetError(f"--slot-keys {opt!r}: expected 'SLOT DIR' with SLOT one of "
+                               f"{sorted(slots) or 'the --fors slots (none given)'}")
+        if not os.path.isdir(src):
+            raise TestnetError(f"--slot-keys {opt!r}: {src} is not a directory")
+        net.setdefault("slot_keys", {})[nick] = os.path.abspath(src)
     client_dir = os.path.join(run_dir, "client")
     net["client"] = {"nick": "client", "socks_port": next_port(), "control_port": next_port(),
                      "data_dir": client_dir, "torrc": os.path.join(client_dir, "torrc")}
@@ -693,6 +702,15 @@ def cmd_up(args, launcher):
         f.write("# exits resolve only via loopback (nothing listens there)\nnameserver 127.0.0.1\n")
     for node in net["authorities"] + net["relays"] + [net["client"]]:
         os.makedirs(node["data_dir"], mode=0o700, exist_ok=True)
+    # --slot-keys: the slot starts with existing keys (e.g. made by C tor), so the
+    # --list-fingerprint below loads them instead of generating new ones.
+    for nick, src in net.get("slot_keys", {}).items():
+        slot = next(r for r in net["relays"] if r["nick"] == nick)
+        keys = os.path.join(slot["data_dir"], "keys")
+        shutil.copytree(src, keys)
+        os.chmod(keys, 0o700)
+        for name in os.listdir(keys):
+            os.chmod(os.path.join(keys, name), 0o600)
 
     log(f"generating keys for {len(net['authorities'])} authorities and {len(net['relays'])} relays in {run_dir}")
     # RSA key generation dominates setup time; run the tools concurrently.
@@ -1666,6 +1684,9 @@ def add_up_args(p):
     p.add_argument("--slot-option", action="append",
                    help="extra torrc line for one --fors slot: 'SLOT Key Value', e.g. "
                         "'forsexit1 NumCPUs 2' (repeatable)")
+    p.add_argument("--slot-keys", action="append",
+                   help="'SLOT DIR': copy the files of DIR into the slot's DataDirectory/keys "
+                        "before its keys are listed, so it keeps that identity (repeatable)")
     p.add_argument("--no-server", action="store_true", help="do not start the HTTP server process")
     p.add_argument("--server-addr", default=SERVER_ADDR_DEFAULT,
                    help=f"loopback address of the HTTP server (default {SERVER_ADDR_DEFAULT}; "
