@@ -1088,3 +1088,47 @@ fn cc_flag_decides_the_ntor_v3_answer() {
     let mut cl = Client::new(client_chan(1), 0x8000_0002);
     assert!(cl.create(&mut r, Hs::NtorV3 { cc: false }).is_empty());
 }
+
+/// Regression (bench-compare exit download stall): a stream paused on its package window
+/// whose SENDME arrives while the client channel is blocked (other circuits filled it) must
+/// be resumed when the channel unblocks. Before the fix the SENDME found the channel
+/// congested, resumed nothing and did not register the circuit as waiting, so
+/// `channel_unblocked` never visited it and the exit socket stayed paused forever.
+#[test]
+fn sendme_during_blocked_channel_resumes_the_stream_on_unblock() {
+    let (mut exit, mut cl, stream) = open_stream();
+    let big = vec![0x42u8; 600 * 498];
+    let (n, acts) = exit.io(|c, io| c.stream_data(stream, &big, io));
+    assert!(n.unwrap() < big.len());
+    assert_eq!(cl.open_all(&acts).len(), 500);
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::PauseStreamRead { .. })));
+
+    // The channel toward the client fills up with other circuits' cells.
+    exit.core.channel_blocked(cl.chan.id);
+    // The stream SENDME reopens the stream window while the channel is blocked: reading
+    // must stay paused for now.
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &RelayMsg::Sendme(Sendme::V0),
+        7,
+    );
+    assert!(!acts
+        .iter()
+        .any(|a| matches!(a, Action::ResumeStreamRead { .. })));
+    // Once the channel drains, the stream must be resumed.
+    let chan = cl.chan.id;
+    let (_, acts) = exit.io(|c, io| c.channel_unblocked(chan, io));
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::ResumeStreamRead { stream: s } if *s == stream)),
+        "{acts:?}"
+    );
+    // And it packages again.
+    let (n, acts) = exit.io(|c, io| c.stream_data(stream, &big[..10 * 498], io));
+    assert_eq!(n.unwrap(), 10 * 498);
+    assert!(cl.open_all(&acts).len() >= 10);
+}

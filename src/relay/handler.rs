@@ -1035,6 +1035,18 @@ impl ConnHandler for RelayHandler {
         self.dispatch(out);
     }
 
+    /// Queued onion handshakes run here, `onions_per_run` per loop iteration, between I/O
+    /// batches (cells of established circuits are served in between: anti-starvation).
+    fn on_batch_end(&mut self, out: &mut Outbox<'_, RelayMsg>) -> bool {
+        if self.core.onions_pending() == 0 {
+            return false;
+        }
+        let mut io = CoreIo::new(Instant::now(), &mut self.core_rng, &mut self.actions);
+        self.core.process_onion_queue(&mut io);
+        self.dispatch(out);
+        self.core.onions_pending() > 0
+    }
+
     fn on_tick(&mut self, now: Instant, out: &mut Outbox<'_, RelayMsg>) {
         self.refresh_snapshot();
         {

@@ -79,10 +79,23 @@ pub fn circuit_config(profile: &HardwareProfile, extend_allow_private: bool) -> 
         max_circuits: profile.max_circuits_per_shard as usize,
         max_streams: profile.max_streams_per_shard as usize,
         onions_per_run: profile.onion_handshakes_per_tick as usize,
+        onion_queue_len: onion_queue_len(profile),
         max_queue_per_circuit: profile.circuit_queue_cells as usize,
         extend_allow_private,
         ..base
     }
+}
+
+/// Onionskins a shard holds before refusing CREATE2 with RESOURCELIMIT: room for
+/// `ONION_QUEUE_BATCHES` loop iterations' worth of handshakes (generic: 512, epyc-2core:
+/// 1024), so a burst of a few hundred CREATE2s (a client building many circuits, or a
+/// load generator with 256 in flight) waits instead of being refused, while a sustained
+/// flood beyond what the CPU can answer within `onion_max_delay` is still cut off. At
+/// ~150 µs per ntor handshake a full queue of 1024 drains in ~150 ms.
+pub fn onion_queue_len(profile: &HardwareProfile) -> usize {
+    const ONION_QUEUE_BATCHES: usize = 128;
+    (profile.onion_handshakes_per_tick as usize * ONION_QUEUE_BATCHES)
+        .max(CircuitConfig::default().onion_queue_len)
 }
 
 /// The whole runtime: shard count, pinning (the profile's `cores`, or one core each) and the
@@ -170,5 +183,27 @@ mod tests {
         r.validate().unwrap();
         let r = runtime_config(p, 3, "127.0.0.1:9001".parse().unwrap(), None);
         assert!(r.cores.is_empty());
+    }
+
+    #[test]
+    fn onion_queue_fits_a_burst_of_a_few_hundred_creates() {
+        for p in profiles() {
+            let c = circuit_config(&p, false);
+            assert_eq!(c.onions_per_run, p.onion_handshakes_per_tick as usize);
+            // A load generator's 256 in flight plus clients building circuits...
+            assert!(
+                c.onion_queue_len >= 512,
+                "{}: {}",
+                p.description,
+                c.onion_queue_len
+            );
+            // ...but bounded well below what `onion_max_delay` could ever drain.
+            assert!(
+                c.onion_queue_len <= 4096,
+                "{}: {}",
+                p.description,
+                c.onion_queue_len
+            );
+        }
     }
 }

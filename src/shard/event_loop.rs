@@ -54,6 +54,8 @@ pub(crate) struct Shard<H: ConnHandler> {
     consumers: Vec<Option<Consumer<H::Msg>>>,
     cross_buf: Vec<H::Msg>,
     cross_backlog: bool,
+    /// The handler has background work left (`ConnHandler::on_batch_end`): do not block.
+    handler_backlog: bool,
     cqes: Vec<cqueue::Entry>,
     wake_fds: Arc<Vec<OwnedFd>>,
     stop: Arc<AtomicBool>,
@@ -107,6 +109,7 @@ impl<H: ConnHandler> Shard<H> {
             consumers: parts.consumers,
             cross_buf: Vec::with_capacity(cfg.cross_batch as usize),
             cross_backlog: false,
+            handler_backlog: false,
             cqes: Vec::with_capacity(cfg.cqe_batch as usize),
             wake_fds: parts.wake_fds,
             stop: parts.stop,
@@ -195,7 +198,7 @@ impl<H: ConnHandler> Shard<H> {
             self.arm_wake();
             self.arm_tick();
             self.arm_watches();
-            let want = usize::from(!self.cross_backlog);
+            let want = usize::from(!self.cross_backlog && !self.handler_backlog);
             match self.core.ring.submit_and_wait(want) {
                 Ok(_) => {}
                 Err(e)
@@ -211,6 +214,11 @@ impl<H: ConnHandler> Shard<H> {
             self.bufring.publish();
             self.drain_cross();
             self.dispatch_events();
+            if !self.core.stopping {
+                self.handler_backlog = self.handler.on_batch_end(&mut Outbox {
+                    core: &mut self.core,
+                });
+            }
         }
         Ok(())
     }

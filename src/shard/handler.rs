@@ -67,6 +67,15 @@ pub trait ConnHandler {
     fn on_tick(&mut self, now: Instant, out: &mut Outbox<'_, Self::Msg>) {
         let _ = (now, out);
     }
+
+    /// Called once per loop iteration, after the batch of completions was dispatched: the
+    /// place for bounded background work (e.g. a slice of queued onion handshakes) between
+    /// I/O batches. Return true if work remains; the loop then polls the ring without
+    /// blocking so the rest is done next iteration instead of at the next tick.
+    fn on_batch_end(&mut self, out: &mut Outbox<'_, Self::Msg>) -> bool {
+        let _ = out;
+        false
+    }
 }
 
 /// What a handler can ask of its shard during a callback. Sends copy into pre-allocated

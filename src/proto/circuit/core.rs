@@ -408,6 +408,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         ran
     }
 
+    /// Onionskins waiting for [`RelayCore::process_onion_queue`]. The shard calls that
+    /// between I/O batches while this is non-zero, so handshakes proceed continuously at
+    /// `onions_per_run` per batch rather than once per tick.
+    pub fn onions_pending(&self) -> usize {
+        self.onion_q.len()
+    }
+
     /// Periodic work: the onion queue (including expiry).
     pub fn tick(&mut self, io: &mut CoreIo<'_>) {
         self.process_onion_queue(io);

@@ -244,12 +244,20 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         true
     }
 
-    /// Resumes reading on this circuit's paused streams that may send again.
+    /// Resumes reading on this circuit's paused streams that may send again. If the
+    /// client channel is congested, the circuit is registered as waiting instead, so
+    /// `channel_unblocked` comes back to it: a SENDME that reopens a window while the
+    /// channel is blocked (other circuits filled it) is otherwise never acted on, and the
+    /// exit socket stays paused for good.
     pub(super) fn resume_streams(&mut self, idx: u32, io: &mut CoreIo<'_>) {
         let Some(c) = self.table.get(idx) else {
             return;
         };
-        if c.windows.package <= 0 || self.prev_is_congested(idx) {
+        if c.windows.package <= 0 {
+            return;
+        }
+        if self.prev_is_congested(idx) {
+            self.mark_waiting(idx);
             return;
         }
         let mut at = c.streams_head;

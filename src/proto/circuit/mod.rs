@@ -233,7 +233,8 @@ pub struct CircuitConfig {
     pub max_streams: usize,
     /// Onionskins waiting for the handshake budget; more → DESTROY RESOURCELIMIT.
     pub onion_queue_len: usize,
-    /// Handshakes per [`RelayCore::process_onion_queue`] call.
+    /// Handshakes per [`RelayCore::process_onion_queue`] call (the shard makes one per
+    /// I/O batch while onionskins wait, so this bounds handshake work between batches).
     pub onions_per_run: usize,
     /// Onionskins older than this are dropped (C `OnionQueueMaxDelay`-like bound).
     pub onion_max_delay: std::time::Duration,
