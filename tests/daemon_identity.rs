@@ -21,32 +21,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use daemon_common::{free_port, http_get, TempDir};
+use daemon_common::{
+    free_port, free_port_range_base, http_get, testnet_script, wait_for_file_line, TempDir,
+    TestnetGuard,
+};
 use fors::dir::consensus::{Consensus, RelayFlags, RouterStatus};
 
 const TOR: &str = "/usr/sbin/tor";
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testnet.py")
-}
-
-/// Runs `testnet.py down` on drop.
-struct Network<'a> {
-    dir: &'a Path,
-}
-
-impl Drop for Network<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("python3")
-            .arg(script())
-            .arg("--dir")
-            .arg(self.dir)
-            .arg("down")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 /// A `fors -f torrc` the test started itself (logging to a file); SIGKILLed on drop.
 struct Spawned(Child);
@@ -72,36 +53,6 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// A base port whose next 16 ports are free right now.
-fn free_base() -> u16 {
-    let seed = (std::process::id() % 2000) as u16;
-    for i in 0..200u16 {
-        let base = 30_000 + (seed * 13 + i * 97) % 25_000;
-        if (0..16).all(|p| std::net::TcpListener::bind(("127.0.0.1", base + p)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no free port range");
-}
-
-/// The first line of `path` containing `needle`, waiting up to `timeout` for it.
-fn wait_for_log(path: &Path, needle: &str, timeout: Duration) -> String {
-    let end = Instant::now() + timeout;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.contains(needle)) {
-            return l.to_string();
-        }
-        if Instant::now() > end {
-            panic!(
-                "timed out waiting for {needle:?} in {}:\n{text}",
-                path.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
     }
 }
 
@@ -224,9 +175,9 @@ fn identity_survives_c_tor_keys_restart_and_rejects_an_impostor() {
     );
 
     let dir = tmp.path().join("net");
-    let _net = Network { dir: &dir };
+    let _net = TestnetGuard { dir: &dir };
     let status = Command::new("python3")
-        .arg(script())
+        .arg(testnet_script())
         .arg("--dir")
         .arg(&dir)
         .args([
@@ -244,7 +195,7 @@ fn identity_survives_c_tor_keys_restart_and_rejects_an_impostor() {
         ])
         .arg(format!("forsexit1 {}", ctor.join("keys").display()))
         .arg("--base-port")
-        .arg(free_base().to_string())
+        .arg(free_port_range_base().to_string())
         .arg("--fors-bin")
         .arg(env!("CARGO_BIN_EXE_fors"))
         .status()
@@ -276,7 +227,7 @@ fn identity_survives_c_tor_keys_restart_and_rejects_an_impostor() {
 
     // 1. C tor's identity, listed by the authorities.
     let t = Duration::from_secs(240);
-    let l = wait_for_log(&exit_log, "Fors is listed in the consensus", t);
+    let l = wait_for_file_line(&exit_log, "Fors is listed in the consensus", t);
     assert!(l.contains(" Running") && l.contains("Exit"), "{l}");
     let entry = wait_listed(
         dirport,
@@ -292,7 +243,7 @@ fn identity_survives_c_tor_keys_restart_and_rejects_an_impostor() {
     // 4. The middle is listed, without Exit.
     let middle_fp = middle["fingerprint"].as_str().unwrap();
     let middle_log = PathBuf::from(middle["data_dir"].as_str().unwrap()).join("stdout.log");
-    let l = wait_for_log(&middle_log, "Fors is listed in the consensus", t);
+    let l = wait_for_file_line(&middle_log, "Fors is listed in the consensus", t);
     assert!(l.contains(" Running") && !l.contains("Exit"), "{l}");
     let m = wait_listed(
         dirport,
@@ -333,7 +284,7 @@ fn identity_survives_c_tor_keys_restart_and_rejects_an_impostor() {
         let _impostor = Spawned::start(&imp_torrc_path, &imp_dir, &imp_log);
         // Every authority refuses it, at warn level, and the log carries C tor's reason.
         for auth in ["auth0", "auth1", "auth2"] {
-            let l = wait_for_log(
+            let l = wait_for_file_line(
                 &imp_log,
                 &format!("Authority {auth} ("),
                 Duration::from_secs(90),
@@ -374,12 +325,12 @@ fn identity_survives_c_tor_keys_restart_and_rejects_an_impostor() {
         .as_secs();
     let restart_log = exit_dir.join("restart.log");
     let _restarted = Spawned::start(&exit_torrc, &exit_dir, &restart_log);
-    wait_for_log(
+    wait_for_file_line(
         &restart_log,
         "the relay is running",
         Duration::from_secs(60),
     );
-    wait_for_log(
+    wait_for_file_line(
         &restart_log,
         "Our descriptor is stored by 3 of 3 authorities",
         Duration::from_secs(90),
@@ -410,7 +361,7 @@ fn identity_survives_c_tor_keys_restart_and_rejects_an_impostor() {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
-    let l = wait_for_log(
+    let l = wait_for_file_line(
         &restart_log,
         "Fors is listed in the consensus",
         Duration::from_secs(120),

@@ -18,11 +18,13 @@ mod dns_common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use daemon_common::TempDir;
+use daemon_common::{
+    free_port_range_base, testnet_script, wait_for_file_line, TempDir, TestnetGuard,
+};
 
 fn have(cmd: &str, arg: &str) -> bool {
     Command::new(cmd)
@@ -31,57 +33,6 @@ fn have(cmd: &str, arg: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok()
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testnet.py")
-}
-
-/// Runs `testnet.py down` on drop.
-struct Network<'a> {
-    dir: &'a Path,
-}
-
-impl Drop for Network<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new("python3")
-            .arg(script())
-            .arg("--dir")
-            .arg(self.dir)
-            .arg("down")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// A base port whose next 16 ports are free right now.
-fn free_base() -> u16 {
-    let seed = (std::process::id() % 2000) as u16;
-    for i in 0..200u16 {
-        let base = 30_000 + (seed * 13 + i * 97) % 25_000;
-        if (0..16).all(|p| std::net::TcpListener::bind(("127.0.0.1", base + p)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no free port range");
-}
-
-fn wait_for_log(path: &Path, needle: &str, timeout: Duration) -> String {
-    let end = Instant::now() + timeout;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(l) = text.lines().find(|l| l.contains(needle)) {
-            return l.to_string();
-        }
-        if Instant::now() > end {
-            panic!(
-                "timed out waiting for {needle:?} in {}:\n{text}",
-                path.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 #[test]
@@ -96,7 +47,7 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     }
     let tmp = TempDir::new("daemon-testnet");
     let dir = tmp.path().join("net");
-    let _net = Network { dir: &dir };
+    let _net = TestnetGuard { dir: &dir };
     // The exit's resolver: `web.fors.test` is where the echo server below listens.
     let zone = format!("{}web IN A 127.0.0.2\n", dns_common::FORS_TEST_ZONE);
     // Query logging shows the exit really asked (its 0x20 case is random: compare lowercased).
@@ -105,7 +56,7 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     std::fs::write(&resolv, format!("nameserver {}\n", unbound.addr)).unwrap();
     let echo = start_echo_server();
     let status = Command::new("python3")
-        .arg(script())
+        .arg(testnet_script())
         .arg("--dir")
         .arg(&dir)
         .args([
@@ -120,7 +71,7 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
             "1",
         ])
         .arg("--base-port")
-        .arg(free_base().to_string())
+        .arg(free_port_range_base().to_string())
         .arg("--fors-bin")
         .arg(env!("CARGO_BIN_EXE_fors"))
         // Replaces the script's own resolv.conf line (the last value wins).
@@ -135,21 +86,21 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     let log = dir.join("forsmiddle1/stdout.log");
     let exit_log = dir.join("forsexit1/stdout.log");
     let t = Duration::from_secs(120);
-    wait_for_log(&log, "the relay is running", t);
+    wait_for_file_line(&log, "the relay is running", t);
     for auth in ["auth0", "auth1", "auth2"] {
-        let l = wait_for_log(&log, &format!("Authority {auth} ("), t);
+        let l = wait_for_file_line(&log, &format!("Authority {auth} ("), t);
         assert!(l.contains("descriptor accepted"), "{l}");
     }
-    wait_for_log(&log, "Our descriptor is stored by 3 of 3 authorities", t);
+    wait_for_file_line(&log, "Our descriptor is stored by 3 of 3 authorities", t);
     // The authorities' reachability test opens a channel to our ORPort (TLS + link
     // handshake); once it succeeds they vote us Running, and the relay says so.
-    let l = wait_for_log(
+    let l = wait_for_file_line(
         &log,
         "Fors is listed in the consensus",
         Duration::from_secs(240),
     );
     assert!(l.contains(" Running") && l.contains(" Valid"), "{l}");
-    let l = wait_for_log(
+    let l = wait_for_file_line(
         &exit_log,
         "Fors is listed in the consensus",
         Duration::from_secs(240),
@@ -160,7 +111,7 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     // server, SHA-256 checked both ways by the script.
     let run = |args: &[&str]| {
         let st = Command::new("python3")
-            .arg(script())
+            .arg(testnet_script())
             .arg("--dir")
             .arg(&dir)
             .args(args)
@@ -184,7 +135,7 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     ]);
     // Exit DNS through the real relay. `traffic` left the client pinned to the Fors middle
     // and exit, so these streams leave through forsexit1.
-    let l = wait_for_log(&exit_log, "Exit DNS: nameserver", Duration::from_secs(1));
+    let l = wait_for_file_line(&exit_log, "Exit DNS: nameserver", Duration::from_secs(1));
     assert!(l.contains(&unbound.addr.to_string()), "{l}");
     let socks = socks_port(&dir);
     for round in 0..2 {

@@ -266,3 +266,56 @@ pub fn open_channel_and_create(
         }
     }
 }
+
+/// `scripts/testnet.py` in this repository.
+pub fn testnet_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testnet.py")
+}
+
+/// Runs `testnet.py down` on drop, so a private network never outlives its test.
+pub struct TestnetGuard<'a> {
+    pub dir: &'a Path,
+}
+
+impl Drop for TestnetGuard<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new("python3")
+            .arg(testnet_script())
+            .arg("--dir")
+            .arg(self.dir)
+            .arg("down")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A base port whose next 16 ports are free right now (for `testnet.py --base-port`).
+pub fn free_port_range_base() -> u16 {
+    let seed = (std::process::id() % 2000) as u16;
+    for i in 0..200u16 {
+        let base = 30_000 + (seed * 13 + i * 97) % 25_000;
+        if (0..16).all(|p| TcpListener::bind(("127.0.0.1", base + p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
+/// The first line of the file at `path` containing `needle`, waiting up to `timeout`.
+pub fn wait_for_file_line(path: &Path, needle: &str, timeout: Duration) -> String {
+    let end = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        if Instant::now() > end {
+            panic!(
+                "timed out waiting for {needle:?} in {}:\n{text}",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
