@@ -33,6 +33,7 @@ pub struct RelayView<'a> {
     pub traffic: (u64, u64),
     pub uptime_secs: u64,
     pub pid: u32,
+    pub uid: u32,
     pub user: &'a str,
     pub descriptor_limit: u64,
     /// Recent per-second BW values, oldest first.
@@ -152,8 +153,7 @@ impl RelayView<'_> {
                 .map(|a| a.to_string())
                 .ok_or_else(|| InfoError::Unavailable("Address unknown".into()))?,
             "process/pid" => self.pid.to_string(),
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            "process/uid" => unsafe { libc::geteuid() }.to_string(),
+            "process/uid" => self.uid.to_string(),
             "process/user" => self.user.to_string(),
             "process/descriptor-limit" => self.descriptor_limit.to_string(),
             "traffic/read" => self.traffic.0.to_string(),

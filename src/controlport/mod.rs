@@ -9,9 +9,11 @@ pub mod events;
 pub mod info;
 pub mod quote;
 pub mod reply;
+pub mod server;
 pub mod session;
 
 pub use auth::{AuthConfig, Cookie, HashedPassword};
 pub use events::EventSet;
 pub use info::RelayView;
+pub use server::{ControlPortServer, RelayState, ServerError, ServerParams};
 pub use session::{Action, ControlSignal, Outcome, Session};

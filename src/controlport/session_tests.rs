@@ -50,6 +50,7 @@ impl Fixture {
             traffic: (1234, 5678),
             uptime_secs: 42,
             pid: 77,
+            uid: 1000,
             user: "fors",
             descriptor_limit: 65536,
             bw_history: &self.hist,
