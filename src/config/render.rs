@@ -10,7 +10,6 @@ use super::port::{ListenPort, OrPort, PortNumber};
 use super::relay::{AddressConfig, Config, ExitRelay, FamilyId};
 use super::source::MemFs;
 use std::net::IpAddr;
-use std::path::Path;
 
 /// What a `GETCONF` name refers to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,7 +120,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "ControlPort" => c
             .control_ports
             .iter()
-            .map(|p| listen_port(p))
+            .map(listen_port)
             .chain(
                 c.control
                     .unix_sockets
@@ -276,11 +275,6 @@ pub fn config_text(c: &Config) -> String {
         }
     }
     out
-}
-
-/// The torrc path as given on the command line, for `GETINFO config-file`.
-pub fn display_path(p: &Path) -> String {
-    p.display().to_string()
 }
 
 #[cfg(test)]

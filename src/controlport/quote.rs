@@ -135,7 +135,7 @@ pub fn hex_upper(b: &[u8]) -> String {
 
 /// Decodes hex of either case.
 pub fn unhex(s: &str) -> Result<Vec<u8>, QuoteError> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(QuoteError::BadHex);
     }
     (0..s.len())

@@ -670,6 +670,7 @@ fn start_control_port(
         .map(|h| HashedPassword::parse(h))
         .collect::<Result<Vec<_>, _>>()?;
     let auth = AuthConfig { cookie, passwords };
+    // Same default address (127.0.0.1) as the MetricsPort.
     let tcp = config
         .control_ports
         .iter()
@@ -678,11 +679,12 @@ fn start_control_port(
     let server = ControlPortServer::start(crate::controlport::ServerParams {
         tcp,
         unix: config.control.unix_sockets.clone(),
-        config_file: Some(
-            cl.torrc
-                .clone()
-                .unwrap_or_else(|| config::cmdline::DEFAULT_TORRC.into()),
-        ),
+        // Absolute, so a controller in another directory (nyx) finds it.
+        config_file: cl
+            .torrc
+            .clone()
+            .or_else(|| Some(config::cmdline::DEFAULT_TORRC.into()))
+            .map(|p| std::path::absolute(&p).unwrap_or(p)),
         fingerprint: keys.rsa_identity(),
         or_listeners: vec![or_bound],
         metrics: metrics.clone(),
