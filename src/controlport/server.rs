@@ -584,3 +584,106 @@ fn flush(c: &mut Conn) -> bool {
     }
     any
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_str, MemFs};
+    use std::io::{BufRead, BufReader};
+
+    fn params(unix: PathBuf) -> ServerParams {
+        let config = parse_str(&MemFs::default(), "torrc", "ORPort 127.0.0.1:9001\n")
+            .unwrap()
+            .0;
+        ServerParams {
+            tcp: vec!["127.0.0.1:0".parse().unwrap()],
+            unix: vec![unix],
+            auth: AuthConfig::default(),
+            config_file: None,
+            fingerprint: RsaIdentity::from_hex("DEADBEEF00112233445566778899AABBCCDDEEFF").unwrap(),
+            or_listeners: vec!["127.0.0.1:9001".parse().unwrap()],
+            metrics: Arc::new(MetricsRegistry::new(1, Instant::now())),
+            started: Instant::now(),
+            state: RelayState::new(config, &ExitPolicy::reject_all(), None),
+        }
+    }
+
+    fn read_line(r: &mut impl BufRead) -> String {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        l
+    }
+
+    #[test]
+    fn serves_tcp_and_unix_with_bounds() {
+        let dir = std::env::temp_dir().join(format!("fors-cp-srv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("control");
+        let server = ControlPortServer::start(params(sock.clone())).unwrap();
+        let tcp_addr: SocketAddr = server.listeners()[0].parse().unwrap();
+        assert_eq!(server.listeners()[1], format!("unix:{}", sock.display()));
+
+        // Unix socket: authenticate (NULL), GETINFO, BW events once a second.
+        let mut u = UnixStream::connect(&sock).unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        u.write_all(
+            b"AUTHENTICATE\r\nGETINFO net/listeners/control exit-policy/full\r\nSETEVENTS BW\r\n",
+        )
+        .unwrap();
+        let mut r = BufReader::new(u.try_clone().unwrap());
+        assert_eq!(read_line(&mut r), "250 OK\r\n");
+        let l = read_line(&mut r);
+        assert_eq!(
+            l,
+            format!(
+                "250-net/listeners/control=\"{tcp_addr}\" \"unix:{}\"\r\n",
+                sock.display()
+            )
+        );
+        assert_eq!(read_line(&mut r), "250-exit-policy/full=reject *:*\r\n");
+        assert_eq!(read_line(&mut r), "250 OK\r\n");
+        assert_eq!(read_line(&mut r), "250 OK\r\n");
+        assert_eq!(read_line(&mut r), "650 BW 0 0\r\n");
+        assert_eq!(read_line(&mut r), "650 BW 0 0\r\n");
+
+        // TCP: an overlong line is refused and the connection closed.
+        let mut t = TcpStream::connect(tcp_addr).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let long = vec![b'A'; MAX_LINE + 10];
+        let _ = t.write_all(&long);
+        let mut rt = BufReader::new(t);
+        assert_eq!(read_line(&mut rt), "500 Line too long\r\n");
+        assert_eq!(read_line(&mut rt), "");
+
+        // Connection limit: the one over the bound gets 451 and is closed.
+        let mut extra: Vec<TcpStream> = Vec::new();
+        for _ in 0..MAX_CONNECTIONS - 1 {
+            let s = TcpStream::connect(tcp_addr).unwrap();
+            extra.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let over = TcpStream::connect(tcp_addr).unwrap();
+        over.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut ro = BufReader::new(over);
+        assert_eq!(
+            read_line(&mut ro),
+            "451 Too many controller connections\r\n"
+        );
+        // The Unix controller still works.
+        u.write_all(b"GETINFO process/pid\r\n").unwrap();
+        let pid = format!("250-process/pid={}\r\n", std::process::id());
+        let mut seen = false;
+        for _ in 0..10 {
+            let l = read_line(&mut r);
+            if l == pid {
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen);
+        server.stop();
+        assert!(!sock.exists(), "Unix socket removed on stop");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
