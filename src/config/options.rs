@@ -71,7 +71,8 @@ const WHY_STATS: &str = "Fors does not collect or publish extra-info statistics"
 const WHY_DIRAUTH: &str = "directory-authority option; it has no effect on a relay";
 const WHY_CLIENT: &str = "client option; Fors is not a client";
 const WHY_CONTROL: &str =
-    "Fors's control port offers only what ControlPort/CookieAuthentication describe";
+    "Fors's ControlPort offers only what ControlPort, CookieAuthentication, CookieAuthFile* and \
+     HashedControlPassword describe";
 const WHY_DOS: &str = "Fors's DoS defences follow the consensus parameters";
 const WHY_DNS: &str = "Fors's exit resolver has no hijack detection or test lookups";
 const WHY_SANDBOX: &str = "process hardening is left to the systemd unit";
