@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Fors's demo and tests need on a Debian machine: Debian's tor (for the private
-# network's authorities, relays and client), python3 (network orchestration), unbound (the local
-# DNS resolver exit tests use) and a C toolchain. Idempotent; safe to run on every invocation.
+# network's authorities, relays and client), python3 (network orchestration), python3-stem (the
+# ControlPort test), unbound (the local DNS resolver exit tests use) and a C toolchain.
+# Idempotent; safe to run on every invocation.
 #
 # Installing the tor package on a systemd machine normally enables tor@default, which would
 # bootstrap into the public Tor network. Fors's rule is that nothing leaves the machine, so the
@@ -13,6 +14,8 @@ need=()
 command -v tor >/dev/null 2>&1 || need+=(tor)
 command -v tor-gencert >/dev/null 2>&1 || need+=(tor)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# stem (the controller library nyx is built on) drives the ControlPort test.
+dpkg -s python3-stem >/dev/null 2>&1 || need+=(python3-stem)
 command -v unbound >/dev/null 2>&1 || need+=(unbound)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)

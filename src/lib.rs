@@ -7,6 +7,7 @@
 pub mod cell;
 pub mod cli;
 pub mod config;
+pub mod controlport;
 pub mod crypto;
 pub mod dir;
 pub mod exit;

@@ -15,6 +15,7 @@ pub mod merge;
 pub mod options;
 pub mod port;
 pub mod relay;
+pub mod render;
 pub mod source;
 pub mod testnet;
 pub mod units;
@@ -28,7 +29,9 @@ pub use error::{ConfigError, ConfigErrorKind, Location, Warning};
 pub use hwprofile::{HardwareProfile, HardwareProfileError, ProfileSearchPath};
 pub use log::{LogConfig, LogDestination, LogSeverity};
 pub use port::{ListenPort, OrPort, PortNumber};
-pub use relay::{AddressConfig, BandwidthConfig, Config, ExitRelay, FamilyId, PolicyItem};
+pub use relay::{
+    AddressConfig, BandwidthConfig, Config, ControlConfig, ExitRelay, FamilyId, PolicyItem,
+};
 pub use source::{ConfigFs, MemFs, OsFs};
 pub use testnet::NetworkTimings;
 

@@ -16,6 +16,8 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("BandwidthRate", OptionKind::Single),
     ("ContactInfo", OptionKind::Single),
     ("ControlPort", OptionKind::List),
+    ("CookieAuthFile", OptionKind::Single),
+    ("CookieAuthFileGroupReadable", OptionKind::Single),
     ("CookieAuthentication", OptionKind::Single),
     ("DataDirectory", OptionKind::Single),
     ("DirAuthority", OptionKind::List),
@@ -27,6 +29,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("ExitRelay", OptionKind::Single),
     ("FamilyId", OptionKind::List),
     ("HardwareProfile", OptionKind::Single),
+    ("HashedControlPassword", OptionKind::List),
     ("IPv6Exit", OptionKind::Single),
     ("Log", OptionKind::List),
     ("MaxMemInQueues", OptionKind::Single),
@@ -68,7 +71,8 @@ const WHY_STATS: &str = "Fors does not collect or publish extra-info statistics"
 const WHY_DIRAUTH: &str = "directory-authority option; it has no effect on a relay";
 const WHY_CLIENT: &str = "client option; Fors is not a client";
 const WHY_CONTROL: &str =
-    "Fors's control port offers only what ControlPort/CookieAuthentication describe";
+    "Fors's ControlPort offers only what ControlPort, CookieAuthentication, CookieAuthFile* and \
+     HashedControlPassword describe";
 const WHY_DOS: &str = "Fors's DoS defences follow the consensus parameters";
 const WHY_DNS: &str = "Fors's exit resolver has no hijack detection or test lookups";
 const WHY_SANDBOX: &str = "process hardening is left to the systemd unit";
@@ -96,8 +100,6 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("ControlPortWriteToFile", WHY_CONTROL),
     ("ControlSocket", WHY_CONTROL),
     ("ControlSocketsGroupWritable", WHY_CONTROL),
-    ("CookieAuthFile", WHY_CONTROL),
-    ("CookieAuthFileGroupReadable", WHY_CONTROL),
     ("DataDirectoryGroupReadable", WHY_TUNING),
     ("DirReqStatistics", WHY_STATS),
     ("DisableAllSwap", WHY_SANDBOX),

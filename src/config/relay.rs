@@ -60,6 +60,37 @@ pub struct BandwidthConfig {
     pub relay_burst: u64,
 }
 
+/// ControlPort settings beyond the TCP listeners and `CookieAuthentication`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlConfig {
+    /// `ControlPort unix:PATH` listeners.
+    pub unix_sockets: Vec<PathBuf>,
+    /// `CookieAuthFile`; `None`: `DataDirectory/control_auth_cookie`.
+    pub cookie_auth_file: Option<PathBuf>,
+    /// `CookieAuthFileGroupReadable`: cookie file mode 0640 instead of 0600.
+    pub cookie_auth_file_group_readable: bool,
+    /// `HashedControlPassword` values (`16:` + 58 hex digits, C tor's S2K format), checked
+    /// for form here and verified by the control port.
+    pub hashed_passwords: Vec<String>,
+}
+
+impl Config {
+    /// The cookie file the control port writes when `CookieAuthentication 1`.
+    pub fn cookie_auth_file(&self) -> PathBuf {
+        self.control
+            .cookie_auth_file
+            .clone()
+            .unwrap_or_else(|| self.data_directory.join("control_auth_cookie"))
+    }
+}
+
+/// Whether `s` has the form of a `HashedControlPassword` value: `16:` then 8 bytes of salt,
+/// one count byte and a 20-byte SHA-1 digest, in hex (control-spec §3.5, RFC 2440 S2K).
+pub fn is_hashed_password(s: &str) -> bool {
+    s.strip_prefix("16:")
+        .is_some_and(|h| h.len() == 58 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A raw comma-separated policy item (`accept *:80`) with its line, for the policy parser.
 pub type PolicyItem = (String, Location);
 
@@ -98,9 +129,12 @@ pub struct Config {
     pub hardware_profile: Option<String>,
     pub outbound_bind_addresses: Vec<IpAddr>,
     pub outbound_bind_addresses_exit: Vec<IpAddr>,
-    /// Address `None` means 127.0.0.1, as in C tor.
+    /// TCP ControlPorts; address `None` means 127.0.0.1, as in C tor. Only loopback
+    /// addresses are accepted (the ControlPort has full control of the relay).
     pub control_ports: Vec<ListenPort>,
     pub cookie_authentication: bool,
+    /// The rest of the ControlPort's settings (Unix sockets, cookie file, passwords).
+    pub control: ControlConfig,
     /// Address `None` means 127.0.0.1, as in C tor.
     pub metrics_ports: Vec<ListenPort>,
     pub metrics_port_policy: Vec<PolicyItem>,
@@ -232,7 +266,7 @@ impl Builder<'_> {
 
         // Ports: "0" disables, and mixing "0" with real ports is refused as in C tor.
         let or_ports = self.or_ports()?;
-        let control_ports = self.listen_ports("ControlPort")?;
+        let (control_ports, unix_sockets) = self.control_ports()?;
         let metrics_ports = self.listen_ports("MetricsPort")?;
         let dir_ports = self.listen_ports("DirPort")?;
         if let Some(p) = dir_ports.first() {
@@ -446,6 +480,12 @@ impl Builder<'_> {
             outbound_bind_addresses_exit: self.bind_addresses("OutboundBindAddressExit")?,
             control_ports,
             cookie_authentication: self.bool("CookieAuthentication", false)?,
+            control: ControlConfig {
+                unix_sockets,
+                cookie_auth_file: self.path("CookieAuthFile"),
+                cookie_auth_file_group_readable: self.bool("CookieAuthFileGroupReadable", false)?,
+                hashed_passwords: self.hashed_passwords()?,
+            },
             metrics_ports,
             metrics_port_policy,
             dir_ports,
@@ -493,6 +533,76 @@ impl Builder<'_> {
                 z,
                 format!("\"{name} 0\" given together with a nonzero {name}"),
             ));
+        }
+        Ok(out)
+    }
+
+    /// `ControlPort` lines: loopback TCP listeners and `unix:PATH` sockets. A non-loopback
+    /// address is refused: whoever reaches the ControlPort controls the relay.
+    fn control_ports(&mut self) -> Result<(Vec<ListenPort>, Vec<PathBuf>), ConfigError> {
+        let mut tcp = Vec::new();
+        let mut unix = Vec::new();
+        let mut zero: Option<&RawValue> = None;
+        for v in self.raw.list("ControlPort") {
+            let value = v.value.trim();
+            if let Some(rest) = value.strip_prefix("unix:") {
+                let path = match rest.strip_prefix('"') {
+                    Some(q) => q
+                        .split_once('"')
+                        .map(|(p, _)| p)
+                        .ok_or_else(|| bad("ControlPort", v, "unterminated quoted path"))?,
+                    None => rest.split_ascii_whitespace().next().unwrap_or(""),
+                };
+                if !path.starts_with('/') {
+                    return Err(bad(
+                        "ControlPort",
+                        v,
+                        "a Unix-socket ControlPort needs an absolute path (unix:/path)",
+                    ));
+                }
+                unix.push(PathBuf::from(path));
+                continue;
+            }
+            match parse_listen_port(value, &v.location).map_err(|e| bad("ControlPort", v, e))? {
+                Some(p) => {
+                    if let Some(ip) = p.address.filter(|ip| !ip.is_loopback()) {
+                        return Err(bad(
+                            "ControlPort",
+                            v,
+                            format!(
+                                "{ip} is not a loopback address; the ControlPort gives full \
+                                 control of the relay, so Fors only listens on 127.0.0.0/8, \
+                                 ::1 or a Unix socket"
+                            ),
+                        ));
+                    }
+                    tcp.push(p)
+                }
+                None => zero = Some(v),
+            }
+        }
+        if let (Some(z), false) = (zero, tcp.is_empty() && unix.is_empty()) {
+            return Err(bad(
+                "ControlPort",
+                z,
+                "\"ControlPort 0\" given together with a nonzero ControlPort",
+            ));
+        }
+        Ok((tcp, unix))
+    }
+
+    fn hashed_passwords(&self) -> Result<Vec<String>, ConfigError> {
+        let mut out = Vec::new();
+        for v in self.raw.list("HashedControlPassword") {
+            let s = v.value.trim();
+            if !is_hashed_password(s) {
+                return Err(bad(
+                    "HashedControlPassword",
+                    v,
+                    "expected \"16:\" and 58 hex digits, as printed by tor --hash-password",
+                ));
+            }
+            out.push(s.to_ascii_uppercase());
         }
         Ok(out)
     }
@@ -628,6 +738,15 @@ impl Builder<'_> {
                     }
                 }
             }
+        }
+        let control_open = !cfg.control_ports.is_empty() || !cfg.control.unix_sockets.is_empty();
+        if control_open && !cfg.cookie_authentication && cfg.control.hashed_passwords.is_empty() {
+            let loc = self.raw.list("ControlPort")[0].location.clone();
+            self.warn(
+                &loc,
+                "ControlPort is open but neither CookieAuthentication nor \
+                 HashedControlPassword is set: any local program can control the relay",
+            );
         }
         if !cfg.exit_policy.is_empty() && cfg.exit_relay == ExitRelay::No {
             let loc = cfg.exit_policy[0].1.clone();

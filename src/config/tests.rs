@@ -230,7 +230,13 @@ fn bad_values_name_file_line_and_option() {
         ("NumCPUs -2", "torrc:3: bad value \"-2\" for NumCPUs"),
         ("OutboundBindAddress host.example", "for OutboundBindAddress"),
         ("OutboundBindAddressExit 1.2.3.4 5.6.7.8", "for OutboundBindAddressExit: only one IPv4"),
-        ("ControlPort unix:/run/fors/control", "for ControlPort: Unix-socket listeners are not supported"),
+        ("ControlPort unix:run/control", "for ControlPort: a Unix-socket ControlPort needs an absolute path"),
+        ("ControlPort 192.0.2.7:9051", "torrc:3: bad value \"192.0.2.7:9051\" for ControlPort: 192.0.2.7 is not a loopback address"),
+        ("ControlPort 0.0.0.0:9051", "for ControlPort: 0.0.0.0 is not a loopback address"),
+        ("ControlPort [2001:db8::1]:9051", "for ControlPort: 2001:db8::1 is not a loopback address"),
+        ("HashedControlPassword 16:ABC", "torrc:3: bad value \"16:ABC\" for HashedControlPassword"),
+        ("HashedControlPassword secret", "for HashedControlPassword"),
+        ("CookieAuthFileGroupReadable maybe", "for CookieAuthFileGroupReadable"),
         ("MetricsPort 1.2.3.4", "for MetricsPort"),
         ("CookieAuthentication yes", "for CookieAuthentication"),
         ("DirPort 99999", "for DirPort"),
@@ -248,6 +254,41 @@ fn bad_values_name_file_line_and_option() {
             "{text:?}: {e}"
         );
     }
+}
+
+#[test]
+fn control_port_settings() {
+    let c = ok("ControlPort 127.0.0.1:9051\nControlPort [::1]:9052\nControlPort unix:/run/fors/ctl\n\
+                ControlPort unix:\"/run/fors dir/ctl\" GroupWritable\nCookieAuthentication 1\n\
+                CookieAuthFile /run/fors/cookie\nCookieAuthFileGroupReadable 1\n\
+                HashedControlPassword 16:208dbeed17d8ced360996c11c3bb158cb5326796842ddbe220ba14cc1c\n");
+    assert_eq!(c.control_ports.len(), 2);
+    assert_eq!(
+        c.control.unix_sockets,
+        [
+            PathBuf::from("/run/fors/ctl"),
+            PathBuf::from("/run/fors dir/ctl")
+        ]
+    );
+    assert_eq!(c.cookie_auth_file(), PathBuf::from("/run/fors/cookie"));
+    assert!(c.control.cookie_auth_file_group_readable);
+    assert_eq!(
+        c.control.hashed_passwords,
+        ["16:208DBEED17D8CED360996C11C3BB158CB5326796842DDBE220BA14CC1C"]
+    );
+    let c = ok("ControlPort 9051\nCookieAuthentication 1\nDataDirectory /srv/fors\n");
+    assert_eq!(
+        c.cookie_auth_file(),
+        PathBuf::from("/srv/fors/control_auth_cookie")
+    );
+    // Without any authentication: accepted, with a warning naming the line.
+    let (_, w) = parse(&format!("{MIN}ControlPort 9051\n")).unwrap();
+    assert!(
+        w.iter().any(|w| w
+            .to_string()
+            .starts_with("torrc:3: ControlPort is open but neither")),
+        "{w:?}"
+    );
 }
 
 #[test]

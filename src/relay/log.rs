@@ -9,6 +9,7 @@
 //! Shards may log, but only rarely (start-up, errors): the severity check is one relaxed
 //! atomic load, and only an enabled message takes the lock.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -52,6 +53,77 @@ struct Logger {
 static LOGGER: Mutex<Option<Logger>> = Mutex::new(None);
 /// Least severe level any route takes; `u8::MAX` = nothing configured (stdout, notice).
 static MIN_ENABLED: AtomicU8 = AtomicU8::new(u8::MAX);
+
+/// Messages kept for the ControlPort's log events (control-spec §4.1.5): a bounded queue
+/// filled by [`log`] and drained by the ControlPort thread; when full, the oldest message is
+/// dropped and counted, so a stalled controller never blocks or grows a logging thread.
+struct EventTap {
+    queue: VecDeque<LogEvent>,
+    capacity: usize,
+    dropped: u64,
+}
+
+/// One message for the ControlPort.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEvent {
+    pub severity: LogSeverity,
+    pub message: String,
+}
+
+static TAP: Mutex<Option<EventTap>> = Mutex::new(None);
+/// Least severe level the tap takes; `u8::MAX` = no tap.
+static TAP_MIN: AtomicU8 = AtomicU8::new(u8::MAX);
+
+/// Starts (or changes) collecting messages of `min` and above for the ControlPort, keeping
+/// at most `capacity`; `None` stops collecting and drops what is queued.
+pub fn set_event_tap(min: Option<LogSeverity>, capacity: usize) {
+    let mut guard = TAP.lock().unwrap_or_else(|p| p.into_inner());
+    match min {
+        None => {
+            *guard = None;
+            TAP_MIN.store(u8::MAX, Ordering::Relaxed);
+        }
+        Some(min) => {
+            let tap = guard.get_or_insert_with(|| EventTap {
+                queue: VecDeque::new(),
+                capacity,
+                dropped: 0,
+            });
+            tap.capacity = capacity.max(1);
+            TAP_MIN.store(rank(min), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Moves the queued messages into `out`; returns how many were dropped (queue full) since
+/// the last call.
+pub fn drain_events(out: &mut Vec<LogEvent>) -> u64 {
+    let mut guard = TAP.lock().unwrap_or_else(|p| p.into_inner());
+    match guard.as_mut() {
+        None => 0,
+        Some(t) => {
+            out.extend(t.queue.drain(..));
+            std::mem::take(&mut t.dropped)
+        }
+    }
+}
+
+fn tap(sev: LogSeverity, args: &fmt::Arguments<'_>) {
+    if rank(sev) < TAP_MIN.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut guard = TAP.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = guard.as_mut() {
+        if t.queue.len() >= t.capacity {
+            t.queue.pop_front();
+            t.dropped += 1;
+        }
+        t.queue.push_back(LogEvent {
+            severity: sev,
+            message: args.to_string(),
+        });
+    }
+}
 
 fn rank(s: LogSeverity) -> u8 {
     s as u8
@@ -108,6 +180,11 @@ pub fn install(logs: &[(LogSeverity, LogSeverity, LogDestination)]) -> Result<()
 /// Whether a message of this severity would go anywhere (cheap; use before building
 /// expensive messages).
 pub fn enabled(sev: LogSeverity) -> bool {
+    routed(sev) || rank(sev) >= TAP_MIN.load(Ordering::Relaxed)
+}
+
+/// Whether a message of this severity goes to a configured destination.
+fn routed(sev: LogSeverity) -> bool {
     let min = MIN_ENABLED.load(Ordering::Relaxed);
     if min == u8::MAX {
         return sev >= LogSeverity::Notice;
@@ -117,7 +194,8 @@ pub fn enabled(sev: LogSeverity) -> bool {
 
 /// Logs one message. Before [`install`], notice and above go to stdout.
 pub fn log(sev: LogSeverity, args: fmt::Arguments<'_>) {
-    if !enabled(sev) {
+    tap(sev, &args);
+    if !routed(sev) {
         return;
     }
     let line = format!(
@@ -239,6 +317,31 @@ mod tests {
         let d = syslog_datagram(LogSeverity::Warn, "Nov 24 21:00:00.000 [warn] x y\n");
         assert!(d.starts_with("<28>fors["), "{d}");
         assert!(d.ends_with("]: [warn] x y"), "{d}");
+    }
+
+    #[test]
+    fn event_tap_is_bounded_and_drops_oldest() {
+        set_event_tap(Some(LogSeverity::Info), 3);
+        for i in 0..5 {
+            log(LogSeverity::Info, format_args!("tap test {i}"));
+        }
+        log(LogSeverity::Debug, format_args!("tap test debug"));
+        assert!(enabled(LogSeverity::Info));
+        let mut out = Vec::new();
+        let dropped = drain_events(&mut out);
+        // Other tests may log concurrently; ours are the last three of five.
+        let ours: Vec<&str> = out
+            .iter()
+            .filter(|e| e.message.starts_with("tap test"))
+            .map(|e| e.message.as_str())
+            .collect();
+        assert_eq!(ours, ["tap test 2", "tap test 3", "tap test 4"]);
+        assert!(dropped >= 2);
+        set_event_tap(None, 0);
+        log(LogSeverity::Warn, format_args!("tap test after"));
+        out.clear();
+        assert_eq!(drain_events(&mut out), 0);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -36,6 +36,7 @@ use self::snapshot::{NetworkSnapshot, SnapshotCell};
 use crate::config::{
     self, CommandLine, Config, HardwareProfileError, LogDestination, ProfileSearchPath,
 };
+use crate::controlport::{AuthConfig, ControlPortServer, Cookie, HashedPassword, RelayState};
 use crate::exit::policy::ExitPolicy;
 use crate::keys::{spaced_fingerprint, KeyError, KeyParams, RelayKeys};
 use crate::metrics::{MetricsPolicy, MetricsPolicyError, MetricsRegistry, MetricsServer};
@@ -69,6 +70,10 @@ pub enum RelayError {
     },
     #[error("ServerDNSResolvConfFile: {0}")]
     ResolvConf(#[from] crate::exit::dns::ResolvConfError),
+    #[error("{0}")]
+    ControlPort(#[from] crate::controlport::ServerError),
+    #[error("{0}")]
+    ControlAuth(#[from] crate::controlport::auth::AuthError),
     #[error("cannot start the {what} thread: {source}")]
     Thread {
         what: &'static str,
@@ -134,6 +139,7 @@ struct Relay {
     pid_file: Option<PidFile>,
     runtime: Option<Runtime<RelayHandler>>,
     control: Option<ControlThread>,
+    control_port: Option<ControlPortServer>,
     metrics_servers: Vec<MetricsServer>,
     metrics: Arc<MetricsRegistry>,
     started: Instant,
@@ -163,6 +169,7 @@ impl Relay {
             pid_file,
             runtime: None,
             control: None,
+            control_port: None,
             metrics_servers: Vec::new(),
             metrics: Arc::new(MetricsRegistry::new(0, started)),
             started,
@@ -347,9 +354,15 @@ impl Relay {
             }
             self.metrics_servers.push(server);
         }
-        if !config.control_ports.is_empty() {
-            log_warn!("ControlPort is not implemented by Fors yet; not listening on it.");
-        }
+        self.control_port = start_control_port(
+            &self.cl,
+            config,
+            &keys,
+            &exit_policy,
+            bound,
+            &self.metrics,
+            started,
+        )?;
 
         let (endpoints, trusted) = dirworker::endpoints(&config.dir_authorities);
         let worker = if endpoints.is_empty() {
@@ -562,6 +575,13 @@ impl Relay {
                 None => None,
             };
         }
+        if let Some(cp) = &self.control_port {
+            cp.update(RelayState::new(
+                new.clone(),
+                &exit_policy,
+                ipv4_address(&new),
+            ));
+        }
         if let Some(c) = &self.control {
             c.send(ControlMsg::NewConfig {
                 config: Box::new(new.clone()),
@@ -578,6 +598,9 @@ impl Relay {
 
     /// Stops everything that was started, in reverse order, and removes the PidFile.
     fn shutdown(&mut self) {
+        if let Some(cp) = self.control_port.take() {
+            cp.stop();
+        }
         for s in self.metrics_servers.drain(..) {
             s.stop();
         }
@@ -607,4 +630,75 @@ impl Relay {
             }
         }
     }
+}
+
+/// The address `GETINFO address` reports: the first advertised IPv4 address.
+fn ipv4_address(config: &Config) -> Option<std::net::IpAddr> {
+    setup::advertised_addrs(config)
+        .into_iter()
+        .find(|a| a.is_ipv4())
+}
+
+/// Opens the ControlPort(s), if configured: writes a fresh cookie when
+/// `CookieAuthentication 1`, then binds (docs/operating.md "ControlPort and nyx").
+fn start_control_port(
+    cl: &CommandLine,
+    config: &Config,
+    keys: &RelayKeys,
+    exit_policy: &ExitPolicy,
+    or_bound: std::net::SocketAddr,
+    metrics: &Arc<MetricsRegistry>,
+    started: Instant,
+) -> Result<Option<ControlPortServer>, RelayError> {
+    if config.control_ports.is_empty() && config.control.unix_sockets.is_empty() {
+        return Ok(None);
+    }
+    let mut rng = rand::rngs::OsRng;
+    let cookie = if config.cookie_authentication {
+        Some(Cookie::create(
+            &config.cookie_auth_file(),
+            config.control.cookie_auth_file_group_readable,
+            &mut rng,
+        )?)
+    } else {
+        None
+    };
+    let passwords = config
+        .control
+        .hashed_passwords
+        .iter()
+        .map(|h| HashedPassword::parse(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let auth = AuthConfig { cookie, passwords };
+    // Same default address (127.0.0.1) as the MetricsPort.
+    let tcp = config
+        .control_ports
+        .iter()
+        .map(setup::metrics_listen_addr)
+        .collect();
+    let server = ControlPortServer::start(crate::controlport::ServerParams {
+        tcp,
+        unix: config.control.unix_sockets.clone(),
+        // Absolute, so a controller in another directory (nyx) finds it.
+        config_file: cl
+            .torrc
+            .clone()
+            .or_else(|| Some(config::cmdline::DEFAULT_TORRC.into()))
+            .map(|p| std::path::absolute(&p).unwrap_or(p)),
+        fingerprint: keys.rsa_identity(),
+        or_listeners: vec![or_bound],
+        metrics: metrics.clone(),
+        started,
+        state: RelayState::new(config.clone(), exit_policy, ipv4_address(config)),
+        auth: auth.clone(),
+    })?;
+    log_notice!(
+        "ControlPort listening on {} (authentication: {}).",
+        server.listeners().join(", "),
+        auth.method_names()
+    );
+    if let Some(c) = &auth.cookie {
+        log_info!("ControlPort cookie written to {}.", c.path.display());
+    }
+    Ok(Some(server))
 }

@@ -98,6 +98,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         outbound_bind_addresses_exit => "OutboundBindAddressExit", Restart;
         control_ports => "ControlPort", Restart;
         cookie_authentication => "CookieAuthentication", Restart;
+        control => "ControlPort/CookieAuthFile/CookieAuthFileGroupReadable/HashedControlPassword", Restart;
         metrics_ports => "MetricsPort", Restart;
         metrics_port_policy => "MetricsPortPolicy", Restart;
         dir_ports => "DirPort", Restart;

@@ -1,0 +1,19 @@
+//! The ControlPort (control-spec): what nyx and stem need to watch a relay. It runs on its
+//! own thread off the data path ([`server`]); the protocol itself is sans-IO ([`session`]
+//! takes lines, returns reply bytes and actions), with authentication in [`auth`], GETINFO
+//! in [`info`], events in [`events`] and the wire text forms in [`quote`] and [`reply`].
+//! Operators' view: docs/operating.md "ControlPort and nyx".
+
+pub mod auth;
+pub mod events;
+pub mod info;
+pub mod quote;
+pub mod reply;
+pub mod server;
+pub mod session;
+
+pub use auth::{AuthConfig, Cookie, HashedPassword};
+pub use events::EventSet;
+pub use info::RelayView;
+pub use server::{ControlPortServer, RelayState, ServerError, ServerParams};
+pub use session::{Action, ControlSignal, Outcome, Session};

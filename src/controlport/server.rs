@@ -1,0 +1,689 @@
+//! The ControlPort thread: non-blocking std sockets (TCP on loopback, Unix), polled every
+//! 50 ms — the control plane, so simplicity beats latency here. It feeds complete lines to
+//! each connection's [`Session`], sends BW events once a second from the shards' byte
+//! counters, forwards log events from the logger's bounded tap, and turns SIGNAL commands
+//! into the process's own signals so that the main thread handles them exactly as if an
+//! operator had sent them.
+//!
+//! Bounds: [`MAX_CONNECTIONS`] controllers, [`MAX_LINE`] bytes per line, and events are not
+//! queued to a controller that has more than [`MAX_PENDING_OUTPUT`] unsent bytes (they are
+//! dropped and counted instead).
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::auth::AuthConfig;
+use super::events::{bw_event, log_event, EventSet};
+use super::info::RelayView;
+use super::session::{Action, ControlSignal, Session};
+use crate::config::{Config, LogSeverity};
+use crate::crypto::ids::RsaIdentity;
+use crate::exit::policy::ExitPolicy;
+use crate::metrics::MetricsRegistry;
+use crate::relay::log::{self, LogEvent};
+
+/// Controllers connected at once; more are refused.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Longest command line accepted.
+pub const MAX_LINE: usize = 16 * 1024;
+/// Unsent bytes above which events for a controller are dropped.
+pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
+/// Log messages held for controllers between two polls.
+pub const LOG_QUEUE: usize = 1000;
+/// Seconds of BW history kept for `GETINFO bw-event-cache`.
+pub const BW_HISTORY: usize = 300;
+const POLL: Duration = Duration::from_millis(50);
+
+/// What changes on reload.
+#[derive(Clone, Debug)]
+pub struct RelayState {
+    pub config: Config,
+    /// The exit policy in force, one rule per line (`GETINFO exit-policy/full`).
+    pub exit_policy_full: String,
+    pub address: Option<std::net::IpAddr>,
+}
+
+impl RelayState {
+    pub fn new(config: Config, policy: &ExitPolicy, address: Option<std::net::IpAddr>) -> Self {
+        RelayState {
+            config,
+            exit_policy_full: exit_policy_full(policy),
+            address,
+        }
+    }
+}
+
+/// C tor's `exit-policy/full`: every rule, IPv4 then IPv6, one per line.
+pub fn exit_policy_full(p: &ExitPolicy) -> String {
+    if p.is_reject_star() {
+        return "reject *:*".into();
+    }
+    p.ipv4_rules()
+        .chain(p.ipv6_rules())
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Everything the ControlPort needs from the relay at start.
+pub struct ServerParams {
+    pub tcp: Vec<SocketAddr>,
+    pub unix: Vec<PathBuf>,
+    pub auth: AuthConfig,
+    pub config_file: Option<PathBuf>,
+    pub fingerprint: RsaIdentity,
+    pub or_listeners: Vec<SocketAddr>,
+    pub metrics: Arc<MetricsRegistry>,
+    pub started: Instant,
+    pub state: RelayState,
+}
+
+/// Why the ControlPort could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on ControlPort {addr}: {source}")]
+    Tcp { addr: SocketAddr, source: io::Error },
+    #[error("cannot listen on ControlPort unix:{}: {source}", path.display())]
+    Unix { path: PathBuf, source: io::Error },
+    #[error("cannot start the ControlPort thread: {0}")]
+    Thread(io::Error),
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(b),
+            Stream::Unix(s) => s.read(b),
+        }
+    }
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(b),
+            Stream::Unix(s) => s.write(b),
+        }
+    }
+}
+
+struct Conn {
+    stream: Stream,
+    session: Session,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// Close once `output` is sent.
+    closing: bool,
+    /// Events not queued because `output` was full.
+    dropped_events: u64,
+}
+
+/// The running ControlPort.
+pub struct ControlPortServer {
+    stop: Arc<AtomicBool>,
+    state: Arc<Mutex<RelayState>>,
+    listeners: Vec<String>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Process facts GETINFO reports, read once.
+struct ProcessFacts {
+    pid: u32,
+    uid: u32,
+    user: String,
+    descriptor_limit: u64,
+}
+
+fn process_facts() -> ProcessFacts {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").map_or(u32::MAX, |m| m.uid());
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let user = passwd
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            let (name, _, id) = (f.next()?, f.next()?, f.next()?);
+            (id.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        })
+        .unwrap_or_else(|| uid.to_string());
+    // "Max open files   SOFT   HARD   files"
+    let descriptor_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l["Max open files".len()..].split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
+    ProcessFacts {
+        pid: std::process::id(),
+        uid,
+        user,
+        descriptor_limit,
+    }
+}
+
+impl ControlPortServer {
+    /// Binds every listener (errors name the address) and starts the thread.
+    pub fn start(p: ServerParams) -> Result<ControlPortServer, ServerError> {
+        let mut listeners = Vec::new();
+        let mut names = Vec::new();
+        for addr in &p.tcp {
+            let l = TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|_| l))
+                .map_err(|source| ServerError::Tcp {
+                    addr: *addr,
+                    source,
+                })?;
+            names.push(l.local_addr().map_or(addr.to_string(), |a| a.to_string()));
+            listeners.push(Listener::Tcp(l));
+        }
+        for path in &p.unix {
+            let err = |source| ServerError::Unix {
+                path: path.clone(),
+                source,
+            };
+            // A socket left by a previous run would make bind fail; anything else is kept.
+            if let Ok(m) = std::fs::symlink_metadata(path) {
+                use std::os::unix::fs::FileTypeExt;
+                if m.file_type().is_socket() {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            let l = UnixListener::bind(path).map_err(err)?;
+            l.set_nonblocking(true).map_err(err)?;
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(err)?;
+            names.push(format!("unix:{}", path.display()));
+            listeners.push(Listener::Unix(l, path.clone()));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(p.state.clone()));
+        let mut worker = Worker {
+            listeners,
+            names: names.clone(),
+            conns: Vec::new(),
+            auth: p.auth,
+            config_file: p.config_file,
+            fingerprint: p.fingerprint,
+            or_listeners: p.or_listeners,
+            metrics: p.metrics,
+            started: p.started,
+            state: state.clone(),
+            facts: process_facts(),
+            bw_history: VecDeque::with_capacity(BW_HISTORY),
+            last_bytes: None,
+            next_bw: Instant::now() + Duration::from_secs(1),
+            tap_min: None,
+            rng: rand::rngs::OsRng,
+        };
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("fors-controlport".into())
+            .spawn(move || worker.run(&flag))
+            .map_err(ServerError::Thread)?;
+        Ok(ControlPortServer {
+            stop,
+            state,
+            listeners: names,
+            thread: Some(thread),
+        })
+    }
+
+    /// Where it listens (`addr:port` or `unix:path`).
+    pub fn listeners(&self) -> &[String] {
+        &self.listeners
+    }
+
+    /// Replaces what GETINFO/GETCONF report (after a reload).
+    pub fn update(&self, state: RelayState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    /// Stops the thread, closes every connection and removes Unix sockets.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ControlPortServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Worker {
+    listeners: Vec<Listener>,
+    names: Vec<String>,
+    conns: Vec<Conn>,
+    auth: AuthConfig,
+    config_file: Option<PathBuf>,
+    fingerprint: RsaIdentity,
+    or_listeners: Vec<SocketAddr>,
+    metrics: Arc<MetricsRegistry>,
+    started: Instant,
+    state: Arc<Mutex<RelayState>>,
+    facts: ProcessFacts,
+    bw_history: VecDeque<(u64, u64)>,
+    last_bytes: Option<(u64, u64)>,
+    next_bw: Instant,
+    tap_min: Option<LogSeverity>,
+    rng: rand::rngs::OsRng,
+}
+
+/// Sends a signal to our own process; the main thread reads it from its signalfd.
+fn raise(sig: ControlSignal) {
+    let signo = match sig {
+        ControlSignal::Reload => libc::SIGHUP,
+        ControlSignal::Shutdown => libc::SIGINT,
+        ControlSignal::Halt => libc::SIGTERM,
+        ControlSignal::Dump => libc::SIGUSR1,
+        ControlSignal::Debug => libc::SIGUSR2,
+    };
+    // SAFETY: kill(2) with our own pid and a valid signal number has no memory effects.
+    unsafe {
+        libc::kill(libc::getpid(), signo);
+    }
+}
+
+impl Worker {
+    fn run(&mut self, stop: &AtomicBool) {
+        let mut events = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let mut busy = self.accept();
+            let mut signals = Vec::new();
+            for i in 0..self.conns.len() {
+                busy |= self.read_conn(i, &mut signals);
+            }
+            let now = Instant::now();
+            if now >= self.next_bw {
+                self.bw_tick();
+                self.next_bw = (self.next_bw + Duration::from_secs(1)).max(now);
+            }
+            events.clear();
+            let dropped = log::drain_events(&mut events);
+            self.send_log_events(&events, dropped);
+            for c in &mut self.conns {
+                busy |= flush(c);
+            }
+            // An owning controller that went away takes the relay with it (TAKEOWNERSHIP).
+            let before = self.conns.len();
+            let mut owner_gone = false;
+            self.conns.retain(|c| {
+                let done = c.closing && c.output.is_empty();
+                owner_gone |= done && c.session.is_owner();
+                if done && c.dropped_events > 0 {
+                    log::log_info!(
+                        "ControlPort: a controller closed after {} events were dropped because \
+                         it did not read them.",
+                        c.dropped_events
+                    );
+                }
+                !done
+            });
+            if self.conns.len() != before {
+                self.update_tap();
+            }
+            if owner_gone {
+                signals.push(ControlSignal::Halt);
+            }
+            // After the replies went out, so a controller sees "250 OK" before we exit.
+            for s in signals {
+                raise(s);
+            }
+            if !busy {
+                std::thread::sleep(POLL);
+            }
+        }
+        if self.tap_min.is_some() {
+            log::set_event_tap(None, 0);
+        }
+        for l in &self.listeners {
+            if let Listener::Unix(_, path) = l {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// Accepts waiting connections; whether any arrived.
+    fn accept(&mut self) -> bool {
+        let mut any = false;
+        for l in &self.listeners {
+            loop {
+                let s = match l {
+                    Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                        let _ = s.set_nodelay(true);
+                        s.set_nonblocking(true).map(|_| Stream::Tcp(s))
+                    }),
+                    Listener::Unix(l, _) => l
+                        .accept()
+                        .map(|(s, _)| s.set_nonblocking(true).map(|_| Stream::Unix(s))),
+                };
+                let stream = match s {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(_)) => continue,
+                    Err(_) => break,
+                };
+                any = true;
+                let mut c = Conn {
+                    stream,
+                    session: Session::new(),
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    closing: false,
+                    dropped_events: 0,
+                };
+                if self.conns.len() >= MAX_CONNECTIONS {
+                    c.output
+                        .extend_from_slice(b"451 Too many controller connections\r\n");
+                    c.closing = true;
+                    let _ = flush(&mut c);
+                    continue;
+                }
+                self.conns.push(c);
+            }
+        }
+        any
+    }
+
+    /// Reads what connection `i` sent and answers every complete line.
+    fn read_conn(&mut self, i: usize, signals: &mut Vec<ControlSignal>) -> bool {
+        let mut buf = [0u8; 4096];
+        let mut any = false;
+        loop {
+            let c = &mut self.conns[i];
+            // A controller that does not read its replies is not read from either.
+            if c.closing || c.output.len() > MAX_PENDING_OUTPUT {
+                return any;
+            }
+            match c.stream.read(&mut buf) {
+                Ok(0) => {
+                    c.closing = true;
+                    c.output.clear();
+                    return true;
+                }
+                Ok(n) => {
+                    any = true;
+                    c.input.extend_from_slice(&buf[..n]);
+                    self.handle_lines(i, signals);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return any,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    c.closing = true;
+                    c.output.clear();
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn handle_lines(&mut self, i: usize, signals: &mut Vec<ControlSignal>) {
+        loop {
+            let c = &mut self.conns[i];
+            if c.closing {
+                return;
+            }
+            let Some(end) = c.input.iter().position(|&b| b == b'\n') else {
+                if c.input.len() > MAX_LINE {
+                    c.output.extend_from_slice(b"500 Line too long\r\n");
+                    c.closing = true;
+                }
+                return;
+            };
+            if end > MAX_LINE {
+                c.output.extend_from_slice(b"500 Line too long\r\n");
+                c.closing = true;
+                return;
+            }
+            let raw: Vec<u8> = c.input.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&raw[..end]);
+            let line = line.strip_suffix('\r').unwrap_or(&line).to_string();
+            let outcome = {
+                let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let (read, written) = self.metrics.total_bytes();
+                let history: Vec<(u64, u64)> = self.bw_history.iter().copied().collect();
+                let view = RelayView {
+                    config: &state.config,
+                    config_file: self.config_file.as_deref(),
+                    fingerprint: self.fingerprint,
+                    address: state.address,
+                    exit_policy_full: &state.exit_policy_full,
+                    or_listeners: &self.or_listeners,
+                    control_listeners: &self.names,
+                    traffic: (read, written),
+                    uptime_secs: self.started.elapsed().as_secs(),
+                    pid: self.facts.pid,
+                    uid: self.facts.uid,
+                    user: &self.facts.user,
+                    descriptor_limit: self.facts.descriptor_limit,
+                    bw_history: &history,
+                    ns_self: None,
+                };
+                self.conns[i]
+                    .session
+                    .handle_line(&line, &self.auth, &view, &mut self.rng)
+            };
+            let c = &mut self.conns[i];
+            c.output.extend_from_slice(&outcome.reply);
+            c.closing |= outcome.close;
+            match outcome.action {
+                Some(Action::Signal(s)) => signals.push(s),
+                Some(Action::EventsChanged) => self.update_tap(),
+                Some(Action::TakeOwnership) | Some(Action::DropOwnership) | None => {}
+            }
+        }
+    }
+
+    /// Collects log messages at the least severe level any controller wants.
+    fn update_tap(&mut self) {
+        let all = self
+            .conns
+            .iter()
+            .filter(|c| !c.closing)
+            .fold(EventSet::EMPTY, |s, c| s.union(c.session.events()));
+        let min = all.min_log_severity();
+        if min != self.tap_min {
+            log::set_event_tap(min, LOG_QUEUE);
+            self.tap_min = min;
+        }
+    }
+
+    fn bw_tick(&mut self) {
+        let (r, w) = self.metrics.total_bytes();
+        let (dr, dw) = match self.last_bytes {
+            None => (0, 0),
+            Some((lr, lw)) => (r.saturating_sub(lr), w.saturating_sub(lw)),
+        };
+        self.last_bytes = Some((r, w));
+        if self.bw_history.len() == BW_HISTORY {
+            self.bw_history.pop_front();
+        }
+        self.bw_history.push_back((dr, dw));
+        let line = bw_event(dr, dw);
+        for c in &mut self.conns {
+            if c.session.events().contains("BW") {
+                queue_event(c, &line);
+            }
+        }
+    }
+
+    fn send_log_events(&mut self, events: &[LogEvent], dropped: u64) {
+        for c in &mut self.conns {
+            let set = c.session.events();
+            if set.is_empty() {
+                continue;
+            }
+            for e in events {
+                if set.contains(super::events::log_event_name(e.severity)) {
+                    queue_event(c, &log_event(e.severity, &e.message));
+                }
+            }
+            if dropped > 0 && set.contains("WARN") {
+                let msg = format!(
+                    "Fors dropped {dropped} log messages for controllers: more than {LOG_QUEUE} \
+                     arrived between two polls."
+                );
+                queue_event(c, &log_event(LogSeverity::Warn, &msg));
+            }
+        }
+    }
+}
+
+fn queue_event(c: &mut Conn, bytes: &[u8]) {
+    if c.closing {
+        return;
+    }
+    if c.output.len() + bytes.len() > MAX_PENDING_OUTPUT {
+        c.dropped_events += 1;
+        return;
+    }
+    c.output.extend_from_slice(bytes);
+}
+
+/// Writes what the socket takes; whether anything was written. A write error closes.
+fn flush(c: &mut Conn) -> bool {
+    let mut any = false;
+    while !c.output.is_empty() {
+        match c.stream.write(&c.output) {
+            Ok(0) => {
+                c.output.clear();
+                c.closing = true;
+                break;
+            }
+            Ok(n) => {
+                c.output.drain(..n);
+                any = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                c.output.clear();
+                c.closing = true;
+                break;
+            }
+        }
+    }
+    any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_str, MemFs};
+    use std::io::{BufRead, BufReader};
+
+    fn params(unix: PathBuf) -> ServerParams {
+        let config = parse_str(&MemFs::default(), "torrc", "ORPort 127.0.0.1:9001\n")
+            .unwrap()
+            .0;
+        ServerParams {
+            tcp: vec!["127.0.0.1:0".parse().unwrap()],
+            unix: vec![unix],
+            auth: AuthConfig::default(),
+            config_file: None,
+            fingerprint: RsaIdentity::from_hex("DEADBEEF00112233445566778899AABBCCDDEEFF").unwrap(),
+            or_listeners: vec!["127.0.0.1:9001".parse().unwrap()],
+            metrics: Arc::new(MetricsRegistry::new(1, Instant::now())),
+            started: Instant::now(),
+            state: RelayState::new(config, &ExitPolicy::reject_all(), None),
+        }
+    }
+
+    fn read_line(r: &mut impl BufRead) -> String {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        l
+    }
+
+    #[test]
+    fn serves_tcp_and_unix_with_bounds() {
+        let dir = std::env::temp_dir().join(format!("fors-cp-srv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("control");
+        let server = ControlPortServer::start(params(sock.clone())).unwrap();
+        let tcp_addr: SocketAddr = server.listeners()[0].parse().unwrap();
+        assert_eq!(server.listeners()[1], format!("unix:{}", sock.display()));
+
+        // Unix socket: authenticate (NULL), GETINFO, BW events once a second.
+        let mut u = UnixStream::connect(&sock).unwrap();
+        u.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        u.write_all(
+            b"AUTHENTICATE\r\nGETINFO net/listeners/control exit-policy/full\r\nSETEVENTS BW\r\n",
+        )
+        .unwrap();
+        let mut r = BufReader::new(u.try_clone().unwrap());
+        assert_eq!(read_line(&mut r), "250 OK\r\n");
+        let l = read_line(&mut r);
+        assert_eq!(
+            l,
+            format!(
+                "250-net/listeners/control=\"{tcp_addr}\" \"unix:{}\"\r\n",
+                sock.display()
+            )
+        );
+        assert_eq!(read_line(&mut r), "250-exit-policy/full=reject *:*\r\n");
+        assert_eq!(read_line(&mut r), "250 OK\r\n");
+        assert_eq!(read_line(&mut r), "250 OK\r\n");
+        assert_eq!(read_line(&mut r), "650 BW 0 0\r\n");
+        assert_eq!(read_line(&mut r), "650 BW 0 0\r\n");
+
+        // TCP: an overlong line is refused and the connection closed.
+        let mut t = TcpStream::connect(tcp_addr).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let long = vec![b'A'; MAX_LINE + 10];
+        let _ = t.write_all(&long);
+        let mut rt = BufReader::new(t);
+        assert_eq!(read_line(&mut rt), "500 Line too long\r\n");
+        assert_eq!(read_line(&mut rt), "");
+
+        // Connection limit: the one over the bound gets 451 and is closed.
+        let mut extra: Vec<TcpStream> = Vec::new();
+        for _ in 0..MAX_CONNECTIONS - 1 {
+            let s = TcpStream::connect(tcp_addr).unwrap();
+            extra.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let over = TcpStream::connect(tcp_addr).unwrap();
+        over.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut ro = BufReader::new(over);
+        assert_eq!(
+            read_line(&mut ro),
+            "451 Too many controller connections\r\n"
+        );
+        // The Unix controller still works.
+        u.write_all(b"GETINFO process/pid\r\n").unwrap();
+        let pid = format!("250-process/pid={}\r\n", std::process::id());
+        let mut seen = false;
+        for _ in 0..10 {
+            let l = read_line(&mut r);
+            if l == pid {
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen);
+        server.stop();
+        assert!(!sock.exists(), "Unix socket removed on stop");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
