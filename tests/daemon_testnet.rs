@@ -55,6 +55,8 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     let resolv = tmp.path().join("exit-resolv.conf");
     std::fs::write(&resolv, format!("nameserver {}\n", unbound.addr)).unwrap();
     let echo = start_echo_server();
+    // The middle's ControlPort (no authentication configured: NULL auth, loopback only).
+    let control_port = daemon_common::free_port();
     let status = Command::new("python3")
         .arg(testnet_script())
         .arg("--dir")
@@ -80,6 +82,8 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
             "forsexit1 ServerDNSResolvConfFile {}",
             resolv.display()
         ))
+        .arg("--slot-option")
+        .arg(format!("forsmiddle1 ControlPort 127.0.0.1:{control_port}"))
         .status()
         .unwrap();
     assert!(status.success(), "testnet up failed");
@@ -100,6 +104,28 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
         Duration::from_secs(240),
     );
     assert!(l.contains(" Running") && l.contains(" Valid"), "{l}");
+    // What nyx reads: our own consensus entry through the ControlPort.
+    let net: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("network.json")).unwrap()).unwrap();
+    let fp = net["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["nick"] == "forsmiddle1")
+        .and_then(|r| r["fingerprint"].as_str())
+        .unwrap()
+        .to_string();
+    let ns = control_getinfo(control_port, &format!("ns/id/{fp}"));
+    assert!(ns.contains("\nr forsmiddle1 "), "{ns}");
+    let s_line = ns
+        .lines()
+        .find(|l| l.starts_with("s "))
+        .unwrap_or_else(|| panic!("{ns}"));
+    assert!(
+        s_line.contains("Running") && s_line.contains("Valid"),
+        "{ns}"
+    );
+    assert!(!s_line.contains("Exit"), "{ns}");
     let l = wait_for_file_line(
         &exit_log,
         "Fors is listed in the consensus",
@@ -169,6 +195,18 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
 }
 
 /// A TCP echo server on 127.0.0.2 (not a relay address, inside the exits' policy).
+/// `AUTHENTICATE` (NULL) then `GETINFO key` on a ControlPort; the whole reply text.
+fn control_getinfo(port: u16, key: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "AUTHENTICATE\r\nGETINFO {key}\r\nQUIT\r\n").unwrap();
+    let mut out = String::new();
+    // QUIT makes the server close after its answers; a timeout ends the read too.
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("250 OK\r\n"), "{out}");
+    out.replace("\r\n", "\n")
+}
+
 fn start_echo_server() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.2:0").unwrap();
     let addr = l.local_addr().unwrap();

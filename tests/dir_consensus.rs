@@ -258,6 +258,17 @@ fn gencert_certs_and_signed_consensus() {
     assert_eq!(r1.bandwidth, Some(20));
     assert_eq!(r1.microdesc_digest, Some([7; 32]));
     assert_eq!(r1.protocols.as_deref(), Some("Relay=2-4"));
+    // The ControlPort's `ns/id` form: the microdesc entry plus our descriptor digest.
+    let published = isotime::format_secs(now_s - 3600);
+    assert_eq!(
+        r1.ns_entry(&[0xAB; 20]),
+        format!(
+            "r relay1 {} {} {published} 127.0.0.1 5101 0\na [::1]:6101\n\
+             s Exit Fast Running Valid\nv Tor 0.4.9.11\nw Bandwidth=20\n",
+            b64(&[2; 20]),
+            b64(&[0xAB; 20])
+        )
+    );
     let r2 = c.is_listed(&RsaIdentity([3; 20])).unwrap();
     assert!(!r2.flags.contains(RelayFlags::RUNNING));
     assert!(c.is_listed(&RsaIdentity([9; 20])).is_none());

@@ -15,5 +15,5 @@ pub mod session;
 pub use auth::{AuthConfig, Cookie, HashedPassword};
 pub use events::EventSet;
 pub use info::RelayView;
-pub use server::{ControlPortServer, RelayState, ServerError, ServerParams};
+pub use server::{ControlPortServer, RelayState, SelfStatus, ServerError, ServerParams};
 pub use session::{Action, ControlSignal, Outcome, Session};

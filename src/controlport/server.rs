@@ -83,7 +83,12 @@ pub struct ServerParams {
     pub metrics: Arc<MetricsRegistry>,
     pub started: Instant,
     pub state: RelayState,
+    /// Our own consensus entry in `ns` form, if listed (read per `GETINFO ns/id/…`).
+    pub self_status: SelfStatus,
 }
+
+/// Where the server reads our current consensus entry from (the control plane's snapshot).
+pub type SelfStatus = Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync>;
 
 /// Why the ControlPort could not start.
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +228,7 @@ impl ControlPortServer {
             fingerprint: p.fingerprint,
             or_listeners: p.or_listeners,
             metrics: p.metrics,
+            self_status: p.self_status,
             started: p.started,
             state: state.clone(),
             facts: process_facts(),
@@ -281,6 +287,7 @@ struct Worker {
     metrics: Arc<MetricsRegistry>,
     started: Instant,
     state: Arc<Mutex<RelayState>>,
+    self_status: SelfStatus,
     facts: ProcessFacts,
     bw_history: VecDeque<(u64, u64)>,
     last_bytes: Option<(u64, u64)>,
@@ -461,6 +468,7 @@ impl Worker {
                 let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 let (read, written) = self.metrics.total_bytes();
                 let history: Vec<(u64, u64)> = self.bw_history.iter().copied().collect();
+                let ns_self = (self.self_status)();
                 let view = RelayView {
                     config: &state.config,
                     config_file: self.config_file.as_deref(),
@@ -476,7 +484,7 @@ impl Worker {
                     user: &self.facts.user,
                     descriptor_limit: self.facts.descriptor_limit,
                     bw_history: &history,
-                    ns_self: None,
+                    ns_self: ns_self.as_deref(),
                 };
                 self.conns[i]
                     .session
@@ -605,6 +613,7 @@ mod tests {
             metrics: Arc::new(MetricsRegistry::new(1, Instant::now())),
             started: Instant::now(),
             state: RelayState::new(config, &ExitPolicy::reject_all(), None),
+            self_status: Arc::new(|| None),
         }
     }
 

@@ -153,6 +153,43 @@ pub struct RouterStatus {
     pub microdesc_digest: Option<[u8; 32]>,
 }
 
+impl RouterStatus {
+    /// This entry in the `ns` form a controller reads from `GETINFO ns/id/…` (control-spec
+    /// §3.9; C `routerstatus_format_entry` for the control port): `r` with the descriptor
+    /// digest, `a`, `s`, `v`, `w`. A microdesc consensus has no descriptor digest, so the
+    /// caller supplies the one of the descriptor we published.
+    pub fn ns_entry(&self, descriptor_digest: &[u8; 20]) -> String {
+        use base64::engine::general_purpose::STANDARD_NO_PAD;
+        use base64::Engine as _;
+        use std::fmt::Write as _;
+        let mut t = format!(
+            "r {} {} {} {} {} {} {}\n",
+            self.nickname,
+            STANDARD_NO_PAD.encode(self.rsa_identity.0),
+            STANDARD_NO_PAD.encode(descriptor_digest),
+            isotime::format_secs(self.published_secs),
+            self.address,
+            self.or_port,
+            self.dir_port
+        );
+        for a in &self.extra_addresses {
+            let _ = writeln!(t, "a {a}");
+        }
+        let _ = writeln!(t, "s {}", self.flags.names().join(" "));
+        if let Some(v) = &self.version {
+            let _ = writeln!(t, "v {v}");
+        }
+        if let Some(bw) = self.bandwidth {
+            let _ = write!(t, "w Bandwidth={bw}");
+            if self.unmeasured {
+                t.push_str(" Unmeasured=1");
+            }
+            t.push('\n');
+        }
+        t
+    }
+}
+
 /// Digest algorithm named on a `directory-signature` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureAlgorithm {

@@ -118,6 +118,7 @@ pub fn initial_snapshot(
         ntor_keys: Arc::new(ntor_key_map(keys)),
         exit_policy: Arc::new(exit_policy.clone()),
         link: Arc::new(link),
+        self_status: None,
     }
 }
 

@@ -362,6 +362,10 @@ impl Relay {
             bound,
             &self.metrics,
             started,
+            {
+                let cell = network.clone();
+                Arc::new(move || cell.load().self_status.clone())
+            },
         )?;
 
         let (endpoints, trusted) = dirworker::endpoints(&config.dir_authorities);
@@ -649,6 +653,7 @@ fn start_control_port(
     or_bound: std::net::SocketAddr,
     metrics: &Arc<MetricsRegistry>,
     started: Instant,
+    self_status: crate::controlport::SelfStatus,
 ) -> Result<Option<ControlPortServer>, RelayError> {
     if config.control_ports.is_empty() && config.control.unix_sockets.is_empty() {
         return Ok(None);
@@ -691,6 +696,7 @@ fn start_control_port(
         started,
         state: RelayState::new(config.clone(), exit_policy, ipv4_address(config)),
         auth: auth.clone(),
+        self_status,
     })?;
     log_notice!(
         "ControlPort listening on {} (authentication: {}).",

@@ -132,6 +132,8 @@ pub struct Directory {
     fetch_failures: u32,
     started: SystemTime,
     cannot_publish_reported: Option<String>,
+    /// SHA-1 digest of the descriptor we last submitted for upload (the `r` line's digest).
+    published_digest: Option<[u8; 20]>,
 }
 
 impl Directory {
@@ -151,6 +153,7 @@ impl Directory {
             fetch_failures: 0,
             started: SystemTime::now(),
             cannot_publish_reported: None,
+            published_digest: None,
         }
     }
 
@@ -221,7 +224,8 @@ impl Directory {
                 PublishDecision::Publish { reason } => {
                     self.next_publish_check = now + Duration::from_secs(60);
                     match self.build_upload(config, keys, policy, or_port, observed, uptime, wall) {
-                        Ok((request, text)) => {
+                        Ok((request, text, digest)) => {
+                            self.published_digest = Some(digest);
                             log_notice!("Uploading our descriptor ({reason}).");
                             let job = DirJob::Upload {
                                 request: request.with_reason(&reason),
@@ -264,7 +268,7 @@ impl Directory {
         observed: u64,
         uptime: u64,
         wall: SystemTime,
-    ) -> Result<(UploadRequest, String), String> {
+    ) -> Result<(UploadRequest, String, [u8; 20]), String> {
         let params = descriptor_params(config, policy, or_port, observed, uptime, wall)?;
         let ei = build_extra_info(keys, &params.nickname, wall)
             .map_err(|e| format!("extra-info: {e}"))?;
@@ -273,7 +277,7 @@ impl Directory {
         check_descriptor(&desc.text, Some(wall))
             .map_err(|e| format!("our own descriptor fails the authorities' checks: {e}"))?;
         let text = desc.text.clone();
-        Ok((UploadRequest::new(&desc, Some(&ei)), text))
+        Ok((UploadRequest::new(&desc, Some(&ei)), text, desc.digest))
     }
 
     fn uploaded(
@@ -371,6 +375,9 @@ impl Directory {
         self.next_fetch = now + fresh_for.clamp(min, max);
 
         let ours = c.is_listed(&keys.rsa_identity());
+        let self_status = ours
+            .zip(self.published_digest.as_ref())
+            .map(|(rs, d)| Arc::<str>::from(rs.ns_entry(d)));
         let flags = ours.map(|rs| rs.flags);
         self.listing = match ours {
             None => Listing::NotListed,
@@ -428,6 +435,7 @@ impl Directory {
         Some(NetworkSnapshotUpdate {
             consensus_params: c.params.raw.clone(),
             known_relays: Arc::new(relays),
+            self_status,
         })
     }
 }
@@ -436,6 +444,7 @@ impl Directory {
 pub struct NetworkSnapshotUpdate {
     pub consensus_params: BTreeMap<String, i32>,
     pub known_relays: Arc<BTreeMap<crate::crypto::ids::RsaIdentity, KnownRelay>>,
+    pub self_status: Option<Arc<str>>,
 }
 
 impl NetworkSnapshotUpdate {
@@ -443,6 +452,7 @@ impl NetworkSnapshotUpdate {
         NetworkSnapshot {
             consensus_params: self.consensus_params,
             known_relays: self.known_relays,
+            self_status: self.self_status,
             ..old.clone()
         }
     }

@@ -108,6 +108,9 @@ pub struct NetworkSnapshot {
     /// channel; rebuilt from fresh link certificates before they expire and when the signing
     /// key is renewed. A channel keeps the context it started with.
     pub link: Arc<LinkContext>,
+    /// Our own consensus entry in `ns` form (for the ControlPort's `GETINFO ns/id/…`), when
+    /// the current consensus lists us and we know the digest of the descriptor we published.
+    pub self_status: Option<Arc<str>>,
 }
 
 impl NetworkSnapshot {
