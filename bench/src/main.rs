@@ -2,7 +2,8 @@
 //!
 //! It is a Tor client built on Fors's protocol core: a TLS link to the first hop, circuits
 //! built with CREATE2/EXTEND2, exit streams to a sink/source server on loopback, every byte
-//! checked against a seeded pattern, SENDME v1 flow control. Workers run one per thread.
+//! checked against a seeded pattern, SENDME v1 flow control. Workers run one per pinned
+//! io_uring shard of `fors::shard::Runtime` (see `worker`).
 
 mod circ;
 mod cli;
@@ -190,19 +191,24 @@ fn run(opts: &Options) -> Result<Summary, String> {
     );
     let elapsed_s = start.elapsed().as_secs_f64();
     let mut total = WorkerStats::default();
+    let mut workers_cpu_s = 0.0;
     match rt.stop() {
         Ok(reports) => {
             for r in reports {
                 total.merge(&r.handler.stats);
+                workers_cpu_s += r.handler.cpu_s;
             }
         }
         Err(e) => total.error(&format!("worker: {e}")),
     }
+    let sink_cpu_s = server.as_ref().map(|s| s.cpu_seconds());
     drop(server);
     Ok(Summary {
         stats: total,
         elapsed_s,
         cpu_s: stats::process_cpu_seconds(),
+        workers_cpu_s,
+        sink_cpu_s,
         timeline,
         path: path.iter().map(|r| r.nick.clone()).collect(),
     })

@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use crate::circ::{Body, CellOut, Circuit, Ctx, Dir, StreamPlan};
 use crate::cli::HandshakeKind;
 use crate::path::Relay;
-use crate::stats::{Live, WorkerStats};
+use crate::stats::{thread_cpu_seconds, Live, WorkerStats};
 
 /// Cells the channel queues before circuits stop producing (≈ 256 KiB).
 pub const LINK_QUEUE_CELLS: usize = 512;
@@ -144,6 +144,8 @@ pub struct Worker {
     live: Arc<Live>,
     finished: Arc<AtomicUsize>,
     pub stats: WorkerStats,
+    /// This shard thread's CPU time, sampled every tick and when the worker finishes.
+    pub cpu_s: f64,
     /// For circuits (handshakes, IDs, SENDME state).
     rng: StdRng,
     /// For the channel (TLS SNI); separate so both can be borrowed while reading.
@@ -178,6 +180,7 @@ impl Worker {
             live,
             finished,
             stats: WorkerStats::default(),
+            cpu_s: 0.0,
             rng: StdRng::from_entropy(),
             chan_rng: StdRng::from_entropy(),
             tls,
@@ -202,6 +205,7 @@ impl Worker {
             return;
         }
         self.done = true;
+        self.cpu_s = thread_cpu_seconds();
         self.flush(out);
         if let Some(conn) = self.conn {
             let _ = out.close(conn);
@@ -597,6 +601,7 @@ impl ConnHandler for Worker {
         if self.done {
             return;
         }
+        self.cpu_s = thread_cpu_seconds();
         if now.saturating_duration_since(self.start) >= self.plan.timeout {
             self.give_up("timeout", out);
             return;
