@@ -141,6 +141,8 @@ impl ChannelSink for Dispatch<'_, '_> {
 /// One worker: a shard's handler.
 pub struct Worker {
     plan: WorkerPlan,
+    /// The directions the plan asks for, with bytes per stream.
+    dirs: Vec<(Dir, u64)>,
     live: Arc<Live>,
     finished: Arc<AtomicUsize>,
     pub stats: WorkerStats,
@@ -175,7 +177,12 @@ impl Worker {
         finished: Arc<AtomicUsize>,
     ) -> Worker {
         let now = Instant::now();
+        let dirs = [(Dir::Down, plan.download), (Dir::Up, plan.upload)]
+            .into_iter()
+            .filter_map(|(d, s)| s.map(|s| (d, s)))
+            .collect();
         Worker {
+            dirs,
             plan,
             live,
             finished,
@@ -278,10 +285,7 @@ impl Worker {
         if !chan.is_open() {
             return false;
         }
-        let dirs: Vec<(Dir, u64)> = [(Dir::Down, self.plan.download), (Dir::Up, self.plan.upload)]
-            .into_iter()
-            .filter_map(|(d, s)| s.map(|s| (d, s)))
-            .collect();
+        let dirs = &self.dirs;
         let plan = &self.plan;
         let bulk = !dirs.is_empty() && plan.circuits > 0;
         let end = plan.duration.map(|d| self.start + d);
@@ -332,7 +336,7 @@ impl Worker {
             if !s.circ.is_open() {
                 continue;
             }
-            for &(dir, bytes) in &dirs {
+            for &(dir, bytes) in dirs {
                 let di = dir_index(dir);
                 while (s.circ.active_in(dir) as u32) < plan.streams
                     && (s.started[di] < plan.streams || may_repeat)
