@@ -1,7 +1,8 @@
 //! A responder channel against a hand-driven TLS initiator that writes its own handshake
 //! cells: an independent recomputation of SLOG/CLOG/TLSSECRETS that the responder must
 //! accept, and every way of getting AUTHENTICATE or the early cells wrong, each closing the
-//! channel with a typed reason.
+//! channel with a typed reason. And the reverse: a client channel (`Channel::new_client`)
+//! against a hand-driven TLS responder, to read back exactly what a client sends.
 
 mod channel_support;
 
