@@ -61,9 +61,14 @@ pub struct WorkerPlan {
 }
 
 impl WorkerPlan {
-    /// A worker with neither circuits nor a CREATE2 flood has nothing to do.
+    /// A bulk worker without circuits has nothing to do (its flood, if any, only runs
+    /// while its own bulk streams do); neither has a flood-only worker without a rate.
     pub fn is_idle(&self) -> bool {
-        self.circuits == 0 && self.create_rate.is_none()
+        if self.download.is_some() || self.upload.is_some() {
+            self.circuits == 0
+        } else {
+            self.create_rate.is_none()
+        }
     }
 }
 
@@ -287,7 +292,7 @@ impl Worker {
         }
         let dirs = &self.dirs;
         let plan = &self.plan;
-        let bulk = !dirs.is_empty() && plan.circuits > 0;
+        let bulk = !dirs.is_empty();
         let end = plan.duration.map(|d| self.start + d);
         let mut ctx = Ctx {
             stats: &mut self.stats,
@@ -627,5 +632,38 @@ impl ConnHandler for Worker {
         }
         self.handle_events(out);
         self.drive(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(circuits: u32, download: Option<u64>, create_rate: Option<f64>) -> WorkerPlan {
+        WorkerPlan {
+            index: 0,
+            path: Arc::new(Vec::new()),
+            circuits,
+            streams: 1,
+            download,
+            upload: None,
+            duration: None,
+            timeout: Duration::from_secs(1),
+            handshake: HandshakeKind::Ntor,
+            target: "127.0.0.1:1".parse().unwrap(),
+            seed_base: 0,
+            rate: None,
+            create_rate,
+        }
+    }
+
+    #[test]
+    fn idle_workers_are_recognised() {
+        assert!(!plan(1, Some(1), None).is_idle());
+        assert!(plan(0, Some(1), None).is_idle());
+        // A flood rides on the worker's own bulk streams: none, nothing to do.
+        assert!(plan(0, Some(1), Some(10.0)).is_idle());
+        assert!(!plan(0, None, Some(10.0)).is_idle());
+        assert!(plan(0, None, None).is_idle());
     }
 }
