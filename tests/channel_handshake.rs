@@ -309,3 +309,142 @@ fn circ_id_allocators_follow_the_high_bit_rule() {
     assert!(ai.check_peer_create(id_r).is_ok());
     assert!(ai.check_peer_create(id_i).is_err());
 }
+
+/// A client channel (no relay keys) to `b`, pumped until settled.
+fn client_to(b: &Fixture, expected: ExpectedPeer) -> (Channel, Collect, Channel, Collect) {
+    let mut rng = rand::thread_rng();
+    let tls =
+        fors::proto::channel::tls::client_config(fors::proto::channel::tls::provider()).unwrap();
+    let mut client = Channel::new_client(
+        tls,
+        ChannelConfig::default(),
+        expected,
+        LOCAL,
+        now(),
+        &mut rng,
+    )
+    .unwrap();
+    let mut resp = Channel::new_responder(b.ctx.clone(), LOCAL, now()).unwrap();
+    let (mut sc, mut sr) = (Collect::default(), Collect::default());
+    pump(&mut client, &mut sc, &mut resp, &mut sr);
+    (client, sc, resp, sr)
+}
+
+#[test]
+fn client_channel_verifies_the_relay_and_stays_a_client() {
+    let b = relay_b();
+    let expected = ExpectedPeer {
+        rsa: b.id.rsa_id(),
+        ed: Some(b.id.ed_id()),
+    };
+    let (mut client, mut sc, mut resp, mut sr) = client_to(b, expected);
+    assert!(
+        client.is_open() && resp.is_open(),
+        "{:?} {:?}",
+        sc.events,
+        sr.events
+    );
+    assert!(client.is_client() && client.is_initiator() && !resp.is_client());
+    let oc = sc.opened().unwrap();
+    let or = sr.opened().unwrap();
+    // The client proved the relay's identities from its CERTS.
+    assert_eq!(
+        oc.peer,
+        PeerIdentity::Relay {
+            rsa: b.id.rsa_id(),
+            ed: b.id.ed_id()
+        }
+    );
+    assert!(!oc.authenticated_to_peer);
+    assert_eq!(oc.link_version, 5);
+    assert_eq!(oc.our_addr_according_to_peer, Some(LOCAL));
+    // The relay saw no AUTHENTICATE (a client) and no address of ours in NETINFO.
+    assert_eq!(or.peer, PeerIdentity::Client);
+    assert!(!or.canonical);
+    assert_eq!(resp.peer(), Some(PeerIdentity::Client));
+
+    // Cells flow both ways; circuit IDs we allocate have the high bit set.
+    let id = client
+        .circ_id_allocator()
+        .allocate(&mut rand::thread_rng(), |_| false);
+    assert!(id.is_some_and(|c| c.0 & 0x8000_0000 != 0));
+    client
+        .send_cell(CircId(0x8000_0001), ChanCmd::CREATE_FAST, &[3; 509])
+        .unwrap();
+    resp.send_cell(CircId(0x8000_0001), ChanCmd::CREATED_FAST, &[4; 509])
+        .unwrap();
+    pump(&mut client, &mut sc, &mut resp, &mut sr);
+    assert_eq!(sr.cells.len(), 1);
+    assert_eq!(sr.cells[0].1, ChanCmd::CREATE_FAST);
+    assert_eq!(sc.cells.len(), 1);
+    assert_eq!(sc.cells[0].1, ChanCmd::CREATED_FAST);
+    assert_eq!(sc.cells[0].2, vec![4u8; 509]);
+    assert!(sc.closed().is_none() && sr.closed().is_none());
+}
+
+#[test]
+fn client_channel_with_wrong_expected_identities_closes() {
+    let (a, b) = (relay_a(), relay_b());
+    let (client, sc, resp, sr) = client_to(
+        b,
+        ExpectedPeer {
+            rsa: a.id.rsa_id(),
+            ed: None,
+        },
+    );
+    assert!(client.is_closed());
+    assert_eq!(
+        sc.closed(),
+        Some(&ChannelError::WrongRsaIdentity {
+            expected: a.id.rsa_id(),
+            got: b.id.rsa_id()
+        })
+    );
+    assert!(!resp.is_open() && sr.opened().is_none());
+
+    let (client, sc, _, _) = client_to(
+        b,
+        ExpectedPeer {
+            rsa: b.id.rsa_id(),
+            ed: Some(a.id.ed_id()),
+        },
+    );
+    assert!(client.is_closed());
+    assert_eq!(
+        sc.closed(),
+        Some(&ChannelError::WrongEd25519Identity {
+            expected: a.id.ed_id(),
+            got: b.id.ed_id()
+        })
+    );
+}
+
+#[test]
+fn client_channel_times_out_like_any_initiator() {
+    let mut rng = rand::thread_rng();
+    let tls =
+        fors::proto::channel::tls::client_config(fors::proto::channel::tls::provider()).unwrap();
+    let cfg = ChannelConfig {
+        handshake_timeout: std::time::Duration::from_secs(5),
+        ..ChannelConfig::default()
+    };
+    let expected = ExpectedPeer {
+        rsa: relay_b().id.rsa_id(),
+        ed: None,
+    };
+    let start = now();
+    let mut client = Channel::new_client(tls, cfg, expected, LOCAL, start, &mut rng).unwrap();
+    let mut sc = Collect::default();
+    assert!(
+        !client.pending_output().is_empty(),
+        "TLS ClientHello queued"
+    );
+    client
+        .check_timeout(start + std::time::Duration::from_secs(4), &mut sc)
+        .unwrap();
+    assert_eq!(
+        client.check_timeout(start + std::time::Duration::from_secs(6), &mut sc),
+        Err(ChannelError::HandshakeTimeout)
+    );
+    assert_eq!(sc.closed(), Some(&ChannelError::HandshakeTimeout));
+}

@@ -1,7 +1,8 @@
 //! A responder channel against a hand-driven TLS initiator that writes its own handshake
 //! cells: an independent recomputation of SLOG/CLOG/TLSSECRETS that the responder must
 //! accept, and every way of getting AUTHENTICATE or the early cells wrong, each closing the
-//! channel with a typed reason.
+//! channel with a typed reason. And the reverse: a client channel (`Channel::new_client`)
+//! against a hand-driven TLS responder, to read back exactly what a client sends.
 
 mod channel_support;
 
@@ -547,4 +548,141 @@ fn responder_output_is_bounded() {
     resp.consume_output(pending);
     assert!(resp.wants_read());
     assert_eq!(resp.queue().free_cells(), 512);
+}
+
+/// A client channel (`Channel::new_client`) against a hand-driven TLS responder that writes
+/// relay B's handshake cells itself: what the client sends is read back in plaintext, so we
+/// check it sends VERSIONS, then only a client NETINFO (timestamp 0, no addresses of its
+/// own) — no CERTS, no AUTHENTICATE — and accepts a correct responder.
+#[test]
+fn client_channel_sends_only_versions_and_a_client_netinfo() {
+    let b = relay_b();
+    let certs = b.ctx.link_certs();
+    let provider = fors::proto::channel::tls::provider();
+    let server_cfg = fors::proto::channel::tls::server_config(
+        provider.clone(),
+        &certs.link_cert_der,
+        &certs.link_key_pkcs8_der,
+    )
+    .unwrap();
+    let mut server = rustls::ServerConnection::new(server_cfg).unwrap();
+    let mut rng = rand::thread_rng();
+    let mut client = Channel::new_client(
+        fors::proto::channel::tls::client_config(provider).unwrap(),
+        fors::proto::channel::ChannelConfig::default(),
+        fors::proto::channel::ExpectedPeer {
+            rsa: b.id.rsa_id(),
+            ed: Some(b.id.ed_id()),
+        },
+        LOCAL,
+        now(),
+        &mut rng,
+    )
+    .unwrap();
+    let mut sink = Collect::default();
+    let mut plain = Vec::new();
+
+    // Moves TLS bytes both ways until quiet; the server's plaintext lands in `plain`.
+    let exchange = |client: &mut Channel,
+                    server: &mut rustls::ServerConnection,
+                    sink: &mut Collect,
+                    plain: &mut Vec<u8>| {
+        use std::io::Read;
+        for _ in 0..100 {
+            let out = client.pending_output().to_vec();
+            client.consume_output(out.len());
+            let mut s = &out[..];
+            while !s.is_empty() {
+                server.read_tls(&mut s).unwrap();
+                server.process_new_packets().unwrap();
+            }
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = server.reader().read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                plain.extend_from_slice(&buf[..n]);
+            }
+            let mut back = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut back).unwrap();
+            }
+            if !back.is_empty() {
+                let _ = client.handle_input(&back, now(), &mut rand::thread_rng(), sink);
+            }
+            if out.is_empty() && back.is_empty() {
+                return;
+            }
+        }
+        panic!("exchange did not settle");
+    };
+    exchange(&mut client, &mut server, &mut sink, &mut plain);
+
+    // 1. The client's first cell: VERSIONS (4, 5) in the 2-byte-circuit-ID form, alone.
+    assert_eq!(plain, versions(&[4, 5]), "client's opening bytes");
+    plain.clear();
+
+    // 2. B's side: VERSIONS, CERTS (1, 2, 4, 5, 7), AUTH_CHALLENGE, NETINFO.
+    let entry = |cert_type, body| CertEntry { cert_type, body };
+    let entries = [
+        entry(CertType::TLS_LINK_X509, &certs.link_cert_der[..]),
+        entry(CertType::RSA_ID_X509, &certs.identity_cert_der[..]),
+        entry(CertType::IDENTITY_V_SIGNING, certs.signing_cert.as_bytes()),
+        entry(CertType::SIGNING_V_TLS_CERT, certs.tls_cert_cert.as_bytes()),
+        entry(CertType::RSA_ID_V_IDENTITY, certs.rsa_crosscert.as_bytes()),
+    ];
+    let mut certs_body = vec![0u8; 8192];
+    let n = Certs::encode(&entries, &mut certs_body).unwrap();
+    certs_body.truncate(n);
+    let mut ac = [0u8; 36];
+    let n = fors::cell::chan::AuthChallenge::encode(
+        &[9u8; 32],
+        &[AuthMethod::ED25519_SHA256_RFC5705],
+        &mut ac,
+    )
+    .unwrap();
+    let mut flight = versions(&[4, 5]);
+    flight.extend(var_cell(ChanCmd::CERTS, &certs_body));
+    flight.extend(var_cell(ChanCmd::AUTH_CHALLENGE, &ac[..n]));
+    flight.extend(netinfo(unix_now()));
+    std::io::Write::write_all(&mut server.writer(), &flight).unwrap();
+    exchange(&mut client, &mut server, &mut sink, &mut plain);
+
+    assert!(client.is_open(), "{:?}", sink.events);
+    let info = sink.opened().unwrap();
+    assert_eq!(
+        info.peer,
+        PeerIdentity::Relay {
+            rsa: b.id.rsa_id(),
+            ed: b.id.ed_id()
+        }
+    );
+    assert!(!info.authenticated_to_peer);
+    assert!(info.canonical, "B listed the address we reached it at");
+
+    // 3. Everything the client sent after VERSIONS: exactly one NETINFO cell.
+    let f = Framer::negotiated(5).unwrap();
+    assert_eq!(plain.len(), 514, "one fixed cell, no CERTS or AUTHENTICATE");
+    let (cell, used) = f.next(&plain).unwrap().unwrap();
+    assert_eq!(used, 514);
+    let fors::cell::Cell::Fixed(fc) = cell else {
+        panic!("not a fixed cell")
+    };
+    assert_eq!(fc.cmd, ChanCmd::NETINFO);
+    assert!(fc.circ_id.is_zero());
+    let ni = Netinfo::parse(&fc.body[..]).unwrap();
+    assert_eq!(ni.timestamp, 0, "a client does not reveal its clock");
+    assert_eq!(ni.other_addr, NetinfoAddr::from(LOCAL));
+    assert_eq!(ni.my_addrs().count(), 0, "nor its addresses");
+
+    // 4. Cells flow: the client's CREATE_FAST reaches the raw responder.
+    client
+        .send_cell(CircId(0x8000_0042), ChanCmd::CREATE_FAST, &[1; 509])
+        .unwrap();
+    plain.clear();
+    exchange(&mut client, &mut server, &mut sink, &mut plain);
+    assert_eq!(
+        plain,
+        fixed_cell(0x8000_0042, ChanCmd::CREATE_FAST, &[1; 509])
+    );
 }

@@ -2,11 +2,11 @@
 //!
 //! It is a Tor client built on Fors's protocol core: a TLS link to the first hop, circuits
 //! built with CREATE2/EXTEND2, exit streams to a sink/source server on loopback, every byte
-//! checked against a seeded pattern, SENDME v1 flow control. Workers run one per thread.
+//! checked against a seeded pattern, SENDME v1 flow control. Workers run one per pinned
+//! io_uring shard of `fors::shard::Runtime` (see `worker`).
 
 mod circ;
 mod cli;
-mod link;
 mod path;
 mod pattern;
 mod report;
@@ -16,9 +16,12 @@ mod svg;
 mod worker;
 
 use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use fors::proto::channel::tls;
+use fors::shard::{Runtime, RuntimeConfig, ShardConfig, ShardId};
 
 use cli::{CliError, Options, PathSource, Target};
 use path::{Network, Relay};
@@ -134,14 +137,13 @@ fn run(opts: &Options) -> Result<Summary, String> {
     .max(1);
     let path = Arc::new(path);
     let live = Arc::new(Live::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
+    let finished = Arc::new(AtomicUsize::new(0));
     let per = |total: u32, i: usize| {
         total / threads as u32 + u32::from((i as u32) < total % threads as u32)
     };
-    let start = Instant::now();
+    let mut plans = Vec::with_capacity(threads);
     for i in 0..threads {
-        let plan = worker::WorkerPlan {
+        plans.push(worker::WorkerPlan {
             index: i,
             path: path.clone(),
             circuits: if bulk { per(opts.circuits, i) } else { 0 },
@@ -155,45 +157,81 @@ fn run(opts: &Options) -> Result<Summary, String> {
             seed_base: opts.seed,
             rate: opts.rate_mbps.map(|r| r * 1e6 / threads as f64),
             create_rate: opts.create_rate.map(|r| r as f64 / threads as f64),
-        };
-        if bulk && plan.circuits == 0 && plan.create_rate.is_none() {
-            continue;
-        }
-        let (live, stop) = (live.clone(), stop.clone());
-        let h = std::thread::Builder::new()
-            .name(format!("loadgen-{i}"))
-            .spawn(move || worker::run(plan, live, stop))
-            .map_err(|e| format!("spawning a worker: {e}"))?;
-        handles.push(h);
+        });
     }
+    // One shard of Fors's io_uring runtime per worker, pinned, without a listener.
+    let tls = tls::client_config(tls::provider())
+        .map_err(|e| format!("TLS client configuration: {e}"))?;
+    let cfg = RuntimeConfig {
+        shard_count: threads,
+        pin_threads: true,
+        cores: Vec::new(),
+        listen: None,
+        shard: shard_config(),
+    };
+    let plans = Arc::new(plans);
+    let start = Instant::now();
+    let rt = {
+        let (plans, live, finished) = (plans.clone(), live.clone(), finished.clone());
+        Runtime::start(cfg, move |shard: ShardId| {
+            worker::Worker::new(
+                plans[shard.0].clone(),
+                tls.clone(),
+                live.clone(),
+                finished.clone(),
+            )
+        })
+        .map_err(|e| format!("starting the io_uring workers: {e}"))?
+    };
     let timeline = progress(
-        &handles,
+        &|| finished.load(Ordering::Acquire) < threads,
         &live,
         start,
         opts.timeout + Duration::from_secs(15),
     );
-    let mut total = WorkerStats::default();
-    for h in handles {
-        match h.join() {
-            Ok(s) => total.merge(&s),
-            Err(_) => total.error("worker_panicked"),
-        }
-    }
     let elapsed_s = start.elapsed().as_secs_f64();
+    let mut total = WorkerStats::default();
+    let mut workers_cpu_s = 0.0;
+    match rt.stop() {
+        Ok(reports) => {
+            for r in reports {
+                total.merge(&r.handler.stats);
+                workers_cpu_s += r.handler.cpu_s;
+            }
+        }
+        Err(e) => total.error(&format!("worker: {e}")),
+    }
+    let sink_cpu_s = server.as_ref().map(|s| s.cpu_seconds());
     drop(server);
     Ok(Summary {
         stats: total,
         elapsed_s,
         cpu_s: stats::process_cpu_seconds(),
+        workers_cpu_s,
+        sink_cpu_s,
         timeline,
         path: path.iter().map(|r| r.nick.clone()).collect(),
     })
 }
 
+/// Shard sizing for a client: one connection per worker, a send pool deep enough for a few
+/// hundred KiB of cells in flight, and a 5 ms tick for the rate bucket and the flood schedule.
+fn shard_config() -> ShardConfig {
+    ShardConfig {
+        max_connections: 16,
+        send_buf_count: 256,
+        max_send_bufs_per_conn: 32,
+        recv_buf_count: 64,
+        recv_buf_size: 64 * 1024,
+        tick_ms: 5,
+        ..ShardConfig::default()
+    }
+}
+
 /// Prints a progress line once a second until every worker is done (bounded by `limit`);
 /// returns the samples.
 fn progress(
-    handles: &[std::thread::JoinHandle<WorkerStats>],
+    running: &dyn Fn() -> bool,
     live: &Live,
     start: Instant,
     limit: Duration,
@@ -201,7 +239,7 @@ fn progress(
     let mut samples = Vec::new();
     let (mut last_bytes, mut last_cells, mut last_t) = (0u64, 0u64, start);
     let mut next = start + Duration::from_secs(1);
-    while handles.iter().any(|h| !h.is_finished()) && start.elapsed() < limit {
+    while running() && start.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(50));
         let now = Instant::now();
         if now < next {

@@ -17,7 +17,11 @@
 //!   handshakes (CREATED2/EXTENDED2/CREATED_FAST verified).
 //! * `ttfb_ms` {p50, p99, max}: BEGIN sent → first DATA byte received, per stream.
 //! * `loadgen_cpu_s`: this process's user+system CPU time; `loadgen_cpu_cores`: that over
-//!   the elapsed time (≈ threads used when the generator itself is the bottleneck).
+//!   the elapsed time (≈ threads used when the generator itself is the bottleneck). It is
+//!   split (roughly: threads are sampled, not stopped) into `workers_cpu_s`, the io_uring
+//!   worker threads (TLS, relay crypto, pattern checks), and `sink_cpu_s`, the built-in
+//!   sink/source server's threads (`null` with an external `--target`); the rest is the
+//!   main thread and start-up (descriptor fetches).
 //! * `errors`: counts by reason.
 
 use hdrhistogram::Histogram;
@@ -39,6 +43,10 @@ pub struct Summary {
     pub stats: WorkerStats,
     pub elapsed_s: f64,
     pub cpu_s: f64,
+    /// CPU of the worker (shard) threads.
+    pub workers_cpu_s: f64,
+    /// CPU of the built-in server's threads; `None` with an external sink.
+    pub sink_cpu_s: Option<f64>,
     pub timeline: Vec<Sample>,
     pub path: Vec<String>,
 }
@@ -108,6 +116,8 @@ impl Summary {
             "ttfb_ms": pct(&s.ttfb_us, 1000.0),
             "loadgen_cpu_s": self.cpu_s,
             "loadgen_cpu_cores": self.per_s(self.cpu_s),
+            "workers_cpu_s": self.workers_cpu_s,
+            "sink_cpu_s": self.sink_cpu_s,
             "errors": s.errors,
             "path": self.path,
             "timeline": self.timeline.iter().map(|x| json!([x.t_s, x.mb_per_s, x.cells_per_s])).collect::<Vec<_>>(),
@@ -123,7 +133,7 @@ impl Summary {
             "{}: {} bytes verified ({} down, {} up) in {:.1}s = {:.2} MB/s, {:.0} cells/s\n\
              latency ({}) p50 {} µs p99 {} µs p99.9 {} µs; ttfb p50 {} ms\n\
              circuits {} handshakes {} ({:.1}/s); streams {}/{}; integrity errors {}; errors {:?}\n\
-             loadgen CPU {:.2}s ({:.2} cores)\n",
+             loadgen CPU {:.2}s ({:.2} cores; workers {:.2}s, built-in sink {})\n",
             if self.ok() { "OK" } else { "FAILED" },
             self.bytes_verified(),
             s.bytes_down,
@@ -145,6 +155,10 @@ impl Summary {
             s.errors,
             self.cpu_s,
             j["loadgen_cpu_cores"].as_f64().unwrap_or(0.0),
+            self.workers_cpu_s,
+            self.sink_cpu_s
+                .map(|c| format!("{c:.2}s"))
+                .unwrap_or_else(|| "-".into()),
         )
     }
 }
@@ -172,6 +186,8 @@ mod tests {
             stats: st,
             elapsed_s: 2.0,
             cpu_s: 0.5,
+            workers_cpu_s: 0.3,
+            sink_cpu_s: Some(0.1),
             timeline: vec![Sample {
                 t_s: 1.0,
                 mb_per_s: 2.0,
@@ -194,6 +210,8 @@ mod tests {
             "handshakes_per_s",
             "ttfb_ms",
             "loadgen_cpu_s",
+            "workers_cpu_s",
+            "sink_cpu_s",
             "errors",
         ] {
             assert!(j.get(k).is_some(), "missing {k}");

@@ -6,12 +6,14 @@
 //! * `PUT <bytes> <seed>\n` followed by `<bytes>` bytes → the server verifies them against the
 //!   pattern and answers `OK <bytes>\n` or `BAD <offset>\n` (first wrong byte), then closes.
 //!
-//! The server uses plain threads (one per connection, bounded): it is not what is measured.
-//! It only binds loopback addresses.
+//! The server uses plain threads (one per connection, bounded): it is not what is measured,
+//! but it shares the load generator's process, so each connection thread adds its CPU time
+//! to [`SinkServer::cpu_seconds`] when it ends (reported as `sink_cpu_s`). It only binds
+//! loopback addresses.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -172,6 +174,8 @@ pub fn serve_one(mut s: TcpStream) -> io::Result<()> {
 /// A running built-in server; stops (and joins its accept thread) on drop.
 pub struct SinkServer {
     addr: SocketAddr,
+    /// CPU of finished connection threads, in µs.
+    cpu_us: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
@@ -190,6 +194,8 @@ impl SinkServer {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let live = Arc::new(AtomicUsize::new(0));
+        let cpu_us = Arc::new(AtomicU64::new(0));
+        let cpu_us2 = cpu_us.clone();
         let stop2 = stop.clone();
         let accept = std::thread::Builder::new()
             .name("sink-accept".into())
@@ -205,10 +211,13 @@ impl SinkServer {
                             }
                             live.fetch_add(1, Ordering::Relaxed);
                             let live = live.clone();
+                            let cpu_us = cpu_us2.clone();
                             let spawned = std::thread::Builder::new()
                                 .name("sink-conn".into())
                                 .spawn(move || {
                                     let _ = serve_one(s);
+                                    let cpu = crate::stats::thread_cpu_seconds();
+                                    cpu_us.fetch_add((cpu * 1e6) as u64, Ordering::Relaxed);
                                     live.fetch_sub(1, Ordering::Relaxed);
                                 });
                             if spawned.is_err() {
@@ -224,6 +233,7 @@ impl SinkServer {
             })?;
         Ok(SinkServer {
             addr,
+            cpu_us,
             stop,
             accept: Some(accept),
         })
@@ -231,6 +241,11 @@ impl SinkServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// CPU time of the connections served so far (counted as each one ends).
+    pub fn cpu_seconds(&self) -> f64 {
+        self.cpu_us.load(Ordering::Relaxed) as f64 / 1e6
     }
 }
 

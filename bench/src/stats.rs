@@ -124,6 +124,21 @@ pub fn process_cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// The calling thread's user+system CPU time (getrusage RUSAGE_THREAD), to split the
+/// process's CPU between the workers and the built-in sink.
+pub fn thread_cpu_seconds() -> f64 {
+    // SAFETY: as above, with RUSAGE_THREAD (Linux) naming the calling thread.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_THREAD, &mut ru) != 0 {
+            return 0.0;
+        }
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +171,7 @@ mod tests {
         }
         std::hint::black_box(x);
         assert!(process_cpu_seconds() > t0);
+        let t1 = thread_cpu_seconds();
+        assert!(t1 > 0.0 && t1 <= process_cpu_seconds());
     }
 }

@@ -65,6 +65,20 @@ impl Drop for Kid {
     }
 }
 
+/// A base port whose next 40 ports are free, varied by process id so concurrent test runs
+/// (and other networks on the machine) do not collide; same scheme as
+/// `tests/daemon_common::free_port_range_base`, with room for a whole testnet.
+fn free_port_range_base() -> u16 {
+    let seed = (std::process::id() % 2000) as u16;
+    for i in 0..200u16 {
+        let base = 30_000 + (seed * 13 + i * 97) % 25_000;
+        if (0..40).all(|p| TcpListener::bind(("127.0.0.1", base + p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free port range");
+}
+
 fn loadgen() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fors-loadgen"))
 }
@@ -118,7 +132,7 @@ fn loadgen_through_c_tor_relays() {
         return;
     }
     let dir = std::env::temp_dir().join(format!("fors-loadgen-e2e-{}", std::process::id()));
-    let net = Network::up(dir.clone(), 17600);
+    let net = Network::up(dir.clone(), free_port_range_base());
     let nj = net.dir.join("network.json");
     let nj = nj.to_str().unwrap();
 
@@ -157,7 +171,12 @@ fn loadgen_through_c_tor_relays() {
     assert_eq!(j["bytes_up"], 2 * 2 * 5 * 1024 * 1024);
     assert_eq!(j["streams_done"], 8);
     assert!(j["sendme_rtt_us"]["count"].as_u64().unwrap() > 0, "{j}");
-    assert!(j["loadgen_cpu_s"].as_f64().unwrap() > 0.0);
+    let cpu = j["loadgen_cpu_s"].as_f64().unwrap();
+    let workers = j["workers_cpu_s"].as_f64().unwrap();
+    let sink = j["sink_cpu_s"].as_f64().unwrap();
+    assert!(cpu > 0.0 && workers > 0.0 && sink > 0.0, "{j}");
+    // Thread samples are a split of the process total, not more than it.
+    assert!(workers + sink <= cpu * 1.05 + 0.05, "{j}");
 
     // 2. ntor-v3 and CREATE_FAST handshakes build working circuits too.
     for hs in ["ntor-v3", "fast"] {

@@ -8,7 +8,9 @@
 //!   CERTS(2,4,6,7)           ───────────►    (sent as soon as VERSIONS arrives)
 //!   AUTHENTICATE, NETINFO    ───────────►    (once AUTH_CHALLENGE arrives)
 //! ```
-//! A client sends only VERSIONS and NETINFO; the responder then marks the peer as a client.
+//! A client (`Channel::new_client`) sends only VERSIONS and NETINFO (timestamp 0, no
+//! addresses), still checks the responder's CERTS, and ignores AUTH_CHALLENGE; the responder
+//! then marks the peer as a client.
 //!
 //! Cells allowed before the handshake ends: a responder's first cell must be VERSIONS,
 //! VPADDING or AUTHORIZE; after VERSIONS any variable cell is accepted (unknown ones, VPADDING
@@ -23,6 +25,7 @@ use rustls::Connection;
 
 use super::auth::{AuthFields, HandshakeLog};
 use super::certs::{cert_sha256, verify_certs, PeerRole, VerifiedCerts};
+use super::context::LinkContext;
 use super::error::{AuthError, CertsError, ChannelError};
 use super::state::{Channel, ExpectedPeer, OpenInfo, PeerIdentity, LINK_VERSIONS};
 use super::tls::AUTH0003_EXPORTER_LABEL;
@@ -180,15 +183,22 @@ impl Channel {
     }
 
     /// Queues NETINFO: the real time, the peer's address as we see it, our addresses. The
-    /// sent log stops before it, as in C.
+    /// sent log stops before it, as in C. A client sends timestamp 0 and no addresses of its
+    /// own (tor-spec §"NETINFO cells": clients SHOULD NOT reveal their clock or address).
     fn queue_netinfo(&mut self, hs: &mut Handshake, now: SystemTime) -> Result<(), ChannelError> {
         hs.log.stop_sent();
         let mut body = [0u8; CELL_BODY_LEN];
-        let time = u32::try_from(unix_secs(now)).unwrap_or(u32::MAX);
+        let (time, my_addrs) = match &self.ctx {
+            Some(ctx) => (
+                u32::try_from(unix_secs(now)).unwrap_or(u32::MAX),
+                &ctx.my_addrs[..],
+            ),
+            None => (0, &[][..]),
+        };
         Netinfo::encode(
             time,
             &NetinfoAddr::from(self.peer_addr),
-            &self.ctx.my_addrs,
+            my_addrs,
             &mut body,
         )?;
         let mut wire = [0u8; CELL_LEN];
@@ -218,14 +228,17 @@ impl Channel {
         hs.received_versions = true;
         if self.initiator {
             self.framer = Framer::negotiated(v)?;
-            let certs = self.ctx.initiator_certs.clone();
-            self.queue_var(hs, ChanCmd::CERTS, &certs)?;
+            // A client proves nothing: no CERTS, no AUTHENTICATE.
+            if let Some(ctx) = self.ctx.clone() {
+                self.queue_var(hs, ChanCmd::CERTS, &ctx.initiator_certs)?;
+            }
         } else {
+            let ctx = self.relay_ctx(ChanCmd::VERSIONS)?;
             // Our VERSIONS goes out in the unnegotiated form, everything after on link v.
             self.queue_versions(hs, now);
             self.framer = Framer::negotiated(v)?;
-            let certs = self.ctx.responder_certs.clone();
-            self.queue_var(hs, ChanCmd::CERTS, &certs)?;
+            let certs = &ctx.responder_certs;
+            self.queue_var(hs, ChanCmd::CERTS, certs)?;
             let mut challenge = [0u8; 32];
             rng.fill_bytes(&mut challenge);
             let mut ac = [0u8; 36];
@@ -288,6 +301,15 @@ impl Channel {
         Ok(())
     }
 
+    /// Our relay context, which every responder has (only `new_client` channels lack one,
+    /// and they are initiators); `cmd` names the cell that needed it.
+    fn relay_ctx(&self, cmd: ChanCmd) -> Result<std::sync::Arc<LinkContext>, ChannelError> {
+        self.ctx.clone().ok_or(ChannelError::UnexpectedCell {
+            cmd,
+            when: "on a client channel",
+        })
+    }
+
     /// The RFC 5705 exporter value for AUTH0003, context = CID.
     fn tls_secrets(&self, cid: &[u8; 32]) -> Result<[u8; 32], ChannelError> {
         self.tls
@@ -319,12 +341,17 @@ impl Channel {
         }
         let ac = AuthChallenge::parse(v.body).map_err(ChannelError::BadAuthChallenge)?;
         hs.received_auth_challenge = true;
-        if ac.supports(AuthMethod::ED25519_SHA256_RFC5705) {
-            let cid = self.ctx.rsa_id_sha256;
+        // A client channel (no relay keys) does not authenticate: it only sends NETINFO.
+        let ctx = self
+            .ctx
+            .clone()
+            .filter(|_| ac.supports(AuthMethod::ED25519_SHA256_RFC5705));
+        if let Some(ctx) = ctx {
+            let cid = ctx.rsa_id_sha256;
             let fields = AuthFields {
                 cid,
                 sid: peer.rsa_id_sha256,
-                cid_ed: self.ctx.ed_identity.0,
+                cid_ed: ctx.ed_identity.0,
                 sid_ed: peer.ed_identity.0,
                 slog: hs.log.received_digest(),
                 clog: hs.log.sent_digest(),
@@ -333,7 +360,7 @@ impl Channel {
             };
             let mut rand = [0u8; 24];
             rng.fill_bytes(&mut rand);
-            let auth = fields.sign(&rand, &self.ctx.certs.link_auth_key);
+            let auth = fields.sign(&rand, &ctx.certs.link_auth_key);
             let mut body = [0u8; 4 + crate::cell::chan::AUTH0003_LEN];
             let n = Authenticate {
                 auth_type: AuthMethod::ED25519_SHA256_RFC5705,
@@ -362,6 +389,7 @@ impl Channel {
         if hs.received_authenticate {
             return Err(AuthError::Duplicate.into());
         }
+        let ctx = self.relay_ctx(v.cmd)?;
         let peer = hs.peer_certs.clone().ok_or(AuthError::NoCerts)?;
         let a = Authenticate::parse(v.body).map_err(AuthError::Malformed)?;
         if a.auth_type != AuthMethod::ED25519_SHA256_RFC5705 {
@@ -370,12 +398,12 @@ impl Channel {
         let auth_key = peer.link_auth_key.ok_or(AuthError::NoCerts)?;
         let fields = AuthFields {
             cid: peer.rsa_id_sha256,
-            sid: self.ctx.rsa_id_sha256,
+            sid: ctx.rsa_id_sha256,
             cid_ed: peer.ed_identity.0,
-            sid_ed: self.ctx.ed_identity.0,
+            sid_ed: ctx.ed_identity.0,
             slog: hs.log.sent_digest(),
             clog: hs.log.received_digest(),
-            scert: self.ctx.tls_cert_sha256,
+            scert: ctx.tls_cert_sha256,
             tlssecrets: self.tls_secrets(&peer.rsa_id_sha256)?,
         };
         fields.verify(a.auth, &auth_key)?;

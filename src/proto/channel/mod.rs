@@ -9,6 +9,11 @@
 //! * [`state`]: the [`Channel`] itself and the open-channel cell path;
 //! * [`output`]: the bounded [`CellQueue`]; [`circid`]: the circuit-ID high-bit rule.
 //!
+//! Roles: [`Channel::new_responder`] (a connection we accepted), [`Channel::new_initiator`]
+//! (a relay extending: proves our identity with CERTS + AUTHENTICATE) and
+//! [`Channel::new_client`] (a Tor client, e.g. `fors-loadgen`: checks the responder's
+//! identity, proves none, needs no relay keys).
+//!
 //! How a shard drives one (per connection; `now` is wall-clock time, needed for certificate
 //! expiry and NETINFO):
 //! ```text

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use rand_core::{CryptoRng, RngCore};
 use rustls::{ClientConnection, Connection, ServerConnection};
 
-use super::context::LinkContext;
+use super::context::{ChannelConfig, LinkContext};
 use super::error::ChannelError;
 use super::handshake::Handshake;
 use super::output::CellQueue;
@@ -115,7 +115,10 @@ pub(super) enum Phase {
 
 /// One Tor link.
 pub struct Channel {
-    pub(super) ctx: Arc<LinkContext>,
+    /// Our relay keys and TLS configurations; `None` for a client channel
+    /// ([`Channel::new_client`]), which proves no identity.
+    pub(super) ctx: Option<Arc<LinkContext>>,
+    pub(super) config: ChannelConfig,
     pub(super) tls: Connection,
     pub(super) initiator: bool,
     pub(super) phase: Phase,
@@ -144,7 +147,8 @@ impl std::fmt::Debug for Channel {
 
 impl Channel {
     fn new(
-        ctx: Arc<LinkContext>,
+        ctx: Option<Arc<LinkContext>>,
+        config: ChannelConfig,
         mut tls: Connection,
         initiator: bool,
         expected: Option<ExpectedPeer>,
@@ -153,8 +157,9 @@ impl Channel {
     ) -> Channel {
         // We bound output ourselves (CellQueue); rustls must never refuse plaintext.
         tls.set_buffer_limit(None);
-        let max_cells = ctx.config.max_output_cells;
+        let max_cells = config.max_output_cells;
         Channel {
+            config,
             tls,
             initiator,
             phase: Phase::Handshaking(Box::new(Handshake::new(expected))),
@@ -182,8 +187,42 @@ impl Channel {
         rng: &mut R,
     ) -> Result<Channel, ChannelError> {
         let conn = ClientConnection::new(ctx.client_config.clone(), tls::random_sni(rng))?;
+        let config = ctx.config;
+        Channel::start_initiator(Some(ctx), config, conn, expected, peer_addr, now)
+    }
+
+    /// A channel we open as a Tor **client** (tor-spec §"Negotiating and initializing
+    /// channels": an initiator that does not authenticate). We send VERSIONS, check the
+    /// responder's CERTS (its TLS certificate binding and that it proves `expected`), ignore
+    /// AUTH_CHALLENGE, send no CERTS or AUTHENTICATE, and answer the responder's NETINFO
+    /// with a client NETINFO: timestamp 0 and no addresses of ours, so the relay learns
+    /// nothing about us and treats the link as a client's. `tls_config` is usually one
+    /// [`tls::client_config`] shared by every client channel.
+    pub fn new_client<R: RngCore + CryptoRng>(
+        tls_config: Arc<rustls::ClientConfig>,
+        config: ChannelConfig,
+        expected: ExpectedPeer,
+        peer_addr: IpAddr,
+        now: SystemTime,
+        rng: &mut R,
+    ) -> Result<Channel, ChannelError> {
+        let conn = ClientConnection::new(tls_config, tls::random_sni(rng))?;
+        Channel::start_initiator(None, config, conn, expected, peer_addr, now)
+    }
+
+    /// Common start of both initiator kinds: VERSIONS is queued at once; TLS carries it
+    /// when its handshake completes.
+    fn start_initiator(
+        ctx: Option<Arc<LinkContext>>,
+        config: ChannelConfig,
+        conn: ClientConnection,
+        expected: ExpectedPeer,
+        peer_addr: IpAddr,
+        now: SystemTime,
+    ) -> Result<Channel, ChannelError> {
         let mut ch = Channel::new(
             ctx,
+            config,
             Connection::Client(conn),
             true,
             Some(expected),
@@ -204,8 +243,10 @@ impl Channel {
         now: SystemTime,
     ) -> Result<Channel, ChannelError> {
         let conn = ServerConnection::new(ctx.server_config.clone())?;
+        let config = ctx.config;
         Ok(Channel::new(
-            ctx,
+            Some(ctx),
+            config,
             Connection::Server(conn),
             false,
             None,
@@ -461,7 +502,7 @@ impl Channel {
     ) -> Result<(), ChannelError> {
         if let Phase::Handshaking(_) = self.phase {
             let age = now.duration_since(self.started_at).unwrap_or_default();
-            if age >= self.ctx.config.handshake_timeout {
+            if age >= self.config.handshake_timeout {
                 self.fail(ChannelError::HandshakeTimeout, sink);
                 return Err(ChannelError::HandshakeTimeout);
             }
@@ -545,6 +586,11 @@ impl Channel {
 
     pub fn is_initiator(&self) -> bool {
         self.initiator
+    }
+
+    /// A client channel ([`new_client`](Self::new_client)): we prove no identity.
+    pub fn is_client(&self) -> bool {
+        self.ctx.is_none()
     }
 
     /// The authenticated peer, once open.
