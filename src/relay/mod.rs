@@ -645,6 +645,7 @@ fn ipv4_address(config: &Config) -> Option<std::net::IpAddr> {
 
 /// Opens the ControlPort(s), if configured: writes a fresh cookie when
 /// `CookieAuthentication 1`, then binds (docs/operating.md "ControlPort and nyx").
+#[allow(clippy::too_many_arguments)]
 fn start_control_port(
     cl: &CommandLine,
     config: &Config,
