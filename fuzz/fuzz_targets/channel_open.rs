@@ -4,61 +4,9 @@
 //! byte picks link version 4 or 5. Must never panic.
 #![no_main]
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, OnceLock};
-use std::time::SystemTime;
+mod common;
 
-use fors::cell::{ChanCmd, CircId};
-use fors::keys::cert::{CertKeyType, CertType, Ed25519Cert};
-use fors::keys::link::{LinkCertInputs, LinkCertPolicy, LinkCerts};
-use fors::keys::Ed25519Keypair;
-use fors::proto::channel::tls::{self, rustls};
-use fors::proto::channel::{
-    CellQueue, Channel, ChannelConfig, ChannelEvent, ChannelSink, LinkContext,
-};
 use libfuzzer_sys::fuzz_target;
-
-fn context() -> Arc<LinkContext> {
-    static CTX: OnceLock<Arc<LinkContext>> = OnceLock::new();
-    CTX.get_or_init(|| {
-        let mut rng = rand::thread_rng();
-        let now = SystemTime::now();
-        let rsa = fors::keys::rsa::generate(&mut rng, 1024).unwrap();
-        let master = Ed25519Keypair::generate(&mut rng);
-        let signing = Ed25519Keypair::generate(&mut rng);
-        let signing_cert = Ed25519Cert::sign(
-            &master,
-            CertType::IDENTITY_V_SIGNING,
-            CertKeyType::ED25519,
-            &signing.public().to_bytes(),
-            now,
-            86400,
-            true,
-        );
-        let inputs = LinkCertInputs {
-            rsa_identity: &rsa,
-            master: &master.identity(),
-            signing: &signing,
-            signing_cert: &signing_cert,
-        };
-        let certs = LinkCerts::mint(&mut rng, &inputs, now, &LinkCertPolicy::default()).unwrap();
-        let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        Arc::new(LinkContext::new(certs, &[local], ChannelConfig::default()).unwrap())
-    })
-    .clone()
-}
-
-struct Sink;
-
-impl ChannelSink for Sink {
-    fn cell(&mut self, circ_id: CircId, cmd: ChanCmd, body: &mut [u8; 509], out: &mut CellQueue) {
-        // Exercise in-place replies from the callback.
-        body[0] ^= 1;
-        let _ = out.send_cell(circ_id, cmd, body);
-    }
-    fn event(&mut self, _: ChannelEvent) {}
-}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
@@ -71,44 +19,5 @@ fuzz_target!(|data: &[u8]| {
     ni[4] = 8;
     ni[5..15].copy_from_slice(&[0, 0, 0, 0, 4, 4, 127, 0, 0, 1]);
     prefix.extend_from_slice(&ni);
-    let now = SystemTime::now();
-    let mut rng = rand::thread_rng();
-    let mut ch = Channel::new_responder(context(), IpAddr::V4(Ipv4Addr::LOCALHOST), now).unwrap();
-    let cfg = tls::client_config(tls::provider()).unwrap();
-    let name = rustls::pki_types::ServerName::try_from("www.example.com").unwrap();
-    let mut client = rustls::ClientConnection::new(cfg, name).unwrap();
-    client.writer().write_all(&prefix).unwrap();
-    client.writer().write_all(rest).unwrap();
-    let mut sink = Sink;
-    for _ in 0..64 {
-        let mut wire = Vec::new();
-        while client.wants_write() {
-            client.write_tls(&mut wire).unwrap();
-        }
-        if wire.is_empty() || ch.is_closed() {
-            break;
-        }
-        let _ = ch.handle_input(&wire, now, &mut rng, &mut sink);
-        let back = ch.pending_output().to_vec();
-        ch.consume_output(back.len());
-        let mut s = &back[..];
-        while !s.is_empty() {
-            match client.read_tls(&mut s) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    if client.process_new_packets().is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let mut sinkbuf = [0u8; 4096];
-        while let Ok(n) = client.reader().read(&mut sinkbuf) {
-            if n == 0 {
-                break;
-            }
-        }
-    }
-    let _ = ch.handle_eof(&mut sink);
-    assert!(ch.is_closed());
+    common::drive_responder(&prefix, rest);
 });
