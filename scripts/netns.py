@@ -161,30 +161,35 @@ def check_isolated():
     return f"netns={ns} interfaces=lo(up) routes={','.join(routes) or 'none'} (all via lo)"
 
 
-def unshare_cmd():
-    """The command prefix that puts the rest of the command line in a fresh namespace."""
+def unshare_cmds():
+    """Command prefixes that put the rest of a command line in a fresh namespace, best first:
+    `unshare --net` as root; `unshare --user --map-root-user --net` otherwise, and also as a
+    fallback for a root without CAP_SYS_ADMIN (e.g. in a container)."""
     unshare = shutil.which("unshare")
     if not unshare:
         raise NetnsError("unshare (util-linux) is not installed")
+    userns = [unshare, "--user", "--map-root-user", "--net", "--"]
     if os.geteuid() == 0 and not os.environ.get("FORS_NETNS_USERNS"):
-        return [unshare, "--net", "--"]
-    return [unshare, "--user", "--map-root-user", "--net", "--"]
+        return [[unshare, "--net", "--"], userns]
+    return [userns]
 
 
 def reexec_inside(argv):
     """Replace this process by itself inside a fresh namespace (`--inside` marks the copy),
     so that our pid is the namespace's holder.  A trial run first turns "cannot create a
     namespace here" into EXIT_UNAVAILABLE with unshare's reason."""
-    prefix = unshare_cmd()
-    try:
-        trial = subprocess.run(prefix + ["true"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise NetnsError(f"cannot run {' '.join(prefix)}: {e}")
-    if trial.returncode != 0:
-        raise NetnsError(f"cannot create a network namespace ({' '.join(prefix[:-1])}): "
-                         f"{trial.stderr.strip() or trial.returncode}")
-    cmd = prefix + [sys.executable, os.path.abspath(__file__), "--inside"] + argv
-    os.execv(cmd[0], cmd)
+    failures = []
+    for prefix in unshare_cmds():
+        try:
+            trial = subprocess.run(prefix + ["true"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            failures.append(f"{' '.join(prefix[:-1])}: {e}")
+            continue
+        if trial.returncode == 0:
+            cmd = prefix + [sys.executable, os.path.abspath(__file__), "--inside"] + argv
+            os.execv(cmd[0], cmd)
+        failures.append(f"{' '.join(prefix[:-1])}: {trial.stderr.strip() or trial.returncode}")
+    raise NetnsError("cannot create a network namespace here: " + "; ".join(failures))
 
 
 def prepare_inside():
@@ -233,8 +238,9 @@ def cmd_enter(args):
         raise NetnsError(f"cannot see the namespace of pid {pid}: {e}")
     cmd = [nsenter, f"--target={pid}", "--net"]
     if userns_inode(pid) != userns_inode():
-        # The namespace belongs to a user namespace we made (rootless): enter it too.
-        cmd.append("--user")
+        # The namespace belongs to a user namespace we made (rootless): enter it too.  Keep
+        # our uid/gid (it maps to root there): setgroups is denied in such a namespace.
+        cmd += ["--user", "--preserve-credentials"]
     cmd += ["--", sys.executable, os.path.abspath(__file__), "check", "--expect", str(target_ns),
             "--"] + args.cmd
     os.execv(cmd[0], cmd)

@@ -303,7 +303,6 @@ def relay_core_lines(net, node):
         ]
     else:
         lines += ["ExitRelay 0", "ExitPolicy reject *:*"]
-    lines += metrics_lines(node)
     # --slot-option: extra lines for one pluggable slot (e.g. `NumCPUs 2` for a benchmark).
     lines += [line for nick, line in net.get("slot_options", []) if nick == node["nick"]]
     lines += dirauthority_lines(net["authorities"])
@@ -316,12 +315,15 @@ def exit_policy_of(net, node):
     return policy_exit_rules(ports) if ports else EXIT_POLICY
 
 
-def metrics_lines(node):
+def metrics_args(node):
     """A loopback MetricsPort for Fors slots: `wait` reads its consensus-fetch counter to
-    know when the relay has a consensus listing every relay."""
+    know when the relay has a consensus listing every relay.  Given on the command line
+    (`--Option value`, as C tor), so the torrc stays the plain core options and a copy of it
+    (tests/daemon_identity.rs runs an impostor from one) does not clash on the port."""
     if not node.get("metrics_port"):
         return []
-    return [f"MetricsPort {LOOPBACK}:{node['metrics_port']}", f"MetricsPortPolicy accept {LOOPBACK}"]
+    return ["--MetricsPort", f"{LOOPBACK}:{node['metrics_port']}",
+            "--MetricsPortPolicy", f"accept {LOOPBACK}"]
 
 
 def relay_ctor_extra_lines(node):
@@ -753,7 +755,7 @@ def tor_cmd(net, torrc):
 
 def node_cmd(net, node):
     if node.get("kind") == "fors":
-        return [node["bin"], "-f", node["torrc"]]
+        return [node["bin"], "-f", node["torrc"]] + metrics_args(node)
     return tor_cmd(net, node["torrc"])
 
 

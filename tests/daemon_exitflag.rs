@@ -33,8 +33,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use daemon_common::{
-    running_as_root, testnet_script, wait_for_file_line, IsolatedNetns, NetnsUnavailable,
-    TempDir, TestnetGuard,
+    running_as_root, testnet_script, wait_for_file_line, IsolatedNetns, NetnsUnavailable, TempDir,
+    TestnetGuard,
 };
 
 fn have(cmd: &str, arg: &str) -> bool {
@@ -205,7 +205,9 @@ fn c_tor_authorities_grant_exit_from_the_policy_in_an_isolated_netns() {
             .unwrap_or_else(|| panic!("no descriptor for {nick}"));
         // TestingTorNetwork sets DirAllowPrivateAddresses 1 (config testnet.inc).
         let exit = ctor_rules::is_exit(&d.policy, true);
-        let fast = votes.iter().all(|v| d.credible_bw_kb() >= v.fast_speed / 1000);
+        let fast = votes
+            .iter()
+            .all(|v| d.credible_bw_kb() >= v.fast_speed / 1000);
         eprintln!(
             "{nick}: policy {:?}, bandwidth {:?}, fast-speed {:?} => Exit {exit}, Fast {fast}",
             d.policy,
@@ -231,7 +233,10 @@ fn c_tor_authorities_grant_exit_from_the_policy_in_an_isolated_netns() {
             assert_eq!(f.contains("Fast"), fast, "{what}: {nick} Fast: {f:?}");
             assert_eq!(f.contains("Exit"), exit, "{what}: {nick} Exit: {f:?}");
             assert!(!f.contains("BadExit"), "{what}: {nick}: {f:?}");
-            eprintln!("{what}: {nick}: {}", f.iter().cloned().collect::<Vec<_>>().join(" "));
+            eprintln!(
+                "{what}: {nick}: {}",
+                f.iter().cloned().collect::<Vec<_>>().join(" ")
+            );
         }
     };
     // Every authority's own vote, then the consensus of every authority and of the client.
@@ -245,8 +250,7 @@ fn c_tor_authorities_grant_exit_from_the_policy_in_an_isolated_netns() {
             &ctor_rules::flags(&text),
         );
     }
-    let client_consensus =
-        std::fs::read_to_string(dir.join("client/cached-consensus")).unwrap();
+    let client_consensus = std::fs::read_to_string(dir.join("client/cached-consensus")).unwrap();
     check("client consensus", &ctor_rules::flags(&client_consensus));
 
     // Fors reads the same from the consensus it fetched.
@@ -459,7 +463,10 @@ mod ctor_rules {
         let mut cur: Option<(String, Descriptor)> = None;
         let mut finish = |cur: Option<(String, Descriptor)>| {
             if let Some((nick, d)) = cur {
-                if out.get(&nick).is_none_or(|old| old.published <= d.published) {
+                if out
+                    .get(&nick)
+                    .is_none_or(|old| old.published <= d.published)
+                {
                     out.insert(nick, d);
                 }
             }
@@ -467,7 +474,11 @@ mod ctor_rules {
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("router ") {
                 finish(cur.take());
-                let nick = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let nick = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 cur = Some((
                     nick,
                     Descriptor {
@@ -482,7 +493,10 @@ mod ctor_rules {
             if let Some(p) = line.strip_prefix("published ") {
                 d.published = p.to_owned();
             } else if let Some(b) = line.strip_prefix("bandwidth ") {
-                let v: Vec<u64> = b.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                let v: Vec<u64> = b
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
                 if v.len() == 3 {
                     d.bandwidth = (v[0], v[1], v[2]);
                 }
@@ -560,7 +574,10 @@ mod ctor_rules {
         assert!(is_exit(&lo, true) && !is_exit(&lo, false));
         // Narrower than a /8 never counts; a reject of part of a /8 spoils it.
         assert!(!is_exit(&p(&["accept 1.2.0.0/16:*", "reject *:*"]), true));
-        assert!(!is_exit(&p(&["reject 8.8.8.8:*", "accept 8.0.0.0/8:*", "reject *:*"]), false));
+        assert!(!is_exit(
+            &p(&["reject 8.8.8.8:*", "accept 8.0.0.0/8:*", "reject *:*"]),
+            false
+        ));
         assert!(is_exit(&p(&["reject 8.8.8.8:*", "accept *:*"]), false));
         assert!(!is_exit(&p(&["reject *:*"]), true));
     }
