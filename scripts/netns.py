@@ -45,7 +45,16 @@ EXIT_NOT_ISOLATED = 3
 
 
 class NetnsError(Exception):
-    pass
+    """A failure, with the exit status it maps to."""
+
+    def __init__(self, msg, status=1):
+        super().__init__(msg)
+        self.status = status
+
+
+class NotIsolated(NetnsError):
+    def __init__(self, msg):
+        super().__init__(f"ISOLATION CHECK FAILED: {msg}", EXIT_NOT_ISOLATED)
 
 
 def log(msg):
@@ -156,7 +165,7 @@ def check_isolated():
     ns = netns_inode()
     problems = isolation_problems(ifaces, r4, r6, lo_up, ns, init_netns_inode())
     if problems:
-        raise NetnsError("network namespace is NOT isolated: " + "; ".join(problems))
+        raise NotIsolated("network namespace is NOT isolated: " + "; ".join(problems))
     routes = [f"{d}/{p}" for _, d, p in r4 + r6]
     return f"netns={ns} interfaces=lo(up) routes={','.join(routes) or 'none'} (all via lo)"
 
@@ -167,7 +176,7 @@ def unshare_cmds():
     fallback for a root without CAP_SYS_ADMIN (e.g. in a container)."""
     unshare = shutil.which("unshare")
     if not unshare:
-        raise NetnsError("unshare (util-linux) is not installed")
+        raise NetnsError("unshare (util-linux) is not installed", EXIT_UNAVAILABLE)
     userns = [unshare, "--user", "--map-root-user", "--net", "--"]
     if os.geteuid() == 0 and not os.environ.get("FORS_NETNS_USERNS"):
         return [[unshare, "--net", "--"], userns]
@@ -189,7 +198,8 @@ def reexec_inside(argv):
             cmd = prefix + [sys.executable, os.path.abspath(__file__), "--inside"] + argv
             os.execv(cmd[0], cmd)
         failures.append(f"{' '.join(prefix[:-1])}: {trial.stderr.strip() or trial.returncode}")
-    raise NetnsError("cannot create a network namespace here: " + "; ".join(failures))
+    raise NetnsError("cannot create a network namespace here: " + "; ".join(failures),
+                     EXIT_UNAVAILABLE)
 
 
 def prepare_inside():
@@ -214,7 +224,8 @@ def cmd_run(args):
     log(f"netns: {summary}")
     if not args.cmd:
         raise NetnsError("run: no command given")
-    return os.spawnvp(os.P_WAIT, args.cmd[0], args.cmd)
+    rc = os.spawnvp(os.P_WAIT, args.cmd[0], args.cmd)
+    return rc if rc >= 0 else 128 - rc  # killed by a signal: the shell's convention
 
 
 def cmd_check(args):
@@ -228,7 +239,7 @@ def cmd_check(args):
 def cmd_enter(args):
     nsenter = shutil.which("nsenter")
     if not nsenter:
-        raise NetnsError("nsenter (util-linux) is not installed")
+        raise NetnsError("nsenter (util-linux) is not installed", EXIT_UNAVAILABLE)
     if not args.cmd:
         raise NetnsError("enter: no command given")
     pid = args.pid
@@ -271,15 +282,14 @@ def main(argv=None):
             try:
                 reexec_inside(argv)
             except OSError as e:
-                raise NetnsError(f"cannot run unshare: {e}")
+                raise NetnsError(f"cannot run unshare: {e}", EXIT_UNAVAILABLE)
         if args.cmd_name == "check" and args.expect is not None and netns_inode() != args.expect:
-            raise NetnsError(f"in network namespace {netns_inode()}, expected {args.expect}")
+            raise NotIsolated(f"in network namespace {netns_inode()}, expected {args.expect}")
         return {"hold": cmd_hold, "run": cmd_run, "enter": cmd_enter,
                 "check": cmd_check}[args.cmd_name](args)
     except NetnsError as e:
-        msg = str(e)
-        log(f"netns.py: {'ISOLATION CHECK FAILED: ' if 'NOT isolated' in msg else ''}{msg}")
-        return EXIT_NOT_ISOLATED if "NOT isolated" in msg or "expected" in msg else EXIT_UNAVAILABLE
+        log(f"netns.py: {e}")
+        return e.status
 
 
 if __name__ == "__main__":

@@ -31,10 +31,10 @@ mod daemon_common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use daemon_common::{
-    running_as_root, testnet_script, wait_for_file_line, IsolatedNetns, NetnsUnavailable, TempDir,
-    TestnetGuard,
+    running_as_root, testnet_script, IsolatedNetns, NetnsUnavailable, TempDir, TestnetGuard,
 };
 
 fn have(cmd: &str, arg: &str) -> bool {
@@ -196,8 +196,7 @@ fn c_tor_authorities_grant_exit_from_the_policy_in_an_isolated_netns() {
     // What C tor's rules say each Fors relay deserves, from the descriptors the authorities
     // hold and the thresholds in their votes.
     let descs = ctor_rules::descriptors(&auth_dirs[0]);
-    let votes = ctor_rules::votes(&auth_dirs[0]);
-    assert_eq!(votes.len(), auth_dirs.len(), "one vote per authority");
+    let votes = ctor_rules::votes(&auth_dirs[0], auth_dirs.len());
     let mut expected = BTreeMap::new();
     for nick in fors {
         let d = descs
@@ -253,14 +252,28 @@ fn c_tor_authorities_grant_exit_from_the_policy_in_an_isolated_netns() {
     let client_consensus = std::fs::read_to_string(dir.join("client/cached-consensus")).unwrap();
     check("client consensus", &ctor_rules::flags(&client_consensus));
 
-    // Fors reads the same from the consensus it fetched.
-    let exit_log = dir.join("forsexit1/stdout.log");
-    let l = wait_for_file_line(
-        &exit_log,
-        "Fors is listed in the consensus",
-        std::time::Duration::from_secs(5),
-    );
-    assert!(l.contains("Exit") && l.contains("Fast"), "{l}");
+    // Fors reads the same from the consensus it fetched: its latest listing line (logged when
+    // its flags change), once that consensus has it Running.
+    for nick in fors {
+        let log = dir.join(nick).join("stdout.log");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let l = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = text
+                .lines()
+                .rfind(|l| l.contains("Fors is listed in the consensus"))
+                .map(str::to_owned);
+            match last {
+                Some(l) if l.contains(" Running") => break l,
+                _ if std::time::Instant::now() > deadline => {
+                    panic!("{nick} never logged a Running listing:\n{text}")
+                }
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        };
+        assert!(l.contains("Fast") && l.contains("Valid"), "{nick}: {l}");
+        assert_eq!(l.contains("Exit"), expected[nick].0, "{nick}: {l}");
+    }
 
     // Isolation: through the Fors exit to a public-looking address, nothing gets out; the
     // exit's connect fails for want of a route (END NOROUTE, SOCKS5 "host unreachable").
@@ -333,6 +346,7 @@ mod ctor_rules {
     use std::collections::{BTreeMap, BTreeSet};
     use std::net::Ipv4Addr;
     use std::path::Path;
+    use std::time::{Duration, Instant};
 
     /// One `accept`/`reject` line of a router descriptor (dir-spec §2.1.3). In a descriptor,
     /// `*` is every IPv4 address.
@@ -529,27 +543,39 @@ mod ctor_rules {
         pub flags: BTreeMap<String, BTreeSet<String>>,
     }
 
-    /// The votes of the current period, as an authority keeps them (v3-status-votes).
-    pub fn votes(auth_dir: &Path) -> Vec<Vote> {
-        let text = std::fs::read_to_string(auth_dir.join("v3-status-votes")).unwrap();
-        text.split("network-status-version 3")
-            .skip(1)
-            .map(|v| {
-                let fast_speed = v
-                    .lines()
-                    .find_map(|l| l.strip_prefix("flag-thresholds "))
-                    .and_then(|l| {
-                        l.split_whitespace()
-                            .find_map(|kv| kv.strip_prefix("fast-speed="))
+    /// The `n` votes of the current period, as an authority keeps them (v3-status-votes).
+    /// The file is rewritten as each vote arrives, so it may briefly hold fewer: wait
+    /// (bounded) for all of them.
+    pub fn votes(auth_dir: &Path, n: usize) -> Vec<Vote> {
+        let path = auth_dir.join("v3-status-votes");
+        let end = Instant::now() + Duration::from_secs(90);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let votes: Option<Vec<Vote>> = text
+                .split("network-status-version 3")
+                .skip(1)
+                .map(|v| {
+                    let fast_speed = v
+                        .lines()
+                        .find_map(|l| l.strip_prefix("flag-thresholds "))?
+                        .split_whitespace()
+                        .find_map(|kv| kv.strip_prefix("fast-speed="))?
+                        .parse()
+                        .ok()?;
+                    Some(Vote {
+                        fast_speed,
+                        flags: flags(v),
                     })
-                    .and_then(|n| n.parse().ok())
-                    .expect("vote without flag-thresholds fast-speed");
-                Vote {
-                    fast_speed,
-                    flags: flags(v),
+                })
+                .collect();
+            match votes {
+                Some(v) if v.len() == n => return v,
+                _ if Instant::now() > end => {
+                    panic!("{} never held {n} complete votes:\n{text}", path.display())
                 }
-            })
-            .collect()
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
     }
 
     #[test]

@@ -207,6 +207,29 @@ class ExitKnowledgeTests(unittest.TestCase):
         self.assertEqual(testnet.ExitKnowledge(old).missing(set(FP)), [])
 
 
+class RequireNetnsTests(unittest.TestCase):
+    def test_policy_exit_refused_outside_an_isolated_namespace(self):
+        def not_isolated():
+            raise netns.NotIsolated("network namespace is NOT isolated: interfaces are ['eth0', 'lo']")
+        orig = netns.check_isolated
+        netns.check_isolated = not_isolated
+        try:
+            with self.assertRaises(testnet.TestnetError) as cm:
+                testnet.require_isolated_netns("--policy-exit")
+            self.assertIn("ISOLATION CHECK FAILED", str(cm.exception))
+            self.assertIn("refusing to start anything", str(cm.exception))
+        finally:
+            netns.check_isolated = orig
+
+    def test_commands_refused_from_another_namespace(self):
+        net = {"netns": {"inode": 1, "isolated": True}, "run_dir": "/r", "authorities": [],
+               "relays": [], "client": {"nick": "client", "torrc": "/r/c", "pid": None}}
+        with self.assertRaises(testnet.TestnetError) as cm:
+            testnet.check_same_netns(net)
+        self.assertIn("scripts/netns.py enter", str(cm.exception))
+        testnet.check_same_netns({"run_dir": "/r"})  # no namespace recorded: anywhere
+
+
 class NetnsTests(unittest.TestCase):
     def test_fresh_namespace_is_isolated(self):
         self.assertEqual(netns.isolation_problems(["lo"], [], [("lo", "::1", 128)], True, 7, 1), [])
