@@ -9,7 +9,10 @@ Safety rules enforced here (nothing may leave the machine):
     fallback directory is ever contacted;
   * every listener is bound to 127.0.0.1 and every relay advertises
     `Address 127.0.0.1`;
-  * exit policies accept only 127.0.0.0/8 and reject everything else;
+  * exit policies accept only 127.0.0.0/8 and reject everything else -- except
+    `--policy-exit` slots, which get a real ports-80/443 policy and are allowed
+    only inside an isolated network namespace (scripts/netns.py: only `lo`, no
+    route), checked before anything starts;
   * exit DNS goes to a generated resolv.conf that names only 127.0.0.1;
   * `check_torrc_is_local` re-reads every generated torrc and refuses to start
     anything whose addresses are not loopback;
@@ -79,6 +82,21 @@ EXIT_POLICY = [
     "reject *:*",
 ]
 NON_EXIT_POLICY = ["reject *:*"]
+# Ports a --policy-exit slot may open to every address (only inside an isolated network
+# namespace).  C tor authorities give Exit only to a policy that allows both 80 and 443 to
+# at least one whole /8 (policies.c exit_policy_is_general_exit).
+POLICY_EXIT_PORTS = (80, 443)
+
+
+def policy_exit_rules(ports):
+    """Exit policy of a --policy-exit slot: `accept *:P` for each P, then the loopback rules
+    of EXIT_POLICY with the loopback accept narrowed to ports 1024-65535.  The narrowing
+    matters: in a TestingTorNetwork the authorities count 127.0.0.0/8 as a /8 for the Exit
+    flag (DirAllowPrivateAddresses 1, policies.c exit_policy_is_general_exit_helper), so
+    `accept 127.0.0.0/8:*` alone would earn Exit; with the narrowing only the `accept *:P`
+    rules decide, and a slot given just port 80 must not get Exit.  The data server's port
+    is always above 1023."""
+    return [f"accept *:{p}" for p in ports] + ["accept 127.0.0.0/8:1024-65535"] + EXIT_POLICY[1:]
 
 
 class TestnetError(Exception):
@@ -279,7 +297,7 @@ def relay_core_lines(net, node):
             # since 127.0.0.0/8 is "private" and must stay reachable.
             "ExitPolicyRejectPrivate 0",
             "ExitPolicyRejectLocalInterfaces 0",
-        ] + [f"ExitPolicy {rule}" for rule in EXIT_POLICY] + [
+        ] + [f"ExitPolicy {rule}" for rule in exit_policy_of(net, node)] + [
             "IPv6Exit 0",
             f"ServerDNSResolvConfFile {net['run_dir']}/resolv.conf",
         ]
@@ -289,6 +307,23 @@ def relay_core_lines(net, node):
     lines += [line for nick, line in net.get("slot_options", []) if nick == node["nick"]]
     lines += dirauthority_lines(net["authorities"])
     return lines
+
+
+def exit_policy_of(net, node):
+    """The exit policy rules of an exit-role relay (see EXIT_POLICY and --policy-exit)."""
+    ports = net.get("policy_exits", {}).get(node["nick"])
+    return policy_exit_rules(ports) if ports else EXIT_POLICY
+
+
+def metrics_args(node):
+    """A loopback MetricsPort for Fors slots: `wait` reads its consensus-fetch counter to
+    know when the relay has a consensus listing every relay.  Given on the command line
+    (`--Option value`, as C tor), so the torrc stays the plain core options and a copy of it
+    (tests/daemon_identity.rs runs an impostor from one) does not clash on the port."""
+    if not node.get("metrics_port"):
+        return []
+    return ["--MetricsPort", f"{LOOPBACK}:{node['metrics_port']}",
+            "--MetricsPortPolicy", f"accept {LOOPBACK}"]
 
 
 def relay_ctor_extra_lines(node):
@@ -326,11 +361,15 @@ def authority_lines(net, node, exit_fps):
         f"V3AuthDistDelay {vi['dist_delay']}",
         "V3AuthNIntervalsValid 2",
         # Flags by fiat (voteflags.c dirserv_set_routerstatus_testing): Exit
-        # exactly for our exit-role relays -- their loopback-only policy would
-        # never earn it (needs 2 of 80/443/6667 to a public /8);
-        # Guard/HSDir for all, skipping stability requirements.
+        # for our loopback-policy exits, so that it never depends on the policy
+        # details; Guard/HSDir for all, skipping stability requirements.
         f"TestingDirAuthVoteExit {','.join('$' + fp for fp in exit_fps)}",
-        "TestingDirAuthVoteExitIsStrict 1",
+        # Strict: nobody else gets Exit -- unless --policy-exit slots exist, whose
+        # Exit flag the authorities must decide from the descriptor alone
+        # (voteflags.c dirserv_compute_performance_thresholds: policy not
+        # reject-all and exit_policy_is_general_exit); a strict list would
+        # strip it from them.
+        f"TestingDirAuthVoteExitIsStrict {0 if net.get('policy_exits') else 1}",
         "TestingDirAuthVoteGuard *",
         "TestingDirAuthVoteHSDir *",
         "TestingMinExitFlagThreshold 0",
@@ -379,11 +418,14 @@ def client_lines(net, pins):
     return lines
 
 
-_ADDR_OPTS = ("Address", "ORPort", "DirPort", "SocksPort", "ControlPort", "DirAuthority")
+_ADDR_OPTS = ("Address", "ORPort", "DirPort", "SocksPort", "ControlPort", "DirAuthority",
+              "MetricsPort")
 
 
-def check_torrc_is_local(path):
-    """Refuse any torrc that could reach beyond loopback."""
+def check_torrc_is_local(path, extra_policies=()):
+    """Refuse any torrc that could reach beyond loopback.  `extra_policies` are further
+    exit policies to allow; only `up` passes them, for --policy-exit slots, after it has
+    checked that it runs in an isolated network namespace."""
     problems = []
     policy = []
     has_testing = has_auth = has_orport = False
@@ -417,7 +459,8 @@ def check_torrc_is_local(path):
                         problems.append(f"{key} names non-loopback {ip}")
             if key == "ExitPolicy":
                 policy += [r.strip() for r in val.split(",")]
-    if policy not in (EXIT_POLICY, NON_EXIT_POLICY) and not (policy == [] and not has_orport):
+    if policy not in [EXIT_POLICY, NON_EXIT_POLICY] + list(extra_policies) and \
+            not (policy == [] and not has_orport):
         problems.append(f"unexpected ExitPolicy {policy}")
     if not has_testing:
         problems.append("missing TestingTorNetwork 1")
@@ -458,6 +501,25 @@ def self_check_exit_policy():
                  "::1", "::", "2001:db8::1", "::ffff:127.0.0.1"):
         if policy_accepts(EXIT_POLICY, addr, 443):
             raise TestnetError(f"exit policy would accept non-loopback {addr}")
+
+
+def self_check_policy_exit(ports):
+    """A --policy-exit policy accepts its web ports everywhere and loopback above 1023, and
+    nothing else (run before anything starts)."""
+    rules = policy_exit_rules(ports)
+    for addr in ("192.0.2.1", "1.1.1.1", "127.0.0.2"):
+        for port in ports:
+            if not policy_accepts(rules, addr, port):
+                raise TestnetError(f"policy-exit policy does not accept {addr}:{port}")
+    for port in set(POLICY_EXIT_PORTS) - set(ports):
+        if policy_accepts(rules, "192.0.2.1", port) or policy_accepts(rules, "127.0.0.2", port):
+            raise TestnetError(f"policy-exit policy for ports {ports} accepts port {port}")
+    if not policy_accepts(rules, "127.0.0.2", 15000):
+        raise TestnetError("policy-exit policy does not accept loopback high ports")
+    for addr, port in (("192.0.2.1", 22), ("192.0.2.1", 15000), ("10.0.0.1", 8080),
+                       ("127.0.0.2", 22), ("::1", 15000), ("2001:db8::1", 22)):
+        if policy_accepts(rules, addr, port):
+            raise TestnetError(f"policy-exit policy would accept {addr}:{port}")
 
 
 def write_torrc(path, lines):
@@ -604,12 +666,29 @@ def plan_network(args):
         if not os.path.isdir(src):
             raise TestnetError(f"--slot-keys {opt!r}: {src} is not a directory")
         net.setdefault("slot_keys", {})[nick] = os.path.abspath(src)
+    for opt in args.policy_exit or []:
+        nick, _, ports_txt = opt.strip().partition(" ")
+        exits = {r["nick"] for r in net["relays"] if r["pluggable"] and r["role"] == "exit"}
+        try:
+            ports = sorted({int(p) for p in ports_txt.replace(",", " ").split()})
+        except ValueError:
+            ports = []
+        if nick not in exits or not ports or not set(ports) <= set(POLICY_EXIT_PORTS):
+            raise TestnetError(f"--policy-exit {opt!r}: expected 'SLOT PORTS' with SLOT one of "
+                               f"{sorted(exits) or 'the --fors exit slots (none given)'} and "
+                               f"PORTS from {','.join(map(str, POLICY_EXIT_PORTS))}, e.g. "
+                               "'forsexit1 80,443'")
+        net.setdefault("policy_exits", {})[nick] = ports
     client_dir = os.path.join(run_dir, "client")
     net["client"] = {"nick": "client", "socks_port": next_port(), "control_port": next_port(),
                      "data_dir": client_dir, "torrc": os.path.join(client_dir, "torrc")}
     net["server_address"] = args.server_addr
     if not args.no_server:
         net["http_server"] = {"address": args.server_addr, "port": next_port(), "pid": None}
+    # Allocated last, so the ports above do not move when MetricsPorts are added.
+    for r in net["relays"]:
+        if r["kind"] == "fors":
+            r["metrics_port"] = next_port()
     busy = [p for p in used if not port_is_free(p)]
     if "http_server" in net and not port_is_free(net["http_server"]["port"], args.server_addr):
         busy.append(net["http_server"]["port"])
@@ -676,7 +755,7 @@ def tor_cmd(net, torrc):
 
 def node_cmd(net, node):
     if node.get("kind") == "fors":
-        return [node["bin"], "-f", node["torrc"]]
+        return [node["bin"], "-f", node["torrc"]] + metrics_args(node)
     return tor_cmd(net, node["torrc"])
 
 
@@ -693,6 +772,16 @@ def cmd_up(args, launcher):
     self_check_exit_policy()
     t0 = time.time()
     net = plan_network(args)
+    extra_policies = []
+    if net.get("policy_exits"):
+        # A real exit policy is safe only where nothing can leave: demand an isolated
+        # network namespace (only `lo`, no route off it) before anything is written/started.
+        net["netns"] = require_isolated_netns("--policy-exit")
+        for nick, ports in sorted(net["policy_exits"].items()):
+            self_check_policy_exit(ports)
+            extra_policies.append(policy_exit_rules(ports))
+            log(f"{nick}: exit policy {', '.join(policy_exit_rules(ports))} (Exit flag decided "
+                "by the authorities from this policy)")
     run_dir = net["run_dir"]
     prepare_run_dir(run_dir)
     empty_defaults = os.path.join(run_dir, "empty-defaults")
@@ -722,7 +811,7 @@ def cmd_up(args, launcher):
             if r["kind"] == "ctor":
                 lines += relay_ctor_extra_lines(r)
             write_torrc(r["torrc"], lines)
-            check_torrc_is_local(r["torrc"])
+            check_torrc_is_local(r["torrc"], extra_policies)
 
         def relay_identity(r):
             cmd = ([r["bin"], "--list-fingerprint", "-f", r["torrc"]] if r["kind"] == "fors"
@@ -732,7 +821,9 @@ def cmd_up(args, launcher):
 
         for f in [pool.submit(relay_identity, r) for r in net["relays"]]:
             f.result()
-    exit_fps = [r["fingerprint"] for r in net["relays"] if r["role"] == "exit"]
+    # Forced Exit for every exit except the --policy-exit slots (the policy decides those).
+    exit_fps = [r["fingerprint"] for r in net["relays"]
+                if r["role"] == "exit" and r["nick"] not in net.get("policy_exits", {})]
     for a in net["authorities"]:
         write_torrc(a["torrc"], authority_lines(net, a, exit_fps))
         check_torrc_is_local(a["torrc"])
@@ -832,6 +923,37 @@ def wait_first_consensus(net, launcher):
     raise TestnetError(f"no consensus from the authorities within {limit}s; see {net['run_dir']}/auth*/notice.log")
 
 
+def require_isolated_netns(why):
+    """Check (scripts/netns.py) that this process runs in an isolated network namespace:
+    only `lo`, up, no route through anything else, no default route.  Raises otherwise."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import netns
+    except ImportError as e:
+        raise TestnetError(f"{why}: cannot load scripts/netns.py: {e}")
+    try:
+        summary = netns.check_isolated()
+    except (netns.NetnsError, OSError) as e:
+        raise TestnetError(f"{why} needs an isolated network namespace; refusing to start anything. "
+                           f"{e}. Run inside `scripts/netns.py run -- ...` or `scripts/netns.py "
+                           "enter PID -- ...`")
+    log(f"isolated network namespace: {summary}")
+    return {"inode": netns.netns_inode(), "isolated": True}
+
+
+def check_same_netns(net):
+    """A network started in an isolated namespace is reachable only from inside it."""
+    ns = net.get("netns")
+    if not ns:
+        return
+    here = os.stat("/proc/self/ns/net").st_ino
+    if here != ns["inode"]:
+        pid = next((p for _, p, t in all_processes(net) if p and pid_is_ours(p, t)), None)
+        raise TestnetError(f"this network runs in the isolated network namespace {ns['inode']}, this "
+                           f"command in {here}; run it inside: scripts/netns.py enter "
+                           f"{pid or 'PID'} -- scripts/testnet.py --dir {net['run_dir']} ...")
+
+
 def tail_file(path, n=15):
     try:
         with open(path, errors="replace") as f:
@@ -864,7 +986,11 @@ class ControlError(TestnetError):
 
 
 class Controller:
+    """A control connection.  Asynchronous events (650) that arrive while a command waits
+    for its reply are kept in `events`, one string per event."""
+
     def __init__(self, port, timeout=10.0):
+        self.events = []
         try:
             self.sock = socket.create_connection((LOOPBACK, port), timeout=timeout)
         except OSError as e:
@@ -893,6 +1019,12 @@ class Controller:
             if len(line) < 4:
                 raise ControlError(f"malformed control reply {line!r}")
             code, sep, text = line[:3], line[3], line[4:]
+            if code == "650":
+                if sep == "+":  # multi-line event data: keep the first line only
+                    while self._readline() != ".":
+                        pass
+                self.events.append(text)
+                continue
             data = None
             if sep == "+":
                 buf = []
@@ -961,11 +1093,15 @@ def client_controller(net):
 # wait
 # --------------------------------------------------------------------------
 
-def required_flags(node):
+def required_flags(node, net=None):
     # Fast: C tor clients need it on every hop of a circuit for exit streams.
     flags = {"Running", "Valid", "Fast"}
     if node.get("role") == "exit":
-        flags.add("Exit")
+        # A --policy-exit slot earns Exit only if its policy opens both 80 and 443
+        # (policies.c exit_policy_is_general_exit); the others are forced.
+        ports = (net or {}).get("policy_exits", {}).get(node["nick"])
+        if ports is None or set(POLICY_EXIT_PORTS) <= set(ports):
+            flags.add("Exit")
     return flags
 
 
@@ -992,9 +1128,96 @@ def check_processes(net):
         raise TestnetError(f"processes not running: {', '.join(dead)}\n" + "\n".join(msgs))
 
 
+def consensus_listed_fps(path):
+    """Every fingerprint listed (any flags) in a cached consensus file, or None."""
+    try:
+        with open(path) as f:
+            return set(parse_ns(f.read()))
+    except OSError:
+        return None
+
+
+def scrape_metric(port, name, timeout=2.0):
+    """One sample `name value` from a MetricsPort's GET /metrics, or None."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as c:
+            c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            status, _, body = read_http_head(c)
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                body += d
+    except (OSError, TestnetError, ValueError, IndexError):
+        return None
+    if status != 200:
+        return None
+    for line in body.decode(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == name:
+            try:
+                return int(float(parts[1]))
+            except ValueError:
+                return None
+    return None
+
+
+class ExitKnowledge:
+    """Does every exit know every relay the client may put before it?
+
+    A relay refuses BEGIN from a previous hop it does not know (C tor
+    connection_exit_begin_conn with refuseunknownexits, and Fors likewise), so right after
+    the client's consensus is complete a stream can still fail until each exit has a
+    consensus listing every relay.  C tor exits: their DataDirectory/cached-consensus.
+    Fors exits have no cached consensus on disk; their MetricsPort counts consensus fetches,
+    and a fetch completed after the client held a consensus listing everyone (so the
+    authorities served one) brings them up to date.  (A fetch already under way at that
+    moment could still return the older document; `transfer` keeps a short retry for
+    that.)"""
+
+    FETCH_METRIC = "fors_relay_consensus_fetches_ok_total"
+
+    def __init__(self, net):
+        self.exits = [r for r in net["relays"] if r["role"] == "exit"]
+        self.baseline = {}  # nick -> (relays wanted, fetch count when they were all listed)
+
+    def missing(self, want):
+        out = []
+        for r in self.exits:
+            nick = r["nick"]
+            if r.get("kind") == "fors":
+                if not r.get("metrics_port"):
+                    continue  # network.json from before MetricsPorts: cannot tell
+                n = scrape_metric(r["metrics_port"], self.FETCH_METRIC)
+                if n is None:
+                    out.append(f"{nick}(metrics unavailable)")
+                    continue
+                key = frozenset(want)
+                base = self.baseline.get(nick)
+                if base is None or base[0] != key:
+                    self.baseline[nick] = (key, n)
+                    out.append(f"{nick}(awaiting a consensus fetch)")
+                elif n <= base[1]:
+                    out.append(f"{nick}(awaiting a consensus fetch)")
+                continue
+            data_dir = r["data_dir"]
+            fps = None
+            for name in ("cached-consensus", "cached-microdesc-consensus"):
+                fps = consensus_listed_fps(os.path.join(data_dir, name))
+                if fps is not None:
+                    break
+            if fps is None:
+                out.append(f"{nick}(no consensus yet)")
+            elif not want <= fps:
+                out.append(f"{nick}(knows {len(want & fps)}/{len(want)} relays)")
+        return out
+
+
 def cmd_wait(args, net=None):
     net = net or load_network(args.dir)
+    check_same_netns(net)
     targets = select_targets(net, args)
+    knowledge = ExitKnowledge(net)
     t_start = time.monotonic()
     deadline = t_start + args.timeout
     interactive = sys.stdout.isatty()
@@ -1020,7 +1243,7 @@ def cmd_wait(args, net=None):
                 if entry is None:
                     missing.append(f"{node['nick']}(absent)")
                     continue
-                lack = required_flags(node) - entry["flags"]
+                lack = required_flags(node, net) - entry["flags"]
                 if lack:
                     missing.append(f"{node['nick']}(no {'/'.join(sorted(lack))})")
                     continue
@@ -1032,10 +1255,13 @@ def cmd_wait(args, net=None):
                 if m and not node.get("ed25519_id"):
                     node["ed25519_id"] = m.group(1)
             circ_ok = ctl.getinfo("status/circuit-established") == "1"
+            # Only once the client's view is complete: the exits must know all of it.
+            unaware = knowledge.missing(set(ns)) if not missing else []
             status = (f"bootstrap {boot}%, {len(targets) - len(missing)}/{len(targets)} relays ready"
                       + (f"; waiting: {' '.join(missing)}" if missing else "")
-                      + ("" if circ_ok else "; no circuit yet"))
-            if not missing and boot == "100" and circ_ok:
+                      + ("" if circ_ok else "; no circuit yet")
+                      + (f"; exits not up to date: {' '.join(unaware)}" if unaware else ""))
+            if not missing and not unaware and boot == "100" and circ_ok:
                 took = time.monotonic() - t_start
                 since_up = time.time() - net.get("started_at", time.time())
                 net["ready_after_seconds"] = round(since_up, 1)
@@ -1043,7 +1269,8 @@ def cmd_wait(args, net=None):
                 if interactive:
                     sys.stdout.write("\n")
                 log(f"network ready: waited {took:.1f}s, {since_up:.1f}s since `up` started "
-                    f"({len(targets)} relays Running+Valid, exits also Exit)")
+                    f"({len(targets)} relays Running+Valid, exits also Exit; every exit knows "
+                    f"all {len(ns)} relays)")
                 ctl.close()
                 return took
         except (ControlError, OSError) as e:
@@ -1111,6 +1338,7 @@ def apply_pins(net, ctl, entry=None, middle=None, exit_=None, clear=False):
 
 def cmd_pin(args):
     net = load_network(args.dir)
+    check_same_netns(net)
     ctl = client_controller(net)
     try:
         pins = apply_pins(net, ctl, args.entry, args.middle, args.exit, args.clear)
@@ -1247,6 +1475,14 @@ def cmd_serve(args):
 # SOCKS5 client (RFC 1928/1929) and HTTP over it
 # --------------------------------------------------------------------------
 
+class SocksReplyError(TestnetError):
+    """The SOCKS server answered CONNECT with a failure `code` (RFC 1928 §6)."""
+
+    def __init__(self, msg, code):
+        super().__init__(msg)
+        self.code = code
+
+
 SOCKS5_ERRORS = {1: "general failure", 2: "not allowed by ruleset", 3: "network unreachable",
                  4: "host unreachable", 5: "connection refused", 6: "TTL expired",
                  7: "command not supported", 8: "address type not supported"}
@@ -1278,7 +1514,8 @@ def socks5_connect(socks_port, host, port, username, password, timeout):
         s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(host) + struct.pack(">H", port))
         ver, rep, _, atyp = recv_exact(s, 4)
         if rep != 0:
-            raise TestnetError(f"SOCKS CONNECT to {host}:{port} failed: {SOCKS5_ERRORS.get(rep, rep)}")
+            raise SocksReplyError(f"SOCKS CONNECT to {host}:{port} failed: "
+                                  f"{SOCKS5_ERRORS.get(rep, rep)}", rep)
         if atyp == 1:
             recv_exact(s, 6)
         elif atyp == 4:
@@ -1337,7 +1574,8 @@ def circuit_paths_for(ctl, username, target):
     return paths
 
 
-CONNECT_ATTEMPTS = 6
+# A last-resort safety net: `wait` already waits until every exit knows every relay.
+CONNECT_ATTEMPTS = 3
 CONNECT_RETRY_DELAY = 5
 
 
@@ -1349,10 +1587,10 @@ def transfer(net, ctl, server, direction, nbytes, timeout, pins):
     target = f"{server_addr}:{server_port}"
     t_conn = time.monotonic()
     try:
-        # Right after `wait`, an exit may not have fetched a consensus that lists the relay
-        # before it yet; it then refuses BEGIN from an "unknown relay" (END MISC, C tor's
+        # An exit that does not know the relay before it refuses BEGIN (END MISC, C tor's
         # refuseunknownexits, and Fors does the same) and the client gives up with a SOCKS
-        # general failure. Retry a bounded number of times on a fresh circuit.
+        # general failure. `wait` waits until every exit knows every relay, so this retry
+        # only covers a consensus fetch that was under way at that moment (ExitKnowledge).
         for attempt in range(1, CONNECT_ATTEMPTS + 1):
             try:
                 s = socks5_connect(socks, server_addr, server_port, f"{tag}-{attempt}", "x", timeout)
@@ -1362,7 +1600,7 @@ def transfer(net, ctl, server, direction, nbytes, timeout, pins):
                 if attempt == CONNECT_ATTEMPTS or "CONNECT" not in str(e):
                     raise
                 log(f"{direction}: {e}; retrying on a new circuit in {CONNECT_RETRY_DELAY}s "
-                    f"(attempt {attempt}/{CONNECT_ATTEMPTS})")
+                    f"(attempt {attempt}/{CONNECT_ATTEMPTS}; unexpected after `wait`)")
                 time.sleep(CONNECT_RETRY_DELAY)
     except OSError as e:
         raise TestnetError(f"{direction}: SOCKS connect to {target} via {LOOPBACK}:{socks} failed "
@@ -1463,6 +1701,7 @@ def pick_free_port(net, addr):
 
 def cmd_traffic(args, net=None):
     net = net or load_network(args.dir)
+    check_same_netns(net)
     check_processes(net)
     ctl = client_controller(net)
     srv = None
@@ -1496,6 +1735,93 @@ def cmd_traffic(args, net=None):
     if bad:
         raise TestnetError(f"{len(bad)} of {len(results)} transfers failed verification")
     return results
+
+
+# --------------------------------------------------------------------------
+# probe: one stream, and what became of it
+# --------------------------------------------------------------------------
+
+def parse_hostport(text):
+    host, _, port = text.rpartition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        port = int(port)
+    except ValueError:
+        raise TestnetError(f"expected IPv4:PORT, got {text!r}")
+    if not 0 < port < 65536:
+        raise TestnetError(f"bad port in {text!r}")
+    return host, port
+
+
+def circuit_paths_from(ctl):
+    """circuit id -> [fingerprints] from circuit-status and the CIRC events seen so far."""
+    out = {}
+    lines = (ctl.getinfo("circuit-status") or "").splitlines()
+    lines += [e[len("CIRC "):] for e in ctl.events if e.startswith("CIRC ")]
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 3 and parts[2].startswith("$"):  # LAUNCHED circuits have no path yet
+            out[parts[0]] = [h.split("~")[0].lstrip("$") for h in parts[2].split(",")]
+    return out
+
+
+def cmd_probe(args):
+    """Open one SOCKS stream to HOST:PORT (optionally pinning the exit) and report how it
+    ended: connected, or the SOCKS reply plus the exit's END reasons from the client's
+    STREAM events (REMOTE_REASON, control-spec §4.1.2)."""
+    net = load_network(args.dir)
+    check_same_netns(net)
+    check_processes(net)
+    host, port = parse_hostport(args.target)
+    ctl = client_controller(net)
+    result = {"target": f"{host}:{port}"}
+    try:
+        if args.exit:
+            apply_pins(net, ctl, exit_=args.exit)
+        ctl.ok("SETEVENTS STREAM CIRC")
+        user = f"probe-{os.getpid()}-{random.getrandbits(32):08x}"
+        t0 = time.monotonic()
+        try:
+            s = socks5_connect(net["client"]["socks_port"], host, port, user, "x", args.io_timeout)
+            s.close()
+            result.update(connected=True, socks_reply=0)
+        except SocksReplyError as e:
+            result.update(connected=False, socks_reply=e.code, error=str(e))
+        except (OSError, TestnetError) as e:
+            result.update(connected=False, socks_reply=None, error=str(e))
+        result["seconds"] = round(time.monotonic() - t0, 2)
+        ctl.ok("GETINFO version")  # collects the events that arrived meanwhile
+        paths = circuit_paths_from(ctl)
+        ctl.ok("SETEVENTS")
+    finally:
+        ctl.close()
+    names = {r["fingerprint"]: r["nick"] for r in net["relays"] + net["authorities"]}
+    target_txt = f"{host}:{port}"
+    remote, exits, statuses = [], [], []
+    for e in ctl.events:
+        parts = e.split()
+        if len(parts) < 5 or parts[0] != "STREAM" or parts[4] != target_txt:
+            continue
+        statuses.append(parts[2])
+        m = re.search(r"REMOTE_REASON=(\S+)", e)
+        if m:
+            remote.append(m.group(1))
+        if parts[2] in ("SENTCONNECT", "SUCCEEDED") and parts[3] in paths:
+            exit_fp = paths[parts[3]][-1]
+            exits.append(names.get(exit_fp, exit_fp))
+    result.update(remote_reasons=remote, exits=sorted(set(exits)), stream_statuses=statuses)
+    want_connect = args.expect == "connect"
+    ok = result["connected"] == want_connect
+    if result["connected"]:
+        log(f"probe {target_txt}: connected in {result['seconds']}s via exit {','.join(result['exits']) or '?'}")
+    else:
+        log(f"probe {target_txt}: failed after {result['seconds']}s: {result.get('error')}; exit END "
+            f"reasons {','.join(remote) or 'none'}; exits tried {','.join(result['exits']) or 'none'}")
+    if args.json:
+        print(json.dumps(result), flush=True)
+    if not ok:
+        raise TestnetError(f"probe {target_txt}: expected {args.expect}")
+    return 0
 
 
 # --------------------------------------------------------------------------
@@ -1557,6 +1883,7 @@ def leak_check(net):
 
 def cmd_status(args):
     net = load_network(args.dir)
+    check_same_netns(net)
     for (label, pid, tok), line in zip(all_processes(net), describe_nodes(net)):
         state = "running" if pid and pid_is_ours(pid, tok) else "STOPPED"
         log(f"  {state:<8} {line}")
@@ -1687,6 +2014,11 @@ def add_up_args(p):
     p.add_argument("--slot-keys", action="append",
                    help="'SLOT DIR': copy the files of DIR into the slot's DataDirectory/keys "
                         "before its keys are listed, so it keeps that identity (repeatable)")
+    p.add_argument("--policy-exit", action="append",
+                   help="'SLOT PORTS': give exit slot SLOT the policy `accept *:P` for PORTS "
+                        "(from 80,443) plus loopback, and let the authorities decide its Exit "
+                        "flag from it; only inside an isolated network namespace "
+                        "(scripts/netns.py), checked before anything starts (repeatable)")
     p.add_argument("--no-server", action="store_true", help="do not start the HTTP server process")
     p.add_argument("--server-addr", default=SERVER_ADDR_DEFAULT,
                    help=f"loopback address of the HTTP server (default {SERVER_ADDR_DEFAULT}; "
@@ -1732,6 +2064,13 @@ def main(argv=None):
     p = sub.add_parser("serve", help="run the HTTP data server in the foreground")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--address", default=SERVER_ADDR_DEFAULT)
+    p = sub.add_parser("probe", help="open one SOCKS stream to IPv4:PORT and report how it ended")
+    p.add_argument("target", help="IPv4:PORT")
+    p.add_argument("--exit", help="pin ExitNodes to this relay first (merges with other pins)")
+    p.add_argument("--expect", choices=["connect", "fail"], default="connect",
+                   help="exit status 0 only if the stream connects / fails (default connect)")
+    p.add_argument("--io-timeout", type=float, default=120.0)
+    p.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     sub.add_parser("status", help="show processes, consensus flags and the socket check")
     sub.add_parser("down", help="stop every recorded process")
     p = sub.add_parser("demo", help="up -> wait -> traffic -> down, non-zero exit on failure")
@@ -1773,6 +2112,8 @@ def main(argv=None):
         if args.cmd == "serve":
             cmd_serve(args)
             return 0
+        if args.cmd == "probe":
+            return cmd_probe(args)
         if args.cmd == "status":
             return cmd_status(args)
         if args.cmd == "down":

@@ -319,3 +319,123 @@ pub fn wait_for_file_line(path: &Path, needle: &str, timeout: Duration) -> Strin
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// `scripts/netns.py` in this repository.
+pub fn netns_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/netns.py")
+}
+
+/// Whether this test runs as root (CI does: then an isolated namespace must be available).
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A fresh network namespace with only `lo` (no route off the machine), made and checked by
+/// `scripts/netns.py hold`; its holder process is killed on drop. The namespace itself
+/// disappears with its last process, so whatever the test started in it must be stopped by
+/// pid too (the [`TestnetGuard`]).
+pub struct IsolatedNetns {
+    holder: Child,
+    /// The holder's pid: `netns.py enter PID` runs commands in the namespace.
+    pub pid: u32,
+    /// The holder's `netns ready: ...` line (namespace inode, interfaces, routes).
+    pub ready_line: String,
+}
+
+/// Why an isolated namespace could not be made.
+#[derive(Debug)]
+pub enum NetnsUnavailable {
+    /// No way to make one here (no unshare, user namespaces disabled): a reason to skip.
+    Unsupported(String),
+    /// One was made but is not isolated, or the holder failed otherwise: never skip this.
+    Failed(String),
+}
+
+impl IsolatedNetns {
+    pub fn start() -> Result<IsolatedNetns, NetnsUnavailable> {
+        let mut holder = Command::new("python3")
+            .arg(netns_script())
+            .args(["hold", "--max-seconds", "1800"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| NetnsUnavailable::Unsupported(format!("cannot run python3: {e}")))?;
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(holder.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(holder.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    eprintln!("netns| {line}");
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) if line.starts_with("netns ready: pid=") => {
+                    let pid = line["netns ready: pid=".len()..]
+                        .split_whitespace()
+                        .next()
+                        .and_then(|p| p.parse().ok())
+                        .ok_or_else(|| NetnsUnavailable::Failed(format!("bad line {line:?}")))?;
+                    return Ok(IsolatedNetns {
+                        holder,
+                        pid,
+                        ready_line: line,
+                    });
+                }
+                Ok(line) => seen.push(line),
+                Err(_) => {}
+            }
+            if let Some(st) = holder.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(200));
+                seen.extend(rx.try_iter());
+                let why = seen.join("\n");
+                // 77: netns.py could not create a namespace here; 3: not isolated.
+                return Err(if st.code() == Some(77) {
+                    NetnsUnavailable::Unsupported(why)
+                } else {
+                    NetnsUnavailable::Failed(format!("netns.py hold exited with {st}: {why}"))
+                });
+            }
+            if Instant::now() > end {
+                let _ = holder.kill();
+                let _ = holder.wait();
+                return Err(NetnsUnavailable::Failed(format!(
+                    "no `netns ready` line within 60 s: {}",
+                    seen.join("\n")
+                )));
+            }
+        }
+    }
+
+    /// A command that runs `program args...` inside the namespace (after netns.py checks
+    /// again that it is the isolated one).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("python3");
+        c.arg(netns_script())
+            .arg("enter")
+            .arg(self.pid.to_string())
+            .arg("--")
+            .arg(program);
+        c
+    }
+}
+
+impl Drop for IsolatedNetns {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
