@@ -24,13 +24,21 @@ thread_local! {
     static LANES: RefCell<Sha1Lanes> = RefCell::new(Sha1Lanes::new());
 }
 
-/// Access to the i-th (state, cell) pair of a multi-circuit call, whichever form it has.
-trait Jobs {
+/// Access to the i-th (state, cell) pair of a multi-circuit call, whichever form it has:
+/// callers that keep circuit states in their own table (the exit's circuit core) implement it
+/// over that table instead of copying states into a slice.
+///
+/// Jobs run in index order, grouped greedily: a group ends at the first job whose circuit is
+/// already in it. So a caller with several cells per circuit should order jobs round-robin
+/// (every circuit's first cell, then every circuit's second …) to fill the lanes.
+pub trait MultiJobs {
     fn count(&self) -> usize;
     /// Identifies the circuit of job `i`, to keep two cells of one circuit out of one group.
     fn circuit(&self, i: usize) -> usize;
     fn get(&mut self, i: usize) -> (&mut Tor1RelayCrypto, &mut CellBody);
 }
+
+use MultiJobs as Jobs;
 
 impl Jobs for [CircuitCell<'_>] {
     fn count(&self) -> usize {
@@ -237,6 +245,18 @@ pub fn originate_multi_with(
     min_lanes: usize,
 ) {
     originate_core(jobs, tags, imp, min_lanes);
+}
+
+/// [`originate_multi`] over any [`MultiJobs`]; `tags[i]` receives job `i`'s SENDME v1 tag.
+///
+/// # Panics
+/// If `tags` and the job count differ.
+pub fn originate_multi_jobs<J: MultiJobs + ?Sized>(
+    jobs: &mut J,
+    tags: &mut [[u8; SENDME_TAG_LEN]],
+) {
+    let e = Tor1Engine::get();
+    originate_core(jobs, Some(tags), e.sha1_multi, e.multi_min_lanes);
 }
 
 /// [`originate_multi`] with cells in one buffer: `cells[i]` belongs to `states[circuits[i]]`.
