@@ -50,7 +50,7 @@ use daemon_common::private_net::{
     testnet_skip_reason, EchoTransfer, TorControl,
 };
 use daemon_common::raw_link::{
-    fixed_cell, tcp_wait_closed, var_cell, versions_cell, LinkRead, RawLink,
+    fixed_cell, tcp_wait_closed, var_cell, versions_cell, LinkClosed, LinkRead, RawLink,
 };
 use daemon_common::{
     free_port, free_port_range_base, http_get, metric, open_channel_and_create, wait_for_file_line,
@@ -122,7 +122,7 @@ fn send(link: &mut RawLink, bytes: &[u8]) -> Result<(), String> {
 /// Waits for the relay to close the link; cells other than padding before the close fail.
 fn expect_closed(link: &mut RawLink) -> Outcome {
     match link.wait_closed(CLOSE_LIMIT) {
-        Ok((how, after, cells)) => {
+        Ok(LinkClosed { how, after, cells }) => {
             let unexpected: Vec<_> = cells
                 .iter()
                 .filter(|(_, cmd, _)| !is_padding(*cmd))
@@ -572,7 +572,7 @@ fn idle_open_link_with_half_a_cell_is_closed() {
     let cell = fixed_cell(cid(0x19), ChanCmd::RELAY, &noise(19, 509));
     assert!(link.send(&cell[..257]));
     match link.wait_closed(IDLE_LIMIT) {
-        Ok((how, after, _)) => eprintln!("idle link closed after {after:.0?} ({how})"),
+        Ok(c) => eprintln!("idle link closed after {:.0?} ({})", c.after, c.how),
         Err(cells) => panic!(
             "an idle link with half a cell is still open after {IDLE_LIMIT:?} (cells {cells:?})"
         ),

@@ -331,7 +331,7 @@ impl TorControl {
 /// The deterministic byte at offset `i` of an echo transfer (a cheap PRNG of the offset, so
 /// reordering, loss or corruption anywhere shows).
 fn pattern(i: u64) -> u8 {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66_D;
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x0005_DEEC_E66D;
     x ^= x >> 29;
     x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     (x >> 32) as u8

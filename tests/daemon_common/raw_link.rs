@@ -167,25 +167,37 @@ impl RawLink {
         }
     }
 
-    /// Reads (and keeps) cells until the relay ends the connection. `Ok`: how it ended, after
-    /// how long, and the cells that came first; `Err`: still open after `limit`.
-    pub fn wait_closed(
-        &mut self,
-        limit: Duration,
-    ) -> Result<(String, Duration, Vec<(CircId, ChanCmd, Vec<u8>)>), Vec<(CircId, ChanCmd)>> {
+    /// Reads (and keeps) cells until the relay ends the connection. `Err`: still open after
+    /// `limit`, with the cells seen meanwhile.
+    pub fn wait_closed(&mut self, limit: Duration) -> Result<LinkClosed, Vec<(CircId, ChanCmd)>> {
         let start = Instant::now();
         let mut cells = Vec::new();
         loop {
             let left = limit.saturating_sub(start.elapsed());
             match self.read_cell(left) {
                 LinkRead::Cell { circ_id, cmd, body } => cells.push((circ_id, cmd, body)),
-                LinkRead::Closed(how) => return Ok((how, start.elapsed(), cells)),
+                LinkRead::Closed(how) => {
+                    return Ok(LinkClosed {
+                        how,
+                        after: start.elapsed(),
+                        cells,
+                    })
+                }
                 LinkRead::TimedOut => {
                     return Err(cells.into_iter().map(|(c, m, _)| (c, m)).collect());
                 }
             }
         }
     }
+}
+
+/// How a link ended: as [`LinkRead::Closed`] says, after how long, and the cells (circuit ID,
+/// command, body) the relay sent before.
+#[derive(Debug)]
+pub struct LinkClosed {
+    pub how: String,
+    pub after: Duration,
+    pub cells: Vec<(CircId, ChanCmd, Vec<u8>)>,
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {
