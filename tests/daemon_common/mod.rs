@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod private_net;
+pub mod raw_link;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
