@@ -31,12 +31,13 @@
 //!   handshake timeout, C's 60 s TLS_HANDSHAKE_TIMEOUT likewise) and checks that the transfer
 //!   completes byte for byte, the daemon lives on and a fresh channel works.
 //!
-//! Two more are ignored because Fors differs from C tor there:
+//! * `odd_length_versions_on_an_open_link_closes` — like C tor, an odd-length VERSIONS
+//!   closes even an open link.
+//!
+//! One more is ignored because Fors differs from C tor there:
 //! * `idle_open_link_with_half_a_cell_is_closed` — a bug: no idle timeout on open channels
 //!   (C tor closes an idle client link after 3–4.5 minutes), so a peer that finishes the
-//!   handshake, sends half a cell and stalls holds its connection for ever;
-//! * `odd_length_versions_on_an_open_link_closes` — C tor closes on an odd-length VERSIONS
-//!   even after the handshake; Fors ignores it like any repeated VERSIONS.
+//!   handshake, sends half a cell and stalls holds its connection for ever.
 //!
 //! Fors logs a channel's close reason at debug level (`channel closed: …`), so both relays
 //! run with `Log debug stdout` and the tests grep for the reason of each closing case where
@@ -758,10 +759,8 @@ fn malformed_input_during_a_live_transfer() {
 /// closes the connection even on an open link (`channel_tls_process_versions_cell`:
 /// "Received a VERSION cell with odd payload length %d; closing connection."), whereas an
 /// even-length one is dropped ("version already set"; the `second VERSIONS` case above).
-/// Fors ignores every VERSIONS after the handshake (`Channel::on_open_cell` counts it in
-/// `cells_ignored`), so this odd one is ignored too.
+/// Fors does the same (`Channel::on_open_cell`).
 #[test]
-#[ignore = "deviation from C tor: an odd-length VERSIONS on an open link is ignored, C tor closes"]
 fn odd_length_versions_on_an_open_link_closes() {
     let tmp = TempDir::new("badinput-odd-versions");
     let (_f, or_addr, _, _, _) = start_standalone(tmp.path());

@@ -463,7 +463,15 @@ impl Channel {
                         when: "after the handshake",
                     })
                 }
-                // VPADDING, AUTHORIZE, a repeated VERSIONS, unknown variable cells.
+                // A repeated VERSIONS is ignored, but C closes on a malformed one at any time
+                // (`channel_tls_process_versions_cell`: odd payload length).
+                ChanCmd::VERSIONS if v.body.len() % 2 != 0 => {
+                    return Err(ChannelError::UnexpectedCell {
+                        cmd: v.cmd,
+                        when: "with an odd length",
+                    })
+                }
+                // VPADDING, AUTHORIZE, a well-formed repeated VERSIONS, unknown variable cells.
                 _ => self.stats.cells_ignored += 1,
             },
         }
