@@ -688,6 +688,14 @@ impl<M: Send> Core<M> {
         }
     }
 
+    /// Free slots and capacity of the queue to shard `to` (`(0, 0)` if there is none).
+    pub fn cross_space(&mut self, to: ShardId) -> (usize, usize) {
+        match self.producers.get_mut(to.0) {
+            Some(Some(p)) => (p.free(), p.capacity()),
+            _ => (0, 0),
+        }
+    }
+
     /// Publishes every queue written since the last flush and wakes each destination once,
     /// with an io_uring write to its eventfd (so the wake costs no extra syscall).
     pub fn flush_cross(&mut self) {

@@ -106,6 +106,12 @@ impl<T: Send> Producer<T> {
         Ok(())
     }
 
+    /// Slots free right now (reads the consumer's position).
+    pub fn free(&mut self) -> usize {
+        self.cached_head = self.shared.head.0.load(Ordering::Acquire);
+        self.capacity() - self.tail.wrapping_sub(self.cached_head)
+    }
+
     /// Items written but not yet published.
     pub fn unpublished(&self) -> usize {
         self.tail.wrapping_sub(self.published)

@@ -150,6 +150,28 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
     }
 
+    /// Whether (`chan`, `circ_id`) names either side of a live circuit here (a shard
+    /// allocating a circuit ID on `chan` must avoid it).
+    pub fn circ_id_in_use(&self, chan: ChanId, circ_id: CircId) -> bool {
+        self.table.contains_key(chan, circ_id)
+    }
+
+    /// A cell for `circ`'s next hop that the shard could not pass on (the queue to the
+    /// next hop's shard is full): hold it in the circuit's next-hop queue, after anything
+    /// held there, until `channel_unblocked` for that channel. The shard must also call
+    /// `channel_blocked`. Counts against the per-circuit bound and the pool (memory cap).
+    /// `Ok(false)` if holding it closed the circuit.
+    pub fn hold_for_next_hop(
+        &mut self,
+        circ: CircHandle,
+        cmd: ChanCmd,
+        body: &CellBody,
+        io: &mut CoreIo<'_>,
+    ) -> Result<bool, InputError> {
+        let idx = self.table.resolve(circ).ok_or(InputError::NoSuchCircuit)?;
+        Ok(self.enqueue(idx, QueueSel::Next, cmd, body, io))
+    }
+
     /// Cells held in this circuit's queues and stream buffers.
     pub fn queued_cells(&self, circ: CircHandle) -> Option<usize> {
         let idx = self.table.resolve(circ)?;

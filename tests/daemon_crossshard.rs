@@ -1,0 +1,251 @@
+//! Cross-shard circuits on a live private network (scripts/testnet.py on loopback; nothing
+//! leaves the machine): C tor 0.4.9 authorities, C tor relays and a C tor client, and a Fors
+//! **middle** with 2 shards. The client's circuits are pinned entry → Fors → exit over
+//! several entries and exits, every transfer on its own circuit (SOCKS isolation) and
+//! SHA-256 checked by the script. Circuits live on the shard of their entry's channel; the
+//! channel to the exit lives on the exit identity's owner shard (or is reused where it
+//! already is), so some circuits cross shards. The Fors MetricsPort must then show
+//! connections on both shards, cross-shard circuits and cells in both directions, and no
+//! cell dropped.
+//!
+//! Skipped without `tor`, `tor-gencert` or python3, or with `FORS_SKIP_TESTNET`. The network
+//! is stopped (by pid, by the script) when the test ends, pass or fail.
+
+mod daemon_common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use daemon_common::{
+    free_port, free_port_range_base, http_get, metric, testnet_script, wait_for_file_line, TempDir,
+    TestnetGuard,
+};
+
+const SHARDS: usize = 2;
+
+fn have(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// The owner shard of a relay (`fors::relay::handler::cross::owner_shard`) from its hex
+/// fingerprint.
+fn owner(fp: &str) -> usize {
+    let rsa = fors::util::hex::decode(fp).expect("hex fingerprint");
+    let id = fors::crypto::ids::RsaIdentity(rsa.try_into().expect("20 bytes"));
+    fors::relay::handler::cross::owner_shard(&id, SHARDS)
+}
+
+/// Every shard's value of a per-shard family.
+fn per_shard(text: &str, family: &str) -> Vec<u64> {
+    (0..SHARDS)
+        .map(|s| metric(text, &format!("{family}{{shard=\"{s}\"}}")).unwrap_or(0))
+        .collect()
+}
+
+fn sum(text: &str, family: &str) -> u64 {
+    per_shard(text, family).iter().sum()
+}
+
+#[test]
+fn circuits_cross_shards_on_a_two_shard_middle() {
+    if std::env::var_os("FORS_SKIP_TESTNET").is_some()
+        || !have("tor", "--version")
+        || !have("tor-gencert", "--help")
+        || !have("python3", "--version")
+    {
+        eprintln!("tor / tor-gencert / python3 not available (or FORS_SKIP_TESTNET): skipping");
+        return;
+    }
+    let tmp = TempDir::new("daemon-crossshard");
+    let dir = tmp.path().join("net");
+    let _net = TestnetGuard { dir: &dir };
+    let m_port = free_port();
+    let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
+    let status = Command::new("python3")
+        .arg(testnet_script())
+        .arg("--dir")
+        .arg(&dir)
+        .args(["up", "--fors", "middle", "--middles", "2", "--exits", "4"])
+        .arg("--base-port")
+        .arg(free_port_range_base().to_string())
+        .arg("--fors-bin")
+        .arg(env!("CARGO_BIN_EXE_fors"))
+        .args(["--slot-option", "forsmiddle1 NumCPUs 2"])
+        .arg("--slot-option")
+        .arg(format!("forsmiddle1 MetricsPort 127.0.0.1:{m_port}"))
+        .args([
+            "--slot-option",
+            "forsmiddle1 MetricsPortPolicy accept 127.0.0.1",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "testnet up failed");
+    let log = dir.join("forsmiddle1/stdout.log");
+    let l = wait_for_file_line(&log, "Opened ORPort", Duration::from_secs(120));
+    assert!(l.contains("with 2 shards"), "{l}");
+    let l = wait_for_file_line(
+        &log,
+        "Fors is listed in the consensus",
+        Duration::from_secs(240),
+    );
+    assert!(l.contains(" Running"), "{l}");
+    let run = |args: &[&str]| {
+        let st = Command::new("python3")
+            .arg(testnet_script())
+            .arg("--dir")
+            .arg(&dir)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "testnet.py {args:?} failed");
+    };
+    run(&["wait", "--pluggable-only", "--timeout", "180"]);
+
+    // Exits ordered so that consecutive ones have different owner shards where possible:
+    // a circuit crosses when its entry's channel is not on the exit's owner shard.
+    let (entries, exits) = relays(&dir);
+    let mut by_owner: Vec<Vec<String>> = vec![Vec::new(); SHARDS];
+    for (nick, fp) in &exits {
+        by_owner[owner(fp)].push(nick.clone());
+    }
+    let mut exit_order = Vec::new();
+    for i in 0..exits.len() {
+        for o in &by_owner {
+            if let Some(n) = o.get(i) {
+                exit_order.push(n.clone());
+            }
+        }
+    }
+    eprintln!("exit owner shards: {by_owner:?}");
+    let candidates_entry: Vec<String> = entries
+        .iter()
+        .cloned()
+        .chain(exits.iter().map(|(n, _)| n.clone()))
+        .collect();
+
+    // Several circuits of real traffic through the Fors middle (one per transfer, SOCKS
+    // isolation), until cross-shard cells were seen and at least 4 (entry, exit) pairs ran.
+    let mut runs = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    'outer: for entry in &candidates_entry {
+        for exit in exit_order.iter().filter(|x| *x != entry).take(2) {
+            run(&[
+                "traffic",
+                "--entry",
+                entry,
+                "--middle",
+                "forsmiddle1",
+                "--exit",
+                exit,
+                "--down-mb",
+                "2",
+                "--up-mb",
+                "1",
+                "--io-timeout",
+                "120",
+            ]);
+            runs += 1;
+            let text = metrics_after_tick(m_addr);
+            let cross = sum(&text, "fors_relay_cross_shard_cells_sent_total");
+            eprintln!("run {runs}: entry {entry} exit {exit}: cross-shard cells sent {cross}");
+            if (cross > 0 && runs >= 4) || runs >= 12 || Instant::now() > deadline {
+                break 'outer;
+            }
+        }
+    }
+
+    let text = metrics_after_tick(m_addr);
+    let show = |f: &str| format!("{f} {:?}", per_shard(&text, f));
+    let report = [
+        "fors_shard_accepted",
+        "fors_shard_connected",
+        "fors_relay_channels_open",
+        "fors_relay_circuits_created_total",
+        "fors_relay_cross_shard_extends_sent_total",
+        "fors_relay_cross_shard_circuits_total",
+        "fors_relay_cross_shard_circuits_open",
+        "fors_relay_cross_shard_cells_sent_total",
+        "fors_relay_cross_shard_cells_received_total",
+        "fors_relay_cross_shard_queue_full_total",
+        "fors_relay_cross_shard_overflow_depth",
+        "fors_relay_cross_shard_overflow_kills_total",
+        "fors_relay_cells_dropped_channel_full_total",
+    ]
+    .map(show)
+    .join("\n");
+    eprintln!("after {runs} runs:\n{report}");
+    // Both shards hold connections (accepted on the shared ORPort, or opened as the owner
+    // of an exit's identity).
+    let accepted = per_shard(&text, "fors_shard_accepted");
+    let connected = per_shard(&text, "fors_shard_connected");
+    for s in 0..SHARDS {
+        assert!(
+            accepted[s] + connected[s] > 0,
+            "shard {s} has no connection:\n{report}"
+        );
+    }
+    assert!(
+        sum(&text, "fors_relay_cross_shard_circuits_total") > 0,
+        "no cross-shard circuit:\n{report}"
+    );
+    assert!(
+        sum(&text, "fors_relay_cross_shard_extends_sent_total") > 0,
+        "{report}"
+    );
+    // Cells went both ways between the shards: forward from the circuit's shard to the
+    // exit channel's, backward the other way; each sent cell was received.
+    let sent = per_shard(&text, "fors_relay_cross_shard_cells_sent_total");
+    let received = per_shard(&text, "fors_relay_cross_shard_cells_received_total");
+    assert!(sent.iter().sum::<u64>() > 0, "{report}");
+    assert_eq!(
+        sent.iter().sum::<u64>(),
+        received.iter().sum::<u64>(),
+        "cells lost between shards:\n{report}"
+    );
+    assert_eq!(
+        sum(&text, "fors_relay_cells_dropped_channel_full_total"),
+        0,
+        "{report}"
+    );
+    assert_eq!(
+        sum(&text, "fors_relay_cross_shard_overflow_kills_total"),
+        0,
+        "{report}"
+    );
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(!log_text.contains("[err]"), "{log_text}");
+}
+
+/// (C tor middles' nicks, C tor exits' (nick, fingerprint)) from the script's network.json.
+fn relays(dir: &Path) -> (Vec<String>, Vec<(String, String)>) {
+    let text = std::fs::read_to_string(dir.join("network.json")).unwrap();
+    let net: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut entries = Vec::new();
+    let mut exits = Vec::new();
+    for r in net["relays"].as_array().unwrap() {
+        if r["pluggable"].as_bool() == Some(true) {
+            continue;
+        }
+        let nick = r["nick"].as_str().unwrap().to_string();
+        match r["role"].as_str() {
+            Some("exit") => exits.push((nick, r["fingerprint"].as_str().unwrap().to_string())),
+            _ => entries.push(nick),
+        }
+    }
+    (entries, exits)
+}
+
+/// The metrics page once the shards mirrored their counters (they do every tick).
+fn metrics_after_tick(addr: SocketAddr) -> String {
+    std::thread::sleep(Duration::from_millis(600));
+    let r = http_get(addr, "/metrics");
+    assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");
+    r
+}
