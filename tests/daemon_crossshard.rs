@@ -2,7 +2,8 @@
 //! leaves the machine): C tor 0.4.9 authorities, C tor relays and a C tor client, and a Fors
 //! **middle** with 2 shards. The client's circuits are pinned entry → Fors → exit over
 //! several entries and exits, every transfer on its own circuit (SOCKS isolation) and
-//! SHA-256 checked by the script. Circuits live on the shard of their entry's channel; the
+//! SHA-256 checked by the script. The cross-shard queues are at their smallest bound, so
+//! the transfers also meet full queues (backpressure) and must still arrive intact. Circuits live on the shard of their entry's channel; the
 //! channel to the exit lives on the exit identity's owner shard (or is reused where it
 //! already is), so some circuits cross shards. The Fors MetricsPort must then show
 //! connections on both shards, cross-shard circuits and cells in both directions, and no
@@ -66,6 +67,16 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
     let tmp = TempDir::new("daemon-crossshard");
     let dir = tmp.path().join("net");
     let _net = TestnetGuard { dir: &dir };
+    // Two shards, and cross-shard queues at their smallest bound (64 cells) so that the
+    // transfers also run into full queues: held cells, blocked remote channels, paused
+    // reads, and their release.
+    let profile = tmp.path().join("two-shards.toml");
+    std::fs::write(
+        &profile,
+        "description = \"2 shards, small cross-shard queues\"\nshards = 2\n\
+         cross_shard_queue_cells = 64\ncross_shard_batch = 8\n",
+    )
+    .unwrap();
     let m_port = free_port();
     let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
     let status = Command::new("python3")
@@ -77,7 +88,8 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
         .arg(free_port_range_base().to_string())
         .arg("--fors-bin")
         .arg(env!("CARGO_BIN_EXE_fors"))
-        .args(["--slot-option", "forsmiddle1 NumCPUs 2"])
+        .arg("--slot-option")
+        .arg(format!("forsmiddle1 HardwareProfile {}", profile.display()))
         .arg("--slot-option")
         .arg(format!("forsmiddle1 MetricsPort 127.0.0.1:{m_port}"))
         .args([
