@@ -183,6 +183,7 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
         "fors_relay_cross_shard_extends_sent_total",
         "fors_relay_cross_shard_circuits_total",
         "fors_relay_cross_shard_circuits_open",
+        "fors_relay_cross_shard_circuits_carried",
         "fors_relay_cross_shard_cells_sent_total",
         "fors_relay_cross_shard_cells_received_total",
         "fors_relay_cross_shard_queue_full_total",
@@ -231,6 +232,23 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
         0,
         "{report}"
     );
+    // Both sides of every cross-shard circuit agree: circuits shard 0 holds with a next hop
+    // on shard 1 are exactly those shard 1 carries for shard 0, and the other way round
+    // (extends and DESTROYs were relayed both ways). Bounded wait: a reply may be in flight.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = metrics_after_tick(m_addr);
+        let open = per_shard(&t, "fors_relay_cross_shard_circuits_open");
+        let carried = per_shard(&t, "fors_relay_cross_shard_circuits_carried");
+        if open[0] == carried[1] && open[1] == carried[0] {
+            assert!(open[0] + open[1] > 0, "{open:?} {carried:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "origin and channel shards disagree: open {open:?} carried {carried:?}"
+        );
+    }
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(!log_text.contains("[err]"), "{log_text}");
 }
