@@ -14,8 +14,7 @@
 //!   resolver, so it answers hostnames with a transient failure until restarted.
 //! * **Cross-shard circuits** ([`cross`]) work, with these limits: a circuit's shard is
 //!   fixed by its previous-hop channel (no rebalancing); a backward cell that meets a full
-//!   queue *and* a full overflow closes its circuit (RESOURCELIMIT) instead of waiting; an
-//!   idle shard notices that a congested queue drained only at its next event or tick.
+//!   queue *and* a full overflow closes its circuit (RESOURCELIMIT) instead of waiting.
 //! * Backpressure toward channels: the core is told a channel is blocked when its queue runs
 //!   low; cells it still emits (it releases its held cells at once on unblock) wait in a
 //!   per-channel overflow queue, never dropped.
