@@ -171,3 +171,48 @@ fn destroy_from_the_next_hops_shard_reaches_the_client_only() {
         .any(|x| matches!(x, Action::CircuitClosed { circ: c, .. } if *c == circ)));
     assert_eq!(a.core.circuit_count(), 0);
 }
+
+#[test]
+fn cells_held_outside_the_core_count_against_the_memory_cap() {
+    let cfg = CircuitConfig {
+        pool_cells: 8,
+        oom_target_free: 2,
+        ..test_config()
+    };
+    let mut a = Relay::new(1, cfg, "reject *:*", TestNet::default());
+    let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    let circ = middle(&mut a, &mut cl);
+    // The circuit holds 5 cells for its blocked next hop.
+    a.core.channel_blocked(NEXT.chan);
+    let body = [1u8; CELL_BODY_LEN];
+    for _ in 0..5 {
+        assert!(a
+            .io(|c, io| c.hold_for_next_hop(circ, ChanCmd::RELAY, &body, io))
+            .0
+            .unwrap());
+    }
+    // The shard holds 3 cells of other shards' circuits: the pool is full.
+    for _ in 0..3 {
+        let (ok, acts) = a.io(|c, io| c.charge_external_cell(io));
+        assert!(ok && acts.is_empty());
+    }
+    assert_eq!(a.core.metrics().queued_cells, 8);
+    // One more: the memory cap evicts the circuit with the most queued cells.
+    let (ok, acts) = a.io(|c, io| c.charge_external_cell(io));
+    assert!(ok);
+    assert_eq!(a.core.circuit_count(), 0);
+    assert_eq!(a.core.metrics().oom_kills, 1);
+    assert!(cells(&acts)
+        .iter()
+        .any(|c| c.2 == ChanCmd::DESTROY && destroy_reason(&c.3) == DestroyReason::ResourceLimit));
+    assert_eq!(a.core.metrics().queued_cells, 4);
+    // Nothing left to evict: a full pool refuses further charges.
+    for _ in 0..4 {
+        assert!(a.io(|c, io| c.charge_external_cell(io)).0);
+    }
+    assert!(!a.io(|c, io| c.charge_external_cell(io)).0);
+    a.core.release_external_cells(8);
+    assert_eq!(a.core.metrics().queued_cells, 0);
+    a.core.release_external_cells(1); // nothing charged: no effect
+    assert_eq!(a.core.metrics().queued_cells, 0);
+}

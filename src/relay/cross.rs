@@ -24,8 +24,10 @@
 //! Queue full: cells are never dropped silently. Forward RELAY cells go back into the
 //! origin core's pool (the circuit's next-hop queue: the memory cap and its eviction see
 //! them) and the remote channel is treated as blocked until the queue drains to half; every
-//! other message waits in a bounded per-destination overflow ([`CrossLink`]), whose cells
-//! past the bound close their circuit with DESTROY RESOURCELIMIT (counted).
+//! other message waits in a bounded per-destination overflow ([`CrossLink`]); the shard
+//! charges each relay cell held there to its core's pool (so the memory cap covers it), and
+//! a cell past the bound, or with no pool buffer left, closes its circuit with DESTROY
+//! RESOURCELIMIT (counted).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -353,6 +355,21 @@ impl CrossLink {
         }
     }
 
+    /// Relay cells waiting in the overflow.
+    pub fn held_cells(&self) -> usize {
+        self.cells
+    }
+
+    /// Takes back the message [`CrossLink::send`] just held (the caller could not account
+    /// for it after all).
+    pub fn unhold_last(&mut self) -> Option<RelayMsg> {
+        let m = self.overflow.pop_back()?;
+        if m.is_relay_cell() {
+            self.cells -= 1;
+        }
+        Some(m)
+    }
+
     /// Whether [`CrossLink::pump`] has anything to do.
     pub fn needs_pump(&self) -> bool {
         self.congested || !self.overflow.is_empty()
@@ -510,6 +527,11 @@ mod tests {
             assert_eq!(link.send(&mut q, back(n)), Sent::Held);
         }
         assert!(matches!(link.send(&mut q, back(10)), Sent::OverBound(_)));
+        assert_eq!((link.depth(), link.held_cells()), (4, 3));
+        // The caller may take the last held message back (it could not charge it).
+        assert_eq!(link.unhold_last().as_ref().map(first_byte), Some(9));
+        assert_eq!((link.depth(), link.held_cells()), (3, 2));
+        assert_eq!(link.send(&mut q, back(9)), Sent::Held);
         assert_eq!(link.depth(), 4);
 
         // The consumer takes one: pumping moves one message, still congested.

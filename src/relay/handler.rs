@@ -691,7 +691,18 @@ impl RelayHandler {
             to: ShardId(to),
         };
         match link.send(&mut q, msg) {
-            Sent::Queued | Sent::Held => {
+            Sent::Queued => {
+                self.cross.cells_sent += u64::from(cell);
+                None
+            }
+            Sent::Held => {
+                // A held cell takes a buffer of the core's pool: the memory cap covers it.
+                if cell {
+                    let mut io = CoreIo::new(Instant::now(), &mut self.core_rng, &mut self.actions);
+                    if !self.core.charge_external_cell(&mut io) {
+                        return link.unhold_last();
+                    }
+                }
                 self.cross.cells_sent += u64::from(cell);
                 None
             }
@@ -726,7 +737,12 @@ impl RelayHandler {
                 out,
                 to: ShardId(to),
             };
+            let held = self.links[to].held_cells();
             self.links[to].pump(&mut q, &mut self.scratch_unblock, &mut self.scratch_resume);
+            let moved = held - self.links[to].held_cells();
+            if moved > 0 {
+                self.core.release_external_cells(moved);
+            }
         }
         if !self.scratch_unblock.is_empty() {
             let mut io = CoreIo::new(Instant::now(), &mut self.core_rng, &mut self.actions);
