@@ -7,7 +7,8 @@
 //! channel to the exit lives on the exit identity's owner shard (or is reused where it
 //! already is), so some circuits cross shards. The Fors MetricsPort must then show
 //! connections on both shards, cross-shard circuits and cells in both directions, and no
-//! cell dropped.
+//! cell dropped; both shards agree on every cross-shard circuit, and once the exits stop,
+//! the channel closes tear down every cross-shard circuit on both sides.
 //!
 //! Skipped without `tor`, `tor-gencert` or python3, or with `FORS_SKIP_TESTNET`. The network
 //! is stopped (by pid, by the script) when the test ends, pass or fail.
@@ -249,6 +250,30 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
             "origin and channel shards disagree: open {open:?} carried {carried:?}"
         );
     }
+
+    // Channel close propagates across shards: stop every C tor exit (processes this test's
+    // network started, by pid). Each channel shard sends DESTROY to the origin of every
+    // circuit its closed channel carried, and the origins close them toward the client.
+    for pid in exit_pids(&dir) {
+        let st = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {pid}");
+    }
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = metrics_after_tick(m_addr);
+        let open = per_shard(&t, "fors_relay_cross_shard_circuits_open");
+        let carried = per_shard(&t, "fors_relay_cross_shard_circuits_carried");
+        if open.iter().chain(&carried).all(|&n| n == 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "cross-shard circuits left after their exits closed: open {open:?} carried {carried:?}"
+        );
+    }
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(!log_text.contains("[err]"), "{log_text}");
 }
@@ -270,6 +295,19 @@ fn relays(dir: &Path) -> (Vec<String>, Vec<(String, String)>) {
         }
     }
     (entries, exits)
+}
+
+/// Process ids of the C tor exits (from the script's network.json).
+fn exit_pids(dir: &Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(dir.join("network.json")).unwrap();
+    let net: serde_json::Value = serde_json::from_str(&text).unwrap();
+    net["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["role"].as_str() == Some("exit") && r["pluggable"].as_bool() != Some(true))
+        .map(|r| r["pid"].as_u64().expect("exit pid") as u32)
+        .collect()
 }
 
 /// The metrics page once the shards mirrored their counters (they do every tick).
