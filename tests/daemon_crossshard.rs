@@ -97,6 +97,9 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
             "--slot-option",
             "forsmiddle1 MetricsPortPolicy accept 127.0.0.1",
         ])
+        // No circuit-build-timeout measurement circuits: every client circuit through Fors
+        // then ends at a pinned exit, which the teardown check below relies on.
+        .args(["--client-option", "LearnCircuitBuildTimeout 0"])
         .status()
         .unwrap();
     assert!(status.success(), "testnet up failed");
