@@ -15,7 +15,8 @@
 
 mod daemon_common;
 
-use std::net::SocketAddr;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -149,6 +150,8 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
     // Several circuits of real traffic through the Fors middle (one per transfer, SOCKS
     // isolation), until cross-shard cells were seen and at least 4 (entry, exit) pairs ran.
     let mut runs = 0;
+    let mut last_cross = 0;
+    let mut crossing = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     'outer: for entry in &candidates_entry {
         for exit in exit_order.iter().filter(|x| *x != entry).take(2) {
@@ -171,6 +174,11 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
             let text = metrics_after_tick(m_addr);
             let cross = sum(&text, "fors_relay_cross_shard_cells_sent_total");
             eprintln!("run {runs}: entry {entry} exit {exit}: cross-shard cells sent {cross}");
+            // 3 MB is about 6000 cells: this pair's circuits cross shards.
+            if cross - last_cross > 3000 {
+                crossing = Some((entry.clone(), exit.clone()));
+            }
+            last_cross = cross;
             if (cross > 0 && runs >= 4) || runs >= 12 || Instant::now() > deadline {
                 break 'outer;
             }
@@ -254,9 +262,37 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
         );
     }
 
-    // Channel close propagates across shards: stop every C tor exit (processes this test's
-    // network started, by pid). Each channel shard sends DESTROY to the origin of every
-    // circuit its closed channel carried, and the origins close them toward the client.
+    // Channel close propagates across shards. A download is held open on a circuit that
+    // crosses shards (a pair seen crossing above), then every C tor exit is stopped
+    // (processes this test's network started, by pid): the channel shard must send DESTROY
+    // to the circuit's origin shard, which closes it toward the client, which ends the
+    // stream. (Relays' own testing circuits through Fors end at C tor relays that keep
+    // running, so the cross-shard gauges need not drop to zero.)
+    let (entry, exit) = crossing.expect("a pair whose circuits crossed shards");
+    run(&[
+        "pin",
+        "--entry",
+        &entry,
+        "--middle",
+        "forsmiddle1",
+        "--exit",
+        &exit,
+    ]);
+    let before = metrics_after_tick(m_addr);
+    let mut held = socks5_connect(&dir, "hold-open");
+    held.write_all(
+        b"GET /data/50000000?seed=hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    held.read_exact(&mut buf).unwrap();
+    let during = metrics_after_tick(m_addr);
+    let cells = |t: &str| sum(t, "fors_relay_cross_shard_cells_sent_total");
+    assert!(
+        cells(&during) >= cells(&before) + 100,
+        "the held download ({entry} -> forsmiddle1 -> {exit}) does not cross shards"
+    );
+    let open_before: u64 = sum(&during, "fors_relay_cross_shard_circuits_open");
     for pid in exit_pids(&dir) {
         let st = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -264,17 +300,32 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
             .unwrap();
         assert!(st.success(), "kill {pid}");
     }
-    let end = Instant::now() + Duration::from_secs(60);
+    // The held stream ends (the data already in flight may still arrive first).
+    held.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
+        match held.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => assert!(Instant::now() < end, "the held stream never ended"),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("the held stream is still open 60 s after its exit stopped")
+            }
+            Err(_) => break, // reset: ended too
+        }
+    }
+    // Both shards dropped the circuits of the closed channels, and still agree.
+    let end = Instant::now() + Duration::from_secs(30);
     loop {
         let t = metrics_after_tick(m_addr);
         let open = per_shard(&t, "fors_relay_cross_shard_circuits_open");
         let carried = per_shard(&t, "fors_relay_cross_shard_circuits_carried");
-        if open.iter().chain(&carried).all(|&n| n == 0) {
+        if open[0] == carried[1] && open[1] == carried[0] && open[0] + open[1] < open_before {
             break;
         }
         assert!(
             Instant::now() < end,
-            "cross-shard circuits left after their exits closed: open {open:?} carried {carried:?}"
+            "after the exits stopped: open {open:?} carried {carried:?} (before: {open_before})"
         );
     }
     let log_text = std::fs::read_to_string(&log).unwrap();
@@ -298,6 +349,41 @@ fn relays(dir: &Path) -> (Vec<String>, Vec<(String, String)>) {
         }
     }
     (entries, exits)
+}
+
+/// A SOCKS5 CONNECT (RFC 1928, username/password so the client isolates it on a circuit
+/// of its own) through the client to the script's HTTP server.
+fn socks5_connect(dir: &Path, user: &str) -> TcpStream {
+    let text = std::fs::read_to_string(dir.join("network.json")).unwrap();
+    let net: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let socks = net["client"]["socks_port"].as_u64().unwrap() as u16;
+    let ip: std::net::Ipv4Addr = net["http_server"]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let port = net["http_server"]["port"].as_u64().unwrap() as u16;
+    let mut s = TcpStream::connect(("127.0.0.1", socks)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.write_all(&[5, 1, 2]).unwrap();
+    let mut hello = [0u8; 2];
+    s.read_exact(&mut hello).unwrap();
+    assert_eq!(hello, [5, 2], "SOCKS method selection");
+    let mut auth = vec![1, user.len() as u8];
+    auth.extend_from_slice(user.as_bytes());
+    auth.extend_from_slice(&[1, b'x']);
+    s.write_all(&auth).unwrap();
+    let mut ok = [0u8; 2];
+    s.read_exact(&mut ok).unwrap();
+    assert_eq!(ok, [1, 0], "SOCKS authentication");
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&ip.octets());
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0, "SOCKS reply {}", reply[1]);
+    s
 }
 
 /// Process ids of the C tor exits (from the script's network.json).
