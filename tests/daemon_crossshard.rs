@@ -141,47 +141,57 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
         }
     }
     eprintln!("exit owner shards: {by_owner:?}");
-    let candidates_entry: Vec<String> = entries
-        .iter()
-        .cloned()
-        .chain(exits.iter().map(|(n, _)| n.clone()))
-        .collect();
+    // The (entry, exit) pairs to try. The C tor middles first, each with one exit per owner
+    // shard: whichever shard the entry's channel landed on, one of them crosses. If every
+    // exit has the same owner (1 in 8), further entries are the other exits (their channels
+    // to Fors are inbound, on a shard the kernel picks), with that exit: each is a fresh
+    // chance that the entry's channel is on the other shard (all fail: 1 in 32).
+    let used_exits: Vec<String> = by_owner.iter().filter_map(|o| o.first().cloned()).collect();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for e in &entries {
+        for x in &used_exits {
+            pairs.push((e.clone(), x.clone()));
+        }
+    }
+    for (x, _) in &exits {
+        if !used_exits.contains(x) {
+            pairs.push((x.clone(), exit_order[0].clone()));
+        }
+    }
 
     // Several circuits of real traffic through the Fors middle (one per transfer, SOCKS
-    // isolation), until cross-shard cells were seen and at least 4 (entry, exit) pairs ran.
+    // isolation), until a pair was seen crossing shards and at least 4 pairs ran.
     let mut runs = 0;
     let mut last_cross = 0;
     let mut crossing = None;
     let deadline = Instant::now() + Duration::from_secs(600);
-    'outer: for entry in &candidates_entry {
-        for exit in exit_order.iter().filter(|x| *x != entry).take(2) {
-            run(&[
-                "traffic",
-                "--entry",
-                entry,
-                "--middle",
-                "forsmiddle1",
-                "--exit",
-                exit,
-                "--down-mb",
-                "2",
-                "--up-mb",
-                "1",
-                "--io-timeout",
-                "120",
-            ]);
-            runs += 1;
-            let text = metrics_after_tick(m_addr);
-            let cross = sum(&text, "fors_relay_cross_shard_cells_sent_total");
-            eprintln!("run {runs}: entry {entry} exit {exit}: cross-shard cells sent {cross}");
-            // 3 MB is about 6000 cells: this pair's circuits cross shards.
-            if cross - last_cross > 3000 {
-                crossing = Some((entry.clone(), exit.clone()));
-            }
-            last_cross = cross;
-            if (cross > 0 && runs >= 4) || runs >= 12 || Instant::now() > deadline {
-                break 'outer;
-            }
+    for (entry, exit) in &pairs {
+        run(&[
+            "traffic",
+            "--entry",
+            entry,
+            "--middle",
+            "forsmiddle1",
+            "--exit",
+            exit,
+            "--down-mb",
+            "2",
+            "--up-mb",
+            "1",
+            "--io-timeout",
+            "120",
+        ]);
+        runs += 1;
+        let text = metrics_after_tick(m_addr);
+        let cross = sum(&text, "fors_relay_cross_shard_cells_sent_total");
+        eprintln!("run {runs}: entry {entry} exit {exit}: cross-shard cells sent {cross}");
+        // 3 MB is about 6000 cells: this pair's circuits cross shards.
+        if cross - last_cross > 3000 {
+            crossing = Some((entry.clone(), exit.clone()));
+        }
+        last_cross = cross;
+        if (crossing.is_some() && runs >= 4) || Instant::now() > deadline {
+            break;
         }
     }
 
