@@ -117,7 +117,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 10] = [
+        let handler: [(&str, MetricKind, &str, Pick); 19] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -177,6 +177,60 @@ impl MetricsRegistry {
                 MetricKind::Counter,
                 "Control-plane snapshots (consensus, onion keys) picked up by the shard.",
                 |s| &s.handler.snapshots_taken,
+            ),
+            (
+                "fors_relay_cross_shard_circuits_open",
+                MetricKind::Gauge,
+                "Circuits of this shard whose next-hop channel lives on another shard.",
+                |s| &s.handler.cross_circuits_open,
+            ),
+            (
+                "fors_relay_cross_shard_circuits_carried",
+                MetricKind::Gauge,
+                "Other shards' circuits whose next-hop channel lives on this shard.",
+                |s| &s.handler.cross_circuits_carried,
+            ),
+            (
+                "fors_relay_cross_shard_circuits_total",
+                MetricKind::Counter,
+                "Circuits this shard extended for another shard.",
+                |s| &s.handler.cross_circuits_total,
+            ),
+            (
+                "fors_relay_cross_shard_extends_sent_total",
+                MetricKind::Counter,
+                "Extends handed to the shard that owns the next relay's identity.",
+                |s| &s.handler.cross_extends_sent,
+            ),
+            (
+                "fors_relay_cross_shard_cells_sent_total",
+                MetricKind::Counter,
+                "Relay cells sent to other shards.",
+                |s| &s.handler.cross_cells_sent,
+            ),
+            (
+                "fors_relay_cross_shard_cells_received_total",
+                MetricKind::Counter,
+                "Relay cells received from other shards.",
+                |s| &s.handler.cross_cells_received,
+            ),
+            (
+                "fors_relay_cross_shard_queue_full_total",
+                MetricKind::Counter,
+                "Times a queue toward another shard was full.",
+                |s| &s.handler.cross_queue_full,
+            ),
+            (
+                "fors_relay_cross_shard_overflow_depth",
+                MetricKind::Gauge,
+                "Messages waiting in the overflows toward other shards.",
+                |s| &s.handler.cross_overflow_depth,
+            ),
+            (
+                "fors_relay_cross_shard_overflow_kills_total",
+                MetricKind::Counter,
+                "Circuits closed because an overflow toward another shard was at its bound.",
+                |s| &s.handler.cross_overflow_kills,
             ),
         ];
         for (name, kind, help, pick) in handler {

@@ -107,6 +107,23 @@ pub struct HandlerCounters {
     pub circuits_open: AtomicU64,
     /// Snapshots from the control plane picked up.
     pub snapshots_taken: AtomicU64,
+    /// Our circuits whose next hop's channel lives on another shard.
+    pub cross_circuits_open: AtomicU64,
+    /// Other shards' circuits whose next-hop channel lives here.
+    pub cross_circuits_carried: AtomicU64,
+    /// Circuits extended here for another shard (channel side).
+    pub cross_circuits_total: AtomicU64,
+    /// Extends handed to the identity's owner shard.
+    pub cross_extends_sent: AtomicU64,
+    /// Relay cells given to / taken from other shards' queues.
+    pub cross_cells_sent: AtomicU64,
+    pub cross_cells_received: AtomicU64,
+    /// Times a queue toward another shard was found full.
+    pub cross_queue_full: AtomicU64,
+    /// Messages waiting in the overflows toward other shards.
+    pub cross_overflow_depth: AtomicU64,
+    /// Circuits closed because an overflow toward another shard was at its bound.
+    pub cross_overflow_kills: AtomicU64,
 }
 
 /// One shard's exported state.

@@ -12,8 +12,9 @@
 //! What is not done yet, plainly:
 //! * **DNS on a relay that became an exit by reload**: a relay started as a non-exit has no
 //!   resolver, so it answers hostnames with a transient failure until restarted.
-//! * **Cross-shard circuits**: a shard extends only over channels it owns (it opens its own
-//!   when needed), so nothing crosses shards; `RelayMsg` is empty.
+//! * **Cross-shard circuits** ([`cross`]) work, with these limits: a circuit's shard is
+//!   fixed by its previous-hop channel (no rebalancing); a backward cell that meets a full
+//!   queue *and* a full overflow closes its circuit (RESOURCELIMIT) instead of waiting.
 //! * Backpressure toward channels: the core is told a channel is blocked when its queue runs
 //!   low; cells it still emits (it releases its held cells at once on unblock) wait in a
 //!   per-channel overflow queue, never dropped.
@@ -22,7 +23,7 @@
 //! every tick and picks up control-plane snapshots (link context, onion keys, exit policy,
 //! consensus) once per tick, without locking on the data path.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,6 +32,13 @@ use std::time::{Instant, SystemTime};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+#[path = "cross.rs"]
+pub mod cross;
+
+pub use self::cross::RelayMsg;
+use self::cross::{
+    owner_shard, route_extend, CrossLink, CrossQueue, ExtendFor, ExtendRoute, ProxyTable, Sent,
+};
 use super::exit_dns::ExitDns;
 use super::log::{log_debug, log_info, log_notice};
 use super::snapshot::{NetworkSnapshot, SnapshotCell, SnapshotReader};
@@ -44,8 +52,8 @@ use crate::proto::channel::{
     CellQueue, Channel, ChannelError, ChannelEvent, ChannelSink, ExpectedPeer, PeerIdentity,
 };
 use crate::proto::circuit::{
-    Action, ChanId, ChanInfo, CircHandle, CircuitConfig, CoreIo, ExtendDone, ExtendTarget,
-    NetworkView, NextHop, RelayCore, RelayIdentity, ShardIdx,
+    Action, CellBody, ChanId, ChanInfo, CircHandle, CircuitConfig, CoreIo, ExtendDone,
+    ExtendTarget, NetworkView, NextHop, RelayCore, RelayIdentity, ShardIdx,
 };
 use crate::proto::stream::{ConnectError, StreamHandle};
 use crate::shard::{CloseReason, ConnHandler, ConnId, Outbox, OutboxError, ShardId, WatchId};
@@ -73,8 +81,47 @@ impl NetworkView for SnapshotView {
 
 type Core = RelayCore<crate::crypto::relay::Tor1RelayCrypto, SnapshotView>;
 
-fn chan_id(c: ConnId) -> ChanId {
-    ChanId((u64::from(c.gen) << 32) | u64::from(c.slot()))
+/// A channel's name for the circuit core, unique across shards (the shard in the top byte):
+/// circuits may name channels of other shards, and the core's blocked set and close walks
+/// must never confuse them with ours.
+fn chan_id(shard: usize, c: ConnId) -> ChanId {
+    ChanId(
+        ((shard as u64 & 0xff) << 56)
+            | ((u64::from(c.gen) & 0x00ff_ffff) << 32)
+            | u64::from(c.slot()),
+    )
+}
+
+/// The shard a [`chan_id`] lives on.
+fn shard_of(chan: ChanId) -> usize {
+    (chan.0 >> 56) as usize
+}
+
+/// Relay cells of other shards' circuits one overflow may hold (per destination shard).
+const CROSS_OVERFLOW_CELLS: usize = 4096;
+/// Circuits of other shards whose channel side may live on one shard.
+const MAX_PROXIED_CIRCUITS: usize = 65536;
+
+/// The shard's queue toward one other shard, as a [`CrossLink`] pushes into it.
+struct OutQueue<'a, 'b> {
+    out: &'a mut Outbox<'b, RelayMsg>,
+    to: ShardId,
+}
+
+impl CrossQueue for OutQueue<'_, '_> {
+    #[allow(clippy::result_large_err)]
+    fn try_push(&mut self, msg: RelayMsg) -> Result<(), RelayMsg> {
+        self.out.push_cross(self.to, msg).map_err(|e| match e {
+            crate::shard::CrossPushError::Full(m)
+            | crate::shard::CrossPushError::NoSuchShard(m) => m,
+        })
+    }
+    fn free(&mut self) -> usize {
+        self.out.cross_space(self.to).0
+    }
+    fn capacity(&mut self) -> usize {
+        self.out.cross_space(self.to).1
+    }
 }
 
 /// A channel connection.
@@ -84,7 +131,9 @@ struct ChanConn {
     open: bool,
     peer: PeerIdentity,
     /// CREATE2 bodies waiting for an outbound channel to open.
-    waiting_extends: Vec<(CircHandle, Box<[u8; CELL_BODY_LEN]>)>,
+    waiting_extends: Vec<(ExtendFor, Box<[u8; CELL_BODY_LEN]>)>,
+    /// Reading paused because a cross-shard queue toward a circuit's origin is full.
+    cross_paused: bool,
     /// The core was told this channel is blocked.
     blocked: bool,
     /// Cells the channel's queue could not take yet (after `channel_unblocked` the core
@@ -117,9 +166,14 @@ struct Conn {
     closing: bool,
 }
 
-/// Receives a channel's cells and events while it reads, and hands cells to the core.
+/// Receives a channel's cells and events while it reads, and hands cells to the core (or,
+/// for circuits of other shards, collects them for their origin shard).
 struct CellSink<'a> {
     core: &'a mut Core,
+    conn: ConnId,
+    proxy: &'a mut ProxyTable,
+    /// (circuit ID, origin shard, origin handle, command, body) for other shards.
+    cross_in: &'a mut Vec<(CircId, usize, CircHandle, ChanCmd, CellBody)>,
     info: ChanInfo,
     rng: &'a mut StdRng,
     actions: &'a mut Vec<Action>,
@@ -137,6 +191,15 @@ impl ChannelSink for CellSink<'_> {
         body: &mut [u8; CELL_BODY_LEN],
         _out: &mut CellQueue,
     ) {
+        if !self.proxy.is_empty() {
+            if let Some((shard, circ)) = self.proxy.get(self.conn, circ_id) {
+                if cmd == ChanCmd::DESTROY {
+                    self.proxy.remove(self.conn, circ_id);
+                }
+                self.cross_in.push((circ_id, shard, circ, cmd, *body));
+                return;
+            }
+        }
         match cmd {
             ChanCmd::CREATED2 | ChanCmd::CREATED | ChanCmd::CREATED_FAST => {
                 self.answers.push((circ_id, cmd, *body));
@@ -159,6 +222,20 @@ impl ChannelSink for CellSink<'_> {
     }
 }
 
+/// Cross-shard counters (mirrored into the MetricsPort every tick).
+#[derive(Debug, Default)]
+struct CrossCounters {
+    /// Relay cells given to another shard / taken from another shard.
+    cells_sent: u64,
+    cells_received: u64,
+    /// Circuits whose two sides ended up on different shards (counted on the channel side).
+    circuits_total: u64,
+    /// Extends handed to the owner shard.
+    extends_sent: u64,
+    /// Circuits closed because an overflow was at its bound.
+    overflow_kills: u64,
+}
+
 /// One shard's relay handler.
 pub struct RelayHandler {
     shard: ShardId,
@@ -174,8 +251,25 @@ pub struct RelayHandler {
     answers: Vec<(CircId, ChanCmd, [u8; CELL_BODY_LEN])>,
     /// Open relay channels by identity, for extends.
     relay_chans: HashMap<RsaIdentity, ConnId>,
+    /// Outbound relay channels still in their handshake, by identity (extends join them).
+    opening: HashMap<RsaIdentity, ConnId>,
     /// (channel, circuit ID) of a CREATE2 we sent → the circuit being extended.
-    pending_extends: HashMap<(ConnId, CircId), CircHandle>,
+    pending_extends: HashMap<(ConnId, CircId), ExtendFor>,
+    /// Shard count (known at `on_start`).
+    shards: usize,
+    /// Sending toward each other shard (index = shard; our own entry unused).
+    links: Vec<CrossLink>,
+    /// Circuits of other shards whose next-hop channel is ours.
+    proxy: ProxyTable,
+    /// Our circuits whose next hop lives on another shard, both ways.
+    remote_next: HashMap<(ChanId, CircId), CircHandle>,
+    remote_next_by_circ: HashMap<CircHandle, (ChanId, CircId)>,
+    /// Other shards' channels that told us their output is full.
+    remote_blocked: HashSet<ChanId>,
+    cross_in: Vec<(CircId, usize, CircHandle, ChanCmd, CellBody)>,
+    scratch_unblock: Vec<ChanId>,
+    scratch_resume: Vec<ConnId>,
+    cross: CrossCounters,
     streams: HashMap<StreamHandle, ConnId>,
     /// Exit streams whose socket reached EOF while bytes read from it still wait for the
     /// package window: their END goes out after those bytes.
@@ -227,7 +321,18 @@ impl RelayHandler {
             events: Vec::with_capacity(8),
             answers: Vec::with_capacity(8),
             relay_chans: HashMap::new(),
+            opening: HashMap::new(),
             pending_extends: HashMap::new(),
+            shards: 1,
+            links: Vec::new(),
+            proxy: ProxyTable::new(MAX_PROXIED_CIRCUITS),
+            remote_next: HashMap::new(),
+            remote_next_by_circ: HashMap::new(),
+            remote_blocked: HashSet::new(),
+            cross_in: Vec::with_capacity(64),
+            scratch_unblock: Vec::new(),
+            scratch_resume: Vec::new(),
+            cross: CrossCounters::default(),
             streams: HashMap::new(),
             draining: HashMap::new(),
             dirty: Vec::with_capacity(64),
@@ -253,7 +358,11 @@ impl RelayHandler {
     fn conn_of_chan(&self, chan: ChanId) -> Option<ConnId> {
         let slot = (chan.0 & 0xffff_ffff) as usize;
         let c = self.conns.get(slot)?.as_ref()?;
-        (chan_id(c.id) == chan).then_some(c.id)
+        (chan_id(self.shard.0, c.id) == chan).then_some(c.id)
+    }
+
+    fn chan(&self, id: ConnId) -> ChanId {
+        chan_id(self.shard.0, id)
     }
 
     fn mark_dirty(&mut self, id: ConnId) {
@@ -267,7 +376,12 @@ impl RelayHandler {
         let mut batch = Vec::new();
         for _ in 0..64 {
             if self.actions.is_empty() {
-                break;
+                // Queues toward other shards may have drained: move held messages and
+                // unblock what waited on them (which may emit more actions).
+                self.pump_cross(out);
+                if self.actions.is_empty() {
+                    break;
+                }
             }
             std::mem::swap(&mut batch, &mut self.actions);
             for a in batch.drain(..) {
@@ -300,51 +414,22 @@ impl RelayHandler {
         match a {
             Action::SendCell {
                 chan,
+                shard,
                 circ_id,
                 cmd,
                 body,
-                ..
             } => {
-                let Some(id) = self.conn_of_chan(chan) else {
-                    return;
-                };
-                let mut block = false;
-                let mut dropped = false;
-                if let Some(Conn {
-                    kind: Kind::Channel(c),
-                    ..
-                }) = self.conn(id)
-                {
-                    if !c.overflow.is_empty() {
-                        c.overflow.push_back((circ_id, cmd, body));
-                    } else {
-                        match c.channel.send_cell(circ_id, cmd, &body) {
-                            Ok(()) => {}
-                            Err(ChannelError::OutputFull) => {
-                                c.overflow.push_back((circ_id, cmd, body))
-                            }
-                            Err(_) => dropped = true,
-                        }
-                    }
-                    if !c.blocked
-                        && (!c.overflow.is_empty()
-                            || c.channel.queue().free_cells() < BLOCK_BELOW_CELLS)
-                    {
-                        c.blocked = true;
-                        block = true;
-                    }
+                if usize::from(shard.0) != self.shard.0 {
+                    self.send_forward(chan, circ_id, cmd, body, out);
+                } else {
+                    self.send_local(chan, circ_id, cmd, &body, out);
                 }
-                self.cells_dropped_full += u64::from(dropped);
-                if block {
-                    self.core.channel_blocked(chan);
-                }
-                self.mark_dirty(id);
             }
             Action::Extend {
                 circ,
                 target,
                 create2,
-            } => self.extend(circ, target, create2, now, out),
+            } => self.extend(ExtendFor::Local(circ), target, create2, now, out),
             Action::Connect { stream, addr } => match out.connect(addr) {
                 Ok(id) => {
                     if let Some(slot) = self.conns.get_mut(id.slot() as usize) {
@@ -496,25 +581,387 @@ impl RelayHandler {
                 }
             }
             Action::CircuitClosed { circ, .. } => {
-                self.pending_extends.retain(|_, c| *c != circ);
+                self.pending_extends
+                    .retain(|_, w| *w != ExtendFor::Local(circ));
+                if let Some(key) = self.remote_next_by_circ.remove(&circ) {
+                    self.remote_next.remove(&key);
+                }
             }
         }
     }
 
-    /// Carries out an `Action::Extend`: over an open channel to the target if we have one,
-    /// else over a new outbound channel.
+    /// Writes a cell on one of our channels (for our core or for another shard's circuit),
+    /// holding it in the channel's overflow if its queue is full. Tells the core, and the
+    /// origin shards of circuits carried for them, when the channel becomes blocked.
+    fn send_local(
+        &mut self,
+        chan: ChanId,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &CellBody,
+        out: &mut Outbox<'_, RelayMsg>,
+    ) {
+        let Some(id) = self.conn_of_chan(chan) else {
+            return;
+        };
+        let mut block = false;
+        let mut dropped = false;
+        if let Some(Conn {
+            kind: Kind::Channel(c),
+            ..
+        }) = self.conn(id)
+        {
+            if !c.overflow.is_empty() {
+                c.overflow.push_back((circ_id, cmd, *body));
+            } else {
+                match c.channel.send_cell(circ_id, cmd, body) {
+                    Ok(()) => {}
+                    Err(ChannelError::OutputFull) => c.overflow.push_back((circ_id, cmd, *body)),
+                    Err(_) => dropped = true,
+                }
+            }
+            if !c.blocked
+                && (!c.overflow.is_empty() || c.channel.queue().free_cells() < BLOCK_BELOW_CELLS)
+            {
+                c.blocked = true;
+                block = true;
+            }
+        }
+        self.cells_dropped_full += u64::from(dropped);
+        if block {
+            self.core.channel_blocked(chan);
+            if self.proxy.carries(id) {
+                self.broadcast_blocked(chan, true, out);
+            }
+        }
+        self.mark_dirty(id);
+    }
+
+    /// Tells every other shard that our channel `chan` is blocked or not (only shards with
+    /// circuits on it care; the others ignore a channel they do not use).
+    fn broadcast_blocked(&mut self, chan: ChanId, blocked: bool, out: &mut Outbox<'_, RelayMsg>) {
+        for to in 0..self.shards {
+            if to != self.shard.0 {
+                self.cross_send(to, RelayMsg::ChanBlocked { chan, blocked }, out);
+            }
+        }
+    }
+
+    /// A cell of one of our circuits for a next hop on another shard.
+    fn send_forward(
+        &mut self,
+        chan: ChanId,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: CellBody,
+        out: &mut Outbox<'_, RelayMsg>,
+    ) {
+        if cmd == ChanCmd::DESTROY {
+            if let Some(circ) = self.remote_next.remove(&(chan, circ_id)) {
+                self.remote_next_by_circ.remove(&circ);
+            }
+        }
+        let to = shard_of(chan);
+        let msg = RelayMsg::Forward {
+            chan,
+            circ_id,
+            cmd,
+            body,
+        };
+        // Forward cells are handed back to the core, never over the bound: no result.
+        let _ = self.cross_send(to, msg, out);
+    }
+
+    /// Gives `msg` to the link toward shard `to`. A forward RELAY cell the link cannot take
+    /// goes back to its circuit's next-hop queue in the core (pool-accounted) and the
+    /// remote channel counts as blocked. Returns a backward cell that met the overflow
+    /// bound (the caller closes its circuit).
+    fn cross_send(
+        &mut self,
+        to: usize,
+        msg: RelayMsg,
+        out: &mut Outbox<'_, RelayMsg>,
+    ) -> Option<RelayMsg> {
+        let cell = msg.is_relay_cell();
+        let Some(link) = self.links.get_mut(to) else {
+            return None; // no such shard: a malformed ChanId; nothing to send to
+        };
+        let mut q = OutQueue {
+            out,
+            to: ShardId(to),
+        };
+        match link.send(&mut q, msg) {
+            Sent::Queued => {
+                self.cross.cells_sent += u64::from(cell);
+                None
+            }
+            Sent::Held => {
+                // A held cell takes a buffer of the core's pool: the memory cap covers it.
+                if cell {
+                    let mut io = CoreIo::new(Instant::now(), &mut self.core_rng, &mut self.actions);
+                    if !self.core.charge_external_cell(&mut io) {
+                        return link.unhold_last();
+                    }
+                }
+                self.cross.cells_sent += u64::from(cell);
+                None
+            }
+            Sent::GiveBack(RelayMsg::Forward {
+                chan,
+                circ_id,
+                cmd,
+                body,
+            }) => {
+                link.note_blocked(chan);
+                self.core.channel_blocked(chan);
+                if let Some(&circ) = self.remote_next.get(&(chan, circ_id)) {
+                    let now = Instant::now();
+                    let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                    let _ = self.core.hold_for_next_hop(circ, cmd, &body, &mut io);
+                }
+                None
+            }
+            Sent::GiveBack(_) => None,
+            Sent::OverBound(m) => Some(m),
+        }
+    }
+
+    /// Moves held messages into queues that have room again, then unblocks the remote
+    /// channels and resumes the reads that waited on them.
+    fn pump_cross(&mut self, out: &mut Outbox<'_, RelayMsg>) {
+        for to in 0..self.links.len() {
+            if !self.links[to].needs_pump() {
+                continue;
+            }
+            let mut q = OutQueue {
+                out,
+                to: ShardId(to),
+            };
+            let held = self.links[to].held_cells();
+            self.links[to].pump(&mut q, &mut self.scratch_unblock, &mut self.scratch_resume);
+            let moved = held - self.links[to].held_cells();
+            if moved > 0 {
+                self.core.release_external_cells(moved);
+            }
+        }
+        if !self.scratch_unblock.is_empty() {
+            let mut io = CoreIo::new(Instant::now(), &mut self.core_rng, &mut self.actions);
+            for chan in self.scratch_unblock.drain(..) {
+                if !self.remote_blocked.contains(&chan) {
+                    self.core.channel_unblocked(chan, &mut io);
+                }
+            }
+        }
+        while let Some(id) = self.scratch_resume.pop() {
+            if let Some(c) = self.conn(id) {
+                if let Kind::Channel(ch) = &mut c.kind {
+                    ch.cross_paused = false;
+                    if ch.channel.wants_read() && c.read_paused && out.resume_read(id).is_ok() {
+                        c.read_paused = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the cells of other shards' circuits read from channel `id` to their origins.
+    /// If a queue is full the channel stops reading until it drains; a cell past the
+    /// overflow bound closes its circuit (RESOURCELIMIT toward the channel, DESTROY toward
+    /// the origin), never dropped silently.
+    fn deliver_cross_in(&mut self, id: ConnId, out: &mut Outbox<'_, RelayMsg>) {
+        if self.cross_in.is_empty() {
+            return;
+        }
+        let mut cells = std::mem::take(&mut self.cross_in);
+        let mut pause = false;
+        for (circ_id, shard, circ, cmd, body) in cells.drain(..) {
+            let msg = RelayMsg::Backward { circ, cmd, body };
+            if let Some(_over) = self.cross_send(shard, msg, out) {
+                self.cross.overflow_kills += 1;
+                self.proxy.remove(id, circ_id);
+                let chan = self.chan(id);
+                let destroy = crate::proto::circuit::destroy_body(DestroyReason::ResourceLimit);
+                self.send_local(chan, circ_id, ChanCmd::DESTROY, &destroy, out);
+                let msg = RelayMsg::Backward {
+                    circ,
+                    cmd: ChanCmd::DESTROY,
+                    body: crate::proto::circuit::destroy_body(DestroyReason::Destroyed),
+                };
+                self.cross_send(shard, msg, out);
+            }
+            if self.links.get(shard).is_some_and(CrossLink::is_congested) {
+                if let Some(link) = self.links.get_mut(shard) {
+                    link.note_paused(id);
+                }
+                pause = true;
+            }
+        }
+        self.cross_in = cells;
+        if pause {
+            if let Some(c) = self.conn(id) {
+                if let Kind::Channel(ch) = &mut c.kind {
+                    ch.cross_paused = true;
+                    if !c.read_paused && out.pause_read(id).is_ok() {
+                        c.read_paused = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A batch item from shard `from`.
+    fn handle_cross(
+        &mut self,
+        from: usize,
+        msg: RelayMsg,
+        now: Instant,
+        out: &mut Outbox<'_, RelayMsg>,
+    ) {
+        let cell = msg.is_relay_cell();
+        self.cross.cells_received += u64::from(cell);
+        match msg {
+            RelayMsg::ExtendRequest {
+                origin,
+                target,
+                create2,
+            } => self.extend(
+                ExtendFor::Remote {
+                    shard: from,
+                    circ: origin,
+                },
+                target,
+                create2,
+                now,
+                out,
+            ),
+            RelayMsg::ExtendReply {
+                origin,
+                result,
+                body,
+            } => {
+                let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                match result {
+                    Ok((chan, circ_id)) => {
+                        let done = ExtendDone {
+                            next: NextHop {
+                                chan,
+                                shard: ShardIdx(from as u16),
+                                circ_id,
+                            },
+                            created2: &body[..],
+                        };
+                        if self.core.extend_result(origin, Ok(done), &mut io).is_ok() {
+                            self.remote_next.insert((chan, circ_id), origin);
+                            self.remote_next_by_circ.insert(origin, (chan, circ_id));
+                        }
+                    }
+                    Err(reason) => {
+                        let _ = self.core.extend_result(origin, Err(reason), &mut io);
+                    }
+                }
+            }
+            RelayMsg::Forward {
+                chan,
+                circ_id,
+                cmd,
+                body,
+            } => {
+                let Some(id) = self.conn_of_chan(chan) else {
+                    return; // the channel closed; its DESTROYs are on their way back
+                };
+                if self.proxy.get(id, circ_id).is_none_or(|(s, _)| s != from) {
+                    return; // the circuit is gone here (DESTROY crossed this cell)
+                }
+                if cmd == ChanCmd::DESTROY {
+                    self.proxy.remove(id, circ_id);
+                }
+                self.send_local(chan, circ_id, cmd, &body, out);
+            }
+            RelayMsg::Backward {
+                circ,
+                cmd,
+                mut body,
+            } => {
+                if cmd == ChanCmd::DESTROY {
+                    if let Some(key) = self.remote_next_by_circ.remove(&circ) {
+                        self.remote_next.remove(&key);
+                    }
+                }
+                let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                let _ = self
+                    .core
+                    .handle_next_hop_cell(circ, cmd, &mut body, &mut io);
+            }
+            RelayMsg::ChanBlocked { chan, blocked } => {
+                if blocked {
+                    if self.remote_blocked.insert(chan) {
+                        self.core.channel_blocked(chan);
+                    }
+                } else if self.remote_blocked.remove(&chan)
+                    && !self.links.get(from).is_some_and(CrossLink::is_congested)
+                {
+                    let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                    self.core.channel_unblocked(chan, &mut io);
+                }
+            }
+        }
+    }
+
+    /// Carries out an extend for one of our circuits or for another shard's: over an open
+    /// channel to the target on this shard if there is one, else through the identity's
+    /// owner shard, which reuses or opens the channel ([`route_extend`]).
     fn extend(
         &mut self,
-        circ: CircHandle,
+        who: ExtendFor,
         target: ExtendTarget,
         create2: [u8; CELL_BODY_LEN],
         now: Instant,
         out: &mut Outbox<'_, RelayMsg>,
     ) {
-        if let Some(&id) = self.relay_chans.get(&target.rsa) {
-            self.send_create2(id, circ, &create2, now);
-            return;
+        let open = self.relay_chans.get(&target.rsa).copied();
+        let opening = self
+            .opening
+            .get(&target.rsa)
+            .copied()
+            .filter(|&id| matches!(self.conns.get(id.slot() as usize), Some(Some(c)) if c.id == id && !c.closing));
+        let owner = owner_shard(&target.rsa, self.shards);
+        let remote_request = matches!(who, ExtendFor::Remote { .. });
+        match route_extend(open, opening, owner, self.shard.0, remote_request) {
+            ExtendRoute::Reuse(id) => self.send_create2(id, who, &create2, now, out),
+            ExtendRoute::Join(id) => {
+                if let Some(Conn {
+                    kind: Kind::Channel(c),
+                    ..
+                }) = self.conn(id)
+                {
+                    c.waiting_extends.push((who, Box::new(create2)));
+                }
+            }
+            ExtendRoute::Remote(to) => {
+                let ExtendFor::Local(circ) = who else {
+                    return; // unreachable: remote requests are served here
+                };
+                self.cross.extends_sent += 1;
+                let msg = RelayMsg::ExtendRequest {
+                    origin: circ,
+                    target,
+                    create2,
+                };
+                self.cross_send(to, msg, out);
+            }
+            ExtendRoute::Open => self.open_channel(who, target, create2, now, out),
         }
+    }
+
+    /// Opens an outbound channel to `target` for an extend.
+    fn open_channel(
+        &mut self,
+        who: ExtendFor,
+        target: ExtendTarget,
+        create2: [u8; CELL_BODY_LEN],
+        now: Instant,
+        out: &mut Outbox<'_, RelayMsg>,
+    ) {
         let addr = target
             .ipv4
             .map(SocketAddr::V4)
@@ -536,10 +983,7 @@ impl RelayHandler {
             Some((id, ch))
         });
         let Some((id, channel)) = started else {
-            let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-            let _ = self
-                .core
-                .extend_result(circ, Err(DestroyReason::ConnectFailed), &mut io);
+            self.extend_failed(who, DestroyReason::ConnectFailed, now, out);
             return;
         };
         if let Some(slot) = self.conns.get_mut(id.slot() as usize) {
@@ -549,25 +993,96 @@ impl RelayHandler {
                     channel,
                     open: false,
                     peer: PeerIdentity::Client,
-                    waiting_extends: vec![(circ, Box::new(create2))],
+                    waiting_extends: vec![(who, Box::new(create2))],
+                    cross_paused: false,
                     blocked: false,
                     overflow: VecDeque::new(),
                 })),
                 read_paused: false,
                 closing: false,
             });
+            self.opening.insert(target.rsa, id);
             self.mark_dirty(id);
+        }
+    }
+
+    /// An extend failed: close our circuit, or tell its origin shard.
+    fn extend_failed(
+        &mut self,
+        who: ExtendFor,
+        reason: DestroyReason,
+        now: Instant,
+        out: &mut Outbox<'_, RelayMsg>,
+    ) {
+        match who {
+            ExtendFor::Local(circ) => {
+                let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                let _ = self.core.extend_result(circ, Err(reason), &mut io);
+            }
+            ExtendFor::Remote { shard, circ } => {
+                let msg = RelayMsg::ExtendReply {
+                    origin: circ,
+                    result: Err(reason),
+                    body: [0; CELL_BODY_LEN],
+                };
+                self.cross_send(shard, msg, out);
+            }
+        }
+    }
+
+    /// CREATED2 came back on channel `id` for circuit ID `circ_id`.
+    fn extend_done(
+        &mut self,
+        who: ExtendFor,
+        id: ConnId,
+        circ_id: CircId,
+        created2: &CellBody,
+        now: Instant,
+        out: &mut Outbox<'_, RelayMsg>,
+    ) {
+        let chan = self.chan(id);
+        match who {
+            ExtendFor::Local(circ) => {
+                let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                let done = ExtendDone {
+                    next: NextHop {
+                        chan,
+                        shard: ShardIdx(self.shard.0 as u16),
+                        circ_id,
+                    },
+                    created2: &created2[..],
+                };
+                let _ = self.core.extend_result(circ, Ok(done), &mut io);
+            }
+            ExtendFor::Remote { shard, circ } => {
+                if !self.proxy.insert(id, circ_id, shard, circ) {
+                    let destroy = crate::proto::circuit::destroy_body(DestroyReason::ResourceLimit);
+                    self.send_local(chan, circ_id, ChanCmd::DESTROY, &destroy, out);
+                    self.extend_failed(who, DestroyReason::ResourceLimit, now, out);
+                    return;
+                }
+                self.cross.circuits_total += 1;
+                let msg = RelayMsg::ExtendReply {
+                    origin: circ,
+                    result: Ok((chan, circ_id)),
+                    body: *created2,
+                };
+                self.cross_send(shard, msg, out);
+            }
         }
     }
 
     fn send_create2(
         &mut self,
         id: ConnId,
-        circ: CircHandle,
+        who: ExtendFor,
         create2: &[u8; CELL_BODY_LEN],
         now: Instant,
+        out: &mut Outbox<'_, RelayMsg>,
     ) {
         let pending = &self.pending_extends;
+        let proxy = &self.proxy;
+        let chan = chan_id(self.shard.0, id);
         let mut sent = None;
         if let Some(Some(Conn {
             kind: Kind::Channel(c),
@@ -575,9 +1090,11 @@ impl RelayHandler {
         })) = self.conns.get_mut(id.slot() as usize)
         {
             let alloc = c.channel.circ_id_allocator();
+            let core = &self.core;
             let circ_id = alloc.allocate(&mut self.chan_rng, |cid| {
                 pending.contains_key(&(id, cid))
-                    || self.core.circuit_by_prev(chan_id(id), cid).is_some()
+                    || proxy.contains(id, cid)
+                    || core.circ_id_in_use(chan, cid)
             });
             if let Some(cid) = circ_id {
                 if c.channel.send_cell(cid, ChanCmd::CREATE2, create2).is_ok() {
@@ -587,47 +1104,32 @@ impl RelayHandler {
         }
         match sent {
             Some(cid) => {
-                self.pending_extends.insert((id, cid), circ);
+                self.pending_extends.insert((id, cid), who);
                 self.mark_dirty(id);
             }
-            None => {
-                let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-                let _ = self
-                    .core
-                    .extend_result(circ, Err(DestroyReason::ResourceLimit), &mut io);
-            }
+            None => self.extend_failed(who, DestroyReason::ResourceLimit, now, out),
         }
     }
 
     /// Routes CREATED2/DESTROY answers to our extends on channel `id`.
-    fn route_answers(&mut self, id: ConnId, now: Instant) {
-        let answers = std::mem::take(&mut self.answers);
+    fn route_answers(&mut self, id: ConnId, now: Instant, out: &mut Outbox<'_, RelayMsg>) {
+        let mut answers = std::mem::take(&mut self.answers);
         for (circ_id, cmd, body) in &answers {
-            let Some(circ) = self.pending_extends.remove(&(id, *circ_id)) else {
+            let Some(who) = self.pending_extends.remove(&(id, *circ_id)) else {
                 continue;
             };
-            let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-            let result = if *cmd == ChanCmd::CREATED2 {
-                Ok(ExtendDone {
-                    next: NextHop {
-                        chan: chan_id(id),
-                        shard: ShardIdx(self.shard.0 as u16),
-                        circ_id: *circ_id,
-                    },
-                    created2: &body[..],
-                })
+            if *cmd == ChanCmd::CREATED2 {
+                self.extend_done(who, id, *circ_id, body, now, out);
             } else {
-                Err(DestroyReason::Destroyed)
-            };
-            let _ = self.core.extend_result(circ, result, &mut io);
+                self.extend_failed(who, DestroyReason::Destroyed, now, out);
+            }
         }
-        let mut answers = answers;
         answers.clear();
         self.answers = answers;
     }
 
     /// Reacts to channel events collected while reading.
-    fn channel_events(&mut self, id: ConnId, now: Instant) {
+    fn channel_events(&mut self, id: ConnId, now: Instant, out: &mut Outbox<'_, RelayMsg>) {
         let events = std::mem::take(&mut self.events);
         let shard = self.shard.0;
         for e in &events {
@@ -675,9 +1177,12 @@ impl RelayHandler {
             }
             if let Some(rsa) = opened_relay {
                 self.relay_chans.entry(rsa).or_insert(id);
+                if self.opening.get(&rsa) == Some(&id) {
+                    self.opening.remove(&rsa);
+                }
             }
-            for (circ, body) in waiting {
-                self.send_create2(id, circ, &body, now);
+            for (who, body) in waiting {
+                self.send_create2(id, who, &body, now, out);
             }
         }
         let mut events = events;
@@ -691,6 +1196,7 @@ impl RelayHandler {
         let now = Instant::now();
         let mut unblock = None;
         let mut stream_drained = None;
+        let shard = self.shard.0;
         let Some(c) = self.conn(id) else { return };
         match &mut c.kind {
             Kind::Channel(ch) => {
@@ -733,7 +1239,7 @@ impl RelayHandler {
                     && ch.channel.queue().free_cells() >= UNBLOCK_AT_CELLS
                 {
                     ch.blocked = false;
-                    unblock = Some(chan_id(id));
+                    unblock = Some(chan_id(shard, id));
                 }
                 if c.closing || ch.channel.is_closed() {
                     c.closing = true;
@@ -744,7 +1250,11 @@ impl RelayHandler {
                     if out.pause_read(id).is_ok() {
                         c.read_paused = true;
                     }
-                } else if ch.channel.wants_read() && c.read_paused && out.resume_read(id).is_ok() {
+                } else if ch.channel.wants_read()
+                    && c.read_paused
+                    && !ch.cross_paused
+                    && out.resume_read(id).is_ok()
+                {
                     c.read_paused = false;
                 }
             }
@@ -762,6 +1272,9 @@ impl RelayHandler {
         if let Some(chan) = unblock {
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
             self.core.channel_unblocked(chan, &mut io);
+            if self.proxy.carries(id) {
+                self.broadcast_blocked(chan, false, out);
+            }
         }
         if let Some(stream) = stream_drained {
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
@@ -798,17 +1311,36 @@ impl RelayHandler {
             .store(self.cells_dropped_full, Ordering::Relaxed);
         h.exit_streams
             .store(self.streams.len() as u64, Ordering::Relaxed);
+        let x = &self.cross;
+        h.cross_circuits_open
+            .store(self.remote_next.len() as u64, Ordering::Relaxed);
+        h.cross_circuits_carried
+            .store(self.proxy.len() as u64, Ordering::Relaxed);
+        h.cross_circuits_total
+            .store(x.circuits_total, Ordering::Relaxed);
+        h.cross_extends_sent
+            .store(x.extends_sent, Ordering::Relaxed);
+        h.cross_cells_sent.store(x.cells_sent, Ordering::Relaxed);
+        h.cross_cells_received
+            .store(x.cells_received, Ordering::Relaxed);
+        let full: u64 = self.links.iter().map(|l| l.full_events).sum();
+        h.cross_queue_full.store(full, Ordering::Relaxed);
+        let depth: usize = self.links.iter().map(CrossLink::depth).sum();
+        h.cross_overflow_depth
+            .store(depth as u64, Ordering::Relaxed);
+        h.cross_overflow_kills
+            .store(x.overflow_kills, Ordering::Relaxed);
     }
 }
-
-/// What shards send each other. Nothing: every circuit's channels live on its own shard.
-#[derive(Debug)]
-pub enum RelayMsg {}
 
 impl ConnHandler for RelayHandler {
     type Msg = RelayMsg;
 
     fn on_start(&mut self, out: &mut Outbox<'_, RelayMsg>) {
+        self.shards = out.shard_count().max(1);
+        self.links = (0..self.shards)
+            .map(|_| CrossLink::new(CROSS_OVERFLOW_CELLS))
+            .collect();
         if let Some(dns) = &self.dns {
             if let Err(e) = dns.watch(out) {
                 // Replies are still read every tick, only later.
@@ -819,6 +1351,19 @@ impl ConnHandler for RelayHandler {
                 );
             }
         }
+    }
+
+    fn on_cross_shard(
+        &mut self,
+        from: ShardId,
+        items: std::vec::Drain<'_, RelayMsg>,
+        out: &mut Outbox<'_, RelayMsg>,
+    ) {
+        let now = Instant::now();
+        for msg in items {
+            self.handle_cross(from.0, msg, now, out);
+        }
+        self.dispatch(out);
     }
 
     fn on_readable(&mut self, _watch: WatchId, out: &mut Outbox<'_, RelayMsg>) {
@@ -849,6 +1394,7 @@ impl ConnHandler for RelayHandler {
                         open: false,
                         peer: PeerIdentity::Client,
                         waiting_extends: Vec::new(),
+                        cross_paused: false,
                         blocked: false,
                         overflow: VecDeque::new(),
                     })),
@@ -909,8 +1455,11 @@ impl ConnHandler for RelayHandler {
             Kind::Channel(ch) => {
                 let mut sink = CellSink {
                     core: &mut self.core,
+                    conn,
+                    proxy: &mut self.proxy,
+                    cross_in: &mut self.cross_in,
                     info: ChanInfo {
-                        id: chan_id(conn),
+                        id: chan_id(self.shard.0, conn),
                         peer: ch.peer,
                         we_initiated: ch.channel.is_initiator(),
                     },
@@ -924,8 +1473,9 @@ impl ConnHandler for RelayHandler {
                 let _ = ch
                     .channel
                     .handle_input(data, wall, &mut self.chan_rng, &mut sink);
-                self.channel_events(conn, now);
-                self.route_answers(conn, now);
+                self.deliver_cross_in(conn, out);
+                self.channel_events(conn, now, out);
+                self.route_answers(conn, now, out);
                 self.mark_dirty(conn);
             }
             Kind::Stream(s) => {
@@ -983,25 +1533,40 @@ impl ConnHandler for RelayHandler {
                         self.relay_chans.remove(&rsa);
                     }
                 }
-                let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-                for (circ, _) in ch.waiting_extends {
-                    let _ =
-                        self.core
-                            .extend_result(circ, Err(DestroyReason::ConnectFailed), &mut io);
+                self.opening.retain(|_, id| *id != conn);
+                let chan = self.chan(conn);
+                // Circuits of other shards on this channel: DESTROY toward their origins
+                // (and a last "unblocked" so no origin keeps the dead channel blocked).
+                if self.proxy.carries(conn) {
+                    if ch.blocked {
+                        self.broadcast_blocked(chan, false, out);
+                    }
+                    let mut gone = Vec::new();
+                    self.proxy.take_conn(conn, &mut gone);
+                    for (_, shard, circ) in gone {
+                        let msg = RelayMsg::Backward {
+                            circ,
+                            cmd: ChanCmd::DESTROY,
+                            body: crate::proto::circuit::destroy_body(DestroyReason::Destroyed),
+                        };
+                        self.cross_send(shard, msg, out);
+                    }
                 }
-                let failed: Vec<CircHandle> = self
+                for (who, _) in ch.waiting_extends {
+                    self.extend_failed(who, DestroyReason::ConnectFailed, now, out);
+                }
+                let failed: Vec<ExtendFor> = self
                     .pending_extends
                     .iter()
                     .filter(|((id, _), _)| *id == conn)
-                    .map(|(_, c)| *c)
+                    .map(|(_, w)| *w)
                     .collect();
                 self.pending_extends.retain(|(id, _), _| *id != conn);
-                for circ in failed {
-                    let _ =
-                        self.core
-                            .extend_result(circ, Err(DestroyReason::ChannelClosed), &mut io);
+                for who in failed {
+                    self.extend_failed(who, DestroyReason::ChannelClosed, now, out);
                 }
-                self.core.channel_closed(chan_id(conn), &mut io);
+                let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                self.core.channel_closed(chan, &mut io);
             }
             Kind::Stream(s) => {
                 self.streams.remove(&s.stream);
@@ -1038,6 +1603,9 @@ impl ConnHandler for RelayHandler {
     /// Queued onion handshakes run here, `onions_per_run` per loop iteration, between I/O
     /// batches (cells of established circuits are served in between: anti-starvation).
     fn on_batch_end(&mut self, out: &mut Outbox<'_, RelayMsg>) -> bool {
+        if self.links.iter().any(CrossLink::needs_pump) {
+            self.dispatch(out);
+        }
         if self.core.onions_pending() == 0 {
             return false;
         }

@@ -688,6 +688,27 @@ impl<M: Send> Core<M> {
         }
     }
 
+    /// Free slots and capacity of the queue to shard `to` (`(0, 0)` if there is none).
+    pub fn cross_space(&mut self, to: ShardId) -> (usize, usize) {
+        match self.producers.get_mut(to.0) {
+            Some(Some(p)) => (p.free(), p.capacity()),
+            _ => (0, 0),
+        }
+    }
+
+    /// Wakes shard `to` (its queue to us drained after it found it full).
+    pub fn wake_peer(&mut self, to: usize) {
+        let Some(&fd) = self.peer_wake_fds.get(to) else {
+            return;
+        };
+        let e = opcode::Write::new(Fd(fd), WAKE_ONE.as_ptr(), 8)
+            .build()
+            .user_data(user_data(OpKind::WakeWrite, 0, to as u32));
+        if self.push_sqe(e) {
+            self.metrics.cross_wakeups_sent += 1;
+        }
+    }
+
     /// Publishes every queue written since the last flush and wakes each destination once,
     /// with an io_uring write to its eventfd (so the wake costs no extra syscall).
     pub fn flush_cross(&mut self) {

@@ -515,6 +515,12 @@ impl<H: ConnHandler> Shard<H> {
                     },
                 );
             }
+            // The handler of shard `from` holds items for us until this queue has room.
+            if let Some(cons) = self.consumers[from].as_mut() {
+                if cons.take_producer_waiting() {
+                    self.core.wake_peer(from);
+                }
+            }
         }
     }
 

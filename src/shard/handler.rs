@@ -143,6 +143,11 @@ impl<M: Send> Outbox<'_, M> {
         self.core.push_cross(to, item)
     }
 
+    /// Free slots and capacity of the queue to shard `to` (`(0, 0)` for no such queue).
+    pub fn cross_space(&mut self, to: ShardId) -> (usize, usize) {
+        self.core.cross_space(to)
+    }
+
     /// The peer address of a live connection.
     pub fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
         let slot = self.core.live_slot(conn)?;

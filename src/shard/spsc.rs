@@ -10,7 +10,7 @@
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Keeps a value on its own cache line pair (128 bytes covers adjacent-line prefetch).
@@ -24,6 +24,9 @@ struct Shared<T> {
     tail: CachePadded<AtomicUsize>,
     slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
     mask: usize,
+    /// The producer found the queue full and wants a wake-up once it has drained to half
+    /// (so it need not poll; see `Consumer::take_producer_waiting`).
+    producer_waiting: AtomicBool,
 }
 
 // SAFETY: a slot is accessed by exactly one side at a time: the producer only writes slots in
@@ -57,6 +60,7 @@ pub fn channel<T: Send>(capacity: usize) -> (Producer<T>, Consumer<T>) {
         tail: CachePadded(AtomicUsize::new(0)),
         slots,
         mask: cap - 1,
+        producer_waiting: AtomicBool::new(false),
     });
     (
         Producer {
@@ -95,6 +99,9 @@ impl<T: Send> Producer<T> {
         if self.tail.wrapping_sub(self.cached_head) >= cap {
             self.cached_head = self.shared.head.0.load(Ordering::Acquire);
             if self.tail.wrapping_sub(self.cached_head) >= cap {
+                // Set before returning: a consumer that pops after this sees it and wakes
+                // us; one that popped before left room our next retry finds.
+                self.shared.producer_waiting.store(true, Ordering::SeqCst);
                 return Err(item);
             }
         }
@@ -104,6 +111,12 @@ impl<T: Send> Producer<T> {
         unsafe { (*slot.get()).write(item) };
         self.tail = self.tail.wrapping_add(1);
         Ok(())
+    }
+
+    /// Slots free right now (reads the consumer's position).
+    pub fn free(&mut self) -> usize {
+        self.cached_head = self.shared.head.0.load(Ordering::Acquire);
+        self.capacity() - self.tail.wrapping_sub(self.cached_head)
     }
 
     /// Items written but not yet published.
@@ -174,6 +187,20 @@ impl<T: Send> Consumer<T> {
         Some(item)
     }
 
+    /// Whether the producer found the queue full since the last call and the queue has now
+    /// drained to half: the caller should wake the producer (once; this clears the flag).
+    pub fn take_producer_waiting(&mut self) -> bool {
+        if !self.shared.producer_waiting.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.cached_tail = self.shared.tail.0.load(Ordering::Acquire);
+        let cap = self.shared.mask + 1;
+        if self.cached_tail.wrapping_sub(self.head) * 2 > cap {
+            return false;
+        }
+        self.shared.producer_waiting.swap(false, Ordering::SeqCst)
+    }
+
     /// True if nothing published is waiting (may race with a concurrent publish).
     pub fn is_empty(&mut self) -> bool {
         if self.head != self.cached_tail {
@@ -215,6 +242,25 @@ mod tests {
         assert_eq!(c.pop_batch(&mut v, 10), 3);
         assert_eq!(v, [3, 4, 5]);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_producer_that_found_it_full_is_woken_at_half() {
+        let (mut p, mut c) = channel::<u32>(4);
+        assert!(!c.take_producer_waiting(), "never full");
+        for i in 0..4 {
+            p.push(i).unwrap();
+        }
+        assert_eq!(p.free(), 0);
+        assert_eq!(p.push(9), Err(9));
+        p.publish();
+        let mut v = Vec::with_capacity(4);
+        c.pop_batch(&mut v, 1);
+        assert!(!c.take_producer_waiting(), "3 of 4 still queued");
+        c.pop_batch(&mut v, 1);
+        assert_eq!(p.free(), 2);
+        assert!(c.take_producer_waiting(), "half drained: wake once");
+        assert!(!c.take_producer_waiting(), "the flag is cleared");
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub struct RelayCore<
     waiting: Vec<u32>,
     /// SENDME tag of the last recognized cell of the current forward run.
     pub(super) run_tag: [u8; 20],
+    /// Pool buffers charged for cells the shard holds outside the core (cross-shard
+    /// overflow), so the memory cap covers them too.
+    external: CellQueue,
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
@@ -105,6 +108,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             blocked: HashSet::with_capacity(cfg.max_circuits.min(1 << 16)),
             batch_hits: vec![false; BATCH],
             run_tag: [0; 20],
+            external: CellQueue::default(),
             waiting: Vec::with_capacity(cfg.max_circuits),
             cfg,
             me,
@@ -148,6 +152,53 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             (idx, Side::Prev) => Some(self.table.handle(idx)),
             _ => None,
         }
+    }
+
+    /// Whether (`chan`, `circ_id`) names either side of a live circuit here (a shard
+    /// allocating a circuit ID on `chan` must avoid it).
+    pub fn circ_id_in_use(&self, chan: ChanId, circ_id: CircId) -> bool {
+        self.table.contains_key(chan, circ_id)
+    }
+
+    /// A cell for `circ`'s next hop that the shard could not pass on (the queue to the
+    /// next hop's shard is full): hold it in the circuit's next-hop queue, after anything
+    /// held there, until `channel_unblocked` for that channel. The shard must also call
+    /// `channel_blocked`. Counts against the per-circuit bound and the pool (memory cap).
+    /// `Ok(false)` if holding it closed the circuit.
+    pub fn hold_for_next_hop(
+        &mut self,
+        circ: CircHandle,
+        cmd: ChanCmd,
+        body: &CellBody,
+        io: &mut CoreIo<'_>,
+    ) -> Result<bool, InputError> {
+        let idx = self.table.resolve(circ).ok_or(InputError::NoSuchCircuit)?;
+        Ok(self.enqueue(idx, QueueSel::Next, cmd, body, io))
+    }
+
+    /// Charges one cell the shard holds outside the core (a cross-shard overflow) to the
+    /// cell pool, so the memory cap and its eviction (which may close circuits here) cover
+    /// it. False if the pool has no buffer even after eviction: the shard must not hold it.
+    pub fn charge_external_cell(&mut self, io: &mut CoreIo<'_>) -> bool {
+        if self.pool.free() == 0 {
+            self.out_of_memory(io);
+        }
+        let ok = self
+            .pool
+            .push(&mut self.external, ChanCmd::PADDING, &[0; CELL_BODY_LEN]);
+        self.update_queue_metrics();
+        ok
+    }
+
+    /// Gives back `n` buffers charged with [`RelayCore::charge_external_cell`].
+    pub fn release_external_cells(&mut self, n: usize) {
+        let mut scratch = [0u8; CELL_BODY_LEN];
+        for _ in 0..n {
+            if self.pool.pop(&mut self.external, &mut scratch).is_none() {
+                break;
+            }
+        }
+        self.update_queue_metrics();
     }
 
     /// Cells held in this circuit's queues and stream buffers.

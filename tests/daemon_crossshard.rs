@@ -1,0 +1,418 @@
+//! Cross-shard circuits on a live private network (scripts/testnet.py on loopback; nothing
+//! leaves the machine): C tor 0.4.9 authorities, C tor relays and a C tor client, and a Fors
+//! **middle** with 2 shards. The client's circuits are pinned entry → Fors → exit over
+//! several entries and exits, every transfer on its own circuit (SOCKS isolation) and
+//! SHA-256 checked by the script. The cross-shard queues are at their smallest bound, so
+//! the transfers also meet full queues (backpressure) and must still arrive intact. Circuits live on the shard of their entry's channel; the
+//! channel to the exit lives on the exit identity's owner shard (or is reused where it
+//! already is), so some circuits cross shards. The Fors MetricsPort must then show
+//! connections on both shards, cross-shard circuits and cells in both directions, and no
+//! cell dropped; both shards agree on every cross-shard circuit, and once the exits stop,
+//! the channel closes tear down every cross-shard circuit on both sides.
+//!
+//! Skipped without `tor`, `tor-gencert` or python3, or with `FORS_SKIP_TESTNET`. The network
+//! is stopped (by pid, by the script) when the test ends, pass or fail.
+
+mod daemon_common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use daemon_common::{
+    free_port, free_port_range_base, http_get, metric, testnet_script, wait_for_file_line, TempDir,
+    TestnetGuard,
+};
+
+const SHARDS: usize = 2;
+
+fn have(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// The owner shard of a relay (`fors::relay::handler::cross::owner_shard`) from its hex
+/// fingerprint.
+fn owner(fp: &str) -> usize {
+    let rsa = fors::util::hex::decode(fp).expect("hex fingerprint");
+    let id = fors::crypto::ids::RsaIdentity(rsa.try_into().expect("20 bytes"));
+    fors::relay::handler::cross::owner_shard(&id, SHARDS)
+}
+
+/// Every shard's value of a per-shard family.
+fn per_shard(text: &str, family: &str) -> Vec<u64> {
+    (0..SHARDS)
+        .map(|s| metric(text, &format!("{family}{{shard=\"{s}\"}}")).unwrap_or(0))
+        .collect()
+}
+
+fn sum(text: &str, family: &str) -> u64 {
+    per_shard(text, family).iter().sum()
+}
+
+#[test]
+fn circuits_cross_shards_on_a_two_shard_middle() {
+    if std::env::var_os("FORS_SKIP_TESTNET").is_some()
+        || !have("tor", "--version")
+        || !have("tor-gencert", "--help")
+        || !have("python3", "--version")
+    {
+        eprintln!("tor / tor-gencert / python3 not available (or FORS_SKIP_TESTNET): skipping");
+        return;
+    }
+    let tmp = TempDir::new("daemon-crossshard");
+    let dir = tmp.path().join("net");
+    let _net = TestnetGuard { dir: &dir };
+    // Two shards, and cross-shard queues at their smallest bound (64 cells) so that the
+    // transfers also run into full queues: held cells, blocked remote channels, paused
+    // reads, and their release.
+    let profile = tmp.path().join("two-shards.toml");
+    std::fs::write(
+        &profile,
+        "description = \"2 shards, small cross-shard queues\"\nshards = 2\n\
+         cross_shard_queue_cells = 64\ncross_shard_batch = 8\n",
+    )
+    .unwrap();
+    let m_port = free_port();
+    let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
+    let status = Command::new("python3")
+        .arg(testnet_script())
+        .arg("--dir")
+        .arg(&dir)
+        .args(["up", "--fors", "middle", "--middles", "2", "--exits", "4"])
+        .arg("--base-port")
+        .arg(free_port_range_base().to_string())
+        .arg("--fors-bin")
+        .arg(env!("CARGO_BIN_EXE_fors"))
+        .arg("--slot-option")
+        .arg(format!("forsmiddle1 HardwareProfile {}", profile.display()))
+        .arg("--slot-option")
+        .arg(format!("forsmiddle1 MetricsPort 127.0.0.1:{m_port}"))
+        .args([
+            "--slot-option",
+            "forsmiddle1 MetricsPortPolicy accept 127.0.0.1",
+        ])
+        // No circuit-build-timeout measurement circuits: every client circuit through Fors
+        // then ends at a pinned exit, which the teardown check below relies on.
+        .args(["--client-option", "LearnCircuitBuildTimeout 0"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "testnet up failed");
+    let log = dir.join("forsmiddle1/stdout.log");
+    let l = wait_for_file_line(&log, "Opened ORPort", Duration::from_secs(120));
+    assert!(l.contains("with 2 shards"), "{l}");
+    let l = wait_for_file_line(
+        &log,
+        "Fors is listed in the consensus",
+        Duration::from_secs(240),
+    );
+    assert!(l.contains(" Running"), "{l}");
+    let run = |args: &[&str]| {
+        let st = Command::new("python3")
+            .arg(testnet_script())
+            .arg("--dir")
+            .arg(&dir)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "testnet.py {args:?} failed");
+    };
+    run(&["wait", "--pluggable-only", "--timeout", "180"]);
+
+    // Exits ordered so that consecutive ones have different owner shards where possible:
+    // a circuit crosses when its entry's channel is not on the exit's owner shard.
+    let (entries, exits) = relays(&dir);
+    let mut by_owner: Vec<Vec<String>> = vec![Vec::new(); SHARDS];
+    for (nick, fp) in &exits {
+        by_owner[owner(fp)].push(nick.clone());
+    }
+    let mut exit_order = Vec::new();
+    for i in 0..exits.len() {
+        for o in &by_owner {
+            if let Some(n) = o.get(i) {
+                exit_order.push(n.clone());
+            }
+        }
+    }
+    eprintln!("exit owner shards: {by_owner:?}");
+    // The (entry, exit) pairs to try. The C tor middles first, each with one exit per owner
+    // shard: whichever shard the entry's channel landed on, one of them crosses. If every
+    // exit has the same owner (1 in 8), further entries are the other exits (their channels
+    // to Fors are inbound, on a shard the kernel picks), with that exit: each is a fresh
+    // chance that the entry's channel is on the other shard (all fail: 1 in 32).
+    let used_exits: Vec<String> = by_owner.iter().filter_map(|o| o.first().cloned()).collect();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for e in &entries {
+        for x in &used_exits {
+            pairs.push((e.clone(), x.clone()));
+        }
+    }
+    for (x, _) in &exits {
+        if !used_exits.contains(x) {
+            pairs.push((x.clone(), exit_order[0].clone()));
+        }
+    }
+
+    // Several circuits of real traffic through the Fors middle (one per transfer, SOCKS
+    // isolation), until a pair was seen crossing shards and at least 4 pairs ran.
+    let mut runs = 0;
+    let mut last_cross = 0;
+    let mut crossing = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for (entry, exit) in &pairs {
+        run(&[
+            "traffic",
+            "--entry",
+            entry,
+            "--middle",
+            "forsmiddle1",
+            "--exit",
+            exit,
+            "--down-mb",
+            "2",
+            "--up-mb",
+            "1",
+            "--io-timeout",
+            "120",
+        ]);
+        runs += 1;
+        let text = metrics_after_tick(m_addr);
+        let cross = sum(&text, "fors_relay_cross_shard_cells_sent_total");
+        eprintln!("run {runs}: entry {entry} exit {exit}: cross-shard cells sent {cross}");
+        // 3 MB is about 6000 cells: this pair's circuits cross shards.
+        if cross - last_cross > 3000 {
+            crossing = Some((entry.clone(), exit.clone()));
+        }
+        last_cross = cross;
+        if (crossing.is_some() && runs >= 4) || Instant::now() > deadline {
+            break;
+        }
+    }
+
+    let text = metrics_after_tick(m_addr);
+    let show = |f: &str| format!("{f} {:?}", per_shard(&text, f));
+    let report = [
+        "fors_shard_accepted",
+        "fors_shard_connected",
+        "fors_relay_channels_open",
+        "fors_relay_circuits_created_total",
+        "fors_relay_cross_shard_extends_sent_total",
+        "fors_relay_cross_shard_circuits_total",
+        "fors_relay_cross_shard_circuits_open",
+        "fors_relay_cross_shard_circuits_carried",
+        "fors_relay_cross_shard_cells_sent_total",
+        "fors_relay_cross_shard_cells_received_total",
+        "fors_relay_cross_shard_queue_full_total",
+        "fors_relay_cross_shard_overflow_depth",
+        "fors_relay_cross_shard_overflow_kills_total",
+        "fors_relay_cells_dropped_channel_full_total",
+    ]
+    .map(show)
+    .join("\n");
+    eprintln!("after {runs} runs:\n{report}");
+    // Both shards hold connections (accepted on the shared ORPort, or opened as the owner
+    // of an exit's identity).
+    let accepted = per_shard(&text, "fors_shard_accepted");
+    let connected = per_shard(&text, "fors_shard_connected");
+    for s in 0..SHARDS {
+        assert!(
+            accepted[s] + connected[s] > 0,
+            "shard {s} has no connection:\n{report}"
+        );
+    }
+    assert!(
+        sum(&text, "fors_relay_cross_shard_circuits_total") > 0,
+        "no cross-shard circuit:\n{report}"
+    );
+    assert!(
+        sum(&text, "fors_relay_cross_shard_extends_sent_total") > 0,
+        "{report}"
+    );
+    // Cells went both ways between the shards: forward from the circuit's shard to the
+    // exit channel's, backward the other way; each sent cell was received.
+    let sent = per_shard(&text, "fors_relay_cross_shard_cells_sent_total");
+    let received = per_shard(&text, "fors_relay_cross_shard_cells_received_total");
+    assert!(sent.iter().sum::<u64>() > 0, "{report}");
+    assert_eq!(
+        sent.iter().sum::<u64>(),
+        received.iter().sum::<u64>(),
+        "cells lost between shards:\n{report}"
+    );
+    assert_eq!(
+        sum(&text, "fors_relay_cells_dropped_channel_full_total"),
+        0,
+        "{report}"
+    );
+    assert_eq!(
+        sum(&text, "fors_relay_cross_shard_overflow_kills_total"),
+        0,
+        "{report}"
+    );
+    // Both sides of every cross-shard circuit agree: circuits shard 0 holds with a next hop
+    // on shard 1 are exactly those shard 1 carries for shard 0, and the other way round
+    // (extends and DESTROYs were relayed both ways). Bounded wait: a reply may be in flight.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = metrics_after_tick(m_addr);
+        let open = per_shard(&t, "fors_relay_cross_shard_circuits_open");
+        let carried = per_shard(&t, "fors_relay_cross_shard_circuits_carried");
+        if open[0] == carried[1] && open[1] == carried[0] {
+            assert!(open[0] + open[1] > 0, "{open:?} {carried:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "origin and channel shards disagree: open {open:?} carried {carried:?}"
+        );
+    }
+
+    // Channel close propagates across shards. A download is held open on a circuit that
+    // crosses shards (a pair seen crossing above), then every C tor exit is stopped
+    // (processes this test's network started, by pid): the channel shard must send DESTROY
+    // to the circuit's origin shard, which closes it toward the client, which ends the
+    // stream. (Relays' own testing circuits through Fors end at C tor relays that keep
+    // running, so the cross-shard gauges need not drop to zero.)
+    let (entry, exit) = crossing.expect("a pair whose circuits crossed shards");
+    run(&[
+        "pin",
+        "--entry",
+        &entry,
+        "--middle",
+        "forsmiddle1",
+        "--exit",
+        &exit,
+    ]);
+    let before = metrics_after_tick(m_addr);
+    let mut held = socks5_connect(&dir, "hold-open");
+    held.write_all(
+        b"GET /data/50000000?seed=hold HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    held.read_exact(&mut buf).unwrap();
+    let during = metrics_after_tick(m_addr);
+    let cells = |t: &str| sum(t, "fors_relay_cross_shard_cells_sent_total");
+    assert!(
+        cells(&during) >= cells(&before) + 100,
+        "the held download ({entry} -> forsmiddle1 -> {exit}) does not cross shards"
+    );
+    let open_before: u64 = sum(&during, "fors_relay_cross_shard_circuits_open");
+    for pid in exit_pids(&dir) {
+        let st = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {pid}");
+    }
+    // The held stream ends (the data already in flight may still arrive first).
+    held.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(90);
+    loop {
+        match held.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => assert!(Instant::now() < end, "the held stream never ended"),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!("the held stream is still open 60 s after its exit stopped")
+            }
+            Err(_) => break, // reset: ended too
+        }
+    }
+    // Both shards dropped the circuits of the closed channels, and still agree.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = metrics_after_tick(m_addr);
+        let open = per_shard(&t, "fors_relay_cross_shard_circuits_open");
+        let carried = per_shard(&t, "fors_relay_cross_shard_circuits_carried");
+        if open[0] == carried[1] && open[1] == carried[0] && open[0] + open[1] < open_before {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "after the exits stopped: open {open:?} carried {carried:?} (before: {open_before})"
+        );
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(!log_text.contains("[err]"), "{log_text}");
+}
+
+/// (C tor middles' nicks, C tor exits' (nick, fingerprint)) from the script's network.json.
+fn relays(dir: &Path) -> (Vec<String>, Vec<(String, String)>) {
+    let text = std::fs::read_to_string(dir.join("network.json")).unwrap();
+    let net: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut entries = Vec::new();
+    let mut exits = Vec::new();
+    for r in net["relays"].as_array().unwrap() {
+        if r["pluggable"].as_bool() == Some(true) {
+            continue;
+        }
+        let nick = r["nick"].as_str().unwrap().to_string();
+        match r["role"].as_str() {
+            Some("exit") => exits.push((nick, r["fingerprint"].as_str().unwrap().to_string())),
+            _ => entries.push(nick),
+        }
+    }
+    (entries, exits)
+}
+
+/// A SOCKS5 CONNECT (RFC 1928, username/password so the client isolates it on a circuit
+/// of its own) through the client to the script's HTTP server.
+fn socks5_connect(dir: &Path, user: &str) -> TcpStream {
+    let text = std::fs::read_to_string(dir.join("network.json")).unwrap();
+    let net: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let socks = net["client"]["socks_port"].as_u64().unwrap() as u16;
+    let ip: std::net::Ipv4Addr = net["http_server"]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let port = net["http_server"]["port"].as_u64().unwrap() as u16;
+    let mut s = TcpStream::connect(("127.0.0.1", socks)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    s.write_all(&[5, 1, 2]).unwrap();
+    let mut hello = [0u8; 2];
+    s.read_exact(&mut hello).unwrap();
+    assert_eq!(hello, [5, 2], "SOCKS method selection");
+    let mut auth = vec![1, user.len() as u8];
+    auth.extend_from_slice(user.as_bytes());
+    auth.extend_from_slice(&[1, b'x']);
+    s.write_all(&auth).unwrap();
+    let mut ok = [0u8; 2];
+    s.read_exact(&mut ok).unwrap();
+    assert_eq!(ok, [1, 0], "SOCKS authentication");
+    let mut req = vec![5, 1, 0, 1];
+    req.extend_from_slice(&ip.octets());
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0, "SOCKS reply {}", reply[1]);
+    s
+}
+
+/// Process ids of the C tor exits (from the script's network.json).
+fn exit_pids(dir: &Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(dir.join("network.json")).unwrap();
+    let net: serde_json::Value = serde_json::from_str(&text).unwrap();
+    net["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["role"].as_str() == Some("exit") && r["pluggable"].as_bool() != Some(true))
+        .map(|r| r["pid"].as_u64().expect("exit pid") as u32)
+        .collect()
+}
+
+/// The metrics page once the shards mirrored their counters (they do every tick).
+fn metrics_after_tick(addr: SocketAddr) -> String {
+    std::thread::sleep(Duration::from_millis(600));
+    let r = http_get(addr, "/metrics");
+    assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");
+    r
+}
