@@ -32,12 +32,9 @@
 //!   completes byte for byte, the daemon lives on and a fresh channel works.
 //!
 //! * `odd_length_versions_on_an_open_link_closes` — like C tor, an odd-length VERSIONS
-//!   closes even an open link.
-//!
-//! One more is ignored because Fors differs from C tor there:
-//! * `idle_open_link_with_half_a_cell_is_closed` — a bug: no idle timeout on open channels
-//!   (C tor closes an idle client link after 3–4.5 minutes), so a peer that finishes the
-//!   handshake, sends half a cell and stalls holds its connection for ever.
+//!   closes even an open link;
+//! * `idle_open_link_with_half_a_cell_is_closed` — like C tor, an open client link without a
+//!   circuit is closed after 3–4.5 minutes, half a cell or not (the slowest test here).
 //!
 //! Fors logs a channel's close reason at debug level (`channel closed: …`), so both relays
 //! run with `Log debug stdout` and the tests grep for the reason of each closing case where
@@ -564,11 +561,10 @@ fn malformed_input_closes_only_that_connection() {
 
 /// C tor closes an open link that has carried no circuit for `idle_timeout` (3–4.5 minutes
 /// for a client or non-canonical link: `channelpadding_get_channel_idle_timeout`, checked in
-/// `run_connection_housekeeping`, "Expiring non-used OR connection"). Fors has a handshake
-/// timeout only: a client that finishes the handshake, sends half a cell and stalls holds its
-/// connection slot and buffers for as long as it likes.
+/// `run_connection_housekeeping`, "Expiring non-used OR connection"). Fors does the same
+/// (`proto::channel::idle`), so a client that finishes the handshake, sends half a cell and
+/// stalls does not hold its connection slot and buffers for ever.
 #[test]
-#[ignore = "bug: Fors never closes an idle open channel (no idle timeout; C tor: 3-4.5 min)"]
 fn idle_open_link_with_half_a_cell_is_closed() {
     // C tor's longest client idle timeout (270 s) plus slack.
     const IDLE_LIMIT: Duration = Duration::from_secs(270 + 60);

@@ -48,8 +48,10 @@ use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use crate::crypto::ids::RsaIdentity;
 use crate::exit::dns::{Answer, DnsFailure, FailureCause, HostRequest, Resolution};
 use crate::metrics::ShardStats;
+use crate::proto::channel::idle;
 use crate::proto::channel::{
-    CellQueue, Channel, ChannelError, ChannelEvent, ChannelSink, ExpectedPeer, PeerIdentity,
+    CellQueue, Channel, ChannelError, ChannelEvent, ChannelIdleTimer, ChannelSink, ExpectedPeer,
+    PeerIdentity,
 };
 use crate::proto::circuit::{
     Action, CellBody, ChanId, ChanInfo, CircHandle, CircuitConfig, CoreIo, ExtendDone,
@@ -139,6 +141,8 @@ struct ChanConn {
     /// Cells the channel's queue could not take yet (after `channel_unblocked` the core
     /// releases everything it held at once). Drained first, in order, as the queue empties.
     overflow: VecDeque<(CircId, ChanCmd, [u8; CELL_BODY_LEN])>,
+    /// Closes the channel once it has carried no circuit for a while (set when it opens).
+    idle: Option<ChannelIdleTimer>,
 }
 
 /// An exit stream's TCP connection.
@@ -282,6 +286,9 @@ pub struct RelayHandler {
     dns_done: Vec<(StreamHandle, Resolution)>,
     dns_warned: bool,
     cells_dropped_full: u64,
+    /// Channels that carry a circuit (refilled at each idle check; kept for its capacity).
+    chans_in_use: HashSet<ChanId>,
+    next_idle_check: Option<Instant>,
 }
 
 impl RelayHandler {
@@ -340,6 +347,8 @@ impl RelayHandler {
             dns_done: Vec::with_capacity(64),
             dns_warned: false,
             cells_dropped_full: 0,
+            chans_in_use: HashSet::new(),
+            next_idle_check: None,
         }
     }
 
@@ -997,6 +1006,7 @@ impl RelayHandler {
                     cross_paused: false,
                     blocked: false,
                     overflow: VecDeque::new(),
+                    idle: None,
                 })),
                 read_paused: false,
                 closing: false,
@@ -1133,6 +1143,21 @@ impl RelayHandler {
         let events = std::mem::take(&mut self.events);
         let shard = self.shard.0;
         for e in &events {
+            // Drawn before the connection is borrowed; used only by `Open`.
+            let idle_timeouts = if matches!(e, ChannelEvent::Open(_)) {
+                let relay_base = self.network.get().param(
+                    "nf_conntimeout_relays",
+                    idle::RELAY_IDLE_DEFAULT_SECS as i32,
+                    60,
+                    604_800,
+                ) as u32;
+                (
+                    idle::client_idle_timeout(&mut self.chan_rng),
+                    idle::relay_idle_timeout(relay_base, &mut self.chan_rng),
+                )
+            } else {
+                Default::default()
+            };
             let mut opened_relay = None;
             let mut waiting = Vec::new();
             if let Some(Conn {
@@ -1145,6 +1170,11 @@ impl RelayHandler {
                     ChannelEvent::Open(info) => {
                         c.open = true;
                         c.peer = info.peer;
+                        let timeout = match info.peer {
+                            PeerIdentity::Client => idle_timeouts.0,
+                            PeerIdentity::Relay { .. } => idle_timeouts.1,
+                        };
+                        c.idle = Some(ChannelIdleTimer::new(timeout, now));
                         waiting = std::mem::take(&mut c.waiting_extends);
                         if let PeerIdentity::Relay { rsa, .. } = info.peer {
                             opened_relay = Some(rsa);
@@ -1397,6 +1427,7 @@ impl ConnHandler for RelayHandler {
                         cross_paused: false,
                         blocked: false,
                         overflow: VecDeque::new(),
+                        idle: None,
                     })),
                     read_paused: false,
                     closing: false,
@@ -1521,7 +1552,12 @@ impl ConnHandler for RelayHandler {
         let Some(c) = slot.take() else { return };
         match c.kind {
             Kind::Channel(mut ch) => {
-                ch.channel.handle_eof(&mut NullSink);
+                // Only a close the channel did not already report has a reason worth logging
+                // here (EOF from the peer, possibly inside a cell).
+                if !ch.channel.is_closed() {
+                    let why = ch.channel.handle_eof(&mut NullSink);
+                    log_debug!("shard {}: channel closed: {why}", self.shard.0);
+                }
                 if ch.open {
                     self.stats
                         .handler
@@ -1638,13 +1674,64 @@ impl ConnHandler for RelayHandler {
                 continue;
             }
             let id = c.id;
-            if ch.channel.check_timeout(wall, &mut NullSink).is_err() {
+            if let Err(e) = ch.channel.check_timeout(wall, &mut NullSink) {
+                log_debug!("shard {}: channel closed: {e}", self.shard.0);
                 c.closing = true;
                 self.mark_dirty(id);
             }
         }
+        if self.next_idle_check.is_none_or(|t| now >= t) {
+            self.next_idle_check = Some(now + IDLE_CHECK_INTERVAL);
+            self.close_idle_channels(now);
+        }
         self.dispatch(out);
         self.publish_counters(out);
+    }
+}
+
+/// How often open channels are checked for idleness (a scan of the circuit table).
+const IDLE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl RelayHandler {
+    /// Closes open channels that carried no circuit here (ours, or another shard's through
+    /// the proxy table) for their idle timeout (`proto::channel::idle`).
+    fn close_idle_channels(&mut self, now: Instant) {
+        let mut in_use = std::mem::take(&mut self.chans_in_use);
+        in_use.clear();
+        self.core.channels_in_use(&mut in_use);
+        let shard = self.shard.0;
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut() else {
+                continue;
+            };
+            let id = c.id;
+            let Kind::Channel(ch) = &mut c.kind else {
+                continue;
+            };
+            let Some(idle) = ch.idle.as_mut() else {
+                continue;
+            };
+            if c.closing {
+                continue;
+            }
+            let busy = in_use.contains(&chan_id(shard, id))
+                || self.proxy.carries(id)
+                || !ch.waiting_extends.is_empty();
+            if idle.update(now, busy) {
+                log_info!(
+                    "shard {shard}: closing channel with {} at {}: no circuit for {} s",
+                    match ch.peer {
+                        PeerIdentity::Client => "a client".to_string(),
+                        PeerIdentity::Relay { rsa, .. } => format!("relay ${}", rsa.to_hex()),
+                    },
+                    ch.channel.peer_addr(),
+                    idle.timeout().as_secs()
+                );
+                c.closing = true;
+                self.mark_dirty(id);
+            }
+        }
+        self.chans_in_use = in_use;
     }
 }
 

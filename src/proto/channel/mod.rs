@@ -32,6 +32,7 @@ pub mod circid;
 pub mod context;
 pub mod error;
 mod handshake;
+pub mod idle;
 pub mod output;
 pub mod state;
 pub mod tls;
@@ -39,6 +40,7 @@ pub mod tls;
 pub use circid::{CircIdAllocator, CircIdViolation};
 pub use context::{ChannelConfig, LinkContext, LinkContextError};
 pub use error::{AuthError, CertsError, ChannelError};
+pub use idle::ChannelIdleTimer;
 pub use output::CellQueue;
 pub use state::{
     Channel, ChannelEvent, ChannelSink, ChannelStats, ExpectedPeer, OpenInfo, PeerIdentity,

@@ -499,6 +499,20 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
     }
 
+    /// Adds to `out` every channel that carries a circuit here, on either side (for the
+    /// shard's idle-channel timeout). A scan of the table: call it about once a second.
+    pub fn channels_in_use(&self, out: &mut std::collections::HashSet<ChanId>) {
+        for idx in 0..self.table.slot_count() {
+            let Some(c) = self.table.get(idx) else {
+                continue;
+            };
+            out.insert(c.prev_chan);
+            if let Next::Open(h) = c.next {
+                out.insert(h.chan);
+            }
+        }
+    }
+
     /// The shard cannot take more cells for `chan` right now: queue them here.
     pub fn channel_blocked(&mut self, chan: ChanId) {
         self.blocked.insert(chan);
