@@ -208,6 +208,7 @@ impl RelayHandler {
         let core = RelayCore::new(
             CircuitConfig {
                 shard: ShardIdx(shard.0 as u16),
+                cc: cc_params(&snap),
                 ..circuits
             },
             me,
@@ -780,6 +781,7 @@ impl RelayHandler {
         let snap = self.network.get().clone();
         self.core.set_onion_keys(snap.ntor_keys.clone());
         self.core.set_exit_policy(snap.exit_policy.clone());
+        self.core.set_cc_params(cc_params(&snap));
         *self.core.network_view_mut() = SnapshotView(snap);
     }
 
@@ -799,6 +801,11 @@ impl RelayHandler {
         h.exit_streams
             .store(self.streams.len() as u64, Ordering::Relaxed);
     }
+}
+
+/// Congestion-control parameters from the consensus (C's defaults before one is known).
+fn cc_params(snap: &NetworkSnapshot) -> crate::proto::flow::CcParams {
+    crate::proto::flow::CcParams::from_lookup(|k| snap.consensus_params.get(k).copied())
 }
 
 /// What shards send each other. Nothing: every circuit's channels live on its own shard.
