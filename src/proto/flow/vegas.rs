@@ -145,7 +145,7 @@ impl CongestionControl {
     /// returns false at inflight 0, which only differs for `sendme_inc` = 1, where its
     /// receiver would still send a SENDME after the first cell).
     pub fn next_cell_prompts_sendme(&self) -> bool {
-        (self.inflight + 1) % self.sendme_inc == 0
+        (self.inflight + 1).is_multiple_of(self.sendme_inc)
     }
 
     /// A DATA cell with SENDME tag `tag` was sent at `now` (C
