@@ -17,7 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use daemon_common::{
-    free_port_range_base, testnet_script, wait_for_file_line, TempDir, TestnetGuard,
+    free_port, free_port_range_base, http_get, testnet_script, wait_for_file_line, TempDir,
+    TestnetGuard,
 };
 
 fn have(cmd: &str, arg: &str) -> bool {
@@ -121,6 +122,7 @@ fn c_tor_client_runs_congestion_control_through_a_fors_exit() {
     let tmp = TempDir::new("daemon-cc");
     let dir = tmp.path().join("net");
     let _net = TestnetGuard { dir: &dir };
+    let metrics_port = free_port();
     let status = Command::new("python3")
         .arg(testnet_script())
         .arg("--dir")
@@ -130,6 +132,10 @@ fn c_tor_client_runs_congestion_control_through_a_fors_exit() {
         .arg(free_port_range_base().to_string())
         .arg("--fors-bin")
         .arg(std::env::var("FORS_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fors").into()))
+        .arg("--slot-option")
+        .arg(format!("forsexit1 MetricsPort 127.0.0.1:{metrics_port}"))
+        .arg("--slot-option")
+        .arg("forsexit1 MetricsPortPolicy accept 127.0.0.1")
         .status()
         .unwrap();
     assert!(status.success(), "testnet up failed");
@@ -170,8 +176,7 @@ fn c_tor_client_runs_congestion_control_through_a_fors_exit() {
 
     // Circuits whose last hop is the Fors exit.
     let net: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("network.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("network.json")).unwrap()).unwrap();
     let fors_fp = net["relays"]
         .as_array()
         .unwrap()
@@ -189,12 +194,13 @@ fn c_tor_client_runs_congestion_control_through_a_fors_exit() {
             let _state = it.next()?;
             let path = it.next()?;
             let last = path.rsplit(',').next()?;
-            last.to_ascii_uppercase()
-                .contains(&fors_fp)
-                .then_some(id)
+            last.to_ascii_uppercase().contains(&fors_fp).then_some(id)
         })
         .collect();
-    assert!(!fors_circs.is_empty(), "no circuit through forsexit1:\n{events}");
+    assert!(
+        !fors_circs.is_empty(),
+        "no circuit through forsexit1:\n{events}"
+    );
     // CC fields on busy circuits through the Fors exit: the client negotiated CC with it.
     let cc_lines: Vec<&str> = events
         .lines()
@@ -202,7 +208,10 @@ fn c_tor_client_runs_congestion_control_through_a_fors_exit() {
         .filter(|l| field(l, "ID").is_some_and(|id| fors_circs.contains(&id)))
         .filter(|l| field(l, "CWND").is_some() && field(l, "SS").is_some())
         .collect();
-    eprintln!("CIRC_BW with CC fields through forsexit1 ({}):", cc_lines.len());
+    eprintln!(
+        "CIRC_BW with CC fields through forsexit1 ({}):",
+        cc_lines.len()
+    );
     for l in cc_lines.iter().take(40) {
         eprintln!("  {l}");
     }
@@ -221,6 +230,25 @@ fn c_tor_client_runs_congestion_control_through_a_fors_exit() {
             .any(|l| field(l, "CWND").and_then(|v| v.parse::<u64>().ok()) != Some(124)),
         "cwnd never moved"
     );
+    // The exit's own count: circuits that negotiated CC (summed over shards).
+    let m = http_get(
+        format!("127.0.0.1:{metrics_port}").parse().unwrap(),
+        "/metrics",
+    );
+    let sum = |name: &str| -> u64 {
+        m.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    eprintln!(
+        "forsexit1 MetricsPort: circuits_created {} circuits_cc {} xoff_sent {} xon_sent {}",
+        sum("fors_relay_circuits_created_total"),
+        sum("fors_relay_circuits_cc_total"),
+        sum("fors_relay_stream_xoff_sent_total"),
+        sum("fors_relay_stream_xon_sent_total")
+    );
+    assert!(sum("fors_relay_circuits_cc_total") >= 2, "{m}");
     let text = std::fs::read_to_string(&exit_log).unwrap();
     assert!(!text.contains("[err]"), "{text}");
 }

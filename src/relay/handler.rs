@@ -793,6 +793,9 @@ impl RelayHandler {
             .store(self.core.circuit_count() as u64, Ordering::Relaxed);
         h.circuits_created
             .store(m.circuits_created, Ordering::Relaxed);
+        h.circuits_cc.store(m.cc_circuits, Ordering::Relaxed);
+        h.stream_xoff_sent.store(m.xoff_sent, Ordering::Relaxed);
+        h.stream_xon_sent.store(m.xon_sent, Ordering::Relaxed);
         h.cells_forwarded
             .store(m.cells_forwarded, Ordering::Relaxed);
         h.cells_backward.store(m.cells_backward, Ordering::Relaxed);
