@@ -10,8 +10,9 @@
 //! network. Vegas grows cwnd while that queue is small and shrinks it when it is large.
 //!
 //! Sans-IO: every input takes `now`. No allocation per cell: the FIFO of prompting cells
-//! (tag + send time) reserves room for a full slow-start window at creation and grows only
-//! if cwnd ever exceeds that.
+//! (tag + send time, one per `sendme_inc` cells in flight) starts with room for the initial
+//! window and grows by doubling as cwnd grows, so its allocations are rare and bounded by
+//! cwnd / sendme_inc.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -82,7 +83,8 @@ impl CongestionControl {
     /// with `CC_PATH_EXIT`): slow start from `cc_cwnd_init`.
     pub fn new(params: &CcParams, sendme_inc: u8) -> Self {
         let sendme_inc = u64::from(sendme_inc.max(1));
-        let cap = (params.vegas.ss_cwnd_max / sendme_inc + 2).min(1024) as usize;
+        // Room for the initial window; it grows (rarely, amortized) with cwnd.
+        let cap = (params.cwnd_init / sendme_inc + 2).min(1024) as usize;
         let mut cc = CongestionControl {
             sendme_inc,
             cwnd: params.cwnd_init,
