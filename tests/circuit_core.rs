@@ -90,8 +90,11 @@ fn create2_ntor_and_create_fast_and_ntor_v3_with_cc_request() {
     let mut b = Client::new(client_chan(1), 0x8000_0002);
     b.create(&mut r, Hs::Fast);
     let mut c = Client::new(client_chan(2), 0x8000_0001);
-    // CC requested; Fors answers with an empty list (CC disabled) and the client accepts.
-    assert!(c.create(&mut r, Hs::NtorV3 { cc: true }).is_empty());
+    // CC requested: with the default (consensus cc_alg = Vegas) Fors echoes sendme_inc 31.
+    assert_eq!(
+        c.create(&mut r, Hs::NtorV3 { cc: true }),
+        vec![fors::crypto::handshake::CircuitExtension::CcResponse { sendme_inc: 31 }]
+    );
     assert_eq!(r.core.circuit_count(), 3);
     assert_eq!(r.core.metrics().circuits_created, 3);
     // Each circuit's keys work: DROP is recognized and discarded without any output.
@@ -1072,17 +1075,32 @@ fn stale_extend_result_destroys_the_new_hop() {
 #[test]
 fn cc_flag_decides_the_ntor_v3_answer() {
     use fors::crypto::handshake::CircuitExtension;
-    // Default: CC off, so a CC request gets an empty extension list (checked above). With
-    // the flag on (only once Vegas exists), the relay echoes its sendme_inc.
+    // The local switch off: a CC request gets an empty extension list.
     let cfg = CircuitConfig {
-        cc_enabled: true,
+        cc_enabled: false,
         ..test_config()
     };
     let mut r = Relay::new(1, cfg, "reject *:*", TestNet::default());
     let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    assert!(cl.create(&mut r, Hs::NtorV3 { cc: true }).is_empty());
+    // The consensus disables CC (cc_alg=0): the same. cc_sendme_inc=33 is what is echoed
+    // once it is enabled again.
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let lookup = |alg: i32| {
+        fors::proto::flow::CcParams::from_lookup(move |k| match k {
+            "cc_alg" => Some(alg),
+            "cc_sendme_inc" => Some(33),
+            _ => None,
+        })
+    };
+    r.core.set_cc_params(lookup(0));
+    let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    assert!(cl.create(&mut r, Hs::NtorV3 { cc: true }).is_empty());
+    r.core.set_cc_params(lookup(2));
+    let mut cl = Client::new(client_chan(1), 0x8000_0003);
     assert_eq!(
         cl.create(&mut r, Hs::NtorV3 { cc: true }),
-        vec![CircuitExtension::CcResponse { sendme_inc: 31 }]
+        vec![CircuitExtension::CcResponse { sendme_inc: 33 }]
     );
     // Without a request there is nothing to answer, flag or not.
     let mut cl = Client::new(client_chan(1), 0x8000_0002);

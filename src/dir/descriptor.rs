@@ -26,7 +26,10 @@ use crate::keys::{spaced_fingerprint, RelayKeys};
 /// `DirCache=2` (no directory cache yet), `HSDir=2`, `HSIntro=4-5` and `HSRend=2` (no
 /// onion-service cells yet). Authorities do not reject a relay for that; C relays would only
 /// warn about themselves. `Relay=2-4`: ntor, IPv6 extends, ntor-v3. `FlowCtrl=1-2`:
-/// authenticated SENDMEs and congestion control. `Link=4-5`, `LinkAuth=3`: 4-byte circuit IDs,
+/// authenticated SENDMEs (1) and congestion control (2, prop 324): ntor-v3 CC_REQUEST is
+/// answered with CC_RESPONSE when the consensus enables CC, and such circuits run TOR_VEGAS
+/// with SENDMEs every `cc_sendme_inc` cells and stream XON/XOFF (`proto::flow`,
+/// `proto::circuit` `cc`). `Link=4-5`, `LinkAuth=3`: 4-byte circuit IDs,
 /// link padding, Ed25519 link authentication. `Desc=2`, `Microdesc=2`, `Cons=2`:
 /// cross-certified descriptors with Ed25519 identities.
 pub const DEFAULT_PROTO: &str =

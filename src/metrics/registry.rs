@@ -117,7 +117,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 19] = [
+        let handler: [(&str, MetricKind, &str, Pick); 22] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -147,6 +147,24 @@ impl MetricsRegistry {
                 MetricKind::Counter,
                 "Circuits whose CREATE handshake completed here.",
                 |s| &s.handler.circuits_created,
+            ),
+            (
+                "fors_relay_circuits_cc_total",
+                MetricKind::Counter,
+                "Circuits that negotiated congestion control (prop 324) in ntor-v3.",
+                |s| &s.handler.circuits_cc,
+            ),
+            (
+                "fors_relay_stream_xoff_sent_total",
+                MetricKind::Counter,
+                "Stream XOFF cells sent (exit buffer toward a destination full).",
+                |s| &s.handler.stream_xoff_sent,
+            ),
+            (
+                "fors_relay_stream_xon_sent_total",
+                MetricKind::Counter,
+                "Stream XON cells sent (exit buffer drained, or a new drain-rate advice).",
+                |s| &s.handler.stream_xon_sent,
             ),
             (
                 "fors_relay_cells_forwarded_total",

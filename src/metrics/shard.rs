@@ -94,6 +94,11 @@ pub struct HandlerCounters {
     pub connections_closed_unserved: AtomicU64,
     /// Circuits whose handshake completed here.
     pub circuits_created: AtomicU64,
+    /// Of those, circuits that negotiated congestion control (prop 324).
+    pub circuits_cc: AtomicU64,
+    /// Stream XOFF / XON sent on CC circuits (buffer toward a destination full / drained).
+    pub stream_xoff_sent: AtomicU64,
+    pub stream_xon_sent: AtomicU64,
     /// Relay cells passed on away from the client / toward the client.
     pub cells_forwarded: AtomicU64,
     pub cells_backward: AtomicU64,

@@ -309,6 +309,7 @@ impl RelayHandler {
         let core = RelayCore::new(
             CircuitConfig {
                 shard: ShardIdx(shard.0 as u16),
+                cc: cc_params(&snap),
                 ..circuits
             },
             me,
@@ -1323,6 +1324,7 @@ impl RelayHandler {
         let snap = self.network.get().clone();
         self.core.set_onion_keys(snap.ntor_keys.clone());
         self.core.set_exit_policy(snap.exit_policy.clone());
+        self.core.set_cc_params(cc_params(&snap));
         *self.core.network_view_mut() = SnapshotView(snap);
     }
 
@@ -1334,6 +1336,9 @@ impl RelayHandler {
             .store(self.core.circuit_count() as u64, Ordering::Relaxed);
         h.circuits_created
             .store(m.circuits_created, Ordering::Relaxed);
+        h.circuits_cc.store(m.cc_circuits, Ordering::Relaxed);
+        h.stream_xoff_sent.store(m.xoff_sent, Ordering::Relaxed);
+        h.stream_xon_sent.store(m.xon_sent, Ordering::Relaxed);
         h.cells_forwarded
             .store(m.cells_forwarded, Ordering::Relaxed);
         h.cells_backward.store(m.cells_backward, Ordering::Relaxed);
@@ -1361,6 +1366,11 @@ impl RelayHandler {
         h.cross_overflow_kills
             .store(x.overflow_kills, Ordering::Relaxed);
     }
+}
+
+/// Congestion-control parameters from the consensus (C's defaults before one is known).
+fn cc_params(snap: &NetworkSnapshot) -> crate::proto::flow::CcParams {
+    crate::proto::flow::CcParams::from_lookup(|k| snap.consensus_params.get(k).copied())
 }
 
 impl ConnHandler for RelayHandler {

@@ -640,6 +640,10 @@ impl<M: Send> Core<M> {
             None,
         )
         .map_err(|e| OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        // No Nagle, as on accepted sockets (see the listener): channels between relays are
+        // reused in both directions, so an outbound one can carry a CC exit's bursts.
+        sock.set_tcp_nodelay(true)
+            .map_err(|e| OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO)))?;
         let id = self.install(sock, ConnState::Connecting, Some(addr))?;
         let slot = id.slot as usize;
         let c = &mut self.conns[slot];

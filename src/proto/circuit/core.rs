@@ -341,6 +341,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             windows: Windows::circuit(),
             tags: SendmeTags::default(),
             randomness: SendmeRandomness::new(&mut &mut *rng),
+            cc: None,
             streams_head: u32::MAX,
             q_prev: CellQueue::default(),
             q_next: CellQueue::default(),
@@ -422,19 +423,23 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             self.metrics.onionskins_processed += 1;
             let hdata = &p.hdata[..p.hlen as usize];
             let mut rng = &mut *io.rng;
+            let mut cc_inc = None;
             let result = if p.htype == HandshakeType::NTOR {
                 ntor::server_handshake(&mut rng, &self.onion_keys, &self.me.rsa, hdata)
                     .map(|(reply, keys)| (reply.to_vec(), keys))
             } else {
                 let policy = NtorV3ServerPolicy {
-                    cc_enabled: self.cfg.cc_enabled,
-                    sendme_inc: self.cfg.cc_sendme_inc,
+                    cc_enabled: self.cfg.cc_enabled && self.cfg.cc.enabled(),
+                    sendme_inc: self.cfg.cc.sendme_inc,
                     cgo_supported: false,
                 };
                 ntor_v3::server_handshake(&mut rng, &self.onion_keys, &self.me.ed, hdata, |e| {
                     negotiate_circ_params(e, &policy)
                 })
-                .map(|(reply, keys, _params)| (reply, keys))
+                .map(|(reply, keys, params)| {
+                    cc_inc = params.cc;
+                    (reply, keys)
+                })
             };
             let (reply, keys) = match result {
                 Ok(r) => r,
@@ -453,6 +458,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             c.crypto = Some(C::from_keys(&keys));
             c.state = CircState::Open;
             self.metrics.circuits_created += 1;
+            if let Some(inc) = cc_inc {
+                self.enable_cc(idx, inc);
+            }
             self.send_to_prev(idx, ChanCmd::CREATED2, &out, io);
         }
         self.metrics.onion_queue_len = self.onion_q.len() as u64;
@@ -831,6 +839,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             let len = match sel {
                 QueueSel::Prev => c.q_prev.len(),
                 QueueSel::Next => c.q_next.len(),
+                // CC streams are bounded by XOFF and the memory cap, as in C (the client
+                // may have a whole congestion window in flight when XOFF goes out).
+                QueueSel::Stream(_) if c.cc.is_some() => 0,
                 QueueSel::Stream(h) => self.streams.get(h).map_or(0, |s| s.pending.len()),
             };
             len >= self.cfg.max_queue_per_circuit

@@ -86,8 +86,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 false
             }
             RelayCmd::TRUNCATE => self.relay_truncate(idx, io),
-            // DROP is padding; XON/XOFF need congestion control, which this circuit did
-            // not negotiate (protocol warning, ignore); CONNECTED, RESOLVED, EXTENDED*,
+            // Stream flow control on CC circuits (see `cc`); ignored elsewhere.
+            RelayCmd::XOFF => self.relay_xoff(idx, sid, data, io),
+            RelayCmd::XON => self.relay_xon(idx, sid, data, io),
+            // DROP is padding; CONNECTED, RESOLVED, EXTENDED*,
             // TRUNCATED are origin-only; other known commands (conflux, onion services,
             // circuit padding) are not supported here; unknown ones are dropped for
             // forward compatibility (v0).
@@ -156,8 +158,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let Some(h) = self.streams.find(idx, sid) else {
             return true; // unknown (maybe just closed) stream: drop
         };
+        let cc = self.is_cc(idx);
         let s = self.streams.get_mut(h).expect("found");
-        if s.windows.data_received().is_err() {
+        // On CC circuits XON/XOFF replace the stream window (C
+        // `sendme_stream_data_received` → `flow_control_decide_xoff`).
+        if !cc && s.windows.data_received().is_err() {
             self.protocol_close(idx, io);
             return false;
         }
@@ -170,6 +175,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 stream: h,
                 data: StreamBytes::new(data),
             });
+            if cc {
+                return self.cc_drained(idx, h, data.len() as u64, io);
+            }
             return self.consider_stream_sendme(idx, h, io);
         }
         // Optimistic data (before CONNECTED) or a blocked socket: hold it.
@@ -184,7 +192,17 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         cell[..data.len()].copy_from_slice(data);
         // The length travels in the first two bytes of the otherwise unused padding.
         cell[CELL_BODY_LEN - 2..].copy_from_slice(&(data.len() as u16).to_be_bytes());
-        self.enqueue(idx, QueueSel::Stream(h), ChanCmd::RELAY, &cell, io)
+        if !self.enqueue(idx, QueueSel::Stream(h), ChanCmd::RELAY, &cell, io) {
+            return false;
+        }
+        let Some(s) = self.streams.get_mut(h) else {
+            return true;
+        };
+        s.pending_bytes += data.len() as u32;
+        if cc {
+            return self.cc_data_buffered(idx, h, io);
+        }
+        true
     }
 
     /// Sends stream-level SENDMEs owed, unless the socket cannot take more (C
@@ -209,6 +227,17 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     fn relay_sendme(&mut self, idx: u32, sid: u16, data: &[u8], io: &mut CoreIo<'_>) -> bool {
+        if self.is_cc(idx) {
+            if sid == 0 {
+                return self.cc_sendme(idx, data, io);
+            }
+            if self.streams.find(idx, sid).is_some() {
+                // C `sendme_process_stream_level`: "Congestion control got stream sendme".
+                self.protocol_close(idx, io);
+                return false;
+            }
+            return true;
+        }
         if sid == 0 {
             // Circuit-level: must be v1 and carry the tag we recorded (prop 289).
             let c = self.table.get_mut(idx).expect("live");
@@ -253,7 +282,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let Some(c) = self.table.get(idx) else {
             return;
         };
-        if c.windows.package <= 0 {
+        let cc = c.cc.is_some();
+        if if cc {
+            !self.cc_can_send(idx)
+        } else {
+            c.windows.package <= 0
+        } {
             return;
         }
         if self.prev_is_congested(idx) {
@@ -264,7 +298,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         while let Some(h) = self.streams.handle_at(at) {
             let s = self.streams.get_mut(h).expect("live");
             at = s.next_in_circ;
-            if s.read_paused && s.windows.package > 0 {
+            let may_send = if cc {
+                !s.flow.xoff_received
+            } else {
+                s.windows.package > 0
+            };
+            if s.read_paused && may_send {
                 s.read_paused = false;
                 io.out.push(Action::ResumeStreamRead { stream: h });
             }
@@ -361,6 +400,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             read_paused: false,
             write_blocked: false,
             pending: Default::default(),
+            pending_bytes: 0,
+            flow: Default::default(),
             next_in_circ: head,
         });
         match r {
@@ -569,6 +610,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
 
     fn flush_stream_pending(&mut self, idx: u32, h: StreamHandle, io: &mut CoreIo<'_>) {
         let mut cell = [0u8; CELL_BODY_LEN];
+        let mut written = 0u64;
         loop {
             let Some(s) = self.streams.get_mut(h) else {
                 return;
@@ -582,17 +624,27 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             if got.is_none() {
                 break;
             }
+            let len = u16::from_be_bytes([cell[CELL_BODY_LEN - 2], cell[CELL_BODY_LEN - 1]]);
+            let len = (len as usize).min(v0::MAX_DATA_LEN);
+            s.pending_bytes = s.pending_bytes.saturating_sub(len as u32);
+            written += len as u64;
             if let Some(c) = self.table.get_mut(idx) {
                 c.queued -= 1;
             }
-            let len = u16::from_be_bytes([cell[CELL_BODY_LEN - 2], cell[CELL_BODY_LEN - 1]]);
             io.out.push(Action::StreamWrite {
                 stream: h,
-                data: StreamBytes::new(&cell[..(len as usize).min(v0::MAX_DATA_LEN)]),
+                data: StreamBytes::new(&cell[..len]),
             });
         }
         self.update_queue_metrics();
-        self.consider_stream_sendme(idx, h, io);
+        if self.is_cc(idx) {
+            // Only data that reached the socket counts (held optimistic data does not).
+            if written > 0 {
+                self.cc_drained(idx, h, written, io);
+            }
+        } else {
+            self.consider_stream_sendme(idx, h, io);
+        }
     }
 
     /// The exit connection failed: END with the reason C derives from the error.
@@ -660,13 +712,22 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 break;
             };
             let s = self.streams.get_mut(stream).expect("live");
-            if congested || c.windows.package <= 0 || s.windows.package <= 0 {
+            // With CC the congestion window and XOFF bound us, not the fixed windows
+            // (C `congestion_control_get_package_window`, `sendme_note_stream_data_packaged`).
+            let blocked = match c.cc.as_deref() {
+                Some(cc) => !cc.can_send() || s.flow.xoff_received,
+                None => c.windows.package <= 0 || s.windows.package <= 0,
+            };
+            if congested || blocked {
                 break;
             }
+            let cc = c.cc.is_some();
             let n = c.randomness.limit(data.len().min(v0::MAX_DATA_LEN));
-            let record = c.windows.next_cell_prompts_sendme();
-            c.windows.take_package();
-            s.windows.take_package();
+            let record = !cc && c.windows.next_cell_prompts_sendme();
+            if !cc {
+                c.windows.take_package();
+                s.windows.take_package();
+            }
             c.randomness.packaged(n, &mut &mut *io.rng);
             let chunk = &data[..n];
             let Some(tag) = self.originate(
@@ -681,8 +742,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             ) else {
                 return Ok(taken);
             };
-            if record {
-                if let Some(c) = self.table.get_mut(idx) {
+            if let Some(c) = self.table.get_mut(idx) {
+                if let Some(cc) = c.cc.as_deref_mut() {
+                    cc.data_sent(&tag, io.now);
+                } else if record {
                     c.tags.record(tag);
                 }
             }

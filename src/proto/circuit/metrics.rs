@@ -53,4 +53,15 @@ pub struct CircuitMetrics {
     pub streams_refused_full: u64,
     /// DNS lookups requested.
     pub resolves_requested: u64,
+    /// Circuits that negotiated congestion control (prop 324) in ntor-v3.
+    pub cc_circuits: u64,
+    /// Stream XOFF/XON we sent (our buffer toward a destination filled / drained).
+    pub xoff_sent: u64,
+    pub xon_sent: u64,
+    /// Stream XOFF/XON the client sent us for a known stream.
+    pub xoff_received: u64,
+    pub xon_received: u64,
+    /// XON/XOFF ignored with a protocol warning: no CC on the circuit, a second XOFF, a
+    /// malformed XON (C `circuit_process_stream_xoff`/`_xon`).
+    pub xon_xoff_ignored: u64,
 }

@@ -12,6 +12,8 @@
 //! * `table` — circuit slots and the (channel, circuit ID) index;
 //! * `core` — channel cells, handshakes, forwarding, extend, destroy;
 //! * `exit` — BEGIN/RESOLVE/DATA/END/SENDME at the exit and the stream inputs;
+//! * `cc` — congestion control (prop 324) on circuits that negotiated it: the congestion
+//!   window, circuit SENDMEs every `sendme_inc` cells, stream XON/XOFF;
 //! * [`metrics`] — counters.
 //!
 //! Batching: [`RelayCore::handle_relay_batch`] takes a run of RELAY cells of one circuit
@@ -35,6 +37,7 @@
 //!   passed in is on the exit's hot path; a fast CSPRNG (e.g. AES-CTR based, as C's
 //!   `crypto_fast_rng`) is the right choice there.
 
+mod cc;
 mod core;
 pub mod crypto;
 mod exit;
@@ -247,11 +250,13 @@ pub struct CircuitConfig {
     pub max_queue_per_circuit: usize,
     /// Optimistic DATA cells held per stream before CONNECTED.
     pub max_optimistic_cells: usize,
-    /// Answer ntor-v3 CC requests with CC on. Must stay false until congestion control
-    /// (prop 324) is implemented: with it off, clients use fixed windows with us.
+    /// Local switch for congestion control (prop 324). CC is negotiated when this is on,
+    /// the consensus enables it (`cc.enabled()`, i.e. `cc_alg` ≠ 0) and the client sends
+    /// CC_REQUEST in ntor-v3; otherwise circuits use fixed SENDME windows.
     pub cc_enabled: bool,
-    /// `sendme_inc` we would echo if `cc_enabled`.
-    pub cc_sendme_inc: u8,
+    /// Congestion-control consensus parameters (`cc_sendme_inc` is echoed in CC_RESPONSE);
+    /// C's defaults until a consensus is known. Update with `RelayCore::set_cc_params`.
+    pub cc: crate::proto::flow::CcParams,
     /// `ExtendAllowPrivateAddresses`: allow EXTEND2 to private addresses (test networks).
     pub extend_allow_private: bool,
     /// Consensus `AllowNonearlyExtend`.
@@ -277,8 +282,8 @@ impl Default for CircuitConfig {
             oom_target_free: 4 * 1024,
             max_queue_per_circuit: 2500,
             max_optimistic_cells: 32,
-            cc_enabled: false,
-            cc_sendme_inc: 31,
+            cc_enabled: true,
+            cc: crate::proto::flow::CcParams::default(),
             extend_allow_private: false,
             allow_nonearly_extend: false,
             refuse_unknown_exits: true,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::{ChanId, NextHop, PeerIdentity};
 use crate::cell::CircId;
-use crate::proto::flow::{SendmeRandomness, SendmeTags, Windows};
+use crate::proto::flow::{CongestionControl, SendmeRandomness, SendmeTags, Windows};
 
 use super::pool::CellQueue;
 
@@ -55,6 +55,10 @@ pub(super) struct Circuit<C> {
     pub windows: Windows,
     pub tags: SendmeTags,
     pub randomness: SendmeRandomness,
+    /// Congestion control (prop 324), if the client negotiated it in ntor-v3: then it,
+    /// not `windows.package`, bounds the DATA we send, and `windows` delivers with the
+    /// negotiated `sendme_inc`. Boxed: most circuits (middles, old clients) have none.
+    pub cc: Option<Box<CongestionControl>>,
     /// Head of this circuit's stream list (stream table slot), or `u32::MAX`.
     pub streams_head: u32,
     /// Cells waiting for the previous-hop channel, and for the next-hop channel.

@@ -2,8 +2,20 @@
 //! package/deliver windows and the FIFO of SENDME v1 tags a data sender must remember
 //! (prop 289, "authenticated SENDMEs").
 //!
-//! Only DATA cells count against windows. Congestion control (prop 324) is not implemented
-//! yet: circuits answer ntor-v3 CC requests as "CC disabled" and use these fixed windows.
+//! Only DATA cells count against windows.
+//!
+//! Congestion control (prop 324) lives in submodules: [`params`] (consensus parameters and
+//! C's defaults), [`vegas`] (the sender's congestion window, RTT and BDP: TOR_VEGAS) and
+//! [`xon`] (stream XON/XOFF, which replaces stream SENDMEs on CC circuits). On a CC circuit
+//! the receiving side still uses [`Windows`], with the negotiated `sendme_inc` as increment.
+
+pub mod params;
+pub mod vegas;
+pub mod xon;
+
+pub use params::{CcParams, VegasParams};
+pub use vegas::{ChanState, CongestionControl};
+pub use xon::{FlowMsg, StreamFlow, XonXoffError};
 
 /// Circuit windows start at 1000 cells (consensus `circwindow`, default 1000).
 pub const CIRCWINDOW_START: i32 = 1000;
@@ -52,6 +64,17 @@ impl Windows {
             deliver: CIRCWINDOW_START,
             start: CIRCWINDOW_START,
             increment: CIRCWINDOW_INCREMENT,
+        }
+    }
+
+    /// Deliver side of a circuit with congestion control: a SENDME every `sendme_inc` DATA
+    /// cells (C `sendme_circuit_consider_sending` with the negotiated increment). The
+    /// package side is unused there: [`CongestionControl`] bounds what we send.
+    pub fn circuit_cc(sendme_inc: u8) -> Self {
+        let inc = i32::from(sendme_inc.max(1));
+        Windows {
+            increment: inc,
+            ..Windows::circuit()
         }
     }
 

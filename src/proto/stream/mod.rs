@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use crate::cell::relay::msg::{BeginFlags, EndReason};
 use crate::proto::circuit::CellQueue;
-use crate::proto::flow::Windows;
+use crate::proto::flow::{StreamFlow, Windows};
 
 /// A stream as the shard knows it: an index into the stream table plus a generation, so a
 /// handle kept after the stream closed is recognised as stale rather than hitting a reused
@@ -61,6 +61,10 @@ pub struct Stream {
     /// DATA that arrived before CONNECTED (optimistic data), and DATA held while the
     /// write side is blocked.
     pub pending: CellQueue,
+    /// Payload bytes in `pending`: the buffer toward the destination that XOFF watches.
+    pub pending_bytes: u32,
+    /// XON/XOFF state; used instead of stream windows on circuits with congestion control.
+    pub flow: StreamFlow,
     /// Next stream of the same circuit (intrusive list), or `u32::MAX`.
     pub next_in_circ: u32,
 }
@@ -224,6 +228,8 @@ mod tests {
             read_paused: false,
             write_blocked: false,
             pending: CellQueue::default(),
+            pending_bytes: 0,
+            flow: StreamFlow::default(),
             next_in_circ: u32::MAX,
         }
     }
