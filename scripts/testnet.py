@@ -322,8 +322,27 @@ def metrics_args(node):
     (tests/daemon_identity.rs runs an impostor from one) does not clash on the port."""
     if not node.get("metrics_port"):
         return []
-    return ["--MetricsPort", f"{LOOPBACK}:{node['metrics_port']}",
-            "--MetricsPortPolicy", f"accept {LOOPBACK}"]
+    args = []
+    if not node.get("metrics_port_in_torrc"):
+        args += ["--MetricsPort", f"{LOOPBACK}:{node['metrics_port']}"]
+    if not node.get("metrics_policy_in_torrc"):
+        args += ["--MetricsPortPolicy", f"accept {LOOPBACK}"]
+    return args
+
+
+def slot_metrics_port(net, nick):
+    """(port, policy given) when --slot-option already gives this slot a MetricsPort: a test
+    that reads the relay's metrics itself keeps its port, and `wait` reads the same one."""
+    port, policy = None, False
+    for n, line in net.get("slot_options", []):
+        if n != nick:
+            continue
+        key, _, value = line.partition(" ")
+        if key.lower() == "metricsport":
+            port = int(value.strip().rsplit(":", 1)[-1])
+        elif key.lower() == "metricsportpolicy":
+            policy = True
+    return port, policy
 
 
 def relay_ctor_extra_lines(node):
@@ -688,7 +707,13 @@ def plan_network(args):
     # Allocated last, so the ports above do not move when MetricsPorts are added.
     for r in net["relays"]:
         if r["kind"] == "fors":
-            r["metrics_port"] = next_port()
+            given, policy = slot_metrics_port(net, r["nick"])
+            if given:
+                r["metrics_port"] = given
+                r["metrics_port_in_torrc"] = True
+                r["metrics_policy_in_torrc"] = policy
+            else:
+                r["metrics_port"] = next_port()
     busy = [p for p in used if not port_is_free(p)]
     if "http_server" in net and not port_is_free(net["http_server"]["port"], args.server_addr):
         busy.append(net["http_server"]["port"])

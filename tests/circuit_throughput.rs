@@ -113,6 +113,7 @@ fn middle_forwarding_and_exit_packaging_rates() {
         let t = Instant::now();
         let mut io = fors::proto::circuit::CoreIo::new(exit.now, &mut exit.rng, &mut out);
         let took = exit.core.stream_data(stream, &chunk, &mut io).unwrap();
+        exit.core.flush_originated(&mut io);
         busy += t.elapsed();
         packaged += out.len();
         assert!(took > 0);

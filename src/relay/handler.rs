@@ -1649,16 +1649,18 @@ impl ConnHandler for RelayHandler {
     /// Queued onion handshakes run here, `onions_per_run` per loop iteration, between I/O
     /// batches (cells of established circuits are served in between: anti-starvation).
     fn on_batch_end(&mut self, out: &mut Outbox<'_, RelayMsg>) -> bool {
+        self.flush_staged(out);
         if self.links.iter().any(CrossLink::needs_pump) {
             self.dispatch(out);
         }
         if self.core.onions_pending() == 0 {
-            return false;
+            return self.core.has_staged();
         }
         let mut io = CoreIo::new(Instant::now(), &mut self.core_rng, &mut self.actions);
         self.core.process_onion_queue(&mut io);
         self.dispatch(out);
-        self.core.onions_pending() > 0
+        self.flush_staged(out);
+        self.core.onions_pending() > 0 || self.core.has_staged()
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Outbox<'_, RelayMsg>) {
@@ -1695,7 +1697,27 @@ impl ConnHandler for RelayHandler {
             self.close_idle_channels(now);
         }
         self.dispatch(out);
+        self.flush_staged(out);
         self.publish_counters(out);
+    }
+}
+
+/// Flush rounds per call: carrying out a flush's actions may package more exit data
+/// (a channel drained, a stream resumed), which is staged again.
+const MAX_FLUSH_ROUNDS: usize = 8;
+
+impl RelayHandler {
+    /// Exit DATA packaged since the last flush, across circuits: one multi-circuit crypto
+    /// call, then onto the channels (proto::circuit `staged.rs`).
+    fn flush_staged(&mut self, out: &mut Outbox<'_, RelayMsg>) {
+        for _ in 0..MAX_FLUSH_ROUNDS {
+            if !self.core.has_staged() {
+                break;
+            }
+            let mut io = CoreIo::new(Instant::now(), &mut self.core_rng, &mut self.actions);
+            self.core.flush_originated(&mut io);
+            self.dispatch(out);
+        }
     }
 }
 

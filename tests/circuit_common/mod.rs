@@ -250,8 +250,21 @@ impl<C: HopCrypto> Relay<C> {
         }
     }
 
-    /// Runs `f` with a fresh `CoreIo` and returns the actions.
+    /// Runs `f` with a fresh `CoreIo` and returns the actions, after flushing staged exit
+    /// DATA as the shard does at the end of every I/O batch.
     pub fn io<T>(
+        &mut self,
+        f: impl FnOnce(&mut RelayCore<C, TestNet>, &mut CoreIo<'_>) -> T,
+    ) -> (T, Vec<Action>) {
+        let mut out = Vec::new();
+        let mut io = CoreIo::new(self.now, &mut self.rng, &mut out);
+        let r = f(&mut self.core, &mut io);
+        self.core.flush_originated(&mut io);
+        (r, out)
+    }
+
+    /// [`Relay::io`] without the flush: staged exit DATA stays staged.
+    pub fn io_unflushed<T>(
         &mut self,
         f: impl FnOnce(&mut RelayCore<C, TestNet>, &mut CoreIo<'_>) -> T,
     ) -> (T, Vec<Action>) {

@@ -89,6 +89,8 @@ pub struct RelayCore<
     /// Pool buffers charged for cells the shard holds outside the core (cross-shard
     /// overflow), so the memory cap covers them too.
     external: CellQueue,
+    /// Exit DATA cells waiting for one multi-circuit crypto call (`staged.rs`).
+    pub(super) stage: super::staged::Stage,
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
@@ -109,6 +111,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             batch_hits: vec![false; BATCH],
             run_tag: [0; 20],
             external: CellQueue::default(),
+            stage: super::staged::Stage::new(),
             waiting: Vec::with_capacity(cfg.max_circuits),
             cfg,
             me,
@@ -914,6 +917,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         write: impl FnOnce(&mut [u8]) -> Result<usize, crate::cell::CellError>,
         io: &mut CoreIo<'_>,
     ) -> Option<[u8; 20]> {
+        // Staged DATA goes first: a circuit's cells leave in the order they were made.
+        self.flush_originated(io);
         let mut body = [0u8; CELL_BODY_LEN];
         if v0::encode_with(&mut body, cmd, stream_id, &mut &mut *io.rng, write).is_err() {
             return None;

@@ -48,6 +48,39 @@ pub trait HopCrypto: Sized {
 
     /// A cell we send toward the client: set the digest, encrypt; returns its SENDME tag.
     fn originate(&mut self, body: &mut CellBody) -> [u8; SENDME_TAG_LEN];
+
+    /// [`HopCrypto::originate`] for cells of many circuits in one call (a circuit may occur
+    /// several times; its cells are handled in job order). `tags[i]` receives job `i`'s tag.
+    fn originate_jobs<J: OriginateJobs<Self>>(jobs: &mut J, tags: &mut [[u8; SENDME_TAG_LEN]]) {
+        for (i, t) in tags.iter_mut().enumerate().take(jobs.count()) {
+            let (c, body) = jobs.get(i);
+            *t = c.originate(body);
+        }
+    }
+}
+
+/// Cells of many circuits for [`HopCrypto::originate_jobs`]: job `i` is a cell and its
+/// circuit's hop state; `circuit(i)` names the circuit so two of its cells never share a
+/// SIMD group.
+pub trait OriginateJobs<C> {
+    fn count(&self) -> usize;
+    fn circuit(&self, i: usize) -> usize;
+    fn get(&mut self, i: usize) -> (&mut C, &mut CellBody);
+}
+
+/// Lets the tor1 multi-buffer kernel run over any [`OriginateJobs`].
+struct Tor1Jobs<'a, J>(&'a mut J);
+
+impl<J: OriginateJobs<Tor1RelayCrypto>> crate::crypto::relay::MultiJobs for Tor1Jobs<'_, J> {
+    fn count(&self) -> usize {
+        self.0.count()
+    }
+    fn circuit(&self, i: usize) -> usize {
+        self.0.circuit(i)
+    }
+    fn get(&mut self, i: usize) -> (&mut Tor1RelayCrypto, &mut CellBody) {
+        self.0.get(i)
+    }
 }
 
 /// The production tor1 hop: AES-NI/VAES CTR and SHA-1 (SHA-NI), batched per circuit.
@@ -82,5 +115,10 @@ impl HopCrypto for Tor1RelayCrypto {
     #[inline]
     fn originate(&mut self, body: &mut CellBody) -> [u8; SENDME_TAG_LEN] {
         Tor1RelayCrypto::originate(self, body)
+    }
+
+    /// Multi-buffer SHA-1 across circuits (AVX2 8 / AVX-512 16 lanes), chosen per CPU.
+    fn originate_jobs<J: OriginateJobs<Self>>(jobs: &mut J, tags: &mut [[u8; SENDME_TAG_LEN]]) {
+        crate::crypto::relay::originate_multi_jobs(&mut Tor1Jobs(jobs), tags);
     }
 }

@@ -721,34 +721,30 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             if congested || blocked {
                 break;
             }
-            let cc = c.cc.is_some();
             let n = c.randomness.limit(data.len().min(v0::MAX_DATA_LEN));
-            let record = !cc && c.windows.next_cell_prompts_sendme();
-            if !cc {
-                c.windows.take_package();
-                s.windows.take_package();
-            }
+            // Whether this cell's SENDME tag must be kept; the tag itself exists once the
+            // staged cell is crypted (`flush_originated`), in the same order.
+            let prompts = match c.cc.as_deref_mut() {
+                Some(cc) => cc.note_cell_packaged(),
+                None => {
+                    let p = c.windows.next_cell_prompts_sendme();
+                    c.windows.take_package();
+                    s.windows.take_package();
+                    p
+                }
+            };
             c.randomness.packaged(n, &mut &mut *io.rng);
             let chunk = &data[..n];
-            let Some(tag) = self.originate(
-                idx,
-                RelayCmd::DATA,
-                sid,
-                |out| {
+            let mut body = [0u8; CELL_BODY_LEN];
+            let encoded =
+                v0::encode_with(&mut body, RelayCmd::DATA, sid, &mut &mut *io.rng, |out| {
                     out[..n].copy_from_slice(chunk);
                     Ok(n)
-                },
-                io,
-            ) else {
+                });
+            if encoded.is_err() {
                 return Ok(taken);
-            };
-            if let Some(c) = self.table.get_mut(idx) {
-                if let Some(cc) = c.cc.as_deref_mut() {
-                    cc.data_sent(&tag, io.now);
-                } else if record {
-                    c.tags.record(tag);
-                }
             }
+            self.stage_data(idx, &body, prompts, io);
             taken += n;
             data = &data[n..];
         }

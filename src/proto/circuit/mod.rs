@@ -43,12 +43,13 @@ pub mod crypto;
 mod exit;
 pub mod metrics;
 pub mod pool;
+mod staged;
 mod table;
 
 use ::core::net::SocketAddr;
 
 pub use self::core::{CoreIo, CoreRng, ExtendDone, RelayCore, MAX_RELAY_EARLY_CELLS_PER_CIRCUIT};
-pub use crypto::{CellBody, HopCrypto};
+pub use crypto::{CellBody, HopCrypto, OriginateJobs};
 pub use metrics::CircuitMetrics;
 pub use pool::{CellPool, CellQueue};
 pub use table::CircHandle;

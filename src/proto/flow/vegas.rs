@@ -153,10 +153,24 @@ impl CongestionControl {
     /// A DATA cell with SENDME tag `tag` was sent at `now` (C
     /// `congestion_control_note_cell_sent` + `sendme_record_cell_digest_on_circ`).
     pub fn data_sent(&mut self, tag: &[u8; SENDME_TAG_LEN], now: Instant) {
-        if self.next_cell_prompts_sendme() {
-            self.pending.push_back((*tag, now));
+        if self.note_cell_packaged() {
+            self.record_prompting_cell(tag, now);
         }
+    }
+
+    /// The first half of [`CongestionControl::data_sent`], for a cell whose tag is known
+    /// only later (staged for a multi-circuit crypto call): counts it in flight and returns
+    /// whether it prompts a SENDME, i.e. whether its tag must be recorded.
+    pub fn note_cell_packaged(&mut self) -> bool {
+        let prompts = self.next_cell_prompts_sendme();
         self.inflight += 1;
+        prompts
+    }
+
+    /// The second half: the tag of a prompting cell, sent at `now`. Tags must be recorded in
+    /// the order their cells are sent.
+    pub fn record_prompting_cell(&mut self, tag: &[u8; SENDME_TAG_LEN], now: Instant) {
+        self.pending.push_back((*tag, now));
     }
 
     /// A circuit SENDME arrived at `now` carrying `tag` (`None` for a v0 or unparsable

@@ -1,0 +1,205 @@
+//! Exit DATA cells staged for one multi-circuit originate call.
+//!
+//! At an exit, DATA cells for many circuits are packaged in one completion batch (one per
+//! readable exit socket). Setting each cell's digest is a sequential SHA-1 per circuit, so
+//! one circuit cannot use SIMD lanes, but many circuits can: cells packaged by
+//! [`RelayCore::stream_data`] are kept here in plaintext and crypted together by
+//! [`RelayCore::flush_originated`] through the multi-buffer kernel
+//! (`crypto::relay::originate_multi_jobs`), then sent in the order they were packaged.
+//!
+//! Invariants that keep this equivalent to crypting each cell at once:
+//! * a circuit's cells are crypted in their packaging order and sent in crypt order, so its
+//!   AES keystream, running digest and SENDME tag FIFO advance exactly as before;
+//! * every other cell we originate (CONNECTED, END, SENDME, XON/XOFF, RESOLVED, EXTENDED2)
+//!   flushes the stage first, so an END never overtakes its stream's DATA;
+//! * the stage is bounded ([`MAX_STAGED`]) and flushed at the end of every I/O batch, so a
+//!   cell waits at most one batch; a circuit closed meanwhile loses its staged cells, as it
+//!   loses its queued ones.
+
+use super::core::{CoreIo, RelayCore};
+use super::crypto::{CellBody, HopCrypto, OriginateJobs};
+use super::table::{CircHandle, CircuitTable};
+use super::NetworkView;
+use crate::cell::ChanCmd;
+use crate::proto::flow::SENDME_TAG_LEN;
+
+/// Cells staged at most before a flush: a multiple of the widest SIMD group (16 lanes).
+pub const MAX_STAGED: usize = 64;
+
+/// One packaged, not yet crypted DATA cell.
+pub(super) struct StagedCell {
+    pub circ: CircHandle,
+    pub body: CellBody,
+    /// Its SENDME tag must be recorded (it prompts a SENDME from the client).
+    pub prompts: bool,
+}
+
+/// The stage and its scratch space, all allocated once.
+pub(super) struct Stage {
+    pub cells: Vec<StagedCell>,
+    /// Job order for the crypto call: round-robin over circuits (see [`order_round_robin`]).
+    order: Vec<u16>,
+    rank: Vec<(u32, u16)>,
+    /// Inverse of `order`: the job index of each staged cell.
+    job_of: Vec<u16>,
+    tags: Vec<[u8; SENDME_TAG_LEN]>,
+    /// Staged cells whose circuit was gone at flush time (dropped).
+    pub dropped: u64,
+    /// Flushes that crypted more than one circuit's cells in one call.
+    pub multi_flushes: u64,
+}
+
+impl Stage {
+    pub fn new() -> Stage {
+        Stage {
+            cells: Vec::with_capacity(MAX_STAGED),
+            order: Vec::with_capacity(MAX_STAGED),
+            rank: Vec::with_capacity(MAX_STAGED),
+            job_of: vec![0; MAX_STAGED],
+            tags: vec![[0; SENDME_TAG_LEN]; MAX_STAGED],
+            dropped: 0,
+            multi_flushes: 0,
+        }
+    }
+
+    /// A placeholder while the real stage is taken out during a flush (allocates nothing).
+    fn empty() -> Stage {
+        Stage {
+            cells: Vec::new(),
+            order: Vec::new(),
+            rank: Vec::new(),
+            job_of: Vec::new(),
+            tags: Vec::new(),
+            dropped: 0,
+            multi_flushes: 0,
+        }
+    }
+}
+
+/// Orders staged cells so that the i-th cell of every circuit comes before the (i+1)-th of
+/// any: the multi-buffer call groups consecutive jobs of distinct circuits, so this fills its
+/// lanes, while each circuit's own cells keep their order.
+fn order_round_robin(cells: &[StagedCell], rank: &mut Vec<(u32, u16)>, order: &mut Vec<u16>) {
+    rank.clear();
+    for (i, c) in cells.iter().enumerate() {
+        // How many earlier cells of the same circuit: at most MAX_STAGED² steps per flush.
+        let k = cells[..i].iter().filter(|o| o.circ == c.circ).count() as u32;
+        rank.push((k, i as u16));
+    }
+    rank.sort_unstable();
+    order.clear();
+    order.extend(rank.iter().map(|&(_, i)| i));
+}
+
+/// The crypto jobs: staged cells (in `order`) against their circuits' hop state.
+struct Jobs<'a, C> {
+    table: &'a mut CircuitTable<C>,
+    cells: &'a mut [StagedCell],
+    order: &'a [u16],
+}
+
+impl<C: HopCrypto> OriginateJobs<C> for Jobs<'_, C> {
+    fn count(&self) -> usize {
+        self.order.len()
+    }
+    fn circuit(&self, i: usize) -> usize {
+        self.cells[self.order[i] as usize].circ.idx as usize
+    }
+    fn get(&mut self, i: usize) -> (&mut C, &mut CellBody) {
+        let cell = &mut self.cells[self.order[i] as usize];
+        let crypto = self
+            .table
+            .get_mut(cell.circ.idx)
+            .and_then(|c| c.crypto.as_mut())
+            .expect("staged cells of live circuits only (checked before the call)");
+        (crypto, &mut cell.body)
+    }
+}
+
+impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
+    /// Stages a DATA cell body (plaintext, already encoded) of circuit `idx`.
+    pub(super) fn stage_data(
+        &mut self,
+        idx: u32,
+        body: &CellBody,
+        prompts: bool,
+        io: &mut CoreIo<'_>,
+    ) {
+        if self.stage.cells.len() >= MAX_STAGED {
+            self.flush_originated(io);
+        }
+        let circ = self.table.handle(idx);
+        self.stage.cells.push(StagedCell {
+            circ,
+            body: *body,
+            prompts,
+        });
+    }
+
+    /// Whether DATA cells wait for [`RelayCore::flush_originated`].
+    pub fn has_staged(&self) -> bool {
+        !self.stage.cells.is_empty()
+    }
+
+    /// (cells dropped because their circuit closed before the flush, flushes that crypted
+    /// several circuits' cells in one call).
+    pub fn stage_counters(&self) -> (u64, u64) {
+        (self.stage.dropped, self.stage.multi_flushes)
+    }
+
+    /// Crypts every staged cell in one multi-circuit call and sends them in packaging order.
+    /// The shard calls it at the end of each I/O batch; the core calls it before any other
+    /// cell it originates.
+    pub fn flush_originated(&mut self, io: &mut CoreIo<'_>) {
+        if self.stage.cells.is_empty() {
+            return;
+        }
+        let mut stage = std::mem::replace(&mut self.stage, Stage::empty());
+        // Drop cells of circuits closed since they were staged (their slot may be reused).
+        let before = stage.cells.len();
+        stage.cells.retain(|c| {
+            self.table
+                .resolve(c.circ)
+                .and_then(|idx| self.table.get(idx))
+                .is_some_and(|c| c.crypto.is_some())
+        });
+        stage.dropped += (before - stage.cells.len()) as u64;
+        let n = stage.cells.len();
+        if n > 0 {
+            order_round_robin(&stage.cells, &mut stage.rank, &mut stage.order);
+            if stage.cells.iter().any(|c| c.circ != stage.cells[0].circ) {
+                stage.multi_flushes += 1;
+            }
+            let mut jobs = Jobs {
+                table: &mut self.table,
+                cells: &mut stage.cells,
+                order: &stage.order,
+            };
+            // tags[j] belongs to job j, i.e. to cell order[j].
+            C::originate_jobs(&mut jobs, &mut stage.tags[..n]);
+        }
+        // Record and send in packaging order; tags are in job order.
+        for (j, &i) in stage.order.iter().enumerate() {
+            stage.job_of[i as usize] = j as u16;
+        }
+        for i in 0..n {
+            let tag = stage.tags[stage.job_of[i] as usize];
+            let cell = &stage.cells[i];
+            let Some(idx) = self.table.resolve(cell.circ) else {
+                continue;
+            };
+            if cell.prompts {
+                if let Some(c) = self.table.get_mut(idx) {
+                    match c.cc.as_deref_mut() {
+                        Some(cc) => cc.record_prompting_cell(&tag, io.now),
+                        None => c.tags.record(tag),
+                    }
+                }
+            }
+            self.metrics.cells_originated += 1;
+            self.send_to_prev(idx, ChanCmd::RELAY, &cell.body, io);
+        }
+        stage.cells.clear();
+        self.stage = stage;
+    }
+}
