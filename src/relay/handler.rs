@@ -1336,6 +1336,14 @@ impl RelayHandler {
     fn publish_counters(&self, out: &Outbox<'_, RelayMsg>) {
         self.stats.store(out.metrics());
         let m = self.core.metrics();
+        self.stats.store_circuit(m);
+        if let Some(dns) = &self.dns {
+            self.stats.store_dns(&dns.metrics());
+            self.stats
+                .handler
+                .dns_send_errors
+                .store(dns.send_errors, Ordering::Relaxed);
+        }
         let h = &self.stats.handler;
         h.circuits_open
             .store(self.core.circuit_count() as u64, Ordering::Relaxed);
