@@ -458,7 +458,8 @@ mod tests {
         }
         // One HELP/TYPE per family, even when several fields share it.
         assert_eq!(
-            text.matches("# TYPE fors_relay_create_refused_total ").count(),
+            text.matches("# TYPE fors_relay_create_refused_total ")
+                .count(),
             1
         );
     }

@@ -116,10 +116,19 @@ mod tests {
         m.count_end_sent(EndReason::ExitPolicy);
         assert_eq!(m.ends_sent[4], 2);
         assert_eq!(END_REASON_LABELS[4], "exitpolicy");
-        assert_eq!(END_REASON_LABELS[usize::from(u8::from(EndReason::NotDirectory))], "notdirectory");
-        assert_eq!(END_REASON_LABELS[usize::from(u8::from(EndReason::Misc))], "misc");
+        assert_eq!(
+            END_REASON_LABELS[usize::from(u8::from(EndReason::NotDirectory))],
+            "notdirectory"
+        );
+        assert_eq!(
+            END_REASON_LABELS[usize::from(u8::from(EndReason::Misc))],
+            "misc"
+        );
         // Codes 0 and 15..=255 are "other".
         assert_eq!(m.ends_sent[0], 1 + (255 - 14));
-        assert!(m.ends_sent[1..].iter().enumerate().all(|(i, &n)| n == 1 + u64::from(i == 3)));
+        assert!(m.ends_sent[1..]
+            .iter()
+            .enumerate()
+            .all(|(i, &n)| n == 1 + u64::from(i == 3)));
     }
 }
