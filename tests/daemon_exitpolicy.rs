@@ -16,9 +16,9 @@
 //! The client's ControlPort (`SETEVENTS STREAM`) must show our stream to `refused.fors.test`
 //! sent on a circuit ending at the Fors exit and coming back with `REMOTE_REASON=EXITPOLICY`;
 //! nothing may connect to 127.0.0.3; `web.fors.test` through the same exit echoes data before
-//! and after. Fors has no MetricsPort counter of END reasons (its circuit core counts policy
-//! refusals in `CircuitMetrics::streams_refused_policy` but the handler does not export it),
-//! so none is asserted.
+//! and after. The exit's MetricsPort must count the END EXITPOLICY it sent
+//! (`fors_relay_stream_end_sent_total{reason="exitpolicy"}`), the policy refusal, and the
+//! resolver's queries and answers.
 //!
 //! Skipped without tor, tor-gencert, python3 or unbound, or with `FORS_SKIP_TESTNET`.
 
@@ -36,7 +36,9 @@ use daemon_common::private_net::{
     client_ports, relay_record, socks5_connect, start_counting_listener, start_echo_server,
     testnet, testnet_skip_reason, TorControl,
 };
-use daemon_common::{free_port_range_base, wait_for_file_line, TempDir, TestnetGuard};
+use daemon_common::{
+    free_port_range_base, http_get, metric, wait_for_file_line, TempDir, TestnetGuard,
+};
 
 /// The address the exit must refuse, and the rule that refuses it.
 const REFUSED_ADDR: &str = "127.0.0.3";
@@ -312,6 +314,30 @@ fn exit_policy_refusal_after_resolving_reaches_the_c_tor_client() {
         0,
         "something connected to the refused address"
     );
+    // The exit's MetricsPort saw it too (counters are copied every 100 ms tick).
+    let m_port = exit["metrics_port"]
+        .as_u64()
+        .expect("Fors slots have a MetricsPort") as u16;
+    let text = http_get(SocketAddr::from(([127, 0, 0, 1], m_port)), "/metrics");
+    let sum = |series: &str| {
+        metric(&text, &format!("fors_relay_all_shards_{series}"))
+            .unwrap_or_else(|| panic!("no fors_relay_all_shards_{series} in:\n{text}"))
+    };
+    assert!(sum("stream_end_sent_total{reason=\"exitpolicy\"}") >= 1);
+    assert_eq!(sum("stream_end_sent_total{reason=\"torprotocol\"}"), 0);
+    assert!(sum("dns_lookups_total") >= 2, "web and refused");
+    assert!(sum("dns_queries_sent_total") >= 2);
+    assert!(sum("dns_answers_total") >= 2);
+    assert_eq!(sum("dns_inflight"), 0);
+    assert!(
+        metric(
+            &text,
+            "fors_relay_streams_refused_total{shard=\"0\",reason=\"exitpolicy\"}"
+        )
+        .is_some(),
+        "{text}"
+    );
+    assert!(metric(&text, "fors_relay_dns_inflight_limit{shard=\"0\"}").is_some_and(|n| n > 0));
     let ub_log = std::fs::read_to_string(unbound.dir.join("unbound.log"))
         .unwrap()
         .to_ascii_lowercase();

@@ -127,6 +127,27 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
             assert!(metric(&text, &series).is_some(), "missing {series}");
         }
     }
+    // The circuit core's and the exit resolver's counters, per shard and summed.
+    let core = fors::metrics::core_counters::CIRCUIT_METRICS.iter();
+    for e in core.chain(fors::metrics::core_counters::DNS_METRICS) {
+        for s in 0..2 {
+            let labels = match e.extra {
+                "" => format!("shard=\"{s}\""),
+                extra => format!("shard=\"{s}\",{extra}"),
+            };
+            let series = format!("{}{{{labels}}}", e.name);
+            assert!(metric(&text, &series).is_some(), "missing {series}");
+        }
+    }
+    for series in [
+        "fors_relay_stream_end_sent_total{shard=\"1\",reason=\"exitpolicy\"}",
+        "fors_relay_all_shards_stream_end_sent_total{reason=\"done\"}",
+        "fors_relay_all_shards_create_refused_total{reason=\"table_full\"}",
+        "fors_relay_all_shards_dns_inflight",
+        "fors_relay_dns_send_errors_total{shard=\"0\"}",
+    ] {
+        assert_eq!(metric(&text, series), Some(0), "{series}");
+    }
     let sum = |family: &str| -> u64 {
         (0..2)
             .map(|s| metric(&text, &format!("{family}{{shard=\"{s}\"}}")).unwrap())

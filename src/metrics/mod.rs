@@ -3,12 +3,15 @@
 //!
 //! - [`shard`]: [`ShardStats`], the shard's `ShardMetrics` mirrored into relaxed atomics once
 //!   per tick, plus the relay handler's own counters.
+//! - [`core_counters`]: which fields of the circuit core's and the exit resolver's counters
+//!   are exported, under which names.
 //! - [`registry`]: [`MetricsRegistry`], all of it together, rendered as Prometheus text.
 //! - [`http`]: [`MetricsServer`], the `MetricsPort` listener, with `MetricsPortPolicy`.
 //!
 //! Names: `fors_shard_<ShardMetrics field>{shard="N"}` and `fors_relay_*`. They differ from C
 //! tor's `tor_relay_*` families; see docs/operating.md.
 
+pub mod core_counters;
 pub mod http;
 pub mod registry;
 pub mod shard;

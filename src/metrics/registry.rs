@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::core_counters::{ExportedMetric, CIRCUIT_METRICS, DNS_METRICS};
 use super::shard::{MetricKind, ShardStats, SHARD_METRIC_KINDS, SHARD_METRIC_NAMES};
+use crate::proto::circuit::metrics::END_REASON_LABELS;
 
 /// Relay-wide values kept by the control plane.
 #[derive(Debug, Default)]
@@ -60,7 +62,56 @@ impl Family<'_> {
         self.header(name, kind, help);
         self.value(name, "", v);
     }
+
+    /// One series per shard for each entry of `table` (values from `per_shard`, in table
+    /// order); entries sharing a name form one family told apart by their extra labels.
+    fn table<const N: usize>(&mut self, table: &[ExportedMetric], per_shard: &[[u64; N]]) {
+        let mut prev = "";
+        for (i, e) in table.iter().enumerate() {
+            if e.name != prev {
+                self.header(e.name, e.kind, e.help);
+                prev = e.name;
+            }
+            for (s, values) in per_shard.iter().enumerate() {
+                self.value(e.name, &shard_labels(s, e.extra), values[i]);
+            }
+        }
+    }
+
+    /// Relay-wide sums of the entries marked `sum`, as `fors_relay_all_shards_*`.
+    fn sums<const N: usize>(&mut self, table: &[ExportedMetric], per_shard: &[[u64; N]]) {
+        let mut prev = "";
+        for (i, e) in table.iter().enumerate().filter(|(_, e)| e.sum) {
+            let name = all_shards_name(e.name);
+            if e.name != prev {
+                let help = format!("{} Sum over all shards.", e.help);
+                self.header(&name, e.kind, &help);
+                prev = e.name;
+            }
+            let total = per_shard.iter().map(|v| v[i]).sum();
+            self.value(&name, e.extra, total);
+        }
+    }
 }
+
+/// `shard="N"`, followed by `extra` labels if any.
+fn shard_labels(shard: usize, extra: &str) -> String {
+    if extra.is_empty() {
+        format!("shard=\"{shard}\"")
+    } else {
+        format!("shard=\"{shard}\",{extra}")
+    }
+}
+
+/// The relay-wide name of a per-shard family: `fors_relay_x` → `fors_relay_all_shards_x`.
+fn all_shards_name(name: &str) -> String {
+    format!(
+        "fors_relay_all_shards_{}",
+        name.strip_prefix("fors_relay_").unwrap_or(name)
+    )
+}
+
+const END_SENT: &str = "fors_relay_stream_end_sent_total";
 
 impl MetricsRegistry {
     /// A registry for `shards` shards, each with fresh counters.
@@ -117,7 +168,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 22] = [
+        let handler: [(&str, MetricKind, &str, Pick); 23] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -250,6 +301,12 @@ impl MetricsRegistry {
                 "Circuits closed because an overflow toward another shard was at its bound.",
                 |s| &s.handler.cross_overflow_kills,
             ),
+            (
+                "fors_relay_dns_send_errors_total",
+                MetricKind::Counter,
+                "DNS queries the resolver socket refused to send (retried on timeout).",
+                |s| &s.handler.dns_send_errors,
+            ),
         ];
         for (name, kind, help, pick) in handler {
             f.header(name, kind, help);
@@ -257,6 +314,37 @@ impl MetricsRegistry {
                 f.value(name, &format!("shard=\"{i}\""), g(pick(s)));
             }
         }
+
+        // The circuit core's and the exit resolver's counters (`core_counters`), END cells
+        // by reason, then the relay-wide sums of those.
+        let circuit: Vec<_> = self.shards.iter().map(|s| s.circuit_values()).collect();
+        let ends: Vec<_> = self.shards.iter().map(|s| s.ends_sent()).collect();
+        let dns: Vec<_> = self.shards.iter().map(|s| s.dns_values()).collect();
+        f.table(CIRCUIT_METRICS, &circuit);
+        f.header(
+            END_SENT,
+            MetricKind::Counter,
+            "RELAY_END cells sent, by reason (\"other\": codes outside tor-spec 6.3's list).",
+        );
+        for (s, by_reason) in ends.iter().enumerate() {
+            for (label, v) in END_REASON_LABELS.iter().zip(by_reason) {
+                let labels = shard_labels(s, &format!("reason=\"{label}\""));
+                f.value(END_SENT, &labels, *v);
+            }
+        }
+        f.table(DNS_METRICS, &dns);
+        f.sums(CIRCUIT_METRICS, &circuit);
+        let end_sum = all_shards_name(END_SENT);
+        f.header(
+            &end_sum,
+            MetricKind::Counter,
+            "RELAY_END cells sent, by reason. Sum over all shards.",
+        );
+        for (r, label) in END_REASON_LABELS.iter().enumerate() {
+            let total = ends.iter().map(|v| v[r]).sum();
+            f.value(&end_sum, &format!("reason=\"{label}\""), total);
+        }
+        f.sums(DNS_METRICS, &dns);
 
         let (read, written) = self.total_bytes();
         f.single(
@@ -320,6 +408,63 @@ mod tests {
     use crate::shard::ShardMetrics;
 
     #[test]
+    fn core_and_resolver_counters_render_per_shard_and_summed() {
+        use crate::exit::dns::DnsMetrics;
+        use crate::proto::circuit::CircuitMetrics;
+        let t0 = Instant::now();
+        let reg = MetricsRegistry::new(2, t0);
+        let mut m = CircuitMetrics {
+            create_refused_queue_full: 4,
+            oom_kills: 2,
+            onion_queue_len: 7,
+            ..CircuitMetrics::default()
+        };
+        m.count_end_sent(crate::cell::relay::msg::EndReason::ExitPolicy);
+        reg.shard(0).unwrap().store_circuit(&m);
+        m.count_end_sent(crate::cell::relay::msg::EndReason::ExitPolicy);
+        reg.shard(1).unwrap().store_circuit(&m);
+        reg.shard(1).unwrap().store_dns(&DnsMetrics {
+            timeouts: 3,
+            inflight: 5,
+            inflight_limit: 1024,
+            ..DnsMetrics::default()
+        });
+        reg.shard(1)
+            .unwrap()
+            .handler
+            .dns_send_errors
+            .store(6, Ordering::Relaxed);
+        let text = reg.render(t0);
+        for line in [
+            "fors_relay_create_refused_total{shard=\"1\",reason=\"queue_full\"} 4",
+            "fors_relay_create_refused_total{shard=\"1\",reason=\"table_full\"} 0",
+            "fors_relay_all_shards_create_refused_total{reason=\"queue_full\"} 8",
+            "fors_relay_circuits_killed_total{shard=\"0\",reason=\"oom\"} 2",
+            "fors_relay_onion_queue_length{shard=\"0\"} 7",
+            "fors_relay_all_shards_onion_queue_length 14",
+            "fors_relay_stream_end_sent_total{shard=\"0\",reason=\"exitpolicy\"} 1",
+            "fors_relay_stream_end_sent_total{shard=\"1\",reason=\"exitpolicy\"} 2",
+            "fors_relay_stream_end_sent_total{shard=\"1\",reason=\"misc\"} 0",
+            "fors_relay_all_shards_stream_end_sent_total{reason=\"exitpolicy\"} 3",
+            "fors_relay_dns_failures_total{shard=\"1\",cause=\"timeout\"} 3",
+            "fors_relay_all_shards_dns_failures_total{cause=\"timeout\"} 3",
+            "fors_relay_dns_inflight{shard=\"1\"} 5",
+            "fors_relay_dns_inflight_limit{shard=\"1\"} 1024",
+            "fors_relay_dns_send_errors_total{shard=\"1\"} 6",
+            "# TYPE fors_relay_dns_inflight gauge",
+            "# TYPE fors_relay_create_refused_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+        // One HELP/TYPE per family, even when several fields share it.
+        assert_eq!(
+            text.matches("# TYPE fors_relay_create_refused_total ")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn renders_every_shard_counter_for_every_shard() {
         let t0 = Instant::now();
         let reg = MetricsRegistry::new(3, t0);
@@ -341,6 +486,12 @@ mod tests {
         assert!(text.contains("fors_relay_written_bytes_total 7\n"));
         assert!(text.contains("fors_relay_observed_bandwidth_bytes 12345\n"));
         assert!(text.contains("# TYPE fors_shard_conns_open gauge\n"));
+        for e in CIRCUIT_METRICS.iter().chain(DNS_METRICS) {
+            for s in 0..3 {
+                let series = format!("{}{{{}}} ", e.name, shard_labels(s, e.extra));
+                assert!(text.contains(&series), "missing {series}");
+            }
+        }
         for name in SHARD_METRIC_NAMES {
             for s in 0..3 {
                 let line = format!("fors_shard_{name}{{shard=\"{s}\"}} ");

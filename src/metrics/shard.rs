@@ -8,6 +8,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::core_counters::{
+    circuit_metric_values, dns_metric_values, CIRCUIT_METRIC_COUNT, DNS_METRIC_COUNT,
+};
+use crate::exit::dns::DnsMetrics;
+use crate::proto::circuit::metrics::END_REASON_SLOTS;
+use crate::proto::circuit::CircuitMetrics;
 use crate::shard::ShardMetrics;
 
 /// Prometheus metric type.
@@ -129,6 +135,8 @@ pub struct HandlerCounters {
     pub cross_overflow_depth: AtomicU64,
     /// Circuits closed because an overflow toward another shard was at its bound.
     pub cross_overflow_kills: AtomicU64,
+    /// DNS queries the resolver socket refused to send (retried on the query's timeout).
+    pub dns_send_errors: AtomicU64,
 }
 
 /// One shard's exported state.
@@ -136,6 +144,12 @@ pub struct HandlerCounters {
 pub struct ShardStats {
     values: [AtomicU64; SHARD_METRIC_COUNT],
     pub handler: HandlerCounters,
+    /// The circuit core's counters, in `core_counters::CIRCUIT_METRICS` order.
+    circuit: [AtomicU64; CIRCUIT_METRIC_COUNT],
+    /// END cells sent, by `END_REASON_LABELS` slot.
+    ends_sent: [AtomicU64; END_REASON_SLOTS],
+    /// The exit resolver's counters, in `core_counters::DNS_METRICS` order.
+    dns: [AtomicU64; DNS_METRIC_COUNT],
 }
 
 impl Default for ShardStats {
@@ -143,8 +157,21 @@ impl Default for ShardStats {
         ShardStats {
             values: std::array::from_fn(|_| AtomicU64::new(0)),
             handler: HandlerCounters::default(),
+            circuit: std::array::from_fn(|_| AtomicU64::new(0)),
+            ends_sent: std::array::from_fn(|_| AtomicU64::new(0)),
+            dns: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
+}
+
+fn store_all<const N: usize>(slots: &[AtomicU64; N], values: [u64; N]) {
+    for (slot, v) in slots.iter().zip(values) {
+        slot.store(v, Ordering::Relaxed);
+    }
+}
+
+fn load_all<const N: usize>(slots: &[AtomicU64; N]) -> [u64; N] {
+    std::array::from_fn(|i| slots[i].load(Ordering::Relaxed))
 }
 
 impl ShardStats {
@@ -153,6 +180,32 @@ impl ShardStats {
         for (slot, v) in self.values.iter().zip(shard_metric_values(m)) {
             slot.store(v, Ordering::Relaxed);
         }
+    }
+
+    /// Copies the circuit core's counters (shard thread, once per tick).
+    pub fn store_circuit(&self, m: &CircuitMetrics) {
+        store_all(&self.circuit, circuit_metric_values(m));
+        store_all(&self.ends_sent, m.ends_sent);
+    }
+
+    /// Copies the exit resolver's counters (shard thread, once per tick).
+    pub fn store_dns(&self, m: &DnsMetrics) {
+        store_all(&self.dns, dns_metric_values(m));
+    }
+
+    /// The circuit core's counters, in `CIRCUIT_METRICS` order.
+    pub fn circuit_values(&self) -> [u64; CIRCUIT_METRIC_COUNT] {
+        load_all(&self.circuit)
+    }
+
+    /// END cells sent, by `END_REASON_LABELS` slot.
+    pub fn ends_sent(&self) -> [u64; END_REASON_SLOTS] {
+        load_all(&self.ends_sent)
+    }
+
+    /// The exit resolver's counters, in `DNS_METRICS` order.
+    pub fn dns_values(&self) -> [u64; DNS_METRIC_COUNT] {
+        load_all(&self.dns)
     }
 
     /// One counter by slot.
@@ -164,7 +217,7 @@ impl ShardStats {
 
     /// All counters, in slot order.
     pub fn values(&self) -> [u64; SHARD_METRIC_COUNT] {
-        std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed))
+        load_all(&self.values)
     }
 
     /// Bytes received and sent on this shard's sockets so far.

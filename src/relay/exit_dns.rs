@@ -54,6 +54,8 @@ pub struct ExitDns {
     v6: Option<UdpSocket>,
     /// Lookups in flight, by the resolver's handle.
     waiting: HashMap<crate::exit::dns::QueryHandle, StreamHandle>,
+    /// The same, by stream, to cancel a lookup when its stream closes.
+    by_stream: HashMap<StreamHandle, crate::exit::dns::QueryHandle>,
     buf: Box<[u8; RECV_BUF_LEN]>,
     /// Queries the socket refused (the resolver retransmits them on its timeout).
     pub send_errors: u64,
@@ -79,11 +81,13 @@ impl ExitDns {
             None
         };
         let waiting = HashMap::with_capacity(config.max_inflight);
+        let by_stream = HashMap::with_capacity(config.max_inflight);
         Ok(ExitDns {
             resolver: Resolver::new(config, StdRng::from_entropy(), now),
             v4,
             v6,
             waiting,
+            by_stream,
             buf: Box::new([0; RECV_BUF_LEN]),
             send_errors: 0,
         })
@@ -126,10 +130,27 @@ impl ExitDns {
             Ok(Lookup::Ready(r)) => Some(r),
             Ok(Lookup::Pending(h)) => {
                 self.waiting.insert(h, stream);
+                self.by_stream.insert(stream, h);
                 None
             }
             Err(refusal) => Some(refused(refusal)),
         }
+    }
+
+    /// The stream closed (client END, circuit DESTROY): stop waiting for its lookup. The
+    /// resolver drops the query if nobody else waits on the name, so its slot is free at
+    /// once and a late answer reaches no stream. `false` if nothing was pending for it.
+    pub fn cancel(&mut self, stream: StreamHandle) -> bool {
+        let Some(h) = self.by_stream.remove(&stream) else {
+            return false;
+        };
+        self.waiting.remove(&h);
+        self.resolver.cancel(h)
+    }
+
+    /// Lookups waiting on an answer, by stream (the handler's view; for tests and checks).
+    pub fn pending(&self) -> usize {
+        self.waiting.len()
     }
 
     /// Sends every query the resolver has queued.
@@ -160,6 +181,7 @@ impl ExitDns {
                 };
                 for c in self.resolver.handle_datagram(from, &self.buf[..n], now) {
                     if let Some(stream) = self.waiting.remove(&c.handle) {
+                        self.by_stream.remove(&stream);
                         done.push((stream, c.resolution));
                     }
                 }
@@ -175,6 +197,7 @@ impl ExitDns {
         if self.resolver.next_timeout().is_some_and(|t| t <= now) {
             for c in self.resolver.handle_timeout(now) {
                 if let Some(stream) = self.waiting.remove(&c.handle) {
+                    self.by_stream.remove(&stream);
                     done.push((stream, c.resolution));
                 }
             }
@@ -271,5 +294,52 @@ mod tests {
             done[0].1.ipv4.found().map(|(a, _)| *a),
             Some(Ipv4Addr::new(127, 0, 0, 2))
         );
+        assert_eq!(dns.pending(), 0);
+        assert!(!dns.cancel(stream));
+    }
+
+    /// A stream that closes mid-lookup frees the resolver's slot at once; the nameserver's
+    /// late answer is read and dropped without a completion.
+    #[test]
+    fn cancelled_stream_gets_no_late_answer() {
+        let ns = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ns.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let now = Instant::now();
+        let mut config = ResolverConfig::new(vec![ns.local_addr().unwrap()]);
+        config.randomize_case = false;
+        config.edns_udp_payload = None;
+        config.max_inflight = 1;
+        let mut dns = ExitDns::new(config, now).unwrap();
+        let name = crate::exit::dns::DnsName::from_bytes(b"gone.fors.test").unwrap();
+        let stream = StreamHandle { idx: 3, gen: 2 };
+        assert!(dns
+            .resolve(stream, &HostRequest::Forward(name), false, now)
+            .is_none());
+        dns.transmit();
+        let mut q = [0u8; 512];
+        let (n, client) = ns.recv_from(&mut q).unwrap();
+        assert_eq!((dns.pending(), dns.metrics().inflight), (1, 1));
+        assert!(dns.cancel(stream));
+        assert!(!dns.cancel(stream));
+        assert_eq!((dns.pending(), dns.metrics().inflight), (0, 0));
+        assert_eq!(dns.metrics().abandoned, 1);
+
+        let mut r = q[..n].to_vec();
+        r[2] = 0x81;
+        r[3] = 0x80;
+        r[7] = 1;
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 2]);
+        ns.send_to(&r, client).unwrap();
+        let mut done = Vec::new();
+        for _ in 0..500 {
+            dns.read(now, &mut done);
+            if dns.metrics().ignored_unknown_id > 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(dns.metrics().ignored_unknown_id, 1);
+        assert!(done.is_empty());
     }
 }

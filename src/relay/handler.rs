@@ -410,8 +410,9 @@ impl RelayHandler {
         }
     }
 
-    /// Hands lookups the resolver finished to the core. A stream that closed meanwhile is
-    /// unknown to the core, which refuses the result; nothing else to do.
+    /// Hands lookups the resolver finished to the core. A stream that closed meanwhile had
+    /// its lookup cancelled on `StreamClose`; should one slip through, the core does not
+    /// know the stream and refuses the result.
     fn deliver_dns(&mut self, now: Instant) {
         let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
         for (stream, res) in self.dns_done.drain(..) {
@@ -497,6 +498,10 @@ impl RelayHandler {
                 }
             }
             Action::StreamClose { stream } => {
+                // Closed mid-lookup (END, DESTROY): free the resolver slot now.
+                if let Some(dns) = self.dns.as_mut() {
+                    dns.cancel(stream);
+                }
                 self.draining.remove(&stream);
                 if let Some(id) = self.streams.remove(&stream) {
                     if let Some(Conn {
@@ -1331,6 +1336,14 @@ impl RelayHandler {
     fn publish_counters(&self, out: &Outbox<'_, RelayMsg>) {
         self.stats.store(out.metrics());
         let m = self.core.metrics();
+        self.stats.store_circuit(m);
+        if let Some(dns) = &self.dns {
+            self.stats.store_dns(&dns.metrics());
+            self.stats
+                .handler
+                .dns_send_errors
+                .store(dns.send_errors, Ordering::Relaxed);
+        }
         let h = &self.stats.handler;
         h.circuits_open
             .store(self.core.circuit_count() as u64, Ordering::Relaxed);

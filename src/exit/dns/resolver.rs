@@ -180,7 +180,11 @@ pub struct DnsMetrics {
     pub refused_inflight_full: u64,
     pub refused_waiters_full: u64,
     pub refused_no_nameserver: u64,
+    /// Waiters that went away (their stream closed) before the answer.
     pub cancelled: u64,
+    /// Names whose queries were dropped because their last waiter went away; a late
+    /// answer then counts as `ignored_unknown_id`.
+    pub abandoned: u64,
     /// Datagrams handed out by `poll_transmit`.
     pub queries_sent: u64,
     pub retransmits: u64,
@@ -192,6 +196,11 @@ pub struct DnsMetrics {
     pub answers_found: u64,
     pub failures_permanent: u64,
     pub failures_transient: u64,
+    /// Failures by cause (one per record type asked): NXDOMAIN, no record of the type,
+    /// SERVFAIL or another error RCODE from every nameserver tried.
+    pub failed_nxdomain: u64,
+    pub failed_nodata: u64,
+    pub failed_servfail: u64,
     pub timeouts: u64,
     pub truncated: u64,
     pub id_exhausted: u64,
@@ -199,6 +208,9 @@ pub struct DnsMetrics {
     /// Gauges at the time of the snapshot.
     pub inflight: u64,
     pub cache_len: u64,
+    /// The bounds behind those two gauges (`max_inflight`, `cache_entries`).
+    pub inflight_limit: u64,
+    pub cache_limit: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,6 +318,8 @@ impl<R: RngCore> Resolver<R> {
         let mut m = self.metrics;
         m.inflight = self.by_name.len() as u64;
         m.cache_len = self.cache.len() as u64;
+        m.inflight_limit = self.config.max_inflight as u64;
+        m.cache_limit = self.config.cache_entries as u64;
         m.cache_evictions = self.cache.stats.evictions + self.cache.stats.expired_evictions;
         m
     }
@@ -416,9 +430,13 @@ impl<R: RngCore> Resolver<R> {
         Ok(Lookup::Pending(handle))
     }
 
-    /// Forgets a waiter (its stream closed). The query itself runs on and fills the cache.
+    /// Forgets a waiter (its stream closed). While others wait on the name its queries run
+    /// on; once nobody waits they are dropped and the slot is freed at once, so streams
+    /// that close mid-lookup cannot hold the in-flight bound until the timeout. A late
+    /// answer to a dropped query no longer matches an id and is ignored.
     pub fn cancel(&mut self, handle: QueryHandle) -> bool {
-        let Some(p) = self.slots.get_mut(handle.slot()) else {
+        let slot = handle.slot();
+        let Some(p) = self.slots.get_mut(slot) else {
             return false;
         };
         let Some(i) = p.waiters.iter().position(|w| w.handle == handle) else {
@@ -426,6 +444,17 @@ impl<R: RngCore> Resolver<R> {
         };
         p.waiters.swap_remove(i);
         self.metrics.cancelled += 1;
+        if p.waiters.is_empty() && p.busy() {
+            for sub in &mut p.subs {
+                if matches!(sub.state, SubState::Queued | SubState::InFlight) {
+                    self.by_id.remove(&sub.query.id());
+                    // A `transmit` entry left behind is stale: skipped as not `Queued`.
+                    sub.state = SubState::Idle;
+                }
+            }
+            self.metrics.abandoned += 1;
+            self.maybe_free(slot as u32);
+        }
         true
     }
 
@@ -660,6 +689,15 @@ impl<R: RngCore> Resolver<R> {
             Answer::Failed(f) if f.is_transient() => self.metrics.failures_transient += 1,
             Answer::Failed(_) => self.metrics.failures_permanent += 1,
             Answer::NotRequested => {}
+        }
+        // Timeouts, truncation and id exhaustion are counted where they are detected.
+        if let Answer::Failed(f) = answer {
+            match f.cause {
+                FailureCause::NxDomain => self.metrics.failed_nxdomain += 1,
+                FailureCause::NoData => self.metrics.failed_nodata += 1,
+                FailureCause::ServerFailure { .. } => self.metrics.failed_servfail += 1,
+                FailureCause::Truncated | FailureCause::Timeout | FailureCause::NoQueryId => {}
+            }
         }
         p.results.set(fam, answer);
         let name = p.name;

@@ -533,6 +533,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     fn send_end(&mut self, idx: u32, sid: u16, end: End, io: &mut CoreIo<'_>) {
+        self.metrics.count_end_sent(end.reason);
         self.originate(idx, RelayCmd::END, sid, |out| end.encode(out), io);
     }
 

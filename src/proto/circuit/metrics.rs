@@ -1,6 +1,32 @@
 //! Per-shard counters of the circuit core. Plain integers: the shard copies them into its
 //! relaxed atomics between batches.
 
+use crate::cell::relay::msg::EndReason;
+
+/// Slots of [`CircuitMetrics::ends_sent`]: one per END reason code 1..=14 (tor-spec §6.3),
+/// slot 0 for any other code.
+pub const END_REASON_SLOTS: usize = 15;
+
+/// Label of each [`CircuitMetrics::ends_sent`] slot: C tor's control-port names for the
+/// reasons, in lower case.
+pub const END_REASON_LABELS: [&str; END_REASON_SLOTS] = [
+    "other",
+    "misc",
+    "resolvefailed",
+    "connectrefused",
+    "exitpolicy",
+    "destroy",
+    "done",
+    "timeout",
+    "noroute",
+    "hibernating",
+    "internal",
+    "resourcelimit",
+    "connreset",
+    "torprotocol",
+    "notdirectory",
+];
+
 /// Counters and gauges of one [`super::RelayCore`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CircuitMetrics {
@@ -64,4 +90,45 @@ pub struct CircuitMetrics {
     /// XON/XOFF ignored with a protocol warning: no CC on the circuit, a second XOFF, a
     /// malformed XON (C `circuit_process_stream_xoff`/`_xon`).
     pub xon_xoff_ignored: u64,
+    /// RELAY_END cells we sent, by reason code (see [`END_REASON_LABELS`]).
+    pub ends_sent: [u64; END_REASON_SLOTS],
+}
+
+impl CircuitMetrics {
+    /// Counts one END we originate.
+    pub fn count_end_sent(&mut self, reason: EndReason) {
+        let code = usize::from(u8::from(reason));
+        let slot = if code < END_REASON_SLOTS { code } else { 0 };
+        self.ends_sent[slot] += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_reasons_land_in_their_labelled_slot() {
+        let mut m = CircuitMetrics::default();
+        for code in 0..=255u8 {
+            m.count_end_sent(EndReason::from(code));
+        }
+        m.count_end_sent(EndReason::ExitPolicy);
+        assert_eq!(m.ends_sent[4], 2);
+        assert_eq!(END_REASON_LABELS[4], "exitpolicy");
+        assert_eq!(
+            END_REASON_LABELS[usize::from(u8::from(EndReason::NotDirectory))],
+            "notdirectory"
+        );
+        assert_eq!(
+            END_REASON_LABELS[usize::from(u8::from(EndReason::Misc))],
+            "misc"
+        );
+        // Codes 0 and 15..=255 are "other".
+        assert_eq!(m.ends_sent[0], 1 + (255 - 14));
+        assert!(m.ends_sent[1..]
+            .iter()
+            .enumerate()
+            .all(|(i, &n)| n == 1 + u64::from(i == 3)));
+    }
 }

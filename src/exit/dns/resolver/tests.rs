@@ -407,6 +407,28 @@ fn nxdomain_is_permanent_and_negatively_cached() {
         t0 + Duration::from_secs(30),
     ));
     assert_eq!(r.metrics().failures_permanent, 1);
+    assert_eq!(r.metrics().failed_nxdomain, 1);
+    assert_eq!(r.metrics().failed_nodata, 0);
+}
+
+#[test]
+fn failures_are_counted_by_cause() {
+    let (mut r, t0) = resolver(config(&[NS0]));
+    // NOERROR without a record of the type: NODATA.
+    pending(r.resolve(b"empty.test", Purpose::Connect, FamilyWanted::Ipv4, t0));
+    let q = drain_tx(&mut r).remove(0);
+    assert_eq!(feed(&mut r, NS0, &q.reply(0, &[]), t0).len(), 1);
+    // SERVFAIL from the only nameserver: final at once.
+    pending(r.resolve(b"sf.test", Purpose::Connect, FamilyWanted::Ipv4, t0));
+    let q = drain_tx(&mut r).remove(0);
+    assert_eq!(feed(&mut r, NS0, &q.reply(2, &[]), t0).len(), 1);
+    let m = r.metrics();
+    assert_eq!(
+        (m.failed_nodata, m.failed_servfail, m.failed_nxdomain),
+        (1, 1, 0)
+    );
+    assert_eq!((m.failures_permanent, m.failures_transient), (1, 1));
+    assert_eq!((m.inflight, m.inflight_limit, m.cache_limit), (0, 8, 16));
 }
 
 #[test]
@@ -466,6 +488,55 @@ fn cancelled_waiters_get_nothing_but_the_answer_is_cached() {
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].handle, h2);
     ready(r.resolve(b"c.test", Purpose::Connect, FamilyWanted::Ipv4, t0));
+    assert_eq!((r.metrics().cancelled, r.metrics().abandoned), (1, 0));
+}
+
+#[test]
+fn cancelling_the_last_waiter_frees_the_slot_and_drops_the_late_answer() {
+    let mut c = config(&[NS0]);
+    c.max_inflight = 1;
+    let (mut r, t0) = resolver(c);
+    let h = pending(r.resolve(b"slow.test", Purpose::Connect, FamilyWanted::Both, t0));
+    let sent = drain_tx(&mut r);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        r.resolve(b"other.test", Purpose::Connect, FamilyWanted::Ipv4, t0),
+        Err(Refusal::TooManyInFlight)
+    );
+    assert!(r.cancel(h));
+    assert!(!r.cancel(h));
+    let m = r.metrics();
+    assert_eq!((m.cancelled, m.abandoned, m.inflight), (1, 1, 0));
+    assert_eq!(r.next_timeout(), None);
+    // The slot is free again at once, not after the timeout.
+    pending(r.resolve(b"other.test", Purpose::Connect, FamilyWanted::Ipv4, t0));
+    assert_eq!(drain_tx(&mut r).len(), 1);
+    // Late answers to the abandoned queries: dropped, nothing completes, nothing cached.
+    for q in &sent {
+        let late = if q.qtype() == 1 {
+            q.a(60, V4)
+        } else {
+            q.reply(0, &[])
+        };
+        assert!(feed(&mut r, NS0, &late, t0).is_empty());
+    }
+    assert_eq!(r.metrics().ignored_unknown_id, 2);
+    assert_eq!(r.metrics().responses_accepted, 0);
+    // No retry of the dropped queries either.
+    assert_eq!(r.handle_timeout(t0 + Duration::from_secs(60)).count(), 0);
+    assert_eq!(r.metrics().retransmits, 1); // other.test's only
+    assert_eq!(drain_tx(&mut r).len(), 1);
+    assert_eq!(r.metrics().cache_len, 0);
+}
+
+#[test]
+fn cancelling_before_the_query_is_sent_sends_nothing() {
+    let (mut r, t0) = resolver(config(&[NS0]));
+    let h = pending(r.resolve(b"never.test", Purpose::Connect, FamilyWanted::Ipv4, t0));
+    assert!(r.cancel(h));
+    assert!(drain_tx(&mut r).is_empty());
+    assert_eq!(r.metrics().queries_sent, 0);
+    assert_eq!(r.metrics().inflight, 0);
 }
 
 #[test]

@@ -1,0 +1,269 @@
+//! The circuit core's [`CircuitMetrics`] and the exit resolver's [`DnsMetrics`], field by
+//! field, with their MetricsPort names and help.
+//!
+//! Each table destructures its struct without `..`: a field added to either struct is a
+//! compile error here until it is exported (or listed as exported elsewhere, with why).
+//! Several fields may share one family name with different `extra` labels (e.g.
+//! `fors_relay_create_refused_total{reason=…}`); such entries stay adjacent so each family
+//! is rendered in one block.
+
+use super::shard::MetricKind;
+use crate::exit::dns::DnsMetrics;
+use crate::proto::circuit::CircuitMetrics;
+
+/// One exported value of a per-shard struct.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportedMetric {
+    /// The struct field it comes from.
+    pub field: &'static str,
+    /// Prometheus family name.
+    pub name: &'static str,
+    /// Labels besides `shard`, e.g. `reason="table_full"`; empty for none.
+    pub extra: &'static str,
+    pub kind: MetricKind,
+    pub help: &'static str,
+    /// Whether a relay-wide sum (`fors_relay_all_shards_*`) is rendered too.
+    pub sum: bool,
+}
+
+macro_rules! exported_fields {
+    (
+        $ty:ident, $table:ident, $count:ident, $values:ident,
+        { $( $field:ident => $name:literal [$extra:literal] $kind:ident $sum:literal $help:literal, )* }
+        elsewhere { $( $other:ident ),* $(,)? }
+    ) => {
+        /// Exported fields of the struct, in slot order.
+        pub const $table: &[ExportedMetric] = &[$(ExportedMetric {
+            field: stringify!($field),
+            name: $name,
+            extra: $extra,
+            kind: MetricKind::$kind,
+            help: $help,
+            sum: $sum,
+        }),*];
+        /// Number of exported fields.
+        pub const $count: usize = $table.len();
+
+        /// The exported values, in slot order.
+        pub fn $values(m: &$ty) -> [u64; $count] {
+            let $ty { $($field,)* $($other: _,)* } = m;
+            [$(*$field),*]
+        }
+    };
+}
+
+exported_fields! {
+    CircuitMetrics, CIRCUIT_METRICS, CIRCUIT_METRIC_COUNT, circuit_metric_values,
+    {
+        create_refused_table_full => "fors_relay_create_refused_total" ["reason=\"table_full\""]
+            Counter true "CREATE cells refused (DESTROY RESOURCELIMIT), by bound hit: the circuit table or the onion queue.",
+        create_refused_queue_full => "fors_relay_create_refused_total" ["reason=\"queue_full\""]
+            Counter true "",
+        onion_queue_len => "fors_relay_onion_queue_length" [""]
+            Gauge true "Onionskins waiting for the batched handshake now.",
+        onionskins_processed => "fors_relay_onionskins_processed_total" [""]
+            Counter true "Onion handshakes (CREATE2/CREATE_FAST) run.",
+        onionskins_expired => "fors_relay_onionskins_expired_total" [""]
+            Counter true "Onionskins dropped because they waited in the queue longer than the configured delay.",
+        handshake_failures => "fors_relay_handshake_failures_total" [""]
+            Counter true "Onion handshakes that failed (bad onionskin, unknown key).",
+        cells_recognized => "fors_relay_cells_recognized_total" [""]
+            Counter false "Relay cells recognized and handled here.",
+        cells_originated => "fors_relay_cells_originated_total" [""]
+            Counter false "Relay cells this relay originated toward clients.",
+        queued_cells => "fors_relay_queued_cells" [""]
+            Gauge true "Cells held in circuit and stream queues now.",
+        queued_cells_high_water => "fors_relay_queued_cells_peak" [""]
+            Gauge false "Most cells ever held in circuit and stream queues at once.",
+        queue_overflow_kills => "fors_relay_circuits_killed_total" ["reason=\"queue_overflow\""]
+            Counter true "Circuits closed by a bound: their queue overflowed, the memory cap (MaxMemInQueues), or a protocol violation.",
+        oom_kills => "fors_relay_circuits_killed_total" ["reason=\"oom\""]
+            Counter true "",
+        protocol_closes => "fors_relay_circuits_killed_total" ["reason=\"protocol\""]
+            Counter true "",
+        destroys_received => "fors_relay_destroys_received_total" [""]
+            Counter false "DESTROY cells received.",
+        destroys_sent => "fors_relay_destroys_sent_total" [""]
+            Counter false "DESTROY cells sent.",
+        extends_requested => "fors_relay_extends_requested_total" [""]
+            Counter false "EXTEND2 requests passed on to a next hop.",
+        extends_refused => "fors_relay_extends_refused_total" [""]
+            Counter false "EXTEND2 requests refused.",
+        sendme_auth_failures => "fors_relay_sendme_auth_failures_total" [""]
+            Counter false "Circuit SENDMEs whose authenticating tag did not verify (circuit closed).",
+        streams_opened => "fors_relay_streams_opened_total" [""]
+            Counter false "Exit streams opened (RELAY_CONNECTED sent).",
+        streams_refused_policy => "fors_relay_streams_refused_total" ["reason=\"exitpolicy\""]
+            Counter false "BEGINs refused, by cause: the exit policy or a full stream table.",
+        streams_refused_full => "fors_relay_streams_refused_total" ["reason=\"table_full\""]
+            Counter false "",
+        streams => "fors_relay_streams_tracked" [""]
+            Gauge true "Exit streams the circuit core tracks now (resolving, connecting and open).",
+        resolves_requested => "fors_relay_resolves_requested_total" [""]
+            Counter false "Hostname lookups the circuit core asked for (BEGIN and RESOLVE).",
+        xoff_received => "fors_relay_stream_xoff_received_total" [""]
+            Counter false "Stream XOFF cells received for a known stream.",
+        xon_received => "fors_relay_stream_xon_received_total" [""]
+            Counter false "Stream XON cells received for a known stream.",
+        xon_xoff_ignored => "fors_relay_stream_xon_xoff_ignored_total" [""]
+            Counter false "Stream XON/XOFF ignored with a protocol warning (no congestion control, repeated XOFF, malformed XON).",
+    }
+    // circuits (fors_relay_circuits_open), circuits_created, cc_circuits, cells_forwarded,
+    // cells_backward, xoff_sent and xon_sent go out through `HandlerCounters`;
+    // ends_sent is its own labelled family (`fors_relay_stream_end_sent_total`).
+    elsewhere {
+        circuits, circuits_created, cc_circuits, cells_forwarded, cells_backward,
+        xoff_sent, xon_sent, ends_sent,
+    }
+}
+
+exported_fields! {
+    DnsMetrics, DNS_METRICS, DNS_METRIC_COUNT, dns_metric_values,
+    {
+        lookups => "fors_relay_dns_lookups_total" [""]
+            Counter true "Lookups asked of the exit resolver (literals and cache hits included).",
+        literals => "fors_relay_dns_literals_total" [""]
+            Counter false "Lookups that were address literals (no query).",
+        cache_hits => "fors_relay_dns_cache_hits_total" [""]
+            Counter true "Lookups answered from the resolver cache.",
+        cache_misses => "fors_relay_dns_cache_misses_total" [""]
+            Counter false "Lookups not (fully) in the resolver cache.",
+        coalesced => "fors_relay_dns_coalesced_total" [""]
+            Counter false "Lookups that joined a query for the same name already in flight.",
+        refused_name => "fors_relay_dns_refused_total" ["reason=\"name\""]
+            Counter false "Lookups refused before any query: a hostname an exit does not resolve, or a bound hit.",
+        refused_inflight_full => "fors_relay_dns_refused_total" ["reason=\"inflight_full\""]
+            Counter false "",
+        refused_waiters_full => "fors_relay_dns_refused_total" ["reason=\"waiters_full\""]
+            Counter false "",
+        refused_no_nameserver => "fors_relay_dns_refused_total" ["reason=\"no_nameserver\""]
+            Counter false "",
+        cancelled => "fors_relay_dns_cancelled_total" [""]
+            Counter false "Lookups whose stream closed before the answer.",
+        abandoned => "fors_relay_dns_abandoned_total" [""]
+            Counter false "Names whose queries were dropped because every stream waiting on them closed.",
+        queries_sent => "fors_relay_dns_queries_sent_total" [""]
+            Counter true "DNS queries handed to the socket (retransmissions included).",
+        retransmits => "fors_relay_dns_retransmits_total" [""]
+            Counter false "DNS queries sent again after a timeout.",
+        responses_accepted => "fors_relay_dns_responses_total" [""]
+            Counter false "DNS responses that matched a query in flight.",
+        ignored_unknown_id => "fors_relay_dns_responses_ignored_total" ["reason=\"unknown_id\""]
+            Counter false "DNS datagrams dropped: no query with that id (late or spoofed), wrong source, question mismatch, malformed.",
+        ignored_wrong_source => "fors_relay_dns_responses_ignored_total" ["reason=\"wrong_source\""]
+            Counter false "",
+        ignored_question_mismatch => "fors_relay_dns_responses_ignored_total" ["reason=\"question_mismatch\""]
+            Counter false "",
+        ignored_malformed => "fors_relay_dns_responses_ignored_total" ["reason=\"malformed\""]
+            Counter false "",
+        answers_found => "fors_relay_dns_answers_total" [""]
+            Counter true "Record types looked up that yielded an answer.",
+        failures_permanent => "fors_relay_dns_failures_permanent_total" [""]
+            Counter false "Record types looked up that failed permanently (RESOLVED 0xF1).",
+        failures_transient => "fors_relay_dns_failures_transient_total" [""]
+            Counter false "Record types looked up that failed transiently (RESOLVED 0xF0).",
+        failed_nxdomain => "fors_relay_dns_failures_total" ["cause=\"nxdomain\""]
+            Counter true "Failed record-type lookups by cause.",
+        failed_nodata => "fors_relay_dns_failures_total" ["cause=\"nodata\""]
+            Counter true "",
+        failed_servfail => "fors_relay_dns_failures_total" ["cause=\"servfail\""]
+            Counter true "",
+        timeouts => "fors_relay_dns_failures_total" ["cause=\"timeout\""]
+            Counter true "",
+        truncated => "fors_relay_dns_failures_total" ["cause=\"truncated\""]
+            Counter true "",
+        id_exhausted => "fors_relay_dns_failures_total" ["cause=\"no_query_id\""]
+            Counter true "",
+        cache_evictions => "fors_relay_dns_cache_evictions_total" [""]
+            Counter false "Resolver cache entries evicted (expired or for room).",
+        inflight => "fors_relay_dns_inflight" [""]
+            Gauge true "Names being looked up now.",
+        inflight_limit => "fors_relay_dns_inflight_limit" [""]
+            Gauge false "Bound on names being looked up at once.",
+        cache_len => "fors_relay_dns_cache_entries" [""]
+            Gauge false "Names in the resolver cache now.",
+        cache_limit => "fors_relay_dns_cache_limit" [""]
+            Gauge false "Bound on names in the resolver cache.",
+    }
+    elsewhere {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Debug output lists the fields in declaration order; the tables must name exactly
+    /// the exported ones, and every family's help sits on its first entry.
+    fn check(table: &[ExportedMetric], debug: &str, elsewhere: &[&str]) {
+        let fields: Vec<&str> = debug
+            .split([',', '{'])
+            .filter_map(|f| f.split_once(':').map(|(n, _)| n.trim()))
+            .filter(|n| !n.is_empty() && !n.starts_with('['))
+            .filter(|n| !elsewhere.contains(n))
+            .collect();
+        let exported: Vec<&str> = table.iter().map(|e| e.field).collect();
+        let mut sorted_fields = fields.clone();
+        sorted_fields.sort_unstable();
+        let mut sorted_exported = exported.clone();
+        sorted_exported.sort_unstable();
+        assert_eq!(sorted_fields, sorted_exported);
+        let mut seen = std::collections::HashSet::new();
+        let mut prev = "";
+        for e in table {
+            assert!(e.name.starts_with("fors_relay_"), "{}", e.name);
+            assert_eq!(
+                e.name.ends_with("_total"),
+                e.kind == MetricKind::Counter,
+                "{}",
+                e.name
+            );
+            if e.name != prev {
+                assert!(seen.insert(e.name), "{} not adjacent", e.name);
+                assert!(!e.help.is_empty(), "{} has no help", e.name);
+            }
+            prev = e.name;
+        }
+    }
+
+    #[test]
+    fn tables_cover_every_field() {
+        let circuit = format!("{:?}", CircuitMetrics::default());
+        check(
+            CIRCUIT_METRICS,
+            &circuit,
+            &[
+                "circuits",
+                "circuits_created",
+                "cc_circuits",
+                "cells_forwarded",
+                "cells_backward",
+                "xoff_sent",
+                "xon_sent",
+                "ends_sent",
+            ],
+        );
+        check(DNS_METRICS, &format!("{:?}", DnsMetrics::default()), &[]);
+    }
+
+    #[test]
+    fn values_follow_the_table() {
+        let m = CircuitMetrics {
+            oom_kills: 5,
+            streams: 9,
+            ..CircuitMetrics::default()
+        };
+        let v = circuit_metric_values(&m);
+        let at = |f: &str| CIRCUIT_METRICS.iter().position(|e| e.field == f).unwrap();
+        assert_eq!(v[at("oom_kills")], 5);
+        assert_eq!(v[at("streams")], 9);
+        assert_eq!(v.iter().sum::<u64>(), 14);
+        let d = DnsMetrics {
+            timeouts: 3,
+            ..DnsMetrics::default()
+        };
+        let v = dns_metric_values(&d);
+        let at = |f: &str| DNS_METRICS.iter().position(|e| e.field == f).unwrap();
+        assert_eq!(v[at("timeouts")], 3);
+        assert_eq!(DNS_METRICS[at("timeouts")].extra, "cause=\"timeout\"");
+    }
+}
