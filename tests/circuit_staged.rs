@@ -87,9 +87,12 @@ fn many_circuits_packaged_in_one_batch_are_crypted_together_and_arrive_in_order(
         .flat_map(|i| [CircId(0x8000_0001 + i); 3])
         .collect();
     assert_eq!(order, want);
-    let (dropped, multi) = exit.core.stage_counters();
-    assert_eq!(dropped, 0);
-    assert!(multi >= 1, "one call crypted several circuits");
+    let m = exit.core.metrics();
+    assert_eq!(m.staged_cells_dropped, 0);
+    assert!(
+        m.originate_multi_flushes >= 1,
+        "one call crypted several circuits"
+    );
 
     // A second round keeps every circuit's keystream and digest in step.
     let (_, acts) = exit.io(|c, io| {
@@ -148,7 +151,7 @@ fn end_follows_its_data_and_a_dead_circuit_loses_only_its_staged_cells() {
         .collect();
     assert_eq!(bytes, payload(6));
     assert_eq!(
-        exit.core.stage_counters().0,
+        exit.core.metrics().staged_cells_dropped,
         3,
         "circuit 1's three cells dropped"
     );

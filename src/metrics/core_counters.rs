@@ -71,6 +71,10 @@ exported_fields! {
             Counter false "Relay cells recognized and handled here.",
         cells_originated => "fors_relay_cells_originated_total" [""]
             Counter false "Relay cells this relay originated toward clients.",
+        originate_multi_flushes => "fors_relay_originate_multi_calls_total" [""]
+            Counter false "Batches of exit DATA crypted across several circuits in one multi-buffer SHA-1 call.",
+        staged_cells_dropped => "fors_relay_staged_cells_dropped_total" [""]
+            Counter false "Exit DATA cells staged for the multi-circuit crypto call whose circuit closed first.",
         queued_cells => "fors_relay_queued_cells" [""]
             Gauge true "Cells held in circuit and stream queues now.",
         queued_cells_high_water => "fors_relay_queued_cells_peak" [""]

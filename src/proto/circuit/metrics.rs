@@ -54,6 +54,10 @@ pub struct CircuitMetrics {
     pub cells_recognized: u64,
     /// Relay cells we originated (toward the client).
     pub cells_originated: u64,
+    /// Multi-circuit originate calls that crypted cells of several circuits at once.
+    pub originate_multi_flushes: u64,
+    /// Staged exit DATA cells dropped because their circuit closed before the flush.
+    pub staged_cells_dropped: u64,
     /// Cells held in queues now, and the most ever.
     pub queued_cells: u64,
     pub queued_cells_high_water: u64,

@@ -43,10 +43,6 @@ pub(super) struct Stage {
     /// Inverse of `order`: the job index of each staged cell.
     job_of: Vec<u16>,
     tags: Vec<[u8; SENDME_TAG_LEN]>,
-    /// Staged cells whose circuit was gone at flush time (dropped).
-    pub dropped: u64,
-    /// Flushes that crypted more than one circuit's cells in one call.
-    pub multi_flushes: u64,
 }
 
 impl Stage {
@@ -57,8 +53,6 @@ impl Stage {
             rank: Vec::with_capacity(MAX_STAGED),
             job_of: vec![0; MAX_STAGED],
             tags: vec![[0; SENDME_TAG_LEN]; MAX_STAGED],
-            dropped: 0,
-            multi_flushes: 0,
         }
     }
 
@@ -70,8 +64,6 @@ impl Stage {
             rank: Vec::new(),
             job_of: Vec::new(),
             tags: Vec::new(),
-            dropped: 0,
-            multi_flushes: 0,
         }
     }
 }
@@ -141,12 +133,6 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         !self.stage.cells.is_empty()
     }
 
-    /// (cells dropped because their circuit closed before the flush, flushes that crypted
-    /// several circuits' cells in one call).
-    pub fn stage_counters(&self) -> (u64, u64) {
-        (self.stage.dropped, self.stage.multi_flushes)
-    }
-
     /// Crypts every staged cell in one multi-circuit call and sends them in packaging order.
     /// The shard calls it at the end of each I/O batch; the core calls it before any other
     /// cell it originates.
@@ -163,12 +149,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 .and_then(|idx| self.table.get(idx))
                 .is_some_and(|c| c.crypto.is_some())
         });
-        stage.dropped += (before - stage.cells.len()) as u64;
+        self.metrics.staged_cells_dropped += (before - stage.cells.len()) as u64;
         let n = stage.cells.len();
         if n > 0 {
             order_round_robin(&stage.cells, &mut stage.rank, &mut stage.order);
             if stage.cells.iter().any(|c| c.circ != stage.cells[0].circ) {
-                stage.multi_flushes += 1;
+                self.metrics.originate_multi_flushes += 1;
             }
             let mut jobs = Jobs {
                 table: &mut self.table,
