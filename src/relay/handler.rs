@@ -994,7 +994,7 @@ impl RelayHandler {
                 &mut self.chan_rng,
             )
             .ok()?;
-            let id = out.connect(addr).ok()?;
+            let id = out.connect_nodelay(addr).ok()?;
             Some((id, ch))
         });
         let Some((id, channel)) = started else {

@@ -630,7 +630,7 @@ impl<M: Send> Core<M> {
 
     /// Opens an outbound TCP connection: IORING_OP_CONNECT on a non-blocking socket, linked to
     /// a timeout so a silent peer cannot hold the slot forever.
-    pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, OutboxError> {
+    pub fn connect(&mut self, addr: SocketAddr, nodelay: bool) -> Result<ConnId, OutboxError> {
         if self.stopping {
             return Err(OutboxError::NotOpen);
         }
@@ -640,10 +640,10 @@ impl<M: Send> Core<M> {
             None,
         )
         .map_err(|e| OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        // No Nagle, as on accepted sockets (see the listener): channels between relays are
-        // reused in both directions, so an outbound one can carry a CC exit's bursts.
-        sock.set_tcp_nodelay(true)
-            .map_err(|e| OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        if nodelay {
+            sock.set_tcp_nodelay(true)
+                .map_err(|e| OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        }
         let id = self.install(sock, ConnState::Connecting, Some(addr))?;
         let slot = id.slot as usize;
         let c = &mut self.conns[slot];

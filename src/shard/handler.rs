@@ -126,7 +126,15 @@ impl<M: Send> Outbox<'_, M> {
     /// Opens an outbound TCP connection; `on_connected` or `on_closed` follows. Bytes may be
     /// queued with `send` before it is established.
     pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, OutboxError> {
-        self.core.connect(addr)
+        self.core.connect(addr, false)
+    }
+
+    /// [`Outbox::connect`] with Nagle off (TCP_NODELAY), as accepted sockets have it: for
+    /// links whose bursts must not wait for the peer's delayed ACK (Tor channels, which carry
+    /// congestion-controlled circuits in both directions and time SENDMEs). Exit streams keep
+    /// Nagle: it coalesces small writes toward ordinary servers and saves CPU.
+    pub fn connect_nodelay(&mut self, addr: SocketAddr) -> Result<ConnId, OutboxError> {
+        self.core.connect(addr, true)
     }
 
     /// Watches a descriptor the handler owns for readability (`on_readable`). The handler
