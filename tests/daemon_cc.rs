@@ -13,22 +13,14 @@
 mod daemon_common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
+use daemon_common::private_net::{testnet, testnet_skip_reason};
 use daemon_common::{
     free_port, free_port_range_base, http_get, testnet_script, wait_for_file_line, TempDir,
     TestnetGuard,
 };
-
-fn have(cmd: &str, arg: &str) -> bool {
-    Command::new(cmd)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
 
 /// Collects the client's CIRC_BW events into `out` until `stop` exists, then appends the
 /// client's circuit-status (`STATUS <id> <state> <path>`), using testnet.py's controller.
@@ -110,12 +102,8 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 #[test]
 fn c_tor_client_runs_congestion_control_through_a_fors_exit() {
-    if std::env::var_os("FORS_SKIP_TESTNET").is_some()
-        || !have("tor", "--version")
-        || !have("tor-gencert", "--help")
-        || !have("python3", "--version")
-    {
-        eprintln!("tor / tor-gencert / python3 not available (or FORS_SKIP_TESTNET): skipping");
+    if let Some(why) = testnet_skip_reason(&[]) {
+        eprintln!("skipping: {why}");
         return;
     }
     let mb = std::env::var("FORS_CC_MB").unwrap_or_else(|_| "8".into());
@@ -146,16 +134,7 @@ fn c_tor_client_runs_congestion_control_through_a_fors_exit() {
         Duration::from_secs(300),
     );
     assert!(l.contains("Exit") && l.contains(" Running"), "{l}");
-    let run = |args: &[&str]| {
-        let st = Command::new("python3")
-            .arg(testnet_script())
-            .arg("--dir")
-            .arg(&dir)
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "testnet.py {args:?} failed");
-    };
+    let run = |args: &[&str]| testnet(&dir, args);
     run(&["wait", "--pluggable-only", "--timeout", "240"]);
 
     let collector = Collector::start(&dir, tmp.path());

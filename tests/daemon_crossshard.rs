@@ -18,24 +18,16 @@ mod daemon_common;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use daemon_common::private_net::{testnet, testnet_skip_reason};
 use daemon_common::{
     free_port, free_port_range_base, http_get, metric, testnet_script, wait_for_file_line, TempDir,
     TestnetGuard,
 };
 
 const SHARDS: usize = 2;
-
-fn have(cmd: &str, arg: &str) -> bool {
-    Command::new(cmd)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
 
 /// The owner shard of a relay (`fors::relay::handler::cross::owner_shard`) from its hex
 /// fingerprint.
@@ -58,12 +50,8 @@ fn sum(text: &str, family: &str) -> u64 {
 
 #[test]
 fn circuits_cross_shards_on_a_two_shard_middle() {
-    if std::env::var_os("FORS_SKIP_TESTNET").is_some()
-        || !have("tor", "--version")
-        || !have("tor-gencert", "--help")
-        || !have("python3", "--version")
-    {
-        eprintln!("tor / tor-gencert / python3 not available (or FORS_SKIP_TESTNET): skipping");
+    if let Some(why) = testnet_skip_reason(&[]) {
+        eprintln!("skipping: {why}");
         return;
     }
     let tmp = TempDir::new("daemon-crossshard");
@@ -113,16 +101,7 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
         Duration::from_secs(240),
     );
     assert!(l.contains(" Running"), "{l}");
-    let run = |args: &[&str]| {
-        let st = Command::new("python3")
-            .arg(testnet_script())
-            .arg("--dir")
-            .arg(&dir)
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "testnet.py {args:?} failed");
-    };
+    let run = |args: &[&str]| testnet(&dir, args);
     run(&["wait", "--pluggable-only", "--timeout", "180"]);
 
     // Exits ordered so that consecutive ones have different owner shards where possible:

@@ -30,21 +30,13 @@ mod daemon_common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
+use daemon_common::private_net::have;
 use daemon_common::{
     running_as_root, testnet_script, IsolatedNetns, NetnsUnavailable, TempDir, TestnetGuard,
 };
-
-fn have(cmd: &str, arg: &str) -> bool {
-    Command::new(cmd)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
 
 /// Runs `testnet.py --dir DIR ARGS` inside the namespace; its output (also echoed).
 fn testnet(ns: &IsolatedNetns, dir: &Path, args: &[&str]) -> Output {

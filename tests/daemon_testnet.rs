@@ -19,30 +19,18 @@ mod dns_common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use daemon_common::private_net::{testnet, testnet_skip_reason};
 use daemon_common::{
     free_port_range_base, testnet_script, wait_for_file_line, TempDir, TestnetGuard,
 };
 
-fn have(cmd: &str, arg: &str) -> bool {
-    Command::new(cmd)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 #[test]
 fn publishes_to_c_tor_authorities_and_reports_its_listing() {
-    if std::env::var_os("FORS_SKIP_TESTNET").is_some()
-        || !have("tor", "--version")
-        || !have("tor-gencert", "--help")
-        || !have("python3", "--version")
-    {
-        eprintln!("tor / tor-gencert / python3 not available (or FORS_SKIP_TESTNET): skipping");
+    if let Some(why) = testnet_skip_reason(&[]) {
+        eprintln!("skipping: {why}");
         return;
     }
     let tmp = TempDir::new("daemon-testnet");
@@ -135,16 +123,7 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
 
     // A C tor client's traffic through the Fors middle and the Fors exit to a loopback HTTP
     // server, SHA-256 checked both ways by the script.
-    let run = |args: &[&str]| {
-        let st = Command::new("python3")
-            .arg(testnet_script())
-            .arg("--dir")
-            .arg(&dir)
-            .args(args)
-            .status()
-            .unwrap();
-        assert!(st.success(), "testnet.py {args:?} failed");
-    };
+    let run = |args: &[&str]| testnet(&dir, args);
     run(&["wait", "--pluggable-only", "--timeout", "180"]);
     run(&[
         "traffic",

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use super::testnet_script;
 
-fn have(cmd: &str, arg: &str) -> bool {
+/// Whether `cmd arg` runs here (the program exists).
+pub fn have(cmd: &str, arg: &str) -> bool {
     Command::new(cmd)
         .arg(arg)
         .stdout(Stdio::null())
