@@ -253,17 +253,35 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A UDP socket on loopback standing in for the nameserver (5 s read timeout), and a
+    /// resolver config aimed at it with deterministic queries.
+    fn fake_nameserver() -> (UdpSocket, ResolverConfig) {
+        let ns = UdpSocket::bind("127.0.0.1:0").unwrap();
+        ns.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut config = ResolverConfig::new(vec![ns.local_addr().unwrap()]);
+        config.randomize_case = false;
+        config.edns_udp_payload = None;
+        (ns, config)
+    }
+
+    /// The answer to `query`: its header and question with QR|RA set, and one A record
+    /// 127.0.0.2 (TTL 60).
+    fn answer_127_0_0_2(query: &[u8]) -> Vec<u8> {
+        let mut r = query.to_vec();
+        r[2] = 0x81;
+        r[3] = 0x80;
+        r[7] = 1; // ANCOUNT
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 2]);
+        r
+    }
+
     /// A query goes out over the real socket to a fake nameserver on loopback, whose reply
     /// comes back through `read` as a completion for the stream.
     #[test]
     fn round_trip_over_loopback() {
-        let ns = UdpSocket::bind("127.0.0.1:0").unwrap();
-        ns.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        let (ns, config) = fake_nameserver();
         let now = Instant::now();
-        let mut config = ResolverConfig::new(vec![ns.local_addr().unwrap()]);
-        config.randomize_case = false;
-        config.edns_udp_payload = None;
         let mut dns = ExitDns::new(config, now).unwrap();
         let name = crate::exit::dns::DnsName::from_bytes(b"relay.fors.test").unwrap();
         let stream = StreamHandle { idx: 7, gen: 1 };
@@ -273,12 +291,7 @@ mod tests {
         dns.transmit();
         let mut q = [0u8; 512];
         let (n, client) = ns.recv_from(&mut q).unwrap();
-        // Answer: copy the header and question, set QR|RA, one A record 127.0.0.2.
-        let mut r = q[..n].to_vec();
-        r[2] = 0x81;
-        r[3] = 0x80;
-        r[7] = 1; // ANCOUNT
-        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 2]);
+        let r = answer_127_0_0_2(&q[..n]);
         ns.send_to(&r, client).unwrap();
         let mut done = Vec::new();
         for _ in 0..500 {
@@ -302,13 +315,8 @@ mod tests {
     /// late answer is read and dropped without a completion.
     #[test]
     fn cancelled_stream_gets_no_late_answer() {
-        let ns = UdpSocket::bind("127.0.0.1:0").unwrap();
-        ns.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        let (ns, mut config) = fake_nameserver();
         let now = Instant::now();
-        let mut config = ResolverConfig::new(vec![ns.local_addr().unwrap()]);
-        config.randomize_case = false;
-        config.edns_udp_payload = None;
         config.max_inflight = 1;
         let mut dns = ExitDns::new(config, now).unwrap();
         let name = crate::exit::dns::DnsName::from_bytes(b"gone.fors.test").unwrap();

@@ -103,6 +103,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             .is_some_and(|cc| cc.can_send())
     }
 
+    /// Whether circuit `idx` runs CC, and stream `sid` on it, for an XON/XOFF; `None` for an
+    /// unknown stream (ignored, as C does).
+    fn flow_target(&self, idx: u32, sid: u16) -> Option<(bool, StreamHandle)> {
+        Some((self.is_cc(idx), self.streams.find(idx, sid)?))
+    }
+
     /// XOFF from the client (C `circuit_process_stream_xoff`): stop reading the stream's
     /// socket. On a non-CC circuit, for an unknown stream, or as a second XOFF it is
     /// ignored (C: protocol warning). Returns circuit liveness.
@@ -113,8 +119,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         data: &[u8],
         io: &mut CoreIo<'_>,
     ) -> bool {
-        let cc = self.is_cc(idx);
-        let Some(h) = self.streams.find(idx, sid) else {
+        let Some((cc, h)) = self.flow_target(idx, sid) else {
             return true;
         };
         self.metrics.xoff_received += 1;
@@ -143,8 +148,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         data: &[u8],
         io: &mut CoreIo<'_>,
     ) -> bool {
-        let cc = self.is_cc(idx);
-        let Some(h) = self.streams.find(idx, sid) else {
+        let Some((cc, h)) = self.flow_target(idx, sid) else {
             return true;
         };
         self.metrics.xon_received += 1;
