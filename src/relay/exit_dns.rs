@@ -333,12 +333,7 @@ mod tests {
         assert_eq!((dns.pending(), dns.metrics().inflight), (0, 0));
         assert_eq!(dns.metrics().abandoned, 1);
 
-        let mut r = q[..n].to_vec();
-        r[2] = 0x81;
-        r[3] = 0x80;
-        r[7] = 1;
-        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 2]);
-        ns.send_to(&r, client).unwrap();
+        ns.send_to(&answer_127_0_0_2(&q[..n]), client).unwrap();
         let mut done = Vec::new();
         for _ in 0..500 {
             dns.read(now, &mut done);
