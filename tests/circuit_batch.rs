@@ -2,11 +2,9 @@
 
 mod circuit_common;
 
-use std::net::Ipv4Addr;
-
 use circuit_common::*;
 use fors::cell::chan::Created2;
-use fors::cell::relay::msg::{BeginTarget, Extend2, RelayMsg};
+use fors::cell::relay::msg::{Extend2, RelayMsg};
 use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::proto::circuit::{Action, ChanId, ExtendDone, NextHop, ShardIdx};
@@ -164,18 +162,7 @@ fn blocked_socket_holds_data_and_stream_sendmes() {
     );
     let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
     cl.create(&mut exit, Hs::Ntor);
-    let acts = cl.send(
-        &mut exit,
-        0,
-        ChanCmd::RELAY,
-        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
-        3,
-    );
-    let Some(Action::Connect { stream, addr }) = acts.first().cloned() else {
-        panic!("{acts:?}")
-    };
-    let (_, acts) = exit.io(|c, io| c.stream_connected(stream, addr, io).unwrap());
-    cl.open_all(&acts);
+    let stream = cl.open_stream(&mut exit, 3);
     exit.io(|c, io| c.stream_write_blocked(stream, true, io).unwrap());
     let mut replies = vec![];
     for _ in 0..60 {
@@ -254,18 +241,7 @@ fn blocked_client_channel_pauses_exit_reading_until_unblocked() {
     );
     let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
     cl.create(&mut exit, Hs::Ntor);
-    let acts = cl.send(
-        &mut exit,
-        0,
-        ChanCmd::RELAY,
-        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
-        3,
-    );
-    let Some(Action::Connect { stream, addr }) = acts.first().cloned() else {
-        panic!("{acts:?}")
-    };
-    let (_, acts) = exit.io(|c, io| c.stream_connected(stream, addr, io).unwrap());
-    cl.open_all(&acts);
+    let stream = cl.open_stream(&mut exit, 3);
     exit.core.channel_blocked(ChanId(1));
     let (n, acts) = exit.io(|c, io| c.stream_data(stream, b"response", io));
     assert_eq!(n.unwrap(), 0);

@@ -4,10 +4,8 @@
 
 mod circuit_common;
 
-use std::net::Ipv4Addr;
-
 use circuit_common::*;
-use fors::cell::relay::msg::{BeginTarget, RelayMsg, Sendme};
+use fors::cell::relay::msg::{RelayMsg, Sendme};
 use fors::cell::relay::RelayCmd;
 use fors::cell::ChanCmd;
 use fors::crypto::relay::Tor1RelayCrypto;
@@ -17,18 +15,7 @@ fn exchange<C: HopCrypto>(mut exit: Relay<C>, mut cl: Client) {
     // No CC request: this checks tor1 digests with the fixed-window SENDME spacing (every
     // 100 cells); CC circuits (every 31) are covered by tests/circuit_cc.rs.
     cl.create(&mut exit, Hs::NtorV3 { cc: false });
-    let acts = cl.send(
-        &mut exit,
-        0,
-        ChanCmd::RELAY,
-        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
-        1,
-    );
-    let Some(Action::Connect { stream, addr }) = acts.first().cloned() else {
-        panic!("{acts:?}")
-    };
-    let (_, acts) = exit.io(|c, io| c.stream_connected(stream, addr, io).unwrap());
-    assert_eq!(cl.open_all(&acts)[0].1, RelayCmd::CONNECTED);
+    let stream = cl.open_stream(&mut exit, 1);
     // 250 cells client → exit: circuit SENDMEs must carry the client's tags.
     let mut tags = vec![];
     let mut sendmes = vec![];

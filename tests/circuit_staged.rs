@@ -5,14 +5,11 @@
 
 mod circuit_common;
 
-use std::net::Ipv4Addr;
-
 use circuit_common::*;
 use fors::cell::chan::DestroyReason;
-use fors::cell::relay::msg::{BeginTarget, EndReason};
+use fors::cell::relay::msg::EndReason;
 use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
-use fors::proto::circuit::Action;
 use fors::proto::stream::StreamHandle;
 
 /// An exit with `n` circuits from one middle, each with an open stream to 127.0.0.1:80.
@@ -34,18 +31,7 @@ fn exit_with_streams(n: u32) -> (Relay, Vec<(Client, StreamHandle)>) {
     for i in 0..n {
         let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001 + i);
         cl.create(&mut exit, Hs::Ntor);
-        let acts = cl.send(
-            &mut exit,
-            0,
-            ChanCmd::RELAY,
-            &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
-            7,
-        );
-        let Some(Action::Connect { stream, addr }) = acts.first().cloned() else {
-            panic!("{acts:?}")
-        };
-        let (_, acts) = exit.io(|c, io| c.stream_connected(stream, addr, io).unwrap());
-        assert_eq!(cl.open_all(&acts)[0].1, RelayCmd::CONNECTED);
+        let stream = cl.open_stream(&mut exit, 7);
         out.push((cl, stream));
     }
     (exit, out)

@@ -3,6 +3,7 @@
 //! the actions. No sockets.
 #![allow(dead_code)]
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use fors::proto::circuit::{
     Action, CellBody, ChanId, ChanInfo, CircuitConfig, CoreIo, HopCrypto, NetworkView,
     PeerIdentity, RelayCore, RelayIdentity,
 };
+use fors::proto::stream::StreamHandle;
 use sha1::{Digest, Sha1};
 
 type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
@@ -482,6 +484,28 @@ impl Client {
             .expect("client recognizes the cell");
         let m = v0::parse(&body).unwrap();
         (hop, m.cmd, m.stream_id, m.data.to_vec())
+    }
+
+    /// BEGIN to 127.0.0.1:80 as stream `stream_id`; the exit's connect succeeds and we read
+    /// its CONNECTED. Returns the exit's handle for the stream.
+    pub fn open_stream<C: HopCrypto>(
+        &mut self,
+        exit: &mut Relay<C>,
+        stream_id: u16,
+    ) -> StreamHandle {
+        let acts = self.send(
+            exit,
+            0,
+            ChanCmd::RELAY,
+            &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+            stream_id,
+        );
+        let Some(Action::Connect { stream, addr }) = acts.first().cloned() else {
+            panic!("{acts:?}")
+        };
+        let (_, acts) = exit.io(|c, io| c.stream_connected(stream, addr, io).unwrap());
+        assert_eq!(self.open_all(&acts)[0].1, RelayCmd::CONNECTED);
+        stream
     }
 
     /// Decrypts every relay cell for our channel in `actions`.
