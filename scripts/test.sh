@@ -33,7 +33,7 @@ step() { # name, command...
 }
 
 # 2. cargo tests: count individual tests from libtest's result lines.
-if step cargo-test cargo test --workspace --all-targets; then :; else failures+=(cargo-test); fi
+if step cargo-test cargo test --workspace --all-targets --no-fail-fast; then :; else failures+=(cargo-test); fi
 read -r p f < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } } END { print p + 0, f + 0 }' "$LOG_DIR/cargo-test.log")
 passed=$((passed + p)); failed=$((failed + f))
 if [[ " ${failures[*]-} " == *" cargo-test "* && $f -eq 0 ]]; then failed=$((failed + 1)); fi
