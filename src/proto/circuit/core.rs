@@ -344,6 +344,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             windows: Windows::circuit(),
             tags: SendmeTags::default(),
             randomness: SendmeRandomness::new(&mut &mut *rng),
+            staged: 0,
             cc: None,
             streams_head: u32::MAX,
             q_prev: CellQueue::default(),

@@ -32,6 +32,8 @@ pub(super) struct StagedCell {
     pub body: CellBody,
     /// Its SENDME tag must be recorded (it prompts a SENDME from the client).
     pub prompts: bool,
+    /// How many cells of the same circuit were staged before it (its round).
+    pub round: u16,
 }
 
 /// The stage and its scratch space, all allocated once.
@@ -73,11 +75,12 @@ impl Stage {
 /// lanes, while each circuit's own cells keep their order.
 fn order_round_robin(cells: &[StagedCell], rank: &mut Vec<(u32, u16)>, order: &mut Vec<u16>) {
     rank.clear();
-    for (i, c) in cells.iter().enumerate() {
-        // How many earlier cells of the same circuit: at most MAX_STAGED² steps per flush.
-        let k = cells[..i].iter().filter(|o| o.circ == c.circ).count() as u32;
-        rank.push((k, i as u16));
-    }
+    rank.extend(
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (u32::from(c.round), i as u16)),
+    );
     rank.sort_unstable();
     order.clear();
     order.extend(rank.iter().map(|&(_, i)| i));
@@ -121,10 +124,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             self.flush_originated(io);
         }
         let circ = self.table.handle(idx);
+        let Some(c) = self.table.get_mut(idx) else {
+            return;
+        };
+        let round = c.staged;
+        c.staged += 1;
         self.stage.cells.push(StagedCell {
             circ,
             body: *body,
             prompts,
+            round,
         });
     }
 
@@ -141,6 +150,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return;
         }
         let mut stage = std::mem::replace(&mut self.stage, Stage::empty());
+        // Rounds restart at the next stage (a closed circuit's slot is reset on reuse).
+        for c in &stage.cells {
+            if let Some(circ) = self
+                .table
+                .resolve(c.circ)
+                .and_then(|i| self.table.get_mut(i))
+            {
+                circ.staged = 0;
+            }
+        }
         // Drop cells of circuits closed since they were staged (their slot may be reused).
         let before = stage.cells.len();
         stage.cells.retain(|c| {

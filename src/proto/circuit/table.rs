@@ -59,6 +59,8 @@ pub(super) struct Circuit<C> {
     /// not `windows.package`, bounds the DATA we send, and `windows` delivers with the
     /// negotiated `sendme_inc`. Boxed: most circuits (middles, old clients) have none.
     pub cc: Option<Box<CongestionControl>>,
+    /// DATA cells of this circuit in the originate stage now (`staged.rs`); 0 between flushes.
+    pub staged: u16,
     /// Head of this circuit's stream list (stream table slot), or `u32::MAX`.
     pub streams_head: u32,
     /// Cells waiting for the previous-hop channel, and for the next-hop channel.
