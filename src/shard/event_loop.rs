@@ -71,7 +71,13 @@ impl<H: ConnHandler> Shard<H> {
     pub fn new(parts: ShardParts<H::Msg>, handler: H) -> Result<Shard<H>, ShardError> {
         let cfg = parts.cfg;
         let mut b = IoUring::builder();
-        b.setup_cqsize(cfg.cq_entries).setup_submit_all();
+        // TASKRUN_FLAG: the kernel marks the SQ ring when completion work is waiting, so a
+        // non-blocking `submit_and_wait(0)` (handler backlog, e.g. a CREATE2 queue) still
+        // enters with GETEVENTS and runs it. Without it, deferred receive completions would
+        // wait until the backlog clears: an onion flood would stall established circuits.
+        b.setup_cqsize(cfg.cq_entries)
+            .setup_submit_all()
+            .setup_taskrun_flag();
         if parts.features.defer_taskrun {
             // The shard is the only submitter, and completion work runs only when it waits:
             // no inter-processor interrupts into a busy shard.
