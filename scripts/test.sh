@@ -26,8 +26,14 @@ step() { # name, command...
         echo "    ok ($((SECONDS - t0)) s)" >&2
         return 0
     else
-        echo "    FAILED ($((SECONDS - t0)) s); last lines of $LOG_DIR/$name.log:" >&2
-        tail -n 40 "$LOG_DIR/$name.log" >&2
+        echo "    FAILED ($((SECONDS - t0)) s) — $LOG_DIR/$name.log" >&2
+        # What failed comes first (CI may show only the head of this output): failing test
+        # names, panic messages and compile errors, then the log's last lines.
+        awk '/^test .* FAILED$|^---- .* ----$|^error(\[|:)|^Error:/ { print; next }
+             /panicked at/ { print; n = 2; next }
+             n > 0 { print; n-- }' "$LOG_DIR/$name.log" | head -n 40 | sed 's/^/    ! /' >&2
+        echo "    last lines:" >&2
+        tail -n 25 "$LOG_DIR/$name.log" >&2
         return 1
     fi
 }
