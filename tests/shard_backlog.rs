@@ -68,7 +68,10 @@ fn sockets_are_served_while_the_handler_has_a_backlog() {
     let h = &reports[0].handler;
     assert!(got == data, "echo: {} of {} bytes", got.len(), data.len());
     // The echo finished inside the backlog window, so it did not wait for it to end.
-    assert!(still_busy, "the echo took {took:?}, past the backlog window");
+    assert!(
+        still_busy,
+        "the echo took {took:?}, past the backlog window"
+    );
     assert!(h.backlog_batches > 0);
     assert_eq!(h.echo.accepted, 1);
     assert_eq!(reports[0].metrics.shutdown_leaked_ops, 0);
