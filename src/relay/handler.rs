@@ -32,9 +32,12 @@ use std::time::{Instant, SystemTime};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+#[path = "byte_queue.rs"]
+mod byte_queue;
 #[path = "cross.rs"]
 pub mod cross;
 
+use self::byte_queue::ByteQueue;
 pub use self::cross::RelayMsg;
 use self::cross::{
     owner_shard, route_extend, CrossLink, CrossQueue, ExtendFor, ExtendRoute, ProxyTable, Sent,
@@ -150,9 +153,9 @@ struct StreamConn {
     stream: StreamHandle,
     connected: bool,
     /// Read from the socket but not yet taken by the core (its windows were closed).
-    unread: Vec<u8>,
+    unread: ByteQueue,
     /// Bytes the socket did not take yet; the core holds the rest while blocked.
-    unsent: Vec<u8>,
+    unsent: ByteQueue,
     /// The core already forgot the stream (StreamClose): do not report its close.
     forgotten: bool,
 }
@@ -251,6 +254,8 @@ pub struct RelayHandler {
     chan_rng: StdRng,
     core_rng: StdRng,
     actions: Vec<Action>,
+    /// The other half of `actions`' double buffer (see `dispatch`).
+    spare_actions: Vec<Action>,
     events: Vec<ChannelEvent>,
     answers: Vec<(CircId, ChanCmd, [u8; CELL_BODY_LEN])>,
     /// Open relay channels by identity, for extends.
@@ -277,7 +282,7 @@ pub struct RelayHandler {
     streams: HashMap<StreamHandle, ConnId>,
     /// Exit streams whose socket reached EOF while bytes read from it still wait for the
     /// package window: their END goes out after those bytes.
-    draining: HashMap<StreamHandle, (Vec<u8>, EndReason)>,
+    draining: HashMap<StreamHandle, (ByteQueue, EndReason)>,
     /// Connections whose output must be flushed after the current batch of actions.
     dirty: Vec<ConnId>,
     /// The exit resolver; `None` on a non-exit (or if its socket could not be opened).
@@ -325,7 +330,8 @@ impl RelayHandler {
             core,
             chan_rng: StdRng::from_entropy(),
             core_rng: StdRng::from_entropy(),
-            actions: Vec::with_capacity(256),
+            actions: Vec::with_capacity(ACTION_BUF_CAPACITY),
+            spare_actions: Vec::with_capacity(ACTION_BUF_CAPACITY),
             events: Vec::with_capacity(8),
             answers: Vec::with_capacity(8),
             relay_chans: HashMap::new(),
@@ -383,7 +389,10 @@ impl RelayHandler {
 
     /// Runs the core's actions (and those they cause), then flushes touched connections.
     fn dispatch(&mut self, out: &mut Outbox<'_, RelayMsg>) {
-        let mut batch = Vec::new();
+        // The two buffers take turns: actions run from one while new ones collect in the
+        // other, and both keep their allocation (an Action carries a cell body by value, so
+        // growing a fresh buffer on every dispatch reallocated and copied cells).
+        let mut batch = std::mem::take(&mut self.spare_actions);
         for _ in 0..64 {
             if self.actions.is_empty() {
                 // Queues toward other shards may have drained: move held messages and
@@ -398,10 +407,8 @@ impl RelayHandler {
                 self.run_action(a, out);
             }
         }
-        // Keep whichever buffer has the larger allocation.
-        if self.actions.capacity() < batch.capacity() {
-            std::mem::swap(&mut batch, &mut self.actions);
-        }
+        debug_assert!(batch.is_empty());
+        self.spare_actions = batch;
         while let Some(id) = self.dirty.pop() {
             self.flush(id, out);
         }
@@ -449,8 +456,8 @@ impl RelayHandler {
                             kind: Kind::Stream(Box::new(StreamConn {
                                 stream,
                                 connected: false,
-                                unread: Vec::new(),
-                                unsent: Vec::new(),
+                                unread: ByteQueue::new(),
+                                unsent: ByteQueue::new(),
                                 forgotten: false,
                             })),
                             read_paused: false,
@@ -480,12 +487,12 @@ impl RelayHandler {
                 {
                     let bytes = data.as_slice();
                     if !s.unsent.is_empty() {
-                        s.unsent.extend_from_slice(bytes);
+                        s.unsent.push(bytes);
                     } else {
                         match out.send_partial(id, bytes) {
                             Ok(n) if n == bytes.len() => {}
                             Ok(n) => {
-                                s.unsent.extend_from_slice(&bytes[n..]);
+                                s.unsent.push(&bytes[n..]);
                                 blocked = true;
                             }
                             Err(_) => {}
@@ -524,11 +531,12 @@ impl RelayHandler {
                 }
             }
             Action::ResumeStreamRead { stream } => {
-                if let Some((unread, end)) = self.draining.remove(&stream) {
+                if let Some((mut unread, end)) = self.draining.remove(&stream) {
                     let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-                    match self.core.stream_data(stream, &unread, &mut io) {
+                    match self.core.stream_data(stream, unread.as_slice(), &mut io) {
                         Ok(n) if n < unread.len() => {
-                            self.draining.insert(stream, (unread[n..].to_vec(), end));
+                            unread.consume(n);
+                            self.draining.insert(stream, (unread, end));
                         }
                         Ok(_) => {
                             let _ = self.core.stream_closed(stream, end, &mut io);
@@ -540,25 +548,30 @@ impl RelayHandler {
                 let Some(&id) = self.streams.get(&stream) else {
                     return;
                 };
-                // Bytes read before the pause go first.
-                let unread = match self.conn(id) {
+                // Bytes read before the pause go first. The queue is taken out while the core
+                // packages from it (the core may act on other connections meanwhile) and put
+                // back with what it did not take.
+                let mut unread = match self.conn(id) {
                     Some(Conn {
                         kind: Kind::Stream(s),
                         ..
                     }) => std::mem::take(&mut s.unread),
                     _ => return,
                 };
-                let mut rest = unread.as_slice();
-                if !rest.is_empty() {
+                if !unread.is_empty() {
                     let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-                    let n = self.core.stream_data(stream, rest, &mut io).unwrap_or(0);
-                    rest = &rest[n..];
+                    let n = self
+                        .core
+                        .stream_data(stream, unread.as_slice(), &mut io)
+                        .unwrap_or(0);
+                    unread.consume(n);
                 }
                 if let Some(c) = self.conn(id) {
+                    let drained = unread.is_empty();
                     if let Kind::Stream(s) = &mut c.kind {
-                        s.unread = rest.to_vec();
+                        s.unread = unread;
                     }
-                    if rest.is_empty() && c.read_paused && out.resume_read(id).is_ok() {
+                    if drained && c.read_paused && out.resume_read(id).is_ok() {
                         c.read_paused = false;
                     }
                 }
@@ -1296,8 +1309,8 @@ impl RelayHandler {
             }
             Kind::Stream(s) => {
                 if !s.unsent.is_empty() {
-                    if let Ok(n) = out.send_partial(id, &s.unsent) {
-                        s.unsent.drain(..n);
+                    if let Ok(n) = out.send_partial(id, s.unsent.as_slice()) {
+                        s.unsent.consume(n);
                     }
                     if s.unsent.is_empty() && !s.forgotten {
                         stream_drained = Some(s.stream);
@@ -1535,7 +1548,7 @@ impl ConnHandler for RelayHandler {
             Kind::Stream(s) => {
                 let stream = s.stream;
                 if !s.unread.is_empty() {
-                    s.unread.extend_from_slice(data);
+                    s.unread.push(data);
                     return;
                 }
                 let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
@@ -1546,7 +1559,7 @@ impl ConnHandler for RelayHandler {
                             ..
                         }) = self.conn(conn)
                         {
-                            s.unread.extend_from_slice(&data[n..]);
+                            s.unread.push(&data[n..]);
                         }
                     }
                     Ok(_) => {}
@@ -1733,6 +1746,9 @@ impl RelayHandler {
         }
     }
 }
+
+/// Actions buffered per dispatch round before a buffer grows (a full I/O batch of cells).
+const ACTION_BUF_CAPACITY: usize = 1024;
 
 /// How often open channels are checked for idleness (a scan of the circuit table).
 const IDLE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
