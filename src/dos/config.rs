@@ -75,9 +75,6 @@ pub struct DosOptions {
     pub conn_connect_burst: u32,
     /// `DoSConnectionConnectDefenseTimePeriod`, seconds.
     pub conn_connect_defense_time_period: u32,
-    /// `DoSRefuseSingleHopClientRendezvous` (0, 1, auto): accepted and recorded; Fors is
-    /// not a rendezvous point, so it changes nothing.
-    pub refuse_single_hop_client_rendezvous: Option<bool>,
 }
 
 /// The thresholds in force: the torrc where it says so, else the consensus (or its
