@@ -134,6 +134,8 @@ fn mark_until(now: u32, period: u32, rng: &mut impl Rng) -> u32 {
 
 /// The shared per-address table. See the module documentation.
 pub struct ClientAddrTable {
+    /// Second 1 of the table's clock (shared by every shard, so marks mean the same).
+    epoch: std::time::Instant,
     slots: Box<[Slot]>,
     mask: usize,
     hasher: RandomState,
@@ -147,6 +149,7 @@ impl ClientAddrTable {
         let n = slots.clamp(MIN_SLOTS, MAX_SLOTS).next_power_of_two();
         counters.table_slots.store(n as u64, Ordering::Relaxed);
         ClientAddrTable {
+            epoch: std::time::Instant::now(),
             slots: (0..n).map(|_| Slot::default()).collect(),
             mask: n - 1,
             hasher: RandomState::new(),
@@ -161,6 +164,12 @@ impl ClientAddrTable {
         max_connections
             .saturating_mul(2)
             .clamp(MIN_SLOTS, MAX_SLOTS)
+    }
+
+    /// `now` in whole seconds on the table's clock, from 1 (0 means "never" in the slots).
+    pub fn secs(&self, now: std::time::Instant) -> u32 {
+        let s = now.saturating_duration_since(self.epoch).as_secs();
+        u32::try_from(s.saturating_add(1)).unwrap_or(u32::MAX)
     }
 
     pub fn capacity(&self) -> usize {

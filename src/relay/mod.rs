@@ -37,6 +37,7 @@ use crate::config::{
     self, CommandLine, Config, HardwareProfileError, LogDestination, ProfileSearchPath,
 };
 use crate::controlport::{AuthConfig, ControlPortServer, Cookie, HashedPassword, RelayState};
+use crate::dos::ClientAddrTable;
 use crate::exit::policy::ExitPolicy;
 use crate::keys::{spaced_fingerprint, KeyError, KeyParams, RelayKeys};
 use crate::metrics::{MetricsPolicy, MetricsPolicyError, MetricsRegistry, MetricsServer};
@@ -143,6 +144,10 @@ struct Relay {
     metrics_servers: Vec<MetricsServer>,
     metrics: Arc<MetricsRegistry>,
     started: Instant,
+    /// The torrc's DoS options as the shards read them (republished on SIGHUP).
+    dos_options: Arc<SnapshotCell<crate::dos::DosOptions>>,
+    /// The consensus view the shards read (for the DoS heartbeat's thresholds).
+    network: Option<Arc<SnapshotCell<NetworkSnapshot>>>,
 }
 
 impl Relay {
@@ -160,6 +165,7 @@ impl Relay {
             Some(p) => Some(PidFile::write(p)?),
             None => None,
         };
+        let dos_options = config.dos;
         // From here on a failure must remove the pid file: build the rest in a closure.
         let mut relay = Relay {
             cl,
@@ -173,6 +179,8 @@ impl Relay {
             metrics_servers: Vec::new(),
             metrics: Arc::new(MetricsRegistry::new(0, started)),
             started,
+            dos_options: SnapshotCell::new(dos_options),
+            network: None,
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -259,7 +267,14 @@ impl Relay {
         self.metrics = Arc::new(MetricsRegistry::new(shards as usize, started));
         let registry = self.metrics.clone();
         let cell: Arc<SnapshotCell<NetworkSnapshot>> = network.clone();
+        self.network = Some(network.clone());
         let max_connections = rc.shard.max_connections as usize;
+        // One DoS table for all shards: an address's connections land on any shard.
+        let dos_table = Arc::new(ClientAddrTable::new(
+            ClientAddrTable::slots_for(max_connections.saturating_mul(shards as usize)),
+            self.metrics.dos.clone(),
+        ));
+        let dos_options = self.dos_options.clone();
         let circuits = shardcfg::circuit_config(
             profile,
             config.network_timings.extend_allow_private_addresses,
@@ -303,6 +318,8 @@ impl Relay {
                 max_connections,
                 circuits.clone(),
                 dns,
+                dos_table.clone(),
+                dos_options.clone(),
             )
         })
         .map_err(|source| RelayError::Shards { addr, source })?;
@@ -484,6 +501,10 @@ impl Relay {
                 "no"
             }
         );
+        if let Some(net) = &self.network {
+            let cfg = handler::dos_config(&net.load(), self.dos_options.load().as_ref());
+            log_notice!("{}", m.dos.heartbeat(&cfg));
+        }
         let open = crate::metrics::shard::shard_metric_index("conns_open").unwrap_or(0);
         let accepted = crate::metrics::shard::shard_metric_index("accepted").unwrap_or(0);
         for (i, s) in m.shards().iter().enumerate() {
@@ -592,6 +613,9 @@ impl Relay {
                 exit_policy: Box::new(exit_policy),
                 descriptor_changed,
             });
+        }
+        if new.dos != self.config.dos {
+            self.dos_options.publish(new.dos);
         }
         self.config = new;
         self.metrics
