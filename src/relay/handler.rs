@@ -253,10 +253,11 @@ impl ChannelSink for CellSink<'_> {
                 return;
             }
             ChanCmd::DESTROY => self.answers.push((circ_id, cmd, *body)),
-            ChanCmd::CREATE | ChanCmd::CREATE2 | ChanCmd::CREATE_FAST => {
-                if self.dos.is_some() && self.dos_refuses(circ_id, out) {
-                    return;
-                }
+            // The DoS check counts the cell (as C does) and may answer it itself.
+            ChanCmd::CREATE | ChanCmd::CREATE2 | ChanCmd::CREATE_FAST
+                if self.dos.is_some() && self.dos_refuses(circ_id, out) =>
+            {
+                return
             }
             _ => {}
         }
@@ -286,6 +287,14 @@ struct CrossCounters {
     extends_sent: u64,
     /// Circuits closed because an overflow was at its bound.
     overflow_kills: u64,
+}
+
+/// What every shard shares for the DoS defences: the per-address table and the torrc's DoS
+/// options (republished on SIGHUP).
+#[derive(Clone)]
+pub struct DosShared {
+    pub table: Arc<ClientAddrTable>,
+    pub options: Arc<SnapshotCell<DosOptions>>,
 }
 
 /// One shard's relay handler.
@@ -352,11 +361,14 @@ impl RelayHandler {
         max_connections: usize,
         circuits: CircuitConfig,
         dns: Option<ExitDns>,
-        dos: Arc<ClientAddrTable>,
-        dos_options: Arc<SnapshotCell<DosOptions>>,
+        dos: DosShared,
     ) -> RelayHandler {
         let network = SnapshotReader::new(network);
         let snap = network.get().clone();
+        let DosShared {
+            table: dos,
+            options: dos_options,
+        } = dos;
         let dos_options = SnapshotReader::new(dos_options);
         let dos_cfg = dos_config(&snap, dos_options.get());
         let me = RelayIdentity {

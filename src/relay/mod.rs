@@ -318,8 +318,10 @@ impl Relay {
                 max_connections,
                 circuits.clone(),
                 dns,
-                dos_table.clone(),
-                dos_options.clone(),
+                handler::DosShared {
+                    table: dos_table.clone(),
+                    options: dos_options.clone(),
+                },
             )
         })
         .map_err(|source| RelayError::Shards { addr, source })?;
