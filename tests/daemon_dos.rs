@@ -15,7 +15,11 @@
 //!   very cell already (`dos_cc_new_create_cell` runs before `dos_cc_get_defense_type`). While
 //!   marked every CREATE* gets DESTROY reason RESOURCELIMIT (5) without a handshake, so even a
 //!   garbage CREATE2 gets RESOURCELIMIT, not TORPROTOCOL.
-//! * MetricsPort: `tor_relay_dos_total{type=…}` counts exactly what the test saw.
+//! * Only client channels count for circuit creation (`channel_is_client`): a channel that
+//!   authenticates as a relay from a marked address still creates circuits.
+//! * MetricsPort: `tor_relay_dos_total{type=…}` counts exactly what the test saw; SIGUSR1
+//!   logs C's heartbeat line; SIGHUP applies a changed `DoSCircuitCreationDefenseType` (1:
+//!   count only) at once.
 
 mod daemon_common;
 
@@ -25,9 +29,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daemon_common::raw_link::{fixed_cell, netinfo_cell, versions_cell};
-use daemon_common::{free_port, http_get, metric, Fors, TempDir};
+use daemon_common::{free_port, http_get, metric, open_channel_and_create, Fors, TempDir};
 use fors::cell::chan::DestroyReason;
 use fors::cell::{Cell, ChanCmd, Framer};
+use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 
@@ -37,6 +42,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 const A_CIRC: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 const B_OTHER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const C_CONN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
+const D_LOCAL: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 
 /// A client link from a chosen local address (TLS, VERSIONS, NETINFO; no AUTHENTICATE).
 struct Link {
@@ -166,34 +172,19 @@ fn torrc(dir: &Path, or_port: u16, metrics_port: u16) -> String {
     )
 }
 
-fn dos_metric(text: &str, t: &str) -> u64 {
-    metric(text, &format!("tor_relay_dos_total{{type=\"{t}\"}}"))
-        .unwrap_or_else(|| panic!("no tor_relay_dos_total{{type=\"{t}\"}} in:\n{text}"))
-}
-
-#[test]
-fn dos_defences_from_torrc() {
-    let tmp = TempDir::new("dos");
-    let (or_port, m_port) = (free_port(), free_port());
-    let rc = tmp.path().join("torrc");
-    std::fs::write(&rc, torrc(tmp.path(), or_port, m_port)).unwrap();
-    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
-    f.wait_for("the relay is running", Duration::from_secs(120));
-    let relay = SocketAddr::from(([127, 0, 0, 1], or_port));
-    let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
-
-    // ---- circuit creation, address A: one link, twelve CREATE_FASTs in one write.
-    let mut a = Link::open(A_CIRC, relay).expect("link from A");
-    let circs: Vec<u32> = (1..=12).map(|i| 0x8000_0000 | i).collect();
+/// Sends CREATE_FAST on each of `circs` in one write; the circuit IDs answered CREATED_FAST
+/// and those answered DESTROY RESOURCELIMIT, each sorted (any other answer fails).
+fn create_batch(link: &mut Link, circs: &[u32]) -> (Vec<u32>, Vec<u32>) {
     let batch: Vec<u8> = circs
         .iter()
         .flat_map(|&c| fixed_cell(c, ChanCmd::CREATE_FAST, &[9u8; 20]))
         .collect();
-    a.send(&batch).unwrap();
-    let mut created = Vec::new();
-    let mut refused = Vec::new();
+    link.send(&batch).unwrap();
+    let (mut created, mut refused) = (Vec::new(), Vec::new());
     for _ in 0..circs.len() {
-        let (id, cmd, body) = a.read_cell(LIMIT).expect("an answer to each CREATE_FAST");
+        let (id, cmd, body) = link
+            .read_cell(LIMIT)
+            .expect("an answer to each CREATE_FAST");
         match cmd {
             ChanCmd::CREATED_FAST => created.push(id),
             ChanCmd::DESTROY => {
@@ -210,6 +201,39 @@ fn dos_defences_from_torrc() {
     }
     created.sort_unstable();
     refused.sort_unstable();
+    (created, refused)
+}
+
+/// The relay's identities from its DataDirectory.
+fn identities(data: &Path) -> (RsaIdentity, Ed25519Identity) {
+    let fp = std::fs::read_to_string(data.join("fingerprint")).unwrap();
+    let rsa = RsaIdentity::from_hex(fp.split_whitespace().nth(1).unwrap()).unwrap();
+    let ed = std::fs::read_to_string(data.join("fingerprint-ed25519")).unwrap();
+    let ed = Ed25519Identity::from_base64(ed.split_whitespace().nth(1).unwrap()).unwrap();
+    (rsa, ed)
+}
+
+fn dos_metric(text: &str, t: &str) -> u64 {
+    metric(text, &format!("tor_relay_dos_total{{type=\"{t}\"}}"))
+        .unwrap_or_else(|| panic!("no tor_relay_dos_total{{type=\"{t}\"}} in:\n{text}"))
+}
+
+#[test]
+fn dos_defences_from_torrc() {
+    let tmp = TempDir::new("dos");
+    let (or_port, m_port) = (free_port(), free_port());
+    let rc = tmp.path().join("torrc");
+    let rc_text = torrc(tmp.path(), or_port, m_port);
+    std::fs::write(&rc, &rc_text).unwrap();
+    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    f.wait_for("the relay is running", Duration::from_secs(120));
+    let relay = SocketAddr::from(([127, 0, 0, 1], or_port));
+    let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
+
+    // ---- circuit creation, address A: one link, twelve CREATE_FASTs in one write.
+    let mut a = Link::open(A_CIRC, relay).expect("link from A");
+    let circs: Vec<u32> = (1..=12).map(|i| 0x8000_0000 | i).collect();
+    let (created, refused) = create_batch(&mut a, &circs);
     // Burst 5: four served, the fifth marks and is refused (one more token if the batch
     // straddled a second boundary at rate 1/s); the served ones are the first ones.
     let k = created.len();
@@ -228,7 +252,7 @@ fn dos_defences_from_torrc() {
     let (id, cmd, body) = a.read_cell(LIMIT).unwrap();
     assert_eq!((id, cmd), (0x8000_0100, ChanCmd::DESTROY));
     assert_eq!(DestroyReason::from(body[0]), DestroyReason::ResourceLimit);
-    let circ_refused = refused.len() as u64 + 1;
+    let mut circ_refused = refused.len() as u64 + 1;
 
     // ---- another address is unaffected.
     let mut b = Link::open(B_OTHER, relay).expect("link from B");
@@ -273,11 +297,33 @@ fn dos_defences_from_torrc() {
     };
     drop(again);
 
+    // ---- only client channels count: mark 127.0.0.1 with a client link, then a channel
+    // from the same address that authenticates as a relay still creates.
+    let mut d = Link::open(D_LOCAL, relay).expect("client link from 127.0.0.1");
+    let d_circs: Vec<u32> = (0x20..0x2c).map(|i| 0x8000_0000 | i).collect();
+    let (d_created, d_refused) = create_batch(&mut d, &d_circs);
+    assert!((4..=5).contains(&d_created.len()), "{d_created:x?}");
+    circ_refused += d_refused.len() as u64;
+    let (rsa, ed) = identities(&tmp.path().join("data"));
+    let (cmd, _) = open_channel_and_create(relay, rsa, ed, &tmp.path().join("peer"));
+    assert_eq!(
+        cmd,
+        ChanCmd::CREATED_FAST,
+        "a relay channel from a marked address"
+    );
+    let (cmd, reason) = d.create_fast(0x8000_0030).unwrap();
+    assert_eq!(
+        (cmd, reason),
+        (ChanCmd::DESTROY, 5),
+        "the client link stays refused"
+    );
+    circ_refused += 1;
+
     // ---- the MetricsPort counts what we saw.
     let m = http_get(m_addr, "/metrics");
     assert!(m.starts_with("HTTP/1.0 200 OK\r\n"), "{m}");
     assert_eq!(dos_metric(&m, "circuit_rejected"), circ_refused, "{m}");
-    assert_eq!(dos_metric(&m, "marked_address"), 1);
+    assert_eq!(dos_metric(&m, "marked_address"), 2);
     assert_eq!(dos_metric(&m, "concurrent_conn_rejected"), conn_refused);
     assert_eq!(dos_metric(&m, "conn_rejected"), 0);
     assert!(metric(&m, "fors_relay_dos_table_entries").unwrap() >= 3);
@@ -289,7 +335,7 @@ fn dos_defences_from_torrc() {
     let line = f.wait_for("DoS mitigation since startup", Duration::from_secs(30));
     assert!(
         line.contains(&format!(
-            "{circ_refused} circuits rejected, 1 marked addresses"
+            "{circ_refused} circuits rejected, 2 marked addresses"
         )),
         "{line}"
     );
@@ -299,6 +345,34 @@ fn dos_defences_from_torrc() {
         )),
         "{line}"
     );
-    drop((a, b, c_links));
+
+    // ---- SIGHUP: defence type 1 (count only) applies without a restart.
+    std::fs::write(
+        &rc,
+        rc_text.replace(
+            "DoSCircuitCreationBurst 5\n",
+            "DoSCircuitCreationBurst 5\nDoSCircuitCreationDefenseType 1\n",
+        ),
+    )
+    .unwrap();
+    f.signal(libc::SIGHUP);
+    f.wait_for(
+        "DoSCircuitCreation*/DoSConnection* changed; applied",
+        Duration::from_secs(30),
+    );
+    // The shards pick the options up at their next tick (100 ms).
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut circ = 0x8000_0200;
+    loop {
+        circ += 1;
+        match a.create_fast(circ).unwrap() {
+            (ChanCmd::CREATED_FAST, _) => break,
+            (ChanCmd::DESTROY, 5) if Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            other => panic!("after the reload A still gets {other:?}"),
+        }
+    }
+    drop((a, b, c_links, d));
     assert!(f.child.try_wait().unwrap().is_none(), "fors exited");
 }
