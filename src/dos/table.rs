@@ -166,6 +166,9 @@ impl ClientAddrTable {
             .clamp(MIN_SLOTS, MAX_SLOTS)
     }
 
+    /// Bytes one slot takes.
+    pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
     /// `now` in whole seconds on the table's clock, from 1 (0 means "never" in the slots).
     pub fn secs(&self, now: std::time::Instant) -> u32 {
         let s = now.saturating_duration_since(self.epoch).as_secs();
@@ -500,6 +503,19 @@ mod tests {
             ConnDecision::Track(s) => s,
             other => panic!("expected Track, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn slots_are_small() {
+        assert_eq!(ClientAddrTable::SLOT_BYTES, 32);
+        assert_eq!(ClientAddrTable::slots_for(10), MIN_SLOTS);
+        assert_eq!(ClientAddrTable::slots_for(100_000), 200_000);
+        assert_eq!(ClientAddrTable::slots_for(usize::MAX), MAX_SLOTS);
+        let t = ClientAddrTable::new(3000, Arc::new(DosCounters::default()));
+        assert_eq!(t.capacity(), 4096);
+        assert_eq!(t.counters().table_slots.load(Ordering::Relaxed), 4096);
+        let now = std::time::Instant::now();
+        assert!(t.secs(now) >= 1);
     }
 
     #[test]

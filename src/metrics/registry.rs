@@ -572,4 +572,29 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn dos_counters_render_with_c_tor_type_labels() {
+        let reg = MetricsRegistry::new(1, Instant::now());
+        reg.dos.cc_rejected_cells.store(7, Ordering::Relaxed);
+        reg.dos.cc_marked_addrs.store(2, Ordering::Relaxed);
+        reg.dos.conn_concurrent_rejected.store(3, Ordering::Relaxed);
+        reg.dos.conn_connect_rejected.store(4, Ordering::Relaxed);
+        reg.dos.table_slots.store(1024, Ordering::Relaxed);
+        reg.dos.table_full.store(1, Ordering::Relaxed);
+        let text = reg.render(Instant::now());
+        for line in [
+            "# TYPE tor_relay_dos_total counter",
+            "tor_relay_dos_total{type=\"circuit_rejected\"} 7",
+            "tor_relay_dos_total{type=\"marked_address\"} 2",
+            "tor_relay_dos_total{type=\"concurrent_conn_rejected\"} 3",
+            "tor_relay_dos_total{type=\"conn_rejected\"} 4",
+            "tor_relay_dos_total{type=\"conn_marked_address\"} 0",
+            "fors_relay_dos_table_slots 1024",
+            "fors_relay_dos_table_full_total 1",
+            "fors_relay_dos_table_entries 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+    }
 }

@@ -274,6 +274,11 @@ impl Relay {
             ClientAddrTable::slots_for(max_connections.saturating_mul(shards as usize)),
             self.metrics.dos.clone(),
         ));
+        log_info!(
+            "DoS address table: {} slots ({} KiB), shared by all shards.",
+            dos_table.capacity(),
+            dos_table.capacity() * ClientAddrTable::SLOT_BYTES / 1024
+        );
         let dos_options = self.dos_options.clone();
         let circuits = shardcfg::circuit_config(
             profile,
