@@ -129,6 +129,9 @@ pub fn run_main(args: &[String]) -> i32 {
     }
 }
 
+/// How often the DoS heartbeat line is logged unasked: C tor's `HeartbeatPeriod` default.
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(6 * 3600);
+
 /// The running relay (main thread's view).
 struct Relay {
     cl: CommandLine,
@@ -438,6 +441,7 @@ impl Relay {
         // SIGINT starts C tor's delayed shutdown: exit after ShutdownWaitLength, or at once on
         // a second SIGINT or a SIGTERM.
         let mut exit_at: Option<Instant> = None;
+        let mut next_heartbeat = Instant::now() + HEARTBEAT_PERIOD;
         let code = loop {
             let wait = exit_at.map_or(Duration::from_secs(1), |t| {
                 t.saturating_duration_since(Instant::now())
@@ -468,6 +472,10 @@ impl Relay {
                     exit_at = Some(Instant::now() + wait);
                 }
                 Ok(None) => {
+                    if Instant::now() >= next_heartbeat {
+                        next_heartbeat += HEARTBEAT_PERIOD;
+                        self.log_dos_heartbeat();
+                    }
                     if exit_at.is_some_and(|t| Instant::now() >= t) {
                         log_notice!("ShutdownWaitLength is over; shutting down cleanly.");
                         break 0;
@@ -490,6 +498,14 @@ impl Relay {
         code
     }
 
+    /// C tor's DoS heartbeat line (`dos_log_heartbeat`), with the thresholds in force.
+    fn log_dos_heartbeat(&self) {
+        if let Some(net) = &self.network {
+            let cfg = handler::dos_config(&net.load(), self.dos_options.load().as_ref());
+            log_notice!("{}", self.metrics.dos.heartbeat(&cfg));
+        }
+    }
+
     /// SIGUSR1: one summary line per shard and one for the relay.
     fn dump_stats(&self) {
         let m = &self.metrics;
@@ -508,10 +524,7 @@ impl Relay {
                 "no"
             }
         );
-        if let Some(net) = &self.network {
-            let cfg = handler::dos_config(&net.load(), self.dos_options.load().as_ref());
-            log_notice!("{}", m.dos.heartbeat(&cfg));
-        }
+        self.log_dos_heartbeat();
         let open = crate::metrics::shard::shard_metric_index("conns_open").unwrap_or(0);
         let accepted = crate::metrics::shard::shard_metric_index("accepted").unwrap_or(0);
         for (i, s) in m.shards().iter().enumerate() {
