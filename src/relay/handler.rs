@@ -1464,7 +1464,6 @@ impl RelayHandler {
     }
 }
 
-/// Congestion-control parameters from the consensus (C's defaults before one is known).
 /// The DoS thresholds: the torrc's options over the consensus parameters (parsed with
 /// `dir::params`' C defaults and bounds). Runs once per new snapshot, not per cell.
 pub(crate) fn dos_config(snap: &NetworkSnapshot, torrc: &DosOptions) -> DosConfig {
@@ -1478,6 +1477,7 @@ pub(crate) fn dos_config(snap: &NetworkSnapshot, torrc: &DosOptions) -> DosConfi
     DosConfig::resolve(torrc, &params.dos)
 }
 
+/// Congestion-control parameters from the consensus (C's defaults before one is known).
 fn cc_params(snap: &NetworkSnapshot) -> crate::proto::flow::CcParams {
     crate::proto::flow::CcParams::from_lookup(|k| snap.consensus_params.get(k).copied())
 }
