@@ -147,6 +147,18 @@ impl DosConfig {
         }
     }
 
+    /// [`DosConfig::resolve`] over a consensus's raw `params` (`KEY → value`), with
+    /// `dir::params`' C defaults and bounds applied.
+    pub fn from_raw_params(
+        torrc: &DosOptions,
+        raw: &std::collections::BTreeMap<String, i32>,
+    ) -> DosConfig {
+        let args: Vec<String> = raw.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let params = crate::dir::params::ConsensusParams::parse(&args).unwrap_or_default();
+        DosConfig::resolve(torrc, &params.dos)
+    }
+
     /// C `dos_is_enabled`: connections are tracked only while one defence is on.
     pub fn any_enabled(&self) -> bool {
         self.cc_enabled || self.conn_enabled
@@ -229,6 +241,40 @@ mod tests {
             ..DosOptions::default()
         };
         assert!(DosConfig::resolve(&on, &ConsensusParams::default().dos).conn_enabled);
+    }
+
+    #[test]
+    fn raw_consensus_params_are_clamped_like_c() {
+        let raw: std::collections::BTreeMap<String, i32> = [
+            ("DoSConnectionEnabled", 1),
+            ("DoSConnectionMaxConcurrentCount", 0),
+            ("DoSCircuitCreationDefenseType", 9),
+            ("DoSCircuitCreationRate", 6),
+            ("circwindow", 500),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let c = DosConfig::from_raw_params(&DosOptions::default(), &raw);
+        assert!(c.conn_enabled && !c.cc_enabled);
+        // Clamped to C's bounds: MaxConcurrentCount ≥ 1, DefenseType ≤ 2.
+        assert_eq!(c.conn_max_concurrent_count, 1);
+        assert_eq!(c.cc_defense_type, CcDefenseType::RefuseCell);
+        assert_eq!(c.cc_circuit_rate, 6);
+        // The torrc still wins.
+        let t = DosOptions {
+            conn_enabled: Some(false),
+            cc_circuit_rate: 2,
+            ..DosOptions::default()
+        };
+        let c = DosConfig::from_raw_params(&t, &raw);
+        assert!(!c.conn_enabled);
+        assert_eq!(c.cc_circuit_rate, 2);
+        // No consensus yet: the defaults.
+        assert_eq!(
+            DosConfig::from_raw_params(&DosOptions::default(), &Default::default()),
+            DosConfig::default()
+        );
     }
 
     #[test]

@@ -1464,17 +1464,10 @@ impl RelayHandler {
     }
 }
 
-/// The DoS thresholds: the torrc's options over the consensus parameters (parsed with
-/// `dir::params`' C defaults and bounds). Runs once per new snapshot, not per cell.
+/// The DoS thresholds: the torrc's options over the snapshot's consensus parameters. Runs
+/// once per new snapshot, not per cell.
 pub(crate) fn dos_config(snap: &NetworkSnapshot, torrc: &DosOptions) -> DosConfig {
-    let args: Vec<String> = snap
-        .consensus_params
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let params = crate::dir::params::ConsensusParams::parse(&args).unwrap_or_default();
-    DosConfig::resolve(torrc, &params.dos)
+    DosConfig::from_raw_params(torrc, &snap.consensus_params)
 }
 
 /// Congestion-control parameters from the consensus (C's defaults before one is known).
