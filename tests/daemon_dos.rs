@@ -20,6 +20,9 @@
 //! * MetricsPort: `tor_relay_dos_total{type=…}` counts exactly what the test saw; SIGUSR1
 //!   logs C's heartbeat line; SIGHUP applies a changed `DoSCircuitCreationDefenseType` (1:
 //!   count only) at once.
+//!
+//! `connect_rate_marks_an_address` runs a second relay with a small connect bucket for the
+//! connect-rate defence (C 0.4.7+).
 
 mod daemon_common;
 
@@ -375,4 +378,81 @@ fn dos_defences_from_torrc() {
     }
     drop((a, b, c_links, d));
     assert!(f.child.try_wait().unwrap().is_none(), "fors exited");
+}
+
+/// Connect rate (C tor 0.4.7+ `DoSConnectionConnect*`): with `ConnectBurst 3`, `ConnectRate 1`
+/// and `ConnectDefenseTimePeriod 10`, quick connects from one address empty its bucket; the
+/// connect that empties it is still served and marks the address, whose next connections are
+/// closed at accept for 10 s plus 1..5 s of jitter. Another address is unaffected, and the
+/// mark expires.
+#[test]
+fn connect_rate_marks_an_address() {
+    const E_RATE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
+    let tmp = TempDir::new("dos-rate");
+    let (or_port, m_port) = (free_port(), free_port());
+    let rc = tmp.path().join("torrc");
+    let text = torrc(tmp.path(), or_port, m_port)
+        .replace(
+            "DoSConnectionMaxConcurrentCount 3\n",
+            "DoSConnectionConnectRate 1\nDoSConnectionConnectBurst 3\n\
+             DoSConnectionConnectDefenseTimePeriod 10\n",
+        )
+        .replace("DoSCircuitCreationEnabled 1\n", "");
+    std::fs::write(&rc, text).unwrap();
+    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    f.wait_for("the relay is running", Duration::from_secs(120));
+    let relay = SocketAddr::from(([127, 0, 0, 1], or_port));
+    let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
+
+    // Connect and close until a connect is refused: at most the burst plus one token per
+    // second that passed.
+    let start = Instant::now();
+    let mut served = 0u64;
+    let marked_at = loop {
+        match Link::open(E_RATE, relay) {
+            Ok(l) => {
+                drop(l);
+                served += 1;
+                let allowed = 3 + start.elapsed().as_secs() + 1;
+                assert!(
+                    served <= allowed,
+                    "{served} connects served, bucket 3 at 1/s"
+                );
+            }
+            Err(e) => {
+                eprintln!("refused after {served} connects: {e}");
+                break Instant::now();
+            }
+        }
+    };
+    assert!(served >= 3, "refused before the burst was used: {served}");
+    let mut refused = 1u64;
+    // Still marked a few seconds later; another address connects meanwhile.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(Link::open(E_RATE, relay).is_err(), "mark lasts 10 s");
+    refused += 1;
+    drop(Link::open(B_OTHER, relay).expect("another address is unaffected"));
+    // The mark ends after 10..15 s.
+    let end = marked_at + Duration::from_secs(40);
+    loop {
+        match Link::open(E_RATE, relay) {
+            Ok(_) => break,
+            Err(e) if Instant::now() < end => {
+                refused += 1;
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("still refused 40 s after the mark: {e}"),
+        }
+    }
+    assert!(
+        marked_at.elapsed() >= Duration::from_secs(9),
+        "the mark ended after {:?}",
+        marked_at.elapsed()
+    );
+    let m = http_get(m_addr, "/metrics");
+    assert_eq!(dos_metric(&m, "conn_rejected"), refused, "{m}");
+    assert_eq!(dos_metric(&m, "conn_marked_address"), 1);
+    assert_eq!(dos_metric(&m, "concurrent_conn_rejected"), 0);
+    assert_eq!(dos_metric(&m, "circuit_rejected"), 0);
 }
