@@ -10,6 +10,7 @@ pub mod config;
 pub mod controlport;
 pub mod crypto;
 pub mod dir;
+pub mod dos;
 pub mod exit;
 pub mod keys;
 pub mod metrics;

@@ -23,6 +23,18 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("DirAuthority", OptionKind::List),
     ("DirCache", OptionKind::Single),
     ("DirPort", OptionKind::List),
+    ("DoSCircuitCreationBurst", OptionKind::Single),
+    ("DoSCircuitCreationDefenseTimePeriod", OptionKind::Single),
+    ("DoSCircuitCreationDefenseType", OptionKind::Single),
+    ("DoSCircuitCreationEnabled", OptionKind::Single),
+    ("DoSCircuitCreationMinConnections", OptionKind::Single),
+    ("DoSCircuitCreationRate", OptionKind::Single),
+    ("DoSConnectionConnectBurst", OptionKind::Single),
+    ("DoSConnectionConnectDefenseTimePeriod", OptionKind::Single),
+    ("DoSConnectionConnectRate", OptionKind::Single),
+    ("DoSConnectionDefenseType", OptionKind::Single),
+    ("DoSConnectionEnabled", OptionKind::Single),
+    ("DoSConnectionMaxConcurrentCount", OptionKind::Single),
     ("ExitPolicy", OptionKind::List),
     ("ExitPolicyRejectLocalInterfaces", OptionKind::Single),
     ("ExitPolicyRejectPrivate", OptionKind::Single),
@@ -73,7 +85,10 @@ const WHY_CLIENT: &str = "client option; Fors is not a client";
 const WHY_CONTROL: &str =
     "Fors's ControlPort offers only what ControlPort, CookieAuthentication, CookieAuthFile* and \
      HashedControlPassword describe";
-const WHY_DOS: &str = "Fors's DoS defences follow the consensus parameters";
+const WHY_DOS: &str =
+    "Fors has no stream-creation defence (its DoS defences are the DoSCircuitCreation* and \
+     DoSConnection* options)";
+const WHY_RENDEZVOUS: &str = "Fors is not a rendezvous point (no onion-service support)";
 const WHY_DNS: &str = "Fors's exit resolver has no hijack detection or test lookups";
 const WHY_SANDBOX: &str = "process hardening is left to the systemd unit";
 
@@ -105,19 +120,7 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("DisableAllSwap", WHY_SANDBOX),
     ("DisableDebuggerAttachment", WHY_SANDBOX),
     ("DisableOOSCheck", WHY_TUNING),
-    ("DoSCircuitCreationBurst", WHY_DOS),
-    ("DoSCircuitCreationDefenseTimePeriod", WHY_DOS),
-    ("DoSCircuitCreationDefenseType", WHY_DOS),
-    ("DoSCircuitCreationEnabled", WHY_DOS),
-    ("DoSCircuitCreationMinConnections", WHY_DOS),
-    ("DoSCircuitCreationRate", WHY_DOS),
-    ("DoSConnectionConnectBurst", WHY_DOS),
-    ("DoSConnectionConnectDefenseTimePeriod", WHY_DOS),
-    ("DoSConnectionConnectRate", WHY_DOS),
-    ("DoSConnectionDefenseType", WHY_DOS),
-    ("DoSConnectionEnabled", WHY_DOS),
-    ("DoSConnectionMaxConcurrentCount", WHY_DOS),
-    ("DoSRefuseSingleHopClientRendezvous", WHY_DOS),
+    ("DoSRefuseSingleHopClientRendezvous", WHY_RENDEZVOUS),
     ("DoSStreamCreationBurst", WHY_DOS),
     ("DoSStreamCreationDefenseType", WHY_DOS),
     ("DoSStreamCreationEnabled", WHY_DOS),

@@ -9,6 +9,7 @@ use super::port::{parse_listen_port, parse_or_port, ListenPort, OrPort};
 use super::testnet::NetworkTimings;
 use super::units::{parse_interval, parse_memunit};
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
+use crate::dos::DosOptions;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -146,6 +147,8 @@ pub struct Config {
     pub max_mem_in_queues: u64,
     pub shutdown_wait_length: Duration,
     pub user: Option<String>,
+    /// `DoSCircuitCreation*` / `DoSConnection*`: overrides of the consensus DoS parameters.
+    pub dos: DosOptions,
 }
 
 impl Config {
@@ -494,9 +497,84 @@ impl Builder<'_> {
             max_mem_in_queues,
             shutdown_wait_length,
             user,
+            dos: self.dos_options()?,
         };
         self.final_checks(&cfg)?;
         Ok(cfg)
+    }
+
+    /// C tor's `AUTOBOOL`: 0, 1 or auto (`None`).
+    fn autobool(&self, name: &'static str) -> Result<Option<bool>, ConfigError> {
+        match self.raw.single(name) {
+            None => Ok(None),
+            Some(v) => match v.value.to_ascii_lowercase().as_str() {
+                "auto" => Ok(None),
+                "0" => Ok(Some(false)),
+                "1" => Ok(Some(true)),
+                _ => Err(bad(name, v, "allowed values are 0, 1, and auto")),
+            },
+        }
+    }
+
+    /// C tor's `POSINT`: 0 to 2147483647 (0 is the default).
+    fn posint(&self, name: &'static str) -> Result<u32, ConfigError> {
+        match self.raw.single(name) {
+            None => Ok(0),
+            Some(v) => v
+                .value
+                .parse::<u32>()
+                .ok()
+                .filter(|&n| n <= i32::MAX as u32)
+                .ok_or_else(|| bad(name, v, "expected an integer from 0 to 2147483647")),
+        }
+    }
+
+    /// A time interval in seconds (C `INTERVAL`: "3600", "1 hour"...); 0 when unset.
+    fn interval_secs(&self, name: &'static str) -> Result<u32, ConfigError> {
+        match self.raw.single(name) {
+            None => Ok(0),
+            Some(v) => parse_interval(&v.value)
+                .map(|d| d.as_secs() as u32)
+                .map_err(|e| bad(name, v, e)),
+        }
+    }
+
+    /// A DoS defence type: 0 (use the consensus), 1 (none) or 2 (act). C reads any integer
+    /// and treats everything but 2 as "none"; Fors refuses the meaningless values.
+    fn defense_type(&self, name: &'static str) -> Result<u32, ConfigError> {
+        match self.raw.single(name) {
+            None => Ok(0),
+            Some(v) => match v.value.trim() {
+                "0" => Ok(0),
+                "1" => Ok(1),
+                "2" => Ok(2),
+                _ => Err(bad(
+                    name,
+                    v,
+                    "allowed values are 0 (consensus), 1 (none) and 2 (defend)",
+                )),
+            },
+        }
+    }
+
+    /// The `DoS*` options (C `dos_options.inc`): each unset / auto / 0 defers to the
+    /// consensus parameter of the same name.
+    fn dos_options(&self) -> Result<DosOptions, ConfigError> {
+        Ok(DosOptions {
+            cc_enabled: self.autobool("DoSCircuitCreationEnabled")?,
+            cc_min_concurrent_conn: self.posint("DoSCircuitCreationMinConnections")?,
+            cc_circuit_rate: self.posint("DoSCircuitCreationRate")?,
+            cc_circuit_burst: self.posint("DoSCircuitCreationBurst")?,
+            cc_defense_type: self.defense_type("DoSCircuitCreationDefenseType")?,
+            cc_defense_time_period: self.interval_secs("DoSCircuitCreationDefenseTimePeriod")?,
+            conn_enabled: self.autobool("DoSConnectionEnabled")?,
+            conn_max_concurrent_count: self.posint("DoSConnectionMaxConcurrentCount")?,
+            conn_defense_type: self.defense_type("DoSConnectionDefenseType")?,
+            conn_connect_rate: self.posint("DoSConnectionConnectRate")?,
+            conn_connect_burst: self.posint("DoSConnectionConnectBurst")?,
+            conn_connect_defense_time_period: self
+                .interval_secs("DoSConnectionConnectDefenseTimePeriod")?,
+        })
     }
 
     fn or_ports(&mut self) -> Result<Vec<OrPort>, ConfigError> {

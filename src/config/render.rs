@@ -32,6 +32,14 @@ fn opt<T: ToString>(v: &Option<T>) -> Vec<String> {
     v.iter().map(ToString::to_string).collect()
 }
 
+fn autobool(v: Option<bool>) -> Vec<String> {
+    one(match v {
+        None => "auto",
+        Some(true) => "1",
+        Some(false) => "0",
+    })
+}
+
 fn path(p: &Option<std::path::PathBuf>) -> Vec<String> {
     p.iter().map(|p| p.display().to_string()).collect()
 }
@@ -135,6 +143,18 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "DirAuthority" => c.dir_authorities.iter().map(dir_authority).collect(),
         "DirCache" => b(c.dir_cache),
         "DirPort" => c.dir_ports.iter().map(listen_port).collect(),
+        "DoSCircuitCreationBurst" => one(c.dos.cc_circuit_burst),
+        "DoSCircuitCreationDefenseTimePeriod" => one(c.dos.cc_defense_time_period),
+        "DoSCircuitCreationDefenseType" => one(c.dos.cc_defense_type),
+        "DoSCircuitCreationEnabled" => autobool(c.dos.cc_enabled),
+        "DoSCircuitCreationMinConnections" => one(c.dos.cc_min_concurrent_conn),
+        "DoSCircuitCreationRate" => one(c.dos.cc_circuit_rate),
+        "DoSConnectionConnectBurst" => one(c.dos.conn_connect_burst),
+        "DoSConnectionConnectDefenseTimePeriod" => one(c.dos.conn_connect_defense_time_period),
+        "DoSConnectionConnectRate" => one(c.dos.conn_connect_rate),
+        "DoSConnectionDefenseType" => one(c.dos.conn_defense_type),
+        "DoSConnectionEnabled" => autobool(c.dos.conn_enabled),
+        "DoSConnectionMaxConcurrentCount" => one(c.dos.conn_max_concurrent_count),
         "ExitPolicy" => c.exit_policy.iter().map(|(s, _)| s.clone()).collect(),
         "ExitPolicyRejectLocalInterfaces" => b(c.exit_policy_reject_local_interfaces),
         "ExitPolicyRejectPrivate" => b(c.exit_policy_reject_private),

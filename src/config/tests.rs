@@ -245,6 +245,18 @@ fn bad_values_name_file_line_and_option() {
         ("MaxMemInQueues 5 zettabytes", "for MaxMemInQueues"),
         ("ShutdownWaitLength forever", "for ShutdownWaitLength"),
         ("User \"two words\"", "for User"),
+        ("DoSCircuitCreationEnabled yes", "torrc:3: bad value \"yes\" for DoSCircuitCreationEnabled: allowed values are 0, 1, and auto"),
+        ("DoSConnectionEnabled 2", "for DoSConnectionEnabled"),
+        ("DoSCircuitCreationBurst -1", "torrc:3: bad value \"-1\" for DoSCircuitCreationBurst: expected an integer from 0 to 2147483647"),
+        ("DoSCircuitCreationRate 2147483648", "for DoSCircuitCreationRate"),
+        ("DoSCircuitCreationMinConnections many", "for DoSCircuitCreationMinConnections"),
+        ("DoSConnectionMaxConcurrentCount 1.5", "for DoSConnectionMaxConcurrentCount"),
+        ("DoSConnectionConnectRate x", "for DoSConnectionConnectRate"),
+        ("DoSConnectionConnectBurst -3", "for DoSConnectionConnectBurst"),
+        ("DoSCircuitCreationDefenseType 3", "torrc:3: bad value \"3\" for DoSCircuitCreationDefenseType: allowed values are 0 (consensus), 1 (none) and 2 (defend)"),
+        ("DoSConnectionDefenseType -1", "for DoSConnectionDefenseType"),
+        ("DoSCircuitCreationDefenseTimePeriod 1 fortnightish", "for DoSCircuitCreationDefenseTimePeriod"),
+        ("DoSConnectionConnectDefenseTimePeriod 100 years", "for DoSConnectionConnectDefenseTimePeriod"),
     ];
     for (text, want) in cases {
         let e = err(text);
@@ -520,4 +532,49 @@ fn chutney_style_exit_torrc() {
     assert!(w
         .iter()
         .any(|w| w.message.starts_with("DirPort is accepted")));
+}
+
+#[test]
+fn dos_options_override_the_consensus() {
+    use crate::dos::{DosConfig, DosOptions};
+    // Unset: every value defers to the consensus.
+    assert_eq!(ok("").dos, DosOptions::default());
+    let c = ok(
+        "DoSCircuitCreationEnabled 1\nDoSCircuitCreationMinConnections 1\n\
+                DoSCircuitCreationRate 1\nDoSCircuitCreationBurst 5\n\
+                DoSCircuitCreationDefenseType 2\nDoSCircuitCreationDefenseTimePeriod 2 hours\n\
+                DoSConnectionEnabled auto\nDoSConnectionMaxConcurrentCount 3\n\
+                DoSConnectionDefenseType 1\nDoSConnectionConnectRate 7\n\
+                DoSConnectionConnectBurst 9\nDoSConnectionConnectDefenseTimePeriod 600\n\
+                DoSRefuseSingleHopClientRendezvous 1\n",
+    );
+    let d = c.dos;
+    assert_eq!(d.cc_enabled, Some(true));
+    assert_eq!(
+        (
+            d.cc_min_concurrent_conn,
+            d.cc_circuit_rate,
+            d.cc_circuit_burst
+        ),
+        (1, 1, 5)
+    );
+    assert_eq!((d.cc_defense_type, d.cc_defense_time_period), (2, 7200));
+    assert_eq!(d.conn_enabled, None);
+    assert_eq!((d.conn_max_concurrent_count, d.conn_defense_type), (3, 1));
+    assert_eq!(
+        (
+            d.conn_connect_rate,
+            d.conn_connect_burst,
+            d.conn_connect_defense_time_period
+        ),
+        (7, 9, 600)
+    );
+    // With the consensus defaults underneath: connections stay off ("auto"), circuits on.
+    let eff = DosConfig::resolve(&d, &crate::dir::params::ConsensusParams::default().dos);
+    assert!(eff.cc_enabled && !eff.conn_enabled);
+    assert_eq!(eff.conn_max_concurrent_count, 3);
+    assert_eq!(eff.cc_defense_time_period, 7200);
+    // GETCONF shows what the torrc says.
+    let v = render::conf_value(&c, "DoSConnectionEnabled").unwrap();
+    assert!(format!("{v:?}").contains("auto"), "{v:?}");
 }

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::core_counters::{ExportedMetric, CIRCUIT_METRICS, DNS_METRICS};
 use super::shard::{MetricKind, ShardStats, SHARD_METRIC_KINDS, SHARD_METRIC_NAMES};
+use crate::dos::DosCounters;
 use crate::proto::circuit::metrics::END_REASON_LABELS;
 
 /// Relay-wide values kept by the control plane.
@@ -40,6 +41,8 @@ pub struct MetricsRegistry {
     started: Instant,
     shards: Vec<Arc<ShardStats>>,
     pub relay: RelayGauges,
+    /// The DoS defences' counters, shared with the DoS table.
+    pub dos: Arc<DosCounters>,
 }
 
 struct Family<'a> {
@@ -122,6 +125,7 @@ impl MetricsRegistry {
                 .map(|_| Arc::new(ShardStats::default()))
                 .collect(),
             relay: RelayGauges::default(),
+            dos: Arc::new(DosCounters::default()),
         }
     }
 
@@ -380,6 +384,7 @@ impl MetricsRegistry {
         for (name, kind, help, v) in relay {
             f.single(name, kind, help, g(v));
         }
+        render_dos(&mut f, &self.dos);
 
         let per_shard: Vec<[u64; super::shard::SHARD_METRIC_COUNT]> =
             self.shards.iter().map(|s| s.values()).collect();
@@ -399,6 +404,61 @@ impl MetricsRegistry {
             }
         }
         out
+    }
+}
+
+/// C tor's `tor_relay_dos_total{type=…}` (relay_metrics.c, same type labels where Fors has
+/// the counter), plus the shared table's use.
+fn render_dos(f: &mut Family<'_>, d: &DosCounters) {
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    f.header(
+        "tor_relay_dos_total",
+        MetricKind::Counter,
+        "DoS defence actions (C tor names): circuits and connections refused, addresses marked.",
+    );
+    for (t, v) in [
+        ("circuit_rejected", &d.cc_rejected_cells),
+        ("marked_address", &d.cc_marked_addrs),
+        ("conn_rejected", &d.conn_connect_rejected),
+        ("concurrent_conn_rejected", &d.conn_concurrent_rejected),
+        ("conn_marked_address", &d.conn_marked_addrs),
+    ] {
+        f.value("tor_relay_dos_total", &format!("type=\"{t}\""), g(v));
+    }
+    let gauges: [(&str, MetricKind, &str, &AtomicU64); 5] = [
+        (
+            "fors_relay_dos_table_entries",
+            MetricKind::Gauge,
+            "Slots of the shared DoS address table holding an address.",
+            &d.table_entries,
+        ),
+        (
+            "fors_relay_dos_table_slots",
+            MetricKind::Gauge,
+            "Slots of the shared DoS address table.",
+            &d.table_slots,
+        ),
+        (
+            "fors_relay_dos_tracked_connections",
+            MetricKind::Gauge,
+            "Incoming connections counted by the DoS defences now.",
+            &d.tracked_connections,
+        ),
+        (
+            "fors_relay_dos_table_full_total",
+            MetricKind::Counter,
+            "Connections served untracked because the DoS table had no room (fail open).",
+            &d.table_full,
+        ),
+        (
+            "fors_relay_dos_table_reclaims_total",
+            MetricKind::Counter,
+            "Idle DoS table slots given to another address.",
+            &d.table_reclaims,
+        ),
+    ];
+    for (name, kind, help, v) in gauges {
+        f.single(name, kind, help, g(v));
     }
 }
 
@@ -510,6 +570,31 @@ mod tests {
                 let family = name.split('{').next().unwrap();
                 assert!(types.contains(family), "sample before TYPE: {line}");
             }
+        }
+    }
+
+    #[test]
+    fn dos_counters_render_with_c_tor_type_labels() {
+        let reg = MetricsRegistry::new(1, Instant::now());
+        reg.dos.cc_rejected_cells.store(7, Ordering::Relaxed);
+        reg.dos.cc_marked_addrs.store(2, Ordering::Relaxed);
+        reg.dos.conn_concurrent_rejected.store(3, Ordering::Relaxed);
+        reg.dos.conn_connect_rejected.store(4, Ordering::Relaxed);
+        reg.dos.table_slots.store(1024, Ordering::Relaxed);
+        reg.dos.table_full.store(1, Ordering::Relaxed);
+        let text = reg.render(Instant::now());
+        for line in [
+            "# TYPE tor_relay_dos_total counter",
+            "tor_relay_dos_total{type=\"circuit_rejected\"} 7",
+            "tor_relay_dos_total{type=\"marked_address\"} 2",
+            "tor_relay_dos_total{type=\"concurrent_conn_rejected\"} 3",
+            "tor_relay_dos_total{type=\"conn_rejected\"} 4",
+            "tor_relay_dos_total{type=\"conn_marked_address\"} 0",
+            "fors_relay_dos_table_slots 1024",
+            "fors_relay_dos_table_full_total 1",
+            "fors_relay_dos_table_entries 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
         }
     }
 }

@@ -49,6 +49,9 @@ use crate::cell::chan::DestroyReason;
 use crate::cell::relay::msg::EndReason;
 use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use crate::crypto::ids::RsaIdentity;
+use crate::dos::{
+    AddrSlot, CircCreateDecision, ClientAddrTable, ConnDecision, DosConfig, DosOptions,
+};
 use crate::exit::dns::{Answer, DnsFailure, FailureCause, HostRequest, Resolution};
 use crate::metrics::ShardStats;
 use crate::proto::channel::idle;
@@ -146,6 +149,9 @@ struct ChanConn {
     overflow: VecDeque<(CircId, ChanCmd, [u8; CELL_BODY_LEN])>,
     /// Closes the channel once it has carried no circuit for a while (set when it opens).
     idle: Option<ChannelIdleTimer>,
+    /// Its address's entry in the shared DoS table (incoming channels, while a defence is
+    /// on); released on close.
+    dos_slot: Option<AddrSlot>,
 }
 
 /// An exit stream's TCP connection.
@@ -188,6 +194,43 @@ struct CellSink<'a> {
     /// CREATED*/DESTROY cells that may answer one of our extends.
     answers: &'a mut Vec<(CircId, ChanCmd, [u8; CELL_BODY_LEN])>,
     now: Instant,
+    /// Set on tracked incoming channels while the circuit-creation defence is on.
+    dos: Option<DosCheck<'a>>,
+}
+
+/// What a channel's CREATE cells are checked against (C `dos_cc_new_create_cell` and
+/// `dos_cc_get_defense_type` in `command_process_create_cell`).
+struct DosCheck<'a> {
+    table: &'a ClientAddrTable,
+    slot: AddrSlot,
+    cfg: DosConfig,
+    /// Seconds on the table's clock.
+    now: u32,
+}
+
+impl CellSink<'_> {
+    /// The circuit-creation defence for one CREATE* cell; true if it was answered with
+    /// DESTROY (RESOURCELIMIT) and must not reach the core.
+    fn dos_refuses(&mut self, circ_id: CircId, out: &mut CellQueue) -> bool {
+        let Some(d) = &self.dos else { return false };
+        // Only channels from clients (peers that did not authenticate as relays) count.
+        if self.info.peer != PeerIdentity::Client || self.info.we_initiated {
+            return false;
+        }
+        // C counts the cell before validating it...
+        d.table.note_create_cell(d.slot, &d.cfg, d.now, self.rng);
+        // ...and drops a zero or in-use circuit ID before the defence (the core does).
+        if circ_id.is_zero() || self.core.circ_id_in_use(self.info.id, circ_id) {
+            return false;
+        }
+        if d.table.create_defense(d.slot, &d.cfg, d.now) == CircCreateDecision::Refuse {
+            let body = crate::proto::circuit::destroy_body(DestroyReason::ResourceLimit);
+            // A full queue drops the answer: the client times the circuit out instead.
+            let _ = out.send_cell(circ_id, ChanCmd::DESTROY, &body);
+            return true;
+        }
+        false
+    }
 }
 
 impl ChannelSink for CellSink<'_> {
@@ -196,7 +239,7 @@ impl ChannelSink for CellSink<'_> {
         circ_id: CircId,
         cmd: ChanCmd,
         body: &mut [u8; CELL_BODY_LEN],
-        _out: &mut CellQueue,
+        out: &mut CellQueue,
     ) {
         if !self.proxy.is_empty() {
             if let Some((shard, circ)) = self.proxy.get(self.conn, circ_id) {
@@ -213,6 +256,12 @@ impl ChannelSink for CellSink<'_> {
                 return;
             }
             ChanCmd::DESTROY => self.answers.push((circ_id, cmd, *body)),
+            // The DoS check counts the cell (as C does) and may answer it itself.
+            ChanCmd::CREATE | ChanCmd::CREATE2 | ChanCmd::CREATE_FAST
+                if self.dos.is_some() && self.dos_refuses(circ_id, out) =>
+            {
+                return
+            }
             _ => {}
         }
         let mut io = CoreIo::new(self.now, self.rng, self.actions);
@@ -241,6 +290,14 @@ struct CrossCounters {
     extends_sent: u64,
     /// Circuits closed because an overflow was at its bound.
     overflow_kills: u64,
+}
+
+/// What every shard shares for the DoS defences: the per-address table and the torrc's DoS
+/// options (republished on SIGHUP).
+#[derive(Clone)]
+pub struct DosShared {
+    pub table: Arc<ClientAddrTable>,
+    pub options: Arc<SnapshotCell<DosOptions>>,
 }
 
 /// One shard's relay handler.
@@ -294,6 +351,11 @@ pub struct RelayHandler {
     /// Channels that carry a circuit (refilled at each idle check; kept for its capacity).
     chans_in_use: HashSet<ChanId>,
     next_idle_check: Option<Instant>,
+    /// The DoS table all shards share, the torrc's DoS options (replaced on SIGHUP), and
+    /// the thresholds in force (torrc over the consensus; recomputed when either changes).
+    dos: Arc<ClientAddrTable>,
+    dos_options: SnapshotReader<DosOptions>,
+    dos_cfg: DosConfig,
 }
 
 impl RelayHandler {
@@ -304,9 +366,16 @@ impl RelayHandler {
         max_connections: usize,
         circuits: CircuitConfig,
         dns: Option<ExitDns>,
+        dos: DosShared,
     ) -> RelayHandler {
         let network = SnapshotReader::new(network);
         let snap = network.get().clone();
+        let DosShared {
+            table: dos,
+            options: dos_options,
+        } = dos;
+        let dos_options = SnapshotReader::new(dos_options);
+        let dos_cfg = dos_config(&snap, dos_options.get());
         let me = RelayIdentity {
             rsa: snap.link.rsa_identity(),
             ed: snap.link.ed25519_identity(),
@@ -356,7 +425,15 @@ impl RelayHandler {
             cells_dropped_full: 0,
             chans_in_use: HashSet::new(),
             next_idle_check: None,
+            dos,
+            dos_options,
+            dos_cfg,
         }
+    }
+
+    /// The DoS thresholds this shard applies now.
+    pub fn dos_config(&self) -> &DosConfig {
+        &self.dos_cfg
     }
 
     /// The snapshot this shard currently uses.
@@ -1026,6 +1103,7 @@ impl RelayHandler {
                     blocked: false,
                     overflow: VecDeque::new(),
                     idle: None,
+                    dos_slot: None,
                 })),
                 read_paused: false,
                 closing: false,
@@ -1332,9 +1410,14 @@ impl RelayHandler {
     }
 
     fn refresh_snapshot(&mut self) {
+        let options_changed = self.dos_options.refresh();
         if !self.network.refresh() {
+            if options_changed {
+                self.dos_cfg = dos_config(self.network.get(), self.dos_options.get());
+            }
             return;
         }
+        self.dos_cfg = dos_config(self.network.get(), self.dos_options.get());
         self.stats
             .handler
             .snapshots_taken
@@ -1394,6 +1477,12 @@ impl RelayHandler {
     }
 }
 
+/// The DoS thresholds: the torrc's options over the snapshot's consensus parameters. Runs
+/// once per new snapshot, not per cell.
+pub(crate) fn dos_config(snap: &NetworkSnapshot, torrc: &DosOptions) -> DosConfig {
+    DosConfig::from_raw_params(torrc, &snap.consensus_params)
+}
+
 /// Congestion-control parameters from the consensus (C's defaults before one is known).
 fn cc_params(snap: &NetworkSnapshot) -> crate::proto::flow::CcParams {
     crate::proto::flow::CcParams::from_lookup(|k| snap.consensus_params.get(k).copied())
@@ -1446,8 +1535,34 @@ impl ConnHandler for RelayHandler {
             .handler
             .connections_seen
             .fetch_add(1, Ordering::Relaxed);
+        // C tor checks the DoS state at accept, before any TLS, and starts counting the
+        // connection at once (connection.c, channeltls.c).
+        let dos_slot = match self.dos.on_accept(
+            peer.ip(),
+            &self.dos_cfg,
+            self.dos.secs(Instant::now()),
+            &mut self.core_rng,
+        ) {
+            ConnDecision::Track(slot) => Some(slot),
+            ConnDecision::Untracked => None,
+            ConnDecision::Refuse(why) => {
+                log_debug!(
+                    "shard {}: DoS defence closed a new connection ({why:?})",
+                    self.shard.0
+                );
+                self.stats
+                    .handler
+                    .connections_closed_unserved
+                    .fetch_add(1, Ordering::Relaxed);
+                let _ = out.close(conn);
+                return;
+            }
+        };
         let ctx = self.network.get().link.clone();
         let Some(entry) = self.conns.get_mut(conn.slot() as usize) else {
+            if let Some(s) = dos_slot {
+                self.dos.on_close(s);
+            }
             let _ = out.close(conn);
             return;
         };
@@ -1464,12 +1579,16 @@ impl ConnHandler for RelayHandler {
                         blocked: false,
                         overflow: VecDeque::new(),
                         idle: None,
+                        dos_slot,
                     })),
                     read_paused: false,
                     closing: false,
                 });
             }
             Err(e) => {
+                if let Some(s) = dos_slot {
+                    self.dos.on_close(s);
+                }
                 log_info!("shard {}: cannot start a channel: {e}", self.shard.0);
                 self.stats
                     .handler
@@ -1535,6 +1654,15 @@ impl ConnHandler for RelayHandler {
                     events: &mut self.events,
                     answers: &mut self.answers,
                     now,
+                    dos: ch
+                        .dos_slot
+                        .filter(|_| self.dos_cfg.cc_enabled)
+                        .map(|slot| DosCheck {
+                            table: &self.dos,
+                            slot,
+                            cfg: self.dos_cfg,
+                            now: self.dos.secs(now),
+                        }),
                 };
                 // An error has already closed the channel and reported `Closed`.
                 let _ = ch
@@ -1588,6 +1716,9 @@ impl ConnHandler for RelayHandler {
         let Some(c) = slot.take() else { return };
         match c.kind {
             Kind::Channel(mut ch) => {
+                if let Some(s) = ch.dos_slot.take() {
+                    self.dos.on_close(s);
+                }
                 // Only a close the channel did not already report has a reason worth logging
                 // here (EOF from the peer, possibly inside a cell).
                 if !ch.channel.is_closed() {

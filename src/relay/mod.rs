@@ -37,6 +37,7 @@ use crate::config::{
     self, CommandLine, Config, HardwareProfileError, LogDestination, ProfileSearchPath,
 };
 use crate::controlport::{AuthConfig, ControlPortServer, Cookie, HashedPassword, RelayState};
+use crate::dos::ClientAddrTable;
 use crate::exit::policy::ExitPolicy;
 use crate::keys::{spaced_fingerprint, KeyError, KeyParams, RelayKeys};
 use crate::metrics::{MetricsPolicy, MetricsPolicyError, MetricsRegistry, MetricsServer};
@@ -128,6 +129,9 @@ pub fn run_main(args: &[String]) -> i32 {
     }
 }
 
+/// How often the DoS heartbeat line is logged unasked: C tor's `HeartbeatPeriod` default.
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(6 * 3600);
+
 /// The running relay (main thread's view).
 struct Relay {
     cl: CommandLine,
@@ -143,6 +147,10 @@ struct Relay {
     metrics_servers: Vec<MetricsServer>,
     metrics: Arc<MetricsRegistry>,
     started: Instant,
+    /// The torrc's DoS options as the shards read them (republished on SIGHUP).
+    dos_options: Arc<SnapshotCell<crate::dos::DosOptions>>,
+    /// The consensus view the shards read (for the DoS heartbeat's thresholds).
+    network: Option<Arc<SnapshotCell<NetworkSnapshot>>>,
 }
 
 impl Relay {
@@ -160,6 +168,7 @@ impl Relay {
             Some(p) => Some(PidFile::write(p)?),
             None => None,
         };
+        let dos_options = config.dos;
         // From here on a failure must remove the pid file: build the rest in a closure.
         let mut relay = Relay {
             cl,
@@ -173,6 +182,8 @@ impl Relay {
             metrics_servers: Vec::new(),
             metrics: Arc::new(MetricsRegistry::new(0, started)),
             started,
+            dos_options: SnapshotCell::new(dos_options),
+            network: None,
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -259,7 +270,19 @@ impl Relay {
         self.metrics = Arc::new(MetricsRegistry::new(shards as usize, started));
         let registry = self.metrics.clone();
         let cell: Arc<SnapshotCell<NetworkSnapshot>> = network.clone();
+        self.network = Some(network.clone());
         let max_connections = rc.shard.max_connections as usize;
+        // One DoS table for all shards: an address's connections land on any shard.
+        let dos_table = Arc::new(ClientAddrTable::new(
+            ClientAddrTable::slots_for(max_connections.saturating_mul(shards as usize)),
+            self.metrics.dos.clone(),
+        ));
+        log_info!(
+            "DoS address table: {} slots ({} KiB), shared by all shards.",
+            dos_table.capacity(),
+            dos_table.capacity() * ClientAddrTable::SLOT_BYTES / 1024
+        );
+        let dos_options = self.dos_options.clone();
         let circuits = shardcfg::circuit_config(
             profile,
             config.network_timings.extend_allow_private_addresses,
@@ -303,6 +326,10 @@ impl Relay {
                 max_connections,
                 circuits.clone(),
                 dns,
+                handler::DosShared {
+                    table: dos_table.clone(),
+                    options: dos_options.clone(),
+                },
             )
         })
         .map_err(|source| RelayError::Shards { addr, source })?;
@@ -414,6 +441,7 @@ impl Relay {
         // SIGINT starts C tor's delayed shutdown: exit after ShutdownWaitLength, or at once on
         // a second SIGINT or a SIGTERM.
         let mut exit_at: Option<Instant> = None;
+        let mut next_heartbeat = Instant::now() + HEARTBEAT_PERIOD;
         let code = loop {
             let wait = exit_at.map_or(Duration::from_secs(1), |t| {
                 t.saturating_duration_since(Instant::now())
@@ -444,6 +472,10 @@ impl Relay {
                     exit_at = Some(Instant::now() + wait);
                 }
                 Ok(None) => {
+                    if Instant::now() >= next_heartbeat {
+                        next_heartbeat += HEARTBEAT_PERIOD;
+                        self.log_dos_heartbeat();
+                    }
                     if exit_at.is_some_and(|t| Instant::now() >= t) {
                         log_notice!("ShutdownWaitLength is over; shutting down cleanly.");
                         break 0;
@@ -466,6 +498,14 @@ impl Relay {
         code
     }
 
+    /// C tor's DoS heartbeat line (`dos_log_heartbeat`), with the thresholds in force.
+    fn log_dos_heartbeat(&self) {
+        if let Some(net) = &self.network {
+            let cfg = handler::dos_config(&net.load(), self.dos_options.load().as_ref());
+            log_notice!("{}", self.metrics.dos.heartbeat(&cfg));
+        }
+    }
+
     /// SIGUSR1: one summary line per shard and one for the relay.
     fn dump_stats(&self) {
         let m = &self.metrics;
@@ -484,6 +524,7 @@ impl Relay {
                 "no"
             }
         );
+        self.log_dos_heartbeat();
         let open = crate::metrics::shard::shard_metric_index("conns_open").unwrap_or(0);
         let accepted = crate::metrics::shard::shard_metric_index("accepted").unwrap_or(0);
         for (i, s) in m.shards().iter().enumerate() {
@@ -592,6 +633,9 @@ impl Relay {
                 exit_policy: Box::new(exit_policy),
                 descriptor_changed,
             });
+        }
+        if new.dos != self.config.dos {
+            self.dos_options.publish(new.dos);
         }
         self.config = new;
         self.metrics

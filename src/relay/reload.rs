@@ -107,6 +107,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         max_mem_in_queues => "MaxMemInQueues", Restart;
         shutdown_wait_length => "ShutdownWaitLength", Now;
         user => "User", Restart;
+        dos => "DoSCircuitCreation*/DoSConnection*", Now;
     }
 }
 

@@ -1,0 +1,787 @@
+//! [`ClientAddrTable`]: per-address DoS statistics (C tor keeps them in its geoip client map,
+//! `dos_client_stats_t`), shared by every shard.
+//!
+//! Connections from one address are spread over the shards by SO_REUSEPORT, so per-shard
+//! tables would each see a fraction of an attacker's connections. The table is one array of
+//! slots allocated at start-up and never resized; every operation is a bounded probe and a
+//! few compare-and-swaps: no lock, no allocation.
+//!
+//! A slot's `word` packs `[tag:2][key:32][concurrent count:30]`. The key is the IPv4 address
+//! itself, or for IPv6 32 bits of a keyed hash (SipHash with a per-process random key, so a
+//! collision cannot be aimed at). The probe start comes from the same keyed hash. Slots go
+//! from empty to occupied, never back (so probe chains never break); an occupied slot whose
+//! state has decayed to that of a fresh entry (no connection, marks expired, buckets full
+//! again) may be taken over by another address when its probe window has no empty slot.
+//!
+//! A connection pins its slot (count ≥ 1) from accept to close, so the CREATE path of that
+//! connection reaches its slot by index, without a lookup, and the slot cannot be taken over
+//! meanwhile.
+//!
+//! Times are whole seconds on a caller-chosen clock (≥ 1; 0 means "never"), as C uses
+//! `approx_time()`; the caller passes `now`, which keeps all of this testable.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use rand::Rng;
+
+use super::config::{CcDefenseType, ConnDefenseType, DosConfig};
+use super::stats::DosCounters;
+
+/// Slots probed from an address's start position.
+pub const PROBE_WINDOW: usize = 32;
+/// Smallest and largest table (slots).
+pub const MIN_SLOTS: usize = 1 << 10;
+pub const MAX_SLOTS: usize = 1 << 22;
+
+const TAG_V4: u64 = 1 << 62;
+const TAG_V6: u64 = 2 << 62;
+const COUNT_BITS: u32 = 30;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const KEY_MASK: u64 = !COUNT_MASK;
+
+/// The index of a connection's slot, kept by the connection from accept to close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddrSlot(u32);
+
+/// Why a new connection is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnRefusal {
+    /// More than `DoSConnectionMaxConcurrentCount` connections already open.
+    Concurrent,
+    /// Marked by the connect-rate detection (`DoSConnectionConnect*`).
+    ConnectRate,
+}
+
+/// What to do with a newly accepted connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnDecision {
+    /// Serve it; pass the slot to [`ClientAddrTable::on_close`] when it closes.
+    Track(AddrSlot),
+    /// Close it now (defence type 2). Nothing to release.
+    Refuse(ConnRefusal),
+    /// Serve it untracked: no defence is on, or the table had no room (fail open).
+    Untracked,
+}
+
+/// What to do with a CREATE/CREATE2/CREATE_FAST cell (C `dos_cc_get_defense_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircCreateDecision {
+    Allow,
+    /// Answer DESTROY with reason RESOURCELIMIT, without the handshake (command.c).
+    Refuse,
+}
+
+#[derive(Default)]
+struct Slot {
+    word: AtomicU64,
+    /// Circuit bucket: `[last refill second:32][tokens:32]`; 0 = never filled (full).
+    cc_bucket: AtomicU64,
+    /// Connect bucket (C `connect_count`), same packing.
+    connect_bucket: AtomicU64,
+    /// Second until which the address is marked by the circuit defence; 0 = not marked.
+    cc_marked_until: AtomicU32,
+    /// Same for the connect-rate defence.
+    conn_marked_until: AtomicU32,
+}
+
+fn count_of(w: u64) -> u32 {
+    (w & COUNT_MASK) as u32
+}
+
+/// A token bucket refilled at `now` (C `cc_stats_refill_bucket` / `token_bucket_ctr_refill`):
+/// a never-filled bucket, a clock that went backwards or a huge gap give a full bucket;
+/// otherwise `elapsed × rate` tokens, capped at `burst`; no change within the same second.
+fn refill(packed: u64, now: u32, rate: u32, burst: u32) -> (u32, u32) {
+    let (ts, tokens) = ((packed >> 32) as u32, packed as u32);
+    if ts == now && ts != 0 {
+        return (ts, tokens.min(burst));
+    }
+    if ts == 0 || now < ts {
+        return (now, burst);
+    }
+    let add = u64::from(now - ts) * u64::from(rate);
+    let filled = (u64::from(tokens) + add).min(u64::from(burst));
+    (now, filled as u32)
+}
+
+fn pack(ts: u32, tokens: u32) -> u64 {
+    (u64::from(ts) << 32) | u64::from(tokens)
+}
+
+/// Whether a bucket would be full at `now`, i.e. indistinguishable from a fresh one.
+fn bucket_full(packed: u64, now: u32, rate: u32, burst: u32) -> bool {
+    let ts = (packed >> 32) as u32;
+    if ts == 0 {
+        return true;
+    }
+    ts != now && refill(packed, now, rate, burst).1 >= burst
+}
+
+fn marked(until: u32, now: u32) -> bool {
+    until != 0 && until >= now
+}
+
+/// `now + period + random(1, period/2)` (C `cc_mark_client` / `conn_mark_client`: the random
+/// part makes the end less predictable).
+fn mark_until(now: u32, period: u32, rng: &mut impl Rng) -> u32 {
+    let half = period / 2;
+    let extra = if half > 1 { rng.gen_range(1..half) } else { 0 };
+    now.saturating_add(period).saturating_add(extra)
+}
+
+/// The shared per-address table. See the module documentation.
+pub struct ClientAddrTable {
+    /// Second 1 of the table's clock (shared by every shard, so marks mean the same).
+    epoch: std::time::Instant,
+    slots: Box<[Slot]>,
+    mask: usize,
+    hasher: RandomState,
+    counters: std::sync::Arc<DosCounters>,
+}
+
+impl ClientAddrTable {
+    /// A table of `slots` (rounded up to a power of two within
+    /// [`MIN_SLOTS`]..=[`MAX_SLOTS`]), reporting into `counters`.
+    pub fn new(slots: usize, counters: std::sync::Arc<DosCounters>) -> ClientAddrTable {
+        let n = slots.clamp(MIN_SLOTS, MAX_SLOTS).next_power_of_two();
+        counters.table_slots.store(n as u64, Ordering::Relaxed);
+        ClientAddrTable {
+            epoch: std::time::Instant::now(),
+            slots: (0..n).map(|_| Slot::default()).collect(),
+            mask: n - 1,
+            hasher: RandomState::new(),
+            counters,
+        }
+    }
+
+    /// Slots for a relay that may hold `max_connections` connections at once: each open
+    /// connection pins at most one slot, and twice that leaves room for marked addresses
+    /// without connections and keeps probe chains short.
+    pub fn slots_for(max_connections: usize) -> usize {
+        max_connections
+            .saturating_mul(2)
+            .clamp(MIN_SLOTS, MAX_SLOTS)
+    }
+
+    /// Bytes one slot takes.
+    pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
+    /// `now` in whole seconds on the table's clock, from 1 (0 means "never" in the slots).
+    pub fn secs(&self, now: std::time::Instant) -> u32 {
+        let s = now.saturating_duration_since(self.epoch).as_secs();
+        u32::try_from(s.saturating_add(1)).unwrap_or(u32::MAX)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn counters(&self) -> &DosCounters {
+        &self.counters
+    }
+
+    /// (probe start, tagged key) for an address.
+    fn locate(&self, ip: IpAddr) -> (usize, u64) {
+        let ip = ip.to_canonical();
+        let h = self.hasher.hash_one(ip);
+        let key = match ip {
+            IpAddr::V4(a) => TAG_V4 | (u64::from(u32::from(a)) << COUNT_BITS),
+            IpAddr::V6(_) => TAG_V6 | ((h >> 32) << COUNT_BITS),
+        };
+        (h as usize & self.mask, key)
+    }
+
+    /// An idle slot: no connection, marks expired, buckets back to full.
+    fn reclaimable(&self, s: &Slot, w: u64, now: u32, cfg: &DosConfig) -> bool {
+        count_of(w) == 0
+            && !marked(s.cc_marked_until.load(Ordering::Relaxed), now)
+            && !marked(s.conn_marked_until.load(Ordering::Relaxed), now)
+            && bucket_full(
+                s.cc_bucket.load(Ordering::Relaxed),
+                now,
+                cfg.cc_circuit_rate,
+                cfg.cc_circuit_burst,
+            )
+            && bucket_full(
+                s.connect_bucket.load(Ordering::Relaxed),
+                now,
+                cfg.conn_connect_rate,
+                cfg.conn_connect_burst,
+            )
+    }
+
+    /// Finds or creates `ip`'s slot and adds one connection to it; returns the slot and
+    /// the count before. `None` when the probe window is full of busy addresses.
+    fn pin(&self, ip: IpAddr, now: u32, cfg: &DosConfig) -> Option<(usize, u32)> {
+        let (start, key) = self.locate(ip);
+        // A lost race for an idle slot is retried once: the winner may be the same address.
+        for _attempt in 0..2 {
+            let mut idle: Option<(usize, u64)> = None;
+            for i in 0..PROBE_WINDOW {
+                let idx = (start + i) & self.mask;
+                let s = &self.slots[idx];
+                let mut w = s.word.load(Ordering::Acquire);
+                loop {
+                    if w == 0 {
+                        match s.word.compare_exchange(
+                            0,
+                            key | 1,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        ) {
+                            Ok(_) => {
+                                self.counters.table_entries.fetch_add(1, Ordering::Relaxed);
+                                return Some((idx, 0));
+                            }
+                            Err(cur) => {
+                                w = cur;
+                                continue;
+                            }
+                        }
+                    }
+                    if w & KEY_MASK == key {
+                        let c = count_of(w);
+                        if u64::from(c) == COUNT_MASK {
+                            return None;
+                        }
+                        match s
+                            .word
+                            .compare_exchange(w, w + 1, Ordering::AcqRel, Ordering::Acquire)
+                        {
+                            Ok(_) => return Some((idx, c)),
+                            Err(cur) => {
+                                w = cur;
+                                continue;
+                            }
+                        }
+                    }
+                    break;
+                }
+                if idle.is_none() && self.reclaimable(s, w, now, cfg) {
+                    idle = Some((idx, w));
+                }
+            }
+            let (idx, w) = idle?;
+            let s = &self.slots[idx];
+            if s.word
+                .compare_exchange(w, key | 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                // Expired marks read as "never marked" for the new address (C's `== 0`).
+                for m in [&s.cc_marked_until, &s.conn_marked_until] {
+                    let v = m.load(Ordering::Relaxed);
+                    if v != 0 && v < now {
+                        let _ = m.compare_exchange(v, 0, Ordering::Relaxed, Ordering::Relaxed);
+                    }
+                }
+                self.counters.table_reclaims.fetch_add(1, Ordering::Relaxed);
+                return Some((idx, 0));
+            }
+        }
+        None
+    }
+
+    fn unpin(&self, idx: usize) {
+        // The holder's pin keeps the count ≥ 1 and the key in place.
+        self.slots[idx].word.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A connection was accepted from `ip` (C: `dos_conn_addr_get_defense_type` at accept,
+    /// then `dos_new_client_conn`, which since 0.4.8 tracks every incoming connection from
+    /// the start of its handshake, relay or client).
+    pub fn on_accept(
+        &self,
+        ip: IpAddr,
+        cfg: &DosConfig,
+        now: u32,
+        rng: &mut impl Rng,
+    ) -> ConnDecision {
+        if !cfg.any_enabled() {
+            return ConnDecision::Untracked;
+        }
+        let Some((idx, before)) = self.pin(ip, now, cfg) else {
+            self.counters.table_full.fetch_add(1, Ordering::Relaxed);
+            return ConnDecision::Untracked;
+        };
+        let s = &self.slots[idx];
+        let c = &self.counters;
+        if cfg.conn_enabled {
+            let until = s.conn_marked_until.load(Ordering::Relaxed);
+            let refuse = if marked(until, now) {
+                c.conn_connect_rejected.fetch_add(1, Ordering::Relaxed);
+                Some(ConnRefusal::ConnectRate)
+            } else {
+                if until != 0 {
+                    // Expired: clear it so the detection can mark the address again.
+                    let _ = s.conn_marked_until.compare_exchange(
+                        until,
+                        0,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                // C checks the count before adding the new connection, with ">": up to
+                // MaxConcurrentCount + 1 connections are served.
+                (before > cfg.conn_max_concurrent_count).then(|| {
+                    c.conn_concurrent_rejected.fetch_add(1, Ordering::Relaxed);
+                    ConnRefusal::Concurrent
+                })
+            };
+            if let (Some(r), ConnDefenseType::Close) = (refuse, cfg.conn_defense_type) {
+                self.unpin(idx);
+                return ConnDecision::Refuse(r);
+            }
+        }
+        // C `conn_update_on_connect`: take a connect token; an empty bucket marks the
+        // address (once: not again while a mark stands).
+        let mut cur = s.connect_bucket.load(Ordering::Relaxed);
+        let left = loop {
+            let (ts, t) = refill(cur, now, cfg.conn_connect_rate, cfg.conn_connect_burst);
+            let t = t.saturating_sub(1);
+            match s.connect_bucket.compare_exchange_weak(
+                cur,
+                pack(ts, t),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break t,
+                Err(v) => cur = v,
+            }
+        };
+        if left == 0 {
+            let until = s.conn_marked_until.load(Ordering::Relaxed);
+            if !marked(until, now) {
+                let new = mark_until(now, cfg.conn_connect_defense_time_period, rng);
+                if s.conn_marked_until
+                    .compare_exchange(until, new, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    c.conn_marked_addrs.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        c.tracked_connections.fetch_add(1, Ordering::Relaxed);
+        ConnDecision::Track(AddrSlot(idx as u32))
+    }
+
+    /// A tracked connection closed (C `dos_close_client_conn`). Call once per `Track`.
+    pub fn on_close(&self, slot: AddrSlot) {
+        if let Some(s) = self.slots.get(slot.0 as usize) {
+            if count_of(s.word.load(Ordering::Acquire)) > 0 {
+                self.unpin(slot.0 as usize);
+                self.counters
+                    .tracked_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A CREATE/CREATE2/CREATE_FAST cell arrived on a client channel tracked as `slot`
+    /// (C `dos_cc_new_create_cell`, which runs before the cell is even validated): take a
+    /// token; an empty bucket with at least `DoSCircuitCreationMinConnections` connections
+    /// open marks the address (again, extending the period, while it keeps going).
+    pub fn note_create_cell(&self, slot: AddrSlot, cfg: &DosConfig, now: u32, rng: &mut impl Rng) {
+        if !cfg.cc_enabled {
+            return;
+        }
+        let Some(s) = self.slots.get(slot.0 as usize) else {
+            return;
+        };
+        let mut cur = s.cc_bucket.load(Ordering::Relaxed);
+        let left = loop {
+            let (ts, t) = refill(cur, now, cfg.cc_circuit_rate, cfg.cc_circuit_burst);
+            let t = t.saturating_sub(1);
+            match s.cc_bucket.compare_exchange_weak(
+                cur,
+                pack(ts, t),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break t,
+                Err(v) => cur = v,
+            }
+        };
+        let conns = count_of(s.word.load(Ordering::Relaxed));
+        if left == 0 && conns >= cfg.cc_min_concurrent_conn {
+            let new = mark_until(now, cfg.cc_defense_time_period, rng);
+            let old = s.cc_marked_until.swap(new, Ordering::Relaxed);
+            if old == 0 {
+                self.counters
+                    .cc_marked_addrs
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether to refuse a CREATE* cell from a client channel tracked as `slot`
+    /// (C `dos_cc_get_defense_type`, checked after the cell's circuit ID was validated).
+    pub fn create_defense(&self, slot: AddrSlot, cfg: &DosConfig, now: u32) -> CircCreateDecision {
+        if !cfg.cc_enabled {
+            return CircCreateDecision::Allow;
+        }
+        let Some(s) = self.slots.get(slot.0 as usize) else {
+            return CircCreateDecision::Allow;
+        };
+        let until = s.cc_marked_until.load(Ordering::Relaxed);
+        if marked(until, now) {
+            self.counters
+                .cc_rejected_cells
+                .fetch_add(1, Ordering::Relaxed);
+            if cfg.cc_defense_type == CcDefenseType::RefuseCell {
+                return CircCreateDecision::Refuse;
+            }
+        } else if until != 0 {
+            // Expired: back to 0 so a new detection counts as a new marked address.
+            let _ =
+                s.cc_marked_until
+                    .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        CircCreateDecision::Allow
+    }
+
+    /// Concurrent connections counted for `ip` (tests, diagnostics).
+    pub fn concurrent_count(&self, ip: IpAddr) -> u32 {
+        let (start, key) = self.locate(ip);
+        for i in 0..PROBE_WINDOW {
+            let w = self.slots[(start + i) & self.mask]
+                .word
+                .load(Ordering::Acquire);
+            if w == 0 {
+                break;
+            }
+            if w & KEY_MASK == key {
+                return count_of(w);
+            }
+        }
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::sync::Arc;
+
+    fn cfg() -> DosConfig {
+        DosConfig {
+            cc_enabled: true,
+            cc_min_concurrent_conn: 1,
+            cc_circuit_rate: 1,
+            cc_circuit_burst: 5,
+            cc_defense_type: CcDefenseType::RefuseCell,
+            cc_defense_time_period: 100,
+            conn_enabled: true,
+            conn_max_concurrent_count: 3,
+            conn_defense_type: ConnDefenseType::Close,
+            conn_connect_rate: 20,
+            conn_connect_burst: 40,
+            conn_connect_defense_time_period: 1000,
+        }
+    }
+
+    fn table() -> ClientAddrTable {
+        ClientAddrTable::new(MIN_SLOTS, Arc::new(DosCounters::default()))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn track(
+        t: &ClientAddrTable,
+        a: IpAddr,
+        c: &DosConfig,
+        now: u32,
+        rng: &mut StdRng,
+    ) -> AddrSlot {
+        match t.on_accept(a, c, now, rng) {
+            ConnDecision::Track(s) => s,
+            other => panic!("expected Track, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slots_are_small() {
+        assert_eq!(ClientAddrTable::SLOT_BYTES, 32);
+        assert_eq!(ClientAddrTable::slots_for(10), MIN_SLOTS);
+        assert_eq!(ClientAddrTable::slots_for(100_000), 200_000);
+        assert_eq!(ClientAddrTable::slots_for(usize::MAX), MAX_SLOTS);
+        let t = ClientAddrTable::new(3000, Arc::new(DosCounters::default()));
+        assert_eq!(t.capacity(), 4096);
+        assert_eq!(t.counters().table_slots.load(Ordering::Relaxed), 4096);
+        let now = std::time::Instant::now();
+        assert!(t.secs(now) >= 1);
+    }
+
+    #[test]
+    fn refill_rules() {
+        // Never filled → full.
+        assert_eq!(refill(0, 10, 3, 90), (10, 90));
+        // Same second → unchanged.
+        assert_eq!(refill(pack(10, 4), 10, 3, 90), (10, 4));
+        // Two seconds at 3/s.
+        assert_eq!(refill(pack(10, 4), 12, 3, 90), (12, 10));
+        // Capped at the burst; clock backwards → full.
+        assert_eq!(refill(pack(10, 80), 20, 3, 90), (20, 90));
+        assert_eq!(refill(pack(10, 0), 5, 3, 90), (5, 90));
+        // Huge gaps do not overflow.
+        assert_eq!(refill(pack(1, 0), u32::MAX, u32::MAX, 7), (u32::MAX, 7));
+        assert!(bucket_full(0, 5, 1, 1));
+        assert!(!bucket_full(pack(5, 0), 5, 1, 1));
+        assert!(bucket_full(pack(5, 0), 6, 1, 1));
+    }
+
+    #[test]
+    fn mark_period_has_c_jitter() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..200 {
+            let m = mark_until(1000, 100, &mut rng);
+            assert!((1101..1150).contains(&m), "{m}");
+        }
+        assert_eq!(mark_until(1000, 2, &mut rng), 1002);
+        assert_eq!(mark_until(1000, 0, &mut rng), 1000);
+    }
+
+    #[test]
+    fn concurrent_limit_is_checked_before_counting_as_in_c() {
+        let (t, c) = (table(), cfg());
+        let mut rng = StdRng::seed_from_u64(2);
+        let a = ip("192.0.2.1");
+        // Counts 0,1,2,3 are not above 3: four connections are served.
+        let slots: Vec<_> = (0..4).map(|_| track(&t, a, &c, 10, &mut rng)).collect();
+        assert_eq!(t.concurrent_count(a), 4);
+        assert_eq!(
+            t.on_accept(a, &c, 10, &mut rng),
+            ConnDecision::Refuse(ConnRefusal::Concurrent)
+        );
+        assert_eq!(
+            t.concurrent_count(a),
+            4,
+            "a refused connection is not counted"
+        );
+        assert_eq!(
+            t.counters()
+                .conn_concurrent_rejected
+                .load(Ordering::Relaxed),
+            1
+        );
+        // Another address is unaffected.
+        track(&t, ip("192.0.2.2"), &c, 10, &mut rng);
+        // Closing one lets the next in.
+        t.on_close(slots[0]);
+        assert_eq!(t.concurrent_count(a), 3);
+        track(&t, a, &c, 10, &mut rng);
+        // Defence type 1 counts but serves.
+        let none = DosConfig {
+            conn_defense_type: ConnDefenseType::None,
+            ..c
+        };
+        track(&t, a, &none, 10, &mut rng);
+        assert_eq!(
+            t.counters()
+                .conn_concurrent_rejected
+                .load(Ordering::Relaxed),
+            2
+        );
+        // Disabled entirely: nothing tracked.
+        let off = DosConfig {
+            cc_enabled: false,
+            conn_enabled: false,
+            ..c
+        };
+        assert_eq!(t.on_accept(a, &off, 10, &mut rng), ConnDecision::Untracked);
+    }
+
+    #[test]
+    fn connect_rate_marks_and_expires() {
+        let t = table();
+        let c = DosConfig {
+            conn_max_concurrent_count: 1000,
+            conn_connect_rate: 1,
+            conn_connect_burst: 3,
+            conn_connect_defense_time_period: 10,
+            ..cfg()
+        };
+        let mut rng = StdRng::seed_from_u64(3);
+        let a = ip("2001:db8::1");
+        // Burst 3: the third connect empties the bucket and marks; it is still served.
+        for _ in 0..3 {
+            let s = track(&t, a, &c, 100, &mut rng);
+            t.on_close(s);
+        }
+        assert_eq!(t.counters().conn_marked_addrs.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            t.on_accept(a, &c, 101, &mut rng),
+            ConnDecision::Refuse(ConnRefusal::ConnectRate)
+        );
+        // Marked for 10 s plus 1..5 s of jitter: refused at 110, served from 115 on.
+        assert_eq!(
+            t.on_accept(a, &c, 110, &mut rng),
+            ConnDecision::Refuse(ConnRefusal::ConnectRate)
+        );
+        assert_eq!(
+            t.counters().conn_connect_rejected.load(Ordering::Relaxed),
+            2
+        );
+        let s = track(&t, a, &c, 115, &mut rng);
+        t.on_close(s);
+        assert_eq!(t.concurrent_count(a), 0);
+        // Slow connects never mark.
+        let b = ip("192.0.2.9");
+        for now in 200..220 {
+            let s = track(&t, b, &c, now, &mut rng);
+            t.on_close(s);
+        }
+        assert_eq!(t.counters().conn_marked_addrs.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn circuit_creation_marks_after_burst_and_refuses() {
+        let t = table();
+        let c = cfg();
+        let mut rng = StdRng::seed_from_u64(4);
+        let a = ip("198.51.100.7");
+        let s = track(&t, a, &c, 50, &mut rng);
+        // Burst 5: cells 1..4 leave tokens; the 5th empties the bucket and, with one
+        // connection (≥ MinConnections 1), marks the address: C refuses that cell already.
+        for i in 1..=5 {
+            t.note_create_cell(s, &c, 50, &mut rng);
+            let want = if i < 5 {
+                CircCreateDecision::Allow
+            } else {
+                CircCreateDecision::Refuse
+            };
+            assert_eq!(t.create_defense(s, &c, 50), want, "cell {i}");
+        }
+        assert_eq!(t.counters().cc_marked_addrs.load(Ordering::Relaxed), 1);
+        assert_eq!(t.counters().cc_rejected_cells.load(Ordering::Relaxed), 1);
+        // Refilling does not unmark: the mark holds for 100 s (+ jitter).
+        t.note_create_cell(s, &c, 60, &mut rng);
+        assert_eq!(t.create_defense(s, &c, 60), CircCreateDecision::Refuse);
+        assert_eq!(
+            t.counters().cc_marked_addrs.load(Ordering::Relaxed),
+            1,
+            "re-marks are not new addresses"
+        );
+        // Another address on the same table is unaffected.
+        let s2 = track(&t, ip("198.51.100.8"), &c, 60, &mut rng);
+        t.note_create_cell(s2, &c, 60, &mut rng);
+        assert_eq!(t.create_defense(s2, &c, 60), CircCreateDecision::Allow);
+        // After the period (at most 60 + 100 + 49) the address is served again.
+        assert_eq!(t.create_defense(s, &c, 210), CircCreateDecision::Allow);
+        t.note_create_cell(s, &c, 210, &mut rng);
+        assert_eq!(t.create_defense(s, &c, 210), CircCreateDecision::Allow);
+    }
+
+    #[test]
+    fn min_connections_and_defense_type() {
+        let t = table();
+        let c = DosConfig {
+            cc_min_concurrent_conn: 2,
+            ..cfg()
+        };
+        let mut rng = StdRng::seed_from_u64(5);
+        let a = ip("203.0.113.5");
+        let s = track(&t, a, &c, 7, &mut rng);
+        // One connection < MinConnections 2: an empty bucket does not mark.
+        for _ in 0..20 {
+            t.note_create_cell(s, &c, 7, &mut rng);
+        }
+        assert_eq!(t.create_defense(s, &c, 7), CircCreateDecision::Allow);
+        // A second connection: the next cell over an empty bucket marks.
+        let _s2 = track(&t, a, &c, 7, &mut rng);
+        t.note_create_cell(s, &c, 7, &mut rng);
+        assert_eq!(t.create_defense(s, &c, 7), CircCreateDecision::Refuse);
+        // Type 1: counted, not refused.
+        let none = DosConfig {
+            cc_defense_type: CcDefenseType::None,
+            ..c
+        };
+        assert_eq!(t.create_defense(s, &none, 7), CircCreateDecision::Allow);
+        assert_eq!(t.counters().cc_rejected_cells.load(Ordering::Relaxed), 2);
+        // Disabled: nothing counted.
+        let off = DosConfig {
+            cc_enabled: false,
+            ..c
+        };
+        assert_eq!(t.create_defense(s, &off, 7), CircCreateDecision::Allow);
+        assert_eq!(t.counters().cc_rejected_cells.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn full_table_fails_open_and_idle_slots_are_reused() {
+        let t = table();
+        let c = cfg();
+        let mut rng = StdRng::seed_from_u64(6);
+        // Pin one connection per address until some address finds no room.
+        let mut held = Vec::new();
+        let mut full_at = None;
+        for i in 0..(MIN_SLOTS as u32 + 64) {
+            let a = IpAddr::V4((0x0a00_0000 + i).into());
+            match t.on_accept(a, &c, 1, &mut rng) {
+                ConnDecision::Track(s) => held.push(s),
+                ConnDecision::Untracked => {
+                    full_at = Some(a);
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let late = full_at.expect("a bounded table fills up");
+        assert!(t.counters().table_full.load(Ordering::Relaxed) >= 1);
+        let entries = t.counters().table_entries.load(Ordering::Relaxed);
+        assert!(entries as usize <= t.capacity());
+        // Close everything: once the buckets have refilled, slots are idle and reusable.
+        for s in held {
+            t.on_close(s);
+        }
+        assert_eq!(t.counters().tracked_connections.load(Ordering::Relaxed), 0);
+        assert!(matches!(
+            t.on_accept(late, &c, 100, &mut rng),
+            ConnDecision::Track(_)
+        ));
+        assert_eq!(t.concurrent_count(late), 1);
+    }
+
+    #[test]
+    fn shards_share_counts() {
+        let t = Arc::new(table());
+        let c = DosConfig {
+            conn_max_concurrent_count: 10_000,
+            conn_connect_burst: 10_000,
+            ..cfg()
+        };
+        let a = ip("192.0.2.77");
+        let threads: Vec<_> = (0..4)
+            .map(|i| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    let mut rng = StdRng::seed_from_u64(i);
+                    let mut v = Vec::new();
+                    for _ in 0..500 {
+                        v.push(track(&t, a, &c, 5, &mut rng));
+                    }
+                    v
+                })
+            })
+            .collect();
+        let all: Vec<AddrSlot> = threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        assert_eq!(t.concurrent_count(a), 2000);
+        assert!(
+            all.iter().all(|s| *s == all[0]),
+            "one entry for one address"
+        );
+        for s in all {
+            t.on_close(s);
+        }
+        assert_eq!(t.concurrent_count(a), 0);
+    }
+}
