@@ -125,6 +125,10 @@ pub(crate) struct Conn {
     pub close_after_flush: bool,
     /// Operations whose final CQE has not arrived (the slot cannot be reused before 0).
     pub inflight: u32,
+    /// Its `Closed` event is queued but the handler has not seen it yet. The slot is not
+    /// reused before: a connection accepted in the same batch would take the slot, and the
+    /// handler would see the new connection before the old one's close.
+    pub close_unreported: bool,
 }
 
 impl Conn {
@@ -146,6 +150,7 @@ impl Conn {
             blocked: false,
             close_after_flush: false,
             inflight: 0,
+            close_unreported: false,
         }
     }
 

@@ -589,6 +589,7 @@ impl<M: Send> Core<M> {
             self.metrics.connect_failed += 1;
         }
         self.events.push_back(Event::Closed(id, reason));
+        self.conns[slot].close_unreported = true;
         if recv_armed {
             self.cancel_conn_op(slot, user_data(OpKind::Recv, id.slot, id.gen));
         }
@@ -601,7 +602,7 @@ impl<M: Send> Core<M> {
     /// Frees a closing slot once nothing in the kernel refers to it.
     pub fn maybe_finalize(&mut self, slot: usize) {
         let c = &self.conns[slot];
-        if c.state != ConnState::Closing || c.inflight != 0 {
+        if c.state != ConnState::Closing || c.inflight != 0 || c.close_unreported {
             return;
         }
         // Drop the registered-file reference, else the socket would stay open.

@@ -538,13 +538,23 @@ impl<H: ConnHandler> Shard<H> {
                 break;
             };
             match ev {
-                Event::Closed(id, reason) => self.handler.on_closed(
-                    id,
-                    reason,
-                    &mut Outbox {
-                        core: &mut self.core,
-                    },
-                ),
+                Event::Closed(id, reason) => {
+                    self.handler.on_closed(
+                        id,
+                        reason,
+                        &mut Outbox {
+                            core: &mut self.core,
+                        },
+                    );
+                    // Only now may the slot serve a new connection (`close_unreported`).
+                    let slot = id.slot as usize;
+                    if let Some(c) = self.core.conns.get_mut(slot) {
+                        if c.gen == id.gen {
+                            c.close_unreported = false;
+                            self.core.maybe_finalize(slot);
+                        }
+                    }
+                }
                 Event::Writable(id) => {
                     if self.core.live_slot(id).is_some() {
                         self.core.metrics.writable_events += 1;
