@@ -318,16 +318,27 @@ fn authorities_accept_our_descriptor_and_serve_a_verifiable_consensus() {
 
     // Consensus + certificates from one authority; verify a majority of signatures.
     let trusted: Vec<RsaIdentity> = auths.iter().map(|a| a.v3ident).collect();
+    // A new network's first consensus may list nobody (the authorities have not yet tested
+    // each other's reachability; seen on a loaded machine): wait for one listing all three.
     let mut text = String::new();
     wait_for(
-        "a consensus",
-        Duration::from_secs(180),
-        || match client::fetch_consensus(endpoints[0].dir_addr, &limits) {
-            Ok(t) => {
+        "a consensus listing the three authorities as Running",
+        Duration::from_secs(240),
+        || {
+            let Ok(t) = client::fetch_consensus(endpoints[0].dir_addr, &limits) else {
+                return false;
+            };
+            let Ok(c) = Consensus::parse(&t) else {
+                return false;
+            };
+            let all_running = auths.iter().all(|a| {
+                c.is_listed(&a.fingerprint)
+                    .is_some_and(|rs| rs.flags.contains(RelayFlags::RUNNING))
+            });
+            if all_running {
                 text = t;
-                true
             }
-            Err(_) => false,
+            all_running
         },
     );
     let certs_text = client::fetch_authority_certs(endpoints[1].dir_addr, &limits).unwrap();
