@@ -20,10 +20,15 @@ pub struct DosCounters {
     pub conn_connect_rejected: AtomicU64,
     /// Addresses marked by the connect-rate detection (Fors only).
     pub conn_marked_addrs: AtomicU64,
-    /// Connections served untracked because the address table had no room.
+    /// Connections served untracked: every slot of their probe window held open
+    /// connections of other addresses (fail open).
     pub table_full: AtomicU64,
     /// Idle slots given to another address.
     pub table_reclaims: AtomicU64,
+    /// Slots taken from an address with no connection but a mark in force (or a partly
+    /// drained bucket) because its probe window had no idle slot: that address lost its
+    /// state.
+    pub table_evictions: AtomicU64,
     /// Gauges: slots holding an address, slots in all, connections tracked now.
     pub table_entries: AtomicU64,
     pub table_slots: AtomicU64,

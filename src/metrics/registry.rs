@@ -425,7 +425,7 @@ fn render_dos(f: &mut Family<'_>, d: &DosCounters) {
     ] {
         f.value("tor_relay_dos_total", &format!("type=\"{t}\""), g(v));
     }
-    let gauges: [(&str, MetricKind, &str, &AtomicU64); 5] = [
+    let gauges: [(&str, MetricKind, &str, &AtomicU64); 6] = [
         (
             "fors_relay_dos_table_entries",
             MetricKind::Gauge,
@@ -447,7 +447,8 @@ fn render_dos(f: &mut Family<'_>, d: &DosCounters) {
         (
             "fors_relay_dos_table_full_total",
             MetricKind::Counter,
-            "Connections served untracked because the DoS table had no room (fail open).",
+            "Connections served untracked: every slot of their DoS table probe window held \
+             open connections (fail open).",
             &d.table_full,
         ),
         (
@@ -455,6 +456,13 @@ fn render_dos(f: &mut Family<'_>, d: &DosCounters) {
             MetricKind::Counter,
             "Idle DoS table slots given to another address.",
             &d.table_reclaims,
+        ),
+        (
+            "fors_relay_dos_table_evictions_total",
+            MetricKind::Counter,
+            "DoS table slots taken from an address without connections but still marked \
+             (or with a partly drained bucket): that address lost its mark.",
+            &d.table_evictions,
         ),
     ];
     for (name, kind, help, v) in gauges {
