@@ -370,7 +370,7 @@ impl ClientAddrTable {
             }
         }
         // C `conn_update_on_connect`: take a connect token; an empty bucket marks the
-        // address (once: not again while a mark stands).
+        // address (once: not again while a mark stands, which would extend it forever).
         let mut cur = s.connect_bucket.load(Ordering::Relaxed);
         let left = loop {
             let (ts, t) = refill(cur, now, cfg.conn_connect_rate, cfg.conn_connect_burst);
@@ -385,16 +385,16 @@ impl ClientAddrTable {
                 Err(v) => cur = v,
             }
         };
+        // C marks only when `marked_until_ts == 0`: an expired mark is reset to 0 solely by
+        // the accept check above, which runs only while the connection defence is on, so
+        // with it off an address is marked at most once (C does the same).
         if left == 0 {
-            let until = s.conn_marked_until.load(Ordering::Relaxed);
-            if !marked(until, now) {
-                let new = mark_until(now, cfg.conn_connect_defense_time_period, rng);
-                if s.conn_marked_until
-                    .compare_exchange(until, new, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    c.conn_marked_addrs.fetch_add(1, Ordering::Relaxed);
-                }
+            let new = mark_until(now, cfg.conn_connect_defense_time_period, rng);
+            if s.conn_marked_until
+                .compare_exchange(0, new, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                c.conn_marked_addrs.fetch_add(1, Ordering::Relaxed);
             }
         }
         c.tracked_connections.fetch_add(1, Ordering::Relaxed);
@@ -467,12 +467,9 @@ impl ClientAddrTable {
             if cfg.cc_defense_type == CcDefenseType::RefuseCell {
                 return CircCreateDecision::Refuse;
             }
-        } else if until != 0 {
-            // Expired: back to 0 so a new detection counts as a new marked address.
-            let _ =
-                s.cc_marked_until
-                    .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
         }
+        // An expired mark stays as it is (C never resets `marked_until_ts` here): the
+        // address counts once in `cc_marked_addrs` for as long as it keeps its slot.
         CircCreateDecision::Allow
     }
 
@@ -710,6 +707,61 @@ mod tests {
         assert_eq!(t.create_defense(s, &c, 210), CircCreateDecision::Allow);
         t.note_create_cell(s, &c, 210, &mut rng);
         assert_eq!(t.create_defense(s, &c, 210), CircCreateDecision::Allow);
+    }
+
+    #[test]
+    fn marked_address_counts_once_per_entry_as_in_c() {
+        let t = table();
+        let c = cfg();
+        let mut rng = StdRng::seed_from_u64(8);
+        let s = track(&t, ip("198.51.100.9"), &c, 50, &mut rng);
+        for _ in 0..5 {
+            t.note_create_cell(s, &c, 50, &mut rng);
+        }
+        assert_eq!(t.create_defense(s, &c, 50), CircCreateDecision::Refuse);
+        // The mark (at most 50 + 100 + 49) expires; the defence check does not clear it,
+        // and a second detection later does not count the address again (C
+        // `cc_num_marked_addrs` counts a mark over `marked_until_ts == 0` only).
+        assert_eq!(t.create_defense(s, &c, 300), CircCreateDecision::Allow);
+        for _ in 0..10 {
+            t.note_create_cell(s, &c, 300, &mut rng);
+        }
+        assert_eq!(t.create_defense(s, &c, 300), CircCreateDecision::Refuse);
+        assert_eq!(t.counters().cc_marked_addrs.load(Ordering::Relaxed), 1);
+        assert_eq!(t.counters().cc_rejected_cells.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn connect_mark_is_not_renewed_while_the_connection_defence_is_off() {
+        // Only the circuit defence is on: connections are still counted (C
+        // `conn_update_on_connect` runs for every tracked connection) and an empty connect
+        // bucket marks once; nothing resets the mark, so it is not set again.
+        let t = table();
+        let c = DosConfig {
+            conn_enabled: false,
+            conn_connect_rate: 1,
+            conn_connect_burst: 1,
+            conn_connect_defense_time_period: 10,
+            ..cfg()
+        };
+        let mut rng = StdRng::seed_from_u64(9);
+        let a = ip("192.0.2.55");
+        for now in [10, 11, 100, 101, 500] {
+            let s = track(&t, a, &c, now, &mut rng);
+            t.on_close(s);
+            let s2 = track(&t, a, &c, now, &mut rng);
+            t.on_close(s2);
+        }
+        assert_eq!(t.counters().conn_marked_addrs.load(Ordering::Relaxed), 1);
+        // With the defence on, an expired mark is reset at accept and the address can be
+        // marked again.
+        let on = DosConfig {
+            conn_enabled: true,
+            ..c
+        };
+        let s = track(&t, a, &on, 600, &mut rng);
+        t.on_close(s);
+        assert_eq!(t.counters().conn_marked_addrs.load(Ordering::Relaxed), 2);
     }
 
     #[test]
