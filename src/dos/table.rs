@@ -369,6 +369,13 @@ impl ClientAddrTable {
                 return ConnDecision::Refuse(r);
             }
         }
+        self.count_connect(s, cfg, now, rng);
+        ConnDecision::Track(AddrSlot(idx as u32))
+    }
+
+    /// C `conn_update_on_connect`, for a connection now pinned to slot `s`.
+    fn count_connect(&self, s: &Slot, cfg: &DosConfig, now: u32, rng: &mut impl Rng) {
+        let c = &self.counters;
         // C `conn_update_on_connect`: take a connect token; an empty bucket marks the
         // address (once: not again while a mark stands, which would extend it forever).
         let mut cur = s.connect_bucket.load(Ordering::Relaxed);
@@ -386,7 +393,7 @@ impl ClientAddrTable {
             }
         };
         // C marks only when `marked_until_ts == 0`: an expired mark is reset to 0 solely by
-        // the accept check above, which runs only while the connection defence is on, so
+        // the accept check in `on_accept`, which runs only while the connection defence is on, so
         // with it off an address is marked at most once (C does the same).
         if left == 0 {
             let new = mark_until(now, cfg.conn_connect_defense_time_period, rng);
@@ -398,7 +405,30 @@ impl ClientAddrTable {
             }
         }
         c.tracked_connections.fetch_add(1, Ordering::Relaxed);
-        ConnDecision::Track(AddrSlot(idx as u32))
+    }
+
+    /// A client channel opened whose connection was not tracked at accept because no
+    /// defence was on then (the defaults keep both off until the first consensus). C
+    /// catches such channels up in `channel_do_open_actions` with `dos_new_client_conn`:
+    /// the connection is counted (connect bucket included) without the accept-time
+    /// refusal checks, so its later CREATE cells are counted and checked. `None` when no
+    /// defence is on, or the probe window holds only connections (fail open).
+    pub fn on_client_open(
+        &self,
+        ip: IpAddr,
+        cfg: &DosConfig,
+        now: u32,
+        rng: &mut impl Rng,
+    ) -> Option<AddrSlot> {
+        if !cfg.any_enabled() {
+            return None;
+        }
+        let Some((idx, _)) = self.pin(ip, now, cfg) else {
+            self.counters.table_full.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        self.count_connect(&self.slots[idx], cfg, now, rng);
+        Some(AddrSlot(idx as u32))
     }
 
     /// A tracked connection closed (C `dos_close_client_conn`). Call once per `Track`.
@@ -762,6 +792,35 @@ mod tests {
         let s = track(&t, a, &on, 600, &mut rng);
         t.on_close(s);
         assert_eq!(t.counters().conn_marked_addrs.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn channel_opened_before_the_defences_is_caught_up() {
+        let t = table();
+        let c = cfg();
+        let off = DosConfig {
+            cc_enabled: false,
+            conn_enabled: false,
+            ..c
+        };
+        let mut rng = StdRng::seed_from_u64(10);
+        let a = ip("203.0.113.40");
+        // Accepted while everything was off: untracked.
+        assert_eq!(t.on_accept(a, &off, 5, &mut rng), ConnDecision::Untracked);
+        assert_eq!(t.on_client_open(a, &off, 5, &mut rng), None);
+        // The defences came on (first consensus); the channel opens now and is counted,
+        // even over the concurrent limit (no refusal on this path, as in C).
+        let held: Vec<_> = (0..4).map(|_| track(&t, a, &c, 6, &mut rng)).collect();
+        let s = t.on_client_open(a, &c, 6, &mut rng).expect("caught up");
+        assert_eq!(t.concurrent_count(a), 5);
+        assert_eq!(s, held[0]);
+        // Its CREATE cells now count towards the address's bucket.
+        for _ in 0..5 {
+            t.note_create_cell(s, &c, 6, &mut rng);
+        }
+        assert_eq!(t.create_defense(s, &c, 6), CircCreateDecision::Refuse);
+        t.on_close(s);
+        assert_eq!(t.concurrent_count(a), 4);
     }
 
     #[test]
