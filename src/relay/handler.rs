@@ -1582,6 +1582,18 @@ impl ConnHandler for RelayHandler {
             let _ = out.close(conn);
             return;
         };
+        // The shard reuses a slot only after `on_closed`, which empties the entry; an entry
+        // still here would leak its DoS pin, so release it whatever happens.
+        debug_assert!(entry.is_none(), "accept into a slot still in use");
+        if let Some(Conn {
+            kind: Kind::Channel(old),
+            ..
+        }) = entry.take()
+        {
+            if let Some(s) = old.dos_slot {
+                self.dos.on_close(s);
+            }
+        }
         match Channel::new_responder(ctx, peer.ip(), SystemTime::now()) {
             Ok(channel) => {
                 *entry = Some(Conn {
