@@ -162,7 +162,7 @@ fn torrc(dir: &Path, or_port: u16, metrics_port: u16) -> String {
          Log info stdout\n\
          NumCPUs 2\n\
          TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
+         PublishServerDescriptor 1\n\
          DoSConnectionEnabled 1\n\
          DoSConnectionMaxConcurrentCount 3\n\
          DoSCircuitCreationEnabled 1\n\
@@ -455,4 +455,33 @@ fn connect_rate_marks_an_address() {
     assert_eq!(dos_metric(&m, "conn_marked_address"), 1);
     assert_eq!(dos_metric(&m, "concurrent_conn_rejected"), 0);
     assert_eq!(dos_metric(&m, "circuit_rejected"), 0);
+}
+
+/// C tor runs the DoS defences only on a public relay (`public_server_mode`): with
+/// `PublishServerDescriptor 0` they stay off even though the torrc enables them.
+#[test]
+fn defences_are_off_when_not_publishing() {
+    const F_PRIVATE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+    let tmp = TempDir::new("dos-private");
+    let (or_port, m_port) = (free_port(), free_port());
+    let rc = tmp.path().join("torrc");
+    let text = torrc(tmp.path(), or_port, m_port)
+        .replace("PublishServerDescriptor 1\n", "PublishServerDescriptor 0\n");
+    std::fs::write(&rc, text).unwrap();
+    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    f.wait_for("the relay is running", Duration::from_secs(120));
+    let relay = SocketAddr::from(([127, 0, 0, 1], or_port));
+    let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
+    // MaxConcurrentCount 3 would refuse the fifth; all six are served.
+    let mut links: Vec<Link> = (0..6)
+        .map(|i| Link::open(F_PRIVATE, relay).unwrap_or_else(|e| panic!("link {i}: {e}")))
+        .collect();
+    // Burst 5 would refuse from the fifth CREATE_FAST on; all twelve are served.
+    let circs: Vec<u32> = (1..=12).map(|i| 0x8000_0000 | i).collect();
+    let (created, refused) = create_batch(&mut links[0], &circs);
+    assert_eq!((created.len(), refused.len()), (12, 0));
+    let m = http_get(m_addr, "/metrics");
+    assert_eq!(dos_metric(&m, "circuit_rejected"), 0, "{m}");
+    assert_eq!(dos_metric(&m, "concurrent_conn_rejected"), 0, "{m}");
+    assert_eq!(metric(&m, "fors_relay_dos_tracked_connections"), Some(0));
 }
