@@ -166,7 +166,8 @@ impl ClientAddrTable {
 
     /// Slots for a relay that may hold `max_connections` connections at once: each open
     /// connection pins at most one slot, and twice that leaves room for marked addresses
-    /// without connections and keeps probe chains short.
+    /// without connections and keeps probe chains short ([`ClientAddrTable::new`] then
+    /// rounds up to a power of two, so up to ~4×; at [`MAX_SLOTS`] that is 128 MiB).
     pub fn slots_for(max_connections: usize) -> usize {
         max_connections
             .saturating_mul(2)
