@@ -302,7 +302,9 @@ impl ClientAddrTable {
                 .is_ok()
             {
                 // The slot is ours (count 1): nothing of the previous address may carry
-                // over, even a mark set by a racing thread after our scan read it.
+                // over, even a mark set by a racing thread after our scan read it. (A
+                // connect of the same new address racing these stores may get its token
+                // back: harmless.)
                 s.cc_bucket.store(0, Ordering::Relaxed);
                 s.connect_bucket.store(0, Ordering::Relaxed);
                 s.cc_marked_until.store(0, Ordering::Relaxed);
