@@ -60,13 +60,22 @@ fn is_timeout(e: &std::io::Error) -> bool {
 
 impl Link {
     fn open(from: Ipv4Addr, relay: SocketAddr) -> Result<Link, String> {
+        Link::handshake(Link::connect(from, relay)?, relay)
+    }
+
+    /// A TCP connection from `from` (accepted by the relay, no TLS yet).
+    fn connect(from: Ipv4Addr, relay: SocketAddr) -> Result<TcpStream, String> {
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .map_err(|e| format!("socket: {e}"))?;
         sock.bind(&SocketAddr::from((from, 0)).into())
             .map_err(|e| format!("bind {from}: {e}"))?;
         sock.connect_timeout(&relay.into(), LIMIT)
             .map_err(|e| format!("connect: {e}"))?;
-        let tcp: TcpStream = sock.into();
+        Ok(sock.into())
+    }
+
+    /// TLS, VERSIONS and NETINFO over `tcp`: the channel is open as a client's.
+    fn handshake(tcp: TcpStream, relay: SocketAddr) -> Result<Link, String> {
         tcp.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         tcp.set_write_timeout(Some(LIMIT)).unwrap();
@@ -162,7 +171,7 @@ fn torrc(dir: &Path, or_port: u16, metrics_port: u16) -> String {
          Log info stdout\n\
          NumCPUs 2\n\
          TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
+         PublishServerDescriptor 1\n\
          DoSConnectionEnabled 1\n\
          DoSConnectionMaxConcurrentCount 3\n\
          DoSCircuitCreationEnabled 1\n\
@@ -455,4 +464,87 @@ fn connect_rate_marks_an_address() {
     assert_eq!(dos_metric(&m, "conn_marked_address"), 1);
     assert_eq!(dos_metric(&m, "concurrent_conn_rejected"), 0);
     assert_eq!(dos_metric(&m, "circuit_rejected"), 0);
+}
+
+/// C tor runs the DoS defences only on a public relay (`public_server_mode`): with
+/// `PublishServerDescriptor 0` they stay off even though the torrc enables them.
+#[test]
+fn defences_are_off_when_not_publishing() {
+    const F_PRIVATE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+    let tmp = TempDir::new("dos-private");
+    let (or_port, m_port) = (free_port(), free_port());
+    let rc = tmp.path().join("torrc");
+    let text = torrc(tmp.path(), or_port, m_port)
+        .replace("PublishServerDescriptor 1\n", "PublishServerDescriptor 0\n");
+    std::fs::write(&rc, text).unwrap();
+    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    f.wait_for("the relay is running", Duration::from_secs(120));
+    let relay = SocketAddr::from(([127, 0, 0, 1], or_port));
+    let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
+    // MaxConcurrentCount 3 would refuse the fifth; all six are served.
+    let mut links: Vec<Link> = (0..6)
+        .map(|i| Link::open(F_PRIVATE, relay).unwrap_or_else(|e| panic!("link {i}: {e}")))
+        .collect();
+    // Burst 5 would refuse from the fifth CREATE_FAST on; all twelve are served.
+    let circs: Vec<u32> = (1..=12).map(|i| 0x8000_0000 | i).collect();
+    let (created, refused) = create_batch(&mut links[0], &circs);
+    assert_eq!((created.len(), refused.len()), (12, 0));
+    let m = http_get(m_addr, "/metrics");
+    assert_eq!(dos_metric(&m, "circuit_rejected"), 0, "{m}");
+    assert_eq!(dos_metric(&m, "concurrent_conn_rejected"), 0, "{m}");
+    assert_eq!(metric(&m, "fors_relay_dos_tracked_connections"), Some(0));
+}
+
+/// C `channel_do_open_actions`: a client connection accepted while the defences were off
+/// (as they are before the first consensus) is counted when its channel opens, so its
+/// CREATE cells meet the circuit defence turned on meanwhile.
+#[test]
+fn connection_accepted_before_the_defences_is_caught_up_at_open() {
+    const G_EARLY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 7);
+    let tmp = TempDir::new("dos-early");
+    let (or_port, m_port) = (free_port(), free_port());
+    let rc = tmp.path().join("torrc");
+    let on = torrc(tmp.path(), or_port, m_port).replace("DoSConnectionEnabled 1\n", "");
+    let off = on.replace(
+        "DoSCircuitCreationEnabled 1\n",
+        "DoSCircuitCreationEnabled 0\n",
+    );
+    std::fs::write(&rc, &off).unwrap();
+    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    f.wait_for("the relay is running", Duration::from_secs(120));
+    let relay = SocketAddr::from(([127, 0, 0, 1], or_port));
+    let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
+
+    // Accepted with every defence off: not tracked.
+    let tcp = Link::connect(G_EARLY, relay).expect("connect");
+    std::thread::sleep(Duration::from_millis(500));
+    let m = http_get(m_addr, "/metrics");
+    assert_eq!(
+        metric(&m, "fors_relay_dos_tracked_connections"),
+        Some(0),
+        "{m}"
+    );
+
+    // The circuit defence comes on (as with the first consensus); then the channel opens.
+    std::fs::write(&rc, &on).unwrap();
+    f.signal(libc::SIGHUP);
+    f.wait_for(
+        "Reload: DoSCircuitCreation*/DoSConnection* changed; applied.",
+        LIMIT,
+    );
+    // The shards pick the new options up at their next tick (100 ms).
+    std::thread::sleep(Duration::from_secs(2));
+    let mut g = Link::handshake(tcp, relay).expect("handshake");
+    let circs: Vec<u32> = (1..=12).map(|i| 0x8000_0000 | i).collect();
+    let (created, refused) = create_batch(&mut g, &circs);
+    assert!(
+        (4..=5).contains(&created.len()),
+        "burst 5 applies to the early connection: served {created:x?}, refused {refused:x?}"
+    );
+    let m = http_get(m_addr, "/metrics");
+    assert_eq!(
+        dos_metric(&m, "circuit_rejected"),
+        refused.len() as u64,
+        "{m}"
+    );
 }

@@ -77,6 +77,25 @@ pub struct DosOptions {
     pub conn_connect_defense_time_period: u32,
 }
 
+impl DosOptions {
+    /// The options for a relay that does (`public`) or does not publish its descriptor.
+    /// C tor runs the DoS subsystem only in `public_server_mode()`: `options_act_relay_dos`
+    /// calls `dos_init` only then and `dos_consensus_has_changed` returns early otherwise,
+    /// so with `PublishServerDescriptor 0` both defences stay off whatever the torrc or the
+    /// consensus say (even `DoSCircuitCreationEnabled 1`). Fors does the same.
+    pub fn for_relay(self, public: bool) -> DosOptions {
+        if public {
+            self
+        } else {
+            DosOptions {
+                cc_enabled: Some(false),
+                conn_enabled: Some(false),
+                ..self
+            }
+        }
+    }
+}
+
 /// The thresholds in force: the torrc where it says so, else the consensus (or its
 /// defaults before one arrives).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,6 +294,24 @@ mod tests {
             DosConfig::from_raw_params(&DosOptions::default(), &Default::default()),
             DosConfig::default()
         );
+    }
+
+    #[test]
+    fn defences_are_off_on_a_relay_that_does_not_publish() {
+        let p = ConsensusParams::parse(&["DoSCircuitCreationEnabled=1", "DoSConnectionEnabled=1"])
+            .unwrap();
+        let t = DosOptions {
+            cc_enabled: Some(true),
+            conn_enabled: Some(true),
+            cc_circuit_burst: 5,
+            ..DosOptions::default()
+        };
+        let private = DosConfig::resolve(&t.for_relay(false), &p.dos);
+        assert!(!private.any_enabled(), "torrc and consensus both say on");
+        assert!(!DosConfig::resolve(&DosOptions::default().for_relay(false), &p.dos).any_enabled());
+        let public = DosConfig::resolve(&t.for_relay(true), &p.dos);
+        assert!(public.cc_enabled && public.conn_enabled);
+        assert_eq!(public.cc_circuit_burst, 5);
     }
 
     #[test]

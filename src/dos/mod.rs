@@ -23,5 +23,5 @@ pub mod stats;
 pub mod table;
 
 pub use config::{CcDefenseType, ConnDefenseType, DosConfig, DosOptions};
-pub use stats::DosCounters;
+pub use stats::{DosCounters, StripedCounter};
 pub use table::{AddrSlot, CircCreateDecision, ClientAddrTable, ConnDecision, ConnRefusal};

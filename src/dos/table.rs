@@ -9,9 +9,16 @@
 //! A slot's `word` packs `[tag:2][key:32][concurrent count:30]`. The key is the IPv4 address
 //! itself, or for IPv6 32 bits of a keyed hash (SipHash with a per-process random key, so a
 //! collision cannot be aimed at). The probe start comes from the same keyed hash. Slots go
-//! from empty to occupied, never back (so probe chains never break); an occupied slot whose
-//! state has decayed to that of a fresh entry (no connection, marks expired, buckets full
-//! again) may be taken over by another address when its probe window has no empty slot.
+//! from empty to occupied, never back (so probe chains never break). When an address's
+//! probe window has no empty slot, an occupied slot without connections is taken over: an
+//! idle one (marks expired, buckets full again) if there is one, else the one whose marks
+//! end soonest — that address loses its mark (and its buckets). This is the trade-off for a
+//! fixed table: C's geoip map always makes room for a new address, and refusing to evict
+//! would let as many marked addresses as the table has slots (a connect-rate mark costs a
+//! few dozen connects, from say an IPv6 /64) switch every defence off for all addresses not yet
+//! seen. Only when every slot of the window holds open connections is the new address
+//! served untracked (fail open); with the table at twice the connection capacity that
+//! needs a crowded window.
 //!
 //! A connection pins its slot (count ≥ 1) from accept to close, so the CREATE path of that
 //! connection reaches its slot by index, without a lookup, and the slot cannot be taken over
@@ -159,7 +166,8 @@ impl ClientAddrTable {
 
     /// Slots for a relay that may hold `max_connections` connections at once: each open
     /// connection pins at most one slot, and twice that leaves room for marked addresses
-    /// without connections and keeps probe chains short.
+    /// without connections and keeps probe chains short ([`ClientAddrTable::new`] then
+    /// rounds up to a power of two, so up to ~4×; at [`MAX_SLOTS`] that is 128 MiB).
     pub fn slots_for(max_connections: usize) -> usize {
         max_connections
             .saturating_mul(2)
@@ -194,11 +202,27 @@ impl ClientAddrTable {
         (h as usize & self.mask, key)
     }
 
-    /// An idle slot: no connection, marks expired, buckets back to full.
-    fn reclaimable(&self, s: &Slot, w: u64, now: u32, cfg: &DosConfig) -> bool {
-        count_of(w) == 0
-            && !marked(s.cc_marked_until.load(Ordering::Relaxed), now)
-            && !marked(s.conn_marked_until.load(Ordering::Relaxed), now)
+    /// How good a slot is to give to another address when the probe window has no empty
+    /// one; lower is better, `None` = not at all. A slot holding connections is never
+    /// taken (they reach it by index). An idle one (marks expired, buckets back to full)
+    /// loses nothing; otherwise the one whose marks end soonest is evicted, so an
+    /// address's mark is what it loses (C's geoip map always makes room for a new address;
+    /// an attacker who could pin every slot with marks would otherwise switch the defences
+    /// off for every address not yet seen).
+    fn eviction_rank(&self, s: &Slot, w: u64, now: u32, cfg: &DosConfig) -> Option<u64> {
+        if count_of(w) != 0 {
+            return None;
+        }
+        let live = |m: &AtomicU32| {
+            let v = m.load(Ordering::Relaxed);
+            if marked(v, now) {
+                v
+            } else {
+                0
+            }
+        };
+        let ends = live(&s.cc_marked_until).max(live(&s.conn_marked_until));
+        let idle = ends == 0
             && bucket_full(
                 s.cc_bucket.load(Ordering::Relaxed),
                 now,
@@ -210,16 +234,21 @@ impl ClientAddrTable {
                 now,
                 cfg.conn_connect_rate,
                 cfg.conn_connect_burst,
-            )
+            );
+        // Idle first (0), then unmarked with partly drained buckets (1), then by mark end.
+        Some(if idle { 0 } else { 1 + u64::from(ends) })
     }
 
     /// Finds or creates `ip`'s slot and adds one connection to it; returns the slot and
-    /// the count before. `None` when the probe window is full of busy addresses.
+    /// the count before. `None` only when every slot of the probe window holds open
+    /// connections of other addresses (or the count is saturated): then the caller fails
+    /// open.
     fn pin(&self, ip: IpAddr, now: u32, cfg: &DosConfig) -> Option<(usize, u32)> {
         let (start, key) = self.locate(ip);
-        // A lost race for an idle slot is retried once: the winner may be the same address.
-        for _attempt in 0..2 {
-            let mut idle: Option<(usize, u64)> = None;
+        // A lost race for a slot to take over is retried: the winner may be the same
+        // address, or the slot may have been pinned meanwhile.
+        for _attempt in 0..3 {
+            let mut best: Option<(u64, usize, u64)> = None;
             for i in 0..PROBE_WINDOW {
                 let idx = (start + i) & self.mask;
                 let s = &self.slots[idx];
@@ -260,24 +289,32 @@ impl ClientAddrTable {
                     }
                     break;
                 }
-                if idle.is_none() && self.reclaimable(s, w, now, cfg) {
-                    idle = Some((idx, w));
+                if let Some(r) = self.eviction_rank(s, w, now, cfg) {
+                    if best.is_none_or(|(b, _, _)| r < b) {
+                        best = Some((r, idx, w));
+                    }
                 }
             }
-            let (idx, w) = idle?;
+            let (rank, idx, w) = best?;
             let s = &self.slots[idx];
             if s.word
                 .compare_exchange(w, key | 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                // Expired marks read as "never marked" for the new address (C's `== 0`).
-                for m in [&s.cc_marked_until, &s.conn_marked_until] {
-                    let v = m.load(Ordering::Relaxed);
-                    if v != 0 && v < now {
-                        let _ = m.compare_exchange(v, 0, Ordering::Relaxed, Ordering::Relaxed);
-                    }
-                }
-                self.counters.table_reclaims.fetch_add(1, Ordering::Relaxed);
+                // The slot is ours (count 1): nothing of the previous address may carry
+                // over, even a mark set by a racing thread after our scan read it. (A
+                // connect of the same new address racing these stores may get its token
+                // back: harmless.)
+                s.cc_bucket.store(0, Ordering::Relaxed);
+                s.connect_bucket.store(0, Ordering::Relaxed);
+                s.cc_marked_until.store(0, Ordering::Relaxed);
+                s.conn_marked_until.store(0, Ordering::Relaxed);
+                let c = if rank == 0 {
+                    &self.counters.table_reclaims
+                } else {
+                    &self.counters.table_evictions
+                };
+                c.fetch_add(1, Ordering::Relaxed);
                 return Some((idx, 0));
             }
         }
@@ -335,8 +372,15 @@ impl ClientAddrTable {
                 return ConnDecision::Refuse(r);
             }
         }
+        self.count_connect(s, cfg, now, rng);
+        ConnDecision::Track(AddrSlot(idx as u32))
+    }
+
+    /// C `conn_update_on_connect`, for a connection now pinned to slot `s`.
+    fn count_connect(&self, s: &Slot, cfg: &DosConfig, now: u32, rng: &mut impl Rng) {
+        let c = &self.counters;
         // C `conn_update_on_connect`: take a connect token; an empty bucket marks the
-        // address (once: not again while a mark stands).
+        // address (once: not again while a mark stands, which would extend it forever).
         let mut cur = s.connect_bucket.load(Ordering::Relaxed);
         let left = loop {
             let (ts, t) = refill(cur, now, cfg.conn_connect_rate, cfg.conn_connect_burst);
@@ -351,20 +395,43 @@ impl ClientAddrTable {
                 Err(v) => cur = v,
             }
         };
+        // C marks only when `marked_until_ts == 0`: an expired mark is reset to 0 solely by
+        // the accept check in `on_accept`, which runs only while the connection defence is on, so
+        // with it off an address is marked at most once (C does the same).
         if left == 0 {
-            let until = s.conn_marked_until.load(Ordering::Relaxed);
-            if !marked(until, now) {
-                let new = mark_until(now, cfg.conn_connect_defense_time_period, rng);
-                if s.conn_marked_until
-                    .compare_exchange(until, new, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    c.conn_marked_addrs.fetch_add(1, Ordering::Relaxed);
-                }
+            let new = mark_until(now, cfg.conn_connect_defense_time_period, rng);
+            if s.conn_marked_until
+                .compare_exchange(0, new, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                c.conn_marked_addrs.fetch_add(1, Ordering::Relaxed);
             }
         }
         c.tracked_connections.fetch_add(1, Ordering::Relaxed);
-        ConnDecision::Track(AddrSlot(idx as u32))
+    }
+
+    /// A client channel opened whose connection was not tracked at accept because no
+    /// defence was on then (the defaults keep both off until the first consensus). C
+    /// catches such channels up in `channel_do_open_actions` with `dos_new_client_conn`:
+    /// the connection is counted (connect bucket included) without the accept-time
+    /// refusal checks, so its later CREATE cells are counted and checked. `None` when no
+    /// defence is on, or the probe window holds only connections (fail open).
+    pub fn on_client_open(
+        &self,
+        ip: IpAddr,
+        cfg: &DosConfig,
+        now: u32,
+        rng: &mut impl Rng,
+    ) -> Option<AddrSlot> {
+        if !cfg.any_enabled() {
+            return None;
+        }
+        let Some((idx, _)) = self.pin(ip, now, cfg) else {
+            self.counters.table_full.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        self.count_connect(&self.slots[idx], cfg, now, rng);
+        Some(AddrSlot(idx as u32))
     }
 
     /// A tracked connection closed (C `dos_close_client_conn`). Call once per `Track`.
@@ -433,12 +500,9 @@ impl ClientAddrTable {
             if cfg.cc_defense_type == CcDefenseType::RefuseCell {
                 return CircCreateDecision::Refuse;
             }
-        } else if until != 0 {
-            // Expired: back to 0 so a new detection counts as a new marked address.
-            let _ =
-                s.cc_marked_until
-                    .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
         }
+        // An expired mark stays as it is (C never resets `marked_until_ts` here): the
+        // address counts once in `cc_marked_addrs` for as long as it keeps its slot.
         CircCreateDecision::Allow
     }
 
@@ -679,6 +743,90 @@ mod tests {
     }
 
     #[test]
+    fn marked_address_counts_once_per_entry_as_in_c() {
+        let t = table();
+        let c = cfg();
+        let mut rng = StdRng::seed_from_u64(8);
+        let s = track(&t, ip("198.51.100.9"), &c, 50, &mut rng);
+        for _ in 0..5 {
+            t.note_create_cell(s, &c, 50, &mut rng);
+        }
+        assert_eq!(t.create_defense(s, &c, 50), CircCreateDecision::Refuse);
+        // The mark (at most 50 + 100 + 49) expires; the defence check does not clear it,
+        // and a second detection later does not count the address again (C
+        // `cc_num_marked_addrs` counts a mark over `marked_until_ts == 0` only).
+        assert_eq!(t.create_defense(s, &c, 300), CircCreateDecision::Allow);
+        for _ in 0..10 {
+            t.note_create_cell(s, &c, 300, &mut rng);
+        }
+        assert_eq!(t.create_defense(s, &c, 300), CircCreateDecision::Refuse);
+        assert_eq!(t.counters().cc_marked_addrs.load(Ordering::Relaxed), 1);
+        assert_eq!(t.counters().cc_rejected_cells.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn connect_mark_is_not_renewed_while_the_connection_defence_is_off() {
+        // Only the circuit defence is on: connections are still counted (C
+        // `conn_update_on_connect` runs for every tracked connection) and an empty connect
+        // bucket marks once; nothing resets the mark, so it is not set again.
+        let t = table();
+        let c = DosConfig {
+            conn_enabled: false,
+            conn_connect_rate: 1,
+            conn_connect_burst: 1,
+            conn_connect_defense_time_period: 10,
+            ..cfg()
+        };
+        let mut rng = StdRng::seed_from_u64(9);
+        let a = ip("192.0.2.55");
+        for now in [10, 11, 100, 101, 500] {
+            let s = track(&t, a, &c, now, &mut rng);
+            t.on_close(s);
+            let s2 = track(&t, a, &c, now, &mut rng);
+            t.on_close(s2);
+        }
+        assert_eq!(t.counters().conn_marked_addrs.load(Ordering::Relaxed), 1);
+        // With the defence on, an expired mark is reset at accept and the address can be
+        // marked again.
+        let on = DosConfig {
+            conn_enabled: true,
+            ..c
+        };
+        let s = track(&t, a, &on, 600, &mut rng);
+        t.on_close(s);
+        assert_eq!(t.counters().conn_marked_addrs.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn channel_opened_before_the_defences_is_caught_up() {
+        let t = table();
+        let c = cfg();
+        let off = DosConfig {
+            cc_enabled: false,
+            conn_enabled: false,
+            ..c
+        };
+        let mut rng = StdRng::seed_from_u64(10);
+        let a = ip("203.0.113.40");
+        // Accepted while everything was off: untracked.
+        assert_eq!(t.on_accept(a, &off, 5, &mut rng), ConnDecision::Untracked);
+        assert_eq!(t.on_client_open(a, &off, 5, &mut rng), None);
+        // The defences came on (first consensus); the channel opens now and is counted,
+        // even over the concurrent limit (no refusal on this path, as in C).
+        let held: Vec<_> = (0..4).map(|_| track(&t, a, &c, 6, &mut rng)).collect();
+        let s = t.on_client_open(a, &c, 6, &mut rng).expect("caught up");
+        assert_eq!(t.concurrent_count(a), 5);
+        assert_eq!(s, held[0]);
+        // Its CREATE cells now count towards the address's bucket.
+        for _ in 0..5 {
+            t.note_create_cell(s, &c, 6, &mut rng);
+        }
+        assert_eq!(t.create_defense(s, &c, 6), CircCreateDecision::Refuse);
+        t.on_close(s);
+        assert_eq!(t.concurrent_count(a), 4);
+    }
+
+    #[test]
     fn min_connections_and_defense_type() {
         let t = table();
         let c = DosConfig {
@@ -746,6 +894,96 @@ mod tests {
             ConnDecision::Track(_)
         ));
         assert_eq!(t.concurrent_count(late), 1);
+    }
+
+    /// Fills every slot of the table with addresses that each connect `connects` times
+    /// (closing at once) at `now`, so that with a connect burst of `connects` each ends up
+    /// marked.
+    fn fill_with_marked(t: &ClientAddrTable, c: &DosConfig, connects: u32, now: u32) {
+        let mut rng = StdRng::seed_from_u64(70);
+        let mut i = 0u32;
+        while (t.counters().table_entries.load(Ordering::Relaxed) as usize) < t.capacity() {
+            i += 1;
+            assert!(i < 1 << 20, "the table fills up");
+            let a = IpAddr::V4((0x0b00_0000 + i).into());
+            for _ in 0..connects {
+                if let ConnDecision::Track(s) = t.on_accept(a, c, now, &mut rng) {
+                    t.on_close(s);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn marked_addresses_without_connections_cannot_switch_the_defences_off() {
+        let t = table();
+        let c = DosConfig {
+            conn_max_concurrent_count: 1000,
+            conn_connect_burst: 2,
+            conn_connect_rate: 1,
+            conn_connect_defense_time_period: 100_000,
+            ..cfg()
+        };
+        fill_with_marked(&t, &c, 2, 10);
+        assert_eq!(
+            t.counters().table_entries.load(Ordering::Relaxed),
+            MIN_SLOTS as u64
+        );
+        assert!(t.counters().conn_marked_addrs.load(Ordering::Relaxed) >= MIN_SLOTS as u64);
+        // Every slot is marked for a day, none has a connection: a new address still gets
+        // a slot (evicting one), and the defences apply to it.
+        let mut rng = StdRng::seed_from_u64(71);
+        let late = ip("2001:db8:77::1");
+        let s1 = track(&t, late, &c, 20, &mut rng);
+        assert!(t.counters().table_evictions.load(Ordering::Relaxed) >= 1);
+        assert_eq!(t.counters().table_full.load(Ordering::Relaxed), 0);
+        // The evicted address's mark and emptied bucket are not inherited: the first
+        // connect was served, the second takes the last token and marks, the third is
+        // refused.
+        let _s2 = track(&t, late, &c, 20, &mut rng);
+        assert_eq!(
+            t.on_accept(late, &c, 20, &mut rng),
+            ConnDecision::Refuse(ConnRefusal::ConnectRate)
+        );
+        // Its CREATE cells are counted too.
+        for _ in 0..5 {
+            t.note_create_cell(s1, &c, 20, &mut rng);
+        }
+        assert_eq!(t.create_defense(s1, &c, 20), CircCreateDecision::Refuse);
+    }
+
+    #[test]
+    fn eviction_takes_the_mark_that_ends_soonest() {
+        let t = table();
+        let c = cfg();
+        // Make every slot hold an address with a circuit mark, at various ends.
+        let mut rng = StdRng::seed_from_u64(72);
+        let mut held = Vec::new();
+        let mut i = 0u32;
+        while (t.counters().table_entries.load(Ordering::Relaxed) as usize) < t.capacity() {
+            let a = IpAddr::V4((0x0c00_0000 + i).into());
+            if let ConnDecision::Track(s) = t.on_accept(a, &c, 1, &mut rng) {
+                held.push(s);
+            }
+            i += 1;
+            assert!(i < 1 << 20, "the table fills up");
+        }
+        for (n, s) in held.iter().enumerate() {
+            let sl = &t.slots[s.0 as usize];
+            sl.cc_marked_until.store(1000 + n as u32, Ordering::Relaxed);
+            t.on_close(*s);
+        }
+        let late = ip("198.51.100.200");
+        let (start, _) = t.locate(late);
+        let window: Vec<usize> = (0..PROBE_WINDOW).map(|i| (start + i) & t.mask).collect();
+        let soonest = *window
+            .iter()
+            .min_by_key(|&&i| t.slots[i].cc_marked_until.load(Ordering::Relaxed))
+            .unwrap();
+        let got = track(&t, late, &c, 5, &mut rng);
+        assert_eq!(got.0 as usize, soonest);
+        assert_eq!(t.slots[soonest].cc_marked_until.load(Ordering::Relaxed), 0);
+        assert_eq!(t.create_defense(got, &c, 5), CircCreateDecision::Allow);
     }
 
     #[test]

@@ -411,54 +411,63 @@ impl MetricsRegistry {
 /// the counter), plus the shared table's use.
 fn render_dos(f: &mut Family<'_>, d: &DosCounters) {
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let gs = |a: &crate::dos::StripedCounter| a.load(Ordering::Relaxed);
     f.header(
         "tor_relay_dos_total",
         MetricKind::Counter,
         "DoS defence actions (C tor names): circuits and connections refused, addresses marked.",
     );
     for (t, v) in [
-        ("circuit_rejected", &d.cc_rejected_cells),
-        ("marked_address", &d.cc_marked_addrs),
-        ("conn_rejected", &d.conn_connect_rejected),
-        ("concurrent_conn_rejected", &d.conn_concurrent_rejected),
-        ("conn_marked_address", &d.conn_marked_addrs),
+        ("circuit_rejected", gs(&d.cc_rejected_cells)),
+        ("marked_address", g(&d.cc_marked_addrs)),
+        ("conn_rejected", gs(&d.conn_connect_rejected)),
+        ("concurrent_conn_rejected", gs(&d.conn_concurrent_rejected)),
+        ("conn_marked_address", g(&d.conn_marked_addrs)),
     ] {
-        f.value("tor_relay_dos_total", &format!("type=\"{t}\""), g(v));
+        f.value("tor_relay_dos_total", &format!("type=\"{t}\""), v);
     }
-    let gauges: [(&str, MetricKind, &str, &AtomicU64); 5] = [
+    let gauges: [(&str, MetricKind, &str, u64); 6] = [
         (
             "fors_relay_dos_table_entries",
             MetricKind::Gauge,
             "Slots of the shared DoS address table holding an address.",
-            &d.table_entries,
+            g(&d.table_entries),
         ),
         (
             "fors_relay_dos_table_slots",
             MetricKind::Gauge,
             "Slots of the shared DoS address table.",
-            &d.table_slots,
+            g(&d.table_slots),
         ),
         (
             "fors_relay_dos_tracked_connections",
             MetricKind::Gauge,
             "Incoming connections counted by the DoS defences now.",
-            &d.tracked_connections,
+            gs(&d.tracked_connections),
         ),
         (
             "fors_relay_dos_table_full_total",
             MetricKind::Counter,
-            "Connections served untracked because the DoS table had no room (fail open).",
-            &d.table_full,
+            "Connections served untracked: every slot of their DoS table probe window held \
+             open connections (fail open).",
+            gs(&d.table_full),
         ),
         (
             "fors_relay_dos_table_reclaims_total",
             MetricKind::Counter,
             "Idle DoS table slots given to another address.",
-            &d.table_reclaims,
+            g(&d.table_reclaims),
+        ),
+        (
+            "fors_relay_dos_table_evictions_total",
+            MetricKind::Counter,
+            "DoS table slots taken from an address without connections but still marked \
+             (or with a partly drained bucket): that address lost its mark.",
+            g(&d.table_evictions),
         ),
     ];
     for (name, kind, help, v) in gauges {
-        f.single(name, kind, help, g(v));
+        f.single(name, kind, help, v);
     }
 }
 

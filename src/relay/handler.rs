@@ -1257,16 +1257,32 @@ impl RelayHandler {
             };
             let mut opened_relay = None;
             let mut waiting = Vec::new();
+            // `self.conns` by field (not `self.conn`) so that the DoS table, its config and
+            // the RNG stay usable inside.
             if let Some(Conn {
                 kind: Kind::Channel(c),
                 closing,
                 ..
-            }) = self.conn(id)
+            }) = self
+                .conns
+                .get_mut(id.slot() as usize)
+                .and_then(Option::as_mut)
+                .filter(|c| c.id == id)
             {
                 match e {
                     ChannelEvent::Open(info) => {
                         c.open = true;
                         c.peer = info.peer;
+                        // C `channel_do_open_actions`: a client channel accepted while no
+                        // defence was on is counted now, so its CREATE cells are too.
+                        if c.dos_slot.is_none() && matches!(info.peer, PeerIdentity::Client) {
+                            c.dos_slot = self.dos.on_client_open(
+                                c.channel.peer_addr(),
+                                &self.dos_cfg,
+                                self.dos.secs(now),
+                                &mut self.core_rng,
+                            );
+                        }
                         let timeout = match info.peer {
                             PeerIdentity::Client => idle_timeouts.0,
                             PeerIdentity::Relay { .. } => idle_timeouts.1,
@@ -1566,6 +1582,18 @@ impl ConnHandler for RelayHandler {
             let _ = out.close(conn);
             return;
         };
+        // The shard reuses a slot only after `on_closed`, which empties the entry; an entry
+        // still here would leak its DoS pin, so release it whatever happens.
+        debug_assert!(entry.is_none(), "accept into a slot still in use");
+        if let Some(Conn {
+            kind: Kind::Channel(old),
+            ..
+        }) = entry.take()
+        {
+            if let Some(s) = old.dos_slot {
+                self.dos.on_close(s);
+            }
+        }
         match Channel::new_responder(ctx, peer.ip(), SystemTime::now()) {
             Ok(channel) => {
                 *entry = Some(Conn {

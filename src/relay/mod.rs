@@ -168,7 +168,7 @@ impl Relay {
             Some(p) => Some(PidFile::write(p)?),
             None => None,
         };
-        let dos_options = config.dos;
+        let dos_options = config.dos.for_relay(config.publish_server_descriptor);
         // From here on a failure must remove the pid file: build the rest in a closure.
         let mut relay = Relay {
             cl,
@@ -634,8 +634,11 @@ impl Relay {
                 descriptor_changed,
             });
         }
-        if new.dos != self.config.dos {
-            self.dos_options.publish(new.dos);
+        if new.dos != self.config.dos
+            || new.publish_server_descriptor != self.config.publish_server_descriptor
+        {
+            self.dos_options
+                .publish(new.dos.for_relay(new.publish_server_descriptor));
         }
         self.config = new;
         self.metrics
