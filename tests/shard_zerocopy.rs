@@ -35,6 +35,14 @@ fn large_echo_uses_send_zc() {
     let plain: u64 = reports.iter().map(|r| r.metrics.send_ops).sum();
     eprintln!("send_zc_ops {zc} (kernel copied {copied}), plain sends {plain}");
     assert!(zc > 0, "no zero-copy sends were issued");
+    // Loopback delivers into a local socket, so the kernel copies every zero-copy send
+    // (bench/RESULTS.md "Zero-copy send: the crossover"); the notifications must say so.
+    if fors::shard::probe_kernel().unwrap().zc_report_usage {
+        assert_eq!(
+            copied, zc,
+            "every loopback zero-copy send reported as copied"
+        );
+    }
     for r in &reports {
         assert_eq!(r.metrics.shutdown_leaked_ops, 0);
         assert_eq!(r.metrics.recv_bytes, r.metrics.send_bytes);

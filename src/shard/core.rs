@@ -16,6 +16,10 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use super::config::ShardConfig;
 use super::conn::{user_data, Conn, ConnId, ConnState, OpKind, RecvState, ShardId};
 use super::error::{CloseReason, CrossPushError, OutboxError};
+
+/// IORING_SEND_ZC_REPORT_USAGE (include/uapi/linux/io_uring.h): the notification says
+/// whether the data was copied after all.
+const IORING_SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
 use super::metrics::ShardMetrics;
 use super::sendpool::SendPool;
 use super::spsc::Producer;
@@ -49,6 +53,8 @@ pub(crate) struct Core<M> {
     pub pool: SendPool,
     /// Use SEND_ZC from pool fixed buffer 0 (registration succeeded).
     fixed_send_buf: bool,
+    /// Zero-copy sends ask whether the kernel copied anyway (`KernelFeatures::zc_report_usage`).
+    pub zc_report_usage: bool,
     pub producers: Vec<Option<Producer<M>>>,
     pub peer_wake_fds: Vec<RawFd>,
     cross_dirty: Vec<bool>,
@@ -89,6 +95,7 @@ impl<M: Send> Core<M> {
             sendq: vec![0; max * cfg.max_send_bufs_per_conn as usize],
             pool,
             fixed_send_buf,
+            zc_report_usage: false,
             cross_dirty: vec![false; producers.len()],
             producers,
             peer_wake_fds,
@@ -414,8 +421,15 @@ impl<M: Send> Core<M> {
         let e = if zc {
             // Zero-copy: the NIC (or loopback, which copies anyway) reads the pool pages
             // directly; the buffer stays pinned until the notification CQE.
-            let mut op =
-                opcode::SendZc::new(Fixed(slot as u32), ptr, len).flags(libc::MSG_NOSIGNAL);
+            let mut op = opcode::SendZc::new(Fixed(slot as u32), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                // Ask the kernel to say in the notification whether it copied anyway
+                // (IORING_SEND_ZC_REPORT_USAGE): without it `send_zc_copied` stays 0.
+                .zc_flags(if self.zc_report_usage {
+                    IORING_SEND_ZC_REPORT_USAGE
+                } else {
+                    0
+                });
             if self.fixed_send_buf {
                 op = op.buf_index(Some(0));
             }
@@ -493,6 +507,7 @@ impl<M: Send> Core<M> {
 
     /// Zero-copy notification: the kernel no longer references the buffer.
     pub fn on_send_notif(&mut self, slot: usize, buf: u32, res: i32) {
+        // Set in the notification's result when IORING_SEND_ZC_REPORT_USAGE was asked for.
         const IORING_NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
         if res as u32 & IORING_NOTIF_USAGE_ZC_COPIED != 0 {
             self.metrics.send_zc_copied += 1;

@@ -97,7 +97,7 @@ impl<H: ConnHandler> Shard<H> {
         let fixed_send_buf = unsafe { ring.submitter().register_buffers(&[pool.iovec()]) }.is_ok();
         let bufring = BufRing::new(&ring, cfg.recv_buf_count, cfg.recv_buf_size)?;
         let peer_wake_fds = parts.wake_fds.iter().map(|f| f.as_raw_fd()).collect();
-        let core = Core::new(
+        let mut core = Core::new(
             ring,
             cfg.clone(),
             parts.id,
@@ -107,6 +107,7 @@ impl<H: ConnHandler> Shard<H> {
             parts.producers,
             peer_wake_fds,
         );
+        core.zc_report_usage = parts.features.zc_report_usage;
         Ok(Shard {
             core,
             bufring,

@@ -22,8 +22,10 @@
 //!   per-connection bound on queued buffers is the backpressure point.
 //! - **Zero-copy send** (`IORING_OP_SEND_ZC`, 6.0) for sends of at least
 //!   `ShardConfig::zero_copy_threshold` bytes, from the pool registered as fixed buffer 0;
-//!   the buffer stays pinned until the kernel's notification. On loopback the kernel copies
-//!   anyway (counted in `send_zc_copied`), so zero-copy only pays off on real NICs.
+//!   the buffer stays pinned until the kernel's notification. Delivered to a local socket
+//!   (loopback, veth) the kernel copies anyway, which the notification reports on 6.2+
+//!   (`send_zc_copied`); measured here it never beat a plain send (bench/RESULTS.md), so the
+//!   shipped profiles leave it off.
 //! - **Connect with a linked timeout** (`IORING_OP_CONNECT` + `IORING_OP_LINK_TIMEOUT`) for
 //!   outbound connections (extending circuits, exit streams).
 //! - **Timeout op** for the handler's periodic `on_tick`; **eventfd read** for cross-shard

@@ -15,6 +15,9 @@ pub struct KernelFeatures {
     pub defer_taskrun: bool,
     /// The ring can wait with a timeout argument (IORING_FEAT_EXT_ARG, 5.11).
     pub ext_arg: bool,
+    /// Zero-copy sends can report whether the kernel copied anyway
+    /// (IORING_SEND_ZC_REPORT_USAGE, 6.2; older kernels reject the flag with EINVAL).
+    pub zc_report_usage: bool,
 }
 
 fn require(
@@ -117,7 +120,42 @@ pub fn probe_kernel() -> Result<KernelFeatures, ShardError> {
     Ok(KernelFeatures {
         defer_taskrun,
         ext_arg,
+        zc_report_usage: kernel_release().is_some_and(|v| v >= (6, 2)),
     })
+}
+
+/// The running kernel's (major, minor) from uname, e.g. "6.18.44-fc" → (6, 18).
+fn kernel_release() -> Option<(u32, u32)> {
+    // SAFETY: `uname` fills the zeroed struct it is given; every field is NUL-terminated.
+    let name = unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    };
+    parse_release(&name)
+}
+
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kernel_release_parses_distribution_suffixes() {
+        assert_eq!(super::parse_release("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(super::parse_release("6.1.0-27-amd64"), Some((6, 1)));
+        assert_eq!(super::parse_release("5.15"), Some((5, 15)));
+        assert_eq!(super::parse_release("garbage"), None);
+        assert!(super::kernel_release().is_some());
+    }
 }
 
 #[repr(C, align(4096))]
