@@ -146,6 +146,9 @@ fn parse_release(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+#[repr(C, align(4096))]
+struct ProbeBufRing([[u8; 16]; 8]);
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -157,6 +160,3 @@ mod tests {
         assert!(super::kernel_release().is_some());
     }
 }
-
-#[repr(C, align(4096))]
-struct ProbeBufRing([[u8; 16]; 8]);
