@@ -26,18 +26,15 @@
 
 mod daemon_common;
 
-use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_common::raw_link::{fixed_cell, netinfo_cell, versions_cell};
+use daemon_common::raw_link::{connect_tcp_from, fixed_cell, LinkRead, RawLink};
 use daemon_common::{free_port, http_get, metric, open_channel_and_create, Fors, TempDir};
 use fors::cell::chan::DestroyReason;
-use fors::cell::{Cell, ChanCmd, Framer};
+use fors::cell::ChanCmd;
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
-use rustls::pki_types::ServerName;
-use rustls::{ClientConnection, StreamOwned};
 
 /// Bound on any one step (handshake, answer); the machine is shared and slow.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -48,15 +45,7 @@ const C_CONN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
 const D_LOCAL: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 
 /// A client link from a chosen local address (TLS, VERSIONS, NETINFO; no AUTHENTICATE).
-struct Link {
-    tls: StreamOwned<ClientConnection, TcpStream>,
-    plain: Vec<u8>,
-    framer: Framer,
-}
-
-fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
-}
+struct Link(RawLink);
 
 impl Link {
     fn open(from: Ipv4Addr, relay: SocketAddr) -> Result<Link, String> {
@@ -65,84 +54,35 @@ impl Link {
 
     /// A TCP connection from `from` (accepted by the relay, no TLS yet).
     fn connect(from: Ipv4Addr, relay: SocketAddr) -> Result<TcpStream, String> {
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .map_err(|e| format!("socket: {e}"))?;
-        sock.bind(&SocketAddr::from((from, 0)).into())
-            .map_err(|e| format!("bind {from}: {e}"))?;
-        sock.connect_timeout(&relay.into(), LIMIT)
-            .map_err(|e| format!("connect: {e}"))?;
-        Ok(sock.into())
+        connect_tcp_from(from.into(), relay, LIMIT)
     }
 
     /// TLS, VERSIONS and NETINFO over `tcp`: the channel is open as a client's.
     fn handshake(tcp: TcpStream, relay: SocketAddr) -> Result<Link, String> {
-        tcp.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        tcp.set_write_timeout(Some(LIMIT)).unwrap();
-        let cfg = fors::proto::channel::tls::client_config(fors::proto::channel::tls::provider())
-            .unwrap();
-        let conn =
-            ClientConnection::new(cfg, ServerName::try_from("www.example.com").unwrap()).unwrap();
-        let mut tls = StreamOwned::new(conn, tcp);
-        let end = Instant::now() + LIMIT;
-        while tls.conn.is_handshaking() {
-            if Instant::now() > end {
-                return Err("TLS handshake timed out".into());
-            }
-            match tls.conn.complete_io(&mut tls.sock) {
-                Ok(_) => {}
-                Err(e) if is_timeout(&e) => {}
-                Err(e) => return Err(format!("TLS handshake: {e}")),
-            }
-        }
-        let mut link = Link {
-            tls,
-            plain: Vec::new(),
-            framer: Framer::unnegotiated(),
-        };
-        link.send(&versions_cell(&[4, 5]))?;
-        loop {
-            match link.read_cell(LIMIT)? {
-                (_, ChanCmd::VERSIONS, _) => link.framer = Framer::negotiated(5).unwrap(),
-                (_, ChanCmd::NETINFO, _) => break,
-                _ => {}
-            }
-        }
-        link.send(&netinfo_cell(relay.ip()))?;
-        Ok(link)
+        RawLink::over_tcp(tcp, LIMIT)?
+            .client_handshake(relay.ip(), LIMIT)
+            .map(Link)
     }
 
     fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.tls
-            .write_all(bytes)
-            .and_then(|_| self.tls.flush())
-            .map_err(|e| format!("send: {e}"))
+        if self.0.send(bytes) {
+            Ok(())
+        } else {
+            Err("send: the relay closed the link".into())
+        }
     }
 
     /// The next non-padding cell (circuit ID, command, body), within `limit`.
     fn read_cell(&mut self, limit: Duration) -> Result<(u32, ChanCmd, Vec<u8>), String> {
         let end = Instant::now() + limit;
-        let mut buf = [0u8; 16384];
         loop {
-            if let Some((cell, used)) = self.framer.next(&self.plain).map_err(|e| e.to_string())? {
-                let (id, cmd, body) = match cell {
-                    Cell::Fixed(c) => (c.circ_id.0, c.cmd, c.body.to_vec()),
-                    Cell::Var(c) => (c.circ_id.0, c.cmd, c.body.to_vec()),
-                };
-                self.plain.drain(..used);
-                if cmd != ChanCmd::PADDING && cmd != ChanCmd::VPADDING {
-                    return Ok((id, cmd, body));
-                }
-                continue;
-            }
-            if Instant::now() >= end {
-                return Err("no cell in time".into());
-            }
-            match self.tls.read(&mut buf) {
-                Ok(0) => return Err("closed by the relay".into()),
-                Ok(n) => self.plain.extend_from_slice(&buf[..n]),
-                Err(e) if is_timeout(&e) => {}
-                Err(e) => return Err(format!("read: {e}")),
+            let left = end.saturating_duration_since(Instant::now());
+            match self.0.read_cell(left) {
+                LinkRead::Cell { cmd, .. }
+                    if cmd == ChanCmd::PADDING || cmd == ChanCmd::VPADDING => {}
+                LinkRead::Cell { circ_id, cmd, body } => return Ok((circ_id.0, cmd, body)),
+                LinkRead::Closed(how) => return Err(format!("closed by the relay: {how}")),
+                LinkRead::TimedOut => return Err("no cell in time".into()),
             }
         }
     }

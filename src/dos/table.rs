@@ -118,6 +118,20 @@ fn pack(ts: u32, tokens: u32) -> u64 {
     (u64::from(ts) << 32) | u64::from(tokens)
 }
 
+/// Refills a packed bucket to `now` and takes one token (none left stays 0), atomically;
+/// returns the tokens left.
+fn take_token(bucket: &AtomicU64, now: u32, rate: u32, burst: u32) -> u32 {
+    let mut cur = bucket.load(Ordering::Relaxed);
+    loop {
+        let (ts, t) = refill(cur, now, rate, burst);
+        let t = t.saturating_sub(1);
+        match bucket.compare_exchange_weak(cur, pack(ts, t), Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return t,
+            Err(v) => cur = v,
+        }
+    }
+}
+
 /// Whether a bucket would be full at `now`, i.e. indistinguishable from a fresh one.
 fn bucket_full(packed: u64, now: u32, rate: u32, burst: u32) -> bool {
     let ts = (packed >> 32) as u32;
@@ -381,20 +395,12 @@ impl ClientAddrTable {
         let c = &self.counters;
         // C `conn_update_on_connect`: take a connect token; an empty bucket marks the
         // address (once: not again while a mark stands, which would extend it forever).
-        let mut cur = s.connect_bucket.load(Ordering::Relaxed);
-        let left = loop {
-            let (ts, t) = refill(cur, now, cfg.conn_connect_rate, cfg.conn_connect_burst);
-            let t = t.saturating_sub(1);
-            match s.connect_bucket.compare_exchange_weak(
-                cur,
-                pack(ts, t),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break t,
-                Err(v) => cur = v,
-            }
-        };
+        let left = take_token(
+            &s.connect_bucket,
+            now,
+            cfg.conn_connect_rate,
+            cfg.conn_connect_burst,
+        );
         // C marks only when `marked_until_ts == 0`: an expired mark is reset to 0 solely by
         // the accept check in `on_accept`, which runs only while the connection defence is on, so
         // with it off an address is marked at most once (C does the same).
@@ -457,20 +463,7 @@ impl ClientAddrTable {
         let Some(s) = self.slots.get(slot.0 as usize) else {
             return;
         };
-        let mut cur = s.cc_bucket.load(Ordering::Relaxed);
-        let left = loop {
-            let (ts, t) = refill(cur, now, cfg.cc_circuit_rate, cfg.cc_circuit_burst);
-            let t = t.saturating_sub(1);
-            match s.cc_bucket.compare_exchange_weak(
-                cur,
-                pack(ts, t),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break t,
-                Err(v) => cur = v,
-            }
-        };
+        let left = take_token(&s.cc_bucket, now, cfg.cc_circuit_rate, cfg.cc_circuit_burst);
         let conns = count_of(s.word.load(Ordering::Relaxed));
         if left == 0 && conns >= cfg.cc_min_concurrent_conn {
             let new = mark_until(now, cfg.cc_defense_time_period, rng);

@@ -37,10 +37,35 @@ pub struct RawLink {
     pub framer: Framer,
 }
 
+/// A TCP connection to `addr` from the local address `from` (any 127.x address works on
+/// loopback), bounded by `limit`.
+pub fn connect_tcp_from(
+    from: IpAddr,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<TcpStream, String> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(|e| format!("socket: {e}"))?;
+    sock.bind(&SocketAddr::new(from, 0).into())
+        .map_err(|e| format!("bind {from}: {e}"))?;
+    sock.connect_timeout(&addr.into(), limit)
+        .map_err(|e| format!("connect: {e}"))?;
+    Ok(sock.into())
+}
+
 impl RawLink {
     /// TCP connect and a complete TLS handshake (bounded by `limit`).
     pub fn connect(addr: SocketAddr, limit: Duration) -> Result<RawLink, String> {
         let tcp = TcpStream::connect_timeout(&addr, limit).map_err(|e| format!("connect: {e}"))?;
+        RawLink::over_tcp(tcp, limit)
+    }
+
+    /// A complete TLS handshake over a connected socket (bounded by `limit`).
+    pub fn over_tcp(tcp: TcpStream, limit: Duration) -> Result<RawLink, String> {
         tcp.set_write_timeout(Some(limit)).unwrap();
         tcp.set_read_timeout(Some(Duration::from_millis(250)))
             .unwrap();
@@ -71,7 +96,13 @@ impl RawLink {
     /// AUTHENTICATE): VERSIONS 4,5; the relay's VERSIONS, CERTS, AUTH_CHALLENGE, NETINFO;
     /// our NETINFO. The link protocol is then 5 (4-byte circuit IDs).
     pub fn open_as_client(addr: SocketAddr, limit: Duration) -> Result<RawLink, String> {
-        let mut link = RawLink::connect(addr, limit)?;
+        RawLink::connect(addr, limit)?.client_handshake(addr.ip(), limit)
+    }
+
+    /// The client side of the link handshake (see `open_as_client`) over a TLS link to
+    /// the relay at `relay_ip`.
+    pub fn client_handshake(self, relay_ip: IpAddr, limit: Duration) -> Result<RawLink, String> {
+        let mut link = self;
         link.send(&versions_cell(&[4, 5]));
         let mut seen = Vec::new();
         let end = Instant::now() + limit;
@@ -104,7 +135,7 @@ impl RawLink {
         {
             return Err(format!("unexpected responder handshake {seen:?}"));
         }
-        link.send(&netinfo_cell(addr.ip()));
+        link.send(&netinfo_cell(relay_ip));
         Ok(link)
     }
 
