@@ -1427,13 +1427,13 @@ impl RelayHandler {
 
     fn refresh_snapshot(&mut self) {
         let options_changed = self.dos_options.refresh();
-        if !self.network.refresh() {
-            if options_changed {
-                self.dos_cfg = dos_config(self.network.get(), self.dos_options.get());
-            }
+        let network_changed = self.network.refresh();
+        if options_changed || network_changed {
+            self.dos_cfg = dos_config(self.network.get(), self.dos_options.get());
+        }
+        if !network_changed {
             return;
         }
-        self.dos_cfg = dos_config(self.network.get(), self.dos_options.get());
         self.stats
             .handler
             .snapshots_taken
