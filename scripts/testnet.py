@@ -437,8 +437,11 @@ def client_lines(net, pins):
     return lines
 
 
+# Source addresses too: a loopback OutboundBindAddress (a test giving the client its own
+# 127.0.0.x) is fine, any other address is refused like a listener's.
+_BIND_OPTS = ("OutboundBindAddress", "OutboundBindAddressOR", "OutboundBindAddressExit")
 _ADDR_OPTS = ("Address", "ORPort", "DirPort", "SocksPort", "ControlPort", "DirAuthority",
-              "MetricsPort")
+              "MetricsPort") + _BIND_OPTS
 
 
 def check_torrc_is_local(path, extra_policies=()):
@@ -461,17 +464,18 @@ def check_torrc_is_local(path, extra_policies=()):
             if key == "ORPort":
                 has_orport = True
             if key in ("FallbackDir", "Bridge", "UseBridges", "HTTPSProxy", "Socks5Proxy",
-                       "Socks4Proxy", "HTTPProxy", "OutboundBindAddress"):
+                       "Socks4Proxy", "HTTPProxy"):
                 problems.append(f"forbidden option {key}")
             if key in _ADDR_OPTS:
                 for tok in val.split():
                     m = re.match(r"^\[?([0-9a-fA-F.:]+?)\]?:(\d+)$", tok)
-                    cand = m.group(1) if m else tok
+                    # Bind addresses have no port ("::1" is not ":" port 1).
+                    cand = tok.strip("[]") if key in _BIND_OPTS else (m.group(1) if m else tok)
                     try:
                         ip = ipaddress.ip_address(cand)
                     except ValueError:
-                        if key in ("ORPort", "DirPort", "SocksPort", "ControlPort") and \
-                                tok not in ("0", "IPv4Only", "NoAdvertise", "NoListen"):
+                        if key in ("ORPort", "DirPort", "SocksPort", "ControlPort") + _BIND_OPTS \
+                                and tok not in ("0", "IPv4Only", "NoAdvertise", "NoListen"):
                             problems.append(f"{key} {val!r} does not name a loopback address")
                         continue
                     if not ip.is_loopback:

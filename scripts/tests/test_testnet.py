@@ -99,6 +99,15 @@ class TorrcCheckTests(unittest.TestCase):
         testnet.check_torrc_is_local(
             self.write(self.base(testnet.NON_EXIT_POLICY, ["MetricsPort 127.0.0.1:9035"])))
 
+    def test_outbound_bind_only_on_loopback(self):
+        for line in ["OutboundBindAddress 10.0.0.1", "OutboundBindAddressExit 192.0.2.1",
+                     "OutboundBindAddressOR ::2", "OutboundBindAddress example.org"]:
+            path = self.write(self.base(testnet.NON_EXIT_POLICY, [line]))
+            with self.assertRaises(testnet.TestnetError, msg=line):
+                testnet.check_torrc_is_local(path)
+        testnet.check_torrc_is_local(self.write(self.base(
+            testnet.NON_EXIT_POLICY, ["OutboundBindAddress 127.0.0.5 ::1"])))
+
     def test_relay_lines_carry_slot_policy_and_cmd_the_metrics_port(self):
         net = {"run_dir": "/r", "authorities": [], "policy_exits": {"forsexit1": [80, 443]}}
         node = {"nick": "forsexit1", "role": "exit", "data_dir": "/r/x", "orport": 5000,

@@ -27,6 +27,32 @@ impl LogSeverity {
     }
 }
 
+/// `SafeLogging 0|1|relay` (tor-manual "SafeLogging"): which addresses log lines and
+/// controller log events show as `[scrubbed]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SafeLogging {
+    /// `0`: no scrubbing.
+    Off,
+    /// `1` (the default): every address is scrubbed, relays' included (C `safe_str`).
+    #[default]
+    All,
+    /// `relay`: addresses that could identify a client or its destination are scrubbed;
+    /// relays' addresses are shown (C `safe_str_client`).
+    Relay,
+}
+
+impl SafeLogging {
+    /// C tor compares the value case-insensitively with "0", "1" and "relay".
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "0" => Some(Self::Off),
+            "1" => Some(Self::All),
+            "relay" => Some(Self::Relay),
+            _ => None,
+        }
+    }
+}
+
 /// Where log messages go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogDestination {
@@ -116,6 +142,16 @@ mod tests {
             LogDestination::Syslog
         );
         assert_eq!(p("err").unwrap().destination, LogDestination::Stdout);
+    }
+
+    #[test]
+    fn safe_logging_values() {
+        assert_eq!(SafeLogging::default(), SafeLogging::All);
+        assert_eq!(SafeLogging::parse("0"), Some(SafeLogging::Off));
+        assert_eq!(SafeLogging::parse("1"), Some(SafeLogging::All));
+        assert_eq!(SafeLogging::parse("Relay"), Some(SafeLogging::Relay));
+        assert_eq!(SafeLogging::parse("stuffy"), None);
+        assert_eq!(SafeLogging::parse("2"), None);
     }
 
     #[test]

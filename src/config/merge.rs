@@ -5,7 +5,7 @@
 
 use super::error::{ConfigError, ConfigErrorKind, Location, Warning};
 use super::lexer::{ConfigLine, LineCommand};
-use super::options::{lookup, suggest, Lookup, OptionKind};
+use super::options::{ignored_values, lookup, suggest, Lookup, OptionKind};
 use std::collections::{BTreeMap, HashSet};
 
 /// One option value with where it was written.
@@ -77,6 +77,19 @@ pub fn merge(domains: &[Vec<ConfigLine>]) -> Result<(RawOptions, Vec<Warning>), 
                     }
                 }
                 Lookup::Ignored(name, why) => {
+                    let value = line.value.trim();
+                    if let Some(ok) = ignored_values(name) {
+                        if !value.is_empty() && !ok.iter().any(|v| v.eq_ignore_ascii_case(value)) {
+                            return Err(ConfigError::at(
+                                loc,
+                                ConfigErrorKind::BadValue {
+                                    option: name,
+                                    value: value.to_string(),
+                                    reason: format!("Fors does not implement this value: {why}"),
+                                },
+                            ));
+                        }
+                    }
                     if warned.insert(name) {
                         warnings.push(Warning::at(
                             loc,
@@ -211,7 +224,7 @@ mod tests {
     fn ignored_options_warn_once() {
         let t = lines(
             "torrc",
-            "AvoidDiskWrites 1\nSandbox 1\navoiddiskwrites 0\nTunnelDirConns 1\n",
+            "AvoidDiskWrites 1\nSandbox 0\navoiddiskwrites 0\nTunnelDirConns 1\n",
         );
         let (_, w) = merge(&[t]).unwrap();
         let msgs: Vec<String> = w.iter().map(|w| w.to_string()).collect();

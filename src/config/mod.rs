@@ -27,10 +27,11 @@ pub use cmdline::CommandLine;
 pub use dirauth::DirAuthority;
 pub use error::{ConfigError, ConfigErrorKind, Location, Warning};
 pub use hwprofile::{HardwareProfile, HardwareProfileError, ProfileSearchPath};
-pub use log::{LogConfig, LogDestination, LogSeverity};
+pub use log::{LogConfig, LogDestination, LogSeverity, SafeLogging};
 pub use port::{ListenPort, OrPort, PortNumber};
 pub use relay::{
-    AddressConfig, BandwidthConfig, Config, ControlConfig, ExitRelay, FamilyId, PolicyItem,
+    AddressConfig, BandwidthConfig, Config, ControlConfig, ExitRelay, FamilyId, OutboundBind,
+    OutboundKind, PolicyItem,
 };
 pub use source::{ConfigFs, MemFs, OsFs};
 pub use testnet::NetworkTimings;

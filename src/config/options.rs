@@ -16,6 +16,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("BandwidthRate", OptionKind::Single),
     ("ContactInfo", OptionKind::Single),
     ("ControlPort", OptionKind::List),
+    ("ControlSocket", OptionKind::List),
     ("CookieAuthFile", OptionKind::Single),
     ("CookieAuthFileGroupReadable", OptionKind::Single),
     ("CookieAuthentication", OptionKind::Single),
@@ -23,6 +24,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("DirAuthority", OptionKind::List),
     ("DirCache", OptionKind::Single),
     ("DirPort", OptionKind::List),
+    ("DisableDebuggerAttachment", OptionKind::Single),
     ("DoSCircuitCreationBurst", OptionKind::Single),
     ("DoSCircuitCreationDefenseTimePeriod", OptionKind::Single),
     ("DoSCircuitCreationDefenseType", OptionKind::Single),
@@ -53,12 +55,14 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("ORPort", OptionKind::List),
     ("OutboundBindAddress", OptionKind::List),
     ("OutboundBindAddressExit", OptionKind::List),
+    ("OutboundBindAddressOR", OptionKind::List),
     ("PidFile", OptionKind::Single),
     ("PublishServerDescriptor", OptionKind::Single),
     ("ReducedExitPolicy", OptionKind::Single),
     ("RelayBandwidthBurst", OptionKind::Single),
     ("RelayBandwidthRate", OptionKind::Single),
     ("RunAsDaemon", OptionKind::Single),
+    ("SafeLogging", OptionKind::Single),
     ("ServerDNSResolvConfFile", OptionKind::Single),
     ("ShutdownWaitLength", OptionKind::Single),
     ("SocksPort", OptionKind::List),
@@ -76,55 +80,84 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("ResolvConf", "ServerDNSResolvConfFile"),
 ];
 
-const WHY_TUNING: &str =
-    "C tor tuning knob with no equivalent in Fors's io_uring/thread-per-core design";
-const WHY_LOGGING: &str = "Fors logs to stdout/stderr/files without these refinements";
-const WHY_STATS: &str = "Fors does not collect or publish extra-info statistics";
+const WHY_STATS: &str = "Fors collects and publishes no extra-info statistics";
 const WHY_DIRAUTH: &str = "directory-authority option; it has no effect on a relay";
-const WHY_CLIENT: &str = "client option; Fors is not a client";
-const WHY_CONTROL: &str =
-    "Fors's ControlPort offers only what ControlPort, CookieAuthentication, CookieAuthFile* and \
-     HashedControlPassword describe";
-const WHY_DOS: &str =
+const WHY_CLIENT: &str = "client option; Fors is not a client and builds no circuits of its own";
+const WHY_ACCEL: &str =
+    "Fors always uses the CPU's AES and SHA instructions when it has them (chosen at start-up)";
+const WHY_SCHED: &str = "Fors has no KIST or EWMA scheduler: each shard writes a channel's cells \
+     as soon as its socket takes them (io_uring), circuits in arrival order";
+const WHY_PADDING: &str =
+    "Fors sends no channel padding (padding-spec) yet, so it behaves as ConnectionPadding 0";
+const WHY_DNS: &str = "Fors's exit resolver has no hijack detection and makes no test lookups";
+const WHY_DOS_STREAM: &str =
     "Fors has no stream-creation defence (its DoS defences are the DoSCircuitCreation* and \
      DoSConnection* options)";
-const WHY_RENDEZVOUS: &str = "Fors is not a rendezvous point (no onion-service support)";
-const WHY_DNS: &str = "Fors's exit resolver has no hijack detection or test lookups";
-const WHY_SANDBOX: &str = "process hardening is left to the systemd unit";
 
 /// C tor options that Fors accepts and ignores, each with the reason given in its warning.
-/// These appear in common relay and chutney torrcs and change nothing a relay's peers can
-/// observe; anything that would (accounting, bridges, onion services...) is refused instead.
+/// An option is here only if ignoring it cannot change what users, the network or the
+/// operator get; where only some values are harmless to ignore, [`IGNORED_VALUES`] lists
+/// them and any other value is refused. Anything else is implemented or refused.
 pub const IGNORED: &[(&str, &str)] = &[
-    ("AccelDir", WHY_TUNING),
-    ("AccelName", WHY_TUNING),
-    ("AvoidDiskWrites", WHY_TUNING),
-    ("CacheDirectoryGroupReadable", WHY_TUNING),
+    ("AccelDir", WHY_ACCEL),
+    ("AccelName", WHY_ACCEL),
+    (
+        "AvoidDiskWrites",
+        "Fors writes to disk only when keys, the control cookie or the pid file change",
+    ),
+    (
+        "CacheDirectoryGroupReadable",
+        "Fors keeps no cache directory; only 0 (not group-readable) is accepted",
+    ),
     ("CellStatistics", WHY_STATS),
-    ("CircuitPriorityHalflife", WHY_TUNING),
+    ("CircuitPriorityHalflife", WHY_SCHED),
     ("ClientDNSRejectInternalAddresses", WHY_CLIENT),
     ("ClientRejectInternalAddresses", WHY_CLIENT),
     ("ClientUseIPv4", WHY_CLIENT),
     ("ClientUseIPv6", WHY_CLIENT),
     ("ConnDirectionStatistics", WHY_STATS),
-    ("ConnLimit", WHY_TUNING),
-    ("ConnectionPadding", WHY_TUNING),
-    ("ConstrainedSockSize", WHY_TUNING),
-    ("ConstrainedSockets", WHY_TUNING),
-    ("ControlPortFileGroupReadable", WHY_CONTROL),
-    ("ControlPortWriteToFile", WHY_CONTROL),
-    ("ControlSocket", WHY_CONTROL),
-    ("ControlSocketsGroupWritable", WHY_CONTROL),
-    ("DataDirectoryGroupReadable", WHY_TUNING),
+    (
+        "ConnLimit",
+        "Fors sizes its connection tables from the open-files limit and the hardware profile",
+    ),
+    ("ConnectionPadding", WHY_PADDING),
+    (
+        "ControlPortFileGroupReadable",
+        "it only matters with ControlPortWriteToFile, which Fors does not implement",
+    ),
+    (
+        "ControlSocketsGroupWritable",
+        "Fors creates its ControlPort sockets with mode 0600; only 0 is accepted",
+    ),
+    (
+        "ConstrainedSockSize",
+        "it only matters with ConstrainedSockets 1, which Fors refuses",
+    ),
+    (
+        "ConstrainedSockets",
+        "Fors does not shrink socket buffers; only 0 is accepted",
+    ),
+    (
+        "DataDirectoryGroupReadable",
+        "Fors keeps its DataDirectory mode 0700; only 0 is accepted",
+    ),
     ("DirReqStatistics", WHY_STATS),
-    ("DisableAllSwap", WHY_SANDBOX),
-    ("DisableDebuggerAttachment", WHY_SANDBOX),
-    ("DisableOOSCheck", WHY_TUNING),
-    ("DoSRefuseSingleHopClientRendezvous", WHY_RENDEZVOUS),
-    ("DoSStreamCreationBurst", WHY_DOS),
-    ("DoSStreamCreationDefenseType", WHY_DOS),
-    ("DoSStreamCreationEnabled", WHY_DOS),
-    ("DoSStreamCreationRate", WHY_DOS),
+    (
+        "DisableAllSwap",
+        "Fors does not lock its memory; only 0 is accepted",
+    ),
+    (
+        "DisableOOSCheck",
+        "Fors has no out-of-sockets handler (as C tor with the default, 1)",
+    ),
+    (
+        "DoSRefuseSingleHopClientRendezvous",
+        "Fors is not a rendezvous point (no onion-service relay cells yet)",
+    ),
+    ("DoSStreamCreationBurst", WHY_DOS_STREAM),
+    ("DoSStreamCreationDefenseType", WHY_DOS_STREAM),
+    ("DoSStreamCreationEnabled", WHY_DOS_STREAM),
+    ("DoSStreamCreationRate", WHY_DOS_STREAM),
     ("EnforceDistinctSubnets", WHY_CLIENT),
     ("EntryStatistics", WHY_STATS),
     ("ExitPortStatistics", WHY_STATS),
@@ -132,60 +165,156 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("FetchDirInfoEarly", WHY_CLIENT),
     ("FetchDirInfoExtraEarly", WHY_CLIENT),
     ("FetchUselessDescriptors", WHY_CLIENT),
-    ("GeoIPExcludeUnknown", WHY_STATS),
-    ("GeoIPFile", WHY_STATS),
-    ("GeoIPv6File", WHY_STATS),
-    ("HardwareAccel", WHY_TUNING),
-    ("HeartbeatPeriod", WHY_LOGGING),
+    ("GeoIPExcludeUnknown", WHY_CLIENT),
+    (
+        "GeoIPFile",
+        "Fors uses no GeoIP data (no statistics, no country rules)",
+    ),
+    (
+        "GeoIPv6File",
+        "Fors uses no GeoIP data (no statistics, no country rules)",
+    ),
+    ("HardwareAccel", WHY_ACCEL),
+    (
+        "HeartbeatPeriod",
+        "Fors logs its heartbeat (the DoS line) every 6 hours",
+    ),
     ("HiddenServiceStatistics", WHY_STATS),
-    ("KISTSchedRunInterval", WHY_TUNING),
-    ("KISTSockBufSizeFactor", WHY_TUNING),
-    ("KeepBindCapabilities", WHY_SANDBOX),
-    ("KeepalivePeriod", WHY_TUNING),
-    ("LogMessageDomains", WHY_LOGGING),
-    ("LogTimeGranularity", WHY_LOGGING),
-    ("MainloopStats", WHY_LOGGING),
+    ("KISTSchedRunInterval", WHY_SCHED),
+    ("KISTSockBufSizeFactor", WHY_SCHED),
+    (
+        "KeepBindCapabilities",
+        "Fors does not switch users, so it has no capabilities to keep or drop",
+    ),
+    (
+        "KeepalivePeriod",
+        "Fors sends no keepalive cells; idle channels are closed by its idle timeouts",
+    ),
+    (
+        "LogMessageDomains",
+        "Fors's log lines have no domains; only 0 is accepted",
+    ),
+    (
+        "LogTimeGranularity",
+        "Fors's log timestamps always have millisecond precision",
+    ),
+    (
+        "MainloopStats",
+        "Fors has no main loop to report on; only 0 is accepted",
+    ),
     (
         "MaxOnionQueueDelay",
         "Fors bounds onion-handshake work with the hardware profile's onion_handshakes_per_tick",
     ),
-    ("MaxUnparseableDescSizeToLog", WHY_LOGGING),
-    ("NoExec", WHY_SANDBOX),
+    (
+        "MaxUnparseableDescSizeToLog",
+        "Fors never dumps unparseable descriptors to disk",
+    ),
+    ("NoExec", "Fors never starts other programs"),
     ("OverloadStatistics", WHY_STATS),
     ("PaddingStatistics", WHY_STATS),
     ("PathsNeededToBuildCircuits", WHY_CLIENT),
-    ("ProtocolWarnings", WHY_LOGGING),
-    ("ReducedConnectionPadding", WHY_TUNING),
-    ("SafeLogging", WHY_LOGGING),
-    ("Sandbox", WHY_SANDBOX),
-    ("Schedulers", WHY_TUNING),
-    ("ServerDNSAllowBrokenConfig", WHY_DNS),
+    (
+        "ProtocolWarnings",
+        "Fors logs peers' protocol violations at info level, as C tor with 0; only 0 is accepted",
+    ),
+    ("ReducedConnectionPadding", WHY_PADDING),
+    (
+        "Sandbox",
+        "Fors has no seccomp sandbox of its own (use the systemd unit's SystemCallFilter); \
+         only 0 is accepted",
+    ),
+    ("Schedulers", WHY_SCHED),
+    (
+        "ServerDNSAllowBrokenConfig",
+        "an exit with an unreadable or empty resolv.conf does not start (as C tor with 0); \
+         only 0 is accepted",
+    ),
     ("ServerDNSDetectHijacking", WHY_DNS),
-    ("ServerDNSRandomizeCase", WHY_DNS),
+    (
+        "ServerDNSRandomizeCase",
+        "Fors always randomizes the case of its DNS questions (0x20); only 1 is accepted",
+    ),
     ("ServerDNSTestAddresses", WHY_DNS),
-    ("SyslogIdentityTag", WHY_LOGGING),
+    (
+        "SyslogIdentityTag",
+        "Fors's syslog lines are tagged \"fors\"; only an empty tag is accepted",
+    ),
     ("TestingDirAuthVoteExit", WHY_DIRAUTH),
     ("TestingDirAuthVoteExitIsStrict", WHY_DIRAUTH),
     ("TestingDirAuthVoteGuard", WHY_DIRAUTH),
     ("TestingDirAuthVoteGuardIsStrict", WHY_DIRAUTH),
     ("TestingDirAuthVoteHSDir", WHY_DIRAUTH),
     ("TestingDirAuthVoteHSDirIsStrict", WHY_DIRAUTH),
-    ("TestingEnableCellStatsEvent", WHY_CONTROL),
-    ("TestingEnableConnBwEvent", WHY_CONTROL),
+    (
+        "TestingEnableCellStatsEvent",
+        "Fors's ControlPort sends no CELL_STATS events",
+    ),
+    (
+        "TestingEnableConnBwEvent",
+        "Fors's ControlPort sends no CONN_BW events",
+    ),
     ("TestingMinExitFlagThreshold", WHY_DIRAUTH),
     ("TestingMinFastFlagThreshold", WHY_DIRAUTH),
     ("TestingV3AuthInitialDistDelay", WHY_DIRAUTH),
     ("TestingV3AuthInitialVoteDelay", WHY_DIRAUTH),
     ("TestingV3AuthInitialVotingInterval", WHY_DIRAUTH),
     ("TestingV3AuthVotingStartOffset", WHY_DIRAUTH),
-    ("TokenBucketRefillInterval", WHY_TUNING),
-    ("TruncateLogFile", WHY_LOGGING),
+    (
+        "TokenBucketRefillInterval",
+        "Fors has no bandwidth buckets to refill yet",
+    ),
+    (
+        "TruncateLogFile",
+        "Fors appends to its log files; only 0 is accepted",
+    ),
     ("UseMicrodescriptors", WHY_CLIENT),
     ("V3AuthDistDelay", WHY_DIRAUTH),
     ("V3AuthNIntervalsValid", WHY_DIRAUTH),
     ("V3AuthVoteDelay", WHY_DIRAUTH),
     ("V3AuthVotingInterval", WHY_DIRAUTH),
 ];
+
+/// Ignored options that Fors accepts only with the values (compared case-insensitively)
+/// that describe what it does anyway. Another value asks for behaviour Fors lacks — stats
+/// published, padding sent, memory locked, a sandbox — and is refused with its line, since
+/// ignoring it would change what the operator, the network or users get.
+pub const IGNORED_VALUES: &[(&str, &[&str])] = &[
+    ("CacheDirectoryGroupReadable", &["0"]),
+    ("CellStatistics", &["0"]),
+    ("ConnDirectionStatistics", &["0"]),
+    ("ConnectionPadding", &["0"]),
+    ("ConstrainedSockets", &["0"]),
+    ("ControlSocketsGroupWritable", &["0"]),
+    ("DataDirectoryGroupReadable", &["0"]),
+    ("DirReqStatistics", &["0"]),
+    ("DisableAllSwap", &["0"]),
+    ("DisableOOSCheck", &["1"]),
+    ("DoSStreamCreationEnabled", &["0"]),
+    ("EntryStatistics", &["0"]),
+    ("ExitPortStatistics", &["0"]),
+    ("ExtraInfoStatistics", &["0"]),
+    ("HiddenServiceStatistics", &["0"]),
+    ("LogMessageDomains", &["0"]),
+    ("MainloopStats", &["0"]),
+    ("OverloadStatistics", &["0"]),
+    ("PaddingStatistics", &["0"]),
+    ("ProtocolWarnings", &["0"]),
+    ("Sandbox", &["0"]),
+    ("ServerDNSAllowBrokenConfig", &["0"]),
+    ("ServerDNSDetectHijacking", &["0"]),
+    ("ServerDNSRandomizeCase", &["1"]),
+    ("SyslogIdentityTag", &[]),
+    ("TruncateLogFile", &["0"]),
+];
+
+/// The values Fors accepts for an ignored option, if they are restricted.
+pub fn ignored_values(name: &str) -> Option<&'static [&'static str]> {
+    IGNORED_VALUES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, v)| v)
+}
 
 /// Every option name C tor 0.4.9 accepts (from its `option_vars` tables), used to tell
 /// "a C tor option Fors does not implement" from "a typo".
@@ -730,6 +859,12 @@ mod tests {
         // Every ignored option is a real C tor option, so ignoring never hides a typo.
         for (n, _) in IGNORED {
             assert!(C_TOR_OPTIONS.contains(n), "{n} is not a C tor option");
+        }
+        for (n, _) in IGNORED_VALUES {
+            assert!(
+                IGNORED.iter().any(|(i, _)| i == n),
+                "{n} has restricted values but is not ignored"
+            );
         }
     }
 

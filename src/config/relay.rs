@@ -3,7 +3,7 @@
 
 use super::dirauth::{is_legal_nickname, parse_dir_authority, DirAuthority};
 use super::error::{ConfigError, ConfigErrorKind, Location, Warning};
-use super::log::{parse_log, LogConfig, LogDestination, LogSeverity};
+use super::log::{parse_log, LogConfig, LogDestination, LogSeverity, SafeLogging};
 use super::merge::{RawOptions, RawValue};
 use super::port::{parse_listen_port, parse_or_port, ListenPort, OrPort};
 use super::testnet::NetworkTimings;
@@ -121,6 +121,7 @@ pub struct Config {
     pub dir_cache: bool,
     /// Empty: `notice stdout`.
     pub logs: Vec<LogConfig>,
+    pub safe_logging: SafeLogging,
     pub pid_file: Option<PathBuf>,
     /// `None`: /etc/resolv.conf.
     pub server_dns_resolv_conf_file: Option<PathBuf>,
@@ -129,6 +130,7 @@ pub struct Config {
     /// A profile name (looked up in the search path) or a path to a TOML file.
     pub hardware_profile: Option<String>,
     pub outbound_bind_addresses: Vec<IpAddr>,
+    pub outbound_bind_addresses_or: Vec<IpAddr>,
     pub outbound_bind_addresses_exit: Vec<IpAddr>,
     /// TCP ControlPorts; address `None` means 127.0.0.1, as in C tor. Only loopback
     /// addresses are accepted (the ControlPort has full control of the relay).
@@ -147,6 +149,9 @@ pub struct Config {
     pub max_mem_in_queues: u64,
     pub shutdown_wait_length: Duration,
     pub user: Option<String>,
+    /// `DisableDebuggerAttachment` (default 1): the process is made non-dumpable, so other
+    /// processes of the same user cannot ptrace it or read its memory (keys).
+    pub disable_debugger_attachment: bool,
     /// `DoSCircuitCreation*` / `DoSConnection*`: overrides of the consensus DoS parameters.
     pub dos: DosOptions,
 }
@@ -159,6 +164,15 @@ impl Config {
             ExitRelay::Yes => true,
             ExitRelay::No => false,
             ExitRelay::Auto => !self.exit_policy.is_empty() || self.reduced_exit_policy,
+        }
+    }
+
+    /// The source addresses for outgoing connections.
+    pub fn outbound_bind(&self) -> OutboundBind {
+        OutboundBind {
+            any: by_family(&self.outbound_bind_addresses),
+            or: by_family(&self.outbound_bind_addresses_or),
+            exit: by_family(&self.outbound_bind_addresses_exit),
         }
     }
 
@@ -184,6 +198,49 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         Builder { raw, warnings }.build()
     }
+}
+
+/// What an outgoing connection is for, which picks its `OutboundBindAddress*` option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboundKind {
+    /// A channel to another relay (`OutboundBindAddressOR`).
+    Or,
+    /// An exit stream's connection (`OutboundBindAddressExit`).
+    Exit,
+    /// A directory request to an authority (only `OutboundBindAddress`).
+    Dir,
+}
+
+/// Source addresses for outgoing connections (tor-manual "OutboundBindAddress"), indexed by
+/// address family (0 = IPv4, 1 = IPv6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OutboundBind {
+    pub any: [Option<IpAddr>; 2],
+    pub or: [Option<IpAddr>; 2],
+    pub exit: [Option<IpAddr>; 2],
+}
+
+impl OutboundBind {
+    /// The address to bind before connecting to `dest`, as C tor's
+    /// `conn_get_outbound_address`: the kind's own option for `dest`'s family, else
+    /// `OutboundBindAddress`'s, else none (the kernel chooses).
+    pub fn source(&self, kind: OutboundKind, dest: IpAddr) -> Option<IpAddr> {
+        let fam = usize::from(dest.is_ipv6());
+        let own = match kind {
+            OutboundKind::Or => self.or[fam],
+            OutboundKind::Exit => self.exit[fam],
+            OutboundKind::Dir => None,
+        };
+        own.or(self.any[fam])
+    }
+}
+
+/// At most one address per family (the parser checks it).
+fn by_family(list: &[IpAddr]) -> [Option<IpAddr>; 2] {
+    [
+        list.iter().copied().find(IpAddr::is_ipv4),
+        list.iter().copied().find(IpAddr::is_ipv6),
+    ]
 }
 
 fn bad(option: &'static str, v: &RawValue, reason: impl Into<String>) -> ConfigError {
@@ -272,12 +329,15 @@ impl Builder<'_> {
         let (control_ports, unix_sockets) = self.control_ports()?;
         let metrics_ports = self.listen_ports("MetricsPort")?;
         let dir_ports = self.listen_ports("DirPort")?;
+        // Fors has no directory cache yet: a DirPort that silently served nothing (no exit
+        // notice page either) would mislead the operator, so it is refused.
         if let Some(p) = dir_ports.first() {
-            self.warn(
-                &p.location,
-                "DirPort is accepted but Fors serves directory requests only over BEGIN_DIR on \
-                 the ORPort; it does not listen on the DirPort or advertise it",
-            );
+            return Err(inconsistent(
+                Some(&p.location),
+                "DirPort: Fors has no directory cache yet, so it cannot serve a DirPort (use \
+                 DirPort 0 or remove the line)"
+                    .into(),
+            ));
         }
         for v in raw.list("SocksPort") {
             if v.value.trim() != "0" {
@@ -410,6 +470,12 @@ impl Builder<'_> {
             logs.push(parse_log(&v.value, &v.location).map_err(|e| bad("Log", v, e))?);
         }
 
+        let safe_logging = match raw.single("SafeLogging") {
+            None => SafeLogging::default(),
+            Some(v) => SafeLogging::parse(&v.value)
+                .ok_or_else(|| bad("SafeLogging", v, "allowed values are 0, 1 and relay"))?,
+        };
+
         let num_cpus = match raw.single("NumCPUs") {
             None => 0,
             Some(v) => v
@@ -473,13 +539,15 @@ impl Builder<'_> {
             bandwidth,
             my_family,
             family_ids,
-            dir_cache: self.bool("DirCache", true)?,
+            dir_cache: self.dir_cache()?,
             logs,
+            safe_logging,
             pid_file: self.path("PidFile"),
             server_dns_resolv_conf_file: self.path("ServerDNSResolvConfFile"),
             num_cpus,
             hardware_profile,
             outbound_bind_addresses: self.bind_addresses("OutboundBindAddress")?,
+            outbound_bind_addresses_or: self.bind_addresses("OutboundBindAddressOR")?,
             outbound_bind_addresses_exit: self.bind_addresses("OutboundBindAddressExit")?,
             control_ports,
             cookie_authentication: self.bool("CookieAuthentication", false)?,
@@ -497,6 +565,7 @@ impl Builder<'_> {
             max_mem_in_queues,
             shutdown_wait_length,
             user,
+            disable_debugger_attachment: self.bool("DisableDebuggerAttachment", true)?,
             dos: self.dos_options()?,
         };
         self.final_checks(&cfg)?;
@@ -593,6 +662,16 @@ impl Builder<'_> {
                 "\"ORPort 0\" given together with a nonzero ORPort",
             ));
         }
+        // The shard runtime has one listener for now. A second listening ORPort would be
+        // advertised (or expected by the operator) but never answered, so it is refused.
+        if let Some(p) = out.iter().filter(|p| !p.no_listen).nth(1) {
+            return Err(inconsistent(
+                Some(&p.location),
+                "ORPort: Fors listens on one ORPort for now; mark the others NoListen (with \
+                 NoAdvertise if nothing forwards to them) or remove them"
+                    .into(),
+            ));
+        }
         Ok(out)
     }
 
@@ -659,6 +738,26 @@ impl Builder<'_> {
                 None => zero = Some(v),
             }
         }
+        // `ControlSocket PATH` is C tor's older spelling of `ControlPort unix:PATH`; 0 means none.
+        for v in self.raw.list("ControlSocket") {
+            let value = v.value.trim();
+            let value = value.strip_prefix("unix:").unwrap_or(value);
+            let path = value
+                .strip_prefix('"')
+                .and_then(|q| q.split_once('"').map(|(p, _)| p))
+                .unwrap_or_else(|| value.split_ascii_whitespace().next().unwrap_or(""));
+            if path == "0" {
+                continue;
+            }
+            if !path.starts_with('/') {
+                return Err(bad(
+                    "ControlSocket",
+                    v,
+                    "a ControlSocket needs an absolute path",
+                ));
+            }
+            unix.push(PathBuf::from(path));
+        }
         if let (Some(z), false) = (zero, tcp.is_empty() && unix.is_empty()) {
             return Err(bad(
                 "ControlPort",
@@ -667,6 +766,20 @@ impl Builder<'_> {
             ));
         }
         Ok((tcp, unix))
+    }
+
+    /// C tor's default is 1, but Fors has no directory cache yet (BEGIN_DIR is answered
+    /// END NOTDIRECTORY and no `tunnelled-dir-server` line is published): it behaves as
+    /// `DirCache 0`, and a torrc asking for 1 is refused rather than silently not served.
+    fn dir_cache(&self) -> Result<bool, ConfigError> {
+        match self.raw.single("DirCache") {
+            Some(v) if self.bool("DirCache", false)? => Err(bad(
+                "DirCache",
+                v,
+                "Fors has no directory cache yet; only 0 is accepted",
+            )),
+            _ => Ok(false),
+        }
     }
 
     fn hashed_passwords(&self) -> Result<Vec<String>, ConfigError> {

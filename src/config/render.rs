@@ -5,6 +5,7 @@
 //! bytes, intervals in seconds, policies one item per value. An option that is not set and
 //! has no default renders as no value at all (GETCONF then answers the bare name).
 
+use super::log::SafeLogging;
 use super::options::{lookup, Lookup, OptionKind, SUPPORTED};
 use super::port::{ListenPort, OrPort, PortNumber};
 use super::relay::{AddressConfig, Config, ExitRelay, FamilyId};
@@ -136,6 +137,8 @@ fn values(c: &Config, name: &str) -> Vec<String> {
                     .map(|p| format!("unix:{}", p.display())),
             )
             .collect(),
+        // Unix sockets from ControlSocket lines are listed under ControlPort (unix:PATH).
+        "ControlSocket" => Vec::new(),
         "CookieAuthFile" => path(&c.control.cookie_auth_file),
         "CookieAuthFileGroupReadable" => b(c.control.cookie_auth_file_group_readable),
         "CookieAuthentication" => b(c.cookie_authentication),
@@ -143,6 +146,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "DirAuthority" => c.dir_authorities.iter().map(dir_authority).collect(),
         "DirCache" => b(c.dir_cache),
         "DirPort" => c.dir_ports.iter().map(listen_port).collect(),
+        "DisableDebuggerAttachment" => b(c.disable_debugger_attachment),
         "DoSCircuitCreationBurst" => one(c.dos.cc_circuit_burst),
         "DoSCircuitCreationDefenseTimePeriod" => one(c.dos.cc_defense_time_period),
         "DoSCircuitCreationDefenseType" => one(c.dos.cc_defense_type),
@@ -200,12 +204,22 @@ fn values(c: &Config, name: &str) -> Vec<String> {
             .iter()
             .map(ToString::to_string)
             .collect(),
+        "OutboundBindAddressOR" => c
+            .outbound_bind_addresses_or
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         "PidFile" => path(&c.pid_file),
         "PublishServerDescriptor" => b(c.publish_server_descriptor),
         "ReducedExitPolicy" => b(c.reduced_exit_policy),
         "RelayBandwidthBurst" => one(c.bandwidth.relay_burst),
         "RelayBandwidthRate" => one(c.bandwidth.relay_rate),
         "RunAsDaemon" => b(false),
+        "SafeLogging" => one(match c.safe_logging {
+            SafeLogging::Off => "0",
+            SafeLogging::All => "1",
+            SafeLogging::Relay => "relay",
+        }),
         "ServerDNSResolvConfFile" => path(&c.server_dns_resolv_conf_file),
         "ShutdownWaitLength" => one(c.shutdown_wait_length.as_secs()),
         "SocksPort" => one(0),
@@ -252,6 +266,7 @@ fn values_are_bool(name: &str) -> bool {
             | "CookieAuthFileGroupReadable"
             | "CookieAuthentication"
             | "DirCache"
+            | "DisableDebuggerAttachment"
             | "ExitPolicyRejectLocalInterfaces"
             | "ExitPolicyRejectPrivate"
             | "IPv6Exit"
@@ -353,6 +368,8 @@ mod tests {
             "MyFamily",
             "OutboundBindAddress",
             "OutboundBindAddressExit",
+            "OutboundBindAddressOR",
+            "ControlSocket",
             "PidFile",
             "ServerDNSResolvConfFile",
             "User",

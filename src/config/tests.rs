@@ -45,7 +45,9 @@ fn defaults_match_c_tor() {
             relay_burst: 0
         }
     );
-    assert!(c.dir_cache && c.publish_server_descriptor);
+    // C tor's default DirCache is 1; Fors has no directory cache yet and says so.
+    assert!(!c.dir_cache && c.publish_server_descriptor);
+    assert_eq!(c.safe_logging, SafeLogging::All);
     assert!(!c.assume_reachable && !c.cookie_authentication && !c.testing_tor_network);
     assert_eq!(c.network_timings, NetworkTimings::PUBLIC);
     assert_eq!(c.shutdown_wait_length, Duration::from_secs(30));
@@ -68,7 +70,7 @@ fn full_relay_torrc() {
          Nickname  ForsExit01\n\
          ContactInfo ops@example.org\n\
          ORPort 443\n\
-         ORPort [2001:db8::1]:443 IPv6Only\n\
+         ORPort [2001:db8::1]:443 IPv6Only NoListen\n\
          Address 203.0.113.5\n\
          DataDirectory /var/lib/fors\n\
          ExitRelay 1\n\
@@ -108,7 +110,15 @@ fn full_relay_torrc() {
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(c.nickname, "ForsExit01");
     assert_eq!(c.or_ports.len(), 2);
-    assert!(c.or_ports[1].ipv6_only);
+    assert!(c.or_ports[1].ipv6_only && c.or_ports[1].no_listen);
+    // Fors has one listener for now: a second listening ORPort is refused with its line.
+    let e = parse(&text.replace(" IPv6Only NoListen", " IPv6Only"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("torrc:5: ORPort: Fors listens on one ORPort"),
+        "{e}"
+    );
     assert_eq!(
         c.addresses,
         [AddressConfig::Ip("203.0.113.5".parse().unwrap())]
@@ -224,6 +234,20 @@ fn bad_values_name_file_line_and_option() {
         ("MyFamily somenickname", "torrc:3: bad value \"somenickname\" for MyFamily"),
         ("FamilyId notbase64!!", "for FamilyId"),
         ("DirCache maybe", "for DirCache"),
+        ("DirCache 1", "torrc:3: bad value \"1\" for DirCache: Fors has no directory cache yet; only 0 is accepted"),
+        ("DirPort 9030", "torrc:3: DirPort: Fors has no directory cache yet"),
+        ("ORPort 9002", "torrc:3: ORPort: Fors listens on one ORPort for now"),
+        ("SafeLogging 2", "torrc:3: bad value \"2\" for SafeLogging: allowed values are 0, 1 and relay"),
+        ("ControlSocket run/control", "torrc:3: bad value \"run/control\" for ControlSocket: a ControlSocket needs an absolute path"),
+        ("ExtraInfoStatistics 1", "torrc:3: bad value \"1\" for ExtraInfoStatistics: Fors does not implement this value: Fors collects and publishes no extra-info statistics"),
+        ("ConnectionPadding auto", "for ConnectionPadding: Fors does not implement this value: Fors sends no channel padding"),
+        ("Sandbox 1", "for Sandbox"),
+        ("DisableAllSwap 1", "for DisableAllSwap"),
+        ("ProtocolWarnings 1", "for ProtocolWarnings"),
+        ("ServerDNSRandomizeCase 0", "for ServerDNSRandomizeCase"),
+        ("DoSStreamCreationEnabled 1", "for DoSStreamCreationEnabled"),
+        ("SyslogIdentityTag relay1", "for SyslogIdentityTag"),
+        ("ControlPortWriteToFile /run/fors/port", "torrc:3: C tor option \"ControlPortWriteToFile\" is not supported by Fors"),
         ("Log loud stdout", "torrc:3: bad value \"loud stdout\" for Log: unknown severity \"loud\""),
         ("RunAsDaemon 1", "torrc:3: bad value \"1\" for RunAsDaemon: Fors always runs in the foreground"),
         ("SocksPort 9050", "torrc:3: bad value \"9050\" for SocksPort: Fors is a relay, not a client"),
@@ -320,8 +344,8 @@ fn relay_needs_an_or_port() {
 #[test]
 fn warnings_for_accepted_but_noted_options() {
     let (c, w) = parse(&format!(
-        "{MIN}DirPort 9030\nAvoidDiskWrites 1\nAvoidDiskWrites 0\nMaxMemInQueues 10 MB\n\
-         ExitRelay 0\nExitPolicy accept *:*\nAddress 10.0.0.1\n"
+        "{MIN}DirPort 0\nAvoidDiskWrites 1\nAvoidDiskWrites 0\nMaxMemInQueues 10 MB\n\
+         ExitRelay 0\nExitPolicy accept *:*\nAddress 10.0.0.1\nConnectionPadding 0\n"
     ))
     .unwrap();
     let w: Vec<String> = w.iter().map(ToString::to_string).collect();
@@ -329,7 +353,7 @@ fn warnings_for_accepted_but_noted_options() {
     assert!(w[0].starts_with("torrc:4: option \"AvoidDiskWrites\" is ignored by Fors"));
     assert!(w
         .iter()
-        .any(|m| m.starts_with("torrc:3: DirPort is accepted")));
+        .any(|m| m.starts_with("torrc:10: option \"ConnectionPadding\" is ignored by Fors")));
     assert!(w
         .iter()
         .any(|m| m.starts_with("torrc:6: MaxMemInQueues must be at least 256 MB")));
@@ -339,7 +363,7 @@ fn warnings_for_accepted_but_noted_options() {
     assert!(w
         .iter()
         .any(|m| m.starts_with("torrc:8: ExitPolicy is set but ExitRelay is 0")));
-    assert_eq!(c.dir_ports.len(), 1);
+    assert!(c.dir_ports.is_empty());
     assert_eq!(c.max_mem_in_queues, 256 << 20);
     assert!(!c.wants_exit());
     // Without ContactInfo, C tor nags; so does Fors.
@@ -521,17 +545,34 @@ fn chutney_style_exit_torrc() {
          ServerDNSDetectHijacking 0\nServerDNSTestAddresses\nControlPort 8003\nControlSocket /tmp/net/nodes/003r/control\n\
          CookieAuthentication 1\nPidFile /tmp/net/nodes/003r/pid\nSandbox 0\nContactInfo chutney\n"
     );
+    // Two lines ask for what Fors lacks, and each is refused with its line: a DirPort (no
+    // directory cache yet) and protocol warnings at warn level.
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.starts_with("torrc:17: bad value \"1\" for ProtocolWarnings"),
+        "{e}"
+    );
+    let text = text.replace("ProtocolWarnings 1\n", "");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(
+        e.starts_with("torrc:21: DirPort: Fors has no directory cache yet"),
+        "{e}"
+    );
+    let text = text.replace("DirPort 7003\n", "");
     let (c, w) = parse(&text).unwrap_or_else(|e| panic!("{e}"));
     assert!(c.testing_tor_network && c.wants_exit() && !c.exit_policy_reject_private);
     assert_eq!(c.nickname, "test003r");
+    assert_eq!(c.safe_logging, SafeLogging::Off);
+    // ControlSocket is C tor's spelling of `ControlPort unix:PATH`.
+    assert_eq!(
+        c.control.unix_sockets,
+        vec![PathBuf::from("/tmp/net/nodes/003r/control")]
+    );
     let ignored = w
         .iter()
         .filter(|w| w.message.contains("is ignored by Fors"))
         .count();
-    assert_eq!(ignored, 14, "{w:#?}");
-    assert!(w
-        .iter()
-        .any(|w| w.message.starts_with("DirPort is accepted")));
+    assert_eq!(ignored, 11, "{w:#?}");
 }
 
 #[test]
@@ -577,4 +618,23 @@ fn dos_options_override_the_consensus() {
     // GETCONF shows what the torrc says.
     let v = render::conf_value(&c, "DoSConnectionEnabled").unwrap();
     assert!(format!("{v:?}").contains("auto"), "{v:?}");
+}
+
+#[test]
+fn outbound_bind_addresses_follow_c_tor() {
+    let c = ok("OutboundBindAddress 198.51.100.1 2001:db8::1\n\
+                OutboundBindAddressOR 198.51.100.2\n\
+                OutboundBindAddressExit 2001:db8::3\n");
+    let b = c.outbound_bind();
+    let v4: IpAddr = "192.0.2.9".parse().unwrap();
+    let v6: IpAddr = "2001:db8::9".parse().unwrap();
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    // The kind's own option for the destination's family, else OutboundBindAddress's.
+    assert_eq!(b.source(OutboundKind::Or, v4), ip("198.51.100.2"));
+    assert_eq!(b.source(OutboundKind::Or, v6), ip("2001:db8::1"));
+    assert_eq!(b.source(OutboundKind::Exit, v4), ip("198.51.100.1"));
+    assert_eq!(b.source(OutboundKind::Exit, v6), ip("2001:db8::3"));
+    // Directory connections use OutboundBindAddress only.
+    assert_eq!(b.source(OutboundKind::Dir, v4), ip("198.51.100.1"));
+    assert_eq!(ok("").outbound_bind().source(OutboundKind::Exit, v4), None);
 }

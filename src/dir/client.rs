@@ -7,10 +7,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Socket, Type};
 use thiserror::Error;
 
 use super::http::{self, HttpError, HttpResponse};
 use super::upload::{UploadOutcome, UploadRequest};
+use crate::config::{OutboundBind, OutboundKind};
 use crate::crypto::ids::RsaIdentity;
 
 /// Consensus path, microdesc flavour, uncompressed (no `.z`).
@@ -34,6 +36,8 @@ pub struct ClientLimits {
     /// Whole exchange, from connect to the server closing.
     pub total_timeout: Duration,
     pub max_body: usize,
+    /// `OutboundBindAddress` (C tor binds directory connections with it alone).
+    pub outbound: OutboundBind,
 }
 
 impl Default for ClientLimits {
@@ -42,6 +46,7 @@ impl Default for ClientLimits {
             connect_timeout: Duration::from_secs(10),
             total_timeout: Duration::from_secs(60),
             max_body: super::consensus::MAX_CONSENSUS_SIZE,
+            outbound: OutboundBind::default(),
         }
     }
 }
@@ -69,6 +74,17 @@ pub enum ClientError {
     NotText { addr: SocketAddr },
 }
 
+/// A TCP connection to `addr` from the `OutboundBindAddress` of its family, if any.
+fn connect(addr: SocketAddr, limits: &ClientLimits) -> std::io::Result<TcpStream> {
+    let Some(from) = limits.outbound.source(OutboundKind::Dir, addr.ip()) else {
+        return TcpStream::connect_timeout(&addr, limits.connect_timeout);
+    };
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.bind(&SocketAddr::new(from, 0).into())?;
+    s.connect_timeout(&addr.into(), limits.connect_timeout)?;
+    Ok(s.into())
+}
+
 /// Sends `request` to `addr` and reads the whole response (the server closes the connection).
 pub fn exchange(
     addr: SocketAddr,
@@ -81,7 +97,7 @@ pub fn exchange(
         addr,
         secs: limits.total_timeout.as_secs(),
     };
-    let mut s = TcpStream::connect_timeout(&addr, limits.connect_timeout).map_err(io("connect"))?;
+    let mut s = connect(addr, limits).map_err(io("connect"))?;
     let remaining = |deadline: Instant| {
         deadline
             .checked_duration_since(Instant::now())

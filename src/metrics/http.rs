@@ -166,7 +166,7 @@ fn accept_loop(
         if !policy.permits(peer.ip()) {
             crate::relay::log::log_info!(
                 "MetricsPort: closing connection from {} (refused by MetricsPortPolicy)",
-                peer.ip()
+                crate::relay::log::relay_addr(peer.ip())
             );
             continue;
         }

@@ -25,7 +25,7 @@ use super::bandwidth::BandwidthHistory;
 use super::log::{log_info, log_notice, log_warn};
 use super::publish::Directory;
 use super::snapshot::{NetworkSnapshot, SnapshotCell};
-use crate::config::Config;
+use crate::config::{Config, OutboundBind};
 use crate::crypto::handshake::keymap::{NtorKeyMap, NtorKeyPair};
 use crate::exit::policy::ExitPolicy;
 use crate::keys::link::LinkCertError;
@@ -110,9 +110,11 @@ pub fn link_context(
 pub fn initial_snapshot(
     keys: &RelayKeys,
     exit_policy: &ExitPolicy,
+    outbound: OutboundBind,
     link: LinkContext,
 ) -> NetworkSnapshot {
     NetworkSnapshot {
+        outbound,
         consensus_params: BTreeMap::new(),
         known_relays: Arc::new(BTreeMap::new()),
         ntor_keys: Arc::new(ntor_key_map(keys)),
@@ -298,14 +300,15 @@ impl ControlPlane {
     ) {
         self.directory
             .set_publish_enabled(config.publish_server_descriptor);
-        self.config = config;
-        if exit_policy != self.exit_policy {
-            let old = self.network.load();
+        let old = self.network.load();
+        if exit_policy != self.exit_policy || config.outbound_bind() != old.outbound {
             self.network.publish(NetworkSnapshot {
                 exit_policy: Arc::new(exit_policy.clone()),
+                outbound: config.outbound_bind(),
                 ..(*old).clone()
             });
         }
+        self.config = config;
         self.exit_policy = exit_policy;
         if descriptor_changed {
             self.directory
@@ -408,6 +411,7 @@ mod tests {
         let cell = SnapshotCell::new(initial_snapshot(
             &keys,
             &ExitPolicy::reject_all(),
+            OutboundBind::default(),
             link_context(&keys, &[], ChannelConfig::default(), t0).unwrap(),
         ));
         let mut reader = SnapshotReader::new(cell.clone());

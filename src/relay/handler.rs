@@ -24,7 +24,7 @@
 //! consensus) once per tick, without locking on the data path.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -43,11 +43,12 @@ use self::cross::{
     owner_shard, route_extend, CrossLink, CrossQueue, ExtendFor, ExtendRoute, ProxyTable, Sent,
 };
 use super::exit_dns::ExitDns;
-use super::log::{log_debug, log_info, log_notice};
+use super::log::{self, log_debug, log_info, log_notice};
 use super::snapshot::{NetworkSnapshot, SnapshotCell, SnapshotReader};
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::msg::EndReason;
 use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN};
+use crate::config::OutboundKind;
 use crate::crypto::ids::RsaIdentity;
 use crate::dos::{
     AddrSlot, CircCreateDecision, ClientAddrTable, ConnDecision, DosConfig, DosOptions,
@@ -525,33 +526,54 @@ impl RelayHandler {
                 target,
                 create2,
             } => self.extend(ExtendFor::Local(circ), target, create2, now, out),
-            Action::Connect { stream, addr } => match out.connect(addr) {
-                Ok(id) => {
-                    if let Some(slot) = self.conns.get_mut(id.slot() as usize) {
-                        *slot = Some(Conn {
-                            id,
-                            kind: Kind::Stream(Box::new(StreamConn {
-                                stream,
-                                connected: false,
-                                unread: ByteQueue::new(),
-                                unsent: ByteQueue::new(),
-                                forgotten: false,
-                            })),
-                            read_paused: false,
-                            closing: false,
-                        });
-                        self.streams.insert(stream, id);
+            Action::Connect { stream, addr } => {
+                // A destination a client asked for: scrubbed as a client's (C tor scrubs
+                // exit targets with `safe_str_client`).
+                log_debug!(
+                    "shard {}: exit stream connecting to {}",
+                    self.shard.0,
+                    log::client_addr(addr)
+                );
+                let from = self
+                    .network
+                    .get()
+                    .outbound
+                    .source(OutboundKind::Exit, addr.ip());
+                match out.connect_from(addr, from, false) {
+                    Ok(id) => {
+                        if let Some(slot) = self.conns.get_mut(id.slot() as usize) {
+                            *slot = Some(Conn {
+                                id,
+                                kind: Kind::Stream(Box::new(StreamConn {
+                                    stream,
+                                    connected: false,
+                                    unread: ByteQueue::new(),
+                                    unsent: ByteQueue::new(),
+                                    forgotten: false,
+                                })),
+                                read_paused: false,
+                                closing: false,
+                            });
+                            self.streams.insert(stream, id);
+                        }
+                    }
+                    Err(e) => {
+                        // A failed bind (an OutboundBindAddressExit that is not ours) or
+                        // socket is this connection's failure, reported like a refused
+                        // connect.
+                        let errno = match e {
+                            OutboxError::Socket(errno) => errno,
+                            _ => libc::ENOBUFS,
+                        };
+                        let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                        let _ = self.core.stream_connect_failed(
+                            stream,
+                            ConnectError::Errno(errno),
+                            &mut io,
+                        );
                     }
                 }
-                Err(_) => {
-                    let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-                    let _ = self.core.stream_connect_failed(
-                        stream,
-                        ConnectError::Errno(libc::ENOBUFS),
-                        &mut io,
-                    );
-                }
-            },
+            }
             Action::StreamWrite { stream, data } => {
                 let Some(&id) = self.streams.get(&stream) else {
                     return;
@@ -1084,7 +1106,12 @@ impl RelayHandler {
                 &mut self.chan_rng,
             )
             .ok()?;
-            let id = out.connect_nodelay(addr).ok()?;
+            let from = self
+                .network
+                .get()
+                .outbound
+                .source(OutboundKind::Or, addr.ip());
+            let id = out.connect_from(addr, from, true).ok()?;
             Some((id, ch))
         });
         let Some((id, channel)) = started else {
@@ -1294,11 +1321,14 @@ impl RelayHandler {
                             log_info!(
                                 "shard {shard}: channel open with relay ${} at {} (link v{})",
                                 rsa.to_hex(),
-                                c.channel.peer_addr(),
+                                log::relay_addr(c.channel.peer_addr()),
                                 info.link_version
                             );
                         } else {
-                            log_debug!("shard {shard}: channel open with a client");
+                            log_debug!(
+                                "shard {shard}: channel open with a client at {}",
+                                log::client_addr(c.channel.peer_addr())
+                            );
                         }
                     }
                     ChannelEvent::Closed(reason) => {
@@ -1307,7 +1337,7 @@ impl RelayHandler {
                     }
                     ChannelEvent::ClockSkew { skew_secs } => log_info!(
                         "shard {shard}: peer {} says our clock is off by {skew_secs} s",
-                        c.channel.peer_addr()
+                        peer_for_log(c.peer, c.channel.peer_addr())
                     ),
                     ChannelEvent::PaddingNegotiate(_) => {}
                 }
@@ -1944,7 +1974,7 @@ impl RelayHandler {
                         PeerIdentity::Client => "a client".to_string(),
                         PeerIdentity::Relay { rsa, .. } => format!("relay ${}", rsa.to_hex()),
                     },
-                    ch.channel.peer_addr(),
+                    peer_for_log(ch.peer, ch.channel.peer_addr()),
                     idle.timeout().as_secs()
                 );
                 c.closing = true;
@@ -1952,6 +1982,15 @@ impl RelayHandler {
             }
         }
         self.chans_in_use = in_use;
+    }
+}
+
+/// A channel peer's address for a log line: a peer that has not proven a relay identity may
+/// be a client, so its address is scrubbed as a client's (C `safe_str_client`).
+fn peer_for_log(peer: PeerIdentity, addr: IpAddr) -> log::Scrubbed<IpAddr> {
+    match peer {
+        PeerIdentity::Relay { .. } => log::relay_addr(addr),
+        PeerIdentity::Client => log::client_addr(addr),
     }
 }
 

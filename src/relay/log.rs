@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{LogDestination, LogSeverity};
+use crate::config::{LogDestination, LogSeverity, SafeLogging};
 
 /// Why a log destination could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,67 @@ struct Logger {
 static LOGGER: Mutex<Option<Logger>> = Mutex::new(None);
 /// Least severe level any route takes; `u8::MAX` = nothing configured (stdout, notice).
 static MIN_ENABLED: AtomicU8 = AtomicU8::new(u8::MAX);
+
+/// `SafeLogging` in force (tor-manual "SafeLogging"); the default scrubs every address, so
+/// nothing logged before the torrc is read can show a client's address.
+static SAFE_LOGGING: AtomicU8 = AtomicU8::new(SAFE_ALL);
+const SAFE_OFF: u8 = 0;
+const SAFE_ALL: u8 = 1;
+const SAFE_RELAY: u8 = 2;
+
+/// Applies `SafeLogging` (at start-up and on SIGHUP). Log files and controller log events
+/// are both fed by [`log`], so one setting covers both.
+pub fn set_safe_logging(mode: SafeLogging) {
+    let v = match mode {
+        SafeLogging::Off => SAFE_OFF,
+        SafeLogging::All => SAFE_ALL,
+        SafeLogging::Relay => SAFE_RELAY,
+    };
+    SAFE_LOGGING.store(v, Ordering::Relaxed);
+}
+
+/// What C tor prints in place of a scrubbed address.
+pub const SCRUBBED: &str = "[scrubbed]";
+
+/// An address for a log line, shown or `[scrubbed]` by `SafeLogging` when formatted.
+pub struct Scrubbed<T> {
+    value: T,
+    client: bool,
+}
+
+/// An address that may identify a client or a client's destination: a channel peer that
+/// has not proven a relay identity, an exit stream's target, a hostname it asked for.
+/// Scrubbed unless `SafeLogging 0` (C `safe_str_client`).
+pub fn client_addr<T: fmt::Display>(value: T) -> Scrubbed<T> {
+    Scrubbed {
+        value,
+        client: true,
+    }
+}
+
+/// A relay's (or any other non-client) address: scrubbed only under `SafeLogging 1`
+/// (C `safe_str`).
+pub fn relay_addr<T: fmt::Display>(value: T) -> Scrubbed<T> {
+    Scrubbed {
+        value,
+        client: false,
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Scrubbed<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scrub = match SAFE_LOGGING.load(Ordering::Relaxed) {
+            SAFE_OFF => false,
+            SAFE_RELAY => self.client,
+            _ => true,
+        };
+        if scrub {
+            f.write_str(SCRUBBED)
+        } else {
+            self.value.fmt(f)
+        }
+    }
+}
 
 /// Messages kept for the ControlPort's log events (control-spec §4.1.5): a bounded queue
 /// filled by [`log`] and drained by the ControlPort thread; when full, the oldest message is
@@ -310,6 +371,26 @@ mod tests {
         assert_eq!(civil_from_days(19_782), (2024, 2, 29));
         assert_eq!(civil_from_days(19_783), (2024, 3, 1));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn scrubbing_follows_safe_logging() {
+        // The only test that changes the global mode; it restores the default.
+        let ip: std::net::IpAddr = "127.0.0.5".parse().unwrap();
+        let show = |m| {
+            set_safe_logging(m);
+            (client_addr(ip).to_string(), relay_addr(ip).to_string())
+        };
+        assert_eq!(show(SafeLogging::All), (SCRUBBED.into(), SCRUBBED.into()));
+        assert_eq!(
+            show(SafeLogging::Relay),
+            (SCRUBBED.into(), "127.0.0.5".into())
+        );
+        assert_eq!(
+            show(SafeLogging::Off),
+            ("127.0.0.5".into(), "127.0.0.5".into())
+        );
+        set_safe_logging(SafeLogging::default());
     }
 
     #[test]

@@ -105,6 +105,12 @@ pub fn run_main(args: &[String]) -> i32 {
         eprintln!("[err] {e}");
         return 1;
     }
+    log::set_safe_logging(config.safe_logging);
+    if config.disable_debugger_attachment {
+        if let Err(e) = setup::disable_debugger_attachment() {
+            log_warn!("DisableDebuggerAttachment: could not make the process non-dumpable: {e}");
+        }
+    }
     log_notice!(
         "Fors {} (a Tor relay) starting, pid {}.",
         env!("CARGO_PKG_VERSION"),
@@ -241,12 +247,8 @@ impl Relay {
             // Config validation guarantees a listening ORPort; keep a typed error anyway.
             RelayError::Setup(SetupError::User("no listening ORPort".into()))
         })?;
-        for (other, loc) in listen.iter().skip(1) {
-            log_warn!(
-                "{loc}: Fors listens on one ORPort for now; not listening on {other} (it is \
-                 still advertised unless NoAdvertise)."
-            );
-        }
+        // Config validation refuses a second listening ORPort (one listener per shard).
+        debug_assert_eq!(listen.len(), 1);
         let rc = shardcfg::runtime_config(profile, shards, addr, fd_limit);
         let channel_config = shardcfg::channel_config(profile);
         let wanted = profile.max_channels_per_shard + profile.max_streams_per_shard;
@@ -260,6 +262,7 @@ impl Relay {
         let network = SnapshotCell::new(control::initial_snapshot(
             &keys,
             &exit_policy,
+            config.outbound_bind(),
             control::link_context(
                 &keys,
                 &setup::advertised_addrs(config),
@@ -402,6 +405,8 @@ impl Relay {
             let limits = crate::dir::client::ClientLimits {
                 connect_timeout: Duration::from_secs(10),
                 total_timeout: config.network_timings.dir_connection_max_stall,
+                // Taken at start-up: directory requests keep it until a restart.
+                outbound: config.outbound_bind(),
                 ..Default::default()
             };
             Some(
@@ -575,6 +580,7 @@ impl Relay {
         if let Err(e) = log::install(&new.effective_logs()) {
             log_warn!("Keeping the old Log settings: {e}");
         }
+        log::set_safe_logging(new.safe_logging);
         let applied = reload::changes(&self.config, &new);
         let restart: Vec<&str> = reload::changes(&self.started_config, &new)
             .into_iter()

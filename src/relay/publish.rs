@@ -477,7 +477,7 @@ mod tests {
     #[test]
     fn params_from_config() {
         let c = cfg(
-            "ORPort 127.0.0.1:9001\nORPort [::1]:9002\nNickname Fors1\nRelayBandwidthRate 1 MB\n\
+            "ORPort 127.0.0.1:9001\nORPort [::1]:9002 NoListen\nNickname Fors1\nRelayBandwidthRate 1 MB\n\
              ExitPolicy accept *:443,reject *:*\nIPv6Exit 1\nMyFamily $0123456789ABCDEF0123456789ABCDEF01234567\n",
         );
         let (policy, _) = build_exit_policy(&c).unwrap();

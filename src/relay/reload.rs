@@ -90,12 +90,14 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         family_ids => "FamilyId", NextDescriptor;
         dir_cache => "DirCache", NextDescriptor;
         logs => "Log", Now;
+        safe_logging => "SafeLogging", Now;
         pid_file => "PidFile", Now;
         server_dns_resolv_conf_file => "ServerDNSResolvConfFile", Restart;
         num_cpus => "NumCPUs", Restart;
         hardware_profile => "HardwareProfile", Restart;
-        outbound_bind_addresses => "OutboundBindAddress", Restart;
-        outbound_bind_addresses_exit => "OutboundBindAddressExit", Restart;
+        outbound_bind_addresses => "OutboundBindAddress", Now;
+        outbound_bind_addresses_or => "OutboundBindAddressOR", Now;
+        outbound_bind_addresses_exit => "OutboundBindAddressExit", Now;
         control_ports => "ControlPort", Restart;
         cookie_authentication => "CookieAuthentication", Restart;
         control => "ControlPort/CookieAuthFile/CookieAuthFileGroupReadable/HashedControlPassword", Restart;
@@ -107,6 +109,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         max_mem_in_queues => "MaxMemInQueues", Restart;
         shutdown_wait_length => "ShutdownWaitLength", Now;
         user => "User", Restart;
+        disable_debugger_attachment => "DisableDebuggerAttachment", Restart;
         dos => "DoSCircuitCreation*/DoSConnection*", Now;
     }
 }

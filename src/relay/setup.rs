@@ -19,6 +19,9 @@ pub enum SetupError {
     },
     #[error("{0}")]
     User(String),
+    /// C tor would fail the same way: without the list the policy cannot reject them.
+    #[error("ExitPolicyRejectLocalInterfaces: cannot list the network interfaces: {0}")]
+    Interfaces(std::io::Error),
 }
 
 /// Our exit policy from the torrc, as C tor builds it, plus warnings (with locations) for
@@ -59,21 +62,36 @@ pub fn build_exit_policy(config: &Config) -> Result<(ExitPolicy, Vec<String>), S
         outbound_bind_addresses: config
             .outbound_bind_addresses
             .iter()
+            .chain(&config.outbound_bind_addresses_or)
             .chain(&config.outbound_bind_addresses_exit)
             .copied()
             .collect(),
         port_addresses: config.or_ports.iter().filter_map(|p| p.address).collect(),
-        // Enumerating interfaces needs getifaddrs(3); not done yet (see the warning).
-        interface_addresses: Vec::new(),
+        interface_addresses: if config.exit_policy_reject_local_interfaces {
+            match public_interface_addresses() {
+                Ok(a) => a,
+                Err(e) => return Err(SetupError::Interfaces(e)),
+            }
+        } else {
+            Vec::new()
+        },
     };
-    if config.exit_policy_reject_local_interfaces && builder.is_exit() {
-        warnings.push(
-            "ExitPolicyRejectLocalInterfaces: Fors does not enumerate network interfaces yet; \
-             only the configured Address, ORPort and OutboundBindAddress addresses are rejected"
-                .into(),
-        );
-    }
     Ok((builder.build(), warnings))
+}
+
+/// The public addresses of this machine's interfaces, as C tor's
+/// `get_interface_address6_list(.., include_internal = 0)` gives them to
+/// `ExitPolicyRejectLocalInterfaces`: internal ones (loopback, private, link-local) are
+/// left to `ExitPolicyRejectPrivate`.
+pub fn public_interface_addresses() -> std::io::Result<Vec<IpAddr>> {
+    let mut out: Vec<IpAddr> = if_addrs::get_if_addrs()?
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| !crate::exit::policy::is_internal(*ip))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// The address the shards listen on: the first ORPort that is not `NoListen`. A port
@@ -148,6 +166,18 @@ pub fn raise_fd_limit() -> Option<u64> {
     }
 }
 
+/// `DisableDebuggerAttachment 1`, as C tor on Linux: `PR_SET_DUMPABLE` 0 stops other
+/// processes of the same user from attaching with ptrace or reading our memory (the keys),
+/// and stops core dumps.
+pub fn disable_debugger_attachment() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes no pointers and only changes this process's
+    // dumpable flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Fors does not switch users (run it as the right user, e.g. systemd `User=`). A `User`
 /// option naming someone else is refused rather than silently running with more privilege
 /// than the operator asked for.
@@ -215,12 +245,36 @@ mod tests {
     }
 
     #[test]
+    fn interface_addresses_are_public_only() {
+        // Whatever this machine has, loopback and private addresses are never listed (they
+        // are ExitPolicyRejectPrivate's), and listing works.
+        let a = public_interface_addresses().unwrap();
+        assert!(
+            a.iter().all(|ip| !crate::exit::policy::is_internal(*ip)),
+            "{a:?}"
+        );
+        let c = cfg("ExitPolicy accept *:80\nExitPolicyRejectLocalInterfaces 1\n");
+        let (p, w) = build_exit_policy(&c).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        for ip in a.iter().filter(|ip| ip.is_ipv4()) {
+            assert!(!p.permits_exit_to(*ip, 80), "{ip} not rejected");
+        }
+    }
+
+    #[test]
     fn listen_addresses() {
-        let c = cfg("ORPort 127.0.0.1:auto\nORPort [::1]:9002 NoListen\n");
+        let c = cfg("ORPort [::1]:9002 NoListen\n");
         let a = or_listen_addrs(&c);
-        assert_eq!(a.len(), 2);
+        assert_eq!(a.len(), 1);
         assert_eq!(a[0].0, "0.0.0.0:9001".parse().unwrap());
-        assert_eq!(a[1].0, "127.0.0.1:0".parse().unwrap());
+        let c = parse_str(
+            &MemFs::default(),
+            "torrc",
+            "ORPort 127.0.0.1:auto\nDataDirectory /tmp/x\nPublishServerDescriptor 0\n",
+        )
+        .unwrap()
+        .0;
+        assert_eq!(or_listen_addrs(&c)[0].0, "127.0.0.1:0".parse().unwrap());
     }
 
     #[test]

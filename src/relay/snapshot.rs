@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::config::OutboundBind;
 use crate::crypto::handshake::keymap::NtorKeyMap;
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::exit::policy::ExitPolicy;
@@ -108,6 +109,9 @@ pub struct NetworkSnapshot {
     /// channel; rebuilt from fresh link certificates before they expire and when the signing
     /// key is renewed. A channel keeps the context it started with.
     pub link: Arc<LinkContext>,
+    /// Source addresses for outgoing channels and exit connections (`OutboundBindAddress*`,
+    /// replaced on SIGHUP).
+    pub outbound: OutboundBind,
     /// Our own consensus entry in `ns` form (for the ControlPort's `GETINFO ns/id/…`), when
     /// the current consensus lists us and we know the digest of the descriptor we published.
     pub self_status: Option<Arc<str>>,

@@ -5,7 +5,7 @@
 //! bytes and this state at the same time.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -646,19 +646,28 @@ impl<M: Send> Core<M> {
 
     /// Opens an outbound TCP connection: IORING_OP_CONNECT on a non-blocking socket, linked to
     /// a timeout so a silent peer cannot hold the slot forever.
-    pub fn connect(&mut self, addr: SocketAddr, nodelay: bool) -> Result<ConnId, OutboxError> {
+    pub fn connect(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        nodelay: bool,
+    ) -> Result<ConnId, OutboxError> {
         if self.stopping {
             return Err(OutboxError::NotOpen);
         }
+        let errno = |e: std::io::Error| OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO));
         let sock = Socket::new(
             Domain::for_address(addr),
             Type::STREAM.nonblocking().cloexec(),
             None,
         )
-        .map_err(|e| OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        .map_err(errno)?;
         if nodelay {
-            sock.set_tcp_nodelay(true)
-                .map_err(|e| OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            sock.set_tcp_nodelay(true).map_err(errno)?;
+        }
+        // OutboundBindAddress*: a source address (port chosen by the kernel) before connect.
+        if let Some(ip) = from {
+            sock.bind(&SocketAddr::new(ip, 0).into()).map_err(errno)?;
         }
         let id = self.install(sock, ConnState::Connecting, Some(addr))?;
         let slot = id.slot as usize;

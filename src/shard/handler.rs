@@ -1,7 +1,7 @@
 //! The sans-IO handler interface: the protocol (later TLS + Tor cells) sees bytes, connection
 //! ids and time, and answers through an `Outbox`; it never touches sockets or the ring.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::conn::{ConnId, ShardId};
@@ -126,7 +126,18 @@ impl<M: Send> Outbox<'_, M> {
     /// Opens an outbound TCP connection; `on_connected` or `on_closed` follows. Bytes may be
     /// queued with `send` before it is established.
     pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, OutboxError> {
-        self.core.connect(addr, false)
+        self.core.connect(addr, None, false)
+    }
+
+    /// [`Outbox::connect`] (or [`Outbox::connect_nodelay`]) from source address `from`
+    /// (`OutboundBindAddress*`); a `from` that is not ours fails with its errno at once.
+    pub fn connect_from(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        nodelay: bool,
+    ) -> Result<ConnId, OutboxError> {
+        self.core.connect(addr, from, nodelay)
     }
 
     /// [`Outbox::connect`] with Nagle off (TCP_NODELAY), as accepted sockets have it: for
@@ -134,7 +145,7 @@ impl<M: Send> Outbox<'_, M> {
     /// congestion-controlled circuits in both directions and time SENDMEs). Exit streams keep
     /// Nagle: it coalesces small writes toward ordinary servers and saves CPU.
     pub fn connect_nodelay(&mut self, addr: SocketAddr) -> Result<ConnId, OutboxError> {
-        self.core.connect(addr, true)
+        self.core.connect(addr, None, true)
     }
 
     /// Watches a descriptor the handler owns for readability (`on_readable`). The handler

@@ -115,7 +115,7 @@ pub const PRIVATE_NETS_V6: [(Ipv6Addr, u8); 6] = [
 
 /// C `tor_addr_is_internal(addr, 0)` (lib/net/address.c). Not the same list as
 /// `private`: it adds 100.64/10 and omits multicast.
-pub(crate) fn is_internal(addr: IpAddr) -> bool {
+pub fn is_internal(addr: IpAddr) -> bool {
     match addr {
         IpAddr::V4(a) => is_internal_v4(u32::from(a)),
         IpAddr::V6(a) => match a.to_ipv4_mapped() {

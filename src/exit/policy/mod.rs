@@ -18,14 +18,14 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 pub use build::{ExitPolicyBuilder, ExitRelay, DEFAULT_REJECTED_PORTS, REDUCED_ACCEPTED_PORTS};
-pub use family::{PRIVATE_NETS_V4, PRIVATE_NETS_V6};
+pub use family::{is_internal, PRIVATE_NETS_V4, PRIVATE_NETS_V6};
 pub use rule::{
     parse_policy_item, parse_policy_list, AddrPattern, ParsedPolicyList, PolicyAction,
     PolicyParseError, PolicyRule, PortRange,
 };
 pub use summary::PortSummary;
 
-use family::{is_internal, Entry, FamilyAddr};
+use family::{Entry, FamilyAddr};
 
 /// The verdict of a policy for a destination (C `addr_policy_result_t`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
