@@ -5,6 +5,8 @@
 
 pub mod private_net;
 pub mod raw_link;
+#[path = "../skip_common/mod.rs"]
+pub mod skip_common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
