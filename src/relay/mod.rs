@@ -11,6 +11,7 @@ pub mod control;
 pub mod dirworker;
 pub mod exit_dns;
 pub mod handler;
+pub mod heartbeat;
 pub mod log;
 pub mod pidfile;
 pub mod publish;
@@ -129,9 +130,6 @@ pub fn run_main(args: &[String]) -> i32 {
     }
 }
 
-/// How often the DoS heartbeat line is logged unasked: C tor's `HeartbeatPeriod` default.
-const HEARTBEAT_PERIOD: Duration = Duration::from_secs(6 * 3600);
-
 /// The running relay (main thread's view).
 struct Relay {
     cl: CommandLine,
@@ -151,6 +149,9 @@ struct Relay {
     dos_options: Arc<SnapshotCell<crate::dos::DosOptions>>,
     /// The consensus view the shards read (for the DoS heartbeat's thresholds).
     network: Option<Arc<SnapshotCell<NetworkSnapshot>>>,
+    /// When the next heartbeat is due (`None`: HeartbeatPeriod 0). As in C tor the first one
+    /// comes one period after start-up, not at start-up.
+    next_heartbeat: Option<Instant>,
 }
 
 impl Relay {
@@ -184,6 +185,7 @@ impl Relay {
             started,
             dos_options: SnapshotCell::new(dos_options),
             network: None,
+            next_heartbeat: None,
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -441,7 +443,7 @@ impl Relay {
         // SIGINT starts C tor's delayed shutdown: exit after ShutdownWaitLength, or at once on
         // a second SIGINT or a SIGTERM.
         let mut exit_at: Option<Instant> = None;
-        let mut next_heartbeat = Instant::now() + HEARTBEAT_PERIOD;
+        self.next_heartbeat = heartbeat::next_due(Instant::now(), self.config.heartbeat_period);
         let code = loop {
             let wait = exit_at.map_or(Duration::from_secs(1), |t| {
                 t.saturating_duration_since(Instant::now())
@@ -472,9 +474,10 @@ impl Relay {
                     exit_at = Some(Instant::now() + wait);
                 }
                 Ok(None) => {
-                    if Instant::now() >= next_heartbeat {
-                        next_heartbeat += HEARTBEAT_PERIOD;
-                        self.log_dos_heartbeat();
+                    if self.next_heartbeat.is_some_and(|t| Instant::now() >= t) {
+                        self.next_heartbeat =
+                            heartbeat::next_due(Instant::now(), self.config.heartbeat_period);
+                        self.log_heartbeat();
                     }
                     if exit_at.is_some_and(|t| Instant::now() >= t) {
                         log_notice!("ShutdownWaitLength is over; shutting down cleanly.");
@@ -496,6 +499,36 @@ impl Relay {
             log_notice!("Fors exited cleanly.");
         }
         code
+    }
+
+    /// The heartbeat (C tor's `log_heartbeat`): the "not in the consensus" line when we
+    /// publish and are not listed, the uptime/circuits/bytes/connections line, the DoS line.
+    fn log_heartbeat(&self) {
+        let m = &self.metrics;
+        if self.config.publish_server_descriptor
+            && m.relay.listed_in_consensus.load(Ordering::Relaxed) != 1
+        {
+            log_notice!("Heartbeat: It seems like we are not in the cached consensus.");
+        }
+        let (read, written) = m.total_bytes();
+        let index = crate::metrics::shard::shard_metric_index;
+        let sum = |i: Option<usize>| -> u64 {
+            i.map_or(0, |i| m.shards().iter().map(|s| s.get(i)).sum())
+        };
+        let stats = heartbeat::HeartbeatStats {
+            uptime: self.started.elapsed(),
+            circuits_open: m
+                .shards()
+                .iter()
+                .map(|s| s.handler.circuits_open.load(Ordering::Relaxed))
+                .sum(),
+            bytes_written: written,
+            bytes_read: read,
+            conns_accepted: sum(index("accepted")),
+            conns_made: sum(index("connected")),
+        };
+        log_notice!("{}", heartbeat::heartbeat_line(&stats));
+        self.log_dos_heartbeat();
     }
 
     /// C tor's DoS heartbeat line (`dos_log_heartbeat`), with the thresholds in force.
@@ -639,6 +672,10 @@ impl Relay {
         {
             self.dos_options
                 .publish(new.dos.for_relay(new.publish_server_descriptor));
+        }
+        if new.heartbeat_period != self.config.heartbeat_period {
+            // The new period counts from the reload.
+            self.next_heartbeat = heartbeat::next_due(Instant::now(), new.heartbeat_period);
         }
         self.config = new;
         self.metrics

