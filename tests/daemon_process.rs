@@ -84,3 +84,61 @@ fn heartbeat_every_period_and_live_on_sighup() {
     f.signal(libc::SIGTERM);
     assert_eq!(f.wait_exit(START), Some(0));
 }
+
+#[test]
+fn a_panicking_shard_ends_the_process_with_an_error() {
+    let tmp = TempDir::new("proc-panic");
+    std::fs::write(
+        tmp.path().join("torrc"),
+        torrc(tmp.path(), free_port(), free_port(), ""),
+    )
+    .unwrap();
+    let rc = tmp.path().join("torrc");
+    let mut f = Fors::start_with_env(
+        &["-f", rc.to_str().unwrap()],
+        &[("FORS_TESTING_PANIC_SHARD", "1")],
+    );
+    f.wait_for("the relay is running", START);
+    let armed = Instant::now();
+    let code = f.wait_exit(Duration::from_secs(15));
+    assert_eq!(code, Some(1), "{:#?}", f.log);
+    // Within a few seconds: a tick is 100 ms and the main loop looks every second.
+    assert!(
+        armed.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        armed.elapsed()
+    );
+    let err = f
+        .log
+        .iter()
+        .find(|l| l.contains("[err] Shard 1 stopped while the relay was running"))
+        .unwrap_or_else(|| panic!("no err line: {:#?}", f.log));
+    assert!(
+        err.contains("thread fors-shard-1 panicked at") && err.contains("FORS_TESTING_PANIC_SHARD"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("fors.pid").exists(), "PidFile left behind");
+}
+
+#[test]
+fn the_panic_hook_is_ignored_without_testing_tor_network() {
+    let tmp = TempDir::new("proc-panic-off");
+    let text = torrc(tmp.path(), free_port(), free_port(), "")
+        .replace("TestingTorNetwork 1\n", "")
+        .replace("Address 127.0.0.1\n", "AssumeReachable 1\n");
+    std::fs::write(tmp.path().join("torrc"), text).unwrap();
+    let rc = tmp.path().join("torrc");
+    let mut f = Fors::start_with_env(
+        &["-f", rc.to_str().unwrap()],
+        &[("FORS_TESTING_PANIC_SHARD", "0")],
+    );
+    f.wait_for("the relay is running", START);
+    f.wait_for(
+        "FORS_TESTING_PANIC_SHARD is set but TestingTorNetwork is 0",
+        START,
+    );
+    f.drain(Duration::from_secs(2));
+    assert!(f.child.try_wait().unwrap().is_none(), "{:#?}", f.log);
+    f.signal(libc::SIGTERM);
+    assert_eq!(f.wait_exit(START), Some(0));
+}

@@ -20,6 +20,7 @@ pub mod setup;
 pub mod shardcfg;
 pub mod signals;
 pub mod snapshot;
+pub mod testing;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -106,6 +107,7 @@ pub fn run_main(args: &[String]) -> i32 {
         eprintln!("[err] {e}");
         return 1;
     }
+    record_panics();
     log_notice!(
         "Fors {} (a Tor relay) starting, pid {}.",
         env!("CARGO_PKG_VERSION"),
@@ -127,6 +129,70 @@ pub fn run_main(args: &[String]) -> i32 {
             }
             1
         }
+    }
+}
+
+/// Panics seen in any thread, as "thread NAME panicked at FILE:LINE: MESSAGE", for the main
+/// thread's err line when it finds a dead thread. The hook itself only records: logging from
+/// it could deadlock if the panicking thread held the log lock.
+static PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Installs a panic hook that records the panic (see [`PANICS`]) and then runs the default
+/// hook (its stderr message and backtrace).
+fn record_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let line = format!(
+            "thread {} panicked{at}: {msg}",
+            std::thread::current().name().unwrap_or("(unnamed)")
+        );
+        if let Ok(mut p) = PANICS.try_lock() {
+            p.push(line);
+        }
+        default(info);
+    }));
+}
+
+/// The recorded panic of thread `name`, if any.
+fn panic_of(name: &str) -> Option<String> {
+    let p = PANICS.lock().unwrap_or_else(|e| e.into_inner());
+    let prefix = format!("thread {name} panicked");
+    p.iter().find(|l| l.starts_with(&prefix)).cloned()
+}
+
+/// How long the shutdown after a fatal error may take before the process exits anyway, so
+/// that a service manager sees the failure and restarts Fors in bounded time.
+const FATAL_SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Starts a thread that ends the process with status 1 if it is still running after `limit`
+/// (a shutdown after a fatal error that hangs, e.g. a shard that does not stop).
+fn exit_anyway_after(limit: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("fors-exit-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            // Not through the logger: whatever hangs may hold its lock.
+            let msg =
+                b"[err] The shutdown after a fatal error did not finish in time; exiting now.\n";
+            // SAFETY: write(2) of a valid buffer to fd 2, then _exit(2), which ends the process
+            // without running anything else (nothing else may be trusted at this point).
+            unsafe {
+                let _ = libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::_exit(1);
+            }
+        });
+    if let Err(e) = spawned {
+        log_warn!("Cannot start the exit watchdog ({e}); shutting down without it.");
     }
 }
 
@@ -435,6 +501,18 @@ impl Relay {
             })?,
         );
         log_notice!("Fors has started; the relay is running.");
+        let request = std::env::var(testing::PANIC_SHARD_ENV).ok();
+        match testing::panic_request(request.as_deref(), config) {
+            testing::PanicRequest::None => {}
+            testing::PanicRequest::Ignored(why) => log_warn!("{why}"),
+            testing::PanicRequest::Shard(n) => {
+                log_warn!(
+                    "Testing: {} asks shard {n} to panic at its next tick.",
+                    testing::PANIC_SHARD_ENV
+                );
+                testing::arm(n);
+            }
+        }
         Ok(())
     }
 
@@ -487,6 +565,16 @@ impl Relay {
                         log_err!("The control-plane thread died; shutting down.");
                         break 1;
                     }
+                    if let Some(i) = self.runtime.as_ref().and_then(|r| r.exited_shard()) {
+                        let why = panic_of(&format!("fors-shard-{i}"))
+                            .unwrap_or_else(|| "its thread ended".into());
+                        log_err!(
+                            "Shard {i} stopped while the relay was running ({why}); its \
+                             connections are lost. Exiting with status 1 so that the service \
+                             manager restarts Fors."
+                        );
+                        break 1;
+                    }
                 }
                 Err(e) => {
                     log_err!("Waiting for signals failed: {e}; shutting down.");
@@ -494,6 +582,9 @@ impl Relay {
                 }
             }
         };
+        if code != 0 {
+            exit_anyway_after(FATAL_SHUTDOWN_LIMIT);
+        }
         self.shutdown();
         if code == 0 {
             log_notice!("Fors exited cleanly.");

@@ -235,6 +235,12 @@ impl<H: ConnHandler + Send + 'static> Runtime<H> {
         self.local_addr
     }
 
+    /// The first shard whose thread has ended (panicked, failed, or returned) although
+    /// nobody called [`Runtime::stop`]: the relay must not serve on without it.
+    pub fn exited_shard(&self) -> Option<usize> {
+        self.threads.iter().position(|t| t.is_finished())
+    }
+
     /// What the kernel probe found.
     pub fn kernel_features(&self) -> KernelFeatures {
         self.features

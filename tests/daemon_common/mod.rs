@@ -66,8 +66,14 @@ pub struct Fors {
 
 impl Fors {
     pub fn start(args: &[&str]) -> Fors {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Fors::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Fors {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fors"))
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
