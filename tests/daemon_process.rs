@@ -6,10 +6,11 @@
 
 mod daemon_common;
 
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_common::{free_port, Fors, TempDir};
+use daemon_common::{free_port, http_get, metric, Fors, TempDir};
 
 const START: Duration = Duration::from_secs(60);
 
@@ -141,4 +142,99 @@ fn the_panic_hook_is_ignored_without_testing_tor_network() {
     assert!(f.child.try_wait().unwrap().is_none(), "{:#?}", f.log);
     f.signal(libc::SIGTERM);
     assert_eq!(f.wait_exit(START), Some(0));
+}
+
+/// Whether a fresh TCP connect to `addr` is refused (not merely slow).
+fn refused(addr: SocketAddr) -> bool {
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+    }
+}
+
+#[test]
+fn sigint_refuses_new_connections_at_once_and_exits_after_shutdown_wait_length() {
+    let tmp = TempDir::new("proc-sigint");
+    let (or_port, m_port) = (free_port(), free_port());
+    std::fs::write(
+        tmp.path().join("torrc"),
+        torrc(
+            tmp.path(),
+            or_port,
+            m_port,
+            "ShutdownWaitLength 2 seconds\n",
+        ),
+    )
+    .unwrap();
+    let mut f = start(tmp.path());
+    f.wait_for("the relay is running", START);
+    let or_addr = SocketAddr::from(([127, 0, 0, 1], or_port));
+    assert!(!refused(or_addr), "ORPort not accepting before SIGINT");
+    // A connection made (and accepted: one still in the listen queue is reset with the
+    // listener, as in C tor) before the SIGINT stays open through the wait.
+    let mut before = TcpStream::connect_timeout(&or_addr, Duration::from_secs(5)).unwrap();
+    let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
+    let accepted = |text: &str| -> u64 {
+        (0..2)
+            .filter_map(|s| metric(text, &format!("fors_shard_accepted{{shard=\"{s}\"}}")))
+            .sum()
+    };
+    let end = Instant::now() + Duration::from_secs(10);
+    while accepted(&http_get(m_addr, "/metrics")) < 2 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(accepted(&http_get(m_addr, "/metrics")) >= 2);
+
+    f.signal(libc::SIGINT);
+    let sent = Instant::now();
+    f.wait_for(
+        "Interrupt: no longer accepting connections",
+        Duration::from_secs(5),
+    );
+    // Refused at once (well inside the 2 s wait) while the process is still alive.
+    let end = Instant::now() + Duration::from_secs(1);
+    while !refused(or_addr) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(refused(or_addr), "ORPort still accepts after SIGINT");
+    assert!(
+        refused(SocketAddr::from(([127, 0, 0, 1], m_port))),
+        "MetricsPort still accepts after SIGINT"
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert!(
+        f.child.try_wait().unwrap().is_none(),
+        "exited before ShutdownWaitLength"
+    );
+    // The old connection is still served: the relay's VERSIONS-less wait keeps it open, so
+    // a read times out rather than seeing EOF.
+    use std::io::Read;
+    before
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    match before.read(&mut b) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("pre-SIGINT connection closed early: {other:?}"),
+    }
+
+    // Exits cleanly after ShutdownWaitLength (2 s; the main loop looks every second).
+    assert_eq!(f.wait_exit(Duration::from_secs(10)), Some(0));
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "exit after {took:?}"
+    );
+    assert!(f
+        .log
+        .iter()
+        .any(|l| l.contains("ShutdownWaitLength is over")));
 }

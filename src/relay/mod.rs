@@ -3,7 +3,8 @@
 //! `fors -f TORRC` runs [`run_main`]: read the configuration, set up logging, write the
 //! PidFile, load or create the keys, build the exit policy, size and start the shards on the
 //! ORPort, start the MetricsPort and the control-plane thread, then wait for signals (SIGTERM:
-//! clean exit; SIGINT: clean exit after ShutdownWaitLength; SIGHUP: reload; SIGUSR1: status).
+//! clean exit; SIGINT: close the listeners, clean exit after ShutdownWaitLength; SIGHUP:
+//! reload; SIGUSR1: status).
 //! Operators' view: docs/operating.md.
 
 pub mod bandwidth;
@@ -518,8 +519,9 @@ impl Relay {
 
     /// Waits for signals until asked to exit; returns the exit code.
     fn run(mut self) -> i32 {
-        // SIGINT starts C tor's delayed shutdown: exit after ShutdownWaitLength, or at once on
-        // a second SIGINT or a SIGTERM.
+        // SIGINT starts C tor's delayed shutdown of a relay (main.c process_signal,
+        // hibernate.c hibernate_begin): stop accepting at once, exit after ShutdownWaitLength,
+        // or at once on a second SIGINT or a SIGTERM.
         let mut exit_at: Option<Instant> = None;
         self.next_heartbeat = heartbeat::next_due(Instant::now(), self.config.heartbeat_period);
         let code = loop {
@@ -544,9 +546,11 @@ impl Relay {
                         log_notice!("Caught SIGINT; shutting down cleanly now.");
                         break 0;
                     }
+                    self.stop_accepting();
                     log_notice!(
-                        "Interrupt: shutting down cleanly in {} seconds \
-                         (ShutdownWaitLength); interrupt again or send SIGTERM to exit now.",
+                        "Interrupt: no longer accepting connections (ORPort and MetricsPort \
+                         closed); shutting down cleanly in {} seconds (ShutdownWaitLength). \
+                         Interrupt again or send SIGTERM to exit now.",
                         wait.as_secs()
                     );
                     exit_at = Some(Instant::now() + wait);
@@ -773,6 +777,20 @@ impl Relay {
             .relay
             .reloads_applied
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The start of a delayed shutdown: close every listener but the ControlPort's, as C tor
+    /// does (`connection_mark_all_noncontrol_listeners`); established connections and
+    /// circuits are still served.
+    fn stop_accepting(&mut self) {
+        if let Some(rt) = &self.runtime {
+            if let Err(e) = rt.close_listeners() {
+                log_warn!("Could not close the ORPort listener: {e}");
+            }
+        }
+        for s in self.metrics_servers.drain(..) {
+            s.stop();
+        }
     }
 
     /// Stops everything that was started, in reverse order, and removes the PidFile.
