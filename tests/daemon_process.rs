@@ -10,7 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_common::{free_port, http_get, metric, Fors, TempDir};
+use daemon_common::{free_port, http_get, metric, open_channel_and_create, Fors, TempDir};
+use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 
 const START: Duration = Duration::from_secs(60);
 
@@ -122,7 +123,7 @@ fn a_panicking_shard_ends_the_process_with_an_error() {
 }
 
 #[test]
-fn the_panic_hook_is_ignored_without_testing_tor_network() {
+fn the_panic_request_is_ignored_without_testing_tor_network() {
     let tmp = TempDir::new("proc-panic-off");
     let text = torrc(tmp.path(), free_port(), free_port(), "")
         .replace("TestingTorNetwork 1\n", "")
@@ -237,4 +238,130 @@ fn sigint_refuses_new_connections_at_once_and_exits_after_shutdown_wait_length()
         .log
         .iter()
         .any(|l| l.contains("ShutdownWaitLength is over")));
+}
+
+/// The `Uid:`/`Gid:`/`Groups:` values of `/proc/PID/status`.
+fn proc_ids(pid: i32, field: &str) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+/// `id -u NAME` and `id -g NAME`, if the user exists.
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let o = std::process::Command::new("id")
+            .args([flag, name])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+    };
+    Some((id("-u")?, id("-g")?))
+}
+
+#[test]
+fn user_switches_ids_after_binding_and_still_serves() {
+    const TEST: &str = "user_switches_ids_after_binding_and_still_serves";
+    if !daemon_common::running_as_root() {
+        daemon_common::skip_common::skip(TEST, "switching users needs root");
+        return;
+    }
+    let Some((uid, gid)) = user_ids("nobody") else {
+        daemon_common::skip_common::skip(TEST, "there is no user \"nobody\" here");
+        return;
+    };
+    assert_ne!(uid, 0);
+    let tmp = TempDir::new("proc-user");
+    // The user must be able to reach its DataDirectory; the torrc stays root's.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+    let (or_port, m_port) = (free_port(), free_port());
+    let text = torrc(tmp.path(), or_port, m_port, "User nobody\n").replace(
+        &format!("PidFile {}/fors.pid", tmp.path().display()),
+        &format!("PidFile {}/fors.pid", data.display()),
+    );
+    std::fs::write(tmp.path().join("torrc"), text).unwrap();
+    let mut f = start(tmp.path());
+    f.wait_for("Switched to user nobody", START);
+    f.wait_for("the relay is running", START);
+
+    let pid = f.pid();
+    assert_eq!(proc_ids(pid, "Uid:"), vec![uid; 4]);
+    assert_eq!(proc_ids(pid, "Gid:"), vec![gid; 4]);
+    assert_eq!(proc_ids(pid, "Groups:"), vec![gid]);
+    // Every thread switched, the shards included (glibc applies set*id to all threads).
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().file_name();
+        let status =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{}/status", t.to_string_lossy()))
+                .unwrap();
+        let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            line.split_whitespace()
+                .skip(1)
+                .all(|v| v == uid.to_string()),
+            "thread {t:?}: {line}"
+        );
+    }
+    // Files made at start-up belong to the user.
+    use std::os::unix::fs::MetadataExt;
+    for file in ["keys/secret_id_key", "fingerprint", "fors.pid"] {
+        let m = std::fs::metadata(data.join(file)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{file}");
+    }
+    // It still serves: the MetricsPort answers, and the shards (rings opened as root) run a
+    // channel handshake and answer CREATE_FAST.
+    let r = http_get(SocketAddr::from(([127, 0, 0, 1], m_port)), "/metrics");
+    assert!(r.starts_with("HTTP/1.0 200 OK\r\n"), "{r}");
+    let or_addr = SocketAddr::from(([127, 0, 0, 1], or_port));
+    let fp = std::fs::read_to_string(data.join("fingerprint")).unwrap();
+    let rsa = RsaIdentity::from_hex(fp.split_whitespace().nth(1).unwrap()).unwrap();
+    let ed_line = std::fs::read_to_string(data.join("fingerprint-ed25519")).unwrap();
+    let ed = Ed25519Identity::from_base64(ed_line.split_whitespace().nth(1).unwrap()).unwrap();
+    let (cmd, _) = open_channel_and_create(or_addr, rsa, ed, &tmp.path().join("client"));
+    assert_eq!(cmd, fors::cell::ChanCmd::CREATED_FAST);
+
+    f.signal(libc::SIGTERM);
+    assert_eq!(f.wait_exit(START), Some(0));
+    assert!(!data.join("fors.pid").exists(), "PidFile left behind");
+}
+
+#[test]
+fn user_refuses_a_data_directory_owned_by_someone_else() {
+    const TEST: &str = "user_refuses_a_data_directory_owned_by_someone_else";
+    if !daemon_common::running_as_root() {
+        daemon_common::skip_common::skip(TEST, "switching users needs root");
+        return;
+    }
+    if user_ids("nobody").is_none() {
+        daemon_common::skip_common::skip(TEST, "there is no user \"nobody\" here");
+        return;
+    }
+    let tmp = TempDir::new("proc-user-owner");
+    std::fs::create_dir(tmp.path().join("data")).unwrap(); // root's
+    std::fs::write(
+        tmp.path().join("torrc"),
+        torrc(tmp.path(), free_port(), free_port(), "User nobody\n"),
+    )
+    .unwrap();
+    let mut f = start(tmp.path());
+    assert_eq!(f.wait_exit(START), Some(1));
+    assert!(
+        f.log
+            .iter()
+            .any(|l| l.contains("[err]") && l.contains("belongs to uid 0, not to nobody")),
+        "{:#?}",
+        f.log
+    );
 }

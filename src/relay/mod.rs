@@ -219,12 +219,17 @@ struct Relay {
     /// When the next heartbeat is due (`None`: HeartbeatPeriod 0). As in C tor the first one
     /// comes one period after start-up, not at start-up.
     next_heartbeat: Option<Instant>,
+    /// `User` to switch to once everything is bound (`None`: no switch).
+    user: Option<setup::UserIds>,
 }
 
 impl Relay {
     fn start(cl: CommandLine, config: Config, signals: SignalEvents) -> Result<Relay, RelayError> {
         let started = Instant::now();
-        setup::check_user(&config)?;
+        // `User`: files are made with the user's effective ids, ports are bound and rings
+        // opened as root, then the ids are switched for good (C tor's order: bind, then
+        // switch_id, then keys and pid file as the user).
+        let user = setup::plan_user_switch(&config)?;
         let (exit_policy, policy_warnings) = setup::build_exit_policy(&config)?;
         for w in &policy_warnings {
             log_warn!("{w}");
@@ -233,7 +238,10 @@ impl Relay {
         let profile = ProfileSearchPath::default().load(config.hardware_profile.as_deref())?;
 
         let pid_file = match &config.pid_file {
-            Some(p) => Some(PidFile::write(p)?),
+            Some(p) => {
+                let _as_user = user.as_ref().map(setup::act_as).transpose()?;
+                Some(PidFile::write(p)?)
+            }
             None => None,
         };
         let dos_options = config.dos.for_relay(config.publish_server_descriptor);
@@ -253,6 +261,7 @@ impl Relay {
             dos_options: SnapshotCell::new(dos_options),
             network: None,
             next_heartbeat: None,
+            user,
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -271,12 +280,16 @@ impl Relay {
         profile: &config::HardwareProfile,
     ) -> Result<(), RelayError> {
         let config = &self.config;
-        let keys = RelayKeys::load_or_create(
-            &config.data_directory,
-            SystemTime::now(),
-            KeyParams::default(),
-        )?;
-        keys.write_fingerprint_files(&config.nickname)?;
+        let keys = {
+            let _as_user = self.user.as_ref().map(setup::act_as).transpose()?;
+            let keys = RelayKeys::load_or_create(
+                &config.data_directory,
+                SystemTime::now(),
+                KeyParams::default(),
+            )?;
+            keys.write_fingerprint_files(&config.nickname)?;
+            keys
+        };
         log_notice!(
             "Your relay's identity key fingerprint is '{} {}'",
             config.nickname,
@@ -462,7 +475,18 @@ impl Relay {
                 let cell = network.clone();
                 Arc::new(move || cell.load().self_status.clone())
             },
+            self.user.as_ref(),
         )?;
+        // Every listener is bound and every ring open: drop root for good.
+        if let Some(u) = &self.user {
+            setup::switch_user(u)?;
+            log_notice!(
+                "Switched to user {} (uid {}, gid {}) after binding the listeners.",
+                u.name,
+                u.uid,
+                u.gid
+            );
+        }
 
         let (endpoints, trusted) = dirworker::endpoints(&config.dir_authorities);
         let worker = if endpoints.is_empty() {
@@ -848,12 +872,15 @@ fn start_control_port(
     metrics: &Arc<MetricsRegistry>,
     started: Instant,
     self_status: crate::controlport::SelfStatus,
+    user: Option<&setup::UserIds>,
 ) -> Result<Option<ControlPortServer>, RelayError> {
     if config.control_ports.is_empty() && config.control.unix_sockets.is_empty() {
         return Ok(None);
     }
     let mut rng = rand::rngs::OsRng;
     let cookie = if config.cookie_authentication {
+        // Made by the `User`, who reads and rewrites it later.
+        let _as_user = user.map(setup::act_as).transpose()?;
         Some(Cookie::create(
             &config.cookie_auth_file(),
             config.control.cookie_auth_file_group_readable,
