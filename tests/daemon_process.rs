@@ -58,11 +58,11 @@ fn heartbeat_every_period_and_live_on_sighup() {
     std::fs::write(&rc, format!("{text}HeartbeatPeriod 2 seconds\n")).unwrap();
     let mut f = start(tmp.path());
     f.wait_for("the relay is running", START);
-    let line = f.wait_for("Heartbeat: Fors's uptime is", Duration::from_secs(10));
+    let line = f.wait_for("Heartbeat: Fors has been up", Duration::from_secs(10));
     assert!(
         line.contains("[notice]")
-            && line.contains("0:00 hours, with 0 circuits open")
-            && line.contains("I've received 0 connections and made 0 connections"),
+            && line.contains("up 0:00 hours, with 0 circuits open; 0 kB sent and 0 kB received")
+            && line.contains("0 connections accepted and 0 made"),
         "{line}"
     );
     f.wait_for(
@@ -71,18 +71,18 @@ fn heartbeat_every_period_and_live_on_sighup() {
     );
     // Periodic: a second one within another period or two.
     let end = Instant::now() + Duration::from_secs(10);
-    while count(&f, "Fors's uptime is") < 2 && Instant::now() < end {
+    while count(&f, "Fors has been up") < 2 && Instant::now() < end {
         f.drain(Duration::from_millis(500));
     }
-    assert!(count(&f, "Fors's uptime is") >= 2, "{:#?}", f.log);
+    assert!(count(&f, "Fors has been up") >= 2, "{:#?}", f.log);
 
     // SIGHUP with HeartbeatPeriod 0: applied at once, no heartbeat afterwards.
     std::fs::write(&rc, format!("{text}HeartbeatPeriod 0\n")).unwrap();
     f.signal(libc::SIGHUP);
     f.wait_for("Reload: HeartbeatPeriod changed; applied.", START);
-    let before = count(&f, "Fors's uptime is");
+    let before = count(&f, "Fors has been up");
     f.drain(Duration::from_secs(5));
-    assert_eq!(count(&f, "Fors's uptime is"), before, "{:#?}", f.log);
+    assert_eq!(count(&f, "Fors has been up"), before, "{:#?}", f.log);
     f.signal(libc::SIGTERM);
     assert_eq!(f.wait_exit(START), Some(0));
 }
@@ -287,7 +287,11 @@ fn user_switches_ids_after_binding_and_still_serves() {
     std::fs::create_dir(&data).unwrap();
     std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
     let (or_port, m_port) = (free_port(), free_port());
-    let text = torrc(tmp.path(), or_port, m_port, "User nobody\n").replace(
+    let extra = format!(
+        "User nobody\nControlPort unix:{}/ctl.sock\nCookieAuthentication 1\n",
+        data.display()
+    );
+    let text = torrc(tmp.path(), or_port, m_port, &extra).replace(
         &format!("PidFile {}/fors.pid", tmp.path().display()),
         &format!("PidFile {}/fors.pid", data.display()),
     );
@@ -314,9 +318,15 @@ fn user_switches_ids_after_binding_and_still_serves() {
             "thread {t:?}: {line}"
         );
     }
-    // Files made at start-up belong to the user.
+    // Files made at start-up belong to the user, the ControlPort socket bound as root too.
     use std::os::unix::fs::MetadataExt;
-    for file in ["keys/secret_id_key", "fingerprint", "fors.pid"] {
+    for file in [
+        "keys/secret_id_key",
+        "fingerprint",
+        "fors.pid",
+        "control_auth_cookie",
+        "ctl.sock",
+    ] {
         let m = std::fs::metadata(data.join(file)).unwrap();
         assert_eq!((m.uid(), m.gid()), (uid, gid), "{file}");
     }

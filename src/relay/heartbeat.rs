@@ -1,9 +1,8 @@
 //! The heartbeat: C tor's `log_heartbeat` (status.c), every `HeartbeatPeriod`, with only the
-//! numbers Fors really keeps. C tor's first line is
-//! `Heartbeat: Tor's uptime is …, with N circuits open. I've sent … and received …. I've
-//! received N connections on IPv4 and N on IPv6. I've made N connections with IPv4 and N with
-//! IPv6.`; Fors counts connections without the address family, so its line says so without
-//! the split. The DoS line (`dos_log_heartbeat`) follows, as in C tor.
+//! numbers Fors really keeps. C tor's main heartbeat line reports the uptime, the circuits
+//! open, the bytes sent and received, and the connections received and made, each split into
+//! IPv4 and IPv6; Fors reports the same numbers, its connection counts without that split
+//! (it does not keep one). The DoS line (`dos_log_heartbeat`) follows, as in C tor.
 
 use std::time::Duration;
 
@@ -48,8 +47,8 @@ pub fn usage_text(bytes: u64) -> String {
 /// The first heartbeat line.
 pub fn heartbeat_line(s: &HeartbeatStats) -> String {
     format!(
-        "Heartbeat: Fors's uptime is {}, with {} circuits open. I've sent {} and received {}. \
-         I've received {} connections and made {} connections (all address families).",
+        "Heartbeat: Fors has been up {}, with {} circuits open; {} sent and {} received; {} \
+         connections accepted and {} made (IPv4 and IPv6 together).",
         uptime_text(s.uptime),
         s.circuits_open,
         usage_text(s.bytes_written),
@@ -106,9 +105,8 @@ mod tests {
         });
         assert_eq!(
             l,
-            "Heartbeat: Fors's uptime is 1:00 hours, with 7 circuits open. I've sent 5.00 MB \
-             and received 4 kB. I've received 12 connections and made 3 connections (all \
-             address families)."
+            "Heartbeat: Fors has been up 1:00 hours, with 7 circuits open; 5.00 MB sent and 4 \
+             kB received; 12 connections accepted and 3 made (IPv4 and IPv6 together)."
         );
     }
 

@@ -477,8 +477,19 @@ impl Relay {
             },
             self.user.as_ref(),
         )?;
-        // Every listener is bound and every ring open: drop root for good.
+        // Every listener is bound and every ring open: drop root for good. C tor creates its
+        // Unix sockets after switching, so they belong to the user; ours were bound as root,
+        // so they are given to the user first (else the user could not connect to them).
         if let Some(u) = &self.user {
+            for path in &config.control.unix_sockets {
+                std::os::unix::fs::chown(path, Some(u.uid), Some(u.gid)).map_err(|e| {
+                    SetupError::User(format!(
+                        "User {}: cannot chown ControlPort socket {}: {e}",
+                        u.name,
+                        path.display()
+                    ))
+                })?;
+            }
             setup::switch_user(u)?;
             log_notice!(
                 "Switched to user {} (uid {}, gid {}) after binding the listeners.",
@@ -627,7 +638,7 @@ impl Relay {
         if self.config.publish_server_descriptor
             && m.relay.listed_in_consensus.load(Ordering::Relaxed) != 1
         {
-            log_notice!("Heartbeat: It seems like we are not in the cached consensus.");
+            log_notice!("Heartbeat: this relay is not listed in the consensus we have.");
         }
         let (read, written) = m.total_bytes();
         let index = crate::metrics::shard::shard_metric_index;
