@@ -11,9 +11,11 @@
 //!     authenticating initiator: our responder checks its CERTS and AUTHENTICATE and receives
 //!     the forwarded CREATE2.
 //!
-//! Without tor installed the tests fail, unless FORS_SKIP_CTOR=1.
+//! Without tor installed the tests follow `tests/skip_common`'s rule: fail under `CI=true`,
+//! else print `SKIPPED:` and return.
 
 mod channel_support;
+mod skip_common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
@@ -30,15 +32,16 @@ use fors::proto::channel::{Channel, ChannelConfig, ChannelEvent, ExpectedPeer, P
 
 const TOR: &str = "/usr/sbin/tor";
 
-fn tor_available() -> bool {
+/// Whether C tor is here; if not, applies the skip rule for `test` (panics under CI).
+fn tor_available(test: &str) -> bool {
     if Path::new(TOR).exists() {
         return true;
     }
-    if std::env::var("FORS_SKIP_CTOR").as_deref() == Ok("1") {
-        eprintln!("{TOR} missing; skipped (FORS_SKIP_CTOR=1)");
-        return false;
-    }
-    panic!("{TOR} is missing (set FORS_SKIP_CTOR=1 to skip the C tor interop tests)");
+    skip_common::skip(
+        test,
+        &format!("{TOR} is not installed (apt-get install tor)"),
+    );
+    false
 }
 
 /// A tor process, killed by pid when dropped (also when the test fails).
@@ -281,7 +284,7 @@ fn send_now(fc: &mut FastCircuit, cmd: ChanCmd, body: &[u8; 509]) {
 
 #[test]
 fn fors_initiator_authenticates_to_c_tor_relay_and_creates_fast_circuit() {
-    if !tor_available() {
+    if !tor_available("fors_initiator_authenticates_to_c_tor_relay_and_creates_fast_circuit") {
         return;
     }
     let mut relay = start_c_relay();
@@ -386,7 +389,7 @@ fn open_info(events: &[ChannelEvent]) -> fors::proto::channel::OpenInfo {
 
 #[test]
 fn c_tor_client_uses_fors_responder_as_bridge() {
-    if !tor_available() {
+    if !tor_available("c_tor_client_uses_fors_responder_as_bridge") {
         return;
     }
     let me = TestIdentity::generate();
@@ -444,7 +447,7 @@ fn seal_forward(
 /// CERTS + AUTHENTICATE, and forwards our CREATE2.
 #[test]
 fn c_tor_relay_extends_to_fors_responder() {
-    if !tor_available() {
+    if !tor_available("c_tor_relay_extends_to_fors_responder") {
         return;
     }
     use cipher::KeyIvInit;

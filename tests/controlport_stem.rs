@@ -130,9 +130,10 @@ fn torrc(dir: &Path, or_port: u16, control_port: u16) -> String {
 #[test]
 fn stem_drives_the_control_port() {
     let Some(python) = python_with_stem() else {
-        eprintln!(
-            "SKIPPED: python3-stem is not installed (apt-get install python3-stem; \
-             scripts/setup-debian.sh installs it)"
+        daemon_common::skip_common::skip(
+            "stem_drives_the_control_port",
+            "python3-stem is not installed (apt-get install python3-stem; \
+             scripts/setup-debian.sh installs it)",
         );
         return;
     };

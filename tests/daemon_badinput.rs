@@ -591,7 +591,7 @@ fn metric_sum(text: &str, name: &str) -> u64 {
 #[test]
 fn malformed_input_during_a_live_transfer() {
     if let Some(why) = testnet_skip_reason(&[]) {
-        eprintln!("skipping: {why}");
+        daemon_common::skip_common::skip("malformed_input_during_a_live_transfer", &why);
         return;
     }
     let tmp = TempDir::new("badinput-net");

@@ -103,7 +103,10 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 #[test]
 fn c_tor_client_runs_congestion_control_through_a_fors_exit() {
     if let Some(why) = testnet_skip_reason(&[]) {
-        eprintln!("skipping: {why}");
+        daemon_common::skip_common::skip(
+            "c_tor_client_runs_congestion_control_through_a_fors_exit",
+            &why,
+        );
         return;
     }
     let mb = std::env::var("FORS_CC_MB").unwrap_or_else(|_| "8".into());

@@ -51,7 +51,7 @@ fn sum(text: &str, family: &str) -> u64 {
 #[test]
 fn circuits_cross_shards_on_a_two_shard_middle() {
     if let Some(why) = testnet_skip_reason(&[]) {
-        eprintln!("skipping: {why}");
+        daemon_common::skip_common::skip("circuits_cross_shards_on_a_two_shard_middle", &why);
         return;
     }
     let tmp = TempDir::new("daemon-crossshard");

@@ -34,6 +34,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use daemon_common::private_net::have;
+use daemon_common::skip_common::skip;
 use daemon_common::{
     running_as_root, testnet_script, IsolatedNetns, NetnsUnavailable, TempDir, TestnetGuard,
 };
@@ -62,8 +63,9 @@ fn stdout(o: &Output) -> String {
 
 #[test]
 fn c_tor_authorities_grant_exit_from_the_policy_in_an_isolated_netns() {
+    const TEST: &str = "c_tor_authorities_grant_exit_from_the_policy_in_an_isolated_netns";
     if std::env::var_os("FORS_SKIP_TESTNET").is_some() {
-        eprintln!("FORS_SKIP_TESTNET set: skipping");
+        skip(TEST, "FORS_SKIP_TESTNET is set");
         return;
     }
     for (cmd, arg) in [
@@ -74,14 +76,20 @@ fn c_tor_authorities_grant_exit_from_the_policy_in_an_isolated_netns() {
         ("nsenter", "--version"),
     ] {
         if !have(cmd, arg) {
-            eprintln!("{cmd} not available: skipping (CI installs util-linux and tor)");
+            skip(
+                TEST,
+                &format!("{cmd} is not available (CI installs util-linux and tor)"),
+            );
             return;
         }
     }
     let ns = match IsolatedNetns::start() {
         Ok(ns) => ns,
         Err(NetnsUnavailable::Unsupported(why)) if !running_as_root() => {
-            eprintln!("no network namespace without root here ({why}): skipping");
+            skip(
+                TEST,
+                &format!("no network namespace without root here ({why})"),
+            );
             return;
         }
         Err(e) => panic!("cannot make an isolated network namespace (CI runs as root and must run this test): {e:?}"),

@@ -139,7 +139,10 @@ fn echo_round_trip(s: &mut std::net::TcpStream, msg: &str) {
 #[test]
 fn exit_policy_refusal_after_resolving_reaches_the_c_tor_client() {
     if let Some(why) = testnet_skip_reason(&[dns_common::UNBOUND_BIN]) {
-        eprintln!("skipping: {why}");
+        daemon_common::skip_common::skip(
+            "exit_policy_refusal_after_resolving_reaches_the_c_tor_client",
+            &why,
+        );
         return;
     }
     let tmp = TempDir::new("exitpolicy-net");

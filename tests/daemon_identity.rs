@@ -156,7 +156,10 @@ fn pid_alive(pid: i32) -> bool {
 #[test]
 fn identity_survives_c_tor_keys_restart_and_rejects_an_impostor() {
     if std::env::var_os("FORS_SKIP_TESTNET").is_some() {
-        eprintln!("FORS_SKIP_TESTNET set: skipping");
+        daemon_common::skip_common::skip(
+            "identity_survives_c_tor_keys_restart_and_rejects_an_impostor",
+            "FORS_SKIP_TESTNET is set",
+        );
         return;
     }
     let tmp = TempDir::new("daemon-identity");

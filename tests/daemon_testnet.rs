@@ -30,7 +30,10 @@ use daemon_common::{
 #[test]
 fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     if let Some(why) = testnet_skip_reason(&[]) {
-        eprintln!("skipping: {why}");
+        daemon_common::skip_common::skip(
+            "publishes_to_c_tor_authorities_and_reports_its_listing",
+            &why,
+        );
         return;
     }
     let tmp = TempDir::new("daemon-testnet");

@@ -3,8 +3,11 @@
 //! one with a 400 whose reason we surface, and serve a consensus + certificates that verify.
 //!
 //! Minimal self-contained spawn (authorities only, keys from tor-gencert and Fors' own key
-//! module). Skipped if `tor`/`tor-gencert` are missing or `FORS_SKIP_TESTNET` is set.
+//! module). If `tor`/`tor-gencert` are missing or `FORS_SKIP_TESTNET` is set it follows
+//! `tests/skip_common`'s rule (fails under `CI=true`, else prints `SKIPPED:`).
 //! Every tor process is killed when the test ends, pass or fail.
+
+mod skip_common;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -39,15 +42,6 @@ impl Drop for Network {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new(cmd)
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
 }
 
 /// A base port with `n` consecutive free loopback ports.
@@ -185,9 +179,19 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn authorities_accept_our_descriptor_and_serve_a_verifiable_consensus() {
-    if std::env::var_os("FORS_SKIP_TESTNET").is_some() || !have("tor") || !have("tor-gencert") {
-        eprintln!("tor / tor-gencert not available (or FORS_SKIP_TESTNET): skipping");
+    const TEST: &str = "authorities_accept_our_descriptor_and_serve_a_verifiable_consensus";
+    if std::env::var_os("FORS_SKIP_TESTNET").is_some() {
+        skip_common::skip(TEST, "FORS_SKIP_TESTNET is set");
         return;
+    }
+    for cmd in ["tor", "tor-gencert"] {
+        if !skip_common::have(cmd, "--help") {
+            skip_common::skip(
+                TEST,
+                &format!("{cmd} is not installed (apt-get install tor)"),
+            );
+            return;
+        }
     }
     let root = std::env::temp_dir().join(format!(
         "fors-testnet-{}-{}",

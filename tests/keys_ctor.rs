@@ -3,7 +3,9 @@
 //! `tor --list-fingerprint` prints, and C tor accepts keys made by Fors.
 //!
 //! Only the offline `--list-fingerprint` command of tor is run. If tor is not installed the
-//! test fails unless FORS_SKIP_CTOR=1.
+//! tests follow `tests/skip_common`'s rule: fail under `CI=true`, else print `SKIPPED:`.
+
+mod skip_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,15 +18,16 @@ use fors::keys::{CertType, KeyParams, RelayKeys};
 const TOR: &str = "/usr/sbin/tor";
 const NICK: &str = "ForsCtorTest";
 
-fn tor_available() -> bool {
+/// Whether C tor is here; if not, applies the skip rule for `test` (panics under CI).
+fn tor_available(test: &str) -> bool {
     if Path::new(TOR).exists() {
         return true;
     }
-    if std::env::var("FORS_SKIP_CTOR").as_deref() == Ok("1") {
-        eprintln!("skipping: {TOR} not found and FORS_SKIP_CTOR=1");
-        return false;
-    }
-    panic!("{TOR} not found: install Debian's tor, or set FORS_SKIP_CTOR=1 to skip this test");
+    skip_common::skip(
+        test,
+        &format!("{TOR} is not installed (apt-get install tor)"),
+    );
+    false
 }
 
 fn temp_dir() -> PathBuf {
@@ -102,7 +105,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn c_tor_keys_load_unchanged_and_fingerprints_match() {
-    if !tor_available() {
+    if !tor_available("c_tor_keys_load_unchanged_and_fingerprints_match") {
         return;
     }
     let base = temp_dir();
@@ -185,7 +188,7 @@ fn c_tor_keys_load_unchanged_and_fingerprints_match() {
 
 #[test]
 fn c_tor_accepts_keys_made_by_fors() {
-    if !tor_available() {
+    if !tor_available("c_tor_accepts_keys_made_by_fors") {
         return;
     }
     let base = temp_dir();

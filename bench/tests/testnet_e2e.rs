@@ -2,8 +2,12 @@
 //! middle → exit circuits built by fors-loadgen, verified downloads and uploads, and a
 //! corrupting TCP proxy between the exit and the sink that must turn into an integrity error.
 //!
-//! Needs Debian's `tor` and ~40 s; skipped (with a message) when `tor` is missing. The network
-//! is always taken down (Drop guard).
+//! Needs Debian's `tor` and ~40 s. Without `tor` it follows the workspace's skip rule
+//! (`tests/skip_common`): fails under `CI=true`, else prints `SKIPPED:`. The network is always
+//! taken down (Drop guard).
+
+#[path = "../../tests/skip_common/mod.rs"]
+mod skip_common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -128,7 +132,10 @@ fn corrupting_proxy(upstream: String, flip_at: usize) -> (String, std::thread::J
 #[test]
 fn loadgen_through_c_tor_relays() {
     if !Path::new("/usr/sbin/tor").exists() {
-        eprintln!("skipped: /usr/sbin/tor not installed");
+        skip_common::skip(
+            "loadgen_through_c_tor_relays",
+            "/usr/sbin/tor is not installed (apt-get install tor)",
+        );
         return;
     }
     let dir = std::env::temp_dir().join(format!("fors-loadgen-e2e-{}", std::process::id()));

@@ -44,6 +44,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("FamilyId", OptionKind::List),
     ("HardwareProfile", OptionKind::Single),
     ("HashedControlPassword", OptionKind::List),
+    ("HeartbeatPeriod", OptionKind::Single),
     ("IPv6Exit", OptionKind::Single),
     ("Log", OptionKind::List),
     ("MaxMemInQueues", OptionKind::Single),
@@ -175,16 +176,13 @@ pub const IGNORED: &[(&str, &str)] = &[
         "Fors uses no GeoIP data (no statistics, no country rules)",
     ),
     ("HardwareAccel", WHY_ACCEL),
-    (
-        "HeartbeatPeriod",
-        "Fors logs its heartbeat (the DoS line) every 6 hours",
-    ),
     ("HiddenServiceStatistics", WHY_STATS),
     ("KISTSchedRunInterval", WHY_SCHED),
     ("KISTSockBufSizeFactor", WHY_SCHED),
     (
         "KeepBindCapabilities",
-        "Fors does not switch users, so it has no capabilities to keep or drop",
+        "Fors binds its ports before switching users and never rebinds them (ORPort changes \
+         need a restart), so it keeps no capability",
     ),
     (
         "KeepalivePeriod",

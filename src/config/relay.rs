@@ -24,6 +24,10 @@ pub const RELAY_REQUIRED_MIN_BANDWIDTH: u64 = 75 * 1024;
 pub const MAX_BANDWIDTH: u64 = i32::MAX as u64;
 /// C tor raises a `MaxMemInQueues` below this to it, with a warning.
 pub const MIN_MAX_MEM_IN_QUEUES: u64 = 256 << 20;
+/// C tor's `HeartbeatPeriod` default: 6 hours.
+pub const DEFAULT_HEARTBEAT_PERIOD: Duration = Duration::from_secs(6 * 3600);
+/// C tor's `MIN_HEARTBEAT_PERIOD` (config.h): 30 minutes, outside TestingTorNetwork.
+pub const MIN_HEARTBEAT_PERIOD: Duration = Duration::from_secs(30 * 60);
 
 /// `ExitRelay`: 0, 1 or auto.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +152,8 @@ pub struct Config {
     /// Bytes; 0 = derive from the machine's memory (C tor's "auto").
     pub max_mem_in_queues: u64,
     pub shutdown_wait_length: Duration,
+    /// `HeartbeatPeriod`: how often the heartbeat lines are logged; zero disables them.
+    pub heartbeat_period: Duration,
     pub user: Option<String>,
     /// `DisableDebuggerAttachment` (default 1): the process is made non-dumpable, so other
     /// processes of the same user cannot ptrace it or read its memory (keys).
@@ -505,6 +511,24 @@ impl Builder<'_> {
             None => Duration::from_secs(30),
             Some(v) => parse_interval(&v.value).map_err(|e| bad("ShutdownWaitLength", v, e))?,
         };
+        // C tor's rule (config.c, MIN_HEARTBEAT_PERIOD): default 6 hours, 0 disables, and a
+        // nonzero value under 30 minutes is raised to 30 minutes unless TestingTorNetwork.
+        let mut heartbeat_period = match raw.single("HeartbeatPeriod") {
+            None => DEFAULT_HEARTBEAT_PERIOD,
+            Some(v) => parse_interval(&v.value).map_err(|e| bad("HeartbeatPeriod", v, e))?,
+        };
+        if !heartbeat_period.is_zero()
+            && heartbeat_period < MIN_HEARTBEAT_PERIOD
+            && !testing_tor_network
+        {
+            if let Some(v) = raw.single("HeartbeatPeriod") {
+                self.warn(
+                    &v.location,
+                    "HeartbeatPeriod option is too short; raising to 1800 seconds",
+                );
+            }
+            heartbeat_period = MIN_HEARTBEAT_PERIOD;
+        }
         let user = match raw.single("User") {
             Some(v) if v.value.contains(char::is_whitespace) => {
                 return Err(bad("User", v, "user names cannot contain spaces"))
@@ -564,6 +588,7 @@ impl Builder<'_> {
             assume_reachable: self.bool("AssumeReachable", false)?,
             max_mem_in_queues,
             shutdown_wait_length,
+            heartbeat_period,
             user,
             disable_debugger_attachment: self.bool("DisableDebuggerAttachment", true)?,
             dos: self.dos_options()?,

@@ -222,6 +222,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         }),
         "ServerDNSResolvConfFile" => path(&c.server_dns_resolv_conf_file),
         "ShutdownWaitLength" => one(c.shutdown_wait_length.as_secs()),
+        "HeartbeatPeriod" => one(c.heartbeat_period.as_secs()),
         "SocksPort" => one(0),
         "TestingTorNetwork" => b(c.testing_tor_network),
         "User" => opt(&c.user),
@@ -247,7 +248,7 @@ pub fn type_name(name: &str) -> &'static str {
         | "RelayBandwidthBurst"
         | "RelayBandwidthRate"
         | "MaxMemInQueues" => "DataSize",
-        "ShutdownWaitLength" => "TimeInterval",
+        "ShutdownWaitLength" | "HeartbeatPeriod" => "TimeInterval",
         "NumCPUs" => "Integer",
         "ExitRelay" => "Autobool",
         "ORPort" | "ControlPort" | "MetricsPort" | "DirPort" | "SocksPort" => "LineList",

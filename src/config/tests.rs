@@ -638,3 +638,27 @@ fn outbound_bind_addresses_follow_c_tor() {
     assert_eq!(b.source(OutboundKind::Dir, v4), ip("198.51.100.1"));
     assert_eq!(ok("").outbound_bind().source(OutboundKind::Exit, v4), None);
 }
+
+#[test]
+fn heartbeat_period_follows_c_tor() {
+    assert_eq!(ok("").heartbeat_period, Duration::from_secs(6 * 3600));
+    assert_eq!(ok("HeartbeatPeriod 0\n").heartbeat_period, Duration::ZERO);
+    assert_eq!(
+        ok("HeartbeatPeriod 2 hours\n").heartbeat_period,
+        Duration::from_secs(7200)
+    );
+    // Under 30 minutes: raised, with a warning naming the line (C tor's MIN_HEARTBEAT_PERIOD).
+    let (c, w) = parse(&format!("{MIN}HeartbeatPeriod 10 minutes\n")).unwrap();
+    assert_eq!(c.heartbeat_period, Duration::from_secs(1800));
+    assert!(
+        w.iter().any(|w| w.to_string()
+            == "torrc:3: HeartbeatPeriod option is too short; raising to 1800 seconds"),
+        "{w:?}"
+    );
+    // ...except on a test network.
+    let c = ok(&format!(
+        "TestingTorNetwork 1\nDirAuthority 127.0.0.1:7000 {FP}\nHeartbeatPeriod 2 seconds\n"
+    ));
+    assert_eq!(c.heartbeat_period, Duration::from_secs(2));
+    assert!(err("HeartbeatPeriod often\n").contains("HeartbeatPeriod"));
+}

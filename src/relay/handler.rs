@@ -1879,6 +1879,7 @@ impl ConnHandler for RelayHandler {
     }
 
     fn on_tick(&mut self, now: Instant, out: &mut Outbox<'_, RelayMsg>) {
+        super::testing::panic_if_asked(self.shard); // TestingTorNetwork only (testing.rs)
         self.refresh_snapshot();
         {
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);

@@ -3,7 +3,8 @@
 //! `fors -f TORRC` runs [`run_main`]: read the configuration, set up logging, write the
 //! PidFile, load or create the keys, build the exit policy, size and start the shards on the
 //! ORPort, start the MetricsPort and the control-plane thread, then wait for signals (SIGTERM:
-//! clean exit; SIGINT: clean exit after ShutdownWaitLength; SIGHUP: reload; SIGUSR1: status).
+//! clean exit; SIGINT: close the listeners, clean exit after ShutdownWaitLength; SIGHUP:
+//! reload; SIGUSR1: status).
 //! Operators' view: docs/operating.md.
 
 pub mod bandwidth;
@@ -11,6 +12,7 @@ pub mod control;
 pub mod dirworker;
 pub mod exit_dns;
 pub mod handler;
+pub mod heartbeat;
 pub mod log;
 pub mod pidfile;
 pub mod publish;
@@ -19,6 +21,7 @@ pub mod setup;
 pub mod shardcfg;
 pub mod signals;
 pub mod snapshot;
+pub mod testing;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -111,6 +114,7 @@ pub fn run_main(args: &[String]) -> i32 {
             log_warn!("DisableDebuggerAttachment: could not make the process non-dumpable: {e}");
         }
     }
+    record_panics();
     log_notice!(
         "Fors {} (a Tor relay) starting, pid {}.",
         env!("CARGO_PKG_VERSION"),
@@ -135,8 +139,69 @@ pub fn run_main(args: &[String]) -> i32 {
     }
 }
 
-/// How often the DoS heartbeat line is logged unasked: C tor's `HeartbeatPeriod` default.
-const HEARTBEAT_PERIOD: Duration = Duration::from_secs(6 * 3600);
+/// Panics seen in any thread, as "thread NAME panicked at FILE:LINE: MESSAGE", for the main
+/// thread's err line when it finds a dead thread. The hook itself only records: logging from
+/// it could deadlock if the panicking thread held the log lock.
+static PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Installs a panic hook that records the panic (see [`PANICS`]) and then runs the default
+/// hook (its stderr message and backtrace).
+fn record_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let line = format!(
+            "thread {} panicked{at}: {msg}",
+            std::thread::current().name().unwrap_or("(unnamed)")
+        );
+        if let Ok(mut p) = PANICS.try_lock() {
+            p.push(line);
+        }
+        default(info);
+    }));
+}
+
+/// The recorded panic of thread `name`, if any.
+fn panic_of(name: &str) -> Option<String> {
+    let p = PANICS.lock().unwrap_or_else(|e| e.into_inner());
+    let prefix = format!("thread {name} panicked");
+    p.iter().find(|l| l.starts_with(&prefix)).cloned()
+}
+
+/// How long the shutdown after a fatal error may take before the process exits anyway, so
+/// that a service manager sees the failure and restarts Fors in bounded time.
+const FATAL_SHUTDOWN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Starts a thread that ends the process with status 1 if it is still running after `limit`
+/// (a shutdown after a fatal error that hangs, e.g. a shard that does not stop).
+fn exit_anyway_after(limit: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("fors-exit-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            // Not through the logger: whatever hangs may hold its lock.
+            let msg =
+                b"[err] The shutdown after a fatal error did not finish in time; exiting now.\n";
+            // SAFETY: write(2) of a valid buffer to fd 2, then _exit(2), which ends the process
+            // without running anything else (nothing else may be trusted at this point).
+            unsafe {
+                let _ = libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::_exit(1);
+            }
+        });
+    if let Err(e) = spawned {
+        log_warn!("Cannot start the exit watchdog ({e}); shutting down without it.");
+    }
+}
 
 /// The running relay (main thread's view).
 struct Relay {
@@ -157,12 +222,20 @@ struct Relay {
     dos_options: Arc<SnapshotCell<crate::dos::DosOptions>>,
     /// The consensus view the shards read (for the DoS heartbeat's thresholds).
     network: Option<Arc<SnapshotCell<NetworkSnapshot>>>,
+    /// When the next heartbeat is due (`None`: HeartbeatPeriod 0). As in C tor the first one
+    /// comes one period after start-up, not at start-up.
+    next_heartbeat: Option<Instant>,
+    /// `User` to switch to once everything is bound (`None`: no switch).
+    user: Option<setup::UserIds>,
 }
 
 impl Relay {
     fn start(cl: CommandLine, config: Config, signals: SignalEvents) -> Result<Relay, RelayError> {
         let started = Instant::now();
-        setup::check_user(&config)?;
+        // `User`: files are made with the user's effective ids, ports are bound and rings
+        // opened as root, then the ids are switched for good (C tor's order: bind, then
+        // switch_id, then keys and pid file as the user).
+        let user = setup::plan_user_switch(&config)?;
         let (exit_policy, policy_warnings) = setup::build_exit_policy(&config)?;
         for w in &policy_warnings {
             log_warn!("{w}");
@@ -171,7 +244,10 @@ impl Relay {
         let profile = ProfileSearchPath::default().load(config.hardware_profile.as_deref())?;
 
         let pid_file = match &config.pid_file {
-            Some(p) => Some(PidFile::write(p)?),
+            Some(p) => {
+                let _as_user = user.as_ref().map(setup::act_as).transpose()?;
+                Some(PidFile::write(p)?)
+            }
             None => None,
         };
         let dos_options = config.dos.for_relay(config.publish_server_descriptor);
@@ -190,6 +266,8 @@ impl Relay {
             started,
             dos_options: SnapshotCell::new(dos_options),
             network: None,
+            next_heartbeat: None,
+            user,
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -208,12 +286,16 @@ impl Relay {
         profile: &config::HardwareProfile,
     ) -> Result<(), RelayError> {
         let config = &self.config;
-        let keys = RelayKeys::load_or_create(
-            &config.data_directory,
-            SystemTime::now(),
-            KeyParams::default(),
-        )?;
-        keys.write_fingerprint_files(&config.nickname)?;
+        let keys = {
+            let _as_user = self.user.as_ref().map(setup::act_as).transpose()?;
+            let keys = RelayKeys::load_or_create(
+                &config.data_directory,
+                SystemTime::now(),
+                KeyParams::default(),
+            )?;
+            keys.write_fingerprint_files(&config.nickname)?;
+            keys
+        };
         log_notice!(
             "Your relay's identity key fingerprint is '{} {}'",
             config.nickname,
@@ -396,7 +478,35 @@ impl Relay {
                 let cell = network.clone();
                 Arc::new(move || cell.load().self_status.clone())
             },
+            self.user.as_ref(),
         )?;
+        // Every listener is bound and every ring open: drop root for good. C tor creates its
+        // Unix sockets after switching, so they belong to the user; ours were bound as root,
+        // so they are given to the user first (else the user could not connect to them).
+        if let Some(u) = &self.user {
+            for path in &config.control.unix_sockets {
+                std::os::unix::fs::chown(path, Some(u.uid), Some(u.gid)).map_err(|e| {
+                    SetupError::User(format!(
+                        "User {}: cannot chown ControlPort socket {}: {e}",
+                        u.name,
+                        path.display()
+                    ))
+                })?;
+            }
+            setup::switch_user(u)?;
+            log_notice!(
+                "Switched to user {} (uid {}, gid {}) after binding the listeners.",
+                u.name,
+                u.uid,
+                u.gid
+            );
+            // A uid change resets the dumpable flag to fs.suid_dumpable: set it again.
+            if config.disable_debugger_attachment {
+                setup::disable_debugger_attachment().map_err(|e| {
+                    SetupError::User(format!("DisableDebuggerAttachment after User: {e}"))
+                })?;
+            }
+        }
 
         let (endpoints, trusted) = dirworker::endpoints(&config.dir_authorities);
         let worker = if endpoints.is_empty() {
@@ -438,15 +548,28 @@ impl Relay {
             })?,
         );
         log_notice!("Fors has started; the relay is running.");
+        let request = std::env::var(testing::PANIC_SHARD_ENV).ok();
+        match testing::panic_request(request.as_deref(), config) {
+            testing::PanicRequest::None => {}
+            testing::PanicRequest::Ignored(why) => log_warn!("{why}"),
+            testing::PanicRequest::Shard(n) => {
+                log_warn!(
+                    "Testing: {} asks shard {n} to panic at its next tick.",
+                    testing::PANIC_SHARD_ENV
+                );
+                testing::arm(n);
+            }
+        }
         Ok(())
     }
 
     /// Waits for signals until asked to exit; returns the exit code.
     fn run(mut self) -> i32 {
-        // SIGINT starts C tor's delayed shutdown: exit after ShutdownWaitLength, or at once on
-        // a second SIGINT or a SIGTERM.
+        // SIGINT starts C tor's delayed shutdown of a relay (main.c process_signal,
+        // hibernate.c hibernate_begin): stop accepting at once, exit after ShutdownWaitLength,
+        // or at once on a second SIGINT or a SIGTERM.
         let mut exit_at: Option<Instant> = None;
-        let mut next_heartbeat = Instant::now() + HEARTBEAT_PERIOD;
+        self.next_heartbeat = heartbeat::next_due(Instant::now(), self.config.heartbeat_period);
         let code = loop {
             let wait = exit_at.map_or(Duration::from_secs(1), |t| {
                 t.saturating_duration_since(Instant::now())
@@ -469,17 +592,20 @@ impl Relay {
                         log_notice!("Caught SIGINT; shutting down cleanly now.");
                         break 0;
                     }
+                    self.stop_accepting();
                     log_notice!(
-                        "Interrupt: shutting down cleanly in {} seconds \
-                         (ShutdownWaitLength); interrupt again or send SIGTERM to exit now.",
+                        "Interrupt: no longer accepting connections (ORPort and MetricsPort \
+                         closed); shutting down cleanly in {} seconds (ShutdownWaitLength). \
+                         Interrupt again or send SIGTERM to exit now.",
                         wait.as_secs()
                     );
                     exit_at = Some(Instant::now() + wait);
                 }
                 Ok(None) => {
-                    if Instant::now() >= next_heartbeat {
-                        next_heartbeat += HEARTBEAT_PERIOD;
-                        self.log_dos_heartbeat();
+                    if self.next_heartbeat.is_some_and(|t| Instant::now() >= t) {
+                        self.next_heartbeat =
+                            heartbeat::next_due(Instant::now(), self.config.heartbeat_period);
+                        self.log_heartbeat();
                     }
                     if exit_at.is_some_and(|t| Instant::now() >= t) {
                         log_notice!("ShutdownWaitLength is over; shutting down cleanly.");
@@ -489,6 +615,16 @@ impl Relay {
                         log_err!("The control-plane thread died; shutting down.");
                         break 1;
                     }
+                    if let Some(i) = self.runtime.as_ref().and_then(|r| r.exited_shard()) {
+                        let why = panic_of(&format!("fors-shard-{i}"))
+                            .unwrap_or_else(|| "its thread ended".into());
+                        log_err!(
+                            "Shard {i} stopped while the relay was running ({why}); its \
+                             connections are lost. Exiting with status 1 so that the service \
+                             manager restarts Fors."
+                        );
+                        break 1;
+                    }
                 }
                 Err(e) => {
                     log_err!("Waiting for signals failed: {e}; shutting down.");
@@ -496,11 +632,44 @@ impl Relay {
                 }
             }
         };
+        if code != 0 {
+            exit_anyway_after(FATAL_SHUTDOWN_LIMIT);
+        }
         self.shutdown();
         if code == 0 {
             log_notice!("Fors exited cleanly.");
         }
         code
+    }
+
+    /// The heartbeat (C tor's `log_heartbeat`): the "not in the consensus" line when we
+    /// publish and are not listed, the uptime/circuits/bytes/connections line, the DoS line.
+    fn log_heartbeat(&self) {
+        let m = &self.metrics;
+        if self.config.publish_server_descriptor
+            && m.relay.listed_in_consensus.load(Ordering::Relaxed) != 1
+        {
+            log_notice!("Heartbeat: this relay is not listed in the consensus we have.");
+        }
+        let (read, written) = m.total_bytes();
+        let index = crate::metrics::shard::shard_metric_index;
+        let sum = |i: Option<usize>| -> u64 {
+            i.map_or(0, |i| m.shards().iter().map(|s| s.get(i)).sum())
+        };
+        let stats = heartbeat::HeartbeatStats {
+            uptime: self.started.elapsed(),
+            circuits_open: m
+                .shards()
+                .iter()
+                .map(|s| s.handler.circuits_open.load(Ordering::Relaxed))
+                .sum(),
+            bytes_written: written,
+            bytes_read: read,
+            conns_accepted: sum(index("accepted")),
+            conns_made: sum(index("connected")),
+        };
+        log_notice!("{}", heartbeat::heartbeat_line(&stats));
+        self.log_dos_heartbeat();
     }
 
     /// C tor's DoS heartbeat line (`dos_log_heartbeat`), with the thresholds in force.
@@ -646,11 +815,29 @@ impl Relay {
             self.dos_options
                 .publish(new.dos.for_relay(new.publish_server_descriptor));
         }
+        if new.heartbeat_period != self.config.heartbeat_period {
+            // The new period counts from the reload.
+            self.next_heartbeat = heartbeat::next_due(Instant::now(), new.heartbeat_period);
+        }
         self.config = new;
         self.metrics
             .relay
             .reloads_applied
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The start of a delayed shutdown: close every listener but the ControlPort's, as C tor
+    /// does (`connection_mark_all_noncontrol_listeners`); established connections and
+    /// circuits are still served.
+    fn stop_accepting(&mut self) {
+        if let Some(rt) = &self.runtime {
+            if let Err(e) = rt.close_listeners() {
+                log_warn!("Could not close the ORPort listener: {e}");
+            }
+        }
+        for s in self.metrics_servers.drain(..) {
+            s.stop();
+        }
     }
 
     /// Stops everything that was started, in reverse order, and removes the PidFile.
@@ -708,12 +895,15 @@ fn start_control_port(
     metrics: &Arc<MetricsRegistry>,
     started: Instant,
     self_status: crate::controlport::SelfStatus,
+    user: Option<&setup::UserIds>,
 ) -> Result<Option<ControlPortServer>, RelayError> {
     if config.control_ports.is_empty() && config.control.unix_sockets.is_empty() {
         return Ok(None);
     }
     let mut rng = rand::rngs::OsRng;
     let cookie = if config.cookie_authentication {
+        // Made by the `User`, who reads and rewrites it later.
+        let _as_user = user.map(setup::act_as).transpose()?;
         Some(Cookie::create(
             &config.cookie_auth_file(),
             config.control.cookie_auth_file_group_readable,

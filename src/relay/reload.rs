@@ -108,6 +108,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         assume_reachable => "AssumeReachable", NextDescriptor;
         max_mem_in_queues => "MaxMemInQueues", Restart;
         shutdown_wait_length => "ShutdownWaitLength", Now;
+        heartbeat_period => "HeartbeatPeriod", Now;
         user => "User", Restart;
         disable_debugger_attachment => "DisableDebuggerAttachment", Restart;
         dos => "DoSCircuitCreation*/DoSConnection*", Now;

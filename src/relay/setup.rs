@@ -1,5 +1,5 @@
 //! Start-up steps that turn configuration into running parameters: the exit policy, the
-//! ORPort to listen on, the open-files limit, the `User` check.
+//! ORPort to listen on, the open-files limit, the `User` switch.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -178,31 +178,195 @@ pub fn disable_debugger_attachment() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Fors does not switch users (run it as the right user, e.g. systemd `User=`). A `User`
-/// option naming someone else is refused rather than silently running with more privilege
-/// than the operator asked for.
-pub fn check_user(config: &Config) -> Result<(), SetupError> {
-    let Some(want) = &config.user else {
-        return Ok(());
+/// The user named by `User`, from the system's user database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserIds {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Looks `name` up with getpwnam_r(3) (so NSS sources count, not only /etc/passwd).
+pub fn lookup_user(name: &str) -> Result<UserIds, SetupError> {
+    let not_found = || SetupError::User(format!("User {name}: no such user"));
+    let cname = std::ffi::CString::new(name).map_err(|_| not_found())?;
+    let mut buf = vec![0 as libc::c_char; 64 * 1024];
+    // SAFETY: passwd is plain data; getpwnam_r fills it in with pointers into `buf`, which
+    // we do not read (only the numeric ids).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and `buf.len()` is its real size.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
     };
-    use std::os::unix::fs::MetadataExt;
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .map_err(|e| SetupError::User(format!("User {want}: cannot find our own uid: {e}")))?;
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let name = passwd.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let (name, _, id) = (f.next()?, f.next()?, f.next()?);
-        (id.parse::<u32>().ok()? == uid).then(|| name.to_string())
-    });
-    match name {
-        Some(n) if &n == want => Ok(()),
-        other => Err(SetupError::User(format!(
-            "User {want}: Fors does not switch users, and it runs as {} (uid {uid}); start it as \
-             {want} (systemd: User={want}) or remove the User line",
-            other.as_deref().unwrap_or("an unnamed user")
-        ))),
+    if rc != 0 || result.is_null() {
+        return Err(not_found());
     }
+    Ok(UserIds {
+        name: name.to_string(),
+        uid: pwd.pw_uid,
+        gid: pwd.pw_gid,
+    })
+}
+
+/// Whom to switch to after binding (C tor's `User`), or `None` when there is nothing to do:
+/// no `User`, or we already run as that user (C tor refuses that case; Fors accepts it, so a
+/// torrc with `User` works under systemd's `User=` too). Started as someone else than root,
+/// Fors cannot switch and refuses to start. As in C tor the DataDirectory must belong to the
+/// user; a missing one is created for it (mode 0700).
+pub fn plan_user_switch(config: &Config) -> Result<Option<UserIds>, SetupError> {
+    let Some(want) = &config.user else {
+        return Ok(None);
+    };
+    let ids = lookup_user(want)?;
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == ids.uid {
+        return Ok(None);
+    }
+    if euid != 0 {
+        return Err(SetupError::User(format!(
+            "User {want}: switching to another user needs root, and Fors runs as uid {euid}; \
+             start it as root or as {want} (systemd: User={want})"
+        )));
+    }
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = &config.data_directory;
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .and_then(|()| std::os::unix::fs::chown(dir, Some(ids.uid), Some(ids.gid)))
+                .map_err(|e| {
+                    SetupError::User(format!(
+                        "User {want}: cannot create DataDirectory {} for it: {e}",
+                        dir.display()
+                    ))
+                })?;
+            std::fs::metadata(dir)
+                .map_err(|e| SetupError::User(format!("DataDirectory {}: {e}", dir.display())))?
+        }
+        Err(e) => {
+            return Err(SetupError::User(format!(
+                "DataDirectory {}: {e}",
+                dir.display()
+            )))
+        }
+    };
+    if meta.uid() != ids.uid {
+        return Err(SetupError::User(format!(
+            "User {want}: DataDirectory {} belongs to uid {}, not to {want} (uid {}); \
+             chown it to {want}",
+            dir.display(),
+            meta.uid(),
+            ids.uid
+        )));
+    }
+    Ok(Some(ids))
+}
+
+/// While alive, the effective uid and gid are the `User`'s (real and saved stay root), so
+/// files made during start-up (PidFile, keys, cookie) belong to the user who will run the
+/// relay; dropping it returns to root for binding.
+pub struct ActingAs(());
+
+/// Takes the user's effective ids until the guard drops (only between binds, as root).
+pub fn act_as(ids: &UserIds) -> Result<ActingAs, SetupError> {
+    // gid first: once the euid is not 0 we may no longer change it.
+    // SAFETY: setegid(2)/seteuid(2) take plain integers; glibc applies them to every thread.
+    let rc = unsafe {
+        if libc::setegid(ids.gid) != 0 {
+            -1
+        } else {
+            libc::seteuid(ids.uid)
+        }
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: as above; back to root's group if only the gid changed.
+        unsafe { libc::setegid(0) };
+        return Err(SetupError::User(format!(
+            "User {}: cannot take its effective ids: {e}",
+            ids.name
+        )));
+    }
+    Ok(ActingAs(()))
+}
+
+impl Drop for ActingAs {
+    fn drop(&mut self) {
+        // The saved uid is still 0, so this cannot fail; if it did, the binds that follow
+        // fail with a clear error.
+        // SAFETY: plain integer arguments; euid before egid (changing the gid needs root).
+        unsafe {
+            libc::seteuid(0);
+            libc::setegid(0);
+        }
+    }
+}
+
+/// C tor's `switch_id` (lib/process/setuid.c): supplementary groups set to the user's
+/// primary group only, then gid, then uid (real, effective and saved), then a check that
+/// root cannot be taken back. Called once every listener is bound and every io_uring ring is
+/// open: both may need root (ports under 1024, locked-memory limits), and the kernel checks
+/// neither again. There is no SQPOLL thread, which would keep the creator's credentials; the
+/// shards' later submissions carry the new ones.
+pub fn switch_user(ids: &UserIds) -> Result<(), SetupError> {
+    let fail = |what: &str| {
+        SetupError::User(format!(
+            "User {}: {what}: {}",
+            ids.name,
+            std::io::Error::last_os_error()
+        ))
+    };
+    let groups = [ids.gid as libc::gid_t];
+    // SAFETY: `groups` is a valid array of one gid; glibc applies these calls to every thread.
+    if unsafe { libc::setgroups(1, groups.as_ptr()) } != 0 {
+        return Err(fail("setgroups"));
+    }
+    // SAFETY: plain integer argument.
+    if unsafe { libc::setgid(ids.gid) } != 0 {
+        return Err(fail("setgid"));
+    }
+    // SAFETY: plain integer argument; as root this sets the real, effective and saved uid.
+    if unsafe { libc::setuid(ids.uid) } != 0 {
+        return Err(fail("setuid"));
+    }
+    if ids.uid != 0 {
+        // SAFETY: plain integer arguments; both must fail now.
+        let regained = unsafe { libc::setuid(0) == 0 || libc::seteuid(0) == 0 };
+        if regained {
+            return Err(SetupError::User(format!(
+                "User {}: root could be taken back after switching; refusing to run",
+                ids.name
+            )));
+        }
+    }
+    // SAFETY: the get*id(2) calls have no preconditions and cannot fail.
+    let now = unsafe {
+        (
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getegid(),
+        )
+    };
+    if now != (ids.uid, ids.uid, ids.gid, ids.gid) {
+        return Err(SetupError::User(format!(
+            "User {}: ids after switching are {now:?}, not uid {} gid {}",
+            ids.name, ids.uid, ids.gid
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -278,10 +442,24 @@ mod tests {
     }
 
     #[test]
-    fn user_must_be_us() {
-        let c = cfg("User nobody-such-user-xyz\n");
-        let e = check_user(&c).unwrap_err();
-        assert!(e.to_string().contains("does not switch users"), "{e}");
-        check_user(&cfg("")).unwrap();
+    fn user_must_exist_and_none_means_no_switch() {
+        let e = plan_user_switch(&cfg("User nobody-such-user-xyz\n")).unwrap_err();
+        assert!(e.to_string().contains("no such user"), "{e}");
+        assert_eq!(plan_user_switch(&cfg("")).unwrap(), None);
+        // Already running as the named user: nothing to switch.
+        // SAFETY: geteuid(2) cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if let Some(name) = std::fs::read_to_string("/etc/passwd")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == me.to_string()).then(|| f[0].to_string())
+            })
+        {
+            let c = cfg(&format!("User {name}\n"));
+            assert_eq!(plan_user_switch(&c).unwrap(), None);
+            assert_eq!(lookup_user(&name).unwrap().uid, me);
+        }
     }
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 pub enum RelaySignal {
     /// SIGTERM: exit cleanly now.
     Terminate,
-    /// SIGINT: exit cleanly after `ShutdownWaitLength` (a second SIGINT: now).
+    /// SIGINT: stop accepting now, exit cleanly after `ShutdownWaitLength` (a second SIGINT:
+    /// now).
     Interrupt,
     /// SIGHUP: reload the configuration, reopen log files.
     Reload,

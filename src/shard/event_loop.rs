@@ -275,6 +275,11 @@ impl<H: ConnHandler> Shard<H> {
                     self.core.inflight_total -= 1;
                     self.accept_armed = false;
                 }
+                if res == -libc::EINVAL {
+                    // Runtime::close_listeners shut the socket down: never re-arm (it would
+                    // fail at once, forever); drop it.
+                    self.listener = None;
+                }
                 self.on_accept(res);
                 if !more {
                     self.arm_accept();

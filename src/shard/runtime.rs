@@ -26,6 +26,8 @@ pub struct Runtime<H: ConnHandler> {
     wake_fds: Arc<Vec<OwnedFd>>,
     local_addr: Option<SocketAddr>,
     features: KernelFeatures,
+    /// Duplicates of the shards' listening sockets, for [`Runtime::close_listeners`].
+    listen_dups: Vec<Socket>,
 }
 
 /// One SO_REUSEPORT listener: the kernel spreads incoming connections over the shards'
@@ -107,6 +109,12 @@ impl<H: ConnHandler + Send + 'static> Runtime<H> {
             listeners.resize_with(n, || None);
         }
 
+        let listen_dups = listeners
+            .iter()
+            .flatten()
+            .map(Socket::try_clone)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ShardError::socket("dup listener", e))?;
         let wake_fds = Arc::new((0..n).map(|_| eventfd()).collect::<Result<Vec<_>, _>>()?);
 
         // Mesh: one SPSC queue per ordered pair of distinct shards.
@@ -220,6 +228,7 @@ impl<H: ConnHandler + Send + 'static> Runtime<H> {
             wake_fds,
             local_addr,
             features,
+            listen_dups,
         };
         match first_err {
             None => Ok(rt),
@@ -233,6 +242,23 @@ impl<H: ConnHandler + Send + 'static> Runtime<H> {
     /// The listening address (with the real port if 0 was configured).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// The first shard whose thread has ended (panicked, failed, or returned) although
+    /// nobody called [`Runtime::stop`]: the relay must not serve on without it.
+    pub fn exited_shard(&self) -> Option<usize> {
+        self.threads.iter().position(|t| t.is_finished())
+    }
+
+    /// Stops accepting at once: shutting a listening socket down puts it in the CLOSE state,
+    /// so new connections are refused from now on and each shard's pending accept ends with
+    /// EINVAL (the shard then drops its listener). Established connections are served until
+    /// [`Runtime::stop`] (C tor's SIGINT on a relay closes its listeners the same way).
+    pub fn close_listeners(&self) -> std::io::Result<()> {
+        for l in &self.listen_dups {
+            l.shutdown(std::net::Shutdown::Read)?;
+        }
+        Ok(())
     }
 
     /// What the kernel probe found.

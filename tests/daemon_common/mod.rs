@@ -5,6 +5,8 @@
 
 pub mod private_net;
 pub mod raw_link;
+#[path = "../skip_common/mod.rs"]
+pub mod skip_common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -64,8 +66,14 @@ pub struct Fors {
 
 impl Fors {
     pub fn start(args: &[&str]) -> Fors {
+        Self::start_with_env(args, &[])
+    }
+
+    /// [`Fors::start`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Fors {
         let mut child = Command::new(env!("CARGO_BIN_EXE_fors"))
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
