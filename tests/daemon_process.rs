@@ -77,12 +77,27 @@ fn heartbeat_every_period_and_live_on_sighup() {
     assert!(count(&f, "Fors has been up") >= 2, "{:#?}", f.log);
 
     // SIGHUP with HeartbeatPeriod 0: applied at once, no heartbeat afterwards.
-    std::fs::write(&rc, format!("{text}HeartbeatPeriod 0\n")).unwrap();
+    let ctl = free_port();
+    std::fs::write(
+        &rc,
+        format!("{text}HeartbeatPeriod 0\nControlPort 127.0.0.1:{ctl}\nCookieAuthentication 1\n"),
+    )
+    .unwrap();
     f.signal(libc::SIGHUP);
     f.wait_for("Reload: HeartbeatPeriod changed; applied.", START);
     let before = count(&f, "Fors has been up");
     f.drain(Duration::from_secs(5));
     assert_eq!(count(&f, "Fors has been up"), before, "{:#?}", f.log);
+    f.signal(libc::SIGTERM);
+    assert_eq!(f.wait_exit(START), Some(0));
+
+    // The ControlPort's SIGNAL HEARTBEAT logs one at once, even with periodic ones off.
+    let mut f = start(tmp.path());
+    f.wait_for("the relay is running", START);
+    let mut c = daemon_common::private_net::TorControl::connect(ctl);
+    c.command("SIGNAL HEARTBEAT")
+        .expect("SIGNAL HEARTBEAT accepted");
+    f.wait_for("Heartbeat: Fors has been up", Duration::from_secs(5));
     f.signal(libc::SIGTERM);
     assert_eq!(f.wait_exit(START), Some(0));
 }
@@ -374,4 +389,70 @@ fn user_refuses_a_data_directory_owned_by_someone_else() {
         "{:#?}",
         f.log
     );
+}
+
+/// DisableDebuggerAttachment (default 1, as C tor): a process of the same user cannot read
+/// the relay's memory-backed /proc files (the ptrace access check); with 0 it can. Fors runs
+/// as `nobody` from the start (setpriv, no `User` switch, which would make it non-dumpable
+/// by itself), and the reader is another `nobody` process.
+#[test]
+fn debugger_attachment_is_refused_unless_allowed() {
+    const TEST: &str = "debugger_attachment_is_refused_unless_allowed";
+    if !daemon_common::running_as_root() {
+        daemon_common::skip_common::skip(TEST, "running as another user needs root");
+        return;
+    }
+    let Some((uid, gid)) = user_ids("nobody") else {
+        daemon_common::skip_common::skip(TEST, "there is no user \"nobody\" here");
+        return;
+    };
+    if !daemon_common::skip_common::have("setpriv", "--version") {
+        daemon_common::skip_common::skip(TEST, "setpriv is not installed");
+        return;
+    }
+    let as_nobody = |program: &str| {
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "--",
+            program,
+        ]);
+        c
+    };
+    for (extra, readable) in [("", false), ("DisableDebuggerAttachment 0\n", true)] {
+        let tmp = TempDir::new("proc-dumpable");
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let data = tmp.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::os::unix::fs::chown(&data, Some(uid), Some(gid)).unwrap();
+        let text = torrc(tmp.path(), free_port(), free_port(), extra).replace(
+            &format!("PidFile {}/fors.pid", tmp.path().display()),
+            &format!("PidFile {}/fors.pid", data.display()),
+        );
+        let rc = tmp.path().join("torrc");
+        std::fs::write(&rc, text).unwrap();
+        let mut cmd = as_nobody(env!("CARGO_BIN_EXE_fors"));
+        cmd.arg("-f").arg(&rc);
+        let mut f = Fors::start_command(cmd);
+        f.wait_for("the relay is running", START);
+        assert_eq!(proc_ids(f.pid(), "Uid:"), vec![uid; 4]);
+        let read = as_nobody("cat")
+            .arg(format!("/proc/{}/environ", f.pid()))
+            .output()
+            .unwrap();
+        assert_eq!(
+            read.status.success(),
+            readable,
+            "{extra:?}: reading /proc/PID/environ as the same user: {}",
+            String::from_utf8_lossy(&read.stderr)
+        );
+        f.signal(libc::SIGTERM);
+        assert_eq!(f.wait_exit(START), Some(0));
+    }
 }

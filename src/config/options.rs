@@ -866,6 +866,32 @@ mod tests {
         }
     }
 
+    /// docs/config.md is the operator's list: every option Fors takes is there, and every
+    /// ignored one with the values it accepts.
+    #[test]
+    fn docs_list_every_option() {
+        let doc = include_str!("../../docs/config.md");
+        for (n, _) in SUPPORTED {
+            assert!(
+                doc.contains(&format!("| `{n}")),
+                "{n} is not in docs/config.md"
+            );
+        }
+        for (n, why) in IGNORED {
+            let vals = match ignored_values(n) {
+                None => "any".to_string(),
+                Some([]) => "only an empty value".to_string(),
+                Some(v) => v
+                    .iter()
+                    .map(|x| format!("`{x}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            let row = format!("| `{n}` | {vals} | {why} |");
+            assert!(doc.contains(&row), "docs/config.md lacks the row {row}");
+        }
+    }
+
     #[test]
     fn suggestions() {
         assert_eq!(edit_distance("kitten", "sitting"), 3);

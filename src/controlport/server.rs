@@ -304,6 +304,7 @@ fn raise(sig: ControlSignal) {
         ControlSignal::Halt => libc::SIGTERM,
         ControlSignal::Dump => libc::SIGUSR1,
         ControlSignal::Debug => libc::SIGUSR2,
+        ControlSignal::Heartbeat => crate::relay::signals::heartbeat_signal(),
     };
     // SAFETY: kill(2) with our own pid and a valid signal number has no memory effects.
     unsafe {

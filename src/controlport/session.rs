@@ -33,6 +33,8 @@ pub enum ControlSignal {
     Dump,
     /// DEBUG / USR2.
     Debug,
+    /// HEARTBEAT: log a heartbeat now.
+    Heartbeat,
 }
 
 /// Something the relay must act on after the reply is sent.
@@ -449,11 +451,10 @@ fn signal(rest: &str) -> Outcome {
             "HALT" | "TERM" => ControlSignal::Halt,
             "DUMP" | "USR1" => ControlSignal::Dump,
             "DEBUG" | "USR2" => ControlSignal::Debug,
+            "HEARTBEAT" => ControlSignal::Heartbeat,
             // Client-side signals: a relay-only Fors has no client circuits to renew, so there
             // is nothing to do, and success is the truthful answer.
-            "NEWNYM" | "ACTIVE" | "DORMANT" | "HEARTBEAT" => {
-                return Outcome::reply(single(code::OK, "OK"))
-            }
+            "NEWNYM" | "ACTIVE" | "DORMANT" => return Outcome::reply(single(code::OK, "OK")),
             "CLEARDNSCACHE" => return Outcome::reply(single(
                 code::UNRECOGNIZED_ENTITY,
                 "CLEARDNSCACHE is not supported by Fors: each shard's exit resolver keeps its own \

@@ -578,6 +578,7 @@ impl Relay {
             match self.signals.wait(wait) {
                 Ok(Some(RelaySignal::Reload)) => self.reload(),
                 Ok(Some(RelaySignal::DumpStats)) => self.dump_stats(),
+                Ok(Some(RelaySignal::Heartbeat)) => self.log_heartbeat(),
                 Ok(Some(RelaySignal::Debug)) => log_notice!(
                     "Caught SIGUSR2: Fors does not switch to debug logging on a signal; set \
                      \"Log debug ...\" and send SIGHUP."

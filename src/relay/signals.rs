@@ -23,6 +23,14 @@ pub enum RelaySignal {
     DumpStats,
     /// SIGUSR2: C tor switches to debug logging; Fors logs that it does not.
     Debug,
+    /// [`heartbeat_signal`], raised by the ControlPort's `SIGNAL HEARTBEAT`: log a heartbeat
+    /// now (C tor has no Unix signal for it).
+    Heartbeat,
+}
+
+/// The real-time signal the ControlPort raises for `SIGNAL HEARTBEAT`.
+pub fn heartbeat_signal() -> i32 {
+    libc::SIGRTMIN() + 1
 }
 
 /// The signalfd the main thread waits on.
@@ -41,6 +49,7 @@ fn handled_set() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGHUP);
         libc::sigaddset(&mut set, libc::SIGUSR1);
         libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigaddset(&mut set, heartbeat_signal());
         set
     }
 }
@@ -115,6 +124,7 @@ impl SignalEvents {
             libc::SIGHUP => Some(RelaySignal::Reload),
             libc::SIGUSR1 => Some(RelaySignal::DumpStats),
             libc::SIGUSR2 => Some(RelaySignal::Debug),
+            n if n == heartbeat_signal() => Some(RelaySignal::Heartbeat),
             _ => None,
         })
     }

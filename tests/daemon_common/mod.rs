@@ -71,9 +71,15 @@ impl Fors {
 
     /// [`Fors::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Fors {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fors"))
-            .args(args)
-            .envs(env.iter().copied())
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fors"));
+        cmd.args(args).envs(env.iter().copied());
+        Self::start_command(cmd)
+    }
+
+    /// Runs `cmd`, which must exec fors in the end (e.g. `setpriv ... fors -f torrc`, so the
+    /// pid is fors's), collecting its output like [`Fors::start`].
+    pub fn start_command(mut cmd: Command) -> Fors {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
