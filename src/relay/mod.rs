@@ -438,10 +438,6 @@ impl Relay {
             rc.shard.send_buf_count,
             rc.shard.send_buf_size
         );
-        log_notice!(
-            "Channels and circuits are served; exit DNS is not wired in yet (hostnames in \
-             BEGIN/RESOLVE fail; addresses work)."
-        );
         self.runtime = Some(runtime);
 
         // MetricsPort(s).
