@@ -1,0 +1,131 @@
+//! ExitPolicyRejectLocalInterfaces on a running relay, in a network namespace the test makes
+//! (scripts/netns.py: only `lo`, no route off the machine). The namespace's `lo` gets a
+//! public-looking documentation address, 198.51.100.7/32 (RFC 5737 TEST-NET-2, nothing can
+//! reach it from there). A Fors exit started there with `ExitPolicy accept *:80` and
+//! `ExitPolicyRejectLocalInterfaces 1` must reject it (its ControlPort's
+//! `GETINFO exit-policy/full`, as C tor's `get_interface_address6_list` feeds its policy);
+//! without the option it must not. Everything inside the namespace is driven by one bounded
+//! python3 script, which stops the relay it started.
+//!
+//! Skipped (SKIPPED printed) without python3, unshare or nsenter, or without root where user
+//! namespaces are unavailable; with `CI=true` (run as root) that is a failure.
+
+mod daemon_common;
+
+use std::process::Output;
+
+use daemon_common::private_net::have;
+use daemon_common::skip_common::skip;
+use daemon_common::{free_port, running_as_root, IsolatedNetns, NetnsUnavailable, TempDir};
+
+const IFACE_ADDR: &str = "198.51.100.7";
+
+/// Adds the address to the namespace's `lo`, runs fors with `extra` in its torrc, asks its
+/// ControlPort for the exit policy, stops it; prints the policy (or what went wrong).
+const SCRIPT: &str = r#"
+import os, signal, socket, subprocess, sys, time
+fors, torrc_dir, addr, ctl = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+subprocess.run(["ip", "addr", "add", addr + "/32", "dev", "lo"], check=False)
+log = open(os.path.join(torrc_dir, "fors.log"), "w")
+p = subprocess.Popen([fors, "-f", os.path.join(torrc_dir, "torrc")], stdout=log, stderr=log)
+try:
+    end = time.time() + 60
+    while True:
+        try:
+            s = socket.create_connection(("127.0.0.1", ctl), timeout=2)
+            break
+        except OSError:
+            if time.time() > end or p.poll() is not None:
+                print("NO CONTROLPORT"); sys.exit(3)
+            time.sleep(0.2)
+    s.settimeout(10)
+    s.sendall(b"AUTHENTICATE\r\nGETINFO exit-policy/full\r\nQUIT\r\n")
+    out = b""
+    end = time.time() + 20
+    while time.time() < end:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    print(out.decode(errors="replace"))
+finally:
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+"#;
+
+fn policy_in_namespace(ns: &IsolatedNetns, extra: &str) -> String {
+    let tmp = TempDir::new("daemon-ifaces");
+    let ctl = free_port();
+    let torrc = format!(
+        "Nickname ForsIfaces\nContactInfo test@example.invalid\nORPort 127.0.0.1:{or}\n\
+         Address 127.0.0.1\nDataDirectory {d}/data\nLog notice stdout\nNumCPUs 1\n\
+         TestingTorNetwork 1\nPublishServerDescriptor 0\n\
+         DirAuthority auth1 orport=1 no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 \
+         127.0.0.1:1 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
+         ControlPort 127.0.0.1:{ctl}\nExitRelay 1\nExitPolicy accept *:80\nExitPolicy reject *:*\n\
+         {extra}",
+        or = free_port(),
+        d = tmp.path().display(),
+    );
+    std::fs::write(tmp.path().join("torrc"), torrc).unwrap();
+    let out: Output = ns
+        .command("python3")
+        .args([
+            "-c",
+            SCRIPT,
+            env!("CARGO_BIN_EXE_fors"),
+            tmp.path().to_str().unwrap(),
+            IFACE_ADDR,
+            &ctl.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = std::fs::read_to_string(tmp.path().join("fors.log")).unwrap_or_default();
+    assert!(
+        text.contains("250-exit-policy/full") || text.contains("250+exit-policy/full"),
+        "no exit policy from the ControlPort:\n{text}\nstderr: {}\nfors log:\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn interface_addresses_are_rejected_on_request() {
+    const TEST: &str = "interface_addresses_are_rejected_on_request";
+    for (cmd, arg) in [
+        ("python3", "--version"),
+        ("unshare", "--version"),
+        ("nsenter", "--version"),
+        ("ip", "-V"),
+    ] {
+        if !have(cmd, arg) {
+            skip(TEST, &format!("{cmd} is not available"));
+            return;
+        }
+    }
+    let ns = match IsolatedNetns::start() {
+        Ok(ns) => ns,
+        Err(NetnsUnavailable::Unsupported(why)) if !running_as_root() => {
+            skip(
+                TEST,
+                &format!("no network namespace without root here ({why})"),
+            );
+            return;
+        }
+        Err(e) => panic!("cannot make an isolated network namespace: {e:?}"),
+    };
+    let reject = format!("reject {IFACE_ADDR}:*");
+    let with = policy_in_namespace(&ns, "ExitPolicyRejectLocalInterfaces 1\n");
+    assert!(with.contains(&reject), "{reject} missing:\n{with}");
+    let without = policy_in_namespace(&ns, "");
+    assert!(
+        !without.contains(&reject),
+        "{reject} present without the option:\n{without}"
+    );
+    assert!(without.contains("accept *4:80"), "{without}");
+}
