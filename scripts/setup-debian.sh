@@ -19,6 +19,10 @@ dpkg -s python3-stem >/dev/null 2>&1 || need+=(python3-stem)
 command -v unbound >/dev/null 2>&1 || need+=(unbound)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# Network-namespace tests (scripts/netns.py): unshare, nsenter and setpriv (util-linux), ip.
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""
