@@ -50,6 +50,7 @@ mod metrics;
 mod probe;
 mod runtime;
 mod sendpool;
+pub mod ratelimit;
 pub mod spsc;
 mod watch;
 
