@@ -48,9 +48,9 @@ mod event_loop;
 mod handler;
 mod metrics;
 mod probe;
+pub mod ratelimit;
 mod runtime;
 mod sendpool;
-pub mod ratelimit;
 pub mod spsc;
 mod watch;
 
@@ -61,5 +61,6 @@ pub use self::event_loop::ShardReport;
 pub use self::handler::{ConnHandler, Outbox};
 pub use self::metrics::ShardMetrics;
 pub use self::probe::{probe_kernel, KernelFeatures};
+pub use self::ratelimit::{BwClass, BwRates, SharedBudget};
 pub use self::runtime::Runtime;
 pub use self::watch::WatchId;

@@ -238,7 +238,8 @@ impl SharedBudget {
 
     /// One interval's fair share of one shard in pool `p`: the chunk it takes at a time.
     pub fn chunk(&self, p: usize) -> i64 {
-        let per_interval = u128::from(load(&self.rate[p])) * REFILL_INTERVAL.as_micros() / 1_000_000;
+        let per_interval =
+            u128::from(load(&self.rate[p])) * REFILL_INTERVAL.as_micros() / 1_000_000;
         ((per_interval / self.shards as u128).min(i64::MAX as u128) as i64).max(MIN_CHUNK)
     }
 
@@ -418,6 +419,9 @@ impl ShardBuckets {
         self.shared.refill(now);
         let mut resumed = [false; 2];
         for p in 0..POOLS {
+            // A lowered rate (SIGHUP) shrinks the chunk: tokens held beyond it (taken at the
+            // old rate, or refunded) are dropped, so the new limit holds from this tick.
+            self.tokens[p] = self.tokens[p].min(self.shared.chunk(p));
             self.top_up(p);
             if self.empty[p] && self.tokens[p] > 0 {
                 self.empty[p] = false;
@@ -575,7 +579,10 @@ mod tests {
         let want = (12 * MB) as f64;
         assert!((total - want).abs() < want * 0.02, "{ta} + {tb}");
         let (fa, fb) = (ta as f64 / total, tb as f64 / total);
-        assert!((fa - 0.5).abs() < 0.05, "shard 0 got {fa:.3}, shard 1 {fb:.3}");
+        assert!(
+            (fa - 0.5).abs() < 0.05,
+            "shard 0 got {fa:.3}, shard 1 {fb:.3}"
+        );
     }
 
     #[test]
@@ -597,7 +604,10 @@ mod tests {
         let want = (4 * MB) as f64;
         assert!(after > want * 0.7 && after < want * 1.05, "{after}");
         let total_budget: i64 = s.tokens()[0] + a.tokens()[0] + b.tokens()[0];
-        assert!(total_budget <= (2 * MB) as i64 + 2 * s.chunk(0), "{total_budget}");
+        assert!(
+            total_budget <= (2 * MB) as i64 + 2 * s.chunk(0),
+            "{total_budget}"
+        );
     }
 
     #[test]
