@@ -41,7 +41,7 @@ use crate::dos::ClientAddrTable;
 use crate::exit::policy::ExitPolicy;
 use crate::keys::{spaced_fingerprint, KeyError, KeyParams, RelayKeys};
 use crate::metrics::{MetricsPolicy, MetricsPolicyError, MetricsRegistry, MetricsServer};
-use crate::shard::{Runtime, ShardError};
+use crate::shard::{BwRates, Runtime, ShardError, SharedBudget};
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +151,8 @@ struct Relay {
     dos_options: Arc<SnapshotCell<crate::dos::DosOptions>>,
     /// The consensus view the shards read (for the DoS heartbeat's thresholds).
     network: Option<Arc<SnapshotCell<NetworkSnapshot>>>,
+    /// The bandwidth buckets all shards draw from (new rates on SIGHUP).
+    bandwidth: Option<Arc<SharedBudget>>,
 }
 
 impl Relay {
@@ -184,6 +186,7 @@ impl Relay {
             started,
             dos_options: SnapshotCell::new(dos_options),
             network: None,
+            bandwidth: None,
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -267,7 +270,12 @@ impl Relay {
                 SystemTime::now(),
             )?,
         ));
-        self.metrics = Arc::new(MetricsRegistry::new(shards as usize, started));
+        // BandwidthRate & co., enforced on every shard's sockets from one shared budget.
+        let budget =
+            SharedBudget::new(shards as usize, bw_rates(&config.bandwidth), Instant::now());
+        self.bandwidth = Some(budget.clone());
+        self.metrics =
+            Arc::new(MetricsRegistry::new(shards as usize, started).with_bandwidth(budget.clone()));
         let registry = self.metrics.clone();
         let cell: Arc<SnapshotCell<NetworkSnapshot>> = network.clone();
         self.network = Some(network.clone());
@@ -303,7 +311,8 @@ impl Relay {
             );
             Some(c)
         };
-        let runtime = Runtime::start(rc.clone(), move |id| {
+        let count_private = config.network_timings.count_private_bandwidth;
+        let runtime = Runtime::start_limited(rc.clone(), Some(budget), move |id| {
             let stats = registry
                 .shard(id.0)
                 .cloned()
@@ -331,6 +340,7 @@ impl Relay {
                     options: dos_options.clone(),
                 },
             )
+            .count_private_bandwidth(count_private)
         })
         .map_err(|source| RelayError::Shards { addr, source })?;
         let bound = runtime.local_addr().unwrap_or(addr);
@@ -353,6 +363,7 @@ impl Relay {
             rc.shard.send_buf_count,
             rc.shard.send_buf_size
         );
+        log_notice!("{}", describe_bandwidth(&config.bandwidth));
         log_notice!(
             "Channels and circuits are served; exit DNS is not wired in yet (hostnames in \
              BEGIN/RESOLVE fail; addresses work)."
@@ -581,8 +592,10 @@ impl Relay {
             .filter(|c| c.effect == ReloadEffect::Restart)
             .map(|c| c.option)
             .collect();
-        // The exit policy is both enforced (applied now) and published.
+        // The exit policy and the bandwidth limits are both enforced (applied now) and
+        // published.
         let descriptor_changed = reload::exit_policy_changed(&applied)
+            || reload::bandwidth_changed(&applied)
             || applied
                 .iter()
                 .any(|c| c.effect == ReloadEffect::NextDescriptor);
@@ -634,6 +647,13 @@ impl Relay {
                 descriptor_changed,
             });
         }
+        if new.bandwidth != self.config.bandwidth {
+            if let Some(b) = &self.bandwidth {
+                // Shards pick the new rates up at their next tick (≤ 100 ms).
+                b.set_rates(bw_rates(&new.bandwidth));
+                log_notice!("{}", describe_bandwidth(&new.bandwidth));
+            }
+        }
         if new.dos != self.config.dos
             || new.publish_server_descriptor != self.config.publish_server_descriptor
         {
@@ -681,6 +701,32 @@ impl Relay {
             }
         }
     }
+}
+
+/// The shard runtime's view of the torrc's bandwidth options.
+fn bw_rates(b: &config::BandwidthConfig) -> BwRates {
+    BwRates {
+        rate: b.rate,
+        burst: b.burst,
+        relay_rate: b.relay_rate,
+        relay_burst: b.relay_burst,
+    }
+}
+
+/// One log line naming the limits in force.
+fn describe_bandwidth(b: &config::BandwidthConfig) -> String {
+    let relayed = if b.relay_rate == 0 {
+        "no separate limit for relayed traffic".to_string()
+    } else {
+        format!(
+            "relayed traffic {} B/s, burst {} B",
+            b.relay_rate, b.relay_burst
+        )
+    };
+    format!(
+        "Bandwidth limits in force: {} B/s, burst {} B, each way; {relayed}.",
+        b.rate, b.burst
+    )
 }
 
 /// The address `GETINFO address` reports: the first advertised IPv4 address.

@@ -25,7 +25,8 @@ pub use rule::{
 };
 pub use summary::PortSummary;
 
-use family::{is_internal, Entry, FamilyAddr};
+pub(crate) use family::is_internal;
+use family::{Entry, FamilyAddr};
 
 /// The verdict of a policy for a destination (C `addr_policy_result_t`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
