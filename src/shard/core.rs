@@ -241,16 +241,34 @@ impl<M: Send> Core<M> {
             return;
         }
         // Out of read tokens: stay idle until the refill resumes it (`bw_tick`).
+        let class = c.bw_class;
         if self
             .bw
             .as_ref()
-            .is_some_and(|b| b.blocked(c.bw_class, BwDir::Read))
+            .is_some_and(|b| b.blocked(class, BwDir::Read))
         {
             return;
         }
-        let e = opcode::RecvMulti::new(Fixed(slot as u32), super::bufring::RECV_BUF_GROUP)
-            .build()
-            .user_data(user_data(OpKind::Recv, slot as u32, c.gen));
+        let ud = user_data(OpKind::Recv, slot as u32, c.gen);
+        // While the read limit paces traffic, one buffer per receive: the kernel runs a
+        // multishot receive up to 32 times in a row when it is armed, so after a refill the
+        // first connections armed would take the whole refill. Single receives, re-armed
+        // as each completes, take turns across connections. Otherwise multishot (cheaper).
+        let single = self
+            .bw
+            .as_ref()
+            .is_some_and(|b| b.pressed(class, BwDir::Read));
+        let e = if single {
+            opcode::Recv::new(Fixed(slot as u32), std::ptr::null_mut(), 0)
+                .buf_group(super::bufring::RECV_BUF_GROUP)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+                .user_data(ud)
+        } else {
+            opcode::RecvMulti::new(Fixed(slot as u32), super::bufring::RECV_BUF_GROUP)
+                .build()
+                .user_data(ud)
+        };
         if self.push_sqe(e) {
             let c = &mut self.conns[slot];
             c.recv = RecvState::Armed;
@@ -552,12 +570,20 @@ impl<M: Send> Core<M> {
         m.bw_relayed_read_empty = e[2];
         m.bw_relayed_write_empty = e[3];
         if read {
+            // Next time, start after the connection armed first now: the turn goes round
+            // the connections, not round the (mostly empty) table.
             let n = self.conns.len();
             let start = self.bw_resume_cursor % n.max(1);
-            self.bw_resume_cursor = start + 1;
+            let mut first = None;
             for i in 0..n {
-                self.arm_recv((start + i) % n);
+                let s = (start + i) % n;
+                let was = self.conns[s].recv;
+                self.arm_recv(s);
+                if was != RecvState::Armed && self.conns[s].recv == RecvState::Armed {
+                    first.get_or_insert(s);
+                }
             }
+            self.bw_resume_cursor = first.map_or(start, |f| f + 1);
         }
         if write || !self.bw_write_waiters.is_empty() {
             std::mem::swap(&mut self.bw_write_waiters, &mut self.bw_write_serving);

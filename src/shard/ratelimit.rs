@@ -39,6 +39,9 @@ pub const REFILL_INTERVAL: Duration = Duration::from_millis(100);
 /// rate does not mean an atomic operation per receive.
 const MIN_CHUNK: i64 = 16 * 1024;
 
+/// Ticks a pool counts as under pressure after it ran dry (see [`ShardBuckets::pressed`]).
+const PRESSURE_TICKS: u8 = 10;
+
 /// Refills closer together than this are skipped (the next one adds the whole interval).
 const MIN_REFILL_GAP: Duration = Duration::from_millis(5);
 
@@ -324,6 +327,8 @@ pub struct ShardBuckets {
     empty: [bool; POOLS],
     /// Times each pool ran dry (the limit was hit).
     pub empty_events: [u64; POOLS],
+    /// Ticks left during which the pool counts as under pressure (it ran dry recently).
+    pressure: [u8; POOLS],
 }
 
 impl ShardBuckets {
@@ -334,6 +339,7 @@ impl ShardBuckets {
             tokens: [0; POOLS],
             empty: [false; POOLS],
             empty_events: [0; POOLS],
+            pressure: [0; POOLS],
         };
         for p in 0..POOLS {
             b.top_up(p);
@@ -384,6 +390,15 @@ impl ShardBuckets {
             self.empty[p] = true;
             self.empty_events[p] += 1;
         }
+        self.pressure[p] = PRESSURE_TICKS;
+    }
+
+    /// Whether a pool of `class` in `dir` ran dry within the last `PRESSURE_TICKS` ticks:
+    /// the limit is what paces this traffic now, so the shard should hand out bytes in
+    /// small turns (one receive buffer per connection at a time) rather than let one
+    /// connection's burst take a whole refill.
+    pub fn pressed(&self, class: BwClass, dir: BwDir) -> bool {
+        pools_of(class, dir).iter().any(|&p| self.pressure[p] > 0)
     }
 
     /// Charges `n` bytes moved. Returns true if this left a pool of the class empty (the
@@ -422,6 +437,7 @@ impl ShardBuckets {
             // A lowered rate (SIGHUP) shrinks the chunk: tokens held beyond it (taken at the
             // old rate, or refunded) are dropped, so the new limit holds from this tick.
             self.tokens[p] = self.tokens[p].min(self.shared.chunk(p));
+            self.pressure[p] = self.pressure[p].saturating_sub(1);
             self.top_up(p);
             if self.empty[p] && self.tokens[p] > 0 {
                 self.empty[p] = false;
@@ -627,6 +643,23 @@ mod tests {
         // Lowered again: tokens above the new burst are dropped.
         s.set_rates(rates(MB, MB));
         assert!(s.tokens()[1] <= MB as i64, "{:?}", s.tokens());
+    }
+
+    #[test]
+    fn pressure_lasts_a_few_ticks_after_the_pool_ran_dry() {
+        let t0 = Instant::now();
+        let s = SharedBudget::new(1, rates(MB, MB), t0);
+        let mut b = ShardBuckets::new(s, 0);
+        assert!(!b.pressed(BwClass::Global, BwDir::Read));
+        drain(&mut b, BwClass::Global, BwDir::Read);
+        assert!(b.pressed(BwClass::Global, BwDir::Read));
+        assert!(!b.pressed(BwClass::Global, BwDir::Write));
+        assert!(!b.pressed(BwClass::Exempt, BwDir::Read));
+        for i in 1..=u64::from(PRESSURE_TICKS) {
+            assert!(b.pressed(BwClass::Global, BwDir::Read), "tick {i}");
+            b.on_tick(ms(t0, 100 * i));
+        }
+        assert!(!b.pressed(BwClass::Global, BwDir::Read));
     }
 
     #[test]
