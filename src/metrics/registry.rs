@@ -674,4 +674,42 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?}");
         }
     }
+
+    #[test]
+    fn bandwidth_buckets_render_with_bucket_and_direction_labels() {
+        use crate::shard::{BwRates, ShardMetrics};
+        let rates = BwRates {
+            rate: 4 << 20,
+            burst: 8 << 20,
+            relay_rate: 2 << 20,
+            relay_burst: 4 << 20,
+        };
+        let budget = SharedBudget::new(2, rates, Instant::now());
+        let reg = MetricsRegistry::new(2, Instant::now()).with_bandwidth(budget);
+        for s in reg.shards() {
+            s.store(&ShardMetrics {
+                bw_relayed_write_empty: 3,
+                bw_global_read_empty: 1,
+                ..ShardMetrics::default()
+            });
+        }
+        let text = reg.render(Instant::now());
+        for line in [
+            "# TYPE fors_relay_bandwidth_rate_bytes gauge",
+            "fors_relay_bandwidth_rate_bytes{bucket=\"global\"} 4194304",
+            "fors_relay_bandwidth_rate_bytes{bucket=\"relayed\"} 2097152",
+            "fors_relay_bandwidth_burst_bytes{bucket=\"global\"} 8388608",
+            "fors_relay_bandwidth_burst_bytes{bucket=\"relayed\"} 4194304",
+            // Full at start: the whole burst is in the shared budget.
+            "fors_relay_bandwidth_shared_tokens{bucket=\"global\",direction=\"read\"} 8388608",
+            "fors_relay_bandwidth_shared_tokens{bucket=\"relayed\",direction=\"write\"} 4194304",
+            "# TYPE fors_relay_bandwidth_empty_total counter",
+            "fors_relay_bandwidth_empty_total{bucket=\"relayed\",direction=\"write\"} 6",
+            "fors_relay_bandwidth_empty_total{bucket=\"global\",direction=\"read\"} 2",
+            "fors_relay_bandwidth_empty_total{bucket=\"global\",direction=\"write\"} 0",
+            "fors_shard_bw_relayed_write_empty{shard=\"1\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+    }
 }
