@@ -9,7 +9,10 @@
 //! - the bytes the Fors exit writes (its MetricsPort's `fors_shard_send_bytes`) stay within
 //!   10 % of the rate, and the client's goodput does not exceed it;
 //! - the torrc's limit is then removed and Fors gets SIGHUP: the same download speeds up
-//!   to clearly above the old limit.
+//!   to clearly above the old limit;
+//! - the limit is put back (SIGHUP again) and the client uploads: now the exit *reads* the
+//!   bulk from its channel, and its reads (`fors_shard_recv_bytes`) stay within 10 % of the
+//!   rate (the read bucket is separate from the write bucket).
 //!
 //! Without `tor`, `tor-gencert` or python3: fails when `CI=true`, otherwise prints
 //! `SKIPPED: …` and returns. The network is stopped (by pid, by the script) when the test
@@ -50,6 +53,48 @@ fn start_source(ip: &str) -> SocketAddr {
     addr
 }
 
+/// A sink that reads and counts whatever is sent to it.
+fn start_sink(ip: &str) -> (SocketAddr, Arc<AtomicU64>) {
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = Arc::new(AtomicU64::new(0));
+    let count = n.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                let _ = s.set_read_timeout(Some(Duration::from_secs(300)));
+                while let Ok(k) = s.read(&mut buf) {
+                    if k == 0 {
+                        break;
+                    }
+                    count.fetch_add(k as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (addr, n)
+}
+
+/// Waits until `needle` occurs at least `count` times in the file.
+fn wait_for_count(path: &std::path::Path, needle: &str, count: usize, limit: Duration) {
+    let end = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.matches(needle).count() >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "{needle:?} not {count} times in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Sum over shards of a per-shard family.
 fn shard_sum(text: &str, family: &str) -> u64 {
     text.lines()
@@ -64,6 +109,7 @@ struct Sample {
     at: Instant,
     client: u64,
     fors_sent: u64,
+    fors_recv: u64,
 }
 
 fn sample(received: &AtomicU64, m_addr: SocketAddr) -> Sample {
@@ -72,16 +118,36 @@ fn sample(received: &AtomicU64, m_addr: SocketAddr) -> Sample {
         at: Instant::now(),
         client: received.load(Ordering::Relaxed),
         fors_sent: shard_sum(&text, "fors_shard_send_bytes"),
+        fors_recv: shard_sum(&text, "fors_shard_recv_bytes"),
     }
 }
 
-/// (client goodput, Fors write rate) in bytes/s between two samples.
-fn rates(a: Sample, b: Sample) -> (f64, f64) {
+/// (goodput, Fors write rate, Fors read rate) in bytes/s between two samples.
+fn rates(a: Sample, b: Sample) -> (f64, f64, f64) {
     let secs = b.at.duration_since(a.at).as_secs_f64();
     (
         (b.client - a.client) as f64 / secs,
         (b.fors_sent - a.fors_sent) as f64 / secs,
+        (b.fors_recv - a.fors_recv) as f64 / secs,
     )
+}
+
+/// Metric lines starting with `prefix`, for messages.
+fn lines_with(metrics: &str, prefix: &str) -> String {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The value of one series.
+fn value(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -207,7 +273,7 @@ fn relay_bandwidth_rate_holds_a_download_and_lifts_on_sighup() {
     let a = sample(&received, m_addr);
     std::thread::sleep(Duration::from_secs(10));
     let b = sample(&received, m_addr);
-    let (held_client, held_fors) = rates(a, b);
+    let (held_client, held_fors, _) = rates(a, b);
     eprintln!(
         "limited to {RATE} B/s: client goodput {:.0} B/s ({:.2} MB/s), Fors writes {:.0} B/s \
          ({:.3} of the rate)",
@@ -242,7 +308,7 @@ fn relay_bandwidth_rate_holds_a_download_and_lifts_on_sighup() {
     let c = sample(&received, m_addr);
     std::thread::sleep(Duration::from_secs(5));
     let d = sample(&received, m_addr);
-    let (free_client, free_fors) = rates(c, d);
+    let (free_client, free_fors, _) = rates(c, d);
     eprintln!(
         "lifted ({:.1} s after SIGHUP): client goodput {:.0} B/s ({:.2} MB/s), Fors writes \
          {:.0} B/s ({:.2}x the old rate)",
@@ -299,6 +365,89 @@ fn relay_bandwidth_rate_holds_a_download_and_lifts_on_sighup() {
         "after lifting the limit the download ran at only {free_client:.0} B/s"
     );
     read_result.expect("the download failed");
+
+    // The limit back (a lowered limit applies at once too), then an upload: the exit reads
+    // the bulk from its channel, paced by the relayed *read* bucket.
+    std::fs::write(&torrc, &text).unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(fors_pid, libc::SIGHUP) }, 0);
+    wait_for_count(
+        &log_path,
+        "relayed traffic 2097152 B/s",
+        2,
+        Duration::from_secs(20),
+    );
+    let (sink, sunk) = start_sink("127.0.0.2");
+    let up = socks5_connect(socks, "127.0.0.2", sink.port(), Duration::from_secs(120))
+        .expect("no SOCKS stream for the upload");
+    let up_target = format!("127.0.0.2:{}", sink.port());
+    let circ = ctl
+        .stream_circuit(&up_target)
+        .expect("the upload stream in stream-status");
+    let path = ctl.circuit_path(&circ);
+    assert_eq!(
+        path.last().map(String::as_str),
+        fors["fingerprint"].as_str(),
+        "the upload's circuit {path:?} does not end at the Fors exit"
+    );
+    let up_stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = up_stop.clone();
+        let mut up = up;
+        up.set_write_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let chunk = vec![0xa5u8; 64 * 1024];
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(600) {
+                match up.write(&chunk) {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => break,
+                }
+            }
+        })
+    };
+    let t1 = Instant::now();
+    while sunk.load(Ordering::Relaxed) < 6 << 20 && t1.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        sunk.load(Ordering::Relaxed) >= 6 << 20,
+        "the upload did not get going: {} bytes in 120 s",
+        sunk.load(Ordering::Relaxed)
+    );
+    let e = sample(&sunk, m_addr);
+    std::thread::sleep(Duration::from_secs(10));
+    let f = sample(&sunk, m_addr);
+    let (up_goodput, _, up_fors_read) = rates(e, f);
+    eprintln!(
+        "upload limited to {RATE} B/s: goodput {:.0} B/s ({:.2} MB/s), Fors reads {:.0} B/s \
+         ({:.3} of the rate)",
+        up_goodput,
+        up_goodput / 1e6,
+        up_fors_read,
+        up_fors_read / RATE
+    );
+    up_stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    let metrics = http_get(m_addr, "/metrics");
+    eprintln!("{}", lines_with(&metrics, "fors_relay_bandwidth"));
+    assert!(
+        (up_fors_read - RATE).abs() <= 0.10 * RATE,
+        "Fors read {up_fors_read:.0} B/s under a {RATE} B/s limit"
+    );
+    assert!(
+        up_goodput <= 1.05 * RATE,
+        "the upload ran at {up_goodput:.0} B/s through a {RATE} B/s limit"
+    );
+    assert!(
+        value(
+            &metrics,
+            "fors_relay_bandwidth_empty_total{bucket=\"relayed\",direction=\"read\"}"
+        ) > 0,
+        "the relayed read bucket never ran dry"
+    );
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(!log.contains("[err]"), "{log}");
 }
