@@ -123,7 +123,8 @@ impl<M: Send> Core<M> {
             watches: Vec::with_capacity(MAX_WATCHES),
             bw: None,
             // Twice the table: a slot closed and reused within one tick may leave a stale
-            // entry next to the new connection's (stale ones are dropped at each tick).
+            // entry next to the new connection's (stale ones are dropped at each tick, or
+            // when the list is full: `bw_wait_write`).
             bw_write_waiters: Vec::with_capacity(2 * max),
             bw_write_serving: Vec::with_capacity(2 * max),
             bw_resume_cursor: 0,
@@ -520,6 +521,16 @@ impl<M: Send> Core<M> {
         c.bw_write_wait = true;
         self.metrics.bw_write_waits += 1;
         let id = self.id(slot as u32);
+        if self.bw_write_waiters.len() == self.bw_write_waiters.capacity() {
+            // Full only of stale entries (closed connections): at most one live entry per
+            // slot fits in half of it. Drop them in place, so the list never reallocates.
+            let conns = &self.conns;
+            self.bw_write_waiters.retain(|w| {
+                conns
+                    .get(w.slot as usize)
+                    .is_some_and(|c| c.gen == w.gen && c.bw_write_wait)
+            });
+        }
         self.bw_write_waiters.push(id);
     }
 
