@@ -1120,6 +1120,8 @@ impl RelayHandler {
         };
         if let Some(a) = addr {
             let _ = out.set_bw_class(id, self.bw_class(a.ip(), true));
+            // As for accepted channels: the handshake is not held back by the buckets.
+            let _ = out.set_bw_read_ungated(id, true);
         }
         if let Some(slot) = self.conns.get_mut(id.slot() as usize) {
             *slot = Some(Conn {
@@ -1604,8 +1606,11 @@ impl ConnHandler for RelayHandler {
                 return;
             }
         };
-        // Everything accepted on the ORPort is an OR connection.
+        // Everything accepted on the ORPort is an OR connection. Its link handshake reads
+        // even when the read buckets are empty (C `connection_buf_read_from_socket`
+        // continues TLS handshakes regardless); gated again once the channel is open.
         let _ = out.set_bw_class(conn, self.bw_class(peer.ip(), true));
+        let _ = out.set_bw_read_ungated(conn, true);
         let ctx = self.network.get().link.clone();
         let Some(entry) = self.conns.get_mut(conn.slot() as usize) else {
             if let Some(s) = dos_slot {
@@ -1900,6 +1905,11 @@ impl ConnHandler for RelayHandler {
                 continue;
             };
             if ch.open || c.closing {
+                // Handshake over: reads are under the buckets again (at most a tick late;
+                // its bytes were charged all along).
+                if ch.open && out.bw_read_ungated(c.id) {
+                    let _ = out.set_bw_read_ungated(c.id, false);
+                }
                 continue;
             }
             let id = c.id;

@@ -133,6 +133,8 @@ pub(crate) struct Conn {
     pub bw_class: super::ratelimit::BwClass,
     /// Waiting in the shard's bandwidth wait list for write tokens.
     pub bw_write_wait: bool,
+    /// Reads go on while the read buckets are empty (still charged): a link handshake.
+    pub bw_read_ungated: bool,
     /// Bytes of the send in flight (charged at submission, the unsent rest refunded).
     pub send_len: u32,
 }
@@ -159,6 +161,7 @@ impl Conn {
             close_unreported: false,
             bw_class: super::ratelimit::BwClass::Global,
             bw_write_wait: false,
+            bw_read_ungated: false,
             send_len: 0,
         }
     }

@@ -243,10 +243,11 @@ impl<M: Send> Core<M> {
         }
         // Out of read tokens: stay idle until the refill resumes it (`bw_tick`).
         let class = c.bw_class;
-        if self
-            .bw
-            .as_ref()
-            .is_some_and(|b| b.blocked(class, BwDir::Read))
+        if !c.bw_read_ungated
+            && self
+                .bw
+                .as_ref()
+                .is_some_and(|b| b.blocked(class, BwDir::Read))
         {
             return;
         }
@@ -545,7 +546,7 @@ impl<M: Send> Core<M> {
         }
         for s in 0..self.conns.len() {
             let c = &self.conns[s];
-            if c.state != ConnState::Open || c.recv != RecvState::Armed {
+            if c.state != ConnState::Open || c.recv != RecvState::Armed || c.bw_read_ungated {
                 continue;
             }
             if !self
@@ -612,6 +613,23 @@ impl<M: Send> Core<M> {
             }
             self.bw_write_serving.clear();
         }
+    }
+
+    /// Lets a connection read while its read buckets are empty (`ungated`), or puts it
+    /// back under them. Its bytes are charged either way.
+    pub fn set_bw_read_ungated(&mut self, id: ConnId, ungated: bool) -> Result<(), OutboxError> {
+        let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        self.conns[slot].bw_read_ungated = ungated;
+        if ungated {
+            self.arm_recv(slot);
+        }
+        Ok(())
+    }
+
+    /// Whether the connection reads regardless of its read buckets.
+    pub fn bw_read_ungated(&self, id: ConnId) -> bool {
+        self.live_slot(id)
+            .is_some_and(|s| self.conns[s].bw_read_ungated)
     }
 
     /// Sets which buckets a connection is charged to.

@@ -130,6 +130,18 @@ impl<M: Send> Outbox<'_, M> {
         self.core.set_bw_class(conn, class)
     }
 
+    /// Lets `conn` keep reading while its read buckets are empty (its bytes are still
+    /// charged), e.g. during a link handshake, as C tor does; `false` puts it back under
+    /// the buckets.
+    pub fn set_bw_read_ungated(&mut self, conn: ConnId, ungated: bool) -> Result<(), OutboxError> {
+        self.core.set_bw_read_ungated(conn, ungated)
+    }
+
+    /// Whether `conn` reads regardless of its read buckets (`set_bw_read_ungated`).
+    pub fn bw_read_ungated(&self, conn: ConnId) -> bool {
+        self.core.bw_read_ungated(conn)
+    }
+
     /// Opens an outbound TCP connection; `on_connected` or `on_closed` follows. Bytes may be
     /// queued with `send` before it is established.
     pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, OutboxError> {
