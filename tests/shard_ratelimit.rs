@@ -33,6 +33,8 @@ fn rates(rate: u64) -> BwRates {
 /// accept so a connection that never got a byte still shows), readable while it runs.
 struct Pump {
     send: bool,
+    /// Every connection reads regardless of the buckets (as a link handshake does).
+    ungated: bool,
     total: Arc<AtomicU64>,
     /// The shard's event-loop iterations, copied at each tick.
     iterations: Arc<AtomicU64>,
@@ -67,6 +69,9 @@ impl ConnHandler for Pump {
 
     fn on_accept(&mut self, conn: ConnId, _p: SocketAddr, out: &mut Outbox<'_, ()>) {
         self.slots[self.base + conn.slot() as usize].store(1, Ordering::Relaxed);
+        if self.ungated {
+            out.set_bw_read_ungated(conn, true).unwrap();
+        }
         if self.send {
             self.fill(conn, out);
         }
@@ -101,6 +106,10 @@ struct Setup {
 }
 
 fn start(send: bool, rate: u64) -> Setup {
+    start_with(send, false, rate)
+}
+
+fn start_with(send: bool, ungated: bool, rate: u64) -> Setup {
     let budget = SharedBudget::new(SHARDS, rates(rate), Instant::now());
     let totals: Vec<Arc<AtomicU64>> = (0..SHARDS).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let t = totals.clone();
@@ -122,6 +131,7 @@ fn start(send: bool, rate: u64) -> Setup {
         Some(budget.clone()),
         move |id| Pump {
             send,
+            ungated,
             total: t[id.0].clone(),
             iterations: it[id.0].clone(),
             slots: sl.clone(),
@@ -344,4 +354,27 @@ fn writes_are_held_to_the_shared_rate_and_lift_at_once() {
     assert!(lifted > 5.0 * rate as f64, "{lifted:.0} B/s after lifting");
     check_fair(&w.conns, "write");
     check_quiet(&w, &reports, "write");
+}
+
+#[test]
+fn ungated_connections_read_through_an_empty_bucket_and_are_still_charged() {
+    eprintln!("seed: none (the test uses no randomness)");
+    let rate = MB;
+    let s = start_with(false, true, rate);
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = clients(s.addr, true, &stop);
+    let w = measure(&s, Duration::from_millis(500), 2);
+    eprintln!(
+        "ungated reading at {:.0} B/s under a {rate} B/s limit",
+        w.rate
+    );
+    stop.store(true, Ordering::Relaxed);
+    let reports = s.rt.stop().unwrap();
+    for t in threads {
+        let _ = t.join();
+    }
+    assert!(w.rate > 5.0 * rate as f64, "{:.0} B/s", w.rate);
+    // Charged all the same: the bucket ran dry, nothing was paused.
+    assert!(reports.iter().any(|r| r.metrics.bw_global_read_empty > 0));
+    assert!(reports.iter().all(|r| r.metrics.bw_read_pauses == 0));
 }
