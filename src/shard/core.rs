@@ -77,7 +77,8 @@ pub(crate) struct Core<M> {
     /// Bandwidth buckets (BandwidthRate & co.); `None`: nothing is rate-limited.
     pub bw: Option<ShardBuckets>,
     /// Connections whose send waits for write tokens, oldest first (at most one entry per
-    /// connection: `Conn::bw_write_wait`; capacity `max_connections`, never grows).
+    /// live connection: `Conn::bw_write_wait`; capacity 2 × `max_connections`, never
+    /// grows).
     bw_write_waiters: Vec<ConnId>,
     /// The list being served at a refill (swapped with `bw_write_waiters`, same capacity).
     bw_write_serving: Vec<ConnId>,
