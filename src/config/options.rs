@@ -260,7 +260,8 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("TestingV3AuthVotingStartOffset", WHY_DIRAUTH),
     (
         "TokenBucketRefillInterval",
-        "Fors has no bandwidth buckets to refill yet",
+        "Fors refills its bandwidth buckets every 100 ms (C tor's default); the rates hold \
+         whatever the interval",
     ),
     (
         "TruncateLogFile",

@@ -10,6 +10,8 @@ use super::core_counters::{ExportedMetric, CIRCUIT_METRICS, DNS_METRICS};
 use super::shard::{MetricKind, ShardStats, SHARD_METRIC_KINDS, SHARD_METRIC_NAMES};
 use crate::dos::DosCounters;
 use crate::proto::circuit::metrics::END_REASON_LABELS;
+use crate::shard::ratelimit::POOL_LABELS;
+use crate::shard::SharedBudget;
 
 /// Relay-wide values kept by the control plane.
 #[derive(Debug, Default)]
@@ -43,6 +45,8 @@ pub struct MetricsRegistry {
     pub relay: RelayGauges,
     /// The DoS defences' counters, shared with the DoS table.
     pub dos: Arc<DosCounters>,
+    /// The bandwidth buckets the shards draw from, if the relay set them up.
+    bandwidth: Option<Arc<SharedBudget>>,
 }
 
 struct Family<'a> {
@@ -126,7 +130,14 @@ impl MetricsRegistry {
                 .collect(),
             relay: RelayGauges::default(),
             dos: Arc::new(DosCounters::default()),
+            bandwidth: None,
         }
+    }
+
+    /// Exports the bandwidth buckets' state too.
+    pub fn with_bandwidth(mut self, budget: Arc<SharedBudget>) -> MetricsRegistry {
+        self.bandwidth = Some(budget);
+        self
     }
 
     /// The stats slot a shard writes to.
@@ -385,6 +396,9 @@ impl MetricsRegistry {
             f.single(name, kind, help, g(v));
         }
         render_dos(&mut f, &self.dos);
+        if let Some(b) = &self.bandwidth {
+            render_bandwidth(&mut f, b, &self.shards);
+        }
 
         let per_shard: Vec<[u64; super::shard::SHARD_METRIC_COUNT]> =
             self.shards.iter().map(|s| s.values()).collect();
@@ -404,6 +418,60 @@ impl MetricsRegistry {
             }
         }
         out
+    }
+}
+
+/// The token buckets of BandwidthRate/Burst ("global") and RelayBandwidthRate/Burst
+/// ("relayed"): limits in force, tokens left in the shared budget, and how often a shard
+/// found a bucket empty (summed over shards; per shard in `fors_shard_bw_*`).
+fn render_bandwidth(f: &mut Family<'_>, b: &SharedBudget, shards: &[Arc<ShardStats>]) {
+    let r = b.rates();
+    let (relay_rate, relay_burst) = if r.relay_rate == 0 {
+        (r.rate, r.burst)
+    } else {
+        (r.relay_rate, r.relay_burst)
+    };
+    for (name, help, g, rl) in [
+        (
+            "fors_relay_bandwidth_rate_bytes",
+            "Token bucket rate in force, bytes/s each way (relayed: RelayBandwidthRate, or BandwidthRate when 0).",
+            r.rate,
+            relay_rate,
+        ),
+        (
+            "fors_relay_bandwidth_burst_bytes",
+            "Token bucket size in force, bytes each way.",
+            r.burst,
+            relay_burst,
+        ),
+    ] {
+        f.header(name, MetricKind::Gauge, help);
+        f.value(name, "bucket=\"global\"", g);
+        f.value(name, "bucket=\"relayed\"", rl);
+    }
+    let tokens = b.tokens();
+    let name = "fors_relay_bandwidth_shared_tokens";
+    f.header(
+        name,
+        MetricKind::Gauge,
+        "Tokens left in the budget shared by the shards (not yet taken into a shard's bucket).",
+    );
+    for ((bucket, dir), t) in POOL_LABELS.iter().zip(tokens) {
+        let labels = format!("bucket=\"{bucket}\",direction=\"{dir}\"");
+        f.value(name, &labels, t.max(0) as u64);
+    }
+    let name = "fors_relay_bandwidth_empty_total";
+    f.header(
+        name,
+        MetricKind::Counter,
+        "Times a shard's bucket ran dry and it paused reading or writing until the next refill.",
+    );
+    for (bucket, dir) in POOL_LABELS {
+        let field = format!("bw_{bucket}_{dir}_empty");
+        let idx = super::shard::shard_metric_index(&field);
+        let total: u64 = shards.iter().map(|s| idx.map_or(0, |i| s.get(i))).sum();
+        let labels = format!("bucket=\"{bucket}\",direction=\"{dir}\"");
+        f.value(name, &labels, total);
     }
 }
 
@@ -602,6 +670,44 @@ mod tests {
             "fors_relay_dos_table_slots 1024",
             "fors_relay_dos_table_full_total 1",
             "fors_relay_dos_table_entries 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+    }
+
+    #[test]
+    fn bandwidth_buckets_render_with_bucket_and_direction_labels() {
+        use crate::shard::{BwRates, ShardMetrics};
+        let rates = BwRates {
+            rate: 4 << 20,
+            burst: 8 << 20,
+            relay_rate: 2 << 20,
+            relay_burst: 4 << 20,
+        };
+        let budget = SharedBudget::new(2, rates, Instant::now());
+        let reg = MetricsRegistry::new(2, Instant::now()).with_bandwidth(budget);
+        for s in reg.shards() {
+            s.store(&ShardMetrics {
+                bw_relayed_write_empty: 3,
+                bw_global_read_empty: 1,
+                ..ShardMetrics::default()
+            });
+        }
+        let text = reg.render(Instant::now());
+        for line in [
+            "# TYPE fors_relay_bandwidth_rate_bytes gauge",
+            "fors_relay_bandwidth_rate_bytes{bucket=\"global\"} 4194304",
+            "fors_relay_bandwidth_rate_bytes{bucket=\"relayed\"} 2097152",
+            "fors_relay_bandwidth_burst_bytes{bucket=\"global\"} 8388608",
+            "fors_relay_bandwidth_burst_bytes{bucket=\"relayed\"} 4194304",
+            // Full at start: the whole burst is in the shared budget.
+            "fors_relay_bandwidth_shared_tokens{bucket=\"global\",direction=\"read\"} 8388608",
+            "fors_relay_bandwidth_shared_tokens{bucket=\"relayed\",direction=\"write\"} 4194304",
+            "# TYPE fors_relay_bandwidth_empty_total counter",
+            "fors_relay_bandwidth_empty_total{bucket=\"relayed\",direction=\"write\"} 6",
+            "fors_relay_bandwidth_empty_total{bucket=\"global\",direction=\"read\"} 2",
+            "fors_relay_bandwidth_empty_total{bucket=\"global\",direction=\"write\"} 0",
+            "fors_shard_bw_relayed_write_empty{shard=\"1\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?}");
         }

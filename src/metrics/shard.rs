@@ -84,6 +84,16 @@ shard_metric_fields! {
     completions: Counter,
     loop_iterations: Counter,
     shutdown_leaked_ops: Counter,
+    bw_global_read_empty: Counter,
+    bw_global_write_empty: Counter,
+    bw_relayed_read_empty: Counter,
+    bw_relayed_write_empty: Counter,
+    bw_read_pauses: Counter,
+    bw_write_waits: Counter,
+    bw_global_read_tokens: Gauge,
+    bw_global_write_tokens: Gauge,
+    bw_relayed_read_tokens: Gauge,
+    bw_relayed_write_tokens: Gauge,
 }
 
 /// Index of a field in [`SHARD_METRIC_NAMES`].
@@ -259,7 +269,7 @@ mod tests {
             accepted: 3,
             recv_bytes: 1000,
             send_bytes: 2000,
-            shutdown_leaked_ops: 7,
+            bw_relayed_write_tokens: 7,
             ..ShardMetrics::default()
         };
         let s = ShardStats::default();

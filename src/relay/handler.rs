@@ -65,7 +65,9 @@ use crate::proto::circuit::{
     ExtendTarget, NetworkView, NextHop, RelayCore, RelayIdentity, ShardIdx,
 };
 use crate::proto::stream::{ConnectError, StreamHandle};
-use crate::shard::{CloseReason, ConnHandler, ConnId, Outbox, OutboxError, ShardId, WatchId};
+use crate::shard::{
+    BwClass, CloseReason, ConnHandler, ConnId, Outbox, OutboxError, ShardId, WatchId,
+};
 
 /// Tell the core a channel is blocked when fewer than this many cells fit in its queue.
 const BLOCK_BELOW_CELLS: usize = 64;
@@ -357,6 +359,8 @@ pub struct RelayHandler {
     dos: Arc<ClientAddrTable>,
     dos_options: SnapshotReader<DosOptions>,
     dos_cfg: DosConfig,
+    /// `CountPrivateBandwidth`: connections with internal addresses are rate-limited too.
+    count_private_bandwidth: bool,
 }
 
 impl RelayHandler {
@@ -429,6 +433,28 @@ impl RelayHandler {
             dos,
             dos_options,
             dos_cfg,
+            count_private_bandwidth: false,
+        }
+    }
+
+    /// Rate-limits connections with internal addresses as well (C `CountPrivateBandwidth`,
+    /// on under `TestingTorNetwork`).
+    pub fn count_private_bandwidth(mut self, yes: bool) -> RelayHandler {
+        self.count_private_bandwidth = yes;
+        self
+    }
+
+    /// The bandwidth buckets a connection to or from `peer` is charged to: C
+    /// `connection_is_rate_limited` (internal addresses are free unless
+    /// `CountPrivateBandwidth`) and `connection_counts_as_relayed_traffic` (OR connections;
+    /// Fors has no client traffic of its own).
+    fn bw_class(&self, peer: std::net::IpAddr, or_conn: bool) -> BwClass {
+        if !self.count_private_bandwidth && crate::exit::policy::is_internal(peer) {
+            BwClass::Exempt
+        } else if or_conn {
+            BwClass::Relayed
+        } else {
+            BwClass::Global
         }
     }
 
@@ -541,6 +567,7 @@ impl RelayHandler {
                     .source(OutboundKind::Exit, addr.ip());
                 match out.connect_from(addr, from, false) {
                     Ok(id) => {
+                        let _ = out.set_bw_class(id, self.bw_class(addr.ip(), false));
                         if let Some(slot) = self.conns.get_mut(id.slot() as usize) {
                             *slot = Some(Conn {
                                 id,
@@ -1118,6 +1145,11 @@ impl RelayHandler {
             self.extend_failed(who, DestroyReason::ConnectFailed, now, out);
             return;
         };
+        if let Some(a) = addr {
+            let _ = out.set_bw_class(id, self.bw_class(a.ip(), true));
+            // As for accepted channels: the handshake is not held back by the buckets.
+            let _ = out.set_bw_read_ungated(id, true);
+        }
         if let Some(slot) = self.conns.get_mut(id.slot() as usize) {
             *slot = Some(Conn {
                 id,
@@ -1604,6 +1636,11 @@ impl ConnHandler for RelayHandler {
                 return;
             }
         };
+        // Everything accepted on the ORPort is an OR connection. Its link handshake reads
+        // even when the read buckets are empty (C `connection_buf_read_from_socket`
+        // continues TLS handshakes regardless); gated again once the channel is open.
+        let _ = out.set_bw_class(conn, self.bw_class(peer.ip(), true));
+        let _ = out.set_bw_read_ungated(conn, true);
         let ctx = self.network.get().link.clone();
         let Some(entry) = self.conns.get_mut(conn.slot() as usize) else {
             if let Some(s) = dos_slot {
@@ -1899,6 +1936,11 @@ impl ConnHandler for RelayHandler {
                 continue;
             };
             if ch.open || c.closing {
+                // Handshake over: reads are under the buckets again (at most a tick late;
+                // its bytes were charged all along).
+                if ch.open && out.bw_read_ungated(c.id) {
+                    let _ = out.set_bw_read_ungated(c.id, false);
+                }
                 continue;
             }
             let id = c.id;

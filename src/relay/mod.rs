@@ -44,7 +44,7 @@ use crate::dos::ClientAddrTable;
 use crate::exit::policy::ExitPolicy;
 use crate::keys::{spaced_fingerprint, KeyError, KeyParams, RelayKeys};
 use crate::metrics::{MetricsPolicy, MetricsPolicyError, MetricsRegistry, MetricsServer};
-use crate::shard::{Runtime, ShardError};
+use crate::shard::{BwRates, Runtime, ShardError, SharedBudget};
 
 /// Why the relay could not start.
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +227,8 @@ struct Relay {
     next_heartbeat: Option<Instant>,
     /// `User` to switch to once everything is bound (`None`: no switch).
     user: Option<setup::UserIds>,
+    /// The bandwidth buckets all shards draw from (new rates on SIGHUP).
+    bandwidth: Option<Arc<SharedBudget>>,
 }
 
 impl Relay {
@@ -268,6 +270,7 @@ impl Relay {
             network: None,
             next_heartbeat: None,
             user,
+            bandwidth: None,
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -352,7 +355,12 @@ impl Relay {
                 SystemTime::now(),
             )?,
         ));
-        self.metrics = Arc::new(MetricsRegistry::new(shards as usize, started));
+        // BandwidthRate & co., enforced on every shard's sockets from one shared budget.
+        let budget =
+            SharedBudget::new(shards as usize, bw_rates(&config.bandwidth), Instant::now());
+        self.bandwidth = Some(budget.clone());
+        self.metrics =
+            Arc::new(MetricsRegistry::new(shards as usize, started).with_bandwidth(budget.clone()));
         let registry = self.metrics.clone();
         let cell: Arc<SnapshotCell<NetworkSnapshot>> = network.clone();
         self.network = Some(network.clone());
@@ -388,7 +396,8 @@ impl Relay {
             );
             Some(c)
         };
-        let runtime = Runtime::start(rc.clone(), move |id| {
+        let count_private = config.network_timings.count_private_bandwidth;
+        let runtime = Runtime::start_limited(rc.clone(), Some(budget), move |id| {
             let stats = registry
                 .shard(id.0)
                 .cloned()
@@ -416,6 +425,7 @@ impl Relay {
                     options: dos_options.clone(),
                 },
             )
+            .count_private_bandwidth(count_private)
         })
         .map_err(|source| RelayError::Shards { addr, source })?;
         let bound = runtime.local_addr().unwrap_or(addr);
@@ -438,6 +448,7 @@ impl Relay {
             rc.shard.send_buf_count,
             rc.shard.send_buf_size
         );
+        log_notice!("{}", describe_bandwidth(&config.bandwidth));
         self.runtime = Some(runtime);
 
         // MetricsPort(s).
@@ -753,8 +764,10 @@ impl Relay {
             .filter(|c| c.effect == ReloadEffect::Restart)
             .map(|c| c.option)
             .collect();
-        // The exit policy is both enforced (applied now) and published.
+        // The exit policy and the bandwidth limits are both enforced (applied now) and
+        // published.
         let descriptor_changed = reload::exit_policy_changed(&applied)
+            || reload::bandwidth_changed(&applied)
             || applied
                 .iter()
                 .any(|c| c.effect == ReloadEffect::NextDescriptor);
@@ -805,6 +818,13 @@ impl Relay {
                 exit_policy: Box::new(exit_policy),
                 descriptor_changed,
             });
+        }
+        if new.bandwidth != self.config.bandwidth {
+            if let Some(b) = &self.bandwidth {
+                // Shards pick the new rates up at their next tick (≤ 100 ms).
+                b.set_rates(bw_rates(&new.bandwidth));
+                log_notice!("{}", describe_bandwidth(&new.bandwidth));
+            }
         }
         if new.dos != self.config.dos
             || new.publish_server_descriptor != self.config.publish_server_descriptor
@@ -871,6 +891,32 @@ impl Relay {
             }
         }
     }
+}
+
+/// The shard runtime's view of the torrc's bandwidth options.
+fn bw_rates(b: &config::BandwidthConfig) -> BwRates {
+    BwRates {
+        rate: b.rate,
+        burst: b.burst,
+        relay_rate: b.relay_rate,
+        relay_burst: b.relay_burst,
+    }
+}
+
+/// One log line naming the limits in force.
+fn describe_bandwidth(b: &config::BandwidthConfig) -> String {
+    let relayed = if b.relay_rate == 0 {
+        "no separate limit for relayed traffic".to_string()
+    } else {
+        format!(
+            "relayed traffic {} B/s, burst {} B",
+            b.relay_rate, b.relay_burst
+        )
+    };
+    format!(
+        "Bandwidth limits in force: {} B/s, burst {} B, each way; {relayed}.",
+        b.rate, b.burst
+    )
 }
 
 /// The address `GETINFO address` reports: the first advertised IPv4 address.

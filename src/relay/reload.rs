@@ -1,7 +1,7 @@
 //! SIGHUP: what changed between two configurations, and what a change takes effect on.
 //!
-//! Fors's reload is partial (docs/operating.md): logging, the exit policy and the PidFile
-//! are applied at once; descriptor contents (nickname, contact, bandwidth, family,
+//! Fors's reload is partial (docs/operating.md): logging, the exit policy, the bandwidth
+//! limits and the PidFile are applied at once; descriptor contents (nickname, contact, bandwidth, family,
 //! addresses, exit policy) go into the next descriptor; anything that shapes the process
 //! (ports, DataDirectory, shards, hardware profile, authorities) needs a restart and is
 //! logged as such, while the old value stays in force.
@@ -85,7 +85,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         exit_policy_reject_local_interfaces => "ExitPolicyRejectLocalInterfaces", Now;
         reduced_exit_policy => "ReducedExitPolicy", Now;
         ipv6_exit => "IPv6Exit", Now;
-        bandwidth => "BandwidthRate/BandwidthBurst/RelayBandwidth*", NextDescriptor;
+        bandwidth => "BandwidthRate/BandwidthBurst/RelayBandwidth*", Now;
         my_family => "MyFamily", NextDescriptor;
         family_ids => "FamilyId", NextDescriptor;
         dir_cache => "DirCache", NextDescriptor;
@@ -113,6 +113,15 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         disable_debugger_attachment => "DisableDebuggerAttachment", Restart;
         dos => "DoSCircuitCreation*/DoSConnection*", Now;
     }
+}
+
+/// The name the bandwidth options are reported under.
+pub const BANDWIDTH: &str = "BandwidthRate/BandwidthBurst/RelayBandwidth*";
+
+/// Whether the bandwidth limits changed: enforced at once by the shards' token buckets,
+/// and advertised in the next descriptor.
+pub fn bandwidth_changed(changes: &[Change]) -> bool {
+    changes.iter().any(|c| c.option == BANDWIDTH)
 }
 
 /// Whether any change touches the exit policy (it must be rebuilt).
@@ -177,5 +186,23 @@ mod tests {
         );
         assert!(exit_policy_changed(&c));
         assert!(!exit_policy_changed(&c[..2]));
+    }
+
+    #[test]
+    fn bandwidth_limits_are_live() {
+        let a = cfg(BASE);
+        let b = cfg(&format!(
+            "{BASE}RelayBandwidthRate 2 MBytes\nRelayBandwidthBurst 4 MBytes\n"
+        ));
+        let c = changes(&a, &b);
+        assert_eq!(
+            c,
+            vec![Change {
+                option: BANDWIDTH,
+                effect: ReloadEffect::Now
+            }]
+        );
+        assert!(bandwidth_changed(&c));
+        assert!(!bandwidth_changed(&changes(&a, &a)));
     }
 }

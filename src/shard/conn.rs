@@ -129,6 +129,14 @@ pub(crate) struct Conn {
     /// reused before: a connection accepted in the same batch would take the slot, and the
     /// handler would see the new connection before the old one's close.
     pub close_unreported: bool,
+    /// Which bandwidth buckets the connection's bytes are charged to.
+    pub bw_class: super::ratelimit::BwClass,
+    /// Waiting in the shard's bandwidth wait list for write tokens.
+    pub bw_write_wait: bool,
+    /// Reads go on while the read buckets are empty (still charged): a link handshake.
+    pub bw_read_ungated: bool,
+    /// Bytes of the send in flight (charged at submission, the unsent rest refunded).
+    pub send_len: u32,
 }
 
 impl Conn {
@@ -151,6 +159,10 @@ impl Conn {
             close_after_flush: false,
             inflight: 0,
             close_unreported: false,
+            bw_class: super::ratelimit::BwClass::Global,
+            bw_write_wait: false,
+            bw_read_ungated: false,
+            send_len: 0,
         }
     }
 

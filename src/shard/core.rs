@@ -21,6 +21,7 @@ use super::error::{CloseReason, CrossPushError, OutboxError};
 /// whether the data was copied after all.
 const IORING_SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
 use super::metrics::ShardMetrics;
+use super::ratelimit::{BwClass, BwDir, ShardBuckets};
 use super::sendpool::SendPool;
 use super::spsc::Producer;
 use super::watch::{Watch, WatchId, MAX_WATCHES};
@@ -73,6 +74,16 @@ pub(crate) struct Core<M> {
     pub pinned: Box<Pinned>,
     /// Readiness watches (`Outbox::watch_readable`); never longer than `MAX_WATCHES`.
     pub watches: Vec<Watch>,
+    /// Bandwidth buckets (BandwidthRate & co.); `None`: nothing is rate-limited.
+    pub bw: Option<ShardBuckets>,
+    /// Connections whose send waits for write tokens, oldest first (at most one entry per
+    /// live connection: `Conn::bw_write_wait`; capacity 2 × `max_connections`, never
+    /// grows).
+    bw_write_waiters: Vec<ConnId>,
+    /// The list being served at a refill (swapped with `bw_write_waiters`, same capacity).
+    bw_write_serving: Vec<ConnId>,
+    /// Where the next read resume starts in the table, so no connection is always last.
+    bw_resume_cursor: usize,
 }
 
 impl<M: Send> Core<M> {
@@ -111,6 +122,13 @@ impl<M: Send> Core<M> {
                 wake_buf: [0; 8],
             }),
             watches: Vec::with_capacity(MAX_WATCHES),
+            bw: None,
+            // Twice the table: a slot closed and reused within one tick may leave a stale
+            // entry next to the new connection's (stale ones are dropped at each tick, or
+            // when the list is full: `bw_wait_write`).
+            bw_write_waiters: Vec::with_capacity(2 * max),
+            bw_write_serving: Vec::with_capacity(2 * max),
+            bw_resume_cursor: 0,
             shard,
             shard_count,
             cfg,
@@ -224,9 +242,36 @@ impl<M: Send> Core<M> {
         {
             return;
         }
-        let e = opcode::RecvMulti::new(Fixed(slot as u32), super::bufring::RECV_BUF_GROUP)
-            .build()
-            .user_data(user_data(OpKind::Recv, slot as u32, c.gen));
+        // Out of read tokens: stay idle until the refill resumes it (`bw_tick`).
+        let class = c.bw_class;
+        if !c.bw_read_ungated
+            && self
+                .bw
+                .as_ref()
+                .is_some_and(|b| b.blocked(class, BwDir::Read))
+        {
+            return;
+        }
+        let ud = user_data(OpKind::Recv, slot as u32, c.gen);
+        // While the read limit paces traffic, one buffer per receive: the kernel runs a
+        // multishot receive up to 32 times in a row when it is armed, so after a refill the
+        // first connections armed would take the whole refill. Single receives, re-armed
+        // as each completes, take turns across connections. Otherwise multishot (cheaper).
+        let single = self
+            .bw
+            .as_ref()
+            .is_some_and(|b| b.pressed(class, BwDir::Read));
+        let e = if single {
+            opcode::Recv::new(Fixed(slot as u32), std::ptr::null_mut(), 0)
+                .buf_group(super::bufring::RECV_BUF_GROUP)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+                .user_data(ud)
+        } else {
+            opcode::RecvMulti::new(Fixed(slot as u32), super::bufring::RECV_BUF_GROUP)
+                .build()
+                .user_data(ud)
+        };
         if self.push_sqe(e) {
             let c = &mut self.conns[slot];
             c.recv = RecvState::Armed;
@@ -412,9 +457,20 @@ impl<M: Send> Core<M> {
             return;
         };
         let off = c.front_off;
-        let len = self.pool.len(b) - off;
+        let mut len = self.pool.len(b) - off;
         if len == 0 {
             return;
+        }
+        let class = c.bw_class;
+        if let Some(bw) = self.bw.as_mut() {
+            // C `connection_bucket_write_limit`: never write more than the buckets hold;
+            // with none left, wait for the next refill instead of polling.
+            let allow = bw.allowance(class, BwDir::Write);
+            if allow <= 0 {
+                self.bw_wait_write(slot);
+                return;
+            }
+            len = len.min(allow.min(i64::from(u32::MAX)) as u32);
         }
         let ptr = self.pool.ptr(b, off);
         let zc = self.cfg.zero_copy_threshold != 0 && len >= self.cfg.zero_copy_threshold;
@@ -451,7 +507,137 @@ impl<M: Send> Core<M> {
             let c = &mut self.conns[slot];
             c.send_inflight = true;
             c.inflight += 1;
+            c.send_len = len;
+            if let Some(bw) = self.bw.as_mut() {
+                bw.charge(class, BwDir::Write, u64::from(len));
+            }
         }
+    }
+
+    /// Puts a connection on the bandwidth wait list (once); `bw_tick` starts its send.
+    fn bw_wait_write(&mut self, slot: usize) {
+        let c = &mut self.conns[slot];
+        if c.bw_write_wait {
+            return;
+        }
+        c.bw_write_wait = true;
+        self.metrics.bw_write_waits += 1;
+        let id = self.id(slot as u32);
+        if self.bw_write_waiters.len() == self.bw_write_waiters.capacity() {
+            // Full only of stale entries (closed connections): at most one live entry per
+            // slot fits in half of it. Drop them in place, so the list never reallocates.
+            let conns = &self.conns;
+            self.bw_write_waiters.retain(|w| {
+                conns
+                    .get(w.slot as usize)
+                    .is_some_and(|c| c.gen == w.gen && c.bw_write_wait)
+            });
+        }
+        self.bw_write_waiters.push(id);
+    }
+
+    /// Charges bytes received on `slot`; if that emptied a read bucket, cancels the receives
+    /// of every connection drawing from it (C `connection_consider_empty_read_buckets`).
+    /// Bytes already on their way are still delivered and charged (a debt).
+    pub fn bw_on_read(&mut self, slot: usize, n: u64) {
+        let class = self.conns[slot].bw_class;
+        let Some(bw) = self.bw.as_mut() else { return };
+        if !bw.charge(class, BwDir::Read, n) {
+            return;
+        }
+        for s in 0..self.conns.len() {
+            let c = &self.conns[s];
+            if c.state != ConnState::Open || c.recv != RecvState::Armed || c.bw_read_ungated {
+                continue;
+            }
+            if !self
+                .bw
+                .as_ref()
+                .is_some_and(|b| b.blocked(c.bw_class, BwDir::Read))
+            {
+                continue;
+            }
+            let gen = c.gen;
+            self.conns[s].recv = RecvState::Cancelling;
+            self.metrics.bw_read_pauses += 1;
+            self.cancel_conn_op(s, user_data(OpKind::Recv, s as u32, gen));
+        }
+    }
+
+    /// The shard's tick: refill the buckets, resume the reads and start the sends that were
+    /// waiting for tokens. Reads resume starting at a rotating place in the table and
+    /// sends in wait order (a connection served now queues behind the others next time),
+    /// so no connection is starved.
+    pub fn bw_tick(&mut self, now: Instant) {
+        let Some(bw) = self.bw.as_mut() else { return };
+        let [read, write] = bw.on_tick(now);
+        let t = bw.tokens();
+        let e = bw.empty_events;
+        let m = &mut self.metrics;
+        m.bw_global_read_tokens = t[0].max(0) as u64;
+        m.bw_global_write_tokens = t[1].max(0) as u64;
+        m.bw_relayed_read_tokens = t[2].max(0) as u64;
+        m.bw_relayed_write_tokens = t[3].max(0) as u64;
+        m.bw_global_read_empty = e[0];
+        m.bw_global_write_empty = e[1];
+        m.bw_relayed_read_empty = e[2];
+        m.bw_relayed_write_empty = e[3];
+        if read {
+            // Next time, start after the connection armed first now: the turn goes round
+            // the connections, not round the (mostly empty) table.
+            let n = self.conns.len();
+            let start = self.bw_resume_cursor % n.max(1);
+            let mut first = None;
+            for i in 0..n {
+                let s = (start + i) % n;
+                let was = self.conns[s].recv;
+                self.arm_recv(s);
+                if was != RecvState::Armed && self.conns[s].recv == RecvState::Armed {
+                    first.get_or_insert(s);
+                }
+            }
+            self.bw_resume_cursor = first.map_or(start, |f| f + 1);
+        }
+        if write || !self.bw_write_waiters.is_empty() {
+            std::mem::swap(&mut self.bw_write_waiters, &mut self.bw_write_serving);
+            for i in 0..self.bw_write_serving.len() {
+                let id = self.bw_write_serving[i];
+                let Some(c) = self.conns.get_mut(id.slot as usize) else {
+                    continue;
+                };
+                if c.gen != id.gen || !c.bw_write_wait {
+                    continue;
+                }
+                c.bw_write_wait = false;
+                // Back on `bw_write_waiters` (behind the rest) if the tokens ran out again.
+                self.start_send(id.slot as usize);
+            }
+            self.bw_write_serving.clear();
+        }
+    }
+
+    /// Lets a connection read while its read buckets are empty (`ungated`), or puts it
+    /// back under them. Its bytes are charged either way.
+    pub fn set_bw_read_ungated(&mut self, id: ConnId, ungated: bool) -> Result<(), OutboxError> {
+        let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        self.conns[slot].bw_read_ungated = ungated;
+        if ungated {
+            self.arm_recv(slot);
+        }
+        Ok(())
+    }
+
+    /// Whether the connection reads regardless of its read buckets.
+    pub fn bw_read_ungated(&self, id: ConnId) -> bool {
+        self.live_slot(id)
+            .is_some_and(|s| self.conns[s].bw_read_ungated)
+    }
+
+    /// Sets which buckets a connection is charged to.
+    pub fn set_bw_class(&mut self, id: ConnId, class: BwClass) -> Result<(), OutboxError> {
+        let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        self.conns[slot].bw_class = class;
+        Ok(())
     }
 
     /// First (or only) completion of a send / zero-copy send. For a zero-copy send this is
@@ -461,6 +647,14 @@ impl<M: Send> Core<M> {
         self.room_changed = true;
         let c = &mut self.conns[slot];
         c.send_inflight = false;
+        // Give back the write tokens of bytes the kernel did not take.
+        let unsent = u64::from(c.send_len).saturating_sub(res.max(0) as u64);
+        c.send_len = 0;
+        let class = c.bw_class;
+        if let (Some(bw), true) = (self.bw.as_mut(), unsent > 0) {
+            bw.refund(class, BwDir::Write, unsent);
+        }
+        let c = &mut self.conns[slot];
         if !(zc && more) {
             // No notification follows: the op is done.
             c.inflight -= 1;

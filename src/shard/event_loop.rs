@@ -17,6 +17,7 @@ use super::error::{CloseReason, OutboxError, ShardError};
 use super::handler::{ConnHandler, Outbox};
 use super::metrics::ShardMetrics;
 use super::probe::KernelFeatures;
+use super::ratelimit::{ShardBuckets, SharedBudget};
 use super::sendpool::SendPool;
 use super::spsc::{Consumer, Producer};
 use super::watch::WatchId;
@@ -32,6 +33,8 @@ pub(crate) struct ShardParts<M> {
     pub consumers: Vec<Option<Consumer<M>>>,
     pub wake_fds: Arc<Vec<OwnedFd>>,
     pub stop: Arc<AtomicBool>,
+    /// The relay-wide bandwidth budget, if traffic is rate-limited.
+    pub bandwidth: Option<Arc<SharedBudget>>,
 }
 
 /// Final state of a shard, returned by `Runtime::stop`.
@@ -108,6 +111,7 @@ impl<H: ConnHandler> Shard<H> {
             peer_wake_fds,
         );
         core.zc_report_usage = parts.features.zc_report_usage;
+        core.bw = parts.bandwidth.map(|b| ShardBuckets::new(b, parts.id.0));
         Ok(Shard {
             core,
             bufring,
@@ -331,6 +335,8 @@ impl<H: ConnHandler> Shard<H> {
                 if !self.core.stopping && (res == -libc::ETIME || res == 0) {
                     self.core.metrics.ticks += 1;
                     let now = Instant::now();
+                    // Before the handler: it may queue sends, which then see the new tokens.
+                    self.core.bw_tick(now);
                     self.handler.on_tick(
                         now,
                         &mut Outbox {
@@ -423,6 +429,8 @@ impl<H: ConnHandler> Shard<H> {
             if let Some(bid) = cqueue::buffer_select(flags) {
                 self.core.metrics.recv_completions += 1;
                 self.core.metrics.recv_bytes += res as u64;
+                // The bytes were read from the socket: charge them even if not delivered.
+                self.core.bw_on_read(slot, res as u64);
                 if deliver {
                     let data = self.bufring.data(bid, res as usize);
                     self.handler.on_data(

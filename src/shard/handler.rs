@@ -8,6 +8,7 @@ use super::conn::{ConnId, ShardId};
 use super::core::Core;
 use super::error::{CloseReason, CrossPushError, OutboxError};
 use super::metrics::ShardMetrics;
+use super::ratelimit::BwClass;
 use super::watch::WatchId;
 
 /// Callbacks of one shard's protocol logic. One handler instance per shard; it owns the
@@ -121,6 +122,24 @@ impl<M: Send> Outbox<'_, M> {
     /// Resumes reading `conn`.
     pub fn resume_read(&mut self, conn: ConnId) -> Result<(), OutboxError> {
         self.core.resume_read(conn)
+    }
+
+    /// Sets which bandwidth buckets `conn`'s bytes are charged to (default
+    /// `BwClass::Global`); only matters when the runtime was started with a budget.
+    pub fn set_bw_class(&mut self, conn: ConnId, class: BwClass) -> Result<(), OutboxError> {
+        self.core.set_bw_class(conn, class)
+    }
+
+    /// Lets `conn` keep reading while its read buckets are empty (its bytes are still
+    /// charged), e.g. during a link handshake, as C tor does; `false` puts it back under
+    /// the buckets.
+    pub fn set_bw_read_ungated(&mut self, conn: ConnId, ungated: bool) -> Result<(), OutboxError> {
+        self.core.set_bw_read_ungated(conn, ungated)
+    }
+
+    /// Whether `conn` reads regardless of its read buckets (`set_bw_read_ungated`).
+    pub fn bw_read_ungated(&self, conn: ConnId) -> bool {
+        self.core.bw_read_ungated(conn)
     }
 
     /// Opens an outbound TCP connection; `on_connected` or `on_closed` follows. Bytes may be

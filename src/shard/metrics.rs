@@ -70,4 +70,22 @@ pub struct ShardMetrics {
     pub loop_iterations: u64,
     /// Operations still in flight when shutdown gave up waiting (their memory was leaked).
     pub shutdown_leaked_ops: u64,
+    /// Times the global read bucket (BandwidthRate) ran dry on this shard.
+    pub bw_global_read_empty: u64,
+    /// Times the global write bucket ran dry on this shard.
+    pub bw_global_write_empty: u64,
+    /// Times the relayed read bucket (RelayBandwidthRate) ran dry on this shard.
+    pub bw_relayed_read_empty: u64,
+    /// Times the relayed write bucket ran dry on this shard.
+    pub bw_relayed_write_empty: u64,
+    /// Receives cancelled because a read bucket was empty (resumed at the next refill).
+    pub bw_read_pauses: u64,
+    /// Sends held back because a write bucket was empty (started at the next refill).
+    pub bw_write_waits: u64,
+    /// Tokens in this shard's local buckets (global read, global write, relayed read,
+    /// relayed write), 0 when in debt; as of the last tick.
+    pub bw_global_read_tokens: u64,
+    pub bw_global_write_tokens: u64,
+    pub bw_relayed_read_tokens: u64,
+    pub bw_relayed_write_tokens: u64,
 }

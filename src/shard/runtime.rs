@@ -15,6 +15,7 @@ use super::error::ShardError;
 use super::event_loop::{Shard, ShardParts, ShardReport};
 use super::handler::ConnHandler;
 use super::probe::{probe_kernel, KernelFeatures};
+use super::ratelimit::SharedBudget;
 use super::spsc::{self, Consumer, Producer};
 
 type ShardResult<H> = Result<ShardReport<H>, ShardError>;
@@ -81,6 +82,20 @@ impl<H: ConnHandler + Send + 'static> Runtime<H> {
     /// Probes the kernel, binds the listeners, builds the queue mesh and starts one pinned
     /// thread per shard; returns once every shard has its ring running (or the first error).
     pub fn start<F>(cfg: RuntimeConfig, make_handler: F) -> Result<Runtime<H>, ShardError>
+    where
+        F: Fn(ShardId) -> H + Send + Sync + 'static,
+    {
+        Self::start_limited(cfg, None, make_handler)
+    }
+
+    /// [`Runtime::start`] with every shard's traffic charged to `bandwidth` (connections
+    /// of class `BwClass::Exempt` excepted): receives pause and sends wait while its
+    /// buckets are empty.
+    pub fn start_limited<F>(
+        cfg: RuntimeConfig,
+        bandwidth: Option<Arc<SharedBudget>>,
+        make_handler: F,
+    ) -> Result<Runtime<H>, ShardError>
     where
         F: Fn(ShardId) -> H + Send + Sync + 'static,
     {
@@ -164,6 +179,7 @@ impl<H: ConnHandler + Send + 'static> Runtime<H> {
                 consumers: c,
                 wake_fds: wake_fds.clone(),
                 stop: stop.clone(),
+                bandwidth: bandwidth.clone(),
             };
             let core = cores[i];
             let make = make_handler.clone();
