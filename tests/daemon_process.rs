@@ -456,3 +456,45 @@ fn debugger_attachment_is_refused_unless_allowed() {
         assert_eq!(f.wait_exit(START), Some(0));
     }
 }
+
+/// Every listening ORPort is served (tor-manual "ORPort": several lines, IPv4 and IPv6):
+/// an IPv4 and an IPv6 loopback ORPort each take a channel and answer CREATE_FAST, on a
+/// relay with 2 shards, and the ControlPort lists both listeners.
+#[test]
+fn every_orport_line_listens() {
+    const TEST: &str = "every_orport_line_listens";
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        daemon_common::skip_common::skip(TEST, "no IPv6 loopback (::1) here");
+        return;
+    }
+    let tmp = TempDir::new("proc-orports");
+    let (v4, v6, ctl) = (free_port(), free_port(), free_port());
+    let text = torrc(
+        tmp.path(),
+        v4,
+        free_port(),
+        &format!("ORPort [::1]:{v6}\nControlPort 127.0.0.1:{ctl}\nCookieAuthentication 1\n"),
+    );
+    std::fs::write(tmp.path().join("torrc"), text).unwrap();
+    let mut f = start(tmp.path());
+    f.wait_for(&format!("Opened ORPort on [::1]:{v6} too."), START);
+    f.wait_for("the relay is running", START);
+    let data = tmp.path().join("data");
+    let fp = std::fs::read_to_string(data.join("fingerprint")).unwrap();
+    let rsa = RsaIdentity::from_hex(fp.split_whitespace().nth(1).unwrap()).unwrap();
+    let ed_line = std::fs::read_to_string(data.join("fingerprint-ed25519")).unwrap();
+    let ed = Ed25519Identity::from_base64(ed_line.split_whitespace().nth(1).unwrap()).unwrap();
+    for addr in [format!("127.0.0.1:{v4}"), format!("[::1]:{v6}")] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let (cmd, _) = open_channel_and_create(addr, rsa, ed, &tmp.path().join("client"));
+        assert_eq!(cmd, fors::cell::ChanCmd::CREATED_FAST, "{addr}");
+    }
+    let mut c = daemon_common::private_net::TorControl::connect(ctl);
+    let l = c.command("GETINFO net/listeners/or").unwrap().join(" ");
+    assert!(
+        l.contains(&format!("127.0.0.1:{v4}")) && l.contains(&format!("[::1]:{v6}")),
+        "{l}"
+    );
+    f.signal(libc::SIGTERM);
+    assert_eq!(f.wait_exit(START), Some(0));
+}

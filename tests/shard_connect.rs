@@ -84,6 +84,7 @@ fn connect_success_refused_and_timeout() {
     cfg.connect_timeout_ms = 300;
     let rc = RuntimeConfig {
         listen: None,
+        listen_also: Vec::new(),
         ..runtime_config(1, cfg)
     };
     let targets = vec![ok_addr, refused_addr, full_addr];

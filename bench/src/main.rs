@@ -167,6 +167,7 @@ fn run(opts: &Options) -> Result<Summary, String> {
         pin_threads: true,
         cores: Vec::new(),
         listen: None,
+        listen_also: Vec::new(),
         shard: shard_config(),
     };
     let plans = Arc::new(plans);

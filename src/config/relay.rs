@@ -687,15 +687,22 @@ impl Builder<'_> {
                 "\"ORPort 0\" given together with a nonzero ORPort",
             ));
         }
-        // The shard runtime has one listener for now. A second listening ORPort would be
-        // advertised (or expected by the operator) but never answered, so it is refused.
-        if let Some(p) = out.iter().filter(|p| !p.no_listen).nth(1) {
-            return Err(inconsistent(
-                Some(&p.location),
-                "ORPort: Fors listens on one ORPort for now; mark the others NoListen (with \
-                 NoAdvertise if nothing forwards to them) or remove them"
-                    .into(),
-            ));
+        // Every listening ORPort gets a socket on every shard; two lines may not bind the
+        // same address and port.
+        let listening: Vec<&OrPort> = out.iter().filter(|p| !p.no_listen).collect();
+        for (i, p) in listening.iter().enumerate() {
+            if let Some(q) = listening[..i]
+                .iter()
+                .find(|q| q.address == p.address && q.port == p.port && q.ipv6_only == p.ipv6_only)
+            {
+                return Err(inconsistent(
+                    Some(&p.location),
+                    format!(
+                        "ORPort: the same address and port as the ORPort at {}",
+                        q.location
+                    ),
+                ));
+            }
         }
         Ok(out)
     }

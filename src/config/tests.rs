@@ -70,7 +70,7 @@ fn full_relay_torrc() {
          Nickname  ForsExit01\n\
          ContactInfo ops@example.org\n\
          ORPort 443\n\
-         ORPort [2001:db8::1]:443 IPv6Only NoListen\n\
+         ORPort [2001:db8::1]:443 IPv6Only\n\
          Address 203.0.113.5\n\
          DataDirectory /var/lib/fors\n\
          ExitRelay 1\n\
@@ -110,15 +110,7 @@ fn full_relay_torrc() {
     assert!(w.is_empty(), "{w:?}");
     assert_eq!(c.nickname, "ForsExit01");
     assert_eq!(c.or_ports.len(), 2);
-    assert!(c.or_ports[1].ipv6_only && c.or_ports[1].no_listen);
-    // Fors has one listener for now: a second listening ORPort is refused with its line.
-    let e = parse(&text.replace(" IPv6Only NoListen", " IPv6Only"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.starts_with("torrc:5: ORPort: Fors listens on one ORPort"),
-        "{e}"
-    );
+    assert!(c.or_ports[1].ipv6_only && !c.or_ports[1].no_listen);
     assert_eq!(
         c.addresses,
         [AddressConfig::Ip("203.0.113.5".parse().unwrap())]
@@ -236,7 +228,7 @@ fn bad_values_name_file_line_and_option() {
         ("DirCache maybe", "for DirCache"),
         ("DirCache 1", "torrc:3: bad value \"1\" for DirCache: Fors has no directory cache yet; only 0 is accepted"),
         ("DirPort 9030", "torrc:3: DirPort: Fors has no directory cache yet"),
-        ("ORPort 9002", "torrc:3: ORPort: Fors listens on one ORPort for now"),
+        ("ORPort 9001", "torrc:3: ORPort: the same address and port as the ORPort at torrc:1"),
         ("SafeLogging 2", "torrc:3: bad value \"2\" for SafeLogging: allowed values are 0, 1 and relay"),
         ("ControlSocket run/control", "torrc:3: bad value \"run/control\" for ControlSocket: a ControlSocket needs an absolute path"),
         ("ExtraInfoStatistics 1", "torrc:3: bad value \"1\" for ExtraInfoStatistics: Fors does not implement this value: Fors collects and publishes no extra-info statistics"),

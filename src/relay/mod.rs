@@ -332,9 +332,8 @@ impl Relay {
             // Config validation guarantees a listening ORPort; keep a typed error anyway.
             RelayError::Setup(SetupError::User("no listening ORPort".into()))
         })?;
-        // Config validation refuses a second listening ORPort (one listener per shard).
-        debug_assert_eq!(listen.len(), 1);
-        let rc = shardcfg::runtime_config(profile, shards, addr, fd_limit);
+        let listen: Vec<std::net::SocketAddr> = listen.into_iter().map(|(a, _)| a).collect();
+        let rc = shardcfg::runtime_config(profile, shards, &listen, fd_limit);
         let channel_config = shardcfg::channel_config(profile);
         let wanted = profile.max_channels_per_shard + profile.max_streams_per_shard;
         if let (Some(limit), true) = (fd_limit, rc.shard.max_connections < wanted) {
@@ -429,6 +428,10 @@ impl Relay {
         })
         .map_err(|source| RelayError::Shards { addr, source })?;
         let bound = runtime.local_addr().unwrap_or(addr);
+        let runtime_addrs = runtime.local_addrs().to_vec();
+        for also in runtime.local_addrs().iter().skip(1) {
+            log_notice!("Opened ORPort on {also} too.");
+        }
         log_notice!(
             "Opened ORPort on {bound} with {shards} shard{} ({}; io_uring defer_taskrun: {}).",
             if shards == 1 { "" } else { "s" },
@@ -478,7 +481,7 @@ impl Relay {
             config,
             &keys,
             &exit_policy,
-            bound,
+            runtime_addrs,
             &self.metrics,
             started,
             {
@@ -934,7 +937,7 @@ fn start_control_port(
     config: &Config,
     keys: &RelayKeys,
     exit_policy: &ExitPolicy,
-    or_bound: std::net::SocketAddr,
+    or_listeners: Vec<std::net::SocketAddr>,
     metrics: &Arc<MetricsRegistry>,
     started: Instant,
     self_status: crate::controlport::SelfStatus,
@@ -978,7 +981,7 @@ fn start_control_port(
             .or_else(|| Some(config::cmdline::DEFAULT_TORRC.into()))
             .map(|p| std::path::absolute(&p).unwrap_or(p)),
         fingerprint: keys.rsa_identity(),
-        or_listeners: vec![or_bound],
+        or_listeners,
         metrics: metrics.clone(),
         started,
         state: RelayState::new(config.clone(), exit_policy, ipv4_address(config)),

@@ -94,16 +94,22 @@ pub fn public_interface_addresses() -> std::io::Result<Vec<IpAddr>> {
     Ok(out)
 }
 
-/// The address the shards listen on: the first ORPort that is not `NoListen`. A port
-/// without an address listens on 0.0.0.0; `auto` picks a free port. Further listening
-/// ORPorts are returned separately (the runtime has one listener; see the caller's warning).
+/// The addresses the shards listen on: every ORPort that is not `NoListen`, in torrc order.
+/// A port without an address listens on 0.0.0.0 (`[::]` with `IPv6Only`); `auto` picks a
+/// free port.
 pub fn or_listen_addrs(config: &Config) -> Vec<(SocketAddr, Location)> {
     config
         .or_ports
         .iter()
         .filter(|p| !p.no_listen)
         .map(|p| {
-            let ip = p.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            // A bare port listens on IPv4 (or on IPv6 with `IPv6Only`).
+            let any = if p.ipv6_only {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            };
+            let ip = p.address.unwrap_or(any);
             let port = match p.port {
                 PortNumber::Auto => 0,
                 PortNumber::Fixed(n) => n.get(),
@@ -427,10 +433,12 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        let c = cfg("ORPort [::1]:9002 NoListen\n");
-        let a = or_listen_addrs(&c);
-        assert_eq!(a.len(), 1);
-        assert_eq!(a[0].0, "0.0.0.0:9001".parse().unwrap());
+        let c = cfg("ORPort [::1]:9002\nORPort 9003 IPv6Only\nORPort 127.0.0.1:9004 NoListen\n");
+        let a: Vec<SocketAddr> = or_listen_addrs(&c).into_iter().map(|(a, _)| a).collect();
+        assert_eq!(
+            a,
+            ["0.0.0.0:9001", "[::1]:9002", "[::]:9003"].map(|s| s.parse::<SocketAddr>().unwrap())
+        );
         let c = parse_str(
             &MemFs::default(),
             "torrc",

@@ -103,7 +103,7 @@ pub fn onion_queue_len(profile: &HardwareProfile) -> usize {
 pub fn runtime_config(
     profile: &HardwareProfile,
     shards: u32,
-    listen: SocketAddr,
+    listen: &[SocketAddr],
     fd_limit: Option<u64>,
 ) -> RuntimeConfig {
     let cores: Vec<usize> = if profile.cores.len() >= shards as usize {
@@ -120,7 +120,8 @@ pub fn runtime_config(
         shard_count: shards as usize,
         pin_threads: true,
         cores,
-        listen: Some(listen),
+        listen: listen.first().copied(),
+        listen_also: listen.iter().skip(1).copied().collect(),
         shard: shard_config_from_profile(profile, shards, fd_limit),
     }
 }
@@ -178,10 +179,10 @@ mod tests {
             shard_config_from_profile(p, 2, Some(20_000)).max_connections,
             9936
         );
-        let r = runtime_config(p, 2, "127.0.0.1:9001".parse().unwrap(), None);
+        let r = runtime_config(p, 2, &["127.0.0.1:9001".parse().unwrap()], None);
         assert_eq!(r.cores, vec![0, 1]);
         r.validate().unwrap();
-        let r = runtime_config(p, 3, "127.0.0.1:9001".parse().unwrap(), None);
+        let r = runtime_config(p, 3, &["127.0.0.1:9001".parse().unwrap()], None);
         assert!(r.cores.is_empty());
     }
 

@@ -128,6 +128,8 @@ pub struct RuntimeConfig {
     pub cores: Vec<usize>,
     /// Address every shard listens on with its own SO_REUSEPORT socket; `None` = no listener.
     pub listen: Option<SocketAddr>,
+    /// Further addresses every shard listens on the same way (more ORPorts: IPv4 and IPv6).
+    pub listen_also: Vec<SocketAddr>,
     /// Per-shard bounds.
     pub shard: ShardConfig,
 }

@@ -28,7 +28,8 @@ pub(crate) struct ShardParts<M> {
     pub shard_count: usize,
     pub cfg: ShardConfig,
     pub features: KernelFeatures,
-    pub listener: Option<Socket>,
+    /// One socket per listening address.
+    pub listener: Vec<Socket>,
     pub producers: Vec<Option<Producer<M>>>,
     pub consumers: Vec<Option<Consumer<M>>>,
     pub wake_fds: Arc<Vec<OwnedFd>>,
@@ -53,7 +54,8 @@ pub(crate) struct Shard<H: ConnHandler> {
     core: Core<H::Msg>,
     bufring: BufRing,
     handler: H,
-    listener: Option<Socket>,
+    /// Listening sockets by index (the accept's user-data slot); `None` once shut down.
+    listener: Vec<Option<Socket>>,
     consumers: Vec<Option<Consumer<H::Msg>>>,
     cross_buf: Vec<H::Msg>,
     cross_backlog: bool,
@@ -63,7 +65,7 @@ pub(crate) struct Shard<H: ConnHandler> {
     wake_fds: Arc<Vec<OwnedFd>>,
     stop: Arc<AtomicBool>,
     features: KernelFeatures,
-    accept_armed: bool,
+    accept_armed: Vec<bool>,
     wake_armed: bool,
     tick_armed: bool,
 }
@@ -116,7 +118,8 @@ impl<H: ConnHandler> Shard<H> {
             core,
             bufring,
             handler,
-            listener: parts.listener,
+            accept_armed: vec![false; parts.listener.len()],
+            listener: parts.listener.into_iter().map(Some).collect(),
             consumers: parts.consumers,
             cross_buf: Vec::with_capacity(cfg.cross_batch as usize),
             cross_backlog: false,
@@ -125,23 +128,28 @@ impl<H: ConnHandler> Shard<H> {
             wake_fds: parts.wake_fds,
             stop: parts.stop,
             features: parts.features,
-            accept_armed: false,
             wake_armed: false,
             tick_armed: false,
         })
     }
 
     fn arm_accept(&mut self) {
-        let Some(l) = &self.listener else { return };
-        if self.accept_armed || self.core.stopping {
+        if self.core.stopping {
             return;
         }
-        // Multishot accept: one SQE yields a CQE per incoming connection.
-        let e = opcode::AcceptMulti::new(Fd(l.as_raw_fd()))
-            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(user_data(OpKind::Accept, 0, 0));
-        self.accept_armed = self.core.push_sqe(e);
+        for (idx, l) in self.listener.iter().enumerate() {
+            let Some(l) = l else { continue };
+            if self.accept_armed[idx] {
+                continue;
+            }
+            // Multishot accept: one SQE yields a CQE per incoming connection; the listener's
+            // index rides in the user data's slot.
+            let e = opcode::AcceptMulti::new(Fd(l.as_raw_fd()))
+                .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+                .build()
+                .user_data(user_data(OpKind::Accept, idx as u32, 0));
+            self.accept_armed[idx] = self.core.push_sqe(e);
+        }
     }
 
     fn arm_wake(&mut self) {
@@ -275,14 +283,19 @@ impl<H: ConnHandler> Shard<H> {
         }
         match kind {
             OpKind::Accept => {
+                let idx = slot.min(self.listener.len().saturating_sub(1));
                 if !more {
                     self.core.inflight_total -= 1;
-                    self.accept_armed = false;
+                    if let Some(a) = self.accept_armed.get_mut(idx) {
+                        *a = false;
+                    }
                 }
                 if res == -libc::EINVAL {
                     // Runtime::close_listeners shut the socket down: never re-arm (it would
                     // fail at once, forever); drop it.
-                    self.listener = None;
+                    if let Some(l) = self.listener.get_mut(idx) {
+                        *l = None;
+                    }
                 }
                 self.on_accept(res);
                 if !more {
@@ -593,8 +606,11 @@ impl<H: ConnHandler> Shard<H> {
                 .build()
                 .user_data(user_data(OpKind::Cancel, 0, 0))
         };
-        if self.accept_armed {
-            self.core.push_sqe(cancel(user_data(OpKind::Accept, 0, 0)));
+        for idx in 0..self.accept_armed.len() {
+            if self.accept_armed[idx] {
+                self.core
+                    .push_sqe(cancel(user_data(OpKind::Accept, idx as u32, 0)));
+            }
         }
         if self.wake_armed {
             self.core

@@ -26,6 +26,8 @@ pub struct Runtime<H: ConnHandler> {
     stop: Arc<AtomicBool>,
     wake_fds: Arc<Vec<OwnedFd>>,
     local_addr: Option<SocketAddr>,
+    /// Every listening address, `local_addr` first.
+    local_addrs: Vec<SocketAddr>,
     features: KernelFeatures,
     /// Duplicates of the shards' listening sockets, for [`Runtime::close_listeners`].
     listen_dups: Vec<Socket>,
@@ -51,6 +53,12 @@ fn listener(addr: SocketAddr, backlog: i32) -> Result<Socket, ShardError> {
     // 10-11 MB/s).
     s.set_tcp_nodelay(true)
         .map_err(|e| ShardError::socket("TCP_NODELAY", e))?;
+    // An IPv6 ORPort listens on IPv6 only, so `[::]:443` and `0.0.0.0:443` both bind, as C
+    // tor's listeners do.
+    if addr.is_ipv6() {
+        s.set_only_v6(true)
+            .map_err(|e| ShardError::socket("IPV6_V6ONLY", e))?;
+    }
     s.bind(&SockAddr::from(addr))
         .map_err(|e| ShardError::socket("bind", e))?;
     s.listen(backlog)
@@ -103,11 +111,12 @@ impl<H: ConnHandler + Send + 'static> Runtime<H> {
         let features = probe_kernel()?;
         let n = cfg.shard_count;
 
-        let mut listeners = Vec::with_capacity(n);
-        let mut local_addr = None;
-        if let Some(addr) = cfg.listen {
-            // The first bind resolves port 0; the others join that port.
-            let first = listener(addr, cfg.shard.listen_backlog)?;
+        // Per shard, one socket for each listening address (the shard arms an accept on each).
+        let mut listeners: Vec<Vec<Socket>> = (0..n).map(|_| Vec::new()).collect();
+        let mut local_addrs = Vec::new();
+        for addr in cfg.listen.iter().chain(&cfg.listen_also) {
+            // The first bind resolves port 0; the other shards join that port.
+            let first = listener(*addr, cfg.shard.listen_backlog)?;
             let bound = first
                 .local_addr()
                 .ok()
@@ -115,14 +124,13 @@ impl<H: ConnHandler + Send + 'static> Runtime<H> {
                 .ok_or_else(|| {
                     ShardError::socket("local_addr", std::io::Error::other("not inet"))
                 })?;
-            local_addr = Some(bound);
-            listeners.push(Some(first));
-            for _ in 1..n {
-                listeners.push(Some(listener(bound, cfg.shard.listen_backlog)?));
+            local_addrs.push(bound);
+            listeners[0].push(first);
+            for shard in listeners.iter_mut().skip(1) {
+                shard.push(listener(bound, cfg.shard.listen_backlog)?);
             }
-        } else {
-            listeners.resize_with(n, || None);
         }
+        let local_addr = local_addrs.first().copied();
 
         let listen_dups = listeners
             .iter()
@@ -243,6 +251,7 @@ impl<H: ConnHandler + Send + 'static> Runtime<H> {
             stop,
             wake_fds,
             local_addr,
+            local_addrs,
             features,
             listen_dups,
         };
@@ -258,6 +267,11 @@ impl<H: ConnHandler + Send + 'static> Runtime<H> {
     /// The listening address (with the real port if 0 was configured).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// Every listening address (`listen`, then `listen_also`), with real ports.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
     }
 
     /// The first shard whose thread has ended (panicked, failed, or returned) although

@@ -32,6 +32,7 @@ pub fn runtime_config(shards: usize, shard: ShardConfig) -> RuntimeConfig {
         pin_threads: true,
         cores: Vec::new(),
         listen: Some("127.0.0.1:0".parse().unwrap()),
+        listen_also: Vec::new(),
         shard,
     }
 }

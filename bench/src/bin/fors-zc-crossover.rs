@@ -523,6 +523,7 @@ fn run_point(o: &Options, path: NetPath<'_>, size: u32, zero_copy: bool) -> Resu
         pin_threads: true,
         cores: vec![o.shard_core],
         listen: None,
+        listen_also: Vec::new(),
         shard,
     };
     let (tx, rx) = mpsc::channel();
