@@ -283,9 +283,16 @@ impl Relay {
             dos_table.capacity() * ClientAddrTable::SLOT_BYTES / 1024
         );
         let dos_options = self.dos_options.clone();
+        let (mem_cap, mem_source) =
+            shardcfg::max_mem_in_queues(config, profile, shardcfg::total_system_memory());
+        log_notice!(
+            "MaxMemInQueues is {} MB ({mem_source:?}), shared by all shards.",
+            mem_cap >> 20
+        );
         let circuits = shardcfg::circuit_config(
             profile,
             config.network_timings.extend_allow_private_addresses,
+            mem_cap,
         );
         // An exit resolves hostnames: its resolv.conf must be usable before we start.
         let resolver = if exit_policy.is_reject_star() {

@@ -105,6 +105,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         publish_server_descriptor => "PublishServerDescriptor", NextDescriptor;
         assume_reachable => "AssumeReachable", NextDescriptor;
         max_mem_in_queues => "MaxMemInQueues", Restart;
+        testing_max_mem_in_queues => "TestingMaxMemInQueues", Restart;
         shutdown_wait_length => "ShutdownWaitLength", Now;
         user => "User", Restart;
         dos => "DoSCircuitCreation*/DoSConnection*", Now;
