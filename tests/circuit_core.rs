@@ -1055,27 +1055,26 @@ fn memory_cap_frees_the_oldest_queues_first_down_to_90_percent() {
     assert_eq!(a.core.circuit_count(), 2);
     assert_eq!(a.core.metrics().queued_cells, 91);
     // The others are untouched: their queues flush whole and in order.
-    for (chan, n, fill) in [(ChanId(3), 10, 2u8), (ChanId(4), 81, 3u8)] {
+    for (chan, n) in [(ChanId(3), 10), (ChanId(4), 81)] {
         let (_, acts) = a.io(|c, io| c.channel_unblocked(chan, io));
         let c = cells(&acts);
         assert_eq!(c.len(), n);
-        assert!(c
-            .iter()
-            .all(|x| x.0 == chan && x.2 == ChanCmd::RELAY && x.3[0] != fill));
+        assert!(c.iter().all(|x| x.0 == chan && x.2 == ChanCmd::RELAY));
     }
     assert_eq!(a.core.metrics().queued_cells, 0);
 }
 
-/// Two shards under one cap: the busy one holds what the quiet one does not use; when the
-/// quiet one cannot get memory and has nothing old of its own to free, it refuses the cell
-/// (closing that circuit), and the busy one frees its oldest circuit on its next tick, which
-/// gives the memory back for the quiet one to use.
+/// Two shards under one cap. Each keeps a chunk of its own, so the quiet one can queue
+/// while the busy one holds the rest. When the quiet one needs more and the cap is reached,
+/// each frees its share of the excess over 90 % (by buffers held) from its own oldest
+/// circuits: the quiet one at once, the busy one on its next tick.
 #[test]
 fn shards_share_one_memory_cap() {
-    let budget = std::sync::Arc::new(MemBudget::new(2 * CHUNK_CELLS as u64));
+    const CAP: u64 = 20 * CHUNK_CELLS as u64; // 90 %: 4608 cells
+    let budget = std::sync::Arc::new(MemBudget::new(CAP));
     let cfg = CircuitConfig {
         mem_budget: Some(budget.clone()),
-        max_queue_per_circuit: 4 * CHUNK_CELLS,
+        max_queue_per_circuit: 4000,
         ..test_config()
     };
     let mut a = Relay::new(1, cfg.clone(), "reject *:*", TestNet::default());
@@ -1083,30 +1082,40 @@ fn shards_share_one_memory_cap() {
     let (ha, ba) = blocked_middles(&mut a, 2);
     let (hb, bb) = blocked_middles(&mut b, 2);
     let body = [9u8; CELL_BODY_LEN];
-    // A fills one chunk with its first circuit, then most of a second with a newer one.
-    for (k, n) in [(0, CHUNK_CELLS), (1, CHUNK_CELLS - 6)] {
+    let mut queue = |r: &mut Relay, chan: &ChanInfo, h: &NextHop, n: usize| {
         for _ in 0..n {
-            assert!(a.cell(&ba, ha[k].circ_id, ChanCmd::RELAY, body).is_empty());
+            let acts = r.cell(chan, h.circ_id, ChanCmd::RELAY, body);
+            assert!(acts.is_empty(), "{acts:?}");
         }
-        a.advance(Duration::from_millis(5));
-    }
-    assert_eq!(budget.reserved(), budget.cap_cells());
+        r.advance(Duration::from_millis(5));
+    };
+    // A takes all but B's chunk: 2000 older cells, then 2864 newer ones.
+    queue(&mut a, &ba, &ha[0], 2000);
+    queue(&mut a, &ba, &ha[1], 2864);
+    assert_eq!(budget.reserved(), CAP);
     assert_eq!(
         a.core.metrics().cell_buffers_reserved,
-        2 * CHUNK_CELLS as u64
+        CAP - CHUNK_CELLS as u64
     );
-    assert_eq!(b.core.metrics().cell_buffers_reserved, 0);
-    // B needs a buffer: none left and nothing of its own to free.
-    let acts = b.cell(&bb, hb[0].circ_id, ChanCmd::RELAY, body);
+    // B still queues a chunk's worth (older cells first).
+    b.advance(Duration::from_millis(20));
+    queue(&mut b, &bb, &hb[0], 100);
+    queue(&mut b, &bb, &hb[1], CHUNK_CELLS - 100);
+    assert_eq!(b.core.metrics().queued_cells, CHUNK_CELLS as u64);
+    // One more for B: 5120 − 4608 = 512 to free, B's share 512 × 256 / 5120 = 25: its
+    // oldest circuit (100 cells) goes; the cell is queued.
+    let acts = b.cell(&bb, hb[1].circ_id, ChanCmd::RELAY, body);
     let c = cells(&acts);
     assert_eq!(c.len(), 2, "{c:?}");
+    assert!(c.iter().any(|x| x.1 == hb[0].circ_id));
     assert!(c
         .iter()
         .all(|x| x.2 == ChanCmd::DESTROY && destroy_reason(&x.3) == DestroyReason::ResourceLimit));
     assert_eq!(b.core.metrics().oom_kills, 1);
+    assert_eq!(b.core.metrics().queued_cells, CHUNK_CELLS as u64 - 100 + 1);
     assert_eq!(a.core.circuit_count(), 2, "B cannot touch A's circuits");
-    // A's tick: the relay is above 90 % (506 of 512): A frees its oldest circuit (256
-    // cells ≥ 512 − 460) and gives the chunk back; its newer circuit is untouched.
+    // A's tick: 5021 cells queued > 4608; A's share 512 × 4864 / 5120 = 486: its oldest
+    // circuit (2000 cells) goes, and the chunks it held go back to the budget.
     let (_, acts) = a.io(|c, io| c.tick(io));
     let c = cells(&acts);
     assert_eq!(c.len(), 2, "{c:?}");
@@ -1115,20 +1124,22 @@ fn shards_share_one_memory_cap() {
         .iter()
         .all(|x| x.2 == ChanCmd::DESTROY && destroy_reason(&x.3) == DestroyReason::ResourceLimit));
     assert_eq!(a.core.metrics().oom_kills, 1);
-    assert_eq!(a.core.metrics().queued_cells, CHUNK_CELLS as u64 - 6);
-    assert_eq!(budget.reserved(), CHUNK_CELLS as u64);
-    // A second tick without new pressure does nothing.
+    assert_eq!(a.core.metrics().queued_cells, 2864);
+    assert!(
+        budget.reserved() <= CAP - 6 * CHUNK_CELLS as u64,
+        "{}",
+        budget.reserved()
+    );
+    // No new pressure: the next tick does nothing.
     assert!(a.io(|c, io| c.tick(io)).1.is_empty());
-    // B now gets memory.
-    for _ in 0..10 {
-        assert!(b.cell(&bb, hb[1].circ_id, ChanCmd::RELAY, body).is_empty());
-    }
-    assert_eq!(b.core.metrics().queued_cells, 10);
+    // B grows into the memory A gave back.
+    queue(&mut b, &bb, &hb[1], 2 * CHUNK_CELLS);
+    assert_eq!(b.core.circuit_count(), 1);
     assert_eq!(
         budget.reserved(),
         a.core.metrics().cell_buffers_reserved + b.core.metrics().cell_buffers_reserved
     );
-    assert!(budget.reserved() <= budget.cap_cells());
+    assert!(budget.reserved() <= CAP);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! (C tor's `circuits_handle_oom`) closes the circuits whose oldest queued cell is oldest,
 //! with DESTROY RESOURCELIMIT, while a circuit whose client reads keeps working.
 //!
-//! One standalone Fors on 127.0.0.1 (one shard; the cap lowered to 8 MB with
+//! One standalone Fors on 127.0.0.1 (two shards sharing one cap, lowered to 8 MB with
 //! `TestingMaxMemInQueues`, honoured only under `TestingTorNetwork`, because 256 MB is slow
 //! to fill in a debug build on a shared machine). The test client builds circuits client →
 //! Fors → B, where B is the test's own relay (a responder channel with fresh relay keys,
@@ -367,7 +367,7 @@ fn slow_readers_hit_the_memory_cap_and_the_oldest_circuits_are_destroyed() {
     let mut a = start(
         &tmp.path().join("a"),
         "ForsOom",
-        &format!("NumCPUs 1\nTestingMaxMemInQueues {} MB\n", CAP_BYTES >> 20),
+        &format!("NumCPUs 2\nTestingMaxMemInQueues {} MB\n", CAP_BYTES >> 20),
     );
     a.daemon.wait_for("MaxMemInQueues is 8 MB (Testing)", STEP);
     let cap_cells = CAP_BYTES / fors::proto::circuit::CELL_MEM_COST;
@@ -442,6 +442,19 @@ fn slow_readers_hit_the_memory_cap_and_the_oldest_circuits_are_destroyed() {
         sum(&m, "fors_relay_all_shards_queued_cells"),
         hop.sent_first.load(Ordering::Relaxed),
     );
+    for shard in 0..2 {
+        let g = |name: &str| sum(&m, &format!("{name}{{shard=\"{shard}\"}}"));
+        eprintln!(
+            "shard {shard}: circuits {}, queued {}, buffers reserved {}, oom kills {}",
+            g("fors_relay_circuits_open"),
+            g("fors_relay_queued_cells"),
+            g("fors_relay_cell_buffers_reserved"),
+            sum(
+                &m,
+                &format!("fors_relay_circuits_killed_total{{shard=\"{shard}\",reason=\"oom\"}}")
+            ),
+        );
+    }
     assert_eq!(sent_slow, total, "B could not send everything");
     assert!(oom > 0, "the slow readers never hit the cap");
     assert_eq!(

@@ -100,7 +100,8 @@ pub struct RelayCore<
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
-    /// Allocates every table, queue and the cell pool from `cfg`.
+    /// Allocates every table and queue from `cfg`; the cell pool reserves its first chunk
+    /// of the budget (allocated when first used).
     pub fn new(
         cfg: CircuitConfig,
         me: RelayIdentity,
@@ -108,7 +109,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         policy: Arc<ExitPolicy>,
         net: N,
     ) -> Self {
-        RelayCore {
+        let mut core = RelayCore {
             table: CircuitTable::new(cfg.max_circuits),
             streams: StreamTable::new(cfg.max_streams),
             pool: CellPool::new(
@@ -132,7 +133,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             policy,
             net,
             metrics: CircuitMetrics::default(),
-        }
+        };
+        // The pool reserved its first chunk of the budget.
+        core.update_queue_metrics();
+        core
     }
 
     /// Swaps in new onion keys (after rotation) between batches.
@@ -197,7 +201,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// it. False if the pool has no buffer even after eviction: the shard must not hold it.
     pub fn charge_external_cell(&mut self, io: &mut CoreIo<'_>) -> bool {
         if !self.pool.ensure_free() {
-            self.out_of_memory(io);
+            self.out_of_memory(io, true);
         }
         let stamp = self.stamp(io.now);
         let ok = self.pool.push(
@@ -506,7 +510,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             self.pool.publish();
             let budget = self.pool.budget();
             if self.pool.in_use() > 0 && budget.in_use() > oom_target(budget) {
-                self.out_of_memory(io);
+                self.out_of_memory(io, false);
             }
         }
     }
@@ -892,7 +896,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return false;
         }
         if !self.pool.ensure_free() {
-            self.out_of_memory(io);
+            self.out_of_memory(io, true);
             if self.table.get(idx).is_none() {
                 return false;
             }
@@ -924,21 +928,25 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     /// The relay-wide cap (`MaxMemInQueues`) is reached: C tor's `circuits_handle_oom`
-    /// (0.4.x `circuitlist.c`) over this shard's circuits. It orders circuits by the age of
-    /// their oldest queued cell (circuit queues and exit stream buffers), oldest first, and
-    /// closes them with DESTROY RESOURCELIMIT toward both hops until the cells freed cover
-    /// the excess over 90 % of the cap (C's `FRACTION_OF_DATA_TO_RETAIN_ON_OOM`), at least
-    /// one cell. A shard cannot touch another's circuits, so the shard that needs memory
-    /// frees its own; the budget's pressure count makes the others do the same on their
-    /// next tick while the relay stays above 90 % (`tick`). Wholly free chunks then go back
-    /// to the budget so every shard can use the memory.
-    fn out_of_memory(&mut self, io: &mut CoreIo<'_>) {
+    /// (0.4.x `circuitlist.c`) over this shard's circuits. C frees the excess over 90 % of
+    /// the cap (`FRACTION_OF_DATA_TO_RETAIN_ON_OOM`), closing circuits in order of the age
+    /// of their oldest queued cell (circuit queues and stream buffers), oldest first, with
+    /// DESTROY RESOURCELIMIT toward both hops. A shard cannot touch another's circuits, so
+    /// each shard frees its share of that excess, in proportion to the buffers it holds,
+    /// from its own oldest circuits: the shard that needs memory at once (`forced`: at
+    /// least one cell), the others on their next tick (the budget's pressure count, see
+    /// `tick`) if the cells queued relay-wide are still above 90 %. Wholly free chunks then
+    /// go back to the budget for every shard to use.
+    fn out_of_memory(&mut self, io: &mut CoreIo<'_>, forced: bool) {
         self.pool.publish();
         let budget = self.pool.budget().clone();
-        // C counts the cells allocated; here, the cells queued relay-wide (what the other
-        // shards published) or the buffers held, whichever is more.
+        // C counts the cells allocated; here, the cells queued relay-wide (as the shards
+        // published them) or the buffers held, whichever is more.
         let current = budget.in_use().max(budget.reserved());
-        let to_recover = current.saturating_sub(oom_target(&budget)).max(1);
+        let excess = current.saturating_sub(oom_target(&budget));
+        let share = (u128::from(excess) * self.pool.reserved() as u128
+            / u128::from(budget.reserved().max(1))) as u64;
+        let to_recover = if forced { share.max(1) } else { share };
         let now = self.stamp(io.now);
         let mut order = ::core::mem::take(&mut self.oom_scratch);
         order.clear();
@@ -950,7 +958,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         // Oldest first; among equal ages the lower slot (C's sort is not stable either).
         order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let mut freed = 0u64;
-        for &(_, idx) in order.iter() {
+        for &(_, idx) in order.iter().take_while(|_| to_recover > 0) {
             if freed >= to_recover {
                 break;
             }

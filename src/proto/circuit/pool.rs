@@ -5,10 +5,13 @@
 //! exit connection, cross-shard overflow) lives in a shard's [`CellPool`]. The pools of all
 //! shards share one [`MemBudget`], C tor's `MaxMemInQueues` counted in cell buffers: a pool
 //! takes [`CHUNK_CELLS`] buffers at a time from the budget (one atomic update per chunk, no
-//! lock and nothing shared per cell), allocates their storage then, and gives a chunk back
-//! (storage and budget) once it is wholly free and the pool has another chunk's worth free.
-//! So a busy shard can hold most of the cap while an idle one holds almost nothing, the
-//! relay as a whole never holds more than the cap, and an idle relay's RSS stays small.
+//! lock and nothing shared per cell), allocates their storage when it first needs them, and
+//! gives a chunk back (storage and budget) once it is wholly free and the pool has another
+//! chunk's worth free. Each pool reserves its first chunk when it is created and never gives
+//! back its last one: a shard always has room for a chunk of cells of its own, so a busy
+//! shard holding the rest of the cap cannot make a quiet shard close its circuits. So a busy
+//! shard can hold most of the cap, the relay as a whole never holds more than the cap, and
+//! an idle relay's RSS stays small (storage is allocated only as cells are queued).
 //!
 //! Queues link slots by index, so queueing never allocates. Each slot records when its cell
 //! was queued (a coarse millisecond stamp, as C's `packed_cell_t::inserted_timestamp`): the
@@ -131,6 +134,8 @@ pub struct CellPool {
     /// Free slots over all chunks, and slots in all chunks.
     free: usize,
     reserved: usize,
+    /// Reserved from the budget but not allocated yet (the first chunk, until used).
+    grant: usize,
     /// `in_use()` as last added to the budget's `in_use`.
     published: usize,
 }
@@ -164,9 +169,11 @@ impl CellQueue {
 }
 
 impl CellPool {
-    /// An empty pool drawing on `budget`.
+    /// An empty pool drawing on `budget`; reserves (without allocating) its first chunk.
     pub fn new(budget: Arc<MemBudget>) -> Self {
+        let grant = budget.reserve_up_to(CHUNK_CELLS as u64) as usize;
         CellPool {
+            grant,
             budget,
             chunks: Vec::new(),
             vacant: Vec::new(),
@@ -187,8 +194,13 @@ impl CellPool {
         &self.budget
     }
 
-    /// Buffers this pool holds from the budget (in use or free).
+    /// Buffers this pool holds from the budget (in use, free, or not allocated yet).
     pub fn reserved(&self) -> usize {
+        self.reserved + self.grant
+    }
+
+    /// Buffers with storage (in use or free).
+    pub fn allocated(&self) -> usize {
         self.reserved
     }
 
@@ -228,7 +240,10 @@ impl CellPool {
     }
 
     fn grow(&mut self) -> bool {
-        let n = self.budget.reserve_up_to(CHUNK_CELLS as u64) as usize;
+        let n = match ::core::mem::take(&mut self.grant) {
+            0 => self.budget.reserve_up_to(CHUNK_CELLS as u64) as usize,
+            g => g,
+        };
         if n == 0 {
             self.budget.note_pressure();
             return false;
@@ -378,12 +393,17 @@ impl CellPool {
         }
     }
 
-    /// Gives every wholly free chunk back to the budget (after the OOM handler freed cells,
-    /// so other shards can use them). Returns the buffers given back.
+    /// Gives wholly free chunks back to the budget (after the OOM handler freed cells, so
+    /// other shards can use them), keeping a chunk's worth of free buffers as `pop` does.
+    /// Returns the buffers given back.
     pub fn trim(&mut self) -> usize {
         let before = self.reserved;
-        for id in 0..self.chunks.len() {
-            if matches!(&self.chunks[id], Some(c) if c.free as usize == c.slots.len()) {
+        for id in (0..self.chunks.len()).rev() {
+            let whole = match &self.chunks[id] {
+                Some(c) if c.free as usize == c.slots.len() => c.slots.len(),
+                _ => continue,
+            };
+            if self.free - whole >= CHUNK_CELLS {
                 self.release_chunk(id);
             }
         }
@@ -401,7 +421,7 @@ impl Drop for CellPool {
     fn drop(&mut self) {
         self.free = self.reserved;
         self.publish();
-        self.budget.release(self.reserved as u64);
+        self.budget.release((self.reserved + self.grant) as u64);
     }
 }
 
@@ -440,16 +460,16 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_reserved_until_a_cell_is_queued() {
+    fn nothing_is_allocated_until_a_cell_is_queued() {
         let budget = Arc::new(MemBudget::new(10 * CHUNK_CELLS as u64));
         let mut p = CellPool::new(budget.clone());
-        assert_eq!((p.reserved(), budget.reserved()), (0, 0));
+        // The first chunk is reserved, not allocated.
+        assert_eq!((p.allocated(), p.reserved()), (0, CHUNK_CELLS));
+        assert_eq!(budget.reserved(), CHUNK_CELLS as u64);
         let mut q = CellQueue::default();
         assert!(p.push(&mut q, ChanCmd::RELAY, &body(1), 0));
-        assert_eq!(
-            (p.reserved(), budget.reserved()),
-            (CHUNK_CELLS, CHUNK_CELLS as u64)
-        );
+        assert_eq!((p.allocated(), p.reserved()), (CHUNK_CELLS, CHUNK_CELLS));
+        assert_eq!(budget.reserved(), CHUNK_CELLS as u64);
         drop(p);
         assert_eq!(budget.reserved(), 0, "a dropped pool gives its chunks back");
         assert_eq!(budget.in_use(), 0);
@@ -492,12 +512,39 @@ mod tests {
         }
         assert!(!b.push(&mut qb, ChanCmd::RELAY, &body(3), 3));
         assert_eq!(budget.reserved(), cap as u64);
-        // `trim` gives back the last, wholly free chunk too.
-        assert_eq!(a.trim(), CHUNK_CELLS);
-        assert_eq!(
-            (a.reserved(), budget.reserved()),
-            (0, 3 * CHUNK_CELLS as u64)
-        );
+        // A pool keeps its last chunk: `a` can still queue a chunk of cells of its own.
+        assert_eq!(a.trim(), 0);
+        for _ in 0..CHUNK_CELLS {
+            assert!(a.push(&mut qa, ChanCmd::RELAY, &body(4), 4));
+        }
+        assert!(!a.push(&mut qa, ChanCmd::RELAY, &body(4), 4));
+        b.clear(&mut qb);
+        assert_eq!(b.reserved(), CHUNK_CELLS);
+        assert_eq!(budget.reserved(), 2 * CHUNK_CELLS as u64);
+    }
+
+    /// After the OOM handler frees cells, `trim` gives back wholly free chunks `pop` kept,
+    /// but not the last chunk's worth.
+    #[test]
+    fn trim_gives_back_wholly_free_chunks_but_the_last() {
+        let budget = Arc::new(MemBudget::new(8 * CHUNK_CELLS as u64));
+        let mut p = CellPool::new(budget.clone());
+        let (mut a, mut b, mut c) = Default::default();
+        for (q, n) in [(&mut a, 100), (&mut b, 2 * CHUNK_CELLS), (&mut c, 100)] {
+            for _ in 0..n {
+                assert!(p.push(q, ChanCmd::RELAY, &body(1), 1));
+            }
+        }
+        assert_eq!(p.reserved(), 3 * CHUNK_CELLS);
+        // `b` spans the end of chunk 0, all of chunk 1 and the start of chunk 2.
+        p.clear(&mut b);
+        assert_eq!(p.trim(), CHUNK_CELLS);
+        assert_eq!(p.reserved(), 2 * CHUNK_CELLS);
+        assert_eq!(budget.reserved(), 2 * CHUNK_CELLS as u64);
+        p.clear(&mut a);
+        p.clear(&mut c);
+        assert_eq!(p.trim(), 0);
+        assert_eq!(p.reserved(), CHUNK_CELLS);
     }
 
     /// Allocation prefers low chunks, so after a burst the high chunks drain and go back
