@@ -1082,7 +1082,7 @@ fn shards_share_one_memory_cap() {
     let (ha, ba) = blocked_middles(&mut a, 2);
     let (hb, bb) = blocked_middles(&mut b, 2);
     let body = [9u8; CELL_BODY_LEN];
-    let mut queue = |r: &mut Relay, chan: &ChanInfo, h: &NextHop, n: usize| {
+    let queue = |r: &mut Relay, chan: &ChanInfo, h: &NextHop, n: usize| {
         for _ in 0..n {
             let acts = r.cell(chan, h.circ_id, ChanCmd::RELAY, body);
             assert!(acts.is_empty(), "{acts:?}");

@@ -477,6 +477,12 @@ fn slow_readers_hit_the_memory_cap_and_the_oldest_circuits_are_destroyed() {
     // Fors told B of each circuit it closed, with RESOURCELIMIT. (Which go first, the
     // oldest queued cell, is checked in tests/circuit_core.rs: here the stamps of B's
     // round-robin cells tie within a millisecond, so the order is printed only.)
+    for _ in 0..100 {
+        if hop.state.lock().unwrap().destroys.len() as u64 >= oom {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     hop.stop.store(true, Ordering::Relaxed);
     let st = hop.state.lock().unwrap();
     let victims: Vec<usize> = st

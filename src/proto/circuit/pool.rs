@@ -250,6 +250,11 @@ impl CellPool {
         }
         let id = match self.vacant.pop() {
             Some(id) => id,
+            None if (self.chunks.len() + 1) * CHUNK_CELLS >= NIL as usize => {
+                // Slot indices are u32 (NIL excluded); unreachable below ~4 G cells.
+                self.budget.release(n as u64);
+                return false;
+            }
             None => {
                 self.chunks.push(None);
                 self.in_open.push(false);
