@@ -9,7 +9,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::crypto::{CellBody, HopCrypto};
 use super::metrics::CircuitMetrics;
-use super::pool::{CellPool, CellQueue, MemBudget};
+use super::pool::{CellPool, CellQueue, MemBudget, CHUNK_CELLS};
 use super::table::{CircHandle, CircState, Circuit, CircuitTable, Next, Side};
 use super::{
     destroy_body, Action, ActionSink, ChanId, ChanInfo, CircuitConfig, ExtendTarget, InputError,
@@ -934,7 +934,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// DESTROY RESOURCELIMIT toward both hops. A shard cannot touch another's circuits, so
     /// each shard frees its share of that excess, in proportion to the buffers it holds,
     /// from its own oldest circuits: the shard that needs memory at once (`forced`: at
-    /// least one cell), the others on their next tick (the budget's pressure count, see
+    /// least a quarter chunk or the whole excess, at least one cell), the others on their next tick (the budget's pressure count, see
     /// `tick`) if the cells queued relay-wide are still above 90 %. Wholly free chunks then
     /// go back to the budget for every shard to use.
     fn out_of_memory(&mut self, io: &mut CoreIo<'_>, forced: bool) {
@@ -946,7 +946,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let excess = current.saturating_sub(oom_target(&budget));
         let share = (u128::from(excess) * self.pool.reserved() as u128
             / u128::from(budget.reserved().max(1))) as u64;
-        let to_recover = if forced { share.max(1) } else { share };
+        // The shard that must make room frees at least a quarter chunk (or the whole
+        // excess if smaller), so a shard with a small share does not sort its circuits
+        // every few cells while the others have not answered yet.
+        let to_recover = if forced {
+            share.max(excess.min(CHUNK_CELLS as u64 / 4)).max(1)
+        } else {
+            share
+        };
         let now = self.stamp(io.now);
         let mut order = ::core::mem::take(&mut self.oom_scratch);
         order.clear();
