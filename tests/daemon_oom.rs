@@ -13,6 +13,8 @@
 //! (A client cannot fill the queues toward itself by sending requests: Fors stops reading
 //! a channel whose own output is backed up.)
 //!
+//! Then a SIGHUP halves the cap, and the relay frees down to 90 % of it.
+//!
 //! No `tor` needed. Randomness (CREATE_FAST keys, cell bodies) comes from a seeded RNG
 //! whose seed is printed.
 
@@ -72,6 +74,7 @@ fn torrc(dir: &Path, nick: &str, or_port: u16, metrics_port: u16, extra: &str) -
 
 struct Relay {
     daemon: Fors,
+    rc: std::path::PathBuf,
     or: SocketAddr,
     metrics: SocketAddr,
 }
@@ -85,6 +88,7 @@ fn start(dir: &Path, nick: &str, extra: &str) -> Relay {
     daemon.wait_for("the relay is running", Duration::from_secs(120));
     Relay {
         daemon,
+        rc,
         or: SocketAddr::from(([127, 0, 0, 1], or_port)),
         metrics: SocketAddr::from(([127, 0, 0, 1], m_port)),
     }
@@ -483,7 +487,6 @@ fn slow_readers_hit_the_memory_cap_and_the_oldest_circuits_are_destroyed() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    hop.stop.store(true, Ordering::Relaxed);
     let st = hop.state.lock().unwrap();
     let victims: Vec<usize> = st
         .destroys
@@ -500,6 +503,48 @@ fn slow_readers_hit_the_memory_cap_and_the_oldest_circuits_are_destroyed() {
         "the reading client's circuit was closed"
     );
     drop(st);
+
+    // MaxMemInQueues is live: halve the cap with SIGHUP; within a few ticks the shards
+    // free their shares down to 90 % of the new cap.
+    let text = std::fs::read_to_string(&a.rc).unwrap();
+    let half = CAP_BYTES / 2;
+    std::fs::write(
+        &a.rc,
+        text.replace(
+            &format!("TestingMaxMemInQueues {} MB", CAP_BYTES >> 20),
+            &format!("TestingMaxMemInQueues {} MB", half >> 20),
+        ),
+    )
+    .unwrap();
+    a.daemon.signal(libc::SIGHUP);
+    a.daemon.wait_for(
+        &format!("MaxMemInQueues is now {} MB (Testing)", half >> 20),
+        STEP,
+    );
+    let target = half / fors::proto::circuit::CELL_MEM_COST * 9 / 10;
+    let mut queued = u64::MAX;
+    for _ in 0..100 {
+        m = http_get(a.metrics, "/metrics");
+        queued = sum(&m, "fors_relay_all_shards_queued_cells");
+        if queued <= target {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let oom_after = sum(
+        &m,
+        "fors_relay_all_shards_circuits_killed_total{reason=\"oom\"}",
+    );
+    eprintln!(
+        "after SIGHUP to {} MB: queued {queued} (90 %: {target}); oom kills {oom_after}",
+        half >> 20
+    );
+    assert!(
+        queued <= target,
+        "{queued} cells queued after lowering the cap"
+    );
+    assert!(oom_after > oom);
+    let oom = oom_after;
 
     // The slow client reads at last: a DESTROY RESOURCELIMIT for each circuit the cap
     // closed, among the RELAY cells queued before.
@@ -527,4 +572,5 @@ fn slow_readers_hit_the_memory_cap_and_the_oldest_circuits_are_destroyed() {
     }
     assert_eq!(destroyed.len() as u64, oom, "DESTROYs the slow client got");
     assert!(a.daemon.child.try_wait().unwrap().is_none(), "Fors died");
+    hop.stop.store(true, Ordering::Relaxed);
 }

@@ -151,6 +151,9 @@ struct Relay {
     dos_options: Arc<SnapshotCell<crate::dos::DosOptions>>,
     /// The consensus view the shards read (for the DoS heartbeat's thresholds).
     network: Option<Arc<SnapshotCell<NetworkSnapshot>>>,
+    /// The shards' shared cell-memory budget and the profile's `max_mem_in_queues_bytes`
+    /// (a reload recomputes the cap from the new torrc).
+    mem_budget: Option<(Arc<crate::proto::circuit::MemBudget>, u64)>,
 }
 
 impl Relay {
@@ -184,6 +187,7 @@ impl Relay {
             started,
             dos_options: SnapshotCell::new(dos_options),
             network: None,
+            mem_budget: None,
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -283,8 +287,11 @@ impl Relay {
             dos_table.capacity() * ClientAddrTable::SLOT_BYTES / 1024
         );
         let dos_options = self.dos_options.clone();
-        let (mem_cap, mem_source) =
-            shardcfg::max_mem_in_queues(config, profile, shardcfg::total_system_memory());
+        let (mem_cap, mem_source) = shardcfg::max_mem_in_queues(
+            config,
+            profile.max_mem_in_queues_bytes,
+            shardcfg::total_system_memory(),
+        );
         log_notice!(
             "MaxMemInQueues is {} MB ({mem_source:?}), shared by all shards.",
             mem_cap >> 20
@@ -294,6 +301,10 @@ impl Relay {
             config.network_timings.extend_allow_private_addresses,
             mem_cap,
         );
+        self.mem_budget = circuits
+            .mem_budget
+            .clone()
+            .map(|b| (b, profile.max_mem_in_queues_bytes));
         // An exit resolves hostnames: its resolv.conf must be usable before we start.
         let resolver = if exit_policy.is_reject_star() {
             None
@@ -640,6 +651,15 @@ impl Relay {
                 exit_policy: Box::new(exit_policy),
                 descriptor_changed,
             });
+        }
+        if let Some((budget, profile_bytes)) = &self.mem_budget {
+            let (cap, source) =
+                shardcfg::max_mem_in_queues(&new, *profile_bytes, shardcfg::total_system_memory());
+            let cells = cap / crate::proto::circuit::CELL_MEM_COST;
+            if cells != budget.cap_cells() {
+                budget.set_cap_bytes(cap);
+                log_notice!("MaxMemInQueues is now {} MB ({source:?}).", cap >> 20);
+            }
         }
         if new.dos != self.config.dos
             || new.publish_server_descriptor != self.config.publish_server_descriptor

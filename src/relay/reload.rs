@@ -104,8 +104,8 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         dir_ports => "DirPort", Restart;
         publish_server_descriptor => "PublishServerDescriptor", NextDescriptor;
         assume_reachable => "AssumeReachable", NextDescriptor;
-        max_mem_in_queues => "MaxMemInQueues", Restart;
-        testing_max_mem_in_queues => "TestingMaxMemInQueues", Restart;
+        max_mem_in_queues => "MaxMemInQueues", Now;
+        testing_max_mem_in_queues => "TestingMaxMemInQueues", Now;
         shutdown_wait_length => "ShutdownWaitLength", Now;
         user => "User", Restart;
         dos => "DoSCircuitCreation*/DoSConnection*", Now;

@@ -107,20 +107,21 @@ pub enum MemCapSource {
 }
 
 /// The cap on memory for queued cells: `TestingMaxMemInQueues` in a testing network, else
-/// the torrc's `MaxMemInQueues`, else the profile's `max_mem_in_queues_bytes`, else C tor's
+/// the torrc's `MaxMemInQueues`, else the profile's `max_mem_in_queues_bytes`
+/// (`profile_bytes`), else C tor's
 /// default ([`default_max_mem_in_queues`]). The config parsers already raised values under
 /// 256 MB to 256 MB (C tor's warning threshold for relays).
 pub fn max_mem_in_queues(
     config: &crate::config::Config,
-    profile: &HardwareProfile,
+    profile_bytes: u64,
     total_ram: Option<u64>,
 ) -> (u64, MemCapSource) {
     if config.testing_tor_network && config.testing_max_mem_in_queues != 0 {
         (config.testing_max_mem_in_queues, MemCapSource::Testing)
     } else if config.max_mem_in_queues != 0 {
         (config.max_mem_in_queues, MemCapSource::Torrc)
-    } else if profile.max_mem_in_queues_bytes != 0 {
-        (profile.max_mem_in_queues_bytes, MemCapSource::Profile)
+    } else if profile_bytes != 0 {
+        (profile_bytes, MemCapSource::Profile)
     } else {
         (
             default_max_mem_in_queues(total_ram),
@@ -283,17 +284,17 @@ mod tests {
         let ram = Some(4u64 << 30);
         let c = parse(base);
         assert_eq!(
-            max_mem_in_queues(&c, &p, ram),
+            max_mem_in_queues(&c, p.max_mem_in_queues_bytes, ram),
             (3 << 30, MemCapSource::Auto { total_ram: ram })
         );
         p.max_mem_in_queues_bytes = 1 << 30;
         assert_eq!(
-            max_mem_in_queues(&c, &p, ram),
+            max_mem_in_queues(&c, p.max_mem_in_queues_bytes, ram),
             (1 << 30, MemCapSource::Profile)
         );
         let c = parse(&format!("{base}MaxMemInQueues 512 MB\n"));
         assert_eq!(
-            max_mem_in_queues(&c, &p, ram),
+            max_mem_in_queues(&c, p.max_mem_in_queues_bytes, ram),
             (512 << 20, MemCapSource::Torrc)
         );
         // The testing knob needs a testing network (parse_str refuses it otherwise).
@@ -303,7 +304,7 @@ mod tests {
              127.0.0.1:1 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n"
         ));
         assert_eq!(
-            max_mem_in_queues(&c, &p, ram),
+            max_mem_in_queues(&c, p.max_mem_in_queues_bytes, ram),
             (4 << 20, MemCapSource::Testing)
         );
         assert!(crate::config::parse_str(

@@ -47,7 +47,8 @@ pub const CELL_MEM_COST: u64 = std::mem::size_of::<Slot>() as u64;
 /// pool. Pools reserve whole chunks; nothing here is touched per cell.
 #[derive(Debug)]
 pub struct MemBudget {
-    cap_cells: u64,
+    /// The cap; changed only by a reload (`set_cap_cells`).
+    cap_cells: AtomicU64,
     reserved: AtomicU64,
     /// Cells queued in all pools, as each pool last published it (a pool publishes when
     /// its count moved by [`PUBLISH_STEP`], so this is within shards × step of the truth).
@@ -61,7 +62,7 @@ impl MemBudget {
     /// A budget of `cap_cells` cell buffers.
     pub fn new(cap_cells: u64) -> Self {
         MemBudget {
-            cap_cells: cap_cells.min(u64::from(NIL - 1)),
+            cap_cells: AtomicU64::new(cap_cells.min(u64::from(NIL - 1))),
             reserved: AtomicU64::new(0),
             in_use: AtomicU64::new(0),
             pressure: AtomicU64::new(0),
@@ -74,7 +75,21 @@ impl MemBudget {
     }
 
     pub fn cap_cells(&self) -> u64 {
+        self.cap_cells.load(Ordering::Relaxed)
+    }
+
+    /// Changes the cap (SIGHUP). Pools stop taking chunks while above it, and the pressure
+    /// count tells every shard to free its share on its next tick if the cells queued are
+    /// above 90 % of the new cap.
+    pub fn set_cap_cells(&self, cap_cells: u64) {
         self.cap_cells
+            .store(cap_cells.clamp(1, u64::from(NIL - 1)), Ordering::Relaxed);
+        self.note_pressure();
+    }
+
+    /// [`MemBudget::set_cap_cells`] in bytes.
+    pub fn set_cap_bytes(&self, bytes: u64) {
+        self.set_cap_cells(bytes / CELL_MEM_COST);
     }
 
     /// Buffers all pools hold now (in use or free within their chunks).
@@ -102,7 +117,7 @@ impl MemBudget {
         let _ = self
             .reserved
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| {
-                got = n.min(self.cap_cells.saturating_sub(r));
+                got = n.min(self.cap_cells().saturating_sub(r));
                 (got > 0).then_some(r + got)
             });
         got
@@ -550,6 +565,31 @@ mod tests {
         p.clear(&mut c);
         assert_eq!(p.trim(), 0);
         assert_eq!(p.reserved(), CHUNK_CELLS);
+    }
+
+    #[test]
+    fn a_lower_cap_stops_growth_until_below_it() {
+        let budget = Arc::new(MemBudget::new(4 * CHUNK_CELLS as u64));
+        let mut p = CellPool::new(budget.clone());
+        let mut q = CellQueue::default();
+        for _ in 0..3 * CHUNK_CELLS {
+            assert!(p.push(&mut q, ChanCmd::RELAY, &body(1), 1));
+        }
+        let pressure = budget.pressure();
+        budget.set_cap_bytes(2 * CHUNK_CELLS as u64 * CELL_MEM_COST);
+        assert_eq!(budget.cap_cells(), 2 * CHUNK_CELLS as u64);
+        assert!(
+            budget.pressure() > pressure,
+            "shards must look at the new cap"
+        );
+        // Above the new cap: no chunk until enough goes back.
+        assert!(!p.push(&mut q, ChanCmd::RELAY, &body(1), 1));
+        p.clear(&mut q);
+        assert_eq!(budget.reserved(), CHUNK_CELLS as u64);
+        for _ in 0..2 * CHUNK_CELLS {
+            assert!(p.push(&mut q, ChanCmd::RELAY, &body(1), 1));
+        }
+        assert!(!p.push(&mut q, ChanCmd::RELAY, &body(1), 1));
     }
 
     /// Allocation prefers low chunks, so after a burst the high chunks drain and go back
