@@ -499,10 +499,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.onion_q.len()
     }
 
-    /// Periodic work: the onion queue (including expiry), and the memory cap: if another
-    /// shard hit the relay-wide cap since the last tick and the cells queued relay-wide are
-    /// still above 90 % of it, this shard frees its own oldest circuits too (see `out_of_memory`), so a
-    /// shard holding most of the memory gives it up even when a quieter shard hit the cap.
+    /// Periodic work: the onion queue (including expiry), and the memory cap: if a shard
+    /// hit the relay-wide cap (or a reload changed it) since the last tick and the cells
+    /// queued relay-wide are above 90 % of it, this shard frees its share from its oldest
+    /// circuits (`out_of_memory`), so a shard holding most of the memory gives it up even
+    /// when a quieter shard hit the cap.
     pub fn tick(&mut self, io: &mut CoreIo<'_>) {
         self.process_onion_queue(io);
         if self.pool.budget().pressure() != self.seen_pressure {
@@ -933,10 +934,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// of their oldest queued cell (circuit queues and stream buffers), oldest first, with
     /// DESTROY RESOURCELIMIT toward both hops. A shard cannot touch another's circuits, so
     /// each shard frees its share of that excess, in proportion to the buffers it holds,
-    /// from its own oldest circuits: the shard that needs memory at once (`forced`: at
-    /// least a quarter chunk or the whole excess, at least one cell), the others on their next tick (the budget's pressure count, see
-    /// `tick`) if the cells queued relay-wide are still above 90 %. Wholly free chunks then
-    /// go back to the budget for every shard to use.
+    /// from its own oldest circuits: the shard that needs memory at once (`forced`), the
+    /// others on their next tick (the budget's pressure count, see `tick`) if the cells
+    /// queued relay-wide are still above 90 %. Wholly free chunks then go back to the
+    /// budget for every shard to use.
     fn out_of_memory(&mut self, io: &mut CoreIo<'_>, forced: bool) {
         self.pool.publish();
         let budget = self.pool.budget().clone();
@@ -954,6 +955,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         } else {
             share
         };
+        if to_recover == 0 {
+            self.seen_pressure = budget.pressure();
+            return;
+        }
         let now = self.stamp(io.now);
         let mut order = ::core::mem::take(&mut self.oom_scratch);
         order.clear();
@@ -965,7 +970,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         // Oldest first; among equal ages the lower slot (C's sort is not stable either).
         order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let mut freed = 0u64;
-        for &(_, idx) in order.iter().take_while(|_| to_recover > 0) {
+        for &(_, idx) in order.iter() {
             if freed >= to_recover {
                 break;
             }
