@@ -653,8 +653,14 @@ impl Relay {
             });
         }
         if let Some((budget, profile_bytes)) = &self.mem_budget {
-            let (cap, source) =
-                shardcfg::max_mem_in_queues(&new, *profile_bytes, shardcfg::total_system_memory());
+            // TestingTorNetwork needs a restart, and so the testing cap with it.
+            let mut effective = new.clone();
+            effective.testing_tor_network &= self.started_config.testing_tor_network;
+            let (cap, source) = shardcfg::max_mem_in_queues(
+                &effective,
+                *profile_bytes,
+                shardcfg::total_system_memory(),
+            );
             let cells = cap / crate::proto::circuit::CELL_MEM_COST;
             if cells != budget.cap_cells() {
                 budget.set_cap_bytes(cap);
