@@ -16,7 +16,8 @@ use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::crypto::handshake::NtorClient;
 use fors::exit::dns::{Answer, DnsFailure, FailureCause, HostRequest, Resolution};
 use fors::proto::circuit::{
-    Action, ChanId, CircuitConfig, ConnectError, ExtendDone, NextHop, ShardIdx,
+    Action, ChanId, ChanInfo, CircuitConfig, ConnectError, ExtendDone, MemBudget, NextHop,
+    ShardIdx, CHUNK_CELLS,
 };
 use fors::proto::flow::RANDOM_SENDME_PAYLOAD_LEN;
 
@@ -979,64 +980,166 @@ fn create2_flood_stays_bounded_and_open_circuits_keep_moving() {
     assert_eq!(r.core.circuit_count(), 5);
 }
 
-#[test]
-fn memory_cap_kills_the_circuit_with_most_queued_cells() {
-    let cfg = CircuitConfig {
-        pool_cells: 16,
-        oom_target_free: 4,
-        ..test_config()
-    };
-    let mut a = Relay::new(1, cfg, "reject *:*", TestNet::default());
-    let n1 = NextHop {
-        chan: ChanId(50),
-        shard: ShardIdx(0),
-        circ_id: CircId(0x8000_0100),
-    };
-    let n2 = NextHop {
-        chan: ChanId(50),
-        shard: ShardIdx(0),
-        circ_id: CircId(0x8000_0200),
-    };
-    let mut c1 = Client::new(client_chan(1), 0x8000_0001);
-    middle_with_next(&mut a, &mut c1, n1);
-    let mut c2 = Client::new(client_chan(2), 0x8000_0001);
-    middle_with_next(&mut a, &mut c2, n2);
+/// `n` middle circuits of relay `a`, circuit k from client channel k+1 to next hop
+/// (channel 50, circuit ID 0x8000_0100 + k); every client channel blocked, so backward cells
+/// queue at `a`.
+fn blocked_middles(a: &mut Relay, n: u32) -> (Vec<NextHop>, ChanInfo) {
+    let mut hops = Vec::new();
+    for k in 0..n {
+        let next = NextHop {
+            chan: ChanId(50),
+            shard: ShardIdx(0),
+            circ_id: CircId(0x8000_0100 + k),
+        };
+        let mut cl = Client::new(client_chan(u64::from(k) + 1), 0x8000_0001);
+        middle_with_next(a, &mut cl, next);
+        a.core.channel_blocked(ChanId(u64::from(k) + 1));
+        hops.push(next);
+    }
     let b_side = relay_chan(
         50,
         &Relay::new(2, test_config(), "reject *:*", TestNet::default()).id,
         true,
     );
-    // The client channels are blocked: backward cells queue at A.
-    a.core.channel_blocked(ChanId(1));
-    a.core.channel_blocked(ChanId(2));
-    for _ in 0..10 {
-        assert!(a
-            .cell(&b_side, n1.circ_id, ChanCmd::RELAY, [1; CELL_BODY_LEN])
-            .is_empty());
+    (hops, b_side)
+}
+
+/// C tor's `circuits_handle_oom`: the circuits whose oldest queued cell is oldest go first
+/// (not the biggest queues), with DESTROY RESOURCELIMIT both ways, until the cells freed
+/// bring the total below 90 % of the cap; the rest are untouched.
+#[test]
+fn memory_cap_frees_the_oldest_queues_first_down_to_90_percent() {
+    let cfg = CircuitConfig {
+        pool_cells: 100,
+        max_queue_per_circuit: 1000,
+        ..test_config()
+    };
+    let mut a = Relay::new(1, cfg, "reject *:*", TestNet::default());
+    let (hops, b_side) = blocked_middles(&mut a, 4);
+    // Oldest first: 5, 5, 10 and 80 cells, 10 ms apart: the pool (100) is full.
+    for (k, n) in [5, 5, 10, 80].into_iter().enumerate() {
+        for _ in 0..n {
+            let acts = a.cell(
+                &b_side,
+                hops[k].circ_id,
+                ChanCmd::RELAY,
+                [k as u8; CELL_BODY_LEN],
+            );
+            assert!(acts.is_empty(), "{acts:?}");
+        }
+        a.advance(Duration::from_millis(10));
     }
-    for _ in 0..6 {
-        assert!(a
-            .cell(&b_side, n2.circ_id, ChanCmd::RELAY, [2; CELL_BODY_LEN])
-            .is_empty());
+    assert_eq!(a.core.metrics().queued_cells, 100);
+    // One more for the biggest queue: 10 cells must go (100 → 90); the two oldest
+    // circuits hold 5 each.
+    let acts = a.cell(&b_side, hops[3].circ_id, ChanCmd::RELAY, [3; CELL_BODY_LEN]);
+    let mut got: Vec<(ChanId, CircId, DestroyReason)> = cells(&acts)
+        .iter()
+        .map(|x| {
+            assert_eq!(x.2, ChanCmd::DESTROY);
+            (x.0, x.1, destroy_reason(&x.3))
+        })
+        .collect();
+    got.sort_by_key(|x| (x.0, x.1));
+    let rl = DestroyReason::ResourceLimit;
+    assert_eq!(
+        got,
+        vec![
+            (ChanId(1), CircId(0x8000_0001), rl),
+            (ChanId(2), CircId(0x8000_0001), rl),
+            (ChanId(50), hops[0].circ_id, rl),
+            (ChanId(50), hops[1].circ_id, rl),
+        ]
+    );
+    assert_eq!(a.core.metrics().oom_kills, 2);
+    assert_eq!(a.core.circuit_count(), 2);
+    assert_eq!(a.core.metrics().queued_cells, 91);
+    // The others are untouched: their queues flush whole and in order.
+    for (chan, n) in [(ChanId(3), 10), (ChanId(4), 81)] {
+        let (_, acts) = a.io(|c, io| c.channel_unblocked(chan, io));
+        let c = cells(&acts);
+        assert_eq!(c.len(), n);
+        assert!(c.iter().all(|x| x.0 == chan && x.2 == ChanCmd::RELAY));
     }
-    assert_eq!(a.core.metrics().queued_cells, 16);
-    // The 17th cell needs a buffer: circuit 1 (10 cells) is the victim.
-    let acts = a.cell(&b_side, n2.circ_id, ChanCmd::RELAY, [2; CELL_BODY_LEN]);
+    assert_eq!(a.core.metrics().queued_cells, 0);
+}
+
+/// Two shards under one cap. Each keeps a chunk of its own, so the quiet one can queue
+/// while the busy one holds the rest. When the quiet one needs more and the cap is reached,
+/// each frees its share of the excess over 90 % (by buffers held) from its own oldest
+/// circuits: the quiet one at once, the busy one on its next tick.
+#[test]
+fn shards_share_one_memory_cap() {
+    const CAP: u64 = 20 * CHUNK_CELLS as u64; // 90 %: 4608 cells
+    let budget = std::sync::Arc::new(MemBudget::new(CAP));
+    let cfg = CircuitConfig {
+        mem_budget: Some(budget.clone()),
+        max_queue_per_circuit: 4000,
+        ..test_config()
+    };
+    let mut a = Relay::new(1, cfg.clone(), "reject *:*", TestNet::default());
+    let mut b = Relay::new(3, cfg, "reject *:*", TestNet::default());
+    let (ha, ba) = blocked_middles(&mut a, 2);
+    let (hb, bb) = blocked_middles(&mut b, 2);
+    let body = [9u8; CELL_BODY_LEN];
+    let queue = |r: &mut Relay, chan: &ChanInfo, h: &NextHop, n: usize| {
+        for _ in 0..n {
+            let acts = r.cell(chan, h.circ_id, ChanCmd::RELAY, body);
+            assert!(acts.is_empty(), "{acts:?}");
+        }
+        r.advance(Duration::from_millis(5));
+    };
+    // A takes all but B's chunk: 2000 older cells, then 2864 newer ones.
+    queue(&mut a, &ba, &ha[0], 2000);
+    queue(&mut a, &ba, &ha[1], 2864);
+    assert_eq!(budget.reserved(), CAP);
+    assert_eq!(
+        a.core.metrics().cell_buffers_reserved,
+        CAP - CHUNK_CELLS as u64
+    );
+    // B still queues a chunk's worth (older cells first).
+    b.advance(Duration::from_millis(20));
+    queue(&mut b, &bb, &hb[0], 100);
+    queue(&mut b, &bb, &hb[1], CHUNK_CELLS - 100);
+    assert_eq!(b.core.metrics().queued_cells, CHUNK_CELLS as u64);
+    // One more for B: 5120 − 4608 = 512 to free, B's share 512 × 256 / 5120 = 25: its
+    // oldest circuit (100 cells) goes; the cell is queued.
+    let acts = b.cell(&bb, hb[1].circ_id, ChanCmd::RELAY, body);
     let c = cells(&acts);
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert!(c.iter().any(|x| x.1 == hb[0].circ_id));
     assert!(c
         .iter()
         .all(|x| x.2 == ChanCmd::DESTROY && destroy_reason(&x.3) == DestroyReason::ResourceLimit));
-    assert!(c.iter().any(|x| x.0 == n1.chan && x.1 == n1.circ_id));
-    assert_eq!(a.core.metrics().oom_kills, 1);
-    assert_eq!(a.core.circuit_count(), 1);
-    assert_eq!(a.core.metrics().queued_cells, 7);
-    // Unblocking flushes circuit 2's queue in order.
-    let (_, acts) = a.io(|c, io| c.channel_unblocked(ChanId(2), io));
+    assert_eq!(b.core.metrics().oom_kills, 1);
+    assert_eq!(b.core.metrics().queued_cells, CHUNK_CELLS as u64 - 100 + 1);
+    assert_eq!(a.core.circuit_count(), 2, "B cannot touch A's circuits");
+    // A's tick: 5021 cells queued > 4608; A's share 512 × 4864 / 5120 = 486: its oldest
+    // circuit (2000 cells) goes, and the chunks it held go back to the budget.
+    let (_, acts) = a.io(|c, io| c.tick(io));
     let c = cells(&acts);
-    assert_eq!(c.len(), 7);
-    assert!(c.iter().all(|x| x.0 == ChanId(2) && x.2 == ChanCmd::RELAY));
-    assert_eq!(a.core.metrics().queued_cells, 0);
-    let _ = c2.open_all(&[]);
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert!(c.iter().any(|x| x.1 == ha[0].circ_id));
+    assert!(c
+        .iter()
+        .all(|x| x.2 == ChanCmd::DESTROY && destroy_reason(&x.3) == DestroyReason::ResourceLimit));
+    assert_eq!(a.core.metrics().oom_kills, 1);
+    assert_eq!(a.core.metrics().queued_cells, 2864);
+    assert!(
+        budget.reserved() <= CAP - 6 * CHUNK_CELLS as u64,
+        "{}",
+        budget.reserved()
+    );
+    // No new pressure: the next tick does nothing.
+    assert!(a.io(|c, io| c.tick(io)).1.is_empty());
+    // B grows into the memory A gave back.
+    queue(&mut b, &bb, &hb[1], 2 * CHUNK_CELLS);
+    assert_eq!(b.core.circuit_count(), 1);
+    assert_eq!(
+        budget.reserved(),
+        a.core.metrics().cell_buffers_reserved + b.core.metrics().cell_buffers_reserved
+    );
+    assert!(budget.reserved() <= CAP);
 }
 
 #[test]

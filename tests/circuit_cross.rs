@@ -176,7 +176,6 @@ fn destroy_from_the_next_hops_shard_reaches_the_client_only() {
 fn cells_held_outside_the_core_count_against_the_memory_cap() {
     let cfg = CircuitConfig {
         pool_cells: 8,
-        oom_target_free: 2,
         ..test_config()
     };
     let mut a = Relay::new(1, cfg, "reject *:*", TestNet::default());
@@ -197,7 +196,7 @@ fn cells_held_outside_the_core_count_against_the_memory_cap() {
         assert!(ok && acts.is_empty());
     }
     assert_eq!(a.core.metrics().queued_cells, 8);
-    // One more: the memory cap evicts the circuit with the most queued cells.
+    // One more: the memory cap (8 cells, 90 % = 7) evicts the circuit with the oldest cells.
     let (ok, acts) = a.io(|c, io| c.charge_external_cell(io));
     assert!(ok);
     assert_eq!(a.core.circuit_count(), 0);

@@ -76,7 +76,6 @@ fuzz_target!(|data: &[u8]| {
         onion_queue_len: 2,
         onions_per_run: 1,
         pool_cells: 24,
-        oom_target_free: 4,
         max_queue_per_circuit: 12,
         max_optimistic_cells: 3,
         extend_allow_private: true,

@@ -67,6 +67,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("ServerDNSResolvConfFile", OptionKind::Single),
     ("ShutdownWaitLength", OptionKind::Single),
     ("SocksPort", OptionKind::List),
+    ("TestingMaxMemInQueues", OptionKind::Single),
     ("TestingTorNetwork", OptionKind::Single),
     ("User", OptionKind::Single),
 ];

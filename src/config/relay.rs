@@ -151,6 +151,9 @@ pub struct Config {
     pub assume_reachable: bool,
     /// Bytes; 0 = derive from the machine's memory (C tor's "auto").
     pub max_mem_in_queues: u64,
+    /// Fors-only, `TestingTorNetwork` only: a cap on queued cells below the 256 MB minimum
+    /// of `MaxMemInQueues`, so tests can reach it quickly. 0 = unset.
+    pub testing_max_mem_in_queues: u64,
     pub shutdown_wait_length: Duration,
     /// `HeartbeatPeriod`: how often the heartbeat lines are logged; zero disables them.
     pub heartbeat_period: Duration,
@@ -507,6 +510,15 @@ impl Builder<'_> {
             }
             max_mem_in_queues = MIN_MAX_MEM_IN_QUEUES;
         }
+        let testing_max_mem_in_queues = self.memunit("TestingMaxMemInQueues", 0)?;
+        if let (Some(v), false) = (raw.single("TestingMaxMemInQueues"), testing_tor_network) {
+            // As C tor for its Testing* options.
+            return Err(bad(
+                "TestingMaxMemInQueues",
+                v,
+                "may only be changed in testing Tor networks (TestingTorNetwork 1)",
+            ));
+        }
         let shutdown_wait_length = match raw.single("ShutdownWaitLength") {
             None => Duration::from_secs(30),
             Some(v) => parse_interval(&v.value).map_err(|e| bad("ShutdownWaitLength", v, e))?,
@@ -587,6 +599,7 @@ impl Builder<'_> {
             publish_server_descriptor,
             assume_reachable: self.bool("AssumeReachable", false)?,
             max_mem_in_queues,
+            testing_max_mem_in_queues,
             shutdown_wait_length,
             heartbeat_period,
             user,

@@ -180,6 +180,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "IPv6Exit" => b(c.ipv6_exit),
         "Log" => c.logs.iter().map(|l| l.raw.clone()).collect(),
         "MaxMemInQueues" => one(c.max_mem_in_queues),
+        "TestingMaxMemInQueues" => one(c.testing_max_mem_in_queues),
         "MetricsPort" => c.metrics_ports.iter().map(listen_port).collect(),
         "MetricsPortPolicy" => c
             .metrics_port_policy
@@ -247,7 +248,8 @@ pub fn type_name(name: &str) -> &'static str {
         | "BandwidthRate"
         | "RelayBandwidthBurst"
         | "RelayBandwidthRate"
-        | "MaxMemInQueues" => "DataSize",
+        | "MaxMemInQueues"
+        | "TestingMaxMemInQueues" => "DataSize",
         "ShutdownWaitLength" | "HeartbeatPeriod" => "TimeInterval",
         "NumCPUs" => "Integer",
         "ExitRelay" => "Autobool",

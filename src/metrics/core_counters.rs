@@ -79,6 +79,8 @@ exported_fields! {
             Gauge true "Cells held in circuit and stream queues now.",
         queued_cells_high_water => "fors_relay_queued_cells_peak" [""]
             Gauge false "Most cells ever held in circuit and stream queues at once.",
+        cell_buffers_reserved => "fors_relay_cell_buffers_reserved" [""]
+            Gauge true "Cell buffers held from the relay-wide MaxMemInQueues budget (in use or free in a shard's chunks).",
         queue_overflow_kills => "fors_relay_circuits_killed_total" ["reason=\"queue_overflow\""]
             Counter true "Circuits closed by a bound: their queue overflowed, the memory cap (MaxMemInQueues), or a protocol violation.",
         oom_kills => "fors_relay_circuits_killed_total" ["reason=\"oom\""]

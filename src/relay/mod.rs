@@ -229,6 +229,9 @@ struct Relay {
     user: Option<setup::UserIds>,
     /// The bandwidth buckets all shards draw from (new rates on SIGHUP).
     bandwidth: Option<Arc<SharedBudget>>,
+    /// The shards' shared cell-memory budget and the profile's `max_mem_in_queues_bytes`
+    /// (a reload recomputes the cap from the new torrc).
+    mem_budget: Option<(Arc<crate::proto::circuit::MemBudget>, u64)>,
 }
 
 impl Relay {
@@ -271,6 +274,7 @@ impl Relay {
             next_heartbeat: None,
             user,
             bandwidth: None,
+            mem_budget: None,
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -375,10 +379,24 @@ impl Relay {
             dos_table.capacity() * ClientAddrTable::SLOT_BYTES / 1024
         );
         let dos_options = self.dos_options.clone();
+        let (mem_cap, mem_source) = shardcfg::max_mem_in_queues(
+            config,
+            profile.max_mem_in_queues_bytes,
+            shardcfg::total_system_memory(),
+        );
+        log_notice!(
+            "MaxMemInQueues is {} MB ({mem_source:?}), shared by all shards.",
+            mem_cap >> 20
+        );
         let circuits = shardcfg::circuit_config(
             profile,
             config.network_timings.extend_allow_private_addresses,
+            mem_cap,
         );
+        self.mem_budget = circuits
+            .mem_budget
+            .clone()
+            .map(|b| (b, profile.max_mem_in_queues_bytes));
         // An exit resolves hostnames: its resolv.conf must be usable before we start.
         let resolver = if exit_policy.is_reject_star() {
             None
@@ -827,6 +845,21 @@ impl Relay {
                 // Shards pick the new rates up at their next tick (≤ 100 ms).
                 b.set_rates(bw_rates(&new.bandwidth));
                 log_notice!("{}", describe_bandwidth(&new.bandwidth));
+            }
+        }
+        if let Some((budget, profile_bytes)) = &self.mem_budget {
+            // TestingTorNetwork needs a restart, and so the testing cap with it.
+            let mut effective = new.clone();
+            effective.testing_tor_network &= self.started_config.testing_tor_network;
+            let (cap, source) = shardcfg::max_mem_in_queues(
+                &effective,
+                *profile_bytes,
+                shardcfg::total_system_memory(),
+            );
+            let cells = cap / crate::proto::circuit::CELL_MEM_COST;
+            if cells != budget.cap_cells() {
+                budget.set_cap_bytes(cap);
+                log_notice!("MaxMemInQueues is now {} MB ({source:?}).", cap >> 20);
             }
         }
         if new.dos != self.config.dos

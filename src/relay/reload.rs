@@ -106,7 +106,8 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         dir_ports => "DirPort", Restart;
         publish_server_descriptor => "PublishServerDescriptor", NextDescriptor;
         assume_reachable => "AssumeReachable", NextDescriptor;
-        max_mem_in_queues => "MaxMemInQueues", Restart;
+        max_mem_in_queues => "MaxMemInQueues", Now;
+        testing_max_mem_in_queues => "TestingMaxMemInQueues", Now;
         shutdown_wait_length => "ShutdownWaitLength", Now;
         heartbeat_period => "HeartbeatPeriod", Now;
         user => "User", Restart;

@@ -5,11 +5,12 @@
 //! batch, handshakes per tick) are kept by the relay handler, not here.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::cell::link::CELL_LEN;
 use crate::config::HardwareProfile;
 use crate::proto::channel::ChannelConfig;
-use crate::proto::circuit::CircuitConfig;
+use crate::proto::circuit::{CircuitConfig, MemBudget};
 use crate::shard::{RuntimeConfig, ShardConfig};
 
 /// Descriptors kept back from the connection tables for everything else the process opens
@@ -72,10 +73,16 @@ pub fn channel_config(profile: &HardwareProfile) -> ChannelConfig {
 }
 
 /// One shard's circuit core bounds from the profile; `extend_allow_private` follows
-/// `TestingTorNetwork` (C `ExtendAllowPrivateAddresses`).
-pub fn circuit_config(profile: &HardwareProfile, extend_allow_private: bool) -> CircuitConfig {
+/// `TestingTorNetwork` (C `ExtendAllowPrivateAddresses`). `max_mem_in_queues` (bytes, see
+/// [`max_mem_in_queues`]) becomes one budget that every shard's clone of the config shares.
+pub fn circuit_config(
+    profile: &HardwareProfile,
+    extend_allow_private: bool,
+    max_mem_in_queues: u64,
+) -> CircuitConfig {
     let base = CircuitConfig::default();
     CircuitConfig {
+        mem_budget: Some(Arc::new(MemBudget::from_bytes(max_mem_in_queues))),
         max_circuits: profile.max_circuits_per_shard as usize,
         max_streams: profile.max_streams_per_shard as usize,
         onions_per_run: profile.onion_handshakes_per_tick as usize,
@@ -84,6 +91,72 @@ pub fn circuit_config(profile: &HardwareProfile, extend_allow_private: bool) -> 
         extend_allow_private,
         ..base
     }
+}
+
+/// Where the relay-wide cap on queued cells comes from, and its value in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemCapSource {
+    /// `TestingMaxMemInQueues` (only under `TestingTorNetwork`).
+    Testing,
+    /// `MaxMemInQueues` in the torrc.
+    Torrc,
+    /// The hardware profile's `max_mem_in_queues_bytes`.
+    Profile,
+    /// C tor's default from the machine's memory (`None`: not detected).
+    Auto { total_ram: Option<u64> },
+}
+
+/// The cap on memory for queued cells: `TestingMaxMemInQueues` in a testing network, else
+/// the torrc's `MaxMemInQueues`, else the profile's `max_mem_in_queues_bytes`
+/// (`profile_bytes`), else C tor's
+/// default ([`default_max_mem_in_queues`]). The config parsers already raised values under
+/// 256 MB to 256 MB (C tor's warning threshold for relays).
+pub fn max_mem_in_queues(
+    config: &crate::config::Config,
+    profile_bytes: u64,
+    total_ram: Option<u64>,
+) -> (u64, MemCapSource) {
+    if config.testing_tor_network && config.testing_max_mem_in_queues != 0 {
+        (config.testing_max_mem_in_queues, MemCapSource::Testing)
+    } else if config.max_mem_in_queues != 0 {
+        (config.max_mem_in_queues, MemCapSource::Torrc)
+    } else if profile_bytes != 0 {
+        (profile_bytes, MemCapSource::Profile)
+    } else {
+        (
+            default_max_mem_in_queues(total_ram),
+            MemCapSource::Auto { total_ram },
+        )
+    }
+}
+
+/// C tor's `MaxMemInQueues` when unset (`compute_real_max_mem_in_queues` in
+/// `src/app/config/config.c`, 64-bit builds): 40 % of the machine's RAM if it has at least
+/// 8 GiB, else 75 %; then at most 8 GiB and at least 256 MiB. Unknown RAM: 8 GiB.
+pub fn default_max_mem_in_queues(total_ram: Option<u64>) -> u64 {
+    const GIB: u64 = 1 << 30;
+    const MAX_DEFAULT: u64 = 8 * GIB;
+    let Some(ram) = total_ram else {
+        return MAX_DEFAULT;
+    };
+    let avail = if ram >= 8 * GIB {
+        ram / 5 * 2
+    } else {
+        ram / 4 * 3
+    };
+    avail.clamp(GIB / 4, MAX_DEFAULT)
+}
+
+/// The machine's physical memory (C `get_total_system_memory`: pages × page size).
+pub fn total_system_memory() -> Option<u64> {
+    // SAFETY: sysconf has no preconditions; it returns -1 for unknown names.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    (pages > 0 && page > 0).then(|| pages as u64 * page as u64)
 }
 
 /// Onionskins a shard holds before refusing CREATE2 with RESOURCELIMIT: room for
@@ -187,9 +260,77 @@ mod tests {
     }
 
     #[test]
+    fn default_max_mem_in_queues_follows_c_tor() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(default_max_mem_in_queues(None), 8 * GIB);
+        // Under 8 GiB: 75 %, at least 256 MiB.
+        assert_eq!(default_max_mem_in_queues(Some(4 * GIB)), 3 * GIB);
+        assert_eq!(default_max_mem_in_queues(Some(GIB / 4)), GIB / 4);
+        assert_eq!(default_max_mem_in_queues(Some(7 * GIB)), 7 * GIB / 4 * 3);
+        // From 8 GiB: 40 %, at most 8 GiB.
+        assert_eq!(default_max_mem_in_queues(Some(8 * GIB)), 8 * GIB / 5 * 2);
+        assert_eq!(default_max_mem_in_queues(Some(16 * GIB)), 16 * GIB / 5 * 2);
+        assert_eq!(default_max_mem_in_queues(Some(64 * GIB)), 8 * GIB);
+    }
+
+    #[test]
+    fn the_cap_comes_from_torrc_then_profile_then_ram() {
+        let parse = |text: &str| {
+            crate::config::parse_str(&crate::config::MemFs::default(), "torrc", text)
+                .unwrap()
+                .0
+        };
+        let base = "ORPort 127.0.0.1:9001\nDataDirectory /tmp/x\nNickname a\n";
+        let mut p = profiles()[0].clone();
+        let ram = Some(4u64 << 30);
+        let c = parse(base);
+        assert_eq!(
+            max_mem_in_queues(&c, p.max_mem_in_queues_bytes, ram),
+            (3 << 30, MemCapSource::Auto { total_ram: ram })
+        );
+        p.max_mem_in_queues_bytes = 1 << 30;
+        assert_eq!(
+            max_mem_in_queues(&c, p.max_mem_in_queues_bytes, ram),
+            (1 << 30, MemCapSource::Profile)
+        );
+        let c = parse(&format!("{base}MaxMemInQueues 512 MB\n"));
+        assert_eq!(
+            max_mem_in_queues(&c, p.max_mem_in_queues_bytes, ram),
+            (512 << 20, MemCapSource::Torrc)
+        );
+        // The testing knob needs a testing network (parse_str refuses it otherwise).
+        let c = parse(&format!(
+            "{base}TestingTorNetwork 1\nTestingMaxMemInQueues 4 MB\n\
+             DirAuthority a orport=1 no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 \
+             127.0.0.1:1 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n"
+        ));
+        assert_eq!(
+            max_mem_in_queues(&c, p.max_mem_in_queues_bytes, ram),
+            (4 << 20, MemCapSource::Testing)
+        );
+        assert!(crate::config::parse_str(
+            &crate::config::MemFs::default(),
+            "torrc",
+            &format!("{base}TestingMaxMemInQueues 4 MB\n")
+        )
+        .is_err());
+        // Every shard's config shares one budget.
+        let cfg = circuit_config(&p, false, 512 << 20);
+        let other = cfg.clone();
+        assert!(Arc::ptr_eq(
+            cfg.mem_budget.as_ref().unwrap(),
+            other.mem_budget.as_ref().unwrap()
+        ));
+        assert_eq!(
+            cfg.mem_budget.unwrap().cap_cells(),
+            (512 << 20) / crate::proto::circuit::CELL_MEM_COST
+        );
+    }
+
+    #[test]
     fn onion_queue_fits_a_burst_of_a_few_hundred_creates() {
         for p in profiles() {
-            let c = circuit_config(&p, false);
+            let c = circuit_config(&p, false, 256 << 20);
             assert_eq!(c.onions_per_run, p.onion_handshakes_per_tick as usize);
             // A load generator's 256 in flight plus clients building circuits...
             assert!(

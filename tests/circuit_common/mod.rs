@@ -552,7 +552,6 @@ pub fn test_config() -> CircuitConfig {
         onion_queue_len: 8,
         onions_per_run: 4,
         pool_cells: 256,
-        oom_target_free: 32,
         max_queue_per_circuit: 128,
         extend_allow_private: true,
         ..CircuitConfig::default()

@@ -9,7 +9,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use super::crypto::{CellBody, HopCrypto};
 use super::metrics::CircuitMetrics;
-use super::pool::{CellPool, CellQueue};
+use super::pool::{CellPool, CellQueue, MemBudget, CHUNK_CELLS};
 use super::table::{CircHandle, CircState, Circuit, CircuitTable, Next, Side};
 use super::{
     destroy_body, Action, ActionSink, ChanId, ChanInfo, CircuitConfig, ExtendTarget, InputError,
@@ -91,10 +91,17 @@ pub struct RelayCore<
     external: CellQueue,
     /// Exit DATA cells waiting for one multi-circuit crypto call (`staged.rs`).
     pub(super) stage: super::staged::Stage,
+    /// Origin of the pool's millisecond enqueue stamps (the first `now` that queued).
+    epoch: Option<Instant>,
+    /// The budget's pressure count when this core last looked (see `tick`).
+    seen_pressure: u64,
+    /// (age, circuit) pairs the OOM handler sorts; one per circuit at most.
+    oom_scratch: Vec<(u32, u32)>,
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
-    /// Allocates every table, queue and the cell pool from `cfg`.
+    /// Allocates every table and queue from `cfg`; the cell pool reserves its first chunk
+    /// of the budget (allocated when first used).
     pub fn new(
         cfg: CircuitConfig,
         me: RelayIdentity,
@@ -102,10 +109,17 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         policy: Arc<ExitPolicy>,
         net: N,
     ) -> Self {
-        RelayCore {
+        let mut core = RelayCore {
             table: CircuitTable::new(cfg.max_circuits),
             streams: StreamTable::new(cfg.max_streams),
-            pool: CellPool::new(cfg.pool_cells),
+            pool: CellPool::new(
+                cfg.mem_budget
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(MemBudget::new(cfg.pool_cells as u64))),
+            ),
+            epoch: None,
+            seen_pressure: 0,
+            oom_scratch: Vec::with_capacity(cfg.max_circuits),
             onion_q: VecDeque::with_capacity(cfg.onion_queue_len),
             blocked: HashSet::with_capacity(cfg.max_circuits.min(1 << 16)),
             batch_hits: vec![false; BATCH],
@@ -119,7 +133,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             policy,
             net,
             metrics: CircuitMetrics::default(),
-        }
+        };
+        // The pool reserved its first chunk of the budget.
+        core.update_queue_metrics();
+        core
     }
 
     /// Swaps in new onion keys (after rotation) between batches.
@@ -183,12 +200,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// cell pool, so the memory cap and its eviction (which may close circuits here) cover
     /// it. False if the pool has no buffer even after eviction: the shard must not hold it.
     pub fn charge_external_cell(&mut self, io: &mut CoreIo<'_>) -> bool {
-        if self.pool.free() == 0 {
-            self.out_of_memory(io);
+        if !self.pool.ensure_free() {
+            self.out_of_memory(io, true);
         }
-        let ok = self
-            .pool
-            .push(&mut self.external, ChanCmd::PADDING, &[0; CELL_BODY_LEN]);
+        let stamp = self.stamp(io.now);
+        let ok = self.pool.push(
+            &mut self.external,
+            ChanCmd::PADDING,
+            &[0; CELL_BODY_LEN],
+            stamp,
+        );
         self.update_queue_metrics();
         ok
     }
@@ -478,9 +499,28 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.onion_q.len()
     }
 
-    /// Periodic work: the onion queue (including expiry).
+    /// Periodic work: the onion queue (including expiry), and the memory cap: if a shard
+    /// hit the relay-wide cap (or a reload changed it) since the last tick and the cells
+    /// queued relay-wide are above 90 % of it, this shard frees its share from its oldest
+    /// circuits (`out_of_memory`), so a shard holding most of the memory gives it up even
+    /// when a quieter shard hit the cap.
     pub fn tick(&mut self, io: &mut CoreIo<'_>) {
         self.process_onion_queue(io);
+        if self.pool.budget().pressure() != self.seen_pressure {
+            self.seen_pressure = self.pool.budget().pressure();
+            self.pool.publish();
+            let budget = self.pool.budget();
+            if self.pool.in_use() > 0 && budget.in_use() > oom_target(budget) {
+                self.out_of_memory(io, false);
+            }
+        }
+    }
+
+    /// `now` as a pool enqueue stamp: milliseconds since the first stamp, wrapping (ages
+    /// are wrapping differences, as C's coarse monotonic stamps).
+    pub(super) fn stamp(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_millis() as u32
     }
 
     fn handle_destroy(&mut self, chan: ChanId, circ_id: CircId, io: &mut CoreIo<'_>) {
@@ -763,6 +803,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     pub(super) fn update_queue_metrics(&mut self) {
         let q = self.pool.in_use() as u64;
         self.metrics.queued_cells = q;
+        self.metrics.cell_buffers_reserved = self.pool.reserved() as u64;
         self.metrics.queued_cells_high_water = self.metrics.queued_cells_high_water.max(q);
     }
 
@@ -826,7 +867,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
 
     /// Puts a cell in one of the circuit's queues (or a stream's pending data). Enforces
     /// the per-circuit bound (close RESOURCELIMIT, as C does past
-    /// `max_circuit_cell_queue_size`) and the shard memory cap (kill the biggest queues).
+    /// `max_circuit_cell_queue_size`) and the relay-wide memory cap (`out_of_memory`).
     /// False if the circuit was closed.
     pub(super) fn enqueue(
         &mut self,
@@ -855,12 +896,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             self.close(idx, DestroyReason::ResourceLimit, true, true, io);
             return false;
         }
-        if self.pool.free() == 0 {
-            self.out_of_memory(io);
+        if !self.pool.ensure_free() {
+            self.out_of_memory(io, true);
             if self.table.get(idx).is_none() {
                 return false;
             }
         }
+        let stamp = self.stamp(io.now);
         let Some(c) = self.table.get_mut(idx) else {
             return false;
         };
@@ -872,8 +914,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 None => return true,
             },
         };
-        if !self.pool.push(q, cmd, body) {
-            // Still no room (everything else is small): drop this circuit instead.
+        if !self.pool.push(q, cmd, body, stamp) {
+            // Still no room (nothing older to free here): drop this circuit instead.
             self.metrics.oom_kills += 1;
             self.close(idx, DestroyReason::ResourceLimit, true, true, io);
             return false;
@@ -886,26 +928,91 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         true
     }
 
-    /// The pool ran dry: like C's MaxMemInQueues handler, close the circuits holding the
-    /// most queued cells until `oom_target_free` buffers are free again.
-    fn out_of_memory(&mut self, io: &mut CoreIo<'_>) {
-        let target = self
-            .cfg
-            .oom_target_free
-            .clamp(1, self.pool.capacity().max(1));
-        while self.pool.free() < target {
-            let victim = self
-                .table
-                .live()
-                .filter_map(|i| Some((i, self.table.get(i)?.queued)))
-                .filter(|&(_, q)| q > 0)
-                .max_by_key(|&(_, q)| q);
-            let Some((idx, _)) = victim else {
+    /// The relay-wide cap (`MaxMemInQueues`) is reached: C tor's `circuits_handle_oom`
+    /// (0.4.x `circuitlist.c`) over this shard's circuits. C frees the excess over 90 % of
+    /// the cap (`FRACTION_OF_DATA_TO_RETAIN_ON_OOM`), closing circuits in order of the age
+    /// of their oldest queued cell (circuit queues and stream buffers), oldest first, with
+    /// DESTROY RESOURCELIMIT toward both hops. A shard cannot touch another's circuits, so
+    /// each shard frees its share of that excess, in proportion to the buffers it holds,
+    /// from its own oldest circuits: the shard that needs memory at once (`forced`), the
+    /// others on their next tick (the budget's pressure count, see `tick`) if the cells
+    /// queued relay-wide are still above 90 %. Wholly free chunks then go back to the
+    /// budget for every shard to use.
+    fn out_of_memory(&mut self, io: &mut CoreIo<'_>, forced: bool) {
+        self.pool.publish();
+        let budget = self.pool.budget().clone();
+        // C counts the cells allocated; here, the cells queued relay-wide (as the shards
+        // published them) or the buffers held, whichever is more.
+        let current = budget.in_use().max(budget.reserved());
+        let excess = current.saturating_sub(oom_target(&budget));
+        let share = (u128::from(excess) * self.pool.reserved() as u128
+            / u128::from(budget.reserved().max(1))) as u64;
+        // The shard that must make room frees at least a quarter chunk (or the whole
+        // excess if smaller), so a shard with a small share does not sort its circuits
+        // every few cells while the others have not answered yet.
+        let to_recover = if forced {
+            share.max(excess.min(CHUNK_CELLS as u64 / 4)).max(1)
+        } else {
+            share
+        };
+        if to_recover == 0 {
+            self.seen_pressure = budget.pressure();
+            return;
+        }
+        let now = self.stamp(io.now);
+        let mut order = ::core::mem::take(&mut self.oom_scratch);
+        order.clear();
+        for idx in self.table.live() {
+            if let Some(age) = self.oldest_queued_age(idx, now) {
+                order.push((age, idx));
+            }
+        }
+        // Oldest first; among equal ages the lower slot (C's sort is not stable either).
+        order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut freed = 0u64;
+        for &(_, idx) in order.iter() {
+            if freed >= to_recover {
                 break;
+            }
+            let Some(c) = self.table.get(idx) else {
+                continue;
             };
+            freed += u64::from(c.queued);
             self.metrics.oom_kills += 1;
             self.close(idx, DestroyReason::ResourceLimit, true, true, io);
         }
+        self.oom_scratch = order;
+        self.pool.trim();
+        self.pool.publish();
+        // This shard has answered the pressure it saw (including its own).
+        self.seen_pressure = budget.pressure();
+        self.update_queue_metrics();
+    }
+
+    /// Age (ms) of the oldest cell `idx` holds in its queues or its streams' buffers.
+    fn oldest_queued_age(&self, idx: u32, now: u32) -> Option<u32> {
+        let c = self.table.get(idx)?;
+        if c.queued == 0 {
+            return None;
+        }
+        let mut oldest = None::<u32>;
+        let mut see = |q: &CellQueue| {
+            if let Some(t) = self.pool.head_stamp(q) {
+                let age = now.wrapping_sub(t);
+                oldest = Some(oldest.map_or(age, |o| o.max(age)));
+            }
+        };
+        see(&c.q_prev);
+        see(&c.q_next);
+        let mut s = c.streams_head;
+        while let Some(h) = self.streams.handle_at(s) {
+            let Some(st) = self.streams.get(h) else {
+                break;
+            };
+            see(&st.pending);
+            s = st.next_in_circ;
+        }
+        oldest
     }
 
     /// Encodes and originates a relay message toward the client; returns the cell's SENDME
@@ -1093,6 +1200,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         );
         Ok(())
     }
+}
+
+/// Cell buffers the OOM handler brings the relay down to: 90 % of the cap (C
+/// `FRACTION_OF_DATA_TO_RETAIN_ON_OOM`).
+fn oom_target(budget: &MemBudget) -> u64 {
+    budget.cap_cells() * 9 / 10
 }
 
 /// Which queue of a circuit a cell goes to.

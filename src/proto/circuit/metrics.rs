@@ -61,9 +61,12 @@ pub struct CircuitMetrics {
     /// Cells held in queues now, and the most ever.
     pub queued_cells: u64,
     pub queued_cells_high_water: u64,
+    /// Cell buffers this shard holds from the relay-wide budget (in use or free in its
+    /// chunks); the sum over shards is what counts against `MaxMemInQueues`.
+    pub cell_buffers_reserved: u64,
     /// Circuits closed because their queue exceeded its bound.
     pub queue_overflow_kills: u64,
-    /// Circuits closed by the memory cap (MaxMemInQueues).
+    /// Circuits closed by the memory cap (MaxMemInQueues), oldest queued cell first.
     pub oom_kills: u64,
     /// Circuits closed for a protocol violation.
     pub protocol_closes: u64,

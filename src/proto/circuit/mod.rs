@@ -8,7 +8,8 @@
 //!
 //! Layout:
 //! * [`crypto`] — the [`HopCrypto`] seam to tor1 relay crypto;
-//! * [`pool`] — the pre-allocated cell pool every queue lives in (the memory cap);
+//! * [`pool`] — the cell pool every queue lives in, drawn in chunks from the relay-wide
+//!   [`MemBudget`] (`MaxMemInQueues`);
 //! * `table` — circuit slots and the (channel, circuit ID) index;
 //! * `core` — channel cells, handshakes, forwarding, extend, destroy;
 //! * `exit` — BEGIN/RESOLVE/DATA/END/SENDME at the exit and the stream inputs;
@@ -51,7 +52,7 @@ use ::core::net::SocketAddr;
 pub use self::core::{CoreIo, CoreRng, ExtendDone, RelayCore, MAX_RELAY_EARLY_CELLS_PER_CIRCUIT};
 pub use crypto::{CellBody, HopCrypto, OriginateJobs};
 pub use metrics::CircuitMetrics;
-pub use pool::{CellPool, CellQueue};
+pub use pool::{CellPool, CellQueue, MemBudget, CELL_MEM_COST, CHUNK_CELLS};
 pub use table::CircHandle;
 
 use crate::cell::chan::DestroyReason;
@@ -242,10 +243,12 @@ pub struct CircuitConfig {
     pub onions_per_run: usize,
     /// Onionskins older than this are dropped (C `OnionQueueMaxDelay`-like bound).
     pub onion_max_delay: std::time::Duration,
-    /// Cell buffers shared by all queues: the shard's memory cap for queued cells.
+    /// The relay-wide memory cap for queued cells (`MaxMemInQueues`), shared by every
+    /// shard's core (clones of this config share it). `None`: a budget of `pool_cells`
+    /// buffers for this core alone (tests, tools).
+    pub mem_budget: Option<std::sync::Arc<MemBudget>>,
+    /// Cell buffers of the private budget when `mem_budget` is `None`.
     pub pool_cells: usize,
-    /// Free buffers to restore when the pool runs dry (the OOM killer's goal).
-    pub oom_target_free: usize,
     /// Cells one circuit may queue in one direction before it is closed (C
     /// `max_circuit_cell_queue_size`).
     pub max_queue_per_circuit: usize,
@@ -279,8 +282,8 @@ impl Default for CircuitConfig {
             onion_queue_len: 256,
             onions_per_run: 16,
             onion_max_delay: std::time::Duration::from_millis(1750),
+            mem_budget: None,
             pool_cells: 32 * 1024,
-            oom_target_free: 4 * 1024,
             max_queue_per_circuit: 2500,
             max_optimistic_cells: 32,
             cc_enabled: true,
