@@ -654,3 +654,72 @@ fn heartbeat_period_follows_c_tor() {
     assert_eq!(c.heartbeat_period, Duration::from_secs(2));
     assert!(err("HeartbeatPeriod often\n").contains("HeartbeatPeriod"));
 }
+
+/// The exit torrc of issue #9 (Debian layout, community exit guidance), as an operator who
+/// switches from C tor keeps it. Every line is taken except those that ask for what Fors
+/// does not do yet, and each of those is refused with its own line number.
+#[test]
+fn typical_exit_operator_torrc() {
+    const TORRC: &str = "\
+User debian-tor
+DataDirectory /var/lib/tor
+Nickname SwedishExit01
+ContactInfo abuse@example.org
+ORPort 443
+ORPort [2001:db8::1]:443
+DirPort 80
+DirPortFrontPage /etc/tor/tor-exit-notice.html
+ExitRelay 1
+ReducedExitPolicy 1
+IPv6Exit 1
+OutboundBindAddressExit 203.0.113.6
+OutboundBindAddressExit 2001:db8::6
+RelayBandwidthRate 50 MBytes
+RelayBandwidthBurst 100 MBytes
+AccountingMax 10 TBytes
+AccountingStart month 1 00:00
+MyFamily $0123456789ABCDEF0123456789ABCDEF01234567
+MaxMemInQueues 2 GB
+SafeLogging 1
+HeartbeatPeriod 1 hour
+ControlPort 9051
+CookieAuthentication 1
+MetricsPort 127.0.0.1:9035
+MetricsPortPolicy accept 127.0.0.1
+Log notice file /var/log/tor/notices.log
+";
+    let mut text = TORRC.to_string();
+    let mut refused = Vec::new();
+    for _ in 0..TORRC.lines().count() {
+        match parse(&text) {
+            Ok((c, _)) => {
+                assert!(c.wants_exit() && c.ipv6_exit && c.reduced_exit_policy);
+                assert_eq!(c.or_ports.len(), 2);
+                assert_eq!(c.safe_logging, SafeLogging::All);
+                break;
+            }
+            Err(e) => {
+                let e = e.to_string();
+                let line: usize = e
+                    .strip_prefix("torrc:")
+                    .and_then(|r| r.split(':').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("error without a line: {e}"));
+                let src = text.lines().nth(line - 1).unwrap().to_string();
+                refused.push(src.split_whitespace().next().unwrap().to_string());
+                text = text
+                    .lines()
+                    .enumerate()
+                    .map(|(i, l)| if i + 1 == line { "" } else { l })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
+        }
+    }
+    refused.sort();
+    assert_eq!(
+        refused,
+        ["AccountingMax", "AccountingStart", "DirPort", "DirPortFrontPage"],
+        "refused lines"
+    );
+}
