@@ -273,7 +273,9 @@ fn missing_or_corrupt_family_key_stops_start_up() {
         "{log}"
     );
 
-    // With FamilyKeyDirectory pointing at the key, Fors starts and names the family.
+    // With FamilyKeyDirectory pointing at the key, Fors starts and names the family; a key
+    // there that no FamilyId names is reported (as C tor does) and not used.
+    let extra = keygen(env!("CARGO_BIN_EXE_fors"), &fam, "extra", &[]);
     let rc = torrc(
         tmp.path(),
         &format!(
@@ -287,6 +289,14 @@ fn missing_or_corrupt_family_key_stops_start_up() {
         &format!("Member of the family with FamilyId {}", id.to_base64()),
         Duration::from_secs(60),
     );
+    f.wait_for(
+        &format!("with unexpected FamilyID {}", extra.to_base64()),
+        Duration::from_secs(10),
+    );
+    assert!(!f.log.iter().any(|l| l.contains(&format!(
+        "Member of the family with FamilyId {}",
+        extra.to_base64()
+    ))));
     drop(f);
 
     // A corrupt key file stops it too, and is not replaced.

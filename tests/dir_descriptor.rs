@@ -341,8 +341,17 @@ fn family_certs_are_written_and_verified() {
     assert_eq!(cert.signing_key, Some(a.0));
     assert!(cert.expires_at_secs() >= c.published_secs + FAMILY_CERT_LIFETIME_SECS);
 
-    // Only the listed key is used with `FamilyId <id>`.
-    k.load_family_keys(&[FamilyId::Key(b)], &fam_dir).unwrap();
+    // Only the listed key is used with `FamilyId <id>`; the other is reported as unlisted.
+    // An unchanged configuration (a SIGHUP) does not re-read the directory; a changed one does.
+    assert!(!k.refresh_family_keys(&[FamilyId::All], &fam_dir).unwrap());
+    assert!(k
+        .refresh_family_keys(&[FamilyId::Key(b)], &fam_dir)
+        .unwrap());
+    assert_eq!(k.family_ids(), [b]);
+    let unlisted = k.load_family_keys(&[FamilyId::Key(b)], &fam_dir).unwrap();
+    assert_eq!(unlisted.len(), 1);
+    assert_eq!(unlisted[0].1, a);
+    assert!(unlisted[0].0.ends_with("alpha.secret_family_key"));
     let mut p = params(t);
     p.family_certs = k.family_certs(t);
     let d = build_descriptor(&k, &p, None).unwrap();

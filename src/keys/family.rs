@@ -122,8 +122,17 @@ pub fn read_family_key_dir(dir: &Path) -> Result<Vec<FamilyKey>, KeyError> {
 /// nothing (and no file read) without `FamilyId`; all keys in `dir` for `FamilyId *`;
 /// each listed ID must have its key in `dir`.
 pub fn load_family_keys(dir: &Path, wanted: &[FamilyId]) -> Result<Vec<FamilyKey>, KeyError> {
+    Ok(load_family_keys_and_unlisted(dir, wanted)?.0)
+}
+
+/// As [`load_family_keys`], also returning the keys found in `dir` that no `FamilyId` names
+/// (C tor warns about each: "Found secret family key in … with unexpected FamilyID …").
+pub fn load_family_keys_and_unlisted(
+    dir: &Path,
+    wanted: &[FamilyId],
+) -> Result<(Vec<FamilyKey>, Vec<FamilyKey>), KeyError> {
     if wanted.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let found = read_family_key_dir(dir)?;
     for w in wanted {
@@ -163,7 +172,12 @@ pub fn load_family_keys(dir: &Path, wanted: &[FamilyId]) -> Result<Vec<FamilyKey
             chosen.push(k);
         }
     }
-    Ok(chosen)
+    let unlisted = found
+        .into_iter()
+        .flatten()
+        .filter(|k| !chosen.iter().any(|c| c.id() == k.id()))
+        .collect();
+    Ok((chosen, unlisted))
 }
 
 /// The `family-cert` for `identity` (the relay's Ed25519 master identity) signed by `family`
@@ -263,6 +277,8 @@ mod tests {
             ids(load_family_keys(&d, &[FamilyId::Key(b), FamilyId::All]).unwrap()),
             [a, b]
         );
+        let (used, unlisted) = load_family_keys_and_unlisted(&d, &[FamilyId::Key(a)]).unwrap();
+        assert_eq!((ids(used), ids(unlisted)), (vec![a], vec![b]));
         let missing = Ed25519Identity([7; 32]);
         let e = load_family_keys(&d, &[FamilyId::Key(missing)]).unwrap_err();
         assert!(

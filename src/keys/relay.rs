@@ -116,11 +116,17 @@ impl RelayKeys {
     }
 
     /// Loads the family keys `FamilyId` asks for from `dir` (`FamilyKeyDirectory`), replacing
-    /// the current ones. On error the current ones stay.
-    pub fn load_family_keys(&mut self, wanted: &[FamilyId], dir: &Path) -> Result<(), KeyError> {
-        self.family = family::load_family_keys(dir, wanted)?;
+    /// the current ones. On error the current ones stay. Returns the files holding keys that
+    /// no `FamilyId` names, for the caller to warn about as C tor does.
+    pub fn load_family_keys(
+        &mut self,
+        wanted: &[FamilyId],
+        dir: &Path,
+    ) -> Result<Vec<(PathBuf, Ed25519Identity)>, KeyError> {
+        let (used, unlisted) = family::load_family_keys_and_unlisted(dir, wanted)?;
+        self.family = used;
         self.family_source = (wanted.to_vec(), dir.to_path_buf());
-        Ok(())
+        Ok(unlisted.iter().map(|k| (k.path.clone(), k.id())).collect())
     }
 
     /// Reloads the family keys if `FamilyId` or `FamilyKeyDirectory` changed since they were

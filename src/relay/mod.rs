@@ -294,7 +294,13 @@ impl Relay {
                 KeyParams::default(),
             )?;
             // A missing or unreadable family key stops start-up, as in C tor.
-            keys.load_family_keys(&config.family_ids, &config.family_key_dir())?;
+            for (path, id) in keys.load_family_keys(&config.family_ids, &config.family_key_dir())? {
+                log_warn!(
+                    "Found secret family key in {} with unexpected FamilyID {}; it is not used.",
+                    path.display(),
+                    id.to_base64()
+                );
+            }
             keys.write_fingerprint_files(&config.nickname)?;
             keys
         };
