@@ -6,7 +6,8 @@
 //!    line for each, has its descriptor accepted by every authority (HTTP 200, "descriptor
 //!    accepted" in Fors's log), and the descriptor each authority serves carries one valid
 //!    `family-cert` per key, certifying the relay's Ed25519 identity, and the microdescriptor
-//!    they vote on lists both family IDs (`family-ids`, made only from verified certs);
+//!    they vote on lists both family IDs (`family-ids`, made only from verified certs); after
+//!    a SIGHUP that drops one `FamilyId`, the next descriptor carries only the other;
 //! 2. a `FamilyId` whose key is not in `FamilyKeyDirectory` stops Fors at start-up with C
 //!    tor's error, and so does a corrupt key file, which is left in place.
 //!
@@ -228,6 +229,44 @@ fn authorities_accept_a_descriptor_with_family_certs() {
             .any(|l| l == format!("family-ids {} {}", want[0], want[1])),
         "{md}"
     );
+
+    // SIGHUP after dropping one FamilyId line: the next descriptor, with freshly minted
+    // certs, carries only the remaining family (C tor re-reads family keys on reload too).
+    let torrc_path = PathBuf::from(exit["torrc"].as_str().unwrap());
+    let dropped = format!("FamilyId {}", ctor_id.to_base64());
+    let kept: String = torrc
+        .lines()
+        .filter(|l| l.trim() != dropped)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(kept, torrc);
+    std::fs::write(&torrc_path, kept).unwrap();
+    let pid = exit["pid"].as_i64().unwrap() as i32;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains(torrc_path.to_str().unwrap()),
+        "pid {pid} is not our Fors exit"
+    );
+    // SAFETY: kill(2) on a pid just checked to be our relay.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let desc = get(&format!("/tor/server/fp/{fp}"));
+        if family_cert_ids(&desc) == [fors_id] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "authority still serves the old family-certs:\n{desc}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("Uploading our descriptor (configuration reloaded)"),
+        "{text}"
+    );
+    assert!(!text.contains("[err]"), "{text}");
 }
 
 fn torrc(dir: &Path, extra: &str) -> PathBuf {
