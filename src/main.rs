@@ -6,6 +6,7 @@ fn usage() -> &'static str {
     "usage: fors -f TORRC [--defaults-torrc FILE]\n       \
      fors --verify-config -f TORRC\n       \
      fors --list-fingerprint [rsa|ed25519] -f TORRC\n       \
+     fors --keygen-family NAME\n       \
      fors bench-crypto [--json]\n       \
      fors --version"
 }
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
             println!("{}", usage());
             0
         }
+        _ if args.iter().any(|a| a == "--keygen-family") => fors::cli::keygen_family::run(&args),
         _ if args.iter().any(|a| a == "--list-fingerprint") => fors::cli::fingerprint::run(&args),
         _ if args.iter().any(|a| a == "--verify-config") => fors::config::verify_config_main(&args),
         Some(a) if a.starts_with('-') => fors::relay::run_main(&args),

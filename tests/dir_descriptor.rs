@@ -285,3 +285,109 @@ fn builder_refuses_bad_input() {
     assert!(!d.text.contains("ipv6-policy"));
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Proposal 321: one `family-cert` per family key, each a type-0x0c cert of our Ed25519
+/// identity signed by the family key, placed as C 0.4.9 writes it (before `contact`), and
+/// verified by the authority-side checker; a cert for another relay is refused.
+#[test]
+fn family_certs_are_written_and_verified() {
+    use fors::config::FamilyId;
+    use fors::keys::family::{generate_family_key, FAMILY_CERT_LIFETIME_SECS};
+    use fors::keys::{CertType, Ed25519Cert};
+    use rand::SeedableRng;
+
+    let seed = rand::random::<u64>();
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let t = now();
+    let (mut k, dir) = keys("family", t);
+    let fam_dir = dir.join("keys");
+    let a = generate_family_key(&fam_dir.join("alpha"), &mut rng).unwrap();
+    let b = generate_family_key(&fam_dir.join("beta"), &mut rng).unwrap();
+    k.load_family_keys(&[FamilyId::All], &fam_dir).unwrap();
+    assert_eq!(k.family_ids(), [a, b]);
+
+    let mut p = params(t);
+    p.family_certs = k.family_certs(t);
+    let d = build_descriptor(&k, &p, None).unwrap();
+    let c = check_descriptor(&d.text, Some(t)).unwrap();
+    assert_eq!(c.family_ids, [a, b]);
+    // Position: after the ntor crosscert and `family`, before `contact`.
+    let kw = |w: &str| c.keywords.iter().position(|k| k == w).unwrap();
+    let first = kw("family-cert");
+    assert_eq!(c.keywords[first + 1], "family-cert");
+    assert!(
+        kw("family") < first && first < kw("contact"),
+        "{:?}",
+        c.keywords
+    );
+    // The object is a PEM "FAMILY CERT" block holding the cert.
+    let block = d.text.split("family-cert\n").nth(1).unwrap();
+    assert!(
+        block.starts_with("-----BEGIN FAMILY CERT-----\n"),
+        "{block}"
+    );
+    let b64: String = block
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let cert = Ed25519Cert::parse(&raw).unwrap();
+    assert_eq!(cert.cert_type, CertType::FAMILY_V_IDENTITY);
+    assert_eq!(cert.certified_key, k.ed25519_identity().0);
+    assert_eq!(cert.signing_key, Some(a.0));
+    assert!(cert.expires_at_secs() >= c.published_secs + FAMILY_CERT_LIFETIME_SECS);
+
+    // Only the listed key is used with `FamilyId <id>`; the other is reported as unlisted.
+    // An unchanged configuration (a SIGHUP) does not re-read the directory; a changed one does.
+    assert!(!k.refresh_family_keys(&[FamilyId::All], &fam_dir).unwrap());
+    assert!(k
+        .refresh_family_keys(&[FamilyId::Key(b)], &fam_dir)
+        .unwrap());
+    assert_eq!(k.family_ids(), [b]);
+    let unlisted = k.load_family_keys(&[FamilyId::Key(b)], &fam_dir).unwrap();
+    assert_eq!(unlisted.len(), 1);
+    assert_eq!(unlisted[0].1, a);
+    assert!(unlisted[0].0.ends_with("alpha.secret_family_key"));
+    let mut p = params(t);
+    p.family_certs = k.family_certs(t);
+    let d = build_descriptor(&k, &p, None).unwrap();
+    assert_eq!(check_descriptor(&d.text, Some(t)).unwrap().family_ids, [b]);
+
+    // A family cert for another relay's identity is refused by the builder...
+    let (other, other_dir) = keys("family-other", t);
+    let mut p = params(t);
+    p.family_certs = k.family_certs(t);
+    assert!(matches!(
+        build_descriptor(&other, &p, None),
+        Err(DescriptorError::BadFamilyCert(_))
+    ));
+    // ...and by the checker if it is spliced into a descriptor.
+    let good = build_descriptor(&k, &p, None).unwrap().text;
+    let block_start = good.find("family-cert\n").unwrap();
+    let block_end = good[block_start..]
+        .find("-----END FAMILY CERT-----\n")
+        .unwrap()
+        + block_start
+        + "-----END FAMILY CERT-----\n".len();
+    let plain = build_descriptor(&other, &params(t), None).unwrap().text;
+    let at = plain.find("contact ").unwrap();
+    let spliced = format!(
+        "{}{}{}",
+        &plain[..at],
+        &good[block_start..block_end],
+        &plain[at..]
+    );
+    assert!(matches!(
+        check_descriptor(&spliced, Some(t)),
+        Err(DescriptorCheckError::Cert {
+            what: "family-cert",
+            ..
+        })
+    ));
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(other_dir).unwrap();
+}

@@ -2,3 +2,4 @@
 
 pub mod bench_crypto;
 pub mod fingerprint;
+pub mod keygen_family;

@@ -42,6 +42,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("ExitPolicyRejectPrivate", OptionKind::Single),
     ("ExitRelay", OptionKind::Single),
     ("FamilyId", OptionKind::List),
+    ("FamilyKeyDirectory", OptionKind::Single),
     ("HardwareProfile", OptionKind::Single),
     ("HashedControlPassword", OptionKind::List),
     ("HeartbeatPeriod", OptionKind::Single),

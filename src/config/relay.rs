@@ -80,6 +80,13 @@ pub struct ControlConfig {
 }
 
 impl Config {
+    /// Where the family keys for `FamilyId` are read from (`FamilyKeyDirectory`).
+    pub fn family_key_dir(&self) -> PathBuf {
+        self.family_key_directory
+            .clone()
+            .unwrap_or_else(|| self.data_directory.join("keys"))
+    }
+
     /// The cookie file the control port writes when `CookieAuthentication 1`.
     pub fn cookie_auth_file(&self) -> PathBuf {
         self.control
@@ -122,6 +129,9 @@ pub struct Config {
     pub bandwidth: BandwidthConfig,
     pub my_family: Vec<RsaIdentity>,
     pub family_ids: Vec<FamilyId>,
+    /// `FamilyKeyDirectory`; `None`: the key directory, `DataDirectory/keys` (C tor's
+    /// default is `KeyDirectory`, whose default is that; Fors has no `KeyDirectory`).
+    pub family_key_directory: Option<PathBuf>,
     pub dir_cache: bool,
     /// Empty: `notice stdout`.
     pub logs: Vec<LogConfig>,
@@ -575,6 +585,7 @@ impl Builder<'_> {
             bandwidth,
             my_family,
             family_ids,
+            family_key_directory: self.path("FamilyKeyDirectory"),
             dir_cache: self.dir_cache()?,
             logs,
             safe_logging,

@@ -175,6 +175,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
                 FamilyId::Key(k) => k.to_base64(),
             })
             .collect(),
+        "FamilyKeyDirectory" => path(&c.family_key_directory),
         "HardwareProfile" => opt(&c.hardware_profile),
         "HashedControlPassword" => c.control.hashed_passwords.clone(),
         "IPv6Exit" => b(c.ipv6_exit),
@@ -364,6 +365,7 @@ mod tests {
             "DirAuthority",
             "DirPort",
             "FamilyId",
+            "FamilyKeyDirectory",
             "HardwareProfile",
             "HashedControlPassword",
             "MetricsPort",

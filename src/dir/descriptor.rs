@@ -16,8 +16,10 @@ use thiserror::Error;
 use super::isotime;
 use super::netdoc::{base64_nopad, encode_object};
 use crate::crypto::ids::RsaIdentity;
+use crate::keys::cert::CertError;
+use crate::keys::family::verify_family_cert;
 use crate::keys::rsa::{self as tor_rsa, RsaError};
-use crate::keys::{spaced_fingerprint, RelayKeys};
+use crate::keys::{spaced_fingerprint, Ed25519Cert, RelayKeys};
 
 /// The `proto` line Fors advertises: only what it implements (tor-spec
 /// §"subprotocol-versioning"; see docs/tor-relay-protocol §5.5).
@@ -79,6 +81,9 @@ pub struct DescriptorParams {
     pub contact: Option<String>,
     /// Legacy `family` entries (`$HEX` fingerprints or nicknames), joined on one line.
     pub family: Vec<String>,
+    /// Happy-family certs (prop 321 `family-cert`), one per family key, each certifying our
+    /// Ed25519 identity ([`RelayKeys::family_certs`]).
+    pub family_certs: Vec<Ed25519Cert>,
     /// `accept`/`reject` lines, first match wins; empty means `reject *:*`.
     pub policy: Vec<String>,
     /// The `ipv6-policy` summary (e.g. `accept 80,443`); omitted if `None` or reject-all.
@@ -108,6 +113,7 @@ impl DescriptorParams {
             uptime_secs: 0,
             contact: None,
             family: Vec::new(),
+            family_certs: Vec::new(),
             policy: vec!["reject *:*".to_owned()],
             ipv6_policy: None,
             tunnelled_dir_server: false,
@@ -132,6 +138,8 @@ pub enum DescriptorError {
     BadPolicyLine(String),
     #[error("family entry {0:?} is neither a nickname nor a $fingerprint")]
     BadFamilyEntry(String),
+    #[error("family-cert is not a valid family certificate for our identity: {0}")]
+    BadFamilyCert(CertError),
     #[error(
         "the signing-key certificate does not carry the master key or certify our signing key"
     )]
@@ -296,6 +304,10 @@ pub fn build_descriptor(
     for f in &p.family {
         check_family_entry(f)?;
     }
+    for c in &p.family_certs {
+        verify_family_cert(c, &keys.ed25519_identity(), Some(p.published))
+            .map_err(DescriptorError::BadFamilyCert)?;
+    }
 
     let published = isotime::format(p.published);
     let identity_pem = tor_rsa::public_key_to_pem(&keys.rsa_identity_public())?;
@@ -353,6 +365,12 @@ pub fn build_descriptor(
     }
     if p.hibernating {
         t.push_str("hibernating 1\n");
+    }
+    // C 0.4.9 router.c writes the family certs here, after `hibernating`/`hidden-service-dir`
+    // and before `contact`; dir-spec places no constraint on their position.
+    for c in &p.family_certs {
+        t.push_str("family-cert\n");
+        t.push_str(&encode_object("FAMILY CERT", c.as_bytes()));
     }
     if let Some(c) = p.contact.as_deref().filter(|c| !c.is_empty()) {
         let _ = writeln!(t, "contact {c}");

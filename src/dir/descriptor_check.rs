@@ -90,6 +90,8 @@ pub struct CheckedDescriptor {
     pub policy: Vec<String>,
     /// Keywords in document order (for order assertions).
     pub keywords: Vec<String>,
+    /// Family IDs of the valid `family-cert`s (prop 321), in order.
+    pub family_ids: Vec<Ed25519Identity>,
     /// The earliest certificate expiry (C `cert_expiration_time`), seconds.
     pub cert_expiry_secs: u64,
     /// SHA-1 of the signed part.
@@ -353,6 +355,20 @@ pub fn check_descriptor(text: &str, now: Option<SystemTime>) -> Result<CheckedDe
         return Err(E::MasterKeyMismatch);
     }
     let master = Ed25519Identity(master);
+    // prop 321: each family-cert is a type-0x0c cert of our identity by the family key.
+    let mut family_ids = Vec::new();
+    for item in items.iter().filter(|i| i.keyword == "family-cert") {
+        if !item.args.is_empty() {
+            return Err(E::Malformed {
+                keyword: "family-cert",
+            });
+        }
+        let fc = Ed25519Cert::parse(object(item, "family-cert", "FAMILY CERT")?)
+            .map_err(cert_err("family-cert"))?;
+        let id = crate::keys::family::verify_family_cert(&fc, &master, now)
+            .map_err(cert_err("family-cert"))?;
+        family_ids.push(id);
+    }
     let ntor_cc_item = exactly_one(&items, "ntor-onion-key-crosscert")?;
     let sign_bit = match ntor_cc_item.args.as_slice() {
         ["0"] => 0u8,
@@ -433,6 +449,7 @@ pub fn check_descriptor(text: &str, now: Option<SystemTime>) -> Result<CheckedDe
         extra_info_digest,
         policy,
         keywords: items.iter().map(|i| i.keyword.to_owned()).collect(),
+        family_ids,
         cert_expiry_secs: cert.expires_at_secs().min(ntor_cc.expires_at_secs()),
         digest,
     })

@@ -56,6 +56,9 @@ pub enum KeyError {
         path.display()
     )]
     MasterKeyOffline { path: PathBuf },
+    /// C tor's words (familykeys.c) for a `FamilyId` whose key is not in the directory.
+    #[error("No key was found for listed FamilyID {id} (looked for *.secret_family_key in {})", dir.display())]
+    FamilyKeyMissing { id: String, dir: PathBuf },
     #[error("cannot generate key: {0}")]
     Generate(#[from] RsaError),
 }

@@ -3,7 +3,8 @@
 //! - [`RelayKeys`]: load-or-create every key from a DataDirectory; periodic upkeep; the
 //!   descriptor cross-certs; minting link-handshake certs ([`LinkCerts`]).
 //! - [`cert`]: Ed25519 certificates (cert-spec); [`crosscert`]: RSA→Ed25519 (CERTS type 7),
-//!   TAP and ntor onion-key crosscerts; [`x509`] + [`der`]: the X.509 link/identity certs.
+//!   TAP and ntor onion-key crosscerts; [`family`]: happy-family keys and `family-cert`s;
+//!   [`x509`] + [`der`]: the X.509 link/identity certs.
 //! - [`keyfile`] / [`tagged`] / [`pem`]: C tor's on-disk formats; [`store`]: atomic file I/O.
 
 pub mod cert;
@@ -11,6 +12,7 @@ pub mod crosscert;
 pub mod der;
 pub mod ed25519;
 pub mod error;
+pub mod family;
 pub mod identity;
 pub mod keyfile;
 pub mod link;

@@ -11,12 +11,14 @@ use super::cert::Ed25519Cert;
 use super::crosscert::{self, RsaEd25519CrossCert, RSA_ED_CROSSCERT_LIFETIME_SECS};
 use super::ed25519::Ed25519Keypair;
 use super::error::KeyError;
+use super::family::{self, FamilyKey};
 use super::identity::{self, Ed25519Keys, SigningKeyPolicy, SigningKeyStatus};
 use super::link::{LinkCertError, LinkCertInputs, LinkCertPolicy, LinkCerts};
 use super::onion::{NtorKeypair, OnionKeyChanges, OnionKeyRotation, OnionKeys};
 use super::rsa::{self as tor_rsa, RsaError};
 use super::store::{self, KeyDir};
 use super::time::{from_unix_secs, unix_secs};
+use crate::config::FamilyId;
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 
 /// Tunables, all defaulting to C tor's values; the onion-key schedule should follow the
@@ -53,6 +55,9 @@ pub struct RelayKeys {
     rsa_identity: RsaIdentity,
     ed: Ed25519Keys,
     onion: OnionKeys,
+    /// Happy-family keys in use (`FamilyId`), and the settings they were loaded for.
+    family: Vec<FamilyKey>,
+    family_source: (Vec<FamilyId>, PathBuf),
 }
 
 /// Shows identities only, never secret material.
@@ -63,6 +68,7 @@ impl std::fmt::Debug for RelayKeys {
             .field("rsa_identity", &self.rsa_identity)
             .field("ed25519_identity", &self.ed.identity)
             .field("onion", &self.onion)
+            .field("family", &self.family)
             .finish_non_exhaustive()
     }
 }
@@ -104,7 +110,51 @@ impl RelayKeys {
             rsa_identity,
             ed,
             onion,
+            family: Vec::new(),
+            family_source: (Vec::new(), PathBuf::new()),
         })
+    }
+
+    /// Loads the family keys `FamilyId` asks for from `dir` (`FamilyKeyDirectory`), replacing
+    /// the current ones. On error the current ones stay. Returns the files holding keys that
+    /// no `FamilyId` names, for the caller to warn about as C tor does.
+    pub fn load_family_keys(
+        &mut self,
+        wanted: &[FamilyId],
+        dir: &Path,
+    ) -> Result<Vec<(PathBuf, Ed25519Identity)>, KeyError> {
+        let (used, unlisted) = family::load_family_keys_and_unlisted(dir, wanted)?;
+        self.family = used;
+        self.family_source = (wanted.to_vec(), dir.to_path_buf());
+        Ok(unlisted.iter().map(|k| (k.path.clone(), k.id())).collect())
+    }
+
+    /// Reloads the family keys if `FamilyId` or `FamilyKeyDirectory` changed since they were
+    /// loaded (a SIGHUP). Returns whether they were reloaded.
+    pub fn refresh_family_keys(
+        &mut self,
+        wanted: &[FamilyId],
+        dir: &Path,
+    ) -> Result<bool, KeyError> {
+        if self.family_source.0 == wanted && (wanted.is_empty() || self.family_source.1 == dir) {
+            return Ok(false);
+        }
+        self.load_family_keys(wanted, dir)?;
+        Ok(true)
+    }
+
+    /// The family IDs of the family keys in use.
+    pub fn family_ids(&self) -> Vec<Ed25519Identity> {
+        self.family.iter().map(FamilyKey::id).collect()
+    }
+
+    /// One `family-cert` per family key, certifying our Ed25519 identity, minted for a
+    /// descriptor published at `published` (C tor mints them in `router_dump_router_to_string`).
+    pub fn family_certs(&self, published: SystemTime) -> Vec<Ed25519Cert> {
+        self.family
+            .iter()
+            .map(|k| family::mint_family_cert(&k.key, &self.ed.identity, published))
+            .collect()
     }
 
     /// Periodic upkeep (C `check_ed_keys_callback`, `rotate_onion_key_callback`,

@@ -295,11 +295,19 @@ impl Relay {
         let config = &self.config;
         let keys = {
             let _as_user = self.user.as_ref().map(setup::act_as).transpose()?;
-            let keys = RelayKeys::load_or_create(
+            let mut keys = RelayKeys::load_or_create(
                 &config.data_directory,
                 SystemTime::now(),
                 KeyParams::default(),
             )?;
+            // A missing or unreadable family key stops start-up, as in C tor.
+            for (path, id) in keys.load_family_keys(&config.family_ids, &config.family_key_dir())? {
+                log_warn!(
+                    "Found secret family key in {} with unexpected FamilyID {}; it is not used.",
+                    path.display(),
+                    id.to_base64()
+                );
+            }
             keys.write_fingerprint_files(&config.nickname)?;
             keys
         };
@@ -313,6 +321,9 @@ impl Relay {
             config.nickname,
             keys.ed25519_identity().to_base64()
         );
+        for id in keys.family_ids() {
+            log_notice!("Member of the family with FamilyId {}.", id.to_base64());
+        }
         if exit_policy.is_reject_star() {
             log_notice!("Not an exit relay: exit policy is reject *:*.");
         } else {

@@ -223,7 +223,14 @@ impl Directory {
                 }
                 PublishDecision::Publish { reason } => {
                     self.next_publish_check = now + Duration::from_secs(60);
-                    match self.build_upload(config, keys, policy, or_port, observed, uptime, wall) {
+                    // FamilyId / FamilyKeyDirectory may have changed on SIGHUP.
+                    let built = keys
+                        .refresh_family_keys(&config.family_ids, &config.family_key_dir())
+                        .map_err(|e| format!("family keys: {e}"))
+                        .and_then(|_| {
+                            self.build_upload(config, keys, policy, or_port, observed, uptime, wall)
+                        });
+                    match built {
                         Ok((request, text, digest)) => {
                             self.published_digest = Some(digest);
                             log_notice!("Uploading our descriptor ({reason}).");
@@ -269,7 +276,9 @@ impl Directory {
         uptime: u64,
         wall: SystemTime,
     ) -> Result<(UploadRequest, String, [u8; 20]), String> {
-        let params = descriptor_params(config, policy, or_port, observed, uptime, wall)?;
+        let mut params = descriptor_params(config, policy, or_port, observed, uptime, wall)?;
+        // Minted afresh for every descriptor, so they never near their 30-day expiry.
+        params.family_certs = keys.family_certs(wall);
         let ei = build_extra_info(keys, &params.nickname, wall)
             .map_err(|e| format!("extra-info: {e}"))?;
         let desc = build_descriptor(keys, &params, Some(&ei)).map_err(|e| e.to_string())?;

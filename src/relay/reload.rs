@@ -88,6 +88,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         bandwidth => "BandwidthRate/BandwidthBurst/RelayBandwidth*", Now;
         my_family => "MyFamily", NextDescriptor;
         family_ids => "FamilyId", NextDescriptor;
+        family_key_directory => "FamilyKeyDirectory", NextDescriptor;
         dir_cache => "DirCache", NextDescriptor;
         logs => "Log", Now;
         safe_logging => "SafeLogging", Now;
