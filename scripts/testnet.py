@@ -444,10 +444,12 @@ _ADDR_OPTS = ("Address", "ORPort", "DirPort", "SocksPort", "ControlPort", "DirAu
               "MetricsPort") + _BIND_OPTS
 
 
-def check_torrc_is_local(path, extra_policies=()):
+def check_torrc_is_local(path, extra_policies=(), isolated=False):
     """Refuse any torrc that could reach beyond loopback.  `extra_policies` are further
     exit policies to allow; only `up` passes them, for --policy-exit slots, after it has
-    checked that it runs in an isolated network namespace."""
+    checked that it runs in an isolated network namespace.  `isolated` (also only after that
+    check) lets OutboundBindAddress* name a non-loopback source address: there, addresses on
+    `lo` are all that exists."""
     problems = []
     policy = []
     has_testing = has_auth = has_orport = False
@@ -478,7 +480,7 @@ def check_torrc_is_local(path, extra_policies=()):
                                 and tok not in ("0", "IPv4Only", "NoAdvertise", "NoListen"):
                             problems.append(f"{key} {val!r} does not name a loopback address")
                         continue
-                    if not ip.is_loopback:
+                    if not ip.is_loopback and not (isolated and key in _BIND_OPTS):
                         problems.append(f"{key} names non-loopback {ip}")
             if key == "ExitPolicy":
                 policy += [r.strip() for r in val.split(",")]
@@ -840,7 +842,7 @@ def cmd_up(args, launcher):
             if r["kind"] == "ctor":
                 lines += relay_ctor_extra_lines(r)
             write_torrc(r["torrc"], lines)
-            check_torrc_is_local(r["torrc"], extra_policies)
+            check_torrc_is_local(r["torrc"], extra_policies, isolated=bool(net.get("netns")))
 
         def relay_identity(r):
             cmd = ([r["bin"], "--list-fingerprint", "-f", r["torrc"]] if r["kind"] == "fors"

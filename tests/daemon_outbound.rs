@@ -1,69 +1,134 @@
-//! OutboundBindAddress* on a live private network (scripts/testnet.py on loopback; nothing
-//! leaves the machine): C tor 0.4.9 authorities, relays and client, a Fors middle and a Fors
-//! exit, each binding its outgoing connections to its own 127.0.0.x (every 127/8 address is
-//! local, so no namespace is needed):
+//! OutboundBindAddress* on a live private network, inside a network namespace the test makes
+//! (scripts/netns.py: only `lo`, no route off the machine). C tor never binds a connection to
+//! a loopback destination, and neither does Fors, so the addresses must not be loopback ones:
+//! the namespace's `lo` gets documentation addresses (RFC 5737 TEST-NET-2), which nothing
+//! outside it can reach. In it: C tor 0.4.9 authorities, relays and client, a Fors middle and
+//! a Fors exit whose policy accepts port 80 (`--policy-exit`, allowed only in such a
+//! namespace):
 //!
-//! * `forsexit1`: `OutboundBindAddress 127.0.0.6` and `OutboundBindAddressExit 127.0.0.7`:
-//!   the server the client connects to through it sees 127.0.0.7 (the Exit option wins for
-//!   exit streams, tor-manual "OutboundBindAddressExit");
-//! * `forsmiddle1`: `OutboundBindAddressOR 127.0.0.8`: the Fors exit, its next hop, sees the
-//!   middle's channel come from 127.0.0.8 (its debug log, `SafeLogging 0`, shows the peer).
+//! * `forsexit1` has `OutboundBindAddressExit 198.51.100.7` (and `OutboundBindAddress
+//!   198.51.100.6`): a server on 198.51.100.9:80, reached by the C tor client through it, sees
+//!   the connection come from 198.51.100.7 (the Exit option wins for exit connections);
+//! * `forsmiddle1` has `OutboundBindAddressOR 198.51.100.8`, but its channel to the exit goes
+//!   to the exit's 127.0.0.1 ORPort, a loopback destination: the exit sees it come from
+//!   127.0.0.1, unbound, as C tor would (`connection_connect`).
 //!
-//! Skipped (SKIPPED printed) without `tor`, `tor-gencert` or python3, or with
-//! `FORS_SKIP_TESTNET`; with `CI=true` that is a failure. The network is stopped (by pid, by
-//! the script) when the test ends, pass or fail.
+//! Skipped (SKIPPED printed) without tor, tor-gencert, python3, unshare, nsenter or ip, or
+//! without root where user namespaces are unavailable; with `CI=true` (run as root) that is a
+//! failure. Everything started is stopped by pid (the TestnetGuard), then the namespace goes.
 
 mod daemon_common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::mpsc;
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
-use daemon_common::private_net::{
-    client_ports, relay_record, socks5_connect, testnet, testnet_skip_reason,
-};
+use daemon_common::private_net::have;
+use daemon_common::skip_common::skip;
 use daemon_common::{
-    free_port_range_base, testnet_script, wait_for_file_line, TempDir, TestnetGuard,
+    running_as_root, testnet_script, wait_for_file_line, IsolatedNetns, NetnsUnavailable, TempDir,
+    TestnetGuard,
 };
 
-const EXIT_BIND: &str = "127.0.0.7";
-const ANY_BIND: &str = "127.0.0.6";
-const OR_BIND: &str = "127.0.0.8";
+const ANY_BIND: &str = "198.51.100.6";
+const EXIT_BIND: &str = "198.51.100.7";
+const OR_BIND: &str = "198.51.100.8";
+const SERVER: &str = "198.51.100.9";
 
-/// A listener on 127.0.0.9 that sends the peer address of each connection it accepts, and
-/// echoes one line back so the client knows the stream went through.
-fn start_peer_reporting_listener() -> (SocketAddr, mpsc::Receiver<SocketAddr>) {
-    let l = TcpListener::bind("127.0.0.9:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let peer = s.peer_addr().unwrap();
-            if tx.send(peer).is_err() {
-                return;
-            }
-            let mut buf = [0u8; 64];
-            if let Ok(n) = s.read(&mut buf) {
-                let _ = s.write_all(&buf[..n]);
-            }
-        }
-    });
-    (addr, rx)
+/// Runs `testnet.py --dir DIR ARGS` inside the namespace; its output (also echoed).
+fn testnet(ns: &IsolatedNetns, dir: &Path, args: &[&str]) -> Output {
+    let out = ns
+        .command("python3")
+        .arg(testnet_script())
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    eprint!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
+
+/// Inside the namespace: listens on SERVER:80, pins the client's path to the Fors middle and
+/// exit, opens one stream to the server through it (`testnet.py probe`), and prints the
+/// address every accepted connection came from. Bounded: the listener times out, the probe
+/// has its own timeouts and the whole script a deadline.
+const SCRIPT: &str = r#"
+import socket, subprocess, sys, threading
+testnet, netdir, server = sys.argv[1], sys.argv[2], sys.argv[3]
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((server, 80))
+l.listen(8)
+l.settimeout(240)
+peers = []
+def accept():
+    try:
+        while True:
+            c, a = l.accept()
+            peers.append(a[0])
+            c.close()
+    except OSError:
+        pass
+threading.Thread(target=accept, daemon=True).start()
+run = lambda *a: subprocess.run([sys.executable, testnet, "--dir", netdir] + list(a), timeout=240).returncode
+print("PIN", run("pin", "--middle", "forsmiddle1", "--exit", "forsexit1", "--clear"), flush=True)
+print("PROBE", run("probe", server + ":80", "--exit", "forsexit1", "--io-timeout", "120"), flush=True)
+print("PEERS", " ".join(peers), flush=True)
+"#;
 
 #[test]
 fn outgoing_connections_come_from_the_bind_addresses() {
-    if let Some(why) = testnet_skip_reason(&[]) {
-        daemon_common::skip_common::skip("outgoing_connections_come_from_the_bind_addresses", &why);
+    const TEST: &str = "outgoing_connections_come_from_the_bind_addresses";
+    if std::env::var_os("FORS_SKIP_TESTNET").is_some() {
+        skip(TEST, "FORS_SKIP_TESTNET is set");
         return;
+    }
+    for (cmd, arg) in [
+        ("tor", "--version"),
+        ("tor-gencert", "--help"),
+        ("python3", "--version"),
+        ("unshare", "--version"),
+        ("nsenter", "--version"),
+        ("ip", "-V"),
+    ] {
+        if !have(cmd, arg) {
+            skip(TEST, &format!("{cmd} is not available"));
+            return;
+        }
+    }
+    let ns = match IsolatedNetns::start() {
+        Ok(ns) => ns,
+        Err(NetnsUnavailable::Unsupported(why)) if !running_as_root() => {
+            skip(TEST, &format!("no network namespace without root here ({why})"));
+            return;
+        }
+        Err(e) => panic!("cannot make an isolated network namespace: {e:?}"),
+    };
+    for addr in [ANY_BIND, EXIT_BIND, OR_BIND, SERVER] {
+        let st = ns
+            .command("ip")
+            .args(["addr", "add", &format!("{addr}/32"), "dev", "lo"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip addr add {addr} in the namespace");
     }
     let tmp = TempDir::new("daemon-outbound");
     let dir = tmp.path().join("net");
+    // Dropped before `ns`: stops every process of the network by pid.
     let _net = TestnetGuard { dir: &dir };
-    let slot = |line: &str| ["--slot-option".to_string(), line.to_string()];
-    let mut args: Vec<String> = [
+    let options = [
+        format!("forsexit1 OutboundBindAddress {ANY_BIND}"),
+        format!("forsexit1 OutboundBindAddressExit {EXIT_BIND}"),
+        "forsexit1 Log debug stdout".into(),
+        "forsexit1 SafeLogging 0".into(),
+        format!("forsmiddle1 OutboundBindAddressOR {OR_BIND}"),
+    ];
+    let mut args: Vec<&str> = vec![
         "up",
         "--fors",
         "middle",
@@ -73,75 +138,58 @@ fn outgoing_connections_come_from_the_bind_addresses() {
         "1",
         "--exits",
         "1",
-    ]
-    .map(String::from)
-    .to_vec();
-    for line in [
-        format!("forsexit1 OutboundBindAddress {ANY_BIND}"),
-        format!("forsexit1 OutboundBindAddressExit {EXIT_BIND}"),
-        "forsexit1 Log debug stdout".into(),
-        "forsexit1 SafeLogging 0".into(),
-        format!("forsmiddle1 OutboundBindAddressOR {OR_BIND}"),
-    ] {
-        args.extend(slot(&line));
+        // Inside the namespace every port is free.
+        "--base-port",
+        "15100",
+        "--fors-bin",
+        env!("CARGO_BIN_EXE_fors"),
+        "--policy-exit",
+        "forsexit1 80",
+    ];
+    for o in &options {
+        args.extend(["--slot-option", o.as_str()]);
     }
-    let st = std::process::Command::new("python3")
-        .arg(testnet_script())
-        .arg("--dir")
-        .arg(&dir)
-        .args(&args)
-        .arg("--base-port")
-        .arg(free_port_range_base().to_string())
-        .arg("--fors-bin")
-        .arg(env!("CARGO_BIN_EXE_fors"))
-        .status()
+    let up = testnet(&ns, &dir, &args);
+    assert!(up.status.success(), "testnet up failed");
+    let w = testnet(&ns, &dir, &["wait", "--timeout", "300"]);
+    assert!(w.status.success(), "testnet wait failed");
+
+    let out = ns
+        .command("python3")
+        .args([
+            "-c",
+            SCRIPT,
+            testnet_script().to_str().unwrap(),
+            dir.to_str().unwrap(),
+            SERVER,
+        ])
+        .output()
         .unwrap();
-    assert!(st.success(), "testnet up failed");
-    for nick in ["forsmiddle1", "forsexit1"] {
-        wait_for_file_line(
-            &dir.join(nick).join("stdout.log"),
-            "Fors is listed in the consensus",
-            Duration::from_secs(240),
-        );
-    }
-    testnet(&dir, &["wait", "--pluggable-only", "--timeout", "180"]);
-    testnet(
-        &dir,
-        &[
-            "pin",
-            "--middle",
-            "forsmiddle1",
-            "--exit",
-            "forsexit1",
-            "--clear",
-        ],
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("PIN 0"), "pinning failed: {text}");
+    assert!(text.contains("PROBE 0"), "the stream through the Fors exit failed: {text}");
+    let peers = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PEERS"))
+        .expect("PEERS line")
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    assert!(!peers.is_empty(), "the server saw no connection: {text}");
+    assert!(
+        peers.iter().all(|p| *p == EXIT_BIND),
+        "exit connections came from {peers:?}, not OutboundBindAddressExit {EXIT_BIND}"
     );
 
-    let (server, peers) = start_peer_reporting_listener();
-    let (socks, _) = client_ports(&dir);
-    let mut s = socks5_connect(
-        socks,
-        &server.ip().to_string(),
-        server.port(),
-        Duration::from_secs(150),
-    )
-    .unwrap_or_else(|code| panic!("SOCKS connect through the Fors exit failed: reply {code}"));
-    s.write_all(b"ping\n").unwrap();
-    let mut echo = [0u8; 5];
-    s.read_exact(&mut echo).unwrap();
-    assert_eq!(&echo, b"ping\n");
-    let peer = peers
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the server saw a connection");
-    assert_eq!(
-        peer.ip(),
-        EXIT_BIND.parse::<IpAddr>().unwrap(),
-        "the exit connection came from {peer}, not OutboundBindAddressExit"
-    );
-
-    // The middle's channel to the exit, as the exit saw it.
-    let middle_fp = relay_record(&dir, "forsmiddle1")["fingerprint"]
-        .as_str()
+    // The middle's channel to the exit's loopback ORPort: not bound (C `connection_connect`).
+    let net: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("network.json")).unwrap()).unwrap();
+    let middle_fp = net["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["nick"] == "forsmiddle1")
+        .and_then(|r| r["fingerprint"].as_str())
         .unwrap()
         .to_string();
     let line = wait_for_file_line(
@@ -150,7 +198,7 @@ fn outgoing_connections_come_from_the_bind_addresses() {
         Duration::from_secs(30),
     );
     assert!(
-        line.contains(&format!(" at {OR_BIND} (link v")),
-        "the middle's channel did not come from OutboundBindAddressOR: {line}"
+        line.contains(" at 127.0.0.1 (link v"),
+        "a channel to a loopback ORPort must not be bound: {line}"
     );
 }

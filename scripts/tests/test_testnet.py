@@ -106,7 +106,10 @@ class TorrcCheckTests(unittest.TestCase):
             with self.assertRaises(testnet.TestnetError, msg=line):
                 testnet.check_torrc_is_local(path)
         testnet.check_torrc_is_local(self.write(self.base(
-            testnet.NON_EXIT_POLICY, ["OutboundBindAddress 127.0.0.5 ::1"])))
+            testnet.NON_EXIT_POLICY, ["OutboundBindAddress 127.0.0.5", "OutboundBindAddress ::1"])))
+        # Inside a checked isolated namespace a documentation address on lo is fine.
+        testnet.check_torrc_is_local(self.write(self.base(
+            testnet.NON_EXIT_POLICY, ["OutboundBindAddressExit 198.51.100.7"])), isolated=True)
 
     def test_relay_lines_carry_slot_policy_and_cmd_the_metrics_port(self):
         net = {"run_dir": "/r", "authorities": [], "policy_exits": {"forsexit1": [80, 443]}}

@@ -33,11 +33,11 @@ impl LogSeverity {
 pub enum SafeLogging {
     /// `0`: no scrubbing.
     Off,
-    /// `1` (the default): every address is scrubbed, relays' included (C `safe_str`).
+    /// `1` (the default): every address is scrubbed, relays' included.
     #[default]
     All,
     /// `relay`: addresses that could identify a client or its destination are scrubbed;
-    /// relays' addresses are shown (C `safe_str_client`).
+    /// relays' addresses are shown.
     Relay,
 }
 

@@ -48,6 +48,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("HeartbeatPeriod", OptionKind::Single),
     ("IPv6Exit", OptionKind::Single),
     ("Log", OptionKind::List),
+    ("LogTimeGranularity", OptionKind::Single),
     ("MaxMemInQueues", OptionKind::Single),
     ("MetricsPort", OptionKind::List),
     ("MetricsPortPolicy", OptionKind::List),
@@ -90,8 +91,9 @@ const WHY_ACCEL: &str =
     "Fors always uses the CPU's AES and SHA instructions when it has them (chosen at start-up)";
 const WHY_SCHED: &str = "Fors has no KIST or EWMA scheduler: each shard writes a channel's cells \
      as soon as its socket takes them (io_uring), circuits in arrival order";
-const WHY_PADDING: &str =
-    "Fors sends no channel padding (padding-spec) yet, so it behaves as ConnectionPadding 0";
+const WHY_PADDING: &str = "Fors does not pad channels yet (padding-spec), whatever this says; \
+     as in C tor, a relay accepts only the default (ConnectionPadding auto, \
+     ReducedConnectionPadding 0)";
 const WHY_DNS: &str = "Fors's exit resolver has no hijack detection and makes no test lookups";
 const WHY_DOS_STREAM: &str =
     "Fors has no stream-creation defence (its DoS defences are the DoSCircuitCreation* and \
@@ -195,10 +197,6 @@ pub const IGNORED: &[(&str, &str)] = &[
         "Fors's log lines have no domains; only 0 is accepted",
     ),
     (
-        "LogTimeGranularity",
-        "Fors's log timestamps always have millisecond precision",
-    ),
-    (
         "MainloopStats",
         "Fors has no main loop to report on; only 0 is accepted",
     ),
@@ -211,12 +209,16 @@ pub const IGNORED: &[(&str, &str)] = &[
         "Fors never dumps unparseable descriptors to disk",
     ),
     ("NoExec", "Fors never starts other programs"),
-    ("OverloadStatistics", WHY_STATS),
+    (
+        "OverloadStatistics",
+        "Fors publishes no overload-general line in its descriptor (C tor does by default)",
+    ),
     ("PaddingStatistics", WHY_STATS),
     ("PathsNeededToBuildCircuits", WHY_CLIENT),
     (
         "ProtocolWarnings",
-        "Fors logs peers' protocol violations at info level, as C tor with 0; only 0 is accepted",
+        "Fors logs peers' protocol violations at debug level (C tor with 0: info); only 0 is \
+         accepted",
     ),
     ("ReducedConnectionPadding", WHY_PADDING),
     (
@@ -284,7 +286,7 @@ pub const IGNORED_VALUES: &[(&str, &[&str])] = &[
     ("CacheDirectoryGroupReadable", &["0"]),
     ("CellStatistics", &["0"]),
     ("ConnDirectionStatistics", &["0"]),
-    ("ConnectionPadding", &["0"]),
+    ("ConnectionPadding", &["auto"]),
     ("ConstrainedSockets", &["0"]),
     ("ControlSocketsGroupWritable", &["0"]),
     ("DataDirectoryGroupReadable", &["0"]),
@@ -301,6 +303,7 @@ pub const IGNORED_VALUES: &[(&str, &[&str])] = &[
     ("OverloadStatistics", &["0"]),
     ("PaddingStatistics", &["0"]),
     ("ProtocolWarnings", &["0"]),
+    ("ReducedConnectionPadding", &["0"]),
     ("Sandbox", &["0"]),
     ("ServerDNSAllowBrokenConfig", &["0"]),
     ("ServerDNSDetectHijacking", &["0"]),

@@ -7,7 +7,7 @@ use super::log::{parse_log, LogConfig, LogDestination, LogSeverity, SafeLogging}
 use super::merge::{RawOptions, RawValue};
 use super::port::{parse_listen_port, parse_or_port, ListenPort, OrPort};
 use super::testnet::NetworkTimings;
-use super::units::{parse_interval, parse_memunit};
+use super::units::{parse_interval, parse_memunit, parse_msec_interval};
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::dos::DosOptions;
 use std::net::IpAddr;
@@ -136,6 +136,9 @@ pub struct Config {
     /// Empty: `notice stdout`.
     pub logs: Vec<LogConfig>,
     pub safe_logging: SafeLogging,
+    /// `LogTimeGranularity` (default 1 second): log timestamps are rounded down to it, so a
+    /// log shows no finer timing than the operator chose (C `log_set_granularity`).
+    pub log_time_granularity: Duration,
     pub pid_file: Option<PathBuf>,
     /// `None`: /etc/resolv.conf.
     pub server_dns_resolv_conf_file: Option<PathBuf>,
@@ -226,7 +229,7 @@ pub enum OutboundKind {
     Or,
     /// An exit stream's connection (`OutboundBindAddressExit`).
     Exit,
-    /// A directory request to an authority (only `OutboundBindAddress`).
+    /// A directory request to an authority (`OutboundBindAddressOR`, as C tor).
     Dir,
 }
 
@@ -244,11 +247,16 @@ impl OutboundBind {
     /// `conn_get_outbound_address`: the kind's own option for `dest`'s family, else
     /// `OutboundBindAddress`'s, else none (the kernel chooses).
     pub fn source(&self, kind: OutboundKind, dest: IpAddr) -> Option<IpAddr> {
+        // C `connection_connect` (and the manual): never for a loopback destination.
+        if dest.is_loopback() {
+            return None;
+        }
         let fam = usize::from(dest.is_ipv6());
+        // Everything that is not an exit connection (directory requests too) takes the OR
+        // address: C's `conn_get_outbound_address`.
         let own = match kind {
-            OutboundKind::Or => self.or[fam],
             OutboundKind::Exit => self.exit[fam],
-            OutboundKind::Dir => None,
+            OutboundKind::Or | OutboundKind::Dir => self.or[fam],
         };
         own.or(self.any[fam])
     }
@@ -495,6 +503,24 @@ impl Builder<'_> {
                 .ok_or_else(|| bad("SafeLogging", v, "allowed values are 0, 1 and relay"))?,
         };
 
+        let log_time_granularity = match raw.single("LogTimeGranularity") {
+            None => Duration::from_secs(1),
+            Some(v) => {
+                let d = parse_msec_interval(&v.value)
+                    .map_err(|e| bad("LogTimeGranularity", v, e))?;
+                let ms = d.as_millis() as u64;
+                // tor-manual: positive, and a divisor or a multiple of 1 second.
+                if ms == 0 || (ms < 1000 && 1000 % ms != 0) || (ms > 1000 && ms % 1000 != 0) {
+                    return Err(bad(
+                        "LogTimeGranularity",
+                        v,
+                        "must be positive and divide, or be a multiple of, 1 second",
+                    ));
+                }
+                d
+            }
+        };
+
         let num_cpus = match raw.single("NumCPUs") {
             None => 0,
             Some(v) => v
@@ -589,6 +615,7 @@ impl Builder<'_> {
             dir_cache: self.dir_cache()?,
             logs,
             safe_logging,
+            log_time_granularity,
             pid_file: self.path("PidFile"),
             server_dns_resolv_conf_file: self.path("ServerDNSResolvConfFile"),
             num_cpus,
@@ -854,22 +881,31 @@ impl Builder<'_> {
         Ok(out)
     }
 
+    /// `OutboundBindAddress*`: one IP address per line (IPv6 with or without brackets), at
+    /// most one per family, as C's `parse_outbound_address_lines`.
     fn bind_addresses(&self, name: &'static str) -> Result<Vec<IpAddr>, ConfigError> {
         let mut out: Vec<IpAddr> = Vec::new();
         for v in self.raw.list(name) {
-            for word in v.value.split_ascii_whitespace() {
-                let ip: IpAddr = word
-                    .parse()
-                    .map_err(|_| bad(name, v, format!("{word:?} is not an IP address")))?;
-                if out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
-                    return Err(bad(
-                        name,
-                        v,
-                        "only one IPv4 and one IPv6 address are allowed",
-                    ));
-                }
-                out.push(ip);
+            let word = v.value.trim();
+            let bare = word
+                .strip_prefix('[')
+                .and_then(|w| w.strip_suffix(']'))
+                .unwrap_or(word);
+            let ip: IpAddr = bare.parse().map_err(|_| {
+                bad(
+                    name,
+                    v,
+                    format!("{word:?} is not one IP address (give one address per line)"),
+                )
+            })?;
+            if out.iter().any(|o| o.is_ipv4() == ip.is_ipv4()) {
+                return Err(bad(
+                    name,
+                    v,
+                    "only one IPv4 and one IPv6 address are allowed",
+                ));
             }
+            out.push(ip);
         }
         Ok(out)
     }

@@ -180,6 +180,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "HashedControlPassword" => c.control.hashed_passwords.clone(),
         "IPv6Exit" => b(c.ipv6_exit),
         "Log" => c.logs.iter().map(|l| l.raw.clone()).collect(),
+        "LogTimeGranularity" => one(c.log_time_granularity.as_millis()),
         "MaxMemInQueues" => one(c.max_mem_in_queues),
         "TestingMaxMemInQueues" => one(c.testing_max_mem_in_queues),
         "MetricsPort" => c.metrics_ports.iter().map(listen_port).collect(),

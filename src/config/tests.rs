@@ -48,6 +48,11 @@ fn defaults_match_c_tor() {
     // C tor's default DirCache is 1; Fors has no directory cache yet and says so.
     assert!(!c.dir_cache && c.publish_server_descriptor);
     assert_eq!(c.safe_logging, SafeLogging::All);
+    assert_eq!(c.log_time_granularity, Duration::from_secs(1));
+    assert_eq!(
+        ok("LogTimeGranularity 250 msec\n").log_time_granularity,
+        Duration::from_millis(250)
+    );
     assert!(!c.assume_reachable && !c.cookie_authentication && !c.testing_tor_network);
     assert_eq!(c.network_timings, NetworkTimings::PUBLIC);
     assert_eq!(c.shutdown_wait_length, Duration::from_secs(30));
@@ -92,7 +97,8 @@ fn full_relay_torrc() {
          NumCPUs 2\n\
          HardwareProfile epyc-2core\n\
          OutboundBindAddress 203.0.113.5\n\
-         OutboundBindAddressExit 203.0.113.6 2001:db8::6\n\
+         OutboundBindAddressExit 203.0.113.6\n\
+         OutboundBindAddressExit [2001:db8::6]\n\
          ControlPort 9051\n\
          CookieAuthentication 1\n\
          MetricsPort 127.0.0.1:9035 prometheus\n\
@@ -229,6 +235,8 @@ fn bad_values_name_file_line_and_option() {
         ("DirCache 1", "torrc:3: bad value \"1\" for DirCache: Fors has no directory cache yet; only 0 is accepted"),
         ("DirPort 9030", "torrc:3: DirPort: Fors has no directory cache yet"),
         ("ORPort 9001", "torrc:3: ORPort: the same address and port as the ORPort at torrc:1"),
+        ("LogTimeGranularity 300 msec", "for LogTimeGranularity: must be positive and divide"),
+        ("LogTimeGranularity 0", "for LogTimeGranularity"),
         ("SafeLogging 2", "torrc:3: bad value \"2\" for SafeLogging: allowed values are 0, 1 and relay"),
         ("ControlSocket run/control", "torrc:3: bad value \"run/control\" for ControlSocket: a ControlSocket needs an absolute path"),
         ("ExtraInfoStatistics 1", "torrc:3: bad value \"1\" for ExtraInfoStatistics: Fors does not implement this value: Fors collects and publishes no extra-info statistics"),
@@ -245,7 +253,8 @@ fn bad_values_name_file_line_and_option() {
         ("SocksPort 9050", "torrc:3: bad value \"9050\" for SocksPort: Fors is a relay, not a client"),
         ("NumCPUs -2", "torrc:3: bad value \"-2\" for NumCPUs"),
         ("OutboundBindAddress host.example", "for OutboundBindAddress"),
-        ("OutboundBindAddressExit 1.2.3.4 5.6.7.8", "for OutboundBindAddressExit: only one IPv4"),
+        ("OutboundBindAddressExit 1.2.3.4 5.6.7.8", "for OutboundBindAddressExit: \"1.2.3.4 5.6.7.8\" is not one IP address"),
+        ("OutboundBindAddressExit 1.2.3.4\nOutboundBindAddressExit 5.6.7.8", "torrc:4: bad value \"5.6.7.8\" for OutboundBindAddressExit: only one IPv4"),
         ("ControlPort unix:run/control", "for ControlPort: a Unix-socket ControlPort needs an absolute path"),
         ("ControlPort 192.0.2.7:9051", "torrc:3: bad value \"192.0.2.7:9051\" for ControlPort: 192.0.2.7 is not a loopback address"),
         ("ControlPort 0.0.0.0:9051", "for ControlPort: 0.0.0.0 is not a loopback address"),
@@ -614,7 +623,7 @@ fn dos_options_override_the_consensus() {
 
 #[test]
 fn outbound_bind_addresses_follow_c_tor() {
-    let c = ok("OutboundBindAddress 198.51.100.1 2001:db8::1\n\
+    let c = ok("OutboundBindAddress 198.51.100.1\nOutboundBindAddress [2001:db8::1]\n\
                 OutboundBindAddressOR 198.51.100.2\n\
                 OutboundBindAddressExit 2001:db8::3\n");
     let b = c.outbound_bind();
@@ -626,8 +635,13 @@ fn outbound_bind_addresses_follow_c_tor() {
     assert_eq!(b.source(OutboundKind::Or, v6), ip("2001:db8::1"));
     assert_eq!(b.source(OutboundKind::Exit, v4), ip("198.51.100.1"));
     assert_eq!(b.source(OutboundKind::Exit, v6), ip("2001:db8::3"));
-    // Directory connections use OutboundBindAddress only.
-    assert_eq!(b.source(OutboundKind::Dir, v4), ip("198.51.100.1"));
+    // Directory connections take the OR address, as every non-exit connection in C.
+    assert_eq!(b.source(OutboundKind::Dir, v4), ip("198.51.100.2"));
+    assert_eq!(b.source(OutboundKind::Dir, v6), ip("2001:db8::1"));
+    // Never for a loopback destination (C `connection_connect`).
+    for dest in ["127.0.0.2", "::1"] {
+        assert_eq!(b.source(OutboundKind::Exit, dest.parse().unwrap()), None);
+    }
     assert_eq!(ok("").outbound_bind().source(OutboundKind::Exit, v4), None);
 }
 

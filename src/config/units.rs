@@ -66,6 +66,33 @@ const TIME_UNITS: &[(&str, u64)] = &[
     ("months", 2_629_728),
 ];
 
+/// Time units in milliseconds for C's `MSEC_INTERVAL` options (a bare number is milliseconds).
+const MSEC_UNITS: &[(&str, u64)] = &[
+    ("", 1),
+    ("msec", 1),
+    ("millisecond", 1),
+    ("milliseconds", 1),
+    ("second", 1000),
+    ("seconds", 1000),
+    ("minute", 60_000),
+    ("minutes", 60_000),
+    ("hour", 3_600_000),
+    ("hours", 3_600_000),
+    ("day", 86_400_000),
+    ("days", 86_400_000),
+    ("week", 7 * 86_400_000),
+    ("weeks", 7 * 86_400_000),
+];
+
+/// Parses a millisecond interval ("100 msec", "1 second", "250").
+pub fn parse_msec_interval(s: &str) -> Result<Duration, String> {
+    let ms = parse_units(s, MSEC_UNITS)?;
+    if ms > i32::MAX as u64 {
+        return Err(format!("interval {s:?} is too large"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 /// Parses a memory amount ("1 GB", "512 kbits", "1.5 MB") into bytes.
 pub fn parse_memunit(s: &str) -> Result<u64, String> {
     parse_units(s, MEMORY_UNITS)

@@ -554,7 +554,7 @@ impl RelayHandler {
             } => self.extend(ExtendFor::Local(circ), target, create2, now, out),
             Action::Connect { stream, addr } => {
                 // A destination a client asked for: scrubbed as a client's (C tor scrubs
-                // exit targets with `safe_str_client`).
+                // exit targets with `safe_str`, scrubbed under SafeLogging 1 and relay).
                 log_debug!(
                     "shard {}: exit stream connecting to {}",
                     self.shard.0,
@@ -2029,7 +2029,7 @@ impl RelayHandler {
 }
 
 /// A channel peer's address for a log line: a peer that has not proven a relay identity may
-/// be a client, so its address is scrubbed as a client's (C `safe_str_client`).
+/// be a client, so its address is scrubbed as a client's (C `safe_str`).
 fn peer_for_log(peer: PeerIdentity, addr: IpAddr) -> log::Scrubbed<IpAddr> {
     match peer {
         PeerIdentity::Relay { .. } => log::relay_addr(addr),

@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -72,6 +72,14 @@ pub fn set_safe_logging(mode: SafeLogging) {
     SAFE_LOGGING.store(v, Ordering::Relaxed);
 }
 
+/// `LogTimeGranularity` in milliseconds (C's default, 1 second, until the torrc is read).
+static GRANULARITY_MS: AtomicU64 = AtomicU64::new(1000);
+
+/// Applies `LogTimeGranularity` (at start-up and on SIGHUP).
+pub fn set_time_granularity(d: std::time::Duration) {
+    GRANULARITY_MS.store((d.as_millis() as u64).max(1), Ordering::Relaxed);
+}
+
 /// What C tor prints in place of a scrubbed address.
 pub const SCRUBBED: &str = "[scrubbed]";
 
@@ -83,7 +91,8 @@ pub struct Scrubbed<T> {
 
 /// An address that may identify a client or a client's destination: a channel peer that
 /// has not proven a relay identity, an exit stream's target, a hostname it asked for.
-/// Scrubbed unless `SafeLogging 0` (C `safe_str_client`).
+/// Scrubbed unless `SafeLogging 0`: what C tor logs with `safe_str`, which scrubs under `1`
+/// and `relay` (everything a relay logs about others' traffic).
 pub fn client_addr<T: fmt::Display>(value: T) -> Scrubbed<T> {
     Scrubbed {
         value,
@@ -92,7 +101,7 @@ pub fn client_addr<T: fmt::Display>(value: T) -> Scrubbed<T> {
 }
 
 /// A relay's (or any other non-client) address: scrubbed only under `SafeLogging 1`
-/// (C `safe_str`).
+/// (C tor's `safe_str_client` level: scrubbed under `1` only).
 pub fn relay_addr<T: fmt::Display>(value: T) -> Scrubbed<T> {
     Scrubbed {
         value,
@@ -261,7 +270,7 @@ pub fn log(sev: LogSeverity, args: fmt::Arguments<'_>) {
     }
     let line = format!(
         "{} [{}] {}\n",
-        timestamp(SystemTime::now()),
+        timestamp(coarse(SystemTime::now())),
         severity_name(sev),
         args
     );
@@ -310,6 +319,13 @@ fn syslog_datagram(sev: LogSeverity, line: &str) -> String {
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
+
+/// `t` rounded down to `LogTimeGranularity`.
+fn coarse(t: SystemTime) -> SystemTime {
+    let g = GRANULARITY_MS.load(Ordering::Relaxed).max(1);
+    let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    UNIX_EPOCH + std::time::Duration::from_millis(ms - ms % g)
+}
 
 /// `Nov 24 21:00:00.000` in UTC.
 pub fn timestamp(t: SystemTime) -> String {
@@ -391,6 +407,16 @@ mod tests {
             ("127.0.0.5".into(), "127.0.0.5".into())
         );
         set_safe_logging(SafeLogging::default());
+    }
+
+    #[test]
+    fn timestamps_are_rounded_to_the_granularity() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_554_000_123);
+        set_time_granularity(Duration::from_millis(100));
+        assert_eq!(timestamp(coarse(t)), "Nov 24 21:00:00.100");
+        // C's default, restored for the other tests.
+        set_time_granularity(Duration::from_secs(1));
+        assert_eq!(timestamp(coarse(t)), "Nov 24 21:00:00.000");
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub fn run_main(args: &[String]) -> i32 {
         return 1;
     }
     log::set_safe_logging(config.safe_logging);
+    log::set_time_granularity(config.log_time_granularity);
     if config.disable_debugger_attachment {
         if let Err(e) = setup::disable_debugger_attachment() {
             log_warn!("DisableDebuggerAttachment: could not make the process non-dumpable: {e}");
@@ -539,11 +540,11 @@ impl Relay {
                 u.uid,
                 u.gid
             );
-            // A uid change resets the dumpable flag to fs.suid_dumpable: set it again.
-            if config.disable_debugger_attachment {
-                setup::disable_debugger_attachment().map_err(|e| {
-                    SetupError::User(format!("DisableDebuggerAttachment after User: {e}"))
-                })?;
+            // A uid change resets the dumpable flag to fs.suid_dumpable: set it again, as C
+            // tor (its switch_id makes a non-root process dumpable; options_act then
+            // applies DisableDebuggerAttachment). A failure is a warning, as in C.
+            if let Err(e) = setup::set_dumpable(!config.disable_debugger_attachment) {
+                log_warn!("DisableDebuggerAttachment after switching users: {e}");
             }
         }
 
@@ -790,6 +791,7 @@ impl Relay {
             log_warn!("Keeping the old Log settings: {e}");
         }
         log::set_safe_logging(new.safe_logging);
+        log::set_time_granularity(new.log_time_granularity);
         let applied = reload::changes(&self.config, &new);
         let restart: Vec<&str> = reload::changes(&self.started_config, &new)
             .into_iter()

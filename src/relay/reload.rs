@@ -92,6 +92,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         dir_cache => "DirCache", NextDescriptor;
         logs => "Log", Now;
         safe_logging => "SafeLogging", Now;
+        log_time_granularity => "LogTimeGranularity", Now;
         pid_file => "PidFile", Now;
         server_dns_resolv_conf_file => "ServerDNSResolvConfFile", Restart;
         num_cpus => "NumCPUs", Restart;

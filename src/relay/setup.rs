@@ -176,9 +176,14 @@ pub fn raise_fd_limit() -> Option<u64> {
 /// processes of the same user from attaching with ptrace or reading our memory (the keys),
 /// and stops core dumps.
 pub fn disable_debugger_attachment() -> std::io::Result<()> {
-    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes no pointers and only changes this process's
-    // dumpable flag.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+    set_dumpable(false)
+}
+
+/// Sets the process's dumpable flag (a uid switch resets it to `fs.suid_dumpable`).
+pub fn set_dumpable(dumpable: bool) -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0|1) takes no pointers and only changes this
+    // process's dumpable flag.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(dumpable), 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
