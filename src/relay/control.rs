@@ -300,6 +300,7 @@ impl ControlPlane {
     ) {
         self.directory
             .set_publish_enabled(config.publish_server_descriptor);
+        self.directory.set_assume_reachable(config.assume_reachable);
         let old = self.network.load();
         if exit_policy != self.exit_policy || config.outbound_bind() != old.outbound {
             self.network.publish(NetworkSnapshot {
