@@ -364,3 +364,50 @@ fn fors_gets_stable_like_the_c_tor_relays() {
         "fewer than 3 consensuses with Fors Running: {last:?}"
     );
 }
+
+/// The consensus parameter `allow-network-reentry=1` reaches the Fors exit's shards: a C tor
+/// client's stream through it to a relay's ORPort connects. Without the parameter the C tor
+/// client itself refuses such a stream, so only the allowing side can be seen end to end;
+/// tests/circuit_core.rs covers both settings in the core.
+#[test]
+fn consensus_allow_network_reentry_reaches_the_exit() {
+    if let Some(why) = testnet_skip_reason(&[]) {
+        daemon_common::skip_common::skip("consensus_allow_network_reentry_reaches_the_exit", &why);
+        return;
+    }
+    let tmp = TempDir::new("reach-reentry");
+    let dir = tmp.path().join("net");
+    let _net = TestnetGuard { dir: &dir };
+    let run = |args: &[&str]| daemon_common::private_net::testnet(&dir, args);
+    let base = free_port_range_base().to_string();
+    let fors_bin = env!("CARGO_BIN_EXE_fors");
+    run(&[
+        "up",
+        "--fors",
+        "exit",
+        "--middles",
+        "2",
+        // The Fors relay is the only exit: a refusal there cannot be retried elsewhere.
+        "--exits",
+        "0",
+        "--base-port",
+        &base,
+        "--fors-bin",
+        fors_bin,
+        "--consensus-params",
+        "sendme_accept_min_version=1 ExtendByEd25519ID=1 allow-network-reentry=1",
+    ]);
+    run(&["wait", "--pluggable-only", "--timeout", "180"]);
+    let middle = daemon_common::private_net::relay_record(&dir, "middle1");
+    let target = format!("127.0.0.1:{}", middle["orport"].as_u64().unwrap());
+    run(&[
+        "probe",
+        &target,
+        "--exit",
+        "forsexit1",
+        "--expect",
+        "connect",
+        "--io-timeout",
+        "60",
+    ]);
+}
