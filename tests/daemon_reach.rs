@@ -411,3 +411,51 @@ fn consensus_allow_network_reentry_reaches_the_exit() {
         "60",
     ]);
 }
+
+/// The NETINFO path of address discovery, against a real Tor link: relay B (no address in
+/// its torrc) names relay A's ORPort and identity as an authority's `orport=`; B opens a link
+/// to it, reads our address from A's NETINFO (127.0.0.1 as A sees it) and, as C tor, does not
+/// believe an internal address.
+#[test]
+fn learns_from_an_authority_netinfo_and_refuses_an_internal_answer() {
+    let tmp_a = TempDir::new("reach-netinfo-a");
+    let tmp_b = TempDir::new("reach-netinfo-b");
+    let pa = free_port();
+    // A: an ordinary relay that publishes nothing; it only answers the link.
+    let mut a = start_relay(
+        tmp_a.path(),
+        &format!(
+            "Address 127.0.0.1\nORPort 127.0.0.1:{pa}\nPublishServerDescriptor 0\n{}",
+            FakeAuthority::start(None).line(1)
+        ),
+    );
+    let fp_line = a.wait_for("identity key fingerprint is", START);
+    let fp: String = fp_line
+        .split("ForsReach ")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .collect();
+    assert_eq!(fp.len(), 40, "{fp_line}");
+    a.wait_for("the relay is running", START);
+    let dir = FakeAuthority::start(None);
+    let pb = free_port();
+    let mut b = start_relay(
+        tmp_b.path(),
+        &format!(
+            "Log info stdout\nORPort 127.0.0.1:{pb} NoAdvertise\nORPort {pb} NoListen\n\
+             AssumeReachable 1\n\
+             DirAuthority authA orport={pa} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 \
+             {} {fp}\n",
+            dir.addr
+        ),
+    );
+    let l = b.wait_for("(NETINFO)", START);
+    assert!(
+        l.contains("Ignoring our address 127.0.0.1 as directory authority authA suggests it (NETINFO): Internal"),
+        "{l}"
+    );
+    assert!(!b.log.iter().any(|l| l.contains("Guessed our IP address")));
+    assert!(dir.posts().is_empty());
+}
