@@ -248,11 +248,17 @@ fn learns_its_address_from_an_authority_and_publishes_it() {
     let auth = FakeAuthority::start(Some("127.0.0.1"));
     let p = free_port();
     // Listen on loopback without advertising that address; the advertised ORPort has no
-    // address, so the torrc gives none at all.
+    // address, so the torrc gives none at all. An exit that rejects its own addresses, to see
+    // the learned one in the policy (the resolver is never asked: no stream is opened).
+    let resolv = tmp.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
     let mut f = start_relay(
         tmp.path(),
         &format!(
-            "ORPort 127.0.0.1:{p} NoAdvertise\nORPort {p} NoListen\nAssumeReachable 1\n{}",
+            "ORPort 127.0.0.1:{p} NoAdvertise\nORPort {p} NoListen\nAssumeReachable 1\n\
+             ExitRelay 1\nExitPolicyRejectPrivate 1\nExitPolicy accept *:80\n\
+             ExitPolicy reject *:*\nServerDNSResolvConfFile {}\n{}",
+            resolv.display(),
             auth.line(1)
         ),
     );
@@ -282,6 +288,8 @@ fn learns_its_address_from_an_authority_and_publishes_it() {
         post.contains(&format!("\nrouter ForsReach 198.51.100.7 {p} 0 0\n")),
         "{post}"
     );
+    // C tor's ExitPolicyRejectPrivate also rejects the address it publishes.
+    assert!(post.contains("\nreject 198.51.100.7:*\n"), "{post}");
     assert!(!f
         .log
         .iter()

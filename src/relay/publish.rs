@@ -228,7 +228,15 @@ impl Directory {
         self.discovered = Some(v4);
         self.no_address_reported = false;
         self.selftest.address_changed(now);
-        self.mark_dirty("IP address changed", now);
+        self.publish.mark_dirty("IP address changed");
+        // Not in this pass: the control plane first rebuilds the exit policy with the new
+        // address (`ControlPlane::apply_discovered_address`).
+        self.next_publish_check = now + Duration::from_secs(1);
+    }
+
+    /// Our address as an authority reported it, when the torrc gives none.
+    pub fn discovered_address(&self) -> Option<Ipv4Addr> {
+        self.discovered
     }
 
     /// Self-test and address discovery: what is due now.
