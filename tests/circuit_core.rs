@@ -1257,3 +1257,73 @@ fn sendme_during_blocked_channel_resumes_the_stream_on_unblock() {
     assert_eq!(n.unwrap(), 10 * 498);
     assert!(cl.open_all(&acts).len() >= 10);
 }
+
+/// Consensus `refuseunknownexits` and `allow-network-reentry` (C `should_refuse_unknown_exits`,
+/// `network_reentry_is_allowed`) switch the exit checks; an empty map restores C's defaults.
+#[test]
+fn consensus_params_switch_unknown_exits_and_reentry() {
+    let begin = |exit: &mut Relay, chan, port| {
+        let mut cl = Client::new(chan, 0x8000_0001);
+        cl.create(exit, Hs::Ntor);
+        cl.send(
+            exit,
+            0,
+            ChanCmd::RELAY,
+            &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), port),
+            1,
+        )
+    };
+    let params = |pairs: &[(&str, i32)]| {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    // refuseunknownexits=0: a BEGIN from a relay not in the consensus is served.
+    let mut exit = exit_relay(TestNet::default());
+    let stranger = Relay::new(77, test_config(), "reject *:*", TestNet::default());
+    exit.core
+        .set_exit_consensus_params(&params(&[("refuseunknownexits", 0)]));
+    let acts = begin(&mut exit, relay_chan(2, &stranger.id, false), 80);
+    assert_eq!(connect_action(&acts).1, "127.0.0.1:80".parse().unwrap());
+    // Back to the default (param absent): refused again with END MISC.
+    exit.core.set_exit_consensus_params(&params(&[]));
+    let mut cl = Client::new(relay_chan(3, &stranger.id, false), 0x8000_0001);
+    cl.create(&mut exit, Hs::Ntor);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+        1,
+    );
+    assert_eq!(
+        End::parse(&cl.open_all(&acts)[0].3).unwrap().reason,
+        EndReason::Misc
+    );
+
+    // allow-network-reentry=1: a known relay's ORPort may be connected to.
+    let (mut net, mid) = known_middle();
+    net.reentry.push("127.0.0.1:80".parse().unwrap());
+    let mut exit = Relay::new(9, test_config(), "accept 127.0.0.1:80, reject *:*", net);
+    exit.core
+        .set_exit_consensus_params(&params(&[("allow-network-reentry", 1)]));
+    let acts = begin(&mut exit, relay_chan(1, &mid, false), 80);
+    assert_eq!(connect_action(&acts).1, "127.0.0.1:80".parse().unwrap());
+    // allow-network-reentry=0 (explicit): CONNECTREFUSED as before.
+    exit.core
+        .set_exit_consensus_params(&params(&[("allow-network-reentry", 0)]));
+    let mut cl = Client::new(relay_chan(4, &mid, false), 0x8000_0001);
+    cl.create(&mut exit, Hs::Ntor);
+    let acts = cl.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+        1,
+    );
+    assert_eq!(
+        End::parse(&cl.open_all(&acts)[0].3).unwrap().reason,
+        EndReason::ConnectRefused
+    );
+}

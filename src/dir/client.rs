@@ -178,7 +178,21 @@ pub fn fetch_text(
     path: &str,
     limits: &ClientLimits,
 ) -> Result<String, ClientError> {
+    fetch_text_and_hint(addr, path, limits).map(|(t, _)| t)
+}
+
+/// [`fetch_text`], plus the server's `X-Your-Address-Is` header when it parses as an IP
+/// address (dir-spec §"HTTP headers"; C `dirclient.c` reads it from direct connections to
+/// learn our address; an unparsable one is ignored, as in C).
+pub fn fetch_text_and_hint(
+    addr: SocketAddr,
+    path: &str,
+    limits: &ClientLimits,
+) -> Result<(String, Option<std::net::IpAddr>), ClientError> {
     let resp = exchange(addr, &http::get_request(path, &addr.to_string()), limits)?;
+    let hint = resp
+        .header("X-Your-Address-Is")
+        .and_then(|v| v.parse().ok());
     if resp.status != 200 {
         return Err(ClientError::Status {
             addr,
@@ -189,7 +203,8 @@ pub fn fetch_text(
     let body = resp
         .identity_body()
         .map_err(|source| ClientError::Http { addr, source })?;
-    String::from_utf8(body.to_vec()).map_err(|_| ClientError::NotText { addr })
+    let text = String::from_utf8(body.to_vec()).map_err(|_| ClientError::NotText { addr })?;
+    Ok((text, hint))
 }
 
 /// The current microdesc consensus from one DirPort (verify it before use).

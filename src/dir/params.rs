@@ -89,7 +89,8 @@ impl ConsensusParams {
         get(&self.raw, name, default, min, max)
     }
 
-    fn from_raw(raw: BTreeMap<String, i32>) -> Self {
+    /// The parameters of a raw `KEY → value` map (as the network snapshot keeps them).
+    pub fn from_raw(raw: BTreeMap<String, i32>) -> Self {
         let g = |n: &str, d: i32, lo: i32, hi: i32| get(&raw, n, d, lo, hi);
         let max = i32::MAX;
         let rotation = g("onion-key-rotation-days", 28, 1, 90);

@@ -67,6 +67,9 @@ pub struct ControlPlane {
     channel_config: ChannelConfig,
     next_key_check: Instant,
     next_bandwidth_sample: Instant,
+    /// The discovered address last put into the exit policy and NETINFO (see
+    /// [`Self::apply_discovered_address`]).
+    applied_address: Option<std::net::Ipv4Addr>,
 }
 
 /// The ntor key map the shards answer CREATE2 with, from the relay's keys.
@@ -149,6 +152,7 @@ impl ControlPlane {
             channel_config,
             next_key_check: now + KEY_CHECK_INTERVAL,
             next_bandwidth_sample: now,
+            applied_address: None,
         }
     }
 
@@ -210,6 +214,7 @@ impl ControlPlane {
             let old = self.network.load();
             self.network.publish(u.apply(&old));
         }
+        self.apply_discovered_address(wall);
         let next = self
             .next_bandwidth_sample
             .min(self.next_key_check)
@@ -266,13 +271,55 @@ impl ControlPlane {
 
     /// Re-mints the link certificates when they near expiry or `force` (new signing key),
     /// and hands the shards a new link context.
+    /// The configuration with a discovered address standing in for the missing `Address`
+    /// line, as C tor uses the address it found everywhere it would use a configured one.
+    fn addressed_config(&self) -> std::borrow::Cow<'_, Config> {
+        match self.applied_address {
+            Some(ip) if super::publish::configured_ipv4(&self.config).is_none() => {
+                let mut c = self.config.clone();
+                c.addresses
+                    .push(crate::config::AddressConfig::Ip(IpAddr::V4(ip)));
+                std::borrow::Cow::Owned(c)
+            }
+            _ => std::borrow::Cow::Borrowed(&self.config),
+        }
+    }
+
+    /// A newly discovered address goes where a configured one would: the exit policy's
+    /// rejection of our own addresses (C builds the descriptor's policy with the address it
+    /// publishes, `policies_parse_exit_policy_from_options`) and the addresses our NETINFO
+    /// cells claim. The directory delays its upload a moment so the descriptor carries the
+    /// rebuilt policy.
+    fn apply_discovered_address(&mut self, wall: SystemTime) {
+        let found = self.directory.discovered_address();
+        if found == self.applied_address || found.is_none() {
+            return;
+        }
+        self.applied_address = found;
+        let config = self.addressed_config().into_owned();
+        match super::setup::build_exit_policy(&config) {
+            Ok((policy, _)) => {
+                if policy != self.exit_policy {
+                    self.exit_policy = policy;
+                    let old = self.network.load();
+                    self.network.publish(NetworkSnapshot {
+                        exit_policy: Arc::new(self.exit_policy.clone()),
+                        ..(*old).clone()
+                    });
+                }
+            }
+            Err(e) => log_warn!("Could not rebuild the exit policy with our new address: {e}"),
+        }
+        self.renew_link_certs(wall, true);
+    }
+
     fn renew_link_certs(&self, wall: SystemTime, force: bool) {
         let old = self.network.load();
         let certs = old.link.link_certs();
         if !force && !certs.needs_renewal(wall, &self.keys.params().link) {
             return;
         }
-        let addrs = super::setup::advertised_addrs(&self.config);
+        let addrs = super::setup::advertised_addrs(&self.addressed_config());
         match link_context(&self.keys, &addrs, self.channel_config, wall) {
             Ok(link) => {
                 log_info!("Minted new link certificates.");
@@ -300,6 +347,7 @@ impl ControlPlane {
     ) {
         self.directory
             .set_publish_enabled(config.publish_server_descriptor);
+        self.directory.set_assume_reachable(config.assume_reachable);
         let old = self.network.load();
         if exit_policy != self.exit_policy || config.outbound_bind() != old.outbound {
             self.network.publish(NetworkSnapshot {
@@ -310,6 +358,8 @@ impl ControlPlane {
         }
         self.config = config;
         self.exit_policy = exit_policy;
+        // The reloaded policy was built without a discovered address: apply it again.
+        self.applied_address = None;
         if descriptor_changed {
             self.directory
                 .mark_dirty("configuration reloaded", Instant::now());

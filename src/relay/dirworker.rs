@@ -6,14 +6,17 @@
 //! On shutdown the worker is not joined: an exchange in progress is bounded by its timeouts,
 //! and the process exits anyway.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::SystemTime;
 
-use crate::config::DirAuthority;
+use super::reach::{self, PROBE_TIMEOUT};
+use crate::config::{DirAuthority, OutboundKind};
 use crate::crypto::ids::RsaIdentity;
 use crate::dir::authcert::{parse_certs, AuthorityCert};
 use crate::dir::client::{self, ClientError, ClientLimits, DirEndpoint};
 use crate::dir::{Consensus, UploadOutcome, UploadRequest};
+use crate::proto::channel::ExpectedPeer;
 
 /// What the control plane asks for.
 pub enum DirJob {
@@ -26,6 +29,15 @@ pub enum DirJob {
     },
     /// Fetch, parse and verify the microdesc consensus.
     FetchConsensus,
+    /// ORPort self-test: open a client link to our advertised `addr`, which must prove
+    /// `expected` (our own identities).
+    SelfTest {
+        addr: SocketAddr,
+        expected: ExpectedPeer,
+    },
+    /// Open a link to an authority's ORPort to read our address from its NETINFO (C
+    /// `relay_addr_learn_from_dirauth`).
+    LearnAddress,
 }
 
 /// One authority's answer to an upload.
@@ -45,6 +57,43 @@ pub enum UploadAnswer {
 pub enum DirResult {
     Uploaded(Vec<(DirEndpoint, UploadAnswer)>),
     Consensus(Result<Box<Consensus>, String>),
+    SelfTest {
+        addr: SocketAddr,
+        result: Result<(), String>,
+    },
+    /// A directory authority told us our address (`from`: the authority's address; `how`:
+    /// "X-Your-Address-Is" or "NETINFO").
+    AddressHint {
+        suggested: IpAddr,
+        from: IpAddr,
+        authority: String,
+        how: &'static str,
+    },
+    /// A [`DirJob::LearnAddress`] found nothing (the reason, for the log).
+    NoAddressHint(String),
+}
+
+/// An authority's ORPort and the RSA identity it must prove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrEndpoint {
+    pub nickname: String,
+    pub or_addr: SocketAddr,
+    pub rsa: RsaIdentity,
+}
+
+/// The authorities' IPv4 ORPorts (`orport=` on their `DirAuthority` lines).
+pub fn or_endpoints(auths: &[DirAuthority]) -> Vec<OrEndpoint> {
+    auths
+        .iter()
+        .filter(|a| !a.bridge)
+        .filter_map(|a| {
+            Some(OrEndpoint {
+                nickname: a.nickname.clone().unwrap_or_else(|| a.fingerprint.to_hex()),
+                or_addr: SocketAddr::from((a.address, a.or_port.filter(|p| *p != 0)?)),
+                rsa: a.fingerprint,
+            })
+        })
+        .collect()
 }
 
 /// The authorities as DirPort endpoints (IPv4 address and DirPort from the `DirAuthority`
@@ -72,6 +121,7 @@ pub struct DirWorker {
 impl DirWorker {
     pub fn spawn(
         authorities: Vec<DirEndpoint>,
+        or_authorities: Vec<OrEndpoint>,
         trusted: Vec<RsaIdentity>,
         limits: ClientLimits,
     ) -> std::io::Result<DirWorker> {
@@ -82,10 +132,13 @@ impl DirWorker {
             .spawn(move || {
                 let mut w = Worker {
                     authorities,
+                    or_authorities,
                     trusted,
                     limits,
                     certs: Vec::new(),
                     next_source: 0,
+                    next_or_source: 0,
+                    hints: Vec::new(),
                 };
                 while let Ok(job) = job_rx.recv() {
                     let r = match job {
@@ -97,7 +150,21 @@ impl DirWorker {
                         DirJob::FetchConsensus => {
                             DirResult::Consensus(w.fetch_consensus().map(Box::new))
                         }
+                        DirJob::SelfTest { addr, expected } => {
+                            let bind = w.limits.outbound.source(OutboundKind::Or, addr.ip());
+                            let result = reach::probe(addr, expected, bind, PROBE_TIMEOUT)
+                                .map(|_| ())
+                                .map_err(|e| e.to_string());
+                            DirResult::SelfTest { addr, result }
+                        }
+                        DirJob::LearnAddress => w.learn_address(),
                     };
+                    // Hints first: the control plane may need the address for what follows.
+                    for h in w.hints.drain(..) {
+                        if result_tx.send(h).is_err() {
+                            return;
+                        }
+                    }
                     if result_tx.send(r).is_err() {
                         return;
                     }
@@ -119,14 +186,53 @@ impl DirWorker {
 
 struct Worker {
     authorities: Vec<DirEndpoint>,
+    or_authorities: Vec<OrEndpoint>,
     trusted: Vec<RsaIdentity>,
     limits: ClientLimits,
     certs: Vec<AuthorityCert>,
     /// Authorities are asked for the consensus in turn.
     next_source: usize,
+    next_or_source: usize,
+    /// Address hints gathered during the current job, sent before its result.
+    hints: Vec<DirResult>,
 }
 
 impl Worker {
+    fn learn_address(&mut self) -> DirResult {
+        if self.or_authorities.is_empty() {
+            return DirResult::NoAddressHint("no DirAuthority line has an orport=".into());
+        }
+        let i = self.next_or_source % self.or_authorities.len();
+        self.next_or_source = self.next_or_source.wrapping_add(1);
+        let a = self.or_authorities[i].clone();
+        let expected = ExpectedPeer {
+            rsa: a.rsa,
+            ed: None,
+        };
+        let bind = self
+            .limits
+            .outbound
+            .source(OutboundKind::Or, a.or_addr.ip());
+        match reach::probe(a.or_addr, expected, bind, PROBE_TIMEOUT) {
+            Ok(open) => match open.our_addr_according_to_peer {
+                Some(suggested) => DirResult::AddressHint {
+                    suggested,
+                    from: a.or_addr.ip(),
+                    authority: a.nickname,
+                    how: "NETINFO",
+                },
+                None => DirResult::NoAddressHint(format!(
+                    "authority {} sent no address for us in NETINFO",
+                    a.nickname
+                )),
+            },
+            Err(e) => DirResult::NoAddressHint(format!(
+                "authority {} ORPort {}: {e}",
+                a.nickname, a.or_addr
+            )),
+        }
+    }
+
     fn upload(
         &self,
         request: &UploadRequest,
@@ -166,9 +272,18 @@ impl Worker {
         }
         let i = self.next_source % self.authorities.len();
         self.next_source = self.next_source.wrapping_add(1);
-        let a = &self.authorities[i];
-        let text = client::fetch_consensus(a.dir_addr, &self.limits)
-            .map_err(|e| format!("{}: {e}", a.nickname))?;
+        let a = self.authorities[i].clone();
+        let (text, hint) =
+            client::fetch_text_and_hint(a.dir_addr, client::CONSENSUS_MICRODESC_PATH, &self.limits)
+                .map_err(|e| format!("{}: {e}", a.nickname))?;
+        if let Some(suggested) = hint {
+            self.hints.push(DirResult::AddressHint {
+                suggested,
+                from: a.dir_addr.ip(),
+                authority: a.nickname.clone(),
+                how: "X-Your-Address-Is",
+            });
+        }
         let consensus =
             Consensus::parse(&text).map_err(|e| format!("{}: consensus: {e}", a.nickname))?;
         let now = SystemTime::now();

@@ -1504,6 +1504,7 @@ impl RelayHandler {
         self.core.set_onion_keys(snap.ntor_keys.clone());
         self.core.set_exit_policy(snap.exit_policy.clone());
         self.core.set_cc_params(cc_params(&snap));
+        self.core.set_exit_consensus_params(&snap.consensus_params);
         *self.core.network_view_mut() = SnapshotView(snap);
     }
 

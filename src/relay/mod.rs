@@ -16,6 +16,7 @@ pub mod heartbeat;
 pub mod log;
 pub mod pidfile;
 pub mod publish;
+pub mod reach;
 pub mod reload;
 pub mod setup;
 pub mod shardcfg;
@@ -560,11 +561,15 @@ impl Relay {
                 ..Default::default()
             };
             Some(
-                dirworker::DirWorker::spawn(endpoints, trusted, limits).map_err(|source| {
-                    RelayError::Thread {
-                        what: "directory",
-                        source,
-                    }
+                dirworker::DirWorker::spawn(
+                    endpoints,
+                    dirworker::or_endpoints(&config.dir_authorities),
+                    trusted,
+                    limits,
+                )
+                .map_err(|source| RelayError::Thread {
+                    what: "directory",
+                    source,
                 })?,
             )
         };

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::dirworker::{DirJob, DirResult, DirWorker, UploadAnswer};
 use super::log::{log_info, log_notice, log_warn};
+use super::reach::{self, SelfTest, SelfTestNews, SelfTestStep, LEARN_ADDRESS_INTERVAL};
 use super::snapshot::{KnownRelay, NetworkSnapshot};
 use crate::config::{AddressConfig, Config};
 use crate::dir::consensus::RelayFlags;
@@ -21,6 +22,7 @@ use crate::dir::{
 use crate::exit::policy::ExitPolicy;
 use crate::keys::{KeyParams, OnionKeyRotation, RelayKeys};
 use crate::metrics::MetricsRegistry;
+use crate::proto::channel::ExpectedPeer;
 
 /// Public network: fetch the consensus at most this often once we have a fresh one.
 pub const CONSENSUS_REFRESH_PUBLIC: Duration = Duration::from_secs(5 * 60);
@@ -49,21 +51,9 @@ pub fn descriptor_params(
     uptime_secs: u64,
     now: SystemTime,
 ) -> Result<DescriptorParams, String> {
-    // Address: `Address` if it is IPv4, else an IPv4 ORPort address. No discovery yet.
-    let configured = config.addresses.iter().find_map(|a| match a {
-        AddressConfig::Ip(IpAddr::V4(v4)) => Some(*v4),
-        _ => None,
-    });
-    let from_port = config
-        .or_ports
-        .iter()
-        .filter(|p| !p.no_advertise)
-        .find_map(|p| match p.address {
-            Some(IpAddr::V4(v4)) if !v4.is_unspecified() => Some(v4),
-            _ => None,
-        });
-    let address: Ipv4Addr = configured.or(from_port).ok_or(
-        "no IPv4 address to publish: set `Address` (Fors does not discover its address yet)",
+    let address: Ipv4Addr = configured_ipv4(config).ok_or(
+        "no IPv4 address to publish: set `Address`, or wait until a directory authority \
+         tells us our address",
     )?;
     let v6 = config
         .or_ports
@@ -111,6 +101,25 @@ pub fn descriptor_params(
     Ok(p)
 }
 
+/// The IPv4 address the configuration gives: `Address` if it is IPv4, else an IPv4 ORPort
+/// address (C `find_my_address`: configured address first, then the ORPort's). `None`: it
+/// must be learned from the authorities.
+pub fn configured_ipv4(config: &Config) -> Option<Ipv4Addr> {
+    let configured = config.addresses.iter().find_map(|a| match a {
+        AddressConfig::Ip(IpAddr::V4(v4)) => Some(*v4),
+        _ => None,
+    });
+    let from_port = config
+        .or_ports
+        .iter()
+        .filter(|p| !p.no_advertise)
+        .find_map(|p| match p.address {
+            Some(IpAddr::V4(v4)) if !v4.is_unspecified() => Some(v4),
+            _ => None,
+        });
+    configured.or(from_port)
+}
+
 /// "Running Valid Fast Exit": the flag words of our consensus entry.
 pub fn flag_words(flags: RelayFlags) -> String {
     flags.names().join(" ")
@@ -134,6 +143,14 @@ pub struct Directory {
     cannot_publish_reported: Option<String>,
     /// SHA-1 digest of the descriptor we last submitted for upload (the `r` line's digest).
     published_digest: Option<[u8; 20]>,
+    /// The ORPort self-test (skipped with `AssumeReachable 1`).
+    selftest: SelfTest,
+    /// Our IPv4 address as a directory authority told it, when the torrc gives none.
+    discovered: Option<Ipv4Addr>,
+    next_learn_address: Instant,
+    learn_in_flight: bool,
+    /// Whether "no address to publish" was already said (C says it hourly at most).
+    no_address_reported: bool,
 }
 
 impl Directory {
@@ -154,6 +171,120 @@ impl Directory {
             started: SystemTime::now(),
             cannot_publish_reported: None,
             published_digest: None,
+            selftest: SelfTest::new(config.assume_reachable, now),
+            discovered: None,
+            next_learn_address: now,
+            learn_in_flight: false,
+            no_address_reported: false,
+        }
+    }
+
+    /// `AssumeReachable` after a reload.
+    pub fn set_assume_reachable(&mut self, assume: bool) {
+        self.selftest.set_assume_reachable(assume);
+    }
+
+    /// The IPv4 address we would publish now: configured, else discovered.
+    fn address(&self, config: &Config) -> Option<Ipv4Addr> {
+        configured_ipv4(config).or(self.discovered)
+    }
+
+    /// An authority told us our address (C `relay_address_new_suggestion`, then
+    /// `check_descriptor_ipaddress_changed` for the log lines).
+    fn address_hint(
+        &mut self,
+        config: &Config,
+        suggested: IpAddr,
+        from: IpAddr,
+        authority: &str,
+        how: &str,
+        now: Instant,
+    ) {
+        let v4 = match reach::accept_suggestion(suggested, from) {
+            Ok(v4) => v4,
+            Err(why) => {
+                log_info!(
+                    "Ignoring our address {suggested} as directory authority {authority} \
+                     suggests it ({how}): {why:?}."
+                );
+                return;
+            }
+        };
+        if configured_ipv4(config).is_some() {
+            // A configured address wins, as in C (the suggestion cache is consulted last).
+            return;
+        }
+        match self.discovered {
+            Some(old) if old == v4 => return,
+            Some(_) => log_notice!(
+                "Your IP address seems to have changed to {v4} (source: {how} from directory \
+                 authority {authority}). Updating."
+            ),
+            None => log_notice!(
+                "Guessed our IP address as {v4} (source: {how} from directory authority \
+                 {authority})."
+            ),
+        }
+        self.discovered = Some(v4);
+        self.no_address_reported = false;
+        self.selftest.address_changed(now);
+        self.publish.mark_dirty("IP address changed");
+        // Not in this pass: the control plane first rebuilds the exit policy with the new
+        // address (`ControlPlane::apply_discovered_address`).
+        self.next_publish_check = now + Duration::from_secs(1);
+    }
+
+    /// Our address as an authority reported it, when the torrc gives none.
+    pub fn discovered_address(&self) -> Option<Ipv4Addr> {
+        self.discovered
+    }
+
+    /// Self-test and address discovery: what is due now.
+    fn reachability_due(&mut self, now: Instant, config: &Config, keys: &RelayKeys, or_port: u16) {
+        let Some(worker) = self.worker.as_ref() else {
+            return;
+        };
+        let Some(ip) = self.address(config) else {
+            // No address yet: ask an authority's ORPort (C `relay_addr_learn_from_dirauth`).
+            if !self.learn_in_flight && now >= self.next_learn_address {
+                self.learn_in_flight = worker.submit(DirJob::LearnAddress);
+                self.next_learn_address = now
+                    + if self.testing {
+                        reach::EARLY_CHECK_INTERVAL
+                    } else {
+                        LEARN_ADDRESS_INTERVAL
+                    };
+            }
+            return;
+        };
+        let target = SocketAddr::from((ip, or_port));
+        if self.selftest.step(target, now) == SelfTestStep::Probe {
+            if self.selftest.should_inform(target) {
+                log_notice!(
+                    "Now checking whether IPv4 ORPort {target} is reachable... (this may take \
+                     up to {} minutes -- look for log messages indicating success)",
+                    reach::COMPLAINT_AFTER.as_secs() / 60
+                );
+            }
+            let expected = ExpectedPeer {
+                rsa: keys.rsa_identity(),
+                ed: Some(keys.ed25519_identity()),
+            };
+            if !worker.submit(DirJob::SelfTest {
+                addr: target,
+                expected,
+            }) {
+                self.selftest
+                    .finished(target, None, Err("no worker".into()));
+            }
+        }
+        if let Some(why) = self.selftest.complaint_due(target, now) {
+            log_warn!(
+                "Your server has not managed to confirm reachability for its ORPort(s) at \
+                 {target}. Relays do not publish descriptors until their ORPort and DirPort \
+                 are reachable. Please check your firewalls, ports, address, /etc/hosts file, \
+                 etc. (last self-test: {why})"
+            );
         }
     }
 
@@ -176,7 +307,13 @@ impl Directory {
         if self.worker.is_none() {
             return now + Duration::from_secs(3600);
         }
-        self.next_publish_check.min(self.next_fetch)
+        let mut next = self.next_publish_check.min(self.next_fetch);
+        if self.publish_enabled {
+            if let Some(t) = self.selftest.next_due() {
+                next = next.min(t);
+            }
+        }
+        next
     }
 
     /// Runs due work; new consensus data is returned for the caller to hand to the shards.
@@ -204,6 +341,54 @@ impl Directory {
                     self.fetch_in_flight = false;
                     update = self.consensus(c, now, wall, keys, metrics);
                 }
+                DirResult::SelfTest { addr, result } => {
+                    let current = self
+                        .address(config)
+                        .map(|ip| SocketAddr::from((ip, or_port)));
+                    let failure = result.as_ref().err().cloned();
+                    match self.selftest.finished(addr, current, result) {
+                        SelfTestNews::Reachable => {
+                            log_notice!(
+                                "Self-testing indicates your ORPort {addr} is reachable from the \
+                                 outside. Excellent.{}",
+                                if self.publish_enabled {
+                                    " Publishing server descriptor."
+                                } else {
+                                    ""
+                                }
+                            );
+                            self.mark_dirty("ORPort found reachable", now);
+                        }
+                        // C is silent until its 20-minute warning; Fors says once at once why
+                        // it is not publishing, then keeps the details at info level.
+                        SelfTestNews::Failed { first: true } => log_notice!(
+                            "ORPort self-test of {addr} failed: {}. Not publishing a descriptor \
+                             until it passes; retrying every {} seconds.",
+                            failure.unwrap_or_default(),
+                            reach::EARLY_CHECK_INTERVAL.as_secs()
+                        ),
+                        SelfTestNews::Failed { first: false } => log_info!(
+                            "ORPort self-test of {addr} failed again: {}.",
+                            failure.unwrap_or_default()
+                        ),
+                        SelfTestNews::Nothing => {}
+                    }
+                }
+                DirResult::AddressHint {
+                    suggested,
+                    from,
+                    authority,
+                    how,
+                } => {
+                    if how == "NETINFO" {
+                        self.learn_in_flight = false;
+                    }
+                    self.address_hint(config, suggested, from, &authority, how, now);
+                }
+                DirResult::NoAddressHint(why) => {
+                    self.learn_in_flight = false;
+                    log_info!("Could not learn our address from an authority: {why}");
+                }
             }
         }
         let worker = self.worker.as_ref()?;
@@ -211,6 +396,9 @@ impl Directory {
             self.fetch_in_flight = worker.submit(DirJob::FetchConsensus);
             // Rescheduled when the answer comes.
             self.next_fetch = now + Duration::from_secs(3600);
+        }
+        if self.publish_enabled {
+            self.reachability_due(now, config, keys, or_port);
         }
         if self.publish_enabled && self.upload_in_flight.is_none() && now >= self.next_publish_check
         {
@@ -221,8 +409,14 @@ impl Directory {
                 PublishDecision::Wait { check_again_in } => {
                     self.next_publish_check = now + Duration::from_secs(check_again_in);
                 }
+                PublishDecision::Publish { .. } if !self.may_publish(config, or_port) => {
+                    // C `decide_if_publishable_server`: not before the self-test passed; the
+                    // test's success marks the descriptor dirty and brings us back here.
+                    self.next_publish_check = now + Duration::from_secs(60);
+                }
                 PublishDecision::Publish { reason } => {
                     self.next_publish_check = now + Duration::from_secs(60);
+                    let worker = self.worker.as_ref()?;
                     // FamilyId / FamilyKeyDirectory may have changed on SIGHUP.
                     let built = keys
                         .refresh_family_keys(&config.family_ids, &config.family_key_dir())
@@ -257,6 +451,26 @@ impl Directory {
         update
     }
 
+    /// Whether the address is known and the self-test allows publishing it.
+    fn may_publish(&mut self, config: &Config, or_port: u16) -> bool {
+        match self.address(config) {
+            Some(ip) => self
+                .selftest
+                .allows_publishing(SocketAddr::from((ip, or_port))),
+            None => {
+                if !self.no_address_reported {
+                    // C `relay_find_addr_to_publish`'s notice.
+                    log_notice!(
+                        "Unable to find IPv4 address for ORPort {or_port}. You might want to \
+                         specify IPv6Only to it or set an explicit address or set Address."
+                    );
+                    self.no_address_reported = true;
+                }
+                false
+            }
+        }
+    }
+
     fn upload_retry(&self) -> Duration {
         if self.testing {
             UPLOAD_RETRY_TESTING
@@ -276,7 +490,15 @@ impl Directory {
         uptime: u64,
         wall: SystemTime,
     ) -> Result<(UploadRequest, String, [u8; 20]), String> {
-        let mut params = descriptor_params(config, policy, or_port, observed, uptime, wall)?;
+        let mut params = match (configured_ipv4(config), self.discovered) {
+            // A discovered address stands in for the missing `Address` line.
+            (None, Some(ip)) => {
+                let mut c = config.clone();
+                c.addresses.push(AddressConfig::Ip(IpAddr::V4(ip)));
+                descriptor_params(&c, policy, or_port, observed, uptime, wall)?
+            }
+            _ => descriptor_params(config, policy, or_port, observed, uptime, wall)?,
+        };
         // Minted afresh for every descriptor, so they never near their 30-day expiry.
         params.family_certs = keys.family_certs(wall);
         let ei = build_extra_info(keys, &params.nickname, wall)

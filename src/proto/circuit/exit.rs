@@ -24,6 +24,17 @@ use crate::proto::stream::{
 };
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
+    /// Applies the exit-side consensus parameters (C `should_refuse_unknown_exits` and
+    /// `network_reentry_is_allowed` read them on every BEGIN / connect; the shard calls this
+    /// once per new network snapshot). Before any consensus the raw map is empty and C's
+    /// defaults hold: refuse unknown previous hops, no re-entry. Fors has no
+    /// `RefuseUnknownExits` torrc option, so the consensus alone decides.
+    pub fn set_exit_consensus_params(&mut self, raw: &std::collections::BTreeMap<String, i32>) {
+        let p = crate::dir::params::ConsensusParams::from_raw(raw.clone());
+        self.cfg.refuse_unknown_exits = p.refuse_unknown_exits;
+        self.cfg.allow_network_reentry = p.allow_network_reentry;
+    }
+
     /// A recognized relay cell. Returns false if the circuit closed.
     pub(super) fn handle_local(
         &mut self,
