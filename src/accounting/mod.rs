@@ -132,15 +132,15 @@ impl FromStr for AccountingStart {
             ));
         };
         let day = match unit {
-            IntervalUnit::Week => match leading_number(items[1], 1, 7) {
-                Some((d, "")) => d,
-                _ => {
-                    return Err(
+            IntervalUnit::Week => {
+                match leading_number(items[1], 1, 7) {
+                    Some((d, "")) => d,
+                    _ => return Err(
                         "Weekly accounting must begin on a day between 1 (Monday) and 7 (Sunday)"
                             .into(),
-                    )
+                    ),
                 }
-            },
+            }
             IntervalUnit::Month => match leading_number(items[1], 1, 28) {
                 Some((d, "")) => d,
                 _ => return Err("Monthly accounting must begin on a day between 1 and 28".into()),
@@ -379,7 +379,11 @@ impl Accounting {
             read: s.bytes_read,
             written: s.bytes_written,
             seconds_active: s.seconds_active,
-            seconds_to_soft_limit: if soft_valid { s.seconds_to_soft_limit } else { 0 },
+            seconds_to_soft_limit: if soft_valid {
+                s.seconds_to_soft_limit
+            } else {
+                0
+            },
             soft_limit_hit_at: if soft_valid { s.soft_limit_hit_at } else { 0 },
             bytes_at_soft_limit: if soft_valid { s.bytes_at_soft_limit } else { 0 },
             interval_start: s.interval_start,

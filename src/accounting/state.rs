@@ -114,7 +114,9 @@ impl StateFile {
                             acc.seconds_to_soft_limit = s;
                         }
                     }
-                    Key::BytesRead | Key::BytesWritten | Key::ExpectedUsage
+                    Key::BytesRead
+                    | Key::BytesWritten
+                    | Key::ExpectedUsage
                     | Key::BytesAtSoftLimit => {
                         let n = parse_memunit(value).map_err(bad)?;
                         match k {
@@ -262,11 +264,17 @@ LastWritten 2026-10-02 11:25:50
         )
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("/d/state:3: bad AccountingIntervalStart"), "{e}");
+        assert!(
+            e.starts_with("/d/state:3: bad AccountingIntervalStart"),
+            "{e}"
+        );
         let e = StateFile::parse("AccountingBytesReadInInterval lots\n", Path::new("state"))
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("state:1: bad AccountingBytesReadInInterval"), "{e}");
+        assert!(
+            e.starts_with("state:1: bad AccountingBytesReadInInterval"),
+            "{e}"
+        );
         let e = StateFile::parse("x\n\"junk\" here\n", Path::new("state"))
             .unwrap_err()
             .to_string();

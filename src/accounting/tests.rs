@@ -102,7 +102,10 @@ fn monthly_intervals_across_month_and_year_ends() {
         let s = st.start_of_interval_containing(t(&format!("{y}-02-10 00:00:00")));
         (st.start_of_interval_after(s) - s) / 86_400
     };
-    assert_eq!((len(2024), len(2023), len(2000), len(1900 + 200)), (29, 28, 29, 28));
+    assert_eq!(
+        (len(2024), len(2023), len(2000), len(1900 + 200)),
+        (29, 28, 29, 28)
+    );
 }
 
 #[test]
@@ -158,7 +161,12 @@ fn each_rule_counts_its_bytes() {
 fn soft_limit_as_c_computes_it() {
     let now = t("2024-05-05 10:00:00");
     let mut w = seeded("soft");
-    let a = Accounting::new(cfg(1000, AccountingRule::Max, "day 00:00"), None, now, &mut w);
+    let a = Accounting::new(
+        cfg(1000, AccountingRule::Max, "day 00:00"),
+        None,
+        now,
+        &mut w,
+    );
     assert_eq!(a.soft_limit(), 950);
     // Large quotas: 500 MB left is reached before 95%.
     let g = 10u64 << 30;
@@ -184,7 +192,12 @@ fn soft_limit_as_c_computes_it() {
 fn soft_then_hard_then_wake_at_next_interval() {
     let now = t("2024-05-05 10:00:00");
     let mut w = seeded("soft-hard");
-    let mut a = Accounting::new(cfg(1000, AccountingRule::Sum, "day 00:00"), None, now, &mut w);
+    let mut a = Accounting::new(
+        cfg(1000, AccountingRule::Sum, "day 00:00"),
+        None,
+        now,
+        &mut w,
+    );
     assert_eq!(a.hibernation(), Hibernation::Initial);
     assert_eq!(a.interval_wakeup(), t("2024-05-05 00:00:00"));
     let o = a.tick(now, &mut w);
@@ -256,7 +269,11 @@ fn wakeup_is_random_within_the_interval_and_dormant_until_then() {
         assert_eq!(a.read_written(), (0, 0), "a new interval");
         let start = t("2024-05-05 00:00:00");
         let wake = a.interval_wakeup();
-        assert!(wake >= start && wake < start + 1340 * 60, "{}", format_iso(wake));
+        assert!(
+            wake >= start && wake < start + 1340 * 60,
+            "{}",
+            format_iso(wake)
+        );
         seen.insert(wake);
         a.tick(now, &mut w);
         if now < wake {

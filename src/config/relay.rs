@@ -8,6 +8,7 @@ use super::merge::{RawOptions, RawValue};
 use super::port::{parse_listen_port, parse_or_port, ListenPort, OrPort};
 use super::testnet::NetworkTimings;
 use super::units::{parse_interval, parse_memunit};
+use crate::accounting::{AccountingConfig, AccountingRule, AccountingStart};
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::dos::DosOptions;
 use std::net::IpAddr;
@@ -160,9 +161,31 @@ pub struct Config {
     pub disable_debugger_attachment: bool,
     /// `DoSCircuitCreation*` / `DoSConnection*`: overrides of the consensus DoS parameters.
     pub dos: DosOptions,
+    /// `AccountingMax` in bytes; 0 (the default) turns accounting and hibernation off.
+    pub accounting_max: u64,
+    /// `AccountingRule` (default `max`).
+    pub accounting_rule: AccountingRule,
+    /// `AccountingStart`; `None` when unset (C then accounts monthly from the 1st, 00:00).
+    pub accounting_start: Option<AccountingStart>,
 }
 
 impl Config {
+    /// The accounting settings, when `AccountingMax` turns accounting on (C
+    /// `accounting_is_enabled`).
+    pub fn accounting(&self) -> Option<AccountingConfig> {
+        (self.accounting_max != 0).then(|| AccountingConfig {
+            max: self.accounting_max,
+            rule: self.accounting_rule,
+            start: self.accounting_start.unwrap_or_default(),
+            // C `update_expected_bandwidth`: RelayBandwidthRate when set, else BandwidthRate.
+            bandwidth_rate: if self.bandwidth.relay_rate > 0 {
+                self.bandwidth.relay_rate
+            } else {
+                self.bandwidth.rate
+            },
+        })
+    }
+
     /// Whether the relay is configured as an exit (before the policy itself is examined: an
     /// explicit reject-all policy still makes it a non-exit).
     pub fn wants_exit(&self) -> bool {
@@ -592,6 +615,22 @@ impl Builder<'_> {
             user,
             disable_debugger_attachment: self.bool("DisableDebuggerAttachment", true)?,
             dos: self.dos_options()?,
+            accounting_max: self.memunit("AccountingMax", 0)?,
+            accounting_rule: match raw.single("AccountingRule") {
+                None => AccountingRule::default(),
+                Some(v) => v
+                    .value
+                    .parse()
+                    .map_err(|e: String| bad("AccountingRule", v, e))?,
+            },
+            accounting_start: match raw.single("AccountingStart") {
+                None => None,
+                Some(v) => Some(
+                    v.value
+                        .parse()
+                        .map_err(|e: String| bad("AccountingStart", v, e))?,
+                ),
+            },
         };
         self.final_checks(&cfg)?;
         Ok(cfg)

@@ -223,6 +223,9 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "ServerDNSResolvConfFile" => path(&c.server_dns_resolv_conf_file),
         "ShutdownWaitLength" => one(c.shutdown_wait_length.as_secs()),
         "HeartbeatPeriod" => one(c.heartbeat_period.as_secs()),
+        "AccountingMax" => one(c.accounting_max),
+        "AccountingRule" => one(c.accounting_rule.as_str()),
+        "AccountingStart" => opt(&c.accounting_start.map(|s| s.to_string())),
         "SocksPort" => one(0),
         "TestingTorNetwork" => b(c.testing_tor_network),
         "User" => opt(&c.user),
@@ -247,7 +250,8 @@ pub fn type_name(name: &str) -> &'static str {
         | "BandwidthRate"
         | "RelayBandwidthBurst"
         | "RelayBandwidthRate"
-        | "MaxMemInQueues" => "DataSize",
+        | "MaxMemInQueues"
+        | "AccountingMax" => "DataSize",
         "ShutdownWaitLength" | "HeartbeatPeriod" => "TimeInterval",
         "NumCPUs" => "Integer",
         "ExitRelay" => "Autobool",
@@ -363,6 +367,7 @@ mod tests {
             "DirPort",
             "FamilyId",
             "HardwareProfile",
+            "AccountingStart",
             "HashedControlPassword",
             "MetricsPort",
             "MetricsPortPolicy",

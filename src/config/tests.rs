@@ -378,8 +378,8 @@ fn unknown_option_suggests_and_names_line() {
         "torrc:5: unknown option \"ExitPolcy\" (did you mean \"ExitPolicy\"?)"
     );
     assert_eq!(err("Zqxjkvw 1"), "torrc:3: unknown option \"Zqxjkvw\"");
-    assert!(err("AccountingMax 1 TB")
-        .starts_with("torrc:3: C tor option \"AccountingMax\" is not supported by Fors"));
+    assert!(err("BridgeRelay 1")
+        .starts_with("torrc:3: C tor option \"BridgeRelay\" is not supported by Fors"));
 }
 
 #[test]
@@ -661,4 +661,44 @@ fn heartbeat_period_follows_c_tor() {
     ));
     assert_eq!(c.heartbeat_period, Duration::from_secs(2));
     assert!(err("HeartbeatPeriod often\n").contains("HeartbeatPeriod"));
+}
+
+#[test]
+fn accounting_options() {
+    use crate::accounting::{AccountingRule, IntervalUnit};
+    let c = ok("");
+    assert_eq!(c.accounting_max, 0);
+    assert!(c.accounting().is_none(), "off by default, as C");
+    let c = ok("AccountingMax 2 GB\nAccountingRule sum\nAccountingStart week 7 23:30\nRelayBandwidthRate 100 KB\nRelayBandwidthBurst 200 KB\n");
+    let a = c.accounting().unwrap();
+    assert_eq!(a.max, 2 << 30);
+    assert_eq!(a.rule, AccountingRule::Sum);
+    assert_eq!(a.start.unit, IntervalUnit::Week);
+    assert_eq!((a.start.day, a.start.hour, a.start.minute), (7, 23, 30));
+    assert_eq!(a.bandwidth_rate, 100 << 10);
+    // No minimum, as C.
+    assert_eq!(ok("AccountingMax 1\n").accounting().unwrap().max, 1);
+    assert_eq!(
+        ok("AccountingMax 1 MB\n")
+            .accounting()
+            .unwrap()
+            .start
+            .to_string(),
+        "month 1 00:00"
+    );
+    let e = err("AccountingRule both\n");
+    assert!(
+        e.starts_with("torrc:3:") && e.contains("'sum', 'max', 'in', or 'out'"),
+        "{e}"
+    );
+    let e = err("AccountingStart month 31 00:00\n");
+    assert!(
+        e.starts_with("torrc:3:") && e.contains("between 1 and 28"),
+        "{e}"
+    );
+    let e = err("AccountingMax lots\n");
+    assert!(
+        e.starts_with("torrc:3:") && e.contains("AccountingMax"),
+        "{e}"
+    );
 }

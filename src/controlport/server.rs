@@ -85,6 +85,8 @@ pub struct ServerParams {
     pub state: RelayState,
     /// Our own consensus entry in `ns` form, if listed (read per `GETINFO ns/id/…`).
     pub self_status: SelfStatus,
+    /// Accounting values for `GETINFO accounting/*` (`None` while accounting is off).
+    pub accounting: crate::relay::hibernate::AccountingInfo,
 }
 
 /// Where the server reads our current consensus entry from (the control plane's snapshot).
@@ -229,6 +231,7 @@ impl ControlPortServer {
             or_listeners: p.or_listeners,
             metrics: p.metrics,
             self_status: p.self_status,
+            accounting: p.accounting,
             started: p.started,
             state: state.clone(),
             facts: process_facts(),
@@ -288,6 +291,7 @@ struct Worker {
     started: Instant,
     state: Arc<Mutex<RelayState>>,
     self_status: SelfStatus,
+    accounting: crate::relay::hibernate::AccountingInfo,
     facts: ProcessFacts,
     bw_history: VecDeque<(u64, u64)>,
     last_bytes: Option<(u64, u64)>,
@@ -470,6 +474,7 @@ impl Worker {
                 let (read, written) = self.metrics.total_bytes();
                 let history: Vec<(u64, u64)> = self.bw_history.iter().copied().collect();
                 let ns_self = (self.self_status)();
+                let accounting = *self.accounting.lock().unwrap_or_else(|p| p.into_inner());
                 let view = RelayView {
                     config: &state.config,
                     config_file: self.config_file.as_deref(),
@@ -486,6 +491,7 @@ impl Worker {
                     descriptor_limit: self.facts.descriptor_limit,
                     bw_history: &history,
                     ns_self: ns_self.as_deref(),
+                    accounting,
                 };
                 self.conns[i]
                     .session
@@ -615,6 +621,7 @@ mod tests {
             started: Instant::now(),
             state: RelayState::new(config, &ExitPolicy::reject_all(), None),
             self_status: Arc::new(|| None),
+            accounting: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod dirworker;
 pub mod exit_dns;
 pub mod handler;
 pub mod heartbeat;
+pub mod hibernate;
 pub mod log;
 pub mod pidfile;
 pub mod publish;
@@ -78,6 +79,9 @@ pub enum RelayError {
     ControlPort(#[from] crate::controlport::ServerError),
     #[error("{0}")]
     ControlAuth(#[from] crate::controlport::auth::AuthError),
+    /// The state file is unreadable or malformed: never replaced silently.
+    #[error("accounting state file: {0}")]
+    State(#[from] crate::accounting::state::StateError),
     #[error("cannot start the {what} thread: {source}")]
     Thread {
         what: &'static str,
@@ -341,7 +345,22 @@ impl Relay {
                 rc.shard.max_connections
             );
         }
-        let network = SnapshotCell::new(control::initial_snapshot(
+        // Accounting starts before the shards, so that their first snapshot already says
+        // whether to hibernate (a restart after the soft limit stays hibernating).
+        let accounting_info = hibernate::AccountingInfo::default();
+        let accounting = match config.accounting() {
+            Some(cfg) => Some(hibernate::AccountingDriver::start(
+                cfg,
+                &config.data_directory,
+                keys.rsa_identity().0,
+                SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                accounting_info.clone(),
+            )?),
+            None => None,
+        };
+        let mut first = control::initial_snapshot(
             &keys,
             &exit_policy,
             config.outbound_bind(),
@@ -351,7 +370,13 @@ impl Relay {
                 channel_config,
                 SystemTime::now(),
             )?,
-        ));
+        );
+        if let Some(a) = &accounting {
+            if a.hibernation().refuses_new_work() {
+                first.hibernation = a.hibernation();
+            }
+        }
+        let network = SnapshotCell::new(first);
         self.metrics = Arc::new(MetricsRegistry::new(shards as usize, started));
         let registry = self.metrics.clone();
         let cell: Arc<SnapshotCell<NetworkSnapshot>> = network.clone();
@@ -474,6 +499,7 @@ impl Relay {
                 let cell = network.clone();
                 Arc::new(move || cell.load().self_status.clone())
             },
+            accounting_info.clone(),
             self.user.as_ref(),
         )?;
         // Every listener is bound and every ring open: drop root for good. C tor creates its
@@ -525,7 +551,7 @@ impl Relay {
             )
         };
         let directory = publish::Directory::new(worker, config, Instant::now());
-        let plane = ControlPlane::new(
+        let mut plane = ControlPlane::new(
             config.clone(),
             keys,
             exit_policy,
@@ -536,6 +562,7 @@ impl Relay {
             channel_config,
             Instant::now(),
         );
+        plane.set_accounting(accounting, accounting_info);
         plane.announce();
         self.control = Some(
             ControlThread::spawn(plane).map_err(|source| RelayError::Thread {
@@ -892,6 +919,7 @@ fn start_control_port(
     metrics: &Arc<MetricsRegistry>,
     started: Instant,
     self_status: crate::controlport::SelfStatus,
+    accounting: hibernate::AccountingInfo,
     user: Option<&setup::UserIds>,
 ) -> Result<Option<ControlPortServer>, RelayError> {
     if config.control_ports.is_empty() && config.control.unix_sockets.is_empty() {
@@ -938,6 +966,7 @@ fn start_control_port(
         state: RelayState::new(config.clone(), exit_policy, ipv4_address(config)),
         auth: auth.clone(),
         self_status,
+        accounting,
     })?;
     log_notice!(
         "ControlPort listening on {} (authentication: {}).",

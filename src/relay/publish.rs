@@ -134,6 +134,8 @@ pub struct Directory {
     cannot_publish_reported: Option<String>,
     /// SHA-1 digest of the descriptor we last submitted for upload (the `r` line's digest).
     published_digest: Option<[u8; 20]>,
+    /// Accounting hibernation: the descriptor says `hibernating 1` (C router.c).
+    hibernating: bool,
 }
 
 impl Directory {
@@ -154,6 +156,15 @@ impl Directory {
             started: SystemTime::now(),
             cannot_publish_reported: None,
             published_digest: None,
+            hibernating: false,
+        }
+    }
+
+    /// Hibernation started or ended: republish with or without `hibernating 1`.
+    pub fn set_hibernating(&mut self, hibernating: bool, now: Instant) {
+        if hibernating != self.hibernating {
+            self.hibernating = hibernating;
+            self.mark_dirty("hibernation state changed", now);
         }
     }
 
@@ -215,8 +226,13 @@ impl Directory {
         if self.publish_enabled && self.upload_in_flight.is_none() && now >= self.next_publish_check
         {
             let uptime = wall.duration_since(self.started).map_or(0, |d| d.as_secs());
-            self.publish
-                .note_bandwidth(unix(wall), uptime, false, observed, self.testing);
+            self.publish.note_bandwidth(
+                unix(wall),
+                uptime,
+                self.hibernating,
+                observed,
+                self.testing,
+            );
             match self.publish.decide(unix(wall), self.listing) {
                 PublishDecision::Wait { check_again_in } => {
                     self.next_publish_check = now + Duration::from_secs(check_again_in);
@@ -269,7 +285,8 @@ impl Directory {
         uptime: u64,
         wall: SystemTime,
     ) -> Result<(UploadRequest, String, [u8; 20]), String> {
-        let params = descriptor_params(config, policy, or_port, observed, uptime, wall)?;
+        let mut params = descriptor_params(config, policy, or_port, observed, uptime, wall)?;
+        params.hibernating = self.hibernating;
         let ei = build_extra_info(keys, &params.nickname, wall)
             .map_err(|e| format!("extra-info: {e}"))?;
         let desc = build_descriptor(keys, &params, Some(&ei)).map_err(|e| e.to_string())?;

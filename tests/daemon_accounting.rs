@@ -1,0 +1,261 @@
+//! Bandwidth accounting and hibernation on a live Fors (tor manual `AccountingMax`,
+//! C tor's hibernate.c): a tiny `AccountingMax` (C has no minimum), rule `sum`, daily
+//! intervals. A client link pushes PADDING cells (bytes read by the relay) until the soft
+//! limit (95%); then, as C tor:
+//!
+//! * a new CREATE_FAST on the open link is answered DESTROY reason HIBERNATING (4)
+//!   (C `command_process_create_cell`);
+//! * a new connection is closed at once (C closes its ORPort listener; Fors closes each new
+//!   connection, the listener stays bound);
+//! * `GETINFO accounting/hibernating` says `soft`, `accounting/bytes` and `bytes-left` add
+//!   up, the interval is today's (UTC);
+//! * `DataDirectory/state` holds the counts under C's key names.
+//!
+//! More padding reaches the hard limit: the relay closes the link ("hard"). After a restart
+//! the relay reads `state`, keeps the counts and is still hard.
+
+mod daemon_common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use daemon_common::private_net::TorControl;
+use daemon_common::raw_link::{fixed_cell, LinkRead, RawLink};
+use daemon_common::{free_port, Fors, TempDir};
+use fors::accounting::time::format_iso;
+use fors::cell::chan::DestroyReason;
+use fors::cell::ChanCmd;
+
+const LIMIT: Duration = Duration::from_secs(60);
+/// `AccountingMax 256 KB`: soft limit at 95% (C `SOFT_LIM_PCT`).
+const MAX: u64 = 256 * 1024;
+const SOFT: u64 = MAX * 95 / 100;
+const CELL: u64 = 514;
+
+fn torrc(dir: &Path, or_port: u16, ctl_port: u16) -> String {
+    format!(
+        "Nickname ForsAcct\n\
+         ContactInfo test@example.invalid\n\
+         ORPort 127.0.0.1:{or_port}\n\
+         Address 127.0.0.1\n\
+         DataDirectory {d}/data\n\
+         Log info stdout\n\
+         NumCPUs 1\n\
+         PublishServerDescriptor 0\n\
+         ControlPort 127.0.0.1:{ctl_port}\n\
+         CookieAuthentication 1\n\
+         AccountingMax 256 KB\n\
+         AccountingRule sum\n\
+         AccountingStart day 00:00\n",
+        d = dir.display()
+    )
+}
+
+fn getinfo(c: &mut TorControl, key: &str) -> String {
+    let r = c
+        .command(&format!("GETINFO {key}"))
+        .unwrap_or_else(|e| panic!("GETINFO {key}: {e:?}"));
+    r[0].strip_prefix(&format!("{key}="))
+        .unwrap_or_else(|| panic!("GETINFO {key}: {r:?}"))
+        .to_string()
+}
+
+fn pair(s: &str) -> (u64, u64) {
+    let mut it = s.split(' ').map(|v| v.parse::<u64>().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+/// The next non-padding cell.
+fn read_cell(link: &mut RawLink) -> Result<(u32, ChanCmd, Vec<u8>), String> {
+    let end = Instant::now() + LIMIT;
+    loop {
+        match link.read_cell(end.saturating_duration_since(Instant::now())) {
+            LinkRead::Cell { cmd, .. } if cmd == ChanCmd::PADDING || cmd == ChanCmd::VPADDING => {}
+            LinkRead::Cell { circ_id, cmd, body } => return Ok((circ_id.0, cmd, body)),
+            LinkRead::Closed(how) => return Err(format!("closed: {how}")),
+            LinkRead::TimedOut => return Err("no cell in time".into()),
+        }
+    }
+}
+
+fn create_fast(link: &mut RawLink, circ: u32) -> (ChanCmd, u8) {
+    assert!(link.send(&fixed_cell(circ, ChanCmd::CREATE_FAST, &[7u8; 20])));
+    let (id, cmd, body) = read_cell(link).expect("an answer to CREATE_FAST");
+    assert_eq!(id, circ);
+    (cmd, body[0])
+}
+
+/// Sends about `bytes` of PADDING cells.
+fn pad(link: &mut RawLink, bytes: u64) -> bool {
+    let n = (bytes / CELL).max(1) as usize;
+    let batch: Vec<u8> = (0..n)
+        .flat_map(|_| fixed_cell(0, ChanCmd::PADDING, &[]))
+        .collect();
+    link.send(&batch)
+}
+
+/// Pads until `GETINFO accounting/hibernating` leaves `from`, in steps that cannot jump
+/// past the next limit (the relay samples its counters once a second).
+fn pad_until_not(c: &mut TorControl, link: &mut RawLink, from: &str, target: u64) -> String {
+    for _ in 0..300 {
+        let h = getinfo(c, "accounting/hibernating");
+        if h != from {
+            return h;
+        }
+        let (r, w) = pair(&getinfo(c, "accounting/bytes"));
+        let left = target.saturating_sub(r + w);
+        let step = if left > 8 * 1024 {
+            left - 6 * 1024
+        } else {
+            1024
+        };
+        if !pad(link, step) {
+            return getinfo(c, "accounting/hibernating");
+        }
+        std::thread::sleep(Duration::from_millis(1300));
+    }
+    panic!("still {from} after 300 rounds");
+}
+
+/// The accounting values in `state` by key.
+fn state_value(data: &Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(data.join("state")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ').map(str::to_string))
+}
+
+#[test]
+fn soft_then_hard_hibernation_and_state_across_restart() {
+    let tmp = TempDir::new("acct");
+    let (or_port, ctl_port) = (free_port(), free_port());
+    let rc = tmp.path().join("torrc");
+    std::fs::write(&rc, torrc(tmp.path(), or_port, ctl_port)).unwrap();
+    let data = tmp.path().join("data");
+    let relay = SocketAddr::from(([127, 0, 0, 1], or_port));
+
+    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    f.wait_for("the relay is running", Duration::from_secs(120));
+    f.wait_for("Configured hibernation.", LIMIT);
+    let mut c = TorControl::connect(ctl_port);
+    assert_eq!(getinfo(&mut c, "accounting/enabled"), "1");
+    assert_eq!(getinfo(&mut c, "accounting/hibernating"), "awake");
+    // Daily interval from 00:00 UTC; no estimate yet, so awake from the interval start.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let day = now - now % 86_400;
+    let start = getinfo(&mut c, "accounting/interval-start");
+    if start != format_iso(day) {
+        // The test straddled midnight UTC.
+        assert_eq!(start, format_iso(day + 86_400));
+    }
+    assert_eq!(getinfo(&mut c, "accounting/interval-wake"), start);
+    let conf = c
+        .command("GETCONF AccountingMax AccountingRule AccountingStart")
+        .unwrap();
+    assert_eq!(
+        conf[..3],
+        [
+            "AccountingMax=262144",
+            "AccountingRule=sum",
+            "AccountingStart=day 00:00"
+        ]
+    );
+
+    // A client link with one circuit, then padding up to the soft limit.
+    let mut link = RawLink::open_as_client(relay, LIMIT).expect("client link");
+    assert_eq!(create_fast(&mut link, 0x8000_0001).0, ChanCmd::CREATED_FAST);
+    let h = pad_until_not(&mut c, &mut link, "awake", SOFT);
+    assert_eq!(h, "soft", "the soft limit comes first");
+    f.wait_for("Bandwidth soft limit reached", LIMIT);
+    let (r, w) = pair(&getinfo(&mut c, "accounting/bytes"));
+    assert!(r + w >= SOFT && r + w < MAX, "read {r} written {w}");
+    let left = MAX - (r + w);
+    assert_eq!(
+        pair(&getinfo(&mut c, "accounting/bytes-left")),
+        (left, left),
+        "sum: both numbers are what is left of the sum"
+    );
+
+    // No new circuits: DESTROY HIBERNATING on the open link.
+    let (cmd, reason) = create_fast(&mut link, 0x8000_0002);
+    assert_eq!(cmd, ChanCmd::DESTROY);
+    assert_eq!(DestroyReason::from(reason), DestroyReason::Hibernating);
+    // No new connections.
+    match RawLink::open_as_client(relay, Duration::from_secs(10)) {
+        Ok(_) => panic!("a new link was served while hibernating"),
+        Err(e) => println!("new link while soft: {e}"),
+    }
+
+    // The state file was written on entering soft hibernation, under C's keys.
+    let read: u64 = state_value(&data, "AccountingBytesReadInInterval")
+        .expect("state has AccountingBytesReadInInterval")
+        .parse()
+        .unwrap();
+    let written: u64 = state_value(&data, "AccountingBytesWrittenInInterval")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(read + written >= SOFT, "state: {read} + {written}");
+    assert_eq!(read % 1024, 0, "rounded up to 1 KB as C does");
+    assert_eq!(
+        state_value(&data, "AccountingIntervalStart"),
+        Some(start.clone())
+    );
+    assert!(state_value(&data, "AccountingSoftLimitHitAt").is_some());
+
+    // On to the hard limit: the relay closes the link.
+    let h = pad_until_not(&mut c, &mut link, "soft", MAX);
+    assert_eq!(h, "hard");
+    f.wait_for("Going dormant", LIMIT);
+    match link.wait_closed(LIMIT) {
+        Ok(closed) => println!("link closed after {:?}: {}", closed.after, closed.how),
+        Err(cells) => panic!("link still open in hard hibernation: {cells:?}"),
+    }
+    let (r, w) = pair(&getinfo(&mut c, "accounting/bytes"));
+    assert!(r + w >= MAX);
+    assert_eq!(pair(&getinfo(&mut c, "accounting/bytes-left")), (0, 0));
+    drop(c);
+
+    // Restart: the counts come back from `state`, and with them the hard hibernation.
+    f.signal(libc::SIGTERM);
+    assert_eq!(f.wait_exit(LIMIT), Some(0));
+    let saved_read: u64 = state_value(&data, "AccountingBytesReadInInterval")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(saved_read >= r, "saved at shutdown: {saved_read} < {r}");
+    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    f.wait_for("the relay is running", Duration::from_secs(120));
+    let mut c = TorControl::connect(ctl_port);
+    let (r2, w2) = pair(&getinfo(&mut c, "accounting/bytes"));
+    assert!(
+        r2 >= saved_read && r2 + w2 >= MAX,
+        "after restart: {r2} {w2}"
+    );
+    assert_eq!(getinfo(&mut c, "accounting/hibernating"), "hard");
+    assert_eq!(getinfo(&mut c, "accounting/interval-start"), start);
+    assert!(RawLink::open_as_client(relay, Duration::from_secs(10)).is_err());
+}
+
+#[test]
+fn a_corrupt_state_file_stops_start_up_naming_the_line() {
+    let tmp = TempDir::new("acct-bad");
+    let (or_port, ctl_port) = (free_port(), free_port());
+    let rc = tmp.path().join("torrc");
+    std::fs::write(&rc, torrc(tmp.path(), or_port, ctl_port)).unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let bad =
+        "# Tor state file\nAccountingBytesReadInInterval 1024\nAccountingIntervalStart soon\n";
+    std::fs::write(data.join("state"), bad).unwrap();
+    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    let line = f.wait_for("AccountingIntervalStart", LIMIT);
+    assert!(line.contains("state:3:"), "{line}");
+    assert_ne!(f.wait_exit(LIMIT), Some(0));
+    // Never silently replaced.
+    assert_eq!(std::fs::read_to_string(data.join("state")).unwrap(), bad);
+}
