@@ -11,13 +11,18 @@
 //!   up, the interval is today's (UTC);
 //! * `DataDirectory/state` holds the counts under C's key names.
 //!
+//! A fake directory authority records the uploads: the descriptor published after the soft
+//! limit carries `hibernating 1` (C router.c), the first one does not.
+//!
 //! More padding reaches the hard limit: the relay closes the link ("hard"). After a restart
 //! the relay reads `state`, keeps the counts and is still hard.
 
 mod daemon_common;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use daemon_common::private_net::TorControl;
@@ -33,7 +38,72 @@ const MAX: u64 = 256 * 1024;
 const SOFT: u64 = MAX * 95 / 100;
 const CELL: u64 = 514;
 
-fn torrc(dir: &Path, or_port: u16, ctl_port: u16) -> String {
+/// A directory authority that stores every POSTed descriptor and answers 200 (404 to GETs).
+fn fake_authority() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let posts = Arc::new(Mutex::new(Vec::new()));
+    let store = posts.clone();
+    std::thread::spawn(move || {
+        for _ in 0..10_000 {
+            let Ok((s, _)) = l.accept() else { return };
+            serve(s, &store);
+        }
+    });
+    (port, posts)
+}
+
+fn serve(mut s: TcpStream, store: &Mutex<Vec<String>>) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut req = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    // Headers, then Content-Length bytes of body (bounded: 1 MiB).
+    while req.len() < 1 << 20 {
+        let text = String::from_utf8_lossy(&req).to_string();
+        if let Some(h) = text.find("\r\n\r\n") {
+            let len = text[..h]
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map_or(0, |v| v.trim().parse::<usize>().unwrap_or(0));
+            if req.len() >= h + 4 + len {
+                break;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&req).to_string();
+    let reply: &[u8] = if text.starts_with("POST") {
+        store.lock().unwrap().push(text);
+        b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"
+    } else {
+        b"HTTP/1.0 404 Not found\r\nContent-Length: 0\r\n\r\n"
+    };
+    let _ = s.write_all(reply);
+}
+
+/// Waits for an upload for which `pred` holds.
+fn wait_upload(posts: &Mutex<Vec<String>>, what: &str, pred: impl Fn(&str) -> bool) {
+    let end = Instant::now() + LIMIT;
+    while Instant::now() < end {
+        if posts.lock().unwrap().iter().any(|p| pred(p)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("no upload {what}; got {:?}", posts.lock().unwrap());
+}
+
+fn torrc(dir: &Path, or_port: u16, ctl_port: u16, auth: Option<u16>) -> String {
+    let dir_lines = match auth {
+        None => "PublishServerDescriptor 0\n".to_string(),
+        Some(p) => format!(
+            "TestingTorNetwork 1\nAssumeReachable 1\nPublishServerDescriptor 1\n\
+             DirAuthority auth1 orport={p} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{p} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n"
+        ),
+    };
     format!(
         "Nickname ForsAcct\n\
          ContactInfo test@example.invalid\n\
@@ -42,7 +112,7 @@ fn torrc(dir: &Path, or_port: u16, ctl_port: u16) -> String {
          DataDirectory {d}/data\n\
          Log info stdout\n\
          NumCPUs 1\n\
-         PublishServerDescriptor 0\n\
+         {dir_lines}\
          ControlPort 127.0.0.1:{ctl_port}\n\
          CookieAuthentication 1\n\
          AccountingMax 256 KB\n\
@@ -130,13 +200,17 @@ fn soft_then_hard_hibernation_and_state_across_restart() {
     let tmp = TempDir::new("acct");
     let (or_port, ctl_port) = (free_port(), free_port());
     let rc = tmp.path().join("torrc");
-    std::fs::write(&rc, torrc(tmp.path(), or_port, ctl_port)).unwrap();
+    let (auth, posts) = fake_authority();
+    std::fs::write(&rc, torrc(tmp.path(), or_port, ctl_port, Some(auth))).unwrap();
     let data = tmp.path().join("data");
     let relay = SocketAddr::from(([127, 0, 0, 1], or_port));
 
     let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
     f.wait_for("the relay is running", Duration::from_secs(120));
     f.wait_for("Configured hibernation.", LIMIT);
+    wait_upload(&posts, "while awake", |p| {
+        p.contains("\nrouter ForsAcct ") && !p.contains("\nhibernating 1\n")
+    });
     let mut c = TorControl::connect(ctl_port);
     assert_eq!(getinfo(&mut c, "accounting/enabled"), "1");
     assert_eq!(getinfo(&mut c, "accounting/hibernating"), "awake");
@@ -170,6 +244,9 @@ fn soft_then_hard_hibernation_and_state_across_restart() {
     let h = pad_until_not(&mut c, &mut link, "awake", SOFT);
     assert_eq!(h, "soft", "the soft limit comes first");
     f.wait_for("Bandwidth soft limit reached", LIMIT);
+    wait_upload(&posts, "with hibernating 1", |p| {
+        p.contains("\nhibernating 1\n")
+    });
     let (r, w) = pair(&getinfo(&mut c, "accounting/bytes"));
     assert!(r + w >= SOFT && r + w < MAX, "read {r} written {w}");
     let left = MAX - (r + w);
@@ -245,7 +322,7 @@ fn a_corrupt_state_file_stops_start_up_naming_the_line() {
     let tmp = TempDir::new("acct-bad");
     let (or_port, ctl_port) = (free_port(), free_port());
     let rc = tmp.path().join("torrc");
-    std::fs::write(&rc, torrc(tmp.path(), or_port, ctl_port)).unwrap();
+    std::fs::write(&rc, torrc(tmp.path(), or_port, ctl_port, None)).unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
