@@ -336,3 +336,67 @@ fn a_corrupt_state_file_stops_start_up_naming_the_line() {
     // Never silently replaced.
     assert_eq!(std::fs::read_to_string(data.join("state")).unwrap(), bad);
 }
+
+/// Polls `GETINFO key` until it says `want`.
+fn wait_getinfo(c: &mut TorControl, key: &str, want: &str) {
+    let end = Instant::now() + LIMIT;
+    loop {
+        let v = getinfo(c, key);
+        if v == want {
+            return;
+        }
+        assert!(Instant::now() < end, "GETINFO {key} is {v}, want {want}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn sighup_turns_accounting_on_and_off_and_refuses_a_corrupt_state_file() {
+    let tmp = TempDir::new("acct-hup");
+    let (or_port, ctl_port) = (free_port(), free_port());
+    let rc = tmp.path().join("torrc");
+    let base = torrc(tmp.path(), or_port, ctl_port, None);
+    let off = base.replace("AccountingMax 256 KB\n", "");
+    std::fs::write(&rc, &off).unwrap();
+    let data = tmp.path().join("data");
+    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    f.wait_for("the relay is running", Duration::from_secs(120));
+    let mut c = TorControl::connect(ctl_port);
+    assert_eq!(getinfo(&mut c, "accounting/enabled"), "0");
+    assert!(!data.join("state").exists());
+
+    // On at SIGHUP (C options_act_relay_accounting).
+    std::fs::write(&rc, &base).unwrap();
+    f.signal(libc::SIGHUP);
+    f.wait_for("Reload: AccountingMax changed; applied.", LIMIT);
+    wait_getinfo(&mut c, "accounting/enabled", "1");
+    assert_eq!(getinfo(&mut c, "accounting/hibernating"), "awake");
+    wait_for_state(&data);
+
+    // Off again: the counts are saved, GETINFO says off.
+    std::fs::write(&rc, &off).unwrap();
+    f.signal(libc::SIGHUP);
+    f.wait_for("accounting and hibernation are off", LIMIT);
+    wait_getinfo(&mut c, "accounting/enabled", "0");
+
+    // A state file that cannot be read refuses the reload that would need it.
+    let bad = "AccountingBytesReadInInterval many\n";
+    std::fs::write(data.join("state"), bad).unwrap();
+    std::fs::write(&rc, &base).unwrap();
+    f.signal(libc::SIGHUP);
+    let line = f.wait_for("Reloading the configuration failed", LIMIT);
+    assert!(
+        line.contains("state:1:") && line.contains("AccountingBytesReadInInterval"),
+        "{line}"
+    );
+    assert_eq!(getinfo(&mut c, "accounting/enabled"), "0");
+    assert_eq!(std::fs::read_to_string(data.join("state")).unwrap(), bad);
+}
+
+fn wait_for_state(data: &Path) {
+    let end = Instant::now() + LIMIT;
+    while state_value(data, "AccountingIntervalStart").is_none() {
+        assert!(Instant::now() < end, "no state file written");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

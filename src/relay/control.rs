@@ -79,6 +79,8 @@ pub struct ControlPlane {
     accounting: Option<AccountingDriver>,
     /// Where GETINFO reads accounting values (kept to restart accounting on SIGHUP).
     accounting_info: AccountingInfo,
+    /// The DataDirectory in force (a changed one needs a restart), for the state file.
+    data_directory: std::path::PathBuf,
 }
 
 /// The ntor key map the shards answer CREATE2 with, from the relay's keys.
@@ -151,7 +153,6 @@ impl ControlPlane {
         now: Instant,
     ) -> ControlPlane {
         ControlPlane {
-            config,
             keys,
             exit_policy,
             network,
@@ -164,6 +165,8 @@ impl ControlPlane {
             next_bandwidth_sample: now,
             accounting: None,
             accounting_info: AccountingInfo::default(),
+            data_directory: config.data_directory.clone(),
+            config,
         }
     }
 
@@ -391,7 +394,7 @@ impl ControlPlane {
             (None, Some(cfg)) => {
                 match AccountingDriver::start(
                     cfg,
-                    &config.data_directory,
+                    &self.data_directory,
                     self.keys.rsa_identity().0,
                     now,
                     self.accounting_info.clone(),

@@ -762,6 +762,21 @@ impl Relay {
                 return fail(e.to_string());
             }
         };
+        // Turning accounting on reads the state file: one that cannot be read refuses the
+        // reload, as it refuses start-up, rather than leaving AccountingMax without effect.
+        if new.accounting().is_some() && self.config.accounting().is_none() {
+            let path = self
+                .started_config
+                .data_directory
+                .join(crate::accounting::state::STATE_FILE_NAME);
+            if let Err(e) = crate::accounting::state::StateFile::load(&path) {
+                self.metrics
+                    .relay
+                    .reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                return fail(format!("accounting state file: {e}"));
+            }
+        }
         for w in warnings
             .iter()
             .map(ToString::to_string)
