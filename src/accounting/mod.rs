@@ -276,7 +276,9 @@ impl<R: rand::RngCore> WakeupSource for RngWakeup<R> {
     }
 }
 
-/// C's wake-up source: the first four bytes of SHA-1(ISO interval start ‖ identity digest).
+/// C's wake-up source: the first four bytes of SHA-1(ISO interval start ‖ identity digest),
+/// read in host byte order as C's `get_uint32` reads them, so that a relay moved from C tor
+/// to Fors on the same machine wakes at the same time.
 pub struct IdentityWakeup(pub [u8; 20]);
 
 impl WakeupSource for IdentityWakeup {
@@ -286,7 +288,7 @@ impl WakeupSource for IdentityWakeup {
         h.update(time::format_iso(interval_start).as_bytes());
         h.update(self.0);
         let d = h.finalize();
-        u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+        u32::from_ne_bytes([d[0], d[1], d[2], d[3]])
     }
 }
 

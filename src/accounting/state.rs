@@ -7,6 +7,7 @@
 //! accepted on reading, as C's parser accepts them), times as `YYYY-MM-DD HH:MM:SS` UTC.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::time::{format_iso, parse_iso};
@@ -191,10 +192,12 @@ impl StateFile {
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
         let text = self.render(now, version);
+        // Owner-only, as C writes its state file.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&tmp)
             .map_err(io)?;
         f.write_all(text.as_bytes()).map_err(io)?;
@@ -303,6 +306,9 @@ LastWritten 2026-10-02 11:25:50
         };
         s.save(&path, 1_800_000_000, "Fors test").unwrap();
         assert!(!dir.join("state.tmp").exists());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         assert_eq!(StateFile::load(&path).unwrap(), Some(s));
         std::fs::remove_dir_all(&dir).unwrap();
     }

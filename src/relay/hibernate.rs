@@ -35,6 +35,9 @@ pub struct AccountingDriver {
     info: AccountingInfo,
     /// The last save failed (warn once per failure streak).
     save_failing: bool,
+    /// A save is due but waits for the first sample: start-up runs before the switch to
+    /// `User`, and the state file must belong to the user.
+    save_pending: bool,
 }
 
 impl AccountingDriver {
@@ -59,9 +62,11 @@ impl AccountingDriver {
             last: None,
             info,
             save_failing: false,
+            save_pending: false,
         };
         d.log_configured(now);
-        let out = d.core.tick(now, &mut d.wake);
+        let mut out = d.core.tick(now, &mut d.wake);
+        d.save_pending = std::mem::take(&mut out.save);
         d.after_tick(now, out);
         Ok(d)
     }
@@ -109,7 +114,8 @@ impl AccountingDriver {
             );
         }
         self.last = Some((now, read_total, written_total));
-        let out = self.core.tick(now, &mut self.wake);
+        let mut out = self.core.tick(now, &mut self.wake);
+        out.save |= std::mem::take(&mut self.save_pending);
         self.after_tick(now, out)
     }
 
