@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use daemon_common::private_net::TorControl;
 use daemon_common::raw_link::{fixed_cell, LinkRead, RawLink};
 use daemon_common::{free_port, Fors, TempDir};
-use fors::accounting::time::format_iso;
+use fors::accounting::time::{format_iso, parse_iso};
 use fors::cell::chan::DestroyReason;
 use fors::cell::ChanCmd;
 
@@ -205,7 +205,8 @@ fn soft_then_hard_hibernation_and_state_across_restart() {
     let data = tmp.path().join("data");
     let relay = SocketAddr::from(([127, 0, 0, 1], or_port));
 
-    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    // Intervals are in local time, as C: a UTC machine for this test.
+    let mut f = Fors::start_with_env(&["-f", rc.to_str().unwrap()], &[("TZ", "UTC")]);
     f.wait_for("the relay is running", Duration::from_secs(120));
     f.wait_for("Configured hibernation.", LIMIT);
     wait_upload(&posts, "while awake", |p| {
@@ -304,7 +305,7 @@ fn soft_then_hard_hibernation_and_state_across_restart() {
         .parse()
         .unwrap();
     assert!(saved_read >= r, "saved at shutdown: {saved_read} < {r}");
-    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    let mut f = Fors::start_with_env(&["-f", rc.to_str().unwrap()], &[("TZ", "UTC")]);
     f.wait_for("the relay is running", Duration::from_secs(120));
     let mut c = TorControl::connect(ctl_port);
     let (r2, w2) = pair(&getinfo(&mut c, "accounting/bytes"));
@@ -359,7 +360,8 @@ fn sighup_turns_accounting_on_and_off_and_refuses_a_corrupt_state_file() {
     let off = base.replace("AccountingMax 256 KB\n", "");
     std::fs::write(&rc, &off).unwrap();
     let data = tmp.path().join("data");
-    let mut f = Fors::start(&["-f", rc.to_str().unwrap()]);
+    // A zone three hours east of UTC (POSIX TZ): the daily interval starts at local midnight.
+    let mut f = Fors::start_with_env(&["-f", rc.to_str().unwrap()], &[("TZ", "FRS-3")]);
     f.wait_for("the relay is running", Duration::from_secs(120));
     let mut c = TorControl::connect(ctl_port);
     assert_eq!(getinfo(&mut c, "accounting/enabled"), "0");
@@ -371,6 +373,22 @@ fn sighup_turns_accounting_on_and_off_and_refuses_a_corrupt_state_file() {
     f.wait_for("Reload: AccountingMax changed; applied.", LIMIT);
     wait_getinfo(&mut c, "accounting/enabled", "1");
     assert_eq!(getinfo(&mut c, "accounting/hibernating"), "awake");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let local = now + 3 * 3600;
+    let midnight = local - local % 86_400 - 3 * 3600;
+    let start = getinfo(&mut c, "accounting/interval-start");
+    assert!(
+        start == format_iso(midnight) || start == format_iso(midnight + 86_400),
+        "interval start {start}, local midnight {}",
+        format_iso(midnight)
+    );
+    assert_eq!(
+        getinfo(&mut c, "accounting/interval-end"),
+        format_iso(parse_iso(&start).unwrap() + 86_400)
+    );
     wait_for_state(&data);
 
     // Off again: the counts are saved, GETINFO says off.

@@ -13,8 +13,8 @@
 //! 3. Awake, we serve until the soft limit: then no new circuits or streams ("soft").
 //! 4. At the hard limit (`AccountingMax`) we close everything and sleep to the interval end.
 //!
-//! Difference from C: interval edges are computed in UTC; C uses the local time zone
-//! (`tor_localtime_r`/`mktime`). A relay whose clock is set to UTC behaves the same.
+//! Interval edges are reckoned in local time as C does (`tor_localtime_r`/`mktime`), or in
+//! UTC ([`time::Zone`]) for tests.
 
 pub mod state;
 pub mod time;
@@ -22,7 +22,7 @@ pub mod time;
 use std::fmt;
 use std::str::FromStr;
 
-use time::{days_from_civil, unix_of, Civil};
+use time::{days_from_civil, Zone};
 
 /// `AccountingRule`: what counts against `AccountingMax` (tor manual).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -176,9 +176,9 @@ impl FromStr for AccountingStart {
 
 impl AccountingStart {
     /// C `edge_of_accounting_period_containing`: the start (`end` false) or end of the
-    /// interval containing `now`.
-    pub fn edge(&self, now: u64, end: bool) -> u64 {
-        let c = Civil::from_unix(now);
+    /// interval containing `now`, reckoned in `zone`.
+    pub fn edge(&self, zone: Zone, now: u64, end: bool) -> u64 {
+        let c = zone.civil(now);
         let (h, m) = (i64::from(self.hour), i64::from(self.minute));
         // Before today's changeover time?
         let before = c.hour < h || (c.hour == h && c.minute < m);
@@ -206,15 +206,15 @@ impl AccountingStart {
             }
             IntervalUnit::Day => c.days - i64::from(before) + i64::from(end),
         };
-        unix_of(days, h, m, 0)
+        zone.unix(days, h, m)
     }
 
-    pub fn start_of_interval_containing(&self, now: u64) -> u64 {
-        self.edge(now, false)
+    pub fn start_of_interval_containing(&self, zone: Zone, now: u64) -> u64 {
+        self.edge(zone, now, false)
     }
 
-    pub fn start_of_interval_after(&self, now: u64) -> u64 {
-        self.edge(now, true)
+    pub fn start_of_interval_after(&self, zone: Zone, now: u64) -> u64 {
+        self.edge(zone, now, true)
     }
 }
 
@@ -228,6 +228,8 @@ pub struct AccountingConfig {
     /// The effective bandwidth rate in bytes/s (`RelayBandwidthRate` if set, else
     /// `BandwidthRate`): caps the expected usage.
     pub bandwidth_rate: u64,
+    /// The clock of `start` (local time, as C).
+    pub zone: Zone,
 }
 
 /// C `hibernate_state_t` without `EXITING` (shutdown is handled by the signal code).
@@ -408,22 +410,22 @@ impl Accounting {
 
     /// C `configure_accounting`.
     fn configure(&mut self, now: u64, wake: &mut dyn WakeupSource) -> bool {
-        let start = self.cfg.start;
-        let s_now = start.start_of_interval_containing(now);
+        let (start, z) = (self.cfg.start, self.cfg.zone);
+        let s_now = start.start_of_interval_containing(z, now);
         let mut new_interval = false;
         if self.interval_start == 0 {
             self.reset(now);
             new_interval = true;
         } else if s_now == self.interval_start {
-            self.interval_end = start.start_of_interval_after(self.interval_start);
+            self.interval_end = start.start_of_interval_after(z, self.interval_start);
         } else {
-            let len = start.start_of_interval_after(self.interval_start) as f64
-                - start.start_of_interval_containing(self.interval_start) as f64;
+            let len = start.start_of_interval_after(z, self.interval_start) as f64
+                - start.start_of_interval_containing(z, self.interval_start) as f64;
             let delta = (s_now as f64 - self.interval_start as f64) / len.max(1.0);
             if (-0.5..=0.5).contains(&delta) {
                 // The configured start moved a little: keep the counts (C errs on the side
                 // of obeying the limit).
-                self.interval_end = start.start_of_interval_after(now);
+                self.interval_end = start.start_of_interval_after(z, now);
             } else {
                 self.reset(now);
                 new_interval = true;
@@ -436,8 +438,9 @@ impl Accounting {
     /// C `reset_accounting`: estimate from the interval that ended, then zero the counts.
     fn reset(&mut self, now: u64) {
         self.update_expected_bandwidth();
-        self.interval_start = self.cfg.start.start_of_interval_containing(now);
-        self.interval_end = self.cfg.start.start_of_interval_after(self.interval_start);
+        let (start, z) = (self.cfg.start, self.cfg.zone);
+        self.interval_start = start.start_of_interval_containing(z, now);
+        self.interval_end = start.start_of_interval_after(z, self.interval_start);
         self.read = 0;
         self.written = 0;
         self.seconds_active = 0;

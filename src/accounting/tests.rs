@@ -1,7 +1,7 @@
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::time::{format_iso, parse_iso};
+use super::time::{format_iso, parse_iso, Zone};
 use super::*;
 
 fn t(s: &str) -> u64 {
@@ -14,8 +14,11 @@ fn start(s: &str) -> AccountingStart {
 
 fn interval(spec: &str, now: &str) -> (String, String) {
     let st = start(spec);
-    let s = st.start_of_interval_containing(t(now));
-    (format_iso(s), format_iso(st.start_of_interval_after(s)))
+    let s = st.start_of_interval_containing(Zone::Utc, t(now));
+    (
+        format_iso(s),
+        format_iso(st.start_of_interval_after(Zone::Utc, s)),
+    )
 }
 
 fn seeded(tag: &str) -> RngWakeup<StdRng> {
@@ -30,6 +33,7 @@ fn cfg(max: u64, rule: AccountingRule, spec: &str) -> AccountingConfig {
         rule,
         start: start(spec),
         bandwidth_rate: 1 << 30,
+        zone: Zone::Utc,
     }
 }
 
@@ -99,8 +103,8 @@ fn monthly_intervals_across_month_and_year_ends() {
     // The length follows the calendar: February 2024 has 29 days, 2023 has 28.
     let len = |y| {
         let st = start("month 1 00:00");
-        let s = st.start_of_interval_containing(t(&format!("{y}-02-10 00:00:00")));
-        (st.start_of_interval_after(s) - s) / 86_400
+        let s = st.start_of_interval_containing(Zone::Utc, t(&format!("{y}-02-10 00:00:00")));
+        (st.start_of_interval_after(Zone::Utc, s) - s) / 86_400
     };
     assert_eq!(
         (len(2024), len(2023), len(2000), len(1900 + 200)),

@@ -66,6 +66,82 @@ impl Civil {
     }
 }
 
+/// The clock accounting intervals are reckoned in. C tor uses the machine's local time
+/// (`tor_localtime_r`, `mktime`); tests use UTC so that they do not depend on the machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Zone {
+    Utc,
+    /// The process's time zone (`TZ`, `/etc/localtime`), daylight saving time included.
+    #[default]
+    Local,
+}
+
+impl Zone {
+    /// The broken-down time of `t` in this zone (`days` and `weekday` are of the local date).
+    pub fn civil(self, t: u64) -> Civil {
+        match self {
+            Zone::Utc => Civil::from_unix(t),
+            Zone::Local => local_civil(t).unwrap_or_else(|| Civil::from_unix(t)),
+        }
+    }
+
+    /// Unix seconds of local day number `days` (as in [`Civil::days`]) at `hour:minute`,
+    /// like C's `mktime` with `tm_isdst = -1` (a time skipped by a DST change moves on).
+    pub fn unix(self, days: i64, hour: i64, minute: i64) -> u64 {
+        match self {
+            Zone::Utc => unix_of(days, hour, minute, 0),
+            Zone::Local => {
+                local_mktime(days, hour, minute).unwrap_or_else(|| unix_of(days, hour, minute, 0))
+            }
+        }
+    }
+}
+
+fn local_civil(t: u64) -> Option<Civil> {
+    let tt = libc::time_t::try_from(t).ok()?;
+    // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the
+    // call and localtime_r is the thread-safe variant.
+    let tm = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&tt, &mut tm).is_null() {
+            return None;
+        }
+        tm
+    };
+    let (year, month, day) = (
+        i64::from(tm.tm_year) + 1900,
+        i64::from(tm.tm_mon) + 1,
+        i64::from(tm.tm_mday),
+    );
+    let days = days_from_civil(year, month, day);
+    Some(Civil {
+        year,
+        month,
+        day,
+        hour: i64::from(tm.tm_hour),
+        minute: i64::from(tm.tm_min),
+        second: i64::from(tm.tm_sec),
+        days,
+        weekday: i64::from(tm.tm_wday),
+    })
+}
+
+fn local_mktime(days: i64, hour: i64, minute: i64) -> Option<u64> {
+    let (y, m, d) = civil_from_days(days);
+    // SAFETY: a zeroed `tm` is valid; mktime only reads and normalises the struct we own.
+    let t = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        tm.tm_year = i32::try_from(y - 1900).ok()?;
+        tm.tm_mon = (m - 1) as i32;
+        tm.tm_mday = d as i32;
+        tm.tm_hour = hour as i32;
+        tm.tm_min = minute as i32;
+        tm.tm_isdst = -1;
+        libc::mktime(&mut tm)
+    };
+    u64::try_from(t).ok()
+}
+
 /// Unix seconds of a day number plus a time of day (clamped at 0 before 1970).
 pub fn unix_of(days: i64, hour: i64, minute: i64, second: i64) -> u64 {
     (days * 86_400 + hour * 3600 + minute * 60 + second).max(0) as u64
@@ -129,6 +205,23 @@ mod tests {
         }
         let c = Civil::from_unix(1_709_164_800); // 2024-02-29 00:00:00, a Thursday
         assert_eq!((c.year, c.month, c.day, c.weekday), (2024, 2, 29, 4));
+    }
+
+    #[test]
+    fn local_zone_round_trips_whatever_the_machine_zone() {
+        // Whole minutes a day apart over two years: each maps back to itself, so intervals
+        // reckoned in local time start where C's mktime would put them.
+        let mut t = 1_700_000_040u64;
+        for _ in 0..800 {
+            let c = Zone::Local.civil(t);
+            assert_eq!(
+                Zone::Local.unix(c.days, c.hour, c.minute) + c.second as u64,
+                t
+            );
+            t += 86_400 - 60 * 7;
+        }
+        let c = Zone::Utc.civil(1_709_164_800);
+        assert_eq!(Zone::Utc.unix(c.days, 0, 0), 1_709_164_800);
     }
 
     #[test]

@@ -183,6 +183,8 @@ impl Config {
             } else {
                 self.bandwidth.rate
             },
+            // C reckons AccountingStart in the machine's local time.
+            zone: crate::accounting::time::Zone::Local,
         })
     }
 
