@@ -397,6 +397,7 @@ impl ControlPlane {
                     &self.data_directory,
                     self.keys.rsa_identity().0,
                     now,
+                    None,
                     self.accounting_info.clone(),
                 ) {
                     Ok(a) => self.accounting = Some(a),

@@ -43,11 +43,15 @@ pub struct AccountingDriver {
 impl AccountingDriver {
     /// Reads `DataDirectory/state` (C tor's keys) and configures the interval for `now`.
     /// A malformed state file is an error naming the line: it is never replaced.
+    /// `counters_at_start` is what the shards' cumulative counters read now when known
+    /// (zero before the shards start), so that the first sample counts every byte since;
+    /// `None` (accounting turned on by a reload) starts counting at the first sample.
     pub fn start(
         cfg: AccountingConfig,
         data_dir: &Path,
         identity_digest: [u8; 20],
         now: u64,
+        counters_at_start: Option<(u64, u64)>,
         info: AccountingInfo,
     ) -> Result<AccountingDriver, StateError> {
         let path = data_dir.join(STATE_FILE_NAME);
@@ -59,7 +63,7 @@ impl AccountingDriver {
             path,
             file,
             wake,
-            last: None,
+            last: counters_at_start.map(|(r, w)| (now, r, w)),
             info,
             save_failing: false,
             save_pending: false,
@@ -187,5 +191,66 @@ impl AccountingDriver {
     pub fn stop(mut self, now: u64) {
         self.save(now);
         *self.info.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::time::{parse_iso, Zone};
+    use crate::accounting::{AccountingRule, AccountingStart};
+
+    #[test]
+    fn samples_drive_the_core_the_state_file_and_getinfo() {
+        let dir = std::env::temp_dir().join(format!("fors-hibernate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = AccountingConfig {
+            max: 10_000,
+            rule: AccountingRule::Sum,
+            start: "day 00:00".parse::<AccountingStart>().unwrap(),
+            bandwidth_rate: 1 << 20,
+            zone: Zone::Utc,
+        };
+        let t0 = parse_iso("2026-12-06 08:00:00").unwrap();
+        let info = AccountingInfo::default();
+        let mut d =
+            AccountingDriver::start(cfg, &dir, [1; 20], t0, Some((0, 0)), info.clone()).unwrap();
+        assert_eq!(d.hibernation(), Hibernation::Awake);
+        // The first save waits for the first sample (after the switch to User).
+        assert!(!dir.join(STATE_FILE_NAME).exists());
+        assert_eq!(
+            info.lock().unwrap().unwrap().hibernation,
+            Hibernation::Awake
+        );
+
+        // Bytes since start count; 95% of the sum is the soft limit.
+        assert_eq!(d.sample(t0 + 1, 5000, 4500), Some(Hibernation::Awake));
+        assert_eq!(d.hibernation(), Hibernation::Soft);
+        let r = info.lock().unwrap().unwrap();
+        assert_eq!((r.read_written, r.bytes_left), ((5000, 4500), (500, 500)));
+        let saved = StateFile::load(&dir.join(STATE_FILE_NAME))
+            .unwrap()
+            .unwrap()
+            .accounting
+            .unwrap();
+        assert_eq!((saved.bytes_read, saved.bytes_written), (5120, 5120));
+        assert_eq!(saved.soft_limit_hit_at, t0 + 1);
+
+        // Counters that go backwards (a restarted shard) add nothing.
+        assert_eq!(d.sample(t0 + 2, 10, 10), None);
+        assert_eq!(d.sample(t0 + 3, 310, 510), Some(Hibernation::Soft));
+        assert_eq!(d.hibernation(), Hibernation::Hard);
+
+        // Turned off: the counts are saved and GETINFO says off.
+        d.stop(t0 + 4);
+        assert!(info.lock().unwrap().is_none());
+        let saved = StateFile::load(&dir.join(STATE_FILE_NAME))
+            .unwrap()
+            .unwrap()
+            .accounting
+            .unwrap();
+        assert_eq!((saved.bytes_read, saved.bytes_written), (6144, 5120));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

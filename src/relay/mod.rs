@@ -356,6 +356,8 @@ impl Relay {
                 SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
+                // The shards' counters start at zero with them, after this.
+                Some((0, 0)),
                 accounting_info.clone(),
             )?),
             None => None,
