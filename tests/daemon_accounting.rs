@@ -213,6 +213,7 @@ fn soft_then_hard_hibernation_and_state_across_restart() {
         p.contains("\nrouter ForsAcct ") && !p.contains("\nhibernating 1\n")
     });
     let mut c = TorControl::connect(ctl_port);
+    c.command("SETEVENTS STATUS_SERVER").unwrap();
     assert_eq!(getinfo(&mut c, "accounting/enabled"), "1");
     assert_eq!(getinfo(&mut c, "accounting/hibernating"), "awake");
     // Daily interval from 00:00 UTC; no estimate yet, so awake from the interval start.
@@ -248,6 +249,10 @@ fn soft_then_hard_hibernation_and_state_across_restart() {
     wait_upload(&posts, "with hibernating 1", |p| {
         p.contains("\nhibernating 1\n")
     });
+    wait_event(
+        &mut c,
+        "650 STATUS_SERVER NOTICE HIBERNATION_STATUS STATUS=SOFT",
+    );
     let (r, w) = pair(&getinfo(&mut c, "accounting/bytes"));
     assert!(r + w >= SOFT && r + w < MAX, "read {r} written {w}");
     let left = MAX - (r + w);
@@ -288,6 +293,10 @@ fn soft_then_hard_hibernation_and_state_across_restart() {
     let h = pad_until_not(&mut c, &mut link, "soft", MAX);
     assert_eq!(h, "hard");
     f.wait_for("Going dormant", LIMIT);
+    wait_event(
+        &mut c,
+        "650 STATUS_SERVER NOTICE HIBERNATION_STATUS STATUS=HARD",
+    );
     match link.wait_closed(LIMIT) {
         Ok(closed) => println!("link closed after {:?}: {}", closed.after, closed.how),
         Err(cells) => panic!("link still open in hard hibernation: {cells:?}"),
@@ -336,6 +345,21 @@ fn a_corrupt_state_file_stops_start_up_naming_the_line() {
     assert_ne!(f.wait_exit(LIMIT), Some(0));
     // Never silently replaced.
     assert_eq!(std::fs::read_to_string(data.join("state")).unwrap(), bad);
+}
+
+/// Waits for the controller event `line` (C `on_hibernate_state_change`).
+fn wait_event(c: &mut TorControl, line: &str) {
+    let end = Instant::now() + LIMIT;
+    while !c.events.iter().any(|e| e == line) {
+        assert!(
+            Instant::now() < end,
+            "no event {line:?}; got {:?}",
+            c.events
+        );
+        // Events arrive with the replies to other commands.
+        c.command("GETINFO version").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Polls `GETINFO key` until it says `want`.
