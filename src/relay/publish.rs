@@ -164,6 +164,10 @@ impl Directory {
     pub fn set_hibernating(&mut self, hibernating: bool, now: Instant) {
         if hibernating != self.hibernating {
             self.hibernating = hibernating;
+            if !hibernating {
+                // C hibernate_end → reset_uptime: the published uptime counts from waking.
+                self.started = SystemTime::now();
+            }
             self.mark_dirty("hibernation state changed", now);
         }
     }
