@@ -246,8 +246,11 @@ fn soft_then_hard_hibernation_and_state_across_restart() {
     let h = pad_until_not(&mut c, &mut link, "awake", SOFT);
     assert_eq!(h, "soft", "the soft limit comes first");
     f.wait_for("Bandwidth soft limit reached", LIMIT);
+    // ...with no observed bandwidth, as C ("bandwidth RATE BURST 0").
     wait_upload(&posts, "with hibernating 1", |p| {
         p.contains("\nhibernating 1\n")
+            && p.lines()
+                .any(|l| l.starts_with("bandwidth ") && l.ends_with(" 0"))
     });
     wait_event(
         &mut c,

@@ -208,6 +208,8 @@ impl Directory {
         metrics: &MetricsRegistry,
     ) -> Option<NetworkSnapshotUpdate> {
         self.worker.as_ref()?;
+        // C router.c: a hibernating relay reports no bandwidth ("unless we're hibernating").
+        let observed = if self.hibernating { 0 } else { observed };
         let mut update = None;
         while let Some(r) = self.worker.as_ref().and_then(DirWorker::poll) {
             match r {
