@@ -4,6 +4,7 @@
 //! plain state machines that take bytes and time and return bytes and actions. Only `shard`
 //! touches io_uring and sockets.
 
+pub mod accounting;
 pub mod cell;
 pub mod cli;
 pub mod config;

@@ -104,7 +104,10 @@ fn outgoing_connections_come_from_the_bind_addresses() {
     let ns = match IsolatedNetns::start() {
         Ok(ns) => ns,
         Err(NetnsUnavailable::Unsupported(why)) if !running_as_root() => {
-            skip(TEST, &format!("no network namespace without root here ({why})"));
+            skip(
+                TEST,
+                &format!("no network namespace without root here ({why})"),
+            );
             return;
         }
         Err(e) => panic!("cannot make an isolated network namespace: {e:?}"),
@@ -168,7 +171,10 @@ fn outgoing_connections_come_from_the_bind_addresses() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("PIN 0"), "pinning failed: {text}");
-    assert!(text.contains("PROBE 0"), "the stream through the Fors exit failed: {text}");
+    assert!(
+        text.contains("PROBE 0"),
+        "the stream through the Fors exit failed: {text}"
+    );
     let peers = text
         .lines()
         .find_map(|l| l.strip_prefix("PEERS"))

@@ -10,6 +10,9 @@ pub enum OptionKind {
 
 /// Options Fors implements, by canonical name (C tor's spelling).
 pub const SUPPORTED: &[(&str, OptionKind)] = &[
+    ("AccountingMax", OptionKind::Single),
+    ("AccountingRule", OptionKind::Single),
+    ("AccountingStart", OptionKind::Single),
     ("Address", OptionKind::List),
     ("AssumeReachable", OptionKind::Single),
     ("BandwidthBurst", OptionKind::Single),

@@ -8,6 +8,7 @@ use super::merge::{RawOptions, RawValue};
 use super::port::{parse_listen_port, parse_or_port, ListenPort, OrPort};
 use super::testnet::NetworkTimings;
 use super::units::{parse_interval, parse_memunit, parse_msec_interval};
+use crate::accounting::{AccountingConfig, AccountingRule, AccountingStart};
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::dos::DosOptions;
 use std::net::IpAddr;
@@ -176,9 +177,33 @@ pub struct Config {
     pub disable_debugger_attachment: bool,
     /// `DoSCircuitCreation*` / `DoSConnection*`: overrides of the consensus DoS parameters.
     pub dos: DosOptions,
+    /// `AccountingMax` in bytes; 0 (the default) turns accounting and hibernation off.
+    pub accounting_max: u64,
+    /// `AccountingRule` (default `max`).
+    pub accounting_rule: AccountingRule,
+    /// `AccountingStart`; `None` when unset (C then accounts monthly from the 1st, 00:00).
+    pub accounting_start: Option<AccountingStart>,
 }
 
 impl Config {
+    /// The accounting settings, when `AccountingMax` turns accounting on (C
+    /// `accounting_is_enabled`).
+    pub fn accounting(&self) -> Option<AccountingConfig> {
+        (self.accounting_max != 0).then(|| AccountingConfig {
+            max: self.accounting_max,
+            rule: self.accounting_rule,
+            start: self.accounting_start.unwrap_or_default(),
+            // C `update_expected_bandwidth`: RelayBandwidthRate when set, else BandwidthRate.
+            bandwidth_rate: if self.bandwidth.relay_rate > 0 {
+                self.bandwidth.relay_rate
+            } else {
+                self.bandwidth.rate
+            },
+            // C reckons AccountingStart in the machine's local time.
+            zone: crate::accounting::time::Zone::Local,
+        })
+    }
+
     /// Whether the relay is configured as an exit (before the policy itself is examined: an
     /// explicit reject-all policy still makes it a non-exit).
     pub fn wants_exit(&self) -> bool {
@@ -506,8 +531,8 @@ impl Builder<'_> {
         let log_time_granularity = match raw.single("LogTimeGranularity") {
             None => Duration::from_secs(1),
             Some(v) => {
-                let d = parse_msec_interval(&v.value)
-                    .map_err(|e| bad("LogTimeGranularity", v, e))?;
+                let d =
+                    parse_msec_interval(&v.value).map_err(|e| bad("LogTimeGranularity", v, e))?;
                 let ms = d.as_millis() as u64;
                 // tor-manual: positive, and a divisor or a multiple of 1 second.
                 if ms == 0 || (ms < 1000 && 1000 % ms != 0) || (ms > 1000 && ms % 1000 != 0) {
@@ -643,6 +668,22 @@ impl Builder<'_> {
             user,
             disable_debugger_attachment: self.bool("DisableDebuggerAttachment", true)?,
             dos: self.dos_options()?,
+            accounting_max: self.memunit("AccountingMax", 0)?,
+            accounting_rule: match raw.single("AccountingRule") {
+                None => AccountingRule::default(),
+                Some(v) => v
+                    .value
+                    .parse()
+                    .map_err(|e: String| bad("AccountingRule", v, e))?,
+            },
+            accounting_start: match raw.single("AccountingStart") {
+                None => None,
+                Some(v) => Some(
+                    v.value
+                        .parse()
+                        .map_err(|e: String| bad("AccountingStart", v, e))?,
+                ),
+            },
         };
         self.final_checks(&cfg)?;
         Ok(cfg)

@@ -226,6 +226,9 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "ServerDNSResolvConfFile" => path(&c.server_dns_resolv_conf_file),
         "ShutdownWaitLength" => one(c.shutdown_wait_length.as_secs()),
         "HeartbeatPeriod" => one(c.heartbeat_period.as_secs()),
+        "AccountingMax" => one(c.accounting_max),
+        "AccountingRule" => one(c.accounting_rule.as_str()),
+        "AccountingStart" => opt(&c.accounting_start.map(|s| s.to_string())),
         "SocksPort" => one(0),
         "TestingTorNetwork" => b(c.testing_tor_network),
         "User" => opt(&c.user),
@@ -251,7 +254,8 @@ pub fn type_name(name: &str) -> &'static str {
         | "RelayBandwidthBurst"
         | "RelayBandwidthRate"
         | "MaxMemInQueues"
-        | "TestingMaxMemInQueues" => "DataSize",
+        | "TestingMaxMemInQueues"
+        | "AccountingMax" => "DataSize",
         "ShutdownWaitLength" | "HeartbeatPeriod" => "TimeInterval",
         "NumCPUs" => "Integer",
         "ExitRelay" => "Autobool",
@@ -368,6 +372,7 @@ mod tests {
             "FamilyId",
             "FamilyKeyDirectory",
             "HardwareProfile",
+            "AccountingStart",
             "HashedControlPassword",
             "MetricsPort",
             "MetricsPortPolicy",

@@ -379,8 +379,8 @@ fn unknown_option_suggests_and_names_line() {
         "torrc:5: unknown option \"ExitPolcy\" (did you mean \"ExitPolicy\"?)"
     );
     assert_eq!(err("Zqxjkvw 1"), "torrc:3: unknown option \"Zqxjkvw\"");
-    assert!(err("AccountingMax 1 TB")
-        .starts_with("torrc:3: C tor option \"AccountingMax\" is not supported by Fors"));
+    assert!(err("BridgeRelay 1")
+        .starts_with("torrc:3: C tor option \"BridgeRelay\" is not supported by Fors"));
 }
 
 #[test]
@@ -623,9 +623,11 @@ fn dos_options_override_the_consensus() {
 
 #[test]
 fn outbound_bind_addresses_follow_c_tor() {
-    let c = ok("OutboundBindAddress 198.51.100.1\nOutboundBindAddress [2001:db8::1]\n\
+    let c = ok(
+        "OutboundBindAddress 198.51.100.1\nOutboundBindAddress [2001:db8::1]\n\
                 OutboundBindAddressOR 198.51.100.2\n\
-                OutboundBindAddressExit 2001:db8::3\n");
+                OutboundBindAddressExit 2001:db8::3\n",
+    );
     let b = c.outbound_bind();
     let v4: IpAddr = "192.0.2.9".parse().unwrap();
     let v6: IpAddr = "2001:db8::9".parse().unwrap();
@@ -733,7 +735,52 @@ Log notice file /var/log/tor/notices.log
     refused.sort();
     assert_eq!(
         refused,
-        ["AccountingMax", "AccountingStart", "DirPort", "DirPortFrontPage"],
+        [
+            "AccountingMax",
+            "AccountingStart",
+            "DirPort",
+            "DirPortFrontPage"
+        ],
         "refused lines"
+    );
+}
+
+#[test]
+fn accounting_options() {
+    use crate::accounting::{AccountingRule, IntervalUnit};
+    let c = ok("");
+    assert_eq!(c.accounting_max, 0);
+    assert!(c.accounting().is_none(), "off by default, as C");
+    let c = ok("AccountingMax 2 GB\nAccountingRule sum\nAccountingStart week 7 23:30\nRelayBandwidthRate 100 KB\nRelayBandwidthBurst 200 KB\n");
+    let a = c.accounting().unwrap();
+    assert_eq!(a.max, 2 << 30);
+    assert_eq!(a.rule, AccountingRule::Sum);
+    assert_eq!(a.start.unit, IntervalUnit::Week);
+    assert_eq!((a.start.day, a.start.hour, a.start.minute), (7, 23, 30));
+    assert_eq!(a.bandwidth_rate, 100 << 10);
+    // No minimum, as C.
+    assert_eq!(ok("AccountingMax 1\n").accounting().unwrap().max, 1);
+    assert_eq!(
+        ok("AccountingMax 1 MB\n")
+            .accounting()
+            .unwrap()
+            .start
+            .to_string(),
+        "month 1 00:00"
+    );
+    let e = err("AccountingRule both\n");
+    assert!(
+        e.starts_with("torrc:3:") && e.contains("'sum', 'max', 'in', or 'out'"),
+        "{e}"
+    );
+    let e = err("AccountingStart month 31 00:00\n");
+    assert!(
+        e.starts_with("torrc:3:") && e.contains("between 1 and 28"),
+        "{e}"
+    );
+    let e = err("AccountingMax lots\n");
+    assert!(
+        e.starts_with("torrc:3:") && e.contains("AccountingMax"),
+        "{e}"
     );
 }

@@ -116,6 +116,16 @@ pub fn bw_event(read: u64, written: u64) -> Vec<u8> {
     format!("650 BW {read} {written}\r\n").into_bytes()
 }
 
+/// `650 STATUS_SERVER NOTICE HIBERNATION_STATUS STATUS=AWAKE|SOFT|HARD` (control-spec
+/// §4.1.10), sent by C tor's `on_hibernate_state_change`.
+pub fn hibernation_status_event(h: crate::accounting::Hibernation) -> Vec<u8> {
+    format!(
+        "650 STATUS_SERVER NOTICE HIBERNATION_STATUS STATUS={}\r\n",
+        h.as_str().to_ascii_uppercase()
+    )
+    .into_bytes()
+}
+
 /// `650 NOTICE message` (§4.1.5); a message spanning lines uses the data form.
 pub fn log_event(sev: LogSeverity, message: &str) -> Vec<u8> {
     let name = log_event_name(sev);

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use super::events::EVENT_NAMES;
 use super::quote::quote;
+use crate::accounting::time::format_iso;
+use crate::accounting::{AccountingReport, Hibernation};
 use crate::config::{render, Config};
 use crate::crypto::ids::RsaIdentity;
 
@@ -40,11 +42,34 @@ pub struct RelayView<'a> {
     pub bw_history: &'a [(u64, u64)],
     /// Our consensus entry in `ns` form, when the consensus lists us and it is known.
     pub ns_self: Option<&'a str>,
+    /// Accounting values, when `AccountingMax` is set.
+    pub accounting: Option<AccountingReport>,
 }
 
 /// Every key with a line of description, for `info/names` (C's `getinfo_items`).
 pub const INFO_KEYS: &[(&str, &str)] = &[
+    (
+        "accounting/bytes",
+        "Number of bytes read/written so far in the accounting interval.",
+    ),
+    (
+        "accounting/bytes-left",
+        "Number of bytes left to write/read so far in the accounting interval.",
+    ),
     ("accounting/enabled", "Is accounting currently enabled?"),
+    ("accounting/hibernating", "Are we hibernating or awake?"),
+    (
+        "accounting/interval-end",
+        "Time when the accounting period ends.",
+    ),
+    (
+        "accounting/interval-start",
+        "Time when the accounting period starts.",
+    ),
+    (
+        "accounting/interval-wake",
+        "Time to wake up in this accounting period.",
+    ),
     ("address", "IP address of this relay."),
     ("bw-event-cache", "Cached BW events for a short interval."),
     (
@@ -159,7 +184,29 @@ impl RelayView<'_> {
             "traffic/read" => self.traffic.0.to_string(),
             "traffic/written" => self.traffic.1.to_string(),
             "uptime" => self.uptime_secs.to_string(),
-            "accounting/enabled" => "0".into(),
+            // C `getinfo_helper_accounting`: with accounting off the other keys still
+            // answer, from zeroed values.
+            "accounting/enabled" => if self.accounting.is_some() { "1" } else { "0" }.into(),
+            "accounting/hibernating" => self
+                .accounting
+                .map_or(Hibernation::Awake, |a| a.hibernation)
+                .as_str()
+                .into(),
+            "accounting/bytes" => {
+                let (r, w) = self.accounting.map_or((0, 0), |a| a.read_written);
+                format!("{r} {w}")
+            }
+            "accounting/bytes-left" => {
+                let (r, w) = self.accounting.map_or((0, 0), |a| a.bytes_left);
+                format!("{r} {w}")
+            }
+            "accounting/interval-start" => {
+                format_iso(self.accounting.map_or(0, |a| a.interval_start))
+            }
+            "accounting/interval-wake" => {
+                format_iso(self.accounting.map_or(0, |a| a.interval_wake))
+            }
+            "accounting/interval-end" => format_iso(self.accounting.map_or(0, |a| a.interval_end)),
             "exit-policy/full" => self.exit_policy_full.to_string(),
             "net/listeners/or" => listeners(self.or_listeners.iter().map(|a| a.to_string())),
             "net/listeners/control" => listeners(self.control_listeners.iter().cloned()),

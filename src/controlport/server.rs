@@ -20,9 +20,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::auth::AuthConfig;
-use super::events::{bw_event, log_event, EventSet};
+use super::events::{bw_event, hibernation_status_event, log_event, EventSet};
 use super::info::RelayView;
 use super::session::{Action, ControlSignal, Session};
+use crate::accounting::Hibernation;
 use crate::config::{Config, LogSeverity};
 use crate::crypto::ids::RsaIdentity;
 use crate::exit::policy::ExitPolicy;
@@ -85,6 +86,8 @@ pub struct ServerParams {
     pub state: RelayState,
     /// Our own consensus entry in `ns` form, if listed (read per `GETINFO ns/id/…`).
     pub self_status: SelfStatus,
+    /// Accounting values for `GETINFO accounting/*` (`None` while accounting is off).
+    pub accounting: crate::relay::hibernate::AccountingInfo,
 }
 
 /// Where the server reads our current consensus entry from (the control plane's snapshot).
@@ -219,6 +222,11 @@ impl ControlPortServer {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let state = Arc::new(Mutex::new(p.state.clone()));
+        let last_hibernation = p
+            .accounting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(Hibernation::Awake, |r| r.hibernation);
         let mut worker = Worker {
             listeners,
             names: names.clone(),
@@ -229,6 +237,8 @@ impl ControlPortServer {
             or_listeners: p.or_listeners,
             metrics: p.metrics,
             self_status: p.self_status,
+            last_hibernation,
+            accounting: p.accounting,
             started: p.started,
             state: state.clone(),
             facts: process_facts(),
@@ -288,6 +298,9 @@ struct Worker {
     started: Instant,
     state: Arc<Mutex<RelayState>>,
     self_status: SelfStatus,
+    accounting: crate::relay::hibernate::AccountingInfo,
+    /// The hibernation state last reported in a STATUS_SERVER event.
+    last_hibernation: Hibernation,
     facts: ProcessFacts,
     bw_history: VecDeque<(u64, u64)>,
     last_bytes: Option<(u64, u64)>,
@@ -324,6 +337,7 @@ impl Worker {
             let now = Instant::now();
             if now >= self.next_bw {
                 self.bw_tick();
+                self.hibernation_tick();
                 self.next_bw = (self.next_bw + Duration::from_secs(1)).max(now);
             }
             events.clear();
@@ -470,6 +484,7 @@ impl Worker {
                 let (read, written) = self.metrics.total_bytes();
                 let history: Vec<(u64, u64)> = self.bw_history.iter().copied().collect();
                 let ns_self = (self.self_status)();
+                let accounting = *self.accounting.lock().unwrap_or_else(|p| p.into_inner());
                 let view = RelayView {
                     config: &state.config,
                     config_file: self.config_file.as_deref(),
@@ -486,6 +501,7 @@ impl Worker {
                     descriptor_limit: self.facts.descriptor_limit,
                     bw_history: &history,
                     ns_self: ns_self.as_deref(),
+                    accounting,
                 };
                 self.conns[i]
                     .session
@@ -530,6 +546,30 @@ impl Worker {
         let line = bw_event(dr, dw);
         for c in &mut self.conns {
             if c.session.events().contains("BW") {
+                queue_event(c, &line);
+            }
+        }
+    }
+
+    /// A changed accounting hibernation state becomes a STATUS_SERVER event (the control
+    /// plane updates the state about once a second; accounting off counts as awake).
+    fn hibernation_tick(&mut self) {
+        let h = self
+            .accounting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(Hibernation::Awake, |r| r.hibernation);
+        let h = if h == Hibernation::Initial {
+            Hibernation::Awake
+        } else {
+            h
+        };
+        if std::mem::replace(&mut self.last_hibernation, h) == h {
+            return;
+        }
+        let line = hibernation_status_event(h);
+        for c in &mut self.conns {
+            if c.session.events().contains("STATUS_SERVER") {
                 queue_event(c, &line);
             }
         }
@@ -615,6 +655,7 @@ mod tests {
             started: Instant::now(),
             state: RelayState::new(config, &ExitPolicy::reject_all(), None),
             self_status: Arc::new(|| None),
+            accounting: Default::default(),
         }
     }
 

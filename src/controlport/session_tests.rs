@@ -55,6 +55,7 @@ impl Fixture {
             descriptor_limit: 65536,
             bw_history: &self.hist,
             ns_self: None,
+            accounting: None,
         }
     }
 }
@@ -402,4 +403,42 @@ fn multi_line_commands_are_consumed_then_answered() {
     let line = "x".repeat(1000);
     let closed = (0..100).any(|_| t.send(&line).close);
     assert!(closed);
+}
+
+#[test]
+fn getinfo_accounting_keys_as_c() {
+    use crate::accounting::{AccountingReport, Hibernation};
+    let f = Fixture::new();
+    let mut v = f.view();
+    // Off: C still answers every key, from zeroed values.
+    for (k, want) in [
+        ("accounting/enabled", "0"),
+        ("accounting/hibernating", "awake"),
+        ("accounting/bytes", "0 0"),
+        ("accounting/bytes-left", "0 0"),
+        ("accounting/interval-start", "1970-01-01 00:00:00"),
+    ] {
+        assert_eq!(v.getinfo(k).unwrap(), want, "{k}");
+    }
+    v.accounting = Some(AccountingReport {
+        hibernation: Hibernation::Soft,
+        read_written: (1000, 2000),
+        bytes_left: (24, 0),
+        interval_start: 1_709_164_800,
+        interval_wake: 1_709_164_800 + 3600,
+        interval_end: 1_709_251_200,
+    });
+    for (k, want) in [
+        ("accounting/enabled", "1"),
+        ("accounting/hibernating", "soft"),
+        ("accounting/bytes", "1000 2000"),
+        ("accounting/bytes-left", "24 0"),
+        ("accounting/interval-start", "2024-02-29 00:00:00"),
+        ("accounting/interval-wake", "2024-02-29 01:00:00"),
+        ("accounting/interval-end", "2024-03-01 00:00:00"),
+    ] {
+        assert_eq!(v.getinfo(k).unwrap(), want, "{k}");
+    }
+    let names = v.getinfo("info/names").unwrap();
+    assert!(names.contains("accounting/interval-wake -- "), "{names}");
 }

@@ -7,7 +7,9 @@
 //! Tasks:
 //! - key maintenance (`RelayKeys::maintain`): a renewed signing key or rotated onion key
 //!   marks the descriptor dirty and publishes the new ntor keys to the shards;
-//! - bandwidth: sums the shards' byte counters each second into [`BandwidthHistory`];
+//! - bandwidth: sums the shards' byte counters each second into [`BandwidthHistory`] and,
+//!   with `AccountingMax`, into the accounting core ([`AccountingDriver`]), whose
+//!   hibernation state goes to the shards (snapshot) and the descriptor (`hibernating 1`);
 //! - directory ([`Directory`]): build and upload the descriptor when `dir::PublishState`
 //!   says so, fetch and verify the consensus, report our listing, and hand consensus
 //!   parameters and the relay list to the shards. The network exchanges run on the
@@ -22,9 +24,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::bandwidth::BandwidthHistory;
+use super::hibernate::{AccountingDriver, AccountingInfo};
 use super::log::{log_info, log_notice, log_warn};
 use super::publish::Directory;
 use super::snapshot::{NetworkSnapshot, SnapshotCell};
+use crate::accounting::Hibernation;
 use crate::config::{Config, OutboundBind};
 use crate::crypto::handshake::keymap::{NtorKeyMap, NtorKeyPair};
 use crate::exit::policy::ExitPolicy;
@@ -40,6 +44,10 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(1);
 pub const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// Bandwidth sampling period (the history works in whole seconds).
 pub const BANDWIDTH_SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// Messages from the main thread.
 pub enum ControlMsg {
@@ -70,6 +78,12 @@ pub struct ControlPlane {
     /// The discovered address last put into the exit policy and NETINFO (see
     /// [`Self::apply_discovered_address`]).
     applied_address: Option<std::net::Ipv4Addr>,
+    /// Accounting, when `AccountingMax` is set.
+    accounting: Option<AccountingDriver>,
+    /// Where GETINFO reads accounting values (kept to restart accounting on SIGHUP).
+    accounting_info: AccountingInfo,
+    /// The DataDirectory in force (a changed one needs a restart), for the state file.
+    data_directory: std::path::PathBuf,
 }
 
 /// The ntor key map the shards answer CREATE2 with, from the relay's keys.
@@ -124,6 +138,7 @@ pub fn initial_snapshot(
         exit_policy: Arc::new(exit_policy.clone()),
         link: Arc::new(link),
         self_status: None,
+        hibernation: Hibernation::Awake,
     }
 }
 
@@ -141,7 +156,6 @@ impl ControlPlane {
         now: Instant,
     ) -> ControlPlane {
         ControlPlane {
-            config,
             keys,
             exit_policy,
             network,
@@ -153,6 +167,49 @@ impl ControlPlane {
             next_key_check: now + KEY_CHECK_INTERVAL,
             next_bandwidth_sample: now,
             applied_address: None,
+            accounting: None,
+            accounting_info: AccountingInfo::default(),
+            data_directory: config.data_directory.clone(),
+            config,
+        }
+    }
+
+    /// Hands over accounting (started before the shards, so that their first snapshot
+    /// already says whether to hibernate) and where GETINFO reads it.
+    pub fn set_accounting(&mut self, driver: Option<AccountingDriver>, info: AccountingInfo) {
+        self.accounting = driver;
+        self.accounting_info = info;
+        let h = self.hibernation();
+        self.directory
+            .set_hibernating(h.refuses_new_work(), Instant::now());
+    }
+
+    /// The hibernation state in force (awake without accounting).
+    pub fn hibernation(&self) -> Hibernation {
+        match self.accounting.as_ref().map(AccountingDriver::hibernation) {
+            None | Some(Hibernation::Initial) => Hibernation::Awake,
+            Some(h) => h,
+        }
+    }
+
+    /// A new hibernation state: tell the shards (refuse new circuits and streams, or close
+    /// every channel) and republish the descriptor with or without `hibernating 1`.
+    fn hibernation_changed(&mut self, now: Instant) {
+        let h = self.hibernation();
+        let old = self.network.load();
+        if old.hibernation != h {
+            self.network.publish(NetworkSnapshot {
+                hibernation: h,
+                ..(*old).clone()
+            });
+        }
+        self.directory.set_hibernating(h.refuses_new_work(), now);
+    }
+
+    /// Saves the accounting state (at shutdown).
+    pub fn save_accounting(&mut self, wall: SystemTime) {
+        if let Some(a) = &mut self.accounting {
+            a.save(unix_secs(wall));
         }
     }
 
@@ -187,8 +244,12 @@ impl ControlPlane {
     pub fn run_due(&mut self, now: Instant, wall: SystemTime) -> Duration {
         if now >= self.next_bandwidth_sample {
             let (r, w) = self.metrics.total_bytes();
-            let secs = wall.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let secs = unix_secs(wall);
             self.bandwidth.sample(secs, r, w);
+            let changed = self.accounting.as_mut().and_then(|a| a.sample(secs, r, w));
+            if changed.is_some() {
+                self.hibernation_changed(now);
+            }
             let g = &self.metrics.relay;
             g.read_bytes.store(r, Ordering::Relaxed);
             g.written_bytes.store(w, Ordering::Relaxed);
@@ -356,6 +417,7 @@ impl ControlPlane {
                 ..(*old).clone()
             });
         }
+        self.reconfigure_accounting(&config);
         self.config = config;
         self.exit_policy = exit_policy;
         // The reloaded policy was built without a discovered address: apply it again.
@@ -363,6 +425,39 @@ impl ControlPlane {
         if descriptor_changed {
             self.directory
                 .mark_dirty("configuration reloaded", Instant::now());
+        }
+    }
+
+    /// C `options_act_relay_accounting` on SIGHUP: start, change or stop accounting.
+    fn reconfigure_accounting(&mut self, config: &Config) {
+        let now = unix_secs(SystemTime::now());
+        let before = self.hibernation();
+        match (self.accounting.take(), config.accounting()) {
+            (Some(mut a), Some(cfg)) => {
+                a.reconfigure(cfg, now);
+                self.accounting = Some(a);
+            }
+            (Some(a), None) => {
+                log_notice!("AccountingMax is 0 now: accounting and hibernation are off.");
+                a.stop(now);
+            }
+            (None, Some(cfg)) => {
+                match AccountingDriver::start(
+                    cfg,
+                    &self.data_directory,
+                    self.keys.rsa_identity().0,
+                    now,
+                    None,
+                    self.accounting_info.clone(),
+                ) {
+                    Ok(a) => self.accounting = Some(a),
+                    Err(e) => log_warn!("Accounting stays off: {e}"),
+                }
+            }
+            (None, None) => {}
+        }
+        if self.hibernation() != before {
+            self.hibernation_changed(Instant::now());
         }
     }
 
@@ -376,7 +471,11 @@ impl ControlPlane {
                     exit_policy,
                     descriptor_changed,
                 }) => self.apply_config(*config, *exit_policy, descriptor_changed),
-                Ok(ControlMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => return self,
+                Ok(ControlMsg::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                    // C saves the state file on exit too.
+                    self.save_accounting(SystemTime::now());
+                    return self;
+                }
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }

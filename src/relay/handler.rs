@@ -45,6 +45,7 @@ use self::cross::{
 use super::exit_dns::ExitDns;
 use super::log::{self, log_debug, log_info, log_notice};
 use super::snapshot::{NetworkSnapshot, SnapshotCell, SnapshotReader};
+use crate::accounting::Hibernation;
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::msg::EndReason;
 use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN};
@@ -87,6 +88,9 @@ impl NetworkView for SnapshotView {
             .known_relays
             .values()
             .any(|r| r.or_addresses.contains(&addr))
+    }
+    fn hibernating(&self) -> bool {
+        self.0.hibernation.refuses_new_work()
     }
 }
 
@@ -264,6 +268,15 @@ impl ChannelSink for CellSink<'_> {
                 if self.dos.is_some() && self.dos_refuses(circ_id, out) =>
             {
                 return
+            }
+            // Accounting hibernation: DESTROY HIBERNATING, after the DoS check (C
+            // `command_process_create_cell`).
+            ChanCmd::CREATE | ChanCmd::CREATE2 | ChanCmd::CREATE_FAST
+                if self.core.network_view_mut().hibernating() =>
+            {
+                let body = crate::proto::circuit::destroy_body(DestroyReason::Hibernating);
+                let _ = out.send_cell(circ_id, ChanCmd::DESTROY, &body);
+                return;
             }
             _ => {}
         }
@@ -1614,6 +1627,16 @@ impl ConnHandler for RelayHandler {
             .handler
             .connections_seen
             .fetch_add(1, Ordering::Relaxed);
+        // Hibernating C tor closes its ORPort listener (hibernate_begin); the shard's
+        // listener stays open, so a new connection is closed at once instead.
+        if self.network.get().hibernation.refuses_new_work() {
+            self.stats
+                .handler
+                .connections_closed_unserved
+                .fetch_add(1, Ordering::Relaxed);
+            let _ = out.close(conn);
+            return;
+        }
         // C tor checks the DoS state at accept, before any TLS, and starts counting the
         // connection at once (connection.c, channeltls.c).
         let dos_slot = match self.dos.on_accept(
@@ -1994,6 +2017,7 @@ impl RelayHandler {
         in_use.clear();
         self.core.channels_in_use(&mut in_use);
         let shard = self.shard.0;
+        let hibernation = self.network.get().hibernation;
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_mut() else {
                 continue;
@@ -2002,6 +2026,12 @@ impl RelayHandler {
             let Kind::Channel(ch) = &mut c.kind else {
                 continue;
             };
+            // Hard hibernation closes every OR connection (C hibernate_go_dormant).
+            if hibernation == Hibernation::Hard && !c.closing {
+                c.closing = true;
+                self.mark_dirty(id);
+                continue;
+            }
             let Some(idle) = ch.idle.as_mut() else {
                 continue;
             };
@@ -2011,6 +2041,13 @@ impl RelayHandler {
             let busy = in_use.contains(&chan_id(shard, id))
                 || self.proxy.carries(id)
                 || !ch.waiting_extends.is_empty();
+            // Soft hibernation closes channels without circuits at once (C
+            // run_connection_housekeeping).
+            if hibernation.refuses_new_work() && !busy {
+                c.closing = true;
+                self.mark_dirty(id);
+                continue;
+            }
             if idle.update(now, busy) {
                 log_info!(
                     "shard {shard}: closing channel with {} at {}: no circuit for {} s",

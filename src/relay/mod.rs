@@ -13,6 +13,7 @@ pub mod dirworker;
 pub mod exit_dns;
 pub mod handler;
 pub mod heartbeat;
+pub mod hibernate;
 pub mod log;
 pub mod pidfile;
 pub mod publish;
@@ -79,6 +80,9 @@ pub enum RelayError {
     ControlPort(#[from] crate::controlport::ServerError),
     #[error("{0}")]
     ControlAuth(#[from] crate::controlport::auth::AuthError),
+    /// The state file is unreadable or malformed: never replaced silently.
+    #[error("accounting state file: {0}")]
+    State(#[from] crate::accounting::state::StateError),
     #[error("cannot start the {what} thread: {source}")]
     Thread {
         what: &'static str,
@@ -360,7 +364,24 @@ impl Relay {
                 rc.shard.max_connections
             );
         }
-        let network = SnapshotCell::new(control::initial_snapshot(
+        // Accounting starts before the shards, so that their first snapshot already says
+        // whether to hibernate (a restart after the soft limit stays hibernating).
+        let accounting_info = hibernate::AccountingInfo::default();
+        let accounting = match config.accounting() {
+            Some(cfg) => Some(hibernate::AccountingDriver::start(
+                cfg,
+                &config.data_directory,
+                keys.rsa_identity().0,
+                SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                // The shards' counters start at zero with them, after this.
+                Some((0, 0)),
+                accounting_info.clone(),
+            )?),
+            None => None,
+        };
+        let mut first = control::initial_snapshot(
             &keys,
             &exit_policy,
             config.outbound_bind(),
@@ -370,7 +391,13 @@ impl Relay {
                 channel_config,
                 SystemTime::now(),
             )?,
-        ));
+        );
+        if let Some(a) = &accounting {
+            if a.hibernation().refuses_new_work() {
+                first.hibernation = a.hibernation();
+            }
+        }
+        let network = SnapshotCell::new(first);
         // BandwidthRate & co., enforced on every shard's sockets from one shared budget.
         let budget =
             SharedBudget::new(shards as usize, bw_rates(&config.bandwidth), Instant::now());
@@ -519,6 +546,7 @@ impl Relay {
                 let cell = network.clone();
                 Arc::new(move || cell.load().self_status.clone())
             },
+            accounting_info.clone(),
             self.user.as_ref(),
         )?;
         // Every listener is bound and every ring open: drop root for good. C tor creates its
@@ -574,7 +602,7 @@ impl Relay {
             )
         };
         let directory = publish::Directory::new(worker, config, Instant::now());
-        let plane = ControlPlane::new(
+        let mut plane = ControlPlane::new(
             config.clone(),
             keys,
             exit_policy,
@@ -585,6 +613,7 @@ impl Relay {
             channel_config,
             Instant::now(),
         );
+        plane.set_accounting(accounting, accounting_info);
         plane.announce();
         self.control = Some(
             ControlThread::spawn(plane).map_err(|source| RelayError::Thread {
@@ -784,6 +813,21 @@ impl Relay {
                 return fail(e.to_string());
             }
         };
+        // Turning accounting on reads the state file: one that cannot be read refuses the
+        // reload, as it refuses start-up, rather than leaving AccountingMax without effect.
+        if new.accounting().is_some() && self.config.accounting().is_none() {
+            let path = self
+                .started_config
+                .data_directory
+                .join(crate::accounting::state::STATE_FILE_NAME);
+            if let Err(e) = crate::accounting::state::StateFile::load(&path) {
+                self.metrics
+                    .relay
+                    .reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                return fail(format!("accounting state file: {e}"));
+            }
+        }
         for w in warnings
             .iter()
             .map(ToString::to_string)
@@ -992,6 +1036,7 @@ fn start_control_port(
     metrics: &Arc<MetricsRegistry>,
     started: Instant,
     self_status: crate::controlport::SelfStatus,
+    accounting: hibernate::AccountingInfo,
     user: Option<&setup::UserIds>,
 ) -> Result<Option<ControlPortServer>, RelayError> {
     if config.control_ports.is_empty() && config.control.unix_sockets.is_empty() {
@@ -1038,6 +1083,7 @@ fn start_control_port(
         state: RelayState::new(config.clone(), exit_policy, ipv4_address(config)),
         auth: auth.clone(),
         self_status,
+        accounting,
     })?;
     log_notice!(
         "ControlPort listening on {} (authentication: {}).",

@@ -151,6 +151,8 @@ pub struct Directory {
     learn_in_flight: bool,
     /// Whether "no address to publish" was already said (C says it hourly at most).
     no_address_reported: bool,
+    /// Accounting hibernation: the descriptor says `hibernating 1` (C router.c).
+    hibernating: bool,
 }
 
 impl Directory {
@@ -176,6 +178,7 @@ impl Directory {
             next_learn_address: now,
             learn_in_flight: false,
             no_address_reported: false,
+            hibernating: false,
         }
     }
 
@@ -288,6 +291,18 @@ impl Directory {
         }
     }
 
+    /// Hibernation started or ended: republish with or without `hibernating 1`.
+    pub fn set_hibernating(&mut self, hibernating: bool, now: Instant) {
+        if hibernating != self.hibernating {
+            self.hibernating = hibernating;
+            if !hibernating {
+                // C hibernate_end → reset_uptime: the published uptime counts from waking.
+                self.started = SystemTime::now();
+            }
+            self.mark_dirty("hibernation state changed", now);
+        }
+    }
+
     pub fn has_authorities(&self) -> bool {
         self.worker.is_some()
     }
@@ -330,6 +345,8 @@ impl Directory {
         metrics: &MetricsRegistry,
     ) -> Option<NetworkSnapshotUpdate> {
         self.worker.as_ref()?;
+        // C router.c: a hibernating relay reports no bandwidth ("unless we're hibernating").
+        let observed = if self.hibernating { 0 } else { observed };
         let mut update = None;
         while let Some(r) = self.worker.as_ref().and_then(DirWorker::poll) {
             match r {
@@ -403,8 +420,13 @@ impl Directory {
         if self.publish_enabled && self.upload_in_flight.is_none() && now >= self.next_publish_check
         {
             let uptime = wall.duration_since(self.started).map_or(0, |d| d.as_secs());
-            self.publish
-                .note_bandwidth(unix(wall), uptime, false, observed, self.testing);
+            self.publish.note_bandwidth(
+                unix(wall),
+                uptime,
+                self.hibernating,
+                observed,
+                self.testing,
+            );
             match self.publish.decide(unix(wall), self.listing) {
                 PublishDecision::Wait { check_again_in } => {
                     self.next_publish_check = now + Duration::from_secs(check_again_in);
@@ -501,6 +523,7 @@ impl Directory {
         };
         // Minted afresh for every descriptor, so they never near their 30-day expiry.
         params.family_certs = keys.family_certs(wall);
+        params.hibernating = self.hibernating;
         let ei = build_extra_info(keys, &params.nickname, wall)
             .map_err(|e| format!("extra-info: {e}"))?;
         let desc = build_descriptor(keys, &params, Some(&ei)).map_err(|e| e.to_string())?;

@@ -115,6 +115,11 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         user => "User", Restart;
         disable_debugger_attachment => "DisableDebuggerAttachment", Restart;
         dos => "DoSCircuitCreation*/DoSConnection*", Now;
+        // C `options_act_relay_accounting` reconfigures accounting on SIGHUP; the
+        // descriptor changes with it (`options_transition_affects_descriptor`).
+        accounting_max => "AccountingMax", Now;
+        accounting_rule => "AccountingRule", Now;
+        accounting_start => "AccountingStart", Now;
     }
 }
 

@@ -183,7 +183,16 @@ pub fn disable_debugger_attachment() -> std::io::Result<()> {
 pub fn set_dumpable(dumpable: bool) -> std::io::Result<()> {
     // SAFETY: prctl(PR_SET_DUMPABLE, 0|1) takes no pointers and only changes this
     // process's dumpable flag.
-    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(dumpable), 0, 0, 0) } != 0 {
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_DUMPABLE,
+            libc::c_ulong::from(dumpable),
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::accounting::Hibernation;
 use crate::config::OutboundBind;
 use crate::crypto::handshake::keymap::NtorKeyMap;
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
@@ -115,6 +116,9 @@ pub struct NetworkSnapshot {
     /// Our own consensus entry in `ns` form (for the ControlPort's `GETINFO ns/id/…`), when
     /// the current consensus lists us and we know the digest of the descriptor we published.
     pub self_status: Option<Arc<str>>,
+    /// Accounting's hibernation state (C `we_are_hibernating`): soft and hard refuse new
+    /// connections, circuits and streams; hard also closes every channel.
+    pub hibernation: Hibernation,
 }
 
 impl NetworkSnapshot {

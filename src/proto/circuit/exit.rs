@@ -341,6 +341,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 return self.refuse(idx, sid, EndReason::Misc, io);
             }
         }
+        // Accounting hibernation: END HIBERNATING, as C (connection_edge.c).
+        if self.net.hibernating() {
+            return self.refuse(idx, sid, EndReason::Hibernating, io);
+        }
         let (state, addr, request) = match begin.target {
             BeginTarget::Ipv4(a) => (StreamState::Connecting, Some(IpAddr::V4(a)), None),
             BeginTarget::Ipv6(a) => (StreamState::Connecting, Some(IpAddr::V6(a)), None),

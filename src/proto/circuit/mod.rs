@@ -206,6 +206,11 @@ pub trait NetworkView {
     /// Whether `addr` is a known relay's ORPort or DirPort (C `nodelist_reentry_contains`):
     /// exits refuse to connect back into the network.
     fn is_reentry(&self, addr: SocketAddr) -> bool;
+    /// Whether accounting hibernation refuses new streams (C `we_are_hibernating` in
+    /// `connection_exit_begin_conn`).
+    fn hibernating(&self) -> bool {
+        false
+    }
 }
 
 /// A view that knows nothing: every relay unknown, no re-entry addresses.
