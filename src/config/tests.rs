@@ -240,7 +240,8 @@ fn bad_values_name_file_line_and_option() {
         ("SafeLogging 2", "torrc:3: bad value \"2\" for SafeLogging: allowed values are 0, 1 and relay"),
         ("ControlSocket run/control", "torrc:3: bad value \"run/control\" for ControlSocket: a ControlSocket needs an absolute path"),
         ("ExtraInfoStatistics 1", "torrc:3: bad value \"1\" for ExtraInfoStatistics: Fors does not implement this value: Fors collects and publishes no extra-info statistics"),
-        ("ConnectionPadding auto", "for ConnectionPadding: Fors does not implement this value: Fors sends no channel padding"),
+        ("ConnectionPadding 0", "for ConnectionPadding: Fors does not implement this value: Fors does not pad channels yet"),
+        ("ReducedConnectionPadding 1", "for ReducedConnectionPadding"),
         ("Sandbox 1", "for Sandbox"),
         ("DisableAllSwap 1", "for DisableAllSwap"),
         ("ProtocolWarnings 1", "for ProtocolWarnings"),
@@ -346,7 +347,7 @@ fn relay_needs_an_or_port() {
 fn warnings_for_accepted_but_noted_options() {
     let (c, w) = parse(&format!(
         "{MIN}DirPort 0\nAvoidDiskWrites 1\nAvoidDiskWrites 0\nMaxMemInQueues 10 MB\n\
-         ExitRelay 0\nExitPolicy accept *:*\nAddress 10.0.0.1\nConnectionPadding 0\n"
+         ExitRelay 0\nExitPolicy accept *:*\nAddress 10.0.0.1\nConnectionPadding auto\n"
     ))
     .unwrap();
     let w: Vec<String> = w.iter().map(ToString::to_string).collect();
