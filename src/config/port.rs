@@ -27,6 +27,17 @@ pub struct OrPort {
     pub location: Location,
 }
 
+impl OrPort {
+    /// Whether this line binds (or advertises) IPv4: an IPv4 address, or none without
+    /// `IPv6Only`.
+    pub fn is_ipv4(&self) -> bool {
+        match self.address {
+            Some(a) => a.is_ipv4(),
+            None => !self.ipv6_only,
+        }
+    }
+}
+
 /// One non-OR listener (`ControlPort`, `MetricsPort`, `DirPort`). Flags other than the
 /// address are kept as written for the module that serves the port.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1044,6 +1044,22 @@ impl Builder<'_> {
                 "every ORPort is NoListen; at least one must listen".into(),
             ));
         }
+        // C `check_and_prune_server_ports`: a relay must advertise what it listens on, and
+        // an IPv4 ORPort among it.
+        if !cfg.or_ports.iter().any(|p| !p.no_advertise) {
+            return Err(inconsistent(
+                Some(&cfg.or_ports[0].location),
+                "every ORPort is NoAdvertise: we would listen on an ORPort but advertise none, \
+                 so no descriptor could be built and nobody could use the relay"
+                    .into(),
+            ));
+        }
+        if !cfg.or_ports.iter().any(|p| !p.no_advertise && p.is_ipv4()) {
+            return Err(inconsistent(
+                Some(&cfg.or_ports[0].location),
+                "only IPv6 ORPorts are advertised; a public relay needs an IPv4 ORPort too".into(),
+            ));
+        }
         if cfg.contact_info.is_none() && cfg.publish_server_descriptor {
             self.warnings.push(Warning::global(
                 "ContactInfo is not set; please set it so the directory authorities and \

@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn every_supported_option_renders() {
-        let c = cfg("ORPort 127.0.0.1:9001 NoAdvertise\nNickname Fred\nContactInfo a b\n\
+        let c = cfg("ORPort 127.0.0.1:9001 NoAdvertise\nORPort 443 NoListen\nNickname Fred\nContactInfo a b\n\
              ControlPort 9051\nControlPort unix:/run/fors/control\nCookieAuthentication 1\n\
              ExitPolicy accept *:80, reject *:*\nBandwidthRate 10 MB\nShutdownWaitLength 2 minutes\n\
              Log notice stdout\n");
@@ -340,7 +340,7 @@ mod tests {
             Some(ConfValue::Set(_, v)) => v,
             other => panic!("{n}: {other:?}"),
         };
-        assert_eq!(get("orport"), ["127.0.0.1:9001 NoAdvertise"]);
+        assert_eq!(get("orport"), ["127.0.0.1:9001 NoAdvertise", "443 NoListen"]);
         assert_eq!(get("Nickname"), ["Fred"]);
         assert_eq!(get("ContactInfo"), ["a b"]);
         assert_eq!(get("ControlPort"), ["9051", "unix:/run/fors/control"]);

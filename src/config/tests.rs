@@ -734,11 +734,7 @@ Log notice file /var/log/tor/notices.log
         }
     }
     refused.sort();
-    assert_eq!(
-        refused,
-        ["DirPort", "DirPortFrontPage"],
-        "refused lines"
-    );
+    assert_eq!(refused, ["DirPort", "DirPortFrontPage"], "refused lines");
 }
 
 #[test]
@@ -779,4 +775,22 @@ fn accounting_options() {
         e.starts_with("torrc:3:") && e.contains("AccountingMax"),
         "{e}"
     );
+}
+
+/// C `check_and_prune_server_ports`: listening on ORPorts but advertising none, or only IPv6
+/// ones, is an error.
+#[test]
+fn orports_must_be_advertised_with_ipv4() {
+    let e = parse("ORPort 9001 NoAdvertise\nContactInfo x\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("torrc:1: every ORPort is NoAdvertise"), "{e}");
+    let e = parse("ORPort [::1]:9001\nORPort 9002 NoAdvertise\nContactInfo x\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("torrc:1: only IPv6 ORPorts are advertised"),
+        "{e}"
+    );
+    parse("ORPort [::1]:9001\nORPort 9002\nContactInfo x\n").unwrap();
 }

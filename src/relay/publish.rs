@@ -55,23 +55,30 @@ pub fn descriptor_params(
         "no IPv4 address to publish: set `Address`, or wait until a directory authority \
          tells us our address",
     )?;
+    // The port of an advertised line as written; `auto` was bound as the first listener
+    // (`or_port`).
+    let port_of = |p: &crate::config::OrPort| match p.port {
+        crate::config::PortNumber::Fixed(n) => n.get(),
+        crate::config::PortNumber::Auto => or_port,
+    };
+    // C `get_first_advertised_port_by_type_af`: the first advertised IPv4 ORPort, which may
+    // be a NoListen line (a port forwarded to a NoAdvertise listener).
+    let v4_port = config
+        .or_ports
+        .iter()
+        .find(|p| !p.no_advertise && p.is_ipv4())
+        .map_or(or_port, port_of);
     let v6 = config
         .or_ports
         .iter()
         .filter(|p| !p.no_advertise)
         .find_map(|p| match p.address {
-            Some(IpAddr::V6(a)) if !a.is_unspecified() => Some(SocketAddrV6::new(
-                a,
-                match p.port {
-                    crate::config::PortNumber::Fixed(n) => n.get(),
-                    crate::config::PortNumber::Auto => or_port,
-                },
-                0,
-                0,
-            )),
+            Some(IpAddr::V6(a)) if !a.is_unspecified() => {
+                Some(SocketAddrV6::new(a, port_of(p), 0, 0))
+            }
             _ => None,
         });
-    let mut p = DescriptorParams::new(&config.nickname, address, or_port, now);
+    let mut p = DescriptorParams::new(&config.nickname, address, v4_port, now);
     p.ipv6_or_address = v6;
     // C `get_effective_bwrate`/`bwburst`: the relay bucket when set, else the global one.
     let b = &config.bandwidth;
@@ -726,6 +733,23 @@ mod tests {
         )
         .unwrap()
         .0
+    }
+
+    /// C `get_first_advertised_port_by_type_af`: the published IPv4 ORPort is the first
+    /// advertised IPv4 line, not the first listener.
+    #[test]
+    fn published_orport_is_the_first_advertised_ipv4_line() {
+        // The manual's port-forwarding setup: advertise 443, listen on 9090.
+        let c =
+            cfg("Address 203.0.113.5\nORPort 443 NoListen\nORPort 127.0.0.1:9090 NoAdvertise\n");
+        let (policy, _) = build_exit_policy(&c).unwrap();
+        let p = descriptor_params(&c, &policy, 9090, 0, 0, SystemTime::now()).unwrap();
+        assert_eq!(p.or_port, 443);
+        // An IPv6 line first: the IPv4 line's own port, and the IPv6 line's.
+        let c = cfg("Address 203.0.113.5\nORPort [::1]:9002\nORPort 9001\n");
+        let p = descriptor_params(&c, &policy, 9002, 0, 0, SystemTime::now()).unwrap();
+        assert_eq!(p.or_port, 9001);
+        assert_eq!(p.ipv6_or_address.unwrap().port(), 9002);
     }
 
     #[test]
