@@ -340,7 +340,10 @@ mod tests {
             Some(ConfValue::Set(_, v)) => v,
             other => panic!("{n}: {other:?}"),
         };
-        assert_eq!(get("orport"), ["127.0.0.1:9001 NoAdvertise", "443 NoListen"]);
+        assert_eq!(
+            get("orport"),
+            ["127.0.0.1:9001 NoAdvertise", "443 NoListen"]
+        );
         assert_eq!(get("Nickname"), ["Fred"]);
         assert_eq!(get("ContactInfo"), ["a b"]);
         assert_eq!(get("ControlPort"), ["9051", "unix:/run/fors/control"]);

@@ -42,10 +42,6 @@ pub fn build_exit_policy(config: &Config) -> Result<(ExitPolicy, Vec<String>), S
             }
         }
     }
-    let ip = |a: &AddressConfig| match a {
-        AddressConfig::Ip(ip) => Some(*ip),
-        AddressConfig::Hostname(_) => None,
-    };
     let builder = ExitPolicyBuilder {
         exit_relay: match config.exit_relay {
             ConfigExitRelay::Auto => ExitRelay::Auto,
@@ -58,7 +54,9 @@ pub fn build_exit_policy(config: &Config) -> Result<(ExitPolicy, Vec<String>), S
         reduced_exit_policy: config.reduced_exit_policy,
         ipv6_exit: config.ipv6_exit,
         bridge_relay: false,
-        published_addresses: config.addresses.iter().filter_map(ip).collect(),
+        // What the descriptor publishes: `Address`, else an advertised ORPort's address
+        // (C rejects the router's own published addresses).
+        published_addresses: advertised_addrs(config),
         outbound_bind_addresses: config
             .outbound_bind_addresses
             .iter()
@@ -66,7 +64,14 @@ pub fn build_exit_policy(config: &Config) -> Result<(ExitPolicy, Vec<String>), S
             .chain(&config.outbound_bind_addresses_exit)
             .copied()
             .collect(),
-        port_addresses: config.or_ports.iter().filter_map(|p| p.address).collect(),
+        // Every configured listener's address (C `get_configured_ports`).
+        port_addresses: config
+            .or_ports
+            .iter()
+            .filter_map(|p| p.address)
+            .chain(config.control_ports.iter().filter_map(|p| p.address))
+            .chain(config.metrics_ports.iter().filter_map(|p| p.address))
+            .collect(),
         interface_addresses: if config.exit_policy_reject_local_interfaces {
             match public_interface_addresses() {
                 Ok(a) => a,
@@ -443,6 +448,16 @@ mod tests {
         for ip in a.iter().filter(|ip| ip.is_ipv4()) {
             assert!(!p.permits_exit_to(*ip, 80), "{ip} not rejected");
         }
+    }
+
+    #[test]
+    fn own_published_and_listener_addresses_are_rejected() {
+        // No Address line: the advertised ORPort's address is what is published, and C
+        // rejects it under ExitPolicyRejectPrivate.
+        let c = cfg("ORPort 198.51.100.3:9002\nExitPolicy accept *:80\n");
+        let (p, _) = build_exit_policy(&c).unwrap();
+        assert!(!p.permits_exit_to("198.51.100.3".parse().unwrap(), 80));
+        assert!(p.permits_exit_to("198.51.100.4".parse().unwrap(), 80));
     }
 
     #[test]
