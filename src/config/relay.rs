@@ -535,7 +535,10 @@ impl Builder<'_> {
                     parse_msec_interval(&v.value).map_err(|e| bad("LogTimeGranularity", v, e))?;
                 let ms = d.as_millis() as u64;
                 // tor-manual: positive, and a divisor or a multiple of 1 second.
-                if ms == 0 || (ms < 1000 && 1000 % ms != 0) || (ms > 1000 && !ms.is_multiple_of(1000)) {
+                if ms == 0
+                    || (ms < 1000 && 1000 % ms != 0)
+                    || (ms > 1000 && !ms.is_multiple_of(1000))
+                {
                     return Err(bad(
                         "LogTimeGranularity",
                         v,
