@@ -29,33 +29,11 @@
 mod daemon_common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use daemon_common::private_net::have;
-use daemon_common::skip_common::skip;
-use daemon_common::{
-    running_as_root, testnet_script, IsolatedNetns, NetnsUnavailable, TempDir, TestnetGuard,
-};
-
-/// Runs `testnet.py --dir DIR ARGS` inside the namespace; its output (also echoed).
-fn testnet(ns: &IsolatedNetns, dir: &Path, args: &[&str]) -> Output {
-    let out = ns
-        .command("python3")
-        .arg(testnet_script())
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    eprint!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use daemon_common::{isolated_netns_for, testnet_in as testnet, TempDir, TestnetGuard};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -64,41 +42,10 @@ fn stdout(o: &Output) -> String {
 #[test]
 fn c_tor_authorities_grant_exit_from_the_policy_in_an_isolated_netns() {
     const TEST: &str = "c_tor_authorities_grant_exit_from_the_policy_in_an_isolated_netns";
-    if std::env::var_os("FORS_SKIP_TESTNET").is_some() {
-        skip(TEST, "FORS_SKIP_TESTNET is set");
+    let Some(ns) = isolated_netns_for(TEST, &[("tor", "--version"), ("tor-gencert", "--help")])
+    else {
         return;
-    }
-    for (cmd, arg) in [
-        ("tor", "--version"),
-        ("tor-gencert", "--help"),
-        ("python3", "--version"),
-        ("unshare", "--version"),
-        ("nsenter", "--version"),
-    ] {
-        if !have(cmd, arg) {
-            skip(
-                TEST,
-                &format!("{cmd} is not available (CI installs util-linux and tor)"),
-            );
-            return;
-        }
-    }
-    let ns = match IsolatedNetns::start() {
-        Ok(ns) => ns,
-        Err(NetnsUnavailable::Unsupported(why)) if !running_as_root() => {
-            skip(
-                TEST,
-                &format!("no network namespace without root here ({why})"),
-            );
-            return;
-        }
-        Err(e) => panic!("cannot make an isolated network namespace (CI runs as root and must run this test): {e:?}"),
     };
-    assert!(
-        ns.ready_line.contains("interfaces=lo(up)") && ns.ready_line.contains("(all via lo)"),
-        "{}",
-        ns.ready_line
-    );
     let tmp = TempDir::new("daemon-exitflag");
     let dir = tmp.path().join("net");
     // Dropped before `ns`: stops every process of the network by pid.

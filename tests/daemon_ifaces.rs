@@ -14,9 +14,7 @@ mod daemon_common;
 
 use std::process::Output;
 
-use daemon_common::private_net::have;
-use daemon_common::skip_common::skip;
-use daemon_common::{free_port, running_as_root, IsolatedNetns, NetnsUnavailable, TempDir};
+use daemon_common::{free_port, isolated_netns_for, IsolatedNetns, TempDir};
 
 const IFACE_ADDR: &str = "198.51.100.7";
 
@@ -97,27 +95,8 @@ fn policy_in_namespace(ns: &IsolatedNetns, extra: &str) -> String {
 #[test]
 fn interface_addresses_are_rejected_on_request() {
     const TEST: &str = "interface_addresses_are_rejected_on_request";
-    for (cmd, arg) in [
-        ("python3", "--version"),
-        ("unshare", "--version"),
-        ("nsenter", "--version"),
-        ("ip", "-V"),
-    ] {
-        if !have(cmd, arg) {
-            skip(TEST, &format!("{cmd} is not available"));
-            return;
-        }
-    }
-    let ns = match IsolatedNetns::start() {
-        Ok(ns) => ns,
-        Err(NetnsUnavailable::Unsupported(why)) if !running_as_root() => {
-            skip(
-                TEST,
-                &format!("no network namespace without root here ({why})"),
-            );
-            return;
-        }
-        Err(e) => panic!("cannot make an isolated network namespace: {e:?}"),
+    let Some(ns) = isolated_netns_for(TEST, &[("ip", "-V")]) else {
+        return;
     };
     let reject = format!("reject {IFACE_ADDR}:*");
     let with = policy_in_namespace(&ns, "ExitPolicyRejectLocalInterfaces 1\n");

@@ -19,14 +19,10 @@
 
 mod daemon_common;
 
-use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
-use daemon_common::private_net::have;
-use daemon_common::skip_common::skip;
 use daemon_common::{
-    running_as_root, testnet_script, wait_for_file_line, IsolatedNetns, NetnsUnavailable, TempDir,
+    isolated_netns_for, testnet_in as testnet, testnet_script, wait_for_file_line, TempDir,
     TestnetGuard,
 };
 
@@ -34,24 +30,6 @@ const ANY_BIND: &str = "198.51.100.6";
 const EXIT_BIND: &str = "198.51.100.7";
 const OR_BIND: &str = "198.51.100.8";
 const SERVER: &str = "198.51.100.9";
-
-/// Runs `testnet.py --dir DIR ARGS` inside the namespace; its output (also echoed).
-fn testnet(ns: &IsolatedNetns, dir: &Path, args: &[&str]) -> Output {
-    let out = ns
-        .command("python3")
-        .arg(testnet_script())
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    eprint!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// Inside the namespace: listens on SERVER:80, pins the client's path to the Fors middle and
 /// exit, opens one stream to the server through it (`testnet.py probe`), and prints the
@@ -84,33 +62,15 @@ print("PEERS", " ".join(peers), flush=True)
 #[test]
 fn outgoing_connections_come_from_the_bind_addresses() {
     const TEST: &str = "outgoing_connections_come_from_the_bind_addresses";
-    if std::env::var_os("FORS_SKIP_TESTNET").is_some() {
-        skip(TEST, "FORS_SKIP_TESTNET is set");
+    let Some(ns) = isolated_netns_for(
+        TEST,
+        &[
+            ("tor", "--version"),
+            ("tor-gencert", "--help"),
+            ("ip", "-V"),
+        ],
+    ) else {
         return;
-    }
-    for (cmd, arg) in [
-        ("tor", "--version"),
-        ("tor-gencert", "--help"),
-        ("python3", "--version"),
-        ("unshare", "--version"),
-        ("nsenter", "--version"),
-        ("ip", "-V"),
-    ] {
-        if !have(cmd, arg) {
-            skip(TEST, &format!("{cmd} is not available"));
-            return;
-        }
-    }
-    let ns = match IsolatedNetns::start() {
-        Ok(ns) => ns,
-        Err(NetnsUnavailable::Unsupported(why)) if !running_as_root() => {
-            skip(
-                TEST,
-                &format!("no network namespace without root here ({why})"),
-            );
-            return;
-        }
-        Err(e) => panic!("cannot make an isolated network namespace: {e:?}"),
     };
     for addr in [ANY_BIND, EXIT_BIND, OR_BIND, SERVER] {
         let st = ns

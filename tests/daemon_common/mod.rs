@@ -458,3 +458,67 @@ impl Drop for IsolatedNetns {
         let _ = self.holder.wait();
     }
 }
+
+/// An isolated namespace for `test`, after the skip rule: `None` (SKIPPED printed, or a
+/// failure under CI) when `FORS_SKIP_TESTNET` is set, a program of `tools` (name, an argument
+/// it answers) is missing, or no namespace can be made without root. A namespace that can be
+/// made but is not isolated is always a failure.
+pub fn isolated_netns_for(test: &str, tools: &[(&str, &str)]) -> Option<IsolatedNetns> {
+    if std::env::var_os("FORS_SKIP_TESTNET").is_some() {
+        skip_common::skip(test, "FORS_SKIP_TESTNET is set");
+        return None;
+    }
+    for (cmd, arg) in tools.iter().chain(&[
+        ("python3", "--version"),
+        ("unshare", "--version"),
+        ("nsenter", "--version"),
+    ]) {
+        if !skip_common::have(cmd, arg) {
+            skip_common::skip(
+                test,
+                &format!("{cmd} is not available (CI installs util-linux, iproute2 and tor)"),
+            );
+            return None;
+        }
+    }
+    match IsolatedNetns::start() {
+        Ok(ns) => {
+            assert!(
+                ns.ready_line.contains("interfaces=lo(up)")
+                    && ns.ready_line.contains("(all via lo)"),
+                "{}",
+                ns.ready_line
+            );
+            Some(ns)
+        }
+        Err(NetnsUnavailable::Unsupported(why)) if !running_as_root() => {
+            skip_common::skip(
+                test,
+                &format!("no network namespace without root here ({why})"),
+            );
+            None
+        }
+        Err(e) => panic!(
+            "cannot make an isolated network namespace (CI runs as root and must run this \
+             test): {e:?}"
+        ),
+    }
+}
+
+/// Runs `testnet.py --dir DIR ARGS` inside `ns`; its output (also echoed).
+pub fn testnet_in(ns: &IsolatedNetns, dir: &Path, args: &[&str]) -> std::process::Output {
+    let out = ns
+        .command("python3")
+        .arg(testnet_script())
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    eprint!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
