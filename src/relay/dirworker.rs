@@ -45,6 +45,10 @@ pub enum DirJob {
 pub enum UploadAnswer {
     /// 200 and it serves the descriptor we sent.
     Confirmed(UploadOutcome),
+    /// 200 "not new": it keeps the descriptor it has for us, which differs from ours only
+    /// cosmetically by C's rule (`router_differences_are_cosmetic`: uptime, publication time,
+    /// small bandwidth changes), and serves that one.
+    Kept(UploadOutcome),
     /// 200 but it does not serve it (its parser dropped it; the reason is only in its log).
     NotStored(UploadOutcome, String),
     /// A refusal (the status line's reason is the authority's explanation).
@@ -248,6 +252,12 @@ impl Worker {
                     Ok(o) => {
                         match client::fetch_server_descriptor(a.dir_addr, our_id, &self.limits) {
                             Ok(served) if served.contains(text) => UploadAnswer::Confirmed(o),
+                            Ok(served)
+                                if o == UploadOutcome::NotNew
+                                    && served.contains("\nrouter-sig-ed25519 ") =>
+                            {
+                                UploadAnswer::Kept(o)
+                            }
                             Ok(_) => UploadAnswer::NotStored(
                                 o,
                                 "it serves a different descriptor for us".into(),

@@ -557,6 +557,16 @@ impl Directory {
                     stored += 1;
                     log_notice!("Authority {name} ({}): descriptor {o}.", a.dir_addr);
                 }
+                // As a C tor relay, a 200 is success: the authority keeps an equivalent
+                // descriptor of ours, so uploading again would change nothing.
+                UploadAnswer::Kept(o) => {
+                    stored += 1;
+                    log_notice!(
+                        "Authority {name} ({}): {o}: it keeps the descriptor it has for us, \
+                         which differs from this one only cosmetically.",
+                        a.dir_addr
+                    );
+                }
                 UploadAnswer::NotStored(o, why) => log_warn!(
                     "Authority {name} ({}) answered \"{o}\" but does not serve our descriptor \
                      ({why}); its log has the reason.",
