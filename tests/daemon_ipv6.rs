@@ -1,0 +1,281 @@
+//! IPv6 on running Fors relays (issue #9 point 7), with standalone daemons on loopback: fake
+//! authorities, `TestingTorNetwork 1`, `PublishServerDescriptor 0`, no consensus.
+//!
+//! `extend2_by_an_ipv6_link_specifier_alone`: a test client builds a one-hop circuit to Fors
+//! relay A (CREATE_FAST) and sends, in a RELAY_EARLY cell, an EXTEND2 toward Fors relay B
+//! naming B only by an IPv6 link specifier `[::1]:PORT` (type 01, tor-spec §"EXTEND and
+//! EXTENDED messages") plus B's RSA (02) and Ed25519 (03) identities, with an ntor onionskin
+//! made from B's onion key (read from B's DataDirectory). A must open the channel to B over
+//! IPv6 and answer EXTENDED2, whose handshake the client completes; a relay cell to the new
+//! hop then round-trips. A knew B by no other address and B's `[::1]` ORPort is on its own
+//! port, so the EXTENDED2 shows the channel was made over IPv6.
+//!
+//! Skipped (the skip rule) when `[::1]` cannot be bound here.
+
+mod daemon_common;
+
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use daemon_common::raw_link::{fixed_cell, LinkRead, RawLink};
+use daemon_common::{free_port, Fors, TempDir};
+use fors::cell::chan::{Create2, CreateFast, CreatedFast, HandshakeType};
+use fors::cell::relay::msg::{Extend2, Extended2, LinkSpec};
+use fors::cell::relay::{v0, RelayCmd};
+use fors::cell::{ChanCmd, CELL_BODY_LEN};
+use fors::crypto::handshake::{CreateFastClient, NtorClient};
+use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
+use fors::crypto::relay::{Tor1ClientCircuit, Tor1ClientLayer};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+const START: Duration = Duration::from_secs(60);
+const REPLY: Duration = Duration::from_secs(30);
+
+/// A standalone 2-shard relay's torrc (as `tests/daemon_process.rs`): fake authorities that
+/// never answer, so no consensus; `or_ports` are whole `ORPort ...` lines.
+fn torrc(dir: &Path, nick: &str, or_ports: &str, extra: &str) -> String {
+    let dead1 = free_port();
+    let dead2 = free_port();
+    format!(
+        "Nickname {nick}\n\
+         ContactInfo test@example.invalid\n\
+         {or_ports}\
+         Address 127.0.0.1\n\
+         DataDirectory {d}/data\n\
+         Log notice stdout\n\
+         NumCPUs 2\n\
+         TestingTorNetwork 1\n\
+         PublishServerDescriptor 0\n\
+         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
+         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
+         {extra}",
+        d = dir.display()
+    )
+}
+
+fn start(dir: &Path, text: &str) -> Fors {
+    let rc = dir.join("torrc");
+    std::fs::write(&rc, text).unwrap();
+    Fors::start(&["-f", rc.to_str().unwrap()])
+}
+
+/// The relay's RSA and Ed25519 identities, from its DataDirectory's fingerprint files.
+fn identities(data: &Path) -> (RsaIdentity, Ed25519Identity) {
+    let fp = std::fs::read_to_string(data.join("fingerprint")).unwrap();
+    let rsa = RsaIdentity::from_hex(fp.split_whitespace().nth(1).unwrap()).unwrap();
+    let ed_line = std::fs::read_to_string(data.join("fingerprint-ed25519")).unwrap();
+    let ed = Ed25519Identity::from_base64(ed_line.split_whitespace().nth(1).unwrap()).unwrap();
+    (rsa, ed)
+}
+
+/// The relay's current ntor onion key: `keys/secret_onion_key_ntor` is C tor's format, a
+/// 32-byte `== c25519v1: onion ==` header, the secret, then the public key (32 bytes each).
+fn ntor_public(data: &Path) -> x25519_dalek::PublicKey {
+    let f = std::fs::read(data.join("keys/secret_onion_key_ntor")).unwrap();
+    assert_eq!(f.len(), 96, "unexpected ntor key file");
+    assert!(f.starts_with(b"== c25519v1: onion =="));
+    let mut pk = [0u8; 32];
+    pk.copy_from_slice(&f[64..]);
+    x25519_dalek::PublicKey::from(pk)
+}
+
+/// The client end of one circuit over a raw client link (link protocol 5, 4-byte ids).
+struct ClientCirc {
+    link: RawLink,
+    circ_id: u32,
+    layers: Tor1ClientCircuit,
+    rng: StdRng,
+}
+
+impl ClientCirc {
+    /// A client link to `addr` and a first hop made with CREATE_FAST (tor-spec §"CREATE_FAST").
+    fn create_fast(addr: SocketAddr, seed: u64) -> ClientCirc {
+        let link = RawLink::open_as_client(addr, REPLY).unwrap_or_else(|e| panic!("{addr}: {e}"));
+        let mut c = ClientCirc {
+            link,
+            // A client's circuit ids have the high bit set on link protocol 4+ (tor-spec
+            // §"Choosing circuit IDs in create cells").
+            circ_id: 0x8000_0001,
+            layers: Tor1ClientCircuit::new(),
+            rng: StdRng::seed_from_u64(seed),
+        };
+        let (st, x) = CreateFastClient::start(&mut c.rng);
+        let mut body = [0u8; CELL_BODY_LEN];
+        CreateFast { x: &x }.encode(&mut body);
+        c.link
+            .send(&fixed_cell(c.circ_id, ChanCmd::CREATE_FAST, &body));
+        let reply = c.next_cell(ChanCmd::CREATED_FAST);
+        let cf = CreatedFast::parse(&reply).unwrap();
+        let mut r = [0u8; 40];
+        r[..20].copy_from_slice(cf.y);
+        r[20..].copy_from_slice(cf.kh);
+        c.layers
+            .push_hop(Tor1ClientLayer::new(&st.finish(&r).unwrap()));
+        c
+    }
+
+    /// The next cell on our circuit, which must be a `want` (padding is skipped; a DESTROY
+    /// or the link closing fails the test with its reason).
+    fn next_cell(&mut self, want: ChanCmd) -> Vec<u8> {
+        let end = Instant::now() + REPLY;
+        // Bounded: every read waits at most the time left, and the loop ends at `end`.
+        while Instant::now() < end {
+            match self
+                .link
+                .read_cell(end.saturating_duration_since(Instant::now()))
+            {
+                LinkRead::Cell { cmd, .. }
+                    if cmd == ChanCmd::PADDING || cmd == ChanCmd::VPADDING => {}
+                LinkRead::Cell { circ_id, cmd, body } => {
+                    assert_eq!(circ_id.0, self.circ_id, "{cmd:?} on another circuit");
+                    assert_ne!(cmd, ChanCmd::DESTROY, "DESTROY, reason {}", body[0]);
+                    assert_eq!(cmd, want, "{body:?}");
+                    return body;
+                }
+                LinkRead::Closed(how) => panic!("the relay closed the link: {how}"),
+                LinkRead::TimedOut => break,
+            }
+        }
+        panic!("no {want:?} within {REPLY:?}");
+    }
+
+    /// Sends a relay message to hop `hop` as `cmd` (RELAY or RELAY_EARLY).
+    fn send(
+        &mut self,
+        hop: usize,
+        cmd: ChanCmd,
+        rcmd: RelayCmd,
+        stream_id: u16,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, fors::cell::CellError>,
+    ) {
+        let mut body = [0u8; CELL_BODY_LEN];
+        v0::encode_with(&mut body, rcmd, stream_id, &mut self.rng, write).unwrap();
+        self.layers.originate(hop, &mut body).unwrap();
+        self.link.send(&fixed_cell(self.circ_id, cmd, &body));
+    }
+
+    /// The next relay message: (hop that sent it, command, stream id, data).
+    fn recv(&mut self) -> (usize, RelayCmd, u16, Vec<u8>) {
+        let b = self.next_cell(ChanCmd::RELAY);
+        let mut body = [0u8; CELL_BODY_LEN];
+        body.copy_from_slice(&b);
+        let hop = self
+            .layers
+            .recognize(&mut body)
+            .expect("a hop of ours recognizes the cell");
+        let m = v0::parse(&body).unwrap();
+        (hop, m.cmd, m.stream_id, m.data.to_vec())
+    }
+}
+
+/// A seed from the clock, printed so a failing run can be repeated.
+fn seed(test: &str) -> u64 {
+    let s = std::env::var("FORS_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: seed {s} (FORS_TEST_SEED={s} repeats it)");
+    s
+}
+
+#[test]
+fn extend2_by_an_ipv6_link_specifier_alone() {
+    const TEST: &str = "extend2_by_an_ipv6_link_specifier_alone";
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        daemon_common::skip_common::skip(TEST, "no IPv6 loopback (::1) here");
+        return;
+    }
+    let seed = seed(TEST);
+    // B listens on 127.0.0.1 (a relay must advertise an IPv4 ORPort) and on [::1].
+    let tmp_b = TempDir::new("ipv6-extend-b");
+    let (b_v4, b_v6) = (free_port(), free_port());
+    let mut b = start(
+        tmp_b.path(),
+        &torrc(
+            tmp_b.path(),
+            "ForsV6B",
+            &format!("ORPort 127.0.0.1:{b_v4}\nORPort [::1]:{b_v6}\n"),
+            "",
+        ),
+    );
+    // A has an IPv6 ORPort too: C tor extends over IPv6 only when it has one
+    // (`router_can_extend_over_ipv6` in `circuit_choose_ip_ap_for_extend`).
+    let tmp_a = TempDir::new("ipv6-extend-a");
+    let a_v4 = free_port();
+    let mut a = start(
+        tmp_a.path(),
+        &torrc(
+            tmp_a.path(),
+            "ForsV6A",
+            &format!("ORPort 127.0.0.1:{a_v4}\nORPort [::1]:{}\n", free_port()),
+            "",
+        ),
+    );
+    b.wait_for(&format!("Opened ORPort on [::1]:{b_v6} too."), START);
+    b.wait_for("the relay is running", START);
+    a.wait_for("the relay is running", START);
+    let b_data = tmp_b.path().join("data");
+    let (b_rsa, b_ed) = identities(&b_data);
+    let b_onion = ntor_public(&b_data);
+
+    let mut circ = ClientCirc::create_fast(SocketAddr::from(([127, 0, 0, 1], a_v4)), seed);
+    let (ntor, skin) = NtorClient::start(&mut circ.rng, &b_rsa, &b_onion);
+    let target = SocketAddrV6::new(Ipv6Addr::LOCALHOST, b_v6, 0, 0);
+    let specs = [
+        LinkSpec::Ipv6(target),
+        LinkSpec::RsaId(b_rsa),
+        LinkSpec::Ed25519Id(b_ed),
+    ];
+    let create2 = Create2 {
+        htype: HandshakeType::NTOR,
+        hdata: &skin,
+    };
+    // EXTEND2 must come in a RELAY_EARLY cell (tor-spec §"EXTEND and EXTENDED messages").
+    circ.send(0, ChanCmd::RELAY_EARLY, RelayCmd::EXTEND2, 0, |o| {
+        Extend2::encode(&specs, &create2, o)
+    });
+    let (hop, cmd, sid, data) = circ.recv();
+    assert_eq!((hop, cmd, sid), (0, RelayCmd::EXTENDED2, 0), "{data:?}");
+    let reply = Extended2::parse(&data).unwrap();
+    let keys = ntor
+        .finish(reply.hdata)
+        .expect("B's ntor reply checks out: the channel reached B");
+    circ.layers.push_hop(Tor1ClientLayer::new(&keys));
+
+    // The second hop is live: a DROP would prove nothing back, so ask B to open a stream. B
+    // has no consensus, so A is an unknown relay to it and B refuses the BEGIN with END MISC
+    // (C `connection_exit_begin_conn`, RefuseUnknownExits), sent from hop 1: only B's layer
+    // can have made that cell.
+    circ.send(1, ChanCmd::RELAY, RelayCmd::BEGIN, 7, |o| {
+        fors::cell::relay::msg::Begin {
+            target: fors::cell::relay::msg::BeginTarget::Ipv4(std::net::Ipv4Addr::LOCALHOST),
+            port: 80,
+            flags: fors::cell::relay::msg::BeginFlags(0),
+        }
+        .encode(o)
+    });
+    let (hop, cmd, sid, data) = circ.recv();
+    assert_eq!((hop, cmd, sid), (1, RelayCmd::END, 7), "{data:?}");
+    assert_eq!(data.first(), Some(&1), "END MISC: {data:?}");
+
+    a.signal(libc::SIGTERM);
+    b.signal(libc::SIGTERM);
+    assert_eq!(a.wait_exit(START), Some(0));
+    assert_eq!(b.wait_exit(START), Some(0));
+    for f in [&a, &b] {
+        assert!(
+            !f.log
+                .iter()
+                .any(|l| l.contains("panicked") || l.contains("[err]")),
+            "{:#?}",
+            f.log
+        );
+    }
+}
