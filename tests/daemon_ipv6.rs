@@ -10,18 +10,41 @@
 //! hop then round-trips. A knew B by no other address and B's `[::1]` ORPort is on its own
 //! port, so the EXTENDED2 shows the channel was made over IPv6.
 //!
-//! Skipped (the skip rule) when `[::1]` cannot be bound here.
+//! `ipv6_exit_connects_to_an_ipv6_destination_only_with_ipv6exit`: a Fors exit refuses every
+//! BEGIN without a consensus (a first hop: END TORPROTOCOL; an unknown previous relay: END
+//! MISC, as C `connection_exit_begin_conn`), so this one runs on the private loopback network
+//! of scripts/testnet.py (C tor authorities): a Fors middle and two Fors exits whose policies
+//! accept `[::1]:*` in front of the testnet's rules, `forsexit1` with `IPv6Exit 1` and
+//! `forsexit2` with the testnet's `IPv6Exit 0`. The test client builds client → middle →
+//! exit circuits by hand and sends `BEGIN [::1]:PORT` (flag IPv6_OK, tor-spec §"Opening
+//! streams and transferring data") toward an echo server on `[::1]`: `forsexit1` answers
+//! RELAY_CONNECTED naming `::1` and the stream echoes; `forsexit2` answers END EXITPOLICY
+//! carrying `::1` and a TTL (C `connection_exit_connect` → `my_exit_policy_rejects`, "IPv6
+//! address without IPv6Exit configured"; the policy C builds without IPv6Exit rejects `*6:*`
+//! first) and nothing connects.
+//!
+//! Skipped (the skip rule) when `[::1]` cannot be bound here; the second also without tor,
+//! tor-gencert or python3, or with `FORS_SKIP_TESTNET`.
 
 mod daemon_common;
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use daemon_common::private_net::{
+    relay_record, start_counting_listener, start_echo_server, testnet, testnet_skip_reason,
+};
 use daemon_common::raw_link::{fixed_cell, LinkRead, RawLink};
-use daemon_common::{free_port, Fors, TempDir};
+use daemon_common::{
+    free_port, free_port_range_base, wait_for_file_line, Fors, TempDir, TestnetGuard,
+};
 use fors::cell::chan::{Create2, CreateFast, CreatedFast, HandshakeType};
-use fors::cell::relay::msg::{Extend2, Extended2, LinkSpec};
+use fors::cell::relay::msg::{
+    Begin, BeginFlags, BeginTarget, Connected, End, EndReason, Extend2, Extended2, LinkSpec,
+};
 use fors::cell::relay::{v0, RelayCmd};
 use fors::cell::{ChanCmd, CELL_BODY_LEN};
 use fors::crypto::handshake::{CreateFastClient, NtorClient};
@@ -277,5 +300,233 @@ fn extend2_by_an_ipv6_link_specifier_alone() {
             "{:#?}",
             f.log
         );
+    }
+}
+
+/// Extends `circ` (whose last hop is `hop`) to the relay with data directory `data` at
+/// `addr` by ntor, and adds its layer.
+fn extend(circ: &mut ClientCirc, hop: usize, spec: LinkSpec<'_>, data: &Path) {
+    let (rsa, ed) = identities(data);
+    let onion = ntor_public(data);
+    let (ntor, skin) = NtorClient::start(&mut circ.rng, &rsa, &onion);
+    let specs = [spec, LinkSpec::RsaId(rsa), LinkSpec::Ed25519Id(ed)];
+    let create2 = Create2 {
+        htype: HandshakeType::NTOR,
+        hdata: &skin,
+    };
+    // EXTEND2 must come in a RELAY_EARLY cell (tor-spec §"EXTEND and EXTENDED messages").
+    circ.send(hop, ChanCmd::RELAY_EARLY, RelayCmd::EXTEND2, 0, |o| {
+        Extend2::encode(&specs, &create2, o)
+    });
+    let (from, cmd, sid, reply) = circ.recv();
+    assert_eq!((from, cmd, sid), (hop, RelayCmd::EXTENDED2, 0), "{reply:?}");
+    let keys = ntor
+        .finish(Extended2::parse(&reply).unwrap().hdata)
+        .expect("the new hop's ntor reply checks out");
+    circ.layers.push_hop(Tor1ClientLayer::new(&keys));
+}
+
+/// `BEGIN [::1]:port` with IPv6_OK to hop `hop` as stream `sid`.
+fn begin_ipv6_loopback(circ: &mut ClientCirc, hop: usize, sid: u16, port: u16) {
+    circ.send(hop, ChanCmd::RELAY, RelayCmd::BEGIN, sid, |o| {
+        Begin {
+            target: BeginTarget::Ipv6(Ipv6Addr::LOCALHOST),
+            port,
+            flags: BeginFlags(BeginFlags::IPV6_OK),
+        }
+        .encode(o)
+    });
+}
+
+/// A wrapper for `--fors-bin`: Fors exits (nickname `forsexit*`) get `accept [::1]:*` in
+/// front of the torrc's exit policy, and `forsexit1` gets `IPv6Exit 1` (command-line options
+/// override the torrc's; a list option given there replaces the torrc's list, so the
+/// torrc's rules are repeated after ours). testnet.py checks only the torrc it writes.
+fn ipv6_exit_wrapper(dir: &Path) -> PathBuf {
+    let path = dir.join("fors-ipv6-exits");
+    let script = format!(
+        "#!/bin/sh\n\
+         # Fors with an IPv6 loopback exit rule; forsexit1 also with IPv6Exit 1 (test wrapper).\n\
+         torrc=\"\"\n\
+         prev=\"\"\n\
+         for a in \"$@\"; do\n\
+         \x20 if [ \"$prev\" = \"-f\" ]; then torrc=\"$a\"; fi\n\
+         \x20 prev=\"$a\"\n\
+         done\n\
+         nick=$(awk '/^Nickname /{{print $2}}' \"$torrc\")\n\
+         rules=$(awk '/^ExitPolicy /{{sub(/^ExitPolicy /, \"\"); printf \",%s\", $0}}' \"$torrc\")\n\
+         case \"$nick\" in\n\
+         \x20 forsexit1) exec \"{bin}\" \"$@\" --ExitPolicy \"accept [::1]:*$rules\" --IPv6Exit 1 ;;\n\
+         \x20 forsexit*) exec \"{bin}\" \"$@\" --ExitPolicy \"accept [::1]:*$rules\" ;;\n\
+         \x20 *) exec \"{bin}\" \"$@\" ;;\n\
+         esac\n",
+        bin = env!("CARGO_BIN_EXE_fors"),
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn ipv6_exit_connects_to_an_ipv6_destination_only_with_ipv6exit() {
+    const TEST: &str = "ipv6_exit_connects_to_an_ipv6_destination_only_with_ipv6exit";
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        daemon_common::skip_common::skip(TEST, "no IPv6 loopback (::1) here");
+        return;
+    }
+    if let Some(why) = testnet_skip_reason(&[]) {
+        daemon_common::skip_common::skip(TEST, &why);
+        return;
+    }
+    let seed = seed(TEST);
+    let tmp = TempDir::new("ipv6-exit-net");
+    let dir = tmp.path().join("net");
+    let _net = TestnetGuard { dir: &dir };
+    let echo = start_echo_server("::1");
+    // If the exit without IPv6Exit wrongly connected, it would connect here (a port that
+    // was free a moment ago, as `free_port`).
+    let refused_port = std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let refused_hits_v6 =
+        start_counting_listener(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), refused_port));
+    let wrapper = ipv6_exit_wrapper(tmp.path());
+    let base = free_port_range_base().to_string();
+    testnet(
+        &dir,
+        &[
+            "up",
+            "--fors",
+            "middle",
+            "--fors",
+            "exit",
+            "--fors",
+            "exit",
+            "--middles",
+            "1",
+            "--exits",
+            "1",
+            "--base-port",
+            &base,
+            "--fors-bin",
+            wrapper.to_str().unwrap(),
+        ],
+    );
+    testnet(&dir, &["wait", "--pluggable-only", "--timeout", "240"]);
+    // An exit serves streams once its consensus lists the previous hop (RefuseUnknownExits).
+    for nick in ["forsexit1", "forsexit2"] {
+        let l = wait_for_file_line(
+            &dir.join(nick).join("stdout.log"),
+            "Fors is listed in the consensus",
+            Duration::from_secs(240),
+        );
+        assert!(l.contains("Exit") || l.contains("Running"), "{nick}: {l}");
+    }
+    // The exits run with the wrapper's options (it execs Fors, so the recorded pid's command
+    // line shows them): both accept [::1], only forsexit1 has IPv6Exit 1. Without this, a
+    // refusal from forsexit2 could come from the testnet's policy alone.
+    for (nick, v6exit) in [("forsexit1", true), ("forsexit2", false)] {
+        let pid = relay_record(&dir, nick)["pid"].as_u64().expect("pid");
+        let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let argv: Vec<String> = argv
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let policy = argv
+            .iter()
+            .position(|a| a == "--ExitPolicy")
+            .and_then(|i| argv.get(i + 1))
+            .unwrap_or_else(|| panic!("{nick}: no --ExitPolicy in {argv:?}"));
+        assert!(policy.starts_with("accept [::1]:*,"), "{nick}: {argv:?}");
+        assert_eq!(
+            argv.windows(2).any(|w| w[0] == "--IPv6Exit" && w[1] == "1"),
+            v6exit,
+            "{nick}: {argv:?}"
+        );
+    }
+    let middle = relay_record(&dir, "forsmiddle1");
+    let middle_addr = SocketAddr::from((
+        [127, 0, 0, 1],
+        middle["orport"].as_u64().expect("orport") as u16,
+    ));
+    let data_of =
+        |nick: &str| PathBuf::from(relay_record(&dir, nick)["data_dir"].as_str().unwrap());
+    let v4_spec = |nick: &str| {
+        let port = relay_record(&dir, nick)["orport"].as_u64().unwrap() as u16;
+        LinkSpec::Ipv4(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::LOCALHOST,
+            port,
+        ))
+    };
+
+    // forsexit1, IPv6Exit 1: CONNECTED naming ::1, then an echo round trip.
+    let mut circ = ClientCirc::create_fast(middle_addr, seed);
+    extend(&mut circ, 0, v4_spec("forsexit1"), &data_of("forsexit1"));
+    begin_ipv6_loopback(&mut circ, 1, 1, echo.port());
+    let (hop, cmd, sid, data) = circ.recv();
+    assert_eq!(
+        (hop, cmd, sid),
+        (1, RelayCmd::CONNECTED, 1),
+        "IPv6Exit 1 exit did not connect to [::1]: {:?} {data:?}",
+        End::parse(&data)
+    );
+    let connected = Connected::parse(&data).unwrap();
+    assert_eq!(
+        connected.addr,
+        Some(Ipv6Addr::LOCALHOST.into()),
+        "{connected:?}"
+    );
+    let msg = b"over IPv6 through a Fors exit";
+    circ.send(1, ChanCmd::RELAY, RelayCmd::DATA, 1, |o| {
+        o[..msg.len()].copy_from_slice(msg);
+        Ok(msg.len())
+    });
+    let mut back = Vec::new();
+    // Bounded: at most one cell per byte sent, each read bounded by REPLY.
+    for _ in 0..msg.len() {
+        if back.len() >= msg.len() {
+            break;
+        }
+        let (hop, cmd, sid, data) = circ.recv();
+        assert_eq!((hop, cmd, sid), (1, RelayCmd::DATA, 1), "{data:?}");
+        back.extend_from_slice(&data);
+    }
+    assert_eq!(back, msg);
+
+    // forsexit2, IPv6Exit 0: END EXITPOLICY with the address and a TTL; nothing connects.
+    let mut circ = ClientCirc::create_fast(middle_addr, seed.wrapping_add(1));
+    extend(&mut circ, 0, v4_spec("forsexit2"), &data_of("forsexit2"));
+    begin_ipv6_loopback(&mut circ, 1, 1, refused_port);
+    let (hop, cmd, sid, data) = circ.recv();
+    assert_eq!((hop, cmd, sid), (1, RelayCmd::END, 1), "{data:?}");
+    let end = End::parse(&data).unwrap();
+    assert_eq!(end.reason, EndReason::ExitPolicy, "{end:?}");
+    assert_eq!(end.addr, Some(Ipv6Addr::LOCALHOST.into()), "{end:?}");
+    assert!(end.ttl.is_some(), "{end:?}");
+    // The same exit still exits over IPv4 (the policy's accept 127.0.0.0/8): the refusal is
+    // about IPv6, not a broken exit.
+    let echo4 = start_echo_server("127.0.0.2");
+    circ.send(1, ChanCmd::RELAY, RelayCmd::BEGIN, 2, |o| {
+        Begin {
+            target: BeginTarget::Ipv4("127.0.0.2".parse().unwrap()),
+            port: echo4.port(),
+            flags: BeginFlags(BeginFlags::IPV6_OK),
+        }
+        .encode(o)
+    });
+    let (hop, cmd, sid, data) = circ.recv();
+    assert_eq!((hop, cmd, sid), (1, RelayCmd::CONNECTED, 2), "{data:?}");
+    assert_eq!(
+        refused_hits_v6.load(Ordering::Relaxed),
+        0,
+        "the exit without IPv6Exit connected to [::1]"
+    );
+    for nick in ["forsmiddle1", "forsexit1", "forsexit2"] {
+        let log = std::fs::read_to_string(dir.join(nick).join("stdout.log")).unwrap();
+        for bad in ["panicked", "[err]"] {
+            assert!(!log.contains(bad), "{nick}:\n{log}");
+        }
     }
 }
