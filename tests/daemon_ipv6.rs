@@ -8,7 +8,8 @@
 //! made from B's onion key (read from B's DataDirectory). A must open the channel to B over
 //! IPv6 and answer EXTENDED2, whose handshake the client completes; a relay cell to the new
 //! hop then round-trips. A knew B by no other address and B's `[::1]` ORPort is on its own
-//! port, so the EXTENDED2 shows the channel was made over IPv6.
+//! port, so the EXTENDED2 shows the channel was made over IPv6. A has an IPv6 ORPort itself:
+//! a relay without one (C) refuses the same EXTEND2 with DESTROY CONNECTFAILED, as C tor.
 //!
 //! `ipv6_exit_connects_to_an_ipv6_destination_only_with_ipv6exit`: a Fors exit refuses every
 //! BEGIN without a consensus (a first hop: END TORPROTOCOL; an unknown previous relay: END
@@ -139,9 +140,17 @@ impl ClientCirc {
         c
     }
 
-    /// The next cell on our circuit, which must be a `want` (padding is skipped; a DESTROY
-    /// or the link closing fails the test with its reason).
+    /// The next cell on our circuit, which must be a `want` (a DESTROY or the link closing
+    /// fails the test with its reason).
     fn next_cell(&mut self, want: ChanCmd) -> Vec<u8> {
+        let (cmd, body) = self.next_any();
+        assert_ne!(cmd, ChanCmd::DESTROY, "DESTROY, reason {}", body[0]);
+        assert_eq!(cmd, want, "{body:?}");
+        body
+    }
+
+    /// The next cell on our circuit, whatever it is (padding is skipped).
+    fn next_any(&mut self) -> (ChanCmd, Vec<u8>) {
         let end = Instant::now() + REPLY;
         // Bounded: every read waits at most the time left, and the loop ends at `end`.
         while Instant::now() < end {
@@ -153,15 +162,13 @@ impl ClientCirc {
                     if cmd == ChanCmd::PADDING || cmd == ChanCmd::VPADDING => {}
                 LinkRead::Cell { circ_id, cmd, body } => {
                     assert_eq!(circ_id.0, self.circ_id, "{cmd:?} on another circuit");
-                    assert_ne!(cmd, ChanCmd::DESTROY, "DESTROY, reason {}", body[0]);
-                    assert_eq!(cmd, want, "{body:?}");
-                    return body;
+                    return (cmd, body);
                 }
                 LinkRead::Closed(how) => panic!("the relay closed the link: {how}"),
                 LinkRead::TimedOut => break,
             }
         }
-        panic!("no {want:?} within {REPLY:?}");
+        panic!("no cell within {REPLY:?}");
     }
 
     /// Sends a relay message to hop `hop` as `cmd` (RELAY or RELAY_EARLY).
@@ -288,11 +295,45 @@ fn extend2_by_an_ipv6_link_specifier_alone() {
     assert_eq!((hop, cmd, sid), (1, RelayCmd::END, 7), "{data:?}");
     assert_eq!(data.first(), Some(&1), "END MISC: {data:?}");
 
+    // Relay C has no IPv6 ORPort: like C tor (`router_can_extend_over_ipv6` false in
+    // `circuit_choose_ip_ap_for_extend`), it does not extend over IPv6, and an IPv6-only
+    // EXTEND2 closes the circuit (C `circuit_open_connection_for_extend`: CONNECTFAILED).
+    let tmp_c = TempDir::new("ipv6-extend-c");
+    let c_v4 = free_port();
+    let mut c = start(
+        tmp_c.path(),
+        &torrc(
+            tmp_c.path(),
+            "ForsV4C",
+            &format!("ORPort 127.0.0.1:{c_v4}\n"),
+            "",
+        ),
+    );
+    c.wait_for("the relay is running", START);
+    let mut circ = ClientCirc::create_fast(SocketAddr::from(([127, 0, 0, 1], c_v4)), seed ^ 0xc);
+    let (_, skin) = NtorClient::start(&mut circ.rng, &b_rsa, &b_onion);
+    let create2 = Create2 {
+        htype: HandshakeType::NTOR,
+        hdata: &skin,
+    };
+    circ.send(0, ChanCmd::RELAY_EARLY, RelayCmd::EXTEND2, 0, |o| {
+        Extend2::encode(&specs, &create2, o)
+    });
+    let (cmd, body) = circ.next_any();
+    assert_eq!(cmd, ChanCmd::DESTROY, "{body:?}");
+    assert_eq!(
+        fors::cell::chan::DestroyReason::from(body[0]),
+        fors::cell::chan::DestroyReason::ConnectFailed,
+        "{body:?}"
+    );
+
     a.signal(libc::SIGTERM);
     b.signal(libc::SIGTERM);
+    c.signal(libc::SIGTERM);
     assert_eq!(a.wait_exit(START), Some(0));
     assert_eq!(b.wait_exit(START), Some(0));
-    for f in [&a, &b] {
+    assert_eq!(c.wait_exit(START), Some(0));
+    for f in [&a, &b, &c] {
         assert!(
             !f.log
                 .iter()
