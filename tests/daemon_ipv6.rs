@@ -1,7 +1,7 @@
-//! IPv6 on running Fors relays (issue #9 point 7), with standalone daemons on loopback: fake
-//! authorities, `TestingTorNetwork 1`, `PublishServerDescriptor 0`, no consensus.
+//! IPv6 on running Fors relays (issue #9 point 7), on loopback (127.0.0.1 and ::1 only).
 //!
-//! `extend2_by_an_ipv6_link_specifier_alone`: a test client builds a one-hop circuit to Fors
+//! `extend2_by_an_ipv6_link_specifier_alone`, with standalone daemons (fake authorities,
+//! `TestingTorNetwork 1`, `PublishServerDescriptor 0`, no consensus): a test client builds a one-hop circuit to Fors
 //! relay A (CREATE_FAST) and sends, in a RELAY_EARLY cell, an EXTEND2 toward Fors relay B
 //! naming B only by an IPv6 link specifier `[::1]:PORT` (type 01, tor-spec §"EXTEND and
 //! EXTENDED messages") plus B's RSA (02) and Ed25519 (03) identities, with an ntor onionskin
@@ -21,8 +21,8 @@
 //! streams and transferring data") toward an echo server on `[::1]`: `forsexit1` answers
 //! RELAY_CONNECTED naming `::1` and the stream echoes; `forsexit2` answers END EXITPOLICY
 //! carrying `::1` and a TTL (C `connection_exit_connect` → `my_exit_policy_rejects`, "IPv6
-//! address without IPv6Exit configured"; the policy C builds without IPv6Exit rejects `*6:*`
-//! first) and nothing connects.
+//! address without IPv6Exit configured"; C's `policies_parse_exit_policy_internal` also
+//! prepends `reject *6:*` without IPv6Exit) and nothing connects.
 //!
 //! Skipped (the skip rule) when `[::1]` cannot be bound here; the second also without tor,
 //! tor-gencert or python3, or with `FORS_SKIP_TESTNET`.
@@ -344,8 +344,8 @@ fn extend2_by_an_ipv6_link_specifier_alone() {
     }
 }
 
-/// Extends `circ` (whose last hop is `hop`) to the relay with data directory `data` at
-/// `addr` by ntor, and adds its layer.
+/// Extends `circ` (whose last hop is `hop`) by ntor to the relay with data directory `data`,
+/// named by the address specifier `spec`, and adds its layer.
 fn extend(circ: &mut ClientCirc, hop: usize, spec: LinkSpec<'_>, data: &Path) {
     let (rsa, ed) = identities(data);
     let onion = ntor_public(data);
