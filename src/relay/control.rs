@@ -139,6 +139,7 @@ pub fn initial_snapshot(
         link: Arc::new(link),
         self_status: None,
         hibernation: Hibernation::Awake,
+        extend_over_ipv6: false,
     }
 }
 

@@ -1129,10 +1129,10 @@ impl RelayHandler {
         now: Instant,
         out: &mut Outbox<'_, RelayMsg>,
     ) {
-        let addr = target
-            .ipv4
-            .map(SocketAddr::V4)
-            .or(target.ipv6.map(SocketAddr::V6));
+        // An IPv6-only extend without an IPv6 ORPort of ours fails with CONNECTFAILED below,
+        // as C `circuit_open_connection_for_extend`.
+        let can_ipv6 = self.network.get().extend_over_ipv6;
+        let addr = target.choose_addr(can_ipv6, &mut self.chan_rng);
         let ctx = self.network.get().link.clone();
         let started = addr.and_then(|addr| {
             let ch = Channel::new_initiator(

@@ -392,6 +392,7 @@ impl Relay {
                 SystemTime::now(),
             )?,
         );
+        first.extend_over_ipv6 = setup::can_extend_over_ipv6(config);
         if let Some(a) = &accounting {
             if a.hibernation().refuses_new_work() {
                 first.hibernation = a.hibernation();

@@ -145,6 +145,20 @@ pub fn advertised_addrs(config: &Config) -> Vec<IpAddr> {
     out
 }
 
+/// Whether we may open channels over IPv6 for an extend (C `router_can_extend_over_ipv6` =
+/// `routerconf_has_ipv6_orport`): we have an advertised IPv6 ORPort, `[::]` included (a
+/// bare port is IPv6 only with `IPv6Only` here, see `or_listen_addrs`). Without one, C
+/// uses only an extend's IPv4 address and refuses an IPv6-only extend.
+pub fn can_extend_over_ipv6(config: &Config) -> bool {
+    config.or_ports.iter().any(|p| {
+        !p.no_advertise
+            && match p.address {
+                Some(ip) => ip.is_ipv6(),
+                None => p.ipv6_only,
+            }
+    })
+}
+
 /// Address of a `MetricsPort`: C's default address is 127.0.0.1.
 pub fn metrics_listen_addr(p: &crate::config::ListenPort) -> SocketAddr {
     let ip = p.address.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -407,6 +421,18 @@ mod tests {
         )
         .unwrap()
         .0
+    }
+
+    #[test]
+    fn extends_over_ipv6_only_with_an_advertised_ipv6_orport() {
+        assert!(!can_extend_over_ipv6(&cfg("")));
+        assert!(can_extend_over_ipv6(&cfg("ORPort [::1]:9002\n")));
+        assert!(can_extend_over_ipv6(&cfg("ORPort [::]:9002\n")));
+        assert!(can_extend_over_ipv6(&cfg("ORPort 9002 IPv6Only\n")));
+        assert!(!can_extend_over_ipv6(&cfg(
+            "ORPort [::1]:9002 NoAdvertise\n"
+        )));
+        assert!(!can_extend_over_ipv6(&cfg("ORPort 127.0.0.1:9002\n")));
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub struct NetworkSnapshot {
     /// Accounting's hibernation state (C `we_are_hibernating`): soft and hard refuse new
     /// connections, circuits and streams; hard also closes every channel.
     pub hibernation: Hibernation,
+    /// Whether extends may open channels over IPv6 ([`super::setup::can_extend_over_ipv6`];
+    /// ORPorts do not change on SIGHUP).
+    pub extend_over_ipv6: bool,
 }
 
 impl NetworkSnapshot {

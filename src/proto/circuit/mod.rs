@@ -102,6 +102,54 @@ pub struct ExtendTarget {
     pub ed: Option<Ed25519Identity>,
 }
 
+impl ExtendTarget {
+    /// The address to open a new channel to (C `circuit_choose_ip_ap_for_extend`): IPv6
+    /// only if `can_ipv6` (we have an advertised IPv6 ORPort); given both, IPv6 one time in
+    /// two (C `IPV6_CONNECTION_ONE_IN_N`). `None`: an IPv6-only extend we cannot make.
+    pub fn choose_addr(&self, can_ipv6: bool, rng: &mut impl rand::Rng) -> Option<SocketAddr> {
+        let v4 = self.ipv4.map(SocketAddr::V4);
+        let v6 = self.ipv6.filter(|_| can_ipv6).map(SocketAddr::V6);
+        match (v4, v6) {
+            (Some(a), Some(b)) => Some(if rng.gen_ratio(1, 2) { b } else { a }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod extend_target_tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn target(v4: bool, v6: bool) -> ExtendTarget {
+        ExtendTarget {
+            ipv4: v4.then(|| "127.0.0.1:9001".parse().unwrap()),
+            ipv6: v6.then(|| "[::1]:9002".parse().unwrap()),
+            rsa: RsaIdentity([1; 20]),
+            ed: None,
+        }
+    }
+
+    #[test]
+    fn ipv6_only_with_an_ipv6_orport_and_then_half_the_time() {
+        let seed = 0x1f6e_7e4d;
+        eprintln!("seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let v4: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        let v6: SocketAddr = "[::1]:9002".parse().unwrap();
+        // Without an IPv6 ORPort: IPv4 only; an IPv6-only extend has no address.
+        assert_eq!(target(true, true).choose_addr(false, &mut rng), Some(v4));
+        assert_eq!(target(false, true).choose_addr(false, &mut rng), None);
+        assert_eq!(target(true, false).choose_addr(true, &mut rng), Some(v4));
+        assert_eq!(target(false, true).choose_addr(true, &mut rng), Some(v6));
+        // With both: each family about half the time (1000 draws; 400..600 is > 6 sigma).
+        let n6 = (0..1000)
+            .filter(|_| target(true, true).choose_addr(true, &mut rng) == Some(v6))
+            .count();
+        assert!((400..=600).contains(&n6), "{n6} of 1000 over IPv6");
+    }
+}
+
 /// Up to one relay cell of stream data, inline.
 #[derive(Clone, Copy)]
 pub struct StreamBytes {
