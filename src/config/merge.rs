@@ -224,12 +224,12 @@ mod tests {
     fn ignored_options_warn_once() {
         let t = lines(
             "torrc",
-            "AvoidDiskWrites 1\nSandbox 0\navoiddiskwrites 0\nTunnelDirConns 1\n",
+            "HardwareAccel 1\nSandbox 0\nhardwareaccel 0\nTunnelDirConns 1\n",
         );
         let (_, w) = merge(&[t]).unwrap();
         let msgs: Vec<String> = w.iter().map(|w| w.to_string()).collect();
         assert_eq!(msgs.len(), 3, "{msgs:?}");
-        assert!(msgs[0].starts_with("torrc:1: option \"AvoidDiskWrites\" is ignored by Fors"));
+        assert!(msgs[0].starts_with("torrc:1: option \"HardwareAccel\" is ignored by Fors"));
         assert!(msgs[1].starts_with("torrc:2: option \"Sandbox\" is ignored"));
         assert!(msgs[2].starts_with("torrc:4: option \"TunnelDirConns\" is obsolete"));
     }

@@ -111,7 +111,8 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("AccelName", WHY_ACCEL),
     (
         "AvoidDiskWrites",
-        "Fors writes to disk only when keys, the control cookie or the pid file change",
+        "Fors writes its state file (accounting) on C tor's normal schedule, not the \
+         reduced one; only 0 is accepted",
     ),
     (
         "CacheDirectoryGroupReadable",
@@ -286,6 +287,7 @@ pub const IGNORED: &[(&str, &str)] = &[
 /// published, padding sent, memory locked, a sandbox — and is refused with its line, since
 /// ignoring it would change what the operator, the network or users get.
 pub const IGNORED_VALUES: &[(&str, &[&str])] = &[
+    ("AvoidDiskWrites", &["0"]),
     ("CacheDirectoryGroupReadable", &["0"]),
     ("CellStatistics", &["0"]),
     ("ConnDirectionStatistics", &["0"]),

@@ -346,13 +346,13 @@ fn relay_needs_an_or_port() {
 #[test]
 fn warnings_for_accepted_but_noted_options() {
     let (c, w) = parse(&format!(
-        "{MIN}DirPort 0\nAvoidDiskWrites 1\nAvoidDiskWrites 0\nMaxMemInQueues 10 MB\n\
+        "{MIN}DirPort 0\nHardwareAccel 1\nHardwareAccel 0\nMaxMemInQueues 10 MB\n\
          ExitRelay 0\nExitPolicy accept *:*\nAddress 10.0.0.1\nConnectionPadding auto\n"
     ))
     .unwrap();
     let w: Vec<String> = w.iter().map(ToString::to_string).collect();
     assert_eq!(w.len(), 5, "{w:#?}");
-    assert!(w[0].starts_with("torrc:4: option \"AvoidDiskWrites\" is ignored by Fors"));
+    assert!(w[0].starts_with("torrc:4: option \"HardwareAccel\" is ignored by Fors"));
     assert!(w
         .iter()
         .any(|m| m.starts_with("torrc:10: option \"ConnectionPadding\" is ignored by Fors")));

@@ -76,12 +76,23 @@ pub enum ClientError {
 
 /// A TCP connection to `addr` from the `OutboundBindAddress` of its family, if any.
 fn connect(addr: SocketAddr, limits: &ClientLimits) -> std::io::Result<TcpStream> {
-    let Some(from) = limits.outbound.source(OutboundKind::Dir, addr.ip()) else {
-        return TcpStream::connect_timeout(&addr, limits.connect_timeout);
+    let from = limits.outbound.source(OutboundKind::Dir, addr.ip());
+    connect_from(addr, from, limits.connect_timeout)
+}
+
+/// A blocking TCP connection to `addr`, from source address `from` when given (the kernel
+/// picks the port), within `timeout`.
+pub fn connect_from(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect_timeout(&addr, timeout);
     };
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.bind(&SocketAddr::new(from, 0).into())?;
-    s.connect_timeout(&addr.into(), limits.connect_timeout)?;
+    s.connect_timeout(&addr.into(), timeout)?;
     Ok(s.into())
 }
 

@@ -411,10 +411,9 @@ impl ControlPlane {
             .set_publish_enabled(config.publish_server_descriptor);
         self.directory.set_assume_reachable(config.assume_reachable);
         let old = self.network.load();
-        if exit_policy != self.exit_policy || config.outbound_bind() != old.outbound {
+        if exit_policy != self.exit_policy {
             self.network.publish(NetworkSnapshot {
                 exit_policy: Arc::new(exit_policy.clone()),
-                outbound: config.outbound_bind(),
                 ..(*old).clone()
             });
         }

@@ -116,7 +116,7 @@ pub fn run_main(args: &[String]) -> i32 {
     log::set_safe_logging(config.safe_logging);
     log::set_time_granularity(config.log_time_granularity);
     if config.disable_debugger_attachment {
-        if let Err(e) = setup::disable_debugger_attachment() {
+        if let Err(e) = setup::set_dumpable(false) {
             log_warn!("DisableDebuggerAttachment: could not make the process non-dumpable: {e}");
         }
     }

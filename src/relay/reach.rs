@@ -16,7 +16,7 @@
 //! directory worker thread.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use rand::SeedableRng;
@@ -82,7 +82,8 @@ pub fn probe(
     timeout: Duration,
 ) -> Result<OpenInfo, ProbeError> {
     let deadline = Instant::now() + timeout;
-    let mut s = connect(addr, bind, timeout).map_err(ProbeError::Connect)?;
+    let mut s =
+        crate::dir::client::connect_from(addr, bind, timeout).map_err(ProbeError::Connect)?;
     s.set_nodelay(true).ok();
     let tls_config = tls::client_config(tls::provider())?;
     // The RNG only picks the SNI name and link nonces here; OS entropy, nothing to replay.
@@ -126,24 +127,6 @@ pub fn probe(
             Err(e) => return Err(ProbeError::Io(e)),
         }
     }
-}
-
-fn connect(
-    addr: SocketAddr,
-    bind: Option<IpAddr>,
-    timeout: Duration,
-) -> std::io::Result<TcpStream> {
-    let Some(from) = bind else {
-        return TcpStream::connect_timeout(&addr, timeout);
-    };
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    s.bind(&SocketAddr::new(from, 0).into())?;
-    s.connect_timeout(&addr.into(), timeout)?;
-    Ok(s.into())
 }
 
 /// What the control plane should do about the self-test now.

@@ -97,9 +97,11 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         server_dns_resolv_conf_file => "ServerDNSResolvConfFile", Restart;
         num_cpus => "NumCPUs", Restart;
         hardware_profile => "HardwareProfile", Restart;
-        outbound_bind_addresses => "OutboundBindAddress", Now;
-        outbound_bind_addresses_or => "OutboundBindAddressOR", Now;
-        outbound_bind_addresses_exit => "OutboundBindAddressExit", Now;
+        // Bound into the directory worker and the self-test at start-up: a restart applies
+        // them everywhere at once rather than to some connections only.
+        outbound_bind_addresses => "OutboundBindAddress", Restart;
+        outbound_bind_addresses_or => "OutboundBindAddressOR", Restart;
+        outbound_bind_addresses_exit => "OutboundBindAddressExit", Restart;
         control_ports => "ControlPort", Restart;
         cookie_authentication => "CookieAuthentication", Restart;
         control => "ControlPort/CookieAuthFile/CookieAuthFileGroupReadable/HashedControlPassword", Restart;

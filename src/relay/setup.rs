@@ -191,14 +191,9 @@ pub fn raise_fd_limit() -> Option<u64> {
     }
 }
 
-/// `DisableDebuggerAttachment 1`, as C tor on Linux: `PR_SET_DUMPABLE` 0 stops other
-/// processes of the same user from attaching with ptrace or reading our memory (the keys),
-/// and stops core dumps.
-pub fn disable_debugger_attachment() -> std::io::Result<()> {
-    set_dumpable(false)
-}
-
-/// Sets the process's dumpable flag (a uid switch resets it to `fs.suid_dumpable`).
+/// Sets the process's dumpable flag: `DisableDebuggerAttachment 1` clears it, as C tor on
+/// Linux, so other processes of the same user cannot attach with ptrace or read our memory
+/// (the keys), and no core dump is left. A uid switch resets it to `fs.suid_dumpable`.
 pub fn set_dumpable(dumpable: bool) -> std::io::Result<()> {
     // SAFETY: prctl(PR_SET_DUMPABLE, 0|1) takes no pointers and only changes this
     // process's dumpable flag.

@@ -447,11 +447,6 @@ impl ShardBuckets {
         resumed
     }
 
-    /// Whether any pool is marked empty.
-    pub fn any_empty(&self) -> bool {
-        self.empty.iter().any(|&e| e)
-    }
-
     /// The shared budget.
     pub fn shared(&self) -> &Arc<SharedBudget> {
         &self.shared
