@@ -311,10 +311,18 @@ impl Drop for TestnetGuard<'_> {
 
 /// A base port whose next 16 ports are free right now (for `testnet.py --base-port`).
 pub fn free_port_range_base() -> u16 {
+    // Tests of one binary run in parallel threads and may all ask before any of them binds:
+    // a range handed out in this process is never handed out again.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
     let seed = (std::process::id() % 2000) as u16;
     for i in 0..200u16 {
         let base = 30_000 + (seed * 13 + i * 97) % 25_000;
+        if given.iter().any(|&g| base.abs_diff(g) < 16) {
+            continue;
+        }
         if (0..16).all(|p| TcpListener::bind(("127.0.0.1", base + p)).is_ok()) {
+            given.push(base);
             return base;
         }
     }
