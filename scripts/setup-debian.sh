@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Fors's demo and tests need on a Debian machine: Debian's tor (for the private
 # network's authorities, relays and client), python3 (network orchestration), python3-stem (the
-# ControlPort test), unbound (the local DNS resolver exit tests use) and a C toolchain.
+# ControlPort test), unbound (the local DNS resolver exit tests use), prometheus (scrapes the
+# MetricsPort in tests) and a C toolchain.
 # Idempotent; safe to run on every invocation.
 #
 # Installing the tor package on a systemd machine normally enables tor@default, which would
@@ -17,6 +18,8 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 # stem (the controller library nyx is built on) drives the ControlPort test.
 dpkg -s python3-stem >/dev/null 2>&1 || need+=(python3-stem)
 command -v unbound >/dev/null 2>&1 || need+=(unbound)
+# A real Prometheus scrapes the MetricsPort in tests (tests/daemon_starvation.rs).
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # Network-namespace tests (scripts/netns.py): unshare, nsenter and setpriv (util-linux), ip.
@@ -45,7 +48,7 @@ fi
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
     SUDO=""
     if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    for unit in tor.service tor@default.service unbound.service; do
+    for unit in tor.service tor@default.service unbound.service prometheus.service; do
         $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
         $SUDO systemctl mask "$unit" >/dev/null 2>&1 || true
     done

@@ -7,7 +7,10 @@
 //!
 //! Bounds: [`MAX_CONNECTIONS`] controllers, [`MAX_LINE`] bytes per line, and events are not
 //! queued to a controller that has more than [`MAX_PENDING_OUTPUT`] unsent bytes (they are
-//! dropped and counted instead).
+//! dropped and counted instead). C tor has no limit of its own on controllers; Fors keeps a
+//! bound, so that idle sockets cannot lock the operator out a full table makes room by
+//! closing the oldest connection that has not authenticated. Only when every slot holds an
+//! authenticated controller is a newcomer refused.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -30,8 +33,8 @@ use crate::exit::policy::ExitPolicy;
 use crate::metrics::MetricsRegistry;
 use crate::relay::log::{self, LogEvent};
 
-/// Controllers connected at once; more are refused.
-pub const MAX_CONNECTIONS: usize = 16;
+/// Connections held at once (the oldest unauthenticated one makes room for a newcomer).
+pub const MAX_CONNECTIONS: usize = 64;
 /// Longest command line accepted.
 pub const MAX_LINE: usize = 16 * 1024;
 /// Unsent bytes above which events for a controller are dropped.
@@ -364,6 +367,10 @@ impl Worker {
             if self.conns.len() != before {
                 self.update_tap();
             }
+            self.metrics
+                .relay
+                .controlport_connections
+                .store(self.conns.len() as u64, Ordering::Relaxed);
             if owner_gone {
                 signals.push(ControlSignal::Halt);
             }
@@ -414,6 +421,33 @@ impl Worker {
                     dropped_events: 0,
                 };
                 if self.conns.len() >= MAX_CONNECTIONS {
+                    // `conns` keeps accept order: the first unauthenticated one is the oldest.
+                    // (TAKEOWNERSHIP needs authentication: an owner is never evicted.)
+                    if let Some(i) = self
+                        .conns
+                        .iter()
+                        .position(|c| !c.session.is_authenticated() && !c.closing)
+                    {
+                        drop(self.conns.remove(i));
+                        let n = self
+                            .metrics
+                            .relay
+                            .controlport_evicted
+                            .fetch_add(1, Ordering::Relaxed);
+                        if (n + 1).is_power_of_two() {
+                            log::log_notice!(
+                                "ControlPort: {MAX_CONNECTIONS} connections open; closed the \
+                                 oldest unauthenticated one to make room ({} so far).",
+                                n + 1
+                            );
+                        }
+                    }
+                }
+                if self.conns.len() >= MAX_CONNECTIONS {
+                    self.metrics
+                        .relay
+                        .controlport_refused
+                        .fetch_add(1, Ordering::Relaxed);
                     c.output
                         .extend_from_slice(b"451 Too many controller connections\r\n");
                     c.closing = true;
@@ -706,13 +740,39 @@ mod tests {
         assert_eq!(read_line(&mut rt), "500 Line too long\r\n");
         assert_eq!(read_line(&mut rt), "");
 
-        // Connection limit: the one over the bound gets 451 and is closed.
-        let mut extra: Vec<TcpStream> = Vec::new();
+        // A full table of idle, unauthenticated sockets does not lock a controller out: the
+        // newcomer takes the oldest one's place.
+        let mut idle: Vec<TcpStream> = Vec::new();
         for _ in 0..MAX_CONNECTIONS - 1 {
-            let s = TcpStream::connect(tcp_addr).unwrap();
-            extra.push(s);
+            idle.push(TcpStream::connect(tcp_addr).unwrap());
         }
         std::thread::sleep(Duration::from_millis(300));
+        let mut newcomer = TcpStream::connect(tcp_addr).unwrap();
+        newcomer
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        newcomer.write_all(b"AUTHENTICATE\r\n").unwrap();
+        let mut rn = BufReader::new(newcomer.try_clone().unwrap());
+        assert_eq!(read_line(&mut rn), "250 OK\r\n");
+        idle[0]
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut b = [0u8; 16];
+        assert_eq!(
+            idle[0].read(&mut b).unwrap_or(0),
+            0,
+            "oldest idle one closed"
+        );
+        // Authenticated controllers are never evicted: with every slot authenticated, the
+        // one over the bound gets 451 and is closed.
+        for s in &mut idle[1..] {
+            s.write_all(b"AUTHENTICATE\r\n").unwrap();
+        }
+        for s in &mut idle[1..] {
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            assert_eq!(read_line(&mut r), "250 OK\r\n");
+        }
         let over = TcpStream::connect(tcp_addr).unwrap();
         over.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();

@@ -1,14 +1,20 @@
-//! The MetricsPort: a small blocking HTTP/1.0 server that answers `GET /metrics` with the
-//! Prometheus text of a [`MetricsRegistry`] (tor-manual "MetricsPort").
+//! The MetricsPort: a small HTTP/1.0 server that answers `GET /metrics` with the Prometheus
+//! text of a [`MetricsRegistry`] (tor-manual "MetricsPort").
 //!
-//! Bounds: requests larger than [`MAX_REQUEST`] bytes are refused, each connection has
-//! [`REQUEST_TIMEOUT`] to send its request and as long to take the answer, and at most
-//! [`MAX_CONNECTIONS`] are served at once (more get `503` and are closed). Peers the
-//! `MetricsPortPolicy` rejects are closed without an answer, as C tor does.
+//! One thread serves every connection with non-blocking sockets (the control plane: never a
+//! shard). Bounds, chosen so that idle or slow connections cannot starve a scraper:
+//! * at most [`MAX_CONNECTIONS`] connections; when the table is full, a new connection takes
+//!   the place of the **oldest one that has not finished sending its request** (an idle or
+//!   slow client), which is closed and counted. Only when every slot is answering a request
+//!   does a newcomer get `503`.
+//! * each connection has [`REQUEST_TIMEOUT`] to send its request head (at most
+//!   [`MAX_REQUEST`] bytes, else `413`), and as long again to take the answer.
+//!
+//! Peers the `MetricsPortPolicy` rejects are closed without an answer, as C tor does.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,8 +30,11 @@ use crate::exit::policy::{
 pub const MAX_REQUEST: usize = 8 * 1024;
 /// Time a client has to send its request, and again to read the answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at the same time.
-pub const MAX_CONNECTIONS: usize = 4;
+/// Connections held at the same time (idle ones are evicted first when it is reached).
+pub const MAX_CONNECTIONS: usize = 64;
+/// Sleep between passes when nothing happened. A scrape waits at most this long to be
+/// noticed; the thread costs a few system calls per pass.
+const POLL: Duration = Duration::from_millis(10);
 
 /// Who may read the MetricsPort. As in C tor, an empty `MetricsPortPolicy` rejects everyone,
 /// port numbers in the items are ignored, and a peer no item matches is rejected.
@@ -148,54 +157,225 @@ fn accept_loop(
     registry: Arc<MetricsRegistry>,
     stop: Arc<AtomicBool>,
 ) {
-    let active = Arc::new(AtomicUsize::new(0));
-    loop {
-        let accepted = listener.accept();
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        let (mut stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                crate::relay::log::log_warn!("MetricsPort: accept failed: {e}");
-                // EMFILE and friends: do not spin.
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
+    if let Err(e) = listener.set_nonblocking(true) {
+        crate::relay::log::log_warn!("MetricsPort: cannot make the listener non-blocking: {e}");
+        return;
+    }
+    let mut server = Server::new(MAX_CONNECTIONS);
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        let mut busy = false;
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    busy = true;
+                    if !policy.permits(peer.ip()) {
+                        crate::relay::log::log_info!(
+                            "MetricsPort: closing connection from {} (refused by MetricsPortPolicy)",
+                            crate::relay::log::relay_addr(peer.ip())
+                        );
+                        continue;
+                    }
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    server.admit(stream, now, &registry);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    crate::relay::log::log_warn!("MetricsPort: accept failed: {e}");
+                    // EMFILE and friends: do not spin; serve what we hold meanwhile.
+                    break;
+                }
             }
-        };
-        if !policy.permits(peer.ip()) {
-            crate::relay::log::log_info!(
-                "MetricsPort: closing connection from {} (refused by MetricsPortPolicy)",
-                crate::relay::log::relay_addr(peer.ip())
-            );
-            continue;
         }
-        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::AcqRel);
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-            let _ = stream.write_all(&response(503, "Service Unavailable", b"busy\n"));
-            continue;
-        }
-        let registry = registry.clone();
-        let guard = ActiveGuard(active.clone());
-        let spawned = std::thread::Builder::new()
-            .name("fors-metrics-conn".into())
-            .spawn(move || {
-                let _guard = guard;
-                serve(stream, &registry);
-            });
-        if let Err(e) = spawned {
-            crate::relay::log::log_warn!("MetricsPort: cannot start a connection thread: {e}");
+        busy |= server.pass(now, &registry);
+        registry
+            .relay
+            .metricsport_connections
+            .store(server.conns.len() as u64, Ordering::Relaxed);
+        if !busy {
+            std::thread::sleep(POLL);
         }
     }
 }
 
-struct ActiveGuard(Arc<AtomicUsize>);
+/// What a connection is doing.
+enum Phase {
+    /// Reading the request head (`buf`), until `deadline`.
+    Reading { buf: Vec<u8> },
+    /// Writing `out[sent..]`, until `deadline`.
+    Writing { out: Vec<u8>, sent: usize },
+}
 
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+struct Conn {
+    stream: TcpStream,
+    /// When it was accepted: the oldest reader is evicted first.
+    accepted: Instant,
+    deadline: Instant,
+    phase: Phase,
+}
+
+/// The connection table and its bound (sans the listener: testable with socket pairs).
+struct Server {
+    conns: Vec<Conn>,
+    max: usize,
+}
+
+impl Server {
+    fn new(max: usize) -> Server {
+        Server {
+            conns: Vec::with_capacity(max),
+            max,
+        }
     }
+
+    /// Takes a new connection: evicts the oldest one still reading its request if the table
+    /// is full, or answers `503` if every slot is busy answering.
+    fn admit(&mut self, stream: TcpStream, now: Instant, registry: &MetricsRegistry) {
+        if self.conns.len() >= self.max {
+            let oldest_reader = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| matches!(c.phase, Phase::Reading { .. }))
+                .min_by_key(|(_, c)| c.accepted)
+                .map(|(i, _)| i);
+            match oldest_reader {
+                Some(i) => {
+                    self.conns.swap_remove(i);
+                    let n = registry
+                        .relay
+                        .metricsport_evicted
+                        .fetch_add(1, Ordering::Relaxed);
+                    // C tor-style rate limit by powers of two: a flood of idle sockets
+                    // leaves a trace without flooding the log.
+                    if (n + 1).is_power_of_two() {
+                        crate::relay::log::log_notice!(
+                            "MetricsPort: connection table full ({} connections); closed the \
+                             oldest one that had not sent its request ({} so far).",
+                            self.max,
+                            n + 1
+                        );
+                    }
+                }
+                None => {
+                    registry
+                        .relay
+                        .metricsport_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    let mut stream = stream;
+                    let _ = stream.write(&response(503, "Service Unavailable", b"busy\n"));
+                    return;
+                }
+            }
+        }
+        self.conns.push(Conn {
+            stream,
+            accepted: now,
+            deadline: now + REQUEST_TIMEOUT,
+            phase: Phase::Reading {
+                buf: Vec::with_capacity(512),
+            },
+        });
+    }
+
+    /// Reads, answers and writes what each connection allows without blocking; drops the
+    /// finished, failed and timed-out ones. Whether anything moved.
+    fn pass(&mut self, now: Instant, registry: &MetricsRegistry) -> bool {
+        let mut busy = false;
+        let mut i = 0;
+        while i < self.conns.len() {
+            let (keep, moved) = step(&mut self.conns[i], now, registry);
+            busy |= moved;
+            if keep {
+                i += 1;
+            } else {
+                self.conns.swap_remove(i);
+            }
+        }
+        busy
+    }
+}
+
+/// Advances one connection; (keep it, did anything move).
+fn step(c: &mut Conn, now: Instant, registry: &MetricsRegistry) -> (bool, bool) {
+    let mut moved = false;
+    if let Phase::Reading { buf } = &mut c.phase {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match c.stream.read(&mut chunk) {
+                Ok(0) => return (false, true),
+                Ok(n) => {
+                    moved = true;
+                    buf.extend_from_slice(&chunk[..n]);
+                    if head_complete(buf) || buf.len() > MAX_REQUEST {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return (false, true),
+            }
+        }
+        let reply = if buf.len() > MAX_REQUEST {
+            Some(response(413, "Request Entity Too Large", b""))
+        } else if head_complete(buf) {
+            Some(match parse_request(buf) {
+                Request::Metrics => response(200, "OK", registry.render(now).as_bytes()),
+                Request::NotFound => response(404, "Not Found", b"not found\n"),
+                Request::MethodNotAllowed => response(405, "Method Not Allowed", b""),
+                Request::Bad => response(400, "Bad Request", b""),
+            })
+        } else {
+            None
+        };
+        match reply {
+            Some(out) => {
+                c.phase = Phase::Writing { out, sent: 0 };
+                c.deadline = now + REQUEST_TIMEOUT;
+            }
+            None if now >= c.deadline => {
+                registry
+                    .relay
+                    .metricsport_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                return (false, moved);
+            }
+            None => return (true, moved),
+        }
+    }
+    if let Phase::Writing { out, sent } = &mut c.phase {
+        while *sent < out.len() {
+            match c.stream.write(&out[*sent..]) {
+                Ok(0) => return (false, true),
+                Ok(n) => {
+                    moved = true;
+                    *sent += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return (false, true),
+            }
+        }
+        if *sent == out.len() {
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            return (false, true);
+        }
+        if now >= c.deadline {
+            registry
+                .relay
+                .metricsport_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            return (false, moved);
+        }
+    }
+    (true, moved)
+}
+
+fn head_complete(buf: &[u8]) -> bool {
+    buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n")
 }
 
 /// What a request asked for.
@@ -244,47 +424,6 @@ fn response(code: u16, reason: &str, body: &[u8]) -> Vec<u8> {
     .into_bytes();
     r.extend_from_slice(body);
     r
-}
-
-/// Reads the request head within the time and size bounds; `None` if the client was too
-/// slow, too large or went away.
-fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let deadline = Instant::now() + REQUEST_TIMEOUT;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return None;
-        }
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
-            return Some(buf);
-        }
-        if buf.len() > MAX_REQUEST {
-            let _ = stream.write_all(&response(413, "Request Entity Too Large", b""));
-            return None;
-        }
-    }
-}
-
-fn serve(mut stream: TcpStream, registry: &MetricsRegistry) {
-    let Some(head) = read_head(&mut stream) else {
-        return;
-    };
-    let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
-    let reply = match parse_request(&head) {
-        Request::Metrics => response(200, "OK", registry.render(Instant::now()).as_bytes()),
-        Request::NotFound => response(404, "Not Found", b"not found\n"),
-        Request::MethodNotAllowed => response(405, "Method Not Allowed", b""),
-        Request::Bad => response(400, "Bad Request", b""),
-    };
-    let _ = stream.write_all(&reply);
-    let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 #[cfg(test)]
@@ -346,37 +485,95 @@ mod tests {
     }
 
     #[test]
-    fn connection_bound_answers_503() {
+    fn idle_connections_do_not_starve_a_scrape() {
         let reg = Arc::new(MetricsRegistry::new(1, Instant::now()));
         let policy = MetricsPolicy::parse(&items(&["accept 127.0.0.1"])).unwrap();
-        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), policy, reg).unwrap();
+        let server =
+            MetricsServer::start("127.0.0.1:0".parse().unwrap(), policy, reg.clone()).unwrap();
         let addr = server.local_addr();
-        // MAX_CONNECTIONS clients that never send a request occupy every slot...
-        let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+        // Far more idle sockets than slots, all from the scraper's own address.
+        let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS + 36)
             .map(|_| TcpStream::connect(addr).unwrap())
             .collect();
-        // ...until the server has accepted them all; then the next one is turned away.
-        let end = Instant::now() + Duration::from_secs(5);
-        let busy = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        for _ in 0..5 {
             let r = get(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
-            if r.starts_with("HTTP/1.0 503") || Instant::now() > end {
-                break r;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(busy.starts_with("HTTP/1.0 503"), "{busy}");
-        drop(idle);
-        // Slots free up once those connections end.
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            let r = get(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
-            if r.starts_with("HTTP/1.0 200") {
-                break;
-            }
-            assert!(Instant::now() < end, "never recovered: {r}");
-            std::thread::sleep(Duration::from_millis(50));
+            assert!(
+                r.starts_with("HTTP/1.0 200 OK\r\n"),
+                "{}",
+                &r[..r.len().min(80)]
+            );
         }
+        let evicted = reg.relay.metricsport_evicted.load(Ordering::Relaxed);
+        assert!(evicted >= 36, "evicted {evicted}");
+        assert_eq!(reg.relay.metricsport_refused.load(Ordering::Relaxed), 0);
+        drop(idle);
         server.stop();
+    }
+
+    /// A pair of connected loopback sockets (ours, the peer's).
+    fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        (s, c)
+    }
+
+    #[test]
+    fn busy_slots_answer_503_and_slow_ones_time_out() {
+        let reg = MetricsRegistry::new(1, Instant::now());
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let t0 = Instant::now();
+        let mut server = Server::new(2);
+        // Two connections in the middle of an answer: neither may be evicted.
+        let mut peers = Vec::new();
+        for _ in 0..2 {
+            let (s, c) = pair(&l);
+            peers.push(c);
+            server.conns.push(Conn {
+                stream: s,
+                accepted: t0,
+                deadline: t0 + REQUEST_TIMEOUT,
+                phase: Phase::Writing {
+                    out: vec![b'x'; 16],
+                    sent: 8,
+                },
+            });
+        }
+        let (s, mut c) = pair(&l);
+        server.admit(s, t0, &reg);
+        assert_eq!(server.conns.len(), 2);
+        assert_eq!(reg.relay.metricsport_refused.load(Ordering::Relaxed), 1);
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.0 503"), "{out}");
+        // A reader that sends half a request and stalls is closed at its deadline, counted.
+        let mut server = Server::new(4);
+        let (s, mut c) = pair(&l);
+        c.write_all(b"GET /metr").unwrap();
+        server.admit(s, t0, &reg);
+        std::thread::sleep(Duration::from_millis(50));
+        server.pass(t0 + Duration::from_secs(1), &reg);
+        assert_eq!(server.conns.len(), 1, "still within its deadline");
+        server.pass(t0 + REQUEST_TIMEOUT, &reg);
+        assert_eq!(server.conns.len(), 0);
+        assert_eq!(reg.relay.metricsport_timeouts.load(Ordering::Relaxed), 1);
+        // A full table of readers: the oldest makes room.
+        let mut server = Server::new(2);
+        let (s1, _c1) = pair(&l);
+        let (s2, _c2) = pair(&l);
+        let (s3, _c3) = pair(&l);
+        server.admit(s1, t0, &reg);
+        server.admit(s2, t0 + Duration::from_millis(1), &reg);
+        let second = server.conns[1].stream.local_addr().unwrap();
+        server.admit(s3, t0 + Duration::from_millis(2), &reg);
+        assert_eq!(server.conns.len(), 2);
+        assert_eq!(reg.relay.metricsport_evicted.load(Ordering::Relaxed), 1);
+        assert!(server
+            .conns
+            .iter()
+            .any(|c| c.stream.local_addr().unwrap() == second && c.accepted > t0));
     }
 
     #[test]

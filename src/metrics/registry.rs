@@ -35,6 +35,17 @@ pub struct RelayGauges {
     pub consensus_fetches_failed: AtomicU64,
     /// 1 when the latest consensus lists us.
     pub listed_in_consensus: AtomicU64,
+    /// MetricsPort connections held now; connections closed to make room (they had not
+    /// sent their request), turned away with 503 (every slot answering), timed out.
+    pub metricsport_connections: AtomicU64,
+    pub metricsport_evicted: AtomicU64,
+    pub metricsport_refused: AtomicU64,
+    pub metricsport_timeouts: AtomicU64,
+    /// ControlPort connections held now; unauthenticated ones closed to make room; ones
+    /// refused because every slot held an authenticated controller.
+    pub controlport_connections: AtomicU64,
+    pub controlport_evicted: AtomicU64,
+    pub controlport_refused: AtomicU64,
 }
 
 /// The MetricsPort's view of the relay.
@@ -375,7 +386,7 @@ impl MetricsRegistry {
             written,
         );
         let r = &self.relay;
-        let relay: [(&str, MetricKind, &str, &AtomicU64); 10] = [
+        let relay: [(&str, MetricKind, &str, &AtomicU64); 17] = [
             (
                 "fors_relay_observed_bandwidth_bytes",
                 MetricKind::Gauge,
@@ -391,6 +402,13 @@ impl MetricsRegistry {
             ("fors_relay_consensus_fetches_ok_total", MetricKind::Counter, "Consensus documents fetched and verified.", &r.consensus_fetches_ok),
             ("fors_relay_consensus_fetches_failed_total", MetricKind::Counter, "Consensus fetches that failed.", &r.consensus_fetches_failed),
             ("fors_relay_listed_in_consensus", MetricKind::Gauge, "1 if the latest consensus lists this relay.", &r.listed_in_consensus),
+            ("fors_metricsport_connections", MetricKind::Gauge, "MetricsPort connections held now.", &r.metricsport_connections),
+            ("fors_metricsport_evicted_total", MetricKind::Counter, "MetricsPort connections closed to make room: the table was full and they had not sent their request.", &r.metricsport_evicted),
+            ("fors_metricsport_refused_total", MetricKind::Counter, "MetricsPort connections answered 503: every slot was answering a request.", &r.metricsport_refused),
+            ("fors_metricsport_timeouts_total", MetricKind::Counter, "MetricsPort connections closed because a request or answer took longer than 5 s.", &r.metricsport_timeouts),
+            ("fors_controlport_connections", MetricKind::Gauge, "ControlPort connections held now.", &r.controlport_connections),
+            ("fors_controlport_evicted_total", MetricKind::Counter, "Unauthenticated ControlPort connections closed to make room for a new one.", &r.controlport_evicted),
+            ("fors_controlport_refused_total", MetricKind::Counter, "ControlPort connections refused: every slot held an authenticated controller.", &r.controlport_refused),
         ];
         for (name, kind, help, v) in relay {
             f.single(name, kind, help, g(v));
