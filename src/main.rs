@@ -2,6 +2,13 @@
 
 use std::process::ExitCode;
 
+/// jemalloc, not glibc's malloc: after a churn of 20,000 connections glibc kept 670 MB of a
+/// relay that had started at 215 MB (freed but fragmented arenas), jemalloc went back to 227
+/// MB within seconds (bench/RESULTS.md "Memory after connection churn"; issue #15). Only the
+/// binary chooses: the library and its tests keep the system allocator.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn usage() -> &'static str {
     "usage: fors -f TORRC [--defaults-torrc FILE]\n       \
      fors --verify-config -f TORRC\n       \
@@ -12,6 +19,11 @@ fn usage() -> &'static str {
 }
 
 fn main() -> ExitCode {
+    // Purge freed pages from a background thread: without it jemalloc only returns memory
+    // when the arena that freed it allocates again, and an idle shard's may not for long.
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("fors: cannot start jemalloc's background thread: {e}");
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("bench-crypto") => fors::cli::bench_crypto::run(&args[1..]),
