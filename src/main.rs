@@ -6,6 +6,7 @@ use std::process::ExitCode;
 /// relay that had started at 215 MB (freed but fragmented arenas), jemalloc went back to 227
 /// MB within seconds (bench/RESULTS.md "Memory after connection churn"; issue #15). Only the
 /// binary chooses: the library and its tests keep the system allocator.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -21,6 +22,7 @@ fn usage() -> &'static str {
 fn main() -> ExitCode {
     // Purge freed pages from a background thread: without it jemalloc only returns memory
     // when the arena that freed it allocates again, and an idle shard's may not for long.
+    #[cfg(feature = "jemalloc")]
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("fors: cannot start jemalloc's background thread: {e}");
     }
