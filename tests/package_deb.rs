@@ -155,10 +155,22 @@ TORRC
 # What StateDirectory=fors-instances/%i makes.
 install -d -o "$(chroot "$R" id -u _fors)" -g "$(chroot "$R" id -g _fors)" -m 0700 \
     "$R/var/lib/fors-instances/probe"
-chroot "$R" setpriv --reuid=_fors --regid=_fors --init-groups \
-    --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
-    --bounding-set=-all,+net_bind_service --no-new-privs \
-    /usr/bin/fors -f /etc/fors/instances/probe/torrc >"$W/relay.log" 2>&1 &
+# The unit's own command lines, for instance "probe".
+unit_cmd() {
+    grep "^$1=" "$R/usr/lib/systemd/system/fors@.service" | cut -d= -f2- | sed 's/%i/probe/g'
+}
+as_fors() {
+    exec chroot "$R" setpriv --reuid=_fors --regid=_fors --init-groups \
+        --inh-caps=-all,+net_bind_service --ambient-caps=-all,+net_bind_service \
+        --bounding-set=-all,+net_bind_service --no-new-privs "$@"
+}
+# shellcheck disable=SC2046
+if (as_fors $(unit_cmd ExecStartPre)) >"$W/execstartpre.txt" 2>&1; then
+    echo "ExecStartPre: ok"
+fi
+# In a subshell that execs, so that $! is the relay itself.
+# shellcheck disable=SC2046
+(as_fors $(unit_cmd ExecStart)) >"$W/relay.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 600); do
     grep -q "the relay is running" "$W/relay.log" && break
@@ -376,7 +388,13 @@ fn package_installs_into_a_throwaway_root_and_the_relay_runs() {
         "{shipped}"
     );
 
-    // The packaged relay ran as _fors with the unit's one capability.
+    // The unit's ExecStartPre (the configuration check) passes on the instance's torrc.
+    let pre = std::fs::read_to_string(w.join("execstartpre.txt")).unwrap();
+    assert!(
+        out.contains("ExecStartPre: ok") && pre.contains("Configuration was valid"),
+        "{pre}"
+    );
+    // The unit's ExecStart ran the packaged relay as _fors with the unit's one capability.
     assert!(
         relay_log.contains(&format!(
             "Opened ORPort on 127.0.0.1:{port} with 2 shards (hardware profile generic;"
