@@ -33,6 +33,10 @@ pub const WATCHDOG_USEC_ENV: &str = "WATCHDOG_USEC";
 /// The process the watchdog timeout is meant for (unset: this one).
 pub const WATCHDOG_PID_ENV: &str = "WATCHDOG_PID";
 
+/// The per-shard counter ([`crate::metrics::shard`]) that every shard tick advances (the
+/// shard copies its counters to the registry at the end of each tick).
+pub const SHARD_TICKS_METRIC: &str = "ticks";
+
 /// How often a healthy shard ticks (`shard` arms a 100 ms timeout): a shard is called stalled
 /// only when it missed several ticks, whatever the watchdog period.
 const SHARD_TICK: Duration = Duration::from_millis(100);
@@ -490,6 +494,11 @@ mod tests {
         // Nobody listening: an error the caller sees, not a silent loss.
         drop(rx);
         assert!(n.send(&[State::Watchdog]).is_err());
+    }
+
+    #[test]
+    fn the_shards_publish_the_tick_counter_the_watchdog_reads() {
+        assert!(crate::metrics::shard::shard_metric_index(SHARD_TICKS_METRIC).is_some());
     }
 
     #[test]
