@@ -323,3 +323,35 @@ fn a_stalled_shard_stops_the_watchdog_pings() {
     manager.until("STOPPING=1", Duration::from_secs(10));
     assert_eq!(f.wait_exit(Duration::from_secs(15)), Some(0));
 }
+
+#[test]
+fn sigint_says_stopping_with_the_wait_and_keeps_that_status() {
+    let tmp = TempDir::new("notify-sigint");
+    let rc = tmp.path().join("torrc");
+    let text = torrc(tmp.path(), free_port(), free_port());
+    std::fs::write(&rc, format!("{text}ShutdownWaitLength 7 seconds\n")).unwrap();
+    let manager = Manager::abstract_named("sigint");
+    let mut f = Fors::start_with_env(
+        &["-f", rc.to_str().unwrap()],
+        &[("NOTIFY_SOCKET", &manager.address)],
+    );
+    manager.until("READY=1", START);
+    f.signal(libc::SIGINT);
+    let msgs = manager.until("STOPPING=1", Duration::from_secs(10));
+    let stopping = &msgs.last().unwrap().text;
+    assert_eq!(
+        field(stopping, "STATUS"),
+        Some("Shutting down in 7 s (ShutdownWaitLength); no longer accepting connections"),
+        "{stopping}"
+    );
+    // Until the exit, no other STATUS= replaces it but the final one (7 s: longer than the
+    // 5 s between consensus fetches on a test network, so the bootstrap status changes
+    // meanwhile: another failed fetch).
+    assert_eq!(f.wait_exit(Duration::from_secs(15)), Some(0));
+    let rest = manager.collect(Duration::from_millis(300));
+    let statuses: Vec<&str> = rest
+        .iter()
+        .filter_map(|m| field(&m.text, "STATUS"))
+        .collect();
+    assert_eq!(statuses, ["Shutting down"], "{statuses:?}");
+}

@@ -812,7 +812,10 @@ impl Relay {
                     exit_at = Some(Instant::now() + wait);
                 }
                 Ok(None) => {
-                    self.update_status();
+                    // During SIGINT's delayed shutdown the status says so and stays.
+                    if exit_at.is_none() {
+                        self.update_status();
+                    }
                     if self.next_heartbeat.is_some_and(|t| Instant::now() >= t) {
                         self.next_heartbeat =
                             heartbeat::next_due(Instant::now(), self.config.heartbeat_period);
