@@ -2,7 +2,8 @@
 # Installs what Fors's demo and tests need on a Debian machine: Debian's tor (for the private
 # network's authorities, relays and client), python3 (network orchestration), python3-stem (the
 # ControlPort test), unbound (the local DNS resolver exit tests use), prometheus (scrapes the
-# MetricsPort in tests) and a C toolchain.
+# MetricsPort in tests), a C toolchain, and what the Debian package test needs
+# (systemd-analyze, binutils, adduser).
 # Idempotent; safe to run on every invocation.
 #
 # Installing the tor package on a systemd machine normally enables tor@default, which would
@@ -26,6 +27,12 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The Debian package test (tests/package_deb.rs): systemd-analyze (verify, syscall-filter),
+# objdump and strip (packaging/build-deb.sh), adduser (the package's postinst).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v objdump >/dev/null 2>&1 || need+=(binutils)
+command -v strip >/dev/null 2>&1 || need+=(binutils)
+command -v adduser >/dev/null 2>&1 || need+=(adduser)
 
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""

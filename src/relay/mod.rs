@@ -4,7 +4,9 @@
 //! PidFile, load or create the keys, build the exit policy, size and start the shards on the
 //! ORPort, start the MetricsPort and the control-plane thread, then wait for signals (SIGTERM:
 //! clean exit; SIGINT: close the listeners, clean exit after ShutdownWaitLength; SIGHUP:
-//! reload; SIGUSR1: status).
+//! reload; SIGUSR1: status). Under systemd (`Type=notify`) it tells the service manager when it
+//! is ready, reloading and stopping, and pings its watchdog while every shard ticks
+//! (`notify.rs`).
 //! Operators' view: docs/operating.md.
 
 pub mod bandwidth;
@@ -15,6 +17,7 @@ pub mod handler;
 pub mod heartbeat;
 pub mod hibernate;
 pub mod log;
+pub mod notify;
 pub mod pidfile;
 pub mod publish;
 pub mod reach;
@@ -33,6 +36,7 @@ use self::control::{ControlMsg, ControlPlane, ControlThread};
 use self::exit_dns::ExitDns;
 use self::handler::RelayHandler;
 use self::log::{log_err, log_info, log_notice, log_warn};
+use self::notify::{Notifier, State, StatusFacts, Watchdog};
 use self::pidfile::{PidFile, PidFileError};
 use self::reload::ReloadEffect;
 use self::setup::SetupError;
@@ -238,6 +242,12 @@ struct Relay {
     /// The shards' shared cell-memory budget and the profile's `max_mem_in_queues_bytes`
     /// (a reload recomputes the cap from the new torrc).
     mem_budget: Option<(Arc<crate::proto::circuit::MemBudget>, u64)>,
+    /// The service manager's notification socket (`$NOTIFY_SOCKET`), if any.
+    notifier: Option<Arc<Notifier>>,
+    /// The thread pinging the service manager's watchdog (`$WATCHDOG_USEC`), if asked for.
+    watchdog: Option<Watchdog>,
+    /// The last `STATUS=` sent (a new one goes out only when it changes).
+    last_status: String,
 }
 
 impl Relay {
@@ -262,6 +272,13 @@ impl Relay {
             None => None,
         };
         let dos_options = config.dos.for_relay(config.publish_server_descriptor);
+        let notifier = match Notifier::from_env() {
+            Ok(n) => n.map(Arc::new),
+            Err(e) => {
+                log_warn!("Not notifying the service manager: {e}");
+                None
+            }
+        };
         // From here on a failure must remove the pid file: build the rest in a closure.
         let mut relay = Relay {
             cl,
@@ -281,6 +298,9 @@ impl Relay {
             user,
             bandwidth: None,
             mem_budget: None,
+            notifier,
+            watchdog: None,
+            last_status: String::new(),
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -625,9 +645,9 @@ impl Relay {
         log_notice!("Fors has started; the relay is running.");
         let request = std::env::var(testing::PANIC_SHARD_ENV).ok();
         match testing::panic_request(request.as_deref(), config) {
-            testing::PanicRequest::None => {}
-            testing::PanicRequest::Ignored(why) => log_warn!("{why}"),
-            testing::PanicRequest::Shard(n) => {
+            testing::ShardRequest::None => {}
+            testing::ShardRequest::Ignored(why) => log_warn!("{why}"),
+            testing::ShardRequest::Shard(n) => {
                 log_warn!(
                     "Testing: {} asks shard {n} to panic at its next tick.",
                     testing::PANIC_SHARD_ENV
@@ -635,7 +655,104 @@ impl Relay {
                 testing::arm(n);
             }
         }
+        let request = std::env::var(testing::STALL_SHARD_ENV).ok();
+        match testing::stall_request(request.as_deref(), config) {
+            testing::ShardRequest::None => {}
+            testing::ShardRequest::Ignored(why) => log_warn!("{why}"),
+            testing::ShardRequest::Shard(n) => {
+                log_warn!(
+                    "Testing: {} asks shard {n} to stall at its next tick.",
+                    testing::STALL_SHARD_ENV
+                );
+                testing::arm_stall(n);
+            }
+        }
+        self.notify_ready();
         Ok(())
+    }
+
+    /// Start-up is complete (listeners open, keys loaded, shards running): `READY=1` with the
+    /// first `STATUS=`, then the watchdog if the service manager asked for one.
+    fn notify_ready(&mut self) {
+        let Some(n) = self.notifier.clone() else {
+            return;
+        };
+        self.last_status = notify::status_line(&self.status_facts());
+        n.send_or_warn(&[State::Ready, State::Status(&self.last_status)]);
+        log_info!(
+            "Told the service manager on {} that Fors is ready.",
+            n.name()
+        );
+        let period = notify::watchdog_period(
+            std::env::var(notify::WATCHDOG_USEC_ENV).ok().as_deref(),
+            std::env::var(notify::WATCHDOG_PID_ENV).ok().as_deref(),
+            std::process::id(),
+        );
+        let period = match period {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(why) => {
+                log_warn!("{why}");
+                return;
+            }
+        };
+        let Some(ticks) = crate::metrics::shard::shard_metric_index(notify::SHARD_TICKS_METRIC)
+        else {
+            // Cannot happen while the counter exists (a unit test in notify.rs checks it);
+            // without pings systemd restarts Fors, so say why at err level.
+            log_err!("No per-shard tick counter: the watchdog cannot check the shards.");
+            return;
+        };
+        let metrics = self.metrics.clone();
+        match Watchdog::spawn(n, period, move |out| {
+            out.extend(metrics.shards().iter().map(|s| s.get(ticks)))
+        }) {
+            Ok(w) => {
+                log_notice!(
+                    "Pinging the service manager's watchdog every {} ms while every shard ticks.",
+                    period.as_millis()
+                );
+                self.watchdog = Some(w);
+            }
+            Err(e) => log_warn!("{e}; the service manager's watchdog will restart Fors."),
+        }
+    }
+
+    /// What the `STATUS=` line says now, from the control plane's gauges.
+    fn status_facts(&self) -> StatusFacts {
+        let r = &self.metrics.relay;
+        StatusFacts {
+            shards: self.metrics.shards().len(),
+            stalled_shards: self.watchdog.as_ref().map_or(0, Watchdog::stalled_shards),
+            publishing: self.config.publish_server_descriptor,
+            consensus_fetches_ok: r.consensus_fetches_ok.load(Ordering::Relaxed),
+            consensus_fetches_failed: r.consensus_fetches_failed.load(Ordering::Relaxed),
+            descriptor_uploads_accepted: r.descriptor_uploads_accepted.load(Ordering::Relaxed),
+            listed_in_consensus: r.listed_in_consensus.load(Ordering::Relaxed) == 1,
+            hibernating: self
+                .network
+                .as_ref()
+                .is_some_and(|n| n.load().hibernation.refuses_new_work()),
+        }
+    }
+
+    /// Sends `STATUS=` if it changed since the last one (main loop, once a second).
+    fn update_status(&mut self) {
+        let Some(n) = &self.notifier else {
+            return;
+        };
+        let line = notify::status_line(&self.status_facts());
+        if line != self.last_status {
+            n.send_or_warn(&[State::Status(&line)]);
+            self.last_status = line;
+        }
+    }
+
+    /// Sends `states` to the service manager, if there is one.
+    fn notify(&self, states: &[State<'_>]) {
+        if let Some(n) = &self.notifier {
+            n.send_or_warn(states);
+        }
     }
 
     /// Waits for signals until asked to exit; returns the exit code.
@@ -651,7 +768,18 @@ impl Relay {
                     .min(Duration::from_secs(1))
             });
             match self.signals.wait(wait) {
-                Ok(Some(RelaySignal::Reload)) => self.reload(),
+                Ok(Some(RelaySignal::Reload)) => {
+                    self.notify(&[
+                        State::Reloading {
+                            monotonic_usec: notify::monotonic_usec(),
+                        },
+                        State::Status("Reloading the configuration (SIGHUP)"),
+                    ]);
+                    self.reload();
+                    // A refused reload keeps the running configuration: ready either way.
+                    self.last_status = notify::status_line(&self.status_facts());
+                    self.notify(&[State::Ready, State::Status(&self.last_status)]);
+                }
                 Ok(Some(RelaySignal::DumpStats)) => self.dump_stats(),
                 Ok(Some(RelaySignal::Heartbeat)) => self.log_heartbeat(),
                 Ok(Some(RelaySignal::Debug)) => log_notice!(
@@ -669,6 +797,12 @@ impl Relay {
                         break 0;
                     }
                     self.stop_accepting();
+                    let status = format!(
+                        "Shutting down in {} s (ShutdownWaitLength); no longer accepting \
+                         connections",
+                        wait.as_secs()
+                    );
+                    self.notify(&[State::Stopping, State::Status(&status)]);
                     log_notice!(
                         "Interrupt: no longer accepting connections (ORPort and MetricsPort \
                          closed); shutting down cleanly in {} seconds (ShutdownWaitLength). \
@@ -678,6 +812,10 @@ impl Relay {
                     exit_at = Some(Instant::now() + wait);
                 }
                 Ok(None) => {
+                    // During SIGINT's delayed shutdown the status says so and stays.
+                    if exit_at.is_none() {
+                        self.update_status();
+                    }
                     if self.next_heartbeat.is_some_and(|t| Instant::now() >= t) {
                         self.next_heartbeat =
                             heartbeat::next_due(Instant::now(), self.config.heartbeat_period);
@@ -958,6 +1096,13 @@ impl Relay {
 
     /// Stops everything that was started, in reverse order, and removes the PidFile.
     fn shutdown(&mut self) {
+        self.notify(&[State::Stopping, State::Status("Shutting down")]);
+        // No pings while stopping: the unit's stop timeout governs from here.
+        if let Some(w) = self.watchdog.take() {
+            w.stop();
+        }
+        // A shard stalled for a test must wake to be stopped.
+        testing::release_stall();
         if let Some(cp) = self.control_port.take() {
             cp.stop();
         }
