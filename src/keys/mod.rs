@@ -7,6 +7,11 @@
 //!   [`x509`] + [`der`]: the X.509 link/identity certs.
 //! - [`keyfile`] / [`tagged`] / [`pem`]: C tor's on-disk formats; [`store`]: atomic file I/O.
 
+// No unsafe here; and, sans-IO (docs/architecture.md "Sans-IO rule"), no clocks, sockets,
+// threads or OS randomness: the caller passes them in.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
+
 pub mod cert;
 pub mod crosscert;
 pub mod der;
