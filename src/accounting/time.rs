@@ -97,6 +97,8 @@ impl Zone {
     }
 }
 
+// localtime_r(3): std has no safe local-time conversion (the module root denies unsafe).
+#[allow(unsafe_code)]
 fn local_civil(t: u64) -> Option<Civil> {
     let tt = libc::time_t::try_from(t).ok()?;
     // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the
@@ -126,6 +128,8 @@ fn local_civil(t: u64) -> Option<Civil> {
     })
 }
 
+// mktime(3): as for `local_civil`.
+#[allow(unsafe_code)]
 fn local_mktime(days: i64, hour: i64, minute: i64) -> Option<u64> {
     let (y, m, d) = civil_from_days(days);
     // SAFETY: a zeroed `tm` is valid; mktime only reads and normalises the struct we own.

@@ -11,6 +11,11 @@
 //! * [`chan`]: bodies of channel-level cells (VERSIONS, CERTS, NETINFO, CREATE2, DESTROY...);
 //! * [`relay`]: relay cell formats v0/v1, `RelayCmd`, and relay message bodies.
 
+// No unsafe here; and, sans-IO (docs/architecture.md "Sans-IO rule"), no clocks, sockets,
+// threads or OS randomness: the caller passes them in.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
+
 mod bytes;
 pub mod chan;
 mod error;

@@ -5,6 +5,11 @@
 //! option across the defaults-torrc / torrc / command-line domains ([`merge`]) → typed
 //! [`Config`] ([`relay`]). Nothing here prints: warnings are returned to the caller.
 
+// No unsafe here; and, sans-IO (docs/architecture.md "Sans-IO rule"), no clocks, sockets,
+// threads or OS randomness: the caller passes them in.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
+
 pub mod cmdline;
 pub mod dirauth;
 pub mod error;

@@ -12,6 +12,10 @@
 //! closing the oldest connection that has not authenticated. Only when every slot holds an
 //! authenticated controller is a newcomer refused.
 
+// The sans-IO exception in `controlport` (docs/architecture.md "Sans-IO rule"): the thread
+// that owns the sockets, the clock and the OS RNG for the sans-IO `Session`s.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -313,6 +317,8 @@ struct Worker {
 }
 
 /// Sends a signal to our own process; the main thread reads it from its signalfd.
+// The only unsafe in `controlport` (the module root denies it): std has no safe kill(2).
+#[allow(unsafe_code)]
 fn raise(sig: ControlSignal) {
     let signo = match sig {
         ControlSignal::Reload => libc::SIGHUP,

@@ -3,6 +3,10 @@
 //! `directory_post_to_dirservers`). It only ever connects to the addresses it is given, which
 //! the caller takes from the `DirAuthority` lines.
 
+// The sans-IO exception in `dir` (docs/architecture.md "Sans-IO rule"): this module is the
+// socket and deadline side of the directory client, so it may open sockets and read the clock.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

@@ -13,6 +13,11 @@
 //!   typed consensus parameters (dir-spec §3.4).
 //! - [`publish`]: when to rebuild and re-upload (C `router.c` republish rules).
 
+// No unsafe here; and, sans-IO (docs/architecture.md "Sans-IO rule"), no clocks, sockets,
+// threads or OS randomness: the caller passes them in.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
+
 pub mod authcert;
 pub mod client;
 pub mod consensus;

@@ -18,6 +18,11 @@
 //! lock-free table shared by all shards; [`stats`] the counters. All of it is sans-IO: the
 //! caller passes the time.
 
+// No unsafe here; and, sans-IO (docs/architecture.md "Sans-IO rule"), no clocks, sockets,
+// threads or OS randomness: the caller passes them in.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
+
 pub mod config;
 pub mod stats;
 pub mod table;

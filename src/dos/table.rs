@@ -165,12 +165,17 @@ pub struct ClientAddrTable {
 
 impl ClientAddrTable {
     /// A table of `slots` (rounded up to a power of two within
-    /// [`MIN_SLOTS`]..=[`MAX_SLOTS`]), reporting into `counters`.
-    pub fn new(slots: usize, counters: std::sync::Arc<DosCounters>) -> ClientAddrTable {
+    /// [`MIN_SLOTS`]..=[`MAX_SLOTS`]), reporting into `counters`; `epoch` (the caller's
+    /// `Instant::now()`: this module reads no clock) is second 1 of the table's clock.
+    pub fn new(
+        slots: usize,
+        counters: std::sync::Arc<DosCounters>,
+        epoch: std::time::Instant,
+    ) -> ClientAddrTable {
         let n = slots.clamp(MIN_SLOTS, MAX_SLOTS).next_power_of_two();
         counters.table_slots.store(n as u64, Ordering::Relaxed);
         ClientAddrTable {
-            epoch: std::time::Instant::now(),
+            epoch,
             slots: (0..n).map(|_| Slot::default()).collect(),
             mask: n - 1,
             hasher: RandomState::new(),
@@ -542,7 +547,11 @@ mod tests {
     }
 
     fn table() -> ClientAddrTable {
-        ClientAddrTable::new(MIN_SLOTS, Arc::new(DosCounters::default()))
+        ClientAddrTable::new(
+            MIN_SLOTS,
+            Arc::new(DosCounters::default()),
+            std::time::Instant::now(),
+        )
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -568,7 +577,11 @@ mod tests {
         assert_eq!(ClientAddrTable::slots_for(10), MIN_SLOTS);
         assert_eq!(ClientAddrTable::slots_for(100_000), 200_000);
         assert_eq!(ClientAddrTable::slots_for(usize::MAX), MAX_SLOTS);
-        let t = ClientAddrTable::new(3000, Arc::new(DosCounters::default()));
+        let t = ClientAddrTable::new(
+            3000,
+            Arc::new(DosCounters::default()),
+            std::time::Instant::now(),
+        );
         assert_eq!(t.capacity(), 4096);
         assert_eq!(t.counters().table_slots.load(Ordering::Relaxed), 4096);
         let now = std::time::Instant::now();

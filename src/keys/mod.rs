@@ -4,12 +4,16 @@
 //!   descriptor cross-certs; minting link-handshake certs ([`LinkCerts`]).
 //! - [`cert`]: Ed25519 certificates (cert-spec); [`crosscert`]: RSA→Ed25519 (CERTS type 7),
 //!   TAP and ntor onion-key crosscerts; [`family`]: happy-family keys and `family-cert`s;
-//!   [`x509`] + [`der`]: the X.509 link/identity certs.
+//!   [`x509`]: the X.509 link/identity certs (ASN.1 by the `der` crate).
 //! - [`keyfile`] / [`tagged`] / [`pem`]: C tor's on-disk formats; [`store`]: atomic file I/O.
+
+// No unsafe here; and, sans-IO (docs/architecture.md "Sans-IO rule"), no clocks, sockets,
+// threads or OS randomness: the caller passes them in.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
 
 pub mod cert;
 pub mod crosscert;
-pub mod der;
 pub mod ed25519;
 pub mod error;
 pub mod family;

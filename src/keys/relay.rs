@@ -81,6 +81,9 @@ impl RelayKeys {
     /// Loads every key from `data_dir/keys`, creating what is missing and renewing the
     /// signing key if it is due (C `init_keys` for a relay). Existing C tor keys are used
     /// unchanged, so the relay keeps its fingerprint and Ed25519 identity.
+    // A control-plane entry point: the one place `keys` draws OS randomness (sans-IO rule);
+    // everything it calls takes the RNG as an argument.
+    #[allow(clippy::disallowed_types)]
     pub fn load_or_create(
         data_dir: &Path,
         now: SystemTime,
@@ -160,6 +163,9 @@ impl RelayKeys {
     /// Periodic upkeep (C `check_ed_keys_callback`, `rotate_onion_key_callback`,
     /// `check_onion_keys_expiry_time_callback`): renew the signing key, rotate onion keys,
     /// forget expired previous onion keys.
+    // A control-plane entry point: the one place `keys` draws OS randomness (sans-IO rule);
+    // everything it calls takes the RNG as an argument.
+    #[allow(clippy::disallowed_types)]
     pub fn maintain(&mut self, now: SystemTime) -> Result<KeyChanges, KeyError> {
         self.maintain_with_rng(now, &mut rand::rngs::OsRng)
     }
@@ -283,6 +289,9 @@ impl RelayKeys {
     }
 
     /// Mints a new TLS link key and the CERTS-cell certificates (types 1, 2, 4, 5, 6, 7).
+    // A control-plane entry point: the one place `keys` draws OS randomness (sans-IO rule);
+    // everything it calls takes the RNG as an argument.
+    #[allow(clippy::disallowed_types)]
     pub fn mint_link_certs(&self, now: SystemTime) -> Result<LinkCerts, LinkCertError> {
         self.mint_link_certs_with_rng(now, &mut rand::rngs::OsRng)
     }

@@ -206,4 +206,45 @@ mod tests {
         verify_sha256_pkcs1(&key.to_public_key(), b"tbs", &sig).unwrap();
         assert!(verify_sha256_pkcs1(&key.to_public_key(), b"tbz", &sig).is_err());
     }
+
+    /// DER PKCS#1 public keys come from peers' certs and descriptors: malformed ones are typed
+    /// errors, and what parses re-encodes to the same bytes (the fingerprint hashes them).
+    #[test]
+    fn public_key_der_is_strict() {
+        let seed = rand::random::<u64>();
+        println!("seed {seed}");
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+        let key = generate(&mut rng, IDENTITY_KEY_BITS)
+            .unwrap()
+            .to_public_key();
+        let der = public_key_der(&key).unwrap();
+        assert_eq!(
+            public_key_der(&public_key_from_der(&der).unwrap()).unwrap(),
+            der
+        );
+        let bad = |d: &[u8]| matches!(public_key_from_der(d), Err(RsaError::BadPublicKey(_)));
+        let mut trailing = der.clone();
+        trailing.push(0);
+        assert!(bad(&trailing), "trailing data");
+        assert!(bad(&der[..der.len() - 1]), "truncated");
+        let mut wrong_tag = der.clone();
+        wrong_tag[0] = 0x31;
+        assert!(bad(&wrong_tag), "wrong tag");
+        let mut long = der.clone();
+        long[2] = long[2].wrapping_add(1);
+        assert!(bad(&long), "length past the end");
+        // A modulus with a needless leading zero byte is not DER.
+        let n = key.n().to_bytes_be();
+        let e = key.e().to_bytes_be();
+        let int = |v: &[u8]| [&[0x02, 0x81, v.len() as u8][..], v].concat();
+        let encode_with_zeros = |zeros: usize| {
+            let padded_n = [&vec![0u8; zeros][..], &n].concat();
+            let body = [int(&padded_n), vec![0x02, e.len() as u8], e.clone()].concat();
+            [&[0x30, 0x81, body.len() as u8][..], &body].concat()
+        };
+        // (The 1024-bit modulus has its top bit set, so one zero byte is the DER form.)
+        assert_eq!(encode_with_zeros(1), der);
+        assert!(bad(&encode_with_zeros(2)), "non-minimal INTEGER");
+        assert!(bad(&[]));
+    }
 }

@@ -433,6 +433,7 @@ impl Relay {
         let dos_table = Arc::new(ClientAddrTable::new(
             ClientAddrTable::slots_for(max_connections.saturating_mul(shards as usize)),
             self.metrics.dos.clone(),
+            Instant::now(),
         ));
         log_info!(
             "DoS address table: {} slots ({} KiB), shared by all shards.",
