@@ -15,7 +15,7 @@ use crate::crypto::handshake::{
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::crypto::keymat::Tor1KeyMaterial;
 use crate::crypto::relay::aes_ctr::Aes128Ctr;
-use crate::crypto::relay::cpu::{AesImpl, CpuFeatures, Sha1Impl, Sha1MultiImpl, Tor1Engine};
+use crate::crypto::relay::cpu::{CpuFeatures, Sha1Impl, Sha1MultiImpl, Tor1Engine};
 use crate::crypto::relay::sha1::Sha1State;
 use crate::crypto::relay::sha1_mb::Sha1Lanes;
 use crate::crypto::relay::{
@@ -456,12 +456,7 @@ fn aes_strategies() -> Figure {
                 }
             })
         });
-        let name = match imp {
-            AesImpl::Portable => "portable",
-            AesImpl::AesNi => "aes_ni",
-            AesImpl::Vaes512 => "vaes512",
-        };
-        out.push((name.to_string(), v));
+        out.push((imp.name().to_string(), v));
     }
     Figure::Per(out)
 }
