@@ -103,6 +103,22 @@ pub(super) unsafe fn xor_keystream(
     for x in b.iter_mut() {
         *x = _mm256_aesenclast_epi128(*x, k10);
     }
+    // Without this, LLVM sinks each register's rounds into the `if` below that stores it, and
+    // the eight registers then run one after another (measured ≈ 5 ns more per cell on Zen 4).
+    // SAFETY: an empty instruction string: it only makes the eight values opaque to LLVM, so
+    // they are computed together here; it touches no memory, stack or flags.
+    core::arch::asm!(
+        "/* {0} {1} {2} {3} {4} {5} {6} {7} */",
+        inout(ymm_reg) b[0],
+        inout(ymm_reg) b[1],
+        inout(ymm_reg) b[2],
+        inout(ymm_reg) b[3],
+        inout(ymm_reg) b[4],
+        inout(ymm_reg) b[5],
+        inout(ymm_reg) b[6],
+        inout(ymm_reg) b[7],
+        options(nomem, nostack, preserves_flags)
+    );
     let part = len % 32;
     // The partial piece (if any) is written through the last 32 bytes of `data`: XORed with
     // 32 − part zero bytes then its keystream. That is a partial store without AVX-512 byte

@@ -9,12 +9,11 @@
 //! AES-128-CTR, measured per 509-byte cell (`aes_ctr_cell_ns`, `bench/RESULTS.md`): VAES on
 //! 512-bit registers where AVX-512F is present; else VAES on 256-bit registers where AVX2 +
 //! VAES are (Zen 3, Intel client cores since Ice Lake / Alder Lake); else AES-NI; else the
-//! portable `aes` crate. Zen 4 runs 512-bit VAES as two 256-bit halves, so on long inputs the
-//! 256-bit kernel comes within about 10% (0.048 against 0.043 ns per byte), but for a single
-//! cell the 512-bit kernel measured faster (≈ 28 against ≈ 34 ns on Zen 4): its 64-byte masked
-//! loads and stores finish a cell's odd tail in fewer instructions, where AVX2 has no byte
-//! masks. Both are about
-//! twice as fast as AES-NI (≈ 63 ns).
+//! portable `aes` crate. Zen 4 runs 512-bit VAES as two 256-bit halves, yet the 512-bit kernel
+//! measured no slower for a single cell (≈ 28.3 against 28.6 ns on Zen 4) and faster on runs of
+//! cells (`forward_batch`: ≈ 22.5 against 25.3 ns per cell; ≈ 0.043 against 0.048 ns per byte
+//! on long inputs): the same blocks in half as many instructions. Both are more than twice as
+//! fast as AES-NI (≈ 63 ns per cell).
 //!
 //! `FORS_AES_IMPL` (`portable`, `aes_ni`, `vaes256`, `vaes512`) forces the AES path for the
 //! process, for testing and measurement; a value the CPU cannot run or does not know is reported
