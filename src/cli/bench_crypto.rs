@@ -1,10 +1,29 @@
-//! `fors bench-crypto [--json]`: per-cell relay-crypto and per-handshake costs on this CPU.
+//! `fors bench-crypto [--json] [--only KEY]...`: per-cell relay-crypto and per-handshake costs
+//! on this CPU, next to OpenSSL's cost for the same 509-byte work measured in the same run.
 //!
-//! Every figure is one named measurement in [`MEASUREMENTS`]. Per-cell figures is the fastest of many short timed
-//! repetitions over pre-built cells: a repetition short enough to fit in one scheduler time
-//! slice is rarely preempted, so the minimum filters out time lost to other processes on a
-//! shared machine (it does not filter cache pollution). Handshake figures are medians of
-//! per-call times. The whole run takes a few seconds.
+//! Every figure is one named measurement in [`MEASUREMENTS`]. Per-cell figures are the fastest
+//! of many short timed repetitions over pre-built cells: a repetition short enough to fit in one
+//! scheduler time slice is rarely preempted, so the minimum filters out time lost to other
+//! processes on a shared machine (it does not filter cache pollution). Handshake figures are
+//! medians of per-call times. The whole run takes a few seconds.
+//!
+//! JSON output (`--json`), one object; these keys are stable (new ones may be added):
+//! * `cpu_features`: `model` (the CPU's name from `/proc/cpuinfo`, or `"unknown"`), the chosen
+//!   paths `aes`, `sha1`, `sha1_multi`, `sha1_multi_min_circuits`, and the detected features
+//!   `aes_ni`, `vaes256`, `vaes512`, `sha_ni`, `avx2`, `avx512` (booleans).
+//! * one key per measurement in [`MEASUREMENTS`] (`middle_forward_ns`, ..., `aes_ctr_cell_ns`,
+//!   `sha1_cell_ns`, `openssl_509_ns`): a number, or an object of numbers keyed by circuit count
+//!   or implementation name (`aes_ctr_cell_ns`: `portable`, `aes_ni`, `vaes256`, `vaes512`, those
+//!   this CPU runs). A measurement that could not be made is `{"unavailable": "<reason>"}`.
+//! * `openssl_509_ns`: `aes_128_ctr` and `sha1`, nanoseconds per 509-byte operation of one
+//!   OpenSSL stream (`openssl speed -mr -evp ALG -bytes 509 -seconds 1`; user CPU time). The
+//!   version that ran is `cpu_features.openssl` (`"unavailable: <reason>"` without the tool).
+//! * `vs_openssl` (when both sides were measured): `aes_ctr_cell` maps each AES implementation
+//!   to its ns/cell divided by OpenSSL's AES-128-CTR ns per 509 bytes; `sha1_cell` maps each
+//!   SHA-1 strategy to its ns/cell divided by OpenSSL's SHA-1 ns per 509 bytes. Below 1 means
+//!   Fors is faster. (OpenSSL's SHA-1 figure hashes 509 bytes from a fresh context and
+//!   finalizes; `sha1_cell_ns` absorbs 509 bytes into a running digest and finalizes a copy:
+//!   the same number of compression-function calls.)
 
 use crate::crypto::handshake::ntor::NtorClient;
 use crate::crypto::handshake::ntor_v3::NtorV3Client;
@@ -15,7 +34,7 @@ use crate::crypto::handshake::{
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::crypto::keymat::Tor1KeyMaterial;
 use crate::crypto::relay::aes_ctr::Aes128Ctr;
-use crate::crypto::relay::cpu::{AesImpl, CpuFeatures, Sha1Impl, Sha1MultiImpl, Tor1Engine};
+use crate::crypto::relay::cpu::{CpuFeatures, Sha1Impl, Sha1MultiImpl, Tor1Engine};
 use crate::crypto::relay::sha1::Sha1State;
 use crate::crypto::relay::sha1_mb::Sha1Lanes;
 use crate::crypto::relay::{
@@ -44,10 +63,11 @@ struct Measurement {
     run: fn() -> Figure,
 }
 
-/// A measured figure: one number, or one per batch size / variant.
+/// A measured figure: one number, or one per batch size / variant, or why there is none.
 enum Figure {
     One(f64),
     Per(Vec<(String, f64)>),
+    Unavailable(String),
 }
 
 /// Everything `bench-crypto` reports, in output order.
@@ -98,29 +118,35 @@ const MEASUREMENTS: &[Measurement] = &[
         unit: "ns/cell",
         run: sha1_strategies,
     },
+    Measurement {
+        key: "openssl_509_ns",
+        what: "OpenSSL (`openssl speed -evp`, one stream) per 509 bytes: aes_128_ctr and sha1",
+        unit: "ns/509 B",
+        run: openssl_509,
+    },
 ];
 
 /// Runs the crypto benchmark; returns the process exit code.
 pub fn run(args: &[String]) -> i32 {
     let mut as_json = false;
-    let mut only: Option<&str> = None;
+    let mut only: Vec<&str> = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--json" => as_json = true,
             "--only" => match it.next() {
-                Some(k) if MEASUREMENTS.iter().any(|m| m.key == k) => only = Some(k),
+                Some(k) if MEASUREMENTS.iter().any(|m| m.key == k) => only.push(k),
                 _ => {
                     eprintln!("fors bench-crypto: --only needs one of the measurement keys");
                     return 2;
                 }
             },
             "-h" | "--help" => {
-                println!("usage: fors bench-crypto [--json] [--only KEY]");
+                println!("usage: fors bench-crypto [--json] [--only KEY]...");
                 return 0;
             }
             other => {
-                eprintln!("fors bench-crypto: unknown argument {other:?}\nusage: fors bench-crypto [--json] [--only KEY]");
+                eprintln!("fors bench-crypto: unknown argument {other:?}\nusage: fors bench-crypto [--json] [--only KEY]...");
                 return 2;
             }
         }
@@ -130,12 +156,18 @@ pub fn run(args: &[String]) -> i32 {
     let mut text = String::new();
     let e = Tor1Engine::get();
     text.push_str(&format!(
-        "relay crypto on this CPU: AES {:?}, SHA-1 {:?} (one circuit), {:?} across circuits (from {} circuits)\n",
-        e.aes, e.sha1, e.sha1_multi, e.multi_min_lanes
+        "CPU: {} ({})\nrelay crypto on this CPU: AES {:?}, SHA-1 {:?} (one circuit), {:?} across circuits (from {} circuits)\n",
+        cpu_model(),
+        feature_list(&e.features),
+        e.aes,
+        e.sha1,
+        e.sha1_multi,
+        e.multi_min_lanes
     ));
+    let mut figures: Vec<(&'static str, Figure)> = Vec::new();
     for m in MEASUREMENTS
         .iter()
-        .filter(|m| only.is_none_or(|k| k == m.key))
+        .filter(|m| only.is_empty() || only.contains(&m.key))
     {
         let fig = (m.run)();
         match &fig {
@@ -149,14 +181,25 @@ pub fn run(args: &[String]) -> i32 {
                     text.push_str(&format!("{:>28} {:>9.1}\n", k, v));
                 }
             }
+            Figure::Unavailable(why) => text.push_str(&format!(
+                "{:<28} {:>9} {}  {}\n{:>28} unavailable: {}\n",
+                m.key, "", m.unit, m.what, "", why
+            )),
         }
-        let v = match fig {
-            Figure::One(v) => json!(round1(v)),
-            Figure::Per(vs) => {
-                Value::Object(vs.into_iter().map(|(k, v)| (k, json!(round1(v)))).collect())
+        out.insert(m.key.into(), figure_json(&fig, round1));
+        figures.push((m.key, fig));
+    }
+    let vs = vs_openssl(&figures);
+    if !vs.is_empty() {
+        text.push_str("vs_openssl                   Fors ns / OpenSSL ns for the same 509 bytes, one stream (< 1: Fors faster)\n");
+        let mut json_vs = Map::new();
+        for (group, ratios) in vs {
+            for (k, r) in &ratios {
+                text.push_str(&format!("{:>28} {:>9.2}  {group}\n", k, r));
             }
-        };
-        out.insert(m.key.into(), v);
+            json_vs.insert(group.into(), figure_json(&Figure::Per(ratios), round2));
+        }
+        out.insert("vs_openssl".into(), Value::Object(json_vs));
     }
     if as_json {
         match serde_json::to_string_pretty(&Value::Object(out)) {
@@ -178,20 +221,97 @@ fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
 
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn figure_json(fig: &Figure, round: fn(f64) -> f64) -> Value {
+    match fig {
+        Figure::One(v) => json!(round(*v)),
+        Figure::Per(vs) => Value::Object(
+            vs.iter()
+                .map(|(k, v)| (k.clone(), json!(round(*v))))
+                .collect(),
+        ),
+        Figure::Unavailable(why) => json!({ "unavailable": why }),
+    }
+}
+
+/// Fors's per-cell AES and SHA-1 figures divided by OpenSSL's for 509 bytes, when this run
+/// measured both sides.
+fn vs_openssl(figures: &[(&str, Figure)]) -> Vec<(&'static str, Vec<(String, f64)>)> {
+    let per = |key: &str| {
+        figures.iter().find_map(|(k, f)| match f {
+            Figure::Per(vs) if *k == key => Some(vs),
+            _ => None,
+        })
+    };
+    let Some(ossl) = per("openssl_509_ns") else {
+        return Vec::new();
+    };
+    let ossl = |alg: &str| ossl.iter().find(|(k, _)| k == alg).map(|(_, v)| *v);
+    let mut out = Vec::new();
+    for (group, ours, alg) in [
+        ("aes_ctr_cell", "aes_ctr_cell_ns", "aes_128_ctr"),
+        ("sha1_cell", "sha1_cell_ns", "sha1"),
+    ] {
+        if let (Some(ours), Some(theirs)) = (per(ours), ossl(alg)) {
+            out.push((
+                group,
+                ours.iter().map(|(k, v)| (k.clone(), v / theirs)).collect(),
+            ));
+        }
+    }
+    out
+}
+
 fn cpu_features() -> Value {
     let e = Tor1Engine::get();
     let f: &CpuFeatures = &e.features;
     json!({
+        "model": cpu_model(),
+        "openssl": openssl_version(),
         "aes": format!("{:?}", e.aes),
         "sha1": format!("{:?}", e.sha1),
         "sha1_multi": format!("{:?}", e.sha1_multi),
         "sha1_multi_min_circuits": e.multi_min_lanes,
         "aes_ni": f.aes_ni,
+        "vaes256": f.vaes256,
         "vaes512": f.vaes512,
         "sha_ni": f.sha_ni,
         "avx2": f.avx2,
         "avx512": f.avx512,
     })
+}
+
+/// The CPU's marketing name (`model name` in `/proc/cpuinfo`), or "unknown".
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The relay-crypto features detected, as a space-separated list.
+fn feature_list(f: &CpuFeatures) -> String {
+    [
+        ("aes_ni", f.aes_ni),
+        ("vaes256", f.vaes256),
+        ("vaes512", f.vaes512),
+        ("sha_ni", f.sha_ni),
+        ("avx2", f.avx2),
+        ("avx512", f.avx512),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(n, _)| *n)
+    .collect::<Vec<_>>()
+    .join(" ")
 }
 
 /// Fastest of [`REPS`] runs of `rep` (which returns elapsed nanoseconds for `cells` cells),
@@ -456,14 +576,80 @@ fn aes_strategies() -> Figure {
                 }
             })
         });
-        let name = match imp {
-            AesImpl::Portable => "portable",
-            AesImpl::AesNi => "aes_ni",
-            AesImpl::Vaes512 => "vaes512",
-        };
-        out.push((name.to_string(), v));
+        out.push((imp.name().to_string(), v));
     }
     Figure::Per(out)
+}
+
+/// The `openssl` command-line tool, found on `PATH`.
+const OPENSSL: &str = "openssl";
+
+/// `openssl version`'s line, or why it could not be run.
+fn openssl_version() -> String {
+    match std::process::Command::new(OPENSSL).arg("version").output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        Ok(o) => format!("unavailable: `openssl version` exited with {}", o.status),
+        Err(e) => format!("unavailable: cannot run `{OPENSSL}`: {e}"),
+    }
+}
+
+/// OpenSSL's own cost for the work a cell costs Fors, measured now on the same machine (the
+/// linked library is not used: no openssl crate in the build). One EVP stream encrypting or
+/// hashing 509-byte buffers back to back; `openssl speed` reports user CPU time.
+fn openssl_509() -> Figure {
+    let mut out = Vec::new();
+    for (name, alg) in [("aes_128_ctr", "aes-128-ctr"), ("sha1", "sha1")] {
+        match openssl_speed(alg, CELL_BODY_LEN) {
+            Ok(ns) => out.push((name.to_string(), ns)),
+            Err(why) => return Figure::Unavailable(why),
+        }
+    }
+    Figure::Per(out)
+}
+
+/// Runs `openssl speed -mr -evp ALG -bytes LEN -seconds 1`; nanoseconds per operation.
+fn openssl_speed(alg: &str, len: usize) -> Result<f64, String> {
+    let args = [
+        "speed",
+        "-mr",
+        "-evp",
+        alg,
+        "-bytes",
+        &len.to_string(),
+        "-seconds",
+        "1",
+    ];
+    let o = std::process::Command::new(OPENSSL)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `{OPENSSL}`: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "`{OPENSSL} {}` exited with {}: {}",
+            args.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    parse_openssl_speed(&String::from_utf8_lossy(&o.stdout), len).ok_or_else(|| {
+        format!("no +F result for {alg} at {len} bytes in `openssl speed -mr` output")
+    })
+}
+
+/// Nanoseconds per `len`-byte operation from `openssl speed -mr` output: the `+H:` line lists
+/// the sizes, the `+F:IDX:NAME:RATE...` line one rate in bytes per second per size.
+fn parse_openssl_speed(out: &str, len: usize) -> Option<f64> {
+    let sizes: Vec<usize> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("+H:"))?
+        .split(':')
+        .map(|s| s.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    let col = sizes.iter().position(|&s| s == len)?;
+    let rates = out.lines().find_map(|l| l.strip_prefix("+F:"))?;
+    // IDX and NAME come first; the name has no ':' in it.
+    let rate: f64 = rates.split(':').nth(2 + col)?.trim().parse().ok()?;
+    (rate > 0.0 && rate.is_finite()).then(|| len as f64 * 1e9 / rate)
 }
 
 /// Server handshakes timed per call over this many fresh client onionskins.
@@ -537,4 +723,48 @@ fn ntor_v3_server() -> Figure {
         })
         .collect();
     Figure::One(median_us(samples))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Output of `openssl speed -mr -evp aes-128-ctr -bytes 509 -seconds 1` (OpenSSL 3.0.19).
+    const AES_509: &str = "+DT:AES-128-CTR:1:509\n+R:10609432:AES-128-CTR:1.000000\n+H:509\n+F:25:AES-128-CTR:5400200888.00\n";
+
+    #[test]
+    fn parses_openssl_speed_mr() {
+        let ns = parse_openssl_speed(AES_509, 509).expect("parsed");
+        // 509 bytes at 5400200888 B/s.
+        assert!((ns - 94.256).abs() < 0.01, "{ns}");
+        let two = "+H:16:509\n+F:3:sha1:100000000.00:1018000000.00\n";
+        assert_eq!(parse_openssl_speed(two, 509), Some(500.0));
+        assert_eq!(parse_openssl_speed(two, 64), None);
+        assert_eq!(parse_openssl_speed("garbage", 509), None);
+        assert_eq!(parse_openssl_speed("+H:509\n+F:1:x:0.00\n", 509), None);
+    }
+
+    #[test]
+    fn ratios_need_both_sides() {
+        let ours = (
+            "aes_ctr_cell_ns",
+            Figure::Per(vec![("vaes256".into(), 30.0)]),
+        );
+        assert!(vs_openssl(&[ours]).is_empty());
+        let ours = (
+            "aes_ctr_cell_ns",
+            Figure::Per(vec![("vaes256".into(), 30.0)]),
+        );
+        let theirs = (
+            "openssl_509_ns",
+            Figure::Per(vec![("aes_128_ctr".into(), 60.0), ("sha1".into(), 400.0)]),
+        );
+        let vs = vs_openssl(&[ours, theirs]);
+        assert_eq!(
+            vs,
+            vec![("aes_ctr_cell", vec![("vaes256".to_string(), 0.5)])]
+        );
+        let gone = ("openssl_509_ns", Figure::Unavailable("no openssl".into()));
+        assert!(vs_openssl(&[gone]).is_empty());
+    }
 }

@@ -26,10 +26,10 @@ pub struct Aes128Ctr {
 #[derive(Clone)]
 enum Backend {
     Portable(Box<aes::Aes128Enc>),
-    /// AES-NI or VAES: the expanded encryption round keys.
+    /// AES-NI or VAES (`imp` says which): the expanded encryption round keys.
     Ni {
         round_keys: [[u8; BLOCK]; 11],
-        wide: bool,
+        imp: AesImpl,
     },
 }
 
@@ -62,10 +62,11 @@ impl Aes128Ctr {
         let backend = match imp {
             AesImpl::Portable => Backend::Portable(Box::new(aes::Aes128Enc::new(key.into()))),
             #[cfg(target_arch = "x86_64")]
-            AesImpl::AesNi | AesImpl::Vaes512 => Backend::Ni {
-                // SAFETY: `imp` passed `supports_aes`, so AES-NI, SSSE3 and SSE4.1 are present.
+            AesImpl::AesNi | AesImpl::Vaes256 | AesImpl::Vaes512 => Backend::Ni {
+                // SAFETY: `imp` passed `supports_aes`, and every one of these needs AES-NI,
+                // SSSE3 and SSE4.1 (`CpuFeatures::detect`).
                 round_keys: unsafe { x86::expand_key(key) },
-                wide: imp == AesImpl::Vaes512,
+                imp,
             },
             #[cfg(not(target_arch = "x86_64"))]
             _ => unreachable!("supports_aes is false off x86-64"),
@@ -82,8 +83,7 @@ impl Aes128Ctr {
     pub fn implementation(&self) -> AesImpl {
         match &self.backend {
             Backend::Portable(_) => AesImpl::Portable,
-            Backend::Ni { wide: false, .. } => AesImpl::AesNi,
-            Backend::Ni { wide: true, .. } => AesImpl::Vaes512,
+            Backend::Ni { imp, .. } => *imp,
         }
     }
 
@@ -137,20 +137,26 @@ impl Aes128Ctr {
                 last.into()
             }
             #[cfg(target_arch = "x86_64")]
-            Backend::Ni { round_keys, wide } => {
+            Backend::Ni { round_keys, imp } => {
                 let lo = self.counter as u64;
                 let hi = (self.counter >> 64) as u64;
                 // The SIMD paths add to the low 64 counter bits only; a carry into the high half
                 // needs 2^64 blocks of keystream, which never happens, but stay exact anyway.
                 if lo.checked_add(nblocks).is_some() {
-                    if *wide {
-                        // SAFETY: `Backend::Ni { wide: true }` is only built after
+                    match imp {
+                        // SAFETY: `Backend::Ni { imp: Vaes512 }` is only built after
                         // `supports_aes(Vaes512)`: VAES, AVX-512F/BW/VL and AES-NI are present.
-                        unsafe { x86::xor_keystream_vaes512(round_keys, lo, hi, data) }
-                    } else {
+                        AesImpl::Vaes512 => unsafe {
+                            x86::xor_keystream_vaes512(round_keys, lo, hi, data)
+                        },
+                        // SAFETY: `Backend::Ni { imp: Vaes256 }` is only built after
+                        // `supports_aes(Vaes256)`: VAES, AVX2 and AES-NI are present.
+                        AesImpl::Vaes256 => unsafe {
+                            super::aes_vaes256::xor_keystream(round_keys, lo, hi, data)
+                        },
                         // SAFETY: `Backend::Ni` is only built after `supports_aes`: AES-NI,
                         // SSSE3 and SSE4.1 are present.
-                        unsafe { x86::xor_keystream_aesni(round_keys, lo, hi, data) }
+                        _ => unsafe { x86::xor_keystream_aesni(round_keys, lo, hi, data) },
                     }
                 } else {
                     let mut last = [0u8; BLOCK];
@@ -169,6 +175,9 @@ impl Aes128Ctr {
                     last
                 }
             }
+            // `Backend::Ni` is only built on x86-64 (`new`); the arm keeps the match exhaustive.
+            #[cfg(not(target_arch = "x86_64"))]
+            Backend::Ni { .. } => unreachable!("Backend::Ni is only built on x86-64"),
         }
     }
 }
@@ -403,6 +412,127 @@ mod tests {
                     reference.apply_keystream(&mut b);
                     assert_eq!(a, b, "{imp:?} len {len}");
                 }
+            }
+        }
+    }
+
+    /// The seed for a randomized test: `FORS_TEST_SEED` if set (to replay a failure), else
+    /// the clock; printed either way.
+    fn test_seed(test: &str) -> u64 {
+        let seed = std::env::var("FORS_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0)
+            });
+        println!("{test}: seed {seed} (rerun with FORS_TEST_SEED={seed})");
+        seed
+    }
+
+    /// The implementations tested here, printed so that a CPU lacking one shows in the log.
+    fn impls_under_test() -> Vec<AesImpl> {
+        let f = CpuFeatures::detect();
+        for imp in AesImpl::ALL {
+            if !f.supports_aes(imp) {
+                println!("SKIPPED: {imp:?} (this CPU lacks its instructions)");
+            }
+        }
+        f.aes_impls()
+    }
+
+    /// Each accelerated implementation agrees with the portable one byte for byte over random
+    /// keys, random start counters (some just below the 2^64 carry), random numbers of whole
+    /// 509-byte cells and odd offsets: the stream continues across cells, so most calls start
+    /// and end inside a keystream block.
+    #[test]
+    fn every_impl_matches_portable_over_cells_and_odd_offsets() {
+        let seed = test_seed("every_impl_matches_portable_over_cells_and_odd_offsets");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        for imp in impls_under_test() {
+            for round in 0..60 {
+                let mut key = [0u8; 16];
+                rng.fill_bytes(&mut key);
+                let start: u128 = match round % 3 {
+                    0 => 0,
+                    1 => rng.gen(),
+                    _ => {
+                        (u128::from(rng.gen::<u64>()) << 64)
+                            | (u64::MAX - rng.gen_range(0..40)) as u128
+                    }
+                };
+                let mut ours = Aes128Ctr::new(&key, imp);
+                assert_eq!(ours.implementation(), imp);
+                let mut portable = Aes128Ctr::new(&key, AesImpl::Portable);
+                ours.counter = start;
+                portable.counter = start;
+                for _ in 0..8 {
+                    // An odd lead-in leaves the stream mid-block, then a run of whole cells.
+                    let lead = rng.gen_range(0..32) | 1;
+                    let cells = rng.gen_range(1..=12);
+                    let mut a = vec![0u8; lead + 509 * cells];
+                    rng.fill_bytes(&mut a);
+                    let mut b = a.clone();
+                    let (a_lead, a_cells) = a.split_at_mut(lead);
+                    let (b_lead, b_cells) = b.split_at_mut(lead);
+                    ours.apply_keystream(a_lead);
+                    portable.apply_keystream(b_lead);
+                    for (ca, cb) in a_cells.chunks_mut(509).zip(b_cells.chunks_mut(509)) {
+                        ours.apply_keystream(ca);
+                        portable.apply_keystream(cb);
+                    }
+                    assert_eq!(
+                        a, b,
+                        "{imp:?} seed {seed} start {start:#x} lead {lead} cells {cells}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// NIST SP 800-38A F.5.1 (CTR-AES128.Encrypt): its counter block f0f1..feff incremented as
+    /// one big-endian integer is exactly tor1's 128-bit counter, so the vector applies unchanged.
+    /// Also applied in odd pieces, so the partial-block path meets the vector too.
+    #[test]
+    fn nist_sp800_38a_f51_ctr_aes128() {
+        use crate::util::hex;
+        let key: [u8; 16] = hex::decode("2b7e151628aed2a6abf7158809cf4f3c")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let counter = u128::from_be_bytes(
+            hex::decode("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff")
+                .unwrap()
+                .try_into()
+                .unwrap(),
+        );
+        let plain = hex::decode(concat!(
+            "6bc1bee22e409f96e93d7e117393172a",
+            "ae2d8a571e03ac9c9eb76fac45af8e51",
+            "30c81c46a35ce411e5fbc1191a0a52ef",
+            "f69f2445df4f9b17ad2b417be66c3710"
+        ))
+        .unwrap();
+        let cipher = concat!(
+            "874d6191b620e3261bef6864990db6ce",
+            "9806f66b7970fdff8617187bb9fffdff",
+            "5ae4df3edbd5d35e5b4f09020db03eab",
+            "1e031dda2fbe03d1792170a0f3009cee"
+        );
+        for imp in impls_under_test() {
+            for pieces in [&[64usize][..], &[1, 30, 33], &[17, 47], &[63, 1]] {
+                let mut c = Aes128Ctr::new(&key, imp);
+                c.counter = counter;
+                let mut data = plain.clone();
+                let mut rest = &mut data[..];
+                for &n in pieces {
+                    let (head, tail) = rest.split_at_mut(n);
+                    c.apply_keystream(head);
+                    rest = tail;
+                }
+                assert_eq!(hex::encode(&data), cipher, "{imp:?} pieces {pieces:?}");
             }
         }
     }

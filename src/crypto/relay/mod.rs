@@ -11,6 +11,8 @@
 //! (see [`cpu`]).
 
 pub mod aes_ctr;
+#[cfg(target_arch = "x86_64")]
+mod aes_vaes256;
 mod client;
 pub mod cpu;
 mod multi;
