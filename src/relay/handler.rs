@@ -27,7 +27,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -67,7 +67,7 @@ use crate::proto::circuit::{
 };
 use crate::proto::stream::{ConnectError, StreamHandle};
 use crate::shard::{
-    BwClass, CloseReason, ConnHandler, ConnId, Outbox, OutboxError, ShardId, WatchId,
+    BwClass, CloseReason, ConnHandler, ConnId, Outbox, OutboxError, ShardId, ShardIo, WatchId,
 };
 
 /// Tell the core a channel is blocked when fewer than this many cells fit in its queue.
@@ -118,12 +118,12 @@ const CROSS_OVERFLOW_CELLS: usize = 4096;
 const MAX_PROXIED_CIRCUITS: usize = 65536;
 
 /// The shard's queue toward one other shard, as a [`CrossLink`] pushes into it.
-struct OutQueue<'a, 'b> {
-    out: &'a mut Outbox<'b, RelayMsg>,
+struct OutQueue<'a, O> {
+    out: &'a mut O,
     to: ShardId,
 }
 
-impl CrossQueue for OutQueue<'_, '_> {
+impl<O: ShardIo<RelayMsg>> CrossQueue for OutQueue<'_, O> {
     #[allow(clippy::result_large_err)]
     fn try_push(&mut self, msg: RelayMsg) -> Result<(), RelayMsg> {
         self.out.push_cross(self.to, msg).map_err(|e| match e {
@@ -505,7 +505,7 @@ impl RelayHandler {
     }
 
     /// Runs the core's actions (and those they cause), then flushes touched connections.
-    fn dispatch(&mut self, out: &mut Outbox<'_, RelayMsg>) {
+    fn dispatch(&mut self, out: &mut impl ShardIo<RelayMsg>) {
         // The two buffers take turns: actions run from one while new ones collect in the
         // other, and both keep their allocation (an Action carries a cell body by value, so
         // growing a fresh buffer on every dispatch reallocated and copied cells).
@@ -544,8 +544,8 @@ impl RelayHandler {
         }
     }
 
-    fn run_action(&mut self, a: Action, out: &mut Outbox<'_, RelayMsg>) {
-        let now = Instant::now();
+    fn run_action(&mut self, a: Action, out: &mut impl ShardIo<RelayMsg>) {
+        let now = out.now();
         match a {
             Action::SendCell {
                 chan,
@@ -766,7 +766,7 @@ impl RelayHandler {
         circ_id: CircId,
         cmd: ChanCmd,
         body: &CellBody,
-        out: &mut Outbox<'_, RelayMsg>,
+        out: &mut impl ShardIo<RelayMsg>,
     ) {
         let Some(id) = self.conn_of_chan(chan) else {
             return;
@@ -806,7 +806,7 @@ impl RelayHandler {
 
     /// Tells every other shard that our channel `chan` is blocked or not (only shards with
     /// circuits on it care; the others ignore a channel they do not use).
-    fn broadcast_blocked(&mut self, chan: ChanId, blocked: bool, out: &mut Outbox<'_, RelayMsg>) {
+    fn broadcast_blocked(&mut self, chan: ChanId, blocked: bool, out: &mut impl ShardIo<RelayMsg>) {
         for to in 0..self.shards {
             if to != self.shard.0 {
                 self.cross_send(to, RelayMsg::ChanBlocked { chan, blocked }, out);
@@ -821,7 +821,7 @@ impl RelayHandler {
         circ_id: CircId,
         cmd: ChanCmd,
         body: CellBody,
-        out: &mut Outbox<'_, RelayMsg>,
+        out: &mut impl ShardIo<RelayMsg>,
     ) {
         if cmd == ChanCmd::DESTROY {
             if let Some(circ) = self.remote_next.remove(&(chan, circ_id)) {
@@ -847,14 +847,14 @@ impl RelayHandler {
         &mut self,
         to: usize,
         msg: RelayMsg,
-        out: &mut Outbox<'_, RelayMsg>,
+        out: &mut impl ShardIo<RelayMsg>,
     ) -> Option<RelayMsg> {
         let cell = msg.is_relay_cell();
         let Some(link) = self.links.get_mut(to) else {
             return None; // no such shard: a malformed ChanId; nothing to send to
         };
         let mut q = OutQueue {
-            out,
+            out: &mut *out,
             to: ShardId(to),
         };
         match link.send(&mut q, msg) {
@@ -865,7 +865,7 @@ impl RelayHandler {
             Sent::Held => {
                 // A held cell takes a buffer of the core's pool: the memory cap covers it.
                 if cell {
-                    let mut io = CoreIo::new(Instant::now(), &mut self.core_rng, &mut self.actions);
+                    let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
                     if !self.core.charge_external_cell(&mut io) {
                         return link.unhold_last();
                     }
@@ -882,7 +882,7 @@ impl RelayHandler {
                 link.note_blocked(chan);
                 self.core.channel_blocked(chan);
                 if let Some(&circ) = self.remote_next.get(&(chan, circ_id)) {
-                    let now = Instant::now();
+                    let now = out.now();
                     let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
                     let _ = self.core.hold_for_next_hop(circ, cmd, &body, &mut io);
                 }
@@ -895,7 +895,7 @@ impl RelayHandler {
 
     /// Moves held messages into queues that have room again, then unblocks the remote
     /// channels and resumes the reads that waited on them.
-    fn pump_cross(&mut self, out: &mut Outbox<'_, RelayMsg>) {
+    fn pump_cross(&mut self, out: &mut impl ShardIo<RelayMsg>) {
         for to in 0..self.links.len() {
             if !self.links[to].needs_pump() {
                 continue;
@@ -912,7 +912,7 @@ impl RelayHandler {
             }
         }
         if !self.scratch_unblock.is_empty() {
-            let mut io = CoreIo::new(Instant::now(), &mut self.core_rng, &mut self.actions);
+            let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
             for chan in self.scratch_unblock.drain(..) {
                 if !self.remote_blocked.contains(&chan) {
                     self.core.channel_unblocked(chan, &mut io);
@@ -935,7 +935,7 @@ impl RelayHandler {
     /// If a queue is full the channel stops reading until it drains; a cell past the
     /// overflow bound closes its circuit (RESOURCELIMIT toward the channel, DESTROY toward
     /// the origin), never dropped silently.
-    fn deliver_cross_in(&mut self, id: ConnId, out: &mut Outbox<'_, RelayMsg>) {
+    fn deliver_cross_in(&mut self, id: ConnId, out: &mut impl ShardIo<RelayMsg>) {
         if self.cross_in.is_empty() {
             return;
         }
@@ -982,7 +982,7 @@ impl RelayHandler {
         from: usize,
         msg: RelayMsg,
         now: Instant,
-        out: &mut Outbox<'_, RelayMsg>,
+        out: &mut impl ShardIo<RelayMsg>,
     ) {
         let cell = msg.is_relay_cell();
         self.cross.cells_received += u64::from(cell);
@@ -1083,7 +1083,7 @@ impl RelayHandler {
         target: ExtendTarget,
         create2: [u8; CELL_BODY_LEN],
         now: Instant,
-        out: &mut Outbox<'_, RelayMsg>,
+        out: &mut impl ShardIo<RelayMsg>,
     ) {
         let open = self.relay_chans.get(&target.rsa).copied();
         let opening = self
@@ -1127,7 +1127,7 @@ impl RelayHandler {
         target: ExtendTarget,
         create2: [u8; CELL_BODY_LEN],
         now: Instant,
-        out: &mut Outbox<'_, RelayMsg>,
+        out: &mut impl ShardIo<RelayMsg>,
     ) {
         // An IPv6-only extend without an IPv6 ORPort of ours fails with CONNECTFAILED below,
         // as C `circuit_open_connection_for_extend`.
@@ -1142,7 +1142,7 @@ impl RelayHandler {
                     ed: target.ed,
                 },
                 addr.ip(),
-                SystemTime::now(),
+                out.wall(),
                 &mut self.chan_rng,
             )
             .ok()?;
@@ -1191,7 +1191,7 @@ impl RelayHandler {
         who: ExtendFor,
         reason: DestroyReason,
         now: Instant,
-        out: &mut Outbox<'_, RelayMsg>,
+        out: &mut impl ShardIo<RelayMsg>,
     ) {
         match who {
             ExtendFor::Local(circ) => {
@@ -1217,7 +1217,7 @@ impl RelayHandler {
         circ_id: CircId,
         created2: &CellBody,
         now: Instant,
-        out: &mut Outbox<'_, RelayMsg>,
+        out: &mut impl ShardIo<RelayMsg>,
     ) {
         let chan = self.chan(id);
         match who {
@@ -1257,7 +1257,7 @@ impl RelayHandler {
         who: ExtendFor,
         create2: &[u8; CELL_BODY_LEN],
         now: Instant,
-        out: &mut Outbox<'_, RelayMsg>,
+        out: &mut impl ShardIo<RelayMsg>,
     ) {
         let pending = &self.pending_extends;
         let proxy = &self.proxy;
@@ -1291,7 +1291,7 @@ impl RelayHandler {
     }
 
     /// Routes CREATED2/DESTROY answers to our extends on channel `id`.
-    fn route_answers(&mut self, id: ConnId, now: Instant, out: &mut Outbox<'_, RelayMsg>) {
+    fn route_answers(&mut self, id: ConnId, now: Instant, out: &mut impl ShardIo<RelayMsg>) {
         let mut answers = std::mem::take(&mut self.answers);
         for (circ_id, cmd, body) in &answers {
             let Some(who) = self.pending_extends.remove(&(id, *circ_id)) else {
@@ -1308,7 +1308,7 @@ impl RelayHandler {
     }
 
     /// Reacts to channel events collected while reading.
-    fn channel_events(&mut self, id: ConnId, now: Instant, out: &mut Outbox<'_, RelayMsg>) {
+    fn channel_events(&mut self, id: ConnId, now: Instant, out: &mut impl ShardIo<RelayMsg>) {
         let events = std::mem::take(&mut self.events);
         let shard = self.shard.0;
         for e in &events {
@@ -1410,8 +1410,8 @@ impl RelayHandler {
 
     /// Hands a channel's TLS output to the socket, applies backpressure both ways, and
     /// closes the connection once a closed channel has flushed.
-    fn flush(&mut self, id: ConnId, out: &mut Outbox<'_, RelayMsg>) {
-        let now = Instant::now();
+    fn flush(&mut self, id: ConnId, out: &mut impl ShardIo<RelayMsg>) {
+        let now = out.now();
         let mut unblock = None;
         let mut stream_drained = None;
         let shard = self.shard.0;
@@ -1521,7 +1521,7 @@ impl RelayHandler {
         *self.core.network_view_mut() = SnapshotView(snap);
     }
 
-    fn publish_counters(&self, out: &Outbox<'_, RelayMsg>) {
+    fn publish_counters(&self, out: &impl ShardIo<RelayMsg>) {
         self.stats.store(out.metrics());
         let m = self.core.metrics();
         self.stats.store_circuit(m);
@@ -1580,10 +1580,8 @@ fn cc_params(snap: &NetworkSnapshot) -> crate::proto::flow::CcParams {
     crate::proto::flow::CcParams::from_lookup(|k| snap.consensus_params.get(k).copied())
 }
 
-impl ConnHandler for RelayHandler {
-    type Msg = RelayMsg;
-
-    fn on_start(&mut self, out: &mut Outbox<'_, RelayMsg>) {
+impl RelayHandler {
+    pub fn on_start(&mut self, out: &mut impl ShardIo<RelayMsg>) {
         self.shards = out.shard_count().max(1);
         self.links = (0..self.shards)
             .map(|_| CrossLink::new(CROSS_OVERFLOW_CELLS))
@@ -1600,21 +1598,21 @@ impl ConnHandler for RelayHandler {
         }
     }
 
-    fn on_cross_shard(
+    pub fn on_cross_shard(
         &mut self,
         from: ShardId,
-        items: std::vec::Drain<'_, RelayMsg>,
-        out: &mut Outbox<'_, RelayMsg>,
+        items: impl IntoIterator<Item = RelayMsg>,
+        out: &mut impl ShardIo<RelayMsg>,
     ) {
-        let now = Instant::now();
+        let now = out.now();
         for msg in items {
             self.handle_cross(from.0, msg, now, out);
         }
         self.dispatch(out);
     }
 
-    fn on_readable(&mut self, _watch: WatchId, out: &mut Outbox<'_, RelayMsg>) {
-        let now = Instant::now();
+    pub fn on_readable(&mut self, _watch: WatchId, out: &mut impl ShardIo<RelayMsg>) {
+        let now = out.now();
         if let Some(dns) = self.dns.as_mut() {
             dns.read(now, &mut self.dns_done);
         }
@@ -1622,7 +1620,7 @@ impl ConnHandler for RelayHandler {
         self.dispatch(out);
     }
 
-    fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, out: &mut Outbox<'_, RelayMsg>) {
+    pub fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, out: &mut impl ShardIo<RelayMsg>) {
         self.stats
             .handler
             .connections_seen
@@ -1642,7 +1640,7 @@ impl ConnHandler for RelayHandler {
         let dos_slot = match self.dos.on_accept(
             peer.ip(),
             &self.dos_cfg,
-            self.dos.secs(Instant::now()),
+            self.dos.secs(out.now()),
             &mut self.core_rng,
         ) {
             ConnDecision::Track(slot) => Some(slot),
@@ -1685,7 +1683,7 @@ impl ConnHandler for RelayHandler {
                 self.dos.on_close(s);
             }
         }
-        match Channel::new_responder(ctx, peer.ip(), SystemTime::now()) {
+        match Channel::new_responder(ctx, peer.ip(), out.wall()) {
             Ok(channel) => {
                 *entry = Some(Conn {
                     id: conn,
@@ -1718,8 +1716,13 @@ impl ConnHandler for RelayHandler {
         }
     }
 
-    fn on_connected(&mut self, conn: ConnId, peer: SocketAddr, out: &mut Outbox<'_, RelayMsg>) {
-        let now = Instant::now();
+    pub fn on_connected(
+        &mut self,
+        conn: ConnId,
+        peer: SocketAddr,
+        out: &mut impl ShardIo<RelayMsg>,
+    ) {
+        let now = out.now();
         let stream = match self.conn(conn) {
             Some(Conn {
                 kind: Kind::Stream(s),
@@ -1742,9 +1745,9 @@ impl ConnHandler for RelayHandler {
         self.dispatch(out);
     }
 
-    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, RelayMsg>) {
-        let now = Instant::now();
-        let wall = SystemTime::now();
+    pub fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut impl ShardIo<RelayMsg>) {
+        let now = out.now();
+        let wall = out.wall();
         let Some(c) = self
             .conns
             .get_mut(conn.slot() as usize)
@@ -1819,13 +1822,18 @@ impl ConnHandler for RelayHandler {
         self.dispatch(out);
     }
 
-    fn on_writable(&mut self, conn: ConnId, out: &mut Outbox<'_, RelayMsg>) {
+    pub fn on_writable(&mut self, conn: ConnId, out: &mut impl ShardIo<RelayMsg>) {
         self.flush(conn, out);
         self.dispatch(out);
     }
 
-    fn on_closed(&mut self, conn: ConnId, reason: CloseReason, out: &mut Outbox<'_, RelayMsg>) {
-        let now = Instant::now();
+    pub fn on_closed(
+        &mut self,
+        conn: ConnId,
+        reason: CloseReason,
+        out: &mut impl ShardIo<RelayMsg>,
+    ) {
+        let now = out.now();
         let Some(slot) = self.conns.get_mut(conn.slot() as usize) else {
             return;
         };
@@ -1924,7 +1932,7 @@ impl ConnHandler for RelayHandler {
 
     /// Queued onion handshakes run here, `onions_per_run` per loop iteration, between I/O
     /// batches (cells of established circuits are served in between: anti-starvation).
-    fn on_batch_end(&mut self, out: &mut Outbox<'_, RelayMsg>) -> bool {
+    pub fn on_batch_end(&mut self, out: &mut impl ShardIo<RelayMsg>) -> bool {
         self.flush_staged(out);
         if self.links.iter().any(CrossLink::needs_pump) {
             self.dispatch(out);
@@ -1932,14 +1940,14 @@ impl ConnHandler for RelayHandler {
         if self.core.onions_pending() == 0 {
             return self.core.has_staged();
         }
-        let mut io = CoreIo::new(Instant::now(), &mut self.core_rng, &mut self.actions);
+        let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
         self.core.process_onion_queue(&mut io);
         self.dispatch(out);
         self.flush_staged(out);
         self.core.onions_pending() > 0 || self.core.has_staged()
     }
 
-    fn on_tick(&mut self, now: Instant, out: &mut Outbox<'_, RelayMsg>) {
+    pub fn on_tick(&mut self, now: Instant, out: &mut impl ShardIo<RelayMsg>) {
         super::testing::panic_if_asked(self.shard); // TestingTorNetwork only (testing.rs)
         self.refresh_snapshot();
         {
@@ -1951,7 +1959,7 @@ impl ConnHandler for RelayHandler {
         }
         self.deliver_dns(now);
         // Handshake timeouts.
-        let wall = SystemTime::now();
+        let wall = out.wall();
         for i in 0..self.conns.len() {
             let Some(c) = self.conns[i].as_mut() else {
                 continue;
@@ -1984,6 +1992,48 @@ impl ConnHandler for RelayHandler {
     }
 }
 
+/// The shard's view of the node: every callback hands the shard's [`Outbox`] to the node
+/// as its [`ShardIo`].
+impl ConnHandler for RelayHandler {
+    type Msg = RelayMsg;
+
+    fn on_start(&mut self, out: &mut Outbox<'_, RelayMsg>) {
+        RelayHandler::on_start(self, out)
+    }
+    fn on_readable(&mut self, watch: WatchId, out: &mut Outbox<'_, RelayMsg>) {
+        RelayHandler::on_readable(self, watch, out)
+    }
+    fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, out: &mut Outbox<'_, RelayMsg>) {
+        RelayHandler::on_accept(self, conn, peer, out)
+    }
+    fn on_connected(&mut self, conn: ConnId, peer: SocketAddr, out: &mut Outbox<'_, RelayMsg>) {
+        RelayHandler::on_connected(self, conn, peer, out)
+    }
+    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, RelayMsg>) {
+        RelayHandler::on_data(self, conn, data, out)
+    }
+    fn on_writable(&mut self, conn: ConnId, out: &mut Outbox<'_, RelayMsg>) {
+        RelayHandler::on_writable(self, conn, out)
+    }
+    fn on_closed(&mut self, conn: ConnId, reason: CloseReason, out: &mut Outbox<'_, RelayMsg>) {
+        RelayHandler::on_closed(self, conn, reason, out)
+    }
+    fn on_cross_shard(
+        &mut self,
+        from: ShardId,
+        items: std::vec::Drain<'_, RelayMsg>,
+        out: &mut Outbox<'_, RelayMsg>,
+    ) {
+        RelayHandler::on_cross_shard(self, from, items, out)
+    }
+    fn on_tick(&mut self, now: Instant, out: &mut Outbox<'_, RelayMsg>) {
+        RelayHandler::on_tick(self, now, out)
+    }
+    fn on_batch_end(&mut self, out: &mut Outbox<'_, RelayMsg>) -> bool {
+        RelayHandler::on_batch_end(self, out)
+    }
+}
+
 /// Flush rounds per call: carrying out a flush's actions may package more exit data
 /// (a channel drained, a stream resumed), which is staged again.
 const MAX_FLUSH_ROUNDS: usize = 8;
@@ -1991,12 +2041,12 @@ const MAX_FLUSH_ROUNDS: usize = 8;
 impl RelayHandler {
     /// Exit DATA packaged since the last flush, across circuits: one multi-circuit crypto
     /// call, then onto the channels (proto::circuit `staged.rs`).
-    fn flush_staged(&mut self, out: &mut Outbox<'_, RelayMsg>) {
+    fn flush_staged(&mut self, out: &mut impl ShardIo<RelayMsg>) {
         for _ in 0..MAX_FLUSH_ROUNDS {
             if !self.core.has_staged() {
                 break;
             }
-            let mut io = CoreIo::new(Instant::now(), &mut self.core_rng, &mut self.actions);
+            let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
             self.core.flush_originated(&mut io);
             self.dispatch(out);
         }

@@ -17,6 +17,13 @@ impl ConnId {
     pub fn slot(&self) -> u32 {
         self.slot
     }
+
+    /// A handle made by an in-memory stand-in for the shard (tests of the relay node);
+    /// the shard itself makes its ids from its connection table.
+    #[doc(hidden)]
+    pub fn from_parts(slot: u32, gen: u32) -> ConnId {
+        ConnId { slot, gen }
+    }
 }
 
 /// Index of a shard in the runtime.
