@@ -15,6 +15,7 @@ pub mod handler;
 pub mod heartbeat;
 pub mod hibernate;
 pub mod log;
+pub mod node;
 pub mod pidfile;
 pub mod publish;
 pub mod reach;
