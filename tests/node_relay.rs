@@ -376,3 +376,54 @@ fn a_link_handshake_that_never_finishes_times_out() {
         "a silent connection is still open after 120 s"
     );
 }
+
+#[test]
+fn a_stream_backlog_past_its_bound_ends_the_stream_with_resourcelimit() {
+    let mut net = Net::new(seed("a_stream_backlog_past_its_bound"));
+    let mut p = Peer::client(&mut net, 0, 40070);
+    let mut c = ClientCirc::create(&mut net, &mut p, 0x8000_0004);
+    let stream = open_stream(&mut net, &mut p, &mut c, 5);
+    // The client stops reading: its connection blocks, the node pauses the exit socket.
+    net.shards[0].conns.get_mut(&p.conn).unwrap().bound = 4096;
+    let chunk = vec![0x42u8; 64 * 1024];
+    let mut fed = 0;
+    while !net.shards[0].conns[&stream].read_paused {
+        net.data(0, stream, &chunk);
+        fed += chunk.len();
+        assert!(fed < 4 << 20, "the socket was never paused");
+    }
+    // Reads already in flight keep arriving: the backlog takes them up to 1 MiB, no more.
+    assert_eq!(net.nodes[0].bound_counters().stream_backlog_closes, 0);
+    for _ in 0..20 {
+        if !net.is_open(0, stream) {
+            break;
+        }
+        net.data(0, stream, &chunk);
+    }
+    let b = net.nodes[0].bound_counters();
+    assert_eq!(b.stream_backlog_closes, 1, "{b:?}");
+    assert!(b.stream_backlog_peak <= 1 << 20, "{b:?}");
+    assert!(b.stream_backlog_peak > 1 << 19, "{b:?}");
+    assert!(!net.is_open(0, stream), "the exit socket is closed");
+
+    // The client drains: DATA, then END RESOURCELIMIT (tor-spec reason 11).
+    net.shards[0].conns.get_mut(&p.conn).unwrap().bound = 1 << 24;
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        p.pump(&mut net);
+        got.extend(c.open_all(&p.cells()));
+        if got.last().is_some_and(|g| g.1 == RelayCmd::END) {
+            break;
+        }
+    }
+    let last = got.last().expect("cells reached the client");
+    assert_eq!(
+        (last.1, last.2, last.3[0]),
+        (RelayCmd::END, 5, 11),
+        "{:?}",
+        last
+    );
+    assert!(got[..got.len() - 1]
+        .iter()
+        .all(|g| g.1 == RelayCmd::DATA || g.1 == RelayCmd::SENDME));
+}

@@ -8,6 +8,10 @@ use super::*;
 
 /// Tell the core a channel is blocked when fewer than this many cells fit in its queue.
 pub(super) const BLOCK_BELOW_CELLS: usize = 64;
+/// Cells one channel's overflow may hold (beyond its queue), about 2 MiB: the core releases
+/// all it held for a channel at once when it unblocks, so the overflow takes a burst, but
+/// a peer that stops reading must not make it grow without bound.
+pub(super) const CHAN_OVERFLOW_CELLS: usize = 4096;
 /// ... and unblocked again once this many fit.
 pub(super) const UNBLOCK_AT_CELLS: usize = 128;
 
@@ -18,7 +22,7 @@ pub(super) struct CellSink<'a> {
     pub(super) conn: ConnId,
     pub(super) proxy: &'a mut ProxyTable,
     /// (circuit ID, origin shard, origin handle, command, body) for other shards.
-    pub(super) cross_in: &'a mut Vec<(CircId, usize, CircHandle, ChanCmd, CellBody)>,
+    pub(super) cross_in: &'a mut Vec<(CircId, ShardId, CircHandle, ChanCmd, CellBody)>,
     pub(super) info: ChanInfo,
     pub(super) rng: &'a mut StdRng,
     pub(super) actions: &'a mut Vec<Action>,
@@ -112,7 +116,7 @@ impl RelayNode {
             proxy: &mut self.proxy,
             cross_in: &mut self.cross_in,
             info: ChanInfo {
-                id: chan_id(self.shard.0, conn),
+                id: chan_id(self.shard, conn),
                 peer: ch.peer,
                 we_initiated: ch.channel.is_initiator(),
             },
@@ -150,7 +154,7 @@ impl RelayNode {
         out: &mut impl ShardIo<RelayMsg>,
     ) {
         let events = std::mem::take(&mut self.events);
-        let shard = self.shard.0;
+        let shard = self.shard;
         for e in &events {
             // Drawn before the connection is borrowed; used only by `Open`.
             let idle_timeouts = if matches!(e, ChannelEvent::Open(_)) {
@@ -254,7 +258,7 @@ impl RelayNode {
         let now = out.now();
         let mut unblock = None;
         let mut stream_drained = None;
-        let shard = self.shard.0;
+        let shard = self.shard;
         let Some(c) = self.conn(id) else { return };
         match &mut c.kind {
             Kind::Channel(ch) => {
@@ -356,19 +360,32 @@ impl RelayNode {
         };
         let mut block = false;
         let mut dropped = false;
+        let mut over = false;
         if let Some(Conn {
             kind: Kind::Channel(c),
             ..
-        }) = self.conn(id)
+        }) = conn_in(&mut self.conns, id)
         {
-            if !c.overflow.is_empty() {
-                c.overflow.push_back((circ_id, cmd, *body));
+            // Behind cells already in the overflow, or into the channel's queue.
+            let sent = if c.overflow.is_empty() {
+                c.channel.send_cell(circ_id, cmd, body)
             } else {
-                match c.channel.send_cell(circ_id, cmd, body) {
-                    Ok(()) => {}
-                    Err(ChannelError::OutputFull) => c.overflow.push_back((circ_id, cmd, *body)),
-                    Err(_) => dropped = true,
+                Err(ChannelError::OutputFull)
+            };
+            match sent {
+                Ok(()) => {}
+                // A peer that has not read for this long: the channel goes (its circuits
+                // get DESTROY) rather than queueing without bound or losing a cell of a
+                // circuit that lives on.
+                Err(ChannelError::OutputFull) if c.overflow.len() >= CHAN_OVERFLOW_CELLS => {
+                    over = true
                 }
+                Err(ChannelError::OutputFull) => {
+                    c.overflow.push_back((circ_id, cmd, *body));
+                    self.bounds.chan_overflow_peak =
+                        self.bounds.chan_overflow_peak.max(c.overflow.len());
+                }
+                Err(_) => dropped = true,
             }
             if !c.blocked
                 && (!c.overflow.is_empty() || c.channel.queue().free_cells() < BLOCK_BELOW_CELLS)
@@ -378,6 +395,20 @@ impl RelayNode {
             }
         }
         self.cells_dropped_full += u64::from(dropped);
+        if over {
+            self.bounds.chan_overflow_closes += 1;
+            self.cells_dropped_full += 1;
+            log_info!(
+                "shard {}: closing a channel whose peer left {CHAN_OVERFLOW_CELLS} cells \
+                 unread",
+                self.shard
+            );
+            if let Some(c) = self.conn(id) {
+                c.closing = true;
+            }
+            let _ = out.close(id);
+            return;
+        }
         if block {
             self.core.channel_blocked(chan);
             if self.proxy.carries(id) {

@@ -6,6 +6,22 @@
 
 use super::*;
 
+/// Bytes one exit stream may hold in either direction (read from its socket while the
+/// circuit's window was closed; for its socket while the socket was full). The core stops
+/// (paused reads, a blocked stream) long before; past it the stream is closed.
+pub(super) const STREAM_BACKLOG_BYTES: usize = 1 << 20;
+
+/// Appends to a stream backlog unless that would pass [`STREAM_BACKLOG_BYTES`]; keeps the
+/// peak. False: refused.
+fn backlog_push(q: &mut ByteQueue, data: &[u8], bounds: &mut BoundCounters) -> bool {
+    if q.len() + data.len() > STREAM_BACKLOG_BYTES {
+        return false;
+    }
+    q.push(data);
+    bounds.stream_backlog_peak = bounds.stream_backlog_peak.max(q.len());
+    true
+}
+
 impl RelayNode {
     /// BEGIN: open the exit connection (from `OutboundBindAddressExit`).
     pub(super) fn exit_connect(
@@ -74,28 +90,59 @@ impl RelayNode {
             return;
         };
         let mut blocked = false;
+        let mut over = false;
         if let Some(Conn {
             kind: Kind::Stream(s),
             ..
-        }) = self.conn(id)
+        }) = conn_in(&mut self.conns, id)
         {
             if !s.unsent.is_empty() {
-                s.unsent.push(bytes);
+                over = !backlog_push(&mut s.unsent, bytes, &mut self.bounds);
             } else {
                 match out.send_partial(id, bytes) {
                     Ok(n) if n == bytes.len() => {}
                     Ok(n) => {
-                        s.unsent.push(&bytes[n..]);
+                        // Below the bound: at most one cell's worth.
+                        backlog_push(&mut s.unsent, &bytes[n..], &mut self.bounds);
                         blocked = true;
                     }
                     Err(_) => {}
                 }
             }
         }
-        if blocked {
+        if over {
+            self.stream_over_backlog(id, stream, out);
+        } else if blocked {
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
             let _ = self.core.stream_write_blocked(stream, true, &mut io);
         }
+    }
+
+    /// A stream's backlog (either way) reached [`STREAM_BACKLOG_BYTES`]: the socket is
+    /// closed and the client told END RESOURCELIMIT; counted.
+    fn stream_over_backlog(
+        &mut self,
+        conn: ConnId,
+        stream: StreamHandle,
+        out: &mut impl ShardIo<RelayMsg>,
+    ) {
+        self.bounds.stream_backlog_closes += 1;
+        log_info!(
+            "shard {}: closing an exit stream whose backlog reached {STREAM_BACKLOG_BYTES} bytes",
+            self.shard
+        );
+        if let Some(Conn {
+            kind: Kind::Stream(s),
+            ..
+        }) = self.conn(conn)
+        {
+            s.forgotten = true;
+        }
+        let _ = out.close(conn);
+        let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
+        let _ = self
+            .core
+            .stream_closed(stream, EndReason::ResourceLimit, &mut io);
     }
 
     /// The core forgot a stream: close its socket (after its output).
@@ -234,13 +281,16 @@ impl RelayNode {
         let Some(Conn {
             kind: Kind::Stream(s),
             ..
-        }) = self.conn(conn)
+        }) = conn_in(&mut self.conns, conn)
         else {
             return;
         };
         let stream = s.stream;
         if !s.unread.is_empty() {
-            s.unread.push(data);
+            if !backlog_push(&mut s.unread, data, &mut self.bounds) {
+                self.stream_over_backlog(conn, stream, out);
+                self.dispatch(out);
+            }
             return;
         }
         let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
@@ -249,9 +299,10 @@ impl RelayNode {
                 if let Some(Conn {
                     kind: Kind::Stream(s),
                     ..
-                }) = self.conn(conn)
+                }) = conn_in(&mut self.conns, conn)
                 {
-                    s.unread.push(&data[n..]);
+                    // Below the bound: at most one read's worth.
+                    backlog_push(&mut s.unread, &data[n..], &mut self.bounds);
                 }
             }
             Ok(_) => {}

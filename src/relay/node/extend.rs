@@ -24,9 +24,9 @@ impl RelayNode {
             .get(&target.rsa)
             .copied()
             .filter(|&id| matches!(self.conns.get(id.slot() as usize), Some(Some(c)) if c.id == id && !c.closing));
-        let owner = owner_shard(&target.rsa, self.shards);
+        let owner = owner_shard_id(&target.rsa, self.shards);
         let remote_request = matches!(who, ExtendFor::Remote { .. });
-        match route_extend(open, opening, owner, self.shard.0, remote_request) {
+        match route_extend(open, opening, owner, self.shard, remote_request) {
             ExtendRoute::Reuse(id) => self.send_create2(id, who, &create2, now, out),
             ExtendRoute::Join(id) => {
                 if let Some(Conn {
@@ -194,7 +194,7 @@ impl RelayNode {
     ) {
         let pending = &self.pending_extends;
         let proxy = &self.proxy;
-        let chan = chan_id(self.shard.0, id);
+        let chan = chan_id(self.shard, id);
         let mut sent = None;
         if let Some(Some(Conn {
             kind: Kind::Channel(c),

@@ -59,7 +59,7 @@ mod timers;
 use self::byte_queue::ByteQueue;
 pub use self::cross::RelayMsg;
 use self::cross::{
-    owner_shard, route_extend, CrossLink, CrossQueue, ExtendFor, ExtendRoute, ProxyTable, Sent,
+    owner_shard_id, route_extend, CrossLink, CrossQueue, ExtendFor, ExtendRoute, ProxyTable, Sent,
 };
 pub use self::dos::{dos_config, DosShared};
 use super::exit_dns::ExitDns;
@@ -114,20 +114,45 @@ impl NetworkView for SnapshotView {
 
 type Core = RelayCore<crate::crypto::relay::Tor1RelayCrypto, SnapshotView>;
 
+// A shard index must fit in a `ChanId`'s shard byte.
+const _: () = assert!(ShardId::LIMIT <= ChanId::MAX_SHARDS);
+
 /// A channel's name for the circuit core, unique across shards (the shard in the top byte):
 /// circuits may name channels of other shards, and the core's blocked set and close walks
 /// must never confuse them with ours.
-fn chan_id(shard: usize, c: ConnId) -> ChanId {
-    ChanId(
-        ((shard as u64 & 0xff) << 56)
-            | ((u64::from(c.gen) & 0x00ff_ffff) << 32)
-            | u64::from(c.slot()),
+fn chan_id(shard: ShardId, c: ConnId) -> ChanId {
+    // The runtime refuses more than `ShardId::LIMIT` shards (`RuntimeConfig::validate`).
+    debug_assert!(shard.0 < ShardId::LIMIT);
+    ChanId::on_shard(
+        shard.0 as u8,
+        ((u64::from(c.gen) & 0x00ff_ffff) << 32) | u64::from(c.slot()),
     )
 }
 
 /// The shard a [`chan_id`] lives on.
-fn shard_of(chan: ChanId) -> usize {
-    (chan.0 >> 56) as usize
+fn shard_of(chan: ChanId) -> ShardId {
+    ShardId(usize::from(chan.shard()))
+}
+
+/// Connection `id` in the table, by field: the rest of the node stays borrowable.
+fn conn_in(conns: &mut [Option<Conn>], id: ConnId) -> Option<&mut Conn> {
+    conns
+        .get_mut(id.slot() as usize)?
+        .as_mut()
+        .filter(|c| c.id == id)
+}
+
+/// How close the node came to its per-connection bounds, and what hitting them cost.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BoundCounters {
+    /// Most cells one channel's overflow held ([`channel::CHAN_OVERFLOW_CELLS`] at most).
+    pub chan_overflow_peak: usize,
+    /// Channels closed because their overflow was at its bound.
+    pub chan_overflow_closes: u64,
+    /// Most bytes one exit stream's backlog held ([`exit::STREAM_BACKLOG_BYTES`] at most).
+    pub stream_backlog_peak: usize,
+    /// Exit streams closed because a backlog was at its bound.
+    pub stream_backlog_closes: u64,
 }
 
 /// A channel connection.
@@ -209,7 +234,7 @@ pub struct RelayNode {
     remote_next_by_circ: HashMap<CircHandle, (ChanId, CircId)>,
     /// Other shards' channels that told us their output is full.
     remote_blocked: HashSet<ChanId>,
-    cross_in: Vec<(CircId, usize, CircHandle, ChanCmd, CellBody)>,
+    cross_in: Vec<(CircId, ShardId, CircHandle, ChanCmd, CellBody)>,
     scratch_unblock: Vec<ChanId>,
     scratch_resume: Vec<ConnId>,
     cross: CrossCounters,
@@ -225,6 +250,8 @@ pub struct RelayNode {
     dns_done: Vec<(StreamHandle, Resolution)>,
     dns_warned: bool,
     cells_dropped_full: u64,
+    /// Peaks of, and closes at, the per-channel overflow and stream backlog bounds.
+    bounds: BoundCounters,
     /// Channels that carry a circuit (refilled at each idle check; kept for its capacity).
     chans_in_use: HashSet<ChanId>,
     next_idle_check: Option<Instant>,
@@ -302,6 +329,7 @@ impl RelayNode {
             dns_done: Vec::with_capacity(64),
             dns_warned: false,
             cells_dropped_full: 0,
+            bounds: BoundCounters::default(),
             chans_in_use: HashSet::new(),
             next_idle_check: None,
             dos,
@@ -332,6 +360,11 @@ impl RelayNode {
         &self.dos_cfg
     }
 
+    /// Peaks and closes at the per-connection bounds.
+    pub fn bound_counters(&self) -> BoundCounters {
+        self.bounds
+    }
+
     /// The snapshot this shard currently uses.
     pub fn network(&self) -> &Arc<NetworkSnapshot> {
         self.network.get()
@@ -347,11 +380,11 @@ impl RelayNode {
     fn conn_of_chan(&self, chan: ChanId) -> Option<ConnId> {
         let slot = (chan.0 & 0xffff_ffff) as usize;
         let c = self.conns.get(slot)?.as_ref()?;
-        (chan_id(self.shard.0, c.id) == chan).then_some(c.id)
+        (chan_id(self.shard, c.id) == chan).then_some(c.id)
     }
 
     fn chan(&self, id: ConnId) -> ChanId {
-        chan_id(self.shard.0, id)
+        chan_id(self.shard, id)
     }
 
     fn mark_dirty(&mut self, id: ConnId) {
@@ -457,5 +490,26 @@ impl RelayNode {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chan_ids_of_different_shards_never_alias() {
+        let c = ConnId::from_parts(7, 3);
+        for shard in [0, 1, 2, 127, 255] {
+            let id = chan_id(ShardId(shard), c);
+            assert_eq!(shard_of(id), ShardId(shard));
+            if shard != 0 {
+                assert_ne!(id, chan_id(ShardId(0), c));
+            }
+        }
+        // The connection's own bits stay below the shard byte.
+        let big = ConnId::from_parts(u32::MAX, u32::MAX);
+        assert_eq!(shard_of(chan_id(ShardId(255), big)), ShardId(255));
+        assert_eq!(shard_of(chan_id(ShardId(0), big)), ShardId(0));
     }
 }

@@ -56,7 +56,7 @@ impl RelayNode {
     ) {
         let now = out.now();
         for msg in items {
-            self.handle_cross(from.0, msg, now, out);
+            self.handle_cross(from, msg, now, out);
         }
         self.dispatch(out);
     }
@@ -69,8 +69,8 @@ impl RelayNode {
         blocked: bool,
         out: &mut impl ShardIo<RelayMsg>,
     ) {
-        for to in 0..self.shards {
-            if to != self.shard.0 {
+        for to in (0..self.shards).map(ShardId) {
+            if to != self.shard {
                 self.cross_send(to, RelayMsg::ChanBlocked { chan, blocked }, out);
             }
         }
@@ -107,18 +107,15 @@ impl RelayNode {
     /// bound (the caller closes its circuit).
     pub(super) fn cross_send(
         &mut self,
-        to: usize,
+        to: ShardId,
         msg: RelayMsg,
         out: &mut impl ShardIo<RelayMsg>,
     ) -> Option<RelayMsg> {
         let cell = msg.is_relay_cell();
-        let Some(link) = self.links.get_mut(to) else {
+        let Some(link) = self.links.get_mut(to.0) else {
             return None; // no such shard: a malformed ChanId; nothing to send to
         };
-        let mut q = OutQueue {
-            out: &mut *out,
-            to: ShardId(to),
-        };
+        let mut q = OutQueue { out: &mut *out, to };
         match link.send(&mut q, msg) {
             Sent::Queued => {
                 self.cross.cells_sent += u64::from(cell);
@@ -218,8 +215,8 @@ impl RelayNode {
                 };
                 self.cross_send(shard, msg, out);
             }
-            if self.links.get(shard).is_some_and(CrossLink::is_congested) {
-                if let Some(link) = self.links.get_mut(shard) {
+            if self.links.get(shard.0).is_some_and(CrossLink::is_congested) {
+                if let Some(link) = self.links.get_mut(shard.0) {
                     link.note_paused(id);
                 }
                 pause = true;
@@ -241,7 +238,7 @@ impl RelayNode {
     /// A batch item from shard `from`.
     pub(super) fn handle_cross(
         &mut self,
-        from: usize,
+        from: ShardId,
         msg: RelayMsg,
         now: Instant,
         out: &mut impl ShardIo<RelayMsg>,
@@ -274,7 +271,7 @@ impl RelayNode {
                         let done = ExtendDone {
                             next: NextHop {
                                 chan,
-                                shard: ShardIdx(from as u16),
+                                shard: ShardIdx(from.0 as u16),
                                 circ_id,
                             },
                             created2: &body[..],
@@ -327,7 +324,7 @@ impl RelayNode {
                         self.core.channel_blocked(chan);
                     }
                 } else if self.remote_blocked.remove(&chan)
-                    && !self.links.get(from).is_some_and(CrossLink::is_congested)
+                    && !self.links.get(from.0).is_some_and(CrossLink::is_congested)
                 {
                     let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
                     self.core.channel_unblocked(chan, &mut io);
