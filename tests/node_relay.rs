@@ -7,61 +7,14 @@ mod node_harness;
 
 use std::time::Duration;
 
-use fors::cell::chan::{Create2, Created2, HandshakeType};
-use fors::cell::relay::msg::{Extend2, Extended2, LinkSpec};
 use fors::cell::relay::{v0, RelayCmd};
-use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
-use fors::crypto::handshake::ntor::server_handshake;
-use fors::crypto::handshake::NtorClient;
-use fors::crypto::relay::{Tor1ClientLayer, Tor1RelayCrypto};
+use fors::cell::{ChanCmd, CELL_BODY_LEN};
 use fors::proto::circuit::{CellBody, HopCrypto};
 use fors::relay::node::fake::Op;
-use fors::shard::ConnId;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use node_harness::*;
-
-/// A circuit through the node that exits there: BEGIN, the fake shard's connect,
-/// CONNECTED. Returns the exit connection.
-fn open_stream(net: &mut Net, p: &mut Peer, c: &mut ClientCirc, stream_id: u16) -> ConnId {
-    net.shards[p.shard].ops.clear();
-    let begin = c.cell(0, RelayCmd::BEGIN, stream_id, &begin_data("127.0.0.1:8080"));
-    p.send(net, c.circ_id, ChanCmd::RELAY, &begin);
-    let cs = connects(&net.shards[p.shard]);
-    assert_eq!(
-        cs.len(),
-        1,
-        "one exit connect: {:?}",
-        net.shards[p.shard].ops
-    );
-    assert_eq!(cs[0].1, "127.0.0.1:8080".parse().unwrap());
-    let stream = cs[0].0;
-    net.nodes[p.shard].on_connected(stream, cs[0].1, &mut net.shards[p.shard]);
-    net.settle();
-    p.pump(net);
-    let got = c.open_all(&p.cells());
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(
-        (got[0].0, got[0].1, got[0].2),
-        (0, RelayCmd::CONNECTED, stream_id)
-    );
-    stream
-}
-
-/// Concatenates the DATA of `stream_id` from hop `hop`, checking nothing else came.
-fn data_of(got: &[(usize, RelayCmd, u16, Vec<u8>)], hop: usize, stream_id: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    for (h, cmd, sid, data) in got {
-        assert_eq!(
-            (*h, *cmd, *sid),
-            (hop, RelayCmd::DATA, stream_id),
-            "{got:?}"
-        );
-        v.extend_from_slice(data);
-    }
-    v
-}
 
 #[test]
 fn begin_connect_and_data_both_ways() {
@@ -94,106 +47,6 @@ fn begin_connect_and_data_both_ways() {
     let got = c.open_all(&p.cells());
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!((got[0].1, got[0].2), (RelayCmd::END, 7));
-}
-
-/// A circuit whose first hop is the node's shard `origin` and whose next hop, the target
-/// relay, is owned by the other shard: the extend crosses shards.
-struct CrossCircuit {
-    p: Peer,
-    c: ClientCirc,
-    t: Peer,
-    /// The circuit ID on the node → target channel.
-    tcid: CircId,
-    /// The target's relay crypto for the circuit.
-    hop: Tor1RelayCrypto,
-    origin: usize,
-    owner: usize,
-}
-
-fn cross_circuit(net: &mut Net, port: u16) -> CrossCircuit {
-    let target = target_ident();
-    let owner = owner_of(target);
-    let origin = 1 - owner;
-    let mut p = Peer::client(net, origin, port);
-    let mut c = ClientCirc::create(net, &mut p, 0x8000_0010);
-
-    let mut rng = StdRng::seed_from_u64(net.rng.next_u64());
-    let (st, skin) = NtorClient::start(
-        &mut rng,
-        &target.id.rsa_id(),
-        target.onion.current().public(),
-    );
-    let mut ext = [0u8; 498];
-    let ta = target_addr();
-    let std::net::SocketAddr::V4(ta4) = ta else {
-        unreachable!()
-    };
-    let n = Extend2::encode(
-        &[
-            LinkSpec::Ipv4(ta4),
-            LinkSpec::RsaId(target.id.rsa_id()),
-            LinkSpec::Ed25519Id(target.id.ed_id()),
-        ],
-        &Create2 {
-            htype: HandshakeType::NTOR,
-            hdata: &skin,
-        },
-        &mut ext,
-    )
-    .unwrap();
-    let body = c.cell(0, RelayCmd::EXTEND2, 0, &ext[..n]);
-    net.cross_log.clear();
-    for s in &mut net.shards {
-        s.ops.clear();
-    }
-    p.send(net, c.circ_id, ChanCmd::RELAY_EARLY, &body);
-
-    // The origin asks the owner shard, which opens the channel; the origin opens nothing.
-    assert_eq!(net.cross_log, vec![(origin, owner, "ExtendRequest")]);
-    assert!(connects(&net.shards[origin]).is_empty());
-    let cs = connects(&net.shards[owner]);
-    assert_eq!(cs.len(), 1, "{:?}", net.shards[owner].ops);
-    assert_eq!(cs[0].1, ta);
-    let tconn = cs[0].0;
-    net.nodes[owner].on_connected(tconn, ta, &mut net.shards[owner]);
-    net.settle();
-    let mut t = Peer::target(net, owner, tconn);
-    t.pump(net);
-    assert!(t.sink.opened().is_some(), "{:?}", t.sink.events);
-
-    // The CREATE2 the client made reaches the target unchanged.
-    let cells = t.cells();
-    assert_eq!(cells.len(), 1, "{cells:?}");
-    let (tcid, cmd, create2) = cells[0].clone();
-    assert_eq!(cmd, ChanCmd::CREATE2);
-    let cb: CellBody = create2.as_slice().try_into().unwrap();
-    let parsed = Create2::parse(&cb).unwrap();
-    assert_eq!(parsed.hdata, &skin[..]);
-    let (reply, keys) =
-        server_handshake(&mut rng, &target.onion, &target.id.rsa_id(), parsed.hdata).unwrap();
-    let mut created = [0u8; CELL_BODY_LEN];
-    Created2 { hdata: &reply }.encode(&mut created).unwrap();
-    net.cross_log.clear();
-    t.send(net, tcid, ChanCmd::CREATED2, &created);
-    p.pump(net);
-    assert_eq!(net.cross_log, vec![(owner, origin, "ExtendReply")]);
-
-    let got = c.open_all(&p.cells());
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!((got[0].0, got[0].1), (0, RelayCmd::EXTENDED2));
-    let hk = st
-        .finish(Extended2::parse(&got[0].3).unwrap().hdata)
-        .expect("EXTENDED2 carries the target's reply");
-    c.layers.push_hop(Tor1ClientLayer::new(&hk));
-    CrossCircuit {
-        p,
-        c,
-        t,
-        tcid,
-        hop: Tor1RelayCrypto::from_keys(&keys),
-        origin,
-        owner,
-    }
 }
 
 #[test]

@@ -27,6 +27,11 @@ use fors::shard::{CloseReason, ConnId, ShardId, ShardIo};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
+use fors::cell::relay::msg::{Extend2, Extended2, LinkSpec};
+use fors::crypto::handshake::ntor::server_handshake;
+use fors::crypto::relay::Tor1RelayCrypto;
+use fors::proto::circuit::HopCrypto;
+
 use crate::channel_support::{Collect, TestIdentity};
 
 pub const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -357,6 +362,23 @@ impl Peer {
         panic!("peer and node never settled");
     }
 
+    /// Writes what the peer has toward the node (respecting paused reads) without reading
+    /// what the node sent: a peer that stopped reading.
+    pub fn push(&mut self, net: &mut Net) {
+        let to_node = self.chan.pending_output().to_vec();
+        self.chan.consume_output(to_node.len());
+        self.inbox.extend_from_slice(&to_node);
+        let paused = net.shards[self.shard]
+            .conns
+            .get(&self.conn)
+            .is_none_or(|c| c.read_paused);
+        if !self.inbox.is_empty() && !paused {
+            let bytes = std::mem::take(&mut self.inbox);
+            net.nodes[self.shard].on_data(self.conn, &bytes, &mut net.shards[self.shard]);
+        }
+        net.settle();
+    }
+
     /// Sends one cell and exchanges bytes until quiet.
     pub fn send(&mut self, net: &mut Net, circ_id: CircId, cmd: ChanCmd, body: &CellBody) {
         self.chan.send_cell(circ_id, cmd, body).unwrap();
@@ -473,4 +495,145 @@ pub fn owner_of(ident: &Ident) -> usize {
 /// The node's stream connection's peer address (for `on_connected`).
 pub fn conn_peer(shard: &FakeShard<RelayMsg>, conn: ConnId) -> SocketAddr {
     shard.peer(conn).unwrap()
+}
+
+/// A circuit through the node that exits there: BEGIN, the fake shard's connect,
+/// CONNECTED. Returns the exit connection.
+pub fn open_stream(net: &mut Net, p: &mut Peer, c: &mut ClientCirc, stream_id: u16) -> ConnId {
+    net.shards[p.shard].ops.clear();
+    let begin = c.cell(0, RelayCmd::BEGIN, stream_id, &begin_data("127.0.0.1:8080"));
+    p.send(net, c.circ_id, ChanCmd::RELAY, &begin);
+    let cs = connects(&net.shards[p.shard]);
+    assert_eq!(
+        cs.len(),
+        1,
+        "one exit connect: {:?}",
+        net.shards[p.shard].ops
+    );
+    assert_eq!(cs[0].1, "127.0.0.1:8080".parse().unwrap());
+    let stream = cs[0].0;
+    net.nodes[p.shard].on_connected(stream, cs[0].1, &mut net.shards[p.shard]);
+    net.settle();
+    p.pump(net);
+    let got = c.open_all(&p.cells());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (got[0].0, got[0].1, got[0].2),
+        (0, RelayCmd::CONNECTED, stream_id)
+    );
+    stream
+}
+
+/// Concatenates the DATA of `stream_id` from hop `hop`, checking nothing else came.
+pub fn data_of(got: &[(usize, RelayCmd, u16, Vec<u8>)], hop: usize, stream_id: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (h, cmd, sid, data) in got {
+        assert_eq!(
+            (*h, *cmd, *sid),
+            (hop, RelayCmd::DATA, stream_id),
+            "{got:?}"
+        );
+        v.extend_from_slice(data);
+    }
+    v
+}
+
+/// A circuit whose first hop is the node's shard `origin` and whose next hop, the target
+/// relay, is owned by the other shard: the extend crosses shards.
+pub struct CrossCircuit {
+    pub p: Peer,
+    pub c: ClientCirc,
+    pub t: Peer,
+    /// The circuit ID on the node → target channel.
+    pub tcid: CircId,
+    /// The target's relay crypto for the circuit.
+    pub hop: Tor1RelayCrypto,
+    pub origin: usize,
+    pub owner: usize,
+}
+
+pub fn cross_circuit(net: &mut Net, port: u16) -> CrossCircuit {
+    let target = target_ident();
+    let owner = owner_of(target);
+    let origin = 1 - owner;
+    let mut p = Peer::client(net, origin, port);
+    let mut c = ClientCirc::create(net, &mut p, 0x8000_0010);
+
+    let mut rng = StdRng::seed_from_u64(net.rng.next_u64());
+    let (st, skin) = NtorClient::start(
+        &mut rng,
+        &target.id.rsa_id(),
+        target.onion.current().public(),
+    );
+    let mut ext = [0u8; 498];
+    let ta = target_addr();
+    let std::net::SocketAddr::V4(ta4) = ta else {
+        unreachable!()
+    };
+    let n = Extend2::encode(
+        &[
+            LinkSpec::Ipv4(ta4),
+            LinkSpec::RsaId(target.id.rsa_id()),
+            LinkSpec::Ed25519Id(target.id.ed_id()),
+        ],
+        &Create2 {
+            htype: HandshakeType::NTOR,
+            hdata: &skin,
+        },
+        &mut ext,
+    )
+    .unwrap();
+    let body = c.cell(0, RelayCmd::EXTEND2, 0, &ext[..n]);
+    net.cross_log.clear();
+    for s in &mut net.shards {
+        s.ops.clear();
+    }
+    p.send(net, c.circ_id, ChanCmd::RELAY_EARLY, &body);
+
+    // The origin asks the owner shard, which opens the channel; the origin opens nothing.
+    assert_eq!(net.cross_log, vec![(origin, owner, "ExtendRequest")]);
+    assert!(connects(&net.shards[origin]).is_empty());
+    let cs = connects(&net.shards[owner]);
+    assert_eq!(cs.len(), 1, "{:?}", net.shards[owner].ops);
+    assert_eq!(cs[0].1, ta);
+    let tconn = cs[0].0;
+    net.nodes[owner].on_connected(tconn, ta, &mut net.shards[owner]);
+    net.settle();
+    let mut t = Peer::target(net, owner, tconn);
+    t.pump(net);
+    assert!(t.sink.opened().is_some(), "{:?}", t.sink.events);
+
+    // The CREATE2 the client made reaches the target unchanged.
+    let cells = t.cells();
+    assert_eq!(cells.len(), 1, "{cells:?}");
+    let (tcid, cmd, create2) = cells[0].clone();
+    assert_eq!(cmd, ChanCmd::CREATE2);
+    let cb: CellBody = create2.as_slice().try_into().unwrap();
+    let parsed = Create2::parse(&cb).unwrap();
+    assert_eq!(parsed.hdata, &skin[..]);
+    let (reply, keys) =
+        server_handshake(&mut rng, &target.onion, &target.id.rsa_id(), parsed.hdata).unwrap();
+    let mut created = [0u8; CELL_BODY_LEN];
+    Created2 { hdata: &reply }.encode(&mut created).unwrap();
+    net.cross_log.clear();
+    t.send(net, tcid, ChanCmd::CREATED2, &created);
+    p.pump(net);
+    assert_eq!(net.cross_log, vec![(owner, origin, "ExtendReply")]);
+
+    let got = c.open_all(&p.cells());
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].0, got[0].1), (0, RelayCmd::EXTENDED2));
+    let hk = st
+        .finish(Extended2::parse(&got[0].3).unwrap().hdata)
+        .expect("EXTENDED2 carries the target's reply");
+    c.layers.push_hop(Tor1ClientLayer::new(&hk));
+    CrossCircuit {
+        p,
+        c,
+        t,
+        tcid,
+        hop: Tor1RelayCrypto::from_keys(&keys),
+        origin,
+        owner,
+    }
 }

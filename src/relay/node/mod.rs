@@ -142,6 +142,23 @@ fn conn_in(conns: &mut [Option<Conn>], id: ConnId) -> Option<&mut Conn> {
         .filter(|c| c.id == id)
 }
 
+/// What a node holds ([`RelayNode::census`]).
+#[doc(hidden)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct NodeCensus {
+    pub conns: usize,
+    pub circuits: usize,
+    /// Cells in the core's pool (circuit queues, stream buffers, cross-shard holds).
+    pub queued_cells: u64,
+    /// Relay cells held for full cross-shard queues, and all messages waiting there.
+    pub cross_held: usize,
+    pub cross_depth: usize,
+    pub proxied: usize,
+    pub remote_next: usize,
+    pub streams: usize,
+    pub pending_extends: usize,
+}
+
 /// How close the node came to its per-connection bounds, and what hitting them cost.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BoundCounters {
@@ -358,6 +375,22 @@ impl RelayNode {
     /// The DoS thresholds this shard applies now.
     pub fn dos_config(&self) -> &DosConfig {
         &self.dos_cfg
+    }
+
+    /// How much the node holds right now (tests check it goes back to zero).
+    #[doc(hidden)]
+    pub fn census(&self) -> NodeCensus {
+        NodeCensus {
+            conns: self.conns.iter().filter(|c| c.is_some()).count(),
+            circuits: self.core.circuit_count(),
+            queued_cells: self.core.metrics().queued_cells,
+            cross_held: self.links.iter().map(CrossLink::held_cells).sum(),
+            cross_depth: self.links.iter().map(CrossLink::depth).sum(),
+            proxied: self.proxy.len(),
+            remote_next: self.remote_next.len(),
+            streams: self.streams.len(),
+            pending_extends: self.pending_extends.len(),
+        }
     }
 
     /// Peaks and closes at the per-connection bounds.
