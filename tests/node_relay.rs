@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fors::cell::relay::{v0, RelayCmd};
 use fors::cell::{ChanCmd, CELL_BODY_LEN};
-use fors::proto::circuit::{CellBody, HopCrypto};
+use fors::proto::circuit::CellBody;
 use fors::relay::node::fake::Op;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};

@@ -11,14 +11,14 @@
 //! shard's [`RelayCore`]; the [`Action`]s it returns are carried out here (`dispatch`).
 //! One module per job:
 //!
-//! * [`conn`]: connection lifecycle (accept, connected, data, writable, closed);
-//! * [`channel`]: a channel's cells and events, its output and backpressure;
-//! * [`extend`]: extend routing (reuse or open a channel, CREATE2 out, CREATED2 back);
-//! * [`proxy`]: cross-shard circuits (messages to and from other shards, their overflow);
-//! * [`exit`]: exit streams and hostname lookups ([`ExitDns`], one resolver per shard);
-//! * [`dos`]: the DoS gate (connection and circuit-creation defences);
-//! * [`timers`]: the tick (handshake timeouts, idle channels) and end-of-batch work;
-//! * [`control`]: control-plane snapshots in, counters out (MetricsPort), without locking
+//! * `conn`: connection lifecycle (accept, connected, data, writable, closed);
+//! * `channel`: a channel's cells and events, its output and backpressure;
+//! * `extend`: extend routing (reuse or open a channel, CREATE2 out, CREATED2 back);
+//! * `proxy`: cross-shard circuits (messages to and from other shards, their overflow);
+//! * `exit`: exit streams and hostname lookups ([`ExitDns`], one resolver per shard);
+//! * `dos`: the DoS gate (connection and circuit-creation defences);
+//! * `timers`: the tick (handshake timeouts, idle channels) and end-of-batch work;
+//! * `control`: control-plane snapshots in, counters out (MetricsPort), without locking
 //!   on the data path.
 //!
 //! What is not done yet, plainly:
@@ -29,7 +29,9 @@
 //!   queue *and* a full overflow closes its circuit (RESOURCELIMIT) instead of waiting.
 //! * Backpressure toward channels: the core is told a channel is blocked when its queue runs
 //!   low; cells it still emits (it releases its held cells at once on unblock) wait in a
-//!   per-channel overflow queue, never dropped.
+//!   per-channel overflow queue, never dropped; a peer that leaves 4096 cells there unread
+//!   loses the channel (its circuits get DESTROY). The peaks and closes at this bound and at
+//!   the exit streams' backlog bound ([`BoundCounters`]) are not on the MetricsPort yet.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -162,11 +164,11 @@ pub struct NodeCensus {
 /// How close the node came to its per-connection bounds, and what hitting them cost.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BoundCounters {
-    /// Most cells one channel's overflow held ([`channel::CHAN_OVERFLOW_CELLS`] at most).
+    /// Most cells one channel's overflow held (`CHAN_OVERFLOW_CELLS` at most).
     pub chan_overflow_peak: usize,
     /// Channels closed because their overflow was at its bound.
     pub chan_overflow_closes: u64,
-    /// Most bytes one exit stream's backlog held ([`exit::STREAM_BACKLOG_BYTES`] at most).
+    /// Most bytes one exit stream's backlog held (`STREAM_BACKLOG_BYTES` at most).
     pub stream_backlog_peak: usize,
     /// Exit streams closed because a backlog was at its bound.
     pub stream_backlog_closes: u64,
