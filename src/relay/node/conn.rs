@@ -19,6 +19,8 @@ impl RelayNode {
         }
     }
 
+    /// A connection arrived on the ORPort: hibernation and the DoS gate may close it at
+    /// once; otherwise a responder channel starts its link handshake.
     pub fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, out: &mut impl ShardIo<RelayMsg>) {
         self.stats
             .handler
@@ -96,6 +98,8 @@ impl RelayNode {
         }
     }
 
+    /// An outbound connection (a channel we opened for an extend, or an exit stream) is
+    /// established.
     pub fn on_connected(
         &mut self,
         conn: ConnId,
@@ -125,6 +129,7 @@ impl RelayNode {
         self.dispatch(out);
     }
 
+    /// Bytes read from a connection.
     pub fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut impl ShardIo<RelayMsg>) {
         let Some(c) = self.conn(conn) else {
             return;
@@ -139,11 +144,13 @@ impl RelayNode {
         }
     }
 
+    /// A connection that refused output has drained to half its bound.
     pub fn on_writable(&mut self, conn: ConnId, out: &mut impl ShardIo<RelayMsg>) {
         self.flush(conn, out);
         self.dispatch(out);
     }
 
+    /// A connection is closed (its id is dead from now on).
     pub fn on_closed(
         &mut self,
         conn: ConnId,

@@ -358,6 +358,7 @@ impl RelayNode {
         }
     }
 
+    /// The resolver's socket is readable: hand finished lookups to the core.
     pub fn on_readable(&mut self, _watch: WatchId, out: &mut impl ShardIo<RelayMsg>) {
         let now = out.now();
         if let Some(dns) = self.dns.as_mut() {

@@ -510,6 +510,8 @@ fn cc_params(snap: &NetworkSnapshot) -> crate::proto::flow::CcParams {
 const ACTION_BUF_CAPACITY: usize = 1024;
 
 impl RelayNode {
+    /// The shard starts: one cross-shard link per shard, and a readiness watch on the
+    /// resolver's socket.
     pub fn on_start(&mut self, out: &mut impl ShardIo<RelayMsg>) {
         self.shards = out.shard_count().max(1);
         self.links = (0..self.shards)

@@ -48,6 +48,7 @@ pub(super) struct CrossCounters {
 }
 
 impl RelayNode {
+    /// A batch of messages from shard `from`, in the order it pushed them.
     pub fn on_cross_shard(
         &mut self,
         from: ShardId,

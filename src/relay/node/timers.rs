@@ -29,6 +29,7 @@ impl RelayNode {
         self.core.onions_pending() > 0 || self.core.has_staged()
     }
 
+    /// The shard's periodic timer; `now` is the shard's clock.
     pub fn on_tick(&mut self, now: Instant, out: &mut impl ShardIo<RelayMsg>) {
         super::super::testing::panic_if_asked(self.shard); // TestingTorNetwork only (testing.rs)
         self.refresh_snapshot();
