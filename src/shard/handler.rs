@@ -261,6 +261,9 @@ pub trait ShardIo<M> {
     /// The wall clock (certificate validity, NETINFO timestamps).
     fn wall(&self) -> SystemTime;
     fn metrics(&self) -> &ShardMetrics;
+    /// Bytes a connection can still deliver after `pause_read`: the shard's whole receive
+    /// buffer ring (reads already completed are handed over all the same).
+    fn recv_ring_bytes(&self) -> usize;
 }
 
 impl<M: Send> ShardIo<M> for Outbox<'_, M> {
@@ -331,5 +334,8 @@ impl<M: Send> ShardIo<M> for Outbox<'_, M> {
     }
     fn metrics(&self) -> &ShardMetrics {
         Outbox::metrics(self)
+    }
+    fn recv_ring_bytes(&self) -> usize {
+        self.core.cfg.recv_buf_count as usize * self.core.cfg.recv_buf_size as usize
     }
 }

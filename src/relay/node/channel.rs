@@ -8,10 +8,12 @@ use super::*;
 
 /// Tell the core a channel is blocked when fewer than this many cells fit in its queue.
 pub(super) const BLOCK_BELOW_CELLS: usize = 64;
-/// Cells one channel's overflow may hold (beyond its queue), about 2 MiB: the core releases
-/// all it held for a channel at once when it unblocks, so the overflow takes a burst, but
-/// a peer that stops reading must not make it grow without bound.
-pub(super) const CHAN_OVERFLOW_CELLS: usize = 4096;
+/// A channel's overflow takes what the core releases at once when the channel unblocks,
+/// which is at most what its pool may hold (the memory cap, in cells: `RelayNode::
+/// chan_overflow_cap`), plus cells of other shards' circuits that were already on their
+/// way (at most this many, a cross-shard queue's worth). Past that bound the overflow is
+/// not a burst but a peer that does not read.
+pub(super) const CHAN_OVERFLOW_SLACK_CELLS: usize = 4096;
 /// ... and unblocked again once this many fit.
 pub(super) const UNBLOCK_AT_CELLS: usize = 128;
 
@@ -361,6 +363,7 @@ impl RelayNode {
         let mut block = false;
         let mut dropped = false;
         let mut over = false;
+        let cap = self.chan_overflow_cap();
         if let Some(Conn {
             kind: Kind::Channel(c),
             ..
@@ -377,9 +380,7 @@ impl RelayNode {
                 // A peer that has not read for this long: the channel goes (its circuits
                 // get DESTROY) rather than queueing without bound or losing a cell of a
                 // circuit that lives on.
-                Err(ChannelError::OutputFull) if c.overflow.len() >= CHAN_OVERFLOW_CELLS => {
-                    over = true
-                }
+                Err(ChannelError::OutputFull) if c.overflow.len() >= cap => over = true,
                 Err(ChannelError::OutputFull) => {
                     c.overflow.push_back((circ_id, cmd, *body));
                     self.bounds.chan_overflow_peak =
@@ -399,8 +400,7 @@ impl RelayNode {
             self.bounds.chan_overflow_closes += 1;
             self.cells_dropped_full += 1;
             log_info!(
-                "shard {}: closing a channel whose peer left {CHAN_OVERFLOW_CELLS} cells \
-                 unread",
+                "shard {}: closing a channel whose peer left {cap} cells unread",
                 self.shard
             );
             if let Some(c) = self.conn(id) {

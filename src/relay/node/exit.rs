@@ -6,15 +6,24 @@
 
 use super::*;
 
-/// Bytes one exit stream may hold in either direction (read from its socket while the
-/// circuit's window was closed; for its socket while the socket was full). The core stops
-/// (paused reads, a blocked stream) long before; past it the stream is closed.
-pub(super) const STREAM_BACKLOG_BYTES: usize = 1 << 20;
+/// Bytes one exit stream may hold in either direction, at least: read from its socket
+/// while the circuit's window was closed (a paused socket can still deliver a whole
+/// receive ring: [`stream_backlog_cap`]); for its socket while the socket was full (the
+/// core stops at once, and XOFF stops the client). Past the bound the stream is closed.
+pub(super) const STREAM_BACKLOG_MIN_BYTES: usize = 16 << 20;
 
-/// Appends to a stream backlog unless that would pass [`STREAM_BACKLOG_BYTES`]; keeps the
-/// peak. False: refused.
-fn backlog_push(q: &mut ByteQueue, data: &[u8], bounds: &mut BoundCounters) -> bool {
-    if q.len() + data.len() > STREAM_BACKLOG_BYTES {
+/// The backlog bound on this shard: what a paused socket can still deliver (the shard's
+/// whole receive ring) and a margin, or [`STREAM_BACKLOG_MIN_BYTES`] if that is more.
+fn stream_backlog_cap(out: &impl ShardIo<RelayMsg>) -> usize {
+    out.recv_ring_bytes()
+        .saturating_add(1 << 20)
+        .max(STREAM_BACKLOG_MIN_BYTES)
+}
+
+/// Appends to a stream backlog unless that would pass `cap`; keeps the peak. False:
+/// refused.
+fn backlog_push(q: &mut ByteQueue, data: &[u8], cap: usize, bounds: &mut BoundCounters) -> bool {
+    if q.len() + data.len() > cap {
         return false;
     }
     q.push(data);
@@ -86,6 +95,7 @@ impl RelayNode {
         out: &mut impl ShardIo<RelayMsg>,
     ) {
         let now = out.now();
+        let cap = stream_backlog_cap(out);
         let Some(&id) = self.streams.get(&stream) else {
             return;
         };
@@ -97,13 +107,13 @@ impl RelayNode {
         }) = conn_in(&mut self.conns, id)
         {
             if !s.unsent.is_empty() {
-                over = !backlog_push(&mut s.unsent, bytes, &mut self.bounds);
+                over = !backlog_push(&mut s.unsent, bytes, cap, &mut self.bounds);
             } else {
                 match out.send_partial(id, bytes) {
                     Ok(n) if n == bytes.len() => {}
                     Ok(n) => {
                         // Below the bound: at most one cell's worth.
-                        backlog_push(&mut s.unsent, &bytes[n..], &mut self.bounds);
+                        backlog_push(&mut s.unsent, &bytes[n..], cap, &mut self.bounds);
                         blocked = true;
                     }
                     Err(_) => {}
@@ -118,7 +128,7 @@ impl RelayNode {
         }
     }
 
-    /// A stream's backlog (either way) reached [`STREAM_BACKLOG_BYTES`]: the socket is
+    /// A stream's backlog (either way) reached its bound: the socket is
     /// closed and the client told END RESOURCELIMIT; counted.
     fn stream_over_backlog(
         &mut self,
@@ -128,8 +138,9 @@ impl RelayNode {
     ) {
         self.bounds.stream_backlog_closes += 1;
         log_info!(
-            "shard {}: closing an exit stream whose backlog reached {STREAM_BACKLOG_BYTES} bytes",
-            self.shard
+            "shard {}: closing an exit stream whose backlog reached {} bytes",
+            self.shard,
+            stream_backlog_cap(out)
         );
         if let Some(Conn {
             kind: Kind::Stream(s),
@@ -278,6 +289,7 @@ impl RelayNode {
         out: &mut impl ShardIo<RelayMsg>,
     ) {
         let now = out.now();
+        let cap = stream_backlog_cap(out);
         let Some(Conn {
             kind: Kind::Stream(s),
             ..
@@ -287,7 +299,7 @@ impl RelayNode {
         };
         let stream = s.stream;
         if !s.unread.is_empty() {
-            if !backlog_push(&mut s.unread, data, &mut self.bounds) {
+            if !backlog_push(&mut s.unread, data, cap, &mut self.bounds) {
                 self.stream_over_backlog(conn, stream, out);
                 self.dispatch(out);
             }
@@ -302,7 +314,7 @@ impl RelayNode {
                 }) = conn_in(&mut self.conns, conn)
                 {
                     // Below the bound: at most one read's worth.
-                    backlog_push(&mut s.unread, &data[n..], &mut self.bounds);
+                    backlog_push(&mut s.unread, &data[n..], cap, &mut self.bounds);
                 }
             }
             Ok(_) => {}

@@ -96,6 +96,8 @@ pub struct FakeShard<M> {
     pub cross: Vec<VecDeque<M>>,
     /// Slots of each cross-shard queue.
     pub cross_capacity: usize,
+    /// What `recv_ring_bytes` reports (the generic profile's 256 buffers of 16 KiB).
+    pub recv_ring_bytes: usize,
     next_slot: u32,
     metrics: ShardMetrics,
 }
@@ -113,6 +115,7 @@ impl<M> FakeShard<M> {
             default_bound: 1 << 20,
             cross: (0..shard_count).map(|_| VecDeque::new()).collect(),
             cross_capacity: 1024,
+            recv_ring_bytes: 256 * 16 * 1024,
             next_slot: 0,
             metrics: ShardMetrics::default(),
         }
@@ -368,5 +371,9 @@ impl<M> ShardIo<M> for FakeShard<M> {
 
     fn metrics(&self) -> &ShardMetrics {
         &self.metrics
+    }
+
+    fn recv_ring_bytes(&self) -> usize {
+        self.recv_ring_bytes
     }
 }

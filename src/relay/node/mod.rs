@@ -29,9 +29,11 @@
 //!   queue *and* a full overflow closes its circuit (RESOURCELIMIT) instead of waiting.
 //! * Backpressure toward channels: the core is told a channel is blocked when its queue runs
 //!   low; cells it still emits (it releases its held cells at once on unblock) wait in a
-//!   per-channel overflow queue, never dropped; a peer that leaves 4096 cells there unread
-//!   loses the channel (its circuits get DESTROY). The peaks and closes at this bound and at
-//!   the exit streams' backlog bound ([`BoundCounters`]) are not on the MetricsPort yet.
+//!   per-channel overflow queue, never dropped, but not charged to the cell pool either; a
+//!   peer that leaves more there than the core could ever release at once (the memory cap
+//!   plus a cross-shard slack) loses the channel (its circuits get DESTROY). The peaks and
+//!   closes at this bound and at the exit streams' backlog bound ([`BoundCounters`]) are
+//!   not on the MetricsPort yet.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -164,7 +166,7 @@ pub struct NodeCensus {
 /// How close the node came to its per-connection bounds, and what hitting them cost.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BoundCounters {
-    /// Most cells one channel's overflow held (`CHAN_OVERFLOW_CELLS` at most).
+    /// Most cells one channel's overflow held (`RelayNode::chan_overflow_cap` at most).
     pub chan_overflow_peak: usize,
     /// Channels closed because their overflow was at its bound.
     pub chan_overflow_closes: u64,
@@ -271,6 +273,11 @@ pub struct RelayNode {
     cells_dropped_full: u64,
     /// Peaks of, and closes at, the per-channel overflow and stream backlog bounds.
     bounds: BoundCounters,
+    /// The relay-wide memory cap (`None`: the core's own pool of `pool_cells`), and the
+    /// largest channel-overflow bound derived from it so far.
+    mem_budget: Option<Arc<crate::proto::circuit::MemBudget>>,
+    pool_cells: usize,
+    overflow_cap: usize,
     /// Channels that carry a circuit (refilled at each idle check; kept for its capacity).
     chans_in_use: HashSet<ChanId>,
     next_idle_check: Option<Instant>,
@@ -305,6 +312,8 @@ impl RelayNode {
             rsa: snap.link.rsa_identity(),
             ed: snap.link.ed25519_identity(),
         };
+        let mem_budget = circuits.mem_budget.clone();
+        let pool_cells = circuits.pool_cells;
         let core = RelayCore::new(
             CircuitConfig {
                 shard: ShardIdx(shard.0 as u16),
@@ -349,6 +358,9 @@ impl RelayNode {
             dns_warned: false,
             cells_dropped_full: 0,
             bounds: BoundCounters::default(),
+            mem_budget,
+            pool_cells,
+            overflow_cap: 0,
             chans_in_use: HashSet::new(),
             next_idle_check: None,
             dos,
@@ -393,6 +405,20 @@ impl RelayNode {
             streams: self.streams.len(),
             pending_extends: self.pending_extends.len(),
         }
+    }
+
+    /// Cells one channel's overflow may hold: the most the core could release to it at once
+    /// (the largest memory cap seen: a reload that lowers the cap does not shrink what was
+    /// already queued) plus the cross-shard slack.
+    fn chan_overflow_cap(&mut self) -> usize {
+        let cap = self
+            .mem_budget
+            .as_ref()
+            .map_or(self.pool_cells, |b| b.cap_cells() as usize);
+        self.overflow_cap = self
+            .overflow_cap
+            .max(cap.saturating_add(channel::CHAN_OVERFLOW_SLACK_CELLS));
+        self.overflow_cap
     }
 
     /// Peaks and closes at the per-connection bounds.
