@@ -8,12 +8,14 @@ mod node_harness;
 use std::time::Duration;
 
 use fors::cell::relay::{v0, RelayCmd};
-use fors::cell::{ChanCmd, CELL_BODY_LEN};
+use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::proto::circuit::CellBody;
 use fors::relay::node::fake::Op;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
+use fors::accounting::Hibernation;
+use fors::relay::snapshot::NetworkSnapshot;
 use node_harness::*;
 
 #[test]
@@ -280,4 +282,49 @@ fn a_stream_backlog_past_its_bound_ends_the_stream_with_resourcelimit() {
     assert!(got[..got.len() - 1]
         .iter()
         .all(|g| g.1 == RelayCmd::DATA || g.1 == RelayCmd::SENDME));
+}
+
+#[test]
+fn soft_hibernation_refuses_new_connections_and_circuits_hard_closes_channels() {
+    let mut net = Net::new(seed("soft_hibernation"));
+    let mut p = Peer::client(&mut net, 0, 40080);
+    let _c = ClientCirc::create(&mut net, &mut p, 0x8000_0005);
+
+    // The control plane publishes "soft"; shards pick it up at their next tick.
+    net.network.publish(NetworkSnapshot {
+        hibernation: Hibernation::Soft,
+        ..snapshot()
+    });
+    net.tick(Duration::from_secs(1));
+    let late = net.accept(0, "127.0.0.1:40081".parse().unwrap());
+    assert!(!net.is_open(0, late), "a new connection while hibernating");
+    // A CREATE2 on the open channel: DESTROY HIBERNATING (tor-spec DESTROY reason 4).
+    let mut body = [0u8; CELL_BODY_LEN];
+    body[0] = 0; // any CREATE2 body: refused before it is read
+    p.send(&mut net, CircId(0x8000_0006), ChanCmd::CREATE2, &body);
+    let cells = p.cells();
+    assert_eq!(cells.len(), 1, "{cells:?}");
+    assert_eq!(
+        (cells[0].0, cells[0].1),
+        (CircId(0x8000_0006), ChanCmd::DESTROY)
+    );
+    assert_eq!(cells[0].2[0], 4, "DESTROY reason HIBERNATING");
+    assert!(
+        net.is_open(0, p.conn),
+        "soft keeps channels that carry circuits"
+    );
+
+    // Hard: every OR connection closes (C hibernate_go_dormant).
+    net.network.publish(NetworkSnapshot {
+        hibernation: Hibernation::Hard,
+        ..snapshot()
+    });
+    net.tick(Duration::from_secs(1));
+    net.tick(Duration::from_secs(1));
+    net.shards[0].take_output(p.conn);
+    net.settle();
+    assert!(
+        !net.is_open(0, p.conn),
+        "hard hibernation left a channel open"
+    );
 }

@@ -110,7 +110,7 @@ pub fn circuit_config() -> CircuitConfig {
     }
 }
 
-fn snapshot() -> NetworkSnapshot {
+pub fn snapshot() -> NetworkSnapshot {
     let mut known = BTreeMap::new();
     for who in [client_ident(), target_ident()] {
         known.insert(
