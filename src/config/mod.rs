@@ -48,9 +48,17 @@ use std::path::Path;
 /// ([`HardwareProfile::shard_count`]).
 pub fn shard_count(config: &Config, profile: &HardwareProfile, available_cpus: u32) -> u32 {
     if config.num_cpus != 0 {
-        config.num_cpus
+        config.num_cpus // bounded when read
     } else {
-        profile.shard_count(available_cpus)
+        let auto = profile.shard_count(available_cpus);
+        let limit = crate::shard::ShardId::LIMIT as u32;
+        if auto > limit {
+            crate::relay::log::log_notice!(
+                "{auto} shards by the hardware profile; running {limit}, the most one relay \
+                 process can address."
+            );
+        }
+        auto.min(limit)
     }
 }
 

@@ -555,8 +555,10 @@ impl Builder<'_> {
                 .value
                 .parse::<u32>()
                 .ok()
-                .filter(|&n| n <= 1024)
-                .ok_or_else(|| bad("NumCPUs", v, "expected an integer from 0 (auto) to 1024"))?,
+                // One relay process runs at most `ShardId::LIMIT` shards (a channel's name
+                // carries its shard in one byte).
+                .filter(|&n| n as usize <= crate::shard::ShardId::LIMIT)
+                .ok_or_else(|| bad("NumCPUs", v, "expected an integer from 0 (auto) to 256"))?,
         };
 
         let publish_server_descriptor = match raw.single("PublishServerDescriptor") {

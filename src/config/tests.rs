@@ -253,6 +253,7 @@ fn bad_values_name_file_line_and_option() {
         ("RunAsDaemon 1", "torrc:3: bad value \"1\" for RunAsDaemon: Fors always runs in the foreground"),
         ("SocksPort 9050", "torrc:3: bad value \"9050\" for SocksPort: Fors is a relay, not a client"),
         ("NumCPUs -2", "torrc:3: bad value \"-2\" for NumCPUs"),
+        ("NumCPUs 257", "torrc:3: bad value \"257\" for NumCPUs: expected an integer from 0 (auto) to 256"),
         ("OutboundBindAddress host.example", "for OutboundBindAddress"),
         ("OutboundBindAddressExit 1.2.3.4 5.6.7.8", "for OutboundBindAddressExit: \"1.2.3.4 5.6.7.8\" is not one IP address"),
         ("OutboundBindAddressExit 1.2.3.4\nOutboundBindAddressExit 5.6.7.8", "torrc:4: bad value \"5.6.7.8\" for OutboundBindAddressExit: only one IPv4"),
@@ -487,6 +488,9 @@ fn profile_named_in_torrc_resolves() {
     assert_eq!(p.sq_entries, HardwareProfile::default().sq_entries);
     assert_eq!(shard_count(&c, &p, 6), 6);
     assert_eq!(shard_count(&ok("NumCPUs 1\n"), &p, 6), 1);
+    assert_eq!(shard_count(&ok("NumCPUs 256\n"), &p, 6), 256);
+    // More CPUs than a channel name can tell shards apart: clamped.
+    assert_eq!(shard_count(&c, &p, 1000), 256);
 }
 
 /// A deterministic stand-in for the fuzz target that runs with `cargo test`: mutated torrcs

@@ -35,7 +35,7 @@ use crate::cell::chan::DestroyReason;
 use crate::cell::{ChanCmd, CircId};
 use crate::crypto::ids::RsaIdentity;
 use crate::proto::circuit::{CellBody, ChanId, CircHandle, ExtendTarget};
-use crate::shard::ConnId;
+use crate::shard::{ConnId, ShardId};
 
 /// What shards send each other. Cell bodies travel by value (no allocation per cell).
 #[derive(Debug, PartialEq, Eq)]
@@ -91,6 +91,11 @@ pub fn owner_shard(rsa: &RsaIdentity, shards: usize) -> usize {
     (u64::from_be_bytes(first) % shards.max(1) as u64) as usize
 }
 
+/// [`owner_shard`] as the shard type.
+pub fn owner_shard_id(rsa: &RsaIdentity, shards: usize) -> ShardId {
+    ShardId(owner_shard(rsa, shards))
+}
+
 /// Where an extend goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExtendRoute {
@@ -101,7 +106,7 @@ pub enum ExtendRoute {
     /// Open a new outbound channel on our shard.
     Open,
     /// Ask the owner shard to reuse or open the channel.
-    Remote(usize),
+    Remote(ShardId),
 }
 
 /// The extend decision (design card: "channels reused by relay identity"). `open` and
@@ -110,8 +115,8 @@ pub enum ExtendRoute {
 pub fn route_extend(
     open: Option<ConnId>,
     opening: Option<ConnId>,
-    owner: usize,
-    me: usize,
+    owner: ShardId,
+    me: ShardId,
     for_other_shard: bool,
 ) -> ExtendRoute {
     if let Some(c) = open {
@@ -133,13 +138,13 @@ pub enum ExtendFor {
     /// One of our own circuits.
     Local(CircHandle),
     /// A circuit of shard `shard`.
-    Remote { shard: usize, circ: CircHandle },
+    Remote { shard: ShardId, circ: CircHandle },
 }
 
 /// Circuits of other shards whose next-hop channel lives here: (channel, circuit ID) →
 /// (origin shard, the origin's circuit handle). Sized once; a full table refuses extends.
 pub struct ProxyTable {
-    map: HashMap<(ConnId, CircId), (usize, CircHandle)>,
+    map: HashMap<(ConnId, CircId), (ShardId, CircHandle)>,
     max: usize,
     /// Proxied circuits per channel (slot-indexed would need the table size; channels are
     /// few next to cells).
@@ -164,7 +169,7 @@ impl ProxyTable {
     }
 
     /// Records a proxied circuit; false if the table is full or the key is taken.
-    pub fn insert(&mut self, conn: ConnId, id: CircId, origin: usize, circ: CircHandle) -> bool {
+    pub fn insert(&mut self, conn: ConnId, id: CircId, origin: ShardId, circ: CircHandle) -> bool {
         if self.map.len() >= self.max || self.map.contains_key(&(conn, id)) {
             return false;
         }
@@ -173,7 +178,7 @@ impl ProxyTable {
         true
     }
 
-    pub fn get(&self, conn: ConnId, id: CircId) -> Option<(usize, CircHandle)> {
+    pub fn get(&self, conn: ConnId, id: CircId) -> Option<(ShardId, CircHandle)> {
         self.map.get(&(conn, id)).copied()
     }
 
@@ -181,7 +186,7 @@ impl ProxyTable {
         self.map.contains_key(&(conn, id))
     }
 
-    pub fn remove(&mut self, conn: ConnId, id: CircId) -> Option<(usize, CircHandle)> {
+    pub fn remove(&mut self, conn: ConnId, id: CircId) -> Option<(ShardId, CircHandle)> {
         let v = self.map.remove(&(conn, id))?;
         if let Some(n) = self.per_conn.get_mut(&conn) {
             *n -= 1;
@@ -199,7 +204,7 @@ impl ProxyTable {
 
     /// Forgets every circuit on a closed channel, returning (circuit ID, origin shard,
     /// origin handle) of each, for their DESTROY toward the origin.
-    pub fn take_conn(&mut self, conn: ConnId, out: &mut Vec<(CircId, usize, CircHandle)>) {
+    pub fn take_conn(&mut self, conn: ConnId, out: &mut Vec<(CircId, ShardId, CircHandle)>) {
         if self.per_conn.remove(&conn).is_none() {
             return;
         }
@@ -458,42 +463,54 @@ mod tests {
     fn extend_reuses_local_channels_before_the_owner_rule() {
         // An open channel on our shard (even an inbound one) wins, whoever owns the id.
         assert_eq!(
-            route_extend(Some(conn(3)), None, 1, 0, false),
+            route_extend(Some(conn(3)), None, ShardId(1), ShardId(0), false),
             ExtendRoute::Reuse(conn(3))
         );
         assert_eq!(
-            route_extend(None, Some(conn(4)), 1, 0, false),
+            route_extend(None, Some(conn(4)), ShardId(1), ShardId(0), false),
             ExtendRoute::Join(conn(4))
         );
-        assert_eq!(route_extend(None, None, 0, 0, false), ExtendRoute::Open);
         assert_eq!(
-            route_extend(None, None, 1, 0, false),
-            ExtendRoute::Remote(1)
+            route_extend(None, None, ShardId(0), ShardId(0), false),
+            ExtendRoute::Open
+        );
+        assert_eq!(
+            route_extend(None, None, ShardId(1), ShardId(0), false),
+            ExtendRoute::Remote(ShardId(1))
         );
         // A request another shard sent us is never bounced again.
-        assert_eq!(route_extend(None, None, 1, 0, true), ExtendRoute::Open);
+        assert_eq!(
+            route_extend(None, None, ShardId(1), ShardId(0), true),
+            ExtendRoute::Open
+        );
     }
 
     #[test]
     fn proxy_table_tracks_channels_and_bounds() {
         let mut t = ProxyTable::new(2);
-        assert!(t.insert(conn(1), CircId(0x8000_0001), 1, circ(5)));
+        assert!(t.insert(conn(1), CircId(0x8000_0001), ShardId(1), circ(5)));
         assert!(
-            !t.insert(conn(1), CircId(0x8000_0001), 1, circ(6)),
+            !t.insert(conn(1), CircId(0x8000_0001), ShardId(1), circ(6)),
             "key taken"
         );
-        assert!(t.insert(conn(2), CircId(0x8000_0002), 0, circ(6)));
+        assert!(t.insert(conn(2), CircId(0x8000_0002), ShardId(0), circ(6)));
         assert!(
-            !t.insert(conn(2), CircId(0x8000_0003), 0, circ(7)),
+            !t.insert(conn(2), CircId(0x8000_0003), ShardId(0), circ(7)),
             "table full"
         );
         assert!(t.carries(conn(1)) && t.carries(conn(2)));
-        assert_eq!(t.get(conn(1), CircId(0x8000_0001)), Some((1, circ(5))));
+        assert_eq!(
+            t.get(conn(1), CircId(0x8000_0001)),
+            Some((ShardId(1), circ(5)))
+        );
         let mut closed = Vec::new();
         t.take_conn(conn(1), &mut closed);
-        assert_eq!(closed, vec![(CircId(0x8000_0001), 1, circ(5))]);
+        assert_eq!(closed, vec![(CircId(0x8000_0001), ShardId(1), circ(5))]);
         assert!(!t.carries(conn(1)));
-        assert_eq!(t.remove(conn(2), CircId(0x8000_0002)), Some((0, circ(6))));
+        assert_eq!(
+            t.remove(conn(2), CircId(0x8000_0002)),
+            Some((ShardId(0), circ(6)))
+        );
         assert!(t.is_empty() && !t.carries(conn(2)));
         assert_eq!(t.remove(conn(2), CircId(0x8000_0002)), None);
     }

@@ -24,7 +24,7 @@ use crate::exit::dns::{
     DEFAULT_RESOLV_CONF,
 };
 use crate::proto::stream::StreamHandle;
-use crate::shard::{Outbox, OutboxError};
+use crate::shard::{OutboxError, ShardIo};
 
 /// Largest datagram read; the resolver advertises a 1232-byte EDNS payload, so anything
 /// longer is not an answer of ours.
@@ -94,7 +94,7 @@ impl ExitDns {
     }
 
     /// Asks the shard to wake us when a reply arrives.
-    pub fn watch<M: Send>(&self, out: &mut Outbox<'_, M>) -> Result<(), OutboxError> {
+    pub fn watch<M>(&self, out: &mut impl ShardIo<M>) -> Result<(), OutboxError> {
         for s in [&self.v4, &self.v6].into_iter().flatten() {
             out.watch_readable(s.as_fd())?;
         }

@@ -18,6 +18,7 @@ pub mod heartbeat;
 pub mod hibernate;
 pub mod log;
 pub mod notify;
+pub mod node;
 pub mod pidfile;
 pub mod publish;
 pub mod reach;

@@ -17,11 +17,33 @@ impl ConnId {
     pub fn slot(&self) -> u32 {
         self.slot
     }
+
+    /// A handle made by an in-memory stand-in for the shard (tests of the relay node);
+    /// the shard itself makes its ids from its connection table.
+    #[doc(hidden)]
+    pub fn from_parts(slot: u32, gen: u32) -> ConnId {
+        ConnId { slot, gen }
+    }
 }
 
-/// Index of a shard in the runtime.
+/// Index of a shard in the runtime: the one shard-index type of the shard runtime and the
+/// relay (below [`ShardId::LIMIT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub usize);
+
+impl ShardId {
+    /// Shards one runtime may run. The relay names a channel for the circuit core with its
+    /// shard in one byte (`proto::circuit::ChanId`), so a 257th shard would alias shard 0;
+    /// the runtime refuses more (`RuntimeConfig::validate`), and `NumCPUs` and the
+    /// automatic count stay below.
+    pub const LIMIT: usize = 256;
+}
+
+impl std::fmt::Display for ShardId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
 
 /// What a completion belongs to (top byte of user_data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

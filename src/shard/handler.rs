@@ -1,8 +1,12 @@
-//! The sans-IO handler interface: the protocol (later TLS + Tor cells) sees bytes, connection
-//! ids and time, and answers through an `Outbox`; it never touches sockets or the ring.
+//! The sans-IO handler interface: the protocol (TLS + Tor cells) sees bytes, connection ids
+//! and time, and answers through a [`ShardIo`]; it never touches sockets or the ring.
+//!
+//! [`ShardIo`] is the one output convention between the relay node and whatever carries
+//! its I/O: the shard's [`Outbox`] (io_uring) in the daemon, an in-memory fake in tests
+//! (`relay::node::fake`). The node is generic over it (static dispatch, no per-cell cost).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use super::conn::{ConnId, ShardId};
 use super::core::Core;
@@ -210,5 +214,128 @@ impl<M: Send> Outbox<'_, M> {
     /// This shard's counters.
     pub fn metrics(&self) -> &ShardMetrics {
         &self.core.metrics
+    }
+}
+
+/// The I/O operations a relay node asks of its shard, and the shard's clocks. Implemented by
+/// [`Outbox`] (the io_uring shard) and by in-memory fakes; everything a node does to the
+/// outside world goes through here, so a node can run without a socket or a ring.
+///
+/// Each operation means what the [`Outbox`] method of the same name documents.
+pub trait ShardIo<M> {
+    /// All of `data` or nothing (`Err(Full)`; `on_writable` follows).
+    fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), OutboxError>;
+    /// As much of `data` as fits; a short count means `on_writable` follows.
+    fn send_partial(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, OutboxError>;
+    /// Bytes `send` would accept right now.
+    fn send_capacity(&self, conn: ConnId) -> usize;
+    /// Bytes queued and not yet taken by the kernel.
+    fn pending_output(&self, conn: ConnId) -> usize;
+    /// Closes after the queued output is flushed (`on_closed` follows).
+    fn close(&mut self, conn: ConnId) -> Result<(), OutboxError>;
+    fn pause_read(&mut self, conn: ConnId) -> Result<(), OutboxError>;
+    fn resume_read(&mut self, conn: ConnId) -> Result<(), OutboxError>;
+    fn set_bw_class(&mut self, conn: ConnId, class: BwClass) -> Result<(), OutboxError>;
+    fn set_bw_read_ungated(&mut self, conn: ConnId, ungated: bool) -> Result<(), OutboxError>;
+    fn bw_read_ungated(&self, conn: ConnId) -> bool;
+    /// Opens an outbound TCP connection (from source address `from`, Nagle off if
+    /// `nodelay`); `on_connected` or `on_closed` follows.
+    fn connect_from(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        nodelay: bool,
+    ) -> Result<ConnId, OutboxError>;
+    fn watch_readable(&mut self, fd: std::os::fd::BorrowedFd<'_>) -> Result<WatchId, OutboxError>;
+    /// Queues an item for shard `to` (delivered there in a batch via `on_cross_shard`).
+    fn push_cross(&mut self, to: ShardId, item: M) -> Result<(), CrossPushError<M>>;
+    /// Free slots and capacity of the queue to shard `to` (`(0, 0)` for no such queue).
+    fn cross_space(&mut self, to: ShardId) -> (usize, usize);
+    fn peer(&self, conn: ConnId) -> Option<SocketAddr>;
+    fn shard(&self) -> ShardId;
+    fn shard_count(&self) -> usize;
+    /// The monotonic clock the node runs on (timers, cell stamps, RTTs). The shard reads
+    /// the system clock at each call (the node may run long in one callback: onion
+    /// handshakes); a fake returns its own.
+    fn now(&self) -> Instant;
+    /// The wall clock (certificate validity, NETINFO timestamps).
+    fn wall(&self) -> SystemTime;
+    fn metrics(&self) -> &ShardMetrics;
+    /// Bytes a connection can still deliver after `pause_read`: the shard's whole receive
+    /// buffer ring (reads already completed are handed over all the same).
+    fn recv_ring_bytes(&self) -> usize;
+}
+
+impl<M: Send> ShardIo<M> for Outbox<'_, M> {
+    fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), OutboxError> {
+        Outbox::send(self, conn, data)
+    }
+    fn send_partial(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, OutboxError> {
+        Outbox::send_partial(self, conn, data)
+    }
+    fn send_capacity(&self, conn: ConnId) -> usize {
+        Outbox::send_capacity(self, conn)
+    }
+    fn pending_output(&self, conn: ConnId) -> usize {
+        Outbox::pending_output(self, conn)
+    }
+    fn close(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        Outbox::close(self, conn)
+    }
+    fn pause_read(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        Outbox::pause_read(self, conn)
+    }
+    fn resume_read(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        Outbox::resume_read(self, conn)
+    }
+    fn set_bw_class(&mut self, conn: ConnId, class: BwClass) -> Result<(), OutboxError> {
+        Outbox::set_bw_class(self, conn, class)
+    }
+    fn set_bw_read_ungated(&mut self, conn: ConnId, ungated: bool) -> Result<(), OutboxError> {
+        Outbox::set_bw_read_ungated(self, conn, ungated)
+    }
+    fn bw_read_ungated(&self, conn: ConnId) -> bool {
+        Outbox::bw_read_ungated(self, conn)
+    }
+    fn connect_from(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        nodelay: bool,
+    ) -> Result<ConnId, OutboxError> {
+        Outbox::connect_from(self, addr, from, nodelay)
+    }
+    fn watch_readable(&mut self, fd: std::os::fd::BorrowedFd<'_>) -> Result<WatchId, OutboxError> {
+        Outbox::watch_readable(self, fd)
+    }
+    fn push_cross(&mut self, to: ShardId, item: M) -> Result<(), CrossPushError<M>> {
+        Outbox::push_cross(self, to, item)
+    }
+    fn cross_space(&mut self, to: ShardId) -> (usize, usize) {
+        Outbox::cross_space(self, to)
+    }
+    fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
+        Outbox::peer(self, conn)
+    }
+    fn shard(&self) -> ShardId {
+        Outbox::shard(self)
+    }
+    fn shard_count(&self) -> usize {
+        Outbox::shard_count(self)
+    }
+    fn now(&self) -> Instant {
+        // Read at each call, not the loop's once-per-iteration stamp: the relay handler
+        // always read the clock where it needed it (RTT samples, onion-queue waits), and
+        // this keeps it so.
+        Instant::now()
+    }
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
+    }
+    fn metrics(&self) -> &ShardMetrics {
+        Outbox::metrics(self)
+    }
+    fn recv_ring_bytes(&self) -> usize {
+        self.core.cfg.recv_buf_count as usize * self.core.cfg.recv_buf_size as usize
     }
 }

@@ -62,9 +62,33 @@ use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::exit::dns::HostRequest;
 use crate::proto::stream::StreamHandle;
 
-/// A channel, as the shard names it. Opaque to the core.
+/// A channel, as the shard names it. Opaque to the core, except that the top byte is the
+/// channel's shard: names stay unique across shards (circuits may name channels of other
+/// shards).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChanId(pub u64);
+
+impl ChanId {
+    /// Shards a `ChanId` can tell apart (its top byte).
+    pub const MAX_SHARDS: usize = 256;
+    /// The bits left for the shard's own name of the channel.
+    const LOCAL_MASK: u64 = (1 << 56) - 1;
+
+    /// Channel `local` (below 2^56) of shard `shard`.
+    pub fn on_shard(shard: u8, local: u64) -> ChanId {
+        debug_assert_eq!(
+            local & !Self::LOCAL_MASK,
+            0,
+            "a channel name overflowed 56 bits"
+        );
+        ChanId((u64::from(shard) << 56) | (local & Self::LOCAL_MASK))
+    }
+
+    /// The shard the channel lives on.
+    pub fn shard(self) -> u8 {
+        (self.0 >> 56) as u8
+    }
+}
 
 /// Index of a shard (core).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -1,0 +1,502 @@
+//! A channel's life inside the node: its cells go to the circuit core (or, for circuits of
+//! other shards, to [`super::proxy`]), its events (open, closed, clock skew) update the
+//! node's tables, and its output goes to the socket with backpressure both ways: the core
+//! is told a channel is blocked when its cell queue runs low, and cells emitted meanwhile
+//! wait in the channel's bounded overflow, never dropped.
+
+use super::*;
+
+/// Tell the core a channel is blocked when fewer than this many cells fit in its queue.
+pub(super) const BLOCK_BELOW_CELLS: usize = 64;
+/// A channel's overflow takes what the core releases at once when the channel unblocks,
+/// which is at most what its pool may hold (the memory cap, in cells: `RelayNode::
+/// chan_overflow_cap`), plus cells of other shards' circuits that were already on their
+/// way (at most this many, a cross-shard queue's worth). Past that bound the overflow is
+/// not a burst but a peer that does not read.
+pub(super) const CHAN_OVERFLOW_SLACK_CELLS: usize = 4096;
+/// ... and unblocked again once this many fit.
+pub(super) const UNBLOCK_AT_CELLS: usize = 128;
+
+/// Receives a channel's cells and events while it reads, and hands cells to the core (or,
+/// for circuits of other shards, collects them for their origin shard).
+pub(super) struct CellSink<'a> {
+    pub(super) core: &'a mut Core,
+    pub(super) conn: ConnId,
+    pub(super) proxy: &'a mut ProxyTable,
+    /// (circuit ID, origin shard, origin handle, command, body) for other shards.
+    pub(super) cross_in: &'a mut Vec<(CircId, ShardId, CircHandle, ChanCmd, CellBody)>,
+    pub(super) info: ChanInfo,
+    pub(super) rng: &'a mut StdRng,
+    pub(super) actions: &'a mut Vec<Action>,
+    pub(super) events: &'a mut Vec<ChannelEvent>,
+    /// CREATED*/DESTROY cells that may answer one of our extends.
+    pub(super) answers: &'a mut Vec<(CircId, ChanCmd, [u8; CELL_BODY_LEN])>,
+    pub(super) now: Instant,
+    /// Set on tracked incoming channels while the circuit-creation defence is on.
+    pub(super) dos: Option<DosCheck<'a>>,
+}
+
+impl ChannelSink for CellSink<'_> {
+    fn cell(
+        &mut self,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &mut [u8; CELL_BODY_LEN],
+        out: &mut CellQueue,
+    ) {
+        if !self.proxy.is_empty() {
+            if let Some((shard, circ)) = self.proxy.get(self.conn, circ_id) {
+                if cmd == ChanCmd::DESTROY {
+                    self.proxy.remove(self.conn, circ_id);
+                }
+                self.cross_in.push((circ_id, shard, circ, cmd, *body));
+                return;
+            }
+        }
+        match cmd {
+            ChanCmd::CREATED2 | ChanCmd::CREATED | ChanCmd::CREATED_FAST => {
+                self.answers.push((circ_id, cmd, *body));
+                return;
+            }
+            ChanCmd::DESTROY => self.answers.push((circ_id, cmd, *body)),
+            // The DoS check counts the cell (as C does) and may answer it itself.
+            ChanCmd::CREATE | ChanCmd::CREATE2 | ChanCmd::CREATE_FAST
+                if self.dos.is_some() && self.dos_refuses(circ_id, out) =>
+            {
+                return
+            }
+            // Accounting hibernation: DESTROY HIBERNATING, after the DoS check (C
+            // `command_process_create_cell`).
+            ChanCmd::CREATE | ChanCmd::CREATE2 | ChanCmd::CREATE_FAST
+                if self.core.network_view_mut().hibernating() =>
+            {
+                let body = crate::proto::circuit::destroy_body(DestroyReason::Hibernating);
+                let _ = out.send_cell(circ_id, ChanCmd::DESTROY, &body);
+                return;
+            }
+            _ => {}
+        }
+        let mut io = CoreIo::new(self.now, self.rng, self.actions);
+        self.core
+            .handle_cell(&self.info, circ_id, cmd, body, &mut io);
+    }
+
+    fn event(&mut self, event: ChannelEvent) {
+        if let ChannelEvent::Open(info) = &event {
+            // Cells may follow in the same read: they must see the proven peer.
+            self.info.peer = info.peer;
+        }
+        self.events.push(event);
+    }
+}
+
+impl RelayNode {
+    /// Bytes read from channel `conn`: through TLS and the link protocol, cells to the core
+    /// (or toward other shards), then the channel's events and extend answers.
+    pub(super) fn channel_input(
+        &mut self,
+        conn: ConnId,
+        data: &[u8],
+        out: &mut impl ShardIo<RelayMsg>,
+    ) {
+        let now = out.now();
+        let wall = out.wall();
+        let Some(Conn {
+            kind: Kind::Channel(ch),
+            ..
+        }) = self
+            .conns
+            .get_mut(conn.slot() as usize)
+            .and_then(Option::as_mut)
+            .filter(|c| c.id == conn)
+        else {
+            return;
+        };
+        let mut sink = CellSink {
+            core: &mut self.core,
+            conn,
+            proxy: &mut self.proxy,
+            cross_in: &mut self.cross_in,
+            info: ChanInfo {
+                id: chan_id(self.shard, conn),
+                peer: ch.peer,
+                we_initiated: ch.channel.is_initiator(),
+            },
+            rng: &mut self.core_rng,
+            actions: &mut self.actions,
+            events: &mut self.events,
+            answers: &mut self.answers,
+            now,
+            dos: ch
+                .dos_slot
+                .filter(|_| self.dos_cfg.cc_enabled)
+                .map(|slot| DosCheck {
+                    table: &self.dos,
+                    slot,
+                    cfg: self.dos_cfg,
+                    now: self.dos.secs(now),
+                }),
+        };
+        // An error has already closed the channel and reported `Closed`.
+        let _ = ch
+            .channel
+            .handle_input(data, wall, &mut self.chan_rng, &mut sink);
+        self.deliver_cross_in(conn, out);
+        self.channel_events(conn, now, out);
+        self.route_answers(conn, now, out);
+        self.mark_dirty(conn);
+        self.dispatch(out);
+    }
+
+    /// Reacts to channel events collected while reading.
+    pub(super) fn channel_events(
+        &mut self,
+        id: ConnId,
+        now: Instant,
+        out: &mut impl ShardIo<RelayMsg>,
+    ) {
+        let events = std::mem::take(&mut self.events);
+        let shard = self.shard;
+        for e in &events {
+            // Drawn before the connection is borrowed; used only by `Open`.
+            let idle_timeouts = if matches!(e, ChannelEvent::Open(_)) {
+                let relay_base = self.network.get().param(
+                    "nf_conntimeout_relays",
+                    idle::RELAY_IDLE_DEFAULT_SECS as i32,
+                    60,
+                    604_800,
+                ) as u32;
+                (
+                    idle::client_idle_timeout(&mut self.chan_rng),
+                    idle::relay_idle_timeout(relay_base, &mut self.chan_rng),
+                )
+            } else {
+                Default::default()
+            };
+            let mut opened_relay = None;
+            let mut waiting = Vec::new();
+            // `self.conns` by field (not `self.conn`) so that the DoS table, its config and
+            // the RNG stay usable inside.
+            if let Some(Conn {
+                kind: Kind::Channel(c),
+                closing,
+                ..
+            }) = self
+                .conns
+                .get_mut(id.slot() as usize)
+                .and_then(Option::as_mut)
+                .filter(|c| c.id == id)
+            {
+                match e {
+                    ChannelEvent::Open(info) => {
+                        c.open = true;
+                        c.peer = info.peer;
+                        // C `channel_do_open_actions`: a client channel accepted while no
+                        // defence was on is counted now, so its CREATE cells are too.
+                        if c.dos_slot.is_none() && matches!(info.peer, PeerIdentity::Client) {
+                            c.dos_slot = self.dos.on_client_open(
+                                c.channel.peer_addr(),
+                                &self.dos_cfg,
+                                self.dos.secs(now),
+                                &mut self.core_rng,
+                            );
+                        }
+                        let timeout = match info.peer {
+                            PeerIdentity::Client => idle_timeouts.0,
+                            PeerIdentity::Relay { .. } => idle_timeouts.1,
+                        };
+                        c.idle = Some(ChannelIdleTimer::new(timeout, now));
+                        waiting = std::mem::take(&mut c.waiting_extends);
+                        if let PeerIdentity::Relay { rsa, .. } = info.peer {
+                            opened_relay = Some(rsa);
+                            log_info!(
+                                "shard {shard}: channel open with relay ${} at {} (link v{})",
+                                rsa.to_hex(),
+                                log::relay_addr(c.channel.peer_addr()),
+                                info.link_version
+                            );
+                        } else {
+                            log_debug!(
+                                "shard {shard}: channel open with a client at {}",
+                                log::client_addr(c.channel.peer_addr())
+                            );
+                        }
+                    }
+                    ChannelEvent::Closed(reason) => {
+                        log_debug!("shard {shard}: channel closed: {reason}");
+                        *closing = true;
+                    }
+                    ChannelEvent::ClockSkew { skew_secs } => log_info!(
+                        "shard {shard}: peer {} says our clock is off by {skew_secs} s",
+                        peer_for_log(c.peer, c.channel.peer_addr())
+                    ),
+                    ChannelEvent::PaddingNegotiate(_) => {}
+                }
+            }
+            if let ChannelEvent::Open(_) = e {
+                self.stats
+                    .handler
+                    .channels_open
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(rsa) = opened_relay {
+                self.relay_chans.entry(rsa).or_insert(id);
+                if self.opening.get(&rsa) == Some(&id) {
+                    self.opening.remove(&rsa);
+                }
+            }
+            for (who, body) in waiting {
+                self.send_create2(id, who, &body, now, out);
+            }
+        }
+        let mut events = events;
+        events.clear();
+        self.events = events;
+    }
+
+    /// Hands a channel's TLS output to the socket, applies backpressure both ways, and
+    /// closes the connection once a closed channel has flushed.
+    pub(super) fn flush(&mut self, id: ConnId, out: &mut impl ShardIo<RelayMsg>) {
+        let now = out.now();
+        let mut unblock = None;
+        let mut stream_drained = None;
+        let shard = self.shard;
+        let Some(c) = self.conn(id) else { return };
+        match &mut c.kind {
+            Kind::Channel(ch) => {
+                // Overflow cells into the queue, queue into TLS, TLS into the socket, until
+                // the socket refuses or nothing is left.
+                loop {
+                    while ch.channel.queue().free_cells() > 0 {
+                        let Some((cid, cmd, body)) = ch.overflow.pop_front() else {
+                            break;
+                        };
+                        if ch.channel.send_cell(cid, cmd, &body).is_err() {
+                            break;
+                        }
+                    }
+                    let pending = ch.channel.pending_output();
+                    if pending.is_empty() {
+                        break;
+                    }
+                    let len = pending.len();
+                    match out.send_partial(id, pending) {
+                        Ok(n) => {
+                            ch.channel.consume_output(n);
+                            if n < len {
+                                break;
+                            }
+                        }
+                        Err(OutboxError::NotOpen) => {
+                            c.closing = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                    if ch.overflow.is_empty() {
+                        break;
+                    }
+                }
+                let flushed = ch.channel.pending_output().is_empty();
+                if ch.blocked
+                    && ch.overflow.is_empty()
+                    && ch.channel.queue().free_cells() >= UNBLOCK_AT_CELLS
+                {
+                    ch.blocked = false;
+                    unblock = Some(chan_id(shard, id));
+                }
+                if c.closing || ch.channel.is_closed() {
+                    c.closing = true;
+                    if flushed {
+                        let _ = out.close(id);
+                    }
+                } else if !ch.channel.wants_read() && !c.read_paused {
+                    if out.pause_read(id).is_ok() {
+                        c.read_paused = true;
+                    }
+                } else if ch.channel.wants_read()
+                    && c.read_paused
+                    && !ch.cross_paused
+                    && out.resume_read(id).is_ok()
+                {
+                    c.read_paused = false;
+                }
+            }
+            Kind::Stream(s) => {
+                if !s.unsent.is_empty() {
+                    if let Ok(n) = out.send_partial(id, s.unsent.as_slice()) {
+                        s.unsent.consume(n);
+                    }
+                    if s.unsent.is_empty() && !s.forgotten {
+                        stream_drained = Some(s.stream);
+                    }
+                }
+            }
+        }
+        if let Some(chan) = unblock {
+            let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+            self.core.channel_unblocked(chan, &mut io);
+            if self.proxy.carries(id) {
+                self.broadcast_blocked(chan, false, out);
+            }
+        }
+        if let Some(stream) = stream_drained {
+            let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+            let _ = self.core.stream_write_blocked(stream, false, &mut io);
+        }
+    }
+
+    /// Writes a cell on one of our channels (for our core or for another shard's circuit),
+    /// holding it in the channel's overflow if its queue is full. Tells the core, and the
+    /// origin shards of circuits carried for them, when the channel becomes blocked.
+    pub(super) fn send_local(
+        &mut self,
+        chan: ChanId,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &CellBody,
+        out: &mut impl ShardIo<RelayMsg>,
+    ) {
+        let Some(id) = self.conn_of_chan(chan) else {
+            return;
+        };
+        let mut block = false;
+        let mut dropped = false;
+        let mut over = false;
+        let cap = self.chan_overflow_cap();
+        if let Some(Conn {
+            kind: Kind::Channel(c),
+            ..
+        }) = conn_in(&mut self.conns, id)
+        {
+            // Behind cells already in the overflow, or into the channel's queue.
+            let sent = if c.overflow.is_empty() {
+                c.channel.send_cell(circ_id, cmd, body)
+            } else {
+                Err(ChannelError::OutputFull)
+            };
+            match sent {
+                Ok(()) => {}
+                // A peer that has not read for this long: the channel goes (its circuits
+                // get DESTROY) rather than queueing without bound or losing a cell of a
+                // circuit that lives on.
+                Err(ChannelError::OutputFull) if c.overflow.len() >= cap => over = true,
+                Err(ChannelError::OutputFull) => {
+                    c.overflow.push_back((circ_id, cmd, *body));
+                    self.bounds.chan_overflow_peak =
+                        self.bounds.chan_overflow_peak.max(c.overflow.len());
+                }
+                Err(_) => dropped = true,
+            }
+            if !c.blocked
+                && (!c.overflow.is_empty() || c.channel.queue().free_cells() < BLOCK_BELOW_CELLS)
+            {
+                c.blocked = true;
+                block = true;
+            }
+        }
+        self.cells_dropped_full += u64::from(dropped);
+        if over {
+            self.bounds.chan_overflow_closes += 1;
+            self.cells_dropped_full += 1;
+            log_info!(
+                "shard {}: closing a channel whose peer left {cap} cells unread",
+                self.shard
+            );
+            if let Some(c) = self.conn(id) {
+                c.closing = true;
+            }
+            let _ = out.close(id);
+            return;
+        }
+        if block {
+            self.core.channel_blocked(chan);
+            if self.proxy.carries(id) {
+                self.broadcast_blocked(chan, true, out);
+            }
+        }
+        self.mark_dirty(id);
+    }
+
+    /// Channel `conn` closed: forget it, DESTROY toward the origins of other shards'
+    /// circuits it carried, fail the extends that waited on it, and tell the core.
+    pub(super) fn channel_gone(
+        &mut self,
+        conn: ConnId,
+        mut ch: Box<ChanConn>,
+        out: &mut impl ShardIo<RelayMsg>,
+    ) {
+        let now = out.now();
+        if let Some(s) = ch.dos_slot.take() {
+            self.dos.on_close(s);
+        }
+        // Only a close the channel did not already report has a reason worth logging
+        // here (EOF from the peer, possibly inside a cell).
+        if !ch.channel.is_closed() {
+            let why = ch.channel.handle_eof(&mut NullSink);
+            log_debug!("shard {}: channel closed: {why}", self.shard.0);
+        }
+        if ch.open {
+            self.stats
+                .handler
+                .channels_open
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        if let PeerIdentity::Relay { rsa, .. } = ch.peer {
+            if self.relay_chans.get(&rsa) == Some(&conn) {
+                self.relay_chans.remove(&rsa);
+            }
+        }
+        self.opening.retain(|_, id| *id != conn);
+        let chan = self.chan(conn);
+        // Circuits of other shards on this channel: DESTROY toward their origins
+        // (and a last "unblocked" so no origin keeps the dead channel blocked).
+        if self.proxy.carries(conn) {
+            if ch.blocked {
+                self.broadcast_blocked(chan, false, out);
+            }
+            let mut gone = Vec::new();
+            self.proxy.take_conn(conn, &mut gone);
+            for (_, shard, circ) in gone {
+                let msg = RelayMsg::Backward {
+                    circ,
+                    cmd: ChanCmd::DESTROY,
+                    body: crate::proto::circuit::destroy_body(DestroyReason::Destroyed),
+                };
+                self.cross_send(shard, msg, out);
+            }
+        }
+        for (who, _) in ch.waiting_extends {
+            self.extend_failed(who, DestroyReason::ConnectFailed, now, out);
+        }
+        let failed: Vec<ExtendFor> = self
+            .pending_extends
+            .iter()
+            .filter(|((id, _), _)| *id == conn)
+            .map(|(_, w)| *w)
+            .collect();
+        self.pending_extends.retain(|(id, _), _| *id != conn);
+        for who in failed {
+            self.extend_failed(who, DestroyReason::ChannelClosed, now, out);
+        }
+        let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+        self.core.channel_closed(chan, &mut io);
+    }
+}
+
+/// A channel peer's address for a log line: a peer that has not proven a relay identity may
+/// be a client, so its address is scrubbed as a client's (C `safe_str`).
+pub(super) fn peer_for_log(peer: PeerIdentity, addr: IpAddr) -> log::Scrubbed<IpAddr> {
+    match peer {
+        PeerIdentity::Relay { .. } => log::relay_addr(addr),
+        PeerIdentity::Client => log::client_addr(addr),
+    }
+}
+
+/// For calls whose events the handler does not need (EOF, timeouts).
+pub(super) struct NullSink;
+
+impl ChannelSink for NullSink {
+    fn cell(&mut self, _: CircId, _: ChanCmd, _: &mut [u8; CELL_BODY_LEN], _: &mut CellQueue) {}
+    fn event(&mut self, _: ChannelEvent) {}
+}

@@ -1,0 +1,75 @@
+//! The node and the control plane: read-only snapshots (link context, onion keys, exit
+//! policy, consensus, DoS options) picked up once per tick, and the shard's counters
+//! mirrored into the MetricsPort's [`ShardStats`], without locking on the data path.
+
+use super::*;
+
+impl RelayNode {
+    pub(super) fn refresh_snapshot(&mut self) {
+        let options_changed = self.dos_options.refresh();
+        let network_changed = self.network.refresh();
+        if options_changed || network_changed {
+            self.dos_cfg = dos_config(self.network.get(), self.dos_options.get());
+        }
+        if !network_changed {
+            return;
+        }
+        self.stats
+            .handler
+            .snapshots_taken
+            .fetch_add(1, Ordering::Relaxed);
+        let snap = self.network.get().clone();
+        self.core.set_onion_keys(snap.ntor_keys.clone());
+        self.core.set_exit_policy(snap.exit_policy.clone());
+        self.core.set_cc_params(cc_params(&snap));
+        self.core.set_exit_consensus_params(&snap.consensus_params);
+        *self.core.network_view_mut() = SnapshotView(snap);
+    }
+
+    pub(super) fn publish_counters(&self, out: &impl ShardIo<RelayMsg>) {
+        self.stats.store(out.metrics());
+        let m = self.core.metrics();
+        self.stats.store_circuit(m);
+        if let Some(dns) = &self.dns {
+            self.stats.store_dns(&dns.metrics());
+            self.stats
+                .handler
+                .dns_send_errors
+                .store(dns.send_errors, Ordering::Relaxed);
+        }
+        let h = &self.stats.handler;
+        h.circuits_open
+            .store(self.core.circuit_count() as u64, Ordering::Relaxed);
+        h.circuits_created
+            .store(m.circuits_created, Ordering::Relaxed);
+        h.circuits_cc.store(m.cc_circuits, Ordering::Relaxed);
+        h.stream_xoff_sent.store(m.xoff_sent, Ordering::Relaxed);
+        h.stream_xon_sent.store(m.xon_sent, Ordering::Relaxed);
+        h.cells_forwarded
+            .store(m.cells_forwarded, Ordering::Relaxed);
+        h.cells_backward.store(m.cells_backward, Ordering::Relaxed);
+        h.cells_dropped
+            .store(self.cells_dropped_full, Ordering::Relaxed);
+        h.exit_streams
+            .store(self.streams.len() as u64, Ordering::Relaxed);
+        let x = &self.cross;
+        h.cross_circuits_open
+            .store(self.remote_next.len() as u64, Ordering::Relaxed);
+        h.cross_circuits_carried
+            .store(self.proxy.len() as u64, Ordering::Relaxed);
+        h.cross_circuits_total
+            .store(x.circuits_total, Ordering::Relaxed);
+        h.cross_extends_sent
+            .store(x.extends_sent, Ordering::Relaxed);
+        h.cross_cells_sent.store(x.cells_sent, Ordering::Relaxed);
+        h.cross_cells_received
+            .store(x.cells_received, Ordering::Relaxed);
+        let full: u64 = self.links.iter().map(|l| l.full_events).sum();
+        h.cross_queue_full.store(full, Ordering::Relaxed);
+        let depth: usize = self.links.iter().map(CrossLink::depth).sum();
+        h.cross_overflow_depth
+            .store(depth as u64, Ordering::Relaxed);
+        h.cross_overflow_kills
+            .store(x.overflow_kills, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,379 @@
+//! An in-memory stand-in for a shard, for tests of the node without a ring or a socket.
+//!
+//! [`FakeShard`] implements [`ShardIo`] the way the shard's `Outbox` behaves (a bounded
+//! pending output per connection, `Full` and short sends that owe an `on_writable`, close
+//! after flush, bounded cross-shard queues) and records every operation in [`FakeShard::ops`].
+//! Its clocks are fields the test moves. The test plays the kernel and the event loop: it
+//! takes what was sent ([`FakeShard::take_output`]), feeds bytes back with the node's
+//! `on_data`, and delivers what [`FakeShard::writable_due`], [`FakeShard::closes_due`] and
+//! [`FakeShard::take_cross`] say is due.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::shard::{
+    BwClass, ConnId, CrossPushError, OutboxError, ShardId, ShardIo, ShardMetrics, WatchId,
+};
+
+/// One I/O operation a node asked for, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Bytes accepted for `conn` (all of a `send`, or the part a `send_partial` took).
+    Send {
+        conn: ConnId,
+        len: usize,
+    },
+    /// A send refused (`Full`) or cut short: `on_writable` is owed.
+    Refused {
+        conn: ConnId,
+    },
+    Close {
+        conn: ConnId,
+    },
+    PauseRead {
+        conn: ConnId,
+    },
+    ResumeRead {
+        conn: ConnId,
+    },
+    Connect {
+        conn: ConnId,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        nodelay: bool,
+    },
+    BwClass {
+        conn: ConnId,
+        class: BwClass,
+    },
+    BwReadUngated {
+        conn: ConnId,
+        ungated: bool,
+    },
+    /// An item queued toward shard `to`.
+    PushCross {
+        to: ShardId,
+    },
+    /// A push refused because the queue toward `to` was full.
+    CrossFull {
+        to: ShardId,
+    },
+}
+
+/// A connection of the fake shard.
+#[derive(Debug)]
+pub struct FakeConn {
+    pub peer: SocketAddr,
+    /// Sent by the node and not yet taken by the test (the socket's pending output).
+    pub pending: Vec<u8>,
+    /// The pending-output bound (`send` refuses beyond it).
+    pub bound: usize,
+    /// A send was refused or cut short since the last `on_writable`.
+    pub owes_writable: bool,
+    pub read_paused: bool,
+    /// `close` was asked: closes once `pending` is taken.
+    pub closing: bool,
+    pub outbound: bool,
+    pub bw_class: BwClass,
+    pub read_ungated: bool,
+}
+
+/// The fake shard: connections, cross-shard queues, clocks, and the log of operations.
+pub struct FakeShard<M> {
+    pub shard: ShardId,
+    pub shard_count: usize,
+    pub now: Instant,
+    pub wall: SystemTime,
+    /// Live connections by id (ordered, so a test's walk is reproducible).
+    pub conns: BTreeMap<ConnId, FakeConn>,
+    /// Every operation asked for, in order (tests clear it as they go).
+    pub ops: Vec<Op>,
+    /// The bound new connections get.
+    pub default_bound: usize,
+    /// Items queued toward each shard (index = shard), in push order.
+    pub cross: Vec<VecDeque<M>>,
+    /// Slots of each cross-shard queue.
+    pub cross_capacity: usize,
+    /// What `recv_ring_bytes` reports (the generic profile's 256 buffers of 16 KiB).
+    pub recv_ring_bytes: usize,
+    next_slot: u32,
+    metrics: ShardMetrics,
+}
+
+impl<M> FakeShard<M> {
+    /// Shard `shard` of `shard_count`, with generous bounds; the clocks start now.
+    pub fn new(shard: usize, shard_count: usize) -> FakeShard<M> {
+        FakeShard {
+            shard: ShardId(shard),
+            shard_count,
+            now: Instant::now(),
+            wall: SystemTime::now(),
+            conns: BTreeMap::new(),
+            ops: Vec::new(),
+            default_bound: 1 << 20,
+            cross: (0..shard_count).map(|_| VecDeque::new()).collect(),
+            cross_capacity: 1024,
+            recv_ring_bytes: 256 * 16 * 1024,
+            next_slot: 0,
+            metrics: ShardMetrics::default(),
+        }
+    }
+
+    /// Moves both clocks forward.
+    pub fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.wall += d;
+    }
+
+    /// A connection arriving from `peer` (the test then calls the node's `on_accept`).
+    pub fn accept(&mut self, peer: SocketAddr) -> ConnId {
+        self.open(peer, false)
+    }
+
+    fn open(&mut self, peer: SocketAddr, outbound: bool) -> ConnId {
+        // Slots are never reused: a stale id can never reach a new connection.
+        let id = ConnId::from_parts(self.next_slot, 1);
+        self.next_slot += 1;
+        self.conns.insert(
+            id,
+            FakeConn {
+                peer,
+                pending: Vec::new(),
+                bound: self.default_bound,
+                owes_writable: false,
+                read_paused: false,
+                closing: false,
+                outbound,
+                bw_class: BwClass::Global,
+                read_ungated: false,
+            },
+        );
+        id
+    }
+
+    /// Takes everything sent on `conn` so far (the kernel wrote it to the peer).
+    pub fn take_output(&mut self, conn: ConnId) -> Vec<u8> {
+        self.conns
+            .get_mut(&conn)
+            .map(|c| std::mem::take(&mut c.pending))
+            .unwrap_or_default()
+    }
+
+    /// Connections that owe `on_writable` and have drained to half their bound, as the
+    /// shard reports them; clears their debt.
+    pub fn writable_due(&mut self) -> Vec<ConnId> {
+        let mut due = Vec::new();
+        for (id, c) in &mut self.conns {
+            if c.owes_writable && c.pending.len() <= c.bound / 2 && !c.closing {
+                c.owes_writable = false;
+                due.push(*id);
+            }
+        }
+        due
+    }
+
+    /// Connections asked to close whose output was taken: forgotten here, and due an
+    /// `on_closed(LocalClose)`.
+    pub fn closes_due(&mut self) -> Vec<ConnId> {
+        let due: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.closing && c.pending.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &due {
+            self.conns.remove(id);
+        }
+        due
+    }
+
+    /// Forgets `conn` (the peer closed it, or a connect failed): the test then calls the
+    /// node's `on_closed` with the reason.
+    pub fn drop_conn(&mut self, conn: ConnId) -> Option<FakeConn> {
+        self.conns.remove(&conn)
+    }
+
+    /// Takes the items queued toward shard `to` (the harness delivers them there).
+    pub fn take_cross(&mut self, to: usize) -> Vec<M> {
+        self.cross
+            .get_mut(to)
+            .map(|q| q.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    fn live(&self, conn: ConnId) -> Result<&FakeConn, OutboxError> {
+        self.conns.get(&conn).ok_or(OutboxError::NotOpen)
+    }
+
+    fn live_mut(&mut self, conn: ConnId) -> Result<&mut FakeConn, OutboxError> {
+        self.conns.get_mut(&conn).ok_or(OutboxError::NotOpen)
+    }
+}
+
+impl<M> ShardIo<M> for FakeShard<M> {
+    fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), OutboxError> {
+        let c = self.live_mut(conn)?;
+        if c.closing {
+            return Err(OutboxError::NotOpen);
+        }
+        if c.pending.len() + data.len() > c.bound {
+            c.owes_writable = true;
+            self.ops.push(Op::Refused { conn });
+            return Err(OutboxError::Full);
+        }
+        c.pending.extend_from_slice(data);
+        self.ops.push(Op::Send {
+            conn,
+            len: data.len(),
+        });
+        Ok(())
+    }
+
+    fn send_partial(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, OutboxError> {
+        let c = self.live_mut(conn)?;
+        if c.closing {
+            return Err(OutboxError::NotOpen);
+        }
+        let n = data.len().min(c.bound.saturating_sub(c.pending.len()));
+        c.pending.extend_from_slice(&data[..n]);
+        let short = n < data.len();
+        if short {
+            c.owes_writable = true;
+        }
+        if n > 0 {
+            self.ops.push(Op::Send { conn, len: n });
+        }
+        if short {
+            self.ops.push(Op::Refused { conn });
+        }
+        Ok(n)
+    }
+
+    fn send_capacity(&self, conn: ConnId) -> usize {
+        self.live(conn)
+            .map(|c| c.bound.saturating_sub(c.pending.len()))
+            .unwrap_or(0)
+    }
+
+    fn pending_output(&self, conn: ConnId) -> usize {
+        self.live(conn).map(|c| c.pending.len()).unwrap_or(0)
+    }
+
+    fn close(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        let c = self.live_mut(conn)?;
+        c.closing = true;
+        c.read_paused = true;
+        self.ops.push(Op::Close { conn });
+        Ok(())
+    }
+
+    fn pause_read(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        self.live_mut(conn)?.read_paused = true;
+        self.ops.push(Op::PauseRead { conn });
+        Ok(())
+    }
+
+    fn resume_read(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        let c = self.live_mut(conn)?;
+        if c.closing {
+            return Err(OutboxError::NotOpen);
+        }
+        c.read_paused = false;
+        self.ops.push(Op::ResumeRead { conn });
+        Ok(())
+    }
+
+    fn set_bw_class(&mut self, conn: ConnId, class: BwClass) -> Result<(), OutboxError> {
+        self.live_mut(conn)?.bw_class = class;
+        self.ops.push(Op::BwClass { conn, class });
+        Ok(())
+    }
+
+    fn set_bw_read_ungated(&mut self, conn: ConnId, ungated: bool) -> Result<(), OutboxError> {
+        self.live_mut(conn)?.read_ungated = ungated;
+        self.ops.push(Op::BwReadUngated { conn, ungated });
+        Ok(())
+    }
+
+    fn bw_read_ungated(&self, conn: ConnId) -> bool {
+        self.live(conn).is_ok_and(|c| c.read_ungated)
+    }
+
+    fn connect_from(
+        &mut self,
+        addr: SocketAddr,
+        from: Option<IpAddr>,
+        nodelay: bool,
+    ) -> Result<ConnId, OutboxError> {
+        let conn = self.open(addr, true);
+        self.ops.push(Op::Connect {
+            conn,
+            addr,
+            from,
+            nodelay,
+        });
+        Ok(conn)
+    }
+
+    fn watch_readable(&mut self, _fd: BorrowedFd<'_>) -> Result<WatchId, OutboxError> {
+        // No ring to poll with: the node falls back to reading on its tick.
+        Err(OutboxError::TableFull)
+    }
+
+    fn push_cross(&mut self, to: ShardId, item: M) -> Result<(), CrossPushError<M>> {
+        if to == self.shard {
+            return Err(CrossPushError::NoSuchShard(item));
+        }
+        let cap = self.cross_capacity;
+        let Some(q) = self.cross.get_mut(to.0) else {
+            return Err(CrossPushError::NoSuchShard(item));
+        };
+        if q.len() >= cap {
+            self.ops.push(Op::CrossFull { to });
+            return Err(CrossPushError::Full(item));
+        }
+        q.push_back(item);
+        self.ops.push(Op::PushCross { to });
+        Ok(())
+    }
+
+    fn cross_space(&mut self, to: ShardId) -> (usize, usize) {
+        match self.cross.get(to.0) {
+            Some(q) if to != self.shard => (
+                self.cross_capacity.saturating_sub(q.len()),
+                self.cross_capacity,
+            ),
+            _ => (0, 0),
+        }
+    }
+
+    fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.conns.get(&conn).map(|c| c.peer)
+    }
+
+    fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    fn shard_count(&self) -> usize {
+        self.shard_count
+    }
+
+    fn now(&self) -> Instant {
+        self.now
+    }
+
+    fn wall(&self) -> SystemTime {
+        self.wall
+    }
+
+    fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
+    fn recv_ring_bytes(&self) -> usize {
+        self.recv_ring_bytes
+    }
+}
