@@ -160,7 +160,12 @@ impl Net {
     pub fn new(seed: u64) -> Net {
         let network = SnapshotCell::new(snapshot());
         let dos = DosShared {
-            table: Arc::new(ClientAddrTable::new(1024, Default::default())),
+            // The DoS table counts from an epoch no later than the fake clocks made below.
+            table: Arc::new(ClientAddrTable::new(
+                1024,
+                Default::default(),
+                std::time::Instant::now(),
+            )),
             options: SnapshotCell::new(DosOptions::default()),
         };
         let mut nodes = Vec::new();
