@@ -20,6 +20,7 @@ pub mod log;
 pub mod node;
 pub mod notify;
 pub mod pidfile;
+pub mod pressure;
 pub mod publish;
 pub mod reach;
 pub mod reload;
@@ -249,6 +250,8 @@ struct Relay {
     watchdog: Option<Watchdog>,
     /// The last `STATUS=` sent (a new one goes out only when it changes).
     last_status: String,
+    /// The rate-limited "Under pressure" line (refused and dropped work made visible).
+    pressure: pressure::PressureLog,
 }
 
 impl Relay {
@@ -302,6 +305,7 @@ impl Relay {
             notifier,
             watchdog: None,
             last_status: String::new(),
+            pressure: pressure::PressureLog::new(pressure::PressureCounts::default()),
         };
         match relay.start_services(started, exit_policy, metrics_policy, &profile) {
             Ok(()) => Ok(relay),
@@ -818,6 +822,12 @@ impl Relay {
                     if exit_at.is_none() {
                         self.update_status();
                     }
+                    let counts = pressure::PressureCounts::read(&self.metrics);
+                    match self.pressure.tick(counts, Instant::now()) {
+                        Some((true, line)) => log_warn!("{line}"),
+                        Some((false, line)) => log_notice!("{line}"),
+                        None => {}
+                    }
                     if self.next_heartbeat.is_some_and(|t| Instant::now() >= t) {
                         self.next_heartbeat =
                             heartbeat::next_due(Instant::now(), self.config.heartbeat_period);
@@ -885,6 +895,10 @@ impl Relay {
             conns_made: sum(index("connected")),
         };
         log_notice!("{}", heartbeat::heartbeat_line(&stats));
+        log_notice!(
+            "{}",
+            pressure::PressureCounts::read(&self.metrics).since_start_line()
+        );
         self.log_dos_heartbeat();
     }
 
