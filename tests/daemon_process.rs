@@ -66,6 +66,10 @@ fn heartbeat_every_period_and_live_on_sighup() {
         "{line}"
     );
     f.wait_for(
+        "Heartbeat: since start, nothing was refused or dropped under load.",
+        Duration::from_secs(5),
+    );
+    f.wait_for(
         "Heartbeat: DoS mitigation since startup",
         Duration::from_secs(5),
     );
