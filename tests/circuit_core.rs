@@ -231,7 +231,7 @@ fn extend_and_forward_through_two_cores() {
     let hdata = fors::cell::relay::msg::Extended2::parse(&got[0].3)
         .unwrap()
         .hdata;
-    cl.crypto.push(&st.finish(hdata).unwrap());
+    cl.circ.layers.push(&st.finish(hdata).unwrap());
     // A second EXTEND2 on the same circuit is refused.
     assert_eq!(Created2::parse(&created2).unwrap().hdata.len(), 64);
 
@@ -685,7 +685,7 @@ fn genuine_circuit_sendme_is_accepted() {
         // is its own cell's and the count stops at exactly 100.
         for one in acts.iter().map(std::slice::from_ref) {
             if tags.len() < 100 && !cl.open_all(one).is_empty() {
-                tags.push(cl.crypto.last_tag(0));
+                tags.push(cl.last_tag(0));
             }
         }
         if tags.len() == 100 {
@@ -920,7 +920,7 @@ fn malformed_cells_close_only_their_circuit() {
     let mut body = [0u8; CELL_BODY_LEN];
     body[0] = RelayCmd::DATA.0;
     body[9..11].copy_from_slice(&499u16.to_be_bytes());
-    bad2.crypto.originate(0, &mut body);
+    bad2.circ.layers.originate(0, &mut body);
     let acts = r.cell(&bad2.chan, bad2.circ_id, ChanCmd::RELAY, body);
     assert_eq!(one_cell(&acts).1, bad2.circ_id);
     // The good circuit still works; cells for unknown circuits are ignored.

@@ -99,7 +99,8 @@ fn begin_while_hibernating_gets_end_hibernating() {
     }
     let (_, id, cmd, reply) = one_cell(&out);
     assert_eq!((id, cmd), (CircId(0x8000_0001), ChanCmd::CREATED2));
-    cl.crypto
+    cl.circ
+        .layers
         .push(&st.finish(Created2::parse(&reply).unwrap().hdata).unwrap());
 
     // Awake: the BEGIN is served (the exit connects).
