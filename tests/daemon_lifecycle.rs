@@ -12,30 +12,20 @@ use std::time::{Duration, Instant};
 use daemon_common::{free_port, http_get, metric, open_channel_and_create, Fors, TempDir};
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use fors::metrics::SHARD_METRIC_NAMES;
+use fors_testkit::torrc::Torrc;
 
 const START: Duration = Duration::from_secs(60);
 
 /// A torrc for a 2-shard relay on loopback. Authorities are fake (nothing listens there).
 fn torrc(dir: &Path, or_port: u16, metrics_port: u16, extra: &str) -> String {
-    let dead1 = free_port();
-    let dead2 = free_port();
-    format!(
-        "Nickname ForsTest\n\
-         ContactInfo test@example.invalid\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         PidFile {d}/fors.pid\n\
-         MetricsPort 127.0.0.1:{metrics_port}\n\
-         Log notice stdout\n\
-         NumCPUs 2\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
-         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         {extra}",
-        d = dir.display()
-    )
+    Torrc::test_relay("ForsTest", dir)
+        .or_port(or_port)
+        .pid_file(dir.join("fors.pid"))
+        .metrics_port(metrics_port)
+        .num_cpus(2)
+        .fake_authorities(2)
+        .raw(extra)
+        .render()
 }
 
 fn start(dir: &Path) -> Fors {

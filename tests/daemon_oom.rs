@@ -40,6 +40,7 @@ use fors::keys::{KeyParams, RelayKeys};
 use fors::proto::channel::{
     CellQueue, Channel, ChannelConfig, ChannelEvent, ChannelSink, LinkContext,
 };
+use fors_testkit::torrc::Torrc;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
@@ -53,23 +54,13 @@ const CELLS_PER_CIRCUIT: u32 = 1200;
 const STEP: Duration = Duration::from_secs(60);
 
 fn torrc(dir: &Path, nick: &str, or_port: u16, metrics_port: u16, extra: &str) -> String {
-    let (dead1, dead2) = (free_port(), free_port());
-    format!(
-        "Nickname {nick}\n\
-         ContactInfo test@example.invalid\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         MetricsPort 127.0.0.1:{metrics_port}\n\
-         MetricsPortPolicy accept 127.0.0.1\n\
-         Log notice stdout\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
-         {extra}\
-         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
-        d = dir.display()
-    )
+    Torrc::test_relay(nick, dir)
+        .or_port(or_port)
+        .metrics_port(metrics_port)
+        .metrics_port_policy("accept 127.0.0.1")
+        .raw(extra)
+        .fake_authorities(2)
+        .render()
 }
 
 struct Relay {

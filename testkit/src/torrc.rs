@@ -168,17 +168,25 @@ impl Torrc {
         }
     }
 
-    /// `MetricsPort 127.0.0.1:port` and `MetricsPortPolicy accept 127.0.0.1` (without a
-    /// policy C tor and Fors refuse every client).
+    /// `MetricsPort 127.0.0.1:port`. Without a [`Torrc::metrics_port_policy`] every client is
+    /// refused (tor-manual "MetricsPortPolicy").
     pub fn metrics_port(self, port: u16) -> Torrc {
         self.set("MetricsPort", format!("127.0.0.1:{port}"))
-            .set("MetricsPortPolicy", "accept 127.0.0.1")
     }
 
-    /// `ControlPort 127.0.0.1:port` with `CookieAuthentication 1`.
+    /// `MetricsPortPolicy`, e.g. `"accept 127.0.0.1"`.
+    pub fn metrics_port_policy(self, policy: &str) -> Torrc {
+        self.set("MetricsPortPolicy", policy)
+    }
+
+    /// `ControlPort 127.0.0.1:port` (authentication: [`Torrc::cookie_authentication`], or
+    /// none).
     pub fn control_port(self, port: u16) -> Torrc {
         self.set("ControlPort", format!("127.0.0.1:{port}"))
-            .set("CookieAuthentication", 1)
+    }
+
+    pub fn cookie_authentication(self, on: bool) -> Torrc {
+        self.set("CookieAuthentication", u8::from(on))
     }
 
     // --- Files ---

@@ -47,14 +47,8 @@ impl Drop for TempDir {
     }
 }
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[allow(unused_imports)] // Not every test binary asks for a port.
+pub use fors_testkit::torrc::free_port;
 
 /// A running `fors`; SIGKILLed and reaped on drop unless it already exited.
 pub struct Fors {
