@@ -383,8 +383,7 @@ impl Circuit {
         }
         let body = match self.circ.extend(ctx.rng, &specs, &hs) {
             Ok(b) => b,
-            Err(CircuitError::Cell(_)) => return self.close("extend2_encode", ctx),
-            Err(_) => return self.close("crypto", ctx),
+            Err(e) => return self.close(failure(&e, "extend2_encode"), ctx),
         };
         self.relay_early_left -= 1;
         out.push(self.id, ChanCmd::RELAY_EARLY, &body);
@@ -596,12 +595,8 @@ impl Circuit {
             });
         let body = match body {
             Ok((b, _)) => b,
-            Err(CircuitError::Cell(_)) => {
-                self.close("begin_encode", ctx);
-                return false;
-            }
-            Err(_) => {
-                self.close("crypto", ctx);
+            Err(e) => {
+                self.close(failure(&e, "begin_encode"), ctx);
                 return false;
             }
         };
@@ -728,12 +723,8 @@ impl Circuit {
                     });
                 let (body, tag) = match body {
                     Ok(bt) => bt,
-                    Err(CircuitError::Cell(_)) => {
-                        self.close("data_encode", ctx);
-                        return spent;
-                    }
-                    Err(_) => {
-                        self.close("crypto", ctx);
+                    Err(e) => {
+                        self.close(failure(&e, "data_encode"), ctx);
                         return spent;
                     }
                 };
@@ -775,6 +766,16 @@ impl Circuit {
             ctx.error(reason);
         }
         n
+    }
+}
+
+/// The error counted when the client circuit cannot make a cell: `encode` when the message
+/// did not encode, "crypto" otherwise (no such hop, a handshake that would not start).
+fn failure(e: &CircuitError, encode: &'static str) -> &'static str {
+    if matches!(e, CircuitError::Cell(_)) {
+        encode
+    } else {
+        "crypto"
     }
 }
 
