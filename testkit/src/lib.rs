@@ -7,6 +7,8 @@
 //! * [`circuit`]: the client side of a circuit, sans-IO: CREATE_FAST / CREATE2 (ntor,
 //!   ntor-v3), EXTEND2, relay cells built and parsed under tor1 client crypto, and the
 //!   BEGIN/DATA/END/SENDME messages;
+//! * [`identity`]: a relay's keys made in memory and the link context they give, for the
+//!   channel tests and fuzz targets;
 //! * [`tor1_ref`]: a plain reference tor1 (AES-128-CTR + running SHA-1), independent of
 //!   `fors::crypto::relay`, to cross-check it.
 //!
@@ -16,6 +18,7 @@
 //! `fors`); unit tests inside `fors`'s `src/` cannot (they would see a second `fors`).
 
 pub mod circuit;
+pub mod identity;
 pub mod socks;
 pub mod tor1_ref;
 pub mod torrc;
