@@ -9,7 +9,8 @@ use std::time::Duration;
 use circuit_common::*;
 use fors::cell::chan::{Create2, Created2, DestroyReason, HandshakeType};
 use fors::cell::relay::msg::{
-    BeginTarget, Connected, End, EndReason, RelayMsg, Resolve, Resolved, ResolvedValue, Sendme,
+    BeginTarget, Connected, End, EndReason, LinkSpec, RelayMsg, Resolve, Resolved, ResolvedValue,
+    Sendme,
 };
 use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
@@ -181,16 +182,17 @@ fn extend_and_forward_through_two_cores() {
     let mut cl = Client::new(client_chan(100), 0x8000_0001);
     cl.create(&mut a, Hs::Ntor);
 
-    let (st, skin) = NtorClient::start(&mut cl.rng, &b.id.rsa, b.keys.current().public());
-    let mut ext = [0u8; 498];
-    let n = extend2_body(&b, "127.0.0.1:9002", &skin, &mut ext);
-    let acts = cl.send(
-        &mut a,
-        0,
-        ChanCmd::RELAY_EARLY,
-        &RelayMsg::Extend2(fors::cell::relay::msg::Extend2::parse(&ext[..n]).unwrap()),
-        0,
-    );
+    let specs = [
+        LinkSpec::Ipv4("127.0.0.1:9002".parse().unwrap()),
+        LinkSpec::RsaId(b.id.rsa),
+        LinkSpec::Ed25519Id(b.id.ed),
+    ];
+    let hs = Handshake::Ntor {
+        rsa: b.id.rsa,
+        onion: *b.keys.current().public(),
+    };
+    let body = cl.circ.extend(&mut cl.rng, &specs, &hs).unwrap();
+    let acts = a.cell(&cl.chan, cl.circ_id, ChanCmd::RELAY_EARLY, body);
     let (circ, target, create2) = match &acts[..] {
         [Action::Extend {
             circ,
@@ -231,7 +233,7 @@ fn extend_and_forward_through_two_cores() {
     let hdata = fors::cell::relay::msg::Extended2::parse(&got[0].3)
         .unwrap()
         .hdata;
-    cl.circ.layers.push(&st.finish(hdata).unwrap());
+    cl.circ.extended(hdata).unwrap();
     // A second EXTEND2 on the same circuit is refused.
     assert_eq!(Created2::parse(&created2).unwrap().hdata.len(), 64);
 

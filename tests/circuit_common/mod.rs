@@ -20,7 +20,8 @@ use fors::proto::circuit::{
     PeerIdentity, RelayCore, RelayIdentity,
 };
 use fors::proto::stream::StreamHandle;
-use fors_testkit::circuit::{msg, ClientCircuit, ClientLayers, Handshake};
+pub use fors_testkit::circuit::Handshake;
+use fors_testkit::circuit::{msg, ClientCircuit, ClientLayers};
 use fors_testkit::tor1_ref::RefClientLayers;
 #[allow(unused_imports)] // Only the cross-check tests run a relay on the reference tor1.
 pub use fors_testkit::tor1_ref::RefRelayCrypto;
