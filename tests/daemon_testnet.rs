@@ -17,12 +17,11 @@ mod daemon_common;
 mod dns_common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_common::private_net::{testnet, testnet_skip_reason};
+use daemon_common::private_net::{client_ports, start_echo_server, testnet, testnet_skip_reason};
 use daemon_common::{
     free_port_range_base, testnet_script, wait_for_file_line, TempDir, TestnetGuard,
 };
@@ -46,7 +45,8 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     let unbound = dns_common::Unbound::start(&zone, &["log-queries: yes"]);
     let resolv = tmp.path().join("exit-resolv.conf");
     std::fs::write(&resolv, format!("nameserver {}\n", unbound.addr)).unwrap();
-    let echo = start_echo_server();
+    // On 127.0.0.2: not a relay address, inside the exits' policy.
+    let echo = start_echo_server("127.0.0.2");
     // The middle's ControlPort (no authentication configured: NULL auth, loopback only).
     let control_port = daemon_common::free_port();
     let status = Command::new("python3")
@@ -146,7 +146,7 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     // and exit, so these streams leave through forsexit1.
     let l = wait_for_file_line(&exit_log, "Exit DNS: nameserver", Duration::from_secs(1));
     assert!(l.contains(&unbound.addr.to_string()), "{l}");
-    let socks = socks_port(&dir);
+    let (socks, _) = client_ports(&dir);
     for round in 0..2 {
         // The second round is answered from the exit's cache.
         let mut s = Socks5::local(socks, Duration::from_secs(180))
@@ -182,7 +182,6 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     }
 }
 
-/// A TCP echo server on 127.0.0.2 (not a relay address, inside the exits' policy).
 /// `AUTHENTICATE` (NULL) then `GETINFO key` on a ControlPort; the whole reply text.
 fn control_getinfo(port: u16, key: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -193,29 +192,4 @@ fn control_getinfo(port: u16, key: &str) -> String {
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("250 OK\r\n"), "{out}");
     out.replace("\r\n", "\n")
-}
-
-fn start_echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.2:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-fn socks_port(dir: &Path) -> u16 {
-    let text = std::fs::read_to_string(dir.join("network.json")).unwrap();
-    let net: serde_json::Value = serde_json::from_str(&text).unwrap();
-    net["client"]["socks_port"].as_u64().unwrap() as u16
 }
