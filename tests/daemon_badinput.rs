@@ -63,7 +63,6 @@ use fors::cell::chan::DestroyReason;
 use fors::cell::ChanCmd;
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use fors_testkit::socks::Socks5;
-use fors_testkit::torrc::Torrc;
 
 /// How long Fors may take to close a connection it must close.
 const CLOSE_LIMIT: Duration = Duration::from_secs(30);
@@ -488,13 +487,9 @@ fn check_log_reasons(log: &str) -> Vec<String> {
 
 /// A torrc for a standalone relay on loopback; the authorities are fake (nothing listens).
 fn standalone_torrc(dir: &Path, or_port: u16, metrics_port: u16) -> String {
-    Torrc::test_relay("ForsBadInput", dir)
-        .or_port(or_port)
-        .metrics_port(metrics_port)
+    daemon_common::standalone_torrc("ForsBadInput", dir, or_port, metrics_port)
         .metrics_port_policy("accept 127.0.0.1")
         .log("debug")
-        .num_cpus(2)
-        .fake_authorities(2)
         .render()
 }
 

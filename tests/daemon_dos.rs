@@ -31,11 +31,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daemon_common::raw_link::{connect_tcp_from, fixed_cell, LinkRead, RawLink};
-use daemon_common::{free_port, http_get, metric, open_channel_and_create, Fors, TempDir};
+use daemon_common::{
+    free_port, http_get, metric, open_channel_and_create, standalone_torrc, Fors, TempDir,
+};
 use fors::cell::chan::DestroyReason;
 use fors::cell::ChanCmd;
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
-use fors_testkit::torrc::Torrc;
 
 /// Bound on any one step (handshake, answer); the machine is shared and slow.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -100,12 +101,9 @@ impl Link {
 }
 
 fn torrc(dir: &Path, or_port: u16, metrics_port: u16) -> String {
-    Torrc::test_relay("ForsDoS", dir)
-        .or_port(or_port)
-        .metrics_port(metrics_port)
+    standalone_torrc("ForsDoS", dir, or_port, metrics_port)
         .metrics_port_policy("accept 127.0.0.1")
         .log("info")
-        .num_cpus(2)
         .publish_server_descriptor(true)
         .set("DoSConnectionEnabled", 1)
         .set("DoSConnectionMaxConcurrentCount", 3)
@@ -113,7 +111,6 @@ fn torrc(dir: &Path, or_port: u16, metrics_port: u16) -> String {
         .set("DoSCircuitCreationMinConnections", 1)
         .set("DoSCircuitCreationRate", 1)
         .set("DoSCircuitCreationBurst", 5)
-        .fake_authorities(2)
         .render()
 }
 

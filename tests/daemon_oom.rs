@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use daemon_common::raw_link::{fixed_cell, LinkRead, RawLink};
-use daemon_common::{free_port, http_get, metric, Fors, TempDir};
+use daemon_common::{free_port, http_get, metric, standalone_torrc, Fors, TempDir};
 use fors::cell::chan::{Created2, DestroyReason, HandshakeType};
 use fors::cell::relay::msg::LinkSpec;
 use fors::cell::relay::RelayCmd;
@@ -39,7 +39,6 @@ use fors::proto::channel::{
     CellQueue, Channel, ChannelConfig, ChannelEvent, ChannelSink, LinkContext,
 };
 use fors_testkit::circuit::{ClientCircuit, Handshake};
-use fors_testkit::torrc::Torrc;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
@@ -53,12 +52,11 @@ const CELLS_PER_CIRCUIT: u32 = 1200;
 const STEP: Duration = Duration::from_secs(60);
 
 fn torrc(dir: &Path, nick: &str, or_port: u16, metrics_port: u16, extra: &str) -> String {
-    Torrc::test_relay(nick, dir)
-        .or_port(or_port)
-        .metrics_port(metrics_port)
+    // All cores (no NumCPUs), as a relay runs by default.
+    standalone_torrc(nick, dir, or_port, metrics_port)
+        .unset("NumCPUs")
         .metrics_port_policy("accept 127.0.0.1")
         .raw(extra)
-        .fake_authorities(2)
         .render()
 }
 
