@@ -18,17 +18,18 @@ mod channel_support;
 mod skip_common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use channel_support::*;
-use fors::cell::chan::{CreateFast, CreatedFast, Destroy, DestroyReason};
+use fors::cell::chan::{Destroy, DestroyReason};
 use fors::cell::{ChanCmd, CircId};
-use fors::crypto::handshake::CreateFastClient;
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use fors::proto::channel::{Channel, ChannelConfig, ChannelEvent, ExpectedPeer, PeerIdentity};
+use fors_testkit::circuit::{ClientCircuit, Handshake};
+use fors_testkit::torrc::{free_port, DirAuthority, Torrc};
 
 const TOR: &str = "/usr/sbin/tor";
 
@@ -69,19 +70,18 @@ impl Tor {
         let dir =
             std::env::temp_dir().join(format!("fors-ctor-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let torrc = format!(
-            "DataDirectory {data}\n\
-             TestingTorNetwork 1\n\
-             DirAuthority fakeauth orport=9 no-v2 v3ident=0000000000000000000000000000000000000001 127.0.0.1:9 0000 0000 0000 0000 0000 0000 0000 0000 0000 0001\n\
-             ProtocolWarnings 1\n\
-             SafeLogging 0\n\
-             Log notice file {dir}/notice.log\n\
-             Log debug file {dir}/debug.log\n\
-             {extra}",
-            data = dir.join("data").display(),
-            dir = dir.display(),
-        );
-        std::fs::write(dir.join("torrc"), torrc).unwrap();
+        // The only authority is fake: port 9 on loopback, where nothing listens.
+        let dead = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+        Torrc::new()
+            .data_directory(dir.join("data"))
+            .testing_tor_network(true)
+            .dir_authority(&DirAuthority::fake_at(0, dead, 9))
+            .set("ProtocolWarnings", 1)
+            .set("SafeLogging", 0)
+            .add("Log", format!("notice file {}/notice.log", dir.display()))
+            .add("Log", format!("debug file {}/debug.log", dir.display()))
+            .raw(extra)
+            .write_to(&dir);
         std::fs::write(dir.join("defaults"), "").unwrap();
         let child = Command::new(TOR)
             .arg("-f")
@@ -108,14 +108,6 @@ impl Tor {
             );
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
@@ -189,15 +181,15 @@ fn start_c_relay() -> CRelay {
     let port = free_port();
     let mut tor = Tor::start(
         "relay",
-        &format!(
-            "Nickname forsinterop\n\
-             ORPort 127.0.0.1:{port}\n\
-             Address 127.0.0.1\n\
-             AssumeReachable 1\n\
-             PublishServerDescriptor 0\n\
-             SocksPort 0\n\
-             ExitRelay 0\n"
-        ),
+        &Torrc::new()
+            .nickname("forsinterop")
+            .or_port(port)
+            .address("127.0.0.1")
+            .assume_reachable(true)
+            .publish_server_descriptor(false)
+            .socks_port(None)
+            .exit_relay(false)
+            .render(),
     );
     let data = tor.dir.join("data");
     let (rsa, ed) = wait_for("tor's fingerprint files", 60, || {
@@ -216,8 +208,8 @@ struct FastCircuit {
     ch: Channel,
     sock: TcpStream,
     sink: Collect,
-    circ: CircId,
-    keys: fors::crypto::keymat::Tor1KeyMaterial,
+    /// Our end of the one-hop circuit (the test kit's client circuit).
+    circ: ClientCircuit,
 }
 
 fn open_and_create_fast(relay: &mut CRelay, me: &TestIdentity) -> FastCircuit {
@@ -252,31 +244,28 @@ fn open_and_create_fast(relay: &mut CRelay, me: &TestIdentity) -> FastCircuit {
         .allocate(&mut rng, |_| false)
         .unwrap();
     assert!(circ.has_high_bit());
-    let (client, x) = CreateFastClient::start(&mut rng);
-    let mut body = [0u8; 509];
-    CreateFast { x: &x }.encode(&mut body);
-    ch.send_cell(circ, ChanCmd::CREATE_FAST, &body).unwrap();
+    let mut client = ClientCircuit::new(circ);
+    let (cmd, body) = client.create(&mut rng, &Handshake::Fast).unwrap();
+    assert_eq!(cmd, ChanCmd::CREATE_FAST);
+    ch.send_cell(circ, cmd, &body).unwrap();
     drive(&mut ch, &mut sock, &mut sink, 30, |s| {
         s.cells.iter().any(|c| c.0 == circ)
     });
     let (cid, cmd, reply) = sink.cells.iter().find(|c| c.0 == circ).unwrap().clone();
     assert_eq!((cid, cmd), (circ, ChanCmd::CREATED_FAST), "{reply:?}");
-    let created = CreatedFast::parse(&reply).unwrap();
-    let mut yk = [0u8; 40];
-    yk[..20].copy_from_slice(created.y);
-    yk[20..].copy_from_slice(created.kh);
-    let keys = client.finish(&yk).expect("KH from C tor matches our KDF");
+    client
+        .created(cmd, &reply)
+        .expect("KH from C tor matches our KDF");
     FastCircuit {
         ch,
         sock,
         sink,
-        circ,
-        keys,
+        circ: client,
     }
 }
 
 fn send_now(fc: &mut FastCircuit, cmd: ChanCmd, body: &[u8; 509]) {
-    fc.ch.send_cell(fc.circ, cmd, body).unwrap();
+    fc.ch.send_cell(fc.circ.id, cmd, body).unwrap();
     let out = fc.ch.pending_output().to_vec();
     fc.sock.write_all(&out).unwrap();
     fc.ch.consume_output(out.len());
@@ -290,7 +279,7 @@ fn fors_initiator_authenticates_to_c_tor_relay_and_creates_fast_circuit() {
     let mut relay = start_c_relay();
     let me = TestIdentity::generate();
     let mut fc = open_and_create_fast(&mut relay, &me);
-    assert_ne!(fc.keys.kf, [0u8; 16]);
+    assert_eq!(fc.circ.hops(), 1);
 
     let mut body = [0u8; 509];
     Destroy {
@@ -397,12 +386,14 @@ fn c_tor_client_uses_fors_responder_as_bridge() {
     let socks = free_port();
     let tor = Tor::start(
         "client",
-        &format!(
-            "SocksPort 127.0.0.1:{socks}\n\
-             UseBridges 1\n\
-             Bridge 127.0.0.1:{port} {}\n",
-            me.rsa_id().to_hex()
-        ),
+        &Torrc::new()
+            .socks_port(Some(socks))
+            .set("UseBridges", 1)
+            .add(
+                "Bridge",
+                format!("127.0.0.1:{port} {}", me.rsa_id().to_hex()),
+            )
+            .render(),
     );
     let result = rx
         .recv_timeout(Duration::from_secs(120))
@@ -426,22 +417,6 @@ fn c_tor_client_uses_fors_responder_as_bridge() {
     assert!(!log.contains("Received a bad"), "C tor client complained");
 }
 
-/// tor1 relay crypto for one forward cell from the client (tor-spec §"Relay cells"): set
-/// the running-digest bytes, then AES-128-CTR encrypt with Kf.
-fn seal_forward(
-    body: &mut [u8; 509],
-    digest: &mut sha1::Sha1,
-    cipher: &mut ctr::Ctr128BE<aes::Aes128>,
-) {
-    use cipher::StreamCipher;
-    use sha1::Digest;
-    body[5..9].fill(0);
-    digest.update(&body[..]);
-    let d = digest.clone().finalize();
-    body[5..9].copy_from_slice(&d[..4]);
-    cipher.apply_keystream(&mut body[..]);
-}
-
 /// The third direction: C tor as an *authenticating initiator*. We ask a C relay (over our
 /// CREATE_FAST circuit) to EXTEND2 to our responder; it connects, proves its identity with
 /// CERTS + AUTHENTICATE, and forwards our CREATE2.
@@ -450,11 +425,8 @@ fn c_tor_relay_extends_to_fors_responder() {
     if !tor_available("c_tor_relay_extends_to_fors_responder") {
         return;
     }
-    use cipher::KeyIvInit;
     use fors::cell::chan::{Create2, HandshakeType};
-    use fors::cell::relay::msg::{Extend2, LinkSpec};
-    use fors::cell::relay::{v0, RelayCmd};
-    use sha1::Digest;
+    use fors::cell::relay::msg::LinkSpec;
 
     let target = TestIdentity::generate();
     let (port, rx, server) = spawn_responder(target.context(ChannelConfig::default()));
@@ -468,25 +440,15 @@ fn c_tor_relay_extends_to_fors_responder() {
         LinkSpec::RsaId(target.rsa_id()),
         LinkSpec::Ed25519Id(target.ed_id()),
     ];
-    let create2 = Create2 {
-        htype: HandshakeType::NTOR,
-        hdata: &onionskin,
-    };
-    let mut data = [0u8; 498];
-    let n = Extend2::encode(&specs, &create2, &mut data).unwrap();
-    let mut body = [0u8; 509];
-    v0::encode(
-        &mut body,
-        RelayCmd::EXTEND2,
-        0,
-        &data[..n],
-        &mut rand::thread_rng(),
-    )
-    .unwrap();
-    let mut digest = sha1::Sha1::new();
-    digest.update(fc.keys.df);
-    let mut cipher = ctr::Ctr128BE::<aes::Aes128>::new(&fc.keys.kf.into(), &[0u8; 16].into());
-    seal_forward(&mut body, &mut digest, &mut cipher);
+    let body = fc
+        .circ
+        .extend_raw(
+            &mut rand::thread_rng(),
+            &specs,
+            HandshakeType::NTOR,
+            &onionskin,
+        )
+        .unwrap();
     // EXTEND2 must travel in RELAY_EARLY.
     send_now(&mut fc, ChanCmd::RELAY_EARLY, &body);
 

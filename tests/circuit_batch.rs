@@ -48,7 +48,8 @@ fn batch_of_mixed_cells_matches_one_by_one() {
         let mut cl = Client::new(client_chan(1), 0x8000_0001);
         middle(&mut a, &mut cl, next);
         // A pretend second hop, so cells for it carry two layers and A forwards them.
-        cl.crypto
+        cl.circ
+            .layers
             .push(&fors::crypto::keymat::Tor1KeyMaterial::from_kdf_output(
                 &[7u8; 92],
             ));

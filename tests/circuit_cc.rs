@@ -101,7 +101,7 @@ fn download_10k_cells_with_sendmes_every_31_and_a_growing_window() {
                 if received_since_sendme == 31 {
                     // The client owes a SENDME carrying this cell's digest.
                     received_since_sendme = 0;
-                    owed.push(cl.crypto.last_tag(0));
+                    owed.push(cl.last_tag(0));
                 }
             }
             if n.unwrap() < chunk.len() {

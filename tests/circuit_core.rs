@@ -9,7 +9,8 @@ use std::time::Duration;
 use circuit_common::*;
 use fors::cell::chan::{Create2, Created2, DestroyReason, HandshakeType};
 use fors::cell::relay::msg::{
-    BeginTarget, Connected, End, EndReason, RelayMsg, Resolve, Resolved, ResolvedValue, Sendme,
+    BeginTarget, Connected, End, EndReason, LinkSpec, RelayMsg, Resolve, Resolved, ResolvedValue,
+    Sendme,
 };
 use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
@@ -181,16 +182,17 @@ fn extend_and_forward_through_two_cores() {
     let mut cl = Client::new(client_chan(100), 0x8000_0001);
     cl.create(&mut a, Hs::Ntor);
 
-    let (st, skin) = NtorClient::start(&mut cl.rng, &b.id.rsa, b.keys.current().public());
-    let mut ext = [0u8; 498];
-    let n = extend2_body(&b, "127.0.0.1:9002", &skin, &mut ext);
-    let acts = cl.send(
-        &mut a,
-        0,
-        ChanCmd::RELAY_EARLY,
-        &RelayMsg::Extend2(fors::cell::relay::msg::Extend2::parse(&ext[..n]).unwrap()),
-        0,
-    );
+    let specs = [
+        LinkSpec::Ipv4("127.0.0.1:9002".parse().unwrap()),
+        LinkSpec::RsaId(b.id.rsa),
+        LinkSpec::Ed25519Id(b.id.ed),
+    ];
+    let hs = Handshake::Ntor {
+        rsa: b.id.rsa,
+        onion: *b.keys.current().public(),
+    };
+    let body = cl.circ.extend(&mut cl.rng, &specs, &hs).unwrap();
+    let acts = a.cell(&cl.chan, cl.circ_id, ChanCmd::RELAY_EARLY, body);
     let (circ, target, create2) = match &acts[..] {
         [Action::Extend {
             circ,
@@ -231,7 +233,7 @@ fn extend_and_forward_through_two_cores() {
     let hdata = fors::cell::relay::msg::Extended2::parse(&got[0].3)
         .unwrap()
         .hdata;
-    cl.crypto.push(&st.finish(hdata).unwrap());
+    cl.circ.extended(hdata).unwrap();
     // A second EXTEND2 on the same circuit is refused.
     assert_eq!(Created2::parse(&created2).unwrap().hdata.len(), 64);
 
@@ -685,7 +687,7 @@ fn genuine_circuit_sendme_is_accepted() {
         // is its own cell's and the count stops at exactly 100.
         for one in acts.iter().map(std::slice::from_ref) {
             if tags.len() < 100 && !cl.open_all(one).is_empty() {
-                tags.push(cl.crypto.last_tag(0));
+                tags.push(cl.last_tag(0));
             }
         }
         if tags.len() == 100 {
@@ -920,7 +922,7 @@ fn malformed_cells_close_only_their_circuit() {
     let mut body = [0u8; CELL_BODY_LEN];
     body[0] = RelayCmd::DATA.0;
     body[9..11].copy_from_slice(&499u16.to_be_bytes());
-    bad2.crypto.originate(0, &mut body);
+    bad2.circ.layers.originate(0, &mut body);
     let acts = r.cell(&bad2.chan, bad2.circ_id, ChanCmd::RELAY, body);
     assert_eq!(one_cell(&acts).1, bad2.circ_id);
     // The good circuit still works; cells for unknown circuits are ignored.

@@ -50,7 +50,8 @@ fn middle(a: &mut Relay, cl: &mut Client) -> CircHandle {
 
 /// A pretend second hop so the client's cells are forwarded (not recognized) by A.
 fn add_second_hop(cl: &mut Client) {
-    cl.crypto
+    cl.circ
+        .layers
         .push(&fors::crypto::keymat::Tor1KeyMaterial::from_kdf_output(
             &[7u8; 92],
         ));

@@ -50,7 +50,7 @@ fn exchange<C: HopCrypto>(mut exit: Relay<C>, mut cl: Client) {
             }
             got += 1;
             if got % 100 == 0 {
-                let tag = cl.crypto.last_tag(0);
+                let tag = cl.last_tag(0);
                 let acts = cl.send(
                     &mut exit,
                     0,

@@ -11,11 +11,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use circuit_common::*;
-use fors::cell::chan::{Create2, Created2, HandshakeType};
 use fors::cell::relay::msg::{BeginTarget, End, EndReason};
 use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
-use fors::crypto::handshake::{NtorClient, NtorKeyMap, NtorKeyPair};
+use fors::crypto::handshake::{NtorKeyMap, NtorKeyPair};
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use fors::crypto::relay::Tor1RelayCrypto;
 use fors::proto::circuit::{Action, CoreIo, NetworkView, RelayCore, RelayIdentity};
@@ -83,14 +82,12 @@ fn begin_while_hibernating_gets_end_hibernating() {
     // An ntor circuit from a known middle relay, so that BEGIN passes the earlier checks
     // (a CREATE_FAST circuit is a first hop, where BEGIN is refused).
     let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
-    let (st, skin) = NtorClient::start(&mut rng, &me.rsa, keys.current().public());
-    let mut body = [0u8; CELL_BODY_LEN];
-    Create2 {
-        htype: HandshakeType::NTOR,
-        hdata: &skin,
-    }
-    .encode(&mut body)
-    .unwrap();
+    let hs = Handshake::Ntor {
+        rsa: me.rsa,
+        onion: *keys.current().public(),
+    };
+    let (cmd, body) = cl.circ.create(&mut rng, &hs).unwrap();
+    assert_eq!(cmd, ChanCmd::CREATE2);
     assert!(feed(&mut core, &cl, ChanCmd::CREATE2, body).is_empty());
     let mut out = Vec::new();
     {
@@ -99,8 +96,7 @@ fn begin_while_hibernating_gets_end_hibernating() {
     }
     let (_, id, cmd, reply) = one_cell(&out);
     assert_eq!((id, cmd), (CircId(0x8000_0001), ChanCmd::CREATED2));
-    cl.crypto
-        .push(&st.finish(Created2::parse(&reply).unwrap().hdata).unwrap());
+    cl.circ.created(cmd, &reply).unwrap();
 
     // Awake: the BEGIN is served (the exit connects).
     let acts = begin(&mut core, &mut cl, 1);

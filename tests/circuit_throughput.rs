@@ -123,7 +123,7 @@ fn middle_forwarding_and_exit_packaging_rates() {
             cl.open(body);
             received += 1;
             if received.is_multiple_of(100) {
-                let tag = cl.crypto.last_tag(0);
+                let tag = cl.last_tag(0);
                 let m = RelayMsg::Sendme(Sendme::V1 { tag: &tag });
                 cl.send(&mut exit, 0, ChanCmd::RELAY, &m, 0);
             }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use daemon_common::{free_port, open_channel_and_create, Fors, TempDir};
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
+use fors_testkit::torrc::Torrc;
 
 const START: Duration = Duration::from_secs(60);
 const PASSWORD: &str = "fors-test-password";
@@ -106,25 +107,16 @@ time.sleep(1)
 "#;
 
 fn torrc(dir: &Path, or_port: u16, control_port: u16) -> String {
-    let dead = free_port();
-    format!(
-        "Nickname ForsStem\n\
-         ContactInfo test@example.invalid\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         Log notice stdout\n\
-         NumCPUs 1\n\
-         ShutdownWaitLength 0\n\
-         ExitPolicy accept 127.0.0.1:80, reject *:*\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
-         DirAuthority auth1 orport={dead} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         ControlPort 127.0.0.1:{control_port}\n\
-         CookieAuthentication 1\n\
-         HashedControlPassword {HASHED}\n",
-        d = dir.display()
-    )
+    Torrc::test_relay("ForsStem", dir)
+        .or_port(or_port)
+        .num_cpus(1)
+        .set("ShutdownWaitLength", 0)
+        .exit_policy("accept 127.0.0.1:80, reject *:*")
+        .fake_authorities(1)
+        .control_port(control_port)
+        .cookie_authentication(true)
+        .set("HashedControlPassword", HASHED)
+        .render()
 }
 
 #[test]

@@ -31,6 +31,7 @@ use daemon_common::{free_port, Fors, TempDir};
 use fors::accounting::time::{format_iso, parse_iso};
 use fors::cell::chan::DestroyReason;
 use fors::cell::ChanCmd;
+use fors_testkit::torrc::{DirAuthority, Torrc};
 
 const LIMIT: Duration = Duration::from_secs(60);
 /// `AccountingMax 256 KB`: soft limit at 95% (C `SOFT_LIM_PCT`).
@@ -97,29 +98,27 @@ fn wait_upload(posts: &Mutex<Vec<String>>, what: &str, pred: impl Fn(&str) -> bo
 }
 
 fn torrc(dir: &Path, or_port: u16, ctl_port: u16, auth: Option<u16>) -> String {
-    let dir_lines = match auth {
-        None => "PublishServerDescriptor 0\n".to_string(),
-        Some(p) => format!(
-            "TestingTorNetwork 1\nAssumeReachable 1\nPublishServerDescriptor 1\n\
-             DirAuthority auth1 orport={p} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{p} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n"
-        ),
+    let t = Torrc::test_relay("ForsAcct", dir)
+        .or_port(or_port)
+        .log("info")
+        .num_cpus(1);
+    let t = match auth {
+        None => t.unset("TestingTorNetwork"),
+        Some(p) => t
+            .assume_reachable(true)
+            .publish_server_descriptor(true)
+            .dir_authority(&DirAuthority::fake_at(
+                0,
+                SocketAddr::from(([127, 0, 0, 1], p)),
+                p,
+            )),
     };
-    format!(
-        "Nickname ForsAcct\n\
-         ContactInfo test@example.invalid\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         Log info stdout\n\
-         NumCPUs 1\n\
-         {dir_lines}\
-         ControlPort 127.0.0.1:{ctl_port}\n\
-         CookieAuthentication 1\n\
-         AccountingMax 256 KB\n\
-         AccountingRule sum\n\
-         AccountingStart day 00:00\n",
-        d = dir.display()
-    )
+    t.control_port(ctl_port)
+        .cookie_authentication(true)
+        .set("AccountingMax", "256 KB")
+        .set("AccountingRule", "sum")
+        .set("AccountingStart", "day 00:00")
+        .render()
 }
 
 fn getinfo(c: &mut TorControl, key: &str) -> String {

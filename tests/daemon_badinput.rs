@@ -49,8 +49,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daemon_common::private_net::{
-    client_ports, pid_alive, relay_record, socks5_connect, start_echo_server, testnet,
-    testnet_skip_reason, EchoTransfer, TorControl,
+    client_ports, pid_alive, relay_record, start_echo_server, testnet, testnet_skip_reason,
+    EchoTransfer, TorControl,
 };
 use daemon_common::raw_link::{
     fixed_cell, tcp_wait_closed, var_cell, versions_cell, LinkClosed, LinkRead, RawLink,
@@ -62,6 +62,7 @@ use daemon_common::{
 use fors::cell::chan::DestroyReason;
 use fors::cell::ChanCmd;
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
+use fors_testkit::socks::Socks5;
 
 /// How long Fors may take to close a connection it must close.
 const CLOSE_LIMIT: Duration = Duration::from_secs(30);
@@ -486,23 +487,10 @@ fn check_log_reasons(log: &str) -> Vec<String> {
 
 /// A torrc for a standalone relay on loopback; the authorities are fake (nothing listens).
 fn standalone_torrc(dir: &Path, or_port: u16, metrics_port: u16) -> String {
-    let (dead1, dead2) = (free_port(), free_port());
-    format!(
-        "Nickname ForsBadInput\n\
-         ContactInfo test@example.invalid\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         MetricsPort 127.0.0.1:{metrics_port}\n\
-         MetricsPortPolicy accept 127.0.0.1\n\
-         Log debug stdout\n\
-         NumCPUs 2\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
-         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
-        d = dir.display()
-    )
+    daemon_common::standalone_torrc("ForsBadInput", dir, or_port, metrics_port)
+        .metrics_port_policy("accept 127.0.0.1")
+        .log("debug")
+        .render()
 }
 
 /// A standalone Fors, running; its ORPort, MetricsPort and identities.
@@ -649,7 +637,9 @@ fn malformed_input_during_a_live_transfer() {
             if i > 0 {
                 std::thread::sleep(Duration::from_secs(5));
             }
-            socks5_connect(socks, "127.0.0.2", echo.port(), Duration::from_secs(180)).ok()
+            Socks5::local(socks, Duration::from_secs(180))
+                .connect("127.0.0.2", echo.port())
+                .ok()
         })
         .expect("no SOCKS stream through the Fors middle");
     let circ = ctl
@@ -734,7 +724,8 @@ fn malformed_input_during_a_live_transfer() {
     assert!(pid_alive(fors_pid), "the Fors middle died");
     let (cmd, _) = open_channel_and_create(or_addr, rsa, ed, &tmp.path().join("client"));
     assert_eq!(cmd, ChanCmd::CREATED_FAST);
-    let mut s = socks5_connect(socks, "127.0.0.2", echo.port(), Duration::from_secs(180))
+    let mut s = Socks5::local(socks, Duration::from_secs(180))
+        .connect("127.0.0.2", echo.port())
         .unwrap_or_else(|rep| panic!("SOCKS reply {rep} for a fresh stream"));
     s.write_all(b"still here").unwrap();
     let mut back = [0u8; 10];

@@ -27,11 +27,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use daemon_common::private_net::{
-    client_ports, relay_record, socks5_connect, testnet, testnet_skip_reason, TorControl,
+    client_ports, relay_record, testnet, testnet_skip_reason, TorControl,
 };
 use daemon_common::{
     free_port, free_port_range_base, http_get, wait_for_file_line, TempDir, TestnetGuard,
 };
+use fors_testkit::socks::Socks5;
 
 /// `RelayBandwidthRate 2 MBytes` in bytes per second (tor's MBytes are 2^20).
 const RATE: f64 = 2.0 * 1048576.0;
@@ -223,7 +224,9 @@ fn relay_bandwidth_rate_holds_a_download_and_lifts_on_sighup() {
             if i > 0 {
                 std::thread::sleep(Duration::from_secs(5));
             }
-            socks5_connect(socks, "127.0.0.2", src.port(), Duration::from_secs(120)).ok()
+            Socks5::local(socks, Duration::from_secs(120))
+                .connect("127.0.0.2", src.port())
+                .ok()
         })
         .expect("no SOCKS stream through the Fors exit");
     let circ = ctl
@@ -378,7 +381,8 @@ fn relay_bandwidth_rate_holds_a_download_and_lifts_on_sighup() {
         Duration::from_secs(20),
     );
     let (sink, sunk) = start_sink("127.0.0.2");
-    let up = socks5_connect(socks, "127.0.0.2", sink.port(), Duration::from_secs(120))
+    let up = Socks5::local(socks, Duration::from_secs(120))
+        .connect("127.0.0.2", sink.port())
         .expect("no SOCKS stream for the upload");
     let up_target = format!("127.0.0.2:{}", sink.port());
     let circ = ctl

@@ -26,6 +26,7 @@ use daemon_common::{
     free_port, free_port_range_base, http_get, metric, testnet_script, wait_for_file_line, TempDir,
     TestnetGuard,
 };
+use fors_testkit::socks::Socks5;
 
 const SHARDS: usize = 2;
 
@@ -340,39 +341,18 @@ fn relays(dir: &Path) -> (Vec<String>, Vec<(String, String)>) {
     (entries, exits)
 }
 
-/// A SOCKS5 CONNECT (RFC 1928, username/password so the client isolates it on a circuit
-/// of its own) through the client to the script's HTTP server.
+/// A SOCKS5 CONNECT (username/password, so the client isolates it on a circuit of its own)
+/// through the client to the script's HTTP server.
 fn socks5_connect(dir: &Path, user: &str) -> TcpStream {
     let text = std::fs::read_to_string(dir.join("network.json")).unwrap();
     let net: serde_json::Value = serde_json::from_str(&text).unwrap();
     let socks = net["client"]["socks_port"].as_u64().unwrap() as u16;
-    let ip: std::net::Ipv4Addr = net["http_server"]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let ip = net["http_server"]["address"].as_str().unwrap();
     let port = net["http_server"]["port"].as_u64().unwrap() as u16;
-    let mut s = TcpStream::connect(("127.0.0.1", socks)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    s.write_all(&[5, 1, 2]).unwrap();
-    let mut hello = [0u8; 2];
-    s.read_exact(&mut hello).unwrap();
-    assert_eq!(hello, [5, 2], "SOCKS method selection");
-    let mut auth = vec![1, user.len() as u8];
-    auth.extend_from_slice(user.as_bytes());
-    auth.extend_from_slice(&[1, b'x']);
-    s.write_all(&auth).unwrap();
-    let mut ok = [0u8; 2];
-    s.read_exact(&mut ok).unwrap();
-    assert_eq!(ok, [1, 0], "SOCKS authentication");
-    let mut req = vec![5, 1, 0, 1];
-    req.extend_from_slice(&ip.octets());
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req).unwrap();
-    let mut reply = [0u8; 10];
-    s.read_exact(&mut reply).unwrap();
-    assert_eq!(reply[1], 0, "SOCKS reply {}", reply[1]);
-    s
+    Socks5::local(socks, Duration::from_secs(120))
+        .isolated(user)
+        .connect(ip, port)
+        .unwrap_or_else(|e| panic!("SOCKS stream for {user}: {e}"))
 }
 
 /// Process ids of the C tor exits (from the script's network.json).

@@ -31,7 +31,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daemon_common::raw_link::{connect_tcp_from, fixed_cell, LinkRead, RawLink};
-use daemon_common::{free_port, http_get, metric, open_channel_and_create, Fors, TempDir};
+use daemon_common::{
+    free_port, http_get, metric, open_channel_and_create, standalone_torrc, Fors, TempDir,
+};
 use fors::cell::chan::DestroyReason;
 use fors::cell::ChanCmd;
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
@@ -99,29 +101,17 @@ impl Link {
 }
 
 fn torrc(dir: &Path, or_port: u16, metrics_port: u16) -> String {
-    let (dead1, dead2) = (free_port(), free_port());
-    format!(
-        "Nickname ForsDoS\n\
-         ContactInfo test@example.invalid\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         MetricsPort 127.0.0.1:{metrics_port}\n\
-         MetricsPortPolicy accept 127.0.0.1\n\
-         Log info stdout\n\
-         NumCPUs 2\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 1\n\
-         DoSConnectionEnabled 1\n\
-         DoSConnectionMaxConcurrentCount 3\n\
-         DoSCircuitCreationEnabled 1\n\
-         DoSCircuitCreationMinConnections 1\n\
-         DoSCircuitCreationRate 1\n\
-         DoSCircuitCreationBurst 5\n\
-         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
-        d = dir.display()
-    )
+    standalone_torrc("ForsDoS", dir, or_port, metrics_port)
+        .metrics_port_policy("accept 127.0.0.1")
+        .log("info")
+        .publish_server_descriptor(true)
+        .set("DoSConnectionEnabled", 1)
+        .set("DoSConnectionMaxConcurrentCount", 3)
+        .set("DoSCircuitCreationEnabled", 1)
+        .set("DoSCircuitCreationMinConnections", 1)
+        .set("DoSCircuitCreationRate", 1)
+        .set("DoSCircuitCreationBurst", 5)
+        .render()
 }
 
 /// Sends CREATE_FAST on each of `circs` in one write; the circuit IDs answered CREATED_FAST

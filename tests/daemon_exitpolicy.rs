@@ -33,12 +33,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use daemon_common::private_net::{
-    client_ports, relay_record, socks5_connect, start_counting_listener, start_echo_server,
-    testnet, testnet_skip_reason, TorControl,
+    client_ports, relay_record, start_counting_listener, start_echo_server, testnet,
+    testnet_skip_reason, TorControl,
 };
 use daemon_common::{
     free_port_range_base, http_get, metric, wait_for_file_line, TempDir, TestnetGuard,
 };
+use fors_testkit::socks::{Socks5, SocksError};
 
 /// The address the exit must refuse, and the rule that refuses it.
 const REFUSED_ADDR: &str = "127.0.0.3";
@@ -107,11 +108,12 @@ fn watch_stream(
 ) -> (
     String,
     String,
-    std::thread::JoinHandle<Result<std::net::TcpStream, u8>>,
+    std::thread::JoinHandle<Result<std::net::TcpStream, SocksError>>,
 ) {
     let h = host.to_string();
-    let socks_thread =
-        std::thread::spawn(move || socks5_connect(socks, &h, port, Duration::from_secs(150)));
+    let socks_thread = std::thread::spawn(move || {
+        Socks5::local(socks, Duration::from_secs(150)).connect(&h, port)
+    });
     let target = format!("{host}:{port}");
     let new = ctl
         .wait_event(EVENT_LIMIT, |e| {
@@ -288,7 +290,7 @@ fn exit_policy_refusal_after_resolving_reaches_the_c_tor_client() {
     let h = format!("web.fors.test:{}", echo.port());
     let port = echo.port();
     let socks_thread = std::thread::spawn(move || {
-        socks5_connect(socks, "web.fors.test", port, Duration::from_secs(150))
+        Socks5::local(socks, Duration::from_secs(150)).connect("web.fors.test", port)
     });
     let new = ctl
         .wait_event(EVENT_LIMIT, |e| {

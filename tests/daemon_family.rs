@@ -29,6 +29,7 @@ use daemon_common::{
 use fors::crypto::ids::Ed25519Identity;
 use fors::keys::family::verify_family_cert;
 use fors::keys::Ed25519Cert;
+use fors_testkit::torrc::Torrc;
 
 const TOR: &str = "/usr/sbin/tor";
 
@@ -270,28 +271,12 @@ fn authorities_accept_a_descriptor_with_family_certs() {
 }
 
 fn torrc(dir: &Path, extra: &str) -> PathBuf {
-    let dead = free_port();
-    let rc = dir.join("torrc");
-    std::fs::write(
-        &rc,
-        format!(
-            "Nickname ForsFamily\n\
-             ContactInfo test@example.invalid\n\
-             ORPort 127.0.0.1:{or}\n\
-             Address 127.0.0.1\n\
-             DataDirectory {d}/data\n\
-             Log notice stdout\n\
-             NumCPUs 1\n\
-             TestingTorNetwork 1\n\
-             PublishServerDescriptor 0\n\
-             DirAuthority auth1 orport={dead} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-             {extra}",
-            or = free_port(),
-            d = dir.display()
-        ),
-    )
-    .unwrap();
-    rc
+    Torrc::test_relay("ForsFamily", dir)
+        .or_port(free_port())
+        .num_cpus(1)
+        .fake_authorities(1)
+        .raw(extra)
+        .write_to(dir)
 }
 
 #[test]

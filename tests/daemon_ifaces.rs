@@ -12,9 +12,11 @@
 
 mod daemon_common;
 
+use std::net::SocketAddr;
 use std::process::Output;
 
 use daemon_common::{free_port, isolated_netns_for, IsolatedNetns, TempDir};
+use fors_testkit::torrc::{DirAuthority, Torrc};
 
 const IFACE_ADDR: &str = "198.51.100.7";
 
@@ -58,17 +60,20 @@ finally:
 fn policy_in_namespace(ns: &IsolatedNetns, extra: &str) -> String {
     let tmp = TempDir::new("daemon-ifaces");
     let ctl = free_port();
-    let torrc = format!(
-        "Nickname ForsIfaces\nContactInfo test@example.invalid\nORPort 127.0.0.1:{or}\n\
-         Address 127.0.0.1\nDataDirectory {d}/data\nLog notice stdout\nNumCPUs 1\n\
-         TestingTorNetwork 1\nPublishServerDescriptor 0\n\
-         DirAuthority auth1 orport=1 no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 \
-         127.0.0.1:1 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         ControlPort 127.0.0.1:{ctl}\nExitRelay 1\nExitPolicy accept *:80\nExitPolicy reject *:*\n\
-         {extra}",
-        or = free_port(),
-        d = tmp.path().display(),
-    );
+    let torrc = Torrc::test_relay("ForsIfaces", tmp.path())
+        .or_port(free_port())
+        .num_cpus(1)
+        .dir_authority(&DirAuthority::fake_at(
+            0,
+            SocketAddr::from(([127, 0, 0, 1], 1)),
+            1,
+        ))
+        .control_port(ctl)
+        .exit_relay(true)
+        .exit_policy("accept *:80")
+        .exit_policy("reject *:*")
+        .raw(extra)
+        .render();
     std::fs::write(tmp.path().join("torrc"), torrc).unwrap();
     let out: Output = ns
         .command("python3")

@@ -42,15 +42,14 @@ use daemon_common::raw_link::{fixed_cell, LinkRead, RawLink};
 use daemon_common::{
     free_port, free_port_range_base, wait_for_file_line, Fors, TempDir, TestnetGuard,
 };
-use fors::cell::chan::{Create2, CreateFast, CreatedFast, HandshakeType};
 use fors::cell::relay::msg::{
-    Begin, BeginFlags, BeginTarget, Connected, End, EndReason, Extend2, Extended2, LinkSpec,
+    Begin, BeginFlags, BeginTarget, Connected, End, EndReason, Extended2, LinkSpec,
 };
-use fors::cell::relay::{v0, RelayCmd};
-use fors::cell::{ChanCmd, CELL_BODY_LEN};
-use fors::crypto::handshake::{CreateFastClient, NtorClient};
+use fors::cell::relay::RelayCmd;
+use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
-use fors::crypto::relay::{Tor1ClientCircuit, Tor1ClientLayer};
+use fors_testkit::circuit::{ClientCircuit, Handshake};
+use fors_testkit::torrc::Torrc;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -60,23 +59,12 @@ const REPLY: Duration = Duration::from_secs(30);
 /// A standalone 2-shard relay's torrc (as `tests/daemon_process.rs`): fake authorities that
 /// never answer, so no consensus; `or_ports` are whole `ORPort ...` lines.
 fn torrc(dir: &Path, nick: &str, or_ports: &str, extra: &str) -> String {
-    let dead1 = free_port();
-    let dead2 = free_port();
-    format!(
-        "Nickname {nick}\n\
-         ContactInfo test@example.invalid\n\
-         {or_ports}\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         Log notice stdout\n\
-         NumCPUs 2\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
-         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         {extra}",
-        d = dir.display()
-    )
+    Torrc::test_relay(nick, dir)
+        .raw(or_ports)
+        .num_cpus(2)
+        .fake_authorities(2)
+        .raw(extra)
+        .render()
 }
 
 fn start(dir: &Path, text: &str) -> Fors {
@@ -105,11 +93,11 @@ fn ntor_public(data: &Path) -> x25519_dalek::PublicKey {
     x25519_dalek::PublicKey::from(pk)
 }
 
-/// The client end of one circuit over a raw client link (link protocol 5, 4-byte ids).
+/// The client end of one circuit over a raw client link (link protocol 5, 4-byte ids): the
+/// test kit's client circuit, its cells carried by the link.
 struct ClientCirc {
     link: RawLink,
-    circ_id: u32,
-    layers: Tor1ClientCircuit,
+    circ: ClientCircuit,
     rng: StdRng,
 }
 
@@ -121,23 +109,30 @@ impl ClientCirc {
             link,
             // A client's circuit ids have the high bit set on link protocol 4+ (tor-spec
             // §"Choosing circuit IDs in create cells").
-            circ_id: 0x8000_0001,
-            layers: Tor1ClientCircuit::new(),
+            circ: ClientCircuit::new(CircId(0x8000_0001)),
             rng: StdRng::seed_from_u64(seed),
         };
-        let (st, x) = CreateFastClient::start(&mut c.rng);
-        let mut body = [0u8; CELL_BODY_LEN];
-        CreateFast { x: &x }.encode(&mut body);
-        c.link
-            .send(&fixed_cell(c.circ_id, ChanCmd::CREATE_FAST, &body));
+        let (cmd, body) = c.circ.create(&mut c.rng, &Handshake::Fast).unwrap();
+        c.link.send(&fixed_cell(c.circ.id.0, cmd, &body));
         let reply = c.next_cell(ChanCmd::CREATED_FAST);
-        let cf = CreatedFast::parse(&reply).unwrap();
-        let mut r = [0u8; 40];
-        r[..20].copy_from_slice(cf.y);
-        r[20..].copy_from_slice(cf.kh);
-        c.layers
-            .push_hop(Tor1ClientLayer::new(&st.finish(&r).unwrap()));
+        c.circ.created(ChanCmd::CREATED_FAST, &reply).unwrap();
         c
+    }
+
+    /// Sends an EXTEND2 by ntor to the relay `rsa`/`onion` named by `specs`, to the last hop.
+    /// It must come in a RELAY_EARLY cell (tor-spec §"EXTEND and EXTENDED messages").
+    fn send_extend(
+        &mut self,
+        specs: &[LinkSpec<'_>],
+        rsa: RsaIdentity,
+        onion: x25519_dalek::PublicKey,
+    ) {
+        let body = self
+            .circ
+            .extend(&mut self.rng, specs, &Handshake::Ntor { rsa, onion })
+            .unwrap();
+        self.link
+            .send(&fixed_cell(self.circ.id.0, ChanCmd::RELAY_EARLY, &body));
     }
 
     /// The next cell on our circuit, which must be a `want` (a DESTROY or the link closing
@@ -161,7 +156,7 @@ impl ClientCirc {
                 LinkRead::Cell { cmd, .. }
                     if cmd == ChanCmd::PADDING || cmd == ChanCmd::VPADDING => {}
                 LinkRead::Cell { circ_id, cmd, body } => {
-                    assert_eq!(circ_id.0, self.circ_id, "{cmd:?} on another circuit");
+                    assert_eq!(circ_id, self.circ.id, "{cmd:?} on another circuit");
                     return (cmd, body);
                 }
                 LinkRead::Closed(how) => panic!("the relay closed the link: {how}"),
@@ -180,10 +175,11 @@ impl ClientCirc {
         stream_id: u16,
         write: impl FnOnce(&mut [u8]) -> Result<usize, fors::cell::CellError>,
     ) {
-        let mut body = [0u8; CELL_BODY_LEN];
-        v0::encode_with(&mut body, rcmd, stream_id, &mut self.rng, write).unwrap();
-        self.layers.originate(hop, &mut body).unwrap();
-        self.link.send(&fixed_cell(self.circ_id, cmd, &body));
+        let (body, _) = self
+            .circ
+            .relay_cell_with(&mut self.rng, hop, rcmd, stream_id, write)
+            .unwrap();
+        self.link.send(&fixed_cell(self.circ.id.0, cmd, &body));
     }
 
     /// The next relay message: (hop that sent it, command, stream id, data).
@@ -191,12 +187,11 @@ impl ClientCirc {
         let b = self.next_cell(ChanCmd::RELAY);
         let mut body = [0u8; CELL_BODY_LEN];
         body.copy_from_slice(&b);
-        let hop = self
-            .layers
-            .recognize(&mut body)
+        let r = self
+            .circ
+            .open(&mut body)
             .expect("a hop of ours recognizes the cell");
-        let m = v0::parse(&body).unwrap();
-        (hop, m.cmd, m.stream_id, m.data.to_vec())
+        (r.hop, r.cmd, r.stream_id, r.data.to_vec())
     }
 }
 
@@ -256,28 +251,19 @@ fn extend2_by_an_ipv6_link_specifier_alone() {
     let b_onion = ntor_public(&b_data);
 
     let mut circ = ClientCirc::create_fast(SocketAddr::from(([127, 0, 0, 1], a_v4)), seed);
-    let (ntor, skin) = NtorClient::start(&mut circ.rng, &b_rsa, &b_onion);
     let target = SocketAddrV6::new(Ipv6Addr::LOCALHOST, b_v6, 0, 0);
     let specs = [
         LinkSpec::Ipv6(target),
         LinkSpec::RsaId(b_rsa),
         LinkSpec::Ed25519Id(b_ed),
     ];
-    let create2 = Create2 {
-        htype: HandshakeType::NTOR,
-        hdata: &skin,
-    };
-    // EXTEND2 must come in a RELAY_EARLY cell (tor-spec §"EXTEND and EXTENDED messages").
-    circ.send(0, ChanCmd::RELAY_EARLY, RelayCmd::EXTEND2, 0, |o| {
-        Extend2::encode(&specs, &create2, o)
-    });
+    circ.send_extend(&specs, b_rsa, b_onion);
     let (hop, cmd, sid, data) = circ.recv();
     assert_eq!((hop, cmd, sid), (0, RelayCmd::EXTENDED2, 0), "{data:?}");
     let reply = Extended2::parse(&data).unwrap();
-    let keys = ntor
-        .finish(reply.hdata)
+    circ.circ
+        .extended(reply.hdata)
         .expect("B's ntor reply checks out: the channel reached B");
-    circ.layers.push_hop(Tor1ClientLayer::new(&keys));
 
     // The second hop is live: a DROP would prove nothing back, so ask B to open a stream. B
     // has no consensus, so A is an unknown relay to it and B refuses the BEGIN with END MISC
@@ -311,14 +297,7 @@ fn extend2_by_an_ipv6_link_specifier_alone() {
     );
     c.wait_for("the relay is running", START);
     let mut circ = ClientCirc::create_fast(SocketAddr::from(([127, 0, 0, 1], c_v4)), seed ^ 0xc);
-    let (_, skin) = NtorClient::start(&mut circ.rng, &b_rsa, &b_onion);
-    let create2 = Create2 {
-        htype: HandshakeType::NTOR,
-        hdata: &skin,
-    };
-    circ.send(0, ChanCmd::RELAY_EARLY, RelayCmd::EXTEND2, 0, |o| {
-        Extend2::encode(&specs, &create2, o)
-    });
+    circ.send_extend(&specs, b_rsa, b_onion);
     let (cmd, body) = circ.next_any();
     assert_eq!(cmd, ChanCmd::DESTROY, "{body:?}");
     assert_eq!(
@@ -349,22 +328,17 @@ fn extend2_by_an_ipv6_link_specifier_alone() {
 fn extend(circ: &mut ClientCirc, hop: usize, spec: LinkSpec<'_>, data: &Path) {
     let (rsa, ed) = identities(data);
     let onion = ntor_public(data);
-    let (ntor, skin) = NtorClient::start(&mut circ.rng, &rsa, &onion);
-    let specs = [spec, LinkSpec::RsaId(rsa), LinkSpec::Ed25519Id(ed)];
-    let create2 = Create2 {
-        htype: HandshakeType::NTOR,
-        hdata: &skin,
-    };
-    // EXTEND2 must come in a RELAY_EARLY cell (tor-spec §"EXTEND and EXTENDED messages").
-    circ.send(hop, ChanCmd::RELAY_EARLY, RelayCmd::EXTEND2, 0, |o| {
-        Extend2::encode(&specs, &create2, o)
-    });
+    assert_eq!(circ.circ.last_hop(), hop);
+    circ.send_extend(
+        &[spec, LinkSpec::RsaId(rsa), LinkSpec::Ed25519Id(ed)],
+        rsa,
+        onion,
+    );
     let (from, cmd, sid, reply) = circ.recv();
     assert_eq!((from, cmd, sid), (hop, RelayCmd::EXTENDED2, 0), "{reply:?}");
-    let keys = ntor
-        .finish(Extended2::parse(&reply).unwrap().hdata)
+    circ.circ
+        .extended(Extended2::parse(&reply).unwrap().hdata)
         .expect("the new hop's ntor reply checks out");
-    circ.layers.push_hop(Tor1ClientLayer::new(&keys));
 }
 
 /// `BEGIN [::1]:port` with IPv6_OK to hop `hop` as stream `sid`.

@@ -9,7 +9,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_common::{free_port, http_get, metric, open_channel_and_create, Fors, TempDir};
+use daemon_common::{
+    free_port, http_get, metric, open_channel_and_create, standalone_torrc, Fors, TempDir,
+};
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use fors::metrics::SHARD_METRIC_NAMES;
 
@@ -17,30 +19,9 @@ const START: Duration = Duration::from_secs(60);
 
 /// A torrc for a 2-shard relay on loopback. Authorities are fake (nothing listens there).
 fn torrc(dir: &Path, or_port: u16, metrics_port: u16, extra: &str) -> String {
-    let dead1 = free_port();
-    let dead2 = free_port();
-    format!(
-        "Nickname ForsTest\n\
-         ContactInfo test@example.invalid\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         PidFile {d}/fors.pid\n\
-         MetricsPort 127.0.0.1:{metrics_port}\n\
-         Log notice stdout\n\
-         NumCPUs 2\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
-         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         {extra}",
-        d = dir.display()
-    )
-}
-
-fn start(dir: &Path) -> Fors {
-    let rc = dir.join("torrc");
-    Fors::start(&["-f", rc.to_str().unwrap()])
+    standalone_torrc("ForsTest", dir, or_port, metrics_port)
+        .raw(extra)
+        .render()
 }
 
 fn fingerprint_line(f: &mut Fors) -> String {
@@ -64,7 +45,7 @@ fn starts_serves_metrics_reloads_and_exits_cleanly() {
         "MetricsPortPolicy accept 127.0.0.1\n",
     );
     std::fs::write(&rc, &torrc_text).unwrap();
-    let mut f = start(tmp.path());
+    let mut f = Fors::start_in(tmp.path());
     f.wait_for("the relay is running", START);
     let fp = fingerprint_line(&mut f);
     assert!(fp.starts_with("ForsTest "), "{fp}");
@@ -269,7 +250,7 @@ fn identity_survives_sigkill_and_empty_metrics_policy_refuses_everyone() {
         torrc(tmp.path(), or_port, m_port, ""),
     )
     .unwrap();
-    let mut f = start(tmp.path());
+    let mut f = Fors::start_in(tmp.path());
     f.wait_for("the relay is running", START);
     let first = fingerprint_line(&mut f);
     // No MetricsPortPolicy: as in C tor, nobody may read the port, and the log says so.
@@ -282,7 +263,7 @@ fn identity_survives_sigkill_and_empty_metrics_policy_refuses_everyone() {
     assert_eq!(f.wait_exit(Duration::from_secs(30)), None);
     drop(f);
     // The stale PidFile is overwritten; the same keys are loaded.
-    let mut g = start(tmp.path());
+    let mut g = Fors::start_in(tmp.path());
     g.wait_for("the relay is running", START);
     assert_eq!(fingerprint_line(&mut g), first);
     let pid = std::fs::read_to_string(tmp.path().join("fors.pid")).unwrap();
@@ -306,7 +287,7 @@ fn busy_orport_fails_start_up_and_cleans_up() {
         torrc(tmp.path(), or_port, free_port(), ""),
     )
     .unwrap();
-    let mut f = start(tmp.path());
+    let mut f = Fors::start_in(tmp.path());
     assert_eq!(f.wait_exit(Duration::from_secs(60)), Some(1));
     let msg = f.log.iter().find(|l| l.contains("[err]")).unwrap();
     assert!(
@@ -331,7 +312,7 @@ fn exit_resolv_conf_is_checked_at_start_up_only_for_exits() {
         bad.display()
     );
     std::fs::write(&rc, torrc(tmp.path(), free_port(), free_port(), &exit)).unwrap();
-    let mut f = start(tmp.path());
+    let mut f = Fors::start_in(tmp.path());
     assert_eq!(f.wait_exit(START), Some(1), "{:?}", f.log);
     let msg = f
         .log
@@ -346,7 +327,7 @@ fn exit_resolv_conf_is_checked_at_start_up_only_for_exits() {
     // The same file on a non-exit: never read, the relay runs.
     let non_exit = format!("ServerDNSResolvConfFile {}\n", bad.display());
     std::fs::write(&rc, torrc(tmp.path(), free_port(), free_port(), &non_exit)).unwrap();
-    let mut f = start(tmp.path());
+    let mut f = Fors::start_in(tmp.path());
     f.wait_for("Not an exit relay", START);
     f.wait_for("the relay is running", START);
     f.signal(libc::SIGTERM);

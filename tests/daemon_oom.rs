@@ -28,18 +28,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use daemon_common::raw_link::{fixed_cell, LinkRead, RawLink};
-use daemon_common::{free_port, http_get, metric, Fors, TempDir};
-use fors::cell::chan::{Create2, Created2, CreatedFast, DestroyReason, HandshakeType};
-use fors::cell::relay::msg::{Extend2, LinkSpec, RelayMsg};
-use fors::cell::relay::{v0, RelayCmd};
+use daemon_common::{free_port, http_get, metric, standalone_torrc, Fors, TempDir};
+use fors::cell::chan::{Created2, DestroyReason, HandshakeType};
+use fors::cell::relay::msg::LinkSpec;
+use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
-use fors::crypto::handshake::CreateFastClient;
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
-use fors::crypto::relay::{Tor1ClientCircuit, Tor1ClientLayer};
 use fors::keys::{KeyParams, RelayKeys};
 use fors::proto::channel::{
     CellQueue, Channel, ChannelConfig, ChannelEvent, ChannelSink, LinkContext,
 };
+use fors_testkit::circuit::{ClientCircuit, Handshake};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
@@ -53,23 +52,12 @@ const CELLS_PER_CIRCUIT: u32 = 1200;
 const STEP: Duration = Duration::from_secs(60);
 
 fn torrc(dir: &Path, nick: &str, or_port: u16, metrics_port: u16, extra: &str) -> String {
-    let (dead1, dead2) = (free_port(), free_port());
-    format!(
-        "Nickname {nick}\n\
-         ContactInfo test@example.invalid\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         MetricsPort 127.0.0.1:{metrics_port}\n\
-         MetricsPortPolicy accept 127.0.0.1\n\
-         Log notice stdout\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
-         {extra}\
-         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
-        d = dir.display()
-    )
+    // All cores (no NumCPUs), as a relay runs by default.
+    standalone_torrc(nick, dir, or_port, metrics_port)
+        .unset("NumCPUs")
+        .metrics_port_policy("accept 127.0.0.1")
+        .raw(extra)
+        .render()
 }
 
 struct Relay {
@@ -290,45 +278,31 @@ fn next_cell(l: &mut RawLink, limit: Duration) -> (u32, ChanCmd, Vec<u8>) {
 /// Builds circuit `id` client → Fors → B on `l` (CREATE_FAST, then EXTEND2 to B with an
 /// onionskin B does not check) and waits for EXTENDED2.
 fn build(l: &mut RawLink, id: u32, hop: &Hop, rng: &mut StdRng) {
-    let (st, x) = CreateFastClient::start(rng);
-    assert!(l.send(&fixed_cell(id, ChanCmd::CREATE_FAST, &x)));
+    let mut circ = ClientCircuit::new(CircId(id));
+    let (cmd, body) = circ.create(rng, &Handshake::Fast).unwrap();
+    assert!(l.send(&fixed_cell(id, cmd, &body)));
     let (got, cmd, body) = next_cell(l, STEP);
     assert_eq!((got, cmd), (id, ChanCmd::CREATED_FAST));
-    let cf = CreatedFast::parse(&body).unwrap();
-    let mut r = [0u8; 40];
-    r[..20].copy_from_slice(cf.y);
-    r[20..].copy_from_slice(cf.kh);
-    let mut crypto = Tor1ClientCircuit::new();
-    crypto.push_hop(Tor1ClientLayer::new(&st.finish(&r).unwrap()));
+    circ.created(cmd, &body).unwrap();
     let SocketAddr::V4(b) = hop.addr else {
         unreachable!()
     };
     let mut skin = [0u8; 84];
     rng.fill_bytes(&mut skin);
-    let mut ext = [0u8; 498];
-    let n = Extend2::encode(
-        &[
-            LinkSpec::Ipv4(SocketAddrV4::new(*b.ip(), b.port())),
-            LinkSpec::RsaId(hop.rsa),
-            LinkSpec::Ed25519Id(hop.ed),
-        ],
-        &Create2 {
-            htype: HandshakeType::NTOR,
-            hdata: &skin,
-        },
-        &mut ext,
-    )
-    .unwrap();
-    let msg = RelayMsg::Extend2(Extend2::parse(&ext[..n]).unwrap());
-    let mut body = [0u8; CELL_BODY_LEN];
-    v0::encode_with(&mut body, msg.cmd(), 0, rng, |o| msg.encode(o)).unwrap();
-    crypto.originate(0, &mut body).unwrap();
+    let specs = [
+        LinkSpec::Ipv4(SocketAddrV4::new(*b.ip(), b.port())),
+        LinkSpec::RsaId(hop.rsa),
+        LinkSpec::Ed25519Id(hop.ed),
+    ];
+    let body = circ
+        .extend_raw(rng, &specs, HandshakeType::NTOR, &skin)
+        .unwrap();
     assert!(l.send(&fixed_cell(id, ChanCmd::RELAY_EARLY, &body)));
     let (got, cmd, body) = next_cell(l, STEP);
     assert_eq!((got, cmd), (id, ChanCmd::RELAY), "extend of {id:#x}");
     let mut body: [u8; CELL_BODY_LEN] = body.try_into().unwrap();
-    assert_eq!(crypto.recognize(&mut body), Some(0));
-    assert_eq!(v0::parse(&body).unwrap().cmd, RelayCmd::EXTENDED2);
+    let r = circ.open(&mut body).unwrap();
+    assert_eq!((r.hop, r.cmd), (0, RelayCmd::EXTENDED2));
 }
 
 /// Reads what is waiting on the reading client's link: RELAY cells on `id` counted;

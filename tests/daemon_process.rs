@@ -10,38 +10,19 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_common::{free_port, http_get, metric, open_channel_and_create, Fors, TempDir};
+use daemon_common::{
+    free_port, http_get, metric, open_channel_and_create, standalone_torrc, Fors, TempDir,
+};
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 
 const START: Duration = Duration::from_secs(60);
 
 /// A torrc for a 2-shard relay on loopback under TestingTorNetwork; fake authorities.
 fn torrc(dir: &Path, or_port: u16, metrics_port: u16, extra: &str) -> String {
-    let dead1 = free_port();
-    let dead2 = free_port();
-    format!(
-        "Nickname ForsProc\n\
-         ContactInfo test@example.invalid\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         PidFile {d}/fors.pid\n\
-         MetricsPort 127.0.0.1:{metrics_port}\n\
-         MetricsPortPolicy accept 127.0.0.1\n\
-         Log notice stdout\n\
-         NumCPUs 2\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
-         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         {extra}",
-        d = dir.display()
-    )
-}
-
-fn start(dir: &Path) -> Fors {
-    let rc = dir.join("torrc");
-    Fors::start(&["-f", rc.to_str().unwrap()])
+    standalone_torrc("ForsProc", dir, or_port, metrics_port)
+        .metrics_port_policy("accept 127.0.0.1")
+        .raw(extra)
+        .render()
 }
 
 /// Lines containing `needle` seen so far.
@@ -56,7 +37,7 @@ fn heartbeat_every_period_and_live_on_sighup() {
     let text = torrc(tmp.path(), free_port(), free_port(), "");
     // TestingTorNetwork lifts C tor's 30-minute minimum, so 2 seconds is kept.
     std::fs::write(&rc, format!("{text}HeartbeatPeriod 2 seconds\n")).unwrap();
-    let mut f = start(tmp.path());
+    let mut f = Fors::start_in(tmp.path());
     f.wait_for("the relay is running", START);
     let line = f.wait_for("Heartbeat: Fors has been up", Duration::from_secs(10));
     assert!(
@@ -96,7 +77,7 @@ fn heartbeat_every_period_and_live_on_sighup() {
     assert_eq!(f.wait_exit(START), Some(0));
 
     // The ControlPort's SIGNAL HEARTBEAT logs one at once, even with periodic ones off.
-    let mut f = start(tmp.path());
+    let mut f = Fors::start_in(tmp.path());
     f.wait_for("the relay is running", START);
     let mut c = daemon_common::private_net::TorControl::connect(ctl);
     c.command("SIGNAL HEARTBEAT")
@@ -186,7 +167,7 @@ fn sigint_refuses_new_connections_at_once_and_exits_after_shutdown_wait_length()
         ),
     )
     .unwrap();
-    let mut f = start(tmp.path());
+    let mut f = Fors::start_in(tmp.path());
     f.wait_for("the relay is running", START);
     let or_addr = SocketAddr::from(([127, 0, 0, 1], or_port));
     assert!(!refused(or_addr), "ORPort not accepting before SIGINT");
@@ -315,7 +296,7 @@ fn user_switches_ids_after_binding_and_still_serves() {
         &format!("PidFile {}/fors.pid", data.display()),
     );
     std::fs::write(tmp.path().join("torrc"), text).unwrap();
-    let mut f = start(tmp.path());
+    let mut f = Fors::start_in(tmp.path());
     f.wait_for("Switched to user nobody", START);
     f.wait_for("the relay is running", START);
 
@@ -384,7 +365,7 @@ fn user_refuses_a_data_directory_owned_by_someone_else() {
         torrc(tmp.path(), free_port(), free_port(), "User nobody\n"),
     )
     .unwrap();
-    let mut f = start(tmp.path());
+    let mut f = Fors::start_in(tmp.path());
     assert_eq!(f.wait_exit(START), Some(1));
     assert!(
         f.log
@@ -480,7 +461,7 @@ fn every_orport_line_listens() {
         &format!("ORPort [::1]:{v6}\nControlPort 127.0.0.1:{ctl}\nCookieAuthentication 1\n"),
     );
     std::fs::write(tmp.path().join("torrc"), text).unwrap();
-    let mut f = start(tmp.path());
+    let mut f = Fors::start_in(tmp.path());
     f.wait_for(&format!("Opened ORPort on [::1]:{v6} too."), START);
     f.wait_for("the relay is running", START);
     let data = tmp.path().join("data");

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use daemon_common::private_net::{testnet_skip_reason, TorControl};
 use daemon_common::{free_port, free_port_range_base, testnet_script, Fors, TempDir, TestnetGuard};
+use fors_testkit::torrc::{DirAuthority, Torrc};
 
 const START: Duration = Duration::from_secs(60);
 
@@ -105,32 +106,19 @@ impl FakeAuthority {
 
     /// A `DirAuthority` line for this server (its ORPort is a dead loopback port).
     fn line(&self, n: u8) -> String {
-        let dead = free_port();
-        format!(
-            "DirAuthority auth{n} orport={dead} no-v2 v3ident={n}123456789ABCDEF0123456789ABCDEF01234567 \
-             {} {n}9ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
-            self.addr
-        )
+        let auth = DirAuthority::fake_at(n, self.addr, free_port());
+        format!("DirAuthority {auth}\n")
     }
 }
 
 fn start_relay(dir: &Path, lines: &str) -> Fors {
-    let rc = dir.join("torrc");
-    std::fs::write(
-        &rc,
-        format!(
-            "Nickname ForsReach\n\
-             ContactInfo test@example.invalid\n\
-             DataDirectory {d}/data\n\
-             Log notice stdout\n\
-             NumCPUs 1\n\
-             TestingTorNetwork 1\n\
-             PublishServerDescriptor 1\n\
-             {lines}",
-            d = dir.display()
-        ),
-    )
-    .unwrap();
+    // The tests give the Address (or none) themselves.
+    let rc = Torrc::test_relay("ForsReach", dir)
+        .unset("Address")
+        .num_cpus(1)
+        .publish_server_descriptor(true)
+        .raw(lines)
+        .write_to(dir);
     Fors::start(&["-f", rc.to_str().unwrap()])
 }
 

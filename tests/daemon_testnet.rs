@@ -17,15 +17,15 @@ mod daemon_common;
 mod dns_common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_common::private_net::{testnet, testnet_skip_reason};
+use daemon_common::private_net::{client_ports, start_echo_server, testnet, testnet_skip_reason};
 use daemon_common::{
     free_port_range_base, testnet_script, wait_for_file_line, TempDir, TestnetGuard,
 };
+use fors_testkit::socks::{Socks5, SocksReply};
 
 #[test]
 fn publishes_to_c_tor_authorities_and_reports_its_listing() {
@@ -45,7 +45,8 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     let unbound = dns_common::Unbound::start(&zone, &["log-queries: yes"]);
     let resolv = tmp.path().join("exit-resolv.conf");
     std::fs::write(&resolv, format!("nameserver {}\n", unbound.addr)).unwrap();
-    let echo = start_echo_server();
+    // On 127.0.0.2: not a relay address, inside the exits' policy.
+    let echo = start_echo_server("127.0.0.2");
     // The middle's ControlPort (no authentication configured: NULL auth, loopback only).
     let control_port = daemon_common::free_port();
     let status = Command::new("python3")
@@ -145,11 +146,12 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     // and exit, so these streams leave through forsexit1.
     let l = wait_for_file_line(&exit_log, "Exit DNS: nameserver", Duration::from_secs(1));
     assert!(l.contains(&unbound.addr.to_string()), "{l}");
-    let socks = socks_port(&dir);
+    let (socks, _) = client_ports(&dir);
     for round in 0..2 {
         // The second round is answered from the exit's cache.
-        let mut s = socks5_connect(socks, "web.fors.test", echo.port())
-            .unwrap_or_else(|rep| panic!("round {round}: SOCKS reply {rep} for web.fors.test"));
+        let mut s = Socks5::local(socks, Duration::from_secs(180))
+            .connect("web.fors.test", echo.port())
+            .unwrap_or_else(|e| panic!("round {round}: {e} for web.fors.test"));
         let msg = format!("hello through a hostname, round {round}");
         s.write_all(msg.as_bytes()).unwrap();
         let mut back = vec![0u8; msg.len()];
@@ -157,9 +159,13 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
         assert_eq!(back, msg.as_bytes());
     }
     // NXDOMAIN → END RESOLVEFAILED → SOCKS5 reply 4 ("host unreachable").
-    match socks5_connect(socks, "nope.fors.test", echo.port()) {
+    match Socks5::local(socks, Duration::from_secs(180)).connect("nope.fors.test", echo.port()) {
         Ok(_) => panic!("nope.fors.test connected"),
-        Err(rep) => assert_eq!(rep, 4, "SOCKS reply for an NXDOMAIN name"),
+        Err(e) => assert_eq!(
+            e.reply(),
+            Some(SocksReply::HostUnreachable),
+            "SOCKS answer for an NXDOMAIN name: {e}"
+        ),
     }
     let ub_log = std::fs::read_to_string(unbound.dir.join("unbound.log"))
         .unwrap()
@@ -176,7 +182,6 @@ fn publishes_to_c_tor_authorities_and_reports_its_listing() {
     }
 }
 
-/// A TCP echo server on 127.0.0.2 (not a relay address, inside the exits' policy).
 /// `AUTHENTICATE` (NULL) then `GETINFO key` on a ControlPort; the whole reply text.
 fn control_getinfo(port: u16, key: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -187,61 +192,4 @@ fn control_getinfo(port: u16, key: &str) -> String {
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("250 OK\r\n"), "{out}");
     out.replace("\r\n", "\n")
-}
-
-fn start_echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.2:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-fn socks_port(dir: &Path) -> u16 {
-    let text = std::fs::read_to_string(dir.join("network.json")).unwrap();
-    let net: serde_json::Value = serde_json::from_str(&text).unwrap();
-    net["client"]["socks_port"].as_u64().unwrap() as u16
-}
-
-/// SOCKS5 CONNECT to a hostname (RFC 1928, no authentication). `Err` is the reply code.
-fn socks5_connect(socks_port: u16, host: &str, port: u16) -> Result<TcpStream, u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", socks_port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
-    s.write_all(&[5, 1, 0]).unwrap();
-    let mut hello = [0u8; 2];
-    s.read_exact(&mut hello).unwrap();
-    assert_eq!(hello, [5, 0], "SOCKS method selection");
-    let mut req = vec![5, 1, 0, 3, host.len() as u8];
-    req.extend_from_slice(host.as_bytes());
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req).unwrap();
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head).unwrap();
-    let addr_len = match head[3] {
-        1 => 4,
-        4 => 16,
-        3 => {
-            let mut n = [0u8; 1];
-            s.read_exact(&mut n).unwrap();
-            n[0] as usize
-        }
-        t => panic!("SOCKS reply address type {t}"),
-    };
-    let mut rest = vec![0u8; addr_len + 2];
-    s.read_exact(&mut rest).unwrap();
-    if head[1] != 0 {
-        return Err(head[1]);
-    }
-    Ok(s)
 }

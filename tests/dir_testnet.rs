@@ -23,6 +23,7 @@ use fors::dir::{
     UploadOutcome, UploadRequest,
 };
 use fors::keys::{KeyParams, RelayKeys};
+use fors_testkit::torrc::{DirAuthority, Torrc};
 
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -103,31 +104,41 @@ fn gencert(dir: &Path, dir_port: u16) -> RsaIdentity {
 }
 
 fn torrc(a: &Auth, all: &[Auth]) -> String {
-    let mut s = format!(
-        "TestingTorNetwork 1\nDataDirectory {d}\nNickname {nick}\nAddress 127.0.0.1\n\
-         ORPort 127.0.0.1:{or}\nDirPort 127.0.0.1:{dp}\nSocksPort 0\n\
-         AuthoritativeDirectory 1\nV3AuthoritativeDirectory 1\nContactInfo {nick}@test.invalid\n\
-         ExitPolicy reject *:*\nAssumeReachable 1\nLog notice file {d}/notice.log\n\
-         ShutdownWaitLength 0\nRunAsDaemon 0\nDisableDebuggerAttachment 0\n\
-         V3AuthVotingInterval 20\nV3AuthVoteDelay 4\nV3AuthDistDelay 4\n\
-         TestingV3AuthInitialVotingInterval 20\nTestingV3AuthInitialVoteDelay 4\n\
-         TestingV3AuthInitialDistDelay 4\n",
-        d = a.dir.display(),
-        nick = a.nick,
-        or = a.or_port,
-        dp = a.dir_port
-    );
-    for o in all {
-        s += &format!(
-            "DirAuthority {} orport={} no-v2 v3ident={} 127.0.0.1:{} {}\n",
-            o.nick,
-            o.or_port,
-            o.v3ident.to_hex(),
-            o.dir_port,
-            o.fingerprint.to_hex()
-        );
-    }
-    s
+    let t = Torrc::new()
+        .testing_tor_network(true)
+        .data_directory(&a.dir)
+        .nickname(&a.nick)
+        .address("127.0.0.1")
+        .or_port(a.or_port)
+        .dir_port(a.dir_port)
+        .socks_port(None)
+        .set("AuthoritativeDirectory", 1)
+        .set("V3AuthoritativeDirectory", 1)
+        .contact_info(&format!("{}@test.invalid", a.nick))
+        .exit_policy("reject *:*")
+        .assume_reachable(true)
+        .log_file("notice", a.dir.join("notice.log"))
+        .set("ShutdownWaitLength", 0)
+        .set("RunAsDaemon", 0)
+        .set("DisableDebuggerAttachment", 0)
+        // Short voting periods so that a consensus comes within a minute.
+        .set("V3AuthVotingInterval", 20)
+        .set("V3AuthVoteDelay", 4)
+        .set("V3AuthDistDelay", 4)
+        .set("TestingV3AuthInitialVotingInterval", 20)
+        .set("TestingV3AuthInitialVoteDelay", 4)
+        .set("TestingV3AuthInitialDistDelay", 4);
+    all.iter()
+        .fold(t, |t, o| {
+            t.dir_authority(&DirAuthority {
+                nickname: o.nick.clone(),
+                or_port: o.or_port,
+                v3ident: o.v3ident.to_hex(),
+                dir_addr: SocketAddr::from(([127, 0, 0, 1], o.dir_port)),
+                fingerprint: o.fingerprint.to_hex(),
+            })
+        })
+        .render()
 }
 
 fn start_network(root: &Path, base: u16) -> (Network, Vec<Auth>) {

@@ -1,6 +1,10 @@
 //! A client circuit, sans-IO: build it hop by hop (CREATE2 / CREATE_FAST, then EXTEND2),
 //! open exit streams to the sink, move verified data both ways under SENDME flow control.
 //!
+//! The handshakes, the tor1 layers and building and opening relay cells are the test kit's
+//! client circuit (`fors_testkit::circuit`, shared with the integration tests); this module
+//! adds the load generator's paths, streams, flow control and statistics.
+//!
 //! Cells go out through a [`CellOut`] (the TLS channel's queue in real runs, a `Vec` in tests);
 //! cells come in through [`Circuit::on_cell`]. Time is passed in.
 //!
@@ -17,15 +21,13 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fors::cell::chan::{Create2, CreateFast, Created2, CreatedFast, Destroy, HandshakeType};
+use fors::cell::chan::Destroy;
 use fors::cell::relay::msg::{
-    Begin, BeginFlags, BeginTarget, End, Extend2, Extended2, LinkSpec, RelayMsg, Sendme,
+    Begin, BeginFlags, BeginTarget, End, Extended2, LinkSpec, RelayMsg, Sendme,
 };
 use fors::cell::relay::v0;
 use fors::cell::{ChanCmd, CircId, RelayCmd, CELL_BODY_LEN};
-use fors::crypto::handshake::{CreateFastClient, NtorClient, NtorV3Client};
-use fors::crypto::keymat::Tor1KeyMaterial;
-use fors::crypto::relay::{Tor1ClientCircuit, Tor1ClientLayer};
+use fors_testkit::circuit::{CircuitError, ClientCircuit, Handshake};
 use rand::rngs::StdRng;
 use x25519_dalek::PublicKey;
 
@@ -122,12 +124,6 @@ struct Stream {
     sendmes_owed: u32,
 }
 
-enum Pending {
-    Ntor(NtorClient),
-    NtorV3(NtorV3Client),
-    Fast(CreateFastClient),
-}
-
 /// Where a circuit is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CircState {
@@ -143,8 +139,10 @@ pub struct Circuit {
     path: Arc<Vec<Relay>>,
     /// Build only this many hops (1 for the CREATE2 flood, `path.len()` otherwise).
     hops_wanted: usize,
-    crypto: Tor1ClientCircuit,
-    pending: Option<(Pending, Instant)>,
+    /// Handshakes, layers and relay cells: the test kit's client circuit.
+    circ: ClientCircuit,
+    /// When the pending CREATE or EXTEND2 was sent.
+    pending_since: Option<Instant>,
     pub state: CircState,
     target: SocketAddrV4,
     package_window: i32,
@@ -166,17 +164,6 @@ pub struct Circuit {
     pub built_at: Option<Instant>,
 }
 
-fn relay_cell(
-    cmd: RelayCmd,
-    stream_id: u16,
-    rng: &mut StdRng,
-    write: impl FnOnce(&mut [u8]) -> Result<usize, fors::cell::CellError>,
-) -> Result<Body, fors::cell::CellError> {
-    let mut body = [0u8; CELL_BODY_LEN];
-    v0::encode_with(&mut body, cmd, stream_id, rng, write)?;
-    Ok(body)
-}
-
 impl Circuit {
     /// Starts a circuit: sends CREATE2 (or CREATE_FAST) to the first hop.
     #[allow(clippy::too_many_arguments)]
@@ -195,8 +182,8 @@ impl Circuit {
             id,
             path,
             hops_wanted,
-            crypto: Tor1ClientCircuit::new(),
-            pending: None,
+            circ: ClientCircuit::new(id),
+            pending_since: None,
             state: CircState::Building(0),
             target,
             package_window: CIRCWINDOW_START,
@@ -213,23 +200,9 @@ impl Circuit {
             created_at: now,
             built_at: None,
         };
-        let mut body = [0u8; CELL_BODY_LEN];
-        let cmd = if kind == HandshakeKind::Fast {
-            let (st, x) = CreateFastClient::start(ctx.rng);
-            CreateFast { x: &x }.encode(&mut body);
-            c.pending = Some((Pending::Fast(st), now));
-            ChanCmd::CREATE_FAST
-        } else {
-            let (st, skin) = start_handshake(kind, &c.path[0], ctx.rng)?;
-            Create2 {
-                htype: htype(kind),
-                hdata: &skin,
-            }
-            .encode(&mut body)
-            .map_err(|e| e.to_string())?;
-            c.pending = Some((st, now));
-            ChanCmd::CREATE2
-        };
+        let hs = handshake(kind, &c.path[0])?;
+        let (cmd, body) = c.circ.create(ctx.rng, &hs).map_err(|e| e.to_string())?;
+        c.pending_since = Some(now);
         out.push(id, cmd, &body);
         ctx.stats.cells_sent += 1;
         Ok(c)
@@ -249,7 +222,7 @@ impl Circuit {
     }
 
     fn last_hop(&self) -> usize {
-        self.crypto.len().saturating_sub(1)
+        self.circ.last_hop()
     }
 
     /// Unfinished streams in direction `dir`.
@@ -334,22 +307,10 @@ impl Circuit {
         ctx.stats.cells_received += 1;
         Live::add(&ctx.live.cells, 1);
         match cmd {
-            ChanCmd::CREATED2 => match Created2::parse(body) {
-                Ok(c) => {
-                    let hdata = c.hdata.to_vec();
-                    self.finish_hop(&hdata, now, ctx, out)
-                }
-                Err(_) => self.close("bad_created2", ctx),
-            },
-            ChanCmd::CREATED_FAST => match CreatedFast::parse(body) {
-                Ok(c) => {
-                    let mut reply = [0u8; 40];
-                    reply[..20].copy_from_slice(c.y);
-                    reply[20..].copy_from_slice(c.kh);
-                    self.finish_hop(&reply, now, ctx, out)
-                }
-                Err(_) => self.close("bad_created_fast", ctx),
-            },
+            ChanCmd::CREATED2 | ChanCmd::CREATED_FAST => {
+                let built = self.circ.created(cmd, body);
+                self.hop_built(built, now, ctx, out)
+            }
             ChanCmd::DESTROY => {
                 let why = Destroy::parse(body)
                     .map(|d| format!("destroy_{:?}", d.reason).to_lowercase())
@@ -369,24 +330,28 @@ impl Circuit {
         }
     }
 
-    fn finish_hop(&mut self, reply: &[u8], now: Instant, ctx: &mut Ctx<'_>, out: &mut dyn CellOut) {
-        let Some((pending, sent)) = self.pending.take() else {
-            return self.close("unexpected_created", ctx);
-        };
-        let keys: Result<Tor1KeyMaterial, _> = match pending {
-            Pending::Ntor(c) => c.finish(reply),
-            Pending::NtorV3(c) => c.finish(reply).map(|(k, _)| k),
-            Pending::Fast(c) => c.finish(reply),
-        };
-        let keys = match keys {
-            Ok(k) => k,
+    /// The answer to our CREATE or EXTEND2 was taken by the client circuit: on success the
+    /// hop is added; extend further or the circuit is open.
+    fn hop_built<T>(
+        &mut self,
+        built: Result<T, CircuitError>,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        out: &mut dyn CellOut,
+    ) {
+        let sent = self.pending_since.take();
+        match built {
+            Ok(_) => {}
+            Err(CircuitError::NoHandshakePending) => return self.close("unexpected_created", ctx),
+            Err(CircuitError::Cell(_)) => return self.close("bad_created", ctx),
             Err(_) => return self.close("handshake_failed", ctx),
-        };
+        }
         ctx.stats.handshakes += 1;
         Live::add(&ctx.live.handshakes, 1);
-        WorkerStats::record(&mut ctx.stats.handshake_us, (now - sent).as_micros() as u64);
-        self.crypto.push_hop(Tor1ClientLayer::new(&keys));
-        if self.crypto.len() < self.hops_wanted {
+        if let Some(sent) = sent {
+            WorkerStats::record(&mut ctx.stats.handshake_us, (now - sent).as_micros() as u64);
+        }
+        if self.circ.hops() < self.hops_wanted {
             self.extend(now, ctx, out);
         } else {
             self.state = CircState::Open;
@@ -398,7 +363,7 @@ impl Circuit {
 
     /// Sends EXTEND2 (in RELAY_EARLY, as tor-spec requires) to the current last hop.
     fn extend(&mut self, now: Instant, ctx: &mut Ctx<'_>, out: &mut dyn CellOut) {
-        let next = self.crypto.len();
+        let next = self.circ.hops();
         self.state = CircState::Building(next);
         let relay = self.path[next].clone();
         let kind = if self.use_v3 {
@@ -406,34 +371,24 @@ impl Circuit {
         } else {
             HandshakeKind::Ntor
         };
-        let (st, skin) = match start_handshake(kind, &relay, ctx.rng) {
-            Ok(x) => x,
-            Err(_) => return self.close("no_ntor_key", ctx),
+        let Ok(hs) = handshake(kind, &relay) else {
+            return self.close("no_ntor_key", ctx);
         };
         let mut specs = vec![LinkSpec::Ipv4(relay.addr), LinkSpec::RsaId(relay.rsa)];
         if let Some(ed) = relay.ed {
             specs.push(LinkSpec::Ed25519Id(ed));
         }
-        let create2 = Create2 {
-            htype: htype(kind),
-            hdata: &skin,
-        };
-        let body = relay_cell(RelayCmd::EXTEND2, 0, ctx.rng, |o| {
-            Extend2::encode(&specs, &create2, o)
-        });
-        let Ok(mut body) = body else {
-            return self.close("extend2_encode", ctx);
-        };
         if self.relay_early_left == 0 {
             return self.close("relay_early_exhausted", ctx);
         }
+        let body = match self.circ.extend(ctx.rng, &specs, &hs) {
+            Ok(b) => b,
+            Err(e) => return self.close(failure(&e, "extend2_encode"), ctx),
+        };
         self.relay_early_left -= 1;
-        if self.crypto.originate(self.last_hop(), &mut body).is_err() {
-            return self.close("crypto", ctx);
-        }
         out.push(self.id, ChanCmd::RELAY_EARLY, &body);
         ctx.stats.cells_sent += 1;
-        self.pending = Some((st, now));
+        self.pending_since = Some(now);
     }
 
     fn on_relay(
@@ -443,14 +398,12 @@ impl Circuit {
         ctx: &mut Ctx<'_>,
         out: &mut dyn CellOut,
     ) {
-        let Some(hop) = self.crypto.recognize(body) else {
-            return self.close("unrecognized_relay_cell", ctx);
-        };
-        let msg = match v0::parse(body) {
+        let msg = match self.circ.open(body) {
             Ok(m) => m,
+            Err(CircuitError::Unrecognized) => return self.close("unrecognized_relay_cell", ctx),
             Err(_) => return self.close("bad_relay_cell", ctx),
         };
-        let (cmd, sid) = (msg.cmd, msg.stream_id);
+        let (hop, cmd, sid) = (msg.hop, msg.cmd, msg.stream_id);
         let parsed = match RelayMsg::parse(cmd, msg.data) {
             Ok(p) => p,
             Err(_) => return self.close("bad_relay_msg", ctx),
@@ -458,7 +411,8 @@ impl Circuit {
         match parsed {
             RelayMsg::Extended2(Extended2 { hdata }) => {
                 let h = hdata.to_vec();
-                self.finish_hop(&h, now, ctx, out)
+                let built = self.circ.extended(&h);
+                self.hop_built(built, now, ctx, out)
             }
             RelayMsg::Truncated(r) => self.close(&format!("truncated_{r:?}").to_lowercase(), ctx),
             RelayMsg::Data(d) => {
@@ -479,11 +433,7 @@ impl Circuit {
                 self.last_data_at = Some(now);
                 // The tag of the cell that brings the window to a SENDME boundary: this one.
                 if self.deliver_window <= CIRCWINDOW_START - CIRCWINDOW_INCREMENT {
-                    let tag = *self
-                        .crypto
-                        .hop(hop)
-                        .expect("recognized hop exists")
-                        .sendme_tag();
+                    let tag = self.circ.last_tag(hop).expect("recognized hop exists");
                     self.sendmes_owed.push_back(tag);
                     self.deliver_window += CIRCWINDOW_INCREMENT;
                 }
@@ -632,22 +582,24 @@ impl Circuit {
         let id = self.next_stream_id;
         self.next_stream_id += 1;
         let t = self.target;
-        let body = relay_cell(RelayCmd::BEGIN, id, ctx.rng, |o| {
-            Begin {
-                target: BeginTarget::Ipv4(*t.ip()),
-                port: t.port(),
-                flags: BeginFlags(0),
+        let hop = self.last_hop();
+        let body = self
+            .circ
+            .relay_cell_with(ctx.rng, hop, RelayCmd::BEGIN, id, |o| {
+                Begin {
+                    target: BeginTarget::Ipv4(*t.ip()),
+                    port: t.port(),
+                    flags: BeginFlags(0),
+                }
+                .encode(o)
+            });
+        let body = match body {
+            Ok((b, _)) => b,
+            Err(e) => {
+                self.close(failure(&e, "begin_encode"), ctx);
+                return false;
             }
-            .encode(o)
-        });
-        let Ok(mut body) = body else {
-            self.close("begin_encode", ctx);
-            return false;
         };
-        if self.crypto.originate(self.last_hop(), &mut body).is_err() {
-            self.close("crypto", ctx);
-            return false;
-        }
         out.push(self.id, ChanCmd::RELAY, &body);
         ctx.stats.cells_sent += 1;
         self.streams.push(Stream {
@@ -686,12 +638,12 @@ impl Circuit {
         for i in 0..self.streams.len() {
             while self.streams[i].sendmes_owed > 0 && out.room() > 0 {
                 let sid = self.streams[i].id;
-                let Ok(mut body) = relay_cell(RelayCmd::SENDME, sid, ctx.rng, |_| Ok(0)) else {
-                    break;
-                };
-                if self.crypto.originate(hop, &mut body).is_err() {
+                let Ok((body, _)) =
+                    self.circ
+                        .relay_cell_with(ctx.rng, hop, RelayCmd::SENDME, sid, |_| Ok(0))
+                else {
                     return spent;
-                }
+                };
                 out.push(self.id, ChanCmd::RELAY, &body);
                 ctx.stats.cells_sent += 1;
                 self.streams[i].sendmes_owed -= 1;
@@ -702,14 +654,14 @@ impl Circuit {
             if out.room() == 0 || spent + cost > budget.max(cost) {
                 break;
             }
-            let Ok(mut body) = relay_cell(RelayCmd::SENDME, 0, ctx.rng, |o| {
-                Sendme::V1 { tag: &tag }.encode(o)
-            }) else {
-                break;
-            };
-            if self.crypto.originate(hop, &mut body).is_err() {
+            let Ok((body, _)) = self
+                .circ
+                .relay_cell_with(ctx.rng, hop, RelayCmd::SENDME, 0, |o| {
+                    Sendme::V1 { tag: &tag }.encode(o)
+                })
+            else {
                 return spent;
-            }
+            };
             out.push(self.id, ChanCmd::RELAY, &body);
             ctx.stats.cells_sent += 1;
             self.sendmes_owed.pop_front();
@@ -741,40 +693,38 @@ impl Circuit {
                 let plan = st.plan;
                 let (sid, up_sent, header_sent) = (st.id, st.up_sent, st.header_sent);
                 let mut payload = 0u64;
-                let body = relay_cell(RelayCmd::DATA, sid, ctx.rng, |o| {
-                    let o = &mut o[..v0::MAX_DATA_LEN];
-                    let mut n = 0;
-                    if !header_sent {
-                        let line = match plan.dir {
-                            Dir::Down => Request::Get {
-                                bytes: plan.bytes,
-                                seed: plan.seed,
-                            },
-                            Dir::Up => Request::Put {
-                                bytes: plan.bytes,
-                                seed: plan.seed,
-                            },
+                let body = self
+                    .circ
+                    .relay_cell_with(ctx.rng, hop, RelayCmd::DATA, sid, |o| {
+                        let o = &mut o[..v0::MAX_DATA_LEN];
+                        let mut n = 0;
+                        if !header_sent {
+                            let line = match plan.dir {
+                                Dir::Down => Request::Get {
+                                    bytes: plan.bytes,
+                                    seed: plan.seed,
+                                },
+                                Dir::Up => Request::Put {
+                                    bytes: plan.bytes,
+                                    seed: plan.seed,
+                                },
+                            }
+                            .encode();
+                            o[..line.len()].copy_from_slice(line.as_bytes());
+                            n = line.len();
                         }
-                        .encode();
-                        o[..line.len()].copy_from_slice(line.as_bytes());
-                        n = line.len();
-                    }
-                    if plan.dir == Dir::Up {
-                        let k = ((plan.bytes - up_sent) as usize).min(o.len() - n);
-                        pattern::fill(plan.seed, up_sent, &mut o[n..n + k]);
-                        payload = k as u64;
-                        n += k;
-                    }
-                    Ok(n)
-                });
-                let Ok(mut body) = body else {
-                    self.close("data_encode", ctx);
-                    return spent;
-                };
-                let tag = match self.crypto.originate(hop, &mut body) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        self.close("crypto", ctx);
+                        if plan.dir == Dir::Up {
+                            let k = ((plan.bytes - up_sent) as usize).min(o.len() - n);
+                            pattern::fill(plan.seed, up_sent, &mut o[n..n + k]);
+                            payload = k as u64;
+                            n += k;
+                        }
+                        Ok(n)
+                    });
+                let (body, tag) = match body {
+                    Ok(bt) => bt,
+                    Err(e) => {
+                        self.close(failure(&e, "data_encode"), ctx);
                         return spent;
                     }
                 };
@@ -819,19 +769,22 @@ impl Circuit {
     }
 }
 
-fn htype(kind: HandshakeKind) -> HandshakeType {
-    match kind {
-        HandshakeKind::NtorV3 => HandshakeType::NTOR_V3,
-        _ => HandshakeType::NTOR,
+/// The error counted when the client circuit cannot make a cell: `encode` when the message
+/// did not encode, "crypto" otherwise (no such hop, a handshake that would not start).
+fn failure(e: &CircuitError, encode: &'static str) -> &'static str {
+    if matches!(e, CircuitError::Cell(_)) {
+        encode
+    } else {
+        "crypto"
     }
 }
 
-fn start_handshake(
-    kind: HandshakeKind,
-    relay: &Relay,
-    rng: &mut StdRng,
-) -> Result<(Pending, Vec<u8>), String> {
-    let key = PublicKey::from(
+/// The handshake `kind` with `relay`, from what the path knows of it.
+fn handshake(kind: HandshakeKind, relay: &Relay) -> Result<Handshake, String> {
+    if kind == HandshakeKind::Fast {
+        return Ok(Handshake::Fast);
+    }
+    let onion = PublicKey::from(
         relay
             .ntor_key
             .ok_or_else(|| format!("no ntor key for {}", relay.nick))?,
@@ -841,50 +794,42 @@ fn start_handshake(
             let ed = relay
                 .ed
                 .ok_or_else(|| format!("ntor-v3 needs the ed25519 id of {}", relay.nick))?;
-            let (st, skin) = NtorV3Client::start(rng, &ed, &key, &[]).map_err(|e| e.to_string())?;
-            Ok((Pending::NtorV3(st), skin))
+            Ok(Handshake::NtorV3 {
+                ed,
+                onion,
+                exts: vec![],
+            })
         }
-        _ => {
-            let (st, skin) = NtorClient::start(rng, &relay.rsa, &key);
-            Ok((Pending::Ntor(st), skin.to_vec()))
-        }
+        _ => Ok(Handshake::Ntor {
+            rsa: relay.rsa,
+            onion,
+        }),
     }
 }
 
 #[cfg(test)]
 mod tests {
     //! A circuit against a scripted one-hop "exit" that answers CREATE_FAST and runs the
-    //! relay side of tor1 with the RustCrypto primitives directly (independently of the
-    //! client code under test).
+    //! relay side of tor1 with the kit's reference implementation (`fors_testkit::tor1_ref`,
+    //! independent of the client code under test).
     use super::*;
-    use aes::cipher::{KeyIvInit, StreamCipher};
     use fors::crypto::handshake::fast;
+    use fors::crypto::keymat::Tor1KeyMaterial;
+    use fors_testkit::tor1_ref::Tor1Dir;
     use rand::SeedableRng;
-    use sha1::{Digest, Sha1};
-
-    type Aes = ctr::Ctr128BE<aes::Aes128>;
 
     struct FakeExit {
-        fwd: Aes,
-        bwd: Aes,
-        fwd_d: Sha1,
-        bwd_d: Sha1,
+        fwd: Tor1Dir,
+        bwd: Tor1Dir,
         /// Digest of each DATA cell we sent, for checking the client's SENDME tags.
         sent_digests: Vec<[u8; 20]>,
     }
 
     impl FakeExit {
         fn new(k: &Tor1KeyMaterial) -> Self {
-            let d = |s: &[u8]| {
-                let mut h = Sha1::new();
-                h.update(s);
-                h
-            };
             FakeExit {
-                fwd: Aes::new(&k.kf.into(), &[0u8; 16].into()),
-                bwd: Aes::new(&k.kb.into(), &[0u8; 16].into()),
-                fwd_d: d(&k.df),
-                bwd_d: d(&k.db),
+                fwd: Tor1Dir::new(&k.kf, &k.df),
+                bwd: Tor1Dir::new(&k.kb, &k.db),
                 sent_digests: Vec::new(),
             }
         }
@@ -892,13 +837,11 @@ mod tests {
         /// Decrypts and checks a cell from the client; returns (cmd, stream, data).
         fn receive(&mut self, body: &Body) -> (RelayCmd, u16, Vec<u8>) {
             let mut b = *body;
-            self.fwd.apply_keystream(&mut b);
-            assert_eq!(&b[1..3], &[0, 0], "recognized");
-            let got: [u8; 4] = b[5..9].try_into().unwrap();
-            b[5..9].fill(0);
-            self.fwd_d.update(b);
-            let d: [u8; 20] = self.fwd_d.clone().finalize().into();
-            assert_eq!(d[..4], got, "forward digest");
+            self.fwd.crypt(&mut b);
+            assert!(
+                self.fwd.check(&mut b).is_some(),
+                "recognized, forward digest"
+            );
             let m = v0::parse(&b).unwrap();
             (m.cmd, m.stream_id, m.data.to_vec())
         }
@@ -906,13 +849,11 @@ mod tests {
         fn send(&mut self, cmd: RelayCmd, sid: u16, data: &[u8], rng: &mut StdRng) -> Body {
             let mut b = [0u8; CELL_BODY_LEN];
             v0::encode(&mut b, cmd, sid, data, rng).unwrap();
-            self.bwd_d.update(b);
-            let d: [u8; 20] = self.bwd_d.clone().finalize().into();
-            b[5..9].copy_from_slice(&d[..4]);
+            let d = self.bwd.set_digest(&mut b);
             if cmd == RelayCmd::DATA {
                 self.sent_digests.push(d);
             }
-            self.bwd.apply_keystream(&mut b);
+            self.bwd.crypt(&mut b);
             b
         }
     }

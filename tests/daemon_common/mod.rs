@@ -47,13 +47,19 @@ impl Drop for TempDir {
     }
 }
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+#[allow(unused_imports)] // Not every test binary asks for a port.
+pub use fors_testkit::torrc::free_port;
+use fors_testkit::torrc::Torrc;
+
+/// The torrc of a standalone relay in `dir` (tests of the process itself): loopback ORPort and
+/// MetricsPort, a PidFile, two shards, and two fake authorities, so it never gets a consensus.
+pub fn standalone_torrc(nick: &str, dir: &Path, or_port: u16, metrics_port: u16) -> Torrc {
+    Torrc::test_relay(nick, dir)
+        .or_port(or_port)
+        .pid_file(dir.join("fors.pid"))
+        .metrics_port(metrics_port)
+        .num_cpus(2)
+        .fake_authorities(2)
 }
 
 /// A running `fors`; SIGKILLed and reaped on drop unless it already exited.
@@ -105,6 +111,12 @@ impl Fors {
             lines,
             log: Vec::new(),
         }
+    }
+
+    /// Runs `fors -f DIR/torrc`.
+    pub fn start_in(dir: &Path) -> Fors {
+        let rc = dir.join("torrc");
+        Self::start(&["-f", rc.to_str().unwrap()])
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,7 +1,8 @@
 //! Driving the private loopback network of `scripts/testnet.py` from a test: running the
-//! script, reading `network.json`, a C tor client's SOCKS port and ControlPort (cookie
+//! script, reading `network.json`, a C tor client's ports and ControlPort (cookie
 //! authentication, events), a loopback echo server, and a long echo transfer through the
-//! client that checks every byte. Everything is on 127.0.0.0/8; every wait is bounded.
+//! client that checks every byte. The client's SocksPort is driven with
+//! `fors_testkit::socks`. Everything is on 127.0.0.0/8; every wait is bounded.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -95,54 +96,6 @@ pub fn pid_alive(pid: u64) -> bool {
         }
         Err(_) => false,
     }
-}
-
-/// SOCKS5 CONNECT (RFC 1928, no authentication) to a hostname or IPv4 literal, waiting up
-/// to `limit` for the reply. `Err` is the SOCKS reply code (or 255 if no reply came).
-pub fn socks5_connect(
-    socks_port: u16,
-    host: &str,
-    port: u16,
-    limit: Duration,
-) -> Result<TcpStream, u8> {
-    let mut s = TcpStream::connect(("127.0.0.1", socks_port)).unwrap();
-    s.set_read_timeout(Some(limit)).unwrap();
-    s.write_all(&[5, 1, 0]).unwrap();
-    let mut hello = [0u8; 2];
-    s.read_exact(&mut hello).map_err(|_| 255u8)?;
-    assert_eq!(hello, [5, 0], "SOCKS method selection");
-    let mut req = vec![5, 1, 0];
-    match host.parse::<std::net::Ipv4Addr>() {
-        Ok(ip) => {
-            req.push(1);
-            req.extend_from_slice(&ip.octets());
-        }
-        Err(_) => {
-            req.push(3);
-            req.push(host.len() as u8);
-            req.extend_from_slice(host.as_bytes());
-        }
-    }
-    req.extend_from_slice(&port.to_be_bytes());
-    s.write_all(&req).unwrap();
-    let mut head = [0u8; 4];
-    s.read_exact(&mut head).map_err(|_| 255u8)?;
-    let addr_len = match head[3] {
-        1 => 4,
-        4 => 16,
-        3 => {
-            let mut n = [0u8; 1];
-            s.read_exact(&mut n).map_err(|_| 255u8)?;
-            n[0] as usize
-        }
-        t => panic!("SOCKS reply address type {t}"),
-    };
-    let mut rest = vec![0u8; addr_len + 2];
-    s.read_exact(&mut rest).map_err(|_| 255u8)?;
-    if head[1] != 0 {
-        return Err(head[1]);
-    }
-    Ok(s)
 }
 
 /// A TCP echo server on `ip` (port chosen by the kernel), one thread per connection.

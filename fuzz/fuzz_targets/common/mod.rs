@@ -8,40 +8,19 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use fors::cell::{ChanCmd, CircId};
-use fors::keys::cert::{CertKeyType, CertType, Ed25519Cert};
-use fors::keys::link::{LinkCertInputs, LinkCertPolicy, LinkCerts};
-use fors::keys::Ed25519Keypair;
 use fors::proto::channel::tls::{self, rustls};
 use fors::proto::channel::{
     CellQueue, Channel, ChannelConfig, ChannelEvent, ChannelSink, LinkContext,
 };
+use fors_testkit::identity::TestIdentity;
 
+/// A relay link context made once: the test kit's in-memory relay identity (the one the
+/// channel tests use), its signing certificate valid for a day.
 pub fn context() -> Arc<LinkContext> {
     static CTX: OnceLock<Arc<LinkContext>> = OnceLock::new();
     CTX.get_or_init(|| {
-        let mut rng = rand::thread_rng();
-        let now = SystemTime::now();
-        let rsa = fors::keys::rsa::generate(&mut rng, 1024).unwrap();
-        let master = Ed25519Keypair::generate(&mut rng);
-        let signing = Ed25519Keypair::generate(&mut rng);
-        let signing_cert = Ed25519Cert::sign(
-            &master,
-            CertType::IDENTITY_V_SIGNING,
-            CertKeyType::ED25519,
-            &signing.public().to_bytes(),
-            now,
-            86400,
-            true,
-        );
-        let inputs = LinkCertInputs {
-            rsa_identity: &rsa,
-            master: &master.identity(),
-            signing: &signing,
-            signing_cert: &signing_cert,
-        };
-        let certs = LinkCerts::mint(&mut rng, &inputs, now, &LinkCertPolicy::default()).unwrap();
-        let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        Arc::new(LinkContext::new(certs, &[local], ChannelConfig::default()).unwrap())
+        TestIdentity::generate_with_signing_cert(SystemTime::now(), 86400)
+            .context(ChannelConfig::default())
     })
     .clone()
 }
