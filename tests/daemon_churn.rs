@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use daemon_common::raw_link::RawLink;
-use daemon_common::{free_port, Fors, TempDir};
+use daemon_common::{free_port, standalone_torrc, Fors, TempDir};
 
 const START: Duration = Duration::from_secs(60);
 /// Connections in all, and held open at once.
@@ -25,21 +25,9 @@ const TLS_EVERY: usize = 10;
 const THREADS: usize = 8;
 
 fn torrc(dir: &Path, or_port: u16) -> String {
-    let dead1 = free_port();
-    let dead2 = free_port();
-    format!(
-        "Nickname ForsChurn\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         Log notice stdout\n\
-         NumCPUs 2\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
-         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
-        d = dir.display()
-    )
+    standalone_torrc("ForsChurn", dir, or_port, free_port())
+        .unset("MetricsPort")
+        .render()
 }
 
 /// Resident set size of `pid`, in KiB.

@@ -15,30 +15,16 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_common::{free_port, http_get, Fors, TempDir};
+use daemon_common::{free_port, http_get, standalone_torrc, Fors, TempDir};
 
 const START: Duration = Duration::from_secs(60);
 
 /// A torrc for a 2-shard relay on loopback under TestingTorNetwork; fake authorities.
 fn torrc(dir: &Path, or_port: u16, metrics_port: u16) -> String {
-    let dead1 = free_port();
-    let dead2 = free_port();
-    format!(
-        "Nickname ForsNotify\n\
-         ContactInfo test@example.invalid\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         MetricsPort 127.0.0.1:{metrics_port}\n\
-         MetricsPortPolicy accept 127.0.0.1\n\
-         Log notice stdout\n\
-         NumCPUs 2\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
-         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
-        d = dir.display()
-    )
+    standalone_torrc("ForsNotify", dir, or_port, metrics_port)
+        .unset("PidFile")
+        .metrics_port_policy("accept 127.0.0.1")
+        .render()
 }
 
 /// One datagram the relay sent, and when it arrived.

@@ -15,31 +15,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use daemon_common::skip_common::{have, skip};
-use daemon_common::{free_port, http_get, metric, Fors, TempDir};
+use daemon_common::{free_port, http_get, metric, standalone_torrc, Fors, TempDir};
 
 const START: Duration = Duration::from_secs(60);
 /// Idle sockets held on each port.
 const IDLE: usize = 100;
 
 fn torrc(dir: &Path, or_port: u16, metrics_port: u16, control_port: u16) -> String {
-    let dead1 = free_port();
-    let dead2 = free_port();
-    format!(
-        "Nickname ForsStarve\n\
-         ORPort 127.0.0.1:{or_port}\n\
-         Address 127.0.0.1\n\
-         DataDirectory {d}/data\n\
-         MetricsPort 127.0.0.1:{metrics_port}\n\
-         MetricsPortPolicy accept 127.0.0.1\n\
-         ControlPort 127.0.0.1:{control_port}\n\
-         Log notice stdout\n\
-         NumCPUs 1\n\
-         TestingTorNetwork 1\n\
-         PublishServerDescriptor 0\n\
-         DirAuthority auth1 orport={dead1} no-v2 v3ident=0123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead1} 89ABCDEF0123456789ABCDEF0123456789ABCDEF\n\
-         DirAuthority auth2 orport={dead2} no-v2 v3ident=1123456789ABCDEF0123456789ABCDEF01234567 127.0.0.1:{dead2} 99ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
-        d = dir.display()
-    )
+    standalone_torrc("ForsStarve", dir, or_port, metrics_port)
+        .num_cpus(1)
+        .metrics_port_policy("accept 127.0.0.1")
+        .control_port(control_port)
+        .render()
 }
 
 /// `n` idle connections to `addr` that never send a byte; [`IdleFlood::refill`] reopens the
