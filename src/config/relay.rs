@@ -551,14 +551,28 @@ impl Builder<'_> {
 
         let num_cpus = match raw.single("NumCPUs") {
             None => 0,
-            Some(v) => v
-                .value
-                .parse::<u32>()
-                .ok()
+            Some(v) => {
+                let n = v
+                    .value
+                    .parse::<u32>()
+                    .map_err(|_| bad("NumCPUs", v, "expected an integer, 0 for automatic"))?;
                 // One relay process runs at most `ShardId::LIMIT` shards (a channel's name
-                // carries its shard in one byte).
-                .filter(|&n| n as usize <= crate::shard::ShardId::LIMIT)
-                .ok_or_else(|| bad("NumCPUs", v, "expected an integer from 0 (auto) to 256"))?,
+                // carries its shard in one byte). C tor has no upper bound here, so a larger
+                // value is clamped with a warning rather than refused.
+                let limit = crate::shard::ShardId::LIMIT as u32;
+                if n > limit {
+                    self.warn(
+                        &v.location,
+                        format!(
+                            "NumCPUs {n} is more than the {limit} shards one Fors process can \
+                             run; using {limit}"
+                        ),
+                    );
+                    limit
+                } else {
+                    n
+                }
+            }
         };
 
         let publish_server_descriptor = match raw.single("PublishServerDescriptor") {

@@ -253,7 +253,6 @@ fn bad_values_name_file_line_and_option() {
         ("RunAsDaemon 1", "torrc:3: bad value \"1\" for RunAsDaemon: Fors always runs in the foreground"),
         ("SocksPort 9050", "torrc:3: bad value \"9050\" for SocksPort: Fors is a relay, not a client"),
         ("NumCPUs -2", "torrc:3: bad value \"-2\" for NumCPUs"),
-        ("NumCPUs 257", "torrc:3: bad value \"257\" for NumCPUs: expected an integer from 0 (auto) to 256"),
         ("OutboundBindAddress host.example", "for OutboundBindAddress"),
         ("OutboundBindAddressExit 1.2.3.4 5.6.7.8", "for OutboundBindAddressExit: \"1.2.3.4 5.6.7.8\" is not one IP address"),
         ("OutboundBindAddressExit 1.2.3.4\nOutboundBindAddressExit 5.6.7.8", "torrc:4: bad value \"5.6.7.8\" for OutboundBindAddressExit: only one IPv4"),
@@ -369,6 +368,15 @@ fn warnings_for_accepted_but_noted_options() {
     assert!(c.dir_ports.is_empty());
     assert_eq!(c.max_mem_in_queues, 256 << 20);
     assert!(!c.wants_exit());
+    // NumCPUs above what one process can run: clamped, with a warning naming the line.
+    let (c, w) = parse(&format!("{MIN}NumCPUs 257\n")).unwrap();
+    assert_eq!(c.num_cpus, 256);
+    assert!(
+        w.iter().any(|m| m
+            .to_string()
+            .starts_with("torrc:3: NumCPUs 257 is more than the 256 shards")),
+        "{w:#?}"
+    );
     // Without ContactInfo, C tor nags; so does Fors.
     let (_, w) = parse("ORPort 9001\n").unwrap();
     assert!(w[0].message.starts_with("ContactInfo is not set"));

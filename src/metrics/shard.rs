@@ -84,6 +84,7 @@ shard_metric_fields! {
     completions: Counter,
     loop_iterations: Counter,
     shutdown_leaked_ops: Counter,
+    held_open_expired: Counter,
     bw_global_read_empty: Counter,
     bw_global_write_empty: Counter,
     bw_relayed_read_empty: Counter,

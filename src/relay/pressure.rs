@@ -23,7 +23,9 @@ pub const INTERVAL: Duration = Duration::from_secs(60);
 pub struct PressureCounts {
     /// Inbound connections refused: the shard's connection table was full.
     pub conns_table_full: u64,
-    /// Connections closed at once: no channel could be started for them.
+    /// Connections closed at once without a channel (this also counts DoS refusals and
+    /// refusals while hibernating, so it is kept for the metrics but not in the line: the
+    /// line names each cause once).
     pub conns_unserved: u64,
     /// CREATE cells refused: circuit table full / onion-skin queue full.
     pub creates_table_full: u64,
@@ -112,10 +114,6 @@ impl PressureCounts {
             (
                 self.conns_table_full,
                 "connections refused (connection table full: raise the open-files limit)",
-            ),
-            (
-                self.conns_unserved,
-                "connections closed unserved (no channel could be started)",
             ),
             (
                 self.creates_table_full,

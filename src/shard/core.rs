@@ -84,7 +84,16 @@ pub(crate) struct Core<M> {
     bw_write_serving: Vec<ConnId>,
     /// Where the next read resume starts in the table, so no connection is always last.
     bw_resume_cursor: usize,
+    /// Connections closing after their output is flushed, with the time after which they are
+    /// closed anyway (C tor's `connection_expire_held_open`: a peer that stopped reading must
+    /// not hold a socket, and whatever the handler frees at close, forever). At most one entry
+    /// per live connection; capacity `max_connections`, never grows.
+    held_open: Vec<(ConnId, Instant)>,
 }
+
+/// How long a connection closing after its flush may wait for the peer to read (C tor:
+/// 15 s, `connection_expire_held_open`).
+pub const HOLD_OPEN_LIMIT: Duration = Duration::from_secs(15);
 
 impl<M: Send> Core<M> {
     #[allow(clippy::too_many_arguments)]
@@ -129,6 +138,7 @@ impl<M: Send> Core<M> {
             bw_write_waiters: Vec::with_capacity(2 * max),
             bw_write_serving: Vec::with_capacity(2 * max),
             bw_resume_cursor: 0,
+            held_open: Vec::with_capacity(max),
             shard,
             shard_count,
             cfg,
@@ -759,11 +769,48 @@ impl<M: Send> Core<M> {
         let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
         let c = &self.conns[slot];
         if c.state == ConnState::Open && (c.sq_len > 0 || c.send_inflight) {
+            if !c.close_after_flush {
+                if self.held_open.len() == self.held_open.capacity() {
+                    // Entries of connections that closed since the last tick.
+                    let conns = &self.conns;
+                    self.held_open.retain(|&(id, _)| {
+                        let c = &conns[id.slot as usize];
+                        c.gen == id.gen
+                            && matches!(c.state, ConnState::Open | ConnState::Connecting)
+                    });
+                }
+                if self.held_open.len() < self.held_open.capacity() {
+                    self.held_open.push((id, self.now + HOLD_OPEN_LIMIT));
+                }
+            }
             self.conns[slot].close_after_flush = true;
             self.pause_read(id)
         } else {
             self.close_conn(slot, CloseReason::LocalClose);
             Ok(())
+        }
+    }
+
+    /// Closes the connections that have waited longer than [`HOLD_OPEN_LIMIT`] for their
+    /// output to be flushed (run every tick).
+    pub fn expire_held_open(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.held_open.len() {
+            let (id, deadline) = self.held_open[i];
+            match self.live_slot(id) {
+                Some(slot) if self.conns[slot].close_after_flush => {
+                    if now < deadline {
+                        i += 1;
+                        continue;
+                    }
+                    self.held_open.swap_remove(i);
+                    self.metrics.held_open_expired += 1;
+                    self.close_conn(slot, CloseReason::LocalClose);
+                }
+                _ => {
+                    self.held_open.swap_remove(i);
+                }
+            }
         }
     }
 

@@ -350,6 +350,7 @@ impl<H: ConnHandler> Shard<H> {
                     let now = Instant::now();
                     // Before the handler: it may queue sends, which then see the new tokens.
                     self.core.bw_tick(now);
+                    self.core.expire_held_open(now);
                     self.handler.on_tick(
                         now,
                         &mut Outbox {

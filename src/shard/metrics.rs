@@ -70,6 +70,9 @@ pub struct ShardMetrics {
     pub loop_iterations: u64,
     /// Operations still in flight when shutdown gave up waiting (their memory was leaked).
     pub shutdown_leaked_ops: u64,
+    /// Connections closed without their last output: the peer had not read it within
+    /// `HOLD_OPEN_LIMIT` of the close (C tor's `connection_expire_held_open`).
+    pub held_open_expired: u64,
     /// Times the global read bucket (BandwidthRate) ran dry on this shard.
     pub bw_global_read_empty: u64,
     /// Times the global write bucket ran dry on this shard.
