@@ -14,37 +14,17 @@
 //! objdump, strip and systemd-analyze (scripts/setup-debian.sh installs them): without
 //! them the test fails under CI=true and prints SKIPPED: otherwise.
 
-mod skip_common;
+mod daemon_common;
+
+use daemon_common::{skip_common, TempDir};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A scratch directory, removed on drop (after any mount namespace using it has ended).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!("fors-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The tools the test needs that are missing here, if any.
@@ -242,7 +222,7 @@ fn package_installs_into_a_throwaway_root_and_the_relay_runs() {
     ]) {
         return skip_common::skip(test, &m);
     }
-    let scratch = Scratch::new("package");
+    let scratch = TempDir::new("package");
     let w = &scratch.0;
     let deb = build_deb(&w.join("out"));
 

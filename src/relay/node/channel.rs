@@ -360,21 +360,22 @@ impl RelayNode {
         let Some(id) = self.conn_of_chan(chan) else {
             return;
         };
-        if self.conn(id).is_some_and(|c| c.closing) {
-            // As C tor discards a cell for a closing channel (channel_write_cell_generic_):
-            // its circuits get DESTROY when it is gone; queueing more only delays that.
-            self.cells_dropped_full += 1;
-            return;
-        }
         let mut block = false;
         let mut dropped = false;
         let mut over = false;
         let cap = self.chan_overflow_cap();
         if let Some(Conn {
             kind: Kind::Channel(c),
+            closing,
             ..
         }) = conn_in(&mut self.conns, id)
         {
+            if *closing {
+                // As C tor discards a cell for a closing channel (channel_write_cell_generic_):
+                // its circuits get DESTROY when it is gone; queueing more only delays that.
+                self.cells_dropped_full += 1;
+                return;
+            }
             // Behind cells already in the overflow, or into the channel's queue.
             let sent = if c.overflow.is_empty() {
                 c.channel.send_cell(circ_id, cmd, body)
