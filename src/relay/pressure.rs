@@ -23,9 +23,8 @@ pub const INTERVAL: Duration = Duration::from_secs(60);
 pub struct PressureCounts {
     /// Inbound connections refused: the shard's connection table was full.
     pub conns_table_full: u64,
-    /// Connections closed at once without a channel (this also counts DoS refusals and
-    /// refusals while hibernating, so it is kept for the metrics but not in the line: the
-    /// line names each cause once).
+    /// Connections closed at once without a channel. Not in the line: it also counts DoS
+    /// refusals and refusals while hibernating, and the line names each cause once.
     pub conns_unserved: u64,
     /// CREATE cells refused: circuit table full / onion-skin queue full.
     pub creates_table_full: u64,
