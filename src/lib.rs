@@ -11,6 +11,7 @@ pub mod config;
 pub mod controlport;
 pub mod crypto;
 pub mod dir;
+pub mod dircache;
 pub mod dos;
 pub mod exit;
 pub mod keys;

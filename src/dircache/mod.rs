@@ -1,0 +1,18 @@
+//! The directory cache (dir-spec §4 "Directory cache operation"): what a relay with
+//! `DirCache 1` keeps and serves.
+//!
+//! - [`store`]: the documents kept, keyed as dir-spec's URLs look them up. Sans-IO: the
+//!   mirror inserts verified documents, the directory server reads them.
+//!
+//! The store is shared between the mirror (the directory worker thread, a rare writer) and the
+//! directory server thread (readers) as a [`SharedStore`]; neither is on the per-cell path, so a
+//! lock is allowed here (docs/architecture.md "Shape").
+
+// No unsafe here; and, sans-IO (docs/architecture.md "Sans-IO rule"), no clocks, sockets,
+// threads or OS randomness: the caller passes them in.
+#![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
+
+pub mod store;
+
+pub use store::{ConsensusDoc, ConsensusFlavor, DirStore, Document, SharedStore};
