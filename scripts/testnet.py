@@ -381,7 +381,7 @@ def authority_lines(net, node, exit_fps):
         "V3AuthNIntervalsValid 2",
         # Flags by fiat (voteflags.c dirserv_set_routerstatus_testing): Exit
         # for our loopback-policy exits, so that it never depends on the policy
-        # details; Guard/HSDir for all, skipping stability requirements.
+        # details; Guard/HSDir below (by fiat, or by the rules with --real-flags).
         f"TestingDirAuthVoteExit {','.join('$' + fp for fp in exit_fps)}",
         # Strict: nobody else gets Exit -- unless --policy-exit slots exist, whose
         # Exit flag the authorities must decide from the descriptor alone
@@ -389,8 +389,26 @@ def authority_lines(net, node, exit_fps):
         # reject-all and exit_policy_is_general_exit); a strict list would
         # strip it from them.
         f"TestingDirAuthVoteExitIsStrict {0 if net.get('policy_exits') else 1}",
-        "TestingDirAuthVoteGuard *",
-        "TestingDirAuthVoteHSDir *",
+    ]
+    if net.get("real_flags"):
+        # Guard and HSDir by voteflags.c's own rules, with only the thresholds moved so that a
+        # young network can meet them (no relay is named): Stable, Fast, the Guard bandwidth
+        # test, time-known and WFU all pass for a reachable relay, so what remains is what the
+        # relay's descriptor must earn -- `tunnelled-dir-server` (V2Dir; Guard needs it) and
+        # `hidden-service-dir` (HSDir), and being Running and Valid (voteflags.c
+        # dirauth_set_routerstatus_from_routerinfo, dirserv_thinks_router_is_hs_dir).
+        # TestingTorNetwork already sets MinUptimeHidServDirectoryV2 0.
+        lines += [
+            "AuthDirVoteStableGuaranteeMTBF 0 seconds",
+            "AuthDirGuardBWGuarantee 1 bytes",
+            "AuthDirVoteGuardBwThresholdFraction 0",
+            "AuthDirVoteGuardGuaranteeTimeKnown 0 seconds",
+            "AuthDirVoteGuardGuaranteeWFU 0",
+        ]
+    else:
+        # Flags by fiat: every relay is a guard and an HSDir, whatever it publishes.
+        lines += ["TestingDirAuthVoteGuard *", "TestingDirAuthVoteHSDir *"]
+    lines += [
         "TestingMinExitFlagThreshold 0",
         # Fast is otherwise relative (the slowest 1/8 by advertised bandwidth
         # lose it), so in a small net some relay always lacks it and C tor
@@ -648,6 +666,7 @@ def plan_network(args):
         "voting": {"interval": args.voting_interval, "vote_delay": args.vote_delay,
                    "dist_delay": args.dist_delay},
         "client_options": args.client_option or [],
+        "real_flags": bool(args.real_flags),
         "authorities": [],
         "relays": [],
     }
@@ -2033,6 +2052,9 @@ def add_up_args(p):
     p.add_argument("--tor-gencert", default=os.environ.get("TOR_GENCERT", TOR_GENCERT_DEFAULT))
     p.add_argument("--consensus-params", default=DEFAULT_CONSENSUS_PARAMS,
                    help=f"authorities' ConsensusParams (default {DEFAULT_CONSENSUS_PARAMS!r}; '' for none)")
+    p.add_argument("--real-flags", action="store_true",
+                   help="authorities vote Guard/HSDir by voteflags.c's rules (thresholds moved, "
+                        "no relay named) instead of TestingDirAuthVoteGuard/HSDir *")
     p.add_argument("--voting-interval", type=int, default=20,
                    help="seconds; must divide 1800 (default 20, as chutney)")
     p.add_argument("--vote-delay", type=int, default=4)
