@@ -5,7 +5,7 @@
 //! docs/operating.md, "Probing and tuning a box".
 
 use crate::config::hwprofile::ProfileSearchPath;
-use crate::probe::tune::{plan, took_effect, Action, Category, Change, DROPIN_PATH};
+use crate::probe::tune::{plan, took_effect, Action, Category, Change, ServiceLimits, DROPIN_PATH};
 use crate::probe::{read, recommend};
 
 const USAGE: &str = "usage: fors tune [--profile FILE|NAME] [--only netns|sysctl|irq|rps|xps|ring|limits]... [--apply]";
@@ -61,7 +61,8 @@ pub fn run(args: &[String]) -> i32 {
         ),
     };
     let dropin = std::fs::read_to_string(DROPIN_PATH).ok();
-    let changes: Vec<Change> = plan(&m, &profile, dropin.as_deref())
+    let limits = ServiceLimits::from_units(&unit_files(), &m);
+    let changes: Vec<Change> = plan(&m, &profile, dropin.as_deref(), &limits)
         .into_iter()
         .filter(|c| only.is_empty() || only.contains(&c.category))
         .collect();
@@ -103,6 +104,39 @@ pub fn run(args: &[String]) -> i32 {
     }
     println!("# {} applied, {failed} failed", changes.len() - failed);
     i32::from(failed > 0)
+}
+
+/// fors.service's unit file and drop-ins, in the order systemd applies them (the first unit
+/// file found on its search path, then drop-ins sorted by name).
+fn unit_files() -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(unit) = [
+        "/etc/systemd/system/fors.service",
+        "/usr/lib/systemd/system/fors.service",
+        "/lib/systemd/system/fors.service",
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    {
+        out.push(unit);
+    }
+    let mut dropins: Vec<std::path::PathBuf> = [
+        "/usr/lib/systemd/system/fors.service.d",
+        "/lib/systemd/system/fors.service.d",
+        "/etc/systemd/system/fors.service.d",
+    ]
+    .iter()
+    .filter_map(|d| std::fs::read_dir(d).ok())
+    .flat_map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()))
+    .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+    .collect();
+    dropins.sort_by_key(|p| p.file_name().map(|f| f.to_owned()));
+    out.extend(
+        dropins
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok()),
+    );
+    out
 }
 
 /// Makes one change and checks it took; the error says what went wrong.

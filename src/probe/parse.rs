@@ -299,6 +299,29 @@ pub fn sysctl_path(name: &str) -> String {
     format!("/proc/sys/{}", name.replace('.', "/"))
 }
 
+/// The last `KEY=` line (e.g. `LimitNOFILE`) of a systemd unit or drop-in: `Some(None)` for
+/// `infinity`, `Some(Some(hard))` for a number with an optional K/M/G/T suffix (1024-based, as
+/// systemd reads them) or a `soft:hard` pair; `None` if the key is absent or unreadable.
+pub fn systemd_limit(text: &str, key: &str) -> Option<Option<u64>> {
+    let value = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.trim_start().strip_prefix('='))
+        .next_back()?
+        .trim();
+    let hard = value.rsplit(':').next()?.trim();
+    if hard == "infinity" {
+        return Some(None);
+    }
+    let (num, mult) = match hard.char_indices().last()? {
+        (i, 'K') => (&hard[..i], 1u64 << 10),
+        (i, 'M') => (&hard[..i], 1 << 20),
+        (i, 'G') => (&hard[..i], 1 << 30),
+        (i, 'T') => (&hard[..i], 1 << 40),
+        _ => (hard, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +419,24 @@ ERR:          0\n";
         assert!(!irq_is_nic(&v[4].name, "eth", ""));
         assert!(irq_is_nic(&v[5].name, "ens1f0", "0000:3b:00.0"));
         assert!(interrupts("").is_empty());
+    }
+
+    #[test]
+    fn systemd_limits() {
+        let unit = "[Service]\nLimitNOFILE=1048576\nLimitMEMLOCK=512M\nLimitCORE=infinity\n";
+        assert_eq!(systemd_limit(unit, "LimitNOFILE"), Some(Some(1048576)));
+        assert_eq!(systemd_limit(unit, "LimitMEMLOCK"), Some(Some(512 << 20)));
+        assert_eq!(systemd_limit(unit, "LimitCORE"), Some(None));
+        assert_eq!(
+            systemd_limit("LimitNOFILE=1024:4096\n", "LimitNOFILE"),
+            Some(Some(4096))
+        );
+        assert_eq!(
+            systemd_limit("LimitNOFILE=1\nLimitNOFILE=2\n", "LimitNOFILE"),
+            Some(Some(2))
+        );
+        assert_eq!(systemd_limit("LimitNOFILE=lots\n", "LimitNOFILE"), None);
+        assert_eq!(systemd_limit(unit, "LimitNPROC"), None);
     }
 
     #[test]

@@ -145,9 +145,48 @@ fn sysctl_target(name: &str, current: &str, nofile: u64) -> Option<(String, &'st
     }
 }
 
+/// Where the current open-file and locked-memory limits come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceLimits {
+    /// Hard limits: `None` inside means unlimited (`infinity`).
+    pub nofile: Option<Option<u64>>,
+    pub memlock: Option<Option<u64>>,
+    /// Said next to the current values: "fors.service" or "this shell's hard limits".
+    pub source: String,
+}
+
+impl ServiceLimits {
+    /// The limits of fors.service from its unit and drop-ins (`texts`, in systemd's order,
+    /// later ones winning), where they set them; the rest from the probing process.
+    pub fn from_units(texts: &[String], m: &Machine) -> Self {
+        let pick = |key: &str| {
+            texts
+                .iter()
+                .filter_map(|t| super::parse::systemd_limit(t, key))
+                .next_back()
+        };
+        let (nofile, memlock) = (pick("LimitNOFILE"), pick("LimitMEMLOCK"));
+        let source = if nofile.is_some() || memlock.is_some() {
+            "fors.service's unit files".to_string()
+        } else {
+            "this shell's hard limits; no fors.service unit found".to_string()
+        };
+        ServiceLimits {
+            nofile: nofile.or(m.nofile.map(|l| l.hard)),
+            memlock: memlock.or(m.memlock.map(|l| l.hard)),
+            source,
+        }
+    }
+}
+
 /// The changes `profile` asks for on `m`. `existing_dropin`: the current contents of
-/// [`DROPIN_PATH`], if it exists.
-pub fn plan(m: &Machine, profile: &HardwareProfile, existing_dropin: Option<&str>) -> Vec<Change> {
+/// [`DROPIN_PATH`], if it exists; `limits`: the service's current limits.
+pub fn plan(
+    m: &Machine,
+    profile: &HardwareProfile,
+    existing_dropin: Option<&str>,
+    limits: &ServiceLimits,
+) -> Vec<Change> {
     let need = needs(profile, m.allowed_cpus.len());
     let mut out = Vec::new();
     for (name, value) in &m.sysctls {
@@ -278,12 +317,12 @@ pub fn plan(m: &Machine, profile: &HardwareProfile, existing_dropin: Option<&str
     }
 
     // Limits: systemd's, since the relay runs under it; a limits.conf line for other setups.
-    let nofile_low = m
+    let nofile_low = limits
         .nofile
-        .is_some_and(|l| l.hard.is_some_and(|h| h < need.nofile));
-    let memlock_low = m
+        .is_some_and(|l| l.is_some_and(|h| h < need.nofile));
+    let memlock_low = limits
         .memlock
-        .is_some_and(|l| l.hard.is_some_and(|h| h < need.memlock));
+        .is_some_and(|l| l.is_some_and(|h| h < need.memlock));
     if nofile_low || memlock_low {
         let contents = format!(
             "# Written by fors tune: limits for the hardware profile in use.\n[Service]\n\
@@ -291,17 +330,19 @@ pub fn plan(m: &Machine, profile: &HardwareProfile, existing_dropin: Option<&str
             need.nofile, need.memlock
         );
         if existing_dropin != Some(contents.as_str()) {
-            let show = |l: Option<super::Limit>| {
-                l.and_then(|l| l.hard)
-                    .map_or("unlimited".to_string(), |h| h.to_string())
+            let show = |l: Option<Option<u64>>| match l {
+                None => "unknown".to_string(),
+                Some(None) => "unlimited".to_string(),
+                Some(Some(h)) => h.to_string(),
             };
             out.push(Change {
                 category: Category::Limits,
                 item: "LimitNOFILE / LimitMEMLOCK".into(),
                 current: format!(
-                    "nofile {} memlock {} (this shell's hard limits)",
-                    show(m.nofile),
-                    show(m.memlock)
+                    "nofile {} memlock {} ({})",
+                    show(limits.nofile),
+                    show(limits.memlock),
+                    limits.source
                 ),
                 wanted: format!("nofile {} memlock {}", need.nofile, need.memlock),
                 why: format!(
@@ -418,7 +459,8 @@ mod tests {
     #[test]
     fn only_differing_values_are_changed() {
         let m = machine();
-        let plan = plan(&m, &profile(), None);
+        let shell = ServiceLimits::from_units(&[], &m);
+        let plan = plan(&m, &profile(), None, &shell);
         let items: Vec<&str> = plan.iter().map(|c| c.item.as_str()).collect();
         assert!(!items.contains(&"net.core.somaxconn"), "already 4096");
         assert!(!items.contains(&"net.ipv4.tcp_wmem"), "already 16 MiB");
@@ -475,8 +517,30 @@ mod tests {
         let Action::CreateFile { contents, .. } = &lim.action else {
             panic!("limits write a drop-in")
         };
-        let again = super::plan(&m, &profile(), Some(contents));
+        let again = super::plan(&m, &profile(), Some(contents), &shell);
         assert!(again.iter().all(|c| c.category != Category::Limits));
+        // The packaged unit's limits are enough: no limits change, whatever the shell has.
+        let unit = ServiceLimits::from_units(
+            &["[Service]\nLimitNOFILE=1048576\nLimitMEMLOCK=512M\n".to_string()],
+            &m,
+        );
+        assert_eq!(unit.nofile, Some(Some(1048576)));
+        let with_unit = super::plan(&m, &profile(), None, &unit);
+        assert!(
+            with_unit.iter().all(|c| c.category != Category::Limits),
+            "{with_unit:?}"
+        );
+        // A drop-in lowering it brings the change back.
+        let low = ServiceLimits::from_units(
+            &[
+                "LimitNOFILE=1048576\n".to_string(),
+                "LimitNOFILE=1000\n".to_string(),
+            ],
+            &m,
+        );
+        assert!(super::plan(&m, &profile(), None, &low)
+            .iter()
+            .any(|c| c.category == Category::Limits && c.current.contains("nofile 1000 ")));
     }
 
     #[test]
@@ -487,12 +551,13 @@ mod tests {
             shards: 8,
             ..HardwareProfile::default()
         };
-        let plan = plan(&m, &p, None);
+        let lim = ServiceLimits::from_units(&[], &m);
+        let plan = plan(&m, &p, None, &lim);
         assert!(plan
             .iter()
             .all(|c| c.category != Category::Irq && c.category != Category::Rps));
         // An empty profile (all cores, no list) cannot say which cores are shards'.
-        let plan = super::plan(&m, &HardwareProfile::default(), None);
+        let plan = super::plan(&m, &HardwareProfile::default(), None, &lim);
         assert!(plan
             .iter()
             .all(|c| !matches!(c.category, Category::Irq | Category::Rps | Category::Xps)));
