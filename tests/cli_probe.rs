@@ -311,3 +311,52 @@ fn tune_apply_in_a_netns_changes_exactly_what_it_printed() {
         }
     }
 }
+
+/// In a mount namespace, hides /sys (no NICs, NUMA, SMT topology) and /proc/interrupts and
+/// /proc/meminfo (both read as empty), as a locked-down container may; `$1` fors, `$2` dir.
+const HIDDEN_SCRIPT: &str = r#"
+mount -t tmpfs none /sys || exit 97
+mount --bind /dev/null /proc/interrupts || exit 97
+mount --bind /dev/null /proc/meminfo || exit 97
+"$1" probe --write "$2/hidden.toml" > "$2/hidden.out" 2>&1
+echo $? > "$2/hidden.rc"
+"#;
+
+#[test]
+fn probe_without_sys_reports_what_is_missing() {
+    const TEST: &str = "probe_without_sys_reports_what_is_missing";
+    if !is_root() {
+        return skip_common::skip(TEST, "root (to unshare a mount namespace)");
+    }
+    if !skip_common::have("unshare", "--version") || !skip_common::have("timeout", "--version") {
+        return skip_common::skip(TEST, "unshare or timeout (util-linux, coreutils)");
+    }
+    let dir = TempDir::new("cli-probe-hidden");
+    let (code, out, err) = run(Command::new("timeout")
+        .args([
+            "120",
+            "unshare",
+            "-m",
+            "--",
+            "sh",
+            "-c",
+            HIDDEN_SCRIPT,
+            "sh",
+            FORS,
+        ])
+        .arg(&dir.0));
+    assert_eq!(code, 0, "mount namespace script failed: {out}{err}");
+    let report = std::fs::read_to_string(dir.0.join("hidden.out")).unwrap();
+    let rc = std::fs::read_to_string(dir.0.join("hidden.rc")).unwrap();
+    assert_eq!(rc.trim(), "0", "probe failed with /sys hidden:\n{report}");
+    for want in [
+        "NICs:       none besides lo",
+        "NUMA:       no nodes shown",
+        "Memory:     unknown (/proc/meminfo unreadable)",
+    ] {
+        assert!(report.contains(want), "want {want:?} in:\n{report}");
+    }
+    let text = std::fs::read_to_string(dir.0.join("hidden.toml")).unwrap();
+    fors::config::HardwareProfile::from_toml(&text, "hidden.toml").expect("valid profile");
+    assert!(text.contains("assuming 2.0 GiB"), "{text}");
+}
