@@ -360,3 +360,56 @@ fn probe_without_sys_reports_what_is_missing() {
     fors::config::HardwareProfile::from_toml(&text, "hidden.toml").expect("valid profile");
     assert!(text.contains("assuming 2.0 GiB"), "{text}");
 }
+
+/// In fresh network and mount namespaces, makes `tcp_tw_reuse` read-only, then applies.
+const READONLY_SCRIPT: &str = r#"
+f=/proc/sys/net/ipv4/tcp_tw_reuse
+mount --bind $f $f && mount -o remount,bind,ro $f || exit 97
+"$1" tune --only netns --apply > "$2/ro.out" 2>&1
+echo $? > "$2/ro.rc"
+"#;
+
+#[test]
+fn tune_apply_reports_each_failure() {
+    const TEST: &str = "tune_apply_reports_each_failure";
+    if !is_root() {
+        return skip_common::skip(TEST, "root (to unshare network and mount namespaces)");
+    }
+    if !skip_common::have("unshare", "--version") || !skip_common::have("timeout", "--version") {
+        return skip_common::skip(TEST, "unshare or timeout (util-linux, coreutils)");
+    }
+    let dir = TempDir::new("cli-tune-ro");
+    let (code, out, err) = run(Command::new("timeout")
+        .args([
+            "120",
+            "unshare",
+            "-n",
+            "-m",
+            "--",
+            "sh",
+            "-c",
+            READONLY_SCRIPT,
+            "sh",
+            FORS,
+        ])
+        .arg(&dir.0));
+    assert_eq!(code, 0, "namespace script failed: {out}{err}");
+    let tune_out = std::fs::read_to_string(dir.0.join("ro.out")).unwrap();
+    let rc = std::fs::read_to_string(dir.0.join("ro.rc")).unwrap();
+    assert_eq!(
+        rc.trim(),
+        "1",
+        "a failed change must fail the run:\n{tune_out}"
+    );
+    assert!(
+        tune_out.contains("FAILED: net.ipv4.tcp_tw_reuse: cannot write"),
+        "{tune_out}"
+    );
+    // The other changes were still made and reported one by one.
+    let oks = tune_out.lines().filter(|l| l.starts_with("ok: ")).count();
+    assert!(oks >= 1, "{tune_out}");
+    assert!(
+        tune_out.contains(&format!("# {oks} applied, 1 failed")),
+        "{tune_out}"
+    );
+}
