@@ -72,8 +72,13 @@ pub fn run(args: &[String]) -> i32 {
     );
     for c in &changes {
         println!(
-            "\n# {} ({:?}): {} -> {}\n# why: {}\n{}",
-            c.item, c.category, c.current, c.wanted, c.why, c.command
+            "\n# {} [{}]: {} -> {}\n# why: {}\n{}",
+            c.item,
+            c.category.name(),
+            c.current,
+            c.wanted,
+            c.why,
+            c.command
         );
     }
     let sysctls: Vec<&Change> = changes

@@ -116,4 +116,6 @@ pub const SYSCTLS: &[&str] = &[
     "net.ipv4.tcp_max_syn_backlog",
     "fs.file-max",
     "fs.nr_open",
+    // Reported only: 1 or 2 (Linux 6.6+) restricts or disables io_uring, which Fors needs.
+    "kernel.io_uring_disabled",
 ];

@@ -27,6 +27,19 @@ pub enum Category {
 }
 
 impl Category {
+    /// The `--only` name that selects this category (global sysctls: `sysctl`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::NetnsSysctl => "netns",
+            Category::GlobalSysctl => "sysctl",
+            Category::Irq => "irq",
+            Category::Rps => "rps",
+            Category::Xps => "xps",
+            Category::Ring => "ring",
+            Category::Limits => "limits",
+        }
+    }
+
     /// The names `--only` accepts, and which categories each selects.
     pub fn from_only(name: &str) -> Option<&'static [Category]> {
         Some(match name {
@@ -582,5 +595,16 @@ mod tests {
             Some(&[Category::NetnsSysctl][..])
         );
         assert_eq!(Category::from_only("bogus"), None);
+        for c in [
+            Category::NetnsSysctl,
+            Category::GlobalSysctl,
+            Category::Irq,
+            Category::Rps,
+            Category::Xps,
+            Category::Ring,
+            Category::Limits,
+        ] {
+            assert!(Category::from_only(c.name()).unwrap().contains(&c), "{c:?}");
+        }
     }
 }
