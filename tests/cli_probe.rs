@@ -125,6 +125,17 @@ fn probe_writes_a_profile_verify_config_accepts() {
     let v: serde_json::Value = serde_json::from_str(&out).expect("probe --json is JSON");
     assert_eq!(v["machine"]["cpu"]["model"], model.as_str());
     assert_eq!(v["machine"]["crypto"]["aes"], engine.aes.name());
+    // The JSON profile has exactly the keys of the TOML file (none forgotten on either side).
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let toml_keys: Vec<&String> = table.keys().collect();
+    let json_keys: Vec<&String> = v["profile"].as_object().unwrap().keys().collect();
+    let (mut a, mut b) = (toml_keys.clone(), json_keys.clone());
+    a.sort();
+    b.sort();
+    assert_eq!(
+        a, b,
+        "probe --json and --write disagree on the profile's keys"
+    );
     assert_eq!(
         v["profile"]["shards"].as_u64(),
         Some(
