@@ -103,8 +103,7 @@ pub fn format_cpu_mask(cpus: &[u32]) -> String {
         w[(c / 32) as usize] |= 1 << (c % 32);
     }
     let mut s: Vec<String> = w.iter().rev().map(|x| format!("{x:08x}")).collect();
-    // The kernel prints the leading word without zero padding removal; keep it simple and
-    // canonical: strip leading zeros of the first word only.
+    // Leading zeros of the first word dropped: the kernel accepts either form.
     let first = s[0].trim_start_matches('0');
     s[0] = if first.is_empty() {
         "0".into()

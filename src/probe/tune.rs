@@ -59,7 +59,7 @@ impl Category {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Action {
     /// Write `value` to the file `path` (a /proc/sys, /proc/irq or /sys file); reading the
-    /// file back must give `expect` (as a CPU set for masks and lists).
+    /// file back must give `value` again ([`took_effect`]: CPU sets for masks and lists).
     WriteFile { path: String, value: String },
     /// Create `path` (and its directory) with `contents`.
     CreateFile { path: String, contents: String },
