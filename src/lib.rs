@@ -16,6 +16,7 @@ pub mod dos;
 pub mod exit;
 pub mod keys;
 pub mod metrics;
+pub mod probe;
 pub mod proto;
 pub mod relay;
 pub mod shard;

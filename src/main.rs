@@ -16,6 +16,8 @@ fn usage() -> &'static str {
      fors --list-fingerprint [rsa|ed25519] -f TORRC\n       \
      fors --keygen-family NAME\n       \
      fors bench-crypto [--json]\n       \
+     fors probe [--json] [--write FILE]\n       \
+     fors tune [--profile FILE|NAME] [--only CATEGORY]... [--apply]\n       \
      fors --version"
 }
 
@@ -29,6 +31,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match args.first().map(String::as_str) {
         Some("bench-crypto") => fors::cli::bench_crypto::run(&args[1..]),
+        Some("probe") => fors::cli::probe::run(&args[1..]),
+        Some("tune") => fors::cli::tune::run(&args[1..]),
         Some("--version") => {
             println!("Fors {}", env!("CARGO_PKG_VERSION"));
             0

@@ -3,3 +3,5 @@
 pub mod bench_crypto;
 pub mod fingerprint;
 pub mod keygen_family;
+pub mod probe;
+pub mod tune;
