@@ -148,8 +148,9 @@ fn memchr_nl(t: &[u8], from: usize) -> Option<usize> {
     t[from..].iter().position(|&b| b == b'\n').map(|i| i + from)
 }
 
-/// `get_token_arguments`: splits `line` as C does (a `#` ends an argument and what follows
-/// it on the line is skipped as a comment only if it is whitespace-led; see the C code).
+/// `get_token_arguments`: splits `line` as C does. A `#` right after an argument only
+/// separates it from the next one (C overwrites it with the terminating NUL); a `#` after
+/// whitespace starts a comment to the end of the line.
 fn arguments<'a>(line: &'a [u8], kw: &'static str) -> Result<Vec<&'a [u8]>, TokenError> {
     let mut args = Vec::new();
     let mut cp = 0;
@@ -334,6 +335,7 @@ mod tests {
         assert_eq!(toks[3].args, [b"z"]);
         // '#' splits arguments the way C's get_token_arguments does.
         assert_eq!(arguments(b"a#b c", "k").unwrap(), [&b"a"[..], b"b", b"c"]);
+        assert_eq!(arguments(b"a #b c", "k").unwrap(), [&b"a"[..]]);
     }
 
     #[test]
