@@ -3,6 +3,7 @@
 //!
 //! - [`store`]: the documents kept, keyed as dir-spec's URLs look them up. Sans-IO: the
 //!   mirror inserts verified documents, the directory server reads them.
+//! - [`hsdir`]: the HSDir v3 onion-service descriptor cache (`HSDir=2`).
 //!
 //! The store is shared between the mirror (the directory worker thread, a rare writer) and the
 //! directory server thread (readers) as a [`SharedStore`]; neither is on the per-cell path, so a
@@ -13,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
 
+pub mod hsdir;
 pub mod store;
 
 pub use store::{ConsensusDoc, ConsensusFlavor, DirStore, Document, SharedStore};
