@@ -19,6 +19,7 @@ const SANS_IO_MODULES: &[(&str, Unsafe)] = &[
     ("proto", Unsafe::Forbid),
     ("exit", Unsafe::Forbid),
     ("dir", Unsafe::Forbid),
+    ("dircache", Unsafe::Forbid),
     ("config", Unsafe::Forbid),
     ("keys", Unsafe::Forbid),
     ("dos", Unsafe::Forbid),

@@ -5,9 +5,11 @@
 //!   ([`decode_outer`]); a descriptor replaces the cached one only if its revision counter
 //!   is strictly higher; the download count of the replaced entry carries over.
 //! - Expiry (`cache_clean_v3_as_dir`): an entry lives `descriptor-lifetime` from when it was
-//!   stored. C tor drops expired entries on a timer; [`HsDirCache::clean`] is that step, and
-//!   [`HsDirCache::lookup`] never serves an entry past its lifetime in the meantime.
-//! - Bound (`MaxHSDirCacheBytes`, C tor 0.4.8.15+): when a store finds the cache above the
+//!   stored. C tor drops expired entries on a timer (every 30 minutes) and serves them until
+//!   then (`cache_lookup_v3_as_dir` checks no lifetime); [`HsDirCache::clean`] is that step and
+//!   [`HsDirCache::lookup`] likewise serves what is stored, so a client sees what it would see
+//!   from a C tor HSDir.
+//! - Bound (`MaxHSDirCacheBytes`, C tor 0.4.8.18 and 0.4.9.3-alpha, tor#41006): when a store finds the cache above the
 //!   bound, it first prunes down to the bound minus room for 1000 maximum-size descriptors
 //!   (or by half, if the bound is smaller than that room), least-downloaded entries first
 //!   (`hs_cache_handle_oom`), then stores the new descriptor — so a fresh upload is never the
@@ -15,9 +17,9 @@
 //! - Size accounting (`cache_get_dir_entry_size`): the body, the decoded superencrypted blob
 //!   and a fixed overhead standing for C tor's per-entry structs.
 //!
-//! Downloads are counted by [`HsDirCache::note_downloaded`], which the directory server calls
-//! when a fetch's response has been sent completely, as C tor counts at connection close (so
-//! a client cannot raise a descriptor's count by starting fetches it never finishes).
+//! Downloads are counted by [`HsDirCache::note_downloaded`]. C tor counts one when a directory
+//! connection that was answered 200 closes, finished or not (`directory.c`, `hs_ident` is set
+//! once the answer is queued); the directory server calls it at the same point.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -229,14 +231,10 @@ impl HsDirCache {
         Ok(())
     }
 
-    /// The descriptor stored under `blinded_key`, unless absent or past its lifetime.
-    pub fn lookup(&self, blinded_key: &[u8; 32], now: SystemTime) -> Option<Arc<[u8]>> {
-        let now = unix_secs(now);
-        let found = self
-            .entries
-            .get(blinded_key)
-            .filter(|e| !e.expired(now))
-            .map(|e| e.body.clone());
+    /// The descriptor stored under `blinded_key`. An entry past its lifetime is still served
+    /// until [`HsDirCache::clean`] drops it, as C tor's `cache_lookup_v3_as_dir` does.
+    pub fn lookup(&self, blinded_key: &[u8; 32]) -> Option<Arc<[u8]>> {
+        let found = self.entries.get(blinded_key).map(|e| e.body.clone());
         match found {
             Some(_) => bump(&self.counters.fetch_hit, 1),
             None => bump(&self.counters.fetch_miss, 1),
@@ -244,7 +242,7 @@ impl HsDirCache {
         found
     }
 
-    /// Counts one completed download of `blinded_key`'s descriptor
+    /// Counts one answered download of `blinded_key`'s descriptor
     /// (`hs_cache_mark_dowloaded_as_dir`): eviction keeps popular descriptors longest.
     pub fn note_downloaded(&mut self, blinded_key: &[u8; 32]) {
         if let Some(e) = self.entries.get_mut(blinded_key) {

@@ -110,7 +110,6 @@ pub fn handle_fetch(
     cache: &HsDirCache,
     key: &str,
     anonymous: bool,
-    now: SystemTime,
 ) -> Result<Arc<[u8]>, (u16, &'static str)> {
     if !anonymous {
         cache.note_single_hop();
@@ -122,5 +121,5 @@ pub fn handle_fetch(
         cache.note_bad_key();
         return Err(FETCH_NOT_FOUND);
     };
-    cache.lookup(&blinded, now).ok_or(FETCH_NOT_FOUND)
+    cache.lookup(&blinded).ok_or(FETCH_NOT_FOUND)
 }
