@@ -162,6 +162,9 @@ pub struct LoadReport {
     pub server_descriptors: usize,
     /// Documents that did not verify (dropped; they will be fetched again).
     pub rejected: usize,
+    /// Microdescs and server descriptors the consensus in force does not list (no longer
+    /// listed, or changed on disk: the digest names them): dropped.
+    pub unlisted: usize,
     /// Files that could not be read or whose consensus did not verify, with the reason.
     pub problems: Vec<String>,
 }
@@ -192,17 +195,19 @@ pub fn load(dir: &Path, mirror: &mut Mirror, now: SystemTime, rng: &mut impl Rng
         }
     }
     if let Some(b) = get(file_name(DocKind::Microdesc, ConsensusFlavor::Ns), &mut r) {
-        let (kept, bad) = mirror.load_microdescs(&b);
+        let (kept, bad, unlisted) = mirror.load_microdescs(&b);
         r.microdescs = kept;
         r.rejected += bad;
+        r.unlisted += unlisted;
     }
     if let Some(b) = get(
         file_name(DocKind::ServerDescriptor, ConsensusFlavor::Ns),
         &mut r,
     ) {
-        let (kept, bad) = mirror.load_server_descriptors(&b);
+        let (kept, bad, unlisted) = mirror.load_server_descriptors(&b);
         r.server_descriptors = kept;
         r.rejected += bad;
+        r.unlisted += unlisted;
     }
     // Loading is not a change to save back.
     mirror.take_dirty();
@@ -258,7 +263,10 @@ mod tests {
         };
         let (mut m2, store, r) = load_fresh(&mut rng);
         assert!(r.problems.is_empty(), "{r:?}");
-        assert_eq!((r.certs, r.consensuses, r.rejected), (3, 2, 0));
+        assert_eq!(
+            (r.certs, r.consensuses, r.rejected, r.unlisted),
+            (3, 2, 0, 0)
+        );
         let after = store.read().unwrap().stats();
         for k in DocKind::ALL {
             assert_eq!(after.get(k).documents, before.get(k).documents, "{k:?}");
@@ -282,7 +290,7 @@ mod tests {
             r.server_descriptors, 0,
             "no ns consensus, nothing to check them by"
         );
-        assert_eq!(r.rejected, 2, "{r:?}");
+        assert_eq!((r.rejected, r.unlisted), (1, 1), "{r:?}");
         let s = store.read().unwrap();
         assert!(s.consensus(ConsensusFlavor::Ns).is_none());
         drop(s);

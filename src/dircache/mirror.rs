@@ -559,13 +559,13 @@ impl Mirror {
             .collect();
         let batch = verify::verify_microdescs(body, &wanted, c.valid_after);
         let mut h = Handled {
-            rejected: batch.rejected,
+            rejected: batch.rejected + batch.unlisted,
             ..Handled::default()
         };
         let mut got = HashSet::new();
         {
             let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
-            store.record_rejected(DocKind::Microdesc, batch.rejected);
+            store.record_rejected(DocKind::Microdesc, h.rejected);
             for (d, doc) in batch.good {
                 got.insert(d);
                 if store.insert_microdesc(d, doc) {
@@ -605,13 +605,13 @@ impl Mirror {
             .collect();
         let batch = verify::verify_server_descriptors(body, &wanted);
         let mut h = Handled {
-            rejected: batch.rejected,
+            rejected: batch.rejected + batch.unlisted,
             ..Handled::default()
         };
         let mut got = HashSet::new();
         {
             let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
-            store.record_rejected(DocKind::ServerDescriptor, batch.rejected);
+            store.record_rejected(DocKind::ServerDescriptor, h.rejected);
             for ((id, d), doc) in batch.good {
                 got.insert(d);
                 if store.insert_server_descriptor(id, d, doc) {
@@ -652,9 +652,10 @@ impl Mirror {
     }
 
     /// Microdescriptors loaded from disk: kept if the consensus in force lists them.
-    pub fn load_microdescs(&mut self, body: &[u8]) -> (usize, usize) {
+    /// Returns (kept, refused, unlisted).
+    pub fn load_microdescs(&mut self, body: &[u8]) -> (usize, usize, usize) {
         let Some(c) = self.current.get(&ConsensusFlavor::Microdesc) else {
-            return (0, 0);
+            return (0, 0, 0);
         };
         let listed: HashSet<[u8; 32]> =
             c.relays.iter().filter_map(|r| r.microdesc_digest).collect();
@@ -664,14 +665,14 @@ impl Mirror {
         for (d, doc) in batch.good {
             kept += usize::from(store.insert_microdesc(d, doc));
         }
-        (kept, batch.rejected)
+        (kept, batch.rejected, batch.unlisted)
     }
 
     /// Server descriptors loaded from disk: kept if the ns consensus in force lists them and
-    /// they verify.
-    pub fn load_server_descriptors(&mut self, body: &[u8]) -> (usize, usize) {
+    /// they verify. Returns (kept, refused, unlisted).
+    pub fn load_server_descriptors(&mut self, body: &[u8]) -> (usize, usize, usize) {
         let Some(c) = self.current.get(&ConsensusFlavor::Ns) else {
-            return (0, 0);
+            return (0, 0, 0);
         };
         let wanted: HashMap<[u8; 20], RsaIdentity> = c
             .relays
@@ -684,7 +685,7 @@ impl Mirror {
         for ((id, d), doc) in batch.good {
             kept += usize::from(store.insert_server_descriptor(id, d, doc));
         }
-        (kept, batch.rejected)
+        (kept, batch.rejected, batch.unlisted)
     }
 }
 

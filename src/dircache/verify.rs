@@ -124,7 +124,13 @@ fn split_at_keyword<'a>(text: &'a str, keyword: &str) -> Vec<&'a str> {
 #[derive(Debug)]
 pub struct Batch<K> {
     pub good: Vec<(K, Document)>,
+    /// Malformed, or a signature that does not verify.
     pub rejected: usize,
+    /// Well-formed but not among the wanted digests. In an answer to a fetch that is as bad
+    /// as a refusal (it is not what was asked for); in a file read back it is a document the
+    /// consensus in force no longer lists (or one whose bytes changed: the digest is all
+    /// that names a microdescriptor).
+    pub unlisted: usize,
 }
 
 fn doc(text: &str, published: u64) -> Document {
@@ -151,6 +157,7 @@ pub fn verify_certs(
             Batch {
                 good: Vec::new(),
                 rejected: 1,
+                unlisted: 0,
             },
             Vec::new(),
         );
@@ -158,6 +165,7 @@ pub fn verify_certs(
     let mut batch = Batch {
         good: Vec::new(),
         rejected: 0,
+        unlisted: 0,
     };
     let mut parsed = Vec::new();
     for piece in split_at_keyword(text, "dir-key-certificate-version") {
@@ -188,18 +196,22 @@ pub fn verify_microdescs(
         return Batch {
             good: Vec::new(),
             rejected: 1,
+            unlisted: 0,
         };
     };
     let mut batch = Batch {
         good: Vec::new(),
         rejected: 0,
+        unlisted: 0,
     };
     for piece in split_at_keyword(text, "onion-key") {
         let d: [u8; 32] = Sha256::digest(piece.as_bytes()).into();
-        if piece.starts_with("onion-key") && wanted.contains(&d) {
+        if !piece.starts_with("onion-key") {
+            batch.rejected += 1;
+        } else if wanted.contains(&d) {
             batch.good.push((d, doc(piece, published)));
         } else {
-            batch.rejected += 1;
+            batch.unlisted += 1;
         }
     }
     batch
@@ -219,11 +231,13 @@ pub fn verify_server_descriptors(
         return Batch {
             good: Vec::new(),
             rejected: 1,
+            unlisted: 0,
         };
     };
     let mut batch = Batch {
         good: Vec::new(),
         rejected: 0,
+        unlisted: 0,
     };
     for piece in split_at_keyword(text, "router") {
         match check_descriptor(piece, None) {
@@ -232,7 +246,8 @@ pub fn verify_server_descriptors(
                     .good
                     .push(((c.rsa_identity, c.digest), doc(piece, c.published_secs)));
             }
-            _ => batch.rejected += 1,
+            Ok(_) => batch.unlisted += 1,
+            Err(_) => batch.rejected += 1,
         }
     }
     batch
@@ -268,12 +283,15 @@ mod tests {
         assert_eq!(batch.good.len(), 1);
         assert_eq!(batch.good[0].0, da);
         assert_eq!(&*batch.good[0].1.body, a.as_bytes());
-        assert_eq!(batch.rejected, 1);
+        assert_eq!((batch.rejected, batch.unlisted), (0, 1));
         // One byte changed: the digest no longer matches, nothing is kept.
         let tampered = a.replace("AAAA", "AAAB");
         let batch = verify_microdescs(tampered.as_bytes(), &wanted, 7);
         assert!(batch.good.is_empty());
-        assert_eq!(batch.rejected, 1);
+        assert_eq!(batch.unlisted, 1);
+        // Leading text that is no microdescriptor: refused.
+        let batch = verify_microdescs(format!("junk\n{a}").as_bytes(), &wanted, 7);
+        assert_eq!((batch.good.len(), batch.rejected), (1, 1));
         // Not UTF-8: refused, counted.
         assert_eq!(verify_microdescs(&[0xff, 0xfe], &wanted, 7).rejected, 1);
     }

@@ -138,13 +138,15 @@ impl DirCacheDriver {
         }
         log_notice!(
             "Directory cache: loaded {} consensuses, {} certificates, {} microdescriptors and \
-             {} server descriptors from {} ({} documents failed verification and were dropped).",
+             {} server descriptors from {}; dropped {} documents that failed verification and \
+             {} that the consensus does not list.",
             r.consensuses,
             r.certs,
             r.microdescs,
             r.server_descriptors,
             dir.display(),
-            r.rejected
+            r.rejected,
+            r.unlisted
         );
         Ok(Some(DirCacheDriver {
             mirror,
