@@ -315,6 +315,7 @@ impl ControlPlane {
 
     /// Turns the directory cache's mirror on (`DirCache 1`).
     pub fn set_dircache(&mut self, driver: DirCacheDriver) {
+        self.metrics.set_dircache(driver.mirror.store().clone());
         self.dircache = Some(driver);
     }
 
