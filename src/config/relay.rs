@@ -911,18 +911,12 @@ impl Builder<'_> {
         Ok((tcp, unix))
     }
 
-    /// C tor's default is 1, but Fors has no directory cache yet (BEGIN_DIR is answered
-    /// END NOTDIRECTORY and no `tunnelled-dir-server` line is published): it behaves as
-    /// `DirCache 0`, and a torrc asking for 1 is refused rather than silently not served.
+    /// `DirCache 1` turns on the directory cache's mirror: both consensus flavours, the
+    /// authority certificates, and the microdescriptors and server descriptors they list are
+    /// fetched from the authorities, verified and kept under `DataDirectory/dircache/`.
+    /// C tor's default is 1; Fors keeps 0 as its default until the cache also serves.
     fn dir_cache(&self) -> Result<bool, ConfigError> {
-        match self.raw.single("DirCache") {
-            Some(v) if self.bool("DirCache", false)? => Err(bad(
-                "DirCache",
-                v,
-                "Fors has no directory cache yet; only 0 is accepted",
-            )),
-            _ => Ok(false),
-        }
+        self.bool("DirCache", false)
     }
 
     fn hashed_passwords(&self) -> Result<Vec<String>, ConfigError> {

@@ -45,7 +45,7 @@ fn defaults_match_c_tor() {
             relay_burst: 0
         }
     );
-    // C tor's default DirCache is 1; Fors has no directory cache yet and says so.
+    // C tor's default DirCache is 1; Fors keeps 0 until its cache also serves.
     assert!(!c.dir_cache && c.publish_server_descriptor);
     assert_eq!(c.safe_logging, SafeLogging::All);
     assert_eq!(c.log_time_granularity, Duration::from_secs(1));
@@ -232,7 +232,6 @@ fn bad_values_name_file_line_and_option() {
         ("MyFamily somenickname", "torrc:3: bad value \"somenickname\" for MyFamily"),
         ("FamilyId notbase64!!", "for FamilyId"),
         ("DirCache maybe", "for DirCache"),
-        ("DirCache 1", "torrc:3: bad value \"1\" for DirCache: Fors has no directory cache yet; only 0 is accepted"),
         ("DirPort 9030", "torrc:3: DirPort: Fors has no directory cache yet"),
         ("ORPort 9001", "torrc:3: ORPort: the same address and port as the ORPort at torrc:1"),
         ("LogTimeGranularity 300 msec", "for LogTimeGranularity: must be positive and divide"),
@@ -805,4 +804,12 @@ fn orports_must_be_advertised_with_ipv4() {
         "{e}"
     );
     parse("ORPort [::1]:9001\nORPort 9002\nContactInfo x\n").unwrap();
+}
+
+#[test]
+fn dir_cache_1_turns_the_mirror_on() {
+    let (c, w) = parse("ORPort 9001\nDirCache 1\n").unwrap();
+    assert!(c.dir_cache, "{w:?}");
+    let (c, _) = parse("ORPort 9001\nDirCache 0\n").unwrap();
+    assert!(!c.dir_cache);
 }

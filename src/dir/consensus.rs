@@ -151,6 +151,9 @@ pub struct RouterStatus {
     pub unmeasured: bool,
     /// `m` line (microdesc flavour): SHA-256 of the microdescriptor.
     pub microdesc_digest: Option<[u8; 32]>,
+    /// The `r` line's descriptor digest (ns flavour only): SHA-1 of the signed part of the
+    /// relay's server descriptor (dir-spec §3.4.1 "r" line, "Digest").
+    pub descriptor_digest: Option<[u8; 20]>,
 }
 
 impl RouterStatus {
@@ -244,6 +247,10 @@ pub struct Consensus {
     pub signatures: Vec<DirectorySignature>,
     digest_sha1: [u8; 20],
     digest_sha256: [u8; 32],
+    /// SHA3-256 of the same signed part: the "digest-as-signed" that names this consensus in
+    /// `X-Or-Diff-From-Consensus` and diffs (prop 140; C
+    /// `router_get_networkstatus_v3_sha3_as_signed`).
+    digest_sha3: [u8; 32],
     by_id: HashMap<RsaIdentity, usize>,
     by_addr_port: HashSet<(IpAddr, u16)>,
     by_addr: HashSet<IpAddr>,
@@ -268,6 +275,15 @@ fn parse_r(item: &Item<'_>, microdesc: bool) -> Result<RouterStatus, E> {
     let id: [u8; 20] = decode_base64_any(a[1])
         .and_then(|v| v.try_into().ok())
         .ok_or_else(bad)?;
+    let descriptor_digest = if microdesc {
+        None
+    } else {
+        Some(
+            decode_base64_any(a[2])
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(bad)?,
+        )
+    };
     let published_secs =
         isotime::parse_secs(&format!("{} {}", a[2 + off], a[3 + off])).ok_or_else(bad)?;
     Ok(RouterStatus {
@@ -284,6 +300,7 @@ fn parse_r(item: &Item<'_>, microdesc: bool) -> Result<RouterStatus, E> {
         bandwidth: None,
         unmeasured: false,
         microdesc_digest: None,
+        descriptor_digest,
     })
 }
 
@@ -452,6 +469,7 @@ impl Consensus {
             signatures,
             digest_sha1: Sha1::digest(signed).into(),
             digest_sha256: Sha256::digest(signed).into(),
+            digest_sha3: sha3::Sha3_256::digest(signed).into(),
             by_id,
             by_addr_port,
             by_addr,
@@ -505,6 +523,13 @@ impl Consensus {
         }
         let missing = known.into_iter().filter(|k| !good.contains(k)).collect();
         Ok(SignatureSummary { good, missing })
+    }
+
+    /// SHA3-256 of the signed part (from `network-status-version` through the space after
+    /// the first `directory-signature`): the digest-as-signed that consensus diffs and
+    /// `X-Or-Diff-From-Consensus` name (prop 140 §"digest-as-signed").
+    pub fn sha3_as_signed(&self) -> [u8; 32] {
+        self.digest_sha3
     }
 
     /// valid-after ≤ now ≤ valid-until.

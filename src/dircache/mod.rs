@@ -4,6 +4,10 @@
 //! - [`store`]: the documents kept, keyed as dir-spec's URLs look them up. Sans-IO: the
 //!   mirror inserts verified documents, the directory server reads them.
 //! - [`hsdir`]: the HSDir v3 onion-service descriptor cache (`HSDir=2`).
+//! - [`mirror`]: what to fetch from the authorities and when, and filing the answers.
+//! - [`verify`]: the checks a fetched document passes before it is stored.
+//! - [`disk`]: the store's copy under `DataDirectory/dircache/` (atomic writes), loaded at
+//!   start-up through the same checks.
 //!
 //! The store is shared between the mirror (the directory worker thread, a rare writer) and the
 //! directory server thread (readers) as a [`SharedStore`]; neither is on the per-cell path, so a
@@ -14,7 +18,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
 
+pub mod disk;
 pub mod hsdir;
+pub mod mirror;
 pub mod store;
+pub mod verify;
 
-pub use store::{ConsensusDoc, ConsensusFlavor, DirStore, Document, SharedStore};
+pub use store::{
+    ConsensusDoc, ConsensusFlavor, DirStore, DocKind, Document, KindStats, SharedStore,
+    StoreLimits, StoreStats,
+};

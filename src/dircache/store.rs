@@ -54,9 +54,107 @@ pub struct ConsensusDoc {
     /// naming authorities (`/consensus/F1+F2`) is served only if enough of them signed
     /// (dir-spec §4.4, "more than half").
     pub signers: Vec<RsaIdentity>,
-    /// SHA3-256 of the signed part (dir-spec "consensus diffs": the digest named by
-    /// `X-Or-Diff-From-Consensus`).
+    /// SHA3-256 of the signed part, from `network-status-version` through the space after
+    /// the first `directory-signature` (the "digest-as-signed" of prop 140 and dir-spec
+    /// "consensus diffs", C `router_get_networkstatus_v3_sha3_as_signed`), not of the whole
+    /// text: signatures can be re-encoded, so a client names its consensus by this digest in
+    /// `X-Or-Diff-From-Consensus`.
     pub sha3_digest: [u8; 32],
+}
+
+/// The kinds of document the mirror fetches, for counters and bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DocKind {
+    Consensus,
+    Cert,
+    Microdesc,
+    ServerDescriptor,
+}
+
+impl DocKind {
+    pub const ALL: [DocKind; 4] = [
+        DocKind::Consensus,
+        DocKind::Cert,
+        DocKind::Microdesc,
+        DocKind::ServerDescriptor,
+    ];
+
+    /// The label in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            DocKind::Consensus => "consensus",
+            DocKind::Cert => "cert",
+            DocKind::Microdesc => "microdesc",
+            DocKind::ServerDescriptor => "server_descriptor",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How much the store may hold per kind; an insert past a bound is refused and counted
+/// (the mirror evicts what the consensus no longer lists first, see [`DirStore::evict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    pub max_microdescs: usize,
+    pub max_microdesc_bytes: usize,
+    pub max_server_descriptors: usize,
+    pub max_server_descriptor_bytes: usize,
+    pub max_certs: usize,
+    pub max_cert_bytes: usize,
+}
+
+impl Default for StoreLimits {
+    /// About 4x today's network (≈9 000 relays; microdescs ≈ 500 B, descriptors ≈ 2.5 kB;
+    /// about 10 authorities with at most a few certificates each).
+    fn default() -> Self {
+        StoreLimits {
+            max_microdescs: 40_000,
+            max_microdesc_bytes: 64 << 20,
+            max_server_descriptors: 40_000,
+            max_server_descriptor_bytes: 160 << 20,
+            max_certs: 64,
+            max_cert_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Counts per kind (documents kept, their bytes, fetches, refusals), read by the metrics
+/// code through [`DirStore::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindStats {
+    pub documents: u64,
+    pub bytes: u64,
+    pub fetches_ok: u64,
+    pub fetches_failed: u64,
+    /// Documents that did not verify (bad signature, unlisted digest, malformed).
+    pub rejected: u64,
+    /// Verified documents refused because the kind's bound was reached.
+    pub over_limit: u64,
+    /// Documents dropped because the consensus no longer lists them (or expired).
+    pub evicted: u64,
+}
+
+/// A snapshot of the store's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub consensus: KindStats,
+    pub cert: KindStats,
+    pub microdesc: KindStats,
+    pub server_descriptor: KindStats,
+}
+
+impl StoreStats {
+    pub fn get(&self, kind: DocKind) -> &KindStats {
+        match kind {
+            DocKind::Consensus => &self.consensus,
+            DocKind::Cert => &self.cert,
+            DocKind::Microdesc => &self.microdesc,
+            DocKind::ServerDescriptor => &self.server_descriptor,
+        }
+    }
 }
 
 /// Everything the cache serves.
@@ -73,11 +171,72 @@ pub struct DirStore {
     server_by_id: HashMap<RsaIdentity, [u8; 20]>,
     /// Authority key certificates by (identity, signing-key digest).
     certs: HashMap<(RsaIdentity, [u8; 20]), Document>,
+    limits: StoreLimits,
+    /// Fetch and refusal counters per [`DocKind`] (documents and bytes are computed).
+    counters: [KindStats; 4],
+    microdesc_bytes: usize,
+    server_bytes: usize,
+    cert_bytes: usize,
 }
 
 impl DirStore {
     pub fn new() -> DirStore {
         DirStore::default()
+    }
+
+    pub fn with_limits(limits: StoreLimits) -> DirStore {
+        DirStore {
+            limits,
+            ..DirStore::default()
+        }
+    }
+
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
+    }
+
+    /// Counts a finished fetch of `kind`.
+    pub fn record_fetch(&mut self, kind: DocKind, ok: bool) {
+        let c = &mut self.counters[kind.index()];
+        if ok {
+            c.fetches_ok += 1;
+        } else {
+            c.fetches_failed += 1;
+        }
+    }
+
+    /// Counts `n` fetched documents of `kind` that did not verify.
+    pub fn record_rejected(&mut self, kind: DocKind, n: usize) {
+        self.counters[kind.index()].rejected += n as u64;
+    }
+
+    /// Documents and bytes kept, and the fetch counters, per kind.
+    pub fn stats(&self) -> StoreStats {
+        let with = |kind: DocKind, documents: usize, bytes: usize| KindStats {
+            documents: documents as u64,
+            bytes: bytes as u64,
+            ..self.counters[kind.index()]
+        };
+        let cons_bytes: usize = self.consensus.values().map(|c| c.body.len()).sum();
+        StoreStats {
+            consensus: with(DocKind::Consensus, self.consensus.len(), cons_bytes),
+            cert: with(DocKind::Cert, self.certs.len(), self.cert_bytes),
+            microdesc: with(
+                DocKind::Microdesc,
+                self.microdescs.len(),
+                self.microdesc_bytes,
+            ),
+            server_descriptor: with(
+                DocKind::ServerDescriptor,
+                self.server_by_digest.len(),
+                self.server_bytes,
+            ),
+        }
+    }
+
+    /// Whether one more document of `len` bytes fits beside `count` documents of `bytes`.
+    fn fits(count: usize, bytes: usize, len: usize, max_count: usize, max_bytes: usize) -> bool {
+        count < max_count && bytes.saturating_add(len) <= max_bytes
     }
 
     /// Replaces the current consensus of its flavour. Diffs to the old one are dropped; the
@@ -93,11 +252,51 @@ impl DirStore {
         self.diffs.insert((flavor, from), diff);
     }
 
-    pub fn insert_microdesc(&mut self, sha256: [u8; 32], doc: Document) {
+    /// Keeps a verified microdescriptor (a known one gets the newer `published`, C's
+    /// `last-listed`). False if the bound refused it (counted).
+    pub fn insert_microdesc(&mut self, sha256: [u8; 32], doc: Document) -> bool {
+        if let Some(old) = self.microdescs.get_mut(&sha256) {
+            old.published = old.published.max(doc.published);
+            return true;
+        }
+        let l = self.limits;
+        if !Self::fits(
+            self.microdescs.len(),
+            self.microdesc_bytes,
+            doc.body.len(),
+            l.max_microdescs,
+            l.max_microdesc_bytes,
+        ) {
+            self.counters[DocKind::Microdesc.index()].over_limit += 1;
+            return false;
+        }
+        self.microdesc_bytes += doc.body.len();
         self.microdescs.insert(sha256, doc);
+        true
     }
 
-    pub fn insert_server_descriptor(&mut self, id: RsaIdentity, sha1: [u8; 20], doc: Document) {
+    /// Keeps a verified server descriptor. False if the bound refused it (counted).
+    pub fn insert_server_descriptor(
+        &mut self,
+        id: RsaIdentity,
+        sha1: [u8; 20],
+        doc: Document,
+    ) -> bool {
+        if self.server_by_digest.contains_key(&sha1) {
+            return true;
+        }
+        let l = self.limits;
+        if !Self::fits(
+            self.server_by_digest.len(),
+            self.server_bytes,
+            doc.body.len(),
+            l.max_server_descriptors,
+            l.max_server_descriptor_bytes,
+        ) {
+            self.counters[DocKind::ServerDescriptor.index()].over_limit += 1;
+            return false;
+        }
+        self.server_bytes += doc.body.len();
         let newer = match self
             .server_by_id
             .get(&id)
@@ -110,10 +309,112 @@ impl DirStore {
         if newer {
             self.server_by_id.insert(id, sha1);
         }
+        true
     }
 
-    pub fn insert_cert(&mut self, id: RsaIdentity, signing_key_digest: [u8; 20], doc: Document) {
-        self.certs.insert((id, signing_key_digest), doc);
+    /// Keeps a verified authority certificate. False if the bound refused it (counted).
+    pub fn insert_cert(
+        &mut self,
+        id: RsaIdentity,
+        signing_key_digest: [u8; 20],
+        doc: Document,
+    ) -> bool {
+        let key = (id, signing_key_digest);
+        if let Some(old) = self.certs.get(&key) {
+            if old.body.len() == doc.body.len() {
+                return true;
+            }
+        }
+        let l = self.limits;
+        let old_len = self.certs.get(&key).map_or(0, |d| d.body.len());
+        let count = self.certs.len() - usize::from(old_len > 0);
+        if !Self::fits(
+            count,
+            self.cert_bytes - old_len,
+            doc.body.len(),
+            l.max_certs,
+            l.max_cert_bytes,
+        ) {
+            self.counters[DocKind::Cert.index()].over_limit += 1;
+            return false;
+        }
+        self.cert_bytes = self.cert_bytes - old_len + doc.body.len();
+        self.certs.insert(key, doc);
+        true
+    }
+
+    /// Drops what the caches no longer need (C `microdesc_cache_clean`,
+    /// `routerlist_remove_old_routers`, `authority_certs_remove_expired`):
+    /// - microdescriptors not listed (`published` is their last-listed time) since
+    ///   `microdesc_cutoff`;
+    /// - server descriptors not in `listed_descriptors` and published before
+    ///   `descriptor_cutoff`;
+    /// - certificates for which `cert_expired` says so.
+    ///
+    /// Returns how many documents were dropped.
+    pub fn evict(
+        &mut self,
+        microdesc_cutoff: u64,
+        listed_descriptors: &std::collections::HashSet<[u8; 20]>,
+        descriptor_cutoff: u64,
+        cert_expired: impl Fn(&RsaIdentity, &[u8; 20]) -> bool,
+    ) -> usize {
+        let (mut n_md, mut freed_md) = (0u64, 0usize);
+        self.microdescs.retain(|_, d| {
+            let keep = d.published >= microdesc_cutoff;
+            if !keep {
+                n_md += 1;
+                freed_md += d.body.len();
+            }
+            keep
+        });
+        self.microdesc_bytes -= freed_md;
+        let (mut n_sd, mut freed_sd) = (0u64, 0usize);
+        self.server_by_digest.retain(|digest, d| {
+            let keep = listed_descriptors.contains(digest) || d.published >= descriptor_cutoff;
+            if !keep {
+                n_sd += 1;
+                freed_sd += d.body.len();
+            }
+            keep
+        });
+        self.server_bytes -= freed_sd;
+        let by_digest = &self.server_by_digest;
+        self.server_by_id.retain(|_, d| by_digest.contains_key(d));
+        let (mut n_cert, mut freed_cert) = (0u64, 0usize);
+        self.certs.retain(|(id, sk), d| {
+            let keep = !cert_expired(id, sk);
+            if !keep {
+                n_cert += 1;
+                freed_cert += d.body.len();
+            }
+            keep
+        });
+        self.cert_bytes -= freed_cert;
+        self.counters[DocKind::Microdesc.index()].evicted += n_md;
+        self.counters[DocKind::ServerDescriptor.index()].evicted += n_sd;
+        self.counters[DocKind::Cert.index()].evicted += n_cert;
+        (n_md + n_sd + n_cert) as usize
+    }
+
+    /// Every microdescriptor kept, with its SHA-256.
+    pub fn microdescs(&self) -> impl Iterator<Item = (&[u8; 32], &Document)> {
+        self.microdescs.iter()
+    }
+
+    /// Every server descriptor kept (not only the newest per relay), by digest.
+    pub fn server_descriptors_by_digest(&self) -> impl Iterator<Item = (&[u8; 20], &Document)> {
+        self.server_by_digest.iter()
+    }
+
+    /// Marks the microdescriptors in `listed` as listed at `when` (their `published`, C's
+    /// `last_listed`), so eviction keeps them.
+    pub fn touch_microdescs<'a>(&mut self, listed: impl Iterator<Item = &'a [u8; 32]>, when: u64) {
+        for d in listed {
+            if let Some(m) = self.microdescs.get_mut(d) {
+                m.published = m.published.max(when);
+            }
+        }
     }
 
     pub fn consensus(&self, flavor: ConsensusFlavor) -> Option<&ConsensusDoc> {

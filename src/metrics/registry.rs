@@ -58,6 +58,8 @@ pub struct MetricsRegistry {
     pub dos: Arc<DosCounters>,
     /// The bandwidth buckets the shards draw from, if the relay set them up.
     bandwidth: Option<Arc<SharedBudget>>,
+    /// The directory cache's store, with `DirCache 1` (its counters are exported).
+    dircache: std::sync::OnceLock<crate::dircache::SharedStore>,
 }
 
 struct Family<'a> {
@@ -142,7 +144,13 @@ impl MetricsRegistry {
             relay: RelayGauges::default(),
             dos: Arc::new(DosCounters::default()),
             bandwidth: None,
+            dircache: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Exports the directory cache's counters (set once, when the mirror starts).
+    pub fn set_dircache(&self, store: crate::dircache::SharedStore) {
+        let _ = self.dircache.set(store);
     }
 
     /// Exports the bandwidth buckets' state too.
@@ -417,6 +425,10 @@ impl MetricsRegistry {
         if let Some(b) = &self.bandwidth {
             render_bandwidth(&mut f, b, &self.shards);
         }
+        if let Some(store) = self.dircache.get() {
+            let stats = store.read().unwrap_or_else(|p| p.into_inner()).stats();
+            render_dircache(&mut f, &stats);
+        }
 
         let per_shard: Vec<[u64; super::shard::SHARD_METRIC_COUNT]> =
             self.shards.iter().map(|s| s.values()).collect();
@@ -490,6 +502,70 @@ fn render_bandwidth(f: &mut Family<'_>, b: &SharedBudget, shards: &[Arc<ShardSta
         let total: u64 = shards.iter().map(|s| idx.map_or(0, |i| s.get(i))).sum();
         let labels = format!("bucket=\"{bucket}\",direction=\"{dir}\"");
         f.value(name, &labels, total);
+    }
+}
+
+/// The directory cache's store and mirror, per document kind (`dircache::StoreStats`).
+fn render_dircache(f: &mut Family<'_>, s: &crate::dircache::StoreStats) {
+    use crate::dircache::{DocKind, KindStats};
+    type Pick = fn(&KindStats) -> u64;
+    let families: [(&str, MetricKind, &str, Pick); 6] = [
+        (
+            "fors_dircache_documents",
+            MetricKind::Gauge,
+            "Verified documents the directory cache keeps.",
+            |k| k.documents,
+        ),
+        (
+            "fors_dircache_bytes",
+            MetricKind::Gauge,
+            "Bytes of the documents the directory cache keeps.",
+            |k| k.bytes,
+        ),
+        (
+            "fors_dircache_fetch_failures_total",
+            MetricKind::Counter,
+            "Directory cache fetches that got no usable answer.",
+            |k| k.fetches_failed,
+        ),
+        (
+            "fors_dircache_rejected_total",
+            MetricKind::Counter,
+            "Fetched documents that did not verify (signature, digest, format) and were dropped.",
+            |k| k.rejected,
+        ),
+        (
+            "fors_dircache_over_limit_total",
+            MetricKind::Counter,
+            "Verified documents refused because the cache's bound for their kind was reached.",
+            |k| k.over_limit,
+        ),
+        (
+            "fors_dircache_evicted_total",
+            MetricKind::Counter,
+            "Documents dropped because no consensus lists them any more, or expired.",
+            |k| k.evicted,
+        ),
+    ];
+    f.header(
+        "fors_dircache_fetches_total",
+        MetricKind::Counter,
+        "Directory cache fetches that got an answer.",
+    );
+    for kind in DocKind::ALL {
+        let labels = format!("kind=\"{}\"", kind.name());
+        f.value(
+            "fors_dircache_fetches_total",
+            &labels,
+            s.get(kind).fetches_ok,
+        );
+    }
+    for (name, mk, help, pick) in families {
+        f.header(name, mk, help);
+        for kind in DocKind::ALL {
+            let labels = format!("kind=\"{}\"", kind.name());
+            f.value(name, &labels, pick(s.get(kind)));
+        }
     }
 }
 
@@ -617,6 +693,27 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn renders_the_directory_cache_counters_once_set() {
+        let reg = MetricsRegistry::new(1, Instant::now());
+        assert!(!reg.render(Instant::now()).contains("fors_dircache_"));
+        let store = crate::dircache::SharedStore::default();
+        store
+            .write()
+            .unwrap()
+            .record_fetch(crate::dircache::DocKind::Microdesc, false);
+        reg.set_dircache(store);
+        let text = reg.render(Instant::now());
+        for line in [
+            "fors_dircache_fetch_failures_total{kind=\"microdesc\"} 1",
+            "fors_dircache_fetches_total{kind=\"consensus\"} 0",
+            "fors_dircache_documents{kind=\"server_descriptor\"} 0",
+            "# TYPE fors_dircache_bytes gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
     }
 
     #[test]

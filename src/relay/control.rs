@@ -14,6 +14,9 @@
 //!   says so, fetch and verify the consensus, report our listing, and hand consensus
 //!   parameters and the relay list to the shards. The network exchanges run on the
 //!   `fors-dir` worker thread, so this loop never blocks on an authority.
+//! - directory cache ([`DirCacheDriver`], with `DirCache 1`): the mirror
+//!   (`dircache::mirror`) says what to fetch, the `fors-dircache` worker fetches it, and what
+//!   verified is filed in the shared store and saved under `DataDirectory/dircache/`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -84,6 +87,140 @@ pub struct ControlPlane {
     accounting_info: AccountingInfo,
     /// The DataDirectory in force (a changed one needs a restart), for the state file.
     data_directory: std::path::PathBuf,
+    /// The directory cache's mirror, with `DirCache 1`.
+    dircache: Option<DirCacheDriver>,
+}
+
+/// Drives the directory cache's mirror from the control-plane loop: hands the mirror's
+/// requests to the `fors-dircache` worker, its answers back to the mirror, and saves what
+/// changed to disk once the round of fetches of that kind is over.
+pub struct DirCacheDriver {
+    mirror: crate::dircache::mirror::Mirror,
+    worker: super::dirworker::MirrorWorker,
+    dir: std::path::PathBuf,
+    rng: rand::rngs::StdRng,
+    /// Kinds changed and not saved yet.
+    unsaved: std::collections::HashSet<crate::dircache::DocKind>,
+}
+
+impl DirCacheDriver {
+    /// With `DirCache 1` and authorities to fetch from: starts the worker and loads the
+    /// cache kept on disk (verified again; what fails is dropped and fetched anew).
+    pub fn for_config(
+        config: &Config,
+        store: crate::dircache::SharedStore,
+    ) -> std::io::Result<Option<DirCacheDriver>> {
+        use rand::SeedableRng;
+        if !config.dir_cache {
+            return Ok(None);
+        }
+        let (endpoints, trusted) = super::dirworker::endpoints(&config.dir_authorities);
+        if endpoints.is_empty() || trusted.is_empty() {
+            log_warn!(
+                "DirCache 1, but no DirAuthority line has both a DirPort and a v3ident: \
+                 the directory cache has nothing to mirror."
+            );
+            return Ok(None);
+        }
+        let limits = crate::dir::client::ClientLimits {
+            connect_timeout: Duration::from_secs(10),
+            total_timeout: config.network_timings.dir_connection_max_stall,
+            outbound: config.outbound_bind(),
+            ..Default::default()
+        };
+        let worker = super::dirworker::MirrorWorker::spawn(endpoints, limits)?;
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        let mut mirror = crate::dircache::mirror::Mirror::new(store, trusted);
+        let dir = crate::dircache::disk::cache_dir(&config.data_directory);
+        let r = crate::dircache::disk::load(&dir, &mut mirror, SystemTime::now(), &mut rng);
+        for p in &r.problems {
+            log_warn!("Directory cache on disk: {p}");
+        }
+        log_notice!(
+            "Directory cache: loaded {} consensuses, {} certificates, {} microdescriptors and \
+             {} server descriptors from {}; dropped {} documents that failed verification and \
+             {} that the consensus does not list.",
+            r.consensuses,
+            r.certs,
+            r.microdescs,
+            r.server_descriptors,
+            dir.display(),
+            r.rejected,
+            r.unlisted
+        );
+        Ok(Some(DirCacheDriver {
+            mirror,
+            worker,
+            dir,
+            rng,
+            unsaved: Default::default(),
+        }))
+    }
+
+    /// Runs what is due; returns when to come back.
+    pub fn run_due(&mut self, now: Instant, wall: SystemTime) -> Instant {
+        while let Some(a) = self.worker.poll() {
+            let what = a.request.kind().name();
+            let n = a.request.path().len();
+            let h = self.mirror.handle(a.request, a.answer, wall, &mut self.rng);
+            if let Some(e) = &h.error {
+                log_info!("Directory cache: {what} fetch ({n}-byte URL) failed: {e}");
+            }
+            if h.rejected > 0 {
+                log_warn!(
+                    "Directory cache: {} fetched {what} document(s) did not verify and were \
+                     dropped.",
+                    h.rejected
+                );
+            }
+        }
+        for req in self.mirror.poll(wall) {
+            if !self.worker.submit(req.clone()) {
+                // The worker is gone: report it as a failed fetch so it is retried later.
+                self.mirror.handle(
+                    req,
+                    Err("directory cache worker stopped".into()),
+                    wall,
+                    &mut self.rng,
+                );
+            }
+        }
+        self.unsaved.extend(self.mirror.take_dirty());
+        let ready: std::collections::HashSet<_> = self
+            .unsaved
+            .iter()
+            .copied()
+            .filter(|k| !self.mirror.fetching(*k))
+            .collect();
+        if !ready.is_empty() {
+            let job = {
+                let store = self
+                    .mirror
+                    .store()
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner());
+                crate::dircache::disk::collect(&store, &ready)
+            };
+            match crate::dircache::disk::write_files(&self.dir, job) {
+                Ok(()) => self.unsaved.retain(|k| !ready.contains(k)),
+                Err(e) => log_warn!("Could not save the directory cache: {e}"),
+            }
+        }
+        let wall_secs = unix_secs(wall);
+        match self.mirror.next_due() {
+            Some(t) => now + Duration::from_secs(t.saturating_sub(wall_secs)),
+            None => now + MAX_SLEEP,
+        }
+    }
+
+    /// The store's counters (documents, bytes, fetches per kind).
+    pub fn stats(&self) -> crate::dircache::StoreStats {
+        self.mirror
+            .store()
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .stats()
+    }
 }
 
 /// The ntor key map the shards answer CREATE2 with, from the relay's keys.
@@ -172,7 +309,19 @@ impl ControlPlane {
             accounting_info: AccountingInfo::default(),
             data_directory: config.data_directory.clone(),
             config,
+            dircache: None,
         }
+    }
+
+    /// Turns the directory cache's mirror on (`DirCache 1`).
+    pub fn set_dircache(&mut self, driver: DirCacheDriver) {
+        self.metrics.set_dircache(driver.mirror.store().clone());
+        self.dircache = Some(driver);
+    }
+
+    /// The directory cache's counters, when it runs.
+    pub fn dircache_stats(&self) -> Option<crate::dircache::StoreStats> {
+        self.dircache.as_ref().map(DirCacheDriver::stats)
     }
 
     /// Hands over accounting (started before the shards, so that their first snapshot
@@ -277,10 +426,13 @@ impl ControlPlane {
             self.network.publish(u.apply(&old));
         }
         self.apply_discovered_address(wall);
-        let next = self
+        let mut next = self
             .next_bandwidth_sample
             .min(self.next_key_check)
             .min(self.directory.next_due(now));
+        if let Some(d) = &mut self.dircache {
+            next = next.min(d.run_due(now, wall));
+        }
         next.saturating_duration_since(now).min(MAX_SLEEP)
     }
 

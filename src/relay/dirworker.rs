@@ -323,3 +323,78 @@ impl Worker {
         ))
     }
 }
+
+/// The directory cache's fetches (`fors-dircache` thread): the mirror's requests
+/// ([`crate::dircache::mirror::FetchRequest`]) as plain GETs to the authorities' DirPorts,
+/// in turn. A thread apart from [`DirWorker`], so that fetching thousands of descriptors
+/// never delays our own descriptor upload or reachability test.
+pub struct MirrorWorker {
+    jobs: Sender<crate::dircache::mirror::FetchRequest>,
+    results: Receiver<MirrorAnswer>,
+}
+
+/// One finished fetch: the request, and the body or why it failed.
+pub struct MirrorAnswer {
+    pub request: crate::dircache::mirror::FetchRequest,
+    pub answer: Result<Vec<u8>, String>,
+}
+
+impl MirrorWorker {
+    pub fn spawn(authorities: Vec<DirEndpoint>, limits: ClientLimits) -> std::io::Result<Self> {
+        let (jobs, job_rx) = mpsc::channel::<crate::dircache::mirror::FetchRequest>();
+        let (result_tx, results) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("fors-dircache".into())
+            .spawn(move || {
+                let mut next = 0usize;
+                while let Ok(request) = job_rx.recv() {
+                    let answer = if authorities.is_empty() {
+                        Err("no authority has a DirPort".into())
+                    } else {
+                        let a = &authorities[next % authorities.len()];
+                        next = next.wrapping_add(1);
+                        fetch_bytes(a.dir_addr, &request.path(), &limits)
+                            .map_err(|e| format!("{}: {e}", a.nickname))
+                    };
+                    if result_tx.send(MirrorAnswer { request, answer }).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(MirrorWorker { jobs, results })
+    }
+
+    /// Queues a fetch; false if the worker is gone.
+    pub fn submit(&self, request: crate::dircache::mirror::FetchRequest) -> bool {
+        self.jobs.send(request).is_ok()
+    }
+
+    /// A finished fetch, if any.
+    pub fn poll(&self) -> Option<MirrorAnswer> {
+        self.results.try_recv().ok()
+    }
+}
+
+/// GETs `path` and returns the uncompressed body; a non-200 answer is an error (C caches
+/// treat a 404 for a batch as "none of these", and retry them later).
+fn fetch_bytes(
+    addr: SocketAddr,
+    path: &str,
+    limits: &ClientLimits,
+) -> Result<Vec<u8>, ClientError> {
+    let resp = client::exchange(
+        addr,
+        &crate::dir::http::get_request(path, &addr.to_string()),
+        limits,
+    )?;
+    if resp.status != 200 {
+        return Err(ClientError::Status {
+            addr,
+            status: resp.status,
+            reason: resp.reason,
+        });
+    }
+    resp.identity_body()
+        .map(<[u8]>::to_vec)
+        .map_err(|source| ClientError::Http { addr, source })
+}

@@ -641,6 +641,17 @@ impl Relay {
             Instant::now(),
         );
         plane.set_accounting(accounting, accounting_info);
+        let dir_store: crate::dircache::SharedStore = Default::default();
+        if let Some(d) =
+            control::DirCacheDriver::for_config(config, dir_store).map_err(|source| {
+                RelayError::Thread {
+                    what: "directory cache",
+                    source,
+                }
+            })?
+        {
+            plane.set_dircache(d);
+        }
         plane.announce();
         self.control = Some(
             ControlThread::spawn(plane).map_err(|source| RelayError::Thread {

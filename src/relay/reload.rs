@@ -89,7 +89,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         my_family => "MyFamily", NextDescriptor;
         family_ids => "FamilyId", NextDescriptor;
         family_key_directory => "FamilyKeyDirectory", NextDescriptor;
-        dir_cache => "DirCache", NextDescriptor;
+        dir_cache => "DirCache", Restart;
         logs => "Log", Now;
         safe_logging => "SafeLogging", Now;
         log_time_granularity => "LogTimeGranularity", Now;
