@@ -2169,6 +2169,8 @@ def cmd_demo(args, launcher):
         log("=== demo summary ===")
         log(f"setup (keys + start): {t_up:.1f}s; wait for consensus: {waited:.1f}s; "
             f"bootstrap total: {boot:.1f}s")
+        log("functional checks: each transfer is one stream through the C tor client, SHA-256 "
+            "checked" + ("; the speed comparison is the side-by-side below" if args.loadgen else ""))
         for r in results:
             log(f"{r['direction']:>4}: {r['bytes'] / 1e6:.1f} MB {r['mb_per_s']:.2f} MB/s "
                 f"checksum {'OK' if r['checksum_ok'] else 'BAD'} path {r['path']}")
