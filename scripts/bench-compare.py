@@ -42,6 +42,7 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(HERE, "bench"))
+import measure  # noqa: E402
 import relaystat  # noqa: E402
 import report  # noqa: E402
 
@@ -208,9 +209,8 @@ class Bench:
     def loadgen(self, name, path, extra, timeout_s, svg=False):
         """One fors-loadgen run pinned to core 0; returns (json or None, error text)."""
         a = self.args
-        cmd = ["taskset", "-c", OTHER_CORE, a.loadgen,
-               "--network", os.path.join(self.run_dir, "network.json"), "--path", ",".join(path),
-               "--threads", "1", "--json", "--timeout", f"{int(timeout_s)}s"] + extra
+        cmd = ["taskset", "-c", OTHER_CORE] + measure.loadgen_argv(
+            a.loadgen, os.path.join(self.run_dir, "network.json"), path, extra, timeout_s)
         if svg and a.svg:
             cmd += ["--svg", os.path.join(os.path.abspath(a.svg), name)]
         errlog = os.path.join(self.run_dir, "bench", f"{name}.stderr.log")
@@ -219,14 +219,7 @@ class Bench:
         with open(errlog, "w") as ef:
             rc, out = self.run_child(cmd, timeout_s + LOADGEN_GRACE_S, stderr=ef)
         self.save_log(f"bench/{name}.json", out)
-        obj = None
-        for line in reversed(out.splitlines()):
-            if line.startswith("{"):
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    pass
-                break
+        obj = measure.last_json(out)
         if obj is not None:
             return obj, None
         try:
@@ -309,13 +302,9 @@ class Bench:
             log(f"{self.labels[subject]}: {wl} (path {','.join(path_of(subject))}, threads on "
                 f"CPU {'/'.join(cpus)}, timeout {timeout_s:.0f}s)")
             try:
-                cpu0 = relaystat.cpu_seconds(pid)
-                w0 = time.monotonic()
-                lg, err = self.loadgen(f"{subject}-{wl}", path_of(subject), extra, timeout_s,
-                                       svg=True)
-                wall = time.monotonic() - w0
-                cpu1 = relaystat.cpu_seconds(pid)
-                rss = relaystat.peak_rss_kib(pid)
+                lg, err, cpu_s, wall, rss = measure.measured_run(
+                    pid, lambda: self.loadgen(f"{subject}-{wl}", path_of(subject), extra,
+                                              timeout_s, svg=True))
             except relaystat.ProcError as e:
                 lg, err = None, f"relay process exited during the run ({e}; " \
                                 f"{tail_file(self.relay_log(subject))})"
@@ -323,7 +312,7 @@ class Bench:
                 row = report.unusable_row(subject, wl, err,
                                           status="failed" if subject == CTOR else "not usable")
             else:
-                row = report.compute_row(subject, wl, lg, cpu1 - cpu0, rss, wall, rss0)
+                row = report.compute_row(subject, wl, lg, cpu_s, rss, wall, rss0)
                 row["rss_reset"] = rss_reset
                 row["thread_cpus"] = cpus
                 if subject != CTOR and row["status"] != "ok":

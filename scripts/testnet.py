@@ -1984,6 +1984,165 @@ def cmd_down(args):
 # demo: up -> wait -> traffic -> down
 # --------------------------------------------------------------------------
 
+# The side-by-side that ends the demo: the same verified load through a C tor exit and the
+# Fors exit of one network, with each relay's CPU cost (scripts/bench/measure.py, shared with
+# scripts/bench-compare.py).
+COMPARE_FIRST_HOP = "middle1"
+COMPARE_CTOR_EXIT = "exit1"
+COMPARE_FORS_EXIT = "forsexit1"
+COMPARE_RUN_TIMEOUT_S = 90  # per measured loadgen run
+COMPARE_WARMUP_TRIES = 6  # a fresh C tor exit refuses BEGIN for a few seconds
+
+
+def _bench_modules():
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench"))
+    import measure
+    return measure
+
+
+def compare_workload(args):
+    """fors-loadgen options for one measured run: `--compare-mb` split over circuits x
+    streams, half downloaded and half uploaded (each byte is verified by the loadgen)."""
+    streams = args.compare_circuits * args.compare_streams
+    per = max(1, int(args.compare_mb * 1e6 / 2 / streams / 1024))
+    return ["--circuits", str(args.compare_circuits), "--streams", str(args.compare_streams),
+            "--download", f"{per}K", "--upload", f"{per}K"]
+
+
+def combine_rows(rows):
+    """One exit's figures over its measured runs: total verified bytes, relay CPU seconds and
+    loadgen elapsed time, so MB/s and CPU-s per GB weigh every byte equally."""
+    nbytes = sum(r.get("bytes") or 0 for r in rows)
+    cpu = sum(r.get("relay_cpu_s") or 0.0 for r in rows)
+    elapsed = sum(r.get("elapsed_s") or 0.0 for r in rows)
+    return {"bytes": nbytes, "cpu_s": cpu, "elapsed_s": elapsed,
+            "mb_per_s": nbytes / 1e6 / elapsed if elapsed > 0 else None,
+            "cpu_s_per_gb": cpu / (nbytes / 1e9) if nbytes > 0 else None}
+
+
+def render_side_by_side(ctor, fors, ctor_label, fors_label):
+    """The demo's closing table and the line that says what it means.  `ctor` and `fors` are
+    combine_rows() results; raises TestnetError when a figure is missing (no silent table)."""
+    for name, c in ((ctor_label, ctor), (fors_label, fors)):
+        if not c["bytes"] or c["mb_per_s"] is None or c["cpu_s_per_gb"] is None:
+            raise TestnetError(f"side-by-side: no verified bytes through {name}")
+        if c["cpu_s"] <= 0:
+            raise TestnetError(f"side-by-side: {name} used no measurable CPU time "
+                               "(/proc/PID/stat did not move); cannot compute its cost")
+    w = max(len(ctor_label), len(fors_label), len("Fors / C tor"))
+    speed = fors["mb_per_s"] / ctor["mb_per_s"]
+    cost = fors["cpu_s_per_gb"] / ctor["cpu_s_per_gb"]
+    lines = [f"{'exit':<{w}}  {'MB/s':>7}  {'MB verified':>11}  {'relay CPU-s':>11}  "
+             f"{'CPU-s per GB':>12}"]
+    for label, c in ((ctor_label, ctor), (fors_label, fors)):
+        lines.append(f"{label:<{w}}  {c['mb_per_s']:7.1f}  {c['bytes'] / 1e6:11.1f}  "
+                     f"{c['cpu_s']:11.2f}  {c['cpu_s_per_gb']:12.2f}")
+    lines.append(f"{'Fors / C tor':<{w}}  {speed:6.2f}x  {'':>11}  {'':>11}  {cost:11.2f}x")
+    if cost < 1:
+        what = f"Fors spent {cost:.2f}x the CPU time C tor spent per GB carried"
+    else:
+        what = f"Fors spent {cost:.2f}x the CPU time C tor spent per GB carried (no gain here)"
+    lines.append(f"{what}: CPU per GB sets how much traffic a relay's cores can carry, while "
+                 "MB/s here is capped by the test machine, which runs every relay, client and "
+                 "the load generator at once; figures vary by machine (this one: "
+                 f"{os.cpu_count()} CPUs, shared).")
+    return lines
+
+
+def side_by_side(args, net):
+    """Measured loadgen runs through COMPARE_FIRST_HOP -> exit for the C tor exit and the Fors
+    exit, in ABBA order over --compare-rounds rounds so drift on the shared machine cancels.
+    Returns the table lines; raises TestnetError on any failed run."""
+    measure = _bench_modules()
+    if not 1 <= args.compare_mb <= 2000:
+        raise TestnetError(f"--compare-mb {args.compare_mb}: expected 1..2000")
+    if not os.access(args.loadgen, os.X_OK):
+        raise TestnetError(f"--loadgen {args.loadgen} is not executable "
+                           "(cargo build --release -p fors-bench)")
+    exits = {}
+    for nick in (COMPARE_FIRST_HOP, COMPARE_CTOR_EXIT, COMPARE_FORS_EXIT):
+        node = find_relay(net, nick)
+        if nick == COMPARE_FORS_EXIT and node.get("kind") != "fors":
+            raise TestnetError(f"side-by-side needs a Fors exit slot ({nick}): give --fors exit "
+                               "and --fors-bin")
+        exits[nick] = node
+    netjson = os.path.join(net["run_dir"], "network.json")
+    outdir = os.path.join(net["run_dir"], "side-by-side")
+    os.makedirs(outdir, exist_ok=True)
+    seed = args.compare_seed if args.compare_seed is not None else random.randrange(1 << 32)
+
+    def run(name, exit_nick, extra, timeout_s):
+        argv = measure.loadgen_argv(args.loadgen, netjson, [COMPARE_FIRST_HOP, exit_nick],
+                                    extra + ["--seed", str(seed)], timeout_s)
+        with open(os.path.join(outdir, f"{name}.cmd"), "w") as f:
+            f.write(" ".join(argv) + "\n")
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 20,
+                               stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return None, f"fors-loadgen did not finish within {timeout_s + 20}s"
+        with open(os.path.join(outdir, f"{name}.json"), "w") as f:
+            f.write(p.stdout)
+        with open(os.path.join(outdir, f"{name}.stderr.log"), "w") as f:
+            f.write(p.stderr)
+        lg = measure.last_json(p.stdout)
+        if lg is None:
+            tail = " | ".join(p.stderr.strip().splitlines()[-2:]) or "no output"
+            return None, f"fors-loadgen exit {p.returncode}: {tail}"
+        return lg, None
+
+    for nick in (COMPARE_CTOR_EXIT, COMPARE_FORS_EXIT):
+        last = "no attempt"
+        for attempt in range(1, COMPARE_WARMUP_TRIES + 1):
+            lg, err = run(f"warmup-{nick}-{attempt}", nick,
+                          ["--circuits", "1", "--download", "256K", "--upload", "256K"], 20)
+            if lg is not None and lg.get("ok"):
+                break
+            last = err or f"loadgen not ok: {lg.get('errors')}"
+            time.sleep(3)
+        else:
+            raise TestnetError(f"side-by-side: warm-up through {nick} failed {COMPARE_WARMUP_TRIES} "
+                               f"times: {last} (see {outdir})")
+    extra = compare_workload(args)
+    log(f"side-by-side: {args.compare_rounds} round(s) per exit of {' '.join(extra)} over "
+        f"{COMPARE_FIRST_HOP} -> EXIT -> loadgen server, seed {seed}")
+    rows = {COMPARE_CTOR_EXIT: [], COMPARE_FORS_EXIT: []}
+    order = []
+    for i in range(args.compare_rounds):
+        pair = [COMPARE_CTOR_EXIT, COMPARE_FORS_EXIT]
+        order += pair if i % 2 == 0 else pair[::-1]
+    for i, nick in enumerate(order):
+        node = exits[nick]
+        if not node.get("pid") or not pid_is_ours(node["pid"], node["torrc"]):
+            raise TestnetError(f"side-by-side: {nick} is not running")
+        row = measure.measure_row(
+            nick, "exit-down+up", node["pid"],
+            lambda: run(f"run{i + 1}-{nick}", nick, extra, COMPARE_RUN_TIMEOUT_S))
+        if row["status"] != "ok":
+            raise TestnetError(f"side-by-side run through {nick} failed: {row['reason']} "
+                               f"(see {outdir})")
+        log(f"  {nick}: {row['bytes'] / 1e6:.1f} MB verified, {row['mb_per_s'] or 0:.1f} MB/s, "
+            f"relay {row['relay_cpu_s']:.2f} CPU-s")
+        rows[nick].append(row)
+    tor_v = ""
+    try:
+        tor_v = subprocess.run([net["tor"], "--version"], capture_output=True, text=True,
+                               timeout=20).stdout.split("\n")[0]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    m = re.search(r"Tor version (\S+?)\.?\s*$", tor_v) or re.search(r"Tor version (\S+)", tor_v)
+    ctor_label = f"C tor {m.group(1).rstrip('.')} ({COMPARE_CTOR_EXIT})" if m \
+        else f"C tor ({COMPARE_CTOR_EXIT})"
+    table = render_side_by_side(combine_rows(rows[COMPARE_CTOR_EXIT]),
+                                combine_rows(rows[COMPARE_FORS_EXIT]),
+                                ctor_label, f"Fors ({COMPARE_FORS_EXIT})")
+    head = (f"same load through each exit: {args.compare_circuits} circuits x "
+            f"{args.compare_streams} streams, {args.compare_mb:.0f} MB per run (half down, half "
+            f"up, every byte verified), {args.compare_rounds} run(s) per exit, path "
+            f"{COMPARE_FIRST_HOP} -> exit, seed {seed}")
+    return [head] + table
+
+
 def cmd_demo(args, launcher):
     t0 = time.monotonic()
     ok = False
@@ -2002,6 +2161,7 @@ def cmd_demo(args, launcher):
             args.exit = r["nick"] if r["role"] == "exit" else None
             args.middle = r["nick"] if r["role"] == "middle" else None
             results += cmd_traffic(args, net)
+        compare = side_by_side(args, net) if args.loadgen else None
         problems = leak_check(net)
         if problems:
             raise TestnetError("sockets outside loopback:\n  " + "\n  ".join(problems))
@@ -2009,10 +2169,19 @@ def cmd_demo(args, launcher):
         log("=== demo summary ===")
         log(f"setup (keys + start): {t_up:.1f}s; wait for consensus: {waited:.1f}s; "
             f"bootstrap total: {boot:.1f}s")
+        log("functional checks: each transfer is one stream through the C tor client, SHA-256 "
+            "checked" + ("; the speed comparison is the side-by-side below" if args.loadgen else ""))
         for r in results:
             log(f"{r['direction']:>4}: {r['bytes'] / 1e6:.1f} MB {r['mb_per_s']:.2f} MB/s "
                 f"checksum {'OK' if r['checksum_ok'] else 'BAD'} path {r['path']}")
         log("socket check: all sockets loopback-only")
+        if compare:
+            log("")
+            log("=== side by side: Fors exit vs C tor exit ===")
+            for line in compare:
+                log(line)
+        else:
+            log("side-by-side: not run (no --loadgen)")
         ok = True
     finally:
         if args.keep and ok:
@@ -2132,6 +2301,17 @@ def main(argv=None):
     add_traffic_args(p, pins=False)
     p.set_defaults(entry=None, middle=None, exit=None)
     p.add_argument("--keep", action="store_true", help="leave the network running on success")
+    p.add_argument("--loadgen", help="fors-loadgen binary: end with the Fors-vs-C-tor exit "
+                   "side-by-side (MB/s and relay CPU-s per GB)")
+    p.add_argument("--compare-mb", type=float, default=200.0,
+                   help="MB per side-by-side run, half down and half up (default 200)")
+    p.add_argument("--compare-circuits", type=int, default=4, choices=range(1, 17),
+                   metavar="1..16", help="circuits per side-by-side run (default 4)")
+    p.add_argument("--compare-streams", type=int, default=2, choices=range(1, 9),
+                   metavar="1..8", help="streams per circuit and direction (default 2)")
+    p.add_argument("--compare-rounds", type=int, default=2, choices=range(1, 5),
+                   metavar="1..4", help="measured runs per exit, ABBA order (default 2)")
+    p.add_argument("--compare-seed", type=int, help="loadgen pattern seed (default: random, printed)")
     args = ap.parse_args(argv)
     if hasattr(args, "dir"):
         args.dir = os.path.abspath(args.dir)
