@@ -6,7 +6,8 @@
 pub struct ShardMetrics {
     /// Connections accepted on this shard's listener.
     pub accepted: u64,
-    /// Accepted sockets closed at once because the connection table was full.
+    /// Accepted sockets closed at once because the connection table (or, with slot
+    /// classes, the inbound share with nothing left to evict) was full.
     pub accept_rejected_table_full: u64,
     /// Accept completions that failed (EMFILE, ...).
     pub accept_errors: u64,
