@@ -11,13 +11,14 @@
 //!    that count, and 90 s).
 //! 3. While they are held: two more downloads (each a new exit stream, so a new outbound
 //!    connection) keep at least 80 % of the unloaded MB/s, and a new client channel (TLS,
-//!    VERSIONS, NETINFO) still opens. Before slot classes the idle sockets filled the table
+//!    VERSIONS, NETINFO) and a new relay channel (CERTS, AUTHENTICATE) still open. Before slot classes the idle sockets filled the table
 //!    and the exit's connects failed (END RESOURCELIMIT): the SOCKS request is refused.
 //!
 //! Without `tor`, `tor-gencert` or python3: fails when `CI=true`, otherwise prints
 //! `SKIPPED: …` and returns. The network is stopped when the test ends, pass or fail.
 //! `FORS_SLOTS_BIN` runs another Fors binary (to check that an older build fails).
 
+mod channel_support;
 mod daemon_common;
 
 use std::io::{ErrorKind, Read, Write};
@@ -31,6 +32,8 @@ use daemon_common::{
     free_port, free_port_range_base, http_get, standalone_torrc, wait_for_file_line, Fors, TempDir,
     TestnetGuard,
 };
+use fors::crypto::ids::RsaIdentity;
+use fors::proto::channel::{Channel, ExpectedPeer};
 use fors_testkit::socks::Socks5;
 
 /// Connection slots of the Fors exit's one shard: the profile's channels + streams.
@@ -281,6 +284,8 @@ fn idle_connections_do_not_starve_exit_traffic() {
         loaded.push(r);
     }
     let link = RawLink::connect_tcp_and_handshake_from(or_addr);
+    let fors_rsa = RsaIdentity::from_hex(fors["fingerprint"].as_str().unwrap()).unwrap();
+    let relay_link = open_relay_channel(or_addr, fors_rsa, seed);
     let after = http_get(m_addr, "/metrics");
     drop(idle);
     for (name, text) in [("before", &before), ("under load", &after)] {
@@ -306,6 +311,7 @@ fn idle_connections_do_not_starve_exit_traffic() {
         best_loaded / best_unloaded * 100.0
     );
     link.expect("a new client channel while the idle connections were held");
+    relay_link.expect("a new relay channel while the idle connections were held");
     assert!(
         best_loaded >= 0.8 * best_unloaded,
         "{best_loaded:.2} MB/s under load, below 80 % of {best_unloaded:.2} MB/s"
@@ -389,6 +395,59 @@ fn a_limit_below_the_recommended_value_warns_and_runs() {
         "{l}"
     );
     f.wait_for("Opened ORPort", Duration::from_secs(60));
+}
+
+/// A new channel to the relay from a fresh loopback address that authenticates as a relay
+/// (the crate's own initiator: CERTS, AUTHENTICATE, NETINFO), held a second after it opened
+/// to see that the relay kept it.
+fn open_relay_channel(relay: SocketAddr, rsa: RsaIdentity, seed: u64) -> Result<(), String> {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let me = channel_support::relay_a();
+    let mut ch = Channel::new_initiator(
+        me.ctx.clone(),
+        ExpectedPeer { rsa, ed: None },
+        relay.ip(),
+        std::time::SystemTime::now(),
+        &mut rng,
+    )
+    .map_err(|e| format!("initiator: {e}"))?;
+    let mut tcp = connect_tcp_from(
+        IpAddr::V4(Ipv4Addr::new(127, 0, 9, 2)),
+        relay,
+        Duration::from_secs(10),
+    )?;
+    tcp.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
+    let mut sink = channel_support::Collect::default();
+    let start = Instant::now();
+    let mut opened_at = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    // Bounded: 30 s for the handshake, then one second open.
+    while start.elapsed() < Duration::from_secs(30) {
+        let out = ch.pending_output().to_vec();
+        ch.consume_output(out.len());
+        tcp.write_all(&out).map_err(|e| format!("write: {e}"))?;
+        if let Some(e) = sink.closed() {
+            return Err(format!("relay channel closed: {e}"));
+        }
+        if sink.opened().is_some() {
+            let t = *opened_at.get_or_insert_with(Instant::now);
+            if t.elapsed() > Duration::from_secs(1) {
+                return Ok(());
+            }
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) => return Err("the relay closed the connection".into()),
+            Ok(n) => {
+                let _ =
+                    ch.handle_input(&buf[..n], std::time::SystemTime::now(), &mut rng, &mut sink);
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    Err(format!("no open relay channel in 30 s: {:?}", sink.events))
 }
 
 /// A client link from a fresh loopback address (TLS, VERSIONS, NETINFO).
