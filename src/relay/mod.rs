@@ -13,6 +13,7 @@ pub mod bandwidth;
 pub mod control;
 pub mod dirworker;
 pub mod exit_dns;
+pub mod fdlimit;
 pub mod handler;
 pub mod heartbeat;
 pub mod hibernate;
@@ -373,6 +374,15 @@ impl Relay {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let shards = config::shard_count(config, profile, cpus).max(1);
         let fd_limit = setup::raise_fd_limit();
+        let wanted = profile.max_channels_per_shard + profile.max_streams_per_shard;
+        if let Some(l) = fd_limit {
+            match fdlimit::check(l, shards, u64::from(wanted)) {
+                Err(e) => return Err(RelayError::Setup(SetupError::User(e.to_string()))),
+                Ok(fdlimit::FdCheck::Low(w)) => log_warn!("{w}"),
+                Ok(fdlimit::FdCheck::Ok) => {}
+            }
+        }
+        let fd_limit = fd_limit.map(|l| l.soft);
         let listen = setup::or_listen_addrs(config);
         let (addr, _) = listen.first().cloned().ok_or_else(|| {
             // Config validation guarantees a listening ORPort; keep a typed error anyway.
@@ -381,14 +391,6 @@ impl Relay {
         let listen: Vec<std::net::SocketAddr> = listen.into_iter().map(|(a, _)| a).collect();
         let rc = shardcfg::runtime_config(profile, shards, &listen, fd_limit);
         let channel_config = shardcfg::channel_config(profile);
-        let wanted = profile.max_channels_per_shard + profile.max_streams_per_shard;
-        if let (Some(limit), true) = (fd_limit, rc.shard.max_connections < wanted) {
-            log_notice!(
-                "The open-files limit ({limit}) caps each shard at {} connections; raise it \
-                 (systemd: LimitNOFILE=) for a busy relay.",
-                rc.shard.max_connections
-            );
-        }
         // Accounting starts before the shards, so that their first snapshot already says
         // whether to hibernate (a restart after the soft limit stays hibernating).
         let accounting_info = hibernate::AccountingInfo::default();

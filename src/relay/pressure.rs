@@ -23,6 +23,13 @@ pub const INTERVAL: Duration = Duration::from_secs(60);
 pub struct PressureCounts {
     /// Inbound connections refused: the shard's connection table was full.
     pub conns_table_full: u64,
+    /// Unauthenticated link handshakes closed by the shard: the oldest, to admit a new
+    /// connection to a full handshake class, or for outliving the shortened handshake
+    /// timeout under pressure (`shard::slots`).
+    pub handshakes_evicted: u64,
+    /// Outbound connections (exit streams, channels we open) refused: their class of the
+    /// connection table was full.
+    pub outbound_refused: u64,
     /// Connections closed at once without a channel. Not in the line: it also counts DoS
     /// refusals and refusals while hibernating, and the line names each cause once.
     pub conns_unserved: u64,
@@ -65,6 +72,9 @@ impl PressureCounts {
         let d = &reg.dos;
         PressureCounts {
             conns_table_full: shard_sum(reg, "accept_rejected_table_full"),
+            handshakes_evicted: shard_sum(reg, "slots_handshake_evicted")
+                + shard_sum(reg, "slots_handshake_expired"),
+            outbound_refused: shard_sum(reg, "slots_outbound_refused"),
             conns_unserved: reg
                 .shards()
                 .iter()
@@ -93,6 +103,8 @@ impl PressureCounts {
         let d = |a: u64, b: u64| a.saturating_sub(b);
         PressureCounts {
             conns_table_full: d(self.conns_table_full, earlier.conns_table_full),
+            handshakes_evicted: d(self.handshakes_evicted, earlier.handshakes_evicted),
+            outbound_refused: d(self.outbound_refused, earlier.outbound_refused),
             conns_unserved: d(self.conns_unserved, earlier.conns_unserved),
             creates_table_full: d(self.creates_table_full, earlier.creates_table_full),
             creates_queue_full: d(self.creates_queue_full, earlier.creates_queue_full),
@@ -113,6 +125,16 @@ impl PressureCounts {
             (
                 self.conns_table_full,
                 "connections refused (connection table full: raise the open-files limit)",
+            ),
+            (
+                self.handshakes_evicted,
+                "unauthenticated connections closed to make room (handshake slots full: \
+                 many idle connections, an attack or a surge)",
+            ),
+            (
+                self.outbound_refused,
+                "outbound connections refused (outbound slots full: raise the open-files \
+                 limit)",
             ),
             (
                 self.creates_table_full,
@@ -150,6 +172,7 @@ impl PressureCounts {
     /// onion-queue-full messages), rather than only attack traffic turned away.
     pub fn refused_work(&self) -> bool {
         self.conns_table_full
+            + self.outbound_refused
             + self.creates_table_full
             + self.creates_queue_full
             + self.circuits_oom
@@ -270,6 +293,20 @@ mod tests {
             line.contains(": 3 connections refused by the DoS defences."),
             "{line}"
         );
+        // Idle handshakes evicted: said, but a notice; outbound work refused: a warning.
+        let mut e = d;
+        e.handshakes_evicted = 40;
+        let (warn, line) = log.tick(e, t0 + Duration::from_secs(300)).unwrap();
+        assert!(!warn, "{line}");
+        assert!(
+            line.contains(": 40 unauthenticated connections closed to make room (handshake"),
+            "{line}"
+        );
+        let mut f = e;
+        f.outbound_refused = 2;
+        let (warn, line) = log.tick(f, t0 + Duration::from_secs(400)).unwrap();
+        assert!(warn, "{line}");
+        assert!(line.contains(": 2 outbound connections refused"), "{line}");
     }
 
     #[test]
@@ -302,7 +339,14 @@ mod tests {
         ] {
             assert!(CIRCUIT_METRICS.iter().any(|e| e.field == f), "{f}");
         }
-        assert!(shard_metric_index("accept_rejected_table_full").is_some());
+        for f in [
+            "accept_rejected_table_full",
+            "slots_handshake_evicted",
+            "slots_handshake_expired",
+            "slots_outbound_refused",
+        ] {
+            assert!(shard_metric_index(f).is_some(), "{f}");
+        }
     }
 
     #[test]

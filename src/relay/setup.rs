@@ -170,8 +170,9 @@ pub fn metrics_listen_addr(p: &crate::config::ListenPort) -> SocketAddr {
 }
 
 /// Raises the soft open-files limit to the hard limit (as C tor's
-/// `set_max_file_descriptors` does) and returns the resulting soft limit.
-pub fn raise_fd_limit() -> Option<u64> {
+/// `set_max_file_descriptors` does) and returns the resulting limits (checked by
+/// `relay::fdlimit`).
+pub fn raise_fd_limit() -> Option<super::fdlimit::FdLimit> {
     // SAFETY: getrlimit/setrlimit read and write one rlimit struct on our stack.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
@@ -187,7 +188,10 @@ pub fn raise_fd_limit() -> Option<u64> {
                 lim.rlim_cur = lim.rlim_max;
             }
         }
-        Some(lim.rlim_cur)
+        Some(super::fdlimit::FdLimit {
+            soft: lim.rlim_cur,
+            hard: lim.rlim_max,
+        })
     }
 }
 

@@ -47,6 +47,8 @@ pub fn shard_config_from_profile(
         recv_buf_size: profile.recv_buffer_size,
         recv_buf_count: profile.recv_buffers_per_shard,
         max_connections,
+        // The relay tells the shard when a link handshake completes (issue #15).
+        slot_classes: true,
         send_buf_size,
         send_buf_count: profile.send_buffers_per_shard,
         max_send_bufs_per_conn,

@@ -22,6 +22,11 @@ pub struct ShardConfig {
     pub recv_buf_count: u32,
     /// Connection table size (accepted + outbound).
     pub max_connections: u32,
+    /// Bound the table by class (`shard::slots`): outbound, authenticated inbound and
+    /// inbound handshakes each get a share, and a full handshake class evicts its oldest.
+    /// Needs a handler that calls `Outbox::set_authenticated` (the relay does); off, the
+    /// table is one pool taken first come, first served.
+    pub slot_classes: bool,
     /// Size of each pre-allocated send buffer.
     pub send_buf_size: u32,
     /// Number of send buffers in the shard's pool.
@@ -54,6 +59,7 @@ impl Default for ShardConfig {
             recv_buf_size: 16 * 1024,
             recv_buf_count: 256,
             max_connections: 1024,
+            slot_classes: false,
             send_buf_size: 16 * 1024,
             send_buf_count: 1024,
             max_send_bufs_per_conn: 16,

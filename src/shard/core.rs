@@ -23,6 +23,7 @@ const IORING_SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
 use super::metrics::ShardMetrics;
 use super::ratelimit::{BwClass, BwDir, ShardBuckets};
 use super::sendpool::SendPool;
+use super::slots::{Admit, SlotClass, Slots};
 use super::spsc::Producer;
 use super::watch::{Watch, WatchId, MAX_WATCHES};
 
@@ -89,6 +90,8 @@ pub(crate) struct Core<M> {
     /// not hold a socket, and whatever the handler frees at close, forever). At most one entry
     /// per live connection; capacity `max_connections`, never grows.
     held_open: Vec<(ConnId, Instant)>,
+    /// Which class each slot counts against, and the handshakes' age order (issue #15).
+    pub slots: Slots,
 }
 
 /// How long a connection closing after its flush may wait for the peer to read (C tor:
@@ -139,6 +142,7 @@ impl<M: Send> Core<M> {
             bw_write_serving: Vec::with_capacity(2 * max),
             bw_resume_cursor: 0,
             held_open: Vec::with_capacity(max),
+            slots: Slots::new(max as u32, cfg.slot_classes, Instant::now()),
             shard,
             shard_count,
             cfg,
@@ -221,14 +225,28 @@ impl<M: Send> Core<M> {
             .then_some(id.slot as usize)
     }
 
-    /// Takes a free slot and registers `socket` as fixed file `slot`.
+    /// Takes a free slot within `class`'s bound and registers `socket` as fixed file `slot`.
     pub fn install(
         &mut self,
         socket: Socket,
         state: ConnState,
         peer: Option<SocketAddr>,
+        class: SlotClass,
     ) -> Result<ConnId, OutboxError> {
-        let slot = self.free_slots.pop().ok_or(OutboxError::TableFull)?;
+        let slot = match self.free_slots.pop() {
+            Some(slot) if self.slots.may_admit(class) => slot,
+            other => {
+                if let Some(slot) = other {
+                    self.free_slots.push(slot);
+                }
+                match class {
+                    SlotClass::Outbound => self.metrics.slots_outbound_refused += 1,
+                    SlotClass::Authenticated => self.metrics.slots_authenticated_refused += 1,
+                    SlotClass::Handshake => self.metrics.slots_handshake_refused += 1,
+                }
+                return Err(OutboxError::TableFull);
+            }
+        };
         // Registered file: recv/send on the socket then skip the per-op fd lookup and
         // reference counting (fget/fput) in the kernel.
         if let Err(e) = self
@@ -240,9 +258,54 @@ impl<M: Send> Core<M> {
             return Err(OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO)));
         }
         self.conns[slot as usize].reset(state, socket, peer);
+        self.slots.occupy(slot, class, self.now);
+        self.slot_gauges();
         self.metrics.conns_open += 1;
         self.metrics.conns_peak = self.metrics.conns_peak.max(self.metrics.conns_open);
         Ok(self.id(slot))
+    }
+
+    /// Copies the per-class slot counts into the gauges.
+    fn slot_gauges(&mut self) {
+        let m = &mut self.metrics;
+        m.slots_outbound_in_use = u64::from(self.slots.held(SlotClass::Outbound));
+        m.slots_authenticated_in_use = u64::from(self.slots.held(SlotClass::Authenticated));
+        m.slots_handshake_in_use = u64::from(self.slots.held(SlotClass::Handshake));
+    }
+
+    /// Before an accepted socket is installed: if the handshake class (or the table) is
+    /// full, closes the oldest unauthenticated handshake, so a flood of idle connections
+    /// pushes out its own oldest members instead of shutting everyone else out.
+    pub fn make_room_for_inbound(&mut self) {
+        if let Admit::Evict(victim) = self.slots.admit_inbound(self.free_slots.is_empty()) {
+            self.metrics.slots_handshake_evicted += 1;
+            self.close_conn(victim as usize, CloseReason::Evicted);
+            self.slots.closing(victim);
+        }
+    }
+
+    /// The link handshake on `id` completed: it moves from the handshake class to the
+    /// authenticated one. `TableFull` if that class is full (the handler closes it).
+    pub fn set_authenticated(&mut self, id: ConnId) -> Result<(), OutboxError> {
+        let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        if !self.slots.authenticate(slot as u32) {
+            self.metrics.slots_authenticated_refused += 1;
+            return Err(OutboxError::TableFull);
+        }
+        self.slot_gauges();
+        Ok(())
+    }
+
+    /// Closes the handshakes that outlived `slots::PRESSURE_HANDSHAKE_TIMEOUT` while their
+    /// class is under pressure (run every tick; oldest first, so it stops at the first one
+    /// still young).
+    pub fn expire_handshakes(&mut self, now: Instant) {
+        while let Some(victim) = self.slots.expired_handshake(now) {
+            self.metrics.slots_handshake_expired += 1;
+            self.close_conn(victim as usize, CloseReason::Evicted);
+            // `close_conn` unlinked it; again in case it was not live, so this never spins.
+            self.slots.closing(victim);
+        }
     }
 
     /// Arms the connection's multishot recv if it should be reading and is not.
@@ -828,6 +891,8 @@ impl<M: Send> Core<M> {
         };
         c.state = ConnState::Closing;
         c.want_read = false;
+        self.slots.closing(slot as u32);
+        let c = &mut self.conns[slot];
         if let Some(s) = &c.socket {
             // FIN now, and completes any send blocked on a full socket (EPIPE).
             let _ = s.shutdown(std::net::Shutdown::Both);
@@ -882,6 +947,8 @@ impl<M: Send> Core<M> {
         }
         // Buffers went back to the pool, and a wait-list entry of this slot is now stale.
         self.room_changed = true;
+        self.slots.release(slot as u32);
+        self.slot_gauges();
         self.free_slots.push(slot as u32);
     }
 
@@ -910,7 +977,7 @@ impl<M: Send> Core<M> {
         if let Some(ip) = from {
             sock.bind(&SocketAddr::new(ip, 0).into()).map_err(errno)?;
         }
-        let id = self.install(sock, ConnState::Connecting, Some(addr))?;
+        let id = self.install(sock, ConnState::Connecting, Some(addr), SlotClass::Outbound)?;
         let slot = id.slot as usize;
         let c = &mut self.conns[slot];
         c.want_read = true;

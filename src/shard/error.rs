@@ -78,6 +78,10 @@ pub enum CloseReason {
     ConnectTimeout,
     /// The runtime is stopping.
     Shutdown,
+    /// An unauthenticated inbound handshake closed by the shard to make room (the oldest
+    /// in a full handshake class) or for outliving the shortened handshake timeout under
+    /// pressure (`shard::slots`).
+    Evicted,
 }
 
 impl CloseReason {

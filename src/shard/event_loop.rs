@@ -19,6 +19,7 @@ use super::metrics::ShardMetrics;
 use super::probe::KernelFeatures;
 use super::ratelimit::{ShardBuckets, SharedBudget};
 use super::sendpool::SendPool;
+use super::slots::SlotClass;
 use super::spsc::{Consumer, Producer};
 use super::watch::WatchId;
 
@@ -351,6 +352,7 @@ impl<H: ConnHandler> Shard<H> {
                     // Before the handler: it may queue sends, which then see the new tokens.
                     self.core.bw_tick(now);
                     self.core.expire_held_open(now);
+                    self.core.expire_handshakes(now);
                     self.handler.on_tick(
                         now,
                         &mut Outbox {
@@ -414,7 +416,11 @@ impl<H: ConnHandler> Shard<H> {
             self.core.metrics.accept_errors += 1;
             return;
         };
-        match self.core.install(sock, ConnState::Open, Some(peer)) {
+        self.core.make_room_for_inbound();
+        match self
+            .core
+            .install(sock, ConnState::Open, Some(peer), SlotClass::Handshake)
+        {
             Ok(id) => {
                 self.core.metrics.accepted += 1;
                 self.handler.on_accept(

@@ -146,6 +146,14 @@ impl<M: Send> Outbox<'_, M> {
         self.core.bw_read_ungated(conn)
     }
 
+    /// The link handshake on an accepted `conn` completed: its slot moves from the
+    /// handshake class (whose oldest members are evicted when it is full) to the
+    /// authenticated class (`shard::slots`). `TableFull` if that class is full; the handler
+    /// should then close it. A no-op for outbound connections.
+    pub fn set_authenticated(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        self.core.set_authenticated(conn)
+    }
+
     /// Opens an outbound TCP connection; `on_connected` or `on_closed` follows. Bytes may be
     /// queued with `send` before it is established.
     pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, OutboxError> {
@@ -238,6 +246,8 @@ pub trait ShardIo<M> {
     fn set_bw_class(&mut self, conn: ConnId, class: BwClass) -> Result<(), OutboxError>;
     fn set_bw_read_ungated(&mut self, conn: ConnId, ungated: bool) -> Result<(), OutboxError>;
     fn bw_read_ungated(&self, conn: ConnId) -> bool;
+    /// The link handshake on `conn` completed (`Outbox::set_authenticated`).
+    fn set_authenticated(&mut self, conn: ConnId) -> Result<(), OutboxError>;
     /// Opens an outbound TCP connection (from source address `from`, Nagle off if
     /// `nodelay`); `on_connected` or `on_closed` follows.
     fn connect_from(
@@ -296,6 +306,9 @@ impl<M: Send> ShardIo<M> for Outbox<'_, M> {
     }
     fn bw_read_ungated(&self, conn: ConnId) -> bool {
         Outbox::bw_read_ungated(self, conn)
+    }
+    fn set_authenticated(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        Outbox::set_authenticated(self, conn)
     }
     fn connect_from(
         &mut self,

@@ -6,7 +6,8 @@
 pub struct ShardMetrics {
     /// Connections accepted on this shard's listener.
     pub accepted: u64,
-    /// Accepted sockets closed at once because the connection table was full.
+    /// Accepted sockets closed at once because the connection table (or, with slot
+    /// classes, the inbound share with nothing left to evict) was full.
     pub accept_rejected_table_full: u64,
     /// Accept completions that failed (EMFILE, ...).
     pub accept_errors: u64,
@@ -62,6 +63,21 @@ pub struct ShardMetrics {
     pub wakeups_received: u64,
     /// Timer ticks delivered.
     pub ticks: u64,
+    /// Connection-table slots held per class (closing connections included; see
+    /// `shard::slots`): outbound, authenticated inbound, inbound handshakes.
+    pub slots_outbound_in_use: u64,
+    pub slots_authenticated_in_use: u64,
+    pub slots_handshake_in_use: u64,
+    /// Connections refused for their class's bound: outbound connects (`TableFull`),
+    /// handshakes that could not be promoted (closed), accepts with nothing to evict.
+    pub slots_outbound_refused: u64,
+    pub slots_authenticated_refused: u64,
+    pub slots_handshake_refused: u64,
+    /// Oldest unauthenticated handshakes closed to admit a new connection.
+    pub slots_handshake_evicted: u64,
+    /// Handshakes closed for outliving the shortened timeout under pressure
+    /// (`slots::PRESSURE_HANDSHAKE_TIMEOUT`).
+    pub slots_handshake_expired: u64,
     /// Times the submission queue was full and had to be flushed early.
     pub sq_full_flushes: u64,
     /// Completions handled.

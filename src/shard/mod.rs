@@ -51,6 +51,7 @@ mod probe;
 pub mod ratelimit;
 mod runtime;
 mod sendpool;
+pub mod slots;
 pub mod spsc;
 mod watch;
 
@@ -63,4 +64,5 @@ pub use self::metrics::ShardMetrics;
 pub use self::probe::{probe_kernel, KernelFeatures};
 pub use self::ratelimit::{BwClass, BwRates, SharedBudget};
 pub use self::runtime::Runtime;
+pub use self::slots::{SlotBounds, SlotClass};
 pub use self::watch::WatchId;

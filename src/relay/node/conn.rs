@@ -138,10 +138,46 @@ impl RelayNode {
             return;
         }
         if matches!(c.kind, Kind::Channel(_)) {
+            let was_open = self.accepted_channel_open(conn);
             self.channel_input(conn, data, out);
+            if was_open == Some(false) && self.accepted_channel_open(conn) == Some(true) {
+                self.channel_authenticated(conn, out);
+            }
         } else {
             self.stream_input(conn, data, out);
         }
+    }
+
+    /// Whether the channel on an accepted connection has finished its link handshake
+    /// (`None`: not an accepted channel, or gone).
+    fn accepted_channel_open(&mut self, conn: ConnId) -> Option<bool> {
+        match self.conn(conn) {
+            Some(Conn {
+                kind: Kind::Channel(ch),
+                closing: false,
+                ..
+            }) if !ch.channel.is_initiator() => Some(ch.open),
+            _ => None,
+        }
+    }
+
+    /// An accepted channel's link handshake completed: its connection leaves the shard's
+    /// handshake class (whose oldest members are evicted under a flood) for the
+    /// authenticated class. If that class is full the channel is closed, as one the table
+    /// has no room for (counted in the shard's `slots_authenticated_refused`).
+    fn channel_authenticated(&mut self, conn: ConnId, out: &mut impl ShardIo<RelayMsg>) {
+        if out.set_authenticated(conn).is_ok() {
+            return;
+        }
+        log_info!(
+            "shard {}: authenticated connection table full; closing a new channel",
+            self.shard.0
+        );
+        if let Some(c) = self.conn(conn) {
+            c.closing = true;
+        }
+        self.mark_dirty(conn);
+        self.dispatch(out);
     }
 
     /// A connection that refused output has drained to half its bound.

@@ -52,6 +52,10 @@ pub enum Op {
         conn: ConnId,
         ungated: bool,
     },
+    /// The node said the link handshake completed (`ShardIo::set_authenticated`).
+    Authenticated {
+        conn: ConnId,
+    },
     /// An item queued toward shard `to`.
     PushCross {
         to: ShardId,
@@ -299,6 +303,12 @@ impl<M> ShardIo<M> for FakeShard<M> {
 
     fn bw_read_ungated(&self, conn: ConnId) -> bool {
         self.live(conn).is_ok_and(|c| c.read_ungated)
+    }
+
+    fn set_authenticated(&mut self, conn: ConnId) -> Result<(), OutboxError> {
+        self.live(conn)?;
+        self.ops.push(Op::Authenticated { conn });
+        Ok(())
     }
 
     fn connect_from(
