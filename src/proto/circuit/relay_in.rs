@@ -235,7 +235,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                     rin.seen.len() - 1
                 }
             };
+            // Both hops on this channel would break "one direction per stage" (extend
+            // refuses it; checked anyway, it costs one compare).
+            let both_here = match side {
+                Side::Prev => matches!(c.next, Next::Open(h) if h.chan == rin.chan),
+                Side::Next => c.prev_chan == rin.chan,
+            };
             let batchable = !rin.seen[seen].2
+                && !both_here
                 && rin.cmds[k] == ChanCmd::RELAY
                 && c.crypto.is_some()
                 && (side == Side::Next || c.state == CircState::Open);
