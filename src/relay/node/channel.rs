@@ -517,3 +517,12 @@ impl ChannelSink for NullSink {
     fn cell(&mut self, _: CircId, _: ChanCmd, _: &mut [u8; CELL_BODY_LEN], _: &mut CellQueue) {}
     fn event(&mut self, _: ChannelEvent) {}
 }
+
+impl RelayNode {
+    /// The circuit core's counters as they are now (tests; the MetricsPort gets them at the
+    /// tick through the shard's stats).
+    #[doc(hidden)]
+    pub fn circuit_metrics(&self) -> &crate::proto::circuit::CircuitMetrics {
+        self.core.metrics()
+    }
+}
