@@ -38,6 +38,12 @@ use crate::proto::flow::SENDME_TAG_LEN;
 /// `bench/RESULTS.md` ("Batched crypto on the live path") has the measurement.
 pub const MAX_RELAY_IN: usize = 64;
 
+/// Reads of fewer cells than this (or than the CPU's multi-circuit threshold, if lower) are
+/// handled one at a time: measured, the batch set-up costs more than it saves there (a
+/// 2-cell exit read: 479 against 435 ns/cell on AVX-512 + SHA-NI), while on CPUs whose
+/// multi-buffer SHA-1 pays from 2 circuits, 2 cells already gain 2.7× (`bench/RESULTS.md`).
+const SMALL_READ: usize = 3;
+
 /// How a staged cell is crypted and handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -186,19 +192,22 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
         self.metrics.relay_in_batches += 1;
         self.metrics.relay_in_cells += n as u64;
-        if n == 1 {
-            // Nothing to crypt together: the one-cell path, without the batch set-up
-            // (measured: the set-up alone cost 2% of an exit cell, `bench/RESULTS.md`).
-            self.metrics.cells_crypted_single += 1;
+        if n < C::multi_min_circuits().min(SMALL_READ) {
+            // Too few cells to gain: the one-at-a-time path, without the batch set-up.
+            self.metrics.cells_crypted_single += n as u64;
             let rin = &mut self.relay_in;
-            let (chan, circ_id, cmd) = (rin.chan, rin.circ_ids[0], rin.cmds[0]);
+            let chan = rin.chan;
+            // Taken out (no allocation) so the cells are crypted where they lie.
+            let mut cells = ::core::mem::take(&mut rin.cells);
+            for (k, cell) in cells.iter_mut().enumerate() {
+                let (circ_id, cmd) = (self.relay_in.circ_ids[k], self.relay_in.cmds[k]);
+                self.handle_relay_batch(chan, circ_id, cmd, ::core::slice::from_mut(cell), io);
+            }
+            cells.clear();
+            let rin = &mut self.relay_in;
             rin.circ_ids.clear();
             rin.cmds.clear();
-            // Taken out (no allocation) so the cell is crypted where it lies.
-            let mut cells = ::core::mem::take(&mut rin.cells);
-            self.handle_relay_batch(chan, circ_id, cmd, &mut cells[..1], io);
-            cells.clear();
-            self.relay_in.cells = cells;
+            rin.cells = cells;
             return;
         }
         let mut rin = ::core::mem::replace(&mut self.relay_in, RelayIn::empty());
