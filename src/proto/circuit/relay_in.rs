@@ -7,6 +7,8 @@
 //! staged cells, then handles them one by one in arrival order:
 //! * cells of one circuit that sit next to each other go through one AES keystream run
 //!   ([`HopCrypto::forward_batch_tagged`], [`HopCrypto::backward_relay_batch`]);
+//! * a read of fewer than `SMALL_READ` cells (or the CPU's multi-circuit threshold, if
+//!   lower) is handled one at a time, without the set-up;
 //! * cells of circuits that end here (no next hop: every cell must be recognized) go through
 //!   the multi-circuit call ([`HopCrypto::forward_jobs`], multi-buffer SHA-1) when at least
 //!   [`HopCrypto::multi_min_circuits`] of them are staged, in round-robin order so the lanes
