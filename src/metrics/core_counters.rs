@@ -75,6 +75,16 @@ exported_fields! {
             Counter false "Batches of exit DATA crypted across several circuits in one multi-buffer SHA-1 call.",
         staged_cells_dropped => "fors_relay_staged_cells_dropped_total" [""]
             Counter false "Exit DATA cells staged for the multi-circuit crypto call whose circuit closed first.",
+        relay_in_batches => "fors_relay_cell_batches_total" [""]
+            Counter false "Channel reads whose RELAY cells were crypted together (fors_relay_cell_batch_cells_total over this is the mean batch size).",
+        relay_in_cells => "fors_relay_cell_batch_cells_total" [""]
+            Counter false "RELAY cells received in those batches.",
+        relay_in_multi_calls => "fors_relay_forward_multi_calls_total" [""]
+            Counter false "Multi-buffer SHA-1 calls that checked received cells of several circuits at once.",
+        cells_crypted_batched => "fors_relay_cells_crypted_total" ["call=\"batched\""]
+            Counter true "Received RELAY cells by crypto call: with other cells (a run of one circuit, or several circuits), or alone.",
+        cells_crypted_single => "fors_relay_cells_crypted_total" ["call=\"single\""]
+            Counter true "",
         queued_cells => "fors_relay_queued_cells" [""]
             Gauge true "Cells held in circuit and stream queues now.",
         queued_cells_high_water => "fors_relay_queued_cells_peak" [""]

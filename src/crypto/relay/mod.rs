@@ -25,7 +25,7 @@ mod tests;
 
 pub use client::{Tor1ClientCircuit, Tor1ClientError, Tor1ClientLayer};
 pub use multi::{
-    forward_multi, forward_multi_indexed, forward_multi_with, originate_multi,
+    forward_multi, forward_multi_indexed, forward_multi_jobs, forward_multi_with, originate_multi,
     originate_multi_indexed, originate_multi_jobs, originate_multi_with, CircuitCell, MultiJobs,
 };
 pub use tor1::{Tor1Direction, Tor1RelayCrypto};

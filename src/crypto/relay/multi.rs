@@ -153,11 +153,15 @@ fn originate_core<J: Jobs + ?Sized>(
 fn forward_core<J: Jobs + ?Sized>(
     jobs: &mut J,
     for_us: &mut [bool],
+    mut tags: Option<&mut [[u8; SENDME_TAG_LEN]]>,
     imp: Sha1MultiImpl,
     min_lanes: usize,
 ) -> usize {
     let n = jobs.count();
     assert_eq!(for_us.len(), n, "forward_multi: one result per cell");
+    if let Some(t) = &tags {
+        assert_eq!(t.len(), n, "forward_multi: one tag per cell");
+    }
     let width = imp.lanes();
     let mut hits = 0;
     if width == 1 {
@@ -172,6 +176,9 @@ fn forward_core<J: Jobs + ?Sized>(
             if recognized_is_zero(cell) {
                 if let Some(d) = c.forward.check_digest_with(cell, sha1) {
                     c.sendme_tag = d;
+                    if let Some(t) = &mut tags {
+                        t[i] = d;
+                    }
                     *hit = true;
                     hits += 1;
                 }
@@ -203,6 +210,9 @@ fn forward_core<J: Jobs + ?Sized>(
                     let (c, cell) = jobs.get(k);
                     if let Some(d) = c.forward.check_digest(cell) {
                         c.sendme_tag = d;
+                        if let Some(t) = &mut tags {
+                            t[k] = d;
+                        }
                         for_us[k] = true;
                         hits += 1;
                     }
@@ -217,6 +227,9 @@ fn forward_core<J: Jobs + ?Sized>(
                         field.fill(0);
                         lanes.commit(lane, &mut c.forward.digest);
                         c.sendme_tag = lanes.digest(lane);
+                        if let Some(t) = &mut tags {
+                            t[k] = c.sendme_tag;
+                        }
                         for_us[k] = true;
                         hits += 1;
                     }
@@ -294,7 +307,7 @@ pub fn originate_multi_indexed(
 /// is for this hop; returns how many are. A mismatching cell leaves its digest state untouched.
 pub fn forward_multi(jobs: &mut [CircuitCell<'_>], for_us: &mut [bool]) -> usize {
     let e = Tor1Engine::get();
-    forward_core(jobs, for_us, e.sha1_multi, e.multi_min_lanes)
+    forward_core(jobs, for_us, None, e.sha1_multi, e.multi_min_lanes)
 }
 
 /// [`forward_multi`] with a chosen SHA-1 strategy.
@@ -304,7 +317,7 @@ pub fn forward_multi_with(
     imp: Sha1MultiImpl,
     min_lanes: usize,
 ) -> usize {
-    forward_core(jobs, for_us, imp, min_lanes)
+    forward_core(jobs, for_us, None, imp, min_lanes)
 }
 
 /// [`forward_multi`] with cells in one buffer: `cells[i]` belongs to `states[circuits[i]]`.
@@ -330,7 +343,23 @@ pub fn forward_multi_indexed(
             circuits,
         },
         for_us,
+        None,
         e.sha1_multi,
         e.multi_min_lanes,
     )
+}
+
+/// [`forward_multi`] over any [`MultiJobs`]; `tags[i]` receives job `i`'s SENDME v1 tag if
+/// the cell is recognized (left untouched otherwise). Jobs of one circuit are crypted in
+/// job order.
+///
+/// # Panics
+/// If `for_us` or `tags` and the job count differ.
+pub fn forward_multi_jobs<J: MultiJobs + ?Sized>(
+    jobs: &mut J,
+    for_us: &mut [bool],
+    tags: &mut [[u8; SENDME_TAG_LEN]],
+) -> usize {
+    let e = Tor1Engine::get();
+    forward_core(jobs, for_us, Some(tags), e.sha1_multi, e.multi_min_lanes)
 }

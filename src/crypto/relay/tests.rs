@@ -416,3 +416,89 @@ fn forward_batch_mixed_run() {
         Err(Tor1ClientError::NoSuchHop { hop: 2, hops: 2 })
     );
 }
+
+/// Per-cell SENDME tags from the batched forward paths are the tags the client computed for
+/// exactly those cells (so a SENDME can answer any cell of a batch), for a run of one
+/// circuit and for cells of many circuits in one multi-circuit call.
+#[test]
+fn forward_tags_per_cell_match_the_client() {
+    let mut rng = StdRng::seed_from_u64(62);
+    const N: usize = 6;
+    let keys: Vec<_> = (0..N).map(|_| random_keys(&mut rng)).collect();
+    let mut clients: Vec<Tor1ClientCircuit> = keys
+        .iter()
+        .map(|k| {
+            let mut c = Tor1ClientCircuit::new();
+            c.push_hop(Tor1ClientLayer::new(k));
+            c
+        })
+        .collect();
+    // One circuit, a run of 20 cells, every third for a second hop (not for us).
+    clients[0].push_hop(Tor1ClientLayer::new(&random_keys(&mut rng)));
+    let mut relay = Tor1RelayCrypto::new(&keys[0]);
+    let mut cells = vec![[0u8; CELL_BODY_LEN]; 20];
+    let mut want = vec![None; 20];
+    for (i, c) in cells.iter_mut().enumerate() {
+        *c = random_body(&mut rng);
+        if i % 3 == 2 {
+            // For the next hop: it passes through this one.
+            clients[0].originate(1, c).unwrap();
+        } else {
+            want[i] = Some(clients[0].originate(0, c).unwrap());
+        }
+    }
+    let mut hits = vec![false; 20];
+    let mut tags = vec![[0u8; 20]; 20];
+    relay.forward_batch_tagged(&mut cells, &mut hits, &mut tags);
+    for i in 0..20 {
+        assert_eq!(hits[i], want[i].is_some(), "cell {i}");
+        if let Some(t) = want[i] {
+            assert_eq!(tags[i], t, "cell {i}");
+        }
+    }
+    // Many circuits, several cells each, round-robin: one multi-circuit call.
+    let mut states: Vec<Tor1RelayCrypto> = keys[1..].iter().map(Tor1RelayCrypto::new).collect();
+    let mut cells = vec![];
+    let mut circuits = vec![];
+    let mut want = vec![];
+    for _round in 0..3 {
+        for (j, cl) in clients[1..].iter_mut().enumerate() {
+            let mut c = random_body(&mut rng);
+            want.push(cl.originate(0, &mut c).unwrap());
+            cells.push(c);
+            circuits.push(j);
+        }
+    }
+    // All rounds in one call: a circuit occurs three times, so its cells go in separate
+    // groups, in order.
+    struct Jobs<'a> {
+        states: &'a mut [Tor1RelayCrypto],
+        cells: &'a mut [CellBody],
+        circuits: &'a [usize],
+    }
+    impl MultiJobs for Jobs<'_> {
+        fn count(&self) -> usize {
+            self.cells.len()
+        }
+        fn circuit(&self, i: usize) -> usize {
+            self.circuits[i]
+        }
+        fn get(&mut self, i: usize) -> (&mut Tor1RelayCrypto, &mut CellBody) {
+            (&mut self.states[self.circuits[i]], &mut self.cells[i])
+        }
+    }
+    let total = cells.len();
+    let mut hits = vec![false; total];
+    let mut tags = vec![[0u8; 20]; total];
+    let n = forward_multi_jobs(
+        &mut Jobs {
+            states: &mut states,
+            cells: &mut cells,
+            circuits: &circuits,
+        },
+        &mut hits,
+        &mut tags,
+    );
+    assert_eq!(n, total);
+    assert_eq!(tags, want);
+}

@@ -167,6 +167,39 @@ impl Tor1RelayCrypto {
         hits
     }
 
+    /// [`Tor1RelayCrypto::forward_batch`], also giving each recognized cell's SENDME v1 tag
+    /// in `tags[i]` (unrecognized cells leave theirs untouched): a caller that handles the
+    /// cells after crypting them all can then answer a SENDME with the tag of exactly the
+    /// cell that made it due (prop 289), wherever it falls in the run.
+    ///
+    /// # Panics
+    /// If `for_us` or `tags` and `cells` differ in length (a caller bug).
+    pub fn forward_batch_tagged(
+        &mut self,
+        cells: &mut [CellBody],
+        for_us: &mut [bool],
+        tags: &mut [[u8; SENDME_TAG_LEN]],
+    ) -> usize {
+        assert!(
+            cells.len() == for_us.len() && cells.len() == tags.len(),
+            "forward_batch_tagged: one result and one tag per cell"
+        );
+        self.forward.crypt(cells.as_flattened_mut());
+        let mut hits = 0;
+        for ((body, hit), tag) in cells.iter_mut().zip(for_us.iter_mut()).zip(tags.iter_mut()) {
+            *hit = false;
+            if recognized_is_zero(body) {
+                if let Some(d) = self.forward.check_digest(body) {
+                    self.sendme_tag = d;
+                    *tag = d;
+                    *hit = true;
+                    hits += 1;
+                }
+            }
+        }
+        hits
+    }
+
     /// A cell moving toward the client from a later hop: adds this hop's layer.
     #[inline]
     pub fn backward_relay(&mut self, body: &mut CellBody) {

@@ -91,6 +91,8 @@ pub struct RelayCore<
     external: CellQueue,
     /// Exit DATA cells waiting for one multi-circuit crypto call (`staged.rs`).
     pub(super) stage: super::staged::Stage,
+    /// Received RELAY cells of one read waiting to be crypted together (`relay_in.rs`).
+    pub(super) relay_in: super::relay_in::RelayIn,
     /// Origin of the pool's millisecond enqueue stamps (the first `now` that queued).
     epoch: Option<Instant>,
     /// The budget's pressure count when this core last looked (see `tick`).
@@ -126,6 +128,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             run_tag: [0; 20],
             external: CellQueue::default(),
             stage: super::staged::Stage::new(),
+            relay_in: super::relay_in::RelayIn::new(),
             waiting: Vec::with_capacity(cfg.max_circuits),
             cfg,
             me,
@@ -242,6 +245,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         body: &mut CellBody,
         io: &mut CoreIo<'_>,
     ) {
+        // Cells staged before this one are handled first: it may end their circuit.
+        self.flush_relay_cells(io);
         // tor-spec §"Choosing circuit IDs": circuit ID 0 is never a circuit; drop.
         if circ_id.is_zero() {
             return;
@@ -307,6 +312,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         body: &mut CellBody,
         io: &mut CoreIo<'_>,
     ) -> Result<(), InputError> {
+        self.flush_relay_cells(io);
         let idx = self.table.resolve(circ).ok_or(InputError::NoSuchCircuit)?;
         match cmd {
             ChanCmd::DESTROY => {
@@ -505,6 +511,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// circuits (`out_of_memory`), so a shard holding most of the memory gives it up even
     /// when a quieter shard hit the cap.
     pub fn tick(&mut self, io: &mut CoreIo<'_>) {
+        self.flush_relay_cells(io);
         self.process_onion_queue(io);
         if self.pool.budget().pressure() != self.seen_pressure {
             self.seen_pressure = self.pool.budget().pressure();
@@ -538,6 +545,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// The channel is gone: close every circuit on it and tell the other side of each.
     /// Walks the whole table: channel closes are rare next to cells.
     pub fn channel_closed(&mut self, chan: ChanId, io: &mut CoreIo<'_>) {
+        self.flush_relay_cells(io);
         self.blocked.remove(&chan);
         for idx in 0..self.table.slot_count() {
             let Some(c) = self.table.get(idx) else {
@@ -686,7 +694,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         true
     }
 
-    fn forward_unrecognized(
+    pub(super) fn forward_unrecognized(
         &mut self,
         idx: u32,
         cmd: ChanCmd,

@@ -33,6 +33,51 @@ pub trait HopCrypto: Sized {
         n
     }
 
+    /// [`HopCrypto::forward_batch`] that also writes each recognized cell's SENDME tag to
+    /// `tags[i]`, so cells crypted ahead can be handled later with their own tags.
+    fn forward_batch_tagged(
+        &mut self,
+        cells: &mut [CellBody],
+        for_us: &mut [bool],
+        tags: &mut [[u8; SENDME_TAG_LEN]],
+    ) -> usize {
+        let mut n = 0;
+        for ((c, hit), t) in cells.iter_mut().zip(for_us.iter_mut()).zip(tags.iter_mut()) {
+            *hit = self.recognize(c);
+            if *hit {
+                *t = *self.sendme_tag();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// [`HopCrypto::recognize`] for cells of many circuits in one call (a circuit may occur
+    /// several times; its cells are crypted in job order). `for_us[i]` and, for recognized
+    /// cells, `tags[i]` are set per job.
+    fn forward_jobs<J: OriginateJobs<Self>>(
+        jobs: &mut J,
+        for_us: &mut [bool],
+        tags: &mut [[u8; SENDME_TAG_LEN]],
+    ) -> usize {
+        let mut n = 0;
+        for i in 0..jobs.count() {
+            let (c, body) = jobs.get(i);
+            for_us[i] = c.recognize(body);
+            if for_us[i] {
+                tags[i] = *c.sendme_tag();
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Fewest circuits worth one [`HopCrypto::forward_jobs`] call rather than one run per
+    /// circuit (`usize::MAX`: never).
+    fn multi_min_circuits() -> usize {
+        usize::MAX
+    }
+
     /// SENDME v1 tag of the last cell recognized or originated here.
     fn sendme_tag(&self) -> &[u8; SENDME_TAG_LEN];
 
@@ -59,7 +104,8 @@ pub trait HopCrypto: Sized {
     }
 }
 
-/// Cells of many circuits for [`HopCrypto::originate_jobs`]: job `i` is a cell and its
+/// Cells of many circuits for [`HopCrypto::originate_jobs`] and [`HopCrypto::forward_jobs`]:
+/// job `i` is a cell and its
 /// circuit's hop state; `circuit(i)` names the circuit so two of its cells never share a
 /// SIMD group.
 pub trait OriginateJobs<C> {
@@ -96,6 +142,34 @@ impl HopCrypto for Tor1RelayCrypto {
 
     fn forward_batch(&mut self, cells: &mut [CellBody], for_us: &mut [bool]) -> usize {
         Tor1RelayCrypto::forward_batch(self, cells, for_us)
+    }
+
+    fn forward_batch_tagged(
+        &mut self,
+        cells: &mut [CellBody],
+        for_us: &mut [bool],
+        tags: &mut [[u8; SENDME_TAG_LEN]],
+    ) -> usize {
+        Tor1RelayCrypto::forward_batch_tagged(self, cells, for_us, tags)
+    }
+
+    /// The multi-buffer kernel's own threshold (measured per CPU, `crypto::relay::cpu`);
+    /// without one, runs are cheaper.
+    fn multi_min_circuits() -> usize {
+        let e = crate::crypto::relay::cpu::Tor1Engine::get();
+        match e.sha1_multi {
+            crate::crypto::relay::cpu::Sha1MultiImpl::OneByOne(_) => usize::MAX,
+            _ => e.multi_min_lanes,
+        }
+    }
+
+    /// Multi-buffer SHA-1 across circuits for the digest checks, chosen per CPU.
+    fn forward_jobs<J: OriginateJobs<Self>>(
+        jobs: &mut J,
+        for_us: &mut [bool],
+        tags: &mut [[u8; SENDME_TAG_LEN]],
+    ) -> usize {
+        crate::crypto::relay::forward_multi_jobs(&mut Tor1Jobs(jobs), for_us, tags)
     }
 
     #[inline]

@@ -58,6 +58,16 @@ pub struct CircuitMetrics {
     pub originate_multi_flushes: u64,
     /// Staged exit DATA cells dropped because their circuit closed before the flush.
     pub staged_cells_dropped: u64,
+    /// Reads whose RELAY cells were crypted together (`RelayCore::flush_relay_cells`), and
+    /// the cells they held (their ratio is the mean batch size).
+    pub relay_in_batches: u64,
+    pub relay_in_cells: u64,
+    /// Multi-circuit forward crypto calls (multi-buffer SHA-1 across circuits ending here).
+    pub relay_in_multi_calls: u64,
+    /// Received RELAY cells crypted in a call with other cells (a run of one circuit or a
+    /// multi-circuit call), and crypted alone.
+    pub cells_crypted_batched: u64,
+    pub cells_crypted_single: u64,
     /// Cells held in queues now, and the most ever.
     pub queued_cells: u64,
     pub queued_cells_high_water: u64,

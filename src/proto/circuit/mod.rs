@@ -17,11 +17,14 @@
 //!   window, circuit SENDMEs every `sendme_inc` cells, stream XON/XOFF;
 //! * [`metrics`] — counters.
 //!
-//! Batching: [`RelayCore::handle_relay_batch`] takes a run of RELAY cells of one circuit
-//! and passes them to [`HopCrypto::forward_batch`] (one AES keystream run) in one call. A run
-//! is cut where a circuit SENDME could fall due, because the SENDME must carry the tag of
-//! exactly that cell. Exit cells of many circuits do not use the multi-circuit SHA-1 call
-//! yet: each circuit's cells are originated as they are packaged.
+//! Batching: the shard stages the RELAY cells of one read with [`RelayCore::queue_relay_cell`]
+//! and calls [`RelayCore::flush_relay_cells`] at its end (`relay_in`): the crypto runs over
+//! the whole batch first (one AES keystream run per circuit's consecutive cells, and the
+//! multi-buffer SHA-1 call across circuits that end here), each recognized cell keeping its
+//! own SENDME tag, then the cells are handled in arrival order. Exit DATA of many circuits is
+//! originated through the multi-circuit call too (`staged`).
+//! [`RelayCore::handle_relay_batch`] takes a run of one circuit directly (cut where a
+//! circuit SENDME could fall due, as its crypto reports only the run's last tag).
 //!
 //! Contract with the shard:
 //! * CREATED2 answers to the CREATE2 of an `Action::Extend` are the shard's to route; it
@@ -44,6 +47,7 @@ pub mod crypto;
 mod exit;
 pub mod metrics;
 pub mod pool;
+mod relay_in;
 mod staged;
 mod table;
 
@@ -53,6 +57,7 @@ pub use self::core::{CoreIo, CoreRng, ExtendDone, RelayCore, MAX_RELAY_EARLY_CEL
 pub use crypto::{CellBody, HopCrypto, OriginateJobs};
 pub use metrics::CircuitMetrics;
 pub use pool::{CellPool, CellQueue, MemBudget, CELL_MEM_COST, CHUNK_CELLS};
+pub use relay_in::MAX_RELAY_IN;
 pub use table::CircHandle;
 
 use crate::cell::chan::DestroyReason;

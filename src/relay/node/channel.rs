@@ -1,5 +1,6 @@
 //! A channel's life inside the node: its cells go to the circuit core (or, for circuits of
-//! other shards, to [`super::proxy`]), its events (open, closed, clock skew) update the
+//! other shards, to [`super::proxy`]) — the RELAY cells of one read as one batch
+//! (`RelayCore::queue_relay_cell`, flushed at the read's end) —, its events (open, closed, clock skew) update the
 //! node's tables, and its output goes to the socket with backpressure both ways: the core
 //! is told a channel is blocked when its cell queue runs low, and cells emitted meanwhile
 //! wait in the channel's bounded overflow, never dropped.
@@ -77,8 +78,14 @@ impl ChannelSink for CellSink<'_> {
             _ => {}
         }
         let mut io = CoreIo::new(self.now, self.rng, self.actions);
-        self.core
-            .handle_cell(&self.info, circ_id, cmd, body, &mut io);
+        if matches!(cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY) {
+            // Crypted with the read's other RELAY cells (`channel_input` flushes).
+            self.core
+                .queue_relay_cell(self.info.id, circ_id, cmd, body, &mut io);
+        } else {
+            self.core
+                .handle_cell(&self.info, circ_id, cmd, body, &mut io);
+        }
     }
 
     fn event(&mut self, event: ChannelEvent) {
@@ -141,6 +148,9 @@ impl RelayNode {
         let _ = ch
             .channel
             .handle_input(data, wall, &mut self.chan_rng, &mut sink);
+        // The read's RELAY cells, crypted together and handled in arrival order.
+        let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+        self.core.flush_relay_cells(&mut io);
         self.deliver_cross_in(conn, out);
         self.channel_events(conn, now, out);
         self.route_answers(conn, now, out);
@@ -506,4 +516,13 @@ pub(super) struct NullSink;
 impl ChannelSink for NullSink {
     fn cell(&mut self, _: CircId, _: ChanCmd, _: &mut [u8; CELL_BODY_LEN], _: &mut CellQueue) {}
     fn event(&mut self, _: ChannelEvent) {}
+}
+
+impl RelayNode {
+    /// The circuit core's counters as they are now (tests; the MetricsPort gets them at the
+    /// tick through the shard's stats).
+    #[doc(hidden)]
+    pub fn circuit_metrics(&self) -> &crate::proto::circuit::CircuitMetrics {
+        self.core.metrics()
+    }
 }

@@ -1,0 +1,396 @@
+//! RELAY cells of one channel read, crypted together before they are handled.
+//!
+//! The node hands the core every RELAY cell it decodes from one read completion
+//! ([`RelayCore::queue_relay_cell`]) and flushes at the end of the read
+//! ([`RelayCore::flush_relay_cells`]); any other cell (CREATE*, DESTROY, …) flushes first,
+//! so it still ends the run of cells before it. A flush first runs the crypto over all
+//! staged cells, then handles them one by one in arrival order:
+//! * cells of one circuit that sit next to each other go through one AES keystream run
+//!   ([`HopCrypto::forward_batch_tagged`], [`HopCrypto::backward_relay_batch`]);
+//! * a read of fewer than `SMALL_READ` cells (or the CPU's multi-circuit threshold, if
+//!   lower) is handled one at a time, without the set-up;
+//! * cells of circuits that end here (no next hop: every cell must be recognized) go through
+//!   the multi-circuit call ([`HopCrypto::forward_jobs`], multi-buffer SHA-1) when at least
+//!   [`HopCrypto::multi_min_circuits`] of them are staged, in round-robin order so the lanes
+//!   fill.
+//!
+//! Why crypting ahead is equivalent to crypting each cell at its turn:
+//! * each circuit's cells are crypted in arrival order, in one direction only: forward
+//!   cells come from the previous hop's channel, backward ones from the next hop's, and the
+//!   stage holds one channel's cells (a circuit never has both hops on one channel);
+//! * handling a cell never uses the keystream of the direction being crypted ahead: the
+//!   core originates only backward, and only for cells it recognized (forward), while a
+//!   backward relayed cell originates nothing;
+//! * every recognized cell keeps its own SENDME tag (`tags`), so a SENDME answers the very
+//!   DATA cell that made it due (prop 289) wherever it falls in the batch;
+//! * a circuit that cannot take a crypted-ahead cell (not open, RELAY_EARLY, no crypto) has
+//!   that cell and all its later ones handled the old way, one at a time at their turn; a
+//!   circuit closed by an earlier cell loses its later cells, as before (its handle's
+//!   generation no longer resolves).
+
+use super::core::{CoreIo, RelayCore};
+use super::crypto::{CellBody, HopCrypto, OriginateJobs};
+use super::table::{CircHandle, CircState, CircuitTable, Next, Side};
+use super::{ChanId, NetworkView};
+use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN};
+use crate::proto::flow::SENDME_TAG_LEN;
+
+/// RELAY cells staged at most before a flush. Four times the widest SIMD group (16 lanes),
+/// and 32 KiB of cells, which stays in L1/L2 between the crypto and the handling pass;
+/// `bench/RESULTS.md` ("Batched crypto on the live path") has the measurement.
+pub const MAX_RELAY_IN: usize = 64;
+
+/// Reads of fewer cells than this (or than the CPU's multi-circuit threshold, if lower) are
+/// handled one at a time: measured, the batch set-up costs more than it saves there (a
+/// 2-cell exit read: 479 against 435 ns/cell on AVX-512 + SHA-NI), while on CPUs whose
+/// multi-buffer SHA-1 pays from 2 circuits, 2 cells already gain 2.7× (`bench/RESULTS.md`).
+const SMALL_READ: usize = 3;
+
+/// How a staged cell is crypted and handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// No circuit: dropped (tor-spec: relay cells for an unknown circuit).
+    Drop,
+    /// Handled the old way at its turn (crypto and all).
+    Single,
+    /// From the previous hop, crypted in a run of its circuit.
+    ForwardRun,
+    /// From the previous hop of a circuit that ends here, crypted in the multi-circuit call.
+    ForwardMulti,
+    /// From the next hop, crypted in a run of its circuit.
+    Backward,
+}
+
+/// The stage and its scratch space, allocated once (no allocation per cell).
+pub(super) struct RelayIn {
+    chan: ChanId,
+    circ_ids: Vec<CircId>,
+    cmds: Vec<ChanCmd>,
+    cells: Vec<CellBody>,
+    circ: Vec<Option<CircHandle>>,
+    mode: Vec<Mode>,
+    hits: Vec<bool>,
+    tags: Vec<[u8; SENDME_TAG_LEN]>,
+    /// Job order of the multi-circuit call (indices into `cells`), and its sort keys.
+    order: Vec<u16>,
+    rank: Vec<(u16, u16)>,
+    /// Per-job results of the multi-circuit call, copied back by job.
+    job_hits: Vec<bool>,
+    job_tags: Vec<[u8; SENDME_TAG_LEN]>,
+    /// Circuit slots seen in this flush, and per slot: cells so far, whether it fell back to
+    /// one at a time.
+    seen: Vec<(u32, u16, bool)>,
+}
+
+impl RelayIn {
+    pub fn new() -> RelayIn {
+        let n = MAX_RELAY_IN;
+        RelayIn {
+            chan: ChanId(0),
+            circ_ids: Vec::with_capacity(n),
+            cmds: Vec::with_capacity(n),
+            cells: Vec::with_capacity(n),
+            circ: vec![None; n],
+            mode: vec![Mode::Drop; n],
+            hits: vec![false; n],
+            tags: vec![[0; SENDME_TAG_LEN]; n],
+            order: Vec::with_capacity(n),
+            rank: Vec::with_capacity(n),
+            job_hits: vec![false; n],
+            job_tags: vec![[0; SENDME_TAG_LEN]; n],
+            seen: Vec::with_capacity(n),
+        }
+    }
+
+    /// A placeholder while the real stage is taken out during a flush (allocates nothing).
+    fn empty() -> RelayIn {
+        RelayIn {
+            chan: ChanId(0),
+            circ_ids: Vec::new(),
+            cmds: Vec::new(),
+            cells: Vec::new(),
+            circ: Vec::new(),
+            mode: Vec::new(),
+            hits: Vec::new(),
+            tags: Vec::new(),
+            order: Vec::new(),
+            rank: Vec::new(),
+            job_hits: Vec::new(),
+            job_tags: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+}
+
+/// The multi-circuit crypto jobs: staged cells (in `order`) against their circuits.
+struct Jobs<'a, C> {
+    table: &'a mut CircuitTable<C>,
+    cells: &'a mut [CellBody],
+    circ: &'a [Option<CircHandle>],
+    order: &'a [u16],
+}
+
+impl<C: HopCrypto> OriginateJobs<C> for Jobs<'_, C> {
+    fn count(&self) -> usize {
+        self.order.len()
+    }
+    fn circuit(&self, i: usize) -> usize {
+        self.circ[self.order[i] as usize].map_or(usize::MAX, |h| h.idx as usize)
+    }
+    fn get(&mut self, i: usize) -> (&mut C, &mut CellBody) {
+        let k = self.order[i] as usize;
+        let idx = self.circ[k].expect("multi jobs have a circuit").idx;
+        let crypto = self
+            .table
+            .get_mut(idx)
+            .and_then(|c| c.crypto.as_mut())
+            .expect("multi jobs of open circuits only (checked before the call)");
+        (crypto, &mut self.cells[k])
+    }
+}
+
+impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
+    /// A RELAY or RELAY_EARLY cell that arrived on `chan`, staged to be crypted with the
+    /// others of the same read. The caller must call [`RelayCore::flush_relay_cells`] at the
+    /// end of the read; a full stage, a cell of another channel and any other cell handed to
+    /// the core flush it first.
+    pub fn queue_relay_cell(
+        &mut self,
+        chan: ChanId,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &[u8; CELL_BODY_LEN],
+        io: &mut CoreIo<'_>,
+    ) {
+        if circ_id.is_zero() {
+            return; // tor-spec §"Choosing circuit IDs": never a circuit.
+        }
+        let rin = &self.relay_in;
+        if rin.len() >= MAX_RELAY_IN || (rin.len() > 0 && rin.chan != chan) {
+            self.flush_relay_cells(io);
+        }
+        let rin = &mut self.relay_in;
+        rin.chan = chan;
+        rin.circ_ids.push(circ_id);
+        rin.cmds.push(cmd);
+        rin.cells.push(*body);
+    }
+
+    /// Whether RELAY cells wait for [`RelayCore::flush_relay_cells`].
+    pub fn has_queued_relay_cells(&self) -> bool {
+        self.relay_in.len() > 0
+    }
+
+    /// Crypts every staged RELAY cell (see the module docs), then handles them in arrival
+    /// order.
+    pub fn flush_relay_cells(&mut self, io: &mut CoreIo<'_>) {
+        let n = self.relay_in.len();
+        if n == 0 {
+            return;
+        }
+        self.metrics.relay_in_batches += 1;
+        self.metrics.relay_in_cells += n as u64;
+        if n < C::multi_min_circuits().min(SMALL_READ) {
+            // Too few cells to gain: the one-at-a-time path, without the batch set-up.
+            self.metrics.cells_crypted_single += n as u64;
+            let rin = &mut self.relay_in;
+            let chan = rin.chan;
+            // Taken out (no allocation) so the cells are crypted where they lie.
+            let mut cells = ::core::mem::take(&mut rin.cells);
+            for (k, cell) in cells.iter_mut().enumerate() {
+                let (circ_id, cmd) = (self.relay_in.circ_ids[k], self.relay_in.cmds[k]);
+                self.handle_relay_batch(chan, circ_id, cmd, ::core::slice::from_mut(cell), io);
+            }
+            cells.clear();
+            let rin = &mut self.relay_in;
+            rin.circ_ids.clear();
+            rin.cmds.clear();
+            rin.cells = cells;
+            return;
+        }
+        let mut rin = ::core::mem::replace(&mut self.relay_in, RelayIn::empty());
+        self.classify(&mut rin);
+        self.crypt_ahead(&mut rin);
+        self.handle_crypted(&mut rin, io);
+        rin.circ_ids.clear();
+        rin.cmds.clear();
+        rin.cells.clear();
+        self.relay_in = rin;
+    }
+
+    /// Chooses each cell's mode (see [`Mode`]).
+    fn classify(&mut self, rin: &mut RelayIn) {
+        let n = rin.len();
+        let multi_min = C::multi_min_circuits();
+        rin.seen.clear();
+        let mut exit_circuits = 0usize;
+        for k in 0..n {
+            let Some((idx, side)) = self.table.lookup(rin.chan, rin.circ_ids[k]) else {
+                rin.mode[k] = Mode::Drop;
+                rin.circ[k] = None;
+                continue;
+            };
+            rin.circ[k] = Some(self.table.handle(idx));
+            let c = self.table.get(idx).expect("looked up");
+            let seen = match rin.seen.iter().position(|s| s.0 == idx) {
+                Some(p) => p,
+                None => {
+                    rin.seen.push((idx, 0, false));
+                    if side == Side::Prev && !matches!(c.next, Next::Open(_)) {
+                        exit_circuits += 1;
+                    }
+                    rin.seen.len() - 1
+                }
+            };
+            // Both hops on this channel would break "one direction per stage" (extend
+            // refuses it; checked anyway, it costs one compare).
+            let both_here = match side {
+                Side::Prev => matches!(c.next, Next::Open(h) if h.chan == rin.chan),
+                Side::Next => c.prev_chan == rin.chan,
+            };
+            let batchable = !rin.seen[seen].2
+                && !both_here
+                && rin.cmds[k] == ChanCmd::RELAY
+                && c.crypto.is_some()
+                && (side == Side::Next || c.state == CircState::Open);
+            rin.mode[k] = match (batchable, side) {
+                (false, _) => {
+                    rin.seen[seen].2 = true;
+                    Mode::Single
+                }
+                (true, Side::Next) => Mode::Backward,
+                (true, Side::Prev) if matches!(c.next, Next::Open(_)) => Mode::ForwardRun,
+                (true, Side::Prev) => Mode::ForwardMulti,
+            };
+            rin.seen[seen].1 += 1;
+        }
+        if exit_circuits < multi_min {
+            // Too few circuits to fill the lanes: one keystream run per circuit is cheaper.
+            for m in &mut rin.mode[..n] {
+                if *m == Mode::ForwardMulti {
+                    *m = Mode::ForwardRun;
+                }
+            }
+        }
+    }
+
+    /// Runs the crypto over every cell that is not handled one at a time.
+    fn crypt_ahead(&mut self, rin: &mut RelayIn) {
+        let n = rin.len();
+        // Runs: consecutive cells of one circuit in one mode share one keystream run.
+        let mut k = 0;
+        while k < n {
+            let mode = rin.mode[k];
+            if !matches!(mode, Mode::ForwardRun | Mode::Backward) {
+                k += 1;
+                continue;
+            }
+            let h = rin.circ[k];
+            let mut end = k + 1;
+            while end < n && rin.mode[end] == mode && rin.circ[end] == h {
+                end += 1;
+            }
+            let crypto = h
+                .and_then(|h| self.table.get_mut(h.idx))
+                .and_then(|c| c.crypto.as_mut())
+                .expect("classified as crypted: open with crypto");
+            if mode == Mode::ForwardRun {
+                crypto.forward_batch_tagged(
+                    &mut rin.cells[k..end],
+                    &mut rin.hits[k..end],
+                    &mut rin.tags[k..end],
+                );
+            } else {
+                crypto.backward_relay_batch(&mut rin.cells[k..end]);
+            }
+            self.count_crypted(end - k);
+            k = end;
+        }
+        // The multi-circuit call, round-robin over circuits: a circuit's i-th cell comes
+        // before any circuit's (i+1)-th, so consecutive jobs are distinct circuits.
+        rin.rank.clear();
+        for s in rin.seen.iter_mut() {
+            s.1 = 0;
+        }
+        for k in 0..n {
+            if rin.mode[k] != Mode::ForwardMulti {
+                continue;
+            }
+            let idx = rin.circ[k].expect("multi jobs have a circuit").idx;
+            let s = rin
+                .seen
+                .iter_mut()
+                .find(|s| s.0 == idx)
+                .expect("seen in classify");
+            rin.rank.push((s.1, k as u16));
+            s.1 += 1;
+        }
+        let jobs = rin.rank.len();
+        if jobs == 0 {
+            return;
+        }
+        rin.rank.sort_unstable();
+        rin.order.clear();
+        rin.order.extend(rin.rank.iter().map(|&(_, k)| k));
+        let mut j = Jobs {
+            table: &mut self.table,
+            cells: &mut rin.cells,
+            circ: &rin.circ,
+            order: &rin.order,
+        };
+        C::forward_jobs(&mut j, &mut rin.job_hits[..jobs], &mut rin.job_tags[..jobs]);
+        for (j, &k) in rin.order.iter().enumerate() {
+            rin.hits[k as usize] = rin.job_hits[j];
+            rin.tags[k as usize] = rin.job_tags[j];
+        }
+        self.metrics.relay_in_multi_calls += 1;
+        self.metrics.cells_crypted_batched += jobs as u64;
+    }
+
+    fn count_crypted(&mut self, n: usize) {
+        if n > 1 {
+            self.metrics.cells_crypted_batched += n as u64;
+        } else {
+            self.metrics.cells_crypted_single += n as u64;
+        }
+    }
+
+    /// Handles the staged cells in arrival order, with their crypto done.
+    fn handle_crypted(&mut self, rin: &mut RelayIn, io: &mut CoreIo<'_>) {
+        for k in 0..rin.len() {
+            let mode = rin.mode[k];
+            if mode == Mode::Drop {
+                continue;
+            }
+            if mode == Mode::Single {
+                self.metrics.cells_crypted_single += 1;
+                let (chan, circ_id, cmd) = (rin.chan, rin.circ_ids[k], rin.cmds[k]);
+                self.handle_relay_batch(chan, circ_id, cmd, &mut rin.cells[k..k + 1], io);
+                continue;
+            }
+            // An earlier cell may have closed the circuit: its later cells go with it.
+            let Some(idx) = rin.circ[k].and_then(|h| self.table.resolve(h)) else {
+                continue;
+            };
+            let cell = &mut rin.cells[k];
+            match mode {
+                Mode::Backward => {
+                    self.metrics.cells_backward += 1;
+                    self.send_to_prev(idx, ChanCmd::RELAY, cell, io);
+                }
+                _ if rin.hits[k] => {
+                    self.metrics.cells_recognized += 1;
+                    self.run_tag = rin.tags[k];
+                    self.handle_local(idx, false, cell, io);
+                }
+                _ => {
+                    self.forward_unrecognized(idx, ChanCmd::RELAY, cell, io);
+                }
+            }
+        }
+    }
+}
