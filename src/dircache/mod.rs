@@ -1,6 +1,8 @@
 //! The directory cache (dir-spec §4 "Directory cache operation"): what a relay with
 //! `DirCache 1` keeps and serves.
 //!
+//! - [`consdiff`]: consensus diffs, generated and applied as C tor does (dir-spec
+//!   "Consensus diff format").
 //! - [`store`]: the documents kept, keyed as dir-spec's URLs look them up. Sans-IO: the
 //!   mirror inserts verified documents, the directory server reads them.
 //!
@@ -13,6 +15,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
 
+pub mod consdiff;
 pub mod store;
 
 pub use store::{ConsensusDoc, ConsensusFlavor, DirStore, Document, SharedStore};
