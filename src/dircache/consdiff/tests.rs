@@ -651,3 +651,48 @@ mod prop {
         }
     }
 }
+
+/// Consensuses of a private C tor 0.4.9.11 network (3 authorities, relays joining between
+/// the two) and the diff a C tor authority served between them
+/// (tests/fixtures/consdiff/README.md). Ours must be byte-for-byte C tor's, and C tor's
+/// must apply with ours.
+#[test]
+fn c_tor_network_consensuses_give_c_tor_s_diff() {
+    macro_rules! fixture {
+        ($dir:literal) => {
+            (
+                $dir,
+                include_str!(concat!("../../../tests/fixtures/consdiff/", $dir, "/base")),
+                include_str!(concat!(
+                    "../../../tests/fixtures/consdiff/",
+                    $dir,
+                    "/target"
+                )),
+                include_str!(concat!(
+                    "../../../tests/fixtures/consdiff/",
+                    $dir,
+                    "/ctor.diff"
+                )),
+            )
+        };
+    }
+    for (name, base, target, ctor_diff) in [fixture!("ns"), fixture!("microdesc")] {
+        assert_eq!(
+            apply(base, ctor_diff).as_deref(),
+            Ok(target),
+            "{name}: C tor's diff"
+        );
+        let ours = generate(base, target).expect("generate");
+        assert!(
+            ours == ctor_diff,
+            "{name}: our diff differs from C tor's:\n{ours}"
+        );
+        // Router entries were added between the two.
+        assert!(
+            ctor_diff.lines().any(|l| l.starts_with("r ")),
+            "{name}: fixture without a router change"
+        );
+        // The reverse direction round-trips too.
+        round_trip(target, base);
+    }
+}
