@@ -653,9 +653,9 @@ mod prop {
 }
 
 /// Consensuses of a private C tor 0.4.9.11 network (3 authorities, relays joining between
-/// the two) and the diff a C tor authority served between them
-/// (tests/fixtures/consdiff/README.md). Ours must be byte-for-byte C tor's, and C tor's
-/// must apply with ours.
+/// the two) and the diff a C tor authority served between them (made by
+/// tests/fixtures/consdiff/make_fixtures.sh). Ours must be byte-for-byte C tor's, and C
+/// tor's must apply with ours.
 #[test]
 fn c_tor_network_consensuses_give_c_tor_s_diff() {
     macro_rules! fixture {
