@@ -1,6 +1,8 @@
 //! The directory cache (dir-spec §4 "Directory cache operation"): what a relay with
 //! `DirCache 1` keeps and serves.
 //!
+//! - [`consdiff`]: consensus diffs, generated and applied as C tor does (dir-spec
+//!   "Consensus diff format").
 //! - [`store`]: the documents kept, keyed as dir-spec's URLs look them up. Sans-IO: the
 //!   mirror inserts verified documents, the directory server reads them.
 //! - [`hsdir`]: the HSDir v3 onion-service descriptor cache (`HSDir=2`).
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
 
+pub mod consdiff;
 pub mod disk;
 pub mod hsdir;
 pub mod mirror;
