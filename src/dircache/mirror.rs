@@ -19,13 +19,15 @@
 //!   deliver waits with backoff before it is asked for again.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
 use rand::Rng;
 
-use super::store::{ConsensusFlavor, DocKind, SharedStore};
+use super::consdiff;
+use super::store::{ConsensusDoc, ConsensusFlavor, DirStore, DocKind, SharedStore};
 use super::verify::{self, VerifyError};
 use crate::crypto::ids::RsaIdentity;
 use crate::dir::authcert::AuthorityCert;
@@ -481,6 +483,7 @@ impl Mirror {
     fn install(&mut self, flavor: ConsensusFlavor, v: verify::VerifiedConsensus, n: u64) {
         let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
         store.set_consensus(v.doc);
+        generate_diffs(&mut store, flavor);
         if flavor == ConsensusFlavor::Microdesc {
             store.touch_microdescs(
                 v.consensus
@@ -689,6 +692,30 @@ impl Mirror {
     }
 }
 
+/// Diffs from each kept earlier consensus of `flavor` to the current one (dir-spec "consensus
+/// diffs"), so a client naming its consensus in `X-Or-Diff-From-Consensus` downloads a diff.
+/// Each diff is checked by applying it back before it is kept (`consdiff::generate`); one that
+/// cannot be made is counted and the client gets the whole consensus.
+fn generate_diffs(store: &mut DirStore, flavor: ConsensusFlavor) {
+    let Some(target) = store.consensus(flavor).map(|c| c.body.clone()) else {
+        return;
+    };
+    let bases: Vec<ConsensusDoc> = store.diff_bases(flavor).cloned().collect();
+    for base in bases {
+        let made = match (
+            std::str::from_utf8(&base.body),
+            std::str::from_utf8(&target),
+        ) {
+            (Ok(b), Ok(t)) => consdiff::generate(b, t).ok(),
+            _ => None,
+        };
+        match made {
+            Some(diff) => store.insert_diff(flavor, base.sha3_digest, Arc::from(diff.into_bytes())),
+            None => store.record_diff_failure(),
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -878,6 +905,38 @@ pub(crate) mod tests {
         assert_eq!(s.stats().consensus.rejected, 1);
         drop(s);
         assert!(m.poll(now).contains(&FetchRequest::Certs));
+    }
+
+    #[test]
+    fn a_newer_consensus_is_served_as_a_diff_from_the_one_before() {
+        let mut rng = rng();
+        let mut m = filled_mirror(&mut rng);
+        let md = Consensus::parse(MD).unwrap();
+        let old_sha3 = md.sha3_as_signed();
+        let md2 = Consensus::parse(MD2).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(md2.valid_after + 1);
+        let s = m.store().read().unwrap();
+        assert!(s
+            .consensus_diff(ConsensusFlavor::Microdesc, &old_sha3)
+            .is_none());
+        drop(s);
+        let h = m.handle(
+            FetchRequest::Consensus(ConsensusFlavor::Microdesc),
+            Ok(MD2.into()),
+            now,
+            &mut rng,
+        );
+        assert_eq!(h.stored, 1, "{h:?}");
+        let s = m.store().read().unwrap();
+        let diff = s
+            .consensus_diff(ConsensusFlavor::Microdesc, &old_sha3)
+            .expect("a diff from the consensus the client holds");
+        // The diff turns the old consensus into exactly the new one.
+        let applied = consdiff::apply(MD, std::str::from_utf8(diff).unwrap()).unwrap();
+        assert_eq!(applied, MD2);
+        let st = s.stats();
+        assert_eq!((st.diffs, st.diff_failures), (1, 0));
+        assert!(st.diff_bytes > 0 && (st.diff_bytes as usize) < MD2.len());
     }
 
     #[test]

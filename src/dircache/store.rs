@@ -5,10 +5,16 @@
 //! mirror) and is kept as the exact bytes to serve, behind an `Arc` so a reader clones a
 //! pointer, not the body.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use crate::crypto::ids::RsaIdentity;
+
+/// How many earlier consensuses of each flavour are kept to diff from: with hourly
+/// consensuses, a client up to this many hours behind gets a diff, an older one the whole
+/// consensus (as from a C tor cache that no longer holds its base). Bounds the memory of bases
+/// and diffs to this many of each.
+pub const DIFF_BASES: usize = 8;
 
 /// The store as shared by the mirror (writer) and the directory server (readers).
 pub type SharedStore = Arc<RwLock<DirStore>>;
@@ -144,6 +150,11 @@ pub struct StoreStats {
     pub cert: KindStats,
     pub microdesc: KindStats,
     pub server_descriptor: KindStats,
+    /// Diffs kept (to the current consensus of either flavour), and their bytes.
+    pub diffs: u64,
+    pub diff_bytes: u64,
+    /// Diffs that could not be generated (counted, never served).
+    pub diff_failures: u64,
 }
 
 impl StoreStats {
@@ -163,6 +174,10 @@ pub struct DirStore {
     consensus: HashMap<ConsensusFlavor, ConsensusDoc>,
     /// Diffs to the current consensus of a flavour, keyed by the older consensus's SHA3-256.
     diffs: HashMap<(ConsensusFlavor, [u8; 32]), Arc<[u8]>>,
+    /// Earlier consensuses of each flavour, newest first, at most [`DIFF_BASES`]: a client
+    /// holding one of them is served a diff (dir-spec "consensus diffs").
+    diff_bases: HashMap<ConsensusFlavor, VecDeque<ConsensusDoc>>,
+    diff_failures: u64,
     /// Microdescriptors by SHA-256 of their text.
     microdescs: HashMap<[u8; 32], Document>,
     /// Server descriptors by SHA-1 digest of the signed part.
@@ -231,6 +246,9 @@ impl DirStore {
                 self.server_by_digest.len(),
                 self.server_bytes,
             ),
+            diffs: self.diffs.len() as u64,
+            diff_bytes: self.diffs.values().map(|d| d.len() as u64).sum(),
+            diff_failures: self.diff_failures,
         }
     }
 
@@ -239,12 +257,27 @@ impl DirStore {
         count < max_count && bytes.saturating_add(len) <= max_bytes
     }
 
-    /// Replaces the current consensus of its flavour. Diffs to the old one are dropped; the
-    /// caller inserts diffs to the new one with [`DirStore::insert_diff`].
+    /// Replaces the current consensus of its flavour. Diffs to the old one are dropped and
+    /// the old one becomes the newest diff base; the caller inserts diffs to the new one with
+    /// [`DirStore::insert_diff`] (see [`DirStore::diff_bases`]).
     pub fn set_consensus(&mut self, doc: ConsensusDoc) {
         let flavor = doc.flavor;
         self.diffs.retain(|(f, _), _| *f != flavor);
-        self.consensus.insert(flavor, doc);
+        if let Some(old) = self.consensus.insert(flavor, doc) {
+            let bases = self.diff_bases.entry(flavor).or_default();
+            bases.push_front(old);
+            bases.truncate(DIFF_BASES);
+        }
+    }
+
+    /// The earlier consensuses of `flavor` kept as diff bases, newest first.
+    pub fn diff_bases(&self, flavor: ConsensusFlavor) -> impl Iterator<Item = &ConsensusDoc> {
+        self.diff_bases.get(&flavor).into_iter().flatten()
+    }
+
+    /// Counts a diff that could not be generated.
+    pub fn record_diff_failure(&mut self) {
+        self.diff_failures += 1;
     }
 
     /// A diff from the consensus whose SHA3-256 is `from` to the current one of `flavor`.

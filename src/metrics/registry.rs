@@ -567,6 +567,29 @@ fn render_dircache(f: &mut Family<'_>, s: &crate::dircache::StoreStats) {
             f.value(name, &labels, pick(s.get(kind)));
         }
     }
+    for (name, mk, help, v) in [
+        (
+            "fors_dircache_diffs",
+            MetricKind::Gauge,
+            "Consensus diffs kept, from an earlier consensus to the current one.",
+            s.diffs,
+        ),
+        (
+            "fors_dircache_diff_bytes",
+            MetricKind::Gauge,
+            "Bytes of the consensus diffs kept.",
+            s.diff_bytes,
+        ),
+        (
+            "fors_dircache_diff_failures_total",
+            MetricKind::Counter,
+            "Consensus diffs that could not be generated (the whole consensus is served instead).",
+            s.diff_failures,
+        ),
+    ] {
+        f.header(name, mk, help);
+        f.value(name, "", v);
+    }
 }
 
 /// C tor's `tor_relay_dos_total{type=…}` (relay_metrics.c, same type labels where Fors has

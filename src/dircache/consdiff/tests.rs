@@ -529,7 +529,9 @@ mod prop {
             Just("v Tor 0.4.9.11".to_string()),
             Just("s Fast Running Valid".to_string()),
             Just("r x".to_string()),
-            "[a-z ]{1,12}",
+            // Not "r " + words: that is a router entry with a random identity, which would
+            // break the identity order the generator (rightly, as C tor) refuses to diff.
+            "[a-z ]{1,12}".prop_filter("not a router line", |s| !s.starts_with("r ")),
         ]
     }
 
