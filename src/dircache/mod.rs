@@ -3,6 +3,8 @@
 //!
 //! - [`store`]: the documents kept, keyed as dir-spec's URLs look them up. Sans-IO: the
 //!   mirror inserts verified documents, the directory server reads them.
+//! - [`request`], [`serve`], [`compress`]: the serving side, sans-IO: a request's bytes
+//!   in, the answer's bytes out (dir-spec appendix "Standard URLs", C tor `dircache.c`).
 //!
 //! The store is shared between the mirror (the directory worker thread, a rare writer) and the
 //! directory server thread (readers) as a [`SharedStore`]; neither is on the per-cell path, so a
@@ -13,6 +15,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
 
+pub mod compress;
+pub mod request;
+pub mod serve;
 pub mod store;
 
 pub use store::{ConsensusDoc, ConsensusFlavor, DirStore, Document, SharedStore};
