@@ -119,10 +119,13 @@ pub struct Context<'a> {
     pub write_allowance: u64,
 }
 
+type CacheEntry = (Arc<[u8]>, Method, Arc<[u8]>);
+
 /// Compressed copies of big, popular documents (consensuses and diffs), so each is
 /// compressed once per method. Bounded in entries and bytes; the oldest goes first.
 pub struct CompressCache {
-    entries: VecDeque<(Arc<[u8]>, Method, Arc<[u8]>)>,
+    /// (source document, method, compressed copy).
+    entries: VecDeque<CacheEntry>,
     bytes: usize,
     max_entries: usize,
     max_bytes: usize,

@@ -108,6 +108,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         metrics_ports => "MetricsPort", Restart;
         metrics_port_policy => "MetricsPortPolicy", Restart;
         dir_ports => "DirPort", Restart;
+        dir_port_front_page => "DirPortFrontPage", Restart;
         publish_server_descriptor => "PublishServerDescriptor", NextDescriptor;
         assume_reachable => "AssumeReachable", NextDescriptor;
         max_mem_in_queues => "MaxMemInQueues", Now;
