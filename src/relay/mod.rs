@@ -11,6 +11,7 @@
 
 pub mod bandwidth;
 pub mod control;
+pub mod dirserver;
 pub mod dirworker;
 pub mod exit_dns;
 pub mod handler;
