@@ -229,6 +229,7 @@ struct Relay {
     control: Option<ControlThread>,
     control_port: Option<ControlPortServer>,
     metrics_servers: Vec<MetricsServer>,
+    dir_server: Option<dirserver::DirServer>,
     metrics: Arc<MetricsRegistry>,
     started: Instant,
     /// The torrc's DoS options as the shards read them (republished on SIGHUP).
@@ -295,6 +296,7 @@ impl Relay {
             control: None,
             control_port: None,
             metrics_servers: Vec::new(),
+            dir_server: None,
             metrics: Arc::new(MetricsRegistry::new(0, started)),
             started,
             dos_options: SnapshotCell::new(dos_options),
@@ -561,6 +563,14 @@ impl Relay {
                 );
             }
             self.metrics_servers.push(server);
+        }
+        // The directory cache's documents: filled by the mirror, served by the DirPort.
+        let dir_store: crate::dircache::SharedStore = Default::default();
+        self.dir_server = setup::start_dir_server(config, dir_store)?;
+        if let Some(d) = &self.dir_server {
+            for a in d.local_addrs() {
+                log_notice!("DirPort listening on {a}.");
+            }
         }
         self.control_port = start_control_port(
             &self.cl,
@@ -1109,6 +1119,9 @@ impl Relay {
         for s in self.metrics_servers.drain(..) {
             s.stop();
         }
+        if let Some(d) = self.dir_server.take() {
+            d.stop();
+        }
     }
 
     /// Stops everything that was started, in reverse order, and removes the PidFile.
@@ -1125,6 +1138,9 @@ impl Relay {
         }
         for s in self.metrics_servers.drain(..) {
             s.stop();
+        }
+        if let Some(d) = self.dir_server.take() {
+            d.stop();
         }
         if let Some(c) = self.control.take() {
             c.stop();

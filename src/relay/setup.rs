@@ -22,6 +22,12 @@ pub enum SetupError {
     /// C tor would fail the same way: without the list the policy cannot reject them.
     #[error("ExitPolicyRejectLocalInterfaces: cannot list the network interfaces: {0}")]
     Interfaces(std::io::Error),
+    #[error("{location}: cannot listen on DirPort {addr}: {source}")]
+    DirPort {
+        location: Location,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Our exit policy from the torrc, as C tor builds it, plus warnings (with locations) for
@@ -520,4 +526,55 @@ mod tests {
             assert_eq!(lookup_user(&name).unwrap().uid, me);
         }
     }
+}
+
+/// Address a `DirPort` listens on: C tor's default address is 0.0.0.0.
+pub fn dir_listen_addr(p: &crate::config::ListenPort) -> SocketAddr {
+    let ip = p.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let port = match p.port {
+        PortNumber::Auto => 0,
+        PortNumber::Fixed(n) => n.get(),
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// Binds the `DirPort` listeners (those without `NoListen`) and starts the directory server
+/// on them, serving `store`. `None` when no DirPort listens.
+pub fn start_dir_server(
+    config: &Config,
+    store: crate::dircache::SharedStore,
+) -> Result<Option<crate::relay::dirserver::DirServer>, SetupError> {
+    let mut listeners = Vec::new();
+    for p in config
+        .dir_ports
+        .iter()
+        .filter(|p| !p.flags.iter().any(|f| f.eq_ignore_ascii_case("NoListen")))
+    {
+        let addr = dir_listen_addr(p);
+        let l = std::net::TcpListener::bind(addr).map_err(|source| SetupError::DirPort {
+            location: p.location.clone(),
+            addr,
+            source,
+        })?;
+        listeners.push(l);
+    }
+    if listeners.is_empty() {
+        return Ok(None);
+    }
+    let inputs = crate::relay::dirserver::DirServerInputs {
+        front_page: config
+            .dir_port_front_page
+            .as_ref()
+            .map(|f| f.contents.clone()),
+        own_descriptor: None,
+    };
+    let server =
+        crate::relay::dirserver::DirServer::start(listeners, store, inputs).map_err(|source| {
+            SetupError::DirPort {
+                location: config.dir_ports[0].location.clone(),
+                addr: dir_listen_addr(&config.dir_ports[0]),
+                source,
+            }
+        })?;
+    Ok(Some(server))
 }
