@@ -62,6 +62,7 @@ pub struct DirServerInputs {
 
 pub struct DirServer {
     local_addrs: Vec<SocketAddr>,
+    internal_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<DirServerStats>,
@@ -69,10 +70,12 @@ pub struct DirServer {
 }
 
 impl DirServer {
-    /// Binds nothing: takes listeners already bound (so a bind error names its torrc line
-    /// where the caller binds) and serves them on a new thread.
+    /// Binds nothing: takes the DirPort listeners already bound (so a bind error names its
+    /// torrc line where the caller binds) and the internal loopback listener BEGIN_DIR
+    /// streams connect to, and serves them on a new thread.
     pub fn start(
-        listeners: Vec<TcpListener>,
+        mut listeners: Vec<TcpListener>,
+        internal: Option<TcpListener>,
         store: SharedStore,
         inputs: DirServerInputs,
     ) -> std::io::Result<DirServer> {
@@ -81,6 +84,16 @@ impl DirServer {
             l.set_nonblocking(true)?;
             local_addrs.push(l.local_addr()?);
         }
+        let internal_addr = match &internal {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                Some(l.local_addr()?)
+            }
+            None => None,
+        };
+        // The internal listener goes last: connections from it are tunnelled ones.
+        let n_public = listeners.len();
+        listeners.extend(internal);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(DirServerStats::default());
         let inputs = Arc::new(RwLock::new(inputs));
@@ -88,10 +101,11 @@ impl DirServer {
             .name("dirserver".into())
             .spawn({
                 let (stop, stats, inputs) = (stop.clone(), stats.clone(), inputs.clone());
-                move || serve_loop(listeners, store, inputs, stats, stop)
+                move || serve_loop(listeners, n_public, store, inputs, stats, stop)
             })?;
         Ok(DirServer {
             local_addrs,
+            internal_addr,
             stop,
             thread: Some(thread),
             stats,
@@ -99,8 +113,14 @@ impl DirServer {
         })
     }
 
+    /// The DirPort listeners' addresses.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Where BEGIN_DIR streams connect (with `DirCache 1`).
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal_addr
     }
 
     pub fn stop(mut self) {
@@ -135,7 +155,8 @@ enum Phase {
 
 struct Conn {
     stream: TcpStream,
-    peer: IpAddr,
+    /// The DirPort peer; `None` for a BEGIN_DIR stream (its client is not ours to know).
+    peer: Option<IpAddr>,
     accepted: Instant,
     deadline: Instant,
     phase: Phase,
@@ -159,6 +180,7 @@ fn unix_now() -> u64 {
 
 fn serve_loop(
     listeners: Vec<TcpListener>,
+    n_public: usize,
     store: SharedStore,
     inputs: Arc<RwLock<DirServerInputs>>,
     stats: Arc<DirServerStats>,
@@ -169,7 +191,8 @@ fn serve_loop(
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         let mut busy = false;
-        for l in &listeners {
+        for (n, l) in listeners.iter().enumerate() {
+            let tunnelled = n >= n_public;
             loop {
                 match l.accept() {
                     Ok((stream, peer)) => {
@@ -177,7 +200,13 @@ fn serve_loop(
                         if stream.set_nonblocking(true).is_err() {
                             continue;
                         }
-                        admit(&mut conns, stream, peer.ip(), now, &stats);
+                        admit(
+                            &mut conns,
+                            stream,
+                            (!tunnelled).then_some(peer.ip()),
+                            now,
+                            &stats,
+                        );
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -219,7 +248,7 @@ fn serve_loop(
 fn admit(
     conns: &mut Vec<Conn>,
     mut stream: TcpStream,
-    peer: IpAddr,
+    peer: Option<IpAddr>,
     now: Instant,
     stats: &DirServerStats,
 ) {
@@ -322,7 +351,7 @@ fn step(
                     store: &store,
                     front_page: inputs.front_page.as_ref(),
                     own_descriptor: inputs.own_descriptor.as_ref(),
-                    peer_for_header: header_addr(c.peer),
+                    peer_for_header: c.peer.and_then(header_addr),
                     write_allowance: MAX_INFLIGHT_BYTES.saturating_sub(inflight) as u64,
                 };
                 serve::answer(&ctx, cache, req)
@@ -407,8 +436,10 @@ mod tests {
     fn serves_front_page_404_and_closes_bad_requests() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let store: SharedStore = Arc::new(RwLock::new(DirStore::new()));
+        let internal = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = DirServer::start(
             vec![l],
+            Some(internal),
             store,
             DirServerInputs {
                 front_page: Some(Arc::from(&b"<html>hi</html>"[..])),
@@ -425,6 +456,14 @@ mod tests {
             "loopback peer: no header"
         );
         assert!(out.ends_with("\r\n\r\n<html>hi</html>"));
+        // The BEGIN_DIR listener serves the same answers.
+        let internal = server.internal_addr().unwrap();
+        let out =
+            String::from_utf8(fetch(internal, b"GET /tor/robots.txt HTTP/1.0\r\n\r\n")).unwrap();
+        assert!(
+            out.ends_with("\r\n\r\nUser-agent: *\r\nDisallow: /\r\n"),
+            "{out}"
+        );
         let out = String::from_utf8(fetch(
             addr,
             b"GET /tor/status-vote/current/consensus-microdesc.z HTTP/1.0\r\n\r\n",
@@ -439,7 +478,7 @@ mod tests {
         let mut big = b"GET / HTTP/1.0\r\nX: ".to_vec();
         big.resize(request::MAX_HEADERS_SIZE + 100, b'a');
         assert!(fetch(addr, &big).is_empty());
-        assert_eq!(server.stats.status[0].load(Ordering::Relaxed), 1);
+        assert_eq!(server.stats.status[0].load(Ordering::Relaxed), 2);
         assert_eq!(server.stats.closed_bad.load(Ordering::Relaxed), 2);
         server.stop();
     }

@@ -458,11 +458,21 @@ impl Relay {
             "MaxMemInQueues is {} MB ({mem_source:?}), shared by all shards.",
             mem_cap >> 20
         );
-        let circuits = shardcfg::circuit_config(
+        let mut circuits = shardcfg::circuit_config(
             profile,
             config.network_timings.extend_allow_private_addresses,
             mem_cap,
         );
+        // The directory cache's documents: filled by the mirror, served on the DirPort and
+        // to BEGIN_DIR streams (through the server's internal loopback listener).
+        let dir_store: crate::dircache::SharedStore = Default::default();
+        self.dir_server = setup::start_dir_server(config, dir_store)?;
+        if let Some(d) = &self.dir_server {
+            circuits.dir_server = d.internal_addr();
+            for a in d.local_addrs() {
+                log_notice!("DirPort listening on {a}.");
+            }
+        }
         self.mem_budget = circuits
             .mem_budget
             .clone()
@@ -563,14 +573,6 @@ impl Relay {
                 );
             }
             self.metrics_servers.push(server);
-        }
-        // The directory cache's documents: filled by the mirror, served by the DirPort.
-        let dir_store: crate::dircache::SharedStore = Default::default();
-        self.dir_server = setup::start_dir_server(config, dir_store)?;
-        if let Some(d) = &self.dir_server {
-            for a in d.local_addrs() {
-                log_notice!("DirPort listening on {a}.");
-            }
         }
         self.control_port = start_control_port(
             &self.cl,
