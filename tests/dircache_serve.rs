@@ -2,7 +2,8 @@
 //! authorities, loopback only, so its store stays empty) with `DirCache 1`, a `DirPort` and
 //! a `DirPortFrontPage`.
 //!
-//! * real `curl` gets `GET /` = the front page, as `text/html`;
+//! * real `curl` gets `GET /` = the front page, as `text/html`, and the new page after the
+//!   file changes and Fors gets SIGHUP;
 //! * a consensus request answers `404 Not found` while the store is empty, as C tor does
 //!   without a consensus (plain and `.z`);
 //! * a request line that does not parse gets C tor's `400 Bad request`, an unknown command is
@@ -162,6 +163,14 @@ fn dirport_front_page_404s_bad_requests_and_begin_dir() {
     let mut junk = vec![0u8; 4096];
     rng.fill_bytes(&mut junk);
     let _ = raw_request(addr, &junk);
+
+    // SIGHUP reads the page again and serves the new one.
+    const PAGE2: &str = "<html><body>Exit notice, second edition.</body></html>\n";
+    std::fs::write(&page, PAGE2).unwrap();
+    f.signal(libc::SIGHUP);
+    f.wait_for("Reload: DirPortFrontPage changed; applied.", STEP);
+    let (_, body) = curl(&[&format!("{base}/")]);
+    assert_eq!(body, PAGE2);
 
     // BEGIN_DIR through the ORPort reaches the same server.
     let or_addr = SocketAddr::from(([127, 0, 0, 1], or_port));

@@ -1098,6 +1098,13 @@ impl Relay {
             self.dos_options
                 .publish(new.dos.for_relay(new.publish_server_descriptor));
         }
+        if new.dir_port_front_page != self.config.dir_port_front_page {
+            // Read again with the configuration: the next `GET /` answers the new page.
+            if let Some(d) = &self.dir_server {
+                let mut inputs = d.inputs.write().unwrap_or_else(|p| p.into_inner());
+                inputs.front_page = new.dir_port_front_page.as_ref().map(|f| f.contents.clone());
+            }
+        }
         if new.heartbeat_period != self.config.heartbeat_period {
             // The new period counts from the reload.
             self.next_heartbeat = heartbeat::next_due(Instant::now(), new.heartbeat_period);
