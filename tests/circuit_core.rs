@@ -1329,3 +1329,29 @@ fn consensus_params_switch_unknown_exits_and_reentry() {
         EndReason::ConnectRefused
     );
 }
+
+/// BEGIN_DIR on a directory cache (tor-spec §6.2): even on a non-exit and from a client's
+/// first hop, the stream goes to the directory server's own listener, outside the exit
+/// policy, and CONNECTED is empty, as C tor `connection_exit_connect_dir` sends it.
+#[test]
+fn begin_dir_connects_to_the_directory_server_with_an_empty_connected() {
+    let dir: SocketAddr = "127.0.0.1:9999".parse().unwrap();
+    let cfg = CircuitConfig {
+        dir_server: Some(dir),
+        ..test_config()
+    };
+    let mut relay = Relay::new(5, cfg, "reject *:*", TestNet::default());
+    let mut cl = Client::new(client_chan(1), 0x8000_0001);
+    cl.create(&mut relay, Hs::Ntor);
+    let acts = cl.send(&mut relay, 0, ChanCmd::RELAY, &RelayMsg::BeginDir, 3);
+    let (stream, addr) = connect_action(&acts);
+    assert_eq!(addr, dir);
+    let (r, acts) = relay.io(|c, io| c.stream_connected(stream, addr, io));
+    r.unwrap();
+    let got = cl.open_all(&acts);
+    assert_eq!((got[0].1, got[0].2), (RelayCmd::CONNECTED, 3));
+    assert!(got[0].3.is_empty(), "CONNECTED for BEGIN_DIR has no body");
+    // A second BEGIN_DIR on the same stream id is dropped.
+    let acts = cl.send(&mut relay, 0, ChanCmd::RELAY, &RelayMsg::BeginDir, 3);
+    assert!(!acts.iter().any(|a| matches!(a, Action::Connect { .. })));
+}

@@ -27,6 +27,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("DirAuthority", OptionKind::List),
     ("DirCache", OptionKind::Single),
     ("DirPort", OptionKind::List),
+    ("DirPortFrontPage", OptionKind::Single),
     ("DisableDebuggerAttachment", OptionKind::Single),
     ("DoSCircuitCreationBurst", OptionKind::Single),
     ("DoSCircuitCreationDefenseTimePeriod", OptionKind::Single),

@@ -159,8 +159,11 @@ pub struct Config {
     /// Address `None` means 127.0.0.1, as in C tor.
     pub metrics_ports: Vec<ListenPort>,
     pub metrics_port_policy: Vec<PolicyItem>,
-    /// Accepted for compatibility; see docs/config.md.
+    /// `DirPort` listeners (flags: only `NoAdvertise` or `NoListen`). Needs `DirCache 1`.
     pub dir_ports: Vec<ListenPort>,
+    /// `DirPortFrontPage`: the page answered to `GET /` on the DirPort, read when the
+    /// configuration is (at start and on reload).
+    pub dir_port_front_page: Option<FrontPage>,
     pub publish_server_descriptor: bool,
     pub assume_reachable: bool,
     /// Bytes; 0 = derive from the machine's memory (C tor's "auto").
@@ -306,6 +309,42 @@ fn bad(option: &'static str, v: &RawValue, reason: impl Into<String>) -> ConfigE
     )
 }
 
+/// Largest `DirPortFrontPage` served (an exit notice is a few kB).
+pub const MAX_FRONT_PAGE_BYTES: usize = 1 << 20;
+
+/// A `DirPortFrontPage` file and what it held when the configuration was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontPage {
+    pub path: PathBuf,
+    pub contents: std::sync::Arc<[u8]>,
+}
+
+/// `DirPort` takes C tor's `NoAdvertise` and `NoListen` (not both); any other flag, such as
+/// C tor's `IPv4Only`/`IPv6Only` which it ignores on a DirPort, is refused.
+fn check_dir_port_flags(p: &ListenPort) -> Result<(), ConfigError> {
+    let mut no_advertise = false;
+    let mut no_listen = false;
+    for f in &p.flags {
+        if f.eq_ignore_ascii_case("NoAdvertise") {
+            no_advertise = true;
+        } else if f.eq_ignore_ascii_case("NoListen") {
+            no_listen = true;
+        } else {
+            return Err(inconsistent(
+                Some(&p.location),
+                format!("DirPort: unsupported flag {f:?} (only NoAdvertise or NoListen)"),
+            ));
+        }
+    }
+    if no_advertise && no_listen {
+        return Err(inconsistent(
+            Some(&p.location),
+            "DirPort: NoAdvertise and NoListen together leave nothing to do".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn inconsistent(loc: Option<&Location>, msg: String) -> ConfigError {
     let kind = ConfigErrorKind::Inconsistent(msg);
     match loc {
@@ -381,16 +420,10 @@ impl Builder<'_> {
         let (control_ports, unix_sockets) = self.control_ports()?;
         let metrics_ports = self.listen_ports("MetricsPort")?;
         let dir_ports = self.listen_ports("DirPort")?;
-        // Fors has no directory cache yet: a DirPort that silently served nothing (no exit
-        // notice page either) would mislead the operator, so it is refused.
-        if let Some(p) = dir_ports.first() {
-            return Err(inconsistent(
-                Some(&p.location),
-                "DirPort: Fors has no directory cache yet, so it cannot serve a DirPort (use \
-                 DirPort 0 or remove the line)"
-                    .into(),
-            ));
+        for p in &dir_ports {
+            check_dir_port_flags(p)?;
         }
+        let dir_port_front_page = self.dir_port_front_page()?;
         for v in raw.list("SocksPort") {
             if v.value.trim() != "0" {
                 return Err(bad(
@@ -678,6 +711,7 @@ impl Builder<'_> {
             metrics_ports,
             metrics_port_policy,
             dir_ports,
+            dir_port_front_page,
             publish_server_descriptor,
             assume_reachable: self.bool("AssumeReachable", false)?,
             max_mem_in_queues,
@@ -705,6 +739,14 @@ impl Builder<'_> {
             },
         };
         self.final_checks(&cfg)?;
+        // C tor relay_config.c: "DirPort configured but DirCache disabled. DirPort requires
+        // DirCache."
+        if let (Some(p), false) = (cfg.dir_ports.first(), cfg.dir_cache) {
+            return Err(inconsistent(
+                Some(&p.location),
+                "DirPort configured but DirCache disabled. DirPort requires DirCache.".into(),
+            ));
+        }
         Ok(cfg)
     }
 
@@ -917,6 +959,31 @@ impl Builder<'_> {
     /// C tor's default is 1; Fors keeps 0 as its default until the cache also serves.
     fn dir_cache(&self) -> Result<bool, ConfigError> {
         self.bool("DirCache", false)
+    }
+
+    /// `DirPortFrontPage FILE`: read now, so a missing or unreadable file is an error
+    /// naming its line (C tor only warns and serves 404; a page the operator configured and
+    /// that silently is not shown is worse than a refusal).
+    fn dir_port_front_page(&self) -> Result<Option<FrontPage>, ConfigError> {
+        let Some(v) = self.raw.single("DirPortFrontPage") else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(v.value.trim());
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() <= MAX_FRONT_PAGE_BYTES => Ok(Some(FrontPage {
+                path,
+                contents: bytes.into(),
+            })),
+            Ok(bytes) => Err(bad(
+                "DirPortFrontPage",
+                v,
+                format!(
+                    "file is {} bytes; at most {MAX_FRONT_PAGE_BYTES} are served",
+                    bytes.len()
+                ),
+            )),
+            Err(e) => Err(bad("DirPortFrontPage", v, format!("cannot read it: {e}"))),
+        }
     }
 
     fn hashed_passwords(&self) -> Result<Vec<String>, ConfigError> {

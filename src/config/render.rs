@@ -146,6 +146,11 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "DirAuthority" => c.dir_authorities.iter().map(dir_authority).collect(),
         "DirCache" => b(c.dir_cache),
         "DirPort" => c.dir_ports.iter().map(listen_port).collect(),
+        "DirPortFrontPage" => c
+            .dir_port_front_page
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect(),
         "DisableDebuggerAttachment" => b(c.disable_debugger_attachment),
         "DoSCircuitCreationBurst" => one(c.dos.cc_circuit_burst),
         "DoSCircuitCreationDefenseTimePeriod" => one(c.dos.cc_defense_time_period),
@@ -372,6 +377,7 @@ mod tests {
             "CookieAuthFile",
             "DirAuthority",
             "DirPort",
+            "DirPortFrontPage",
             "FamilyId",
             "FamilyKeyDirectory",
             "HardwareProfile",

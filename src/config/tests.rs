@@ -232,7 +232,10 @@ fn bad_values_name_file_line_and_option() {
         ("MyFamily somenickname", "torrc:3: bad value \"somenickname\" for MyFamily"),
         ("FamilyId notbase64!!", "for FamilyId"),
         ("DirCache maybe", "for DirCache"),
-        ("DirPort 9030", "torrc:3: DirPort: Fors has no directory cache yet"),
+        ("DirPort 9030", "torrc:3: DirPort configured but DirCache disabled. DirPort requires DirCache."),
+        ("DirPort 9030 IPv4Only", "torrc:3: DirPort: unsupported flag \"IPv4Only\""),
+        ("DirPort 9030 NoListen NoAdvertise", "torrc:3: DirPort: NoAdvertise and NoListen together"),
+        ("DirPortFrontPage /nonexistent/fors-front-page.html", "torrc:3: bad value \"/nonexistent/fors-front-page.html\" for DirPortFrontPage: cannot read it"),
         ("ORPort 9001", "torrc:3: ORPort: the same address and port as the ORPort at torrc:1"),
         ("LogTimeGranularity 300 msec", "for LogTimeGranularity: must be positive and divide"),
         ("LogTimeGranularity 0", "for LogTimeGranularity"),
@@ -559,7 +562,7 @@ fn chutney_style_exit_torrc() {
          CookieAuthentication 1\nPidFile /tmp/net/nodes/003r/pid\nSandbox 0\nContactInfo chutney\n"
     );
     // Two lines ask for what Fors lacks, and each is refused with its line: a DirPort (no
-    // directory cache yet) and protocol warnings at warn level.
+    // DirCache) and protocol warnings at warn level.
     let e = parse(&text).unwrap_err().to_string();
     assert!(
         e.starts_with("torrc:17: bad value \"1\" for ProtocolWarnings"),
@@ -568,7 +571,7 @@ fn chutney_style_exit_torrc() {
     let text = text.replace("ProtocolWarnings 1\n", "");
     let e = parse(&text).unwrap_err().to_string();
     assert!(
-        e.starts_with("torrc:21: DirPort: Fors has no directory cache yet"),
+        e.starts_with("torrc:21: DirPort configured but DirCache disabled"),
         "{e}"
     );
     let text = text.replace("DirPort 7003\n", "");
@@ -812,4 +815,15 @@ fn dir_cache_1_turns_the_mirror_on() {
     assert!(c.dir_cache, "{w:?}");
     let (c, _) = parse("ORPort 9001\nDirCache 0\n").unwrap();
     assert!(!c.dir_cache);
+}
+
+#[test]
+fn dir_port_front_page_is_read_with_the_configuration() {
+    let path = std::env::temp_dir().join(format!("fors-front-page-{}.html", std::process::id()));
+    std::fs::write(&path, b"<html>exit notice</html>").unwrap();
+    let c = ok(&format!("DirPortFrontPage {}\n", path.display()));
+    let page = c.dir_port_front_page.expect("read");
+    assert_eq!(&*page.contents, b"<html>exit notice</html>");
+    assert_eq!(page.path, path);
+    let _ = std::fs::remove_file(&path);
 }

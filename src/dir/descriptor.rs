@@ -25,7 +25,8 @@ use crate::keys::{spaced_fingerprint, Ed25519Cert, RelayKeys};
 /// §"subprotocol-versioning"; see docs/tor-relay-protocol §5.5).
 ///
 /// Compared with the authorities' `required-relay-protocols` this knowingly omits
-/// `DirCache=2` (no directory cache yet), `HSDir=2`, `HSIntro=4-5` and `HSRend=2` (no
+/// `DirCache=2` (added by [`DescriptorParams::advertise_dir_cache`] when the cache serves),
+/// `HSDir=2`, `HSIntro=4-5` and `HSRend=2` (no
 /// onion-service cells yet). Authorities do not reject a relay for that; C relays would only
 /// warn about themselves. `Relay=2-4`: ntor, IPv6 extends, ntor-v3. `FlowCtrl=1-2`:
 /// authenticated SENDMEs (1) and congestion control (2, prop 324): ntor-v3 CC_REQUEST is
@@ -45,6 +46,64 @@ pub const ED_DESC_SIGNATURE_PREFIX: &[u8] = b"Tor router descriptor signature v1
 pub const MAX_DESCRIPTOR_SIZE: usize = 20_000;
 /// C `MAX_EXTRAINFO_UPLOAD_SIZE`.
 pub const MAX_EXTRA_INFO_SIZE: usize = 50_000;
+
+/// [`DEFAULT_PROTO`] with `DirCache=2`: advertised only while Fors serves directory
+/// requests over BEGIN_DIR (C tor lists it unconditionally; Fors claims only what runs).
+pub const DIR_CACHE_PROTO: &str =
+    "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-4";
+
+/// C `MIN_BW_TO_ADVERTISE_DIRSERVER`: below this rate a relay does not offer directory
+/// service.
+pub const MIN_BW_TO_ADVERTISE_DIRSERVER: u64 = 51_200;
+
+/// What decides whether we advertise directory service (C router.c
+/// `decide_to_advertise_dir_impl` and `router_should_be_dirserver`, for BEGIN_DIR; since
+/// 0.4.7 only authorities advertise a DirPort, so `dir-port` stays 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DirAdvertise {
+    /// `DirCache 1` (and the server running).
+    pub dir_cache: bool,
+    /// We publish an IPv4 ORPort.
+    pub ipv4_or_port: bool,
+    /// `BandwidthRate` and `RelayBandwidthRate` (0 = unset), bytes/s.
+    pub bandwidth_rate: u64,
+    pub relay_bandwidth_rate: u64,
+    /// With accounting on and a rule other than `in`: AccountingMax (halved for `sum`, as
+    /// C) and the interval's length in seconds.
+    pub accounting: Option<(u64, u64)>,
+}
+
+impl DirAdvertise {
+    /// True if the descriptor says `tunnelled-dir-server` (and `DirCache=2`).
+    pub fn begindir(&self) -> bool {
+        if !self.dir_cache || !self.ipv4_or_port {
+            return false;
+        }
+        let effective = if self.relay_bandwidth_rate > 0 {
+            self.relay_bandwidth_rate
+        } else {
+            self.bandwidth_rate
+        };
+        match self.accounting {
+            // Could hibernate: don't spend the bytes on directory traffic.
+            Some((bytes, interval)) => effective < bytes / interval.max(1),
+            None => {
+                self.bandwidth_rate >= MIN_BW_TO_ADVERTISE_DIRSERVER
+                    && (self.relay_bandwidth_rate == 0
+                        || self.relay_bandwidth_rate >= MIN_BW_TO_ADVERTISE_DIRSERVER)
+            }
+        }
+    }
+}
+
+impl DescriptorParams {
+    /// Advertises directory service over BEGIN_DIR: `tunnelled-dir-server` and
+    /// `DirCache=2`.
+    pub fn advertise_dir_cache(&mut self) {
+        self.tunnelled_dir_server = true;
+        self.proto = DIR_CACHE_PROTO.to_owned();
+    }
+}
 
 /// `platform` value: our own name, so authorities treat it as non-Tor and do not apply
 /// Tor version gating (routerparse.c / process_descs.c only parse versions of "Tor ...").
@@ -69,7 +128,8 @@ pub struct DescriptorParams {
     pub nickname: String,
     pub address: Ipv4Addr,
     pub or_port: u16,
-    /// Advertised DirPort; 0 (none) for Fors.
+    /// Advertised DirPort; 0, as every C tor relay since 0.4.7 (only authorities advertise
+    /// one, router.c `router_should_advertise_dirport`).
     pub dir_port: u16,
     /// `or-address`: the IPv6 ORPort, if any.
     pub ipv6_or_address: Option<SocketAddrV6>,
@@ -404,4 +464,83 @@ pub fn build_descriptor(
         });
     }
     Ok(ServerDescriptor { text: t, digest })
+}
+
+#[cfg(test)]
+mod dir_advertise_tests {
+    use super::*;
+
+    fn base() -> DirAdvertise {
+        DirAdvertise {
+            dir_cache: true,
+            ipv4_or_port: true,
+            bandwidth_rate: 1 << 30,
+            relay_bandwidth_rate: 0,
+            accounting: None,
+        }
+    }
+
+    #[test]
+    fn begindir_follows_c_tor_rules() {
+        assert!(base().begindir());
+        assert!(!DirAdvertise {
+            dir_cache: false,
+            ..base()
+        }
+        .begindir());
+        assert!(!DirAdvertise {
+            ipv4_or_port: false,
+            ..base()
+        }
+        .begindir());
+        // "BandwidthRate under 50KB".
+        assert!(!DirAdvertise {
+            bandwidth_rate: 51_199,
+            ..base()
+        }
+        .begindir());
+        assert!(!DirAdvertise {
+            relay_bandwidth_rate: 40_000,
+            ..base()
+        }
+        .begindir());
+        assert!(DirAdvertise {
+            relay_bandwidth_rate: 51_200,
+            ..base()
+        }
+        .begindir());
+        // "AccountingMax enabled": the rate could spend the allowance before the interval
+        // ends.
+        let day = 86_400;
+        assert!(!DirAdvertise {
+            relay_bandwidth_rate: 100_000,
+            accounting: Some((100_000 * day, day)),
+            ..base()
+        }
+        .begindir());
+        assert!(DirAdvertise {
+            relay_bandwidth_rate: 100_000,
+            accounting: Some((100_001 * day, day)),
+            ..base()
+        }
+        .begindir());
+    }
+
+    #[test]
+    fn advertising_adds_the_line_and_the_protocol() {
+        let mut p = DescriptorParams::new(
+            "n",
+            std::net::Ipv4Addr::LOCALHOST,
+            9001,
+            SystemTime::UNIX_EPOCH,
+        );
+        assert!(!p.proto.contains("DirCache") && !p.tunnelled_dir_server);
+        p.advertise_dir_cache();
+        assert!(p.tunnelled_dir_server);
+        assert!(p.proto.contains("DirCache=2"));
+        // Every other protocol is still there.
+        for word in DEFAULT_PROTO.split(' ') {
+            assert!(p.proto.split(' ').any(|w| w == word), "{word}");
+        }
+    }
 }

@@ -10,6 +10,8 @@
 //! - [`verify`]: the checks a fetched document passes before it is stored.
 //! - [`disk`]: the store's copy under `DataDirectory/dircache/` (atomic writes), loaded at
 //!   start-up through the same checks.
+//! - [`request`], [`serve`], [`compress`]: the serving side, sans-IO: a request's bytes
+//!   in, the answer's bytes out (dir-spec appendix "Standard URLs", C tor `dircache.c`).
 //!
 //! The store is shared between the mirror (the directory worker thread, a rare writer) and the
 //! directory server thread (readers) as a [`SharedStore`]; neither is on the per-cell path, so a
@@ -20,10 +22,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
 
+pub mod compress;
 pub mod consdiff;
 pub mod disk;
 pub mod hsdir;
 pub mod mirror;
+pub mod request;
+pub mod serve;
 pub mod store;
 pub mod verify;
 

@@ -11,6 +11,7 @@
 
 pub mod bandwidth;
 pub mod control;
+pub mod dirserver;
 pub mod dirworker;
 pub mod exit_dns;
 pub mod fdlimit;
@@ -229,6 +230,10 @@ struct Relay {
     control: Option<ControlThread>,
     control_port: Option<ControlPortServer>,
     metrics_servers: Vec<MetricsServer>,
+    dir_server: Option<dirserver::DirServer>,
+    /// The directory cache's documents: one store, filled by the mirror (control plane) and
+    /// read by the directory server.
+    dir_store: crate::dircache::SharedStore,
     metrics: Arc<MetricsRegistry>,
     started: Instant,
     /// The torrc's DoS options as the shards read them (republished on SIGHUP).
@@ -295,6 +300,8 @@ impl Relay {
             control: None,
             control_port: None,
             metrics_servers: Vec::new(),
+            dir_server: None,
+            dir_store: Default::default(),
             metrics: Arc::new(MetricsRegistry::new(0, started)),
             started,
             dos_options: SnapshotCell::new(dos_options),
@@ -457,11 +464,20 @@ impl Relay {
             "MaxMemInQueues is {} MB ({mem_source:?}), shared by all shards.",
             mem_cap >> 20
         );
-        let circuits = shardcfg::circuit_config(
+        let mut circuits = shardcfg::circuit_config(
             profile,
             config.network_timings.extend_allow_private_addresses,
             mem_cap,
         );
+        // The directory cache's documents are served on the DirPort and to BEGIN_DIR streams
+        // (through the server's internal loopback listener).
+        self.dir_server = setup::start_dir_server(config, self.dir_store.clone())?;
+        if let Some(d) = &self.dir_server {
+            circuits.dir_server = d.internal_addr();
+            for a in d.local_addrs() {
+                log_notice!("DirPort listening on {a}.");
+            }
+        }
         self.mem_budget = circuits
             .mem_budget
             .clone()
@@ -643,13 +659,10 @@ impl Relay {
             Instant::now(),
         );
         plane.set_accounting(accounting, accounting_info);
-        let dir_store: crate::dircache::SharedStore = Default::default();
-        if let Some(d) =
-            control::DirCacheDriver::for_config(config, dir_store).map_err(|source| {
-                RelayError::Thread {
-                    what: "directory cache",
-                    source,
-                }
+        if let Some(d) = control::DirCacheDriver::for_config(config, self.dir_store.clone())
+            .map_err(|source| RelayError::Thread {
+                what: "directory cache",
+                source,
             })?
         {
             plane.set_dircache(d);
@@ -1098,6 +1111,13 @@ impl Relay {
             self.dos_options
                 .publish(new.dos.for_relay(new.publish_server_descriptor));
         }
+        if new.dir_port_front_page != self.config.dir_port_front_page {
+            // Read again with the configuration: the next `GET /` answers the new page.
+            if let Some(d) = &self.dir_server {
+                let mut inputs = d.inputs.write().unwrap_or_else(|p| p.into_inner());
+                inputs.front_page = new.dir_port_front_page.as_ref().map(|f| f.contents.clone());
+            }
+        }
         if new.heartbeat_period != self.config.heartbeat_period {
             // The new period counts from the reload.
             self.next_heartbeat = heartbeat::next_due(Instant::now(), new.heartbeat_period);
@@ -1121,6 +1141,9 @@ impl Relay {
         for s in self.metrics_servers.drain(..) {
             s.stop();
         }
+        if let Some(d) = self.dir_server.take() {
+            d.stop();
+        }
     }
 
     /// Stops everything that was started, in reverse order, and removes the PidFile.
@@ -1137,6 +1160,9 @@ impl Relay {
         }
         for s in self.metrics_servers.drain(..) {
             s.stop();
+        }
+        if let Some(d) = self.dir_server.take() {
+            d.stop();
         }
         if let Some(c) = self.control.take() {
             c.stop();

@@ -93,6 +93,9 @@ pub fn descriptor_params(
         observed: clamp_u32(observed),
     };
     p.uptime_secs = uptime_secs;
+    if dir_advertise(config, v4_port != 0, now).begindir() {
+        p.advertise_dir_cache();
+    }
     p.contact = config.contact_info.clone();
     p.family = config
         .my_family
@@ -106,6 +109,38 @@ pub fn descriptor_params(
         .ipv6_policy_line()
         .and_then(|l| l.strip_prefix("ipv6-policy ").map(str::to_owned));
     Ok(p)
+}
+
+/// The inputs of C tor's rule for advertising directory service (router.c).
+fn dir_advertise(
+    config: &Config,
+    ipv4_or_port: bool,
+    now: SystemTime,
+) -> crate::dir::descriptor::DirAdvertise {
+    use crate::accounting::{time::Zone, AccountingRule};
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let accounting = config
+        .accounting()
+        .filter(|a| a.rule != AccountingRule::In)
+        .map(|a| {
+            let len = a.start.start_of_interval_after(Zone::Local, now)
+                - a.start.start_of_interval_containing(Zone::Local, now);
+            let bytes = if a.rule == AccountingRule::Sum {
+                a.max / 2
+            } else {
+                a.max
+            };
+            (bytes, len)
+        });
+    crate::dir::descriptor::DirAdvertise {
+        dir_cache: config.dir_cache,
+        ipv4_or_port,
+        bandwidth_rate: config.bandwidth.rate,
+        relay_bandwidth_rate: config.bandwidth.relay_rate,
+        accounting,
+    }
 }
 
 /// The IPv4 address the configuration gives: `Address` if it is IPv4, else an IPv4 ORPort

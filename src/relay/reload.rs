@@ -108,6 +108,8 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         metrics_ports => "MetricsPort", Restart;
         metrics_port_policy => "MetricsPortPolicy", Restart;
         dir_ports => "DirPort", Restart;
+        // Re-read on every reload (the file's contents are part of the value).
+        dir_port_front_page => "DirPortFrontPage", Now;
         publish_server_descriptor => "PublishServerDescriptor", NextDescriptor;
         assume_reachable => "AssumeReachable", NextDescriptor;
         max_mem_in_queues => "MaxMemInQueues", Now;

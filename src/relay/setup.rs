@@ -22,6 +22,12 @@ pub enum SetupError {
     /// C tor would fail the same way: without the list the policy cannot reject them.
     #[error("ExitPolicyRejectLocalInterfaces: cannot list the network interfaces: {0}")]
     Interfaces(std::io::Error),
+    #[error("{location}: cannot listen on DirPort {addr}: {source}")]
+    DirPort {
+        location: Location,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Our exit policy from the torrc, as C tor builds it, plus warnings (with locations) for
@@ -405,6 +411,65 @@ pub fn switch_user(ids: &UserIds) -> Result<(), SetupError> {
         )));
     }
     Ok(())
+}
+
+/// Address a `DirPort` listens on: C tor's default address is 0.0.0.0.
+pub fn dir_listen_addr(p: &crate::config::ListenPort) -> SocketAddr {
+    let ip = p.address.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let port = match p.port {
+        PortNumber::Auto => 0,
+        PortNumber::Fixed(n) => n.get(),
+    };
+    SocketAddr::new(ip, port)
+}
+
+/// Binds the `DirPort` listeners (those without `NoListen`) and, with `DirCache 1`, the
+/// internal listener for BEGIN_DIR, and starts the directory server on them, serving
+/// `store`. `None` when there is nothing to serve.
+pub fn start_dir_server(
+    config: &Config,
+    store: crate::dircache::SharedStore,
+) -> Result<Option<crate::relay::dirserver::DirServer>, SetupError> {
+    let mut listeners = Vec::new();
+    for p in config
+        .dir_ports
+        .iter()
+        .filter(|p| !p.flags.iter().any(|f| f.eq_ignore_ascii_case("NoListen")))
+    {
+        let addr = dir_listen_addr(p);
+        let l = std::net::TcpListener::bind(addr).map_err(|source| SetupError::DirPort {
+            location: p.location.clone(),
+            addr,
+            source,
+        })?;
+        listeners.push(l);
+    }
+    // BEGIN_DIR streams reach the server through a loopback listener of its own, as an
+    // exit stream reaches a server (docs/architecture.md "Directory cache: serving").
+    let loopback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+    let io_error = |source| SetupError::DirPort {
+        location: Location::new("DirCache", 0),
+        addr: loopback,
+        source,
+    };
+    let internal = if config.dir_cache {
+        Some(std::net::TcpListener::bind(loopback).map_err(io_error)?)
+    } else {
+        None
+    };
+    if listeners.is_empty() && internal.is_none() {
+        return Ok(None);
+    }
+    let inputs = crate::relay::dirserver::DirServerInputs {
+        front_page: config
+            .dir_port_front_page
+            .as_ref()
+            .map(|f| f.contents.clone()),
+        own_descriptor: None,
+    };
+    let server = crate::relay::dirserver::DirServer::start(listeners, internal, store, inputs)
+        .map_err(io_error)?;
+    Ok(Some(server))
 }
 
 #[cfg(test)]

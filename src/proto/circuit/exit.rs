@@ -82,13 +82,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
             RelayCmd::SENDME => self.relay_sendme(idx, sid, data, io),
             RelayCmd::BEGIN => self.relay_begin(idx, sid, data, io),
-            RelayCmd::BEGIN_DIR => {
-                // We are not a directory cache (no tunnelled-dir-server).
-                if self.streams.find(idx, sid).is_none() {
-                    self.send_end(idx, sid, End::new(EndReason::NotDirectory), io);
-                }
-                self.table.get(idx).is_some()
-            }
+            RelayCmd::BEGIN_DIR => self.relay_begin_dir(idx, sid, io),
             RelayCmd::RESOLVE => self.relay_resolve(idx, sid, data, io),
             RelayCmd::EXTEND2 => self.handle_extend2(idx, early, sid, data, io),
             // prop 350: TAP EXTEND is refused.
@@ -393,6 +387,31 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
     }
 
+    /// BEGIN_DIR (tor-spec §6.2, C `connection_exit_begin_conn`): a stream to our own
+    /// directory server, through its internal loopback listener. Allowed on a first hop
+    /// (clients fetch directories that way); no exit policy, no re-entry check. Without a
+    /// directory cache: END NOTDIRECTORY.
+    fn relay_begin_dir(&mut self, idx: u32, sid: u16, io: &mut CoreIo<'_>) -> bool {
+        if self.streams.find(idx, sid).is_some() {
+            return true; // C: a BEGIN_DIR for a known stream is dropped
+        }
+        let Some(dir) = self.cfg.dir_server else {
+            return self.refuse(idx, sid, EndReason::NotDirectory, io);
+        };
+        // C uses port 1 for these ("never actually used").
+        let Some(h) = self.new_stream(idx, sid, StreamState::Connecting, 1, BeginFlags(0), io)
+        else {
+            return self.table.get(idx).is_some();
+        };
+        // `addr` stays `None`: that marks the stream as a directory stream, whose
+        // CONNECTED is empty (C `connection_exit_connect_dir`).
+        io.out.push(Action::Connect {
+            stream: h,
+            addr: dir,
+        });
+        true
+    }
+
     fn new_stream(
         &mut self,
         idx: u32,
@@ -601,11 +620,19 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return Err(InputError::WrongStreamState);
         }
         s.state = StreamState::Open;
-        let ttl = clip_dns_fuzzy_ttl(s.ttl, &mut &mut *io.rng);
-        let ip = addr.ip();
-        let connected = Connected {
-            addr: (!ip.is_unspecified()).then_some(ip),
-            ttl: Some(ttl),
+        let connected = if s.addr.is_none() {
+            // A BEGIN_DIR stream: an empty CONNECTED, as C tor sends it.
+            Connected {
+                addr: None,
+                ttl: None,
+            }
+        } else {
+            let ttl = clip_dns_fuzzy_ttl(s.ttl, &mut &mut *io.rng);
+            let ip = addr.ip();
+            Connected {
+                addr: (!ip.is_unspecified()).then_some(ip),
+                ttl: Some(ttl),
+            }
         };
         if self
             .originate(

@@ -353,6 +353,10 @@ pub struct CircuitConfig {
     pub allow_network_reentry: bool,
     /// `ServerDNSAllowNonRFC953Hostnames`: resolve names outside `[A-Za-z0-9-._]`.
     pub allow_non_rfc953_hostnames: bool,
+    /// The directory server's internal loopback listener: BEGIN_DIR streams connect there
+    /// (docs/architecture.md "Directory cache: serving"). `None`: not a directory cache,
+    /// BEGIN_DIR gets END NOTDIRECTORY.
+    pub dir_server: Option<std::net::SocketAddr>,
 }
 
 impl Default for CircuitConfig {
@@ -375,6 +379,7 @@ impl Default for CircuitConfig {
             refuse_unknown_exits: true,
             allow_network_reentry: false,
             allow_non_rfc953_hostnames: false,
+            dir_server: None,
         }
     }
 }

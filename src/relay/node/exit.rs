@@ -40,18 +40,25 @@ impl RelayNode {
         out: &mut impl ShardIo<RelayMsg>,
     ) {
         let now = out.now();
+        // BEGIN_DIR: to our own directory server's loopback listener, never from an
+        // OutboundBindAddress (it is not an exit connection).
+        let to_dir_server = self.core.config().dir_server == Some(addr);
         // A destination a client asked for: scrubbed as a client's (C tor scrubs
         // exit targets with `safe_str`, scrubbed under SafeLogging 1 and relay).
         log_debug!(
-            "shard {}: exit stream connecting to {}",
+            "shard {}: {} stream connecting to {}",
             self.shard.0,
+            if to_dir_server { "directory" } else { "exit" },
             log::client_addr(addr)
         );
-        let from = self
-            .network
-            .get()
-            .outbound
-            .source(OutboundKind::Exit, addr.ip());
+        let from = if to_dir_server {
+            None
+        } else {
+            self.network
+                .get()
+                .outbound
+                .source(OutboundKind::Exit, addr.ip())
+        };
         match out.connect_from(addr, from, false) {
             Ok(id) => {
                 let _ = out.set_bw_class(id, self.bw_class(addr.ip(), false));

@@ -1,0 +1,1150 @@
+//! Answering one directory request from the [`DirStore`]: dir-spec's URLs (appendix
+//! "Standard URLs", §4.4) routed as C tor's `dircache.c` `url_table`, with C tor's status
+//! lines, headers, cache lifetimes and compression choices.
+//!
+//! Sans-IO: the caller passes the time, the store (read-locked), the front page, our own
+//! descriptor and how many bytes it may still write; it gets the bytes to send back.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine;
+
+use super::compress::{self, Method, Methods, PREF_PRECOMPRESSED, PREF_STREAMING};
+use super::request::{Command, Request};
+use super::store::{ConsensusDoc, ConsensusFlavor, DirStore, Document};
+use crate::crypto::ids::RsaIdentity;
+
+// Cache lifetimes C tor puts in `Expires` (dircache.c).
+const DIRPORTFRONTPAGE_CACHE_LIFETIME: u64 = 20 * 60;
+const FULL_DIR_CACHE_LIFETIME: u64 = 60 * 60;
+const ROUTERDESC_BY_DIGEST_CACHE_LIFETIME: u64 = 48 * 60 * 60;
+const ROBOTS_CACHE_LIFETIME: u64 = 24 * 60 * 60;
+const MICRODESC_CACHE_LIFETIME: u64 = 48 * 60 * 60;
+const KEYS_CACHE_LIFETIME: u64 = 60 * 60;
+/// A consensus is served from a day before its valid-after to a day after its
+/// valid-until (C tor networkstatus.c `REASONABLY_LIVE_TIME`).
+const REASONABLY_LIVE_TIME: u64 = 24 * 60 * 60;
+/// Descriptors older than this are not served by fingerprint (C tor
+/// `ROUTER_MAX_AGE_TO_PUBLISH`).
+const ROUTER_MAX_AGE_TO_PUBLISH: u64 = 24 * 60 * 60;
+
+const BUSY: &str = "Directory busy, try again later";
+const NOT_FOUND: &str = "Not found";
+
+/// What a request asked for, for the counters (no URL, no address: SafeLogging).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    FrontPage,
+    Consensus,
+    ConsensusDiff,
+    Microdesc,
+    ServerDescriptor,
+    Keys,
+    Robots,
+    Post,
+    Other,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::FrontPage,
+        Kind::Consensus,
+        Kind::ConsensusDiff,
+        Kind::Microdesc,
+        Kind::ServerDescriptor,
+        Kind::Keys,
+        Kind::Robots,
+        Kind::Post,
+        Kind::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::FrontPage => "frontpage",
+            Kind::Consensus => "consensus",
+            Kind::ConsensusDiff => "consensus_diff",
+            Kind::Microdesc => "microdesc",
+            Kind::ServerDescriptor => "server_descriptor",
+            Kind::Keys => "keys",
+            Kind::Robots => "robots",
+            Kind::Post => "post",
+            Kind::Other => "other",
+        }
+    }
+}
+
+/// The answer to one request: the head, then the body as shared chunks (a stored document
+/// is sent from its `Arc`, not copied).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub kind: Kind,
+    pub head: Vec<u8>,
+    pub body: Vec<Arc<[u8]>>,
+    pub encoding: Method,
+}
+
+impl Answer {
+    pub fn body_len(&self) -> usize {
+        self.body.iter().map(|c| c.len()).sum()
+    }
+
+    /// Everything to send, in one buffer (for tests and small answers).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = self.head.clone();
+        for c in &self.body {
+            v.extend_from_slice(c);
+        }
+        v
+    }
+}
+
+/// What the server knows besides the store.
+pub struct Context<'a> {
+    /// Unix seconds.
+    pub now: u64,
+    pub store: &'a DirStore,
+    /// `DirPortFrontPage`'s contents, answered to `GET /` (or `/tor/`).
+    pub front_page: Option<&'a Arc<[u8]>>,
+    /// Our own server descriptor (`/tor/server/authority`), once built.
+    pub own_descriptor: Option<&'a Document>,
+    /// The peer's address for `X-Your-Address-Is`, given only for a DirPort peer that is
+    /// not local (C tor `write_http_response_header_impl`); never for a tunnelled request.
+    pub peer_for_header: Option<IpAddr>,
+    /// Bytes we may still write now; a bigger answer gets `503` (C tor
+    /// `connection_dir_is_global_write_low`).
+    pub write_allowance: u64,
+}
+
+type CacheEntry = (Arc<[u8]>, Method, Arc<[u8]>);
+
+/// Compressed copies of big, popular documents (consensuses and diffs), so each is
+/// compressed once per method. Bounded in entries and bytes; the oldest goes first.
+pub struct CompressCache {
+    /// (source document, method, compressed copy).
+    entries: VecDeque<CacheEntry>,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl CompressCache {
+    pub fn new(max_entries: usize, max_bytes: usize) -> CompressCache {
+        CompressCache {
+            entries: VecDeque::new(),
+            bytes: 0,
+            max_entries,
+            max_bytes,
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn get(
+        &mut self,
+        doc: &Arc<[u8]>,
+        method: Method,
+    ) -> Result<Arc<[u8]>, compress::CompressError> {
+        if method == Method::Identity {
+            return Ok(doc.clone());
+        }
+        if let Some((_, _, c)) = self
+            .entries
+            .iter()
+            .find(|(d, m, _)| *m == method && Arc::ptr_eq(d, doc))
+        {
+            self.hits += 1;
+            return Ok(c.clone());
+        }
+        self.misses += 1;
+        let c: Arc<[u8]> = Arc::from(compress::compress(method, &[doc], true)?);
+        // Entries hold the source too, so a pointer is never reused for another document
+        // while its entry lives.
+        self.bytes += c.len() + doc.len();
+        self.entries.push_back((doc.clone(), method, c.clone()));
+        while self.entries.len() > self.max_entries
+            || (self.bytes > self.max_bytes && self.entries.len() > 1)
+        {
+            if let Some((d, _, old)) = self.entries.pop_front() {
+                self.bytes -= old.len() + d.len();
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// Answers `req`. `None` means: close without an answer (C tor writes nothing for
+/// `/tor/networkstatus-bridges` on a non-bridge-authority).
+pub fn answer(ctx: &Context<'_>, cache: &mut CompressCache, mut req: Request) -> Option<Answer> {
+    if req.command == Command::Post {
+        return Some(answer_post(ctx, &req));
+    }
+    let accept = req.take_z_suffix();
+    let url = req.url.as_str();
+    let a = if url == "/tor/" {
+        front_page(ctx)
+    } else if url.starts_with("/tor/status-vote/current/consensus") {
+        consensus(ctx, cache, &req, accept)
+    } else if url.starts_with("/tor/status-vote/current/")
+        || url.starts_with("/tor/status-vote/next/")
+    {
+        // Votes and the bandwidth file exist only on authorities.
+        short(ctx, 404, NOT_FOUND, Kind::Other)
+    } else if let Some(rest) = url.strip_prefix("/tor/micro/d/") {
+        microdescs(ctx, rest, accept)
+    } else if let Some(rest) = url.strip_prefix("/tor/server/") {
+        server_descriptors(ctx, rest, accept)
+    } else if url.starts_with("/tor/extra/") {
+        // Extra-info documents are not kept (C tor caches fetch them only with
+        // DownloadExtraInfo).
+        short(ctx, 404, NOT_FOUND, Kind::ServerDescriptor)
+    } else if url.starts_with("/tor/keys/") {
+        keys(ctx, url, req.if_modified_since, accept)
+    } else if url.starts_with("/tor/hs/3/") {
+        // Onion-service descriptors: not stored yet (HSDir is not advertised).
+        short(ctx, 404, NOT_FOUND, Kind::Other)
+    } else if url == "/tor/robots.txt" {
+        let body: Arc<[u8]> = Arc::from(&b"User-agent: *\r\nDisallow: /\r\n"[..]);
+        ok(
+            ctx,
+            Kind::Robots,
+            "text/plain",
+            Method::Identity,
+            Some(body.len()),
+            None,
+            Some(ROBOTS_CACHE_LIFETIME),
+            vec![body],
+        )
+    } else if url == "/tor/networkstatus-bridges" {
+        return None;
+    } else {
+        short(ctx, 404, NOT_FOUND, Kind::Other)
+    };
+    Some(a)
+}
+
+fn answer_post(ctx: &Context<'_>, req: &Request) -> Answer {
+    if req.url.starts_with("/tor/hs/") {
+        // HSDir storage is not built: refuse the descriptor as C tor refuses a bad one.
+        return short(ctx, 400, "Invalid HS descriptor. Rejected.", Kind::Post);
+    }
+    short(
+        ctx,
+        400,
+        "Nonauthoritative directory does not accept posted server descriptors",
+        Kind::Post,
+    )
+}
+
+fn front_page(ctx: &Context<'_>) -> Answer {
+    match ctx.front_page {
+        Some(page) => ok(
+            ctx,
+            Kind::FrontPage,
+            "text/html",
+            Method::Identity,
+            Some(page.len()),
+            None,
+            Some(DIRPORTFRONTPAGE_CACHE_LIFETIME),
+            vec![page.clone()],
+        ),
+        None => short(ctx, 404, NOT_FOUND, Kind::FrontPage),
+    }
+}
+
+/// A consensus request's parts (C tor `parse_consensus_request`).
+struct ConsensusRequest<'u> {
+    flavor: ConsensusFlavor,
+    want_fps: Option<&'u str>,
+    diff_from: Vec<[u8; 32]>,
+    diff_only: bool,
+}
+
+fn parse_consensus_request<'u>(
+    url: &'u str,
+    diff_header: Option<&str>,
+) -> Option<ConsensusRequest<'u>> {
+    let mut flavor = ConsensusFlavor::Ns;
+    let mut after_flavor = None;
+    if let Some(f) = url.strip_prefix("/tor/status-vote/current/consensus-") {
+        let (name, rest) = match f.split_once('/') {
+            Some((n, r)) => (n, Some(r)),
+            None => (f, None),
+        };
+        // An unknown flavour name falls back to ns, as C tor.
+        if name == "microdesc" {
+            flavor = ConsensusFlavor::Microdesc;
+        }
+        after_flavor = rest;
+    } else if let Some(rest) = url.strip_prefix("/tor/status-vote/current/consensus/") {
+        after_flavor = Some(rest);
+    }
+    let mut req = ConsensusRequest {
+        flavor,
+        want_fps: after_flavor,
+        diff_from: Vec::new(),
+        diff_only: false,
+    };
+    if let Some(rest) = after_flavor.and_then(|a| a.strip_prefix("diff/")) {
+        let (hash, fps) = match rest.split_once('/') {
+            Some((h, f)) => (h, Some(f)),
+            None => (rest, None),
+        };
+        req.want_fps = fps;
+        req.diff_only = true;
+        req.diff_from.push(parse_sha3_hex(hash)?);
+    } else if let Some(h) = diff_header {
+        // Bogus digests in the header are ignored (C tor `parse_or_diff_from_header`).
+        req.diff_from = h
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .filter_map(parse_sha3_hex)
+            .collect();
+    }
+    Some(req)
+}
+
+fn parse_sha3_hex(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// True if more than half of the authorities named (hex prefixes of v3 identities,
+/// `+`-separated) signed (C tor `client_likes_consensus`).
+fn signed_by_enough(doc: &ConsensusDoc, want: &str) -> bool {
+    let wanted: Vec<&str> = want.split('+').filter(|s| !s.is_empty()).collect();
+    let need = wanted.len() / 2 + 1;
+    let signers: Vec<String> = doc.signers.iter().map(|s| s.to_hex()).collect();
+    let have = wanted
+        .iter()
+        .filter(|w| {
+            signers
+                .iter()
+                .any(|s| s.len() >= w.len() && s[..w.len()].eq_ignore_ascii_case(w))
+        })
+        .count();
+    have >= need
+}
+
+fn consensus(
+    ctx: &Context<'_>,
+    cache: &mut CompressCache,
+    req: &Request,
+    accept: Methods,
+) -> Answer {
+    let Some(creq) = parse_consensus_request(&req.url, req.diff_from.as_deref()) else {
+        return short(ctx, 404, "Couldn't parse request", Kind::Consensus);
+    };
+    let current = ctx.store.consensus(creq.flavor);
+    if let Some(cur) = current {
+        if creq.diff_from.contains(&cur.sha3_digest) {
+            return short(ctx, 304, "Not modified", Kind::Consensus);
+        }
+    }
+    let diff = current.and_then(|_| {
+        creq.diff_from
+            .iter()
+            .find_map(|d| ctx.store.consensus_diff(creq.flavor, d))
+    });
+    if creq.diff_only && diff.is_none() {
+        return short(ctx, 404, "No such diff available", Kind::ConsensusDiff);
+    }
+    let kind = if diff.is_some() {
+        Kind::ConsensusDiff
+    } else {
+        Kind::Consensus
+    };
+    let Some(cur) = current else {
+        return short(ctx, 404, NOT_FOUND, kind);
+    };
+    if ctx.now + REASONABLY_LIVE_TIME < cur.valid_after {
+        return short(ctx, 404, "Consensus is too new", kind);
+    }
+    if ctx.now > cur.valid_until + REASONABLY_LIVE_TIME {
+        return short(ctx, 404, "Consensus is too old", kind);
+    }
+    if let Some(want) = creq.want_fps {
+        if !signed_by_enough(cur, want) {
+            return short(
+                ctx,
+                404,
+                "Consensus not signed by sufficient number of requested authorities",
+                kind,
+            );
+        }
+    }
+    // A consensus "published" at its valid-after (C tor's consensus cache entries).
+    if req
+        .if_modified_since
+        .is_some_and(|ims| cur.valid_after < ims)
+    {
+        return short(ctx, 304, "Not modified", kind);
+    }
+    let source = diff.unwrap_or(&cur.body);
+    let method = accept.best(&PREF_PRECOMPRESSED);
+    let body = match cache.get(source, method) {
+        Ok(b) => b,
+        Err(_) => return short(ctx, 500, "Internal error", kind),
+    };
+    if body.len() as u64 > ctx.write_allowance {
+        return short(ctx, 503, BUSY, kind);
+    }
+    let lifetime = cur.fresh_until.saturating_sub(ctx.now);
+    // No Content-Length: C tor spools consensuses without one.
+    ok(
+        ctx,
+        kind,
+        "text/plain",
+        method,
+        None,
+        Some("Vary: X-Or-Diff-From-Consensus\r\n"),
+        Some(lifetime),
+        vec![body],
+    )
+}
+
+/// Splits a `+`-separated list of hex digests (C tor `DSR_HEX|DSR_SORT_UNIQ`): bad items
+/// are dropped, the rest sorted without duplicates.
+fn hex_list<const N: usize>(s: &str) -> Vec<[u8; N]> {
+    let mut v: Vec<[u8; N]> = s
+        .split('+')
+        .filter_map(|h| {
+            if h.len() != 2 * N {
+                return None;
+            }
+            let mut out = [0u8; N];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok()?;
+            }
+            Some(out)
+        })
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn microdescs(ctx: &Context<'_>, list: &str, accept: Methods) -> Answer {
+    // Base64 digests are separated by '-' (C tor `dir_split_resource_into_fingerprints`
+    // with DSR_BASE64), without padding.
+    let mut digests: Vec<[u8; 32]> = list
+        .split('-')
+        .filter_map(|b| {
+            let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(b)
+                .ok()?;
+            raw.try_into().ok()
+        })
+        .collect();
+    digests.sort_unstable();
+    digests.dedup();
+    let docs: Vec<Arc<[u8]>> = digests
+        .iter()
+        .filter_map(|d| ctx.store.microdesc(d))
+        .map(|d| d.body.clone())
+        .collect();
+    if docs.is_empty() {
+        return short(ctx, 404, NOT_FOUND, Kind::Microdesc);
+    }
+    streamed(
+        ctx,
+        Kind::Microdesc,
+        accept,
+        docs,
+        Some(MICRODESC_CACHE_LIFETIME),
+        false,
+    )
+}
+
+fn server_descriptors(ctx: &Context<'_>, key: &str, accept: Methods) -> Answer {
+    let kind = Kind::ServerDescriptor;
+    let cutoff = ctx.now.saturating_sub(ROUTER_MAX_AGE_TO_PUBLISH);
+    let docs: Vec<&Document> = if key == "all" {
+        ctx.store.server_descriptors().collect()
+    } else if key == "authority" {
+        ctx.own_descriptor.into_iter().collect()
+    } else if let Some(list) = key.strip_prefix("d/") {
+        hex_list::<20>(list)
+            .iter()
+            .filter_map(|d| ctx.store.server_descriptor_by_digest(d))
+            .collect()
+    } else if let Some(list) = key.strip_prefix("fp/") {
+        // By fingerprint only descriptors recent enough to publish (C tor's cutoff).
+        hex_list::<20>(list)
+            .iter()
+            .filter_map(|d| ctx.store.server_descriptor_by_id(&RsaIdentity(*d)))
+            .filter(|d| d.published >= cutoff)
+            .collect()
+    } else {
+        return short(ctx, 404, NOT_FOUND, kind);
+    };
+    let lifetime = if key == "all" {
+        FULL_DIR_CACHE_LIFETIME
+    } else if docs.len() == 1 {
+        ROUTERDESC_BY_DIGEST_CACHE_LIFETIME
+    } else {
+        0
+    };
+    let bodies: Vec<Arc<[u8]>> = docs.iter().map(|d| d.body.clone()).collect();
+    if bodies.iter().all(|b| b.is_empty()) {
+        return short(ctx, 404, NOT_FOUND, kind);
+    }
+    streamed(ctx, kind, accept, bodies, Some(lifetime), false)
+}
+
+fn keys(ctx: &Context<'_>, url: &str, ims: Option<u64>, accept: Methods) -> Answer {
+    let kind = Kind::Keys;
+    let store = ctx.store;
+    // (Declared first: the store ties the certificates' lifetime to the identities asked.)
+    let fp_ids: Vec<RsaIdentity> = url
+        .strip_prefix("/tor/keys/fp/")
+        .map(|l| hex_list::<20>(l).into_iter().map(RsaIdentity).collect())
+        .unwrap_or_default();
+    let mut certs: Vec<&Document> = if url == "/tor/keys/all" {
+        store.certs().collect()
+    } else if url == "/tor/keys/authority" {
+        // We are not an authority: no certificate of our own.
+        Vec::new()
+    } else if url.starts_with("/tor/keys/fp/") {
+        let mut found = Vec::with_capacity(fp_ids.len());
+        for id in &fp_ids {
+            if let Some(c) = store.certs_by_id(id).max_by_key(|d| d.published) {
+                found.push(c);
+            }
+        }
+        found
+    } else if url.starts_with("/tor/keys/sk/") {
+        // Lookup by signing key alone is not offered by the store yet.
+        Vec::new()
+    } else if let Some(list) = url.strip_prefix("/tor/keys/fp-sk/") {
+        let mut pairs: Vec<([u8; 20], [u8; 20])> = list
+            .split('+')
+            .filter_map(|p| {
+                let (a, b) = p.split_once('-')?;
+                let a = hex_list::<20>(a).pop()?;
+                let b = hex_list::<20>(b).pop()?;
+                Some((a, b))
+            })
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        pairs
+            .iter()
+            .filter_map(|(id, sk)| store.cert(&RsaIdentity(*id), sk))
+            .collect()
+    } else {
+        return short(ctx, 400, "Bad request", kind);
+    };
+    if certs.is_empty() {
+        return short(ctx, 404, NOT_FOUND, kind);
+    }
+    if let Some(ims) = ims {
+        certs.retain(|c| c.published >= ims);
+        if certs.is_empty() {
+            return short(ctx, 304, "Not modified", kind);
+        }
+    }
+    let bodies = certs.iter().map(|c| c.body.clone()).collect();
+    streamed(ctx, kind, accept, bodies, Some(KEYS_CACHE_LIFETIME), true)
+}
+
+/// An answer compressed per request (C tor compresses these as it spools them).
+fn streamed(
+    ctx: &Context<'_>,
+    kind: Kind,
+    accept: Methods,
+    docs: Vec<Arc<[u8]>>,
+    lifetime: Option<u64>,
+    length_if_identity: bool,
+) -> Answer {
+    let method = accept.best(&PREF_STREAMING);
+    let total: usize = docs.iter().map(|d| d.len()).sum();
+    // C tor guesses half the size for a compressed answer.
+    let guess = if method == Method::Identity {
+        total
+    } else {
+        total / 2
+    };
+    if guess as u64 > ctx.write_allowance {
+        return short(ctx, 503, BUSY, kind);
+    }
+    let body: Vec<Arc<[u8]>> = if method == Method::Identity {
+        docs
+    } else {
+        let parts: Vec<&[u8]> = docs.iter().map(|d| &d[..]).collect();
+        match compress::compress(method, &parts, false) {
+            Ok(c) => vec![Arc::from(c)],
+            Err(_) => return short(ctx, 500, "Internal error", kind),
+        }
+    };
+    let length = (length_if_identity && method == Method::Identity).then_some(total);
+    ok(
+        ctx,
+        kind,
+        "text/plain",
+        method,
+        length,
+        None,
+        lifetime,
+        body,
+    )
+}
+
+/// RFC 1123 date as C tor writes it (`format_rfc1123_time`).
+pub fn http_date(unix: u64) -> String {
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(unix))
+}
+
+/// `HTTP/1.0 <status> <reason>` with a Date and an empty body (C tor
+/// `write_short_http_response`).
+pub fn short(ctx: &Context<'_>, status: u16, reason: &str, kind: Kind) -> Answer {
+    short_at(ctx.now, status, reason, kind)
+}
+
+/// As [`short`], for answers given before a [`Context`] exists.
+pub fn short_at(now: u64, status: u16, reason: &str, kind: Kind) -> Answer {
+    Answer {
+        status,
+        kind,
+        head: format!(
+            "HTTP/1.0 {status} {reason}\r\nDate: {}\r\n\r\n",
+            http_date(now)
+        )
+        .into_bytes(),
+        body: Vec::new(),
+        encoding: Method::Identity,
+    }
+}
+
+/// A `200 OK` (C tor `write_http_response_header_impl`): `lifetime` `Some(0)` sends
+/// `Pragma: no-cache`, `Some(n)` an `Expires`.
+#[allow(clippy::too_many_arguments)]
+fn ok(
+    ctx: &Context<'_>,
+    kind: Kind,
+    content_type: &str,
+    method: Method,
+    length: Option<usize>,
+    extra: Option<&str>,
+    lifetime: Option<u64>,
+    body: Vec<Arc<[u8]>>,
+) -> Answer {
+    use std::fmt::Write;
+    let mut h = String::with_capacity(256);
+    let _ = write!(h, "HTTP/1.0 200 OK\r\nDate: {}\r\n", http_date(ctx.now));
+    let _ = write!(h, "Content-Type: {content_type}\r\n");
+    if let Some(addr) = ctx.peer_for_header {
+        let _ = write!(h, "X-Your-Address-Is: {addr}\r\n");
+    }
+    let _ = write!(h, "Content-Encoding: {}\r\n", method.name());
+    if let Some(len) = length {
+        let _ = write!(h, "Content-Length: {len}\r\n");
+    }
+    match lifetime {
+        Some(0) => h.push_str("Pragma: no-cache\r\n"),
+        Some(n) => {
+            let _ = write!(h, "Expires: {}\r\n", http_date(ctx.now + n));
+        }
+        None => {}
+    }
+    if let Some(e) = extra {
+        h.push_str(e);
+    }
+    h.push_str("\r\n");
+    Answer {
+        status: 200,
+        kind,
+        head: h.into_bytes(),
+        body,
+        encoding: method,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dircache::request::{parse, Parsed};
+    use std::io::Read;
+
+    const NOW: u64 = 1_796_565_600; // 2026-12-06 14:00:00 UTC
+    const AUTH_A: [u8; 20] = [0xAA; 20];
+    const AUTH_B: [u8; 20] = [0xBB; 20];
+
+    fn consensus_text(flavor: &str) -> Vec<u8> {
+        let mut v =
+            format!("network-status-version 3 {flavor}\nvote-status consensus\n").into_bytes();
+        for i in 0..500 {
+            v.extend_from_slice(
+                format!(
+                    "r relay{i} AAAA 2026-12-06 12:00:00 10.0.0.1 9001 0\ns Fast Running Valid\n"
+                )
+                .as_bytes(),
+            );
+        }
+        v
+    }
+
+    fn store() -> DirStore {
+        let mut s = DirStore::new();
+        for (flavor, name) in [
+            (ConsensusFlavor::Ns, "ns"),
+            (ConsensusFlavor::Microdesc, "microdesc"),
+        ] {
+            s.set_consensus(ConsensusDoc {
+                body: Arc::from(consensus_text(name)),
+                flavor,
+                valid_after: NOW - 600,
+                fresh_until: NOW + 3000,
+                valid_until: NOW + 10200,
+                signers: vec![RsaIdentity(AUTH_A), RsaIdentity(AUTH_B)],
+                sha3_digest: [3; 32],
+            });
+        }
+        s.insert_diff(
+            ConsensusFlavor::Microdesc,
+            [9; 32],
+            Arc::from(&b"network-status-diff-version 1\n"[..]),
+        );
+        s.insert_microdesc([1; 32], doc("onion-key\nmd one\n", NOW));
+        s.insert_microdesc([2; 32], doc("onion-key\nmd two\n", NOW));
+        s.insert_server_descriptor(
+            RsaIdentity([5; 20]),
+            [6; 20],
+            doc("router five\n", NOW - 3600),
+        );
+        s.insert_server_descriptor(
+            RsaIdentity([7; 20]),
+            [8; 20],
+            doc("router seven\n", NOW - 3 * 86400),
+        );
+        s.insert_cert(
+            RsaIdentity(AUTH_A),
+            [0x11; 20],
+            doc("dir-key-certificate-version 3\nA\n", NOW - 86400),
+        );
+        s
+    }
+
+    fn doc(t: &str, published: u64) -> Document {
+        Document {
+            body: Arc::from(t.as_bytes()),
+            published,
+        }
+    }
+
+    struct Env {
+        store: DirStore,
+        page: Arc<[u8]>,
+        own: Document,
+        cache: CompressCache,
+        allowance: u64,
+        page_on: bool,
+    }
+
+    impl Env {
+        fn new() -> Env {
+            Env {
+                store: store(),
+                page: Arc::from(&b"<html>exit notice</html>"[..]),
+                own: doc("router me\n", NOW),
+                cache: CompressCache::new(8, 1 << 24),
+                allowance: u64::MAX,
+                page_on: true,
+            }
+        }
+
+        fn get(&mut self, text: &str) -> (String, Vec<u8>) {
+            let Parsed::Request(req) = parse(text.as_bytes()) else {
+                panic!("{text}")
+            };
+            let ctx = Context {
+                now: NOW,
+                store: &self.store,
+                front_page: self.page_on.then_some(&self.page),
+                own_descriptor: Some(&self.own),
+                peer_for_header: None,
+                write_allowance: self.allowance,
+            };
+            let a = answer(&ctx, &mut self.cache, req).expect("an answer");
+            let head = String::from_utf8(a.head.clone()).unwrap();
+            let body = a.to_bytes()[a.head.len()..].to_vec();
+            // The head always matches the status, and ends once.
+            assert!(
+                head.starts_with(&format!("HTTP/1.0 {} ", a.status)),
+                "{head}"
+            );
+            assert!(head.ends_with("\r\n\r\n"));
+            (head, body)
+        }
+    }
+
+    fn status(head: &str) -> &str {
+        head.lines().next().unwrap()
+    }
+
+    #[test]
+    fn front_page_is_html_or_404() {
+        let mut e = Env::new();
+        let (h, b) = e.get("GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(status(&h), "HTTP/1.0 200 OK");
+        assert!(h.contains("Content-Type: text/html\r\n"));
+        assert!(h.contains("Content-Encoding: identity\r\n"));
+        assert!(h.contains("Content-Length: 24\r\n"));
+        assert!(h.contains(&format!("Expires: {}\r\n", http_date(NOW + 1200))));
+        assert_eq!(b, b"<html>exit notice</html>");
+        e.page_on = false;
+        let (h, b) = e.get("GET /tor/ HTTP/1.0\r\n\r\n");
+        assert_eq!(
+            h,
+            format!("HTTP/1.0 404 Not found\r\nDate: {}\r\n\r\n", http_date(NOW))
+        );
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn consensus_plain_z_and_flavours() {
+        let mut e = Env::new();
+        let (h, b) = e.get("GET /tor/status-vote/current/consensus-microdesc HTTP/1.0\r\n\r\n");
+        assert_eq!(status(&h), "HTTP/1.0 200 OK");
+        assert!(h.contains("Content-Encoding: identity\r\n"));
+        assert!(h.contains("Vary: X-Or-Diff-From-Consensus\r\n"));
+        assert!(!h.contains("Content-Length"));
+        assert!(h.contains(&format!("Expires: {}\r\n", http_date(NOW + 3000))));
+        assert_eq!(b, consensus_text("microdesc"));
+
+        let (h, b) = e.get("GET /tor/status-vote/current/consensus.z HTTP/1.0\r\n\r\n");
+        assert!(h.contains("Content-Encoding: deflate\r\n"));
+        let mut plain = Vec::new();
+        flate2::read::ZlibDecoder::new(&b[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain, consensus_text("ns"));
+        // Compressed once: the second request is a cache hit.
+        let misses = e.cache.misses;
+        e.get("GET /tor/status-vote/current/consensus.z HTTP/1.0\r\n\r\n");
+        assert_eq!(e.cache.misses, misses);
+        assert!(e.cache.hits >= 1);
+
+        let (h, _) = e.get("GET /tor/status-vote/current/consensus-microdesc HTTP/1.0\r\nAccept-Encoding: deflate, x-zstd, x-tor-lzma\r\n\r\n");
+        assert!(h.contains("Content-Encoding: x-tor-lzma\r\n"));
+        let (h, b) = e.get("GET /tor/status-vote/current/consensus-microdesc HTTP/1.0\r\nAccept-Encoding: x-zstd\r\n\r\n");
+        assert!(h.contains("Content-Encoding: x-zstd\r\n"));
+        assert_eq!(
+            zstd::decode_all(&b[..]).unwrap(),
+            consensus_text("microdesc")
+        );
+        // An unknown flavour is served as ns, as C tor.
+        let (_, b) = e.get("GET /tor/status-vote/current/consensus-bogus HTTP/1.0\r\n\r\n");
+        assert_eq!(b, consensus_text("ns"));
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02X}")).collect()
+    }
+
+    #[test]
+    fn consensus_signer_rule() {
+        let mut e = Env::new();
+        let a = hex(&AUTH_A);
+        let b = hex(&AUTH_B);
+        let ok1 = format!(
+            "GET /tor/status-vote/current/consensus/{}+{}+CCCC HTTP/1.0\r\n\r\n",
+            &a[..10],
+            b.to_lowercase()
+        );
+        assert_eq!(status(&e.get(&ok1).0), "HTTP/1.0 200 OK");
+        let bad = format!(
+            "GET /tor/status-vote/current/consensus/{}+CCCC+DDDD HTTP/1.0\r\n\r\n",
+            &a[..10]
+        );
+        assert_eq!(
+            status(&e.get(&bad).0),
+            "HTTP/1.0 404 Consensus not signed by sufficient number of requested authorities"
+        );
+    }
+
+    #[test]
+    fn consensus_diffs_and_not_modified() {
+        let mut e = Env::new();
+        let nine = hex(&[9; 32]);
+        let (h, b) = e.get(&format!("GET /tor/status-vote/current/consensus-microdesc HTTP/1.0\r\nX-Or-Diff-From-Consensus: zz {nine}\r\n\r\n"));
+        assert_eq!(status(&h), "HTTP/1.0 200 OK");
+        assert_eq!(b, b"network-status-diff-version 1\n");
+        // The diff form of the URL demands a diff.
+        let (h, _) = e.get(&format!(
+            "GET /tor/status-vote/current/consensus-microdesc/diff/{nine} HTTP/1.0\r\n\r\n"
+        ));
+        assert_eq!(status(&h), "HTTP/1.0 200 OK");
+        let other = hex(&[4; 32]);
+        let (h, _) = e.get(&format!(
+            "GET /tor/status-vote/current/consensus/diff/{other} HTTP/1.0\r\n\r\n"
+        ));
+        assert_eq!(status(&h), "HTTP/1.0 404 No such diff available");
+        let (h, _) = e.get("GET /tor/status-vote/current/consensus/diff/xyz HTTP/1.0\r\n\r\n");
+        assert_eq!(status(&h), "HTTP/1.0 404 Couldn't parse request");
+        // Asking for a diff from the current one: not modified.
+        let cur = hex(&[3; 32]);
+        let (h, _) = e.get(&format!("GET /tor/status-vote/current/consensus HTTP/1.0\r\nX-Or-Diff-From-Consensus: {cur}\r\n\r\n"));
+        assert_eq!(status(&h), "HTTP/1.0 304 Not modified");
+        // If-Modified-Since after valid-after: 304; before: the document.
+        let (h, _) = e.get(&format!(
+            "GET /tor/status-vote/current/consensus HTTP/1.0\r\nIf-Modified-Since: {}\r\n\r\n",
+            http_date(NOW)
+        ));
+        assert_eq!(status(&h), "HTTP/1.0 304 Not modified");
+        let (h, _) = e.get(&format!(
+            "GET /tor/status-vote/current/consensus HTTP/1.0\r\nIf-Modified-Since: {}\r\n\r\n",
+            http_date(NOW - 3600)
+        ));
+        assert_eq!(status(&h), "HTTP/1.0 200 OK");
+    }
+
+    #[test]
+    fn consensus_missing_stale_or_busy() {
+        let mut e = Env::new();
+        e.store = DirStore::new();
+        let (h, _) = e.get("GET /tor/status-vote/current/consensus-microdesc.z HTTP/1.0\r\n\r\n");
+        assert_eq!(status(&h), "HTTP/1.0 404 Not found");
+        let mut e = Env::new();
+        let mut c = e.store.consensus(ConsensusFlavor::Ns).unwrap().clone();
+        c.valid_until = NOW - REASONABLY_LIVE_TIME - 1;
+        e.store.set_consensus(c.clone());
+        assert_eq!(
+            status(
+                &e.get("GET /tor/status-vote/current/consensus HTTP/1.0\r\n\r\n")
+                    .0
+            ),
+            "HTTP/1.0 404 Consensus is too old"
+        );
+        c.valid_after = NOW + REASONABLY_LIVE_TIME + 1;
+        c.valid_until = NOW + REASONABLY_LIVE_TIME * 2;
+        e.store.set_consensus(c);
+        assert_eq!(
+            status(
+                &e.get("GET /tor/status-vote/current/consensus HTTP/1.0\r\n\r\n")
+                    .0
+            ),
+            "HTTP/1.0 404 Consensus is too new"
+        );
+        e.allowance = 100;
+        assert_eq!(
+            status(
+                &e.get("GET /tor/status-vote/current/consensus-microdesc HTTP/1.0\r\n\r\n")
+                    .0
+            ),
+            "HTTP/1.0 503 Directory busy, try again later"
+        );
+    }
+
+    #[test]
+    fn microdescs_by_base64_digest() {
+        let mut e = Env::new();
+        let b64 = |d: [u8; 32]| base64::engine::general_purpose::STANDARD_NO_PAD.encode(d);
+        let url = format!(
+            "GET /tor/micro/d/{}-{}-{}-!!bad HTTP/1.0\r\n\r\n",
+            b64([2; 32]),
+            b64([1; 32]),
+            b64([2; 32])
+        );
+        let (h, b) = e.get(&url);
+        assert_eq!(status(&h), "HTTP/1.0 200 OK");
+        assert!(h.contains(&format!(
+            "Expires: {}\r\n",
+            http_date(NOW + MICRODESC_CACHE_LIFETIME)
+        )));
+        // Sorted by digest, duplicates dropped.
+        assert_eq!(b, b"onion-key\nmd one\nonion-key\nmd two\n");
+        let (h, b) = e.get(&format!(
+            "GET /tor/micro/d/{}.z HTTP/1.0\r\n\r\n",
+            b64([1; 32])
+        ));
+        assert!(h.contains("Content-Encoding: deflate\r\n"));
+        let mut plain = Vec::new();
+        flate2::read::ZlibDecoder::new(&b[..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain, b"onion-key\nmd one\n");
+        let (h, _) = e.get(&format!(
+            "GET /tor/micro/d/{} HTTP/1.0\r\n\r\n",
+            b64([9; 32])
+        ));
+        assert_eq!(status(&h), "HTTP/1.0 404 Not found");
+    }
+
+    #[test]
+    fn server_descriptors_by_digest_fp_all_authority() {
+        let mut e = Env::new();
+        let (h, b) = e.get(&format!(
+            "GET /tor/server/d/{}+{} HTTP/1.0\r\n\r\n",
+            hex(&[6; 20]),
+            hex(&[8; 20])
+        ));
+        assert_eq!(status(&h), "HTTP/1.0 200 OK");
+        assert!(h.contains("Pragma: no-cache\r\n"));
+        assert_eq!(b, b"router five\nrouter seven\n");
+        // By fingerprint, a descriptor older than a day is not served.
+        let (_, b) = e.get(&format!(
+            "GET /tor/server/fp/{}+{} HTTP/1.0\r\n\r\n",
+            hex(&[5; 20]),
+            hex(&[7; 20])
+        ));
+        assert_eq!(b, b"router five\n");
+        let (h, _) = e.get(&format!(
+            "GET /tor/server/fp/{} HTTP/1.0\r\n\r\n",
+            hex(&[7; 20])
+        ));
+        assert_eq!(status(&h), "HTTP/1.0 404 Not found");
+        let (h, b) = e.get("GET /tor/server/all HTTP/1.0\r\n\r\n");
+        assert!(h.contains(&format!(
+            "Expires: {}\r\n",
+            http_date(NOW + FULL_DIR_CACHE_LIFETIME)
+        )));
+        assert_eq!(b.len(), "router five\nrouter seven\n".len());
+        let (_, b) = e.get("GET /tor/server/authority HTTP/1.0\r\n\r\n");
+        assert_eq!(b, b"router me\n");
+        assert_eq!(
+            status(&e.get("GET /tor/server/bogus HTTP/1.0\r\n\r\n").0),
+            "HTTP/1.0 404 Not found"
+        );
+        assert_eq!(
+            status(&e.get("GET /tor/extra/all HTTP/1.0\r\n\r\n").0),
+            "HTTP/1.0 404 Not found"
+        );
+    }
+
+    #[test]
+    fn keys_all_fp_fpsk_and_if_modified_since() {
+        let mut e = Env::new();
+        let cert = b"dir-key-certificate-version 3\nA\n";
+        let (h, b) = e.get("GET /tor/keys/all HTTP/1.0\r\n\r\n");
+        assert!(h.contains(&format!("Content-Length: {}\r\n", cert.len())));
+        assert_eq!(b, cert);
+        let (_, b) = e.get(&format!(
+            "GET /tor/keys/fp/{} HTTP/1.0\r\n\r\n",
+            hex(&AUTH_A)
+        ));
+        assert_eq!(b, cert);
+        let (_, b) = e.get(&format!(
+            "GET /tor/keys/fp-sk/{}-{} HTTP/1.0\r\n\r\n",
+            hex(&AUTH_A),
+            hex(&[0x11; 20])
+        ));
+        assert_eq!(b, cert);
+        let (h, _) = e.get(&format!(
+            "GET /tor/keys/fp-sk/{}-{} HTTP/1.0\r\n\r\n",
+            hex(&AUTH_A),
+            hex(&[0x12; 20])
+        ));
+        assert_eq!(status(&h), "HTTP/1.0 404 Not found");
+        let (h, _) = e.get(&format!(
+            "GET /tor/keys/all HTTP/1.0\r\nIf-Modified-Since: {}\r\n\r\n",
+            http_date(NOW)
+        ));
+        assert_eq!(status(&h), "HTTP/1.0 304 Not modified");
+        assert_eq!(
+            status(&e.get("GET /tor/keys/what HTTP/1.0\r\n\r\n").0),
+            "HTTP/1.0 400 Bad request"
+        );
+        let (h, b) = e.get("GET /tor/keys/all HTTP/1.0\r\nAccept-Encoding: x-zstd\r\n\r\n");
+        assert!(!h.contains("Content-Length"));
+        assert_eq!(zstd::decode_all(&b[..]).unwrap(), cert);
+    }
+
+    #[test]
+    fn robots_posts_unknown_and_bridges() {
+        let mut e = Env::new();
+        let (h, b) = e.get("GET /robots.txt HTTP/1.0\r\n\r\n");
+        assert_eq!(status(&h), "HTTP/1.0 200 OK");
+        assert_eq!(b, b"User-agent: *\r\nDisallow: /\r\n");
+        assert_eq!(
+            status(&e.get("GET /tor/nothing HTTP/1.0\r\n\r\n").0),
+            "HTTP/1.0 404 Not found"
+        );
+        assert_eq!(
+            status(
+                &e.get("GET /tor/status-vote/next/consensus HTTP/1.0\r\n\r\n")
+                    .0
+            ),
+            "HTTP/1.0 404 Not found"
+        );
+        assert_eq!(
+            status(
+                &e.get("POST /tor/ HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc")
+                    .0
+            ),
+            "HTTP/1.0 400 Nonauthoritative directory does not accept posted server descriptors"
+        );
+        let Parsed::Request(req) = parse(b"GET /tor/networkstatus-bridges HTTP/1.0\r\n\r\n") else {
+            panic!()
+        };
+        let ctx = Context {
+            now: NOW,
+            store: &e.store,
+            front_page: None,
+            own_descriptor: None,
+            peer_for_header: None,
+            write_allowance: 0,
+        };
+        assert!(answer(&ctx, &mut e.cache, req).is_none());
+    }
+
+    #[test]
+    fn x_your_address_is_only_when_given() {
+        let e = Env::new();
+        let mut cache = CompressCache::new(2, 1000);
+        let ctx = Context {
+            now: NOW,
+            store: &e.store,
+            front_page: Some(&e.page),
+            own_descriptor: None,
+            peer_for_header: Some("203.0.113.7".parse().unwrap()),
+            write_allowance: u64::MAX,
+        };
+        let Parsed::Request(req) = parse(b"GET / HTTP/1.0\r\n\r\n") else {
+            panic!()
+        };
+        let a = answer(&ctx, &mut cache, req).unwrap();
+        assert!(String::from_utf8(a.head)
+            .unwrap()
+            .contains("X-Your-Address-Is: 203.0.113.7\r\n"));
+    }
+
+    #[test]
+    fn compress_cache_is_bounded() {
+        let mut c = CompressCache::new(2, usize::MAX);
+        let docs: Vec<Arc<[u8]>> = (0..4).map(|i| Arc::from(vec![i as u8; 1000])).collect();
+        for d in &docs {
+            c.get(d, Method::Deflate).unwrap();
+        }
+        assert_eq!(c.len(), 2);
+        let mut c = CompressCache::new(100, 1500);
+        for d in &docs {
+            c.get(d, Method::Deflate).unwrap();
+        }
+        assert_eq!(c.len(), 1, "bytes bound keeps only the newest");
+        assert!(c.bytes() <= 1500 || c.len() == 1);
+    }
+}
