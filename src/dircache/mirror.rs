@@ -27,7 +27,7 @@ use base64::Engine as _;
 use rand::Rng;
 
 use super::consdiff;
-use super::store::{ConsensusDoc, ConsensusFlavor, DirStore, DocKind, SharedStore};
+use super::store::{ConsensusDoc, ConsensusFlavor, DocKind, SharedStore, DIFF_BASES};
 use super::verify::{self, VerifyError};
 use crate::crypto::ids::RsaIdentity;
 use crate::dir::authcert::AuthorityCert;
@@ -481,9 +481,27 @@ impl Mirror {
 
     /// Files a verified consensus and evicts what no consensus lists any more.
     fn install(&mut self, flavor: ConsensusFlavor, v: verify::VerifiedConsensus, n: u64) {
+        // Diffs are made before the write lock is taken, so the directory server keeps
+        // answering meanwhile (the mirror is the only writer: the bases cannot change).
+        let diffs = {
+            let store = self.store.read().unwrap_or_else(|p| p.into_inner());
+            let bases: Vec<ConsensusDoc> = store
+                .consensus(flavor)
+                .into_iter()
+                .chain(store.diff_bases(flavor).take(DIFF_BASES - 1))
+                .cloned()
+                .collect();
+            drop(store);
+            make_diffs(&bases, &v.doc.body)
+        };
         let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
         store.set_consensus(v.doc);
-        generate_diffs(&mut store, flavor);
+        for (from, diff) in diffs {
+            match diff {
+                Some(d) => store.insert_diff(flavor, from, d),
+                None => store.record_diff_failure(),
+            }
+        }
         if flavor == ConsensusFlavor::Microdesc {
             store.touch_microdescs(
                 v.consensus
@@ -692,28 +710,22 @@ impl Mirror {
     }
 }
 
-/// Diffs from each kept earlier consensus of `flavor` to the current one (dir-spec "consensus
-/// diffs"), so a client naming its consensus in `X-Or-Diff-From-Consensus` downloads a diff.
-/// Each diff is checked by applying it back before it is kept (`consdiff::generate`); one that
-/// cannot be made is counted and the client gets the whole consensus.
-fn generate_diffs(store: &mut DirStore, flavor: ConsensusFlavor) {
-    let Some(target) = store.consensus(flavor).map(|c| c.body.clone()) else {
-        return;
-    };
-    let bases: Vec<ConsensusDoc> = store.diff_bases(flavor).cloned().collect();
-    for base in bases {
-        let made = match (
-            std::str::from_utf8(&base.body),
-            std::str::from_utf8(&target),
-        ) {
-            (Ok(b), Ok(t)) => consdiff::generate(b, t).ok(),
-            _ => None,
-        };
-        match made {
-            Some(diff) => store.insert_diff(flavor, base.sha3_digest, Arc::from(diff.into_bytes())),
-            None => store.record_diff_failure(),
-        }
-    }
+/// Diffs from each of `bases` to `target` (dir-spec "consensus diffs"), so a client naming
+/// its consensus in `X-Or-Diff-From-Consensus` downloads a diff. Each diff is checked by
+/// applying it back (`consdiff::generate`); `None` for one that cannot be made (counted; the
+/// client gets the whole consensus).
+fn make_diffs(bases: &[ConsensusDoc], target: &[u8]) -> Vec<([u8; 32], Option<Arc<[u8]>>)> {
+    let target = std::str::from_utf8(target).ok();
+    bases
+        .iter()
+        .map(|base| {
+            let made = match (std::str::from_utf8(&base.body).ok(), target) {
+                (Some(b), Some(t)) => consdiff::generate(b, t).ok(),
+                _ => None,
+            };
+            (base.sha3_digest, made.map(|d| Arc::from(d.into_bytes())))
+        })
+        .collect()
 }
 
 #[cfg(test)]
