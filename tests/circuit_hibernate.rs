@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use circuit_common::*;
-use fors::cell::relay::msg::{BeginTarget, End, EndReason};
+use fors::cell::relay::msg::{BeginTarget, End, EndReason, RelayMsg};
 use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::crypto::handshake::{NtorKeyMap, NtorKeyPair};
@@ -69,8 +69,11 @@ fn begin_while_hibernating_gets_end_hibernating() {
         ed: Ed25519Identity([9; 32]),
     };
     let keys = Arc::new(NtorKeyMap::new(NtorKeyPair::generate(&mut rng), None));
+    // A directory cache too, so BEGIN_DIR reaches the hibernation check.
+    let mut cfg = test_config();
+    cfg.dir_server = Some("127.0.0.1:9".parse().unwrap());
     let mut core: Core = RelayCore::new(
-        test_config(),
+        cfg,
         me,
         keys.clone(),
         policy("accept 127.0.0.1:*, reject *:*"),
@@ -117,6 +120,17 @@ fn begin_while_hibernating_gets_end_hibernating() {
         EndReason::Hibernating
     );
     assert_eq!(core.circuit_count(), 1);
+    // BEGIN_DIR too: END HIBERNATING (C `connection_exit_begin_conn`).
+    let (body, _) = cl.relay_cell(0, &RelayMsg::BeginDir, 4);
+    let acts = feed(&mut core, &cl, ChanCmd::RELAY, body);
+    assert!(!acts.iter().any(|a| matches!(a, Action::Connect { .. })));
+    let got = cl.open_all(&acts);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!((got[0].1, got[0].2), (RelayCmd::END, 4));
+    assert_eq!(
+        End::parse(&got[0].3).unwrap().reason,
+        EndReason::Hibernating
+    );
 
     // Awake again: served again.
     core.network_view_mut().hibernating = false;

@@ -398,6 +398,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let Some(dir) = self.cfg.dir_server else {
             return self.refuse(idx, sid, EndReason::NotDirectory, io);
         };
+        // Accounting hibernation ends directory streams too, after the cache check, as C
+        // `connection_exit_begin_conn` orders them.
+        if self.net.hibernating() {
+            return self.refuse(idx, sid, EndReason::Hibernating, io);
+        }
         // C uses port 1 for these ("never actually used").
         let Some(h) = self.new_stream(idx, sid, StreamState::Connecting, 1, BeginFlags(0), io)
         else {
