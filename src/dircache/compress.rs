@@ -110,11 +110,13 @@ pub struct CompressError {
     pub detail: String,
 }
 
-/// zstd level: C tor uses its "low" level for per-request answers and "high" for kept
-/// documents; these are zstd's levels for the same trade.
-const ZSTD_LEVEL_HIGH: i32 = 19;
+/// C tor's levels (`memory_level` in compress_zstd.c and compress_lzma.c): HIGH_COMPRESSION
+/// for kept documents, LOW_COMPRESSION for per-request answers. Not higher: compressing runs on
+/// the directory server's one thread.
+const ZSTD_LEVEL_HIGH: i32 = 9;
 const ZSTD_LEVEL_LOW: i32 = 1;
-const LZMA_PRESET: u32 = 6;
+const LZMA_PRESET_HIGH: u32 = 6;
+const LZMA_PRESET_LOW: u32 = 2;
 
 /// Compresses `data` with `method`. `kept` is true for a document compressed once and
 /// served many times (the best ratio), false for a per-request answer (fast).
@@ -165,11 +167,14 @@ pub fn compress(method: Method, data: &[&[u8]], kept: bool) -> Result<Vec<u8>, C
             e.finish().map_err(err)
         }
         Method::Lzma => {
-            let opts = liblzma::stream::LzmaOptions::new_preset(LZMA_PRESET).map_err(|e| {
-                CompressError {
-                    method,
-                    detail: e.to_string(),
-                }
+            let opts = liblzma::stream::LzmaOptions::new_preset(if kept {
+                LZMA_PRESET_HIGH
+            } else {
+                LZMA_PRESET_LOW
+            })
+            .map_err(|e| CompressError {
+                method,
+                detail: e.to_string(),
             })?;
             let stream =
                 liblzma::stream::Stream::new_lzma_encoder(&opts).map_err(|e| CompressError {
