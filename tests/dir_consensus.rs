@@ -253,6 +253,25 @@ fn gencert_certs_and_signed_consensus() {
     assert_eq!(summary.good.len(), 2);
     assert_eq!(summary.missing, vec![certs[1].fingerprint]);
 
+    // A footer item a later consensus method might add is skipped, as C tor's tokenizer does,
+    // and the signatures over it still verify.
+    let future = signed_consensus(
+        &format!("{body}future-footer-item 1 2\n"),
+        &[
+            ("sha256", &auths[0], &certs[0]),
+            ("sha256", &auths[1], &certs[1]),
+        ],
+    );
+    let f = Consensus::parse(&future).unwrap();
+    assert_eq!(f.relays.len(), 3);
+    assert_eq!(
+        f.verify_signatures(&certs, &trusted, Some(now))
+            .unwrap()
+            .good
+            .len(),
+        2
+    );
+
     // Parameters and the relay table.
     assert!(!c.params.refuse_unknown_exits);
     assert_eq!(c.params.sendme_accept_min_version, 1);

@@ -392,9 +392,9 @@ impl Consensus {
                     }
                 }
                 "r" if !in_footer => relays.push(parse_r(item, microdesc)?),
-                _ if in_footer => {
-                    return Err(malformed(item));
-                }
+                // Unknown footer items are skipped, as C tor's tokenizer treats an unknown
+                // keyword (a later consensus method may add footer items).
+                _ if in_footer => {}
                 kw => {
                     let rs = relays.last_mut().ok_or_else(|| malformed(item))?;
                     match kw {
