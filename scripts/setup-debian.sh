@@ -28,11 +28,13 @@ command -v unshare >/dev/null 2>&1 || need+=(util-linux)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # The Debian package test (tests/package_deb.rs): systemd-analyze (verify, syscall-filter),
-# objdump and strip (packaging/build-deb.sh), adduser (the package's postinst).
+# objdump and strip (packaging/build-deb.sh), adduser (the package's postinst), curl (the
+# directory cache tests ask the DirPort as an operator would).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v objdump >/dev/null 2>&1 || need+=(binutils)
 command -v strip >/dev/null 2>&1 || need+=(binutils)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""
