@@ -35,6 +35,8 @@ command -v objdump >/dev/null 2>&1 || need+=(binutils)
 command -v strip >/dev/null 2>&1 || need+=(binutils)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# Building arti under CI (below): its default TLS is native-tls, i.e. OpenSSL's headers.
+if [ "${CI:-}" = true ]; then dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev); fi
 
 if [ "${#need[@]}" -gt 0 ]; then
     SUDO=""
@@ -68,3 +70,12 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 echo "setup: $(tor --version | head -1); $(cargo --version)" >&2
+
+# arti (crates.io), the second real client (tests/dircache_arti.rs). Under CI=true its test
+# fails without it, so it is built once into target/arti (several minutes on 2 cores; a later
+# run finds it there); elsewhere the test says SKIPPED unless ARTI_BIN or `arti` is found.
+ARTI_ROOT=${ARTI_ROOT:-$PWD/target/arti}
+if [ "${CI:-}" = true ] && ! command -v arti >/dev/null 2>&1 && [ ! -x "$ARTI_ROOT/bin/arti" ]; then
+    echo "setup: building arti 2.7.0 into $ARTI_ROOT" >&2
+    nice cargo install arti --version 2.7.0 --locked --root "$ARTI_ROOT" --quiet
+fi

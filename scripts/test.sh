@@ -14,6 +14,10 @@ LOG_DIR=${FORS_TEST_LOG_DIR:-$ROOT/target/test-logs}
 mkdir -p "$LOG_DIR"
 
 scripts/setup-debian.sh || { echo "tests: 0 passed, 1 failed"; exit 1; }
+# arti as setup-debian.sh builds it, unless the caller names one.
+if [ -z "${ARTI_BIN:-}" ] && [ -x "$ROOT/target/arti/bin/arti" ]; then
+    export ARTI_BIN="$ROOT/target/arti/bin/arti"
+fi
 
 passed=0
 failed=0
