@@ -398,6 +398,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let Some(dir) = self.cfg.dir_server else {
             return self.refuse(idx, sid, EndReason::NotDirectory, io);
         };
+        let Some(prev_peer) = self.table.get(idx).map(|c| c.prev_peer) else {
+            return true;
+        };
+        let dir = begin_dir_target(dir, self.cfg.dir_server_anonymous, prev_peer);
         // C uses port 1 for these ("never actually used").
         let Some(h) = self.new_stream(idx, sid, StreamState::Connecting, 1, BeginFlags(0), io)
         else {
@@ -894,10 +898,37 @@ fn choose_address(
     pick.ok_or(EndReason::ExitPolicy)
 }
 
+/// Where a BEGIN_DIR stream connects: C tor's `connection_dir_is_anonymous` holds when the
+/// circuit's previous channel is not a client's (`!channel_is_client(p_chan)`), and the
+/// directory server learns it from the listener the stream reaches.
+pub(crate) fn begin_dir_target(
+    dir: std::net::SocketAddr,
+    anonymous: Option<std::net::SocketAddr>,
+    prev_peer: PeerIdentity,
+) -> std::net::SocketAddr {
+    match (prev_peer, anonymous) {
+        (PeerIdentity::Relay { .. }, Some(a)) => a,
+        _ => dir,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ::core::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn begin_dir_anonymous_only_from_relay_channels() {
+        let dir: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let anon: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let relay = PeerIdentity::Relay {
+            rsa: crate::crypto::ids::RsaIdentity([1; 20]),
+            ed: crate::crypto::ids::Ed25519Identity([2; 32]),
+        };
+        assert_eq!(begin_dir_target(dir, Some(anon), relay), anon);
+        assert_eq!(begin_dir_target(dir, Some(anon), PeerIdentity::Client), dir);
+        assert_eq!(begin_dir_target(dir, None, relay), dir);
+    }
 
     #[test]
     fn address_choice() {
