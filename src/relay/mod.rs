@@ -672,6 +672,10 @@ impl Relay {
         {
             plane.set_dircache(d);
         }
+        if let Some(d) = &self.dir_server {
+            plane.set_dir_server_inputs(d.inputs.clone());
+            self.metrics.set_dir_server(d.stats.clone());
+        }
         plane.announce();
         self.control = Some(
             ControlThread::spawn(plane).map_err(|source| RelayError::Thread {
