@@ -28,8 +28,7 @@ use daemon_common::private_net::{
     client_ports, relay_record, start_echo_server, testnet, testnet_skip_reason, TorControl,
 };
 use daemon_common::{
-    free_port, free_port_range_base, http_get, metric, wait_for_file_line, TempDir,
-    TestnetGuard,
+    free_port, free_port_range_base, http_get, metric, wait_for_file_line, TempDir, TestnetGuard,
 };
 use fors::dir::{build_descriptor, check_descriptor, DescriptorParams};
 use fors::keys::{KeyParams, RelayKeys};
@@ -154,7 +153,10 @@ fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
             })
             .unwrap_or(false)
     });
-    assert!(listed, "the client's consensus never listed Fors as an HSDir");
+    assert!(
+        listed,
+        "the client's consensus never listed Fors as an HSDir"
+    );
     ctl.command("SETEVENTS HS_DESC").unwrap();
     let reply = ctl
         .command(&format!(
@@ -172,6 +174,7 @@ fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
         })
         .expect("the service uploaded its descriptor to the Fors HSDir");
     assert!(uploaded.contains(" UPLOADED "), "{uploaded}");
+    println!("{uploaded}");
     let m = http_get(m_addr, "/metrics");
     assert!(
         metric(&m, "fors_hsdir_stored_total").unwrap_or(0) >= 1,
@@ -187,6 +190,7 @@ fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
         })
         .expect("the client fetched the descriptor from the Fors HSDir");
     assert!(got.contains(" RECEIVED "), "{got}");
+    println!("{got}");
     let m = http_get(m_addr, "/metrics");
     assert!(
         metric(&m, "fors_hsdir_fetches_total{result=\"hit\"}").unwrap_or(0) >= 1,
