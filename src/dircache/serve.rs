@@ -266,8 +266,9 @@ pub fn answer(ctx: &Context<'_>, cache: &mut CompressCache, mut req: Request) ->
     } else if url.starts_with("/tor/keys/") {
         keys(ctx, url, req.if_modified_since, accept)
     } else if url.starts_with("/tor/hs/3/") {
-        // Onion-service descriptors: not stored yet (HSDir is not advertised).
-        short(ctx, 404, NOT_FOUND, Kind::Other)
+        // Onion-service descriptors are answered by `answer_hs` before this; a caller
+        // without an HSDir cache has none.
+        short(ctx, 404, NOT_FOUND, Kind::HsDescriptor)
     } else if url == "/tor/robots.txt" {
         let body: Arc<[u8]> = Arc::from(&b"User-agent: *\r\nDisallow: /\r\n"[..]);
         ok(
@@ -290,7 +291,8 @@ pub fn answer(ctx: &Context<'_>, cache: &mut CompressCache, mut req: Request) ->
 
 fn answer_post(ctx: &Context<'_>, req: &Request) -> Answer {
     if req.url.starts_with("/tor/hs/") {
-        // HSDir storage is not built: refuse the descriptor as C tor refuses a bad one.
+        // Reached only without an HSDir cache (the directory server calls `answer_hs`
+        // first): refuse the descriptor as C tor refuses a bad one.
         return short(ctx, 400, "Invalid HS descriptor. Rejected.", Kind::Post);
     }
     short(
