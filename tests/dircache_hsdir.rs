@@ -10,7 +10,9 @@
 //!    tor's `HS_DESC UPLOADED` names Fors; Fors's MetricsPort counts a stored descriptor);
 //!    the client fetches the descriptor from Fors (`HSFETCH … SERVER=` Fors, then
 //!    `HS_DESC RECEIVED` naming Fors and Fors's fetch-hit counter) and connects to the
-//!    service through the network (an echo round trip). Fors is not the only HSDir: the
+//!    service through the network (an echo round trip). On Fors's DirPort the same fetch
+//!    gets C tor's 503 (not anonymous), and `/tor/server/authority` is Fors's own
+//!    descriptor, with `hidden-service-dir` and `HSDir=2`. Fors is not the only HSDir: the
 //!    service uploads to every HSDir of its ring, and `HSFETCH SERVER=` pins the fetch.
 //!
 //! The live part is skipped without `tor`, `tor-gencert` or python3, or with
@@ -98,6 +100,8 @@ fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
     let m_port = free_port();
     let base = free_port_range_base().to_string();
     let metrics_opt = format!("forsmiddle1 MetricsPort 127.0.0.1:{m_port}");
+    let d_port = free_port();
+    let dirport_opt = format!("forsmiddle1 DirPort 127.0.0.1:{d_port}");
     testnet(
         &dir,
         &[
@@ -115,6 +119,8 @@ fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
             env!("CARGO_BIN_EXE_fors"),
             "--slot-option",
             "forsmiddle1 DirCache 1",
+            "--slot-option",
+            &dirport_opt,
             "--slot-option",
             "forsmiddle1 Log info stdout",
             "--slot-option",
@@ -168,13 +174,22 @@ fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
         .find_map(|l| l.strip_prefix("ServiceID="))
         .expect("ADD_ONION names the service")
         .to_string();
+    // A loaded machine can take minutes before the service's introduction points are up
+    // and it uploads: bounded at 10 minutes.
+    let seen = std::cell::RefCell::new(Vec::new());
     let uploaded = ctl
-        .wait_event(Duration::from_secs(300), |e| {
-            // Every upload event, for a failure's diagnosis (addresses are loopback).
+        .wait_event(Duration::from_secs(600), |e| {
+            // Every event, for a failure's diagnosis (addresses are loopback).
             println!("{e}");
+            seen.borrow_mut().push(e.to_string());
             names_hsdir(e, "UPLOADED", &addr, &fp) || names_hsdir(e, "FAILED", &addr, &fp)
         })
-        .expect("the service uploaded its descriptor to the Fors HSDir");
+        .unwrap_or_else(|| {
+            panic!(
+                "no upload to the Fors HSDir within 600 s; events: {:#?}",
+                seen.borrow()
+            )
+        });
     assert!(uploaded.contains(" UPLOADED "), "{uploaded}");
     println!("{uploaded}");
     let m = http_get(m_addr, "/metrics");
@@ -215,6 +230,21 @@ fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
         metric(&m, "fors_hsdir_fetches_total{result=\"hit\"}").unwrap_or(0) >= 1,
         "{m}"
     );
+
+    // The DirPort is never anonymous: C tor's 503 for the same key. And
+    // `/tor/server/authority` is our own descriptor, as the control plane built it.
+    let d_addr = SocketAddr::from(([127, 0, 0, 1], d_port));
+    let key = got.split(' ').nth(6).unwrap_or_default().to_string();
+    let out = http_get(d_addr, &format!("/tor/hs/3/{key}"));
+    assert!(
+        out.starts_with("HTTP/1.0 503 Rejecting single hop HS v3 descriptor request\r\n"),
+        "{out}"
+    );
+    let out = http_get(d_addr, "/tor/server/authority");
+    assert!(out.starts_with("HTTP/1.0 200 OK\r\n"), "{out}");
+    assert!(out.contains("\r\n\r\nrouter forsmiddle1 "), "{out}");
+    assert!(out.contains("\nhidden-service-dir\n"), "{out}");
+    assert!(out.contains("HSDir=2"), "{out}");
 
     // And the client reaches the service: an echo round trip through its rendezvous.
     let onion = format!("{addr}.onion");
