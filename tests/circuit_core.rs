@@ -1355,3 +1355,30 @@ fn begin_dir_connects_to_the_directory_server_with_an_empty_connected() {
     let acts = cl.send(&mut relay, 0, ChanCmd::RELAY, &RelayMsg::BeginDir, 3);
     assert!(!acts.iter().any(|a| matches!(a, Action::Connect { .. })));
 }
+
+/// C tor `connection_dir_is_anonymous`: only a circuit from a relay's channel, not built with
+/// CREATE_FAST, reaches the directory server's anonymous listener (onion-service
+/// descriptors); a client's circuit, or CREATE_FAST, gets the other one.
+#[test]
+fn begin_dir_from_a_relay_circuit_goes_to_the_anonymous_listener() {
+    let dir: SocketAddr = "127.0.0.1:9999".parse().unwrap();
+    let anon: SocketAddr = "127.0.0.1:9998".parse().unwrap();
+    let cfg = CircuitConfig {
+        dir_server: Some(dir),
+        dir_server_anonymous: Some(anon),
+        ..test_config()
+    };
+    let mut relay = Relay::new(5, cfg, "reject *:*", TestNet::default());
+    let middle = Relay::new(77, test_config(), "reject *:*", TestNet::default());
+    for (chan, hs, want) in [
+        (relay_chan(2, &middle.id, false), Hs::Ntor, anon),
+        (relay_chan(3, &middle.id, false), Hs::Fast, dir),
+        (client_chan(1), Hs::Ntor, dir),
+    ] {
+        let mut cl = Client::new(chan, 0x8000_0001);
+        cl.create(&mut relay, hs);
+        let acts = cl.send(&mut relay, 0, ChanCmd::RELAY, &RelayMsg::BeginDir, 3);
+        let (_, addr) = connect_action(&acts);
+        assert_eq!(addr, want);
+    }
+}

@@ -53,6 +53,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("IPv6Exit", OptionKind::Single),
     ("Log", OptionKind::List),
     ("LogTimeGranularity", OptionKind::Single),
+    ("MaxHSDirCacheBytes", OptionKind::Single),
     ("MaxMemInQueues", OptionKind::Single),
     ("MetricsPort", OptionKind::List),
     ("MetricsPortPolicy", OptionKind::List),

@@ -171,6 +171,9 @@ pub struct Config {
     /// Fors-only, `TestingTorNetwork` only: a cap on queued cells below the 256 MB minimum
     /// of `MaxMemInQueues`, so tests can reach it quickly. 0 = unset.
     pub testing_max_mem_in_queues: u64,
+    /// `MaxHSDirCacheBytes`: bytes of onion-service descriptors an HSDir keeps; 0 (the
+    /// default) = `MaxMemInQueues / 5`, as C tor's `hs_cache_get_max_bytes`.
+    pub max_hsdir_cache_bytes: u64,
     pub shutdown_wait_length: Duration,
     /// `HeartbeatPeriod`: how often the heartbeat lines are logged; zero disables them.
     pub heartbeat_period: Duration,
@@ -716,6 +719,7 @@ impl Builder<'_> {
             assume_reachable: self.bool("AssumeReachable", false)?,
             max_mem_in_queues,
             testing_max_mem_in_queues,
+            max_hsdir_cache_bytes: self.memunit("MaxHSDirCacheBytes", 0)?,
             shutdown_wait_length,
             heartbeat_period,
             user,

@@ -188,6 +188,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "LogTimeGranularity" => one(c.log_time_granularity.as_millis()),
         "MaxMemInQueues" => one(c.max_mem_in_queues),
         "TestingMaxMemInQueues" => one(c.testing_max_mem_in_queues),
+        "MaxHSDirCacheBytes" => one(c.max_hsdir_cache_bytes),
         "MetricsPort" => c.metrics_ports.iter().map(listen_port).collect(),
         "MetricsPortPolicy" => c
             .metrics_port_policy
@@ -260,6 +261,7 @@ pub fn type_name(name: &str) -> &'static str {
         | "RelayBandwidthRate"
         | "MaxMemInQueues"
         | "TestingMaxMemInQueues"
+        | "MaxHSDirCacheBytes"
         | "AccountingMax" => "DataSize",
         "ShutdownWaitLength" | "HeartbeatPeriod" => "TimeInterval",
         "NumCPUs" => "Integer",

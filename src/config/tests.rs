@@ -827,3 +827,15 @@ fn dir_port_front_page_is_read_with_the_configuration() {
     assert_eq!(page.path, path);
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn max_hsdir_cache_bytes_is_a_memunit_defaulting_to_zero() {
+    // 0 = C tor's default: MaxMemInQueues / 5 (resolved where MaxMemInQueues is).
+    assert_eq!(ok("").max_hsdir_cache_bytes, 0);
+    assert_eq!(
+        ok("MaxHSDirCacheBytes 10 MB\n").max_hsdir_cache_bytes,
+        10 << 20
+    );
+    assert!(err("MaxHSDirCacheBytes lots\n")
+        .contains("torrc:3: bad value \"lots\" for MaxHSDirCacheBytes"));
+}

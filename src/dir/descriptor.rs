@@ -25,8 +25,8 @@ use crate::keys::{spaced_fingerprint, Ed25519Cert, RelayKeys};
 /// §"subprotocol-versioning"; see docs/tor-relay-protocol §5.5).
 ///
 /// Compared with the authorities' `required-relay-protocols` this knowingly omits
-/// `DirCache=2` (added by [`DescriptorParams::advertise_dir_cache`] when the cache serves),
-/// `HSDir=2`, `HSIntro=4-5` and `HSRend=2` (no
+/// `DirCache=2` and `HSDir=2` (added by [`DescriptorParams::advertise_dir_cache`] when the
+/// cache, and with it the HSDir cache, serves), `HSIntro=4-5` and `HSRend=2` (no
 /// onion-service cells yet). Authorities do not reject a relay for that; C relays would only
 /// warn about themselves. `Relay=2-4`: ntor, IPv6 extends, ntor-v3. `FlowCtrl=1-2`:
 /// authenticated SENDMEs (1) and congestion control (2, prop 324): ntor-v3 CC_REQUEST is
@@ -47,10 +47,11 @@ pub const MAX_DESCRIPTOR_SIZE: usize = 20_000;
 /// C `MAX_EXTRAINFO_UPLOAD_SIZE`.
 pub const MAX_EXTRA_INFO_SIZE: usize = 50_000;
 
-/// [`DEFAULT_PROTO`] with `DirCache=2`: advertised only while Fors serves directory
-/// requests over BEGIN_DIR (C tor lists it unconditionally; Fors claims only what runs).
+/// [`DEFAULT_PROTO`] with `DirCache=2` and `HSDir=2`: advertised only while Fors serves
+/// directory requests over BEGIN_DIR, onion-service descriptors included (C tor lists
+/// both unconditionally; Fors claims only what runs).
 pub const DIR_CACHE_PROTO: &str =
-    "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-4";
+    "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 HSDir=2 Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-4";
 
 /// C `MIN_BW_TO_ADVERTISE_DIRSERVER`: below this rate a relay does not offer directory
 /// service.
@@ -97,10 +98,12 @@ impl DirAdvertise {
 }
 
 impl DescriptorParams {
-    /// Advertises directory service over BEGIN_DIR: `tunnelled-dir-server` and
-    /// `DirCache=2`.
+    /// Advertises directory service over BEGIN_DIR: `tunnelled-dir-server`,
+    /// `hidden-service-dir` (the directory server stores onion-service descriptors), and
+    /// `DirCache=2 HSDir=2`.
     pub fn advertise_dir_cache(&mut self) {
         self.tunnelled_dir_server = true;
+        self.hidden_service_dir = true;
         self.proto = DIR_CACHE_PROTO.to_owned();
     }
 }
@@ -149,6 +152,9 @@ pub struct DescriptorParams {
     /// The `ipv6-policy` summary (e.g. `accept 80,443`); omitted if `None` or reject-all.
     pub ipv6_policy: Option<String>,
     pub tunnelled_dir_server: bool,
+    /// `hidden-service-dir`: we store v3 onion-service descriptors (the authorities give
+    /// HSDir only to relays that say so).
+    pub hidden_service_dir: bool,
     pub caches_extra_info: bool,
     pub hibernating: bool,
 }
@@ -177,6 +183,7 @@ impl DescriptorParams {
             policy: vec!["reject *:*".to_owned()],
             ipv6_policy: None,
             tunnelled_dir_server: false,
+            hidden_service_dir: false,
             caches_extra_info: false,
             hibernating: false,
         }
@@ -426,6 +433,10 @@ pub fn build_descriptor(
     if p.hibernating {
         t.push_str("hibernating 1\n");
     }
+    // C 0.4.9 router.c writes it unconditionally, here; Fors only when it serves them.
+    if p.hidden_service_dir {
+        t.push_str("hidden-service-dir\n");
+    }
     // C 0.4.9 router.c writes the family certs here, after `hibernating`/`hidden-service-dir`
     // and before `contact`; dir-spec places no constraint on their position.
     for c in &p.family_certs {
@@ -535,9 +546,20 @@ mod dir_advertise_tests {
             SystemTime::UNIX_EPOCH,
         );
         assert!(!p.proto.contains("DirCache") && !p.tunnelled_dir_server);
+        assert!(!p.proto.contains("HSDir") && !p.hidden_service_dir);
         p.advertise_dir_cache();
-        assert!(p.tunnelled_dir_server);
+        assert!(p.tunnelled_dir_server && p.hidden_service_dir);
         assert!(p.proto.contains("DirCache=2"));
+        assert!(p.proto.split(' ').any(|w| w == "HSDir=2"));
+        // protover order (sorted by name), as C tor writes and authorities expect.
+        let names: Vec<&str> = p
+            .proto
+            .split(' ')
+            .map(|w| w.split('=').next().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
         // Every other protocol is still there.
         for word in DEFAULT_PROTO.split(' ') {
             assert!(p.proto.split(' ').any(|w| w == word), "{word}");

@@ -13,6 +13,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::Engine;
 
 use super::compress::{self, Method, Methods, PREF_PRECOMPRESSED, PREF_STREAMING};
+use super::hsdir::{http as hsdir_http, HsDirCache};
 use super::request::{Command, Request};
 use super::store::{ConsensusDoc, ConsensusFlavor, DirStore, Document};
 use crate::crypto::ids::RsaIdentity;
@@ -45,11 +46,13 @@ pub enum Kind {
     Keys,
     Robots,
     Post,
+    /// `GET /tor/hs/3/<key>` (HSDir).
+    HsDescriptor,
     Other,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::FrontPage,
         Kind::Consensus,
         Kind::ConsensusDiff,
@@ -58,6 +61,7 @@ impl Kind {
         Kind::Keys,
         Kind::Robots,
         Kind::Post,
+        Kind::HsDescriptor,
         Kind::Other,
     ];
 
@@ -71,6 +75,7 @@ impl Kind {
             Kind::Keys => "keys",
             Kind::Robots => "robots",
             Kind::Post => "post",
+            Kind::HsDescriptor => "hs_descriptor",
             Kind::Other => "other",
         }
     }
@@ -190,6 +195,49 @@ impl CompressCache {
     }
 }
 
+/// Answers an onion-service request (`POST /tor/hs/…`, `GET /tor/hs/3/<key>` with a
+/// trailing `.z` dropped first, as C tor's `directory_handle_command_get` does for every
+/// URL) from `hsdir`; `None` for any other request, which goes to [`answer`].
+/// `anonymous` is C tor's `connection_dir_is_anonymous`, decided by the caller. A found
+/// descriptor comes back with its blinded key, to count the download once it is sent.
+pub fn answer_hs(
+    ctx: &Context<'_>,
+    hsdir: &mut HsDirCache,
+    req: &Request,
+    anonymous: bool,
+) -> Option<(Answer, Option<[u8; 32]>)> {
+    if req.command == Command::Post {
+        if !req.url.starts_with(hsdir_http::HS_POST_PREFIX) {
+            return None;
+        }
+        let now = UNIX_EPOCH + Duration::from_secs(ctx.now);
+        let a = hsdir_http::handle_publish(hsdir, &req.url, &req.body, anonymous, now);
+        return Some((short(ctx, a.status, a.reason, Kind::Post), None));
+    }
+    let url = match req.url.strip_suffix(".z") {
+        Some(u) if req.url.len() > 2 => u,
+        _ => req.url.as_str(),
+    };
+    let key = url.strip_prefix(hsdir_http::HS_FETCH_PREFIX)?;
+    Some(match hsdir_http::handle_fetch(hsdir, key, anonymous) {
+        // `handle_get_hs_descriptor_v3`: NO_METHOD, a length, no caching lifetime.
+        Ok(body) => (
+            ok(
+                ctx,
+                Kind::HsDescriptor,
+                "text/plain",
+                Method::Identity,
+                Some(body.len()),
+                None,
+                Some(0),
+                vec![body],
+            ),
+            hsdir_http::fetch_key(key),
+        ),
+        Err((status, reason)) => (short(ctx, status, reason, Kind::HsDescriptor), None),
+    })
+}
+
 /// Answers `req`. `None` means: close without an answer (C tor writes nothing for
 /// `/tor/networkstatus-bridges` on a non-bridge-authority).
 pub fn answer(ctx: &Context<'_>, cache: &mut CompressCache, mut req: Request) -> Option<Answer> {
@@ -218,8 +266,9 @@ pub fn answer(ctx: &Context<'_>, cache: &mut CompressCache, mut req: Request) ->
     } else if url.starts_with("/tor/keys/") {
         keys(ctx, url, req.if_modified_since, accept)
     } else if url.starts_with("/tor/hs/3/") {
-        // Onion-service descriptors: not stored yet (HSDir is not advertised).
-        short(ctx, 404, NOT_FOUND, Kind::Other)
+        // Onion-service descriptors are answered by `answer_hs` before this; a caller
+        // without an HSDir cache has none.
+        short(ctx, 404, NOT_FOUND, Kind::HsDescriptor)
     } else if url == "/tor/robots.txt" {
         let body: Arc<[u8]> = Arc::from(&b"User-agent: *\r\nDisallow: /\r\n"[..]);
         ok(
@@ -242,7 +291,8 @@ pub fn answer(ctx: &Context<'_>, cache: &mut CompressCache, mut req: Request) ->
 
 fn answer_post(ctx: &Context<'_>, req: &Request) -> Answer {
     if req.url.starts_with("/tor/hs/") {
-        // HSDir storage is not built: refuse the descriptor as C tor refuses a bad one.
+        // Reached only without an HSDir cache (the directory server calls `answer_hs`
+        // first): refuse the descriptor as C tor refuses a bad one.
         return short(ctx, 400, "Invalid HS descriptor. Rejected.", Kind::Post);
     }
     short(

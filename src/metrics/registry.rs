@@ -60,6 +60,7 @@ pub struct MetricsRegistry {
     bandwidth: Option<Arc<SharedBudget>>,
     /// The directory cache's store, with `DirCache 1` (its counters are exported).
     dircache: std::sync::OnceLock<crate::dircache::SharedStore>,
+    dir_server: std::sync::OnceLock<Arc<crate::relay::dirserver::DirServerStats>>,
 }
 
 struct Family<'a> {
@@ -145,12 +146,19 @@ impl MetricsRegistry {
             dos: Arc::new(DosCounters::default()),
             bandwidth: None,
             dircache: std::sync::OnceLock::new(),
+            dir_server: std::sync::OnceLock::new(),
         }
     }
 
     /// Exports the directory cache's counters (set once, when the mirror starts).
     pub fn set_dircache(&self, store: crate::dircache::SharedStore) {
         let _ = self.dircache.set(store);
+    }
+
+    /// Exports the directory server's and its HSDir cache's counters (set once, when the
+    /// server starts).
+    pub fn set_dir_server(&self, stats: Arc<crate::relay::dirserver::DirServerStats>) {
+        let _ = self.dir_server.set(stats);
     }
 
     /// Exports the bandwidth buckets' state too.
@@ -429,6 +437,9 @@ impl MetricsRegistry {
             let stats = store.read().unwrap_or_else(|p| p.into_inner()).stats();
             render_dircache(&mut f, &stats);
         }
+        if let Some(s) = self.dir_server.get() {
+            render_dir_server(&mut f, s);
+        }
 
         let per_shard: Vec<[u64; super::shard::SHARD_METRIC_COUNT]> =
             self.shards.iter().map(|s| s.values()).collect();
@@ -502,6 +513,122 @@ fn render_bandwidth(f: &mut Family<'_>, b: &SharedBudget, shards: &[Arc<ShardSta
         let total: u64 = shards.iter().map(|s| idx.map_or(0, |i| s.get(i))).sum();
         let labels = format!("bucket=\"{bucket}\",direction=\"{dir}\"");
         f.value(name, &labels, total);
+    }
+}
+
+/// The directory server (requests by kind, answers by status class, bytes, connections)
+/// and its HSDir cache. No URL, key or address: only counts (SafeLogging).
+fn render_dir_server(f: &mut Family<'_>, s: &crate::relay::dirserver::DirServerStats) {
+    use crate::dircache::hsdir::cache::REJECT_REASONS;
+    use crate::dircache::serve::Kind;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let name = "fors_dirserver_requests_total";
+    f.header(
+        name,
+        MetricKind::Counter,
+        "Directory requests answered, by kind.",
+    );
+    for (i, k) in Kind::ALL.iter().enumerate() {
+        f.value(name, &format!("kind=\"{}\"", k.label()), g(&s.requests[i]));
+    }
+    let name = "fors_dirserver_responses_total";
+    f.header(
+        name,
+        MetricKind::Counter,
+        "Directory answers by HTTP status class.",
+    );
+    for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        f.value(name, &format!("status=\"{class}\""), g(&s.status[i]));
+    }
+    for (name, mk, help, v) in [
+        (
+            "fors_dirserver_written_bytes_total",
+            MetricKind::Counter,
+            "Bytes of directory answers written.",
+            &s.bytes_written,
+        ),
+        (
+            "fors_dirserver_evicted_total",
+            MetricKind::Counter,
+            "Connections still sending their request closed to admit a new one (server full).",
+            &s.evicted,
+        ),
+        (
+            "fors_dirserver_timeouts_total",
+            MetricKind::Counter,
+            "Connections closed because a request or an answer took too long.",
+            &s.timeouts,
+        ),
+        (
+            "fors_dirserver_closed_bad_total",
+            MetricKind::Counter,
+            "Requests closed without an answer (oversized, unknown command), as C tor.",
+            &s.closed_bad,
+        ),
+        (
+            "fors_dirserver_connections",
+            MetricKind::Gauge,
+            "Open directory connections (DirPort and BEGIN_DIR).",
+            &s.connections,
+        ),
+        (
+            "fors_hsdir_descriptors",
+            MetricKind::Gauge,
+            "Onion-service descriptors the HSDir cache holds.",
+            &s.hsdir_entries,
+        ),
+        (
+            "fors_hsdir_bytes",
+            MetricKind::Gauge,
+            "Bytes accounted to the HSDir cache (the quantity MaxHSDirCacheBytes bounds).",
+            &s.hsdir_bytes,
+        ),
+    ] {
+        f.single(name, mk, help, g(v));
+    }
+    let c = s.hsdir.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let name = "fors_hsdir_rejected_total";
+    f.header(
+        name,
+        MetricKind::Counter,
+        "Onion-service descriptor uploads refused, by reason.",
+    );
+    for (i, r) in REJECT_REASONS.iter().enumerate() {
+        f.value(name, &format!("reason=\"{r}\""), c.rejected[i]);
+    }
+    f.value(name, "reason=\"single_hop\"", c.single_hop_rejected);
+    let name = "fors_hsdir_fetches_total";
+    f.header(
+        name,
+        MetricKind::Counter,
+        "Onion-service descriptor fetches, by result (single-hop refusals are counted under \
+         fors_hsdir_rejected_total).",
+    );
+    f.value(name, "result=\"hit\"", c.fetch_hit);
+    f.value(name, "result=\"miss\"", c.fetch_miss);
+    for (name, help, v) in [
+        (
+            "fors_hsdir_stored_total",
+            "Onion-service descriptors stored (new, or a newer revision).",
+            c.stored,
+        ),
+        (
+            "fors_hsdir_expired_total",
+            "Onion-service descriptors dropped past their lifetime.",
+            c.expired_entries,
+        ),
+        (
+            "fors_hsdir_evicted_total",
+            "Onion-service descriptors evicted under the cache's byte bound.",
+            c.evicted_entries,
+        ),
+        (
+            "fors_hsdir_evicted_bytes_total",
+            "Bytes of onion-service descriptors evicted under the cache's byte bound.",
+            c.evicted_bytes,
+        ),
+    ] {
+        f.single(name, MetricKind::Counter, help, v);
     }
 }
 
@@ -734,6 +861,42 @@ mod tests {
             "fors_dircache_fetches_total{kind=\"consensus\"} 0",
             "fors_dircache_documents{kind=\"server_descriptor\"} 0",
             "# TYPE fors_dircache_bytes gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}");
+        }
+    }
+
+    #[test]
+    fn renders_the_directory_server_and_hsdir_counters_once_set() {
+        let reg = MetricsRegistry::new(1, Instant::now());
+        assert!(!reg.render(Instant::now()).contains("fors_hsdir_"));
+        let stats = Arc::new(crate::relay::dirserver::DirServerStats::default());
+        let hs = crate::dircache::serve::Kind::ALL
+            .iter()
+            .position(|k| *k == crate::dircache::serve::Kind::HsDescriptor)
+            .unwrap();
+        stats.requests[hs].store(3, Ordering::Relaxed);
+        stats.status[3].store(2, Ordering::Relaxed);
+        stats.hsdir_entries.store(4, Ordering::Relaxed);
+        {
+            let mut c = stats.hsdir.lock().unwrap();
+            c.stored = 5;
+            c.rejected[5] = 6;
+            c.single_hop_rejected = 7;
+            c.fetch_hit = 8;
+        }
+        reg.set_dir_server(stats);
+        let text = reg.render(Instant::now());
+        for line in [
+            "fors_dirserver_requests_total{kind=\"hs_descriptor\"} 3",
+            "fors_dirserver_requests_total{kind=\"consensus\"} 0",
+            "fors_dirserver_responses_total{status=\"5xx\"} 2",
+            "fors_hsdir_descriptors 4",
+            "fors_hsdir_stored_total 5",
+            "fors_hsdir_rejected_total{reason=\"old_revision\"} 6",
+            "fors_hsdir_rejected_total{reason=\"single_hop\"} 7",
+            "fors_hsdir_fetches_total{result=\"hit\"} 8",
+            "# TYPE fors_hsdir_bytes gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}");
         }

@@ -89,6 +89,9 @@ pub struct ControlPlane {
     data_directory: std::path::PathBuf,
     /// The directory cache's mirror, with `DirCache 1`.
     dircache: Option<DirCacheDriver>,
+    /// What the directory server answers besides the store: our descriptor and the
+    /// consensus's `HSV3MaxDescriptorSize`.
+    dir_server_inputs: Option<Arc<std::sync::RwLock<crate::relay::dirserver::DirServerInputs>>>,
 }
 
 /// Drives the directory cache's mirror from the control-plane loop: hands the mirror's
@@ -310,6 +313,7 @@ impl ControlPlane {
             data_directory: config.data_directory.clone(),
             config,
             dircache: None,
+            dir_server_inputs: None,
         }
     }
 
@@ -317,6 +321,14 @@ impl ControlPlane {
     pub fn set_dircache(&mut self, driver: DirCacheDriver) {
         self.metrics.set_dircache(driver.mirror.store().clone());
         self.dircache = Some(driver);
+    }
+
+    /// Feeds the directory server our descriptor and the consensus parameters it needs.
+    pub fn set_dir_server_inputs(
+        &mut self,
+        inputs: Arc<std::sync::RwLock<crate::relay::dirserver::DirServerInputs>>,
+    ) {
+        self.dir_server_inputs = Some(inputs);
     }
 
     /// The directory cache's counters, when it runs.
@@ -421,6 +433,21 @@ impl ControlPlane {
             self.bandwidth.observed(),
             &self.metrics,
         );
+        let built = self.directory.take_built();
+        if let Some(inputs) = &self.dir_server_inputs {
+            let param = update
+                .as_ref()
+                .map(|u| u.consensus_params.get("HSV3MaxDescriptorSize").copied());
+            if built.is_some() || param.is_some() {
+                let mut i = inputs.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(doc) = built {
+                    i.own_descriptor = Some(doc);
+                }
+                if let Some(p) = param {
+                    i.hsv3_max_descriptor_size = p.map(i64::from);
+                }
+            }
+        }
         if let Some(u) = update {
             let old = self.network.load();
             self.network.publish(u.apply(&old));

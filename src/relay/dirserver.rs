@@ -12,6 +12,15 @@
 //! * answers queued on all connections together stay under [`MAX_INFLIGHT_BYTES`]: a
 //!   request that would pass it gets C tor's `503` (its "global write low" answer).
 //!
+//! Onion-service descriptors (`/tor/hs/…`) go to one [`HsDirCache`] owned by this thread
+//! (its only user), cleaned every [`HS_CACHE_CLEAN_INTERVAL`]. C tor stores and serves them
+//! only over anonymous connections (`connection_dir_is_anonymous`): a BEGIN_DIR stream on
+//! a circuit whose previous hop is a relay, not a client. The circuit core knows the
+//! previous hop, the server does not, so BEGIN_DIR streams arrive on one of two internal
+//! listeners: [`DirServer::internal_addr`] for circuits from a client channel,
+//! [`DirServer::internal_anonymous_addr`] for circuits from a relay. DirPort requests are
+//! never anonymous.
+//!
 //! HTTP/1.0: one request per connection, closed after the answer, as C tor.
 //! No client address is logged or counted (SafeLogging).
 
@@ -22,6 +31,8 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::dircache::hsdir::cache::{max_cache_bytes, max_descriptor_size_from_param};
+use crate::dircache::hsdir::{HsDirCache, HsDirCounters};
 use crate::dircache::request::{self, Parsed};
 use crate::dircache::serve::{self, Answer, CompressCache, Context, Kind};
 use crate::dircache::store::{Document, SharedStore};
@@ -34,6 +45,8 @@ pub const MAX_INFLIGHT_BYTES: usize = 64 << 20;
 /// Compressed consensuses and diffs kept (entries, bytes).
 const COMPRESS_CACHE_ENTRIES: usize = 16;
 const COMPRESS_CACHE_BYTES: usize = 64 << 20;
+/// C tor's `CLEAN_CACHES_INTERVAL`: expired onion-service descriptors are dropped this often.
+pub const HS_CACHE_CLEAN_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// Sleep between passes when nothing happened.
 const POLL: Duration = Duration::from_millis(5);
 
@@ -41,7 +54,7 @@ const POLL: Duration = Duration::from_millis(5);
 #[derive(Debug, Default)]
 pub struct DirServerStats {
     /// Requests answered, by [`Kind`] (index in [`Kind::ALL`]).
-    pub requests: [AtomicU64; 9],
+    pub requests: [AtomicU64; Kind::ALL.len()],
     /// Answers by status class: 2xx, 3xx, 4xx, 5xx.
     pub status: [AtomicU64; 4],
     pub bytes_written: AtomicU64,
@@ -50,6 +63,11 @@ pub struct DirServerStats {
     /// Requests closed without an answer (oversized, unknown command), as C tor.
     pub closed_bad: AtomicU64,
     pub connections: AtomicU64,
+    /// The HSDir cache's counters, descriptors held and bytes accounted, refreshed after
+    /// each onion-service request and each clean.
+    pub hsdir: std::sync::Mutex<HsDirCounters>,
+    pub hsdir_entries: AtomicU64,
+    pub hsdir_bytes: AtomicU64,
 }
 
 /// What the server answers besides the store; shared so a new descriptor or front page is
@@ -58,11 +76,28 @@ pub struct DirServerStats {
 pub struct DirServerInputs {
     pub front_page: Option<Arc<[u8]>>,
     pub own_descriptor: Option<Document>,
+    /// `MaxHSDirCacheBytes` (0: a fifth of `MaxMemInQueues`, as C tor).
+    pub max_hsdir_cache_bytes: u64,
+    /// `MaxMemInQueues` as the relay resolved it.
+    pub max_mem_in_queues: u64,
+    /// The consensus parameter `HSV3MaxDescriptorSize`, if the consensus has it.
+    pub hsv3_max_descriptor_size: Option<i64>,
+}
+
+impl DirServerInputs {
+    /// (cache bytes, descriptor size) bounds for the HSDir cache.
+    fn hsdir_limits(&self) -> (u64, u32) {
+        (
+            max_cache_bytes(self.max_hsdir_cache_bytes, self.max_mem_in_queues),
+            max_descriptor_size_from_param(self.hsv3_max_descriptor_size),
+        )
+    }
 }
 
 pub struct DirServer {
     local_addrs: Vec<SocketAddr>,
     internal_addr: Option<SocketAddr>,
+    internal_anonymous_addr: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<DirServerStats>,
@@ -72,7 +107,8 @@ pub struct DirServer {
 impl DirServer {
     /// Binds nothing: takes the DirPort listeners already bound (so a bind error names its
     /// torrc line where the caller binds) and the internal loopback listener BEGIN_DIR
-    /// streams connect to, and serves them on a new thread.
+    /// streams connect to, and serves them on a new thread. Beside `internal` it binds a
+    /// second loopback listener for BEGIN_DIR streams on circuits from relays (anonymous).
     pub fn start(
         mut listeners: Vec<TcpListener>,
         internal: Option<TcpListener>,
@@ -84,16 +120,25 @@ impl DirServer {
             l.set_nonblocking(true)?;
             local_addrs.push(l.local_addr()?);
         }
-        let internal_addr = match &internal {
+        let (internal_addr, anonymous) = match &internal {
             Some(l) => {
                 l.set_nonblocking(true)?;
-                Some(l.local_addr()?)
+                let a = l.local_addr()?;
+                let anon = TcpListener::bind(SocketAddr::new(a.ip(), 0))?;
+                anon.set_nonblocking(true)?;
+                (Some(a), Some(anon))
             }
+            None => (None, None),
+        };
+        let internal_anonymous_addr = match &anonymous {
+            Some(l) => Some(l.local_addr()?),
             None => None,
         };
-        // The internal listener goes last: connections from it are tunnelled ones.
+        // The internal listeners go last: connections from them are tunnelled ones, and
+        // from the very last (when there) anonymous.
         let n_public = listeners.len();
         listeners.extend(internal);
+        listeners.extend(anonymous);
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(DirServerStats::default());
         let inputs = Arc::new(RwLock::new(inputs));
@@ -106,6 +151,7 @@ impl DirServer {
         Ok(DirServer {
             local_addrs,
             internal_addr,
+            internal_anonymous_addr,
             stop,
             thread: Some(thread),
             stats,
@@ -121,6 +167,12 @@ impl DirServer {
     /// Where BEGIN_DIR streams connect (with `DirCache 1`).
     pub fn internal_addr(&self) -> Option<SocketAddr> {
         self.internal_addr
+    }
+
+    /// Where BEGIN_DIR streams on circuits whose previous hop is a relay connect: requests
+    /// from there are anonymous (onion-service descriptors are stored and served).
+    pub fn internal_anonymous_addr(&self) -> Option<SocketAddr> {
+        self.internal_anonymous_addr
     }
 
     pub fn stop(mut self) {
@@ -157,6 +209,10 @@ struct Conn {
     stream: TcpStream,
     /// The DirPort peer; `None` for a BEGIN_DIR stream (its client is not ours to know).
     peer: Option<IpAddr>,
+    /// C tor's `connection_dir_is_anonymous`.
+    anonymous: bool,
+    /// A found onion-service descriptor being sent: counted as downloaded at close.
+    hs_download: Option<[u8; 32]>,
     accepted: Instant,
     deadline: Instant,
     phase: Phase,
@@ -188,11 +244,24 @@ fn serve_loop(
 ) {
     let mut conns: Vec<Conn> = Vec::with_capacity(MAX_CONNECTIONS);
     let mut cache = CompressCache::new(COMPRESS_CACHE_ENTRIES, COMPRESS_CACHE_BYTES);
+    let (max_bytes, max_size) = inputs
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .hsdir_limits();
+    let mut hsdir = HsDirCache::new(max_bytes, max_size);
+    let mut next_clean = Instant::now() + HS_CACHE_CLEAN_INTERVAL;
+    let anonymous_listener = listeners.len() > n_public + 1;
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         let mut busy = false;
+        if now >= next_clean {
+            next_clean = now + HS_CACHE_CLEAN_INTERVAL;
+            hsdir.clean(SystemTime::now());
+            publish_hsdir_stats(&hsdir, &stats);
+        }
         for (n, l) in listeners.iter().enumerate() {
             let tunnelled = n >= n_public;
+            let anonymous = anonymous_listener && n == listeners.len() - 1;
             loop {
                 match l.accept() {
                     Ok((stream, peer)) => {
@@ -204,6 +273,7 @@ fn serve_loop(
                             &mut conns,
                             stream,
                             (!tunnelled).then_some(peer.ip()),
+                            anonymous,
                             now,
                             &stats,
                         );
@@ -227,13 +297,17 @@ fn serve_loop(
                 &store,
                 &inputs,
                 &mut cache,
+                &mut hsdir,
                 &stats,
             );
             busy |= moved;
             if keep {
                 i += 1;
             } else {
-                conns.swap_remove(i);
+                let c = conns.swap_remove(i);
+                if let Some(key) = c.hs_download {
+                    hsdir.note_downloaded(&key);
+                }
             }
         }
         stats
@@ -245,10 +319,22 @@ fn serve_loop(
     }
 }
 
+/// Copies the HSDir cache's counters and size where the MetricsPort reads them.
+fn publish_hsdir_stats(hsdir: &HsDirCache, stats: &DirServerStats) {
+    *stats.hsdir.lock().unwrap_or_else(|p| p.into_inner()) = hsdir.counters();
+    stats
+        .hsdir_entries
+        .store(hsdir.len() as u64, Ordering::Relaxed);
+    stats
+        .hsdir_bytes
+        .store(hsdir.total_bytes(), Ordering::Relaxed);
+}
+
 fn admit(
     conns: &mut Vec<Conn>,
     mut stream: TcpStream,
     peer: Option<IpAddr>,
+    anonymous: bool,
     now: Instant,
     stats: &DirServerStats,
 ) {
@@ -280,6 +366,8 @@ fn admit(
     conns.push(Conn {
         stream,
         peer,
+        anonymous,
+        hs_download: None,
         accepted: now,
         deadline: now + REQUEST_TIMEOUT,
         phase: Phase::Reading(Vec::with_capacity(512)),
@@ -310,6 +398,7 @@ fn step(
     store: &SharedStore,
     inputs: &RwLock<DirServerInputs>,
     cache: &mut CompressCache,
+    hsdir: &mut HsDirCache,
     stats: &DirServerStats,
 ) -> (bool, bool) {
     let mut moved = false;
@@ -354,7 +443,16 @@ fn step(
                     peer_for_header: c.peer.and_then(header_addr),
                     write_allowance: MAX_INFLIGHT_BYTES.saturating_sub(inflight) as u64,
                 };
-                serve::answer(&ctx, cache, req)
+                let (max_bytes, max_size) = inputs.hsdir_limits();
+                hsdir.set_limits(max_bytes, max_size);
+                match serve::answer_hs(&ctx, hsdir, &req, c.anonymous) {
+                    Some((a, found)) => {
+                        c.hs_download = found;
+                        publish_hsdir_stats(hsdir, stats);
+                        Some(a)
+                    }
+                    None => serve::answer(&ctx, cache, req),
+                }
             }
         };
         let Some(a) = answer else {
@@ -443,7 +541,7 @@ mod tests {
             store,
             DirServerInputs {
                 front_page: Some(Arc::from(&b"<html>hi</html>"[..])),
-                own_descriptor: None,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -480,6 +578,109 @@ mod tests {
         assert!(fetch(addr, &big).is_empty());
         assert_eq!(server.stats.status[0].load(Ordering::Relaxed), 2);
         assert_eq!(server.stats.closed_bad.load(Ordering::Relaxed), 2);
+        server.stop();
+    }
+
+    /// POST bytes as C tor's HSDir upload does (HTTP/1.0, Content-Length).
+    fn post(addr: SocketAddr, url: &str, body: &[u8]) -> String {
+        let mut req = format!(
+            "POST {url} HTTP/1.0\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        String::from_utf8(fetch(addr, &req)).unwrap()
+    }
+
+    #[test]
+    fn onion_service_descriptors_only_over_anonymous_listener() {
+        use crate::dircache::hsdir::build::{build_outer, OuterSpec};
+        use crate::keys::Ed25519Keypair;
+        use rand::{RngCore, SeedableRng};
+        let seed: u64 = rand::random();
+        eprintln!("seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let blinded = Ed25519Keypair::generate(&mut rng);
+        let signing = Ed25519Keypair::generate(&mut rng);
+        let mut blob = vec![0u8; 1500];
+        rng.fill_bytes(&mut blob);
+        let desc = build_outer(
+            &OuterSpec {
+                blinded: &blinded,
+                signing: &signing,
+                cert_lifetime_secs: 54 * 3600,
+                lifetime_minutes: 180,
+                revision_counter: 7,
+                superencrypted: &blob,
+            },
+            SystemTime::now(),
+        );
+        let key = crate::dir::netdoc::base64_nopad(&blinded.public().to_bytes());
+
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let store: SharedStore = Arc::new(RwLock::new(DirStore::new()));
+        let internal = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = DirServer::start(
+            vec![l],
+            Some(internal),
+            store,
+            DirServerInputs {
+                max_mem_in_queues: 256 << 20,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let dirport = server.local_addrs()[0];
+        let client = server.internal_addr().unwrap();
+        let anon = server.internal_anonymous_addr().unwrap();
+        assert_ne!(client, anon);
+        // Neither the DirPort nor a client's one-hop BEGIN_DIR may publish (C tor: 503).
+        for a in [dirport, client] {
+            let out = post(a, "/tor/hs/3/publish", desc.as_bytes());
+            assert!(
+                out.starts_with("HTTP/1.0 503 Rejecting single hop HS descriptor post\r\n"),
+                "{out}"
+            );
+        }
+        let out = post(anon, "/tor/hs/3/publish", desc.as_bytes());
+        assert!(
+            out.starts_with("HTTP/1.0 200 HS descriptor stored successfully.\r\n"),
+            "{out}"
+        );
+        let out = post(anon, "/tor/hs/2/publish", desc.as_bytes());
+        assert!(out.starts_with("HTTP/1.0 400 "), "{out}");
+        // Fetches: refused off the anonymous listener; found there, with or without `.z`.
+        let get = |a, url: &str| {
+            String::from_utf8(fetch(a, format!("GET {url} HTTP/1.0\r\n\r\n").as_bytes())).unwrap()
+        };
+        for a in [dirport, client] {
+            let out = get(a, &format!("/tor/hs/3/{key}"));
+            assert!(
+                out.starts_with("HTTP/1.0 503 Rejecting single hop HS v3 descriptor request\r\n"),
+                "{out}"
+            );
+        }
+        for url in [format!("/tor/hs/3/{key}"), format!("/tor/hs/3/{key}.z")] {
+            let out = get(anon, &url);
+            assert!(out.starts_with("HTTP/1.0 200 OK\r\n"), "{out}");
+            assert!(out.contains("Content-Encoding: identity\r\n"), "{out}");
+            assert!(out.contains("Pragma: no-cache\r\n"), "{out}");
+            assert!(out.ends_with(&format!("\r\n\r\n{desc}")), "{out}");
+        }
+        let other = crate::dir::netdoc::base64_nopad(&[9u8; 32]);
+        let out = get(anon, &format!("/tor/hs/3/{other}"));
+        assert!(out.starts_with("HTTP/1.0 404 Not found\r\n"), "{out}");
+        let c = server.stats.hsdir.lock().unwrap().clone();
+        assert_eq!(c.stored, 1);
+        assert_eq!(c.single_hop_rejected, 4);
+        assert_eq!((c.fetch_hit, c.fetch_miss), (2, 1));
+        assert_eq!(server.stats.hsdir_entries.load(Ordering::Relaxed), 1);
+        assert!(server.stats.hsdir_bytes.load(Ordering::Relaxed) > desc.len() as u64);
+        let hs = Kind::ALL
+            .iter()
+            .position(|k| *k == Kind::HsDescriptor)
+            .unwrap();
+        assert_eq!(server.stats.requests[hs].load(Ordering::Relaxed), 5);
         server.stop();
     }
 

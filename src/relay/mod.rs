@@ -474,6 +474,11 @@ impl Relay {
         self.dir_server = setup::start_dir_server(config, self.dir_store.clone())?;
         if let Some(d) = &self.dir_server {
             circuits.dir_server = d.internal_addr();
+            circuits.dir_server_anonymous = d.internal_anonymous_addr();
+            let mut inputs = d.inputs.write().unwrap_or_else(|p| p.into_inner());
+            inputs.max_hsdir_cache_bytes = config.max_hsdir_cache_bytes;
+            inputs.max_mem_in_queues = mem_cap;
+            drop(inputs);
             for a in d.local_addrs() {
                 log_notice!("DirPort listening on {a}.");
             }
@@ -666,6 +671,10 @@ impl Relay {
             })?
         {
             plane.set_dircache(d);
+        }
+        if let Some(d) = &self.dir_server {
+            plane.set_dir_server_inputs(d.inputs.clone());
+            self.metrics.set_dir_server(d.stats.clone());
         }
         plane.announce();
         self.control = Some(

@@ -185,6 +185,9 @@ pub struct Directory {
     cannot_publish_reported: Option<String>,
     /// SHA-1 digest of the descriptor we last submitted for upload (the `r` line's digest).
     published_digest: Option<[u8; 20]>,
+    /// The descriptor last built, not yet handed to the directory server
+    /// (`/tor/server/authority`, C tor's `router_get_my_descriptor`).
+    built: Option<crate::dircache::store::Document>,
     /// The ORPort self-test (skipped with `AssumeReachable 1`).
     selftest: SelfTest,
     /// Our IPv4 address as a directory authority told it, when the torrc gives none.
@@ -215,6 +218,7 @@ impl Directory {
             started: SystemTime::now(),
             cannot_publish_reported: None,
             published_digest: None,
+            built: None,
             selftest: SelfTest::new(config.assume_reachable, now),
             discovered: None,
             next_learn_address: now,
@@ -491,6 +495,10 @@ impl Directory {
                     match built {
                         Ok((request, text, digest)) => {
                             self.published_digest = Some(digest);
+                            self.built = Some(crate::dircache::store::Document {
+                                body: std::sync::Arc::from(text.as_bytes()),
+                                published: unix(wall),
+                            });
                             log_notice!("Uploading our descriptor ({reason}).");
                             let job = DirJob::Upload {
                                 request: request.with_reason(&reason),
@@ -513,6 +521,11 @@ impl Directory {
             }
         }
         update
+    }
+
+    /// The descriptor built since the last call, for the directory server.
+    pub fn take_built(&mut self) -> Option<crate::dircache::store::Document> {
+        self.built.take()
     }
 
     /// Whether the address is known and the self-test allows publishing it.

@@ -114,6 +114,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         assume_reachable => "AssumeReachable", NextDescriptor;
         max_mem_in_queues => "MaxMemInQueues", Now;
         testing_max_mem_in_queues => "TestingMaxMemInQueues", Now;
+        max_hsdir_cache_bytes => "MaxHSDirCacheBytes", Restart;
         shutdown_wait_length => "ShutdownWaitLength", Now;
         heartbeat_period => "HeartbeatPeriod", Now;
         user => "User", Restart;

@@ -465,7 +465,7 @@ pub fn start_dir_server(
             .dir_port_front_page
             .as_ref()
             .map(|f| f.contents.clone()),
-        own_descriptor: None,
+        ..Default::default()
     };
     let server = crate::relay::dirserver::DirServer::start(listeners, internal, store, inputs)
         .map_err(io_error)?;

@@ -103,6 +103,12 @@ fn parse_version(s: &[u8]) -> Option<(i64, &[u8])> {
         .then_some((v, &s[n..]))
 }
 
+/// The blinded key a fetch URL names (after [`HS_FETCH_PREFIX`]), as C tor's
+/// `ed25519_public_from_base64` reads it; `None` if it does not decode to 32 bytes.
+pub fn fetch_key(key: &str) -> Option<[u8; 32]> {
+    base64_decode(c_string(key.as_bytes()), 32).and_then(|v| <[u8; 32]>::try_from(v).ok())
+}
+
 /// Handles `GET /tor/hs/3/<key>`: `key` is the URL after [`HS_FETCH_PREFIX`], the blinded key
 /// in base64 as C tor's `ed25519_public_from_base64` reads it (padding optional, whitespace
 /// skipped, exactly 32 bytes).
@@ -115,9 +121,7 @@ pub fn handle_fetch(
         cache.note_single_hop();
         return Err(FETCH_SINGLE_HOP);
     }
-    let Some(blinded) =
-        base64_decode(c_string(key.as_bytes()), 32).and_then(|v| <[u8; 32]>::try_from(v).ok())
-    else {
+    let Some(blinded) = fetch_key(key) else {
         cache.note_bad_key();
         return Err(FETCH_NOT_FOUND);
     };

@@ -403,6 +403,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         if self.net.hibernating() {
             return self.refuse(idx, sid, EndReason::Hibernating, io);
         }
+        let Some(anonymous) = self
+            .table
+            .get(idx)
+            .map(|c| matches!(c.prev_peer, PeerIdentity::Relay { .. }) && !c.first_hop)
+        else {
+            return true;
+        };
+        let dir = begin_dir_target(dir, self.cfg.dir_server_anonymous, anonymous);
         // C uses port 1 for these ("never actually used").
         let Some(h) = self.new_stream(idx, sid, StreamState::Connecting, 1, BeginFlags(0), io)
         else {
@@ -899,10 +907,35 @@ fn choose_address(
     pick.ok_or(EndReason::ExitPolicy)
 }
 
+/// Where a BEGIN_DIR stream connects: C tor's `connection_dir_is_anonymous` holds when the
+/// circuit's previous channel is not a client's (`!channel_is_client(p_chan)`: the peer
+/// authenticated as a relay, and C marks a channel a client's also when a CREATE_FAST
+/// arrives on it, which here is the circuit's `first_hop`). The directory server learns it
+/// from the listener the stream reaches.
+pub(crate) fn begin_dir_target(
+    dir: std::net::SocketAddr,
+    anonymous_listener: Option<std::net::SocketAddr>,
+    anonymous: bool,
+) -> std::net::SocketAddr {
+    match anonymous_listener {
+        Some(a) if anonymous => a,
+        _ => dir,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ::core::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn begin_dir_anonymous_only_from_relay_channels() {
+        let dir: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        let anon: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        assert_eq!(begin_dir_target(dir, Some(anon), true), anon);
+        assert_eq!(begin_dir_target(dir, Some(anon), false), dir);
+        assert_eq!(begin_dir_target(dir, None, true), dir);
+    }
 
     #[test]
     fn address_choice() {

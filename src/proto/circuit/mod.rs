@@ -357,6 +357,9 @@ pub struct CircuitConfig {
     /// (docs/architecture.md "Directory cache: serving"). `None`: not a directory cache,
     /// BEGIN_DIR gets END NOTDIRECTORY.
     pub dir_server: Option<std::net::SocketAddr>,
+    /// Its listener for BEGIN_DIR streams on circuits whose previous hop is a relay: C tor's
+    /// `connection_dir_is_anonymous`, which onion-service descriptor requests need.
+    pub dir_server_anonymous: Option<std::net::SocketAddr>,
 }
 
 impl Default for CircuitConfig {
@@ -380,6 +383,7 @@ impl Default for CircuitConfig {
             allow_network_reentry: false,
             allow_non_rfc953_hostnames: false,
             dir_server: None,
+            dir_server_anonymous: None,
         }
     }
 }

@@ -42,7 +42,8 @@ impl RelayNode {
         let now = out.now();
         // BEGIN_DIR: to our own directory server's loopback listener, never from an
         // OutboundBindAddress (it is not an exit connection).
-        let to_dir_server = self.core.config().dir_server == Some(addr);
+        let cfg = self.core.config();
+        let to_dir_server = cfg.dir_server == Some(addr) || cfg.dir_server_anonymous == Some(addr);
         // A destination a client asked for: scrubbed as a client's (C tor scrubs
         // exit targets with `safe_str`, scrubbed under SafeLogging 1 and relay).
         log_debug!(

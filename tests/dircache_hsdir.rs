@@ -1,0 +1,281 @@
+//! Fors as an HSDir (issue #10, `HSDir=2`).
+//!
+//! 1. Descriptor lines: with the directory cache serving, the descriptor says
+//!    `hidden-service-dir` and `proto … HSDir=2` and still verifies as an authority checks
+//!    it; without, neither.
+//! 2. Live: a private loopback network (scripts/testnet.py; nothing leaves the machine) whose
+//!    authorities vote HSDir for every relay (TestingDirAuthVoteHSDir *, the script's
+//!    default), with one Fors relay (`DirCache 1`) beside C tor relays. The C tor client runs
+//!    a v3 onion service (ADD_ONION); its descriptor upload to the Fors HSDir succeeds (C
+//!    tor's `HS_DESC UPLOADED` names Fors; Fors's MetricsPort counts a stored descriptor);
+//!    the client fetches the descriptor from Fors (`HSFETCH … SERVER=` Fors, then
+//!    `HS_DESC RECEIVED` naming Fors and Fors's fetch-hit counter) and connects to the
+//!    service through the network (an echo round trip). On Fors's DirPort the same fetch
+//!    gets C tor's 503 (not anonymous), and `/tor/server/authority` is Fors's own
+//!    descriptor, with `hidden-service-dir` and `HSDir=2`. Fors is not the only HSDir: the
+//!    service uploads to every HSDir of its ring, and `HSFETCH SERVER=` pins the fetch.
+//!
+//! The live part is skipped without `tor`, `tor-gencert` or python3, or with
+//! `FORS_SKIP_TESTNET` (fails instead under `CI=true`). Every wait is bounded; the network
+//! is stopped on drop.
+
+mod daemon_common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use daemon_common::private_net::{
+    client_ports, relay_record, start_echo_server, testnet, testnet_skip_reason, TorControl,
+};
+use daemon_common::{
+    free_port, free_port_range_base, http_get, metric, wait_for_file_line, TempDir, TestnetGuard,
+};
+use fors::dir::{build_descriptor, check_descriptor, DescriptorParams};
+use fors::keys::{KeyParams, RelayKeys};
+use fors_testkit::socks::Socks5;
+use rand::{RngCore, SeedableRng};
+
+#[test]
+fn descriptor_says_hidden_service_dir_only_when_the_cache_serves() {
+    let tmp = TempDir::new("hsdir-desc");
+    let now = UNIX_EPOCH
+        + Duration::from_secs(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        );
+    let keys = RelayKeys::load_or_create(tmp.path(), now, KeyParams::default()).unwrap();
+    let mut p = DescriptorParams::new("ForsHsDir", Ipv4Addr::LOCALHOST, 9001, now);
+    let plain = build_descriptor(&keys, &p, None).unwrap();
+    assert!(!plain.text.lines().any(|l| l == "hidden-service-dir"));
+    let c = check_descriptor(&plain.text, Some(now)).unwrap();
+    assert!(!c.proto.split(' ').any(|w| w.starts_with("HSDir=")));
+
+    p.advertise_dir_cache();
+    let d = build_descriptor(&keys, &p, None).unwrap();
+    let c = check_descriptor(&d.text, Some(now)).unwrap();
+    assert!(c.proto.split(' ').any(|w| w == "HSDir=2"), "{}", c.proto);
+    assert!(c.proto.split(' ').any(|w| w == "DirCache=2"), "{}", c.proto);
+    // router.c's order: after the ntor cross-cert, before the policy and
+    // `tunnelled-dir-server`.
+    let kw: Vec<&str> = c.keywords.iter().map(String::as_str).collect();
+    let at = |k: &str| {
+        kw.iter()
+            .position(|w| *w == k)
+            .unwrap_or_else(|| panic!("no {k}: {kw:?}"))
+    };
+    assert!(at("ntor-onion-key-crosscert") < at("hidden-service-dir"));
+    assert!(at("hidden-service-dir") < at("tunnelled-dir-server"));
+}
+
+/// `650 HS_DESC <action> <addr> <auth> <hsdir> …`: the HSDir field names `fp` (hex).
+fn names_hsdir(event: &str, action: &str, addr: &str, fp: &str) -> bool {
+    let w: Vec<&str> = event.split(' ').collect();
+    w.len() > 5
+        && w[1] == "HS_DESC"
+        && w[2] == action
+        && w[3] == addr
+        && w[5]
+            .trim_start_matches('$')
+            .to_ascii_uppercase()
+            .starts_with(fp)
+}
+
+#[test]
+fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
+    const NAME: &str = "c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there";
+    if let Some(why) = testnet_skip_reason(&[]) {
+        daemon_common::skip_common::skip(NAME, &why);
+        return;
+    }
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let tmp = TempDir::new("dircache-hsdir");
+    let dir: PathBuf = tmp.path().join("net");
+    let _net = TestnetGuard { dir: &dir };
+    let m_port = free_port();
+    let base = free_port_range_base().to_string();
+    let metrics_opt = format!("forsmiddle1 MetricsPort 127.0.0.1:{m_port}");
+    let d_port = free_port();
+    let dirport_opt = format!("forsmiddle1 DirPort 127.0.0.1:{d_port}");
+    testnet(
+        &dir,
+        &[
+            "up",
+            "--fors",
+            "middle",
+            "--middles",
+            "1",
+            "--exits",
+            "1",
+            "--no-server",
+            "--base-port",
+            &base,
+            "--fors-bin",
+            env!("CARGO_BIN_EXE_fors"),
+            "--slot-option",
+            "forsmiddle1 DirCache 1",
+            "--slot-option",
+            &dirport_opt,
+            "--slot-option",
+            "forsmiddle1 Log info stdout",
+            "--slot-option",
+            &metrics_opt,
+            "--slot-option",
+            "forsmiddle1 MetricsPortPolicy accept 127.0.0.1",
+        ],
+    );
+    testnet(&dir, &["wait", "--timeout", "240"]);
+    let log_path = dir.join("forsmiddle1/stdout.log");
+    wait_for_file_line(
+        &log_path,
+        "Fors is listed in the consensus",
+        Duration::from_secs(240),
+    );
+    let fors = relay_record(&dir, "forsmiddle1");
+    let fp = fors["fingerprint"]
+        .as_str()
+        .unwrap()
+        .replace(' ', "")
+        .to_ascii_uppercase();
+    let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
+
+    let echo = start_echo_server("127.0.0.1");
+    let (socks, control) = client_ports(&dir);
+    let mut ctl = TorControl::connect(control);
+    // The client must know Fors as an HSDir before the service picks its HSDirs.
+    let listed = (0..60).any(|i| {
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        ctl.command(&format!("GETINFO ns/id/{fp}"))
+            .map(|l| {
+                l.iter()
+                    .any(|s| s.starts_with("s ") && s.split(' ').any(|f| f == "HSDir"))
+            })
+            .unwrap_or(false)
+    });
+    assert!(
+        listed,
+        "the client's consensus never listed Fors as an HSDir"
+    );
+    ctl.command("SETEVENTS HS_DESC").unwrap();
+    let reply = ctl
+        .command(&format!(
+            "ADD_ONION NEW:ED25519-V3 Flags=DiscardPK Port=80,{echo}"
+        ))
+        .unwrap();
+    let addr = reply
+        .iter()
+        .find_map(|l| l.strip_prefix("ServiceID="))
+        .expect("ADD_ONION names the service")
+        .to_string();
+    // A loaded machine can take minutes before the service's introduction points are up
+    // and it uploads: bounded at 10 minutes.
+    let seen = std::cell::RefCell::new(Vec::new());
+    let uploaded = ctl
+        .wait_event(Duration::from_secs(600), |e| {
+            // Every event, for a failure's diagnosis (addresses are loopback).
+            println!("{e}");
+            seen.borrow_mut().push(e.to_string());
+            names_hsdir(e, "UPLOADED", &addr, &fp) || names_hsdir(e, "FAILED", &addr, &fp)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no upload to the Fors HSDir within 600 s; events: {:#?}",
+                seen.borrow()
+            )
+        });
+    assert!(uploaded.contains(" UPLOADED "), "{uploaded}");
+    println!("{uploaded}");
+    let m = http_get(m_addr, "/metrics");
+    assert!(
+        metric(&m, "fors_hsdir_stored_total").unwrap_or(0) >= 1,
+        "{m}"
+    );
+    assert!(metric(&m, "fors_hsdir_descriptors").unwrap_or(0) >= 1);
+
+    // The service uploads its descriptors for the current and the next time period to their
+    // own HSDir rings, at different moments; the client fetches the current one. Until
+    // Fors holds that one it answers 404 (HS_DESC FAILED … REASON=NOT_FOUND): then wait
+    // for the service's next upload to Fors and ask again (bounded).
+    let mut got = String::new();
+    for attempt in 0..4 {
+        if attempt > 0 {
+            // A late answer to an earlier fetch may arrive here too.
+            let e = ctl
+                .wait_event(Duration::from_secs(300), |e| {
+                    println!("{e}");
+                    names_hsdir(e, "UPLOADED", &addr, &fp) || names_hsdir(e, "RECEIVED", &addr, &fp)
+                })
+                .expect("another upload to the Fors HSDir");
+            if e.contains(" RECEIVED ") {
+                got = e;
+                break;
+            }
+        }
+        ctl.command(&format!("HSFETCH {addr} SERVER=${fp}"))
+            .unwrap();
+        got = ctl
+            .wait_event(Duration::from_secs(120), |e| {
+                names_hsdir(e, "RECEIVED", &addr, &fp) || names_hsdir(e, "FAILED", &addr, &fp)
+            })
+            .expect("the client's fetch from the Fors HSDir ended");
+        println!("{got}");
+        if !got.contains("REASON=NOT_FOUND") {
+            break;
+        }
+    }
+    assert!(got.contains(" RECEIVED "), "{got}");
+    let m = http_get(m_addr, "/metrics");
+    assert!(
+        metric(&m, "fors_hsdir_fetches_total{result=\"hit\"}").unwrap_or(0) >= 1,
+        "{m}"
+    );
+
+    // The DirPort is never anonymous: C tor's 503 for the same key. And
+    // `/tor/server/authority` is our own descriptor, as the control plane built it.
+    let d_addr = SocketAddr::from(([127, 0, 0, 1], d_port));
+    let key = got.split(' ').nth(6).unwrap_or_default().to_string();
+    let out = http_get(d_addr, &format!("/tor/hs/3/{key}"));
+    assert!(
+        out.starts_with("HTTP/1.0 503 Rejecting single hop HS v3 descriptor request\r\n"),
+        "{out}"
+    );
+    let out = http_get(d_addr, "/tor/server/authority");
+    assert!(out.starts_with("HTTP/1.0 200 OK\r\n"), "{out}");
+    assert!(out.contains("\r\n\r\nrouter forsmiddle1 "), "{out}");
+    assert!(out.contains("\nhidden-service-dir\n"), "{out}");
+    assert!(out.contains("HSDir=2"), "{out}");
+
+    // And the client reaches the service: an echo round trip through its rendezvous.
+    let onion = format!("{addr}.onion");
+    let mut stream = (0..6)
+        .find_map(|i| {
+            if i > 0 {
+                std::thread::sleep(Duration::from_secs(5));
+            }
+            Socks5::local(socks, Duration::from_secs(120))
+                .connect(&onion, 80)
+                .ok()
+        })
+        .expect("no SOCKS stream to the onion service");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut msg = vec![0u8; 4096];
+    rng.fill_bytes(&mut msg);
+    stream.write_all(&msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    stream.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+
+    // No onion address, blinded key or client address in Fors's log.
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!log.contains(&addr), "onion address in the log");
+    assert!(!log.contains("panicked"), "{log}");
+}
