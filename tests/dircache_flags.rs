@@ -2,13 +2,9 @@
 //! #10, point 5): `testnet.py up --real-flags` makes the authorities vote Guard and HSDir by
 //! voteflags.c, with only thresholds moved (uptime, bandwidth, time known, WFU) and no relay
 //! named. A Fors middle with `DirCache 1` publishes `tunnelled-dir-server`, so it is listed
-//! with V2Dir and Guard like the C tor relays beside it; a Fors middle with `DirCache 0`
-//! gets neither (C tor gives Guard only to relays that take tunnelled directory requests).
-//!
-//! HSDir is not asserted for Fors here: its descriptor does not yet carry
-//! `hidden-service-dir` (another change adds it), and the authorities give HSDir only to
-//! relays that do. What is asserted: the C tor relays get HSDir by the rules (so the network
-//! can grant it), and the `DirCache 0` Fors does not.
+//! with V2Dir and Guard like the C tor relays beside it, and with `hidden-service-dir` (it
+//! serves as an HSDir) it gets HSDir too; a Fors middle with `DirCache 0` gets none of them
+//! (C tor gives Guard and HSDir only to relays that take tunnelled directory requests).
 //!
 //! The consensus is read twice: through the C tor client's ControlPort (`GETINFO ns/id/…`,
 //! what stem and nyx read) and from an authority's own `cached-consensus`.
@@ -125,6 +121,10 @@ fn real_flags_give_a_fors_cache_v2dir_and_guard() {
     assert!(
         has(cache, "Guard"),
         "Fors DirCache 1 without Guard: {cache:?}"
+    );
+    assert!(
+        has(cache, "HSDir"),
+        "Fors DirCache 1 without HSDir: {cache:?}"
     );
     let plain = flags.get("forsmiddle2");
     for no in ["V2Dir", "Guard", "HSDir"] {

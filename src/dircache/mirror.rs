@@ -710,11 +710,14 @@ impl Mirror {
     }
 }
 
+/// A diff from the base with this SHA3-256 digest-as-signed, or `None` if it could not be made.
+type MadeDiff = ([u8; 32], Option<Arc<[u8]>>);
+
 /// Diffs from each of `bases` to `target` (dir-spec "consensus diffs"), so a client naming
 /// its consensus in `X-Or-Diff-From-Consensus` downloads a diff. Each diff is checked by
 /// applying it back (`consdiff::generate`); `None` for one that cannot be made (counted; the
 /// client gets the whole consensus).
-fn make_diffs(bases: &[ConsensusDoc], target: &[u8]) -> Vec<([u8; 32], Option<Arc<[u8]>>)> {
+fn make_diffs(bases: &[ConsensusDoc], target: &[u8]) -> Vec<MadeDiff> {
     let target = std::str::from_utf8(target).ok();
     bases
         .iter()
