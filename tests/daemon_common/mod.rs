@@ -327,9 +327,21 @@ pub fn free_port_range_base() -> u16 {
     // a range handed out in this process is never handed out again.
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    // Below the kernel's ephemeral range: a port there can be held by the client end of an
+    // earlier test's connection in TIME_WAIT (daemon_churn makes 50k of them), which a bind
+    // cannot take over; below it only listeners compete.
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, span) = if ephemeral_low >= 12_000 + 16 {
+        (10_000u16, ephemeral_low - 16 - 10_000)
+    } else {
+        (30_000u16, 25_000u16)
+    };
     let seed = (std::process::id() % 2000) as u16;
     for i in 0..200u16 {
-        let base = 30_000 + (seed * 13 + i * 97) % 25_000;
+        let base = low + ((u32::from(seed) * 13 + u32::from(i) * 97) % u32::from(span)) as u16;
         if given.iter().any(|&g| base.abs_diff(g) < 16) {
             continue;
         }
