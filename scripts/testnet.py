@@ -666,7 +666,7 @@ def plan_network(args):
         "voting": {"interval": args.voting_interval, "vote_delay": args.vote_delay,
                    "dist_delay": args.dist_delay},
         "client_options": args.client_option or [],
-        "real_flags": bool(args.real_flags),
+        "real_flags": bool(getattr(args, "real_flags", False)),
         "authorities": [],
         "relays": [],
     }
