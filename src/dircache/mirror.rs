@@ -256,28 +256,18 @@ impl Mirror {
                 out.push(req);
             }
         }
-        // Missing microdescriptors.
+        // Missing microdescriptors, then missing server descriptors.
         if let Some(c) = self.current.get(&ConsensusFlavor::Microdesc) {
-            let asked: HashSet<[u8; 32]> = self
-                .in_flight
-                .iter()
-                .filter_map(|r| match r {
-                    FetchRequest::Microdescs(ds) => Some(ds.iter().copied()),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
             let store = self.store.read().unwrap_or_else(|p| p.into_inner());
-            let mut missing: Vec<[u8; 32]> = c
-                .relays
-                .iter()
-                .filter_map(|r| r.microdesc_digest)
-                .filter(|d| store.microdesc(d).is_none() && !asked.contains(d))
-                .filter(|d| self.md_retry.get(d).is_none_or(|r| r.due(n)))
-                .collect();
+            let missing = missing_digests(
+                c.relays.iter().filter_map(|r| r.microdesc_digest),
+                self.in_flight.iter().filter_map(|r| match r {
+                    FetchRequest::Microdescs(ds) => Some(ds),
+                    _ => None,
+                }),
+                |d| store.microdesc(d).is_some() || self.md_retry.get(d).is_some_and(|r| !r.due(n)),
+            );
             drop(store);
-            missing.sort();
-            missing.dedup();
             for chunk in missing.chunks(MICRODESCS_PER_REQUEST) {
                 if !room(&out, &self.in_flight) {
                     break;
@@ -285,28 +275,20 @@ impl Mirror {
                 out.push(FetchRequest::Microdescs(chunk.to_vec()));
             }
         }
-        // Missing server descriptors.
         if let Some(c) = self.current.get(&ConsensusFlavor::Ns) {
-            let asked: HashSet<[u8; 20]> = self
-                .in_flight
-                .iter()
-                .filter_map(|r| match r {
-                    FetchRequest::ServerDescriptors(ds) => Some(ds.iter().copied()),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
             let store = self.store.read().unwrap_or_else(|p| p.into_inner());
-            let mut missing: Vec<[u8; 20]> = c
-                .relays
-                .iter()
-                .filter_map(|r| r.descriptor_digest)
-                .filter(|d| store.server_descriptor_by_digest(d).is_none() && !asked.contains(d))
-                .filter(|d| self.sd_retry.get(d).is_none_or(|r| r.due(n)))
-                .collect();
+            let missing = missing_digests(
+                c.relays.iter().filter_map(|r| r.descriptor_digest),
+                self.in_flight.iter().filter_map(|r| match r {
+                    FetchRequest::ServerDescriptors(ds) => Some(ds),
+                    _ => None,
+                }),
+                |d| {
+                    store.server_descriptor_by_digest(d).is_some()
+                        || self.sd_retry.get(d).is_some_and(|r| !r.due(n))
+                },
+            );
             drop(store);
-            missing.sort();
-            missing.dedup();
             for chunk in missing.chunks(SERVER_DESCRIPTORS_PER_REQUEST) {
                 if !room(&out, &self.in_flight) {
                     break;
@@ -708,6 +690,20 @@ impl Mirror {
         }
         (kept, batch.rejected, batch.unlisted)
     }
+}
+
+/// The digests `listed` that are not yet asked for (`asked`, the batches in flight) and that
+/// `skip` does not rule out (already stored, or backing off), sorted and without repeats.
+fn missing_digests<'a, D: Copy + Ord + std::hash::Hash + 'a>(
+    listed: impl Iterator<Item = D>,
+    asked: impl Iterator<Item = &'a Vec<D>>,
+    skip: impl Fn(&D) -> bool,
+) -> Vec<D> {
+    let asked: HashSet<D> = asked.flatten().copied().collect();
+    let mut missing: Vec<D> = listed.filter(|d| !asked.contains(d) && !skip(d)).collect();
+    missing.sort();
+    missing.dedup();
+    missing
 }
 
 /// A diff from the base with this SHA3-256 digest-as-signed, or `None` if it could not be made.
