@@ -393,3 +393,36 @@ fn random_traffic_blocking_and_cross_shard_queues_keep_order_and_bounds() {
         "the cases never blocked a connection, paused a read or filled a cross-shard queue"
     );
 }
+
+/// The case the model found with seed 4292153579768290186 (shrunk): exit data arrives while the
+/// client's connection does not read and the cross-shard queues hold 4 cells. When the client
+/// read again, the flush that unblocked its channel made the core resume the exit stream, but
+/// that action waited for a next event that never came: 4096 bytes stayed unsent.
+#[test]
+fn exit_data_while_client_blocked_and_cross_queue_squeezed_all_arrives() {
+    use Step::*;
+    let steps = [
+        BlockClient(true),
+        ExitData(14971),
+        ExitData(9919),
+        Backward(19),
+        CrossCapacity(4),
+        ExitData(11814),
+        Backward(20),
+        Forward(33),
+        Backward(10),
+        Backward(39),
+        Backward(48),
+        ExitData(12447),
+        Backward(35),
+        Backward(15),
+        BlockTarget(true),
+        Forward(8),
+        Forward(10),
+    ];
+    let mut m = Model::new(0);
+    for s in &steps {
+        m.run(s);
+    }
+    m.finish();
+}

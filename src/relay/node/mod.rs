@@ -455,7 +455,27 @@ impl RelayNode {
     }
 
     /// Runs the core's actions (and those they cause), then flushes touched connections.
+    /// Flushing can unblock a channel, and the core answers that with more actions (queued
+    /// cells, `ResumeStreamRead`): those run in the same call, or a quiet stream would stay
+    /// paused until some unrelated event came (the model test's lost-bytes case).
     fn dispatch(&mut self, out: &mut impl ShardIo<RelayMsg>) {
+        for _ in 0..DISPATCH_ROUNDS {
+            self.run_actions(out);
+            while let Some(id) = self.dirty.pop() {
+                self.flush(id, out);
+            }
+            if self.actions.is_empty() {
+                break;
+            }
+        }
+        if let Some(dns) = self.dns.as_mut() {
+            dns.transmit();
+        }
+    }
+
+    /// Runs queued actions and those they cause, up to a bound per call (what is left
+    /// runs at the next event; the shard's tick guarantees one).
+    fn run_actions(&mut self, out: &mut impl ShardIo<RelayMsg>) {
         // The two buffers take turns: actions run from one while new ones collect in the
         // other, and both keep their allocation (an Action carries a cell body by value, so
         // growing a fresh buffer on every dispatch reallocated and copied cells).
@@ -476,12 +496,6 @@ impl RelayNode {
         }
         debug_assert!(batch.is_empty());
         self.spare_actions = batch;
-        while let Some(id) = self.dirty.pop() {
-            self.flush(id, out);
-        }
-        if let Some(dns) = self.dns.as_mut() {
-            dns.transmit();
-        }
     }
 
     /// Carries out one action of the core.
@@ -531,6 +545,10 @@ impl RelayNode {
 fn cc_params(snap: &NetworkSnapshot) -> crate::proto::flow::CcParams {
     crate::proto::flow::CcParams::from_lookup(|k| snap.consensus_params.get(k).copied())
 }
+
+/// Rounds of "run actions, flush connections" per dispatch: a flush that unblocks a
+/// channel yields actions for the next round; a bound keeps one event's work finite.
+const DISPATCH_ROUNDS: usize = 8;
 
 /// Actions buffered per dispatch round before a buffer grows (a full I/O batch of cells).
 const ACTION_BUF_CAPACITY: usize = 1024;
