@@ -319,7 +319,10 @@ fn circuits_cross_shards_on_a_two_shard_middle() {
         );
     }
     let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(!log_text.contains("[err]"), "{log_text}");
+    assert!(
+        daemon_common::unexpected_err_lines(&log_text).is_empty(),
+        "{log_text}"
+    );
 }
 
 /// (C tor middles' nicks, C tor exits' (nick, fingerprint)) from the script's network.json.

@@ -27,6 +27,7 @@ pub mod http;
 pub mod isotime;
 pub mod netdoc;
 pub mod params;
+pub mod protover;
 pub mod publish;
 pub mod upload;
 

@@ -368,6 +368,11 @@ impl ControlPlane {
         self.directory.set_hibernating(h.refuses_new_work(), now);
     }
 
+    /// Why the plane stopped on its own (a required protocol is missing), if it did.
+    pub fn fatal_reason(&self) -> Option<&str> {
+        self.directory.fatal()
+    }
+
     /// Saves the accounting state (at shutdown).
     pub fn save_accounting(&mut self, wall: SystemTime) {
         if let Some(a) = &mut self.accounting {
@@ -644,6 +649,12 @@ impl ControlPlane {
     pub fn run(mut self, rx: mpsc::Receiver<ControlMsg>) -> ControlPlane {
         loop {
             let wait = self.run_due(Instant::now(), SystemTime::now());
+            if self.directory.fatal().is_some() {
+                // A required protocol is missing: the main loop sees the thread end and
+                // exits with status 1, giving `fatal_reason` as the cause.
+                self.save_accounting(SystemTime::now());
+                return self;
+            }
             match rx.recv_timeout(wait) {
                 Ok(ControlMsg::NewConfig {
                     config,

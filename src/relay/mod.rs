@@ -873,7 +873,15 @@ impl Relay {
                         break 0;
                     }
                     if self.control.as_ref().is_some_and(|c| c.is_finished()) {
-                        log_err!("The control-plane thread died; shutting down.");
+                        let plane = self.control.take().and_then(|c| c.stop());
+                        match plane.as_ref().and_then(|p| p.fatal_reason()) {
+                            // Logged when found; C tor exits with status 1 here.
+                            Some(_) => log_err!(
+                                "Exiting: the consensus requires a protocol Fors does not \
+                                 implement (see the error above)."
+                            ),
+                            None => log_err!("The control-plane thread died; shutting down."),
+                        }
                         break 1;
                     }
                     if let Some(i) = self.runtime.as_ref().and_then(|r| r.exited_shard()) {

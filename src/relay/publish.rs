@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::dirworker::{DirJob, DirResult, DirWorker, UploadAnswer};
-use super::log::{log_info, log_notice, log_warn};
+use super::log::{log_err, log_info, log_notice, log_warn};
 use super::reach::{self, SelfTest, SelfTestNews, SelfTestStep, LEARN_ADDRESS_INTERVAL};
 use super::snapshot::{KnownRelay, NetworkSnapshot};
 use crate::config::{AddressConfig, Config};
@@ -198,6 +198,9 @@ pub struct Directory {
     no_address_reported: bool,
     /// Accounting hibernation: the descriptor says `hibernating 1` (C router.c).
     hibernating: bool,
+    /// Set when a consensus requires a protocol Fors lacks and C tor would exit: the
+    /// control loop ends and the relay exits with status 1, saying this.
+    fatal: Option<String>,
 }
 
 impl Directory {
@@ -225,7 +228,13 @@ impl Directory {
             learn_in_flight: false,
             no_address_reported: false,
             hibernating: false,
+            fatal: None,
         }
+    }
+
+    /// Why the relay must stop (a required protocol is missing), once that happened.
+    pub fn fatal(&self) -> Option<&str> {
+        self.fatal.as_deref()
     }
 
     /// `AssumeReachable` after a reload.
@@ -709,6 +718,7 @@ impl Directory {
             .relay
             .listed_in_consensus
             .store(u64::from(ours.is_some()), Ordering::Relaxed);
+        self.check_protocols(&c);
         if self.reported != Some(flags) {
             match flags {
                 Some(f) => log_notice!(
@@ -759,6 +769,68 @@ impl Directory {
     }
 }
 
+impl Directory {
+    /// C `handle_missing_protocol_warning` for a relay, on every new consensus: a missing
+    /// recommended protocol is a warning; a missing required one is an error, and C tor
+    /// exits. Fors exits too, except for the onion-service roles it does not implement yet
+    /// (issue #11: `HSIntro`, `HSRend`), which it names at error level on every consensus
+    /// and keeps running — stopping would take a working exit off the network over a role
+    /// the authorities do not make it play.
+    fn check_protocols(&mut self, c: &Consensus) {
+        use crate::dir::protover::{check_relay_protocols, ProtoList, ProtocolCheck};
+        let supported = ProtoList::parse(SUPPORTED_PROTOCOLS).expect("our own list parses");
+        let check = check_relay_protocols(
+            &supported,
+            c.required_relay_protocols.as_deref(),
+            c.recommended_relay_protocols.as_deref(),
+            c.valid_after,
+            APPROX_RELEASE_DATE,
+        );
+        match check {
+            ProtocolCheck::Fine => {}
+            ProtocolCheck::RecommendedMissing(m) => log_warn!(
+                "At least one protocol listed as recommended in the consensus is not supported \
+                 by this version of Fors. You should upgrade. This version of Fors will \
+                 eventually stop working as a relay on the Tor network. The missing protocols \
+                 are: {m}"
+            ),
+            ProtocolCheck::RequiredMissing(m) => {
+                let line = format!(
+                    "At least one protocol listed as required in the consensus is not \
+                     supported by this version of Fors. You should upgrade. This version of \
+                     Fors will not work as a relay on the Tor network. The missing protocols \
+                     are: {m}"
+                );
+                log_err!("{line}");
+                let known_gap =
+                    m.0.iter()
+                        .all(|e| KNOWN_MISSING_REQUIRED.contains(&e.name.as_str()));
+                if known_gap {
+                    log_err!(
+                        "Fors keeps running without them: the onion-service relay roles \
+                         (HSIntro, HSRend) are not implemented yet, so Fors is never an \
+                         introduction or rendezvous point (C tor would exit here)."
+                    );
+                } else {
+                    self.fatal = Some(line);
+                }
+            }
+        }
+    }
+}
+
+/// Every protocol version Fors implements (C `protover_get_supported_protocols`), whether
+/// or not this configuration advertises it (`DirCache`/`HSDir` only with the cache on).
+pub const SUPPORTED_PROTOCOLS: &str = crate::dir::descriptor::DIR_CACHE_PROTO;
+
+/// Required protocols whose absence is a known, tracked gap (issue #11) rather than a
+/// reason to exit; see [`Directory::check_protocols`].
+const KNOWN_MISSING_REQUIRED: &[&str] = &["HSIntro", "HSRend"];
+
+/// C `APPROX_RELEASE_DATE` (Unix seconds): a consensus valid before this release is not
+/// judged, since what it requires may have changed since. 2026-12-01 00:00 UTC.
+pub const APPROX_RELEASE_DATE: u64 = 1_796_083_200;
+
 /// Consensus data for the next [`NetworkSnapshot`].
 pub struct NetworkSnapshotUpdate {
     pub consensus_params: BTreeMap<String, i32>,
@@ -782,6 +854,47 @@ mod tests {
     use super::*;
     use crate::config::{parse_str, MemFs};
     use crate::relay::setup::build_exit_policy;
+
+    /// The private network's consensus (C tor 0.4.9 authorities) with its relay protocol
+    /// lines replaced by `required` / `recommended`.
+    fn consensus_requiring(required: &str, valid_after: &str) -> Consensus {
+        let text = include_str!("../dircache/testdata/consensus-ns.txt");
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("required-relay-protocols ") {
+                    format!("required-relay-protocols {required}")
+                } else if l.starts_with("valid-after ") {
+                    format!("valid-after {valid_after}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+        Consensus::parse(&text).expect("test consensus parses")
+    }
+
+    #[test]
+    fn missing_required_protocols_stop_the_relay_as_in_c_tor_except_the_onion_roles() {
+        let config = cfg("ORPort 9001\n");
+        let live = "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 HSDir=2 HSIntro=4-5 HSRend=2 \
+                    Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-4";
+        // Today's network: only HSIntro/HSRend are missing, a known gap: logged, running.
+        let mut d = Directory::new(None, &config, Instant::now());
+        d.check_protocols(&consensus_requiring(live, "2026-12-06 14:20:00"));
+        assert_eq!(d.fatal(), None);
+        // Anything else missing: C tor exits, and so does Fors.
+        let more = format!("{live} Padding=2");
+        d.check_protocols(&consensus_requiring(&more, "2026-12-06 14:20:00"));
+        let why = d.fatal().expect("a missing Padding=2 is fatal");
+        assert!(why.contains("HSIntro=4-5 HSRend=2 Padding=2"), "{why}");
+        // A consensus older than this release is not judged (C `APPROX_RELEASE_DATE`).
+        let mut d = Directory::new(None, &config, Instant::now());
+        d.check_protocols(&consensus_requiring(&more, "2026-11-30 23:00:00"));
+        assert_eq!(d.fatal(), None);
+    }
 
     fn cfg(extra: &str) -> Config {
         parse_str(
