@@ -53,6 +53,7 @@ macro_rules! shard_metric_fields {
 shard_metric_fields! {
     accepted: Counter,
     accept_rejected_table_full: Counter,
+    accept_rejected_evicting: Counter,
     accept_errors: Counter,
     connected: Counter,
     connect_failed: Counter,

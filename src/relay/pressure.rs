@@ -23,6 +23,9 @@ pub const INTERVAL: Duration = Duration::from_secs(60);
 pub struct PressureCounts {
     /// Inbound connections refused: the shard's connection table was full.
     pub conns_table_full: u64,
+    /// Inbound connections refused because evicted handshakes still held their slots while
+    /// closing (a burst of accepts).
+    pub conns_refused_evicting: u64,
     /// Unauthenticated link handshakes closed by the shard: the oldest, to admit a new
     /// connection to a full handshake class, or for outliving the shortened handshake
     /// timeout under pressure (`shard::slots`).
@@ -72,6 +75,7 @@ impl PressureCounts {
         let d = &reg.dos;
         PressureCounts {
             conns_table_full: shard_sum(reg, "accept_rejected_table_full"),
+            conns_refused_evicting: shard_sum(reg, "accept_rejected_evicting"),
             handshakes_evicted: shard_sum(reg, "slots_handshake_evicted")
                 + shard_sum(reg, "slots_handshake_expired"),
             outbound_refused: shard_sum(reg, "slots_outbound_refused"),
@@ -103,6 +107,7 @@ impl PressureCounts {
         let d = |a: u64, b: u64| a.saturating_sub(b);
         PressureCounts {
             conns_table_full: d(self.conns_table_full, earlier.conns_table_full),
+            conns_refused_evicting: d(self.conns_refused_evicting, earlier.conns_refused_evicting),
             handshakes_evicted: d(self.handshakes_evicted, earlier.handshakes_evicted),
             outbound_refused: d(self.outbound_refused, earlier.outbound_refused),
             conns_unserved: d(self.conns_unserved, earlier.conns_unserved),
@@ -125,6 +130,11 @@ impl PressureCounts {
             (
                 self.conns_table_full,
                 "connections refused (connection table full: raise the open-files limit)",
+            ),
+            (
+                self.conns_refused_evicting,
+                "connections refused while evicted handshakes were closing (a burst of \
+                 new connections)",
             ),
             (
                 self.handshakes_evicted,
@@ -341,6 +351,7 @@ mod tests {
         }
         for f in [
             "accept_rejected_table_full",
+            "accept_rejected_evicting",
             "slots_handshake_evicted",
             "slots_handshake_expired",
             "slots_outbound_refused",

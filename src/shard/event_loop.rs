@@ -432,6 +432,12 @@ impl<H: ConnHandler> Shard<H> {
                 );
                 self.core.arm_recv(id.slot as usize);
             }
+            // Evicted handshakes hold their slots until their close completes: during a
+            // burst that, not a full table, refuses the accept (counted apart, so the
+            // operator is not told to raise the open-files limit for it).
+            Err(OutboxError::TableFull) if self.core.slots.closing_evictees() > 0 => {
+                self.core.metrics.accept_rejected_evicting += 1
+            }
             Err(OutboxError::TableFull) => self.core.metrics.accept_rejected_table_full += 1,
             Err(_) => self.core.metrics.accept_errors += 1,
         }

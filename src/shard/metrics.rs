@@ -9,6 +9,9 @@ pub struct ShardMetrics {
     /// Accepted sockets closed at once because the connection table (or, with slot
     /// classes, the inbound share with nothing left to evict) was full.
     pub accept_rejected_table_full: u64,
+    /// Accepts refused while the inbound share was held by handshakes already evicted and
+    /// still closing (a burst faster than closes complete), not by a full table.
+    pub accept_rejected_evicting: u64,
     /// Accept completions that failed (EMFILE, ...).
     pub accept_errors: u64,
     /// Outbound connects that completed.

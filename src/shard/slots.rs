@@ -161,6 +161,11 @@ impl Slots {
         self.live_handshakes
     }
 
+    /// Handshake slots held by connections already closing (evicted or expired).
+    pub fn closing_evictees(&self) -> u32 {
+        self.held[2].saturating_sub(self.live_handshakes)
+    }
+
     fn inbound_held(&self) -> u32 {
         self.held[1] + self.held[2]
     }
