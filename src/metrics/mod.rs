@@ -8,10 +8,15 @@
 //! - [`registry`]: [`MetricsRegistry`], all of it together, rendered as Prometheus text.
 //! - [`http`]: [`MetricsServer`], the `MetricsPort` listener, with `MetricsPortPolicy`.
 //!
-//! Names: `fors_shard_<ShardMetrics field>{shard="N"}` and `fors_relay_*`. They differ from C
-//! tor's `tor_relay_*` families; see docs/operating.md.
+//! - [`ctor`]: C tor's own `tor_relay_*` families, where Fors counts the same thing.
+//! - [`cpu`]: each shard thread's CPU time, read from procfs at scrape time.
+//!
+//! Names: `fors_shard_<ShardMetrics field>{shard="N"}` and `fors_relay_*`, plus C tor's
+//! `tor_relay_*` families where Fors can fill them truthfully; see docs/operating.md.
 
 pub mod core_counters;
+pub mod cpu;
+pub mod ctor;
 pub mod http;
 pub mod registry;
 pub mod shard;
