@@ -89,9 +89,10 @@ fn handler_sum(
 pub(super) fn render(f: &mut Family<'_>, reg: &MetricsRegistry) {
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
 
-    // fill_traffic_values: bytes read and written on all connections (C
-    // `get_bytes_read`/`get_bytes_written`); Fors counts every shard socket (ORPort,
-    // outbound OR and exit connections).
+    // fill_traffic_values: bytes read and written (C `get_bytes_read`/`get_bytes_written`);
+    // Fors counts every shard socket (ORPort, outbound OR and exit connections), internal
+    // addresses included, which C leaves out unless CountPrivateBandwidth (the same
+    // numbers as Fors's GETINFO traffic/* and BW events).
     let (read, written) = reg.total_bytes();
     let name = "tor_relay_traffic_bytes";
     f.header(name, MetricKind::Counter, "Traffic related counters");
@@ -167,9 +168,9 @@ pub(super) fn render(f: &mut Family<'_>, reg: &MetricsRegistry) {
         handler_sum(reg, |h| &h.stream_xon_sent),
     );
 
-    // fill_global_bw_limit_values: times the global (BandwidthRate) bucket was found empty
-    // (C rep_hist_note_overload(OVERLOAD_READ/WRITE)); here, summed over the shards'
-    // shares of it.
+    // fill_global_bw_limit_values: the global (BandwidthRate) bucket found empty (C
+    // rep_hist_note_overload(OVERLOAD_READ/WRITE), once per read-limit computation while
+    // it is empty); here, once each time a shard's share of it runs dry, summed.
     let name = "tor_relay_load_global_rate_limit_reached_total";
     f.header(
         name,
