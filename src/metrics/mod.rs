@@ -10,6 +10,8 @@
 //!
 //! - [`ctor`]: C tor's own `tor_relay_*` families, where Fors counts the same thing.
 //! - [`cpu`]: each shard thread's CPU time, read from procfs at scrape time.
+//! - [`histogram`]: per-shard latency histograms with fixed buckets (exported once a code
+//!   path records into them; none does yet).
 //!
 //! Names: `fors_shard_<ShardMetrics field>{shard="N"}` and `fors_relay_*`, plus C tor's
 //! `tor_relay_*` families where Fors can fill them truthfully; see docs/operating.md.
@@ -17,6 +19,7 @@
 pub mod core_counters;
 pub mod cpu;
 pub mod ctor;
+pub mod histogram;
 pub mod http;
 pub mod registry;
 pub mod shard;

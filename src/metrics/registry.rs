@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::core_counters::{ExportedMetric, CIRCUIT_METRICS, DNS_METRICS};
+use super::histogram::ShardLatency;
 use super::shard::{MetricKind, ShardStats, SHARD_METRIC_KINDS, SHARD_METRIC_NAMES};
 use crate::dos::DosCounters;
 use crate::proto::circuit::metrics::END_REASON_LABELS;
@@ -56,6 +57,8 @@ pub struct RelayGauges {
 pub struct MetricsRegistry {
     started: Instant,
     shards: Vec<Arc<ShardStats>>,
+    /// Each shard's latency histograms (exported once something records into them).
+    latency: Vec<Arc<ShardLatency>>,
     pub relay: RelayGauges,
     /// The DoS defences' counters, shared with the DoS table.
     pub dos: Arc<DosCounters>,
@@ -146,6 +149,9 @@ impl MetricsRegistry {
             shards: (0..shards)
                 .map(|_| Arc::new(ShardStats::default()))
                 .collect(),
+            latency: (0..shards)
+                .map(|_| Arc::new(ShardLatency::default()))
+                .collect(),
             relay: RelayGauges::default(),
             dos: Arc::new(DosCounters::default()),
             bandwidth: None,
@@ -174,6 +180,11 @@ impl MetricsRegistry {
     /// The stats slot a shard writes to.
     pub fn shard(&self, index: usize) -> Option<&Arc<ShardStats>> {
         self.shards.get(index)
+    }
+
+    /// The latency histograms a shard records into.
+    pub fn latency(&self, index: usize) -> Option<&Arc<ShardLatency>> {
+        self.latency.get(index)
     }
 
     pub fn shards(&self) -> &[Arc<ShardStats>] {
@@ -463,6 +474,8 @@ impl MetricsRegistry {
                 f.value(&name, &format!("shard=\"{s}\""), values[i]);
             }
         }
+        let latency: Vec<&ShardLatency> = self.latency.iter().map(|l| &**l).collect();
+        super::histogram::render(f.out, &latency);
         render_shard_cpu(&mut f, &super::cpu::own_shard_cpu_ns(), self.shards.len());
         out
     }
@@ -978,6 +991,27 @@ mod tests {
                 assert!(types.contains(family), "sample before TYPE: {line}");
             }
         }
+    }
+
+    #[test]
+    fn latency_histograms_render_once_recorded() {
+        let t0 = Instant::now();
+        let reg = MetricsRegistry::new(2, t0);
+        assert!(!reg.render(t0).contains("_seconds_bucket"));
+        reg.latency(1)
+            .unwrap()
+            .exit_connect
+            .observe(std::time::Duration::from_millis(7));
+        let text = reg.render(t0);
+        for line in [
+            "# TYPE fors_relay_exit_connect_seconds histogram",
+            "fors_relay_exit_connect_seconds_bucket{shard=\"0\",le=\"+Inf\"} 0",
+            "fors_relay_exit_connect_seconds_bucket{shard=\"1\",le=\"0.010000\"} 1",
+            "fors_relay_all_shards_exit_connect_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+        assert!(reg.latency(2).is_none());
     }
 
     #[test]
