@@ -352,10 +352,31 @@ fn every_series_the_dashboard_queries_is_exported() {
     ] {
         assert!(queried.contains(needed), "dashboard lacks {needed}");
     }
-    // Every panel with targets has a title and a data source.
+    // Every panel with targets has a title and the dashboard's data source variable, and
+    // every variable an expression uses is defined.
+    let vars: Vec<&str> = dash["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(
+        vars.contains(&"datasource") && vars.contains(&"instance"),
+        "{vars:?}"
+    );
     let panels = dash["panels"].as_array().expect("panels");
     for p in panels.iter().filter(|p| p.get("targets").is_some()) {
         assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()));
-        assert!(p["datasource"]["uid"].is_string());
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+    }
+    for e in &exprs {
+        for (i, _) in e.match_indices('$') {
+            let var: String = e[i + 1..]
+                .trim_start_matches('{')
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(vars.contains(&var.as_str()), "undefined ${var} in {e}");
+        }
     }
 }
