@@ -18,6 +18,8 @@ command -v tor-gencert >/dev/null 2>&1 || need+=(tor)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 # stem (the controller library nyx is built on) drives the ControlPort test.
 dpkg -s python3-stem >/dev/null 2>&1 || need+=(python3-stem)
+# nyx, run headless inside tmux against a live relay (tests/nyx_relay.rs).
+command -v nyx >/dev/null 2>&1 || need+=(nyx); command -v tmux >/dev/null 2>&1 || need+=(tmux)
 command -v unbound >/dev/null 2>&1 || need+=(unbound)
 # A real Prometheus scrapes the MetricsPort in tests (tests/daemon_starvation.rs).
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)

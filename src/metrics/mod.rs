@@ -8,10 +8,18 @@
 //! - [`registry`]: [`MetricsRegistry`], all of it together, rendered as Prometheus text.
 //! - [`http`]: [`MetricsServer`], the `MetricsPort` listener, with `MetricsPortPolicy`.
 //!
-//! Names: `fors_shard_<ShardMetrics field>{shard="N"}` and `fors_relay_*`. They differ from C
-//! tor's `tor_relay_*` families; see docs/operating.md.
+//! - [`ctor`]: C tor's own `tor_relay_*` families, where Fors counts the same thing.
+//! - [`cpu`]: each shard thread's CPU time, read from procfs at scrape time.
+//! - [`histogram`]: per-shard latency histograms with fixed buckets (exported once a code
+//!   path records into them; none does yet).
+//!
+//! Names: `fors_shard_<ShardMetrics field>{shard="N"}` and `fors_relay_*`, plus C tor's
+//! `tor_relay_*` families where Fors can fill them truthfully; see docs/operating.md.
 
 pub mod core_counters;
+pub mod cpu;
+pub mod ctor;
+pub mod histogram;
 pub mod http;
 pub mod registry;
 pub mod shard;

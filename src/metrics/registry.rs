@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::core_counters::{ExportedMetric, CIRCUIT_METRICS, DNS_METRICS};
+use super::histogram::ShardLatency;
 use super::shard::{MetricKind, ShardStats, SHARD_METRIC_KINDS, SHARD_METRIC_NAMES};
 use crate::dos::DosCounters;
 use crate::proto::circuit::metrics::END_REASON_LABELS;
@@ -46,6 +47,9 @@ pub struct RelayGauges {
     pub controlport_connections: AtomicU64,
     pub controlport_evicted: AtomicU64,
     pub controlport_refused: AtomicU64,
+    /// Our flags in the latest consensus (`RelayFlags` bits; 0 when not listed), for C
+    /// tor's `tor_relay_flag`.
+    pub consensus_flags: AtomicU64,
 }
 
 /// The MetricsPort's view of the relay.
@@ -53,6 +57,8 @@ pub struct RelayGauges {
 pub struct MetricsRegistry {
     started: Instant,
     shards: Vec<Arc<ShardStats>>,
+    /// Each shard's latency histograms (exported once something records into them).
+    latency: Vec<Arc<ShardLatency>>,
     pub relay: RelayGauges,
     /// The DoS defences' counters, shared with the DoS table.
     pub dos: Arc<DosCounters>,
@@ -63,23 +69,24 @@ pub struct MetricsRegistry {
     dir_server: std::sync::OnceLock<Arc<crate::relay::dirserver::DirServerStats>>,
 }
 
-struct Family<'a> {
-    out: &'a mut String,
+/// Writes families into the exposition text.
+pub(super) struct Family<'a> {
+    pub(super) out: &'a mut String,
 }
 
 impl Family<'_> {
-    fn header(&mut self, name: &str, kind: MetricKind, help: &str) {
+    pub(super) fn header(&mut self, name: &str, kind: MetricKind, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
     }
-    fn value(&mut self, name: &str, labels: &str, v: u64) {
+    pub(super) fn value(&mut self, name: &str, labels: &str, v: u64) {
         if labels.is_empty() {
             let _ = writeln!(self.out, "{name} {v}");
         } else {
             let _ = writeln!(self.out, "{name}{{{labels}}} {v}");
         }
     }
-    fn single(&mut self, name: &str, kind: MetricKind, help: &str, v: u64) {
+    pub(super) fn single(&mut self, name: &str, kind: MetricKind, help: &str, v: u64) {
         self.header(name, kind, help);
         self.value(name, "", v);
     }
@@ -142,6 +149,9 @@ impl MetricsRegistry {
             shards: (0..shards)
                 .map(|_| Arc::new(ShardStats::default()))
                 .collect(),
+            latency: (0..shards)
+                .map(|_| Arc::new(ShardLatency::default()))
+                .collect(),
             relay: RelayGauges::default(),
             dos: Arc::new(DosCounters::default()),
             bandwidth: None,
@@ -170,6 +180,11 @@ impl MetricsRegistry {
     /// The stats slot a shard writes to.
     pub fn shard(&self, index: usize) -> Option<&Arc<ShardStats>> {
         self.shards.get(index)
+    }
+
+    /// The latency histograms a shard records into.
+    pub fn latency(&self, index: usize) -> Option<&Arc<ShardLatency>> {
+        self.latency.get(index)
     }
 
     pub fn shards(&self) -> &[Arc<ShardStats>] {
@@ -430,6 +445,7 @@ impl MetricsRegistry {
             f.single(name, kind, help, g(v));
         }
         render_dos(&mut f, &self.dos);
+        super::ctor::render(&mut f, self);
         if let Some(b) = &self.bandwidth {
             render_bandwidth(&mut f, b, &self.shards);
         }
@@ -458,7 +474,33 @@ impl MetricsRegistry {
                 f.value(&name, &format!("shard=\"{s}\""), values[i]);
             }
         }
+        let latency: Vec<&ShardLatency> = self.latency.iter().map(|l| &**l).collect();
+        super::histogram::render(f.out, &latency);
+        render_shard_cpu(&mut f, &super::cpu::own_shard_cpu_ns(), self.shards.len());
         out
+    }
+}
+
+/// Each shard thread's CPU time, `(shard, nanoseconds)` from [`super::cpu`]; nothing when
+/// procfs cannot tell.
+fn render_shard_cpu(f: &mut Family<'_>, cpu: &[(usize, u64)], shards: usize) {
+    let name = "fors_shard_cpu_seconds_total";
+    let mut rows = cpu.iter().filter(|(s, _)| *s < shards).peekable();
+    if rows.peek().is_none() {
+        return;
+    }
+    f.header(
+        name,
+        MetricKind::Counter,
+        "CPU time the shard's thread has run (user and system), seconds.",
+    );
+    for (s, ns) in rows {
+        let _ = writeln!(
+            f.out,
+            "{name}{{shard=\"{s}\"}} {}.{:09}",
+            ns / 1_000_000_000,
+            ns % 1_000_000_000
+        );
     }
 }
 
@@ -944,11 +986,46 @@ mod tests {
                 assert!(types.insert(rest.split(' ').next().unwrap().to_string()));
             } else if !line.starts_with("# HELP ") {
                 let (name, value) = line.rsplit_once(' ').unwrap();
-                value.parse::<u64>().unwrap();
+                value.parse::<f64>().unwrap();
                 let family = name.split('{').next().unwrap();
                 assert!(types.contains(family), "sample before TYPE: {line}");
             }
         }
+    }
+
+    #[test]
+    fn latency_histograms_render_once_recorded() {
+        let t0 = Instant::now();
+        let reg = MetricsRegistry::new(2, t0);
+        assert!(!reg.render(t0).contains("_seconds_bucket"));
+        reg.latency(1)
+            .unwrap()
+            .exit_connect
+            .observe(std::time::Duration::from_millis(7));
+        let text = reg.render(t0);
+        for line in [
+            "# TYPE fors_relay_exit_connect_seconds histogram",
+            "fors_relay_exit_connect_seconds_bucket{shard=\"0\",le=\"+Inf\"} 0",
+            "fors_relay_exit_connect_seconds_bucket{shard=\"1\",le=\"0.010000\"} 1",
+            "fors_relay_all_shards_exit_connect_seconds_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+        assert!(reg.latency(2).is_none());
+    }
+
+    #[test]
+    fn shard_cpu_renders_as_seconds_for_known_shards_only() {
+        let mut out = String::new();
+        let mut f = Family { out: &mut out };
+        render_shard_cpu(&mut f, &[(0, 1_500_000_000), (1, 7), (5, 9)], 2);
+        assert!(out.contains("# TYPE fors_shard_cpu_seconds_total counter\n"));
+        assert!(out.contains("fors_shard_cpu_seconds_total{shard=\"0\"} 1.500000000\n"));
+        assert!(out.contains("fors_shard_cpu_seconds_total{shard=\"1\"} 0.000000007\n"));
+        assert!(!out.contains("shard=\"5\""));
+        let mut none = String::new();
+        render_shard_cpu(&mut Family { out: &mut none }, &[], 2);
+        assert!(none.is_empty());
     }
 
     #[test]

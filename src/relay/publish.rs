@@ -719,6 +719,8 @@ impl Directory {
             .listed_in_consensus
             .store(u64::from(ours.is_some()), Ordering::Relaxed);
         self.check_protocols(&c);
+        let bits = flags.map_or(0, |f| u64::from(f.0));
+        metrics.relay.consensus_flags.store(bits, Ordering::Relaxed);
         if self.reported != Some(flags) {
             match flags {
                 Some(f) => log_notice!(

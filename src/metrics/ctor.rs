@@ -1,0 +1,332 @@
+//! C tor's own MetricsPort families (`src/feature/relay/relay_metrics.c`, tor 0.4.8/0.4.9),
+//! filled from Fors's counters where Fors counts the same thing, so that dashboards and
+//! alerts written for a C tor relay work unchanged. Values are relay-wide (sums over the
+//! shards), as in C tor, which has one main loop.
+//!
+//! A C tor family or label value that Fors cannot fill with the same meaning is left out,
+//! never filled with zero or with a near miss; docs/operating.md lists them with why.
+//! `tor_relay_dos_total` lives with the rest of the DoS counters (`registry::render_dos`).
+//!
+//! No label carries an address or a destination (SafeLogging): only C tor's fixed words.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::core_counters::{CIRCUIT_METRICS, DNS_METRICS};
+use super::registry::{Family, MetricsRegistry};
+use super::shard::{shard_metric_index, MetricKind};
+use crate::dir::consensus::RelayFlags;
+
+/// `CircuitMetrics` fields read here (checked against the table by a test).
+const DESTROYS_RECEIVED: &str = "destroys_received";
+const PROTOCOL_CLOSES: &str = "protocol_closes";
+/// `DnsMetrics` fields read here.
+const DNS_FIELDS: [&str; 8] = [
+    "queries_sent",
+    "retransmits",
+    "answers_found",
+    "failed_nxdomain",
+    "failed_nodata",
+    "truncated",
+    "timeouts",
+    "id_exhausted",
+];
+/// `ShardMetrics` fields read here.
+const BW_GLOBAL_EMPTY: [(&str, &str); 2] = [
+    ("read", "bw_global_read_empty"),
+    ("write", "bw_global_write_empty"),
+];
+
+/// C tor's `tor_relay_flag{type}` values (`fill_relay_flags`), with the consensus flag
+/// each one reports. C's `Running` is `is_flagged_running`, the consensus flag.
+pub const FLAG_TYPES: [(&str, RelayFlags); 9] = [
+    ("Fast", RelayFlags::FAST),
+    ("Exit", RelayFlags::EXIT),
+    ("Authority", RelayFlags::AUTHORITY),
+    ("Stable", RelayFlags::STABLE),
+    ("HSDir", RelayFlags::HSDIR),
+    ("Running", RelayFlags::RUNNING),
+    ("V2Dir", RelayFlags::V2DIR),
+    ("Sybil", RelayFlags::SYBIL),
+    ("Guard", RelayFlags::GUARD),
+];
+
+/// Sum over shards of one `CircuitMetrics` field.
+fn circuit_sum(reg: &MetricsRegistry, field: &str) -> u64 {
+    let Some(i) = CIRCUIT_METRICS.iter().position(|e| e.field == field) else {
+        return 0;
+    };
+    reg.shards().iter().map(|s| s.circuit_values()[i]).sum()
+}
+
+/// Sum over shards of one `DnsMetrics` field.
+fn dns_sum(reg: &MetricsRegistry, field: &str) -> u64 {
+    let Some(i) = DNS_METRICS.iter().position(|e| e.field == field) else {
+        return 0;
+    };
+    reg.shards().iter().map(|s| s.dns_values()[i]).sum()
+}
+
+/// Sum over shards of one `ShardMetrics` field.
+fn shard_sum(reg: &MetricsRegistry, field: &str) -> u64 {
+    let Some(i) = shard_metric_index(field) else {
+        return 0;
+    };
+    reg.shards().iter().map(|s| s.get(i)).sum()
+}
+
+/// Sum over shards of one relay-handler counter.
+fn handler_sum(
+    reg: &MetricsRegistry,
+    pick: fn(&super::shard::HandlerCounters) -> &AtomicU64,
+) -> u64 {
+    reg.shards()
+        .iter()
+        .map(|s| pick(&s.handler).load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Renders every C tor family Fors fills (except `tor_relay_dos_total`).
+pub(super) fn render(f: &mut Family<'_>, reg: &MetricsRegistry) {
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+    // fill_traffic_values: bytes read and written (C `get_bytes_read`/`get_bytes_written`);
+    // Fors counts every shard socket (ORPort, outbound OR and exit connections), internal
+    // addresses included, which C leaves out unless CountPrivateBandwidth (the same
+    // numbers as Fors's GETINFO traffic/* and BW events).
+    let (read, written) = reg.total_bytes();
+    let name = "tor_relay_traffic_bytes";
+    f.header(name, MetricKind::Counter, "Traffic related counters");
+    f.value(name, "direction=\"read\"", read);
+    f.value(name, "direction=\"written\"", written);
+
+    // fill_circuits_values: circuits open now.
+    let name = "tor_relay_circuits_total";
+    f.header(name, MetricKind::Gauge, "Total number of circuits");
+    f.value(
+        name,
+        "state=\"opened\"",
+        handler_sum(reg, |h| &h.circuits_open),
+    );
+
+    // fill_conn_counter_values, OR connections received. C notes "created" when an
+    // accepted connection is added to the main loop, after the DoS gate, and "rejected"
+    // when the DoS gate closes it at accept. C's `family` label is absent: the shards do
+    // not count connections by address family.
+    let dos = &reg.dos;
+    let rejected = dos.conn_connect_rejected.load(Ordering::Relaxed)
+        + dos.conn_concurrent_rejected.load(Ordering::Relaxed);
+    let seen = handler_sum(reg, |h| &h.connections_seen);
+    let name = "tor_relay_connections_total";
+    f.header(
+        name,
+        MetricKind::Counter,
+        "Total number of created/rejected connections",
+    );
+    f.value(
+        name,
+        "type=\"OR\",direction=\"received\",state=\"created\"",
+        seen.saturating_sub(rejected),
+    );
+    f.value(
+        name,
+        "type=\"OR\",direction=\"received\",state=\"rejected\"",
+        rejected,
+    );
+
+    // fill_relay_destroy_cell: DESTROY cells received (C stats_n_destroy_cells_processed).
+    f.single(
+        "tor_relay_destroy_cell_total",
+        MetricKind::Counter,
+        "Total number of DESTROY cell we received",
+        circuit_sum(reg, DESTROYS_RECEIVED),
+    );
+    // fill_relay_circ_proto_violation: circuits closed for a protocol violation (C counts
+    // circuit_mark_for_close with END_CIRC_REASON_TORPROTOCOL).
+    f.single(
+        "tor_relay_circ_proto_violation_total",
+        MetricKind::Counter,
+        "Total number of circuit protocol violation",
+        circuit_sum(reg, PROTOCOL_CLOSES),
+    );
+
+    // fill_cc_counters_values, the flow-control counts (prop 344 XON/XOFF sent by the exit).
+    // The other series are moving averages of C's Vegas state, which Fors does not keep.
+    let name = "tor_relay_congestion_control_total";
+    f.header(
+        name,
+        MetricKind::Counter,
+        "Congestion control related counters",
+    );
+    f.value(
+        name,
+        "state=\"xoff\",action=\"num_sent\"",
+        handler_sum(reg, |h| &h.stream_xoff_sent),
+    );
+    f.value(
+        name,
+        "state=\"xon\",action=\"num_sent\"",
+        handler_sum(reg, |h| &h.stream_xon_sent),
+    );
+
+    // fill_global_bw_limit_values: the global (BandwidthRate) bucket found empty (C
+    // rep_hist_note_overload(OVERLOAD_READ/WRITE), once per read-limit computation while
+    // it is empty); here, once each time a shard's share of it runs dry, summed.
+    let name = "tor_relay_load_global_rate_limit_reached_total";
+    f.header(
+        name,
+        MetricKind::Counter,
+        "Total number of global connection bucket limit reached",
+    );
+    for (side, field) in BW_GLOBAL_EMPTY {
+        f.value(name, &format!("side=\"{side}\""), shard_sum(reg, field));
+    }
+
+    // fill_dns_query_values: queries launched (C notes each evdns request once; its
+    // retransmissions happen inside libevent, so Fors's are taken out).
+    let [sent, retransmits, found, nxdomain, nodata, truncated, timeouts, no_id] =
+        DNS_FIELDS.map(|field| dns_sum(reg, field));
+    f.single(
+        "tor_relay_exit_dns_query_total",
+        MetricKind::Counter,
+        "Total number of DNS queries done by this relay",
+        sent.saturating_sub(retransmits),
+    );
+    // fill_dns_error_values: results by libevent error code, per record type asked. Only
+    // the codes Fors tells apart: C's serverfailed/notimpl/refused/format are one counter
+    // in Fors (any other RCODE), so none of them is exported.
+    let name = "tor_relay_exit_dns_error_total";
+    f.header(
+        name,
+        MetricKind::Counter,
+        "Total number of DNS errors encountered by this relay",
+    );
+    for (reason, v) in [
+        ("success", found),
+        ("notexist", nxdomain),
+        ("nodata", nodata),
+        ("truncated", truncated),
+        // C's DNS_ERR_TIMEOUT; Fors also gives up when no query id is free.
+        ("tor_timeout", timeouts + no_id),
+    ] {
+        f.value(name, &format!("reason=\"{reason}\""), v);
+    }
+
+    // fill_relay_flags: our consensus flags (all 0 when not listed, as C).
+    let flags = RelayFlags(g(&reg.relay.consensus_flags) as u16);
+    let name = "tor_relay_flag";
+    f.header(name, MetricKind::Gauge, "Relay flags from consensus");
+    for (t, flag) in FLAG_TYPES {
+        f.value(
+            name,
+            &format!("type=\"{t}\""),
+            u64::from(flags.contains(flag)),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::dns::DnsMetrics;
+    use crate::proto::circuit::CircuitMetrics;
+    use crate::shard::ShardMetrics;
+    use std::time::Instant;
+
+    #[test]
+    fn every_field_read_here_exists() {
+        for field in [DESTROYS_RECEIVED, PROTOCOL_CLOSES] {
+            assert!(CIRCUIT_METRICS.iter().any(|e| e.field == field), "{field}");
+        }
+        for field in DNS_FIELDS {
+            assert!(DNS_METRICS.iter().any(|e| e.field == field), "{field}");
+        }
+        for (_, field) in BW_GLOBAL_EMPTY {
+            assert!(shard_metric_index(field).is_some(), "{field}");
+        }
+    }
+
+    fn has(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn c_tor_families_are_relay_wide_sums_with_c_labels() {
+        let t0 = Instant::now();
+        let reg = MetricsRegistry::new(2, t0);
+        for (i, s) in reg.shards().iter().enumerate() {
+            let k = i as u64 + 1; // shard 0 counts 1, shard 1 counts 2
+            s.store(&ShardMetrics {
+                recv_bytes: 100 * k,
+                send_bytes: 1000 * k,
+                bw_global_read_empty: 3 * k,
+                bw_global_write_empty: 5 * k,
+                ..ShardMetrics::default()
+            });
+            s.store_circuit(&CircuitMetrics {
+                destroys_received: 7 * k,
+                protocol_closes: k,
+                ..CircuitMetrics::default()
+            });
+            s.store_dns(&DnsMetrics {
+                queries_sent: 10 * k,
+                retransmits: k,
+                answers_found: 6 * k,
+                failed_nxdomain: 2 * k,
+                failed_servfail: 9,
+                timeouts: k,
+                id_exhausted: 1,
+                ..DnsMetrics::default()
+            });
+            s.handler.circuits_open.store(4 * k, Ordering::Relaxed);
+            s.handler.connections_seen.store(20 * k, Ordering::Relaxed);
+            s.handler.stream_xoff_sent.store(k, Ordering::Relaxed);
+            s.handler.stream_xon_sent.store(2 * k, Ordering::Relaxed);
+        }
+        reg.dos
+            .conn_connect_rejected
+            .fetch_add(4, Ordering::Relaxed);
+        reg.dos
+            .conn_concurrent_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        let mut f = RelayFlags::default();
+        f.insert(RelayFlags::RUNNING);
+        f.insert(RelayFlags::GUARD);
+        f.insert(RelayFlags::VALID);
+        reg.relay
+            .consensus_flags
+            .store(u64::from(f.0), Ordering::Relaxed);
+        let text = reg.render(t0);
+        for line in [
+            "# TYPE tor_relay_traffic_bytes counter",
+            "tor_relay_traffic_bytes{direction=\"read\"} 300",
+            "tor_relay_traffic_bytes{direction=\"written\"} 3000",
+            "# TYPE tor_relay_circuits_total gauge",
+            "tor_relay_circuits_total{state=\"opened\"} 12",
+            "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"created\"} 55",
+            "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"rejected\"} 5",
+            "tor_relay_destroy_cell_total 21",
+            "tor_relay_circ_proto_violation_total 3",
+            "tor_relay_congestion_control_total{state=\"xoff\",action=\"num_sent\"} 3",
+            "tor_relay_congestion_control_total{state=\"xon\",action=\"num_sent\"} 6",
+            "tor_relay_load_global_rate_limit_reached_total{side=\"read\"} 9",
+            "tor_relay_load_global_rate_limit_reached_total{side=\"write\"} 15",
+            "tor_relay_exit_dns_query_total 27",
+            "tor_relay_exit_dns_error_total{reason=\"success\"} 18",
+            "tor_relay_exit_dns_error_total{reason=\"notexist\"} 6",
+            "tor_relay_exit_dns_error_total{reason=\"nodata\"} 0",
+            "tor_relay_exit_dns_error_total{reason=\"tor_timeout\"} 5",
+            "tor_relay_flag{type=\"Running\"} 1",
+            "tor_relay_flag{type=\"Guard\"} 1",
+            "tor_relay_flag{type=\"Exit\"} 0",
+            "tor_relay_flag{type=\"Fast\"} 0",
+        ] {
+            assert!(has(&text, line), "missing {line:?}");
+        }
+        // Fors lumps every other RCODE together: no C reason is claimed for them.
+        assert!(!text.contains("reason=\"serverfailed\""));
+        // No shard label on C tor's families: they are relay-wide, as in C tor.
+        for l in text.lines().filter(|l| l.starts_with("tor_")) {
+            assert!(!l.contains("shard="), "{l}");
+        }
+    }
+}
