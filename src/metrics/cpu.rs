@@ -68,10 +68,18 @@ mod tests {
         let t = std::thread::Builder::new()
             .name("fors-shard-977".into())
             .spawn(move || {
+                // Burn until procfs reports 20 ms of this thread's CPU (bounded by 10 s of
+                // wall time): on a loaded machine 30 ms of wall time can be 5 ms of CPU.
                 let start = std::time::Instant::now();
                 let mut x = 0u64;
-                while start.elapsed() < std::time::Duration::from_millis(30) {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                while start.elapsed() < std::time::Duration::from_secs(10)
+                    && !own_shard_cpu_ns()
+                        .iter()
+                        .any(|&(s, ns)| s == 977 && ns >= 20_000_000)
+                {
+                    for _ in 0..100_000 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
                 }
                 std::hint::black_box(x);
                 tx.send(()).unwrap();

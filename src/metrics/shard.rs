@@ -246,8 +246,27 @@ impl ShardStats {
     }
 }
 
-const RECV_BYTES: usize = 9;
-const SEND_BYTES: usize = 15;
+const RECV_BYTES: usize = const_index("recv_bytes");
+const SEND_BYTES: usize = const_index("send_bytes");
+
+/// A field's slot, found at compile time (a field added before it moves it).
+const fn const_index(name: &str) -> usize {
+    let mut i = 0;
+    while i < SHARD_METRIC_NAMES.len() {
+        let (a, b) = (SHARD_METRIC_NAMES[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("no such shard metric")
+}
 
 #[cfg(test)]
 mod tests {
