@@ -175,12 +175,9 @@ impl RelayNode {
         for e in &events {
             // Drawn before the connection is borrowed; used only by `Open`.
             let idle_timeouts = if matches!(e, ChannelEvent::Open(_)) {
-                let relay_base = self.network.get().param(
-                    "nf_conntimeout_relays",
-                    idle::RELAY_IDLE_DEFAULT_SECS as i32,
-                    60,
-                    604_800,
-                ) as u32;
+                // `nf_conntimeout_relays`, clamped to 60 s..1 week as C does (read with the
+                // other padding parameters, at most a second ago: `timers.rs`).
+                let relay_base = self.padding.conntimeout_relays_secs();
                 (
                     idle::client_idle_timeout(&mut self.chan_rng),
                     idle::relay_idle_timeout(relay_base, &mut self.chan_rng),

@@ -168,6 +168,13 @@ pub(super) struct NodePadding {
     next_due: Option<Instant>,
 }
 
+impl NodePadding {
+    /// The consensus `nf_conntimeout_relays` (idle relay links, `proto::channel::idle`).
+    pub(super) fn conntimeout_relays_secs(&self) -> u32 {
+        self.params.conntimeout_relays_secs
+    }
+}
+
 impl RelayNode {
     /// Once a second: each open channel's usage, then its padding decision; the earliest
     /// deadline is kept for the tick.
