@@ -193,3 +193,39 @@ fn consensus_can_turn_padding_off_and_change_its_range() {
         assert!((2_900..=4_200).contains(&gap), "gap {gap}: {:?}", seen[0]);
     }
 }
+
+#[test]
+fn an_authenticated_peers_relay_early_makes_its_link_used() {
+    let mut net = Net::new(seed(
+        "an_authenticated_peers_relay_early_makes_its_link_used",
+    ));
+    // The peer proved a relay identity the consensus does not list: padded like a client
+    // once used. On a channel from a peer that proved an identity, C counts RELAY_EARLY
+    // (full circuits) and RELAY (user traffic) on any circuit, one-hop or not.
+    unlist_client(&mut net, &[("nf_pad_before_usage", 0)]);
+    let mut p = Peer::client(&mut net, 0, 41040);
+    let mut c = ClientCirc::create(&mut net, &mut p, 0x8000_0041);
+    let seen = run(&mut net, &mut [&mut p], 12);
+    assert!(
+        seen[0].is_empty(),
+        "a circuit alone made it used: {:?}",
+        seen[0]
+    );
+
+    // RELAY_EARLY (a DROP): full circuits, padded only with nf_pad_before_usage=1.
+    let drop = c.cell(0, fors::cell::relay::RelayCmd::DROP, 0, b"");
+    p.send(&mut net, c.circ_id, ChanCmd::RELAY_EARLY, &drop);
+    let seen = run(&mut net, &mut [&mut p], 12);
+    assert!(
+        seen[0].is_empty(),
+        "padded before user traffic with nf_pad_before_usage=0: {:?}",
+        seen[0]
+    );
+    unlist_client(&mut net, &[]);
+    let seen = run(&mut net, &mut [&mut p], 25);
+    assert!(
+        seen[0].len() >= 2,
+        "RELAY_EARLY on the link, nf_pad_before_usage=1: not padded: {:?}",
+        seen[0]
+    );
+}
