@@ -17,6 +17,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("AssumeReachable", OptionKind::Single),
     ("BandwidthBurst", OptionKind::Single),
     ("BandwidthRate", OptionKind::Single),
+    ("ConnectionPadding", OptionKind::Single),
     ("ContactInfo", OptionKind::Single),
     ("ControlPort", OptionKind::List),
     ("ControlSocket", OptionKind::List),
@@ -66,6 +67,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("OutboundBindAddressOR", OptionKind::List),
     ("PidFile", OptionKind::Single),
     ("PublishServerDescriptor", OptionKind::Single),
+    ("ReducedConnectionPadding", OptionKind::Single),
     ("ReducedExitPolicy", OptionKind::Single),
     ("RelayBandwidthBurst", OptionKind::Single),
     ("RelayBandwidthRate", OptionKind::Single),
@@ -96,9 +98,6 @@ const WHY_ACCEL: &str =
     "Fors always uses the CPU's AES and SHA instructions when it has them (chosen at start-up)";
 const WHY_SCHED: &str = "Fors has no KIST or EWMA scheduler: each shard writes a channel's cells \
      as soon as its socket takes them (io_uring), circuits in arrival order";
-const WHY_PADDING: &str = "Fors does not pad channels yet (padding-spec), whatever this says; \
-     as in C tor, a relay accepts only the default (ConnectionPadding auto, \
-     ReducedConnectionPadding 0)";
 const WHY_DNS: &str = "Fors's exit resolver has no hijack detection and makes no test lookups";
 const WHY_DOS_STREAM: &str =
     "Fors has no stream-creation defence (its DoS defences are the DoSCircuitCreation* and \
@@ -131,7 +130,6 @@ pub const IGNORED: &[(&str, &str)] = &[
         "ConnLimit",
         "Fors sizes its connection tables from the open-files limit and the hardware profile",
     ),
-    ("ConnectionPadding", WHY_PADDING),
     (
         "ControlPortFileGroupReadable",
         "it only matters with ControlPortWriteToFile, which Fors does not implement",
@@ -226,7 +224,6 @@ pub const IGNORED: &[(&str, &str)] = &[
         "Fors logs peers' protocol violations at debug level (C tor with 0: info); only 0 is \
          accepted",
     ),
-    ("ReducedConnectionPadding", WHY_PADDING),
     (
         "Sandbox",
         "Fors has no seccomp sandbox of its own (use the systemd unit's SystemCallFilter); \
@@ -293,7 +290,6 @@ pub const IGNORED_VALUES: &[(&str, &[&str])] = &[
     ("CacheDirectoryGroupReadable", &["0"]),
     ("CellStatistics", &["0"]),
     ("ConnDirectionStatistics", &["0"]),
-    ("ConnectionPadding", &["auto"]),
     ("ConstrainedSockets", &["0"]),
     ("ControlSocketsGroupWritable", &["0"]),
     ("DataDirectoryGroupReadable", &["0"]),
@@ -310,7 +306,6 @@ pub const IGNORED_VALUES: &[(&str, &[&str])] = &[
     ("OverloadStatistics", &["0"]),
     ("PaddingStatistics", &["0"]),
     ("ProtocolWarnings", &["0"]),
-    ("ReducedConnectionPadding", &["0"]),
     ("Sandbox", &["0"]),
     ("ServerDNSAllowBrokenConfig", &["0"]),
     ("ServerDNSDetectHijacking", &["0"]),

@@ -611,6 +611,28 @@ impl Builder<'_> {
             }
         };
 
+        // Channel padding (proto::channel::padding): a relay pads as the consensus and its
+        // peers' PADDING_NEGOTIATE say; C tor refuses the client-side overrides on a relay
+        // (relay_config.c `options_validate_relay_padding`), with these words.
+        if self.autobool("ConnectionPadding")?.is_some() {
+            if let Some(v) = raw.single("ConnectionPadding") {
+                return Err(bad(
+                    "ConnectionPadding",
+                    v,
+                    "Relays must use 'auto' for the ConnectionPadding setting.",
+                ));
+            }
+        }
+        if self.bool("ReducedConnectionPadding", false)? {
+            if let Some(v) = raw.single("ReducedConnectionPadding") {
+                return Err(bad(
+                    "ReducedConnectionPadding",
+                    v,
+                    "Relays cannot set ReducedConnectionPadding.",
+                ));
+            }
+        }
+
         let publish_server_descriptor = match raw.single("PublishServerDescriptor") {
             None => true,
             Some(v) => self.publish(v)?,

@@ -125,6 +125,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "AssumeReachable" => b(c.assume_reachable),
         "BandwidthBurst" => one(c.bandwidth.burst),
         "BandwidthRate" => one(c.bandwidth.rate),
+        "ConnectionPadding" => one("auto"),
         "ContactInfo" => opt(&c.contact_info),
         "ControlPort" => c
             .control_ports
@@ -223,6 +224,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "ReducedExitPolicy" => b(c.reduced_exit_policy),
         "RelayBandwidthBurst" => one(c.bandwidth.relay_burst),
         "RelayBandwidthRate" => one(c.bandwidth.relay_rate),
+        "ReducedConnectionPadding" => b(false),
         "RunAsDaemon" => b(false),
         "SafeLogging" => one(match c.safe_logging {
             SafeLogging::Off => "0",
@@ -265,7 +267,7 @@ pub fn type_name(name: &str) -> &'static str {
         | "AccountingMax" => "DataSize",
         "ShutdownWaitLength" | "HeartbeatPeriod" => "TimeInterval",
         "NumCPUs" => "Integer",
-        "ExitRelay" => "Autobool",
+        "ExitRelay" | "ConnectionPadding" => "Autobool",
         "ORPort" | "ControlPort" | "MetricsPort" | "DirPort" | "SocksPort" => "LineList",
         _ => match SUPPORTED.iter().find(|(n, _)| *n == name) {
             Some((_, OptionKind::List)) => "LineList",
@@ -287,6 +289,7 @@ fn values_are_bool(name: &str) -> bool {
             | "ExitPolicyRejectPrivate"
             | "IPv6Exit"
             | "PublishServerDescriptor"
+            | "ReducedConnectionPadding"
             | "ReducedExitPolicy"
             | "RunAsDaemon"
             | "TestingTorNetwork"

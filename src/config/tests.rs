@@ -242,8 +242,11 @@ fn bad_values_name_file_line_and_option() {
         ("SafeLogging 2", "torrc:3: bad value \"2\" for SafeLogging: allowed values are 0, 1 and relay"),
         ("ControlSocket run/control", "torrc:3: bad value \"run/control\" for ControlSocket: a ControlSocket needs an absolute path"),
         ("ExtraInfoStatistics 1", "torrc:3: bad value \"1\" for ExtraInfoStatistics: Fors does not implement this value: Fors collects and publishes no extra-info statistics"),
-        ("ConnectionPadding 0", "for ConnectionPadding: Fors does not implement this value: Fors does not pad channels yet"),
-        ("ReducedConnectionPadding 1", "for ReducedConnectionPadding"),
+        ("ConnectionPadding 0", "torrc:3: bad value \"0\" for ConnectionPadding: Relays must use 'auto' for the ConnectionPadding setting."),
+        ("ConnectionPadding 1", "torrc:3: bad value \"1\" for ConnectionPadding: Relays must use 'auto'"),
+        ("ConnectionPadding yes", "torrc:3: bad value \"yes\" for ConnectionPadding: allowed values are 0, 1, and auto"),
+        ("ReducedConnectionPadding 1", "torrc:3: bad value \"1\" for ReducedConnectionPadding: Relays cannot set ReducedConnectionPadding."),
+        ("ReducedConnectionPadding 2", "torrc:3: bad value \"2\" for ReducedConnectionPadding: allowed values are 0 and 1"),
         ("Sandbox 1", "for Sandbox"),
         ("DisableAllSwap 1", "for DisableAllSwap"),
         ("ProtocolWarnings 1", "for ProtocolWarnings"),
@@ -349,15 +352,16 @@ fn relay_needs_an_or_port() {
 fn warnings_for_accepted_but_noted_options() {
     let (c, w) = parse(&format!(
         "{MIN}DirPort 0\nHardwareAccel 1\nHardwareAccel 0\nMaxMemInQueues 10 MB\n\
-         ExitRelay 0\nExitPolicy accept *:*\nAddress 10.0.0.1\nConnectionPadding auto\n"
+         ExitRelay 0\nExitPolicy accept *:*\nAddress 10.0.0.1\nConnectionPadding auto\n\
+         ReducedConnectionPadding 0\n"
     ))
     .unwrap();
     let w: Vec<String> = w.iter().map(ToString::to_string).collect();
-    assert_eq!(w.len(), 5, "{w:#?}");
+    // ConnectionPadding auto and ReducedConnectionPadding 0 are what a relay does: no
+    // warning (padding is implemented).
+    assert_eq!(w.len(), 4, "{w:#?}");
     assert!(w[0].starts_with("torrc:4: option \"HardwareAccel\" is ignored by Fors"));
-    assert!(w
-        .iter()
-        .any(|m| m.starts_with("torrc:10: option \"ConnectionPadding\" is ignored by Fors")));
+    assert!(!w.iter().any(|m| m.contains("ConnectionPadding")), "{w:#?}");
     assert!(w
         .iter()
         .any(|m| m.starts_with("torrc:6: MaxMemInQueues must be at least 256 MB")));

@@ -225,7 +225,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 23] = [
+        let handler: [(&str, MetricKind, &str, Pick); 26] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -363,6 +363,24 @@ impl MetricsRegistry {
                 MetricKind::Counter,
                 "DNS queries the resolver socket refused to send (retried on timeout).",
                 |s| &s.handler.dns_send_errors,
+            ),
+            (
+                "fors_relay_padding_cells_sent_total",
+                MetricKind::Counter,
+                "PADDING cells sent on idle channels (netflow padding, padding-spec 2).",
+                |s| &s.handler.padding_cells_sent,
+            ),
+            (
+                "fors_relay_padding_negotiate_start_total",
+                MetricKind::Counter,
+                "PADDING_NEGOTIATE START cells received.",
+                |s| &s.handler.padding_negotiate_start,
+            ),
+            (
+                "fors_relay_padding_negotiate_stop_total",
+                MetricKind::Counter,
+                "PADDING_NEGOTIATE STOP cells received.",
+                |s| &s.handler.padding_negotiate_stop,
             ),
         ];
         for (name, kind, help, pick) in handler {

@@ -157,6 +157,11 @@ pub struct HandlerCounters {
     pub cross_overflow_kills: AtomicU64,
     /// DNS queries the resolver socket refused to send (retried on the query's timeout).
     pub dns_send_errors: AtomicU64,
+    /// Channel padding: PADDING cells sent on idle channels, and PADDING_NEGOTIATE START /
+    /// STOP cells received (padding-spec §2).
+    pub padding_cells_sent: AtomicU64,
+    pub padding_negotiate_start: AtomicU64,
+    pub padding_negotiate_stop: AtomicU64,
 }
 
 /// One shard's exported state.

@@ -34,6 +34,7 @@ pub mod error;
 mod handshake;
 pub mod idle;
 pub mod output;
+pub mod padding;
 pub mod state;
 pub mod tls;
 

@@ -96,6 +96,12 @@ impl CellQueue {
         self.buf.is_empty()
     }
 
+    /// Nothing waits to go out: no cell queued and no TLS bytes the socket has not taken
+    /// (channel padding counts only a drained channel as idle, padding-spec §2.2).
+    pub fn is_drained(&self) -> bool {
+        self.used() == 0
+    }
+
     pub(super) fn over_high_water(&self) -> bool {
         self.used() * 4 >= self.max_bytes * 3
     }

@@ -573,6 +573,31 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
     }
 
+    /// For channel padding (C `circuit_update_channel_usage`, which counts the relay cells
+    /// a circuit carries toward its previous-hop channel): adds to `user` each channel that
+    /// is the previous hop of a circuit extended past us (EXTENDED2 and what follows are
+    /// RELAY cells), or, for a peer that proved a relay identity, of a circuit with exit
+    /// streams (a RELAY BEGIN came); and to `full` each such relay peer's channel whose
+    /// circuit got RELAY_EARLY. A client channel with only one-hop circuits is in neither.
+    /// A scan of the table: call it about once a second.
+    pub fn channels_padding_usage(
+        &self,
+        full: &mut std::collections::HashSet<ChanId>,
+        user: &mut std::collections::HashSet<ChanId>,
+    ) {
+        for idx in 0..self.table.slot_count() {
+            let Some(c) = self.table.get(idx) else {
+                continue;
+            };
+            let relay_peer = matches!(c.prev_peer, PeerIdentity::Relay { .. });
+            if matches!(c.next, Next::Open(_)) || (relay_peer && c.streams_head != u32::MAX) {
+                user.insert(c.prev_chan);
+            } else if relay_peer && c.relay_early_left < MAX_RELAY_EARLY_CELLS_PER_CIRCUIT {
+                full.insert(c.prev_chan);
+            }
+        }
+    }
+
     /// The shard cannot take more cells for `chan` right now: queue them here.
     pub fn channel_blocked(&mut self, chan: ChanId) {
         self.blocked.insert(chan);

@@ -6,6 +6,7 @@
 //! wait in the channel's bounded overflow, never dropped.
 
 use super::*;
+use crate::proto::channel::padding::ChannelPadding;
 
 /// Tell the core a channel is blocked when fewer than this many cells fit in its queue.
 pub(super) const BLOCK_BELOW_CELLS: usize = 64;
@@ -119,6 +120,10 @@ impl RelayNode {
         else {
             return;
         };
+        // Any cell read restarts the padding idle clock (C `channel_timestamp_active`).
+        if let Some(p) = ch.padding.as_mut() {
+            p.on_activity(now);
+        }
         let mut sink = CellSink {
             core: &mut self.core,
             conn,
@@ -170,12 +175,9 @@ impl RelayNode {
         for e in &events {
             // Drawn before the connection is borrowed; used only by `Open`.
             let idle_timeouts = if matches!(e, ChannelEvent::Open(_)) {
-                let relay_base = self.network.get().param(
-                    "nf_conntimeout_relays",
-                    idle::RELAY_IDLE_DEFAULT_SECS as i32,
-                    60,
-                    604_800,
-                ) as u32;
+                // `nf_conntimeout_relays`, clamped to 60 s..1 week as C does (read with the
+                // other padding parameters, at most a second ago: `timers.rs`).
+                let relay_base = self.padding.conntimeout_relays_secs();
                 (
                     idle::client_idle_timeout(&mut self.chan_rng),
                     idle::relay_idle_timeout(relay_base, &mut self.chan_rng),
@@ -216,6 +218,7 @@ impl RelayNode {
                             PeerIdentity::Relay { .. } => idle_timeouts.1,
                         };
                         c.idle = Some(ChannelIdleTimer::new(timeout, now));
+                        c.padding = Some(ChannelPadding::new(info.link_version, now));
                         waiting = std::mem::take(&mut c.waiting_extends);
                         if let PeerIdentity::Relay { rsa, .. } = info.peer {
                             opened_relay = Some(rsa);
@@ -240,8 +243,12 @@ impl RelayNode {
                         "shard {shard}: peer {} says our clock is off by {skew_secs} s",
                         peer_for_log(c.peer, c.channel.peer_addr())
                     ),
+                    // Handled below, with the node's padding parameters.
                     ChannelEvent::PaddingNegotiate(_) => {}
                 }
+            }
+            if let ChannelEvent::PaddingNegotiate(cell) = e {
+                self.padding_negotiate(id, cell);
             }
             if let ChannelEvent::Open(_) = e {
                 self.stats
@@ -293,6 +300,11 @@ impl RelayNode {
                     match out.send_partial(id, pending) {
                         Ok(n) => {
                             ch.channel.consume_output(n);
+                            // Bytes written: the channel is active (C
+                            // `connection_or_flushed_some`).
+                            if let (true, Some(p)) = (n > 0, ch.padding.as_mut()) {
+                                p.on_activity(now);
+                            }
                             if n < len {
                                 break;
                             }

@@ -78,6 +78,7 @@ impl RelayNode {
                         blocked: false,
                         overflow: VecDeque::new(),
                         idle: None,
+                        padding: None,
                         dos_slot,
                     })),
                     read_paused: false,

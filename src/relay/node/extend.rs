@@ -108,6 +108,7 @@ impl RelayNode {
                     blocked: false,
                     overflow: VecDeque::new(),
                     idle: None,
+                    padding: None,
                     dos_slot: None,
                 })),
                 read_paused: false,

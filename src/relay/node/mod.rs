@@ -193,6 +193,8 @@ struct ChanConn {
     overflow: VecDeque<(CircId, ChanCmd, [u8; CELL_BODY_LEN])>,
     /// Closes the channel once it has carried no circuit for a while (set when it opens).
     idle: Option<ChannelIdleTimer>,
+    /// Netflow padding (set when it opens; `timers.rs`).
+    padding: Option<crate::proto::channel::padding::ChannelPadding>,
     /// Its address's entry in the shared DoS table (incoming channels, while a defence is
     /// on); released on close.
     dos_slot: Option<AddrSlot>,
@@ -281,6 +283,8 @@ pub struct RelayNode {
     /// Channels that carry a circuit (refilled at each idle check; kept for its capacity).
     chans_in_use: HashSet<ChanId>,
     next_idle_check: Option<Instant>,
+    /// Channel padding: consensus parameters, usage scratch sets, next deadline.
+    padding: timers::NodePadding,
     /// The DoS table all shards share, the torrc's DoS options (replaced on SIGHUP), and
     /// the thresholds in force (torrc over the consensus; recomputed when either changes).
     dos: Arc<ClientAddrTable>,
@@ -363,6 +367,7 @@ impl RelayNode {
             overflow_cap: 0,
             chans_in_use: HashSet::new(),
             next_idle_check: None,
+            padding: Default::default(),
             dos,
             dos_options,
             dos_cfg,

@@ -1,8 +1,19 @@
 //! Time-driven work: the tick (snapshots, the core's timers, DNS retries, link-handshake
-//! timeouts, idle channels) and the end of each I/O batch (queued onion handshakes, staged
-//! exit DATA). Time is the `now` the shard passes in.
+//! timeouts, idle channels, channel padding) and the end of each I/O batch (queued onion
+//! handshakes, staged exit DATA). Time is the `now` the shard passes in.
+//!
+//! Channel padding (`proto::channel::padding`) runs on the same clock, with no timer per
+//! channel: once a second, with the idle check, each open channel decides whether it is
+//! padded and when its next PADDING cell is due (C `channelpadding_decide_to_pad_channel`
+//! from `run_connection_housekeeping`); the node keeps the earliest deadline, and the tick
+//! (every `tick_ms`, 100 ms by default) sends the cells that are due. A PADDING cell thus
+//! goes out at most a tick late, never on whole seconds.
+
+use std::collections::HashSet;
 
 use super::*;
+use crate::cell::chan::{PaddingCommand, PaddingNegotiate};
+use crate::proto::channel::padding::{ChannelUsage, PaddingDecision, PaddingParams};
 
 /// Flush rounds per call: carrying out a flush's actions may package more exit data
 /// (a channel drained, a stream resumed), which is staged again.
@@ -68,6 +79,10 @@ impl RelayNode {
         if self.next_idle_check.is_none_or(|t| now >= t) {
             self.next_idle_check = Some(now + IDLE_CHECK_INTERVAL);
             self.close_idle_channels(now);
+            self.decide_padding();
+        }
+        if self.padding.next_due.is_some_and(|t| now >= t) {
+            self.send_due_padding(now);
         }
         self.dispatch(out);
         self.flush_staged(out);
@@ -141,4 +156,154 @@ impl RelayNode {
         }
         self.chans_in_use = in_use;
     }
+}
+
+/// The node's side of channel padding: the consensus parameters in force, the scratch sets
+/// of the usage scan (kept for their capacity) and the earliest PADDING deadline.
+#[derive(Default)]
+pub(super) struct NodePadding {
+    params: PaddingParams,
+    full: HashSet<ChanId>,
+    user: HashSet<ChanId>,
+    next_due: Option<Instant>,
+}
+
+impl NodePadding {
+    /// The consensus `nf_conntimeout_relays` (idle relay links, `proto::channel::idle`).
+    pub(super) fn conntimeout_relays_secs(&self) -> u32 {
+        self.params.conntimeout_relays_secs
+    }
+}
+
+impl RelayNode {
+    /// Once a second: each open channel's usage, then its padding decision; the earliest
+    /// deadline is kept for the tick.
+    pub(super) fn decide_padding(&mut self) {
+        let snap = self.network.get();
+        let params = PaddingParams::from_consensus(|n| snap.consensus_params.get(n).copied());
+        let pad = &mut self.padding;
+        pad.params = params;
+        pad.full.clear();
+        pad.user.clear();
+        self.core
+            .channels_padding_usage(&mut pad.full, &mut pad.user);
+        let shard = self.shard;
+        let mut next_due: Option<Instant> = None;
+        for slot in self.conns.iter_mut() {
+            let Some(c) = slot.as_mut() else { continue };
+            let id = c.id;
+            let closing = c.closing;
+            let Kind::Channel(ch) = &mut c.kind else {
+                continue;
+            };
+            if closing || ch.padding.is_none() {
+                continue;
+            }
+            let queued = output_queued(ch);
+            let Some(p) = ch.padding.as_mut() else {
+                continue;
+            };
+            let chan = chan_id(shard, id);
+            if pad.user.contains(&chan) {
+                p.note_usage(ChannelUsage::UserTraffic);
+            } else if pad.full.contains(&chan) {
+                p.note_usage(ChannelUsage::FullCircuits);
+            }
+            // C `CHANNEL_IS_CLIENT` on a relay: the peer proved no relay identity, or the
+            // consensus does not list the one it proved.
+            let is_client = match ch.peer {
+                PeerIdentity::Client => true,
+                PeerIdentity::Relay { rsa, .. } => !snap.known_relays.contains_key(&rsa),
+            };
+            if let PaddingDecision::PadAt(t) =
+                p.decide(&pad.params, is_client, queued, &mut self.chan_rng)
+            {
+                next_due = Some(next_due.map_or(t, |d| d.min(t)));
+            }
+        }
+        pad.next_due = next_due;
+    }
+
+    /// A tick at or past the earliest deadline: a PADDING cell on each idle channel whose
+    /// deadline has come, and the next earliest deadline.
+    pub(super) fn send_due_padding(&mut self, now: Instant) {
+        let mut next_due: Option<Instant> = None;
+        let mut sent = 0u64;
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut() else {
+                continue;
+            };
+            let id = c.id;
+            let closing = c.closing;
+            let Kind::Channel(ch) = &mut c.kind else {
+                continue;
+            };
+            let queued = output_queued(ch);
+            let Some(p) = ch.padding.as_mut() else {
+                continue;
+            };
+            if closing {
+                continue;
+            }
+            if !p.poll(now, queued) {
+                if let Some(t) = p.deadline() {
+                    next_due = Some(next_due.map_or(t, |d| d.min(t)));
+                }
+                continue;
+            }
+            // Circuit ID 0, zero body (tor-spec §"PADDING cells"); the queue is drained, so
+            // it has room.
+            if ch
+                .channel
+                .send_cell(CircId(0), ChanCmd::PADDING, &[0; CELL_BODY_LEN])
+                .is_ok()
+            {
+                sent += 1;
+                self.mark_dirty(id);
+            }
+        }
+        self.padding.next_due = next_due;
+        if sent > 0 {
+            self.stats
+                .handler
+                .padding_cells_sent
+                .fetch_add(sent, Ordering::Relaxed);
+        }
+    }
+
+    /// The peer's PADDING_NEGOTIATE on channel `id` (C
+    /// `channel_tls_process_padding_negotiate_cell`).
+    pub(super) fn padding_negotiate(&mut self, id: ConnId, cell: &PaddingNegotiate) {
+        let counter = match cell.command {
+            PaddingCommand::Start => &self.stats.handler.padding_negotiate_start,
+            PaddingCommand::Stop => &self.stats.handler.padding_negotiate_stop,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let shard = self.shard;
+        let params = self.padding.params;
+        let Some(Conn {
+            kind: Kind::Channel(ch),
+            ..
+        }) = conn_in(&mut self.conns, id)
+        else {
+            return;
+        };
+        let Some(p) = ch.padding.as_mut() else {
+            return;
+        };
+        match p.negotiate(cell, &params) {
+            Ok(()) => log_debug!(
+                "shard {shard}: peer negotiated padding {:?} (timeouts {:?} ms)",
+                cell.command,
+                p.negotiated()
+            ),
+            Err(e) => log_debug!("shard {shard}: PADDING_NEGOTIATE ignored: {e:?}"),
+        }
+    }
+}
+
+/// Cells wait to go out on the channel (in its queue, its TLS output, its overflow, or in
+/// the core while it is blocked): it is not idle.
+fn output_queued(ch: &mut ChanConn) -> bool {
+    ch.blocked || !ch.overflow.is_empty() || !ch.channel.queue().is_drained()
 }
