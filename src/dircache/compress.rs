@@ -26,6 +26,13 @@ pub const PREF_PRECOMPRESSED: [Method; 5] = [
     Method::Gzip,
     Method::Identity,
 ];
+/// The compressed forms kept of each consensus, besides its text (C tor consdiffmgr.c
+/// `compress_consensus_with`).
+pub const CONSENSUS_FORMS: [Method; 3] = [Method::Deflate, Method::Lzma, Method::Zstd];
+/// The compressed forms kept of each consensus diff, besides its text (C tor consdiffmgr.c
+/// `compress_diffs_with`: gzip here, not zlib).
+pub const DIFF_FORMS: [Method; 3] = [Method::Gzip, Method::Lzma, Method::Zstd];
+
 /// Preference for answers compressed per request (C tor
 /// `srv_meth_pref_streaming_compression`: LZMA is too slow for that).
 pub const PREF_STREAMING: [Method; 4] = [
@@ -110,9 +117,9 @@ pub struct CompressError {
     pub detail: String,
 }
 
-/// C tor's levels (`memory_level` in compress_zstd.c and compress_lzma.c): HIGH_COMPRESSION
-/// for kept documents, LOW_COMPRESSION for per-request answers. Not higher: compressing runs on
-/// the directory server's one thread.
+/// C tor's levels (`memory_level` in compress_zstd.c and compress_lzma.c): BEST_COMPRESSION
+/// (= HIGH) for kept documents (`tor_compress` in consdiffmgr.c), LOW_COMPRESSION for
+/// per-request answers.
 const ZSTD_LEVEL_HIGH: i32 = 9;
 const ZSTD_LEVEL_LOW: i32 = 1;
 const LZMA_PRESET_HIGH: u32 = 6;

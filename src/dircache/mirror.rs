@@ -26,9 +26,9 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
 use rand::Rng;
 
-use super::consdiff;
 use super::store::{ConsensusDoc, ConsensusFlavor, DocKind, SharedStore, DIFF_BASES};
 use super::verify::{self, VerifyError};
+use super::{compress, consdiff};
 use crate::crypto::ids::RsaIdentity;
 use crate::dir::authcert::AuthorityCert;
 use crate::dir::consensus::{Consensus, ConsensusError};
@@ -476,12 +476,29 @@ impl Mirror {
             drop(store);
             make_diffs(&bases, &v.doc.body)
         };
+        // Each consensus and each diff is compressed once, here, as C tor's consdiffmgr.c
+        // does when a consensus arrives: the directory server only copies bytes, so no
+        // request can make it compress a big document.
+        let mut forms = precompress(None, &v.doc.body, &compress::CONSENSUS_FORMS);
+        for (from, diff) in &diffs {
+            if let Some(d) = diff {
+                forms.extend(precompress(Some(*from), d, &compress::DIFF_FORMS));
+            }
+        }
         let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
         store.set_consensus(v.doc);
         for (from, diff) in diffs {
             match diff {
                 Some(d) => store.insert_diff(flavor, from, d),
                 None => store.record_diff_failure(),
+            }
+        }
+        for (from, method, form) in forms {
+            match form {
+                Some(c) => {
+                    store.insert_compressed(flavor, from, method, c);
+                }
+                None => store.record_compress_failure(),
             }
         }
         if flavor == ConsensusFlavor::Microdesc {
@@ -708,6 +725,21 @@ fn missing_digests<'a, D: Copy + Ord + std::hash::Hash + 'a>(
 
 /// A diff from the base with this SHA3-256 digest-as-signed, or `None` if it could not be made.
 type MadeDiff = ([u8; 32], Option<Arc<[u8]>>);
+
+/// A compressed form: (diff base or `None` for the consensus, method, bytes or `None` if
+/// the compressor failed).
+type Form = (Option<[u8; 32]>, compress::Method, Option<Arc<[u8]>>);
+
+/// `body` compressed with each of `methods` at C tor's level for kept documents.
+fn precompress(from: Option<[u8; 32]>, body: &[u8], methods: &[compress::Method]) -> Vec<Form> {
+    methods
+        .iter()
+        .map(|&m| {
+            let c = compress::compress(m, &[body], true).ok().map(Arc::from);
+            (from, m, c)
+        })
+        .collect()
+}
 
 /// Diffs from each of `bases` to `target` (dir-spec "consensus diffs"), so a client naming
 /// its consensus in `X-Or-Diff-From-Consensus` downloads a diff. Each diff is checked by
@@ -948,6 +980,52 @@ pub(crate) mod tests {
         let st = s.stats();
         assert_eq!((st.diffs, st.diff_failures), (1, 0));
         assert!(st.diff_bytes > 0 && (st.diff_bytes as usize) < MD2.len());
+        // Compressed once here, as C tor's consdiffmgr: the new consensus in zlib, LZMA
+        // and zstd, the diff in gzip, LZMA and zstd; the ones of the old consensus are gone.
+        use crate::dircache::compress::{CONSENSUS_FORMS, DIFF_FORMS};
+        let f = ConsensusFlavor::Microdesc;
+        for m in CONSENSUS_FORMS {
+            let z = s.compressed(f, None, m).expect("consensus form");
+            assert_eq!(decompress(m, z), MD2.as_bytes(), "{m:?}");
+            assert!(z.len() < MD2.len() / 2);
+        }
+        for m in DIFF_FORMS {
+            let z = s.compressed(f, Some(&old_sha3), m).expect("diff form");
+            assert_eq!(&decompress(m, z)[..], &diff[..], "{m:?}");
+        }
+        assert!(s.compressed(f, None, compress::Method::Gzip).is_none());
+        assert!(s
+            .compressed(f, Some(&old_sha3), compress::Method::Deflate)
+            .is_none());
+        // The ns consensus's three forms and these six.
+        assert_eq!((st.compressed, st.compress_failures), (9, 0));
+        assert!(st.compressed_bytes > 0);
+    }
+
+    fn decompress(m: compress::Method, b: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        match m {
+            compress::Method::Identity => out.extend_from_slice(b),
+            compress::Method::Deflate => {
+                flate2::read::ZlibDecoder::new(b)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            compress::Method::Gzip => {
+                flate2::read::GzDecoder::new(b)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            compress::Method::Zstd => out = zstd::decode_all(b).unwrap(),
+            compress::Method::Lzma => {
+                let st = liblzma::stream::Stream::new_lzma_decoder(u64::MAX).unwrap();
+                liblzma::read::XzDecoder::new_stream(b, st)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+        }
+        out
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::dircache::hsdir::cache::{max_cache_bytes, max_descriptor_size_from_param};
 use crate::dircache::hsdir::{HsDirCache, HsDirCounters};
 use crate::dircache::request::{self, Parsed};
-use crate::dircache::serve::{self, Answer, CompressCache, Context, Kind};
+use crate::dircache::serve::{self, Answer, Context, Kind};
 use crate::dircache::store::{Document, SharedStore};
 
 pub const MAX_CONNECTIONS: usize = 256;
@@ -42,9 +42,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bytes of answers held for all connections together.
 pub const MAX_INFLIGHT_BYTES: usize = 64 << 20;
-/// Compressed consensuses and diffs kept (entries, bytes).
-const COMPRESS_CACHE_ENTRIES: usize = 16;
-const COMPRESS_CACHE_BYTES: usize = 64 << 20;
 /// C tor's `CLEAN_CACHES_INTERVAL`: expired onion-service descriptors are dropped this often.
 pub const HS_CACHE_CLEAN_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// Sleep between passes when nothing happened.
@@ -243,7 +240,6 @@ fn serve_loop(
     stop: Arc<AtomicBool>,
 ) {
     let mut conns: Vec<Conn> = Vec::with_capacity(MAX_CONNECTIONS);
-    let mut cache = CompressCache::new(COMPRESS_CACHE_ENTRIES, COMPRESS_CACHE_BYTES);
     let (max_bytes, max_size) = inputs
         .read()
         .unwrap_or_else(|p| p.into_inner())
@@ -296,7 +292,6 @@ fn serve_loop(
                 inflight,
                 &store,
                 &inputs,
-                &mut cache,
                 &mut hsdir,
                 &stats,
             );
@@ -397,7 +392,6 @@ fn step(
     inflight: usize,
     store: &SharedStore,
     inputs: &RwLock<DirServerInputs>,
-    cache: &mut CompressCache,
     hsdir: &mut HsDirCache,
     stats: &DirServerStats,
 ) -> (bool, bool) {
@@ -451,7 +445,7 @@ fn step(
                         publish_hsdir_stats(hsdir, stats);
                         Some(a)
                     }
-                    None => serve::answer(&ctx, cache, req),
+                    None => serve::answer(&ctx, req),
                 }
             }
         };
