@@ -197,6 +197,90 @@ pub fn compress(method: Method, data: &[&[u8]], kept: bool) -> Result<Vec<u8>, C
     }
 }
 
+/// A compressor fed as the answer is sent (C tor's `compress_state` on a directory
+/// connection): the documents go in one by one as the socket drains, so a connection holds
+/// at most one document's compressed output and the compressor's window, never a whole
+/// compressed answer. Levels as [`compress`] with `kept` false.
+pub struct StreamCompressor {
+    method: Method,
+    enc: Encoder,
+}
+
+enum Encoder {
+    Deflate(flate2::write::ZlibEncoder<Vec<u8>>),
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Lzma(liblzma::write::XzEncoder<Vec<u8>>),
+}
+
+impl StreamCompressor {
+    /// `None` for [`Method::Identity`] (nothing to do).
+    pub fn new(method: Method) -> Result<Option<StreamCompressor>, CompressError> {
+        let fail = |detail: String| CompressError { method, detail };
+        let enc = match method {
+            Method::Identity => return Ok(None),
+            Method::Deflate => Encoder::Deflate(flate2::write::ZlibEncoder::new(
+                Vec::new(),
+                flate2::Compression::fast(),
+            )),
+            Method::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::fast(),
+            )),
+            Method::Zstd => Encoder::Zstd(
+                zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL_LOW)
+                    .map_err(|e| fail(e.to_string()))?,
+            ),
+            Method::Lzma => {
+                let opts = liblzma::stream::LzmaOptions::new_preset(LZMA_PRESET_LOW)
+                    .map_err(|e| fail(e.to_string()))?;
+                let stream = liblzma::stream::Stream::new_lzma_encoder(&opts)
+                    .map_err(|e| fail(e.to_string()))?;
+                Encoder::Lzma(liblzma::write::XzEncoder::new_stream(Vec::new(), stream))
+            }
+        };
+        Ok(Some(StreamCompressor { method, enc }))
+    }
+
+    /// Feeds `data`.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), CompressError> {
+        let r = match &mut self.enc {
+            Encoder::Deflate(e) => e.write_all(data),
+            Encoder::Gzip(e) => e.write_all(data),
+            Encoder::Zstd(e) => e.write_all(data),
+            Encoder::Lzma(e) => e.write_all(data),
+        };
+        r.map_err(|e| CompressError {
+            method: self.method,
+            detail: e.to_string(),
+        })
+    }
+
+    /// The compressed bytes produced so far and not yet taken.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(match &mut self.enc {
+            Encoder::Deflate(e) => e.get_mut(),
+            Encoder::Gzip(e) => e.get_mut(),
+            Encoder::Zstd(e) => e.get_mut(),
+            Encoder::Lzma(e) => e.get_mut(),
+        })
+    }
+
+    /// Ends the stream: the rest of the output.
+    pub fn finish(self) -> Result<Vec<u8>, CompressError> {
+        let r = match self.enc {
+            Encoder::Deflate(e) => e.finish(),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Lzma(e) => e.finish(),
+        };
+        r.map_err(|e| CompressError {
+            method: self.method,
+            detail: e.to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +333,25 @@ mod tests {
                     assert!(c.len() < data.len() / 4, "{m:?} {}", c.len());
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_stream_compressor_fed_in_pieces_round_trips() {
+        let data = sample();
+        for m in PREF_PRECOMPRESSED {
+            let Some(mut z) = StreamCompressor::new(m).unwrap() else {
+                assert_eq!(m, Method::Identity);
+                continue;
+            };
+            let mut out = Vec::new();
+            for piece in data.chunks(777) {
+                z.write(piece).unwrap();
+                out.extend(z.take_output());
+            }
+            out.extend(z.finish().unwrap());
+            assert_eq!(decompress(m, &out), data, "{m:?}");
+            assert!(out.len() < data.len() / 4, "{m:?}");
         }
     }
 

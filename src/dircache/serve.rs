@@ -89,6 +89,10 @@ pub struct Answer {
     pub head: Vec<u8>,
     pub body: Vec<Arc<[u8]>>,
     pub encoding: Method,
+    /// The body is the documents' text, to be compressed with `encoding` as it is sent
+    /// ([`compress::StreamCompressor`], as C tor compresses while it spools); false when
+    /// the body is already in `encoding`.
+    pub streamed: bool,
 }
 
 impl Answer {
@@ -99,6 +103,12 @@ impl Answer {
     /// Everything to send, in one buffer (for tests and small answers).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = self.head.clone();
+        if self.streamed {
+            let parts: Vec<&[u8]> = self.body.iter().map(|d| &d[..]).collect();
+            // In-memory compression does not fail; an empty body if it ever did.
+            v.extend(compress::compress(self.encoding, &parts, false).unwrap_or_default());
+            return v;
+        }
         for c in &self.body {
             v.extend_from_slice(c);
         }
@@ -587,7 +597,8 @@ fn keys(ctx: &Context<'_>, url: &str, ims: Option<u64>, accept: Methods) -> Answ
     streamed(ctx, kind, accept, bodies, Some(KEYS_CACHE_LIFETIME), true)
 }
 
-/// An answer compressed per request (C tor compresses these as it spools them).
+/// An answer compressed per request, while it is sent (C tor compresses these as it spools
+/// them): the documents are shared, not copied.
 fn streamed(
     ctx: &Context<'_>,
     kind: Kind,
@@ -607,17 +618,8 @@ fn streamed(
     if guess as u64 > ctx.write_allowance {
         return short(ctx, 503, BUSY, kind);
     }
-    let body: Vec<Arc<[u8]>> = if method == Method::Identity {
-        docs
-    } else {
-        let parts: Vec<&[u8]> = docs.iter().map(|d| &d[..]).collect();
-        match compress::compress(method, &parts, false) {
-            Ok(c) => vec![Arc::from(c)],
-            Err(_) => return short(ctx, 500, "Internal error", kind),
-        }
-    };
     let length = (length_if_identity && method == Method::Identity).then_some(total);
-    ok(
+    let mut a = ok(
         ctx,
         kind,
         "text/plain",
@@ -625,8 +627,11 @@ fn streamed(
         length,
         None,
         lifetime,
-        body,
-    )
+        docs,
+    );
+    // Compressed by the server as it sends the documents, not here.
+    a.streamed = method != Method::Identity;
+    a
 }
 
 /// RFC 1123 date as C tor writes it (`format_rfc1123_time`).
@@ -652,6 +657,7 @@ pub fn short_at(now: u64, status: u16, reason: &str, kind: Kind) -> Answer {
         .into_bytes(),
         body: Vec::new(),
         encoding: Method::Identity,
+        streamed: false,
     }
 }
 
@@ -696,6 +702,7 @@ fn ok(
         head: h.into_bytes(),
         body,
         encoding: method,
+        streamed: false,
     }
 }
 
