@@ -9,8 +9,11 @@
 //!   newcomer get `503 Directory busy, try again later`;
 //! * a request has [`REQUEST_TIMEOUT`] to arrive (C tor's bounds on its size: 50 000 bytes
 //!   of head, 16 MB − 1 of body, per connection), and requests being read hold at most
-//!   [`MAX_READ_BUFFER_BYTES`] together (past it, reading waits), and an answer
-//!   [`WRITE_TIMEOUT`] to be taken;
+//!   [`MAX_READ_BUFFER_BYTES`] together (past it, reading waits); a connection whose answer
+//!   makes no progress for `TestingDirConnectionMaxStall` ([`DIR_CONN_MAX_STALL`] by
+//!   default) is closed, as C tor closes a "wedged" directory connection
+//!   (mainloop.c `run_connection_housekeeping`: no write for that long), however long the
+//!   whole answer takes;
 //! * answers hold no copy of a stored document (they are `Arc`s), and an answer compressed
 //!   per request is compressed as it is sent ([`StreamCompressor`]), so a connection holds
 //!   at most [`STREAM_AHEAD`] bytes of its own besides the compressor;
@@ -52,7 +55,9 @@ use crate::shard::ratelimit::SharedBudget;
 
 pub const MAX_CONNECTIONS: usize = 256;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+/// C tor's `TestingDirConnectionMaxStall` default: an answer that makes no progress this
+/// long is given up.
+pub const DIR_CONN_MAX_STALL: Duration = Duration::from_secs(5 * 60);
 /// Bytes of requests being read, all connections together.
 pub const MAX_READ_BUFFER_BYTES: usize = 64 << 20;
 /// Compressed output a connection prepares ahead of its socket.
@@ -99,6 +104,8 @@ pub struct DirServerInputs {
     pub bandwidth: Option<Arc<SharedBudget>>,
     /// `CountPrivateBandwidth`: DirPort peers with internal addresses are rate-limited too.
     pub count_private_bandwidth: bool,
+    /// `TestingDirConnectionMaxStall` (`None`: [`DIR_CONN_MAX_STALL`]).
+    pub dir_conn_max_stall: Option<Duration>,
 }
 
 impl DirServerInputs {
@@ -379,7 +386,10 @@ struct Conn {
     /// A found onion-service descriptor being sent: counted as downloaded at close.
     hs_download: Option<[u8; 32]>,
     accepted: Instant,
+    /// When the request must have arrived.
     deadline: Instant,
+    /// When the answer last made progress (C tor `timestamp_last_write_allowed`).
+    last_progress: Instant,
     phase: Phase,
 }
 
@@ -419,9 +429,13 @@ fn serve_loop(
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         let mut busy = false;
-        let (budget, count_private) = {
+        let (budget, count_private, max_stall) = {
             let i = inputs.read().unwrap_or_else(|p| p.into_inner());
-            (i.bandwidth.clone(), i.count_private_bandwidth)
+            (
+                i.bandwidth.clone(),
+                i.count_private_bandwidth,
+                i.dir_conn_max_stall.unwrap_or(DIR_CONN_MAX_STALL),
+            )
         };
         // The bucket follows the relay's BandwidthRate/Burst (a SIGHUP changes them).
         match &budget {
@@ -475,6 +489,7 @@ fn serve_loop(
                 now,
                 reading < MAX_READ_BUFFER_BYTES,
                 (&mut bucket, shared),
+                max_stall,
                 &store,
                 &inputs,
                 &mut hsdir,
@@ -554,6 +569,7 @@ fn admit(
         hs_download: None,
         accepted: now,
         deadline: now + REQUEST_TIMEOUT,
+        last_progress: now,
         phase: Phase::Reading(Vec::with_capacity(512)),
     });
 }
@@ -580,6 +596,7 @@ fn step(
     now: Instant,
     may_read: bool,
     (bucket, shared): (&mut Option<WriteBucket>, Option<(i64, i64)>),
+    max_stall: Duration,
     store: &SharedStore,
     inputs: &RwLock<DirServerInputs>,
     hsdir: &mut HsDirCache,
@@ -659,7 +676,7 @@ fn step(
             return (false, true);
         };
         c.phase = Phase::Writing(Box::new(w));
-        c.deadline = now + WRITE_TIMEOUT;
+        c.last_progress = now;
     }
     if let Phase::Writing(w) = &mut c.phase {
         loop {
@@ -682,6 +699,7 @@ fn step(
                 Ok(0) => return (false, true),
                 Ok(n) => {
                     moved = true;
+                    c.last_progress = now;
                     w.sent += n;
                     if let (true, Some(b)) = (c.limited, bucket.as_mut()) {
                         b.spend(n, now);
@@ -693,7 +711,7 @@ fn step(
                 Err(_) => return (false, true),
             }
         }
-        if now >= c.deadline {
+        if now.saturating_duration_since(c.last_progress) >= max_stall {
             stats.timeouts.fetch_add(1, Ordering::Relaxed);
             return (false, moved);
         }
@@ -1060,6 +1078,83 @@ mod tests {
             .read_to_end(&mut plain)
             .unwrap();
         assert_eq!(plain, want);
+    }
+
+    /// No total write deadline: a slow reader that keeps taking bytes gets the whole
+    /// answer, one that stops for `TestingDirConnectionMaxStall` is closed (C tor's wedged
+    /// directory connection).
+    #[test]
+    fn a_stalled_answer_is_closed_a_slow_one_is_not() {
+        // 24 MB of microdescs: more than the loopback socket buffers hold.
+        let mut s = DirStore::new();
+        for i in 0..60u8 {
+            let body = format!("onion-key\nmd {i}\n{}\n", "y".repeat(400_000));
+            s.insert_microdesc(
+                [i; 32],
+                Document {
+                    body: Arc::from(body.into_bytes()),
+                    published: unix_now(),
+                },
+            );
+        }
+        let store: SharedStore = Arc::new(RwLock::new(s));
+        let server = DirServer::start(
+            vec![TcpListener::bind("127.0.0.1:0").unwrap()],
+            None,
+            store,
+            DirServerInputs {
+                dir_conn_max_stall: Some(Duration::from_millis(1500)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let addr = server.local_addrs()[0];
+        let req = format!("GET {} HTTP/1.0\r\n\r\n", md_url(0..60));
+        // The stalled one: sends its request and reads nothing.
+        let mut stalled = TcpStream::connect(addr).unwrap();
+        stalled.write_all(req.as_bytes()).unwrap();
+        // The slow one: reads 1 MB every 200 ms, so the whole answer takes ~5 s, more
+        // than three times the stall limit.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        slow.write_all(req.as_bytes()).unwrap();
+        let started = Instant::now();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            assert!(started.elapsed() < Duration::from_secs(60), "bounded");
+            let mut n_this = 0;
+            while n_this < buf.len() {
+                match slow.read(&mut buf[n_this..]) {
+                    Ok(0) => break,
+                    Ok(n) => n_this += n,
+                    Err(e) => panic!("slow reader: {e}"),
+                }
+            }
+            got += n_this;
+            if n_this < buf.len() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(started.elapsed() > Duration::from_millis(3000));
+        assert!(got > 24_000_000, "the whole answer: {got}");
+        // The stalled one was closed meanwhile: it reads what the buffers held, then EOF
+        // (or a reset), well short of the answer.
+        stalled
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut total = 0usize;
+        loop {
+            match stalled.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        assert!(total < got, "{total} of {got}");
+        assert!(server.stats.timeouts.load(Ordering::Relaxed) >= 1);
+        server.stop();
     }
 
     #[test]

@@ -481,6 +481,7 @@ impl Relay {
             // DirPort answers are paced at BandwidthRate/Burst, as C tor's global bucket.
             inputs.bandwidth = Some(budget.clone());
             inputs.count_private_bandwidth = config.network_timings.count_private_bandwidth;
+            inputs.dir_conn_max_stall = Some(config.network_timings.dir_connection_max_stall);
             drop(inputs);
             for a in d.local_addrs() {
                 log_notice!("DirPort listening on {a}.");
