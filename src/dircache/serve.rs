@@ -562,9 +562,11 @@ fn keys(ctx: &Context<'_>, url: &str, ims: Option<u64>, accept: Methods) -> Answ
             }
         }
         found
-    } else if url.starts_with("/tor/keys/sk/") {
-        // Lookup by signing key alone is not offered by the store yet.
-        Vec::new()
+    } else if let Some(list) = url.strip_prefix("/tor/keys/sk/") {
+        hex_list::<20>(list)
+            .iter()
+            .filter_map(|sk| store.cert_by_signing_key(sk))
+            .collect()
     } else if let Some(list) = url.strip_prefix("/tor/keys/fp-sk/") {
         let mut pairs: Vec<([u8; 20], [u8; 20])> = list
             .split('+')
@@ -1090,6 +1092,33 @@ mod tests {
         let (h, b) = e.get("GET /tor/keys/all HTTP/1.0\r\nAccept-Encoding: x-zstd\r\n\r\n");
         assert!(!h.contains("Content-Length"));
         assert_eq!(zstd::decode_all(&b[..]).unwrap(), cert);
+        // By signing-key digest alone (C tor `authority_cert_get_by_sk_digest`); bad hex
+        // items dropped, duplicates merged.
+        let cert_b = b"dir-key-certificate-version 3\nB\n";
+        e.store.insert_cert(
+            RsaIdentity(AUTH_B),
+            [0x22; 20],
+            doc(std::str::from_utf8(cert_b).unwrap(), NOW - 86400),
+        );
+        let (h, b) = e.get(&format!(
+            "GET /tor/keys/sk/{}+{}+zz+{} HTTP/1.0\r\n\r\n",
+            hex(&[0x22; 20]),
+            hex(&[0x11; 20]),
+            hex(&[0x22; 20])
+        ));
+        assert_eq!(status(&h), "HTTP/1.0 200 OK");
+        // Sorted by signing-key digest, as C tor's DSR_SORT_UNIQ.
+        assert_eq!(b, [&cert[..], &cert_b[..]].concat());
+        let (_, b) = e.get(&format!(
+            "GET /tor/keys/sk/{} HTTP/1.0\r\n\r\n",
+            hex(&[0x22; 20])
+        ));
+        assert_eq!(b, cert_b);
+        let (h, _) = e.get(&format!(
+            "GET /tor/keys/sk/{} HTTP/1.0\r\n\r\n",
+            hex(&[0x33; 20])
+        ));
+        assert_eq!(status(&h), "HTTP/1.0 404 Not found");
     }
 
     #[test]

@@ -566,6 +566,15 @@ impl DirStore {
         self.certs.get(&(*id, *signing_key_digest))
     }
 
+    /// The certificate whose signing key has SHA-1 digest `signing_key_digest`, of
+    /// whichever authority (C tor `authority_cert_get_by_sk_digest`).
+    pub fn cert_by_signing_key(&self, signing_key_digest: &[u8; 20]) -> Option<&Document> {
+        self.certs
+            .iter()
+            .find(|((_, sk), _)| sk == signing_key_digest)
+            .map(|(_, d)| d)
+    }
+
     /// Every certificate kept.
     pub fn certs(&self) -> impl Iterator<Item = &Document> {
         self.certs.values()
