@@ -106,9 +106,18 @@ pub struct DirServerInputs {
     pub count_private_bandwidth: bool,
     /// `TestingDirConnectionMaxStall` (`None`: [`DIR_CONN_MAX_STALL`]).
     pub dir_conn_max_stall: Option<Duration>,
+    /// Our own address of each family as last resolved (configured `Address`, or found):
+    /// a DirPort peer in the same /24 (IPv4) or /48 (IPv6) is not told its address.
+    pub our_addresses: Vec<IpAddr>,
 }
 
 impl DirServerInputs {
+    /// Records our address of `ip`'s family (C tor's `last_resolved_addrs`).
+    pub fn set_our_address(&mut self, ip: IpAddr) {
+        self.our_addresses.retain(|a| a.is_ipv4() != ip.is_ipv4());
+        self.our_addresses.push(ip);
+    }
+
     /// (cache bytes, descriptor size) bounds for the HSDir cache.
     fn hsdir_limits(&self) -> (u64, u32) {
         (
@@ -574,20 +583,20 @@ fn admit(
     });
 }
 
-/// C tor sends `X-Your-Address-Is` only to a peer that is not local or private.
-fn header_addr(peer: IpAddr) -> Option<IpAddr> {
-    let local = match peer {
-        IpAddr::V4(a) => {
-            a.is_loopback() || a.is_private() || a.is_link_local() || a.is_unspecified()
-        }
-        IpAddr::V6(a) => {
-            a.is_loopback()
-                || a.is_unspecified()
-                || (a.segments()[0] & 0xfe00) == 0xfc00
-                || (a.segments()[0] & 0xffc0) == 0xfe80
-        }
-    };
-    (!local).then_some(peer)
+/// The address for `X-Your-Address-Is`, sent by C tor's `write_http_response_header_impl`
+/// to a peer that is not `is_local_to_resolve_addr`: not internal (`tor_addr_is_internal`),
+/// and, EnforceDistinctSubnets being 1 (C tor's default; Fors has no such option), not in
+/// the /24 (IPv4) or /48 (IPv6) of our own address of that family.
+fn header_addr(peer: IpAddr, ours: &[IpAddr]) -> Option<IpAddr> {
+    if crate::exit::policy::is_internal(peer) {
+        return None;
+    }
+    let same_net = ours.iter().any(|o| match (peer, o) {
+        (IpAddr::V4(p), IpAddr::V4(o)) => u32::from(p) >> 8 == u32::from(*o) >> 8,
+        (IpAddr::V6(p), IpAddr::V6(o)) => u128::from(p) >> 80 == u128::from(*o) >> 80,
+        _ => false,
+    });
+    (!same_net).then_some(peer)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -646,7 +655,7 @@ fn step(
                     store: &store,
                     front_page: inputs.front_page.as_ref(),
                     own_descriptor: inputs.own_descriptor.as_ref(),
-                    peer_for_header: c.peer.and_then(header_addr),
+                    peer_for_header: c.peer.and_then(|p| header_addr(p, &inputs.our_addresses)),
                     write_allowance: match bucket {
                         Some(b) if c.limited => b.answer_allowance(now, shared),
                         _ => u64::MAX,
@@ -1158,11 +1167,34 @@ mod tests {
     }
 
     #[test]
-    fn header_addr_only_for_public_peers() {
-        assert_eq!(header_addr("127.0.0.1".parse().unwrap()), None);
-        assert_eq!(header_addr("10.1.2.3".parse().unwrap()), None);
-        assert_eq!(header_addr("::1".parse().unwrap()), None);
-        let p: IpAddr = "198.51.100.4".parse().unwrap();
-        assert_eq!(header_addr(p), Some(p));
+    fn header_addr_as_c_tors_is_local_to_resolve_addr() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.9",
+            "169.254.1.1",
+            "::1",
+            "fe80::1",
+        ] {
+            assert_eq!(header_addr(ip(internal), &[]), None, "{internal}");
+        }
+        let p = ip("198.51.100.4");
+        assert_eq!(header_addr(p, &[]), Some(p));
+        // Our /24 (IPv4) and /48 (IPv6) are local; the next network is not.
+        let ours = [ip("198.51.100.200"), ip("2001:db8:1:ff::1")];
+        assert_eq!(header_addr(p, &ours), None);
+        let q = ip("198.51.101.4");
+        assert_eq!(header_addr(q, &ours), Some(q));
+        assert_eq!(header_addr(ip("2001:db8:1:7::9"), &ours), None);
+        let r = ip("2001:db8:2::9");
+        assert_eq!(header_addr(r, &ours), Some(r));
+        // Only the last address of a family counts.
+        let mut i = DirServerInputs::default();
+        i.set_our_address(ip("198.51.100.1"));
+        i.set_our_address(ip("2001:db8:1::1"));
+        i.set_our_address(ip("203.0.113.1"));
+        assert_eq!(header_addr(p, &i.our_addresses), Some(p));
+        assert_eq!(header_addr(ip("203.0.113.77"), &i.our_addresses), None);
     }
 }

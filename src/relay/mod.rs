@@ -482,6 +482,11 @@ impl Relay {
             inputs.bandwidth = Some(budget.clone());
             inputs.count_private_bandwidth = config.network_timings.count_private_bandwidth;
             inputs.dir_conn_max_stall = Some(config.network_timings.dir_connection_max_stall);
+            for a in &config.addresses {
+                if let crate::config::AddressConfig::Ip(ip) = a {
+                    inputs.set_our_address(*ip);
+                }
+            }
             drop(inputs);
             for a in d.local_addrs() {
                 log_notice!("DirPort listening on {a}.");
