@@ -197,6 +197,58 @@ pub fn compress(method: Method, data: &[&[u8]], kept: bool) -> Result<Vec<u8>, C
     }
 }
 
+/// Decompresses a fetched answer in `method`, refusing more than `max_out` bytes of output
+/// (a compression bomb: C tor `tor_compress_is_compression_bomb` refuses those too).
+pub fn decompress(method: Method, data: &[u8], max_out: usize) -> Result<Vec<u8>, CompressError> {
+    use std::io::Read;
+    let err = |e: std::io::Error| CompressError {
+        method,
+        detail: e.to_string(),
+    };
+    let mut out = Vec::new();
+    let limit = max_out as u64 + 1;
+    match method {
+        Method::Identity => out.extend_from_slice(data),
+        Method::Deflate => {
+            flate2::read::ZlibDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(err)?;
+        }
+        Method::Gzip => {
+            flate2::read::GzDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(err)?;
+        }
+        Method::Zstd => {
+            zstd::stream::read::Decoder::new(data)
+                .map_err(err)?
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(err)?;
+        }
+        Method::Lzma => {
+            let s =
+                liblzma::stream::Stream::new_lzma_decoder(u64::MAX).map_err(|e| CompressError {
+                    method,
+                    detail: e.to_string(),
+                })?;
+            liblzma::read::XzDecoder::new_stream(data, s)
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(err)?;
+        }
+    }
+    if out.len() > max_out {
+        return Err(CompressError {
+            method,
+            detail: format!("more than {max_out} bytes once decompressed"),
+        });
+    }
+    Ok(out)
+}
+
 /// A compressor fed as the answer is sent (C tor's `compress_state` on a directory
 /// connection): the documents go in one by one as the socket drains, so a connection holds
 /// at most one document's compressed output and the compressor's window, never a whole
@@ -353,6 +405,17 @@ mod tests {
             assert_eq!(decompress(m, &out), data, "{m:?}");
             assert!(out.len() < data.len() / 4, "{m:?}");
         }
+    }
+
+    #[test]
+    fn decompress_round_trips_and_refuses_bombs() {
+        let data = sample();
+        for m in PREF_PRECOMPRESSED {
+            let c = compress(m, &[&data], true).unwrap();
+            assert_eq!(super::decompress(m, &c, data.len()).unwrap(), data, "{m:?}");
+            assert!(super::decompress(m, &c, data.len() - 1).is_err(), "{m:?}");
+        }
+        assert!(super::decompress(Method::Zstd, b"not zstd", 1000).is_err());
     }
 
     #[test]

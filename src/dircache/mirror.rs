@@ -421,6 +421,33 @@ impl Mirror {
     ) -> Handled {
         let n = unix_secs(now);
         let have = self.current.get(&flavor).map(|c| c.valid_after);
+        // A diff from the consensus we named in `X-Or-Diff-From-Consensus` (dir-spec
+        // "consensus diffs"): applied to it, then the result is verified like any consensus.
+        let applied;
+        let body = if body.starts_with(consdiff::DIFF_HEADER) {
+            match self.apply_diff(flavor, body) {
+                Ok(text) => {
+                    applied = text;
+                    applied.as_bytes()
+                }
+                Err(e) => {
+                    let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
+                    store.record_rejected(DocKind::Consensus, 1);
+                    drop(store);
+                    self.consensus_retry
+                        .entry(flavor)
+                        .or_default()
+                        .failed(n, rng);
+                    return Handled {
+                        rejected: 1,
+                        error: Some(e),
+                        ..Handled::default()
+                    };
+                }
+            }
+        } else {
+            body
+        };
         match verify::verify_consensus(body, flavor, &self.certs, &self.trusted, now, have) {
             Ok(v) => {
                 self.consensus_retry.remove(&flavor);
@@ -459,6 +486,17 @@ impl Mirror {
                 }
             }
         }
+    }
+
+    /// The consensus `diff` makes from our current one of `flavor`.
+    fn apply_diff(&self, flavor: ConsensusFlavor, diff: &[u8]) -> Result<String, String> {
+        let store = self.store.read().unwrap_or_else(|p| p.into_inner());
+        let base = store
+            .consensus(flavor)
+            .ok_or("a consensus diff, but no consensus to apply it to")?;
+        let base = std::str::from_utf8(&base.body).map_err(|_| "stored consensus not UTF-8")?;
+        let diff = std::str::from_utf8(diff).map_err(|_| "consensus diff not UTF-8")?;
+        consdiff::apply(base, diff).map_err(|e| format!("consensus diff: {e}"))
     }
 
     /// Files a verified consensus and evicts what no consensus lists any more.
@@ -1000,6 +1038,45 @@ pub(crate) mod tests {
         // The ns consensus's three forms and these six.
         assert_eq!((st.compressed, st.compress_failures), (9, 0));
         assert!(st.compressed_bytes > 0);
+    }
+
+    /// A cache that named its consensus gets a diff: it is applied to that consensus and
+    /// the result verified like a whole consensus; a diff that does not apply is refused.
+    #[test]
+    fn a_fetched_diff_is_applied_and_verified() {
+        let mut rng = rng();
+        let md2 = Consensus::parse(MD2).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(md2.valid_after + 1);
+        let diff = consdiff::generate(MD, MD2).unwrap();
+        // A diff that does not apply (its base digest is wrong) is refused, nothing changes.
+        let mut m = filled_mirror(&mut rng);
+        let bad = diff.replacen("hash ", "hash 00", 1);
+        let h = m.handle(
+            FetchRequest::Consensus(ConsensusFlavor::Microdesc),
+            Ok(bad.into_bytes()),
+            now,
+            &mut rng,
+        );
+        assert_eq!((h.stored, h.rejected), (0, 1), "{h:?}");
+        assert!(h.error.unwrap().contains("consensus diff"));
+        let s = m.store().read().unwrap();
+        assert_eq!(
+            &*s.consensus(ConsensusFlavor::Microdesc).unwrap().body,
+            MD.as_bytes()
+        );
+        drop(s);
+        let h = m.handle(
+            FetchRequest::Consensus(ConsensusFlavor::Microdesc),
+            Ok(diff.into_bytes()),
+            now,
+            &mut rng,
+        );
+        assert_eq!(h.stored, 1, "{h:?}");
+        let s = m.store().read().unwrap();
+        assert_eq!(
+            &*s.consensus(ConsensusFlavor::Microdesc).unwrap().body,
+            MD2.as_bytes()
+        );
     }
 
     fn decompress(m: compress::Method, b: &[u8]) -> Vec<u8> {

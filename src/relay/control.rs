@@ -131,7 +131,7 @@ impl DirCacheDriver {
             outbound: config.outbound_bind(),
             ..Default::default()
         };
-        let worker = super::dirworker::MirrorWorker::spawn(endpoints, limits)?;
+        let worker = super::dirworker::MirrorWorker::spawn(endpoints, limits, store.clone())?;
         let mut rng = rand::rngs::StdRng::from_entropy();
         let mut mirror = crate::dircache::mirror::Mirror::new(store, trusted);
         let dir = crate::dircache::disk::cache_dir(&config.data_directory);
