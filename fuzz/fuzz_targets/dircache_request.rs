@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use fors::dircache::request::{parse, Parsed};
-use fors::dircache::serve::{answer, CompressCache, Context};
+use fors::dircache::serve::{answer, Context};
 use fors::dircache::store::{DirStore, Document};
 use libfuzzer_sys::fuzz_target;
 
@@ -30,8 +30,7 @@ fuzz_target!(|data: &[u8]| {
         peer_for_header: None,
         write_allowance: 1 << 20,
     };
-    let mut cache = CompressCache::new(2, 1 << 20);
-    if let Some(a) = answer(&ctx, &mut cache, req) {
+    if let Some(a) = answer(&ctx, req) {
         assert!(a.head.starts_with(b"HTTP/1.0 "));
         assert!(a.head.ends_with(b"\r\n\r\n"));
     }

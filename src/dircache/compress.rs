@@ -26,6 +26,13 @@ pub const PREF_PRECOMPRESSED: [Method; 5] = [
     Method::Gzip,
     Method::Identity,
 ];
+/// The compressed forms kept of each consensus, besides its text (C tor consdiffmgr.c
+/// `compress_consensus_with`).
+pub const CONSENSUS_FORMS: [Method; 3] = [Method::Deflate, Method::Lzma, Method::Zstd];
+/// The compressed forms kept of each consensus diff, besides its text (C tor consdiffmgr.c
+/// `compress_diffs_with`: gzip here, not zlib).
+pub const DIFF_FORMS: [Method; 3] = [Method::Gzip, Method::Lzma, Method::Zstd];
+
 /// Preference for answers compressed per request (C tor
 /// `srv_meth_pref_streaming_compression`: LZMA is too slow for that).
 pub const PREF_STREAMING: [Method; 4] = [
@@ -110,9 +117,9 @@ pub struct CompressError {
     pub detail: String,
 }
 
-/// C tor's levels (`memory_level` in compress_zstd.c and compress_lzma.c): HIGH_COMPRESSION
-/// for kept documents, LOW_COMPRESSION for per-request answers. Not higher: compressing runs on
-/// the directory server's one thread.
+/// C tor's levels (`memory_level` in compress_zstd.c and compress_lzma.c): BEST_COMPRESSION
+/// (= HIGH) for kept documents (`tor_compress` in consdiffmgr.c), LOW_COMPRESSION for
+/// per-request answers.
 const ZSTD_LEVEL_HIGH: i32 = 9;
 const ZSTD_LEVEL_LOW: i32 = 1;
 const LZMA_PRESET_HIGH: u32 = 6;
@@ -190,6 +197,142 @@ pub fn compress(method: Method, data: &[&[u8]], kept: bool) -> Result<Vec<u8>, C
     }
 }
 
+/// Decompresses a fetched answer in `method`, refusing more than `max_out` bytes of output
+/// (a compression bomb: C tor `tor_compress_is_compression_bomb` refuses those too).
+pub fn decompress(method: Method, data: &[u8], max_out: usize) -> Result<Vec<u8>, CompressError> {
+    use std::io::Read;
+    let err = |e: std::io::Error| CompressError {
+        method,
+        detail: e.to_string(),
+    };
+    let mut out = Vec::new();
+    let limit = max_out as u64 + 1;
+    match method {
+        Method::Identity => out.extend_from_slice(data),
+        Method::Deflate => {
+            flate2::read::ZlibDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(err)?;
+        }
+        Method::Gzip => {
+            flate2::read::GzDecoder::new(data)
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(err)?;
+        }
+        Method::Zstd => {
+            zstd::stream::read::Decoder::new(data)
+                .map_err(err)?
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(err)?;
+        }
+        Method::Lzma => {
+            let s =
+                liblzma::stream::Stream::new_lzma_decoder(u64::MAX).map_err(|e| CompressError {
+                    method,
+                    detail: e.to_string(),
+                })?;
+            liblzma::read::XzDecoder::new_stream(data, s)
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(err)?;
+        }
+    }
+    if out.len() > max_out {
+        return Err(CompressError {
+            method,
+            detail: format!("more than {max_out} bytes once decompressed"),
+        });
+    }
+    Ok(out)
+}
+
+/// A compressor fed as the answer is sent (C tor's `compress_state` on a directory
+/// connection): the documents go in one by one as the socket drains, so a connection holds
+/// at most one document's compressed output and the compressor's window, never a whole
+/// compressed answer. Levels as [`compress`] with `kept` false.
+pub struct StreamCompressor {
+    method: Method,
+    enc: Encoder,
+}
+
+enum Encoder {
+    Deflate(flate2::write::ZlibEncoder<Vec<u8>>),
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Lzma(liblzma::write::XzEncoder<Vec<u8>>),
+}
+
+impl StreamCompressor {
+    /// `None` for [`Method::Identity`] (nothing to do).
+    pub fn new(method: Method) -> Result<Option<StreamCompressor>, CompressError> {
+        let fail = |detail: String| CompressError { method, detail };
+        let enc = match method {
+            Method::Identity => return Ok(None),
+            Method::Deflate => Encoder::Deflate(flate2::write::ZlibEncoder::new(
+                Vec::new(),
+                flate2::Compression::fast(),
+            )),
+            Method::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::fast(),
+            )),
+            Method::Zstd => Encoder::Zstd(
+                zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL_LOW)
+                    .map_err(|e| fail(e.to_string()))?,
+            ),
+            Method::Lzma => {
+                let opts = liblzma::stream::LzmaOptions::new_preset(LZMA_PRESET_LOW)
+                    .map_err(|e| fail(e.to_string()))?;
+                let stream = liblzma::stream::Stream::new_lzma_encoder(&opts)
+                    .map_err(|e| fail(e.to_string()))?;
+                Encoder::Lzma(liblzma::write::XzEncoder::new_stream(Vec::new(), stream))
+            }
+        };
+        Ok(Some(StreamCompressor { method, enc }))
+    }
+
+    /// Feeds `data`.
+    pub fn write(&mut self, data: &[u8]) -> Result<(), CompressError> {
+        let r = match &mut self.enc {
+            Encoder::Deflate(e) => e.write_all(data),
+            Encoder::Gzip(e) => e.write_all(data),
+            Encoder::Zstd(e) => e.write_all(data),
+            Encoder::Lzma(e) => e.write_all(data),
+        };
+        r.map_err(|e| CompressError {
+            method: self.method,
+            detail: e.to_string(),
+        })
+    }
+
+    /// The compressed bytes produced so far and not yet taken.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(match &mut self.enc {
+            Encoder::Deflate(e) => e.get_mut(),
+            Encoder::Gzip(e) => e.get_mut(),
+            Encoder::Zstd(e) => e.get_mut(),
+            Encoder::Lzma(e) => e.get_mut(),
+        })
+    }
+
+    /// Ends the stream: the rest of the output.
+    pub fn finish(self) -> Result<Vec<u8>, CompressError> {
+        let r = match self.enc {
+            Encoder::Deflate(e) => e.finish(),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+            Encoder::Lzma(e) => e.finish(),
+        };
+        r.map_err(|e| CompressError {
+            method: self.method,
+            detail: e.to_string(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +386,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_stream_compressor_fed_in_pieces_round_trips() {
+        let data = sample();
+        for m in PREF_PRECOMPRESSED {
+            let Some(mut z) = StreamCompressor::new(m).unwrap() else {
+                assert_eq!(m, Method::Identity);
+                continue;
+            };
+            let mut out = Vec::new();
+            for piece in data.chunks(777) {
+                z.write(piece).unwrap();
+                out.extend(z.take_output());
+            }
+            out.extend(z.finish().unwrap());
+            assert_eq!(decompress(m, &out), data, "{m:?}");
+            assert!(out.len() < data.len() / 4, "{m:?}");
+        }
+    }
+
+    #[test]
+    fn decompress_round_trips_and_refuses_bombs() {
+        let data = sample();
+        for m in PREF_PRECOMPRESSED {
+            let c = compress(m, &[&data], true).unwrap();
+            assert_eq!(super::decompress(m, &c, data.len()).unwrap(), data, "{m:?}");
+            assert!(super::decompress(m, &c, data.len() - 1).is_err(), "{m:?}");
+        }
+        assert!(super::decompress(Method::Zstd, b"not zstd", 1000).is_err());
     }
 
     #[test]

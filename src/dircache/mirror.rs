@@ -26,9 +26,9 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
 use rand::Rng;
 
-use super::consdiff;
 use super::store::{ConsensusDoc, ConsensusFlavor, DocKind, SharedStore, DIFF_BASES};
 use super::verify::{self, VerifyError};
+use super::{compress, consdiff};
 use crate::crypto::ids::RsaIdentity;
 use crate::dir::authcert::AuthorityCert;
 use crate::dir::consensus::{Consensus, ConsensusError};
@@ -421,6 +421,33 @@ impl Mirror {
     ) -> Handled {
         let n = unix_secs(now);
         let have = self.current.get(&flavor).map(|c| c.valid_after);
+        // A diff from the consensus we named in `X-Or-Diff-From-Consensus` (dir-spec
+        // "consensus diffs"): applied to it, then the result is verified like any consensus.
+        let applied;
+        let body = if body.starts_with(consdiff::DIFF_HEADER) {
+            match self.apply_diff(flavor, body) {
+                Ok(text) => {
+                    applied = text;
+                    applied.as_bytes()
+                }
+                Err(e) => {
+                    let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
+                    store.record_rejected(DocKind::Consensus, 1);
+                    drop(store);
+                    self.consensus_retry
+                        .entry(flavor)
+                        .or_default()
+                        .failed(n, rng);
+                    return Handled {
+                        rejected: 1,
+                        error: Some(e),
+                        ..Handled::default()
+                    };
+                }
+            }
+        } else {
+            body
+        };
         match verify::verify_consensus(body, flavor, &self.certs, &self.trusted, now, have) {
             Ok(v) => {
                 self.consensus_retry.remove(&flavor);
@@ -461,6 +488,17 @@ impl Mirror {
         }
     }
 
+    /// The consensus `diff` makes from our current one of `flavor`.
+    fn apply_diff(&self, flavor: ConsensusFlavor, diff: &[u8]) -> Result<String, String> {
+        let store = self.store.read().unwrap_or_else(|p| p.into_inner());
+        let base = store
+            .consensus(flavor)
+            .ok_or("a consensus diff, but no consensus to apply it to")?;
+        let base = std::str::from_utf8(&base.body).map_err(|_| "stored consensus not UTF-8")?;
+        let diff = std::str::from_utf8(diff).map_err(|_| "consensus diff not UTF-8")?;
+        consdiff::apply(base, diff).map_err(|e| format!("consensus diff: {e}"))
+    }
+
     /// Files a verified consensus and evicts what no consensus lists any more.
     fn install(&mut self, flavor: ConsensusFlavor, v: verify::VerifiedConsensus, n: u64) {
         // Diffs are made before the write lock is taken, so the directory server keeps
@@ -476,12 +514,29 @@ impl Mirror {
             drop(store);
             make_diffs(&bases, &v.doc.body)
         };
+        // Each consensus and each diff is compressed once, here, as C tor's consdiffmgr.c
+        // does when a consensus arrives: the directory server only copies bytes, so no
+        // request can make it compress a big document.
+        let mut forms = precompress(None, &v.doc.body, &compress::CONSENSUS_FORMS);
+        for (from, diff) in &diffs {
+            if let Some(d) = diff {
+                forms.extend(precompress(Some(*from), d, &compress::DIFF_FORMS));
+            }
+        }
         let mut store = self.store.write().unwrap_or_else(|p| p.into_inner());
         store.set_consensus(v.doc);
         for (from, diff) in diffs {
             match diff {
                 Some(d) => store.insert_diff(flavor, from, d),
                 None => store.record_diff_failure(),
+            }
+        }
+        for (from, method, form) in forms {
+            match form {
+                Some(c) => {
+                    store.insert_compressed(flavor, from, method, c);
+                }
+                None => store.record_compress_failure(),
             }
         }
         if flavor == ConsensusFlavor::Microdesc {
@@ -708,6 +763,21 @@ fn missing_digests<'a, D: Copy + Ord + std::hash::Hash + 'a>(
 
 /// A diff from the base with this SHA3-256 digest-as-signed, or `None` if it could not be made.
 type MadeDiff = ([u8; 32], Option<Arc<[u8]>>);
+
+/// A compressed form: (diff base or `None` for the consensus, method, bytes or `None` if
+/// the compressor failed).
+type Form = (Option<[u8; 32]>, compress::Method, Option<Arc<[u8]>>);
+
+/// `body` compressed with each of `methods` at C tor's level for kept documents.
+fn precompress(from: Option<[u8; 32]>, body: &[u8], methods: &[compress::Method]) -> Vec<Form> {
+    methods
+        .iter()
+        .map(|&m| {
+            let c = compress::compress(m, &[body], true).ok().map(Arc::from);
+            (from, m, c)
+        })
+        .collect()
+}
 
 /// Diffs from each of `bases` to `target` (dir-spec "consensus diffs"), so a client naming
 /// its consensus in `X-Or-Diff-From-Consensus` downloads a diff. Each diff is checked by
@@ -948,6 +1018,91 @@ pub(crate) mod tests {
         let st = s.stats();
         assert_eq!((st.diffs, st.diff_failures), (1, 0));
         assert!(st.diff_bytes > 0 && (st.diff_bytes as usize) < MD2.len());
+        // Compressed once here, as C tor's consdiffmgr: the new consensus in zlib, LZMA
+        // and zstd, the diff in gzip, LZMA and zstd; the ones of the old consensus are gone.
+        use crate::dircache::compress::{CONSENSUS_FORMS, DIFF_FORMS};
+        let f = ConsensusFlavor::Microdesc;
+        for m in CONSENSUS_FORMS {
+            let z = s.compressed(f, None, m).expect("consensus form");
+            assert_eq!(decompress(m, z), MD2.as_bytes(), "{m:?}");
+            assert!(z.len() < MD2.len() / 2);
+        }
+        for m in DIFF_FORMS {
+            let z = s.compressed(f, Some(&old_sha3), m).expect("diff form");
+            assert_eq!(&decompress(m, z)[..], &diff[..], "{m:?}");
+        }
+        assert!(s.compressed(f, None, compress::Method::Gzip).is_none());
+        assert!(s
+            .compressed(f, Some(&old_sha3), compress::Method::Deflate)
+            .is_none());
+        // The ns consensus's three forms and these six.
+        assert_eq!((st.compressed, st.compress_failures), (9, 0));
+        assert!(st.compressed_bytes > 0);
+    }
+
+    /// A cache that named its consensus gets a diff: it is applied to that consensus and
+    /// the result verified like a whole consensus; a diff that does not apply is refused.
+    #[test]
+    fn a_fetched_diff_is_applied_and_verified() {
+        let mut rng = rng();
+        let md2 = Consensus::parse(MD2).unwrap();
+        let now = UNIX_EPOCH + Duration::from_secs(md2.valid_after + 1);
+        let diff = consdiff::generate(MD, MD2).unwrap();
+        // A diff that does not apply (its base digest is wrong) is refused, nothing changes.
+        let mut m = filled_mirror(&mut rng);
+        let bad = diff.replacen("hash ", "hash 00", 1);
+        let h = m.handle(
+            FetchRequest::Consensus(ConsensusFlavor::Microdesc),
+            Ok(bad.into_bytes()),
+            now,
+            &mut rng,
+        );
+        assert_eq!((h.stored, h.rejected), (0, 1), "{h:?}");
+        assert!(h.error.unwrap().contains("consensus diff"));
+        let s = m.store().read().unwrap();
+        assert_eq!(
+            &*s.consensus(ConsensusFlavor::Microdesc).unwrap().body,
+            MD.as_bytes()
+        );
+        drop(s);
+        let h = m.handle(
+            FetchRequest::Consensus(ConsensusFlavor::Microdesc),
+            Ok(diff.into_bytes()),
+            now,
+            &mut rng,
+        );
+        assert_eq!(h.stored, 1, "{h:?}");
+        let s = m.store().read().unwrap();
+        assert_eq!(
+            &*s.consensus(ConsensusFlavor::Microdesc).unwrap().body,
+            MD2.as_bytes()
+        );
+    }
+
+    fn decompress(m: compress::Method, b: &[u8]) -> Vec<u8> {
+        use std::io::Read;
+        let mut out = Vec::new();
+        match m {
+            compress::Method::Identity => out.extend_from_slice(b),
+            compress::Method::Deflate => {
+                flate2::read::ZlibDecoder::new(b)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            compress::Method::Gzip => {
+                flate2::read::GzDecoder::new(b)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            compress::Method::Zstd => out = zstd::decode_all(b).unwrap(),
+            compress::Method::Lzma => {
+                let st = liblzma::stream::Stream::new_lzma_decoder(u64::MAX).unwrap();
+                liblzma::read::XzDecoder::new_stream(b, st)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+        }
+        out
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
+use super::compress::Method;
 use crate::crypto::ids::RsaIdentity;
 
 /// How many earlier consensuses of each flavour are kept to diff from: with hourly
@@ -18,6 +19,10 @@ pub const DIFF_BASES: usize = 8;
 
 /// The store as shared by the mirror (writer) and the directory server (readers).
 pub type SharedStore = Arc<RwLock<DirStore>>;
+
+/// A compressed form's key: the flavour, the diff base (`None`: the consensus itself) and
+/// the method.
+type FormKey = (ConsensusFlavor, Option<[u8; 32]>, Method);
 
 /// The two consensus flavours a cache serves (dir-spec §3.4.1, §3.9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -110,6 +115,9 @@ pub struct StoreLimits {
     pub max_server_descriptor_bytes: usize,
     pub max_certs: usize,
     pub max_cert_bytes: usize,
+    /// Bytes of the compressed forms of the current consensuses and of the diffs to them
+    /// (see [`DirStore::insert_compressed`]).
+    pub max_compressed_bytes: usize,
 }
 
 impl Default for StoreLimits {
@@ -123,6 +131,9 @@ impl Default for StoreLimits {
             max_server_descriptor_bytes: 160 << 20,
             max_certs: 64,
             max_cert_bytes: 1 << 20,
+            // Today: ≈ 1 MB per compressed consensus form (3 forms × 2 flavours) and tens of
+            // kB per compressed diff (3 forms × 2 flavours × 8 bases): about 10 MB.
+            max_compressed_bytes: 64 << 20,
         }
     }
 }
@@ -155,6 +166,13 @@ pub struct StoreStats {
     pub diff_bytes: u64,
     /// Diffs that could not be generated (counted, never served).
     pub diff_failures: u64,
+    /// Compressed forms kept of the current consensuses and their diffs, and their bytes.
+    pub compressed: u64,
+    pub compressed_bytes: u64,
+    /// Compressed forms not kept: the compressor failed, or the bound was reached (the
+    /// uncompressed document is served instead).
+    pub compress_failures: u64,
+    pub compressed_over_limit: u64,
 }
 
 impl StoreStats {
@@ -178,6 +196,13 @@ pub struct DirStore {
     /// holding one of them is served a diff (dir-spec "consensus diffs").
     diff_bases: HashMap<ConsensusFlavor, VecDeque<ConsensusDoc>>,
     diff_failures: u64,
+    /// The compressed forms of the current consensus of a flavour (`None`) and of the diffs
+    /// to it (`Some(base's SHA3-256)`), made once when the consensus arrived, as C tor's
+    /// `consdiffmgr.c` keeps them: the server only copies bytes.
+    compressed: HashMap<FormKey, Arc<[u8]>>,
+    compressed_bytes: usize,
+    compress_failures: u64,
+    compressed_over_limit: u64,
     /// Microdescriptors by SHA-256 of their text.
     microdescs: HashMap<[u8; 32], Document>,
     /// Server descriptors by SHA-1 digest of the signed part.
@@ -249,6 +274,10 @@ impl DirStore {
             diffs: self.diffs.len() as u64,
             diff_bytes: self.diffs.values().map(|d| d.len() as u64).sum(),
             diff_failures: self.diff_failures,
+            compressed: self.compressed.len() as u64,
+            compressed_bytes: self.compressed_bytes as u64,
+            compress_failures: self.compress_failures,
+            compressed_over_limit: self.compressed_over_limit,
         }
     }
 
@@ -263,6 +292,15 @@ impl DirStore {
     pub fn set_consensus(&mut self, doc: ConsensusDoc) {
         let flavor = doc.flavor;
         self.diffs.retain(|(f, _), _| *f != flavor);
+        let mut freed = 0;
+        self.compressed.retain(|(f, _, _), c| {
+            let keep = *f != flavor;
+            if !keep {
+                freed += c.len();
+            }
+            keep
+        });
+        self.compressed_bytes -= freed;
         if let Some(old) = self.consensus.insert(flavor, doc) {
             let bases = self.diff_bases.entry(flavor).or_default();
             bases.push_front(old);
@@ -283,6 +321,43 @@ impl DirStore {
     /// A diff from the consensus whose SHA3-256 is `from` to the current one of `flavor`.
     pub fn insert_diff(&mut self, flavor: ConsensusFlavor, from: [u8; 32], diff: Arc<[u8]>) {
         self.diffs.insert((flavor, from), diff);
+    }
+
+    /// Keeps `body`, the current consensus of `flavor` (`from` `None`) or the diff to it
+    /// from `from`, compressed with `method`. False if the bound refused it (counted).
+    pub fn insert_compressed(
+        &mut self,
+        flavor: ConsensusFlavor,
+        from: Option<[u8; 32]>,
+        method: Method,
+        body: Arc<[u8]>,
+    ) -> bool {
+        let key = (flavor, from, method);
+        let old = self.compressed.get(&key).map_or(0, |c| c.len());
+        let bytes = self.compressed_bytes - old;
+        if bytes.saturating_add(body.len()) > self.limits.max_compressed_bytes {
+            self.compressed_over_limit += 1;
+            return false;
+        }
+        self.compressed_bytes = bytes + body.len();
+        self.compressed.insert(key, body);
+        true
+    }
+
+    /// Counts a compressed form the compressor could not make.
+    pub fn record_compress_failure(&mut self) {
+        self.compress_failures += 1;
+    }
+
+    /// The current consensus of `flavor` (`from` `None`), or the diff to it from `from`,
+    /// compressed with `method`, if kept.
+    pub fn compressed(
+        &self,
+        flavor: ConsensusFlavor,
+        from: Option<&[u8; 32]>,
+        method: Method,
+    ) -> Option<&Arc<[u8]>> {
+        self.compressed.get(&(flavor, from.copied(), method))
     }
 
     /// Keeps a verified microdescriptor (a known one gets the newer `published`, C's
@@ -491,6 +566,15 @@ impl DirStore {
         self.certs.get(&(*id, *signing_key_digest))
     }
 
+    /// The certificate whose signing key has SHA-1 digest `signing_key_digest`, of
+    /// whichever authority (C tor `authority_cert_get_by_sk_digest`).
+    pub fn cert_by_signing_key(&self, signing_key_digest: &[u8; 20]) -> Option<&Document> {
+        self.certs
+            .iter()
+            .find(|((_, sk), _)| sk == signing_key_digest)
+            .map(|(_, d)| d)
+    }
+
     /// Every certificate kept.
     pub fn certs(&self) -> impl Iterator<Item = &Document> {
         self.certs.values()
@@ -520,6 +604,40 @@ mod tests {
             b"old"
         );
         assert_eq!(s.server_descriptors().count(), 1);
+    }
+
+    #[test]
+    fn compressed_forms_are_bounded_and_go_with_their_consensus() {
+        let mut s = DirStore::with_limits(StoreLimits {
+            max_compressed_bytes: 100,
+            ..StoreLimits::default()
+        });
+        let c = |d: u8, flavor| ConsensusDoc {
+            body: Arc::from(&b"c"[..]),
+            flavor,
+            valid_after: 0,
+            fresh_until: 0,
+            valid_until: 0,
+            signers: vec![],
+            sha3_digest: [d; 32],
+        };
+        let (md, ns) = (ConsensusFlavor::Microdesc, ConsensusFlavor::Ns);
+        s.set_consensus(c(1, md));
+        s.set_consensus(c(1, ns));
+        assert!(s.insert_compressed(md, None, Method::Zstd, Arc::from(vec![0; 60])));
+        assert!(s.insert_compressed(ns, Some([0; 32]), Method::Gzip, Arc::from(vec![0; 40])));
+        // Over the bound: refused and counted; the same key replaced is not counted twice.
+        assert!(!s.insert_compressed(md, None, Method::Lzma, Arc::from(vec![0; 1])));
+        assert!(s.insert_compressed(md, None, Method::Zstd, Arc::from(vec![0; 50])));
+        let st = s.stats();
+        assert_eq!((st.compressed, st.compressed_bytes), (2, 90));
+        assert_eq!(st.compressed_over_limit, 1);
+        assert!(s.compressed(md, None, Method::Lzma).is_none());
+        // A new consensus drops its flavour's forms only.
+        s.set_consensus(c(2, md));
+        assert!(s.compressed(md, None, Method::Zstd).is_none());
+        assert!(s.compressed(ns, Some(&[0; 32]), Method::Gzip).is_some());
+        assert_eq!((s.stats().compressed, s.stats().compressed_bytes), (1, 40));
     }
 
     #[test]

@@ -773,6 +773,30 @@ fn render_dircache(f: &mut Family<'_>, s: &crate::dircache::StoreStats) {
             "Consensus diffs that could not be generated (the whole consensus is served instead).",
             s.diff_failures,
         ),
+        (
+            "fors_dircache_compressed",
+            MetricKind::Gauge,
+            "Compressed forms kept of the current consensuses and their diffs (made once each).",
+            s.compressed,
+        ),
+        (
+            "fors_dircache_compressed_bytes",
+            MetricKind::Gauge,
+            "Bytes of the compressed forms of the current consensuses and their diffs.",
+            s.compressed_bytes,
+        ),
+        (
+            "fors_dircache_compress_failures_total",
+            MetricKind::Counter,
+            "Compressed forms the compressor could not make (the text is served instead).",
+            s.compress_failures,
+        ),
+        (
+            "fors_dircache_compressed_over_limit_total",
+            MetricKind::Counter,
+            "Compressed forms not kept: their bound was reached (the text is served instead).",
+            s.compressed_over_limit,
+        ),
     ] {
         f.header(name, mk, help);
         f.value(name, "", v);

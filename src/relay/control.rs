@@ -131,7 +131,7 @@ impl DirCacheDriver {
             outbound: config.outbound_bind(),
             ..Default::default()
         };
-        let worker = super::dirworker::MirrorWorker::spawn(endpoints, limits)?;
+        let worker = super::dirworker::MirrorWorker::spawn(endpoints, limits, store.clone())?;
         let mut rng = rand::rngs::StdRng::from_entropy();
         let mut mirror = crate::dircache::mirror::Mirror::new(store, trusted);
         let dir = crate::dircache::disk::cache_dir(&config.data_directory);
@@ -542,6 +542,11 @@ impl ControlPlane {
             return;
         }
         self.applied_address = found;
+        if let (Some(inputs), Some(ip)) = (&self.dir_server_inputs, found) {
+            // The directory server tells DirPort peers outside our /24 their address.
+            let mut i = inputs.write().unwrap_or_else(|p| p.into_inner());
+            i.set_our_address(IpAddr::V4(ip));
+        }
         let config = self.addressed_config().into_owned();
         match super::setup::build_exit_policy(&config) {
             Ok((policy, _)) => {

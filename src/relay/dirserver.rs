@@ -8,9 +8,23 @@
 //!   request is closed for a newcomer, and only when every slot is answering does the
 //!   newcomer get `503 Directory busy, try again later`;
 //! * a request has [`REQUEST_TIMEOUT`] to arrive (C tor's bounds on its size: 50 000 bytes
-//!   of head), and an answer [`WRITE_TIMEOUT`] to be taken;
-//! * answers queued on all connections together stay under [`MAX_INFLIGHT_BYTES`]: a
-//!   request that would pass it gets C tor's `503` (its "global write low" answer).
+//!   of head, 16 MB − 1 of body, per connection), and requests being read hold at most
+//!   [`MAX_READ_BUFFER_BYTES`] together (past it, reading waits); a connection whose answer
+//!   makes no progress for `TestingDirConnectionMaxStall` ([`DIR_CONN_MAX_STALL`] by
+//!   default) is closed, as C tor closes a "wedged" directory connection
+//!   (mainloop.c `run_connection_housekeeping`: no write for that long), however long the
+//!   whole answer takes;
+//! * answers hold no copy of a stored document (they are `Arc`s), and an answer compressed
+//!   per request is compressed as it is sent ([`StreamCompressor`]), so a connection holds
+//!   at most [`STREAM_AHEAD`] bytes of its own besides the compressor;
+//! * DirPort answers to a peer that is not internal (or to any, with
+//!   `CountPrivateBandwidth`) are paced by a write token bucket of `BandwidthRate` /
+//!   `BandwidthBurst` ([`WriteBucket`]), and such a request gets C tor's `503 Directory
+//!   busy` when that bucket, or the relay's global or relayed write bucket, holds less than
+//!   its answer, or the DirPort bucket ran dry in the last second (C tor
+//!   `connection_dir_is_global_write_low`). BEGIN_DIR streams are never refused or paced
+//!   here: C tor does not rate-limit linked connections (`connection_is_rate_limited`),
+//!   their bytes are paced by the circuit (SENDMEs) and the relay's own buckets.
 //!
 //! Onion-service descriptors (`/tor/hs/…`) go to one [`HsDirCache`] owned by this thread
 //! (its only user), cleaned every [`HS_CACHE_CLEAN_INTERVAL`]. C tor stores and serves them
@@ -31,20 +45,23 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::dircache::compress::StreamCompressor;
 use crate::dircache::hsdir::cache::{max_cache_bytes, max_descriptor_size_from_param};
 use crate::dircache::hsdir::{HsDirCache, HsDirCounters};
 use crate::dircache::request::{self, Parsed};
-use crate::dircache::serve::{self, Answer, CompressCache, Context, Kind};
+use crate::dircache::serve::{self, Answer, Context, Kind};
 use crate::dircache::store::{Document, SharedStore};
+use crate::shard::ratelimit::SharedBudget;
 
 pub const MAX_CONNECTIONS: usize = 256;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
-/// Bytes of answers held for all connections together.
-pub const MAX_INFLIGHT_BYTES: usize = 64 << 20;
-/// Compressed consensuses and diffs kept (entries, bytes).
-const COMPRESS_CACHE_ENTRIES: usize = 16;
-const COMPRESS_CACHE_BYTES: usize = 64 << 20;
+/// C tor's `TestingDirConnectionMaxStall` default: an answer that makes no progress this
+/// long is given up.
+pub const DIR_CONN_MAX_STALL: Duration = Duration::from_secs(5 * 60);
+/// Bytes of requests being read, all connections together.
+pub const MAX_READ_BUFFER_BYTES: usize = 64 << 20;
+/// Compressed output a connection prepares ahead of its socket.
+pub const STREAM_AHEAD: usize = 32 << 10;
 /// C tor's `CLEAN_CACHES_INTERVAL`: expired onion-service descriptors are dropped this often.
 pub const HS_CACHE_CLEAN_INTERVAL: Duration = Duration::from_secs(30 * 60);
 /// Sleep between passes when nothing happened.
@@ -82,9 +99,25 @@ pub struct DirServerInputs {
     pub max_mem_in_queues: u64,
     /// The consensus parameter `HSV3MaxDescriptorSize`, if the consensus has it.
     pub hsv3_max_descriptor_size: Option<i64>,
+    /// The relay's bandwidth buckets (`BandwidthRate` & co.): DirPort answers are paced at
+    /// its global rate and burst. `None`: DirPort answers are not rate-limited.
+    pub bandwidth: Option<Arc<SharedBudget>>,
+    /// `CountPrivateBandwidth`: DirPort peers with internal addresses are rate-limited too.
+    pub count_private_bandwidth: bool,
+    /// `TestingDirConnectionMaxStall` (`None`: [`DIR_CONN_MAX_STALL`]).
+    pub dir_conn_max_stall: Option<Duration>,
+    /// Our own address of each family as last resolved (configured `Address`, or found):
+    /// a DirPort peer in the same /24 (IPv4) or /48 (IPv6) is not told its address.
+    pub our_addresses: Vec<IpAddr>,
 }
 
 impl DirServerInputs {
+    /// Records our address of `ip`'s family (C tor's `last_resolved_addrs`).
+    pub fn set_our_address(&mut self, ip: IpAddr) {
+        self.our_addresses.retain(|a| a.is_ipv4() != ip.is_ipv4());
+        self.our_addresses.push(ip);
+    }
+
     /// (cache bytes, descriptor size) bounds for the HSDir cache.
     fn hsdir_limits(&self) -> (u64, u32) {
         (
@@ -193,36 +226,187 @@ impl Drop for DirServer {
     }
 }
 
+/// The DirPort's share of C tor's global write bucket (connection.c): refilled at
+/// `BandwidthRate` up to `BandwidthBurst`, spent by what rate-limited DirPort connections
+/// write, and asked before an answer (`connection_dir_is_global_write_low`).
+struct WriteBucket {
+    tokens: i64,
+    last_refill: Instant,
+    /// When the bucket last ran dry: C tor answers 503 for a second after that
+    /// (`write_buckets_last_empty_at`).
+    last_empty: Option<Instant>,
+}
+
+impl WriteBucket {
+    fn new(burst: u64, now: Instant) -> WriteBucket {
+        WriteBucket {
+            tokens: burst.min(i64::MAX as u64) as i64,
+            last_refill: now,
+            last_empty: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant, rate: u64, burst: u64) {
+        let us = now.saturating_duration_since(self.last_refill).as_micros();
+        let add = (u128::from(rate) * us / 1_000_000).min(i64::MAX as u128 / 2) as i64;
+        if add <= 0 {
+            return;
+        }
+        let cap = burst.min(i64::MAX as u64) as i64;
+        self.tokens = self.tokens.saturating_add(add);
+        if self.tokens >= cap {
+            self.tokens = cap;
+            self.last_refill = now;
+        } else {
+            // Only the time that earned whole tokens is used up, so a slow rate loses
+            // nothing to rounding.
+            let used = add as u128 * 1_000_000 / u128::from(rate.max(1));
+            self.last_refill += Duration::from_micros(used.min(us) as u64);
+        }
+    }
+
+    /// Bytes a rate-limited connection may write now.
+    fn allowance(&self) -> usize {
+        self.tokens.max(0) as usize
+    }
+
+    fn spend(&mut self, n: usize, now: Instant) {
+        self.tokens = self.tokens.saturating_sub(n as i64);
+        if self.tokens <= 0 {
+            self.last_empty = Some(now);
+        }
+    }
+
+    /// The largest answer a rate-limited request may get now (C tor
+    /// `connection_dir_is_global_write_low`: the smaller of its global and relayed write
+    /// buckets, none just after a bucket ran dry). `shared`: the relay's buckets (global
+    /// write, relayed write).
+    fn answer_allowance(&self, now: Instant, shared: Option<(i64, i64)>) -> u64 {
+        if self
+            .last_empty
+            .is_some_and(|t| now.saturating_duration_since(t) <= Duration::from_secs(1))
+        {
+            return 0;
+        }
+        let (g, r) = shared.unwrap_or((i64::MAX, i64::MAX));
+        self.tokens.min(g).min(r).max(0) as u64
+    }
+}
+
+/// Where an answer being sent is.
+enum Cur {
+    Head,
+    /// A stored document, sent as it is.
+    Doc(usize),
+    /// Compressed output of the documents fed so far.
+    Out(Vec<u8>),
+}
+
+/// An answer being sent: its head, then its documents, compressed on the way if the
+/// answer is streamed.
+struct Writer {
+    head: Vec<u8>,
+    body: Vec<Arc<[u8]>>,
+    /// The next document to send or to compress.
+    next: usize,
+    cur: Cur,
+    /// Bytes of `cur` sent.
+    sent: usize,
+    /// Set while a streamed answer has documents left to compress.
+    z: Option<StreamCompressor>,
+    streamed: bool,
+}
+
+impl Writer {
+    fn new(a: Answer) -> Result<Writer, crate::dircache::compress::CompressError> {
+        let z = if a.streamed {
+            StreamCompressor::new(a.encoding)?
+        } else {
+            None
+        };
+        Ok(Writer {
+            head: a.head,
+            body: a.body,
+            next: 0,
+            cur: Cur::Head,
+            sent: 0,
+            streamed: z.is_some(),
+            z,
+        })
+    }
+
+    /// The bytes to send next (not empty), or `None` once everything went.
+    fn pending(&mut self) -> Result<Option<&[u8]>, crate::dircache::compress::CompressError> {
+        loop {
+            let len = match &self.cur {
+                Cur::Head => self.head.len(),
+                Cur::Doc(i) => self.body[*i].len(),
+                Cur::Out(o) => o.len(),
+            };
+            if self.sent < len {
+                break;
+            }
+            self.sent = 0;
+            self.cur = if !self.streamed {
+                if self.next == self.body.len() {
+                    return Ok(None);
+                }
+                self.next += 1;
+                Cur::Doc(self.next - 1)
+            } else {
+                let Some(z) = self.z.as_mut() else {
+                    return Ok(None);
+                };
+                let mut out = Vec::new();
+                while out.len() < STREAM_AHEAD && self.next < self.body.len() {
+                    z.write(&self.body[self.next])?;
+                    self.next += 1;
+                    out.extend(z.take_output());
+                }
+                if self.next == self.body.len() {
+                    if let Some(z) = self.z.take() {
+                        out.extend(z.finish()?);
+                    }
+                }
+                Cur::Out(out)
+            };
+        }
+        Ok(Some(match &self.cur {
+            Cur::Head => &self.head[self.sent..],
+            Cur::Doc(i) => &self.body[*i][self.sent..],
+            Cur::Out(o) => &o[self.sent..],
+        }))
+    }
+}
+
 enum Phase {
     Reading(Vec<u8>),
-    /// The answer's chunks, the chunk being written and how much of it went.
-    Writing {
-        head: Vec<u8>,
-        body: Vec<Arc<[u8]>>,
-        chunk: usize,
-        sent: usize,
-        len: usize,
-    },
+    Writing(Box<Writer>),
 }
 
 struct Conn {
     stream: TcpStream,
     /// The DirPort peer; `None` for a BEGIN_DIR stream (its client is not ours to know).
     peer: Option<IpAddr>,
+    /// Paced by the DirPort's write bucket (C tor `connection_is_rate_limited`).
+    limited: bool,
     /// C tor's `connection_dir_is_anonymous`.
     anonymous: bool,
     /// A found onion-service descriptor being sent: counted as downloaded at close.
     hs_download: Option<[u8; 32]>,
     accepted: Instant,
+    /// When the request must have arrived.
     deadline: Instant,
+    /// When the answer last made progress (C tor `timestamp_last_write_allowed`).
+    last_progress: Instant,
     phase: Phase,
 }
 
 impl Conn {
-    fn queued(&self) -> usize {
+    fn reading(&self) -> usize {
         match &self.phase {
             Phase::Reading(b) => b.len(),
-            Phase::Writing { len, .. } => *len,
+            Phase::Writing(_) => 0,
         }
     }
 }
@@ -243,7 +427,6 @@ fn serve_loop(
     stop: Arc<AtomicBool>,
 ) {
     let mut conns: Vec<Conn> = Vec::with_capacity(MAX_CONNECTIONS);
-    let mut cache = CompressCache::new(COMPRESS_CACHE_ENTRIES, COMPRESS_CACHE_BYTES);
     let (max_bytes, max_size) = inputs
         .read()
         .unwrap_or_else(|p| p.into_inner())
@@ -251,9 +434,28 @@ fn serve_loop(
     let mut hsdir = HsDirCache::new(max_bytes, max_size);
     let mut next_clean = Instant::now() + HS_CACHE_CLEAN_INTERVAL;
     let anonymous_listener = listeners.len() > n_public + 1;
+    let mut bucket: Option<WriteBucket> = None;
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         let mut busy = false;
+        let (budget, count_private, max_stall) = {
+            let i = inputs.read().unwrap_or_else(|p| p.into_inner());
+            (
+                i.bandwidth.clone(),
+                i.count_private_bandwidth,
+                i.dir_conn_max_stall.unwrap_or(DIR_CONN_MAX_STALL),
+            )
+        };
+        // The bucket follows the relay's BandwidthRate/Burst (a SIGHUP changes them).
+        match &budget {
+            Some(b) => {
+                let r = b.rates();
+                bucket
+                    .get_or_insert_with(|| WriteBucket::new(r.burst, now))
+                    .refill(now, r.rate, r.burst);
+            }
+            None => bucket = None,
+        }
         if now >= next_clean {
             next_clean = now + HS_CACHE_CLEAN_INTERVAL;
             hsdir.clean(SystemTime::now());
@@ -269,14 +471,10 @@ fn serve_loop(
                         if stream.set_nonblocking(true).is_err() {
                             continue;
                         }
-                        admit(
-                            &mut conns,
-                            stream,
-                            (!tunnelled).then_some(peer.ip()),
-                            anonymous,
-                            now,
-                            &stats,
-                        );
+                        let peer = (!tunnelled).then_some(peer.ip());
+                        let limited = peer
+                            .is_some_and(|p| count_private || !crate::exit::policy::is_internal(p));
+                        admit(&mut conns, stream, peer, limited, anonymous, now, &stats);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -287,19 +485,27 @@ fn serve_loop(
                 }
             }
         }
+        let shared = budget.as_ref().map(|b| {
+            let t = b.tokens();
+            (t[1], t[3])
+        });
+        let mut reading: usize = conns.iter().map(Conn::reading).sum();
         let mut i = 0;
         while i < conns.len() {
-            let inflight: usize = conns.iter().map(Conn::queued).sum();
+            let before = conns[i].reading();
             let (keep, moved) = step(
                 &mut conns[i],
                 now,
-                inflight,
+                reading < MAX_READ_BUFFER_BYTES,
+                (&mut bucket, shared),
+                max_stall,
                 &store,
                 &inputs,
-                &mut cache,
                 &mut hsdir,
                 &stats,
             );
+            let after = if keep { conns[i].reading() } else { 0 };
+            reading = (reading + after).saturating_sub(before);
             busy |= moved;
             if keep {
                 i += 1;
@@ -334,6 +540,7 @@ fn admit(
     conns: &mut Vec<Conn>,
     mut stream: TcpStream,
     peer: Option<IpAddr>,
+    limited: bool,
     anonymous: bool,
     now: Instant,
     stats: &DirServerStats,
@@ -366,45 +573,53 @@ fn admit(
     conns.push(Conn {
         stream,
         peer,
+        limited,
         anonymous,
         hs_download: None,
         accepted: now,
         deadline: now + REQUEST_TIMEOUT,
+        last_progress: now,
         phase: Phase::Reading(Vec::with_capacity(512)),
     });
 }
 
-/// C tor sends `X-Your-Address-Is` only to a peer that is not local or private.
-fn header_addr(peer: IpAddr) -> Option<IpAddr> {
-    let local = match peer {
-        IpAddr::V4(a) => {
-            a.is_loopback() || a.is_private() || a.is_link_local() || a.is_unspecified()
-        }
-        IpAddr::V6(a) => {
-            a.is_loopback()
-                || a.is_unspecified()
-                || (a.segments()[0] & 0xfe00) == 0xfc00
-                || (a.segments()[0] & 0xffc0) == 0xfe80
-        }
-    };
-    (!local).then_some(peer)
+/// The address for `X-Your-Address-Is`, sent by C tor's `write_http_response_header_impl`
+/// to a peer that is not `is_local_to_resolve_addr`: not internal (`tor_addr_is_internal`),
+/// and, EnforceDistinctSubnets being 1 (C tor's default; Fors has no such option), not in
+/// the /24 (IPv4) or /48 (IPv6) of our own address of that family.
+fn header_addr(peer: IpAddr, ours: &[IpAddr]) -> Option<IpAddr> {
+    if crate::exit::policy::is_internal(peer) {
+        return None;
+    }
+    let same_net = ours.iter().any(|o| match (peer, o) {
+        (IpAddr::V4(p), IpAddr::V4(o)) => u32::from(p) >> 8 == u32::from(*o) >> 8,
+        (IpAddr::V6(p), IpAddr::V6(o)) => u128::from(p) >> 80 == u128::from(*o) >> 80,
+        _ => false,
+    });
+    (!same_net).then_some(peer)
 }
 
 #[allow(clippy::too_many_arguments)]
 fn step(
     c: &mut Conn,
     now: Instant,
-    inflight: usize,
+    may_read: bool,
+    (bucket, shared): (&mut Option<WriteBucket>, Option<(i64, i64)>),
+    max_stall: Duration,
     store: &SharedStore,
     inputs: &RwLock<DirServerInputs>,
-    cache: &mut CompressCache,
     hsdir: &mut HsDirCache,
     stats: &DirServerStats,
 ) -> (bool, bool) {
     let mut moved = false;
     if let Phase::Reading(buf) = &mut c.phase {
         let mut chunk = [0u8; 4096];
+        // Past the bound on requests being read, reading waits (the request deadline
+        // still runs).
         loop {
+            if !may_read {
+                break;
+            }
             match c.stream.read(&mut chunk) {
                 Ok(0) => return (false, true),
                 Ok(n) => {
@@ -440,8 +655,11 @@ fn step(
                     store: &store,
                     front_page: inputs.front_page.as_ref(),
                     own_descriptor: inputs.own_descriptor.as_ref(),
-                    peer_for_header: c.peer.and_then(header_addr),
-                    write_allowance: MAX_INFLIGHT_BYTES.saturating_sub(inflight) as u64,
+                    peer_for_header: c.peer.and_then(|p| header_addr(p, &inputs.our_addresses)),
+                    write_allowance: match bucket {
+                        Some(b) if c.limited => b.answer_allowance(now, shared),
+                        _ => u64::MAX,
+                    },
                 };
                 let (max_bytes, max_size) = inputs.hsdir_limits();
                 hsdir.set_limits(max_bytes, max_size);
@@ -451,7 +669,7 @@ fn step(
                         publish_hsdir_stats(hsdir, stats);
                         Some(a)
                     }
-                    None => serve::answer(&ctx, cache, req),
+                    None => serve::answer(&ctx, req),
                 }
             }
         };
@@ -463,44 +681,38 @@ fn step(
         }
         let class = (a.status / 100).clamp(2, 5) as usize - 2;
         stats.status[class].fetch_add(1, Ordering::Relaxed);
-        let len = a.head.len() + a.body_len();
-        c.phase = Phase::Writing {
-            head: a.head,
-            body: a.body,
-            chunk: 0,
-            sent: 0,
-            len,
+        let Ok(w) = Writer::new(a) else {
+            return (false, true);
         };
-        c.deadline = now + WRITE_TIMEOUT;
+        c.phase = Phase::Writing(Box::new(w));
+        c.last_progress = now;
     }
-    if let Phase::Writing {
-        head,
-        body,
-        chunk,
-        sent,
-        ..
-    } = &mut c.phase
-    {
+    if let Phase::Writing(w) = &mut c.phase {
         loop {
-            // Chunk 0 is the head, then the body's chunks.
-            let data: &[u8] = if *chunk == 0 {
-                head
-            } else if let Some(b) = body.get(*chunk - 1) {
-                b
-            } else {
-                let _ = c.stream.shutdown(std::net::Shutdown::Both);
-                return (false, true);
+            let data = match w.pending() {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                    return (false, true);
+                }
+                Err(_) => return (false, true),
             };
-            if *sent == data.len() {
-                *chunk += 1;
-                *sent = 0;
-                continue;
+            let mut n_max = data.len();
+            if let (true, Some(b)) = (c.limited, bucket.as_ref()) {
+                n_max = n_max.min(b.allowance());
+                if n_max == 0 {
+                    break;
+                }
             }
-            match c.stream.write(&data[*sent..]) {
+            match c.stream.write(&data[..n_max]) {
                 Ok(0) => return (false, true),
                 Ok(n) => {
                     moved = true;
-                    *sent += n;
+                    c.last_progress = now;
+                    w.sent += n;
+                    if let (true, Some(b)) = (c.limited, bucket.as_mut()) {
+                        b.spend(n, now);
+                    }
                     stats.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -508,7 +720,7 @@ fn step(
                 Err(_) => return (false, true),
             }
         }
-        if now >= c.deadline {
+        if now.saturating_duration_since(c.last_progress) >= max_stall {
             stats.timeouts.fetch_add(1, Ordering::Relaxed);
             return (false, moved);
         }
@@ -685,11 +897,304 @@ mod tests {
     }
 
     #[test]
-    fn header_addr_only_for_public_peers() {
-        assert_eq!(header_addr("127.0.0.1".parse().unwrap()), None);
-        assert_eq!(header_addr("10.1.2.3".parse().unwrap()), None);
-        assert_eq!(header_addr("::1".parse().unwrap()), None);
-        let p: IpAddr = "198.51.100.4".parse().unwrap();
-        assert_eq!(header_addr(p), Some(p));
+    fn write_bucket_is_c_tors_global_write_bucket() {
+        let t0 = Instant::now();
+        let mut b = WriteBucket::new(1000, t0);
+        assert_eq!(b.answer_allowance(t0, None), 1000);
+        // The smaller of the relay's global and relayed write buckets counts too.
+        assert_eq!(b.answer_allowance(t0, Some((700, 900))), 700);
+        assert_eq!(b.answer_allowance(t0, Some((700, -5))), 0);
+        b.spend(600, t0);
+        assert_eq!((b.allowance(), b.answer_allowance(t0, None)), (400, 400));
+        b.spend(400, t0);
+        assert_eq!(b.allowance(), 0);
+        // Refilled at the rate, capped at the burst; but for a second after it ran dry,
+        // nothing is answered (C `write_buckets_last_empty_at`).
+        let t1 = t0 + Duration::from_millis(500);
+        b.refill(t1, 1000, 1000);
+        assert_eq!(b.allowance(), 500);
+        assert_eq!(b.answer_allowance(t1, None), 0);
+        let t2 = t0 + Duration::from_millis(1500);
+        b.refill(t2, 1000, 1000);
+        assert_eq!(b.allowance(), 1000);
+        assert_eq!(b.answer_allowance(t2, None), 1000);
+        // A slow rate loses no time to rounding.
+        let mut b = WriteBucket::new(10, t0);
+        b.spend(10, t0);
+        for ms in 1..=1000 {
+            b.refill(t0 + Duration::from_millis(ms), 3, 10);
+        }
+        assert_eq!(b.allowance(), 3);
+    }
+
+    /// A store with `n` microdescriptors of `len` bytes each, keyed [i; 32].
+    fn md_store(n: u8, len: usize, seed: u64) -> (SharedStore, Vec<u8>) {
+        use rand::{RngCore, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut s = DirStore::new();
+        let mut all = Vec::new();
+        for i in 0..n {
+            let mut body = format!("onion-key\nmd {i}\n").into_bytes();
+            while body.len() < len {
+                // Base64-ish text, compressible as real microdescs are.
+                let mut raw = [0u8; 48];
+                rng.fill_bytes(&mut raw);
+                body.extend(crate::dir::netdoc::base64_nopad(&raw).bytes());
+                body.push(b'\n');
+            }
+            body.truncate(len);
+            all.extend_from_slice(&body);
+            s.insert_microdesc(
+                [i; 32],
+                Document {
+                    body: Arc::from(body),
+                    published: unix_now(),
+                },
+            );
+        }
+        (Arc::new(RwLock::new(s)), all)
+    }
+
+    fn md_url(keys: std::ops::Range<u8>) -> String {
+        let list: Vec<String> = keys
+            .map(|i| crate::dir::netdoc::base64_nopad(&[i; 32]))
+            .collect();
+        format!("/tor/micro/d/{}", list.join("-"))
+    }
+
+    fn split(out: &[u8]) -> (String, &[u8]) {
+        let at = out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head")
+            + 4;
+        (String::from_utf8(out[..at].to_vec()).unwrap(), &out[at..])
+    }
+
+    /// DirPort answers are paced and refused by the write bucket; BEGIN_DIR answers never
+    /// are; answers compressed per request are compressed as they are sent.
+    #[test]
+    fn dirport_is_rate_limited_begin_dir_is_not_and_answers_stream() {
+        use crate::shard::ratelimit::BwRates;
+        let seed: u64 = rand::random();
+        eprintln!("seed {seed}");
+        // 40 microdescs of 1000 bytes; the documents are in key order in the answer.
+        let (store, all) = md_store(40, 1000, seed);
+        let budget = SharedBudget::new(
+            1,
+            BwRates {
+                rate: 20_000,
+                burst: 20_000,
+                relay_rate: 0,
+                relay_burst: 0,
+            },
+            Instant::now(),
+        );
+        let server = DirServer::start(
+            vec![TcpListener::bind("127.0.0.1:0").unwrap()],
+            Some(TcpListener::bind("127.0.0.1:0").unwrap()),
+            store,
+            DirServerInputs {
+                bandwidth: Some(budget),
+                // The test's peer is loopback: count it as C tor does with
+                // CountPrivateBandwidth.
+                count_private_bandwidth: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let dirport = server.local_addrs()[0];
+        let begin_dir = server.internal_addr().unwrap();
+        let get = |a, url: &str, extra: &str| {
+            fetch(a, format!("GET {url} HTTP/1.0\r\n{extra}\r\n").as_bytes())
+        };
+        // 40 kB is more than the 20 kB bucket: 503 on the DirPort...
+        let out = get(dirport, &md_url(0..40), "");
+        assert!(
+            out.starts_with(b"HTTP/1.0 503 Directory busy, try again later\r\n"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        // ...but never over BEGIN_DIR (a linked connection in C tor).
+        let out = get(begin_dir, &md_url(0..40), "");
+        let (h, b) = split(&out);
+        assert!(h.starts_with("HTTP/1.0 200 OK\r\n"), "{h}");
+        assert_eq!(b, &all[..]);
+        // 15 kB fits and is sent; the bucket is then short for another 15 kB.
+        let out = get(dirport, &md_url(0..15), "");
+        let (h, b) = split(&out);
+        assert!(h.starts_with("HTTP/1.0 200 OK\r\n"), "{h}");
+        assert_eq!(b, &all[..15_000]);
+        let out = get(dirport, &md_url(15..30), "");
+        assert!(
+            out.starts_with(b"HTTP/1.0 503 "),
+            "spent by the first answer"
+        );
+        // Compressed as sent: zstd and deflate, over BEGIN_DIR, whole and exact.
+        for (enc, name) in [("x-zstd", "x-zstd"), ("deflate", "deflate")] {
+            let out = get(
+                begin_dir,
+                &md_url(0..40),
+                &format!("Accept-Encoding: {enc}\r\n"),
+            );
+            let (h, b) = split(&out);
+            assert!(h.contains(&format!("Content-Encoding: {name}\r\n")), "{h}");
+            let plain = if enc == "x-zstd" {
+                zstd::decode_all(b).unwrap()
+            } else {
+                let mut v = Vec::new();
+                flate2::read::ZlibDecoder::new(b)
+                    .read_to_end(&mut v)
+                    .unwrap();
+                v
+            };
+            assert_eq!(plain, all);
+            assert!(b.len() < all.len());
+        }
+        server.stop();
+    }
+
+    /// A streamed answer is produced piecewise: never more than [`STREAM_AHEAD`] (plus one
+    /// document's output) ahead of the socket.
+    #[test]
+    fn a_streamed_answer_holds_little_of_its_own() {
+        let docs: Vec<Arc<[u8]>> = (0..200u32)
+            .map(|i| Arc::from(format!("doc {i} {}\n", "x".repeat(3000)).into_bytes()))
+            .collect();
+        let want: Vec<u8> = docs.iter().flat_map(|d| d.iter().copied()).collect();
+        let mut w = Writer::new(Answer {
+            status: 200,
+            kind: Kind::Microdesc,
+            head: b"H\r\n\r\n".to_vec(),
+            body: docs,
+            encoding: crate::dircache::compress::Method::Gzip,
+            streamed: true,
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        let mut max_pending = 0;
+        while let Some(d) = w.pending().unwrap() {
+            max_pending = max_pending.max(d.len());
+            // Send in small pieces, as a slow socket takes them.
+            let n = d.len().min(1000);
+            out.extend_from_slice(&d[..n]);
+            w.sent += n;
+        }
+        assert!(max_pending <= STREAM_AHEAD + 4000, "{max_pending}");
+        assert_eq!(&out[..5], b"H\r\n\r\n");
+        let mut plain = Vec::new();
+        flate2::read::GzDecoder::new(&out[5..])
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert_eq!(plain, want);
+    }
+
+    /// No total write deadline: a slow reader that keeps taking bytes gets the whole
+    /// answer, one that stops for `TestingDirConnectionMaxStall` is closed (C tor's wedged
+    /// directory connection).
+    #[test]
+    fn a_stalled_answer_is_closed_a_slow_one_is_not() {
+        // 24 MB of microdescs: more than the loopback socket buffers hold.
+        let mut s = DirStore::new();
+        for i in 0..60u8 {
+            let body = format!("onion-key\nmd {i}\n{}\n", "y".repeat(400_000));
+            s.insert_microdesc(
+                [i; 32],
+                Document {
+                    body: Arc::from(body.into_bytes()),
+                    published: unix_now(),
+                },
+            );
+        }
+        let store: SharedStore = Arc::new(RwLock::new(s));
+        let server = DirServer::start(
+            vec![TcpListener::bind("127.0.0.1:0").unwrap()],
+            None,
+            store,
+            DirServerInputs {
+                dir_conn_max_stall: Some(Duration::from_millis(1500)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let addr = server.local_addrs()[0];
+        let req = format!("GET {} HTTP/1.0\r\n\r\n", md_url(0..60));
+        // The stalled one: sends its request and reads nothing.
+        let mut stalled = TcpStream::connect(addr).unwrap();
+        stalled.write_all(req.as_bytes()).unwrap();
+        // The slow one: reads 1 MB every 200 ms, so the whole answer takes ~5 s, more
+        // than three times the stall limit.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        slow.write_all(req.as_bytes()).unwrap();
+        let started = Instant::now();
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            assert!(started.elapsed() < Duration::from_secs(60), "bounded");
+            let mut n_this = 0;
+            while n_this < buf.len() {
+                match slow.read(&mut buf[n_this..]) {
+                    Ok(0) => break,
+                    Ok(n) => n_this += n,
+                    Err(e) => panic!("slow reader: {e}"),
+                }
+            }
+            got += n_this;
+            if n_this < buf.len() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(started.elapsed() > Duration::from_millis(3000));
+        assert!(got > 24_000_000, "the whole answer: {got}");
+        // The stalled one was closed meanwhile: it reads what the buffers held, then EOF
+        // (or a reset), well short of the answer.
+        stalled
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut total = 0usize;
+        loop {
+            match stalled.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+        assert!(total < got, "{total} of {got}");
+        assert!(server.stats.timeouts.load(Ordering::Relaxed) >= 1);
+        server.stop();
+    }
+
+    #[test]
+    fn header_addr_as_c_tors_is_local_to_resolve_addr() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.9",
+            "169.254.1.1",
+            "::1",
+            "fe80::1",
+        ] {
+            assert_eq!(header_addr(ip(internal), &[]), None, "{internal}");
+        }
+        let p = ip("198.51.100.4");
+        assert_eq!(header_addr(p, &[]), Some(p));
+        // Our /24 (IPv4) and /48 (IPv6) are local; the next network is not.
+        let ours = [ip("198.51.100.200"), ip("2001:db8:1:ff::1")];
+        assert_eq!(header_addr(p, &ours), None);
+        let q = ip("198.51.101.4");
+        assert_eq!(header_addr(q, &ours), Some(q));
+        assert_eq!(header_addr(ip("2001:db8:1:7::9"), &ours), None);
+        let r = ip("2001:db8:2::9");
+        assert_eq!(header_addr(r, &ours), Some(r));
+        // Only the last address of a family counts.
+        let mut i = DirServerInputs::default();
+        i.set_our_address(ip("198.51.100.1"));
+        i.set_our_address(ip("2001:db8:1::1"));
+        i.set_our_address(ip("203.0.113.1"));
+        assert_eq!(header_addr(p, &i.our_addresses), Some(p));
+        assert_eq!(header_addr(ip("203.0.113.77"), &i.our_addresses), None);
     }
 }

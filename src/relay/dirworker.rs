@@ -340,7 +340,12 @@ pub struct MirrorAnswer {
 }
 
 impl MirrorWorker {
-    pub fn spawn(authorities: Vec<DirEndpoint>, limits: ClientLimits) -> std::io::Result<Self> {
+    /// `store`: the cache's store, read for the consensus to name in a diff request.
+    pub fn spawn(
+        authorities: Vec<DirEndpoint>,
+        limits: ClientLimits,
+        store: crate::dircache::SharedStore,
+    ) -> std::io::Result<Self> {
         let (jobs, job_rx) = mpsc::channel::<crate::dircache::mirror::FetchRequest>();
         let (result_tx, results) = mpsc::channel();
         std::thread::Builder::new()
@@ -353,7 +358,8 @@ impl MirrorWorker {
                     } else {
                         let a = &authorities[next % authorities.len()];
                         next = next.wrapping_add(1);
-                        fetch_bytes(a.dir_addr, &request.path(), &limits)
+                        let extra = consensus_headers(&request, &store, SystemTime::now());
+                        fetch_bytes(a.dir_addr, &request.path(), &extra, &limits)
                             .map_err(|e| format!("{}: {e}", a.nickname))
                     };
                     if result_tx.send(MirrorAnswer { request, answer }).is_err() {
@@ -375,18 +381,75 @@ impl MirrorWorker {
     }
 }
 
-/// GETs `path` and returns the uncompressed body; a non-200 answer is an error (C caches
-/// treat a 404 for a batch as "none of these", and retry them later).
+/// C tor's `Accept-Encoding` for a fetch (dirclient.c `client_meth_pref`): every method,
+/// best first, so the server sends what it keeps precompressed.
+const ACCEPT_ENCODING: &str = "x-tor-lzma, x-zstd, deflate, gzip, identity";
+/// C tor's `DEFAULT_IF_MODIFIED_SINCE_DELAY`.
+const IF_MODIFIED_SINCE_DELAY: u64 = 180;
+/// C tor's `try-diff-for-consensus-newer-than` default: no diff is asked for from a
+/// consensus older than this.
+const TRY_DIFF_FOR_CONSENSUS_NEWER: u64 = 72 * 3600;
+/// Decompressed answers larger than this are refused (a consensus is at most
+/// `MAX_CONSENSUS_SIZE`; descriptor batches are far smaller).
+const MAX_DECOMPRESSED: usize = 64 << 20;
+
+/// Headers of a consensus fetch, as a C tor cache sends them (dirclient.c
+/// `directory_get_from_dirserver`) when it holds a consensus of that flavour:
+/// `If-Modified-Since` its valid-after plus 3 minutes (at most half its fresh interval),
+/// and `X-Or-Diff-From-Consensus` its digest if it is less than 72 hours old, so the
+/// server answers a diff (or 304 if it has nothing newer).
+fn consensus_headers(
+    request: &crate::dircache::mirror::FetchRequest,
+    store: &crate::dircache::SharedStore,
+    now: SystemTime,
+) -> Vec<String> {
+    let crate::dircache::mirror::FetchRequest::Consensus(flavor) = request else {
+        return Vec::new();
+    };
+    let store = store.read().unwrap_or_else(|p| p.into_inner());
+    let Some(c) = store.consensus(*flavor) else {
+        return Vec::new();
+    };
+    let mut delay = IF_MODIFIED_SINCE_DELAY;
+    if c.fresh_until > c.valid_after {
+        delay = delay.min((c.fresh_until - c.valid_after) / 2);
+    }
+    let mut h = vec![format!(
+        "If-Modified-Since: {}",
+        crate::dircache::serve::http_date(c.valid_after + delay)
+    )];
+    let now = crate::keys::time::unix_secs(now);
+    if c.valid_after + TRY_DIFF_FOR_CONSENSUS_NEWER >= now {
+        h.push(format!(
+            "X-Or-Diff-From-Consensus: {}",
+            crate::util::hex::encode_upper(&c.sha3_digest)
+        ));
+    }
+    h
+}
+
+/// The GET a C tor cache sends: compressed answers welcome, plus `extra` header lines.
+fn get_request(path: &str, host: &str, extra: &[String]) -> Vec<u8> {
+    let mut r =
+        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept-Encoding: {ACCEPT_ENCODING}\r\n");
+    for h in extra {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
+
+/// GETs `path` and returns the decompressed body; a non-200 answer is an error (C caches
+/// treat a 404 for a batch as "none of these", and retry them later; a 304 for a consensus
+/// means the server has nothing newer).
 fn fetch_bytes(
     addr: SocketAddr,
     path: &str,
+    extra: &[String],
     limits: &ClientLimits,
 ) -> Result<Vec<u8>, ClientError> {
-    let resp = client::exchange(
-        addr,
-        &crate::dir::http::get_request(path, &addr.to_string()),
-        limits,
-    )?;
+    let resp = client::exchange(addr, &get_request(path, &addr.to_string(), extra), limits)?;
     if resp.status != 200 {
         return Err(ClientError::Status {
             addr,
@@ -394,7 +457,140 @@ fn fetch_bytes(
             reason: resp.reason,
         });
     }
-    resp.identity_body()
-        .map(<[u8]>::to_vec)
-        .map_err(|source| ClientError::Http { addr, source })
+    decoded_body(&resp).map_err(|e| ClientError::Status {
+        addr,
+        status: resp.status,
+        reason: e,
+    })
+}
+
+/// The body of `resp`, decompressed as its `Content-Encoding` says.
+fn decoded_body(resp: &crate::dir::http::HttpResponse) -> Result<Vec<u8>, String> {
+    use crate::dircache::compress::{self, Method};
+    let method = match resp.header("Content-Encoding") {
+        None => Method::Identity,
+        Some(name) => Method::from_name(name.trim())
+            .ok_or_else(|| format!("unknown Content-Encoding {name:?}"))?,
+    };
+    compress::decompress(method, &resp.body, MAX_DECOMPRESSED).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dircache::mirror::FetchRequest;
+    use crate::dircache::store::{ConsensusDoc, ConsensusFlavor, DirStore};
+    use crate::relay::dirserver::{DirServer, DirServerInputs};
+    use std::sync::{Arc, RwLock};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn doc(body: &[u8], valid_after: u64, sha3: u8) -> ConsensusDoc {
+        ConsensusDoc {
+            body: Arc::from(body),
+            flavor: ConsensusFlavor::Microdesc,
+            valid_after,
+            fresh_until: valid_after + 3600,
+            valid_until: valid_after + 3 * 3600,
+            signers: vec![],
+            sha3_digest: [sha3; 32],
+        }
+    }
+
+    fn unix(t: SystemTime) -> u64 {
+        t.duration_since(UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    #[test]
+    fn consensus_requests_name_the_consensus_held_as_c_tor() {
+        let now = SystemTime::now();
+        let store: crate::dircache::SharedStore = Arc::new(RwLock::new(DirStore::new()));
+        let req = FetchRequest::Consensus(ConsensusFlavor::Microdesc);
+        assert!(consensus_headers(&req, &store, now).is_empty());
+        let va = unix(now) - 600;
+        store.write().unwrap().set_consensus(doc(b"x", va, 0xab));
+        let h = consensus_headers(&req, &store, now);
+        assert_eq!(
+            h,
+            vec![
+                format!(
+                    "If-Modified-Since: {}",
+                    crate::dircache::serve::http_date(va + 180)
+                ),
+                format!("X-Or-Diff-From-Consensus: {}", "AB".repeat(32)),
+            ]
+        );
+        // Other fetches carry neither; a consensus older than 72 h is not diffed from.
+        assert!(consensus_headers(&FetchRequest::Certs, &store, now).is_empty());
+        let old = unix(now) - 73 * 3600;
+        store.write().unwrap().set_consensus(doc(b"x", old, 1));
+        assert_eq!(consensus_headers(&req, &store, now).len(), 1);
+        let r = String::from_utf8(get_request("/p", "h", &h)).unwrap();
+        assert!(r.contains("Accept-Encoding: x-tor-lzma, x-zstd, deflate, gzip, identity\r\n"));
+        assert!(r.ends_with("X-Or-Diff-From-Consensus: ABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABABAB\r\n\r\n"));
+    }
+
+    /// The mirror's worker against Fors's own directory server: it asks for a diff from the
+    /// consensus it holds, accepts every compression, and gets the diff's text back; and
+    /// once it holds the newest, the server's 304 is a failed fetch.
+    #[test]
+    fn the_worker_fetches_a_compressed_diff_and_sees_not_modified() {
+        let now = unix(SystemTime::now());
+        // The server: the current consensus (digest 3) and a diff to it from digest 9,
+        // precompressed as the mirror keeps them.
+        let mut served = DirStore::new();
+        served.set_consensus(doc(
+            b"network-status-version 3 microdesc\nnew\n",
+            now - 60,
+            3,
+        ));
+        let diff: Arc<[u8]> = Arc::from(&b"network-status-diff-version 1\nhash 09 03\n"[..]);
+        served.insert_diff(ConsensusFlavor::Microdesc, [9; 32], diff.clone());
+        for m in crate::dircache::compress::DIFF_FORMS {
+            let z = crate::dircache::compress::compress(m, &[&diff], true).unwrap();
+            served.insert_compressed(ConsensusFlavor::Microdesc, Some([9; 32]), m, Arc::from(z));
+        }
+        let server = DirServer::start(
+            vec![std::net::TcpListener::bind("127.0.0.1:0").unwrap()],
+            None,
+            Arc::new(RwLock::new(served)),
+            DirServerInputs::default(),
+        )
+        .unwrap();
+        let ep = DirEndpoint {
+            nickname: "fors".into(),
+            dir_addr: server.local_addrs()[0],
+            v3ident: None,
+        };
+        // The cache holds the consensus with digest 9, an hour older.
+        let held: crate::dircache::SharedStore = Arc::new(RwLock::new(DirStore::new()));
+        held.write()
+            .unwrap()
+            .set_consensus(doc(b"old", now - 3600, 9));
+        let limits = ClientLimits {
+            total_timeout: Duration::from_secs(20),
+            ..Default::default()
+        };
+        let w = MirrorWorker::spawn(vec![ep], limits, held.clone()).unwrap();
+        let wait = |w: &MirrorWorker| {
+            let end = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(a) = w.poll() {
+                    return a;
+                }
+                assert!(std::time::Instant::now() < end, "no answer");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        assert!(w.submit(FetchRequest::Consensus(ConsensusFlavor::Microdesc)));
+        let a = wait(&w);
+        assert_eq!(a.answer.unwrap(), &diff[..]);
+        // Holding the newest (valid-after + 3 min is after the server's): 304, an error.
+        held.write()
+            .unwrap()
+            .set_consensus(doc(b"new", now - 60, 3));
+        assert!(w.submit(FetchRequest::Consensus(ConsensusFlavor::Microdesc)));
+        let e = wait(&w).answer.unwrap_err();
+        assert!(e.contains("304"), "{e}");
+        server.stop();
+    }
 }

@@ -478,6 +478,15 @@ impl Relay {
             let mut inputs = d.inputs.write().unwrap_or_else(|p| p.into_inner());
             inputs.max_hsdir_cache_bytes = config.max_hsdir_cache_bytes;
             inputs.max_mem_in_queues = mem_cap;
+            // DirPort answers are paced at BandwidthRate/Burst, as C tor's global bucket.
+            inputs.bandwidth = Some(budget.clone());
+            inputs.count_private_bandwidth = config.network_timings.count_private_bandwidth;
+            inputs.dir_conn_max_stall = Some(config.network_timings.dir_connection_max_stall);
+            for a in &config.addresses {
+                if let crate::config::AddressConfig::Ip(ip) = a {
+                    inputs.set_our_address(*ip);
+                }
+            }
             drop(inputs);
             for a in d.local_addrs() {
                 log_notice!("DirPort listening on {a}.");

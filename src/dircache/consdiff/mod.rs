@@ -30,6 +30,8 @@ pub use generate::generate;
 
 /// First line of every diff.
 const DIFF_VERSION_LINE: &str = "network-status-diff-version 1";
+/// How a diff starts, to tell one from a whole consensus in a fetched answer.
+pub const DIFF_HEADER: &[u8] = b"network-status-diff-version 1\n";
 /// Keyword of the second line.
 const HASH_KEYWORD: &str = "hash";
 
