@@ -12,9 +12,6 @@ use aes::cipher::BlockEncrypt;
 use polyval::universal_hash::UniversalHash;
 use polyval::Polyval;
 
-/// POLYVAL blocks in an ET tweak: `H`, then `command | X_R[..15]`, then the rest of `X_R`.
-const TWEAK_BLOCKS: usize = 2 + (CGO_PAYLOAD_LEN - 15).div_ceil(BLOCK_LEN);
-
 /// One ET key: the block cipher keyed with KB and POLYVAL keyed with KU.
 #[derive(Clone)]
 pub(super) struct Et<B> {
@@ -38,18 +35,16 @@ impl<B: Cipher16> Et<B> {
         }
     }
 
-    /// `POLYVAL(KU, H | cmd | X_R)`, the LRW2 mask.
+    /// `POLYVAL(KU, H | cmd | X_R)`, the LRW2 mask. Only the second block is assembled; the
+    /// rest of `X_R` is hashed where it lies (zero-padding its last partial block).
     #[inline]
     fn mask(&self, h: &Block16, cmd: u8, x_r: &[u8; CGO_PAYLOAD_LEN]) -> Block16 {
-        let mut blocks = [polyval::Block::default(); TWEAK_BLOCKS];
-        blocks[0].copy_from_slice(h);
-        blocks[1][0] = cmd;
-        blocks[1][1..].copy_from_slice(&x_r[..15]);
-        for (blk, chunk) in blocks[2..].iter_mut().zip(x_r[15..].chunks(BLOCK_LEN)) {
-            blk[..chunk.len()].copy_from_slice(chunk);
-        }
+        let mut second = [0u8; BLOCK_LEN];
+        second[0] = cmd;
+        second[1..].copy_from_slice(&x_r[..BLOCK_LEN - 1]);
         let mut pv = self.ku.clone();
-        pv.update(&blocks);
+        pv.update(&[(*h).into(), second.into()]);
+        pv.update_padded(&x_r[BLOCK_LEN - 1..]);
         pv.finalize().into()
     }
 }

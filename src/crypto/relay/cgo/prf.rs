@@ -71,10 +71,15 @@ impl<E: Cipher16 + BlockEncrypt> Prf<E> {
     pub(super) fn xor_t0(&self, x: &Block16, data: &mut [u8; CGO_PAYLOAD_LEN]) {
         let mut ks = [aes::Block::default(); T0_BLOCKS];
         self.keystream(self.counter(x, 0), &mut ks);
-        for (chunk, k) in data.chunks_mut(BLOCK_LEN).zip(ks.iter()) {
-            for (d, s) in chunk.iter_mut().zip(k.iter()) {
-                *d ^= s;
-            }
+        let (whole, tail) = data.split_at_mut(CGO_PAYLOAD_LEN - CGO_PAYLOAD_LEN % BLOCK_LEN);
+        for (chunk, k) in whole.chunks_exact_mut(BLOCK_LEN).zip(ks.iter()) {
+            // Whole blocks as 128-bit words: one XOR per block.
+            let d = u128::from_ne_bytes(chunk.try_into().expect("16-byte chunk"));
+            let k = u128::from_ne_bytes(k.as_slice().try_into().expect("16-byte block"));
+            chunk.copy_from_slice(&(d ^ k).to_ne_bytes());
+        }
+        for (d, s) in tail.iter_mut().zip(ks[T0_BLOCKS - 1].iter()) {
+            *d ^= s;
         }
     }
 
