@@ -13,6 +13,7 @@ use super::uiv::Uiv;
 use super::{keys::CgoKeyError, Block16, CellBody, CgoKeyMaterial, Cipher16, CGO_TAG_LEN};
 use aes::cipher::BlockEncrypt;
 use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
 
 /// The AES variants CGO runs on: the encrypt-only key schedules of the `aes` crate (a relay
 /// never runs the AES inverse).
@@ -26,6 +27,21 @@ pub struct CgoRelayDirection<B> {
     pub(super) uiv: Uiv<B, B>,
     pub(super) nonce: Block16,
     pub(super) tprime: Block16,
+}
+
+impl<B> Drop for CgoRelayDirection<B> {
+    fn drop(&mut self) {
+        // N is the next update's PRF input: as secret as the keys. (POLYVAL keys zeroize
+        // themselves; the `aes` key schedules do not without that crate's `zeroize` feature.)
+        self.nonce.zeroize();
+        self.tprime.zeroize();
+    }
+}
+
+impl<B> std::fmt::Debug for CgoRelayDirection<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CgoRelayDirection(..)")
+    }
 }
 
 impl<B: CgoAes> CgoRelayDirection<B> {
@@ -103,6 +119,12 @@ pub struct CgoRelayCrypto<B> {
     pub(super) forward: CgoRelayDirection<B>,
     pub(super) backward: CgoRelayDirection<B>,
     pub(super) sendme_tag: Block16,
+}
+
+impl<B> std::fmt::Debug for CgoRelayCrypto<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CgoRelayCrypto(..)")
+    }
 }
 
 /// CGO with AES-128, as C tor 0.4.9 negotiates it.
