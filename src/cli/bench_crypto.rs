@@ -18,6 +18,13 @@
 //! * `openssl_509_ns`: `aes_128_ctr` and `sha1`, nanoseconds per 509-byte operation of one
 //!   OpenSSL stream (`openssl speed -mr -evp ALG -bytes 509 -seconds 1`; user CPU time). The
 //!   version that ran is `cpu_features.openssl` (`"unavailable: <reason>"` without the tool).
+//! * `cgo_forward_ns`, `cgo_forward_batched_ns`, `cgo_originate_ns`, `cgo_originate_batched_ns`:
+//!   CGO relay crypto (AES-128, as C tor 0.4.9 negotiates it) for the same work as the tor1
+//!   figures `middle_forward_ns`, `middle_forward_batched_ns`, `exit_originate_ns`,
+//!   `exit_originate_batched_ns`: a cell passing through one layer, and a cell originated
+//!   (tag, encryption, key update). Batched figures are keyed by circuit count.
+//! * `cgo_vs_tor1` (when both were measured): each CGO figure divided by its tor1 counterpart
+//!   from the same run (keyed like the figure; `single` for one circuit). Above 1: CGO costs more.
 //! * `vs_openssl` (when both sides were measured): `aes_ctr_cell` maps each AES implementation
 //!   to its ns/cell divided by OpenSSL's AES-128-CTR ns per 509 bytes; `sha1_cell` maps each
 //!   SHA-1 strategy to its ns/cell divided by OpenSSL's SHA-1 ns per 509 bytes. Below 1 means
@@ -34,6 +41,10 @@ use crate::crypto::handshake::{
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::crypto::keymat::Tor1KeyMaterial;
 use crate::crypto::relay::aes_ctr::Aes128Ctr;
+use crate::crypto::relay::cgo::{
+    forward_multi as cgo_forward_multi, originate_multi as cgo_originate_multi, CgoRelayCrypto128,
+    CGO_AES128_KEY_MATERIAL_LEN,
+};
 use crate::crypto::relay::cpu::{CpuFeatures, Sha1Impl, Sha1MultiImpl, Tor1Engine};
 use crate::crypto::relay::sha1::Sha1State;
 use crate::crypto::relay::sha1_mb::Sha1Lanes;
@@ -98,6 +109,30 @@ const MEASUREMENTS: &[Measurement] = &[
         what: "exit originate, one cell each of N circuits (originate_multi)",
         unit: "ns/cell",
         run: exit_originate_batched,
+    },
+    Measurement {
+        key: "cgo_forward_ns",
+        what: "CGO forward, a cell passing through one layer, one circuit",
+        unit: "ns/cell",
+        run: cgo_forward,
+    },
+    Measurement {
+        key: "cgo_forward_batched_ns",
+        what: "CGO forward, one cell each of N circuits (cgo::forward_multi)",
+        unit: "ns/cell",
+        run: cgo_forward_batched,
+    },
+    Measurement {
+        key: "cgo_originate_ns",
+        what: "CGO originate (tag + encrypt + key update), one circuit",
+        unit: "ns/cell",
+        run: cgo_originate,
+    },
+    Measurement {
+        key: "cgo_originate_batched_ns",
+        what: "CGO originate, one cell each of N circuits (cgo::originate_multi)",
+        unit: "ns/cell",
+        run: cgo_originate_batched,
     },
     Measurement { key: "ntor_server_us", what: "ntor (CREATE2 type 2) server handshake, median", unit: "µs", run: ntor_server },
     Measurement {
@@ -189,6 +224,18 @@ pub fn run(args: &[String]) -> i32 {
         out.insert(m.key.into(), figure_json(&fig, round1));
         figures.push((m.key, fig));
     }
+    let vs_tor1 = cgo_vs_tor1(&figures);
+    if !vs_tor1.is_empty() {
+        text.push_str("cgo_vs_tor1                  CGO ns / tor1 ns for the same work, same run (> 1: CGO costs more)\n");
+        for (k, r) in &vs_tor1 {
+            text.push_str(&format!("{:>28} {:>9.2}\n", k, r));
+        }
+        let mut json_vs = Map::new();
+        for (k, r) in vs_tor1 {
+            json_vs.insert(k, json!(round2(r)));
+        }
+        out.insert("cgo_vs_tor1".into(), Value::Object(json_vs));
+    }
     let vs = vs_openssl(&figures);
     if !vs.is_empty() {
         text.push_str("vs_openssl                   Fors ns / OpenSSL ns for the same 509 bytes, one stream (< 1: Fors faster)\n");
@@ -260,6 +307,33 @@ fn vs_openssl(figures: &[(&str, Figure)]) -> Vec<(&'static str, Vec<(String, f64
                 group,
                 ours.iter().map(|(k, v)| (k.clone(), v / theirs)).collect(),
             ));
+        }
+    }
+    out
+}
+
+/// Each CGO figure over its tor1 counterpart, keyed `<cgo key>/<circuits or "single">`.
+fn cgo_vs_tor1(figures: &[(&str, Figure)]) -> Vec<(String, f64)> {
+    let get = |key: &str| figures.iter().find(|(k, _)| *k == key).map(|(_, f)| f);
+    let mut out = Vec::new();
+    for (cgo, tor1) in [
+        ("cgo_forward_ns", "middle_forward_ns"),
+        ("cgo_forward_batched_ns", "middle_forward_batched_ns"),
+        ("cgo_originate_ns", "exit_originate_ns"),
+        ("cgo_originate_batched_ns", "exit_originate_batched_ns"),
+    ] {
+        match (get(cgo), get(tor1)) {
+            (Some(Figure::One(c)), Some(Figure::One(t))) => {
+                out.push((format!("{cgo}/single"), c / t));
+            }
+            (Some(Figure::Per(cs)), Some(Figure::Per(ts))) => {
+                for (n, c) in cs {
+                    if let Some((_, t)) = ts.iter().find(|(m, _)| m == n) {
+                        out.push((format!("{cgo}/{n}"), c / t));
+                    }
+                }
+            }
+            _ => {}
         }
     }
     out
@@ -501,6 +575,102 @@ fn exit_originate_batched() -> Figure {
                     timed(|| {
                         for round in cells.chunks_exact_mut(n) {
                             originate_multi_indexed(&mut relays, round, &circ, None);
+                        }
+                    })
+                });
+                (n.to_string(), v)
+            })
+            .collect(),
+    )
+}
+
+/// `n` fresh CGO relay states with random keys.
+fn cgo_circuits(rng: &mut StdRng, n: usize) -> Vec<CgoRelayCrypto128> {
+    (0..n)
+        .map(|_| {
+            let mut f = [0u8; CGO_AES128_KEY_MATERIAL_LEN];
+            rng.fill_bytes(&mut f);
+            let (fwd, back) = f.split_at(CGO_AES128_KEY_MATERIAL_LEN / 2);
+            // Lengths come from the constant above: from_directions cannot refuse them.
+            CgoRelayCrypto128::from_directions(fwd, back).expect("AES-128 key lengths")
+        })
+        .collect()
+}
+
+/// RELAY (tor-spec "Cell commands"): the command the CGO figures tweak with.
+const RELAY_CMD: u8 = 3;
+
+fn cgo_forward() -> Figure {
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut relays = cgo_circuits(&mut rng, 1);
+    // Ciphertext passing through: a random tag all but never equals the hop's nonce.
+    let mut cells = random_cells(&mut rng, CELLS);
+    Figure::One(per_cell(CELLS, || {
+        timed(|| {
+            for c in cells.iter_mut() {
+                black_box(relays[0].recognize(RELAY_CMD, c));
+            }
+        })
+    }))
+}
+
+fn cgo_forward_batched() -> Figure {
+    let mut rng = StdRng::seed_from_u64(22);
+    let mut cells = random_cells(&mut rng, CELLS);
+    let cmds = vec![RELAY_CMD; CELLS];
+    Figure::Per(
+        BATCHES
+            .iter()
+            .map(|&n| {
+                let mut relays = cgo_circuits(&mut rng, n);
+                let circ: Vec<usize> = (0..n).collect();
+                let mut for_us = vec![false; n];
+                let v = per_cell(CELLS / n * n, || {
+                    timed(|| {
+                        for round in cells.chunks_exact_mut(n) {
+                            black_box(cgo_forward_multi(
+                                &mut relays,
+                                &circ,
+                                &cmds[..n],
+                                round,
+                                &mut for_us,
+                            ));
+                        }
+                    })
+                });
+                (n.to_string(), v)
+            })
+            .collect(),
+    )
+}
+
+fn cgo_originate() -> Figure {
+    let mut rng = StdRng::seed_from_u64(23);
+    let mut relays = cgo_circuits(&mut rng, 1);
+    let mut cells = random_cells(&mut rng, CELLS);
+    Figure::One(per_cell(CELLS, || {
+        timed(|| {
+            for c in cells.iter_mut() {
+                black_box(relays[0].originate(RELAY_CMD, c));
+            }
+        })
+    }))
+}
+
+fn cgo_originate_batched() -> Figure {
+    let mut rng = StdRng::seed_from_u64(24);
+    let mut cells = random_cells(&mut rng, CELLS);
+    let cmds = vec![RELAY_CMD; CELLS];
+    Figure::Per(
+        BATCHES
+            .iter()
+            .map(|&n| {
+                let mut relays = cgo_circuits(&mut rng, n);
+                let circ: Vec<usize> = (0..n).collect();
+                let v = per_cell(CELLS / n * n, || {
+                    timed(|| {
+                        for round in cells.chunks_exact_mut(n) {
+                            cgo_originate_multi(&mut relays, &circ, &cmds[..n], round, None);
                         }
                     })
                 });

@@ -13,6 +13,7 @@
 pub mod aes_ctr;
 #[cfg(target_arch = "x86_64")]
 mod aes_vaes256;
+pub mod cgo;
 mod client;
 pub mod cpu;
 mod multi;

@@ -1,0 +1,329 @@
+//! The relay side of one CGO hop (proposal 359 "Relay operations"; C tor
+//! `cgo_crypt_relay_forward`, `_backward`, `_originate`).
+//!
+//! Each direction keeps `(K, N, T')`. Every relay operation is a UIV+ *encryption* tweaked by
+//! `T' | command`, after which `T'` becomes the new tag (the body's first 16 bytes):
+//! * forward (toward the exit): the cell is for this hop when the new tag equals `N`; then
+//!   the keys are updated and the tag the cell *arrived* with is this hop's SENDME tag;
+//! * backward (toward the client), relayed: encrypt and pass on;
+//! * backward, originated: put `N` in the tag slot, encrypt, and the new tag becomes both
+//!   `T'` and `N` (the SENDME tag); then the keys are updated.
+
+use super::uiv::Uiv;
+use super::{keys::CgoKeyError, Block16, CellBody, CgoKeyMaterial, Cipher16, CGO_TAG_LEN};
+use aes::cipher::BlockEncrypt;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
+
+/// The AES variants CGO runs on: the encrypt-only key schedules of the `aes` crate (a relay
+/// never runs the AES inverse).
+pub trait CgoAes: Cipher16 + BlockEncrypt + Clone {}
+impl CgoAes for aes::Aes128Enc {}
+impl CgoAes for aes::Aes256Enc {}
+
+/// One direction of a hop at a relay.
+#[derive(Clone)]
+pub struct CgoRelayDirection<B> {
+    pub(super) uiv: Uiv<B, B>,
+    pub(super) nonce: Block16,
+    pub(super) tprime: Block16,
+}
+
+impl<B> Drop for CgoRelayDirection<B> {
+    fn drop(&mut self) {
+        // N is the next update's PRF input: as secret as the keys. (POLYVAL keys zeroize
+        // themselves; the `aes` key schedules do not without that crate's `zeroize` feature.)
+        self.nonce.zeroize();
+        self.tprime.zeroize();
+    }
+}
+
+impl<B> std::fmt::Debug for CgoRelayDirection<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CgoRelayDirection(..)")
+    }
+}
+
+impl<B: CgoAes> CgoRelayDirection<B> {
+    /// Bytes of key material for one direction: UIV+ keys, then N.
+    pub fn key_len() -> usize {
+        Uiv::<B, B>::key_len() + CGO_TAG_LEN
+    }
+
+    /// A direction keyed from `J | S | N`; `T'` starts at zero.
+    pub fn new(key: &[u8]) -> Result<Self, CgoKeyError> {
+        if key.len() != Self::key_len() {
+            return Err(CgoKeyError {
+                expected: Self::key_len(),
+                got: key.len(),
+            });
+        }
+        let (k, n) = key.split_at(Uiv::<B, B>::key_len());
+        let mut nonce = [0u8; CGO_TAG_LEN];
+        nonce.copy_from_slice(n);
+        Ok(CgoRelayDirection {
+            uiv: Uiv::new(k),
+            nonce,
+            tprime: [0; CGO_TAG_LEN],
+        })
+    }
+
+    /// UIV+ encryption chained on `T'`.
+    #[inline]
+    fn encrypt(&mut self, cmd: u8, body: &mut CellBody) {
+        self.uiv.encrypt(&self.tprime, cmd, body);
+        self.tprime.copy_from_slice(&body[..CGO_TAG_LEN]);
+    }
+
+    /// Forward direction: encrypts `body`; if it is for this hop returns the tag it arrived
+    /// with (its SENDME tag) and updates the keys.
+    #[inline]
+    pub fn forward(&mut self, cmd: u8, body: &mut CellBody) -> Option<Block16> {
+        let mut arrived = [0u8; CGO_TAG_LEN];
+        arrived.copy_from_slice(&body[..CGO_TAG_LEN]);
+        self.encrypt(cmd, body);
+        // Constant time: the comparison must not tell a timing observer how close a forged
+        // tag came to N.
+        if bool::from(self.tprime.ct_eq(&self.nonce)) {
+            self.uiv.update(&mut self.nonce);
+            Some(arrived)
+        } else {
+            None
+        }
+    }
+
+    /// Backward direction, a cell from further along the circuit: encrypts it.
+    #[inline]
+    pub fn backward(&mut self, cmd: u8, body: &mut CellBody) {
+        self.encrypt(cmd, body);
+    }
+
+    /// Backward direction, a cell this hop originates: its first 16 bytes are overwritten
+    /// with N, then it is encrypted. Returns the new tag (the SENDME tag to expect) and
+    /// updates the keys.
+    #[inline]
+    pub fn originate(&mut self, cmd: u8, body: &mut CellBody) -> Block16 {
+        body[..CGO_TAG_LEN].copy_from_slice(&self.nonce);
+        self.encrypt(cmd, body);
+        self.nonce = self.tprime;
+        let tag = self.tprime;
+        self.uiv.update(&mut self.nonce);
+        tag
+    }
+}
+
+/// A relay's CGO state for one circuit hop, plus the SENDME tag of the last cell originated or
+/// recognized here (C tor keeps one per layer, for both directions).
+#[derive(Clone)]
+pub struct CgoRelayCrypto<B> {
+    pub(super) forward: CgoRelayDirection<B>,
+    pub(super) backward: CgoRelayDirection<B>,
+    pub(super) sendme_tag: Block16,
+}
+
+impl<B> std::fmt::Debug for CgoRelayCrypto<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CgoRelayCrypto(..)")
+    }
+}
+
+/// CGO with AES-128, as C tor 0.4.9 negotiates it.
+pub type CgoRelayCrypto128 = CgoRelayCrypto<aes::Aes128Enc>;
+/// CGO with AES-256.
+pub type CgoRelayCrypto256 = CgoRelayCrypto<aes::Aes256Enc>;
+
+impl CgoRelayCrypto128 {
+    /// The relay side of a hop keyed by a circuit handshake.
+    pub fn new(keys: &CgoKeyMaterial) -> Self {
+        Self::from_directions(&keys.forward, &keys.backward)
+            .expect("CgoKeyMaterial holds AES-128 lengths")
+    }
+}
+
+impl<B: CgoAes> CgoRelayCrypto<B> {
+    /// A hop from each direction's `J | S | N`.
+    pub fn from_directions(forward: &[u8], backward: &[u8]) -> Result<Self, CgoKeyError> {
+        Ok(CgoRelayCrypto {
+            forward: CgoRelayDirection::new(forward)?,
+            backward: CgoRelayDirection::new(backward)?,
+            sendme_tag: [0; CGO_TAG_LEN],
+        })
+    }
+
+    /// The tag of the last cell this hop originated or recognized: what an authenticated
+    /// SENDME for CGO carries (16 bytes).
+    #[inline]
+    pub fn sendme_tag(&self) -> &Block16 {
+        &self.sendme_tag
+    }
+
+    /// A cell moving away from the client with command `cmd`: applies this hop's layer and
+    /// returns whether the cell is for this hop. If not, pass it on.
+    #[inline]
+    pub fn recognize(&mut self, cmd: u8, body: &mut CellBody) -> bool {
+        match self.forward.forward(cmd, body) {
+            Some(t) => {
+                self.sendme_tag = t;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A cell from further along the circuit, toward the client: adds this hop's layer.
+    #[inline]
+    pub fn backward_relay(&mut self, cmd: u8, body: &mut CellBody) {
+        self.backward.backward(cmd, body);
+    }
+
+    /// A cell this hop sends toward the client. The first 16 bytes of `body` are the tag slot
+    /// and are overwritten; the relay message starts after them. Returns the SENDME tag.
+    #[inline]
+    pub fn originate(&mut self, cmd: u8, body: &mut CellBody) -> Block16 {
+        let t = self.backward.originate(cmd, body);
+        self.sendme_tag = t;
+        t
+    }
+
+    /// [`CgoRelayCrypto::recognize`] for a run of cells of this circuit in order; `for_us[i]`
+    /// tells whether `cells[i]` (command `cmds[i]`) is for this hop, and `tags`, if given,
+    /// receives each recognized cell's SENDME tag. Returns how many are for this hop.
+    ///
+    /// # Panics
+    /// If the slices differ in length (a caller bug).
+    pub fn forward_batch(
+        &mut self,
+        cmds: &[u8],
+        cells: &mut [CellBody],
+        for_us: &mut [bool],
+        mut tags: Option<&mut [Block16]>,
+    ) -> usize {
+        assert_eq!(cells.len(), cmds.len(), "one command per cell");
+        assert_eq!(cells.len(), for_us.len(), "one flag per cell");
+        if let Some(t) = tags.as_deref() {
+            assert_eq!(cells.len(), t.len(), "one tag slot per cell");
+        }
+        let mut n = 0;
+        for (i, (body, (&cmd, f))) in cells
+            .iter_mut()
+            .zip(cmds.iter().zip(for_us.iter_mut()))
+            .enumerate()
+        {
+            *f = self.recognize(cmd, body);
+            if *f {
+                n += 1;
+                if let Some(t) = tags.as_deref_mut() {
+                    t[i] = self.sendme_tag;
+                }
+            }
+        }
+        n
+    }
+
+    /// [`CgoRelayCrypto::backward_relay`] for a run of cells of this circuit, in order.
+    ///
+    /// # Panics
+    /// If the slices differ in length (a caller bug).
+    pub fn backward_relay_batch(&mut self, cmds: &[u8], cells: &mut [CellBody]) {
+        assert_eq!(cells.len(), cmds.len(), "one command per cell");
+        for (body, &cmd) in cells.iter_mut().zip(cmds) {
+            self.backward.backward(cmd, body);
+        }
+    }
+
+    /// [`CgoRelayCrypto::originate`] for a run of cells of this circuit, in order; `tags`, if
+    /// given, receives each cell's SENDME tag.
+    ///
+    /// # Panics
+    /// If the slices differ in length (a caller bug).
+    pub fn originate_batch(
+        &mut self,
+        cmds: &[u8],
+        cells: &mut [CellBody],
+        mut tags: Option<&mut [Block16]>,
+    ) {
+        assert_eq!(cells.len(), cmds.len(), "one command per cell");
+        if let Some(t) = tags.as_deref() {
+            assert_eq!(cells.len(), t.len(), "one tag slot per cell");
+        }
+        for (i, (body, &cmd)) in cells.iter_mut().zip(cmds).enumerate() {
+            let t = self.originate(cmd, body);
+            if let Some(ts) = tags.as_deref_mut() {
+                ts[i] = t;
+            }
+        }
+    }
+}
+
+/// Checks the shared shape of the `*_multi` calls.
+fn check_multi(n_relays: usize, circ: &[usize], cmds: &[u8], n_cells: usize) {
+    assert_eq!(circ.len(), n_cells, "one circuit index per cell");
+    assert_eq!(cmds.len(), n_cells, "one command per cell");
+    assert!(
+        circ.iter().all(|&c| c < n_relays),
+        "circuit index out of range"
+    );
+}
+
+/// Forward direction for cells of many circuits in one call: `cells[i]` (command `cmds[i]`)
+/// belongs to `relays[circ[i]]`; cells of one circuit are taken in slice order. Sets
+/// `for_us[i]` and returns how many cells are for their hop.
+///
+/// # Panics
+/// If the slices differ in length or an index is out of range (a caller bug).
+pub fn forward_multi<B: CgoAes>(
+    relays: &mut [CgoRelayCrypto<B>],
+    circ: &[usize],
+    cmds: &[u8],
+    cells: &mut [CellBody],
+    for_us: &mut [bool],
+) -> usize {
+    check_multi(relays.len(), circ, cmds, cells.len());
+    assert_eq!(for_us.len(), cells.len(), "one flag per cell");
+    let mut n = 0;
+    for (i, body) in cells.iter_mut().enumerate() {
+        for_us[i] = relays[circ[i]].recognize(cmds[i], body);
+        n += usize::from(for_us[i]);
+    }
+    n
+}
+
+/// Backward relaying for cells of many circuits in one call (layout as in [`forward_multi`]).
+///
+/// # Panics
+/// If the slices differ in length or an index is out of range (a caller bug).
+pub fn backward_relay_multi<B: CgoAes>(
+    relays: &mut [CgoRelayCrypto<B>],
+    circ: &[usize],
+    cmds: &[u8],
+    cells: &mut [CellBody],
+) {
+    check_multi(relays.len(), circ, cmds, cells.len());
+    for (i, body) in cells.iter_mut().enumerate() {
+        relays[circ[i]].backward_relay(cmds[i], body);
+    }
+}
+
+/// Originates cells of many circuits in one call (layout as in [`forward_multi`]); `tags`, if
+/// given, receives each cell's SENDME tag.
+///
+/// # Panics
+/// If the slices differ in length or an index is out of range (a caller bug).
+pub fn originate_multi<B: CgoAes>(
+    relays: &mut [CgoRelayCrypto<B>],
+    circ: &[usize],
+    cmds: &[u8],
+    cells: &mut [CellBody],
+    mut tags: Option<&mut [Block16]>,
+) {
+    check_multi(relays.len(), circ, cmds, cells.len());
+    if let Some(t) = tags.as_deref() {
+        assert_eq!(t.len(), cells.len(), "one tag slot per cell");
+    }
+    for (i, body) in cells.iter_mut().enumerate() {
+        let t = relays[circ[i]].originate(cmds[i], body);
+        if let Some(ts) = tags.as_deref_mut() {
+            ts[i] = t;
+        }
+    }
+}

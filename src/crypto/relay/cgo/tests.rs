@@ -1,0 +1,571 @@
+//! CGO tests: every published known-answer vector (ET, PRF, UIV+, UIV+ key update, relay
+//! forward/backward, relay originate, client originate), then seeded random round trips
+//! client -> middle -> exit and back for AES-128 and AES-256, tamper detection, and the
+//! batched entry points against one-cell calls.
+
+use super::client::{ClientCircuit, ClientDirection};
+use super::et::Et;
+use super::prf::Prf;
+use super::uiv::Uiv;
+use super::vector_types::State;
+use super::*;
+use crate::crypto::handshake::kdf::ShakeKdf;
+use aes::{Aes128, Aes128Dec, Aes128Enc, Aes256Dec, Aes256Enc};
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+/// RELAY and RELAY_EARLY (tor-spec "Cell commands"): the two commands CGO cells carry.
+const RELAY: u8 = 3;
+const RELAY_EARLY: u8 = 9;
+
+fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len().is_multiple_of(2), "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+fn arr<const N: usize>(s: &str) -> [u8; N] {
+    unhex(s).try_into().expect("vector field length")
+}
+
+fn body_of(tag: &str, msg: &str) -> CellBody {
+    let mut b = [0u8; CELL_BODY_LEN];
+    b[..CGO_TAG_LEN].copy_from_slice(&unhex(tag));
+    b[CGO_TAG_LEN..].copy_from_slice(&unhex(msg));
+    b
+}
+
+/// A seed from `FORS_TEST_SEED` or the clock, printed so that a failure can be replayed.
+fn test_rng(name: &str) -> StdRng {
+    let seed = std::env::var("FORS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    println!("{name}: seed {seed} (set FORS_TEST_SEED={seed} to replay)");
+    StdRng::seed_from_u64(seed)
+}
+
+#[test]
+fn et_known_answers() {
+    assert_eq!(vectors::ET.len(), 20);
+    for (i, v) in vectors::ET.iter().enumerate() {
+        let et = Et::<Aes128>::new(&unhex(v.keys));
+        let t = unhex(v.tweak);
+        assert_eq!(t.len(), 16 + 1 + CGO_PAYLOAD_LEN);
+        let h: Block16 = t[..16].try_into().unwrap();
+        let x_r: [u8; CGO_PAYLOAD_LEN] = t[17..].try_into().unwrap();
+        let mut block: Block16 = arr(v.block);
+        if v.encrypt {
+            et.encrypt(&h, t[16], &x_r, &mut block);
+        } else {
+            et.decrypt(&h, t[16], &x_r, &mut block);
+        }
+        assert_eq!(block, arr::<16>(v.expect), "ET vector {i}");
+    }
+}
+
+#[test]
+fn prf_known_answers() {
+    assert_eq!(vectors::PRF.len(), 20);
+    for (i, v) in vectors::PRF.iter().enumerate() {
+        let prf = Prf::<Aes128Enc>::new(&unhex(v.keys));
+        let x: Block16 = arr(v.input);
+        let expect = unhex(v.expect);
+        if v.t == 0 {
+            let mut data = [0u8; CGO_PAYLOAD_LEN];
+            prf.xor_t0(&x, &mut data);
+            assert_eq!(&data[..], &expect[..], "PRF t=0 vector {i}");
+        } else {
+            assert_eq!(v.t, 1);
+            let mut out = vec![0u8; expect.len()];
+            prf.gen_t1(&x, &mut out);
+            assert_eq!(out, expect, "PRF t=1 vector {i}");
+        }
+    }
+}
+
+#[test]
+fn uiv_known_answers() {
+    assert_eq!(vectors::UIV.len(), 12);
+    for (i, v) in vectors::UIV.iter().enumerate() {
+        let uiv = Uiv::<Aes128, Aes128Enc>::new(&unhex(v.keys));
+        let h = unhex(v.tweak);
+        let hb: Block16 = h[..16].try_into().unwrap();
+        let mut body = body_of(v.x_l, v.x_r);
+        if v.encrypt {
+            uiv.encrypt(&hb, h[16], &mut body);
+        } else {
+            uiv.decrypt(&hb, h[16], &mut body);
+        }
+        assert_eq!(body, body_of(v.y_l, v.y_r), "UIV+ vector {i}");
+    }
+}
+
+#[test]
+fn uiv_update_known_answers() {
+    assert_eq!(vectors::UIV_UPDATE.len(), 10);
+    for (i, v) in vectors::UIV_UPDATE.iter().enumerate() {
+        let mut uiv = Uiv::<Aes128Enc, Aes128Enc>::new(&unhex(v.keys));
+        let mut nonce: Block16 = arr(v.nonce);
+        uiv.update(&mut nonce);
+        assert_eq!(uiv.key_bytes, unhex(v.new_keys), "UIV+ update keys {i}");
+        assert_eq!(nonce, arr::<16>(v.new_nonce), "UIV+ update nonce {i}");
+    }
+}
+
+fn relay_dir(s: &State) -> CgoRelayDirection<Aes128Enc> {
+    let mut k = unhex(s.keys);
+    k.extend(unhex(s.nonce));
+    let mut d = CgoRelayDirection::<Aes128Enc>::new(&k).unwrap();
+    d.tprime = arr(s.tprime);
+    d
+}
+
+fn assert_state<EB, PB>(
+    uiv: &Uiv<EB, PB>,
+    nonce: &Block16,
+    tprime: &Block16,
+    s: &State,
+    what: &str,
+) {
+    assert_eq!(uiv.key_bytes, unhex(s.keys), "{what}: keys");
+    assert_eq!(nonce, &arr::<16>(s.nonce), "{what}: nonce");
+    assert_eq!(tprime, &arr::<16>(s.tprime), "{what}: T'");
+}
+
+#[test]
+fn relay_known_answers() {
+    assert_eq!(vectors::RELAY.len(), 12);
+    for (i, v) in vectors::RELAY.iter().enumerate() {
+        let mut d = relay_dir(&v.state);
+        let cmd = unhex(v.cmd)[0];
+        let mut body = body_of(v.tag, v.msg);
+        if v.inbound {
+            d.backward(cmd, &mut body);
+        } else {
+            // None of the published forward vectors is addressed to the hop.
+            assert_eq!(d.forward(cmd, &mut body), None, "relay vector {i}");
+        }
+        assert_eq!(body, body_of(v.tag_out, v.msg_out), "relay vector {i}");
+        assert_state(
+            &d.uiv,
+            &d.nonce,
+            &d.tprime,
+            &v.new_state,
+            &format!("relay vector {i}"),
+        );
+    }
+}
+
+#[test]
+fn relay_originate_known_answers() {
+    assert_eq!(vectors::RELAY_ORIGINATE.len(), 6);
+    for (i, v) in vectors::RELAY_ORIGINATE.iter().enumerate() {
+        let mut d = relay_dir(&v.state);
+        let cmd = unhex(v.cmd)[0];
+        // The tag slot's contents must not matter: originate overwrites it with N.
+        let mut body = body_of("ffffffffffffffffffffffffffffffff", v.msg);
+        let tag = d.originate(cmd, &mut body);
+        assert_eq!(body, body_of(v.tag_out, v.msg_out), "originate vector {i}");
+        assert_eq!(
+            tag,
+            arr::<16>(v.tag_out),
+            "originate vector {i}: SENDME tag"
+        );
+        assert_state(
+            &d.uiv,
+            &d.nonce,
+            &d.tprime,
+            &v.new_state,
+            &format!("originate vector {i}"),
+        );
+    }
+}
+
+#[test]
+fn client_originate_known_answers() {
+    assert_eq!(vectors::CLIENT_ORIGINATE.len(), 14);
+    for (i, v) in vectors::CLIENT_ORIGINATE.iter().enumerate() {
+        let mut hops: Vec<ClientDirection<Aes128Dec, Aes128Enc>> = v
+            .states
+            .iter()
+            .map(|s| {
+                let mut k = unhex(s.keys);
+                k.extend(unhex(s.nonce));
+                let mut d = ClientDirection::new(&k);
+                d.tprime = arr(s.tprime);
+                d
+            })
+            .collect();
+        let cmd = unhex(v.cmd)[0];
+        let mut body = body_of("00000000000000000000000000000000", v.msg);
+        let target = v.target_hop - 1;
+        hops[target].originate(cmd, &mut body);
+        for h in (0..target).rev() {
+            hops[h].forward(cmd, &mut body);
+        }
+        assert_eq!(body, body_of(v.tag_out, v.msg_out), "client vector {i}");
+        for (h, s) in hops.iter().zip(&v.new_states) {
+            assert_state(
+                &h.uiv,
+                &h.nonce,
+                &h.tprime,
+                s,
+                &format!("client vector {i}"),
+            );
+        }
+    }
+}
+
+/// The relay side of the published client vectors: the relays at hops 1..=d, keyed like the
+/// client's hops, take the client's cell and exactly hop d recognizes it, with the client's tag.
+#[test]
+fn relays_recognize_client_vectors() {
+    for (i, v) in vectors::CLIENT_ORIGINATE.iter().enumerate() {
+        let cmd = unhex(v.cmd)[0];
+        let mut client: Vec<ClientDirection<Aes128Dec, Aes128Enc>> = Vec::new();
+        let mut relays = Vec::new();
+        for s in &v.states {
+            let mut k = unhex(s.keys);
+            k.extend(unhex(s.nonce));
+            let mut c = ClientDirection::new(&k);
+            c.tprime = arr(s.tprime);
+            client.push(c);
+            relays.push(relay_dir(s));
+        }
+        let target = v.target_hop - 1;
+        let mut body = body_of("00000000000000000000000000000000", v.msg);
+        let tag = client[target].originate(cmd, &mut body);
+        for h in (0..target).rev() {
+            client[h].forward(cmd, &mut body);
+        }
+        for (h, r) in relays.iter_mut().enumerate().take(target + 1) {
+            let got = r.forward(cmd, &mut body);
+            if h < target {
+                assert_eq!(
+                    got, None,
+                    "client vector {i}: hop {h} must pass the cell on"
+                );
+            } else {
+                assert_eq!(got, Some(tag), "client vector {i}: target hop");
+                assert_eq!(
+                    &body[CGO_TAG_LEN..],
+                    &unhex(v.msg)[..],
+                    "client vector {i}: message"
+                );
+            }
+        }
+    }
+}
+
+/// A client's (forward, backward) directions for one hop.
+pub(super) type ClientHop<D, E> = (ClientDirection<D, E>, ClientDirection<D, E>);
+
+/// A random relay/client pair for one hop with AES variant `E` (relay) / `D` (client ET).
+fn random_hop<E, D>(rng: &mut StdRng) -> (CgoRelayCrypto<E>, ClientHop<D, E>)
+where
+    E: CgoAes,
+    D: Cipher16 + aes::cipher::BlockDecrypt,
+{
+    let n = CgoRelayDirection::<E>::key_len();
+    let mut f = vec![0u8; n];
+    let mut b = vec![0u8; n];
+    rng.fill_bytes(&mut f);
+    rng.fill_bytes(&mut b);
+    (
+        CgoRelayCrypto::from_directions(&f, &b).unwrap(),
+        (ClientDirection::new(&f), ClientDirection::new(&b)),
+    )
+}
+
+fn random_cmd(rng: &mut StdRng) -> u8 {
+    if rng.gen_bool(0.2) {
+        RELAY_EARLY
+    } else {
+        RELAY
+    }
+}
+
+/// Client -> hops -> back, random traffic in both directions to random hops; every cell is
+/// recognized by exactly its hop, its message arrives intact, and both ends agree on the
+/// SENDME tags.
+fn round_trip<E, D>(name: &str)
+where
+    E: CgoAes,
+    D: Cipher16 + aes::cipher::BlockDecrypt,
+{
+    let mut rng = test_rng(name);
+    const HOPS: usize = 3;
+    let mut relays = Vec::new();
+    let mut client = ClientCircuit::<D, E> { hops: Vec::new() };
+    for _ in 0..HOPS {
+        let (r, c) = random_hop::<E, D>(&mut rng);
+        relays.push(r);
+        client.hops.push(c);
+    }
+    for round in 0..300 {
+        let cmd = random_cmd(&mut rng);
+        let mut msg = [0u8; CELL_BODY_LEN];
+        rng.fill_bytes(&mut msg);
+        let target = rng.gen_range(0..HOPS);
+        if rng.gen_bool(0.5) {
+            // Outbound: client -> relays 0..=target.
+            let mut body = msg;
+            let tag = client.originate(target, cmd, &mut body);
+            for (h, r) in relays.iter_mut().enumerate() {
+                let mine = r.recognize(cmd, &mut body);
+                assert_eq!(mine, h == target, "round {round}: hop {h} recognition");
+                if mine {
+                    assert_eq!(body[CGO_TAG_LEN..], msg[CGO_TAG_LEN..], "round {round}");
+                    assert_eq!(r.sendme_tag(), &tag, "round {round}: SENDME tag");
+                    break;
+                }
+            }
+        } else {
+            // Inbound: relay `target` originates, relays target-1..0 relay it back.
+            let mut body = msg;
+            let tag = relays[target].originate(cmd, &mut body);
+            for r in relays[..target].iter_mut().rev() {
+                r.backward_relay(cmd, &mut body);
+            }
+            let got = client.recognize(cmd, &mut body);
+            assert_eq!(
+                got,
+                Some((target, tag)),
+                "round {round}: client recognition"
+            );
+            assert_eq!(body[CGO_TAG_LEN..], msg[CGO_TAG_LEN..], "round {round}");
+        }
+    }
+}
+
+#[test]
+fn round_trip_aes128() {
+    round_trip::<Aes128Enc, Aes128Dec>("round_trip_aes128");
+}
+
+#[test]
+fn round_trip_aes256() {
+    round_trip::<Aes256Enc, Aes256Dec>("round_trip_aes256");
+}
+
+/// A flipped bit anywhere in a cell, or a changed command, makes the exit refuse it, and the
+/// tag chain keeps every later cell from being recognized (CGO's tagging resistance).
+#[test]
+fn tampering_is_never_recognized() {
+    let mut rng = test_rng("tampering_is_never_recognized");
+    for trial in 0..40 {
+        let (mut middle, cm) = random_hop::<Aes128Enc, Aes128Dec>(&mut rng);
+        let (mut exit, ce) = random_hop::<Aes128Enc, Aes128Dec>(&mut rng);
+        let mut client = ClientCircuit { hops: vec![cm, ce] };
+        let mut body = [0u8; CELL_BODY_LEN];
+        rng.fill_bytes(&mut body);
+        client.originate(1, RELAY, &mut body);
+        let mut cmd = RELAY;
+        if trial % 4 == 0 {
+            cmd = RELAY_EARLY;
+        } else {
+            let bit = rng.gen_range(0..CELL_BODY_LEN * 8);
+            body[bit / 8] ^= 1 << (bit % 8);
+        }
+        assert!(!middle.recognize(cmd, &mut body));
+        assert!(
+            !exit.recognize(cmd, &mut body),
+            "trial {trial}: tampered cell accepted"
+        );
+        // Honest cells after the tampered one fail too: T' has diverged.
+        for _ in 0..3 {
+            let mut next = [0u8; CELL_BODY_LEN];
+            rng.fill_bytes(&mut next);
+            client.originate(1, RELAY, &mut next);
+            assert!(!middle.recognize(RELAY, &mut next));
+            assert!(
+                !exit.recognize(RELAY, &mut next),
+                "trial {trial}: chain not broken"
+            );
+        }
+    }
+}
+
+/// Random cells that no client made are (all but certainly) not recognized.
+#[test]
+fn random_cells_are_not_recognized() {
+    let mut rng = test_rng("random_cells_are_not_recognized");
+    let (mut relay, _) = random_hop::<Aes128Enc, Aes128Dec>(&mut rng);
+    for _ in 0..500 {
+        let mut body = [0u8; CELL_BODY_LEN];
+        rng.fill_bytes(&mut body);
+        assert!(!relay.recognize(RELAY, &mut body));
+    }
+}
+
+/// The batched calls give the same bodies, flags and tags as one-cell calls, for cells of
+/// several circuits interleaved in one call and for runs of one circuit.
+#[test]
+fn batched_calls_match_single_calls() {
+    let mut rng = test_rng("batched_calls_match_single_calls");
+    const CIRCS: usize = 5;
+    const CELLS: usize = 64;
+    let mut relays = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..CIRCS {
+        let (r, c) = random_hop::<Aes128Enc, Aes128Dec>(&mut rng);
+        relays.push(r);
+        clients.push(ClientCircuit { hops: vec![c] });
+    }
+    let fresh_client0 = clients[0].hops[0].clone();
+    let circ: Vec<usize> = (0..CELLS).map(|_| rng.gen_range(0..CIRCS)).collect();
+    let cmds: Vec<u8> = (0..CELLS).map(|_| random_cmd(&mut rng)).collect();
+    // About half the cells are the client's (for the hop), the rest random (pass through).
+    let mut cells = vec![[0u8; CELL_BODY_LEN]; CELLS];
+    let mut mine = [false; CELLS];
+    for i in 0..CELLS {
+        rng.fill_bytes(&mut cells[i]);
+        if rng.gen_bool(0.5) {
+            clients[circ[i]].originate(0, cmds[i], &mut cells[i]);
+            mine[i] = true;
+        }
+    }
+    // A random cell on a circuit breaks that circuit's chain for later client cells, so
+    // compute the expectation with one-cell calls rather than from `mine`.
+    let mut single = relays.clone();
+    let mut want = cells.clone();
+    let mut want_for_us = vec![false; CELLS];
+    for i in 0..CELLS {
+        want_for_us[i] = single[circ[i]].recognize(cmds[i], &mut want[i]);
+    }
+    assert!(
+        want_for_us.iter().any(|&f| f),
+        "some cell must be recognized"
+    );
+    assert!(mine.iter().zip(&want_for_us).all(|(&m, &f)| m || !f));
+    let mut multi = relays.clone();
+    let mut got = cells.clone();
+    let mut for_us = vec![false; CELLS];
+    let n = forward_multi(&mut multi, &circ, &cmds, &mut got, &mut for_us);
+    assert_eq!(got, want);
+    assert_eq!(for_us, want_for_us);
+    assert_eq!(n, want_for_us.iter().filter(|&&f| f).count());
+    for (a, b) in multi.iter().zip(&single) {
+        assert_eq!(a.sendme_tag(), b.sendme_tag());
+    }
+
+    // One circuit, a run of cells.
+    let mut run_relay = relays[0].clone();
+    let mut run_single = relays[0].clone();
+    let mut run_client = ClientCircuit {
+        hops: vec![fresh_client0],
+    };
+    let mut run = vec![[0u8; CELL_BODY_LEN]; 16];
+    let run_cmds: Vec<u8> = (0..16).map(|_| random_cmd(&mut rng)).collect();
+    let mut client_tags = Vec::new();
+    for (c, &cmd) in run.iter_mut().zip(&run_cmds) {
+        rng.fill_bytes(c);
+        client_tags.push(run_client.originate(0, cmd, c));
+    }
+    let mut want_run = run.clone();
+    for (c, &cmd) in want_run.iter_mut().zip(&run_cmds) {
+        assert!(run_single.recognize(cmd, c));
+    }
+    let mut flags = [false; 16];
+    let mut tags = [[0u8; CGO_TAG_LEN]; 16];
+    assert_eq!(
+        run_relay.forward_batch(&run_cmds, &mut run, &mut flags, Some(&mut tags)),
+        16
+    );
+    assert_eq!(run, want_run);
+    assert_eq!(tags.to_vec(), client_tags);
+
+    // Backward: relayed and originated, multi-circuit and runs.
+    let mut b_single = relays.clone();
+    let mut b_multi = relays.clone();
+    let mut want_b = cells.clone();
+    for i in 0..CELLS {
+        b_single[circ[i]].backward_relay(cmds[i], &mut want_b[i]);
+    }
+    let mut got_b = cells.clone();
+    backward_relay_multi(&mut b_multi, &circ, &cmds, &mut got_b);
+    assert_eq!(got_b, want_b);
+
+    let mut o_single = relays.clone();
+    let mut o_multi = relays.clone();
+    let mut want_o = cells.clone();
+    let mut want_tags = vec![[0u8; CGO_TAG_LEN]; CELLS];
+    for i in 0..CELLS {
+        want_tags[i] = o_single[circ[i]].originate(cmds[i], &mut want_o[i]);
+    }
+    let mut got_o = cells.clone();
+    let mut got_tags = vec![[0u8; CGO_TAG_LEN]; CELLS];
+    originate_multi(&mut o_multi, &circ, &cmds, &mut got_o, Some(&mut got_tags));
+    assert_eq!(got_o, want_o);
+    assert_eq!(got_tags, want_tags);
+
+    let mut ob = relays[1].clone();
+    let mut ob_single = relays[1].clone();
+    let mut run_o = cells[..16].to_vec();
+    let mut want_run_o = run_o.clone();
+    for (c, &cmd) in want_run_o.iter_mut().zip(&run_cmds) {
+        ob_single.originate(cmd, c);
+    }
+    ob.originate_batch(&run_cmds, &mut run_o, None);
+    assert_eq!(run_o, want_run_o);
+    let mut rb = relays[2].clone();
+    let mut rb_single = relays[2].clone();
+    let mut run_b = cells[..16].to_vec();
+    let mut want_run_b = run_b.clone();
+    for (c, &cmd) in want_run_b.iter_mut().zip(&run_cmds) {
+        rb_single.backward_relay(cmd, c);
+    }
+    rb.backward_relay_batch(&run_cmds, &mut run_b);
+    assert_eq!(run_b, want_run_b);
+}
+
+#[test]
+fn key_material_layout_and_lengths() {
+    assert_eq!(CGO_AES128_KEY_MATERIAL_LEN, 160);
+    assert_eq!(CgoRelayDirection::<Aes128Enc>::key_len(), 80);
+    assert_eq!(CgoRelayDirection::<Aes256Enc>::key_len(), 112);
+    // From an ntor-v3-style SHAKE stream: forward 80, backward 80, then KH.
+    let mut kdf = ShakeKdf::new();
+    kdf.absorb(b"cgo key layout test");
+    let mut raw = [0u8; CgoKeyMaterial::STREAM_LEN];
+    kdf.clone().finalize().read(&mut raw);
+    let km = CgoKeyMaterial::from_stream(&mut kdf.finalize());
+    assert_eq!(&km.forward[..], &raw[..80]);
+    assert_eq!(&km.backward[..], &raw[80..160]);
+    assert_eq!(&km.kh[..], &raw[160..]);
+    // The relay keyed from it talks to a client keyed from the same bytes.
+    let mut relay = CgoRelayCrypto128::new(&km);
+    let mut client = ClientCircuit::<Aes128Dec, Aes128Enc> {
+        hops: vec![(
+            ClientDirection::new(&km.forward),
+            ClientDirection::new(&km.backward),
+        )],
+    };
+    let mut body = [7u8; CELL_BODY_LEN];
+    let tag = client.originate(0, RELAY, &mut body);
+    assert!(relay.recognize(RELAY, &mut body));
+    assert_eq!(relay.sendme_tag(), &tag);
+    // Wrong lengths are errors, not panics.
+    assert_eq!(
+        CgoRelayCrypto128::from_directions(&[0u8; 79], &[0u8; 80]).err(),
+        Some(CgoKeyError {
+            expected: 80,
+            got: 79
+        })
+    );
+    assert_eq!(
+        CgoRelayCrypto256::from_directions(&[0u8; 112], &[0u8; 80]).err(),
+        Some(CgoKeyError {
+            expected: 112,
+            got: 80
+        })
+    );
+}

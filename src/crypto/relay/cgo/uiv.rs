@@ -1,0 +1,79 @@
+//! UIV+: CGO's tweakable wide-block cipher over a cell body (proposal 359 "UIV+").
+//!
+//! ```text
+//! ENC_UIV((J, S), H, (X_L, X_R)):  Y_L = ENC_ET(J, H | X_R, X_L);  Y_R = X_R ^ PRF(S, Y_L, 0)
+//! DEC_UIV((J, S), H, (Y_L, Y_R)):  X_R = Y_R ^ PRF(S, Y_L, 0);     X_L = DEC_ET(J, H | X_R, Y_L)
+//! UPDATE_UIV((J, S), N):           (J', S', N') = PRF(S, N, 1)
+//! ```
+//! Here `H` is the tweak `T' | command`: the previous tag of this direction and the cell's
+//! command byte (RELAY or RELAY_EARLY).
+
+use super::et::Et;
+use super::prf::{Prf, T1_MAX_LEN};
+use super::{split_body, Block16, CellBody, Cipher16, BLOCK_LEN};
+#[cfg(test)]
+use aes::cipher::BlockDecrypt;
+use aes::cipher::BlockEncrypt;
+use zeroize::Zeroize;
+
+/// UIV+ keys: J for ET (block cipher `EB`), S for the PRF (block cipher `PB`).
+#[derive(Clone)]
+pub(super) struct Uiv<EB, PB> {
+    j: Et<EB>,
+    s: Prf<PB>,
+    /// Tests only: the key bytes in use, so that the key update can be checked against the
+    /// published vectors.
+    #[cfg(test)]
+    pub(super) key_bytes: Vec<u8>,
+}
+
+impl<EB: Cipher16, PB: Cipher16 + BlockEncrypt> Uiv<EB, PB> {
+    /// Key length: J then S.
+    pub(super) fn key_len() -> usize {
+        Et::<EB>::key_len() + Prf::<PB>::key_len()
+    }
+
+    /// UIV+ keyed from `key` (exactly [`Uiv::key_len`] bytes: a caller invariant).
+    pub(super) fn new(key: &[u8]) -> Self {
+        let (j, s) = key.split_at(Et::<EB>::key_len());
+        Uiv {
+            j: Et::new(j),
+            s: Prf::new(s),
+            #[cfg(test)]
+            key_bytes: key.to_vec(),
+        }
+    }
+
+    /// `UPDATE_UIV`: replaces the keys and `nonce` with `PRF(S, nonce, 1)`, so that the old
+    /// state cannot be recovered from the new one.
+    pub(super) fn update(&mut self, nonce: &mut Block16) {
+        let klen = Self::key_len();
+        let mut seed = [0u8; T1_MAX_LEN];
+        self.s.gen_t1(nonce, &mut seed[..klen + BLOCK_LEN]);
+        *self = Self::new(&seed[..klen]);
+        nonce.copy_from_slice(&seed[klen..klen + BLOCK_LEN]);
+        seed.zeroize();
+    }
+}
+
+impl<EB: Cipher16 + BlockEncrypt, PB: Cipher16 + BlockEncrypt> Uiv<EB, PB> {
+    /// `ENC_UIV` of `body` in place, tweaked by `h` and `cmd`.
+    #[inline]
+    pub(super) fn encrypt(&self, h: &Block16, cmd: u8, body: &mut CellBody) {
+        let (x_l, x_r) = split_body(body);
+        self.j.encrypt(h, cmd, x_r, x_l);
+        self.s.xor_t0(x_l, x_r);
+    }
+}
+
+// Only clients decrypt (tests here): a relay never runs UIV+ backwards.
+#[cfg(test)]
+impl<EB: Cipher16 + BlockDecrypt, PB: Cipher16 + BlockEncrypt> Uiv<EB, PB> {
+    /// `DEC_UIV` of `body` in place, tweaked by `h` and `cmd`.
+    #[inline]
+    pub(super) fn decrypt(&self, h: &Block16, cmd: u8, body: &mut CellBody) {
+        let (y_l, y_r) = split_body(body);
+        self.s.xor_t0(y_l, y_r);
+        self.j.decrypt(h, cmd, y_r, y_l);
+    }
+}
