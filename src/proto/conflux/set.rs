@@ -352,6 +352,17 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         self.by_circ.get(&circ).copied()
     }
 
+    /// Whether `id` still names a live leg: a message tagged with a leg handle that crossed
+    /// shards may arrive after the leg closed and its set slot was reused.
+    pub fn is_current(&self, id: LegId) -> bool {
+        self.slots.get(id.set as usize).is_some_and(|s| {
+            s.gen == id.gen
+                && s.set
+                    .as_ref()
+                    .is_some_and(|set| set.legs[id.leg as usize].is_some())
+        })
+    }
+
     /// BEGIN_DIR on a leg is answered with END NOTDIRECTORY (TROVE-2026-008: directory
     /// streams are circuit-specific and must not ride a set).
     pub fn refuses_begin_dir(&self, circ: C) -> bool {

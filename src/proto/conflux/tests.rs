@@ -275,10 +275,15 @@ fn set_table_is_bounded() {
         (e.this, e.why),
         (DestroyReason::ResourceLimit, RefuseWhy::TooManySets)
     );
-    // A slot freed by the last leg closing is reused.
+    // A slot freed by the last leg closing is reused; the old handle stays dead.
+    let old = s.leg_of(0).unwrap();
+    assert!(s.is_current(old));
     assert!(s.leg_closed(0, false).is_empty());
+    assert!(!s.is_current(old));
     linked(&mut s, 9, &[99], DesiredUx::NoOpinion);
     assert_eq!(s.stats().sets, 4);
+    assert!(s.is_current(s.leg_of(99).unwrap()));
+    assert!(!s.is_current(old));
 }
 
 #[test]
