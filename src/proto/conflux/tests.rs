@@ -849,3 +849,52 @@ fn model_random_interleavings_over_two_legs() {
         "too few interesting rounds"
     );
 }
+
+/// Legs of one set arrive on different shards: each shard forwards the LINK and the leg's
+/// sequenced cells to the nonce's home shard, whose table joins them and orders the cells.
+#[test]
+fn legs_on_different_shards_meet_at_the_home_shard() {
+    let seed: u64 = 0x5eed_0c0f;
+    eprintln!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    const SHARDS: usize = 4;
+    // A circuit handle names its shard, as the node's would.
+    let mut tables: Vec<ConfluxSets<(u8, u32), u64>> = (0..SHARDS)
+        .map(|_| ConfluxSets::new(Limits::default()))
+        .collect();
+    let mut spread = [false; SHARDS];
+    for i in 0..64u32 {
+        let mut n = [0u8; 32];
+        rng.fill(&mut n[..]);
+        let home = home_shard(&n, SHARDS);
+        spread[home] = true;
+        let a = (rng.gen_range(0..SHARDS as u8), 2 * i);
+        let b = (rng.gen_range(0..SHARDS as u8), 2 * i + 1);
+        for leg in [a, b] {
+            tables[home]
+                .on_link(leg, OK, &link_body(n, 0, 0, DesiredUx::NoOpinion), 0)
+                .unwrap();
+        }
+        assert_eq!(tables[home].set_of(a), Some((n, 2)));
+        // Cell 2 on leg b (after a SWITCH by 1) overtakes cell 1 on leg a.
+        tables[home].on_switch(b, OK, &switch_body(1)).unwrap();
+        assert!(matches!(
+            tables[home].on_cell(b, RelayCmd::DATA, OK, 2),
+            Inbound::Held
+        ));
+        let Inbound::Deliver(1) = tables[home].on_cell(a, RelayCmd::DATA, OK, 1) else {
+            panic!("set {i}")
+        };
+        assert_eq!(tables[home].pop_ready(a), Some(2));
+        for (s, t) in tables.iter().enumerate() {
+            if s != home {
+                assert!(t.leg_of(a).is_none() && t.leg_of(b).is_none());
+            }
+        }
+    }
+    assert!(
+        spread.iter().all(|&x| x),
+        "nonces should spread over the shards"
+    );
+    assert_eq!(tables.iter().map(|t| t.stats().sets).sum::<usize>(), 64);
+}
