@@ -7,5 +7,6 @@
 
 pub mod channel;
 pub mod circuit;
+pub mod conflux;
 pub mod flow;
 pub mod stream;
