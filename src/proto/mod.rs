@@ -8,4 +8,5 @@
 pub mod channel;
 pub mod circuit;
 pub mod flow;
+pub mod hs;
 pub mod stream;
