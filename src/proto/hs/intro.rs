@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use super::cells::{
     AckStatus, AuthKey, DosExtension, DosRate, EstablishIntro, HsCellError, Introduce1,
+    AUTH_KEY_TYPE_ED25519,
 };
 use super::verify::{verify_establish_intro, VerifyError};
 use super::{CircFacts, HsCircState, HsRole};
@@ -282,12 +283,18 @@ impl<C: Copy + Eq> IntroPoint<C> {
         kh: &[u8],
         now: Instant,
     ) -> Result<Option<C>, EstablishIntroError> {
-        // C tor parses the key type before the suitability check; both close with
-        // TORPROTOCOL, so only the counter could tell the order apart.
+        // C tor looks at the key type byte (empty, legacy RSA, unknown) before it asks
+        // whether the circuit is suitable, and parses the rest after.
+        let parsed = EstablishIntro::parse(body);
+        if body.first() != Some(&AUTH_KEY_TYPE_ED25519) {
+            if let Err(e) = parsed {
+                return Err(EstablishIntroError::Malformed(e));
+            }
+        }
         if state.role != HsRole::Plain || !facts.is_last_hop {
             return Err(EstablishIntroError::Unsuitable);
         }
-        let cell = EstablishIntro::parse(body).map_err(EstablishIntroError::Malformed)?;
+        let cell = parsed.map_err(EstablishIntroError::Malformed)?;
         verify_establish_intro(&cell, kh).map_err(EstablishIntroError::Verify)?;
         let key = *cell.auth_key;
         let old = self.map.get(&key).map(|e| e.circ);
@@ -586,6 +593,13 @@ mod tests {
             );
         }
         assert_eq!(ip.counters.est_intro_malformed, 3);
+        // The key type is judged before the circuit: a legacy cell mid-circuit is malformed.
+        assert_eq!(
+            ip.on_establish_intro(1, &mut st, mid, &legacy, &svc.kh, t0),
+            close
+        );
+        assert_eq!(ip.counters.est_intro_malformed, 4);
+        assert_eq!(ip.counters.est_intro_unsuitable, 4);
         assert_eq!(st.role, HsRole::Plain);
         assert!(ip.is_empty());
         // Introducing on an intro circuit is not allowed either.
