@@ -325,7 +325,7 @@ impl DosExtension {
             && rate <= DOS_PARAM_MAX
             && burst <= DOS_PARAM_MAX
             && burst >= rate;
-        Some(DosExtension::Explicit(valid.then(|| DosRate {
+        Some(DosExtension::Explicit(valid.then_some(DosRate {
             rate_per_sec: rate as u32,
             burst_per_sec: burst as u32,
         })))
