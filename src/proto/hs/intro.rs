@@ -273,8 +273,9 @@ impl<C: Copy + Eq> IntroPoint<C> {
         }
     }
 
-    /// The checks in C tor's order: suitability, parse, signature and MAC; then register.
-    pub fn establish_intro(
+    /// The checks in C tor's order: key type, suitability, parse, signature and MAC; then
+    /// register.
+    fn establish_intro(
         &mut self,
         circ: C,
         state: &mut HsCircState,
