@@ -334,7 +334,11 @@ impl DosExtension {
     /// Encodes one DoS extension field body (the service side; used by tests and tools).
     pub fn encode_field(params: &[(u8, u64)], out: &mut [u8]) -> Result<usize, HsCellError> {
         let mut w = Writer::new(out, "DoS extension");
-        w.bytes(&[params.len() as u8])?;
+        let n = u8::try_from(params.len()).map_err(|_| HsCellError::BadLength {
+            what: "DoS extension N_PARAMS",
+            len: params.len(),
+        })?;
+        w.bytes(&[n])?;
         for (ty, v) in params {
             w.bytes(&[*ty])?;
             w.bytes(&v.to_be_bytes())?;
@@ -652,6 +656,8 @@ mod tests {
         assert_eq!(dos(&[(1, 10), (3, 20)]), None, "unknown param: ignored");
         assert_eq!(DosExtension::parse_field(&[2, 1, 0, 0]), None, "truncated");
         assert_eq!(DosExtension::parse_field(&[]), None);
+        let many = [(1u8, 1u64); 256];
+        assert!(DosExtension::encode_field(&many, &mut [0u8; 4096]).is_err());
     }
 
     #[test]
