@@ -3,13 +3,15 @@
 #![no_main]
 use std::time::{Duration, Instant};
 
+use fors::keys::Ed25519Keypair;
+use fors::proto::hs::cells::{encode_establish_intro, DosExtension, EXT_TYPE_DOS};
 use fors::proto::hs::cells::{
     parse_establish_rendezvous, parse_intro_established, EstablishIntro, Extension, Introduce1,
     IntroduceAck, Rendezvous1,
 };
 use fors::proto::hs::intro::{IntroDosParams, IntroPoint, Introduce1Outcome};
 use fors::proto::hs::rend::{RendPoint, Rendezvous1Outcome};
-use fors::proto::hs::verify::verify_establish_intro;
+use fors::proto::hs::verify::{hs_mac, verify_establish_intro, ESTABLISH_INTRO_SIG_PREFIX};
 use fors::proto::hs::{CircFacts, HsCircState};
 use libfuzzer_sys::fuzz_target;
 
@@ -39,6 +41,41 @@ fn parsers(body: &[u8]) {
     }
 }
 
+/// A valid ESTABLISH_INTRO for service `k` of four, with DoS parameters from `p`: without
+/// it the fuzzer could never get past the signature to the table and its buckets.
+fn valid_establish_intro(k: u8, p: &[u8], out: &mut [u8]) -> usize {
+    let kp = Ed25519Keypair::from_expanded(&[k % 4 + 1; 64]);
+    let num = |i: usize| p.get(i).copied().unwrap_or(0) as u64;
+    let mut f = [0u8; 32];
+    let n = DosExtension::encode_field(&[(1, num(0)), (2, num(1))], &mut f).unwrap();
+    let ext = [Extension {
+        field_type: EXT_TYPE_DOS,
+        field: &f[..n],
+    }];
+    let exts = if p.len() > 1 { &ext[..] } else { &[] };
+    encode_establish_intro(
+        kp.public().as_bytes(),
+        exts,
+        |m| hs_mac(&KH, m),
+        |m| {
+            kp.sign(&[ESTABLISH_INTRO_SIG_PREFIX, m].concat())
+                .to_bytes()
+        },
+        out,
+    )
+    .unwrap()
+}
+
+fn valid_introduce1(k: u8, encrypted: &[u8], out: &mut [u8]) -> usize {
+    let kp = Ed25519Keypair::from_expanded(&[k % 4 + 1; 64]);
+    let enc = if encrypted.is_empty() {
+        &[1u8][..]
+    } else {
+        encrypted
+    };
+    Introduce1::encode(kp.public().as_bytes(), &[], enc, out).unwrap()
+}
+
 fuzz_target!(|data: &[u8]| {
     parsers(data);
 
@@ -61,11 +98,25 @@ fuzz_target!(|data: &[u8]| {
         };
         let now = t0 + Duration::from_secs(step);
         let st = &mut states[circ as usize];
+        let mut made = [0u8; 600];
+        let valid = flags & 16 != 0;
         match cmd % 5 {
             0 => {
+                let body = if valid {
+                    let n = valid_establish_intro(*len, body, &mut made);
+                    &made[..n]
+                } else {
+                    body
+                };
                 ip.on_establish_intro(circ, st, facts, body, &KH, now);
             }
             1 => {
+                let body = if valid {
+                    let n = valid_introduce1(*len, body, &mut made);
+                    &made[..n]
+                } else {
+                    body
+                };
                 if let Introduce1Outcome::Forward { .. } = ip.on_introduce1(st, facts, body, now) {
                     ip.introduce2_sent(flags & 4 == 0);
                 }
