@@ -19,8 +19,8 @@ use fors::crypto::keymat::Tor1KeyMaterial;
 use fors::exit::dns::{Answer, Resolution};
 use fors::exit::policy::{parse_policy_list, ExitPolicy};
 use fors::proto::circuit::{
-    Action, CellBody, ChanId, ChanInfo, CircuitConfig, ConnectError, CoreIo,
-    ExtendDone, HopCrypto, NetworkView, NextHop, PeerIdentity, RelayCore, RelayIdentity, ShardIdx,
+    Action, CellBody, ChanId, ChanInfo, CircuitConfig, ConnectError, CoreIo, ExtendDone, HopCrypto,
+    NetworkView, NextHop, PeerIdentity, RelayCore, RelayIdentity, ShardIdx,
 };
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
@@ -65,9 +65,14 @@ fn take<'a>(d: &mut &'a [u8], n: usize) -> &'a [u8] {
 fuzz_target!(|data: &[u8]| {
     let mut d = data;
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let keys = Arc::new(NtorKeyMap::new(NtorKeyPair::from_secret_bytes([9; 32]), None));
+    let keys = Arc::new(NtorKeyMap::new(
+        NtorKeyPair::from_secret_bytes([9; 32]),
+        None,
+    ));
     let policy = Arc::new(ExitPolicy::from_rules(
-        &parse_policy_list("accept 127.0.0.1:*, accept *:80, reject *:*").unwrap().rules,
+        &parse_policy_list("accept 127.0.0.1:*, accept *:80, reject *:*")
+            .unwrap()
+            .rules,
         false,
     ));
     let cfg = CircuitConfig {
@@ -81,11 +86,17 @@ fuzz_target!(|data: &[u8]| {
         extend_allow_private: true,
         ..CircuitConfig::default()
     };
-    let me = RelayIdentity { rsa: RsaIdentity([2; 20]), ed: Ed25519Identity([2; 32]) };
+    let me = RelayIdentity {
+        rsa: RsaIdentity([2; 20]),
+        ed: Ed25519Identity([2; 32]),
+    };
     let mut core: RelayCore<Clear, Net> = RelayCore::new(cfg, me, keys, policy, Net);
     let prev = ChanInfo {
         id: ChanId(1),
-        peer: PeerIdentity::Relay { rsa: RsaIdentity([1; 20]), ed: Ed25519Identity([1; 32]) },
+        peer: PeerIdentity::Relay {
+            rsa: RsaIdentity([1; 20]),
+            ed: Ed25519Identity([1; 32]),
+        },
         we_initiated: false,
     };
     let mut now = Instant::now();
@@ -93,7 +104,13 @@ fuzz_target!(|data: &[u8]| {
     // One established circuit (CREATE_FAST completes inline).
     {
         let mut io = CoreIo::new(now, &mut rng, &mut out);
-        core.handle_cell(&prev, CircId(0x8000_0001), ChanCmd::CREATE_FAST, &mut [0; CELL_BODY_LEN], &mut io);
+        core.handle_cell(
+            &prev,
+            CircId(0x8000_0001),
+            ChanCmd::CREATE_FAST,
+            &mut [0; CELL_BODY_LEN],
+            &mut io,
+        );
     }
     let mut streams = vec![];
     let mut extends = vec![];
@@ -107,9 +124,17 @@ fuzz_target!(|data: &[u8]| {
                 let mut body = [0u8; CELL_BODY_LEN];
                 let src = take(&mut d, CELL_BODY_LEN);
                 body[..src.len()].copy_from_slice(src);
-                let cmd = if op & 0x10 != 0 { ChanCmd::RELAY_EARLY } else { ChanCmd::RELAY };
+                let cmd = if op & 0x10 != 0 {
+                    ChanCmd::RELAY_EARLY
+                } else {
+                    ChanCmd::RELAY
+                };
                 if op & 0x20 != 0 {
-                    let nc = ChanInfo { id: ChanId(5), peer: prev.peer, we_initiated: true };
+                    let nc = ChanInfo {
+                        id: ChanId(5),
+                        peer: prev.peer,
+                        we_initiated: true,
+                    };
                     core.handle_cell(&nc, CircId(0x8000_0005), cmd, &mut body, &mut io);
                 } else {
                     core.handle_cell(&prev, CircId(0x8000_0001), cmd, &mut body, &mut io);
@@ -123,7 +148,15 @@ fuzz_target!(|data: &[u8]| {
                 body[..src.len()].copy_from_slice(src);
                 let (ch, id, cmd) = match h {
                     [a, b, c, e, f, g] => (
-                        if *a & 1 == 0 { prev } else { ChanInfo { id: ChanId(2), peer: PeerIdentity::Client, we_initiated: true } },
+                        if *a & 1 == 0 {
+                            prev
+                        } else {
+                            ChanInfo {
+                                id: ChanId(2),
+                                peer: PeerIdentity::Client,
+                                we_initiated: true,
+                            }
+                        },
                         CircId(u32::from_be_bytes([*b, *c, *e, *f])),
                         ChanCmd(*g),
                     ),
@@ -140,14 +173,21 @@ fuzz_target!(|data: &[u8]| {
             6 => {
                 if let Some(&s) = streams.last() {
                     let _ = match take(&mut d, 1).first().copied().unwrap_or(0) % 5 {
-                        0 => core.stream_connected(s, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 80), &mut io),
+                        0 => core.stream_connected(
+                            s,
+                            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 80),
+                            &mut io,
+                        ),
                         1 => core.stream_connect_failed(s, ConnectError::Errno(111), &mut io),
                         2 => core.stream_closed(s, EndReason::Done, &mut io),
                         3 => core.stream_write_blocked(s, op & 0x80 != 0, &mut io),
                         _ => core.dns_result(
                             s,
                             &Resolution {
-                                ipv4: Answer::Found { value: Ipv4Addr::new(127, 0, 0, 1), ttl: 5 },
+                                ipv4: Answer::Found {
+                                    value: Ipv4Addr::new(127, 0, 0, 1),
+                                    ttl: 5,
+                                },
                                 ..Resolution::NONE
                             },
                             &mut io,
@@ -172,8 +212,19 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(c) = extends.pop() {
                     let mut created = [0u8; CELL_BODY_LEN];
                     created[1] = 64;
-                    let next = NextHop { chan: ChanId(5), shard: ShardIdx(0), circ_id: CircId(0x8000_0005) };
-                    let r = if op & 0x80 != 0 { Err(DestroyReason::ConnectFailed) } else { Ok(ExtendDone { next, created2: &created }) };
+                    let next = NextHop {
+                        chan: ChanId(5),
+                        shard: ShardIdx(0),
+                        circ_id: CircId(0x8000_0005),
+                    };
+                    let r = if op & 0x80 != 0 {
+                        Err(DestroyReason::ConnectFailed)
+                    } else {
+                        Ok(ExtendDone {
+                            next,
+                            created2: &created,
+                        })
+                    };
                     let _ = core.extend_result(c, r, &mut io);
                 }
             }
@@ -181,7 +232,9 @@ fuzz_target!(|data: &[u8]| {
         }
         for a in &out {
             match a {
-                Action::Connect { stream, .. } | Action::Resolve { stream, .. } => streams.push(*stream),
+                Action::Connect { stream, .. } | Action::Resolve { stream, .. } => {
+                    streams.push(*stream)
+                }
                 Action::Extend { circ, .. } => extends.push(*circ),
                 _ => {}
             }

@@ -61,7 +61,11 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
         let out = session.handle_line(line, &auth, &view, &mut rng);
-        assert!(out.reply.len() < 1 << 20, "reply of {} bytes", out.reply.len());
+        assert!(
+            out.reply.len() < 1 << 20,
+            "reply of {} bytes",
+            out.reply.len()
+        );
         if out.close {
             break;
         }

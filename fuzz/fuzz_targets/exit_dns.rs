@@ -44,7 +44,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut rng = StdRng::seed_from_u64(u64::from(ctl));
     let mut q = QueryBuf::default();
-    build_query(&mut q, 0xbeef, name, qtype, Some(1232), ctl & 8 != 0, &mut rng).unwrap();
+    build_query(
+        &mut q,
+        0xbeef,
+        name,
+        qtype,
+        Some(1232),
+        ctl & 8 != 0,
+        &mut rng,
+    )
+    .unwrap();
     let msg = shape(rest, q.as_bytes(), q.qname_wire().len(), ctl & 4 != 0);
     for exact in [false, true] {
         let _ = parse_response(&msg, &Expected::for_query(&q, qtype, exact));
@@ -81,5 +90,7 @@ fuzz_target!(|data: &[u8]| {
     let done = r.handle_datagram(ns, &msg, now).count();
     assert!(done <= 1);
     let _ = r.poll_transmit();
-    let _ = r.handle_timeout(now + std::time::Duration::from_secs(10)).count();
+    let _ = r
+        .handle_timeout(now + std::time::Duration::from_secs(10))
+        .count();
 });

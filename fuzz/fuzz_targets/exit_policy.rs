@@ -9,8 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use fors::exit::policy::{
-    parse_policy_item, parse_policy_list, ExitPolicy, ExitPolicyBuilder, ExitRelay,
-    PolicyDecision,
+    parse_policy_item, parse_policy_list, ExitPolicy, ExitPolicyBuilder, ExitRelay, PolicyDecision,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -70,7 +69,10 @@ fuzz_target!(|data: &[u8]| {
                 IpAddr::V6(Ipv6Addr::LOCALHOST),
             ] {
                 let d = policy.allows(addr, port);
-                assert!(matches!(d, PolicyDecision::Accepted | PolicyDecision::Rejected));
+                assert!(matches!(
+                    d,
+                    PolicyDecision::Accepted | PolicyDecision::Rejected
+                ));
             }
         }
         if policy.is_reject_star() {

@@ -9,4 +9,5 @@ pub mod channel;
 pub mod circuit;
 pub mod conflux;
 pub mod flow;
+pub mod hs;
 pub mod stream;
