@@ -328,3 +328,43 @@ fn soft_hibernation_refuses_new_connections_and_circuits_hard_closes_channels() 
         "hard hibernation left a channel open"
     );
 }
+
+#[test]
+fn onion_skin_batches_and_exit_connects_are_timed_into_their_histograms() {
+    use fors::metrics::histogram::ShardLatency;
+    use std::sync::Arc;
+    let mut net = Net::new(seed("latency_histograms"));
+    let latency = Arc::new(ShardLatency::default());
+    let node = net.nodes.remove(0);
+    net.nodes.insert(0, node.with_latency(latency.clone()));
+    let mut p = Peer::client(&mut net, 0, 40010);
+    let mut c = ClientCirc::create(&mut net, &mut p, 0x8000_0003);
+    assert!(
+        latency.onionskin_batch.snapshot().count() >= 1,
+        "the CREATE2 batch was not timed"
+    );
+
+    // BEGIN, then the connect completes 30 ms later on the shard's clock.
+    let begin = c.cell(0, RelayCmd::BEGIN, 9, &begin_data("127.0.0.1:8080"));
+    p.send(&mut net, c.circ_id, ChanCmd::RELAY, &begin);
+    let cs = connects(&net.shards[0]);
+    assert_eq!(cs.len(), 1);
+    assert_eq!(latency.exit_connect.snapshot().count(), 0);
+    net.shards[0].advance(Duration::from_millis(30));
+    net.nodes[0].on_connected(cs[0].0, cs[0].1, &mut net.shards[0]);
+    let s = latency.exit_connect.snapshot();
+    assert_eq!(s.count(), 1);
+    assert_eq!(s.sum_us, 30_000, "{s:?}");
+
+    // A connect that fails after 2 s is timed too.
+    let begin = c.cell(0, RelayCmd::BEGIN, 10, &begin_data("127.0.0.1:8081"));
+    net.shards[0].ops.clear();
+    p.send(&mut net, c.circ_id, ChanCmd::RELAY, &begin);
+    let cs = connects(&net.shards[0]);
+    assert_eq!(cs.len(), 1);
+    net.shards[0].advance(Duration::from_secs(2));
+    net.peer_closed(0, cs[0].0);
+    let s = latency.exit_connect.snapshot();
+    assert_eq!(s.count(), 2);
+    assert_eq!(s.sum_us, 2_030_000, "{s:?}");
+}

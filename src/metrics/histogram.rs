@@ -88,25 +88,17 @@ impl LatencyHistogram {
 pub struct ShardLatency {
     /// Time one batch of queued onionskins (CREATE2/CREATE_FAST) took to process.
     pub onionskin_batch: LatencyHistogram,
-    /// Time a cell waited between its channel read and its send, per flushed batch (the
-    /// oldest cell of the batch).
-    pub cell_queue_delay: LatencyHistogram,
     /// Time from an exit stream's connect request to the connected (or failed) event.
     pub exit_connect: LatencyHistogram,
 }
 
 /// `(family name, help, pick)` for every histogram of [`ShardLatency`].
 type Pick = fn(&ShardLatency) -> &LatencyHistogram;
-pub const FAMILIES: [(&str, &str, Pick); 3] = [
+pub const FAMILIES: [(&str, &str, Pick); 2] = [
     (
         "fors_relay_onionskin_batch_seconds",
         "Time to process one batch of queued onionskins.",
         |l| &l.onionskin_batch,
-    ),
-    (
-        "fors_relay_cell_queue_delay_seconds",
-        "Time the oldest cell of a flushed batch waited between its read and its send.",
-        |l| &l.cell_queue_delay,
     ),
     (
         "fors_relay_exit_connect_seconds",

@@ -518,6 +518,10 @@ impl Relay {
                 .shard(id.0)
                 .cloned()
                 .unwrap_or_else(|| Arc::new(Default::default()));
+            let latency = registry
+                .latency(id.0)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(Default::default()));
             let dns = resolver.clone().and_then(|c| {
                 ExitDns::new(c, Instant::now())
                     .inspect_err(|e| {
@@ -542,6 +546,7 @@ impl Relay {
                 },
             )
             .count_private_bandwidth(count_private)
+            .with_latency(latency)
         })
         .map_err(|source| RelayError::Shards { addr, source })?;
         let bound = runtime.local_addr().unwrap_or(addr);

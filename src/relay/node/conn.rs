@@ -114,10 +114,14 @@ impl RelayNode {
                 ..
             }) => {
                 s.connected = true;
-                Some(s.stream)
+                Some((s.stream, s.connect_started))
             }
             _ => None,
         };
+        let stream = stream.map(|(stream, started)| {
+            self.observe_connect(started, now);
+            stream
+        });
         if let Some(stream) = stream {
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
             if self.core.stream_connected(stream, peer, &mut io).is_err() {

@@ -72,6 +72,7 @@ impl RelayNode {
                             unread: ByteQueue::new(),
                             unsent: ByteQueue::new(),
                             forgotten: false,
+                            connect_started: now,
                         })),
                         read_paused: false,
                         closing: false,
@@ -162,6 +163,14 @@ impl RelayNode {
         let _ = self
             .core
             .stream_closed(stream, EndReason::ResourceLimit, &mut io);
+    }
+
+    /// An exit connect ended (connected or failed): its time into the histogram.
+    pub(super) fn observe_connect(&self, started: Instant, now: Instant) {
+        if let Some(l) = &self.latency {
+            l.exit_connect
+                .observe(now.saturating_duration_since(started));
+        }
     }
 
     /// The core forgot a stream: close its socket (after its output).
@@ -343,6 +352,9 @@ impl RelayNode {
     ) {
         let now = out.now();
         self.streams.remove(&s.stream);
+        if !s.forgotten && !s.connected {
+            self.observe_connect(s.connect_started, now);
+        }
         if !s.forgotten {
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
             if s.connected {

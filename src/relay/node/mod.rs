@@ -210,6 +210,8 @@ struct StreamConn {
     unsent: ByteQueue,
     /// The core already forgot the stream (StreamClose): do not report its close.
     forgotten: bool,
+    /// When the connect was asked for (the `exit_connect` latency histogram).
+    connect_started: Instant,
 }
 
 enum Kind {
@@ -288,6 +290,8 @@ pub struct RelayNode {
     /// The DoS table all shards share, the torrc's DoS options (replaced on SIGHUP), and
     /// the thresholds in force (torrc over the consensus; recomputed when either changes).
     dos: Arc<ClientAddrTable>,
+    /// Latency histograms (MetricsPort), if the relay gave one.
+    latency: Option<Arc<crate::metrics::histogram::ShardLatency>>,
     dos_options: SnapshotReader<DosOptions>,
     dos_cfg: DosConfig,
     /// `CountPrivateBandwidth`: connections with internal addresses are rate-limited too.
@@ -372,7 +376,17 @@ impl RelayNode {
             dos_options,
             dos_cfg,
             count_private_bandwidth: false,
+            latency: None,
         }
+    }
+
+    /// The histograms this shard records into (onion-skin batches, exit connects).
+    pub fn with_latency(
+        mut self,
+        latency: Arc<crate::metrics::histogram::ShardLatency>,
+    ) -> RelayNode {
+        self.latency = Some(latency);
+        self
     }
 
     /// Seeds the node's random sources (circuit IDs, idle timeouts, DoS draws, cell

@@ -33,8 +33,15 @@ impl RelayNode {
         if self.core.onions_pending() == 0 {
             return self.core.has_staged();
         }
-        let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
+        let started = out.now();
+        let mut io = CoreIo::new(started, &mut self.core_rng, &mut self.actions);
         self.core.process_onion_queue(&mut io);
+        if let Some(l) = &self.latency {
+            // `ShardIo::now` reads the clock at each call (the shard's), so this is the
+            // batch's own time.
+            l.onionskin_batch
+                .observe(out.now().saturating_duration_since(started));
+        }
         self.dispatch(out);
         self.flush_staged(out);
         self.core.onions_pending() > 0 || self.core.has_staged()
