@@ -368,3 +368,28 @@ fn onion_skin_batches_and_exit_connects_are_timed_into_their_histograms() {
     assert_eq!(s.count(), 2);
     assert_eq!(s.sum_us, 2_030_000, "{s:?}");
 }
+
+/// Found by the soak: a peer whose circuits are created and destroyed between two idle checks
+/// never had a circuit when the node looked, and its link was closed as idle. C tor stamps a
+/// channel whenever a circuit is attached to it (`timestamp_last_had_circuits`).
+#[test]
+fn a_channel_whose_circuits_come_and_go_between_idle_checks_is_not_idle() {
+    let mut net = Net::new(seed("churning_channel_not_idle"));
+    let idle = Peer::client(&mut net, 0, 40060);
+    let mut churn = Peer::client(&mut net, 0, 40061);
+    for i in 0..80u32 {
+        let c = ClientCirc::create(&mut net, &mut churn, 0x8000_1000 + i);
+        let destroy = [0u8; CELL_BODY_LEN];
+        churn.send(&mut net, c.circ_id, ChanCmd::DESTROY, &destroy);
+        churn.pump(&mut net);
+        net.tick(Duration::from_secs(60));
+    }
+    assert!(
+        !net.shards[0].conns.contains_key(&idle.conn),
+        "the control: idle for 80 min and still open"
+    );
+    assert!(
+        net.is_open(0, churn.conn),
+        "a channel that built a circuit every minute was closed as idle"
+    );
+}

@@ -201,6 +201,8 @@ pub struct Directory {
     /// Set when a consensus requires a protocol Fors lacks and C tor would exit: the
     /// control loop ends and the relay exits with status 1, saying this.
     fatal: Option<String>,
+    /// Whether the known-gap explanation (HSIntro/HSRend) was logged (once per process).
+    known_gap_explained: bool,
 }
 
 impl Directory {
@@ -229,6 +231,7 @@ impl Directory {
             no_address_reported: false,
             hibernating: false,
             fatal: None,
+            known_gap_explained: false,
         }
     }
 
@@ -807,13 +810,14 @@ impl Directory {
                 let known_gap =
                     m.0.iter()
                         .all(|e| KNOWN_MISSING_REQUIRED.contains(&e.name.as_str()));
-                if known_gap {
+                if known_gap && !self.known_gap_explained {
+                    self.known_gap_explained = true;
                     log_err!(
                         "Fors keeps running without them: the onion-service relay roles \
                          (HSIntro, HSRend) are not implemented yet, so Fors is never an \
                          introduction or rendezvous point (C tor would exit here)."
                     );
-                } else {
+                } else if !known_gap {
                     self.fatal = Some(line);
                 }
             }

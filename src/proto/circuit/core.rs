@@ -80,6 +80,10 @@ pub struct RelayCore<
     pub(super) pool: CellPool,
     onion_q: VecDeque<PendingOnion>,
     blocked: HashSet<ChanId>,
+    /// Channels a circuit was attached to since the last `channels_in_use` (C tor stamps
+    /// `timestamp_last_had_circuits` on attach): a channel whose circuits come and go
+    /// between two idle checks is not idle.
+    attached: HashSet<ChanId>,
     pub(super) metrics: CircuitMetrics,
     batch_hits: Vec<bool>,
     /// Circuits with queued cells or streams paused on a blocked channel.
@@ -124,6 +128,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             oom_scratch: Vec::with_capacity(cfg.max_circuits),
             onion_q: VecDeque::with_capacity(cfg.onion_queue_len),
             blocked: HashSet::with_capacity(cfg.max_circuits.min(1 << 16)),
+            attached: HashSet::with_capacity(cfg.max_circuits.min(1 << 10)),
             batch_hits: vec![false; BATCH],
             run_tag: [0; 20],
             external: CellQueue::default(),
@@ -390,6 +395,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 self.metrics.create_refused_table_full += 1;
                 return send_destroy(DestroyReason::ResourceLimit, io, &mut self.metrics);
             };
+            self.attached.insert(chan.id);
             let c = self.table.get_mut(h.idx).expect("just inserted");
             c.crypto = Some(C::from_keys(&keys));
             c.state = CircState::Open;
@@ -419,6 +425,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             self.metrics.create_refused_table_full += 1;
             return send_destroy(DestroyReason::ResourceLimit, io, &mut self.metrics);
         };
+        self.attached.insert(chan.id);
         self.metrics.circuits = self.table.len() as u64;
         let mut hdata = [0u8; CELL_BODY_LEN];
         hdata[..c2.hdata.len()].copy_from_slice(c2.hdata);
@@ -561,7 +568,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
 
     /// Adds to `out` every channel that carries a circuit here, on either side (for the
     /// shard's idle-channel timeout). A scan of the table: call it about once a second.
-    pub fn channels_in_use(&self, out: &mut std::collections::HashSet<ChanId>) {
+    pub fn channels_in_use(&mut self, out: &mut std::collections::HashSet<ChanId>) {
+        out.extend(self.attached.drain());
         for idx in 0..self.table.slot_count() {
             let Some(c) = self.table.get(idx) else {
                 continue;
@@ -1221,6 +1229,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let c = self.table.get_mut(idx).expect("live");
         c.next = Next::Open(done.next);
         if done.next.shard == self.cfg.shard {
+            self.attached.insert(done.next.chan);
             self.table
                 .set_next_key(idx, done.next.chan, done.next.circ_id);
         }

@@ -174,6 +174,7 @@ impl RelayNode {
                     self.extend_failed(who, DestroyReason::ResourceLimit, now, out);
                     return;
                 }
+                self.proxy_attached.insert(chan);
                 self.cross.circuits_total += 1;
                 let msg = RelayMsg::ExtendReply {
                     origin: circ,

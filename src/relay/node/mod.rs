@@ -284,6 +284,9 @@ pub struct RelayNode {
     overflow_cap: usize,
     /// Channels that carry a circuit (refilled at each idle check; kept for its capacity).
     chans_in_use: HashSet<ChanId>,
+    /// Channels that took another shard's circuit since the last idle check (the core keeps
+    /// its own circuits' attaches): busy even if that circuit is gone again.
+    proxy_attached: HashSet<ChanId>,
     next_idle_check: Option<Instant>,
     /// Channel padding: consensus parameters, usage scratch sets, next deadline.
     padding: timers::NodePadding,
@@ -370,6 +373,7 @@ impl RelayNode {
             pool_cells,
             overflow_cap: 0,
             chans_in_use: HashSet::new(),
+            proxy_attached: HashSet::new(),
             next_idle_check: None,
             padding: Default::default(),
             dos,

@@ -115,6 +115,7 @@ impl RelayNode {
         let mut in_use = std::mem::take(&mut self.chans_in_use);
         in_use.clear();
         self.core.channels_in_use(&mut in_use);
+        in_use.extend(self.proxy_attached.drain());
         let shard = self.shard;
         let hibernation = self.network.get().hibernation;
         for i in 0..self.conns.len() {
