@@ -233,7 +233,8 @@ def judge_loadgen(run):
     if s is None:
         return False, f"{run['name']}: no JSON summary (exit {run.get('rc')})"
     if run.get("rc") != 0 or not s.get("ok"):
-        return False, f"{run['name']}: ok={s.get('ok')} exit {run.get('rc')} errors {s.get('errors')}"
+        return False, (f"{run['name']}: ok={s.get('ok')} exit {run.get('rc')} "
+                       f"errors {s.get('errors')}")
     if s.get("integrity_errors", 1) != 0:
         return False, f"{run['name']}: integrity_errors {s.get('integrity_errors')}"
     return True, f"{run['name']}: ok, {s.get('bytes_verified', 0)} bytes verified"
@@ -534,7 +535,8 @@ def report_text(result, data, opts):
              f"bytes verified by fors-loadgen: {data['bytes_verified']} "
              f"({data['bytes_verified'] / 1e6:.1f} MB)",
              f"connection churn: {data['conn_churn']}; raw slow sockets: {data['slow_sockets']}",
-             f"slow readers: {dict((k, v) for k, v in data['slow_readers'].items() if k != 'error_samples')}"]
+             "slow readers: " + json.dumps({k: v for k, v in data["slow_readers"].items()
+                                            if k != "error_samples"})]
     for nick, rel in sorted(data["relays"].items()):
         rs = [s for s in rel["samples"] if s.get("rss_kb")]
         if rs:
@@ -561,6 +563,7 @@ def main(argv=None):
     ap.add_argument("--interval", type=float, default=10.0, help="sample period, s (default 10)")
     ap.add_argument("--cooldown", type=float, default=30.0, help="s sampled after the load")
     ap.add_argument("--rate", type=float, default=3.0, help="bulk MB/s, both directions together")
+    ap.add_argument("--stream-size", default="16M", help="bytes per bulk stream (default 16M)")
     ap.add_argument("--create-rate", type=int, default=5, help="circuit churn, CREATE2/s per Fors")
     ap.add_argument("--flood-rate", type=int, default=100, help="CREATE2/s in the flood phase")
     ap.add_argument("--flood-secs", type=float, default=120.0, help="flood phase length")
@@ -616,10 +619,16 @@ def main(argv=None):
         dur = f"{int(load_s)}s"
         over = f"{int(load_s + 300)}s"
         path = f"{MIDDLE},{EXIT}"
-        bulk = Loadgen("bulk", loadgen_cmd(args, net_json, [
-            "--path", path, "--circuits", "2", "--streams", "1", "--download", "16M",
-            "--upload", "16M", "--duration", dur, "--rate", str(args.rate), "--threads", "1",
+        # Download and upload in separate runs, each with half the rate: one run's token
+        # bucket serves circuit SENDMEs before upload cells, so paced uploads would starve.
+        bulk = Loadgen("bulk-down", loadgen_cmd(args, net_json, [
+            "--path", path, "--circuits", "1", "--streams", "2", "--download", args.stream_size,
+            "--duration", dur, "--rate", str(args.rate / 2), "--threads", "1",
             "--timeout", over, "--seed", str(seed)]), args.out)
+        bulk_up = Loadgen("bulk-up", loadgen_cmd(args, net_json, [
+            "--path", path, "--circuits", "1", "--streams", "2", "--upload", args.stream_size,
+            "--duration", dur, "--rate", str(args.rate / 2), "--threads", "1",
+            "--timeout", over, "--seed", str(seed + 1)]), args.out)
         churn_m = Loadgen("circuit-churn-middle", loadgen_cmd(args, net_json, [
             "--path", path, "--create-rate", str(args.create_rate), "--duration", dur,
             "--timeout", over, "--seed", str(seed + 2)]), args.out)
@@ -632,9 +641,12 @@ def main(argv=None):
             "--download", "4M", "--upload", "4M", "--duration", f"{int(flood_s)}s",
             "--threads", "1", "--timeout", f"{int(flood_s + 300)}s",
             "--seed", str(seed + 4)]), args.out)
+        def bulk_mb():
+            return bulk.verified_mb() + bulk_up.verified_mb()
+
         t0 = time.monotonic()
         deadline = t0 + load_s
-        for lg in (bulk, churn_m, churn_e):
+        for lg in (bulk, bulk_up, churn_m, churn_e):
             lg.start()
         cstats = {"tls": 0, "plain": 0, "failed": 0}
         sstats = {"held": 0, "failed": 0}
@@ -643,9 +655,9 @@ def main(argv=None):
                                                              args.churn_batch), daemon=True),
                    threading.Thread(target=slow_sockets, args=(ports, stop, deadline, sstats,
                                                                args.hold_secs), daemon=True),
-                   threading.Thread(target=slow_readers, args=(net, stop, deadline, rstats,
-                                                               args.hold_secs, random.Random(seed + 10)),
-                                    daemon=True)]
+                   threading.Thread(target=slow_readers,
+                                    args=(net, stop, deadline, rstats, args.hold_secs,
+                                          random.Random(seed + 10)), daemon=True)]
         for t in threads:
             t.start()
         samples = {n: [] for n in relays}
@@ -669,19 +681,19 @@ def main(argv=None):
                     if err:
                         scrape_errors.append(f"{t:.0f}s {nick}: {err}")
                     samples[nick].append({"t": round(t, 1), "rss_kb": rss, "fds": fds,
-                                          "metrics": m, "bulk_mb": round(bulk.verified_mb(), 1)})
+                                          "metrics": m, "bulk_mb": round(bulk_mb(), 1)})
                 q = max([v for k, v in samples[EXIT][-1]["metrics"].items()
                          if is_depth_metric(k.split("{")[0])] or [None])
                 log(f"t={t:.0f}s " + "  ".join(
                     f"{n}: rss {(s[-1]['rss_kb'] or 0) / 1024:.0f} MB fds {s[-1]['fds']}"
                     for n, s in samples.items())
-                    + f"  bulk {bulk.verified_mb():.0f} MB  max exit depth gauge {q}")
+                    + f"  bulk {bulk_mb():.0f} MB  max exit depth gauge {q}")
                 next_t += args.interval
             time.sleep(min(1.0, max(0.05, next_t - time.monotonic())))
         stop.set()
         for t in threads:
             t.join(timeout=60)
-        runs = [lg.wait(timeout=400) for lg in (bulk, churn_m, churn_e)]
+        runs = [lg.wait(timeout=400) for lg in (bulk, bulk_up, churn_m, churn_e)]
         if flood_started:
             runs.append(flood.wait(timeout=400))
         else:
@@ -711,7 +723,7 @@ def main(argv=None):
         return 2
     finally:
         stop.set()
-        for lg in locals().get("bulk"), locals().get("churn_m"), \
+        for lg in locals().get("bulk"), locals().get("bulk_up"), locals().get("churn_m"), \
                 locals().get("churn_e"), locals().get("flood"):
             if lg is not None:
                 lg.stop()

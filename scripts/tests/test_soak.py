@@ -70,7 +70,8 @@ class Parsers(unittest.TestCase):
 
     def test_progress(self):
         self.assertEqual(soak.parse_progress(
-            "[  12.0s]     3.01 MB/s      6000 cells/s  circuits    2  handshakes      2  errors 0"),
+            "[  12.0s]     3.01 MB/s      6000 cells/s  circuits    2  handshakes      2"
+            "  errors 0"),
             (12.0, 3.01))
         self.assertIsNone(soak.parse_progress("fors-loadgen: oops"))
 
