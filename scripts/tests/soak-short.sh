@@ -4,7 +4,7 @@
 # circuit churn, a CREATE2 flood phase, connection churn and slow readers, sampled every 5 s.
 # Fails on a bad verdict (a loadgen run not ok, RSS not flat after warm-up, fds not back, a
 # queue that grows, a Fors that died). Uses the release binaries when both are built and newer
-# than the debug ones, else the debug ones (which `cargo test` has built). A missing tor or
+# than the debug ones, else the debug ones (built here if `cargo test` has not). A missing tor or
 # tor-gencert FAILS with CI=true, else prints SKIPPED.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,7 +32,8 @@ if [ -x "$target/release/fors" ] && [ -x "$target/release/fors-loadgen" ] \
     && { [ ! -x "$fors" ] || [ "$target/release/fors" -nt "$fors" ]; }; then
     fors=$target/release/fors
     loadgen=$target/release/fors-loadgen
-elif [ ! -x "$fors" ] || [ ! -x "$loadgen" ]; then
+else
+    # A no-op after the suite's `cargo test`, which builds both.
     cargo build -p fors --bin fors -p fors-bench --bin fors-loadgen
 fi
 echo "$name: $fors, $loadgen" >&2
