@@ -38,7 +38,8 @@ the load it keeps sampling for --cooldown seconds, then judges (see `judge`):
   * both Fors processes are still alive at the end.
 
 It writes soak.json (every sample, every loadgen summary, the verdict) and soak.txt (a short
-report) into --out and exits 1 on any failure, 2 on a setup error. Only 127.0.0.0/8 is used;
+report, with each relay's RSS slope after warm-up for information) into --out and exits 1 on
+any failure, 2 on a setup error. `--judge soak.json` judges a recorded run again. Only 127.0.0.0/8 is used;
 every loop is bounded in count and time; everything started is stopped by pid
 (`testnet.py down` for the network).
 """
@@ -182,6 +183,19 @@ def phase_slices(samples, load_s, warmup):
     return post, q2, q4
 
 
+def slope_per_min(points):
+    """Least-squares slope of [(t_s, value)] in value per minute, or None."""
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    mv = sum(v for _, v in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    if var == 0:
+        return None
+    return 60 * sum((t - mt) * (v - mv) for t, v in points) / var
+
+
 def judge_rss(rss, q2, q4, ratio, trend):
     """rss: post-warm-up RSS values; q2/q4: those of the second and last quarter.
     -> (ok, details)."""
@@ -270,6 +284,9 @@ def judge(data, opts):
         ok, d = judge_rss(rss, [s["rss_kb"] for s in q2 if s.get("rss_kb")],
                           [s["rss_kb"] for s in q4 if s.get("rss_kb")],
                           opts["rss_ratio"], opts["rss_trend"])
+        # Reported, not judged: the trend rule above is what fails a run.
+        sl = slope_per_min([(s["t"], s["rss_kb"]) for s in post if s.get("rss_kb")])
+        d["slope_kb_per_min"] = None if sl is None else round(sl, 1)
         checks.append((f"{nick} RSS flat", ok, d))
         warm = [s for s in samples if s["t"] >= opts["warmup"] * load_s and s.get("fds")]
         end = [s for s in samples if s.get("fds")]
@@ -554,8 +571,11 @@ def report_text(result, data, opts):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fors-bin", required=True)
-    ap.add_argument("--loadgen", required=True)
+    ap.add_argument("--fors-bin")
+    ap.add_argument("--loadgen")
+    ap.add_argument("--judge", metavar="SOAK_JSON",
+                    help="only judge a recorded soak.json again (with the bounds given) and print "
+                         "the report; runs nothing")
     ap.add_argument("--dir", default="run/soak", help="testnet run directory")
     ap.add_argument("--out", default="run/soak-report", help="where soak.json/soak.txt go")
     ap.add_argument("--base-port", type=int, default=17100)
@@ -578,6 +598,18 @@ def main(argv=None):
     ap.add_argument("--nice", type=int, default=10)
     ap.add_argument("--keep", action="store_true", help="leave the network up")
     args = ap.parse_args(argv)
+    opts = {"warmup": args.warmup, "rss_ratio": args.rss_ratio, "rss_trend": args.rss_trend,
+            "fd_margin": args.fd_margin, "queue_slack": args.queue_slack,
+            "interval": args.interval}
+    if args.judge:
+        with open(args.judge) as f:
+            data = json.load(f)
+        opts["interval"] = data.get("args", {}).get("interval", args.interval)
+        result = judge(data, opts)
+        sys.stdout.write(report_text(result, data, opts))
+        return 0 if result["ok"] else 1
+    if not args.fors_bin or not args.loadgen:
+        ap.error("--fors-bin and --loadgen are required (unless --judge)")
     try:
         load_s = parse_duration(args.duration)
     except ValueError as e:
@@ -594,9 +626,6 @@ def main(argv=None):
     args.dir, args.out = os.path.abspath(args.dir), os.path.abspath(args.out)
     args.fors_bin, args.loadgen = os.path.abspath(args.fors_bin), os.path.abspath(args.loadgen)
     os.makedirs(args.out, exist_ok=True)
-    opts = {"warmup": args.warmup, "rss_ratio": args.rss_ratio, "rss_trend": args.rss_trend,
-            "fd_margin": args.fd_margin, "queue_slack": args.queue_slack,
-            "interval": args.interval}
     up = False
     runs, stop = [], threading.Event()
     try:

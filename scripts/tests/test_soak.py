@@ -107,6 +107,13 @@ class Verdict(unittest.TestCase):
         self.assertLess(d["max_over_min"], 1.25)
         self.assertFalse(ok)
 
+    def test_slope(self):
+        self.assertAlmostEqual(soak.slope_per_min([(0, 100), (60, 110), (120, 120)]), 10.0)
+        self.assertIsNone(soak.slope_per_min([(0, 1)]))
+        s = run(lambda t: 150_000 + 10 * t, lambda t: 40, lambda t: 10.0)
+        d = dict((n, det) for n, _, det in soak.judge(data_for(s), OPTS)["checks"])
+        self.assertAlmostEqual(d["forsexit1 RSS flat"]["slope_kb_per_min"], 600.0, delta=1)
+
     def test_fd_leak_fails(self):
         s = run(lambda t: 150_000, lambda t: 40 + t // 10, lambda t: 10.0)
         r = soak.judge(data_for(s), OPTS)
