@@ -39,9 +39,9 @@ the load it keeps sampling for --cooldown seconds, then judges (see `judge`):
 
 It writes soak.json (every sample, every loadgen summary, the verdict) and soak.txt (a short
 report, with each relay's RSS slope after warm-up for information) into --out and exits 1 on
-any failure, 2 on a setup error. `--judge soak.json` judges a recorded run again. Only 127.0.0.0/8 is used;
-every loop is bounded in count and time; everything started is stopped by pid
-(`testnet.py down` for the network).
+any failure, 2 on a setup error. `--judge soak.json` judges a recorded run again. Only
+127.0.0.0/8 is used; every loop is bounded in count and time; everything started is stopped
+by pid (`testnet.py down` for the network).
 """
 import argparse
 import json
