@@ -651,7 +651,9 @@ impl Circuit {
         }
         while let Some(tag) = self.sendmes_owed.front().copied() {
             let cost = (CIRCWINDOW_INCREMENT as u64) * v0::MAX_DATA_LEN as u64;
-            if out.room() == 0 || spent + cost > budget.max(cost) {
+            // Only within budget: the token bucket holds at least one SENDME's worth (60 kB),
+            // so waiting never stalls; releasing one regardless let downloads ignore `--rate`.
+            if out.room() == 0 || spent + cost > budget {
                 break;
             }
             let Ok((body, _)) = self
@@ -871,6 +873,12 @@ mod tests {
     /// Runs a download of `bytes` through the fake exit, flipping payload byte `flip` if
     /// given. Returns the stats and how many SENDME v1 tags matched.
     fn download(bytes: u64, flip: Option<usize>) -> (WorkerStats, usize) {
+        download_with_budget(bytes, flip, u64::MAX)
+    }
+
+    /// As `download`, with `budget` payload bytes (the rate bucket) for each pump after a
+    /// DATA cell.
+    fn download_with_budget(bytes: u64, flip: Option<usize>, budget: u64) -> (WorkerStats, usize) {
         let mut rng = StdRng::seed_from_u64(1);
         let mut stats = WorkerStats::default();
         let live = Live::default();
@@ -931,7 +939,7 @@ mod tests {
         for chunk in data.chunks(v0::MAX_DATA_LEN) {
             let mut b = exit.send(RelayCmd::DATA, sid, chunk, &mut srng);
             c.on_cell(ChanCmd::RELAY, &mut b, now, &mut ctx, &mut out);
-            c.pump(now, u64::MAX, &mut ctx, &mut out);
+            c.pump(now, budget, &mut ctx, &mut out);
             for (_, _, cell) in out.drain(..) {
                 let (cmd, s, d) = exit.receive(&cell);
                 assert_eq!(cmd, RelayCmd::SENDME);
@@ -959,6 +967,18 @@ mod tests {
         assert_eq!(s.integrity_errors, 0);
         assert_eq!(tags, 2, "SENDMEs after the 100th and 200th DATA cells");
         assert!(s.errors.is_empty(), "{:?}", s.errors);
+    }
+
+    #[test]
+    fn circuit_sendmes_wait_for_the_rate_budget() {
+        // `--rate` paces downloads by holding circuit SENDMEs: with no budget none may go.
+        let n = 250 * v0::MAX_DATA_LEN as u64;
+        let (s, tags) = download_with_budget(n, None, 0);
+        assert_eq!(s.bytes_down, n);
+        assert_eq!(tags, 0, "no budget, no circuit SENDME");
+        let cost = CIRCWINDOW_INCREMENT as u64 * v0::MAX_DATA_LEN as u64;
+        let (_, tags) = download_with_budget(n, None, cost);
+        assert_eq!(tags, 2, "one SENDME's worth of budget releases one");
     }
 
     #[test]
