@@ -99,6 +99,9 @@ pub struct RelayCore<
     seen_pressure: u64,
     /// (age, circuit) pairs the OOM handler sorts; one per circuit at most.
     oom_scratch: Vec<(u32, u32)>,
+    /// The rule broken by the last circuit closed for a protocol violation, and how many
+    /// such closes since the shard last took it (for its rate-limited debug line).
+    violations: Option<(super::ProtocolViolation, u64)>,
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
@@ -122,6 +125,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             epoch: None,
             seen_pressure: 0,
             oom_scratch: Vec::with_capacity(cfg.max_circuits),
+            violations: None,
             onion_q: VecDeque::with_capacity(cfg.onion_queue_len),
             blocked: HashSet::with_capacity(cfg.max_circuits.min(1 << 16)),
             batch_hits: vec![false; BATCH],
@@ -664,13 +668,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         };
         if c.state != CircState::Open {
             // A relay cell before CREATED2: the client broke the protocol.
-            self.protocol_close(idx, io);
+            self.protocol_close(idx, super::ProtocolViolation::RelayBeforeCreated, io);
             return false;
         }
         if cmd == ChanCmd::RELAY_EARLY {
             let n = cells.len().min(u8::MAX as usize) as u8;
             if n > c.relay_early_left {
-                self.protocol_close(idx, io);
+                self.protocol_close(idx, super::ProtocolViolation::TooManyRelayEarly, io);
                 return false;
             }
             c.relay_early_left -= n;
@@ -711,7 +715,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
             // tor-spec: unrecognized with nowhere to go → close (TORPROTOCOL).
             _ => {
-                self.protocol_close(idx, io);
+                self.protocol_close(idx, super::ProtocolViolation::UnrecognizedAtLastHop, io);
                 false
             }
         }
@@ -727,7 +731,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     ) {
         if cmd == ChanCmd::RELAY_EARLY {
             // tor-spec: inbound RELAY_EARLY → close.
-            self.protocol_close(idx, io);
+            self.protocol_close(idx, super::ProtocolViolation::InboundRelayEarly, io);
             return;
         }
         let Some(c) = self.table.get_mut(idx) else {
@@ -746,9 +750,34 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     /// Closes `idx` for a protocol violation (DESTROY TORPROTOCOL both ways).
-    pub(super) fn protocol_close(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+    pub(super) fn protocol_close(
+        &mut self,
+        idx: u32,
+        why: super::ProtocolViolation,
+        io: &mut CoreIo<'_>,
+    ) {
         self.metrics.protocol_closes += 1;
+        self.close_refused(idx, why, io);
+    }
+
+    /// Closes `idx` with DESTROY TORPROTOCOL both ways and notes `why` for the shard's
+    /// debug line, without counting it as a peer's protocol violation (see
+    /// [`super::ProtocolViolation::OnionServiceRole`]).
+    pub(super) fn close_refused(
+        &mut self,
+        idx: u32,
+        why: super::ProtocolViolation,
+        io: &mut CoreIo<'_>,
+    ) {
+        let n = self.violations.map_or(0, |(_, n)| n);
+        self.violations = Some((why, n + 1));
         self.close(idx, DestroyReason::TorProtocol, true, true, io);
+    }
+
+    /// The rule broken by the last circuit closed for a protocol violation, and how many
+    /// were closed so since the last call (the shard logs it, at most once per tick).
+    pub fn take_protocol_violations(&mut self) -> Option<(super::ProtocolViolation, u64)> {
+        self.violations.take()
     }
 
     /// Tears a circuit down: streams closed, queues freed, DESTROY(`reason`) sent to the
@@ -1078,7 +1107,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
             Err(()) => {
                 self.metrics.extends_refused += 1;
-                self.protocol_close(idx, io);
+                self.protocol_close(idx, super::ProtocolViolation::BadExtend2, io);
                 false
             }
         }

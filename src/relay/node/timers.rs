@@ -68,6 +68,14 @@ impl RelayNode {
         if self.next_idle_check.is_none_or(|t| now >= t) {
             self.next_idle_check = Some(now + IDLE_CHECK_INTERVAL);
             self.close_idle_channels(now);
+            // At most one line a second: which rule the circuits closed since broke (debug,
+            // as Fors logs peers' protocol violations; no address, no circuit ID).
+            if let Some((why, n)) = self.core.take_protocol_violations() {
+                log_debug!(
+                    "shard {}: {n} circuit(s) closed with DESTROY TORPROTOCOL; the last for: {why}",
+                    self.shard.0
+                );
+            }
         }
         self.dispatch(out);
         self.flush_staged(out);
