@@ -11,6 +11,7 @@ use super::crypto::{CellBody, HopCrypto};
 use super::metrics::CircuitMetrics;
 use super::pool::{CellPool, CellQueue, MemBudget, CHUNK_CELLS};
 use super::table::{CircHandle, CircState, Circuit, CircuitTable, Next, Side};
+use super::ProtocolViolation;
 use super::{
     destroy_body, Action, ActionSink, ChanId, ChanInfo, CircuitConfig, ExtendTarget, InputError,
     NetworkView, NextHop, PeerIdentity, RelayIdentity,
@@ -1105,25 +1106,30 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 });
                 true
             }
-            Err(()) => {
+            Err(why) => {
                 self.metrics.extends_refused += 1;
-                self.protocol_close(idx, super::ProtocolViolation::BadExtend2, io);
+                self.protocol_close(idx, why, io);
                 false
             }
         }
     }
 
-    fn extend_target(&self, idx: u32, data: &[u8]) -> Result<(ExtendTarget, CellBody), ()> {
-        let c = self.table.get(idx).ok_or(())?;
+    fn extend_target(
+        &self,
+        idx: u32,
+        data: &[u8],
+    ) -> Result<(ExtendTarget, CellBody), ProtocolViolation> {
+        use ProtocolViolation::*;
+        let c = self.table.get(idx).ok_or(ExtendAgain)?;
         if c.next != Next::None {
-            return Err(()); // already extended or extending
+            return Err(ExtendAgain); // already extended or extending
         }
-        let e = Extend2::parse(data).map_err(|_| ())?;
+        let e = Extend2::parse(data).map_err(|_| BadExtend2)?;
         if !matches!(
             e.create2.htype,
             HandshakeType::NTOR | HandshakeType::NTOR_V3
         ) {
-            return Err(()); // TAP or CREATE_FAST inside EXTEND2
+            return Err(ExtendHandshake); // TAP or CREATE_FAST inside EXTEND2
         }
         let (mut ipv4, mut ipv6, mut rsa, mut ed) = (None, None, None, None);
         let (mut n_rsa, mut n_ed) = (0, 0);
@@ -1143,9 +1149,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
         }
         if n_rsa != 1 || n_ed > 1 {
-            return Err(());
+            return Err(ExtendLinkSpecs);
         }
-        let rsa = rsa.ok_or(())?;
+        let rsa = rsa.ok_or(ExtendLinkSpecs)?;
         let addr_ok = |ip: ::core::net::IpAddr, port: u16| {
             port != 0
                 && !ip.is_unspecified()
@@ -1154,19 +1160,19 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let ipv4 = ipv4.filter(|a| addr_ok((*a.ip()).into(), a.port()));
         let ipv6 = ipv6.filter(|a| addr_ok((*a.ip()).into(), a.port()));
         if ipv4.is_none() && ipv6.is_none() {
-            return Err(());
+            return Err(ExtendAddress);
         }
         // Refuse extending back to the previous hop, or to ourselves.
         if let PeerIdentity::Relay { rsa: prsa, ed: ped } = c.prev_peer {
             if prsa == rsa || ed == Some(ped) {
-                return Err(());
+                return Err(ExtendToPreviousHop);
             }
         }
         if rsa == self.me.rsa || ed == Some(self.me.ed) {
-            return Err(());
+            return Err(ExtendToSelf);
         }
         let mut create2 = [0u8; CELL_BODY_LEN];
-        e.create2.encode(&mut create2).map_err(|_| ())?;
+        e.create2.encode(&mut create2).map_err(|_| BadExtend2)?;
         Ok((
             ExtendTarget {
                 ipv4,

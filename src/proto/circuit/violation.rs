@@ -10,8 +10,22 @@ pub enum ProtocolViolation {
     RelayLength,
     /// prop 350: TAP EXTEND cells are refused.
     TapExtend,
-    /// An EXTEND2 we cannot carry out: already extended, unparsable, or to ourselves.
+    /// An EXTEND2 that does not parse.
     BadExtend2,
+    /// An EXTEND2 on a circuit already extended or extending (C
+    /// `circuit_extend_state_valid_helper`).
+    ExtendAgain,
+    /// An EXTEND2 whose CREATE2 is TAP or CREATE_FAST.
+    ExtendHandshake,
+    /// An EXTEND2 without exactly one RSA identity, or with two Ed25519 identities.
+    ExtendLinkSpecs,
+    /// An EXTEND2 without a usable address (port 0, unspecified, or private where not
+    /// allowed).
+    ExtendAddress,
+    /// An EXTEND2 back to the previous hop (C `circuit_extend_lspec_valid_helper`).
+    ExtendToPreviousHop,
+    /// An EXTEND2 to this relay itself.
+    ExtendToSelf,
     /// A DATA cell past the circuit's receive window (tor-spec §"Flow control").
     CircuitWindow,
     /// A DATA cell past the stream's receive window.
@@ -42,7 +56,13 @@ impl ::core::fmt::Display for ProtocolViolation {
         f.write_str(match self {
             Self::RelayLength => "relay cell length past the cell body",
             Self::TapExtend => "TAP EXTEND cell (refused since prop 350)",
-            Self::BadExtend2 => "EXTEND2 that cannot be carried out",
+            Self::BadExtend2 => "unparsable EXTEND2",
+            Self::ExtendAgain => "EXTEND2 on a circuit already extended",
+            Self::ExtendHandshake => "EXTEND2 with a TAP or CREATE_FAST handshake",
+            Self::ExtendLinkSpecs => "EXTEND2 without exactly one RSA identity",
+            Self::ExtendAddress => "EXTEND2 without a usable address",
+            Self::ExtendToPreviousHop => "EXTEND2 back to the previous hop",
+            Self::ExtendToSelf => "EXTEND2 to this relay itself",
             Self::CircuitWindow => "DATA cell past the circuit window",
             Self::StreamWindow => "DATA cell past the stream window",
             Self::SendmeAuth => "circuit SENDME without the expected tag (prop 289)",
