@@ -23,15 +23,12 @@ mod daemon_common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use daemon_common::private_net::{
-    client_ports, relay_record, start_echo_server, testnet, testnet_skip_reason, TorControl,
+    client_ports, start_echo_server, testnet, PrivateNet, TorControl,
 };
-use daemon_common::{
-    free_port, free_port_range_base, http_get, metric, wait_for_file_line, TempDir, TestnetGuard,
-};
+use daemon_common::{free_port, http_get, metric, wait_for_file_line, TempDir};
 use fors::dir::{build_descriptor, check_descriptor, DescriptorParams};
 use fors::keys::{KeyParams, RelayKeys};
 use fors_testkit::socks::Socks5;
@@ -99,65 +96,53 @@ fn wait_metric(addr: SocketAddr, series: &str, min: u64, limit: Duration) -> u64
 #[test]
 fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
     const NAME: &str = "c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there";
-    if let Some(why) = testnet_skip_reason(&[]) {
-        daemon_common::skip_common::skip(NAME, &why);
+    let Some(net) = PrivateNet::prepare(NAME, "dircache-hsdir", &[]) else {
         return;
-    }
+    };
     let started = Instant::now();
     let seed: u64 = rand::random();
     println!("seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let tmp = TempDir::new("dircache-hsdir");
-    let dir: PathBuf = tmp.path().join("net");
-    let _net = TestnetGuard { dir: &dir };
+    let dir = net.dir();
     let m_port = free_port();
-    let base = free_port_range_base().to_string();
     let metrics_opt = format!("forsmiddle1 MetricsPort 127.0.0.1:{m_port}");
     let d_port = free_port();
     let dirport_opt = format!("forsmiddle1 DirPort 127.0.0.1:{d_port}");
     // The client's (and so the service's) info log, kept with FORS_KEEP_TEST_DIRS.
     let client_log_opt = format!(
         "Log info file {}",
-        tmp.path().join("client-info.log").display()
+        net.tmp().join("client-info.log").display()
     );
-    testnet(
-        &dir,
-        &[
-            "up",
-            "--fors",
-            "middle",
-            "--middles",
-            "1",
-            "--exits",
-            "1",
-            "--no-server",
-            "--base-port",
-            &base,
-            "--fors-bin",
-            env!("CARGO_BIN_EXE_fors"),
-            "--slot-option",
-            "forsmiddle1 DirCache 1",
-            "--slot-option",
-            &dirport_opt,
-            // Debug: the rule of any circuit Fors closes with TORPROTOCOL is logged.
-            "--slot-option",
-            "forsmiddle1 Log debug stdout",
-            "--slot-option",
-            &metrics_opt,
-            "--slot-option",
-            "forsmiddle1 MetricsPortPolicy accept 127.0.0.1",
-            "--client-option",
-            &client_log_opt,
-        ],
-    );
-    testnet(&dir, &["wait", "--timeout", "120"]);
-    let log_path = dir.join("forsmiddle1/stdout.log");
+    net.up(&[
+        "--fors",
+        "middle",
+        "--middles",
+        "1",
+        "--exits",
+        "1",
+        "--no-server",
+        "--slot-option",
+        "forsmiddle1 DirCache 1",
+        "--slot-option",
+        &dirport_opt,
+        // Debug: the rule of any circuit Fors closes with TORPROTOCOL is logged.
+        "--slot-option",
+        "forsmiddle1 Log debug stdout",
+        "--slot-option",
+        &metrics_opt,
+        "--slot-option",
+        "forsmiddle1 MetricsPortPolicy accept 127.0.0.1",
+        "--client-option",
+        &client_log_opt,
+    ]);
+    testnet(dir, &["wait", "--timeout", "120"]);
+    let log_path = net.log("forsmiddle1");
     wait_for_file_line(
         &log_path,
         "Fors is listed in the consensus",
         Duration::from_secs(120),
     );
-    let fors = relay_record(&dir, "forsmiddle1");
+    let fors = net.relay("forsmiddle1");
     let fp = fors["fingerprint"]
         .as_str()
         .unwrap()
@@ -166,7 +151,7 @@ fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
     let m_addr = SocketAddr::from(([127, 0, 0, 1], m_port));
 
     let echo = start_echo_server("127.0.0.1");
-    let (socks, control) = client_ports(&dir);
+    let (socks, control) = client_ports(dir);
     let mut ctl = TorControl::connect(control);
     // The service puts Fors in its hash ring only once its consensus lists Fors as an HSDir
     // and it has Fors's descriptor (hs_common.c `node_has_hsdir_index`: the ed25519 key).
