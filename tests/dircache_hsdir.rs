@@ -285,7 +285,10 @@ fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
             if i > 0 {
                 std::thread::sleep(Duration::from_millis(500));
             }
+            // A new SOCKS username each attempt (IsolateSOCKSAuth): new circuits, never the
+            // stalled ones of an earlier attempt.
             Socks5::local(socks, Duration::from_secs(15))
+                .isolated(&format!("attempt{i}"))
                 .connect(&onion, 80)
                 .ok()
         })
