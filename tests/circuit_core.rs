@@ -1382,3 +1382,64 @@ fn begin_dir_from_a_relay_circuit_goes_to_the_anonymous_listener() {
         assert_eq!(addr, want);
     }
 }
+
+/// Fors has no introduction- or rendezvous-point role: the requests for one close the
+/// circuit with DESTROY TORPROTOCOL at once (C tor's refusal of an ESTABLISH_INTRO it
+/// cannot take), so a C tor service that picked us moves on instead of waiting for an
+/// INTRO_ESTABLISHED that never comes. Not counted as the peer's protocol violation, but
+/// the rule is kept for the shard's debug line.
+#[test]
+fn onion_service_requests_are_refused_with_destroy() {
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    for (i, cmd) in [
+        RelayCmd::ESTABLISH_INTRO,
+        RelayCmd::INTRODUCE1,
+        RelayCmd::ESTABLISH_RENDEZVOUS,
+        RelayCmd::RENDEZVOUS1,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut cl = Client::new(client_chan(1), 0x8000_0001 + i as u32);
+        cl.create(&mut r, Hs::Ntor);
+        let body = [7u8; 84];
+        let acts = cl.send(
+            &mut r,
+            0,
+            ChanCmd::RELAY,
+            &RelayMsg::Other { cmd, body: &body },
+            0,
+        );
+        let (_, id, c, b) = one_cell(&acts);
+        assert_eq!(
+            (id, c, destroy_reason(&b)),
+            (cl.circ_id, ChanCmd::DESTROY, DestroyReason::TorProtocol),
+            "{cmd:?}"
+        );
+        assert_eq!(r.core.circuit_count(), 0, "{cmd:?}");
+        assert_eq!(
+            r.core.take_protocol_violations(),
+            Some((fors::proto::circuit::ProtocolViolation::OnionServiceRole, 1))
+        );
+    }
+    assert_eq!(r.core.metrics().protocol_closes, 0);
+    assert_eq!(r.core.take_protocol_violations(), None);
+    // A real violation is counted and named.
+    let mut cl = Client::new(client_chan(1), 0x8000_0010);
+    cl.create(&mut r, Hs::Ntor);
+    let body = [0u8; 4];
+    let tap = RelayMsg::Other {
+        cmd: RelayCmd::EXTEND,
+        body: &body,
+    };
+    let acts = cl.send(&mut r, 0, ChanCmd::RELAY_EARLY, &tap, 0);
+    assert_eq!(
+        destroy_reason(&one_cell(&acts).3),
+        DestroyReason::TorProtocol
+    );
+    assert_eq!(r.core.metrics().protocol_closes, 1);
+    assert_eq!(
+        r.core.take_protocol_violations(),
+        Some((fors::proto::circuit::ProtocolViolation::TapExtend, 1))
+    );
+}

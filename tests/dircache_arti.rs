@@ -22,12 +22,8 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use daemon_common::private_net::{
-    network_json, relay_record, start_counting_listener, testnet_skip_reason,
-};
-use daemon_common::{
-    free_port, free_port_range_base, testnet_script, wait_for_file_line, TempDir, TestnetGuard,
-};
+use daemon_common::free_port;
+use daemon_common::private_net::{start_counting_listener, PrivateNet};
 
 struct ArtiGuard(Child);
 
@@ -59,45 +55,27 @@ fn listed_with(auth_dir: &Path, nick: &str, flag: &str) -> bool {
 #[test]
 fn arti_bootstraps_through_its_only_fallback_a_fors_cache() {
     const NAME: &str = "arti_bootstraps_through_its_only_fallback_a_fors_cache";
-    if let Some(why) = testnet_skip_reason(&[]) {
-        daemon_common::skip_common::skip(NAME, &why);
+    // arti: ARTI_BIN, or arti on PATH.
+    let arti = arti_bin();
+    let Some(pnet) = PrivateNet::prepare(NAME, "dircache-arti", &[(&arti, "--version")]) else {
         return;
-    }
-    if !daemon_common::skip_common::have(&arti_bin(), "--version") {
-        daemon_common::skip_common::skip(NAME, "arti (ARTI_BIN or arti on PATH)");
-        return;
-    }
-    let tmp = TempDir::new("dircache-arti");
-    let dir = tmp.path().join("net");
-    let _net = TestnetGuard { dir: &dir };
-    let status = Command::new("python3")
-        .arg(testnet_script())
-        .arg("--dir")
-        .arg(&dir)
-        .args([
-            "up",
-            "--fors",
-            "middle",
-            "--middles",
-            "2",
-            "--exits",
-            "1",
-            "--no-server",
-        ])
-        .arg("--base-port")
-        .arg(free_port_range_base().to_string())
-        .arg("--fors-bin")
-        .arg(env!("CARGO_BIN_EXE_fors"))
-        .args(["--slot-option", "forsmiddle1 DirCache 1"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "testnet up failed");
-    let net = network_json(&dir);
-    let rec = relay_record(&dir, "forsmiddle1");
+    };
+    pnet.up(&[
+        "--fors",
+        "middle",
+        "--middles",
+        "2",
+        "--exits",
+        "1",
+        "--no-server",
+        "--slot-option",
+        "forsmiddle1 DirCache 1",
+    ]);
+    let net = pnet.json();
+    let rec = pnet.relay("forsmiddle1");
     let fp = rec["fingerprint"].as_str().unwrap().to_string();
     let or_port = rec["orport"].as_u64().unwrap();
-    let log = dir.join("forsmiddle1/stdout.log");
-    wait_for_file_line(&log, "the relay is running", Duration::from_secs(120));
+    pnet.wait_running(&["forsmiddle1"], Duration::from_secs(120));
     // The Fors mirror must hold a consensus listing itself (and every relay) before arti asks.
     let auth_dir = Path::new(net["authorities"][0]["data_dir"].as_str().unwrap()).to_owned();
     let end = Instant::now() + Duration::from_secs(240);
@@ -131,7 +109,7 @@ fn arti_bootstraps_through_its_only_fallback_a_fors_cache() {
         counts.push(start_counting_listener(addr));
         decoys.push(format!("[ \"{addr}\" ]"));
     }
-    let arti_dir = tmp.path().join("arti");
+    let arti_dir = pnet.tmp().join("arti");
     std::fs::create_dir_all(&arti_dir).unwrap();
     let socks = free_port();
     // SAFETY: geteuid(2) has no preconditions and cannot fail.

@@ -24,12 +24,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon_common::private_net::{client_ports, network_json, relay_record, testnet_skip_reason};
-use daemon_common::private_net::{testnet, TorControl};
-use daemon_common::{
-    free_port, free_port_range_base, http_get, metric, testnet_script, wait_for_file_line, TempDir,
-    TestnetGuard,
-};
+use daemon_common::private_net::{client_ports, network_json, testnet, PrivateNet, TorControl};
+use daemon_common::{free_port, http_get, metric};
 use fors::dircache::disk;
 
 /// The restarted C tor client; killed when the test ends, pass or fail.
@@ -90,60 +86,45 @@ fn wait_for_line_with(path: &Path, needles: &[&str], limit: Duration) -> String 
 #[test]
 fn c_tor_client_bootstraps_and_fetches_diffs_and_microdescs_from_fors() {
     const NAME: &str = "c_tor_client_bootstraps_and_fetches_diffs_and_microdescs_from_fors";
-    if let Some(why) = testnet_skip_reason(&[]) {
-        daemon_common::skip_common::skip(NAME, &why);
+    let Some(pnet) = PrivateNet::prepare(NAME, "dircache-client", &[("curl", "--version")]) else {
         return;
-    }
-    if !daemon_common::skip_common::have("curl", "--version") {
-        daemon_common::skip_common::skip(NAME, "curl");
-        return;
-    }
-    let tmp = TempDir::new("dircache-client");
-    let dir = tmp.path().join("net");
-    let _net = TestnetGuard { dir: &dir };
-    let client_log = tmp.path().join("client-info.log");
+    };
+    let dir = pnet.dir();
+    let client_log = pnet.tmp().join("client-info.log");
     let dir_port = free_port();
-    let status = Command::new("python3")
-        .arg(testnet_script())
-        .arg("--dir")
-        .arg(&dir)
-        .args([
-            "up",
-            "--fors",
-            "middle",
-            "--middles",
-            "2",
-            "--exits",
-            "1",
-            "--entry",
-            "forsmiddle1",
-        ])
-        .arg("--base-port")
-        .arg(free_port_range_base().to_string())
-        .arg("--fors-bin")
-        .arg(env!("CARGO_BIN_EXE_fors"))
-        .args(["--slot-option", "forsmiddle1 DirCache 1"])
-        .arg("--slot-option")
-        .arg(format!("forsmiddle1 DirPort 127.0.0.1:{dir_port}"))
-        .args(["--client-option", "UseEntryGuards 1"])
+    let dirport_opt = format!("forsmiddle1 DirPort 127.0.0.1:{dir_port}");
+    let client_log_opt = format!("Log info file {}", client_log.display());
+    pnet.up(&[
+        "--fors",
+        "middle",
+        "--middles",
+        "2",
+        "--exits",
+        "1",
+        "--entry",
+        "forsmiddle1",
+        "--slot-option",
+        "forsmiddle1 DirCache 1",
+        "--slot-option",
+        &dirport_opt,
+        "--client-option",
+        "UseEntryGuards 1",
         // The last value wins over the script's `UseMicrodescriptors 0`.
-        .args(["--client-option", "UseMicrodescriptors 1"])
-        .arg("--client-option")
-        .arg(format!("Log info file {}", client_log.display()))
-        .status()
-        .unwrap();
-    assert!(status.success(), "testnet up failed");
-    let rec = relay_record(&dir, "forsmiddle1");
+        "--client-option",
+        "UseMicrodescriptors 1",
+        "--client-option",
+        &client_log_opt,
+    ]);
+    let rec = pnet.relay("forsmiddle1");
     let fp = rec["fingerprint"].as_str().unwrap().to_string();
     let or_port = rec["orport"].as_u64().unwrap();
     let metrics_port = rec["metrics_port"].as_u64().unwrap() as u16;
     let data_dir = Path::new(rec["data_dir"].as_str().unwrap()).to_owned();
-    let fors_log = dir.join("forsmiddle1/stdout.log");
-    wait_for_file_line(&fors_log, "the relay is running", Duration::from_secs(120));
+    pnet.wait_running(&["forsmiddle1"], Duration::from_secs(120));
     // Fors listed with V2Dir (so clients use it as a directory guard) and Guard, and the
     // client has a circuit. (`testnet.py wait` reads server descriptors, which a
     // microdescriptor client does not have.)
-    let mut ctl = TorControl::connect(client_ports(&dir).1);
+    let mut ctl = TorControl::connect(client_ports(dir).1);
     let end = Instant::now() + Duration::from_secs(240);
     loop {
         let ns = ctl
@@ -168,7 +149,7 @@ fn c_tor_client_bootstraps_and_fetches_diffs_and_microdescs_from_fors() {
 
     // Restart the client without its microdescriptors: with a live consensus, its only
     // directory guard (Fors) must supply them, and later consensuses, as diffs.
-    let mut net = network_json(&dir);
+    let mut net = network_json(dir);
     let client_pid = net["client"]["pid"].as_u64().unwrap() as i32;
     let client_dir = Path::new(net["client"]["data_dir"].as_str().unwrap()).to_owned();
     let client_torrc = net["client"]["torrc"].as_str().unwrap().to_owned();
@@ -244,12 +225,12 @@ fn c_tor_client_bootstraps_and_fetches_diffs_and_microdescs_from_fors() {
     println!("client fetched through Fors; Fors keeps {diffs} diffs");
 
     // Traffic: full descriptors (fetched from Fors too), then a checked transfer.
-    let mut ctl = TorControl::connect(client_ports(&dir).1);
+    let mut ctl = TorControl::connect(client_ports(dir).1);
     ctl.command("SETCONF UseMicrodescriptors=0").unwrap();
     drop(ctl);
-    testnet(&dir, &["wait", "--timeout", "240"]);
+    testnet(dir, &["wait", "--timeout", "240"]);
     testnet(
-        &dir,
+        dir,
         &[
             "traffic",
             "--entry",

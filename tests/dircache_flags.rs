@@ -16,15 +16,9 @@ mod daemon_common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use daemon_common::private_net::{
-    client_ports, network_json, relay_record, testnet_skip_reason, TorControl,
-};
-use daemon_common::{
-    free_port_range_base, testnet_script, wait_for_file_line, TempDir, TestnetGuard,
-};
+use daemon_common::private_net::{client_ports, relay_record, PrivateNet, TorControl};
 
 /// nickname → flags of the newest consensus an authority keeps (its `cached-consensus`).
 fn consensus_flags(auth_dir: &Path) -> HashMap<String, BTreeSet<String>> {
@@ -48,44 +42,28 @@ fn has(flags: Option<&BTreeSet<String>>, f: &str) -> bool {
 #[test]
 fn real_flags_give_a_fors_cache_v2dir_and_guard() {
     const NAME: &str = "real_flags_give_a_fors_cache_v2dir_and_guard";
-    if let Some(why) = testnet_skip_reason(&[]) {
-        daemon_common::skip_common::skip(NAME, &why);
+    let Some(pnet) = PrivateNet::prepare(NAME, "dircache-flags", &[]) else {
         return;
-    }
-    let tmp = TempDir::new("dircache-flags");
-    let dir = tmp.path().join("net");
-    let _net = TestnetGuard { dir: &dir };
-    let status = Command::new("python3")
-        .arg(testnet_script())
-        .arg("--dir")
-        .arg(&dir)
-        .args([
-            "up",
-            "--real-flags",
-            "--fors",
-            "middle",
-            "--fors",
-            "middle",
-            "--middles",
-            "2",
-            "--exits",
-            "1",
-            "--no-server",
-        ])
-        .arg("--base-port")
-        .arg(free_port_range_base().to_string())
-        .arg("--fors-bin")
-        .arg(env!("CARGO_BIN_EXE_fors"))
-        .args(["--slot-option", "forsmiddle1 DirCache 1"])
-        .args(["--slot-option", "forsmiddle2 DirCache 0"])
-        .status()
-        .unwrap();
-    assert!(status.success(), "testnet up failed");
-    for n in ["forsmiddle1", "forsmiddle2"] {
-        let log = dir.join(n).join("stdout.log");
-        wait_for_file_line(&log, "the relay is running", Duration::from_secs(120));
-    }
-    let net = network_json(&dir);
+    };
+    pnet.up(&[
+        "--real-flags",
+        "--fors",
+        "middle",
+        "--fors",
+        "middle",
+        "--middles",
+        "2",
+        "--exits",
+        "1",
+        "--no-server",
+        "--slot-option",
+        "forsmiddle1 DirCache 1",
+        "--slot-option",
+        "forsmiddle2 DirCache 0",
+    ]);
+    pnet.wait_running(&["forsmiddle1", "forsmiddle2"], Duration::from_secs(120));
+    let dir = pnet.dir();
+    let net = pnet.json();
     let auth_dir = Path::new(net["authorities"][0]["data_dir"].as_str().unwrap()).to_owned();
 
     // Until the C tor middles hold Guard by the rules and both Fors relays are Running: the
@@ -132,9 +110,9 @@ fn real_flags_give_a_fors_cache_v2dir_and_guard() {
     }
 
     // The same through a controller, as stem/nyx read it.
-    let mut ctl = TorControl::connect(client_ports(&dir).1);
+    let mut ctl = TorControl::connect(client_ports(dir).1);
     let s_line = |ctl: &mut TorControl, nick: &str| {
-        let fp = relay_record(&dir, nick)["fingerprint"]
+        let fp = relay_record(dir, nick)["fingerprint"]
             .as_str()
             .unwrap()
             .to_string();

@@ -43,6 +43,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // `FORS_KEEP_TEST_DIRS`: keep it for a failure's diagnosis (logs, data dirs).
+        if std::env::var_os("FORS_KEEP_TEST_DIRS").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

@@ -415,3 +415,90 @@ impl EchoTransfer {
         Ok(got)
     }
 }
+
+/// One test's private network of `scripts/testnet.py` with this build's Fors: a fresh temp
+/// directory, the skip check, `up` on a free port range, and the wait for Fors slots to run
+/// (the setup every directory-cache test repeated). `testnet.py down` runs on drop, then the
+/// directory is removed (kept with `FORS_KEEP_TEST_DIRS`).
+pub struct PrivateNet {
+    dir: std::path::PathBuf,
+    // Dropped after `Drop::drop` has stopped the network.
+    tmp: super::TempDir,
+}
+
+impl PrivateNet {
+    /// A fresh directory tagged `tag` for test `test`, or `None` when the test cannot run here:
+    /// `FORS_SKIP_TESTNET`, or `tor`, `tor-gencert`, python3 or one of `tools` (program and
+    /// an argument it accepts, e.g. `("curl", "--version")`) missing. The reason is then
+    /// printed as SKIPPED, or fails the test under `CI=true` (`skip_common`).
+    pub fn prepare(test: &str, tag: &str, tools: &[(&str, &str)]) -> Option<PrivateNet> {
+        let why = testnet_skip_reason(&[]).or_else(|| {
+            tools
+                .iter()
+                .find(|(cmd, arg)| !super::skip_common::have(cmd, arg))
+                .map(|(cmd, _)| format!("{cmd} is not available"))
+        });
+        if let Some(why) = why {
+            super::skip_common::skip(test, &why);
+            return None;
+        }
+        let tmp = super::TempDir::new(tag);
+        Some(PrivateNet {
+            dir: tmp.path().join("net"),
+            tmp,
+        })
+    }
+
+    /// The test's temp directory (the network is in its `net/`): for files the test adds,
+    /// such as a client log.
+    pub fn tmp(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The network's directory (`--dir`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `testnet.py up ARGS --base-port <free range> --fors-bin <this build's fors>`.
+    pub fn up(&self, args: &[&str]) {
+        let base = super::free_port_range_base().to_string();
+        let mut all = vec!["up"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[
+            "--base-port",
+            &base,
+            "--fors-bin",
+            env!("CARGO_BIN_EXE_fors"),
+        ]);
+        testnet(&self.dir, &all);
+    }
+
+    /// Waits (bounded by `limit`) until each of the Fors slots `nicks` logs that it runs.
+    pub fn wait_running(&self, nicks: &[&str], limit: Duration) {
+        for n in nicks {
+            super::wait_for_file_line(&self.log(n), "the relay is running", limit);
+        }
+    }
+
+    /// The stdout log of Fors slot `nick`.
+    pub fn log(&self, nick: &str) -> std::path::PathBuf {
+        self.dir.join(nick).join("stdout.log")
+    }
+
+    /// The record of relay `nick` in `network.json`.
+    pub fn relay(&self, nick: &str) -> serde_json::Value {
+        relay_record(&self.dir, nick)
+    }
+
+    /// `network.json`.
+    pub fn json(&self) -> serde_json::Value {
+        network_json(&self.dir)
+    }
+}
+
+impl Drop for PrivateNet {
+    fn drop(&mut self) {
+        drop(super::TestnetGuard { dir: &self.dir });
+    }
+}

@@ -86,10 +86,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 true
             }
             Err(e) => {
-                if e == FlowError::SendmeTagMismatch {
+                let why = if e == FlowError::SendmeTagMismatch {
                     self.metrics.sendme_auth_failures += 1;
-                }
-                self.protocol_close(idx, io);
+                    super::ProtocolViolation::SendmeAuth
+                } else {
+                    super::ProtocolViolation::UnexpectedSendme
+                };
+                self.protocol_close(idx, why, io);
                 false
             }
         }

@@ -11,6 +11,7 @@ use super::crypto::{CellBody, HopCrypto};
 use super::metrics::CircuitMetrics;
 use super::pool::{CellPool, CellQueue, MemBudget, CHUNK_CELLS};
 use super::table::{CircHandle, CircState, Circuit, CircuitTable, Next, Side};
+use super::ProtocolViolation;
 use super::{
     destroy_body, Action, ActionSink, ChanId, ChanInfo, CircuitConfig, ExtendTarget, InputError,
     NetworkView, NextHop, PeerIdentity, RelayIdentity,
@@ -103,6 +104,9 @@ pub struct RelayCore<
     seen_pressure: u64,
     /// (age, circuit) pairs the OOM handler sorts; one per circuit at most.
     oom_scratch: Vec<(u32, u32)>,
+    /// The rule broken by the last circuit closed for a protocol violation, and how many
+    /// such closes since the shard last took it (for its rate-limited debug line).
+    violations: Option<(super::ProtocolViolation, u64)>,
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
@@ -126,6 +130,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             epoch: None,
             seen_pressure: 0,
             oom_scratch: Vec::with_capacity(cfg.max_circuits),
+            violations: None,
             onion_q: VecDeque::with_capacity(cfg.onion_queue_len),
             blocked: HashSet::with_capacity(cfg.max_circuits.min(1 << 16)),
             attached: HashSet::with_capacity(cfg.max_circuits.min(1 << 10)),
@@ -697,13 +702,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         };
         if c.state != CircState::Open {
             // A relay cell before CREATED2: the client broke the protocol.
-            self.protocol_close(idx, io);
+            self.protocol_close(idx, super::ProtocolViolation::RelayBeforeCreated, io);
             return false;
         }
         if cmd == ChanCmd::RELAY_EARLY {
             let n = cells.len().min(u8::MAX as usize) as u8;
             if n > c.relay_early_left {
-                self.protocol_close(idx, io);
+                self.protocol_close(idx, super::ProtocolViolation::TooManyRelayEarly, io);
                 return false;
             }
             c.relay_early_left -= n;
@@ -744,7 +749,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
             // tor-spec: unrecognized with nowhere to go → close (TORPROTOCOL).
             _ => {
-                self.protocol_close(idx, io);
+                self.protocol_close(idx, super::ProtocolViolation::UnrecognizedAtLastHop, io);
                 false
             }
         }
@@ -760,7 +765,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     ) {
         if cmd == ChanCmd::RELAY_EARLY {
             // tor-spec: inbound RELAY_EARLY → close.
-            self.protocol_close(idx, io);
+            self.protocol_close(idx, super::ProtocolViolation::InboundRelayEarly, io);
             return;
         }
         let Some(c) = self.table.get_mut(idx) else {
@@ -779,9 +784,34 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     /// Closes `idx` for a protocol violation (DESTROY TORPROTOCOL both ways).
-    pub(super) fn protocol_close(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+    pub(super) fn protocol_close(
+        &mut self,
+        idx: u32,
+        why: super::ProtocolViolation,
+        io: &mut CoreIo<'_>,
+    ) {
         self.metrics.protocol_closes += 1;
+        self.close_refused(idx, why, io);
+    }
+
+    /// Closes `idx` with DESTROY TORPROTOCOL both ways and notes `why` for the shard's
+    /// debug line, without counting it as a peer's protocol violation (see
+    /// [`super::ProtocolViolation::OnionServiceRole`]).
+    pub(super) fn close_refused(
+        &mut self,
+        idx: u32,
+        why: super::ProtocolViolation,
+        io: &mut CoreIo<'_>,
+    ) {
+        let n = self.violations.map_or(0, |(_, n)| n);
+        self.violations = Some((why, n + 1));
         self.close(idx, DestroyReason::TorProtocol, true, true, io);
+    }
+
+    /// The rule broken by the last circuit closed for a protocol violation, and how many
+    /// were closed so since the last call (the shard logs it, at most once per tick).
+    pub fn take_protocol_violations(&mut self) -> Option<(super::ProtocolViolation, u64)> {
+        self.violations.take()
     }
 
     /// Tears a circuit down: streams closed, queues freed, DESTROY(`reason`) sent to the
@@ -1109,25 +1139,30 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 });
                 true
             }
-            Err(()) => {
+            Err(why) => {
                 self.metrics.extends_refused += 1;
-                self.protocol_close(idx, io);
+                self.protocol_close(idx, why, io);
                 false
             }
         }
     }
 
-    fn extend_target(&self, idx: u32, data: &[u8]) -> Result<(ExtendTarget, CellBody), ()> {
-        let c = self.table.get(idx).ok_or(())?;
+    fn extend_target(
+        &self,
+        idx: u32,
+        data: &[u8],
+    ) -> Result<(ExtendTarget, CellBody), ProtocolViolation> {
+        use ProtocolViolation::*;
+        let c = self.table.get(idx).ok_or(ExtendAgain)?;
         if c.next != Next::None {
-            return Err(()); // already extended or extending
+            return Err(ExtendAgain); // already extended or extending
         }
-        let e = Extend2::parse(data).map_err(|_| ())?;
+        let e = Extend2::parse(data).map_err(|_| BadExtend2)?;
         if !matches!(
             e.create2.htype,
             HandshakeType::NTOR | HandshakeType::NTOR_V3
         ) {
-            return Err(()); // TAP or CREATE_FAST inside EXTEND2
+            return Err(ExtendHandshake); // TAP or CREATE_FAST inside EXTEND2
         }
         let (mut ipv4, mut ipv6, mut rsa, mut ed) = (None, None, None, None);
         let (mut n_rsa, mut n_ed) = (0, 0);
@@ -1147,9 +1182,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
         }
         if n_rsa != 1 || n_ed > 1 {
-            return Err(());
+            return Err(ExtendLinkSpecs);
         }
-        let rsa = rsa.ok_or(())?;
+        let rsa = rsa.ok_or(ExtendLinkSpecs)?;
         let addr_ok = |ip: ::core::net::IpAddr, port: u16| {
             port != 0
                 && !ip.is_unspecified()
@@ -1158,19 +1193,19 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let ipv4 = ipv4.filter(|a| addr_ok((*a.ip()).into(), a.port()));
         let ipv6 = ipv6.filter(|a| addr_ok((*a.ip()).into(), a.port()));
         if ipv4.is_none() && ipv6.is_none() {
-            return Err(());
+            return Err(ExtendAddress);
         }
         // Refuse extending back to the previous hop, or to ourselves.
         if let PeerIdentity::Relay { rsa: prsa, ed: ped } = c.prev_peer {
             if prsa == rsa || ed == Some(ped) {
-                return Err(());
+                return Err(ExtendToPreviousHop);
             }
         }
         if rsa == self.me.rsa || ed == Some(self.me.ed) {
-            return Err(());
+            return Err(ExtendToSelf);
         }
         let mut create2 = [0u8; CELL_BODY_LEN];
-        e.create2.encode(&mut create2).map_err(|_| ())?;
+        e.create2.encode(&mut create2).map_err(|_| BadExtend2)?;
         Ok((
             ExtendTarget {
                 ipv4,

@@ -8,7 +8,9 @@ use ::core::net::{IpAddr, SocketAddr};
 use super::core::{CoreIo, QueueSel, RelayCore};
 use super::crypto::{CellBody, HopCrypto};
 use super::table::Next;
-use super::{Action, ConnectError, InputError, NetworkView, PeerIdentity, StreamBytes};
+use super::{
+    Action, ConnectError, InputError, NetworkView, PeerIdentity, ProtocolViolation, StreamBytes,
+};
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::msg::{
     Begin, BeginFlags, BeginTarget, Connected, End, EndReason, Resolve, Resolved, ResolvedAnswer,
@@ -47,7 +49,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             Ok(m) => m,
             Err(_) => {
                 // Length field past the cell: C closes the circuit (TORPROTOCOL).
-                self.protocol_close(idx, io);
+                self.protocol_close(idx, ProtocolViolation::RelayLength, io);
                 return false;
             }
         };
@@ -87,17 +89,32 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             RelayCmd::EXTEND2 => self.handle_extend2(idx, early, sid, data, io),
             // prop 350: TAP EXTEND is refused.
             RelayCmd::EXTEND => {
-                self.protocol_close(idx, io);
+                self.protocol_close(idx, ProtocolViolation::TapExtend, io);
                 false
             }
             RelayCmd::TRUNCATE => self.relay_truncate(idx, io),
             // Stream flow control on CC circuits (see `cc`); ignored elsewhere.
             RelayCmd::XOFF => self.relay_xoff(idx, sid, data, io),
             RelayCmd::XON => self.relay_xon(idx, sid, data, io),
+            // The introduction- and rendezvous-point requests: Fors has neither role (no
+            // HSIntro/HSRend in its `proto` line), but a C tor service picks intro points
+            // without looking at HSIntro (hs_service.c `pick_intro_point`). Dropping the
+            // cell would leave it waiting ~90 s per attempt for INTRO_ESTABLISHED before
+            // it gives up on us; C tor's own refusal of an ESTABLISH_INTRO it cannot take
+            // (hs_intropoint.c, legacy or unknown key type) closes the circuit with
+            // TORPROTOCOL, and on that DESTROY the service retries at once and drops us
+            // after MAX_INTRO_POINT_CIRCUIT_RETRIES. Not counted as the peer's violation.
+            RelayCmd::ESTABLISH_INTRO
+            | RelayCmd::INTRODUCE1
+            | RelayCmd::ESTABLISH_RENDEZVOUS
+            | RelayCmd::RENDEZVOUS1 => {
+                self.close_refused(idx, ProtocolViolation::OnionServiceRole, io);
+                false
+            }
             // DROP is padding; CONNECTED, RESOLVED, EXTENDED*,
-            // TRUNCATED are origin-only; other known commands (conflux, onion services,
-            // circuit padding) are not supported here; unknown ones are dropped for
-            // forward compatibility (v0).
+            // TRUNCATED are origin-only; other known commands (conflux, onion-service
+            // replies, circuit padding) are not supported here; unknown ones are dropped
+            // for forward compatibility (v0).
             _ => true,
         }
     }
@@ -138,7 +155,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         // Every DATA cell counts against the circuit window, known stream or not.
         let c = self.table.get_mut(idx).expect("live");
         if c.windows.data_received().is_err() {
-            self.protocol_close(idx, io);
+            self.protocol_close(idx, ProtocolViolation::CircuitWindow, io);
             return false;
         }
         if c.windows.should_send_sendme() {
@@ -168,7 +185,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         // On CC circuits XON/XOFF replace the stream window (C
         // `sendme_stream_data_received` → `flow_control_decide_xoff`).
         if !cc && s.windows.data_received().is_err() {
-            self.protocol_close(idx, io);
+            self.protocol_close(idx, ProtocolViolation::StreamWindow, io);
             return false;
         }
         if s.state == StreamState::ResolveOnly {
@@ -238,7 +255,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
             if self.streams.find(idx, sid).is_some() {
                 // C `sendme_process_stream_level`: "Congestion control got stream sendme".
-                self.protocol_close(idx, io);
+                self.protocol_close(idx, ProtocolViolation::StreamSendmeOnCc, io);
                 return false;
             }
             return true;
@@ -256,11 +273,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             };
             if !ok {
                 self.metrics.sendme_auth_failures += 1;
-                self.protocol_close(idx, io);
+                self.protocol_close(idx, ProtocolViolation::SendmeAuth, io);
                 return false;
             }
             if c.windows.sendme_received().is_err() {
-                self.protocol_close(idx, io);
+                self.protocol_close(idx, ProtocolViolation::UnexpectedSendme, io);
                 return false;
             }
             self.resume_streams(idx, io);
@@ -271,7 +288,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         };
         let s = self.streams.get_mut(h).expect("found");
         if s.windows.sendme_received().is_err() {
-            self.protocol_close(idx, io);
+            self.protocol_close(idx, ProtocolViolation::UnexpectedSendme, io);
             return false;
         }
         self.resume_streams(idx, io);

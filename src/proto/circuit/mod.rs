@@ -50,6 +50,7 @@ pub mod pool;
 mod relay_in;
 mod staged;
 mod table;
+mod violation;
 
 use ::core::net::SocketAddr;
 
@@ -59,6 +60,7 @@ pub use metrics::CircuitMetrics;
 pub use pool::{CellPool, CellQueue, MemBudget, CELL_MEM_COST, CHUNK_CELLS};
 pub use relay_in::MAX_RELAY_IN;
 pub use table::CircHandle;
+pub use violation::ProtocolViolation;
 
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::msg::EndReason;

@@ -87,6 +87,14 @@ impl RelayNode {
             self.next_idle_check = Some(now + IDLE_CHECK_INTERVAL);
             self.close_idle_channels(now);
             self.decide_padding();
+            // At most one line a second: which rule the circuits closed since broke (debug,
+            // as Fors logs peers' protocol violations; no address, no circuit ID).
+            if let Some((why, n)) = self.core.take_protocol_violations() {
+                log_debug!(
+                    "shard {}: {n} circuit(s) closed with DESTROY TORPROTOCOL; the last for: {why}",
+                    self.shard.0
+                );
+            }
         }
         if self.padding.next_due.is_some_and(|t| now >= t) {
             self.send_due_padding(now);
