@@ -13,14 +13,11 @@
 mod daemon_common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use daemon_common::private_net::{network_json, relay_record, testnet_skip_reason};
-use daemon_common::{
-    free_port_range_base, testnet_script, wait_for_file_line, Fors, TempDir, TestnetGuard,
-};
+use daemon_common::private_net::PrivateNet;
+use daemon_common::{wait_for_file_line, Fors};
 use fors::crypto::ids::RsaIdentity;
 use fors::dircache::disk::{self, LoadReport};
 use fors::dircache::mirror::Mirror;
@@ -60,53 +57,38 @@ fn wait_complete(cache: &Path, trusted: &[RsaIdentity], seed: u64, limit: Durati
 
 #[test]
 fn mirrors_verifies_and_keeps_the_directory_across_a_restart() {
-    if let Some(why) = testnet_skip_reason(&[]) {
-        daemon_common::skip_common::skip(
-            "mirrors_verifies_and_keeps_the_directory_across_a_restart",
-            &why,
-        );
+    let Some(pnet) = PrivateNet::prepare(
+        "mirrors_verifies_and_keeps_the_directory_across_a_restart",
+        "dircache-mirror",
+        &[],
+    ) else {
         return;
-    }
+    };
     let seed: u64 = rand::random();
     println!("seed {seed}");
-    let tmp = TempDir::new("dircache-mirror");
-    let dir = tmp.path().join("net");
-    let _net = TestnetGuard { dir: &dir };
-    let status = Command::new("python3")
-        .arg(testnet_script())
-        .arg("--dir")
-        .arg(&dir)
-        .args([
-            "up",
-            "--fors",
-            "middle",
-            "--middles",
-            "2",
-            "--exits",
-            "1",
-            "--no-server",
-        ])
-        .arg("--base-port")
-        .arg(free_port_range_base().to_string())
-        .arg("--fors-bin")
-        .arg(env!("CARGO_BIN_EXE_fors"))
-        .arg("--slot-option")
-        .arg("forsmiddle1 DirCache 1")
-        .status()
-        .unwrap();
-    assert!(status.success(), "testnet up failed");
-    let net = network_json(&dir);
+    pnet.up(&[
+        "--fors",
+        "middle",
+        "--middles",
+        "2",
+        "--exits",
+        "1",
+        "--no-server",
+        "--slot-option",
+        "forsmiddle1 DirCache 1",
+    ]);
+    let net = pnet.json();
     let trusted: Vec<RsaIdentity> = net["authorities"]
         .as_array()
         .unwrap()
         .iter()
         .map(|a| RsaIdentity::from_hex(a["v3ident"].as_str().unwrap()).unwrap())
         .collect();
-    let rec = relay_record(&dir, "forsmiddle1");
+    let rec = pnet.relay("forsmiddle1");
     let data_dir = Path::new(rec["data_dir"].as_str().unwrap()).to_owned();
     let torrc = rec["torrc"].as_str().unwrap().to_owned();
     let cache = disk::cache_dir(&data_dir);
-    let log = dir.join("forsmiddle1/stdout.log");
+    let log = pnet.log("forsmiddle1");
     wait_for_file_line(&log, "the relay is running", Duration::from_secs(120));
     wait_for_file_line(
         &log,
