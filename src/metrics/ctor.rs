@@ -159,12 +159,12 @@ pub(super) fn render(f: &mut Family<'_>, reg: &MetricsRegistry) {
     );
     f.value(
         name,
-        "state=\"xoff\",action=\"num_sent\"",
+        "state=\"flow_control\",action=\"xoff_num_sent\"",
         handler_sum(reg, |h| &h.stream_xoff_sent),
     );
     f.value(
         name,
-        "state=\"xon\",action=\"num_sent\"",
+        "state=\"flow_control\",action=\"xon_num_sent\"",
         handler_sum(reg, |h| &h.stream_xon_sent),
     );
 
@@ -183,7 +183,7 @@ pub(super) fn render(f: &mut Family<'_>, reg: &MetricsRegistry) {
 
     // fill_dns_query_values: queries launched (C notes each evdns request once; its
     // retransmissions happen inside libevent, so Fors's are taken out).
-    let [sent, retransmits, found, nxdomain, nodata, truncated, timeouts, no_id] =
+    let [sent, retransmits, found, nxdomain, nodata, truncated, timeouts, _no_id] =
         DNS_FIELDS.map(|field| dns_sum(reg, field));
     f.single(
         "tor_relay_exit_dns_query_total",
@@ -205,8 +205,9 @@ pub(super) fn render(f: &mut Family<'_>, reg: &MetricsRegistry) {
         ("notexist", nxdomain),
         ("nodata", nodata),
         ("truncated", truncated),
-        // C's DNS_ERR_TIMEOUT; Fors also gives up when no query id is free.
-        ("tor_timeout", timeouts + no_id),
+        // C's DNS_ERR_TIMEOUT: real timeouts only (giving up for want of a free query id
+        // is not one, and has no C code of its own).
+        ("tor_timeout", timeouts),
     ] {
         f.value(name, &format!("reason=\"{reason}\""), v);
     }
@@ -306,8 +307,8 @@ mod tests {
             "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"rejected\"} 5",
             "tor_relay_destroy_cell_total 21",
             "tor_relay_circ_proto_violation_total 3",
-            "tor_relay_congestion_control_total{state=\"xoff\",action=\"num_sent\"} 3",
-            "tor_relay_congestion_control_total{state=\"xon\",action=\"num_sent\"} 6",
+            "tor_relay_congestion_control_total{state=\"flow_control\",action=\"xoff_num_sent\"} 3",
+            "tor_relay_congestion_control_total{state=\"flow_control\",action=\"xon_num_sent\"} 6",
             "tor_relay_load_global_rate_limit_reached_total{side=\"read\"} 9",
             "tor_relay_load_global_rate_limit_reached_total{side=\"write\"} 15",
             "tor_relay_exit_dns_query_total 27",

@@ -280,7 +280,7 @@ impl<M: Send> Core<M> {
         if let Admit::Evict(victim) = self.slots.admit_inbound(self.free_slots.is_empty()) {
             self.metrics.slots_handshake_evicted += 1;
             self.close_conn(victim as usize, CloseReason::Evicted);
-            self.slots.closing(victim);
+            self.slots.evicted(victim);
         }
     }
 
@@ -304,7 +304,7 @@ impl<M: Send> Core<M> {
             self.metrics.slots_handshake_expired += 1;
             self.close_conn(victim as usize, CloseReason::Evicted);
             // `close_conn` unlinked it; again in case it was not live, so this never spins.
-            self.slots.closing(victim);
+            self.slots.evicted(victim);
         }
     }
 

@@ -435,7 +435,7 @@ impl<H: ConnHandler> Shard<H> {
             // Evicted handshakes hold their slots until their close completes: during a
             // burst that, not a full table, refuses the accept (counted apart, so the
             // operator is not told to raise the open-files limit for it).
-            Err(OutboxError::TableFull) if self.core.slots.closing_evictees() > 0 => {
+            Err(OutboxError::TableFull) if self.core.slots.refused_for_evictees() => {
                 self.core.metrics.accept_rejected_evicting += 1
             }
             Err(OutboxError::TableFull) => self.core.metrics.accept_rejected_table_full += 1,

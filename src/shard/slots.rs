@@ -111,6 +111,9 @@ pub struct Slots {
     held: [u32; 3],
     /// Handshakes in the age list (live, not closing).
     live_handshakes: u32,
+    /// Slots held by handshakes evicted or expired to make room, until released; and which.
+    evicting: u32,
+    evicted: Vec<bool>,
     since: Vec<Instant>,
     prev: Vec<u32>,
     next: Vec<u32>,
@@ -139,6 +142,8 @@ impl Slots {
             class: vec![None; n],
             held: [0; 3],
             live_handshakes: 0,
+            evicting: 0,
+            evicted: vec![false; n],
             since: vec![now; n],
             prev: vec![NIL; n],
             next: vec![NIL; n],
@@ -161,9 +166,23 @@ impl Slots {
         self.live_handshakes
     }
 
-    /// Handshake slots held by connections already closing (evicted or expired).
-    pub fn closing_evictees(&self) -> u32 {
-        self.held[2].saturating_sub(self.live_handshakes)
+    /// The handshake in `slot` was evicted (or expired) to make room and is closing: its
+    /// slot counts as an evictee's until released.
+    pub fn evicted(&mut self, slot: u32) {
+        self.closing(slot);
+        if let Some(e) = self.evicted.get_mut(slot as usize) {
+            if !*e {
+                *e = true;
+                self.evicting += 1;
+            }
+        }
+    }
+
+    /// Whether an inbound connection refused now would have fitted once the evictees'
+    /// slots came back: then the refusal is a burst outrunning the closes, not a full table
+    /// (a closing handshake that failed on its own is not an evictee).
+    pub fn refused_for_evictees(&self) -> bool {
+        self.evicting > 0 && self.inbound_held() - self.evicting < self.bounds.inbound
     }
 
     fn inbound_held(&self) -> u32 {
@@ -244,6 +263,12 @@ impl Slots {
     /// `slot` is free again.
     pub fn release(&mut self, slot: u32) {
         self.unlink(slot);
+        if let Some(e) = self.evicted.get_mut(slot as usize) {
+            if *e {
+                *e = false;
+                self.evicting -= 1;
+            }
+        }
         if let Some(c) = self.class[slot as usize].take() {
             self.held[idx(c)] -= 1;
         }
@@ -502,5 +527,25 @@ mod tests {
         s.release(0);
         // Back to half full.
         assert_eq!(s.expired_handshake(late), None);
+    }
+
+    #[test]
+    fn only_evictees_make_a_refusal_a_burst() {
+        let now = Instant::now();
+        let mut s = Slots::new(64, true, now);
+        let b = s.bounds();
+        // Fill the inbound share with handshakes.
+        for slot in 0..b.inbound {
+            s.occupy(slot, SlotClass::Handshake, now);
+        }
+        assert!(!s.refused_for_evictees(), "nothing evicted yet");
+        // A handshake that fails on its own and closes is not an evictee.
+        s.closing(0);
+        assert!(!s.refused_for_evictees());
+        // An evicted one is, until its slot is released.
+        s.evicted(1);
+        assert!(s.refused_for_evictees());
+        s.release(1);
+        assert!(!s.refused_for_evictees());
     }
 }
