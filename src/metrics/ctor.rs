@@ -315,7 +315,7 @@ mod tests {
             "tor_relay_exit_dns_error_total{reason=\"success\"} 18",
             "tor_relay_exit_dns_error_total{reason=\"notexist\"} 6",
             "tor_relay_exit_dns_error_total{reason=\"nodata\"} 0",
-            "tor_relay_exit_dns_error_total{reason=\"tor_timeout\"} 5",
+            "tor_relay_exit_dns_error_total{reason=\"tor_timeout\"} 3",
             "tor_relay_flag{type=\"Running\"} 1",
             "tor_relay_flag{type=\"Guard\"} 1",
             "tor_relay_flag{type=\"Exit\"} 0",
