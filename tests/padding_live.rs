@@ -201,5 +201,8 @@ fn c_tor_clients_get_padding_from_their_fors_guard_and_can_stop_it() {
         0
     );
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(daemon_common::unexpected_err_lines(&text).is_empty(), "{text}");
+    assert!(
+        daemon_common::unexpected_err_lines(&text).is_empty(),
+        "{text}"
+    );
 }

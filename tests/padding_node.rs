@@ -229,3 +229,25 @@ fn an_authenticated_peers_relay_early_makes_its_link_used() {
         seen[0]
     );
 }
+
+/// Reviewer's case: usage was read from the circuits alive at the once-a-second scan, so a
+/// circuit that got RELAY_EARLY and closed between two scans never marked its link (C tor's
+/// `circuit_update_channel_usage` raises the channel's usage on the cell itself).
+#[test]
+fn a_circuit_that_comes_and_goes_between_scans_still_makes_its_link_used() {
+    let mut net = Net::new(seed(
+        "a_circuit_that_comes_and_goes_between_scans_still_makes_its_link_used",
+    ));
+    unlist_client(&mut net, &[]);
+    let mut p = Peer::client(&mut net, 0, 41050);
+    let mut c = ClientCirc::create(&mut net, &mut p, 0x8000_0051);
+    let drop = c.cell(0, fors::cell::relay::RelayCmd::DROP, 0, b"");
+    p.send(&mut net, c.circ_id, ChanCmd::RELAY_EARLY, &drop);
+    p.send(&mut net, c.circ_id, ChanCmd::DESTROY, &[0u8; CELL_BODY_LEN]);
+    let seen = run(&mut net, &mut [&mut p], 25);
+    assert!(
+        seen[0].len() >= 2,
+        "RELAY_EARLY on a circuit gone before the scan: link not padded: {:?}",
+        seen[0]
+    );
+}

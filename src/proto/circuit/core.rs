@@ -85,6 +85,11 @@ pub struct RelayCore<
     /// `timestamp_last_had_circuits` on attach): a channel whose circuits come and go
     /// between two idle checks is not idle.
     attached: HashSet<ChanId>,
+    /// Channels whose padding usage rose since the last `channels_padding_usage` (C
+    /// `circuit_update_channel_usage` raises it per cell; a circuit that comes and goes
+    /// between two scans still counts): user traffic, full circuits.
+    pub(super) usage_user: HashSet<ChanId>,
+    usage_full: HashSet<ChanId>,
     pub(super) metrics: CircuitMetrics,
     batch_hits: Vec<bool>,
     /// Circuits with queued cells or streams paused on a blocked channel.
@@ -134,6 +139,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             onion_q: VecDeque::with_capacity(cfg.onion_queue_len),
             blocked: HashSet::with_capacity(cfg.max_circuits.min(1 << 16)),
             attached: HashSet::with_capacity(cfg.max_circuits.min(1 << 10)),
+            usage_user: HashSet::with_capacity(cfg.max_circuits.min(1 << 10)),
+            usage_full: HashSet::with_capacity(cfg.max_circuits.min(1 << 10)),
             batch_hits: vec![false; BATCH],
             run_tag: [0; 20],
             external: CellQueue::default(),
@@ -592,12 +599,15 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// RELAY cells), or, for a peer that proved a relay identity, of a circuit with exit
     /// streams (a RELAY BEGIN came); and to `full` each such relay peer's channel whose
     /// circuit got RELAY_EARLY. A client channel with only one-hop circuits is in neither.
-    /// A scan of the table: call it about once a second.
+    /// A scan of the table plus the channels recorded at those events since the last call
+    /// (circuits gone in between): call it about once a second.
     pub fn channels_padding_usage(
-        &self,
+        &mut self,
         full: &mut std::collections::HashSet<ChanId>,
         user: &mut std::collections::HashSet<ChanId>,
     ) {
+        full.extend(self.usage_full.drain());
+        user.extend(self.usage_user.drain());
         for idx in 0..self.table.slot_count() {
             let Some(c) = self.table.get(idx) else {
                 continue;
@@ -712,6 +722,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 return false;
             }
             c.relay_early_left -= n;
+            if matches!(c.prev_peer, PeerIdentity::Relay { .. }) {
+                self.usage_full.insert(c.prev_chan);
+            }
         }
         let hits = &mut self.batch_hits[..cells.len()];
         let crypto = c.crypto.as_mut().expect("open circuits have crypto");
@@ -1263,6 +1276,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         };
         let c = self.table.get_mut(idx).expect("live");
         c.next = Next::Open(done.next);
+        // Extended: EXTENDED2 and what follows are RELAY cells toward the previous hop.
+        self.usage_user.insert(c.prev_chan);
         if done.next.shard == self.cfg.shard {
             self.attached.insert(done.next.chan);
             self.table

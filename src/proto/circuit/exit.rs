@@ -470,7 +470,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         });
         match r {
             Ok(h) => {
-                self.table.get_mut(idx)?.streams_head = h.idx;
+                let c = self.table.get_mut(idx)?;
+                c.streams_head = h.idx;
+                if matches!(
+                    c.prev_peer,
+                    crate::proto::channel::PeerIdentity::Relay { .. }
+                ) {
+                    self.usage_user.insert(c.prev_chan);
+                }
                 self.metrics.streams = self.streams.len() as u64;
                 Some(h)
             }
