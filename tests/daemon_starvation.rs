@@ -8,12 +8,13 @@
 
 mod daemon_common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use daemon_common::prometheus::{prom_value, start_prometheus};
 use daemon_common::skip_common::{have, skip};
 use daemon_common::{free_port, http_get, metric, standalone_torrc, Fors, TempDir};
 
@@ -70,65 +71,6 @@ impl IdleFlood {
             }
         }
     }
-}
-
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_prometheus(dir: &Path, target: SocketAddr) -> (Prometheus, SocketAddr) {
-    let cfg = dir.join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
-             scrape_configs:\n  - job_name: fors\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address={web}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (Prometheus(child), web)
-}
-
-/// The value of a Prometheus instant query returning one sample, if any.
-fn prom_query(web: SocketAddr, query: &str) -> Option<f64> {
-    let q: String = query
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    // Prometheus may not listen yet: no answer is `None`, not a panic.
-    let mut s = TcpStream::connect_timeout(&web, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /api/v1/query?query={q} HTTP/1.0\r\nHost: {web}\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let json = body.split("\r\n\r\n").nth(1)?;
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let sample = v["data"]["result"].as_array()?.first()?.clone();
-    sample["value"][1].as_str()?.parse().ok()
 }
 
 /// stem: connect, authenticate, ask the version; prints it.
@@ -192,14 +134,14 @@ fn prometheus_and_stem_are_served_through_idle_floods() {
     while Instant::now() < deadline {
         mflood.refill();
         cflood.refill();
-        ups = prom_query(web, "sum_over_time(up{job=\"fors\"}[5m])").unwrap_or(0.0);
-        evicted_seen = prom_query(web, "max(fors_metricsport_evicted_total)").unwrap_or(0.0);
+        ups = prom_value(web, "sum_over_time(up{job=\"fors\"}[5m])").unwrap_or(0.0);
+        evicted_seen = prom_value(web, "max(fors_metricsport_evicted_total)").unwrap_or(0.0);
         if ups >= 5.0 && evicted_seen >= 1.0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    let failed_scrapes = prom_query(
+    let failed_scrapes = prom_value(
         web,
         "count_over_time(up{job=\"fors\"}[5m]) - sum_over_time(up{job=\"fors\"}[5m])",
     );

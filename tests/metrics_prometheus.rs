@@ -10,12 +10,10 @@
 
 mod daemon_common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use daemon_common::prometheus::{prom_query, start_prometheus};
 use daemon_common::skip_common::{have, skip};
 use daemon_common::{free_port, open_channel_and_create, standalone_torrc, Fors, TempDir};
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
@@ -24,68 +22,6 @@ const TEST: &str = "prometheus_reads_c_tor_families_after_traffic";
 const START: Duration = Duration::from_secs(60);
 /// Channels opened (each with a CREATE_FAST circuit).
 const CHANNELS: u64 = 4;
-
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_prometheus(dir: &Path, target: SocketAddr) -> (Prometheus, SocketAddr) {
-    let cfg = dir.join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
-             scrape_configs:\n  - job_name: fors\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let web: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address={web}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (Prometheus(child), web)
-}
-
-/// The samples of a Prometheus instant query, as `(labels, value)`; `None` when Prometheus
-/// does not answer (yet).
-fn prom_query(web: SocketAddr, query: &str) -> Option<Vec<(serde_json::Value, f64)>> {
-    let q: String = query
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let mut s = TcpStream::connect_timeout(&web, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /api/v1/query?query={q} HTTP/1.0\r\nHost: {web}\r\n\r\n"
-    )
-    .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let json = body.split("\r\n\r\n").nth(1)?;
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    v["data"]["result"]
-        .as_array()?
-        .iter()
-        .map(|r| Some((r["metric"].clone(), r["value"][1].as_str()?.parse().ok()?)))
-        .collect()
-}
 
 /// The single value of `query`, if it has exactly one sample.
 fn one(web: SocketAddr, query: &str) -> Option<f64> {

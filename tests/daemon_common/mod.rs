@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod private_net;
+pub mod prometheus;
 pub mod raw_link;
 #[path = "../skip_common/mod.rs"]
 pub mod skip_common;
