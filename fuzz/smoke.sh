@@ -12,6 +12,7 @@
 #
 # Environment:
 #   FUZZ_SECONDS    seconds per target (default 15)
+#   FUZZ_JOBS       targets run at once (default: nproc)
 #   FUZZ_SANITIZER  force a sanitizer (address | none); default: address, else none
 #   FUZZ_TARGETS    space-separated subset of targets (default: all)
 #   FUZZ_TOOLCHAIN  e.g. "+nightly" to use a real nightly instead of RUSTC_BOOTSTRAP
@@ -55,21 +56,39 @@ if [[ ${#TARGETS[@]} -eq 0 ]]; then
     exit 1
 fi
 
-echo "smoke: ${#TARGETS[@]} targets, ${FUZZ_SECONDS}s each, sanitizer=$SAN"
-failed=()
-for t in "${TARGETS[@]}"; do
+# Targets run FUZZ_JOBS at a time (default: one per core): each libFuzzer run is single-threaded
+# and bounded by -max_total_time, so on CI's 2 cores two at a time halve the step's wall time.
+JOBS="${FUZZ_JOBS:-$(nproc)}"
+echo "smoke: ${#TARGETS[@]} targets, ${FUZZ_SECONDS}s each, $JOBS at a time, sanitizer=$SAN"
+run_one() { # target -> exit status; its verdict lines go to fuzz/target/smoke-<t>.verdict
+    local t=$1 log="fuzz/target/smoke-$1.log" out="fuzz/target/smoke-$1.verdict"
     mkdir -p "fuzz/corpus/$t"
-    log="fuzz/target/smoke-$t.log"
     # The outer timeout only guards against a wedged process; libFuzzer stops itself.
     if timeout $((FUZZ_SECONDS + 300)) \
         cargo $TOOLCHAIN fuzz run --sanitizer "$SAN" "$t" "fuzz/corpus/$t" -- \
         -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1; then
-        echo "smoke: ok    $t ($(grep -o 'Done [0-9]* runs' "$log" | tail -1))"
+        echo "smoke: ok    $t ($(grep -o 'Done [0-9]* runs' "$log" | tail -1))" >"$out"
+        return 0
     else
-        echo "smoke: FAIL  $t (log: $log; artifacts: fuzz/artifacts/$t/)"
-        tail -n 30 "$log" | sed 's/^/    /'
-        failed+=("$t")
+        { echo "smoke: FAIL  $t (log: $log; artifacts: fuzz/artifacts/$t/)"
+          tail -n 30 "$log" | sed 's/^/    /'; } >"$out"
+        return 1
     fi
+}
+running=0
+for t in "${TARGETS[@]}"; do
+    if [[ $running -ge $JOBS ]]; then wait -n || true; running=$((running - 1)); fi
+    rm -f "fuzz/target/smoke-$t.verdict"
+    run_one "$t" &
+    running=$((running + 1))
+done
+wait
+# Verdicts in the targets' order; a target without one (killed) counts as failed.
+failed=()
+for t in "${TARGETS[@]}"; do
+    v="fuzz/target/smoke-$t.verdict"
+    if [[ -s $v ]]; then cat "$v"; else echo "smoke: FAIL  $t (no verdict)"; fi
+    grep -q '^smoke: ok ' "$v" 2>/dev/null || failed+=("$t")
 done
 
 if [[ ${#failed[@]} -gt 0 ]]; then
