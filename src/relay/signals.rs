@@ -138,3 +138,42 @@ impl SignalEvents {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The test harness runs tests on threads of one process, so a signal sent to the process
+    // could land on another thread with its default action (terminate). raise(3) sends to
+    // this thread alone, which blocked it; its signalfd reads what is pending for it.
+    #[test]
+    fn signals_and_heartbeat_requests_become_events() {
+        let events = SignalEvents::block_and_open().unwrap();
+        assert_eq!(events.wait(Duration::ZERO).unwrap(), None);
+        for (signal, meaning) in [
+            (Signal::SIGHUP, RelaySignal::Reload),
+            (Signal::SIGUSR1, RelaySignal::DumpStats),
+            (Signal::SIGUSR2, RelaySignal::Debug),
+            (Signal::SIGINT, RelaySignal::Interrupt),
+            (Signal::SIGTERM, RelaySignal::Terminate),
+        ] {
+            nix::sys::signal::raise(signal).unwrap();
+            assert_eq!(
+                events.wait(Duration::from_secs(5)).unwrap(),
+                Some(meaning),
+                "{signal}"
+            );
+            assert_eq!(events.wait(Duration::ZERO).unwrap(), None);
+        }
+        // Two requests, two heartbeats: none is lost or merged.
+        request_heartbeat().unwrap();
+        request_heartbeat().unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                events.wait(Duration::from_secs(5)).unwrap(),
+                Some(RelaySignal::Heartbeat)
+            );
+        }
+        assert_eq!(events.wait(Duration::from_millis(10)).unwrap(), None);
+    }
+}
