@@ -131,7 +131,9 @@ fn civil_in<Z: chrono::TimeZone>(zone: &Z, t: u64) -> Option<Civil> {
 /// `mktime` with `tm_isdst = -1` in `zone`: the fields are normalised as wall-clock time
 /// (hour 24 is the next day's midnight); a time that a change to summer time skips is read
 /// with the offset in force before the change, so it moves on by the change (02:30 in a
-/// gap from 02:00 to 03:00 is 03:30); of a time that happens twice, the first.
+/// gap from 02:00 to 03:00 is 03:30, as glibc gives); of a time that happens twice, the first
+/// (glibc's pick there depends on its previous call: after a summer date the first, after a
+/// winter one the second).
 fn mktime_in<Z: chrono::TimeZone>(zone: &Z, days: i64, hour: i64, minute: i64) -> Option<u64> {
     use chrono::{LocalResult, NaiveDate, Offset, TimeDelta};
     let wall = NaiveDate::from_ymd_opt(1970, 1, 1)?
