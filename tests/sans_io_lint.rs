@@ -13,7 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Sans-IO module roots under `src/`, and whether they forbid `unsafe` (`crypto` keeps it for
-/// SIMD; `controlport` and `accounting` deny it and allow one audited function each).
+/// SIMD).
 const SANS_IO_MODULES: &[(&str, Unsafe)] = &[
     ("cell", Unsafe::Forbid),
     ("proto", Unsafe::Forbid),
@@ -23,15 +23,14 @@ const SANS_IO_MODULES: &[(&str, Unsafe)] = &[
     ("config", Unsafe::Forbid),
     ("keys", Unsafe::Forbid),
     ("dos", Unsafe::Forbid),
-    ("accounting", Unsafe::Deny),
-    ("controlport", Unsafe::Deny),
+    ("accounting", Unsafe::Forbid),
+    ("controlport", Unsafe::Forbid),
     ("crypto", Unsafe::Allowed),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Unsafe {
     Forbid,
-    Deny,
     Allowed,
 }
 
@@ -397,7 +396,6 @@ fn sans_io_module_roots_keep_their_attributes() {
         }
         let want = match unsafe_rule {
             Unsafe::Forbid => Some("#![forbid(unsafe_code)]"),
-            Unsafe::Deny => Some("#![deny(unsafe_code)]"),
             Unsafe::Allowed => None,
         };
         if let Some(want) = want {

@@ -16,10 +16,9 @@
 //! Interval edges are reckoned in local time as C does (`tor_localtime_r`/`mktime`), or in
 //! UTC ([`time::Zone`]) for tests.
 
-// `deny`, not `forbid`: `time` needs localtime_r(3)/mktime(3) for `AccountingStart` in the
-// local zone (no safe equivalent in std or Cargo.lock); those two calls are allowed there
-// alone. Sans-IO (docs/architecture.md "Sans-IO rule"): the caller owns clock and RNG.
-#![deny(unsafe_code)]
+// No unsafe here. Sans-IO (docs/architecture.md "Sans-IO rule"): the caller owns clock and
+// RNG.
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
 
 pub mod state;

@@ -97,51 +97,58 @@ impl Zone {
     }
 }
 
-// localtime_r(3): std has no safe local-time conversion (the module root denies unsafe).
-#[allow(unsafe_code)]
+// The local zone is chrono's `Local`: like C's localtime(3) it follows `TZ` (a zone name, a
+// zoneinfo file or a POSIX rule such as `EST5EDT`) and else /etc/localtime.
 fn local_civil(t: u64) -> Option<Civil> {
-    let tt = libc::time_t::try_from(t).ok()?;
-    // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the
-    // call and localtime_r is the thread-safe variant.
-    let tm = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&tt, &mut tm).is_null() {
-            return None;
-        }
-        tm
-    };
+    civil_in(&chrono::Local, t)
+}
+
+fn local_mktime(days: i64, hour: i64, minute: i64) -> Option<u64> {
+    mktime_in(&chrono::Local, days, hour, minute)
+}
+
+/// `localtime_r` in `zone`.
+fn civil_in<Z: chrono::TimeZone>(zone: &Z, t: u64) -> Option<Civil> {
+    use chrono::{Datelike, Timelike};
+    let local = zone.timestamp_opt(i64::try_from(t).ok()?, 0).single()?;
     let (year, month, day) = (
-        i64::from(tm.tm_year) + 1900,
-        i64::from(tm.tm_mon) + 1,
-        i64::from(tm.tm_mday),
+        i64::from(local.year()),
+        i64::from(local.month()),
+        i64::from(local.day()),
     );
-    let days = days_from_civil(year, month, day);
     Some(Civil {
         year,
         month,
         day,
-        hour: i64::from(tm.tm_hour),
-        minute: i64::from(tm.tm_min),
-        second: i64::from(tm.tm_sec),
-        days,
-        weekday: i64::from(tm.tm_wday),
+        hour: i64::from(local.hour()),
+        minute: i64::from(local.minute()),
+        second: i64::from(local.second()),
+        days: days_from_civil(year, month, day),
+        weekday: i64::from(local.weekday().num_days_from_sunday()),
     })
 }
 
-// mktime(3): as for `local_civil`.
-#[allow(unsafe_code)]
-fn local_mktime(days: i64, hour: i64, minute: i64) -> Option<u64> {
-    let (y, m, d) = civil_from_days(days);
-    // SAFETY: a zeroed `tm` is valid; mktime only reads and normalises the struct we own.
-    let t = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        tm.tm_year = i32::try_from(y - 1900).ok()?;
-        tm.tm_mon = (m - 1) as i32;
-        tm.tm_mday = d as i32;
-        tm.tm_hour = hour as i32;
-        tm.tm_min = minute as i32;
-        tm.tm_isdst = -1;
-        libc::mktime(&mut tm)
+/// `mktime` with `tm_isdst = -1` in `zone`: the fields are normalised as wall-clock time
+/// (hour 24 is the next day's midnight); a time that a change to summer time skips is read
+/// with the offset in force before the change, so it moves on by the change (02:30 in a
+/// gap from 02:00 to 03:00 is 03:30, as glibc gives); of a time that happens twice, the first
+/// (glibc's pick there depends on its previous call: after a summer date the first, after a
+/// winter one the second).
+fn mktime_in<Z: chrono::TimeZone>(zone: &Z, days: i64, hour: i64, minute: i64) -> Option<u64> {
+    use chrono::{LocalResult, NaiveDate, Offset, TimeDelta};
+    let wall = NaiveDate::from_ymd_opt(1970, 1, 1)?
+        .and_hms_opt(0, 0, 0)?
+        .checked_add_signed(TimeDelta::try_days(days)?)?
+        .checked_add_signed(TimeDelta::try_hours(hour)?)?
+        .checked_add_signed(TimeDelta::try_minutes(minute)?)?;
+    let t = match zone.from_local_datetime(&wall) {
+        LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => at.timestamp(),
+        LocalResult::None => {
+            // In a gap: the offset a day before is the one the gap left behind.
+            let before = wall.checked_sub_signed(TimeDelta::try_days(1)?)?;
+            let offset = zone.offset_from_local_datetime(&before).earliest()?;
+            wall.and_utc().timestamp() - i64::from(offset.fix().local_minus_utc())
+        }
     };
     u64::try_from(t).ok()
 }
@@ -226,6 +233,106 @@ mod tests {
         }
         let c = Zone::Utc.civil(1_709_164_800);
         assert_eq!(Zone::Utc.unix(c.days, 0, 0), 1_709_164_800);
+    }
+
+    /// A zone one hour east of UTC with summer time (two hours east) in 2024, from 02:00
+    /// local on 31 March (clocks jump to 03:00) to 03:00 local on 27 October (back to 02:00).
+    #[derive(Clone, Copy, Debug)]
+    struct SummerZone;
+
+    impl SummerZone {
+        const SUMMER_FROM: i64 = 1_711_846_800; // 2024-03-31 01:00:00 UTC
+        const SUMMER_UNTIL: i64 = 1_729_990_800; // 2024-10-27 01:00:00 UTC
+        fn at(t: i64) -> chrono::FixedOffset {
+            let hours = if (Self::SUMMER_FROM..Self::SUMMER_UNTIL).contains(&t) {
+                2
+            } else {
+                1
+            };
+            chrono::FixedOffset::east_opt(hours * 3600).unwrap()
+        }
+    }
+
+    impl chrono::TimeZone for SummerZone {
+        type Offset = chrono::FixedOffset;
+        fn from_offset(_: &chrono::FixedOffset) -> Self {
+            SummerZone
+        }
+        fn offset_from_local_date(
+            &self,
+            local: &chrono::NaiveDate,
+        ) -> chrono::LocalResult<chrono::FixedOffset> {
+            self.offset_from_local_datetime(&local.and_hms_opt(0, 0, 0).unwrap())
+        }
+        fn offset_from_local_datetime(
+            &self,
+            local: &chrono::NaiveDateTime,
+        ) -> chrono::LocalResult<chrono::FixedOffset> {
+            let wall = local.and_utc().timestamp();
+            // Each offset that maps some instant to this wall time, earliest instant first.
+            let fits: Vec<_> = [2, 1]
+                .into_iter()
+                .filter(|h| Self::at(wall - h * 3600).local_minus_utc() == (*h as i32) * 3600)
+                .map(|h| chrono::FixedOffset::east_opt(h as i32 * 3600).unwrap())
+                .collect();
+            match fits[..] {
+                [one] => chrono::LocalResult::Single(one),
+                [first, second] => chrono::LocalResult::Ambiguous(first, second),
+                _ => chrono::LocalResult::None,
+            }
+        }
+        fn offset_from_utc_date(&self, utc: &chrono::NaiveDate) -> chrono::FixedOffset {
+            Self::at(utc.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp())
+        }
+        fn offset_from_utc_datetime(&self, utc: &chrono::NaiveDateTime) -> chrono::FixedOffset {
+            Self::at(utc.and_utc().timestamp())
+        }
+    }
+
+    #[test]
+    fn local_time_follows_summer_time_like_mktime() {
+        let z = SummerZone;
+        let march31 = days_from_civil(2024, 3, 31);
+        let oct27 = days_from_civil(2024, 10, 27);
+        // Winter and summer: one and two hours east.
+        assert_eq!(mktime_in(&z, march31, 1, 0), Some(1_711_843_200)); // 00:00 UTC
+        assert_eq!(mktime_in(&z, march31, 3, 0), Some(1_711_846_800)); // 01:00 UTC
+                                                                       // 02:30 does not exist on 31 March: as mktime, it is read with the winter offset and
+                                                                       // so is 03:30 summer time.
+        let skipped = mktime_in(&z, march31, 2, 30).unwrap();
+        assert_eq!(skipped, 1_711_848_600); // 01:30 UTC
+        let c = civil_in(&z, skipped).unwrap();
+        assert_eq!((c.days, c.hour, c.minute), (march31, 3, 30));
+        // 02:30 happens twice on 27 October: the first, still in summer time.
+        assert_eq!(mktime_in(&z, oct27, 2, 30), Some(1_729_989_000)); // 00:30 UTC
+        let c = civil_in(&z, 1_729_992_600).unwrap(); // 01:30 UTC: the second 02:30
+        assert_eq!((c.days, c.hour, c.minute), (oct27, 2, 30));
+        // Out-of-range fields are normalised as wall-clock time, as mktime does.
+        assert_eq!(
+            mktime_in(&z, march31 - 1, 24, 0),
+            mktime_in(&z, march31, 0, 0)
+        );
+        assert_eq!(
+            mktime_in(&z, march31, 0, 150),
+            mktime_in(&z, march31, 2, 30)
+        );
+        // Every whole minute outside the two changes maps back to itself, and the local date
+        // and weekday are the zone's, not UTC's (23:30 UTC on 30 June is 1 July locally).
+        let c = civil_in(&z, 1_719_790_200).unwrap();
+        assert_eq!(
+            (c.year, c.month, c.day, c.hour, c.weekday),
+            (2024, 7, 1, 1, 1)
+        );
+        let mut t = 1_704_067_200u64; // 2024-01-01 00:00:00 UTC
+        for _ in 0..800 {
+            let c = civil_in(&z, t).unwrap();
+            let fold = (1_729_990_800..1_729_994_400).contains(&t); // the second 02:00-03:00
+            let back = mktime_in(&z, c.days, c.hour, c.minute).unwrap() + c.second as u64;
+            if !fold {
+                assert_eq!(back, t, "{c:?}");
+            }
+            t += 43_200 - 60 * 7;
+        }
     }
 
     #[test]

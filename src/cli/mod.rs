@@ -1,5 +1,7 @@
 //! Command-line subcommands of the `fors` binary.
 
+#![forbid(unsafe_code)]
+
 pub mod bench_crypto;
 pub mod fingerprint;
 pub mod keygen_family;

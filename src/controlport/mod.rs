@@ -4,9 +4,8 @@
 //! in [`info`], events in [`events`] and the wire text forms in [`quote`] and [`reply`].
 //! Operators' view: docs/operating.md "ControlPort and nyx".
 
-// `deny`, not `forbid`: the one unsafe call, kill(2) on ourselves in `server::raise`, is
-// allowed there alone. Sans-IO except `server` (docs/architecture.md "Sans-IO rule").
-#![deny(unsafe_code)]
+// No unsafe here. Sans-IO except `server` (docs/architecture.md "Sans-IO rule").
+#![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
 
 pub mod auth;

@@ -316,22 +316,27 @@ struct Worker {
     rng: rand::rngs::OsRng,
 }
 
-/// Sends a signal to our own process; the main thread reads it from its signalfd.
-// The only unsafe in `controlport` (the module root denies it): std has no safe kill(2).
-#[allow(unsafe_code)]
+/// Sends a signal to our own process (kill(2), not raise(3): a signal aimed at this thread
+/// would stay pending here, where it is blocked, instead of reaching the main thread's
+/// signalfd); a heartbeat goes to the main thread as a request instead (C tor has no Unix
+/// signal for it).
 fn raise(sig: ControlSignal) {
-    let signo = match sig {
-        ControlSignal::Reload => libc::SIGHUP,
-        ControlSignal::Shutdown => libc::SIGINT,
-        ControlSignal::Halt => libc::SIGTERM,
-        ControlSignal::Dump => libc::SIGUSR1,
-        ControlSignal::Debug => libc::SIGUSR2,
-        ControlSignal::Heartbeat => crate::relay::signals::heartbeat_signal(),
+    use nix::sys::signal::Signal;
+    let signal = match sig {
+        ControlSignal::Reload => Signal::SIGHUP,
+        ControlSignal::Shutdown => Signal::SIGINT,
+        ControlSignal::Halt => Signal::SIGTERM,
+        ControlSignal::Dump => Signal::SIGUSR1,
+        ControlSignal::Debug => Signal::SIGUSR2,
+        ControlSignal::Heartbeat => {
+            if let Err(e) = crate::relay::signals::request_heartbeat() {
+                log::log_warn!("SIGNAL HEARTBEAT: cannot reach the main thread ({e}).");
+            }
+            return;
+        }
     };
-    // SAFETY: kill(2) with our own pid and a valid signal number has no memory effects.
-    unsafe {
-        libc::kill(libc::getpid(), signo);
-    }
+    // Fails only for a bad pid or signal, neither possible here.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), signal);
 }
 
 impl Worker {

@@ -16,6 +16,8 @@
 //! Names: `fors_shard_<ShardMetrics field>{shard="N"}` and `fors_relay_*`, plus C tor's
 //! `tor_relay_*` families where Fors can fill them truthfully; see docs/operating.md.
 
+#![forbid(unsafe_code)]
+
 pub mod core_counters;
 pub mod cpu;
 pub mod ctor;

@@ -9,6 +9,9 @@
 //! (`notify.rs`).
 //! Operators' view: docs/operating.md.
 
+// No unsafe here: process plumbing goes through `nix` and std.
+#![forbid(unsafe_code)]
+
 pub mod bandwidth;
 pub mod control;
 pub mod dirserver;
@@ -202,15 +205,14 @@ fn exit_anyway_after(limit: Duration) {
         .name("fors-exit-watchdog".into())
         .spawn(move || {
             std::thread::sleep(limit);
-            // Not through the logger: whatever hangs may hold its lock.
+            // Not through the logger, nor through `Stderr`'s lock: whatever hangs may hold
+            // them. One write(2) to fd 2.
             let msg =
                 b"[err] The shutdown after a fatal error did not finish in time; exiting now.\n";
-            // SAFETY: write(2) of a valid buffer to fd 2, then _exit(2), which ends the process
-            // without running anything else (nothing else may be trusted at this point).
-            unsafe {
-                let _ = libc::write(2, msg.as_ptr().cast(), msg.len());
-                libc::_exit(1);
-            }
+            let _ = nix::unistd::write(std::os::fd::AsFd::as_fd(&std::io::stderr()), msg);
+            // exit(3) runs no destructor of any thread; Rust's own flush of stdout at exit
+            // only tries its lock, so a thread hung holding it cannot stop this.
+            std::process::exit(1);
         });
     if let Err(e) = spawned {
         log_warn!("Cannot start the exit watchdog ({e}); shutting down without it.");

@@ -179,46 +179,19 @@ pub fn metrics_listen_addr(p: &crate::config::ListenPort) -> SocketAddr {
 /// `set_max_file_descriptors` does) and returns the resulting limits (checked by
 /// `relay::fdlimit`).
 pub fn raise_fd_limit() -> Option<super::fdlimit::FdLimit> {
-    // SAFETY: getrlimit/setrlimit read and write one rlimit struct on our stack.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return None;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-        Some(super::fdlimit::FdLimit {
-            soft: lim.rlim_cur,
-            hard: lim.rlim_max,
-        })
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (mut soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        soft = hard;
     }
+    Some(super::fdlimit::FdLimit { soft, hard })
 }
 
 /// Sets the process's dumpable flag: `DisableDebuggerAttachment 1` clears it, as C tor on
 /// Linux, so other processes of the same user cannot attach with ptrace or read our memory
 /// (the keys), and no core dump is left. A uid switch resets it to `fs.suid_dumpable`.
 pub fn set_dumpable(dumpable: bool) -> std::io::Result<()> {
-    // SAFETY: prctl(PR_SET_DUMPABLE, 0|1) takes no pointers and only changes this
-    // process's dumpable flag.
-    if unsafe {
-        libc::prctl(
-            libc::PR_SET_DUMPABLE,
-            libc::c_ulong::from(dumpable),
-            0,
-            0,
-            0,
-        )
-    } != 0
-    {
-        return Err(std::io::Error::last_os_error());
-    }
+    nix::sys::prctl::set_dumpable(dumpable)?;
     Ok(())
 }
 
@@ -232,31 +205,15 @@ pub struct UserIds {
 
 /// Looks `name` up with getpwnam_r(3) (so NSS sources count, not only /etc/passwd).
 pub fn lookup_user(name: &str) -> Result<UserIds, SetupError> {
-    let not_found = || SetupError::User(format!("User {name}: no such user"));
-    let cname = std::ffi::CString::new(name).map_err(|_| not_found())?;
-    let mut buf = vec![0 as libc::c_char; 64 * 1024];
-    // SAFETY: passwd is plain data; getpwnam_r fills it in with pointers into `buf`, which
-    // we do not read (only the numeric ids).
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call and `buf.len()` is its real size.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return Err(not_found());
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(UserIds {
+            name: name.to_string(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        }),
+        // An error of the user database counts as not found, as C tor's lookup does.
+        Ok(None) | Err(_) => Err(SetupError::User(format!("User {name}: no such user"))),
     }
-    Ok(UserIds {
-        name: name.to_string(),
-        uid: pwd.pw_uid,
-        gid: pwd.pw_gid,
-    })
 }
 
 /// Whom to switch to after binding (C tor's `User`), or `None` when there is nothing to do:
@@ -269,8 +226,7 @@ pub fn plan_user_switch(config: &Config) -> Result<Option<UserIds>, SetupError> 
         return Ok(None);
     };
     let ids = lookup_user(want)?;
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     if euid == ids.uid {
         return Ok(None);
     }
@@ -325,22 +281,17 @@ pub struct ActingAs(());
 
 /// Takes the user's effective ids until the guard drops (only between binds, as root).
 pub fn act_as(ids: &UserIds) -> Result<ActingAs, SetupError> {
-    // gid first: once the euid is not 0 we may no longer change it.
-    // SAFETY: setegid(2)/seteuid(2) take plain integers; glibc applies them to every thread.
-    let rc = unsafe {
-        if libc::setegid(ids.gid) != 0 {
-            -1
-        } else {
-            libc::seteuid(ids.uid)
-        }
-    };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        // SAFETY: as above; back to root's group if only the gid changed.
-        unsafe { libc::setegid(0) };
+    use nix::unistd::{setegid, seteuid, Gid, Uid};
+    // gid first: once the euid is not 0 we may no longer change it. glibc applies both to
+    // every thread.
+    let taken = setegid(Gid::from_raw(ids.gid)).and_then(|()| seteuid(Uid::from_raw(ids.uid)));
+    if let Err(e) = taken {
+        // Back to root's group if only the gid changed.
+        let _ = setegid(Gid::from_raw(0));
         return Err(SetupError::User(format!(
-            "User {}: cannot take its effective ids: {e}",
-            ids.name
+            "User {}: cannot take its effective ids: {}",
+            ids.name,
+            std::io::Error::from(e)
         )));
     }
     Ok(ActingAs(()))
@@ -348,13 +299,11 @@ pub fn act_as(ids: &UserIds) -> Result<ActingAs, SetupError> {
 
 impl Drop for ActingAs {
     fn drop(&mut self) {
+        use nix::unistd::{setegid, seteuid, Gid, Uid};
         // The saved uid is still 0, so this cannot fail; if it did, the binds that follow
-        // fail with a clear error.
-        // SAFETY: plain integer arguments; euid before egid (changing the gid needs root).
-        unsafe {
-            libc::seteuid(0);
-            libc::setegid(0);
-        }
+        // fail with a clear error. euid before egid (changing the gid needs root).
+        let _ = seteuid(Uid::from_raw(0));
+        let _ = setegid(Gid::from_raw(0));
     }
 }
 
@@ -365,29 +314,26 @@ impl Drop for ActingAs {
 /// neither again. There is no SQPOLL thread, which would keep the creator's credentials; the
 /// shards' later submissions carry the new ones.
 pub fn switch_user(ids: &UserIds) -> Result<(), SetupError> {
-    let fail = |what: &str| {
+    use nix::unistd::{
+        getegid, geteuid, getgid, getuid, seteuid, setgid, setgroups, setuid, Gid, Uid,
+    };
+    let fail = |what: &str, e: nix::Error| {
         SetupError::User(format!(
             "User {}: {what}: {}",
             ids.name,
-            std::io::Error::last_os_error()
+            std::io::Error::from(e)
         ))
     };
-    let groups = [ids.gid as libc::gid_t];
-    // SAFETY: `groups` is a valid array of one gid; glibc applies these calls to every thread.
-    if unsafe { libc::setgroups(1, groups.as_ptr()) } != 0 {
-        return Err(fail("setgroups"));
-    }
-    // SAFETY: plain integer argument.
-    if unsafe { libc::setgid(ids.gid) } != 0 {
-        return Err(fail("setgid"));
-    }
-    // SAFETY: plain integer argument; as root this sets the real, effective and saved uid.
-    if unsafe { libc::setuid(ids.uid) } != 0 {
-        return Err(fail("setuid"));
-    }
+    let (uid, gid) = (Uid::from_raw(ids.uid), Gid::from_raw(ids.gid));
+    // nix calls glibc's functions, which apply each change to every thread of the process
+    // (not the raw syscalls, which would change only this thread's credentials).
+    setgroups(&[gid]).map_err(|e| fail("setgroups", e))?;
+    setgid(gid).map_err(|e| fail("setgid", e))?;
+    // As root this sets the real, effective and saved uid.
+    setuid(uid).map_err(|e| fail("setuid", e))?;
     if ids.uid != 0 {
-        // SAFETY: plain integer arguments; both must fail now.
-        let regained = unsafe { libc::setuid(0) == 0 || libc::seteuid(0) == 0 };
+        // Both must fail now.
+        let regained = setuid(Uid::from_raw(0)).is_ok() || seteuid(Uid::from_raw(0)).is_ok();
         if regained {
             return Err(SetupError::User(format!(
                 "User {}: root could be taken back after switching; refusing to run",
@@ -395,15 +341,12 @@ pub fn switch_user(ids: &UserIds) -> Result<(), SetupError> {
             )));
         }
     }
-    // SAFETY: the get*id(2) calls have no preconditions and cannot fail.
-    let now = unsafe {
-        (
-            libc::getuid(),
-            libc::geteuid(),
-            libc::getgid(),
-            libc::getegid(),
-        )
-    };
+    let now = (
+        getuid().as_raw(),
+        geteuid().as_raw(),
+        getgid().as_raw(),
+        getegid().as_raw(),
+    );
     if now != (ids.uid, ids.uid, ids.gid, ids.gid) {
         return Err(SetupError::User(format!(
             "User {}: ids after switching are {now:?}, not uid {} gid {}",
@@ -574,8 +517,7 @@ mod tests {
         assert!(e.to_string().contains("no such user"), "{e}");
         assert_eq!(plan_user_switch(&cfg("")).unwrap(), None);
         // Already running as the named user: nothing to switch.
-        // SAFETY: geteuid(2) cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = nix::unistd::geteuid().as_raw();
         if let Some(name) = std::fs::read_to_string("/etc/passwd")
             .unwrap_or_default()
             .lines()

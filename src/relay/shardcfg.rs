@@ -151,14 +151,11 @@ pub fn default_max_mem_in_queues(total_ram: Option<u64>) -> u64 {
 
 /// The machine's physical memory (C `get_total_system_memory`: pages × page size).
 pub fn total_system_memory() -> Option<u64> {
-    // SAFETY: sysconf has no preconditions; it returns -1 for unknown names.
-    let (pages, page) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    (pages > 0 && page > 0).then(|| pages as u64 * page as u64)
+    use nix::unistd::{sysconf, SysconfVar};
+    let known = |v| sysconf(v).ok().flatten().filter(|&n| n > 0);
+    let pages = known(SysconfVar::_PHYS_PAGES)?;
+    let page = known(SysconfVar::PAGE_SIZE)?;
+    Some(pages as u64 * page as u64)
 }
 
 /// Onionskins a shard holds before refusing CREATE2 with RESOURCELIMIT: room for

@@ -6,8 +6,15 @@
 //! its default action (terminate) instead of reaching the signalfd.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 /// What a signal asks of the relay (C tor's meanings, see docs/operating.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,35 +30,47 @@ pub enum RelaySignal {
     DumpStats,
     /// SIGUSR2: C tor switches to debug logging; Fors logs that it does not.
     Debug,
-    /// [`heartbeat_signal`], raised by the ControlPort's `SIGNAL HEARTBEAT`: log a heartbeat
-    /// now (C tor has no Unix signal for it).
+    /// [`request_heartbeat`], from the ControlPort's `SIGNAL HEARTBEAT`: log a heartbeat now
+    /// (C tor has no Unix signal for it).
     Heartbeat,
 }
 
-/// The real-time signal the ControlPort raises for `SIGNAL HEARTBEAT`.
-pub fn heartbeat_signal() -> i32 {
-    libc::SIGRTMIN() + 1
-}
-
-/// The signalfd the main thread waits on.
+/// The signalfd the main thread waits on, and the socket that [`request_heartbeat`] writes
+/// to.
 pub struct SignalEvents {
-    fd: OwnedFd,
+    fd: SignalFd,
+    heartbeat: UnixDatagram,
 }
 
-fn handled_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset only write to the set we pass, which lives on this stack
-    // frame; a zeroed sigset_t is a valid starting value for sigemptyset.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        libc::sigaddset(&mut set, libc::SIGUSR1);
-        libc::sigaddset(&mut set, libc::SIGUSR2);
-        libc::sigaddset(&mut set, heartbeat_signal());
-        set
+/// Where [`request_heartbeat`] sends: the writing end of the newest [`SignalEvents`]'
+/// socket pair. Used only by the ControlPort thread, far off the per-cell path.
+static HEARTBEAT_SENDER: Mutex<Option<UnixDatagram>> = Mutex::new(None);
+
+/// Asks the main thread to log a heartbeat now (the ControlPort's `SIGNAL HEARTBEAT`; C tor
+/// has no Unix signal for it, so it is one datagram to the main thread, not a signal).
+pub fn request_heartbeat() -> io::Result<()> {
+    let sender = HEARTBEAT_SENDER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    match sender.as_ref() {
+        Some(s) => s.send(&[1]).map(drop),
+        None => Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            "no main thread waits for signals",
+        )),
     }
+}
+
+fn handled_set() -> SigSet {
+    [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ]
+    .into_iter()
+    .collect()
 }
 
 impl SignalEvents {
@@ -59,73 +78,102 @@ impl SignalEvents {
     /// later) and opens a signalfd for them.
     pub fn block_and_open() -> io::Result<SignalEvents> {
         let set = handled_set();
-        // SAFETY: `set` is a valid, initialised signal set; the old mask is not requested.
-        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        // SAFETY: -1 asks for a new descriptor; `set` is valid for the duration of the call.
-        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor owned by nobody else.
-        Ok(SignalEvents {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        set.thread_block()?;
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+        let (sender, heartbeat) = UnixDatagram::pair()?;
+        heartbeat.set_nonblocking(true)?;
+        // A full queue (a flood of SIGNAL HEARTBEAT) refuses the extra requests instead of
+        // blocking the ControlPort thread.
+        sender.set_nonblocking(true)?;
+        *HEARTBEAT_SENDER
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sender);
+        Ok(SignalEvents { fd, heartbeat })
     }
 
     /// Waits up to `timeout` for one signal.
     pub fn wait(&self, timeout: Duration) -> io::Result<Option<RelaySignal>> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd on the stack, count 1.
-        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(None)
-            } else {
-                Err(e)
-            };
-        }
-        if rc == 0 {
-            return Ok(None);
-        }
-        // SAFETY: signalfd_siginfo is plain old data; all-zero is a valid value.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: reads at most `size` bytes into `info`, which is exactly that large.
-        let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut info as *mut libc::signalfd_siginfo).cast(),
-                size,
-            )
+        let mut fds = [
+            PollFd::new(self.fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.heartbeat.as_fd(), PollFlags::POLLIN),
+        ];
+        let ready = match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(n) => n,
+            Err(Errno::EINTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock {
-                Ok(None)
-            } else {
-                Err(e)
-            };
-        }
-        if n as usize != size {
+        if ready == 0 {
             return Ok(None);
         }
-        Ok(match info.ssi_signo as i32 {
-            libc::SIGTERM => Some(RelaySignal::Terminate),
-            libc::SIGINT => Some(RelaySignal::Interrupt),
-            libc::SIGHUP => Some(RelaySignal::Reload),
-            libc::SIGUSR1 => Some(RelaySignal::DumpStats),
-            libc::SIGUSR2 => Some(RelaySignal::Debug),
-            n if n == heartbeat_signal() => Some(RelaySignal::Heartbeat),
+        let readable = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
+        if readable(&fds[0]) {
+            if let Some(info) = self.fd.read_signal()? {
+                return Ok(Self::meaning(info.ssi_signo));
+            }
+        }
+        if readable(&fds[1]) {
+            let mut byte = [0u8; 1];
+            return match self.heartbeat.recv(&mut byte) {
+                Ok(_) => Ok(Some(RelaySignal::Heartbeat)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        Ok(None)
+    }
+
+    fn meaning(signo: u32) -> Option<RelaySignal> {
+        let signal = Signal::try_from(i32::try_from(signo).ok()?).ok()?;
+        match signal {
+            Signal::SIGTERM => Some(RelaySignal::Terminate),
+            Signal::SIGINT => Some(RelaySignal::Interrupt),
+            Signal::SIGHUP => Some(RelaySignal::Reload),
+            Signal::SIGUSR1 => Some(RelaySignal::DumpStats),
+            Signal::SIGUSR2 => Some(RelaySignal::Debug),
             _ => None,
-        })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The test harness runs tests on threads of one process, so a signal sent to the process
+    // could land on another thread with its default action (terminate). raise(3) sends to
+    // this thread alone, which blocked it; its signalfd reads what is pending for it.
+    #[test]
+    fn signals_and_heartbeat_requests_become_events() {
+        let events = SignalEvents::block_and_open().unwrap();
+        assert_eq!(events.wait(Duration::ZERO).unwrap(), None);
+        for (signal, meaning) in [
+            (Signal::SIGHUP, RelaySignal::Reload),
+            (Signal::SIGUSR1, RelaySignal::DumpStats),
+            (Signal::SIGUSR2, RelaySignal::Debug),
+            (Signal::SIGINT, RelaySignal::Interrupt),
+            (Signal::SIGTERM, RelaySignal::Terminate),
+        ] {
+            nix::sys::signal::raise(signal).unwrap();
+            assert_eq!(
+                events.wait(Duration::from_secs(5)).unwrap(),
+                Some(meaning),
+                "{signal}"
+            );
+            assert_eq!(events.wait(Duration::ZERO).unwrap(), None);
+        }
+        // Two requests, two heartbeats: none is lost or merged.
+        request_heartbeat().unwrap();
+        request_heartbeat().unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                events.wait(Duration::from_secs(5)).unwrap(),
+                Some(RelaySignal::Heartbeat)
+            );
+        }
+        assert_eq!(events.wait(Duration::from_millis(10)).unwrap(), None);
     }
 }

@@ -1,3 +1,5 @@
 //! Small shared helpers.
 
+#![forbid(unsafe_code)]
+
 pub mod hex;
