@@ -521,7 +521,8 @@ fn check_addresses(o: &Options, hops: &[HopArg], network: bool) -> Result<(), Cl
                 "every hop must be named with --hop, not read from --network",
             ));
         }
-        if target.is_none() && o.sink_listen.is_none() {
+        let bulk = o.download.is_some() || o.upload.is_some();
+        if bulk && target.is_none() && o.sink_listen.is_none() {
             return Err(bad(
                 "--allow-remote",
                 "the exit must reach the built-in server: give --sink-listen ADDR:PORT \
@@ -720,6 +721,11 @@ mod tests {
                 ..
             })
         ));
+        // A CREATE2-only run opens no streams, so it needs no sink.
+        assert!(parse(&args(&format!(
+            "--allow-remote --hop 10.0.0.1:1,{FP1} --create-rate 50"
+        )))
+        .is_ok());
         // A sink elsewhere is fine when named.
         let o = parse(&args(&format!(
             "--allow-remote {hops} --target 10.0.0.9:7000 --dir-server 10.0.0.3:80"
