@@ -84,6 +84,26 @@ pub struct Options {
     pub seed: u64,
     /// `--serve ADDR`: only run the built-in sink/source server (for `--target` of other runs).
     pub serve: Option<SocketAddrV4>,
+    /// `--allow-remote`: addresses outside 127.0.0.0/8 may be used, but only ones named on
+    /// the command line (see [`Reach`]).
+    pub reach: Reach,
+    /// `--sink-listen ADDR`: where the built-in sink/source server listens (default
+    /// 127.0.0.1 on a free port). The exit connects to it, so on a rack it is an address of
+    /// this host that the exit relay can reach.
+    pub sink_listen: Option<SocketAddrV4>,
+}
+
+/// Which addresses a run may talk to.
+///
+/// By default only loopback: a load generator pointed at the wrong address floods someone
+/// else's relay. `--allow-remote` is the operator's explicit opt-in to drive relays on other
+/// hosts of their own network; even then every address must come from this command line
+/// (`--hop`, `--dir-server`, `--target`, `--sink-listen`, `--serve`), never from a file or a
+/// default, so the run reaches exactly the hosts the operator typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    Loopback,
+    Named,
 }
 
 /// What was wrong with the command line.
@@ -97,8 +117,13 @@ pub enum CliError {
     Bad { opt: &'static str, why: String },
     #[error("give --hop (at least two) or --network, not both")]
     NoPath,
-    #[error("{0} is not a loopback address: fors-loadgen only talks to 127.0.0.0/8")]
-    NotLoopback(String),
+    #[error(
+        "{opt} {addr}: not a loopback address; fors-loadgen only talks to 127.0.0.0/8 \
+         unless --allow-remote is given (with every hop named by --hop)"
+    )]
+    NotLoopback { opt: &'static str, addr: String },
+    #[error("{opt} {addr}: an unspecified, multicast or broadcast address cannot be a peer")]
+    NotUnicast { opt: &'static str, addr: String },
     #[error("nothing to do: give --download, --upload and/or --create-rate")]
     NoWorkload,
     #[error("help requested")]
@@ -166,26 +191,42 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Refuses anything outside 127.0.0.0/8 (and ::1, which we never use for IPv4 hops).
-pub fn require_loopback(addr: &SocketAddr) -> Result<(), CliError> {
-    let ok = match addr.ip() {
-        IpAddr::V4(a) => a.is_loopback(),
-        IpAddr::V6(a) => a.is_loopback(),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(CliError::NotLoopback(addr.to_string()))
-    }
+pub fn require_loopback(opt: &'static str, addr: &SocketAddr) -> Result<(), CliError> {
+    check_reach(opt, addr, Reach::Loopback)
 }
 
+/// Whether `addr`, given as `opt`, may be used under `reach`. Named remote addresses must
+/// still be one host: 0.0.0.0, multicast and broadcast are refused whatever the flag.
+pub fn check_reach(opt: &'static str, addr: &SocketAddr, reach: Reach) -> Result<(), CliError> {
+    let ip = addr.ip();
+    if ip.is_loopback() {
+        return Ok(());
+    }
+    if reach == Reach::Loopback {
+        return Err(CliError::NotLoopback {
+            opt,
+            addr: addr.to_string(),
+        });
+    }
+    let broadcast = matches!(ip, IpAddr::V4(a) if a.is_broadcast());
+    if ip.is_unspecified() || ip.is_multicast() || broadcast {
+        return Err(CliError::NotUnicast {
+            opt,
+            addr: addr.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// An IPv4 `ADDR:PORT`. Whether it may be used is decided once the whole command line is
+/// read (`--allow-remote` may come after it): see [`check_reach`].
 fn parse_v4(opt: &'static str, s: &str) -> Result<SocketAddrV4, CliError> {
     let a: SocketAddr = s
         .parse()
         .map_err(|_| bad(opt, format!("{s:?} is not IPv4:PORT")))?;
-    require_loopback(&a)?;
     match a {
         SocketAddr::V4(v4) => Ok(v4),
-        SocketAddr::V6(_) => Err(bad(opt, "only IPv4 loopback addresses are supported")),
+        SocketAddr::V6(_) => Err(bad(opt, "only IPv4 addresses are supported")),
     }
 }
 
@@ -248,7 +289,8 @@ fn parse_target(s: &str) -> Result<Target, CliError> {
 }
 
 pub const USAGE: &str = "\
-fors-loadgen: a Tor client load generator for loopback test networks
+fors-loadgen: a Tor client load generator for loopback test networks (or, with
+--allow-remote, for relays on other hosts of your own network)
 
 PATH (at least two hops: a middle, then the exit):
   --hop 127.0.0.1:PORT,RSA_FP[,ED25519_ID][,ntor=B64]   repeat per hop, in order
@@ -263,12 +305,19 @@ WORKLOAD:
   --handshake ntor|ntor-v3|fast   (default ntor)
   --create-rate N   circuit-creation workload: N CREATE2 handshakes per second
   --flood           CREATE2 flood while the bulk streams run (needs --create-rate)
-  --target HOST:PORT | http://HOST:PORT   loopback only (default: built-in server)
+  --target HOST:PORT | http://HOST:PORT   a running sink (default: built-in server)
+  --sink-listen ADDR:PORT   where the built-in server listens (default 127.0.0.1:0)
   --threads T       worker threads (default: min(cores, circuits))
   --seed S          pattern seed base (default: random)
   --serve 127.0.0.1:PORT   only run the sink/source server (until --duration, default 1h)
+REMOTE (a rack of your own):
+  --allow-remote    allow addresses outside 127.0.0.0/8; every hop must then be a
+                    --hop, and the built-in server needs --sink-listen (an address of
+                    this host the exit can reach) unless --target names a sink
 OUTPUT:
   --json  --svg DIR  --timeout 120s
+MERGE (several load-generator hosts into one report):
+  fors-loadgen merge [--relay-cpu-s S] [--json] A.json B.json ...
 ";
 
 /// Parses the arguments after the program name.
@@ -295,6 +344,8 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         threads: 0,
         seed: rand::random(),
         serve: None,
+        reach: Reach::Loopback,
+        sink_listen: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -388,6 +439,10 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
             "--flood" => o.flood = true,
             "--serve" => o.serve = Some(parse_v4("--serve", &val!("--serve"))?),
             "--target" => o.target = parse_target(&val!("--target"))?,
+            "--sink-listen" => {
+                o.sink_listen = Some(parse_v4("--sink-listen", &val!("--sink-listen"))?)
+            }
+            "--allow-remote" => o.reach = Reach::Named,
             "--json" => o.json = true,
             "--svg" => o.svg = Some(PathBuf::from(val!("--svg"))),
             "--threads" => {
@@ -405,6 +460,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
             other => return Err(CliError::Unknown(other.to_string())),
         }
     }
+    check_addresses(&o, &hops, network.is_some())?;
     if o.serve.is_some() {
         return Ok(o);
     }
@@ -434,6 +490,47 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         o.create_rate = Some(100);
     }
     Ok(o)
+}
+
+/// Applies [`Reach`] to every address on the command line, and the rules of `--allow-remote`.
+fn check_addresses(o: &Options, hops: &[HopArg], network: bool) -> Result<(), CliError> {
+    let target = match &o.target {
+        Target::Builtin => None,
+        Target::Sink(a) | Target::Http(a) => Some(*a),
+    };
+    let named = hops
+        .iter()
+        .map(|h| ("--hop", h.addr))
+        .chain(o.dir_server.map(|a| ("--dir-server", a)))
+        .chain(target.map(|a| ("--target", a)))
+        .chain(o.sink_listen.map(|a| ("--sink-listen", a)))
+        .chain(o.serve.map(|a| ("--serve", a)));
+    for (opt, a) in named {
+        check_reach(opt, &SocketAddr::V4(a), o.reach)?;
+    }
+    if o.sink_listen.is_some() && target.is_some() {
+        return Err(bad(
+            "--sink-listen",
+            "is for the built-in server; --target names another sink",
+        ));
+    }
+    if o.reach == Reach::Named && o.serve.is_none() {
+        if network {
+            return Err(bad(
+                "--allow-remote",
+                "every hop must be named with --hop, not read from --network",
+            ));
+        }
+        let bulk = o.download.is_some() || o.upload.is_some();
+        if bulk && target.is_none() && o.sink_listen.is_none() {
+            return Err(bad(
+                "--allow-remote",
+                "the exit must reach the built-in server: give --sink-listen ADDR:PORT \
+                 (an address of this host) or --target HOST:PORT",
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -506,15 +603,15 @@ mod tests {
         let e = parse(&args(&format!(
             "--hop 10.0.0.1:5000,{FP1} --hop 127.0.0.1:5001,{FP2} --download 1M"
         )));
-        assert!(matches!(e, Err(CliError::NotLoopback(_))));
+        assert!(matches!(e, Err(CliError::NotLoopback { .. })));
         let e = parse(&args(&format!(
             "--hop 127.0.0.1:5000,{FP1} --hop 127.0.0.1:5001,{FP2} --download 1M --target 8.8.8.8:80"
         )));
-        assert!(matches!(e, Err(CliError::NotLoopback(_))));
+        assert!(matches!(e, Err(CliError::NotLoopback { .. })));
         let e = parse(&args(
             "--network n.json --download 1M --target http://192.168.1.1:80",
         ));
-        assert!(matches!(e, Err(CliError::NotLoopback(_))));
+        assert!(matches!(e, Err(CliError::NotLoopback { .. })));
     }
 
     #[test]
@@ -561,6 +658,102 @@ mod tests {
         let o = parse(&args("--serve 127.0.0.1:7000 --duration 5s")).unwrap();
         assert_eq!(o.serve, Some("127.0.0.1:7000".parse().unwrap()));
         assert!(parse(&args("--serve 0.0.0.0:7000")).is_err());
+    }
+
+    #[test]
+    fn remote_hops_need_allow_remote_and_are_named_in_the_error() {
+        let base = format!(
+            "--hop 10.200.0.1:9001,{FP1},ntor=AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI \
+             --hop 10.200.0.1:9002,{FP2},ntor=AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI \
+             --download 1M --sink-listen 10.200.0.2:0"
+        );
+        let e = parse(&args(&base)).unwrap_err();
+        assert_eq!(
+            e,
+            CliError::NotLoopback {
+                opt: "--hop",
+                addr: "10.200.0.1:9001".into()
+            }
+        );
+        assert!(e.to_string().contains("10.200.0.1:9001"), "{e}");
+        assert!(e.to_string().contains("--allow-remote"), "{e}");
+        // The flag may come anywhere on the line.
+        let o = parse(&args(&format!("--allow-remote {base}"))).unwrap();
+        assert_eq!(o.reach, Reach::Named);
+        assert_eq!(o.sink_listen, Some("10.200.0.2:0".parse().unwrap()));
+        let PathSource::Hops(h) = &o.path else {
+            panic!("hops")
+        };
+        assert_eq!(h[1].addr, "10.200.0.1:9002".parse().unwrap());
+        // Without the flag, a remote sink address alone is refused too, by name.
+        let e = parse(&args(&format!(
+            "--hop 127.0.0.1:1,{FP1} --hop 127.0.0.1:2,{FP2} --download 1M --sink-listen 192.168.7.9:0"
+        )))
+        .unwrap_err();
+        assert_eq!(
+            e,
+            CliError::NotLoopback {
+                opt: "--sink-listen",
+                addr: "192.168.7.9:0".into()
+            }
+        );
+    }
+
+    #[test]
+    fn allow_remote_refuses_what_is_not_named_on_the_command_line() {
+        let hops = format!("--hop 10.0.0.1:1,{FP1} --hop 10.0.0.2:2,{FP2} --download 1M");
+        // The built-in sink must be told where to listen: no default that the exit
+        // could not reach (127.0.0.1 is the relay host's own loopback).
+        assert!(matches!(
+            parse(&args(&format!("--allow-remote {hops}"))),
+            Err(CliError::Bad {
+                opt: "--allow-remote",
+                ..
+            })
+        ));
+        // Relays read from network.json are not named on the command line.
+        assert!(matches!(
+            parse(&args(
+                "--allow-remote --network n.json --download 1M --sink-listen 10.0.0.9:0"
+            )),
+            Err(CliError::Bad {
+                opt: "--allow-remote",
+                ..
+            })
+        ));
+        // A CREATE2-only run opens no streams, so it needs no sink.
+        assert!(parse(&args(&format!(
+            "--allow-remote --hop 10.0.0.1:1,{FP1} --create-rate 50"
+        )))
+        .is_ok());
+        // A sink elsewhere is fine when named.
+        let o = parse(&args(&format!(
+            "--allow-remote {hops} --target 10.0.0.9:7000 --dir-server 10.0.0.3:80"
+        )))
+        .unwrap();
+        assert_eq!(o.target, Target::Sink("10.0.0.9:7000".parse().unwrap()));
+        assert_eq!(o.dir_server, Some("10.0.0.3:80".parse().unwrap()));
+        // Wildcard, broadcast and multicast are never one host.
+        for a in ["0.0.0.0:0", "255.255.255.255:1", "224.0.0.1:1"] {
+            assert!(
+                matches!(
+                    parse(&args(&format!("--allow-remote {hops} --sink-listen {a}"))),
+                    Err(CliError::NotUnicast { .. })
+                ),
+                "{a}"
+            );
+        }
+        // --sink-listen is the built-in server's; it makes no sense with --target.
+        assert!(parse(&args(&format!(
+            "--allow-remote {hops} --target 10.0.0.9:7000 --sink-listen 10.0.0.8:0"
+        )))
+        .is_err());
+        // A remote --serve needs the flag too.
+        assert!(matches!(
+            parse(&args("--serve 10.0.0.9:7000")),
+            Err(CliError::NotLoopback { opt: "--serve", .. })
+        ));
+        assert!(parse(&args("--allow-remote --serve 10.0.0.9:7000")).is_ok());
     }
 
     #[test]

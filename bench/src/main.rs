@@ -7,6 +7,7 @@
 
 mod circ;
 mod cli;
+mod merge;
 mod path;
 mod pattern;
 mod report;
@@ -30,6 +31,9 @@ use stats::{Live, WorkerStats};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("merge") {
+        std::process::exit(merge::main(&args[1..]));
+    }
     let opts = match cli::parse(&args) {
         Ok(o) => o,
         Err(CliError::Help) => {
@@ -44,6 +48,7 @@ fn main() {
     if let Some(addr) = opts.serve {
         std::process::exit(serve(
             addr,
+            opts.reach,
             opts.duration.unwrap_or(Duration::from_secs(3600)),
         ));
     }
@@ -69,8 +74,8 @@ fn main() {
 }
 
 /// `--serve`: runs the sink/source server for `limit`, printing its address first.
-fn serve(addr: SocketAddrV4, limit: Duration) -> i32 {
-    match sink::SinkServer::start(addr.into()) {
+fn serve(addr: SocketAddrV4, reach: cli::Reach, limit: Duration) -> i32 {
+    match sink::SinkServer::start(addr.into(), reach) {
         Ok(s) => {
             println!("listening {}", s.addr());
             let _ = std::io::Write::flush(&mut std::io::stdout());
@@ -100,7 +105,7 @@ fn resolve_path(opts: &Options) -> Result<(Vec<Relay>, Option<SocketAddrV4>), St
             (p, dirs, n.http_server)
         }
     };
-    path::complete_keys(&mut path, &dirs).map_err(|e| e.to_string())?;
+    path::complete_keys(&mut path, &dirs, opts.reach).map_err(|e| e.to_string())?;
     Ok((path, http))
 }
 
@@ -109,8 +114,11 @@ fn run(opts: &Options) -> Result<Summary, String> {
     // The built-in server lives as long as the run.
     let (server, target) = match &opts.target {
         Target::Builtin => {
-            let s = sink::SinkServer::start("127.0.0.1:0".parse().expect("literal address"))
-                .map_err(|e| format!("starting the built-in server: {e}"))?;
+            let at = opts
+                .sink_listen
+                .unwrap_or(SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 0));
+            let s = sink::SinkServer::start(at.into(), opts.reach)
+                .map_err(|e| format!("starting the built-in server on {at}: {e}"))?;
             let SocketAddr::V4(a) = s.addr() else {
                 return Err("built-in server bound a non-IPv4 address".into());
             };

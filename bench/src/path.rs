@@ -10,7 +10,7 @@ use std::time::Duration;
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use serde::Deserialize;
 
-use crate::cli::{parse_curve25519, parse_ed25519, require_loopback, HopArg};
+use crate::cli::{check_reach, parse_curve25519, parse_ed25519, require_loopback, HopArg, Reach};
 
 /// Largest descriptor response read.
 const MAX_DESC_LEN: usize = 256 * 1024;
@@ -93,7 +93,7 @@ fn loopback_v4(addr: &str, port: u16) -> Result<SocketAddrV4, PathError> {
     let a: SocketAddr = format!("{addr}:{port}")
         .parse()
         .map_err(|_| PathError::Invalid(format!("address {addr:?}")))?;
-    require_loopback(&a)?;
+    require_loopback("network.json", &a)?;
     match a {
         SocketAddr::V4(v) => Ok(v),
         SocketAddr::V6(_) => Err(PathError::Invalid(format!("{addr} is not IPv4"))),
@@ -216,13 +216,14 @@ pub fn parse_descriptor_keys(desc: &str) -> Option<DescriptorKeys> {
 pub fn fetch_descriptor_keys(
     dir: SocketAddrV4,
     rsa: &RsaIdentity,
+    reach: Reach,
 ) -> Result<DescriptorKeys, PathError> {
     let fail = |why: String| PathError::Fetch {
         rsa: rsa.to_hex(),
         dir,
         why,
     };
-    require_loopback(&SocketAddr::V4(dir))?;
+    check_reach("--dir-server", &SocketAddr::V4(dir), reach)?;
     let mut s =
         TcpStream::connect_timeout(&dir.into(), DIR_TIMEOUT).map_err(|e| fail(e.to_string()))?;
     s.set_read_timeout(Some(DIR_TIMEOUT))
@@ -246,14 +247,18 @@ pub fn fetch_descriptor_keys(
 }
 
 /// Fills in missing ntor keys (and ed25519 ids) from the first authority that answers.
-pub fn complete_keys(path: &mut [Relay], dirs: &[SocketAddrV4]) -> Result<(), PathError> {
+pub fn complete_keys(
+    path: &mut [Relay],
+    dirs: &[SocketAddrV4],
+    reach: Reach,
+) -> Result<(), PathError> {
     for r in path.iter_mut() {
         if r.ntor_key.is_some() && r.ed.is_some() {
             continue;
         }
         let mut last = None;
         for d in dirs {
-            match fetch_descriptor_keys(*d, &r.rsa) {
+            match fetch_descriptor_keys(*d, &r.rsa, reach) {
                 Ok(k) => {
                     r.ntor_key.get_or_insert(k.ntor_key);
                     if r.ed.is_none() {

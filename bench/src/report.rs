@@ -23,10 +23,15 @@
 //!   sink/source server's threads (`null` with an external `--target`); the rest is the
 //!   main thread and start-up (descriptor fetches).
 //! * `errors`: counts by reason.
+//! * `histograms` {`cell_gap_us`, `sendme_rtt_us`, `ttfb_us`, `handshake_us`}: each
+//!   histogram's recorded buckets as `[[value, count], ...]` (value in µs, the highest
+//!   equivalent value of the bucket), so `fors-loadgen merge` can compute exact percentiles
+//!   over several hosts.
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use crate::merge::histogram_pairs;
 use crate::stats::WorkerStats;
 
 /// One progress sample (once a second).
@@ -121,6 +126,12 @@ impl Summary {
             "errors": s.errors,
             "path": self.path,
             "timeline": self.timeline.iter().map(|x| json!([x.t_s, x.mb_per_s, x.cells_per_s])).collect::<Vec<_>>(),
+            "histograms": {
+                "cell_gap_us": histogram_pairs(&s.cell_gap_us),
+                "sendme_rtt_us": histogram_pairs(&s.sendme_rtt_us),
+                "ttfb_us": histogram_pairs(&s.ttfb_us),
+                "handshake_us": histogram_pairs(&s.handshake_us),
+            },
         })
     }
 

@@ -9,7 +9,7 @@
 //! The server uses plain threads (one per connection, bounded): it is not what is measured,
 //! but it shares the load generator's process, so each connection thread adds its CPU time
 //! to [`SinkServer::cpu_seconds`] when it ends (reported as `sink_cpu_s`). It only binds
-//! loopback addresses.
+//! loopback addresses, unless the operator named another with `--allow-remote` (a rack).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::cli::MAX_SIZE;
+use crate::cli::{check_reach, Reach, MAX_SIZE};
 use crate::pattern;
 
 /// Longest request line accepted.
@@ -181,14 +181,11 @@ pub struct SinkServer {
 }
 
 impl SinkServer {
-    /// Binds `addr` (loopback only; port 0 picks one) and starts serving.
-    pub fn start(addr: SocketAddr) -> io::Result<SinkServer> {
-        if !addr.ip().is_loopback() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the sink server only binds loopback addresses",
-            ));
-        }
+    /// Binds `addr` (port 0 picks one) and starts serving. `addr` must be loopback unless
+    /// `reach` is [`Reach::Named`], and is never a wildcard: the exit is told this address.
+    pub fn start(addr: SocketAddr, reach: Reach) -> io::Result<SinkServer> {
+        check_reach("--sink-listen", &addr, reach)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let listener = TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -292,12 +289,14 @@ mod tests {
 
     #[test]
     fn refuses_non_loopback_bind() {
-        assert!(SinkServer::start("0.0.0.0:0".parse().unwrap()).is_err());
+        assert!(SinkServer::start("10.200.0.2:0".parse().unwrap(), Reach::Loopback).is_err());
+        // Even with --allow-remote: the exit is told this address, so it must be one host.
+        assert!(SinkServer::start("0.0.0.0:0".parse().unwrap(), Reach::Named).is_err());
     }
 
     #[test]
     fn serves_pattern_and_verifies_uploads() {
-        let srv = SinkServer::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        let srv = SinkServer::start("127.0.0.1:0".parse().unwrap(), Reach::Loopback).unwrap();
         // GET
         let mut c = TcpStream::connect(srv.addr()).unwrap();
         c.write_all(
