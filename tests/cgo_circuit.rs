@@ -23,6 +23,9 @@ use rand::{Rng, RngCore, SeedableRng};
 const EXIT_LOCAL: &str = "accept 127.0.0.1:*, reject *:*";
 const RELAY: u8 = 3;
 
+/// A decrypted cell: (hop, relay command, stream, data, SENDME tag).
+type Opened = (usize, RelayCmd, u16, Vec<u8>, [u8; 16]);
+
 fn seeded() -> rand::rngs::StdRng {
     let seed: u64 = rand::thread_rng().gen();
     println!("seed {seed:#x}");
@@ -157,7 +160,7 @@ impl CgoClient {
     }
 
     /// Every RELAY cell to us in `acts`, decrypted: (hop, cmd, stream, data, SENDME tag).
-    fn open_all_hops(&mut self, acts: &[Action]) -> Vec<(usize, RelayCmd, u16, Vec<u8>, [u8; 16])> {
+    fn open_all_hops(&mut self, acts: &[Action]) -> Vec<Opened> {
         cells(acts)
             .into_iter()
             .filter(|(ch, id, cmd, _)| {
@@ -515,4 +518,71 @@ fn cgo_two_hops_middle_and_exit() {
     let (acts, _) = to_b(&mut cl, &mut a, &mut b, RelayCmd::SENDME, 0, &sendme[..k]);
     assert!(destroys(&acts).is_empty(), "{acts:?}");
     assert_eq!(a.core.metrics().circuits_cgo_created, 1);
+}
+
+/// The shard's read path (`queue_relay_cell` / `flush_relay_cells`): DATA cells of three CGO
+/// circuits and a tor1 circuit on one channel, interleaved in one read with a RELAY_EARLY
+/// among them, reach their streams intact and in order.
+#[test]
+fn cgo_and_tor1_cells_crypted_together_in_one_read() {
+    let mut exit = exit_relay();
+    let mut cgo: Vec<CgoClient> = (0..3)
+        .map(|i| CgoClient::create(&mut exit, 0x8000_0010 + i).0)
+        .collect();
+    let mut handles = Vec::new();
+    for (i, cl) in cgo.iter_mut().enumerate() {
+        let mut begin = [0u8; 64];
+        let k = begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80)
+            .encode(&mut begin)
+            .unwrap();
+        let sid = 10 + i as u16;
+        let (acts, _) = cl.send(&mut exit, RelayCmd::BEGIN, sid, &begin[..k]);
+        let Some(Action::Connect { stream, addr }) = acts.first().cloned() else {
+            panic!("{acts:?}")
+        };
+        let (_, acts) = exit.io(|c, io| c.stream_connected(stream, addr, io).unwrap());
+        assert_eq!(cl.open_all(&acts)[0].0, RelayCmd::CONNECTED);
+        handles.push(stream);
+    }
+    let mut t1 = Client::new(relay_chan(1, &mid_id(), false), 0x8000_0020);
+    t1.create(&mut exit, Hs::NtorV3 { cc: true });
+    handles.push(t1.open_stream(&mut exit, 5));
+
+    let mut rng = seeded();
+    let mut sent = vec![Vec::new(); 4];
+    let mut read = Vec::new();
+    for round in 0..20 {
+        for (i, cl) in cgo.iter_mut().enumerate() {
+            if round == 7 && i == 1 {
+                let (b, _) = cl.cell_to(0, ChanCmd::RELAY_EARLY, RelayCmd::DROP, 0, &[]);
+                read.push((cl.circ_id, ChanCmd::RELAY_EARLY, b));
+            }
+            let mut chunk = vec![0u8; rng.gen_range(1..=v1::max_data_len(RelayCmd::DATA))];
+            rng.fill_bytes(&mut chunk);
+            let (b, _) = cl.cell(RelayCmd::DATA, 10 + i as u16, &chunk);
+            sent[i].extend_from_slice(&chunk);
+            read.push((cl.circ_id, ChanCmd::RELAY, b));
+        }
+        let mut chunk = vec![0u8; rng.gen_range(1..=400)];
+        rng.fill_bytes(&mut chunk);
+        let (b, _) = t1.relay_cell(0, &fors::cell::relay::msg::RelayMsg::Data(&chunk), 5);
+        sent[3].extend_from_slice(&chunk);
+        read.push((t1.circ_id, ChanCmd::RELAY, b));
+    }
+    let chan = cgo[0].chan.id;
+    let (_, acts) = exit.io(|c, io| {
+        for (id, cmd, body) in &read {
+            c.queue_relay_cell(chan, *id, *cmd, body, io);
+        }
+        c.flush_relay_cells(io);
+    });
+    assert!(destroys(&acts).is_empty(), "{acts:?}");
+    let mut written = vec![Vec::new(); 4];
+    for a in &acts {
+        if let Action::StreamWrite { stream, data } = a {
+            let i = handles.iter().position(|h| h == stream).unwrap();
+            written[i].extend_from_slice(data.as_slice());
+        }
+    }
+    assert_eq!(written, sent);
 }

@@ -319,8 +319,7 @@ impl NtorV3ServerState {
 /// replies with the extensions it returns. Returns the CREATED2 HDATA, tor1 keys and
 /// whatever `negotiate` decided.
 ///
-/// The keys are tor1's. Once CGO exists, a caller that negotiates it must use
-/// [`server_part1`] / [`NtorV3ServerState::finish`] and read CGO's 160 bytes + KH instead.
+/// The keys are tor1's; a caller that may negotiate CGO uses [`server_handshake_circ`].
 ///
 /// [`negotiate_circ_params`]: super::negotiate_circ_params
 pub fn server_handshake<R, T, F>(
