@@ -28,7 +28,8 @@ use crate::keys::{spaced_fingerprint, Ed25519Cert, RelayKeys};
 /// `DirCache=2` and `HSDir=2` (added by [`DescriptorParams::advertise_dir_cache`] when the
 /// cache, and with it the HSDir cache, serves), `HSIntro=4-5` and `HSRend=2` (no
 /// onion-service cells yet). Authorities do not reject a relay for that; C relays would only
-/// warn about themselves. `Relay=2-4`: ntor, IPv6 extends, ntor-v3. `FlowCtrl=1-2`:
+/// warn about themselves. `Relay=2-6` (C `PR_RELAY_V`): ntor, IPv6 extends, ntor-v3, the
+/// ntor-v3 SUBPROTO request (5) and CGO relay crypto (6, `proto::circuit::RelayHop`). `FlowCtrl=1-2`:
 /// authenticated SENDMEs (1) and congestion control (2, prop 324): ntor-v3 CC_REQUEST is
 /// answered with CC_RESPONSE when the consensus enables CC, and such circuits run TOR_VEGAS
 /// with SENDMEs every `cc_sendme_inc` cells and stream XON/XOFF (`proto::flow`,
@@ -36,7 +37,7 @@ use crate::keys::{spaced_fingerprint, Ed25519Cert, RelayKeys};
 /// link padding, Ed25519 link authentication. `Desc=2`, `Microdesc=2`, `Cons=2`:
 /// cross-certified descriptors with Ed25519 identities.
 pub const DEFAULT_PROTO: &str =
-    "Cons=2 Desc=2 FlowCtrl=1-2 Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-4";
+    "Cons=2 Desc=2 FlowCtrl=1-2 Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-6";
 
 /// dir-spec §2.1.1 / C `ED_DESC_SIGNATURE_PREFIX`: prepended before hashing for
 /// `router-sig-ed25519` in both descriptors and extra-info documents.
@@ -51,7 +52,7 @@ pub const MAX_EXTRA_INFO_SIZE: usize = 50_000;
 /// directory requests over BEGIN_DIR, onion-service descriptors included (C tor lists
 /// both unconditionally; Fors claims only what runs).
 pub const DIR_CACHE_PROTO: &str =
-    "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 HSDir=2 Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-4";
+    "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 HSDir=2 Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-6";
 
 /// C `MIN_BW_TO_ADVERTISE_DIRSERVER`: below this rate a relay does not offer directory
 /// service.

@@ -55,6 +55,8 @@ macro_rules! exported_fields {
 exported_fields! {
     CircuitMetrics, CIRCUIT_METRICS, CIRCUIT_METRIC_COUNT, circuit_metric_values,
     {
+        circuits_cgo_created => "fors_relay_circuits_cgo_total" [""]
+            Counter true "Circuits that negotiated CGO relay crypto (proposal 359, Relay=6) in ntor-v3.",
         create_refused_table_full => "fors_relay_create_refused_total" ["reason=\"table_full\""]
             Counter true "CREATE cells refused (DESTROY RESOURCELIMIT), by bound hit: the circuit table or the onion queue.",
         create_refused_queue_full => "fors_relay_create_refused_total" ["reason=\"queue_full\""]

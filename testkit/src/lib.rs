@@ -9,6 +9,8 @@
 //!   BEGIN/DATA/END/SENDME messages;
 //! * [`identity`]: a relay's keys made in memory and the link context they give, for the
 //!   channel tests and fuzz targets;
+//! * [`cgo_ref`]: a plain reference of CGO's client side (AES-128), independent of
+//!   `fors::crypto::relay::cgo`, to drive CGO circuits in tests;
 //! * [`tor1_ref`]: a plain reference tor1 (AES-128-CTR + running SHA-1), independent of
 //!   `fors::crypto::relay`, to cross-check it.
 //!
@@ -17,6 +19,7 @@
 //! code being part of the relay. Integration tests link it as a dev-dependency (one copy of
 //! `fors`); unit tests inside `fors`'s `src/` cannot (they would see a second `fors`).
 
+pub mod cgo_ref;
 pub mod circuit;
 pub mod identity;
 pub mod socks;

@@ -158,8 +158,9 @@ pub struct NtorV3ServerPolicy {
     pub cc_enabled: bool,
     /// Consensus `cc_sendme_inc` (default 31) to echo in CC_RESPONSE.
     pub sendme_inc: u8,
-    /// We implement CGO relay crypto (Relay=6). Not yet: keep false (and note that
-    /// `ntor_v3::server_handshake` derives tor1 keys only).
+    /// We run CGO relay crypto (Relay=6) on circuits: the circuit core sets this from its
+    /// hop type (`HopCrypto::supports_cgo`) and keys CGO with
+    /// `ntor_v3::server_handshake_circ` (`server_handshake` derives tor1 keys only).
     pub cgo_supported: bool,
 }
 
@@ -208,8 +209,9 @@ pub enum NegotiationError {
 ///   fails the handshake, since the client would assume a capability we did not enable.
 /// * CGO without CC fails: the v1 cell format cannot carry stream-level SENDMEs.
 /// * While `cgo_supported` is false, a CGO request fails the handshake. C tor 0.4.9 always
-///   accepts it; refusing is the only safe answer for a relay that cannot run CGO, and
-///   conforming clients ask only relays that advertise Relay=6, which we do not.
+///   accepts it; refusing is the only safe answer for a relay that cannot run CGO. The
+///   production circuit core runs CGO, so it accepts (only test cores with tor1-only hops
+///   refuse).
 ///
 /// As in C, only the first extension of each type counts and unknown types are ignored.
 pub fn negotiate_circ_params(

@@ -27,7 +27,7 @@ pub use fast::CreateFastClient;
 pub use kdf::KdfError;
 pub use keymap::{NtorKeyMap, NtorKeyPair};
 pub use ntor::NtorClient;
-pub use ntor_v3::{NtorV3Client, NtorV3ServerState, NTOR3_CIRC_VERIFICATION};
+pub use ntor_v3::{CircuitKeys, NtorV3Client, NtorV3ServerState, NTOR3_CIRC_VERIFICATION};
 
 /// CREATE2 handshake types (tor-spec §"CREATE and CREATE2 cells").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,12 +23,15 @@ use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
-use super::extensions::{decode_extensions, encode_extensions, CircuitExtension, NegotiationError};
+use super::extensions::{
+    decode_extensions, encode_extensions, CircuitExtension, NegotiatedCircParams, NegotiationError,
+};
 use super::kdf::{encap_len, ShakeKdf, ShakeReader};
 use super::x25519::PeerPoint;
 use super::{HandshakeError, NtorKeyMap};
 use crate::crypto::ids::Ed25519Identity;
 use crate::crypto::keymat::Tor1KeyMaterial;
+use crate::crypto::relay::cgo::CgoKeyMaterial;
 
 /// Verification string used for circuit extension (C tor `NTOR3_CIRC_VERIFICATION`).
 pub const NTOR3_CIRC_VERIFICATION: &[u8] = b"circuit extend";
@@ -316,8 +319,7 @@ impl NtorV3ServerState {
 /// replies with the extensions it returns. Returns the CREATED2 HDATA, tor1 keys and
 /// whatever `negotiate` decided.
 ///
-/// The keys are tor1's. Once CGO exists, a caller that negotiates it must use
-/// [`server_part1`] / [`NtorV3ServerState::finish`] and read CGO's 160 bytes + KH instead.
+/// The keys are tor1's; a caller that may negotiate CGO uses [`server_handshake_circ`].
 ///
 /// [`negotiate_circ_params`]: super::negotiate_circ_params
 pub fn server_handshake<R, T, F>(
@@ -339,6 +341,49 @@ where
     encode_extensions(&reply_exts, &mut reply_msg)?;
     let (reply, mut stream) = state.finish(rng, NTOR3_CIRC_VERIFICATION, &reply_msg)?;
     Ok((reply, tor1_keys_from_stream(&mut stream), decided))
+}
+
+/// The relay keys a circuit handshake produced: tor1's, or CGO's when the client asked for
+/// it (tor-spec §"Relay cryptography": the algorithm decides how much key stream is read).
+#[derive(Debug)]
+pub enum CircuitKeys {
+    /// `Df | Db | Kf | Kb | KH`.
+    Tor1(Tor1KeyMaterial),
+    /// CGO with AES-128: two `J | S | N` of 80 bytes, then KH (C tor `relay_crypto_init`).
+    Cgo(Box<CgoKeyMaterial>),
+}
+
+/// [`server_handshake`] for a circuit whose extensions `negotiate` decides as
+/// [`negotiate_circ_params`] does: the key stream is read as CGO keys when CGO was
+/// negotiated, as tor1 keys otherwise.
+///
+/// [`negotiate_circ_params`]: super::negotiate_circ_params
+pub fn server_handshake_circ<R, F>(
+    rng: &mut R,
+    keys: &NtorKeyMap,
+    my_id: &Ed25519Identity,
+    onionskin: &[u8],
+    negotiate: F,
+) -> Result<(Vec<u8>, CircuitKeys, NegotiatedCircParams), HandshakeError>
+where
+    R: RngCore + CryptoRng,
+    F: FnOnce(
+        &[CircuitExtension],
+    ) -> Result<(Vec<CircuitExtension>, NegotiatedCircParams), NegotiationError>,
+{
+    let (state, mut client_msg) = server_part1(keys, my_id, onionskin, NTOR3_CIRC_VERIFICATION)?;
+    let client_exts = decode_extensions(&client_msg);
+    client_msg.zeroize();
+    let (reply_exts, params) = negotiate(&client_exts?)?;
+    let mut reply_msg = Vec::with_capacity(8);
+    encode_extensions(&reply_exts, &mut reply_msg)?;
+    let (reply, mut stream) = state.finish(rng, NTOR3_CIRC_VERIFICATION, &reply_msg)?;
+    let keys = if params.cgo {
+        CircuitKeys::Cgo(Box::new(CgoKeyMaterial::from_stream(&mut stream)))
+    } else {
+        CircuitKeys::Tor1(tor1_keys_from_stream(&mut stream))
+    };
+    Ok((reply, keys, params))
 }
 
 /// Client side of ntor-v3: the state kept between sending CREATE2 and receiving CREATED2.
@@ -432,6 +477,24 @@ impl NtorV3Client {
         let exts = decode_extensions(&msg);
         msg.zeroize();
         Ok((tor1_keys_from_stream(&mut stream), exts?))
+    }
+
+    /// [`NtorV3Client::finish`] for a client that asked for CGO when `cgo` (the relay's
+    /// reply does not confirm it: a relay that cannot do CGO fails the handshake instead).
+    pub fn finish_circ(
+        self,
+        reply: &[u8],
+        cgo: bool,
+    ) -> Result<(CircuitKeys, Vec<CircuitExtension>), HandshakeError> {
+        let (mut msg, mut stream) = self.finish_with_message(reply, NTOR3_CIRC_VERIFICATION)?;
+        let exts = decode_extensions(&msg);
+        msg.zeroize();
+        let keys = if cgo {
+            CircuitKeys::Cgo(Box::new(CgoKeyMaterial::from_stream(&mut stream)))
+        } else {
+            CircuitKeys::Tor1(tor1_keys_from_stream(&mut stream))
+        };
+        Ok((keys, exts?))
     }
 
     /// Checks the relay's reply (AUTH in constant time); returns its decrypted message and
@@ -608,6 +671,37 @@ mod tests {
             );
             assert_eq!(key_bytes(&c_keys), key_bytes(&s_keys));
         }
+    }
+
+    #[test]
+    fn circuit_round_trip_with_cgo() {
+        let (mut rng, map, id) = setup();
+        let cgo = CircuitExtension::SubprotoRequest(vec![crate::crypto::handshake::SubprotoCap {
+            protocol_id: 2,
+            capability: 6,
+        }]);
+        let (client, skin) = NtorV3Client::start(
+            &mut rng,
+            &id,
+            map.current().public(),
+            &[CircuitExtension::CcRequest, cgo],
+        )
+        .unwrap();
+        let policy = NtorV3ServerPolicy {
+            cgo_supported: true,
+            ..NtorV3ServerPolicy::default()
+        };
+        let (reply, s_keys, params) =
+            server_handshake_circ(&mut rng, &map, &id, &skin, policy_negotiate(policy)).unwrap();
+        assert!(params.cgo);
+        let (c_keys, _) = client.finish_circ(&reply, true).unwrap();
+        let (CircuitKeys::Cgo(s), CircuitKeys::Cgo(c)) = (s_keys, c_keys) else {
+            panic!("CGO keys expected on both sides");
+        };
+        assert_eq!(s.forward, c.forward);
+        assert_eq!(s.backward, c.backward);
+        assert_eq!(s.kh, c.kh);
+        assert_ne!(s.forward, s.backward);
     }
 
     #[test]

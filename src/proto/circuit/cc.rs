@@ -17,6 +17,7 @@ use crate::cell::relay::msg::{Sendme, Xoff, Xon};
 use crate::cell::relay::RelayCmd;
 use crate::proto::flow::{
     CcParams, ChanState, CongestionControl, FlowError, FlowMsg, Windows, XonXoffError,
+    SENDME_TAG_LEN,
 };
 use crate::proto::stream::StreamHandle;
 
@@ -72,8 +73,20 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             blocked: self.prev_is_congested(idx),
             queued: self.table.get(idx).map_or(0, |c| c.q_prev.len() as u64),
         };
+        let tag_len = self
+            .table
+            .get(idx)
+            .and_then(|c| c.crypto.as_ref())
+            .map_or(SENDME_TAG_LEN, |k| k.sendme_tag_len());
+        // CGO tags are recorded zero-padded to 20 bytes; a tag of the other algorithm's
+        // length never matches (C `cell_v1_is_valid`: `tag_len != circ_digest_len`).
+        let mut padded = [0u8; SENDME_TAG_LEN];
         let tag = match Sendme::parse(data) {
-            Ok(Sendme::V1 { tag }) => Some(tag),
+            Ok(Sendme::V1 { tag }) if tag.len() == tag_len => {
+                padded[..tag_len].copy_from_slice(tag);
+                Some(&padded[..])
+            }
+            Ok(Sendme::V1 { .. }) => Some(&[][..]),
             // v0 or malformed: cannot authenticate (and still consumes the expected tag).
             _ => None,
         };

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rand_core::{CryptoRng, RngCore};
 
-use super::crypto::{CellBody, HopCrypto};
+use super::crypto::{CellBody, HopCrypto, RelayCellFormat};
 use super::metrics::CircuitMetrics;
 use super::pool::{CellPool, CellQueue, MemBudget, CHUNK_CELLS};
 use super::table::{CircHandle, CircState, Circuit, CircuitTable, Next, Side};
@@ -18,10 +18,10 @@ use super::{
 };
 use crate::cell::chan::{Create2, CreateFast, Created2, CreatedFast, DestroyReason, HandshakeType};
 use crate::cell::relay::msg::{Extend2, Extended2, LinkSpec};
-use crate::cell::relay::{v0, RelayCmd};
+use crate::cell::relay::{v0, v1, RelayCmd};
 use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use crate::crypto::handshake::{
-    fast, negotiate_circ_params, ntor, ntor_v3, NtorKeyMap, NtorV3ServerPolicy,
+    fast, negotiate_circ_params, ntor, ntor_v3, CircuitKeys, NtorKeyMap, NtorV3ServerPolicy,
 };
 use crate::exit::policy::ExitPolicy;
 use crate::proto::flow::{SendmeRandomness, SendmeTags, Windows};
@@ -476,16 +476,20 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             let mut cc_inc = None;
             let result = if p.htype == HandshakeType::NTOR {
                 ntor::server_handshake(&mut rng, &self.onion_keys, &self.me.rsa, hdata)
-                    .map(|(reply, keys)| (reply.to_vec(), keys))
+                    .map(|(reply, keys)| (reply.to_vec(), CircuitKeys::Tor1(keys)))
             } else {
                 let policy = NtorV3ServerPolicy {
                     cc_enabled: self.cfg.cc_enabled && self.cfg.cc.enabled(),
                     sendme_inc: self.cfg.cc.sendme_inc,
-                    cgo_supported: false,
+                    cgo_supported: C::supports_cgo(),
                 };
-                ntor_v3::server_handshake(&mut rng, &self.onion_keys, &self.me.ed, hdata, |e| {
-                    negotiate_circ_params(e, &policy)
-                })
+                ntor_v3::server_handshake_circ(
+                    &mut rng,
+                    &self.onion_keys,
+                    &self.me.ed,
+                    hdata,
+                    |e| negotiate_circ_params(e, &policy),
+                )
                 .map(|(reply, keys, params)| {
                     cc_inc = params.cc;
                     (reply, keys)
@@ -504,8 +508,20 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 self.close(idx, DestroyReason::Internal, true, false, io);
                 continue;
             }
+            let crypto = match &keys {
+                CircuitKeys::Tor1(k) => Some(C::from_keys(k)),
+                CircuitKeys::Cgo(k) => C::from_cgo_keys(k),
+            };
+            let Some(crypto) = crypto else {
+                // Unreachable while the policy offers CGO only when `C` supports it.
+                self.close(idx, DestroyReason::Internal, true, false, io);
+                continue;
+            };
+            if matches!(keys, CircuitKeys::Cgo(_)) {
+                self.metrics.circuits_cgo_created += 1;
+            }
             let c = self.table.get_mut(idx).expect("resolved");
-            c.crypto = Some(C::from_keys(&keys));
+            c.crypto = Some(crypto);
             c.state = CircState::Open;
             self.metrics.circuits_created += 1;
             if let Some(inc) = cc_inc {
@@ -728,7 +744,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
         let hits = &mut self.batch_hits[..cells.len()];
         let crypto = c.crypto.as_mut().expect("open circuits have crypto");
-        crypto.forward_batch(cells, hits);
+        crypto.forward_batch_cmd(cmd, cells, hits);
         // Taken now: handling the cells may originate replies, which move the crypto's tag.
         self.run_tag = *crypto.sendme_tag();
         for (i, cell) in cells.iter_mut().enumerate() {
@@ -1112,7 +1128,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         // Staged DATA goes first: a circuit's cells leave in the order they were made.
         self.flush_originated(io);
         let mut body = [0u8; CELL_BODY_LEN];
-        if v0::encode_with(&mut body, cmd, stream_id, &mut &mut *io.rng, write).is_err() {
+        let format = self.table.get(idx)?.crypto.as_ref()?.format();
+        let encoded = match format {
+            RelayCellFormat::V0 => {
+                v0::encode_with(&mut body, cmd, stream_id, &mut &mut *io.rng, write)
+            }
+            RelayCellFormat::V1 => {
+                v1::encode_with(&mut body, cmd, stream_id, &mut &mut *io.rng, write)
+            }
+        };
+        if encoded.is_err() {
             return None;
         }
         let c = self.table.get_mut(idx)?;

@@ -6,7 +6,7 @@
 use ::core::net::{IpAddr, SocketAddr};
 
 use super::core::{CoreIo, QueueSel, RelayCore};
-use super::crypto::{CellBody, HopCrypto};
+use super::crypto::{CellBody, HopCrypto, RelayCellFormat};
 use super::table::Next;
 use super::{
     Action, ConnectError, InputError, NetworkView, PeerIdentity, ProtocolViolation, StreamBytes,
@@ -16,7 +16,7 @@ use crate::cell::relay::msg::{
     Begin, BeginFlags, BeginTarget, Connected, End, EndReason, Resolve, Resolved, ResolvedAnswer,
     ResolvedValue, Sendme,
 };
-use crate::cell::relay::{v0, RelayCmd};
+use crate::cell::relay::{v0, v1, RelayCmd};
 use crate::cell::{ChanCmd, CELL_BODY_LEN};
 use crate::exit::dns::ttl::DEFAULT_DNS_TTL;
 use crate::exit::dns::{classify_host, clip_dns_fuzzy_ttl, HostRequest, Resolution};
@@ -45,10 +45,17 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         body: &mut CellBody,
         io: &mut CoreIo<'_>,
     ) -> bool {
-        let msg = match v0::parse(body) {
+        let v1 = self
+            .table
+            .get(idx)
+            .and_then(|c| c.crypto.as_ref())
+            .is_some_and(|k| k.format() == RelayCellFormat::V1);
+        let parsed = if v1 { v1::parse(body) } else { v0::parse(body) };
+        let msg = match parsed {
             Ok(m) => m,
             Err(_) => {
-                // Length field past the cell: C closes the circuit (TORPROTOCOL).
+                // Length field past the cell, or (v1) an unknown command: C closes the
+                // circuit (TORPROTOCOL; `relay_msg_decode_cell_in_place` fails).
                 self.protocol_close(idx, ProtocolViolation::RelayLength, io);
                 return false;
             }
@@ -163,11 +170,18 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             // The DATA cell that made the SENDME due is the last recognized cell of the
             // current run (see `handle_relay_batch`).
             let tag = self.run_tag;
+            // 16 bytes on CGO circuits (C `build_cell_payload_v1` with the CGO tag length).
+            let tag_len = c.crypto.as_ref().map_or(tag.len(), |k| k.sendme_tag_len());
             let sent = self.originate(
                 idx,
                 RelayCmd::SENDME,
                 0,
-                |out| Sendme::V1 { tag: &tag }.encode(out),
+                |out| {
+                    Sendme::V1 {
+                        tag: &tag[..tag_len],
+                    }
+                    .encode(out)
+                },
                 io,
             );
             if sent.is_none() {
@@ -801,7 +815,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             if congested || blocked {
                 break;
             }
-            let n = c.randomness.limit(data.len().min(v0::MAX_DATA_LEN));
+            let v1 = c
+                .crypto
+                .as_ref()
+                .is_some_and(|k| k.format() == RelayCellFormat::V1);
+            let max = if v1 {
+                v1::max_data_len(RelayCmd::DATA)
+            } else {
+                v0::MAX_DATA_LEN
+            };
+            let n = c.randomness.limit(data.len().min(max));
             // Whether this cell's SENDME tag must be kept; the tag itself exists once the
             // staged cell is crypted (`flush_originated`), in the same order.
             let prompts = match c.cc.as_deref_mut() {
@@ -816,11 +839,15 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             c.randomness.packaged(n, &mut &mut *io.rng);
             let chunk = &data[..n];
             let mut body = [0u8; CELL_BODY_LEN];
-            let encoded =
-                v0::encode_with(&mut body, RelayCmd::DATA, sid, &mut &mut *io.rng, |out| {
-                    out[..n].copy_from_slice(chunk);
-                    Ok(n)
-                });
+            let write = |out: &mut [u8]| {
+                out[..n].copy_from_slice(chunk);
+                Ok(n)
+            };
+            let encoded = if v1 {
+                v1::encode_with(&mut body, RelayCmd::DATA, sid, &mut &mut *io.rng, write)
+            } else {
+                v0::encode_with(&mut body, RelayCmd::DATA, sid, &mut &mut *io.rng, write)
+            };
             if encoded.is_err() {
                 return Ok(taken);
             }

@@ -34,6 +34,8 @@ pub struct CircuitMetrics {
     pub circuits: u64,
     /// Circuits whose handshake completed.
     pub circuits_created: u64,
+    /// Of those, circuits whose ntor-v3 handshake negotiated CGO relay crypto (Relay=6).
+    pub circuits_cgo_created: u64,
     /// CREATE* refused because the circuit table was full.
     pub create_refused_table_full: u64,
     /// CREATE2 refused because the onion queue was full.

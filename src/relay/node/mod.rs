@@ -116,7 +116,7 @@ impl NetworkView for SnapshotView {
     }
 }
 
-type Core = RelayCore<crate::crypto::relay::Tor1RelayCrypto, SnapshotView>;
+type Core = RelayCore<crate::proto::circuit::RelayHop, SnapshotView>;
 
 // A shard index must fit in a `ChanId`'s shard byte.
 const _: () = assert!(ShardId::LIMIT <= ChanId::MAX_SHARDS);
