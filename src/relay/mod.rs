@@ -11,6 +11,7 @@
 
 pub mod bandwidth;
 pub mod control;
+pub mod ctlevents;
 pub mod dirserver;
 pub mod dirworker;
 pub mod exit_dns;
@@ -1316,6 +1317,7 @@ fn start_control_port(
         auth: auth.clone(),
         self_status,
         accounting,
+        orconn_events: true,
     })?;
     log_notice!(
         "ControlPort listening on {} (authentication: {}).",
