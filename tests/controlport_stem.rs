@@ -321,7 +321,11 @@ fn stem_drives_the_control_port() {
         .iter()
         .filter(|e| e["fingerprint"] == client_rsa.as_str())
     {
-        assert_eq!(e["reason"], "DONE", "{e}");
+        // DONE after a clean close; CONNECTRESET if our side's close became a reset.
+        assert!(
+            e["reason"] == "DONE" || e["reason"] == "CONNECTRESET",
+            "{e}"
+        );
     }
     for id in &opened {
         assert!(
