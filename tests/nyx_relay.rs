@@ -332,14 +332,18 @@ fn nyx_shows_a_live_relay() {
     // Page 2, the connections: nyx lists the relay's sockets from /proc (as the user
     // `GETINFO process/user` names, sorted by `net/listeners/*`) and asks for the relay's
     // own circuits (`circuit-status`, empty for a relay). A connection held open to the
-    // ORPort shows as Inbound, nyx's own as Control.
+    // ORPort shows as INBOUND, nyx's own as CONTROL.
     let held = std::net::TcpStream::connect(or_addr).unwrap();
     let held_port = held.local_addr().unwrap().port();
     nyx.keys(&["Right"]);
     let (ok, screen) = nyx.wait_screen(Duration::from_secs(15), |s| {
         s.contains("page 2 / ")
-            && s.lines().any(|l| l.contains("Inbound"))
-            && s.lines().any(|l| l.contains("Control"))
+            && s.lines().any(|l| {
+                l.trim_end().ends_with("(INBOUND)")
+                    && l.contains(&format!(":{held_port} "))
+                    && l.contains(&format!("127.0.0.1:{or_port} "))
+            })
+            && s.lines().any(|l| l.trim_end().ends_with("(CONTROL)"))
     });
     eprintln!("--- nyx, connections page (held client port {held_port}) ---\n{screen}");
     assert!(
