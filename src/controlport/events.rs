@@ -43,8 +43,7 @@ pub const EVENT_NAMES: &[&str] = &[
     "PT_STATUS",
 ];
 
-/// The events Fors actually sends.
-/// CIRC and STREAM are never sent: C tor sends them only for origin circuits and AP
+/// The events Fors actually sends. CIRC and STREAM are never sent: C tor sends them only for origin circuits and AP
 /// streams, and Fors, a relay without a SocksPort, builds neither.
 pub const EMITTED: &[&str] = &["ORCONN", "BW", "DEBUG", "INFO", "NOTICE", "WARN", "ERR"];
 
