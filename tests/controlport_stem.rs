@@ -1,6 +1,7 @@
 //! The ControlPort of a real `fors` process, driven by stem (Debian's python3-stem, the
 //! library nyx is built on): cookie, SAFECOOKIE and password authentication, GETINFO,
-//! GETCONF, BW and NOTICE events while a Tor channel carries traffic, SIGNAL RELOAD, and
+//! GETCONF, BW, NOTICE and ORCONN events while Tor channels open and close, GETINFO
+//! orconn-status / circuit-status / stream-status, SIGNAL RELOAD, and
 //! SIGNAL SHUTDOWN ending the process. Loopback only; authorities are unused 127.0.0.1
 //! ports. Skipped (with the reason printed) when python3-stem is not installed.
 
@@ -91,16 +92,31 @@ out['exit_policy'] = str(c.get_exit_policy())
 out['control_listeners'] = [list(x) for x in c.get_listeners(Listener.CONTROL)]
 out['user'] = c.get_user()
 
-bw, notices = [], []
+bw, notices, orconn = [], [], []
 c.add_event_listener(lambda e: bw.append([e.read, e.written]), EventType.BW)
 c.add_event_listener(lambda e: notices.append(e.message), EventType.NOTICE)
+# stem parses each event (it raises on a malformed target, status or reason).
+c.add_event_listener(lambda e: orconn.append({
+    'raw': str(e), 'status': str(e.status), 'endpoint': e.endpoint,
+    'fingerprint': e.endpoint_fingerprint, 'address': e.endpoint_address,
+    'port': e.endpoint_port, 'reason': e.reason and str(e.reason), 'id': e.id}),
+    EventType.ORCONN)
 print('READY', flush=True)
 sys.stdin.readline()
 time.sleep(2)
+out['orconn_status'] = c.get_info('orconn-status')
+out['circuit_status'] = c.get_info('circuit-status')
+out['stream_status'] = c.get_info('stream-status')
+out['circuits'] = len(c.get_circuits())
+out['streams'] = len(c.get_streams())
+print('STATUS', flush=True)
+sys.stdin.readline()
+time.sleep(1)
 c.signal(Signal.RELOAD)
 time.sleep(3)
 out['bw'] = list(bw)
 out['notices'] = list(notices)
+out['orconn'] = list(orconn)
 print('RESULT ' + json.dumps(out), flush=True)
 c.signal(Signal.SHUTDOWN)
 time.sleep(1)
@@ -162,6 +178,9 @@ fn stem_drives_the_control_port() {
     let mut lines = BufReader::new(py.stdout.take().unwrap()).lines();
     let mut stdin = py.stdin.take().unwrap();
     let mut result = None;
+    let client = tmp.path().join("client");
+    let mut held: Option<TcpStream> = None;
+    let mut held_port = 0;
     let end = Instant::now() + Duration::from_secs(120);
     while Instant::now() < end {
         let Some(Ok(line)) = lines.next() else { break };
@@ -169,12 +188,19 @@ fn stem_drives_the_control_port() {
         if line == "READY" {
             // Traffic: link handshakes (TLS, certificates) and a circuit, a few times over.
             let or_addr: SocketAddr = format!("127.0.0.1:{or_port}").parse().unwrap();
-            let client = tmp.path().join("client");
             for _ in 0..3 {
                 let (cmd, _) = open_channel_and_create(or_addr, rsa, ed, &client);
                 assert_eq!(cmd, fors::cell::ChanCmd::CREATED_FAST);
                 std::thread::sleep(Duration::from_millis(700));
             }
+            // A connection that never completes its handshake, held open while stem asks
+            // for `orconn-status`: a NEW entry whose address must be scrubbed.
+            held = Some(TcpStream::connect(or_addr).unwrap());
+            held_port = held.as_ref().unwrap().local_addr().unwrap().port();
+            std::thread::sleep(Duration::from_millis(300));
+            writeln!(stdin, "go").unwrap();
+        } else if line == "STATUS" {
+            drop(held.take());
             writeln!(stdin, "go").unwrap();
         } else if let Some(json) = line.strip_prefix("RESULT ") {
             result = Some(serde_json::from_str::<serde_json::Value>(json).unwrap());
@@ -253,6 +279,75 @@ fn stem_drives_the_control_port() {
             .any(|n| n.as_str().unwrap().contains("Received reload signal")),
         "{notices:?}"
     );
+
+    // ORCONN (control-spec §4.1.3) as C tor sends them for accepted connections: NEW with
+    // the peer's address (scrubbed: SafeLogging 1), then, for each channel that proved the
+    // test's relay identity, CONNECTED and CLOSED REASON=DONE named `$fingerprint`, with
+    // one ID per connection. No event carries the client's address.
+    let client_rsa = fors::keys::RelayKeys::load_or_create(
+        &client,
+        std::time::SystemTime::now(),
+        fors::keys::KeyParams::default(),
+    )
+    .unwrap()
+    .rsa_identity()
+    .to_hex();
+    let ev = r["orconn"].as_array().unwrap();
+    for e in ev {
+        assert!(!e["raw"].as_str().unwrap().contains("127.0.0.1"), "{e}");
+    }
+    let with = |status: &str| -> Vec<&serde_json::Value> {
+        ev.iter().filter(|e| e["status"] == status).collect()
+    };
+    let (new, connected, closed) = (with("NEW"), with("CONNECTED"), with("CLOSED"));
+    assert!(new.len() >= 4, "ORCONN NEW missing: {ev:?}");
+    for e in &new {
+        assert_eq!(e["address"], "[scrubbed]", "{e}");
+        assert!(e["port"].as_u64().unwrap() > 0, "{e}");
+    }
+    let ours = |v: &[&serde_json::Value]| -> Vec<u64> {
+        v.iter()
+            .filter(|e| e["fingerprint"].as_str() == Some(client_rsa.as_str()))
+            .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    let (opened, gone) = (ours(&connected), ours(&closed));
+    assert_eq!(opened.len(), 3, "CONNECTED per channel: {ev:?}");
+    assert_eq!(
+        opened, gone,
+        "each channel's CLOSED has its CONNECTED's ID: {ev:?}"
+    );
+    for e in closed
+        .iter()
+        .filter(|e| e["fingerprint"] == client_rsa.as_str())
+    {
+        // DONE after a clean close; CONNECTRESET if our side's close became a reset.
+        assert!(
+            e["reason"] == "DONE" || e["reason"] == "CONNECTRESET",
+            "{e}"
+        );
+    }
+    for id in &opened {
+        assert!(
+            new.iter()
+                .any(|e| e["id"].as_str() == Some(&id.to_string())),
+            "NEW with ID {id}: {ev:?}"
+        );
+    }
+    // `GETINFO orconn-status`: the held connection, scrubbed, in C tor's `target STATE`.
+    let status = r["orconn_status"].as_str().unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l == format!("[scrubbed]:{held_port} NEW")),
+        "orconn-status: {status:?}"
+    );
+    assert!(!status.contains("127.0.0.1"), "{status:?}");
+    // A relay has no origin circuits or streams (C tor answers the same).
+    assert_eq!(r["circuit_status"], "");
+    assert_eq!(r["stream_status"], "");
+    assert_eq!(r["circuits"], 0);
+    assert_eq!(r["streams"], 0);
 
     // SHUTDOWN (ShutdownWaitLength 0): the relay exits cleanly.
     assert_eq!(f.wait_exit(Duration::from_secs(30)), Some(0));

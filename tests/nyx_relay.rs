@@ -1,7 +1,7 @@
 //! Debian's real `nyx` against a live Fors relay, headless inside `tmux`: its screens show
 //! the relay's nickname and fingerprint, a bandwidth graph that moves while a Tor channel
-//! carries traffic, the event log (a reload's NOTICE reaches it), and the configuration
-//! page with the relay's own options. stem's debug log of nyx's session is read back: the
+//! carries traffic, the event log (a reload's NOTICE reaches it), the connections page
+//! with an inbound OR connection, and the configuration page with the relay's own options. stem's debug log of nyx's session is read back: the
 //! controller calls nyx needs answer without error.
 //!
 //! The relay is alone on loopback (its authorities are unused 127.0.0.1 ports), with a
@@ -130,6 +130,8 @@ const NYX_NEEDS: &[&str] = &[
     "GETINFO config-file",
     "GETINFO exit-policy/full",
     "GETINFO bw-event-cache",
+    "GETINFO circuit-status",
+    "GETINFO process/user",
     "GETCONF Nickname",
     "GETCONF ORPort",
     "SETEVENTS",
@@ -327,8 +329,30 @@ fn nyx_shows_a_live_relay() {
     );
     assert!(screen.contains("Events (TOR/NYX NOTICE-ERR)"), "{screen}");
 
-    // Page 3, the configuration: the relay's options with their values, as GETCONF gives.
+    // Page 2, the connections: nyx lists the relay's sockets from /proc (as the user
+    // `GETINFO process/user` names, sorted by `net/listeners/*`) and asks for the relay's
+    // own circuits (`circuit-status`, empty for a relay). A connection held open to the
+    // ORPort shows as INBOUND, nyx's own as CONTROL.
+    let held = std::net::TcpStream::connect(or_addr).unwrap();
+    let held_port = held.local_addr().unwrap().port();
     nyx.keys(&["Right"]);
+    let (ok, screen) = nyx.wait_screen(Duration::from_secs(15), |s| {
+        s.contains("page 2 / ")
+            && s.lines().any(|l| {
+                l.trim_end().ends_with("(INBOUND)")
+                    && l.contains(&format!(":{held_port} "))
+                    && l.contains(&format!("127.0.0.1:{or_port} "))
+            })
+            && s.lines().any(|l| l.trim_end().ends_with("(CONTROL)"))
+    });
+    eprintln!("--- nyx, connections page (held client port {held_port}) ---\n{screen}");
+    assert!(
+        ok,
+        "the connections page lacks the inbound OR connection:\n{screen}"
+    );
+    drop(held);
+
+    // Page 3, the configuration: the relay's options with their values, as GETCONF gives.
     nyx.keys(&["Right"]);
     let (ok, screen) = nyx.wait_screen(Duration::from_secs(10), |s| {
         s.contains("page 3 / ") && s.contains("Tor Configuration")

@@ -43,8 +43,9 @@ pub const EVENT_NAMES: &[&str] = &[
     "PT_STATUS",
 ];
 
-/// The events Fors actually sends.
-pub const EMITTED: &[&str] = &["BW", "DEBUG", "INFO", "NOTICE", "WARN", "ERR"];
+/// The events Fors actually sends. CIRC and STREAM are never sent: C tor sends them only for origin circuits and AP
+/// streams, and Fors, a relay without a SocksPort, builds neither.
+pub const EMITTED: &[&str] = &["ORCONN", "BW", "DEBUG", "INFO", "NOTICE", "WARN", "ERR"];
 
 /// A set of subscribed events (bit i = `EVENT_NAMES[i]`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -44,6 +44,8 @@ pub struct RelayView<'a> {
     pub ns_self: Option<&'a str>,
     /// Accounting values, when `AccountingMax` is set.
     pub accounting: Option<AccountingReport>,
+    /// The OR connections, when the ControlPort collects them.
+    pub orconns: Option<&'a super::orconn::OrConnTable>,
 }
 
 /// Every key with a line of description, for `info/names` (C's `getinfo_items`).
@@ -111,7 +113,7 @@ pub const INFO_KEYS: &[(&str, &str)] = &[
     ),
     (
         "orconn-status",
-        "A list of and status for each OR connection (always empty).",
+        "A list of and status for each OR connection.",
     ),
     ("process/descriptor-limit", "File descriptor limit."),
     (
@@ -216,7 +218,12 @@ impl RelayView<'_> {
             "status/bootstrap-phase" => {
                 "NOTICE BOOTSTRAP PROGRESS=100 TAG=done SUMMARY=\"Done\"".into()
             }
-            "circuit-status" | "stream-status" | "orconn-status" => String::new(),
+            // A relay's own origin circuits and AP streams: Fors builds none (its
+            // reachability test is a bare link, not a circuit; it has no SocksPort).
+            "circuit-status" | "stream-status" => String::new(),
+            "orconn-status" => self.orconns.map_or(String::new(), |t| {
+                t.status(&|ip| crate::relay::log::client_addr(ip).to_string())
+            }),
             "bw-event-cache" => self
                 .bw_history
                 .iter()

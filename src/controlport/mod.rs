@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod events;
 pub mod info;
+pub mod orconn;
 pub mod quote;
 pub mod reply;
 pub mod server;

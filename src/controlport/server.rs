@@ -29,12 +29,14 @@ use std::time::{Duration, Instant};
 use super::auth::AuthConfig;
 use super::events::{bw_event, hibernation_status_event, log_event, EventSet};
 use super::info::RelayView;
+use super::orconn::OrConnTable;
 use super::session::{Action, ControlSignal, Session};
 use crate::accounting::Hibernation;
 use crate::config::{Config, LogSeverity};
 use crate::crypto::ids::RsaIdentity;
 use crate::exit::policy::ExitPolicy;
 use crate::metrics::MetricsRegistry;
+use crate::relay::ctlevents::{self, OrConnEvent};
 use crate::relay::log::{self, LogEvent};
 
 /// Connections held at once (the oldest unauthenticated one makes room for a newcomer).
@@ -95,6 +97,9 @@ pub struct ServerParams {
     pub self_status: SelfStatus,
     /// Accounting values for `GETINFO accounting/*` (`None` while accounting is off).
     pub accounting: crate::relay::hibernate::AccountingInfo,
+    /// Collect the shards' OR-connection facts (`crate::relay::ctlevents`) for ORCONN and
+    /// `GETINFO orconn-status`; off only in tests that share the process-wide queue.
+    pub orconn_events: bool,
 }
 
 /// Where the server reads our current consensus entry from (the control plane's snapshot).
@@ -254,7 +259,12 @@ impl ControlPortServer {
             next_bw: Instant::now() + Duration::from_secs(1),
             tap_min: None,
             rng: rand::rngs::OsRng,
+            orconn_events: p.orconn_events,
+            orconns: OrConnTable::new(),
         };
+        if p.orconn_events {
+            ctlevents::set_enabled(true);
+        }
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("fors-controlport".into())
@@ -314,6 +324,9 @@ struct Worker {
     next_bw: Instant,
     tap_min: Option<LogSeverity>,
     rng: rand::rngs::OsRng,
+    /// Whether this server turned the shards' ORCONN queue on (and drains it).
+    orconn_events: bool,
+    orconns: OrConnTable,
 }
 
 /// Sends a signal to our own process (kill(2), not raise(3): a signal aimed at this thread
@@ -342,6 +355,7 @@ fn raise(sig: ControlSignal) {
 impl Worker {
     fn run(&mut self, stop: &AtomicBool) {
         let mut events = Vec::new();
+        let mut orconn = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let mut busy = self.accept();
             let mut signals = Vec::new();
@@ -357,6 +371,11 @@ impl Worker {
             events.clear();
             let dropped = log::drain_events(&mut events);
             self.send_log_events(&events, dropped);
+            if self.orconn_events {
+                orconn.clear();
+                ctlevents::drain(&mut orconn);
+                self.send_orconn_events(&orconn);
+            }
             for c in &mut self.conns {
                 busy |= flush(c);
             }
@@ -395,6 +414,9 @@ impl Worker {
         }
         if self.tap_min.is_some() {
             log::set_event_tap(None, 0);
+        }
+        if self.orconn_events {
+            ctlevents::set_enabled(false);
         }
         for l in &self.listeners {
             if let Listener::Unix(_, path) = l {
@@ -547,6 +569,7 @@ impl Worker {
                     bw_history: &history,
                     ns_self: ns_self.as_deref(),
                     accounting,
+                    orconns: Some(&self.orconns),
                 };
                 self.conns[i]
                     .session
@@ -618,6 +641,26 @@ impl Worker {
                 queue_event(c, &line);
             }
         }
+    }
+
+    /// Channel facts from the shards become ORCONN events and update `orconn-status`.
+    fn send_orconn_events(&mut self, events: &[OrConnEvent]) {
+        // Not a client's address unless `SafeLogging 0` (docs/operating.md).
+        let scrub = |ip: std::net::IpAddr| log::client_addr(ip).to_string();
+        for e in events {
+            let Some(line) = self.orconns.apply(e, &scrub) else {
+                continue;
+            };
+            for c in &mut self.conns {
+                if c.session.events().contains("ORCONN") {
+                    queue_event(c, line.as_bytes());
+                }
+            }
+        }
+        self.metrics.relay.controlport_orconn_events_dropped.store(
+            ctlevents::dropped() + self.orconns.untracked(),
+            Ordering::Relaxed,
+        );
     }
 
     fn send_log_events(&mut self, events: &[LogEvent], dropped: u64) {
@@ -701,6 +744,7 @@ mod tests {
             state: RelayState::new(config, &ExitPolicy::reject_all(), None),
             self_status: Arc::new(|| None),
             accounting: Default::default(),
+            orconn_events: false,
         }
     }
 

@@ -47,6 +47,8 @@ pub struct RelayGauges {
     pub controlport_connections: AtomicU64,
     pub controlport_evicted: AtomicU64,
     pub controlport_refused: AtomicU64,
+    /// OR-connection facts the ControlPort lost (its queue or connection table was full).
+    pub controlport_orconn_events_dropped: AtomicU64,
     /// Our flags in the latest consensus (`RelayFlags` bits; 0 when not listed), for C
     /// tor's `tor_relay_flag`.
     pub consensus_flags: AtomicU64,
@@ -435,7 +437,7 @@ impl MetricsRegistry {
             written,
         );
         let r = &self.relay;
-        let relay: [(&str, MetricKind, &str, &AtomicU64); 17] = [
+        let relay: [(&str, MetricKind, &str, &AtomicU64); 18] = [
             (
                 "fors_relay_observed_bandwidth_bytes",
                 MetricKind::Gauge,
@@ -458,6 +460,7 @@ impl MetricsRegistry {
             ("fors_controlport_connections", MetricKind::Gauge, "ControlPort connections held now.", &r.controlport_connections),
             ("fors_controlport_evicted_total", MetricKind::Counter, "Unauthenticated ControlPort connections closed to make room for a new one.", &r.controlport_evicted),
             ("fors_controlport_refused_total", MetricKind::Counter, "ControlPort connections refused: every slot held an authenticated controller.", &r.controlport_refused),
+            ("fors_controlport_orconn_events_dropped_total", MetricKind::Counter, "OR-connection facts the ControlPort lost: the shards' event queue or its connection table was full.", &r.controlport_orconn_events_dropped),
         ];
         for (name, kind, help, v) in relay {
             f.single(name, kind, help, g(v));

@@ -14,6 +14,7 @@
 
 pub mod bandwidth;
 pub mod control;
+pub mod ctlevents;
 pub mod dirserver;
 pub mod dirworker;
 pub mod exit_dns;
@@ -1318,6 +1319,7 @@ fn start_control_port(
         auth: auth.clone(),
         self_status,
         accounting,
+        orconn_events: true,
     })?;
     log_notice!(
         "ControlPort listening on {} (authentication: {}).",

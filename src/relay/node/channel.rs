@@ -219,6 +219,11 @@ impl RelayNode {
                         };
                         c.idle = Some(ChannelIdleTimer::new(timeout, now));
                         c.padding = Some(ChannelPadding::new(info.link_version, now));
+                        crate::relay::ctlevents::opened(
+                            shard,
+                            id,
+                            crate::relay::ctlevents::relay_of(info.peer),
+                        );
                         waiting = std::mem::take(&mut c.waiting_extends);
                         if let PeerIdentity::Relay { rsa, .. } = info.peer {
                             opened_relay = Some(rsa);

@@ -84,6 +84,7 @@ impl RelayNode {
                     read_paused: false,
                     closing: false,
                 });
+                crate::relay::ctlevents::accepted(self.shard, conn, peer);
             }
             Err(e) => {
                 if let Some(s) = dos_slot {
@@ -206,7 +207,18 @@ impl RelayNode {
         }
         let Some(c) = slot.take() else { return };
         match c.kind {
-            Kind::Channel(ch) => self.channel_gone(conn, ch, out),
+            Kind::Channel(ch) => {
+                crate::relay::ctlevents::gone(
+                    self.shard,
+                    conn,
+                    ch.open,
+                    ch.channel.is_initiator(),
+                    crate::relay::ctlevents::relay_of(ch.peer),
+                    ch.waiting_extends.len(),
+                    reason,
+                );
+                self.channel_gone(conn, ch, out)
+            }
             Kind::Stream(s) => self.stream_gone(*s, reason, out),
         }
         self.dispatch(out);

@@ -115,6 +115,9 @@ impl RelayNode {
                 closing: false,
             });
             self.opening.insert(target.rsa, id);
+            if let Some(a) = addr {
+                crate::relay::ctlevents::launched(self.shard, id, target.rsa, a);
+            }
             self.mark_dirty(id);
         }
     }
