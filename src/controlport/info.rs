@@ -44,6 +44,8 @@ pub struct RelayView<'a> {
     pub ns_self: Option<&'a str>,
     /// Accounting values, when `AccountingMax` is set.
     pub accounting: Option<AccountingReport>,
+    /// The directory cache, for `GETINFO dir/…`, and the Unix time now.
+    pub dir: (Option<&'a super::dirinfo::DirInfo>, u64),
 }
 
 /// Every key with a line of description, for `info/names` (C's `getinfo_items`).
@@ -169,6 +171,7 @@ impl RelayView<'_> {
             "config/names" => render::config_names(),
             "info/names" => INFO_KEYS
                 .iter()
+                .chain(super::dirinfo::DIR_INFO_KEYS)
                 .map(|(k, d)| format!("{k} -- {d}\n"))
                 .collect(),
             "events/names" => EVENT_NAMES.join(" "),
@@ -224,6 +227,9 @@ impl RelayView<'_> {
                 .collect::<Vec<_>>()
                 .join(" "),
             _ => {
+                if key.starts_with("dir/") {
+                    return super::dirinfo::getinfo(self.dir.0, self.fingerprint, key, self.dir.1);
+                }
                 if let Some(fp) = key.strip_prefix("ns/id/") {
                     return self.ns_id(key, fp);
                 }

@@ -95,6 +95,8 @@ pub struct ServerParams {
     pub self_status: SelfStatus,
     /// Accounting values for `GETINFO accounting/*` (`None` while accounting is off).
     pub accounting: crate::relay::hibernate::AccountingInfo,
+    /// The directory cache's store and our descriptor, for `GETINFO dir/…`.
+    pub dir: Option<super::dirinfo::DirInfo>,
 }
 
 /// Where the server reads our current consensus entry from (the control plane's snapshot).
@@ -246,6 +248,7 @@ impl ControlPortServer {
             self_status: p.self_status,
             last_hibernation,
             accounting: p.accounting,
+            dir: p.dir,
             started: p.started,
             state: state.clone(),
             facts: process_facts(),
@@ -306,6 +309,7 @@ struct Worker {
     state: Arc<Mutex<RelayState>>,
     self_status: SelfStatus,
     accounting: crate::relay::hibernate::AccountingInfo,
+    dir: Option<super::dirinfo::DirInfo>,
     /// The hibernation state last reported in a STATUS_SERVER event.
     last_hibernation: Hibernation,
     facts: ProcessFacts,
@@ -542,6 +546,10 @@ impl Worker {
                     bw_history: &history,
                     ns_self: ns_self.as_deref(),
                     accounting,
+                    dir: (
+                        self.dir.as_ref(),
+                        crate::keys::time::unix_secs(std::time::SystemTime::now()),
+                    ),
                 };
                 self.conns[i]
                     .session
@@ -696,6 +704,7 @@ mod tests {
             state: RelayState::new(config, &ExitPolicy::reject_all(), None),
             self_status: Arc::new(|| None),
             accounting: Default::default(),
+            dir: None,
         }
     }
 

@@ -56,6 +56,7 @@ impl Fixture {
             bw_history: &self.hist,
             ns_self: None,
             accounting: None,
+            dir: (None, 0),
         }
     }
 }

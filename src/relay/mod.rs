@@ -261,6 +261,20 @@ struct Relay {
 }
 
 impl Relay {
+    /// Where `GETINFO dir/…` reads: the cache's store and the descriptor the directory
+    /// server serves as ours.
+    fn control_dir_info(&self) -> crate::controlport::dirinfo::DirInfo {
+        let inputs = self.dir_server.as_ref().map(|d| d.inputs.clone());
+        crate::controlport::dirinfo::DirInfo {
+            store: self.dir_store.clone(),
+            own_descriptor: Arc::new(move || {
+                let i = inputs.as_ref()?;
+                let i = i.read().unwrap_or_else(|p| p.into_inner());
+                i.own_descriptor.clone()
+            }),
+        }
+    }
+
     fn start(cl: CommandLine, config: Config, signals: SignalEvents) -> Result<Relay, RelayError> {
         let started = Instant::now();
         // `User`: files are made with the user's effective ids, ports are bound and rings
@@ -612,6 +626,7 @@ impl Relay {
             },
             accounting_info.clone(),
             self.user.as_ref(),
+            self.control_dir_info(),
         )?;
         // Every listener is bound and every ring open: drop root for good. C tor creates its
         // Unix sockets after switching, so they belong to the user; ours were bound as root,
@@ -1270,6 +1285,7 @@ fn start_control_port(
     self_status: crate::controlport::SelfStatus,
     accounting: hibernate::AccountingInfo,
     user: Option<&setup::UserIds>,
+    dir: crate::controlport::dirinfo::DirInfo,
 ) -> Result<Option<ControlPortServer>, RelayError> {
     if config.control_ports.is_empty() && config.control.unix_sockets.is_empty() {
         return Ok(None);
@@ -1316,6 +1332,7 @@ fn start_control_port(
         auth: auth.clone(),
         self_status,
         accounting,
+        dir: Some(dir),
     })?;
     log_notice!(
         "ControlPort listening on {} (authentication: {}).",
