@@ -478,6 +478,13 @@ impl Relay {
             "MaxMemInQueues is {} MB ({mem_source:?}), shared by all shards.",
             mem_cap >> 20
         );
+        // C tor `options_validate`: `have_enough_mem_for_dircache`, a warning only.
+        if let Some(w) = crate::dircache::memory::memory_warning(
+            config.dir_cache,
+            shardcfg::total_system_memory().unwrap_or(mem_cap),
+        ) {
+            log_warn!("{w}");
+        }
         let mut circuits = shardcfg::circuit_config(
             profile,
             config.network_timings.extend_allow_private_addresses,
