@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
         bw_history: &hist,
         ns_self: None,
         accounting: None,
+        dir: (None, 0),
     };
     let auth = AuthConfig::default();
     let mut rng = StdRng::seed_from_u64(0);

@@ -982,9 +982,10 @@ impl Builder<'_> {
     /// `DirCache 1` turns on the directory cache's mirror: both consensus flavours, the
     /// authority certificates, and the microdescriptors and server descriptors they list are
     /// fetched from the authorities, verified and kept under `DataDirectory/dircache/`.
-    /// C tor's default is 1; Fors keeps 0 as its default until the cache also serves.
+    /// C tor's default, 1. Whether it is advertised (`tunnelled-dir-server`) follows C
+    /// tor's bandwidth and accounting rules (`dir::descriptor::DirAdvertise`).
     fn dir_cache(&self) -> Result<bool, ConfigError> {
-        self.bool("DirCache", false)
+        self.bool("DirCache", true)
     }
 
     /// `DirPortFrontPage FILE`: read now, so a missing or unreadable file is an error

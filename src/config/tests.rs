@@ -45,8 +45,8 @@ fn defaults_match_c_tor() {
             relay_burst: 0
         }
     );
-    // C tor's default DirCache is 1; Fors keeps 0 until its cache also serves.
-    assert!(!c.dir_cache && c.publish_server_descriptor);
+    // C tor's default DirCache is 1.
+    assert!(c.dir_cache && c.publish_server_descriptor);
     assert_eq!(c.safe_logging, SafeLogging::All);
     assert_eq!(c.log_time_granularity, Duration::from_secs(1));
     assert_eq!(
@@ -232,7 +232,7 @@ fn bad_values_name_file_line_and_option() {
         ("MyFamily somenickname", "torrc:3: bad value \"somenickname\" for MyFamily"),
         ("FamilyId notbase64!!", "for FamilyId"),
         ("DirCache maybe", "for DirCache"),
-        ("DirPort 9030", "torrc:3: DirPort configured but DirCache disabled. DirPort requires DirCache."),
+        ("DirPort 9030\nDirCache 0", "torrc:3: DirPort configured but DirCache disabled. DirPort requires DirCache."),
         ("DirPort 9030 IPv4Only", "torrc:3: DirPort: unsupported flag \"IPv4Only\""),
         ("DirPort 9030 NoListen NoAdvertise", "torrc:3: DirPort: NoAdvertise and NoListen together"),
         ("DirPortFrontPage /nonexistent/fors-front-page.html", "torrc:3: bad value \"/nonexistent/fors-front-page.html\" for DirPortFrontPage: cannot read it"),
@@ -565,19 +565,17 @@ fn chutney_style_exit_torrc() {
          ServerDNSDetectHijacking 0\nServerDNSTestAddresses\nControlPort 8003\nControlSocket /tmp/net/nodes/003r/control\n\
          CookieAuthentication 1\nPidFile /tmp/net/nodes/003r/pid\nSandbox 0\nContactInfo chutney\n"
     );
-    // Two lines ask for what Fors lacks, and each is refused with its line: a DirPort (no
-    // DirCache) and protocol warnings at warn level.
+    // One line asks for what Fors lacks, and is refused with its line: protocol warnings
+    // at warn level.
     let e = parse(&text).unwrap_err().to_string();
     assert!(
         e.starts_with("torrc:17: bad value \"1\" for ProtocolWarnings"),
         "{e}"
     );
     let text = text.replace("ProtocolWarnings 1\n", "");
-    let e = parse(&text).unwrap_err().to_string();
-    assert!(
-        e.starts_with("torrc:21: DirPort configured but DirCache disabled"),
-        "{e}"
-    );
+    // The DirPort is served: DirCache defaults to 1 as in C tor.
+    let (c, _) = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.dir_cache && !c.dir_ports.is_empty());
     let text = text.replace("DirPort 7003\n", "");
     let (c, w) = parse(&text).unwrap_or_else(|e| panic!("{e}"));
     assert!(c.testing_tor_network && c.wants_exit() && !c.exit_policy_reject_private);
@@ -752,7 +750,9 @@ Log notice file /var/log/tor/notices.log
         }
     }
     refused.sort();
-    assert_eq!(refused, ["DirPort", "DirPortFrontPage"], "refused lines");
+    // DirCache defaults to 1 as in C tor, so the DirPort is served; the front page file
+    // does not exist on this machine.
+    assert_eq!(refused, ["DirPortFrontPage"], "refused lines");
 }
 
 #[test]
@@ -819,6 +819,17 @@ fn dir_cache_1_turns_the_mirror_on() {
     assert!(c.dir_cache, "{w:?}");
     let (c, _) = parse("ORPort 9001\nDirCache 0\n").unwrap();
     assert!(!c.dir_cache);
+    // The default is C tor's, 1: a DirPort needs no DirCache line...
+    let (c, _) = parse("ORPort 9001\nDirPort 9030\n").unwrap();
+    assert!(c.dir_cache);
+    // ...and with DirCache 0 it is C tor's error.
+    let e = parse("ORPort 9001\nDirPort 9030\nDirCache 0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("DirPort configured but DirCache disabled"),
+        "{e}"
+    );
 }
 
 #[test]

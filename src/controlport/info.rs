@@ -46,6 +46,8 @@ pub struct RelayView<'a> {
     pub accounting: Option<AccountingReport>,
     /// The OR connections, when the ControlPort collects them.
     pub orconns: Option<&'a super::orconn::OrConnTable>,
+    /// The directory cache, for `GETINFO dir/…`, and the Unix time now.
+    pub dir: (Option<&'a super::dirinfo::DirInfo>, u64),
 }
 
 /// Every key with a line of description, for `info/names` (C's `getinfo_items`).
@@ -171,6 +173,7 @@ impl RelayView<'_> {
             "config/names" => render::config_names(),
             "info/names" => INFO_KEYS
                 .iter()
+                .chain(super::dirinfo::DIR_INFO_KEYS)
                 .map(|(k, d)| format!("{k} -- {d}\n"))
                 .collect(),
             "events/names" => EVENT_NAMES.join(" "),
@@ -231,6 +234,9 @@ impl RelayView<'_> {
                 .collect::<Vec<_>>()
                 .join(" "),
             _ => {
+                if key.starts_with("dir/") {
+                    return super::dirinfo::getinfo(self.dir.0, self.fingerprint, key, self.dir.1);
+                }
                 if let Some(fp) = key.strip_prefix("ns/id/") {
                     return self.ns_id(key, fp);
                 }

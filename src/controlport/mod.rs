@@ -9,6 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
 
 pub mod auth;
+pub mod dirinfo;
 pub mod events;
 pub mod info;
 pub mod orconn;

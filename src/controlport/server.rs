@@ -100,6 +100,8 @@ pub struct ServerParams {
     /// Collect the shards' OR-connection facts (`crate::relay::ctlevents`) for ORCONN and
     /// `GETINFO orconn-status`; off only in tests that share the process-wide queue.
     pub orconn_events: bool,
+    /// The directory cache's store and our descriptor, for `GETINFO dir/…`.
+    pub dir: Option<super::dirinfo::DirInfo>,
 }
 
 /// Where the server reads our current consensus entry from (the control plane's snapshot).
@@ -251,6 +253,7 @@ impl ControlPortServer {
             self_status: p.self_status,
             last_hibernation,
             accounting: p.accounting,
+            dir: p.dir,
             started: p.started,
             state: state.clone(),
             facts: process_facts(),
@@ -316,6 +319,7 @@ struct Worker {
     state: Arc<Mutex<RelayState>>,
     self_status: SelfStatus,
     accounting: crate::relay::hibernate::AccountingInfo,
+    dir: Option<super::dirinfo::DirInfo>,
     /// The hibernation state last reported in a STATUS_SERVER event.
     last_hibernation: Hibernation,
     facts: ProcessFacts,
@@ -570,6 +574,10 @@ impl Worker {
                     ns_self: ns_self.as_deref(),
                     accounting,
                     orconns: Some(&self.orconns),
+                    dir: (
+                        self.dir.as_ref(),
+                        crate::keys::time::unix_secs(std::time::SystemTime::now()),
+                    ),
                 };
                 self.conns[i]
                     .session
@@ -745,6 +753,7 @@ mod tests {
             self_status: Arc::new(|| None),
             accounting: Default::default(),
             orconn_events: false,
+            dir: None,
         }
     }
 

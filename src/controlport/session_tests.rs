@@ -57,6 +57,7 @@ impl Fixture {
             ns_self: None,
             accounting: None,
             orconns: None,
+            dir: (None, 0),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`hsdir`]: the HSDir v3 onion-service descriptor cache (`HSDir=2`).
 //! - [`mirror`]: what to fetch from the authorities and when, and filing the answers.
 //! - [`verify`]: the checks a fetched document passes before it is stored.
+//! - [`memory`]: C tor's warning when the machine's memory and `DirCache` disagree.
 //! - [`disk`]: the store's copy under `DataDirectory/dircache/` (atomic writes), loaded at
 //!   start-up through the same checks.
 //! - [`request`], [`serve`], [`compress`]: the serving side, sans-IO: a request's bytes
@@ -26,6 +27,7 @@ pub mod compress;
 pub mod consdiff;
 pub mod disk;
 pub mod hsdir;
+pub mod memory;
 pub mod mirror;
 pub mod request;
 pub mod serve;

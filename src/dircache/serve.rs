@@ -746,6 +746,7 @@ mod tests {
                 valid_until: NOW + 10200,
                 signers: vec![RsaIdentity(AUTH_A), RsaIdentity(AUTH_B)],
                 sha3_digest: [3; 32],
+                try_diff_newer_than: crate::dircache::store::TRY_DIFF_DEFAULT_SECS,
             });
         }
         s.insert_diff(

@@ -52,6 +52,9 @@ pub struct Document {
     pub published: u64,
 }
 
+/// C tor's default `try-diff-for-consensus-newer-than` (72 hours), in seconds.
+pub const TRY_DIFF_DEFAULT_SECS: u64 = 72 * 3600;
+
 /// A verified consensus.
 #[derive(Debug, Clone)]
 pub struct ConsensusDoc {
@@ -71,6 +74,10 @@ pub struct ConsensusDoc {
     /// text: signatures can be re-encoded, so a client names its consensus by this digest in
     /// `X-Or-Diff-From-Consensus`.
     pub sha3_digest: [u8; 32],
+    /// Its `try-diff-for-consensus-newer-than` parameter in seconds (C tor dirclient.c
+    /// `dir_consensus_request_set_additional_headers`: hours, default 72, 0..=8192): a
+    /// cache holding it asks for a diff from it only while it is younger than this.
+    pub try_diff_newer_than: u64,
 }
 
 /// The kinds of document the mirror fetches, for counters and bounds.
@@ -620,6 +627,7 @@ mod tests {
             valid_until: 0,
             signers: vec![],
             sha3_digest: [d; 32],
+            try_diff_newer_than: TRY_DIFF_DEFAULT_SECS,
         };
         let (md, ns) = (ConsensusFlavor::Microdesc, ConsensusFlavor::Ns);
         s.set_consensus(c(1, md));
@@ -651,6 +659,7 @@ mod tests {
             valid_until: 0,
             signers: vec![],
             sha3_digest: [d; 32],
+            try_diff_newer_than: TRY_DIFF_DEFAULT_SECS,
         };
         s.set_consensus(c(1));
         s.insert_diff(ConsensusFlavor::Microdesc, [0; 32], Arc::from(&b"diff"[..]));

@@ -88,8 +88,18 @@ pub fn verify_consensus(
         valid_until: consensus.valid_until,
         signers: summary.good,
         sha3_digest: consensus.sha3_as_signed(),
+        try_diff_newer_than: try_diff_newer_than(&consensus),
     };
     Ok(VerifiedConsensus { consensus, doc })
+}
+
+/// C tor's `try-diff-for-consensus-newer-than` (dirclient.c: hours, default 72, bounds
+/// 0..=8192) in seconds.
+fn try_diff_newer_than(c: &Consensus) -> u64 {
+    let hours = c
+        .params
+        .get("try-diff-for-consensus-newer-than", 72, 0, 8192);
+    u64::try_from(hours).unwrap_or(0) * 3600
 }
 
 /// Splits a concatenation of documents at every line that starts with `keyword` followed by
@@ -256,6 +266,27 @@ pub fn verify_server_descriptors(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The diff age is the consensus's own parameter, in C tor's bounds, 72 h without it.
+    #[test]
+    fn diff_age_comes_from_the_consensus_parameter() {
+        let md = include_str!("testdata/consensus-microdesc.txt");
+        let with = |v: &str| {
+            let t = md.replace(
+                "sendme_accept_min_version=1\n",
+                &format!("sendme_accept_min_version=1 try-diff-for-consensus-newer-than={v}\n"),
+            );
+            try_diff_newer_than(&Consensus::parse(&t).unwrap())
+        };
+        assert_eq!(
+            try_diff_newer_than(&Consensus::parse(md).unwrap()),
+            72 * 3600
+        );
+        assert_eq!(with("5"), 5 * 3600);
+        assert_eq!(with("0"), 0);
+        // Out of bounds: C tor's `networkstatus_get_param` clips to 0..=8192.
+        assert_eq!(with("9000"), 8192 * 3600);
+    }
 
     #[test]
     fn splitting_keeps_every_byte_and_leading_junk() {

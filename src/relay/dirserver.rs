@@ -18,11 +18,11 @@
 //!   per request is compressed as it is sent ([`StreamCompressor`]), so a connection holds
 //!   at most [`STREAM_AHEAD`] bytes of its own besides the compressor;
 //! * DirPort answers to a peer that is not internal (or to any, with
-//!   `CountPrivateBandwidth`) are paced by a write token bucket of `BandwidthRate` /
-//!   `BandwidthBurst` ([`WriteBucket`]), and such a request gets C tor's `503 Directory
-//!   busy` when that bucket, or the relay's global or relayed write bucket, holds less than
-//!   its answer, or the DirPort bucket ran dry in the last second (C tor
-//!   `connection_dir_is_global_write_low`). BEGIN_DIR streams are never refused or paced
+//!   `CountPrivateBandwidth`) are paced by the relay-wide global write bucket the shards
+//!   spend from (`BandwidthRate` / `BandwidthBurst`, [`WriteBucket`] takes from
+//!   [`SharedBudget`]), and such a request gets C tor's `503 Directory busy` when the
+//!   global or relayed write bucket holds less than its answer, or the global one ran dry
+//!   in the last second (C tor `connection_dir_is_global_write_low`). BEGIN_DIR streams are never refused or paced
 //!   here: C tor does not rate-limit linked connections (`connection_is_rate_limited`),
 //!   their bytes are paced by the circuit (SENDMEs) and the relay's own buckets.
 //!
@@ -226,42 +226,43 @@ impl Drop for DirServer {
     }
 }
 
-/// The DirPort's share of C tor's global write bucket (connection.c): refilled at
-/// `BandwidthRate` up to `BandwidthBurst`, spent by what rate-limited DirPort connections
-/// write, and asked before an answer (`connection_dir_is_global_write_low`).
+/// The DirPort's draw on the relay-wide global write bucket (C tor connection.c charges
+/// directory connections to the same `global_bucket` as OR and exit traffic;
+/// `connection_counts_as_relayed_traffic` is false for them, so not the relayed one). A
+/// small local allowance is taken from the shards' [`SharedBudget`] at a time, so DirPort
+/// and OR traffic together stay within `BandwidthRate`/`BandwidthBurst`.
 struct WriteBucket {
+    /// Taken from the shared budget, not yet written.
     tokens: i64,
-    last_refill: Instant,
-    /// When the bucket last ran dry: C tor answers 503 for a second after that
-    /// (`write_buckets_last_empty_at`).
+    /// When the global write bucket last ran dry: C tor answers 503 for a second after
+    /// that (`write_buckets_last_empty_at`).
     last_empty: Option<Instant>,
 }
 
+/// The global write pool of [`SharedBudget`] (`POOL_LABELS`).
+const GLOBAL_WRITE: usize = 1;
+/// The relayed write pool.
+const RELAYED_WRITE: usize = 3;
+
 impl WriteBucket {
-    fn new(burst: u64, now: Instant) -> WriteBucket {
+    fn new() -> WriteBucket {
         WriteBucket {
-            tokens: burst.min(i64::MAX as u64) as i64,
-            last_refill: now,
+            tokens: 0,
             last_empty: None,
         }
     }
 
-    fn refill(&mut self, now: Instant, rate: u64, burst: u64) {
-        let us = now.saturating_duration_since(self.last_refill).as_micros();
-        let add = (u128::from(rate) * us / 1_000_000).min(i64::MAX as u128 / 2) as i64;
-        if add <= 0 {
-            return;
+    /// Tops the local allowance up toward `need` bytes, at most one chunk (a shard's share
+    /// of one refill interval), so an idle DirPort holds back little of the budget. Dry:
+    /// the global bucket is empty.
+    fn top_up(&mut self, now: Instant, budget: &SharedBudget, need: usize) {
+        let need = i64::try_from(need).unwrap_or(i64::MAX);
+        let want = need.min(budget.chunk(GLOBAL_WRITE)) - self.tokens;
+        if want > 0 {
+            self.tokens += budget.take_unsharded(GLOBAL_WRITE, want);
         }
-        let cap = burst.min(i64::MAX as u64) as i64;
-        self.tokens = self.tokens.saturating_add(add);
-        if self.tokens >= cap {
-            self.tokens = cap;
-            self.last_refill = now;
-        } else {
-            // Only the time that earned whole tokens is used up, so a slow rate loses
-            // nothing to rounding.
-            let used = add as u128 * 1_000_000 / u128::from(rate.max(1));
-            self.last_refill += Duration::from_micros(used.min(us) as u64);
+        if self.tokens <= 0 {
+            self.last_empty = Some(now);
         }
     }
 
@@ -270,26 +271,25 @@ impl WriteBucket {
         self.tokens.max(0) as usize
     }
 
-    fn spend(&mut self, n: usize, now: Instant) {
+    fn spend(&mut self, n: usize) {
         self.tokens = self.tokens.saturating_sub(n as i64);
-        if self.tokens <= 0 {
-            self.last_empty = Some(now);
-        }
     }
 
     /// The largest answer a rate-limited request may get now (C tor
-    /// `connection_dir_is_global_write_low`: the smaller of its global and relayed write
-    /// buckets, none just after a bucket ran dry). `shared`: the relay's buckets (global
-    /// write, relayed write).
-    fn answer_allowance(&self, now: Instant, shared: Option<(i64, i64)>) -> u64 {
+    /// `connection_dir_is_global_write_low`: the smaller of the global and relayed write
+    /// buckets, none for a second after the global one ran dry). The global bucket is what
+    /// the shared budget holds plus our own allowance.
+    fn answer_allowance(&self, now: Instant, budget: &SharedBudget) -> u64 {
         if self
             .last_empty
             .is_some_and(|t| now.saturating_duration_since(t) <= Duration::from_secs(1))
         {
             return 0;
         }
-        let (g, r) = shared.unwrap_or((i64::MAX, i64::MAX));
-        self.tokens.min(g).min(r).max(0) as u64
+        let t = budget.tokens();
+        (t[GLOBAL_WRITE].saturating_add(self.tokens))
+            .min(t[RELAYED_WRITE])
+            .max(0) as u64
     }
 }
 
@@ -446,13 +446,12 @@ fn serve_loop(
                 i.dir_conn_max_stall.unwrap_or(DIR_CONN_MAX_STALL),
             )
         };
-        // The bucket follows the relay's BandwidthRate/Burst (a SIGHUP changes them).
+        // DirPort bytes come out of the relay-wide budget (a SIGHUP changes its rates).
         match &budget {
             Some(b) => {
-                let r = b.rates();
-                bucket
-                    .get_or_insert_with(|| WriteBucket::new(r.burst, now))
-                    .refill(now, r.rate, r.burst);
+                // Shards refill it at their ticks; with none busy this thread may be first.
+                b.refill(now);
+                bucket.get_or_insert_with(WriteBucket::new);
             }
             None => bucket = None,
         }
@@ -485,10 +484,6 @@ fn serve_loop(
                 }
             }
         }
-        let shared = budget.as_ref().map(|b| {
-            let t = b.tokens();
-            (t[1], t[3])
-        });
         let mut reading: usize = conns.iter().map(Conn::reading).sum();
         let mut i = 0;
         while i < conns.len() {
@@ -497,7 +492,7 @@ fn serve_loop(
                 &mut conns[i],
                 now,
                 reading < MAX_READ_BUFFER_BYTES,
-                (&mut bucket, shared),
+                (&mut bucket, budget.as_deref()),
                 max_stall,
                 &store,
                 &inputs,
@@ -604,7 +599,7 @@ fn step(
     c: &mut Conn,
     now: Instant,
     may_read: bool,
-    (bucket, shared): (&mut Option<WriteBucket>, Option<(i64, i64)>),
+    (bucket, budget): (&mut Option<WriteBucket>, Option<&SharedBudget>),
     max_stall: Duration,
     store: &SharedStore,
     inputs: &RwLock<DirServerInputs>,
@@ -657,7 +652,9 @@ fn step(
                     own_descriptor: inputs.own_descriptor.as_ref(),
                     peer_for_header: c.peer.and_then(|p| header_addr(p, &inputs.our_addresses)),
                     write_allowance: match bucket {
-                        Some(b) if c.limited => b.answer_allowance(now, shared),
+                        Some(b) if c.limited => {
+                            budget.map_or(u64::MAX, |g| b.answer_allowance(now, g))
+                        }
                         _ => u64::MAX,
                     },
                 };
@@ -698,7 +695,10 @@ fn step(
                 Err(_) => return (false, true),
             };
             let mut n_max = data.len();
-            if let (true, Some(b)) = (c.limited, bucket.as_ref()) {
+            if let (true, Some(b), Some(g)) = (c.limited, bucket.as_mut(), budget) {
+                if b.allowance() < n_max {
+                    b.top_up(now, g, n_max);
+                }
                 n_max = n_max.min(b.allowance());
                 if n_max == 0 {
                     break;
@@ -711,7 +711,7 @@ fn step(
                     c.last_progress = now;
                     w.sent += n;
                     if let (true, Some(b)) = (c.limited, bucket.as_mut()) {
-                        b.spend(n, now);
+                        b.spend(n);
                     }
                     stats.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
                 }
@@ -897,34 +897,47 @@ mod tests {
     }
 
     #[test]
-    fn write_bucket_is_c_tors_global_write_bucket() {
+    fn write_bucket_draws_on_the_relay_wide_budget() {
+        use crate::shard::ratelimit::BwRates;
         let t0 = Instant::now();
-        let mut b = WriteBucket::new(1000, t0);
-        assert_eq!(b.answer_allowance(t0, None), 1000);
-        // The smaller of the relay's global and relayed write buckets counts too.
-        assert_eq!(b.answer_allowance(t0, Some((700, 900))), 700);
-        assert_eq!(b.answer_allowance(t0, Some((700, -5))), 0);
-        b.spend(600, t0);
-        assert_eq!((b.allowance(), b.answer_allowance(t0, None)), (400, 400));
-        b.spend(400, t0);
+        let rates = |relay_rate| BwRates {
+            rate: 100_000,
+            burst: 100_000,
+            relay_rate,
+            relay_burst: relay_rate,
+        };
+        let g = SharedBudget::new(2, rates(0), t0);
+        let mut b = WriteBucket::new();
+        assert_eq!(b.answer_allowance(t0, &g), 100_000);
+        // A shard spends 70 kB: the DirPort sees what is left.
+        assert_eq!(g.take(0, GLOBAL_WRITE, 50_000), 50_000);
+        assert_eq!(g.take(1, GLOBAL_WRITE, 20_000), 20_000);
+        assert_eq!(b.answer_allowance(t0, &g), 30_000);
+        // Writing takes from the shared budget, one chunk at most (16 KiB here).
+        b.top_up(t0, &g, 40_000);
+        assert_eq!(b.allowance(), 16 * 1024);
+        assert_eq!(g.tokens()[GLOBAL_WRITE], 30_000 - 16 * 1024);
+        assert_eq!(
+            b.answer_allowance(t0, &g),
+            30_000,
+            "held tokens still count"
+        );
+        b.spend(16 * 1024);
+        b.top_up(t0, &g, 40_000);
+        b.spend(b.allowance());
+        // Dry: nothing answered for a second (C `write_buckets_last_empty_at`), even
+        // after a refill.
+        b.top_up(t0, &g, 1);
         assert_eq!(b.allowance(), 0);
-        // Refilled at the rate, capped at the burst; but for a second after it ran dry,
-        // nothing is answered (C `write_buckets_last_empty_at`).
         let t1 = t0 + Duration::from_millis(500);
-        b.refill(t1, 1000, 1000);
-        assert_eq!(b.allowance(), 500);
-        assert_eq!(b.answer_allowance(t1, None), 0);
-        let t2 = t0 + Duration::from_millis(1500);
-        b.refill(t2, 1000, 1000);
-        assert_eq!(b.allowance(), 1000);
-        assert_eq!(b.answer_allowance(t2, None), 1000);
-        // A slow rate loses no time to rounding.
-        let mut b = WriteBucket::new(10, t0);
-        b.spend(10, t0);
-        for ms in 1..=1000 {
-            b.refill(t0 + Duration::from_millis(ms), 3, 10);
-        }
-        assert_eq!(b.allowance(), 3);
+        assert!(g.refill(t1));
+        assert_eq!(b.answer_allowance(t1, &g), 0);
+        let t2 = t0 + Duration::from_millis(1100);
+        assert!(g.refill(t2));
+        assert!(b.answer_allowance(t2, &g) > 0);
+        // The relayed write bucket counts too when it is smaller.
+        let g = SharedBudget::new(1, rates(80_000), t0);
+        assert_eq!(WriteBucket::new().answer_allowance(t0, &g), 80_000);
     }
 
     /// A store with `n` microdescriptors of `len` bytes each, keyed [i; 32].
@@ -980,6 +993,7 @@ mod tests {
         eprintln!("seed {seed}");
         // 40 microdescs of 1000 bytes; the documents are in key order in the answer.
         let (store, all) = md_store(40, 1000, seed);
+        let started = Instant::now();
         let budget = SharedBudget::new(
             1,
             BwRates {
@@ -988,14 +1002,14 @@ mod tests {
                 relay_rate: 0,
                 relay_burst: 0,
             },
-            Instant::now(),
+            started,
         );
         let server = DirServer::start(
             vec![TcpListener::bind("127.0.0.1:0").unwrap()],
             Some(TcpListener::bind("127.0.0.1:0").unwrap()),
             store,
             DirServerInputs {
-                bandwidth: Some(budget),
+                bandwidth: Some(budget.clone()),
                 // The test's peer is loopback: count it as C tor does with
                 // CountPrivateBandwidth.
                 count_private_bandwidth: true,
@@ -1029,6 +1043,21 @@ mod tests {
         assert!(
             out.starts_with(b"HTTP/1.0 503 "),
             "spent by the first answer"
+        );
+        // The DirPort draws on the relay-wide budget: what it sent is gone from it, and
+        // what a shard spends leaves the DirPort less. (Refills add 20 kB/s; the
+        // burst caps them.)
+        let earned = (20_000.0 * started.elapsed().as_secs_f64()) as i64 + 1;
+        let left = budget.tokens()[1];
+        assert!(left <= 20_000 - 15_000 + earned, "{left} tokens left");
+        std::thread::sleep(Duration::from_millis(1100));
+        budget.refill(Instant::now());
+        assert_eq!(budget.tokens()[1], 20_000, "full again");
+        assert_eq!(budget.take(0, 1, 12_000), 12_000);
+        let out = get(dirport, &md_url(0..10), "");
+        assert!(
+            out.starts_with(b"HTTP/1.0 503 "),
+            "10 kB does not fit beside the shard's 12 kB"
         );
         // Compressed as sent: zstd and deflate, over BEGIN_DIR, whole and exact.
         for (enc, name) in [("x-zstd", "x-zstd"), ("deflate", "deflate")] {

@@ -386,9 +386,6 @@ impl MirrorWorker {
 const ACCEPT_ENCODING: &str = "x-tor-lzma, x-zstd, deflate, gzip, identity";
 /// C tor's `DEFAULT_IF_MODIFIED_SINCE_DELAY`.
 const IF_MODIFIED_SINCE_DELAY: u64 = 180;
-/// C tor's `try-diff-for-consensus-newer-than` default: no diff is asked for from a
-/// consensus older than this.
-const TRY_DIFF_FOR_CONSENSUS_NEWER: u64 = 72 * 3600;
 /// Decompressed answers larger than this are refused (a consensus is at most
 /// `MAX_CONSENSUS_SIZE`; descriptor batches are far smaller).
 const MAX_DECOMPRESSED: usize = 64 << 20;
@@ -396,7 +393,8 @@ const MAX_DECOMPRESSED: usize = 64 << 20;
 /// Headers of a consensus fetch, as a C tor cache sends them (dirclient.c
 /// `directory_get_from_dirserver`) when it holds a consensus of that flavour:
 /// `If-Modified-Since` its valid-after plus 3 minutes (at most half its fresh interval),
-/// and `X-Or-Diff-From-Consensus` its digest if it is less than 72 hours old, so the
+/// and `X-Or-Diff-From-Consensus` its digest if it is younger than its `try-diff-for-consensus-newer-than`
+/// parameter (72 hours by default), so the
 /// server answers a diff (or 304 if it has nothing newer).
 fn consensus_headers(
     request: &crate::dircache::mirror::FetchRequest,
@@ -419,7 +417,7 @@ fn consensus_headers(
         crate::dircache::serve::http_date(c.valid_after + delay)
     )];
     let now = crate::keys::time::unix_secs(now);
-    if c.valid_after + TRY_DIFF_FOR_CONSENSUS_NEWER >= now {
+    if c.valid_after + c.try_diff_newer_than >= now {
         h.push(format!(
             "X-Or-Diff-From-Consensus: {}",
             crate::util::hex::encode_upper(&c.sha3_digest)
@@ -493,6 +491,7 @@ mod tests {
             valid_until: valid_after + 3 * 3600,
             signers: vec![],
             sha3_digest: [sha3; 32],
+            try_diff_newer_than: crate::dircache::store::TRY_DIFF_DEFAULT_SECS,
         }
     }
 
@@ -523,6 +522,16 @@ mod tests {
         assert!(consensus_headers(&FetchRequest::Certs, &store, now).is_empty());
         let old = unix(now) - 73 * 3600;
         store.write().unwrap().set_consensus(doc(b"x", old, 1));
+        assert_eq!(consensus_headers(&req, &store, now).len(), 1);
+        // The consensus parameter sets the age: 0 hours asks for no diff even from a
+        // consensus 10 minutes old; 100 hours asks for one from a 73-hour-old one.
+        let mut d = doc(b"x", old, 1);
+        d.try_diff_newer_than = 100 * 3600;
+        store.write().unwrap().set_consensus(d);
+        assert_eq!(consensus_headers(&req, &store, now).len(), 2);
+        let mut d = doc(b"x", va, 1);
+        d.try_diff_newer_than = 0;
+        store.write().unwrap().set_consensus(d);
         assert_eq!(consensus_headers(&req, &store, now).len(), 1);
         let r = String::from_utf8(get_request("/p", "h", &h)).unwrap();
         assert!(r.contains("Accept-Encoding: x-tor-lzma, x-zstd, deflate, gzip, identity\r\n"));

@@ -264,6 +264,20 @@ struct Relay {
 }
 
 impl Relay {
+    /// Where `GETINFO dir/…` reads: the cache's store and the descriptor the directory
+    /// server serves as ours.
+    fn control_dir_info(&self) -> crate::controlport::dirinfo::DirInfo {
+        let inputs = self.dir_server.as_ref().map(|d| d.inputs.clone());
+        crate::controlport::dirinfo::DirInfo {
+            store: self.dir_store.clone(),
+            own_descriptor: Arc::new(move || {
+                let i = inputs.as_ref()?;
+                let i = i.read().unwrap_or_else(|p| p.into_inner());
+                i.own_descriptor.clone()
+            }),
+        }
+    }
+
     fn start(cl: CommandLine, config: Config, signals: SignalEvents) -> Result<Relay, RelayError> {
         let started = Instant::now();
         // `User`: files are made with the user's effective ids, ports are bound and rings
@@ -467,6 +481,13 @@ impl Relay {
             "MaxMemInQueues is {} MB ({mem_source:?}), shared by all shards.",
             mem_cap >> 20
         );
+        // C tor `options_validate`: `have_enough_mem_for_dircache`, a warning only.
+        if let Some(w) = crate::dircache::memory::memory_warning(
+            config.dir_cache,
+            shardcfg::total_system_memory().unwrap_or(mem_cap),
+        ) {
+            log_warn!("{w}");
+        }
         let mut circuits = shardcfg::circuit_config(
             profile,
             config.network_timings.extend_allow_private_addresses,
@@ -615,6 +636,7 @@ impl Relay {
             },
             accounting_info.clone(),
             self.user.as_ref(),
+            self.control_dir_info(),
         )?;
         // Every listener is bound and every ring open: drop root for good. C tor creates its
         // Unix sockets after switching, so they belong to the user; ours were bound as root,
@@ -1273,6 +1295,7 @@ fn start_control_port(
     self_status: crate::controlport::SelfStatus,
     accounting: hibernate::AccountingInfo,
     user: Option<&setup::UserIds>,
+    dir: crate::controlport::dirinfo::DirInfo,
 ) -> Result<Option<ControlPortServer>, RelayError> {
     if config.control_ports.is_empty() && config.control.unix_sockets.is_empty() {
         return Ok(None);
@@ -1320,6 +1343,7 @@ fn start_control_port(
         self_status,
         accounting,
         orconn_events: true,
+        dir: Some(dir),
     })?;
     log_notice!(
         "ControlPort listening on {} (authentication: {}).",

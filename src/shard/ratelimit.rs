@@ -299,6 +299,35 @@ impl SharedBudget {
         own + take_from(&self.spare[p], want - own)
     }
 
+    /// For a consumer that is not a shard (the directory server: C tor charges directory
+    /// connections to the same global bucket as everything else, connection.c
+    /// `connection_bucket_write_limit`): takes up to `want` tokens of pool `p` from the
+    /// spare, then evenly from the shards' slots. Lock-free, like [`take`](Self::take); the
+    /// shards' own code is unchanged, they only find less in their slots.
+    pub fn take_unsharded(&self, p: usize, want: i64) -> i64 {
+        if want <= 0 || p >= POOLS {
+            return 0;
+        }
+        let mut got = take_from(&self.spare[p], want);
+        // Two passes: an even share from each slot, then whatever is left from any.
+        for even in [true, false] {
+            let n = self.slots.len();
+            for (i, s) in self.slots.iter().enumerate() {
+                let left = want - got;
+                if left <= 0 {
+                    return got;
+                }
+                let ask = if even {
+                    (left + (n - i) as i64 - 1) / (n - i) as i64
+                } else {
+                    left
+                };
+                got += take_from(&s.0[p], ask);
+            }
+        }
+        got
+    }
+
     /// Tokens held in the shared budget (slots and spare, not shards' local buckets), per pool.
     pub fn tokens(&self) -> [i64; POOLS] {
         std::array::from_fn(|p| {
@@ -501,6 +530,32 @@ mod tests {
         let got = drain(&mut b, BwClass::Global, BwDir::Read);
         assert_eq!(got, 2 * MB, "exactly the burst");
         assert!(b.blocked(BwClass::Global, BwDir::Read));
+    }
+
+    #[test]
+    fn an_unsharded_consumer_shares_the_shards_budget() {
+        let t0 = Instant::now();
+        let rates = BwRates {
+            rate: 4000,
+            burst: 4000,
+            relay_rate: 0,
+            relay_burst: 0,
+        };
+        let b = SharedBudget::new(4, rates, t0);
+        // Full: 1000 per slot. The directory server takes 2500 of the global write pool,
+        // evenly from the slots; the shards find only what is left.
+        assert_eq!(b.take_unsharded(1, 2500), 2500);
+        assert_eq!(b.tokens()[1], 1500);
+        let shards: i64 = (0..4).map(|s| b.take(s, 1, 1000)).sum();
+        assert_eq!(shards, 1500, "together never more than the burst");
+        assert_eq!(b.take_unsharded(1, 10), 0);
+        // Other pools are untouched; a bad pool or amount takes nothing.
+        assert_eq!(b.tokens()[0], 4000);
+        assert_eq!(b.take_unsharded(POOLS, 10), 0);
+        assert_eq!(b.take_unsharded(0, -1), 0);
+        // After a refill it takes the spare first, then the slots.
+        assert!(b.refill(t0 + Duration::from_millis(500)));
+        assert_eq!(b.take_unsharded(1, 5000), 2000);
     }
 
     #[test]
