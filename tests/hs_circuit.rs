@@ -455,3 +455,44 @@ fn splice_partner_closed_with_the_same_reason() {
     );
     assert_eq!(r.core.circuit_count(), 0);
 }
+
+/// On a relay with more than one shard the tables would see only part of the circuits
+/// (cross-shard lookups are not built), so even a valid ESTABLISH_INTRO or
+/// ESTABLISH_RENDEZVOUS is refused with DESTROY TORPROTOCOL, as before the roles existed.
+#[test]
+fn multi_shard_relay_still_refuses() {
+    let mut rng = seeded("multi_shard_relay_still_refuses");
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    r.core.set_hs_shard_count(2);
+    let m1 = peer(0x21);
+    let sk = SigningKey::from_bytes(&rng.gen());
+    let (mut svc, kh) = build(&mut r, relay_chan(1, &m1, false), 1, false);
+    let acts = send(
+        &mut r,
+        &mut svc,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::ESTABLISH_INTRO,
+        &establish_intro(&sk, &kh),
+    );
+    assert_eq!(
+        destroys(&acts),
+        vec![(1, cid(1), DestroyReason::TorProtocol)]
+    );
+    let (mut cl, _) = build(&mut r, relay_chan(2, &m1, false), 2, false);
+    let cookie: [u8; 20] = rng.gen();
+    let acts = send(
+        &mut r,
+        &mut cl,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::ESTABLISH_RENDEZVOUS,
+        &cookie,
+    );
+    assert_eq!(
+        destroys(&acts),
+        vec![(2, cid(2), DestroyReason::TorProtocol)]
+    );
+    assert_eq!(r.core.hs_counters().0.est_intro_success, 0);
+    assert_eq!(r.core.circuit_count(), 0);
+}

@@ -17,8 +17,9 @@
 //! * Closing a circuit forgets its key or cookie; closing one side of a splice closes the
 //!   other with the same reason.
 //!
-//! Only tables of this shard are consulted: a key or cookie held by another shard is not
-//! found (see docs/architecture.md, "Onion-service relay roles").
+//! Only tables of this shard are consulted, so a relay with more than one shard still
+//! refuses the four requests with DESTROY TORPROTOCOL (cross-shard lookups are not built;
+//! see docs/architecture.md, "Onion-service relay roles").
 //!
 //! Crypting ahead (`relay_in.rs`) stays sound: the splice uses the partner's *backward*
 //! keystream, and a joined circuit has no next hop, so no backward cell of it is ever staged.
@@ -67,6 +68,11 @@ pub(super) struct HsRelay {
     /// Consensus `DoSRefuseSingleHopClientRendezvous` (C `dos_should_refuse_single_hop_client`;
     /// Fors refuses the torrc option).
     refuse_single_hop: bool,
+    /// Shards of this relay. The tables are per shard and cross-shard lookups are not
+    /// built yet, so with more than one shard the requests are refused as before the roles
+    /// existed (DESTROY TORPROTOCOL, a C tor service moves on at once) rather than served
+    /// for only the clients that happen to land on the intro circuit's shard.
+    shards: usize,
 }
 
 impl HsRelay {
@@ -78,6 +84,7 @@ impl HsRelay {
             capacity: max_circuits.clamp(1, HS_TABLE_MAX),
             dos: IntroDosParams::default(),
             refuse_single_hop: false,
+            shards: 1,
         }
     }
 
@@ -104,6 +111,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             kh: *kh,
             ..HsSlot::default()
         };
+    }
+
+    /// How many shards the relay runs (the node says so when it starts).
+    pub fn set_hs_shard_count(&mut self, shards: usize) {
+        self.hs.shards = shards.max(1);
     }
 
     /// The intro-point and rendezvous-point counters of this shard.
@@ -194,6 +206,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         data: &[u8],
         io: &mut CoreIo<'_>,
     ) -> bool {
+        if self.hs.shards > 1 {
+            self.close_refused(idx, ProtocolViolation::OnionServiceRole, io);
+            return false;
+        }
         let me = self.table.handle(idx);
         let facts = self.hs_facts(idx);
         let mut st = self.hs.slot(idx).state;
