@@ -1383,11 +1383,11 @@ fn begin_dir_from_a_relay_circuit_goes_to_the_anonymous_listener() {
     }
 }
 
-/// Fors has no introduction- or rendezvous-point role: the requests for one close the
-/// circuit with DESTROY TORPROTOCOL at once (C tor's refusal of an ESTABLISH_INTRO it
-/// cannot take), so a C tor service that picked us moves on instead of waiting for an
-/// INTRO_ESTABLISHED that never comes. Not counted as the peer's protocol violation, but
-/// the rule is kept for the shard's debug line.
+/// Malformed onion-service requests on a one-hop client circuit (an ESTABLISH_INTRO with an
+/// unknown key type, INTRODUCE1 from a client channel, an ESTABLISH_RENDEZVOUS of the wrong
+/// length, RENDEZVOUS1 with an unknown cookie) close the circuit with DESTROY TORPROTOCOL,
+/// as C tor does. Counted by the HS counters, not as the peer's protocol violation, but
+/// the rule is kept for the shard's debug line (tests/hs_circuit.rs has the roles working).
 #[test]
 fn onion_service_requests_are_refused_with_destroy() {
     let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());

@@ -112,6 +112,8 @@ pub struct RelayCore<
     /// The rule broken by the last circuit closed for a protocol violation, and how many
     /// such closes since the shard last took it (for its rate-limited debug line).
     violations: Option<(super::ProtocolViolation, u64)>,
+    /// Introduction- and rendezvous-point state (`hs.rs`).
+    pub(super) hs: super::hs::HsRelay,
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
@@ -147,6 +149,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             stage: super::staged::Stage::new(),
             relay_in: super::relay_in::RelayIn::new(),
             waiting: Vec::with_capacity(cfg.max_circuits),
+            hs: super::hs::HsRelay::new(cfg.max_circuits),
             cfg,
             me,
             onion_keys,
@@ -411,6 +414,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             let c = self.table.get_mut(h.idx).expect("just inserted");
             c.crypto = Some(C::from_keys(&keys));
             c.state = CircState::Open;
+            self.hs_circuit_opened(h.idx, &keys.kh);
             self.metrics.circuits_created += 1;
             self.metrics.circuits = self.table.len() as u64;
             let mut out = [0u8; CELL_BODY_LEN];
@@ -523,6 +527,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             let c = self.table.get_mut(idx).expect("resolved");
             c.crypto = Some(crypto);
             c.state = CircState::Open;
+            self.hs_circuit_opened(idx, &keys.kh);
             self.metrics.circuits_created += 1;
             if let Some(inc) = cc_inc {
                 self.enable_cc(idx, inc);
@@ -776,8 +781,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 self.metrics.cells_forwarded += 1;
                 self.send_to_next(idx, cmd, body, io)
             }
-            // tor-spec: unrecognized with nowhere to go → close (TORPROTOCOL).
+            // tor-spec: unrecognized with nowhere to go → close (TORPROTOCOL), unless a
+            // rendezvous splices it to another circuit (`hs.rs`).
             _ => {
+                if let Some(alive) = self.splice_forward(idx, body, io) {
+                    return alive;
+                }
                 self.protocol_close(idx, super::ProtocolViolation::UnrecognizedAtLastHop, io);
                 false
             }
@@ -898,6 +907,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         });
         self.metrics.circuits = self.table.len() as u64;
         self.update_queue_metrics();
+        self.hs_circuit_closed(idx, handle, reason, io);
     }
 
     pub(super) fn update_queue_metrics(&mut self) {

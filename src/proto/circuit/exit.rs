@@ -35,6 +35,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let p = crate::dir::params::ConsensusParams::from_raw(raw.clone());
         self.cfg.refuse_unknown_exits = p.refuse_unknown_exits;
         self.cfg.allow_network_reentry = p.allow_network_reentry;
+        self.set_hs_consensus_params(&p);
     }
 
     /// A recognized relay cell. Returns false if the circuit closed.
@@ -103,21 +104,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             // Stream flow control on CC circuits (see `cc`); ignored elsewhere.
             RelayCmd::XOFF => self.relay_xoff(idx, sid, data, io),
             RelayCmd::XON => self.relay_xon(idx, sid, data, io),
-            // The introduction- and rendezvous-point requests: Fors has neither role (no
-            // HSIntro/HSRend in its `proto` line), but a C tor service picks intro points
-            // without looking at HSIntro (hs_service.c `pick_intro_point`). Dropping the
-            // cell would leave it waiting ~90 s per attempt for INTRO_ESTABLISHED before
-            // it gives up on us; C tor's own refusal of an ESTABLISH_INTRO it cannot take
-            // (hs_intropoint.c, legacy or unknown key type) closes the circuit with
-            // TORPROTOCOL, and on that DESTROY the service retries at once and drops us
-            // after MAX_INTRO_POINT_CIRCUIT_RETRIES. Not counted as the peer's violation.
+            // The introduction- and rendezvous-point requests (`hs.rs`).
             RelayCmd::ESTABLISH_INTRO
             | RelayCmd::INTRODUCE1
             | RelayCmd::ESTABLISH_RENDEZVOUS
-            | RelayCmd::RENDEZVOUS1 => {
-                self.close_refused(idx, ProtocolViolation::OnionServiceRole, io);
-                false
-            }
+            | RelayCmd::RENDEZVOUS1 => self.handle_hs(idx, cmd, data, io),
             // DROP is padding; CONNECTED, RESOLVED, EXTENDED*,
             // TRUNCATED are origin-only; other known commands (conflux, onion-service
             // replies, circuit padding) are not supported here; unknown ones are dropped

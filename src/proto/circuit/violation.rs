@@ -46,8 +46,10 @@ pub enum ProtocolViolation {
     /// An unrecognized relay cell on a circuit that ends here (C
     /// `circuit_receive_relay_cell`: "circ stops here").
     UnrecognizedAtLastHop,
-    /// ESTABLISH_INTRO, INTRODUCE1, ESTABLISH_RENDEZVOUS or RENDEZVOUS1: Fors has no
-    /// introduction-point or rendezvous-point role (it advertises neither HSIntro nor HSRend).
+    /// An ESTABLISH_INTRO, INTRODUCE1, ESTABLISH_RENDEZVOUS or RENDEZVOUS1 the intro- or
+    /// rendezvous-point rules refused (malformed, bad signature or MAC, wrong circuit,
+    /// unknown cookie…): `proto::hs`'s counters say which rule. Not counted as a peer's
+    /// protocol violation, since those counters count it.
     OnionServiceRole,
 }
 
@@ -72,9 +74,7 @@ impl ::core::fmt::Display for ProtocolViolation {
             Self::TooManyRelayEarly => "more RELAY_EARLY cells than allowed",
             Self::InboundRelayEarly => "inbound RELAY_EARLY cell",
             Self::UnrecognizedAtLastHop => "unrecognized relay cell at the last hop",
-            Self::OnionServiceRole => {
-                "onion-service cell (no introduction or rendezvous point role here)"
-            }
+            Self::OnionServiceRole => "onion-service cell refused (see the HS counters)",
         })
     }
 }

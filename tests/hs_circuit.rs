@@ -1,0 +1,498 @@
+//! The introduction point and rendezvous point in the circuit core, one shard, no sockets
+//! (rend-spec-v3; C tor `hs_intropoint.c`, `rendmid.c`, `relay.c`): a service circuit
+//! establishes an intro point with a real ed25519 key and the circuit-key MAC, a client
+//! introduces on another circuit and the service gets the INTRODUCE2 (same bytes) while the
+//! client gets INTRODUCE_ACK; then a rendezvous (ESTABLISH_RENDEZVOUS, RENDEZVOUS1,
+//! RENDEZVOUS2) and data spliced both ways through an end-to-end layer the relay cannot
+//! read, past a circuit window (the relay does no flow control on spliced cells); closing
+//! one side closes the other with C tor's reason.
+//!
+//! Seeds are printed; `FORS_TEST_SEED` replays one.
+
+mod circuit_common;
+
+use circuit_common::*;
+use ed25519_dalek::{Signer, SigningKey};
+use fors::cell::chan::{Create2, Created2, DestroyReason};
+use fors::cell::relay::RelayCmd;
+use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
+use fors::crypto::keymat::Tor1KeyMaterial;
+use fors::proto::circuit::{ChanInfo, ProtocolViolation, RelayIdentity};
+use fors::proto::hs::cells::{
+    encode_establish_intro, parse_intro_established, AckStatus, Introduce1, IntroduceAck,
+    Rendezvous1,
+};
+use fors::proto::hs::verify::{hs_mac, ESTABLISH_INTRO_SIG_PREFIX};
+use fors_testkit::circuit::PendingHandshake;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn seeded(test: &str) -> StdRng {
+    let seed: u64 = std::env::var("FORS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rngs::OsRng.gen());
+    println!("{test}: seed {seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+/// Circuit IDs a peer that opened the channel picks have the high bit set.
+fn cid(n: u32) -> CircId {
+    CircId(0x8000_0000 | n)
+}
+
+fn peer(tag: u8) -> RelayIdentity {
+    RelayIdentity {
+        rsa: fors::crypto::ids::RsaIdentity([tag; 20]),
+        ed: fors::crypto::ids::Ed25519Identity([tag; 32]),
+    }
+}
+
+/// Builds a one-hop circuit to `r` over `chan` (a middle relay's channel) and returns the
+/// client and the handshake's KH, which the test keeps to MAC an ESTABLISH_INTRO.
+fn build(r: &mut Relay, chan: ChanInfo, id: u32, v3: bool) -> (Client, [u8; 20]) {
+    let mut cl = Client::new(chan, 0x8000_0000 | id);
+    let onion = *r.keys.current().public();
+    let hs = if v3 {
+        Handshake::NtorV3 {
+            ed: r.id.ed,
+            onion,
+            exts: vec![],
+        }
+    } else {
+        Handshake::Ntor {
+            rsa: r.id.rsa,
+            onion,
+        }
+    };
+    let (st, skin) = PendingHandshake::start(&mut cl.rng, &hs).unwrap();
+    let mut body = [0u8; CELL_BODY_LEN];
+    Create2 {
+        htype: st.htype().unwrap(),
+        hdata: &skin,
+    }
+    .encode(&mut body)
+    .unwrap();
+    assert!(r
+        .cell(&cl.chan, cl.circ_id, ChanCmd::CREATE2, body)
+        .is_empty());
+    let acts = r.onions();
+    let (_, got_id, cmd, reply) = one_cell(&acts);
+    assert_eq!((got_id, cmd), (cl.circ_id, ChanCmd::CREATED2));
+    let (keys, _) = st.finish(Created2::parse(&reply).unwrap().hdata).unwrap();
+    cl.circ.layers.push(&keys);
+    (cl, keys.kh)
+}
+
+/// Sends `cmd` with `data` to hop `hop` of `cl` through `r` as `chan_cmd`.
+fn send(
+    r: &mut Relay,
+    cl: &mut Client,
+    hop: usize,
+    chan_cmd: ChanCmd,
+    cmd: RelayCmd,
+    data: &[u8],
+) -> Vec<fors::proto::circuit::Action> {
+    let (body, _) = cl
+        .circ
+        .relay_cell_with(&mut cl.rng, hop, cmd, 0, |o| {
+            o[..data.len()].copy_from_slice(data);
+            Ok(data.len())
+        })
+        .unwrap();
+    r.cell(&cl.chan, cl.circ_id, chan_cmd, body)
+}
+
+/// The relay cells in `acts` for `cl`, decrypted: (hop, cmd, data).
+fn got(cl: &mut Client, acts: &[fors::proto::circuit::Action]) -> Vec<(usize, RelayCmd, Vec<u8>)> {
+    cl.open_all(acts)
+        .into_iter()
+        .map(|(hop, cmd, _, d)| (hop, cmd, d))
+        .collect()
+}
+
+fn destroys(acts: &[fors::proto::circuit::Action]) -> Vec<(u64, CircId, DestroyReason)> {
+    cells(acts)
+        .into_iter()
+        .filter(|c| c.2 == ChanCmd::DESTROY)
+        .map(|(ch, id, _, b)| (ch.0, id, destroy_reason(&b)))
+        .collect()
+}
+
+/// An ESTABLISH_INTRO as a C tor service builds it, MAC keyed with `kh`.
+fn establish_intro(sk: &SigningKey, kh: &[u8; 20]) -> Vec<u8> {
+    let mut out = [0u8; 498];
+    let n = encode_establish_intro(
+        sk.verifying_key().as_bytes(),
+        &[],
+        |m| hs_mac(kh, m),
+        |m| {
+            let signed = [ESTABLISH_INTRO_SIG_PREFIX, m].concat();
+            sk.sign(&signed).to_bytes()
+        },
+        &mut out,
+    )
+    .unwrap();
+    out[..n].to_vec()
+}
+
+fn random_keys(rng: &mut StdRng) -> Tor1KeyMaterial {
+    let mut k = [0u8; Tor1KeyMaterial::KDF_LEN];
+    rng.fill(&mut k[..]);
+    Tor1KeyMaterial::from_kdf_output(&k)
+}
+
+/// The same keys seen from the other end (the service's side of the end-to-end hop).
+fn reversed(k: &Tor1KeyMaterial) -> Tor1KeyMaterial {
+    let mut out = k.clone();
+    out.df = k.db;
+    out.db = k.df;
+    out.kf = k.kb;
+    out.kb = k.kf;
+    out
+}
+
+#[test]
+fn intro_point_establish_and_introduce() {
+    let mut rng = seeded("intro_point_establish_and_introduce");
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let (m1, m2) = (peer(0x21), peer(0x22));
+    let sk = SigningKey::from_bytes(&rng.gen());
+
+    // A MAC keyed with another circuit's KH: refused with DESTROY TORPROTOCOL.
+    let (mut bad, _) = build(&mut r, relay_chan(9, &m1, false), 9, false);
+    let (_, other_kh) = build(&mut r, relay_chan(8, &m1, false), 8, false);
+    let acts = send(
+        &mut r,
+        &mut bad,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::ESTABLISH_INTRO,
+        &establish_intro(&sk, &other_kh),
+    );
+    assert_eq!(
+        destroys(&acts),
+        vec![(9, cid(9), DestroyReason::TorProtocol)]
+    );
+    assert_eq!(
+        r.core.take_protocol_violations(),
+        Some((ProtocolViolation::OnionServiceRole, 1))
+    );
+    assert_eq!(r.core.hs_counters().0.est_intro_verify_failed, 1);
+
+    // The service's circuit (ntor-v3), the right MAC: INTRO_ESTABLISHED.
+    let (mut svc, kh) = build(&mut r, relay_chan(1, &m1, false), 1, true);
+    let acts = send(
+        &mut r,
+        &mut svc,
+        0,
+        ChanCmd::RELAY_EARLY,
+        RelayCmd::ESTABLISH_INTRO,
+        &establish_intro(&sk, &kh),
+    );
+    let g = got(&mut svc, &acts);
+    assert_eq!(g.len(), 1, "{acts:?}");
+    assert_eq!((g[0].0, g[0].1), (0, RelayCmd::INTRO_ESTABLISHED));
+    assert!(parse_intro_established(&g[0].2).unwrap().is_empty());
+    assert_eq!(r.core.hs_table_sizes().0, 1);
+
+    // A client (ntor, through another middle): INTRODUCE2 to the service with the same
+    // bytes, INTRODUCE_ACK SUCCESS to the client.
+    let (mut cl, _) = build(&mut r, relay_chan(2, &m2, false), 2, false);
+    let encrypted: Vec<u8> = (0..300).map(|_| rng.gen()).collect();
+    let mut intro1 = [0u8; 498];
+    let n =
+        Introduce1::encode(sk.verifying_key().as_bytes(), &[], &encrypted, &mut intro1).unwrap();
+    let acts = send(
+        &mut r,
+        &mut cl,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::INTRODUCE1,
+        &intro1[..n],
+    );
+    let to_svc = got(&mut svc, &acts);
+    assert_eq!(to_svc.len(), 1, "{acts:?}");
+    assert_eq!(to_svc[0].1, RelayCmd::INTRODUCE2);
+    assert_eq!(to_svc[0].2, intro1[..n].to_vec());
+    let to_cl = got(&mut cl, &acts);
+    assert_eq!(to_cl.len(), 1, "{acts:?}");
+    assert_eq!(to_cl[0].1, RelayCmd::INTRODUCE_ACK);
+    assert_eq!(
+        IntroduceAck::parse(&to_cl[0].2).unwrap().status,
+        AckStatus::SUCCESS
+    );
+    assert_eq!(r.core.hs_counters().0.intro1_success, 1);
+
+    // A second INTRODUCE1 on that circuit: closed, no ACK.
+    let acts = send(
+        &mut r,
+        &mut cl,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::INTRODUCE1,
+        &intro1[..n],
+    );
+    assert_eq!(
+        destroys(&acts),
+        vec![(2, cid(2), DestroyReason::TorProtocol)]
+    );
+
+    // An unknown key: ACK UNKNOWN_ID, the circuit stays.
+    let (mut cl2, _) = build(&mut r, relay_chan(3, &m2, false), 3, false);
+    let other = SigningKey::from_bytes(&rng.gen());
+    let n = Introduce1::encode(
+        other.verifying_key().as_bytes(),
+        &[],
+        &encrypted,
+        &mut intro1,
+    )
+    .unwrap();
+    let acts = send(
+        &mut r,
+        &mut cl2,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::INTRODUCE1,
+        &intro1[..n],
+    );
+    let to_cl = got(&mut cl2, &acts);
+    assert_eq!(to_cl.len(), 1, "{acts:?}");
+    assert_eq!(
+        IntroduceAck::parse(&to_cl[0].2).unwrap().status,
+        AckStatus::UNKNOWN_ID
+    );
+    assert!(got(&mut svc, &acts).is_empty());
+    assert!(destroys(&acts).is_empty());
+
+    // The service re-establishes on a new circuit: the old one is closed with FINISHED.
+    let (mut svc2, kh2) = build(&mut r, relay_chan(4, &m1, false), 4, false);
+    let acts = send(
+        &mut r,
+        &mut svc2,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::ESTABLISH_INTRO,
+        &establish_intro(&sk, &kh2),
+    );
+    assert_eq!(destroys(&acts), vec![(1, cid(1), DestroyReason::Finished)]);
+    assert_eq!(got(&mut svc2, &acts)[0].1, RelayCmd::INTRO_ESTABLISHED);
+    assert_eq!(r.core.hs_table_sizes().0, 1);
+
+    // Its DESTROY forgets the key: an INTRODUCE1 for it is now UNKNOWN_ID.
+    let acts = r.cell(
+        &svc2.chan,
+        svc2.circ_id,
+        ChanCmd::DESTROY,
+        [0u8; CELL_BODY_LEN],
+    );
+    assert!(destroys(&acts).is_empty());
+    assert_eq!(r.core.hs_table_sizes().0, 0);
+}
+
+#[test]
+fn rendezvous_splice_both_ways_and_close() {
+    let mut rng = seeded("rendezvous_splice_both_ways_and_close");
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let (m1, m2) = (peer(0x21), peer(0x22));
+    let (mut cl, _) = build(&mut r, relay_chan(1, &m1, false), 1, false);
+    let (mut svc, _) = build(&mut r, relay_chan(2, &m2, false), 2, true);
+
+    let cookie: [u8; 20] = rng.gen();
+    let acts = send(
+        &mut r,
+        &mut cl,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::ESTABLISH_RENDEZVOUS,
+        &cookie,
+    );
+    let g = got(&mut cl, &acts);
+    assert_eq!(g, vec![(0, RelayCmd::RENDEZVOUS_ESTABLISHED, vec![])]);
+
+    // A second circuit with the same waiting cookie is refused.
+    let (mut dup, _) = build(&mut r, relay_chan(3, &m1, false), 3, false);
+    let acts = send(
+        &mut r,
+        &mut dup,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::ESTABLISH_RENDEZVOUS,
+        &cookie,
+    );
+    assert_eq!(
+        destroys(&acts),
+        vec![(3, cid(3), DestroyReason::TorProtocol)]
+    );
+
+    // RENDEZVOUS1 from the service: RENDEZVOUS2 (everything after the cookie) to the client.
+    let info: Vec<u8> = (0..64).map(|_| rng.gen()).collect();
+    let mut rend1 = [0u8; 498];
+    let n = Rendezvous1::encode(&cookie, &info, &mut rend1).unwrap();
+    let acts = send(
+        &mut r,
+        &mut svc,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::RENDEZVOUS1,
+        &rend1[..n],
+    );
+    assert!(got(&mut svc, &acts).is_empty());
+    let g = got(&mut cl, &acts);
+    assert_eq!(g, vec![(0, RelayCmd::RENDEZVOUS2, info.clone())]);
+    assert_eq!(r.core.hs_counters().1.rend1_success, 1);
+
+    // The end-to-end hop: the relay holds neither key.
+    let e2e = random_keys(&mut rng);
+    cl.circ.layers.push(&e2e);
+    svc.circ.layers.push(&reversed(&e2e));
+
+    // Client → service: more cells than a circuit window (1000), one as RELAY_EARLY.
+    let mut sent = Vec::new();
+    let mut recv = Vec::new();
+    for i in 0..1100 {
+        let len = rng.gen_range(1..=498);
+        let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        let cmd = if i == 5 {
+            ChanCmd::RELAY_EARLY
+        } else {
+            ChanCmd::RELAY
+        };
+        let acts = send(&mut r, &mut cl, 1, cmd, RelayCmd::DATA, &data);
+        let c = cells(&acts);
+        assert_eq!(c.len(), 1, "cell {i}: {acts:?}");
+        assert_eq!(
+            (c[0].0 .0, c[0].1, c[0].2),
+            (2, svc.circ_id, ChanCmd::RELAY)
+        );
+        let (hop, cmd, _, d) = svc.open(c[0].3);
+        assert_eq!((hop, cmd), (1, RelayCmd::DATA));
+        sent.extend_from_slice(&data);
+        recv.extend_from_slice(&d);
+    }
+    assert_eq!(sent, recv);
+
+    // Service → client.
+    let (mut sent, mut recv) = (Vec::new(), Vec::new());
+    for i in 0..1100 {
+        let len = rng.gen_range(1..=498);
+        let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        let acts = send(&mut r, &mut svc, 1, ChanCmd::RELAY, RelayCmd::DATA, &data);
+        let c = cells(&acts);
+        assert_eq!(c.len(), 1, "cell {i}: {acts:?}");
+        assert_eq!((c[0].0 .0, c[0].1, c[0].2), (1, cl.circ_id, ChanCmd::RELAY));
+        let (hop, cmd, _, d) = cl.open(c[0].3);
+        assert_eq!((hop, cmd), (1, RelayCmd::DATA));
+        sent.extend_from_slice(&data);
+        recv.extend_from_slice(&d);
+    }
+    assert_eq!(sent, recv);
+    assert_eq!(r.core.circuit_count(), 2);
+
+    // The service's side goes: the client's side gets DESTROY DESTROYED (C tor closes the
+    // splice with the reason its own circuit closed with: DESTROYED for a DESTROY).
+    let acts = r.cell(
+        &svc.chan,
+        svc.circ_id,
+        ChanCmd::DESTROY,
+        [0u8; CELL_BODY_LEN],
+    );
+    assert_eq!(
+        destroys(&acts),
+        vec![(1, cl.circ_id, DestroyReason::Destroyed)]
+    );
+    assert_eq!(r.core.circuit_count(), 0);
+    assert_eq!(r.core.hs_table_sizes(), (0, 0));
+    assert_eq!(r.core.hs_counters().1.splices_closed, 2);
+}
+
+/// A joined pair closed from the client's side by a protocol error on it (an unrecognized
+/// cell on a circuit that is not spliced is one; here a malformed RENDEZVOUS1 on the
+/// client's spliced circuit): the service's side gets the same reason.
+#[test]
+fn splice_partner_closed_with_the_same_reason() {
+    let mut rng = seeded("splice_partner_closed_with_the_same_reason");
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    let (m1, m2) = (peer(0x21), peer(0x22));
+    let (mut cl, _) = build(&mut r, relay_chan(1, &m1, false), 1, false);
+    let (mut svc, _) = build(&mut r, relay_chan(2, &m2, false), 2, false);
+    let cookie: [u8; 20] = rng.gen();
+    send(
+        &mut r,
+        &mut cl,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::ESTABLISH_RENDEZVOUS,
+        &cookie,
+    );
+    let mut rend1 = [0u8; 498];
+    let n = Rendezvous1::encode(&cookie, &[7; 64], &mut rend1).unwrap();
+    send(
+        &mut r,
+        &mut svc,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::RENDEZVOUS1,
+        &rend1[..n],
+    );
+    // An ESTABLISH_RENDEZVOUS on an already joined circuit is refused (TORPROTOCOL).
+    let acts = send(
+        &mut r,
+        &mut cl,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::ESTABLISH_RENDEZVOUS,
+        &cookie,
+    );
+    let mut d = destroys(&acts);
+    d.sort_by_key(|x| x.0);
+    assert_eq!(
+        d,
+        vec![
+            (1, cl.circ_id, DestroyReason::TorProtocol),
+            (2, svc.circ_id, DestroyReason::TorProtocol)
+        ]
+    );
+    assert_eq!(r.core.circuit_count(), 0);
+}
+
+/// On a relay with more than one shard the tables would see only part of the circuits
+/// (cross-shard lookups are not built), so even a valid ESTABLISH_INTRO or
+/// ESTABLISH_RENDEZVOUS is refused with DESTROY TORPROTOCOL, as before the roles existed.
+#[test]
+fn multi_shard_relay_still_refuses() {
+    let mut rng = seeded("multi_shard_relay_still_refuses");
+    let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
+    r.core.set_hs_shard_count(2);
+    let m1 = peer(0x21);
+    let sk = SigningKey::from_bytes(&rng.gen());
+    let (mut svc, kh) = build(&mut r, relay_chan(1, &m1, false), 1, false);
+    let acts = send(
+        &mut r,
+        &mut svc,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::ESTABLISH_INTRO,
+        &establish_intro(&sk, &kh),
+    );
+    assert_eq!(
+        destroys(&acts),
+        vec![(1, cid(1), DestroyReason::TorProtocol)]
+    );
+    let (mut cl, _) = build(&mut r, relay_chan(2, &m1, false), 2, false);
+    let cookie: [u8; 20] = rng.gen();
+    let acts = send(
+        &mut r,
+        &mut cl,
+        0,
+        ChanCmd::RELAY,
+        RelayCmd::ESTABLISH_RENDEZVOUS,
+        &cookie,
+    );
+    assert_eq!(
+        destroys(&acts),
+        vec![(2, cid(2), DestroyReason::TorProtocol)]
+    );
+    assert_eq!(r.core.hs_counters().0.est_intro_success, 0);
+    assert_eq!(r.core.circuit_count(), 0);
+}
