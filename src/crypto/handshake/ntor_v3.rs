@@ -353,6 +353,17 @@ pub enum CircuitKeys {
     Cgo(Box<CgoKeyMaterial>),
 }
 
+impl CircuitKeys {
+    /// KH, the 20 bytes after the relay keys (C tor's `rend_circ_nonce`), whichever
+    /// algorithm the circuit uses: rend-spec-v3 binds ESTABLISH_INTRO to it.
+    pub fn kh(&self) -> &[u8; 20] {
+        match self {
+            CircuitKeys::Tor1(k) => &k.kh,
+            CircuitKeys::Cgo(k) => &k.kh,
+        }
+    }
+}
+
 /// [`server_handshake`] for a circuit whose extensions `negotiate` decides as
 /// [`negotiate_circ_params`] does: the key stream is read as CGO keys when CGO was
 /// negotiated, as tor1 keys otherwise.

@@ -527,7 +527,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             let c = self.table.get_mut(idx).expect("resolved");
             c.crypto = Some(crypto);
             c.state = CircState::Open;
-            self.hs_circuit_opened(idx, &keys.kh);
+            self.hs_circuit_opened(idx, keys.kh());
             self.metrics.circuits_created += 1;
             if let Some(inc) = cc_inc {
                 self.enable_cc(idx, inc);
