@@ -1,12 +1,13 @@
 //! Which AES-CTR and POLYVAL implementations CGO runs, chosen once per process, and the
 //! keyed POLYVAL for ET tweaks and PRF counters on top of that choice.
 //!
-//! AES-128 (what C tor 0.4.9 negotiates) takes Fors's own CTR kernels ([`Aes128Ctr`], VAES or
-//! AES-NI, same choice and `FORS_AES_IMPL` override as tor1): the PRF's counter is tor1's
+//! AES-128 (what C tor 0.4.9 negotiates) takes Fors's own CTR kernels (`aes_ctr::Aes128Ctr`,
+//! VAES or AES-NI, same choice and `FORS_AES_IMPL` override as tor1): the PRF's counter is tor1's
 //! 128-bit big-endian counter started at a POLYVAL output. POLYVAL takes the widest
 //! carry-less multiply the CPU has ([`ClmulImpl`]). Elsewhere, and for AES-256, the `aes` and
 //! `polyval` crates run as before; they are also the reference the differential tests compare
-//! against. Tests force a narrower choice per thread ([`force`]).
+//! against. Tests force a narrower choice per thread ([`force`]); `FORS_CGO_POLYVAL` forces the
+//! POLYVAL path for a process, for measurement.
 #![forbid(unsafe_code)]
 
 use super::polyval_simd::{BlockKey, ClmulImpl, TweakKey};
@@ -39,8 +40,37 @@ pub(crate) fn chosen() -> CgoImpls {
     static CHOSEN: OnceLock<CgoImpls> = OnceLock::new();
     *CHOSEN.get_or_init(|| CgoImpls {
         aes: Tor1Engine::get().aes,
-        polyval: ClmulImpl::best(),
+        polyval: polyval_choice(std::env::var(POLYVAL_OVERRIDE_ENV).ok().as_deref()),
     })
+}
+
+/// Forces CGO's POLYVAL path for the process, for measurement: `crate`, `clmul` or
+/// `vclmul512` (like `FORS_AES_IMPL` for AES). A value the CPU cannot run or does not know is
+/// reported on stderr and ignored.
+pub(crate) const POLYVAL_OVERRIDE_ENV: &str = "FORS_CGO_POLYVAL";
+
+/// The POLYVAL path for an override value (`None`: the fastest this CPU runs).
+fn polyval_choice(forced: Option<&str>) -> Option<ClmulImpl> {
+    let best = ClmulImpl::best();
+    let forced = match forced {
+        None => return best,
+        Some("crate") => return None,
+        Some("clmul") => ClmulImpl::Clmul,
+        Some("vclmul512") => ClmulImpl::Vclmul512,
+        Some(other) => {
+            // Once per process, before any cell is handled: not worth a logger handle.
+            eprintln!(
+                "fors: {POLYVAL_OVERRIDE_ENV}={other} ignored: not crate, clmul or vclmul512"
+            );
+            return best;
+        }
+    };
+    if forced.supported() {
+        Some(forced)
+    } else {
+        eprintln!("fors: {POLYVAL_OVERRIDE_ENV} ignored: this CPU cannot run {forced:?}");
+        best
+    }
 }
 
 /// Tests only: keys built on this thread from now on use `imps` (`None`: the default).
@@ -123,6 +153,29 @@ impl BlockHash {
                 pv.update(&[(*x).into()]);
                 pv.finalize().into()
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polyval_override_values() {
+        assert_eq!(polyval_choice(None), ClmulImpl::best());
+        assert_eq!(polyval_choice(Some("crate")), None);
+        assert_eq!(polyval_choice(Some("nonsense")), ClmulImpl::best());
+        for (name, imp) in [
+            ("clmul", ClmulImpl::Clmul),
+            ("vclmul512", ClmulImpl::Vclmul512),
+        ] {
+            let want = if imp.supported() {
+                Some(imp)
+            } else {
+                ClmulImpl::best()
+            };
+            assert_eq!(polyval_choice(Some(name)), want, "{name}");
         }
     }
 }
