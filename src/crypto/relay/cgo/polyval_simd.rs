@@ -25,7 +25,7 @@ pub(super) const POWERS: usize = 8;
 
 /// Blocks in the ET tweak: `H` (16) + command (1) + `X_R` (493) = 510 bytes, zero-padded.
 const TWEAK_BLOCKS: usize = 32;
-const _: () = assert!(TWEAK_BLOCKS % POWERS == 0);
+const _: () = assert!(TWEAK_BLOCKS.is_multiple_of(POWERS));
 const _: () = assert!(16 + 1 + CGO_PAYLOAD_LEN == TWEAK_BLOCKS * 16 - 2);
 
 /// A carry-less-multiply POLYVAL implementation.
