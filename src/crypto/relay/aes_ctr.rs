@@ -116,10 +116,24 @@ impl Aes128Ctr {
     /// XORs keystream from the current counter into `data` (any length) without advancing the
     /// counter; returns the keystream block that covered the last (possibly partial) block.
     fn xor_keystream(&self, data: &mut [u8]) -> [u8; BLOCK] {
+        self.xor_keystream_from(self.counter, data)
+    }
+
+    /// XORs the keystream that starts at counter block `counter` into `data` (any length),
+    /// leaving this stream's position alone. For CGO's PRF (proposal 359 "PRF"), whose
+    /// big-endian counter starts afresh at a POLYVAL output in every cell.
+    pub(crate) fn xor_keystream_at(&self, counter: u128, data: &mut [u8]) {
+        if !data.is_empty() {
+            self.xor_keystream_from(counter, data);
+        }
+    }
+
+    /// [`Aes128Ctr::xor_keystream`] from counter block `counter`.
+    fn xor_keystream_from(&self, counter: u128, data: &mut [u8]) -> [u8; BLOCK] {
         let nblocks = data.len().div_ceil(BLOCK) as u64;
         match &self.backend {
             Backend::Portable(cipher) => {
-                let mut ctr = self.counter;
+                let mut ctr = counter;
                 let mut last = aes::Block::default();
                 for chunk in data.chunks_mut(BLOCK * 8) {
                     let mut ks = [aes::Block::default(); 8];
@@ -138,8 +152,8 @@ impl Aes128Ctr {
             }
             #[cfg(target_arch = "x86_64")]
             Backend::Ni { round_keys, imp } => {
-                let lo = self.counter as u64;
-                let hi = (self.counter >> 64) as u64;
+                let lo = counter as u64;
+                let hi = (counter >> 64) as u64;
                 // The SIMD paths add to the low 64 counter bits only; a carry into the high half
                 // needs 2^64 blocks of keystream, which never happens, but stay exact anyway.
                 if lo.checked_add(nblocks).is_some() {
@@ -161,7 +175,7 @@ impl Aes128Ctr {
                 } else {
                     let mut last = [0u8; BLOCK];
                     for (i, chunk) in data.chunks_mut(BLOCK).enumerate() {
-                        let ctr = self.counter.wrapping_add(i as u128);
+                        let ctr = counter.wrapping_add(i as u128);
                         // SAFETY: as above, AES-NI, SSSE3 and SSE4.1 are present.
                         last = unsafe {
                             x86::xor_keystream_aesni(

@@ -1,6 +1,7 @@
 //! Tests only: the client side of CGO (proposal 359 "Client operations"), the inverse of the
 //! relay operations, so that relay code can be checked by round trips and against the
 //! published client vectors.
+#![forbid(unsafe_code)]
 
 use super::uiv::Uiv;
 use super::{Block16, CellBody, Cipher16, CGO_TAG_LEN};

@@ -4,19 +4,20 @@
 //! with the AES inverse. In CGO the tweak is always `H | command | X_R`: 16 + 1 + 493 = 510
 //! bytes, hashed as 32 zero-padded POLYVAL blocks with no length block.
 
+#![forbid(unsafe_code)]
+
+use super::imp::TweakHash;
 use super::{xor_block, Block16, Cipher16, BLOCK_LEN, CGO_PAYLOAD_LEN};
 use aes::cipher::generic_array::GenericArray;
 #[cfg(test)]
 use aes::cipher::BlockDecrypt;
 use aes::cipher::BlockEncrypt;
-use polyval::universal_hash::UniversalHash;
-use polyval::Polyval;
 
 /// One ET key: the block cipher keyed with KB and POLYVAL keyed with KU.
 #[derive(Clone)]
 pub(super) struct Et<B> {
     kb: B,
-    ku: Polyval,
+    ku: TweakHash,
 }
 
 impl<B: Cipher16> Et<B> {
@@ -31,21 +32,23 @@ impl<B: Cipher16> Et<B> {
         let ku: Block16 = ku.try_into().expect("POLYVAL key is 16 bytes");
         Et {
             kb: B::new(GenericArray::from_slice(kb)),
-            ku: Polyval::new(&ku.into()),
+            ku: TweakHash::new(&ku),
         }
     }
 
-    /// `POLYVAL(KU, H | cmd | X_R)`, the LRW2 mask. Only the second block is assembled; the
-    /// rest of `X_R` is hashed where it lies (zero-padding its last partial block).
+    /// Tests only: the carry-less POLYVAL in use (`None`: the `polyval` crate).
+    #[cfg(test)]
+    pub(super) fn polyval_impl(&self) -> Option<super::polyval_simd::ClmulImpl> {
+        match &self.ku {
+            TweakHash::Clmul(k) => Some(k.implementation()),
+            TweakHash::Crate(_) => None,
+        }
+    }
+
+    /// `POLYVAL(KU, H | cmd | X_R)`, the LRW2 mask.
     #[inline]
     fn mask(&self, h: &Block16, cmd: u8, x_r: &[u8; CGO_PAYLOAD_LEN]) -> Block16 {
-        let mut second = [0u8; BLOCK_LEN];
-        second[0] = cmd;
-        second[1..].copy_from_slice(&x_r[..BLOCK_LEN - 1]);
-        let mut pv = self.ku.clone();
-        pv.update(&[(*h).into(), second.into()]);
-        pv.update_padded(&x_r[BLOCK_LEN - 1..]);
-        pv.finalize().into()
+        self.ku.tweak(h, cmd, x_r)
     }
 }
 

@@ -5,6 +5,7 @@
 //! the forward direction (away from the client) comes first. With AES-128 that is
 //! `(16 + 16) * 2 + 16 = 80` bytes per direction, 160 for both, and ntor-v3 then yields the
 //! 20-byte `KH` as it does for tor1.
+#![forbid(unsafe_code)]
 
 use crate::crypto::handshake::kdf::ShakeReader;
 use zeroize::{Zeroize, ZeroizeOnDrop};

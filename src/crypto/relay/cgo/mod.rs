@@ -19,15 +19,21 @@
 //! Sans-IO and allocation-free per cell: every operation works in place on caller-owned
 //! [`CellBody`] buffers; the batched entry points ([`CgoRelayCrypto::forward_batch`],
 //! [`forward_multi`], [`originate_multi`], ...) take several cells of one or of many circuits
-//! per call. AES comes from the `aes` crate (AES-NI chosen at run time, portable fallback) and
-//! POLYVAL from the `polyval` crate (PCLMULQDQ chosen at run time, portable fallback).
+//! per call. With AES-128 the PRF's keystream comes from Fors's own AES-CTR kernels (VAES or
+//! AES-NI, [`super::aes_ctr`]) and POLYVAL from [`polyval_simd`] (PCLMULQDQ or VPCLMULQDQ,
+//! eight blocks per reduction), chosen once per process ([`imp`]); ET's one-block AES, AES-256
+//! and CPUs without those instructions use the `aes` and `polyval` crates.
 //!
 //! C tor 0.4.9 runs CGO with AES-128 ([`CgoRelayCrypto128`]); AES-256 is implemented too
 //! ([`CgoRelayCrypto256`]) since the construction is defined for both.
-#![forbid(unsafe_code)]
+// `deny` rather than `forbid` so that `polyval_simd` alone may allow it for its intrinsics;
+// every other file here forbids it itself.
+#![deny(unsafe_code)]
 
 mod et;
+mod imp;
 mod keys;
+mod polyval_simd;
 mod prf;
 mod relay;
 mod uiv;

@@ -5,13 +5,16 @@
 //! is the whole 16-byte block read big-endian. With `t = 0` it masks the 493-byte payload
 //! (31 blocks); with `t = 1` it yields the next keys and nonce. Clearing six bits leaves room
 //! for 64 blocks, so the two offsets never overlap and the addition never carries out of the
-//! last byte.
+//! last byte. That is tor1's counter layout (128-bit big-endian), so with AES-128 the
+//! keystream comes from Fors's own CTR kernels ([`Aes128Ctr::xor_keystream_at`]).
+#![forbid(unsafe_code)]
 
+use super::imp::{chosen, BlockHash};
 use super::{Block16, Cipher16, BLOCK_LEN, CGO_PAYLOAD_LEN};
+use crate::crypto::relay::aes_ctr::Aes128Ctr;
+use crate::crypto::relay::cpu::AesImpl;
 use aes::cipher::generic_array::GenericArray;
 use aes::cipher::BlockEncrypt;
-use polyval::universal_hash::UniversalHash;
-use polyval::Polyval;
 use zeroize::Zeroize;
 
 /// Blocks of keystream for `t = 0` (the payload mask).
@@ -23,12 +26,28 @@ pub(super) const T1_MAX_LEN: usize = 2 * (32 + BLOCK_LEN) + BLOCK_LEN;
 const T1_MAX_BLOCKS: usize = T1_MAX_LEN.div_ceil(BLOCK_LEN);
 const _: () = assert!(T0_BLOCKS as u128 <= T1_OFFSET);
 const _: () = assert!(T1_OFFSET + (T1_MAX_BLOCKS as u128) <= 64);
+/// Bytes of `t = 1` keystream generated on the Fors kernels: a whole number of their widest
+/// iteration (16 blocks), so that no kernel keeps a partial keystream block (here: the next
+/// keys) in a stack buffer of its own. The kernels run all sixteen lanes either way.
+const T1_FORS_LEN: usize = 256;
+const _: () = assert!(T1_MAX_LEN <= T1_FORS_LEN);
+
+/// The PRF's block cipher: Fors's CTR kernels for AES-128 where the CPU has AES-NI, else
+/// the generic cipher one block at a time.
+// Not boxed: a box would be an allocation at every key update. `Crate(E)` is an `aes` key
+// schedule of about the same size in practice; clippy sees only the generic.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum PrfAes<E> {
+    Crate(E),
+    Fors(Aes128Ctr),
+}
 
 /// One PRF key: the block cipher keyed with K and POLYVAL keyed with B.
 #[derive(Clone)]
 pub(super) struct Prf<E> {
-    k: E,
-    b: Polyval,
+    k: PrfAes<E>,
+    b: BlockHash,
 }
 
 impl<E: Cipher16 + BlockEncrypt> Prf<E> {
@@ -41,36 +60,60 @@ impl<E: Cipher16 + BlockEncrypt> Prf<E> {
     pub(super) fn new(key: &[u8]) -> Self {
         let (k, b) = key.split_at(E::key_size());
         let b: Block16 = b.try_into().expect("POLYVAL key is 16 bytes");
+        let aes = chosen().aes;
+        let k = match <&[u8; 16]>::try_from(k) {
+            // `Portable` would box the `aes` crate's cipher: keep it generic instead.
+            Ok(k128) if aes != AesImpl::Portable => PrfAes::Fors(Aes128Ctr::new(k128, aes)),
+            _ => PrfAes::Crate(E::new(GenericArray::from_slice(k))),
+        };
         Prf {
-            k: E::new(GenericArray::from_slice(k)),
-            b: Polyval::new(&b.into()),
+            k,
+            b: BlockHash::new(&b),
         }
+    }
+
+    /// Tests only: the Fors AES-CTR kernel in use, if any.
+    #[cfg(test)]
+    pub(super) fn fors_aes(&self) -> Option<AesImpl> {
+        match &self.k {
+            PrfAes::Fors(c) => Some(c.implementation()),
+            PrfAes::Crate(_) => None,
+        }
+    }
+
+    /// Tests only: whether POLYVAL runs on PCLMULQDQ.
+    #[cfg(test)]
+    pub(super) fn polyval_is_clmul(&self) -> bool {
+        matches!(self.b, BlockHash::Clmul(_))
     }
 
     /// The first counter block for input `x` at offset `t`, as a big-endian integer.
     #[inline]
     fn counter(&self, x: &Block16, t: u128) -> u128 {
-        let mut pv = self.b.clone();
-        pv.update(&[(*x).into()]);
-        let mut iv: Block16 = pv.finalize().into();
+        let mut iv = self.b.hash(x);
         iv[15] &= 0xC0;
         u128::from_be_bytes(iv).wrapping_add(t)
     }
 
-    /// Fills `ks` with keystream blocks from counter `c0`.
+    /// Fills `ks` with keystream blocks from counter `c0` with the generic cipher.
     #[inline]
-    fn keystream(&self, c0: u128, ks: &mut [aes::Block]) {
+    fn keystream(cipher: &E, c0: u128, ks: &mut [aes::Block]) {
         for (i, blk) in ks.iter_mut().enumerate() {
             blk.copy_from_slice(&c0.wrapping_add(i as u128).to_be_bytes());
         }
-        self.k.encrypt_blocks(ks);
+        cipher.encrypt_blocks(ks);
     }
 
     /// XORs `PRF(K, x, 0)` into the 493-byte payload.
     #[inline]
     pub(super) fn xor_t0(&self, x: &Block16, data: &mut [u8; CGO_PAYLOAD_LEN]) {
+        let c0 = self.counter(x, 0);
+        let cipher = match &self.k {
+            PrfAes::Fors(ctr) => return ctr.xor_keystream_at(c0, data),
+            PrfAes::Crate(c) => c,
+        };
         let mut ks = [aes::Block::default(); T0_BLOCKS];
-        self.keystream(self.counter(x, 0), &mut ks);
+        Self::keystream(cipher, c0, &mut ks);
         let (whole, tail) = data.split_at_mut(CGO_PAYLOAD_LEN - CGO_PAYLOAD_LEN % BLOCK_LEN);
         for (chunk, k) in whole.chunks_exact_mut(BLOCK_LEN).zip(ks.iter()) {
             // Whole blocks as 128-bit words: one XOR per block.
@@ -86,15 +129,26 @@ impl<E: Cipher16 + BlockEncrypt> Prf<E> {
     /// Writes the first `out.len()` bytes of `PRF(K, x, 1)` to `out` (at most
     /// [`T1_MAX_LEN`]: a caller invariant).
     pub(super) fn gen_t1(&self, x: &Block16, out: &mut [u8]) {
-        let mut ks = [aes::Block::default(); T1_MAX_BLOCKS];
-        let n = out.len().div_ceil(BLOCK_LEN);
-        self.keystream(self.counter(x, T1_OFFSET), &mut ks[..n]);
-        for (chunk, k) in out.chunks_mut(BLOCK_LEN).zip(ks.iter()) {
-            chunk.copy_from_slice(&k[..chunk.len()]);
-        }
-        // The keystream here is the next key: do not leave it on the stack.
-        for b in ks.iter_mut() {
-            b.as_mut_slice().zeroize();
+        let c1 = self.counter(x, T1_OFFSET);
+        match &self.k {
+            PrfAes::Fors(ctr) => {
+                let mut ks = [0u8; T1_FORS_LEN];
+                ctr.xor_keystream_at(c1, &mut ks);
+                out.copy_from_slice(&ks[..out.len()]);
+                // The keystream here is the next key: do not leave it on the stack.
+                ks.zeroize();
+            }
+            PrfAes::Crate(cipher) => {
+                let mut ks = [aes::Block::default(); T1_MAX_BLOCKS];
+                let n = out.len().div_ceil(BLOCK_LEN);
+                Self::keystream(cipher, c1, &mut ks[..n]);
+                for (chunk, k) in out.chunks_mut(BLOCK_LEN).zip(ks.iter()) {
+                    chunk.copy_from_slice(&k[..chunk.len()]);
+                }
+                for b in ks.iter_mut() {
+                    b.as_mut_slice().zeroize();
+                }
+            }
         }
     }
 }

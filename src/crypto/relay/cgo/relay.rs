@@ -8,6 +8,7 @@
 //! * backward (toward the client), relayed: encrypt and pass on;
 //! * backward, originated: put `N` in the tag slot, encrypt, and the new tag becomes both
 //!   `T'` and `N` (the SENDME tag); then the keys are updated.
+#![forbid(unsafe_code)]
 
 use super::uiv::Uiv;
 use super::{keys::CgoKeyError, Block16, CellBody, CgoKeyMaterial, Cipher16, CGO_TAG_LEN};

@@ -2,6 +2,7 @@
 //! forward/backward, relay originate, client originate), then seeded random round trips
 //! client -> middle -> exit and back for AES-128 and AES-256, tamper detection, and the
 //! batched entry points against one-cell calls.
+#![forbid(unsafe_code)]
 
 use super::client::{ClientCircuit, ClientDirection};
 use super::et::Et;
@@ -568,4 +569,230 @@ fn key_material_layout_and_lengths() {
             got: 80
         })
     );
+}
+
+// ---- Every implementation path against the `aes` + `polyval` crates (issue #12 item 2) ----
+
+use super::imp::{self, CgoImpls, TweakHash};
+use super::polyval_simd::{BlockKey, ClmulImpl, TweakKey};
+use crate::crypto::relay::aes_ctr::Aes128Ctr;
+use crate::crypto::relay::cpu::{AesImpl, CpuFeatures};
+
+/// The reference path: the `aes` and `polyval` crates, as CGO ran before the SIMD paths.
+const REFERENCE: CgoImpls = CgoImpls {
+    aes: AesImpl::Portable,
+    polyval: None,
+};
+
+/// Every AES × POLYVAL combination this CPU runs; the others are printed as SKIPPED.
+fn impls_under_test() -> Vec<CgoImpls> {
+    let f = CpuFeatures::detect();
+    let mut out = Vec::new();
+    for aes in AesImpl::ALL {
+        for polyval in [None, Some(ClmulImpl::Clmul), Some(ClmulImpl::Vclmul512)] {
+            let i = CgoImpls { aes, polyval };
+            if f.supports_aes(aes) && polyval.is_none_or(ClmulImpl::supported) {
+                out.push(i);
+            } else {
+                println!("SKIPPED: {i:?} (this CPU lacks its instructions)");
+            }
+        }
+    }
+    out
+}
+
+/// Runs `f` with keys built on this thread using `imps`.
+fn with_impls<T>(imps: CgoImpls, f: impl FnOnce() -> T) -> T {
+    assert!(imp::force(Some(imps)), "{imps:?} runs on this CPU");
+    let out = f();
+    imp::force(None);
+    out
+}
+
+/// The forced choice really is what keys are built with (else the tests below would compare
+/// the default path with itself).
+#[test]
+fn forced_paths_are_used() {
+    let key = [7u8; 32];
+    for imps in impls_under_test() {
+        with_impls(imps, || {
+            let et = Et::<Aes128Enc>::new(&key);
+            let prf = Prf::<Aes128Enc>::new(&key);
+            assert_eq!(et.polyval_impl(), imps.polyval, "{imps:?}");
+            assert_eq!(prf.polyval_is_clmul(), imps.polyval.is_some(), "{imps:?}");
+            assert_eq!(
+                prf.fors_aes(),
+                Some(imps.aes).filter(|a| *a != AesImpl::Portable)
+            );
+            // AES-256 has no Fors kernel: always the generic cipher.
+            let prf256 = Prf::<Aes256Enc>::new(&[7u8; 48]);
+            assert_eq!(prf256.fors_aes(), None);
+        });
+    }
+}
+
+/// Every published vector, on every path this CPU has.
+#[test]
+fn known_answers_on_every_path() {
+    for imps in impls_under_test() {
+        println!("known answers with {imps:?}");
+        with_impls(imps, || {
+            et_known_answers();
+            prf_known_answers();
+            uiv_known_answers();
+            uiv_update_known_answers();
+            relay_known_answers();
+            relay_originate_known_answers();
+            client_originate_known_answers();
+            relays_recognize_client_vectors();
+        });
+    }
+}
+
+/// The carry-less POLYVAL paths against the `polyval` crate over random keys and tweaks,
+/// including all-ones and zero edge values.
+#[test]
+fn polyval_paths_match_crate() {
+    let mut rng = test_rng("polyval_paths_match_crate");
+    let reference = |k: &Block16| with_impls(REFERENCE, || TweakHash::new(k));
+    for round in 0..2000 {
+        let mut key = [0u8; 16];
+        let mut h = [0u8; 16];
+        let mut x_r = [0u8; CGO_PAYLOAD_LEN];
+        match round {
+            0 => (key, h, x_r) = ([0xFF; 16], [0xFF; 16], [0xFF; CGO_PAYLOAD_LEN]),
+            1 => key[0] = 1,
+            _ => {
+                rng.fill_bytes(&mut key);
+                rng.fill_bytes(&mut h);
+                rng.fill_bytes(&mut x_r);
+            }
+        }
+        let cmd: u8 = rng.gen();
+        let want = reference(&key).tweak(&h, cmd, &x_r);
+        let one = {
+            let mut pv = polyval::Polyval::new(&key.into());
+            polyval::universal_hash::UniversalHash::update(&mut pv, &[h.into()]);
+            Block16::from(polyval::universal_hash::UniversalHash::finalize(pv))
+        };
+        for imp in ClmulImpl::ALL.into_iter().filter(|i| i.supported()) {
+            let k = TweakKey::new(&key, imp).expect("supported");
+            assert_eq!(k.tweak(&h, cmd, &x_r), want, "round {round}: {imp:?} tweak");
+            let b = BlockKey::new(&key).expect("supported");
+            assert_eq!(b.hash(&h), one, "round {round}: {imp:?} one block");
+        }
+    }
+}
+
+/// The CTR entry point CGO's PRF uses, on every AES path, against the `ctr` crate: random
+/// keys, random start counters (some just below a 2^64 or 2^128 wrap), random lengths.
+#[test]
+fn ctr_at_counter_matches_ctr_crate() {
+    use ctr::cipher::{KeyIvInit, StreamCipher};
+    let mut rng = test_rng("ctr_at_counter_matches_ctr_crate");
+    let imps: Vec<AesImpl> = impls_under_test().iter().map(|i| i.aes).collect();
+    for round in 0..600 {
+        let mut key = [0u8; 16];
+        rng.fill_bytes(&mut key);
+        let counter: u128 = match round % 4 {
+            0 => u128::from(u64::MAX) - rng.gen_range(0..40),
+            1 => u128::MAX - rng.gen_range(0..40),
+            _ => rng.gen(),
+        };
+        let len = rng.gen_range(0..700);
+        let mut data = vec![0u8; len];
+        rng.fill_bytes(&mut data);
+        let mut want = data.clone();
+        ctr::Ctr128BE::<aes::Aes128>::new(&key.into(), &counter.to_be_bytes().into())
+            .apply_keystream(&mut want);
+        for &imp in &imps {
+            let c = Aes128Ctr::new(&key, imp);
+            let mut got = data.clone();
+            c.xor_keystream_at(counter, &mut got);
+            assert_eq!(
+                got, want,
+                "round {round}: {imp:?}, counter {counter:#x}, {len} bytes"
+            );
+        }
+    }
+}
+
+/// One relay hop built on each path and one on the reference path take the same random
+/// traffic (cells passing through, cells for this hop with their key updates, cells
+/// relayed and originated toward the client) and must agree byte for byte.
+fn relay_paths_match_reference<E, D>(name: &str)
+where
+    E: CgoAes,
+    D: Cipher16 + aes::cipher::BlockDecrypt,
+{
+    let mut rng = test_rng(name);
+    for imps in impls_under_test() {
+        // Hop 0 is the relay under test; the client also keys a hop 1 so that some cells
+        // pass through hop 0. The client side runs on the reference path.
+        let n = CgoRelayDirection::<E>::key_len();
+        let (mut f, mut b) = (vec![0u8; n], vec![0u8; n]);
+        rng.fill_bytes(&mut f);
+        rng.fill_bytes(&mut b);
+        let (mut reference, mut client) = with_impls(REFERENCE, || {
+            let hop1 = random_hop::<E, D>(&mut rng).1;
+            let hop0 = (ClientDirection::new(&f), ClientDirection::new(&b));
+            let relay = CgoRelayCrypto::<E>::from_directions(&f, &b).unwrap();
+            (
+                relay,
+                ClientCircuit::<D, E> {
+                    hops: vec![hop0, hop1],
+                },
+            )
+        });
+        let mut under_test = with_impls(imps, || {
+            CgoRelayCrypto::<E>::from_directions(&f, &b).unwrap()
+        });
+        let mut recognized = 0;
+        for round in 0..150 {
+            let cmd = random_cmd(&mut rng);
+            let mut a = [0u8; CELL_BODY_LEN];
+            rng.fill_bytes(&mut a);
+            match rng.gen_range(0..4) {
+                0 | 1 => {
+                    let target = rng.gen_range(0..2);
+                    with_impls(REFERENCE, || client.originate(target, cmd, &mut a));
+                    let mut b = a;
+                    let want = with_impls(REFERENCE, || reference.recognize(cmd, &mut a));
+                    let got = with_impls(imps, || under_test.recognize(cmd, &mut b));
+                    assert_eq!(want, target == 0, "round {round}: reference recognition");
+                    assert_eq!(got, want, "round {round}: {imps:?} recognition");
+                    assert_eq!(b, a, "round {round}: {imps:?} forward body");
+                    assert_eq!(under_test.sendme_tag(), reference.sendme_tag());
+                    recognized += usize::from(want);
+                }
+                2 => {
+                    let mut b = a;
+                    with_impls(REFERENCE, || reference.backward_relay(cmd, &mut a));
+                    with_impls(imps, || under_test.backward_relay(cmd, &mut b));
+                    assert_eq!(b, a, "round {round}: {imps:?} backward body");
+                }
+                _ => {
+                    let mut b = a;
+                    let want = with_impls(REFERENCE, || reference.originate(cmd, &mut a));
+                    let got = with_impls(imps, || under_test.originate(cmd, &mut b));
+                    assert_eq!(got, want, "round {round}: {imps:?} originate tag");
+                    assert_eq!(b, a, "round {round}: {imps:?} originate body");
+                }
+            }
+        }
+        assert!(
+            recognized > 0,
+            "{imps:?}: some cells were for the hop (key updates ran)"
+        );
+    }
+}
+
+#[test]
+fn relay_paths_match_reference_aes128() {
+    relay_paths_match_reference::<Aes128Enc, Aes128Dec>("relay_paths_match_reference_aes128");
+}
+
+#[test]
+fn relay_paths_match_reference_aes256() {
+    relay_paths_match_reference::<Aes256Enc, Aes256Dec>("relay_paths_match_reference_aes256");
 }

@@ -7,6 +7,7 @@
 //! ```
 //! Here `H` is the tweak `T' | command`: the previous tag of this direction and the cell's
 //! command byte (RELAY or RELAY_EARLY).
+#![forbid(unsafe_code)]
 
 use super::et::Et;
 use super::prf::{Prf, T1_MAX_LEN};

@@ -1,4 +1,5 @@
 //! Tests only: the shapes of the transcribed CGO vectors in `testdata/vectors.rs` (hex text).
+#![forbid(unsafe_code)]
 
 pub(super) struct EtVector {
     pub encrypt: bool,

@@ -1,0 +1,386 @@
+//! POLYVAL (RFC 8452 §3) on carry-less multiply instructions, for CGO's two uses of it:
+//! the 32-block ET tweak `H | command | X_R` and the one-block PRF counter (proposal 359).
+//!
+//! POLYVAL's bit order is the CPU's, so a product is four PCLMULQDQs and a Montgomery
+//! reduction by `x^128 + x^127 + x^126 + x^121 + 1` (RFC 8452 Appendix A; Gueron's
+//! AES-GCM-SIV "GFMUL"). The tweak is hashed by aggregated reduction: with the key's powers
+//! `H^1..H^8` precomputed, eight blocks are multiplied and summed unreduced and reduced once,
+//! `acc = (acc ^ X_1)·H^8 ^ X_2·H^7 ^ ... ^ X_8·H^1`, so the 32 blocks cost four reductions
+//! instead of 32 and the multiplications of a group run in parallel. VPCLMULQDQ does four
+//! blocks per instruction. Eight powers rather than 32: a key that is updated after every
+//! originated cell is used once, and its powers must be cheap to compute.
+//!
+//! The only unsafe code of the CGO module: SIMD intrinsics, run only after the CPU was probed
+//! for them ([`ClmulImpl::supported`]); the `polyval` crate is the fallback elsewhere.
+#![allow(unsafe_code)]
+// The AVX-512 / VPCLMULQDQ intrinsics need Rust 1.89 (the workspace's MSRV).
+#![allow(clippy::incompatible_msrv)]
+
+use super::{Block16, CGO_PAYLOAD_LEN};
+use std::sync::OnceLock;
+use zeroize::Zeroize;
+
+/// Powers of H kept per tweak key: blocks per reduction.
+pub(super) const POWERS: usize = 8;
+
+/// Blocks in the ET tweak: `H` (16) + command (1) + `X_R` (493) = 510 bytes, zero-padded.
+const TWEAK_BLOCKS: usize = 32;
+const _: () = assert!(TWEAK_BLOCKS.is_multiple_of(POWERS));
+const _: () = assert!(16 + 1 + CGO_PAYLOAD_LEN == TWEAK_BLOCKS * 16 - 2);
+
+/// A carry-less-multiply POLYVAL implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClmulImpl {
+    /// PCLMULQDQ on 128-bit registers.
+    Clmul,
+    /// VPCLMULQDQ on 512-bit registers (AVX-512F/BW), four blocks per instruction.
+    Vclmul512,
+}
+
+impl ClmulImpl {
+    /// Both, narrowest first.
+    pub(crate) const ALL: [ClmulImpl; 2] = [ClmulImpl::Clmul, ClmulImpl::Vclmul512];
+
+    /// Whether this CPU runs `self` (probed once per process).
+    pub(crate) fn supported(self) -> bool {
+        let (clmul, vclmul) = *support();
+        match self {
+            ClmulImpl::Clmul => clmul,
+            ClmulImpl::Vclmul512 => vclmul,
+        }
+    }
+
+    /// The widest implementation this CPU runs, if any.
+    pub(crate) fn best() -> Option<ClmulImpl> {
+        ClmulImpl::ALL.into_iter().rev().find(|i| i.supported())
+    }
+}
+
+/// (PCLMULQDQ usable, VPCLMULQDQ on 512-bit registers usable).
+fn support() -> &'static (bool, bool) {
+    static SUPPORT: OnceLock<(bool, bool)> = OnceLock::new();
+    SUPPORT.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let clmul = is_x86_feature_detected!("pclmulqdq") && is_x86_feature_detected!("sse4.1");
+            let vclmul = clmul
+                && is_x86_feature_detected!("vpclmulqdq")
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx2");
+            (clmul, vclmul)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            (false, false)
+        }
+    })
+}
+
+/// A POLYVAL key for the ET tweak: `H^1..H^8` (index `i` holds `H^(i+1)`, each a POLYVAL
+/// product, i.e. carrying the `x^-128` factors of Montgomery form) and the implementation
+/// that was checked to run here.
+#[derive(Clone)]
+pub(super) struct TweakKey {
+    powers: [Block16; POWERS],
+    imp: ClmulImpl,
+}
+
+impl Drop for TweakKey {
+    fn drop(&mut self) {
+        self.powers.zeroize();
+    }
+}
+
+impl TweakKey {
+    /// The key `h` for `imp`, or `None` if this CPU cannot run `imp`.
+    pub(super) fn new(h: &Block16, imp: ClmulImpl) -> Option<Self> {
+        if !imp.supported() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `imp.supported()` holds, so PCLMULQDQ and SSE4.1 are present.
+        let powers = unsafe { x86::powers(h) };
+        #[cfg(not(target_arch = "x86_64"))]
+        let powers = unreachable!("no carry-less multiply is supported off x86-64");
+        Some(TweakKey { powers, imp })
+    }
+
+    /// The implementation in use.
+    #[cfg(test)]
+    pub(super) fn implementation(&self) -> ClmulImpl {
+        self.imp
+    }
+
+    /// `POLYVAL(H, h | cmd | x_r)` with the last block zero-padded and no length block.
+    #[inline]
+    pub(super) fn tweak(&self, h: &Block16, cmd: u8, x_r: &[u8; CGO_PAYLOAD_LEN]) -> Block16 {
+        #[cfg(target_arch = "x86_64")]
+        match self.imp {
+            // SAFETY: `self.imp` passed `supported()` in `new`: PCLMULQDQ and SSE4.1 are present.
+            ClmulImpl::Clmul => unsafe { x86::tweak_clmul(&self.powers, h, cmd, x_r) },
+            // SAFETY: as above, and VPCLMULQDQ, AVX-512F/BW and AVX2 are present.
+            ClmulImpl::Vclmul512 => unsafe { x86::tweak_vclmul512(&self.powers, h, cmd, x_r) },
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("a TweakKey is only built on x86-64")
+    }
+}
+
+/// A POLYVAL key for one-block inputs (the PRF counter): just `H`.
+#[derive(Clone)]
+pub(super) struct BlockKey {
+    h: Block16,
+}
+
+impl Drop for BlockKey {
+    fn drop(&mut self) {
+        self.h.zeroize();
+    }
+}
+
+impl BlockKey {
+    /// The key `h`, or `None` if this CPU has no PCLMULQDQ.
+    pub(super) fn new(h: &Block16) -> Option<Self> {
+        ClmulImpl::Clmul.supported().then_some(BlockKey { h: *h })
+    }
+
+    /// `POLYVAL(H, x)` for one block: `x·H`.
+    #[inline]
+    pub(super) fn hash(&self, x: &Block16) -> Block16 {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a BlockKey is only built after `ClmulImpl::Clmul.supported()`.
+        unsafe {
+            x86::dot_block(&self.h, x)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("a BlockKey is only built on x86-64")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Block16, CGO_PAYLOAD_LEN, POWERS};
+    use std::arch::x86_64::*;
+
+    /// The reduction constant: the high qword holds `x^121 + x^126 + x^127` shifted down by
+    /// 64 (0xC2 << 56), the low qword the `+ 1`.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn poly() -> __m128i {
+        _mm_set_epi64x(0xC200_0000_0000_0000_u64 as i64, 1)
+    }
+
+    /// The 256-bit carry-less product `a * b` as (low, middle, high) 128-bit parts: the
+    /// middle part straddles the other two (it is `a.lo*b.hi ^ a.hi*b.lo`, weight `x^64`).
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn mul(a: __m128i, b: __m128i) -> (__m128i, __m128i, __m128i) {
+        let lo = _mm_clmulepi64_si128::<0x00>(a, b);
+        let hi = _mm_clmulepi64_si128::<0x11>(a, b);
+        let mid = _mm_xor_si128(
+            _mm_clmulepi64_si128::<0x01>(a, b),
+            _mm_clmulepi64_si128::<0x10>(a, b),
+        );
+        (lo, mid, hi)
+    }
+
+    /// `(hi·x^128 + mid·x^64 + lo) · x^-128 mod P`: two Montgomery folds of 64 bits each.
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn reduce(lo: __m128i, mid: __m128i, hi: __m128i) -> __m128i {
+        let lo = _mm_xor_si128(lo, _mm_slli_si128::<8>(mid));
+        let hi = _mm_xor_si128(hi, _mm_srli_si128::<8>(mid));
+        // Adding lo.q0 · P clears the low qword; dividing by x^64 swaps the qwords.
+        let t = _mm_clmulepi64_si128::<0x10>(lo, poly());
+        let lo = _mm_xor_si128(_mm_shuffle_epi32::<0x4E>(lo), t);
+        let t = _mm_clmulepi64_si128::<0x10>(lo, poly());
+        let lo = _mm_xor_si128(_mm_shuffle_epi32::<0x4E>(lo), t);
+        _mm_xor_si128(lo, hi)
+    }
+
+    /// POLYVAL's field product `a·b = a * b * x^-128 mod P`.
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn dot(a: __m128i, b: __m128i) -> __m128i {
+        let (lo, mid, hi) = mul(a, b);
+        reduce(lo, mid, hi)
+    }
+
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn load(b: &Block16) -> __m128i {
+        // SAFETY: `b` is 16 readable bytes; the load is unaligned.
+        unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn store(v: __m128i) -> Block16 {
+        let mut out = [0u8; 16];
+        // SAFETY: `out` is 16 writable bytes; the store is unaligned.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), v) };
+        out
+    }
+
+    /// `POLYVAL(H, x)` of one block.
+    ///
+    /// # Safety
+    /// The CPU must support PCLMULQDQ.
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    pub(super) unsafe fn dot_block(h: &Block16, x: &Block16) -> Block16 {
+        store(dot(load(x), load(h)))
+    }
+
+    /// `[H, H^2, ..., H^8]` as POLYVAL products.
+    ///
+    /// # Safety
+    /// The CPU must support PCLMULQDQ.
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    pub(super) unsafe fn powers(h: &Block16) -> [Block16; POWERS] {
+        let h1 = load(h);
+        let h2 = dot(h1, h1);
+        let h3 = dot(h2, h1);
+        let h4 = dot(h2, h2);
+        let p = [
+            h1,
+            h2,
+            h3,
+            h4,
+            dot(h4, h1),
+            dot(h4, h2),
+            dot(h4, h3),
+            dot(h4, h4),
+        ];
+        p.map(|v| store(v))
+    }
+
+    /// The tweak's block 1 (`cmd | x_r[..15]`) and block 31 (`x_r[479..]`, zero-padded):
+    /// the two that do not lie whole in `x_r`.
+    #[inline]
+    fn edge_blocks(cmd: u8, x_r: &[u8; CGO_PAYLOAD_LEN]) -> (Block16, Block16) {
+        let mut first = [0u8; 16];
+        first[0] = cmd;
+        first[1..].copy_from_slice(&x_r[..15]);
+        let mut last = [0u8; 16];
+        last[..14].copy_from_slice(&x_r[CGO_PAYLOAD_LEN - 14..]);
+        (first, last)
+    }
+
+    /// The ET tweak hash with PCLMULQDQ, eight blocks per reduction.
+    ///
+    /// # Safety
+    /// The CPU must support PCLMULQDQ.
+    #[target_feature(enable = "pclmulqdq,sse2,sse4.1")]
+    pub(super) unsafe fn tweak_clmul(
+        powers: &[Block16; POWERS],
+        h: &Block16,
+        cmd: u8,
+        x_r: &[u8; CGO_PAYLOAD_LEN],
+    ) -> Block16 {
+        let (first, last) = edge_blocks(cmd, x_r);
+        let pw = powers.map(|p| load(&p));
+        let block = |i: usize| -> __m128i {
+            match i {
+                0 => load(h),
+                1 => load(&first),
+                31 => load(&last),
+                // Blocks 2..=30 lie whole in x_r at 15 + 16 (i - 2): 15 + 16 * 28 + 16 = 479.
+                // SAFETY: that range is within the 493-byte x_r; the load is unaligned.
+                _ => unsafe { _mm_loadu_si128(x_r.as_ptr().add(15 + 16 * (i - 2)).cast()) },
+            }
+        };
+        let mut acc = _mm_setzero_si128();
+        for group in 0..super::TWEAK_BLOCKS / POWERS {
+            let base = group * POWERS;
+            let (mut lo, mut mid, mut hi) = mul(_mm_xor_si128(acc, block(base)), pw[POWERS - 1]);
+            for j in 1..POWERS {
+                let (l, m, u) = mul(block(base + j), pw[POWERS - 1 - j]);
+                lo = _mm_xor_si128(lo, l);
+                mid = _mm_xor_si128(mid, m);
+                hi = _mm_xor_si128(hi, u);
+            }
+            acc = reduce(lo, mid, hi);
+        }
+        store(acc)
+    }
+
+    /// XOR of the four 128-bit lanes of `z`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2")]
+    fn fold_lanes(z: __m512i) -> __m128i {
+        let y = _mm256_xor_si256(
+            _mm512_extracti64x4_epi64::<0>(z),
+            _mm512_extracti64x4_epi64::<1>(z),
+        );
+        _mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256::<1>(y))
+    }
+
+    /// The ET tweak hash with VPCLMULQDQ: four blocks per register, eight per reduction.
+    ///
+    /// # Safety
+    /// The CPU must support VPCLMULQDQ, PCLMULQDQ, AVX-512F/BW and AVX2.
+    #[target_feature(enable = "vpclmulqdq,pclmulqdq,avx512f,avx512bw,avx2,sse4.1")]
+    pub(super) unsafe fn tweak_vclmul512(
+        powers: &[Block16; POWERS],
+        h: &Block16,
+        cmd: u8,
+        x_r: &[u8; CGO_PAYLOAD_LEN],
+    ) -> Block16 {
+        // Register k holds blocks 4k..4k+3. Register 0 is assembled (h, cmd, x_r[..47]);
+        // registers 1..=6 are x_r from 15 + 16 (4k - 2); register 7 is the last 62 bytes of
+        // x_r, loaded under a byte mask, so block 31's two padding bytes come in as zero.
+        let mut head = [0u8; 64];
+        head[..16].copy_from_slice(h);
+        head[16] = cmd;
+        head[17..].copy_from_slice(&x_r[..47]);
+        let reg = |k: usize| -> __m512i {
+            match k {
+                // SAFETY: `head` is 64 readable bytes; the load is unaligned.
+                0 => unsafe { _mm512_loadu_si512(head.as_ptr().cast()) },
+                // SAFETY: 15 + 16 * 26 = 431 and 431 + 62 = 493: the masked load reads only
+                // bytes of x_r (masked-off bytes are not accessed and cannot fault).
+                7 => unsafe {
+                    _mm512_maskz_loadu_epi8((1u64 << 62) - 1, x_r.as_ptr().add(431).cast())
+                },
+                // SAFETY: for k in 1..=6 the 64 bytes from 15 + 16 (4k - 2) end at most at
+                // 15 + 16 * 22 + 64 = 431, within x_r; the load is unaligned.
+                _ => unsafe { _mm512_loadu_si512(x_r.as_ptr().add(15 + 16 * (4 * k - 2)).cast()) },
+            }
+        };
+        // Lanes 0..3 of `high` are H^8..H^5 (for blocks 0..3 of a group), of `low` H^4..H^1.
+        // SAFETY (both loads): `powers` is 128 readable bytes.
+        let pw = powers.as_ptr().cast::<u8>();
+        let high = _mm512_permutexvar_epi64(_mm512_set_epi64(1, 0, 3, 2, 5, 4, 7, 6), unsafe {
+            _mm512_loadu_si512(pw.add(64).cast())
+        });
+        let low = _mm512_permutexvar_epi64(_mm512_set_epi64(1, 0, 3, 2, 5, 4, 7, 6), unsafe {
+            _mm512_loadu_si512(pw.cast())
+        });
+        let mut acc = _mm_setzero_si128();
+        for group in 0..super::TWEAK_BLOCKS / POWERS {
+            let a = _mm512_xor_si512(reg(2 * group), _mm512_zextsi128_si512(acc));
+            let b = reg(2 * group + 1);
+            let lo = _mm512_xor_si512(
+                _mm512_clmulepi64_epi128::<0x00>(a, high),
+                _mm512_clmulepi64_epi128::<0x00>(b, low),
+            );
+            let hi = _mm512_xor_si512(
+                _mm512_clmulepi64_epi128::<0x11>(a, high),
+                _mm512_clmulepi64_epi128::<0x11>(b, low),
+            );
+            let mid = _mm512_xor_si512(
+                _mm512_xor_si512(
+                    _mm512_clmulepi64_epi128::<0x01>(a, high),
+                    _mm512_clmulepi64_epi128::<0x10>(a, high),
+                ),
+                _mm512_xor_si512(
+                    _mm512_clmulepi64_epi128::<0x01>(b, low),
+                    _mm512_clmulepi64_epi128::<0x10>(b, low),
+                ),
+            );
+            acc = reduce(fold_lanes(lo), fold_lanes(mid), fold_lanes(hi));
+        }
+        store(acc)
+    }
+}
