@@ -169,6 +169,10 @@ pub struct HandlerCounters {
     pub padding_cells_sent: AtomicU64,
     pub padding_negotiate_start: AtomicU64,
     pub padding_negotiate_stop: AtomicU64,
+    /// `KeepalivePeriod` PADDING cells (C `run_connection_housekeeping`), and channels
+    /// closed as stuck (output waiting, nothing written, for ten periods).
+    pub keepalive_cells_sent: AtomicU64,
+    pub channels_closed_stuck: AtomicU64,
 }
 
 /// One shard's exported state.

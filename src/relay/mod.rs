@@ -513,6 +513,7 @@ impl Relay {
             Some(c)
         };
         let count_private = config.network_timings.count_private_bandwidth;
+        let keepalive_period = config.keepalive_period;
         let runtime = Runtime::start_limited(rc.clone(), Some(budget), move |id| {
             let stats = registry
                 .shard(id.0)
@@ -546,6 +547,7 @@ impl Relay {
                 },
             )
             .count_private_bandwidth(count_private)
+            .keepalive_period(keepalive_period)
             .with_latency(latency)
         })
         .map_err(|source| RelayError::Shards { addr, source })?;
