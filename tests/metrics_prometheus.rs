@@ -66,8 +66,9 @@ fn prometheus_reads_c_tor_families_after_traffic() {
     }
 
     // Wait (bounded) until a scrape taken after the traffic is in Prometheus.
-    let created =
-        "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"created\"}";
+    // All over 127.0.0.1: C tor's socket-family label says ipv4.
+    let created = "tor_relay_connections_total{type=\"OR\",direction=\"received\",\
+                   state=\"created\",family=\"ipv4\"}";
     let deadline = Instant::now() + Duration::from_secs(45);
     while Instant::now() < deadline {
         if one(web, created).is_some_and(|v| v >= CHANNELS as f64) {
@@ -104,9 +105,17 @@ fn prometheus_reads_c_tor_families_after_traffic() {
             "{q} is not the sum of fors_shard_{shard_field}"
         );
     }
-    // Connections created agree with the handler's counter (no DoS refusals here).
+    // Connections created agree with the handler's counter (no DoS refusals here), and
+    // none is counted as IPv6.
     assert_eq!(
-        one(web, "tor_relay_connections_total{state=\"rejected\"}"),
+        one(
+            web,
+            "tor_relay_connections_total{state=\"created\",family=\"ipv6\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        one(web, "sum(tor_relay_connections_total{state=\"rejected\"})"),
         Some(0.0)
     );
     assert_eq!(

@@ -148,14 +148,19 @@ fn c_tor_clients_get_padding_from_their_fors_guard_and_can_stop_it() {
         ],
     );
     let sent_before = counter(metrics_port, "fors_relay_padding_cells_sent_total");
-    // Idle: a PADDING every 1.5-9.5 s on the client link. The client pads it too, and any
-    // cell restarts both ends' clocks, so Fors sends about one in 8 s (padding-spec §2.3,
-    // Exp[min(Y, Y)] ~ 4.2 s, half of them ours): wait up to 60 s for two.
+    // A PADDING on the client link each time it stays idle for 1.5-9.5 s (padding-spec §2.3,
+    // low + max(X, X)). The link is not idle for long, though: on this network (20 s voting
+    // interval) the just-bootstrapped client fetches a consensus and descriptors from its
+    // guard every 10-20 s and builds circuits through it, and it pads the link itself once
+    // it is used; any cell restarts both ends' clocks (C `channel_timestamp_active`), and
+    // each idle gap goes to whichever end's timeout is shorter. Fors wins a gap about half
+    // the time and some gaps are too short for either, so one minute can pass without a
+    // PADDING of ours (a C tor guard would do the same): wait up to 150 s for the first.
     let sent = wait_counter(
         metrics_port,
         "fors_relay_padding_cells_sent_total",
-        Duration::from_secs(60),
-        |v| v >= sent_before + 2,
+        Duration::from_secs(150),
+        |v| v > sent_before,
     );
     let start = counter(metrics_port, "fors_relay_padding_negotiate_start_total");
     let stop = counter(metrics_port, "fors_relay_padding_negotiate_stop_total");
@@ -164,7 +169,7 @@ fn c_tor_clients_get_padding_from_their_fors_guard_and_can_stop_it() {
     );
     assert!(
         sent > sent_before,
-        "Fors sent no PADDING cell in 60 s on an idle used client link"
+        "Fors sent no PADDING cell in 150 s on a used client link"
     );
     assert_eq!(
         (start, stop),

@@ -2,7 +2,8 @@
 //! `channelpadding.c`): an idle client channel that carries a multi-hop circuit gets a
 //! PADDING cell every 1.5–9.5 s; none after the client's PADDING_NEGOTIATE STOP, again after
 //! START; none on a channel with only a one-hop circuit, none on listed relays' channels
-//! unless the consensus sets `nf_pad_relays=1`.
+//! unless the consensus sets `nf_pad_relays=1`; C tor's `KeepalivePeriod` PADDING on a
+//! channel with nothing written for 5 minutes, netflow-padded or not.
 
 mod channel_support;
 mod node_harness;
@@ -248,6 +249,38 @@ fn a_circuit_that_comes_and_goes_between_scans_still_makes_its_link_used() {
     assert!(
         seen[0].len() >= 2,
         "RELAY_EARLY on a circuit gone before the scan: link not padded: {:?}",
+        seen[0]
+    );
+}
+
+/// C `run_connection_housekeeping`: a listed relay's channel, which netflow padding leaves
+/// alone by default, still gets one PADDING cell each time nothing was written on it for
+/// `KeepalivePeriod` (default 5 minutes); the padded client channel never needs one.
+#[test]
+fn quiet_relay_channel_gets_a_keepalive_every_period() {
+    let mut net = Net::new(seed("quiet_relay_channel_gets_a_keepalive_every_period"));
+    unlist_client(&mut net, &[]);
+    let mut x = cross_circuit(&mut net, 41060);
+    let target = &mut x.t;
+    let seen = run(&mut net, &mut [target, &mut x.p], 610);
+    assert!(seen[1].len() > 60, "client channel: {:?}", seen[1]);
+    // The last write toward the relay was the circuit's set-up, just before the run: the
+    // keepalives come 300 s after it and 300 s after each other, at the once-a-second check.
+    assert_eq!(
+        seen[0].len(),
+        2,
+        "keepalives on the quiet relay channel: {:?}",
+        seen[0]
+    );
+    assert!(
+        (299_000..=301_200).contains(&seen[0][0]),
+        "first keepalive at {} ms",
+        seen[0][0]
+    );
+    let gap = seen[0][1] - seen[0][0];
+    assert!(
+        (299_000..=301_200).contains(&gap),
+        "gap {gap} ms: {:?}",
         seen[0]
     );
 }

@@ -52,6 +52,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("HashedControlPassword", OptionKind::List),
     ("HeartbeatPeriod", OptionKind::Single),
     ("IPv6Exit", OptionKind::Single),
+    ("KeepalivePeriod", OptionKind::Single),
     ("Log", OptionKind::List),
     ("LogTimeGranularity", OptionKind::Single),
     ("MaxHSDirCacheBytes", OptionKind::Single),
@@ -191,10 +192,6 @@ pub const IGNORED: &[(&str, &str)] = &[
         "KeepBindCapabilities",
         "Fors binds its ports before switching users and never rebinds them (ORPort changes \
          need a restart), so it keeps no capability",
-    ),
-    (
-        "KeepalivePeriod",
-        "Fors sends no keepalive cells; idle channels are closed by its idle timeouts",
     ),
     (
         "LogMessageDomains",

@@ -177,6 +177,10 @@ pub struct Config {
     pub shutdown_wait_length: Duration,
     /// `HeartbeatPeriod`: how often the heartbeat lines are logged; zero disables them.
     pub heartbeat_period: Duration,
+    /// `KeepalivePeriod`: a PADDING cell on a channel with nothing written for this long;
+    /// ten of them with output stuck close it (C `run_connection_housekeeping`). Default 5
+    /// minutes; must be positive.
+    pub keepalive_period: Duration,
     pub user: Option<String>,
     /// `DisableDebuggerAttachment` (default 1): the process is made non-dumpable, so other
     /// processes of the same user cannot ptrace it or read its memory (keys).
@@ -679,6 +683,20 @@ impl Builder<'_> {
             }
             heartbeat_period = MIN_HEARTBEAT_PERIOD;
         }
+        let keepalive_period = match raw.single("KeepalivePeriod") {
+            None => crate::proto::channel::padding::DEFAULT_KEEPALIVE_PERIOD,
+            Some(v) => match parse_interval(&v.value) {
+                Ok(d) if d.is_zero() => {
+                    return Err(bad(
+                        "KeepalivePeriod",
+                        v,
+                        "KeepalivePeriod option must be positive.",
+                    ))
+                }
+                Ok(d) => d,
+                Err(e) => return Err(bad("KeepalivePeriod", v, e)),
+            },
+        };
         let user = match raw.single("User") {
             Some(v) if v.value.contains(char::is_whitespace) => {
                 return Err(bad("User", v, "user names cannot contain spaces"))
@@ -744,6 +762,7 @@ impl Builder<'_> {
             max_hsdir_cache_bytes: self.memunit("MaxHSDirCacheBytes", 0)?,
             shutdown_wait_length,
             heartbeat_period,
+            keepalive_period,
             user,
             disable_debugger_attachment: self.bool("DisableDebuggerAttachment", true)?,
             dos: self.dos_options()?,

@@ -234,6 +234,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "ServerDNSResolvConfFile" => path(&c.server_dns_resolv_conf_file),
         "ShutdownWaitLength" => one(c.shutdown_wait_length.as_secs()),
         "HeartbeatPeriod" => one(c.heartbeat_period.as_secs()),
+        "KeepalivePeriod" => one(c.keepalive_period.as_secs()),
         "AccountingMax" => one(c.accounting_max),
         "AccountingRule" => one(c.accounting_rule.as_str()),
         "AccountingStart" => opt(&c.accounting_start.map(|s| s.to_string())),
@@ -265,7 +266,7 @@ pub fn type_name(name: &str) -> &'static str {
         | "TestingMaxMemInQueues"
         | "MaxHSDirCacheBytes"
         | "AccountingMax" => "DataSize",
-        "ShutdownWaitLength" | "HeartbeatPeriod" => "TimeInterval",
+        "ShutdownWaitLength" | "HeartbeatPeriod" | "KeepalivePeriod" => "TimeInterval",
         "NumCPUs" => "Integer",
         "ExitRelay" | "ConnectionPadding" => "Autobool",
         "ORPort" | "ControlPort" | "MetricsPort" | "DirPort" | "SocksPort" => "LineList",

@@ -688,6 +688,26 @@ fn heartbeat_period_follows_c_tor() {
     assert!(err("HeartbeatPeriod often\n").contains("HeartbeatPeriod"));
 }
 
+#[test]
+fn keepalive_period_follows_c_tor() {
+    assert_eq!(ok("").keepalive_period, Duration::from_secs(300));
+    assert_eq!(
+        ok("KeepalivePeriod 90\n").keepalive_period,
+        Duration::from_secs(90)
+    );
+    assert_eq!(
+        ok("KeepalivePeriod 2 minutes\n").keepalive_period,
+        Duration::from_secs(120)
+    );
+    // C: "KeepalivePeriod option must be positive.", with the line.
+    let e = err("KeepalivePeriod 0\n");
+    assert!(
+        e.contains("KeepalivePeriod") && e.contains("must be positive") && e.contains("torrc:3"),
+        "{e}"
+    );
+    assert!(err("KeepalivePeriod often\n").contains("KeepalivePeriod"));
+}
+
 /// The exit torrc of issue #9 (Debian layout, community exit guidance), as an operator who
 /// switches from C tor keeps it. Every line is taken except the two the issue allows until
 /// the directory cache exists (DirPort, DirPortFrontPage), each refused with its line number.

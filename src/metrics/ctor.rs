@@ -108,30 +108,32 @@ pub(super) fn render(f: &mut Family<'_>, reg: &MetricsRegistry) {
         handler_sum(reg, |h| &h.circuits_open),
     );
 
-    // fill_conn_counter_values, OR connections received. C notes "created" when an
-    // accepted connection is added to the main loop, after the DoS gate, and "rejected"
-    // when the DoS gate closes it at accept. C's `family` label is absent: the shards do
-    // not count connections by address family.
-    let dos = &reg.dos;
-    let rejected = dos.conn_connect_rejected.load(Ordering::Relaxed)
-        + dos.conn_concurrent_rejected.load(Ordering::Relaxed);
+    // fill_conn_counter_values, OR connections received, by socket family. C notes
+    // "created" when an accepted connection is added to the main loop, after the DoS gate,
+    // and "rejected" when the DoS gate closes it at accept (only then: a defence type that
+    // does not close counts no rejection here, as in C).
     let seen = handler_sum(reg, |h| &h.connections_seen);
+    let seen_v6 = handler_sum(reg, |h| &h.connections_seen_ipv6);
+    let closed_v4 = handler_sum(reg, |h| &h.connections_dos_closed_ipv4);
+    let closed_v6 = handler_sum(reg, |h| &h.connections_dos_closed_ipv6);
+    let seen_v4 = seen.saturating_sub(seen_v6);
+    let rows = [
+        ("created", "ipv4", seen_v4.saturating_sub(closed_v4)),
+        ("created", "ipv6", seen_v6.saturating_sub(closed_v6)),
+        ("rejected", "ipv4", closed_v4),
+        ("rejected", "ipv6", closed_v6),
+    ];
     let name = "tor_relay_connections_total";
     f.header(
         name,
         MetricKind::Counter,
         "Total number of created/rejected connections",
     );
-    f.value(
-        name,
-        "type=\"OR\",direction=\"received\",state=\"created\"",
-        seen.saturating_sub(rejected),
-    );
-    f.value(
-        name,
-        "type=\"OR\",direction=\"received\",state=\"rejected\"",
-        rejected,
-    );
+    for (state, family, v) in rows {
+        let labels =
+            format!("type=\"OR\",direction=\"received\",state=\"{state}\",family=\"{family}\"");
+        f.value(name, &labels, v);
+    }
 
     // fill_relay_destroy_cell: DESTROY cells received (C stats_n_destroy_cells_processed).
     f.single(
@@ -280,6 +282,15 @@ mod tests {
             });
             s.handler.circuits_open.store(4 * k, Ordering::Relaxed);
             s.handler.connections_seen.store(20 * k, Ordering::Relaxed);
+            s.handler
+                .connections_seen_ipv6
+                .store(6 * k, Ordering::Relaxed);
+            s.handler
+                .connections_dos_closed_ipv4
+                .store(k, Ordering::Relaxed);
+            s.handler
+                .connections_dos_closed_ipv6
+                .store(2 * k, Ordering::Relaxed);
             s.handler.stream_xoff_sent.store(k, Ordering::Relaxed);
             s.handler.stream_xon_sent.store(2 * k, Ordering::Relaxed);
         }
@@ -303,8 +314,11 @@ mod tests {
             "tor_relay_traffic_bytes{direction=\"written\"} 3000",
             "# TYPE tor_relay_circuits_total gauge",
             "tor_relay_circuits_total{state=\"opened\"} 12",
-            "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"created\"} 55",
-            "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"rejected\"} 5",
+            // IPv4: 60 - 18 seen, 3 closed; IPv6: 18 seen, 6 closed.
+            "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"created\",family=\"ipv4\"} 39",
+            "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"created\",family=\"ipv6\"} 12",
+            "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"rejected\",family=\"ipv4\"} 3",
+            "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"rejected\",family=\"ipv6\"} 6",
             "tor_relay_destroy_cell_total 21",
             "tor_relay_circ_proto_violation_total 3",
             "tor_relay_congestion_control_total{state=\"flow_control\",action=\"xoff_num_sent\"} 3",

@@ -227,7 +227,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 26] = [
+        let handler: [(&str, MetricKind, &str, Pick); 28] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -383,6 +383,18 @@ impl MetricsRegistry {
                 MetricKind::Counter,
                 "PADDING_NEGOTIATE STOP cells received.",
                 |s| &s.handler.padding_negotiate_stop,
+            ),
+            (
+                "fors_relay_keepalive_cells_sent_total",
+                MetricKind::Counter,
+                "PADDING cells sent on channels with nothing written for KeepalivePeriod.",
+                |s| &s.handler.keepalive_cells_sent,
+            ),
+            (
+                "fors_relay_channels_closed_stuck_total",
+                MetricKind::Counter,
+                "Channels closed after ten KeepalivePeriods with output waiting and nothing written.",
+                |s| &s.handler.channels_closed_stuck,
             ),
         ];
         for (name, kind, help, pick) in handler {

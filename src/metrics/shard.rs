@@ -116,6 +116,13 @@ pub fn shard_metric_index(name: &str) -> Option<usize> {
 pub struct HandlerCounters {
     /// Connections the handler was given.
     pub connections_seen: AtomicU64,
+    /// Of those, connections on an IPv6 socket (the rest are IPv4): C tor's `family` label
+    /// of `tor_relay_connections_total` (`rep_hist_note_conn_opened` by socket family).
+    pub connections_seen_ipv6: AtomicU64,
+    /// Of `connections_seen`, those the DoS gate closed at accept, IPv4 / IPv6 (C
+    /// `rep_hist_note_conn_rejected`, only when the defence closes the connection).
+    pub connections_dos_closed_ipv4: AtomicU64,
+    pub connections_dos_closed_ipv6: AtomicU64,
     /// Connections closed at once because no channel could be started for them.
     pub connections_closed_unserved: AtomicU64,
     /// Circuits whose handshake completed here.
@@ -162,6 +169,10 @@ pub struct HandlerCounters {
     pub padding_cells_sent: AtomicU64,
     pub padding_negotiate_start: AtomicU64,
     pub padding_negotiate_stop: AtomicU64,
+    /// `KeepalivePeriod` PADDING cells (C `run_connection_housekeeping`), and channels
+    /// closed as stuck (output waiting, nothing written, for ten periods).
+    pub keepalive_cells_sent: AtomicU64,
+    pub channels_closed_stuck: AtomicU64,
 }
 
 /// One shard's exported state.

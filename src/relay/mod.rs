@@ -537,6 +537,7 @@ impl Relay {
             Some(c)
         };
         let count_private = config.network_timings.count_private_bandwidth;
+        let keepalive_period = config.keepalive_period;
         let runtime = Runtime::start_limited(rc.clone(), Some(budget), move |id| {
             let stats = registry
                 .shard(id.0)
@@ -570,6 +571,7 @@ impl Relay {
                 },
             )
             .count_private_bandwidth(count_private)
+            .keepalive_period(keepalive_period)
             .with_latency(latency)
         })
         .map_err(|source| RelayError::Shards { addr, source })?;

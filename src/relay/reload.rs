@@ -117,6 +117,8 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         max_hsdir_cache_bytes => "MaxHSDirCacheBytes", Restart;
         shutdown_wait_length => "ShutdownWaitLength", Now;
         heartbeat_period => "HeartbeatPeriod", Now;
+        // Given to each shard when it starts.
+        keepalive_period => "KeepalivePeriod", Restart;
         user => "User", Restart;
         disable_debugger_attachment => "DisableDebuggerAttachment", Restart;
         dos => "DoSCircuitCreation*/DoSConnection*", Now;

@@ -20,6 +20,13 @@
 //! Sans-IO: time comes in as `now`, randomness as an RNG; the caller sends the PADDING cell
 //! and wakes up at [`ChannelPadding::deadline`].
 //!
+//! Apart from netflow padding, the same once-a-second check does C tor's keepalive
+//! ([`ChannelPadding::housekeeping`], C `run_connection_housekeeping`): an open channel,
+//! relay or client, used or not, on which nothing was written for `KeepalivePeriod` (5
+//! minutes by default) and nothing waits to go out gets one PADDING cell; one whose output
+//! has waited for ten periods with no byte written is stuck and closed. (A channel without
+//! circuits is closed by its idle timeout first, `idle.rs`, as C checks that before.)
+//!
 //! Not here, because a relay does not do them: `ConnectionPadding 1` (forcing padding
 //! without negotiation) and `ReducedConnectionPadding` are client options C tor refuses on
 //! a relay (the config refuses them too); `nf_pad_single_onion` only matters to a single
@@ -128,6 +135,27 @@ pub enum PaddingDecision {
     PadAt(Instant),
 }
 
+/// C tor's default `KeepalivePeriod`.
+pub const DEFAULT_KEEPALIVE_PERIOD: Duration = Duration::from_secs(5 * 60);
+
+/// C declares an OR connection stuck when its output waited this many `KeepalivePeriod`s
+/// with nothing written (`run_connection_housekeeping`: `KeepalivePeriod*10`).
+const STUCK_PERIODS: u32 = 10;
+
+/// What the once-a-second keepalive check asks of the caller (C
+/// `run_connection_housekeeping`, after its close-if-idle branches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Housekeeping {
+    /// Nothing: go on with the netflow padding decision.
+    Nothing,
+    /// Nothing written for `KeepalivePeriod` and nothing queued: send one PADDING cell now
+    /// (C "Sending keepalive"); no netflow decision this time.
+    SendKeepalive,
+    /// Output queued, and nothing written, for ten periods: close the channel (C
+    /// "Expiring stuck OR connection").
+    CloseStuck,
+}
+
 /// One channel's padding state.
 #[derive(Clone, Copy, Debug)]
 pub struct ChannelPadding {
@@ -142,6 +170,10 @@ pub struct ChannelPadding {
     last_xfer: Instant,
     /// When the next PADDING cell is due; cleared by activity (C `next_padding_time`).
     next_pad: Option<Instant>,
+    /// Last bytes written to the peer (C `timestamp_last_write_allowed`).
+    last_write: Instant,
+    /// Last check that found no output waiting (C `timestamp_lastempty`).
+    last_empty: Instant,
 }
 
 impl ChannelPadding {
@@ -155,6 +187,8 @@ impl ChannelPadding {
             usage: ChannelUsage::NotUsed,
             last_xfer: now,
             next_pad: None,
+            last_write: now,
+            last_empty: now,
         }
     }
 
@@ -187,6 +221,36 @@ impl ChannelPadding {
     pub fn on_activity(&mut self, now: Instant) {
         self.last_xfer = now;
         self.next_pad = None;
+    }
+
+    /// Bytes went out to the peer at `now`: activity, and the keepalive clock restarts (C
+    /// `connection_handle_write` sets `timestamp_last_write_allowed`).
+    pub fn on_written(&mut self, now: Instant) {
+        self.on_activity(now);
+        self.last_write = now;
+    }
+
+    /// The once-a-second keepalive check (C `run_connection_housekeeping`), before the
+    /// netflow decision, on every open channel that is not being closed. `period` is
+    /// `KeepalivePeriod`; `output_queued`: cells or bytes wait to go out.
+    pub fn housekeeping(
+        &mut self,
+        now: Instant,
+        period: Duration,
+        output_queued: bool,
+    ) -> Housekeeping {
+        if !output_queued {
+            self.last_empty = now;
+        }
+        let since_write = now.saturating_duration_since(self.last_write);
+        let stuck = period.saturating_mul(STUCK_PERIODS);
+        if now.saturating_duration_since(self.last_empty) >= stuck && since_write >= stuck {
+            Housekeeping::CloseStuck
+        } else if since_write >= period && !output_queued {
+            Housekeeping::SendKeepalive
+        } else {
+            Housekeeping::Nothing
+        }
     }
 
     /// The peer's PADDING_NEGOTIATE (C `channelpadding_update_padding_for_channel`): START
@@ -498,6 +562,98 @@ mod tests {
         assert_eq!(
             q.decide(&off, true, false, &mut rng),
             PaddingDecision::WontPad
+        );
+    }
+
+    #[test]
+    fn keepalive_after_a_period_without_writes_on_any_channel() {
+        let t0 = Instant::now();
+        let period = Duration::from_secs(300);
+        let s = Duration::from_secs;
+        // A relay channel at link 4 that never carried a circuit: no netflow padding, but a
+        // keepalive all the same (C pads every open OR connection this way).
+        let mut c = ChannelPadding::new(4, t0);
+        assert_eq!(
+            c.housekeeping(t0 + s(299), period, false),
+            Housekeeping::Nothing
+        );
+        // Reads do not count: C looks at writes only.
+        c.on_activity(t0 + s(200));
+        assert_eq!(
+            c.housekeeping(t0 + s(300), period, false),
+            Housekeeping::SendKeepalive
+        );
+        // The keepalive went out: the next one a whole period later.
+        c.on_written(t0 + s(300));
+        assert_eq!(
+            c.housekeeping(t0 + s(599), period, false),
+            Housekeeping::Nothing
+        );
+        assert_eq!(
+            c.housekeeping(t0 + s(600), period, false),
+            Housekeeping::SendKeepalive
+        );
+        // Output waiting: no keepalive (it will be written anyway).
+        c.on_written(t0 + s(600));
+        assert_eq!(
+            c.housekeeping(t0 + s(901), period, true),
+            Housekeeping::Nothing
+        );
+        // A configured period.
+        let mut short = ChannelPadding::new(5, t0);
+        assert_eq!(
+            short.housekeeping(t0 + s(9), s(10), false),
+            Housekeeping::Nothing
+        );
+        assert_eq!(
+            short.housekeeping(t0 + s(10), s(10), false),
+            Housekeeping::SendKeepalive
+        );
+    }
+
+    #[test]
+    fn a_channel_whose_output_waits_ten_periods_unwritten_is_stuck() {
+        let t0 = Instant::now();
+        let period = Duration::from_secs(300);
+        let s = Duration::from_secs;
+        let mut c = ChannelPadding::new(5, t0);
+        // Output queued from the start, nothing written: stuck at 10 periods, not before.
+        for t in (1..3000).step_by(60) {
+            assert_eq!(
+                c.housekeeping(t0 + s(t), period, true),
+                Housekeeping::Nothing,
+                "{t}"
+            );
+        }
+        assert_eq!(
+            c.housekeeping(t0 + s(3000), period, true),
+            Housekeeping::CloseStuck
+        );
+        // Writing some of it keeps a slow channel alive, though output never drains.
+        let mut slow = ChannelPadding::new(5, t0);
+        for t in (0..=6000).step_by(60) {
+            if t % 600 == 0 {
+                slow.on_written(t0 + s(t));
+            }
+            assert_eq!(
+                slow.housekeeping(t0 + s(t), period, true),
+                Housekeeping::Nothing,
+                "{t}"
+            );
+        }
+        // An empty output at any check restarts that clock too.
+        let mut drained = ChannelPadding::new(5, t0);
+        assert_eq!(
+            drained.housekeeping(t0 + s(2999), period, false),
+            Housekeeping::SendKeepalive
+        );
+        assert_eq!(
+            drained.housekeeping(t0 + s(3000), period, true),
+            Housekeeping::Nothing
+        );
+        assert_eq!(
+            drained.housekeeping(t0 + s(5999), period, true),
+            Housekeeping::CloseStuck
         );
     }
 

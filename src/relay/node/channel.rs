@@ -308,7 +308,7 @@ impl RelayNode {
                             // Bytes written: the channel is active (C
                             // `connection_or_flushed_some`).
                             if let (true, Some(p)) = (n > 0, ch.padding.as_mut()) {
-                                p.on_activity(now);
+                                p.on_written(now);
                             }
                             if n < len {
                                 break;

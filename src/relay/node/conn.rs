@@ -22,10 +22,11 @@ impl RelayNode {
     /// A connection arrived on the ORPort: hibernation and the DoS gate may close it at
     /// once; otherwise a responder channel starts its link handshake.
     pub fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, out: &mut impl ShardIo<RelayMsg>) {
-        self.stats
-            .handler
-            .connections_seen
-            .fetch_add(1, Ordering::Relaxed);
+        let h = &self.stats.handler;
+        h.connections_seen.fetch_add(1, Ordering::Relaxed);
+        if peer.is_ipv6() {
+            h.connections_seen_ipv6.fetch_add(1, Ordering::Relaxed);
+        }
         // Hibernating C tor closes its ORPort listener (hibernate_begin); the shard's
         // listener stays open, so a new connection is closed at once instead.
         if self.network.get().hibernation.refuses_new_work() {
@@ -38,6 +39,12 @@ impl RelayNode {
         }
         // C tor checks the DoS state at accept, before any TLS (connection.c).
         let Some(dos_slot) = self.dos_admit(conn, peer, out) else {
+            let h = &self.stats.handler;
+            match peer {
+                SocketAddr::V4(_) => &h.connections_dos_closed_ipv4,
+                SocketAddr::V6(_) => &h.connections_dos_closed_ipv6,
+            }
+            .fetch_add(1, Ordering::Relaxed);
             return;
         };
         // Everything accepted on the ORPort is an OR connection. Its link handshake reads

@@ -7,13 +7,18 @@
 //! padded and when its next PADDING cell is due (C `channelpadding_decide_to_pad_channel`
 //! from `run_connection_housekeeping`); the node keeps the earliest deadline, and the tick
 //! (every `tick_ms`, 100 ms by default) sends the cells that are due. A PADDING cell thus
-//! goes out at most a tick late, never on whole seconds.
+//! goes out at most a tick late, never on whole seconds. Before that decision, the same
+//! check sends C tor's `KeepalivePeriod` PADDING on any channel with nothing written for
+//! that long, and closes a channel whose output has been stuck for ten periods
+//! (`ChannelPadding::housekeeping`, C `run_connection_housekeeping`).
 
 use std::collections::HashSet;
 
 use super::*;
 use crate::cell::chan::{PaddingCommand, PaddingNegotiate};
-use crate::proto::channel::padding::{ChannelUsage, PaddingDecision, PaddingParams};
+use crate::proto::channel::padding::{
+    ChannelUsage, Housekeeping, PaddingDecision, PaddingParams, DEFAULT_KEEPALIVE_PERIOD,
+};
 
 /// Flush rounds per call: carrying out a flush's actions may package more exit data
 /// (a channel drained, a stream resumed), which is staged again.
@@ -86,7 +91,7 @@ impl RelayNode {
         if self.next_idle_check.is_none_or(|t| now >= t) {
             self.next_idle_check = Some(now + IDLE_CHECK_INTERVAL);
             self.close_idle_channels(now);
-            self.decide_padding();
+            self.decide_padding(now);
             // At most one line a second: which rule the circuits closed since broke (debug,
             // as Fors logs peers' protocol violations; no address, no circuit ID).
             if let Some((why, n)) = self.core.take_protocol_violations() {
@@ -175,13 +180,26 @@ impl RelayNode {
 }
 
 /// The node's side of channel padding: the consensus parameters in force, the scratch sets
-/// of the usage scan (kept for their capacity) and the earliest PADDING deadline.
-#[derive(Default)]
+/// of the usage scan (kept for their capacity), the earliest PADDING deadline and the
+/// torrc's `KeepalivePeriod`.
 pub(super) struct NodePadding {
     params: PaddingParams,
     full: HashSet<ChanId>,
     user: HashSet<ChanId>,
     next_due: Option<Instant>,
+    keepalive_period: std::time::Duration,
+}
+
+impl Default for NodePadding {
+    fn default() -> Self {
+        NodePadding {
+            params: PaddingParams::default(),
+            full: HashSet::new(),
+            user: HashSet::new(),
+            next_due: None,
+            keepalive_period: DEFAULT_KEEPALIVE_PERIOD,
+        }
+    }
 }
 
 impl NodePadding {
@@ -192,9 +210,15 @@ impl NodePadding {
 }
 
 impl RelayNode {
-    /// Once a second: each open channel's usage, then its padding decision; the earliest
-    /// deadline is kept for the tick.
-    pub(super) fn decide_padding(&mut self) {
+    /// The torrc's `KeepalivePeriod` (C tor's default: 5 minutes; must be positive).
+    pub fn keepalive_period(mut self, period: std::time::Duration) -> RelayNode {
+        self.padding.keepalive_period = period;
+        self
+    }
+
+    /// Once a second: each open channel's keepalive check, then its usage and its padding
+    /// decision; the earliest deadline is kept for the tick.
+    pub(super) fn decide_padding(&mut self, now: Instant) {
         let snap = self.network.get();
         let params = PaddingParams::from_consensus(|n| snap.consensus_params.get(n).copied());
         let pad = &mut self.padding;
@@ -203,26 +227,59 @@ impl RelayNode {
         pad.user.clear();
         self.core
             .channels_padding_usage(&mut pad.full, &mut pad.user);
+        let keepalive = pad.keepalive_period;
         let shard = self.shard;
         let mut next_due: Option<Instant> = None;
-        for slot in self.conns.iter_mut() {
-            let Some(c) = slot.as_mut() else { continue };
+        let mut keepalives = 0u64;
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_mut() else {
+                continue;
+            };
             let id = c.id;
-            let closing = c.closing;
             let Kind::Channel(ch) = &mut c.kind else {
                 continue;
             };
-            if closing || ch.padding.is_none() {
+            if c.closing || ch.padding.is_none() {
                 continue;
             }
             let queued = output_queued(ch);
             let Some(p) = ch.padding.as_mut() else {
                 continue;
             };
+            match p.housekeeping(now, keepalive, queued) {
+                Housekeeping::Nothing => {}
+                Housekeeping::SendKeepalive => {
+                    // Circuit ID 0, zero body; nothing is queued, so the queue has room.
+                    if ch
+                        .channel
+                        .send_cell(CircId(0), ChanCmd::PADDING, &[0; CELL_BODY_LEN])
+                        .is_ok()
+                    {
+                        keepalives += 1;
+                        mark_dirty(&mut self.dirty, id);
+                    }
+                    continue;
+                }
+                Housekeeping::CloseStuck => {
+                    log_info!(
+                        "shard {shard}: closing stuck channel with {}: output waiting and \
+                         nothing written for {} s",
+                        peer_for_log(ch.peer, ch.channel.peer_addr()),
+                        keepalive.as_secs() * 10
+                    );
+                    self.stats
+                        .handler
+                        .channels_closed_stuck
+                        .fetch_add(1, Ordering::Relaxed);
+                    c.closing = true;
+                    mark_dirty(&mut self.dirty, id);
+                    continue;
+                }
+            }
             let chan = chan_id(shard, id);
-            if pad.user.contains(&chan) {
+            if self.padding.user.contains(&chan) {
                 p.note_usage(ChannelUsage::UserTraffic);
-            } else if pad.full.contains(&chan) {
+            } else if self.padding.full.contains(&chan) {
                 p.note_usage(ChannelUsage::FullCircuits);
             }
             // C `CHANNEL_IS_CLIENT` on a relay: the peer proved no relay identity, or the
@@ -232,12 +289,18 @@ impl RelayNode {
                 PeerIdentity::Relay { rsa, .. } => !snap.known_relays.contains_key(&rsa),
             };
             if let PaddingDecision::PadAt(t) =
-                p.decide(&pad.params, is_client, queued, &mut self.chan_rng)
+                p.decide(&self.padding.params, is_client, queued, &mut self.chan_rng)
             {
                 next_due = Some(next_due.map_or(t, |d| d.min(t)));
             }
         }
-        pad.next_due = next_due;
+        self.padding.next_due = next_due;
+        if keepalives > 0 {
+            self.stats
+                .handler
+                .keepalive_cells_sent
+                .fetch_add(keepalives, Ordering::Relaxed);
+        }
     }
 
     /// A tick at or past the earliest deadline: a PADDING cell on each idle channel whose
@@ -322,4 +385,11 @@ impl RelayNode {
 /// the core while it is blocked): it is not idle.
 fn output_queued(ch: &mut ChanConn) -> bool {
     ch.blocked || !ch.overflow.is_empty() || !ch.channel.queue().is_drained()
+}
+
+/// `RelayNode::mark_dirty` on the field alone, for loops that hold the network snapshot.
+fn mark_dirty(dirty: &mut Vec<ConnId>, id: ConnId) {
+    if !dirty.contains(&id) {
+        dirty.push(id);
+    }
 }
