@@ -25,6 +25,8 @@ Exit status: 0 if everything built and every binary passed.
 import json
 import os
 import re
+import signal
+import tempfile
 import subprocess
 import sys
 import threading
@@ -74,6 +76,21 @@ def package_dir(package_id, manifest_path):
     return ROOT
 
 
+def kill_marked(marker):
+    """SIGKILLs every process whose environment holds `marker` (a test binary and all it
+    started, wherever they were reparented)."""
+    needle = marker.encode() + b"\0"
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle in f.read():
+                    os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
 def weights():
     w = {}
     path = os.path.join(ROOT, "scripts", "test-weights.txt")
@@ -117,16 +134,30 @@ def main():
 
     def run_lane(lane):
         for name, kind, label, exe, pkg_dir in lane:
-            env = dict(os.environ, CARGO_MANIFEST_DIR=pkg_dir)
+            # Every process the binary starts inherits this marker, including daemons that
+            # leave its process group or session, so a timeout kill can find them all.
+            marker = f"FORS_LANE_RUN={os.getpid()}-{name}-{time.monotonic_ns()}"
+            env = dict(os.environ, CARGO_MANIFEST_DIR=pkg_dir,
+                       FORS_LANE_RUN=marker.split("=", 1)[1])
             t0 = time.monotonic()
-            try:
-                p = subprocess.run([exe], cwd=pkg_dir, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, timeout=timeout)
-                out, code = p.stdout.decode(errors="replace"), p.returncode
-            except subprocess.TimeoutExpired as e:
-                out = (e.stdout or b"").decode(errors="replace")
+            # Output goes to a file, not a pipe: a daemon a test leaves behind may keep the
+            # descriptor open, and the lane waits for the binary's exit, not for that EOF.
+            # A binary killed for running too long takes the tor and fors daemons it started
+            # with it (they would hold ports for later binaries).
+            with tempfile.TemporaryFile() as outf:
+                p = subprocess.Popen([exe], cwd=pkg_dir, env=env, stdout=outf,
+                                     stderr=subprocess.STDOUT)
+                try:
+                    code = p.wait(timeout=timeout)
+                    killed = False
+                except subprocess.TimeoutExpired:
+                    kill_marked(marker)
+                    p.wait()
+                    code, killed = -9, True
+                outf.seek(0)
+                out = outf.read().decode(errors="replace")
+            if killed:
                 out += f"\nerror: {label} still running after {timeout} s: killed\n"
-                code = -9
             secs = time.monotonic() - t0
             rel = os.path.relpath(exe, ROOT)
             flag = f"--lib" if kind == "lib" else f"--{kind} {name}"

@@ -55,10 +55,15 @@ echo "    cargo tests: $p passed, $f failed" >&2
 # fails again stays failed. A binary that died without naming a failed test is not retried.
 flaky=()
 if [ "$f" -gt 0 ]; then
-    # "binary<TAB>test" for every FAILED line, the binary taken from cargo's last "Running" line.
+    # "binary<TAB>test" for every FAILED line, the binary taken from cargo's last "Running" line,
+    # but only from binaries that ended with a "test result:" line: `f` counts only those, so a
+    # binary that named a failure and then crashed or was killed is not retried (its failure
+    # could not be subtracted from a count it never reached) and keeps the step failed below.
     mapfile -t failed_tests < <(awk '
         /^ +Running .*\(target\/.*\)$/ { bin = $NF; gsub(/[()]/, "", bin) }
-        /^test .* \.\.\. FAILED$/ { print bin "\t" $2 }' "$LOG_DIR/cargo-test.log")
+        /^test .* \.\.\. FAILED$/ { names[bin] = names[bin] bin "\t" $2 "\n" }
+        /^test result:/ { ended[bin] = 1 }
+        END { for (b in names) if (b in ended) printf "%s", names[b] }' "$LOG_DIR/cargo-test.log")
     for entry in "${failed_tests[@]}"; do
         bin=${entry%%$'\t'*}; name=${entry#*$'\t'}
         echo "==> retry $name ($bin)" >&2

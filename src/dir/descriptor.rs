@@ -26,8 +26,8 @@ use crate::keys::{spaced_fingerprint, Ed25519Cert, RelayKeys};
 ///
 /// Compared with the authorities' `required-relay-protocols` this knowingly omits
 /// `DirCache=2` and `HSDir=2` (added by [`DescriptorParams::advertise_dir_cache`] when the
-/// cache, and with it the HSDir cache, serves), `HSIntro=4-5` and `HSRend=2` (no
-/// onion-service cells yet). Authorities do not reject a relay for that; C relays would only
+/// cache, and with it the HSDir cache, serves), `HSIntro=4-5` and `HSRend=2` (the
+/// roles work only on a one-shard relay: `proto::circuit` `hs.rs`). Authorities do not reject a relay for that; C relays would only
 /// warn about themselves. `Relay=2-6` (C `PR_RELAY_V`): ntor, IPv6 extends, ntor-v3, the
 /// ntor-v3 SUBPROTO request (5) and CGO relay crypto (6, `proto::circuit::RelayHop`). `FlowCtrl=1-2`:
 /// authenticated SENDMEs (1) and congestion control (2, prop 324): ntor-v3 CC_REQUEST is

@@ -814,8 +814,9 @@ impl Directory {
                     self.known_gap_explained = true;
                     log_err!(
                         "Fors keeps running without them: the onion-service relay roles \
-                         (HSIntro, HSRend) are not implemented yet, so Fors is never an \
-                         introduction or rendezvous point (C tor would exit here)."
+                         (HSIntro, HSRend) work only on a relay with one shard (NumCPUs 1) \
+                         and are not advertised, because lookups across shards are not \
+                         built yet (C tor would exit here)."
                     );
                 } else if !known_gap {
                     self.fatal = Some(line);
