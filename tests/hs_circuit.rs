@@ -223,6 +223,7 @@ fn intro_point_establish_and_introduce() {
         AckStatus::SUCCESS
     );
     assert_eq!(r.core.hs_counters().0.intro1_success, 1);
+    assert_eq!(r.core.metrics().hs_intro1_success, 1);
 
     // A second INTRODUCE1 on that circuit: closed, no ACK.
     let acts = send(
@@ -288,6 +289,7 @@ fn intro_point_establish_and_introduce() {
     );
     assert!(destroys(&acts).is_empty());
     assert_eq!(r.core.hs_table_sizes().0, 0);
+    assert_eq!(r.core.metrics().hs_intro_circuits, 0);
 }
 
 #[test]
@@ -341,6 +343,7 @@ fn rendezvous_splice_both_ways_and_close() {
     let g = got(&mut cl, &acts);
     assert_eq!(g, vec![(0, RelayCmd::RENDEZVOUS2, info.clone())]);
     assert_eq!(r.core.hs_counters().1.rend1_success, 1);
+    assert_eq!(r.core.metrics().hs_rend1_success, 1);
 
     // The end-to-end hop: the relay holds neither key.
     let e2e = random_keys(&mut rng);
@@ -404,6 +407,13 @@ fn rendezvous_splice_both_ways_and_close() {
     assert_eq!(r.core.circuit_count(), 0);
     assert_eq!(r.core.hs_table_sizes(), (0, 0));
     assert_eq!(r.core.hs_counters().1.splices_closed, 2);
+    assert_eq!(
+        (
+            r.core.metrics().hs_splices_closed,
+            r.core.metrics().hs_rend_cookies
+        ),
+        (2, 0)
+    );
 }
 
 /// A joined pair closed from the client's side by a protocol error on it (an unrecognized

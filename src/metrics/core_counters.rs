@@ -125,6 +125,62 @@ exported_fields! {
             Counter false "Stream XON cells received for a known stream.",
         xon_xoff_ignored => "fors_relay_stream_xon_xoff_ignored_total" [""]
             Counter false "Stream XON/XOFF ignored with a protocol warning (no congestion control, repeated XOFF, malformed XON).",
+        hs_est_intro_success => "fors_relay_hs_establish_intro_total" ["action=\"success\""]
+            Counter true "ESTABLISH_INTRO cells received as introduction point, by outcome (C tor's words; verify_failed: bad signature or MAC; table_full: Fors's bound).",
+        hs_est_intro_malformed => "fors_relay_hs_establish_intro_total" ["action=\"malformed\""]
+            Counter true "",
+        hs_est_intro_verify_failed => "fors_relay_hs_establish_intro_total" ["action=\"verify_failed\""]
+            Counter true "",
+        hs_est_intro_unsuitable => "fors_relay_hs_establish_intro_total" ["action=\"unsuitable_circuit\""]
+            Counter true "",
+        hs_est_intro_table_full => "fors_relay_hs_establish_intro_total" ["action=\"table_full\""]
+            Counter true "",
+        hs_est_intro_replaced => "fors_relay_hs_intro_replaced_total" [""]
+            Counter false "Intro circuits closed because the same service key established a newer one (counted in action=success too).",
+        hs_intro1_success => "fors_relay_hs_introduce1_total" ["action=\"success\""]
+            Counter true "INTRODUCE1 cells received as introduction point, by outcome (success: INTRODUCE2 forwarded to the service).",
+        hs_intro1_circuit_dead => "fors_relay_hs_introduce1_total" ["action=\"circuit_dead\""]
+            Counter true "",
+        hs_intro1_malformed => "fors_relay_hs_introduce1_total" ["action=\"malformed\""]
+            Counter true "",
+        hs_intro1_unknown_service => "fors_relay_hs_introduce1_total" ["action=\"unknown_service\""]
+            Counter true "",
+        hs_intro1_rate_limited => "fors_relay_hs_introduce1_total" ["action=\"rate_limited\""]
+            Counter true "",
+        hs_intro1_circuit_reused => "fors_relay_hs_introduce1_total" ["action=\"circuit_reused\""]
+            Counter true "",
+        hs_intro1_single_hop => "fors_relay_hs_introduce1_total" ["action=\"single_hop\""]
+            Counter true "",
+        hs_intro1_unsuitable => "fors_relay_hs_introduce1_total" ["action=\"unsuitable_circuit\""]
+            Counter true "",
+        hs_est_rend_success => "fors_relay_hs_establish_rendezvous_total" ["action=\"success\""]
+            Counter true "ESTABLISH_RENDEZVOUS cells received as rendezvous point, by outcome (table_full: Fors's bound).",
+        hs_est_rend_unsuitable => "fors_relay_hs_establish_rendezvous_total" ["action=\"unsuitable_circuit\""]
+            Counter true "",
+        hs_est_rend_single_hop => "fors_relay_hs_establish_rendezvous_total" ["action=\"single_hop\""]
+            Counter true "",
+        hs_est_rend_malformed => "fors_relay_hs_establish_rendezvous_total" ["action=\"malformed\""]
+            Counter true "",
+        hs_est_rend_duplicate_cookie => "fors_relay_hs_establish_rendezvous_total" ["action=\"duplicate_cookie\""]
+            Counter true "",
+        hs_est_rend_table_full => "fors_relay_hs_establish_rendezvous_total" ["action=\"table_full\""]
+            Counter true "",
+        hs_rend1_success => "fors_relay_hs_rendezvous1_total" ["action=\"success\""]
+            Counter true "RENDEZVOUS1 cells received as rendezvous point, by outcome (success: circuits joined).",
+        hs_rend1_unsuitable => "fors_relay_hs_rendezvous1_total" ["action=\"unsuitable_circuit\""]
+            Counter true "",
+        hs_rend1_malformed => "fors_relay_hs_rendezvous1_total" ["action=\"malformed\""]
+            Counter true "",
+        hs_rend1_unknown_cookie => "fors_relay_hs_rendezvous1_total" ["action=\"unknown_cookie\""]
+            Counter true "",
+        hs_rend1_circuit_dead => "fors_relay_hs_rendezvous1_total" ["action=\"circuit_dead\""]
+            Counter true "",
+        hs_splices_closed => "fors_relay_hs_splices_closed_total" [""]
+            Counter false "Joined rendezvous circuits closed (both circuits of a pair count).",
+        hs_intro_circuits => "fors_relay_hs_intro_circuits" [""]
+            Gauge true "Introduction circuits (service keys) held now.",
+        hs_rend_cookies => "fors_relay_hs_rend_cookies" [""]
+            Gauge true "Rendezvous cookies waiting for the service now.",
     }
     // circuits (fors_relay_circuits_open), circuits_created, cc_circuits, cells_forwarded,
     // cells_backward, xoff_sent and xon_sent go out through `HandlerCounters`;
@@ -261,6 +317,51 @@ mod tests {
             ],
         );
         check(DNS_METRICS, &format!("{:?}", DnsMetrics::default()), &[]);
+    }
+
+    /// The onion-service counters reach their `fors_relay_hs_*` series with C tor's action
+    /// words, per shard and summed.
+    #[test]
+    fn hs_counters_render_with_their_action() {
+        use crate::metrics::registry::MetricsRegistry;
+        use crate::proto::hs::intro::IntroCounters;
+        use crate::proto::hs::rend::RendCounters;
+        let intro = IntroCounters {
+            est_intro_success: 3,
+            est_intro_verify_failed: 1,
+            intro1_success: 7,
+            intro1_rate_limited: 2,
+            ..IntroCounters::default()
+        };
+        let rend = RendCounters {
+            est_rend_success: 5,
+            rend1_success: 4,
+            rend1_unknown_cookie: 6,
+            splices_closed: 8,
+            ..RendCounters::default()
+        };
+        let mut m = CircuitMetrics::default();
+        m.set_hs(&intro, &rend, (2, 1));
+        let t0 = std::time::Instant::now();
+        let reg = MetricsRegistry::new(2, t0);
+        reg.shard(1).unwrap().store_circuit(&m);
+        let text = reg.render(t0);
+        for line in [
+            "fors_relay_hs_establish_intro_total{shard=\"1\",action=\"success\"} 3\n",
+            "fors_relay_hs_establish_intro_total{shard=\"1\",action=\"verify_failed\"} 1\n",
+            "fors_relay_hs_establish_intro_total{shard=\"0\",action=\"success\"} 0\n",
+            "fors_relay_hs_introduce1_total{shard=\"1\",action=\"success\"} 7\n",
+            "fors_relay_hs_introduce1_total{shard=\"1\",action=\"rate_limited\"} 2\n",
+            "fors_relay_hs_establish_rendezvous_total{shard=\"1\",action=\"success\"} 5\n",
+            "fors_relay_hs_rendezvous1_total{shard=\"1\",action=\"success\"} 4\n",
+            "fors_relay_hs_rendezvous1_total{shard=\"1\",action=\"unknown_cookie\"} 6\n",
+            "fors_relay_hs_splices_closed_total{shard=\"1\"} 8\n",
+            "fors_relay_hs_intro_circuits{shard=\"1\"} 2\n",
+            "fors_relay_hs_rend_cookies{shard=\"1\"} 1\n",
+            "fors_relay_all_shards_hs_introduce1_total{action=\"success\"} 7\n",
+        ] {
+            assert!(text.contains(line), "missing {line}");
+        }
     }
 
     #[test]

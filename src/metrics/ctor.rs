@@ -36,6 +36,63 @@ const BW_GLOBAL_EMPTY: [(&str, &str); 2] = [
     ("write", "bw_global_write_empty"),
 ];
 
+/// A C tor family name, its help, and `(action, CircuitMetrics field)` pairs.
+pub type HsFamily = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+/// C tor's onion-service cell families (`fill_est_intro_cells` & co.): name, help, and each
+/// `action` value with the `CircuitMetrics` field that counts the same outcome. Left out:
+/// `circuit_dead` of ESTABLISH_INTRO/ESTABLISH_RENDEZVOUS (Fors does not count a failed
+/// reply there) and ESTABLISH_INTRO `malformed` (Fors counts bad signatures apart).
+pub const HS_FAMILIES: [HsFamily; 4] = [
+    (
+        "tor_relay_est_rend_total",
+        "Total number of EST_REND cells we received",
+        &[
+            ("success", "hs_est_rend_success"),
+            ("unsuitable_circuit", "hs_est_rend_unsuitable"),
+            ("single_hop", "hs_est_rend_single_hop"),
+            ("malformed", "hs_est_rend_malformed"),
+            ("duplicate_cookie", "hs_est_rend_duplicate_cookie"),
+        ],
+    ),
+    (
+        "tor_relay_est_intro_total",
+        "Total number of EST_INTRO cells we received",
+        &[
+            ("success", "hs_est_intro_success"),
+            ("unsuitable_circuit", "hs_est_intro_unsuitable"),
+        ],
+    ),
+    (
+        "tor_relay_intro1_total",
+        "Total number of INTRO1 cells we received",
+        &[
+            ("success", "hs_intro1_success"),
+            ("circuit_dead", "hs_intro1_circuit_dead"),
+            ("malformed", "hs_intro1_malformed"),
+            ("unknown_service", "hs_intro1_unknown_service"),
+            ("rate_limited", "hs_intro1_rate_limited"),
+            ("circuit_reused", "hs_intro1_circuit_reused"),
+            ("single_hop", "hs_intro1_single_hop"),
+        ],
+    ),
+    (
+        "tor_relay_rend1_total",
+        "Total number of REND1 cells we received",
+        &[
+            ("success", "hs_rend1_success"),
+            ("unsuitable_circuit", "hs_rend1_unsuitable"),
+            ("malformed", "hs_rend1_malformed"),
+            ("unknown_cookie", "hs_rend1_unknown_cookie"),
+            ("circuit_dead", "hs_rend1_circuit_dead"),
+        ],
+    ),
+];
+
 /// C tor's `tor_relay_flag{type}` values (`fill_relay_flags`), with the consensus flag
 /// each one reports. C's `Running` is `is_flagged_running`, the consensus flag.
 pub const FLAG_TYPES: [(&str, RelayFlags); 9] = [
@@ -214,6 +271,18 @@ pub(super) fn render(f: &mut Family<'_>, reg: &MetricsRegistry) {
         f.value(name, &format!("reason=\"{reason}\""), v);
     }
 
+    // fill_est_rend_cells, fill_est_intro_cells, fill_intro1_cells, fill_rend1_cells.
+    for (name, help, actions) in HS_FAMILIES {
+        f.header(name, MetricKind::Counter, help);
+        for (action, field) in actions {
+            f.value(
+                name,
+                &format!("action=\"{action}\""),
+                circuit_sum(reg, field),
+            );
+        }
+    }
+
     // fill_relay_flags: our consensus flags (all 0 when not listed, as C).
     let flags = RelayFlags(g(&reg.relay.consensus_flags) as u16);
     let name = "tor_relay_flag";
@@ -237,7 +306,10 @@ mod tests {
 
     #[test]
     fn every_field_read_here_exists() {
-        for field in [DESTROYS_RECEIVED, PROTOCOL_CLOSES] {
+        let hs = HS_FAMILIES
+            .iter()
+            .flat_map(|(_, _, a)| a.iter().map(|(_, f)| *f));
+        for field in [DESTROYS_RECEIVED, PROTOCOL_CLOSES].into_iter().chain(hs) {
             assert!(CIRCUIT_METRICS.iter().any(|e| e.field == field), "{field}");
         }
         for field in DNS_FIELDS {
@@ -268,6 +340,9 @@ mod tests {
             s.store_circuit(&CircuitMetrics {
                 destroys_received: 7 * k,
                 protocol_closes: k,
+                hs_intro1_success: 2 * k,
+                hs_rend1_unknown_cookie: k,
+                hs_est_rend_success: 5 * k,
                 ..CircuitMetrics::default()
             });
             s.store_dns(&DnsMetrics {
@@ -320,6 +395,12 @@ mod tests {
             "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"rejected\",family=\"ipv4\"} 3",
             "tor_relay_connections_total{type=\"OR\",direction=\"received\",state=\"rejected\",family=\"ipv6\"} 6",
             "tor_relay_destroy_cell_total 21",
+            "# TYPE tor_relay_intro1_total counter",
+            "tor_relay_intro1_total{action=\"success\"} 6",
+            "tor_relay_intro1_total{action=\"rate_limited\"} 0",
+            "tor_relay_rend1_total{action=\"unknown_cookie\"} 3",
+            "tor_relay_est_rend_total{action=\"success\"} 15",
+            "tor_relay_est_intro_total{action=\"unsuitable_circuit\"} 0",
             "tor_relay_circ_proto_violation_total 3",
             "tor_relay_congestion_control_total{state=\"flow_control\",action=\"xoff_num_sent\"} 3",
             "tor_relay_congestion_control_total{state=\"flow_control\",action=\"xon_num_sent\"} 6",

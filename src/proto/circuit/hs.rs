@@ -206,6 +206,28 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         data: &[u8],
         io: &mut CoreIo<'_>,
     ) -> bool {
+        let open = self.handle_hs_cell(idx, cmd, data, io);
+        self.sync_hs_metrics();
+        open
+    }
+
+    /// Copies the intro/rendezvous counters and table sizes into [`CircuitMetrics`] (off
+    /// the per-cell path: only after an onion-service cell or the close of such a circuit).
+    ///
+    /// [`CircuitMetrics`]: super::CircuitMetrics
+    fn sync_hs_metrics(&mut self) {
+        let (intro, rend) = self.hs_counters();
+        let tables = self.hs_table_sizes();
+        self.metrics.set_hs(&intro, &rend, tables);
+    }
+
+    fn handle_hs_cell(
+        &mut self,
+        idx: u32,
+        cmd: RelayCmd,
+        data: &[u8],
+        io: &mut CoreIo<'_>,
+    ) -> bool {
         if self.hs.shards > 1 {
             self.close_refused(idx, ProtocolViolation::OnionServiceRole, io);
             return false;
@@ -395,5 +417,6 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         ) {
             self.close(p, r, true, true, io);
         }
+        self.sync_hs_metrics();
     }
 }

@@ -2,6 +2,8 @@
 //! relaxed atomics between batches.
 
 use crate::cell::relay::msg::EndReason;
+use crate::proto::hs::intro::IntroCounters;
+use crate::proto::hs::rend::RendCounters;
 
 /// Slots of [`CircuitMetrics::ends_sent`]: one per END reason code 1..=14 (tor-spec §6.3),
 /// slot 0 for any other code.
@@ -111,6 +113,37 @@ pub struct CircuitMetrics {
     pub xon_xoff_ignored: u64,
     /// RELAY_END cells we sent, by reason code (see [`END_REASON_LABELS`]).
     pub ends_sent: [u64; END_REASON_SLOTS],
+    /// The intro point's and rendezvous point's counters (`IntroCounters`, `RendCounters`),
+    /// copied by [`CircuitMetrics::set_hs`] after each onion-service cell or close.
+    pub hs_est_intro_success: u64,
+    pub hs_est_intro_malformed: u64,
+    pub hs_est_intro_verify_failed: u64,
+    pub hs_est_intro_unsuitable: u64,
+    pub hs_est_intro_table_full: u64,
+    pub hs_est_intro_replaced: u64,
+    pub hs_intro1_success: u64,
+    pub hs_intro1_malformed: u64,
+    pub hs_intro1_unknown_service: u64,
+    pub hs_intro1_rate_limited: u64,
+    pub hs_intro1_circuit_reused: u64,
+    pub hs_intro1_single_hop: u64,
+    pub hs_intro1_unsuitable: u64,
+    pub hs_intro1_circuit_dead: u64,
+    pub hs_est_rend_success: u64,
+    pub hs_est_rend_unsuitable: u64,
+    pub hs_est_rend_single_hop: u64,
+    pub hs_est_rend_malformed: u64,
+    pub hs_est_rend_duplicate_cookie: u64,
+    pub hs_est_rend_table_full: u64,
+    pub hs_rend1_success: u64,
+    pub hs_rend1_unsuitable: u64,
+    pub hs_rend1_malformed: u64,
+    pub hs_rend1_unknown_cookie: u64,
+    pub hs_rend1_circuit_dead: u64,
+    pub hs_splices_closed: u64,
+    /// Intro circuits (service keys) and rendezvous cookies held now.
+    pub hs_intro_circuits: u64,
+    pub hs_rend_cookies: u64,
 }
 
 impl CircuitMetrics {
@@ -119,6 +152,69 @@ impl CircuitMetrics {
         let code = usize::from(u8::from(reason));
         let slot = if code < END_REASON_SLOTS { code } else { 0 };
         self.ends_sent[slot] += 1;
+    }
+
+    /// Copies the onion-service counters and table sizes. Destructures without `..`: a
+    /// counter added to either struct is a compile error here until it is exported.
+    pub fn set_hs(&mut self, intro: &IntroCounters, rend: &RendCounters, tables: (usize, usize)) {
+        let IntroCounters {
+            est_intro_success,
+            est_intro_malformed,
+            est_intro_verify_failed,
+            est_intro_unsuitable,
+            est_intro_replaced,
+            est_intro_table_full,
+            intro1_success,
+            intro1_malformed,
+            intro1_unknown_service,
+            intro1_rate_limited,
+            intro1_circuit_reused,
+            intro1_single_hop,
+            intro1_unsuitable,
+            intro1_circuit_dead,
+        } = *intro;
+        let RendCounters {
+            est_rend_success,
+            est_rend_unsuitable,
+            est_rend_single_hop,
+            est_rend_malformed,
+            est_rend_duplicate_cookie,
+            est_rend_table_full,
+            rend1_success,
+            rend1_unsuitable,
+            rend1_malformed,
+            rend1_unknown_cookie,
+            rend1_circuit_dead,
+            splices_closed,
+        } = *rend;
+        self.hs_est_intro_success = est_intro_success;
+        self.hs_est_intro_malformed = est_intro_malformed;
+        self.hs_est_intro_verify_failed = est_intro_verify_failed;
+        self.hs_est_intro_unsuitable = est_intro_unsuitable;
+        self.hs_est_intro_table_full = est_intro_table_full;
+        self.hs_est_intro_replaced = est_intro_replaced;
+        self.hs_intro1_success = intro1_success;
+        self.hs_intro1_malformed = intro1_malformed;
+        self.hs_intro1_unknown_service = intro1_unknown_service;
+        self.hs_intro1_rate_limited = intro1_rate_limited;
+        self.hs_intro1_circuit_reused = intro1_circuit_reused;
+        self.hs_intro1_single_hop = intro1_single_hop;
+        self.hs_intro1_unsuitable = intro1_unsuitable;
+        self.hs_intro1_circuit_dead = intro1_circuit_dead;
+        self.hs_est_rend_success = est_rend_success;
+        self.hs_est_rend_unsuitable = est_rend_unsuitable;
+        self.hs_est_rend_single_hop = est_rend_single_hop;
+        self.hs_est_rend_malformed = est_rend_malformed;
+        self.hs_est_rend_duplicate_cookie = est_rend_duplicate_cookie;
+        self.hs_est_rend_table_full = est_rend_table_full;
+        self.hs_rend1_success = rend1_success;
+        self.hs_rend1_unsuitable = rend1_unsuitable;
+        self.hs_rend1_malformed = rend1_malformed;
+        self.hs_rend1_unknown_cookie = rend1_unknown_cookie;
+        self.hs_rend1_circuit_dead = rend1_circuit_dead;
+        self.hs_splices_closed = splices_closed;
+        self.hs_intro_circuits = tables.0 as u64;
+        self.hs_rend_cookies = tables.1 as u64;
     }
 }
 

@@ -1,0 +1,216 @@
+//! Fors as a rendezvous point for C tor, live (issue #11), on single-shard relays
+//! (`NumCPUs 1`: the onion-service roles are served only by a relay with one shard).
+//!
+//! A private loopback network (scripts/testnet.py; nothing leaves the machine): three
+//! authorities, one C tor exit, no C tor middle, and three Fors middles with `NumCPUs 1`, each
+//! with a MetricsPort. The C tor client runs a v3 onion service (ADD_ONION) in front of a
+//! local echo server, and connects to it; each attempt uses new circuits (a new SOCKS
+//! username), so a new rendezvous point. C tor offers no option to pin the rendezvous point,
+//! so this is the "retry until Fors served it" form: attempts (bounded at 10) go on until the
+//! Fors relays' MetricsPorts show a rendezvous joined (`fors_relay_hs_rendezvous1_total
+//! {action="success"}`) and a stream through that rendezvous echoed 64 KiB of seeded random
+//! bytes both ways, SHA-256 checked.
+//!
+//! **Ignored for now (issue #11):** Fors advertises neither `HSRend=2` nor `HSIntro=4-5`
+//! (src/dir/descriptor.rs `DEFAULT_PROTO`/`DIR_CACHE_PROTO`), and a C tor client picks only
+//! rendezvous points with `HSRend=2` (C `CRN_RENDEZVOUS_V3`), so as things are no rendezvous
+//! reaches Fors and this test fails by design; run it with `--ignored` once the descriptor
+//! advertises the roles for single-shard relays. The introduction point is not asserted:
+//! the service picks three of its own and the client one of those, which no option pins;
+//! the test prints the intro counters it sees and asserts none was refused as malformed.
+//!
+//! Skipped without `tor`, `tor-gencert` or python3, or with `FORS_SKIP_TESTNET` (fails
+//! instead under `CI=true`). Every wait is bounded; the whole test stays under 180 s.
+
+mod daemon_common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use daemon_common::private_net::{
+    client_ports, start_echo_server, testnet, PrivateNet, TorControl,
+};
+use daemon_common::{free_port, http_get, metric, wait_for_file_line};
+use fors_testkit::socks::Socks5;
+use rand::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+
+const FORS: [&str; 3] = ["forsmiddle1", "forsmiddle2", "forsmiddle3"];
+
+/// Sum of one series over the Fors relays' MetricsPorts.
+fn fors_sum(ports: &[SocketAddr], series: &str) -> u64 {
+    ports
+        .iter()
+        .map(|a| metric(&http_get(*a, "/metrics"), series).unwrap_or(0))
+        .sum()
+}
+
+#[test]
+#[ignore = "Fors does not advertise HSRend=2 yet, so C tor never picks it as rendezvous point"]
+fn c_tor_client_meets_its_service_at_a_single_shard_fors_rendezvous_point() {
+    const NAME: &str = "c_tor_client_meets_its_service_at_a_single_shard_fors_rendezvous_point";
+    let Some(net) = PrivateNet::prepare(NAME, "hs-single-shard", &[]) else {
+        return;
+    };
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(175);
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = net.dir();
+
+    let ports: Vec<u16> = FORS.iter().map(|_| free_port()).collect();
+    let mut opts = Vec::new();
+    for (nick, port) in FORS.iter().zip(&ports) {
+        opts.push(format!("{nick} NumCPUs 1"));
+        opts.push(format!("{nick} MetricsPort 127.0.0.1:{port}"));
+        opts.push(format!("{nick} MetricsPortPolicy accept 127.0.0.1"));
+    }
+    let mut args = vec![
+        "--middles",
+        "0",
+        "--exits",
+        "1",
+        "--no-server",
+        "--fors",
+        "middle",
+        "--fors",
+        "middle",
+        "--fors",
+        "middle",
+    ];
+    for o in &opts {
+        args.push("--slot-option");
+        args.push(o);
+    }
+    net.up(&args);
+    testnet(dir, &["wait", "--timeout", "100"]);
+    for nick in FORS {
+        wait_for_file_line(
+            &net.log(nick),
+            "Fors is listed in the consensus",
+            Duration::from_secs(60),
+        );
+    }
+    println!("network up after {:?}", started.elapsed());
+    let m_addrs: Vec<SocketAddr> = ports
+        .iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], *p)))
+        .collect();
+    const JOINED: &str = "fors_relay_hs_rendezvous1_total{action=\"success\"}";
+
+    let echo = start_echo_server("127.0.0.1");
+    let (socks, control) = client_ports(dir);
+    let mut ctl = TorControl::connect(control);
+    let reply = ctl
+        .command(&format!(
+            "ADD_ONION NEW:ED25519-V3 Flags=DiscardPK Port=80,{echo}"
+        ))
+        .unwrap();
+    let onion = reply
+        .iter()
+        .find_map(|l| l.strip_prefix("ServiceID="))
+        .expect("ADD_ONION names the service")
+        .to_string();
+    let onion_host = format!("{onion}.onion");
+
+    let mut served = None;
+    for attempt in 0..10u32 {
+        if Instant::now() + Duration::from_secs(20) > deadline {
+            break;
+        }
+        let before = fors_sum(&m_addrs, JOINED);
+        let Ok(stream) = Socks5::local(socks, Duration::from_secs(20))
+            .isolated(&format!("attempt{attempt}"))
+            .connect(&onion_host, 80)
+        else {
+            println!("attempt {attempt}: no stream after {:?}", started.elapsed());
+            continue;
+        };
+        // The shards publish their counters once per tick: poll briefly (bounded).
+        let mut after = fors_sum(&m_addrs, JOINED);
+        for _ in 0..12 {
+            if after > before {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+            after = fors_sum(&m_addrs, JOINED);
+        }
+        println!(
+            "attempt {attempt}: stream open after {:?}; Fors rendezvous joined {before} -> {after}",
+            started.elapsed()
+        );
+        if after > before {
+            served = Some((stream, attempt));
+            break;
+        }
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
+    let dump = || {
+        for (nick, a) in FORS.iter().zip(&m_addrs) {
+            let t = http_get(*a, "/metrics");
+            for l in t
+                .lines()
+                .filter(|l| l.starts_with("fors_relay_hs_") && !l.ends_with(" 0"))
+            {
+                println!("{nick}: {l}");
+            }
+            let log = std::fs::read_to_string(net.log(nick)).unwrap_or_default();
+            for l in log
+                .lines()
+                .filter(|l| l.contains("TORPROTOCOL") || l.contains("onion"))
+            {
+                println!("{nick} log: {l}");
+            }
+        }
+    };
+    let Some((mut stream, attempt)) = served else {
+        dump();
+        panic!("no stream through a Fors rendezvous point within the attempts");
+    };
+
+    // Both ways through the splice: what goes up comes back, SHA-256 checked.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut msg = vec![0u8; 64 * 1024];
+    rng.fill_bytes(&mut msg);
+    let sent = Sha256::digest(&msg);
+    let writer = {
+        let mut w = stream.try_clone().unwrap();
+        std::thread::spawn(move || w.write_all(&msg))
+    };
+    let mut back = vec![0u8; 64 * 1024];
+    stream.read_exact(&mut back).unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(Sha256::digest(&back), sent, "echo through Fors differs");
+    println!(
+        "64 KiB echoed through the Fors rendezvous (attempt {attempt}) after {:?}",
+        started.elapsed()
+    );
+
+    let text: Vec<String> = m_addrs.iter().map(|a| http_get(*a, "/metrics")).collect();
+    for (nick, t) in FORS.iter().zip(&text) {
+        for l in t.lines().filter(|l| l.starts_with("fors_relay_hs_")) {
+            println!("{nick}: {l}");
+        }
+    }
+    let sum = |s: &str| -> u64 { text.iter().map(|t| metric(t, s).unwrap_or(0)).sum() };
+    assert!(sum(JOINED) >= 1);
+    assert!(sum("fors_relay_hs_establish_rendezvous_total{action=\"success\"}") >= 1);
+    assert_eq!(
+        sum("fors_relay_hs_rendezvous1_total{action=\"malformed\"}"),
+        0
+    );
+    assert_eq!(
+        sum("fors_relay_hs_establish_intro_total{action=\"malformed\"}"),
+        0
+    );
+    for nick in FORS {
+        let log = std::fs::read_to_string(net.log(nick)).unwrap();
+        assert!(!log.contains(&onion), "onion address in {nick}'s log");
+        assert!(!log.contains("panicked"), "{log}");
+    }
+    println!("done after {:?}", started.elapsed());
+}
