@@ -107,6 +107,26 @@ impl DescriptorParams {
         self.hidden_service_dir = true;
         self.proto = DIR_CACHE_PROTO.to_owned();
     }
+
+    /// Advertises the introduction- and rendezvous-point roles (`HSIntro=4-5 HSRend=2`),
+    /// for a relay that serves them.
+    pub fn advertise_onion_service_roles(&mut self) {
+        self.proto = with_onion_service_roles(&self.proto);
+    }
+}
+
+/// `proto` with `HSIntro=4-5 HSRend=2` added (kept in name order, as C tor lists them;
+/// nothing added twice).
+pub fn with_onion_service_roles(proto: &str) -> String {
+    let mut words: Vec<&str> = proto.split_whitespace().collect();
+    for add in ["HSIntro=4-5", "HSRend=2"] {
+        let name = add.split('=').next().unwrap_or(add);
+        if !words.iter().any(|w| w.split('=').next() == Some(name)) {
+            words.push(add);
+        }
+    }
+    words.sort_by_key(|w| w.split('=').next().unwrap_or(w).to_owned());
+    words.join(" ")
 }
 
 /// `platform` value: our own name, so authorities treat it as non-Tor and do not apply
@@ -565,5 +585,21 @@ mod dir_advertise_tests {
         for word in DEFAULT_PROTO.split(' ') {
             assert!(p.proto.split(' ').any(|w| w == word), "{word}");
         }
+    }
+
+    #[test]
+    fn onion_service_roles_are_added_once_in_name_order() {
+        assert_eq!(
+            super::with_onion_service_roles(DIR_CACHE_PROTO),
+            "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 HSDir=2 HSIntro=4-5 HSRend=2 Link=4-5 \
+             LinkAuth=3 Microdesc=2 Relay=2-6"
+        );
+        let twice =
+            super::with_onion_service_roles(&super::with_onion_service_roles(DEFAULT_PROTO));
+        assert_eq!(twice, super::with_onion_service_roles(DEFAULT_PROTO));
+        assert!(
+            twice.contains("FlowCtrl=1-2 HSIntro=4-5 HSRend=2 Link=4-5"),
+            "{twice}"
+        );
     }
 }

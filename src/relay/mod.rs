@@ -692,7 +692,10 @@ impl Relay {
                 })?,
             )
         };
-        let directory = publish::Directory::new(worker, config, Instant::now());
+        let mut directory = publish::Directory::new(worker, config, Instant::now());
+        // The onion-service tables are per shard and not yet looked up across shards: only
+        // a one-shard relay serves (and so advertises) the roles (`proto::circuit` `hs.rs`).
+        directory.set_onion_service_roles(shards == 1);
         let mut plane = ControlPlane::new(
             config.clone(),
             keys,

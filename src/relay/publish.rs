@@ -203,6 +203,11 @@ pub struct Directory {
     fatal: Option<String>,
     /// Whether the known-gap explanation (HSIntro/HSRend) was logged (once per process).
     known_gap_explained: bool,
+    /// Whether this relay serves the onion-service roles (it has one shard: the intro and
+    /// rendezvous tables are per shard and not yet looked up across shards, `proto::circuit`
+    /// `hs.rs`), so the descriptor advertises `HSIntro=4-5 HSRend=2` and the protocol check
+    /// counts them as supported.
+    onion_service_roles: bool,
 }
 
 impl Directory {
@@ -232,7 +237,14 @@ impl Directory {
             hibernating: false,
             fatal: None,
             known_gap_explained: false,
+            onion_service_roles: false,
         }
+    }
+
+    /// The relay serves the introduction- and rendezvous-point roles (one shard): advertise
+    /// them, and do not report them missing against the consensus.
+    pub fn set_onion_service_roles(&mut self, on: bool) {
+        self.onion_service_roles = on;
     }
 
     /// Why the relay must stop (a required protocol is missing), once that happened.
@@ -591,6 +603,9 @@ impl Directory {
         // Minted afresh for every descriptor, so they never near their 30-day expiry.
         params.family_certs = keys.family_certs(wall);
         params.hibernating = self.hibernating;
+        if self.onion_service_roles {
+            params.advertise_onion_service_roles();
+        }
         let ei = build_extra_info(keys, &params.nickname, wall)
             .map_err(|e| format!("extra-info: {e}"))?;
         let desc = build_descriptor(keys, &params, Some(&ei)).map_err(|e| e.to_string())?;
@@ -783,7 +798,12 @@ impl Directory {
     /// the authorities do not make it play.
     fn check_protocols(&mut self, c: &Consensus) {
         use crate::dir::protover::{check_relay_protocols, ProtoList, ProtocolCheck};
-        let supported = ProtoList::parse(SUPPORTED_PROTOCOLS).expect("our own list parses");
+        let ours = if self.onion_service_roles {
+            crate::dir::descriptor::with_onion_service_roles(SUPPORTED_PROTOCOLS)
+        } else {
+            SUPPORTED_PROTOCOLS.to_owned()
+        };
+        let supported = ProtoList::parse(&ours).expect("our own list parses");
         let check = check_relay_protocols(
             &supported,
             c.required_relay_protocols.as_deref(),
@@ -901,6 +921,26 @@ mod tests {
         let mut d = Directory::new(None, &config, Instant::now());
         d.check_protocols(&consensus_requiring(&more, "2026-11-30 23:00:00"));
         assert_eq!(d.fatal(), None);
+    }
+
+    /// A one-shard relay serves the onion-service roles: the live required list is met, and
+    /// a missing `Padding=2` alone is what stops it.
+    #[test]
+    fn a_relay_serving_the_onion_roles_meets_the_live_required_list() {
+        let config = cfg("ORPort 9001\n");
+        let live = "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 HSDir=2 HSIntro=4-5 HSRend=2 \
+                    Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-4";
+        let mut d = Directory::new(None, &config, Instant::now());
+        d.set_onion_service_roles(true);
+        d.check_protocols(&consensus_requiring(live, "2026-12-06 14:20:00"));
+        assert_eq!(d.fatal(), None);
+        assert!(!d.known_gap_explained, "nothing known-missing to explain");
+        d.check_protocols(&consensus_requiring(
+            &format!("{live} Padding=2"),
+            "2026-12-06 14:20:00",
+        ));
+        let why = d.fatal().expect("a missing Padding=2 is fatal");
+        assert!(why.ends_with("are: Padding=2"), "{why}");
     }
 
     fn cfg(extra: &str) -> Config {
