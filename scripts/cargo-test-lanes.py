@@ -5,6 +5,7 @@ Most of the suite's wall time is daemon tests that wait for a private Tor networ
 one binary after another (cargo runs test binaries sequentially). This script builds every
 test binary once (`cargo test --no-run`), then runs them in FORS_TEST_LANES lanes (default 2),
 longest first, each lane one binary at a time, so two binaries' waits overlap on CI's 2 cores.
+The few binaries that compare throughput within a run (`SOLO`) run alone afterwards.
 
 Its output has cargo's shape, which scripts/test.sh parses: per binary a
 `     Running <src> (<binary>)` line, then the binary's own libtest output (kept together,
@@ -35,6 +36,10 @@ import urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_WEIGHT = 5.0
+# Binaries that compare throughput measured within one run (e.g. MB/s with and without
+# idle connections held open): another lane's load during one phase skews the ratio, so
+# they run alone, after the lanes.
+SOLO = {"tests/daemon_slots.rs", "tests/daemon_bandwidth.rs"}
 
 
 def build():
@@ -171,13 +176,16 @@ def main():
                     print(f"error: test failed, to rerun pass `{flag}`")
                 sys.stdout.flush()
 
+    solo = [b for b in bins if b[2] in SOLO]
+    shared = [b for b in bins if b[2] not in SOLO]
     threads = [threading.Thread(target=run_lane, args=(lane,))
-               for lane in plan(bins, lanes, w)]
+               for lane in plan(shared, lanes, w)]
     t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    run_lane(solo)
     print(f"lanes: {len(bins)} test binaries in {lanes} lanes, {time.monotonic() - t0:.0f} s")
     logs = os.path.join(ROOT, "target", "test-logs")
     os.makedirs(logs, exist_ok=True)
