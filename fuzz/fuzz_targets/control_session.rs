@@ -48,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
         ns_self: None,
         accounting: None,
         dir: (None, 0),
+        orconns: None,
     };
     let auth = AuthConfig::default();
     let mut rng = StdRng::seed_from_u64(0);
