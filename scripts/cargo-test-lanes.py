@@ -14,8 +14,8 @@ never interleaved with another binary's), and for a failed binary cargo's
 package's directory, with CARGO_MANIFEST_DIR set.
 
 Weights (expected seconds per binary, for the lane plan) come from scripts/test-weights.txt;
-the measured times of this run are written to target/test-logs/test-weights.txt so the file
-can be refreshed. An unknown binary gets a default weight.
+the measured times of this run are written to test-weights.txt in FORS_TEST_LOG_DIR (default
+target/test-logs) so the file can be refreshed. An unknown binary gets a default weight.
 
 Environment: FORS_TEST_LANES (lanes, default 2), FORS_TEST_ONLY (a regex: run only the binaries
 whose label, e.g. `tests/daemon_cc.rs`, matches), FORS_TEST_BINARY_TIMEOUT (seconds one binary
@@ -187,7 +187,7 @@ def main():
         t.join()
     run_lane(solo)
     print(f"lanes: {len(bins)} test binaries in {lanes} lanes, {time.monotonic() - t0:.0f} s")
-    logs = os.path.join(ROOT, "target", "test-logs")
+    logs = os.environ.get("FORS_TEST_LOG_DIR") or os.path.join(ROOT, "target", "test-logs")
     os.makedirs(logs, exist_ok=True)
     with open(os.path.join(logs, "test-weights.txt"), "w") as f:
         for label, secs in sorted(measured.items(), key=lambda kv: -kv[1]):
