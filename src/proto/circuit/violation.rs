@@ -74,7 +74,7 @@ impl ::core::fmt::Display for ProtocolViolation {
             Self::TooManyRelayEarly => "more RELAY_EARLY cells than allowed",
             Self::InboundRelayEarly => "inbound RELAY_EARLY cell",
             Self::UnrecognizedAtLastHop => "unrecognized relay cell at the last hop",
-            Self::OnionServiceRole => "onion-service cell refused (see the HS counters)",
+            Self::OnionServiceRole => "onion-service cell refused (a multi-shard relay refuses every one; else see the HS counters)",
         })
     }
 }
