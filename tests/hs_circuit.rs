@@ -473,7 +473,7 @@ fn splice_partner_closed_with_the_same_reason() {
 fn multi_shard_relay_still_refuses() {
     let mut rng = seeded("multi_shard_relay_still_refuses");
     let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
-    r.core.set_hs_shard_count(2);
+    r.core.set_shard_count(2);
     let m1 = peer(0x21);
     let sk = SigningKey::from_bytes(&rng.gen());
     let (mut svc, kh) = build(&mut r, relay_chan(1, &m1, false), 1, false);

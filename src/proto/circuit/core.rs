@@ -114,6 +114,11 @@ pub struct RelayCore<
     violations: Option<(super::ProtocolViolation, u64)>,
     /// Introduction- and rendezvous-point state (`hs.rs`).
     pub(super) hs: super::hs::HsRelay,
+    /// Conflux sets whose legs end here (`conflux.rs`; not wired yet).
+    #[allow(dead_code)]
+    pub(super) conflux: super::conflux::ConfluxExit,
+    /// Shards of this relay (the node says so when it starts).
+    pub(super) shards: usize,
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
@@ -150,6 +155,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             relay_in: super::relay_in::RelayIn::new(),
             waiting: Vec::with_capacity(cfg.max_circuits),
             hs: super::hs::HsRelay::new(cfg.max_circuits),
+            conflux: super::conflux::ConfluxExit::new(cfg.max_circuits),
+            shards: 1,
             cfg,
             me,
             onion_keys,
@@ -908,6 +915,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.metrics.circuits = self.table.len() as u64;
         self.update_queue_metrics();
         self.hs_circuit_closed(idx, handle, reason, io);
+        self.conflux_circuit_closed(idx, handle, reason, io);
+    }
+
+    /// How many shards the relay runs (the node says so when it starts): the onion-service
+    /// roles and conflux depend on it.
+    pub fn set_shard_count(&mut self, shards: usize) {
+        self.shards = shards.max(1);
+        self.hs.shards = self.shards;
     }
 
     pub(super) fn update_queue_metrics(&mut self) {

@@ -72,7 +72,7 @@ pub(super) struct HsRelay {
     /// built yet, so with more than one shard the requests are refused as before the roles
     /// existed (DESTROY TORPROTOCOL, a C tor service moves on at once) rather than served
     /// for only the clients that happen to land on the intro circuit's shard.
-    shards: usize,
+    pub(super) shards: usize,
 }
 
 impl HsRelay {
@@ -111,11 +111,6 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             kh: *kh,
             ..HsSlot::default()
         };
-    }
-
-    /// How many shards the relay runs (the node says so when it starts).
-    pub fn set_hs_shard_count(&mut self, shards: usize) {
-        self.hs.shards = shards.max(1);
     }
 
     /// The intro-point and rendezvous-point counters of this shard.

@@ -42,6 +42,7 @@
 //!   `crypto_fast_rng`) is the right choice there.
 
 mod cc;
+mod conflux;
 mod core;
 pub mod crypto;
 mod exit;

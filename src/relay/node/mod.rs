@@ -581,7 +581,7 @@ impl RelayNode {
     /// resolver's socket.
     pub fn on_start(&mut self, out: &mut impl ShardIo<RelayMsg>) {
         self.shards = out.shard_count().max(1);
-        self.core.set_hs_shard_count(self.shards);
+        self.core.set_shard_count(self.shards);
         self.links = (0..self.shards)
             .map(|_| CrossLink::new(CROSS_OVERFLOW_CELLS))
             .collect();
