@@ -113,13 +113,24 @@ impl DescriptorParams {
     pub fn advertise_onion_service_roles(&mut self) {
         self.proto = with_onion_service_roles(&self.proto);
     }
+
+    /// Advertises conflux at the exit (`Conflux=1`), for a relay that runs it.
+    pub fn advertise_conflux(&mut self) {
+        self.proto = with_protocols(&self.proto, &["Conflux=1"]);
+    }
 }
 
 /// `proto` with `HSIntro=4-5 HSRend=2` added (kept in name order, as C tor lists them;
 /// nothing added twice).
 pub fn with_onion_service_roles(proto: &str) -> String {
+    with_protocols(proto, &["HSIntro=4-5", "HSRend=2"])
+}
+
+/// `proto` with the `Name=versions` entries of `add` whose names it lacks (kept in name
+/// order, as C tor lists them).
+pub fn with_protocols(proto: &str, add: &[&str]) -> String {
     let mut words: Vec<&str> = proto.split_whitespace().collect();
-    for add in ["HSIntro=4-5", "HSRend=2"] {
+    for &add in add {
         let name = add.split('=').next().unwrap_or(add);
         if !words.iter().any(|w| w.split('=').next() == Some(name)) {
             words.push(add);

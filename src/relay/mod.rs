@@ -693,9 +693,10 @@ impl Relay {
             )
         };
         let mut directory = publish::Directory::new(worker, config, Instant::now());
-        // The onion-service tables are per shard and not yet looked up across shards: only
-        // a one-shard relay serves (and so advertises) the roles (`proto::circuit` `hs.rs`).
-        directory.set_onion_service_roles(shards == 1);
+        // The onion-service roles and conflux are advertised only where they are served
+        // (`proto::circuit` `hs.rs`, `conflux.rs`).
+        directory.set_onion_service_roles(shards == 1 || crate::proto::circuit::HS_ACROSS_SHARDS);
+        directory.set_conflux(crate::proto::circuit::conflux_served(shards as usize));
         let mut plane = ControlPlane::new(
             config.clone(),
             keys,

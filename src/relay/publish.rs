@@ -208,6 +208,9 @@ pub struct Directory {
     /// `hs.rs`), so the descriptor advertises `HSIntro=4-5 HSRend=2` and the protocol check
     /// counts them as supported.
     onion_service_roles: bool,
+    /// The relay runs conflux at the exit (`proto::circuit` `conflux.rs`): advertise
+    /// `Conflux=1` and count it as supported.
+    conflux: bool,
 }
 
 impl Directory {
@@ -238,6 +241,7 @@ impl Directory {
             fatal: None,
             known_gap_explained: false,
             onion_service_roles: false,
+            conflux: false,
         }
     }
 
@@ -245,6 +249,11 @@ impl Directory {
     /// them, and do not report them missing against the consensus.
     pub fn set_onion_service_roles(&mut self, on: bool) {
         self.onion_service_roles = on;
+    }
+
+    /// The relay runs conflux at the exit: advertise `Conflux=1`.
+    pub fn set_conflux(&mut self, on: bool) {
+        self.conflux = on;
     }
 
     /// Why the relay must stop (a required protocol is missing), once that happened.
@@ -606,6 +615,9 @@ impl Directory {
         if self.onion_service_roles {
             params.advertise_onion_service_roles();
         }
+        if self.conflux {
+            params.advertise_conflux();
+        }
         let ei = build_extra_info(keys, &params.nickname, wall)
             .map_err(|e| format!("extra-info: {e}"))?;
         let desc = build_descriptor(keys, &params, Some(&ei)).map_err(|e| e.to_string())?;
@@ -798,11 +810,14 @@ impl Directory {
     /// the authorities do not make it play.
     fn check_protocols(&mut self, c: &Consensus) {
         use crate::dir::protover::{check_relay_protocols, ProtoList, ProtocolCheck};
-        let ours = if self.onion_service_roles {
+        let mut ours = if self.onion_service_roles {
             crate::dir::descriptor::with_onion_service_roles(SUPPORTED_PROTOCOLS)
         } else {
             SUPPORTED_PROTOCOLS.to_owned()
         };
+        if self.conflux {
+            ours = crate::dir::descriptor::with_protocols(&ours, &["Conflux=1"]);
+        }
         let supported = ProtoList::parse(&ours).expect("our own list parses");
         let check = check_relay_protocols(
             &supported,

@@ -11,6 +11,12 @@ use super::table::CircHandle;
 use super::NetworkView;
 use crate::cell::chan::DestroyReason;
 
+/// Whether the exit side of conflux runs on live circuits (and on how many shards): the
+/// relay advertises `Conflux=1` only when it does.
+pub fn conflux_served(_shards: usize) -> bool {
+    false
+}
+
 /// One shard's conflux state (inside its [`RelayCore`]).
 pub(super) struct ConfluxExit {}
 

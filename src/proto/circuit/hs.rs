@@ -41,6 +41,10 @@ use crate::proto::hs::intro::{
 use crate::proto::hs::rend::{EstablishRendOutcome, RendCounters, RendPoint, Rendezvous1Outcome};
 use crate::proto::hs::{CircFacts, HsCircState, HsRole};
 
+/// Whether a relay with more than one shard serves the roles (lookups and splices across
+/// shards). Until then only a one-shard relay serves and advertises them.
+pub const HS_ACROSS_SHARDS: bool = false;
+
 /// Most entries in one shard's intro-point table and in its rendezvous table (never more
 /// than the shard's circuit table). C tor's maps are unbounded; a full table refuses with
 /// RESOURCELIMIT and is counted (`est_intro_table_full`, `est_rend_table_full`).
