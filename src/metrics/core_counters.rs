@@ -181,6 +181,28 @@ exported_fields! {
             Gauge true "Introduction circuits (service keys) held now.",
         hs_rend_cookies => "fors_relay_hs_rend_cookies" [""]
             Gauge true "Rendezvous cookies waiting for the service now.",
+        conflux_sets => "fors_relay_conflux_sets" [""]
+            Gauge true "Conflux sets (linked or linking) whose legs end here.",
+        conflux_legs => "fors_relay_conflux_legs" [""]
+            Gauge true "Conflux legs (circuits) in those sets.",
+        conflux_held_cells => "fors_relay_conflux_ooo_cells" [""]
+            Gauge true "Multiplexed cells held out of order, waiting for earlier sequence numbers.",
+        conflux_sets_linked => "fors_relay_conflux_linked_total" ["kind=\"set\""]
+            Counter true "Conflux sets and legs linked (CONFLUX_LINKED sent).",
+        conflux_legs_linked => "fors_relay_conflux_linked_total" ["kind=\"leg\""]
+            Counter true "",
+        conflux_links_refused => "fors_relay_conflux_links_refused_total" [""]
+            Counter true "CONFLUX_LINK cells refused (the leg closed, as C tor).",
+        conflux_switches_received => "fors_relay_conflux_switches_total" ["action=\"received\""]
+            Counter true "CONFLUX_SWITCH cells received, refused as malformed, and sent.",
+        conflux_switches_malformed => "fors_relay_conflux_switches_total" ["action=\"malformed\""]
+            Counter true "",
+        conflux_switches_sent => "fors_relay_conflux_switches_total" ["action=\"sent\""]
+            Counter true "",
+        conflux_ooo_overflow => "fors_relay_conflux_ooo_overflow_total" [""]
+            Counter true "Sets torn down because their out-of-order queue reached its bound.",
+        conflux_teardowns => "fors_relay_conflux_teardowns_total" [""]
+            Counter true "Conflux sets torn down.",
     }
     // circuits (fors_relay_circuits_open), circuits_created, cc_circuits, cells_forwarded,
     // cells_backward, xoff_sent and xon_sent go out through `HandlerCounters`;

@@ -144,6 +144,18 @@ pub struct CircuitMetrics {
     /// Intro circuits (service keys) and rendezvous cookies held now.
     pub hs_intro_circuits: u64,
     pub hs_rend_cookies: u64,
+    /// Conflux at the exit (`proto::conflux::ConfluxStats`, copied by `set_conflux`).
+    pub conflux_sets: u64,
+    pub conflux_legs: u64,
+    pub conflux_held_cells: u64,
+    pub conflux_sets_linked: u64,
+    pub conflux_legs_linked: u64,
+    pub conflux_links_refused: u64,
+    pub conflux_switches_received: u64,
+    pub conflux_switches_malformed: u64,
+    pub conflux_switches_sent: u64,
+    pub conflux_ooo_overflow: u64,
+    pub conflux_teardowns: u64,
 }
 
 impl CircuitMetrics {
@@ -215,6 +227,34 @@ impl CircuitMetrics {
         self.hs_splices_closed = splices_closed;
         self.hs_intro_circuits = tables.0 as u64;
         self.hs_rend_cookies = tables.1 as u64;
+    }
+
+    /// Copies one shard's conflux counters and table sizes (destructured without `..`).
+    pub fn set_conflux(&mut self, s: &crate::proto::conflux::ConfluxStats) {
+        let crate::proto::conflux::ConfluxStats {
+            sets,
+            legs,
+            held_cells,
+            sets_linked_total,
+            legs_linked_total,
+            links_refused_total,
+            switches_received_total,
+            switches_malformed_total,
+            switches_sent_total,
+            ooo_overflow_total,
+            teardowns_total,
+        } = *s;
+        self.conflux_sets = sets as u64;
+        self.conflux_legs = legs as u64;
+        self.conflux_held_cells = held_cells as u64;
+        self.conflux_sets_linked = sets_linked_total;
+        self.conflux_legs_linked = legs_linked_total;
+        self.conflux_links_refused = links_refused_total;
+        self.conflux_switches_received = switches_received_total;
+        self.conflux_switches_malformed = switches_malformed_total;
+        self.conflux_switches_sent = switches_sent_total;
+        self.conflux_ooo_overflow = ooo_overflow_total;
+        self.conflux_teardowns = teardowns_total;
     }
 }
 
