@@ -170,6 +170,114 @@ class PlanTests(unittest.TestCase):
         self.assertFalse(any("metrics_port" in r for r in plain["relays"]))
 
 
+class ForsOnlyTests(unittest.TestCase):
+    """--fors-only, --fors-shards and --onion-service: the plan and the torrcs."""
+
+    def args(self, **kw):
+        a = PlanTests.args(PlanTests(), fors_only=True, middles=None, exits=None, fors=None)
+        for k, v in kw.items():
+            setattr(a, k, v)
+        return a
+
+    def plan(self, **kw):
+        net = testnet.plan_network(self.args(**kw))
+        for i, a in enumerate(net["authorities"]):
+            a["fingerprint"] = "%040X" % (0xA0 + i)
+            a["v3ident"] = "%040X" % (0xB0 + i)
+        for i, r in enumerate(net["relays"]):
+            r["fingerprint"] = "%040X" % (0xF0 + i)
+        return net
+
+    def test_every_relay_is_fors_with_default_slots(self):
+        net = self.plan()
+        self.assertTrue(net["fors_only"])
+        self.assertEqual([r["kind"] for r in net["relays"]], ["fors"] * 6)
+        self.assertEqual(sorted(r["role"] for r in net["relays"]), ["exit"] * 2 + ["middle"] * 4)
+        given = self.plan(fors=["exit", "middle", "middle", "middle", "middle"])
+        self.assertEqual(len(given["relays"]), 5)
+        # Without --fors-only the C tor relays stay the default.
+        plain = testnet.plan_network(self.args(fors_only=False))
+        self.assertEqual(sum(r["kind"] == "ctor" for r in plain["relays"]), 4)
+        self.assertFalse(plain["fors_only"])
+
+    def test_fors_only_refuses_what_would_not_be_fors_only(self):
+        for kw in ({"fors_bin": None}, {"middles": 1}, {"exits": 2},
+                   {"fors": ["middle"] * 5}, {"fors": ["exit", "middle", "middle"]}):
+            with self.assertRaises(testnet.TestnetError, msg=kw):
+                testnet.plan_network(self.args(**kw))
+
+    def test_fors_shards_fill_in_numcpus_unless_a_slot_sets_it(self):
+        net = self.plan(fors_shards=1, slot_option=["forsexit1 NumCPUs 2"])
+        opts = net["slot_options"]
+        self.assertIn(("forsexit1", "NumCPUs 2"), opts)
+        self.assertNotIn(("forsexit1", "NumCPUs 1"), opts)
+        for r in net["relays"]:
+            if r["nick"] != "forsexit1":
+                self.assertIn((r["nick"], "NumCPUs 1"), opts)
+                self.assertIn("NumCPUs 1", testnet.relay_core_lines(net, r))
+        with self.assertRaises(testnet.TestnetError):
+            testnet.plan_network(self.args(fors_shards=0))
+        with self.assertRaises(testnet.TestnetError):
+            testnet.plan_network(self.args(fors_only=False, fors=None, fors_shards=2))
+
+    def test_client_and_service_exclude_the_authorities(self):
+        net = self.plan(onion_service=True)
+        s = net["onion_service"]
+        self.assertEqual(s["virtual_port"], 80)
+        excl = "ExcludeNodes " + ",".join("$%040X" % (0xA0 + i) for i in range(3))
+        for lines in (testnet.client_lines(net, {}), testnet.service_lines(net)):
+            self.assertIn(excl, lines)
+            self.assertIn("StrictNodes 0", lines)
+            self.assertIn("EnforceDistinctSubnets 0", lines)
+        srv = net["http_server"]
+        self.assertIn(f"HiddenServicePort 80 {srv['address']}:{srv['port']}",
+                      testnet.service_lines(net))
+        self.assertIn(f"HiddenServiceDir {s['hs_dir']}", testnet.service_lines(net))
+        plain = testnet.plan_network(self.args(fors_only=False))
+        for a in plain["authorities"]:
+            a["fingerprint"] = a["v3ident"] = "%040X" % 1
+        self.assertFalse(any(l.startswith(("ExcludeNodes", "StrictNodes"))
+                             for l in testnet.client_lines(plain, {})))
+        with self.assertRaises(testnet.TestnetError):
+            testnet.plan_network(self.args(onion_service=True, no_server=True))
+
+    def test_service_torrc_passes_the_local_check_and_a_remote_target_does_not(self):
+        net = self.plan(onion_service=True)
+        fd, path = tempfile.mkstemp(suffix=".torrc")
+        os.close(fd)
+        self.addCleanup(os.unlink, path)
+        lines = testnet.service_lines(net)
+        testnet.write_torrc(path, lines)
+        testnet.check_torrc_is_local(path)
+        bad = [l if not l.startswith("HiddenServicePort") else "HiddenServicePort 80 192.0.2.1:80"
+               for l in lines]
+        testnet.write_torrc(path, bad)
+        with self.assertRaises(testnet.TestnetError):
+            testnet.check_torrc_is_local(path)
+
+    def test_only_fors_relays_are_voted_hsdir(self):
+        net = self.plan()
+        lines = testnet.authority_lines(net, net["authorities"][0], [])
+        fors = ",".join("$" + r["fingerprint"] for r in net["relays"])
+        self.assertIn(f"TestingDirAuthVoteHSDir {fors}", lines)
+        self.assertIn("TestingDirAuthVoteHSDirIsStrict 1", lines)
+        self.assertNotIn("TestingDirAuthVoteHSDir *", lines)
+        self.assertIn("TestingDirAuthVoteGuard *", lines)
+        plain = testnet.plan_network(self.args(fors_only=False))
+        for i, a in enumerate(plain["authorities"]):
+            a["fingerprint"] = a["v3ident"] = "%040X" % i
+        self.assertIn("TestingDirAuthVoteHSDir *",
+                      testnet.authority_lines(plain, plain["authorities"][0], []))
+
+    def test_wait_wants_guard_and_hsdir_of_fors_relays(self):
+        net = {"fors_only": True}
+        rf = testnet.required_flags
+        self.assertEqual(rf({"nick": "forsmiddle1", "role": "middle", "kind": "fors"}, net),
+                         {"Running", "Valid", "Fast", "Guard", "HSDir"})
+        self.assertNotIn("HSDir", rf({"nick": "auth0", "role": None}, net))
+        self.assertNotIn("HSDir", rf({"nick": "forsmiddle1", "role": "middle", "kind": "fors"}, {}))
+
+
 class _Metrics(http.server.BaseHTTPRequestHandler):
     value = 0
 
