@@ -724,6 +724,19 @@ def make_authority_keys(net, node, empty_defaults):
 # up
 # --------------------------------------------------------------------------
 
+def with_arti_time_period(params, voting_interval):
+    """`params` plus `hsdir_interval=M` (unless given), M = one shared-random protocol run
+    (24 voting intervals) in minutes.  C tor in a TestingTorNetwork takes the onion-service
+    time period from that run and ignores `hsdir_interval` (hs_common.c
+    get_time_period_length); arti always reads `hsdir_interval` (default 1440, accepted
+    5..14400), so without it arti derives other blinded keys and HSDirs and never finds a C
+    tor service's descriptor."""
+    minutes, rest = divmod(24 * voting_interval, 60)
+    if rest or minutes < 5 or "hsdir_interval=" in (params or ""):
+        return params
+    return " ".join(p for p in ((params or "").strip(), f"hsdir_interval={minutes}") if p)
+
+
 def plan_network(args):
     run_dir = os.path.abspath(args.dir)
     port = args.base_port
@@ -736,11 +749,14 @@ def plan_network(args):
         used.append(p)
         return p
 
+    consensus_params = args.consensus_params
+    if getattr(args, "fors_only", False):
+        consensus_params = with_arti_time_period(consensus_params, args.voting_interval)
     net = {
         "run_dir": run_dir,
         "tor": args.tor,
         "tor_gencert": args.tor_gencert,
-        "consensus_params": args.consensus_params,
+        "consensus_params": consensus_params,
         "voting": {"interval": args.voting_interval, "vote_delay": args.vote_delay,
                    "dist_delay": args.dist_delay},
         "client_options": args.client_option or [],

@@ -269,6 +269,17 @@ class ForsOnlyTests(unittest.TestCase):
         self.assertIn("TestingDirAuthVoteHSDir *",
                       testnet.authority_lines(plain, plain["authorities"][0], []))
 
+    def test_arti_time_period_matches_c_tor_test_networks(self):
+        f = testnet.with_arti_time_period
+        # 24 voting intervals of 20 s: C tor's TestingTorNetwork time period, 8 minutes.
+        self.assertEqual(f("a=1", 20), "a=1 hsdir_interval=8")
+        self.assertEqual(f("", 20), "hsdir_interval=8")
+        self.assertEqual(f("hsdir_interval=30", 20), "hsdir_interval=30")
+        self.assertEqual(f("a=1", 11), "a=1")  # 264 s: not whole minutes, arti cannot match
+        self.assertIn("hsdir_interval=8", self.plan()["consensus_params"])
+        self.assertNotIn("hsdir_interval", testnet.plan_network(self.args(fors_only=False))
+                         .get("consensus_params") or "")
+
     def test_wait_wants_guard_and_hsdir_of_fors_relays(self):
         net = {"fors_only": True}
         rf = testnet.required_flags
