@@ -1571,9 +1571,15 @@ def auto_pin_entry(net, pins):
     if "middle" not in pins or "entry" in pins:
         return
     taken = {pins.get("middle"), pins.get("exit")}
-    plain = [r for r in net["relays"] if r["kind"] == "ctor" and not r.get("pluggable")]
-    for cand in ([r for r in plain if r["role"] == "middle"] + net["authorities"]
-                 + [r for r in plain if r["role"] == "exit"]):
+    if net.get("fors_only"):
+        # The authorities are excluded from every path: another Fors relay is the entry.
+        cands = ([r for r in net["relays"] if r["role"] == "middle"]
+                 + [r for r in net["relays"] if r["role"] == "exit"])
+    else:
+        plain = [r for r in net["relays"] if r["kind"] == "ctor" and not r.get("pluggable")]
+        cands = ([r for r in plain if r["role"] == "middle"] + net["authorities"]
+                 + [r for r in plain if r["role"] == "exit"])
+    for cand in cands:
         if cand["fingerprint"] not in taken:
             pins["entry"] = cand["fingerprint"]
             log(f"pinning entry to {cand['nick']} so the guard cannot collide with the pinned middle")

@@ -280,6 +280,13 @@ class ForsOnlyTests(unittest.TestCase):
         self.assertNotIn("hsdir_interval", testnet.plan_network(self.args(fors_only=False))
                          .get("consensus_params") or "")
 
+    def test_pinned_middle_gets_a_fors_entry(self):
+        net = self.plan()
+        fps = {r["nick"]: r["fingerprint"] for r in net["relays"]}
+        pins = {"middle": fps["forsmiddle1"]}
+        testnet.auto_pin_entry(net, pins)
+        self.assertEqual(pins["entry"], fps["forsmiddle2"])
+
     def test_wait_wants_guard_and_hsdir_of_fors_relays(self):
         net = {"fors_only": True}
         rf = testnet.required_flags
