@@ -869,6 +869,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         tell_next: bool,
         io: &mut CoreIo<'_>,
     ) {
+        self.conflux_circuit_closing(idx, io);
         let handle = self.table.handle(idx);
         let Some(mut c) = self.table.remove(idx) else {
             return;
