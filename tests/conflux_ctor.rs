@@ -16,7 +16,7 @@ use daemon_common::free_port;
 use daemon_common::private_net::{testnet, PrivateNet};
 use daemon_common::{http_get, wait_for_file_line};
 
-/// The sum over shards of a counter on a MetricsPort (lines starting with `name`).
+/// The sum of the lines of a MetricsPort that start with `name`.
 fn sum(metrics: &str, name: &str) -> u64 {
     metrics
         .lines()
@@ -77,15 +77,27 @@ fn c_tor_client_links_conflux_sets_through_a_one_shard_fors_exit() {
     let url = format!("127.0.0.1:{m_exit}").parse().unwrap();
     let mut m = http_get(url, "/metrics");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while sum(&m, "fors_relay_conflux_linked_total{kind=\"set\"}") == 0
+    while sum(
+        &m,
+        "fors_relay_all_shards_conflux_linked_total{kind=\"set\"}",
+    ) == 0
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_secs(2));
         m = http_get(url, "/metrics");
     }
-    let sets = sum(&m, "fors_relay_conflux_linked_total{kind=\"set\"}");
-    let legs = sum(&m, "fors_relay_conflux_linked_total{kind=\"leg\"}");
-    let switches = sum(&m, "fors_relay_conflux_switches_total");
+    let sets = sum(
+        &m,
+        "fors_relay_all_shards_conflux_linked_total{kind=\"set\"}",
+    );
+    let legs = sum(
+        &m,
+        "fors_relay_all_shards_conflux_linked_total{kind=\"leg\"}",
+    );
+    let switches = sum(
+        &m,
+        "fors_relay_all_shards_conflux_switches_total{action=\"received\"}",
+    );
     eprintln!("forsexit1: conflux sets linked {sets}, legs {legs}, switches {switches}");
     assert!(sets >= 1, "the C tor client linked no conflux set:\n{m}");
     assert!(legs >= 2 * sets, "{m}");
