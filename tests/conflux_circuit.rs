@@ -427,3 +427,73 @@ fn a_multi_shard_relay_refuses_link() {
     assert_eq!(destroys(&acts, &a), vec![DestroyReason::TorProtocol]);
     assert_eq!(exit.core.metrics().conflux_sets_linked, 0);
 }
+
+#[test]
+fn hostile_sequences_close_what_c_tor_closes() {
+    let mut exit = exit();
+    let (mut a, mut b) = linked_pair(&mut exit, DesiredUx::MinLatency, 20, 60);
+    let (stream, _) = begin(&mut exit, &mut a, 7); // seq 1 on a; a is the sending leg
+                                                   // b replays seq 1 (its counter is still 0): already delivered → b closes INTERNAL (C
+                                                   // tor: "Anyone can mangle these sequence number"). b held no newer number and is not
+                                                   // the sending leg, so the set and its stream stay on a.
+    let acts = data(&mut exit, &mut b, 7, b"replayed");
+    assert!(writes(&acts).is_empty());
+    assert_eq!(destroys(&acts, &b), vec![DestroyReason::Internal]);
+    assert!(destroys(&acts, &a).is_empty());
+    assert_eq!(exit.core.metrics().conflux_legs, 1);
+    assert_eq!(
+        writes(&data(&mut exit, &mut a, 7, b"ok")),
+        vec![b"ok".to_vec()]
+    );
+    let (n, _) = exit.io(|c, io| c.stream_data(stream, b"x", io));
+    assert_eq!(n.unwrap(), 1);
+}
+
+#[test]
+fn a_switch_flood_is_bounded_by_the_ooo_window() {
+    let mut exit = exit();
+    let (mut a, mut b) = linked_pair(&mut exit, DesiredUx::MinLatency, 20, 60);
+    let (stream, _) = begin(&mut exit, &mut a, 7);
+    // SWITCH by 0 is accepted (C tor 0.4.9.11 has its minimum-increment check disabled),
+    // and so are many small ones: none is sequenced, nothing is held.
+    for _ in 0..100 {
+        assert!(switch(&mut exit, &mut b, 0).is_empty());
+    }
+    for _ in 0..2100 {
+        assert!(switch(&mut exit, &mut b, 1).is_empty());
+    }
+    assert_eq!(exit.core.metrics().conflux_switches_received, 2200);
+    assert_eq!(exit.core.metrics().conflux_held_cells, 0);
+    // The next cell on b is 2100 ahead of the set: beyond the window, the set is torn
+    // down as for any queue overflow.
+    let acts = data(&mut exit, &mut b, 7, b"far");
+    assert_eq!(destroys(&acts, &b), vec![DestroyReason::ResourceLimit]);
+    assert_eq!(destroys(&acts, &a), vec![DestroyReason::Finished]);
+    assert!(acts
+        .iter()
+        .any(|x| matches!(x, Action::StreamClose { stream: s } if *s == stream)));
+}
+
+#[test]
+fn a_stream_paused_before_linked_ack_resumes_on_it() {
+    let mut exit = exit();
+    let mut a = leg(&mut exit, 1, true);
+    link(&mut exit, &mut a, nonce(), DesiredUx::MinLatency);
+    // BEGIN before LINKED_ACK: CONNECTED goes on the only leg, but no leg has an RTT yet,
+    // so DATA waits (C tor's MinRTT skips legs without one).
+    let (stream, acts) = begin(&mut exit, &mut a, 7);
+    assert_eq!(a.open_all(&acts)[0].1, RelayCmd::CONNECTED);
+    let (n, acts) = exit.io(|c, io| c.stream_data(stream, b"early", io));
+    assert_eq!(n.unwrap(), 0);
+    assert!(acts
+        .iter()
+        .any(|x| matches!(x, Action::PauseStreamRead { stream: s } if *s == stream)));
+    exit.advance(Duration::from_millis(30));
+    let acts = send_other(&mut exit, &mut a, RelayCmd::CONFLUX_LINKED_ACK, &[]);
+    assert!(acts
+        .iter()
+        .any(|x| matches!(x, Action::ResumeStreamRead { stream: s } if *s == stream)));
+    let (n, acts) = exit.io(|c, io| c.stream_data(stream, b"early", io));
+    assert_eq!(n.unwrap(), 5);
+    assert_eq!(a.open_all(&acts)[0].3, b"early".to_vec());
+}

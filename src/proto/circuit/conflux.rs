@@ -197,7 +197,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             },
             RelayCmd::CONFLUX_LINKED => self.conflux.sets.on_linked(h, facts),
             RelayCmd::CONFLUX_LINKED_ACK => match self.conflux.sets.on_linked_ack(h, facts, now) {
-                Ok(()) => return true,
+                Ok(()) => {
+                    // The leg has an RTT now and may be picked: streams the set paused for
+                    // want of a usable leg may send.
+                    self.resume_streams(idx, io);
+                    return true;
+                }
                 Err(r) => r,
             },
             RelayCmd::CONFLUX_SWITCH => match self.conflux.sets.on_switch(h, facts, data) {
