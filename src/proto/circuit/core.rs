@@ -114,8 +114,7 @@ pub struct RelayCore<
     violations: Option<(super::ProtocolViolation, u64)>,
     /// Introduction- and rendezvous-point state (`hs.rs`).
     pub(super) hs: super::hs::HsRelay,
-    /// Conflux sets whose legs end here (`conflux.rs`; not wired yet).
-    #[allow(dead_code)]
+    /// Conflux sets whose legs end here (`conflux.rs`).
     pub(super) conflux: super::conflux::ConfluxExit,
     /// Shards of this relay (the node says so when it starts).
     pub(super) shards: usize,
