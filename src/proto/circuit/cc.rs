@@ -194,11 +194,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             None => return true,
             Some(FlowMsg::Xoff) => {
                 self.metrics.xoff_sent += 1;
-                self.originate(idx, RelayCmd::XOFF, sid, |out| Xoff.encode(out), io)
+                self.cfx_originate(idx, RelayCmd::XOFF, sid, |out| Xoff.encode(out), io)
             }
             Some(FlowMsg::Xon { kbps_ewma }) => {
                 self.metrics.xon_sent += 1;
-                self.originate(
+                self.cfx_originate(
                     idx,
                     RelayCmd::XON,
                     sid,

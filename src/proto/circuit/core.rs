@@ -114,8 +114,7 @@ pub struct RelayCore<
     violations: Option<(super::ProtocolViolation, u64)>,
     /// Introduction- and rendezvous-point state (`hs.rs`).
     pub(super) hs: super::hs::HsRelay,
-    /// Conflux sets whose legs end here (`conflux.rs`; not wired yet).
-    #[allow(dead_code)]
+    /// Conflux sets whose legs end here (`conflux.rs`).
     pub(super) conflux: super::conflux::ConfluxExit,
     /// Shards of this relay (the node says so when it starts).
     pub(super) shards: usize,
@@ -869,6 +868,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         tell_next: bool,
         io: &mut CoreIo<'_>,
     ) {
+        self.conflux_circuit_closing(idx, io);
         let handle = self.table.handle(idx);
         let Some(mut c) = self.table.remove(idx) else {
             return;

@@ -36,6 +36,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.cfg.refuse_unknown_exits = p.refuse_unknown_exits;
         self.cfg.allow_network_reentry = p.allow_network_reentry;
         self.set_hs_consensus_params(&p);
+        // C tor `conflux_is_enabled` at an exit: `cfx_enabled`, default 1, range 0..=1.
+        self.conflux.cfx_enabled = raw.get("cfx_enabled").is_none_or(|&v| v >= 1);
     }
 
     /// A recognized relay cell. Returns false if the circuit closed.
@@ -62,6 +64,70 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
         };
         let (cmd, sid, data) = (msg.cmd, msg.stream_id, msg.data);
+        // Copy what outlives the borrow of `body`.
+        let mut copy = [0u8; v0::MAX_DATA_LEN];
+        let len = data.len();
+        copy[..len].copy_from_slice(data);
+        let data = &copy[..len];
+        // On a conflux leg, stream commands take the set's sequence numbers first (C tor
+        // `connection_edge_process_relay_cell`), then run against the set's streams.
+        if crate::proto::conflux::should_multiplex(cmd) && self.cfx_is_leg(idx) {
+            return self.cfx_sequenced(idx, cmd, sid, data, io);
+        }
+        match cmd {
+            RelayCmd::DATA => {
+                self.relay_data_circuit(idx, io)
+                    && self.dispatch_stream_msg(idx, cmd, sid, data, io)
+            }
+            RelayCmd::BEGIN
+            | RelayCmd::END
+            | RelayCmd::RESOLVE
+            | RelayCmd::CONNECTED
+            | RelayCmd::RESOLVED
+            | RelayCmd::XOFF
+            | RelayCmd::XON => self.dispatch_stream_msg(idx, cmd, sid, data, io),
+            RelayCmd::SENDME => self.relay_sendme(idx, sid, data, io),
+            // C drops stream commands with stream ID 0.
+            RelayCmd::BEGIN_DIR if sid == 0 => true,
+            // Directory streams are circuit-specific: not on a conflux leg (TROVE-2026-008).
+            RelayCmd::BEGIN_DIR if self.cfx_refuses_begin_dir(idx) => {
+                self.refuse(idx, sid, EndReason::NotDirectory, io)
+            }
+            RelayCmd::BEGIN_DIR => self.relay_begin_dir(idx, sid, io),
+            RelayCmd::CONFLUX_LINK
+            | RelayCmd::CONFLUX_LINKED
+            | RelayCmd::CONFLUX_LINKED_ACK
+            | RelayCmd::CONFLUX_SWITCH => self.handle_conflux(idx, cmd, data, io),
+            RelayCmd::EXTEND2 => self.handle_extend2(idx, early, sid, data, io),
+            // prop 350: TAP EXTEND is refused.
+            RelayCmd::EXTEND => {
+                self.protocol_close(idx, ProtocolViolation::TapExtend, io);
+                false
+            }
+            RelayCmd::TRUNCATE => self.relay_truncate(idx, io),
+            // The introduction- and rendezvous-point requests (`hs.rs`).
+            RelayCmd::ESTABLISH_INTRO
+            | RelayCmd::INTRODUCE1
+            | RelayCmd::ESTABLISH_RENDEZVOUS
+            | RelayCmd::RENDEZVOUS1 => self.handle_hs(idx, cmd, data, io),
+            // DROP is padding; EXTENDED*, TRUNCATED are origin-only; other known commands
+            // (onion-service replies, circuit padding) are not supported here; unknown ones
+            // are dropped for forward compatibility (v0).
+            _ => true,
+        }
+    }
+
+    /// A stream command (one `should_multiplex` names), against the streams of circuit
+    /// `idx` (a conflux set's stream owner when it came on a leg). Returns whether `idx`
+    /// is still open.
+    pub(super) fn dispatch_stream_msg(
+        &mut self,
+        idx: u32,
+        cmd: RelayCmd,
+        sid: u16,
+        data: &[u8],
+        io: &mut CoreIo<'_>,
+    ) -> bool {
         // C drops stream commands with stream ID 0.
         if sid == 0
             && matches!(
@@ -71,18 +137,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                     | RelayCmd::END
                     | RelayCmd::RESOLVE
                     | RelayCmd::RESOLVED
-                    | RelayCmd::BEGIN_DIR
             )
         {
             return true;
         }
-        // Copy what outlives the borrow of `body`.
-        let mut copy = [0u8; v0::MAX_DATA_LEN];
-        let len = data.len();
-        copy[..len].copy_from_slice(data);
-        let data = &copy[..len];
         match cmd {
-            RelayCmd::DATA => self.relay_data(idx, sid, data, io),
+            RelayCmd::DATA => self.relay_data_stream(idx, sid, data, io),
             RelayCmd::END => {
                 if let Some(h) = self.streams.find(idx, sid) {
                     self.drop_stream(idx, h);
@@ -90,29 +150,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 }
                 true
             }
-            RelayCmd::SENDME => self.relay_sendme(idx, sid, data, io),
             RelayCmd::BEGIN => self.relay_begin(idx, sid, data, io),
-            RelayCmd::BEGIN_DIR => self.relay_begin_dir(idx, sid, io),
             RelayCmd::RESOLVE => self.relay_resolve(idx, sid, data, io),
-            RelayCmd::EXTEND2 => self.handle_extend2(idx, early, sid, data, io),
-            // prop 350: TAP EXTEND is refused.
-            RelayCmd::EXTEND => {
-                self.protocol_close(idx, ProtocolViolation::TapExtend, io);
-                false
-            }
-            RelayCmd::TRUNCATE => self.relay_truncate(idx, io),
             // Stream flow control on CC circuits (see `cc`); ignored elsewhere.
             RelayCmd::XOFF => self.relay_xoff(idx, sid, data, io),
             RelayCmd::XON => self.relay_xon(idx, sid, data, io),
-            // The introduction- and rendezvous-point requests (`hs.rs`).
-            RelayCmd::ESTABLISH_INTRO
-            | RelayCmd::INTRODUCE1
-            | RelayCmd::ESTABLISH_RENDEZVOUS
-            | RelayCmd::RENDEZVOUS1 => self.handle_hs(idx, cmd, data, io),
-            // DROP is padding; CONNECTED, RESOLVED, EXTENDED*,
-            // TRUNCATED are origin-only; other known commands (conflux, onion-service
-            // replies, circuit padding) are not supported here; unknown ones are dropped
-            // for forward compatibility (v0).
+            // CONNECTED and RESOLVED are origin-only.
             _ => true,
         }
     }
@@ -149,8 +192,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
 
     // ------------------------------------------------------------ flow control
 
-    fn relay_data(&mut self, idx: u32, sid: u16, data: &[u8], io: &mut CoreIo<'_>) -> bool {
-        // Every DATA cell counts against the circuit window, known stream or not.
+    /// The circuit-level part of a DATA cell, on the circuit it arrived on: every DATA
+    /// cell counts against the circuit window, known stream or not, and may make a circuit
+    /// SENDME due. Returns circuit liveness.
+    pub(super) fn relay_data_circuit(&mut self, idx: u32, io: &mut CoreIo<'_>) -> bool {
         let c = self.table.get_mut(idx).expect("live");
         if c.windows.data_received().is_err() {
             self.protocol_close(idx, ProtocolViolation::CircuitWindow, io);
@@ -179,6 +224,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 return false;
             }
         }
+        true
+    }
+
+    /// The stream part of a DATA cell, against the streams of circuit `idx`.
+    fn relay_data_stream(&mut self, idx: u32, sid: u16, data: &[u8], io: &mut CoreIo<'_>) -> bool {
         if sid == 0 {
             return true;
         }
@@ -321,6 +371,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             self.mark_waiting(idx);
             return;
         }
+        // On a conflux leg the streams are the set's (held by its stream owner).
+        let Some(c) = self.table.get(self.cfx_stream_circ(idx)) else {
+            return;
+        };
         let mut at = c.streams_head;
         while let Some(h) = self.streams.handle_at(at) {
             let s = self.streams.get_mut(h).expect("live");
@@ -592,7 +646,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 ttl: if errorish { 0 } else { RESOLVED_CLIPPED_TTL },
             };
         }
-        self.originate(
+        self.cfx_originate(
             idx,
             RelayCmd::RESOLVED,
             sid,
@@ -610,7 +664,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
 
     fn send_end(&mut self, idx: u32, sid: u16, end: End, io: &mut CoreIo<'_>) {
         self.metrics.count_end_sent(end.reason);
-        self.originate(idx, RelayCmd::END, sid, |out| end.encode(out), io);
+        self.cfx_originate(idx, RelayCmd::END, sid, |out| end.encode(out), io);
     }
 
     /// Unlinks and frees a stream (no actions).
@@ -677,7 +731,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
         };
         if self
-            .originate(
+            .cfx_originate(
                 idx,
                 RelayCmd::CONNECTED,
                 sid,
@@ -791,12 +845,32 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return Err(InputError::WrongStreamState);
         }
         let mut taken = 0;
+        let conflux = self.cfx_is_leg(idx);
         while !data.is_empty() {
-            let congested = self.prev_is_congested(idx);
-            let Some(c) = self.table.get_mut(idx) else {
+            // On a conflux set, each cell goes on the leg the set's algorithm picks (after a
+            // SWITCH if it changes); that leg's windows and crypto apply.
+            let leg = if conflux {
+                if self
+                    .streams
+                    .get(stream)
+                    .is_none_or(|s| s.flow.xoff_received)
+                {
+                    break;
+                }
+                match self.cfx_pick_leg(idx, RelayCmd::DATA, io) {
+                    Some(leg) => leg,
+                    None => break,
+                }
+            } else {
+                idx
+            };
+            let congested = self.prev_is_congested(leg);
+            let Some(c) = self.table.get_mut(leg) else {
                 break;
             };
-            let s = self.streams.get_mut(stream).expect("live");
+            let Some(s) = self.streams.get_mut(stream) else {
+                break;
+            };
             // With CC the congestion window and XOFF bound us, not the fixed windows
             // (C `congestion_control_get_package_window`, `sendme_note_stream_data_packaged`).
             let blocked = match c.cc.as_deref() {
@@ -842,7 +916,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             if encoded.is_err() {
                 return Ok(taken);
             }
-            self.stage_data(idx, &body, prompts, io);
+            self.stage_data(leg, &body, prompts, io);
+            if conflux {
+                self.cfx_note_sent(leg, RelayCmd::DATA);
+            }
             taken += n;
             data = &data[n..];
         }
@@ -853,7 +930,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                     io.out.push(Action::PauseStreamRead { stream });
                 }
             }
-            if self.prev_is_congested(idx) {
+            if conflux {
+                self.cfx_mark_waiting(idx);
+            } else if self.prev_is_congested(idx) {
                 self.mark_waiting(idx);
             }
         }

@@ -376,6 +376,21 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         Some((set.nonce, set.n_legs()))
     }
 
+    /// Every leg of `circ`'s set, `circ` included (none if it is not a leg). Fixed size: the
+    /// caller walks a set's legs without allocating.
+    pub fn legs_of(&self, circ: C) -> [Option<C>; MAX_LEGS] {
+        let mut out = [None; MAX_LEGS];
+        if let Some(set) = self
+            .leg_of(circ)
+            .and_then(|id| self.slots[id.set as usize].set.as_ref())
+        {
+            for (o, l) in out.iter_mut().zip(set.legs.iter()) {
+                *o = l.as_ref().map(|l| l.circ);
+            }
+        }
+        out
+    }
+
     /// CONFLUX_LINK on `circ` (C tor `conflux_process_link`). At the exit a LINK links at
     /// once: the answer is LINKED carrying the set's highest sent and delivered sequence
     /// numbers, and cells may follow before the LINKED_ACK.

@@ -161,6 +161,30 @@ impl StreamTable {
         e.stream.as_ref().map(|_| StreamHandle { idx, gen: e.gen })
     }
 
+    /// Moves stream `h` to circuit slot `circ`, keeping its handle (the streams of a conflux
+    /// set follow the set when the leg that held them closes). False if `h` is not live or
+    /// `circ` already has a stream with its ID.
+    pub fn move_to_circ(&mut self, h: StreamHandle, circ: u32) -> bool {
+        let Some(s) = self.get(h) else {
+            return false;
+        };
+        let (old, new) = ((s.circ, s.stream_id), (circ, s.stream_id));
+        if old == new {
+            return true;
+        }
+        if self.by_id.contains_key(&new) {
+            return false;
+        }
+        self.by_id.remove(&old);
+        self.by_id.insert(new, h.idx);
+        self.entries[h.idx as usize]
+            .stream
+            .as_mut()
+            .expect("checked")
+            .circ = circ;
+        true
+    }
+
     pub fn remove(&mut self, h: StreamHandle) -> Option<Stream> {
         let e = self.entries.get_mut(h.idx as usize)?;
         if e.gen != h.gen {

@@ -1,0 +1,109 @@
+//! Conflux (prop 329) with a real C tor 0.4.9 client on a private network
+//! (scripts/testnet.py, loopback only): a one-shard Fors exit advertises `Conflux=1` (with
+//! `FlowCtrl=2`), the client (`ConfluxEnabled 1`; consensus `cfx_enabled` defaults to 1)
+//! prebuilds linked sets to it (C `conflux_predict_new`: legs with distinct guards and
+//! middles, the exit pinned by ExitNodes), and the script's download and upload through it
+//! are SHA-256 checked. The exit's MetricsPort must count linked sets.
+//!
+//! Skipped without `tor`, `tor-gencert` or python3 (fails under `CI=true`), or with
+//! `FORS_SKIP_TESTNET`. Every wait is bounded.
+
+mod daemon_common;
+
+use std::time::Duration;
+
+use daemon_common::free_port;
+use daemon_common::private_net::{testnet, PrivateNet};
+use daemon_common::{http_get, wait_for_file_line};
+
+/// The sum of the lines of a MetricsPort that start with `name`.
+fn sum(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn c_tor_client_links_conflux_sets_through_a_one_shard_fors_exit() {
+    let Some(net) = PrivateNet::prepare(
+        "c_tor_client_links_conflux_sets_through_a_one_shard_fors_exit",
+        "cfx-ctor",
+        &[],
+    ) else {
+        return;
+    };
+    let m_exit = free_port();
+    let exit_metrics = format!("forsexit1 MetricsPort 127.0.0.1:{m_exit}");
+    net.up(&[
+        "--fors",
+        "exit",
+        "--middles",
+        "3",
+        // The Fors exit is the only exit: the client's prebuilt sets all end there.
+        "--exits",
+        "0",
+        "--slot-option",
+        "forsexit1 NumCPUs 1",
+        "--slot-option",
+        &exit_metrics,
+        "--slot-option",
+        "forsexit1 MetricsPortPolicy accept 127.0.0.1",
+        "--client-option",
+        "ConfluxEnabled 1",
+    ]);
+    let l = wait_for_file_line(
+        &net.log("forsexit1"),
+        "Fors is listed in the consensus",
+        Duration::from_secs(300),
+    );
+    assert!(l.contains(" Running"), "{l}");
+    let run = |args: &[&str]| testnet(net.dir(), args);
+    run(&["wait", "--pluggable-only", "--timeout", "240"]);
+    // The client prebuilds its linked sets once a second (C `conflux_predict_new`) from the
+    // exits it may use: pin the exit, then give it a moment before the streams start.
+    run(&[
+        "traffic",
+        "--exit",
+        "forsexit1",
+        "--down-mb",
+        "4",
+        "--up-mb",
+        "4",
+        "--io-timeout",
+        "180",
+    ]);
+    let url = format!("127.0.0.1:{m_exit}").parse().unwrap();
+    let mut m = http_get(url, "/metrics");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sum(
+        &m,
+        "fors_relay_all_shards_conflux_linked_total{kind=\"set\"}",
+    ) == 0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_secs(2));
+        m = http_get(url, "/metrics");
+    }
+    let sets = sum(
+        &m,
+        "fors_relay_all_shards_conflux_linked_total{kind=\"set\"}",
+    );
+    let legs = sum(
+        &m,
+        "fors_relay_all_shards_conflux_linked_total{kind=\"leg\"}",
+    );
+    let switches = sum(
+        &m,
+        "fors_relay_all_shards_conflux_switches_total{action=\"received\"}",
+    );
+    eprintln!("forsexit1: conflux sets linked {sets}, legs {legs}, switches {switches}");
+    assert!(sets >= 1, "the C tor client linked no conflux set:\n{m}");
+    assert!(legs >= 2 * sets, "{m}");
+    let text = std::fs::read_to_string(net.log("forsexit1")).unwrap();
+    assert!(
+        daemon_common::unexpected_err_lines(&text).is_empty(),
+        "{text}"
+    );
+}
