@@ -393,8 +393,10 @@ fn try_push(ev: OrConnEvent) -> bool {
 
 /// One live channel of `shard` in resync round `round`: `open` once its link handshake
 /// completed, `launched` when we started it, `relay` its (proven or expected) identity,
-/// `peer` its address. False when the queue is full: the shard stops this chunk and
-/// resumes from this connection on a later tick.
+/// `peer` its address if the shard knows it (only used for a peer without a relay
+/// identity, and only while SafeLogging shows client addresses). Closing channels are
+/// listed too: their CLOSED is still to come. False when the queue is full: the shard
+/// stops this chunk and resumes from this connection on a later tick.
 #[allow(clippy::too_many_arguments)]
 pub fn listed(
     shard: ShardId,
@@ -403,11 +405,15 @@ pub fn listed(
     open: bool,
     launched: bool,
     relay: Option<RsaIdentity>,
-    peer: SocketAddr,
+    peer: Option<SocketAddr>,
 ) -> bool {
     try_push(OrConnEvent {
         peer: relay,
-        addr: if relay.is_some() { None } else { shown(peer) },
+        addr: if relay.is_some() {
+            None
+        } else {
+            peer.and_then(shown)
+        },
         round,
         ..event(shard, conn, OrConnStatus::Listed { open, launched })
     })
@@ -548,7 +554,7 @@ mod tests {
                 true,
                 false,
                 None,
-                addr
+                Some(addr)
             ));
             pushed += 1;
         }
@@ -559,7 +565,7 @@ mod tests {
             true,
             false,
             None,
-            addr
+            Some(addr)
         ));
         assert!(!listed_end(shard, round, pushed));
         assert_eq!(dropped(), before);
@@ -578,7 +584,7 @@ mod tests {
             true,
             false,
             Some(RsaIdentity([4; 20])),
-            addr
+            Some(addr)
         ));
         out.clear();
         drain(&mut out);
