@@ -8,6 +8,7 @@
 #   /usr/share/fors/hw-profiles/*.toml     hardware profiles (Fors looks there)
 #   /usr/lib/systemd/system/fors.service   Type=notify, hardened; fors@.service for instances
 #   /usr/share/doc/fors/                   README, docs (operating, config, architecture)
+#   /usr/share/man/man8/fors.8.gz          the man page (packaging/fors.8, by hand in roff)
 # and maintainer scripts that create the _fors system user and /var/lib/fors (0700).
 #
 # Usage: packaging/build-deb.sh [--binary PATH] [--out DIR]
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
 done
 target=${CARGO_TARGET_DIR:-$ROOT/target}
 out=${out:-$target/debian}
-for tool in dpkg-deb dpkg objdump strip; do
+for tool in dpkg-deb dpkg objdump strip gzip; do
     command -v "$tool" >/dev/null || { echo "build-deb: $tool is missing" >&2; exit 1; }
 done
 if [ -z "$binary" ]; then
@@ -49,6 +50,7 @@ trap 'rm -rf "$stage"' EXIT
 d=$stage/fors
 install -d -m 0755 "$d/DEBIAN" "$d/usr/bin" "$d/etc/fors/instances" "$d/etc/logrotate.d" \
     "$d/usr/share/fors/hw-profiles" "$d/usr/lib/systemd/system" "$d/usr/share/doc/fors" \
+    "$d/usr/share/man/man8" \
     "$d/var/lib/fors" "$d/var/lib/fors-instances" "$d/var/log/fors"
 # Debian ships binaries without debug info (the release profile keeps line tables).
 strip --strip-debug -o "$d/usr/bin/fors" "$binary"
@@ -60,6 +62,9 @@ install -m 0644 "$PKG/fors.service" "$PKG/fors@.service" "$d/usr/lib/systemd/sys
 install -m 0644 "$PKG/copyright" "$d/usr/share/doc/fors/copyright"
 install -m 0644 "$ROOT/README.md" "$ROOT/docs/operating.md" "$ROOT/docs/config.md" \
     "$ROOT/docs/architecture.md" "$d/usr/share/doc/fors/"
+# Debian policy 12.1: man pages compressed with gzip -9n (no name or time stamp inside).
+gzip -9n <"$PKG/fors.8" >"$d/usr/share/man/man8/fors.8.gz"
+chmod 0644 "$d/usr/share/man/man8/fors.8.gz"
 install -m 0755 "$PKG/postinst" "$PKG/prerm" "$PKG/postrm" "$d/DEBIAN/"
 printf '/etc/fors/torrc\n/etc/logrotate.d/fors\n' >"$d/DEBIAN/conffiles"
 

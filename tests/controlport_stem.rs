@@ -92,7 +92,16 @@ out['exit_policy'] = str(c.get_exit_policy())
 out['control_listeners'] = [list(x) for x in c.get_listeners(Listener.CONTROL)]
 out['user'] = c.get_user()
 
-bw, notices, orconn = [], [], []
+bw, notices, orconn, malformed = [], [], [], []
+# A non-relay peer's ORCONN target is `[scrubbed]` under SafeLogging (no `address:port`):
+# stem 1.8 logs such an event as malformed instead of parsing it. Keep those lines.
+import logging, stem.util.log
+class Malformed(logging.Handler):
+    def emit(self, r):
+        m = r.getMessage()
+        if 'malformed event' in m:
+            malformed.append(m)
+stem.util.log.get_logger().addHandler(Malformed(level=logging.ERROR))
 c.add_event_listener(lambda e: bw.append([e.read, e.written]), EventType.BW)
 c.add_event_listener(lambda e: notices.append(e.message), EventType.NOTICE)
 # stem parses each event (it raises on a malformed target, status or reason).
@@ -117,6 +126,7 @@ time.sleep(3)
 out['bw'] = list(bw)
 out['notices'] = list(notices)
 out['orconn'] = list(orconn)
+out['malformed'] = list(malformed)
 print('RESULT ' + json.dumps(out), flush=True)
 c.signal(Signal.SHUTDOWN)
 time.sleep(1)
@@ -280,10 +290,12 @@ fn stem_drives_the_control_port() {
         "{notices:?}"
     );
 
-    // ORCONN (control-spec §4.1.3) as C tor sends them for accepted connections: NEW with
-    // the peer's address (scrubbed: SafeLogging 1), then, for each channel that proved the
-    // test's relay identity, CONNECTED and CLOSED REASON=DONE named `$fingerprint`, with
-    // one ID per connection. No event carries the client's address.
+    // ORCONN (control-spec §4.1.3) as C tor sends them for accepted connections: NEW, then,
+    // for each channel that proved the test's relay identity, CONNECTED and CLOSED
+    // REASON=DONE named `$fingerprint`, with one ID per connection. A NEW names a peer not
+    // yet known as a relay: under SafeLogging 1 its whole target is `[scrubbed]`, the port
+    // too, which stem 1.8 reports as a malformed event (it wants `address:port`). No event
+    // carries the client's address or port.
     let client_rsa = fors::keys::RelayKeys::load_or_create(
         &client,
         std::time::SystemTime::now(),
@@ -293,18 +305,45 @@ fn stem_drives_the_control_port() {
     .rsa_identity()
     .to_hex();
     let ev = r["orconn"].as_array().unwrap();
+    let malformed: Vec<&str> = r["malformed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
     for e in ev {
         assert!(!e["raw"].as_str().unwrap().contains("127.0.0.1"), "{e}");
+    }
+    for m in &malformed {
+        assert!(!m.contains("127.0.0.1"), "{m}");
+        assert!(
+            !m.contains(&format!(":{held_port}")),
+            "the client's port: {m}"
+        );
     }
     let with = |status: &str| -> Vec<&serde_json::Value> {
         ev.iter().filter(|e| e["status"] == status).collect()
     };
-    let (new, connected, closed) = (with("NEW"), with("CONNECTED"), with("CLOSED"));
-    assert!(new.len() >= 4, "ORCONN NEW missing: {ev:?}");
-    for e in &new {
-        assert_eq!(e["address"], "[scrubbed]", "{e}");
-        assert!(e["port"].as_u64().unwrap() > 0, "{e}");
-    }
+    let (connected, closed) = (with("CONNECTED"), with("CLOSED"));
+    // `ORCONN [scrubbed] NEW ID=n` (stem's message quotes the event without its `650 `).
+    let new_ids: Vec<u64> = malformed
+        .iter()
+        .filter_map(|m| {
+            let rest = m.split("ORCONN [scrubbed] NEW ID=").nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        new_ids.len() >= 4,
+        "ORCONN NEW missing: {malformed:?} {ev:?}"
+    );
+    assert!(
+        with("NEW").is_empty(),
+        "a NEW stem could parse names an address: {ev:?}"
+    );
     let ours = |v: &[&serde_json::Value]| -> Vec<u64> {
         v.iter()
             .filter(|e| e["fingerprint"].as_str() == Some(client_rsa.as_str()))
@@ -328,21 +367,17 @@ fn stem_drives_the_control_port() {
         );
     }
     for id in &opened {
-        assert!(
-            new.iter()
-                .any(|e| e["id"].as_str() == Some(&id.to_string())),
-            "NEW with ID {id}: {ev:?}"
-        );
+        assert!(new_ids.contains(id), "NEW with ID {id}: {malformed:?}");
     }
-    // `GETINFO orconn-status`: the held connection, scrubbed, in C tor's `target STATE`.
+    // `GETINFO orconn-status`: the held connection, scrubbed whole, in C tor's
+    // `target STATE`.
     let status = r["orconn_status"].as_str().unwrap();
     assert!(
-        status
-            .lines()
-            .any(|l| l == format!("[scrubbed]:{held_port} NEW")),
+        status.lines().any(|l| l == "[scrubbed] NEW"),
         "orconn-status: {status:?}"
     );
     assert!(!status.contains("127.0.0.1"), "{status:?}");
+    assert!(!status.contains(&format!(":{held_port}")), "{status:?}");
     // A relay has no origin circuits or streams (C tor answers the same).
     assert_eq!(r["circuit_status"], "");
     assert_eq!(r["stream_status"], "");

@@ -12,7 +12,8 @@
 //! The relay that runs here is a TestingTorNetwork relay with fake authorities on loopback;
 //! the shipped torrc is only checked to refuse to start. Needs root, unshare, dpkg-deb,
 //! objdump, strip and systemd-analyze (scripts/setup-debian.sh installs them): without
-//! them the test fails under CI=true and prints SKIPPED: otherwise.
+//! them the test fails under CI=true and prints SKIPPED: otherwise. The man page, fors(8), is
+//! checked on its own (no root needed): it renders without warnings and covers the usage.
 
 mod daemon_common;
 
@@ -270,6 +271,7 @@ fn package_installs_into_a_throwaway_root_and_the_relay_runs() {
         ),
         ("/usr/share/doc/fors/operating.md", "-rw-r--r-- root/root"),
         ("/usr/share/doc/fors/copyright", "-rw-r--r-- root/root"),
+        ("/usr/share/man/man8/fors.8.gz", "-rw-r--r-- root/root"),
     ] {
         assert_eq!(
             listed.get(path).map(String::as_str),
@@ -317,6 +319,9 @@ fn package_installs_into_a_throwaway_root_and_the_relay_runs() {
     assert_eq!(mode(&upper.join("bin/fors")), 0o755);
     assert!(upper.join("share/fors/hw-profiles/generic.toml").is_file());
     assert!(upper.join("lib/systemd/system/fors@.service").is_file());
+    // The installed man page renders without a warning.
+    let page = render_man(&upper.join("share/man/man8/fors.8.gz"));
+    assert!(page.contains("fors - thread-per-core Tor relay"), "{page}");
     assert_eq!(mode(&root.join("etc/fors/torrc")), 0o644);
     let data = std::fs::metadata(root.join("var/lib/fors")).unwrap();
     assert_eq!(
@@ -405,6 +410,70 @@ fn package_installs_into_a_throwaway_root_and_the_relay_runs() {
     // Removed through the overlay: a whiteout (character device 0:0) hides the host's
     // nothing-there; either way the file is no longer a regular file in the upper layer.
     assert!(!upper.join("bin/fors").is_file());
+}
+
+/// `man --warnings -l PAGE` at 80 columns: the text, after checking that man (groff)
+/// printed no warning at all.
+fn render_man(page: &Path) -> String {
+    let out = Command::new("man")
+        .args(["--warnings", "-l"])
+        .arg(page)
+        .env("MANWIDTH", "80")
+        .env("MAN_KEEP_FORMATTING", "")
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .expect("man runs");
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && warnings.trim().is_empty(),
+        "man --warnings -l {}: {warnings}",
+        page.display()
+    );
+    // Overstrike bold/underline out, as `col -b` would.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut plain = String::new();
+    for c in text.chars() {
+        if c == '\u{8}' {
+            plain.pop();
+        } else {
+            plain.push(c);
+        }
+    }
+    plain.replace('\u{2010}', "-")
+}
+
+/// fors(8) renders without warnings and documents every subcommand and option the binary's
+/// usage lists, the signals and the exit statuses.
+#[test]
+fn man_page_renders_and_covers_the_command_line() {
+    let test = "man_page_renders_and_covers_the_command_line";
+    if let Some(m) = missing_tools(&[("man", "--version")]) {
+        return skip_common::skip(test, &m);
+    }
+    let page = render_man(&repo().join("packaging/fors.8"));
+    let usage = run(Command::new(env!("CARGO_BIN_EXE_fors")).arg("--help"));
+    // Every word of the usage that names a subcommand or an option.
+    let words: BTreeSet<&str> = usage
+        .split(|c: char| c.is_whitespace() || "[]|.".contains(c))
+        .filter(|w| w.starts_with('-') || ["bench-crypto", "probe", "tune"].contains(w))
+        .collect();
+    assert!(words.len() >= 12, "{usage}");
+    for w in &words {
+        assert!(page.contains(w), "fors(8) does not mention {w}:\n{page}");
+    }
+    for section in [
+        "SYNOPSIS",
+        "SIGNALS",
+        "FILES",
+        "EXIT STATUS",
+        "CONFIGURATION",
+    ] {
+        assert!(page.contains(section), "no {section} in\n{page}");
+    }
+    for sig in ["SIGTERM", "SIGINT", "SIGHUP", "SIGUSR1", "SIGUSR2"] {
+        assert!(page.contains(sig), "no {sig}");
+    }
+    assert!(page.contains("config.md"), "points at the option list");
 }
 
 /// The unit's SystemCallFilter, expanded by systemd-analyze, lets through every system call

@@ -225,7 +225,7 @@ impl RelayView<'_> {
             // reachability test is a bare link, not a circuit; it has no SocksPort).
             "circuit-status" | "stream-status" => String::new(),
             "orconn-status" => self.orconns.map_or(String::new(), |t| {
-                t.status(&|ip| crate::relay::log::client_addr(ip).to_string())
+                t.status(crate::relay::ctlevents::client_addresses_scrubbed())
             }),
             "bw-event-cache" => self
                 .bw_history

@@ -50,6 +50,9 @@ pub const LOG_QUEUE: usize = 1000;
 /// Seconds of BW history kept for `GETINFO bw-event-cache`.
 pub const BW_HISTORY: usize = 300;
 const POLL: Duration = Duration::from_millis(50);
+/// How often `orconn-status` is checked against the shards' own connection lists even
+/// when no ORCONN fact was lost (a lost one asks at once, within a second).
+pub const ORCONN_RESYNC_PERIOD: Duration = Duration::from_secs(300);
 
 /// What changes on reload.
 #[derive(Clone, Debug)]
@@ -264,9 +267,16 @@ impl ControlPortServer {
             rng: rand::rngs::OsRng,
             orconn_events: p.orconn_events,
             orconns: OrConnTable::new(),
+            scrubbing: true,
+            orconn_dropped: 0,
+            next_resync: Instant::now() + ORCONN_RESYNC_PERIOD,
         };
         if p.orconn_events {
             ctlevents::set_enabled(true);
+            // Connections opened before we started: the shards list them (C tor's
+            // orconn-status reads its whole connection array).
+            worker.orconn_dropped = ctlevents::dropped();
+            ctlevents::request_resync();
         }
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -331,6 +341,11 @@ struct Worker {
     /// Whether this server turned the shards' ORCONN queue on (and drains it).
     orconn_events: bool,
     orconns: OrConnTable,
+    /// Whether SafeLogging scrubbed client addresses at the last drain.
+    scrubbing: bool,
+    /// The queue's drop count at the last resync request.
+    orconn_dropped: u64,
+    next_resync: Instant,
 }
 
 /// Sends a signal to our own process (kill(2), not raise(3): a signal aimed at this thread
@@ -370,6 +385,7 @@ impl Worker {
             if now >= self.next_bw {
                 self.bw_tick();
                 self.hibernation_tick();
+                self.resync_tick(now);
                 self.next_bw = (self.next_bw + Duration::from_secs(1)).max(now);
             }
             events.clear();
@@ -651,12 +667,31 @@ impl Worker {
         }
     }
 
+    /// Asks the shards to list their connections again when an ORCONN fact was lost (a
+    /// CLOSED among them would leave a dead `orconn-status` entry), and every
+    /// [`ORCONN_RESYNC_PERIOD`] anyway.
+    fn resync_tick(&mut self, now: Instant) {
+        if !self.orconn_events {
+            return;
+        }
+        let dropped = ctlevents::dropped();
+        if dropped != self.orconn_dropped || now >= self.next_resync {
+            self.orconn_dropped = dropped;
+            self.next_resync = now + ORCONN_RESYNC_PERIOD;
+            ctlevents::request_resync();
+        }
+    }
+
     /// Channel facts from the shards become ORCONN events and update `orconn-status`.
     fn send_orconn_events(&mut self, events: &[OrConnEvent]) {
         // Not a client's address unless `SafeLogging 0` (docs/operating.md).
-        let scrub = |ip: std::net::IpAddr| log::client_addr(ip).to_string();
+        let scrubbing = ctlevents::client_addresses_scrubbed();
+        if scrubbing && !self.scrubbing {
+            self.orconns.forget_client_addresses();
+        }
+        self.scrubbing = scrubbing;
         for e in events {
-            let Some(line) = self.orconns.apply(e, &scrub) else {
+            let Some(line) = self.orconns.apply(e, scrubbing) else {
                 continue;
             };
             for c in &mut self.conns {
@@ -665,10 +700,11 @@ impl Worker {
                 }
             }
         }
-        self.metrics.relay.controlport_orconn_events_dropped.store(
-            ctlevents::dropped() + self.orconns.untracked(),
-            Ordering::Relaxed,
-        );
+        let r = &self.metrics.relay;
+        r.controlport_orconn_events_dropped
+            .store(ctlevents::dropped(), Ordering::Relaxed);
+        r.controlport_orconn_untracked
+            .store(self.orconns.untracked(), Ordering::Relaxed);
     }
 
     fn send_log_events(&mut self, events: &[LogEvent], dropped: u64) {

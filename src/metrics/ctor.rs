@@ -174,11 +174,27 @@ pub(super) fn render(f: &mut Family<'_>, reg: &MetricsRegistry) {
     let closed_v4 = handler_sum(reg, |h| &h.connections_dos_closed_ipv4);
     let closed_v6 = handler_sum(reg, |h| &h.connections_dos_closed_ipv6);
     let seen_v4 = seen.saturating_sub(seen_v6);
+    // And OR connections we initiated (C `connection_add` of a connection not from a
+    // listener: counted when the connect starts, whether or not it succeeds); C has no
+    // "initiated"/"rejected" series. C's other connection types (Exit, Dir, …) are left out.
+    let (init_v4, init_v6) = crate::relay::ctlevents::initiated();
     let rows = [
-        ("created", "ipv4", seen_v4.saturating_sub(closed_v4)),
-        ("created", "ipv6", seen_v6.saturating_sub(closed_v6)),
-        ("rejected", "ipv4", closed_v4),
-        ("rejected", "ipv6", closed_v6),
+        ("initiated", "created", "ipv4", init_v4),
+        ("initiated", "created", "ipv6", init_v6),
+        (
+            "received",
+            "created",
+            "ipv4",
+            seen_v4.saturating_sub(closed_v4),
+        ),
+        (
+            "received",
+            "created",
+            "ipv6",
+            seen_v6.saturating_sub(closed_v6),
+        ),
+        ("received", "rejected", "ipv4", closed_v4),
+        ("received", "rejected", "ipv6", closed_v6),
     ];
     let name = "tor_relay_connections_total";
     f.header(
@@ -186,9 +202,9 @@ pub(super) fn render(f: &mut Family<'_>, reg: &MetricsRegistry) {
         MetricKind::Counter,
         "Total number of created/rejected connections",
     );
-    for (state, family, v) in rows {
+    for (direction, state, family, v) in rows {
         let labels =
-            format!("type=\"OR\",direction=\"received\",state=\"{state}\",family=\"{family}\"");
+            format!("type=\"OR\",direction=\"{direction}\",state=\"{state}\",family=\"{family}\"");
         f.value(name, &labels, v);
     }
 
@@ -322,6 +338,63 @@ mod tests {
 
     fn has(text: &str, line: &str) -> bool {
         text.lines().any(|l| l == line)
+    }
+
+    /// The value of the series `prefix` in `text`.
+    fn value_of(text: &str, prefix: &str) -> u64 {
+        let l = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}"));
+        l.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// (The family is rendered by the registry; tested here beside the ORCONN counters.)
+    #[test]
+    fn orconn_losses_are_two_series() {
+        let reg = MetricsRegistry::new(1, Instant::now());
+        reg.relay
+            .controlport_orconn_events_dropped
+            .store(5, Ordering::Relaxed);
+        reg.relay
+            .controlport_orconn_untracked
+            .store(2, Ordering::Relaxed);
+        let text = reg.render(Instant::now());
+        assert!(
+            has(
+                &text,
+                "fors_controlport_orconn_lost_total{what=\"event\"} 5"
+            ),
+            "{text}"
+        );
+        assert!(
+            has(
+                &text,
+                "fors_controlport_orconn_lost_total{what=\"connection\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("orconn_events_dropped_total"));
+    }
+
+    #[test]
+    fn initiated_or_connections_are_counted_by_family() {
+        // The counters are process-wide (other tests launch connections too): compare
+        // against what was counted before, by at least what this test adds.
+        let reg = MetricsRegistry::new(1, Instant::now());
+        let v4 = "tor_relay_connections_total{type=\"OR\",direction=\"initiated\",state=\"created\",family=\"ipv4\"} ";
+        let v6 = "tor_relay_connections_total{type=\"OR\",direction=\"initiated\",state=\"created\",family=\"ipv6\"} ";
+        let text = reg.render(Instant::now());
+        let (b4, b6) = (value_of(&text, v4), value_of(&text, v6));
+        // (`ctlevents::launched` counts through this; its own test checks that.)
+        for a in ["192.0.2.1:9001", "192.0.2.2:443", "[2001:db8::1]:9001"] {
+            crate::relay::ctlevents::count_initiated(a.parse().unwrap());
+        }
+        let text = reg.render(Instant::now());
+        assert!(value_of(&text, v4) >= b4 + 2, "{text}");
+        assert!(value_of(&text, v6) > b6, "{text}");
+        // C tor exports no initiated+rejected series.
+        assert!(!text.contains("direction=\"initiated\",state=\"rejected\""));
     }
 
     #[test]

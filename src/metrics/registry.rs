@@ -47,8 +47,10 @@ pub struct RelayGauges {
     pub controlport_connections: AtomicU64,
     pub controlport_evicted: AtomicU64,
     pub controlport_refused: AtomicU64,
-    /// OR-connection facts the ControlPort lost (its queue or connection table was full).
+    /// ORCONN facts the shards' queue dropped (full), and connections the ControlPort's
+    /// `orconn-status` table could not track (full) — `fors_controlport_orconn_lost_total`.
     pub controlport_orconn_events_dropped: AtomicU64,
+    pub controlport_orconn_untracked: AtomicU64,
     /// Our flags in the latest consensus (`RelayFlags` bits; 0 when not listed), for C
     /// tor's `tor_relay_flag`.
     pub consensus_flags: AtomicU64,
@@ -449,7 +451,7 @@ impl MetricsRegistry {
             written,
         );
         let r = &self.relay;
-        let relay: [(&str, MetricKind, &str, &AtomicU64); 18] = [
+        let relay: [(&str, MetricKind, &str, &AtomicU64); 17] = [
             (
                 "fors_relay_observed_bandwidth_bytes",
                 MetricKind::Gauge,
@@ -472,11 +474,22 @@ impl MetricsRegistry {
             ("fors_controlport_connections", MetricKind::Gauge, "ControlPort connections held now.", &r.controlport_connections),
             ("fors_controlport_evicted_total", MetricKind::Counter, "Unauthenticated ControlPort connections closed to make room for a new one.", &r.controlport_evicted),
             ("fors_controlport_refused_total", MetricKind::Counter, "ControlPort connections refused: every slot held an authenticated controller.", &r.controlport_refused),
-            ("fors_controlport_orconn_events_dropped_total", MetricKind::Counter, "OR-connection facts the ControlPort lost: the shards' event queue or its connection table was full.", &r.controlport_orconn_events_dropped),
         ];
         for (name, kind, help, v) in relay {
             f.single(name, kind, help, g(v));
         }
+        let name = "fors_controlport_orconn_lost_total";
+        f.header(name, MetricKind::Counter, "ORCONN bookkeeping lost: what=\"event\" counts facts the shards' queue dropped when full (events never sent; orconn-status heals at the next resync), what=\"connection\" counts connections orconn-status could not list because its table held 65536.");
+        f.value(
+            name,
+            "what=\"event\"",
+            g(&r.controlport_orconn_events_dropped),
+        );
+        f.value(
+            name,
+            "what=\"connection\"",
+            g(&r.controlport_orconn_untracked),
+        );
         render_dos(&mut f, &self.dos);
         super::ctor::render(&mut f, self);
         if let Some(b) = &self.bandwidth {

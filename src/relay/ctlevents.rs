@@ -9,7 +9,19 @@
 //! ControlPort runs (not only while a controller subscribes) because `GETINFO
 //! orconn-status` must list every connection, including those opened before the
 //! controller came. A full queue drops the event and counts it
-//! (`fors_controlport_orconn_events_dropped_total`).
+//! (`fors_controlport_orconn_lost_total{what="event"}`).
+//!
+//! Because a dropped CLOSED would leave a dead entry in `orconn-status` for good, and
+//! connections opened before the ControlPort started had no NEW or LAUNCHED, the table
+//! resynchronises from the shards' own connection lists, as C tor's `orconn-status` reads
+//! its connection array: the ControlPort asks for a round ([`request_resync`]); each shard,
+//! on its periodic tick (never per cell), lists every live channel of its own
+//! ([`listed`], in chunks that fit the queue) and then ends the round ([`listed_end`]).
+//! What a shard did not list in a round it completed is gone.
+//!
+//! No client address leaves a shard while `SafeLogging` scrubs it: NEW and listed facts
+//! for a peer without a relay identity carry no address then (the ControlPort would only
+//! print `[scrubbed]`), so the ControlPort never holds one it does not show.
 //!
 //! What is reported follows C tor 0.4.9 (`connection_or_event_status` callers): NEW when an
 //! ORPort connection is accepted, LAUNCHED when we start an outbound one, CONNECTED when
@@ -19,8 +31,9 @@
 //! ControlPort forgets it.
 
 use std::collections::VecDeque;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use crate::crypto::ids::RsaIdentity;
@@ -33,6 +46,12 @@ pub const QUEUE_CAPACITY: usize = 8192;
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static QUEUE: Mutex<VecDeque<OrConnEvent>> = Mutex::new(VecDeque::new());
 static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// The resync round the ControlPort asked for last (0: none yet).
+static RESYNC_ROUND: AtomicU32 = AtomicU32::new(0);
+/// Outbound OR connections started, IPv4 / IPv6 (C `rep_hist_note_conn_opened` for a
+/// connection not from a listener), counted whether or not a ControlPort runs.
+static INITIATED_V4: AtomicU64 = AtomicU64::new(0);
+static INITIATED_V6: AtomicU64 = AtomicU64::new(0);
 
 /// An OR connection's new state (C `or_conn_status_event_t`, plus `Gone`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +64,13 @@ pub enum OrConnStatus {
     /// An inbound connection closed before its handshake completed: no event (as C tor),
     /// only forgotten.
     Gone,
+    /// A live connection in a shard's resync listing (no event): open, or launched by us.
+    Listed {
+        open: bool,
+        launched: bool,
+    },
+    /// A shard listed every live connection it has for round `round` (no event).
+    ListedEnd,
 }
 
 impl OrConnStatus {
@@ -56,7 +82,9 @@ impl OrConnStatus {
             OrConnStatus::Connected => "CONNECTED",
             OrConnStatus::Failed => "FAILED",
             OrConnStatus::Closed => "CLOSED",
-            OrConnStatus::Gone => return None,
+            OrConnStatus::Gone | OrConnStatus::Listed { .. } | OrConnStatus::ListedEnd => {
+                return None
+            }
         })
     }
 }
@@ -139,10 +167,14 @@ pub struct OrConnEvent {
     pub reason: Option<OrConnReason>,
     /// The relay identity, when proven (inbound) or expected (outbound).
     pub peer: Option<RsaIdentity>,
-    /// The peer's address (on NEW and LAUNCHED).
+    /// The peer's address: on LAUNCHED, and on NEW (and listings of a peer without a
+    /// relay identity) only while `SafeLogging` shows client addresses.
     pub addr: Option<SocketAddr>,
-    /// Circuits waiting for this connection (C `NCIRCS`, shown on FAILED/CLOSED when > 0).
+    /// Circuits waiting for this connection (C `NCIRCS`, shown on FAILED/CLOSED when > 0);
+    /// on [`OrConnStatus::ListedEnd`], how many connections the shard listed.
     pub ncircs: u32,
+    /// The resync round of a [`OrConnStatus::Listed`] or [`OrConnStatus::ListedEnd`].
+    pub round: u32,
 }
 
 /// A channel peer's proven relay identity (`None` for a client).
@@ -204,21 +236,45 @@ fn event(shard: ShardId, conn: ConnId, status: OrConnStatus) -> OrConnEvent {
         peer: None,
         addr: None,
         ncircs: 0,
+        round: 0,
     }
 }
 
-/// An ORPort connection was accepted (C `connection_init_accepted_conn`: NEW).
+/// Whether `SafeLogging` scrubs client addresses now (the logger's own decision, read
+/// without allocating).
+pub fn client_addresses_scrubbed() -> bool {
+    struct Probe(bool);
+    impl fmt::Write for Probe {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0 |= s == crate::relay::log::SCRUBBED;
+            Ok(())
+        }
+    }
+    let mut p = Probe(false);
+    let _ = write!(p, "{}", crate::relay::log::client_addr('-'));
+    p.0
+}
+
+/// A client's address, only when it would be shown.
+fn shown(peer: SocketAddr) -> Option<SocketAddr> {
+    (!client_addresses_scrubbed()).then_some(peer)
+}
+
+/// An ORPort connection was accepted (C `connection_init_accepted_conn`: NEW). Its
+/// peer may be a client: the address travels only when `SafeLogging 0` shows it.
 pub fn accepted(shard: ShardId, conn: ConnId, peer: SocketAddr) {
     if enabled() {
         push(OrConnEvent {
-            addr: Some(peer),
+            addr: shown(peer),
             ..event(shard, conn, OrConnStatus::New)
         });
     }
 }
 
 /// We started connecting to relay `rsa` at `addr` (C `connection_or_connect`: LAUNCHED).
+/// Also counted for C tor's `tor_relay_connections_total{direction="initiated"}`.
 pub fn launched(shard: ShardId, conn: ConnId, rsa: RsaIdentity, addr: SocketAddr) {
+    count_initiated(addr);
     if enabled() {
         push(OrConnEvent {
             peer: Some(rsa),
@@ -282,6 +338,95 @@ pub fn gone(
         },
         ..event(shard, conn, status)
     });
+}
+
+/// Counts an outbound OR connection started to `addr`.
+pub fn count_initiated(addr: SocketAddr) {
+    let n = if addr.is_ipv6() {
+        &INITIATED_V6
+    } else {
+        &INITIATED_V4
+    };
+    n.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Outbound OR connections started since start, `(ipv4, ipv6)`.
+pub fn initiated() -> (u64, u64) {
+    (
+        INITIATED_V4.load(Ordering::Relaxed),
+        INITIATED_V6.load(Ordering::Relaxed),
+    )
+}
+
+/// Asks every shard to list its live connections (ControlPort thread): the new round.
+pub fn request_resync() -> u32 {
+    let mut r = RESYNC_ROUND.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    if r == 0 {
+        // 0 means "none asked": skip it on wrap.
+        r = RESYNC_ROUND.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+    }
+    r
+}
+
+/// The round the shards should list for (0: none asked). A shard that has not finished
+/// this round lists (again) on its next tick, from where its last chunk stopped.
+#[inline]
+pub fn resync_round() -> u32 {
+    RESYNC_ROUND.load(Ordering::Relaxed)
+}
+
+/// Whether the queue has room for `n` more facts (a shard sizes its listing chunk by it).
+pub fn room() -> usize {
+    let q = QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+    QUEUE_CAPACITY.saturating_sub(q.len())
+}
+
+fn try_push(ev: OrConnEvent) -> bool {
+    let mut q = QUEUE.lock().unwrap_or_else(|p| p.into_inner());
+    if !enabled() || q.len() >= QUEUE_CAPACITY {
+        // Not counted as dropped: the shard sees it and lists it again next tick.
+        return false;
+    }
+    q.push_back(ev);
+    true
+}
+
+/// One live channel of `shard` in resync round `round`: `open` once its link handshake
+/// completed, `launched` when we started it, `relay` its (proven or expected) identity,
+/// `peer` its address if the shard knows it (only used for a peer without a relay
+/// identity, and only while SafeLogging shows client addresses). Closing channels are
+/// listed too: their CLOSED is still to come. False when the queue is full: the shard
+/// stops this chunk and resumes from this connection on a later tick.
+#[allow(clippy::too_many_arguments)]
+pub fn listed(
+    shard: ShardId,
+    round: u32,
+    conn: ConnId,
+    open: bool,
+    launched: bool,
+    relay: Option<RsaIdentity>,
+    peer: Option<SocketAddr>,
+) -> bool {
+    try_push(OrConnEvent {
+        peer: relay,
+        addr: if relay.is_some() {
+            None
+        } else {
+            peer.and_then(shown)
+        },
+        round,
+        ..event(shard, conn, OrConnStatus::Listed { open, launched })
+    })
+}
+
+/// `shard` listed all `count` of its live channels for `round` (after its last
+/// [`listed`]). False when the queue is full: the shard ends the round on a later tick.
+pub fn listed_end(shard: ShardId, round: u32, count: u32) -> bool {
+    try_push(OrConnEvent {
+        ncircs: count,
+        round,
+        ..event(shard, ConnId::from_parts(0, 0), OrConnStatus::ListedEnd)
+    })
 }
 
 #[cfg(test)]
@@ -350,7 +495,8 @@ mod tests {
         drain(&mut out);
         assert_eq!(out.len(), QUEUE_CAPACITY);
         assert_eq!(out[0].status, OrConnStatus::New);
-        assert_eq!(out[0].addr, Some(addr));
+        // A client's address travels only when SafeLogging shows it.
+        assert_eq!(out[0].addr.is_none(), client_addresses_scrubbed());
         out.clear();
         gone(
             shard,
@@ -378,6 +524,72 @@ mod tests {
         // A client's connection closes with DONE whatever the socket said.
         assert_eq!(out[1].status, OrConnStatus::Closed);
         assert_eq!(out[1].reason, Some(OrConnReason::Done));
+
+        // A launch is counted for the MetricsPort (`direction="initiated"`).
+        let (v4, v6) = initiated();
+        launched(shard, ConnId::from_parts(9, 1), RsaIdentity([2; 20]), addr);
+        launched(
+            shard,
+            ConnId::from_parts(10, 1),
+            RsaIdentity([2; 20]),
+            "[::1]:9001".parse().unwrap(),
+        );
+        assert!(initiated().0 > v4 && initiated().1 > v6);
+
+        // Resync listings: a full queue refuses them without counting a drop (the shard
+        // sees the refusal and lists again), and each carries its round.
+        out.clear();
+        drain(&mut out);
+        out.clear();
+        let round = request_resync();
+        assert_ne!(round, 0);
+        assert_eq!(resync_round(), round);
+        let before = dropped();
+        let mut pushed = 0u32;
+        while room() > 0 {
+            assert!(listed(
+                shard,
+                round,
+                ConnId::from_parts(pushed, 1),
+                true,
+                false,
+                None,
+                Some(addr)
+            ));
+            pushed += 1;
+        }
+        assert!(!listed(
+            shard,
+            round,
+            ConnId::from_parts(pushed, 1),
+            true,
+            false,
+            None,
+            Some(addr)
+        ));
+        assert!(!listed_end(shard, round, pushed));
+        assert_eq!(dropped(), before);
+        drain(&mut out);
+        assert_eq!(out.len(), QUEUE_CAPACITY);
+        assert!(listed_end(shard, round, pushed));
+        out.clear();
+        drain(&mut out);
+        assert_eq!(out[0].status, OrConnStatus::ListedEnd);
+        assert_eq!((out[0].round, out[0].ncircs), (round, pushed));
+        // A listed relay never carries an address; a listed client only when shown.
+        assert!(listed(
+            shard,
+            round,
+            ConnId::from_parts(1, 2),
+            true,
+            false,
+            Some(RsaIdentity([4; 20])),
+            Some(addr)
+        ));
+        out.clear();
+        drain(&mut out);
+        assert_eq!(out[0].addr, None);
         set_enabled(false);
+        assert!(!listed_end(shard, round, 0), "nothing is queued while off");
     }
 }
