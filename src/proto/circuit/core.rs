@@ -777,7 +777,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         &mut self,
         idx: u32,
         cmd: ChanCmd,
-        body: &CellBody,
+        body: &mut CellBody,
         io: &mut CoreIo<'_>,
     ) -> bool {
         let Some(c) = self.table.get(idx) else {
