@@ -213,12 +213,18 @@ fn splice_across_nodes_then_a_full_cross_queue() {
         1
     );
     assert!(net.nodes[0].census().cross_held > 0);
+    // The client's channel stopped being read while the link was congested.
+    assert!(net.shards[0].conns[&cp.conn].read_paused);
     // Now the queue drains: what was queued arrives in order, then the close.
     net.shards[0].cross_capacity = 1 << 16;
     net.settle();
     cp.pump(&mut net);
     sp.pump(&mut net);
     assert_eq!(destroys(&cp.cells()), vec![DestroyReason::ResourceLimit]);
+    assert!(
+        !net.shards[0].conns[&cp.conn].read_paused,
+        "read again once drained"
+    );
     let cells = sp.cells();
     assert_eq!(destroys(&cells), vec![DestroyReason::ResourceLimit]);
     let got: Vec<Vec<u8>> = svc
