@@ -550,6 +550,36 @@ fn a_partner_that_vanished_mid_flight() {
     assert_eq!(p.r[1].core.hs_table_sizes().1, 0);
     assert_eq!(p.r[0].core.circuit_count() + p.r[1].core.circuit_count(), 0);
 
+    // The service's circuit closes while its RENDEZVOUS1 is in flight: the client still
+    // gets RENDEZVOUS2 (its side joined first), then DESTROY DESTROYED as the other side of
+    // any splice.
+    let mut p = Pair::new();
+    let cookie = cookie_with_home(&mut rng, 0);
+    let (mut cl, _) = build(&mut p, 0, relay_chan(1, &m1, false), 1);
+    send(&mut p, 0, &mut cl, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
+    let [a0, _] = p.drain();
+    // Read by the client: its backward digest runs over every cell.
+    assert_eq!(got(&mut cl, &a0)[0].1, RelayCmd::RENDEZVOUS_ESTABLISHED);
+    let (mut svc, _) = build(&mut p, 1, relay_chan(2, &m2, false), 2);
+    let n = Rendezvous1::encode(&cookie, &[6; 64], &mut rend1).unwrap();
+    let body = relay_cell(&mut svc, 0, RelayCmd::RENDEZVOUS1, &rend1[..n]);
+    p.cell_held(1, &svc, ChanCmd::RELAY, body);
+    assert!(matches!(
+        p.flight.front(),
+        Some((0, HsMsg::Rendezvous1 { .. }))
+    ));
+    let acts = p.r[1].cell(&svc.chan, svc.circ_id, ChanCmd::DESTROY, [0; CELL_BODY_LEN]);
+    p.take(1, acts);
+    p.settle();
+    let [a0, _] = p.drain();
+    assert_eq!(got(&mut cl, &a0)[0].1, RelayCmd::RENDEZVOUS2);
+    assert_eq!(
+        destroys(&a0),
+        vec![(1, cl.circ_id, DestroyReason::Destroyed)]
+    );
+    assert_eq!(p.r[0].core.circuit_count() + p.r[1].core.circuit_count(), 0);
+    assert_eq!(p.r[0].core.hs_table_sizes(), (0, 0));
+
     // Spliced cells in flight toward a partner that closed: dropped there, and the close
     // reaches the sender's side.
     let mut p = Pair::new();
