@@ -466,43 +466,59 @@ fn splice_partner_closed_with_the_same_reason() {
     assert_eq!(r.core.circuit_count(), 0);
 }
 
-/// On a relay with more than one shard the tables would see only part of the circuits
-/// (cross-shard lookups are not built), so even a valid ESTABLISH_INTRO or
-/// ESTABLISH_RENDEZVOUS is refused with DESTROY TORPROTOCOL, as before the roles existed.
+/// On a relay with more than one shard each key and cookie has one home shard's table
+/// (tests/hs_cross_shard.rs runs both shards): a valid ESTABLISH_INTRO or
+/// ESTABLISH_RENDEZVOUS is served, not refused; when its home is another shard the core
+/// asks that shard (`Action::Hs`) and answers only when it hears back.
 #[test]
-fn multi_shard_relay_still_refuses() {
-    let mut rng = seeded("multi_shard_relay_still_refuses");
+fn multi_shard_relay_serves_through_the_home_shard() {
+    use fors::proto::circuit::hs_cross::HsMsg;
+    use fors::proto::circuit::{Action, ShardIdx};
+    use fors::proto::hs::home_shard;
+    let mut rng = seeded("multi_shard_relay_serves_through_the_home_shard");
     let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
     r.core.set_shard_count(2);
     let m1 = peer(0x21);
-    let sk = SigningKey::from_bytes(&rng.gen());
-    let (mut svc, kh) = build(&mut r, relay_chan(1, &m1, false), 1, false);
-    let acts = send(
-        &mut r,
-        &mut svc,
-        0,
-        ChanCmd::RELAY,
-        RelayCmd::ESTABLISH_INTRO,
-        &establish_intro(&sk, &kh),
-    );
-    assert_eq!(
-        destroys(&acts),
-        vec![(1, cid(1), DestroyReason::TorProtocol)]
-    );
-    let (mut cl, _) = build(&mut r, relay_chan(2, &m1, false), 2, false);
-    let cookie: [u8; 20] = rng.gen();
-    let acts = send(
-        &mut r,
-        &mut cl,
-        0,
-        ChanCmd::RELAY,
-        RelayCmd::ESTABLISH_RENDEZVOUS,
-        &cookie,
-    );
-    assert_eq!(
-        destroys(&acts),
-        vec![(2, cid(2), DestroyReason::TorProtocol)]
-    );
-    assert_eq!(r.core.hs_counters().0.est_intro_success, 0);
-    assert_eq!(r.core.circuit_count(), 0);
+    for (n, want_home) in [(1u32, 0usize), (2, 1)] {
+        let sk = loop {
+            let sk = SigningKey::from_bytes(&rng.gen());
+            if home_shard(sk.verifying_key().as_bytes(), 2) == want_home {
+                break sk;
+            }
+        };
+        let (mut svc, kh) = build(&mut r, relay_chan(u64::from(n), &m1, false), n, false);
+        let acts = send(
+            &mut r,
+            &mut svc,
+            0,
+            ChanCmd::RELAY,
+            RelayCmd::ESTABLISH_INTRO,
+            &establish_intro(&sk, &kh),
+        );
+        assert!(destroys(&acts).is_empty(), "{acts:?}");
+        let to_other: Vec<_> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::Hs { to, msg } => Some((*to, msg.clone())),
+                _ => None,
+            })
+            .collect();
+        if want_home == 0 {
+            assert!(to_other.is_empty());
+            assert_eq!(got(&mut svc, &acts)[0].1, RelayCmd::INTRO_ESTABLISHED);
+        } else {
+            assert!(
+                got(&mut svc, &acts).is_empty(),
+                "established only when home answers"
+            );
+            assert_eq!(to_other.len(), 1);
+            assert_eq!(to_other[0].0, ShardIdx(1));
+            assert!(matches!(
+                to_other[0].1,
+                HsMsg::IntroRegister { key, .. } if key == *sk.verifying_key().as_bytes()
+            ));
+        }
+    }
+    assert_eq!(r.core.hs_counters().0.est_intro_success, 1);
+    assert_eq!(r.core.circuit_count(), 2);
 }

@@ -1,5 +1,5 @@
 //! Fors as a rendezvous point for C tor, live (issue #11), on single-shard relays
-//! (`NumCPUs 1`: the onion-service roles are served only by a relay with one shard).
+//! (`NumCPUs 1`; `hs_multi_shard.rs` runs the same with two shards per relay).
 //!
 //! A private loopback network (scripts/testnet.py; nothing leaves the machine): three
 //! authorities, one C tor exit, no C tor middle, and three Fors middles with `NumCPUs 1`, each
@@ -16,7 +16,7 @@
 //! point, and in runs so far the first one at Fors came after 1 to 20 attempts, so within
 //! the bound it can miss. Run it with `cargo test --test hs_single_shard -- --ignored`.
 //!
-//! A one-shard Fors advertises `HSIntro=4-5 HSRend=2` (`relay::publish`
+//! Fors advertises `HSIntro=4-5 HSRend=2` (`relay::publish`
 //! `set_onion_service_roles`), which a C tor client requires of a rendezvous point (C
 //! `CRN_RENDEZVOUS_V3`). No ESTABLISH_INTRO or RENDEZVOUS1 may be refused as malformed.
 //!

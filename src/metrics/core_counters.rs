@@ -181,6 +181,14 @@ exported_fields! {
             Gauge true "Introduction circuits (service keys) held now.",
         hs_rend_cookies => "fors_relay_hs_rend_cookies" [""]
             Gauge true "Rendezvous cookies waiting for the service now.",
+        hs_cross_shard_intros => "fors_relay_hs_cross_shard_total" ["kind=\"introduce\""]
+            Counter true "Onion-service work that crossed shards (introduce: INTRODUCE1 and the intro circuit on different shards, and join: rendezvous circuits on different shards, counted on the key's or cookie's home shard; splice_cell: spliced cells sent to a partner on another shard, counted on the sending shard).",
+        hs_cross_shard_joins => "fors_relay_hs_cross_shard_total" ["kind=\"join\""]
+            Counter true "",
+        hs_cross_shard_splice_cells => "fors_relay_hs_cross_shard_total" ["kind=\"splice_cell\""]
+            Counter true "",
+        hs_cross_shard_splice_overflow => "fors_relay_hs_splice_overflow_total" [""]
+            Counter false "Spliced circuits closed (RESOURCELIMIT) because a cell for the partner's shard met a full cross-shard overflow.",
         conflux_sets => "fors_relay_conflux_sets" [""]
             Gauge true "Conflux sets (linked or linking) whose legs end here.",
         conflux_legs => "fors_relay_conflux_legs" [""]

@@ -14,7 +14,9 @@
 //! * DESTROY travels both ways the same way (tor-spec §"Tearing down circuits"); a channel
 //!   that closes sends DESTROY to the origin of every circuit it carried;
 //! * [`RelayMsg::ChanBlocked`] tells origins that a channel's output is full (and again
-//!   when it is not), so their cores hold cells exactly as for a blocked local channel.
+//!   when it is not), so their cores hold cells exactly as for a blocked local channel;
+//! * [`RelayMsg::Hs`] carries the onion-service roles' messages core to core (intro and
+//!   rendezvous tables on each key's home shard, spliced cells between shards).
 //!
 //! Channels are reused by relay identity: an open channel to the target on the circuit's own
 //! shard is used as is (inbound or outbound); otherwise the identity's *owner shard*
@@ -34,6 +36,7 @@ use std::collections::{HashMap, VecDeque};
 use crate::cell::chan::DestroyReason;
 use crate::cell::{ChanCmd, CircId};
 use crate::crypto::ids::RsaIdentity;
+use crate::proto::circuit::hs_cross::HsMsg;
 use crate::proto::circuit::{CellBody, ChanId, CircHandle, ExtendTarget};
 use crate::shard::{ConnId, ShardId};
 
@@ -69,17 +72,22 @@ pub enum RelayMsg {
     },
     /// Channel shard → origins: `chan`'s output is full (`true`) or takes cells again.
     ChanBlocked { chan: ChanId, blocked: bool },
+    /// Core → core: the onion-service roles across shards (`proto::circuit::hs_cross`);
+    /// spliced rendezvous cells travel here too and count as relay cells.
+    Hs(HsMsg),
 }
 
 impl RelayMsg {
     /// Whether this message carries a relay cell (what the cell counters and the overflow
     /// cell bound count).
     pub fn is_relay_cell(&self) -> bool {
-        matches!(
-            self,
-            RelayMsg::Forward { cmd, .. } | RelayMsg::Backward { cmd, .. }
-                if matches!(*cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY)
-        )
+        match self {
+            RelayMsg::Forward { cmd, .. } | RelayMsg::Backward { cmd, .. } => {
+                matches!(*cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY)
+            }
+            RelayMsg::Hs(m) => m.is_relay_cell(),
+            _ => false,
+        }
     }
 }
 

@@ -153,6 +153,7 @@ pub fn msg_kind(m: &RelayMsg) -> &'static str {
         RelayMsg::Forward { .. } => "Forward",
         RelayMsg::Backward { .. } => "Backward",
         RelayMsg::ChanBlocked { .. } => "ChanBlocked",
+        RelayMsg::Hs(_) => "Hs",
     }
 }
 
@@ -401,6 +402,8 @@ pub struct ClientCirc {
     pub circ_id: CircId,
     pub layers: Tor1ClientCircuit,
     pub rng: StdRng,
+    /// The first hop's KH (keys an ESTABLISH_INTRO's MAC).
+    pub kh: [u8; 20],
 }
 
 impl ClientCirc {
@@ -432,6 +435,7 @@ impl ClientCirc {
             circ_id,
             layers,
             rng,
+            kh: keys.kh,
         }
     }
 

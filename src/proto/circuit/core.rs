@@ -195,6 +195,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.table.len()
     }
 
+    /// The previous-hop channel of `circ`, if it is live (the shard pauses reading it when
+    /// the circuit's cells wait for another shard).
+    pub fn prev_chan_of(&self, circ: CircHandle) -> Option<ChanId> {
+        let idx = self.table.resolve(circ)?;
+        self.table.get(idx).map(|c| c.prev_chan)
+    }
+
     /// The circuit whose previous hop is (`chan`, `circ_id`), if any.
     pub fn circuit_by_prev(&self, chan: ChanId, circ_id: CircId) -> Option<CircHandle> {
         match self.table.lookup(chan, circ_id)? {
@@ -776,7 +783,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         &mut self,
         idx: u32,
         cmd: ChanCmd,
-        body: &CellBody,
+        body: &mut CellBody,
         io: &mut CoreIo<'_>,
     ) -> bool {
         let Some(c) = self.table.get(idx) else {

@@ -1,25 +1,24 @@
 //! The introduction point and rendezvous point in the circuit core: the sans-IO decisions
-//! of [`crate::proto::hs`] carried out on this shard's circuits (rend-spec-v3; C tor
+//! of [`crate::proto::hs`] carried out on this relay's circuits (rend-spec-v3; C tor
 //! `hs_intropoint.c`, `rendmid.c`, and the splice in `relay.c` `circuit_receive_relay_cell`).
 //!
 //! * Every circuit keeps its handshake's KH (C tor `rend_circ_nonce`, the 20 bytes the KDF
 //!   emits after the tor1 keys) for the ESTABLISH_INTRO MAC, and its [`HsCircState`].
-//! * ESTABLISH_INTRO, INTRODUCE1, ESTABLISH_RENDEZVOUS and RENDEZVOUS1 addressed to us go to
-//!   this shard's [`IntroPoint`] / [`RendPoint`]; INTRO_ESTABLISHED, INTRODUCE2 (the
-//!   INTRODUCE1's bytes, verbatim) + INTRODUCE_ACK, RENDEZVOUS_ESTABLISHED and RENDEZVOUS2 are
-//!   originated toward each circuit's client side.
+//! * ESTABLISH_INTRO, INTRODUCE1, ESTABLISH_RENDEZVOUS and RENDEZVOUS1 addressed to us are
+//!   checked on the circuit's shard; the key's or cookie's table lives on its home shard
+//!   (`hs_cross.rs`), which may be this one (then the messages are carried out at once).
+//!   INTRO_ESTABLISHED, INTRODUCE2 (the INTRODUCE1's bytes, verbatim) + INTRODUCE_ACK,
+//!   RENDEZVOUS_ESTABLISHED and RENDEZVOUS2 are originated toward each circuit's client side
+//!   on the shard that owns it.
 //! * The splice: a RELAY cell from the previous hop of a joined circuit that our layer does
 //!   not recognize has had that circuit's forward layer removed; it gets the partner's
 //!   backward layer (no digest: C tor runs the partner's inbound `relay_decrypt_cell`, which
 //!   at a middle only adds the layer) and goes to the partner's previous hop as RELAY (C tor:
-//!   "can't be relay_early anyway"). The end-to-end layer and SENDMEs belong to the client
-//!   and the service: the rendezvous point does no flow control on spliced cells.
-//! * Closing a circuit forgets its key or cookie; closing one side of a splice closes the
-//!   other with the same reason.
-//!
-//! Only tables of this shard are consulted, so a relay with more than one shard still
-//! refuses the four requests with DESTROY TORPROTOCOL (cross-shard lookups are not built;
-//! see docs/architecture.md, "Onion-service relay roles").
+//!   "can't be relay_early anyway"). A partner on another shard gets the cell as
+//!   [`HsMsg::Spliced`] and adds its layer there. The end-to-end layer and SENDMEs belong to
+//!   the client and the service: the rendezvous point does no flow control on spliced cells.
+//! * Closing a circuit forgets its key or cookie (at home); closing one side of a splice
+//!   closes the other with the same reason, on whichever shard it is.
 //!
 //! Crypting ahead (`relay_in.rs`) stays sound: the splice uses the partner's *backward*
 //! keystream, and a joined circuit has no next hop, so no backward cell of it is ever staged.
@@ -28,22 +27,21 @@ use std::time::Instant;
 
 use super::core::{CoreIo, RelayCore};
 use super::crypto::{CellBody, HopCrypto};
+use super::hs_cross::{hs_body, CircRef, HsMsg, JoinResult};
 use super::table::{CircHandle, Next};
-use super::{NetworkView, PeerIdentity, ProtocolViolation};
+use super::{Action, NetworkView, PeerIdentity, ProtocolViolation, ShardIdx};
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::v0;
 use crate::cell::relay::RelayCmd;
-use crate::cell::{ChanCmd, CELL_BODY_LEN};
+use crate::cell::ChanCmd;
 use crate::proto::hs::cells::{encode_intro_established, encode_rendezvous2, IntroduceAck};
-use crate::proto::hs::intro::{
-    EstablishIntroOutcome, IntroCounters, IntroDosParams, IntroPoint, Introduce1Outcome,
-};
-use crate::proto::hs::rend::{EstablishRendOutcome, RendCounters, RendPoint, Rendezvous1Outcome};
-use crate::proto::hs::{CircFacts, HsCircState, HsRole};
+use crate::proto::hs::intro::{IntroCounters, IntroDosParams, IntroPoint, Introduce1Outcome};
+use crate::proto::hs::rend::{EstablishRendOutcome, RendCounters, RendPoint};
+use crate::proto::hs::{home_shard, CircFacts, HsCircState, HsRole};
 
 /// Whether a relay with more than one shard serves the roles (lookups and splices across
-/// shards). Until then only a one-shard relay serves and advertises them.
-pub const HS_ACROSS_SHARDS: bool = false;
+/// shards, `hs_cross.rs`); `relay/mod.rs` advertises `HSIntro` and `HSRend` from it.
+pub const HS_ACROSS_SHARDS: bool = true;
 
 /// Most entries in one shard's intro-point table and in its rendezvous table (never more
 /// than the shard's circuit table). C tor's maps are unbounded; a full table refuses with
@@ -56,26 +54,24 @@ struct HsSlot {
     /// KH of the circuit's handshake (C tor `rend_circ_nonce`).
     kh: [u8; 20],
     state: HsCircState,
-    /// The other circuit of a splice.
-    splice: Option<CircHandle>,
+    /// The other circuit of a splice, on any shard.
+    splice: Option<CircRef>,
 }
 
 /// One shard's onion-service relay state (inside its [`RelayCore`]).
 pub(super) struct HsRelay {
     /// Indexed by circuit slot; sized with the circuit table, so never grows.
     slots: Vec<HsSlot>,
-    /// Created at the first onion-service cell (their tables reserve their memory then).
-    intro: Option<IntroPoint<CircHandle>>,
-    rend: Option<RendPoint<CircHandle>>,
+    /// The keys and cookies whose home is this shard (created at the first use; their
+    /// tables reserve their memory then). Entries name circuits of any shard.
+    intro: Option<IntroPoint<CircRef>>,
+    rend: Option<RendPoint<CircRef>>,
     capacity: usize,
     dos: IntroDosParams,
     /// Consensus `DoSRefuseSingleHopClientRendezvous` (C `dos_should_refuse_single_hop_client`;
     /// Fors refuses the torrc option).
     refuse_single_hop: bool,
-    /// Shards of this relay. The tables are per shard and cross-shard lookups are not
-    /// built yet, so with more than one shard the requests are refused as before the roles
-    /// existed (DESTROY TORPROTOCOL, a C tor service moves on at once) rather than served
-    /// for only the clients that happen to land on the intro circuit's shard.
+    /// Shards of this relay: picks each key's and cookie's home.
     pub(super) shards: usize,
 }
 
@@ -92,13 +88,13 @@ impl HsRelay {
         }
     }
 
-    fn intro(&mut self, now: Instant) -> &mut IntroPoint<CircHandle> {
+    fn intro(&mut self, now: Instant) -> &mut IntroPoint<CircRef> {
         let (cap, dos) = (self.capacity, self.dos);
         self.intro
             .get_or_insert_with(|| IntroPoint::new(cap, dos, now))
     }
 
-    fn rend(&mut self) -> &mut RendPoint<CircHandle> {
+    fn rend(&mut self) -> &mut RendPoint<CircRef> {
         let cap = self.capacity;
         self.rend.get_or_insert_with(|| RendPoint::new(cap))
     }
@@ -133,7 +129,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         )
     }
 
-    /// Intro circuits and rendezvous cookies held on this shard.
+    /// Intro circuits and rendezvous cookies whose home is this shard.
     pub fn hs_table_sizes(&self) -> (usize, usize) {
         (
             self.hs.intro.as_ref().map_or(0, |i| i.len()),
@@ -161,14 +157,49 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
     }
 
-    /// Originates `body[..len]` as `cmd` (stream 0) toward the client side of `idx`.
+    fn hs_ref(&self, circ: CircHandle) -> CircRef {
+        CircRef {
+            shard: self.cfg.shard,
+            circ,
+        }
+    }
+
+    /// The home shard of an auth key or a cookie.
+    fn hs_home(&self, key: &[u8]) -> ShardIdx {
+        ShardIdx(home_shard(key, self.hs.shards) as u16)
+    }
+
+    /// Our live circuit `circ` if it has `role`-like state (`want`).
+    fn hs_resolve(&self, circ: CircHandle, want: impl Fn(HsRole) -> bool) -> Option<u32> {
+        let idx = self.table.resolve(circ)?;
+        want(self.hs.slots[idx as usize].state.role).then_some(idx)
+    }
+
+    /// Gives `msg` to shard `to`: carried out here at once when that is this shard.
+    fn hs_route(&mut self, to: ShardIdx, msg: HsMsg, io: &mut CoreIo<'_>) {
+        if to == self.cfg.shard {
+            self.handle_hs_msg_inner(msg, io);
+        } else {
+            io.out.push(Action::Hs { to, msg });
+        }
+    }
+
+    /// Originates `body` as `cmd` (stream 0) toward the client side of `idx`.
     fn hs_send(&mut self, idx: u32, cmd: RelayCmd, body: &[u8], io: &mut CoreIo<'_>) -> bool {
         self.originate(
             idx,
             cmd,
             0,
             |out| {
-                out[..body.len()].copy_from_slice(body);
+                let max = out.len();
+                let out = out
+                    .get_mut(..body.len())
+                    .ok_or(crate::cell::CellError::TooLong {
+                        what: "onion-service message",
+                        len: body.len(),
+                        max,
+                    })?;
+                out.copy_from_slice(body);
                 Ok(body.len())
             },
             io,
@@ -186,14 +217,21 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
     }
 
-    /// Closes `other` (if still live and not `idx`) with FINISHED: the older circuit of a
-    /// replaced key or cookie (C tor `hs_circuitmap_register_impl`).
-    fn hs_close_replaced(&mut self, idx: u32, other: Option<CircHandle>, io: &mut CoreIo<'_>) {
-        if let Some(o) = other.and_then(|h| self.table.resolve(h)) {
-            if o != idx {
-                self.close(o, DestroyReason::Finished, true, true, io);
-            }
-        }
+    /// Closes `circ` (on any shard) with `reason`; `splice_gone`: its splice partner is
+    /// closed already, so it must not be closed back.
+    fn hs_close_ref(
+        &mut self,
+        circ: CircRef,
+        reason: DestroyReason,
+        splice_gone: bool,
+        io: &mut CoreIo<'_>,
+    ) {
+        let msg = HsMsg::Close {
+            circ: circ.circ,
+            reason,
+            splice_gone,
+        };
+        self.hs_route(circ.shard, msg, io);
     }
 
     /// A recognized ESTABLISH_INTRO, INTRODUCE1, ESTABLISH_RENDEZVOUS or RENDEZVOUS1 on
@@ -205,13 +243,15 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         data: &[u8],
         io: &mut CoreIo<'_>,
     ) -> bool {
-        let open = self.handle_hs_cell(idx, cmd, data, io);
+        let me = self.table.handle(idx);
+        self.handle_hs_cell(idx, me, cmd, data, io);
         self.sync_hs_metrics();
-        open
+        self.table.resolve(me).is_some()
     }
 
     /// Copies the intro/rendezvous counters and table sizes into [`CircuitMetrics`] (off
-    /// the per-cell path: only after an onion-service cell or the close of such a circuit).
+    /// the per-cell path: only after an onion-service cell or message, or the close of such
+    /// a circuit).
     ///
     /// [`CircuitMetrics`]: super::CircuitMetrics
     fn sync_hs_metrics(&mut self) {
@@ -220,177 +260,441 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.metrics.set_hs(&intro, &rend, tables);
     }
 
+    /// The circuit's half of each request: checks here, then the table's half at home.
     fn handle_hs_cell(
         &mut self,
         idx: u32,
+        me: CircHandle,
         cmd: RelayCmd,
         data: &[u8],
         io: &mut CoreIo<'_>,
-    ) -> bool {
-        if self.hs.shards > 1 {
-            self.close_refused(idx, ProtocolViolation::OnionServiceRole, io);
-            return false;
-        }
-        let me = self.table.handle(idx);
+    ) {
+        let me = self.hs_ref(me);
         let facts = self.hs_facts(idx);
         let mut st = self.hs.slot(idx).state;
-        let mut buf = [0u8; v0::MAX_DATA_LEN];
         match cmd {
             RelayCmd::ESTABLISH_INTRO => {
                 let kh = self.hs.slot(idx).kh;
-                let o = self
+                let checked = self
                     .hs
                     .intro(io.now)
-                    .on_establish_intro(me, &mut st, facts, data, &kh, io.now);
-                self.hs.slot(idx).state = st;
-                match o {
-                    EstablishIntroOutcome::Established { replaced } => {
-                        self.hs_close_replaced(idx, replaced, io);
-                        let n = encode_intro_established(&mut buf).expect("fits a cell");
-                        self.hs_send(idx, RelayCmd::INTRO_ESTABLISHED, &buf[..n], io)
+                    .check_establish_intro(&st, facts, data, &kh);
+                match checked {
+                    Ok((key, dos)) => {
+                        // Its close from now on unregisters the key (if still its own).
+                        self.hs.slot(idx).state.role = HsRole::IntroPoint(key);
+                        let home = self.hs_home(&key);
+                        self.hs_route(home, HsMsg::IntroRegister { circ: me, key, dos }, io);
                     }
-                    EstablishIntroOutcome::Close(r) => {
-                        self.hs_close(idx, r, io);
-                        false
-                    }
+                    Err(r) => self.hs_close(idx, r, io),
                 }
             }
             RelayCmd::INTRODUCE1 => {
-                let o = self
-                    .hs
-                    .intro(io.now)
-                    .on_introduce1(&mut st, facts, data, io.now);
+                let checked = self.hs.intro(io.now).check_introduce1(&mut st, facts, data);
                 self.hs.slot(idx).state = st;
-                let status = match o {
-                    Introduce1Outcome::Forward { service } => {
-                        // C tor `handle_introduce1`: INTRODUCE2 carries the same bytes.
-                        let sent = match self.table.resolve(service) {
-                            Some(s) if s != idx => self.hs_send(s, RelayCmd::INTRODUCE2, data, io),
-                            _ => false,
+                match checked {
+                    Ok(cell) => {
+                        let key = *cell.auth_key;
+                        let (len, body) = hs_body(data);
+                        let home = self.hs_home(&key);
+                        let msg = HsMsg::Introduce1 {
+                            client: me,
+                            key,
+                            len,
+                            body,
                         };
-                        self.hs.intro(io.now).introduce2_sent(sent)
+                        self.hs_route(home, msg, io);
                     }
-                    Introduce1Outcome::Ack(status) => status,
-                    Introduce1Outcome::Close(r) => {
-                        self.hs_close(idx, r, io);
-                        return false;
+                    Err(Introduce1Outcome::Ack(status)) => self.hs_send_ack(idx, status, io),
+                    Err(Introduce1Outcome::Close(r)) => self.hs_close(idx, r, io),
+                    // `check_introduce1` never forwards.
+                    Err(Introduce1Outcome::Forward { .. }) => {
+                        self.hs_close(idx, DestroyReason::Internal, io)
                     }
-                };
-                let n = IntroduceAck::encode(status, &mut buf).expect("fits a cell");
-                self.hs_send(idx, RelayCmd::INTRODUCE_ACK, &buf[..n], io)
+                }
             }
             RelayCmd::ESTABLISH_RENDEZVOUS => {
                 let single = self.hs.refuse_single_hop;
-                let o = self
+                match self
                     .hs
                     .rend()
-                    .on_establish_rendezvous(me, &mut st, facts, single, data);
-                self.hs.slot(idx).state = st;
-                match o {
-                    EstablishRendOutcome::Established { replaced } => {
-                        self.hs_close_replaced(idx, replaced, io);
-                        self.hs_send(idx, RelayCmd::RENDEZVOUS_ESTABLISHED, &[], io)
+                    .check_establish_rendezvous(&st, facts, single, data)
+                {
+                    Ok(cookie) => {
+                        self.hs.slot(idx).state.role = HsRole::RendWaiting(cookie);
+                        let home = self.hs_home(&cookie);
+                        self.hs_route(home, HsMsg::RendRegister { circ: me, cookie }, io);
                     }
-                    EstablishRendOutcome::Ignore => true,
-                    EstablishRendOutcome::Close(r) => {
-                        self.hs_close(idx, r, io);
-                        false
+                    Err(EstablishRendOutcome::Ignore) => {}
+                    Err(EstablishRendOutcome::Close(r)) => self.hs_close(idx, r, io),
+                    Err(EstablishRendOutcome::Established { .. }) => {
+                        self.hs_close(idx, DestroyReason::Internal, io)
                     }
                 }
             }
-            RelayCmd::RENDEZVOUS1 => self.hs_rendezvous1(idx, me, facts, st, data, io),
-            _ => true,
+            RelayCmd::RENDEZVOUS1 => match self.hs.rend().check_rendezvous1(&st, facts, data) {
+                Ok(cell) => {
+                    let cookie = *cell.cookie;
+                    let (len, body) = hs_body(cell.handshake_info);
+                    self.hs.slot(idx).state.role = HsRole::RendJoining;
+                    let home = self.hs_home(&cookie);
+                    let msg = HsMsg::Rendezvous1 {
+                        service: me,
+                        cookie,
+                        len,
+                        body,
+                    };
+                    self.hs_route(home, msg, io);
+                }
+                Err(r) => self.hs_close(idx, r, io),
+            },
+            _ => {}
         }
     }
 
-    /// RENDEZVOUS1 on the service's circuit `idx` (C tor `rend_mid_rendezvous`).
-    fn hs_rendezvous1(
+    fn hs_send_ack(
         &mut self,
         idx: u32,
-        me: CircHandle,
-        facts: CircFacts,
-        st: HsCircState,
-        data: &[u8],
+        status: crate::proto::hs::cells::AckStatus,
         io: &mut CoreIo<'_>,
-    ) -> bool {
-        let (client, cookie, n, buf) = {
-            let mut buf = [0u8; v0::MAX_DATA_LEN];
-            match self.hs.rend().on_rendezvous1(&st, facts, data) {
-                Rendezvous1Outcome::Join {
-                    client,
-                    cookie,
-                    handshake_info,
-                } => {
-                    let n = encode_rendezvous2(handshake_info, &mut buf).expect("shorter");
-                    (client, cookie, n, buf)
-                }
-                Rendezvous1Outcome::Close(r) => {
-                    self.hs_close(idx, r, io);
-                    return false;
-                }
-            }
-        };
-        let ci = match self.table.resolve(client) {
-            Some(ci) if ci != idx => ci,
-            _ => {
-                // The cookie's circuit is this one or gone: nothing to join.
-                let (mut cs, mut ss) = (st, st);
-                self.hs.rend().joined(&cookie, &mut cs, &mut ss, false);
-                self.hs_close(idx, DestroyReason::TorProtocol, io);
-                return false;
-            }
-        };
-        let sent = self.hs_send(ci, RelayCmd::RENDEZVOUS2, &buf[..n], io);
-        let mut cs = self.hs.slot(ci).state;
-        let mut ss = st;
-        self.hs.rend().joined(&cookie, &mut cs, &mut ss, sent);
-        if !sent {
-            // The client's circuit closed (its close forgot the cookie); C tor leaves the
-            // service's circuit as it was.
-            return true;
-        }
-        let client_h = self.table.handle(ci);
-        let s = self.hs.slot(ci);
-        (s.state, s.splice) = (cs, Some(me));
-        if self.table.resolve(me).is_none() {
-            // The memory cap closed the service's circuit while RENDEZVOUS2 was queued (with
-            // RESOURCELIMIT): its splice partner goes with it, as on any close.
-            self.close(ci, DestroyReason::ResourceLimit, true, true, io);
-            return false;
-        }
-        let s = self.hs.slot(idx);
-        (s.state, s.splice) = (ss, Some(client_h));
-        true
+    ) {
+        let mut buf = [0u8; 8];
+        let n = IntroduceAck::encode(status, &mut buf).expect("fits");
+        self.hs_send(idx, RelayCmd::INTRODUCE_ACK, &buf[..n], io);
     }
 
-    /// An unrecognized forward cell on `idx`, which has no next hop. `None` if the circuit
-    /// is not spliced (the caller closes it); otherwise whether `idx` is still open after the
-    /// cell went to the partner.
+    /// A message from another shard's core (`Action::Hs` it emitted, carried by the node).
+    pub fn handle_hs_msg(&mut self, msg: HsMsg, io: &mut CoreIo<'_>) {
+        let per_cell = msg.is_relay_cell();
+        self.handle_hs_msg_inner(msg, io);
+        if !per_cell {
+            self.sync_hs_metrics();
+        }
+    }
+
+    fn handle_hs_msg_inner(&mut self, msg: HsMsg, io: &mut CoreIo<'_>) {
+        let now = io.now;
+        match msg {
+            HsMsg::IntroRegister { circ, key, dos } => {
+                let result = self.hs.intro(now).register(circ, key, dos, now);
+                if let Ok(Some(old)) = result {
+                    if old != circ {
+                        self.hs_close_ref(old, DestroyReason::Finished, false, io);
+                    }
+                }
+                let msg = HsMsg::IntroRegistered {
+                    circ: circ.circ,
+                    result: result.map(|_| ()),
+                };
+                self.hs_route(circ.shard, msg, io);
+            }
+            HsMsg::IntroRegistered { circ, result } => {
+                let Some(idx) = self.hs_resolve(circ, |r| matches!(r, HsRole::IntroPoint(_)))
+                else {
+                    return; // closed meanwhile; its close unregistered the key
+                };
+                match result {
+                    Ok(()) => {
+                        let mut buf = [0u8; 8];
+                        let n = encode_intro_established(&mut buf).expect("fits a cell");
+                        self.hs_send(idx, RelayCmd::INTRO_ESTABLISHED, &buf[..n], io);
+                    }
+                    Err(r) => self.hs_close(idx, r, io),
+                }
+            }
+            HsMsg::IntroUnregister { circ, key } => {
+                if let Some(i) = self.hs.intro.as_mut() {
+                    i.unregister(&key, circ);
+                }
+            }
+            HsMsg::Introduce1 {
+                client,
+                key,
+                len,
+                body,
+            } => match self.hs.intro(now).route_introduce1(&key, now) {
+                Ok(service) => {
+                    if service.shard != client.shard {
+                        self.metrics.hs_cross_shard_intros += 1;
+                    }
+                    let msg = HsMsg::Introduce2 {
+                        client,
+                        service: service.circ,
+                        len,
+                        body,
+                    };
+                    self.hs_route(service.shard, msg, io);
+                }
+                Err(status) => {
+                    let msg = HsMsg::IntroduceAck {
+                        client: client.circ,
+                        status,
+                    };
+                    self.hs_route(client.shard, msg, io);
+                }
+            },
+            HsMsg::Introduce2 {
+                client,
+                service,
+                len,
+                body,
+            } => {
+                let sent = match self.hs_resolve(service, |r| matches!(r, HsRole::IntroPoint(_))) {
+                    Some(s) => self.hs_send_introduce2(s, &body[..usize::from(len)], io),
+                    None => false, // the intro circuit closed meanwhile
+                };
+                let status = self.hs.intro(now).introduce2_sent(sent);
+                let msg = HsMsg::IntroduceAck {
+                    client: client.circ,
+                    status,
+                };
+                self.hs_route(client.shard, msg, io);
+            }
+            HsMsg::IntroduceAck { client, status } => {
+                if let Some(idx) = self.table.resolve(client) {
+                    self.hs_send_ack(idx, status, io);
+                }
+            }
+            HsMsg::RendRegister { circ, cookie } => {
+                let result = match self.hs.rend().register(circ, cookie) {
+                    EstablishRendOutcome::Established { replaced } => {
+                        if let Some(old) = replaced.filter(|&o| o != circ) {
+                            self.hs_close_ref(old, DestroyReason::Finished, false, io);
+                        }
+                        Ok(())
+                    }
+                    EstablishRendOutcome::Close(r) => Err(r),
+                    EstablishRendOutcome::Ignore => Err(DestroyReason::Internal),
+                };
+                let msg = HsMsg::RendRegistered {
+                    circ: circ.circ,
+                    result,
+                };
+                self.hs_route(circ.shard, msg, io);
+            }
+            HsMsg::RendRegistered { circ, result } => {
+                let Some(idx) = self.hs_resolve(circ, |r| matches!(r, HsRole::RendWaiting(_)))
+                else {
+                    return;
+                };
+                match result {
+                    Ok(()) => {
+                        self.hs_send(idx, RelayCmd::RENDEZVOUS_ESTABLISHED, &[], io);
+                    }
+                    Err(r) => {
+                        // The cookie belongs to another circuit: this one's close must not
+                        // unregister it (the home table checks the circuit too).
+                        self.hs_close(idx, r, io);
+                    }
+                }
+            }
+            HsMsg::RendUnregister { circ, cookie } => {
+                if let Some(r) = self.hs.rend.as_mut() {
+                    r.unregister(&cookie, circ);
+                }
+            }
+            HsMsg::Rendezvous1 {
+                service,
+                cookie,
+                len,
+                body,
+            } => match self.hs.rend().take_waiting(&cookie) {
+                Some(client) => {
+                    if client.shard != service.shard {
+                        self.metrics.hs_cross_shard_joins += 1;
+                    }
+                    let msg = HsMsg::Rendezvous2 {
+                        client: client.circ,
+                        service,
+                        cookie,
+                        len,
+                        body,
+                    };
+                    self.hs_route(client.shard, msg, io);
+                }
+                None => {
+                    let msg = HsMsg::RendJoined {
+                        service: service.circ,
+                        result: JoinResult::NoClient,
+                    };
+                    self.hs_route(service.shard, msg, io);
+                }
+            },
+            HsMsg::Rendezvous2 {
+                client,
+                service,
+                cookie,
+                len,
+                body,
+            } => {
+                let result =
+                    self.hs_join_client(client, service, &cookie, &body[..usize::from(len)], io);
+                let msg = HsMsg::RendJoined {
+                    service: service.circ,
+                    result,
+                };
+                self.hs_route(service.shard, msg, io);
+            }
+            HsMsg::RendJoined { service, result } => {
+                let Some(idx) = self.hs_resolve(service, |r| r == HsRole::RendJoining) else {
+                    // The service's circuit closed before the join finished: the client's
+                    // side goes with it, as the other side of any splice.
+                    if let JoinResult::Joined(c) = result {
+                        self.hs_close_ref(c, DestroyReason::Destroyed, true, io);
+                    }
+                    return;
+                };
+                match result {
+                    JoinResult::Joined(c) => {
+                        let s = self.hs.slot(idx);
+                        s.state.role = HsRole::RendJoined { cookie: None };
+                        s.splice = Some(c);
+                    }
+                    JoinResult::SendFailed => self.hs.slot(idx).state.role = HsRole::Plain,
+                    JoinResult::NoClient => self.hs_close(idx, DestroyReason::TorProtocol, io),
+                }
+            }
+            HsMsg::Spliced { from, to, body } => self.splice_in(from, to, body, io),
+            HsMsg::Close {
+                circ,
+                reason,
+                splice_gone,
+            } => {
+                if let Some(idx) = self.table.resolve(circ) {
+                    if splice_gone {
+                        self.hs.slot(idx).splice = None;
+                    }
+                    self.close(idx, reason, true, true, io);
+                }
+            }
+        }
+    }
+
+    /// INTRODUCE2 with the INTRODUCE1's bytes on intro circuit `idx` (C tor
+    /// `handle_introduce1`). A body too long for the circuit's relay cell format (an
+    /// INTRODUCE1 of a v0 client circuit for a v1, CGO, service circuit) cannot be
+    /// encoded: C tor's `relay_send_command_from_edge_` closes the circuit it could not
+    /// send on with INTERNAL, and the client hears "unknown ID".
+    fn hs_send_introduce2(&mut self, idx: u32, body: &[u8], io: &mut CoreIo<'_>) -> bool {
+        if self.hs_send(idx, RelayCmd::INTRODUCE2, body, io) {
+            return true;
+        }
+        if self.table.get(idx).is_some() {
+            self.close(idx, DestroyReason::Internal, true, true, io);
+        }
+        false
+    }
+
+    /// RENDEZVOUS2 on the client's waiting circuit `client` and its side of the join.
+    fn hs_join_client(
+        &mut self,
+        client: CircHandle,
+        service: CircRef,
+        cookie: &crate::proto::hs::cells::RendCookie,
+        info: &[u8],
+        io: &mut CoreIo<'_>,
+    ) -> JoinResult {
+        let Some(ci) = self.hs_resolve(client, |r| r == HsRole::RendWaiting(*cookie)) else {
+            // Gone since home looked (its close unregisters the cookie): as C tor answers
+            // a cookie with no waiting circuit.
+            self.hs.rend().counters.rend1_unknown_cookie += 1;
+            return JoinResult::NoClient;
+        };
+        let mut buf = [0u8; v0::MAX_DATA_LEN];
+        let n = encode_rendezvous2(info, &mut buf).expect("shorter than RENDEZVOUS1");
+        if !self.hs_send(ci, RelayCmd::RENDEZVOUS2, &buf[..n], io) {
+            self.hs.rend().counters.rend1_circuit_dead += 1;
+            return JoinResult::SendFailed;
+        }
+        self.hs.rend().counters.rend1_success += 1;
+        let s = self.hs.slot(ci);
+        s.state.role = HsRole::RendJoined {
+            cookie: Some(*cookie),
+        };
+        s.splice = Some(service);
+        JoinResult::Joined(self.hs_ref(client))
+    }
+
+    /// An unrecognized forward cell on `idx`, which has no next hop, with `idx`'s forward
+    /// layer removed. `None` if the circuit is not spliced (the caller closes it); otherwise
+    /// whether `idx` is still open after the cell went to the partner. The partner's
+    /// backward layer is added in place.
     pub(super) fn splice_forward(
         &mut self,
         idx: u32,
-        body: &CellBody,
+        body: &mut CellBody,
         io: &mut CoreIo<'_>,
     ) -> Option<bool> {
-        let slot = self.hs.slots[idx as usize];
+        let slot = &self.hs.slots[idx as usize];
         if !matches!(slot.state.role, HsRole::RendJoined { .. }) {
             return None;
         }
-        let p = slot.splice.and_then(|h| self.table.resolve(h))?;
-        // Cells this shard staged for the partner are crypted first, so its backward
-        // keystream is used in the order cells leave.
-        self.flush_originated(io);
-        let mut cell: CellBody = [0u8; CELL_BODY_LEN];
-        cell.copy_from_slice(body);
-        let crypto = self.table.get_mut(p)?.crypto.as_mut()?;
-        crypto.backward_relay(&mut cell);
+        let p = slot.splice?;
+        if p.shard != self.cfg.shard {
+            self.metrics.cells_forwarded += 1;
+            self.metrics.hs_cross_shard_splice_cells += 1;
+            let from = self.table.handle(idx);
+            io.out.push(Action::Hs {
+                to: p.shard,
+                msg: HsMsg::Spliced {
+                    from,
+                    to: p.circ,
+                    body: *body,
+                },
+            });
+            return Some(true);
+        }
+        let pi = self.table.resolve(p.circ)?;
         self.metrics.cells_forwarded += 1;
-        self.send_to_prev(p, ChanCmd::RELAY, &cell, io);
+        self.splice_to(pi, body, io);
         Some(self.table.get(idx).is_some())
     }
 
-    /// `idx` (`handle`) closed with `reason`: forget its key or cookie, and close the other
-    /// side of its splice with the same reason (C tor `circuit_about_to_free`).
+    /// Adds `partner`'s backward layer to `body` and sends it toward its client side.
+    fn splice_to(&mut self, partner: u32, body: &mut CellBody, io: &mut CoreIo<'_>) {
+        // Cells this shard staged for the partner are crypted first, so its backward
+        // keystream is used in the order cells leave (nothing to do when none is staged).
+        self.flush_originated(io);
+        let Some(crypto) = self.table.get_mut(partner).and_then(|c| c.crypto.as_mut()) else {
+            return;
+        };
+        crypto.backward_relay(body);
+        self.send_to_prev(partner, ChanCmd::RELAY, body, io);
+    }
+
+    /// A spliced cell from `from` on another shard for our circuit `to`.
+    fn splice_in(
+        &mut self,
+        from: CircHandle,
+        to: CircHandle,
+        mut body: CellBody,
+        io: &mut CoreIo<'_>,
+    ) {
+        let Some(idx) = self.table.resolve(to) else {
+            return; // closed meanwhile; its close is on its way to `from`
+        };
+        let s = &self.hs.slots[idx as usize];
+        if !matches!(s.state.role, HsRole::RendJoined { .. })
+            || s.splice.is_none_or(|p| p.circ != from)
+        {
+            return;
+        }
+        // Counted as forwarded on the sending shard.
+        self.splice_to(idx, &mut body, io);
+    }
+
+    /// A spliced cell of `from` could not be queued toward its partner's shard (the
+    /// cross-shard overflow is at its bound): `from` closes with RESOURCELIMIT, and with it
+    /// the partner (counted).
+    pub fn hs_splice_overflow(&mut self, from: CircHandle, io: &mut CoreIo<'_>) {
+        if let Some(idx) = self.table.resolve(from) {
+            self.metrics.hs_cross_shard_splice_overflow += 1;
+            self.close(idx, DestroyReason::ResourceLimit, true, true, io);
+        }
+    }
+
+    /// `idx` (`handle`) closed with `reason`: forget its key or cookie at home, and close
+    /// the other side of its splice with the same reason (C tor `circuit_about_to_free`).
     pub(super) fn hs_circuit_closed(
         &mut self,
         idx: u32,
@@ -399,22 +703,28 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         io: &mut CoreIo<'_>,
     ) {
         let slot = ::core::mem::take(self.hs.slot(idx));
-        if slot.state.role == HsRole::Plain {
-            return;
+        let me = self.hs_ref(handle);
+        match slot.state.role {
+            HsRole::Plain => return,
+            HsRole::IntroPoint(key) => {
+                let home = self.hs_home(&key);
+                self.hs_route(home, HsMsg::IntroUnregister { circ: me, key }, io);
+            }
+            HsRole::RendWaiting(cookie)
+            | HsRole::RendJoined {
+                cookie: Some(cookie),
+            } => {
+                let home = self.hs_home(&cookie);
+                self.hs_route(home, HsMsg::RendUnregister { circ: me, cookie }, io);
+            }
+            HsRole::RendJoined { cookie: None } | HsRole::RendJoining => {}
         }
-        if let Some(i) = self.hs.intro.as_mut() {
-            i.on_circuit_closed(handle, &slot.state);
-        }
-        let partner_reason = self
-            .hs
-            .rend
-            .as_mut()
-            .and_then(|r| r.on_circuit_closed(handle, &slot.state, reason));
-        if let (Some(r), Some(p)) = (
-            partner_reason,
-            slot.splice.and_then(|h| self.table.resolve(h)),
-        ) {
-            self.close(p, r, true, true, io);
+        if let HsRole::RendJoined { .. } = slot.state.role {
+            self.hs.rend().counters.splices_closed += 1;
+            if let Some(p) = slot.splice {
+                let r = crate::proto::hs::splice_close_reason(reason);
+                self.hs_close_ref(p, r, true, io);
+            }
         }
         self.sync_hs_metrics();
     }

@@ -144,6 +144,15 @@ pub struct CircuitMetrics {
     /// Intro circuits (service keys) and rendezvous cookies held now.
     pub hs_intro_circuits: u64,
     pub hs_rend_cookies: u64,
+    /// Across shards (`hs_cross.rs`), counted on the key's or cookie's home shard:
+    /// INTRODUCE1s whose intro circuit is on another shard than the client's circuit, and
+    /// rendezvous joins of two circuits on different shards.
+    pub hs_cross_shard_intros: u64,
+    pub hs_cross_shard_joins: u64,
+    /// Spliced cells sent to a partner on another shard, and circuits closed because such
+    /// a cell met a full cross-shard overflow (RESOURCELIMIT).
+    pub hs_cross_shard_splice_cells: u64,
+    pub hs_cross_shard_splice_overflow: u64,
     /// Conflux at the exit (`proto::conflux::ConfluxStats`, copied by `set_conflux`).
     pub conflux_sets: u64,
     pub conflux_legs: u64,

@@ -47,6 +47,7 @@ mod core;
 pub mod crypto;
 mod exit;
 mod hs;
+pub mod hs_cross;
 pub mod metrics;
 pub mod pool;
 mod relay_in;
@@ -267,6 +268,12 @@ pub enum Action {
     CircuitClosed {
         circ: CircHandle,
         reason: DestroyReason,
+    },
+    /// Give `msg` to shard `to`'s core ([`RelayCore::handle_hs_msg`]): the onion-service
+    /// roles across shards (`hs_cross.rs`). Only a relay with several shards emits it.
+    Hs {
+        to: ShardIdx,
+        msg: hs_cross::HsMsg,
     },
 }
 

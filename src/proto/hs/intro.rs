@@ -244,8 +244,9 @@ impl<C: Copy + Eq> IntroPoint<C> {
     }
 
     /// ESTABLISH_INTRO on `circ`, whose handshake gave it `kh` (C tor
-    /// `hs_intro_received_establish_intro`). On success `state` becomes
-    /// [`HsRole::IntroPoint`].
+    /// `hs_intro_received_establish_intro`), when the key's table is this one: the checks of
+    /// [`IntroPoint::check_establish_intro`], then [`IntroPoint::register`]. On success
+    /// `state` becomes [`HsRole::IntroPoint`].
     pub fn on_establish_intro(
         &mut self,
         circ: C,
@@ -255,35 +256,53 @@ impl<C: Copy + Eq> IntroPoint<C> {
         kh: &[u8],
         now: Instant,
     ) -> EstablishIntroOutcome<C> {
-        match self.establish_intro(circ, state, facts, body, kh, now) {
-            Ok(replaced) => EstablishIntroOutcome::Established { replaced },
-            Err(e) => {
-                let c = &mut self.counters;
-                match e {
-                    EstablishIntroError::Unsuitable => c.est_intro_unsuitable += 1,
-                    EstablishIntroError::Malformed(_) => c.est_intro_malformed += 1,
-                    EstablishIntroError::Verify(_) => c.est_intro_verify_failed += 1,
-                    EstablishIntroError::TableFull => {
-                        c.est_intro_table_full += 1;
-                        return EstablishIntroOutcome::Close(DestroyReason::ResourceLimit);
-                    }
-                }
-                EstablishIntroOutcome::Close(DestroyReason::TorProtocol)
+        let (key, dos) = match self.check_establish_intro(state, facts, body, kh) {
+            Ok(k) => k,
+            Err(r) => return EstablishIntroOutcome::Close(r),
+        };
+        match self.register(circ, key, dos, now) {
+            Ok(replaced) => {
+                state.role = HsRole::IntroPoint(key);
+                EstablishIntroOutcome::Established { replaced }
             }
+            Err(r) => EstablishIntroOutcome::Close(r),
         }
     }
 
-    /// The checks in C tor's order: key type, suitability, parse, signature and MAC; then
-    /// register.
-    fn establish_intro(
+    /// The circuit half of ESTABLISH_INTRO, run on the circuit's own shard (it holds the
+    /// KH): key type, suitability, parse, signature and MAC, in C tor's order. Returns the
+    /// auth key and the DoS extension to register with, or the reason to close the circuit
+    /// (counted).
+    pub fn check_establish_intro(
         &mut self,
-        circ: C,
-        state: &mut HsCircState,
+        state: &HsCircState,
         facts: CircFacts,
         body: &[u8],
         kh: &[u8],
-        now: Instant,
-    ) -> Result<Option<C>, EstablishIntroError> {
+    ) -> Result<(AuthKey, DosExtension), DestroyReason> {
+        let e = match Self::verify_establish_intro(state, facts, body, kh) {
+            Ok(k) => return Ok(k),
+            Err(e) => e,
+        };
+        let c = &mut self.counters;
+        match e {
+            EstablishIntroError::Unsuitable => c.est_intro_unsuitable += 1,
+            EstablishIntroError::Malformed(_) => c.est_intro_malformed += 1,
+            EstablishIntroError::Verify(_) => c.est_intro_verify_failed += 1,
+            EstablishIntroError::TableFull => {
+                c.est_intro_table_full += 1;
+                return Err(DestroyReason::ResourceLimit);
+            }
+        }
+        Err(DestroyReason::TorProtocol)
+    }
+
+    fn verify_establish_intro(
+        state: &HsCircState,
+        facts: CircFacts,
+        body: &[u8],
+        kh: &[u8],
+    ) -> Result<(AuthKey, DosExtension), EstablishIntroError> {
         // C tor looks at the key type byte (empty, legacy RSA, unknown) before it asks
         // whether the circuit is suitable, and parses the rest after.
         let parsed = EstablishIntro::parse(body);
@@ -297,12 +316,25 @@ impl<C: Copy + Eq> IntroPoint<C> {
         }
         let cell = parsed.map_err(EstablishIntroError::Malformed)?;
         verify_establish_intro(&cell, kh).map_err(EstablishIntroError::Verify)?;
-        let key = *cell.auth_key;
+        Ok((*cell.auth_key, cell.dos_extension()))
+    }
+
+    /// The table half of ESTABLISH_INTRO, run on the key's home shard: `circ` becomes the
+    /// key's intro circuit with the DoS settings `dos` asked for. Returns the circuit it
+    /// replaced (C tor `hs_circuitmap_register_impl`: the newest wins), or RESOURCELIMIT
+    /// when the table is full (counted).
+    pub fn register(
+        &mut self,
+        circ: C,
+        key: AuthKey,
+        dos: DosExtension,
+        now: Instant,
+    ) -> Result<Option<C>, DestroyReason> {
         let old = self.map.get(&key).map(|e| e.circ);
         if old.is_none() && self.map.len() >= self.capacity {
-            return Err(EstablishIntroError::TableFull);
+            self.counters.est_intro_table_full += 1;
+            return Err(DestroyReason::ResourceLimit);
         }
-
         // Defaults first, then the extension may override them (C tor
         // `handle_verified_establish_intro_cell`).
         let t = self.secs(now);
@@ -312,7 +344,7 @@ impl<C: Copy + Eq> IntroPoint<C> {
             dos_explicit: false,
             bucket: Intro2Bucket::new(self.dos.rate_per_sec, self.dos.burst_per_sec, t),
         };
-        if let DosExtension::Explicit(rate) = cell.dos_extension() {
+        if let DosExtension::Explicit(rate) = dos {
             entry.dos_explicit = true;
             entry.dos_enabled = rate.is_some();
             if let Some(DosRate {
@@ -324,12 +356,19 @@ impl<C: Copy + Eq> IntroPoint<C> {
             }
         }
         self.map.insert(key, entry);
-        state.role = HsRole::IntroPoint(key);
         self.counters.est_intro_success += 1;
         if old.is_some() {
             self.counters.est_intro_replaced += 1;
         }
         Ok(old)
+    }
+
+    /// `circ` no longer serves `key` (it closed): forget the key if `circ` is still its
+    /// circuit (a newer circuit may have replaced it).
+    pub fn unregister(&mut self, key: &AuthKey, circ: C) {
+        if self.map.get(key).is_some_and(|e| e.circ == circ) {
+            self.map.remove(key);
+        }
     }
 
     /// The client-circuit half of INTRODUCE1 (C tor `hs_intro_received_introduce1` up to the
@@ -424,9 +463,7 @@ impl<C: Copy + Eq> IntroPoint<C> {
     /// `circ` is closing: forget its key if it is still the key's circuit.
     pub fn on_circuit_closed(&mut self, circ: C, state: &HsCircState) {
         if let HsRole::IntroPoint(key) = state.role {
-            if self.map.get(&key).is_some_and(|e| e.circ == circ) {
-                self.map.remove(&key);
-            }
+            self.unregister(&key, circ);
         }
     }
 

@@ -11,7 +11,9 @@
 //!
 //! Nothing here sends a cell or knows about shards: each decision is a returned value that
 //! names circuits by the caller's handle type `C` (docs/architecture.md "Onion-service relay
-//! roles").
+//! roles"). Each decision is split into the half the circuit's own shard takes (checks) and
+//! the half the key's or cookie's home shard takes (the table), so a relay with several
+//! shards keeps one table per key relay-wide; [`home_shard`] picks that shard.
 
 pub mod cells;
 pub mod intro;
@@ -38,6 +40,10 @@ pub enum HsRole {
     /// client's side, which keeps its cookie registered until it closes (as C tor's
     /// circuit map does); the service's side has none.
     RendJoined { cookie: Option<RendCookie> },
+    /// The service's circuit sent RENDEZVOUS1 and waits for the cookie's table (which may be
+    /// on another shard of this relay) to join it. C tor joins at once; a relay with several
+    /// shards needs this one step, during which the circuit is no longer plain.
+    RendJoining,
 }
 
 /// The per-circuit onion-service state the node keeps next to each relay circuit.
@@ -87,6 +93,17 @@ pub fn dispatch(cmd: RelayCmd) -> HsDispatch {
     }
 }
 
+/// The shard, of `shards`, whose table holds `key` (an auth key or a rendezvous cookie):
+/// its first eight bytes, big-endian, modulo the shard count. Both are uniformly random to
+/// the relay (a public key, a client's random cookie), so keys spread evenly; a service that
+/// grinds keys only loads one table it could load anyway.
+pub fn home_shard(key: &[u8], shards: usize) -> usize {
+    let mut first = [0u8; 8];
+    let n = key.len().min(8);
+    first[..n].copy_from_slice(&key[..n]);
+    (u64::from_be_bytes(first) % shards.max(1) as u64) as usize
+}
+
 /// When one circuit of a spliced pair closes, the other closes with the same reason
 /// (C tor `circuit_mark_for_close_`: `rend_splice` is marked with `reason`, the remote flag
 /// removed). A DESTROY from the network has already become DESTROYED in the circuit core.
@@ -108,5 +125,19 @@ mod tests {
             .filter(|&c| dispatch(RelayCmd(c)) == HsDispatch::Drop)
             .collect();
         assert_eq!(drop, vec![35, 37, 38, 39, 40]);
+    }
+
+    #[test]
+    fn home_shard_spreads_and_never_panics() {
+        assert_eq!(home_shard(&[0xff; 32], 1), 0);
+        assert_eq!(home_shard(&[0xff; 32], 0), 0, "no shards: no panic");
+        assert_eq!(home_shard(&[], 3), 0);
+        let mut seen = [0usize; 4];
+        for b in 0..=255u8 {
+            let mut k = [0u8; 20];
+            k[7] = b;
+            seen[home_shard(&k, 4)] += 1;
+        }
+        assert_eq!(seen, [64; 4]);
     }
 }

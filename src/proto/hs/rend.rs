@@ -113,8 +113,10 @@ impl<C: Copy + Eq> RendPoint<C> {
     }
 
     /// ESTABLISH_RENDEZVOUS on `circ` (C tor `rend_mid_establish_rendezvous`, checks in its
-    /// order). `refuse_single_hop` is `DoSRefuseSingleHopClientRendezvous` in effect. On
-    /// success `state` becomes [`HsRole::RendWaiting`].
+    /// order) when the cookie's table is this one: [`RendPoint::check_establish_rendezvous`]
+    /// then [`RendPoint::register`]. `refuse_single_hop` is
+    /// `DoSRefuseSingleHopClientRendezvous` in effect. On success `state` becomes
+    /// [`HsRole::RendWaiting`].
     pub fn on_establish_rendezvous(
         &mut self,
         circ: C,
@@ -123,44 +125,99 @@ impl<C: Copy + Eq> RendPoint<C> {
         refuse_single_hop: bool,
         body: &[u8],
     ) -> EstablishRendOutcome<C> {
+        let cookie = match self.check_establish_rendezvous(state, facts, refuse_single_hop, body) {
+            Ok(c) => c,
+            Err(o) => return o,
+        };
+        let o = self.register(circ, cookie);
+        if matches!(o, EstablishRendOutcome::Established { .. }) {
+            state.role = HsRole::RendWaiting(cookie);
+        }
+        o
+    }
+
+    /// The circuit half of ESTABLISH_RENDEZVOUS, run on the circuit's own shard: may this
+    /// circuit wait for a rendezvous, and is the cookie well formed? `Err` is the outcome to
+    /// carry out (counted); it is never [`EstablishRendOutcome::Established`].
+    pub fn check_establish_rendezvous(
+        &mut self,
+        state: &HsCircState,
+        facts: CircFacts,
+        refuse_single_hop: bool,
+        body: &[u8],
+    ) -> Result<RendCookie, EstablishRendOutcome<C>> {
         let c = &mut self.counters;
         let close = EstablishRendOutcome::Close(DestroyReason::TorProtocol);
         if state.role != HsRole::Plain {
             c.est_rend_unsuitable += 1;
-            return close;
+            return Err(close);
         }
         if facts.from_client_channel && refuse_single_hop {
             c.est_rend_single_hop += 1;
-            return EstablishRendOutcome::Ignore;
+            return Err(EstablishRendOutcome::Ignore);
         }
         if !facts.is_last_hop {
             c.est_rend_unsuitable += 1;
-            return close;
+            return Err(close);
         }
-        let Ok(cookie) = parse_establish_rendezvous(body) else {
-            c.est_rend_malformed += 1;
-            return close;
-        };
-        let old = self.map.get(cookie).copied();
+        match parse_establish_rendezvous(body) {
+            Ok(cookie) => Ok(*cookie),
+            Err(_) => {
+                c.est_rend_malformed += 1;
+                Err(close)
+            }
+        }
+    }
+
+    /// The table half of ESTABLISH_RENDEZVOUS, run on the cookie's home shard: a cookie
+    /// another circuit waits with is refused (TORPROTOCOL), a full table refuses with
+    /// RESOURCELIMIT (both counted); otherwise `circ` waits with it, replacing an already
+    /// spliced circuit that had it.
+    pub fn register(&mut self, circ: C, cookie: RendCookie) -> EstablishRendOutcome<C> {
+        let c = &mut self.counters;
+        let old = self.map.get(&cookie).copied();
         if old.is_some_and(|e| !e.joined) {
             c.est_rend_duplicate_cookie += 1;
-            return close;
+            return EstablishRendOutcome::Close(DestroyReason::TorProtocol);
         }
         if old.is_none() && self.map.len() >= self.capacity {
             c.est_rend_table_full += 1;
             return EstablishRendOutcome::Close(DestroyReason::ResourceLimit);
         }
         self.map.insert(
-            *cookie,
+            cookie,
             RendEntry {
                 circ,
                 joined: false,
             },
         );
-        state.role = HsRole::RendWaiting(*cookie);
         c.est_rend_success += 1;
         EstablishRendOutcome::Established {
             replaced: old.map(|e| e.circ),
+        }
+    }
+
+    /// RENDEZVOUS1 names `cookie`, on the cookie's home shard: the circuit waiting with it,
+    /// now taken (a second RENDEZVOUS1 finds nothing), or `None` (counted as an unknown
+    /// cookie).
+    pub fn take_waiting(&mut self, cookie: &RendCookie) -> Option<C> {
+        match self.map.get_mut(cookie) {
+            Some(e) if !e.joined => {
+                e.joined = true;
+                Some(e.circ)
+            }
+            _ => {
+                self.counters.rend1_unknown_cookie += 1;
+                None
+            }
+        }
+    }
+
+    /// `circ` no longer holds `cookie` (it closed): forget the cookie if `circ` is still
+    /// its circuit.
+    pub fn unregister(&mut self, cookie: &RendCookie, circ: C) {
+        if self.map.get(cookie).is_some_and(|e| e.circ == circ) {
+            self.map.remove(cookie);
         }
     }
 
@@ -248,9 +305,7 @@ impl<C: Copy + Eq> RendPoint<C> {
             _ => None,
         };
         if let Some(c) = cookie {
-            if self.map.get(&c).is_some_and(|e| e.circ == circ) {
-                self.map.remove(&c);
-            }
+            self.unregister(&c, circ);
         }
         match state.role {
             HsRole::RendJoined { .. } => {

@@ -553,6 +553,7 @@ impl RelayNode {
                 request,
                 want_ipv6,
             } => self.resolve(stream, request, want_ipv6, out),
+            Action::Hs { to, msg } => self.send_hs(ShardId(usize::from(to.0)), msg, out),
             Action::CircuitClosed { circ, .. } => {
                 self.pending_extends
                     .retain(|_, w| *w != ExtendFor::Local(circ));

@@ -153,6 +153,53 @@ impl RelayNode {
         }
     }
 
+    /// An onion-service message of our core for shard `to`'s core. A spliced cell that
+    /// meets the overflow bound closes its circuit (RESOURCELIMIT, and its partner with it).
+    pub(super) fn send_hs(
+        &mut self,
+        to: ShardId,
+        msg: crate::proto::circuit::hs_cross::HsMsg,
+        out: &mut impl ShardIo<RelayMsg>,
+    ) {
+        use crate::proto::circuit::hs_cross::HsMsg;
+        let spliced = match &msg {
+            HsMsg::Spliced { from, .. } => Some(*from),
+            _ => None,
+        };
+        if let Some(RelayMsg::Hs(HsMsg::Spliced { from, .. })) =
+            self.cross_send(to, RelayMsg::Hs(msg), out)
+        {
+            self.cross.overflow_kills += 1;
+            let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
+            self.core.hs_splice_overflow(from, &mut io);
+            return;
+        }
+        // A congested link: stop reading the channel the spliced cells come from until it
+        // drains (as for cells of other shards' circuits, `deliver_cross_in`).
+        let Some(from) = spliced else { return };
+        if !self.links.get(to.0).is_some_and(CrossLink::is_congested) {
+            return;
+        }
+        let Some(id) = self
+            .core
+            .prev_chan_of(from)
+            .and_then(|chan| self.conn_of_chan(chan))
+        else {
+            return;
+        };
+        if let Some(link) = self.links.get_mut(to.0) {
+            link.note_paused(id);
+        }
+        if let Some(c) = self.conn(id) {
+            if let Kind::Channel(ch) = &mut c.kind {
+                ch.cross_paused = true;
+                if !c.read_paused && out.pause_read(id).is_ok() {
+                    c.read_paused = true;
+                }
+            }
+        }
+    }
+
     /// Moves held messages into queues that have room again, then unblocks the remote
     /// channels and resumes the reads that waited on them.
     pub(super) fn pump_cross(&mut self, out: &mut impl ShardIo<RelayMsg>) {
@@ -318,6 +365,10 @@ impl RelayNode {
                 let _ = self
                     .core
                     .handle_next_hop_cell(circ, cmd, &mut body, &mut io);
+            }
+            RelayMsg::Hs(msg) => {
+                let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                self.core.handle_hs_msg(msg, &mut io);
             }
             RelayMsg::ChanBlocked { chan, blocked } => {
                 if blocked {
