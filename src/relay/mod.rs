@@ -695,7 +695,7 @@ impl Relay {
         let mut directory = publish::Directory::new(worker, config, Instant::now());
         // The onion-service roles and conflux are advertised only where they are served
         // (`proto::circuit` `hs.rs`, `conflux.rs`).
-        directory.set_onion_service_roles(shards == 1 || crate::proto::circuit::HS_ACROSS_SHARDS);
+        directory.set_onion_service_roles(crate::proto::circuit::HS_ACROSS_SHARDS || shards == 1);
         directory.set_conflux(crate::proto::circuit::conflux_served(shards as usize));
         let mut plane = ControlPlane::new(
             config.clone(),

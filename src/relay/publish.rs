@@ -201,12 +201,9 @@ pub struct Directory {
     /// Set when a consensus requires a protocol Fors lacks and C tor would exit: the
     /// control loop ends and the relay exits with status 1, saying this.
     fatal: Option<String>,
-    /// Whether the known-gap explanation (HSIntro/HSRend) was logged (once per process).
-    known_gap_explained: bool,
-    /// Whether this relay serves the onion-service roles (it has one shard: the intro and
-    /// rendezvous tables are per shard and not yet looked up across shards, `proto::circuit`
-    /// `hs.rs`), so the descriptor advertises `HSIntro=4-5 HSRend=2` and the protocol check
-    /// counts them as supported.
+    /// Whether this relay serves the onion-service roles (`proto::circuit` `hs.rs`, across
+    /// shards through `hs_cross.rs`), so the descriptor advertises `HSIntro=4-5 HSRend=2`
+    /// and the protocol check counts them as supported.
     onion_service_roles: bool,
     /// The relay runs conflux at the exit (`proto::circuit` `conflux.rs`): advertise
     /// `Conflux=1` and count it as supported.
@@ -239,13 +236,12 @@ impl Directory {
             no_address_reported: false,
             hibernating: false,
             fatal: None,
-            known_gap_explained: false,
             onion_service_roles: false,
             conflux: false,
         }
     }
 
-    /// The relay serves the introduction- and rendezvous-point roles (one shard): advertise
+    /// The relay serves the introduction- and rendezvous-point roles: advertise
     /// them, and do not report them missing against the consensus.
     pub fn set_onion_service_roles(&mut self, on: bool) {
         self.onion_service_roles = on;
@@ -842,20 +838,7 @@ impl Directory {
                      are: {m}"
                 );
                 log_err!("{line}");
-                let known_gap =
-                    m.0.iter()
-                        .all(|e| KNOWN_MISSING_REQUIRED.contains(&e.name.as_str()));
-                if known_gap && !self.known_gap_explained {
-                    self.known_gap_explained = true;
-                    log_err!(
-                        "Fors keeps running without them: the onion-service relay roles \
-                         (HSIntro, HSRend) work only on a relay with one shard (NumCPUs 1) \
-                         and are not advertised, because lookups across shards are not \
-                         built yet (C tor would exit here)."
-                    );
-                } else if !known_gap {
-                    self.fatal = Some(line);
-                }
+                self.fatal = Some(line);
             }
         }
     }
@@ -865,9 +848,6 @@ impl Directory {
 /// or not this configuration advertises it (`DirCache`/`HSDir` only with the cache on).
 pub const SUPPORTED_PROTOCOLS: &str = crate::dir::descriptor::DIR_CACHE_PROTO;
 
-/// Required protocols whose absence is a known, tracked gap (issue #11) rather than a
-/// reason to exit; see [`Directory::check_protocols`].
-const KNOWN_MISSING_REQUIRED: &[&str] = &["HSIntro", "HSRend"];
 
 /// C `APPROX_RELEASE_DATE` (Unix seconds): a consensus valid before this release is not
 /// judged, since what it requires may have changed since. 2026-12-01 00:00 UTC.
@@ -923,11 +903,13 @@ mod tests {
         let config = cfg("ORPort 9001\n");
         let live = "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 HSDir=2 HSIntro=4-5 HSRend=2 \
                     Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-4";
-        // Today's network: only HSIntro/HSRend are missing, a known gap: logged, running.
+        // A relay not serving the onion-service roles misses HSIntro/HSRend: C tor exits,
+        // and so does Fors.
         let mut d = Directory::new(None, &config, Instant::now());
         d.check_protocols(&consensus_requiring(live, "2026-12-06 14:20:00"));
-        assert_eq!(d.fatal(), None);
-        // Anything else missing: C tor exits, and so does Fors.
+        let why = d.fatal().expect("missing HSIntro/HSRend is fatal");
+        assert!(why.ends_with("are: HSIntro=4-5 HSRend=2"), "{why}");
+        let mut d = Directory::new(None, &config, Instant::now());
         let more = format!("{live} Padding=2");
         d.check_protocols(&consensus_requiring(&more, "2026-12-06 14:20:00"));
         let why = d.fatal().expect("a missing Padding=2 is fatal");
@@ -938,7 +920,7 @@ mod tests {
         assert_eq!(d.fatal(), None);
     }
 
-    /// A one-shard relay serves the onion-service roles: the live required list is met, and
+    /// A relay serving the onion-service roles: the live required list is met, and
     /// a missing `Padding=2` alone is what stops it.
     #[test]
     fn a_relay_serving_the_onion_roles_meets_the_live_required_list() {
@@ -949,7 +931,6 @@ mod tests {
         d.set_onion_service_roles(true);
         d.check_protocols(&consensus_requiring(live, "2026-12-06 14:20:00"));
         assert_eq!(d.fatal(), None);
-        assert!(!d.known_gap_explained, "nothing known-missing to explain");
         d.check_protocols(&consensus_requiring(
             &format!("{live} Padding=2"),
             "2026-12-06 14:20:00",
