@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::disallowed_methods, clippy::disallowed_types))]
 
 pub mod channel;
+pub mod circpad;
 pub mod circuit;
 pub mod conflux;
 pub mod flow;
