@@ -36,6 +36,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v objdump >/dev/null 2>&1 || need+=(binutils)
 command -v strip >/dev/null 2>&1 || need+=(binutils)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
+# fors(8) is rendered with man --warnings (tests/package_deb.rs).
+command -v man >/dev/null 2>&1 || need+=(man-db)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # Building arti under CI (below): its default TLS is native-tls, i.e. OpenSSL's headers.
 if [ "${CI:-}" = true ]; then dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev); fi

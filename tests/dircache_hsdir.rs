@@ -192,7 +192,7 @@ fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
         .expect("ADD_ONION names the service")
         .to_string();
     // The service uploads once all its introduction points are up: seconds, now that Fors
-    // refuses ESTABLISH_INTRO at once instead of leaving the service to time out on it.
+    // serves ESTABLISH_INTRO (before, Fors dropped it and the service timed out on it).
     let seen = std::cell::RefCell::new(Vec::new());
     let uploaded = ctl
         .wait_event(Duration::from_secs(90), |e| {

@@ -27,10 +27,9 @@
 //!     rendezvous point may be authorities; the test prints whether its rendezvous point
 //!     was Fors.
 //!
-//! Shards: the onion-service roles are served by one-shard relays today, so every relay runs
-//! `SHARDS` shards except `WIDE_RELAY`, which runs `WIDE_SHARDS` (it still carries guard,
-//! middle and HSDir work). The test prints whether the wide relay was an intro or rendezvous
-//! point. Once the roles work across shards, set `SHARDS` to 2.
+//! Shards: every relay runs `SHARDS` shards except `WIDE_RELAY`, which runs `WIDE_SHARDS`,
+//! so the onion-service roles are exercised across shards (`hs_cross.rs`). The test prints
+//! whether the wide relay was an intro or rendezvous point.
 //!
 //! Skipped without `tor`, `tor-gencert` or python3, or with `FORS_SKIP_TESTNET`; the arti
 //! part without arti; the arti exit fetch when not root (no namespace this test can enter).
@@ -52,10 +51,10 @@ use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
 /// Shards (`NumCPUs`) of every Fors relay but the wide one.
-const SHARDS: u32 = 1;
+const SHARDS: u32 = 2;
 /// The one relay with more shards, and its shard count.
 const WIDE_RELAY: &str = "forsmiddle4";
-const WIDE_SHARDS: u32 = 2;
+const WIDE_SHARDS: u32 = 3;
 
 const NAME: &str = "c_tor_and_arti_clients_use_a_network_of_only_fors_relays";
 

@@ -180,7 +180,7 @@ exported_fields! {
         hs_intro_circuits => "fors_relay_hs_intro_circuits" [""]
             Gauge true "Introduction circuits (service keys) held now.",
         hs_rend_cookies => "fors_relay_hs_rend_cookies" [""]
-            Gauge true "Rendezvous cookies waiting for the service now.",
+            Gauge true "Rendezvous cookies held now: waiting for the service, or kept by a joined client circuit until it closes (as C tor keeps them).",
         hs_cross_shard_intros => "fors_relay_hs_cross_shard_total" ["kind=\"introduce\""]
             Counter true "Onion-service work that crossed shards (introduce: INTRODUCE1 and the intro circuit on different shards, and join: rendezvous circuits on different shards, counted on the key's or cookie's home shard; splice_cell: spliced cells sent to a partner on another shard, counted on the sending shard).",
         hs_cross_shard_joins => "fors_relay_hs_cross_shard_total" ["kind=\"join\""]

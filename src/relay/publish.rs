@@ -848,7 +848,6 @@ impl Directory {
 /// or not this configuration advertises it (`DirCache`/`HSDir` only with the cache on).
 pub const SUPPORTED_PROTOCOLS: &str = crate::dir::descriptor::DIR_CACHE_PROTO;
 
-
 /// C `APPROX_RELEASE_DATE` (Unix seconds): a consensus valid before this release is not
 /// judged, since what it requires may have changed since. 2026-12-01 00:00 UTC.
 pub const APPROX_RELEASE_DATE: u64 = 1_796_083_200;
