@@ -165,6 +165,62 @@ def run_bench(dir_bench, target, requests, args, save=None):
         return None, p.stderr
 
 
+def median(v):
+    v = sorted(x for x in v if x is not None)
+    if not v:
+        return None
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def summarize(runs):
+    """Per workload and transport: the median of each server's runs, and Fors / C tor."""
+    out = []
+    keys = []
+    for r in runs:
+        k = (r["workload"], r["transport"])
+        if k not in keys:
+            keys.append(k)
+    for w, t in keys:
+        row = {"workload": w, "transport": t}
+        for srv in ("fors", "ctor"):
+            rs = [r for r in runs if (r["workload"], r["transport"], r["server"]) == (w, t, srv)]
+            row[srv] = {
+                "req_per_s": median([r.get("req_per_s") for r in rs]),
+                "cpu_s_per_1000": median([r.get("cpu_s_per_1000") for r in rs]),
+                "cpu_s_per_gb": median([r.get("cpu_s_per_gb") for r in rs]),
+                "answer_bytes": median([r["wire_bytes"] / r["requests"] for r in rs
+                                        if r.get("requests")]),
+            }
+        f, c = row["fors"], row["ctor"]
+        row["ratio_req_per_s"] = (f["req_per_s"] / c["req_per_s"]
+                                  if f["req_per_s"] and c["req_per_s"] else None)
+        row["ratio_cpu_per_req"] = (f["cpu_s_per_1000"] / c["cpu_s_per_1000"]
+                                    if f["cpu_s_per_1000"] and c["cpu_s_per_1000"] else None)
+        out.append(row)
+    return out
+
+
+def render_summary(results):
+    def n(v, fmt):
+        return "—" if v is None else format(v, fmt)
+    lines = [f"CPU: {results['cpu']['model']} ({results['cpu']['cores']} cores; "
+             f"{' '.join(results['cpu']['features'])})",
+             "| workload | transport | answer B | Fors req/s | C tor req/s | Fors/C tor req/s "
+             "| Fors CPU-s/1000 | C tor CPU-s/1000 | Fors/C tor CPU | Fors CPU-s/GB | "
+             "C tor CPU-s/GB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results["summary"]:
+        f, c = r["fors"], r["ctor"]
+        lines.append(
+            f"| {r['workload']} | {r['transport']} | {n(f['answer_bytes'], '.0f')} "
+            f"| {n(f['req_per_s'], '.0f')} | {n(c['req_per_s'], '.0f')} "
+            f"| {n(r['ratio_req_per_s'], '.2f')} | {n(f['cpu_s_per_1000'], '.3f')} "
+            f"| {n(c['cpu_s_per_1000'], '.3f')} | {n(r['ratio_cpu_per_req'], '.2f')} "
+            f"| {n(f['cpu_s_per_gb'], '.0f')} | {n(c['cpu_s_per_gb'], '.0f')} |")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fors-bin", required=True)
@@ -350,6 +406,8 @@ def main():
                     log(f"CHECK FAILED: {wname} over {transport[2:]}: no answer in common")
                     failed = True
         results["failed"] = failed
+        results["summary"] = summarize(results["runs"])
+        print(render_summary(results), flush=True)
         return 1 if failed else 0
     finally:
         if args.json:
