@@ -332,7 +332,7 @@ impl Tunnel {
                         let tag = self.circ.last_tag(0).ok_or("no_tag")?;
                         self.send(&msg::sendme_v1(&tag), 0)?;
                     }
-                    if stream_cells % STREAM_SENDME_EVERY == 0 {
+                    if stream_cells.is_multiple_of(STREAM_SENDME_EVERY) {
                         self.send(&msg::sendme(), sid)?;
                     }
                 }
