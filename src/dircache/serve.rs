@@ -125,12 +125,34 @@ pub struct Context<'a> {
     pub front_page: Option<&'a Arc<[u8]>>,
     /// Our own server descriptor (`/tor/server/authority`), once built.
     pub own_descriptor: Option<&'a Document>,
-    /// The peer's address for `X-Your-Address-Is`, given only for a DirPort peer that is
-    /// not local (C tor `write_http_response_header_impl`); never for a tunnelled request.
+    /// The address `X-Your-Address-Is` reports: [`your_address`] of the peer, so `None`
+    /// for a local one (C tor `write_http_response_header_impl`).
     pub peer_for_header: Option<IpAddr>,
     /// Bytes we may still write now; a bigger answer gets `503` (C tor
     /// `connection_dir_is_global_write_low`).
     pub write_allowance: u64,
+}
+
+/// What `X-Your-Address-Is` tells a peer, for the DirPort and BEGIN_DIR alike: its address
+/// unless it is local to ours (C tor `write_http_response_header_impl` skips the header when
+/// `is_local_to_resolve_addr`): an internal address (`tor_addr_is_internal`: 0/8, 10/8,
+/// 100.64/10, 127/8, 169.254/16, 172.16/12, 192.168/16, fc00::/7, fe80::/10, fec0::/10,
+/// ::/127, and IPv4-mapped forms), or, EnforceDistinctSubnets being 1 (C tor's default; Fors
+/// has no such option), the /24 (IPv4) or /48 (IPv6) of `ours`, our last resolved address of
+/// that family. `peer` is the TCP peer of a DirPort connection; for BEGIN_DIR, C tor uses
+/// the address of the channel the circuit arrived on (`connection_exit_begin_conn`,
+/// `channel_get_addr_if_possible`) and, without one, none: `None` here.
+pub fn your_address(peer: Option<IpAddr>, ours: &[IpAddr]) -> Option<IpAddr> {
+    let peer = peer?;
+    if crate::exit::policy::is_internal(peer) || peer.is_unspecified() {
+        return None;
+    }
+    let same_net = ours.iter().any(|o| match (peer, o) {
+        (IpAddr::V4(p), IpAddr::V4(o)) => u32::from(p) >> 8 == u32::from(*o) >> 8,
+        (IpAddr::V6(p), IpAddr::V6(o)) => u128::from(p) >> 80 == u128::from(*o) >> 80,
+        _ => false,
+    });
+    (!same_net).then_some(peer)
 }
 
 /// Answers an onion-service request (`POST /tor/hs/…`, `GET /tor/hs/3/<key>` with a
@@ -1158,6 +1180,54 @@ mod tests {
             write_allowance: 0,
         };
         assert!(answer(&ctx, req).is_none());
+    }
+
+    #[test]
+    fn your_address_as_c_tors_is_local_to_resolve_addr() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        // Private and local peers are never told (tor_addr_is_internal), IPv4 or IPv6.
+        for local in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "100.64.0.1",
+            "172.16.5.5",
+            "192.168.0.9",
+            "169.254.1.1",
+            "0.0.0.0",
+            "::",
+            "::1",
+            "fe80::1",
+            "fd00::5",
+            "fec0::1",
+            "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert_eq!(your_address(Some(ip(local)), &[]), None, "{local}");
+        }
+        // A peer with a public-looking address is told it, IPv4 and IPv6.
+        for public in [
+            "198.51.100.4",
+            "100.128.0.1",
+            "2001:db8:5::9",
+            "2a01:4f8::1",
+        ] {
+            let p = ip(public);
+            assert_eq!(your_address(Some(p), &[]), Some(p), "{public}");
+        }
+        // No address known (a BEGIN_DIR stream whose channel address is unknown): none.
+        assert_eq!(your_address(None, &[ip("198.51.100.200")]), None);
+        // Our /24 (IPv4) and /48 (IPv6) count as local; the next network does not, and an
+        // address of the other family never matches.
+        let ours = [ip("198.51.100.200"), ip("2001:db8:1:ff::1")];
+        assert_eq!(your_address(Some(ip("198.51.100.4")), &ours), None);
+        let q = ip("198.51.101.4");
+        assert_eq!(your_address(Some(q), &ours), Some(q));
+        assert_eq!(your_address(Some(ip("2001:db8:1:7::9")), &ours), None);
+        let r = ip("2001:db8:2::9");
+        assert_eq!(your_address(Some(r), &ours), Some(r));
+        let v6only = [ip("2001:db8:1::1")];
+        let p = ip("198.51.100.4");
+        assert_eq!(your_address(Some(p), &v6only), Some(p));
     }
 
     #[test]

@@ -21,8 +21,9 @@
 //!   `CountPrivateBandwidth`) are paced by the relay-wide global write bucket the shards
 //!   spend from (`BandwidthRate` / `BandwidthBurst`, [`WriteBucket`] takes from
 //!   [`SharedBudget`]), and such a request gets C tor's `503 Directory busy` when the
-//!   global or relayed write bucket holds less than its answer, or the global one ran dry
-//!   in the last second (C tor `connection_dir_is_global_write_low`). BEGIN_DIR streams are never refused or paced
+//!   global or relayed write bucket holds less than its answer, or either ran dry in the
+//!   last second, for the shards' writes or ours (C tor `connection_dir_is_global_write_low`,
+//!   `write_buckets_last_empty_at`). BEGIN_DIR streams are never refused or paced
 //!   here: C tor does not rate-limit linked connections (`connection_is_rate_limited`),
 //!   their bytes are paced by the circuit (SENDMEs) and the relay's own buckets.
 //!
@@ -234,9 +235,6 @@ impl Drop for DirServer {
 struct WriteBucket {
     /// Taken from the shared budget, not yet written.
     tokens: i64,
-    /// When the global write bucket last ran dry: C tor answers 503 for a second after
-    /// that (`write_buckets_last_empty_at`).
-    last_empty: Option<Instant>,
 }
 
 /// The global write pool of [`SharedBudget`] (`POOL_LABELS`).
@@ -246,15 +244,12 @@ const RELAYED_WRITE: usize = 3;
 
 impl WriteBucket {
     fn new() -> WriteBucket {
-        WriteBucket {
-            tokens: 0,
-            last_empty: None,
-        }
+        WriteBucket { tokens: 0 }
     }
 
     /// Tops the local allowance up toward `need` bytes, at most one chunk (a shard's share
     /// of one refill interval), so an idle DirPort holds back little of the budget. Dry:
-    /// the global bucket is empty.
+    /// the global bucket is empty, noted in the shared budget as the shards note theirs.
     fn top_up(&mut self, now: Instant, budget: &SharedBudget, need: usize) {
         let need = i64::try_from(need).unwrap_or(i64::MAX);
         let want = need.min(budget.chunk(GLOBAL_WRITE)) - self.tokens;
@@ -262,7 +257,7 @@ impl WriteBucket {
             self.tokens += budget.take_unsharded(GLOBAL_WRITE, want);
         }
         if self.tokens <= 0 {
-            self.last_empty = Some(now);
+            budget.note_write_empty(now);
         }
     }
 
@@ -277,13 +272,11 @@ impl WriteBucket {
 
     /// The largest answer a rate-limited request may get now (C tor
     /// `connection_dir_is_global_write_low`: the smaller of the global and relayed write
-    /// buckets, none for a second after the global one ran dry). The global bucket is what
-    /// the shared budget holds plus our own allowance.
+    /// buckets, none for a second after either ran dry — for anyone's writes, the shards'
+    /// OR and exit traffic as much as ours, as C's `write_buckets_last_empty_at`). The
+    /// global bucket is what the shared budget holds plus our own allowance.
     fn answer_allowance(&self, now: Instant, budget: &SharedBudget) -> u64 {
-        if self
-            .last_empty
-            .is_some_and(|t| now.saturating_duration_since(t) <= Duration::from_secs(1))
-        {
+        if budget.write_ran_dry_within(now, Duration::from_secs(1)) {
             return 0;
         }
         let t = budget.tokens();
@@ -470,6 +463,9 @@ fn serve_loop(
                         if stream.set_nonblocking(true).is_err() {
                             continue;
                         }
+                        // A tunnelled stream's TCP peer is our own shard: C tor reports
+                        // the channel's address there, which this thread is not told, so
+                        // it gets no `X-Your-Address-Is` (and is never rate-limited here).
                         let peer = (!tunnelled).then_some(peer.ip());
                         let limited = peer
                             .is_some_and(|p| count_private || !crate::exit::policy::is_internal(p));
@@ -578,22 +574,6 @@ fn admit(
     });
 }
 
-/// The address for `X-Your-Address-Is`, sent by C tor's `write_http_response_header_impl`
-/// to a peer that is not `is_local_to_resolve_addr`: not internal (`tor_addr_is_internal`),
-/// and, EnforceDistinctSubnets being 1 (C tor's default; Fors has no such option), not in
-/// the /24 (IPv4) or /48 (IPv6) of our own address of that family.
-fn header_addr(peer: IpAddr, ours: &[IpAddr]) -> Option<IpAddr> {
-    if crate::exit::policy::is_internal(peer) {
-        return None;
-    }
-    let same_net = ours.iter().any(|o| match (peer, o) {
-        (IpAddr::V4(p), IpAddr::V4(o)) => u32::from(p) >> 8 == u32::from(*o) >> 8,
-        (IpAddr::V6(p), IpAddr::V6(o)) => u128::from(p) >> 80 == u128::from(*o) >> 80,
-        _ => false,
-    });
-    (!same_net).then_some(peer)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn step(
     c: &mut Conn,
@@ -650,7 +630,7 @@ fn step(
                     store: &store,
                     front_page: inputs.front_page.as_ref(),
                     own_descriptor: inputs.own_descriptor.as_ref(),
-                    peer_for_header: c.peer.and_then(|p| header_addr(p, &inputs.our_addresses)),
+                    peer_for_header: serve::your_address(c.peer, &inputs.our_addresses),
                     write_allowance: match bucket {
                         Some(b) if c.limited => {
                             budget.map_or(u64::MAX, |g| b.answer_allowance(now, g))
@@ -938,6 +918,22 @@ mod tests {
         // The relayed write bucket counts too when it is smaller.
         let g = SharedBudget::new(1, rates(80_000), t0);
         assert_eq!(WriteBucket::new().answer_allowance(t0, &g), 80_000);
+        // A shard's OR traffic running the relayed write bucket dry closes the DirPort for
+        // a second, though the DirPort itself took nothing (the reviewer's finding).
+        let mut shard = crate::shard::ratelimit::ShardBuckets::new(g.clone(), 0);
+        use crate::shard::ratelimit::{BwClass, BwDir};
+        for _ in 0..1000 {
+            let a = shard.allowance(BwClass::Relayed, BwDir::Write);
+            if a <= 0 || shard.charge(BwClass::Relayed, BwDir::Write, a as u64) {
+                break;
+            }
+        }
+        assert!(shard.blocked(BwClass::Relayed, BwDir::Write));
+        let b = WriteBucket::new();
+        assert_eq!(b.answer_allowance(t0, &g), 0);
+        let t3 = t0 + Duration::from_millis(1100);
+        assert!(g.refill(t3));
+        assert!(b.answer_allowance(t3, &g) > 0);
     }
 
     /// A store with `n` microdescriptors of `len` bytes each, keyed [i; 32].
@@ -1196,34 +1192,17 @@ mod tests {
     }
 
     #[test]
-    fn header_addr_as_c_tors_is_local_to_resolve_addr() {
+    fn our_addresses_keep_the_last_of_each_family() {
         let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
-        for internal in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.9",
-            "169.254.1.1",
-            "::1",
-            "fe80::1",
-        ] {
-            assert_eq!(header_addr(ip(internal), &[]), None, "{internal}");
-        }
-        let p = ip("198.51.100.4");
-        assert_eq!(header_addr(p, &[]), Some(p));
-        // Our /24 (IPv4) and /48 (IPv6) are local; the next network is not.
-        let ours = [ip("198.51.100.200"), ip("2001:db8:1:ff::1")];
-        assert_eq!(header_addr(p, &ours), None);
-        let q = ip("198.51.101.4");
-        assert_eq!(header_addr(q, &ours), Some(q));
-        assert_eq!(header_addr(ip("2001:db8:1:7::9"), &ours), None);
-        let r = ip("2001:db8:2::9");
-        assert_eq!(header_addr(r, &ours), Some(r));
-        // Only the last address of a family counts.
         let mut i = DirServerInputs::default();
         i.set_our_address(ip("198.51.100.1"));
         i.set_our_address(ip("2001:db8:1::1"));
         i.set_our_address(ip("203.0.113.1"));
-        assert_eq!(header_addr(p, &i.our_addresses), Some(p));
-        assert_eq!(header_addr(ip("203.0.113.77"), &i.our_addresses), None);
+        let p = ip("198.51.100.4");
+        assert_eq!(serve::your_address(Some(p), &i.our_addresses), Some(p));
+        let q = ip("203.0.113.77");
+        assert_eq!(serve::your_address(Some(q), &i.our_addresses), None);
+        let r = ip("2001:db8:1:5::7");
+        assert_eq!(serve::your_address(Some(r), &i.our_addresses), None);
     }
 }

@@ -118,6 +118,11 @@ pub struct SharedBudget {
     spare: [AtomicI64; POOLS],
     /// Refills done (any shard).
     refills: AtomicU64,
+    /// When a write pool (global or relayed) last ran dry, in µs since `epoch` plus one
+    /// (0: never): C tor's `write_buckets_last_empty_at`, which any connection's write sets
+    /// (connection.c `connection_buckets_decrement`) and the directory server reads
+    /// (`connection_dir_is_global_write_low`). Written once per dry event, never per cell.
+    last_write_empty_us: AtomicU64,
 }
 
 impl fmt::Debug for SharedBudget {
@@ -174,6 +179,7 @@ impl SharedBudget {
             slots: (0..shards).map(|_| Slot::default()).collect(),
             spare: Default::default(),
             refills: AtomicU64::new(0),
+            last_write_empty_us: AtomicU64::new(0),
         };
         b.store_rates(rates);
         for p in 0..POOLS {
@@ -343,6 +349,32 @@ impl SharedBudget {
     pub fn refills(&self) -> u64 {
         self.refills.load(Ordering::Relaxed)
     }
+
+    /// Records that a write pool ran dry at `now` (C `write_buckets_last_empty_at = now`).
+    pub fn note_write_empty(&self, now: Instant) {
+        let us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        self.last_write_empty_us
+            .fetch_max(us.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// A shard found a write pool dry: it keeps no clock of its own here, so the time is
+    /// that of the latest refill, at most one tick ago.
+    fn note_write_empty_at_last_refill(&self) {
+        let us = self.last_refill_us.load(Ordering::Acquire);
+        self.last_write_empty_us
+            .fetch_max(us.saturating_add(1), Ordering::AcqRel);
+    }
+
+    /// Whether a write pool, global or relayed, ran dry (by any shard's write or the
+    /// directory server's) no longer than `within` before `now`.
+    pub fn write_ran_dry_within(&self, now: Instant, within: Duration) -> bool {
+        let at = self.last_write_empty_us.load(Ordering::Acquire);
+        if at == 0 {
+            return false;
+        }
+        let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        now_us.saturating_sub(at - 1) <= within.as_micros() as u64
+    }
 }
 
 /// One shard's local buckets: plain integers, spent on the data path, topped up from the
@@ -418,6 +450,9 @@ impl ShardBuckets {
         if !self.empty[p] {
             self.empty[p] = true;
             self.empty_events[p] += 1;
+            if p % 2 == BwDir::Write as usize {
+                self.shared.note_write_empty_at_last_refill();
+            }
         }
         self.pressure[p] = PRESSURE_TICKS;
     }
@@ -556,6 +591,32 @@ mod tests {
         // After a refill it takes the spare first, then the slots.
         assert!(b.refill(t0 + Duration::from_millis(500)));
         assert_eq!(b.take_unsharded(1, 5000), 2000);
+    }
+
+    #[test]
+    fn a_shard_running_dry_on_writes_is_seen_by_the_directory_server() {
+        // C `connection_buckets_decrement` sets `write_buckets_last_empty_at` for any
+        // connection's write; the DirPort's 503 rule reads it.
+        let t0 = Instant::now();
+        let s = SharedBudget::new(2, rates(100_000, 100_000), t0);
+        let mut b = ShardBuckets::new(s.clone(), 0);
+        assert!(!s.write_ran_dry_within(t0, Duration::from_secs(1)));
+        // Reads running dry do not count.
+        drain(&mut b, BwClass::Relayed, BwDir::Read);
+        assert!(b.blocked(BwClass::Relayed, BwDir::Read));
+        assert!(!s.write_ran_dry_within(t0, Duration::from_secs(1)));
+        // OR traffic (relayed class) drains the writes: seen at the last refill's time.
+        let t1 = ms(t0, 300);
+        assert!(s.refill(t1));
+        drain(&mut b, BwClass::Relayed, BwDir::Write);
+        assert!(b.blocked(BwClass::Relayed, BwDir::Write));
+        assert!(s.write_ran_dry_within(ms(t0, 1300), Duration::from_secs(1)));
+        assert!(!s.write_ran_dry_within(ms(t0, 1400), Duration::from_secs(1)));
+        // The directory server's own note moves it forward, never back.
+        s.note_write_empty(ms(t0, 2000));
+        s.note_write_empty(ms(t0, 100));
+        assert!(s.write_ran_dry_within(ms(t0, 2900), Duration::from_secs(1)));
+        assert!(!s.write_ran_dry_within(ms(t0, 3100), Duration::from_secs(1)));
     }
 
     #[test]
