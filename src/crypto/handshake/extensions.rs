@@ -189,9 +189,6 @@ pub enum NegotiationError {
     /// SUBPROTO asked for a capability we cannot enable for a circuit.
     #[error("client requested unsupported subprotocol {}={}", .0.protocol_id, .0.capability)]
     UnsupportedSubproto(SubprotoCap),
-    /// SUBPROTO entries were not sorted ascending without duplicates.
-    #[error("SUBPROTO requests are not sorted and unique")]
-    SubprotoNotSorted,
     /// CGO was requested but we do not implement it.
     #[error("client requested CGO relay crypto, which we do not support")]
     CgoUnsupported,
@@ -205,8 +202,11 @@ pub enum NegotiationError {
 ///
 /// * CC is on only if the client sent CC_REQUEST *and* our consensus enables CC; then we
 ///   reply CC_RESPONSE with our `sendme_inc`. Otherwise the reply is an empty list.
-/// * SUBPROTO must be sorted and unique, and may only name Relay=6 (CGO); anything else
-///   fails the handshake, since the client would assume a capability we did not enable.
+/// * SUBPROTO may only name Relay=6 (CGO); anything else fails the handshake, since the
+///   client would assume a capability we did not enable. Order and repeats are not checked:
+///   the spec asks clients to send the list sorted and unique, but C tor 0.4.9's
+///   `relay_process_subproto_ext` never advances its `prev` pointer, so its order check never
+///   runs and it accepts `Relay=6` twice; refusing that would fail handshakes C tor completes.
 /// * CGO without CC fails: the v1 cell format cannot carry stream-level SENDMEs.
 /// * While `cgo_supported` is false, a CGO request fails the handshake. C tor 0.4.9 always
 ///   accepts it; refusing is the only safe answer for a relay that cannot run CGO. The
@@ -229,9 +229,6 @@ pub fn negotiate_circ_params(
         _ => None,
     });
     if let Some(caps) = first_subproto {
-        if caps.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(NegotiationError::SubprotoNotSorted);
-        }
         for cap in caps {
             if cap.protocol_id == PROTOCOL_ID_RELAY && cap.capability == RELAY_CAP_CRYPT_CGO {
                 if !policy.cgo_supported {
@@ -433,10 +430,23 @@ mod tests {
             negotiate_circ_params(&[cc.clone(), sub(vec![other])], &cgo_ok).unwrap_err(),
             NegotiationError::UnsupportedSubproto(other)
         );
+        // A repeated Relay=6 is accepted, as C tor 0.4.9 accepts it (see the function's docs).
+        let (_, p) = negotiate_circ_params(&[cc.clone(), sub(vec![CGO, CGO])], &cgo_ok).unwrap();
+        assert!(p.cgo);
+        // ... but still not by a relay without CGO, nor beside another capability.
         assert_eq!(
-            negotiate_circ_params(&[cc.clone(), sub(vec![CGO, CGO])], &cgo_ok).unwrap_err(),
-            NegotiationError::SubprotoNotSorted
+            negotiate_circ_params(&[cc.clone(), sub(vec![CGO, CGO])], &no_cgo).unwrap_err(),
+            NegotiationError::CgoUnsupported
         );
+        assert_eq!(
+            negotiate_circ_params(&[cc.clone(), sub(vec![CGO, other])], &cgo_ok).unwrap_err(),
+            NegotiationError::UnsupportedSubproto(other)
+        );
+        // Only the first SUBPROTO extension counts, as C's `trn_extension_find`.
+        let (_, p) =
+            negotiate_circ_params(&[cc.clone(), sub(vec![CGO]), sub(vec![other])], &cgo_ok)
+                .unwrap();
+        assert!(p.cgo);
         // An empty SUBPROTO request asks for nothing.
         assert!(negotiate_circ_params(&[cc, sub(vec![])], &no_cgo).is_ok());
     }

@@ -58,12 +58,29 @@ impl<EB: Cipher16, PB: Cipher16 + BlockEncrypt> Uiv<EB, PB> {
 }
 
 impl<EB: Cipher16 + BlockEncrypt, PB: Cipher16 + BlockEncrypt> Uiv<EB, PB> {
-    /// `ENC_UIV` of `body` in place, tweaked by `h` and `cmd`.
+    /// `ENC_UIV` of `body` in place, tweaked by `h` and `cmd` (the relay runs the two halves
+    /// itself; the tests' clients run it whole).
+    #[cfg(test)]
     #[inline]
     pub(super) fn encrypt(&self, h: &Block16, cmd: u8, body: &mut CellBody) {
+        self.encrypt_left(h, cmd, body);
+        self.encrypt_right(body);
+    }
+
+    /// The first half of `ENC_UIV`: `Y_L = ENC_ET(J, H | X_R, X_L)`. Split from the second
+    /// half so that batched calls can run the ET of several circuits' cells back to back,
+    /// their dependency chains (tweak POLYVAL, then AES) overlapping in the CPU.
+    #[inline]
+    pub(super) fn encrypt_left(&self, h: &Block16, cmd: u8, body: &mut CellBody) {
         let (x_l, x_r) = split_body(body);
         self.j.encrypt(h, cmd, x_r, x_l);
-        self.s.xor_t0(x_l, x_r);
+    }
+
+    /// The second half of `ENC_UIV`, after [`Uiv::encrypt_left`]: `Y_R = X_R ^ PRF(S, Y_L, 0)`.
+    #[inline]
+    pub(super) fn encrypt_right(&self, body: &mut CellBody) {
+        let (y_l, x_r) = split_body(body);
+        self.s.xor_t0(y_l, x_r);
     }
 }
 
