@@ -79,6 +79,23 @@ impl Aes128Ctr {
         }
     }
 
+    /// Replaces the key in place, keeping the implementation, for CGO's key update (which
+    /// only uses [`Aes128Ctr::xor_keystream_at`]: the stream position is reset).
+    pub(crate) fn rekey(&mut self, key: &[u8; 16]) {
+        match &mut self.backend {
+            Backend::Portable(c) => **c = aes::Aes128Enc::new(key.into()),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Backend::Ni` is only built after `supports_aes`: AES-NI, SSSE3 and
+            // SSE4.1 are present.
+            Backend::Ni { round_keys, .. } => *round_keys = unsafe { x86::expand_key(key) },
+            #[cfg(not(target_arch = "x86_64"))]
+            Backend::Ni { .. } => unreachable!("Backend::Ni is only built on x86-64"),
+        }
+        self.counter = 0;
+        self.pending = [0; BLOCK];
+        self.pending_used = BLOCK as u8;
+    }
+
     /// The implementation in use.
     pub fn implementation(&self) -> AesImpl {
         match &self.backend {
@@ -228,6 +245,21 @@ impl Aes128Block {
         {
             let _ = key;
             None
+        }
+    }
+
+    /// Replaces the key in place (overwriting the old schedule).
+    #[inline]
+    pub(crate) fn rekey(&mut self, key: &[u8; 16]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: an `Aes128Block` is only built after `supports_aes(AesNi)`.
+            self.round_keys = unsafe { x86::expand_key(key) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = key;
+            unreachable!("an Aes128Block is only built on x86-64")
         }
     }
 

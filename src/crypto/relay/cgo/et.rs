@@ -60,6 +60,20 @@ impl<B: Cipher16> Et<B> {
         }
     }
 
+    /// Replaces the keys in place from `key` ([`Et::key_len`] bytes), on the paths chosen
+    /// when this was built.
+    pub(super) fn rekey(&mut self, key: &[u8]) {
+        let (kb, ku) = key.split_at(B::key_size());
+        match (&mut self.kb, <&[u8; 16]>::try_from(kb)) {
+            (EtAes::Fors(k), Ok(k16)) => k.rekey(k16),
+            (kb_now, _) => *kb_now = EtAes::Crate(B::new(GenericArray::from_slice(kb))),
+        }
+        self.ku
+            .rekey(ku.try_into().expect("POLYVAL key is 16 bytes"));
+        #[cfg(test)]
+        self.kb_bytes.copy_from_slice(kb);
+    }
+
     /// Tests only: whether the block cipher is Fors's AES-NI one.
     #[cfg(test)]
     pub(super) fn fors_aes(&self) -> bool {

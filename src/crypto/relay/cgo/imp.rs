@@ -105,6 +105,14 @@ impl TweakHash {
             )
     }
 
+    /// Replaces the key in place, on the path chosen when this was built.
+    pub(super) fn rekey(&mut self, key: &Block16) {
+        match self {
+            TweakHash::Clmul(k) => k.rekey(key),
+            TweakHash::Crate(pv) => *pv = Polyval::new(&(*key).into()),
+        }
+    }
+
     /// `POLYVAL(KU, h | cmd | x_r)`, 32 blocks, the last zero-padded, no length block.
     #[inline]
     pub(super) fn tweak(&self, h: &Block16, cmd: u8, x_r: &[u8; CGO_PAYLOAD_LEN]) -> Block16 {
@@ -141,6 +149,14 @@ impl BlockHash {
                 || BlockHash::Crate(Polyval::new(&(*key).into())),
                 BlockHash::Clmul,
             )
+    }
+
+    /// Replaces the key in place, on the path chosen when this was built.
+    pub(super) fn rekey(&mut self, key: &Block16) {
+        match self {
+            BlockHash::Clmul(k) => k.rekey(key),
+            BlockHash::Crate(pv) => *pv = Polyval::new(&(*key).into()),
+        }
     }
 
     /// `POLYVAL(B, x)` for one block.

@@ -99,16 +99,26 @@ impl TweakKey {
         if !imp.supported() {
             return None;
         }
-        #[cfg(target_arch = "x86_64")]
-        let powers = match imp {
-            // SAFETY: `imp.supported()` holds, so PCLMULQDQ and SSE4.1 are present.
-            ClmulImpl::Clmul => unsafe { x86::powers_clmul(h) },
-            // SAFETY: as above, and VPCLMULQDQ, AVX-512F/BW and AVX2 are present.
-            ClmulImpl::Vclmul512 => unsafe { x86::powers_vclmul512(h) },
+        let mut k = TweakKey {
+            powers: [[0; 16]; POWERS],
+            imp,
         };
+        k.rekey(h);
+        Some(k)
+    }
+
+    /// Replaces the key with `h` in place (the key update: overwriting is also what wipes
+    /// the old powers, without a copy of the whole key moving through the stack).
+    pub(super) fn rekey(&mut self, h: &Block16) {
+        #[cfg(target_arch = "x86_64")]
+        match self.imp {
+            // SAFETY: `self.imp` passed `supported()` in `new`: PCLMULQDQ and SSE4.1 are present.
+            ClmulImpl::Clmul => unsafe { x86::powers_clmul(h, &mut self.powers) },
+            // SAFETY: as above, and VPCLMULQDQ, AVX-512F/BW and AVX2 are present.
+            ClmulImpl::Vclmul512 => unsafe { x86::powers_vclmul512(h, &mut self.powers) },
+        }
         #[cfg(not(target_arch = "x86_64"))]
-        let powers = unreachable!("no carry-less multiply is supported off x86-64");
-        Some(TweakKey { powers, imp })
+        unreachable!("no carry-less multiply is supported off x86-64")
     }
 
     /// The implementation in use.
@@ -148,6 +158,11 @@ impl BlockKey {
     /// The key `h`, or `None` if this CPU has no PCLMULQDQ.
     pub(super) fn new(h: &Block16) -> Option<Self> {
         ClmulImpl::Clmul.supported().then_some(BlockKey { h: *h })
+    }
+
+    /// Replaces the key with `h` in place.
+    pub(super) fn rekey(&mut self, h: &Block16) {
+        self.h = *h;
     }
 
     /// `POLYVAL(H, x)` for one block: `x·H`.
@@ -244,7 +259,7 @@ mod x86 {
     /// # Safety
     /// The CPU must support PCLMULQDQ.
     #[target_feature(enable = "pclmulqdq,sse2")]
-    pub(super) unsafe fn powers_clmul(h: &Block16) -> [Block16; POWERS] {
+    pub(super) unsafe fn powers_clmul(h: &Block16, out: &mut [Block16; POWERS]) {
         // up[i] = H^(i+1)
         let mut up = [_mm_setzero_si128(); POWERS];
         up[0] = load(h);
@@ -256,11 +271,9 @@ mod x86 {
             }
             known *= 2;
         }
-        let mut out = [[0u8; 16]; POWERS];
         for (i, o) in out.iter_mut().enumerate() {
             *o = store(up[POWERS - 1 - i]);
         }
-        out
     }
 
     /// The tweak's block 1 (`cmd | x_r[..15]`) and block 31 (`x_r[479..]`, zero-padded):
@@ -370,7 +383,7 @@ mod x86 {
     /// # Safety
     /// The CPU must support VPCLMULQDQ, PCLMULQDQ, AVX-512F/BW and AVX2.
     #[target_feature(enable = "vpclmulqdq,pclmulqdq,avx512f,avx512bw,avx2,sse4.1")]
-    pub(super) unsafe fn powers_vclmul512(h: &Block16) -> [Block16; POWERS] {
+    pub(super) unsafe fn powers_vclmul512(h: &Block16, out: &mut [Block16; POWERS]) {
         let h1 = load(h);
         let h2 = dot(h1, h1);
         let h3 = dot(h2, h1);
@@ -390,14 +403,12 @@ mod x86 {
             known *= 2;
         }
         // Stored highest power first: register k reversed lane-wise lands at 32 - 4 (k + 1).
-        let mut out = [[0u8; 16]; POWERS];
         for (k, v) in up.iter().enumerate() {
             let rev = _mm512_shuffle_i64x2::<0x1B>(*v, *v);
             let at = POWERS - 4 * (k + 1);
             // SAFETY: `out[at..at + 4]` is 64 writable bytes; the store is unaligned.
             unsafe { _mm512_storeu_si512(out[at..].as_mut_ptr().cast(), rev) };
         }
-        out
     }
 
     /// XOR of the four 128-bit lanes of `z`.

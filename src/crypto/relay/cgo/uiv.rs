@@ -11,11 +11,11 @@
 
 use super::et::Et;
 use super::prf::{Prf, T1_MAX_LEN};
+use super::wipe;
 use super::{split_body, Block16, CellBody, Cipher16, BLOCK_LEN};
 #[cfg(test)]
 use aes::cipher::BlockDecrypt;
 use aes::cipher::BlockEncrypt;
-use zeroize::Zeroize;
 
 /// UIV+ keys: J for ET (block cipher `EB`), S for the PRF (block cipher `PB`).
 #[derive(Clone)]
@@ -51,9 +51,15 @@ impl<EB: Cipher16, PB: Cipher16 + BlockEncrypt> Uiv<EB, PB> {
         let klen = Self::key_len();
         let mut seed = [0u8; T1_MAX_LEN];
         self.s.gen_t1(nonce, &mut seed[..klen + BLOCK_LEN]);
-        *self = Self::new(&seed[..klen]);
+        // In place: overwriting the keys wipes the old ones, and nothing as large as the
+        // keys (POLYVAL powers, AES schedules) is built on the stack, moved and dropped.
+        let (j, s) = seed[..klen].split_at(Et::<EB>::key_len());
+        self.j.rekey(j);
+        self.s.rekey(s);
+        #[cfg(test)]
+        self.key_bytes.copy_from_slice(&seed[..klen]);
         nonce.copy_from_slice(&seed[klen..klen + BLOCK_LEN]);
-        seed.zeroize();
+        wipe(&mut seed);
     }
 }
 
