@@ -395,7 +395,7 @@ impl RelayHop {
             let mut k = 0;
             for i in start..end {
                 match jobs.get(i) {
-                    (RelayHop::Cgo(c), body) => cgo(state, i, &mut **c, body),
+                    (RelayHop::Cgo(c), body) => cgo(state, i, c, body),
                     (RelayHop::Tor1(_), _) => {
                         // Job lists are far shorter than 2^16 (the cores' stages are
                         // bounded); a longer one would be a caller bug.

@@ -88,6 +88,10 @@ pub(crate) fn force(imps: Option<CgoImpls>) -> bool {
 }
 
 /// POLYVAL keyed for ET tweaks `H | command | X_R`.
+// Not boxed: a box would be an allocation at every key update (keys are rekeyed in place,
+// and a hop's two directions hold one each, so the size is paid twice per circuit, not per
+// cell).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub(super) enum TweakHash {
     Crate(Polyval),

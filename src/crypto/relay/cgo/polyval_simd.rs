@@ -294,10 +294,12 @@ mod x86 {
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx2,sse4.1")]
     fn head_register(h: &Block16, cmd: u8, x_r: &[u8; CGO_PAYLOAD_LEN]) -> __m512i {
-        // SAFETY (all loads): `h` is 16 readable bytes, `x_r` 493 (we read its first 47).
+        // SAFETY: `h` is 16 readable bytes; the load is unaligned.
         let b0 = unsafe { _mm_loadu_si128(h.as_ptr().cast()) };
+        // SAFETY: `x_r[..16]` is within the 493-byte `x_r`; the load is unaligned.
         let x0 = unsafe { _mm_loadu_si128(x_r.as_ptr().cast()) };
         let b1 = _mm_or_si128(_mm_slli_si128::<1>(x0), _mm_cvtsi32_si128(i32::from(cmd)));
+        // SAFETY: `x_r[15..47]` is within `x_r`; the load is unaligned.
         let b23 = unsafe { _mm256_loadu_si256(x_r.as_ptr().add(15).cast()) };
         let lo = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(b0), b1);
         _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), b23)
