@@ -586,3 +586,104 @@ fn cgo_and_tor1_cells_crypted_together_in_one_read() {
     }
     assert_eq!(written, sent);
 }
+
+/// The multi-circuit jobs of a shard read or flush, over a plain vector of hops.
+struct MixedJobs<'a> {
+    hops: &'a mut [RelayHop],
+    cells: &'a mut [CellBody],
+    circ: &'a [usize],
+}
+
+impl fors::proto::circuit::OriginateJobs<RelayHop> for MixedJobs<'_> {
+    fn count(&self) -> usize {
+        self.cells.len()
+    }
+    fn circuit(&self, i: usize) -> usize {
+        self.circ[i]
+    }
+    fn get(&mut self, i: usize) -> (&mut RelayHop, &mut CellBody) {
+        (&mut self.hops[self.circ[i]], &mut self.cells[i])
+    }
+}
+
+/// Twin sets of hops keyed alike: tor1 and CGO circuits mixed.
+fn mixed_hops(rng: &mut rand::rngs::StdRng, kinds: &[bool]) -> (Vec<RelayHop>, Vec<RelayHop>) {
+    use fors::crypto::keymat::Tor1KeyMaterial;
+    use fors::crypto::relay::cgo::CgoKeyMaterial;
+    use fors::proto::circuit::HopCrypto;
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for &cgo in kinds {
+        if cgo {
+            let mut k = [0u8; CgoKeyMaterial::STREAM_LEN];
+            rng.fill_bytes(&mut k);
+            let m = CgoKeyMaterial::from_bytes(&k);
+            a.push(RelayHop::from_cgo_keys(&m).unwrap());
+            b.push(RelayHop::from_cgo_keys(&m).unwrap());
+        } else {
+            let mut k = [0u8; Tor1KeyMaterial::KDF_LEN];
+            rng.fill_bytes(&mut k);
+            let m = Tor1KeyMaterial::from_kdf_output(&k);
+            a.push(RelayHop::from_keys(&m));
+            b.push(RelayHop::from_keys(&m));
+        }
+    }
+    (a, b)
+}
+
+/// A batch mixing tor1 and CGO circuits (more jobs than one split chunk) is split by
+/// algorithm: every job's body, flag and tag equal those of one-by-one calls in job order.
+#[test]
+fn mixed_batches_split_by_algorithm_match_one_by_one() {
+    use fors::proto::circuit::HopCrypto;
+    let mut rng = seeded();
+    // Circuits 0..6: tor1 and CGO interleaved, enough tor1 ones for the multi-buffer kernel.
+    let kinds = [false, true, false, false, true, false, true, false];
+    let n_jobs = 300;
+    let circ: Vec<usize> = (0..n_jobs).map(|_| rng.gen_range(0..kinds.len())).collect();
+    let mut cells = vec![[0u8; CELL_BODY_LEN]; n_jobs];
+    for c in cells.iter_mut() {
+        rng.fill_bytes(c);
+    }
+
+    // Originate.
+    let (mut batch, mut single) = mixed_hops(&mut rng, &kinds);
+    let mut got = cells.clone();
+    let mut got_tags = vec![[0u8; 20]; n_jobs];
+    RelayHop::originate_jobs(
+        &mut MixedJobs {
+            hops: &mut batch,
+            cells: &mut got,
+            circ: &circ,
+        },
+        &mut got_tags,
+    );
+    let mut want = cells.clone();
+    for i in 0..n_jobs {
+        let t = single[circ[i]].originate(&mut want[i]);
+        assert_eq!(got_tags[i], t, "originate job {i} (circuit {})", circ[i]);
+    }
+    assert_eq!(got, want, "originated bodies");
+
+    // Forward: ciphertext passing through (random cells: not for this hop).
+    let (mut batch, mut single) = mixed_hops(&mut rng, &kinds);
+    let mut got = cells.clone();
+    let mut hits = vec![true; n_jobs];
+    let mut tags = vec![[0u8; 20]; n_jobs];
+    let n = RelayHop::forward_jobs(
+        &mut MixedJobs {
+            hops: &mut batch,
+            cells: &mut got,
+            circ: &circ,
+        },
+        &mut hits,
+        &mut tags,
+    );
+    let mut want = cells.clone();
+    let want_hits: Vec<bool> = (0..n_jobs)
+        .map(|i| single[circ[i]].recognize(&mut want[i]))
+        .collect();
+    assert_eq!(hits, want_hits);
+    assert_eq!(n, want_hits.iter().filter(|&&h| h).count());
+    assert_eq!(got, want, "forwarded bodies");
+}

@@ -35,9 +35,11 @@ pub enum CircuitExtension {
         /// Cells per circuit-level SENDME.
         sendme_inc: u8,
     },
-    /// Type 3: client asks the relay to enable these capabilities, sorted and unique.
+    /// Type 3: client asks the relay to enable these capabilities (the spec asks for them
+    /// sorted and unique; C tor 0.4.9 does not check).
     SubprotoRequest(Vec<SubprotoCap>),
-    /// Any other type; kept verbatim so callers may ignore it (unknown types are skipped).
+    /// Any other type, or a type 3 whose body is not whole pairs; kept verbatim so callers
+    /// may ignore it (unknown types are skipped).
     Unrecognized {
         /// Extension type byte.
         ext_type: u8,
@@ -80,9 +82,6 @@ pub enum ExtensionError {
     /// A CC_RESPONSE had no `sendme_inc` byte.
     #[error("CC_RESPONSE extension has an empty body")]
     EmptyCcResponse,
-    /// A SUBPROTO body was not a whole number of (protocol_id, capability) pairs.
-    #[error("SUBPROTO extension body has odd length {0}")]
-    OddSubprotoLength(usize),
     /// More than 255 extensions, or a body over 255 bytes, cannot be encoded.
     #[error("extension list or body too long to encode")]
     TooLong,
@@ -108,19 +107,21 @@ pub fn decode_extensions(msg: &[u8]) -> Result<Vec<CircuitExtension>, ExtensionE
                 let &sendme_inc = body.first().ok_or(ExtensionError::EmptyCcResponse)?;
                 CircuitExtension::CcResponse { sendme_inc }
             }
-            EXT_SUBPROTO => {
-                if body.len() % 2 != 0 {
-                    return Err(ExtensionError::OddSubprotoLength(body.len()));
-                }
-                CircuitExtension::SubprotoRequest(
-                    body.chunks_exact(2)
-                        .map(|p| SubprotoCap {
-                            protocol_id: p[0],
-                            capability: p[1],
-                        })
-                        .collect(),
-                )
-            }
+            // A body that is not whole (protocol_id, capability) pairs stays undecoded:
+            // C tor parses only the first SUBPROTO extension (`trn_extension_find`), so a
+            // malformed one fails the handshake only there ([`negotiate_circ_params`]).
+            EXT_SUBPROTO if body.len() % 2 != 0 => CircuitExtension::Unrecognized {
+                ext_type,
+                body: body.to_vec(),
+            },
+            EXT_SUBPROTO => CircuitExtension::SubprotoRequest(
+                body.chunks_exact(2)
+                    .map(|p| SubprotoCap {
+                        protocol_id: p[0],
+                        capability: p[1],
+                    })
+                    .collect(),
+            ),
             _ => CircuitExtension::Unrecognized {
                 ext_type,
                 body: body.to_vec(),
@@ -189,9 +190,9 @@ pub enum NegotiationError {
     /// SUBPROTO asked for a capability we cannot enable for a circuit.
     #[error("client requested unsupported subprotocol {}={}", .0.protocol_id, .0.capability)]
     UnsupportedSubproto(SubprotoCap),
-    /// SUBPROTO entries were not sorted ascending without duplicates.
-    #[error("SUBPROTO requests are not sorted and unique")]
-    SubprotoNotSorted,
+    /// The first SUBPROTO extension was not whole (protocol_id, capability) pairs.
+    #[error("SUBPROTO extension body has odd length")]
+    MalformedSubproto,
     /// CGO was requested but we do not implement it.
     #[error("client requested CGO relay crypto, which we do not support")]
     CgoUnsupported,
@@ -205,8 +206,11 @@ pub enum NegotiationError {
 ///
 /// * CC is on only if the client sent CC_REQUEST *and* our consensus enables CC; then we
 ///   reply CC_RESPONSE with our `sendme_inc`. Otherwise the reply is an empty list.
-/// * SUBPROTO must be sorted and unique, and may only name Relay=6 (CGO); anything else
-///   fails the handshake, since the client would assume a capability we did not enable.
+/// * SUBPROTO may only name Relay=6 (CGO); anything else fails the handshake, since the
+///   client would assume a capability we did not enable. Order and repeats are not checked:
+///   the spec asks clients to send the list sorted and unique, but C tor 0.4.9's
+///   `relay_process_subproto_ext` never advances its `prev` pointer, so its order check never
+///   runs and it accepts `Relay=6` twice; refusing that would fail handshakes C tor completes.
 /// * CGO without CC fails: the v1 cell format cannot carry stream-level SENDMEs.
 /// * While `cgo_supported` is false, a CGO request fails the handshake. C tor 0.4.9 always
 ///   accepts it; refusing is the only safe answer for a relay that cannot run CGO. The
@@ -224,14 +228,12 @@ pub fn negotiate_circ_params(
     let cc_on = cc_requested && policy.cc_enabled;
 
     let mut cgo = false;
-    let first_subproto = client_exts.iter().find_map(|e| match e {
-        CircuitExtension::SubprotoRequest(caps) => Some(caps),
-        _ => None,
-    });
+    let first_subproto = match client_exts.iter().find(|e| e.ext_type() == EXT_SUBPROTO) {
+        Some(CircuitExtension::SubprotoRequest(caps)) => Some(caps),
+        Some(_) => return Err(NegotiationError::MalformedSubproto),
+        None => None,
+    };
     if let Some(caps) = first_subproto {
-        if caps.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(NegotiationError::SubprotoNotSorted);
-        }
         for cap in caps {
             if cap.protocol_id == PROTOCOL_ID_RELAY && cap.capability == RELAY_CAP_CRYPT_CGO {
                 if !policy.cgo_supported {
@@ -322,9 +324,13 @@ mod tests {
             decode_extensions(&[1, 2, 0]),
             Err(ExtensionError::EmptyCcResponse)
         );
+        // An odd SUBPROTO body stays undecoded (refused by negotiation if it is the first).
         assert_eq!(
-            decode_extensions(&[1, 3, 3, 2, 6, 1]),
-            Err(ExtensionError::OddSubprotoLength(3))
+            decode_extensions(&[1, 3, 3, 2, 6, 1]).unwrap(),
+            vec![CircuitExtension::Unrecognized {
+                ext_type: EXT_SUBPROTO,
+                body: vec![2, 6, 1]
+            }]
         );
         // Trailing bytes are ignored; CC_REQUEST bodies are ignored.
         assert_eq!(decode_extensions(&[0, 0xff]).unwrap(), vec![]);
@@ -433,10 +439,34 @@ mod tests {
             negotiate_circ_params(&[cc.clone(), sub(vec![other])], &cgo_ok).unwrap_err(),
             NegotiationError::UnsupportedSubproto(other)
         );
+        // A repeated Relay=6 is accepted, as C tor 0.4.9 accepts it (see the function's docs).
+        let (_, p) = negotiate_circ_params(&[cc.clone(), sub(vec![CGO, CGO])], &cgo_ok).unwrap();
+        assert!(p.cgo);
+        // ... but still not by a relay without CGO, nor beside another capability.
         assert_eq!(
-            negotiate_circ_params(&[cc.clone(), sub(vec![CGO, CGO])], &cgo_ok).unwrap_err(),
-            NegotiationError::SubprotoNotSorted
+            negotiate_circ_params(&[cc.clone(), sub(vec![CGO, CGO])], &no_cgo).unwrap_err(),
+            NegotiationError::CgoUnsupported
         );
+        assert_eq!(
+            negotiate_circ_params(&[cc.clone(), sub(vec![CGO, other])], &cgo_ok).unwrap_err(),
+            NegotiationError::UnsupportedSubproto(other)
+        );
+        // A malformed first SUBPROTO fails, a malformed later one is never parsed (C tor).
+        let odd = CircuitExtension::Unrecognized {
+            ext_type: EXT_SUBPROTO,
+            body: vec![2, 6, 1],
+        };
+        assert_eq!(
+            negotiate_circ_params(&[cc.clone(), odd.clone(), sub(vec![CGO])], &cgo_ok).unwrap_err(),
+            NegotiationError::MalformedSubproto
+        );
+        let (_, p) = negotiate_circ_params(&[cc.clone(), sub(vec![CGO]), odd], &cgo_ok).unwrap();
+        assert!(p.cgo);
+        // Only the first SUBPROTO extension counts, as C's `trn_extension_find`.
+        let (_, p) =
+            negotiate_circ_params(&[cc.clone(), sub(vec![CGO]), sub(vec![other])], &cgo_ok)
+                .unwrap();
+        assert!(p.cgo);
         // An empty SUBPROTO request asks for nothing.
         assert!(negotiate_circ_params(&[cc, sub(vec![])], &no_cgo).is_ok());
     }

@@ -79,6 +79,23 @@ impl Aes128Ctr {
         }
     }
 
+    /// Replaces the key in place, keeping the implementation, for CGO's key update (which
+    /// only uses [`Aes128Ctr::xor_keystream_at`]: the stream position is reset).
+    pub(crate) fn rekey(&mut self, key: &[u8; 16]) {
+        match &mut self.backend {
+            Backend::Portable(c) => **c = aes::Aes128Enc::new(key.into()),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Backend::Ni` is only built after `supports_aes`: AES-NI, SSSE3 and
+            // SSE4.1 are present.
+            Backend::Ni { round_keys, .. } => *round_keys = unsafe { x86::expand_key(key) },
+            #[cfg(not(target_arch = "x86_64"))]
+            Backend::Ni { .. } => unreachable!("Backend::Ni is only built on x86-64"),
+        }
+        self.counter = 0;
+        self.pending = [0; BLOCK];
+        self.pending_used = BLOCK as u8;
+    }
+
     /// The implementation in use.
     pub fn implementation(&self) -> AesImpl {
         match &self.backend {
@@ -196,6 +213,69 @@ impl Aes128Ctr {
     }
 }
 
+/// AES-128 encryption of single blocks on AES-NI, for CGO's ET (proposal 359 "Tweakable
+/// block cipher"), whose one block per cell sits on the cell's critical path: the same
+/// round keys and instructions as [`Aes128Ctr`], without a counter.
+#[derive(Clone)]
+pub(crate) struct Aes128Block {
+    round_keys: [[u8; BLOCK]; 11],
+}
+
+impl Drop for Aes128Block {
+    fn drop(&mut self) {
+        self.round_keys.zeroize();
+    }
+}
+
+impl Aes128Block {
+    /// The key schedule of `key`, or `None` if this CPU has no AES-NI (or `imp` is
+    /// [`AesImpl::Portable`]: the caller chose the `aes` crate).
+    pub(crate) fn new(key: &[u8; 16], imp: AesImpl) -> Option<Self> {
+        if imp == AesImpl::Portable || !CpuFeatures::detect_cached().supports_aes(AesImpl::AesNi) {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            Some(Aes128Block {
+                // SAFETY: AES-NI, SSSE3 and SSE4.1 are present (`supports_aes(AesNi)`).
+                round_keys: unsafe { x86::expand_key(key) },
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = key;
+            None
+        }
+    }
+
+    /// Replaces the key in place (overwriting the old schedule).
+    #[inline]
+    pub(crate) fn rekey(&mut self, key: &[u8; 16]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SAFETY: an `Aes128Block` is only built after `supports_aes(AesNi)`.
+            self.round_keys = unsafe { x86::expand_key(key) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = key;
+            unreachable!("an Aes128Block is only built on x86-64")
+        }
+    }
+
+    /// Encrypts `block` in place.
+    #[inline]
+    pub(crate) fn encrypt(&self, block: &mut [u8; BLOCK]) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `Aes128Block` is only built after `supports_aes(AesNi)`.
+        unsafe {
+            x86::encrypt_block(&self.round_keys, block)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("an Aes128Block is only built on x86-64")
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -236,6 +316,17 @@ mod x86 {
             _mm_storeu_si128(o.as_mut_ptr().cast(), k);
         }
         out
+    }
+
+    /// One AES-128 block encryption in place.
+    #[target_feature(enable = "aes,sse2")]
+    pub(super) unsafe fn encrypt_block(rk: &[[u8; 16]; 11], block: &mut [u8; 16]) {
+        let key = |i: usize| _mm_loadu_si128(rk[i].as_ptr().cast());
+        let mut x = _mm_xor_si128(_mm_loadu_si128(block.as_ptr().cast()), key(0));
+        for i in 1..10 {
+            x = _mm_aesenc_si128(x, key(i));
+        }
+        _mm_storeu_si128(block.as_mut_ptr().cast(), _mm_aesenclast_si128(x, key(10)));
     }
 
     /// XORs keystream for counters (hi:lo), (hi:lo+1), ... into `data` (any length), eight
@@ -571,6 +662,30 @@ mod tests {
 
     /// FIPS-197 Appendix C.1 style check of the key schedule through one block of CTR:
     /// AES-128(000102..0f, 00112233..ff) = 69c4e0d86a7b0430d8cdb78070b4c55a.
+    /// The one-block path against the `aes` crate over random keys and blocks.
+    #[test]
+    fn single_block_matches_aes_crate() {
+        let seed = test_seed("single_block_matches_aes_crate");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let Some(_) = Aes128Block::new(&[0; 16], AesImpl::AesNi) else {
+            println!("SKIPPED: this CPU has no AES-NI");
+            return;
+        };
+        assert!(Aes128Block::new(&[0; 16], AesImpl::Portable).is_none());
+        for _ in 0..500 {
+            let mut key = [0u8; 16];
+            let mut block = [0u8; 16];
+            rng.fill_bytes(&mut key);
+            rng.fill_bytes(&mut block);
+            let mut want = aes::Block::from(block);
+            aes::Aes128Enc::new(&key.into()).encrypt_block(&mut want);
+            Aes128Block::new(&key, AesImpl::AesNi)
+                .expect("AES-NI present")
+                .encrypt(&mut block);
+            assert_eq!(block, <[u8; 16]>::from(want), "seed {seed}");
+        }
+    }
+
     #[test]
     fn fips197_block() {
         let key: [u8; 16] = core::array::from_fn(|i| i as u8);

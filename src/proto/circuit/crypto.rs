@@ -11,6 +11,7 @@ use crate::crypto::keymat::Tor1KeyMaterial;
 use crate::crypto::relay::cgo::{CgoKeyMaterial, CgoRelayCrypto128, CGO_TAG_LEN};
 use crate::crypto::relay::Tor1RelayCrypto;
 use crate::proto::flow::SENDME_TAG_LEN;
+use std::marker::PhantomData;
 
 /// One relay cell body.
 pub type CellBody = [u8; CELL_BODY_LEN];
@@ -161,18 +162,66 @@ pub trait OriginateJobs<C> {
     fn get(&mut self, i: usize) -> (&mut C, &mut CellBody);
 }
 
-/// Lets the tor1 multi-buffer kernel run over any [`OriginateJobs`].
-struct Tor1Jobs<'a, J>(&'a mut J);
+/// A hop state the tor1 multi-buffer kernels can run on: tor1 itself, or [`RelayHop`] when
+/// its circuit runs tor1.
+trait AsTor1 {
+    fn as_tor1(&mut self) -> Option<&mut Tor1RelayCrypto>;
+}
 
-impl<J: OriginateJobs<Tor1RelayCrypto>> crate::crypto::relay::MultiJobs for Tor1Jobs<'_, J> {
+impl AsTor1 for Tor1RelayCrypto {
+    #[inline]
+    fn as_tor1(&mut self) -> Option<&mut Tor1RelayCrypto> {
+        Some(self)
+    }
+}
+
+impl AsTor1 for RelayHop {
+    #[inline]
+    fn as_tor1(&mut self) -> Option<&mut Tor1RelayCrypto> {
+        match self {
+            RelayHop::Tor1(t) => Some(t),
+            RelayHop::Cgo(_) => None,
+        }
+    }
+}
+
+/// Lets the tor1 multi-buffer kernels run over [`OriginateJobs`]: all of them (`pick` is
+/// `None`) or the jobs `pick` lists, in that order. Every job given to the kernel is tor1
+/// (the caller's invariant: a whole list of tor1 states, or the tor1 jobs it sorted out).
+struct Tor1Jobs<'a, J, C> {
+    jobs: &'a mut J,
+    pick: Option<&'a [u16]>,
+    hop: PhantomData<fn() -> C>,
+}
+
+impl<'a, J, C> Tor1Jobs<'a, J, C> {
+    fn new(jobs: &'a mut J, pick: Option<&'a [u16]>) -> Self {
+        Tor1Jobs {
+            jobs,
+            pick,
+            hop: PhantomData,
+        }
+    }
+
+    #[inline]
+    fn job(&self, i: usize) -> usize {
+        self.pick.map_or(i, |p| usize::from(p[i]))
+    }
+}
+
+impl<C: AsTor1, J: OriginateJobs<C>> crate::crypto::relay::MultiJobs for Tor1Jobs<'_, J, C> {
     fn count(&self) -> usize {
-        self.0.count()
+        self.pick.map_or_else(|| self.jobs.count(), <[u16]>::len)
     }
     fn circuit(&self, i: usize) -> usize {
-        self.0.circuit(i)
+        self.jobs.circuit(self.job(i))
     }
     fn get(&mut self, i: usize) -> (&mut Tor1RelayCrypto, &mut CellBody) {
-        self.0.get(i)
+        let (c, body) = self.jobs.get(self.job(i));
+        let t = c
+            .as_tor1()
+            .expect("only tor1 jobs reach the tor1 kernel (sorted out by the caller)");
+        (t, body)
     }
 }
 
@@ -216,7 +265,11 @@ impl HopCrypto for Tor1RelayCrypto {
         for_us: &mut [bool],
         tags: &mut [[u8; SENDME_TAG_LEN]],
     ) -> usize {
-        crate::crypto::relay::forward_multi_jobs(&mut Tor1Jobs(jobs), for_us, tags)
+        crate::crypto::relay::forward_multi_jobs(
+            &mut Tor1Jobs::<_, Self>::new(jobs, None),
+            for_us,
+            tags,
+        )
     }
 
     #[inline]
@@ -240,7 +293,7 @@ impl HopCrypto for Tor1RelayCrypto {
 
     /// Multi-buffer SHA-1 across circuits (AVX2 8 / AVX-512 16 lanes), chosen per CPU.
     fn originate_jobs<J: OriginateJobs<Self>>(jobs: &mut J, tags: &mut [[u8; SENDME_TAG_LEN]]) {
-        crate::crypto::relay::originate_multi_jobs(&mut Tor1Jobs(jobs), tags);
+        crate::crypto::relay::originate_multi_jobs(&mut Tor1Jobs::<_, Self>::new(jobs, None), tags);
     }
 }
 
@@ -318,27 +371,45 @@ impl CgoHop {
 
 const RELAY: u8 = 3;
 
-/// Runs the tor1 multi-buffer kernels over jobs that are all tor1 (checked by the caller).
-struct Tor1OfHop<'a, J>(&'a mut J);
+/// Jobs sorted by algorithm per pass of [`RelayHop::forward_jobs`] / `originate_jobs`: bounds
+/// the stack arrays that list the tor1 jobs (and receive their results) for the kernel.
+const SPLIT_CHUNK: usize = 128;
 
-impl<J: OriginateJobs<RelayHop>> crate::crypto::relay::MultiJobs for Tor1OfHop<'_, J> {
-    fn count(&self) -> usize {
-        self.0.count()
-    }
-    fn circuit(&self, i: usize) -> usize {
-        self.0.circuit(i)
-    }
-    fn get(&mut self, i: usize) -> (&mut Tor1RelayCrypto, &mut CellBody) {
-        match self.0.get(i) {
-            (RelayHop::Tor1(t), body) => (t, body),
-            // `all_tor1` was checked over these same jobs just before.
-            (RelayHop::Cgo(_), _) => unreachable!("tor1 kernel given a CGO job"),
+impl RelayHop {
+    /// Splits a multi-circuit batch by algorithm in one pass over its jobs: each CGO job is
+    /// crypted when met (`cgo(i, hop, body)`), each tor1 job listed; then the listed tor1
+    /// jobs go to the tor1 multi-buffer kernel together (`tor1(list)`), so a CGO circuit in
+    /// the batch does not turn that kernel off for the others. A circuit is all one
+    /// algorithm, so each circuit's cells stay in job order.
+    fn split_jobs<J: OriginateJobs<RelayHop>, S>(
+        jobs: &mut J,
+        state: &mut S,
+        cgo: impl Fn(&mut S, usize, &mut CgoHop, &mut CellBody),
+        tor1: impl Fn(&mut S, &mut J, &[u16]),
+    ) {
+        let n = jobs.count();
+        let mut start = 0;
+        while start < n {
+            let end = n.min(start + SPLIT_CHUNK);
+            let mut list = [0u16; SPLIT_CHUNK];
+            let mut k = 0;
+            for i in start..end {
+                match jobs.get(i) {
+                    (RelayHop::Cgo(c), body) => cgo(state, i, c, body),
+                    (RelayHop::Tor1(_), _) => {
+                        // Job lists are far shorter than 2^16 (the cores' stages are
+                        // bounded); a longer one would be a caller bug.
+                        list[k] = u16::try_from(i).expect("fewer than 65536 jobs");
+                        k += 1;
+                    }
+                }
+            }
+            if k > 0 {
+                tor1(state, jobs, &list[..k]);
+            }
+            start = end;
         }
     }
-}
-
-fn all_tor1<J: OriginateJobs<RelayHop>>(jobs: &mut J) -> bool {
-    (0..jobs.count()).all(|i| matches!(jobs.get(i).0, RelayHop::Tor1(_)))
 }
 
 impl HopCrypto for RelayHop {
@@ -414,26 +485,44 @@ impl HopCrypto for RelayHop {
         <Tor1RelayCrypto as HopCrypto>::multi_min_circuits()
     }
 
-    /// The tor1 multi-buffer kernel when every job is tor1; otherwise job by job (CGO's
-    /// multi-circuit calls take their states as one slice, which the circuit table is not).
+    /// Split by algorithm ([`RelayHop::split_jobs`]): the tor1 jobs through the tor1
+    /// multi-buffer kernel, the CGO jobs one by one.
     fn forward_jobs<J: OriginateJobs<Self>>(
         jobs: &mut J,
         for_us: &mut [bool],
         tags: &mut [[u8; SENDME_TAG_LEN]],
     ) -> usize {
-        if all_tor1(jobs) {
-            return crate::crypto::relay::forward_multi_jobs(&mut Tor1OfHop(jobs), for_us, tags);
-        }
-        let mut n = 0;
-        for i in 0..jobs.count() {
-            let (c, body) = jobs.get(i);
-            for_us[i] = c.recognize(body);
-            if for_us[i] {
-                tags[i] = *c.sendme_tag();
-                n += 1;
-            }
-        }
-        n
+        // (hits, tags, how many are for this hop)
+        let mut st = (for_us, tags, 0usize);
+        Self::split_jobs(
+            jobs,
+            &mut st,
+            |(hits, out, n), i, c, body| {
+                hits[i] = c.crypto.recognize(RELAY, body);
+                if hits[i] {
+                    c.tag = pad_tag(c.crypto.sendme_tag());
+                    out[i] = c.tag;
+                    *n += 1;
+                }
+            },
+            |(hits, out, n), jobs, list| {
+                let mut h = [false; SPLIT_CHUNK];
+                let mut t = [[0u8; SENDME_TAG_LEN]; SPLIT_CHUNK];
+                let k = list.len();
+                *n += crate::crypto::relay::forward_multi_jobs(
+                    &mut Tor1Jobs::<_, RelayHop>::new(jobs, Some(list)),
+                    &mut h[..k],
+                    &mut t[..k],
+                );
+                for (j, &i) in list.iter().enumerate() {
+                    hits[usize::from(i)] = h[j];
+                    if h[j] {
+                        out[usize::from(i)] = t[j];
+                    }
+                }
+            },
+        );
+        st.2
     }
 
     #[inline]
@@ -476,13 +565,27 @@ impl HopCrypto for RelayHop {
         }
     }
 
+    /// Split by algorithm as [`RelayHop::forward_jobs`].
     fn originate_jobs<J: OriginateJobs<Self>>(jobs: &mut J, tags: &mut [[u8; SENDME_TAG_LEN]]) {
-        if all_tor1(jobs) {
-            return crate::crypto::relay::originate_multi_jobs(&mut Tor1OfHop(jobs), tags);
-        }
-        for (i, t) in tags.iter_mut().enumerate().take(jobs.count()) {
-            let (c, body) = jobs.get(i);
-            *t = c.originate(body);
-        }
+        let mut out = tags;
+        Self::split_jobs(
+            jobs,
+            &mut out,
+            |out, i, c, body| {
+                c.tag = pad_tag(&c.crypto.originate(RELAY, body));
+                out[i] = c.tag;
+            },
+            |out, jobs, list| {
+                let mut t = [[0u8; SENDME_TAG_LEN]; SPLIT_CHUNK];
+                let k = list.len();
+                crate::crypto::relay::originate_multi_jobs(
+                    &mut Tor1Jobs::<_, RelayHop>::new(jobs, Some(list)),
+                    &mut t[..k],
+                );
+                for (j, &i) in list.iter().enumerate() {
+                    out[usize::from(i)] = t[j];
+                }
+            },
+        );
     }
 }

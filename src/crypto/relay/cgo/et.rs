@@ -6,18 +6,34 @@
 
 #![forbid(unsafe_code)]
 
-use super::imp::TweakHash;
+use super::imp::{chosen, TweakHash};
 use super::{xor_block, Block16, Cipher16, BLOCK_LEN, CGO_PAYLOAD_LEN};
+use crate::crypto::relay::aes_ctr::Aes128Block;
 use aes::cipher::generic_array::GenericArray;
 #[cfg(test)]
 use aes::cipher::BlockDecrypt;
 use aes::cipher::BlockEncrypt;
 
+/// ET's block cipher: with AES-128 and AES-NI, Fors's own one-block AES (its key schedule
+/// is cheaper than the `aes` crate's and a call skips that crate's dispatch); otherwise the
+/// generic cipher.
+// Not boxed: a box would be an allocation at every key update.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum EtAes<B> {
+    Crate(B),
+    Fors(Aes128Block),
+}
+
 /// One ET key: the block cipher keyed with KB and POLYVAL keyed with KU.
 #[derive(Clone)]
 pub(super) struct Et<B> {
-    kb: B,
+    kb: EtAes<B>,
     ku: TweakHash,
+    /// Tests only: KB, so that the clients of the tests can decrypt with the generic cipher
+    /// whichever path encrypts.
+    #[cfg(test)]
+    kb_bytes: Vec<u8>,
 }
 
 impl<B: Cipher16> Et<B> {
@@ -30,10 +46,38 @@ impl<B: Cipher16> Et<B> {
     pub(super) fn new(key: &[u8]) -> Self {
         let (kb, ku) = key.split_at(B::key_size());
         let ku: Block16 = ku.try_into().expect("POLYVAL key is 16 bytes");
+        let fors = <&[u8; 16]>::try_from(kb)
+            .ok()
+            .and_then(|k| Aes128Block::new(k, chosen().aes));
         Et {
-            kb: B::new(GenericArray::from_slice(kb)),
+            kb: fors.map_or_else(
+                || EtAes::Crate(B::new(GenericArray::from_slice(kb))),
+                EtAes::Fors,
+            ),
             ku: TweakHash::new(&ku),
+            #[cfg(test)]
+            kb_bytes: kb.to_vec(),
         }
+    }
+
+    /// Replaces the keys in place from `key` ([`Et::key_len`] bytes), on the paths chosen
+    /// when this was built.
+    pub(super) fn rekey(&mut self, key: &[u8]) {
+        let (kb, ku) = key.split_at(B::key_size());
+        match (&mut self.kb, <&[u8; 16]>::try_from(kb)) {
+            (EtAes::Fors(k), Ok(k16)) => k.rekey(k16),
+            (kb_now, _) => *kb_now = EtAes::Crate(B::new(GenericArray::from_slice(kb))),
+        }
+        self.ku
+            .rekey(ku.try_into().expect("POLYVAL key is 16 bytes"));
+        #[cfg(test)]
+        self.kb_bytes.copy_from_slice(kb);
+    }
+
+    /// Tests only: whether the block cipher is Fors's AES-NI one.
+    #[cfg(test)]
+    pub(super) fn fors_aes(&self) -> bool {
+        matches!(self.kb, EtAes::Fors(_))
     }
 
     /// Tests only: the carry-less POLYVAL in use (`None`: the `polyval` crate).
@@ -64,7 +108,10 @@ impl<B: Cipher16 + BlockEncrypt> Et<B> {
     ) {
         let m = self.mask(h, cmd, x_r);
         xor_block(block, &m);
-        self.kb.encrypt_block(GenericArray::from_mut_slice(block));
+        match &self.kb {
+            EtAes::Fors(k) => k.encrypt(block),
+            EtAes::Crate(k) => k.encrypt_block(GenericArray::from_mut_slice(block)),
+        }
         xor_block(block, &m);
     }
 }
@@ -83,7 +130,8 @@ impl<B: Cipher16 + BlockDecrypt> Et<B> {
     ) {
         let m = self.mask(h, cmd, x_r);
         xor_block(block, &m);
-        self.kb.decrypt_block(GenericArray::from_mut_slice(block));
+        B::new(GenericArray::from_slice(&self.kb_bytes))
+            .decrypt_block(GenericArray::from_mut_slice(block));
         xor_block(block, &m);
     }
 }

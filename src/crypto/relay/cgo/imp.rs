@@ -88,6 +88,10 @@ pub(crate) fn force(imps: Option<CgoImpls>) -> bool {
 }
 
 /// POLYVAL keyed for ET tweaks `H | command | X_R`.
+// Not boxed: a box would be an allocation at every key update (keys are rekeyed in place,
+// and a hop's two directions hold one each, so the size is paid twice per circuit, not per
+// cell).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub(super) enum TweakHash {
     Crate(Polyval),
@@ -103,6 +107,14 @@ impl TweakHash {
                 || TweakHash::Crate(Polyval::new(&(*key).into())),
                 TweakHash::Clmul,
             )
+    }
+
+    /// Replaces the key in place, on the path chosen when this was built.
+    pub(super) fn rekey(&mut self, key: &Block16) {
+        match self {
+            TweakHash::Clmul(k) => k.rekey(key),
+            TweakHash::Crate(pv) => *pv = Polyval::new(&(*key).into()),
+        }
     }
 
     /// `POLYVAL(KU, h | cmd | x_r)`, 32 blocks, the last zero-padded, no length block.
@@ -141,6 +153,14 @@ impl BlockHash {
                 || BlockHash::Crate(Polyval::new(&(*key).into())),
                 BlockHash::Clmul,
             )
+    }
+
+    /// Replaces the key in place, on the path chosen when this was built.
+    pub(super) fn rekey(&mut self, key: &Block16) {
+        match self {
+            BlockHash::Clmul(k) => k.rekey(key),
+            BlockHash::Crate(pv) => *pv = Polyval::new(&(*key).into()),
+        }
     }
 
     /// `POLYVAL(B, x)` for one block.

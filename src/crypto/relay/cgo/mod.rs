@@ -90,6 +90,16 @@ fn split_body(body: &mut CellBody) -> (&mut Block16, &mut [u8; CGO_PAYLOAD_LEN])
     )
 }
 
+/// Overwrites a per-cell buffer that held key material with zeros. One wide store per 64
+/// bytes, kept by `black_box` (the buffer escapes, so the stores cannot be dropped as dead);
+/// `zeroize`'s volatile writes go one byte at a time, which cost more than a key update's
+/// AES key schedules on every originated cell.
+#[inline]
+fn wipe<const N: usize>(buf: &mut [u8; N]) {
+    *buf = [0; N];
+    std::hint::black_box(buf);
+}
+
 #[inline]
 fn xor_block(out: &mut Block16, m: &Block16) {
     for (o, x) in out.iter_mut().zip(m) {

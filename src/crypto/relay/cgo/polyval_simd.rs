@@ -4,11 +4,12 @@
 //! POLYVAL's bit order is the CPU's, so a product is four PCLMULQDQs and a Montgomery
 //! reduction by `x^128 + x^127 + x^126 + x^121 + 1` (RFC 8452 Appendix A; Gueron's
 //! AES-GCM-SIV "GFMUL"). The tweak is hashed by aggregated reduction: with the key's powers
-//! `H^1..H^8` precomputed, eight blocks are multiplied and summed unreduced and reduced once,
-//! `acc = (acc ^ X_1)·H^8 ^ X_2·H^7 ^ ... ^ X_8·H^1`, so the 32 blocks cost four reductions
-//! instead of 32 and the multiplications of a group run in parallel. VPCLMULQDQ does four
-//! blocks per instruction. Eight powers rather than 32: a key that is updated after every
-//! originated cell is used once, and its powers must be cheap to compute.
+//! `H^1..H^32` precomputed, the whole tweak is `X_1·H^32 ^ X_2·H^31 ^ ... ^ X_32·H^1`, all 32
+//! products independent, summed unreduced and reduced once (Horner's rule would chain 32
+//! dependent multiply-reduce steps). VPCLMULQDQ does four blocks per instruction. The powers
+//! cost 31 products per key; with VPCLMULQDQ they are computed four at a time by repeated
+//! doubling (`H^1..4`, then `·H^4`, `·H^8`, `·H^16`: five dependent steps), which matters
+//! because an originating direction updates its keys after every cell.
 //!
 //! The only unsafe code of the CGO module: SIMD intrinsics, run only after the CPU was probed
 //! for them ([`ClmulImpl::supported`]); the `polyval` crate is the fallback elsewhere.
@@ -20,12 +21,12 @@ use super::{Block16, CGO_PAYLOAD_LEN};
 use std::sync::OnceLock;
 use zeroize::Zeroize;
 
-/// Powers of H kept per tweak key: blocks per reduction.
-pub(super) const POWERS: usize = 8;
+/// Powers of H kept per tweak key: one per tweak block, so one reduction per tweak.
+pub(super) const POWERS: usize = 32;
 
 /// Blocks in the ET tweak: `H` (16) + command (1) + `X_R` (493) = 510 bytes, zero-padded.
 const TWEAK_BLOCKS: usize = 32;
-const _: () = assert!(TWEAK_BLOCKS.is_multiple_of(POWERS));
+const _: () = assert!(TWEAK_BLOCKS == POWERS);
 const _: () = assert!(16 + 1 + CGO_PAYLOAD_LEN == TWEAK_BLOCKS * 16 - 2);
 
 /// A carry-less-multiply POLYVAL implementation.
@@ -77,9 +78,9 @@ fn support() -> &'static (bool, bool) {
     })
 }
 
-/// A POLYVAL key for the ET tweak: `H^1..H^8` (index `i` holds `H^(i+1)`, each a POLYVAL
-/// product, i.e. carrying the `x^-128` factors of Montgomery form) and the implementation
-/// that was checked to run here.
+/// A POLYVAL key for the ET tweak: `H^32..H^1` (index `i` holds `H^(32-i)`, the factor of
+/// tweak block `i`; each a POLYVAL product, i.e. carrying the `x^-128` factors of Montgomery
+/// form) and the implementation that was checked to run here.
 #[derive(Clone)]
 pub(super) struct TweakKey {
     powers: [Block16; POWERS],
@@ -98,12 +99,26 @@ impl TweakKey {
         if !imp.supported() {
             return None;
         }
+        let mut k = TweakKey {
+            powers: [[0; 16]; POWERS],
+            imp,
+        };
+        k.rekey(h);
+        Some(k)
+    }
+
+    /// Replaces the key with `h` in place (the key update: overwriting is also what wipes
+    /// the old powers, without a copy of the whole key moving through the stack).
+    pub(super) fn rekey(&mut self, h: &Block16) {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `imp.supported()` holds, so PCLMULQDQ and SSE4.1 are present.
-        let powers = unsafe { x86::powers(h) };
+        match self.imp {
+            // SAFETY: `self.imp` passed `supported()` in `new`: PCLMULQDQ and SSE4.1 are present.
+            ClmulImpl::Clmul => unsafe { x86::powers_clmul(h, &mut self.powers) },
+            // SAFETY: as above, and VPCLMULQDQ, AVX-512F/BW and AVX2 are present.
+            ClmulImpl::Vclmul512 => unsafe { x86::powers_vclmul512(h, &mut self.powers) },
+        }
         #[cfg(not(target_arch = "x86_64"))]
-        let powers = unreachable!("no carry-less multiply is supported off x86-64");
-        Some(TweakKey { powers, imp })
+        unreachable!("no carry-less multiply is supported off x86-64")
     }
 
     /// The implementation in use.
@@ -143,6 +158,11 @@ impl BlockKey {
     /// The key `h`, or `None` if this CPU has no PCLMULQDQ.
     pub(super) fn new(h: &Block16) -> Option<Self> {
         ClmulImpl::Clmul.supported().then_some(BlockKey { h: *h })
+    }
+
+    /// Replaces the key with `h` in place.
+    pub(super) fn rekey(&mut self, h: &Block16) {
+        self.h = *h;
     }
 
     /// `POLYVAL(H, x)` for one block: `x·H`.
@@ -232,27 +252,28 @@ mod x86 {
         store(dot(load(x), load(h)))
     }
 
-    /// `[H, H^2, ..., H^8]` as POLYVAL products.
+    /// `H^32..H^1` (index `i` holds `H^(32-i)`) as POLYVAL products, by doubling: each
+    /// stage multiplies every power known so far by the highest one, so the 31 products form
+    /// five dependent steps of independent multiplications.
     ///
     /// # Safety
     /// The CPU must support PCLMULQDQ.
     #[target_feature(enable = "pclmulqdq,sse2")]
-    pub(super) unsafe fn powers(h: &Block16) -> [Block16; POWERS] {
-        let h1 = load(h);
-        let h2 = dot(h1, h1);
-        let h3 = dot(h2, h1);
-        let h4 = dot(h2, h2);
-        let p = [
-            h1,
-            h2,
-            h3,
-            h4,
-            dot(h4, h1),
-            dot(h4, h2),
-            dot(h4, h3),
-            dot(h4, h4),
-        ];
-        p.map(|v| store(v))
+    pub(super) unsafe fn powers_clmul(h: &Block16, out: &mut [Block16; POWERS]) {
+        // up[i] = H^(i+1)
+        let mut up = [_mm_setzero_si128(); POWERS];
+        up[0] = load(h);
+        let mut known = 1;
+        while known < POWERS {
+            let top = up[known - 1];
+            for i in 0..known {
+                up[known + i] = dot(up[i], top);
+            }
+            known *= 2;
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = store(up[POWERS - 1 - i]);
+        }
     }
 
     /// The tweak's block 1 (`cmd | x_r[..15]`) and block 31 (`x_r[479..]`, zero-padded):
@@ -267,7 +288,24 @@ mod x86 {
         (first, last)
     }
 
-    /// The ET tweak hash with PCLMULQDQ, eight blocks per reduction.
+    /// The tweak's blocks 0..=3 in one register: `h`, then `cmd | x_r[..15]`, then
+    /// `x_r[15..47]`; assembled in registers (a 64-byte stack buffer written bytewise and
+    /// read back whole would stall on store forwarding).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,sse4.1")]
+    fn head_register(h: &Block16, cmd: u8, x_r: &[u8; CGO_PAYLOAD_LEN]) -> __m512i {
+        // SAFETY: `h` is 16 readable bytes; the load is unaligned.
+        let b0 = unsafe { _mm_loadu_si128(h.as_ptr().cast()) };
+        // SAFETY: `x_r[..16]` is within the 493-byte `x_r`; the load is unaligned.
+        let x0 = unsafe { _mm_loadu_si128(x_r.as_ptr().cast()) };
+        let b1 = _mm_or_si128(_mm_slli_si128::<1>(x0), _mm_cvtsi32_si128(i32::from(cmd)));
+        // SAFETY: `x_r[15..47]` is within `x_r`; the load is unaligned.
+        let b23 = unsafe { _mm256_loadu_si256(x_r.as_ptr().add(15).cast()) };
+        let lo = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(b0), b1);
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), b23)
+    }
+
+    /// The ET tweak hash with PCLMULQDQ: 32 independent products, one reduction.
     ///
     /// # Safety
     /// The CPU must support PCLMULQDQ.
@@ -279,7 +317,6 @@ mod x86 {
         x_r: &[u8; CGO_PAYLOAD_LEN],
     ) -> Block16 {
         let (first, last) = edge_blocks(cmd, x_r);
-        let pw = powers.map(|p| load(&p));
         let block = |i: usize| -> __m128i {
             match i {
                 0 => load(h),
@@ -290,19 +327,90 @@ mod x86 {
                 _ => unsafe { _mm_loadu_si128(x_r.as_ptr().add(15 + 16 * (i - 2)).cast()) },
             }
         };
-        let mut acc = _mm_setzero_si128();
-        for group in 0..super::TWEAK_BLOCKS / POWERS {
-            let base = group * POWERS;
-            let (mut lo, mut mid, mut hi) = mul(_mm_xor_si128(acc, block(base)), pw[POWERS - 1]);
-            for j in 1..POWERS {
-                let (l, m, u) = mul(block(base + j), pw[POWERS - 1 - j]);
-                lo = _mm_xor_si128(lo, l);
-                mid = _mm_xor_si128(mid, m);
-                hi = _mm_xor_si128(hi, u);
-            }
-            acc = reduce(lo, mid, hi);
+        let (mut lo, mut mid, mut hi) = mul(block(0), load(&powers[0]));
+        for (i, p) in powers.iter().enumerate().skip(1) {
+            let (l, m, u) = mul(block(i), load(p));
+            lo = _mm_xor_si128(lo, l);
+            mid = _mm_xor_si128(mid, m);
+            hi = _mm_xor_si128(hi, u);
         }
-        store(acc)
+        store(reduce(lo, mid, hi))
+    }
+
+    /// The reduction constant in every 128-bit lane.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn poly512() -> __m512i {
+        _mm512_set_epi64(
+            0xC200_0000_0000_0000_u64 as i64,
+            1,
+            0xC200_0000_0000_0000_u64 as i64,
+            1,
+            0xC200_0000_0000_0000_u64 as i64,
+            1,
+            0xC200_0000_0000_0000_u64 as i64,
+            1,
+        )
+    }
+
+    /// [`reduce`] in each of four 128-bit lanes.
+    #[inline]
+    #[target_feature(enable = "vpclmulqdq,avx512f,avx512bw")]
+    fn reduce4(lo: __m512i, mid: __m512i, hi: __m512i) -> __m512i {
+        let lo = _mm512_xor_si512(lo, _mm512_bslli_epi128::<8>(mid));
+        let hi = _mm512_xor_si512(hi, _mm512_bsrli_epi128::<8>(mid));
+        let t = _mm512_clmulepi64_epi128::<0x10>(lo, poly512());
+        let lo = _mm512_xor_si512(_mm512_shuffle_epi32::<0x4E>(lo), t);
+        let t = _mm512_clmulepi64_epi128::<0x10>(lo, poly512());
+        let lo = _mm512_xor_si512(_mm512_shuffle_epi32::<0x4E>(lo), t);
+        _mm512_xor_si512(lo, hi)
+    }
+
+    /// [`dot`] in each of four 128-bit lanes.
+    #[inline]
+    #[target_feature(enable = "vpclmulqdq,avx512f,avx512bw")]
+    fn dot4(a: __m512i, b: __m512i) -> __m512i {
+        let lo = _mm512_clmulepi64_epi128::<0x00>(a, b);
+        let hi = _mm512_clmulepi64_epi128::<0x11>(a, b);
+        let mid = _mm512_xor_si512(
+            _mm512_clmulepi64_epi128::<0x01>(a, b),
+            _mm512_clmulepi64_epi128::<0x10>(a, b),
+        );
+        reduce4(lo, mid, hi)
+    }
+
+    /// [`powers_clmul`] four powers per register: `H^1..H^4` one by one, then each stage
+    /// multiplies the registers known so far by the highest power broadcast.
+    ///
+    /// # Safety
+    /// The CPU must support VPCLMULQDQ, PCLMULQDQ, AVX-512F/BW and AVX2.
+    #[target_feature(enable = "vpclmulqdq,pclmulqdq,avx512f,avx512bw,avx2,sse4.1")]
+    pub(super) unsafe fn powers_vclmul512(h: &Block16, out: &mut [Block16; POWERS]) {
+        let h1 = load(h);
+        let h2 = dot(h1, h1);
+        let h3 = dot(h2, h1);
+        let h4 = dot(h2, h2);
+        // up[k] lanes 0..3 = H^(4k+1)..H^(4k+4).
+        let mut up = [_mm512_setzero_si512(); POWERS / 4];
+        let lo = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(h1), h2);
+        let hi = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(h3), h4);
+        up[0] = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+        let mut known = 1;
+        while known < POWERS / 4 {
+            // Lane 3 of the highest register, in all four lanes.
+            let top = _mm512_shuffle_i64x2::<0xFF>(up[known - 1], up[known - 1]);
+            for k in 0..known {
+                up[known + k] = dot4(up[k], top);
+            }
+            known *= 2;
+        }
+        // Stored highest power first: register k reversed lane-wise lands at 32 - 4 (k + 1).
+        for (k, v) in up.iter().enumerate() {
+            let rev = _mm512_shuffle_i64x2::<0x1B>(*v, *v);
+            let at = POWERS - 4 * (k + 1);
+            // SAFETY: `out[at..at + 4]` is 64 writable bytes; the store is unaligned.
+            unsafe { _mm512_storeu_si512(out[at..].as_mut_ptr().cast(), rev) };
+        }
     }
 
     /// XOR of the four 128-bit lanes of `z`.
@@ -316,7 +424,8 @@ mod x86 {
         _mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256::<1>(y))
     }
 
-    /// The ET tweak hash with VPCLMULQDQ: four blocks per register, eight per reduction.
+    /// The ET tweak hash with VPCLMULQDQ: four blocks per register, all 32 products
+    /// independent, one reduction.
     ///
     /// # Safety
     /// The CPU must support VPCLMULQDQ, PCLMULQDQ, AVX-512F/BW and AVX2.
@@ -330,14 +439,9 @@ mod x86 {
         // Register k holds blocks 4k..4k+3. Register 0 is assembled (h, cmd, x_r[..47]);
         // registers 1..=6 are x_r from 15 + 16 (4k - 2); register 7 is the last 62 bytes of
         // x_r, loaded under a byte mask, so block 31's two padding bytes come in as zero.
-        let mut head = [0u8; 64];
-        head[..16].copy_from_slice(h);
-        head[16] = cmd;
-        head[17..].copy_from_slice(&x_r[..47]);
         let reg = |k: usize| -> __m512i {
             match k {
-                // SAFETY: `head` is 64 readable bytes; the load is unaligned.
-                0 => unsafe { _mm512_loadu_si512(head.as_ptr().cast()) },
+                0 => head_register(h, cmd, x_r),
                 // SAFETY: 15 + 16 * 26 = 431 and 431 + 62 = 493: the masked load reads only
                 // bytes of x_r (masked-off bytes are not accessed and cannot fault).
                 7 => unsafe {
@@ -348,39 +452,26 @@ mod x86 {
                 _ => unsafe { _mm512_loadu_si512(x_r.as_ptr().add(15 + 16 * (4 * k - 2)).cast()) },
             }
         };
-        // Lanes 0..3 of `high` are H^8..H^5 (for blocks 0..3 of a group), of `low` H^4..H^1.
-        // SAFETY (both loads): `powers` is 128 readable bytes.
-        let pw = powers.as_ptr().cast::<u8>();
-        let high = _mm512_permutexvar_epi64(_mm512_set_epi64(1, 0, 3, 2, 5, 4, 7, 6), unsafe {
-            _mm512_loadu_si512(pw.add(64).cast())
-        });
-        let low = _mm512_permutexvar_epi64(_mm512_set_epi64(1, 0, 3, 2, 5, 4, 7, 6), unsafe {
-            _mm512_loadu_si512(pw.cast())
-        });
-        let mut acc = _mm_setzero_si128();
-        for group in 0..super::TWEAK_BLOCKS / POWERS {
-            let a = _mm512_xor_si512(reg(2 * group), _mm512_zextsi128_si512(acc));
-            let b = reg(2 * group + 1);
-            let lo = _mm512_xor_si512(
-                _mm512_clmulepi64_epi128::<0x00>(a, high),
-                _mm512_clmulepi64_epi128::<0x00>(b, low),
+        // Lanes 0..3 of power register k are H^(32-4k)..H^(29-4k), as stored.
+        // SAFETY: `powers` is 512 readable bytes; k * 4 + 4 <= 32.
+        let pw = |k: usize| unsafe { _mm512_loadu_si512(powers[4 * k..].as_ptr().cast()) };
+        let (a, p) = (reg(0), pw(0));
+        let mut lo = _mm512_clmulepi64_epi128::<0x00>(a, p);
+        let mut hi = _mm512_clmulepi64_epi128::<0x11>(a, p);
+        let mut mid = _mm512_xor_si512(
+            _mm512_clmulepi64_epi128::<0x01>(a, p),
+            _mm512_clmulepi64_epi128::<0x10>(a, p),
+        );
+        for k in 1..POWERS / 4 {
+            let (a, p) = (reg(k), pw(k));
+            lo = _mm512_xor_si512(lo, _mm512_clmulepi64_epi128::<0x00>(a, p));
+            hi = _mm512_xor_si512(hi, _mm512_clmulepi64_epi128::<0x11>(a, p));
+            mid = _mm512_ternarylogic_epi64::<0x96>(
+                mid,
+                _mm512_clmulepi64_epi128::<0x01>(a, p),
+                _mm512_clmulepi64_epi128::<0x10>(a, p),
             );
-            let hi = _mm512_xor_si512(
-                _mm512_clmulepi64_epi128::<0x11>(a, high),
-                _mm512_clmulepi64_epi128::<0x11>(b, low),
-            );
-            let mid = _mm512_xor_si512(
-                _mm512_xor_si512(
-                    _mm512_clmulepi64_epi128::<0x01>(a, high),
-                    _mm512_clmulepi64_epi128::<0x10>(a, high),
-                ),
-                _mm512_xor_si512(
-                    _mm512_clmulepi64_epi128::<0x01>(b, low),
-                    _mm512_clmulepi64_epi128::<0x10>(b, low),
-                ),
-            );
-            acc = reduce(fold_lanes(lo), fold_lanes(mid), fold_lanes(hi));
         }
-        store(acc)
+        store(reduce(fold_lanes(lo), fold_lanes(mid), fold_lanes(hi)))
     }
 }

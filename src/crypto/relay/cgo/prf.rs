@@ -26,11 +26,6 @@ pub(super) const T1_MAX_LEN: usize = 2 * (32 + BLOCK_LEN) + BLOCK_LEN;
 const T1_MAX_BLOCKS: usize = T1_MAX_LEN.div_ceil(BLOCK_LEN);
 const _: () = assert!(T0_BLOCKS as u128 <= T1_OFFSET);
 const _: () = assert!(T1_OFFSET + (T1_MAX_BLOCKS as u128) <= 64);
-/// Bytes of `t = 1` keystream generated on the Fors kernels: a whole number of their widest
-/// iteration (16 blocks), so that no kernel keeps a partial keystream block (here: the next
-/// keys) in a stack buffer of its own. The kernels run all sixteen lanes either way.
-const T1_FORS_LEN: usize = 256;
-const _: () = assert!(T1_MAX_LEN <= T1_FORS_LEN);
 
 /// The PRF's block cipher: Fors's CTR kernels for AES-128 where the CPU has AES-NI, else
 /// the generic cipher one block at a time.
@@ -70,6 +65,17 @@ impl<E: Cipher16 + BlockEncrypt> Prf<E> {
             k,
             b: BlockHash::new(&b),
         }
+    }
+
+    /// Replaces the keys in place from `key` ([`Prf::key_len`] bytes), on the paths chosen
+    /// when this was built.
+    pub(super) fn rekey(&mut self, key: &[u8]) {
+        let (k, b) = key.split_at(E::key_size());
+        match (&mut self.k, <&[u8; 16]>::try_from(k)) {
+            (PrfAes::Fors(c), Ok(k16)) => c.rekey(k16),
+            (k_now, _) => *k_now = PrfAes::Crate(E::new(GenericArray::from_slice(k))),
+        }
+        self.b.rekey(b.try_into().expect("POLYVAL key is 16 bytes"));
     }
 
     /// Tests only: the Fors AES-CTR kernel in use, if any.
@@ -132,11 +138,11 @@ impl<E: Cipher16 + BlockEncrypt> Prf<E> {
         let c1 = self.counter(x, T1_OFFSET);
         match &self.k {
             PrfAes::Fors(ctr) => {
-                let mut ks = [0u8; T1_FORS_LEN];
-                ctr.xor_keystream_at(c1, &mut ks);
-                out.copy_from_slice(&ks[..out.len()]);
-                // The keystream here is the next key: do not leave it on the stack.
-                ks.zeroize();
+                // Straight into `out` (XOR onto zeros): no copy of the next keys is left in
+                // a buffer here. A kernel may keep the keystream block after the last one it
+                // was asked for on its stack; those counters are never used as keys.
+                out.fill(0);
+                ctr.xor_keystream_at(c1, out);
             }
             PrfAes::Crate(cipher) => {
                 let mut ks = [aes::Block::default(); T1_MAX_BLOCKS];

@@ -619,6 +619,12 @@ fn forced_paths_are_used() {
             let et = Et::<Aes128Enc>::new(&key);
             let prf = Prf::<Aes128Enc>::new(&key);
             assert_eq!(et.polyval_impl(), imps.polyval, "{imps:?}");
+            // Every non-portable AES path implies AES-NI, which ET's one-block AES runs on.
+            assert_eq!(et.fors_aes(), imps.aes != AesImpl::Portable, "{imps:?}");
+            assert!(
+                !Et::<Aes256Enc>::new(&[7u8; 48]).fors_aes(),
+                "AES-256: generic"
+            );
             assert_eq!(prf.polyval_is_clmul(), imps.polyval.is_some(), "{imps:?}");
             assert_eq!(
                 prf.fors_aes(),

@@ -11,11 +11,11 @@
 
 use super::et::Et;
 use super::prf::{Prf, T1_MAX_LEN};
+use super::wipe;
 use super::{split_body, Block16, CellBody, Cipher16, BLOCK_LEN};
 #[cfg(test)]
 use aes::cipher::BlockDecrypt;
 use aes::cipher::BlockEncrypt;
-use zeroize::Zeroize;
 
 /// UIV+ keys: J for ET (block cipher `EB`), S for the PRF (block cipher `PB`).
 #[derive(Clone)]
@@ -51,19 +51,42 @@ impl<EB: Cipher16, PB: Cipher16 + BlockEncrypt> Uiv<EB, PB> {
         let klen = Self::key_len();
         let mut seed = [0u8; T1_MAX_LEN];
         self.s.gen_t1(nonce, &mut seed[..klen + BLOCK_LEN]);
-        *self = Self::new(&seed[..klen]);
+        // In place: overwriting the keys wipes the old ones, and nothing as large as the
+        // keys (POLYVAL powers, AES schedules) is built on the stack, moved and dropped.
+        let (j, s) = seed[..klen].split_at(Et::<EB>::key_len());
+        self.j.rekey(j);
+        self.s.rekey(s);
+        #[cfg(test)]
+        self.key_bytes.copy_from_slice(&seed[..klen]);
         nonce.copy_from_slice(&seed[klen..klen + BLOCK_LEN]);
-        seed.zeroize();
+        wipe(&mut seed);
     }
 }
 
 impl<EB: Cipher16 + BlockEncrypt, PB: Cipher16 + BlockEncrypt> Uiv<EB, PB> {
-    /// `ENC_UIV` of `body` in place, tweaked by `h` and `cmd`.
+    /// `ENC_UIV` of `body` in place, tweaked by `h` and `cmd` (the relay runs the two halves
+    /// itself; the tests' clients run it whole).
+    #[cfg(test)]
     #[inline]
     pub(super) fn encrypt(&self, h: &Block16, cmd: u8, body: &mut CellBody) {
+        self.encrypt_left(h, cmd, body);
+        self.encrypt_right(body);
+    }
+
+    /// The first half of `ENC_UIV`: `Y_L = ENC_ET(J, H | X_R, X_L)`. Split from the second
+    /// half so that batched calls can run the ET of several circuits' cells back to back,
+    /// their dependency chains (tweak POLYVAL, then AES) overlapping in the CPU.
+    #[inline]
+    pub(super) fn encrypt_left(&self, h: &Block16, cmd: u8, body: &mut CellBody) {
         let (x_l, x_r) = split_body(body);
         self.j.encrypt(h, cmd, x_r, x_l);
-        self.s.xor_t0(x_l, x_r);
+    }
+
+    /// The second half of `ENC_UIV`, after [`Uiv::encrypt_left`]: `Y_R = X_R ^ PRF(S, Y_L, 0)`.
+    #[inline]
+    pub(super) fn encrypt_right(&self, body: &mut CellBody) {
+        let (y_l, x_r) = split_body(body);
+        self.s.xor_t0(y_l, x_r);
     }
 }
 
