@@ -7,8 +7,8 @@ tor-spec / rend-spec / control-spec / dir-spec, so libFuzzer starts from inputs 
 the first length and version checks. The rest of fuzz/seeds/<target>/ is the `cargo fuzz cmin`
 of a long run's corpus (see fuzz/README.md).
 
-Deterministic except for the RSA keys and X.509 certificates (generated fresh each run; only
-their structure matters to the parsers). Needs python3 with `cryptography`.
+Deterministic: the one RSA key (a throwaway) is generated only when its seed file is missing.
+Needs python3 with `cryptography`.
 Usage: fuzz/make_seeds.py   (rewrites every hand-* seed; other seed files are left alone)
 """
 import base64
@@ -94,8 +94,7 @@ def ed_cert(signer, cert_type, key, exp_hours, with_signed_by=True):
 
 # ---- real documents -------------------------------------------------------------------------
 descs_text = (TESTDATA / "server-descriptors.txt").read_text()
-descs = ["router " + d for d in descs_text.split("\nrouter ")[0:]]
-descs[0] = descs[0][len("router "):]
+descs = [d for d in re.split(r"(?m)^(?=router )", descs_text) if d]
 certs_text = (TESTDATA / "certs.txt").read_text()
 micro_text = (TESTDATA / "microdescs.txt").read_text()
 
@@ -154,7 +153,13 @@ def x509_cert(key, cn, issuer_key=None, issuer_cn=None):
     return b.sign(issuer_key or key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
-rsa_id = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+# One throwaway RSA key for the X.509 identity cert and the RSA key-file seed. It is kept in
+# that seed, so reruns reuse it and only a missing seed makes a new one.
+rsa_pem_seed = SEEDS / "keys_keyfile" / "hand-rsa-private-pem"
+if rsa_pem_seed.exists():
+    rsa_id = serialization.load_pem_private_key(rsa_pem_seed.read_bytes(), password=None)
+else:
+    rsa_id = rsa.generate_private_key(public_exponent=65537, key_size=1024)
 id_cert = x509_cert(rsa_id, "www.fors.net")
 seed("keys_der", "x509-identity", id_cert)
 seed("keys_der", "rsa-public-1024", rsa_id.public_key().public_bytes(
@@ -406,8 +411,7 @@ seed("keys_keyfile", "ed25519-signing-cert", tagged("ed25519v1-cert", "type4", s
 ntor_priv = x25519.X25519PrivateKey.from_private_bytes(bytes([26] * 32))
 seed("keys_keyfile", "curve25519-ntor", tagged("c25519v1", "type0", bytes([26] * 32) + ntor_priv.public_key().public_bytes(
     serialization.Encoding.Raw, serialization.PublicFormat.Raw)))
-throwaway = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-seed("keys_keyfile", "rsa-private-pem", throwaway.private_bytes(
+seed("keys_keyfile", "rsa-private-pem", rsa_id.private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
 
 print(f"make_seeds: wrote {written} seeds under {SEEDS.relative_to(ROOT)}", file=sys.stderr)
