@@ -3,7 +3,7 @@
 #
 # Unlike smoke.sh (a quick "still clean?" check for the suite), this is the recorded run of
 # fuzz/RESULTS.md: it keeps going after a crashing target, and reports for each target the
-# seconds, executions, exec/s, coverage (libFuzzer's cov/ft on its DONE line), corpus size and
+# seconds (wall and CPU), executions, exec/s, coverage (libFuzzer's cov/ft on its DONE line), corpus size and
 # crashes. It builds nothing: run `cargo fuzz build --sanitizer address` (or smoke.sh) first.
 #
 # Each target reads the working corpus fuzz/corpus/<t> (new inputs are written there) and the
@@ -50,10 +50,14 @@ run_one() {
     local before
     before=$(find "fuzz/artifacts/$t" -type f | wc -l)
     # -max_total_time bounds the run; the outer timeout only guards against a wedged process.
-    timeout $((secs + 600)) nice -n "$NICE" \
+    # `time` gives the CPU seconds the run really got: on a shared machine far below its wall time.
+    local TIMEFORMAT='%U %S'
+    { time timeout $((secs + 600)) nice -n "$NICE" \
         cargo fuzz run --sanitizer "$SAN" "$t" "${dirs[@]}" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-        >"$log" 2>&1 || rc=$?
+        >"$log" 2>&1 || rc=$?; } 2>"$OUT/$t.cpu"
+    local cpu
+    cpu=$(awk '{ printf "%.0f", $1 + $2 }' "$OUT/$t.cpu" 2>/dev/null || echo "-")
     local after crashes runs took done_line cov ft corp eps
     after=$(find "fuzz/artifacts/$t" -type f | wc -l)
     crashes=$((after - before))
@@ -67,7 +71,7 @@ run_one() {
     if [[ $runs =~ ^[0-9]+$ && $took =~ ^[0-9]+$ && $took -gt 0 ]]; then eps=$((runs / took)); fi
     local verdict=clean
     if [[ $rc -ne 0 || $crashes -gt 0 ]]; then verdict="FAIL rc=$rc, see $log"; fi
-    echo "| $t | $secs | ${took} | ${runs} | ${eps} | ${cov} | ${ft} | ${corp} | ${crashes} | ${verdict} |" >"$row"
+    echo "| $t | $secs | ${took} | ${cpu} | ${runs} | ${eps} | ${cov} | ${ft} | ${corp} | ${crashes} | ${verdict} |" >"$row"
     [[ $verdict == clean ]]
 }
 
@@ -84,10 +88,10 @@ wait || true
 
 failed=0
 {
-    echo "| target | -max_total_time s | ran s | executions | exec/s | cov | ft | corpus (files/bytes) | crashes | result |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| target | -max_total_time s | ran s | CPU s | executions | exec/s | cov | ft | corpus (files/bytes) | crashes | result |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     for t in "${TARGETS[@]}"; do
-        if [[ -s $OUT/$t.row ]]; then cat "$OUT/$t.row"; else echo "| $t | | | | | | | | | FAIL no result |"; fi
+        if [[ -s $OUT/$t.row ]]; then cat "$OUT/$t.row"; else echo "| $t | | | | | | | | | | FAIL no result |"; fi
     done
 } | tee "$OUT/table.md"
 if grep -q 'FAIL' "$OUT/table.md"; then failed=1; fi
