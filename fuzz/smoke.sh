@@ -63,9 +63,13 @@ echo "smoke: ${#TARGETS[@]} targets, ${FUZZ_SECONDS}s each, $JOBS at a time, san
 run_one() { # target -> exit status; its verdict lines go to fuzz/target/smoke-<t>.verdict
     local t=$1 log="fuzz/target/smoke-$1.log" out="fuzz/target/smoke-$1.verdict"
     mkdir -p "fuzz/corpus/$t"
+    # Working corpus first (libFuzzer writes new inputs only there), then the committed seeds,
+    # read-only: a fresh checkout starts from real formats instead of empty input.
+    local dirs=("fuzz/corpus/$t")
+    if [[ -d "fuzz/seeds/$t" ]]; then dirs+=("fuzz/seeds/$t"); fi
     # The outer timeout only guards against a wedged process; libFuzzer stops itself.
     if timeout $((FUZZ_SECONDS + 300)) \
-        cargo $TOOLCHAIN fuzz run --sanitizer "$SAN" "$t" "fuzz/corpus/$t" -- \
+        cargo $TOOLCHAIN fuzz run --sanitizer "$SAN" "$t" "${dirs[@]}" -- \
         -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 >"$log" 2>&1; then
         echo "smoke: ok    $t ($(grep -o 'Done [0-9]* runs' "$log" | tail -1))" >"$out"
         return 0
