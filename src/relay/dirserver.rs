@@ -428,6 +428,8 @@ fn serve_loop(
     let mut next_clean = Instant::now() + HS_CACHE_CLEAN_INTERVAL;
     let anonymous_listener = listeners.len() > n_public + 1;
     let mut bucket: Option<WriteBucket> = None;
+    // Whether the last wait ended early on a ready socket (see `wait_ready`).
+    let mut woke_early = false;
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
         let mut busy = false;
@@ -511,9 +513,43 @@ fn serve_loop(
             .connections
             .store(conns.len() as u64, Ordering::Relaxed);
         if !busy {
-            std::thread::sleep(POLL);
+            // A wake-up that led to no work (a socket ready for something this pass could
+            // not do) must not spin: then just sleep once.
+            woke_early = if woke_early {
+                std::thread::sleep(POLL);
+                false
+            } else {
+                wait_ready(&listeners, &conns, POLL)
+            };
+        } else {
+            woke_early = false;
         }
     }
+}
+
+/// Waits at most `timeout` for a new connection, a request's bytes, or room to write an
+/// unpaced answer, so a DirPort or BEGIN_DIR request is served when it arrives rather than
+/// at the next pass (answers paced by the write bucket wait for its refill, the timeout).
+/// Whether something became ready before the timeout.
+fn wait_ready(listeners: &[TcpListener], conns: &[Conn], timeout: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(listeners.len() + conns.len());
+    fds.extend(
+        listeners
+            .iter()
+            .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)),
+    );
+    for c in conns {
+        let flags = match c.phase {
+            Phase::Reading(_) => PollFlags::POLLIN,
+            Phase::Writing(_) if !c.limited => PollFlags::POLLOUT,
+            Phase::Writing(_) => continue,
+        };
+        fds.push(PollFd::new(c.stream.as_fd(), flags));
+    }
+    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+    matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
 }
 
 /// Copies the HSDir cache's counters and size where the MetricsPort reads them.
