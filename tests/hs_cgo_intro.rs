@@ -1,8 +1,9 @@
 //! An introduction point whose service circuit uses CGO (relay cell format v1, proposal
 //! 359) and a client circuit on tor1 (format v0): an INTRODUCE1 up to 490 bytes reaches the
-//! service as INTRODUCE2; a longer one (v0 carries up to 498) cannot be encoded as v1, and as
-//! C tor's `relay_send_command_from_edge_` the service circuit is closed with INTERNAL while
-//! the client hears UNKNOWN_ID (C tor `handle_introduce1`).
+//! service as INTRODUCE2; a longer one (v0 carries up to 498) would not fit a v1 INTRODUCE2,
+//! and as C tor's `handle_introduce1` it is NACKed BAD_FORMAT before the lookup (whatever the
+//! service circuit's format, so the client cannot learn it), and the service's intro
+//! circuit is left alone.
 //!
 //! Seeds are printed; `FORS_TEST_SEED` replays one.
 
@@ -144,8 +145,8 @@ fn introduce(
 }
 
 #[test]
-fn introduce2_too_long_for_a_cgo_service_circuit_closes_it_with_internal() {
-    let mut rng = seeded("introduce2_too_long_for_a_cgo_service_circuit_closes_it_with_internal");
+fn introduce1_too_long_for_a_v1_introduce2_is_nacked_bad_format() {
+    let mut rng = seeded("introduce1_too_long_for_a_v1_introduce2_is_nacked_bad_format");
     let mut r = Relay::<RelayHop>::with_crypto(1, test_config(), "reject *:*", TestNet::default());
     let sk = SigningKey::from_bytes(&rng.gen());
     let (mut svc, kh) = cgo_service(&mut r, &mut rng);
@@ -182,23 +183,32 @@ fn introduce2_too_long_for_a_cgo_service_circuit_closes_it_with_internal() {
         AckStatus::SUCCESS
     );
 
-    // 491 to 498 do not: the service circuit closes with INTERNAL, the client hears
-    // UNKNOWN_ID and keeps its circuit.
+    // 491 to 498 do not: the client hears BAD_FORMAT and keeps its circuit; nothing
+    // reaches the service, whose intro circuit stays up.
     const { assert!(v0::MAX_DATA_LEN >= 491) };
-    let (mut cl, acts, _) = introduce(&mut r, 3, &sk, v0::MAX_DATA_LEN);
-    assert!(to_service(&mut svc, &acts).is_empty());
-    assert_eq!(destroys(&acts), vec![(1, DestroyReason::Internal)]);
-    let g = cl.open_all(&acts);
-    assert_eq!(g.len(), 1, "{acts:?}");
-    assert_eq!(g[0].1, RelayCmd::INTRODUCE_ACK);
-    assert_eq!(
-        IntroduceAck::parse(&g[0].3).unwrap().status,
-        AckStatus::UNKNOWN_ID
-    );
-    assert_eq!(r.core.hs_counters().0.intro1_circuit_dead, 1);
+    for (chan, len) in [(3, 491), (4, v0::MAX_DATA_LEN)] {
+        let (mut cl, acts, _) = introduce(&mut r, chan, &sk, len);
+        assert!(to_service(&mut svc, &acts).is_empty());
+        assert!(destroys(&acts).is_empty(), "{acts:?}");
+        let g = cl.open_all(&acts);
+        assert_eq!(g.len(), 1, "{acts:?}");
+        assert_eq!(g[0].1, RelayCmd::INTRODUCE_ACK);
+        assert_eq!(
+            IntroduceAck::parse(&g[0].3).unwrap().status,
+            AckStatus::BAD_FORMAT
+        );
+    }
+    assert_eq!(r.core.hs_counters().0.intro1_malformed, 2);
+    assert_eq!(r.core.hs_counters().0.intro1_circuit_dead, 0);
     assert_eq!(
         r.core.hs_table_sizes().0,
-        0,
-        "the closed circuit's key is forgotten"
+        1,
+        "the service keeps its intro point"
+    );
+    // The service's circuit still introduces.
+    let (_, acts, sent) = introduce(&mut r, 5, &sk, 100);
+    assert_eq!(
+        to_service(&mut svc, &acts),
+        vec![(RelayCmd::INTRODUCE2, sent)]
     );
 }

@@ -571,9 +571,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     /// INTRODUCE2 with the INTRODUCE1's bytes on intro circuit `idx` (C tor
-    /// `handle_introduce1`). A body too long for the circuit's relay cell format (an
-    /// INTRODUCE1 of a v0 client circuit for a v1, CGO, service circuit) cannot be
-    /// encoded: C tor's `relay_send_command_from_edge_` closes the circuit it could not
+    /// `handle_introduce1`). Over-long INTRODUCE1s were NACKed before the lookup
+    /// (`IntroPoint::check_introduce1`); should a body still not fit the circuit's relay
+    /// cell format, C tor's `relay_send_command_from_edge_` closes the circuit it could not
     /// send on with INTERNAL, and the client hears "unknown ID".
     fn hs_send_introduce2(&mut self, idx: u32, body: &[u8], io: &mut CoreIo<'_>) -> bool {
         if self.hs_send(idx, RelayCmd::INTRODUCE2, body, io) {

@@ -400,6 +400,16 @@ impl<C: Copy + Eq> IntroPoint<C> {
             return close;
         }
         state.introduce1_seen = true;
+        // C tor `handle_introduce1`: an INTRODUCE1 that would not fit as INTRODUCE2 on a
+        // relay-cell-v1 (CGO) circuit is NACKed BAD_FORMAT before the lookup, whatever
+        // format the service's circuit uses, so the answer never tells the client which
+        // one the service made, and the service's intro circuit is not torn down for it.
+        if body.len()
+            > crate::cell::relay::v1::max_data_len(crate::cell::relay::RelayCmd::INTRODUCE2)
+        {
+            c.intro1_malformed += 1;
+            return Err(Introduce1Outcome::Ack(AckStatus::BAD_FORMAT));
+        }
         Introduce1::parse(body).map_err(|_| {
             c.intro1_malformed += 1;
             Introduce1Outcome::Ack(AckStatus::BAD_FORMAT)
