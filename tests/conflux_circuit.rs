@@ -497,3 +497,39 @@ fn a_stream_paused_before_linked_ack_resumes_on_it() {
     assert_eq!(n.unwrap(), 5);
     assert_eq!(a.open_all(&acts)[0].3, b"early".to_vec());
 }
+
+#[test]
+fn stream_commands_with_stream_id_zero_take_no_sequence_number() {
+    let mut exit = exit();
+    let (mut a, mut b) = linked_pair(&mut exit, DesiredUx::MinLatency, 20, 60);
+    let (_stream, _) = begin(&mut exit, &mut a, 7); // seq 1 on a
+                                                    // C `connection_edge_process_relay_cell` drops END with stream ID 0 before conflux.
+    let acts = send_other(&mut exit, &mut a, RelayCmd::END, &[6]);
+    assert!(destroys(&acts, &a).is_empty(), "{acts:?}");
+    // So seq 2 is still free: b moves to seq 1 and sends seq 2, delivered at once (had the
+    // END taken seq 2, this would be a replayed number and close b).
+    assert!(switch(&mut exit, &mut b, 1).is_empty());
+    let acts = data(&mut exit, &mut b, 7, b"second");
+    assert!(destroys(&acts, &b).is_empty(), "{acts:?}");
+    assert_eq!(writes(&acts), vec![b"second".to_vec()]);
+}
+
+#[test]
+fn a_stream_sendme_on_a_leg_without_the_streams_is_refused_as_c_tor() {
+    let mut exit = exit();
+    let (mut a, mut b) = linked_pair(&mut exit, DesiredUx::MinLatency, 20, 60);
+    let (_stream, _) = begin(&mut exit, &mut a, 7); // the set's streams live on a
+                                                    // C tor shares the stream list across legs: a stream-level SENDME under congestion
+                                                    // control finds the stream on any leg and closes that circuit (TORPROTOCOL).
+    let acts = b.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &RelayMsg::Other {
+            cmd: RelayCmd::SENDME,
+            body: &[],
+        },
+        7,
+    );
+    assert_eq!(destroys(&acts, &b), vec![DestroyReason::TorProtocol]);
+}

@@ -69,6 +69,21 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let len = data.len();
         copy[..len].copy_from_slice(data);
         let data = &copy[..len];
+        // C `connection_edge_process_relay_cell` drops these with stream ID 0 before
+        // conflux sees them, so they take no sequence number on a leg.
+        if sid == 0
+            && matches!(
+                cmd,
+                RelayCmd::BEGIN
+                    | RelayCmd::CONNECTED
+                    | RelayCmd::END
+                    | RelayCmd::RESOLVE
+                    | RelayCmd::RESOLVED
+            )
+            && self.cfx_is_leg(idx)
+        {
+            return true;
+        }
         // On a conflux leg, stream commands take the set's sequence numbers first (C tor
         // `connection_edge_process_relay_cell`), then run against the set's streams.
         if crate::proto::conflux::should_multiplex(cmd) && self.cfx_is_leg(idx) {
@@ -308,7 +323,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             if sid == 0 {
                 return self.cc_sendme(idx, data, io);
             }
-            if self.streams.find(idx, sid).is_some() {
+            // A leg's streams live on the set's owner leg (C tor shares one list).
+            if self.streams.find(self.cfx_stream_circ(idx), sid).is_some() {
                 // C `sendme_process_stream_level`: "Congestion control got stream sendme".
                 self.protocol_close(idx, ProtocolViolation::StreamSendmeOnCc, io);
                 return false;

@@ -865,6 +865,9 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
             }
             i += 1;
         }
+        // The ring goes with the set: a slot reused by a set that never holds a cell costs
+        // nothing, and idle slots don't keep 8 KiB each.
+        self.slots[idx as usize].ring = Vec::new();
         self.by_nonce.remove(&set.nonce);
         self.free_sets.push(idx);
         self.stats.sets -= 1;
