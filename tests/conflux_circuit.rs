@@ -533,3 +533,27 @@ fn a_stream_sendme_on_a_leg_without_the_streams_is_refused_as_c_tor() {
     );
     assert_eq!(destroys(&acts, &b), vec![DestroyReason::TorProtocol]);
 }
+
+#[test]
+fn cells_held_out_of_order_count_against_the_memory_cap() {
+    let mut exit = exit();
+    let (mut a, mut b) = linked_pair(&mut exit, DesiredUx::MinLatency, 20, 60);
+    let (_stream, _) = begin(&mut exit, &mut a, 7); // seq 1
+    let pooled = exit.core.metrics().queued_cells;
+    assert!(switch(&mut exit, &mut b, 2).is_empty());
+    assert!(writes(&data(&mut exit, &mut b, 7, b"third")).is_empty());
+    assert!(writes(&data(&mut exit, &mut b, 7, b"fourth")).is_empty());
+    // C tor adds its conflux queues to the OOM total (`cell_queues_check_size`).
+    assert_eq!(exit.core.metrics().queued_cells, pooled + 2);
+    let acts = data(&mut exit, &mut a, 7, b"second");
+    assert_eq!(writes(&acts).len(), 3);
+    assert_eq!(exit.core.metrics().queued_cells, pooled);
+    // A set torn down with cells held gives their charge back too (b skips seq 5).
+    assert!(switch(&mut exit, &mut b, 1).is_empty());
+    assert!(writes(&data(&mut exit, &mut b, 7, b"sixth")).is_empty());
+    assert_eq!(exit.core.metrics().queued_cells, pooled + 1);
+    exit.cell(&a.chan, a.circ_id, ChanCmd::DESTROY, [0u8; 509]);
+    exit.cell(&b.chan, b.circ_id, ChanCmd::DESTROY, [0u8; 509]);
+    assert_eq!(exit.core.metrics().conflux_sets, 0);
+    assert_eq!(exit.core.metrics().queued_cells, 0);
+}

@@ -71,6 +71,8 @@ pub(super) struct ConfluxExit {
     /// The consensus parameter `cfx_enabled` (C tor `conflux_is_enabled` at an exit;
     /// default 1).
     pub(super) cfx_enabled: bool,
+    /// Held cells charged to the core's cell pool (see `cfx_metrics`).
+    charged: usize,
 }
 
 impl ConfluxExit {
@@ -87,6 +89,7 @@ impl ConfluxExit {
             owner: vec![NONE; max_circuits],
             epoch: None,
             cfx_enabled: true,
+            charged: 0,
         }
     }
 
@@ -147,9 +150,23 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
     }
 
-    fn cfx_metrics(&mut self) {
+    /// Copies the counters, and keeps the cells held out of order charged to the cell pool,
+    /// so `MaxMemInQueues` covers them as C tor's OOM total covers its conflux queues
+    /// (`cell_queues_check_size`). Charging never evicts here (an eviction closes circuits,
+    /// which would come back here); a pool with no room leaves the rest uncharged until the
+    /// next event, and the next queued cell's OOM check sees the pressure.
+    fn cfx_metrics(&mut self, now: Instant) {
         let s = self.conflux.sets.stats();
         self.metrics.set_conflux(&s);
+        let held = s.held_cells;
+        let charged = self.conflux.charged;
+        if held > charged {
+            let n = self.charge_external_cells_quietly(held - charged, now);
+            self.conflux.charged += n;
+        } else if held < charged {
+            self.release_external_cells(charged - held);
+            self.conflux.charged = held;
+        }
     }
 
     /// A conflux command (LINK, LINKED, LINKED_ACK, SWITCH) on circuit `idx` (C tor
@@ -190,7 +207,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                         |out| linked.encode(out).map_err(cell_err),
                         io,
                     );
-                    self.cfx_metrics();
+                    self.cfx_metrics(io.now);
                     return sent.is_some();
                 }
                 Err(r) => r,
@@ -207,7 +224,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             },
             RelayCmd::CONFLUX_SWITCH => match self.conflux.sets.on_switch(h, facts, data) {
                 Ok(_) => {
-                    self.cfx_metrics();
+                    self.cfx_metrics(io.now);
                     return true;
                 }
                 Err(r) => r,
@@ -256,7 +273,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             Inbound::Held => {}
             Inbound::Refused(r) => self.cfx_refused(idx, before, r, io),
         }
-        self.cfx_metrics();
+        self.cfx_metrics(io.now);
         self.table.get(idx).is_some()
     }
 
@@ -339,7 +356,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                         |out| sw.encode(out).map_err(cell_err),
                         io,
                     );
-                    self.cfx_metrics();
+                    self.cfx_metrics(io.now);
                     if sent.is_none() {
                         // TROVE-2026-017: a set whose SWITCH was lost cannot stay coherent.
                         let t = self.conflux.sets.switch_send_failed(circ);
@@ -383,7 +400,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         if self.table.get(idx).is_some() {
             self.close(idx, r.this, true, true, io);
         }
-        self.cfx_metrics();
+        self.cfx_metrics(io.now);
     }
 
     /// Closes the circuits of a teardown (the set already forgot them).
@@ -400,7 +417,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 self.close(i, t.reason, true, true, io);
             }
         }
-        self.cfx_metrics();
+        self.cfx_metrics(io.now);
     }
 
     /// After the set of legs `before` lost legs: forget the owner of those gone, and if
@@ -494,9 +511,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         idx: u32,
         _handle: CircHandle,
         _reason: DestroyReason,
-        _io: &mut CoreIo<'_>,
+        io: &mut CoreIo<'_>,
     ) {
         self.conflux.set_owner(idx, NONE);
-        self.cfx_metrics();
+        self.cfx_metrics(io.now);
     }
 }

@@ -251,6 +251,25 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     /// Gives back `n` buffers charged with [`RelayCore::charge_external_cell`].
+    /// Charges up to `n` cells held outside the pool's queues without evicting (for callers
+    /// that run inside a close). Returns how many were charged.
+    pub(super) fn charge_external_cells_quietly(&mut self, n: usize, now: Instant) -> usize {
+        let stamp = self.stamp(now);
+        let mut done = 0;
+        while done < n
+            && self.pool.push(
+                &mut self.external,
+                ChanCmd::PADDING,
+                &[0; CELL_BODY_LEN],
+                stamp,
+            )
+        {
+            done += 1;
+        }
+        self.update_queue_metrics();
+        done
+    }
+
     pub fn release_external_cells(&mut self, n: usize) {
         let mut scratch = [0u8; CELL_BODY_LEN];
         for _ in 0..n {
