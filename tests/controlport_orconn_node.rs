@@ -355,3 +355,50 @@ fn a_channel_closed_during_a_round_is_not_left_listed() {
     assert_eq!(status_set(&t), vec![format!("${client} CONNECTED")]);
     ctlevents::set_enabled(false);
 }
+
+#[test]
+fn a_channel_opened_during_a_round_is_counted_once() {
+    let _serial = serial();
+    ctlevents::set_enabled(false);
+    ctlevents::set_enabled(true);
+    let mut net = Net::new(seed("orconn_resync_open_midround"));
+    let mut t = OrConnTable::new();
+    let peers: Vec<Peer> = (0..3)
+        .map(|i| Peer::client(&mut net, 0, 40500 + i))
+        .collect();
+    apply(&mut t, &drain_real());
+    assert_eq!(t.len(), 3);
+
+    // The last channel's CLOSED is lost: a stale entry the round must drop.
+    fill_queue(0);
+    net.peer_closed(0, peers[2].conn);
+    assert!(drain_real().is_empty());
+    assert_eq!(t.len(), 3);
+
+    // The round lists one channel on this tick.
+    fill_queue(1);
+    let round = ctlevents::request_resync();
+    tick_one(&mut net, 0);
+    let first = drain_real();
+    assert_eq!(first.len(), 1, "{first:?}");
+    apply(&mut t, &first);
+
+    // A channel opens in a slot the walk has not reached: its NEW and CONNECTED come
+    // before its listing, in the same round.
+    let late = Peer::client(&mut net, 0, 40510);
+    assert!(late.conn.slot() > first[0].conn.slot());
+    assert_eq!(apply(&mut t, &drain_real()).len(), 2);
+
+    tick_one(&mut net, 0);
+    let rest = drain_real();
+    let end = rest.last().expect("the round's end");
+    assert_eq!(
+        (end.status, end.round, end.ncircs),
+        (OrConnStatus::ListedEnd, round, 3),
+        "{rest:?}"
+    );
+    apply(&mut t, &rest);
+    assert_eq!(t.swept(), 1, "the round completed: the stale entry is gone");
+    assert_eq!(t.len(), 3, "{}", t.status(false));
+    ctlevents::set_enabled(false);
+}
