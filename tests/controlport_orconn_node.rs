@@ -252,13 +252,44 @@ fn sorted_ends(mut v: Vec<(usize, u32, u32)>) -> Vec<(usize, u32, u32)> {
 }
 
 #[test]
-fn resync_lists_channels_opened_before_the_control_port() {
+fn resync_lists_channels_opened_before_the_control_port_by_name() {
     let _serial = serial();
     ctlevents::set_enabled(false);
     let mut net = Net::new(seed("orconn_resync_before_start"));
     let client = client_ident().id.rsa_id().to_hex();
     let target = target_ident().id.rsa_id().to_hex();
-    let x = cross_circuit(&mut net, 40300);
+    let mut x = cross_circuit(&mut net, 40300);
+    // The target goes away and a new extend launches a channel to it, still connecting.
+    net.peer_closed(x.owner, x.t.conn);
+    x.p.pump(&mut net);
+    let _ = x.p.cells();
+    let mut c2 = ClientCirc::create(&mut net, &mut x.p, 0x8000_0030);
+    let ta = target_addr();
+    let std::net::SocketAddr::V4(ta4) = ta else {
+        unreachable!()
+    };
+    let mut ext = [0u8; 498];
+    let n = Extend2::encode(
+        &[
+            LinkSpec::Ipv4(ta4),
+            LinkSpec::RsaId(target_ident().id.rsa_id()),
+            LinkSpec::Ed25519Id(target_ident().id.ed_id()),
+        ],
+        &Create2 {
+            htype: HandshakeType::NTOR,
+            hdata: &[7u8; 84],
+        },
+        &mut ext,
+    )
+    .unwrap();
+    for s in &mut net.shards {
+        s.ops.clear();
+    }
+    let body = c2.cell(0, RelayCmd::EXTEND2, 0, &ext[..n]);
+    x.p.send(&mut net, c2.circ_id, ChanCmd::RELAY_EARLY, &body);
+    let cs = connects(&net.shards[x.owner]);
+    assert_eq!(cs.len(), 1, "{:?}", net.shards[x.owner].ops);
+    let launched = cs[0].0;
 
     // The ControlPort starts: nothing is known of the two channels yet.
     ctlevents::set_enabled(true);
@@ -267,20 +298,29 @@ fn resync_lists_channels_opened_before_the_control_port() {
     ctlevents::request_resync();
     net.tick(Duration::from_millis(100));
     assert!(apply(&mut t, &drain_real()).is_empty());
+    // The launched one is named by the relay it expects, as C tor names it.
     assert_eq!(
         status_set(&t),
         sorted(vec![
             format!("${client} CONNECTED"),
-            format!("${target} CONNECTED")
+            format!("${target} LAUNCHED")
         ])
     );
 
     // Their later events name them with the ids the listing gave.
-    net.peer_closed(x.owner, x.t.conn);
+    net.shards[x.owner].drop_conn(launched);
+    net.nodes[x.owner].on_closed(
+        launched,
+        CloseReason::ConnectFailed(libc::ECONNREFUSED),
+        &mut net.shards[x.owner],
+    );
+    net.settle();
     let got = apply(&mut t, &drain_real());
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(
-        got[0].starts_with(&format!("650 ORCONN ${target} CLOSED REASON=DONE ID=")),
+        got[0].starts_with(&format!(
+            "650 ORCONN ${target} FAILED REASON=CONNECTREFUSED NCIRCS=1 ID="
+        )),
         "{got:?}"
     );
     assert_eq!(status_set(&t), vec![format!("${client} CONNECTED")]);
