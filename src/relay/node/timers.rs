@@ -1,6 +1,7 @@
 //! Time-driven work: the tick (snapshots, the core's timers, DNS retries, link-handshake
-//! timeouts, idle channels, channel padding) and the end of each I/O batch (queued onion
-//! handshakes, staged exit DATA). Time is the `now` the shard passes in.
+//! timeouts, idle channels, channel padding, the ControlPort's ORCONN resync listing) and
+//! the end of each I/O batch (queued onion handshakes, staged exit DATA). Time is the
+//! `now` the shard passes in.
 //!
 //! Channel padding (`proto::channel::padding`) runs on the same clock, with no timer per
 //! channel: once a second, with the idle check, each open channel decides whether it is
