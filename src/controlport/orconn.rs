@@ -43,6 +43,10 @@ struct Entry {
     launched: bool,
     /// The last resync round of its shard that saw it live.
     seen: u32,
+    /// The last resync round that listed it: what a round's count is checked against
+    /// (`seen` is also set by its other facts during the round, which the shard does
+    /// not count).
+    listed_in: u32,
 }
 
 /// Key of a connection: shard, slot, generation.
@@ -149,7 +153,7 @@ impl OrConnTable {
                     listed: 0,
                 };
             }
-            if known.as_ref().is_none_or(|e| e.seen != ev.round) {
+            if known.as_ref().is_none_or(|e| e.listed_in != ev.round) {
                 r.listed += 1;
             }
         }
@@ -164,6 +168,7 @@ impl OrConnTable {
                 open: false,
                 launched: false,
                 seen: 0,
+                listed_in: 0,
             }
         });
         // Any fact during a round in progress proves the connection live in it.
@@ -183,6 +188,7 @@ impl OrConnTable {
             OrConnStatus::Listed { open, launched } => {
                 e.open |= open;
                 e.launched |= launched;
+                e.listed_in = ev.round;
             }
             _ => {}
         }

@@ -299,6 +299,11 @@ pub struct RelayNode {
     dos_cfg: DosConfig,
     /// `CountPrivateBandwidth`: connections with internal addresses are rate-limited too.
     count_private_bandwidth: bool,
+    /// The ControlPort's ORCONN resync round this shard is listing: (round, next slot,
+    /// channels listed so far) (`timers.rs`, `ctlevents::listed`).
+    orconn_resync: Option<(u32, usize, u32)>,
+    /// The last resync round this shard completed (0: none).
+    orconn_done: u32,
 }
 
 impl RelayNode {
@@ -381,6 +386,8 @@ impl RelayNode {
             dos_cfg,
             count_private_bandwidth: false,
             latency: None,
+            orconn_resync: None,
+            orconn_done: 0,
         }
     }
 

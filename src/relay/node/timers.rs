@@ -1,6 +1,7 @@
 //! Time-driven work: the tick (snapshots, the core's timers, DNS retries, link-handshake
-//! timeouts, idle channels, channel padding) and the end of each I/O batch (queued onion
-//! handshakes, staged exit DATA). Time is the `now` the shard passes in.
+//! timeouts, idle channels, channel padding, the ControlPort's ORCONN resync listing) and
+//! the end of each I/O batch (queued onion handshakes, staged exit DATA). Time is the
+//! `now` the shard passes in.
 //!
 //! Channel padding (`proto::channel::padding`) runs on the same clock, with no timer per
 //! channel: once a second, with the idle check, each open channel decides whether it is
@@ -104,6 +105,7 @@ impl RelayNode {
         if self.padding.next_due.is_some_and(|t| now >= t) {
             self.send_due_padding(now);
         }
+        self.list_orconns();
         self.dispatch(out);
         self.flush_staged(out);
         self.publish_counters(out);
@@ -178,6 +180,68 @@ impl RelayNode {
         self.chans_in_use = in_use;
     }
 }
+
+impl RelayNode {
+    /// The ControlPort's ORCONN resync (`ctlevents`): while a round it asked for is not
+    /// done here, lists this shard's channels — closing ones too, their CLOSED is still to
+    /// come — from where the last tick stopped, at most [`ORCONN_LIST_PER_TICK`] and what
+    /// the fact queue has room for, then ends the round with the count. A refused fact is
+    /// offered again on a later tick; a newer round starts over from the first slot.
+    pub(super) fn list_orconns(&mut self) {
+        use crate::relay::ctlevents;
+        if !ctlevents::enabled() {
+            return;
+        }
+        let round = ctlevents::resync_round();
+        if round == 0 || round == self.orconn_done {
+            return;
+        }
+        let (mut slot, mut count) = match self.orconn_resync {
+            Some((r, slot, count)) if r == round => (slot, count),
+            _ => (0, 0),
+        };
+        let mut budget = ctlevents::room().min(ORCONN_LIST_PER_TICK);
+        while slot < self.conns.len() {
+            let Some(c) = self.conns[slot].as_ref() else {
+                slot += 1;
+                continue;
+            };
+            let Kind::Channel(ch) = &c.kind else {
+                slot += 1;
+                continue;
+            };
+            if budget == 0 {
+                break;
+            }
+            let launched = ch.channel.is_initiator();
+            // A channel we launched names its expected relay until the handshake proves
+            // it (C `orconn_target_get_name`); `opening` is small: channels in their
+            // handshake.
+            let relay = ctlevents::relay_of(ch.peer).or_else(|| {
+                (launched && !ch.open)
+                    .then(|| self.opening.iter().find(|(_, &id)| id == c.id))
+                    .flatten()
+                    .map(|(rsa, _)| *rsa)
+            });
+            if !ctlevents::listed(self.shard, round, c.id, ch.open, launched, relay, None) {
+                break;
+            }
+            budget -= 1;
+            count += 1;
+            slot += 1;
+        }
+        if slot >= self.conns.len() && ctlevents::listed_end(self.shard, round, count) {
+            self.orconn_done = round;
+            self.orconn_resync = None;
+        } else {
+            self.orconn_resync = Some((round, slot, count));
+        }
+    }
+}
+
+/// Channels listed per tick at most for an ORCONN resync (the fact queue holds 8192,
+/// shared by every shard and by the channels' own events).
+const ORCONN_LIST_PER_TICK: usize = 1024;
 
 /// The node's side of channel padding: the consensus parameters in force, the scratch sets
 /// of the usage scan (kept for their capacity), the earliest PADDING deadline and the
