@@ -693,9 +693,9 @@ impl Relay {
             )
         };
         let mut directory = publish::Directory::new(worker, config, Instant::now());
-        // The onion-service roles and conflux are advertised only where they are served
-        // (`proto::circuit` `hs.rs`, `conflux.rs`).
-        directory.set_onion_service_roles(crate::proto::circuit::HS_ACROSS_SHARDS || shards == 1);
+        // The onion-service roles are served on any shard count (`proto::circuit` `hs.rs`,
+        // `hs_cross.rs`); conflux only where `conflux_served` says (`conflux.rs`).
+        directory.set_onion_service_roles(true);
         directory.set_conflux(crate::proto::circuit::conflux_served(shards as usize));
         let mut plane = ControlPlane::new(
             config.clone(),

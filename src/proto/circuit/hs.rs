@@ -39,10 +39,6 @@ use crate::proto::hs::intro::{IntroCounters, IntroDosParams, IntroPoint, Introdu
 use crate::proto::hs::rend::{EstablishRendOutcome, RendCounters, RendPoint};
 use crate::proto::hs::{home_shard, CircFacts, HsCircState, HsRole};
 
-/// Whether a relay with more than one shard serves the roles (lookups and splices across
-/// shards, `hs_cross.rs`); `relay/mod.rs` advertises `HSIntro` and `HSRend` from it.
-pub const HS_ACROSS_SHARDS: bool = true;
-
 /// Most entries in one shard's intro-point table and in its rendezvous table (never more
 /// than the shard's circuit table). C tor's maps are unbounded; a full table refuses with
 /// RESOURCELIMIT and is counted (`est_intro_table_full`, `est_rend_table_full`).
