@@ -694,6 +694,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// streams that paused because of it.
     pub fn channel_unblocked(&mut self, chan: ChanId, io: &mut CoreIo<'_>) {
         self.blocked.remove(&chan);
+        let now_ms = self.stamp(io.now);
+        self.pool.set_clock(now_ms);
         let mut body = [0u8; CELL_BODY_LEN];
         let mut i = 0;
         while i < self.waiting.len() {

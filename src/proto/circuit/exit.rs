@@ -125,6 +125,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             | RelayCmd::INTRODUCE1
             | RelayCmd::ESTABLISH_RENDEZVOUS
             | RelayCmd::RENDEZVOUS1 => self.handle_hs(idx, cmd, data, io),
+            // Circuit padding (padding-spec §3; `padding.rs`).
+            RelayCmd::DROP | RelayCmd::PADDING_NEGOTIATE | RelayCmd::PADDING_NEGOTIATED => {
+                self.handle_circpad(idx, cmd, data, io)
+            }
             // DROP is padding; EXTENDED*, TRUNCATED are origin-only; other known commands
             // (onion-service replies, circuit padding) are not supported here; unknown ones
             // are dropped for forward compatibility (v0).

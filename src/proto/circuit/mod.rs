@@ -49,6 +49,7 @@ mod exit;
 mod hs;
 pub mod hs_cross;
 pub mod metrics;
+mod padding;
 pub mod pool;
 mod relay_in;
 mod staged;

@@ -153,6 +153,10 @@ pub struct CellPool {
     grant: usize,
     /// `in_use()` as last added to the budget's `in_use`.
     published: usize,
+    /// The core's millisecond stamp when it last started draining queues toward an
+    /// unblocked channel ([`CellPool::set_clock`]); a popped cell waited this minus its
+    /// stamp.
+    clock_ms: u32,
 }
 
 /// A FIFO of cells in a [`CellPool`]. Only the pool that filled it may drain it.
@@ -197,6 +201,7 @@ impl CellPool {
             free: 0,
             reserved: 0,
             published: 0,
+            clock_ms: 0,
         }
     }
 
@@ -328,6 +333,12 @@ impl CellPool {
             .as_mut()
             .expect("live");
         &mut c.slots[i as usize % CHUNK_CELLS]
+    }
+
+    /// The core's current millisecond stamp, set before it drains queues toward a channel
+    /// that can take cells again (cell queueing delay, issue #14).
+    pub fn set_clock(&mut self, now_ms: u32) {
+        self.clock_ms = now_ms;
     }
 
     /// Appends a cell queued at `stamp` (milliseconds, wrapping); `false` (and nothing
