@@ -170,9 +170,10 @@ fn dashboard_exprs(dash: &serde_json::Value) -> Vec<String> {
     out
 }
 
-/// Family names the MetricsPort renders, with histogram sample suffixes.
+/// Family names the MetricsPort renders, with histogram sample suffixes (the latency
+/// histograms as a relay renders them once they have observations).
 fn exported_names() -> BTreeSet<String> {
-    let text = full_render(false);
+    let text = full_render(true);
     let mut names = BTreeSet::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -190,8 +191,8 @@ fn exported_names() -> BTreeSet<String> {
     names
 }
 
-/// The MetricsPort's text with every optional part on; with `histograms`, one latency
-/// observation too (no relay code path records into them yet, so a live relay has none).
+/// The MetricsPort's text with every optional part on; with `histograms`, an observation
+/// in each latency histogram too (a family is rendered only once observed).
 fn full_render(histograms: bool) -> String {
     use fors::shard::{BwRates, SharedBudget};
     let rates = BwRates {
@@ -225,6 +226,8 @@ fn full_render(histograms: bool) -> String {
         l.onionskin_batch
             .observe(std::time::Duration::from_micros(700));
         l.exit_connect.observe(std::time::Duration::from_secs(9));
+        l.cell_queue_delay
+            .observe_n(std::time::Duration::from_micros(40), 64);
     }
     let text = reg.render(Instant::now());
     done_tx.send(()).unwrap();
@@ -246,6 +249,7 @@ fn promtool_parses_the_whole_exposition() {
     }
     let text = full_render(true);
     assert!(text.contains("# TYPE fors_relay_exit_connect_seconds histogram"));
+    assert!(text.contains("# TYPE fors_relay_cell_queue_delay_seconds histogram"));
     assert!(text.contains("fors_shard_cpu_seconds_total{shard=\"0\"} "));
     let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
@@ -349,6 +353,8 @@ fn every_series_the_dashboard_queries_is_exported() {
         "fors_dircache_documents",
         "fors_shard_slots_authenticated_in_use",
         "tor_relay_flag",
+        "fors_relay_all_shards_cell_queue_delay_seconds_bucket",
+        "fors_relay_cell_queue_delay_seconds_bucket",
     ] {
         assert!(queried.contains(needed), "dashboard lacks {needed}");
     }

@@ -3,7 +3,8 @@
 //!
 //! The shard thread is the only writer of its [`ShardLatency`]: an observation is a
 //! relaxed load and store on two counters (no read-modify-write, no lock, no allocation),
-//! meant to be taken once per batch (an onionskin batch, a channel flush), not per cell.
+//! meant to be taken once per batch (an onionskin batch, a channel read's cells), not per
+//! cell: [`LatencyHistogram::observe_n`] records one duration for the `n` cells of a batch.
 //! Readers (the MetricsPort) load relaxed: a scrape may see a bucket one observation ahead
 //! of the sum, which monitoring tolerates.
 //!
@@ -19,12 +20,34 @@ pub const BOUNDS_US: [u64; 16] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000, 5_000_000,
 ];
-const SLOTS: usize = BOUNDS_US.len() + 1;
+
+/// Bounds of the cell queueing delay, microseconds: a cell handled in the read that brought
+/// it takes microseconds, so the buckets start at 10 µs; cells held for a blocked channel
+/// wait milliseconds to seconds (every bound of the pool's own buckets,
+/// `proto::circuit::pool::QUEUE_DELAY_BOUNDS_MS`, is one of these).
+pub const QUEUE_DELAY_BOUNDS_US: [u64; 19] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+
+/// Bucket slots of the widest family (+Inf included); a family with fewer bounds leaves
+/// the slots past its +Inf at zero.
+const SLOTS: usize = max(BOUNDS_US.len(), QUEUE_DELAY_BOUNDS_US.len()) + 1;
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
 
 /// One histogram of one shard.
 #[derive(Debug)]
 pub struct LatencyHistogram {
-    /// Observations per bucket (not cumulative); the last is +Inf.
+    /// Upper bounds of its buckets, microseconds (+Inf follows).
+    bounds: &'static [u64],
+    /// Observations per bucket (not cumulative); slot `bounds.len()` is +Inf.
     buckets: [AtomicU64; SLOTS],
     /// Sum of the observations, microseconds.
     sum_us: AtomicU64,
@@ -32,17 +55,14 @@ pub struct LatencyHistogram {
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        LatencyHistogram {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_us: AtomicU64::new(0),
-        }
+        Self::with_bounds(&BOUNDS_US)
     }
 }
 
 /// A histogram's values at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Observations per bucket (not cumulative); the last is +Inf.
+    /// Observations per bucket (not cumulative); slot `bounds.len()` is +Inf.
     pub buckets: [u64; SLOTS],
     pub sum_us: u64,
 }
@@ -67,12 +87,43 @@ fn bump(a: &AtomicU64, n: u64) {
 }
 
 impl LatencyHistogram {
+    /// A histogram over `bounds` (microseconds, increasing, at most `SLOTS - 1` of them).
+    pub fn with_bounds(bounds: &'static [u64]) -> Self {
+        assert!(bounds.len() < SLOTS && bounds.windows(2).all(|w| w[0] < w[1]));
+        LatencyHistogram {
+            bounds,
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Upper bounds of the buckets, microseconds.
+    pub fn bounds(&self) -> &'static [u64] {
+        self.bounds
+    }
+
     /// Records one observation. Only the owning shard thread may call this.
     pub fn observe(&self, d: Duration) {
+        self.observe_n(d, 1);
+    }
+
+    /// Records `n` observations of the same duration (the cells of one batch) at the cost
+    /// of one. Only the owning shard thread may call this.
+    pub fn observe_n(&self, d: Duration, n: u64) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let slot = BOUNDS_US.partition_point(|&b| b < us);
-        bump(&self.buckets[slot], 1);
-        bump(&self.sum_us, us);
+        self.add(us, n, us.saturating_mul(n));
+    }
+
+    /// Adds `n` observations that lie at or below `upper_us` (and above the bound before
+    /// it) and together sum to `sum_us`: counts kept elsewhere in coarser buckets whose
+    /// bounds are among these (`u64::MAX`: +Inf). Only the owning shard thread may call this.
+    pub fn add(&self, upper_us: u64, n: u64, sum_us: u64) {
+        if n == 0 {
+            return;
+        }
+        let slot = self.bounds.partition_point(|&b| b < upper_us);
+        bump(&self.buckets[slot], n);
+        bump(&self.sum_us, sum_us);
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -84,17 +135,33 @@ impl LatencyHistogram {
 }
 
 /// The latency histograms of one shard. Names are those of the exported families.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShardLatency {
     /// Time one batch of queued onionskins (CREATE2/CREATE_FAST) took to process.
     pub onionskin_batch: LatencyHistogram,
     /// Time from an exit stream's connect request to the connected (or failed) event.
     pub exit_connect: LatencyHistogram,
+    /// Time a relay cell this shard sends on a channel spent in the relay: from the start
+    /// of handling the read (or cross-shard batch) that brought it, or that brought the
+    /// exit data it carries, to its hand-over to the connection's output; for a cell held
+    /// for a blocked channel, from its pool enqueue stamp to its release (docs/
+    /// architecture.md, "Cell queueing delay").
+    pub cell_queue_delay: LatencyHistogram,
+}
+
+impl Default for ShardLatency {
+    fn default() -> Self {
+        ShardLatency {
+            onionskin_batch: LatencyHistogram::default(),
+            exit_connect: LatencyHistogram::default(),
+            cell_queue_delay: LatencyHistogram::with_bounds(&QUEUE_DELAY_BOUNDS_US),
+        }
+    }
 }
 
 /// `(family name, help, pick)` for every histogram of [`ShardLatency`].
 type Pick = fn(&ShardLatency) -> &LatencyHistogram;
-pub const FAMILIES: [(&str, &str, Pick); 2] = [
+pub const FAMILIES: [(&str, &str, Pick); 3] = [
     (
         "fors_relay_onionskin_batch_seconds",
         "Time to process one batch of queued onionskins.",
@@ -105,6 +172,11 @@ pub const FAMILIES: [(&str, &str, Pick); 2] = [
         "Time from an exit stream's connect request to its outcome.",
         |l| &l.exit_connect,
     ),
+    (
+        "fors_relay_cell_queue_delay_seconds",
+        "Time a relay cell spent in the relay, from the read that brought it to its hand-over to the connection's output.",
+        |l| &l.cell_queue_delay,
+    ),
 ];
 
 fn secs(us: u64) -> String {
@@ -112,12 +184,12 @@ fn secs(us: u64) -> String {
 }
 
 /// Writes one histogram's `_bucket`, `_sum` and `_count` lines (`labels` may be empty).
-fn write_series(out: &mut String, name: &str, labels: &str, s: &Snapshot) {
+fn write_series(out: &mut String, name: &str, labels: &str, bounds: &[u64], s: &Snapshot) {
     let sep = if labels.is_empty() { "" } else { "," };
     let mut cumulative = 0;
-    for (i, n) in s.buckets.iter().enumerate() {
+    for (i, n) in s.buckets[..=bounds.len()].iter().enumerate() {
         cumulative += n;
-        let le = BOUNDS_US
+        let le = bounds
             .get(i)
             .map_or_else(|| "+Inf".to_string(), |&b| secs(b));
         let _ = writeln!(
@@ -146,9 +218,10 @@ pub fn render(out: &mut String, shards: &[&ShardLatency]) {
         if total.count() == 0 {
             continue;
         }
+        let bounds = pick(shards[0]).bounds();
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (i, s) in snaps.iter().enumerate() {
-            write_series(out, name, &format!("shard=\"{i}\""), s);
+            write_series(out, name, &format!("shard=\"{i}\""), bounds, s);
         }
         let all = format!(
             "fors_relay_all_shards_{}",
@@ -158,7 +231,7 @@ pub fn render(out: &mut String, shards: &[&ShardLatency]) {
             out,
             "# HELP {all} {help} Sum over all shards.\n# TYPE {all} histogram"
         );
-        write_series(out, &all, "", &total);
+        write_series(out, &all, "", bounds, &total);
     }
 }
 
@@ -177,9 +250,50 @@ mod tests {
         assert_eq!(s.buckets[0], 1);
         assert_eq!(s.buckets[1], 1);
         assert_eq!(s.buckets[BOUNDS_US.partition_point(|&b| b < 3_000)], 1);
-        assert_eq!(s.buckets[SLOTS - 1], 1);
+        assert_eq!(s.buckets[BOUNDS_US.len()], 1);
         assert_eq!(s.count(), 4);
         assert_eq!(s.sum_us, 50 + 51 + 3_000 + 60_000_000);
+    }
+
+    /// One call per batch: `observe_n` counts `n` cells at the batch's duration, on the
+    /// queue delay's own bounds (inclusive upper edges, 10 µs first, 10 s last, +Inf).
+    #[test]
+    fn observe_n_counts_a_batch_at_the_bucket_edges() {
+        let h = ShardLatency::default().cell_queue_delay;
+        assert_eq!(h.bounds(), &QUEUE_DELAY_BOUNDS_US);
+        h.observe_n(Duration::from_micros(10), 7); // le 10 µs: the edge is inclusive
+        h.observe_n(Duration::from_nanos(10_999), 2); // 10 µs (whole µs): still le 10 µs
+        h.observe_n(Duration::from_micros(11), 3); // le 25 µs
+        h.observe_n(Duration::ZERO, 4); // le 10 µs
+        h.observe_n(Duration::from_millis(40), 0); // nothing
+        h.observe_n(Duration::from_secs(10), 1); // le 10 s, the last bound
+        h.observe_n(Duration::from_micros(10_000_001), 5); // +Inf
+        let s = h.snapshot();
+        assert_eq!(s.buckets[0], 7 + 2 + 4);
+        assert_eq!(s.buckets[1], 3);
+        assert_eq!(s.buckets[QUEUE_DELAY_BOUNDS_US.len() - 1], 1);
+        assert_eq!(s.buckets[QUEUE_DELAY_BOUNDS_US.len()], 5);
+        assert_eq!(s.count(), 7 + 2 + 3 + 4 + 1 + 5);
+        assert_eq!(
+            s.sum_us,
+            7 * 10 + 2 * 10 + 3 * 11 + 10_000_000 + 5 * 10_000_001
+        );
+        // Counts kept in coarser buckets elsewhere (the cell pool's, in ms) land in the
+        // bucket whose upper bound is theirs.
+        h.add(50_000, 6, 6 * 30_000);
+        h.add(u64::MAX, 1, 20_000_000);
+        let t = h.snapshot();
+        let at_50ms = QUEUE_DELAY_BOUNDS_US.partition_point(|&b| b < 50_000);
+        assert_eq!(t.buckets[at_50ms] - s.buckets[at_50ms], 6);
+        assert_eq!(t.buckets[QUEUE_DELAY_BOUNDS_US.len()], 6);
+        assert_eq!(t.sum_us - s.sum_us, 6 * 30_000 + 20_000_000);
+        // Every bound of the pool's millisecond buckets is one of ours.
+        for ms in crate::proto::circuit::pool::QUEUE_DELAY_BOUNDS_MS {
+            assert!(
+                QUEUE_DELAY_BOUNDS_US.contains(&(u64::from(ms) * 1000)),
+                "{ms} ms"
+            );
+        }
     }
 
     #[test]
@@ -214,5 +328,30 @@ mod tests {
         // The other families saw nothing and stay out.
         assert!(!out.contains("exit_connect"));
         assert!(!out.contains("cell_queue_delay"));
+
+        // The queue delay renders on its own bounds, 10 µs … 10 s.
+        let mut out = String::new();
+        b.cell_queue_delay.observe_n(Duration::from_micros(8), 64);
+        render(&mut out, &[&a, &b]);
+        for line in [
+            "# TYPE fors_relay_cell_queue_delay_seconds histogram",
+            "fors_relay_cell_queue_delay_seconds_bucket{shard=\"0\",le=\"+Inf\"} 0",
+            "fors_relay_cell_queue_delay_seconds_bucket{shard=\"1\",le=\"0.000010\"} 64",
+            "fors_relay_cell_queue_delay_seconds_bucket{shard=\"1\",le=\"10.000000\"} 64",
+            "fors_relay_cell_queue_delay_seconds_count{shard=\"1\"} 64",
+            "fors_relay_all_shards_cell_queue_delay_seconds_sum 0.000512",
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
+        }
+        let buckets = out
+            .lines()
+            .filter(|l| l.starts_with("fors_relay_all_shards_cell_queue_delay_seconds_bucket"))
+            .count();
+        assert_eq!(buckets, QUEUE_DELAY_BOUNDS_US.len() + 1);
+        let buckets = out
+            .lines()
+            .filter(|l| l.starts_with("fors_relay_all_shards_onionskin_batch_seconds_bucket"))
+            .count();
+        assert_eq!(buckets, BOUNDS_US.len() + 1);
     }
 }

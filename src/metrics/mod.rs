@@ -10,8 +10,8 @@
 //!
 //! - [`ctor`]: C tor's own `tor_relay_*` families, where Fors counts the same thing.
 //! - [`cpu`]: each shard thread's CPU time, read from procfs at scrape time.
-//! - [`histogram`]: per-shard latency histograms with fixed buckets (exported once a code
-//!   path records into them; none does yet).
+//! - [`histogram`]: per-shard latency histograms with fixed buckets (onion-skin batches,
+//!   exit connects, cell queueing delay), each exported once something was observed in it.
 //!
 //! Names: `fors_shard_<ShardMetrics field>{shard="N"}` and `fors_relay_*`, plus C tor's
 //! `tor_relay_*` families where Fors can fill them truthfully; see docs/operating.md.

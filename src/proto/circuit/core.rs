@@ -749,6 +749,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 self.waiting.swap_remove(i);
             }
         }
+        self.pool.stop_clock();
         self.update_queue_metrics();
     }
 

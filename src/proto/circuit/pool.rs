@@ -15,7 +15,11 @@
 //!
 //! Queues link slots by index, so queueing never allocates. Each slot records when its cell
 //! was queued (a coarse millisecond stamp, as C's `packed_cell_t::inserted_timestamp`): the
-//! OOM handler closes the circuits whose oldest queued cell is oldest.
+//! OOM handler closes the circuits whose oldest queued cell is oldest. The same stamps
+//! time the cells the core releases toward a channel that unblocked: while the core drains
+//! ([`CellPool::set_clock`] … [`CellPool::stop_clock`]) each popped cell's wait goes into a
+//! small fixed array of buckets ([`QueueDelayCounts`]), the held part of the MetricsPort's
+//! cell queueing delay (C tor's `cell-time-in-queue`, from the same kind of stamp).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -38,6 +42,37 @@ struct Slot {
     stamp: u32,
     next: u32,
     body: [u8; CELL_BODY_LEN],
+}
+
+/// Upper bounds, milliseconds, of the buckets in which a pool counts how long the cells it
+/// released toward an unblocked channel waited; +Inf follows. Stamps are whole
+/// milliseconds, so a cell stamped `a` and released at `b` waited less than `b − a + 1` ms:
+/// that is the value bucketed (a cell released within its millisecond counts as under
+/// 1 ms). Each bound is one of the MetricsPort histogram's (`metrics::histogram`).
+pub const QUEUE_DELAY_BOUNDS_MS: [u32; 12] =
+    [1, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+
+/// How long the cells a pool released toward unblocked channels had waited in it. Plain
+/// counters on the shard's own pool (no atomic, no allocation); the node copies what was
+/// added since its last look into the MetricsPort's histogram at its tick.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDelayCounts {
+    /// Cells per bucket of [`QUEUE_DELAY_BOUNDS_MS`] (not cumulative); the last is +Inf.
+    pub buckets: [u64; QUEUE_DELAY_BOUNDS_MS.len() + 1],
+    /// Sum of the stamped waits (`b − a`), milliseconds.
+    pub sum_ms: u64,
+    /// Cells counted (the sum of `buckets`).
+    pub cells: u64,
+}
+
+impl QueueDelayCounts {
+    fn record(&mut self, waited_ms: u32) {
+        let upper = waited_ms.saturating_add(1);
+        let slot = QUEUE_DELAY_BOUNDS_MS.partition_point(|&b| b < upper);
+        self.buckets[slot] += 1;
+        self.sum_ms += u64::from(waited_ms);
+        self.cells += 1;
+    }
 }
 
 /// Memory one queued cell costs, as the budget counts it (C `packed_cell_mem_cost`).
@@ -157,6 +192,9 @@ pub struct CellPool {
     /// unblocked channel ([`CellPool::set_clock`]); a popped cell waited this minus its
     /// stamp.
     clock_ms: u32,
+    /// Between `set_clock` and `stop_clock`: popped cells are timed into `delay`.
+    timing: bool,
+    delay: QueueDelayCounts,
 }
 
 /// A FIFO of cells in a [`CellPool`]. Only the pool that filled it may drain it.
@@ -202,6 +240,8 @@ impl CellPool {
             reserved: 0,
             published: 0,
             clock_ms: 0,
+            timing: false,
+            delay: QueueDelayCounts::default(),
         }
     }
 
@@ -336,9 +376,23 @@ impl CellPool {
     }
 
     /// The core's current millisecond stamp, set before it drains queues toward a channel
-    /// that can take cells again (cell queueing delay, issue #14).
+    /// that can take cells again (cell queueing delay, issue #14): until `stop_clock`,
+    /// every RELAY/RELAY_EARLY cell popped is counted in [`CellPool::queue_delay`] with its
+    /// wait.
     pub fn set_clock(&mut self, now_ms: u32) {
         self.clock_ms = now_ms;
+        self.timing = true;
+    }
+
+    /// The drain is over: cells popped from now on (toward an exit stream, freed with a
+    /// circuit, charged outside the pool) are not cells passed on to a channel.
+    pub fn stop_clock(&mut self) {
+        self.timing = false;
+    }
+
+    /// How long the cells released toward unblocked channels waited here, so far.
+    pub fn queue_delay(&self) -> &QueueDelayCounts {
+        &self.delay
     }
 
     /// Appends a cell queued at `stamp` (milliseconds, wrapping); `false` (and nothing
@@ -382,8 +436,22 @@ impl CellPool {
         (q.head != NIL).then(|| self.slot(q.head).stamp)
     }
 
-    /// Removes the oldest cell, copying it into `out`.
+    /// Removes the oldest cell, copying it into `out`; timed while the clock is set.
     pub fn pop(&mut self, q: &mut CellQueue, out: &mut [u8; CELL_BODY_LEN]) -> Option<ChanCmd> {
+        let (cmd, stamp) = self.take(q, out)?;
+        // Relay cells only (a DESTROY queued behind them is not one the histogram counts).
+        if self.timing && matches!(cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY) {
+            // Stamps are wrapping milliseconds; one from "after" the clock (pushed during
+            // the drain, a millisecond later) waited no time.
+            let waited = self.clock_ms.wrapping_sub(stamp);
+            self.delay
+                .record(if waited > u32::MAX / 2 { 0 } else { waited });
+        }
+        Some(cmd)
+    }
+
+    /// Removes the oldest cell, copying it into `out`: its command and stamp.
+    fn take(&mut self, q: &mut CellQueue, out: &mut [u8; CELL_BODY_LEN]) -> Option<(ChanCmd, u32)> {
         let i = q.head;
         if i == NIL {
             return None;
@@ -392,7 +460,7 @@ impl CellPool {
         let c = self.chunks[id].as_mut().expect("live");
         let slot = &mut c.slots[i as usize % CHUNK_CELLS];
         out.copy_from_slice(&slot.body);
-        let cmd = slot.cmd;
+        let (cmd, stamp) = (slot.cmd, slot.stamp);
         q.head = slot.next;
         slot.next = c.free_head;
         c.free_head = i;
@@ -411,7 +479,7 @@ impl CellPool {
             self.open.push(Reverse(id as u32));
         }
         self.maybe_publish();
-        Some(cmd)
+        Some((cmd, stamp))
     }
 
     fn release_chunk(&mut self, id: usize) {
@@ -441,10 +509,18 @@ impl CellPool {
         before - self.reserved
     }
 
-    /// Drops every cell of `q`.
+    /// Drops every cell of `q` (not timed: dropped cells were not passed on).
     pub fn clear(&mut self, q: &mut CellQueue) {
         let mut scratch = [0u8; CELL_BODY_LEN];
-        while self.pop(q, &mut scratch).is_some() {}
+        while self.take(q, &mut scratch).is_some() {}
+    }
+}
+
+impl<C: super::HopCrypto, N: super::NetworkView> super::RelayCore<C, N> {
+    /// How long the cells the core released toward unblocked channels waited in its pool
+    /// (the node turns them into the MetricsPort's cell queueing delay).
+    pub fn queue_delay(&self) -> &QueueDelayCounts {
+        self.pool.queue_delay()
     }
 }
 
@@ -488,6 +564,55 @@ mod tests {
         p.clear(&mut a);
         assert_eq!(p.free(), 3);
         assert!(a.is_empty());
+    }
+
+    /// Cells popped between `set_clock` and `stop_clock` are counted with their wait, in
+    /// the bucket whose bound is above `clock − stamp` (stamps are whole milliseconds);
+    /// pops outside that window, cells dropped by `clear` and non-relay cells are not.
+    #[test]
+    fn cells_drained_toward_an_unblocked_channel_are_timed_by_their_stamps() {
+        let mut p = CellPool::with_private_budget(64);
+        let (mut a, mut b) = (CellQueue::default(), CellQueue::default());
+        let mut out = [0u8; CELL_BODY_LEN];
+        for (stamp, n) in [(100, 3), (130, 2), (139, 1), (140, 4)] {
+            for _ in 0..n {
+                assert!(p.push(&mut a, ChanCmd::RELAY, &body(1), stamp));
+            }
+        }
+        assert!(p.push(&mut a, ChanCmd::DESTROY, &body(0), 100)); // not a relay cell
+        assert!(p.push(&mut b, ChanCmd::RELAY, &body(2), 0));
+        // Not draining toward a channel: not timed.
+        assert!(p.pop(&mut b, &mut out).is_some());
+        assert_eq!(p.queue_delay().cells, 0);
+        p.set_clock(140);
+        while p.pop(&mut a, &mut out).is_some() {}
+        p.stop_clock();
+        let d = *p.queue_delay();
+        let at = |ms: u32| QUEUE_DELAY_BOUNDS_MS.partition_point(|&b| b < ms);
+        assert_eq!(d.cells, 10);
+        assert_eq!(
+            d.buckets[at(1)],
+            4,
+            "released within their millisecond: < 1 ms"
+        );
+        assert_eq!(d.buckets[at(5)], 1, "1 ms by the stamps: < 2 ms");
+        assert_eq!(d.buckets[at(10)], 0, "{d:?}");
+        assert_eq!(d.buckets[at(25)], 2, "10 ms by the stamps: < 11 ms");
+        assert_eq!(d.buckets[at(50)], 3, "40 ms by the stamps: < 41 ms");
+        assert_eq!(d.sum_ms, 3 * 40 + 2 * 10 + 1);
+        // After the drain, and for dropped cells, nothing more is counted.
+        assert!(p.push(&mut a, ChanCmd::RELAY, &body(3), 0));
+        assert!(p.push(&mut b, ChanCmd::RELAY, &body(3), 0));
+        assert!(p.pop(&mut a, &mut out).is_some());
+        p.set_clock(100_000);
+        p.clear(&mut b);
+        p.stop_clock();
+        assert_eq!(*p.queue_delay(), d);
+        // A wait past the last bound is +Inf.
+        assert!(p.push(&mut a, ChanCmd::RELAY, &body(4), 5));
+        p.set_clock(20_005);
+        assert!(p.pop(&mut a, &mut out).is_some());
+        assert_eq!(p.queue_delay().buckets[QUEUE_DELAY_BOUNDS_MS.len()], 1);
     }
 
     #[test]

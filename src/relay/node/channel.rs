@@ -4,6 +4,14 @@
 //! node's tables, and its output goes to the socket with backpressure both ways: the core
 //! is told a channel is blocked when its cell queue runs low, and cells emitted meanwhile
 //! wait in the channel's bounded overflow, never dropped.
+//!
+//! The cell queueing delay (MetricsPort `fors_relay_cell_queue_delay_seconds`) is taken
+//! here per receive window, not per cell: a window opens when the node starts handling a
+//! read (channel or exit stream) or a cross-shard batch, counts the RELAY cells written
+//! into a channel's queue meanwhile (one add per cell, no clock), and closes with one clock
+//! read at the end of that handling, observing all of them at the window's length. Cells
+//! the core held for a blocked channel are timed by the pool's stamps instead
+//! (`CellPool::set_clock`) and left out of the window's count.
 
 use super::*;
 use crate::proto::channel::padding::ChannelPadding;
@@ -98,16 +106,76 @@ impl ChannelSink for CellSink<'_> {
     }
 }
 
+/// The cell queueing delay's receive window (see the module docs).
+#[derive(Debug, Default)]
+pub(super) struct QueueDelayWindow {
+    /// When the handling of the window's first receive event started; `None`: closed.
+    start: Option<Instant>,
+    /// RELAY/RELAY_EARLY cells handed to our channels (queue or overflow) since the window
+    /// opened or was last observed, ...
+    sent: u64,
+    /// ... of which the core released this many from its pool toward a channel of ours
+    /// that unblocked (timed by their stamps, not by the window).
+    held: u64,
+}
+
 impl RelayNode {
-    /// Bytes read from channel `conn`: through TLS and the link protocol, cells to the core
-    /// (or toward other shards), then the channel's events and extend answers.
+    /// A receive event's handling starts at `now`: the relay cells sent from here on are
+    /// timed from it. A window still open is observed at `now` first — unless exit data
+    /// packaged in it is still staged for the batch's end (`timers.rs`): then the window
+    /// keeps its earlier start, so those cells are timed from the read that brought them
+    /// (the new event's cells are timed from there too: an upper bound).
+    pub(super) fn qdelay_open(&mut self, now: Instant) {
+        if self.latency.is_none() {
+            return;
+        }
+        if let Some(start) = self.qdelay.start {
+            if self.core.has_staged() {
+                return;
+            }
+            self.qdelay_observe(start, now);
+        }
+        self.qdelay = QueueDelayWindow {
+            start: Some(now),
+            sent: 0,
+            held: 0,
+        };
+    }
+
+    /// The receive event's handling is over: its cells are observed (one clock read, only
+    /// if it sent any) and the window closes, unless staged exit data keeps it open.
+    pub(super) fn qdelay_close(&mut self, out: &impl ShardIo<RelayMsg>) {
+        let Some(start) = self.qdelay.start else {
+            return;
+        };
+        if self.qdelay.sent > self.qdelay.held {
+            self.qdelay_observe(start, out.now());
+        }
+        if !self.core.has_staged() {
+            self.qdelay.start = None;
+        }
+    }
+
+    fn qdelay_observe(&mut self, start: Instant, now: Instant) {
+        let n = self.qdelay.sent.saturating_sub(self.qdelay.held);
+        if let Some(l) = self.latency.as_ref().filter(|_| n > 0) {
+            l.cell_queue_delay
+                .observe_n(now.saturating_duration_since(start), n);
+        }
+        self.qdelay.sent = 0;
+        self.qdelay.held = 0;
+    }
+
+    /// Bytes read from channel `conn` (handling started at `now`): through TLS and the link
+    /// protocol, cells to the core (or toward other shards), then the channel's events and
+    /// extend answers.
     pub(super) fn channel_input(
         &mut self,
         conn: ConnId,
         data: &[u8],
+        now: Instant,
         out: &mut impl ShardIo<RelayMsg>,
     ) {
-        let now = out.now();
         let wall = out.wall();
         let Some(Conn {
             kind: Kind::Channel(ch),
@@ -362,7 +430,10 @@ impl RelayNode {
         }
         if let Some(chan) = unblock {
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+            let timed = self.core.queue_delay().cells;
             self.core.channel_unblocked(chan, &mut io);
+            // Every cell released here goes to this channel (`send_local`), timed already.
+            self.qdelay.held += self.core.queue_delay().cells - timed;
             if self.proxy.carries(id) {
                 self.broadcast_blocked(chan, false, out);
             }
@@ -403,6 +474,8 @@ impl RelayNode {
                 self.cells_dropped_full += 1;
                 return;
             }
+            // Counted for the cell queueing delay (the open window, if any, times it).
+            self.qdelay.sent += u64::from(matches!(cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY));
             // Behind cells already in the overflow, or into the channel's queue.
             let sent = if c.overflow.is_empty() {
                 c.channel.send_cell(circ_id, cmd, body)

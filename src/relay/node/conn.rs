@@ -150,15 +150,20 @@ impl RelayNode {
         if c.closing {
             return;
         }
-        if matches!(c.kind, Kind::Channel(_)) {
+        let is_channel = matches!(c.kind, Kind::Channel(_));
+        let now = out.now();
+        // The cells this read makes the node send are timed from here (`channel.rs`).
+        self.qdelay_open(now);
+        if is_channel {
             let was_open = self.accepted_channel_open(conn);
-            self.channel_input(conn, data, out);
+            self.channel_input(conn, data, now, out);
             if was_open == Some(false) && self.accepted_channel_open(conn) == Some(true) {
                 self.channel_authenticated(conn, out);
             }
         } else {
             self.stream_input(conn, data, out);
         }
+        self.qdelay_close(out);
     }
 
     /// Whether the channel on an accepted connection has finished its link handshake

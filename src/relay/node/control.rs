@@ -26,7 +26,8 @@ impl RelayNode {
         *self.core.network_view_mut() = SnapshotView(snap);
     }
 
-    pub(super) fn publish_counters(&self, out: &impl ShardIo<RelayMsg>) {
+    pub(super) fn publish_counters(&mut self, out: &impl ShardIo<RelayMsg>) {
+        self.publish_pool_delay();
         self.stats.store(out.metrics());
         let m = self.core.metrics();
         self.stats.store_circuit(m);
@@ -71,5 +72,28 @@ impl RelayNode {
             .store(depth as u64, Ordering::Relaxed);
         h.cross_overflow_kills
             .store(x.overflow_kills, Ordering::Relaxed);
+    }
+}
+
+impl RelayNode {
+    /// Copies the cells the core's pool timed since the last copy (held for a blocked
+    /// channel, by their enqueue stamps) into the cell queueing delay histogram: each
+    /// pool bucket's count goes to the histogram bucket with the same upper bound.
+    fn publish_pool_delay(&mut self) {
+        let Some(l) = &self.latency else { return };
+        let now = *self.core.queue_delay();
+        let seen = std::mem::replace(&mut self.pool_delay_seen, now);
+        let mut sum_us = (now.sum_ms - seen.sum_ms).saturating_mul(1000);
+        for (i, (a, b)) in now.buckets.iter().zip(seen.buckets).enumerate() {
+            let n = a - b;
+            if n == 0 {
+                continue;
+            }
+            let upper_us = crate::proto::circuit::pool::QUEUE_DELAY_BOUNDS_MS
+                .get(i)
+                .map_or(u64::MAX, |&ms| u64::from(ms) * 1000);
+            l.cell_queue_delay
+                .add(upper_us, n, std::mem::take(&mut sum_us));
+        }
     }
 }

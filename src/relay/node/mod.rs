@@ -295,6 +295,10 @@ pub struct RelayNode {
     dos: Arc<ClientAddrTable>,
     /// Latency histograms (MetricsPort), if the relay gave one.
     latency: Option<Arc<crate::metrics::histogram::ShardLatency>>,
+    /// The cell queueing delay's current receive window (`channel.rs`).
+    qdelay: channel::QueueDelayWindow,
+    /// The core pool's held-cell delays as last copied into `latency` (`control.rs`).
+    pool_delay_seen: crate::proto::circuit::pool::QueueDelayCounts,
     dos_options: SnapshotReader<DosOptions>,
     dos_cfg: DosConfig,
     /// `CountPrivateBandwidth`: connections with internal addresses are rate-limited too.
@@ -386,12 +390,15 @@ impl RelayNode {
             dos_cfg,
             count_private_bandwidth: false,
             latency: None,
+            qdelay: Default::default(),
+            pool_delay_seen: Default::default(),
             orconn_resync: None,
             orconn_done: 0,
         }
     }
 
-    /// The histograms this shard records into (onion-skin batches, exit connects).
+    /// The histograms this shard records into (onion-skin batches, exit connects, cell
+    /// queueing delay).
     pub fn with_latency(
         mut self,
         latency: Arc<crate::metrics::histogram::ShardLatency>,
@@ -530,7 +537,6 @@ impl RelayNode {
 
     /// Carries out one action of the core.
     fn run_action(&mut self, a: Action, out: &mut impl ShardIo<RelayMsg>) {
-        let now = out.now();
         match a {
             Action::SendCell {
                 chan,
@@ -549,7 +555,12 @@ impl RelayNode {
                 circ,
                 target,
                 create2,
-            } => self.extend(ExtendFor::Local(circ), target, create2, now, out),
+            } => {
+                // The clock is read here only: most actions are cells, and the shard's
+                // `now` reads the system clock at each call.
+                let now = out.now();
+                self.extend(ExtendFor::Local(circ), target, create2, now, out)
+            }
             Action::Connect { stream, addr } => self.exit_connect(stream, addr, out),
             Action::StreamWrite { stream, data } => self.stream_write(stream, data.as_slice(), out),
             Action::StreamClose { stream } => self.stream_close(stream, out),

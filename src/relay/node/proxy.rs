@@ -56,6 +56,7 @@ impl RelayNode {
         out: &mut impl ShardIo<RelayMsg>,
     ) {
         let now = out.now();
+        self.qdelay_open(now); // cell queueing delay: timed from the batch's arrival
         for msg in items {
             self.handle_cross(from, msg, now, out);
         }

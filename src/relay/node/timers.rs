@@ -33,6 +33,7 @@ impl RelayNode {
     /// batches (cells of established circuits are served in between: anti-starvation).
     pub fn on_batch_end(&mut self, out: &mut impl ShardIo<RelayMsg>) -> bool {
         self.flush_staged(out);
+        self.qdelay_close(out); // staged exit cells went out: their window ends (channel.rs)
         if self.links.iter().any(CrossLink::needs_pump) {
             self.dispatch(out);
         }
