@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fors::cell::relay::{v0, RelayCmd};
-use fors::cell::{ChanCmd, CELL_BODY_LEN};
+use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::metrics::histogram::{ShardLatency, Snapshot, QUEUE_DELAY_BOUNDS_US};
 use node_harness::*;
 use rand::rngs::StdRng;
@@ -148,7 +148,7 @@ fn cells_held_for_a_blocked_channel_are_timed_by_their_stamps() {
     // The next hop sends 600 backward cells (in pushes of 50, without reading).
     const N: usize = 600;
     let mut rng = StdRng::seed_from_u64(net.rng.next_u64());
-    for i in 0..N {
+    let mut backward = |x: &mut CrossCircuit, i: usize| {
         let mut b = [0u8; CELL_BODY_LEN];
         v0::encode_with(&mut b, RelayCmd::DATA, 9, &mut rng, |o| {
             o[..2].copy_from_slice(&(i as u16).to_be_bytes());
@@ -157,15 +157,36 @@ fn cells_held_for_a_blocked_channel_are_timed_by_their_stamps() {
         .unwrap();
         x.hop.originate(&mut b);
         x.t.chan.send_cell(x.tcid, ChanCmd::RELAY, &b).unwrap();
+    };
+    for i in 0..N - 1 {
+        backward(&mut x, i);
         if i % 50 == 49 {
             x.t.push(&mut net);
         }
     }
+    x.t.push(&mut net);
     let held = net.nodes[origin].census().queued_cells;
     assert!(held > 0, "nothing held for the blocked client channel");
 
-    // 30 ms later the client reads everything.
+    // 30 ms later the client's socket drains (its bytes taken here, read below) and the
+    // client sends a PADDING cell: the node's flush at the end of that read unblocks the
+    // channel, so the held cells go out inside the read's window — they must be counted
+    // by their stamps only, not by the window too. Then the last cell from the next hop.
     net.shards[origin].advance(Duration::from_millis(30));
+    let early = net.shards[origin].take_output(x.p.conn);
+    net.shards[origin].conns.get_mut(&x.p.conn).unwrap().bound = 1 << 20;
+    assert!(!net.shards[origin].conns[&x.p.conn].read_paused);
+    x.p.chan
+        .send_cell(CircId(0), ChanCmd::PADDING, &[0; CELL_BODY_LEN])
+        .unwrap();
+    x.p.push(&mut net);
+    backward(&mut x, N - 1);
+    x.t.push(&mut net);
+    let wall = net.shards[origin].wall;
+    let mut client_rng = StdRng::seed_from_u64(net.rng.next_u64());
+    let _ =
+        x.p.chan
+            .handle_input(&early, wall, &mut client_rng, &mut x.p.sink);
     x.p.pump(&mut net);
     let got = x.c.open_all(&x.p.cells());
     assert_eq!(got.len(), N, "every cell reached the client");
