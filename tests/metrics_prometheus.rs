@@ -330,6 +330,7 @@ fn prometheus_reads_c_tor_families_after_traffic() {
     );
     assert_eq!(per_shard, Some(0.0), "the shards' series add up to the sum");
     let p99 = one(web, &format!("histogram_quantile(0.99, {qd}_bucket)"));
+    eprintln!("cell queueing delay: {count:?} cells, p99 {p99:?} s");
     assert!(p99.is_some_and(|v| v > 0.0 && v < 1.0), "p99 {p99:?}");
     let buckets = prom_query(web, &format!("{qd}_bucket")).unwrap_or_default();
     assert_eq!(buckets.len(), 20, "19 bounds and +Inf: {buckets:?}");
