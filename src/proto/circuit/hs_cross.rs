@@ -39,6 +39,14 @@ pub struct CircRef {
     pub circ: CircHandle,
 }
 
+/// Most cells a service's circuit may send between RENDEZVOUS1 and the join across shards
+/// (`RendJoining`, one round trip between shards). C tor joins at once, so it splices such
+/// a cell at once and bounds it only by the partner's cell queue
+/// (`circ_max_cell_queue_size`, past which it closes with RESOURCELIMIT); a C tor service
+/// sends nothing there (it waits for the client's BEGIN), so a few cells suffice. Past the
+/// bound the circuit closes with RESOURCELIMIT, as C tor's queue limit does.
+pub const REND_JOINING_HOLD_MAX: usize = 32;
+
 /// An INTRODUCE1 body or a RENDEZVOUS1 HANDSHAKE_INFO, by value (no allocation per
 /// message), with its length.
 pub type HsBody = [u8; v0::MAX_DATA_LEN];
@@ -141,6 +149,39 @@ impl HsMsg {
     pub fn is_relay_cell(&self) -> bool {
         matches!(self, HsMsg::Spliced { .. })
     }
+
+    /// Whether this message carries a cell-sized body (INTRODUCE1/2, RENDEZVOUS1/2): the
+    /// cross-shard overflow bounds these too, and charges each held one to the cell pool.
+    /// The others are small answers, at most one per such message or per circuit.
+    pub fn has_body(&self) -> bool {
+        matches!(
+            self,
+            HsMsg::Introduce1 { .. }
+                | HsMsg::Introduce2 { .. }
+                | HsMsg::Rendezvous1 { .. }
+                | HsMsg::Rendezvous2 { .. }
+        )
+    }
+}
+
+/// One shard's counters of the onion-service waits and bounds across shards.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HsCrossCounters {
+    /// Unrecognized cells a service's circuit sent between RENDEZVOUS1 and the join
+    /// (`RendJoining`), held in the cell pool.
+    pub joining_held: u64,
+    /// Held cells passed through the splice when the join completed.
+    pub joining_spliced: u64,
+    /// Held cells dropped: the join failed or the circuit closed first.
+    pub joining_dropped: u64,
+    /// Joining circuits closed (RESOURCELIMIT) past the hold bound or with no pool buffer.
+    pub joining_overflow: u64,
+    /// INTRODUCE1/INTRODUCE2 messages refused at the cross-shard overflow bound (the
+    /// client got INTRODUCE_ACK UNKNOWN_ID, C tor's answer when it cannot relay).
+    pub overflow_introduce: u64,
+    /// RENDEZVOUS1/RENDEZVOUS2 messages refused at the bound (circuits closed with
+    /// RESOURCELIMIT).
+    pub overflow_rendezvous: u64,
 }
 
 /// `data` (at most [`v0::MAX_DATA_LEN`] bytes, as any relay message body) by value.
