@@ -25,6 +25,15 @@
 //! When home is the sending shard the message is carried out at once, without a queue.
 //! Order per direction is the queue's FIFO order; a handle that went stale while a message
 //! was in flight (its circuit closed) is answered as C tor answers a vanished circuit.
+//!
+//! Where the round trips differ from C tor's atomic steps:
+//! * between RENDEZVOUS1 and [`HsMsg::RendJoined`] the service's circuit is `RendJoining`:
+//!   its unrecognized cells, which C tor would splice at once, are held (at most
+//!   [`REND_JOINING_HOLD_MAX`], in the cell pool) and spliced in order at the join; if it
+//!   closes meanwhile, the client's side closes with its reason when the answer comes;
+//! * a message with a body ([`HsMsg::has_body`]) refused by the node's bounded overflow
+//!   comes back to its core (`RelayCore::hs_cross_refused`), which answers as C tor does
+//!   when it cannot relay it.
 
 use super::table::CircHandle;
 use super::{CellBody, ShardIdx};
