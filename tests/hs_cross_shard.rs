@@ -362,14 +362,19 @@ fn one_shard_never_sends_messages() {
 /// circuit on shard 1 with the end-to-end layer in place on both; the service's
 /// RENDEZVOUS1 is sent and left in flight (the service's circuit is `RendJoining`).
 fn joining(p: &mut Pair, rng: &mut StdRng, home: usize) -> (Client, Client) {
+    joining_on(p, rng, 0, home)
+}
+
+/// [`joining`] with the client's circuit on shard `cs`.
+fn joining_on(p: &mut Pair, rng: &mut StdRng, cs: usize, home: usize) -> (Client, Client) {
     let (m1, m2) = (peer(0x21), peer(0x22));
-    let (mut cl, _) = build(&mut p.r[0], relay_chan(1, &m1, false), 1, false);
+    let (mut cl, _) = build(&mut p.r[cs], relay_chan(1, &m1, false), 1, false);
     let (mut svc, _) = build(&mut p.r[1], relay_chan(2, &m2, false), 2, false);
     let cookie = cookie_with_home(rng, home);
-    p.send(0, &mut cl, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
+    p.send(cs, &mut cl, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
     let out = p.drain();
     assert_eq!(
-        got(&mut cl, &out[0]),
+        got(&mut cl, &out[cs]),
         vec![(0, RelayCmd::RENDEZVOUS_ESTABLISHED, vec![])]
     );
     let mut rend1 = [0u8; 498];
@@ -386,14 +391,17 @@ fn joining(p: &mut Pair, rng: &mut StdRng, home: usize) -> (Client, Client) {
 /// C tor joins at once (`rend_mid_rendezvous`), so a cell the service sends right after
 /// RENDEZVOUS1 is spliced. Across shards the join takes a round trip: such cells are held
 /// (in the cell pool) and passed through the splice in order once it completes, never a
-/// TORPROTOCOL close.
+/// TORPROTOCOL close. The client's circuit on the other shard, or on the service's (home
+/// on the other: the join still takes a round trip, and the held cells take the local
+/// splice).
 #[test]
 fn cells_sent_while_joining_are_spliced_after_the_join() {
     let mut rng = seeded("cells_sent_while_joining_are_spliced_after_the_join");
-    for home in 0..2 {
+    for (cs, home) in [(0, 0), (0, 1), (1, 0)] {
         let mut p = Pair::new();
-        let (mut cl, mut svc) = joining(&mut p, &mut rng, home);
+        let (mut cl, mut svc) = joining_on(&mut p, &mut rng, cs, home);
         let queued = p.r[1].core.metrics().queued_cells;
+        let circuits = p.r[1].core.circuit_count();
         let mut sent = Vec::new();
         for i in 0..5u8 {
             let data = vec![i; 50 + usize::from(i)];
@@ -401,16 +409,20 @@ fn cells_sent_while_joining_are_spliced_after_the_join() {
             p.cell_held(1, &svc, ChanCmd::RELAY, body);
             sent.push(data);
         }
-        assert_eq!(p.r[1].core.circuit_count(), 1, "home {home}: still open");
+        assert_eq!(
+            p.r[1].core.circuit_count(),
+            circuits,
+            "home {home}: still open"
+        );
         assert!(destroys(&p.out[1]).is_empty());
         // Held in the shard's cell pool.
         assert_eq!(p.r[1].core.metrics().queued_cells, queued + 5);
         assert_eq!(p.r[1].core.hs_cross_counters().joining_held, 5);
         p.settle();
-        let [a0, a1] = p.drain();
-        assert!(destroys(&a1).is_empty() && destroys(&a0).is_empty());
-        let g = got(&mut cl, &a0);
-        assert_eq!(g.len(), 6, "home {home}: {g:?}");
+        let out = p.drain();
+        assert!(destroys(&out[1]).is_empty() && destroys(&out[0]).is_empty());
+        let g = got(&mut cl, &out[cs]);
+        assert_eq!(g.len(), 6, "client on {cs}, home {home}: {g:?}");
         assert_eq!((g[0].0, g[0].1), (0, RelayCmd::RENDEZVOUS2));
         for (i, d) in sent.iter().enumerate() {
             assert_eq!(
@@ -422,8 +434,8 @@ fn cells_sent_while_joining_are_spliced_after_the_join() {
         assert_eq!((c.joining_spliced, c.joining_dropped), (5, 0));
         assert_eq!(p.r[1].core.metrics().queued_cells, queued);
         // Joined: the splice carries on both ways.
-        flow(&mut p, &mut rng, &mut svc, 1, &mut cl, 0, 20);
-        flow(&mut p, &mut rng, &mut cl, 0, &mut svc, 1, 20);
+        flow(&mut p, &mut rng, &mut svc, 1, &mut cl, cs, 20);
+        flow(&mut p, &mut rng, &mut cl, cs, &mut svc, 1, 20);
     }
 }
 
