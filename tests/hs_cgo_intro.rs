@@ -9,60 +9,20 @@
 
 mod circuit_common;
 
+use circuit_common::hs::{destroys, establish_intro, peer, seeded};
 use circuit_common::*;
-use ed25519_dalek::{Signer, SigningKey};
-use fors::cell::chan::{Create2, Created2, DestroyReason, HandshakeType};
+use ed25519_dalek::SigningKey;
+use fors::cell::chan::{Create2, Created2, HandshakeType};
 use fors::cell::relay::{v0, v1, RelayCmd};
 use fors::cell::{ChanCmd, CELL_BODY_LEN};
 use fors::crypto::handshake::{CircuitExtension, CircuitKeys, NtorV3Client, SubprotoCap};
-use fors::proto::circuit::{Action, RelayHop, RelayIdentity};
-use fors::proto::hs::cells::{encode_establish_intro, AckStatus, Introduce1, IntroduceAck};
-use fors::proto::hs::verify::{hs_mac, ESTABLISH_INTRO_SIG_PREFIX};
+use fors::proto::circuit::{Action, RelayHop};
+use fors::proto::hs::cells::{AckStatus, Introduce1, IntroduceAck};
 use fors_testkit::cgo_ref::CgoClientCircuit;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 
 const RELAY: u8 = 3;
-
-fn seeded(test: &str) -> StdRng {
-    let seed: u64 = std::env::var("FORS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rngs::OsRng.gen());
-    println!("{test}: seed {seed}");
-    StdRng::seed_from_u64(seed)
-}
-
-fn peer(tag: u8) -> RelayIdentity {
-    RelayIdentity {
-        rsa: fors::crypto::ids::RsaIdentity([tag; 20]),
-        ed: fors::crypto::ids::Ed25519Identity([tag; 32]),
-    }
-}
-
-fn establish_intro(sk: &SigningKey, kh: &[u8; 20]) -> Vec<u8> {
-    let mut out = [0u8; 498];
-    let n = encode_establish_intro(
-        sk.verifying_key().as_bytes(),
-        &[],
-        |m| hs_mac(kh, m),
-        |m| {
-            let signed = [ESTABLISH_INTRO_SIG_PREFIX, m].concat();
-            sk.sign(&signed).to_bytes()
-        },
-        &mut out,
-    )
-    .unwrap();
-    out[..n].to_vec()
-}
-
-fn destroys(acts: &[Action]) -> Vec<(u64, DestroyReason)> {
-    cells(acts)
-        .into_iter()
-        .filter(|c| c.2 == ChanCmd::DESTROY)
-        .map(|c| (c.0 .0, destroy_reason(&c.3)))
-        .collect()
-}
 
 /// A CGO service circuit over channel 1: its layers and KH.
 fn cgo_service(r: &mut Relay<RelayHop>, rng: &mut StdRng) -> (CgoClientCircuit, [u8; 20]) {

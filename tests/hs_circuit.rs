@@ -11,145 +11,21 @@
 
 mod circuit_common;
 
+use circuit_common::hs::*;
 use circuit_common::*;
-use ed25519_dalek::{Signer, SigningKey};
-use fors::cell::chan::{Create2, Created2, DestroyReason};
+use ed25519_dalek::SigningKey;
+use fors::cell::chan::DestroyReason;
 use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
-use fors::crypto::keymat::Tor1KeyMaterial;
-use fors::proto::circuit::{ChanInfo, ProtocolViolation, RelayIdentity};
+use fors::proto::circuit::ProtocolViolation;
 use fors::proto::hs::cells::{
-    encode_establish_intro, parse_intro_established, AckStatus, Introduce1, IntroduceAck,
-    Rendezvous1,
+    parse_intro_established, AckStatus, Introduce1, IntroduceAck, Rendezvous1,
 };
-use fors::proto::hs::verify::{hs_mac, ESTABLISH_INTRO_SIG_PREFIX};
-use fors_testkit::circuit::PendingHandshake;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-fn seeded(test: &str) -> StdRng {
-    let seed: u64 = std::env::var("FORS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rngs::OsRng.gen());
-    println!("{test}: seed {seed}");
-    StdRng::seed_from_u64(seed)
-}
+use rand::Rng;
 
 /// Circuit IDs a peer that opened the channel picks have the high bit set.
 fn cid(n: u32) -> CircId {
     CircId(0x8000_0000 | n)
-}
-
-fn peer(tag: u8) -> RelayIdentity {
-    RelayIdentity {
-        rsa: fors::crypto::ids::RsaIdentity([tag; 20]),
-        ed: fors::crypto::ids::Ed25519Identity([tag; 32]),
-    }
-}
-
-/// Builds a one-hop circuit to `r` over `chan` (a middle relay's channel) and returns the
-/// client and the handshake's KH, which the test keeps to MAC an ESTABLISH_INTRO.
-fn build(r: &mut Relay, chan: ChanInfo, id: u32, v3: bool) -> (Client, [u8; 20]) {
-    let mut cl = Client::new(chan, 0x8000_0000 | id);
-    let onion = *r.keys.current().public();
-    let hs = if v3 {
-        Handshake::NtorV3 {
-            ed: r.id.ed,
-            onion,
-            exts: vec![],
-        }
-    } else {
-        Handshake::Ntor {
-            rsa: r.id.rsa,
-            onion,
-        }
-    };
-    let (st, skin) = PendingHandshake::start(&mut cl.rng, &hs).unwrap();
-    let mut body = [0u8; CELL_BODY_LEN];
-    Create2 {
-        htype: st.htype().unwrap(),
-        hdata: &skin,
-    }
-    .encode(&mut body)
-    .unwrap();
-    assert!(r
-        .cell(&cl.chan, cl.circ_id, ChanCmd::CREATE2, body)
-        .is_empty());
-    let acts = r.onions();
-    let (_, got_id, cmd, reply) = one_cell(&acts);
-    assert_eq!((got_id, cmd), (cl.circ_id, ChanCmd::CREATED2));
-    let (keys, _) = st.finish(Created2::parse(&reply).unwrap().hdata).unwrap();
-    cl.circ.layers.push(&keys);
-    (cl, keys.kh)
-}
-
-/// Sends `cmd` with `data` to hop `hop` of `cl` through `r` as `chan_cmd`.
-fn send(
-    r: &mut Relay,
-    cl: &mut Client,
-    hop: usize,
-    chan_cmd: ChanCmd,
-    cmd: RelayCmd,
-    data: &[u8],
-) -> Vec<fors::proto::circuit::Action> {
-    let (body, _) = cl
-        .circ
-        .relay_cell_with(&mut cl.rng, hop, cmd, 0, |o| {
-            o[..data.len()].copy_from_slice(data);
-            Ok(data.len())
-        })
-        .unwrap();
-    r.cell(&cl.chan, cl.circ_id, chan_cmd, body)
-}
-
-/// The relay cells in `acts` for `cl`, decrypted: (hop, cmd, data).
-fn got(cl: &mut Client, acts: &[fors::proto::circuit::Action]) -> Vec<(usize, RelayCmd, Vec<u8>)> {
-    cl.open_all(acts)
-        .into_iter()
-        .map(|(hop, cmd, _, d)| (hop, cmd, d))
-        .collect()
-}
-
-fn destroys(acts: &[fors::proto::circuit::Action]) -> Vec<(u64, CircId, DestroyReason)> {
-    cells(acts)
-        .into_iter()
-        .filter(|c| c.2 == ChanCmd::DESTROY)
-        .map(|(ch, id, _, b)| (ch.0, id, destroy_reason(&b)))
-        .collect()
-}
-
-/// An ESTABLISH_INTRO as a C tor service builds it, MAC keyed with `kh`.
-fn establish_intro(sk: &SigningKey, kh: &[u8; 20]) -> Vec<u8> {
-    let mut out = [0u8; 498];
-    let n = encode_establish_intro(
-        sk.verifying_key().as_bytes(),
-        &[],
-        |m| hs_mac(kh, m),
-        |m| {
-            let signed = [ESTABLISH_INTRO_SIG_PREFIX, m].concat();
-            sk.sign(&signed).to_bytes()
-        },
-        &mut out,
-    )
-    .unwrap();
-    out[..n].to_vec()
-}
-
-fn random_keys(rng: &mut StdRng) -> Tor1KeyMaterial {
-    let mut k = [0u8; Tor1KeyMaterial::KDF_LEN];
-    rng.fill(&mut k[..]);
-    Tor1KeyMaterial::from_kdf_output(&k)
-}
-
-/// The same keys seen from the other end (the service's side of the end-to-end hop).
-fn reversed(k: &Tor1KeyMaterial) -> Tor1KeyMaterial {
-    let mut out = k.clone();
-    out.df = k.db;
-    out.db = k.df;
-    out.kf = k.kb;
-    out.kb = k.kf;
-    out
 }
 
 #[test]
@@ -474,18 +350,12 @@ fn splice_partner_closed_with_the_same_reason() {
 fn multi_shard_relay_serves_through_the_home_shard() {
     use fors::proto::circuit::hs_cross::HsMsg;
     use fors::proto::circuit::{Action, ShardIdx};
-    use fors::proto::hs::home_shard;
     let mut rng = seeded("multi_shard_relay_serves_through_the_home_shard");
     let mut r = Relay::new(1, test_config(), "reject *:*", TestNet::default());
     r.core.set_shard_count(2);
     let m1 = peer(0x21);
     for (n, want_home) in [(1u32, 0usize), (2, 1)] {
-        let sk = loop {
-            let sk = SigningKey::from_bytes(&rng.gen());
-            if home_shard(sk.verifying_key().as_bytes(), 2) == want_home {
-                break sk;
-            }
-        };
+        let sk = key_with_home(&mut rng, want_home);
         let (mut svc, kh) = build(&mut r, relay_chan(u64::from(n), &m1, false), n, false);
         let acts = send(
             &mut r,

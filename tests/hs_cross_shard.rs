@@ -9,234 +9,17 @@
 
 mod circuit_common;
 
-use std::collections::VecDeque;
-
+use circuit_common::hs::*;
 use circuit_common::*;
-use ed25519_dalek::{Signer, SigningKey};
-use fors::cell::chan::{Create2, Created2, DestroyReason};
+use ed25519_dalek::SigningKey;
+use fors::cell::chan::DestroyReason;
 use fors::cell::relay::RelayCmd;
-use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
-use fors::crypto::keymat::Tor1KeyMaterial;
+use fors::cell::{ChanCmd, CELL_BODY_LEN};
 use fors::proto::circuit::hs_cross::HsMsg;
-use fors::proto::circuit::{Action, ChanInfo, RelayIdentity, ShardIdx};
-use fors::proto::hs::cells::{
-    encode_establish_intro, AckStatus, Introduce1, IntroduceAck, Rendezvous1,
-};
-use fors::proto::hs::home_shard;
-use fors::proto::hs::verify::{hs_mac, ESTABLISH_INTRO_SIG_PREFIX};
-use fors_testkit::circuit::PendingHandshake;
+use fors::proto::circuit::ShardIdx;
+use fors::proto::hs::cells::{AckStatus, Rendezvous1};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-fn seeded(test: &str) -> StdRng {
-    let seed: u64 = std::env::var("FORS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rngs::OsRng.gen());
-    println!("{test}: seed {seed}");
-    StdRng::seed_from_u64(seed)
-}
-
-fn peer(tag: u8) -> RelayIdentity {
-    RelayIdentity {
-        rsa: fors::crypto::ids::RsaIdentity([tag; 20]),
-        ed: fors::crypto::ids::Ed25519Identity([tag; 32]),
-    }
-}
-
-/// Two shards of one relay and the messages in flight between them, in order.
-struct Pair {
-    r: Vec<Relay>,
-    /// (to, msg) in push order (one FIFO per direction would keep the same order here: a
-    /// test delivers everything before the next cell).
-    flight: VecDeque<(usize, HsMsg)>,
-    /// Cells each shard emitted, not yet looked at.
-    out: [Vec<Action>; 2],
-}
-
-impl Pair {
-    fn new() -> Pair {
-        let r = (0..2)
-            .map(|s| {
-                let cfg = fors::proto::circuit::CircuitConfig {
-                    shard: ShardIdx(s),
-                    ..test_config()
-                };
-                let mut r = Relay::new(1, cfg, "reject *:*", TestNet::default());
-                r.core.set_shard_count(2);
-                r
-            })
-            .collect();
-        Pair {
-            r,
-            flight: VecDeque::new(),
-            out: [Vec::new(), Vec::new()],
-        }
-    }
-
-    /// Sorts shard `s`'s actions: messages go in flight, the rest to `out[s]`.
-    fn take(&mut self, s: usize, acts: Vec<Action>) {
-        for a in acts {
-            match a {
-                Action::Hs { to, msg } => {
-                    assert_ne!(usize::from(to.0), s, "a shard never messages itself");
-                    self.flight.push_back((usize::from(to.0), msg));
-                }
-                a => self.out[s].push(a),
-            }
-        }
-    }
-
-    /// Delivers the first message in flight.
-    fn deliver_one(&mut self) -> bool {
-        let Some((to, msg)) = self.flight.pop_front() else {
-            return false;
-        };
-        let (_, acts) = self.r[to].io(|c, io| c.handle_hs_msg(msg, io));
-        self.take(to, acts);
-        true
-    }
-
-    /// Delivers until nothing is in flight (bounded).
-    fn settle(&mut self) {
-        for _ in 0..10_000 {
-            if !self.deliver_one() {
-                return;
-            }
-        }
-        panic!("messages never settled");
-    }
-
-    /// Everything each shard emitted since the last call.
-    fn drain(&mut self) -> [Vec<Action>; 2] {
-        [
-            std::mem::take(&mut self.out[0]),
-            std::mem::take(&mut self.out[1]),
-        ]
-    }
-
-    /// A cell from `cl`'s channel into shard `s`, messages left in flight.
-    fn cell_held(&mut self, s: usize, cl: &Client, cmd: ChanCmd, body: [u8; CELL_BODY_LEN]) {
-        let acts = self.r[s].cell(&cl.chan, cl.circ_id, cmd, body);
-        self.take(s, acts);
-    }
-
-    fn cell(&mut self, s: usize, cl: &Client, cmd: ChanCmd, body: [u8; CELL_BODY_LEN]) {
-        self.cell_held(s, cl, cmd, body);
-        self.settle();
-    }
-}
-
-/// Builds a one-hop circuit to shard `s` over channel `chan`; returns the client and KH.
-fn build(p: &mut Pair, s: usize, chan: ChanInfo, id: u32) -> (Client, [u8; 20]) {
-    let r = &mut p.r[s];
-    let mut cl = Client::new(chan, 0x8000_0000 | id);
-    let onion = *r.keys.current().public();
-    let hs = Handshake::Ntor {
-        rsa: r.id.rsa,
-        onion,
-    };
-    let (st, skin) = PendingHandshake::start(&mut cl.rng, &hs).unwrap();
-    let mut body = [0u8; CELL_BODY_LEN];
-    Create2 {
-        htype: st.htype().unwrap(),
-        hdata: &skin,
-    }
-    .encode(&mut body)
-    .unwrap();
-    assert!(r
-        .cell(&cl.chan, cl.circ_id, ChanCmd::CREATE2, body)
-        .is_empty());
-    let acts = r.onions();
-    let (_, got_id, cmd, reply) = one_cell(&acts);
-    assert_eq!((got_id, cmd), (cl.circ_id, ChanCmd::CREATED2));
-    let (keys, _) = st.finish(Created2::parse(&reply).unwrap().hdata).unwrap();
-    cl.circ.layers.push(&keys);
-    (cl, keys.kh)
-}
-
-/// A relay message of `cl` to hop `hop`, as a cell body.
-fn relay_cell(cl: &mut Client, hop: usize, cmd: RelayCmd, data: &[u8]) -> [u8; CELL_BODY_LEN] {
-    cl.circ
-        .relay_cell_with(&mut cl.rng, hop, cmd, 0, |o| {
-            o[..data.len()].copy_from_slice(data);
-            Ok(data.len())
-        })
-        .unwrap()
-        .0
-}
-
-fn send(p: &mut Pair, s: usize, cl: &mut Client, cmd: RelayCmd, data: &[u8]) {
-    let body = relay_cell(cl, 0, cmd, data);
-    p.cell(s, cl, ChanCmd::RELAY, body);
-}
-
-/// The relay cells in `acts` for `cl`, decrypted: (hop, cmd, data).
-fn got(cl: &mut Client, acts: &[Action]) -> Vec<(usize, RelayCmd, Vec<u8>)> {
-    cl.open_all(acts)
-        .into_iter()
-        .map(|(hop, cmd, _, d)| (hop, cmd, d))
-        .collect()
-}
-
-fn destroys(acts: &[Action]) -> Vec<(u64, CircId, DestroyReason)> {
-    cells(acts)
-        .into_iter()
-        .filter(|c| c.2 == ChanCmd::DESTROY)
-        .map(|(ch, id, _, b)| (ch.0, id, destroy_reason(&b)))
-        .collect()
-}
-
-fn establish_intro(sk: &SigningKey, kh: &[u8; 20]) -> Vec<u8> {
-    let mut out = [0u8; 498];
-    let n = encode_establish_intro(
-        sk.verifying_key().as_bytes(),
-        &[],
-        |m| hs_mac(kh, m),
-        |m| {
-            let signed = [ESTABLISH_INTRO_SIG_PREFIX, m].concat();
-            sk.sign(&signed).to_bytes()
-        },
-        &mut out,
-    )
-    .unwrap();
-    out[..n].to_vec()
-}
-
-/// A service key whose home table is on shard `home` (drawn until one is; keys are
-/// uniformly spread, so a few draws do).
-fn key_with_home(rng: &mut StdRng, home: usize) -> SigningKey {
-    for _ in 0..1000 {
-        let sk = SigningKey::from_bytes(&rng.gen());
-        if home_shard(sk.verifying_key().as_bytes(), 2) == home {
-            return sk;
-        }
-    }
-    panic!("no key with home {home}");
-}
-
-fn cookie_with_home(rng: &mut StdRng, home: usize) -> [u8; 20] {
-    for _ in 0..1000 {
-        let c: [u8; 20] = rng.gen();
-        if home_shard(&c, 2) == home {
-            return c;
-        }
-    }
-    panic!("no cookie with home {home}");
-}
-
-fn intro1(sk: &SigningKey, encrypted: &[u8]) -> Vec<u8> {
-    let mut b = [0u8; 498];
-    let n = Introduce1::encode(sk.verifying_key().as_bytes(), &[], encrypted, &mut b).unwrap();
-    b[..n].to_vec()
-}
-
-fn ack_status(cl: &mut Client, acts: &[Action]) -> AckStatus {
-    let g = got(cl, acts);
-    assert_eq!(g.len(), 1, "one INTRODUCE_ACK: {acts:?}");
-    assert_eq!(g[0].1, RelayCmd::INTRODUCE_ACK);
-    IntroduceAck::parse(&g[0].2).unwrap().status
-}
+use rand::Rng;
 
 #[test]
 fn introduce_across_shards_with_every_home() {
@@ -246,14 +29,7 @@ fn introduce_across_shards_with_every_home() {
     for home in 0..2 {
         let mut p = Pair::new();
         let sk = key_with_home(&mut rng, home);
-        let (mut svc, kh) = build(&mut p, 0, relay_chan(1, &m1, false), 1);
-        send(
-            &mut p,
-            0,
-            &mut svc,
-            RelayCmd::ESTABLISH_INTRO,
-            &establish_intro(&sk, &kh),
-        );
+        let mut svc = p.intro_circuit(0, relay_chan(1, &m1, false), 1, &sk);
         let [a0, a1] = p.drain();
         assert!(a1.is_empty(), "{a1:?}");
         let g = got(&mut svc, &a0);
@@ -262,10 +38,10 @@ fn introduce_across_shards_with_every_home() {
         assert_eq!(p.r[home].core.hs_table_sizes().0, 1);
         assert_eq!(p.r[1 - home].core.hs_table_sizes().0, 0);
 
-        let (mut cl, _) = build(&mut p, 1, relay_chan(2, &m2, false), 2);
+        let (mut cl, _) = build(&mut p.r[1], relay_chan(2, &m2, false), 2, false);
         let encrypted: Vec<u8> = (0..300).map(|_| rng.gen()).collect();
         let body = intro1(&sk, &encrypted);
-        send(&mut p, 1, &mut cl, RelayCmd::INTRODUCE1, &body);
+        p.send(1, &mut cl, RelayCmd::INTRODUCE1, &body);
         let [a0, a1] = p.drain();
         // INTRODUCE2 with the same bytes on shard 0, INTRODUCE_ACK SUCCESS on shard 1.
         let to_svc = got(&mut svc, &a0);
@@ -278,10 +54,9 @@ fn introduce_across_shards_with_every_home() {
         assert_eq!(p.r[0].core.hs_counters().0.intro1_success, 1);
 
         // An unknown key: UNKNOWN_ID, the circuit stays, nothing to the service.
-        let (mut cl2, _) = build(&mut p, 1, relay_chan(3, &m2, false), 3);
+        let (mut cl2, _) = build(&mut p.r[1], relay_chan(3, &m2, false), 3, false);
         let other = key_with_home(&mut rng, 1 - home);
-        send(
-            &mut p,
+        p.send(
             1,
             &mut cl2,
             RelayCmd::INTRODUCE1,
@@ -306,25 +81,11 @@ fn same_key_on_the_other_shard_replaces_the_older_circuit() {
     let (m1, m2) = (peer(0x21), peer(0x22));
     let mut p = Pair::new();
     let sk = key_with_home(&mut rng, 1);
-    let (mut old, kh) = build(&mut p, 0, relay_chan(1, &m1, false), 1);
-    send(
-        &mut p,
-        0,
-        &mut old,
-        RelayCmd::ESTABLISH_INTRO,
-        &establish_intro(&sk, &kh),
-    );
+    let old = p.intro_circuit(0, relay_chan(1, &m1, false), 1, &sk);
     p.drain();
     // The service re-establishes on a circuit of shard 1: the older one, on shard 0, is
     // closed with FINISHED (C tor `hs_circuitmap_register_impl`).
-    let (mut new, kh2) = build(&mut p, 1, relay_chan(2, &m2, false), 2);
-    send(
-        &mut p,
-        1,
-        &mut new,
-        RelayCmd::ESTABLISH_INTRO,
-        &establish_intro(&sk, &kh2),
-    );
+    let mut new = p.intro_circuit(1, relay_chan(2, &m2, false), 2, &sk);
     let [a0, a1] = p.drain();
     assert_eq!(
         destroys(&a0),
@@ -335,9 +96,9 @@ fn same_key_on_the_other_shard_replaces_the_older_circuit() {
     // The old circuit's close did not unregister the new one.
     assert_eq!(p.r[1].core.hs_table_sizes().0, 1);
     assert_eq!(p.r[1].core.hs_counters().0.est_intro_replaced, 1);
-    let (mut cl, _) = build(&mut p, 0, relay_chan(3, &m2, false), 3);
+    let (mut cl, _) = build(&mut p.r[0], relay_chan(3, &m2, false), 3, false);
     let body = intro1(&sk, &[9; 100]);
-    send(&mut p, 0, &mut cl, RelayCmd::INTRODUCE1, &body);
+    p.send(0, &mut cl, RelayCmd::INTRODUCE1, &body);
     let [a0, a1] = p.drain();
     assert_eq!(got(&mut new, &a1), vec![(0, RelayCmd::INTRODUCE2, body)]);
     assert_eq!(ack_status(&mut cl, &a0), AckStatus::SUCCESS);
@@ -350,15 +111,15 @@ fn duplicate_cookie_across_shards_is_refused() {
     for home in 0..2 {
         let mut p = Pair::new();
         let cookie = cookie_with_home(&mut rng, home);
-        let (mut a, _) = build(&mut p, 0, relay_chan(1, &m1, false), 1);
-        send(&mut p, 0, &mut a, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
+        let (mut a, _) = build(&mut p.r[0], relay_chan(1, &m1, false), 1, false);
+        p.send(0, &mut a, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
         let [a0, _] = p.drain();
         assert_eq!(
             got(&mut a, &a0),
             vec![(0, RelayCmd::RENDEZVOUS_ESTABLISHED, vec![])]
         );
-        let (mut b, _) = build(&mut p, 1, relay_chan(2, &m1, false), 2);
-        send(&mut p, 1, &mut b, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
+        let (mut b, _) = build(&mut p.r[1], relay_chan(2, &m1, false), 2, false);
+        p.send(1, &mut b, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
         let [a0, a1] = p.drain();
         assert!(a0.is_empty(), "{a0:?}");
         assert_eq!(
@@ -372,29 +133,14 @@ fn duplicate_cookie_across_shards_is_refused() {
     }
 }
 
-fn random_keys(rng: &mut StdRng) -> Tor1KeyMaterial {
-    let mut k = [0u8; Tor1KeyMaterial::KDF_LEN];
-    rng.fill(&mut k[..]);
-    Tor1KeyMaterial::from_kdf_output(&k)
-}
-
-fn reversed(k: &Tor1KeyMaterial) -> Tor1KeyMaterial {
-    let mut out = k.clone();
-    out.df = k.db;
-    out.db = k.df;
-    out.kf = k.kb;
-    out.kb = k.kf;
-    out
-}
-
 /// A client circuit on shard `cs` waiting with a cookie whose home is `home`, a service
 /// circuit on shard `ss`, RENDEZVOUS1 delivered: the joined pair, with an end-to-end layer.
 fn joined(p: &mut Pair, rng: &mut StdRng, cs: usize, ss: usize, home: usize) -> (Client, Client) {
     let (m1, m2) = (peer(0x21), peer(0x22));
-    let (mut cl, _) = build(p, cs, relay_chan(1, &m1, false), 1);
-    let (mut svc, _) = build(p, ss, relay_chan(2, &m2, false), 2);
+    let (mut cl, _) = build(&mut p.r[cs], relay_chan(1, &m1, false), 1, false);
+    let (mut svc, _) = build(&mut p.r[ss], relay_chan(2, &m2, false), 2, false);
     let cookie = cookie_with_home(rng, home);
-    send(p, cs, &mut cl, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
+    p.send(cs, &mut cl, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
     let out = p.drain();
     assert_eq!(
         got(&mut cl, &out[cs]),
@@ -403,7 +149,7 @@ fn joined(p: &mut Pair, rng: &mut StdRng, cs: usize, ss: usize, home: usize) -> 
     let info: Vec<u8> = (0..64).map(|_| rng.gen()).collect();
     let mut rend1 = [0u8; 498];
     let n = Rendezvous1::encode(&cookie, &info, &mut rend1).unwrap();
-    send(p, ss, &mut svc, RelayCmd::RENDEZVOUS1, &rend1[..n]);
+    p.send(ss, &mut svc, RelayCmd::RENDEZVOUS1, &rend1[..n]);
     let out = p.drain();
     assert!(got(&mut svc, &out[ss]).is_empty());
     assert_eq!(
@@ -498,15 +244,8 @@ fn a_partner_that_vanished_mid_flight() {
     // INTRODUCE1 in flight while the intro circuit closes: UNKNOWN_ID, no panic.
     let mut p = Pair::new();
     let sk = key_with_home(&mut rng, 1);
-    let (mut svc, kh) = build(&mut p, 0, relay_chan(1, &m1, false), 1);
-    send(
-        &mut p,
-        0,
-        &mut svc,
-        RelayCmd::ESTABLISH_INTRO,
-        &establish_intro(&sk, &kh),
-    );
-    let (mut cl, _) = build(&mut p, 1, relay_chan(2, &m2, false), 2);
+    let svc = p.intro_circuit(0, relay_chan(1, &m1, false), 1, &sk);
+    let (mut cl, _) = build(&mut p.r[1], relay_chan(2, &m2, false), 2, false);
     p.drain();
     let body = relay_cell(&mut cl, 0, RelayCmd::INTRODUCE1, &intro1(&sk, &[1; 50]));
     p.cell_held(1, &cl, ChanCmd::RELAY, body);
@@ -526,9 +265,9 @@ fn a_partner_that_vanished_mid_flight() {
     // is closed as for an unknown cookie (TORPROTOCOL).
     let mut p = Pair::new();
     let cookie = cookie_with_home(&mut rng, 1);
-    let (mut cl, _) = build(&mut p, 0, relay_chan(1, &m1, false), 1);
-    send(&mut p, 0, &mut cl, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
-    let (mut svc, _) = build(&mut p, 1, relay_chan(2, &m2, false), 2);
+    let (mut cl, _) = build(&mut p.r[0], relay_chan(1, &m1, false), 1, false);
+    p.send(0, &mut cl, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
+    let (mut svc, _) = build(&mut p.r[1], relay_chan(2, &m2, false), 2, false);
     p.drain();
     let mut rend1 = [0u8; 498];
     let n = Rendezvous1::encode(&cookie, &[5; 64], &mut rend1).unwrap();
@@ -555,12 +294,12 @@ fn a_partner_that_vanished_mid_flight() {
     // any splice.
     let mut p = Pair::new();
     let cookie = cookie_with_home(&mut rng, 0);
-    let (mut cl, _) = build(&mut p, 0, relay_chan(1, &m1, false), 1);
-    send(&mut p, 0, &mut cl, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
+    let (mut cl, _) = build(&mut p.r[0], relay_chan(1, &m1, false), 1, false);
+    p.send(0, &mut cl, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
     let [a0, _] = p.drain();
     // Read by the client: its backward digest runs over every cell.
     assert_eq!(got(&mut cl, &a0)[0].1, RelayCmd::RENDEZVOUS_ESTABLISHED);
-    let (mut svc, _) = build(&mut p, 1, relay_chan(2, &m2, false), 2);
+    let (mut svc, _) = build(&mut p.r[1], relay_chan(2, &m2, false), 2, false);
     let n = Rendezvous1::encode(&cookie, &[6; 64], &mut rend1).unwrap();
     let body = relay_cell(&mut svc, 0, RelayCmd::RENDEZVOUS1, &rend1[..n]);
     p.cell_held(1, &svc, ChanCmd::RELAY, body);
@@ -608,35 +347,245 @@ fn a_partner_that_vanished_mid_flight() {
 fn one_shard_never_sends_messages() {
     let mut rng = seeded("one_shard_never_sends_messages");
     let (m1, m2) = (peer(0x21), peer(0x22));
-    let mut p = Pair {
-        r: vec![Relay::new(
-            1,
-            test_config(),
-            "reject *:*",
-            TestNet::default(),
-        )],
-        flight: VecDeque::new(),
-        out: [Vec::new(), Vec::new()],
-    };
+    let mut p = Pair::one_shard();
     let sk = SigningKey::from_bytes(&rng.gen());
-    let (mut svc, kh) = build(&mut p, 0, relay_chan(1, &m1, false), 1);
-    send(
-        &mut p,
-        0,
-        &mut svc,
-        RelayCmd::ESTABLISH_INTRO,
-        &establish_intro(&sk, &kh),
-    );
-    let (mut cl, _) = build(&mut p, 0, relay_chan(2, &m2, false), 2);
-    send(
-        &mut p,
-        0,
-        &mut cl,
-        RelayCmd::INTRODUCE1,
-        &intro1(&sk, &[3; 40]),
-    );
+    p.intro_circuit(0, relay_chan(1, &m1, false), 1, &sk);
+    let (mut cl, _) = build(&mut p.r[0], relay_chan(2, &m2, false), 2, false);
+    p.send(0, &mut cl, RelayCmd::INTRODUCE1, &intro1(&sk, &[3; 40]));
     assert!(p.flight.is_empty());
     let [a0, _] = p.drain();
     assert_eq!(ack_status(&mut cl, &a0), AckStatus::SUCCESS);
     assert_eq!(p.r[0].core.metrics().hs_cross_shard_intros, 0);
+}
+
+/// A client circuit on shard 0 waiting with a cookie whose home is `home`, and a service
+/// circuit on shard 1 with the end-to-end layer in place on both; the service's
+/// RENDEZVOUS1 is sent and left in flight (the service's circuit is `RendJoining`).
+fn joining(p: &mut Pair, rng: &mut StdRng, home: usize) -> (Client, Client) {
+    joining_on(p, rng, 0, home)
+}
+
+/// [`joining`] with the client's circuit on shard `cs`.
+fn joining_on(p: &mut Pair, rng: &mut StdRng, cs: usize, home: usize) -> (Client, Client) {
+    let (m1, m2) = (peer(0x21), peer(0x22));
+    let (mut cl, _) = build(&mut p.r[cs], relay_chan(1, &m1, false), 1, false);
+    let (mut svc, _) = build(&mut p.r[1], relay_chan(2, &m2, false), 2, false);
+    let cookie = cookie_with_home(rng, home);
+    p.send(cs, &mut cl, RelayCmd::ESTABLISH_RENDEZVOUS, &cookie);
+    let out = p.drain();
+    assert_eq!(
+        got(&mut cl, &out[cs]),
+        vec![(0, RelayCmd::RENDEZVOUS_ESTABLISHED, vec![])]
+    );
+    let mut rend1 = [0u8; 498];
+    let n = Rendezvous1::encode(&cookie, &[0x42; 64], &mut rend1).unwrap();
+    let body = relay_cell(&mut svc, 0, RelayCmd::RENDEZVOUS1, &rend1[..n]);
+    p.cell_held(1, &svc, ChanCmd::RELAY, body);
+    assert!(!p.flight.is_empty(), "the join crosses shards");
+    let e2e = random_keys(rng);
+    cl.circ.layers.push(&e2e);
+    svc.circ.layers.push(&reversed(&e2e));
+    (cl, svc)
+}
+
+/// C tor joins at once (`rend_mid_rendezvous`), so a cell the service sends right after
+/// RENDEZVOUS1 is spliced. Across shards the join takes a round trip: such cells are held
+/// (in the cell pool) and passed through the splice in order once it completes, never a
+/// TORPROTOCOL close. The client's circuit on the other shard, or on the service's (home
+/// on the other: the join still takes a round trip, and the held cells take the local
+/// splice).
+#[test]
+fn cells_sent_while_joining_are_spliced_after_the_join() {
+    let mut rng = seeded("cells_sent_while_joining_are_spliced_after_the_join");
+    for (cs, home) in [(0, 0), (0, 1), (1, 0)] {
+        let mut p = Pair::new();
+        let (mut cl, mut svc) = joining_on(&mut p, &mut rng, cs, home);
+        let queued = p.r[1].core.metrics().queued_cells;
+        let circuits = p.r[1].core.circuit_count();
+        let mut sent = Vec::new();
+        for i in 0..5u8 {
+            let data = vec![i; 50 + usize::from(i)];
+            let body = relay_cell(&mut svc, 1, RelayCmd::DATA, &data);
+            p.cell_held(1, &svc, ChanCmd::RELAY, body);
+            sent.push(data);
+        }
+        assert_eq!(
+            p.r[1].core.circuit_count(),
+            circuits,
+            "home {home}: still open"
+        );
+        assert!(destroys(&p.out[1]).is_empty());
+        // Held in the shard's cell pool.
+        assert_eq!(p.r[1].core.metrics().queued_cells, queued + 5);
+        assert_eq!(p.r[1].core.hs_cross_counters().joining_held, 5);
+        p.settle();
+        let out = p.drain();
+        assert!(destroys(&out[1]).is_empty() && destroys(&out[0]).is_empty());
+        let g = got(&mut cl, &out[cs]);
+        assert_eq!(g.len(), 6, "client on {cs}, home {home}: {g:?}");
+        assert_eq!((g[0].0, g[0].1), (0, RelayCmd::RENDEZVOUS2));
+        for (i, d) in sent.iter().enumerate() {
+            assert_eq!(
+                (g[i + 1].0, g[i + 1].1, &g[i + 1].2),
+                (1, RelayCmd::DATA, d)
+            );
+        }
+        let c = p.r[1].core.hs_cross_counters();
+        assert_eq!((c.joining_spliced, c.joining_dropped), (5, 0));
+        assert_eq!(p.r[1].core.metrics().queued_cells, queued);
+        // Joined: the splice carries on both ways.
+        flow(&mut p, &mut rng, &mut svc, 1, &mut cl, cs, 20);
+        flow(&mut p, &mut rng, &mut cl, cs, &mut svc, 1, 20);
+    }
+}
+
+/// Past the hold bound the service's circuit closes with RESOURCELIMIT (C tor's answer to
+/// a cell queue past its limit), its held cells dropped and counted; the client's side,
+/// joined meanwhile, closes with the service's own reason, as C tor marks a splice
+/// partner (`circuit_mark_for_close_`), not DESTROYED.
+#[test]
+fn joining_past_the_hold_bound_closes_both_with_the_reason() {
+    let mut rng = seeded("joining_past_the_hold_bound_closes_both_with_the_reason");
+    for home in 0..2 {
+        let mut p = Pair::new();
+        let (mut cl, mut svc) = joining(&mut p, &mut rng, home);
+        let queued = p.r[1].core.metrics().queued_cells;
+        let max = fors::proto::circuit::hs_cross::REND_JOINING_HOLD_MAX;
+        for i in 0..=max {
+            let body = relay_cell(&mut svc, 1, RelayCmd::DATA, &[i as u8; 30]);
+            p.cell_held(1, &svc, ChanCmd::RELAY, body);
+        }
+        assert_eq!(
+            destroys(&p.out[1]),
+            vec![(2, svc.circ_id, DestroyReason::ResourceLimit)]
+        );
+        let c = p.r[1].core.hs_cross_counters();
+        assert_eq!(
+            (c.joining_held, c.joining_overflow, c.joining_dropped),
+            (max as u64, 1, max as u64)
+        );
+        assert_eq!(p.r[1].core.metrics().queued_cells, queued);
+        p.settle();
+        let [a0, _] = p.drain();
+        assert_eq!(got(&mut cl, &a0)[0].1, RelayCmd::RENDEZVOUS2);
+        assert_eq!(
+            destroys(&a0),
+            vec![(1, cl.circ_id, DestroyReason::ResourceLimit)],
+            "home {home}"
+        );
+        assert_eq!(p.r[0].core.circuit_count() + p.r[1].core.circuit_count(), 0);
+        assert_eq!(p.r[home].core.hs_table_sizes(), (0, 0));
+    }
+}
+
+/// A service circuit that breaks a rule while joining (a second RENDEZVOUS1) closes with
+/// TORPROTOCOL, and so does the client's side once its join comes back.
+#[test]
+fn joining_circuit_closed_for_a_protocol_violation_carries_its_reason() {
+    let mut rng = seeded("joining_circuit_closed_for_a_protocol_violation_carries_its_reason");
+    let mut p = Pair::new();
+    let (mut cl, mut svc) = joining(&mut p, &mut rng, 0);
+    let mut rend1 = [0u8; 498];
+    let n = Rendezvous1::encode(&[9; 20], &[1; 64], &mut rend1).unwrap();
+    let body = relay_cell(&mut svc, 0, RelayCmd::RENDEZVOUS1, &rend1[..n]);
+    p.cell_held(1, &svc, ChanCmd::RELAY, body);
+    assert_eq!(
+        destroys(&p.out[1]),
+        vec![(2, svc.circ_id, DestroyReason::TorProtocol)]
+    );
+    p.settle();
+    let [a0, _] = p.drain();
+    assert_eq!(got(&mut cl, &a0)[0].1, RelayCmd::RENDEZVOUS2);
+    assert_eq!(
+        destroys(&a0),
+        vec![(1, cl.circ_id, DestroyReason::TorProtocol)]
+    );
+}
+
+/// INTRODUCE1/2 and RENDEZVOUS1/2 that the node's cross-shard overflow refuses (at its
+/// bound) are answered as C tor answers what it cannot relay: the client gets
+/// INTRODUCE_ACK UNKNOWN_ID (the intro circuit stays); a refused RENDEZVOUS1 closes the
+/// service's circuit with RESOURCELIMIT (the client keeps waiting); a refused RENDEZVOUS2
+/// closes both. Counted.
+#[test]
+fn hs_messages_refused_at_the_overflow_bound() {
+    let mut rng = seeded("hs_messages_refused_at_the_overflow_bound");
+    let (m1, m2) = (peer(0x21), peer(0x22));
+    // Gives the message in flight back to the shard that sent it, as the node does.
+    fn refuse(p: &mut Pair, from: usize) {
+        let (to, msg) = p.flight.pop_back().expect("a message in flight");
+        let acts = p.r[from]
+            .io(|c, io| c.hs_cross_refused(ShardIdx(to as u16), msg, io))
+            .1;
+        p.take(from, acts);
+        p.settle();
+    }
+
+    // INTRODUCE1 (client's shard 1 → home 0) and INTRODUCE2 (home 1 → intro shard 0).
+    for home in [0, 1] {
+        let mut p = Pair::new();
+        let sk = key_with_home(&mut rng, home);
+        let mut svc = p.intro_circuit(0, relay_chan(1, &m1, false), 1, &sk);
+        let (mut cl, _) = build(&mut p.r[1], relay_chan(2, &m2, false), 2, false);
+        p.drain();
+        let body = relay_cell(&mut cl, 0, RelayCmd::INTRODUCE1, &intro1(&sk, &[1; 50]));
+        p.cell_held(1, &cl, ChanCmd::RELAY, body);
+        let (to, m) = p.flight.back().expect("in flight");
+        assert_eq!(*to, 0);
+        if home == 0 {
+            assert!(matches!(m, HsMsg::Introduce1 { .. }), "{m:?}");
+        } else {
+            assert!(matches!(m, HsMsg::Introduce2 { .. }), "{m:?}");
+        }
+        refuse(&mut p, 1);
+        let [a0, a1] = p.drain();
+        assert_eq!(
+            ack_status(&mut cl, &a1),
+            AckStatus::UNKNOWN_ID,
+            "home {home}"
+        );
+        assert!(got(&mut svc, &a0).is_empty(), "no INTRODUCE2");
+        assert_eq!(p.r[1].core.hs_cross_counters().overflow_introduce, 1);
+        assert_eq!(p.r[0].core.circuit_count(), 1, "the intro circuit stays");
+        assert!(destroys(&a0).is_empty() && destroys(&a1).is_empty());
+    }
+
+    // RENDEZVOUS1 (service's shard 1 → home 0): the service's circuit closes.
+    let mut p = Pair::new();
+    let (mut cl, svc) = joining(&mut p, &mut rng, 0);
+    assert!(matches!(
+        p.flight.back(),
+        Some((0, HsMsg::Rendezvous1 { .. }))
+    ));
+    refuse(&mut p, 1);
+    let [a0, a1] = p.drain();
+    assert_eq!(
+        destroys(&a1),
+        vec![(2, svc.circ_id, DestroyReason::ResourceLimit)]
+    );
+    assert!(got(&mut cl, &a0).is_empty() && destroys(&a0).is_empty());
+    assert_eq!(p.r[0].core.hs_table_sizes().1, 1, "the client still waits");
+    assert_eq!(p.r[1].core.hs_cross_counters().overflow_rendezvous, 1);
+
+    // RENDEZVOUS2 (home 1 → client's shard 0): the cookie is taken; both close.
+    let mut p = Pair::new();
+    let (mut cl, svc) = joining(&mut p, &mut rng, 1);
+    assert!(matches!(
+        p.flight.back(),
+        Some((0, HsMsg::Rendezvous2 { .. }))
+    ));
+    refuse(&mut p, 1);
+    let [a0, a1] = p.drain();
+    assert!(got(&mut cl, &a0).is_empty(), "no RENDEZVOUS2");
+    assert_eq!(
+        destroys(&a0),
+        vec![(1, cl.circ_id, DestroyReason::ResourceLimit)]
+    );
+    assert_eq!(
+        destroys(&a1),
+        vec![(2, svc.circ_id, DestroyReason::ResourceLimit)]
+    );
+    assert_eq!(p.r[0].core.circuit_count() + p.r[1].core.circuit_count(), 0);
+    assert_eq!(p.r[1].core.hs_table_sizes(), (0, 0));
+    assert_eq!(p.r[1].core.hs_cross_counters().overflow_rendezvous, 1);
 }

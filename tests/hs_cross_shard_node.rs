@@ -7,37 +7,22 @@
 //! Seeds are printed; `FORS_TEST_SEED` replays one.
 
 mod channel_support;
+#[path = "circuit_common/hs_cells.rs"]
+mod hs_cells;
 mod node_harness;
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use fors::cell::chan::{Destroy, DestroyReason};
 use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CELL_BODY_LEN};
 use fors::crypto::keymat::Tor1KeyMaterial;
 use fors::crypto::relay::Tor1ClientLayer;
 use fors::proto::hs::cells::Rendezvous1;
-use fors::proto::hs::cells::{encode_establish_intro, AckStatus, Introduce1, IntroduceAck};
-use fors::proto::hs::home_shard;
-use fors::proto::hs::verify::{hs_mac, ESTABLISH_INTRO_SIG_PREFIX};
+use fors::proto::hs::cells::{AckStatus, Introduce1, IntroduceAck};
+use hs_cells::{establish_intro, intro1, key_with_home};
 use node_harness::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-fn establish_intro(sk: &SigningKey, kh: &[u8; 20]) -> Vec<u8> {
-    let mut out = [0u8; 498];
-    let n = encode_establish_intro(
-        sk.verifying_key().as_bytes(),
-        &[],
-        |m| hs_mac(kh, m),
-        |m| {
-            let signed = [ESTABLISH_INTRO_SIG_PREFIX, m].concat();
-            sk.sign(&signed).to_bytes()
-        },
-        &mut out,
-    )
-    .unwrap();
-    out[..n].to_vec()
-}
 
 fn relay(p: &mut Peer, net: &mut Net, c: &mut ClientCirc, hop: usize, cmd: RelayCmd, data: &[u8]) {
     let body = c.cell(hop, cmd, 0, data);
@@ -55,23 +40,15 @@ fn destroys(cells: &[(fors::cell::CircId, ChanCmd, Vec<u8>)]) -> Vec<DestroyReas
         .collect()
 }
 
-#[test]
-fn introduce_across_nodes() {
-    let seed = seed("introduce_across_nodes");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut net = Net::new(seed);
-    let sk = loop {
-        let sk = SigningKey::from_bytes(&rng.gen());
-        if home_shard(sk.verifying_key().as_bytes(), 2) == 1 {
-            break sk;
-        }
-    };
-    let mut sp = Peer::client(&mut net, 0, 40001);
-    let mut svc = ClientCirc::create(&mut net, &mut sp, 0x8000_0001);
+/// A service's intro circuit on shard 0 for a key whose home is shard 1, established.
+fn intro_service(net: &mut Net, rng: &mut StdRng) -> (SigningKey, Peer, ClientCirc) {
+    let sk = key_with_home(rng, 1);
+    let mut sp = Peer::client(net, 0, 40001);
+    let mut svc = ClientCirc::create(net, &mut sp, 0x8000_0001);
     let kh = svc.kh;
     relay(
         &mut sp,
-        &mut net,
+        net,
         &mut svc,
         0,
         RelayCmd::ESTABLISH_INTRO,
@@ -80,6 +57,15 @@ fn introduce_across_nodes() {
     let got = svc.open_all(&sp.cells());
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].1, RelayCmd::INTRO_ESTABLISHED);
+    (sk, sp, svc)
+}
+
+#[test]
+fn introduce_across_nodes() {
+    let seed = seed("introduce_across_nodes");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut net = Net::new(seed);
+    let (sk, mut sp, mut svc) = intro_service(&mut net, &mut rng);
     assert!(net
         .cross_log
         .iter()
@@ -248,4 +234,69 @@ fn splice_across_nodes_then_a_full_cross_queue() {
             "shard {s}"
         );
     }
+}
+
+/// INTRODUCE1 bodies that wait in a congested cross-shard link are charged to the shard's
+/// cell pool like held relay cells (the memory cap sees them) and counted in the link's
+/// bound; once it drains, each reaches the service and each client hears SUCCESS.
+#[test]
+fn introduce_bodies_held_across_shards_are_charged() {
+    let seed = seed("introduce_bodies_held_across_shards_are_charged");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut net = Net::new(seed);
+    // The key's home on shard 1 (the clients' shard): INTRODUCE2 crosses to shard 0.
+    let (sk, mut sp, mut svc) = intro_service(&mut net, &mut rng);
+    let mut cp = Peer::client(&mut net, 1, 40002);
+    let n = 6u32;
+    let mut clients: Vec<ClientCirc> = (0..n)
+        .map(|i| ClientCirc::create(&mut net, &mut cp, 0x8000_0010 + i))
+        .collect();
+    let base = net.nodes[1].census();
+    // Shard 1's queue toward shard 0 takes 2 messages; nobody drains it for now.
+    net.shards[1].cross_capacity = 2;
+    let mut bytes = Vec::new();
+    let mut sent = Vec::new();
+    for c in clients.iter_mut() {
+        let enc: Vec<u8> = (0..200).map(|_| rng.gen()).collect();
+        let b = intro1(&sk, &enc);
+        let body = c.cell(0, RelayCmd::INTRODUCE1, 0, &b);
+        cp.chan.send_cell(c.circ_id, ChanCmd::RELAY, &body).unwrap();
+        let out = cp.chan.pending_output().to_vec();
+        cp.chan.consume_output(out.len());
+        bytes.extend_from_slice(&out);
+        sent.push(b);
+    }
+    net.nodes[1].on_data(cp.conn, &bytes, &mut net.shards[1]);
+    let held = net.nodes[1].census();
+    assert_eq!(held.cross_held, base.cross_held + n as usize - 2);
+    assert_eq!(held.queued_cells, base.queued_cells + u64::from(n) - 2);
+    assert_eq!(net.nodes[1].hs_cross_counters().overflow_introduce, 0);
+    // Drained: every INTRODUCE2 reaches the service in order, every client hears SUCCESS.
+    net.shards[1].cross_capacity = 1 << 16;
+    net.settle();
+    sp.pump(&mut net);
+    cp.pump(&mut net);
+    let to_svc: Vec<Vec<u8>> = svc
+        .open_all(&sp.cells())
+        .into_iter()
+        .map(|(_, cmd, _, d)| {
+            assert_eq!(cmd, RelayCmd::INTRODUCE2);
+            d
+        })
+        .collect();
+    assert_eq!(to_svc, sent);
+    let cells = cp.cells();
+    for c in clients.iter_mut() {
+        let g = c.open_all(&cells);
+        assert_eq!(g.len(), 1, "{g:?}");
+        assert_eq!(
+            IntroduceAck::parse(&g[0].3).unwrap().status,
+            AckStatus::SUCCESS
+        );
+    }
+    let after = net.nodes[1].census();
+    assert_eq!(
+        (after.cross_held, after.queued_cells),
+        (base.cross_held, base.queued_cells)
+    );
 }

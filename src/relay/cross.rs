@@ -89,6 +89,17 @@ impl RelayMsg {
             _ => false,
         }
     }
+
+    /// An onion-service message with a cell-sized body (INTRODUCE1/2, RENDEZVOUS1/2).
+    pub fn is_hs_body(&self) -> bool {
+        matches!(self, RelayMsg::Hs(m) if m.has_body())
+    }
+
+    /// Whether this message, held in an overflow, counts against its cell bound and takes
+    /// a buffer of the shard's cell pool: relay cells and onion-service bodies.
+    pub fn is_charged(&self) -> bool {
+        self.is_relay_cell() || self.is_hs_body()
+    }
 }
 
 /// The shard that owns outbound channels to `rsa` among `shards`: the RSA identity (a
@@ -255,9 +266,13 @@ pub enum Sent {
 /// Sending toward one other shard: the overflow and the congestion state.
 pub struct CrossLink {
     overflow: VecDeque<RelayMsg>,
-    /// Relay cells in `overflow` (bounded by `max_cells`).
+    /// Charged messages in `overflow` ([`RelayMsg::is_charged`], bounded by `max_cells`).
     cells: usize,
     max_cells: usize,
+    /// Onion-service bodies among them, bounded by `max_hs_bodies` (a quarter of the
+    /// cells, so a burst of INTRODUCE1s cannot take the room spliced cells need).
+    hs_bodies: usize,
+    max_hs_bodies: usize,
     /// A push failed and the queue has not yet drained to half: forward cells go back to
     /// the core and their channels count as blocked.
     congested: bool,
@@ -274,6 +289,8 @@ impl CrossLink {
             overflow: VecDeque::with_capacity(max_cells.min(1 << 12)),
             cells: 0,
             max_cells,
+            hs_bodies: 0,
+            max_hs_bodies: (max_cells / 4).max(1),
             congested: false,
             blocked_chans: Vec::new(),
             paused_conns: Vec::new(),
@@ -312,11 +329,13 @@ impl CrossLink {
         if forward_cell {
             return Sent::GiveBack(msg);
         }
-        if msg.is_relay_cell() {
-            if self.cells >= self.max_cells {
+        if msg.is_charged() {
+            let body = msg.is_hs_body();
+            if self.cells >= self.max_cells || (body && self.hs_bodies >= self.max_hs_bodies) {
                 return Sent::OverBound(msg);
             }
             self.cells += 1;
+            self.hs_bodies += usize::from(body);
         }
         self.overflow.push_back(msg);
         Sent::Held
@@ -346,12 +365,11 @@ impl CrossLink {
         resume: &mut Vec<ConnId>,
     ) {
         while let Some(m) = self.overflow.pop_front() {
-            let cell = m.is_relay_cell();
+            let (charged, body) = (m.is_charged(), m.is_hs_body());
             match q.try_push(m) {
                 Ok(()) => {
-                    if cell {
-                        self.cells -= 1;
-                    }
+                    self.cells -= usize::from(charged);
+                    self.hs_bodies -= usize::from(body);
                 }
                 Err(m) => {
                     self.overflow.push_front(m);
@@ -368,18 +386,23 @@ impl CrossLink {
         }
     }
 
-    /// Relay cells waiting in the overflow.
+    /// Charged messages (relay cells, onion-service bodies) waiting in the overflow: the
+    /// pool buffers the shard holds for this link.
     pub fn held_cells(&self) -> usize {
         self.cells
+    }
+
+    /// Onion-service bodies waiting in the overflow.
+    pub fn held_hs_bodies(&self) -> usize {
+        self.hs_bodies
     }
 
     /// Takes back the message [`CrossLink::send`] just held (the caller could not account
     /// for it after all).
     pub fn unhold_last(&mut self) -> Option<RelayMsg> {
         let m = self.overflow.pop_back()?;
-        if m.is_relay_cell() {
-            self.cells -= 1;
-        }
+        self.cells -= usize::from(m.is_charged());
+        self.hs_bodies -= usize::from(m.is_hs_body());
         Some(m)
     }
 
@@ -580,6 +603,67 @@ mod tests {
         assert_eq!(unblock, vec![ChanId(9)]);
         // Forward cells are accepted again.
         assert_eq!(link.send(&mut q, fwd(11, ChanCmd::RELAY)), Sent::Queued);
+    }
+
+    fn intro1(n: u8) -> RelayMsg {
+        use crate::proto::circuit::hs_cross::CircRef;
+        use crate::proto::circuit::ShardIdx;
+        RelayMsg::Hs(HsMsg::Introduce1 {
+            client: CircRef {
+                shard: ShardIdx(0),
+                circ: circ(u32::from(n)),
+            },
+            key: [n; 32],
+            len: 10,
+            body: [n; crate::cell::relay::v0::MAX_DATA_LEN],
+        })
+    }
+
+    /// Onion-service messages with a body wait in the overflow charged (they count in
+    /// `held_cells`, which the shard charges to its pool) and bounded: at most a quarter
+    /// of the cell bound, and never past the cell bound; small answers stay unbounded.
+    #[test]
+    fn hs_bodies_in_the_overflow_are_charged_and_bounded() {
+        let mut q = TestQueue {
+            items: VecDeque::new(),
+            cap: 1,
+        };
+        let mut link = CrossLink::new(8);
+        assert_eq!(link.send(&mut q, intro1(0)), Sent::Queued);
+        assert_eq!(link.send(&mut q, intro1(1)), Sent::Held);
+        assert_eq!(link.send(&mut q, intro1(2)), Sent::Held);
+        assert_eq!((link.held_cells(), link.held_hs_bodies()), (2, 2));
+        // A quarter of 8: the third body is refused, a relay cell still fits.
+        assert!(matches!(
+            link.send(&mut q, intro1(3)),
+            Sent::OverBound(RelayMsg::Hs(HsMsg::Introduce1 { key, .. })) if key[0] == 3
+        ));
+        let ack = RelayMsg::Hs(HsMsg::IntroduceAck {
+            client: circ(1),
+            status: crate::proto::hs::cells::AckStatus::SUCCESS,
+        });
+        assert_eq!(link.send(&mut q, ack), Sent::Held);
+        for n in 0..6 {
+            assert_eq!(link.send(&mut q, back(n)), Sent::Held);
+        }
+        assert_eq!((link.depth(), link.held_cells()), (9, 8));
+        // The cell bound covers bodies and cells together.
+        assert!(matches!(link.send(&mut q, back(9)), Sent::OverBound(_)));
+        // Taken back and pumped, the counts go down with the messages.
+        assert!(matches!(
+            link.unhold_last(),
+            Some(RelayMsg::Backward { .. })
+        ));
+        assert_eq!(link.held_cells(), 7);
+        let (mut unblock, mut resume) = (Vec::new(), Vec::new());
+        q.items.clear();
+        link.pump(&mut q, &mut unblock, &mut resume);
+        assert_eq!((link.held_cells(), link.held_hs_bodies()), (6, 1));
+        q.items.clear();
+        link.pump(&mut q, &mut unblock, &mut resume);
+        assert_eq!((link.held_cells(), link.held_hs_bodies()), (5, 0));
+        assert_eq!(link.send(&mut q, intro1(4)), Sent::Held);
+        assert_eq!(link.held_hs_bodies(), 1);
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! to pick cells out of the actions. No sockets.
 #![allow(dead_code)]
 
+pub mod hs;
+pub mod hs_cells;
+
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -160,6 +160,12 @@ pub trait OriginateJobs<C> {
     fn count(&self) -> usize;
     fn circuit(&self, i: usize) -> usize;
     fn get(&mut self, i: usize) -> (&mut C, &mut CellBody);
+    /// Job `i`'s relay cell format if the list recorded it when it was built (the core's
+    /// stages do, from the circuit they already held): then splitting a batch by algorithm
+    /// needs no circuit lookup for a tor1 job, only the kernel's one. `None`: ask the hop.
+    fn format(&self, _i: usize) -> Option<RelayCellFormat> {
+        None
+    }
 }
 
 /// A hop state the tor1 multi-buffer kernels can run on: tor1 itself, or [`RelayHop`] when
@@ -394,14 +400,23 @@ impl RelayHop {
             let mut list = [0u16; SPLIT_CHUNK];
             let mut k = 0;
             for i in start..end {
-                match jobs.get(i) {
-                    (RelayHop::Cgo(c), body) => cgo(state, i, c, body),
-                    (RelayHop::Tor1(_), _) => {
-                        // Job lists are far shorter than 2^16 (the cores' stages are
-                        // bounded); a longer one would be a caller bug.
-                        list[k] = u16::try_from(i).expect("fewer than 65536 jobs");
-                        k += 1;
-                    }
+                // A recorded tor1 job is listed without looking its circuit up: the
+                // kernel's `get` is then its only lookup.
+                let tor1 = match jobs.format(i) {
+                    Some(RelayCellFormat::V0) => true,
+                    _ => match jobs.get(i) {
+                        (RelayHop::Cgo(c), body) => {
+                            cgo(state, i, c, body);
+                            false
+                        }
+                        (RelayHop::Tor1(_), _) => true,
+                    },
+                };
+                if tor1 {
+                    // Job lists are far shorter than 2^16 (the cores' stages are
+                    // bounded); a longer one would be a caller bug.
+                    list[k] = u16::try_from(i).expect("fewer than 65536 jobs");
+                    k += 1;
                 }
             }
             if k > 0 {
@@ -587,5 +602,165 @@ impl HopCrypto for RelayHop {
                 }
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// Jobs over a vector of hops that count every `get` (a circuit lookup in the core's
+    /// stages) and may carry each job's recorded format.
+    struct CountingJobs<'a, C> {
+        hops: &'a mut [C],
+        cells: &'a mut [CellBody],
+        circ: &'a [usize],
+        formats: Option<&'a [RelayCellFormat]>,
+        gets: Cell<usize>,
+    }
+
+    impl<C> OriginateJobs<C> for CountingJobs<'_, C> {
+        fn count(&self) -> usize {
+            self.cells.len()
+        }
+        fn circuit(&self, i: usize) -> usize {
+            self.circ[i]
+        }
+        fn get(&mut self, i: usize) -> (&mut C, &mut CellBody) {
+            self.gets.set(self.gets.get() + 1);
+            (&mut self.hops[self.circ[i]], &mut self.cells[i])
+        }
+        fn format(&self, i: usize) -> Option<RelayCellFormat> {
+            self.formats.map(|f| f[i])
+        }
+    }
+
+    fn tor1_keys(seed: u8) -> Tor1KeyMaterial {
+        let mut k = [0u8; Tor1KeyMaterial::KDF_LEN];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = seed.wrapping_mul(31).wrapping_add(i as u8);
+        }
+        Tor1KeyMaterial::from_kdf_output(&k)
+    }
+
+    fn cgo_keys(seed: u8) -> CgoKeyMaterial {
+        let mut k = [0u8; CgoKeyMaterial::STREAM_LEN];
+        for (i, b) in k.iter_mut().enumerate() {
+            *b = seed.wrapping_mul(17).wrapping_add(i as u8);
+        }
+        CgoKeyMaterial::from_bytes(&k)
+    }
+
+    /// Round-robin jobs over `circuits` circuits, `per` cells each, deterministic bodies.
+    fn batch(circuits: usize, per: usize) -> (Vec<CellBody>, Vec<usize>) {
+        let mut cells = Vec::new();
+        let mut circ = Vec::new();
+        for r in 0..per {
+            for c in 0..circuits {
+                let mut b = [0u8; CELL_BODY_LEN];
+                for (i, x) in b.iter_mut().enumerate() {
+                    *x = (i * 7 + c * 13 + r * 29) as u8;
+                }
+                cells.push(b);
+                circ.push(c);
+            }
+        }
+        (cells, circ)
+    }
+
+    /// `H::originate_jobs` over `hops` and a copy of `cells`: (bodies, tags, lookups).
+    fn originate_counted<H: HopCrypto>(
+        hops: &mut [H],
+        cells: &[CellBody],
+        circ: &[usize],
+        formats: Option<&[RelayCellFormat]>,
+    ) -> (Vec<CellBody>, Vec<[u8; SENDME_TAG_LEN]>, usize) {
+        let mut out = cells.to_vec();
+        let mut tags = vec![[0u8; SENDME_TAG_LEN]; cells.len()];
+        let mut j = CountingJobs {
+            hops,
+            cells: &mut out,
+            circ,
+            formats,
+            gets: Cell::new(0),
+        };
+        H::originate_jobs(&mut j, &mut tags);
+        let gets = j.gets.get();
+        (out, tags, gets)
+    }
+
+    /// A tor1 job whose format the list recorded is not looked up to split the batch: a
+    /// `RelayHop` batch of tor1 jobs costs exactly the lookups of the tor1-only kernel, and
+    /// gives the same bytes and tags. (Before, every tor1 job was looked up once more.)
+    #[test]
+    fn recorded_tor1_jobs_are_looked_up_only_by_the_kernel() {
+        let n = 8;
+        let (cells, circ) = batch(n, 3);
+        // Baseline: the tor1-only kernel over plain tor1 states.
+        let mut plain: Vec<Tor1RelayCrypto> = (0..n as u8)
+            .map(|s| Tor1RelayCrypto::new(&tor1_keys(s)))
+            .collect();
+        let a = originate_counted(&mut plain, &cells, &circ, None);
+        // RelayHop with each job's format recorded.
+        let mut hops: Vec<RelayHop> = (0..n as u8)
+            .map(|s| RelayHop::from_keys(&tor1_keys(s)))
+            .collect();
+        let formats = vec![RelayCellFormat::V0; cells.len()];
+        let b = originate_counted(&mut hops, &cells, &circ, Some(&formats));
+        assert_eq!(b.2, a.2, "one split lookup per tor1 job");
+        assert_eq!((&a.0, &a.1), (&b.0, &b.1));
+        // Not recorded: the split looks every job up once more (the fallback).
+        let mut hops: Vec<RelayHop> = (0..n as u8)
+            .map(|s| RelayHop::from_keys(&tor1_keys(s)))
+            .collect();
+        let c = originate_counted(&mut hops, &cells, &circ, None);
+        assert_eq!(c.2, a.2 + cells.len());
+        assert_eq!((&a.0, &a.1), (&c.0, &c.1));
+    }
+
+    /// Mixed tor1 and CGO jobs with recorded formats give what unrecorded ones give
+    /// (forward: bodies, hits, tags), CGO jobs each looked up once.
+    #[test]
+    fn recorded_formats_split_mixed_batches_alike() {
+        let n = 6;
+        let (cells0, circ) = batch(n, 2);
+        let mk = || -> Vec<RelayHop> {
+            (0..n as u8)
+                .map(|s| {
+                    if s % 3 == 1 {
+                        RelayHop::from_cgo_keys(&cgo_keys(s)).expect("cgo")
+                    } else {
+                        RelayHop::from_keys(&tor1_keys(s))
+                    }
+                })
+                .collect()
+        };
+        let mut hops_a = mk();
+        let formats: Vec<RelayCellFormat> = circ.iter().map(|&c| hops_a[c].format()).collect();
+        let run = |hops: &mut [RelayHop], formats: Option<&[RelayCellFormat]>| {
+            let mut cells = cells0.clone();
+            let mut hits = vec![false; cells.len()];
+            let mut tags = vec![[0u8; SENDME_TAG_LEN]; cells.len()];
+            let mut j = CountingJobs {
+                hops,
+                cells: &mut cells,
+                circ: &circ,
+                formats,
+                gets: Cell::new(0),
+            };
+            let k = RelayHop::forward_jobs(&mut j, &mut hits, &mut tags);
+            let gets = j.gets.get();
+            (cells, hits, tags, k, gets)
+        };
+        let a = run(&mut hops_a, Some(&formats));
+        let mut hops_b = mk();
+        let b = run(&mut hops_b, None);
+        assert_eq!((&a.0, &a.1, &a.2, a.3), (&b.0, &b.1, &b.2, b.3));
+        let tor1_jobs = formats
+            .iter()
+            .filter(|&&f| f == RelayCellFormat::V0)
+            .count();
+        assert_eq!(a.4 + tor1_jobs, b.4);
     }
 }

@@ -27,7 +27,10 @@ use std::time::Instant;
 
 use super::core::{CoreIo, RelayCore};
 use super::crypto::{CellBody, HopCrypto};
-use super::hs_cross::{hs_body, CircRef, HsMsg, JoinResult};
+use super::hs_cross::{
+    hs_body, CircRef, HsCrossCounters, HsMsg, JoinResult, REND_JOINING_HOLD_MAX,
+};
+use super::pool::CellQueue;
 use super::table::{CircHandle, Next};
 use super::{Action, NetworkView, PeerIdentity, ProtocolViolation, ShardIdx};
 use crate::cell::chan::DestroyReason;
@@ -52,6 +55,13 @@ struct HsSlot {
     state: HsCircState,
     /// The other circuit of a splice, on any shard.
     splice: Option<CircRef>,
+    /// Unrecognized cells of a `RendJoining` service circuit, in the shard's cell pool (so
+    /// the memory cap counts them), until the join passes them through the splice.
+    held: CellQueue,
+    /// The last circuit of this slot that closed while `RendJoining`, and its reason: the
+    /// client's side, joined meanwhile on its shard, closes with it (C tor marks the
+    /// splice partner with the closing circuit's own reason). Kept across the slot's reuse.
+    closed_joining: Option<(CircHandle, DestroyReason)>,
 }
 
 /// One shard's onion-service relay state (inside its [`RelayCore`]).
@@ -69,6 +79,8 @@ pub(super) struct HsRelay {
     refuse_single_hop: bool,
     /// Shards of this relay: picks each key's and cookie's home.
     pub(super) shards: usize,
+    /// The cross-shard waits and bounds (`hs_cross.rs`).
+    cross: HsCrossCounters,
 }
 
 impl HsRelay {
@@ -81,6 +93,7 @@ impl HsRelay {
             dos: IntroDosParams::default(),
             refuse_single_hop: false,
             shards: 1,
+            cross: HsCrossCounters::default(),
         }
     }
 
@@ -103,10 +116,18 @@ impl HsRelay {
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// A circuit's handshake finished: keep its KH, start from a plain role.
     pub(super) fn hs_circuit_opened(&mut self, idx: u32, kh: &[u8; 20]) {
+        let closed_joining = self.hs.slot(idx).closed_joining;
         *self.hs.slot(idx) = HsSlot {
             kh: *kh,
+            closed_joining,
             ..HsSlot::default()
         };
+    }
+
+    /// The counters of the onion-service waits and bounds across shards (held cells of a
+    /// joining circuit, messages refused at the cross-shard overflow bound).
+    pub fn hs_cross_counters(&self) -> HsCrossCounters {
+        self.hs.cross
     }
 
     /// The intro-point and rendezvous-point counters of this shard.
@@ -534,9 +555,23 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             HsMsg::RendJoined { service, result } => {
                 let Some(idx) = self.hs_resolve(service, |r| r == HsRole::RendJoining) else {
                     // The service's circuit closed before the join finished: the client's
-                    // side goes with it, as the other side of any splice.
+                    // side goes with it, with the service's own reason, as the other side
+                    // of any splice (C tor `circuit_mark_for_close_`).
+                    let slot = self.hs.slots.get_mut(service.idx as usize);
+                    let closed = slot.and_then(|s| {
+                        let c = s.closed_joining.filter(|&(h, _)| h == service);
+                        if c.is_some() {
+                            s.closed_joining = None;
+                        }
+                        c
+                    });
                     if let JoinResult::Joined(c) = result {
-                        self.hs_close_ref(c, DestroyReason::Destroyed, true, io);
+                        // Without a record (the slot's next circuit also closed while
+                        // joining, within this round trip) the reason is as for a DESTROY.
+                        let reason = closed.map_or(DestroyReason::Destroyed, |(_, r)| {
+                            crate::proto::hs::splice_close_reason(r)
+                        });
+                        self.hs_close_ref(c, reason, true, io);
                     }
                     return;
                 };
@@ -545,8 +580,21 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                         let s = self.hs.slot(idx);
                         s.state.role = HsRole::RendJoined { cookie: None };
                         s.splice = Some(c);
+                        self.hs_release_held(idx, io);
                     }
-                    JoinResult::SendFailed => self.hs.slot(idx).state.role = HsRole::Plain,
+                    JoinResult::SendFailed => {
+                        self.hs.slot(idx).state.role = HsRole::Plain;
+                        if !self.hs.slots[idx as usize].held.is_empty() {
+                            // C tor's circuit stays unspliced, and the first of these cells
+                            // meets it at its last hop: TORPROTOCOL (held cells dropped and
+                            // counted by the close).
+                            self.protocol_close(
+                                idx,
+                                super::ProtocolViolation::UnrecognizedAtLastHop,
+                                io,
+                            );
+                        }
+                    }
                     JoinResult::NoClient => self.hs_close(idx, DestroyReason::TorProtocol, io),
                 }
             }
@@ -622,6 +670,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         io: &mut CoreIo<'_>,
     ) -> Option<bool> {
         let slot = &self.hs.slots[idx as usize];
+        if slot.state.role == HsRole::RendJoining {
+            return Some(self.hs_hold_joining(idx, body, io));
+        }
         if !matches!(slot.state.role, HsRole::RendJoined { .. }) {
             return None;
         }
@@ -644,6 +695,51 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.metrics.cells_forwarded += 1;
         self.splice_to(pi, body, io);
         Some(self.table.get(idx).is_some())
+    }
+
+    /// An unrecognized cell of `idx` between its RENDEZVOUS1 and the join (`RendJoining`):
+    /// C tor would splice it (it joins at once), so it is held until the join and passed
+    /// through then, in order. Past [`REND_JOINING_HOLD_MAX`], or with no pool buffer left,
+    /// the circuit closes with RESOURCELIMIT (counted). Whether `idx` is still open.
+    fn hs_hold_joining(&mut self, idx: u32, body: &CellBody, io: &mut CoreIo<'_>) -> bool {
+        let stamp = self.stamp(io.now);
+        let mut q = self.hs.slots[idx as usize].held;
+        let held =
+            q.len() < REND_JOINING_HOLD_MAX && self.pool.push(&mut q, ChanCmd::RELAY, body, stamp);
+        self.hs.slots[idx as usize].held = q;
+        self.update_queue_metrics();
+        if !held {
+            self.hs.cross.joining_overflow += 1;
+            self.close(idx, DestroyReason::ResourceLimit, true, true, io);
+            return false;
+        }
+        self.hs.cross.joining_held += 1;
+        true
+    }
+
+    /// The join of `idx` completed: its held cells go through the splice in order.
+    fn hs_release_held(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+        let mut body = [0u8; crate::cell::CELL_BODY_LEN];
+        loop {
+            let mut q = self.hs.slots[idx as usize].held;
+            let popped = self.pool.pop(&mut q, &mut body).is_some();
+            self.hs.slots[idx as usize].held = q;
+            if !popped {
+                break;
+            }
+            self.hs.cross.joining_spliced += 1;
+            // A close on the way (the partner's queue bound) drops the rest, counted.
+            if self.splice_forward(idx, &mut body, io) != Some(true) {
+                break;
+            }
+        }
+        // A local partner that closed meanwhile is closing `idx` too; drop what is left.
+        if self.table.get(idx).is_some() {
+            let mut q = ::core::mem::take(&mut self.hs.slots[idx as usize].held);
+            self.hs.cross.joining_dropped += q.len() as u64;
+            self.pool.clear(&mut q);
+        }
+        self.update_queue_metrics();
     }
 
     /// Adds `partner`'s backward layer to `body` and sends it toward its client side.
@@ -689,6 +785,59 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
     }
 
+    /// A message with a body (`HsMsg::has_body`) that the cross-shard overflow toward shard
+    /// `to` refused (at its bound, or no pool buffer for it), carried out here as C tor
+    /// answers what it cannot relay:
+    /// * INTRODUCE1 (→ home) and INTRODUCE2 (→ the intro circuit's shard): the client gets
+    ///   INTRODUCE_ACK UNKNOWN_ID, C tor's status when `relay_send_command_from_edge` of the
+    ///   INTRODUCE2 fails (`handle_introduce1`); the intro circuit stays.
+    /// * RENDEZVOUS1 (→ home): the service's circuit closes with RESOURCELIMIT (this relay's
+    ///   resource, as C tor's cell-queue limit); the client's keeps waiting, its cookie
+    ///   still registered.
+    /// * RENDEZVOUS2 (→ the client's shard): the cookie is taken, so neither side can join:
+    ///   both close with RESOURCELIMIT (C tor closes a circuit it failed to send
+    ///   RENDEZVOUS2 on; here the service's would otherwise wait for a join that never
+    ///   comes).
+    pub fn hs_cross_refused(&mut self, to: ShardIdx, msg: HsMsg, io: &mut CoreIo<'_>) {
+        match msg {
+            HsMsg::Introduce1 { client, .. } => {
+                self.hs.cross.overflow_introduce += 1;
+                if let Some(idx) = self.table.resolve(client.circ) {
+                    self.hs_send_ack(idx, crate::proto::hs::cells::AckStatus::UNKNOWN_ID, io);
+                }
+            }
+            HsMsg::Introduce2 { client, .. } => {
+                self.hs.cross.overflow_introduce += 1;
+                let status = self.hs.intro(io.now).introduce2_sent(false);
+                let msg = HsMsg::IntroduceAck {
+                    client: client.circ,
+                    status,
+                };
+                self.hs_route(client.shard, msg, io);
+            }
+            HsMsg::Rendezvous1 { service, .. } => {
+                self.hs.cross.overflow_rendezvous += 1;
+                if let Some(idx) = self.table.resolve(service.circ) {
+                    self.close(idx, DestroyReason::ResourceLimit, true, true, io);
+                }
+            }
+            HsMsg::Rendezvous2 {
+                client, service, ..
+            } => {
+                self.hs.cross.overflow_rendezvous += 1;
+                let client = CircRef {
+                    shard: to,
+                    circ: client,
+                };
+                self.hs_close_ref(client, DestroyReason::ResourceLimit, false, io);
+                self.hs_close_ref(service, DestroyReason::ResourceLimit, false, io);
+            }
+            // Small answers are never refused (the overflow holds them unbounded by cells).
+            _ => {}
+        }
+        self.sync_hs_metrics();
+    }
+
     /// `idx` (`handle`) closed with `reason`: forget its key or cookie at home, and close
     /// the other side of its splice with the same reason (C tor `circuit_about_to_free`).
     pub(super) fn hs_circuit_closed(
@@ -698,8 +847,19 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         reason: DestroyReason,
         io: &mut CoreIo<'_>,
     ) {
-        let slot = ::core::mem::take(self.hs.slot(idx));
+        let mut slot = ::core::mem::take(self.hs.slot(idx));
         let me = self.hs_ref(handle);
+        if !slot.held.is_empty() {
+            self.hs.cross.joining_dropped += slot.held.len() as u64;
+            self.pool.clear(&mut slot.held);
+            self.update_queue_metrics();
+        }
+        // The slot keeps who closed while joining, and why, for the `RendJoined` to come.
+        self.hs.slot(idx).closed_joining = if slot.state.role == HsRole::RendJoining {
+            Some((handle, reason))
+        } else {
+            slot.closed_joining
+        };
         match slot.state.role {
             HsRole::Plain => return,
             HsRole::IntroPoint(key) => {

@@ -25,6 +25,15 @@
 //! When home is the sending shard the message is carried out at once, without a queue.
 //! Order per direction is the queue's FIFO order; a handle that went stale while a message
 //! was in flight (its circuit closed) is answered as C tor answers a vanished circuit.
+//!
+//! Where the round trips differ from C tor's atomic steps:
+//! * between RENDEZVOUS1 and [`HsMsg::RendJoined`] the service's circuit is `RendJoining`:
+//!   its unrecognized cells, which C tor would splice at once, are held (at most
+//!   [`REND_JOINING_HOLD_MAX`], in the cell pool) and spliced in order at the join; if it
+//!   closes meanwhile, the client's side closes with its reason when the answer comes;
+//! * a message with a body ([`HsMsg::has_body`]) refused by the node's bounded overflow
+//!   comes back to its core (`RelayCore::hs_cross_refused`), which answers as C tor does
+//!   when it cannot relay it.
 
 use super::table::CircHandle;
 use super::{CellBody, ShardIdx};
@@ -38,6 +47,14 @@ pub struct CircRef {
     pub shard: ShardIdx,
     pub circ: CircHandle,
 }
+
+/// Most cells a service's circuit may send between RENDEZVOUS1 and the join across shards
+/// (`RendJoining`, one round trip between shards). C tor joins at once, so it splices such
+/// a cell at once and bounds it only by the partner's cell queue
+/// (`circ_max_cell_queue_size`, past which it closes with RESOURCELIMIT); a C tor service
+/// sends nothing there (it waits for the client's BEGIN), so a few cells suffice. Past the
+/// bound the circuit closes with RESOURCELIMIT, as C tor's queue limit does.
+pub const REND_JOINING_HOLD_MAX: usize = 32;
 
 /// An INTRODUCE1 body or a RENDEZVOUS1 HANDSHAKE_INFO, by value (no allocation per
 /// message), with its length.
@@ -141,6 +158,39 @@ impl HsMsg {
     pub fn is_relay_cell(&self) -> bool {
         matches!(self, HsMsg::Spliced { .. })
     }
+
+    /// Whether this message carries a cell-sized body (INTRODUCE1/2, RENDEZVOUS1/2): the
+    /// cross-shard overflow bounds these too, and charges each held one to the cell pool.
+    /// The others are small answers, at most one per such message or per circuit.
+    pub fn has_body(&self) -> bool {
+        matches!(
+            self,
+            HsMsg::Introduce1 { .. }
+                | HsMsg::Introduce2 { .. }
+                | HsMsg::Rendezvous1 { .. }
+                | HsMsg::Rendezvous2 { .. }
+        )
+    }
+}
+
+/// One shard's counters of the onion-service waits and bounds across shards.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HsCrossCounters {
+    /// Unrecognized cells a service's circuit sent between RENDEZVOUS1 and the join
+    /// (`RendJoining`), held in the cell pool.
+    pub joining_held: u64,
+    /// Held cells passed through the splice when the join completed.
+    pub joining_spliced: u64,
+    /// Held cells dropped: the join failed or the circuit closed first.
+    pub joining_dropped: u64,
+    /// Joining circuits closed (RESOURCELIMIT) past the hold bound or with no pool buffer.
+    pub joining_overflow: u64,
+    /// INTRODUCE1/INTRODUCE2 messages refused at the cross-shard overflow bound (the
+    /// client got INTRODUCE_ACK UNKNOWN_ID, C tor's answer when it cannot relay).
+    pub overflow_introduce: u64,
+    /// RENDEZVOUS1/RENDEZVOUS2 messages refused at the bound (circuits closed with
+    /// RESOURCELIMIT).
+    pub overflow_rendezvous: u64,
 }
 
 /// `data` (at most [`v0::MAX_DATA_LEN`] bytes, as any relay message body) by value.

@@ -29,7 +29,7 @@
 //!   generation no longer resolves).
 
 use super::core::{CoreIo, RelayCore};
-use super::crypto::{CellBody, HopCrypto, OriginateJobs};
+use super::crypto::{CellBody, HopCrypto, OriginateJobs, RelayCellFormat};
 use super::table::{CircHandle, CircState, CircuitTable, Next, Side};
 use super::{ChanId, NetworkView};
 use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN};
@@ -69,6 +69,9 @@ pub(super) struct RelayIn {
     cells: Vec<CellBody>,
     circ: Vec<Option<CircHandle>>,
     mode: Vec<Mode>,
+    /// Each cell's circuit's relay cell format, recorded when it is classified, so the
+    /// multi-circuit call splits tor1 from CGO without looking the circuit up again.
+    format: Vec<RelayCellFormat>,
     hits: Vec<bool>,
     tags: Vec<[u8; SENDME_TAG_LEN]>,
     /// Job order of the multi-circuit call (indices into `cells`), and its sort keys.
@@ -92,6 +95,7 @@ impl RelayIn {
             cells: Vec::with_capacity(n),
             circ: vec![None; n],
             mode: vec![Mode::Drop; n],
+            format: vec![RelayCellFormat::V0; n],
             hits: vec![false; n],
             tags: vec![[0; SENDME_TAG_LEN]; n],
             order: Vec::with_capacity(n),
@@ -111,6 +115,7 @@ impl RelayIn {
             cells: Vec::new(),
             circ: Vec::new(),
             mode: Vec::new(),
+            format: Vec::new(),
             hits: Vec::new(),
             tags: Vec::new(),
             order: Vec::new(),
@@ -131,6 +136,7 @@ struct Jobs<'a, C> {
     table: &'a mut CircuitTable<C>,
     cells: &'a mut [CellBody],
     circ: &'a [Option<CircHandle>],
+    format: &'a [RelayCellFormat],
     order: &'a [u16],
 }
 
@@ -150,6 +156,9 @@ impl<C: HopCrypto> OriginateJobs<C> for Jobs<'_, C> {
             .and_then(|c| c.crypto.as_mut())
             .expect("multi jobs of open circuits only (checked before the call)");
         (crypto, &mut self.cells[k])
+    }
+    fn format(&self, i: usize) -> Option<RelayCellFormat> {
+        Some(self.format[self.order[i] as usize])
     }
 }
 
@@ -264,7 +273,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 }
                 (true, Side::Next) => Mode::Backward,
                 (true, Side::Prev) if matches!(c.next, Next::Open(_)) => Mode::ForwardRun,
-                (true, Side::Prev) => Mode::ForwardMulti,
+                (true, Side::Prev) => {
+                    // `batchable` checked the crypto is there.
+                    rin.format[k] = c.crypto.as_ref().map_or(RelayCellFormat::V0, C::format);
+                    Mode::ForwardMulti
+                }
             };
             rin.seen[seen].1 += 1;
         }
@@ -340,6 +353,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             table: &mut self.table,
             cells: &mut rin.cells,
             circ: &rin.circ,
+            format: &rin.format,
             order: &rin.order,
         };
         C::forward_jobs(&mut j, &mut rin.job_hits[..jobs], &mut rin.job_tags[..jobs]);

@@ -17,7 +17,7 @@
 //!   loses its queued ones.
 
 use super::core::{CoreIo, RelayCore};
-use super::crypto::{CellBody, HopCrypto, OriginateJobs};
+use super::crypto::{CellBody, HopCrypto, OriginateJobs, RelayCellFormat};
 use super::table::{CircHandle, CircuitTable};
 use super::NetworkView;
 use crate::cell::ChanCmd;
@@ -34,6 +34,9 @@ pub(super) struct StagedCell {
     pub prompts: bool,
     /// How many cells of the same circuit were staged before it (its round).
     pub round: u16,
+    /// Its circuit's relay cell format when it was staged (`None`: no keys yet), so the
+    /// crypto call splits tor1 from CGO without looking the circuit up again.
+    pub format: Option<RelayCellFormat>,
 }
 
 /// The stage and its scratch space, all allocated once.
@@ -109,6 +112,9 @@ impl<C: HopCrypto> OriginateJobs<C> for Jobs<'_, C> {
             .expect("staged cells of live circuits only (checked before the call)");
         (crypto, &mut cell.body)
     }
+    fn format(&self, i: usize) -> Option<RelayCellFormat> {
+        self.cells[self.order[i] as usize].format
+    }
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
@@ -129,11 +135,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         };
         let round = c.staged;
         c.staged += 1;
+        let format = c.crypto.as_ref().map(C::format);
         self.stage.cells.push(StagedCell {
             circ,
             body: *body,
             prompts,
             round,
+            format,
         });
     }
 

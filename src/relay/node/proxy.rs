@@ -48,6 +48,12 @@ pub(super) struct CrossCounters {
 }
 
 impl RelayNode {
+    /// The core's onion-service cross-shard counters (tests; not yet on the MetricsPort).
+    #[doc(hidden)]
+    pub fn hs_cross_counters(&self) -> crate::proto::circuit::hs_cross::HsCrossCounters {
+        self.core.hs_cross_counters()
+    }
+
     /// A batch of messages from shard `from`, in the order it pushed them.
     pub fn on_cross_shard(
         &mut self,
@@ -114,6 +120,7 @@ impl RelayNode {
         out: &mut impl ShardIo<RelayMsg>,
     ) -> Option<RelayMsg> {
         let cell = msg.is_relay_cell();
+        let charged = msg.is_charged();
         let Some(link) = self.links.get_mut(to.0) else {
             return None; // no such shard: a malformed ChanId; nothing to send to
         };
@@ -124,8 +131,9 @@ impl RelayNode {
                 None
             }
             Sent::Held => {
-                // A held cell takes a buffer of the core's pool: the memory cap covers it.
-                if cell {
+                // A held cell (or onion-service body) takes a buffer of the core's pool:
+                // the memory cap covers it.
+                if charged {
                     let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
                     if !self.core.charge_external_cell(&mut io) {
                         return link.unhold_last();
@@ -155,7 +163,9 @@ impl RelayNode {
     }
 
     /// An onion-service message of our core for shard `to`'s core. A spliced cell that
-    /// meets the overflow bound closes its circuit (RESOURCELIMIT, and its partner with it).
+    /// meets the overflow bound closes its circuit (RESOURCELIMIT, and its partner with it);
+    /// an INTRODUCE1/2 or RENDEZVOUS1/2 body that meets it goes back to the core, which
+    /// answers as C tor does when it cannot relay one (`RelayCore::hs_cross_refused`).
     pub(super) fn send_hs(
         &mut self,
         to: ShardId,
@@ -167,13 +177,20 @@ impl RelayNode {
             HsMsg::Spliced { from, .. } => Some(*from),
             _ => None,
         };
-        if let Some(RelayMsg::Hs(HsMsg::Spliced { from, .. })) =
-            self.cross_send(to, RelayMsg::Hs(msg), out)
-        {
-            self.cross.overflow_kills += 1;
-            let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
-            self.core.hs_splice_overflow(from, &mut io);
-            return;
+        match self.cross_send(to, RelayMsg::Hs(msg), out) {
+            Some(RelayMsg::Hs(HsMsg::Spliced { from, .. })) => {
+                self.cross.overflow_kills += 1;
+                let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
+                self.core.hs_splice_overflow(from, &mut io);
+                return;
+            }
+            Some(RelayMsg::Hs(refused)) => {
+                let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
+                let shard = ShardIdx(to.0 as u16);
+                self.core.hs_cross_refused(shard, refused, &mut io);
+                return;
+            }
+            _ => {}
         }
         // A congested link: stop reading the channel the spliced cells come from until it
         // drains (as for cells of other shards' circuits, `deliver_cross_in`).
