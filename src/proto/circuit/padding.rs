@@ -69,7 +69,7 @@ fn live<C>(table: &CircuitTable<C>, at: Instant, idx: u32, gen: u32) -> bool {
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// A new consensus's circuit-padding parameters (C `circpad_new_consensus_params`).
-    pub fn set_circpad_consensus_params(&mut self, raw: &std::collections::BTreeMap<String, i32>) {
+    pub fn set_circpad_params(&mut self, raw: &std::collections::BTreeMap<String, i32>) {
         self.circpad
             .set_params(CircpadParams::from_consensus(|k| raw.get(k).copied()));
     }
