@@ -35,9 +35,11 @@ use crate::keys::{spaced_fingerprint, Ed25519Cert, RelayKeys};
 /// with SENDMEs every `cc_sendme_inc` cells and stream XON/XOFF (`proto::flow`,
 /// `proto::circuit` `cc`). `Link=4-5`, `LinkAuth=3`: 4-byte circuit IDs,
 /// link padding, Ed25519 link authentication. `Desc=2`, `Microdesc=2`, `Cons=2`:
-/// cross-certified descriptors with Ed25519 identities.
+/// cross-certified descriptors with Ed25519 identities. `Padding=2`: the circuit padding
+/// machines C tor clients negotiate with the middle hop of onion-service circuits
+/// (`proto::circpad`, run by `proto::circuit` `padding.rs`).
 pub const DEFAULT_PROTO: &str =
-    "Cons=2 Desc=2 FlowCtrl=1-2 Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-6";
+    "Cons=2 Desc=2 FlowCtrl=1-2 Link=4-5 LinkAuth=3 Microdesc=2 Padding=2 Relay=2-6";
 
 /// dir-spec §2.1.1 / C `ED_DESC_SIGNATURE_PREFIX`: prepended before hashing for
 /// `router-sig-ed25519` in both descriptors and extra-info documents.
@@ -52,7 +54,8 @@ pub const MAX_EXTRA_INFO_SIZE: usize = 50_000;
 /// directory requests over BEGIN_DIR, onion-service descriptors included (C tor lists
 /// both unconditionally; Fors claims only what runs).
 pub const DIR_CACHE_PROTO: &str =
-    "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 HSDir=2 Link=4-5 LinkAuth=3 Microdesc=2 Relay=2-6";
+    "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 HSDir=2 Link=4-5 LinkAuth=3 Microdesc=2 Padding=2 \
+     Relay=2-6";
 
 /// C `MIN_BW_TO_ADVERTISE_DIRSERVER`: below this rate a relay does not offer directory
 /// service.
@@ -603,7 +606,7 @@ mod dir_advertise_tests {
         assert_eq!(
             super::with_onion_service_roles(DIR_CACHE_PROTO),
             "Cons=2 Desc=2 DirCache=2 FlowCtrl=1-2 HSDir=2 HSIntro=4-5 HSRend=2 Link=4-5 \
-             LinkAuth=3 Microdesc=2 Relay=2-6"
+             LinkAuth=3 Microdesc=2 Padding=2 Relay=2-6"
         );
         let twice =
             super::with_onion_service_roles(&super::with_onion_service_roles(DEFAULT_PROTO));

@@ -211,6 +211,32 @@ exported_fields! {
             Counter true "Sets torn down because their out-of-order queue reached its bound.",
         conflux_teardowns => "fors_relay_conflux_teardowns_total" [""]
             Counter true "Conflux sets torn down.",
+        circpad_negotiated => "fors_relay_circpad_negotiated_total" [""]
+            Counter true "Circuit padding machines set up on a client's PADDING_NEGOTIATE START (padding-spec §3, Padding=2).",
+        circpad_machines => "fors_relay_circpad_machines" [""]
+            Gauge true "Circuit padding machines on circuits now.",
+        circpad_stopped => "fors_relay_circpad_stopped_total" [""]
+            Counter true "Circuit padding machines freed by the client's STOP.",
+        circpad_ended => "fors_relay_circpad_ended_total" [""]
+            Counter true "Circuit padding machines that reached their end state.",
+        circpad_unknown_machine => "fors_relay_circpad_negotiate_refused_total" ["reason=\"unknown_machine\""]
+            Counter true "PADDING_NEGOTIATE cells refused (ERR) or ignored (C tor's reasons).",
+        circpad_slot_busy => "fors_relay_circpad_negotiate_refused_total" ["reason=\"slot_busy\""]
+            Counter true "",
+        circpad_stop_unmatched => "fors_relay_circpad_negotiate_refused_total" ["reason=\"stop_unmatched\""]
+            Counter true "",
+        circpad_malformed => "fors_relay_circpad_negotiate_refused_total" ["reason=\"malformed\""]
+            Counter true "",
+        circpad_padding_sent => "fors_relay_circpad_padding_sent_total" [""]
+            Counter true "DROP cells the circuit padding machines sent towards the client.",
+        circpad_padding_suppressed => "fors_relay_circpad_padding_skipped_total" ["reason=\"queue\""]
+            Counter true "Padding the machines scheduled but did not send: too many cells queued (circpad_max_circ_queued_cells), or a padding limit reached.",
+        circpad_padding_limited => "fors_relay_circpad_padding_skipped_total" ["reason=\"limit\""]
+            Counter true "",
+        circpad_padding_received => "fors_relay_circpad_padding_received_total" [""]
+            Counter true "DROP cells received for this hop.",
+        circpad_timers => "fors_relay_circpad_timers" [""]
+            Gauge false "Entries in the shard's circuit padding timer heap (live and stale; bounded by twice the circuit table).",
     }
     // circuits (fors_relay_circuits_open), circuits_created, cc_circuits, cells_forwarded,
     // cells_backward, xoff_sent and xon_sent go out through `HandlerCounters`;

@@ -50,4 +50,10 @@ impl ConnHandler for RelayNode {
     fn on_batch_end(&mut self, out: &mut Outbox<'_, RelayMsg>) -> bool {
         RelayNode::on_batch_end(self, out)
     }
+    fn next_deadline(&self) -> Option<Instant> {
+        RelayNode::next_deadline(self)
+    }
+    fn on_timer(&mut self, now: Instant, out: &mut Outbox<'_, RelayMsg>) {
+        RelayNode::on_timer(self, now, out)
+    }
 }

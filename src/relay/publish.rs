@@ -909,10 +909,10 @@ mod tests {
         let why = d.fatal().expect("missing HSIntro/HSRend is fatal");
         assert!(why.ends_with("are: HSIntro=4-5 HSRend=2"), "{why}");
         let mut d = Directory::new(None, &config, Instant::now());
-        let more = format!("{live} Padding=2");
+        let more = format!("{live} Padding=3");
         d.check_protocols(&consensus_requiring(&more, "2026-12-06 14:20:00"));
-        let why = d.fatal().expect("a missing Padding=2 is fatal");
-        assert!(why.contains("HSIntro=4-5 HSRend=2 Padding=2"), "{why}");
+        let why = d.fatal().expect("a missing Padding=3 is fatal");
+        assert!(why.contains("HSIntro=4-5 HSRend=2 Padding=3"), "{why}");
         // A consensus older than this release is not judged (C `APPROX_RELEASE_DATE`).
         let mut d = Directory::new(None, &config, Instant::now());
         d.check_protocols(&consensus_requiring(&more, "2026-11-30 23:00:00"));
@@ -920,7 +920,7 @@ mod tests {
     }
 
     /// A relay serving the onion-service roles: the live required list is met, and
-    /// a missing `Padding=2` alone is what stops it.
+    /// a missing `Padding=3` (a version Fors lacks) alone is what stops it.
     #[test]
     fn a_relay_serving_the_onion_roles_meets_the_live_required_list() {
         let config = cfg("ORPort 9001\n");
@@ -931,11 +931,11 @@ mod tests {
         d.check_protocols(&consensus_requiring(live, "2026-12-06 14:20:00"));
         assert_eq!(d.fatal(), None);
         d.check_protocols(&consensus_requiring(
-            &format!("{live} Padding=2"),
+            &format!("{live} Padding=3"),
             "2026-12-06 14:20:00",
         ));
-        let why = d.fatal().expect("a missing Padding=2 is fatal");
-        assert!(why.ends_with("are: Padding=2"), "{why}");
+        let why = d.fatal().expect("a missing Padding=3 is fatal");
+        assert!(why.ends_with("are: Padding=3"), "{why}");
     }
 
     fn cfg(extra: &str) -> Config {

@@ -219,7 +219,7 @@ impl<H: ConnHandler> Shard<H> {
             self.arm_tick();
             self.arm_watches();
             let want = usize::from(!self.cross_backlog && !self.handler_backlog);
-            match self.core.ring.submit_and_wait(want) {
+            match self.submit_and_wait_until(want, self.handler.next_deadline()) {
                 Ok(_) => {}
                 Err(e)
                     if matches!(
@@ -238,9 +238,50 @@ impl<H: ConnHandler> Shard<H> {
                 self.handler_backlog = self.handler.on_batch_end(&mut Outbox {
                     core: &mut self.core,
                 });
+                self.serve_deadline();
             }
         }
         Ok(())
+    }
+
+    /// `submit_and_wait(want)`, but a blocking wait ends at the handler's deadline (the
+    /// wait's own timeout, `IORING_ENTER_EXT_ARG`; no SQE to re-arm). A deadline already
+    /// past makes it a poll. Without EXT_ARG (kernels before 5.11) deadlines fall back to
+    /// the tick.
+    fn submit_and_wait_until(
+        &mut self,
+        want: usize,
+        deadline: Option<Instant>,
+    ) -> std::io::Result<usize> {
+        let Some(at) = deadline.filter(|_| want > 0 && self.features.ext_arg) else {
+            return self.core.ring.submit_and_wait(want);
+        };
+        let now = Instant::now();
+        if at <= now {
+            return self.core.ring.submit_and_wait(0);
+        }
+        let wait: Timespec = (at - now).into();
+        let args = SubmitArgs::new().timespec(&wait);
+        self.core.ring.submitter().submit_with_args(want, &args)
+    }
+
+    /// Calls `on_timer` if the handler's deadline has passed (once per iteration: what it
+    /// leaves due is served after the next poll, which then does not block).
+    fn serve_deadline(&mut self) {
+        let Some(at) = self.handler.next_deadline() else {
+            return;
+        };
+        let now = Instant::now();
+        if now < at {
+            return;
+        }
+        self.core.now = now;
+        self.handler.on_timer(
+            now,
+            &mut Outbox {
+                core: &mut self.core,
+            },
+        );
     }
 
     /// Copies completions out in batches (so the handler can submit while we iterate).

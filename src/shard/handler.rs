@@ -81,6 +81,19 @@ pub trait ConnHandler {
         let _ = out;
         false
     }
+
+    /// The earliest time the handler wants [`ConnHandler::on_timer`], read after each
+    /// batch: the loop's wait ends then at the latest (finer than the tick). A time
+    /// already past is served once, right after the next (non-blocking) poll.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The time from [`ConnHandler::next_deadline`] has come (`now` is at or after it).
+    /// The handler must serve or drop what was due, or the loop would keep polling.
+    fn on_timer(&mut self, now: Instant, out: &mut Outbox<'_, Self::Msg>) {
+        let _ = (now, out);
+    }
 }
 
 /// What a handler can ask of its shard during a callback. Sends copy into pre-allocated

@@ -233,6 +233,12 @@ impl CircPadding {
         self.slot.map(|r| (r.spec().name, r.state))
     }
 
+    /// Whether a machine occupies the slot (the only case where events do more than
+    /// count).
+    pub fn is_active(&self) -> bool {
+        self.slot.is_some()
+    }
+
     /// This circuit's machine counter (the last one set up).
     pub fn machine_ctr(&self) -> u32 {
         self.ctr

@@ -14,8 +14,8 @@
 //! one per shard, so the budget is per shard.
 //!
 //! Sans-IO: the caller passes `now`, an RNG and the facts (queued cells); the module
-//! returns messages to send and a wake-up time. Not wired into the circuit core yet
-//! (docs/architecture.md "Circuit padding machines").
+//! returns messages to send and a wake-up time. The circuit core runs it
+//! (`proto::circuit` `padding.rs`; docs/architecture.md "Circuit padding machines").
 
 pub mod cells;
 pub mod circuit;
@@ -81,7 +81,7 @@ impl CircpadParams {
     }
 }
 
-/// Counters for metrics (to be exported when this is wired).
+/// Counters for metrics (exported as `fors_relay_circpad_*`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CircpadStats {
     /// Machines set up on a START.

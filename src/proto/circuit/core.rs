@@ -118,6 +118,11 @@ pub struct RelayCore<
     pub(super) conflux: super::conflux::ConfluxExit,
     /// Shards of this relay (the node says so when it starts).
     pub(super) shards: usize,
+    /// Circuit padding: parameters, counts and counters (`padding.rs`), the machines'
+    /// deadlines, and whether the cell being sent is a machine's DROP (not an event).
+    pub(super) circpad: crate::proto::circpad::ShardPadding,
+    pub(super) pad_timers: super::padding::PadTimers,
+    pub(super) pad_sending_drop: bool,
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
@@ -156,6 +161,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             hs: super::hs::HsRelay::new(cfg.max_circuits),
             conflux: super::conflux::ConfluxExit::new(cfg.max_circuits),
             shards: 1,
+            // torrc `CircuitPadding` is not accepted (refused by the config), so on.
+            circpad: crate::proto::circpad::ShardPadding::new(Default::default(), true),
+            pad_timers: super::padding::PadTimers::new(cfg.max_circuits),
+            pad_sending_drop: false,
             cfg,
             me,
             onion_keys,
@@ -430,6 +439,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             q_next: CellQueue::default(),
             queued: 0,
             waiting: false,
+            pad: Default::default(),
         };
 
         if cmd == ChanCmd::CREATE_FAST {
@@ -584,6 +594,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// when a quieter shard hit the cap.
     pub fn tick(&mut self, io: &mut CoreIo<'_>) {
         self.flush_relay_cells(io);
+        self.sync_circpad_metrics();
         self.process_onion_queue(io);
         if self.pool.budget().pressure() != self.seen_pressure {
             self.seen_pressure = self.pool.budget().pressure();
@@ -808,6 +819,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         body: &mut CellBody,
         io: &mut CoreIo<'_>,
     ) -> bool {
+        self.circpad_cell_received(idx, false, io);
         let Some(c) = self.table.get(idx) else {
             return false;
         };
@@ -909,6 +921,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
         self.pool.clear(&mut c.q_prev);
         self.pool.clear(&mut c.q_next);
+        self.circpad_closed(&mut c.pad);
         let mut s = c.streams_head;
         while let Some(h) = self.streams.handle_at(s) {
             let mut st = self.streams.remove(h).expect("live");
@@ -977,6 +990,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         body: &CellBody,
         io: &mut CoreIo<'_>,
     ) -> bool {
+        // Every RELAY cell towards the client is a circuit-padding event (`padding.rs`).
+        if cmd == ChanCmd::RELAY {
+            self.circpad_cell_sent(idx, io);
+        }
         let Some(c) = self.table.get(idx) else {
             return false;
         };

@@ -89,6 +89,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         if crate::proto::conflux::should_multiplex(cmd) && self.cfx_is_leg(idx) {
             return self.cfx_sequenced(idx, cmd, sid, data, io);
         }
+        self.circpad_cell_received(idx, cmd == RelayCmd::DROP, io); // padding.rs
         match cmd {
             RelayCmd::DATA => {
                 self.relay_data_circuit(idx, io)

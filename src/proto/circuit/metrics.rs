@@ -165,6 +165,25 @@ pub struct CircuitMetrics {
     pub conflux_switches_sent: u64,
     pub conflux_ooo_overflow: u64,
     pub conflux_teardowns: u64,
+    /// Circuit padding (`proto::circpad::CircpadStats`, copied by `set_circpad`): machines
+    /// set up on PADDING_NEGOTIATE START, running now, STOPs that freed one, machines that
+    /// reached their end; negotiations refused (unknown machine: ERR), ignored (slot busy,
+    /// unmatched STOP, malformed); DROP cells sent, suppressed (queue), limited.
+    pub circpad_negotiated: u64,
+    pub circpad_machines: u64,
+    pub circpad_stopped: u64,
+    pub circpad_ended: u64,
+    pub circpad_unknown_machine: u64,
+    pub circpad_slot_busy: u64,
+    pub circpad_stop_unmatched: u64,
+    pub circpad_malformed: u64,
+    pub circpad_padding_sent: u64,
+    pub circpad_padding_suppressed: u64,
+    pub circpad_padding_limited: u64,
+    /// DROP cells received for this hop (counted on every circuit, as C's padding stats).
+    pub circpad_padding_received: u64,
+    /// Entries in the shard's padding timer heap (live and stale).
+    pub circpad_timers: u64,
 }
 
 impl CircuitMetrics {
@@ -264,6 +283,36 @@ impl CircuitMetrics {
         self.conflux_switches_sent = switches_sent_total;
         self.conflux_ooo_overflow = ooo_overflow_total;
         self.conflux_teardowns = teardowns_total;
+    }
+
+    /// Copies one shard's circuit-padding counters (destructured without `..`) and its
+    /// timer heap's length. `padding_received` is counted by the core itself.
+    pub fn set_circpad(&mut self, s: &crate::proto::circpad::CircpadStats, timers: usize) {
+        let crate::proto::circpad::CircpadStats {
+            machines_started,
+            machines_running,
+            negotiate_unknown_machine,
+            negotiate_slot_busy,
+            negotiate_stopped,
+            negotiate_stop_unmatched,
+            negotiate_malformed,
+            padding_sent,
+            padding_suppressed_queue,
+            padding_limited,
+            machines_ended,
+        } = *s;
+        self.circpad_negotiated = machines_started;
+        self.circpad_machines = machines_running;
+        self.circpad_stopped = negotiate_stopped;
+        self.circpad_ended = machines_ended;
+        self.circpad_unknown_machine = negotiate_unknown_machine;
+        self.circpad_slot_busy = negotiate_slot_busy;
+        self.circpad_stop_unmatched = negotiate_stop_unmatched;
+        self.circpad_malformed = negotiate_malformed;
+        self.circpad_padding_sent = padding_sent;
+        self.circpad_padding_suppressed = padding_suppressed_queue;
+        self.circpad_padding_limited = padding_limited;
+        self.circpad_timers = timers as u64;
     }
 }
 

@@ -70,6 +70,8 @@ pub(super) struct Circuit<C> {
     pub queued: u32,
     /// Listed in the core's waiting list (see `RelayCore::mark_waiting`).
     pub waiting: bool,
+    /// Circuit padding at this hop (`padding.rs`).
+    pub pad: super::padding::PadState,
 }
 
 struct Slot<C> {

@@ -23,6 +23,7 @@ impl RelayNode {
         self.core.set_exit_policy(snap.exit_policy.clone());
         self.core.set_cc_params(cc_params(&snap));
         self.core.set_exit_consensus_params(&snap.consensus_params);
+        self.core.set_circpad_params(&snap.consensus_params);
         *self.core.network_view_mut() = SnapshotView(snap);
     }
 

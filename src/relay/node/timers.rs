@@ -8,7 +8,11 @@
 //! padded and when its next PADDING cell is due (C `channelpadding_decide_to_pad_channel`
 //! from `run_connection_housekeeping`); the node keeps the earliest deadline, and the tick
 //! (every `tick_ms`, 100 ms by default) sends the cells that are due. A PADDING cell thus
-//! goes out at most a tick late, never on whole seconds. Before that decision, the same
+//! goes out at most a tick late, never on whole seconds.
+//!
+//! Circuit padding machines need milliseconds: the shard asks [`RelayNode::next_deadline`]
+//! after each batch, bounds its wait by it, and calls [`RelayNode::on_timer`] once it has
+//! passed. Before that decision, the same
 //! check sends C tor's `KeepalivePeriod` PADDING on any channel with nothing written for
 //! that long, and closes a channel whose output has been stuck for ten periods
 //! (`ChannelPadding::housekeeping`, C `run_connection_housekeeping`).
@@ -29,6 +33,23 @@ const MAX_FLUSH_ROUNDS: usize = 8;
 const IDLE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl RelayNode {
+    /// The earliest time the node needs the shard to wake for: a circuit padding machine's
+    /// next DROP or STOP (`proto::circuit` `padding.rs`); millisecond precision, unlike the
+    /// tick.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.core.circpad_next_deadline()
+    }
+
+    /// The deadline from [`RelayNode::next_deadline`] (or an earlier one) has come: the
+    /// padding cells and STOPs due at `now` go out.
+    pub fn on_timer(&mut self, now: Instant, out: &mut impl ShardIo<RelayMsg>) {
+        {
+            let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+            self.core.circpad_timers(&mut io);
+        }
+        self.dispatch(out);
+    }
+
     /// Queued onion handshakes run here, `onions_per_run` per loop iteration, between I/O
     /// batches (cells of established circuits are served in between: anti-starvation).
     pub fn on_batch_end(&mut self, out: &mut impl ShardIo<RelayMsg>) -> bool {
