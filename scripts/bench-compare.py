@@ -305,7 +305,7 @@ class Bench:
         c = a.circuits
         per = max(1, int(a.bulk_mb * 1e6 / c / 1024))  # KiB per stream
         half = max(1, per // 2)
-        return [
+        every = [
             ("exit-download", lambda s: [PATH_MIDDLE, NICK[s]],
              ["--circuits", str(c), "--download", f"{per}K"]),
             ("exit-upload", lambda s: [PATH_MIDDLE, NICK[s]],
@@ -318,6 +318,7 @@ class Bench:
              ["--circuits", str(c), "--download", f"{half}K", "--flood",
               "--create-rate", str(a.flood_rate)]),
         ]
+        return [w for w in every if w[0] in selected_workloads(a)]
 
     def measure(self, subject):
         pid, token = self.pid_of(subject)
@@ -401,6 +402,18 @@ def wrapper_script(binary, env):
     lines += [f"export {k}={shell_quote(v)}" for k, v in env.items()]
     lines.append(f'exec {shell_quote(binary)} "$@"')
     return "\n".join(lines) + "\n"
+
+
+def selected_workloads(args):
+    """The workload keys --workloads names (all by default); ValueError names an unknown one."""
+    keys = [k for k, _ in report.WORKLOADS]
+    if not args.workloads:
+        return keys
+    chosen = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in chosen if w not in keys]
+    if unknown or not chosen:
+        raise ValueError(f"--workloads {args.workloads!r}: expected some of {','.join(keys)}")
+    return chosen
 
 
 def tail_reason(text, n=3):
@@ -545,6 +558,8 @@ def main(argv=None):
                     help="CREATE2 per second asked for (default 10000: more than either side can do)")
     ap.add_argument("--create-seconds", type=int, default=8)
     ap.add_argument("--flood-rate", type=int, default=300)
+    ap.add_argument("--workloads", help="comma-separated subset of "
+                    + ",".join(k for k, _ in report.WORKLOADS) + " (default: all)")
     ap.add_argument("--workload-timeout", type=float, default=90.0)
     ap.add_argument("--wait-timeout", type=float, default=150.0)
     ap.add_argument("--fors-wait", type=float, default=60.0,
@@ -560,6 +575,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         parse_env(args.fors_env)
+        selected_workloads(args)
     except ValueError as e:
         ap.error(str(e))
     for tool in (args.loadgen, args.tor):
@@ -611,7 +627,7 @@ def main(argv=None):
         b.notes.insert(0, f"run aborted: {fatal}")
     ran = {r["subject"] + r["workload"] for r in b.rows}
     for s in (CTOR, FORS1, FORS2):
-        for wl, _ in report.WORKLOADS:
+        for wl in selected_workloads(args):
             if s + wl not in ran:
                 b.rows.append(report.unusable_row(
                     s, wl, b.fors_state.get(s) or fatal or "not run", status="not run"

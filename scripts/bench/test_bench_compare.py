@@ -169,6 +169,18 @@ class ForsEnv(unittest.TestCase):
             self.assertEqual(int(pid), p.pid)  # exec, not a child: testnet.py's pid is Fors's
             self.assertEqual(rest, "it's $HOME|b|-f /x/torrc")
 
+    def test_workload_subset(self):
+        class A:
+            workloads = None
+        every = [k for k, _ in report.WORKLOADS]
+        self.assertEqual(bench_compare.selected_workloads(A), every)
+        A.workloads = "exit-upload, exit-download"
+        self.assertEqual(bench_compare.selected_workloads(A), ["exit-upload", "exit-download"])
+        for bad in ("exit", ",", "create,nope"):
+            A.workloads = bad
+            with self.assertRaises(ValueError):
+                bench_compare.selected_workloads(A)
+
     def test_shell_quote_of_a_quote(self):
         self.assertEqual(bench_compare.shell_quote("a'b"), "'a'\\''b'")
 
