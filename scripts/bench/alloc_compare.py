@@ -174,8 +174,8 @@ def main(argv=None):
         print("no run produced results:\n" + "\n".join(failed), file=sys.stderr)
         return 1
     env = runs[0][2]["env"]
-    notes = sorted({n for _, _, res in runs for n in res.get("notes", [])
-                    if "allocator:" in n or "aborted" in n})
+    notes = [f"{a} round {r}: {n}" for a, r, res in runs for n in res.get("notes", [])
+             if "allocator:" in n or "aborted" in n]
     md = "\n".join([
         f"* CPU: {env['cpu']} (flags {', '.join(env.get('cpu_flags') or []) or 'not read'}); "
         f"kernel {env['kernel']}; {env['tor']}; Fors commit `{env['commit']}`.",
