@@ -24,6 +24,11 @@ stopped (try/finally; SIGINT, SIGTERM and SIGHUP raise into it).
 
 `--ctor-in-fors-slots` runs C tor in the Fors slots: a validation of the whole pipeline whose
 ratios should be ~1 (their spread is the measurement noise).
+
+`--fors-env KEY=VALUE` (repeatable) starts only the Fors slots with that environment, e.g.
+`LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2` to try another allocator; C tor and
+the load generator never see it. Each Fors subject's allocator as seen in the running process
+(a jemalloc background thread, a preloaded library in its maps) is noted in the report.
 """
 
 import argparse
@@ -32,9 +37,11 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 # Importing testnet.py must not rewrite the (tracked) scripts/__pycache__.
@@ -84,7 +91,11 @@ class Bench:
         self.notes = []
         self.fors_state = {}  # subject -> None (usable) or reason text
         self.fors_slots = not args.no_fors
-        self.labels = {CTOR: "C tor 0.4.9", FORS1: "Fors, 1 shard", FORS2: "Fors, 2 shards"}
+        self.fors_bin = args.fors_bin  # a wrapper script when --fors-env is given
+        self.wrapper = None
+        self.allocator_seen = {}  # Fors subject -> measure.allocator_evidence text
+        name = args.fors_label or "Fors"
+        self.labels = {CTOR: "C tor 0.4.9", FORS1: f"{name}, 1 shard", FORS2: f"{name}, 2 shards"}
         if args.ctor_in_fors_slots:
             self.labels[FORS1] = "slot 1 (C tor, NumCPUs 1)"
             self.labels[FORS2] = "slot 2 (C tor, NumCPUs 2)"
@@ -139,7 +150,7 @@ class Bench:
             fors = ["--fors", "exit", "--fors", "exit",
                     "--slot-option", "forsexit1 NumCPUs 1", "--slot-option", "forsexit2 NumCPUs 2"]
             if not a.ctor_in_fors_slots:
-                fors += ["--fors-bin", a.fors_bin]
+                fors += ["--fors-bin", self.fors_bin]
         log("bringing the network up" + (" with the Fors slots" if fors else ""))
         up_limit = lambda: min(240, self.remaining() - TEARDOWN_RESERVE_S)  # noqa: E731
         rc, out = self.testnet(*(base + fors), timeout=up_limit())
@@ -157,6 +168,43 @@ class Bench:
         if rc != 0:
             raise RuntimeError("testnet up failed: " + tail_reason(out))
         self.net = testnet.load_network(self.run_dir)
+
+    def write_wrapper(self):
+        """With --fors-env, a script outside the run directory (`up` recreates that) which
+        execs the Fors binary with the extra environment, so the relay keeps the wrapper's pid
+        and a command line with its torrc (how testnet.py recognises its processes)."""
+        env = parse_env(self.args.fors_env)
+        if not env or self.args.ctor_in_fors_slots or not self.fors_slots:
+            return
+        fd, path = tempfile.mkstemp(prefix="bench-compare-fors-", suffix=".sh")
+        with os.fdopen(fd, "w") as f:
+            f.write(wrapper_script(os.path.abspath(self.args.fors_bin), env))
+        os.chmod(path, 0o755)
+        self.wrapper = self.fors_bin = path
+
+    def remove_wrapper(self):
+        if self.wrapper:
+            try:
+                os.unlink(self.wrapper)
+            except OSError:
+                pass
+
+    def check_allocators(self):
+        """Notes which allocator each running Fors subject shows; a library given in
+        --fors-env LD_PRELOAD that is not mapped makes that subject not usable (its figures
+        would be another allocator's under the wrong name)."""
+        if not self.fors_slots or self.args.ctor_in_fors_slots:
+            return
+        preload = parse_env(self.args.fors_env).get("LD_PRELOAD", "")
+        for s in (FORS1, FORS2):
+            pid, token = self.pid_of(s)
+            if self.fors_state.get(s) or not pid or not testnet.pid_is_ours(pid, token):
+                continue
+            seen, missing = measure.allocator_evidence(pid, preload)
+            self.allocator_seen[s] = seen
+            self.notes.append(f"{NICK[s]} allocator: {seen}")
+            if missing:
+                self.fors_state[s] = f"LD_PRELOAD library not mapped: {', '.join(missing)}"
 
     def pid_of(self, subject):
         nick = NICK[subject]
@@ -257,7 +305,7 @@ class Bench:
         c = a.circuits
         per = max(1, int(a.bulk_mb * 1e6 / c / 1024))  # KiB per stream
         half = max(1, per // 2)
-        return [
+        every = [
             ("exit-download", lambda s: [PATH_MIDDLE, NICK[s]],
              ["--circuits", str(c), "--download", f"{per}K"]),
             ("exit-upload", lambda s: [PATH_MIDDLE, NICK[s]],
@@ -270,6 +318,7 @@ class Bench:
              ["--circuits", str(c), "--download", f"{half}K", "--flood",
               "--create-rate", str(a.flood_rate)]),
         ]
+        return [w for w in every if w[0] in selected_workloads(a)]
 
     def measure(self, subject):
         pid, token = self.pid_of(subject)
@@ -317,6 +366,8 @@ class Bench:
                 row["thread_cpus"] = cpus
                 if subject != CTOR and row["status"] != "ok":
                     row["status"] = "not usable"
+                if subject in self.allocator_seen:
+                    row["allocator"] = self.allocator_seen[subject]
             self.rows.append(row)
             log("  -> " + summarize(row))
 
@@ -329,6 +380,40 @@ class Bench:
                 f.write(text or "")
         except OSError:
             pass
+
+
+def parse_env(items):
+    """`KEY=VALUE` strings (--fors-env) as a dict; ValueError names a malformed one."""
+    env = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"--fors-env {item!r}: expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def shell_quote(text):
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def wrapper_script(binary, env):
+    lines = ["#!/bin/sh", "# bench-compare --fors-env: the Fors binary with extra environment."]
+    lines += [f"export {k}={shell_quote(v)}" for k, v in env.items()]
+    lines.append(f'exec {shell_quote(binary)} "$@"')
+    return "\n".join(lines) + "\n"
+
+
+def selected_workloads(args):
+    """The workload keys --workloads names (all by default); ValueError names an unknown one."""
+    keys = [k for k, _ in report.WORKLOADS]
+    if not args.workloads:
+        return keys
+    chosen = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in chosen if w not in keys]
+    if unknown or not chosen:
+        raise ValueError(f"--workloads {args.workloads!r}: expected some of {','.join(keys)}")
+    return chosen
 
 
 def tail_reason(text, n=3):
@@ -372,14 +457,20 @@ def sh(cmd):
         return ""
 
 
+# The cpuinfo flags that decide which crypto and copy kernels run (kept in results.json).
+CPU_FLAGS = ("aes", "pclmulqdq", "avx2", "avx512f", "avx512bw", "vaes", "vpclmulqdq", "sha_ni")
+
+
 def environment(args):
-    model = ""
+    model, flags = "", []
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and not model:
                     model = line.split(":", 1)[1].strip()
-                    break
+                elif line.startswith("flags") and not flags:
+                    have = set(line.split(":", 1)[1].split())
+                    flags = [fl for fl in CPU_FLAGS if fl in have]
     except OSError:
         pass
     commit = sh(["git", "rev-parse", "--short", "HEAD"])
@@ -395,6 +486,8 @@ def environment(args):
         "tor": tor_v[0].rstrip(".") if tor_v else "unknown",
         "commit": commit,
         "loadavg": os.getloadavg(),
+        "cpu_flags": flags,
+        "fors_env": list(args.fors_env or []),
     }
 
 
@@ -402,6 +495,8 @@ def render_markdown(b, env, argv, elapsed):
     a = b.args
     mode = "validation: C tor in the Fors slots" if a.ctor_in_fors_slots else \
         f"Fors binary `{os.path.relpath(os.path.abspath(a.fors_bin), REPO)}`"
+    if a.fors_env and not a.ctor_in_fors_slots:
+        mode += " with " + ", ".join(f"`{e}`" for e in a.fors_env)
     subjects = [CTOR, FORS1, FORS2]
     lines = [f"### Run ({mode}), {env['date']}", "",
              "```", " ".join(["scripts/bench-compare.sh"] + list(argv)), "```", "",
@@ -447,6 +542,11 @@ def main(argv=None):
                     help="run directory for the network (default run/bench-compare)")
     ap.add_argument("--base-port", type=int, default=18300)
     ap.add_argument("--fors-bin", default=os.path.join(REPO, "target", "release", "fors"))
+    ap.add_argument("--fors-env", action="append", metavar="KEY=VALUE",
+                    help="extra environment for the Fors slots only (repeatable), e.g. "
+                         "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libmimalloc.so.2")
+    ap.add_argument("--fors-label", help="name of the Fors rows (default \"Fors\"), e.g. "
+                                         "\"Fors (mimalloc)\"")
     ap.add_argument("--loadgen", default=os.path.join(REPO, "target", "release", "fors-loadgen"))
     ap.add_argument("--tor", default=os.environ.get("TOR_BIN", "/usr/sbin/tor"))
     ap.add_argument("--ctor-in-fors-slots", action="store_true",
@@ -458,6 +558,8 @@ def main(argv=None):
                     help="CREATE2 per second asked for (default 10000: more than either side can do)")
     ap.add_argument("--create-seconds", type=int, default=8)
     ap.add_argument("--flood-rate", type=int, default=300)
+    ap.add_argument("--workloads", help="comma-separated subset of "
+                    + ",".join(k for k, _ in report.WORKLOADS) + " (default: all)")
     ap.add_argument("--workload-timeout", type=float, default=90.0)
     ap.add_argument("--wait-timeout", type=float, default=150.0)
     ap.add_argument("--fors-wait", type=float, default=60.0,
@@ -471,6 +573,11 @@ def main(argv=None):
     ap.add_argument("--strict", action="store_true",
                     help="exit non-zero if any row (Fors included) is not ok")
     args = ap.parse_args(argv)
+    try:
+        parse_env(args.fors_env)
+        selected_workloads(args)
+    except ValueError as e:
+        ap.error(str(e))
     for tool in (args.loadgen, args.tor):
         if not os.access(tool, os.X_OK):
             ap.error(f"{tool} is not executable (build: cargo build --release -p fors-bench -p fors)")
@@ -488,10 +595,12 @@ def main(argv=None):
         signal.signal(sig, _on_signal)
     fatal = None
     try:
+        b.write_wrapper()
         b.up()
         b.pin_all()
         b.wait_ready()
         b.pin_all()
+        b.check_allocators()
         err = b.probe(CTOR)
         if err:
             raise RuntimeError(f"the C tor subject {NICK[CTOR]} is not usable: {err}")
@@ -511,18 +620,21 @@ def main(argv=None):
             signal.signal(sig, signal.SIG_IGN)
         b.stop_child()
         teardown(b)
+        b.remove_wrapper()
     elapsed = time.monotonic() - b.t0
     if fatal:
         log(f"error: {fatal}")
         b.notes.insert(0, f"run aborted: {fatal}")
     ran = {r["subject"] + r["workload"] for r in b.rows}
     for s in (CTOR, FORS1, FORS2):
-        for wl, _ in report.WORKLOADS:
+        for wl in selected_workloads(args):
             if s + wl not in ran:
                 b.rows.append(report.unusable_row(
                     s, wl, b.fors_state.get(s) or fatal or "not run", status="not run"
                     if s == CTOR or not b.fors_state.get(s) else "not usable"))
     md = render_markdown(b, env, argv, elapsed)
+    env["loadavg_end"] = os.getloadavg()
+    env["elapsed_s"] = elapsed
     with open(os.path.join(b.run_dir, "results.json"), "w") as f:
         json.dump({"env": env, "rows": b.rows, "notes": b.notes}, f, indent=1, default=str)
     print(md)

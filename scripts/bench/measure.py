@@ -7,6 +7,8 @@ thread: relaystat.cpu_seconds) divided by the bytes the load generator verified
 """
 
 import json
+import os
+import re
 import time
 
 import relaystat
@@ -55,3 +57,42 @@ def measure_row(subject, workload, pid, run, rss_start_kib=None):
     if lg is None:
         return report.unusable_row(subject, workload, err or "no loadgen output", status="failed")
     return report.compute_row(subject, workload, lg, cpu_s, rss, wall, rss_start_kib)
+
+
+def parse_allocator_evidence(thread_names, mapped_paths, preload):
+    """What a process shows of its allocator: `thread_names` (the threads' comm), the file
+    paths in its maps and the LD_PRELOAD value it was started with.  Returns (text, missing):
+    `missing` lists the LD_PRELOAD libraries that are not mapped."""
+    wanted = [p for p in preload.replace(":", " ").split() if p]
+    names = {os.path.basename(p) for p in mapped_paths}
+    # The maps name the file a symlink like libmimalloc.so.2 resolves to.
+    missing = [p for p in wanted
+               if not {p, os.path.realpath(p)} & set(mapped_paths)
+               and os.path.basename(p) not in names]
+    seen = []
+    if any(n.startswith("jemalloc_bg_thd") for n in thread_names):
+        seen.append("jemalloc (its background thread `jemalloc_bg_thd` runs)")
+    libs = sorted(n for n in names if re.match(r"lib(je|mi|tc)malloc\b", n))
+    if libs:
+        seen.append("mapped " + ", ".join(f"`{n}`" for n in libs))
+    if not seen:
+        seen.append("no jemalloc thread and no malloc library mapped: glibc malloc")
+    return "; ".join(seen), missing
+
+
+def allocator_evidence(pid, preload=""):
+    """parse_allocator_evidence for the running process `pid` (/proc/PID/task/*/comm and
+    /proc/PID/maps); raises relaystat.ProcError when it is gone."""
+    try:
+        names = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    names.append(f.read().strip())
+            except OSError:
+                continue  # a thread that exited meanwhile
+        with open(f"/proc/{pid}/maps") as f:
+            paths = {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+    except OSError as e:
+        raise relaystat.ProcError(f"pid {pid}: {e}") from e
+    return parse_allocator_evidence(names, paths, preload)

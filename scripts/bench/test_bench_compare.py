@@ -2,8 +2,12 @@
 
 import importlib.util
 import os
+import subprocess
+import tempfile
 import unittest
 
+import alloc_compare
+import measure
 import relaystat
 import report
 
@@ -137,6 +141,114 @@ class UpFailure(unittest.TestCase):
         self.assertTrue(r.startswith("processes died while waiting for the first consensus"))
         self.assertIn("usage: fors -f TORRC", r)
         self.assertNotIn("fors --version", r)
+
+
+class ForsEnv(unittest.TestCase):
+    def test_parse_env(self):
+        self.assertEqual(bench_compare.parse_env(["LD_PRELOAD=/a/b.so", "X=1=2", "E="]),
+                         {"LD_PRELOAD": "/a/b.so", "X": "1=2", "E": ""})
+        self.assertEqual(bench_compare.parse_env(None), {})
+        for bad in ("LD_PRELOAD", "=x", "1A=x", "A B=x"):
+            with self.assertRaises(ValueError):
+                bench_compare.parse_env([bad])
+
+    def test_wrapper_passes_env_args_and_keeps_the_pid(self):
+        with tempfile.TemporaryDirectory() as d:
+            fake = os.path.join(d, "fake fors")  # a space: the quoting must hold
+            with open(fake, "w") as f:
+                f.write('#!/bin/sh\necho "$$ $FOO|$BAR|$*"\n')
+            os.chmod(fake, 0o755)
+            wrapper = os.path.join(d, "w.sh")
+            with open(wrapper, "w") as f:
+                f.write(bench_compare.wrapper_script(fake, {"FOO": "it's $HOME", "BAR": "b"}))
+            os.chmod(wrapper, 0o755)
+            p = subprocess.Popen([wrapper, "-f", "/x/torrc"], stdout=subprocess.PIPE, text=True,
+                                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+            out, _ = p.communicate(timeout=10)
+            pid, rest = out.strip().split(" ", 1)
+            self.assertEqual(int(pid), p.pid)  # exec, not a child: testnet.py's pid is Fors's
+            self.assertEqual(rest, "it's $HOME|b|-f /x/torrc")
+
+    def test_workload_subset(self):
+        class A:
+            workloads = None
+        every = [k for k, _ in report.WORKLOADS]
+        self.assertEqual(bench_compare.selected_workloads(A), every)
+        A.workloads = "exit-upload, exit-download"
+        self.assertEqual(bench_compare.selected_workloads(A), ["exit-upload", "exit-download"])
+        for bad in ("exit", ",", "create,nope"):
+            A.workloads = bad
+            with self.assertRaises(ValueError):
+                bench_compare.selected_workloads(A)
+
+    def test_shell_quote_of_a_quote(self):
+        self.assertEqual(bench_compare.shell_quote("a'b"), "'a'\\''b'")
+
+
+class AllocatorEvidence(unittest.TestCase):
+    def test_jemalloc_thread(self):
+        text, missing = measure.parse_allocator_evidence(
+            ["fors", "shard-0", "jemalloc_bg_thd"], {"/usr/lib/libc.so.6"}, "")
+        self.assertIn("jemalloc", text)
+        self.assertEqual(missing, [])
+
+    def test_preloaded_library_found_under_its_real_name(self):
+        text, missing = measure.parse_allocator_evidence(
+            ["fors"], {"/nonexistent/libmimalloc.so.2.0", "/usr/lib/libc.so.6"},
+            "/nonexistent/libmimalloc.so.2.0")
+        self.assertIn("libmimalloc.so.2.0", text)
+        self.assertEqual(missing, [])
+
+    def test_preload_not_mapped_is_reported(self):
+        text, missing = measure.parse_allocator_evidence(
+            ["fors"], {"/usr/lib/libc.so.6"}, "/nonexistent/libmimalloc.so.2")
+        self.assertEqual(missing, ["/nonexistent/libmimalloc.so.2"])
+        self.assertIn("glibc malloc", text)
+
+    def test_own_process(self):
+        text, missing = measure.allocator_evidence(os.getpid(), "")
+        self.assertEqual(missing, [])
+        self.assertTrue(text)
+
+
+class AllocCompare(unittest.TestCase):
+    def test_order_is_abc_cba(self):
+        self.assertEqual(alloc_compare.run_order(["a", "b", "c"], 2),
+                         [("a", 1), ("b", 1), ("c", 1), ("c", 2), ("b", 2), ("a", 2)])
+        self.assertEqual(alloc_compare.run_order(["a", "b"], 1), [("a", 1), ("b", 1)])
+
+    def test_mimalloc_runs_the_glibc_binary_with_ld_preload(self):
+        class A:
+            glibc_bin, jemalloc_bin, mimalloc_lib = "/g", "/j", "/lib/mi.so"
+        argv = alloc_compare.bench_argv("mimalloc", "/run", A, ["--bulk-mb", "50"])
+        self.assertIn("--no-write", argv)
+        self.assertEqual(argv[argv.index("--fors-bin") + 1], "/g")
+        self.assertEqual(argv[argv.index("--fors-env") + 1], "LD_PRELOAD=/lib/mi.so")
+        self.assertEqual(argv[-2:], ["--bulk-mb", "50"])
+        j = alloc_compare.bench_argv("jemalloc", "/run", A, [])
+        self.assertEqual(j[j.index("--fors-bin") + 1], "/j")
+        self.assertNotIn("--fors-env", j)
+
+    def test_summary_ratios_are_per_run(self):
+        def run(ctor_cpu, fors_cpu):
+            return {"rows": [report.compute_row("ctor", "exit-download", loadgen_json(),
+                                                ctor_cpu, 1024, 5),
+                             report.compute_row("fors1", "exit-download", loadgen_json(),
+                                                fors_cpu, 1024, 5)],
+                    "env": {"loadavg": [1.0, 1.0, 1.0], "loadavg_end": [2.0, 1.0, 1.0]}}
+        # Round 2 ran on a machine twice as loaded: the ratio, not the raw cost, is compared.
+        runs = [("glibc", 1, run(1.0, 0.6)), ("jemalloc", 1, run(1.0, 0.5)),
+                ("jemalloc", 2, run(2.0, 1.2)), ("glibc", 2, run(2.0, 1.0))]
+        t = alloc_compare.render_summary(runs)
+        line = [l for l in t.splitlines() if l.startswith("| exit download | 1 shard")][0]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        self.assertEqual(cells[2], "**0.55** (0.60, 0.50)")  # glibc
+        self.assertEqual(cells[3], "**0.55** (0.50, 0.60)")  # jemalloc
+        self.assertEqual(cells[4], "–")  # mimalloc not run
+        self.assertNotIn("2 shards", t)  # no fors2 rows at all
+        per_run = alloc_compare.render_runs(runs)
+        self.assertIn("| 1.00 → 2.00 |", per_run)
+        self.assertIn("3.00 s/GB (0.60)", per_run)  # glibc round 1: 0.6 CPU-s over 0.2 GB
 
 
 if __name__ == "__main__":
