@@ -24,8 +24,8 @@
 //! must end as predicted, and Fors's metrics must agree with the outcome (kept: one leg gone,
 //! no set; lost: its whole set gone). So C tor itself loses the stream whenever the exit's
 //! data leg is not the client's sending leg; the stream survives only when they coincide.
-//! On each exit the test retries (fresh set, at most [`ATTEMPTS`]) until a download survived
-//! the close of a leg.
+//! On each exit the test retries (fresh set, at most [`ATTEMPTS`]) until it closed an idle
+//! leg; that case must have been seen on at least one of the two exits.
 //!
 //! Fors's log must show no panic and no error or conflux warning. Switches: first, a 12 MB
 //! unpaced download through each exit (SHA-256 checked); it fills the lowest-RTT leg's window
@@ -61,12 +61,16 @@ const SERVER_IP: &str = "127.0.0.2";
 const PACED_BYTES: u64 = 5 << 20;
 const PACED_RATE: u64 = 512 << 10;
 const KILL_AFTER: u64 = 512 << 10;
-/// A leg that read less than this in the second before the kill carried none of the
-/// download (a few control cells at most).
-const IDLE_LEG_BYTES: u64 = 16 * 514;
-/// Kill attempts per exit before giving up on seeing a download survive. An attempt keeps
-/// the download about half the time (when the exit's lowest-RTT leg is the client's).
-const ATTEMPTS: usize = 6;
+/// A leg that read nothing in the second before the kill carried none of the download then.
+/// Not one cell: data the exit sent on a leg earlier stays in flight up to a SENDME increment
+/// short (no SENDME acks the last partial increment), so even two more cells can make it a
+/// full increment at the exit, which tears the set down (seen with C tor's exit).
+const IDLE_LEG_BYTES: u64 = 1;
+/// Kill attempts per exit before giving up on the case where C's rules keep the download.
+/// That needs the exit's data leg to be the client's sending leg, which depends on the legs'
+/// RTTs at each end; within one network the same relays tend to give the same order, so
+/// further attempts are not independent draws.
+const ATTEMPTS: usize = 4;
 
 /// One byte-block of the download: splitmix64 of the seed and the block index.
 fn block(seed: u64, i: u64) -> [u8; 8] {
@@ -502,15 +506,15 @@ impl Round<'_> {
             .unwrap_or_else(|e| panic!("CLOSECIRCUIT {closed}: {e:?}"));
         let at = d.received();
         // C's rules: the closed leg is not the client's sending leg. If it carried none of
-        // the download, it holds no highest sequence number and no data in flight at either
-        // end: the set survives. If it carried all of it, it carried the newest cell (the
+        // the download while the other did, it holds no highest sequence number, is not the
+        // exit's sending leg and has less than an increment in flight: the set survives. If it carried all of it, it carried the newest cell (the
         // client's highest received number): the client tears the set down. If both legs
         // carried some, that depends on which carried the newest cell and on the data in
         // flight at the exit, which the client cannot see: either outcome.
         let idle = |n: u64| n < IDLE_LEG_BYTES;
         let predicted = if rtt(&legs[other]) == rtt(&legs[client_leg]) {
             "either (equal client RTTs)"
-        } else if idle(closed_leg_read) {
+        } else if idle(closed_leg_read) && !idle(stream_leg_read) {
             "complete"
         } else if idle(stream_leg_read) {
             "lost"
@@ -540,12 +544,13 @@ impl Round<'_> {
         }
     }
 
-    /// Kill attempts until a download survived one (at most [`ATTEMPTS`]).
+    /// Kill attempts until one closed a leg that carried none of the download (at most
+    /// [`ATTEMPTS`]).
     fn kill_rounds(&mut self, nick: &str, fp: &str) -> Vec<Attempt> {
         let mut out: Vec<Attempt> = Vec::new();
         for k in 0..ATTEMPTS {
             out.push(self.kill_attempt(nick, fp, k));
-            if out.iter().any(|a| a.outcome == Outcome::Complete) {
+            if out.iter().any(|a| a.predicted == "complete") {
                 break;
             }
         }
@@ -633,10 +638,10 @@ fn a_conflux_leg_killed_mid_download_ends_as_with_a_c_tor_exit() {
     let ctor = round.kill_rounds("exit1", &fp);
     eprintln!("done after {:?}", started.elapsed());
 
-    // On both exits: a leg that carried none of the download closes without costing the
-    // download (C's rules keep the set); every download either completes with the right
-    // SHA-256 or is cut short (checked in `finish`); and within the attempts a download
-    // survived the close of one of its legs.
+    // On both exits, every attempt whose outcome C's rules decide ends that way: a leg that
+    // carried none of the download closes without costing it (the set is kept), a leg that
+    // carried all of it takes the set and the download with it. Every download completes
+    // with the right SHA-256 or is cut short (checked in `finish`).
     for (nick, attempts) in [("forsexit1", &fors), ("exit1", &ctor)] {
         for a in attempts.iter() {
             match a.predicted {
@@ -652,12 +657,16 @@ fn a_conflux_leg_killed_mid_download_ends_as_with_a_c_tor_exit() {
                 _ => {}
             }
         }
-        assert!(
-            attempts.iter().any(|a| a.outcome == Outcome::Complete),
-            "{nick}: no download survived the close of a leg in {} attempts: {attempts:?}",
-            attempts.len()
-        );
     }
+    // The case the issue names (a download that survives the close of a leg) was exercised.
+    // Not required per exit: when an exit's data leg is never the client's sending leg in a
+    // network (see ATTEMPTS), C's rules lose every such download on it, C tor's included.
+    assert!(
+        fors.iter()
+            .chain(ctor.iter())
+            .any(|a| a.predicted == "complete"),
+        "no attempt closed a leg that carried none of the download: {fors:?} {ctor:?}"
+    );
     // Fors's metrics agree with what the client saw: a kept stream, one leg gone and no
     // set; a lost one, its whole set gone.
     for a in &fors {
