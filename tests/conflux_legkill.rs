@@ -168,10 +168,14 @@ enum Outcome {
     Lost(u64),
 }
 
+/// What a download's reader returns: bytes and SHA-256 of a whole body, or the bytes read
+/// before it ended early and why.
+type ReadResult = Result<(u64, [u8; 32]), (u64, String)>;
+
 /// A download through the client's SocksPort, read (and hashed) in its own thread.
 struct Download {
     received: Arc<AtomicU64>,
-    reader: JoinHandle<Result<(u64, [u8; 32]), (u64, String)>>,
+    reader: JoinHandle<ReadResult>,
 }
 
 impl Download {
