@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use circuit_common::*;
 use fors::cell::chan::DestroyReason;
-use fors::cell::relay::msg::{BeginTarget, End, EndReason, RelayMsg};
+use fors::cell::relay::msg::{BeginTarget, End, EndReason, RelayMsg, Sendme};
 use fors::cell::relay::RelayCmd;
 use fors::cell::ChanCmd;
 use fors::proto::circuit::{Action, RelayIdentity};
@@ -322,6 +322,50 @@ fn closing_the_sending_leg_tears_the_set_down() {
         .iter()
         .any(|x| matches!(x, Action::StreamClose { stream: s } if *s == stream)));
     assert_eq!(exit.core.circuit_count(), 0);
+}
+
+/// C tor replaces a leg's RTT with its congestion-control EWMA RTT at every SENDME
+/// (`congestion_control_process_sendme` → `conflux_update_rtt`): a leg whose queue grew is
+/// left for a faster one. Regression: Fors kept the LINKED_ACK sample for the set's life, so
+/// LowRTT stayed on a leg C tor's exit would have left.
+#[test]
+fn a_legs_rtt_follows_its_sendmes_as_c_tor() {
+    let mut exit = exit();
+    // HIGH_THROUGHPUT → LowRTT. At LINKED_ACK a is the faster leg (20 ms against 60 ms).
+    let (mut a, mut b) = linked_pair(&mut exit, DesiredUx::HighThroughput, 20, 60);
+    let (stream, acts) = begin(&mut exit, &mut a, 7);
+    assert_eq!(a.open_all(&acts)[0].1, RelayCmd::CONNECTED);
+    // 31 DATA cells (one SENDME increment) on a.
+    let (n, acts) = exit.io(|c, io| c.stream_data(stream, &[0x5a; 31 * 498], io));
+    assert_eq!(n.unwrap(), 31 * 498);
+    let got = a.open_all(&acts);
+    assert_eq!(got.len(), 31, "{acts:?}");
+    assert!(got.iter().all(|g| g.1 == RelayCmd::DATA));
+    assert!(b.open_all(&acts).is_empty());
+    // Their SENDME comes 200 ms later: a's RTT is now 200 ms, b's still 60 ms.
+    let tag = a.last_tag(0);
+    exit.advance(Duration::from_millis(200));
+    let acts = a.send(
+        &mut exit,
+        0,
+        ChanCmd::RELAY,
+        &RelayMsg::Sendme(Sendme::V1 { tag: &tag }),
+        0,
+    );
+    assert!(cells(&acts).is_empty(), "{acts:?}");
+    // a has room again, but b is now the lower-RTT leg: SWITCH (b to a's 32), then DATA.
+    let (n, acts) = exit.io(|c, io| c.stream_data(stream, b"after", io));
+    assert_eq!(n.unwrap(), 5);
+    assert!(a.open_all(&acts).is_empty(), "{acts:?}");
+    let got = b.open_all(&acts);
+    assert_eq!(got.len(), 2, "{acts:?}");
+    assert_eq!(got[0].1, RelayCmd::CONFLUX_SWITCH);
+    assert_eq!(Switch::parse(&got[0].3).unwrap().relative_seq, 32);
+    assert_eq!(
+        (got[1].1, got[1].3.as_slice()),
+        (RelayCmd::DATA, &b"after"[..])
+    );
+    assert_eq!(exit.core.metrics().conflux_switches_sent, 1);
 }
 
 #[test]

@@ -323,9 +323,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             let Some(c) = self.table.get(l.idx) else {
                 continue;
             };
-            let (cwnd, inflight) =
-                c.cc.as_deref()
-                    .map_or((0, 0), |cc| (cc.cwnd(), cc.inflight()));
+            let (cwnd, inflight, ewma_rtt) = c.cc.as_deref().map_or((0, 0, 0), |cc| {
+                (cc.cwnd(), cc.inflight(), cc.ewma_rtt_usec())
+            });
+            // C tor updates the leg's RTT at each SENDME; the EWMA only changes at a
+            // SENDME, so reading it when choosing gives the same leg RTTs.
+            self.conflux.sets.update_rtt(l, ewma_rtt);
             *s = Some((
                 l,
                 LegSendState {

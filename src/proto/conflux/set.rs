@@ -545,6 +545,20 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         Ok(())
     }
 
+    /// A newer RTT for `circ`'s leg: C tor replaces a leg's RTT with its circuit's
+    /// congestion-control EWMA RTT at every SENDME it processes
+    /// (`congestion_control_process_sendme` → `conflux_update_rtt`), so MinRTT and LowRTT
+    /// follow the legs' current queueing, not only the LINKED_ACK sample. 0 (no estimate
+    /// yet) changes nothing, as in C tor.
+    pub fn update_rtt(&mut self, circ: C, rtt_usec: u64) {
+        if rtt_usec == 0 {
+            return;
+        }
+        if let Some(&id) = self.by_circ.get(&circ) {
+            self.leg_mut(id).rtt_usec = rtt_usec;
+        }
+    }
+
     /// CONFLUX_LINKED arrived at the exit: only clients receive it (C tor closes the
     /// circuit: "Received CONFLUX_LINKED cell on a non origin circuit").
     pub fn on_linked(&mut self, circ: C, facts: LegFacts) -> Refused<C> {
