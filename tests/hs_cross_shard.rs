@@ -433,6 +433,9 @@ fn cells_sent_while_joining_are_spliced_after_the_join() {
         let c = p.r[1].core.hs_cross_counters();
         assert_eq!((c.joining_spliced, c.joining_dropped), (5, 0));
         assert_eq!(p.r[1].core.metrics().queued_cells, queued);
+        // The MetricsPort copy follows (`fors_relay_hs_rend_joining_cells_total`).
+        let m = p.r[1].core.metrics();
+        assert_eq!((m.hs_joining_held, m.hs_joining_spliced), (5, 5));
         // Joined: the splice carries on both ways.
         flow(&mut p, &mut rng, &mut svc, 1, &mut cl, cs, 20);
         flow(&mut p, &mut rng, &mut cl, cs, &mut svc, 1, 20);

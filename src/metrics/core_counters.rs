@@ -189,6 +189,18 @@ exported_fields! {
             Counter true "",
         hs_cross_shard_splice_overflow => "fors_relay_hs_splice_overflow_total" [""]
             Counter false "Spliced circuits closed (RESOURCELIMIT) because a cell for the partner's shard met a full cross-shard overflow.",
+        hs_joining_held => "fors_relay_hs_rend_joining_cells_total" ["action=\"held\""]
+            Counter true "Cells a service's rendezvous circuit sent between RENDEZVOUS1 and a cross-shard join (C tor joins at once and would splice them): held in the cell pool, then spliced at the join, or dropped when the join failed or a side closed first.",
+        hs_joining_spliced => "fors_relay_hs_rend_joining_cells_total" ["action=\"spliced\""]
+            Counter true "",
+        hs_joining_dropped => "fors_relay_hs_rend_joining_cells_total" ["action=\"dropped\""]
+            Counter true "",
+        hs_joining_overflow => "fors_relay_hs_rend_joining_overflow_total" [""]
+            Counter true "Joining service circuits closed (RESOURCELIMIT) past the per-circuit hold bound or with no cell buffer left.",
+        hs_cross_overflow_introduce => "fors_relay_hs_cross_shard_refused_total" ["kind=\"introduce\""]
+            Counter true "Onion-service messages with a body refused at the cross-shard overflow bound (introduce: the client got INTRODUCE_ACK UNKNOWN_ID; rendezvous: the circuits closed with RESOURCELIMIT).",
+        hs_cross_overflow_rendezvous => "fors_relay_hs_cross_shard_refused_total" ["kind=\"rendezvous\""]
+            Counter true "",
         conflux_sets => "fors_relay_conflux_sets" [""]
             Gauge true "Conflux sets (linked or linking) whose legs end here.",
         conflux_legs => "fors_relay_conflux_legs" [""]

@@ -275,6 +275,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let (intro, rend) = self.hs_counters();
         let tables = self.hs_table_sizes();
         self.metrics.set_hs(&intro, &rend, tables);
+        self.metrics.set_hs_cross(&self.hs.cross);
     }
 
     /// The circuit's half of each request: checks here, then the table's half at home.
@@ -710,10 +711,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.update_queue_metrics();
         if !held {
             self.hs.cross.joining_overflow += 1;
+            self.sync_hs_metrics();
             self.close(idx, DestroyReason::ResourceLimit, true, true, io);
             return false;
         }
         self.hs.cross.joining_held += 1;
+        self.sync_hs_metrics();
         true
     }
 
@@ -740,6 +743,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             self.pool.clear(&mut q);
         }
         self.update_queue_metrics();
+        self.sync_hs_metrics();
     }
 
     /// Adds `partner`'s backward layer to `body` and sends it toward its client side.

@@ -153,6 +153,15 @@ pub struct CircuitMetrics {
     /// a cell met a full cross-shard overflow (RESOURCELIMIT).
     pub hs_cross_shard_splice_cells: u64,
     pub hs_cross_shard_splice_overflow: u64,
+    /// A joining service circuit's cells (`proto::circuit::hs_cross::HsCrossCounters`,
+    /// copied by `set_hs_cross`): held until the join, spliced then, dropped; circuits
+    /// closed past the hold bound; HS bodies refused at the cross-shard overflow bound.
+    pub hs_joining_held: u64,
+    pub hs_joining_spliced: u64,
+    pub hs_joining_dropped: u64,
+    pub hs_joining_overflow: u64,
+    pub hs_cross_overflow_introduce: u64,
+    pub hs_cross_overflow_rendezvous: u64,
     /// Conflux at the exit (`proto::conflux::ConfluxStats`, copied by `set_conflux`).
     pub conflux_sets: u64,
     pub conflux_legs: u64,
@@ -192,6 +201,25 @@ impl CircuitMetrics {
         let code = usize::from(u8::from(reason));
         let slot = if code < END_REASON_SLOTS { code } else { 0 };
         self.ends_sent[slot] += 1;
+    }
+
+    /// Copies the cross-shard onion-service counters. Destructures without `..`, as
+    /// `set_hs`.
+    pub fn set_hs_cross(&mut self, c: &super::hs_cross::HsCrossCounters) {
+        let super::hs_cross::HsCrossCounters {
+            joining_held,
+            joining_spliced,
+            joining_dropped,
+            joining_overflow,
+            overflow_introduce,
+            overflow_rendezvous,
+        } = *c;
+        self.hs_joining_held = joining_held;
+        self.hs_joining_spliced = joining_spliced;
+        self.hs_joining_dropped = joining_dropped;
+        self.hs_joining_overflow = joining_overflow;
+        self.hs_cross_overflow_introduce = overflow_introduce;
+        self.hs_cross_overflow_rendezvous = overflow_rendezvous;
     }
 
     /// Copies the onion-service counters and table sizes. Destructures without `..`: a
