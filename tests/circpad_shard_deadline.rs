@@ -9,7 +9,7 @@ mod shard_common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use fors::shard::{CloseReason, ConnHandler, ConnId, Outbox, Runtime};
+use fors::shard::{CloseReason, ConnHandler, ConnId, Outbox, Runtime, ShardConfig};
 use shard_common::*;
 
 const STEP: Duration = Duration::from_millis(5);
@@ -60,14 +60,23 @@ impl ConnHandler for Waker {
 fn handler_deadlines_wake_the_loop_within_milliseconds() {
     let start = Instant::now();
     let rearm_until = start + Duration::from_millis(500);
-    let rt = Runtime::start(runtime_config(1, small_config()), move |_| Waker {
-        echo: Echo::default(),
-        rearm_until,
-        // The first one already past: served once, not in a loop.
-        next: Some(start - Duration::from_millis(1)),
-        late: Vec::new(),
-        early: 0,
-    })
+    let rt = Runtime::start(
+        runtime_config(
+            1,
+            ShardConfig {
+                tick_ms: 100,
+                ..small_config()
+            },
+        ),
+        move |_| Waker {
+            echo: Echo::default(),
+            rearm_until,
+            // The first one already past: served once, not in a loop.
+            next: Some(start - Duration::from_millis(1)),
+            late: Vec::new(),
+            early: 0,
+        },
+    )
     .unwrap();
     std::thread::sleep(Duration::from_millis(900));
     let reports = rt.stop().unwrap();

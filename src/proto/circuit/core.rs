@@ -733,6 +733,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                     if h.chan == chan {
                         c.queued -= c.q_next.len() as u32;
                         let mut q = ::core::mem::take(&mut c.q_next);
+                        // Toward another shard's channel: that shard times these cells
+                        // from the batch's arrival (counting them here too would count
+                        // them twice); their wait in this pool is not seen.
+                        let remote = h.shard != self.cfg.shard;
+                        if remote {
+                            self.pool.stop_clock();
+                        }
                         while let Some(cmd) = self.pool.pop(&mut q, &mut body) {
                             io.out.push(Action::SendCell {
                                 chan: h.chan,
@@ -741,6 +748,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                                 cmd,
                                 body,
                             });
+                        }
+                        if remote {
+                            self.pool.set_clock(now_ms);
                         }
                     }
                 }

@@ -730,10 +730,18 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             if !popped {
                 break;
             }
-            self.hs.cross.joining_spliced += 1;
             // A close on the way (the partner's queue bound) drops the rest, counted.
-            if self.splice_forward(idx, &mut body, io) != Some(true) {
-                break;
+            match self.splice_forward(idx, &mut body, io) {
+                Some(open) => {
+                    self.hs.cross.joining_spliced += 1;
+                    if !open {
+                        break;
+                    }
+                }
+                None => {
+                    self.hs.cross.joining_dropped += 1;
+                    break;
+                }
             }
         }
         // A local partner that closed meanwhile is closing `idx` too; drop what is left.

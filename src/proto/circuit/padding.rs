@@ -15,7 +15,10 @@
 //! * The shard asks [`RelayCore::circpad_next_deadline`] after each batch and calls
 //!   [`RelayCore::circpad_timers`] when it is due: a DROP from this hop, then any STOP.
 //!   A STOP a cell-sent event produced is not sent from inside `send_to_prev` (which may
-//!   run inside another origination): it waits in the circuit and is due at once.
+//!   run inside another origination): it waits in the circuit and is due at once. C sends
+//!   it inside the event, before the cell that triggered it; here it follows that cell. A
+//!   START arriving in between is answered before the old STOP — harmless, since the
+//!   client matches a STOP by its `machine_ctr`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -131,6 +134,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         if w.send_drop {
             // Counted by `on_wakeup` already: not a cell-sent event (C sends the padding
             // event from the callback, and ignores DROP in the sent path).
+            // Staged cells go out first, as non-padding sent events of their own.
+            self.flush_originated(io);
             self.pad_sending_drop = true;
             let sent = self.originate(idx, RelayCmd::DROP, 0, |_| Ok(0), io);
             self.pad_sending_drop = false;

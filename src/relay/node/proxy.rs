@@ -48,7 +48,8 @@ pub(super) struct CrossCounters {
 }
 
 impl RelayNode {
-    /// The core's onion-service cross-shard counters (tests; not yet on the MetricsPort).
+    /// The core's onion-service cross-shard counters (also on the MetricsPort, through
+    /// `CircuitMetrics::set_hs_cross`).
     #[doc(hidden)]
     pub fn hs_cross_counters(&self) -> crate::proto::circuit::hs_cross::HsCrossCounters {
         self.core.hs_cross_counters()
@@ -67,6 +68,7 @@ impl RelayNode {
             self.handle_cross(from, msg, now, out);
         }
         self.dispatch(out);
+        self.qdelay_close(out);
     }
 
     /// Tells every other shard that our channel `chan` is blocked or not (only shards with
