@@ -261,3 +261,58 @@ fn cross_shard_cells_are_counted_once_on_the_shard_that_sends_them() {
         assert_eq!(s.buckets[0], s.count(), "{s:?}");
     }
 }
+
+#[test]
+fn cells_held_for_another_shards_channel_are_counted_once() {
+    let mut net = Net::new(seed("qdelay_held_cross"));
+    let lat: Vec<Arc<ShardLatency>> = (0..2).map(|_| Arc::new(ShardLatency::default())).collect();
+    for (s, l) in lat.iter().enumerate() {
+        with_latency(&mut net, s, l);
+    }
+    let mut x = cross_circuit(&mut net, 40063);
+    let (origin, owner) = (x.origin, x.owner);
+    let count = |s: usize| lat[s].cell_queue_delay.snapshot().count();
+    let before = count(origin) + count(owner);
+    // The next hop (on the other shard) stops reading: its connection takes 4 KB, so its
+    // channel blocks and the circuit's shard holds the client's cells for it.
+    net.shards[owner].conns.get_mut(&x.t.conn).unwrap().bound = 4096;
+    const N: usize = 600;
+    for i in 0..N {
+        let body = x.c.cell(1, RelayCmd::DATA, 9, &(i as u16).to_be_bytes());
+        x.p.chan
+            .send_cell(x.c.circ_id, ChanCmd::RELAY, &body)
+            .unwrap();
+        if i % 50 == 49 {
+            x.p.push(&mut net);
+        }
+    }
+    x.p.push(&mut net);
+    let held = net.nodes[origin].census().queued_cells;
+    assert!(held > 0, "nothing held for the blocked next hop");
+
+    // 30 ms later the next hop drains and reads again: the held cells cross to its shard.
+    net.shards[owner].advance(Duration::from_millis(30));
+    let early = net.shards[owner].take_output(x.t.conn);
+    net.shards[owner].conns.get_mut(&x.t.conn).unwrap().bound = 1 << 20;
+    x.t.chan
+        .send_cell(CircId(0), ChanCmd::PADDING, &[0; CELL_BODY_LEN])
+        .unwrap();
+    x.t.push(&mut net);
+    let wall = net.shards[owner].wall;
+    let mut rng = StdRng::seed_from_u64(net.rng.next_u64());
+    let _ = x.t.chan.handle_input(&early, wall, &mut rng, &mut x.t.sink);
+    x.t.pump(&mut net);
+    let relayed =
+        x.t.cells()
+            .iter()
+            .filter(|(_, cmd, _)| *cmd == ChanCmd::RELAY)
+            .count();
+    assert_eq!(relayed, N, "every cell reached the next hop");
+    net.tick(Duration::from_millis(100));
+    eprintln!("{held} of {N} held for the other shard's channel");
+    assert_eq!(
+        count(origin) + count(owner) - before,
+        N as u64,
+        "each cell counted once over both shards"
+    );
+}
