@@ -45,7 +45,7 @@
 //! HTTP/1.0: one request per connection, closed after the answer, as C tor.
 //! No client address is logged or counted (SafeLogging).
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -72,6 +72,8 @@ pub const MAX_READ_BUFFER_BYTES: usize = 64 << 20;
 pub const STREAM_AHEAD: usize = 32 << 10;
 /// C tor's `CLEAN_CACHES_INTERVAL`: expired onion-service descriptors are dropped this often.
 pub const HS_CACHE_CLEAN_INTERVAL: Duration = Duration::from_secs(30 * 60);
+/// Parts of a stored answer one `writev` carries at most.
+const MAX_IOV: usize = 64;
 /// Sleep between passes when nothing happened.
 const POLL: Duration = Duration::from_millis(5);
 
@@ -334,6 +336,52 @@ impl Writer {
             streamed: z.is_some(),
             z,
         })
+    }
+
+    /// The unsent rest of the current part (after `pending` returned it).
+    fn current(&self) -> &[u8] {
+        match &self.cur {
+            Cur::Head => &self.head[self.sent..],
+            Cur::Doc(i) => &self.body[*i][self.sent..],
+            Cur::Out(o) => &o[self.sent..],
+        }
+    }
+
+    /// An answer sent as stored: the current part and the documents after it (at most
+    /// [`MAX_IOV`] in all), for one `writev` rather than a write per document (each
+    /// write on loopback is a segment the kernel handles on our CPU time).
+    fn gather<'a>(&'a self, iov: &mut [IoSlice<'a>; MAX_IOV]) -> usize {
+        debug_assert!(!self.streamed);
+        iov[0] = IoSlice::new(self.current());
+        let mut k = 1;
+        for d in &self.body[self.next..] {
+            if k == MAX_IOV {
+                break;
+            }
+            iov[k] = IoSlice::new(d);
+            k += 1;
+        }
+        k
+    }
+
+    /// `n` bytes went: past the current part into the next documents when the answer is
+    /// sent as stored (`gather`); a streamed answer only writes its current part.
+    fn advance(&mut self, mut n: usize) {
+        loop {
+            let rem = self.current().len();
+            if n < rem || self.streamed {
+                self.sent += n;
+                return;
+            }
+            n -= rem;
+            self.sent += rem;
+            if n == 0 || self.next == self.body.len() {
+                return;
+            }
+            self.cur = Cur::Doc(self.next);
+            self.next += 1;
+            self.sent = 0;
+        }
     }
 
     /// The bytes to send next (not empty), or `None` once everything went.
@@ -745,15 +793,14 @@ fn step(
     }
     if let Phase::Writing(w) = &mut c.phase {
         loop {
-            let data = match w.pending() {
-                Ok(Some(d)) => d,
+            let mut n_max = match w.pending() {
+                Ok(Some(d)) => d.len(),
                 Ok(None) => {
                     let _ = c.stream.shutdown(std::net::Shutdown::Both);
                     return (false, true);
                 }
                 Err(_) => return (false, true),
             };
-            let mut n_max = data.len();
             if let (true, Some(b), Some(g)) = (c.limited, bucket.as_mut(), budget) {
                 if b.allowance() < n_max {
                     b.top_up(now, g, n_max);
@@ -763,12 +810,19 @@ fn step(
                     break;
                 }
             }
-            match c.stream.write(&data[..n_max]) {
+            let wrote = if !c.limited && !w.streamed {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let k = w.gather(&mut iov);
+                c.stream.write_vectored(&iov[..k])
+            } else {
+                c.stream.write(&w.current()[..n_max])
+            };
+            match wrote {
                 Ok(0) => return (false, true),
                 Ok(n) => {
                     moved = true;
                     c.last_progress = now;
-                    w.sent += n;
+                    w.advance(n);
                     if let (true, Some(b)) = (c.limited, bucket.as_mut()) {
                         b.spend(n);
                     }
@@ -1220,6 +1274,48 @@ mod tests {
             .read_to_end(&mut plain)
             .unwrap();
         assert_eq!(plain, want);
+    }
+
+    /// An answer sent as stored goes out in gathered writes (head and documents together)
+    /// that a socket may take only partly: every byte once, in order.
+    #[test]
+    fn a_stored_answer_goes_out_whole_in_gathered_writes() {
+        use rand::{Rng, SeedableRng};
+        let seed: u64 = rand::random();
+        eprintln!("seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let docs: Vec<Arc<[u8]>> = (0..(MAX_IOV as u32 * 2 + 7))
+            .map(|i| Arc::from(format!("doc {i} {}\n", "z".repeat(i as usize % 97)).into_bytes()))
+            .collect();
+        let mut want = b"HEAD\r\n\r\n".to_vec();
+        want.extend(docs.iter().flat_map(|d| d.iter().copied()));
+        let mut w = Writer::new(Answer {
+            status: 200,
+            kind: Kind::Microdesc,
+            head: b"HEAD\r\n\r\n".to_vec(),
+            body: docs,
+            encoding: crate::dircache::compress::Method::Identity,
+            streamed: false,
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        let mut writes = 0;
+        while w.pending().unwrap().is_some() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let k = w.gather(&mut iov);
+            let all: Vec<u8> = iov[..k].iter().flat_map(|s| s.iter().copied()).collect();
+            // A socket takes some of it, sometimes all.
+            let n = if rng.gen_bool(0.3) {
+                all.len()
+            } else {
+                rng.gen_range(1..=all.len())
+            };
+            out.extend_from_slice(&all[..n]);
+            w.advance(n);
+            writes += 1;
+        }
+        assert_eq!(out, want);
+        assert!(writes < 200, "gathered, not one write per part: {writes}");
     }
 
     /// No total write deadline: a slow reader that keeps taking bytes gets the whole
