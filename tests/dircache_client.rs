@@ -6,7 +6,8 @@
 //!   Fors through BEGIN_DIR, bootstraps to 100 %, and at the next consensus (every 20 s)
 //!   downloads a consensus **diff** from Fors and applies it — shown by the client's own
 //!   `info` log (dirclient.c names the server it got each answer from) and by Fors's
-//!   MetricsPort (`fors_dircache_diffs`);
+//!   MetricsPort (`fors_dircache_diffs` kept, `fors_dirserver_requests_total` of kinds
+//!   `microdesc` and `consensus_diff` served);
 //! * then, switched to full descriptors (which it also fetches from Fors, its only directory
 //!   guard), it carries a SHA-256-checked transfer through the network;
 //! * `curl` to Fors's DirPort gets the signed microdesc consensus, plain and `.z`, the same
@@ -222,7 +223,21 @@ fn c_tor_client_bootstraps_and_fetches_diffs_and_microdescs_from_fors() {
     let m = http_get(SocketAddr::from(([127, 0, 0, 1], metrics_port)), "/metrics");
     let diffs = metric(&m, "fors_dircache_diffs").unwrap_or(0);
     assert!(diffs > 0, "no diffs kept: {m}");
-    println!("client fetched through Fors; Fors keeps {diffs} diffs");
+    // Fors's own counters of what it served (issue #10: "shown by Fors's counters").
+    let served = |kind: &str| {
+        metric(
+            &m,
+            &format!("fors_dirserver_requests_total{{kind=\"{kind}\"}}"),
+        )
+        .unwrap_or(0)
+    };
+    let (md_served, diffs_served) = (served("microdesc"), served("consensus_diff"));
+    assert!(md_served > 0, "no microdescriptor answers counted: {m}");
+    assert!(diffs_served > 0, "no diff answers counted: {m}");
+    println!(
+        "client fetched through Fors; Fors keeps {diffs} diffs, served {md_served} \
+         microdescriptor and {diffs_served} diff answers"
+    );
 
     // Traffic: full descriptors (fetched from Fors too), then a checked transfer.
     let mut ctl = TorControl::connect(client_ports(dir).1);

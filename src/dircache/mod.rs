@@ -13,6 +13,8 @@
 //!   start-up through the same checks.
 //! - [`request`], [`serve`], [`compress`]: the serving side, sans-IO: a request's bytes
 //!   in, the answer's bytes out (dir-spec appendix "Standard URLs", C tor `dircache.c`).
+//! - [`tunnel`]: the fixed-size preamble a shard writes first on a BEGIN_DIR stream's
+//!   loopback connection (the previous hop's address, for `X-Your-Address-Is`).
 //!
 //! The store is shared between the mirror (the directory worker thread, a rare writer) and the
 //! directory server thread (readers) as a [`SharedStore`]; neither is on the per-cell path, so a
@@ -32,6 +34,7 @@ pub mod mirror;
 pub mod request;
 pub mod serve;
 pub mod store;
+pub mod tunnel;
 pub mod verify;
 
 pub use store::{

@@ -36,10 +36,16 @@
 //! [`DirServer::internal_anonymous_addr`] for circuits from a relay. DirPort requests are
 //! never anonymous.
 //!
+//! A BEGIN_DIR stream's connection starts with a fixed-size preamble from the shard
+//! ([`crate::dircache::tunnel`]): the address of the channel its circuit arrived on, which
+//! C tor reports in `X-Your-Address-Is` (by the same locality rule as for the DirPort,
+//! [`serve::your_address`]). A malformed one closes the connection without an answer; the
+//! address is used for that header and nothing else.
+//!
 //! HTTP/1.0: one request per connection, closed after the answer, as C tor.
 //! No client address is logged or counted (SafeLogging).
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -52,6 +58,7 @@ use crate::dircache::hsdir::{HsDirCache, HsDirCounters};
 use crate::dircache::request::{self, Parsed};
 use crate::dircache::serve::{self, Answer, Context, Kind};
 use crate::dircache::store::{Document, SharedStore};
+use crate::dircache::tunnel;
 use crate::shard::ratelimit::SharedBudget;
 
 pub const MAX_CONNECTIONS: usize = 256;
@@ -65,6 +72,8 @@ pub const MAX_READ_BUFFER_BYTES: usize = 64 << 20;
 pub const STREAM_AHEAD: usize = 32 << 10;
 /// C tor's `CLEAN_CACHES_INTERVAL`: expired onion-service descriptors are dropped this often.
 pub const HS_CACHE_CLEAN_INTERVAL: Duration = Duration::from_secs(30 * 60);
+/// Parts of a stored answer one `writev` carries at most.
+const MAX_IOV: usize = 64;
 /// Sleep between passes when nothing happened.
 const POLL: Duration = Duration::from_millis(5);
 
@@ -78,7 +87,8 @@ pub struct DirServerStats {
     pub bytes_written: AtomicU64,
     pub evicted: AtomicU64,
     pub timeouts: AtomicU64,
-    /// Requests closed without an answer (oversized, unknown command), as C tor.
+    /// Requests closed without an answer (oversized, unknown command, as C tor; or a
+    /// BEGIN_DIR connection with a malformed preamble).
     pub closed_bad: AtomicU64,
     pub connections: AtomicU64,
     /// The HSDir cache's counters, descriptors held and bytes accounted, refreshed after
@@ -328,6 +338,52 @@ impl Writer {
         })
     }
 
+    /// The unsent rest of the current part (after `pending` returned it).
+    fn current(&self) -> &[u8] {
+        match &self.cur {
+            Cur::Head => &self.head[self.sent..],
+            Cur::Doc(i) => &self.body[*i][self.sent..],
+            Cur::Out(o) => &o[self.sent..],
+        }
+    }
+
+    /// An answer sent as stored: the current part and the documents after it (at most
+    /// [`MAX_IOV`] in all), for one `writev` rather than a write per document (each
+    /// write on loopback is a segment the kernel handles on our CPU time).
+    fn gather<'a>(&'a self, iov: &mut [IoSlice<'a>; MAX_IOV]) -> usize {
+        debug_assert!(!self.streamed);
+        iov[0] = IoSlice::new(self.current());
+        let mut k = 1;
+        for d in &self.body[self.next..] {
+            if k == MAX_IOV {
+                break;
+            }
+            iov[k] = IoSlice::new(d);
+            k += 1;
+        }
+        k
+    }
+
+    /// `n` bytes went: past the current part into the next documents when the answer is
+    /// sent as stored (`gather`); a streamed answer only writes its current part.
+    fn advance(&mut self, mut n: usize) {
+        loop {
+            let rem = self.current().len();
+            if n < rem || self.streamed {
+                self.sent += n;
+                return;
+            }
+            n -= rem;
+            self.sent += rem;
+            if n == 0 || self.next == self.body.len() {
+                return;
+            }
+            self.cur = Cur::Doc(self.next);
+            self.next += 1;
+            self.sent = 0;
+        }
+    }
+
     /// The bytes to send next (not empty), or `None` once everything went.
     fn pending(&mut self) -> Result<Option<&[u8]>, crate::dircache::compress::CompressError> {
         loop {
@@ -379,8 +435,13 @@ enum Phase {
 
 struct Conn {
     stream: TcpStream,
-    /// The DirPort peer; `None` for a BEGIN_DIR stream (its client is not ours to know).
+    /// The address `X-Your-Address-Is` is about (before C tor's locality rule,
+    /// `serve::your_address`): a DirPort connection's TCP peer; for a BEGIN_DIR stream the
+    /// address of the channel its circuit arrived on, from its preamble (`None` until then,
+    /// or when the shard did not know it). Used for nothing else.
     peer: Option<IpAddr>,
+    /// A BEGIN_DIR stream whose preamble (`dircache::tunnel`) has not been read yet.
+    preamble_due: bool,
     /// Paced by the DirPort's write bucket (C tor `connection_is_rate_limited`).
     limited: bool,
     /// C tor's `connection_dir_is_anonymous`.
@@ -465,13 +526,21 @@ fn serve_loop(
                         if stream.set_nonblocking(true).is_err() {
                             continue;
                         }
-                        // A tunnelled stream's TCP peer is our own shard: C tor reports
-                        // the channel's address there, which this thread is not told, so
-                        // it gets no `X-Your-Address-Is` (and is never rate-limited here).
+                        // A tunnelled stream's TCP peer is our own shard: the address for
+                        // its `X-Your-Address-Is` (the previous hop's channel, as C tor's)
+                        // comes in its preamble. It is never rate-limited here.
                         let peer = (!tunnelled).then_some(peer.ip());
                         let limited = peer
                             .is_some_and(|p| count_private || !crate::exit::policy::is_internal(p));
-                        admit(&mut conns, stream, peer, limited, anonymous, now, &stats);
+                        admit(
+                            &mut conns,
+                            stream,
+                            (peer, tunnelled),
+                            limited,
+                            anonymous,
+                            now,
+                            &stats,
+                        );
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -566,7 +635,7 @@ fn publish_hsdir_stats(hsdir: &HsDirCache, stats: &DirServerStats) {
 fn admit(
     conns: &mut Vec<Conn>,
     mut stream: TcpStream,
-    peer: Option<IpAddr>,
+    (peer, tunnelled): (Option<IpAddr>, bool),
     limited: bool,
     anonymous: bool,
     now: Instant,
@@ -600,6 +669,7 @@ fn admit(
     conns.push(Conn {
         stream,
         peer,
+        preamble_due: tunnelled,
         limited,
         anonymous,
         hs_download: None,
@@ -643,6 +713,27 @@ fn step(
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return (false, true),
+            }
+        }
+        if c.preamble_due {
+            if buf.len() < tunnel::PREAMBLE_LEN {
+                if now >= c.deadline {
+                    stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    return (false, moved);
+                }
+                return (true, moved);
+            }
+            // Only our shards write here; anything else is closed without an answer.
+            match tunnel::decode(&buf[..tunnel::PREAMBLE_LEN]) {
+                Ok(chan_addr) => {
+                    c.peer = chan_addr;
+                    c.preamble_due = false;
+                    buf.drain(..tunnel::PREAMBLE_LEN);
+                }
+                Err(_) => {
+                    stats.closed_bad.fetch_add(1, Ordering::Relaxed);
+                    return (false, true);
+                }
             }
         }
         let answer: Option<Answer> = match request::parse(buf) {
@@ -702,15 +793,14 @@ fn step(
     }
     if let Phase::Writing(w) = &mut c.phase {
         loop {
-            let data = match w.pending() {
-                Ok(Some(d)) => d,
+            let mut n_max = match w.pending() {
+                Ok(Some(d)) => d.len(),
                 Ok(None) => {
                     let _ = c.stream.shutdown(std::net::Shutdown::Both);
                     return (false, true);
                 }
                 Err(_) => return (false, true),
             };
-            let mut n_max = data.len();
             if let (true, Some(b), Some(g)) = (c.limited, bucket.as_mut(), budget) {
                 if b.allowance() < n_max {
                     b.top_up(now, g, n_max);
@@ -720,12 +810,19 @@ fn step(
                     break;
                 }
             }
-            match c.stream.write(&data[..n_max]) {
+            let wrote = if !c.limited && !w.streamed {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let k = w.gather(&mut iov);
+                c.stream.write_vectored(&iov[..k])
+            } else {
+                c.stream.write(&w.current()[..n_max])
+            };
+            match wrote {
                 Ok(0) => return (false, true),
                 Ok(n) => {
                     moved = true;
                     c.last_progress = now;
-                    w.sent += n;
+                    w.advance(n);
                     if let (true, Some(b)) = (c.limited, bucket.as_mut()) {
                         b.spend(n);
                     }
@@ -758,6 +855,14 @@ mod tests {
         out
     }
 
+    /// As a shard connects a BEGIN_DIR stream: the preamble naming `chan_addr`, then
+    /// `req`.
+    fn fetch_tunnelled(addr: SocketAddr, chan_addr: Option<IpAddr>, req: &[u8]) -> Vec<u8> {
+        let mut v = tunnel::encode(chan_addr).to_vec();
+        v.extend_from_slice(req);
+        fetch(addr, &v)
+    }
+
     #[test]
     fn serves_front_page_404_and_closes_bad_requests() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -784,8 +889,12 @@ mod tests {
         assert!(out.ends_with("\r\n\r\n<html>hi</html>"));
         // The BEGIN_DIR listener serves the same answers.
         let internal = server.internal_addr().unwrap();
-        let out =
-            String::from_utf8(fetch(internal, b"GET /tor/robots.txt HTTP/1.0\r\n\r\n")).unwrap();
+        let out = String::from_utf8(fetch_tunnelled(
+            internal,
+            None,
+            b"GET /tor/robots.txt HTTP/1.0\r\n\r\n",
+        ))
+        .unwrap();
         assert!(
             out.ends_with("\r\n\r\nUser-agent: *\r\nDisallow: /\r\n"),
             "{out}"
@@ -809,15 +918,21 @@ mod tests {
         server.stop();
     }
 
-    /// POST bytes as C tor's HSDir upload does (HTTP/1.0, Content-Length).
-    fn post(addr: SocketAddr, url: &str, body: &[u8]) -> String {
+    /// POST bytes as C tor's HSDir upload does (HTTP/1.0, Content-Length); over BEGIN_DIR
+    /// when `tunnelled`.
+    fn post(addr: SocketAddr, tunnelled: bool, url: &str, body: &[u8]) -> String {
         let mut req = format!(
             "POST {url} HTTP/1.0\r\nContent-Length: {}\r\n\r\n",
             body.len()
         )
         .into_bytes();
         req.extend_from_slice(body);
-        String::from_utf8(fetch(addr, &req)).unwrap()
+        let out = if tunnelled {
+            fetch_tunnelled(addr, None, &req)
+        } else {
+            fetch(addr, &req)
+        };
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
@@ -863,23 +978,29 @@ mod tests {
         let anon = server.internal_anonymous_addr().unwrap();
         assert_ne!(client, anon);
         // Neither the DirPort nor a client's one-hop BEGIN_DIR may publish (C tor: 503).
-        for a in [dirport, client] {
-            let out = post(a, "/tor/hs/3/publish", desc.as_bytes());
+        for (a, t) in [(dirport, false), (client, true)] {
+            let out = post(a, t, "/tor/hs/3/publish", desc.as_bytes());
             assert!(
                 out.starts_with("HTTP/1.0 503 Rejecting single hop HS descriptor post\r\n"),
                 "{out}"
             );
         }
-        let out = post(anon, "/tor/hs/3/publish", desc.as_bytes());
+        let out = post(anon, true, "/tor/hs/3/publish", desc.as_bytes());
         assert!(
             out.starts_with("HTTP/1.0 200 HS descriptor stored successfully.\r\n"),
             "{out}"
         );
-        let out = post(anon, "/tor/hs/2/publish", desc.as_bytes());
+        let out = post(anon, true, "/tor/hs/2/publish", desc.as_bytes());
         assert!(out.starts_with("HTTP/1.0 400 "), "{out}");
         // Fetches: refused off the anonymous listener; found there, with or without `.z`.
         let get = |a, url: &str| {
-            String::from_utf8(fetch(a, format!("GET {url} HTTP/1.0\r\n\r\n").as_bytes())).unwrap()
+            let req = format!("GET {url} HTTP/1.0\r\n\r\n");
+            let out = if a == dirport {
+                fetch(a, req.as_bytes())
+            } else {
+                fetch_tunnelled(a, None, req.as_bytes())
+            };
+            String::from_utf8(out).unwrap()
         };
         for a in [dirport, client] {
             let out = get(a, &format!("/tor/hs/3/{key}"));
@@ -1052,7 +1173,12 @@ mod tests {
         let dirport = server.local_addrs()[0];
         let begin_dir = server.internal_addr().unwrap();
         let get = |a, url: &str, extra: &str| {
-            fetch(a, format!("GET {url} HTTP/1.0\r\n{extra}\r\n").as_bytes())
+            let req = format!("GET {url} HTTP/1.0\r\n{extra}\r\n");
+            if a == begin_dir {
+                fetch_tunnelled(a, None, req.as_bytes())
+            } else {
+                fetch(a, req.as_bytes())
+            }
         };
         // 40 kB is more than the 20 kB bucket: 503 on the DirPort...
         let out = get(dirport, &md_url(0..40), "");
@@ -1150,6 +1276,48 @@ mod tests {
         assert_eq!(plain, want);
     }
 
+    /// An answer sent as stored goes out in gathered writes (head and documents together)
+    /// that a socket may take only partly: every byte once, in order.
+    #[test]
+    fn a_stored_answer_goes_out_whole_in_gathered_writes() {
+        use rand::{Rng, SeedableRng};
+        let seed: u64 = rand::random();
+        eprintln!("seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let docs: Vec<Arc<[u8]>> = (0..(MAX_IOV as u32 * 2 + 7))
+            .map(|i| Arc::from(format!("doc {i} {}\n", "z".repeat(i as usize % 97)).into_bytes()))
+            .collect();
+        let mut want = b"HEAD\r\n\r\n".to_vec();
+        want.extend(docs.iter().flat_map(|d| d.iter().copied()));
+        let mut w = Writer::new(Answer {
+            status: 200,
+            kind: Kind::Microdesc,
+            head: b"HEAD\r\n\r\n".to_vec(),
+            body: docs,
+            encoding: crate::dircache::compress::Method::Identity,
+            streamed: false,
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        let mut writes = 0;
+        while w.pending().unwrap().is_some() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let k = w.gather(&mut iov);
+            let all: Vec<u8> = iov[..k].iter().flat_map(|s| s.iter().copied()).collect();
+            // A socket takes some of it, sometimes all.
+            let n = if rng.gen_bool(0.3) {
+                all.len()
+            } else {
+                rng.gen_range(1..=all.len())
+            };
+            out.extend_from_slice(&all[..n]);
+            w.advance(n);
+            writes += 1;
+        }
+        assert_eq!(out, want);
+        assert!(writes < 200, "gathered, not one write per part: {writes}");
+    }
+
     /// No total write deadline: a slow reader that keeps taking bytes gets the whole
     /// answer, one that stops for `TestingDirConnectionMaxStall` is closed (C tor's wedged
     /// directory connection).
@@ -1224,6 +1392,83 @@ mod tests {
         }
         assert!(total < got, "{total} of {got}");
         assert!(server.stats.timeouts.load(Ordering::Relaxed) >= 1);
+        server.stop();
+    }
+
+    #[test]
+    fn begin_dir_preamble_gives_x_your_address_is_by_c_tors_rule() {
+        let store: SharedStore = Arc::new(RwLock::new(DirStore::new()));
+        let mut inputs = DirServerInputs::default();
+        inputs.set_our_address("198.51.100.1".parse().unwrap());
+        let server = DirServer::start(
+            vec![TcpListener::bind("127.0.0.1:0").unwrap()],
+            Some(TcpListener::bind("127.0.0.1:0").unwrap()),
+            store,
+            inputs,
+        )
+        .unwrap();
+        const REQ: &[u8] = b"GET /tor/robots.txt HTTP/1.0\r\n\r\n";
+        let header = |a: SocketAddr, chan: Option<&str>| -> Option<String> {
+            let out = fetch_tunnelled(a, chan.map(|c| c.parse().unwrap()), REQ);
+            let out = String::from_utf8(out).unwrap();
+            assert!(out.starts_with("HTTP/1.0 200 OK\r\n"), "{out}");
+            assert!(out.ends_with("\r\n\r\nUser-agent: *\r\nDisallow: /\r\n"));
+            out.lines()
+                .find_map(|l| l.strip_prefix("X-Your-Address-Is: "))
+                .map(str::to_owned)
+        };
+        for a in [
+            server.internal_addr().unwrap(),
+            server.internal_anonymous_addr().unwrap(),
+        ] {
+            // A public previous hop is told its address, IPv4 and IPv6 alike.
+            assert_eq!(
+                header(a, Some("203.0.113.7")).as_deref(),
+                Some("203.0.113.7")
+            );
+            assert_eq!(
+                header(a, Some("2001:db8:5::9")).as_deref(),
+                Some("2001:db8:5::9")
+            );
+            // Internal, in our own /24, or unknown: no header.
+            for local in ["10.1.2.3", "127.0.0.1", "fe80::1", "198.51.100.77"] {
+                assert_eq!(header(a, Some(local)), None, "{local}");
+            }
+            assert_eq!(header(a, None), None);
+        }
+        // The preamble may arrive in pieces.
+        let mut s = TcpStream::connect(server.internal_addr().unwrap()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let p = tunnel::encode(Some("203.0.113.9".parse().unwrap()));
+        s.write_all(&p[..7]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(&p[7..]).unwrap();
+        s.write_all(REQ).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("\r\nX-Your-Address-Is: 203.0.113.9\r\n"),
+            "{out}"
+        );
+        // A request without a preamble, or a malformed one, is closed without an answer.
+        let bad_before = server.stats.closed_bad.load(Ordering::Relaxed);
+        assert!(fetch(server.internal_addr().unwrap(), REQ).is_empty());
+        let mut m = tunnel::encode(Some("203.0.113.7".parse().unwrap()));
+        m[4] = 5;
+        let mut req = m.to_vec();
+        req.extend_from_slice(REQ);
+        assert!(fetch(server.internal_anonymous_addr().unwrap(), &req).is_empty());
+        assert_eq!(
+            server.stats.closed_bad.load(Ordering::Relaxed),
+            bad_before + 2
+        );
+        // The DirPort takes no preamble: its TCP peer (loopback here) decides.
+        let out = fetch(server.local_addrs()[0], REQ);
+        assert!(out.starts_with(b"HTTP/1.0 200 OK\r\n"));
+        assert!(!String::from_utf8(out)
+            .unwrap()
+            .contains("X-Your-Address-Is"));
         server.stop();
     }
 

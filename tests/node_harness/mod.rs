@@ -159,6 +159,11 @@ pub fn msg_kind(m: &RelayMsg) -> &'static str {
 
 impl Net {
     pub fn new(seed: u64) -> Net {
+        Net::with_config(seed, circuit_config())
+    }
+
+    /// As `new`, with the circuit core's configuration `cfg` on both shards.
+    pub fn with_config(seed: u64, cfg: CircuitConfig) -> Net {
         let network = SnapshotCell::new(snapshot());
         let dos = DosShared {
             // The DoS table counts from an epoch no later than the fake clocks made below.
@@ -177,7 +182,7 @@ impl Net {
                 Arc::new(ShardStats::default()),
                 network.clone(),
                 256,
-                circuit_config(),
+                cfg.clone(),
                 None,
                 dos.clone(),
             )
@@ -285,7 +290,12 @@ impl Peer {
     /// The client side: connects to shard `shard` and runs the link handshake to the node
     /// (initiator, authenticating as `client_ident`).
     pub fn client(net: &mut Net, shard: usize, port: u16) -> Peer {
-        let conn = net.accept(shard, SocketAddr::new(LOCAL, port));
+        Peer::client_from(net, shard, SocketAddr::new(LOCAL, port))
+    }
+
+    /// As `client`, connecting from `from`.
+    pub fn client_from(net: &mut Net, shard: usize, from: SocketAddr) -> Peer {
+        let conn = net.accept(shard, from);
         let node = node_ident();
         let expected = ExpectedPeer {
             rsa: node.id.rsa_id(),

@@ -9,7 +9,8 @@ use super::core::{CoreIo, QueueSel, RelayCore};
 use super::crypto::{CellBody, HopCrypto, RelayCellFormat};
 use super::table::Next;
 use super::{
-    Action, ConnectError, InputError, NetworkView, PeerIdentity, ProtocolViolation, StreamBytes,
+    Action, ChanId, ConnectError, InputError, NetworkView, PeerIdentity, ProtocolViolation,
+    StreamBytes,
 };
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::msg::{
@@ -714,6 +715,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
         self.metrics.streams = self.streams.len() as u64;
         self.update_queue_metrics();
+    }
+
+    /// The channel `stream`'s circuit arrived on: a BEGIN_DIR stream's directory
+    /// connection is told its address (C `connection_exit_begin_conn` copies
+    /// `channel_get_addr_if_possible(or_circ->p_chan)` to it, for `X-Your-Address-Is`).
+    pub fn stream_prev_chan(&self, stream: StreamHandle) -> Option<ChanId> {
+        let s = self.streams.get(stream)?;
+        self.table.get(s.circ).map(|c| c.prev_chan)
     }
 
     fn stream_ctx(&self, h: StreamHandle) -> Result<(u32, u16), InputError> {

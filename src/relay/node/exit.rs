@@ -79,6 +79,9 @@ impl RelayNode {
                     });
                     self.streams.insert(stream, id);
                 }
+                if to_dir_server {
+                    self.send_dir_preamble(id, stream, out);
+                }
             }
             Err(e) => {
                 // A failed bind (an OutboundBindAddressExit that is not ours) or
@@ -94,6 +97,47 @@ impl RelayNode {
                         .stream_connect_failed(stream, ConnectError::Errno(errno), &mut io);
             }
         }
+    }
+
+    /// A BEGIN_DIR stream's connection to the directory server starts with the preamble
+    /// naming the address of the channel its circuit arrived on (`dircache::tunnel`; the
+    /// server's `X-Your-Address-Is`, as C tor's). Queued while the connect runs, so it
+    /// goes before any of the stream's bytes. Once per stream, never per cell. If the
+    /// shard cannot take it whole, the stream fails as a connect without buffers would.
+    fn send_dir_preamble(
+        &mut self,
+        id: ConnId,
+        stream: StreamHandle,
+        out: &mut impl ShardIo<RelayMsg>,
+    ) {
+        let chan_addr = self
+            .core
+            .stream_prev_chan(stream)
+            .and_then(|chan| self.conn_of_chan(chan))
+            .and_then(|c| match conn_in(&mut self.conns, c) {
+                Some(Conn {
+                    kind: Kind::Channel(ch),
+                    ..
+                }) => Some(ch.channel.peer_addr()),
+                _ => None,
+            });
+        let preamble = crate::dircache::tunnel::encode(chan_addr);
+        if matches!(out.send_partial(id, &preamble), Ok(n) if n == preamble.len()) {
+            return;
+        }
+        if let Some(Conn {
+            kind: Kind::Stream(s),
+            ..
+        }) = self.conn(id)
+        {
+            s.forgotten = true;
+        }
+        self.streams.remove(&stream);
+        let _ = out.close(id);
+        let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
+        let _ =
+            self.core
+                .stream_connect_failed(stream, ConnectError::Errno(libc::ENOBUFS), &mut io);
     }
 
     /// DATA toward the exit socket; what it does not take waits in `unsent`.
