@@ -90,9 +90,17 @@ def parse_vmrss_kb(status_text):
     return None
 
 
+def is_histogram_series(name):
+    """A series of a Prometheus histogram (`_bucket`, `_sum`, `_count`): cumulative counts
+    such as the cell queueing delay's, never a depth."""
+    return name.split("{", 1)[0].endswith(("_bucket", "_sum", "_count"))
+
+
 def is_watched_metric(name):
     """Gauges and counters the soak records: queues and depths, open circuits/streams/channels,
-    tracked connections, and cell counters."""
+    tracked connections, and cell counters (histograms are not sampled)."""
+    if is_histogram_series(name):
+        return False
     if re.search(r"queue|depth|queued", name):
         return True
     if re.search(r"_open$|_tracked|_tracked_connections$", name):
@@ -104,7 +112,8 @@ def is_depth_metric(name):
     """A gauge that must stay bounded: queue lengths and depths (not `_total` counters, not
     `_peak` high-water marks, which only ever grow)."""
     return (bool(re.search(r"queue|depth|queued", name))
-            and not name.endswith("_total") and "peak" not in name)
+            and not name.endswith("_total") and "peak" not in name
+            and not is_histogram_series(name))
 
 
 def parse_prometheus(text):

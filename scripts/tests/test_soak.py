@@ -67,6 +67,12 @@ class Parsers(unittest.TestCase):
         self.assertFalse(soak.is_depth_metric("fors_relay_cross_shard_queue_full_total"))
         self.assertFalse(soak.is_depth_metric("fors_relay_queued_cells_peak"))
         self.assertFalse(soak.is_depth_metric("fors_shard_send_queue_peak_bufs"))
+        # A histogram's series are cumulative counts, not depths (the cell queueing delay).
+        for h in ('fors_relay_all_shards_cell_queue_delay_seconds_bucket{le="+Inf"}',
+                  "fors_relay_cell_queue_delay_seconds_sum",
+                  'fors_relay_cell_queue_delay_seconds_count{shard="0"}'):
+            self.assertFalse(soak.is_depth_metric(h), h)
+            self.assertFalse(soak.is_watched_metric(h), h)
 
     def test_progress(self):
         self.assertEqual(soak.parse_progress(
