@@ -234,6 +234,18 @@ fn c_tor_client_bootstraps_and_fetches_diffs_and_microdescs_from_fors() {
     let (md_served, diffs_served) = (served("microdesc"), served("consensus_diff"));
     assert!(md_served > 0, "no microdescriptor answers counted: {m}");
     assert!(diffs_served > 0, "no diff answers counted: {m}");
+    // C tor clients ask for compressed answers (Accept-Encoding): counted by encoding.
+    let compressed: u64 = ["deflate", "gzip", "x-zstd", "x-tor-lzma"]
+        .iter()
+        .map(|e| {
+            metric(
+                &m,
+                &format!("fors_dirserver_answers_by_encoding_total{{encoding=\"{e}\"}}"),
+            )
+            .unwrap_or(0)
+        })
+        .sum();
+    assert!(compressed > 0, "no compressed answers counted: {m}");
     println!(
         "client fetched through Fors; Fors keeps {diffs} diffs, served {md_served} \
          microdescriptor and {diffs_served} diff answers"

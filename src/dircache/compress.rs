@@ -44,6 +44,15 @@ pub const PREF_STREAMING: [Method; 4] = [
 
 impl Method {
     /// The `Content-Encoding` value C tor sends.
+    /// Every method, in a fixed order (metric slots).
+    pub const ALL: [Method; 5] = [
+        Method::Identity,
+        Method::Deflate,
+        Method::Gzip,
+        Method::Zstd,
+        Method::Lzma,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Method::Identity => "identity",

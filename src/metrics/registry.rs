@@ -628,6 +628,19 @@ fn render_dir_server(f: &mut Family<'_>, s: &crate::relay::dirserver::DirServerS
     for (i, class) in ["2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
         f.value(name, &format!("status=\"{class}\""), g(&s.status[i]));
     }
+    let name = "fors_dirserver_answers_by_encoding_total";
+    f.header(
+        name,
+        MetricKind::Counter,
+        "Successful directory answers by Content-Encoding (identity, deflate, gzip, x-zstd, x-tor-lzma).",
+    );
+    for (i, m) in crate::dircache::compress::Method::ALL.iter().enumerate() {
+        f.value(
+            name,
+            &format!("encoding=\"{}\"", m.name()),
+            g(&s.encodings[i]),
+        );
+    }
     for (name, mk, help, v) in [
         (
             "fors_dirserver_written_bytes_total",
@@ -989,6 +1002,7 @@ mod tests {
             .unwrap();
         stats.requests[hs].store(3, Ordering::Relaxed);
         stats.status[3].store(2, Ordering::Relaxed);
+        stats.encodings[3].store(6, Ordering::Relaxed);
         stats.hsdir_entries.store(4, Ordering::Relaxed);
         {
             let mut c = stats.hsdir.lock().unwrap();
@@ -1003,6 +1017,8 @@ mod tests {
             "fors_dirserver_requests_total{kind=\"hs_descriptor\"} 3",
             "fors_dirserver_requests_total{kind=\"consensus\"} 0",
             "fors_dirserver_responses_total{status=\"5xx\"} 2",
+            "fors_dirserver_answers_by_encoding_total{encoding=\"x-zstd\"} 6",
+            "fors_dirserver_answers_by_encoding_total{encoding=\"identity\"} 0",
             "fors_hsdir_descriptors 4",
             "fors_hsdir_stored_total 5",
             "fors_hsdir_rejected_total{reason=\"old_revision\"} 6",

@@ -84,6 +84,9 @@ pub struct DirServerStats {
     pub requests: [AtomicU64; Kind::ALL.len()],
     /// Answers by status class: 2xx, 3xx, 4xx, 5xx.
     pub status: [AtomicU64; 4],
+    /// Successful (2xx) answers by their `Content-Encoding` (index in
+    /// [`crate::dircache::compress::Method::ALL`]).
+    pub encodings: [AtomicU64; 5],
     pub bytes_written: AtomicU64,
     pub evicted: AtomicU64,
     pub timeouts: AtomicU64,
@@ -785,6 +788,14 @@ fn step(
         }
         let class = (a.status / 100).clamp(2, 5) as usize - 2;
         stats.status[class].fetch_add(1, Ordering::Relaxed);
+        if class == 0 {
+            if let Some(i) = crate::dircache::compress::Method::ALL
+                .iter()
+                .position(|m| *m == a.encoding)
+            {
+                stats.encodings[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let Ok(w) = Writer::new(a) else {
             return (false, true);
         };
