@@ -36,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import relaystat  # noqa: E402
+from benchutil import cpu_info, median, wait_until  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("testnet", os.path.join(SCRIPTS, "testnet.py"))
 testnet = importlib.util.module_from_spec(_spec)
@@ -120,36 +121,6 @@ def free_ports(start, n):
     return out
 
 
-def wait_until(what, fn, limit, step=2.0):
-    """Polls fn() until it returns a true value, at most `limit` seconds."""
-    end = time.monotonic() + limit
-    for _ in range(10_000):
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() >= end:
-            break
-        time.sleep(step)
-    raise SystemExit(f"timed out after {limit:.0f}s waiting for {what}")
-
-
-def cpu_info():
-    model, flags = "unknown", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model == "unknown":
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags") and not flags:
-                    flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    want = ["aes", "vaes", "pclmulqdq", "avx2", "avx512f", "avx512bw", "avx512vl", "sha_ni",
-            "bmi2"]
-    return {"model": model, "cores": os.cpu_count(),
-            "features": [f for f in want if f in flags]}
-
-
 def run_bench(dir_bench, target, requests, args, save=None):
     argv = [dir_bench, target[0], f"127.0.0.1:{target[1]}",
             "--requests", str(args.requests), "--duration", str(args.duration),
@@ -163,14 +134,6 @@ def run_bench(dir_bench, target, requests, args, save=None):
         return json.loads(p.stdout.strip().splitlines()[-1]), p.stderr
     except (ValueError, IndexError):
         return None, p.stderr
-
-
-def median(v):
-    v = sorted(x for x in v if x is not None)
-    if not v:
-        return None
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
 def summarize(runs):

@@ -44,6 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import relaystat  # noqa: E402
+from benchutil import cpu_info, median, wait_until  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("testnet", os.path.join(SCRIPTS, "testnet.py"))
 testnet = importlib.util.module_from_spec(_spec)
@@ -65,23 +66,6 @@ METRICS = ["fors_relay_hs_cross_shard_total", "fors_relay_hs_introduce1_total",
 
 def log(msg):
     print(f"[hs-bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def cpu_info():
-    model, flags = "unknown", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model == "unknown":
-                    model = line.split(":", 1)[1].strip()
-                if line.startswith("flags") and not flags:
-                    flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    want = ["aes", "vaes", "pclmulqdq", "avx2", "avx512f", "avx512bw", "avx512vl", "sha_ni",
-            "bmi2"]
-    return {"model": model, "cores": os.cpu_count(),
-            "features": [f for f in want if f in flags]}
 
 
 def scrape(port):
@@ -108,26 +92,6 @@ def scrape(port):
 
 def delta(after, before):
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0)}
-
-
-def median(v):
-    v = sorted(x for x in v if x is not None)
-    if not v:
-        return None
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
-
-
-def wait_until(what, fn, limit, step=3.0):
-    end = time.monotonic() + limit
-    for _ in range(10_000):
-        v = fn()
-        if v:
-            return v
-        if time.monotonic() >= end:
-            break
-        time.sleep(step)
-    raise SystemExit(f"timed out after {limit:.0f}s waiting for {what}")
 
 
 class Bench:
