@@ -7,14 +7,10 @@
 //! handshake KH (C tor `rend_circ_nonce`), the signature is ed25519 over
 //! `"Tor establish-intro cell v1" | bytes before SIG_LEN`.
 
-use ed25519_dalek::{Signer, SigningKey};
 use fors::cell::chan::{Create2, Created2};
 use fors::cell::{CellError, CELL_BODY_LEN};
 use fors::crypto::keymat::Tor1KeyMaterial;
-use fors::proto::hs::cells::{
-    encode_establish_intro, AuthKey, HsCellError, Introduce1, RendCookie, Rendezvous1,
-};
-use fors::proto::hs::verify::{hs_mac, ESTABLISH_INTRO_SIG_PREFIX};
+use fors::proto::hs::cells::{AuthKey, HsCellError, Introduce1, RendCookie, Rendezvous1};
 use fors_testkit::circuit::{ClientCircuit, ClientLayers, Handshake, PendingHandshake};
 use rand::{CryptoRng, Rng, RngCore};
 
@@ -61,22 +57,8 @@ impl KeptHandshake {
     }
 }
 
-/// An ESTABLISH_INTRO with no extensions, as a C tor service builds it
-/// (`hs_cell_build_establish_intro`), MAC keyed with the circuit's `kh`.
-pub fn establish_intro(sk: &SigningKey, kh: &[u8; 20]) -> Result<Vec<u8>, HsCellError> {
-    let mut out = [0u8; RELAY_DATA_LEN];
-    let n = encode_establish_intro(
-        sk.verifying_key().as_bytes(),
-        &[],
-        |m| hs_mac(kh, m),
-        |m| {
-            let signed = [ESTABLISH_INTRO_SIG_PREFIX, m].concat();
-            sk.sign(&signed).to_bytes()
-        },
-        &mut out,
-    )?;
-    Ok(out[..n].to_vec())
-}
+/// An ESTABLISH_INTRO as a C tor service builds it (the test kit's builder).
+pub use fors_testkit::hs::establish_intro;
 
 /// An INTRODUCE1 naming `auth_key`, no extensions, a random encrypted section.
 pub fn introduce1(auth_key: &AuthKey, rng: &mut impl RngCore) -> Result<Vec<u8>, HsCellError> {

@@ -7,6 +7,7 @@
 //! * [`circuit`]: the client side of a circuit, sans-IO: CREATE_FAST / CREATE2 (ntor,
 //!   ntor-v3), EXTEND2, relay cells built and parsed under tor1 client crypto, and the
 //!   BEGIN/DATA/END/SENDME messages;
+//! * [`hs`]: onion-service cells as a C tor service builds them (ESTABLISH_INTRO);
 //! * [`identity`]: a relay's keys made in memory and the link context they give, for the
 //!   channel tests and fuzz targets;
 //! * [`cgo_ref`]: a plain reference of CGO's client side (AES-128), independent of
@@ -21,6 +22,7 @@
 
 pub mod cgo_ref;
 pub mod circuit;
+pub mod hs;
 pub mod identity;
 pub mod socks;
 pub mod tor1_ref;

@@ -4,11 +4,10 @@
 //! home shard.
 #![allow(dead_code)]
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use fors::crypto::keymat::Tor1KeyMaterial;
-use fors::proto::hs::cells::{encode_establish_intro, Introduce1};
+use fors::proto::hs::cells::Introduce1;
 use fors::proto::hs::home_shard;
-use fors::proto::hs::verify::{hs_mac, ESTABLISH_INTRO_SIG_PREFIX};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -24,19 +23,7 @@ pub fn seeded(test: &str) -> StdRng {
 
 /// An ESTABLISH_INTRO as a C tor service builds it, MAC keyed with `kh`.
 pub fn establish_intro(sk: &SigningKey, kh: &[u8; 20]) -> Vec<u8> {
-    let mut out = [0u8; 498];
-    let n = encode_establish_intro(
-        sk.verifying_key().as_bytes(),
-        &[],
-        |m| hs_mac(kh, m),
-        |m| {
-            let signed = [ESTABLISH_INTRO_SIG_PREFIX, m].concat();
-            sk.sign(&signed).to_bytes()
-        },
-        &mut out,
-    )
-    .unwrap();
-    out[..n].to_vec()
+    fors_testkit::hs::establish_intro(sk, kh).unwrap()
 }
 
 /// An INTRODUCE1 for `sk`'s service with this encrypted part.
