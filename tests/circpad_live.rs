@@ -86,16 +86,7 @@ fn c_tor_client_negotiates_circuit_padding_with_fors_middles() {
     let echo = start_echo_server("127.0.0.1");
     let (socks, control) = client_ports(dir);
     let mut ctl = TorControl::connect(control);
-    let reply = ctl
-        .command(&format!(
-            "ADD_ONION NEW:ED25519-V3 Flags=DiscardPK Port=80,{echo}"
-        ))
-        .unwrap();
-    let onion = reply
-        .iter()
-        .find_map(|l| l.strip_prefix("ServiceID="))
-        .expect("ADD_ONION names the service")
-        .to_string();
+    let onion = ctl.add_onion(echo);
     let onion_host = format!("{onion}.onion");
 
     const NEGOTIATED: &str = "fors_relay_all_shards_circpad_negotiated_total";

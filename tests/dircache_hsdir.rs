@@ -181,16 +181,7 @@ fn c_tor_service_publishes_to_fors_hsdir_and_a_client_fetches_there() {
         started.elapsed()
     );
     ctl.command("SETEVENTS HS_DESC").unwrap();
-    let reply = ctl
-        .command(&format!(
-            "ADD_ONION NEW:ED25519-V3 Flags=DiscardPK Port=80,{echo}"
-        ))
-        .unwrap();
-    let addr = reply
-        .iter()
-        .find_map(|l| l.strip_prefix("ServiceID="))
-        .expect("ADD_ONION names the service")
-        .to_string();
+    let addr = ctl.add_onion(echo);
     // The service uploads once all its introduction points are up: seconds, now that Fors
     // serves ESTABLISH_INTRO (before, Fors dropped it and the service timed out on it).
     let seen = std::cell::RefCell::new(Vec::new());

@@ -191,6 +191,21 @@ impl TorControl {
         }
     }
 
+    /// An ephemeral v3 onion service (`ADD_ONION NEW:ED25519-V3`, key discarded) whose port
+    /// 80 goes to `target`; its address, without ".onion".
+    pub fn add_onion(&mut self, target: SocketAddr) -> String {
+        let reply = self
+            .command(&format!(
+                "ADD_ONION NEW:ED25519-V3 Flags=DiscardPK Port=80,{target}"
+            ))
+            .unwrap();
+        reply
+            .iter()
+            .find_map(|l| l.strip_prefix("ServiceID="))
+            .expect("ADD_ONION names the service")
+            .to_string()
+    }
+
     /// Sends a command; its reply lines (code stripped, data blocks inlined). `Err` holds the
     /// reply if the code is not 250.
     pub fn command(&mut self, cmd: &str) -> Result<Vec<String>, Vec<String>> {

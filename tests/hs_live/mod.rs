@@ -89,16 +89,7 @@ pub fn meet_at_fors_rendezvous(name: &str, tag: &str, shards: u32) {
     let echo = start_echo_server("127.0.0.1");
     let (socks, control) = client_ports(dir);
     let mut ctl = TorControl::connect(control);
-    let reply = ctl
-        .command(&format!(
-            "ADD_ONION NEW:ED25519-V3 Flags=DiscardPK Port=80,{echo}"
-        ))
-        .unwrap();
-    let onion = reply
-        .iter()
-        .find_map(|l| l.strip_prefix("ServiceID="))
-        .expect("ADD_ONION names the service")
-        .to_string();
+    let onion = ctl.add_onion(echo);
     let onion_host = format!("{onion}.onion");
 
     const EST_INTRO: &str = "fors_relay_all_shards_hs_establish_intro_total{action=\"success\"}";
