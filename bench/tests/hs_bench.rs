@@ -19,12 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn seeded(test: &str) -> StdRng {
-    let seed: u64 = std::env::var("FORS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rngs::OsRng.gen());
-    println!("{test}: seed {seed}");
-    StdRng::seed_from_u64(seed)
+    StdRng::seed_from_u64(fors_testkit::test_seed(test))
 }
 
 /// The KH the tool keeps from its CREATE2 is the relay's (the ESTABLISH_INTRO MAC key), and

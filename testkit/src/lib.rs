@@ -27,3 +27,15 @@ pub mod identity;
 pub mod socks;
 pub mod tor1_ref;
 pub mod torrc;
+
+/// The seed of a test's randomness: `FORS_TEST_SEED` if set (to replay a run), else a fresh
+/// one; printed either way, so a failure names the seed that replays it.
+pub fn test_seed(test: &str) -> u64 {
+    use rand::RngCore;
+    let seed = std::env::var("FORS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().next_u64());
+    println!("{test}: seed {seed} (FORS_TEST_SEED={seed} replays it)");
+    seed
+}

@@ -13,12 +13,7 @@ use rand::{Rng, SeedableRng};
 
 /// A seeded generator for `test`, the seed printed; `FORS_TEST_SEED` replays one.
 pub fn seeded(test: &str) -> StdRng {
-    let seed: u64 = std::env::var("FORS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::rngs::OsRng.gen());
-    println!("{test}: seed {seed}");
-    StdRng::seed_from_u64(seed)
+    StdRng::seed_from_u64(fors_testkit::test_seed(test))
 }
 
 /// An ESTABLISH_INTRO as a C tor service builds it, MAC keyed with `kh`.

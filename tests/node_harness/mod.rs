@@ -89,12 +89,7 @@ pub fn target_addr() -> SocketAddr {
 
 /// The seed for this test, from `FORS_TEST_SEED` or fresh; printed so a failure replays.
 pub fn seed(test: &str) -> u64 {
-    let seed = std::env::var("FORS_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().next_u64());
-    println!("{test}: seed {seed} (FORS_TEST_SEED={seed} replays it)");
-    seed
+    fors_testkit::test_seed(test)
 }
 
 pub fn circuit_config() -> CircuitConfig {
