@@ -14,6 +14,14 @@ ROOT=$PWD
 LOG_DIR=${FORS_TEST_LOG_DIR:-$ROOT/target/test-logs}
 mkdir -p "$LOG_DIR"
 
+# CI builds from a clean clone once: incremental state would only take disk (CI's disk is
+# limited; a full run once ran out of it while building the fuzz targets).
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+# Free disk where the build goes, before and after each step (a full disk fails builds and
+# tor's key generation in ways that look like test failures).
+disk() { df -h --output=avail "$ROOT" | tail -n 1 | tr -d ' '; }
+echo "disk: $(disk) free at the start" >&2
+
 scripts/setup-debian.sh || { echo "tests: 0 passed, 1 failed"; exit 1; }
 # arti as setup-debian.sh builds it, unless the caller names one.
 if [ -z "${ARTI_BIN:-}" ] && [ -x "$ROOT/target/arti/bin/arti" ]; then
@@ -29,10 +37,10 @@ step() { # name, command...
     echo "==> $name" >&2
     local t0=$SECONDS
     if "$@" >"$LOG_DIR/$name.log" 2>&1; then
-        echo "    ok ($((SECONDS - t0)) s)" >&2
+        echo "    ok ($((SECONDS - t0)) s; disk $(disk) free)" >&2
         return 0
     else
-        echo "    FAILED ($((SECONDS - t0)) s) — $LOG_DIR/$name.log" >&2
+        echo "    FAILED ($((SECONDS - t0)) s; disk $(disk) free) — $LOG_DIR/$name.log" >&2
         # What failed comes first (CI may show only the head of this output): failing test
         # names, panic messages and compile errors, then the log's last lines.
         awk '/^test .* FAILED$|^---- .* ----$|^error(\[|:)|^Error:/ { print; next }
