@@ -637,6 +637,28 @@ impl Builder<'_> {
             }
         }
 
+        // Circuit padding (proto::circuit::padding) runs the machines a client negotiates, as
+        // the consensus allows; C tor refuses turning it off or reducing it on a relay, with
+        // these words (relay_config.c `options_validate_relay_padding`).
+        if !self.bool("CircuitPadding", true)? {
+            if let Some(v) = raw.single("CircuitPadding") {
+                return Err(bad(
+                    "CircuitPadding",
+                    v,
+                    "Relays cannot set CircuitPadding to 0.",
+                ));
+            }
+        }
+        if self.bool("ReducedCircuitPadding", false)? {
+            if let Some(v) = raw.single("ReducedCircuitPadding") {
+                return Err(bad(
+                    "ReducedCircuitPadding",
+                    v,
+                    "Relays cannot set ReducedCircuitPadding.",
+                ));
+            }
+        }
+
         let publish_server_descriptor = match raw.single("PublishServerDescriptor") {
             None => true,
             Some(v) => self.publish(v)?,

@@ -125,6 +125,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "AssumeReachable" => b(c.assume_reachable),
         "BandwidthBurst" => one(c.bandwidth.burst),
         "BandwidthRate" => one(c.bandwidth.rate),
+        "CircuitPadding" => b(true),
         "ConnectionPadding" => one("auto"),
         "ContactInfo" => opt(&c.contact_info),
         "ControlPort" => c
@@ -224,6 +225,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
         "ReducedExitPolicy" => b(c.reduced_exit_policy),
         "RelayBandwidthBurst" => one(c.bandwidth.relay_burst),
         "RelayBandwidthRate" => one(c.bandwidth.relay_rate),
+        "ReducedCircuitPadding" => b(false),
         "ReducedConnectionPadding" => b(false),
         "RunAsDaemon" => b(false),
         "SafeLogging" => one(match c.safe_logging {
@@ -282,6 +284,7 @@ fn values_are_bool(name: &str) -> bool {
     matches!(
         name,
         "AssumeReachable"
+            | "CircuitPadding"
             | "CookieAuthFileGroupReadable"
             | "CookieAuthentication"
             | "DirCache"
@@ -290,6 +293,7 @@ fn values_are_bool(name: &str) -> bool {
             | "ExitPolicyRejectPrivate"
             | "IPv6Exit"
             | "PublishServerDescriptor"
+            | "ReducedCircuitPadding"
             | "ReducedConnectionPadding"
             | "ReducedExitPolicy"
             | "RunAsDaemon"

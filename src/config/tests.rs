@@ -247,6 +247,9 @@ fn bad_values_name_file_line_and_option() {
         ("ConnectionPadding yes", "torrc:3: bad value \"yes\" for ConnectionPadding: allowed values are 0, 1, and auto"),
         ("ReducedConnectionPadding 1", "torrc:3: bad value \"1\" for ReducedConnectionPadding: Relays cannot set ReducedConnectionPadding."),
         ("ReducedConnectionPadding 2", "torrc:3: bad value \"2\" for ReducedConnectionPadding: allowed values are 0 and 1"),
+        ("CircuitPadding 0", "torrc:3: bad value \"0\" for CircuitPadding: Relays cannot set CircuitPadding to 0."),
+        ("CircuitPadding 2", "torrc:3: bad value \"2\" for CircuitPadding: allowed values are 0 and 1"),
+        ("ReducedCircuitPadding 1", "torrc:3: bad value \"1\" for ReducedCircuitPadding: Relays cannot set ReducedCircuitPadding."),
         ("Sandbox 1", "for Sandbox"),
         ("DisableAllSwap 1", "for DisableAllSwap"),
         ("ProtocolWarnings 1", "for ProtocolWarnings"),
@@ -353,7 +356,7 @@ fn warnings_for_accepted_but_noted_options() {
     let (c, w) = parse(&format!(
         "{MIN}DirPort 0\nHardwareAccel 1\nHardwareAccel 0\nMaxMemInQueues 10 MB\n\
          ExitRelay 0\nExitPolicy accept *:*\nAddress 10.0.0.1\nConnectionPadding auto\n\
-         ReducedConnectionPadding 0\n"
+         ReducedConnectionPadding 0\nCircuitPadding 1\nReducedCircuitPadding 0\n"
     ))
     .unwrap();
     let w: Vec<String> = w.iter().map(ToString::to_string).collect();
@@ -362,6 +365,7 @@ fn warnings_for_accepted_but_noted_options() {
     assert_eq!(w.len(), 4, "{w:#?}");
     assert!(w[0].starts_with("torrc:4: option \"HardwareAccel\" is ignored by Fors"));
     assert!(!w.iter().any(|m| m.contains("ConnectionPadding")), "{w:#?}");
+    assert!(!w.iter().any(|m| m.contains("CircuitPadding")), "{w:#?}");
     assert!(w
         .iter()
         .any(|m| m.starts_with("torrc:6: MaxMemInQueues must be at least 256 MB")));

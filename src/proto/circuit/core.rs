@@ -161,7 +161,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             hs: super::hs::HsRelay::new(cfg.max_circuits),
             conflux: super::conflux::ConfluxExit::new(cfg.max_circuits),
             shards: 1,
-            // torrc `CircuitPadding` is not accepted (refused by the config), so on.
+            // A relay's torrc can only say `CircuitPadding 1` (C tor refuses 0), so on.
             circpad: crate::proto::circpad::ShardPadding::new(Default::default(), true),
             pad_timers: super::padding::PadTimers::new(cfg.max_circuits),
             pad_sending_drop: false,
