@@ -383,3 +383,44 @@ fn arti_client_negotiates_cgo_with_a_fors_middle_and_exit() {
     }
     println!("done after {:?}", started.elapsed());
 }
+
+/// The log readers on lines of the shape arti 2.7 writes (shortened), so that a change of
+/// shape fails here rather than passing unnoticed.
+#[test]
+fn arti_log_lines_are_read() {
+    const T: &str = "2026-12-07T07:05:12Z TRACE tor_proto::client::reactor::circuit::extender:";
+    let log = format!(
+        "{T} Extending circuit circ_uniq_id=Circ 0.4 (Tunnel 4) forward_circ_id=2328897606 \
+         target_hop=2 linkspecs=[EncodedLinkSpec {{ lstype: LinkSpecType(ORPORT_V4), body: \
+         [127, 0, 0, 1, 58, 254] }}, EncodedLinkSpec {{ lstype: LinkSpecType(RSAID), body: \
+         [144, 74] }}]\n\
+         {T} Extending circuit circ_uniq_id=Circ 0.5 (Tunnel 5) forward_circ_id=77 \
+         target_hop=3 linkspecs=[EncodedLinkSpec {{ lstype: LinkSpecType(ORPORT_V4), body: \
+         [127, 0, 0, 1, 1, 2] }}]\n\
+         {T} Handshake complete; circuit extended. circ_uniq_id=Circ 0.4 (Tunnel 4) \
+         forward_circ_id=2328897606 settings=HopSettings {{ n_outgoing_cells_permitted: None, \
+         relay_crypt_protocol: Cgo }}\n\
+         {T} Handshake complete; circuit extended. circ_uniq_id=Circ 0.5 (Tunnel 5) \
+         forward_circ_id=77 settings=HopSettings {{ relay_crypt_protocol: Tor1(V0) }}\n\
+         {T} Extending circuit circ_uniq_id=Circ 0.4 (Tunnel 4) forward_circ_id=2328897606 \
+         target_hop=3 linkspecs=[EncodedLinkSpec {{ lstype: LinkSpecType(ORPORT_V4), body: \
+         [127, 0, 0, 1, 58, 255] }}]\n\
+         2026-12-07T07:05:51Z DEBUG arti_client::client: Got a circuit for [scrubbed]:80 \
+         tunnel_id=Circ 0.4\n"
+    );
+    let e = extensions(&log);
+    let got: Vec<(&str, u32, Option<u16>, Option<bool>)> = e
+        .iter()
+        .map(|e| (e.circ.as_str(), e.hop, e.orport, e.cgo))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("Circ 0.4", 2, Some(15102), Some(true)),
+            ("Circ 0.5", 3, Some(258), Some(false)),
+            // Not finished: no verdict.
+            ("Circ 0.4", 3, Some(15103), None),
+        ]
+    );
+    assert_eq!(stream_circuits(&log), ["Circ 0.4"]);
+}
