@@ -517,3 +517,292 @@ impl Drop for PrivateNet {
         drop(super::TestnetGuard { dir: &self.dir });
     }
 }
+
+/// The arti client binary: `ARTI_BIN`, else `target/arti/bin/arti` (where
+/// `scripts/setup-debian.sh` installs arti 2.7 for CI), else `arti` on PATH.
+pub fn arti_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("ARTI_BIN") {
+        return p.into();
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/arti/bin/arti");
+    if built.exists() {
+        built
+    } else {
+        "arti".into()
+    }
+}
+
+/// Moves the calling thread (and so every thread and process it starts from now on) into
+/// the network namespace of process `pid`.
+pub fn enter_netns(pid: u32) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    // SAFETY: setns(2) with a valid namespace fd and CLONE_NEWNET only changes this thread's
+    // network namespace; it touches no memory of ours.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Stops the network's C tor client (SIGTERM by its recorded pid, checked against its
+/// command line), so that from then on no C tor client builds circuits; bounded wait.
+pub fn stop_ctor_client(dir: &Path) {
+    let net = network_json(dir);
+    let c = &net["client"];
+    let (Some(pid), Some(torrc)) = (c["pid"].as_u64(), c["torrc"].as_str()) else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !pid_alive(pid) || !String::from_utf8_lossy(&cmdline).contains(torrc) {
+        return;
+    }
+    // SAFETY: kill(2) on a pid this test's network started (its command line names the
+    // client's torrc); no memory is involved.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(20);
+    while pid_alive(pid) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!pid_alive(pid), "the C tor client (pid {pid}) did not stop");
+}
+
+/// A directory cache an arti client bootstraps from (its only `fallback_caches` entry).
+pub struct ArtiFallback {
+    /// RSA identity, 40 hex digits.
+    pub rsa: String,
+    /// ed25519 identity, base64 without padding.
+    pub ed: String,
+    pub orport: u16,
+}
+
+/// An arti client (`arti proxy`) configured for a private network of `testnet.py`
+/// (/work/shared/reference/arti-private-network.md): its log goes to a file; it is killed
+/// on drop.
+pub struct ArtiClient {
+    child: std::process::Child,
+    /// Its SOCKS port on 127.0.0.1.
+    pub socks: u16,
+    /// Its console log (stdout and stderr).
+    pub log: std::path::PathBuf,
+}
+
+impl ArtiClient {
+    /// Starts `arti` with state under `dir` for the network `net` (`network.json`): the
+    /// authorities' v3 identities and DirPorts, `fallback` as its only fallback cache,
+    /// `log_filter` as its console log filter (tracing targets syntax), and, when not
+    /// empty, `reachable` as `path_rules.reachable_addrs` (which relays it may connect to
+    /// directly, i.e. its guards).
+    pub fn start(
+        arti: &Path,
+        dir: &Path,
+        net: &serde_json::Value,
+        fallback: &ArtiFallback,
+        log_filter: &str,
+        reachable: &[String],
+    ) -> ArtiClient {
+        let mut ids = Vec::new();
+        let mut dirs = Vec::new();
+        for a in net["authorities"].as_array().unwrap() {
+            ids.push(format!("\"{}\"", a["v3ident"].as_str().unwrap()));
+            dirs.push(format!("[ \"127.0.0.1:{}\" ]", a["dirport"]));
+        }
+        let socks = super::free_port();
+        let root = if super::running_as_root() {
+            "allow_running_as_root = true\n"
+        } else {
+            ""
+        };
+        let reachable = if reachable.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = reachable.iter().map(|a| format!("\"{a}\"")).collect();
+            format!("reachable_addrs = [ {} ]\n", list.join(", "))
+        };
+        let toml = format!(
+            "[application]\n{root}watch_configuration = false\n\
+             [logging]\nconsole = \"{log_filter}\"\n\
+             [proxy]\nsocks_listen = \"127.0.0.1:{socks}\"\ndns_listen = 0\n\
+             [storage]\ncache_dir = \"{d}/cache\"\nstate_dir = \"{d}/state\"\n\
+             [storage.permissions]\ndangerously_trust_everyone = true\n\
+             [tor_network]\nfallback_caches = [ {{ rsa_identity = \"{rsa}\", \
+             ed_identity = \"{ed}\", orports = [\"127.0.0.1:{or}\"] }} ]\n\
+             [tor_network.authorities]\nv3idents = [ {ids} ]\nuploads = [ {dl} ]\n\
+             downloads = [ {dl} ]\nvotes = [ {dl} ]\n\
+             [path_rules]\nipv4_subnet_family_prefix = 33\nipv6_subnet_family_prefix = 129\n\
+             {reachable}\
+             [address_filter]\nallow_local_addrs = true\n",
+            d = dir.display(),
+            rsa = fallback.rsa,
+            ed = fallback.ed,
+            or = fallback.orport,
+            ids = ids.join(", "),
+            dl = dirs.join(", "),
+        );
+        std::fs::create_dir_all(dir).unwrap();
+        let conf = dir.join("arti.toml");
+        std::fs::write(&conf, toml).unwrap();
+        let log = dir.join("arti.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(arti)
+            .args(["proxy", "-c"])
+            .arg(&conf)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start arti");
+        ArtiClient { child, socks, log }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `n` lines of its log (for failure messages).
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Waits (bounded) until arti says it is "Sufficiently bootstrapped"; panics with the
+    /// log's tail otherwise.
+    pub fn wait_bootstrapped(&mut self, limit: Duration) {
+        let end = Instant::now() + limit;
+        loop {
+            if self.log_text().contains("Sufficiently bootstrapped") {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("arti exited ({st}):\n{}", self.log_tail(60));
+            }
+            assert!(
+                Instant::now() < end,
+                "arti did not bootstrap within {limit:?}:\n{}",
+                self.log_tail(60)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for ArtiClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The SHA-256 (hex) of the body `testnet.py`'s data server sends for
+/// `GET /data/<n>?seed=<seed>` (computed by the script itself).
+pub fn expected_data_sha256(seed: &str, n: usize) -> String {
+    let script = testnet_script();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys; sys.path.insert(0, sys.argv[1]); import testnet; \
+             print(testnet.expected_sha256(sys.argv[2], int(sys.argv[3])))",
+        )
+        .arg(script.parent().unwrap())
+        .arg(seed)
+        .arg(n.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "expected_sha256 failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One HTTP/1.1 exchange (`Connection: close`) on `s`: the status and body, or what went
+/// wrong. Reads time out after `io_timeout` without progress.
+fn http_exchange(
+    mut s: TcpStream,
+    request: &[u8],
+    body: &[u8],
+    io_timeout: Duration,
+) -> Result<(u32, Vec<u8>), String> {
+    s.set_read_timeout(Some(io_timeout)).unwrap();
+    s.set_write_timeout(Some(io_timeout)).unwrap();
+    s.write_all(request)
+        .and_then(|()| s.write_all(body))
+        .map_err(|e| format!("write: {e}"))?;
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)
+        .map_err(|e| format!("read after {} bytes: {e}", all.len()))?;
+    let at = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP head in {} bytes", all.len()))?;
+    let head = String::from_utf8_lossy(&all[..at]).to_string();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, all[at + 4..].to_vec()))
+}
+
+/// Through `socks`, downloads `n` bytes from `testnet.py`'s data server at `host:port`
+/// (`GET /data/n?seed=seed`) and uploads `up` to it (`POST /upload`), each on its own
+/// stream; SHA-256 checked both ways (the server reports the upload's digest). `Err` says
+/// what failed.
+pub fn http_down_up(
+    socks: &fors_testkit::socks::Socks5,
+    host: &str,
+    port: u16,
+    seed: &str,
+    n: usize,
+    up: &[u8],
+    io_timeout: Duration,
+) -> Result<(), String> {
+    let s = socks
+        .connect(host, port)
+        .map_err(|e| format!("SOCKS connect to {host}:{port}: {e:?}"))?;
+    let (status, body) = http_exchange(
+        s,
+        format!("GET /data/{n}?seed={seed} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+        b"",
+        io_timeout,
+    )
+    .map_err(|e| format!("download: {e}"))?;
+    let want = expected_data_sha256(seed, n);
+    let got = sha256_hex(&body);
+    if status != 200 || body.len() != n || got != want {
+        return Err(format!(
+            "download: HTTP {status}, {} of {n} bytes, sha256 {got} (want {want})",
+            body.len()
+        ));
+    }
+    let sent = sha256_hex(up);
+    let s = socks
+        .connect(host, port)
+        .map_err(|e| format!("SOCKS connect to {host}:{port}: {e:?}"))?;
+    let (status, body) = http_exchange(
+        s,
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\
+             Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+            up.len()
+        )
+        .as_bytes(),
+        up,
+        io_timeout,
+    )
+    .map_err(|e| format!("upload: {e}"))?;
+    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    if status != 200 || reply["bytes"] != up.len() || reply["sha256"] != sent.as_str() {
+        return Err(format!(
+            "upload: HTTP {status}, server says {reply}, sent {} bytes sha256 {sent}",
+            up.len()
+        ));
+    }
+    Ok(())
+}
