@@ -12,12 +12,13 @@
 //! "Conflux at the exit" for what the node must do with the decisions.
 
 pub mod cells;
+pub mod cross;
 pub mod set;
 
 pub use cells::{ConfluxCellError, DesiredUx, Link, Nonce, Switch};
 pub use set::{
     Alg, ConfluxSets, ConfluxStats, Inbound, LegFacts, LegId, LegSendState, Limits, Linked,
-    RefuseWhy, Refused, SendChoice, Teardown,
+    RefuseWhy, Refused, SendChoice, SetKey, Teardown,
 };
 
 use crate::cell::relay::RelayCmd;
@@ -51,3 +52,6 @@ pub fn home_shard(nonce: &Nonce, shards: usize) -> usize {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cross_tests;
