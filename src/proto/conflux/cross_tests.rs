@@ -839,3 +839,68 @@ fn model_random_sets_over_two_shards_leave_nothing_behind() {
         "the model must reach every path: {seen:?}"
     );
 }
+
+/// Hostile sequences on a remote leg are judged by the owner's table and the closes cross
+/// back: a jump past the OOO window (RESOURCELIMIT), a number already delivered (INTERNAL,
+/// as C tor), a SWITCH flood that cannot hold more than the window.
+#[test]
+fn hostile_sequences_on_a_remote_leg() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(test_seed("hostile_remote"));
+    let window = Limits::default().ooo_window;
+    // A jump past the window.
+    let mut p = Pair::new();
+    let home = rng.gen_range(0..2);
+    let n = nonce_at(&mut rng, home);
+    let set = linked_pair(&mut p, n, 0, 1, 3_000, 9_000);
+    p.switch(1, 20, window + 1);
+    p.cell(1, 20, RelayCmd::DATA, 1);
+    p.pump();
+    assert_eq!(p.seen[1].closed, vec![(20, DestroyReason::ResourceLimit)]);
+    // It carried the newest number: the set goes (C tor `cfx_del_leg`).
+    assert_eq!(p.seen[0].closed, vec![(10, DestroyReason::Finished)]);
+    assert_eq!(p.seen[0].gone, vec![set]);
+    assert_eq!(p.shards[0].sets().stats().ooo_overflow_total, 1);
+
+    // A number already delivered: leg a's counter falls behind what b delivered.
+    let mut p = Pair::new();
+    let home = rng.gen_range(0..2);
+    let n = nonce_at(&mut rng, home);
+    linked_pair(&mut p, n, 0, 1, 3_000, 9_000);
+    p.switch(1, 20, 1);
+    p.cell(1, 20, RelayCmd::DATA, 2); // seq 2, held
+    p.pump();
+    p.switch(1, 20, 0);
+    p.cell(0, 10, RelayCmd::DATA, 10); // seq 1 on a
+                                       // b sends seq 3; a's next cell is seq 2, already delivered from b: INTERNAL.
+    p.cell(1, 20, RelayCmd::DATA, 3);
+    p.pump();
+    assert_eq!(p.delivered_tags(0), vec![10, 2, 3]);
+    p.cell(0, 10, RelayCmd::DATA, 11);
+    assert_eq!(
+        p.seen[0].closed.first(),
+        Some(&(10, DestroyReason::Internal))
+    );
+
+    // A SWITCH flood: many SWITCHes by 1, each followed by a cell that must be held; only
+    // the window's worth is held before the leg is closed.
+    let mut p = Pair::new();
+    let home = rng.gen_range(0..2);
+    let n = nonce_at(&mut rng, home);
+    linked_pair(&mut p, n, 0, 1, 3_000, 9_000);
+    for i in 0..(window as u64 + 10) {
+        if !p.shards[1].is_leg(20) {
+            break;
+        }
+        p.switch(1, 20, 1);
+        p.cell(1, 20, RelayCmd::DATA, i);
+        p.pump();
+    }
+    assert!(!p.shards[1].is_leg(20), "the flood ended with the leg");
+    assert_eq!(p.seen[1].closed, vec![(20, DestroyReason::ResourceLimit)]);
+    assert_eq!(
+        p.shards[0].sets().stats().held_cells,
+        0,
+        "held cells freed with the set"
+    );
+    assert!(p.delivered_tags(0).is_empty());
+}
