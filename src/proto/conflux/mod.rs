@@ -8,7 +8,8 @@
 //! bounded out-of-order queue, and chooses which leg its own cells go out on.
 //!
 //! [`cells`] parses and builds the four conflux messages; [`set`] holds the sets of one
-//! shard. Nothing here touches sockets, clocks or other shards: see `docs/architecture.md`
+//! shard; [`cross`] joins legs whose circuits are on different shards (a set's owner shard,
+//! remote legs, the nonce directory on the home shard). Nothing here touches sockets, clocks or other shards: see `docs/architecture.md`
 //! "Conflux at the exit" for what the node must do with the decisions.
 
 pub mod cells;
