@@ -804,6 +804,11 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
     ) {
         match msg {
             CfxMsg::Cell { leg, .. } | CfxMsg::Switch { leg, .. } => {
+                if !self.legs.contains_key(&leg.circ) {
+                    // An earlier refused message of this batch already closed the leg.
+                    self.stats.stale_msgs_total += 1;
+                    return;
+                }
                 // The owner will never see this sequence number: the set cannot go on.
                 // `data_in_flight` makes the owner tear the set down (C tor's rule for a
                 // leg whose loss the others cannot make up).

@@ -558,6 +558,16 @@ fn a_full_queue_tears_the_set_down_with_resourcelimit() {
     assert_eq!(p.seen[0].closed, vec![(10, DestroyReason::Finished)]);
     assert_eq!(p.seen[0].gone, vec![set]);
     assert_eq!(p.shards[1].stats().cross_full_teardowns_total, 1);
+    // A second cell of the same leg refused in the same batch closes nothing twice.
+    let again = CfxMsg::Cell {
+        leg: LegRef { shard: 1, circ: 20 },
+        cmd: RelayCmd::DATA,
+        facts: OK,
+        msg: 7,
+    };
+    p.on(1, |sh, now, out| sh.send_failed(0, again, now, out));
+    assert_eq!(p.seen[1].closed.len(), 1);
+    assert!(p.queues[1][0].is_empty());
 
     // Owner → leg: a Send that cannot cross: RESOURCELIMIT on every leg.
     let mut p = Pair::new();
