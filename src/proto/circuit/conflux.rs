@@ -30,7 +30,8 @@ use crate::proto::conflux::{
 
 /// Whether the exit side of conflux runs on live circuits (and on how many shards): the
 /// relay advertises `Conflux=1` only when it does. Legs of one set may arrive on different
-/// shards, and the cross-shard join is not built: one shard only.
+/// shards; the cross-shard join (`proto::conflux::cross`) is not wired into this core and
+/// the node yet: one shard only.
 pub fn conflux_served(shards: usize) -> bool {
     shards == 1
 }

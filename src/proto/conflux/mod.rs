@@ -8,16 +8,18 @@
 //! bounded out-of-order queue, and chooses which leg its own cells go out on.
 //!
 //! [`cells`] parses and builds the four conflux messages; [`set`] holds the sets of one
-//! shard. Nothing here touches sockets, clocks or other shards: see `docs/architecture.md`
+//! shard; [`cross`] joins legs whose circuits are on different shards (a set's owner shard,
+//! remote legs, the nonce directory on the home shard). Nothing here touches sockets, clocks or other shards: see `docs/architecture.md`
 //! "Conflux at the exit" for what the node must do with the decisions.
 
 pub mod cells;
+pub mod cross;
 pub mod set;
 
 pub use cells::{ConfluxCellError, DesiredUx, Link, Nonce, Switch};
 pub use set::{
     Alg, ConfluxSets, ConfluxStats, Inbound, LegFacts, LegId, LegSendState, Limits, Linked,
-    RefuseWhy, Refused, SendChoice, Teardown,
+    RefuseWhy, Refused, SendChoice, SetKey, Teardown,
 };
 
 use crate::cell::relay::RelayCmd;
@@ -51,3 +53,6 @@ pub fn home_shard(nonce: &Nonce, shards: usize) -> usize {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod cross_tests;

@@ -86,7 +86,7 @@ impl Default for Limits {
 }
 
 /// What the caller knows about the circuit a conflux cell arrived on.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LegFacts {
     /// `cfx_enabled` is 1 and congestion control was negotiated on this circuit (C tor
     /// `conflux_is_enabled`: conflux cannot work without it).
@@ -103,7 +103,7 @@ pub struct LegFacts {
 }
 
 /// The send state of one leg, from its congestion control and channel.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LegSendState {
     pub cwnd: u64,
     pub inflight: u64,
@@ -124,6 +124,14 @@ pub struct LegId {
     set: u32,
     gen: u32,
     leg: u8,
+}
+
+/// A set, valid until it is torn down or loses its last leg (slot and generation): what
+/// a shard's streams of the set are keyed by when the set outlives any one leg.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct SetKey {
+    set: u32,
+    gen: u32,
 }
 
 /// Circuits the caller must close, each with `reason`. Fixed size: a set never has more
@@ -363,6 +371,48 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         })
     }
 
+    /// The set `circ` is a leg of.
+    pub fn set_key(&self, circ: C) -> Option<SetKey> {
+        self.leg_of(circ).map(|id| SetKey {
+            set: id.set,
+            gen: id.gen,
+        })
+    }
+
+    /// Whether the set `key` names still exists.
+    pub fn is_live(&self, key: SetKey) -> bool {
+        self.slots
+            .get(key.set as usize)
+            .is_some_and(|s| s.gen == key.gen && s.set.is_some())
+    }
+
+    /// A leg of the live set `key` (the first by slot).
+    pub fn any_leg(&self, key: SetKey) -> Option<C> {
+        let slot = self.slots.get(key.set as usize)?;
+        if slot.gen != key.gen {
+            return None;
+        }
+        slot.set
+            .as_ref()?
+            .legs
+            .iter()
+            .flatten()
+            .map(|l| l.circ)
+            .next()
+    }
+
+    /// A leg of the set named `nonce`, if it exists.
+    pub fn any_leg_of_nonce(&self, nonce: &Nonce) -> Option<C> {
+        let &i = self.by_nonce.get(nonce)?;
+        let s = self.slots.get(i as usize)?;
+        self.any_leg(SetKey { set: i, gen: s.gen })
+    }
+
+    /// Whether a set named `nonce` exists.
+    pub fn has_nonce(&self, nonce: &Nonce) -> bool {
+        self.by_nonce.contains_key(nonce)
+    }
+
     /// BEGIN_DIR on a leg is answered with END NOTDIRECTORY (TROVE-2026-008: directory
     /// streams are circuit-specific and must not ride a set).
     pub fn refuses_begin_dir(&self, circ: C) -> bool {
@@ -401,18 +451,40 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         body: &[u8],
         now_usec: u64,
     ) -> Result<Linked, Refused<C>> {
-        let r = self.link_inner(circ, facts, body, now_usec);
+        let r = self.link_inner(circ, facts, Err(body), now_usec);
         if r.is_err() {
             self.stats.links_refused_total += 1;
         }
         r
     }
 
+    /// [`on_link`](Self::on_link) with the LINK already parsed (and the leg's own checks
+    /// done) on the leg's shard: the join of a leg whose circuit is on another shard.
+    pub fn on_link_parsed(
+        &mut self,
+        circ: C,
+        facts: LegFacts,
+        link: Link,
+        now_usec: u64,
+    ) -> Result<Linked, Refused<C>> {
+        let r = self.link_inner(circ, facts, Ok(link), now_usec);
+        if r.is_err() {
+            self.stats.links_refused_total += 1;
+        }
+        r
+    }
+
+    /// Counts a LINK refused before it reached the table (on the leg's shard, or by the
+    /// nonce directory).
+    pub fn count_refused_link(&mut self) {
+        self.stats.links_refused_total += 1;
+    }
+
     fn link_inner(
         &mut self,
         circ: C,
         facts: LegFacts,
-        body: &[u8],
+        body: Result<Link, &[u8]>,
         now_usec: u64,
     ) -> Result<Linked, Refused<C>> {
         use DestroyReason::{Internal, TorProtocol};
@@ -428,7 +500,10 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         if facts.has_streams {
             return Err(refused(TorProtocol, RefuseWhy::HasStreams));
         }
-        let link = Link::parse(body).map_err(|e| refused(TorProtocol, RefuseWhy::Malformed(e)))?;
+        let link = match body {
+            Ok(l) => l,
+            Err(b) => Link::parse(b).map_err(|e| refused(TorProtocol, RefuseWhy::Malformed(e)))?,
+        };
 
         let (idx, new_set) = match self.by_nonce.get(&link.nonce) {
             Some(&i) => (i, false),
@@ -545,6 +620,19 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         Ok(())
     }
 
+    /// [`on_linked_ack`](Self::on_linked_ack) with the RTT measured where the leg's circuit
+    /// lives (LINKED sent → LINKED_ACK there), so the cross-shard hops are not part of it.
+    pub fn on_linked_ack_rtt(
+        &mut self,
+        circ: C,
+        facts: LegFacts,
+        rtt_usec: u64,
+    ) -> Result<(), Refused<C>> {
+        let id = self.check_leg(circ, facts)?;
+        self.leg_mut(id).rtt_usec = if rtt_usec == 0 { u64::MAX } else { rtt_usec };
+        Ok(())
+    }
+
     /// A newer RTT for `circ`'s leg: C tor replaces a leg's RTT with its circuit's
     /// congestion-control EWMA RTT at every SENDME it processes
     /// (`congestion_control_process_sendme` → `conflux_update_rtt`), so MinRTT and LowRTT
@@ -584,10 +672,21 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         facts: LegFacts,
         body: &[u8],
     ) -> Result<Switch, Refused<C>> {
+        self.on_switch_parsed(circ, facts, Switch::parse(body).ok())
+    }
+
+    /// [`on_switch`](Self::on_switch) parsed on the leg's shard (`None`: too short, read
+    /// as 0).
+    pub fn on_switch_parsed(
+        &mut self,
+        circ: C,
+        facts: LegFacts,
+        switch: Option<Switch>,
+    ) -> Result<Switch, Refused<C>> {
         let id = self.check_leg(circ, facts)?;
-        let switch = match Switch::parse(body) {
-            Ok(s) => s,
-            Err(_) => {
+        let switch = match switch {
+            Some(s) => s,
+            None => {
                 self.stats.switches_malformed_total += 1;
                 Switch { relative_seq: 0 }
             }
