@@ -41,12 +41,11 @@ mod daemon_common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use daemon_common::private_net::{
-    arti_bin, enter_netns, http_down_up, stop_ctor_client, testnet, ArtiClient, ArtiFallback,
-    PrivateNet,
+    arti_bin, enter_netns, http_down_up, metric_sum, start_data_server, stop_ctor_client, testnet,
+    ArtiClient, ArtiFallback, PrivateNet,
 };
 use daemon_common::{http_get, isolated_netns_for, running_as_root, skip_common};
 use fors_testkit::socks::Socks5;
@@ -61,25 +60,6 @@ const HTTP_PORT: u16 = 80;
 /// circuit each stream got.
 const ARTI_LOG: &str = "info,tor_proto::client::reactor::circuit::extender=trace,\
                         arti_client::client=debug";
-
-/// A child process killed on drop.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The sum over shards of the counter `name` on a MetricsPort.
-fn sum(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
 
 /// One hop arti extended a circuit to, from its log.
 #[derive(Debug, Clone)]
@@ -218,7 +198,7 @@ fn arti_client_negotiates_cgo_with_a_fors_middle_and_exit() {
     };
     let (mid_or, exit_or) = (orport("forsmiddle1"), orport("forsexit1"));
     let cgo_count = |nick: &str| {
-        sum(
+        metric_sum(
             &http_get(metrics(nick), "/metrics"),
             "fors_relay_circuits_cgo_total",
         )
@@ -230,27 +210,7 @@ fn arti_client_negotiates_cgo_with_a_fors_middle_and_exit() {
     );
 
     // The data server on port 80 (127.0.0.2: not the relays' address).
-    let srv = Command::new("python3")
-        .arg(daemon_common::testnet_script())
-        .args([
-            "serve",
-            "--address",
-            "127.0.0.2",
-            "--port",
-            &HTTP_PORT.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _srv = ChildGuard(srv);
-    let up = (0..40).any(|i| {
-        if i > 0 {
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        std::net::TcpStream::connect(("127.0.0.2", HTTP_PORT)).is_ok()
-    });
-    assert!(up, "the data server did not start");
+    let _srv = start_data_server("127.0.0.2", HTTP_PORT);
 
     let auth = &net["authorities"][0];
     let auth_or = auth["orport"].as_u64().unwrap() as u16;

@@ -13,17 +13,8 @@ mod daemon_common;
 use std::time::Duration;
 
 use daemon_common::free_port;
-use daemon_common::private_net::{testnet, PrivateNet};
+use daemon_common::private_net::{metric_sum as sum, testnet, PrivateNet};
 use daemon_common::{http_get, wait_for_file_line};
-
-/// The sum of the lines of a MetricsPort that start with `name`.
-fn sum(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
 
 #[test]
 fn c_tor_client_links_conflux_sets_through_a_one_shard_fors_exit() {

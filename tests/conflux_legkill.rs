@@ -46,7 +46,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use daemon_common::private_net::{client_ports, testnet, PrivateNet, TorControl};
+use daemon_common::private_net::{
+    client_ports, metric_sum as sum, testnet, PrivateNet, TorControl,
+};
 use daemon_common::{free_port, http_get, wait_for_file_line};
 use fors_testkit::socks::Socks5;
 use sha2::{Digest, Sha256};
@@ -374,15 +376,6 @@ fn circ_bw_read(ctl: &mut TorControl) -> HashMap<String, u64> {
         false
     });
     out
-}
-
-/// The sum of the lines of a MetricsPort that start with `name`.
-fn sum(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 /// The Fors exit's conflux counters.

@@ -38,17 +38,17 @@
 
 mod daemon_common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use daemon_common::private_net::{testnet, PrivateNet};
+use daemon_common::private_net::{
+    arti_bin, enter_netns, have, http_down_up, start_data_server, testnet, ArtiClient,
+    ArtiFallback, PrivateNet,
+};
 use daemon_common::{http_get, isolated_netns_for, running_as_root, skip_common};
 use fors_testkit::socks::Socks5;
 use rand::{RngCore, SeedableRng};
-use sha2::{Digest, Sha256};
 
 /// Shards (`NumCPUs`) of every Fors relay but the wide one.
 const SHARDS: u32 = 2;
@@ -108,75 +108,7 @@ fn roles(text: &str) -> Roles {
     }
 }
 
-fn arti_bin() -> PathBuf {
-    std::env::var_os("ARTI_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/arti/bin/arti"))
-}
-
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Moves this thread (and so every thread and process it starts from now on) into the
-/// network namespace of `pid`.
-fn enter_netns(pid: u32) {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
-    // SAFETY: setns(2) with a valid namespace fd and CLONE_NEWNET only changes this thread's
-    // network namespace; it touches no memory of ours.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
-
-/// The SHA-256 (hex) of the script's data server's `GET /data/<n>?seed=<seed>` body.
-fn expected_data_sha256(seed: &str, n: usize) -> String {
-    let script = daemon_common::testnet_script();
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sys; sys.path.insert(0, sys.argv[1]); import testnet; \
-             print(testnet.expected_sha256(sys.argv[2], int(sys.argv[3])))",
-        )
-        .arg(script.parent().unwrap())
-        .arg(seed)
-        .arg(n.to_string())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// One HTTP exchange on `s` (a SOCKS stream): the status and body.
-fn http_exchange(mut s: std::net::TcpStream, request: &[u8], body: &[u8]) -> (u32, Vec<u8>) {
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(request).unwrap();
-    s.write_all(body).unwrap();
-    let mut all = Vec::new();
-    s.read_to_end(&mut all).unwrap();
-    let at = all
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP head");
-    let head = String::from_utf8_lossy(&all[..at]).to_string();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, all[at + 4..].to_vec())
-}
-
-/// Download `n` bytes and upload `n` seeded random bytes through `socks` to `host:port`
+/// Downloads `n` bytes and uploads `n` seeded random bytes through `socks` to `host:port`
 /// (the script's data server API), SHA-256 checked both ways. `Err` says what failed.
 fn fetch_both_ways(
     socks: &Socks5,
@@ -186,103 +118,21 @@ fn fetch_both_ways(
     rng: &mut impl RngCore,
 ) -> Result<(), String> {
     let seed = format!("arti-{}", rng.next_u32());
-    let s = socks
-        .connect(host, port)
-        .map_err(|e| format!("SOCKS connect to {host}:{port}: {e:?}"))?;
-    let (status, body) = http_exchange(
-        s,
-        format!("GET /data/{n}?seed={seed} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-        b"",
-    );
-    let want = expected_data_sha256(&seed, n);
-    let got = hex(&Sha256::digest(&body));
-    if status != 200 || body.len() != n || got != want {
-        return Err(format!(
-            "download: HTTP {status}, {} of {n} bytes, sha256 {got} (want {want})",
-            body.len()
-        ));
-    }
     let mut up = vec![0u8; n];
     rng.fill_bytes(&mut up);
-    let sent = hex(&Sha256::digest(&up));
-    let s = socks
-        .connect(host, port)
-        .map_err(|e| format!("SOCKS connect to {host}:{port}: {e:?}"))?;
-    let (status, body) = http_exchange(
-        s,
-        format!(
-            "POST /upload HTTP/1.1\r\nHost: {host}\r\nContent-Length: {n}\r\n\
-             Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
-        )
-        .as_bytes(),
-        &up,
-    );
-    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    if status != 200 || reply["bytes"] != n || reply["sha256"] != sent.as_str() {
-        return Err(format!(
-            "upload: HTTP {status}, server says {reply}, sent {sent}"
-        ));
-    }
-    Ok(())
+    http_down_up(socks, host, port, &seed, n, &up, Duration::from_secs(60))
 }
 
-/// Starts arti with a configuration for this network (arti-private-network.md): its only
-/// fallback cache is Fors relay `cache`.
-fn start_arti(
-    arti: &Path,
-    dir: &Path,
-    net: &serde_json::Value,
-    cache: &serde_json::Value,
-) -> (ChildGuard, u16, PathBuf) {
+/// arti's only fallback cache: Fors relay `cache` (its ed25519 identity from its key file).
+fn fallback_of(cache: &serde_json::Value) -> ArtiFallback {
     let data_dir = Path::new(cache["data_dir"].as_str().unwrap());
     let key = std::fs::read(data_dir.join("keys/ed25519_master_id_public_key")).unwrap();
     assert_eq!(key.len(), 64, "ed25519_master_id_public_key");
-    let ed = fors::dir::netdoc::base64_nopad(&key[32..]);
-    let mut ids = Vec::new();
-    let mut dirs = Vec::new();
-    for a in net["authorities"].as_array().unwrap() {
-        ids.push(format!("\"{}\"", a["v3ident"].as_str().unwrap()));
-        dirs.push(format!("[ \"127.0.0.1:{}\" ]", a["dirport"]));
+    ArtiFallback {
+        rsa: cache["fingerprint"].as_str().unwrap().to_string(),
+        ed: fors::dir::netdoc::base64_nopad(&key[32..]),
+        orport: cache["orport"].as_u64().unwrap() as u16,
     }
-    let socks = daemon_common::free_port();
-    let root = if running_as_root() {
-        "allow_running_as_root = true\n"
-    } else {
-        ""
-    };
-    let toml = format!(
-        "[application]\n{root}watch_configuration = false\n\
-         [logging]\nconsole = \"info\"\n\
-         [proxy]\nsocks_listen = \"127.0.0.1:{socks}\"\ndns_listen = 0\n\
-         [storage]\ncache_dir = \"{d}/cache\"\nstate_dir = \"{d}/state\"\n\
-         [storage.permissions]\ndangerously_trust_everyone = true\n\
-         [tor_network]\nfallback_caches = [ {{ rsa_identity = \"{fp}\", ed_identity = \"{ed}\", \
-         orports = [\"127.0.0.1:{or}\"] }} ]\n\
-         [tor_network.authorities]\nv3idents = [ {ids} ]\nuploads = [ {dl} ]\n\
-         downloads = [ {dl} ]\nvotes = [ {dl} ]\n\
-         [path_rules]\nipv4_subnet_family_prefix = 33\nipv6_subnet_family_prefix = 129\n\
-         [address_filter]\nallow_local_addrs = true\nallow_onion_addrs = true\n",
-        d = dir.display(),
-        fp = cache["fingerprint"].as_str().unwrap(),
-        or = cache["orport"],
-        ids = ids.join(", "),
-        dl = dirs.join(", "),
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    let conf = dir.join("arti.toml");
-    std::fs::write(&conf, toml).unwrap();
-    let log = dir.join("arti.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(arti)
-        .args(["proxy", "-c"])
-        .arg(&conf)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start arti");
-    (ChildGuard(child), socks, log)
 }
 
 #[test]
@@ -427,7 +277,7 @@ fn c_tor_and_arti_clients_use_a_network_of_only_fors_relays() {
 
     // (c) arti.
     let arti = arti_bin();
-    if !arti.exists() {
+    if !have(&arti.to_string_lossy(), "--version") {
         skip_common::skip(
             NAME,
             &format!("arti is not available at {}", arti.display()),
@@ -436,48 +286,23 @@ fn c_tor_and_arti_clients_use_a_network_of_only_fors_relays() {
         return;
     }
     let cache = &net["relays"][2]; // a Fors middle (DirCache 1 by default, as C tor)
-    let (_arti, arti_socks, arti_log) = start_arti(&arti, &pnet.tmp().join("arti"), &net, cache);
-    let end = Instant::now() + Duration::from_secs(90);
-    let booted = loop {
-        let text = std::fs::read_to_string(&arti_log).unwrap_or_default();
-        if text.contains("Sufficiently bootstrapped") {
-            break true;
-        }
-        if Instant::now() > end {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    let tail = || {
-        let text = std::fs::read_to_string(&arti_log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    };
-    assert!(
-        booted,
-        "arti did not bootstrap from the Fors cache:\n{}",
-        tail()
+    let mut arti_client = ArtiClient::start(
+        &arti,
+        &pnet.tmp().join("arti"),
+        &net,
+        &fallback_of(cache),
+        "info",
+        &[],
     );
+    arti_client.wait_bootstrapped(Duration::from_secs(90));
+    let arti_socks = arti_client.socks;
+    let tail = || arti_client.log_tail(40);
     println!("(c) arti bootstrapped after {:?}", started.elapsed());
     let socks = Socks5::local(arti_socks, Duration::from_secs(60));
     if ns.is_some() {
         // The data server on port 80, which forsexit1's policy (and so its microdescriptor
         // summary, `accept 80,443`) opens; only in the isolated namespace.
-        let srv = Command::new("python3")
-            .arg(daemon_common::testnet_script())
-            .args(["serve", "--address", "127.0.0.2", "--port", "80"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let _srv = ChildGuard(srv);
-        let up = (0..40).any(|i| {
-            if i > 0 {
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            std::net::TcpStream::connect(("127.0.0.2", 80)).is_ok()
-        });
-        assert!(up, "the port-80 data server did not start");
+        let _srv = start_data_server("127.0.0.2", 80);
         // A new circuit per attempt; bounded.
         let mut last = String::new();
         let ok = (0..3).any(|i| {
@@ -530,8 +355,8 @@ fn c_tor_and_arti_clients_use_a_network_of_only_fors_relays() {
         }
         Err(e) => {
             println!("(c) arti onion-service client: does NOT work on this network: {e}");
-            for l in std::fs::read_to_string(&arti_log)
-                .unwrap_or_default()
+            for l in arti_client
+                .log_text()
                 .lines()
                 .filter(|l| l.contains("onion") || l.contains("hs") || l.contains("HS"))
                 .take(30)

@@ -629,7 +629,7 @@ impl ArtiClient {
              downloads = [ {dl} ]\nvotes = [ {dl} ]\n\
              [path_rules]\nipv4_subnet_family_prefix = 33\nipv6_subnet_family_prefix = 129\n\
              {reachable}\
-             [address_filter]\nallow_local_addrs = true\n",
+             [address_filter]\nallow_local_addrs = true\nallow_onion_addrs = true\n",
             d = dir.display(),
             rsa = fallback.rsa,
             ed = fallback.ed,
@@ -691,6 +691,46 @@ impl Drop for ArtiClient {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `testnet.py`'s data server (`GET /data/<n>`, `POST /upload`) on `ip:port` and
+/// waits (at most 10 s) until it accepts connections.
+pub fn start_data_server(ip: &str, port: u16) -> ChildGuard {
+    let srv = Command::new("python3")
+        .arg(testnet_script())
+        .args(["serve", "--address", ip, "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = ChildGuard(srv);
+    let up = (0..40).any(|i| {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        TcpStream::connect((ip, port)).is_ok()
+    });
+    assert!(up, "the data server on {ip}:{port} did not start");
+    guard
+}
+
+/// The sum over all series (shards, labels) of counter `name` in a MetricsPort answer.
+pub fn metric_sum(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// The SHA-256 (hex) of the body `testnet.py`'s data server sends for
