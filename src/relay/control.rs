@@ -189,6 +189,15 @@ impl DirCacheDriver {
             let what = a.request.kind().name();
             let n = a.request.path().len();
             let kind = a.source.kind();
+            let label = match &a.request {
+                crate::dircache::mirror::FetchRequest::Microdescs(d) => {
+                    format!("{} microdescriptors", d.len())
+                }
+                crate::dircache::mirror::FetchRequest::ServerDescriptors(d) => {
+                    format!("{} server descriptors", d.len())
+                }
+                r => r.path(),
+            };
             {
                 let mut store = self
                     .mirror
@@ -205,7 +214,7 @@ impl DirCacheDriver {
             } else if ok {
                 // The source's kind and nickname only: relays, never a client's address.
                 log_info!(
-                    "Directory cache: fetched {what} ({n}-byte URL) from {kind} {}.",
+                    "Directory cache: fetched {label} from {kind} {}.",
                     a.source.nickname()
                 );
             }
