@@ -268,3 +268,57 @@ fn a_cache_that_does_not_advertise_mirrors_from_the_c_tor_caches_over_begin_dir(
         assert_eq!(body, held);
     }
 }
+
+/// The other side of C tor's rule (`dirclient_fetches_from_authorities`): once the descriptor
+/// Fors publishes says `tunnelled-dir-server`, it asks the authorities only.
+#[test]
+fn an_advertising_cache_asks_the_authorities() {
+    let Some(pnet) = PrivateNet::prepare(
+        "an_advertising_cache_asks_the_authorities",
+        "dircache-advertised",
+        &[],
+    ) else {
+        return;
+    };
+    pnet.up(&[
+        "--fors",
+        "middle",
+        "--middles",
+        "2",
+        "--exits",
+        "1",
+        "--no-server",
+        "--slot-option",
+        "forsmiddle1 DirCache 1",
+        "--slot-option",
+        "forsmiddle1 Log info stdout",
+    ]);
+    let log = pnet.log("forsmiddle1");
+    let marker = "our descriptor advertises directory service";
+    wait_for_file_line(&log, marker, Duration::from_secs(120));
+    // A consensus fetched after that (the network votes every 20 s), from an authority.
+    let end = Instant::now() + Duration::from_secs(180);
+    let after = loop {
+        let text = read(&log);
+        let after = text.split(marker).nth(1).unwrap_or("").to_owned();
+        if after.contains("fetched /tor/status-vote/current/consensus-microdesc from authority")
+            && after.contains("fetched /tor/status-vote/current/consensus from authority")
+        {
+            break after;
+        }
+        assert!(
+            Instant::now() < end,
+            "no consensus from an authority in time"
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert!(
+        !after.contains(" from cache "),
+        "asked a cache while advertising: {}",
+        after
+            .lines()
+            .filter(|l| l.contains(" from cache "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
