@@ -174,7 +174,11 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("EntryStatistics", WHY_STATS),
     ("ExitPortStatistics", WHY_STATS),
     ("ExtraInfoStatistics", WHY_STATS),
-    ("FetchDirInfoEarly", WHY_CLIENT),
+    (
+        "FetchDirInfoEarly",
+        "in C tor it also makes a directory cache fetch from the authorities before it \
+         advertises; Fors does not implement that, so only 0 is accepted",
+    ),
     ("FetchDirInfoExtraEarly", WHY_CLIENT),
     ("FetchUselessDescriptors", WHY_CLIENT),
     ("GeoIPExcludeUnknown", WHY_CLIENT),
@@ -286,6 +290,7 @@ pub const IGNORED: &[(&str, &str)] = &[
 /// ignoring it would change what the operator, the network or users get.
 pub const IGNORED_VALUES: &[(&str, &[&str])] = &[
     ("AvoidDiskWrites", &["0"]),
+    ("FetchDirInfoEarly", &["0"]),
     ("CacheDirectoryGroupReadable", &["0"]),
     ("CellStatistics", &["0"]),
     ("ConnDirectionStatistics", &["0"]),

@@ -26,6 +26,7 @@ pub mod descriptor_check;
 pub mod http;
 pub mod isotime;
 pub mod netdoc;
+pub mod onehop;
 pub mod params;
 pub mod protover;
 pub mod publish;

@@ -17,8 +17,15 @@
 //!   consensus lists that the store lacks, in batches of C's size for DirPort requests
 //!   (`/tor/micro/d/<d1>-<d2>…`, `/tor/server/d/<D1>+<D2>…`); a digest that a fetch did not
 //!   deliver waits with backoff before it is asked for again.
+//!
+//! Whom each request goes to ([`Mirror::pick_source`], C `directory_get_from_dirserver`):
+//! the authorities when our published descriptor says `tunnelled-dir-server` (C
+//! `dirclient_fetches_from_authorities`) or when no consensus is held; otherwise a directory
+//! cache picked from the consensus held as C `router_pick_directory_server` picks one. See
+//! [`Sources`].
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -29,7 +36,7 @@ use rand::Rng;
 use super::store::{ConsensusDoc, ConsensusFlavor, DocKind, SharedStore, DIFF_BASES};
 use super::verify::{self, VerifyError};
 use super::{compress, consdiff};
-use crate::crypto::ids::RsaIdentity;
+use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::dir::authcert::AuthorityCert;
 use crate::dir::consensus::{Consensus, ConsensusError};
 use crate::keys::time::unix_secs;
@@ -148,6 +155,303 @@ pub struct Handled {
     pub error: Option<String>,
 }
 
+/// A configured directory authority, as a source to fetch from (its DirPort).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthoritySource {
+    pub nickname: String,
+    pub dir_addr: SocketAddr,
+    /// Its relay identity (the `DirAuthority` fingerprint).
+    pub rsa: RsaIdentity,
+}
+
+/// A directory cache picked from the consensus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSource {
+    pub nickname: String,
+    pub rsa: RsaIdentity,
+    /// From its microdescriptor (`id ed25519`), when we hold it: the link must prove it too.
+    pub ed: Option<Ed25519Identity>,
+    pub or_addr: SocketAddr,
+    /// Its DirPort, if the consensus lists one. C tor in relay mode asks a cache there
+    /// (`directory_command_should_use_begindir`: "in relay mode"), and over a one-hop
+    /// BEGIN_DIR circuit to its ORPort only when it has none — as nearly every cache today.
+    pub dir_addr: Option<SocketAddr>,
+}
+
+/// Where one request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Authority(AuthoritySource),
+    Cache(CacheSource),
+}
+
+impl Source {
+    /// `authority` or `cache`, for the log and the metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::Authority(_) => "authority",
+            Source::Cache(_) => "cache",
+        }
+    }
+
+    pub fn nickname(&self) -> &str {
+        match self {
+            Source::Authority(a) => &a.nickname,
+            Source::Cache(c) => &c.nickname,
+        }
+    }
+
+    fn rsa(&self) -> RsaIdentity {
+        match self {
+            Source::Authority(a) => a.rsa,
+            Source::Cache(c) => c.rsa,
+        }
+    }
+}
+
+/// C `DEFAULT_BW_WEIGHT_SCALE` / the `bwweightscale` consensus parameter's bounds.
+const BW_WEIGHT_SCALE_DEFAULT: i32 = 10_000;
+/// C `compute_weighted_bandwidths`: a routerstatus without a bandwidth counts as this many
+/// bytes.
+const MISSING_BW_BYTES: f64 = 30_000.0;
+
+/// The choice of source (sans-IO): C tor 0.4.9's rules for a relay's directory fetches.
+///
+/// * `directory_get_from_dirserver`: a relay whose descriptor says `tunnelled-dir-server`
+///   and which publishes it (`dirclient_fetches_from_authorities`) asks the authorities
+///   (`router_pick_trusteddirserver`: uniformly among those not marked down, never
+///   ourselves). Every request is sent with `PDS_RETRY_IF_NO_SERVERS`, so when every
+///   authority is marked down, all are marked up again and one is picked
+///   (`router_pick_dirserver_generic`): C does not turn to a cache then, and neither do we.
+/// * Otherwise (before that descriptor is published, with `PublishServerDescriptor 0`)
+///   it asks a cache from the consensus it holds (`router_pick_directory_server_impl`):
+///   listed Running, Valid and V2Dir, not ourselves, not marked down; authorities only when
+///   no other cache is left; weighted by bandwidth with the consensus's `Wbg`, `Wbm`, `Wbe`,
+///   `Wbd` weights (`WEIGHT_FOR_DIR`, `compute_weighted_bandwidths`). With no consensus or no
+///   usable cache, the fallback list, which (Fors has no `FallbackDir`) holds the
+///   authorities (`router_pick_fallback_dirserver`).
+/// * A request whose connection failed marks its source down (C `router_set_status(id, 0)`
+///   in `connection_dir_client_request_failed`); a cache stays down until the next
+///   consensus (C sets `is_running` from each consensus); an HTTP error status marks
+///   nothing.
+#[derive(Debug, Default)]
+pub struct Sources {
+    authorities: Vec<AuthoritySource>,
+    authority_down: HashSet<RsaIdentity>,
+    cache_down: HashSet<RsaIdentity>,
+    our_id: Option<RsaIdentity>,
+    advertising: bool,
+}
+
+impl Sources {
+    pub fn new(authorities: Vec<AuthoritySource>) -> Sources {
+        Sources {
+            authorities,
+            ..Sources::default()
+        }
+    }
+
+    /// Whether our published descriptor says `tunnelled-dir-server`.
+    pub fn set_advertising(&mut self, on: bool) {
+        self.advertising = on;
+    }
+
+    pub fn advertising(&self) -> bool {
+        self.advertising
+    }
+
+    /// Our relay identity: never picked.
+    pub fn set_our_identity(&mut self, id: RsaIdentity) {
+        self.our_id = Some(id);
+    }
+
+    fn is_authority(&self, id: &RsaIdentity) -> bool {
+        self.authorities.iter().any(|a| a.rsa == *id)
+    }
+
+    /// An authority not marked down (all marked up again when none is left).
+    fn pick_authority(&mut self, rng: &mut impl Rng) -> Option<AuthoritySource> {
+        let me = self.our_id;
+        let usable = |s: &Sources| -> Vec<AuthoritySource> {
+            s.authorities
+                .iter()
+                .filter(|a| Some(a.rsa) != me && !s.authority_down.contains(&a.rsa))
+                .cloned()
+                .collect()
+        };
+        let mut list = usable(self);
+        if list.is_empty() {
+            self.authority_down.clear();
+            list = usable(self);
+        }
+        if list.is_empty() {
+            return None;
+        }
+        Some(list.swap_remove(rng.gen_range(0..list.len())))
+    }
+
+    /// The source for the next request. `consensus`: the one held (ns preferred), with its
+    /// body's `bandwidth-weights`; `ed_of`: a relay's Ed25519 identity, if known.
+    pub fn pick(
+        &mut self,
+        consensus: Option<(&Consensus, &HashMap<String, i64>)>,
+        ed_of: impl Fn(&RsaIdentity) -> Option<Ed25519Identity>,
+        rng: &mut impl Rng,
+    ) -> Option<Source> {
+        if self.advertising || consensus.is_none() {
+            if let Some(a) = self.pick_authority(rng) {
+                return Some(Source::Authority(a));
+            }
+        }
+        if let Some((c, weights)) = consensus {
+            if let Some(rs) = self.pick_cache(c, weights, rng) {
+                if let Some(a) = self.authorities.iter().find(|a| a.rsa == rs.rsa_identity) {
+                    // An authority picked as a cache: ask it where we know it.
+                    return Some(Source::Authority(a.clone()));
+                }
+                let ip = std::net::IpAddr::V4(rs.address);
+                return Some(Source::Cache(CacheSource {
+                    nickname: rs.nickname.clone(),
+                    rsa: rs.rsa_identity,
+                    ed: ed_of(&rs.rsa_identity),
+                    or_addr: SocketAddr::new(ip, rs.or_port),
+                    dir_addr: (rs.dir_port != 0).then(|| SocketAddr::new(ip, rs.dir_port)),
+                }));
+            }
+        }
+        self.pick_authority(rng).map(Source::Authority)
+    }
+
+    fn pick_cache<'c>(
+        &self,
+        c: &'c Consensus,
+        weights: &HashMap<String, i64>,
+        rng: &mut impl Rng,
+    ) -> Option<&'c crate::dir::RouterStatus> {
+        use crate::dir::RelayFlags as F;
+        let (mut caches, mut trusted) = (Vec::new(), Vec::new());
+        for rs in &c.relays {
+            let f = rs.flags;
+            if !(f.contains(F::RUNNING) && f.contains(F::VALID) && f.contains(F::V2DIR)) {
+                continue;
+            }
+            if Some(rs.rsa_identity) == self.our_id || rs.or_port == 0 {
+                continue;
+            }
+            if self.cache_down.contains(&rs.rsa_identity)
+                || self.authority_down.contains(&rs.rsa_identity)
+            {
+                continue;
+            }
+            if self.is_authority(&rs.rsa_identity) {
+                trusted.push(rs);
+            } else {
+                caches.push(rs);
+            }
+        }
+        if caches.is_empty() {
+            // C: "We don't load balance over authorities yet."
+            return (!trusted.is_empty()).then(|| trusted[rng.gen_range(0..trusted.len())]);
+        }
+        let scale = f64::from(
+            c.params
+                .get("bwweightscale", BW_WEIGHT_SCALE_DEFAULT, 1, i32::MAX),
+        );
+        let w = |k: &str| weights.get(k).copied().filter(|v| *v >= 0);
+        // Missing (or negative) weights: every class weighs the same (C's naive fallback).
+        let (wg, wm, we, wd) = match (w("Wbg"), w("Wbm"), w("Wbe"), w("Wbd")) {
+            (Some(g), Some(m), Some(e), Some(d)) => (
+                g as f64 / scale,
+                m as f64 / scale,
+                e as f64 / scale,
+                d as f64 / scale,
+            ),
+            _ => (1.0, 1.0, 1.0, 1.0),
+        };
+        let weight = |rs: &crate::dir::RouterStatus| {
+            let bw = rs
+                .bandwidth
+                .map_or(MISSING_BW_BYTES, |kb| f64::from(kb) * 1000.0);
+            let exit = rs.flags.contains(F::EXIT) && !rs.flags.contains(F::BAD_EXIT);
+            let guard = rs.flags.contains(F::GUARD);
+            // Every candidate is a directory (Wxb = 1 for WEIGHT_FOR_DIR).
+            bw * match (guard, exit) {
+                (true, true) => wd,
+                (true, false) => wg,
+                (false, true) => we,
+                (false, false) => wm,
+            }
+        };
+        let total: f64 = caches.iter().map(|r| weight(r)).sum();
+        if total <= 0.0 || !total.is_finite() {
+            return Some(caches[rng.gen_range(0..caches.len())]);
+        }
+        let mut x = rng.gen_range(0.0..total);
+        for rs in &caches {
+            let wt = weight(rs);
+            if x < wt {
+                return Some(rs);
+            }
+            x -= wt;
+        }
+        caches.last().copied()
+    }
+
+    /// A request to `source` finished; `link_failed`: no answer came (connection, link or
+    /// circuit failure, timeout), as opposed to an HTTP answer of any status.
+    pub fn finished(&mut self, source: &Source, link_failed: bool) {
+        if !link_failed {
+            return;
+        }
+        match source {
+            Source::Authority(a) => {
+                self.authority_down.insert(a.rsa);
+            }
+            Source::Cache(c) => {
+                self.cache_down.insert(c.rsa);
+            }
+        }
+    }
+
+    /// A new consensus: every cache it lists Running is usable again.
+    fn new_consensus(&mut self) {
+        self.cache_down.clear();
+    }
+
+    /// Whether `source` is marked down (for tests and the log).
+    pub fn is_down(&self, source: &Source) -> bool {
+        let id = source.rsa();
+        self.authority_down.contains(&id) || self.cache_down.contains(&id)
+    }
+}
+
+/// The `bandwidth-weights` line of a consensus (dir-spec §3.4.1 footer), `K=V` integers;
+/// empty when absent.
+pub fn bandwidth_weights(body: &[u8]) -> HashMap<String, i64> {
+    let text = String::from_utf8_lossy(body);
+    let Some(line) = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("bandwidth-weights "))
+    else {
+        return HashMap::new();
+    };
+    line.split_ascii_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The Ed25519 identity a microdescriptor names (`id ed25519 <base64>`, dir-spec §3.3).
+pub fn microdesc_ed25519(body: &[u8]) -> Option<Ed25519Identity> {
+    let text = std::str::from_utf8(body).ok()?;
+    let b64 = text.lines().find_map(|l| l.strip_prefix("id ed25519 "))?;
+    let raw = crate::dir::netdoc::decode_base64_any(b64.trim())?;
+    Some(Ed25519Identity(raw.try_into().ok()?))
+}
+
 /// The mirror's state.
 pub struct Mirror {
     store: SharedStore,
@@ -167,6 +471,8 @@ pub struct Mirror {
     sd_retry: HashMap<[u8; 20], Retry>,
     /// Kinds changed since the last [`Mirror::take_dirty`].
     dirty: HashSet<DocKind>,
+    /// Whom to ask.
+    sources: Sources,
 }
 
 impl Mirror {
@@ -186,7 +492,46 @@ impl Mirror {
             md_retry: HashMap::new(),
             sd_retry: HashMap::new(),
             dirty: HashSet::new(),
+            sources: Sources::default(),
         }
+    }
+
+    /// The authorities to fetch from (their DirPorts) when the rules say so.
+    pub fn set_authorities(&mut self, authorities: Vec<AuthoritySource>) {
+        self.sources.authorities = authorities;
+    }
+
+    pub fn sources(&self) -> &Sources {
+        &self.sources
+    }
+
+    pub fn sources_mut(&mut self) -> &mut Sources {
+        &mut self.sources
+    }
+
+    /// Where the next request goes ([`Sources`]): picked from the consensus held, the ns
+    /// flavour when we have it (a relay's own), else the microdesc one.
+    pub fn pick_source(&mut self, rng: &mut impl Rng) -> Option<Source> {
+        let c = self
+            .current
+            .get(&ConsensusFlavor::Ns)
+            .map(|c| (c, ConsensusFlavor::Ns))
+            .or_else(|| {
+                self.current
+                    .get(&ConsensusFlavor::Microdesc)
+                    .map(|c| (c, ConsensusFlavor::Microdesc))
+            });
+        let store = self.store.read().unwrap_or_else(|p| p.into_inner());
+        let weights = c
+            .and_then(|(_, f)| store.consensus(f))
+            .map(|d| bandwidth_weights(&d.body))
+            .unwrap_or_default();
+        let md = self.current.get(&ConsensusFlavor::Microdesc);
+        let ed_of = |id: &RsaIdentity| {
+            let d = md?.is_listed(id)?.microdesc_digest?;
+            microdesc_ed25519(&store.microdesc(&d)?.body)
+        };
+        self.sources.pick(c.map(|(c, _)| (c, &weights)), ed_of, rng)
     }
 
     pub fn store(&self) -> &SharedStore {
@@ -566,6 +911,7 @@ impl Mirror {
             self.sd_retry.retain(|d, _| listed.contains(d));
         }
         self.current.insert(flavor, v.consensus);
+        self.sources.new_consensus();
         let listed_sd: HashSet<[u8; 20]> = self
             .current
             .get(&ConsensusFlavor::Ns)
@@ -1209,5 +1555,245 @@ pub(crate) mod tests {
             FetchRequest::ServerDescriptors(vec![[0xab; 20], [1; 20]]).path(),
             format!("/tor/server/d/{}+{}", "AB".repeat(20), "01".repeat(20))
         );
+    }
+
+    fn auth(nick: &str, rsa: RsaIdentity) -> AuthoritySource {
+        AuthoritySource {
+            nickname: nick.into(),
+            dir_addr: "127.0.0.1:1".parse().unwrap(),
+            rsa,
+        }
+    }
+
+    /// The fixture's ns consensus (3 authorities, middle1, middle2, exit1) and our sources
+    /// knowing its three authorities.
+    fn sources_and_consensus() -> (Sources, Consensus, HashMap<String, i64>) {
+        let c = Consensus::parse(NS).unwrap();
+        let auths = c
+            .relays
+            .iter()
+            .filter(|r| r.flags.contains(crate::dir::RelayFlags::AUTHORITY))
+            .map(|r| auth(&r.nickname, r.rsa_identity))
+            .collect::<Vec<_>>();
+        assert_eq!(auths.len(), 3);
+        (Sources::new(auths), c, bandwidth_weights(NS.as_bytes()))
+    }
+
+    fn id_of(c: &Consensus, nick: &str) -> RsaIdentity {
+        c.relays
+            .iter()
+            .find(|r| r.nickname == nick)
+            .unwrap()
+            .rsa_identity
+    }
+
+    #[test]
+    fn an_advertising_cache_asks_the_authorities_and_retries_them_all_when_all_are_down() {
+        let mut rng = rng();
+        let (mut s, c, w) = sources_and_consensus();
+        s.set_advertising(true);
+        let me = id_of(&c, "auth0");
+        s.set_our_identity(me);
+        let mut seen = HashSet::new();
+        for _ in 0..200 {
+            let src = s.pick(Some((&c, &w)), |_| None, &mut rng).unwrap();
+            let Source::Authority(a) = &src else {
+                panic!("advertising: {src:?}");
+            };
+            assert_ne!(a.rsa, me, "never ourselves");
+            seen.insert(a.nickname.clone());
+        }
+        assert_eq!(seen.len(), 2, "uniformly among the others: {seen:?}");
+        // A failed connection marks one down: the other is asked.
+        let a1 = Source::Authority(auth("auth1", id_of(&c, "auth1")));
+        s.finished(&a1, true);
+        assert!(s.is_down(&a1));
+        for _ in 0..50 {
+            assert_eq!(
+                s.pick(Some((&c, &w)), |_| None, &mut rng)
+                    .unwrap()
+                    .nickname(),
+                "auth2"
+            );
+        }
+        // All down: C marks them all up again (PDS_RETRY_IF_NO_SERVERS), no cache is asked.
+        let a2 = Source::Authority(auth("auth2", id_of(&c, "auth2")));
+        s.finished(&a2, true);
+        let src = s.pick(Some((&c, &w)), |_| None, &mut rng).unwrap();
+        assert_eq!(src.kind(), "authority");
+        assert!(!s.is_down(&a1) && !s.is_down(&a2));
+        // An HTTP error is an answer: nothing is marked down.
+        s.finished(&a1, false);
+        assert!(!s.is_down(&a1));
+    }
+
+    #[test]
+    fn a_cache_that_does_not_advertise_asks_caches_from_the_consensus_as_c_tor() {
+        use crate::dir::RelayFlags as F;
+        let mut rng = rng();
+        let (mut s, mut c, w) = sources_and_consensus();
+        // No consensus: the authorities (the fallback list).
+        assert_eq!(
+            s.pick(None, |_| None, &mut rng).unwrap().kind(),
+            "authority"
+        );
+        // The fixture's weights: Wbe = Wbd = 0, so exit1 (Guard and Exit) is never asked;
+        // the middles are (Guard: Wbg), the authorities only when no other cache is left.
+        let ed = Ed25519Identity([9; 32]);
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for _ in 0..300 {
+            let src = s.pick(Some((&c, &w)), |_| Some(ed), &mut rng).unwrap();
+            let Source::Cache(cs) = &src else {
+                panic!("{src:?}");
+            };
+            assert_eq!(cs.ed, Some(ed));
+            // The fixture's relays list no DirPort: BEGIN_DIR to the ORPort.
+            assert_eq!(cs.dir_addr, None);
+            assert_eq!(cs.or_addr.ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+            *count.entry(cs.nickname.clone()).or_default() += 1;
+        }
+        assert_eq!(count.len(), 2, "{count:?}");
+        assert!(count.contains_key("middle1") && count.contains_key("middle2"));
+        // Ourselves, and relays not Running, Valid and V2Dir, are never asked.
+        s.set_our_identity(id_of(&c, "middle1"));
+        for r in c.relays.iter_mut().filter(|r| r.nickname == "middle2") {
+            r.flags = F(r.flags.0 & !F::V2DIR.0);
+        }
+        // exit1 alone is left: weight 0, but C picks uniformly when all weigh nothing
+        // (`choose_array_element_by_weight`).
+        for _ in 0..20 {
+            let src = s.pick(Some((&c, &w)), |_| None, &mut rng).unwrap();
+            assert_eq!(src.nickname(), "exit1", "{src:?}");
+        }
+        for r in c.relays.iter_mut().filter(|r| r.nickname == "exit1") {
+            r.flags = F(r.flags.0 & !F::RUNNING.0);
+        }
+        for _ in 0..50 {
+            let src = s.pick(Some((&c, &w)), |_| None, &mut rng).unwrap();
+            assert_eq!(src.kind(), "authority", "{src:?}");
+        }
+        // Bandwidth weighting: middle2 back, 3x middle1's bandwidth, both middles
+        // (Wbg): about three picks in four. We are no longer middle1.
+        let (mut s, mut c, w) = sources_and_consensus();
+        for r in c.relays.iter_mut() {
+            if r.nickname == "middle2" {
+                r.bandwidth = Some(600);
+            }
+            if r.nickname == "middle1" {
+                r.bandwidth = Some(200);
+            }
+        }
+        let n = 4000;
+        let m2 = (0..n)
+            .filter(|_| {
+                s.pick(Some((&c, &w)), |_| None, &mut rng)
+                    .unwrap()
+                    .nickname()
+                    == "middle2"
+            })
+            .count();
+        assert!((2800..3200).contains(&m2), "middle2 picked {m2} of {n}");
+        // Without bandwidth-weights every class weighs the same: exit1 is asked too.
+        let none = HashMap::new();
+        assert!((0..300).any(|_| s
+            .pick(Some((&c, &none)), |_| None, &mut rng)
+            .unwrap()
+            .nickname()
+            == "exit1"));
+        // A cache whose connection failed is not asked again until the next consensus.
+        let m2src = (0..100)
+            .map(|_| s.pick(Some((&c, &w)), |_| None, &mut rng).unwrap())
+            .find(|x| x.nickname() == "middle2")
+            .unwrap();
+        s.finished(&m2src, true);
+        for _ in 0..100 {
+            assert_eq!(
+                s.pick(Some((&c, &w)), |_| None, &mut rng)
+                    .unwrap()
+                    .nickname(),
+                "middle1"
+            );
+        }
+        s.new_consensus();
+        assert!(!s.is_down(&m2src));
+        // A DirPort listed: a relay asks the cache there (C, in relay mode).
+        for r in c.relays.iter_mut() {
+            r.dir_port = 9030;
+        }
+        let Some(Source::Cache(cs)) = s.pick(Some((&c, &w)), |_| None, &mut rng) else {
+            panic!("no cache");
+        };
+        assert_eq!(cs.dir_addr.unwrap().port(), 9030);
+        // The mirror stops asking caches once its descriptor advertises.
+        s.set_advertising(true);
+        assert_eq!(
+            s.pick(Some((&c, &w)), |_| None, &mut rng).unwrap().kind(),
+            "authority"
+        );
+    }
+
+    #[test]
+    fn the_mirror_picks_from_the_consensus_it_holds_with_the_caches_ed25519_ids() {
+        let mut rng = rng();
+        let store = Arc::new(RwLock::new(DirStore::new()));
+        let mut m = Mirror::new(store.clone(), trusted());
+        let c = Consensus::parse(NS).unwrap();
+        m.set_authorities(
+            c.relays
+                .iter()
+                .filter(|r| r.flags.contains(crate::dir::RelayFlags::AUTHORITY))
+                .map(|r| auth(&r.nickname, r.rsa_identity))
+                .collect(),
+        );
+        // Nothing held: an authority.
+        assert_eq!(m.pick_source(&mut rng).unwrap().kind(), "authority");
+        let now = fixture_now();
+        m.handle_certs(CERTS.as_bytes(), now, &mut rng);
+        for (f, body) in [(ConsensusFlavor::Ns, NS), (ConsensusFlavor::Microdesc, MD)] {
+            m.handle(FetchRequest::Consensus(f), Ok(body.into()), now, &mut rng);
+        }
+        let mds: Vec<[u8; 32]> = m
+            .consensus(ConsensusFlavor::Microdesc)
+            .unwrap()
+            .relays
+            .iter()
+            .filter_map(|r| r.microdesc_digest)
+            .collect();
+        m.handle(
+            FetchRequest::Microdescs(mds),
+            Ok(MICRODESCS.into()),
+            now,
+            &mut rng,
+        );
+        let Some(Source::Cache(cs)) = m.pick_source(&mut rng) else {
+            panic!("a cache from the consensus held");
+        };
+        // The ed25519 identity is the one its microdescriptor names.
+        let md = m.consensus(ConsensusFlavor::Microdesc).unwrap();
+        let d = md.is_listed(&cs.rsa).unwrap().microdesc_digest.unwrap();
+        let body = store.read().unwrap().microdesc(&d).unwrap().body.clone();
+        assert!(cs.ed.is_some());
+        assert_eq!(cs.ed, microdesc_ed25519(&body));
+        let text = String::from_utf8_lossy(&body).to_string();
+        let b64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("id ed25519 "))
+            .unwrap();
+        assert_eq!(
+            cs.ed.unwrap().0.to_vec(),
+            crate::dir::netdoc::decode_base64_any(b64).unwrap()
+        );
+        m.sources_mut().set_advertising(true);
+        assert_eq!(m.pick_source(&mut rng).unwrap().kind(), "authority");
+    }
+
+    #[test]
+    fn bandwidth_weights_are_read_from_the_footer() {
+        let w = bandwidth_weights(NS.as_bytes());
+        assert_eq!(w.get("Wbg"), Some(&4993));
+        assert_eq!(w.get("Wbd"), Some(&0));
+        assert_eq!(w.len(), 19);
+        assert!(bandwidth_weights(b"network-status-version 3\n").is_empty());
+        assert_eq!(microdesc_ed25519(b"onion-key\nid ed25519 !!\n"), None);
     }
 }

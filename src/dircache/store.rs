@@ -180,6 +180,8 @@ pub struct StoreStats {
     /// uncompressed document is served instead).
     pub compress_failures: u64,
     pub compressed_over_limit: u64,
+    /// Fetches by source: `[authority, cache]` × `[answered, failed]`.
+    pub source_fetches: [[u64; 2]; 2],
 }
 
 impl StoreStats {
@@ -221,6 +223,8 @@ pub struct DirStore {
     limits: StoreLimits,
     /// Fetch and refusal counters per [`DocKind`] (documents and bytes are computed).
     counters: [KindStats; 4],
+    /// Fetches by source kind (authority, cache) and result (answered, failed).
+    source_fetches: [[u64; 2]; 2],
     microdesc_bytes: usize,
     server_bytes: usize,
     cert_bytes: usize,
@@ -250,6 +254,11 @@ impl DirStore {
         } else {
             c.fetches_failed += 1;
         }
+    }
+
+    /// Counts a finished fetch from an authority or (`cache`) another directory cache.
+    pub fn record_source_fetch(&mut self, cache: bool, ok: bool) {
+        self.source_fetches[usize::from(cache)][usize::from(!ok)] += 1;
     }
 
     /// Counts `n` fetched documents of `kind` that did not verify.
@@ -285,6 +294,7 @@ impl DirStore {
             compressed_bytes: self.compressed_bytes as u64,
             compress_failures: self.compress_failures,
             compressed_over_limit: self.compressed_over_limit,
+            source_fetches: self.source_fetches,
         }
     }
 

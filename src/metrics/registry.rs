@@ -788,6 +788,20 @@ fn render_dircache(f: &mut Family<'_>, s: &crate::dircache::StoreStats) {
             s.get(kind).fetches_ok,
         );
     }
+    f.header(
+        "fors_dircache_source_fetches_total",
+        MetricKind::Counter,
+        "Directory cache fetches by source (an authority, or another cache) and result.",
+    );
+    for (i, source) in ["authority", "cache"].iter().enumerate() {
+        for (j, result) in ["answered", "failed"].iter().enumerate() {
+            f.value(
+                "fors_dircache_source_fetches_total",
+                &format!("source=\"{source}\",result=\"{result}\""),
+                s.source_fetches[i][j],
+            );
+        }
+    }
     for (name, mk, help, pick) in families {
         f.header(name, mk, help);
         for kind in DocKind::ALL {

@@ -118,6 +118,7 @@ impl DirCacheDriver {
             return Ok(None);
         }
         let (endpoints, trusted) = super::dirworker::endpoints(&config.dir_authorities);
+        let authorities = super::dirworker::authority_sources(&config.dir_authorities);
         if endpoints.is_empty() || trusted.is_empty() {
             log_warn!(
                 "DirCache 1, but no DirAuthority line has both a DirPort and a v3ident: \
@@ -131,9 +132,10 @@ impl DirCacheDriver {
             outbound: config.outbound_bind(),
             ..Default::default()
         };
-        let worker = super::dirworker::MirrorWorker::spawn(endpoints, limits, store.clone())?;
+        let worker = super::dirworker::MirrorWorker::spawn(limits, store.clone())?;
         let mut rng = rand::rngs::StdRng::from_entropy();
         let mut mirror = crate::dircache::mirror::Mirror::new(store, trusted);
+        mirror.set_authorities(authorities);
         let dir = crate::dircache::disk::cache_dir(&config.data_directory);
         let r = crate::dircache::disk::load(&dir, &mut mirror, SystemTime::now(), &mut rng);
         for p in &r.problems {
@@ -160,14 +162,61 @@ impl DirCacheDriver {
         }))
     }
 
+    /// Our relay identity: never asked for the directory.
+    pub fn set_our_identity(&mut self, id: crate::crypto::ids::RsaIdentity) {
+        self.mirror.sources_mut().set_our_identity(id);
+    }
+
+    /// Whether the descriptor we publish says `tunnelled-dir-server` (then, as C tor's
+    /// `dirclient_fetches_from_authorities`, the authorities are asked; otherwise caches).
+    pub fn set_advertising(&mut self, on: bool) {
+        if self.mirror.sources().advertising() != on {
+            log_info!(
+                "Directory cache: {}",
+                if on {
+                    "our descriptor advertises directory service: mirroring from the authorities."
+                } else {
+                    "not advertising directory service: mirroring from other caches."
+                }
+            );
+        }
+        self.mirror.sources_mut().set_advertising(on);
+    }
+
     /// Runs what is due; returns when to come back.
     pub fn run_due(&mut self, now: Instant, wall: SystemTime) -> Instant {
         while let Some(a) = self.worker.poll() {
             let what = a.request.kind().name();
             let n = a.request.path().len();
+            let kind = a.source.kind();
+            let label = match &a.request {
+                crate::dircache::mirror::FetchRequest::Microdescs(d) => {
+                    format!("{} microdescriptors", d.len())
+                }
+                crate::dircache::mirror::FetchRequest::ServerDescriptors(d) => {
+                    format!("{} server descriptors", d.len())
+                }
+                r => r.path(),
+            };
+            {
+                let mut store = self
+                    .mirror
+                    .store()
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                store.record_source_fetch(kind == "cache", a.answer.is_ok());
+            }
+            self.mirror.sources_mut().finished(&a.source, a.link_failed);
+            let ok = a.answer.is_ok();
             let h = self.mirror.handle(a.request, a.answer, wall, &mut self.rng);
             if let Some(e) = &h.error {
                 log_info!("Directory cache: {what} fetch ({n}-byte URL) failed: {e}");
+            } else if ok {
+                // The source's kind and nickname only: relays, never a client's address.
+                log_info!(
+                    "Directory cache: fetched {label} from {kind} {}.",
+                    a.source.nickname()
+                );
             }
             if h.rejected > 0 {
                 log_warn!(
@@ -178,11 +227,15 @@ impl DirCacheDriver {
             }
         }
         for req in self.mirror.poll(wall) {
-            if !self.worker.submit(req.clone()) {
-                // The worker is gone: report it as a failed fetch so it is retried later.
+            let submitted = match self.mirror.pick_source(&mut self.rng) {
+                Some(source) => self.worker.submit(req.clone(), source),
+                None => false,
+            };
+            if !submitted {
+                // No source, or the worker is gone: a failed fetch, retried later.
                 self.mirror.handle(
                     req,
-                    Err("directory cache worker stopped".into()),
+                    Err("no directory source to ask (or the worker stopped)".into()),
                     wall,
                     &mut self.rng,
                 );
@@ -318,7 +371,8 @@ impl ControlPlane {
     }
 
     /// Turns the directory cache's mirror on (`DirCache 1`).
-    pub fn set_dircache(&mut self, driver: DirCacheDriver) {
+    pub fn set_dircache(&mut self, mut driver: DirCacheDriver) {
+        driver.set_our_identity(self.keys.rsa_identity());
         self.metrics.set_dircache(driver.mirror.store().clone());
         self.dircache = Some(driver);
     }
@@ -439,6 +493,15 @@ impl ControlPlane {
             &self.metrics,
         );
         let built = self.directory.take_built();
+        if let (Some(doc), Some(d)) = (&built, &mut self.dircache) {
+            // C `dirclient_fetches_from_authorities`: we publish (this was built to upload)
+            // and it says `tunnelled-dir-server`.
+            let says = doc
+                .body
+                .split(|b| *b == b'\n')
+                .any(|l| l == b"tunnelled-dir-server");
+            d.set_advertising(says && self.config.publish_server_descriptor);
+        }
         if let Some(inputs) = &self.dir_server_inputs {
             let param = update
                 .as_ref()
@@ -598,6 +661,11 @@ impl ControlPlane {
     ) {
         self.directory
             .set_publish_enabled(config.publish_server_descriptor);
+        if !config.publish_server_descriptor {
+            if let Some(d) = &mut self.dircache {
+                d.set_advertising(false);
+            }
+        }
         self.directory.set_assume_reachable(config.assume_reachable);
         let old = self.network.load();
         if exit_policy != self.exit_policy {

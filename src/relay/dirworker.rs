@@ -16,6 +16,7 @@ use crate::crypto::ids::RsaIdentity;
 use crate::dir::authcert::{parse_certs, AuthorityCert};
 use crate::dir::client::{self, ClientError, ClientLimits, DirEndpoint};
 use crate::dir::{Consensus, UploadOutcome, UploadRequest};
+use crate::dircache::mirror::{AuthoritySource, FetchRequest, Source};
 use crate::proto::channel::ExpectedPeer;
 
 /// What the control plane asks for.
@@ -114,6 +115,20 @@ pub fn endpoints(auths: &[DirAuthority]) -> (Vec<DirEndpoint>, Vec<RsaIdentity>)
         .collect();
     let trusted = auths.iter().filter_map(|a| a.v3ident).collect();
     (eps, trusted)
+}
+
+/// The authorities the mirror may ask (IPv4 address and DirPort of the `DirAuthority`
+/// lines, and their relay identities).
+pub fn authority_sources(auths: &[DirAuthority]) -> Vec<AuthoritySource> {
+    auths
+        .iter()
+        .filter(|a| !a.bridge && a.dir_port != 0)
+        .map(|a| AuthoritySource {
+            nickname: a.nickname.clone().unwrap_or_else(|| a.fingerprint.to_hex()),
+            dir_addr: SocketAddr::from((a.address, a.dir_port)),
+            rsa: a.fingerprint,
+        })
+        .collect()
 }
 
 /// Handle to the worker thread.
@@ -325,44 +340,55 @@ impl Worker {
 }
 
 /// The directory cache's fetches (`fors-dircache` thread): the mirror's requests
-/// ([`crate::dircache::mirror::FetchRequest`]) as plain GETs to the authorities' DirPorts,
-/// in turn. A thread apart from [`DirWorker`], so that fetching thousands of descriptors
-/// never delays our own descriptor upload or reachability test.
+/// ([`crate::dircache::mirror::FetchRequest`]), each to the source the mirror picked
+/// ([`crate::dircache::mirror::Source`]): a plain GET to an authority's or a cache's
+/// DirPort, or a one-hop BEGIN_DIR circuit to a cache's ORPort ([`reach::begin_dir_get`]).
+/// A thread apart from [`DirWorker`], so that fetching thousands of descriptors never
+/// delays our own descriptor upload or reachability test.
 pub struct MirrorWorker {
-    jobs: Sender<crate::dircache::mirror::FetchRequest>,
+    jobs: Sender<(FetchRequest, Source)>,
     results: Receiver<MirrorAnswer>,
 }
 
-/// One finished fetch: the request, and the body or why it failed.
+/// One finished fetch: the request, its source, and the body or why it failed.
 pub struct MirrorAnswer {
-    pub request: crate::dircache::mirror::FetchRequest,
+    pub request: FetchRequest,
+    pub source: Source,
     pub answer: Result<Vec<u8>, String>,
+    /// No answer came at all (connect, link, circuit, timeout): the source is marked down.
+    pub link_failed: bool,
 }
 
 impl MirrorWorker {
     /// `store`: the cache's store, read for the consensus to name in a diff request.
     pub fn spawn(
-        authorities: Vec<DirEndpoint>,
         limits: ClientLimits,
         store: crate::dircache::SharedStore,
     ) -> std::io::Result<Self> {
-        let (jobs, job_rx) = mpsc::channel::<crate::dircache::mirror::FetchRequest>();
+        let (jobs, job_rx) = mpsc::channel::<(FetchRequest, Source)>();
         let (result_tx, results) = mpsc::channel();
         std::thread::Builder::new()
             .name("fors-dircache".into())
             .spawn(move || {
-                let mut next = 0usize;
-                while let Ok(request) = job_rx.recv() {
-                    let answer = if authorities.is_empty() {
-                        Err("no authority has a DirPort".into())
-                    } else {
-                        let a = &authorities[next % authorities.len()];
-                        next = next.wrapping_add(1);
-                        let extra = consensus_headers(&request, &store, SystemTime::now());
-                        fetch_bytes(a.dir_addr, &request.path(), &extra, &limits)
-                            .map_err(|e| format!("{}: {e}", a.nickname))
+                while let Ok((request, source)) = job_rx.recv() {
+                    let extra = consensus_headers(&request, &store, SystemTime::now());
+                    let r = fetch_from(&source, &request.path(), &extra, &limits);
+                    let link_failed = matches!(
+                        r,
+                        Err(FetchError::Link { .. })
+                            | Err(FetchError::Client(
+                                ClientError::Io { .. } | ClientError::Timeout { .. }
+                            ))
+                    );
+                    let answer =
+                        r.map_err(|e| format!("{} {}: {e}", source.kind(), source.nickname()));
+                    let a = MirrorAnswer {
+                        request,
+                        source,
+                        answer,
+                        link_failed,
                     };
-                    if result_tx.send(MirrorAnswer { request, answer }).is_err() {
+                    if result_tx.send(a).is_err() {
                         return;
                     }
                 }
@@ -370,15 +396,83 @@ impl MirrorWorker {
         Ok(MirrorWorker { jobs, results })
     }
 
-    /// Queues a fetch; false if the worker is gone.
-    pub fn submit(&self, request: crate::dircache::mirror::FetchRequest) -> bool {
-        self.jobs.send(request).is_ok()
+    /// Queues a fetch from `source`; false if the worker is gone.
+    pub fn submit(&self, request: FetchRequest, source: Source) -> bool {
+        self.jobs.send((request, source)).is_ok()
     }
 
     /// A finished fetch, if any.
     pub fn poll(&self) -> Option<MirrorAnswer> {
         self.results.try_recv().ok()
     }
+}
+
+/// Why a fetch from a source failed.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("BEGIN_DIR to {addr}: {source}")]
+    Link {
+        addr: SocketAddr,
+        source: reach::BeginDirError,
+    },
+    #[error("BEGIN_DIR to {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: crate::dir::http::HttpError,
+    },
+}
+
+/// GETs `path` from `source` (see [`MirrorWorker`]); the decompressed body of a 200 answer.
+fn fetch_from(
+    source: &Source,
+    path: &str,
+    extra: &[String],
+    limits: &ClientLimits,
+) -> Result<Vec<u8>, FetchError> {
+    let cache = match source {
+        Source::Authority(a) => return Ok(fetch_bytes(a.dir_addr, path, extra, limits)?),
+        Source::Cache(c) => c,
+    };
+    if let Some(dir) = cache.dir_addr {
+        return Ok(fetch_bytes(dir, path, extra, limits)?);
+    }
+    let addr = cache.or_addr;
+    let expected = ExpectedPeer {
+        rsa: cache.rsa,
+        ed: cache.ed,
+    };
+    let bind = limits.outbound.source(OutboundKind::Or, addr.ip());
+    // The request as over a DirPort; C names the cache's address in Host as well.
+    let request = get_request(path, &addr.to_string(), extra);
+    let raw = reach::begin_dir_get(
+        addr,
+        expected,
+        bind,
+        request,
+        limits.max_body + crate::dir::http::MAX_HEADERS,
+        limits.total_timeout,
+    )
+    .map_err(|source| FetchError::Link { addr, source })?;
+    let resp = crate::dir::http::parse_response(&raw, limits.max_body)
+        .map_err(|source| FetchError::Http { addr, source })?;
+    if resp.status != 200 {
+        return Err(ClientError::Status {
+            addr,
+            status: resp.status,
+            reason: resp.reason,
+        }
+        .into());
+    }
+    decoded_body(&resp).map_err(|e| {
+        ClientError::Status {
+            addr,
+            status: resp.status,
+            reason: e,
+        }
+        .into()
+    })
 }
 
 /// C tor's `Accept-Encoding` for a fetch (dirclient.c `client_meth_pref`): every method,
@@ -397,11 +491,11 @@ const MAX_DECOMPRESSED: usize = 64 << 20;
 /// parameter (72 hours by default), so the
 /// server answers a diff (or 304 if it has nothing newer).
 fn consensus_headers(
-    request: &crate::dircache::mirror::FetchRequest,
+    request: &FetchRequest,
     store: &crate::dircache::SharedStore,
     now: SystemTime,
 ) -> Vec<String> {
-    let crate::dircache::mirror::FetchRequest::Consensus(flavor) = request else {
+    let FetchRequest::Consensus(flavor) = request else {
         return Vec::new();
     };
     let store = store.read().unwrap_or_else(|p| p.into_inner());
@@ -565,11 +659,11 @@ mod tests {
             DirServerInputs::default(),
         )
         .unwrap();
-        let ep = DirEndpoint {
+        let src = Source::Authority(AuthoritySource {
             nickname: "fors".into(),
             dir_addr: server.local_addrs()[0],
-            v3ident: None,
-        };
+            rsa: RsaIdentity([7; 20]),
+        });
         // The cache holds the consensus with digest 9, an hour older.
         let held: crate::dircache::SharedStore = Arc::new(RwLock::new(DirStore::new()));
         held.write()
@@ -579,7 +673,7 @@ mod tests {
             total_timeout: Duration::from_secs(20),
             ..Default::default()
         };
-        let w = MirrorWorker::spawn(vec![ep], limits, held.clone()).unwrap();
+        let w = MirrorWorker::spawn(limits, held.clone()).unwrap();
         let wait = |w: &MirrorWorker| {
             let end = std::time::Instant::now() + Duration::from_secs(30);
             loop {
@@ -590,16 +684,25 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(20));
             }
         };
-        assert!(w.submit(FetchRequest::Consensus(ConsensusFlavor::Microdesc)));
+        assert!(w.submit(
+            FetchRequest::Consensus(ConsensusFlavor::Microdesc),
+            src.clone()
+        ));
         let a = wait(&w);
         assert_eq!(a.answer.unwrap(), &diff[..]);
         // Holding the newest (valid-after + 3 min is after the server's): 304, an error.
         held.write()
             .unwrap()
             .set_consensus(doc(b"new", now - 60, 3));
-        assert!(w.submit(FetchRequest::Consensus(ConsensusFlavor::Microdesc)));
-        let e = wait(&w).answer.unwrap_err();
-        assert!(e.contains("304"), "{e}");
+        assert!(w.submit(
+            FetchRequest::Consensus(ConsensusFlavor::Microdesc),
+            src.clone()
+        ));
+        let a = wait(&w);
+        let e = a.answer.unwrap_err();
+        assert!(e.contains("304") && e.starts_with("authority fors"), "{e}");
+        // An HTTP answer is no link failure: the source is not marked down for it.
+        assert!(!a.link_failed);
         server.stop();
     }
 }

@@ -129,6 +129,154 @@ pub fn probe(
     }
 }
 
+/// Why a one-hop BEGIN_DIR fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BeginDirError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("TLS client configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("link: {0}")]
+    Channel(#[from] ChannelError),
+    #[error("{0}")]
+    Circuit(#[from] crate::dir::onehop::OneHopError),
+    #[error("the cache closed the connection before the answer ended")]
+    Eof,
+}
+
+/// Collects the one-hop circuit's cells and the link's events.
+struct OneHopSink<'a, R: rand::RngCore> {
+    exchange: Option<crate::dir::onehop::BeginDirExchange>,
+    rng: &'a mut R,
+    opened: bool,
+    closed: Option<ChannelError>,
+    error: Option<crate::dir::onehop::OneHopError>,
+    out: Vec<(ChanCmd, [u8; CELL_BODY_LEN])>,
+}
+
+impl<R: rand::RngCore> ChannelSink for OneHopSink<'_, R> {
+    fn cell(
+        &mut self,
+        circ: CircId,
+        cmd: ChanCmd,
+        body: &mut [u8; CELL_BODY_LEN],
+        out: &mut CellQueue,
+    ) {
+        let Some(x) = self.exchange.as_mut().filter(|x| x.circ_id() == circ) else {
+            return;
+        };
+        if let Err(e) = x.handle_cell(self.rng, cmd, body, &mut self.out) {
+            self.error.get_or_insert(e);
+        }
+        // The bound is the channel's output queue; a refused cell fails the fetch.
+        for (c, b) in self.out.drain(..) {
+            if let Err(e) = out.send_cell(circ, c, &b) {
+                self.closed.get_or_insert(e);
+            }
+        }
+    }
+    fn event(&mut self, event: ChannelEvent) {
+        match event {
+            ChannelEvent::Open(_) => self.opened = true,
+            ChannelEvent::Closed(e) => self.closed = Some(e),
+            _ => {}
+        }
+    }
+}
+
+/// Sends `request` (a whole HTTP request) to the directory cache at `addr`, which must prove
+/// `expected`, over a one-hop circuit with BEGIN_DIR (`crate::dir::onehop`), and returns the
+/// raw HTTP answer (at most `max_response` bytes). Blocking, bounded by `timeout` from
+/// connect to RELAY_END. `bind`: the source address (`OutboundBindAddressOR`), if any.
+pub fn begin_dir_get(
+    addr: SocketAddr,
+    expected: ExpectedPeer,
+    bind: Option<IpAddr>,
+    request: Vec<u8>,
+    max_response: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, BeginDirError> {
+    use rand::Rng;
+    let deadline = Instant::now() + timeout;
+    let mut s =
+        crate::dir::client::connect_from(addr, bind, timeout).map_err(BeginDirError::Connect)?;
+    s.set_nodelay(true).ok();
+    let tls_config = tls::client_config(tls::provider())?;
+    // Keys of a one-hop circuit that carries nothing secret; OS entropy, nothing to replay.
+    let mut rng = rand::rngs::StdRng::from_entropy();
+    let mut ch = Channel::new_client(
+        tls_config,
+        ChannelConfig::default(),
+        expected,
+        addr.ip(),
+        SystemTime::now(),
+        &mut rng,
+    )?;
+    // tor-spec: the initiator of a link (protocol 4+) sets the high bit of its circuit IDs.
+    let circ = CircId(0x8000_0000 | rng.gen_range(1..0x8000_0000u32));
+    let mut crng = rand::rngs::StdRng::from_entropy();
+    let (exchange, create) =
+        crate::dir::onehop::BeginDirExchange::start(&mut crng, circ, request, max_response)?;
+    let mut sink = OneHopSink {
+        exchange: Some(exchange),
+        rng: &mut crng,
+        opened: false,
+        closed: None,
+        error: None,
+        out: Vec::new(),
+    };
+    let mut create = Some(create);
+    let mut buf = vec![0u8; 16 * 1024];
+    // Bounded by the deadline: every pass either moves bytes or waits on a read timeout.
+    loop {
+        if sink.opened {
+            if let Some((cmd, body)) = create.take() {
+                ch.send_cell(circ, cmd, &body)?;
+            }
+        }
+        let out = ch.pending_output();
+        if !out.is_empty() {
+            let n = out.len();
+            s.write_all(out).map_err(BeginDirError::Io)?;
+            ch.consume_output(n);
+        }
+        if let Some(e) = sink.error.take() {
+            return Err(e.into());
+        }
+        if let Some(e) = sink.closed.take() {
+            return Err(e.into());
+        }
+        if sink.exchange.as_ref().is_some_and(|x| x.is_done()) {
+            let x = sink.exchange.take().expect("checked");
+            // Close the circuit politely; the link goes with the socket.
+            let (cmd, body) = x.destroy_cell();
+            if ch.send_cell(circ, cmd, &body).is_ok() {
+                let out = ch.pending_output();
+                let _ = s.write_all(out);
+            }
+            return Ok(x.into_response());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(BeginDirError::Timeout(timeout));
+        }
+        s.set_read_timeout(Some(left.min(Duration::from_millis(500))))
+            .map_err(BeginDirError::Io)?;
+        match s.read(&mut buf) {
+            Ok(0) => return Err(BeginDirError::Eof),
+            Ok(n) => {
+                ch.handle_input(&buf[..n], SystemTime::now(), &mut rng, &mut sink)?;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => return Err(BeginDirError::Io(e)),
+        }
+    }
+}
+
 /// What the control plane should do about the self-test now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SelfTestStep {
