@@ -28,6 +28,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("DataDirectory", OptionKind::Single),
     ("DirAuthority", OptionKind::List),
     ("DirCache", OptionKind::Single),
+    ("FetchDirInfoEarly", OptionKind::Single),
     ("DirPort", OptionKind::List),
     ("DirPortFrontPage", OptionKind::Single),
     ("DisableDebuggerAttachment", OptionKind::Single),
@@ -174,11 +175,6 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("EntryStatistics", WHY_STATS),
     ("ExitPortStatistics", WHY_STATS),
     ("ExtraInfoStatistics", WHY_STATS),
-    (
-        "FetchDirInfoEarly",
-        "in C tor it also makes a directory cache fetch from the authorities before it \
-         advertises; Fors does not implement that, so only 0 is accepted",
-    ),
     ("FetchDirInfoExtraEarly", WHY_CLIENT),
     ("FetchUselessDescriptors", WHY_CLIENT),
     ("GeoIPExcludeUnknown", WHY_CLIENT),
@@ -290,7 +286,6 @@ pub const IGNORED: &[(&str, &str)] = &[
 /// ignoring it would change what the operator, the network or users get.
 pub const IGNORED_VALUES: &[(&str, &[&str])] = &[
     ("AvoidDiskWrites", &["0"]),
-    ("FetchDirInfoEarly", &["0"]),
     ("CacheDirectoryGroupReadable", &["0"]),
     ("CellStatistics", &["0"]),
     ("ConnDirectionStatistics", &["0"]),

@@ -165,6 +165,10 @@ pub struct Config {
     /// configuration is (at start and on reload).
     pub dir_port_front_page: Option<FrontPage>,
     pub publish_server_descriptor: bool,
+    /// `FetchDirInfoEarly`: the directory cache fetches from the authorities, on the cache
+    /// schedule, even before its descriptor advertises directory service (C
+    /// `dirclient_fetches_from_authorities`).
+    pub fetch_dir_info_early: bool,
     pub assume_reachable: bool,
     /// Bytes; 0 = derive from the machine's memory (C tor's "auto").
     pub max_mem_in_queues: u64,
@@ -778,6 +782,7 @@ impl Builder<'_> {
             dir_ports,
             dir_port_front_page,
             publish_server_descriptor,
+            fetch_dir_info_early: self.bool("FetchDirInfoEarly", false)?,
             assume_reachable: self.bool("AssumeReachable", false)?,
             max_mem_in_queues,
             testing_max_mem_in_queues,

@@ -123,6 +123,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
             })
             .collect(),
         "AssumeReachable" => b(c.assume_reachable),
+        "FetchDirInfoEarly" => b(c.fetch_dir_info_early),
         "BandwidthBurst" => one(c.bandwidth.burst),
         "BandwidthRate" => one(c.bandwidth.rate),
         "CircuitPadding" => b(true),
@@ -291,6 +292,7 @@ fn values_are_bool(name: &str) -> bool {
             | "DisableDebuggerAttachment"
             | "ExitPolicyRejectLocalInterfaces"
             | "ExitPolicyRejectPrivate"
+            | "FetchDirInfoEarly"
             | "IPv6Exit"
             | "PublishServerDescriptor"
             | "ReducedCircuitPadding"

@@ -96,14 +96,18 @@ impl FetchRequest {
     }
 }
 
-/// When a cache fetches the next consensus (C `update_consensus_networkstatus_fetch_time_impl`
-/// for a cache): at `fresh-until` plus a short slop (2 minutes, or a sixteenth of the
-/// interval on fast test networks), then at a uniformly random point of the first half of
-/// the interval, and before `valid-until` in any case.
+/// When to fetch the next consensus (C `update_consensus_networkstatus_fetch_time_impl`).
+/// `early` (C `dirclient_fetches_dir_info_early`: a cache that asks the authorities): at
+/// `fresh-until` plus a short slop (2 minutes, or a sixteenth of the interval on fast test
+/// networks), at a uniformly random point of the first half of the interval. Otherwise the
+/// client schedule, which gives the caches time to fetch it first: from three quarters of
+/// an interval after `fresh-until`, within seven eighths of what is left until
+/// `valid-until`. Before `valid-until` in any case.
 pub fn next_fetch_time(
     valid_after: u64,
     fresh_until: u64,
     valid_until: u64,
+    early: bool,
     rng: &mut impl Rng,
 ) -> u64 {
     let interval = fresh_until.saturating_sub(valid_after).max(1);
@@ -111,8 +115,12 @@ pub fn next_fetch_time(
     if slop > interval / 16 {
         slop = (interval / 16).max(1);
     }
-    let mut start = fresh_until + slop;
-    let dl_interval = (interval / 2).max(1);
+    let (mut start, dl_interval) = if early {
+        (fresh_until + slop, (interval / 2).max(1))
+    } else {
+        let start = fresh_until + interval * 3 / 4;
+        (start, (valid_until.saturating_sub(start) * 7 / 8).max(1))
+    };
     if start + dl_interval >= valid_until {
         start = valid_until.saturating_sub(dl_interval + 1);
     }
@@ -241,6 +249,7 @@ pub struct Sources {
     cache_down: HashSet<RsaIdentity>,
     our_id: Option<RsaIdentity>,
     advertising: bool,
+    fetch_early: bool,
 }
 
 impl Sources {
@@ -258,6 +267,17 @@ impl Sources {
 
     pub fn advertising(&self) -> bool {
         self.advertising
+    }
+
+    /// torrc `FetchDirInfoEarly`: ask the authorities even before advertising.
+    pub fn set_fetch_dir_info_early(&mut self, on: bool) {
+        self.fetch_early = on;
+    }
+
+    /// C `dirclient_fetches_from_authorities` (and so `dirclient_fetches_dir_info_early`):
+    /// `FetchDirInfoEarly`, or our published descriptor says `tunnelled-dir-server`.
+    pub fn fetches_from_authorities(&self) -> bool {
+        self.fetch_early || self.advertising
     }
 
     /// Our relay identity: never picked.
@@ -298,7 +318,7 @@ impl Sources {
         ed_of: impl Fn(&RsaIdentity) -> Option<Ed25519Identity>,
         rng: &mut impl Rng,
     ) -> Option<Source> {
-        if self.advertising || consensus.is_none() {
+        if self.fetches_from_authorities() || consensus.is_none() {
             if let Some(a) = self.pick_authority(rng) {
                 return Some(Source::Authority(a));
             }
@@ -798,7 +818,13 @@ impl Mirror {
                 self.consensus_retry.remove(&flavor);
                 self.consensus_due.insert(
                     flavor,
-                    next_fetch_time(v.doc.valid_after, v.doc.fresh_until, v.doc.valid_until, rng),
+                    next_fetch_time(
+                        v.doc.valid_after,
+                        v.doc.fresh_until,
+                        v.doc.valid_until,
+                        self.sources.fetches_from_authorities(),
+                        rng,
+                    ),
                 );
                 self.install(flavor, v, n);
                 Handled {
@@ -1048,7 +1074,13 @@ impl Mirror {
         let v = verify::verify_consensus(body, flavor, &self.certs, &self.trusted, now, None)?;
         self.consensus_due.insert(
             flavor,
-            next_fetch_time(v.doc.valid_after, v.doc.fresh_until, v.doc.valid_until, rng),
+            next_fetch_time(
+                v.doc.valid_after,
+                v.doc.fresh_until,
+                v.doc.valid_until,
+                self.sources.fetches_from_authorities(),
+                rng,
+            ),
         );
         self.install(flavor, v, unix_secs(now));
         self.dirty.clear();
@@ -1508,15 +1540,47 @@ pub(crate) mod tests {
         // The public network: 1 h interval, valid 3 h.
         let (va, fu, vu) = (10_000, 13_600, 20_800);
         for _ in 0..1000 {
-            let t = next_fetch_time(va, fu, vu, &mut rng);
+            let t = next_fetch_time(va, fu, vu, true, &mut rng);
             assert!((fu + 120..fu + 120 + 1800).contains(&t), "{t}");
         }
         // A 20 s test network: the slop is a sixteenth of the interval (1 s).
         let (va, fu, vu) = (100, 120, 160);
         for _ in 0..1000 {
-            let t = next_fetch_time(va, fu, vu, &mut rng);
+            let t = next_fetch_time(va, fu, vu, true, &mut rng);
             assert!((121..131).contains(&t), "{t}");
         }
+    }
+
+    #[test]
+    fn a_relay_that_does_not_advertise_fetches_on_the_client_schedule() {
+        let seed: u64 = rand::random();
+        println!("seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        // C: from fresh-until + 3/4 interval, within 7/8 of what is left until valid-until.
+        let (va, fu, vu) = (10_000, 13_600, 20_800);
+        let (mut lo, mut hi) = (u64::MAX, 0);
+        for _ in 0..1000 {
+            let t = next_fetch_time(va, fu, vu, false, &mut rng);
+            assert!((16_300..16_300 + 3_937).contains(&t), "{t}");
+            (lo, hi) = (lo.min(t), hi.max(t));
+        }
+        assert!(lo < 16_300 + 400 && hi > 16_300 + 3_500, "{lo}..{hi}");
+        let (va, fu, vu) = (100, 120, 160);
+        for _ in 0..1000 {
+            let t = next_fetch_time(va, fu, vu, false, &mut rng);
+            assert!((135..156).contains(&t), "{t}");
+        }
+    }
+
+    #[test]
+    fn fetch_dir_info_early_asks_the_authorities_before_advertising() {
+        let mut s = Sources::default();
+        assert!(!s.fetches_from_authorities());
+        s.set_fetch_dir_info_early(true);
+        assert!(s.fetches_from_authorities() && !s.advertising());
+        s.set_fetch_dir_info_early(false);
+        s.set_advertising(true);
+        assert!(s.fetches_from_authorities());
     }
 
     #[test]

@@ -135,6 +135,9 @@ impl DirCacheDriver {
         let worker = super::dirworker::MirrorWorker::spawn(limits, store.clone())?;
         let mut rng = rand::rngs::StdRng::from_entropy();
         let mut mirror = crate::dircache::mirror::Mirror::new(store, trusted);
+        mirror
+            .sources_mut()
+            .set_fetch_dir_info_early(config.fetch_dir_info_early);
         mirror.set_authorities(authorities);
         let dir = crate::dircache::disk::cache_dir(&config.data_directory);
         let r = crate::dircache::disk::load(&dir, &mut mirror, SystemTime::now(), &mut rng);
@@ -181,6 +184,11 @@ impl DirCacheDriver {
             );
         }
         self.mirror.sources_mut().set_advertising(on);
+    }
+
+    /// torrc `FetchDirInfoEarly` (at start and on reload).
+    pub fn set_fetch_dir_info_early(&mut self, on: bool) {
+        self.mirror.sources_mut().set_fetch_dir_info_early(on);
     }
 
     /// Runs what is due; returns when to come back.
@@ -661,10 +669,11 @@ impl ControlPlane {
     ) {
         self.directory
             .set_publish_enabled(config.publish_server_descriptor);
-        if !config.publish_server_descriptor {
-            if let Some(d) = &mut self.dircache {
+        if let Some(d) = &mut self.dircache {
+            if !config.publish_server_descriptor {
                 d.set_advertising(false);
             }
+            d.set_fetch_dir_info_early(config.fetch_dir_info_early);
         }
         self.directory.set_assume_reachable(config.assume_reachable);
         let old = self.network.load();
