@@ -32,6 +32,7 @@
 
 mod et;
 mod imp;
+mod interleave;
 mod keys;
 mod polyval_simd;
 mod prf;
