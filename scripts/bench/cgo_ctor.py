@@ -187,7 +187,7 @@ def main():
         if not per:
             rows.append((what, key, {}))
             continue
-        sizes = sizes or [n for n in per[0] if n != "unavailable"]
+        sizes = sizes or sorted((n for n in per[0] if n.isdigit()), key=int)
         rows.append((what, key, {n: median([p.get(n) for p in per]) for n in sizes}))
     sizes = sizes or []
     print("| work | Fors key | " + " / ".join(sizes) + " circuits, ns/cell |")
