@@ -74,8 +74,28 @@ impl<B: CgoAes> CgoRelayDirection<B> {
     /// UIV+ encryption chained on `T'`.
     #[inline]
     fn encrypt(&mut self, cmd: u8, body: &mut CellBody) {
-        self.encrypt_left(cmd, body);
-        self.encrypt_right(body);
+        match self.encrypt_left_one(cmd, body) {
+            Some(c0) => self.encrypt_right_from(c0, body),
+            None => {
+                self.encrypt_left(cmd, body);
+                self.encrypt_right(body);
+            }
+        }
+    }
+
+    /// The ET half and the PRF's counter of one cell in the [`interleave`] kernel (one lane:
+    /// still one call instead of three dispatched ones); the counter, or `None`, changing
+    /// nothing, where the kernel does not run (then [`CgoRelayDirection::encrypt_left`]).
+    #[inline]
+    fn encrypt_left_one(&self, cmd: u8, body: &mut CellBody) -> Option<u128> {
+        let lane = Lane {
+            keys: self.uiv.interleave_keys()?,
+            tprime: &self.tprime,
+            cmd,
+        };
+        let h =
+            interleave::et_and_counters(std::slice::from_ref(&lane), std::slice::from_mut(body))?;
+        Some(first_counter(h[0]))
     }
 
     /// The ET half of [`CgoRelayDirection::encrypt`] (see [`Uiv::encrypt_left`]).
@@ -104,8 +124,13 @@ impl<B: CgoAes> CgoRelayDirection<B> {
     #[inline]
     pub fn forward(&mut self, cmd: u8, body: &mut CellBody) -> Option<Block16> {
         let arrived = Self::tag_of(body);
-        self.encrypt_left(cmd, body);
-        self.forward_finish(body, arrived)
+        match self.encrypt_left_one(cmd, body) {
+            Some(c0) => self.forward_finish_from(c0, body, arrived),
+            None => {
+                self.encrypt_left(cmd, body);
+                self.forward_finish(body, arrived)
+            }
+        }
     }
 
     /// The tag slot of `body`.
@@ -163,18 +188,18 @@ impl<B: CgoAes> CgoRelayDirection<B> {
     /// updates the keys.
     #[inline]
     pub fn originate(&mut self, cmd: u8, body: &mut CellBody) -> Block16 {
-        self.originate_left(cmd, body);
-        self.originate_finish(body)
-    }
-
-    /// The ET half of [`CgoRelayDirection::originate`].
-    #[inline]
-    fn originate_left(&self, cmd: u8, body: &mut CellBody) {
         body[..CGO_TAG_LEN].copy_from_slice(&self.nonce);
-        self.encrypt_left(cmd, body);
+        match self.encrypt_left_one(cmd, body) {
+            Some(c0) => self.originate_finish_from(c0, body),
+            None => {
+                self.encrypt_left(cmd, body);
+                self.originate_finish(body)
+            }
+        }
     }
 
-    /// [`CgoRelayDirection::originate`] after [`CgoRelayDirection::originate_left`].
+    /// [`CgoRelayDirection::originate`] after `N` went into the tag slot and
+    /// [`CgoRelayDirection::encrypt_left`] ran.
     #[inline]
     fn originate_finish(&mut self, body: &mut CellBody) -> Block16 {
         self.encrypt_right(body);
