@@ -18,11 +18,15 @@
 //! * `openssl_509_ns`: `aes_128_ctr` and `sha1`, nanoseconds per 509-byte operation of one
 //!   OpenSSL stream (`openssl speed -mr -evp ALG -bytes 509 -seconds 1`; user CPU time). The
 //!   version that ran is `cpu_features.openssl` (`"unavailable: <reason>"` without the tool).
-//! * `cgo_forward_ns`, `cgo_forward_batched_ns`, `cgo_originate_ns`, `cgo_originate_batched_ns`:
-//!   CGO relay crypto (AES-128, as C tor 0.4.9 negotiates it) for the same work as the tor1
-//!   figures `middle_forward_ns`, `middle_forward_batched_ns`, `exit_originate_ns`,
-//!   `exit_originate_batched_ns`: a cell passing through one layer, and a cell originated
+//! * `cgo_forward_ns`, `cgo_forward_batched_ns`, `cgo_backward_ns`, `cgo_backward_batched_ns`,
+//!   `cgo_originate_ns`, `cgo_originate_batched_ns`: CGO relay crypto (AES-128, as C tor 0.4.9
+//!   negotiates it) for the same work as the tor1 figures `middle_forward_ns`,
+//!   `middle_forward_batched_ns`, `middle_backward_ns`, `exit_originate_ns`,
+//!   `exit_originate_batched_ns`: a cell passing through one layer (forward: with the check
+//!   whether it is for this hop), a cell relayed toward the client, and a cell originated
 //!   (tag, encryption, key update). Batched figures are keyed by circuit count.
+//!   `FORS_CGO_INTERLEAVE=off` measures the batched CGO figures without the interleaved
+//!   multi-cell kernel.
 //! * `cgo_vs_tor1` (when both were measured): each CGO figure divided by its tor1 counterpart
 //!   from the same run (keyed like the figure; `single` for one circuit). Above 1: CGO costs more.
 //! * `vs_openssl` (when both sides were measured): `aes_ctr_cell` maps each AES implementation
@@ -42,8 +46,8 @@ use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
 use crate::crypto::keymat::Tor1KeyMaterial;
 use crate::crypto::relay::aes_ctr::Aes128Ctr;
 use crate::crypto::relay::cgo::{
-    forward_multi as cgo_forward_multi, originate_multi as cgo_originate_multi, CgoRelayCrypto128,
-    CGO_AES128_KEY_MATERIAL_LEN,
+    backward_relay_multi as cgo_backward_relay_multi, forward_multi as cgo_forward_multi,
+    originate_multi as cgo_originate_multi, CgoRelayCrypto128, CGO_AES128_KEY_MATERIAL_LEN,
 };
 use crate::crypto::relay::cpu::{CpuFeatures, Sha1Impl, Sha1MultiImpl, Tor1Engine};
 use crate::crypto::relay::sha1::Sha1State;
@@ -96,6 +100,12 @@ const MEASUREMENTS: &[Measurement] = &[
         unit: "ns/cell",
         run: middle_forward_run,
     },
+    Measurement {
+        key: "middle_backward_ns",
+        what: "middle backward, a cell relayed toward the client through one layer, one circuit",
+        unit: "ns/cell",
+        run: middle_backward,
+    },
     Measurement { key: "exit_forward_ns", what: "exit forward (decrypt + digest check), one circuit", unit: "ns/cell", run: exit_forward },
     Measurement {
         key: "exit_forward_batched_ns",
@@ -121,6 +131,18 @@ const MEASUREMENTS: &[Measurement] = &[
         what: "CGO forward, one cell each of N circuits (cgo::forward_multi)",
         unit: "ns/cell",
         run: cgo_forward_batched,
+    },
+    Measurement {
+        key: "cgo_backward_ns",
+        what: "CGO backward, a cell relayed toward the client through one layer, one circuit",
+        unit: "ns/cell",
+        run: cgo_backward,
+    },
+    Measurement {
+        key: "cgo_backward_batched_ns",
+        what: "CGO backward, one cell each of N circuits (cgo::backward_relay_multi)",
+        unit: "ns/cell",
+        run: cgo_backward_batched,
     },
     Measurement {
         key: "cgo_originate_ns",
@@ -319,6 +341,7 @@ fn cgo_vs_tor1(figures: &[(&str, Figure)]) -> Vec<(String, f64)> {
     for (cgo, tor1) in [
         ("cgo_forward_ns", "middle_forward_ns"),
         ("cgo_forward_batched_ns", "middle_forward_batched_ns"),
+        ("cgo_backward_ns", "middle_backward_ns"),
         ("cgo_originate_ns", "exit_originate_ns"),
         ("cgo_originate_batched_ns", "exit_originate_batched_ns"),
     ] {
@@ -549,6 +572,20 @@ fn exit_forward_batched() -> Figure {
     )
 }
 
+fn middle_backward() -> Figure {
+    let mut rng = StdRng::seed_from_u64(9);
+    let (mut relays, _) = circuits(&mut rng, 1);
+    let mut cells = random_cells(&mut rng, CELLS);
+    Figure::One(per_cell(CELLS, || {
+        timed(|| {
+            for c in cells.iter_mut() {
+                relays[0].backward_relay(c);
+            }
+            black_box(&mut cells);
+        })
+    }))
+}
+
 fn exit_originate() -> Figure {
     let mut rng = StdRng::seed_from_u64(6);
     let (mut relays, _) = circuits(&mut rng, 1);
@@ -636,6 +673,44 @@ fn cgo_forward_batched() -> Figure {
                                 &mut for_us,
                             ));
                         }
+                    })
+                });
+                (n.to_string(), v)
+            })
+            .collect(),
+    )
+}
+
+fn cgo_backward() -> Figure {
+    let mut rng = StdRng::seed_from_u64(25);
+    let mut relays = cgo_circuits(&mut rng, 1);
+    let mut cells = random_cells(&mut rng, CELLS);
+    Figure::One(per_cell(CELLS, || {
+        timed(|| {
+            for c in cells.iter_mut() {
+                relays[0].backward_relay(RELAY_CMD, c);
+            }
+            black_box(&mut cells);
+        })
+    }))
+}
+
+fn cgo_backward_batched() -> Figure {
+    let mut rng = StdRng::seed_from_u64(26);
+    let mut cells = random_cells(&mut rng, CELLS);
+    let cmds = vec![RELAY_CMD; CELLS];
+    Figure::Per(
+        BATCHES
+            .iter()
+            .map(|&n| {
+                let mut relays = cgo_circuits(&mut rng, n);
+                let circ: Vec<usize> = (0..n).collect();
+                let v = per_cell(CELLS / n * n, || {
+                    timed(|| {
+                        for round in cells.chunks_exact_mut(n) {
+                            cgo_backward_relay_multi(&mut relays, &circ, &cmds[..n], round);
+                        }
+                        black_box(&mut cells);
                     })
                 });
                 (n.to_string(), v)

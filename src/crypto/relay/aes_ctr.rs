@@ -263,6 +263,13 @@ impl Aes128Block {
         }
     }
 
+    /// The expanded round keys, for CGO's kernel that runs the ET blocks of several cells
+    /// in one AES pipeline (`cgo::interleave`); an `Aes128Block` exists only where AES-NI does.
+    #[inline]
+    pub(crate) fn round_keys(&self) -> &[[u8; BLOCK]; 11] {
+        &self.round_keys
+    }
+
     /// Encrypts `block` in place.
     #[inline]
     pub(crate) fn encrypt(&self, block: &mut [u8; BLOCK]) {

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use super::imp::{chosen, TweakHash};
+use super::polyval_simd::POWERS;
 use super::{xor_block, Block16, Cipher16, BLOCK_LEN, CGO_PAYLOAD_LEN};
 use crate::crypto::relay::aes_ctr::Aes128Block;
 use aes::cipher::generic_array::GenericArray;
@@ -86,6 +87,16 @@ impl<B: Cipher16> Et<B> {
         match &self.ku {
             TweakHash::Clmul(k) => Some(k.implementation()),
             TweakHash::Crate(_) => None,
+        }
+    }
+
+    /// AES-128 round keys and tweak powers, if this key runs on AES-NI and VPCLMULQDQ: what
+    /// [`super::interleave`] needs to run this ET in a kernel with other cells'.
+    #[inline]
+    pub(super) fn interleave_keys(&self) -> Option<(&[[u8; 16]; 11], &[Block16; POWERS])> {
+        match &self.kb {
+            EtAes::Fors(k) => Some((k.round_keys(), self.ku.vclmul512_powers()?)),
+            EtAes::Crate(_) => None,
         }
     }
 

@@ -10,7 +10,7 @@
 //! POLYVAL path for a process, for measurement.
 #![forbid(unsafe_code)]
 
-use super::polyval_simd::{BlockKey, ClmulImpl, TweakKey};
+use super::polyval_simd::{BlockKey, ClmulImpl, TweakKey, POWERS};
 use super::{Block16, BLOCK_LEN, CGO_PAYLOAD_LEN};
 use crate::crypto::relay::cpu::{AesImpl, Tor1Engine};
 use polyval::universal_hash::UniversalHash;
@@ -117,6 +117,15 @@ impl TweakHash {
         }
     }
 
+    /// The key's powers if it runs on VPCLMULQDQ (for [`super::interleave`]).
+    #[inline]
+    pub(super) fn vclmul512_powers(&self) -> Option<&[Block16; POWERS]> {
+        match self {
+            TweakHash::Clmul(k) => k.vclmul512_powers(),
+            TweakHash::Crate(_) => None,
+        }
+    }
+
     /// `POLYVAL(KU, h | cmd | x_r)`, 32 blocks, the last zero-padded, no length block.
     #[inline]
     pub(super) fn tweak(&self, h: &Block16, cmd: u8, x_r: &[u8; CGO_PAYLOAD_LEN]) -> Block16 {
@@ -160,6 +169,15 @@ impl BlockHash {
         match self {
             BlockHash::Clmul(k) => k.rekey(key),
             BlockHash::Crate(pv) => *pv = Polyval::new(&(*key).into()),
+        }
+    }
+
+    /// The key if it runs on PCLMULQDQ (for [`super::interleave`]).
+    #[inline]
+    pub(super) fn clmul_key(&self) -> Option<&Block16> {
+        match self {
+            BlockHash::Clmul(k) => Some(k.key()),
+            BlockHash::Crate(_) => None,
         }
     }
 

@@ -21,17 +21,22 @@
 //! [`forward_multi`], [`originate_multi`], ...) take several cells of one or of many circuits
 //! per call. With AES-128 the PRF's keystream comes from Fors's own AES-CTR kernels (VAES or
 //! AES-NI, [`super::aes_ctr`]) and POLYVAL from [`polyval_simd`] (PCLMULQDQ or VPCLMULQDQ,
-//! eight blocks per reduction), chosen once per process ([`imp`]); ET's one-block AES, AES-256
-//! and CPUs without those instructions use the `aes` and `polyval` crates.
+//! all 32 tweak blocks per reduction), chosen once per process ([`imp`]), and ET's one AES
+//! block from Fors's AES-NI code; AES-256 and CPUs without those instructions use the `aes`
+//! and `polyval` crates.
+//! The `*_multi` calls run the ET halves and PRF counters of up to four cells of distinct
+//! circuits in one interleaved kernel ([`interleave`]) where the CPU has AES-NI and VPCLMULQDQ.
 //!
 //! C tor 0.4.9 runs CGO with AES-128 ([`CgoRelayCrypto128`]); AES-256 is implemented too
 //! ([`CgoRelayCrypto256`]) since the construction is defined for both.
-// `deny` rather than `forbid` so that `polyval_simd` alone may allow it for its intrinsics;
+// `deny` rather than `forbid` so that `polyval_simd` and `interleave` alone may allow it for
+// their intrinsics;
 // every other file here forbids it itself.
 #![deny(unsafe_code)]
 
 mod et;
 mod imp;
+mod interleave;
 mod keys;
 mod polyval_simd;
 mod prf;

@@ -121,6 +121,12 @@ impl TweakKey {
         unreachable!("no carry-less multiply is supported off x86-64")
     }
 
+    /// `H^32..H^1` if this key runs on VPCLMULQDQ (what [`super::interleave`] needs).
+    #[inline]
+    pub(super) fn vclmul512_powers(&self) -> Option<&[Block16; POWERS]> {
+        (self.imp == ClmulImpl::Vclmul512).then_some(&self.powers)
+    }
+
     /// The implementation in use.
     #[cfg(test)]
     pub(super) fn implementation(&self) -> ClmulImpl {
@@ -165,6 +171,12 @@ impl BlockKey {
         self.h = *h;
     }
 
+    /// `H` (for [`super::interleave`], which hashes several cells' counters in one kernel).
+    #[inline]
+    pub(super) fn key(&self) -> &Block16 {
+        &self.h
+    }
+
     /// `POLYVAL(H, x)` for one block: `x·H`.
     #[inline]
     pub(super) fn hash(&self, x: &Block16) -> Block16 {
@@ -179,7 +191,7 @@ impl BlockKey {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use super::{Block16, CGO_PAYLOAD_LEN, POWERS};
     use std::arch::x86_64::*;
 
@@ -208,7 +220,7 @@ mod x86 {
     /// `(hi·x^128 + mid·x^64 + lo) · x^-128 mod P`: two Montgomery folds of 64 bits each.
     #[inline]
     #[target_feature(enable = "pclmulqdq,sse2")]
-    fn reduce(lo: __m128i, mid: __m128i, hi: __m128i) -> __m128i {
+    pub(in crate::crypto::relay::cgo) fn reduce(lo: __m128i, mid: __m128i, hi: __m128i) -> __m128i {
         let lo = _mm_xor_si128(lo, _mm_slli_si128::<8>(mid));
         let hi = _mm_xor_si128(hi, _mm_srli_si128::<8>(mid));
         // Adding lo.q0 · P clears the low qword; dividing by x^64 swaps the qwords.
@@ -222,21 +234,21 @@ mod x86 {
     /// POLYVAL's field product `a·b = a * b * x^-128 mod P`.
     #[inline]
     #[target_feature(enable = "pclmulqdq,sse2")]
-    fn dot(a: __m128i, b: __m128i) -> __m128i {
+    pub(in crate::crypto::relay::cgo) fn dot(a: __m128i, b: __m128i) -> __m128i {
         let (lo, mid, hi) = mul(a, b);
         reduce(lo, mid, hi)
     }
 
     #[inline]
     #[target_feature(enable = "sse2")]
-    fn load(b: &Block16) -> __m128i {
+    pub(in crate::crypto::relay::cgo) fn load(b: &Block16) -> __m128i {
         // SAFETY: `b` is 16 readable bytes; the load is unaligned.
         unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
     }
 
     #[inline]
     #[target_feature(enable = "sse2")]
-    fn store(v: __m128i) -> Block16 {
+    pub(in crate::crypto::relay::cgo) fn store(v: __m128i) -> Block16 {
         let mut out = [0u8; 16];
         // SAFETY: `out` is 16 writable bytes; the store is unaligned.
         unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), v) };
@@ -293,7 +305,11 @@ mod x86 {
     /// read back whole would stall on store forwarding).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx2,sse4.1")]
-    fn head_register(h: &Block16, cmd: u8, x_r: &[u8; CGO_PAYLOAD_LEN]) -> __m512i {
+    pub(in crate::crypto::relay::cgo) fn head_register(
+        h: &Block16,
+        cmd: u8,
+        x_r: &[u8; CGO_PAYLOAD_LEN],
+    ) -> __m512i {
         // SAFETY: `h` is 16 readable bytes; the load is unaligned.
         let b0 = unsafe { _mm_loadu_si128(h.as_ptr().cast()) };
         // SAFETY: `x_r[..16]` is within the 493-byte `x_r`; the load is unaligned.
@@ -416,7 +432,7 @@ mod x86 {
     /// XOR of the four 128-bit lanes of `z`.
     #[inline]
     #[target_feature(enable = "avx512f,avx2")]
-    fn fold_lanes(z: __m512i) -> __m128i {
+    pub(in crate::crypto::relay::cgo) fn fold_lanes(z: __m512i) -> __m128i {
         let y = _mm256_xor_si256(
             _mm512_extracti64x4_epi64::<0>(z),
             _mm512_extracti64x4_epi64::<1>(z),

@@ -27,6 +27,14 @@ const T1_MAX_BLOCKS: usize = T1_MAX_LEN.div_ceil(BLOCK_LEN);
 const _: () = assert!(T0_BLOCKS as u128 <= T1_OFFSET);
 const _: () = assert!(T1_OFFSET + (T1_MAX_BLOCKS as u128) <= 64);
 
+/// The PRF's first counter block from `POLYVAL(B, x)`: its low six bits cleared, read as a
+/// big-endian integer.
+#[inline]
+pub(super) fn first_counter(mut hash: Block16) -> u128 {
+    hash[15] &= 0xC0;
+    u128::from_be_bytes(hash)
+}
+
 /// The PRF's block cipher: Fors's CTR kernels for AES-128 where the CPU has AES-NI, else
 /// the generic cipher one block at a time.
 // Not boxed: a box would be an allocation at every key update. `Crate(E)` is an `aes` key
@@ -96,9 +104,7 @@ impl<E: Cipher16 + BlockEncrypt> Prf<E> {
     /// The first counter block for input `x` at offset `t`, as a big-endian integer.
     #[inline]
     fn counter(&self, x: &Block16, t: u128) -> u128 {
-        let mut iv = self.b.hash(x);
-        iv[15] &= 0xC0;
-        u128::from_be_bytes(iv).wrapping_add(t)
+        first_counter(self.b.hash(x)).wrapping_add(t)
     }
 
     /// Fills `ks` with keystream blocks from counter `c0` with the generic cipher.
@@ -110,10 +116,22 @@ impl<E: Cipher16 + BlockEncrypt> Prf<E> {
         cipher.encrypt_blocks(ks);
     }
 
+    /// POLYVAL's key B if it runs on PCLMULQDQ, for [`super::interleave`], which computes
+    /// the counter of several cells at once ([`first_counter`] of its output).
+    #[inline]
+    pub(super) fn counter_key(&self) -> Option<&Block16> {
+        self.b.clmul_key()
+    }
+
     /// XORs `PRF(K, x, 0)` into the 493-byte payload.
     #[inline]
     pub(super) fn xor_t0(&self, x: &Block16, data: &mut [u8; CGO_PAYLOAD_LEN]) {
-        let c0 = self.counter(x, 0);
+        self.xor_t0_from(self.counter(x, 0), data);
+    }
+
+    /// [`Prf::xor_t0`] with its first counter `c0` already computed.
+    #[inline]
+    pub(super) fn xor_t0_from(&self, c0: u128, data: &mut [u8; CGO_PAYLOAD_LEN]) {
         let cipher = match &self.k {
             PrfAes::Fors(ctr) => return ctr.xor_keystream_at(c0, data),
             PrfAes::Crate(c) => c,

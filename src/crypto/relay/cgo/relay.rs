@@ -10,6 +10,8 @@
 //!   `T'` and `N` (the SENDME tag); then the keys are updated.
 #![forbid(unsafe_code)]
 
+use super::interleave::{self, Lane};
+use super::prf::first_counter;
 use super::uiv::Uiv;
 use super::{keys::CgoKeyError, Block16, CellBody, CgoKeyMaterial, Cipher16, CGO_TAG_LEN};
 use aes::cipher::BlockEncrypt;
@@ -72,8 +74,28 @@ impl<B: CgoAes> CgoRelayDirection<B> {
     /// UIV+ encryption chained on `T'`.
     #[inline]
     fn encrypt(&mut self, cmd: u8, body: &mut CellBody) {
-        self.encrypt_left(cmd, body);
-        self.encrypt_right(body);
+        match self.encrypt_left_one(cmd, body) {
+            Some(c0) => self.encrypt_right_from(c0, body),
+            None => {
+                self.encrypt_left(cmd, body);
+                self.encrypt_right(body);
+            }
+        }
+    }
+
+    /// The ET half and the PRF's counter of one cell in the [`interleave`] kernel (one lane:
+    /// still one call instead of three dispatched ones); the counter, or `None`, changing
+    /// nothing, where the kernel does not run (then [`CgoRelayDirection::encrypt_left`]).
+    #[inline]
+    fn encrypt_left_one(&self, cmd: u8, body: &mut CellBody) -> Option<u128> {
+        let lane = Lane {
+            keys: self.uiv.interleave_keys()?,
+            tprime: &self.tprime,
+            cmd,
+        };
+        let h =
+            interleave::et_and_counters(std::slice::from_ref(&lane), std::slice::from_mut(body))?;
+        Some(first_counter(h[0]))
     }
 
     /// The ET half of [`CgoRelayDirection::encrypt`] (see [`Uiv::encrypt_left`]).
@@ -89,13 +111,26 @@ impl<B: CgoAes> CgoRelayDirection<B> {
         self.tprime.copy_from_slice(&body[..CGO_TAG_LEN]);
     }
 
+    /// [`CgoRelayDirection::encrypt_right`] after [`interleave`] ran the ET half and gave the
+    /// PRF's first counter `c0`.
+    #[inline]
+    fn encrypt_right_from(&mut self, c0: u128, body: &mut CellBody) {
+        self.uiv.encrypt_right_from(c0, body);
+        self.tprime.copy_from_slice(&body[..CGO_TAG_LEN]);
+    }
+
     /// Forward direction: encrypts `body`; if it is for this hop returns the tag it arrived
     /// with (its SENDME tag) and updates the keys.
     #[inline]
     pub fn forward(&mut self, cmd: u8, body: &mut CellBody) -> Option<Block16> {
         let arrived = Self::tag_of(body);
-        self.encrypt_left(cmd, body);
-        self.forward_finish(body, arrived)
+        match self.encrypt_left_one(cmd, body) {
+            Some(c0) => self.forward_finish_from(c0, body, arrived),
+            None => {
+                self.encrypt_left(cmd, body);
+                self.forward_finish(body, arrived)
+            }
+        }
     }
 
     /// The tag slot of `body`.
@@ -110,6 +145,26 @@ impl<B: CgoAes> CgoRelayDirection<B> {
     #[inline]
     fn forward_finish(&mut self, body: &mut CellBody, arrived: Block16) -> Option<Block16> {
         self.encrypt_right(body);
+        self.forward_check(arrived)
+    }
+
+    /// [`CgoRelayDirection::forward_finish`] after [`interleave`] (see
+    /// [`CgoRelayDirection::encrypt_right_from`]).
+    #[inline]
+    fn forward_finish_from(
+        &mut self,
+        c0: u128,
+        body: &mut CellBody,
+        arrived: Block16,
+    ) -> Option<Block16> {
+        self.encrypt_right_from(c0, body);
+        self.forward_check(arrived)
+    }
+
+    /// Whether the new `T'` equals `N` (the cell is for this hop); if so updates the keys
+    /// and returns `arrived`, the cell's SENDME tag.
+    #[inline]
+    fn forward_check(&mut self, arrived: Block16) -> Option<Block16> {
         // Constant time: the comparison must not tell a timing observer how close a forged
         // tag came to N.
         // As two 64-bit words: `subtle`'s byte-wise compare puts an optimisation barrier on
@@ -133,21 +188,36 @@ impl<B: CgoAes> CgoRelayDirection<B> {
     /// updates the keys.
     #[inline]
     pub fn originate(&mut self, cmd: u8, body: &mut CellBody) -> Block16 {
-        self.originate_left(cmd, body);
-        self.originate_finish(body)
-    }
-
-    /// The ET half of [`CgoRelayDirection::originate`].
-    #[inline]
-    fn originate_left(&self, cmd: u8, body: &mut CellBody) {
         body[..CGO_TAG_LEN].copy_from_slice(&self.nonce);
-        self.encrypt_left(cmd, body);
+        match self.encrypt_left_one(cmd, body) {
+            Some(c0) => self.originate_finish_from(c0, body),
+            None => {
+                self.encrypt_left(cmd, body);
+                self.originate_finish(body)
+            }
+        }
     }
 
-    /// [`CgoRelayDirection::originate`] after [`CgoRelayDirection::originate_left`].
+    /// [`CgoRelayDirection::originate`] after `N` went into the tag slot and
+    /// [`CgoRelayDirection::encrypt_left`] ran.
     #[inline]
     fn originate_finish(&mut self, body: &mut CellBody) -> Block16 {
         self.encrypt_right(body);
+        self.originate_rekey()
+    }
+
+    /// [`CgoRelayDirection::originate_finish`] after [`interleave`] (see
+    /// [`CgoRelayDirection::encrypt_right_from`]).
+    #[inline]
+    fn originate_finish_from(&mut self, c0: u128, body: &mut CellBody) -> Block16 {
+        self.encrypt_right_from(c0, body);
+        self.originate_rekey()
+    }
+
+    /// After an originated cell's encryption: `N` becomes the new tag, which is returned (the
+    /// SENDME tag), and the keys are updated.
+    #[inline]
+    fn originate_rekey(&mut self) -> Block16 {
         self.nonce = self.tprime;
         let tag = self.tprime;
         self.uiv.update(&mut self.nonce);
@@ -322,13 +392,48 @@ fn group_end(circ: &[usize], start: usize) -> usize {
     end
 }
 
+const _: () = assert!(GROUP <= interleave::MAX_LANES);
+
+/// The ET halves of one group (`circ`, `cmds`, `cells`: the group's slices, distinct
+/// circuits) in one [`interleave`] kernel, on the direction `dir` picks; returns each cell's
+/// PRF first counter, or `None`, changing nothing, if a key or the CPU cannot run the kernel
+/// (then run the one-cell halves).
+#[inline]
+fn interleaved_left<B: CgoAes>(
+    relays: &[CgoRelayCrypto<B>],
+    dir: fn(&CgoRelayCrypto<B>) -> &CgoRelayDirection<B>,
+    circ: &[usize],
+    cmds: &[u8],
+    cells: &mut [CellBody],
+) -> Option<[u128; GROUP]> {
+    let lane = |i: usize| -> Option<Lane<'_>> {
+        let d = dir(&relays[circ[i]]);
+        Some(Lane {
+            keys: d.uiv.interleave_keys()?,
+            tprime: &d.tprime,
+            cmd: cmds[i],
+        })
+    };
+    let mut lanes = [lane(0)?; GROUP];
+    for (i, l) in lanes.iter_mut().enumerate().take(circ.len()).skip(1) {
+        *l = lane(i)?;
+    }
+    let hashes = interleave::et_and_counters(&lanes[..circ.len()], cells)?;
+    let mut c0 = [0u128; GROUP];
+    for (c, h) in c0.iter_mut().zip(hashes) {
+        *c = first_counter(h);
+    }
+    Some(c0)
+}
+
 /// Forward direction for cells of many circuits in one call: `cells[i]` (command `cmds[i]`)
 /// belongs to `relays[circ[i]]`; cells of one circuit are taken in slice order. Sets
 /// `for_us[i]` and returns how many cells are for their hop.
 ///
-/// Consecutive cells of distinct circuits are taken in groups: first the ET half of each
-/// (tweak POLYVAL and one AES block, a chain of dependent latencies), then the PRF half of
-/// each, so that the CPU overlaps one cell's chain with the next one's.
+/// Consecutive cells of distinct circuits are taken in groups of up to four: the ET halves
+/// (tweak POLYVAL, one AES block, the PRF's counter POLYVAL: a chain of dependent latencies)
+/// of the group's cells interleaved in one kernel ([`interleave`], with AES-NI and
+/// VPCLMULQDQ; elsewhere back to back), then the PRF's CTR pass of each.
 ///
 /// # Panics
 /// If the slices differ in length or an index is out of range (a caller bug).
@@ -348,11 +453,29 @@ pub fn forward_multi<B: CgoAes>(
         let mut arrived = [[0u8; CGO_TAG_LEN]; GROUP];
         for i in start..end {
             arrived[i - start] = CgoRelayDirection::<B>::tag_of(&cells[i]);
-            relays[circ[i]].forward.encrypt_left(cmds[i], &mut cells[i]);
+        }
+        let c0 = interleaved_left(
+            relays,
+            |r| &r.forward,
+            &circ[start..end],
+            &cmds[start..end],
+            &mut cells[start..end],
+        );
+        if c0.is_none() {
+            for i in start..end {
+                relays[circ[i]].forward.encrypt_left(cmds[i], &mut cells[i]);
+            }
         }
         for i in start..end {
             let r = &mut relays[circ[i]];
-            for_us[i] = match r.forward.forward_finish(&mut cells[i], arrived[i - start]) {
+            let done = match c0 {
+                Some(c0) => {
+                    r.forward
+                        .forward_finish_from(c0[i - start], &mut cells[i], arrived[i - start])
+                }
+                None => r.forward.forward_finish(&mut cells[i], arrived[i - start]),
+            };
+            for_us[i] = match done {
                 Some(t) => {
                     r.sendme_tag = t;
                     true
@@ -381,13 +504,31 @@ pub fn backward_relay_multi<B: CgoAes>(
     let mut start = 0;
     while start < cells.len() {
         let end = group_end(circ, start);
-        for i in start..end {
-            relays[circ[i]]
-                .backward
-                .encrypt_left(cmds[i], &mut cells[i]);
-        }
-        for i in start..end {
-            relays[circ[i]].backward.encrypt_right(&mut cells[i]);
+        let c0 = interleaved_left(
+            relays,
+            |r| &r.backward,
+            &circ[start..end],
+            &cmds[start..end],
+            &mut cells[start..end],
+        );
+        match c0 {
+            Some(c0) => {
+                for i in start..end {
+                    relays[circ[i]]
+                        .backward
+                        .encrypt_right_from(c0[i - start], &mut cells[i]);
+                }
+            }
+            None => {
+                for i in start..end {
+                    relays[circ[i]]
+                        .backward
+                        .encrypt_left(cmds[i], &mut cells[i]);
+                }
+                for i in start..end {
+                    relays[circ[i]].backward.encrypt_right(&mut cells[i]);
+                }
+            }
         }
         start = end;
     }
@@ -413,13 +554,30 @@ pub fn originate_multi<B: CgoAes>(
     while start < cells.len() {
         let end = group_end(circ, start);
         for i in start..end {
-            relays[circ[i]]
-                .backward
-                .originate_left(cmds[i], &mut cells[i]);
+            cells[i][..CGO_TAG_LEN].copy_from_slice(&relays[circ[i]].backward.nonce);
+        }
+        let c0 = interleaved_left(
+            relays,
+            |r| &r.backward,
+            &circ[start..end],
+            &cmds[start..end],
+            &mut cells[start..end],
+        );
+        if c0.is_none() {
+            for i in start..end {
+                relays[circ[i]]
+                    .backward
+                    .encrypt_left(cmds[i], &mut cells[i]);
+            }
         }
         for i in start..end {
             let r = &mut relays[circ[i]];
-            let t = r.backward.originate_finish(&mut cells[i]);
+            let t = match c0 {
+                Some(c0) => r
+                    .backward
+                    .originate_finish_from(c0[i - start], &mut cells[i]),
+                None => r.backward.originate_finish(&mut cells[i]),
+            };
             r.sendme_tag = t;
             if let Some(ts) = tags.as_deref_mut() {
                 ts[i] = t;

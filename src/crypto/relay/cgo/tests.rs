@@ -802,3 +802,114 @@ fn relay_paths_match_reference_aes128() {
 fn relay_paths_match_reference_aes256() {
     relay_paths_match_reference::<Aes256Enc, Aes256Dec>("relay_paths_match_reference_aes256");
 }
+
+/// The interleaved multi-cell kernel ([`interleave`]) gives, through `forward_multi`,
+/// `backward_relay_multi` and `originate_multi` and through the one-cell calls (which run it
+/// with one lane), exactly what the one-cell path without it gives (keys built on PCLMULQDQ
+/// POLYVAL, where the kernel does not run): bodies, recognition flags, SENDME tags, and the
+/// states after (checked by a second round of cells), for random circuit counts, group shapes
+/// (a circuit's repeated cell ends a group), commands, and cells that are or are not for the
+/// hop.
+#[test]
+fn interleaved_kernel_matches_one_cell_path() {
+    let mut rng = test_rng("interleaved_kernel_matches_one_cell_path");
+    if !interleave::available() {
+        println!("SKIPPED: this CPU lacks AES-NI or VPCLMULQDQ: the kernel does not run here");
+        return;
+    }
+    let before = interleave::KERNEL_CELLS.with(|n| n.get());
+    let no_kernel = CgoImpls {
+        aes: imp::chosen().aes,
+        polyval: Some(ClmulImpl::Clmul),
+    };
+    for round in 0..40 {
+        let circs = rng.gen_range(1..=9);
+        let cells_n = rng.gen_range(1..=48);
+        let mut multi = Vec::new();
+        let mut single = Vec::new();
+        let mut clients = Vec::new();
+        let n = CgoRelayDirection::<Aes128Enc>::key_len();
+        for _ in 0..circs {
+            let mut f = vec![0u8; n];
+            let mut b = vec![0u8; n];
+            rng.fill_bytes(&mut f);
+            rng.fill_bytes(&mut b);
+            multi.push(CgoRelayCrypto128::from_directions(&f, &b).unwrap());
+            single.push(with_impls(no_kernel, || {
+                CgoRelayCrypto128::from_directions(&f, &b).unwrap()
+            }));
+            let hop: ClientHop<Aes128Dec, Aes128Enc> =
+                (ClientDirection::new(&f), ClientDirection::new(&b));
+            clients.push(ClientCircuit { hops: vec![hop] });
+        }
+        let mut one_cell = multi.clone();
+        for pass in 0..2 {
+            let circ: Vec<usize> = (0..cells_n).map(|_| rng.gen_range(0..circs)).collect();
+            let cmds: Vec<u8> = (0..cells_n).map(|_| random_cmd(&mut rng)).collect();
+            let mut cells = vec![[0u8; CELL_BODY_LEN]; cells_n];
+            for i in 0..cells_n {
+                rng.fill_bytes(&mut cells[i]);
+                if pass == 0 && rng.gen_bool(0.5) {
+                    clients[circ[i]].originate(0, cmds[i], &mut cells[i]);
+                }
+            }
+            let ctx = format!("round {round} pass {pass} circ {circ:?}");
+            // Forward.
+            let mut want = cells.clone();
+            let want_for_us: Vec<bool> = (0..cells_n)
+                .map(|i| single[circ[i]].recognize(cmds[i], &mut want[i]))
+                .collect();
+            let mut got = cells.clone();
+            let mut for_us = vec![false; cells_n];
+            let n = forward_multi(&mut multi, &circ, &cmds, &mut got, &mut for_us);
+            assert_eq!(got, want, "forward bodies, {ctx}");
+            assert_eq!(for_us, want_for_us, "forward flags, {ctx}");
+            assert_eq!(n, want_for_us.iter().filter(|&&f| f).count(), "{ctx}");
+            let mut got = cells.clone();
+            for i in 0..cells_n {
+                let f = one_cell[circ[i]].recognize(cmds[i], &mut got[i]);
+                assert_eq!(f, want_for_us[i], "one-cell forward flag {i}, {ctx}");
+            }
+            assert_eq!(got, want, "one-cell forward bodies, {ctx}");
+            // Backward, relayed.
+            let mut want = cells.clone();
+            for i in 0..cells_n {
+                single[circ[i]].backward_relay(cmds[i], &mut want[i]);
+            }
+            let mut got = cells.clone();
+            backward_relay_multi(&mut multi, &circ, &cmds, &mut got);
+            assert_eq!(got, want, "backward bodies, {ctx}");
+            let mut got = cells.clone();
+            for i in 0..cells_n {
+                one_cell[circ[i]].backward_relay(cmds[i], &mut got[i]);
+            }
+            assert_eq!(got, want, "one-cell backward bodies, {ctx}");
+            // Originated.
+            let mut want = cells.clone();
+            let want_tags: Vec<Block16> = (0..cells_n)
+                .map(|i| single[circ[i]].originate(cmds[i], &mut want[i]))
+                .collect();
+            let mut got = cells.clone();
+            let mut tags = vec![[0u8; CGO_TAG_LEN]; cells_n];
+            originate_multi(&mut multi, &circ, &cmds, &mut got, Some(&mut tags));
+            assert_eq!(got, want, "originated bodies, {ctx}");
+            assert_eq!(tags, want_tags, "originated tags, {ctx}");
+            let mut got = cells.clone();
+            for i in 0..cells_n {
+                let t = one_cell[circ[i]].originate(cmds[i], &mut got[i]);
+                assert_eq!(t, want_tags[i], "one-cell originated tag {i}, {ctx}");
+            }
+            assert_eq!(got, want, "one-cell originated bodies, {ctx}");
+            for ((a, b), c) in multi.iter().zip(&single).zip(&one_cell) {
+                assert_eq!(a.sendme_tag(), b.sendme_tag(), "{ctx}");
+                assert_eq!(c.sendme_tag(), b.sendme_tag(), "{ctx}");
+            }
+        }
+    }
+    let ran = interleave::KERNEL_CELLS.with(|n| n.get()) - before;
+    assert!(
+        ran > 0,
+        "the kernel never ran: the test compared the one-cell path with itself"
+    );
+    println!("{ran} cells through the interleaved kernel");
+}

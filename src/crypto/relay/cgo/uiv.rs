@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 use super::et::Et;
+use super::interleave::LaneKeys;
 use super::prf::{Prf, T1_MAX_LEN};
 use super::wipe;
 use super::{split_body, Block16, CellBody, Cipher16, BLOCK_LEN};
@@ -80,6 +81,26 @@ impl<EB: Cipher16 + BlockEncrypt, PB: Cipher16 + BlockEncrypt> Uiv<EB, PB> {
     pub(super) fn encrypt_left(&self, h: &Block16, cmd: u8, body: &mut CellBody) {
         let (x_l, x_r) = split_body(body);
         self.j.encrypt(h, cmd, x_r, x_l);
+    }
+
+    /// The keys [`super::interleave`] runs `ENC_UIV`'s first half and the PRF counter with,
+    /// if this key set runs on the instructions it needs.
+    #[inline]
+    pub(super) fn interleave_keys(&self) -> Option<LaneKeys<'_>> {
+        let (et_round_keys, tweak_powers) = self.j.interleave_keys()?;
+        Some(LaneKeys {
+            et_round_keys,
+            tweak_powers,
+            prf_key: self.s.counter_key()?,
+        })
+    }
+
+    /// The second half of `ENC_UIV` when [`super::interleave`] ran the first and returned
+    /// the PRF's first counter `c0`.
+    #[inline]
+    pub(super) fn encrypt_right_from(&self, c0: u128, body: &mut CellBody) {
+        let (_, x_r) = split_body(body);
+        self.s.xor_t0_from(c0, x_r);
     }
 
     /// The second half of `ENC_UIV`, after [`Uiv::encrypt_left`]: `Y_R = X_R ^ PRF(S, Y_L, 0)`.
