@@ -29,6 +29,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("DirAuthority", OptionKind::List),
     ("DirCache", OptionKind::Single),
     ("FetchDirInfoEarly", OptionKind::Single),
+    ("FetchDirInfoExtraEarly", OptionKind::Single),
     ("DirPort", OptionKind::List),
     ("DirPortFrontPage", OptionKind::Single),
     ("DisableDebuggerAttachment", OptionKind::Single),
@@ -175,7 +176,6 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("EntryStatistics", WHY_STATS),
     ("ExitPortStatistics", WHY_STATS),
     ("ExtraInfoStatistics", WHY_STATS),
-    ("FetchDirInfoExtraEarly", WHY_CLIENT),
     ("FetchUselessDescriptors", WHY_CLIENT),
     ("GeoIPExcludeUnknown", WHY_CLIENT),
     (

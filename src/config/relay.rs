@@ -169,6 +169,9 @@ pub struct Config {
     /// schedule, even before its descriptor advertises directory service (C
     /// `dirclient_fetches_from_authorities`).
     pub fetch_dir_info_early: bool,
+    /// `FetchDirInfoExtraEarly` (needs `FetchDirInfoEarly`): the next consensus is fetched
+    /// within a minute of `fresh-until` plus the slop, not within half an interval.
+    pub fetch_dir_info_extra_early: bool,
     pub assume_reachable: bool,
     /// Bytes; 0 = derive from the machine's memory (C tor's "auto").
     pub max_mem_in_queues: u64,
@@ -663,6 +666,19 @@ impl Builder<'_> {
             }
         }
 
+        // C config.c `options_validate`, with its words.
+        let fetch_dir_info_early = self.bool("FetchDirInfoEarly", false)?;
+        let fetch_dir_info_extra_early = self.bool("FetchDirInfoExtraEarly", false)?;
+        if fetch_dir_info_extra_early && !fetch_dir_info_early {
+            if let Some(v) = raw.single("FetchDirInfoExtraEarly") {
+                return Err(bad(
+                    "FetchDirInfoExtraEarly",
+                    v,
+                    "FetchDirInfoExtraEarly requires that you also set FetchDirInfoEarly",
+                ));
+            }
+        }
+
         let publish_server_descriptor = match raw.single("PublishServerDescriptor") {
             None => true,
             Some(v) => self.publish(v)?,
@@ -782,7 +798,8 @@ impl Builder<'_> {
             dir_ports,
             dir_port_front_page,
             publish_server_descriptor,
-            fetch_dir_info_early: self.bool("FetchDirInfoEarly", false)?,
+            fetch_dir_info_early,
+            fetch_dir_info_extra_early,
             assume_reachable: self.bool("AssumeReachable", false)?,
             max_mem_in_queues,
             testing_max_mem_in_queues,

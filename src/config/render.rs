@@ -124,6 +124,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
             .collect(),
         "AssumeReachable" => b(c.assume_reachable),
         "FetchDirInfoEarly" => b(c.fetch_dir_info_early),
+        "FetchDirInfoExtraEarly" => b(c.fetch_dir_info_extra_early),
         "BandwidthBurst" => one(c.bandwidth.burst),
         "BandwidthRate" => one(c.bandwidth.rate),
         "CircuitPadding" => b(true),
@@ -293,6 +294,7 @@ fn values_are_bool(name: &str) -> bool {
             | "ExitPolicyRejectLocalInterfaces"
             | "ExitPolicyRejectPrivate"
             | "FetchDirInfoEarly"
+            | "FetchDirInfoExtraEarly"
             | "IPv6Exit"
             | "PublishServerDescriptor"
             | "ReducedCircuitPadding"

@@ -250,6 +250,7 @@ fn bad_values_name_file_line_and_option() {
         ("CircuitPadding 0", "torrc:3: bad value \"0\" for CircuitPadding: Relays cannot set CircuitPadding to 0."),
         ("CircuitPadding 2", "torrc:3: bad value \"2\" for CircuitPadding: allowed values are 0 and 1"),
         ("ReducedCircuitPadding 1", "torrc:3: bad value \"1\" for ReducedCircuitPadding: Relays cannot set ReducedCircuitPadding."),
+        ("FetchDirInfoExtraEarly 1", "torrc:3: bad value \"1\" for FetchDirInfoExtraEarly: FetchDirInfoExtraEarly requires that you also set FetchDirInfoEarly"),
         ("Sandbox 1", "for Sandbox"),
         ("DisableAllSwap 1", "for DisableAllSwap"),
         ("ProtocolWarnings 1", "for ProtocolWarnings"),

@@ -96,18 +96,30 @@ impl FetchRequest {
     }
 }
 
+/// Which of C tor's consensus download schedules applies
+/// (C `update_consensus_networkstatus_fetch_time_impl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchSchedule {
+    /// A relay that asks caches: as a client, after the caches had time to fetch it.
+    Client,
+    /// A cache that asks the authorities (C `dirclient_fetches_dir_info_early`).
+    Cache,
+    /// `Cache` with `FetchDirInfoExtraEarly`: within a minute.
+    CacheExtraEarly,
+}
+
 /// When to fetch the next consensus (C `update_consensus_networkstatus_fetch_time_impl`).
-/// `early` (C `dirclient_fetches_dir_info_early`: a cache that asks the authorities): at
-/// `fresh-until` plus a short slop (2 minutes, or a sixteenth of the interval on fast test
-/// networks), at a uniformly random point of the first half of the interval. Otherwise the
-/// client schedule, which gives the caches time to fetch it first: from three quarters of
-/// an interval after `fresh-until`, within seven eighths of what is left until
-/// `valid-until`. Before `valid-until` in any case.
+/// `Cache`: at `fresh-until` plus a short slop (2 minutes, or a sixteenth of the interval on
+/// fast test networks), at a uniformly random point of the first half of the interval
+/// (`CacheExtraEarly`: of the first minute, unless the interval is too short for it).
+/// `Client`, which gives the caches time to fetch it first: from three quarters of an
+/// interval after `fresh-until`, within seven eighths of what is left until `valid-until`.
+/// Before `valid-until` in any case.
 pub fn next_fetch_time(
     valid_after: u64,
     fresh_until: u64,
     valid_until: u64,
-    early: bool,
+    schedule: FetchSchedule,
     rng: &mut impl Rng,
 ) -> u64 {
     let interval = fresh_until.saturating_sub(valid_after).max(1);
@@ -115,11 +127,20 @@ pub fn next_fetch_time(
     if slop > interval / 16 {
         slop = (interval / 16).max(1);
     }
-    let (mut start, dl_interval) = if early {
-        (fresh_until + slop, (interval / 2).max(1))
-    } else {
-        let start = fresh_until + interval * 3 / 4;
-        (start, (valid_until.saturating_sub(start) * 7 / 8).max(1))
+    let (mut start, dl_interval) = match schedule {
+        FetchSchedule::Cache => (fresh_until + slop, (interval / 2).max(1)),
+        FetchSchedule::CacheExtraEarly => {
+            let dl = if slop + 60 > interval {
+                interval / 2
+            } else {
+                60
+            };
+            (fresh_until + slop, dl.max(1))
+        }
+        FetchSchedule::Client => {
+            let start = fresh_until + interval * 3 / 4;
+            (start, (valid_until.saturating_sub(start) * 7 / 8).max(1))
+        }
     };
     if start + dl_interval >= valid_until {
         start = valid_until.saturating_sub(dl_interval + 1);
@@ -250,6 +271,7 @@ pub struct Sources {
     our_id: Option<RsaIdentity>,
     advertising: bool,
     fetch_early: bool,
+    fetch_extra_early: bool,
 }
 
 impl Sources {
@@ -272,6 +294,20 @@ impl Sources {
     /// torrc `FetchDirInfoEarly`: ask the authorities even before advertising.
     pub fn set_fetch_dir_info_early(&mut self, on: bool) {
         self.fetch_early = on;
+    }
+
+    /// torrc `FetchDirInfoExtraEarly` (the config allows it only with `FetchDirInfoEarly`).
+    pub fn set_fetch_dir_info_extra_early(&mut self, on: bool) {
+        self.fetch_extra_early = on;
+    }
+
+    /// The consensus download schedule that applies now.
+    pub fn schedule(&self) -> FetchSchedule {
+        match (self.fetches_from_authorities(), self.fetch_extra_early) {
+            (false, _) => FetchSchedule::Client,
+            (true, false) => FetchSchedule::Cache,
+            (true, true) => FetchSchedule::CacheExtraEarly,
+        }
     }
 
     /// C `dirclient_fetches_from_authorities` (and so `dirclient_fetches_dir_info_early`):
@@ -563,6 +599,25 @@ impl Mirror {
         self.current.get(&flavor)
     }
 
+    /// torrc `FetchDirInfoEarly` (at start and on reload). When that changes whether the
+    /// authorities are asked, the next consensus fetches are timed again on the schedule
+    /// that now applies (C `options_act` → `update_consensus_networkstatus_fetch_time`).
+    pub fn set_fetch_dir_info_early(&mut self, on: bool, extra_early: bool, rng: &mut impl Rng) {
+        let before = self.sources.schedule();
+        self.sources.set_fetch_dir_info_early(on);
+        self.sources.set_fetch_dir_info_extra_early(extra_early);
+        let schedule = self.sources.schedule();
+        if schedule == before {
+            return;
+        }
+        for (flavor, c) in &self.current {
+            self.consensus_due.insert(
+                *flavor,
+                next_fetch_time(c.valid_after, c.fresh_until, c.valid_until, schedule, rng),
+            );
+        }
+    }
+
     /// The kinds whose documents changed since the last call (to be saved to disk).
     pub fn take_dirty(&mut self) -> HashSet<DocKind> {
         std::mem::take(&mut self.dirty)
@@ -822,7 +877,7 @@ impl Mirror {
                         v.doc.valid_after,
                         v.doc.fresh_until,
                         v.doc.valid_until,
-                        self.sources.fetches_from_authorities(),
+                        self.sources.schedule(),
                         rng,
                     ),
                 );
@@ -1078,7 +1133,7 @@ impl Mirror {
                 v.doc.valid_after,
                 v.doc.fresh_until,
                 v.doc.valid_until,
-                self.sources.fetches_from_authorities(),
+                self.sources.schedule(),
                 rng,
             ),
         );
@@ -1540,13 +1595,13 @@ pub(crate) mod tests {
         // The public network: 1 h interval, valid 3 h.
         let (va, fu, vu) = (10_000, 13_600, 20_800);
         for _ in 0..1000 {
-            let t = next_fetch_time(va, fu, vu, true, &mut rng);
+            let t = next_fetch_time(va, fu, vu, FetchSchedule::Cache, &mut rng);
             assert!((fu + 120..fu + 120 + 1800).contains(&t), "{t}");
         }
         // A 20 s test network: the slop is a sixteenth of the interval (1 s).
         let (va, fu, vu) = (100, 120, 160);
         for _ in 0..1000 {
-            let t = next_fetch_time(va, fu, vu, true, &mut rng);
+            let t = next_fetch_time(va, fu, vu, FetchSchedule::Cache, &mut rng);
             assert!((121..131).contains(&t), "{t}");
         }
     }
@@ -1560,16 +1615,39 @@ pub(crate) mod tests {
         let (va, fu, vu) = (10_000, 13_600, 20_800);
         let (mut lo, mut hi) = (u64::MAX, 0);
         for _ in 0..1000 {
-            let t = next_fetch_time(va, fu, vu, false, &mut rng);
+            let t = next_fetch_time(va, fu, vu, FetchSchedule::Client, &mut rng);
             assert!((16_300..16_300 + 3_937).contains(&t), "{t}");
             (lo, hi) = (lo.min(t), hi.max(t));
         }
         assert!(lo < 16_300 + 400 && hi > 16_300 + 3_500, "{lo}..{hi}");
         let (va, fu, vu) = (100, 120, 160);
         for _ in 0..1000 {
-            let t = next_fetch_time(va, fu, vu, false, &mut rng);
+            let t = next_fetch_time(va, fu, vu, FetchSchedule::Client, &mut rng);
             assert!((135..156).contains(&t), "{t}");
         }
+    }
+
+    #[test]
+    fn extra_early_fetches_within_a_minute() {
+        let seed: u64 = rand::random();
+        println!("seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (va, fu, vu) = (10_000, 13_600, 20_800);
+        for _ in 0..1000 {
+            let t = next_fetch_time(va, fu, vu, FetchSchedule::CacheExtraEarly, &mut rng);
+            assert!((fu + 120..fu + 180).contains(&t), "{t}");
+        }
+        // An interval too short for a minute: half of it, as the cache schedule.
+        let (va, fu, vu) = (100, 120, 160);
+        for _ in 0..1000 {
+            let t = next_fetch_time(va, fu, vu, FetchSchedule::CacheExtraEarly, &mut rng);
+            assert!((121..131).contains(&t), "{t}");
+        }
+        let mut s = Sources::default();
+        s.set_fetch_dir_info_extra_early(true);
+        assert_eq!(s.schedule(), FetchSchedule::Client);
+        s.set_fetch_dir_info_early(true);
+        assert_eq!(s.schedule(), FetchSchedule::CacheExtraEarly);
     }
 
     #[test]

@@ -42,6 +42,8 @@ use crate::proto::channel::{ChannelConfig, LinkContext, LinkContextError};
 
 /// Longest the thread sleeps, whatever is scheduled.
 pub const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How soon the directory cache looks for the worker's answer while requests wait for it.
+const WAITING_POLL: Duration = Duration::from_millis(50);
 /// How often keys are checked (C checks Ed25519 keys hourly and onion keys on their own
 /// schedule; the check is cheap and only touches disk when something is due).
 pub const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
@@ -104,6 +106,13 @@ pub struct DirCacheDriver {
     rng: rand::rngs::StdRng,
     /// Kinds changed and not saved yet.
     unsaved: std::collections::HashSet<crate::dircache::DocKind>,
+    /// Requests the mirror issued, not yet handed to the worker (at most the mirror's
+    /// `MAX_IN_FLIGHT`). The worker gets one at a time and its source is picked then, as C
+    /// tor picks a source when it launches a request, so a source marked down meanwhile is
+    /// not asked by requests queued behind it.
+    waiting: std::collections::VecDeque<crate::dircache::mirror::FetchRequest>,
+    /// The worker has a request.
+    worker_busy: bool,
 }
 
 impl DirCacheDriver {
@@ -135,9 +144,11 @@ impl DirCacheDriver {
         let worker = super::dirworker::MirrorWorker::spawn(limits, store.clone())?;
         let mut rng = rand::rngs::StdRng::from_entropy();
         let mut mirror = crate::dircache::mirror::Mirror::new(store, trusted);
-        mirror
-            .sources_mut()
-            .set_fetch_dir_info_early(config.fetch_dir_info_early);
+        mirror.set_fetch_dir_info_early(
+            config.fetch_dir_info_early,
+            config.fetch_dir_info_extra_early,
+            &mut rng,
+        );
         mirror.set_authorities(authorities);
         let dir = crate::dircache::disk::cache_dir(&config.data_directory);
         let r = crate::dircache::disk::load(&dir, &mut mirror, SystemTime::now(), &mut rng);
@@ -162,6 +173,8 @@ impl DirCacheDriver {
             dir,
             rng,
             unsaved: Default::default(),
+            waiting: Default::default(),
+            worker_busy: false,
         }))
     }
 
@@ -186,14 +199,16 @@ impl DirCacheDriver {
         self.mirror.sources_mut().set_advertising(on);
     }
 
-    /// torrc `FetchDirInfoEarly` (at start and on reload).
-    pub fn set_fetch_dir_info_early(&mut self, on: bool) {
-        self.mirror.sources_mut().set_fetch_dir_info_early(on);
+    /// torrc `FetchDirInfoEarly` and `FetchDirInfoExtraEarly` (at start and on reload).
+    pub fn set_fetch_dir_info_early(&mut self, on: bool, extra_early: bool) {
+        self.mirror
+            .set_fetch_dir_info_early(on, extra_early, &mut self.rng);
     }
 
     /// Runs what is due; returns when to come back.
     pub fn run_due(&mut self, now: Instant, wall: SystemTime) -> Instant {
         while let Some(a) = self.worker.poll() {
+            self.worker_busy = false;
             let what = a.request.kind().name();
             let n = a.request.path().len();
             let kind = a.source.kind();
@@ -234,12 +249,18 @@ impl DirCacheDriver {
                 );
             }
         }
-        for req in self.mirror.poll(wall) {
+        self.waiting.extend(self.mirror.poll(wall));
+        while !self.worker_busy {
+            let Some(req) = self.waiting.pop_front() else {
+                break;
+            };
             let submitted = match self.mirror.pick_source(&mut self.rng) {
                 Some(source) => self.worker.submit(req.clone(), source),
                 None => false,
             };
-            if !submitted {
+            if submitted {
+                self.worker_busy = true;
+            } else {
                 // No source, or the worker is gone: a failed fetch, retried later.
                 self.mirror.handle(
                     req,
@@ -271,9 +292,15 @@ impl DirCacheDriver {
             }
         }
         let wall_secs = unix_secs(wall);
-        match self.mirror.next_due() {
+        let due = match self.mirror.next_due() {
             Some(t) => now + Duration::from_secs(t.saturating_sub(wall_secs)),
             None => now + MAX_SLEEP,
+        };
+        if self.waiting.is_empty() {
+            due
+        } else {
+            // Launch the next waiting request soon after the worker answers.
+            due.min(now + WAITING_POLL)
         }
     }
 
@@ -673,7 +700,10 @@ impl ControlPlane {
             if !config.publish_server_descriptor {
                 d.set_advertising(false);
             }
-            d.set_fetch_dir_info_early(config.fetch_dir_info_early);
+            d.set_fetch_dir_info_early(
+                config.fetch_dir_info_early,
+                config.fetch_dir_info_extra_early,
+            );
         }
         self.directory.set_assume_reachable(config.assume_reachable);
         let old = self.network.load();

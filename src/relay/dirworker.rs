@@ -118,11 +118,12 @@ pub fn endpoints(auths: &[DirAuthority]) -> (Vec<DirEndpoint>, Vec<RsaIdentity>)
 }
 
 /// The authorities the mirror may ask (IPv4 address and DirPort of the `DirAuthority`
-/// lines, and their relay identities).
+/// lines, and their relay identities): v3 authorities only, as C tor's
+/// `router_pick_trusteddirserver(V3_DIRINFO, …)` picks for every document a cache fetches.
 pub fn authority_sources(auths: &[DirAuthority]) -> Vec<AuthoritySource> {
     auths
         .iter()
-        .filter(|a| !a.bridge && a.dir_port != 0)
+        .filter(|a| !a.bridge && a.dir_port != 0 && a.v3ident.is_some())
         .map(|a| AuthoritySource {
             nickname: a.nickname.clone().unwrap_or_else(|| a.fingerprint.to_hex()),
             dir_addr: SocketAddr::from((a.address, a.dir_port)),
@@ -452,6 +453,7 @@ fn fetch_from(
         bind,
         request,
         limits.max_body + crate::dir::http::MAX_HEADERS,
+        limits.connect_timeout,
         limits.total_timeout,
     )
     .map_err(|source| FetchError::Link { addr, source })?;

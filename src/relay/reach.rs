@@ -190,20 +190,23 @@ impl<R: rand::RngCore> ChannelSink for OneHopSink<'_, R> {
 
 /// Sends `request` (a whole HTTP request) to the directory cache at `addr`, which must prove
 /// `expected`, over a one-hop circuit with BEGIN_DIR (`crate::dir::onehop`), and returns the
-/// raw HTTP answer (at most `max_response` bytes). Blocking, bounded by `timeout` from
-/// connect to RELAY_END. `bind`: the source address (`OutboundBindAddressOR`), if any.
+/// raw HTTP answer (at most `max_response` bytes). Blocking: the TCP connect is bounded by
+/// `connect_timeout` (a dead cache costs that, not the whole budget), everything from
+/// connect to RELAY_END by `timeout`. `bind`: the source address (`OutboundBindAddressOR`),
+/// if any.
 pub fn begin_dir_get(
     addr: SocketAddr,
     expected: ExpectedPeer,
     bind: Option<IpAddr>,
     request: Vec<u8>,
     max_response: usize,
+    connect_timeout: Duration,
     timeout: Duration,
 ) -> Result<Vec<u8>, BeginDirError> {
     use rand::Rng;
     let deadline = Instant::now() + timeout;
-    let mut s =
-        crate::dir::client::connect_from(addr, bind, timeout).map_err(BeginDirError::Connect)?;
+    let mut s = crate::dir::client::connect_from(addr, bind, connect_timeout.min(timeout))
+        .map_err(BeginDirError::Connect)?;
     s.set_nodelay(true).ok();
     let tls_config = tls::client_config(tls::provider())?;
     // Keys of a one-hop circuit that carries nothing secret; OS entropy, nothing to replay.

@@ -91,6 +91,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         family_key_directory => "FamilyKeyDirectory", NextDescriptor;
         dir_cache => "DirCache", Restart;
         fetch_dir_info_early => "FetchDirInfoEarly", Now;
+        fetch_dir_info_extra_early => "FetchDirInfoExtraEarly", Now;
         logs => "Log", Now;
         safe_logging => "SafeLogging", Now;
         log_time_granularity => "LogTimeGranularity", Now;
