@@ -313,7 +313,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                     let Some(idx) = self.table.resolve(circ) else {
                         continue;
                     };
-                    self.cfx_release(idx);
+                    self.cfx_release(idx, io);
                     self.close(idx, reason, true, true, io);
                 }
                 CfxAction::Deliver { set, cmd, msg } => {
@@ -335,8 +335,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                         continue;
                     }
                     if cmd == RelayCmd::DATA {
-                        // A remote owner's DATA: its stream lives there; the leg is CC.
-                        self.package_data_cell(idx, None, msg.sid, msg.data(), io);
+                        // A remote owner's DATA: its stream lives there, and the owner
+                        // decided from this leg's reported window: the cell goes, queued
+                        // here if the channel is busy, as a cell sent just before a block.
+                        self.package_data_cell(idx, None, msg.sid, msg.data(), true, io);
                     } else {
                         let d = msg.data();
                         self.originate(
@@ -417,7 +419,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// Circuit `idx` stops being a leg (the set table already forgot it): if it held its
     /// set's streams and the set lives on with a local leg, the streams move there first
     /// (C tor's legs share the stream list, so the streams survive the leg).
-    fn cfx_release(&mut self, idx: u32) {
+    fn cfx_release(&mut self, idx: u32, io: &mut CoreIo<'_>) {
         let slot = self.conflux.slot(idx);
         if let Some(s) = self.conflux.slot_mut(idx) {
             *s = NO_LEG;
@@ -431,6 +433,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             .flatten()
             .find_map(|l| self.table.resolve(*l).filter(|&i| i != idx))
         else {
+            if self.conflux.shard.sets().is_live(set) {
+                // Only legs on other shards are left, and the streams live on a circuit
+                // of this shard: they end with it, so the set ends too (C tor would keep
+                // them: streams keyed by the set are not built yet).
+                let mut more = Vec::new();
+                self.conflux
+                    .shard
+                    .abandon(set, DestroyReason::Finished, &mut more);
+                self.cfx_run(&mut more, io);
+            }
             return;
         };
         self.cfx_move_streams(idx, to);
@@ -645,7 +657,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     ) -> usize {
         match self.cfx_pick(idx, RelayCmd::DATA, io) {
             Some(Placed::Local(leg, circ)) => {
-                let n = self.package_data_cell(leg, Some(stream), sid, data, io);
+                let n = self.package_data_cell(leg, Some(stream), sid, data, false, io);
                 if n > 0 {
                     self.conflux.shard.note_sent_local(circ, RelayCmd::DATA);
                 }
@@ -660,6 +672,19 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
             None | Some(Placed::Nothing) => 0,
         }
+    }
+
+    /// Leg `idx` of a set owned by another shard: reports its send state there (called
+    /// where a SENDME or an unblocked channel may let it send: `resume_streams`). C tor
+    /// updates a leg's RTT at each SENDME.
+    pub(super) fn cfx_report_state(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+        if self.conflux.slot(idx).owner != REMOTE {
+            return;
+        }
+        let h = self.table.handle(idx);
+        let (state, rtt) = self.cfx_send_state(idx);
+        let now = self.conflux.usec(io.now);
+        self.cfx_step(io, |s, out| s.leg_state(h, state, rtt, now, out));
     }
 
     /// Marks every leg of `idx`'s set that waits on a congested channel, so
@@ -724,7 +749,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         acts.clear();
         self.conflux.shard.leg_closed(h, in_flight, now, &mut acts);
         // The set table forgot the leg: move its streams before anything else closes.
-        self.cfx_release(idx);
+        self.cfx_release(idx, io);
         self.cfx_run(&mut acts, io);
         self.conflux.acts = acts;
         self.cfx_metrics(io.now);

@@ -378,6 +378,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// channel is blocked (other circuits filled it) is otherwise never acted on, and the
     /// exit socket stays paused for good.
     pub(super) fn resume_streams(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+        self.cfx_report_state(idx, io);
         let Some(c) = self.table.get(idx) else {
             return;
         };
@@ -889,7 +890,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 }
                 self.cfx_stream_data_cell(idx, stream, sid, data, io)
             } else {
-                self.package_data_cell(idx, Some(stream), sid, data, io)
+                self.package_data_cell(idx, Some(stream), sid, data, false, io)
             };
             if n == 0 {
                 break;
@@ -917,13 +918,15 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// stream on another shard's set, which needs none on a CC leg) with at most `data`'s
     /// bytes on circuit `leg` (its windows, SENDME randomness and crypto), staged for the
     /// multi-circuit originate. Returns the bytes taken; 0 if the circuit cannot send now
-    /// (channel congested, window closed, XOFF on a CC circuit's stream).
+    /// (channel congested, window closed, XOFF on a CC circuit's stream) unless `force`
+    /// (the cell was already promised: a remote conflux owner's DATA).
     pub(super) fn package_data_cell(
         &mut self,
         leg: u32,
         stream: Option<StreamHandle>,
         sid: u16,
         data: &[u8],
+        force: bool,
         io: &mut CoreIo<'_>,
     ) -> usize {
         let congested = self.prev_is_congested(leg);
@@ -937,7 +940,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             Some(cc) => !cc.can_send() || s.as_ref().is_some_and(|s| s.flow.xoff_received),
             None => c.windows.package <= 0 || s.as_ref().is_none_or(|s| s.windows.package <= 0),
         };
-        if congested || blocked || data.is_empty() {
+        if (congested || blocked) && !force || data.is_empty() {
             return 0;
         }
         let v1 = c

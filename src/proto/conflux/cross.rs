@@ -707,6 +707,19 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         self.settle(set, nonce, before, out);
     }
 
+    /// The owner cannot keep set `set`'s streams (no local circuit holds them any more):
+    /// the set is torn down, its legs closed with `reason`.
+    pub fn abandon(&mut self, set: SetKey, reason: DestroyReason, out: &mut Vec<Action<C, M>>) {
+        let Some(any) = self.sets.any_leg(set) else {
+            return;
+        };
+        let nonce = self.sets.set_of(any).map(|(n, _)| n);
+        let before = self.sets.legs_of(any);
+        let t = self.sets.teardown(any, reason);
+        self.close_legs(t.circs(), t.reason, out);
+        self.settle(set, nonce, before, out);
+    }
+
     // ---- messages from other shards (and from this one) ---------------------------------
 
     /// A message from shard `from` (or this shard: [`Self::route`] calls it directly).
