@@ -20,12 +20,12 @@ use std::time::Instant;
 use super::core::{CoreIo, RelayCore};
 use super::crypto::HopCrypto;
 use super::table::{CircHandle, Next};
-use super::NetworkView;
+use super::{Action, NetworkView, ShardIdx};
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::{v0, v1, RelayCmd};
 use crate::cell::CellError;
 use crate::proto::conflux::cross::{
-    Action as CfxAction, ConfluxShard, CrossLimits, LegRef, Pick, ShardNo,
+    Action as CfxAction, CfxMsg, ConfluxShard, CrossLimits, LegRef, Pick, ShardNo,
 };
 use crate::proto::conflux::set::MAX_LEGS;
 use crate::proto::conflux::{
@@ -50,6 +50,7 @@ const REMOTE: u32 = u32::MAX - 2;
 
 /// A multiplexed message held in the out-of-order queue or carried to another shard.
 /// Fixed size, so holding or carrying one allocates nothing.
+#[derive(Clone, PartialEq, Eq)]
 pub(super) struct Held {
     cmd: RelayCmd,
     sid: u16,
@@ -93,6 +94,30 @@ impl Held {
     }
 }
 
+/// Not the bytes: they may be a client's traffic (SafeLogging).
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Held({:?}, stream {}, {} bytes)",
+            self.cmd, self.sid, self.len
+        )
+    }
+}
+
+/// A conflux message from one shard's core to another's ([`super::Action::Cfx`], carried
+/// by the node's bounded cross-shard queues; [`RelayCore::handle_cfx_msg`] takes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfluxMsg(CfxMsg<CircHandle, Held>);
+
+impl ConfluxMsg {
+    /// Whether it carries a relay cell (DATA, stream commands, SWITCH): what the node's
+    /// cell counters and overflow bound count, and what its pool charges while held.
+    pub fn carries_cell(&self) -> bool {
+        self.0.carries_cell()
+    }
+}
+
 /// A leg slot: [`NONE`], [`PENDING`], [`REMOTE`], or the slot of its set's stream owner.
 #[derive(Clone, Copy)]
 struct LegSlot {
@@ -120,6 +145,9 @@ pub(super) struct ConfluxExit {
     pub(super) cfx_enabled: bool,
     /// Held cells charged to the core's cell pool (see `cfx_metrics`).
     charged: usize,
+    /// Serve conflux with several shards before `conflux_served` says so (tests of the
+    /// cross-shard path only).
+    every_shard: bool,
     /// The actions buffer, reused so a cell allocates nothing.
     acts: Vec<CfxAction<CircHandle, Held>>,
 }
@@ -145,6 +173,7 @@ impl ConfluxExit {
             epoch: None,
             cfx_enabled: true,
             charged: 0,
+            every_shard: false,
             acts: Vec::with_capacity(64),
         }
     }
@@ -231,7 +260,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         };
         let cc = c.cc.as_deref();
         LegFacts {
-            enabled: conflux_served(self.shards) && self.conflux.cfx_enabled && cc.is_some(),
+            enabled: (conflux_served(self.shards) || self.conflux.every_shard)
+                && self.conflux.cfx_enabled
+                && cc.is_some(),
             has_next_hop: c.next != Next::None,
             has_streams: c.streams_head != u32::MAX,
             data_in_flight: cc.is_some_and(|cc| cc.inflight() >= cc.sendme_inc()),
@@ -359,15 +390,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                         );
                     }
                 }
-                CfxAction::ToShard { shard, msg } => {
-                    // The node does not carry conflux messages yet (a multi-shard relay
-                    // refuses LINK, so none is made): treat it as a full queue, which
-                    // tears down what it would leave incoherent.
-                    let now = self.conflux.usec(io.now);
-                    let mut more = Vec::new();
-                    self.conflux.shard.send_failed(shard, msg, now, &mut more);
-                    self.cfx_run(&mut more, io);
-                }
+                CfxAction::ToShard { shard, msg } => io.out.push(Action::Cfx {
+                    to: ShardIdx(shard),
+                    msg: ConfluxMsg(msg),
+                }),
                 // The streams end with the stream owner's circuit, which the same
                 // teardown closes.
                 CfxAction::SetGone { .. } => {}
@@ -380,6 +406,28 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 }
             }
         }
+    }
+
+    /// Serves conflux on a relay with several shards although the node does not advertise
+    /// it yet: for the tests of the cross-shard path only.
+    #[doc(hidden)]
+    pub fn serve_conflux_on_every_shard_for_tests(&mut self) {
+        self.conflux.every_shard = true;
+    }
+
+    /// A conflux message from shard `from`'s core ([`Action::Cfx`] there).
+    pub fn handle_cfx_msg(&mut self, from: ShardIdx, msg: ConfluxMsg, io: &mut CoreIo<'_>) {
+        let now = self.conflux.usec(io.now);
+        self.cfx_step(io, |s, out| s.on_msg(from.0, msg.0, now, out));
+    }
+
+    /// A message of ours ([`Action::Cfx`]) that the queue to shard `to` could not take:
+    /// a lost cell leaves a gap in a set's sequence, so the set is torn down
+    /// (RESOURCELIMIT, counted); control messages resynchronise (see
+    /// `ConfluxShard::send_failed`).
+    pub fn cfx_cross_refused(&mut self, to: ShardIdx, msg: ConfluxMsg, io: &mut CoreIo<'_>) {
+        let now = self.conflux.usec(io.now);
+        self.cfx_step(io, |s, out| s.send_failed(to.0, msg.0, now, out));
     }
 
     /// Leg `idx` is linked: note where its set's streams live.

@@ -952,7 +952,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         } else {
             v0::MAX_DATA_LEN
         };
-        let n = c.randomness.limit(data.len().min(max));
+        // A promised cell goes whole (the owner sized it within every format's body); C
+        // tor also sizes a conflux cell by the stream's circuit, not the sending leg
+        // (`connection_edge_get_inbuf_bytes_to_package` on `on_circuit`).
+        let n = if force {
+            data.len().min(max)
+        } else {
+            c.randomness.limit(data.len().min(max))
+        };
         // Whether this cell's SENDME tag must be kept; the tag itself exists once the
         // staged cell is crypted (`flush_originated`), in the same order.
         let prompts = match c.cc.as_deref_mut() {

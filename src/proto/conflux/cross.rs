@@ -71,7 +71,7 @@ pub struct LegRef<C> {
 }
 
 /// What one shard's conflux state sends another's (through the node's bounded queues).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CfxMsg<C, M> {
     /// Leg's shard → home: LINK on `leg` (its own checks passed); `state` is its send state.
     Lookup {
