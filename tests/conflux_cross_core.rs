@@ -73,7 +73,6 @@ impl Exit {
                 };
                 let mut r = Relay::new(9, cfg, EXIT_LOCAL, net);
                 r.core.set_shard_count(2);
-                r.core.serve_conflux_on_every_shard_for_tests();
                 r
             })
             .collect();

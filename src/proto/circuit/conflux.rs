@@ -4,9 +4,9 @@
 //!
 //! The core runs one [`ConfluxShard`] (the same code for one shard and for several): it
 //! feeds it the conflux cells and the multiplexed cells of its legs and carries out the
-//! [`CfxAction`]s it returns. Until the node carries cross-shard conflux messages, a
-//! relay with several shards refuses LINK as C tor refuses it with conflux disabled
-//! (`facts.enabled` is false: DESTROY TORPROTOCOL), so every leg and set is local.
+//! [`CfxAction`]s it returns; messages for another shard's core leave as
+//! [`Action::Cfx`] (the node's bounded cross-shard queues) and arrive through
+//! [`RelayCore::handle_cfx_msg`].
 //!
 //! Streams: C tor points every leg at one stream list. Here a set's streams live on one
 //! local leg, its *stream owner* (the leg that created the set): multiplexed cells of any
@@ -34,11 +34,11 @@ use crate::proto::conflux::{
 };
 use crate::proto::stream::StreamHandle;
 
-/// Whether the exit side of conflux runs on live circuits (and on how many shards): the
-/// relay advertises `Conflux=1` only when it does. Legs of one set may arrive on different
-/// shards; the cross-shard messages are not carried by the node yet: one shard only.
+/// Whether the exit side of conflux runs on live circuits with `shards` shards: the relay
+/// advertises `Conflux=1` only when it does. Legs of one set may arrive on different
+/// shards; their cells cross the node's bounded queues (`proto::conflux::cross`).
 pub fn conflux_served(shards: usize) -> bool {
-    shards == 1
+    shards >= 1
 }
 
 /// Per-slot leg state: not a leg.
@@ -145,9 +145,6 @@ pub(super) struct ConfluxExit {
     pub(super) cfx_enabled: bool,
     /// Held cells charged to the core's cell pool (see `cfx_metrics`).
     charged: usize,
-    /// Serve conflux with several shards before `conflux_served` says so (tests of the
-    /// cross-shard path only).
-    every_shard: bool,
     /// The actions buffer, reused so a cell allocates nothing.
     acts: Vec<CfxAction<CircHandle, Held>>,
 }
@@ -173,7 +170,6 @@ impl ConfluxExit {
             epoch: None,
             cfx_enabled: true,
             charged: 0,
-            every_shard: false,
             acts: Vec::with_capacity(64),
         }
     }
@@ -260,9 +256,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         };
         let cc = c.cc.as_deref();
         LegFacts {
-            enabled: (conflux_served(self.shards) || self.conflux.every_shard)
-                && self.conflux.cfx_enabled
-                && cc.is_some(),
+            enabled: conflux_served(self.shards) && self.conflux.cfx_enabled && cc.is_some(),
             has_next_hop: c.next != Next::None,
             has_streams: c.streams_head != u32::MAX,
             data_in_flight: cc.is_some_and(|cc| cc.inflight() >= cc.sendme_inc()),
@@ -294,6 +288,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     fn cfx_metrics(&mut self, now: Instant) {
         let s = self.conflux.stats();
         self.metrics.set_conflux(&s);
+        self.metrics.set_conflux_cross(&self.conflux.shard.stats());
         let held = s.held_cells;
         let charged = self.conflux.charged;
         if held > charged {
@@ -406,13 +401,6 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 }
             }
         }
-    }
-
-    /// Serves conflux on a relay with several shards although the node does not advertise
-    /// it yet: for the tests of the cross-shard path only.
-    #[doc(hidden)]
-    pub fn serve_conflux_on_every_shard_for_tests(&mut self) {
-        self.conflux.every_shard = true;
     }
 
     /// A conflux message from shard `from`'s core ([`Action::Cfx`] there).
