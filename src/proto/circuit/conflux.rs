@@ -132,6 +132,9 @@ const NO_LEG: LegSlot = LegSlot {
     set: None,
 };
 
+/// Action buffers kept for reuse (nesting deeper than this allocates).
+const BUFS: usize = 4;
+
 /// One shard's conflux state (inside its [`RelayCore`]).
 pub(super) struct ConfluxExit {
     shard: ConfluxShard<CircHandle, Held>,
@@ -145,8 +148,9 @@ pub(super) struct ConfluxExit {
     pub(super) cfx_enabled: bool,
     /// Held cells charged to the core's cell pool (see `cfx_metrics`).
     charged: usize,
-    /// The actions buffer, reused so a cell allocates nothing.
-    acts: Vec<CfxAction<CircHandle, Held>>,
+    /// Action buffers, reused so a cell allocates nothing (a step inside another's
+    /// action, such as an END a delivered cell causes, takes the next one).
+    bufs: Vec<Vec<CfxAction<CircHandle, Held>>>,
 }
 
 impl ConfluxExit {
@@ -170,7 +174,7 @@ impl ConfluxExit {
             epoch: None,
             cfx_enabled: true,
             charged: 0,
-            acts: Vec::with_capacity(64),
+            bufs: (0..BUFS).map(|_| Vec::with_capacity(16)).collect(),
         }
     }
 
@@ -184,6 +188,17 @@ impl ConfluxExit {
     /// The set table's counters.
     pub(super) fn stats(&self) -> ConfluxStats {
         self.shard.sets().stats()
+    }
+
+    fn take_buf(&mut self) -> Vec<CfxAction<CircHandle, Held>> {
+        self.bufs.pop().unwrap_or_default()
+    }
+
+    fn give_buf(&mut self, mut b: Vec<CfxAction<CircHandle, Held>>) {
+        b.clear();
+        if self.bufs.len() < BUFS {
+            self.bufs.push(b);
+        }
     }
 
     fn usec(&mut self, now: Instant) -> u64 {
@@ -307,13 +322,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         io: &mut CoreIo<'_>,
         f: impl FnOnce(&mut ConfluxShard<CircHandle, Held>, &mut Vec<CfxAction<CircHandle, Held>>) -> T,
     ) -> T {
-        let mut acts = std::mem::take(&mut self.conflux.acts);
-        acts.clear();
+        let mut acts = self.conflux.take_buf();
         let r = f(&mut self.conflux.shard, &mut acts);
         self.cfx_run(&mut acts, io);
-        // A nested step (a close inside an action) left its own buffer here; keep ours,
-        // which has the capacity.
-        self.conflux.acts = acts;
+        self.conflux.give_buf(acts);
         self.cfx_metrics(io.now);
         r
     }
@@ -473,11 +485,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 // Only legs on other shards are left, and the streams live on a circuit
                 // of this shard: they end with it, so the set ends too (C tor would keep
                 // them: streams keyed by the set are not built yet).
-                let mut more = Vec::new();
+                let mut more = self.conflux.take_buf();
                 self.conflux
                     .shard
                     .abandon(set, DestroyReason::Finished, &mut more);
                 self.cfx_run(&mut more, io);
+                self.conflux.give_buf(more);
             }
             return;
         };
@@ -513,9 +526,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         if sent.is_some() {
             return true;
         }
-        let mut more = Vec::new();
+        let mut more = self.conflux.take_buf();
         self.conflux.shard.switch_send_failed(circ, &mut more);
         self.cfx_run(&mut more, io);
+        self.conflux.give_buf(more);
         false
     }
 
@@ -535,8 +549,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         match cmd {
             RelayCmd::CONFLUX_LINK => {
                 let (state, _) = self.cfx_send_state(idx);
-                let mut acts = std::mem::take(&mut self.conflux.acts);
-                acts.clear();
+                let mut acts = self.conflux.take_buf();
                 self.conflux
                     .shard
                     .on_link(h, facts, state, data, now, &mut acts);
@@ -547,7 +560,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                     }
                 }
                 self.cfx_run(&mut acts, io);
-                self.conflux.acts = acts;
+                self.conflux.give_buf(acts);
                 self.cfx_metrics(io.now);
             }
             RelayCmd::CONFLUX_LINKED => {
@@ -781,13 +794,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let h = self.table.handle(idx);
         let in_flight = self.cfx_facts(idx).data_in_flight;
         let now = self.conflux.usec(io.now);
-        let mut acts = std::mem::take(&mut self.conflux.acts);
-        acts.clear();
+        let mut acts = self.conflux.take_buf();
         self.conflux.shard.leg_closed(h, in_flight, now, &mut acts);
         // The set table forgot the leg: move its streams before anything else closes.
         self.cfx_release(idx, io);
         self.cfx_run(&mut acts, io);
-        self.conflux.acts = acts;
+        self.conflux.give_buf(acts);
         self.cfx_metrics(io.now);
     }
 
