@@ -472,3 +472,47 @@ fn a_cross_queue_that_refuses_a_cell_tears_the_set_down() {
         assert_eq!((m.conflux_sets, m.conflux_legs), (0, 0), "shard {s}");
     }
 }
+
+#[test]
+fn the_sets_shard_losing_its_last_leg_ends_the_set_explicitly() {
+    let seed = seed("the_sets_shard_losing_its_last_leg_ends_the_set_explicitly");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let shards = [0, 1];
+    let mut ex = Exit::new();
+    let mut legs = linked(&mut ex, &mut rng, home, shards);
+    let mut cs = ClientSet::new();
+    let begin = begin_msg(BeginTarget::Ipv4(std::net::Ipv4Addr::LOCALHOST), 80);
+    cs.send(&mut ex, &mut legs, shards, 0, &begin, 7);
+    ex.settle();
+    ex.take_out(0);
+    ex.take_out(1);
+    // The client closes leg 0, the only leg on the set's shard, with nothing in flight.
+    // The streams hang off a circuit of that shard, so the set cannot keep them: it ends,
+    // and leg 1 is closed (FINISHED) rather than left linked with no streams behind it.
+    let acts = ex.r[0].cell(&legs[0].chan, legs[0].circ_id, ChanCmd::DESTROY, [0u8; 509]);
+    ex.take(0, acts);
+    ex.settle();
+    let a0 = ex.take_out(0);
+    assert!(
+        a0.iter().any(|a| matches!(a, Action::StreamClose { .. })),
+        "{a0:?}"
+    );
+    let a1 = ex.take_out(1);
+    let d: Vec<_> = cells(&a1)
+        .into_iter()
+        .filter(|(ch, id, cmd, _)| {
+            *ch == legs[1].chan.id && *id == legs[1].circ_id && *cmd == ChanCmd::DESTROY
+        })
+        .map(|(_, _, _, b)| destroy_reason(&b))
+        .collect();
+    assert_eq!(d, vec![DestroyReason::Finished]);
+    for s in 0..2 {
+        let m = ex.r[s].core.metrics();
+        assert_eq!(
+            (m.conflux_sets, m.conflux_legs, m.conflux_remote_legs),
+            (0, 0, 0)
+        );
+        assert_eq!(m.conflux_dir_entries, 0, "shard {s} forgot the nonce");
+    }
+}
