@@ -456,20 +456,40 @@ fn begin_dir_on_a_leg_is_answered_notdirectory() {
 }
 
 #[test]
-fn a_multi_shard_relay_refuses_link() {
+fn a_multi_shard_relay_serves_conflux_and_a_lone_leg_links() {
     let mut exit = exit();
     exit.core.set_shard_count(2);
-    assert!(!fors::proto::circuit::conflux_served(2));
+    assert!(fors::proto::circuit::conflux_served(2));
     assert!(fors::proto::circuit::conflux_served(1));
+    // Shard 0 of two: a nonce whose home is this shard links at once; one whose home is
+    // the other shard asks it first (the node carries that; `conflux_cross_core` tests it).
     let mut a = leg(&mut exit, 1, true);
+    let mut n = nonce();
+    while fors::proto::conflux::home_shard(&n, 2) != 0 {
+        n[0] = n[0].wrapping_add(1);
+    }
+    let l = link(&mut exit, &mut a, n, DesiredUx::NoOpinion);
+    assert_eq!(l.nonce, n);
+    assert_eq!(exit.core.metrics().conflux_sets_linked, 1);
+    let mut b = leg(&mut exit, 2, true);
+    let mut n = nonce();
+    while fors::proto::conflux::home_shard(&n, 2) != 1 {
+        n[0] = n[0].wrapping_add(1);
+    }
     let acts = send_other(
         &mut exit,
-        &mut a,
+        &mut b,
         RelayCmd::CONFLUX_LINK,
-        &link_body(nonce(), 0, 0, DesiredUx::NoOpinion),
+        &link_body(n, 0, 0, DesiredUx::NoOpinion),
     );
-    assert_eq!(destroys(&acts, &a), vec![DestroyReason::TorProtocol]);
-    assert_eq!(exit.core.metrics().conflux_sets_linked, 0);
+    assert!(
+        b.open_all(&acts).is_empty(),
+        "no LINKED before the home answers"
+    );
+    assert!(acts
+        .iter()
+        .any(|a| matches!(a, Action::Cfx { to, .. } if to.0 == 1)));
+    assert_eq!(exit.core.metrics().conflux_lookups_sent, 1);
 }
 
 #[test]

@@ -98,3 +98,92 @@ fn c_tor_client_links_conflux_sets_through_a_one_shard_fors_exit() {
         "{text}"
     );
 }
+
+/// The same with a two-shard Fors exit (`NumCPUs 2`): the legs of one set come through
+/// different middles, whose channels may sit on different shards, so a set may own a leg
+/// whose circuit is on the other shard (its cells cross the bounded cross-shard queues).
+/// Several isolated transfers (each a set of its own, a bounded number) are SHA-256
+/// checked both ways; the exit must count remote legs (`fors_relay_conflux_remote_legs_total`).
+/// Five middles, so that their channels are not all on one shard (the kernel spreads
+/// inbound connections over the shards' listeners).
+#[test]
+fn c_tor_client_links_conflux_sets_through_a_two_shard_fors_exit() {
+    let Some(net) = PrivateNet::prepare(
+        "c_tor_client_links_conflux_sets_through_a_two_shard_fors_exit",
+        "cfx-ctor2",
+        &[],
+    ) else {
+        return;
+    };
+    let m_exit = free_port();
+    let exit_metrics = format!("forsexit1 MetricsPort 127.0.0.1:{m_exit}");
+    net.up(&[
+        "--fors",
+        "exit",
+        "--middles",
+        "5",
+        "--exits",
+        "0",
+        "--slot-option",
+        "forsexit1 NumCPUs 2",
+        "--slot-option",
+        &exit_metrics,
+        "--slot-option",
+        "forsexit1 MetricsPortPolicy accept 127.0.0.1",
+        "--client-option",
+        "ConfluxEnabled 1",
+    ]);
+    let l = wait_for_file_line(
+        &net.log("forsexit1"),
+        "Fors is listed in the consensus",
+        Duration::from_secs(300),
+    );
+    assert!(l.contains(" Running"), "{l}");
+    let run = |args: &[&str]| testnet(net.dir(), args);
+    run(&["wait", "--pluggable-only", "--timeout", "240"]);
+    // Four rounds of an isolated download and upload: up to eight sets.
+    run(&[
+        "traffic",
+        "--exit",
+        "forsexit1",
+        "--down-mb",
+        "2",
+        "--up-mb",
+        "2",
+        "--repeat",
+        "4",
+        "--io-timeout",
+        "180",
+    ]);
+    let url = format!("127.0.0.1:{m_exit}").parse().unwrap();
+    let m = http_get(url, "/metrics");
+    let sets = sum(
+        &m,
+        "fors_relay_all_shards_conflux_linked_total{kind=\"set\"}",
+    );
+    let legs = sum(
+        &m,
+        "fors_relay_all_shards_conflux_linked_total{kind=\"leg\"}",
+    );
+    let remote = sum(&m, "fors_relay_all_shards_conflux_remote_legs_total");
+    let switches = sum(
+        &m,
+        "fors_relay_all_shards_conflux_switches_total{action=\"received\"}",
+    );
+    let refused = sum(&m, "fors_relay_all_shards_conflux_cross_refused_total");
+    eprintln!(
+        "forsexit1 (2 shards): sets linked {sets}, legs {legs}, legs on another shard than \
+         their set {remote}, sets with every leg on the set's shard at most {}, switches \
+         received {switches}, cross-shard refusals {refused}",
+        sets.saturating_sub(remote)
+    );
+    assert!(sets >= 1, "the C tor client linked no conflux set:\n{m}");
+    assert!(legs >= 2 * sets, "{m}");
+    assert!(remote >= 1, "no leg on another shard than its set:\n{m}");
+    assert_eq!(refused, 0, "{m}");
+    let text = std::fs::read_to_string(net.log("forsexit1")).unwrap();
+    assert!(
+        daemon_common::unexpected_err_lines(&text).is_empty(),
+        "{text}"
+    );
+}

@@ -223,6 +223,22 @@ exported_fields! {
             Counter true "Sets torn down because their out-of-order queue reached its bound.",
         conflux_teardowns => "fors_relay_conflux_teardowns_total" [""]
             Counter true "Conflux sets torn down.",
+        conflux_remote_legs_total => "fors_relay_conflux_remote_legs_total" [""]
+            Counter true "Conflux legs linked to a set owned by another shard than the leg's circuit (counted by the set's shard).",
+        conflux_remote_legs => "fors_relay_conflux_remote_legs" [""]
+            Gauge true "Conflux legs now on another shard than their set.",
+        conflux_dir_entries => "fors_relay_conflux_home_entries" [""]
+            Gauge true "Conflux nonces this shard is the home (rendezvous) shard for.",
+        conflux_lookups_sent => "fors_relay_conflux_lookups_total" [""]
+            Counter true "CONFLUX_LINKs whose set's home shard was another shard.",
+        conflux_table_full => "fors_relay_conflux_cross_refused_total" ["why=\"table_full\""]
+            Counter true "CONFLUX_LINKs refused (RESOURCELIMIT) because a cross-shard table or queue was full, and sets torn down because a cross-shard queue could not take a cell.",
+        conflux_cross_full_teardowns => "fors_relay_conflux_cross_refused_total" ["why=\"queue_full\""]
+            Counter true "",
+        conflux_stale_msgs => "fors_relay_conflux_cross_stale_total" [""]
+            Counter true "Cross-shard conflux messages for a leg or set that was gone when they arrived.",
+        conflux_pending_refused => "fors_relay_conflux_pending_refused_total" [""]
+            Counter true "Legs closed (TORPROTOCOL) for a multiplexed, SWITCH or LINKED_ACK cell before their CONFLUX_LINKED.",
         circpad_negotiated => "fors_relay_circpad_negotiated_total" [""]
             Counter true "Circuit padding machines set up on a client's PADDING_NEGOTIATE START (padding-spec §3, Padding=2).",
         circpad_machines => "fors_relay_circpad_machines" [""]

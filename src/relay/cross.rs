@@ -37,7 +37,7 @@ use crate::cell::chan::DestroyReason;
 use crate::cell::{ChanCmd, CircId};
 use crate::crypto::ids::RsaIdentity;
 use crate::proto::circuit::hs_cross::HsMsg;
-use crate::proto::circuit::{CellBody, ChanId, CircHandle, ExtendTarget};
+use crate::proto::circuit::{CellBody, ChanId, CircHandle, ConfluxMsg, ExtendTarget};
 use crate::shard::{ConnId, ShardId};
 
 /// What shards send each other. Cell bodies travel by value (no allocation per cell).
@@ -75,6 +75,9 @@ pub enum RelayMsg {
     /// Core → core: the onion-service roles across shards (`proto::circuit::hs_cross`);
     /// spliced rendezvous cells travel here too and count as relay cells.
     Hs(HsMsg),
+    /// Core → core: conflux legs and sets across shards (`proto::conflux::cross`); the
+    /// multiplexed cells and SWITCHes of remote legs count as relay cells.
+    Cfx(ConfluxMsg),
 }
 
 impl RelayMsg {
@@ -86,6 +89,7 @@ impl RelayMsg {
                 matches!(*cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY)
             }
             RelayMsg::Hs(m) => m.is_relay_cell(),
+            RelayMsg::Cfx(m) => m.carries_cell(),
             _ => false,
         }
     }

@@ -149,6 +149,7 @@ pub fn msg_kind(m: &RelayMsg) -> &'static str {
         RelayMsg::Backward { .. } => "Backward",
         RelayMsg::ChanBlocked { .. } => "ChanBlocked",
         RelayMsg::Hs(_) => "Hs",
+        RelayMsg::Cfx(_) => "Cfx",
     }
 }
 

@@ -2,45 +2,55 @@
 //! [`crate::proto::conflux`] carried out on this shard's circuits (prop 329; C tor
 //! `conflux.c`, `conflux_pool.c`, `relay.c`).
 //!
-//! Served on a one-shard relay only: the legs of a set must all be circuits of this core.
-//! On a relay with more shards a LINK is refused as C tor refuses it with conflux disabled
-//! (`facts.enabled` is false: DESTROY TORPROTOCOL).
+//! The core runs one [`ConfluxShard`] (the same code for one shard and for several): it
+//! feeds it the conflux cells and the multiplexed cells of its legs and carries out the
+//! [`CfxAction`]s it returns; messages for another shard's core leave as
+//! [`Action::Cfx`] (the node's bounded cross-shard queues) and arrive through
+//! [`RelayCore::handle_cfx_msg`].
 //!
-//! Streams: C tor points every leg at one stream list. Here a set's streams live on one leg,
-//! its *stream owner* (the leg that created the set): multiplexed cells of any leg are
-//! handled against the owner's streams once in order, and a leg that closes while the set
-//! survives hands its streams to a surviving leg ([`RelayCore::cfx_sync`]). Circuit-level
-//! accounting (deliver window, circuit SENDMEs, congestion control) stays on the leg a cell
-//! arrived or leaves on.
+//! Streams: C tor points every leg at one stream list. Here a set's streams live on one
+//! local leg, its *stream owner* (the leg that created the set): multiplexed cells of any
+//! leg are handled against the owner's streams once in order, and when the owner closes
+//! while the set survives its streams move to a surviving leg first
+//! ([`RelayCore::cfx_release`]). Circuit-level accounting (deliver window, circuit
+//! SENDMEs, congestion control) stays on the leg a cell arrived or leaves on.
 
 use std::time::Instant;
 
 use super::core::{CoreIo, RelayCore};
 use super::crypto::HopCrypto;
 use super::table::{CircHandle, Next};
-use super::NetworkView;
+use super::{Action, NetworkView, ShardIdx};
 use crate::cell::chan::DestroyReason;
-use crate::cell::relay::{v0, RelayCmd};
+use crate::cell::relay::{v0, v1, RelayCmd};
 use crate::cell::CellError;
+use crate::proto::conflux::cross::{
+    Action as CfxAction, CfxMsg, ConfluxShard, CrossLimits, LegRef, Pick, ShardNo,
+};
 use crate::proto::conflux::set::MAX_LEGS;
 use crate::proto::conflux::{
-    should_multiplex, ConfluxCellError, ConfluxSets, Inbound, LegFacts, LegSendState, Limits,
-    Refused, SendChoice, Teardown,
+    should_multiplex, ConfluxCellError, ConfluxStats, LegFacts, LegSendState, Limits, SetKey,
+    Switch,
 };
+use crate::proto::stream::StreamHandle;
 
-/// Whether the exit side of conflux runs on live circuits (and on how many shards): the
-/// relay advertises `Conflux=1` only when it does. Legs of one set may arrive on different
-/// shards; the cross-shard join (`proto::conflux::cross`) is not wired into this core and
-/// the node yet: one shard only.
+/// Whether the exit side of conflux runs on live circuits with `shards` shards: the relay
+/// advertises `Conflux=1` only when it does. Legs of one set may arrive on different
+/// shards; their cells cross the node's bounded queues (`proto::conflux::cross`).
 pub fn conflux_served(shards: usize) -> bool {
-    shards == 1
+    shards >= 1
 }
 
-/// No stream owner: the circuit is not a leg.
+/// Per-slot leg state: not a leg.
 const NONE: u32 = u32::MAX;
+/// A leg whose LINK went to the set's home shard, not linked yet.
+const PENDING: u32 = u32::MAX - 1;
+/// A linked leg of a set owned by another shard (its streams live there).
+const REMOTE: u32 = u32::MAX - 2;
 
-/// A multiplexed message held in the out-of-order queue. Fixed size, so holding one
-/// allocates nothing (the queue's slots are reserved with the table).
+/// A multiplexed message held in the out-of-order queue or carried to another shard.
+/// Fixed size, so holding or carrying one allocates nothing.
+#[derive(Clone, PartialEq, Eq)]
 pub(super) struct Held {
     cmd: RelayCmd,
     sid: u16,
@@ -59,14 +69,78 @@ impl Held {
         h.data[..h.len as usize].copy_from_slice(&data[..h.len as usize]);
         h
     }
+
+    /// A message encoded by `write` (as [`RelayCore::originate`]'s callers write one).
+    fn encode(
+        cmd: RelayCmd,
+        sid: u16,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, CellError>,
+    ) -> Option<Held> {
+        let mut h = Held {
+            cmd,
+            sid,
+            len: 0,
+            data: [0; v0::MAX_DATA_LEN],
+        };
+        // The smaller of the two formats' bodies, so the leg's shard can send it in either.
+        let max = v1::max_data_len(cmd).min(v0::MAX_DATA_LEN);
+        let n = write(&mut h.data[..max]).ok()?;
+        h.len = n.min(max) as u16;
+        Some(h)
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.data[..self.len as usize]
+    }
 }
+
+/// Not the bytes: they may be a client's traffic (SafeLogging).
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Held({:?}, stream {}, {} bytes)",
+            self.cmd, self.sid, self.len
+        )
+    }
+}
+
+/// A conflux message from one shard's core to another's ([`super::Action::Cfx`], carried
+/// by the node's bounded cross-shard queues; [`RelayCore::handle_cfx_msg`] takes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfluxMsg(CfxMsg<CircHandle, Held>);
+
+impl ConfluxMsg {
+    /// Whether it carries a relay cell (DATA, stream commands, SWITCH): what the node's
+    /// cell counters and overflow bound count, and what its pool charges while held.
+    pub fn carries_cell(&self) -> bool {
+        self.0.carries_cell()
+    }
+}
+
+/// A leg slot: [`NONE`], [`PENDING`], [`REMOTE`], or the slot of its set's stream owner.
+#[derive(Clone, Copy)]
+struct LegSlot {
+    owner: u32,
+    /// The set, for a leg of a set owned here (kept after the set table forgot the leg, so
+    /// its close can still find the set).
+    set: Option<SetKey>,
+}
+
+const NO_LEG: LegSlot = LegSlot {
+    owner: NONE,
+    set: None,
+};
+
+/// Action buffers kept for reuse (nesting deeper than this allocates).
+const BUFS: usize = 4;
 
 /// One shard's conflux state (inside its [`RelayCore`]).
 pub(super) struct ConfluxExit {
-    pub(super) sets: ConfluxSets<CircHandle, Held>,
-    /// Per circuit slot: the slot of the leg holding its set's streams ([`NONE`] if the
-    /// circuit is not a leg). Also the per-cell test "is this circuit a leg".
-    owner: Vec<u32>,
+    shard: ConfluxShard<CircHandle, Held>,
+    limits: CrossLimits,
+    /// Per circuit slot; also the per-cell test "is this circuit a leg".
+    slots: Vec<LegSlot>,
     /// Origin of the microsecond clock the RTT samples use.
     epoch: Option<Instant>,
     /// The consensus parameter `cfx_enabled` (C tor `conflux_is_enabled` at an exit;
@@ -74,23 +148,56 @@ pub(super) struct ConfluxExit {
     pub(super) cfx_enabled: bool,
     /// Held cells charged to the core's cell pool (see `cfx_metrics`).
     charged: usize,
+    /// Action buffers, reused so a cell allocates nothing (a step inside another's
+    /// action, such as an END a delivered cell causes, takes the next one).
+    bufs: Vec<Vec<CfxAction<CircHandle, Held>>>,
 }
 
 impl ConfluxExit {
     pub(super) fn new(max_circuits: usize) -> ConfluxExit {
-        let limits = Limits {
+        let sets = Limits {
             // A set has at least one leg; C tor's clients build two.
             max_sets: (max_circuits / 2).max(1),
             // Held cells are ~0.5 KiB each: at most 16 MiB per shard.
             ooo_pool_cells: (max_circuits.saturating_mul(64)).clamp(2048, 32 * 1024),
             ..Limits::default()
         };
+        let limits = CrossLimits {
+            sets,
+            max_local_legs: max_circuits.max(1),
+            max_dir: (max_circuits / 2).max(1),
+        };
         ConfluxExit {
-            sets: ConfluxSets::new(limits),
-            owner: vec![NONE; max_circuits],
+            shard: ConfluxShard::new(0, 1, limits),
+            limits,
+            slots: vec![NO_LEG; max_circuits],
             epoch: None,
             cfx_enabled: true,
             charged: 0,
+            bufs: (0..BUFS).map(|_| Vec::with_capacity(16)).collect(),
+        }
+    }
+
+    /// The node told the core its shard and the shard count (before any circuit).
+    pub(super) fn set_shards(&mut self, me: ShardNo, shards: usize) {
+        if (me, shards) != (self.shard.me(), self.shard.shards()) {
+            self.shard = ConfluxShard::new(me, shards, self.limits);
+        }
+    }
+
+    /// The set table's counters.
+    pub(super) fn stats(&self) -> ConfluxStats {
+        self.shard.sets().stats()
+    }
+
+    fn take_buf(&mut self) -> Vec<CfxAction<CircHandle, Held>> {
+        self.bufs.pop().unwrap_or_default()
+    }
+
+    fn give_buf(&mut self, mut b: Vec<CfxAction<CircHandle, Held>>) {
+        b.clear();
+        if self.bufs.len() < BUFS {
+            self.bufs.push(b);
         }
     }
 
@@ -100,14 +207,37 @@ impl ConfluxExit {
         now.saturating_duration_since(epoch).as_micros() as u64 + 1
     }
 
-    fn owner_of(&self, idx: u32) -> u32 {
-        self.owner.get(idx as usize).copied().unwrap_or(NONE)
+    fn slot(&self, idx: u32) -> LegSlot {
+        self.slots.get(idx as usize).copied().unwrap_or(NO_LEG)
     }
 
-    fn set_owner(&mut self, idx: u32, owner: u32) {
-        if let Some(o) = self.owner.get_mut(idx as usize) {
-            *o = owner;
+    fn slot_mut(&mut self, idx: u32) -> Option<&mut LegSlot> {
+        self.slots.get_mut(idx as usize)
+    }
+
+    /// The stream owner of a leg of a set owned here.
+    fn stream_owner(&self, idx: u32) -> Option<u32> {
+        match self.slot(idx).owner {
+            NONE | PENDING | REMOTE => None,
+            o => Some(o),
         }
+    }
+
+    fn shard_no(&self) -> ShardNo {
+        self.shard.me()
+    }
+
+    /// The local legs of set `set` (fixed size).
+    fn local_legs(&self, set: SetKey) -> [Option<CircHandle>; MAX_LEGS] {
+        let mut out = [None; MAX_LEGS];
+        let Some(any) = self.shard.sets().any_leg(set) else {
+            return out;
+        };
+        let me = self.shard_no();
+        for (o, l) in out.iter_mut().zip(self.shard.sets().legs_of(any).iter()) {
+            *o = l.filter(|l| l.shard == me).map(|l| l.circ);
+        }
+        out
     }
 }
 
@@ -120,17 +250,14 @@ fn cell_err(_: ConfluxCellError) -> CellError {
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
-    /// Whether circuit `idx` is a leg of a linked set (one array read: called per cell).
+    /// Whether circuit `idx` is a leg, pending or linked (one array read: called per cell).
     pub(super) fn cfx_is_leg(&self, idx: u32) -> bool {
-        self.conflux.owner_of(idx) != NONE
+        self.conflux.slot(idx).owner != NONE
     }
 
     /// The circuit whose stream list serves `idx`: its set's stream owner, or itself.
     pub(super) fn cfx_stream_circ(&self, idx: u32) -> u32 {
-        match self.conflux.owner_of(idx) {
-            NONE => idx,
-            o => o,
-        }
+        self.conflux.stream_owner(idx).unwrap_or(idx)
     }
 
     /// BEGIN_DIR on a leg is refused with END NOTDIRECTORY (TROVE-2026-008).
@@ -151,14 +278,32 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
     }
 
+    /// Leg `idx`'s send state and congestion-control EWMA RTT (0: none yet).
+    fn cfx_send_state(&self, idx: u32) -> (LegSendState, u64) {
+        let (cwnd, inflight, rtt) = self
+            .table
+            .get(idx)
+            .and_then(|c| c.cc.as_deref())
+            .map_or((0, 0, 0), |cc| {
+                (cc.cwnd(), cc.inflight(), cc.ewma_rtt_usec())
+            });
+        let state = LegSendState {
+            cwnd,
+            inflight,
+            blocked_on_chan: self.prev_is_congested(idx),
+        };
+        (state, rtt)
+    }
+
     /// Copies the counters, and keeps the cells held out of order charged to the cell pool,
     /// so `MaxMemInQueues` covers them as C tor's OOM total covers its conflux queues
     /// (`cell_queues_check_size`). Charging never evicts here (an eviction closes circuits,
     /// which would come back here); a pool with no room leaves the rest uncharged until the
     /// next event, and the next queued cell's OOM check sees the pressure.
     fn cfx_metrics(&mut self, now: Instant) {
-        let s = self.conflux.sets.stats();
+        let s = self.conflux.stats();
         self.metrics.set_conflux(&s);
+        self.metrics.set_conflux_cross(&self.conflux.shard.stats());
         let held = s.held_cells;
         let charged = self.conflux.charged;
         if held > charged {
@@ -168,6 +313,224 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             self.release_external_cells(charged - held);
             self.conflux.charged = held;
         }
+    }
+
+    /// Runs `f` on the conflux state with the reused actions buffer, then carries out the
+    /// actions it pushed.
+    fn cfx_step<T>(
+        &mut self,
+        io: &mut CoreIo<'_>,
+        f: impl FnOnce(&mut ConfluxShard<CircHandle, Held>, &mut Vec<CfxAction<CircHandle, Held>>) -> T,
+    ) -> T {
+        let mut acts = self.conflux.take_buf();
+        let r = f(&mut self.conflux.shard, &mut acts);
+        self.cfx_run(&mut acts, io);
+        self.conflux.give_buf(acts);
+        self.cfx_metrics(io.now);
+        r
+    }
+
+    /// Carries out the conflux state's actions, in order.
+    fn cfx_run(&mut self, acts: &mut Vec<CfxAction<CircHandle, Held>>, io: &mut CoreIo<'_>) {
+        for a in acts.drain(..) {
+            match a {
+                CfxAction::SendLinked { circ, link } => {
+                    let Some(idx) = self.table.resolve(circ) else {
+                        continue;
+                    };
+                    self.cfx_linked(idx, circ);
+                    self.originate(
+                        idx,
+                        RelayCmd::CONFLUX_LINKED,
+                        0,
+                        |out| link.encode(out).map_err(cell_err),
+                        io,
+                    );
+                }
+                CfxAction::Close { circ, reason } => {
+                    let Some(idx) = self.table.resolve(circ) else {
+                        continue;
+                    };
+                    self.cfx_release(idx, io);
+                    self.close(idx, reason, true, true, io);
+                }
+                CfxAction::Deliver { set, cmd, msg } => {
+                    let Some(sc) = self.cfx_set_circ(set) else {
+                        continue;
+                    };
+                    self.dispatch_stream_msg(sc, cmd, msg.sid, msg.data(), io);
+                }
+                CfxAction::Originate {
+                    circ,
+                    switch,
+                    cmd,
+                    msg,
+                } => {
+                    let Some(idx) = self.table.resolve(circ) else {
+                        continue;
+                    };
+                    if !self.cfx_send_switch(idx, circ, switch, io) {
+                        continue;
+                    }
+                    if cmd == RelayCmd::DATA {
+                        // A remote owner's DATA: its stream lives there, and the owner
+                        // decided from this leg's reported window: the cell goes, queued
+                        // here if the channel is busy, as a cell sent just before a block.
+                        self.package_data_cell(idx, None, msg.sid, msg.data(), true, io);
+                    } else {
+                        let d = msg.data();
+                        self.originate(
+                            idx,
+                            cmd,
+                            msg.sid,
+                            |out| {
+                                let max = out.len();
+                                let out = out.get_mut(..d.len()).ok_or(CellError::TooLong {
+                                    what: "conflux message",
+                                    len: d.len(),
+                                    max,
+                                })?;
+                                out.copy_from_slice(d);
+                                Ok(d.len())
+                            },
+                            io,
+                        );
+                    }
+                }
+                CfxAction::ToShard { shard, msg } => io.out.push(Action::Cfx {
+                    to: ShardIdx(shard),
+                    msg: ConfluxMsg(msg),
+                }),
+                // The streams end with the stream owner's circuit, which the same
+                // teardown closes.
+                CfxAction::SetGone { .. } => {}
+                CfxAction::Resume { set } => {
+                    for l in self.conflux.local_legs(set).into_iter().flatten() {
+                        if let Some(idx) = self.table.resolve(l) {
+                            self.resume_streams(idx, io);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A conflux message from shard `from`'s core ([`Action::Cfx`] there).
+    pub fn handle_cfx_msg(&mut self, from: ShardIdx, msg: ConfluxMsg, io: &mut CoreIo<'_>) {
+        let now = self.conflux.usec(io.now);
+        self.cfx_step(io, |s, out| s.on_msg(from.0, msg.0, now, out));
+    }
+
+    /// A message of ours ([`Action::Cfx`]) that the queue to shard `to` could not take:
+    /// a lost cell leaves a gap in a set's sequence, so the set is torn down
+    /// (RESOURCELIMIT, counted); control messages resynchronise (see
+    /// `ConfluxShard::send_failed`).
+    pub fn cfx_cross_refused(&mut self, to: ShardIdx, msg: ConfluxMsg, io: &mut CoreIo<'_>) {
+        let now = self.conflux.usec(io.now);
+        self.cfx_step(io, |s, out| s.send_failed(to.0, msg.0, now, out));
+    }
+
+    /// Leg `idx` is linked: note where its set's streams live.
+    fn cfx_linked(&mut self, idx: u32, circ: CircHandle) {
+        let me = self.conflux.shard_no();
+        let (owner, set) = match self.conflux.shard.owner_of(circ) {
+            Some(o) if o != me => (REMOTE, None),
+            _ => {
+                let set = self.conflux.shard.set_key(circ);
+                let owner = set
+                    .and_then(|s| {
+                        self.conflux
+                            .local_legs(s)
+                            .into_iter()
+                            .flatten()
+                            .filter(|l| *l != circ)
+                            .find_map(|l| self.conflux.stream_owner(l.idx))
+                    })
+                    .unwrap_or(idx);
+                (owner, set)
+            }
+        };
+        if let Some(s) = self.conflux.slot_mut(idx) {
+            *s = LegSlot { owner, set };
+        }
+    }
+
+    /// The circuit holding the streams of set `set` (owned here).
+    fn cfx_set_circ(&self, set: SetKey) -> Option<u32> {
+        self.conflux
+            .local_legs(set)
+            .into_iter()
+            .flatten()
+            .find_map(|l| self.table.resolve(l).and(self.conflux.stream_owner(l.idx)))
+    }
+
+    /// Circuit `idx` stops being a leg (the set table already forgot it): if it held its
+    /// set's streams and the set lives on with a local leg, the streams move there first
+    /// (C tor's legs share the stream list, so the streams survive the leg).
+    fn cfx_release(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+        let slot = self.conflux.slot(idx);
+        if let Some(s) = self.conflux.slot_mut(idx) {
+            *s = NO_LEG;
+        }
+        let (Some(set), true) = (slot.set, slot.owner == idx) else {
+            return;
+        };
+        let legs = self.conflux.local_legs(set);
+        let Some(to) = legs
+            .iter()
+            .flatten()
+            .find_map(|l| self.table.resolve(*l).filter(|&i| i != idx))
+        else {
+            if self.conflux.shard.sets().is_live(set) {
+                // Only legs on other shards are left, and the streams live on a circuit
+                // of this shard: they end with it, so the set ends too (C tor would keep
+                // them: streams keyed by the set are not built yet).
+                let mut more = self.conflux.take_buf();
+                self.conflux
+                    .shard
+                    .abandon(set, DestroyReason::Finished, &mut more);
+                self.cfx_run(&mut more, io);
+                self.conflux.give_buf(more);
+            }
+            return;
+        };
+        self.cfx_move_streams(idx, to);
+        for l in legs.iter().flatten() {
+            if let Some(s) = self.conflux.slot_mut(l.idx) {
+                if s.owner == idx {
+                    s.owner = to;
+                }
+            }
+        }
+    }
+
+    /// Sends the SWITCH a choice asked for on leg `idx` before its message. False: it
+    /// could not be sent and the set was torn down (TROVE-2026-017).
+    fn cfx_send_switch(
+        &mut self,
+        idx: u32,
+        circ: CircHandle,
+        switch: Option<Switch>,
+        io: &mut CoreIo<'_>,
+    ) -> bool {
+        let Some(sw) = switch else {
+            return true;
+        };
+        let sent = self.originate(
+            idx,
+            RelayCmd::CONFLUX_SWITCH,
+            0,
+            |out| sw.encode(out).map_err(cell_err),
+            io,
+        );
+        if sent.is_some() {
+            return true;
+        }
+        let mut more = self.conflux.take_buf();
+        self.conflux.shard.switch_send_failed(circ, &mut more);
+        self.cfx_run(&mut more, io);
+        self.conflux.give_buf(more);
+        false
     }
 
     /// A conflux command (LINK, LINKED, LINKED_ACK, SWITCH) on circuit `idx` (C tor
@@ -182,58 +545,36 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     ) -> bool {
         let h = self.table.handle(idx);
         let facts = self.cfx_facts(idx);
-        let before = self.conflux.sets.legs_of(h);
         let now = self.conflux.usec(io.now);
-        let refused = match cmd {
-            RelayCmd::CONFLUX_LINK => match self.conflux.sets.on_link(h, facts, data, now) {
-                Ok(l) => {
-                    let owner = if l.new_set {
-                        idx
-                    } else {
-                        self.conflux
-                            .sets
-                            .legs_of(h)
-                            .iter()
-                            .flatten()
-                            .map(|o| self.conflux.owner_of(o.idx))
-                            .find(|&o| o != NONE)
-                            .unwrap_or(idx)
-                    };
-                    self.conflux.set_owner(idx, owner);
-                    let linked = l.linked;
-                    let sent = self.originate(
-                        idx,
-                        RelayCmd::CONFLUX_LINKED,
-                        0,
-                        |out| linked.encode(out).map_err(cell_err),
-                        io,
-                    );
-                    self.cfx_metrics(io.now);
-                    return sent.is_some();
+        match cmd {
+            RelayCmd::CONFLUX_LINK => {
+                let (state, _) = self.cfx_send_state(idx);
+                let mut acts = self.conflux.take_buf();
+                self.conflux
+                    .shard
+                    .on_link(h, facts, state, data, now, &mut acts);
+                // Pending until LINKED (at once when this shard owns the set).
+                if self.conflux.shard.is_leg(h) {
+                    if let Some(s) = self.conflux.slot_mut(idx) {
+                        s.owner = PENDING;
+                    }
                 }
-                Err(r) => r,
-            },
-            RelayCmd::CONFLUX_LINKED => self.conflux.sets.on_linked(h, facts),
-            RelayCmd::CONFLUX_LINKED_ACK => match self.conflux.sets.on_linked_ack(h, facts, now) {
-                Ok(()) => {
-                    // The leg has an RTT now and may be picked: streams the set paused for
-                    // want of a usable leg may send.
-                    self.resume_streams(idx, io);
-                    return true;
-                }
-                Err(r) => r,
-            },
-            RelayCmd::CONFLUX_SWITCH => match self.conflux.sets.on_switch(h, facts, data) {
-                Ok(_) => {
-                    self.cfx_metrics(io.now);
-                    return true;
-                }
-                Err(r) => r,
-            },
-            _ => return true,
-        };
-        self.cfx_refused(idx, before, refused, io);
-        false
+                self.cfx_run(&mut acts, io);
+                self.conflux.give_buf(acts);
+                self.cfx_metrics(io.now);
+            }
+            RelayCmd::CONFLUX_LINKED => {
+                self.cfx_step(io, |s, out| s.on_linked(h, facts, out));
+            }
+            RelayCmd::CONFLUX_LINKED_ACK => {
+                self.cfx_step(io, |s, out| s.on_linked_ack(h, facts, now, out));
+            }
+            RelayCmd::CONFLUX_SWITCH => {
+                self.cfx_step(io, |s, out| s.on_switch(h, facts, data, now, out));
+            }
+            _ => {}
+        }
+        self.table.resolve(h).is_some()
     }
 
     /// A multiplexed message on leg `idx`: circuit-level accounting on this leg, then the
@@ -253,29 +594,72 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
         let h = self.table.handle(idx);
         let facts = self.cfx_facts(idx);
-        let before = self.conflux.sets.legs_of(h);
-        match self
-            .conflux
-            .sets
-            .on_cell(h, cmd, facts, Held::new(cmd, sid, data))
-        {
-            Inbound::Deliver(m) | Inbound::NotSequenced(m) => {
-                let mut next = Some(m);
-                while let Some(m) = next {
-                    let stream_circ = self.cfx_stream_circ(idx);
-                    let d = &m.data[..m.len as usize];
-                    self.dispatch_stream_msg(stream_circ, m.cmd, m.sid, d, io);
-                    if self.table.get(idx).is_none() {
-                        break;
-                    }
-                    next = self.conflux.sets.pop_ready(h);
+        let now = self.conflux.usec(io.now);
+        let msg = Held::new(cmd, sid, data);
+        let unsequenced = self.cfx_step(io, |s, out| s.on_cell(h, cmd, facts, msg, now, out));
+        if let Some(m) = unsequenced {
+            // Not a leg after all (cannot happen: the caller checked): its own streams.
+            self.dispatch_stream_msg(idx, m.cmd, m.sid, m.data(), io);
+        }
+        self.table.resolve(h).is_some()
+    }
+
+    /// The set whose streams `idx` holds, if `idx` is a leg of a set owned here.
+    fn cfx_set_of(&self, idx: u32) -> Option<SetKey> {
+        let s = self.conflux.slot(idx);
+        self.conflux.stream_owner(idx)?;
+        s.set
+    }
+
+    /// Where the next `cmd` of the streams of `idx`'s set goes (C tor
+    /// `conflux_decide_circ_for_send`), with the SWITCH already sent when a local leg was
+    /// picked. `None` if `idx` is not such a leg.
+    fn cfx_pick(&mut self, idx: u32, cmd: RelayCmd, io: &mut CoreIo<'_>) -> Option<Placed> {
+        let set = self.cfx_set_of(idx)?;
+        let mut state = [None::<(CircHandle, (LegSendState, u64))>; MAX_LEGS];
+        for (s, l) in state.iter_mut().zip(self.conflux.local_legs(set)) {
+            if let Some(l) = l {
+                if let Some(i) = self.table.resolve(l) {
+                    *s = Some((l, self.cfx_send_state(i)));
                 }
             }
-            Inbound::Held => {}
-            Inbound::Refused(r) => self.cfx_refused(idx, before, r, io),
         }
-        self.cfx_metrics(io.now);
-        self.table.get(idx).is_some()
+        let local = |c: CircHandle| {
+            state.iter().flatten().find(|(l, _)| *l == c).map_or(
+                (
+                    LegSendState {
+                        cwnd: 0,
+                        inflight: 0,
+                        blocked_on_chan: true,
+                    },
+                    0,
+                ),
+                |s| s.1,
+            )
+        };
+        let pick = self.cfx_step(io, |s, out| s.pick(set, cmd, local, out));
+        Some(match pick {
+            Pick::Local { circ, switch } => match self.table.resolve(circ) {
+                Some(leg) if self.cfx_send_switch(leg, circ, switch, io) => {
+                    Placed::Local(leg, circ)
+                }
+                _ => Placed::Nothing,
+            },
+            Pick::Remote { leg, switch } => Placed::Remote(leg, switch),
+            Pick::Blocked | Pick::Gone => Placed::Nothing,
+        })
+    }
+
+    /// Sends `msg` on remote leg `leg` of set `set` (its shard packages it).
+    fn cfx_send_remote(
+        &mut self,
+        leg: LegRef<CircHandle>,
+        switch: Option<Switch>,
+        cmd: RelayCmd,
+        msg: Held,
+        io: &mut CoreIo<'_>,
+    ) {
+        self.cfx_step(io, |s, out| s.send_remote(leg, switch, cmd, msg, out));
     }
 
     /// Originates a message of `idx`'s streams: on a leg, a multiplexed command goes on the
@@ -289,173 +673,80 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         stream_id: u16,
         write: impl FnOnce(&mut [u8]) -> Result<usize, CellError>,
         io: &mut CoreIo<'_>,
-    ) -> Option<[u8; 20]> {
-        if !self.cfx_is_leg(idx) || !should_multiplex(cmd) {
-            return self.originate(idx, cmd, stream_id, write, io);
+    ) -> Option<()> {
+        if !should_multiplex(cmd) {
+            return self.originate(idx, cmd, stream_id, write, io).map(drop);
         }
-        let leg = self.cfx_pick_leg(idx, cmd, io)?;
-        let tag = self.originate(leg, cmd, stream_id, write, io);
-        if tag.is_some() {
-            self.cfx_note_sent(leg, cmd);
+        match self.cfx_pick(idx, cmd, io) {
+            None => self.originate(idx, cmd, stream_id, write, io).map(drop),
+            Some(Placed::Local(leg, circ)) => {
+                self.originate(leg, cmd, stream_id, write, io)?;
+                self.conflux.shard.note_sent_local(circ, cmd);
+                Some(())
+            }
+            Some(Placed::Remote(leg, switch)) => {
+                let m = Held::encode(cmd, stream_id, write)?;
+                self.cfx_send_remote(leg, switch, cmd, m, io);
+                Some(())
+            }
+            Some(Placed::Nothing) => None,
         }
-        tag
     }
 
-    /// Counts a multiplexed message sent on leg `leg`.
-    pub(super) fn cfx_note_sent(&mut self, leg: u32, cmd: RelayCmd) {
-        let h = self.table.handle(leg);
-        self.conflux.sets.note_sent(h, cmd);
-    }
-
-    /// The leg to send a `cmd` of `idx`'s set on now, with the SWITCH sent first if the
-    /// leg changes. `None`: no leg may send (the caller waits for a SENDME or the channel),
-    /// or the set broke and its legs were closed.
-    pub(super) fn cfx_pick_leg(
+    /// DATA of stream `sid` of `idx`'s set: places one cell of at most `data`'s bytes on
+    /// the leg the set's algorithm picks; returns how many bytes went (0: no leg may send,
+    /// or the set broke).
+    pub(super) fn cfx_stream_data_cell(
         &mut self,
         idx: u32,
-        cmd: RelayCmd,
+        stream: StreamHandle,
+        sid: u16,
+        data: &[u8],
         io: &mut CoreIo<'_>,
-    ) -> Option<u32> {
-        let h = self.table.handle(idx);
-        let legs = self.conflux.sets.legs_of(h);
-        let mut state = [None::<(CircHandle, LegSendState)>; MAX_LEGS];
-        for (s, l) in state.iter_mut().zip(legs.iter()) {
-            let Some(l) = *l else { continue };
-            let Some(c) = self.table.get(l.idx) else {
-                continue;
-            };
-            let (cwnd, inflight, ewma_rtt) = c.cc.as_deref().map_or((0, 0, 0), |cc| {
-                (cc.cwnd(), cc.inflight(), cc.ewma_rtt_usec())
-            });
-            // C tor updates the leg's RTT at each SENDME; the EWMA only changes at a
-            // SENDME, so reading it when choosing gives the same leg RTTs.
-            self.conflux.sets.update_rtt(l, ewma_rtt);
-            *s = Some((
-                l,
-                LegSendState {
-                    cwnd,
-                    inflight,
-                    blocked_on_chan: self.prev_is_congested(l.idx),
-                },
-            ));
-        }
-        let choice = self.conflux.sets.choose_send(h, cmd, |c| {
-            state.iter().flatten().find(|(l, _)| *l == c).map_or(
-                LegSendState {
-                    cwnd: 0,
-                    inflight: 0,
-                    blocked_on_chan: true,
-                },
-                |s| s.1,
-            )
-        });
-        match choice {
-            SendChoice::Send { circ, switch } => {
-                let leg = self.table.resolve(circ)?;
-                if let Some(sw) = switch {
-                    let sent = self.originate(
-                        leg,
-                        RelayCmd::CONFLUX_SWITCH,
-                        0,
-                        |out| sw.encode(out).map_err(cell_err),
-                        io,
-                    );
-                    self.cfx_metrics(io.now);
-                    if sent.is_none() {
-                        // TROVE-2026-017: a set whose SWITCH was lost cannot stay coherent.
-                        let t = self.conflux.sets.switch_send_failed(circ);
-                        self.cfx_close_all(legs, t, io);
-                        return None;
-                    }
+    ) -> usize {
+        match self.cfx_pick(idx, RelayCmd::DATA, io) {
+            Some(Placed::Local(leg, circ)) => {
+                let n = self.package_data_cell(leg, Some(stream), sid, data, false, io);
+                if n > 0 {
+                    self.conflux.shard.note_sent_local(circ, RelayCmd::DATA);
                 }
-                Some(leg)
+                n
             }
-            SendChoice::Blocked => None,
-            SendChoice::Teardown(t) => {
-                self.cfx_close_all(legs, t, io);
-                None
+            Some(Placed::Remote(leg, switch)) => {
+                let max = v1::max_data_len(RelayCmd::DATA).min(v0::MAX_DATA_LEN);
+                let n = data.len().min(max);
+                let m = Held::new(RelayCmd::DATA, sid, &data[..n]);
+                self.cfx_send_remote(leg, switch, RelayCmd::DATA, m, io);
+                n
             }
+            None | Some(Placed::Nothing) => 0,
         }
+    }
+
+    /// Leg `idx` of a set owned by another shard: reports its send state there (called
+    /// where a SENDME or an unblocked channel may let it send: `resume_streams`). C tor
+    /// updates a leg's RTT at each SENDME.
+    pub(super) fn cfx_report_state(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+        if self.conflux.slot(idx).owner != REMOTE {
+            return;
+        }
+        let h = self.table.handle(idx);
+        let (state, rtt) = self.cfx_send_state(idx);
+        let now = self.conflux.usec(io.now);
+        self.cfx_step(io, |s, out| s.leg_state(h, state, rtt, now, out));
     }
 
     /// Marks every leg of `idx`'s set that waits on a congested channel, so
     /// `channel_unblocked` resumes the set's streams.
     pub(super) fn cfx_mark_waiting(&mut self, idx: u32) {
-        let legs = self.conflux.sets.legs_of(self.table.handle(idx));
-        for l in legs.iter().flatten() {
-            if self.prev_is_congested(l.idx) {
-                self.mark_waiting(l.idx);
-            }
-        }
-    }
-
-    /// Carries out a refusal: the refused circuit and the others the set names close (the
-    /// streams move first if the set survives without the stream owner).
-    fn cfx_refused(
-        &mut self,
-        idx: u32,
-        before: [Option<CircHandle>; MAX_LEGS],
-        r: Refused<CircHandle>,
-        io: &mut CoreIo<'_>,
-    ) {
-        self.cfx_sync(before);
-        self.conflux.set_owner(idx, NONE);
-        self.cfx_close_all([None; MAX_LEGS], r.others, io);
-        if self.table.get(idx).is_some() {
-            self.close(idx, r.this, true, true, io);
-        }
-        self.cfx_metrics(io.now);
-    }
-
-    /// Closes the circuits of a teardown (the set already forgot them).
-    fn cfx_close_all(
-        &mut self,
-        before: [Option<CircHandle>; MAX_LEGS],
-        t: Teardown<CircHandle>,
-        io: &mut CoreIo<'_>,
-    ) {
-        self.cfx_sync(before);
-        for c in t.circs() {
-            self.conflux.set_owner(c.idx, NONE);
-            if let Some(i) = self.table.resolve(c) {
-                self.close(i, t.reason, true, true, io);
-            }
-        }
-        self.cfx_metrics(io.now);
-    }
-
-    /// After the set of legs `before` lost legs: forget the owner of those gone, and if
-    /// the stream owner left while others stay, move its streams to a surviving leg.
-    fn cfx_sync(&mut self, before: [Option<CircHandle>; MAX_LEGS]) {
-        let Some(owner) = before
-            .iter()
-            .flatten()
-            .map(|h| self.conflux.owner_of(h.idx))
-            .find(|&o| o != NONE)
-        else {
+        let Some(set) = self.cfx_set_of(idx) else {
             return;
         };
-        let alive = |s: &Self, h: CircHandle| s.conflux.sets.leg_of(h).is_some();
-        let survivor = before.iter().flatten().copied().find(|&h| alive(self, h));
-        let owner_stays = before
-            .iter()
-            .flatten()
-            .any(|&h| h.idx == owner && alive(self, h));
-        for &h in before.iter().flatten() {
-            if !alive(self, h) {
-                self.conflux.set_owner(h.idx, NONE);
-            }
-        }
-        let Some(to) = survivor else {
-            return;
-        };
-        if owner_stays {
-            return;
-        }
-        self.cfx_move_streams(owner, to.idx);
-        for &h in before.iter().flatten() {
-            if alive(self, h) {
-                self.conflux.set_owner(h.idx, to.idx);
+        for l in self.conflux.local_legs(set).into_iter().flatten() {
+            if let Some(i) = self.table.resolve(l) {
+                if self.prev_is_congested(i) {
+                    self.mark_waiting(i);
+                }
             }
         }
     }
@@ -501,12 +792,15 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return;
         }
         let h = self.table.handle(idx);
-        let before = self.conflux.sets.legs_of(h);
         let in_flight = self.cfx_facts(idx).data_in_flight;
-        let t = self.conflux.sets.leg_closed(h, in_flight);
-        self.cfx_sync(before);
-        self.conflux.set_owner(idx, NONE);
-        self.cfx_close_all([None; MAX_LEGS], t, io);
+        let now = self.conflux.usec(io.now);
+        let mut acts = self.conflux.take_buf();
+        self.conflux.shard.leg_closed(h, in_flight, now, &mut acts);
+        // The set table forgot the leg: move its streams before anything else closes.
+        self.cfx_release(idx, io);
+        self.cfx_run(&mut acts, io);
+        self.conflux.give_buf(acts);
+        self.cfx_metrics(io.now);
     }
 
     /// Circuit `idx` closed (after [`RelayCore::conflux_circuit_closing`]).
@@ -517,7 +811,19 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         _reason: DestroyReason,
         io: &mut CoreIo<'_>,
     ) {
-        self.conflux.set_owner(idx, NONE);
+        if let Some(s) = self.conflux.slot_mut(idx) {
+            *s = NO_LEG;
+        }
         self.cfx_metrics(io.now);
     }
+}
+
+/// Where [`RelayCore::cfx_pick`] placed a message.
+enum Placed {
+    /// On local leg (slot, handle); its SWITCH, if any, was sent.
+    Local(u32, CircHandle),
+    /// On a remote leg, after this SWITCH (the message goes by `cfx_send_remote`).
+    Remote(LegRef<CircHandle>, Option<Switch>),
+    /// Nowhere: no leg may send, or the set broke.
+    Nothing,
 }

@@ -975,6 +975,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     pub fn set_shard_count(&mut self, shards: usize) {
         self.shards = shards.max(1);
         self.hs.shards = self.shards;
+        self.conflux.set_shards(self.cfg.shard.0, self.shards);
     }
 
     pub(super) fn update_queue_metrics(&mut self) {

@@ -378,6 +378,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// channel is blocked (other circuits filled it) is otherwise never acted on, and the
     /// exit socket stays paused for good.
     pub(super) fn resume_streams(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+        self.cfx_report_state(idx, io);
         let Some(c) = self.table.get(idx) else {
             return;
         };
@@ -877,9 +878,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let mut taken = 0;
         let conflux = self.cfx_is_leg(idx);
         while !data.is_empty() {
-            // On a conflux set, each cell goes on the leg the set's algorithm picks (after a
-            // SWITCH if it changes); that leg's windows and crypto apply.
-            let leg = if conflux {
+            let n = if conflux {
+                // On a conflux set, each cell goes on the leg the set's algorithm picks
+                // (after a SWITCH if it changes); that leg's windows and crypto apply.
                 if self
                     .streams
                     .get(stream)
@@ -887,68 +888,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 {
                     break;
                 }
-                match self.cfx_pick_leg(idx, RelayCmd::DATA, io) {
-                    Some(leg) => leg,
-                    None => break,
-                }
+                self.cfx_stream_data_cell(idx, stream, sid, data, io)
             } else {
-                idx
+                self.package_data_cell(idx, Some(stream), sid, data, false, io)
             };
-            let congested = self.prev_is_congested(leg);
-            let Some(c) = self.table.get_mut(leg) else {
+            if n == 0 {
                 break;
-            };
-            let Some(s) = self.streams.get_mut(stream) else {
-                break;
-            };
-            // With CC the congestion window and XOFF bound us, not the fixed windows
-            // (C `congestion_control_get_package_window`, `sendme_note_stream_data_packaged`).
-            let blocked = match c.cc.as_deref() {
-                Some(cc) => !cc.can_send() || s.flow.xoff_received,
-                None => c.windows.package <= 0 || s.windows.package <= 0,
-            };
-            if congested || blocked {
-                break;
-            }
-            let v1 = c
-                .crypto
-                .as_ref()
-                .is_some_and(|k| k.format() == RelayCellFormat::V1);
-            let max = if v1 {
-                v1::max_data_len(RelayCmd::DATA)
-            } else {
-                v0::MAX_DATA_LEN
-            };
-            let n = c.randomness.limit(data.len().min(max));
-            // Whether this cell's SENDME tag must be kept; the tag itself exists once the
-            // staged cell is crypted (`flush_originated`), in the same order.
-            let prompts = match c.cc.as_deref_mut() {
-                Some(cc) => cc.note_cell_packaged(),
-                None => {
-                    let p = c.windows.next_cell_prompts_sendme();
-                    c.windows.take_package();
-                    s.windows.take_package();
-                    p
-                }
-            };
-            c.randomness.packaged(n, &mut &mut *io.rng);
-            let chunk = &data[..n];
-            let mut body = [0u8; CELL_BODY_LEN];
-            let write = |out: &mut [u8]| {
-                out[..n].copy_from_slice(chunk);
-                Ok(n)
-            };
-            let encoded = if v1 {
-                v1::encode_with(&mut body, RelayCmd::DATA, sid, &mut &mut *io.rng, write)
-            } else {
-                v0::encode_with(&mut body, RelayCmd::DATA, sid, &mut &mut *io.rng, write)
-            };
-            if encoded.is_err() {
-                return Ok(taken);
-            }
-            self.stage_data(leg, &body, prompts, io);
-            if conflux {
-                self.cfx_note_sent(leg, RelayCmd::DATA);
             }
             taken += n;
             data = &data[n..];
@@ -967,6 +912,84 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
         }
         Ok(taken)
+    }
+
+    /// Packages one DATA cell of stream `sid` (`stream`: its handle here; `None` for a
+    /// stream on another shard's set, which needs none on a CC leg) with at most `data`'s
+    /// bytes on circuit `leg` (its windows, SENDME randomness and crypto), staged for the
+    /// multi-circuit originate. Returns the bytes taken; 0 if the circuit cannot send now
+    /// (channel congested, window closed, XOFF on a CC circuit's stream) unless `force`
+    /// (the cell was already promised: a remote conflux owner's DATA).
+    pub(super) fn package_data_cell(
+        &mut self,
+        leg: u32,
+        stream: Option<StreamHandle>,
+        sid: u16,
+        data: &[u8],
+        force: bool,
+        io: &mut CoreIo<'_>,
+    ) -> usize {
+        let congested = self.prev_is_congested(leg);
+        let Some(c) = self.table.get_mut(leg) else {
+            return 0;
+        };
+        let s = stream.and_then(|h| self.streams.get_mut(h));
+        // With CC the congestion window and XOFF bound us, not the fixed windows
+        // (C `congestion_control_get_package_window`, `sendme_note_stream_data_packaged`).
+        let blocked = match c.cc.as_deref() {
+            Some(cc) => !cc.can_send() || s.as_ref().is_some_and(|s| s.flow.xoff_received),
+            None => c.windows.package <= 0 || s.as_ref().is_none_or(|s| s.windows.package <= 0),
+        };
+        if (congested || blocked) && !force || data.is_empty() {
+            return 0;
+        }
+        let v1 = c
+            .crypto
+            .as_ref()
+            .is_some_and(|k| k.format() == RelayCellFormat::V1);
+        let max = if v1 {
+            v1::max_data_len(RelayCmd::DATA)
+        } else {
+            v0::MAX_DATA_LEN
+        };
+        // A promised cell goes whole (the owner sized it within every format's body); C
+        // tor also sizes a conflux cell by the stream's circuit, not the sending leg
+        // (`connection_edge_get_inbuf_bytes_to_package` on `on_circuit`).
+        let n = if force {
+            data.len().min(max)
+        } else {
+            c.randomness.limit(data.len().min(max))
+        };
+        // Whether this cell's SENDME tag must be kept; the tag itself exists once the
+        // staged cell is crypted (`flush_originated`), in the same order.
+        let prompts = match c.cc.as_deref_mut() {
+            Some(cc) => cc.note_cell_packaged(),
+            None => {
+                let p = c.windows.next_cell_prompts_sendme();
+                c.windows.take_package();
+                if let Some(s) = s {
+                    s.windows.take_package();
+                }
+                p
+            }
+        };
+        c.randomness.packaged(n, &mut &mut *io.rng);
+        let chunk = &data[..n];
+        let mut body = [0u8; CELL_BODY_LEN];
+        let write = |out: &mut [u8]| {
+            out[..n].copy_from_slice(chunk);
+            Ok(n)
+        };
+        let encoded = if v1 {
+            v1::encode_with(&mut body, RelayCmd::DATA, sid, &mut &mut *io.rng, write)
+        } else {
+            v0::encode_with(&mut body, RelayCmd::DATA, sid, &mut &mut *io.rng, write)
+        };
+        if encoded.is_err() {
+            return 0;
+        }
+        self.stage_data(leg, &body, prompts, io);
+        n
     }
 
     /// The resolver's answer for a BEGIN (connect to the chosen address, or END) or a

@@ -174,6 +174,15 @@ pub struct CircuitMetrics {
     pub conflux_switches_sent: u64,
     pub conflux_ooo_overflow: u64,
     pub conflux_teardowns: u64,
+    /// Conflux across shards (`proto::conflux::cross::CrossStats`, `set_conflux_cross`).
+    pub conflux_remote_legs_total: u64,
+    pub conflux_remote_legs: u64,
+    pub conflux_dir_entries: u64,
+    pub conflux_lookups_sent: u64,
+    pub conflux_table_full: u64,
+    pub conflux_cross_full_teardowns: u64,
+    pub conflux_stale_msgs: u64,
+    pub conflux_pending_refused: u64,
     /// Circuit padding (`proto::circpad::CircpadStats`, copied by `set_circpad`): machines
     /// set up on PADDING_NEGOTIATE START, running now, STOPs that freed one, machines that
     /// reached their end; negotiations refused (unknown machine: ERR), ignored (slot busy,
@@ -311,6 +320,28 @@ impl CircuitMetrics {
         self.conflux_switches_sent = switches_sent_total;
         self.conflux_ooo_overflow = ooo_overflow_total;
         self.conflux_teardowns = teardowns_total;
+    }
+
+    /// Copies one shard's cross-shard conflux counters (destructured without `..`).
+    pub fn set_conflux_cross(&mut self, s: &crate::proto::conflux::cross::CrossStats) {
+        let crate::proto::conflux::cross::CrossStats {
+            remote_legs_total,
+            remote_legs,
+            lookups_sent_total,
+            dir_entries,
+            table_full_total,
+            cross_full_teardowns_total,
+            stale_msgs_total,
+            pending_refused_total,
+        } = *s;
+        self.conflux_remote_legs_total = remote_legs_total;
+        self.conflux_remote_legs = remote_legs as u64;
+        self.conflux_dir_entries = dir_entries as u64;
+        self.conflux_lookups_sent = lookups_sent_total;
+        self.conflux_table_full = table_full_total;
+        self.conflux_cross_full_teardowns = cross_full_teardowns_total;
+        self.conflux_stale_msgs = stale_msgs_total;
+        self.conflux_pending_refused = pending_refused_total;
     }
 
     /// Copies one shard's circuit-padding counters (destructured without `..`) and its

@@ -59,7 +59,7 @@ mod violation;
 use ::core::net::SocketAddr;
 
 pub use self::core::{CoreIo, CoreRng, ExtendDone, RelayCore, MAX_RELAY_EARLY_CELLS_PER_CIRCUIT};
-pub use conflux::conflux_served;
+pub use conflux::{conflux_served, ConfluxMsg};
 pub use crypto::{CellBody, CgoHop, HopCrypto, OriginateJobs, RelayCellFormat, RelayHop};
 pub use hs::HS_TABLE_MAX;
 pub use metrics::CircuitMetrics;
@@ -275,6 +275,13 @@ pub enum Action {
     Hs {
         to: ShardIdx,
         msg: hs_cross::HsMsg,
+    },
+    /// Give `msg` to shard `to`'s core ([`RelayCore::handle_cfx_msg`]): conflux legs and
+    /// sets across shards (`conflux.rs`); if the queue cannot take it, hand it back to
+    /// [`RelayCore::cfx_cross_refused`]. Only a relay with several shards emits it.
+    Cfx {
+        to: ShardIdx,
+        msg: ConfluxMsg,
     },
 }
 

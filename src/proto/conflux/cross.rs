@@ -71,7 +71,7 @@ pub struct LegRef<C> {
 }
 
 /// What one shard's conflux state sends another's (through the node's bounded queues).
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CfxMsg<C, M> {
     /// Leg's shard → home: LINK on `leg` (its own checks passed); `state` is its send state.
     Lookup {
@@ -180,6 +180,22 @@ pub enum Sent {
     Gone,
 }
 
+/// The leg [`ConfluxShard::pick`] chose.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Pick<C> {
+    /// A leg on this shard, after `switch` as CONFLUX_SWITCH if set.
+    Local { circ: C, switch: Option<Switch> },
+    /// A leg on another shard.
+    Remote {
+        leg: LegRef<C>,
+        switch: Option<Switch>,
+    },
+    /// No leg may send now; wait for [`Action::Resume`] or a local SENDME / unblock.
+    Blocked,
+    /// The set broke (its legs are being closed) or is gone.
+    Gone,
+}
+
 /// Bounds of one shard's cross-shard conflux state.
 #[derive(Clone, Copy, Debug)]
 pub struct CrossLimits {
@@ -276,6 +292,16 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
             remote: HashMap::with_capacity(l.max_sets * l.max_legs),
             stats: CrossStats::default(),
         }
+    }
+
+    /// This shard's index.
+    pub fn me(&self) -> ShardNo {
+        self.me
+    }
+
+    /// How many shards the relay runs.
+    pub fn shards(&self) -> usize {
+        self.shards
     }
 
     /// The set table (owned sets), for its counters and per-leg queries.
@@ -549,11 +575,43 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         set: SetKey,
         cmd: RelayCmd,
         msg: M,
-        mut local: impl FnMut(C) -> (LegSendState, u64),
+        local: impl FnMut(C) -> (LegSendState, u64),
         out: &mut Vec<Action<C, M>>,
     ) -> Sent {
+        match self.pick(set, cmd, local, out) {
+            Pick::Local { circ, switch } => {
+                self.note_sent_local(circ, cmd);
+                out.push(Action::Originate {
+                    circ,
+                    switch,
+                    cmd,
+                    msg,
+                });
+                Sent::Placed
+            }
+            Pick::Remote { leg, switch } => {
+                self.send_remote(leg, switch, cmd, msg, out);
+                Sent::Placed
+            }
+            Pick::Blocked => Sent::Blocked,
+            Pick::Gone => Sent::Gone,
+        }
+    }
+
+    /// The leg the set's streams send their next `cmd` on, without sending (C tor
+    /// `conflux_decide_circ_for_send`): the circuit core packages a local leg's cell
+    /// itself, then calls [`Self::note_sent_local`]; a remote leg's message goes by
+    /// [`Self::send_remote`]. Either must follow a `Local` / `Remote` answer at once (the
+    /// SWITCH it names is owed), or the SWITCH's failure must be reported.
+    pub fn pick(
+        &mut self,
+        set: SetKey,
+        cmd: RelayCmd,
+        mut local: impl FnMut(C) -> (LegSendState, u64),
+        out: &mut Vec<Action<C, M>>,
+    ) -> Pick<C> {
         let Some(any) = self.sets.any_leg(set) else {
-            return Sent::Gone;
+            return Pick::Gone;
         };
         let me = self.me;
         let legs = self.sets.legs_of(any);
@@ -576,6 +634,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
             };
             *s = Some((l, st));
         }
+        // Non-multiplexed commands go on `any` (the caller sends those on its own circuit).
         let choice = self.sets.choose_send(any, cmd, |c| {
             state.iter().flatten().find(|(l, _)| *l == c).map_or(
                 LegSendState {
@@ -587,40 +646,51 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
             )
         });
         match choice {
-            SendChoice::Send { circ, switch } => {
-                self.sets.note_sent(circ, cmd);
-                if circ.shard == me {
-                    out.push(Action::Originate {
-                        circ: circ.circ,
-                        switch,
-                        cmd,
-                        msg,
-                    });
-                } else {
-                    if cmd == RelayCmd::DATA {
-                        if let Some(sn) = self.remote.get_mut(&circ) {
-                            sn.issued += 1;
-                        }
-                    }
-                    out.push(Action::ToShard {
-                        shard: circ.shard,
-                        msg: CfxMsg::Send {
-                            circ: circ.circ,
-                            switch,
-                            cmd,
-                            msg,
-                        },
-                    });
-                }
-                Sent::Placed
-            }
-            SendChoice::Blocked => Sent::Blocked,
+            SendChoice::Send { circ, switch } if circ.shard == me => Pick::Local {
+                circ: circ.circ,
+                switch,
+            },
+            SendChoice::Send { circ, switch } => Pick::Remote { leg: circ, switch },
+            SendChoice::Blocked => Pick::Blocked,
             SendChoice::Teardown(t) => {
                 self.close_legs(t.circs(), t.reason, out);
                 self.settle(set, nonce, legs, out);
-                Sent::Gone
+                Pick::Gone
             }
         }
+    }
+
+    /// The message [`Self::pick`] placed on local leg `circ` was sent.
+    pub fn note_sent_local(&mut self, circ: C, cmd: RelayCmd) {
+        let leg = self.r(circ);
+        self.sets.note_sent(leg, cmd);
+    }
+
+    /// Sends `msg` on remote leg `leg` that [`Self::pick`] chose (its shard packages it,
+    /// after `switch` if set).
+    pub fn send_remote(
+        &mut self,
+        leg: LegRef<C>,
+        switch: Option<Switch>,
+        cmd: RelayCmd,
+        msg: M,
+        out: &mut Vec<Action<C, M>>,
+    ) {
+        self.sets.note_sent(leg, cmd);
+        if cmd == RelayCmd::DATA {
+            if let Some(sn) = self.remote.get_mut(&leg) {
+                sn.issued += 1;
+            }
+        }
+        out.push(Action::ToShard {
+            shard: leg.shard,
+            msg: CfxMsg::Send {
+                circ: leg.circ,
+                switch,
+                cmd,
+                msg,
+            },
+        });
     }
 
     /// Sending the SWITCH that came with an [`Action::Originate`] failed on local leg
@@ -633,6 +703,19 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         let nonce = self.sets.set_of(leg).map(|(n, _)| n);
         let before = self.sets.legs_of(leg);
         let t = self.sets.switch_send_failed(leg);
+        self.close_legs(t.circs(), t.reason, out);
+        self.settle(set, nonce, before, out);
+    }
+
+    /// The owner cannot keep set `set`'s streams (no local circuit holds them any more):
+    /// the set is torn down, its legs closed with `reason`.
+    pub fn abandon(&mut self, set: SetKey, reason: DestroyReason, out: &mut Vec<Action<C, M>>) {
+        let Some(any) = self.sets.any_leg(set) else {
+            return;
+        };
+        let nonce = self.sets.set_of(any).map(|(n, _)| n);
+        let before = self.sets.legs_of(any);
+        let t = self.sets.teardown(any, reason);
         self.close_legs(t.circs(), t.reason, out);
         self.settle(set, nonce, before, out);
     }

@@ -914,3 +914,47 @@ fn hostile_sequences_on_a_remote_leg() {
     );
     assert!(p.delivered_tags(0).is_empty());
 }
+
+#[test]
+fn pick_names_the_leg_and_abandon_ends_a_set_on_both_shards() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(test_seed("pick_abandon"));
+    let home = rng.gen_range(0..2);
+    let mut p = Pair::new();
+    let n = nonce_at(&mut rng, home);
+    // Owner on shard 0 (leg 10, RTT 9 ms), remote leg 20 on shard 1 (RTT 2 ms): the
+    // lower-RTT remote leg is picked for DATA, with the SWITCH that moves to it.
+    let set = linked_pair(&mut p, n, 0, 1, 9_000, 2_000);
+    let mut out = Vec::new();
+    let local = |_c: u32| (READY, 9_000);
+    let pick = p.shards[0].pick(set, RelayCmd::DATA, local, &mut out);
+    assert!(out.is_empty(), "a pick sends nothing: {out:?}");
+    let Pick::Remote { leg, switch } = pick else {
+        panic!("expected the remote leg, got {pick:?}");
+    };
+    assert_eq!((leg.shard, leg.circ), (1, 20));
+    // Nothing was sent on the set yet: the SWITCH, if any, moves by 0.
+    assert!(switch.is_none_or(|s| s.relative_seq == 0), "{switch:?}");
+    p.shards[0].send_remote(leg, switch, RelayCmd::DATA, 77, &mut out);
+    p.apply(0, out);
+    p.pump();
+    assert_eq!(p.seen[1].originated.len(), 1);
+    assert_eq!(p.seen[1].originated[0].2, RelayCmd::DATA);
+    assert_eq!(p.seen[1].originated[0].3, 77);
+    // The owner abandons the set (its streams cannot stay): every leg closes, the set is
+    // gone, and the home forgets the nonce.
+    let mut out = Vec::new();
+    p.shards[0].abandon(set, DestroyReason::Finished, &mut out);
+    p.apply(0, out);
+    p.pump();
+    assert!(p.seen[0].closed.contains(&(10, DestroyReason::Finished)));
+    assert!(p.seen[1].closed.contains(&(20, DestroyReason::Finished)));
+    assert_eq!(p.seen[0].gone, vec![set]);
+    assert!(!p.shards[0].sets().is_live(set));
+    assert!(!p.shards[0].is_leg(10) && !p.shards[1].is_leg(20));
+    assert_eq!(p.shards[home].stats().dir_entries, 0);
+    assert_eq!(p.shards[0].stats().remote_legs, 0);
+    // Abandoning a gone set does nothing.
+    let mut out = Vec::new();
+    p.shards[0].abandon(set, DestroyReason::Finished, &mut out);
+    assert!(out.is_empty());
+}

@@ -903,6 +903,14 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         }
     }
 
+    /// Tears down `circ`'s set: its legs are forgotten and returned to close with `reason`.
+    pub fn teardown(&mut self, circ: C, reason: DestroyReason) -> Teardown<C> {
+        match self.by_circ.get(&circ) {
+            Some(&id) => self.teardown_set(id.set, reason),
+            None => Teardown::none(),
+        }
+    }
+
     /// `circ` closed for any reason (C tor `linked_circuit_closed`, `cfx_del_leg`). Returns
     /// the other legs to close if the set must be torn down.
     pub fn leg_closed(&mut self, circ: C, data_in_flight: bool) -> Teardown<C> {

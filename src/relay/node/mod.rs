@@ -572,6 +572,7 @@ impl RelayNode {
                 want_ipv6,
             } => self.resolve(stream, request, want_ipv6, out),
             Action::Hs { to, msg } => self.send_hs(ShardId(usize::from(to.0)), msg, out),
+            Action::Cfx { to, msg } => self.send_cfx(ShardId(usize::from(to.0)), msg, out),
             Action::CircuitClosed { circ, .. } => {
                 self.pending_extends
                     .retain(|_, w| *w != ExtendFor::Local(circ));

@@ -220,6 +220,23 @@ impl RelayNode {
         }
     }
 
+    /// A conflux message of our core for shard `to`'s core. One the link cannot take (a
+    /// cell past the overflow bound, or one the pool cannot charge) goes back to the core,
+    /// which tears down the set it would leave with a gap (`RelayCore::cfx_cross_refused`).
+    pub(super) fn send_cfx(
+        &mut self,
+        to: ShardId,
+        msg: crate::proto::circuit::ConfluxMsg,
+        out: &mut impl ShardIo<RelayMsg>,
+    ) {
+        if let Some(RelayMsg::Cfx(refused)) = self.cross_send(to, RelayMsg::Cfx(msg), out) {
+            self.cross.overflow_kills += 1;
+            let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
+            self.core
+                .cfx_cross_refused(ShardIdx(to.0 as u16), refused, &mut io);
+        }
+    }
+
     /// Moves held messages into queues that have room again, then unblocks the remote
     /// channels and resumes the reads that waited on them.
     pub(super) fn pump_cross(&mut self, out: &mut impl ShardIo<RelayMsg>) {
@@ -389,6 +406,11 @@ impl RelayNode {
             RelayMsg::Hs(msg) => {
                 let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
                 self.core.handle_hs_msg(msg, &mut io);
+            }
+            RelayMsg::Cfx(msg) => {
+                let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                self.core
+                    .handle_cfx_msg(ShardIdx(from.0 as u16), msg, &mut io);
             }
             RelayMsg::ChanBlocked { chan, blocked } => {
                 if blocked {

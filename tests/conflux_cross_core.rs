@@ -1,0 +1,518 @@
+//! Conflux legs on two shards of one exit, through two `RelayCore`s (shard 0 and shard 1)
+//! whose `Action::Cfx` messages the test carries in order per direction, as the node's
+//! FIFO cross-shard queues do (prop 329; C tor `conflux_pool.c`, `conflux.c`). Real tor1
+//! crypto, ntor-v3 with congestion control: the set links by nonce whichever shard is its
+//! home, the client's stream data on both legs reaches the exit socket in order, and the
+//! exit's data goes out on the remote leg (packaged with that leg's window and crypto on
+//! its shard) and then, once the remote leg's window is full, on the local one after a
+//! SWITCH; both directions are SHA-256 checked. Then a queue that refuses a cell tears the
+//! set down with RESOURCELIMIT.
+//!
+//! Seeds are printed; `FORS_TEST_SEED` replays one.
+
+mod circuit_common;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use circuit_common::*;
+use fors::cell::chan::DestroyReason;
+use fors::cell::relay::msg::{BeginTarget, RelayMsg};
+use fors::cell::relay::RelayCmd;
+use fors::cell::ChanCmd;
+use fors::proto::circuit::{Action, CircuitConfig, ConfluxMsg, RelayIdentity, ShardIdx};
+use fors::proto::conflux::{home_shard, DesiredUx, Link, Nonce, Switch};
+use fors::proto::stream::StreamHandle;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+
+const EXIT_LOCAL: &str = "accept 127.0.0.1:*, reject *:*";
+
+fn seed(name: &str) -> u64 {
+    let seed = std::env::var("FORS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("{name}: seed {seed} (rerun with FORS_TEST_SEED={seed})");
+    seed
+}
+
+fn middle() -> RelayIdentity {
+    RelayIdentity {
+        rsa: fors::crypto::ids::RsaIdentity([0x33; 20]),
+        ed: fors::crypto::ids::Ed25519Identity([0x33; 32]),
+    }
+}
+
+/// Two shards of one exit; conflux messages in flight per (from, to), FIFO.
+struct Exit {
+    r: Vec<Relay>,
+    flight: [[VecDeque<ConfluxMsg>; 2]; 2],
+    /// Every other action, per shard, in order.
+    out: [Vec<Action>; 2],
+    /// Cfx messages carried, per direction.
+    carried: [[u64; 2]; 2],
+    /// Cell-carrying messages the queue from→to takes at once (`usize::MAX`: any).
+    cap: [[usize; 2]; 2],
+}
+
+impl Exit {
+    fn new() -> Exit {
+        let r = (0..2)
+            .map(|s| {
+                let mut cfg = CircuitConfig {
+                    shard: ShardIdx(s),
+                    ..test_config()
+                };
+                cfg.pool_cells = 16 * 1024;
+                cfg.max_queue_per_circuit = 4096;
+                let net = TestNet {
+                    known: vec![middle().rsa],
+                    reentry: vec![],
+                };
+                let mut r = Relay::new(9, cfg, EXIT_LOCAL, net);
+                r.core.set_shard_count(2);
+                r
+            })
+            .collect();
+        Exit {
+            r,
+            flight: Default::default(),
+            out: [Vec::new(), Vec::new()],
+            carried: [[0; 2]; 2],
+            cap: [[usize::MAX; 2]; 2],
+        }
+    }
+
+    /// Sorts shard `s`'s actions: conflux messages go in flight (or back, refused, if the
+    /// queue is at its cap), the rest to `out[s]`.
+    fn take(&mut self, s: usize, acts: Vec<Action>) {
+        for a in acts {
+            match a {
+                Action::Cfx { to, msg } => {
+                    let to = usize::from(to.0);
+                    assert_ne!(to, s, "a shard never messages itself");
+                    let q = &self.flight[s][to];
+                    let cells = q.iter().filter(|m| m.carries_cell()).count();
+                    if msg.carries_cell() && cells >= self.cap[s][to] {
+                        let (_, more) =
+                            self.r[s].io(|c, io| c.cfx_cross_refused(ShardIdx(to as u16), msg, io));
+                        self.take(s, more);
+                    } else {
+                        self.flight[s][to].push_back(msg);
+                    }
+                }
+                a => self.out[s].push(a),
+            }
+        }
+    }
+
+    /// Delivers the first message in flight from `from`; false if none.
+    fn step(&mut self, from: usize) -> bool {
+        let to = 1 - from;
+        let Some(msg) = self.flight[from][to].pop_front() else {
+            return false;
+        };
+        self.carried[from][to] += 1;
+        let (_, acts) = self.r[to].io(|c, io| c.handle_cfx_msg(ShardIdx(from as u16), msg, io));
+        self.take(to, acts);
+        true
+    }
+
+    /// Delivers until nothing is in flight (bounded).
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            if !self.step(0) && !self.step(1) {
+                return;
+            }
+        }
+        panic!("conflux messages did not settle");
+    }
+
+    /// Delivers a random number of messages from random directions.
+    fn some(&mut self, rng: &mut StdRng) {
+        for _ in 0..rng.gen_range(0..4) {
+            let from = rng.gen_range(0..2);
+            self.step(from);
+        }
+    }
+
+    /// A relay cell from `cl` (on shard `s`); its actions are sorted.
+    fn send(&mut self, s: usize, cl: &mut Client, msg: &RelayMsg<'_>, sid: u16) {
+        let acts = cl.send(&mut self.r[s], 0, ChanCmd::RELAY, msg, sid);
+        self.take(s, acts);
+    }
+
+    fn advance(&mut self, d: Duration) {
+        for r in &mut self.r {
+            r.advance(d);
+        }
+    }
+
+    fn take_out(&mut self, s: usize) -> Vec<Action> {
+        std::mem::take(&mut self.out[s])
+    }
+}
+
+fn other(cmd: RelayCmd, body: &[u8]) -> RelayMsg<'_> {
+    RelayMsg::Other { cmd, body }
+}
+
+fn link_body(nonce: Nonce) -> Vec<u8> {
+    let mut b = [0u8; 64];
+    let n = Link {
+        nonce,
+        last_seqno_sent: 0,
+        last_seqno_recv: 0,
+        desired_ux: DesiredUx::HighThroughput,
+    }
+    .encode(&mut b)
+    .unwrap();
+    b[..n].to_vec()
+}
+
+fn nonce_at(rng: &mut StdRng, home: usize) -> Nonce {
+    loop {
+        let n: Nonce = rng.gen();
+        if home_shard(&n, 2) == home {
+            return n;
+        }
+    }
+}
+
+/// The client's side of one set: which cells it sent on which leg, and the exit's cells
+/// put back in sequence order from both legs (prop 329: each leg's cells follow its own
+/// counter, a SWITCH moves it).
+struct ClientSet {
+    /// Multiplexed cells sent on the set (the absolute sequence number of the last).
+    sent: u64,
+    /// Per leg: the sequence number its last cell (or SWITCH) reached.
+    leg_sent: [u64; 2],
+    leg_recv: [u64; 2],
+    /// (sequence number, data) of the exit's DATA cells.
+    got: Vec<(u64, Vec<u8>)>,
+    switches_seen: u32,
+}
+
+impl ClientSet {
+    fn new() -> ClientSet {
+        ClientSet {
+            sent: 0,
+            leg_sent: [0; 2],
+            leg_recv: [0; 2],
+            got: Vec::new(),
+            switches_seen: 0,
+        }
+    }
+
+    /// Sends a multiplexed message on leg `l` (on shard `shards[l]`), after the SWITCH
+    /// that moves that leg's counter to the set's, as C tor's client does.
+    fn send(
+        &mut self,
+        ex: &mut Exit,
+        legs: &mut [Client; 2],
+        shards: [usize; 2],
+        l: usize,
+        msg: &RelayMsg<'_>,
+        sid: u16,
+    ) {
+        if self.leg_sent[l] != self.sent {
+            let rel = (self.sent - self.leg_sent[l]) as u32;
+            let mut b = [0u8; 4];
+            Switch { relative_seq: rel }.encode(&mut b).unwrap();
+            ex.send(
+                shards[l],
+                &mut legs[l],
+                &other(RelayCmd::CONFLUX_SWITCH, &b),
+                0,
+            );
+            self.leg_sent[l] = self.sent;
+        }
+        ex.send(shards[l], &mut legs[l], msg, sid);
+        self.sent += 1;
+        self.leg_sent[l] = self.sent;
+    }
+
+    /// Reads the exit's cells to leg `l` in `acts`.
+    fn read(&mut self, cl: &mut Client, l: usize, acts: &[Action]) -> Vec<(RelayCmd, Vec<u8>)> {
+        let mut other = Vec::new();
+        for (_, cmd, _, data) in cl.open_all(acts) {
+            match cmd {
+                RelayCmd::CONFLUX_SWITCH => {
+                    self.switches_seen += 1;
+                    self.leg_recv[l] += u64::from(Switch::parse(&data).unwrap().relative_seq);
+                }
+                RelayCmd::DATA | RelayCmd::CONNECTED | RelayCmd::END => {
+                    self.leg_recv[l] += 1;
+                    if cmd == RelayCmd::DATA {
+                        self.got.push((self.leg_recv[l], data));
+                    } else {
+                        other.push((cmd, data));
+                    }
+                }
+                _ => other.push((cmd, data)),
+            }
+        }
+        other
+    }
+
+    /// The exit's DATA in sequence order.
+    fn bytes(&mut self) -> Vec<u8> {
+        self.got.sort_by_key(|g| g.0);
+        for w in self.got.windows(2) {
+            assert_ne!(w[0].0, w[1].0, "two cells with one sequence number");
+        }
+        self.got.iter().flat_map(|g| g.1.iter().copied()).collect()
+    }
+}
+
+fn written(acts: &[Action], stream: StreamHandle) -> Vec<u8> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::StreamWrite { stream: s, data } if *s == stream => Some(data.as_slice()),
+            _ => None,
+        })
+        .flatten()
+        .copied()
+        .collect()
+}
+
+/// Links leg 0 on shard `shards[0]` (it creates the set, so that shard owns it) and leg 1
+/// on `shards[1]`, for a nonce homed on `home`; leg 1 gets the lower RTT.
+fn linked(ex: &mut Exit, rng: &mut StdRng, home: usize, shards: [usize; 2]) -> [Client; 2] {
+    let mut legs = [0, 1].map(|l| {
+        let mut cl = Client::new(relay_chan(10 + l as u64, &middle(), false), 0x8000_0001);
+        cl.create(&mut ex.r[shards[l]], Hs::NtorV3 { cc: true });
+        cl
+    });
+    let n = nonce_at(rng, home);
+    for l in 0..2 {
+        ex.send(
+            shards[l],
+            &mut legs[l],
+            &other(RelayCmd::CONFLUX_LINK, &link_body(n)),
+            0,
+        );
+        ex.settle();
+        let acts = ex.take_out(shards[l]);
+        let got = legs[l].open_all(&acts);
+        assert_eq!(got.len(), 1, "leg {l}: {acts:?}");
+        assert_eq!(got[0].1, RelayCmd::CONFLUX_LINKED, "leg {l}");
+        assert_eq!(Link::parse(&got[0].3).unwrap().nonce, n);
+    }
+    // LINKED_ACKs: leg 1 after 5 ms, leg 0 after 40 ms (RTT measured on the leg's shard).
+    ex.advance(Duration::from_millis(5));
+    ex.send(
+        shards[1],
+        &mut legs[1],
+        &other(RelayCmd::CONFLUX_LINKED_ACK, &[]),
+        0,
+    );
+    ex.advance(Duration::from_millis(35));
+    ex.send(
+        shards[0],
+        &mut legs[0],
+        &other(RelayCmd::CONFLUX_LINKED_ACK, &[]),
+        0,
+    );
+    ex.settle();
+    let owner = shards[0];
+    let m = ex.r[owner].core.metrics();
+    assert_eq!((m.conflux_sets, m.conflux_legs), (1, 2), "on the owner");
+    let m = ex.r[1 - owner].core.metrics();
+    assert_eq!(
+        (m.conflux_sets, m.conflux_legs),
+        (0, 0),
+        "no set on the other shard"
+    );
+    legs
+}
+
+#[test]
+fn legs_on_two_cores_carry_a_stream_both_ways_in_order() {
+    let seed = seed("legs_on_two_cores_carry_a_stream_both_ways_in_order");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for home in 0..2 {
+        for owner in 0..2 {
+            let shards = [owner, 1 - owner];
+            let mut ex = Exit::new();
+            let mut legs = linked(&mut ex, &mut rng, home, shards);
+            let mut cs = ClientSet::new();
+
+            // BEGIN on leg 0 (the owner's shard): the exit connects there.
+            let begin = begin_msg(BeginTarget::Ipv4(std::net::Ipv4Addr::LOCALHOST), 80);
+            cs.send(&mut ex, &mut legs, shards, 0, &begin, 7);
+            ex.settle();
+            let acts = ex.take_out(owner);
+            let (stream, addr) = acts
+                .iter()
+                .find_map(|a| match a {
+                    Action::Connect { stream, addr } => Some((*stream, *addr)),
+                    _ => None,
+                })
+                .unwrap_or_else(|| panic!("no Connect on the owner: {acts:?}"));
+            let (r, acts) = ex.r[owner].io(|c, io| c.stream_connected(stream, addr, io));
+            r.unwrap();
+            ex.take(owner, acts);
+            ex.settle();
+            // CONNECTED goes on the lower-RTT leg 1, which lives on the other shard.
+            let acts1 = ex.take_out(shards[1]);
+            let got = cs.read(&mut legs[1], 1, &acts1);
+            assert_eq!(got.len(), 1, "{acts1:?}");
+            assert_eq!(got[0].0, RelayCmd::CONNECTED);
+
+            // Client → exit: 120 DATA cells over both legs in random runs, cross-shard
+            // messages delivered at random points in between.
+            let up: Vec<u8> = (0..120 * 400).map(|_| rng.gen()).collect();
+            let mut l = 0;
+            for chunk in up.chunks(400) {
+                if rng.gen_ratio(1, 4) {
+                    l = 1 - l;
+                }
+                cs.send(&mut ex, &mut legs, shards, l, &RelayMsg::Data(chunk), 7);
+                ex.some(&mut rng);
+            }
+            ex.settle();
+            let mut got = Vec::new();
+            for (i, s) in shards.into_iter().enumerate() {
+                let acts = ex.take_out(s);
+                got.extend(written(&acts, stream));
+                // The exit's circuit SENDMEs (each leg's own), read to keep its crypto.
+                let other = cs.read(&mut legs[i], i, &acts);
+                assert!(
+                    other.iter().all(|o| o.0 == RelayCmd::SENDME),
+                    "leg {i}: {other:?}"
+                );
+            }
+            assert_eq!(got.len(), up.len());
+            assert_eq!(
+                Sha256::digest(&got),
+                Sha256::digest(&up),
+                "client → exit bytes differ (home {home}, owner {owner})"
+            );
+            assert!(
+                ex.carried[shards[1]][owner] > 0,
+                "leg 1's cells crossed to the owner"
+            );
+
+            // Exit → client: more than the remote leg's congestion window, so the data
+            // goes on leg 1 (remote, lower RTT) until its window is full, then on leg 0.
+            let down: Vec<u8> = (0..1000 * 498).map(|_| rng.gen()).collect();
+            let (n, acts) = ex.r[owner].io(|c, io| c.stream_data(stream, &down, io));
+            let n = n.unwrap();
+            ex.take(owner, acts);
+            ex.settle();
+            assert!(
+                n > 0 && n < down.len(),
+                "the windows bound what was taken: {n}"
+            );
+            for (i, s) in shards.into_iter().enumerate() {
+                let acts = ex.take_out(s);
+                let other = cs.read(&mut legs[i], i, &acts);
+                assert!(other.is_empty(), "leg {i}: {other:?}");
+            }
+            let got = cs.bytes();
+            assert_eq!(got.len(), n);
+            assert_eq!(
+                Sha256::digest(&got),
+                Sha256::digest(&down[..n]),
+                "exit → client bytes differ (home {home}, owner {owner})"
+            );
+            assert!(
+                cs.switches_seen >= 1,
+                "the exit moved to leg 0 with a SWITCH"
+            );
+            assert!(
+                cs.leg_recv[0] > 1 && cs.leg_recv[1] > 1,
+                "both legs carried DATA"
+            );
+            assert!(
+                ex.carried[owner][shards[1]] > 0,
+                "Sends crossed to leg 1's shard"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_cross_queue_that_refuses_a_cell_tears_the_set_down() {
+    let seed = seed("a_cross_queue_that_refuses_a_cell_tears_the_set_down");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let shards = [0, 1];
+    let mut ex = Exit::new();
+    let mut legs = linked(&mut ex, &mut rng, home, shards);
+    let mut cs = ClientSet::new();
+    let begin = begin_msg(BeginTarget::Ipv4(std::net::Ipv4Addr::LOCALHOST), 80);
+    cs.send(&mut ex, &mut legs, shards, 0, &begin, 7);
+    ex.settle();
+    ex.take_out(0);
+    // The queue from leg 1's shard to the owner takes no cell: leg 1's DATA cannot reach
+    // the set, so leg 1 closes (RESOURCELIMIT) and the owner tears the set down.
+    ex.cap[1][0] = 0;
+    cs.send(&mut ex, &mut legs, shards, 1, &RelayMsg::Data(b"lost"), 7);
+    ex.settle();
+    let destroys = |acts: &[Action], cl: &Client| -> Vec<DestroyReason> {
+        cells(acts)
+            .into_iter()
+            .filter(|(ch, id, cmd, _)| {
+                *ch == cl.chan.id && *id == cl.circ_id && *cmd == ChanCmd::DESTROY
+            })
+            .map(|(_, _, _, b)| destroy_reason(&b))
+            .collect()
+    };
+    let a1 = ex.take_out(1);
+    assert_eq!(destroys(&a1, &legs[1]), vec![DestroyReason::ResourceLimit]);
+    let a0 = ex.take_out(0);
+    assert_eq!(destroys(&a0, &legs[0]).len(), 1, "{a0:?}");
+    assert!(a0.iter().any(|a| matches!(a, Action::StreamClose { .. })));
+    for s in 0..2 {
+        let m = ex.r[s].core.metrics();
+        assert_eq!((m.conflux_sets, m.conflux_legs), (0, 0), "shard {s}");
+    }
+}
+
+#[test]
+fn the_sets_shard_losing_its_last_leg_ends_the_set_explicitly() {
+    let seed = seed("the_sets_shard_losing_its_last_leg_ends_the_set_explicitly");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let shards = [0, 1];
+    let mut ex = Exit::new();
+    let mut legs = linked(&mut ex, &mut rng, home, shards);
+    let mut cs = ClientSet::new();
+    let begin = begin_msg(BeginTarget::Ipv4(std::net::Ipv4Addr::LOCALHOST), 80);
+    cs.send(&mut ex, &mut legs, shards, 0, &begin, 7);
+    ex.settle();
+    ex.take_out(0);
+    ex.take_out(1);
+    // The client closes leg 0, the only leg on the set's shard, with nothing in flight.
+    // The streams hang off a circuit of that shard, so the set cannot keep them: it ends,
+    // and leg 1 is closed (FINISHED) rather than left linked with no streams behind it.
+    let acts = ex.r[0].cell(&legs[0].chan, legs[0].circ_id, ChanCmd::DESTROY, [0u8; 509]);
+    ex.take(0, acts);
+    ex.settle();
+    let a0 = ex.take_out(0);
+    assert!(
+        a0.iter().any(|a| matches!(a, Action::StreamClose { .. })),
+        "{a0:?}"
+    );
+    let a1 = ex.take_out(1);
+    let d: Vec<_> = cells(&a1)
+        .into_iter()
+        .filter(|(ch, id, cmd, _)| {
+            *ch == legs[1].chan.id && *id == legs[1].circ_id && *cmd == ChanCmd::DESTROY
+        })
+        .map(|(_, _, _, b)| destroy_reason(&b))
+        .collect();
+    assert_eq!(d, vec![DestroyReason::Finished]);
+    for s in 0..2 {
+        let m = ex.r[s].core.metrics();
+        assert_eq!(
+            (m.conflux_sets, m.conflux_legs, m.conflux_remote_legs),
+            (0, 0, 0)
+        );
+        assert_eq!(m.conflux_dir_entries, 0, "shard {s} forgot the nonce");
+    }
+}
