@@ -320,6 +320,8 @@ def main(argv=None):
                     help="seconds after the subjects are Running before the idle reading")
     ap.add_argument("--wait", type=int, default=180, help="bound on `testnet.py wait`")
     ap.add_argument("--budget", type=int, default=3600, help="bound on the whole run, seconds")
+    ap.add_argument("--idle-only", action="store_true",
+                    help="only the idle readings (no load generator): e.g. to compare binaries")
     ap.add_argument("--two-shard-circuits", action="store_true",
                     help="also hold the circuits on the 2-shard Fors")
     ap.add_argument("--fors-option", action="append",
@@ -332,7 +334,7 @@ def main(argv=None):
     if a.self_check:
         self_check()
         return 0
-    for b in (a.fors_bin, a.loadgen):
+    for b in (a.fors_bin,) + (() if a.idle_only else (a.loadgen,)):
         if not os.access(b, os.X_OK):
             raise SystemExit(f"{b} is not executable (cargo build --release)")
     stages = [int(x.replace("k", "000")) for x in a.stages.split(",")]
@@ -345,7 +347,7 @@ def main(argv=None):
         r.up()
         result["idle"] = r.idle()
         log("idle: " + json.dumps(result["idle"]))
-        subjects = [CTOR, FORS1] + ([FORS2] if a.two_shard_circuits else [])
+        subjects = [] if a.idle_only else [CTOR, FORS1] + ([FORS2] if a.two_shard_circuits else [])
         for s in subjects:
             if r.left() < 120:
                 r.notes.append(f"{s}: not run (time budget)")
