@@ -908,3 +908,25 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.sync_hs_metrics();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_circuit_table_and_never_shrink() {
+        let chunk = super::super::table::SLOT_CHUNK;
+        let mut hs = HsRelay::new(5 * chunk);
+        // What the circuit table starts with, not its bound.
+        assert_eq!(hs.slots.len(), chunk);
+        hs.cover(2 * chunk);
+        assert_eq!(hs.slots.len(), 2 * chunk);
+        assert!(hs.slots.iter().all(|s| s.state == HsCircState::default()));
+        hs.cover(chunk);
+        assert_eq!(hs.slots.len(), 2 * chunk);
+        hs.slot(2 * chunk as u32 - 1).kh = [7; 20];
+        assert_eq!(hs.slots[2 * chunk - 1].kh, [7; 20]);
+        // A bound below one chunk is allocated whole.
+        assert_eq!(HsRelay::new(3).slots.len(), 3);
+    }
+}
