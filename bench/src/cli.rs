@@ -91,6 +91,83 @@ pub struct Options {
     /// 127.0.0.1 on a free port). The exit connects to it, so on a rack it is an address of
     /// this host that the exit relay can reach.
     pub sink_listen: Option<SocketAddrV4>,
+    /// `--idle-circuits`: hold idle one-hop circuits in stages (see `idle`).
+    pub idle: Option<IdlePlan>,
+}
+
+// --- `--idle-circuits` (the mode itself is `idle.rs`) ---
+
+/// Most idle circuits one run may hold (a bound, not a goal: the issue asks for 100k).
+pub const MAX_IDLE_CIRCUITS: u32 = 200_000;
+/// Most stages on one command line.
+pub const MAX_IDLE_STAGES: usize = 16;
+/// Default circuits created per second (all workers together): well under what one C tor
+/// core answers with ntor, so its onion queue (MaxOnionQueueDelay, 1.75 s) never drops one.
+pub const DEFAULT_IDLE_RATE: u32 = 500;
+/// Default time the circuits are held idle at each stage.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
+/// Slack on top of each stage's expected build time (link set-up, descriptor fetch).
+const STAGE_SLACK: Duration = Duration::from_secs(60);
+
+/// What `--idle-circuits`, `--idle-rate` and `--settle` ask for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdlePlan {
+    /// Cumulative circuit counts, strictly increasing.
+    pub stages: Vec<u32>,
+    /// Circuits created per second, all workers together.
+    pub rate: u32,
+    /// Hold time at each stage.
+    pub settle: Duration,
+}
+
+/// Parses `1000,10000,100k` (`k` = 1000): strictly increasing counts in
+/// 1..=[`MAX_IDLE_CIRCUITS`], at most [`MAX_IDLE_STAGES`] of them.
+pub fn parse_stages(s: &str) -> Result<Vec<u32>, String> {
+    let mut v: Vec<u32> = Vec::new();
+    for part in s.split(',') {
+        let p = part.trim();
+        let (num, mult) = match p.strip_suffix(['k', 'K']) {
+            Some(n) => (n, 1000u64),
+            None => (p, 1),
+        };
+        let n = num
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+            .filter(|&n| (1..=u64::from(MAX_IDLE_CIRCUITS)).contains(&n))
+            .ok_or_else(|| format!("{p:?}: a count in 1..={MAX_IDLE_CIRCUITS}"))?
+            as u32;
+        if v.last().is_some_and(|&last| n <= last) {
+            return Err(format!(
+                "{s:?}: stages are cumulative counts and must increase"
+            ));
+        }
+        v.push(n);
+    }
+    if v.len() > MAX_IDLE_STAGES {
+        return Err(format!("at most {MAX_IDLE_STAGES} stages"));
+    }
+    Ok(v)
+}
+
+impl IdlePlan {
+    /// The longest a stage from `from` to `to` circuits may take: twice the time the rate
+    /// needs, plus [`STAGE_SLACK`].
+    pub fn stage_limit(&self, from: u32, to: u32) -> Duration {
+        let need = f64::from(to.saturating_sub(from)) / f64::from(self.rate.max(1));
+        Duration::from_secs_f64(need * 2.0) + STAGE_SLACK
+    }
+
+    /// A bound on the whole run: every stage at its limit, every hold, and the close.
+    pub fn time_bound(&self) -> Duration {
+        let mut prev = 0;
+        let mut total = Duration::from_secs(30);
+        for &s in &self.stages {
+            total += self.stage_limit(prev, s) + self.settle;
+            prev = s;
+        }
+        total
+    }
 }
 
 /// Which addresses a run may talk to.
@@ -305,6 +382,12 @@ WORKLOAD:
   --handshake ntor|ntor-v3|fast   (default ntor)
   --create-rate N   circuit-creation workload: N CREATE2 handshakes per second
   --flood           CREATE2 flood while the bulk streams run (needs --create-rate)
+  --idle-circuits N1,N2,..  memory workload: hold N1, then N2, ... idle one-hop
+                    circuits (cumulative, k = 1000, at most 200k) on the one relay of
+                    --path NICK / --hop; prints {\"idle_stage\":..} on stdout when each is
+                    answered, holds it --settle (10s), then {\"idle_hold_end\":..}
+  --idle-rate R     circuits created per second in that mode (default 500)
+  --settle 10s      how long each stage is held idle
   --target HOST:PORT | http://HOST:PORT   a running sink (default: built-in server)
   --sink-listen ADDR:PORT   where the built-in server listens (default 127.0.0.1:0)
   --threads T       worker threads (default: min(cores, circuits))
@@ -346,7 +429,10 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         serve: None,
         reach: Reach::Loopback,
         sink_listen: None,
+        idle: None,
     };
+    let (mut idle_stages, mut idle_rate, mut settle) = (None, None, None);
+    let mut timeout_given = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (name, inline) = match a.split_once('=') {
@@ -403,7 +489,26 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
                     Some(parse_duration(&val!("--duration")).map_err(|e| bad("--duration", e))?)
             }
             "--timeout" => {
-                o.timeout = parse_duration(&val!("--timeout")).map_err(|e| bad("--timeout", e))?
+                o.timeout = parse_duration(&val!("--timeout")).map_err(|e| bad("--timeout", e))?;
+                timeout_given = true;
+            }
+            "--idle-circuits" => {
+                idle_stages = Some(
+                    parse_stages(&val!("--idle-circuits"))
+                        .map_err(|e| bad("--idle-circuits", e))?,
+                )
+            }
+            "--idle-rate" => {
+                idle_rate = Some(
+                    val!("--idle-rate")
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|&n| (1..=MAX_CREATE_RATE).contains(&n))
+                        .ok_or_else(|| bad("--idle-rate", format!("1..={MAX_CREATE_RATE}")))?,
+                )
+            }
+            "--settle" => {
+                settle = Some(parse_duration(&val!("--settle")).map_err(|e| bad("--settle", e))?)
             }
             "--rate" => {
                 o.rate_mbps = Some(
@@ -464,6 +569,21 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
     if o.serve.is_some() {
         return Ok(o);
     }
+    if let Some(stages) = idle_stages {
+        return idle_options(
+            o,
+            stages,
+            idle_rate,
+            settle,
+            timeout_given,
+            network,
+            hops,
+            path_names,
+        );
+    }
+    if idle_rate.is_some() || settle.is_some() {
+        return Err(bad("--idle-rate/--settle", "only with --idle-circuits"));
+    }
     o.path = match (network, hops.is_empty()) {
         (Some(file), true) => PathSource::Network {
             file,
@@ -489,6 +609,47 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
     if o.flood && o.create_rate.is_none() {
         o.create_rate = Some(100);
     }
+    Ok(o)
+}
+
+/// The rest of an `--idle-circuits` command line: one relay, no other workload, and a
+/// timeout that covers every stage unless one was given.
+#[allow(clippy::too_many_arguments)]
+fn idle_options(
+    mut o: Options,
+    stages: Vec<u32>,
+    rate: Option<u32>,
+    settle: Option<Duration>,
+    timeout_given: bool,
+    network: Option<PathBuf>,
+    hops: Vec<HopArg>,
+    path_names: Vec<String>,
+) -> Result<Options, CliError> {
+    if o.download.is_some() || o.upload.is_some() || o.create_rate.is_some() || o.flood {
+        return Err(bad(
+            "--idle-circuits",
+            "is a workload of its own: drop --download, --upload, --create-rate and --flood",
+        ));
+    }
+    let one = "builds one-hop circuits to the relay under test: give one --hop, or \
+               --network with --path NICK";
+    o.path = match (network, hops.len()) {
+        (Some(file), 0) if path_names.len() == 1 => PathSource::Network {
+            file,
+            path: path_names,
+        },
+        (None, 1) => PathSource::Hops(hops),
+        _ => return Err(bad("--idle-circuits", one)),
+    };
+    let plan = IdlePlan {
+        stages,
+        rate: rate.unwrap_or(DEFAULT_IDLE_RATE),
+        settle: settle.unwrap_or(DEFAULT_SETTLE),
+    };
+    if !timeout_given {
+        o.timeout = plan.time_bound().min(MAX_DURATION);
+    }
+    o.idle = Some(plan);
     Ok(o)
 }
 
@@ -761,5 +922,122 @@ mod tests {
         let o = parse(&args("--network n --download 1M --flood")).unwrap();
         assert!(o.flood);
         assert_eq!(o.create_rate, Some(100));
+    }
+
+    #[test]
+    fn idle_circuits_plan() {
+        let o = parse(&args(
+            "--network n.json --path forsmiddle1 --idle-circuits 1000,10k,100000 \
+             --idle-rate 800 --settle 15s --json",
+        ))
+        .unwrap();
+        let p = o.idle.as_ref().unwrap();
+        assert_eq!(p.stages, vec![1000, 10_000, 100_000]);
+        assert_eq!((p.rate, p.settle), (800, Duration::from_secs(15)));
+        assert_eq!(
+            o.path,
+            PathSource::Network {
+                file: "n.json".into(),
+                path: vec!["forsmiddle1".into()]
+            }
+        );
+        // No --timeout: the plan's own bound, which covers every stage and hold.
+        assert_eq!(o.timeout, p.time_bound());
+        assert!(o.timeout > Duration::from_secs(100_000 / 800 + 3 * 15));
+        // Defaults; a given --timeout wins; one --hop is a path.
+        let o = parse(&args(&format!(
+            "--hop 127.0.0.1:5000,{FP1} --idle-circuits 5 --timeout 9s"
+        )))
+        .unwrap();
+        let p = o.idle.unwrap();
+        assert_eq!((p.rate, p.settle), (500, Duration::from_secs(10)));
+        assert_eq!(o.timeout, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn idle_circuits_refusals() {
+        let bad_opt = |line: &str| match parse(&args(line)) {
+            Err(CliError::Bad { opt, .. }) => opt,
+            other => panic!("{line}: {other:?}"),
+        };
+        // One relay only: not the automatic two-hop path, not two hops.
+        assert_eq!(bad_opt("--network n --idle-circuits 10"), "--idle-circuits");
+        assert_eq!(
+            bad_opt("--network n --path a,b --idle-circuits 10"),
+            "--idle-circuits"
+        );
+        assert_eq!(
+            bad_opt(&format!(
+                "--hop 127.0.0.1:1,{FP1} --hop 127.0.0.1:2,{FP2} --idle-circuits 10"
+            )),
+            "--idle-circuits"
+        );
+        // Not mixed with another workload.
+        assert_eq!(
+            bad_opt("--network n --path a --idle-circuits 10 --download 1M"),
+            "--idle-circuits"
+        );
+        assert_eq!(
+            bad_opt("--network n --path a --idle-circuits 10 --create-rate 5"),
+            "--idle-circuits"
+        );
+        // Its own options need it; bad values name the option.
+        assert_eq!(
+            bad_opt("--network n --download 1M --settle 5s"),
+            "--idle-rate/--settle"
+        );
+        assert_eq!(
+            bad_opt("--network n --path a --idle-circuits 10 --idle-rate 0"),
+            "--idle-rate"
+        );
+        assert_eq!(
+            bad_opt("--network n --path a --idle-circuits 10,5"),
+            "--idle-circuits"
+        );
+        assert_eq!(
+            bad_opt("--network n --path a --idle-circuits 300k"),
+            "--idle-circuits"
+        );
+        // Loopback still applies.
+        assert!(matches!(
+            parse(&args(&format!("--hop 10.0.0.1:1,{FP1} --idle-circuits 10"))),
+            Err(CliError::NotLoopback { .. })
+        ));
+    }
+
+    #[test]
+    fn stages_parse_and_must_increase() {
+        assert_eq!(
+            parse_stages("1000,10000,100k"),
+            Ok(vec![1000, 10_000, 100_000])
+        );
+        assert_eq!(parse_stages("5"), Ok(vec![5]));
+        assert_eq!(parse_stages(" 1k , 2K"), Ok(vec![1000, 2000]));
+        assert!(parse_stages("10,10").is_err());
+        assert!(parse_stages("10,5").is_err());
+        assert!(parse_stages("0").is_err());
+        assert!(parse_stages("").is_err());
+        assert!(parse_stages("1,,2").is_err());
+        assert!(parse_stages("200001").is_err());
+        assert_eq!(parse_stages("200k"), Ok(vec![200_000]));
+        assert!(parse_stages("201k").is_err());
+        assert!(parse_stages("-1").is_err());
+        assert!(parse_stages("99999999999999999999k").is_err());
+        let many: Vec<String> = (1..=17).map(|i| i.to_string()).collect();
+        assert!(parse_stages(&many.join(",")).is_err());
+        assert!(parse_stages(&many[..16].join(",")).is_ok());
+    }
+
+    #[test]
+    fn time_bound_covers_every_stage_and_hold() {
+        let p = IdlePlan {
+            stages: vec![1000, 10_000],
+            rate: 1000,
+            settle: Duration::from_secs(10),
+        };
+        // 1000 at 1000/s: 2 s + 60 s slack; 9000: 18 s + 60 s.
+        assert_eq!(p.stage_limit(0, 1000), Duration::from_secs(62));
+        assert_eq!(p.stage_limit(1000, 10_000), Duration::from_secs(78));
+        assert_eq!(p.time_bound(), Duration::from_secs(30 + 62 + 10 + 78 + 10));
     }
 }

@@ -7,6 +7,7 @@
 
 mod circ;
 mod cli;
+mod idle;
 mod merge;
 mod path;
 mod pattern;
@@ -144,6 +145,10 @@ fn run(opts: &Options) -> Result<Summary, String> {
     }
     .max(1);
     let path = Arc::new(path);
+    let idle_ctl = opts
+        .idle
+        .as_ref()
+        .map(|_| Arc::new(idle::IdleCtl::default()));
     let live = Arc::new(Live::default());
     let finished = Arc::new(AtomicUsize::new(0));
     let per = |total: u32, i: usize| {
@@ -165,6 +170,15 @@ fn run(opts: &Options) -> Result<Summary, String> {
             seed_base: opts.seed,
             rate: opts.rate_mbps.map(|r| r * 1e6 / threads as f64),
             create_rate: opts.create_rate.map(|r| r as f64 / threads as f64),
+            idle: opts
+                .idle
+                .as_ref()
+                .zip(idle_ctl.as_ref())
+                .map(|(p, ctl)| idle::IdleShared {
+                    ctl: ctl.clone(),
+                    rate: f64::from(p.rate) / threads as f64,
+                    workers: threads,
+                }),
         });
     }
     // One shard of Fors's io_uring runtime per worker, pinned, without a listener.
@@ -192,12 +206,25 @@ fn run(opts: &Options) -> Result<Summary, String> {
         })
         .map_err(|e| format!("starting the io_uring workers: {e}"))?
     };
-    let timeline = progress(
-        &|| finished.load(Ordering::Acquire) < threads,
-        &live,
-        start,
-        opts.timeout + Duration::from_secs(15),
-    );
+    let running = || finished.load(Ordering::Acquire) < threads;
+    let mut idle_incomplete = false;
+    let timeline = match (&opts.idle, &idle_ctl) {
+        (Some(plan), Some(ctl)) => {
+            idle_incomplete = !idle::control(plan, ctl, &running, start);
+            // The workers close their links on release; wait for that, bounded.
+            let end = Instant::now() + Duration::from_secs(15);
+            while running() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Vec::new()
+        }
+        _ => progress(
+            &running,
+            &live,
+            start,
+            opts.timeout + Duration::from_secs(15),
+        ),
+    };
     let elapsed_s = start.elapsed().as_secs_f64();
     let mut total = WorkerStats::default();
     let mut workers_cpu_s = 0.0;
@@ -209,6 +236,9 @@ fn run(opts: &Options) -> Result<Summary, String> {
             }
         }
         Err(e) => total.error(&format!("worker: {e}")),
+    }
+    if idle_incomplete {
+        total.error("idle_stage_not_reached");
     }
     let sink_cpu_s = server.as_ref().map(|s| s.cpu_seconds());
     drop(server);

@@ -27,6 +27,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::circ::{Body, CellOut, Circuit, Ctx, Dir, StreamPlan};
 use crate::cli::HandshakeKind;
+use crate::idle::{self, IdleSet, IdleShared};
 use crate::path::Relay;
 use crate::stats::{thread_cpu_seconds, Live, WorkerStats};
 
@@ -58,12 +59,17 @@ pub struct WorkerPlan {
     pub rate: Option<f64>,
     /// One-hop CREATE2 handshakes per second for this worker.
     pub create_rate: Option<f64>,
+    /// `--idle-circuits`: this worker's part of the idle-circuit mode.
+    pub idle: Option<IdleShared>,
 }
 
 impl WorkerPlan {
     /// A bulk worker without circuits has nothing to do (its flood, if any, only runs
     /// while its own bulk streams do); neither has a flood-only worker without a rate.
     pub fn is_idle(&self) -> bool {
+        if self.idle.is_some() {
+            return false;
+        }
         if self.download.is_some() || self.upload.is_some() {
             self.circuits == 0
         } else {
@@ -114,6 +120,9 @@ fn dir_index(d: Dir) -> usize {
 struct Dispatch<'a, 'c> {
     slots: &'a mut [Slot],
     flood: &'a mut [Circuit],
+    /// `--idle-circuits`: the worker's idle circuits and the counters they report into.
+    idle: &'a mut IdleSet,
+    idle_ctl: Option<&'a idle::IdleCtl>,
     ctx: &'a mut Ctx<'c>,
     overflow: &'a mut Overflow,
     now: Instant,
@@ -136,6 +145,17 @@ impl ChannelSink for Dispatch<'_, '_> {
             s.circ.on_cell(cmd, body, self.now, self.ctx, &mut out);
         } else if let Some(c) = self.flood.iter_mut().find(|c| c.id == circ_id) {
             c.on_cell(cmd, body, self.now, self.ctx, &mut out);
+        } else if let Some(c) = self.idle.circuits.get_mut(&circ_id) {
+            let was_open = c.is_open();
+            c.on_cell(cmd, body, self.now, self.ctx, &mut out);
+            let change = idle::classify(was_open, &c.state);
+            if let (idle::Change::Killed, idle::CircState::Closed(why)) = (change, &c.state) {
+                // The relay closed an open idle circuit: never a normal end here.
+                self.ctx.error(&format!("idle_closed_by_relay_{why}"));
+            }
+            if let Some(ctl) = self.idle_ctl {
+                self.idle.apply(circ_id, change, ctl);
+            }
         }
     }
     fn event(&mut self, event: ChannelEvent) {
@@ -165,6 +185,7 @@ pub struct Worker {
     slots: Vec<Slot>,
     flood: Vec<Circuit>,
     flood_issued: u64,
+    idle: IdleSet,
     seed_counter: u64,
     tokens: f64,
     last_refill: Instant,
@@ -203,6 +224,7 @@ impl Worker {
             slots: Vec::new(),
             flood: Vec::new(),
             flood_issued: 0,
+            idle: IdleSet::default(),
             seed_counter: 0,
             tokens: 0.0,
             last_refill: now,
@@ -284,6 +306,9 @@ impl Worker {
 
     /// One round of the workload on an open link. Returns true if any cell was queued.
     fn schedule(&mut self, now: Instant, out: &mut Outbox<'_, ()>) -> bool {
+        if self.plan.idle.is_some() {
+            return self.schedule_idle(now, out);
+        }
         let Some(chan) = self.chan.as_mut() else {
             return false;
         };
@@ -461,6 +486,80 @@ impl Worker {
         progressed || ctx.stats.cells_sent != sent_before
     }
 
+    /// `--idle-circuits`: fail overdue builds, start the circuits the stage and the rate
+    /// allow, and close the link once the main thread releases them. Returns true if any
+    /// cell was queued.
+    fn schedule_idle(&mut self, now: Instant, out: &mut Outbox<'_, ()>) -> bool {
+        let Some(shared) = self.plan.idle.clone() else {
+            return false;
+        };
+        let ctl = &*shared.ctl;
+        if ctl.release.load(Ordering::Relaxed) {
+            // Closing the link frees every circuit on it at the relay.
+            self.finish(out);
+            return false;
+        }
+        let Some(chan) = self.chan.as_mut() else {
+            return false;
+        };
+        if !chan.is_open() {
+            return false;
+        }
+        let mut ctx = Ctx {
+            stats: &mut self.stats,
+            live: &self.live,
+            rng: &mut self.rng,
+        };
+        let mut link = QueueOut {
+            queue: chan.queue(),
+            overflow: &mut self.overflow,
+        };
+        let sent_before = ctx.stats.cells_sent;
+        for id in self.idle.overdue(now) {
+            if let Some(c) = self.idle.circuits.get_mut(&id) {
+                c.fail("idle_build_timeout", &mut ctx, &mut link);
+                let change = idle::classify(false, &c.state);
+                self.idle.apply(id, change, ctl);
+            }
+        }
+        let target = idle::share(
+            ctl.target.load(Ordering::Relaxed),
+            shared.workers,
+            self.plan.index,
+        );
+        let due = self.idle.due(now, target, shared.rate);
+        let mut start_err = None;
+        for _ in 0..due {
+            if link.room() <= 1 {
+                break;
+            }
+            let circuits = &self.idle.circuits;
+            let id = new_circ_id(ctx.rng, &|id| circuits.contains_key(&id));
+            match Circuit::start(
+                id,
+                self.plan.path.clone(),
+                1,
+                self.plan.handshake,
+                self.plan.target,
+                now,
+                &mut ctx,
+                &mut link,
+            ) {
+                Ok(c) => self.idle.started(id, c, now, ctl),
+                Err(e) => {
+                    start_err = Some(format!("circuit_start: {e}"));
+                    break;
+                }
+            }
+        }
+        let sent = ctx.stats.cells_sent != sent_before;
+        if let Some(e) = start_err {
+            self.fail(&e, out);
+            return false;
+        }
+        sent
+    }
+
     /// The deadline passed (or the link died): abandon streams, name what was unfinished.
     fn give_up(&mut self, reason: &str, out: &mut Outbox<'_, ()>) {
         if self.done {
@@ -578,6 +677,8 @@ impl ConnHandler for Worker {
         let mut sink = Dispatch {
             slots: &mut self.slots,
             flood: &mut self.flood,
+            idle: &mut self.idle,
+            idle_ctl: self.plan.idle.as_ref().map(|s| &*s.ctl),
             ctx: &mut ctx,
             overflow: &mut self.overflow,
             now,
@@ -619,6 +720,8 @@ impl ConnHandler for Worker {
             let mut sink = Dispatch {
                 slots: &mut [],
                 flood: &mut [],
+                idle: &mut self.idle,
+                idle_ctl: self.plan.idle.as_ref().map(|s| &*s.ctl),
                 ctx: &mut Ctx {
                     stats: &mut self.stats,
                     live: &self.live,
@@ -654,6 +757,7 @@ mod tests {
             seed_base: 0,
             rate: None,
             create_rate,
+            idle: None,
         }
     }
 
@@ -665,5 +769,13 @@ mod tests {
         assert!(plan(0, Some(1), Some(10.0)).is_idle());
         assert!(!plan(0, None, Some(10.0)).is_idle());
         assert!(plan(0, None, None).is_idle());
+        // The idle-circuit mode has work without bulk streams or a flood.
+        let mut p = plan(0, None, None);
+        p.idle = Some(IdleShared {
+            ctl: Arc::new(idle::IdleCtl::default()),
+            rate: 1.0,
+            workers: 1,
+        });
+        assert!(!p.is_idle());
     }
 }

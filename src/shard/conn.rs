@@ -118,7 +118,7 @@ pub(crate) enum RecvState {
     Cancelling,
 }
 
-/// One connection-table slot. The table is a Vec allocated once and never resized, so
+/// One connection-table slot. Slots live in [`ConnTable`]'s chunks, which never move, so
 /// addresses handed to the kernel (connect sockaddr, timeout) stay valid.
 pub(crate) struct Conn {
     pub state: ConnState,
@@ -210,5 +210,98 @@ mod tests {
         assert_eq!(decode(ud), Some((OpKind::SendZc, 0x00ab_cdef, 0xdead_beef)));
         assert_eq!(decode(0), None);
         assert_eq!(decode(0xff << 56), None);
+    }
+}
+
+/// Connection slots allocated at a time.
+pub(crate) const CONN_CHUNK: usize = 256;
+
+/// The shard's connection slots, allocated in chunks of [`CONN_CHUNK`] as connections
+/// arrive, up to `max_connections`, and kept (issue #13: a slot is about 200 bytes, so the
+/// whole bound of a generic profile, 73,728 slots, cost an idle shard ~16 MB). A chunk is
+/// a boxed slice that never moves or shrinks: the kernel may hold pointers into a slot.
+pub(crate) struct ConnTable {
+    chunks: Vec<Box<[Conn]>>,
+    /// Slots allocated (valid indices are below this).
+    len: usize,
+    max: usize,
+}
+
+impl ConnTable {
+    /// A table bounded by `max` slots, with its first chunk allocated.
+    pub fn new(max: usize) -> ConnTable {
+        let mut t = ConnTable {
+            chunks: Vec::with_capacity(max.div_ceil(CONN_CHUNK)),
+            len: 0,
+            max,
+        };
+        t.grow();
+        t
+    }
+
+    /// Slots allocated so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Adds a chunk of free slots and returns their indices; `None` at the bound.
+    pub fn grow(&mut self) -> Option<std::ops::Range<u32>> {
+        let n = CONN_CHUNK.min(self.max - self.len);
+        if n == 0 {
+            return None;
+        }
+        self.chunks.push((0..n).map(|_| Conn::new()).collect());
+        let first = self.len as u32;
+        self.len += n;
+        Some(first..self.len as u32)
+    }
+
+    pub fn get(&self, slot: usize) -> Option<&Conn> {
+        self.chunks.get(slot / CONN_CHUNK)?.get(slot % CONN_CHUNK)
+    }
+
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut Conn> {
+        self.chunks
+            .get_mut(slot / CONN_CHUNK)?
+            .get_mut(slot % CONN_CHUNK)
+    }
+}
+
+impl std::ops::Index<usize> for ConnTable {
+    type Output = Conn;
+    fn index(&self, slot: usize) -> &Conn {
+        &self.chunks[slot / CONN_CHUNK][slot % CONN_CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for ConnTable {
+    fn index_mut(&mut self, slot: usize) -> &mut Conn {
+        &mut self.chunks[slot / CONN_CHUNK][slot % CONN_CHUNK]
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    #[test]
+    fn conn_slots_grow_in_chunks_to_the_bound_and_stay_put() {
+        let max = 2 * CONN_CHUNK + 3;
+        let mut t = ConnTable::new(max);
+        assert_eq!(t.len(), CONN_CHUNK);
+        assert!(t.get(CONN_CHUNK).is_none());
+        // The kernel may hold the address of a slot's fields: growth must not move it.
+        let before: *const Conn = &t[5];
+        t[5].gen = 9;
+        assert_eq!(t.grow(), Some(CONN_CHUNK as u32..2 * CONN_CHUNK as u32));
+        assert_eq!(t.grow(), Some(2 * CONN_CHUNK as u32..max as u32));
+        assert_eq!(t.grow(), None);
+        assert_eq!(t.len(), max);
+        assert!(std::ptr::eq(before, &t[5]));
+        assert_eq!(t[5].gen, 9);
+        t[max - 1].gen = 4;
+        assert_eq!(t.get(max - 1).map(|c| c.gen), Some(4));
+        assert!(t.get(max).is_none() && t.get_mut(max).is_none());
+        assert_eq!(t[CONN_CHUNK].state, ConnState::Free);
     }
 }

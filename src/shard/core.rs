@@ -14,7 +14,9 @@ use io_uring::{opcode, squeue, IoUring};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::config::ShardConfig;
-use super::conn::{user_data, Conn, ConnId, ConnState, OpKind, RecvState, ShardId};
+use super::conn::{
+    user_data, ConnId, ConnState, ConnTable, OpKind, RecvState, ShardId, CONN_CHUNK,
+};
 use super::error::{CloseReason, CrossPushError, OutboxError};
 
 /// IORING_SEND_ZC_REPORT_USAGE (include/uapi/linux/io_uring.h): the notification says
@@ -48,7 +50,7 @@ pub(crate) struct Core<M> {
     pub cfg: ShardConfig,
     pub shard: ShardId,
     pub shard_count: usize,
-    pub conns: Vec<Conn>,
+    pub conns: ConnTable,
     free_slots: Vec<u32>,
     /// Flat per-connection send queues: slot * max_send_bufs_per_conn + i.
     sendq: Vec<u32>,
@@ -113,8 +115,13 @@ impl<M: Send> Core<M> {
         let max = cfg.max_connections as usize;
         Core {
             ring,
-            conns: (0..max).map(|_| Conn::new()).collect(),
-            free_slots: (0..max as u32).rev().collect(),
+            conns: ConnTable::new(max),
+            // The first chunk's slots; later chunks add theirs as they are allocated.
+            free_slots: {
+                let mut v = Vec::with_capacity(max);
+                v.extend((0..max.min(CONN_CHUNK) as u32).rev());
+                v
+            },
             sendq: vec![0; max * cfg.max_send_bufs_per_conn as usize],
             pool,
             fixed_send_buf,
@@ -233,6 +240,12 @@ impl<M: Send> Core<M> {
         peer: Option<SocketAddr>,
         class: SlotClass,
     ) -> Result<ConnId, OutboxError> {
+        if self.free_slots.is_empty() && self.slots.may_admit(class) {
+            // Lowest new slot first, as for the first chunk.
+            if let Some(new) = self.conns.grow() {
+                self.free_slots.extend(new.rev());
+            }
+        }
         let slot = match self.free_slots.pop() {
             Some(slot) if self.slots.may_admit(class) => slot,
             other => {
@@ -277,7 +290,10 @@ impl<M: Send> Core<M> {
     /// full, closes the oldest unauthenticated handshake, so a flood of idle connections
     /// pushes out its own oldest members instead of shutting everyone else out.
     pub fn make_room_for_inbound(&mut self) {
-        if let Admit::Evict(victim) = self.slots.admit_inbound(self.free_slots.is_empty()) {
+        // Full means no free slot and no chunk left to allocate.
+        let table_full =
+            self.free_slots.is_empty() && self.conns.len() >= self.cfg.max_connections as usize;
+        if let Admit::Evict(victim) = self.slots.admit_inbound(table_full) {
             self.metrics.slots_handshake_evicted += 1;
             self.close_conn(victim as usize, CloseReason::Evicted);
             self.slots.evicted(victim);

@@ -452,6 +452,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 self.metrics.create_refused_table_full += 1;
                 return send_destroy(DestroyReason::ResourceLimit, io, &mut self.metrics);
             };
+            self.hs.cover(self.table.slot_count() as usize);
             self.attached.insert(chan.id);
             let c = self.table.get_mut(h.idx).expect("just inserted");
             c.crypto = Some(C::from_keys(&keys));
@@ -483,6 +484,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             self.metrics.create_refused_table_full += 1;
             return send_destroy(DestroyReason::ResourceLimit, io, &mut self.metrics);
         };
+        self.hs.cover(self.table.slot_count() as usize);
         self.attached.insert(chan.id);
         self.metrics.circuits = self.table.len() as u64;
         let mut hdata = [0u8; CELL_BODY_LEN];

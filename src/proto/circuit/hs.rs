@@ -66,7 +66,8 @@ struct HsSlot {
 
 /// One shard's onion-service relay state (inside its [`RelayCore`]).
 pub(super) struct HsRelay {
-    /// Indexed by circuit slot; sized with the circuit table, so never grows.
+    /// Indexed by circuit slot; grows with the circuit table's slots ([`HsRelay::cover`]),
+    /// never past its bound.
     slots: Vec<HsSlot>,
     /// The keys and cookies whose home is this shard (created at the first use; their
     /// tables reserve their memory then). Entries name circuits of any shard.
@@ -86,7 +87,8 @@ pub(super) struct HsRelay {
 impl HsRelay {
     pub(super) fn new(max_circuits: usize) -> HsRelay {
         HsRelay {
-            slots: vec![HsSlot::default(); max_circuits],
+            // As many as the circuit table starts with; `cover` adds the rest as it grows.
+            slots: vec![HsSlot::default(); max_circuits.min(super::table::SLOT_CHUNK)],
             intro: None,
             rend: None,
             capacity: max_circuits.clamp(1, HS_TABLE_MAX),
@@ -106,6 +108,15 @@ impl HsRelay {
     fn rend(&mut self) -> &mut RendPoint<CircRef> {
         let cap = self.capacity;
         self.rend.get_or_insert_with(|| RendPoint::new(cap))
+    }
+
+    /// Makes room for circuit slots below `slots` (the circuit table's count after an
+    /// insert): a resize only when the table grew by a chunk, never per cell.
+    pub(super) fn cover(&mut self, slots: usize) {
+        if self.slots.len() < slots {
+            self.slots.reserve_exact(slots - self.slots.len());
+            self.slots.resize(slots, HsSlot::default());
+        }
     }
 
     fn slot(&mut self, idx: u32) -> &mut HsSlot {
@@ -895,5 +906,27 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
         }
         self.sync_hs_metrics();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_circuit_table_and_never_shrink() {
+        let chunk = super::super::table::SLOT_CHUNK;
+        let mut hs = HsRelay::new(5 * chunk);
+        // What the circuit table starts with, not its bound.
+        assert_eq!(hs.slots.len(), chunk);
+        hs.cover(2 * chunk);
+        assert_eq!(hs.slots.len(), 2 * chunk);
+        assert!(hs.slots.iter().all(|s| s.state == HsCircState::default()));
+        hs.cover(chunk);
+        assert_eq!(hs.slots.len(), 2 * chunk);
+        hs.slot(2 * chunk as u32 - 1).kh = [7; 20];
+        assert_eq!(hs.slots[2 * chunk - 1].kh, [7; 20]);
+        // A bound below one chunk is allocated whole.
+        assert_eq!(HsRelay::new(3).slots.len(), 3);
     }
 }

@@ -1,5 +1,7 @@
-//! Circuit slots and the index from (channel, circuit ID) to a slot. Both are sized at
-//! construction and never grow.
+//! Circuit slots and the index from (channel, circuit ID) to a slot. The index is sized at
+//! construction; the slots grow in chunks of [`SLOT_CHUNK`] up to the table's bound as
+//! circuits arrive and are never given back (issue #13: a slot is about a kilobyte, so
+//! touching the whole bound at start-up cost an idle shard ~70 MB at 65,536 circuits).
 
 use std::collections::HashMap;
 
@@ -86,8 +88,17 @@ pub(super) enum Side {
     Next,
 }
 
+/// Slots allocated at a time. A chunk is allocated when a circuit arrives and every slot is
+/// taken (never per cell); chunks never move, so slot references stay cheap to compute.
+pub(super) const SLOT_CHUNK: usize = 1024;
+
 pub(super) struct CircuitTable<C> {
-    slots: Vec<Slot<C>>,
+    /// Chunks of [`SLOT_CHUNK`] slots (the last one may be shorter, at `max`).
+    chunks: Vec<Box<[Slot<C>]>>,
+    /// Slots allocated: the sum of the chunks' lengths.
+    allocated: usize,
+    /// The table's bound.
+    max: usize,
     free: Vec<u32>,
     index: HashMap<(ChanId, CircId), (u32, Side)>,
 }
@@ -95,16 +106,47 @@ pub(super) struct CircuitTable<C> {
 impl<C> CircuitTable<C> {
     pub fn new(max: usize) -> Self {
         let max = max.min(u32::MAX as usize - 1);
-        CircuitTable {
-            slots: (0..max).map(|_| Slot { gen: 0, circ: None }).collect(),
-            free: (0..max as u32).rev().collect(),
-            // Each circuit has at most two keys.
+        let mut t = CircuitTable {
+            chunks: Vec::with_capacity(max.div_ceil(SLOT_CHUNK)),
+            allocated: 0,
+            max,
+            free: Vec::new(),
+            // Each circuit has at most two keys. Its buckets are not touched until used.
             index: HashMap::with_capacity(2 * max),
+        };
+        // One chunk at start-up, so the first circuits allocate nothing.
+        t.grow();
+        t
+    }
+
+    /// Adds a chunk of free slots; false at the bound.
+    fn grow(&mut self) -> bool {
+        let n = SLOT_CHUNK.min(self.max - self.allocated);
+        if n == 0 {
+            return false;
         }
+        let first = self.allocated as u32;
+        self.chunks
+            .push((0..n).map(|_| Slot { gen: 0, circ: None }).collect());
+        self.allocated += n;
+        // Lowest index first, as before the table grew.
+        self.free.reserve(n);
+        self.free.extend((first..first + n as u32).rev());
+        true
+    }
+
+    fn slot(&self, idx: u32) -> Option<&Slot<C>> {
+        let i = idx as usize;
+        self.chunks.get(i / SLOT_CHUNK)?.get(i % SLOT_CHUNK)
+    }
+
+    fn slot_mut(&mut self, idx: u32) -> Option<&mut Slot<C>> {
+        let i = idx as usize;
+        self.chunks.get_mut(i / SLOT_CHUNK)?.get_mut(i % SLOT_CHUNK)
     }
 
     pub fn len(&self) -> usize {
-        self.slots.len() - self.free.len()
+        self.allocated - self.free.len()
     }
 
     pub fn lookup(&self, chan: ChanId, id: CircId) -> Option<(u32, Side)> {
@@ -117,10 +159,13 @@ impl<C> CircuitTable<C> {
 
     /// Adds a circuit keyed by its previous hop; `None` if the table is full.
     pub fn insert(&mut self, c: Circuit<C>) -> Option<CircHandle> {
+        if self.free.is_empty() && !self.grow() {
+            return None;
+        }
         let idx = self.free.pop()?;
         self.index
             .insert((c.prev_chan, c.prev_circ_id), (idx, Side::Prev));
-        let s = &mut self.slots[idx as usize];
+        let s = self.slot_mut(idx)?;
         s.gen = s.gen.wrapping_add(1);
         s.circ = Some(c);
         Some(CircHandle { idx, gen: s.gen })
@@ -137,26 +182,26 @@ impl<C> CircuitTable<C> {
     pub fn handle(&self, idx: u32) -> CircHandle {
         CircHandle {
             idx,
-            gen: self.slots[idx as usize].gen,
+            gen: self.slot(idx).map_or(0, |s| s.gen),
         }
     }
 
     pub fn resolve(&self, h: CircHandle) -> Option<u32> {
-        let s = self.slots.get(h.idx as usize)?;
+        let s = self.slot(h.idx)?;
         (s.gen == h.gen && s.circ.is_some()).then_some(h.idx)
     }
 
     pub fn get(&self, idx: u32) -> Option<&Circuit<C>> {
-        self.slots.get(idx as usize)?.circ.as_ref()
+        self.slot(idx)?.circ.as_ref()
     }
 
     pub fn get_mut(&mut self, idx: u32) -> Option<&mut Circuit<C>> {
-        self.slots.get_mut(idx as usize)?.circ.as_mut()
+        self.slot_mut(idx)?.circ.as_mut()
     }
 
     /// Removes the circuit and its index keys.
     pub fn remove(&mut self, idx: u32) -> Option<Circuit<C>> {
-        let c = self.slots.get_mut(idx as usize)?.circ.take()?;
+        let c = self.slot_mut(idx)?.circ.take()?;
         self.index.remove(&(c.prev_chan, c.prev_circ_id));
         if let Next::Open(h) = c.next {
             if self.index.get(&(h.chan, h.circ_id)) == Some(&(idx, Side::Next)) {
@@ -167,17 +212,109 @@ impl<C> CircuitTable<C> {
         Some(c)
     }
 
-    /// Number of slots (live or free); valid indices are below this.
+    /// Number of slots allocated (live or free); valid indices are below this.
     pub fn slot_count(&self) -> u32 {
-        self.slots.len() as u32
+        self.allocated as u32
     }
 
     /// Slot indices of live circuits (for rare whole-table walks: channel close, OOM).
     pub fn live(&self) -> impl Iterator<Item = u32> + '_ {
-        self.slots
+        self.chunks
             .iter()
+            .flat_map(|c| c.iter())
             .enumerate()
             .filter(|(_, s)| s.circ.is_some())
             .map(|(i, _)| i as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn circ(chan: u64, id: u32, rng: &mut rand::rngs::StdRng) -> Circuit<()> {
+        Circuit {
+            state: CircState::Open,
+            prev_chan: ChanId(chan),
+            prev_circ_id: CircId(id),
+            prev_peer: PeerIdentity::Client,
+            first_hop: true,
+            crypto: None,
+            relay_early_left: 8,
+            next: Next::None,
+            windows: Windows::circuit(),
+            tags: SendmeTags::default(),
+            randomness: SendmeRandomness::new(rng),
+            staged: 0,
+            cc: None,
+            streams_head: u32::MAX,
+            q_prev: CellQueue::default(),
+            q_next: CellQueue::default(),
+            queued: 0,
+            waiting: false,
+            pad: Default::default(),
+        }
+    }
+
+    #[test]
+    fn slots_grow_in_chunks_up_to_the_bound_and_never_move() {
+        let seed = 0x7ab1e;
+        eprintln!("seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let max = 2 * SLOT_CHUNK + 10;
+        let mut t = CircuitTable::<()>::new(max);
+        // One chunk at start-up, not the whole bound.
+        assert_eq!(t.slot_count() as usize, SLOT_CHUNK);
+        let mut handles = Vec::new();
+        for i in 0..max {
+            let h = t
+                .insert(circ(1, i as u32, &mut rng))
+                .expect("under the bound");
+            // Lowest free index first, across chunk boundaries.
+            assert_eq!(h.idx as usize, i);
+            handles.push(h);
+            let chunks = i / SLOT_CHUNK + 1;
+            assert_eq!(t.slot_count() as usize, (chunks * SLOT_CHUNK).min(max));
+        }
+        assert_eq!((t.len(), t.slot_count() as usize), (max, max));
+        // The bound holds.
+        assert!(t.insert(circ(1, u32::MAX, &mut rng)).is_none());
+        assert_eq!(t.slot_count() as usize, max);
+        // Lookups and handles reach every chunk, including the short last one.
+        for i in [0, SLOT_CHUNK - 1, SLOT_CHUNK, 2 * SLOT_CHUNK + 9] {
+            assert_eq!(
+                t.lookup(ChanId(1), CircId(i as u32)),
+                Some((i as u32, Side::Prev))
+            );
+            assert_eq!(t.resolve(handles[i]), Some(i as u32));
+            assert_eq!(
+                t.get(i as u32).map(|c| c.prev_circ_id),
+                Some(CircId(i as u32))
+            );
+        }
+        assert!(t.get(max as u32).is_none());
+        // A freed slot is reused, and its old handle no longer resolves.
+        let old = handles[2 * SLOT_CHUNK + 5];
+        assert!(t.remove(old.idx).is_some());
+        assert_eq!(t.resolve(old), None);
+        assert_eq!(t.live().count(), max - 1);
+        let h = t.insert(circ(2, 7, &mut rng)).unwrap();
+        assert_eq!(h.idx, old.idx);
+        assert_ne!(h.gen, old.gen);
+        assert_eq!(t.lookup(ChanId(2), CircId(7)), Some((h.idx, Side::Prev)));
+        assert_eq!(t.live().count(), max);
+    }
+
+    #[test]
+    fn a_small_bound_is_one_short_chunk() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut t = CircuitTable::<()>::new(3);
+        assert_eq!(t.slot_count(), 3);
+        for i in 0..3 {
+            assert!(t.insert(circ(1, i, &mut rng)).is_some());
+        }
+        assert!(t.insert(circ(1, 9, &mut rng)).is_none());
     }
 }

@@ -83,10 +83,19 @@ pub enum StreamTableError {
     Duplicate,
 }
 
+/// Stream slots allocated at a time (when a stream arrives and none is free; never per
+/// cell).
+pub const STREAM_CHUNK: usize = 1024;
+
 /// The shard's exit streams: a slab bounded at construction plus an index by
-/// (circuit slot, stream id). Neither grows after construction.
+/// (circuit slot, stream id). The index is sized at construction; the slab grows in chunks
+/// of [`STREAM_CHUNK`] up to its bound and keeps them (issue #13: the whole bound, 65,536
+/// slots of ~180 bytes, cost an idle shard ~12 MB).
 pub struct StreamTable {
-    entries: Vec<Entry>,
+    /// Chunks of [`STREAM_CHUNK`] entries (the last one may be shorter, at `max`).
+    chunks: Vec<Box<[Entry]>>,
+    allocated: usize,
+    max: usize,
     free: Vec<u32>,
     by_id: HashMap<(u32, u16), u32>,
 }
@@ -94,28 +103,62 @@ pub struct StreamTable {
 impl StreamTable {
     pub fn new(max_streams: usize) -> Self {
         let max = max_streams.min(u32::MAX as usize - 1);
-        StreamTable {
-            entries: (0..max)
+        let mut t = StreamTable {
+            chunks: Vec::with_capacity(max.div_ceil(STREAM_CHUNK)),
+            allocated: 0,
+            max,
+            free: Vec::new(),
+            by_id: HashMap::with_capacity(max),
+        };
+        t.grow();
+        t
+    }
+
+    /// Adds a chunk of free entries; false at the bound.
+    fn grow(&mut self) -> bool {
+        let n = STREAM_CHUNK.min(self.max - self.allocated);
+        if n == 0 {
+            return false;
+        }
+        let first = self.allocated as u32;
+        self.chunks.push(
+            (0..n)
                 .map(|_| Entry {
                     gen: 0,
                     stream: None,
                 })
                 .collect(),
-            free: (0..max as u32).rev().collect(),
-            by_id: HashMap::with_capacity(max),
-        }
+        );
+        self.allocated += n;
+        // Lowest index first.
+        self.free.reserve(n);
+        self.free.extend((first..first + n as u32).rev());
+        true
+    }
+
+    fn entry(&self, idx: u32) -> Option<&Entry> {
+        let i = idx as usize;
+        self.chunks.get(i / STREAM_CHUNK)?.get(i % STREAM_CHUNK)
+    }
+
+    fn entry_mut(&mut self, idx: u32) -> Option<&mut Entry> {
+        let i = idx as usize;
+        self.chunks
+            .get_mut(i / STREAM_CHUNK)?
+            .get_mut(i % STREAM_CHUNK)
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len() - self.free.len()
+        self.allocated - self.free.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The bound (entries are allocated up to it as streams arrive).
     pub fn capacity(&self) -> usize {
-        self.entries.len()
+        self.max
     }
 
     pub fn insert(&mut self, s: Stream) -> Result<StreamHandle, StreamTableError> {
@@ -123,24 +166,28 @@ impl StreamTable {
         if self.by_id.contains_key(&key) {
             return Err(StreamTableError::Duplicate);
         }
+        if self.free.is_empty() && !self.grow() {
+            return Err(StreamTableError::Full);
+        }
         let idx = self.free.pop().ok_or(StreamTableError::Full)?;
-        let e = &mut self.entries[idx as usize];
+        let e = self.entry_mut(idx).ok_or(StreamTableError::Full)?;
         e.gen = e.gen.wrapping_add(1);
         e.stream = Some(s);
+        let gen = e.gen;
         self.by_id.insert(key, idx);
-        Ok(StreamHandle { idx, gen: e.gen })
+        Ok(StreamHandle { idx, gen })
     }
 
     pub fn find(&self, circ: u32, stream_id: u16) -> Option<StreamHandle> {
         let idx = *self.by_id.get(&(circ, stream_id))?;
         Some(StreamHandle {
             idx,
-            gen: self.entries[idx as usize].gen,
+            gen: self.entry(idx)?.gen,
         })
     }
 
     pub fn get(&self, h: StreamHandle) -> Option<&Stream> {
-        let e = self.entries.get(h.idx as usize)?;
+        let e = self.entry(h.idx)?;
         if e.gen != h.gen {
             return None;
         }
@@ -148,7 +195,7 @@ impl StreamTable {
     }
 
     pub fn get_mut(&mut self, h: StreamHandle) -> Option<&mut Stream> {
-        let e = self.entries.get_mut(h.idx as usize)?;
+        let e = self.entry_mut(h.idx)?;
         if e.gen != h.gen {
             return None;
         }
@@ -157,7 +204,7 @@ impl StreamTable {
 
     /// The live handle for slot `idx` (for walking a circuit's stream list).
     pub fn handle_at(&self, idx: u32) -> Option<StreamHandle> {
-        let e = self.entries.get(idx as usize)?;
+        let e = self.entry(idx)?;
         e.stream.as_ref().map(|_| StreamHandle { idx, gen: e.gen })
     }
 
@@ -177,16 +224,14 @@ impl StreamTable {
         }
         self.by_id.remove(&old);
         self.by_id.insert(new, h.idx);
-        self.entries[h.idx as usize]
-            .stream
-            .as_mut()
-            .expect("checked")
-            .circ = circ;
+        if let Some(s) = self.entry_mut(h.idx).and_then(|e| e.stream.as_mut()) {
+            s.circ = circ;
+        }
         true
     }
 
     pub fn remove(&mut self, h: StreamHandle) -> Option<Stream> {
-        let e = self.entries.get_mut(h.idx as usize)?;
+        let e = self.entry_mut(h.idx)?;
         if e.gen != h.gen {
             return None;
         }
@@ -277,6 +322,30 @@ mod tests {
         assert!(t.remove(a).is_none());
         assert_eq!(t.len(), 2);
         assert_eq!(t.get(b).unwrap().circ, 2);
+    }
+
+    #[test]
+    fn table_grows_in_chunks_up_to_its_bound() {
+        let max = STREAM_CHUNK + 2;
+        let mut t = StreamTable::new(max);
+        assert_eq!((t.allocated, t.capacity()), (STREAM_CHUNK, max));
+        let hs: Vec<_> = (0..max)
+            .map(|i| t.insert(stream(i as u32, 1)).unwrap())
+            .collect();
+        assert_eq!(t.allocated, max);
+        assert_eq!(hs[STREAM_CHUNK + 1].idx as usize, STREAM_CHUNK + 1);
+        assert_eq!(
+            t.insert(stream(9999, 1)).unwrap_err(),
+            StreamTableError::Full
+        );
+        // Entries of both chunks are found, moved and removed.
+        assert_eq!(t.find(STREAM_CHUNK as u32, 1), Some(hs[STREAM_CHUNK]));
+        assert!(t.move_to_circ(hs[STREAM_CHUNK], 77_777));
+        assert_eq!(t.get(hs[STREAM_CHUNK]).unwrap().circ, 77_777);
+        assert_eq!(t.handle_at(3), Some(hs[3]));
+        assert!(t.remove(hs[STREAM_CHUNK + 1]).is_some());
+        assert_eq!(t.len(), max - 1);
+        assert!(t.handle_at(max as u32).is_none());
     }
 
     #[test]
