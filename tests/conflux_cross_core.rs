@@ -473,46 +473,216 @@ fn a_cross_queue_that_refuses_a_cell_tears_the_set_down() {
     }
 }
 
-#[test]
-fn the_sets_shard_losing_its_last_leg_ends_the_set_explicitly() {
-    let seed = seed("the_sets_shard_losing_its_last_leg_ends_the_set_explicitly");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let home = rng.gen_range(0..2);
+/// DESTROY cells to client leg `cl` among `acts`, by reason.
+fn destroys_to(acts: &[Action], cl: &Client) -> Vec<DestroyReason> {
+    cells(acts)
+        .into_iter()
+        .filter(|(ch, id, cmd, _)| {
+            *ch == cl.chan.id && *id == cl.circ_id && *cmd == ChanCmd::DESTROY
+        })
+        .map(|(_, _, _, b)| destroy_reason(&b))
+        .collect()
+}
+
+/// A set linked with leg 0 on shard 0 (the owner) and leg 1 on shard 1, a stream opened
+/// on it (BEGIN on leg 0, CONNECTED on leg 1), and client DATA on leg 1 so that leg 1
+/// carries the highest numbers both ways: leg 0's close then keeps the set (C tor
+/// `cfx_del_leg`). Returns the legs, the client's set state, the stream and the bytes
+/// the exit socket got so far.
+fn stream_on_remote_leg(
+    ex: &mut Exit,
+    rng: &mut StdRng,
+    home: usize,
+) -> ([Client; 2], ClientSet, StreamHandle, Vec<u8>, Vec<u8>) {
     let shards = [0, 1];
-    let mut ex = Exit::new();
-    let mut legs = linked(&mut ex, &mut rng, home, shards);
+    let mut legs = linked(ex, rng, home, shards);
     let mut cs = ClientSet::new();
     let begin = begin_msg(BeginTarget::Ipv4(std::net::Ipv4Addr::LOCALHOST), 80);
-    cs.send(&mut ex, &mut legs, shards, 0, &begin, 7);
+    cs.send(ex, &mut legs, shards, 0, &begin, 7);
     ex.settle();
-    ex.take_out(0);
-    ex.take_out(1);
-    // The client closes leg 0, the only leg on the set's shard, with nothing in flight.
-    // The streams hang off a circuit of that shard, so the set cannot keep them: it ends,
-    // and leg 1 is closed (FINISHED) rather than left linked with no streams behind it.
+    let acts = ex.take_out(0);
+    let (stream, addr) = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Connect { stream, addr } => Some((*stream, *addr)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Connect on the owner: {acts:?}"));
+    let (r, acts) = ex.r[0].io(|c, io| c.stream_connected(stream, addr, io));
+    r.unwrap();
+    ex.take(0, acts);
+    ex.settle();
+    let acts1 = ex.take_out(1);
+    let got = cs.read(&mut legs[1], 1, &acts1);
+    assert_eq!(got.len(), 1, "{acts1:?}");
+    assert_eq!(
+        got[0].0,
+        RelayCmd::CONNECTED,
+        "CONNECTED on the lower-RTT leg 1"
+    );
+    let up: Vec<u8> = (0..20 * 400).map(|_| rng.gen()).collect();
+    for chunk in up.chunks(400) {
+        cs.send(ex, &mut legs, shards, 1, &RelayMsg::Data(chunk), 7);
+        ex.some(rng);
+    }
+    ex.settle();
+    let got = written(&ex.take_out(0), stream);
+    let _ = ex.take_out(1);
+    (legs, cs, stream, up, got)
+}
+
+#[test]
+fn the_sets_shard_losing_its_last_leg_keeps_the_stream_on_the_remote_leg() {
+    let seed = seed("the_sets_shard_losing_its_last_leg_keeps_the_stream_on_the_remote_leg");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for home in 0..2 {
+        let mut ex = Exit::new();
+        let (mut legs, mut cs, stream, mut up, mut got_up) =
+            stream_on_remote_leg(&mut ex, &mut rng, home);
+        let shards = [0, 1];
+
+        // The client closes leg 0, the only leg on the set's shard. Leg 1 carries the
+        // highest numbers and is the exit's sending leg, so C tor keeps the set and its
+        // streams: so does Fors, the closed leg's slot anchoring the stream.
+        let acts = ex.r[0].cell(&legs[0].chan, legs[0].circ_id, ChanCmd::DESTROY, [0u8; 509]);
+        ex.take(0, acts);
+        ex.settle();
+        let a0 = ex.take_out(0);
+        assert!(
+            !a0.iter()
+                .any(|a| matches!(a, Action::StreamClose { .. } | Action::CircuitClosed { .. })),
+            "home {home}: {a0:?}"
+        );
+        assert!(
+            destroys_to(&a0, &legs[0]).is_empty(),
+            "DESTROY received, not sent"
+        );
+        let a1 = ex.take_out(1);
+        assert!(destroys_to(&a1, &legs[1]).is_empty(), "leg 1 lives: {a1:?}");
+        let m = ex.r[0].core.metrics();
+        assert_eq!(
+            (m.conflux_sets, m.conflux_legs, m.conflux_remote_legs),
+            (1, 1, 1),
+            "home {home}"
+        );
+        assert_eq!((m.conflux_anchors, m.conflux_anchors_total), (1, 1));
+        // The old leg's channel ID no longer names a circuit.
+        assert!(!ex.r[0]
+            .core
+            .circ_id_in_use(legs[0].chan.id, legs[0].circ_id));
+
+        // Client → exit keeps flowing on leg 1 (its shard forwards to the owner).
+        let more: Vec<u8> = (0..40 * 400).map(|_| rng.gen()).collect();
+        for chunk in more.chunks(400) {
+            cs.send(&mut ex, &mut legs, shards, 1, &RelayMsg::Data(chunk), 7);
+            ex.some(&mut rng);
+        }
+        ex.settle();
+        up.extend_from_slice(&more);
+        got_up.extend(written(&ex.take_out(0), stream));
+        let other = cs.read(&mut legs[1], 1, &ex.take_out(1));
+        assert!(
+            other.iter().all(|o| o.0 == RelayCmd::SENDME),
+            "leg 1: {other:?}"
+        );
+        assert_eq!(
+            Sha256::digest(&got_up),
+            Sha256::digest(&up),
+            "client → exit bytes differ (home {home})"
+        );
+
+        // Exit → client: on leg 1 only, packaged on its shard.
+        let down: Vec<u8> = (0..200 * 498).map(|_| rng.gen()).collect();
+        let (n, acts) = ex.r[0].io(|c, io| c.stream_data(stream, &down, io));
+        let n = n.unwrap();
+        ex.take(0, acts);
+        ex.settle();
+        assert!(n > 0, "the remote leg's window let some go");
+        assert!(
+            cells(&ex.take_out(0)).is_empty(),
+            "nothing leaves on shard 0: it has no channel for the set"
+        );
+        let other = cs.read(&mut legs[1], 1, &ex.take_out(1));
+        assert!(other.is_empty(), "leg 1: {other:?}");
+        let got = cs.bytes();
+        assert_eq!(got.len(), n);
+        assert_eq!(
+            Sha256::digest(&got),
+            Sha256::digest(&down[..n]),
+            "exit → client bytes differ (home {home})"
+        );
+
+        // The exit socket's EOF: END goes out on leg 1.
+        let (r, acts) = ex.r[0]
+            .io(|c, io| c.stream_closed(stream, fors::cell::relay::msg::EndReason::Done, io));
+        r.unwrap();
+        ex.take(0, acts);
+        ex.settle();
+        let other = cs.read(&mut legs[1], 1, &ex.take_out(1));
+        assert_eq!(other.len(), 1, "{other:?}");
+        assert_eq!(other[0].0, RelayCmd::END);
+
+        // The last leg closes: the set ends, the anchor is freed, nothing stays.
+        let acts = ex.r[1].cell(&legs[1].chan, legs[1].circ_id, ChanCmd::DESTROY, [0u8; 509]);
+        ex.take(1, acts);
+        ex.settle();
+        let a0 = ex.take_out(0);
+        assert!(
+            a0.iter().any(|a| matches!(a, Action::CircuitClosed { .. })),
+            "{a0:?}"
+        );
+        assert!(cells(&a0).is_empty(), "an anchor has no channel: {a0:?}");
+        for s in 0..2 {
+            let m = ex.r[s].core.metrics();
+            assert_eq!(
+                (
+                    m.conflux_sets,
+                    m.conflux_legs,
+                    m.conflux_remote_legs,
+                    m.conflux_anchors,
+                    m.circuits,
+                    m.streams
+                ),
+                (0, 0, 0, 0, 0, 0),
+                "home {home}, shard {s}"
+            );
+            assert_eq!(m.conflux_dir_entries, 0, "shard {s} forgot the nonce");
+        }
+    }
+}
+
+#[test]
+fn an_anchored_stream_ends_when_the_remote_leg_closes() {
+    let seed = seed("an_anchored_stream_ends_when_the_remote_leg_closes");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let mut ex = Exit::new();
+    let (legs, _cs, stream, up, got_up) = stream_on_remote_leg(&mut ex, &mut rng, home);
+    assert_eq!(Sha256::digest(&got_up), Sha256::digest(&up));
     let acts = ex.r[0].cell(&legs[0].chan, legs[0].circ_id, ChanCmd::DESTROY, [0u8; 509]);
     ex.take(0, acts);
     ex.settle();
+    let _ = (ex.take_out(0), ex.take_out(1));
+    assert_eq!(ex.r[0].core.metrics().conflux_anchors, 1);
+    // Leg 1's channel goes: the set's last leg, so its open stream closes with it (C tor
+    // frees a circuit's streams without END: there is no circuit to send it on).
+    let (_, acts) = ex.r[1].io(|c, io| c.channel_closed(legs[1].chan.id, io));
+    ex.take(1, acts);
+    ex.settle();
     let a0 = ex.take_out(0);
     assert!(
-        a0.iter().any(|a| matches!(a, Action::StreamClose { .. })),
+        a0.iter()
+            .any(|a| matches!(a, Action::StreamClose { stream: s } if *s == stream)),
         "{a0:?}"
     );
-    let a1 = ex.take_out(1);
-    let d: Vec<_> = cells(&a1)
-        .into_iter()
-        .filter(|(ch, id, cmd, _)| {
-            *ch == legs[1].chan.id && *id == legs[1].circ_id && *cmd == ChanCmd::DESTROY
-        })
-        .map(|(_, _, _, b)| destroy_reason(&b))
-        .collect();
-    assert_eq!(d, vec![DestroyReason::Finished]);
+    assert!(cells(&a0).is_empty(), "{a0:?}");
     for s in 0..2 {
         let m = ex.r[s].core.metrics();
         assert_eq!(
-            (m.conflux_sets, m.conflux_legs, m.conflux_remote_legs),
-            (0, 0, 0)
+            (m.conflux_sets, m.conflux_anchors, m.circuits, m.streams),
+            (0, 0, 0, 0),
+            "shard {s}"
         );
-        assert_eq!(m.conflux_dir_entries, 0, "shard {s} forgot the nonce");
+        assert_eq!(m.conflux_dir_entries, 0, "shard {s}");
     }
 }
