@@ -59,13 +59,18 @@ struct Exit {
 
 impl Exit {
     fn new() -> Exit {
+        Exit::with_pool(16 * 1024)
+    }
+
+    /// With `pool_cells` cell buffers per shard (the memory cap).
+    fn with_pool(pool_cells: usize) -> Exit {
         let r = (0..2)
             .map(|s| {
                 let mut cfg = CircuitConfig {
                     shard: ShardIdx(s),
                     ..test_config()
                 };
-                cfg.pool_cells = 16 * 1024;
+                cfg.pool_cells = pool_cells;
                 cfg.max_queue_per_circuit = 4096;
                 let net = TestNet {
                     known: vec![middle().rsa],
@@ -281,6 +286,16 @@ fn written(acts: &[Action], stream: StreamHandle) -> Vec<u8> {
 /// Links leg 0 on shard `shards[0]` (it creates the set, so that shard owns it) and leg 1
 /// on `shards[1]`, for a nonce homed on `home`; leg 1 gets the lower RTT.
 fn linked(ex: &mut Exit, rng: &mut StdRng, home: usize, shards: [usize; 2]) -> [Client; 2] {
+    linked_nonce(ex, rng, home, shards).0
+}
+
+/// [`linked`], with the set's nonce.
+fn linked_nonce(
+    ex: &mut Exit,
+    rng: &mut StdRng,
+    home: usize,
+    shards: [usize; 2],
+) -> ([Client; 2], Nonce) {
     let mut legs = [0, 1].map(|l| {
         let mut cl = Client::new(relay_chan(10 + l as u64, &middle(), false), 0x8000_0001);
         cl.create(&mut ex.r[shards[l]], Hs::NtorV3 { cc: true });
@@ -326,7 +341,7 @@ fn linked(ex: &mut Exit, rng: &mut StdRng, home: usize, shards: [usize; 2]) -> [
         (0, 0),
         "no set on the other shard"
     );
-    legs
+    (legs, n)
 }
 
 #[test]
@@ -493,9 +508,16 @@ fn stream_on_remote_leg(
     ex: &mut Exit,
     rng: &mut StdRng,
     home: usize,
-) -> ([Client; 2], ClientSet, StreamHandle, Vec<u8>, Vec<u8>) {
+) -> (
+    [Client; 2],
+    ClientSet,
+    StreamHandle,
+    Vec<u8>,
+    Vec<u8>,
+    Nonce,
+) {
     let shards = [0, 1];
-    let mut legs = linked(ex, rng, home, shards);
+    let (mut legs, nonce) = linked_nonce(ex, rng, home, shards);
     let mut cs = ClientSet::new();
     let begin = begin_msg(BeginTarget::Ipv4(std::net::Ipv4Addr::LOCALHOST), 80);
     cs.send(ex, &mut legs, shards, 0, &begin, 7);
@@ -528,7 +550,7 @@ fn stream_on_remote_leg(
     ex.settle();
     let got = written(&ex.take_out(0), stream);
     let _ = ex.take_out(1);
-    (legs, cs, stream, up, got)
+    (legs, cs, stream, up, got, nonce)
 }
 
 #[test]
@@ -537,7 +559,7 @@ fn the_sets_shard_losing_its_last_leg_keeps_the_stream_on_the_remote_leg() {
     let mut rng = StdRng::seed_from_u64(seed);
     for home in 0..2 {
         let mut ex = Exit::new();
-        let (mut legs, mut cs, stream, mut up, mut got_up) =
+        let (mut legs, mut cs, stream, mut up, mut got_up, _) =
             stream_on_remote_leg(&mut ex, &mut rng, home);
         let shards = [0, 1];
 
@@ -657,7 +679,7 @@ fn an_anchored_stream_ends_when_the_remote_leg_closes() {
     let mut rng = StdRng::seed_from_u64(seed);
     let home = rng.gen_range(0..2);
     let mut ex = Exit::new();
-    let (legs, _cs, stream, up, got_up) = stream_on_remote_leg(&mut ex, &mut rng, home);
+    let (legs, _cs, stream, up, got_up, _) = stream_on_remote_leg(&mut ex, &mut rng, home);
     assert_eq!(Sha256::digest(&got_up), Sha256::digest(&up));
     let acts = ex.r[0].cell(&legs[0].chan, legs[0].circ_id, ChanCmd::DESTROY, [0u8; 509]);
     ex.take(0, acts);
@@ -681,6 +703,158 @@ fn an_anchored_stream_ends_when_the_remote_leg_closes() {
         assert_eq!(
             (m.conflux_sets, m.conflux_anchors, m.circuits, m.streams),
             (0, 0, 0, 0),
+            "shard {s}"
+        );
+        assert_eq!(m.conflux_dir_entries, 0, "shard {s}");
+    }
+}
+
+/// Closes leg 0 (the set's only leg on shard 0) so that its slot anchors the stream.
+fn anchor_leg0(ex: &mut Exit, legs: &[Client; 2]) {
+    let acts = ex.r[0].cell(&legs[0].chan, legs[0].circ_id, ChanCmd::DESTROY, [0u8; 509]);
+    ex.take(0, acts);
+    ex.settle();
+    let _ = (ex.take_out(0), ex.take_out(1));
+    assert_eq!(ex.r[0].core.metrics().conflux_anchors, 1);
+}
+
+#[test]
+fn a_new_local_leg_takes_the_anchored_streams() {
+    let seed = seed("a_new_local_leg_takes_the_anchored_streams");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let mut ex = Exit::new();
+    let (mut legs, mut cs, stream, mut up, mut got_up, nonce) =
+        stream_on_remote_leg(&mut ex, &mut rng, home);
+    anchor_leg0(&mut ex, &legs);
+    // The client relinks a new leg on shard 0 with the set's nonce (C tor's client
+    // replaces a closed leg; the exit adds it to the linked set).
+    let mut fresh = Client::new(relay_chan(12, &middle(), false), 0x8000_0003);
+    fresh.create(&mut ex.r[0], Hs::NtorV3 { cc: true });
+    ex.send(
+        0,
+        &mut fresh,
+        &other(RelayCmd::CONFLUX_LINK, &link_body(nonce)),
+        0,
+    );
+    ex.settle();
+    let acts = ex.take_out(0);
+    let got = fresh.open_all(&acts);
+    assert_eq!(got.len(), 1, "{acts:?}");
+    assert_eq!(got[0].1, RelayCmd::CONFLUX_LINKED);
+    let m = ex.r[0].core.metrics();
+    assert_eq!(
+        (
+            m.conflux_legs,
+            m.conflux_anchors,
+            m.conflux_anchors_total,
+            m.circuits
+        ),
+        (2, 0, 1, 1),
+        "the anchor gave its streams to the new leg and was freed"
+    );
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::StreamClose { .. })),
+        "{acts:?}"
+    );
+    // The new leg's counters start at the LINK's (0): the client SWITCHes it forward.
+    legs[0] = fresh;
+    cs.leg_sent[0] = 0;
+    cs.leg_recv[0] = 0;
+    let more: Vec<u8> = (0..30 * 400).map(|_| rng.gen()).collect();
+    for chunk in more.chunks(400) {
+        cs.send(&mut ex, &mut legs, [0, 1], 0, &RelayMsg::Data(chunk), 7);
+        ex.some(&mut rng);
+    }
+    ex.settle();
+    up.extend_from_slice(&more);
+    got_up.extend(written(&ex.take_out(0), stream));
+    let _ = ex.take_out(1);
+    assert_eq!(
+        Sha256::digest(&got_up),
+        Sha256::digest(&up),
+        "client → exit bytes over the new leg differ"
+    );
+    // The new leg carried the newest client cells: its close breaks the set (C tor
+    // `cfx_del_leg`), so the stream ends and leg 1 is closed with FINISHED.
+    let acts = ex.r[0].cell(&legs[0].chan, legs[0].circ_id, ChanCmd::DESTROY, [0u8; 509]);
+    ex.take(0, acts);
+    ex.settle();
+    let a0 = ex.take_out(0);
+    assert!(
+        a0.iter()
+            .any(|a| matches!(a, Action::StreamClose { stream: s } if *s == stream)),
+        "{a0:?}"
+    );
+    assert_eq!(
+        destroys_to(&ex.take_out(1), &legs[1]),
+        vec![DestroyReason::Finished]
+    );
+    for s in 0..2 {
+        let m = ex.r[s].core.metrics();
+        assert_eq!(
+            (m.conflux_sets, m.conflux_anchors, m.circuits, m.streams),
+            (0, 0, 0, 0),
+            "shard {s}"
+        );
+    }
+}
+
+#[test]
+fn the_oom_handler_frees_an_anchor_and_its_set() {
+    let seed = seed("the_oom_handler_frees_an_anchor_and_its_set");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let mut ex = Exit::with_pool(512);
+    let (mut legs, mut cs, stream, _, _, _) = stream_on_remote_leg(&mut ex, &mut rng, home);
+    anchor_leg0(&mut ex, &legs);
+    // The exit socket stops taking data: the client's DATA is held in the anchored stream's
+    // buffer (XOFF goes out on leg 1; this client ignores it) until shard 0's memory cap
+    // is reached, and the OOM handler picks the anchor (the only circuit holding cells).
+    let (r, acts) = ex.r[0].io(|c, io| c.stream_write_blocked(stream, true, io));
+    r.unwrap();
+    ex.take(0, acts);
+    let mut killed = false;
+    for _ in 0..2000 {
+        cs.send(
+            &mut ex,
+            &mut legs,
+            [0, 1],
+            1,
+            &RelayMsg::Data(&[7u8; 400]),
+            7,
+        );
+        ex.settle();
+        if ex.r[0].core.metrics().oom_kills > 0 {
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "the memory cap was reached");
+    let a0 = ex.take_out(0);
+    assert!(
+        a0.iter()
+            .any(|a| matches!(a, Action::StreamClose { stream: s } if *s == stream)),
+        "{a0:?}"
+    );
+    assert!(cells(&a0).is_empty(), "an anchor has no channel: {a0:?}");
+    // The set goes with its streams: leg 1 is closed with the OOM's reason.
+    let a1 = ex.take_out(1);
+    assert_eq!(
+        destroys_to(&a1, &legs[1]),
+        vec![DestroyReason::ResourceLimit]
+    );
+    for s in 0..2 {
+        let m = ex.r[s].core.metrics();
+        assert_eq!(
+            (
+                m.conflux_sets,
+                m.conflux_anchors,
+                m.circuits,
+                m.streams,
+                m.queued_cells
+            ),
+            (0, 0, 0, 0, 0),
             "shard {s}"
         );
         assert_eq!(m.conflux_dir_entries, 0, "shard {s}");
