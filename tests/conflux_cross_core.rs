@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use circuit_common::*;
 use fors::cell::chan::DestroyReason;
-use fors::cell::relay::msg::{BeginTarget, RelayMsg};
+use fors::cell::relay::msg::{BeginTarget, RelayMsg, Xon};
 use fors::cell::relay::RelayCmd;
 use fors::cell::ChanCmd;
 use fors::proto::circuit::{Action, CircuitConfig, ConfluxMsg, RelayIdentity, ShardIdx};
@@ -859,4 +859,55 @@ fn the_oom_handler_frees_an_anchor_and_its_set() {
         );
         assert_eq!(m.conflux_dir_entries, 0, "shard {s}");
     }
+}
+
+#[test]
+fn an_anchored_streams_xoff_and_xon_follow_the_client() {
+    let seed = seed("an_anchored_streams_xoff_and_xon_follow_the_client");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let mut ex = Exit::new();
+    let (mut legs, mut cs, stream, _, _, _) = stream_on_remote_leg(&mut ex, &mut rng, home);
+    anchor_leg0(&mut ex, &legs);
+    let is_pause = |a: &Action| matches!(a, Action::PauseStreamRead { stream: s } if *s == stream);
+    let is_resume =
+        |a: &Action| matches!(a, Action::ResumeStreamRead { stream: s } if *s == stream);
+    // XOFF on leg 1 reaches the anchored stream: its socket is paused, nothing packaged.
+    cs.send(
+        &mut ex,
+        &mut legs,
+        [0, 1],
+        1,
+        &RelayMsg::Xoff(Default::default()),
+        7,
+    );
+    ex.settle();
+    let a0 = ex.take_out(0);
+    assert_eq!(a0.iter().filter(|a| is_pause(a)).count(), 1, "{a0:?}");
+    let (n, acts) = ex.r[0].io(|c, io| c.stream_data(stream, &[7u8; 1000], io));
+    assert_eq!(n.unwrap(), 0);
+    ex.take(0, acts);
+    ex.settle();
+    assert!(cs.read(&mut legs[1], 1, &ex.take_out(1)).is_empty());
+    assert_eq!(ex.r[0].core.metrics().xoff_received, 1);
+    // XON resumes reading, and the data goes out on leg 1.
+    cs.send(
+        &mut ex,
+        &mut legs,
+        [0, 1],
+        1,
+        &RelayMsg::Xon(Xon { kbps_ewma: 0 }),
+        7,
+    );
+    ex.settle();
+    let a0 = ex.take_out(0);
+    assert_eq!(a0.iter().filter(|a| is_resume(a)).count(), 1, "{a0:?}");
+    let down: Vec<u8> = (0..1000).map(|_| rng.gen()).collect();
+    let (n, acts) = ex.r[0].io(|c, io| c.stream_data(stream, &down, io));
+    assert_eq!(n.unwrap(), down.len());
+    ex.take(0, acts);
+    ex.settle();
+    let other = cs.read(&mut legs[1], 1, &ex.take_out(1));
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(Sha256::digest(cs.bytes()), Sha256::digest(&down));
 }

@@ -331,6 +331,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.conflux.slot(idx).owner != NONE
     }
 
+    /// Whether slot `idx` is a conflux set's stream anchor (one array read).
+    pub(super) fn cfx_is_anchor(&self, idx: u32) -> bool {
+        self.conflux.slot(idx).anchor
+    }
+
     /// The circuit whose stream list serves `idx`: its set's stream owner, or itself.
     pub(super) fn cfx_stream_circ(&self, idx: u32) -> u32 {
         self.conflux.stream_owner(idx).unwrap_or(idx)
@@ -665,8 +670,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     /// Resumes reading on anchor `a`'s paused streams that may send (a remote leg
-    /// reported room: [`CfxAction::Resume`]).
-    fn cfx_resume_anchor(&mut self, a: u32, io: &mut CoreIo<'_>) {
+    /// reported room: [`CfxAction::Resume`]; an XON): `stream_data` then asks the set's
+    /// algorithm for a leg, and pauses them again if none may send.
+    pub(super) fn cfx_resume_anchor(&mut self, a: u32, io: &mut CoreIo<'_>) {
         let Some(c) = self.table.get(a) else {
             return;
         };
