@@ -588,10 +588,21 @@ fn the_sets_shard_losing_its_last_leg_keeps_the_stream_on_the_remote_leg() {
             "home {home}"
         );
         assert_eq!((m.conflux_anchors, m.conflux_anchors_total), (1, 1));
-        // The old leg's channel ID no longer names a circuit.
+        // The old leg's channel ID no longer names a circuit, the anchor keeps no channel
+        // in use, and that channel's close touches nothing.
         assert!(!ex.r[0]
             .core
             .circ_id_in_use(legs[0].chan.id, legs[0].circ_id));
+        let mut in_use = std::collections::HashSet::new();
+        // The first call also reports channels recorded since the last one; the second,
+        // only what the circuit table holds.
+        ex.r[0].core.channels_in_use(&mut in_use);
+        in_use.clear();
+        ex.r[0].core.channels_in_use(&mut in_use);
+        assert!(!in_use.contains(&legs[0].chan.id), "{in_use:?}");
+        let (_, acts) = ex.r[0].io(|c, io| c.channel_closed(legs[0].chan.id, io));
+        assert!(acts.is_empty(), "{acts:?}");
+        assert_eq!(ex.r[0].core.metrics().conflux_anchors, 1);
 
         // Client → exit keeps flowing on leg 1 (its shard forwards to the owner).
         let more: Vec<u8> = (0..40 * 400).map(|_| rng.gen()).collect();
