@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use circuit_common::*;
 use fors::cell::chan::DestroyReason;
-use fors::cell::relay::msg::{BeginTarget, RelayMsg, Xon};
+use fors::cell::relay::msg::{BeginTarget, RelayMsg, Sendme, Xon};
 use fors::cell::relay::RelayCmd;
 use fors::cell::ChanCmd;
 use fors::proto::circuit::{Action, CircuitConfig, ConfluxMsg, RelayIdentity, ShardIdx};
@@ -921,4 +921,64 @@ fn an_anchored_streams_xoff_and_xon_follow_the_client() {
     let other = cs.read(&mut legs[1], 1, &ex.take_out(1));
     assert!(other.is_empty(), "{other:?}");
     assert_eq!(Sha256::digest(cs.bytes()), Sha256::digest(&down));
+}
+
+#[test]
+fn an_anchored_stream_paused_on_a_full_window_resumes_at_the_remote_legs_sendme() {
+    let seed = seed("an_anchored_stream_paused_on_a_full_window_resumes_at_the_remote_legs_sendme");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let mut ex = Exit::new();
+    let (mut legs, mut cs, stream, _, _, _) = stream_on_remote_leg(&mut ex, &mut rng, home);
+    anchor_leg0(&mut ex, &legs);
+    // More than leg 1's congestion window: the socket is paused once it is full.
+    let down: Vec<u8> = (0..1000 * 498).map(|_| rng.gen()).collect();
+    let (n, acts) = ex.r[0].io(|c, io| c.stream_data(stream, &down, io));
+    let n = n.unwrap();
+    assert!(n > 0 && n < down.len(), "{n}");
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::PauseStreamRead { stream: s } if *s == stream)),
+        "{acts:?}"
+    );
+    ex.take(0, acts);
+    ex.settle();
+    // The client reads leg 1's cells one by one and keeps the tag of each cell that
+    // prompts a SENDME (every `sendme_inc`-th DATA cell, 31 by default).
+    let acts1 = ex.take_out(1);
+    let mut tags = Vec::new();
+    for a in acts1.chunks(1) {
+        let before = cs.got.len();
+        let other = cs.read(&mut legs[1], 1, a);
+        assert!(other.is_empty(), "{other:?}");
+        if cs.got.len() > before && cs.got.len() % 31 == 0 {
+            tags.push(legs[1].last_tag(0));
+        }
+    }
+    assert!(!tags.is_empty());
+    // Its SENDMEs on leg 1: the leg has room again, its shard reports it, the owner
+    // resumes the anchored stream's socket.
+    ex.advance(Duration::from_millis(50));
+    for tag in &tags {
+        ex.send(1, &mut legs[1], &RelayMsg::Sendme(Sendme::V1 { tag }), 0);
+    }
+    ex.settle();
+    let a1 = ex.take_out(1);
+    assert!(destroys_to(&a1, &legs[1]).is_empty(), "{a1:?}");
+    let a0 = ex.take_out(0);
+    assert!(
+        a0.iter()
+            .any(|a| matches!(a, Action::ResumeStreamRead { stream: s } if *s == stream)),
+        "{a0:?}"
+    );
+    // The rest goes out on leg 1.
+    let (m, acts) = ex.r[0].io(|c, io| c.stream_data(stream, &down[n..], io));
+    let m = m.unwrap();
+    assert!(m > 0, "the window reopened");
+    ex.take(0, acts);
+    ex.settle();
+    let other = cs.read(&mut legs[1], 1, &ex.take_out(1));
+    assert!(other.is_empty(), "{other:?}");
+    let got = cs.bytes();
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&down[..n + m]));
 }
