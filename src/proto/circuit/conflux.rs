@@ -52,8 +52,9 @@ const PENDING: u32 = u32::MAX - 1;
 /// A linked leg of a set owned by another shard (its streams live there).
 const REMOTE: u32 = u32::MAX - 2;
 
-/// The previous-hop channel of a stream anchor: none. No channel has this ID (channel IDs
-/// count up from 0), so channel walks (close, idle, padding) never match an anchor.
+/// The previous-hop channel of a stream anchor: none. No channel has this ID (the node's
+/// are a shard byte, 24 bits of connection generation and a connection slot, and a slot is
+/// never `u32::MAX`), so channel walks (close, idle, padding) never match an anchor.
 const ANCHOR_CHAN: ChanId = ChanId(u64::MAX);
 
 /// What [`RelayCore::close`] does with a circuit once its conflux part is done.
