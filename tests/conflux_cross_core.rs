@@ -6,7 +6,11 @@
 //! exit's data goes out on the remote leg (packaged with that leg's window and crypto on
 //! its shard) and then, once the remote leg's window is full, on the local one after a
 //! SWITCH; both directions are SHA-256 checked. Then a queue that refuses a cell tears the
-//! set down with RESOURCELIMIT.
+//! set down with RESOURCELIMIT. And the set's shard losing its last leg while the remote
+//! leg keeps the set (C tor `cfx_del_leg`): the stream stays, anchored on the closed leg's
+//! slot, with data both ways over the remote leg (SHA-256 checked), END, XOFF/XON and a
+//! window reopened by the remote leg's SENDMEs; the remote leg's close, a relinked local
+//! leg or the OOM handler frees the anchor, and nothing stays behind.
 //!
 //! Seeds are printed; `FORS_TEST_SEED` replays one.
 
