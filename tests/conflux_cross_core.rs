@@ -6,7 +6,11 @@
 //! exit's data goes out on the remote leg (packaged with that leg's window and crypto on
 //! its shard) and then, once the remote leg's window is full, on the local one after a
 //! SWITCH; both directions are SHA-256 checked. Then a queue that refuses a cell tears the
-//! set down with RESOURCELIMIT.
+//! set down with RESOURCELIMIT. And the set's shard losing its last leg while the remote
+//! leg keeps the set (C tor `cfx_del_leg`): the stream stays, anchored on the closed leg's
+//! slot, with data both ways over the remote leg (SHA-256 checked), END, XOFF/XON and a
+//! window reopened by the remote leg's SENDMEs; the remote leg's close, a relinked local
+//! leg or the OOM handler frees the anchor, and nothing stays behind.
 //!
 //! Seeds are printed; `FORS_TEST_SEED` replays one.
 
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 use circuit_common::*;
 use fors::cell::chan::DestroyReason;
-use fors::cell::relay::msg::{BeginTarget, RelayMsg};
+use fors::cell::relay::msg::{BeginTarget, RelayMsg, Sendme, Xon};
 use fors::cell::relay::RelayCmd;
 use fors::cell::ChanCmd;
 use fors::proto::circuit::{Action, CircuitConfig, ConfluxMsg, RelayIdentity, ShardIdx};
@@ -59,13 +63,18 @@ struct Exit {
 
 impl Exit {
     fn new() -> Exit {
+        Exit::with_pool(16 * 1024)
+    }
+
+    /// With `pool_cells` cell buffers per shard (the memory cap).
+    fn with_pool(pool_cells: usize) -> Exit {
         let r = (0..2)
             .map(|s| {
                 let mut cfg = CircuitConfig {
                     shard: ShardIdx(s),
                     ..test_config()
                 };
-                cfg.pool_cells = 16 * 1024;
+                cfg.pool_cells = pool_cells;
                 cfg.max_queue_per_circuit = 4096;
                 let net = TestNet {
                     known: vec![middle().rsa],
@@ -281,6 +290,16 @@ fn written(acts: &[Action], stream: StreamHandle) -> Vec<u8> {
 /// Links leg 0 on shard `shards[0]` (it creates the set, so that shard owns it) and leg 1
 /// on `shards[1]`, for a nonce homed on `home`; leg 1 gets the lower RTT.
 fn linked(ex: &mut Exit, rng: &mut StdRng, home: usize, shards: [usize; 2]) -> [Client; 2] {
+    linked_nonce(ex, rng, home, shards).0
+}
+
+/// [`linked`], with the set's nonce.
+fn linked_nonce(
+    ex: &mut Exit,
+    rng: &mut StdRng,
+    home: usize,
+    shards: [usize; 2],
+) -> ([Client; 2], Nonce) {
     let mut legs = [0, 1].map(|l| {
         let mut cl = Client::new(relay_chan(10 + l as u64, &middle(), false), 0x8000_0001);
         cl.create(&mut ex.r[shards[l]], Hs::NtorV3 { cc: true });
@@ -326,7 +345,7 @@ fn linked(ex: &mut Exit, rng: &mut StdRng, home: usize, shards: [usize; 2]) -> [
         (0, 0),
         "no set on the other shard"
     );
-    legs
+    (legs, n)
 }
 
 #[test]
@@ -473,46 +492,497 @@ fn a_cross_queue_that_refuses_a_cell_tears_the_set_down() {
     }
 }
 
-#[test]
-fn the_sets_shard_losing_its_last_leg_ends_the_set_explicitly() {
-    let seed = seed("the_sets_shard_losing_its_last_leg_ends_the_set_explicitly");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let home = rng.gen_range(0..2);
+/// DESTROY cells to client leg `cl` among `acts`, by reason.
+fn destroys_to(acts: &[Action], cl: &Client) -> Vec<DestroyReason> {
+    cells(acts)
+        .into_iter()
+        .filter(|(ch, id, cmd, _)| {
+            *ch == cl.chan.id && *id == cl.circ_id && *cmd == ChanCmd::DESTROY
+        })
+        .map(|(_, _, _, b)| destroy_reason(&b))
+        .collect()
+}
+
+/// A set linked with leg 0 on shard 0 (the owner) and leg 1 on shard 1, a stream opened
+/// on it (BEGIN on leg 0, CONNECTED on leg 1), and client DATA on leg 1 so that leg 1
+/// carries the highest numbers both ways: leg 0's close then keeps the set (C tor
+/// `cfx_del_leg`). Returns the legs, the client's set state, the stream and the bytes
+/// the exit socket got so far.
+fn stream_on_remote_leg(
+    ex: &mut Exit,
+    rng: &mut StdRng,
+    home: usize,
+) -> (
+    [Client; 2],
+    ClientSet,
+    StreamHandle,
+    Vec<u8>,
+    Vec<u8>,
+    Nonce,
+) {
     let shards = [0, 1];
-    let mut ex = Exit::new();
-    let mut legs = linked(&mut ex, &mut rng, home, shards);
+    let (mut legs, nonce) = linked_nonce(ex, rng, home, shards);
     let mut cs = ClientSet::new();
     let begin = begin_msg(BeginTarget::Ipv4(std::net::Ipv4Addr::LOCALHOST), 80);
-    cs.send(&mut ex, &mut legs, shards, 0, &begin, 7);
+    cs.send(ex, &mut legs, shards, 0, &begin, 7);
     ex.settle();
-    ex.take_out(0);
-    ex.take_out(1);
-    // The client closes leg 0, the only leg on the set's shard, with nothing in flight.
-    // The streams hang off a circuit of that shard, so the set cannot keep them: it ends,
-    // and leg 1 is closed (FINISHED) rather than left linked with no streams behind it.
+    let acts = ex.take_out(0);
+    let (stream, addr) = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Connect { stream, addr } => Some((*stream, *addr)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Connect on the owner: {acts:?}"));
+    let (r, acts) = ex.r[0].io(|c, io| c.stream_connected(stream, addr, io));
+    r.unwrap();
+    ex.take(0, acts);
+    ex.settle();
+    let acts1 = ex.take_out(1);
+    let got = cs.read(&mut legs[1], 1, &acts1);
+    assert_eq!(got.len(), 1, "{acts1:?}");
+    assert_eq!(
+        got[0].0,
+        RelayCmd::CONNECTED,
+        "CONNECTED on the lower-RTT leg 1"
+    );
+    let up: Vec<u8> = (0..20 * 400).map(|_| rng.gen()).collect();
+    for chunk in up.chunks(400) {
+        cs.send(ex, &mut legs, shards, 1, &RelayMsg::Data(chunk), 7);
+        ex.some(rng);
+    }
+    ex.settle();
+    let got = written(&ex.take_out(0), stream);
+    let _ = ex.take_out(1);
+    (legs, cs, stream, up, got, nonce)
+}
+
+#[test]
+fn the_sets_shard_losing_its_last_leg_keeps_the_stream_on_the_remote_leg() {
+    let seed = seed("the_sets_shard_losing_its_last_leg_keeps_the_stream_on_the_remote_leg");
+    let mut rng = StdRng::seed_from_u64(seed);
+    for home in 0..2 {
+        let mut ex = Exit::new();
+        let (mut legs, mut cs, stream, mut up, mut got_up, _) =
+            stream_on_remote_leg(&mut ex, &mut rng, home);
+        let shards = [0, 1];
+
+        // The client closes leg 0, the only leg on the set's shard. Leg 1 carries the
+        // highest numbers and is the exit's sending leg, so C tor keeps the set and its
+        // streams: so does Fors, the closed leg's slot anchoring the stream.
+        let acts = ex.r[0].cell(&legs[0].chan, legs[0].circ_id, ChanCmd::DESTROY, [0u8; 509]);
+        ex.take(0, acts);
+        ex.settle();
+        let a0 = ex.take_out(0);
+        assert!(
+            !a0.iter()
+                .any(|a| matches!(a, Action::StreamClose { .. } | Action::CircuitClosed { .. })),
+            "home {home}: {a0:?}"
+        );
+        assert!(
+            destroys_to(&a0, &legs[0]).is_empty(),
+            "DESTROY received, not sent"
+        );
+        let a1 = ex.take_out(1);
+        assert!(destroys_to(&a1, &legs[1]).is_empty(), "leg 1 lives: {a1:?}");
+        let m = ex.r[0].core.metrics();
+        assert_eq!(
+            (m.conflux_sets, m.conflux_legs, m.conflux_remote_legs),
+            (1, 1, 1),
+            "home {home}"
+        );
+        assert_eq!((m.conflux_anchors, m.conflux_anchors_total), (1, 1));
+        // The old leg's channel ID no longer names a circuit, the anchor keeps no channel
+        // in use, and that channel's close touches nothing.
+        assert!(!ex.r[0]
+            .core
+            .circ_id_in_use(legs[0].chan.id, legs[0].circ_id));
+        let mut in_use = std::collections::HashSet::new();
+        // The first call also reports channels recorded since the last one; the second,
+        // only what the circuit table holds.
+        ex.r[0].core.channels_in_use(&mut in_use);
+        in_use.clear();
+        ex.r[0].core.channels_in_use(&mut in_use);
+        assert!(!in_use.contains(&legs[0].chan.id), "{in_use:?}");
+        let (_, acts) = ex.r[0].io(|c, io| c.channel_closed(legs[0].chan.id, io));
+        assert!(acts.is_empty(), "{acts:?}");
+        assert_eq!(ex.r[0].core.metrics().conflux_anchors, 1);
+
+        // Client → exit keeps flowing on leg 1 (its shard forwards to the owner).
+        let more: Vec<u8> = (0..40 * 400).map(|_| rng.gen()).collect();
+        for chunk in more.chunks(400) {
+            cs.send(&mut ex, &mut legs, shards, 1, &RelayMsg::Data(chunk), 7);
+            ex.some(&mut rng);
+        }
+        ex.settle();
+        up.extend_from_slice(&more);
+        got_up.extend(written(&ex.take_out(0), stream));
+        let other = cs.read(&mut legs[1], 1, &ex.take_out(1));
+        assert!(
+            other.iter().all(|o| o.0 == RelayCmd::SENDME),
+            "leg 1: {other:?}"
+        );
+        assert_eq!(
+            Sha256::digest(&got_up),
+            Sha256::digest(&up),
+            "client → exit bytes differ (home {home})"
+        );
+
+        // Exit → client: on leg 1 only, packaged on its shard.
+        let down: Vec<u8> = (0..200 * 498).map(|_| rng.gen()).collect();
+        let (n, acts) = ex.r[0].io(|c, io| c.stream_data(stream, &down, io));
+        let n = n.unwrap();
+        ex.take(0, acts);
+        ex.settle();
+        assert!(n > 0, "the remote leg's window let some go");
+        assert!(
+            cells(&ex.take_out(0)).is_empty(),
+            "nothing leaves on shard 0: it has no channel for the set"
+        );
+        let other = cs.read(&mut legs[1], 1, &ex.take_out(1));
+        assert!(other.is_empty(), "leg 1: {other:?}");
+        let got = cs.bytes();
+        assert_eq!(got.len(), n);
+        assert_eq!(
+            Sha256::digest(&got),
+            Sha256::digest(&down[..n]),
+            "exit → client bytes differ (home {home})"
+        );
+
+        // The exit socket's EOF: END goes out on leg 1.
+        let (r, acts) = ex.r[0]
+            .io(|c, io| c.stream_closed(stream, fors::cell::relay::msg::EndReason::Done, io));
+        r.unwrap();
+        ex.take(0, acts);
+        ex.settle();
+        let other = cs.read(&mut legs[1], 1, &ex.take_out(1));
+        assert_eq!(other.len(), 1, "{other:?}");
+        assert_eq!(other[0].0, RelayCmd::END);
+
+        // The last leg closes: the set ends, the anchor is freed, nothing stays.
+        let acts = ex.r[1].cell(&legs[1].chan, legs[1].circ_id, ChanCmd::DESTROY, [0u8; 509]);
+        ex.take(1, acts);
+        ex.settle();
+        let a0 = ex.take_out(0);
+        assert!(
+            a0.iter().any(|a| matches!(a, Action::CircuitClosed { .. })),
+            "{a0:?}"
+        );
+        assert!(cells(&a0).is_empty(), "an anchor has no channel: {a0:?}");
+        for s in 0..2 {
+            let m = ex.r[s].core.metrics();
+            assert_eq!(
+                (
+                    m.conflux_sets,
+                    m.conflux_legs,
+                    m.conflux_remote_legs,
+                    m.conflux_anchors,
+                    m.circuits,
+                    m.streams
+                ),
+                (0, 0, 0, 0, 0, 0),
+                "home {home}, shard {s}"
+            );
+            assert_eq!(m.conflux_dir_entries, 0, "shard {s} forgot the nonce");
+        }
+    }
+}
+
+#[test]
+fn an_anchored_stream_ends_when_the_remote_leg_closes() {
+    let seed = seed("an_anchored_stream_ends_when_the_remote_leg_closes");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let mut ex = Exit::new();
+    let (legs, _cs, stream, up, got_up, _) = stream_on_remote_leg(&mut ex, &mut rng, home);
+    assert_eq!(Sha256::digest(&got_up), Sha256::digest(&up));
+    let acts = ex.r[0].cell(&legs[0].chan, legs[0].circ_id, ChanCmd::DESTROY, [0u8; 509]);
+    ex.take(0, acts);
+    ex.settle();
+    let _ = (ex.take_out(0), ex.take_out(1));
+    assert_eq!(ex.r[0].core.metrics().conflux_anchors, 1);
+    // Leg 1's channel goes: the set's last leg, so its open stream closes with it (C tor
+    // frees a circuit's streams without END: there is no circuit to send it on).
+    let (_, acts) = ex.r[1].io(|c, io| c.channel_closed(legs[1].chan.id, io));
+    ex.take(1, acts);
+    ex.settle();
+    let a0 = ex.take_out(0);
+    assert!(
+        a0.iter()
+            .any(|a| matches!(a, Action::StreamClose { stream: s } if *s == stream)),
+        "{a0:?}"
+    );
+    assert!(cells(&a0).is_empty(), "{a0:?}");
+    for s in 0..2 {
+        let m = ex.r[s].core.metrics();
+        assert_eq!(
+            (m.conflux_sets, m.conflux_anchors, m.circuits, m.streams),
+            (0, 0, 0, 0),
+            "shard {s}"
+        );
+        assert_eq!(m.conflux_dir_entries, 0, "shard {s}");
+    }
+}
+
+/// Closes leg 0 (the set's only leg on shard 0) so that its slot anchors the stream.
+fn anchor_leg0(ex: &mut Exit, legs: &[Client; 2]) {
+    let acts = ex.r[0].cell(&legs[0].chan, legs[0].circ_id, ChanCmd::DESTROY, [0u8; 509]);
+    ex.take(0, acts);
+    ex.settle();
+    let _ = (ex.take_out(0), ex.take_out(1));
+    assert_eq!(ex.r[0].core.metrics().conflux_anchors, 1);
+}
+
+#[test]
+fn a_new_local_leg_takes_the_anchored_streams() {
+    let seed = seed("a_new_local_leg_takes_the_anchored_streams");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let mut ex = Exit::new();
+    let (mut legs, mut cs, stream, mut up, mut got_up, nonce) =
+        stream_on_remote_leg(&mut ex, &mut rng, home);
+    anchor_leg0(&mut ex, &legs);
+    // The client relinks a new leg on shard 0 with the set's nonce (C tor's client
+    // replaces a closed leg; the exit adds it to the linked set).
+    let mut fresh = Client::new(relay_chan(12, &middle(), false), 0x8000_0003);
+    fresh.create(&mut ex.r[0], Hs::NtorV3 { cc: true });
+    ex.send(
+        0,
+        &mut fresh,
+        &other(RelayCmd::CONFLUX_LINK, &link_body(nonce)),
+        0,
+    );
+    ex.settle();
+    let acts = ex.take_out(0);
+    let got = fresh.open_all(&acts);
+    assert_eq!(got.len(), 1, "{acts:?}");
+    assert_eq!(got[0].1, RelayCmd::CONFLUX_LINKED);
+    let m = ex.r[0].core.metrics();
+    assert_eq!(
+        (
+            m.conflux_legs,
+            m.conflux_anchors,
+            m.conflux_anchors_total,
+            m.circuits
+        ),
+        (2, 0, 1, 1),
+        "the anchor gave its streams to the new leg and was freed"
+    );
+    assert!(
+        !acts.iter().any(|a| matches!(a, Action::StreamClose { .. })),
+        "{acts:?}"
+    );
+    // The new leg's counters start at the LINK's (0): the client SWITCHes it forward.
+    legs[0] = fresh;
+    cs.leg_sent[0] = 0;
+    cs.leg_recv[0] = 0;
+    let more: Vec<u8> = (0..30 * 400).map(|_| rng.gen()).collect();
+    for chunk in more.chunks(400) {
+        cs.send(&mut ex, &mut legs, [0, 1], 0, &RelayMsg::Data(chunk), 7);
+        ex.some(&mut rng);
+    }
+    ex.settle();
+    up.extend_from_slice(&more);
+    got_up.extend(written(&ex.take_out(0), stream));
+    let _ = ex.take_out(1);
+    assert_eq!(
+        Sha256::digest(&got_up),
+        Sha256::digest(&up),
+        "client → exit bytes over the new leg differ"
+    );
+    // The new leg carried the newest client cells: its close breaks the set (C tor
+    // `cfx_del_leg`), so the stream ends and leg 1 is closed with FINISHED.
     let acts = ex.r[0].cell(&legs[0].chan, legs[0].circ_id, ChanCmd::DESTROY, [0u8; 509]);
     ex.take(0, acts);
     ex.settle();
     let a0 = ex.take_out(0);
     assert!(
-        a0.iter().any(|a| matches!(a, Action::StreamClose { .. })),
+        a0.iter()
+            .any(|a| matches!(a, Action::StreamClose { stream: s } if *s == stream)),
         "{a0:?}"
     );
-    let a1 = ex.take_out(1);
-    let d: Vec<_> = cells(&a1)
-        .into_iter()
-        .filter(|(ch, id, cmd, _)| {
-            *ch == legs[1].chan.id && *id == legs[1].circ_id && *cmd == ChanCmd::DESTROY
-        })
-        .map(|(_, _, _, b)| destroy_reason(&b))
-        .collect();
-    assert_eq!(d, vec![DestroyReason::Finished]);
+    assert_eq!(
+        destroys_to(&ex.take_out(1), &legs[1]),
+        vec![DestroyReason::Finished]
+    );
     for s in 0..2 {
         let m = ex.r[s].core.metrics();
         assert_eq!(
-            (m.conflux_sets, m.conflux_legs, m.conflux_remote_legs),
-            (0, 0, 0)
+            (m.conflux_sets, m.conflux_anchors, m.circuits, m.streams),
+            (0, 0, 0, 0),
+            "shard {s}"
         );
-        assert_eq!(m.conflux_dir_entries, 0, "shard {s} forgot the nonce");
     }
+}
+
+#[test]
+fn the_oom_handler_frees_an_anchor_and_its_set() {
+    let seed = seed("the_oom_handler_frees_an_anchor_and_its_set");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let mut ex = Exit::with_pool(512);
+    let (mut legs, mut cs, stream, _, _, _) = stream_on_remote_leg(&mut ex, &mut rng, home);
+    anchor_leg0(&mut ex, &legs);
+    // The exit socket stops taking data: the client's DATA is held in the anchored stream's
+    // buffer (XOFF goes out on leg 1; this client ignores it) until shard 0's memory cap
+    // is reached, and the OOM handler picks the anchor (the only circuit holding cells).
+    let (r, acts) = ex.r[0].io(|c, io| c.stream_write_blocked(stream, true, io));
+    r.unwrap();
+    ex.take(0, acts);
+    let mut killed = false;
+    for _ in 0..2000 {
+        cs.send(
+            &mut ex,
+            &mut legs,
+            [0, 1],
+            1,
+            &RelayMsg::Data(&[7u8; 400]),
+            7,
+        );
+        ex.settle();
+        if ex.r[0].core.metrics().oom_kills > 0 {
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "the memory cap was reached");
+    let a0 = ex.take_out(0);
+    assert!(
+        a0.iter()
+            .any(|a| matches!(a, Action::StreamClose { stream: s } if *s == stream)),
+        "{a0:?}"
+    );
+    assert!(cells(&a0).is_empty(), "an anchor has no channel: {a0:?}");
+    // The set goes with its streams: leg 1 is closed with the OOM's reason.
+    let a1 = ex.take_out(1);
+    assert_eq!(
+        destroys_to(&a1, &legs[1]),
+        vec![DestroyReason::ResourceLimit]
+    );
+    for s in 0..2 {
+        let m = ex.r[s].core.metrics();
+        assert_eq!(
+            (
+                m.conflux_sets,
+                m.conflux_anchors,
+                m.circuits,
+                m.streams,
+                m.queued_cells
+            ),
+            (0, 0, 0, 0, 0),
+            "shard {s}"
+        );
+        assert_eq!(m.conflux_dir_entries, 0, "shard {s}");
+    }
+}
+
+#[test]
+fn an_anchored_streams_xoff_and_xon_follow_the_client() {
+    let seed = seed("an_anchored_streams_xoff_and_xon_follow_the_client");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let mut ex = Exit::new();
+    let (mut legs, mut cs, stream, _, _, _) = stream_on_remote_leg(&mut ex, &mut rng, home);
+    anchor_leg0(&mut ex, &legs);
+    let is_pause = |a: &Action| matches!(a, Action::PauseStreamRead { stream: s } if *s == stream);
+    let is_resume =
+        |a: &Action| matches!(a, Action::ResumeStreamRead { stream: s } if *s == stream);
+    // XOFF on leg 1 reaches the anchored stream: its socket is paused, nothing packaged.
+    cs.send(
+        &mut ex,
+        &mut legs,
+        [0, 1],
+        1,
+        &RelayMsg::Xoff(Default::default()),
+        7,
+    );
+    ex.settle();
+    let a0 = ex.take_out(0);
+    assert_eq!(a0.iter().filter(|a| is_pause(a)).count(), 1, "{a0:?}");
+    let (n, acts) = ex.r[0].io(|c, io| c.stream_data(stream, &[7u8; 1000], io));
+    assert_eq!(n.unwrap(), 0);
+    ex.take(0, acts);
+    ex.settle();
+    assert!(cs.read(&mut legs[1], 1, &ex.take_out(1)).is_empty());
+    assert_eq!(ex.r[0].core.metrics().xoff_received, 1);
+    // XON resumes reading, and the data goes out on leg 1.
+    cs.send(
+        &mut ex,
+        &mut legs,
+        [0, 1],
+        1,
+        &RelayMsg::Xon(Xon { kbps_ewma: 0 }),
+        7,
+    );
+    ex.settle();
+    let a0 = ex.take_out(0);
+    assert_eq!(a0.iter().filter(|a| is_resume(a)).count(), 1, "{a0:?}");
+    let down: Vec<u8> = (0..1000).map(|_| rng.gen()).collect();
+    let (n, acts) = ex.r[0].io(|c, io| c.stream_data(stream, &down, io));
+    assert_eq!(n.unwrap(), down.len());
+    ex.take(0, acts);
+    ex.settle();
+    let other = cs.read(&mut legs[1], 1, &ex.take_out(1));
+    assert!(other.is_empty(), "{other:?}");
+    assert_eq!(Sha256::digest(cs.bytes()), Sha256::digest(&down));
+}
+
+#[test]
+fn an_anchored_stream_paused_on_a_full_window_resumes_at_the_remote_legs_sendme() {
+    let seed = seed("an_anchored_stream_paused_on_a_full_window_resumes_at_the_remote_legs_sendme");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let home = rng.gen_range(0..2);
+    let mut ex = Exit::new();
+    let (mut legs, mut cs, stream, _, _, _) = stream_on_remote_leg(&mut ex, &mut rng, home);
+    anchor_leg0(&mut ex, &legs);
+    // More than leg 1's congestion window: the socket is paused once it is full.
+    let down: Vec<u8> = (0..1000 * 498).map(|_| rng.gen()).collect();
+    let (n, acts) = ex.r[0].io(|c, io| c.stream_data(stream, &down, io));
+    let n = n.unwrap();
+    assert!(n > 0 && n < down.len(), "{n}");
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::PauseStreamRead { stream: s } if *s == stream)),
+        "{acts:?}"
+    );
+    ex.take(0, acts);
+    ex.settle();
+    // The client reads leg 1's cells one by one and keeps the tag of each cell that
+    // prompts a SENDME (every `sendme_inc`-th DATA cell, 31 by default).
+    let acts1 = ex.take_out(1);
+    let mut tags = Vec::new();
+    for a in acts1.chunks(1) {
+        let before = cs.got.len();
+        let other = cs.read(&mut legs[1], 1, a);
+        assert!(other.is_empty(), "{other:?}");
+        if cs.got.len() > before && cs.got.len() % 31 == 0 {
+            tags.push(legs[1].last_tag(0));
+        }
+    }
+    assert!(!tags.is_empty());
+    // Its SENDMEs on leg 1: the leg has room again, its shard reports it, the owner
+    // resumes the anchored stream's socket.
+    ex.advance(Duration::from_millis(50));
+    for tag in &tags {
+        ex.send(1, &mut legs[1], &RelayMsg::Sendme(Sendme::V1 { tag }), 0);
+    }
+    ex.settle();
+    let a1 = ex.take_out(1);
+    assert!(destroys_to(&a1, &legs[1]).is_empty(), "{a1:?}");
+    let a0 = ex.take_out(0);
+    assert!(
+        a0.iter()
+            .any(|a| matches!(a, Action::ResumeStreamRead { stream: s } if *s == stream)),
+        "{a0:?}"
+    );
+    // The rest goes out on leg 1.
+    let (m, acts) = ex.r[0].io(|c, io| c.stream_data(stream, &down[n..], io));
+    let m = m.unwrap();
+    assert!(m > 0, "the window reopened");
+    ex.take(0, acts);
+    ex.settle();
+    let other = cs.read(&mut legs[1], 1, &ex.take_out(1));
+    assert!(other.is_empty(), "{other:?}");
+    let got = cs.bytes();
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&down[..n + m]));
 }

@@ -4,7 +4,8 @@
 //! Leg a is on shard 0, leg b on shard 1, for a nonce homed on either shard: the set links
 //! (LINKED on both), the client's upload over both legs with SWITCHes reaches the exit
 //! socket in order, and the exit's download goes out on the lower-RTT remote leg through
-//! the other shard; both SHA-256 checked.
+//! the other shard; both SHA-256 checked. Then shard 0's leg is destroyed: the stream
+//! stays (anchored on shard 0) and carries data both ways over leg b until b goes too.
 //!
 //! Seeds are printed; `FORS_TEST_SEED` replays one.
 
@@ -211,5 +212,75 @@ fn legs_on_two_nodes_link_and_carry_a_stream_both_ways() {
         let m0 = net.nodes[0].circuit_metrics();
         assert_eq!(m0.conflux_cross_full_teardowns, 0);
         assert_eq!((m0.conflux_sets, m0.conflux_legs), (1, 2));
+
+        // One more cell on b, so b carries the newest cells both ways; then a, shard 0's
+        // only leg, is destroyed. C tor keeps the set and its stream (`cfx_del_leg`): so
+        // does the node, the stream anchored on shard 0 and its exit socket open.
+        let tail: Vec<u8> = (0..400).map(|_| rng.gen()).collect();
+        send(&mut legs, &mut net, 1, &RelayMsg::Data(&tail));
+        net.settle();
+        let mut up_all = up.clone();
+        up_all.extend_from_slice(&tail);
+        let mut written_all = written;
+        written_all.extend(net.shards[0].take_output(exit));
+        let destroy = [0u8; CELL_BODY_LEN];
+        let id = legs[0].c.id;
+        legs[0].p.send(&mut net, id, ChanCmd::DESTROY, &destroy);
+        net.settle();
+        assert!(
+            net.is_open(0, exit),
+            "the stream outlives shard 0's last leg"
+        );
+        let m0 = net.nodes[0].circuit_metrics();
+        assert_eq!(
+            (m0.conflux_sets, m0.conflux_legs, m0.conflux_anchors),
+            (1, 1, 1)
+        );
+        // Upload and download keep going over b, through the cross-shard queues.
+        let more: Vec<u8> = (0..30 * 400).map(|_| rng.gen()).collect();
+        for chunk in more.chunks(400) {
+            send(&mut legs, &mut net, 1, &RelayMsg::Data(chunk));
+        }
+        net.settle();
+        up_all.extend_from_slice(&more);
+        written_all.extend(net.shards[0].take_output(exit));
+        assert_eq!(
+            Sha256::digest(&written_all),
+            Sha256::digest(&up_all),
+            "upload after the anchor"
+        );
+        let down2: Vec<u8> = (0..30 * 498).map(|_| rng.gen()).collect();
+        net.nodes[0].on_data(exit, &down2, &mut net.shards[0]);
+        net.settle();
+        let mut got = Vec::new();
+        for (cmd, data) in legs[1].read(&mut net) {
+            if cmd == RelayCmd::DATA {
+                got.extend(data);
+            } else {
+                assert_eq!(cmd, RelayCmd::SENDME, "only DATA and b's circuit SENDMEs");
+            }
+        }
+        assert_eq!(
+            Sha256::digest(&got),
+            Sha256::digest(&down2),
+            "download after the anchor"
+        );
+        // b, the set's last leg, is destroyed: the set ends and the exit socket closes.
+        let id = legs[1].c.id;
+        legs[1].p.send(&mut net, id, ChanCmd::DESTROY, &destroy);
+        net.settle();
+        assert!(!net.is_open(0, exit), "the stream ended with the set");
+        for n in &net.nodes {
+            let m = n.circuit_metrics();
+            assert_eq!(
+                (
+                    m.conflux_sets,
+                    m.conflux_legs,
+                    m.conflux_anchors,
+                    m.circuits
+                ),
+                (0, 0, 0, 0)
+            );
+        }
     }
 }

@@ -239,6 +239,10 @@ exported_fields! {
             Counter true "Cross-shard conflux messages for a leg or set that was gone when they arrived.",
         conflux_pending_refused => "fors_relay_conflux_pending_refused_total" [""]
             Counter true "Legs closed (TORPROTOCOL) for a multiplexed, SWITCH or LINKED_ACK cell before their CONFLUX_LINKED.",
+        conflux_anchors => "fors_relay_conflux_stream_anchors" [""]
+            Gauge true "Conflux sets whose shard lost its last local leg while legs on other shards keep the set: the closed leg's slot holds the streams (no channel, no keys).",
+        conflux_anchors_total => "fors_relay_conflux_stream_anchors_total" [""]
+            Counter true "Conflux stream anchors made (the set's shard lost its last local leg while legs on other shards lived).",
         circpad_negotiated => "fors_relay_circpad_negotiated_total" [""]
             Counter true "Circuit padding machines set up on a client's PADDING_NEGOTIATE START (padding-spec §3, Padding=2).",
         circpad_machines => "fors_relay_circpad_machines" [""]

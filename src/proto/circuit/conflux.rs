@@ -12,15 +12,19 @@
 //! local leg, its *stream owner* (the leg that created the set): multiplexed cells of any
 //! leg are handled against the owner's streams once in order, and when the owner closes
 //! while the set survives its streams move to a surviving leg first
-//! ([`RelayCore::cfx_release`]). Circuit-level accounting (deliver window, circuit
+//! ([`RelayCore::cfx_release`]). When no local leg survives but legs on other shards do,
+//! the owner's circuit slot stays as the set's *stream anchor* ([`RelayCore::cfx_anchor`]):
+//! no channel, no keys, no cells accepted; only its stream list, its congestion-control
+//! state for the streams' XON/XOFF, and the set link. Everything its streams send goes on a
+//! leg the set's algorithm picks. Circuit-level accounting (deliver window, circuit
 //! SENDMEs, congestion control) stays on the leg a cell arrived or leaves on.
 
 use std::time::Instant;
 
 use super::core::{CoreIo, RelayCore};
 use super::crypto::HopCrypto;
-use super::table::{CircHandle, Next};
-use super::{Action, NetworkView, ShardIdx};
+use super::table::{CircHandle, Next, Side};
+use super::{Action, ChanId, NetworkView, ShardIdx};
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::{v0, v1, RelayCmd};
 use crate::cell::CellError;
@@ -47,6 +51,22 @@ const NONE: u32 = u32::MAX;
 const PENDING: u32 = u32::MAX - 1;
 /// A linked leg of a set owned by another shard (its streams live there).
 const REMOTE: u32 = u32::MAX - 2;
+
+/// The previous-hop channel of a stream anchor: none. No channel has this ID (the node's
+/// are a shard byte, 24 bits of connection generation and a connection slot, and a slot is
+/// never `u32::MAX`), so channel walks (close, idle, padding) never match an anchor.
+const ANCHOR_CHAN: ChanId = ChanId(u64::MAX);
+
+/// What [`RelayCore::close`] does with a circuit once its conflux part is done.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum CfxClose {
+    /// Close it as any circuit.
+    Close,
+    /// Keep its slot as its set's stream anchor ([`RelayCore::cfx_anchor`]).
+    Anchor,
+    /// It is a stream anchor, now freed: no channel to tell.
+    FreeAnchor,
+}
 
 /// A multiplexed message held in the out-of-order queue or carried to another shard.
 /// Fixed size, so holding or carrying one allocates nothing.
@@ -125,11 +145,14 @@ struct LegSlot {
     /// The set, for a leg of a set owned here (kept after the set table forgot the leg, so
     /// its close can still find the set).
     set: Option<SetKey>,
+    /// The circuit closed and its slot is the set's stream anchor (`owner` is itself).
+    anchor: bool,
 }
 
 const NO_LEG: LegSlot = LegSlot {
     owner: NONE,
     set: None,
+    anchor: false,
 };
 
 /// Action buffers kept for reuse (nesting deeper than this allocates).
@@ -151,6 +174,12 @@ pub(super) struct ConfluxExit {
     /// Action buffers, reused so a cell allocates nothing (a step inside another's
     /// action, such as an END a delivered cell causes, takes the next one).
     bufs: Vec<Vec<CfxAction<CircHandle, Held>>>,
+    /// Per set slot (`SetKey::slot`, below `max_sets`): the slot of its stream anchor, or
+    /// [`NONE`]. At most one per set, so bounded by `max_sets`; each is a circuit slot.
+    anchors: Vec<u32>,
+    /// Stream anchors now, and ever made (`fors_relay_conflux_stream_anchors{,_total}`).
+    anchors_live: usize,
+    anchors_total: u64,
 }
 
 impl ConfluxExit {
@@ -175,6 +204,9 @@ impl ConfluxExit {
             cfx_enabled: true,
             charged: 0,
             bufs: (0..BUFS).map(|_| Vec::with_capacity(16)).collect(),
+            anchors: vec![NONE; sets.max_sets],
+            anchors_live: 0,
+            anchors_total: 0,
         }
     }
 
@@ -227,6 +259,51 @@ impl ConfluxExit {
         self.shard.me()
     }
 
+    /// The stream anchor of set `set`, if it has one.
+    fn anchor_of(&self, set: SetKey) -> Option<u32> {
+        let a = *self.anchors.get(set.slot())?;
+        let s = self.slot(a);
+        (a != NONE && s.anchor && s.set == Some(set)).then_some(a)
+    }
+
+    /// Circuit slot `idx` becomes set `set`'s stream anchor; false if the set's slot is
+    /// out of range (cannot happen: set slots are below `max_sets`).
+    fn make_anchor(&mut self, idx: u32, set: SetKey) -> bool {
+        let Some(a) = self.anchors.get_mut(set.slot()) else {
+            return false;
+        };
+        *a = idx;
+        self.anchors_live += 1;
+        self.anchors_total += 1;
+        if let Some(s) = self.slot_mut(idx) {
+            *s = LegSlot {
+                owner: idx,
+                set: Some(set),
+                anchor: true,
+            };
+        }
+        true
+    }
+
+    /// Slot `idx` stops being a stream anchor (its circuit is about to be freed).
+    fn drop_anchor(&mut self, idx: u32) {
+        let s = self.slot(idx);
+        if !s.anchor {
+            return;
+        }
+        if let Some(set) = s.set {
+            if let Some(a) = self.anchors.get_mut(set.slot()) {
+                if *a == idx {
+                    *a = NONE;
+                }
+            }
+        }
+        self.anchors_live -= 1;
+        if let Some(s) = self.slot_mut(idx) {
+            *s = NO_LEG;
+        }
+    }
+
     /// The local legs of set `set` (fixed size).
     fn local_legs(&self, set: SetKey) -> [Option<CircHandle>; MAX_LEGS] {
         let mut out = [None; MAX_LEGS];
@@ -253,6 +330,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// Whether circuit `idx` is a leg, pending or linked (one array read: called per cell).
     pub(super) fn cfx_is_leg(&self, idx: u32) -> bool {
         self.conflux.slot(idx).owner != NONE
+    }
+
+    /// Whether slot `idx` is a conflux set's stream anchor (one array read).
+    pub(super) fn cfx_is_anchor(&self, idx: u32) -> bool {
+        self.conflux.slot(idx).anchor
     }
 
     /// The circuit whose stream list serves `idx`: its set's stream owner, or itself.
@@ -304,6 +386,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let s = self.conflux.stats();
         self.metrics.set_conflux(&s);
         self.metrics.set_conflux_cross(&self.conflux.shard.stats());
+        self.metrics.conflux_anchors = self.conflux.anchors_live as u64;
+        self.metrics.conflux_anchors_total = self.conflux.anchors_total;
         let held = s.held_cells;
         let charged = self.conflux.charged;
         if held > charged {
@@ -338,7 +422,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                     let Some(idx) = self.table.resolve(circ) else {
                         continue;
                     };
-                    self.cfx_linked(idx, circ);
+                    self.cfx_linked(idx, circ, io);
                     self.originate(
                         idx,
                         RelayCmd::CONFLUX_LINKED,
@@ -351,8 +435,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                     let Some(idx) = self.table.resolve(circ) else {
                         continue;
                     };
-                    self.cfx_release(idx, io);
-                    self.close(idx, reason, true, true, io);
+                    if self.cfx_release(idx) {
+                        self.cfx_anchor(idx, reason, true, true, io);
+                    } else {
+                        self.close(idx, reason, true, true, io);
+                    }
                 }
                 CfxAction::Deliver { set, cmd, msg } => {
                     let Some(sc) = self.cfx_set_circ(set) else {
@@ -402,13 +489,22 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                     msg: ConfluxMsg(msg),
                 }),
                 // The streams end with the stream owner's circuit, which the same
-                // teardown closes.
-                CfxAction::SetGone { .. } => {}
+                // teardown closes; an anchor is freed here, its streams closed as C tor
+                // closes a circuit's streams when it is freed (no END: no circuit).
+                CfxAction::SetGone { set } => {
+                    if let Some(a) = self.conflux.anchor_of(set) {
+                        self.conflux.drop_anchor(a);
+                        self.close(a, DestroyReason::Finished, false, false, io);
+                    }
+                }
                 CfxAction::Resume { set } => {
                     for l in self.conflux.local_legs(set).into_iter().flatten() {
                         if let Some(idx) = self.table.resolve(l) {
                             self.resume_streams(idx, io);
                         }
+                    }
+                    if let Some(a) = self.conflux.anchor_of(set) {
+                        self.cfx_resume_anchor(a, io);
                     }
                 }
             }
@@ -430,8 +526,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.cfx_step(io, |s, out| s.send_failed(to.0, msg.0, now, out));
     }
 
-    /// Leg `idx` is linked: note where its set's streams live.
-    fn cfx_linked(&mut self, idx: u32, circ: CircHandle) {
+    /// Leg `idx` is linked: note where its set's streams live. A set kept by a stream
+    /// anchor has a local leg again: the streams move to it and the anchor is freed.
+    fn cfx_linked(&mut self, idx: u32, circ: CircHandle, io: &mut CoreIo<'_>) {
         let me = self.conflux.shard_no();
         let (owner, set) = match self.conflux.shard.owner_of(circ) {
             Some(o) if o != me => (REMOTE, None),
@@ -451,29 +548,42 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
         };
         if let Some(s) = self.conflux.slot_mut(idx) {
-            *s = LegSlot { owner, set };
+            *s = LegSlot {
+                owner,
+                set,
+                anchor: false,
+            };
+        }
+        if let (true, Some(a)) = (owner == idx, set.and_then(|s| self.conflux.anchor_of(s))) {
+            self.cfx_move_streams(a, idx);
+            self.conflux.drop_anchor(a);
+            self.close(a, DestroyReason::Finished, false, false, io);
         }
     }
 
-    /// The circuit holding the streams of set `set` (owned here).
+    /// The circuit holding the streams of set `set` (owned here): a local leg, or the
+    /// set's stream anchor.
     fn cfx_set_circ(&self, set: SetKey) -> Option<u32> {
         self.conflux
             .local_legs(set)
             .into_iter()
             .flatten()
             .find_map(|l| self.table.resolve(l).and(self.conflux.stream_owner(l.idx)))
+            .or_else(|| self.conflux.anchor_of(set))
     }
 
     /// Circuit `idx` stops being a leg (the set table already forgot it): if it held its
     /// set's streams and the set lives on with a local leg, the streams move there first
-    /// (C tor's legs share the stream list, so the streams survive the leg).
-    fn cfx_release(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+    /// (C tor's legs share the stream list, so the streams survive the leg). True: only
+    /// legs on other shards live, so `idx` must stay as the set's stream anchor
+    /// ([`RelayCore::cfx_anchor`]) instead of being freed.
+    fn cfx_release(&mut self, idx: u32) -> bool {
         let slot = self.conflux.slot(idx);
         if let Some(s) = self.conflux.slot_mut(idx) {
             *s = NO_LEG;
         }
         let (Some(set), true) = (slot.set, slot.owner == idx) else {
-            return;
+            return false;
         };
         let legs = self.conflux.local_legs(set);
         let Some(to) = legs
@@ -481,18 +591,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             .flatten()
             .find_map(|l| self.table.resolve(*l).filter(|&i| i != idx))
         else {
-            if self.conflux.shard.sets().is_live(set) {
-                // Only legs on other shards are left, and the streams live on a circuit
-                // of this shard: they end with it, so the set ends too (C tor would keep
-                // them: streams keyed by the set are not built yet).
-                let mut more = self.conflux.take_buf();
-                self.conflux
-                    .shard
-                    .abandon(set, DestroyReason::Finished, &mut more);
-                self.cfx_run(&mut more, io);
-                self.conflux.give_buf(more);
-            }
-            return;
+            // Only legs on other shards are left (C tor keeps the set and its streams
+            // when `cfx_del_leg` does): the streams stay on this slot, now an anchor.
+            return self.conflux.shard.sets().is_live(set) && self.conflux.make_anchor(idx, set);
         };
         self.cfx_move_streams(idx, to);
         for l in legs.iter().flatten() {
@@ -500,6 +601,89 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 if s.owner == idx {
                     s.owner = to;
                 }
+            }
+        }
+        false
+    }
+
+    /// Circuit `idx`, its set's stream owner, closed while only legs on other shards keep
+    /// the set: its channel side goes as in [`RelayCore::close`] (queues freed, DESTROY
+    /// sent, index keys and keys dropped, padding stopped), and its slot stays with its
+    /// stream list, congestion-control state (the streams' XON/XOFF) and set link. No cell
+    /// can reach it; [`CfxAction::SetGone`], a new local leg, or its own close (the OOM
+    /// handler: the set goes with it) frees it.
+    pub(super) fn cfx_anchor(
+        &mut self,
+        idx: u32,
+        reason: DestroyReason,
+        tell_prev: bool,
+        tell_next: bool,
+        io: &mut CoreIo<'_>,
+    ) {
+        let Some(c) = self.table.get_mut(idx) else {
+            return;
+        };
+        let (chan, id, next, waiting) = (c.prev_chan, c.prev_circ_id, c.next, c.waiting);
+        c.prev_chan = ANCHOR_CHAN;
+        c.next = Next::None;
+        c.crypto = None;
+        c.waiting = false;
+        c.queued -= (c.q_prev.len() + c.q_next.len()) as u32;
+        let mut q_prev = ::core::mem::take(&mut c.q_prev);
+        let mut q_next = ::core::mem::take(&mut c.q_next);
+        let mut pad = ::core::mem::take(&mut c.pad);
+        self.pool.clear(&mut q_prev);
+        self.pool.clear(&mut q_next);
+        self.circpad_closed(&mut pad);
+        self.table.remove_key(chan, id);
+        if waiting {
+            if let Some(p) = self.waiting.iter().position(|&w| w == idx) {
+                self.waiting.swap_remove(p);
+            }
+        }
+        if tell_prev {
+            self.metrics.destroys_sent += 1;
+            io.out.push(Action::SendCell {
+                chan,
+                shard: self.cfg.shard,
+                circ_id: id,
+                cmd: crate::cell::ChanCmd::DESTROY,
+                body: super::destroy_body(reason),
+            });
+        }
+        if let Next::Open(h) = next {
+            if self.table.lookup(h.chan, h.circ_id) == Some((idx, Side::Next)) {
+                self.table.remove_key(h.chan, h.circ_id);
+            }
+            if tell_next {
+                self.metrics.destroys_sent += 1;
+                io.out.push(Action::SendCell {
+                    chan: h.chan,
+                    shard: h.shard,
+                    circ_id: h.circ_id,
+                    cmd: crate::cell::ChanCmd::DESTROY,
+                    body: super::destroy_body(reason),
+                });
+            }
+        }
+        self.update_queue_metrics();
+        self.cfx_metrics(io.now);
+    }
+
+    /// Resumes reading on anchor `a`'s paused streams that may send (a remote leg
+    /// reported room: [`CfxAction::Resume`]; an XON): `stream_data` then asks the set's
+    /// algorithm for a leg, and pauses them again if none may send.
+    pub(super) fn cfx_resume_anchor(&mut self, a: u32, io: &mut CoreIo<'_>) {
+        let Some(c) = self.table.get(a) else {
+            return;
+        };
+        let mut at = c.streams_head;
+        while let Some(h) = self.streams.handle_at(at) {
+            let s = self.streams.get_mut(h).expect("live");
+            at = s.next_in_circ;
+            if s.read_paused && !s.flow.xoff_received {
+                s.read_paused = false;
+                io.out.push(Action::ResumeStreamRead { stream: h });
             }
         }
     }
@@ -786,10 +970,26 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
 
     /// Circuit `idx` is about to close: a set it was a leg of loses the leg (C tor
     /// `linked_circuit_closed`, `cfx_del_leg`); if the set survives, its streams move to
-    /// a surviving leg first; if it breaks, the other legs close.
-    pub(super) fn conflux_circuit_closing(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+    /// a surviving leg first, or stay on `idx` as the set's stream anchor when only legs
+    /// on other shards survive; if it breaks, the other legs close. A stream anchor
+    /// closing (the OOM handler) takes its set with it, the legs closed with `reason`.
+    pub(super) fn conflux_circuit_closing(
+        &mut self,
+        idx: u32,
+        reason: DestroyReason,
+        io: &mut CoreIo<'_>,
+    ) -> CfxClose {
+        let slot = self.conflux.slot(idx);
+        if slot.anchor {
+            self.conflux.drop_anchor(idx);
+            if let Some(set) = slot.set.filter(|&s| self.conflux.shard.sets().is_live(s)) {
+                self.cfx_step(io, |s, out| s.abandon(set, reason, out));
+            }
+            self.cfx_metrics(io.now);
+            return CfxClose::FreeAnchor;
+        }
         if !self.cfx_is_leg(idx) {
-            return;
+            return CfxClose::Close;
         }
         let h = self.table.handle(idx);
         let in_flight = self.cfx_facts(idx).data_in_flight;
@@ -797,10 +997,15 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let mut acts = self.conflux.take_buf();
         self.conflux.shard.leg_closed(h, in_flight, now, &mut acts);
         // The set table forgot the leg: move its streams before anything else closes.
-        self.cfx_release(idx, io);
+        let anchor = self.cfx_release(idx);
         self.cfx_run(&mut acts, io);
         self.conflux.give_buf(acts);
         self.cfx_metrics(io.now);
+        if anchor {
+            CfxClose::Anchor
+        } else {
+            CfxClose::Close
+        }
     }
 
     /// Circuit `idx` closed (after [`RelayCore::conflux_circuit_closing`]).

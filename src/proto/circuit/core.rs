@@ -93,7 +93,7 @@ pub struct RelayCore<
     pub(super) metrics: CircuitMetrics,
     batch_hits: Vec<bool>,
     /// Circuits with queued cells or streams paused on a blocked channel.
-    waiting: Vec<u32>,
+    pub(super) waiting: Vec<u32>,
     /// SENDME tag of the last recognized cell of the current forward run.
     pub(super) run_tag: [u8; 20],
     /// Pool buffers charged for cells the shard holds outside the core (cross-shard
@@ -921,7 +921,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         tell_next: bool,
         io: &mut CoreIo<'_>,
     ) {
-        self.conflux_circuit_closing(idx, io);
+        // A conflux set's stream owner may stay as the set's stream anchor (`conflux.rs`).
+        let (tell_prev, tell_next) = match self.conflux_circuit_closing(idx, reason, io) {
+            super::conflux::CfxClose::Anchor => {
+                return self.cfx_anchor(idx, reason, tell_prev, tell_next, io);
+            }
+            super::conflux::CfxClose::FreeAnchor => (false, false),
+            super::conflux::CfxClose::Close => (tell_prev, tell_next),
+        };
         let handle = self.table.handle(idx);
         let Some(mut c) = self.table.remove(idx) else {
             return;

@@ -378,6 +378,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// channel is blocked (other circuits filled it) is otherwise never acted on, and the
     /// exit socket stays paused for good.
     pub(super) fn resume_streams(&mut self, idx: u32, io: &mut CoreIo<'_>) {
+        if self.cfx_is_anchor(idx) {
+            // No channel or window of its own: its set's legs decide when DATA goes.
+            return self.cfx_resume_anchor(idx, io);
+        }
         self.cfx_report_state(idx, io);
         let Some(c) = self.table.get(idx) else {
             return;

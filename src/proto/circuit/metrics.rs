@@ -183,6 +183,9 @@ pub struct CircuitMetrics {
     pub conflux_cross_full_teardowns: u64,
     pub conflux_stale_msgs: u64,
     pub conflux_pending_refused: u64,
+    /// Conflux stream anchors now, and ever made (`proto::circuit::conflux`).
+    pub conflux_anchors: u64,
+    pub conflux_anchors_total: u64,
     /// Circuit padding (`proto::circpad::CircpadStats`, copied by `set_circpad`): machines
     /// set up on PADDING_NEGOTIATE START, running now, STOPs that freed one, machines that
     /// reached their end; negotiations refused (unknown machine: ERR), ignored (slot busy,

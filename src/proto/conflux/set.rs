@@ -134,6 +134,14 @@ pub struct SetKey {
     gen: u32,
 }
 
+impl SetKey {
+    /// The set's slot in its table, below `Limits::max_sets`: for per-set arrays the
+    /// caller sizes once (the key itself, with its generation, says whether it is current).
+    pub fn slot(self) -> usize {
+        self.set as usize
+    }
+}
+
 /// Circuits the caller must close, each with `reason`. Fixed size: a set never has more
 /// than [`MAX_LEGS`] legs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
