@@ -836,6 +836,18 @@ impl Builder<'_> {
                 "DirPort configured but DirCache disabled. DirPort requires DirCache.".into(),
             ));
         }
+        // Fors implements FetchDirInfoEarly in its directory cache's mirror only; without
+        // one, its own consensus fetch would ignore it, so it is refused rather than inert.
+        if cfg.fetch_dir_info_early && !cfg.dir_cache {
+            if let Some(v) = self.raw.single("FetchDirInfoEarly") {
+                return Err(bad(
+                    "FetchDirInfoEarly",
+                    v,
+                    "Fors applies FetchDirInfoEarly only to its directory cache: it needs \
+                     DirCache 1",
+                ));
+            }
+        }
         Ok(cfg)
     }
 

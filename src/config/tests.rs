@@ -251,6 +251,7 @@ fn bad_values_name_file_line_and_option() {
         ("CircuitPadding 2", "torrc:3: bad value \"2\" for CircuitPadding: allowed values are 0 and 1"),
         ("ReducedCircuitPadding 1", "torrc:3: bad value \"1\" for ReducedCircuitPadding: Relays cannot set ReducedCircuitPadding."),
         ("FetchDirInfoExtraEarly 1", "torrc:3: bad value \"1\" for FetchDirInfoExtraEarly: FetchDirInfoExtraEarly requires that you also set FetchDirInfoEarly"),
+        ("FetchDirInfoEarly 1\nDirCache 0", "for FetchDirInfoEarly: Fors applies FetchDirInfoEarly only to its directory cache"),
         ("Sandbox 1", "for Sandbox"),
         ("DisableAllSwap 1", "for DisableAllSwap"),
         ("ProtocolWarnings 1", "for ProtocolWarnings"),
