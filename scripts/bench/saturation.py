@@ -135,16 +135,39 @@ def scrape_metrics(port):
             text = r.read().decode("utf-8", "replace")
     except (OSError, ValueError):
         return None
+    return parse_metrics(text)
+
+
+def parse_metrics(text):
+    """Sums the samples of each wanted metric over its labels (Prometheus text format)."""
     out = {}
     for line in text.splitlines()[:200_000]:
         if line.startswith("#") or not any(w in line for w in METRIC_WANTED):
             continue
-        name, _, rest = line.partition("{") if "{" in line.split(" ")[0] else line.partition(" ")
+        head, _, value = line.rpartition(" ")
+        name = head.split("{", 1)[0].strip()
         try:
-            val = float(line.rsplit(" ", 1)[1])
-        except (IndexError, ValueError):
+            val = float(value)
+        except ValueError:
             continue
-        out[name.strip()] = out.get(name.strip(), 0.0) + val
+        if name:
+            out[name] = out.get(name, 0.0) + val
+    return out
+
+
+def per_core_figures(cells_per_s, elapsed_s, cpu_s, shard_cpu_s=None):
+    """The row's derived figures: relay cores (CPU-seconds over the transfer time, as
+    bench-compare), CPU-ns per cell, and cells/s per busy core, labelled measured only when
+    the relay was the bottleneck (>= BUSY of a core). {} without the inputs."""
+    if not cells_per_s or not elapsed_s or cpu_s is None:
+        return {}
+    rc = cpu_s / elapsed_s
+    out = {"relay_cores": rc, "shard_cores": (shard_cpu_s or 0.0) / elapsed_s,
+           "bottleneck": rc >= BUSY,
+           "relay_ns_per_cell": cpu_s / (cells_per_s * elapsed_s) * 1e9}
+    if cpu_s > 0:
+        out["cells_per_s_per_busy_core"] = cells_per_s / rc
+        out["per_core_figure"] = "measured" if rc >= BUSY else "extrapolated"
     return out
 
 
@@ -457,18 +480,10 @@ class Run:
                 row["bytes_verified"] = lg.get("bytes_verified")
                 row["elapsed_s"] = el = lg.get("elapsed_s")
                 row["loadgen_cores"] = lg.get("loadgen_cpu_cores")
-                cps, cpu_s = row["cells_per_s"], row.get("relay_cpu_s")
-                if cps and el and cpu_s is not None:
-                    # As bench-compare: the relay's CPU over the whole run (set-up included)
-                    # against the load generator's transfer time and cell count.
-                    row["relay_cores"] = rc = cpu_s / el
-                    row["shard_cores"] = (row.get("shard_cpu_s") or 0) / el
-                    row["bottleneck"] = rc >= BUSY
-                    row["relay_ns_per_cell"] = cpu_s / (cps * el) * 1e9
-                    if cpu_s > 0:
-                        row["cells_per_s_per_busy_core"] = cps / rc
-                        row["per_core_figure"] = ("measured" if row["bottleneck"]
-                                                  else "extrapolated")
+                # As bench-compare: the relay's CPU over the whole run (set-up included)
+                # against the load generator's transfer time and cell count.
+                row.update(per_core_figures(row["cells_per_s"], el, row.get("relay_cpu_s"),
+                                            row.get("shard_cpu_s")))
             self.rows.append(row)
             log("  -> " + summarize(row))
 

@@ -404,7 +404,7 @@ fn run_consumer(
             continue;
         }
         idle += 1;
-        if idle % 1024 == 0 && Instant::now() > limit {
+        if idle.is_multiple_of(1024) && Instant::now() > limit {
             return Err(format!("consumer stuck at cell {got} of {cells}"));
         }
         match w.as_mut() {
