@@ -19,6 +19,7 @@
 //! The layers are `fors`'s own `Tor1ClientCircuit` by default; any [`ClientLayers`] (the
 //! reference tor1 in [`crate::tor1_ref`]) can stand in to cross-check it.
 
+use crate::tor1_ref::Tor1Dir;
 use fors::cell::chan::{
     Create2, CreateFast, Created2, CreatedFast, Destroy, DestroyReason, HandshakeType,
 };
@@ -209,10 +210,11 @@ impl<L: ClientLayers + ?Sized> ClientLayers for Box<L> {
 /// One hop of [`NegotiatedLayers`].
 enum NegotiatedHop {
     /// tor1 (the test kit's reference, which can pass a cell through a hop without
-    /// digesting it): forward, backward, last SENDME tag.
-    Tor1(crate::tor1_ref::Tor1Dir, crate::tor1_ref::Tor1Dir, [u8; 20]),
-    /// CGO (the test kit's reference client) and the last SENDME tag.
-    Cgo(crate::cgo_ref::CgoClientHop, [u8; 16]),
+    /// digesting it): forward and backward (boxed: ciphers and digests are kilobytes), last
+    /// SENDME tag.
+    Tor1(Box<(Tor1Dir, Tor1Dir)>, [u8; 20]),
+    /// CGO (the test kit's reference client, boxed too) and the last SENDME tag.
+    Cgo(Box<crate::cgo_ref::CgoClientHop>, [u8; 16]),
 }
 
 /// Client layers where each hop runs what its handshake negotiated: tor1, or CGO when the
@@ -232,10 +234,8 @@ impl NegotiatedLayers {
 
 impl ClientLayers for NegotiatedLayers {
     fn push(&mut self, k: &Tor1KeyMaterial) {
-        use crate::tor1_ref::Tor1Dir;
         self.hops.push(NegotiatedHop::Tor1(
-            Tor1Dir::new(&k.kf, &k.df),
-            Tor1Dir::new(&k.kb, &k.db),
+            Box::new((Tor1Dir::new(&k.kf, &k.df), Tor1Dir::new(&k.kb, &k.db))),
             [0; 20],
         ));
     }
@@ -257,7 +257,7 @@ impl ClientLayers for NegotiatedLayers {
         match keys {
             CircuitKeys::Tor1(k) => self.push(k),
             CircuitKeys::Cgo(k) => self.hops.push(NegotiatedHop::Cgo(
-                crate::cgo_ref::CgoClientHop::new(k),
+                Box::new(crate::cgo_ref::CgoClientHop::new(k)),
                 [0; 16],
             )),
         }
@@ -272,9 +272,9 @@ impl ClientLayers for NegotiatedLayers {
     fn originate_as(&mut self, hop: usize, cmd: ChanCmd, body: &mut Body) -> Option<SendmeTag> {
         let c = u8::from(cmd);
         let tag = match self.hops.get_mut(hop)? {
-            NegotiatedHop::Tor1(fwd, _, last) => {
-                *last = fwd.set_digest(body);
-                fwd.crypt(body);
+            NegotiatedHop::Tor1(dirs, last) => {
+                *last = dirs.0.set_digest(body);
+                dirs.0.crypt(body);
                 SendmeTag::Tor1(*last)
             }
             NegotiatedHop::Cgo(h, last) => {
@@ -284,7 +284,7 @@ impl ClientLayers for NegotiatedLayers {
         };
         for h in self.hops[..hop].iter_mut().rev() {
             match h {
-                NegotiatedHop::Tor1(fwd, _, _) => fwd.crypt(body),
+                NegotiatedHop::Tor1(dirs, _) => dirs.0.crypt(body),
                 NegotiatedHop::Cgo(h, _) => h.forward(c, body),
             }
         }
@@ -294,9 +294,9 @@ impl ClientLayers for NegotiatedLayers {
         let c = u8::from(cmd);
         for (i, h) in self.hops.iter_mut().enumerate() {
             match h {
-                NegotiatedHop::Tor1(_, back, last) => {
-                    back.crypt(body);
-                    if let Some(d) = back.check(body) {
+                NegotiatedHop::Tor1(dirs, last) => {
+                    dirs.1.crypt(body);
+                    if let Some(d) = dirs.1.check(body) {
                         *last = d;
                         return Some(i);
                     }
@@ -313,7 +313,7 @@ impl ClientLayers for NegotiatedLayers {
     }
     fn sendme_tag(&self, hop: usize) -> Option<SendmeTag> {
         Some(match self.hops.get(hop)? {
-            NegotiatedHop::Tor1(_, _, t) => SendmeTag::Tor1(*t),
+            NegotiatedHop::Tor1(_, t) => SendmeTag::Tor1(*t),
             NegotiatedHop::Cgo(_, t) => SendmeTag::Cgo(*t),
         })
     }
