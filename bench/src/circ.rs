@@ -1216,6 +1216,11 @@ mod tests {
             with_ctx(11, cgo_download)
         }
 
+        #[test]
+        fn upload_keeps_a_1000_cell_window_checks_cgo_tags_and_obeys_xoff() {
+            with_ctx(21, cgo_upload)
+        }
+
         fn cgo_download(ctx: &mut Ctx<'_>, srng: &mut StdRng) {
             let mut out = Vec::new();
             let now = Instant::now();
@@ -1252,11 +1257,6 @@ mod tests {
             assert_eq!(ctx.stats.integrity_errors, 0);
             assert_eq!(ctx.stats.hop_crypto[0]["cgo"], 1);
             assert!(ctx.stats.errors.is_empty(), "{:?}", ctx.stats.errors);
-        }
-
-        #[test]
-        fn upload_keeps_a_1000_cell_window_checks_cgo_tags_and_obeys_xoff() {
-            with_ctx(21, cgo_upload)
         }
 
         fn cgo_upload(ctx: &mut Ctx<'_>, srng: &mut StdRng) {
