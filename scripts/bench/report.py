@@ -49,7 +49,8 @@ def cgo_negotiation_problem(lg, workload, circuits):
         return f"the loadgen recorded no relay crypto for hop {hop}"
     kinds = {k: v for k, v in per_hop[hop].items() if v}
     if set(kinds) != {"cgo"} or kinds["cgo"] < circuits:
-        return f"hop {hop} (the subject) negotiated {kinds or 'nothing'}, not CGO on all {circuits} circuits"
+        return (f"hop {hop} (the subject) negotiated {kinds or 'nothing'}, not CGO on all "
+                f"{circuits} circuits")
     return None
 
 
