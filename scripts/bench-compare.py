@@ -11,6 +11,15 @@ implementation covers every workload:
   middle-forward                path SUBJECT -> exit2          (subject forwards, one layer)
   create                        path SUBJECT                   (one-hop CREATE2, handshakes/s)
   flood-bulk                    path SUBJECT -> exit2, --flood (CREATE2 flood during a download)
+  exit-download-cgo, exit-upload-cgo, middle-forward-cgo
+                                the same with CGO circuits (`fors-loadgen --relay-crypto cgo`:
+                                ntor-v3 asking every hop that advertises CGO for it and for
+                                congestion control)
+
+A CGO workload counts only if the subject really ran CGO: the loadgen's record of what each
+hop's handshake negotiated (`hop_crypto`) must say CGO at the subject's hop on every circuit,
+and for a Fors subject its MetricsPort counter `fors_relay_all_shards_circuits_cgo_total` must
+grow by at least the number of circuits; otherwise the row fails.
 
 C tor and 1-shard Fors are pinned to core 1 (`taskset -a -p -c 1`, all threads), 2-shard Fors
 to cores 0,1; everything else, the load generator included, to core 0. Only one subject is
@@ -63,6 +72,8 @@ NICK = {CTOR: "exit1", FORS1: "forsexit1", FORS2: "forsexit2"}
 CORES = {CTOR: "1", FORS1: "1", FORS2: "0,1"}
 PATH_MIDDLE, PATH_EXIT = "middle1", "exit2"
 OTHER_CORE = "0"
+# The relay-wide sum over shards of `fors_relay_circuits_cgo_total{shard=...}`.
+CGO_METRIC = "fors_relay_all_shards_circuits_cgo_total"
 TEARDOWN_RESERVE_S = 45.0  # kept back from the budget for `down` and writing results
 LOADGEN_GRACE_S = 20.0  # past its own --timeout before a loadgen run is stopped
 
@@ -318,6 +329,9 @@ class Bench:
              ["--circuits", str(c), "--download", f"{half}K", "--flood",
               "--create-rate", str(a.flood_rate)]),
         ]
+        cgo = ["--relay-crypto", "cgo"]
+        every += [(f"{wl}-cgo", path_of, extra + cgo) for wl, path_of, extra in every
+                  if f"{wl}-cgo" in report.CGO_SUBJECT_HOP]
         return [w for w in every if w[0] in selected_workloads(a)]
 
     def measure(self, subject):
@@ -350,6 +364,7 @@ class Bench:
             timeout_s = min(self.args.workload_timeout, left - LOADGEN_GRACE_S)
             log(f"{self.labels[subject]}: {wl} (path {','.join(path_of(subject))}, threads on "
                 f"CPU {'/'.join(cpus)}, timeout {timeout_s:.0f}s)")
+            cgo0 = self.cgo_circuits(subject) if wl in report.CGO_SUBJECT_HOP else None
             try:
                 lg, err, cpu_s, wall, rss = measure.measured_run(
                     pid, lambda: self.loadgen(f"{subject}-{wl}", path_of(subject), extra,
@@ -368,8 +383,37 @@ class Bench:
                     row["status"] = "not usable"
                 if subject in self.allocator_seen:
                     row["allocator"] = self.allocator_seen[subject]
+                if wl in report.CGO_SUBJECT_HOP:
+                    self.check_cgo(subject, wl, lg, cgo0, row)
             self.rows.append(row)
             log("  -> " + summarize(row))
+
+    def cgo_circuits(self, subject):
+        """A Fors subject's CGO circuit counter (MetricsPort), or None (C tor, no port)."""
+        if subject == CTOR or self.args.ctor_in_fors_slots:
+            return None
+        port = next((r.get("metrics_port") for r in self.net["relays"]
+                     if r["nick"] == NICK[subject]), None)
+        return testnet.scrape_metric(port, CGO_METRIC) if port else None
+
+    def check_cgo(self, subject, wl, lg, cgo0, row):
+        """Fails a CGO workload's row unless the subject really ran CGO on every circuit:
+        the loadgen's record of each hop's negotiated crypto, and for Fors its own counter."""
+        circuits = self.args.circuits
+        problem = report.cgo_negotiation_problem(lg, wl, circuits)
+        row["hop_crypto"] = lg.get("hop_crypto")
+        if problem is None and subject != CTOR and not self.args.ctor_in_fors_slots:
+            cgo1 = self.cgo_circuits(subject)
+            if cgo0 is None or cgo1 is None:
+                problem = f"could not read {CGO_METRIC} from {NICK[subject]}'s MetricsPort"
+            elif cgo1 - cgo0 < circuits:
+                problem = (f"{CGO_METRIC} grew by {cgo1 - cgo0}, fewer than the {circuits} "
+                           "circuits")
+            else:
+                row["cgo_metric_delta"] = cgo1 - cgo0
+        if problem:
+            row["status"] = "failed" if subject == CTOR else "not usable"
+            row["reason"] = "CGO not negotiated: " + problem
 
     # ---- output ----------------------------------------------------------
     def save_log(self, name, text):
@@ -462,12 +506,16 @@ CPU_FLAGS = ("aes", "pclmulqdq", "avx2", "avx512f", "avx512bw", "vaes", "vpclmul
 
 
 def environment(args):
-    model, flags = "", []
+    model, flags, fam, num = "", [], "", ""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("model name") and not model:
                     model = line.split(":", 1)[1].strip()
+                elif line.startswith("cpu family") and not fam:
+                    fam = line.split(":", 1)[1].strip()
+                elif re.match(r"model\s*:", line) and not num:
+                    num = line.split(":", 1)[1].strip()
                 elif line.startswith("flags") and not flags:
                     have = set(line.split(":", 1)[1].split())
                     flags = [fl for fl in CPU_FLAGS if fl in have]
@@ -480,7 +528,9 @@ def environment(args):
         commit += " (with uncommitted changes)"
     tor_v = sh([args.tor, "--version"]).splitlines()
     return {
-        "cpu": f"{model}, {os.cpu_count()} CPUs",
+        # The model name alone can be generic ("Intel(R) Xeon(R) Processor" in a VM).
+        "cpu": f"{model}" + (f" (family {fam} model {num})" if fam and num else "")
+               + f", {os.cpu_count()} CPUs",
         "kernel": platform.release(),
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "tor": tor_v[0].rstrip(".") if tor_v else "unknown",
@@ -502,6 +552,8 @@ def render_markdown(b, env, argv, elapsed):
              "```", " ".join(["scripts/bench-compare.sh"] + list(argv)), "```", "",
              f"* CPU: {env['cpu']}; kernel {env['kernel']}; {env['tor']}; Fors commit "
              f"`{env['commit']}`.",
+             f"* CPU flags that pick the crypto and copy kernels: "
+             f"{', '.join(env.get('cpu_flags') or []) or 'none of ' + ', '.join(CPU_FLAGS)}.",
              f"* Load average (1 min) {env['loadavg'][0]:.2f} at the start and "
              f"{os.getloadavg()[0]:.2f} at the end (the machine is shared); the run took "
              f"{elapsed:.0f} s.",
@@ -510,6 +562,13 @@ def render_markdown(b, env, argv, elapsed):
              f"{a.flood_rate}/s CREATE2 flood on the subject). Circuit creation: one-hop ntor "
              f"CREATE2 at up to {a.create_rate}/s for {a.create_seconds} s (≤ 256 in flight). "
              f"Paths: exit = `{PATH_MIDDLE}` → subject, middle = subject → `{PATH_EXIT}`.",
+             "* CGO rows: the same bulk workloads with `fors-loadgen --relay-crypto cgo`: ntor-v3 "
+             "asking every hop that advertises CGO (Relay=6) for CGO and congestion control, so "
+             "both hops of each path run CGO (relay cell format v1, 16-byte SENDME tags; with CC "
+             "a circuit SENDME every `cc_sendme_inc` cells and no stream SENDMEs). A row counts "
+             "only if the loadgen recorded CGO at the subject's hop on every circuit and, for "
+             f"Fors, its `{CGO_METRIC}` grew by at least the circuit count. The tor1 rows ask "
+             "for no CC (fixed windows).",
              f"* Pinning: C tor (`{NICK[CTOR]}`) and 1-shard Fors (`{NICK[FORS1]}`) on CPU 1; "
              f"2-shard Fors (`{NICK[FORS2]}`, `NumCPUs 2`) on CPUs 0,1; load generator and the "
              "rest of the network on CPU 0, so in the 2-shard rows the second shard competes "

@@ -8,13 +8,24 @@
 //! Cells go out through a [`CellOut`] (the TLS channel's queue in real runs, a `Vec` in tests);
 //! cells come in through [`Circuit::on_cell`]. Time is passed in.
 //!
-//! Flow control is the classic fixed-window scheme (tor-spec §"Flow control"), since we never
-//! ask for congestion control in the handshake:
+//! Flow control with tor1 circuits is the classic fixed-window scheme (tor-spec §"Flow
+//! control"), since we do not ask for congestion control in their handshakes:
 //! * circuit windows start at 1000 DATA cells and a SENDME adds 100; our circuit SENDMEs are
 //!   version 1, carrying the running digest of the 100th DATA cell received (prop 289), and
 //!   the SENDMEs we receive must carry the digest of our own 100th DATA cell, or the circuit
 //!   fails;
 //! * stream windows start at 500 and a (version-less, empty) stream SENDME adds 50.
+//!
+//! With `--relay-crypto cgo` every hop whose descriptor advertises CGO (Relay=6, with
+//! Relay=5 and FlowCtrl=2 as C tor's `supports_cgo` wants) is asked for it together with
+//! congestion control ([`fors_testkit::circuit::cgo_request`]): cells to and from a CGO hop
+//! are in relay cell format v1 and its SENDME tags are 16-byte CGO tags. With CC on at the
+//! last hop (prop 324) the exit acknowledges every `sendme_inc`-th DATA cell (its CC_RESPONSE
+//! value) and we acknowledge every `sendme_inc`-th one it sends, each SENDME v1 with the tag
+//! of that cell; streams have no windows and no stream SENDMEs (format v1 cannot carry them),
+//! and an XOFF from the exit pauses the stream's upload until an XON. Our own sending keeps a
+//! fixed window of 1000 unacknowledged cells rather than running a CC algorithm (Vegas): the
+//! load generator measures relays, it does not model a client's congestion response.
 
 use std::collections::VecDeque;
 use std::net::SocketAddrV4;
@@ -25,13 +36,17 @@ use fors::cell::chan::Destroy;
 use fors::cell::relay::msg::{
     Begin, BeginFlags, BeginTarget, End, Extended2, LinkSpec, RelayMsg, Sendme,
 };
-use fors::cell::relay::v0;
 use fors::cell::{ChanCmd, CircId, RelayCmd, CELL_BODY_LEN};
-use fors_testkit::circuit::{CircuitError, ClientCircuit, Handshake};
+use fors::crypto::handshake::CircuitExtension;
+use fors::crypto::relay::Tor1ClientCircuit;
+use fors_testkit::circuit::{
+    cgo_request, CircuitError, ClientCircuit, ClientLayers, Handshake, HopCryptoKind,
+    NegotiatedLayers, SendmeTag,
+};
 use rand::rngs::StdRng;
 use x25519_dalek::PublicKey;
 
-use crate::cli::HandshakeKind;
+use crate::cli::{HandshakeKind, RelayCrypto};
 use crate::path::Relay;
 use crate::pattern::{self, Verifier};
 use crate::sink::{PutReply, Request};
@@ -47,8 +62,6 @@ pub const STREAMWINDOW_START: i32 = 500;
 pub const STREAMWINDOW_INCREMENT: i32 = 50;
 /// A client may send at most 8 RELAY_EARLY cells per circuit (tor-spec §"Handling RELAY_EARLY").
 const MAX_RELAY_EARLY: u8 = 8;
-/// Circuit SENDME tags we wait for at most (one per 100 DATA cells in flight: ≤ 10).
-const MAX_PENDING_TAGS: usize = 16;
 
 /// Where cells go.
 pub trait CellOut {
@@ -116,6 +129,8 @@ struct Stream {
     verifier: Verifier,
     /// Upload: request line sent, payload bytes sent.
     header_sent: bool,
+    /// The exit sent XOFF (prop 324, CC circuits only): no upload data until its XON.
+    xoff: bool,
     up_sent: u64,
     reply: Vec<u8>,
     package_window: i32,
@@ -139,8 +154,14 @@ pub struct Circuit {
     path: Arc<Vec<Relay>>,
     /// Build only this many hops (1 for the CREATE2 flood, `path.len()` otherwise).
     hops_wanted: usize,
-    /// Handshakes, layers and relay cells: the test kit's client circuit.
-    circ: ClientCircuit,
+    /// Handshakes, layers and relay cells: the test kit's client circuit (`fors`'s own tor1
+    /// layers, or with `--relay-crypto cgo` the kit's per-hop tor1/CGO layers).
+    circ: ClientCircuit<Box<dyn ClientLayers + Send>>,
+    /// `--relay-crypto`: ask CGO of the hops that advertise it.
+    relay_crypto: RelayCrypto,
+    /// The last hop's congestion-control SENDME increment, when its handshake turned CC on
+    /// (CGO circuits); `None`: fixed windows.
+    cc_sendme_inc: Option<u8>,
     /// When the pending CREATE or EXTEND2 was sent.
     pending_since: Option<Instant>,
     pub state: CircState,
@@ -149,10 +170,11 @@ pub struct Circuit {
     deliver_window: i32,
     data_sent: u64,
     data_received: u64,
-    /// (digest of our 100·k-th DATA cell, when it was sent): what the next SENDMEs must carry.
-    expected_tags: VecDeque<([u8; 20], Instant)>,
+    /// (tag of our 100·k-th DATA cell, or `sendme_inc`·k-th with CC, when it was sent): what
+    /// the next SENDMEs must carry.
+    expected_tags: VecDeque<(SendmeTag, Instant)>,
     /// Circuit SENDME tags owed to the exit (held back when the output is full or by `--rate`).
-    sendmes_owed: VecDeque<[u8; 20]>,
+    sendmes_owed: VecDeque<SendmeTag>,
     last_data_at: Option<Instant>,
     streams: Vec<Stream>,
     next_stream_id: u16,
@@ -172,17 +194,24 @@ impl Circuit {
         path: Arc<Vec<Relay>>,
         hops_wanted: usize,
         kind: HandshakeKind,
+        relay_crypto: RelayCrypto,
         target: SocketAddrV4,
         now: Instant,
         ctx: &mut Ctx<'_>,
         out: &mut dyn CellOut,
     ) -> Result<Circuit, String> {
         let hops_wanted = hops_wanted.clamp(1, path.len());
+        let layers: Box<dyn ClientLayers + Send> = match relay_crypto {
+            RelayCrypto::Tor1 => Box::new(Tor1ClientCircuit::new()),
+            RelayCrypto::Cgo => Box::new(NegotiatedLayers::default()),
+        };
         let mut c = Circuit {
             id,
             path,
             hops_wanted,
-            circ: ClientCircuit::new(id),
+            circ: ClientCircuit::with_layers(id, layers),
+            relay_crypto,
+            cc_sendme_inc: None,
             pending_since: None,
             state: CircState::Building(0),
             target,
@@ -200,7 +229,7 @@ impl Circuit {
             created_at: now,
             built_at: None,
         };
-        let hs = handshake(kind, &c.path[0])?;
+        let hs = handshake(kind, &c.path[0], relay_crypto)?;
         let (cmd, body) = c.circ.create(ctx.rng, &hs).map_err(|e| e.to_string())?;
         c.pending_since = Some(now);
         out.push(id, cmd, &body);
@@ -223,6 +252,23 @@ impl Circuit {
 
     fn last_hop(&self) -> usize {
         self.circ.last_hop()
+    }
+
+    /// DATA cells per circuit SENDME: the CC increment, or the fixed window's 100.
+    fn sendme_inc(&self) -> i32 {
+        self.cc_sendme_inc
+            .map_or(CIRCWINDOW_INCREMENT, |i| i32::from(i.max(1)))
+    }
+
+    /// Circuit SENDME tags we wait for at most: one per `sendme_inc` DATA cells of the
+    /// 1000-cell window, plus one.
+    fn max_pending_tags(&self) -> usize {
+        CIRCWINDOW_START as usize / self.sendme_inc() as usize + 1
+    }
+
+    /// The crypto each built hop runs, first hop first.
+    pub fn hop_crypto(&self) -> Vec<HopCryptoKind> {
+        (0..self.circ.hops()).map(|h| self.circ.kind(h)).collect()
     }
 
     /// Unfinished streams in direction `dir`.
@@ -325,27 +371,27 @@ impl Circuit {
                     self.close(&why, ctx);
                 }
             }
-            ChanCmd::RELAY | ChanCmd::RELAY_EARLY => self.on_relay(body, now, ctx, out),
+            ChanCmd::RELAY | ChanCmd::RELAY_EARLY => self.on_relay(cmd, body, now, ctx, out),
             _ => {}
         }
     }
 
     /// The answer to our CREATE or EXTEND2 was taken by the client circuit: on success the
     /// hop is added; extend further or the circuit is open.
-    fn hop_built<T>(
+    fn hop_built(
         &mut self,
-        built: Result<T, CircuitError>,
+        built: Result<Vec<CircuitExtension>, CircuitError>,
         now: Instant,
         ctx: &mut Ctx<'_>,
         out: &mut dyn CellOut,
     ) {
         let sent = self.pending_since.take();
-        match built {
-            Ok(_) => {}
+        let exts = match built {
+            Ok(e) => e,
             Err(CircuitError::NoHandshakePending) => return self.close("unexpected_created", ctx),
             Err(CircuitError::Cell(_)) => return self.close("bad_created", ctx),
             Err(_) => return self.close("handshake_failed", ctx),
-        }
+        };
         ctx.stats.handshakes += 1;
         Live::add(&ctx.live.handshakes, 1);
         if let Some(sent) = sent {
@@ -354,6 +400,19 @@ impl Circuit {
         if self.circ.hops() < self.hops_wanted {
             self.extend(now, ctx, out);
         } else {
+            // CC at the last hop, whose DATA and SENDMEs we exchange (prop 324: CC_RESPONSE).
+            self.cc_sendme_inc = exts.iter().find_map(|e| match e {
+                CircuitExtension::CcResponse { sendme_inc } => Some(*sendme_inc),
+                _ => None,
+            });
+            let kinds = self.hop_crypto();
+            if kinds.last() == Some(&HopCryptoKind::Cgo) && self.cc_sendme_inc.is_none() {
+                // Format v1 has no stream-level SENDME: without CC streams cannot flow.
+                return self.close("cgo_without_cc", ctx);
+            }
+            for (hop, k) in kinds.iter().enumerate() {
+                ctx.stats.hop_crypto(hop, k.name());
+            }
             self.state = CircState::Open;
             self.built_at = Some(now);
             ctx.stats.circuits_built += 1;
@@ -371,7 +430,7 @@ impl Circuit {
         } else {
             HandshakeKind::Ntor
         };
-        let Ok(hs) = handshake(kind, &relay) else {
+        let Ok(hs) = handshake(kind, &relay, self.relay_crypto) else {
             return self.close("no_ntor_key", ctx);
         };
         let mut specs = vec![LinkSpec::Ipv4(relay.addr), LinkSpec::RsaId(relay.rsa)];
@@ -393,12 +452,13 @@ impl Circuit {
 
     fn on_relay(
         &mut self,
+        chan_cmd: ChanCmd,
         body: &mut Body,
         now: Instant,
         ctx: &mut Ctx<'_>,
         out: &mut dyn CellOut,
     ) {
-        let msg = match self.circ.open(body) {
+        let msg = match self.circ.open_as(chan_cmd, body) {
             Ok(m) => m,
             Err(CircuitError::Unrecognized) => return self.close("unrecognized_relay_cell", ctx),
             Err(_) => return self.close("bad_relay_cell", ctx),
@@ -432,10 +492,11 @@ impl Circuit {
                 }
                 self.last_data_at = Some(now);
                 // The tag of the cell that brings the window to a SENDME boundary: this one.
-                if self.deliver_window <= CIRCWINDOW_START - CIRCWINDOW_INCREMENT {
-                    let tag = self.circ.last_tag(hop).expect("recognized hop exists");
+                let inc = self.sendme_inc();
+                if self.deliver_window <= CIRCWINDOW_START - inc {
+                    let tag = self.circ.sendme_tag(hop).expect("recognized hop exists");
                     self.sendmes_owed.push_back(tag);
-                    self.deliver_window += CIRCWINDOW_INCREMENT;
+                    self.deliver_window += inc;
                 }
                 let d = d.to_vec();
                 self.stream_data(sid, &d, now, ctx);
@@ -447,6 +508,11 @@ impl Circuit {
                     st.package_window += STREAMWINDOW_INCREMENT;
                 }
             }
+            // Stream flow control on CC circuits (prop 324): the exit's buffer toward the
+            // sink is full, or drained again. XON's rate advice is not followed (we pause
+            // and resume only).
+            RelayMsg::Xoff(_) => self.stream_xoff(sid, true, ctx),
+            RelayMsg::Xon(_) => self.stream_xoff(sid, false, ctx),
             RelayMsg::Connected(_) => {
                 if let Some(st) = self.streams.iter_mut().find(|x| x.id == sid) {
                     if st.state == StreamState::Connecting {
@@ -459,12 +525,22 @@ impl Circuit {
         }
     }
 
+    /// XOFF (`off`) or XON for stream `sid`: only CC circuits have them.
+    fn stream_xoff(&mut self, sid: u16, off: bool, ctx: &mut Ctx<'_>) {
+        if self.cc_sendme_inc.is_none() {
+            return self.close("xon_xoff_without_cc", ctx);
+        }
+        if let Some(st) = self.streams.iter_mut().find(|x| x.id == sid) {
+            st.xoff = off;
+        }
+    }
+
     fn circuit_sendme(&mut self, s: Sendme<'_>, now: Instant, ctx: &mut Ctx<'_>) {
         let Some((want, sent)) = self.expected_tags.pop_front() else {
             return self.close("unexpected_sendme", ctx);
         };
         match s {
-            Sendme::V1 { tag } if tag == want => {}
+            Sendme::V1 { tag } if tag == want.as_bytes() => {}
             Sendme::V1 { .. } => return self.close("sendme_tag_mismatch", ctx),
             // We require authenticated SENDMEs, as relays do with sendme_accept_min_version=1.
             _ => return self.close("sendme_unauthenticated", ctx),
@@ -473,10 +549,11 @@ impl Circuit {
             &mut ctx.stats.sendme_rtt_us,
             (now - sent).as_micros() as u64,
         );
-        self.package_window += CIRCWINDOW_INCREMENT;
+        self.package_window += self.sendme_inc();
     }
 
     fn stream_data(&mut self, sid: u16, d: &[u8], now: Instant, ctx: &mut Ctx<'_>) {
+        let windows = self.cc_sendme_inc.is_none();
         let Some(st) = self.streams.iter_mut().find(|x| x.id == sid) else {
             return; // A stream we already gave up on.
         };
@@ -487,7 +564,8 @@ impl Circuit {
                 (now - st.begun_at).as_micros() as u64,
             );
         }
-        st.deliver_window -= 1;
+        // Stream windows only without CC (with CC the exit sends XON/XOFF instead).
+        st.deliver_window -= i32::from(windows);
         if st.deliver_window <= STREAMWINDOW_START - STREAMWINDOW_INCREMENT {
             st.sendmes_owed += 1;
             st.deliver_window += STREAMWINDOW_INCREMENT;
@@ -583,16 +661,16 @@ impl Circuit {
         self.next_stream_id += 1;
         let t = self.target;
         let hop = self.last_hop();
-        let body = self
-            .circ
-            .relay_cell_with(ctx.rng, hop, RelayCmd::BEGIN, id, |o| {
-                Begin {
-                    target: BeginTarget::Ipv4(*t.ip()),
-                    port: t.port(),
-                    flags: BeginFlags(0),
-                }
-                .encode(o)
-            });
+        let body =
+            self.circ
+                .relay_cell_as(ctx.rng, hop, ChanCmd::RELAY, RelayCmd::BEGIN, id, |o| {
+                    Begin {
+                        target: BeginTarget::Ipv4(*t.ip()),
+                        port: t.port(),
+                        flags: BeginFlags(0),
+                    }
+                    .encode(o)
+                });
         let body = match body {
             Ok((b, _)) => b,
             Err(e) => {
@@ -610,6 +688,7 @@ impl Circuit {
             first_byte: false,
             verifier: Verifier::new(plan.seed, plan.bytes),
             header_sent: false,
+            xoff: false,
             up_sent: 0,
             reply: Vec::new(),
             package_window: STREAMWINDOW_START,
@@ -638,10 +717,14 @@ impl Circuit {
         for i in 0..self.streams.len() {
             while self.streams[i].sendmes_owed > 0 && out.room() > 0 {
                 let sid = self.streams[i].id;
-                let Ok((body, _)) =
-                    self.circ
-                        .relay_cell_with(ctx.rng, hop, RelayCmd::SENDME, sid, |_| Ok(0))
-                else {
+                let Ok((body, _)) = self.circ.relay_cell_as(
+                    ctx.rng,
+                    hop,
+                    ChanCmd::RELAY,
+                    RelayCmd::SENDME,
+                    sid,
+                    |_| Ok(0),
+                ) else {
                     return spent;
                 };
                 out.push(self.id, ChanCmd::RELAY, &body);
@@ -649,18 +732,22 @@ impl Circuit {
                 self.streams[i].sendmes_owed -= 1;
             }
         }
+        let data_len = self.circ.max_data_len(hop, RelayCmd::DATA);
         while let Some(tag) = self.sendmes_owed.front().copied() {
-            let cost = (CIRCWINDOW_INCREMENT as u64) * v0::MAX_DATA_LEN as u64;
+            let cost = self.sendme_inc() as u64 * data_len as u64;
             // Only within budget: the token bucket holds at least one SENDME's worth (60 kB),
             // so waiting never stalls; releasing one regardless let downloads ignore `--rate`.
             if out.room() == 0 || spent + cost > budget {
                 break;
             }
-            let Ok((body, _)) = self
-                .circ
-                .relay_cell_with(ctx.rng, hop, RelayCmd::SENDME, 0, |o| {
-                    Sendme::V1 { tag: &tag }.encode(o)
-                })
+            let Ok((body, _)) =
+                self.circ
+                    .relay_cell_as(ctx.rng, hop, ChanCmd::RELAY, RelayCmd::SENDME, 0, |o| {
+                        Sendme::V1 {
+                            tag: tag.as_bytes(),
+                        }
+                        .encode(o)
+                    })
             else {
                 return spent;
             };
@@ -670,6 +757,8 @@ impl Circuit {
             spent += cost;
         }
         // Download request lines and upload data, round-robin one cell per stream per pass.
+        let windows = self.cc_sendme_inc.is_none();
+        let (inc, max_tags) = (self.sendme_inc() as u64, self.max_pending_tags());
         let mut progress = true;
         while progress {
             progress = false;
@@ -683,22 +772,31 @@ impl Circuit {
                 let is_put = st.plan.dir == Dir::Up
                     && st.state == StreamState::Open
                     && (!st.header_sent || st.up_sent < st.plan.bytes);
-                if !(is_get || is_put) || st.package_window <= 0 || self.package_window <= 0 {
+                let stream_blocked = if windows {
+                    st.package_window <= 0
+                } else {
+                    st.xoff
+                };
+                if !(is_get || is_put) || stream_blocked || self.package_window <= 0 {
                     continue;
                 }
                 if is_put && st.header_sent && spent >= budget {
                     continue;
                 }
-                if self.expected_tags.len() >= MAX_PENDING_TAGS {
+                if self.expected_tags.len() >= max_tags {
                     return spent;
                 }
                 let plan = st.plan;
                 let (sid, up_sent, header_sent) = (st.id, st.up_sent, st.header_sent);
                 let mut payload = 0u64;
-                let body = self
-                    .circ
-                    .relay_cell_with(ctx.rng, hop, RelayCmd::DATA, sid, |o| {
-                        let o = &mut o[..v0::MAX_DATA_LEN];
+                let body = self.circ.relay_cell_as(
+                    ctx.rng,
+                    hop,
+                    ChanCmd::RELAY,
+                    RelayCmd::DATA,
+                    sid,
+                    |o| {
+                        let o = &mut o[..data_len];
                         let mut n = 0;
                         if !header_sent {
                             let line = match plan.dir {
@@ -722,7 +820,8 @@ impl Circuit {
                             n += k;
                         }
                         Ok(n)
-                    });
+                    },
+                );
                 let (body, tag) = match body {
                     Ok(bt) => bt,
                     Err(e) => {
@@ -735,11 +834,11 @@ impl Circuit {
                 Live::add(&ctx.live.cells, 1);
                 self.data_sent += 1;
                 self.package_window -= 1;
-                if self.data_sent.is_multiple_of(CIRCWINDOW_INCREMENT as u64) {
+                if self.data_sent.is_multiple_of(inc) {
                     self.expected_tags.push_back((tag, now));
                 }
                 let st = &mut self.streams[i];
-                st.package_window -= 1;
+                st.package_window -= i32::from(windows);
                 st.header_sent = true;
                 st.up_sent += payload;
                 spent += payload;
@@ -781,8 +880,10 @@ fn failure(e: &CircuitError, encode: &'static str) -> &'static str {
     }
 }
 
-/// The handshake `kind` with `relay`, from what the path knows of it.
-fn handshake(kind: HandshakeKind, relay: &Relay) -> Result<Handshake, String> {
+/// The handshake `kind` with `relay`, from what the path knows of it; with
+/// `--relay-crypto cgo`, asking for CGO (and CC) when the relay advertises CGO or its
+/// protocols are unknown (a `--hop` given with its keys: no descriptor was read).
+fn handshake(kind: HandshakeKind, relay: &Relay, crypto: RelayCrypto) -> Result<Handshake, String> {
     if kind == HandshakeKind::Fast {
         return Ok(Handshake::Fast);
     }
@@ -796,11 +897,12 @@ fn handshake(kind: HandshakeKind, relay: &Relay) -> Result<Handshake, String> {
             let ed = relay
                 .ed
                 .ok_or_else(|| format!("ntor-v3 needs the ed25519 id of {}", relay.nick))?;
-            Ok(Handshake::NtorV3 {
-                ed,
-                onion,
-                exts: vec![],
-            })
+            let exts = if crypto == RelayCrypto::Cgo && relay.supports_cgo != Some(false) {
+                cgo_request()
+            } else {
+                vec![]
+            };
+            Ok(Handshake::NtorV3 { ed, onion, exts })
         }
         _ => Ok(Handshake::Ntor {
             rsa: relay.rsa,
@@ -815,6 +917,7 @@ mod tests {
     //! relay side of tor1 with the kit's reference implementation (`fors_testkit::tor1_ref`,
     //! independent of the client code under test).
     use super::*;
+    use fors::cell::relay::v0;
     use fors::crypto::handshake::fast;
     use fors::crypto::keymat::Tor1KeyMaterial;
     use fors_testkit::tor1_ref::Tor1Dir;
@@ -867,6 +970,7 @@ mod tests {
             rsa: Default::default(),
             ed: None,
             ntor_key: None,
+            supports_cgo: None,
         }
     }
 
@@ -895,6 +999,7 @@ mod tests {
             path,
             1,
             HandshakeKind::Fast,
+            RelayCrypto::Tor1,
             "127.0.0.1:9".parse().unwrap(),
             now,
             &mut ctx,
@@ -979,6 +1084,231 @@ mod tests {
         let cost = CIRCWINDOW_INCREMENT as u64 * v0::MAX_DATA_LEN as u64;
         let (_, tags) = download_with_budget(n, None, cost);
         assert_eq!(tags, 2, "one SENDME's worth of budget releases one");
+    }
+
+    /// `--relay-crypto cgo` against a scripted one-hop exit that runs the relay side of
+    /// ntor-v3 with `fors`'s negotiation (CC on, `sendme_inc` 31, CGO) and `fors`'s CGO
+    /// relay crypto, independent of the test kit's CGO client under test.
+    mod cgo {
+        use super::*;
+        use fors::cell::chan::{Create2, Created2};
+        use fors::cell::relay::msg::{Xoff, Xon};
+        use fors::cell::relay::v1;
+        use fors::crypto::handshake::ntor_v3::server_handshake_circ;
+        use fors::crypto::handshake::{
+            negotiate_circ_params, CircuitKeys, NtorKeyMap, NtorKeyPair, NtorV3ServerPolicy,
+        };
+        use fors::crypto::ids::Ed25519Identity;
+        use fors::crypto::relay::cgo::CgoRelayCrypto128;
+
+        const INC: usize = 31;
+        const RELAY: u8 = 3;
+
+        struct CgoExit {
+            crypto: CgoRelayCrypto128,
+            /// Tags of the DATA cells we sent, and of those we received.
+            sent_tags: Vec<[u8; 16]>,
+            recv_tags: Vec<[u8; 16]>,
+        }
+
+        impl CgoExit {
+            /// Decrypts and checks a v1 cell from the client: (cmd, stream, data).
+            fn receive(&mut self, body: &Body) -> (RelayCmd, u16, Vec<u8>) {
+                let mut b = *body;
+                assert!(self.crypto.recognize(RELAY, &mut b), "recognized");
+                let m = v1::parse(&b).unwrap();
+                if m.cmd == RelayCmd::DATA {
+                    self.recv_tags.push(*self.crypto.sendme_tag());
+                }
+                (m.cmd, m.stream_id, m.data.to_vec())
+            }
+
+            fn send(&mut self, cmd: RelayCmd, sid: u16, data: &[u8], rng: &mut StdRng) -> Body {
+                let mut b = [0u8; CELL_BODY_LEN];
+                v1::encode(&mut b, cmd, sid, data, rng).unwrap();
+                let t = self.crypto.originate(RELAY, &mut b);
+                if cmd == RelayCmd::DATA {
+                    self.sent_tags.push(t);
+                }
+                b
+            }
+        }
+
+        /// A one-hop CGO circuit to the scripted exit, open, and the stream `plan` CONNECTED.
+        fn setup(
+            plan: StreamPlan,
+            ctx: &mut Ctx<'_>,
+            out: &mut Vec<(CircId, ChanCmd, Body)>,
+            srng: &mut StdRng,
+        ) -> (Circuit, CgoExit, u16) {
+            let now = Instant::now();
+            let pair = NtorKeyPair::generate(srng);
+            let ed = Ed25519Identity([7; 32]);
+            let relay = Relay {
+                ed: Some(ed),
+                ntor_key: Some(*pair.public().as_bytes()),
+                supports_cgo: Some(true),
+                ..relay()
+            };
+            let map = NtorKeyMap::new(pair, None);
+            let mut c = Circuit::start(
+                CircId(0x8000_0001),
+                Arc::new(vec![relay]),
+                1,
+                HandshakeKind::NtorV3,
+                RelayCrypto::Cgo,
+                "127.0.0.1:9".parse().unwrap(),
+                now,
+                ctx,
+                out,
+            )
+            .unwrap();
+            let (_, cmd, create) = out.pop().unwrap();
+            assert_eq!(cmd, ChanCmd::CREATE2);
+            let hdata = Create2::parse(&create).unwrap().hdata.to_vec();
+            let policy = NtorV3ServerPolicy {
+                cc_enabled: true,
+                sendme_inc: INC as u8,
+                cgo_supported: true,
+            };
+            let (reply, keys, params) = server_handshake_circ(srng, &map, &ed, &hdata, |e| {
+                negotiate_circ_params(e, &policy)
+            })
+            .unwrap();
+            assert!(params.cgo, "the client asked for CGO");
+            let CircuitKeys::Cgo(keys) = keys else {
+                panic!("CGO keys")
+            };
+            let mut exit = CgoExit {
+                crypto: CgoRelayCrypto128::new(&keys),
+                sent_tags: Vec::new(),
+                recv_tags: Vec::new(),
+            };
+            let mut body = [0u8; CELL_BODY_LEN];
+            Created2 { hdata: &reply }.encode(&mut body).unwrap();
+            c.on_cell(ChanCmd::CREATED2, &mut body, now, ctx, out);
+            assert!(c.is_open(), "{:?}", c.state);
+            assert_eq!(c.hop_crypto(), [HopCryptoKind::Cgo]);
+            assert!(c.open_stream(plan, now, ctx, out));
+            let (cmd, sid, _) = exit.receive(&out.pop().unwrap().2);
+            assert_eq!(cmd, RelayCmd::BEGIN);
+            let mut b = exit.send(RelayCmd::CONNECTED, sid, &[], srng);
+            c.on_cell(ChanCmd::RELAY, &mut b, now, ctx, out);
+            (c, exit, sid)
+        }
+
+        /// Runs `f` with a fresh context (client randomness from `seed`) and the exit's
+        /// randomness (`seed + 1`).
+        fn with_ctx(seed: u64, f: impl FnOnce(&mut Ctx<'_>, &mut StdRng)) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut srng = StdRng::seed_from_u64(seed + 1);
+            let (mut stats, live) = (WorkerStats::default(), Live::default());
+            let mut ctx = Ctx {
+                stats: &mut stats,
+                live: &live,
+                rng: &mut rng,
+            };
+            f(&mut ctx, &mut srng)
+        }
+
+        #[test]
+        fn download_is_verified_with_cgo_sendme_tags_every_sendme_inc_cells() {
+            with_ctx(11, cgo_download)
+        }
+
+        #[test]
+        fn upload_keeps_a_1000_cell_window_checks_cgo_tags_and_obeys_xoff() {
+            with_ctx(21, cgo_upload)
+        }
+
+        fn cgo_download(ctx: &mut Ctx<'_>, srng: &mut StdRng) {
+            let mut out = Vec::new();
+            let now = Instant::now();
+            let bytes = 100 * v1::MAX_DATA_LEN_WITH_STREAM as u64 + 5;
+            let plan = StreamPlan {
+                dir: Dir::Down,
+                bytes,
+                seed: 5,
+            };
+            let (mut c, mut exit, sid) = setup(plan, ctx, &mut out, srng);
+            c.pump(now, u64::MAX, ctx, &mut out);
+            let (cmd, _, req) = exit.receive(&out.remove(0).2);
+            assert_eq!(cmd, RelayCmd::DATA);
+            assert_eq!(req, format!("GET {bytes} 5\n").into_bytes());
+            let mut data = vec![0u8; bytes as usize];
+            pattern::fill(5, 0, &mut data);
+            let mut tags = 0;
+            for chunk in data.chunks(v1::MAX_DATA_LEN_WITH_STREAM) {
+                let mut b = exit.send(RelayCmd::DATA, sid, chunk, srng);
+                c.on_cell(ChanCmd::RELAY, &mut b, now, ctx, &mut out);
+                c.pump(now, u64::MAX, ctx, &mut out);
+                for (_, _, cell) in out.drain(..) {
+                    // Only circuit SENDMEs: CC streams have none (format v1 cannot carry them).
+                    let (cmd, s, d) = exit.receive(&cell);
+                    assert_eq!((cmd, s), (RelayCmd::SENDME, 0));
+                    let want = exit.sent_tags[(tags + 1) * INC - 1];
+                    assert_eq!(Sendme::parse(&d).unwrap(), Sendme::V1 { tag: &want });
+                    tags += 1;
+                }
+            }
+            assert_eq!(tags, 101 / INC, "one SENDME per {INC} DATA cells");
+            assert_eq!(ctx.stats.bytes_down, bytes);
+            assert_eq!(ctx.stats.streams_done, 1);
+            assert_eq!(ctx.stats.integrity_errors, 0);
+            assert_eq!(ctx.stats.hop_crypto[0]["cgo"], 1);
+            assert!(ctx.stats.errors.is_empty(), "{:?}", ctx.stats.errors);
+        }
+
+        fn cgo_upload(ctx: &mut Ctx<'_>, srng: &mut StdRng) {
+            let mut out = Vec::new();
+            let now = Instant::now();
+            let plan = StreamPlan {
+                dir: Dir::Up,
+                bytes: 2000 * v1::MAX_DATA_LEN_WITH_STREAM as u64,
+                seed: 9,
+            };
+            let (mut c, mut exit, sid) = setup(plan, ctx, &mut out, srng);
+            // XOFF: nothing may be sent on the stream until XON.
+            let mut xoff = [0u8; 8];
+            let n = Xoff.encode(&mut xoff).unwrap();
+            let mut b = exit.send(RelayCmd::XOFF, sid, &xoff[..n], srng);
+            c.on_cell(ChanCmd::RELAY, &mut b, now, ctx, &mut out);
+            c.pump(now, u64::MAX, ctx, &mut out);
+            assert!(out.is_empty(), "no data after XOFF");
+            let mut xon = [0u8; 8];
+            let n = Xon { kbps_ewma: 0 }.encode(&mut xon).unwrap();
+            let mut b = exit.send(RelayCmd::XON, sid, &xon[..n], srng);
+            c.on_cell(ChanCmd::RELAY, &mut b, now, ctx, &mut out);
+            // No stream window with CC: the 1000-cell circuit window is the limit.
+            c.pump(now, u64::MAX, ctx, &mut out);
+            assert_eq!(out.len(), 1000);
+            let mut up = Vec::new();
+            for (_, _, cell) in out.drain(..) {
+                let (cmd, s, d) = exit.receive(&cell);
+                assert_eq!((cmd, s), (RelayCmd::DATA, sid));
+                up.extend_from_slice(&d);
+            }
+            // The request line, then the pattern.
+            let nl = up.iter().position(|&x| x == b'\n').unwrap();
+            let mut want = vec![0u8; up.len() - nl - 1];
+            pattern::fill(9, 0, &mut want);
+            assert_eq!(&up[nl + 1..], &want[..]);
+            // A SENDME with the tag of our 31st DATA cell releases 31 more.
+            let mut sm = [0u8; 32];
+            let tag = exit.recv_tags[INC - 1];
+            let n = Sendme::V1 { tag: &tag }.encode(&mut sm).unwrap();
+            let mut b = exit.send(RelayCmd::SENDME, 0, &sm[..n], srng);
+            c.on_cell(ChanCmd::RELAY, &mut b, now, ctx, &mut out);
+            c.pump(now, u64::MAX, ctx, &mut out);
+            assert_eq!(out.len(), INC);
+            assert!(c.is_open());
+            // One with another cell's tag fails the circuit.
+            let tag = exit.recv_tags[INC];
+            let n = Sendme::V1 { tag: &tag }.encode(&mut sm).unwrap();
+            let mut b = exit.send(RelayCmd::SENDME, 0, &sm[..n], srng);
+            c.on_cell(ChanCmd::RELAY, &mut b, now, ctx, &mut out);
+            assert_eq!(c.state, CircState::Closed("sendme_tag_mismatch".into()));
+        }
     }
 
     #[test]

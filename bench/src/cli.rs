@@ -27,6 +27,18 @@ pub enum HandshakeKind {
     Fast,
 }
 
+/// Which relay crypto to ask the hops for (`--relay-crypto`). `Cgo` asks, in the ntor-v3
+/// handshake, every hop that advertises CGO (proposal 359: Relay=6, with Relay=5 and
+/// FlowCtrl=2) for it and for congestion control; hops that do not advertise it run tor1.
+/// C tor 0.4.9 clients ask only the last hop (CC is only requested of the exit), arti asks
+/// every ntor-v3 hop; a benchmark of a CGO *middle* needs the middle asked too, hence every
+/// hop that advertises it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayCrypto {
+    Tor1,
+    Cgo,
+}
+
 /// One relay of the path as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HopArg {
@@ -74,6 +86,7 @@ pub struct Options {
     /// Total target rate in MB/s (10^6 bytes); `None` = as fast as possible.
     pub rate_mbps: Option<f64>,
     pub handshake: HandshakeKind,
+    pub relay_crypto: RelayCrypto,
     pub create_rate: Option<u32>,
     pub flood: bool,
     pub target: Target,
@@ -380,6 +393,9 @@ WORKLOAD:
   --duration 30s    repeat streams until then (default: each stream once)
   --rate MBPS       total target rate (default: as fast as possible)
   --handshake ntor|ntor-v3|fast   (default ntor)
+  --relay-crypto tor1|cgo   (default tor1) cgo: ntor-v3 asking every hop whose
+                    descriptor advertises CGO (Relay=6) for CGO and congestion control;
+                    relay cell format v1 and 16-byte SENDME tags on those hops
   --create-rate N   circuit-creation workload: N CREATE2 handshakes per second
   --flood           CREATE2 flood while the bulk streams run (needs --create-rate)
   --idle-circuits N1,N2,..  memory workload: hold N1, then N2, ... idle one-hop
@@ -418,6 +434,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         duration: None,
         rate_mbps: None,
         handshake: HandshakeKind::Ntor,
+        relay_crypto: RelayCrypto::Tor1,
         create_rate: None,
         flood: false,
         target: Target::Builtin,
@@ -433,6 +450,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
     };
     let (mut idle_stages, mut idle_rate, mut settle) = (None, None, None);
     let mut timeout_given = false;
+    let mut handshake_given = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (name, inline) = match a.split_once('=') {
@@ -520,6 +538,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
                 )
             }
             "--handshake" => {
+                handshake_given = true;
                 o.handshake = match val!("--handshake").as_str() {
                     "ntor" => HandshakeKind::Ntor,
                     "ntor-v3" | "ntor3" => HandshakeKind::NtorV3,
@@ -530,6 +549,13 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
                             format!("{other:?}: ntor, ntor-v3 or fast"),
                         ))
                     }
+                }
+            }
+            "--relay-crypto" => {
+                o.relay_crypto = match val!("--relay-crypto").as_str() {
+                    "tor1" => RelayCrypto::Tor1,
+                    "cgo" => RelayCrypto::Cgo,
+                    other => return Err(bad("--relay-crypto", format!("{other:?}: tor1 or cgo"))),
                 }
             }
             "--create-rate" => {
@@ -566,6 +592,14 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         }
     }
     check_addresses(&o, &hops, network.is_some())?;
+    if o.relay_crypto == RelayCrypto::Cgo {
+        // CGO is negotiated in ntor-v3's extensions, on every hop (CREATE_FAST and ntor
+        // have none).
+        if handshake_given && o.handshake != HandshakeKind::NtorV3 {
+            return Err(bad("--relay-crypto", "cgo needs --handshake ntor-v3"));
+        }
+        o.handshake = HandshakeKind::NtorV3;
+    }
     if o.serve.is_some() {
         return Ok(o);
     }
@@ -811,6 +845,32 @@ mod tests {
         );
         assert!(parse(&args("--network n --download 1M --circuits 0")).is_err());
         assert!(parse(&args("--network n --download 1M --handshake tap")).is_err());
+        // --relay-crypto: tor1 by default; cgo implies ntor-v3 and refuses another handshake.
+        let o = parse(&args("--network n --download 1M")).unwrap();
+        assert_eq!(o.relay_crypto, RelayCrypto::Tor1);
+        let o = parse(&args("--network n --download 1M --relay-crypto cgo")).unwrap();
+        assert_eq!(
+            (o.relay_crypto, o.handshake),
+            (RelayCrypto::Cgo, HandshakeKind::NtorV3)
+        );
+        let o = parse(&args("--network n --download 1M --relay-crypto=tor1")).unwrap();
+        assert_eq!(o.relay_crypto, RelayCrypto::Tor1);
+        assert!(matches!(
+            parse(&args(
+                "--network n --download 1M --relay-crypto cgo --handshake ntor"
+            )),
+            Err(CliError::Bad {
+                opt: "--relay-crypto",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&args("--network n --download 1M --relay-crypto aes")),
+            Err(CliError::Bad {
+                opt: "--relay-crypto",
+                ..
+            })
+        ));
         assert!(parse(&args("--hop 127.0.0.1:1,XYZ --download 1M")).is_err());
     }
 

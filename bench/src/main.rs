@@ -166,6 +166,7 @@ fn run(opts: &Options) -> Result<Summary, String> {
             duration: opts.duration,
             timeout: opts.timeout,
             handshake: opts.handshake,
+            relay_crypto: opts.relay_crypto,
             target,
             seed_base: opts.seed,
             rate: opts.rate_mbps.map(|r| r * 1e6 / threads as f64),

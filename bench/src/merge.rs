@@ -146,6 +146,20 @@ pub fn summary_from_json(file: &str, j: &Value) -> Result<Summary, MergeError> {
             .ok_or_else(|| schema(file, format!("errors.{k} is not a count")))?;
         *st.errors.entry(k.clone()).or_default() += n;
     }
+    // Optional: reports from before `--relay-crypto` have no `hop_crypto`.
+    if let Some(hops) = j.get("hop_crypto").and_then(Value::as_array) {
+        for (hop, kinds) in hops.iter().enumerate() {
+            let kinds = kinds
+                .as_object()
+                .ok_or_else(|| schema(file, format!("hop_crypto[{hop}] is not an object")))?;
+            for (k, v) in kinds {
+                let n = v
+                    .as_u64()
+                    .ok_or_else(|| schema(file, format!("hop_crypto[{hop}].{k} is not a count")))?;
+                st.add_hop_crypto(hop, k, n);
+            }
+        }
+    }
     let hists = j
         .get("histograms")
         .and_then(Value::as_object)

@@ -24,6 +24,9 @@ pub struct Relay {
     pub rsa: RsaIdentity,
     pub ed: Option<Ed25519Identity>,
     pub ntor_key: Option<[u8; 32]>,
+    /// Whether its descriptor advertises CGO ([`advertises_cgo`]); `None` when no
+    /// descriptor was read (a `--hop` given with its keys).
+    pub supports_cgo: Option<bool>,
 }
 
 /// What went wrong while working out the path.
@@ -108,6 +111,7 @@ fn relay_of(n: &JsonNode) -> Result<Relay, PathError> {
             .ok_or_else(|| PathError::Invalid(format!("fingerprint of {}", n.nick)))?,
         ed: n.ed25519_id.as_deref().and_then(parse_ed25519),
         ntor_key: None,
+        supports_cgo: None,
     })
 }
 
@@ -183,6 +187,7 @@ impl From<&HopArg> for Relay {
             rsa: h.rsa,
             ed: h.ed,
             ntor_key: h.ntor_key,
+            supports_cgo: None,
         }
     }
 }
@@ -192,23 +197,43 @@ impl From<&HopArg> for Relay {
 pub struct DescriptorKeys {
     pub ntor_key: [u8; 32],
     pub ed: Option<Ed25519Identity>,
+    /// The `proto` line advertises CGO ([`advertises_cgo`]).
+    pub supports_cgo: bool,
 }
 
-/// Reads `ntor-onion-key` and `master-key-ed25519` from a server descriptor (dir-spec
-/// §"Server descriptor format").
+/// Whether a `proto` list advertises what a client needs to ask for CGO, as C tor's
+/// `supports_cgo` (versions.c) decides: FlowCtrl=2 (congestion control), Relay=5 (subprotocol
+/// requests in ntor-v3) and Relay=6 (CGO).
+pub fn advertises_cgo(protocols: &str) -> bool {
+    use fors::dir::protover::ProtoList;
+    let (Ok(have), Ok(need)) = (
+        ProtoList::parse(protocols),
+        ProtoList::parse("FlowCtrl=2 Relay=5-6"),
+    ) else {
+        return false;
+    };
+    need.missing_from(&have).is_empty()
+}
+
+/// Reads `ntor-onion-key`, `master-key-ed25519` and `proto` from a server descriptor
+/// (dir-spec §"Server descriptor format").
 pub fn parse_descriptor_keys(desc: &str) -> Option<DescriptorKeys> {
     let mut ntor = None;
     let mut ed = None;
+    let mut supports_cgo = false;
     for line in desc.lines() {
         if let Some(k) = line.strip_prefix("ntor-onion-key ") {
             ntor = parse_curve25519(k.trim());
         } else if let Some(k) = line.strip_prefix("master-key-ed25519 ") {
             ed = Ed25519Identity::from_base64(k.trim());
+        } else if let Some(p) = line.strip_prefix("proto ") {
+            supports_cgo = advertises_cgo(p);
         }
     }
     Some(DescriptorKeys {
         ntor_key: ntor?,
         ed,
+        supports_cgo,
     })
 }
 
@@ -261,6 +286,7 @@ pub fn complete_keys(
             match fetch_descriptor_keys(*d, &r.rsa, reach) {
                 Ok(k) => {
                     r.ntor_key.get_or_insert(k.ntor_key);
+                    r.supports_cgo = Some(k.supports_cgo);
                     if r.ed.is_none() {
                         r.ed = k.ed;
                     }
@@ -336,6 +362,20 @@ mod tests {
         let k = parse_descriptor_keys(d).unwrap();
         assert_eq!(k.ntor_key, [2; 32]);
         assert_eq!(k.ed, Some(Ed25519Identity([1; 32])));
+        assert!(!k.supports_cgo, "no proto line");
+        let with = |proto: &str| {
+            parse_descriptor_keys(&format!("{d}proto {proto}\n"))
+                .unwrap()
+                .supports_cgo
+        };
+        // C tor 0.4.9's list, and lists missing one of FlowCtrl=2, Relay=5, Relay=6.
+        assert!(with(
+            "Conflux=1 Cons=2 Desc=2-4 DirCache=2 FlowCtrl=1-2 HSDir=2 HSIntro=4-5 HSRend=1-2 \
+             Link=1-5 LinkAuth=1,3 Microdesc=2-3 Padding=2 Relay=1-6"
+        ));
+        assert!(!with("FlowCtrl=1 Relay=1-6"));
+        assert!(!with("FlowCtrl=1-2 Relay=1-5"));
+        assert!(!with("FlowCtrl=1-2 Relay=1-4,6"));
         assert!(parse_descriptor_keys("router x\n").is_none());
         assert!(parse_descriptor_keys("ntor-onion-key !!!\n").is_none());
     }

@@ -23,6 +23,9 @@
 //!   sink/source server's threads (`null` with an external `--target`); the rest is the
 //!   main thread and start-up (descriptor fetches).
 //! * `errors`: counts by reason.
+//! * `hop_crypto`: per hop of the path (first hop first), how many circuits opened with each
+//!   relay crypto, `{"tor1": n}` or `{"cgo": n}` (`--relay-crypto`): what the handshakes
+//!   negotiated, so a caller can check a relay really ran CGO.
 //! * `histograms` {`cell_gap_us`, `sendme_rtt_us`, `ttfb_us`, `handshake_us`}: each
 //!   histogram's recorded buckets as `[[value, count], ...]` (value in µs, the highest
 //!   equivalent value of the bucket), so `fors-loadgen merge` can compute exact percentiles
@@ -124,6 +127,7 @@ impl Summary {
             "workers_cpu_s": self.workers_cpu_s,
             "sink_cpu_s": self.sink_cpu_s,
             "errors": s.errors,
+            "hop_crypto": s.hop_crypto,
             "path": self.path,
             "timeline": self.timeline.iter().map(|x| json!([x.t_s, x.mb_per_s, x.cells_per_s])).collect::<Vec<_>>(),
             "histograms": {

@@ -48,6 +48,9 @@ pub struct WorkerStats {
     pub handshakes: u64,
     pub integrity_errors: u64,
     pub errors: BTreeMap<String, u64>,
+    /// Per hop (first hop first): circuits that opened with each relay crypto ("tor1",
+    /// "cgo"), as the handshakes negotiated it.
+    pub hop_crypto: Vec<BTreeMap<String, u64>>,
     /// Download: gap between consecutive DATA cells of one circuit (µs).
     pub cell_gap_us: Histogram<u64>,
     /// Upload: time from sending the DATA cell a SENDME v1 acknowledges to receiving it (µs).
@@ -71,6 +74,7 @@ impl Default for WorkerStats {
             handshakes: 0,
             integrity_errors: 0,
             errors: BTreeMap::new(),
+            hop_crypto: Vec::new(),
             cell_gap_us: new_histogram(),
             sendme_rtt_us: new_histogram(),
             ttfb_us: new_histogram(),
@@ -83,6 +87,19 @@ impl WorkerStats {
     /// Counts an error by reason (a short, stable name).
     pub fn error(&mut self, reason: &str) {
         *self.errors.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// Counts a circuit whose hop `hop` opened with relay crypto `kind`.
+    pub fn hop_crypto(&mut self, hop: usize, kind: &str) {
+        self.add_hop_crypto(hop, kind, 1);
+    }
+
+    /// Counts `n` circuits whose hop `hop` opened with relay crypto `kind`.
+    pub fn add_hop_crypto(&mut self, hop: usize, kind: &str, n: u64) {
+        if self.hop_crypto.len() <= hop {
+            self.hop_crypto.resize_with(hop + 1, BTreeMap::new);
+        }
+        *self.hop_crypto[hop].entry(kind.to_string()).or_default() += n;
     }
 
     /// Records into a histogram, clamping to its range instead of failing.
@@ -102,6 +119,11 @@ impl WorkerStats {
         self.integrity_errors += o.integrity_errors;
         for (k, v) in &o.errors {
             *self.errors.entry(k.clone()).or_default() += v;
+        }
+        for (hop, kinds) in o.hop_crypto.iter().enumerate() {
+            for (k, n) in kinds {
+                self.add_hop_crypto(hop, k, *n);
+            }
         }
         let _ = self.cell_gap_us.add(&o.cell_gap_us);
         let _ = self.sendme_rtt_us.add(&o.sendme_rtt_us);
@@ -155,7 +177,12 @@ mod tests {
         WorkerStats::record(&mut a.cell_gap_us, 100);
         WorkerStats::record(&mut b.cell_gap_us, 0); // clamped to 1
         WorkerStats::record(&mut b.cell_gap_us, u64::MAX); // clamped to the top
+        a.hop_crypto(0, "tor1");
+        b.hop_crypto(1, "cgo");
+        b.hop_crypto(0, "tor1");
         a.merge(&b);
+        assert_eq!(a.hop_crypto[0]["tor1"], 2);
+        assert_eq!(a.hop_crypto[1]["cgo"], 1);
         assert_eq!(a.bytes_down, 15);
         assert_eq!(a.errors["destroy"], 2);
         assert_eq!(a.errors["timeout"], 1);

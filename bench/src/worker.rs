@@ -26,7 +26,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::circ::{Body, CellOut, Circuit, Ctx, Dir, StreamPlan};
-use crate::cli::HandshakeKind;
+use crate::cli::{HandshakeKind, RelayCrypto};
 use crate::idle::{self, IdleSet, IdleShared};
 use crate::path::Relay;
 use crate::stats::{thread_cpu_seconds, Live, WorkerStats};
@@ -53,6 +53,8 @@ pub struct WorkerPlan {
     pub duration: Option<Duration>,
     pub timeout: Duration,
     pub handshake: HandshakeKind,
+    /// `--relay-crypto`.
+    pub relay_crypto: RelayCrypto,
     pub target: SocketAddrV4,
     pub seed_base: u64,
     /// Payload bytes per second for this worker; `None` = unlimited.
@@ -341,6 +343,7 @@ impl Worker {
                 plan.path.clone(),
                 plan.path.len(),
                 plan.handshake,
+                plan.relay_crypto,
                 plan.target,
                 now,
                 &mut ctx,
@@ -435,6 +438,7 @@ impl Worker {
                     plan.path.clone(),
                     1,
                     plan.handshake,
+                    plan.relay_crypto,
                     plan.target,
                     now,
                     &mut ctx,
@@ -540,6 +544,7 @@ impl Worker {
                 self.plan.path.clone(),
                 1,
                 self.plan.handshake,
+                self.plan.relay_crypto,
                 self.plan.target,
                 now,
                 &mut ctx,
@@ -753,6 +758,7 @@ mod tests {
             duration: None,
             timeout: Duration::from_secs(1),
             handshake: HandshakeKind::Ntor,
+            relay_crypto: RelayCrypto::Tor1,
             target: "127.0.0.1:1".parse().unwrap(),
             seed_base: 0,
             rate: None,

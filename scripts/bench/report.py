@@ -29,8 +29,29 @@ WORKLOADS = [
     ("middle-forward", "middle forward (down+up)"),
     ("create", "circuit creation"),
     ("flood-bulk", "flood + bulk download"),
+    # The same bulk workloads with CGO circuits (`fors-loadgen --relay-crypto cgo`).
+    ("exit-download-cgo", "exit download, CGO"),
+    ("exit-upload-cgo", "exit upload, CGO"),
+    ("middle-forward-cgo", "middle forward (down+up), CGO"),
 ]
 WORKLOAD_LABEL = dict(WORKLOADS)
+
+# CGO workloads: the index in the loadgen's path (its `hop_crypto`) of the subject relay.
+CGO_SUBJECT_HOP = {"exit-download-cgo": 1, "exit-upload-cgo": 1, "middle-forward-cgo": 0}
+
+
+def cgo_negotiation_problem(lg, workload, circuits):
+    """None if every circuit of a CGO workload ran CGO at the subject's hop, as the loadgen
+    recorded what the handshakes negotiated (`hop_crypto`); else what is wrong."""
+    hop = CGO_SUBJECT_HOP[workload]
+    per_hop = (lg or {}).get("hop_crypto") or []
+    if len(per_hop) <= hop:
+        return f"the loadgen recorded no relay crypto for hop {hop}"
+    kinds = {k: v for k, v in per_hop[hop].items() if v}
+    if set(kinds) != {"cgo"} or kinds["cgo"] < circuits:
+        return (f"hop {hop} (the subject) negotiated {kinds or 'nothing'}, not CGO on all "
+                f"{circuits} circuits")
+    return None
 
 
 def _num(v):

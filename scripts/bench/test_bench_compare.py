@@ -181,6 +181,26 @@ class ForsEnv(unittest.TestCase):
             with self.assertRaises(ValueError):
                 bench_compare.selected_workloads(A)
 
+    def test_cgo_rows_need_cgo_at_the_subject_hop_on_every_circuit(self):
+        ok = {"hop_crypto": [{"cgo": 4}, {"cgo": 4}]}
+        self.assertIsNone(report.cgo_negotiation_problem(ok, "exit-download-cgo", 4))
+        self.assertIsNone(report.cgo_negotiation_problem(ok, "middle-forward-cgo", 4))
+        # The subject (hop 1 on exit paths, hop 0 on middle paths) ran tor1 on a circuit.
+        mixed = {"hop_crypto": [{"cgo": 4}, {"cgo": 3, "tor1": 1}]}
+        self.assertIn("hop 1", report.cgo_negotiation_problem(mixed, "exit-upload-cgo", 4))
+        self.assertIsNone(report.cgo_negotiation_problem(
+            {"hop_crypto": [{"cgo": 4}, {"tor1": 4}]}, "middle-forward-cgo", 4))
+        self.assertIsNotNone(report.cgo_negotiation_problem(
+            {"hop_crypto": [{"cgo": 2}]}, "middle-forward-cgo", 4))
+        # A loadgen that recorded nothing (an older one, or no circuit opened) fails too.
+        self.assertIsNotNone(report.cgo_negotiation_problem({}, "exit-download-cgo", 4))
+        self.assertIsNotNone(report.cgo_negotiation_problem(None, "exit-download-cgo", 4))
+        # Every CGO workload is a known workload, and its base workload exists.
+        keys = [k for k, _ in report.WORKLOADS]
+        for wl in report.CGO_SUBJECT_HOP:
+            self.assertIn(wl, keys)
+            self.assertIn(wl[:-len("-cgo")], keys)
+
     def test_shell_quote_of_a_quote(self):
         self.assertEqual(bench_compare.shell_quote("a'b"), "'a'\\''b'")
 

@@ -48,12 +48,13 @@ impl Keys {
         p.finalize().into()
     }
 
-    /// The ET tweak mask: POLYVAL(KU, H | cmd | X_R), zero-padded, no length block.
+    /// The ET tweak mask: POLYVAL(KU, H | cmd | X_R), zero-padded, no length block. (The
+    /// tweak is built on the stack: the load generator runs this for every cell.)
     fn et_mask(&self, h: &B16, cmd: u8, x_r: &[u8]) -> B16 {
-        let mut t = Vec::with_capacity(16 + 1 + PAYLOAD_LEN);
-        t.extend_from_slice(h);
-        t.push(cmd);
-        t.extend_from_slice(x_r);
+        let mut t = [0u8; 16 + 1 + PAYLOAD_LEN];
+        t[..16].copy_from_slice(h);
+        t[16] = cmd;
+        t[17..].copy_from_slice(x_r);
         Self::polyval(&self.ku, &t)
     }
 
@@ -120,17 +121,64 @@ impl Dir {
     }
 }
 
-/// The client side of a CGO circuit: one (forward, backward) pair per hop, hop 0 nearest.
+/// The client side of one CGO hop: its forward and backward directions.
+#[derive(Clone)]
+pub struct CgoClientHop {
+    fwd: Dir,
+    back: Dir,
+}
+
+impl CgoClientHop {
+    /// The layer of a hop whose ntor-v3 handshake negotiated CGO.
+    pub fn new(k: &CgoKeyMaterial) -> Self {
+        CgoClientHop {
+            fwd: Dir::new(&k.forward),
+            back: Dir::new(&k.backward),
+        }
+    }
+
+    /// A v1-formatted body (tag slot ignored) for this hop, sent with channel command `cmd`:
+    /// sets the tag and adds this hop's layer; returns the SENDME tag the hop will keep.
+    pub fn originate(&mut self, cmd: u8, body: &mut Body) -> B16 {
+        let target = &mut self.fwd;
+        body[..TAG_LEN].copy_from_slice(&target.nonce);
+        target.pass(cmd, body);
+        let tag: B16 = body[..TAG_LEN].try_into().unwrap();
+        target.keys.update(&mut target.nonce);
+        tag
+    }
+
+    /// Adds this hop's layer to a cell for a later hop (the hop only passes it on).
+    pub fn forward(&mut self, cmd: u8, body: &mut Body) {
+        self.fwd.pass(cmd, body);
+    }
+
+    /// Removes this hop's layer from a cell coming toward the client; the cell's SENDME tag
+    /// if this hop sent it.
+    pub fn backward(&mut self, cmd: u8, body: &mut Body) -> Option<B16> {
+        let back = &mut self.back;
+        let before: B16 = body[..TAG_LEN].try_into().unwrap();
+        back.pass(cmd, body);
+        if body[..TAG_LEN] == back.nonce {
+            back.nonce = before;
+            back.keys.update(&mut back.nonce);
+            Some(before)
+        } else {
+            None
+        }
+    }
+}
+
+/// The client side of a CGO circuit: one [`CgoClientHop`] per hop, hop 0 nearest.
 #[derive(Default)]
 pub struct CgoClientCircuit {
-    hops: Vec<(Dir, Dir)>,
+    hops: Vec<CgoClientHop>,
 }
 
 impl CgoClientCircuit {
     /// Adds the layer of a hop whose ntor-v3 handshake negotiated CGO.
     pub fn push(&mut self, k: &CgoKeyMaterial) {
-        self.hops
-            .push((Dir::new(&k.forward), Dir::new(&k.backward)));
+        self.hops.push(CgoClientHop::new(k));
     }
 
     pub fn len(&self) -> usize {
@@ -144,28 +192,18 @@ impl CgoClientCircuit {
     /// A v1-formatted body (tag slot ignored) for `hop`, sent with channel command `cmd`:
     /// adds the layers; returns the SENDME tag that hop will keep.
     pub fn originate(&mut self, hop: usize, cmd: u8, body: &mut Body) -> B16 {
-        let target = &mut self.hops[hop].0;
-        body[..TAG_LEN].copy_from_slice(&target.nonce);
-        target.pass(cmd, body);
-        let tag: B16 = body[..TAG_LEN].try_into().unwrap();
-        target.keys.update(&mut target.nonce);
+        let tag = self.hops[hop].originate(cmd, body);
         for h in (0..hop).rev() {
-            self.hops[h].0.pass(cmd, body);
+            self.hops[h].forward(cmd, body);
         }
         tag
     }
 
     /// Strips layers until a hop recognizes the cell: that hop and the cell's SENDME tag.
     pub fn recognize(&mut self, cmd: u8, body: &mut Body) -> Option<(usize, B16)> {
-        for (i, (_, back)) in self.hops.iter_mut().enumerate() {
-            let before: B16 = body[..TAG_LEN].try_into().unwrap();
-            back.pass(cmd, body);
-            if body[..TAG_LEN] == back.nonce {
-                back.nonce = before;
-                back.keys.update(&mut back.nonce);
-                return Some((i, before));
-            }
-        }
-        None
+        self.hops
+            .iter_mut()
+            .enumerate()
+            .find_map(|(i, h)| h.backward(cmd, body).map(|t| (i, t)))
     }
 }

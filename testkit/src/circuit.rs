@@ -11,18 +11,25 @@
 //! * Relay cells (§"Relay cells", format v0) built for a hop and encrypted with tor1, and
 //!   received cells decrypted and recognized ([`ClientCircuit::relay_cell`],
 //!   [`ClientCircuit::open`]); messages for BEGIN/DATA/END/SENDME in [`msg`].
+//! * CGO (proposal 359): an ntor-v3 handshake whose extensions ask for Relay=6
+//!   ([`cgo_request`]) makes that hop a CGO hop; cells for it are in relay cell format v1 and
+//!   its SENDME tags are 16 bytes ([`ClientCircuit::relay_cell_as`],
+//!   [`ClientCircuit::open_as`], [`SendmeTag`]). Only [`NegotiatedLayers`] holds CGO hops.
 //!
 //! The layers are `fors`'s own `Tor1ClientCircuit` by default; any [`ClientLayers`] (the
 //! reference tor1 in [`crate::tor1_ref`]) can stand in to cross-check it.
 
+use crate::tor1_ref::Tor1Dir;
 use fors::cell::chan::{
     Create2, CreateFast, Created2, CreatedFast, Destroy, DestroyReason, HandshakeType,
 };
 use fors::cell::relay::msg::{Extend2, Extended2, LinkSpec, RelayMsg};
-use fors::cell::relay::{v0, RelayCmd};
+use fors::cell::relay::{v0, v1, RelayCmd};
 use fors::cell::{CellError, ChanCmd, CircId, CELL_BODY_LEN};
+use fors::crypto::handshake::extensions::{PROTOCOL_ID_RELAY, RELAY_CAP_CRYPT_CGO};
 use fors::crypto::handshake::{
-    CircuitExtension, CreateFastClient, HandshakeError, NtorClient, NtorV3Client,
+    CircuitExtension, CircuitKeys, CreateFastClient, HandshakeError, NtorClient, NtorV3Client,
+    SubprotoCap,
 };
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use fors::crypto::keymat::Tor1KeyMaterial;
@@ -36,7 +43,73 @@ pub type Body = [u8; CELL_BODY_LEN];
 /// The relay payload of an EXTEND2 (a relay cell's data, tor-spec §"Relay cells").
 const RELAY_DATA_LEN: usize = CELL_BODY_LEN - 11;
 
-/// A client's circuit layers: one tor1 layer per hop.
+/// A SENDME v1 tag (prop 289): the tor1 digest (20 bytes) or the CGO tag (16 bytes) of the
+/// cell a SENDME acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendmeTag {
+    Tor1([u8; 20]),
+    Cgo([u8; 16]),
+}
+
+impl SendmeTag {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            SendmeTag::Tor1(t) => t,
+            SendmeTag::Cgo(t) => t,
+        }
+    }
+
+    /// The tor1 digest, if this is one.
+    pub fn tor1(self) -> Option<[u8; 20]> {
+        match self {
+            SendmeTag::Tor1(t) => Some(t),
+            SendmeTag::Cgo(_) => None,
+        }
+    }
+}
+
+/// The relay crypto a hop's handshake negotiated, and so its relay cell format (tor-spec
+/// §"Relay cells": v0 with tor1, v1 with CGO).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopCryptoKind {
+    Tor1,
+    Cgo,
+}
+
+impl HopCryptoKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            HopCryptoKind::Tor1 => "tor1",
+            HopCryptoKind::Cgo => "cgo",
+        }
+    }
+}
+
+/// The ntor-v3 extensions that ask a hop for CGO: CC_REQUEST and SUBPROTO Relay=6, as C tor
+/// 0.4.9 sends them (`client_circ_negotiation_message`: CGO only together with congestion
+/// control; relay cell format v1 has no stream ID on SENDME, so flow control of streams
+/// needs CC's XON/XOFF).
+pub fn cgo_request() -> Vec<CircuitExtension> {
+    vec![
+        CircuitExtension::CcRequest,
+        CircuitExtension::SubprotoRequest(vec![SubprotoCap {
+            protocol_id: PROTOCOL_ID_RELAY,
+            capability: RELAY_CAP_CRYPT_CGO,
+        }]),
+    ]
+}
+
+/// Whether `exts` ask for CGO (a SUBPROTO request naming Relay=6).
+pub fn asks_cgo(exts: &[CircuitExtension]) -> bool {
+    exts.iter().any(|e| {
+        matches!(e, CircuitExtension::SubprotoRequest(caps) if caps.iter().any(|c| {
+            c.protocol_id == PROTOCOL_ID_RELAY && c.capability == RELAY_CAP_CRYPT_CGO
+        }))
+    })
+}
+
+/// A client's circuit layers: one tor1 layer per hop (and, for layers that can, CGO hops:
+/// the `*_as` methods, whose defaults are the tor1 ones).
 pub trait ClientLayers {
     /// Adds the layer of the hop just built.
     fn push(&mut self, keys: &Tor1KeyMaterial);
@@ -52,6 +125,35 @@ pub trait ClientLayers {
     fn recognize(&mut self, body: &mut Body) -> Option<usize>;
     /// The SENDME tag of the last cell exchanged with `hop` (as the layers keep it).
     fn last_tag(&self, hop: usize) -> Option<[u8; 20]>;
+
+    /// Adds the layer of the hop just built, whatever its handshake negotiated; layers that
+    /// hold only tor1 refuse CGO keys.
+    fn push_keys(&mut self, keys: &CircuitKeys) -> Result<(), CircuitError> {
+        match keys {
+            CircuitKeys::Tor1(k) => {
+                self.push(k);
+                Ok(())
+            }
+            CircuitKeys::Cgo(_) => Err(CircuitError::CgoUnsupported),
+        }
+    }
+    /// The crypto of `hop` (tor1 unless the layers hold CGO hops).
+    fn kind(&self, _hop: usize) -> HopCryptoKind {
+        HopCryptoKind::Tor1
+    }
+    /// [`ClientLayers::originate`] for a cell sent with channel command `cmd` (CGO tweaks
+    /// with it: RELAY or RELAY_EARLY).
+    fn originate_as(&mut self, hop: usize, _cmd: ChanCmd, body: &mut Body) -> Option<SendmeTag> {
+        self.originate(hop, body).map(SendmeTag::Tor1)
+    }
+    /// [`ClientLayers::recognize`] for a cell received with channel command `cmd`.
+    fn recognize_as(&mut self, _cmd: ChanCmd, body: &mut Body) -> Option<usize> {
+        self.recognize(body)
+    }
+    /// [`ClientLayers::last_tag`] of any length.
+    fn sendme_tag(&self, hop: usize) -> Option<SendmeTag> {
+        self.last_tag(hop).map(SendmeTag::Tor1)
+    }
 }
 
 impl ClientLayers for Tor1ClientCircuit {
@@ -88,6 +190,133 @@ impl<L: ClientLayers + ?Sized> ClientLayers for Box<L> {
     fn last_tag(&self, hop: usize) -> Option<[u8; 20]> {
         (**self).last_tag(hop)
     }
+    fn push_keys(&mut self, keys: &CircuitKeys) -> Result<(), CircuitError> {
+        (**self).push_keys(keys)
+    }
+    fn kind(&self, hop: usize) -> HopCryptoKind {
+        (**self).kind(hop)
+    }
+    fn originate_as(&mut self, hop: usize, cmd: ChanCmd, body: &mut Body) -> Option<SendmeTag> {
+        (**self).originate_as(hop, cmd, body)
+    }
+    fn recognize_as(&mut self, cmd: ChanCmd, body: &mut Body) -> Option<usize> {
+        (**self).recognize_as(cmd, body)
+    }
+    fn sendme_tag(&self, hop: usize) -> Option<SendmeTag> {
+        (**self).sendme_tag(hop)
+    }
+}
+
+/// One hop of [`NegotiatedLayers`].
+enum NegotiatedHop {
+    /// tor1 (the test kit's reference, which can pass a cell through a hop without
+    /// digesting it): forward and backward (boxed: ciphers and digests are kilobytes), last
+    /// SENDME tag.
+    Tor1(Box<(Tor1Dir, Tor1Dir)>, [u8; 20]),
+    /// CGO (the test kit's reference client, boxed too) and the last SENDME tag.
+    Cgo(Box<crate::cgo_ref::CgoClientHop>, [u8; 16]),
+}
+
+/// Client layers where each hop runs what its handshake negotiated: tor1, or CGO when the
+/// ntor-v3 handshake asked for it ([`cgo_request`]). Both are the test kit's references
+/// ([`crate::tor1_ref`], [`crate::cgo_ref`]), independent of `fors::crypto::relay`.
+#[derive(Default)]
+pub struct NegotiatedLayers {
+    hops: Vec<NegotiatedHop>,
+}
+
+impl NegotiatedLayers {
+    /// The crypto of every hop, first hop first.
+    pub fn kinds(&self) -> Vec<HopCryptoKind> {
+        (0..self.hops.len()).map(|h| self.kind(h)).collect()
+    }
+}
+
+impl ClientLayers for NegotiatedLayers {
+    fn push(&mut self, k: &Tor1KeyMaterial) {
+        self.hops.push(NegotiatedHop::Tor1(
+            Box::new((Tor1Dir::new(&k.kf, &k.df), Tor1Dir::new(&k.kb, &k.db))),
+            [0; 20],
+        ));
+    }
+    fn len(&self) -> usize {
+        self.hops.len()
+    }
+    /// A RELAY cell; `None` also when `hop` is a CGO hop (its tag is not 20 bytes: see
+    /// [`ClientLayers::originate_as`]).
+    fn originate(&mut self, hop: usize, body: &mut Body) -> Option<[u8; 20]> {
+        self.originate_as(hop, ChanCmd::RELAY, body)?.tor1()
+    }
+    fn recognize(&mut self, body: &mut Body) -> Option<usize> {
+        self.recognize_as(ChanCmd::RELAY, body)
+    }
+    fn last_tag(&self, hop: usize) -> Option<[u8; 20]> {
+        self.sendme_tag(hop)?.tor1()
+    }
+    fn push_keys(&mut self, keys: &CircuitKeys) -> Result<(), CircuitError> {
+        match keys {
+            CircuitKeys::Tor1(k) => self.push(k),
+            CircuitKeys::Cgo(k) => self.hops.push(NegotiatedHop::Cgo(
+                Box::new(crate::cgo_ref::CgoClientHop::new(k)),
+                [0; 16],
+            )),
+        }
+        Ok(())
+    }
+    fn kind(&self, hop: usize) -> HopCryptoKind {
+        match self.hops.get(hop) {
+            Some(NegotiatedHop::Cgo(..)) => HopCryptoKind::Cgo,
+            _ => HopCryptoKind::Tor1,
+        }
+    }
+    fn originate_as(&mut self, hop: usize, cmd: ChanCmd, body: &mut Body) -> Option<SendmeTag> {
+        let c = u8::from(cmd);
+        let tag = match self.hops.get_mut(hop)? {
+            NegotiatedHop::Tor1(dirs, last) => {
+                *last = dirs.0.set_digest(body);
+                dirs.0.crypt(body);
+                SendmeTag::Tor1(*last)
+            }
+            NegotiatedHop::Cgo(h, last) => {
+                *last = h.originate(c, body);
+                SendmeTag::Cgo(*last)
+            }
+        };
+        for h in self.hops[..hop].iter_mut().rev() {
+            match h {
+                NegotiatedHop::Tor1(dirs, _) => dirs.0.crypt(body),
+                NegotiatedHop::Cgo(h, _) => h.forward(c, body),
+            }
+        }
+        Some(tag)
+    }
+    fn recognize_as(&mut self, cmd: ChanCmd, body: &mut Body) -> Option<usize> {
+        let c = u8::from(cmd);
+        for (i, h) in self.hops.iter_mut().enumerate() {
+            match h {
+                NegotiatedHop::Tor1(dirs, last) => {
+                    dirs.1.crypt(body);
+                    if let Some(d) = dirs.1.check(body) {
+                        *last = d;
+                        return Some(i);
+                    }
+                }
+                NegotiatedHop::Cgo(h, last) => {
+                    if let Some(t) = h.backward(c, body) {
+                        *last = t;
+                        return Some(i);
+                    }
+                }
+            }
+        }
+        None
+    }
+    fn sendme_tag(&self, hop: usize) -> Option<SendmeTag> {
+        Some(match self.hops.get(hop)? {
+            NegotiatedHop::Tor1(_, t) => SendmeTag::Tor1(*t),
+            NegotiatedHop::Cgo(_, t) => SendmeTag::Cgo(*t),
+        })
+    }
 }
 
 /// How to shake hands with a hop, and what the client must know of it for that.
@@ -98,7 +327,7 @@ pub enum Handshake {
     /// ntor: the relay's RSA identity and ntor onion key.
     Ntor { rsa: RsaIdentity, onion: PublicKey },
     /// ntor-v3: the relay's ed25519 identity and ntor onion key, and the extensions to ask
-    /// for (e.g. congestion control).
+    /// for (e.g. congestion control; CGO with [`cgo_request`]).
     NtorV3 {
         ed: Ed25519Identity,
         onion: PublicKey,
@@ -111,7 +340,9 @@ pub enum Handshake {
 pub enum PendingHandshake {
     Fast(CreateFastClient),
     Ntor(NtorClient),
-    NtorV3(NtorV3Client),
+    /// The state, and whether the extensions asked for CGO (the reply does not say: a
+    /// relay that cannot run CGO fails the handshake instead).
+    NtorV3(NtorV3Client, bool),
 }
 
 impl PendingHandshake {
@@ -131,7 +362,7 @@ impl PendingHandshake {
             }
             Handshake::NtorV3 { ed, onion, exts } => {
                 let (st, skin) = NtorV3Client::start(rng, ed, onion, exts)?;
-                (PendingHandshake::NtorV3(st), skin)
+                (PendingHandshake::NtorV3(st, asks_cgo(exts)), skin)
             }
         })
     }
@@ -141,12 +372,18 @@ impl PendingHandshake {
         match self {
             PendingHandshake::Fast(_) => None,
             PendingHandshake::Ntor(_) => Some(HandshakeType::NTOR),
-            PendingHandshake::NtorV3(_) => Some(HandshakeType::NTOR_V3),
+            PendingHandshake::NtorV3(..) => Some(HandshakeType::NTOR_V3),
         }
     }
 
+    /// Whether this handshake asked for CGO.
+    pub fn asks_cgo(&self) -> bool {
+        matches!(self, PendingHandshake::NtorV3(_, true))
+    }
+
     /// Checks the relay's reply (CREATED_FAST's `Y | KH`, or CREATED2's HDATA); the hop's
-    /// keys and, for ntor-v3, the extensions the relay answered with.
+    /// tor1 keys and, for ntor-v3, the extensions the relay answered with. For a handshake
+    /// that asked for CGO use [`PendingHandshake::finish_circ`].
     pub fn finish(
         self,
         reply: &[u8],
@@ -154,7 +391,19 @@ impl PendingHandshake {
         match self {
             PendingHandshake::Fast(st) => st.finish(reply).map(|k| (k, Vec::new())),
             PendingHandshake::Ntor(st) => st.finish(reply).map(|k| (k, Vec::new())),
-            PendingHandshake::NtorV3(st) => st.finish(reply),
+            PendingHandshake::NtorV3(st, _) => st.finish(reply),
+        }
+    }
+
+    /// [`PendingHandshake::finish`] for any relay crypto: CGO keys when the handshake asked
+    /// for CGO, tor1 keys otherwise.
+    pub fn finish_circ(
+        self,
+        reply: &[u8],
+    ) -> Result<(CircuitKeys, Vec<CircuitExtension>), HandshakeError> {
+        match self {
+            PendingHandshake::NtorV3(st, cgo) => st.finish_circ(reply, cgo),
+            other => other.finish(reply).map(|(k, e)| (CircuitKeys::Tor1(k), e)),
         }
     }
 }
@@ -180,6 +429,10 @@ pub enum CircuitError {
     Destroyed(DestroyReason),
     #[error("unexpected {0:?} cell")]
     UnexpectedCell(ChanCmd),
+    #[error("CGO keys for layers that hold only tor1")]
+    CgoUnsupported,
+    #[error("hop {0} runs CGO: its SENDME tag is 16 bytes (use the *_as calls)")]
+    NotTor1(usize),
 }
 
 /// A relay message received on the circuit, decrypted.
@@ -316,9 +569,16 @@ impl<L: ClientLayers> ClientCircuit<L> {
             htype: st.htype().expect("not CREATE_FAST"),
             hdata: &skin,
         };
-        let (body, _) = self.relay_cell_with(rng, self.last_hop(), RelayCmd::EXTEND2, 0, |o| {
-            Extend2::encode(specs, &create2, o)
-        })?;
+        // Sent as RELAY_EARLY (tor-spec §"Handling RELAY_EARLY cells"), which CGO's tweak
+        // covers.
+        let (body, _) = self.relay_cell_as(
+            rng,
+            self.last_hop(),
+            ChanCmd::RELAY_EARLY,
+            RelayCmd::EXTEND2,
+            0,
+            |o| Extend2::encode(specs, &create2, o),
+        )?;
         self.pending = Some(st);
         Ok(body)
     }
@@ -363,8 +623,8 @@ impl<L: ClientLayers> ClientCircuit<L> {
             .pending
             .take()
             .ok_or(CircuitError::NoHandshakePending)?;
-        let (keys, exts) = st.finish(reply)?;
-        self.layers.push(&keys);
+        let (keys, exts) = st.finish_circ(reply)?;
+        self.layers.push_keys(&keys)?;
         Ok(exts)
     }
 
@@ -389,23 +649,75 @@ impl<L: ClientLayers> ClientCircuit<L> {
         stream_id: u16,
         write: impl FnOnce(&mut [u8]) -> Result<usize, CellError>,
     ) -> Result<(Body, [u8; 20]), CircuitError> {
+        if self.layers.kind(hop) != HopCryptoKind::Tor1 {
+            return Err(CircuitError::NotTor1(hop));
+        }
+        let (body, tag) = self.relay_cell_as(rng, hop, ChanCmd::RELAY, cmd, stream_id, write)?;
+        Ok((body, tag.tor1().ok_or(CircuitError::NotTor1(hop))?))
+    }
+
+    /// A relay cell for `hop` to be sent with channel command `chan_cmd` (RELAY or
+    /// RELAY_EARLY), in the hop's cell format (v0 for tor1, v1 for CGO), whose data `write`
+    /// puts straight into the cell (at most [`ClientCircuit::max_data_len`] bytes); the body
+    /// and its SENDME tag.
+    pub fn relay_cell_as(
+        &mut self,
+        rng: &mut impl RngCore,
+        hop: usize,
+        chan_cmd: ChanCmd,
+        cmd: RelayCmd,
+        stream_id: u16,
+        write: impl FnOnce(&mut [u8]) -> Result<usize, CellError>,
+    ) -> Result<(Body, SendmeTag), CircuitError> {
+        if hop >= self.layers.len() {
+            return Err(CircuitError::NoSuchHop(hop));
+        }
         let mut body = [0u8; CELL_BODY_LEN];
-        v0::encode_with(&mut body, cmd, stream_id, rng, write)?;
+        match self.layers.kind(hop) {
+            HopCryptoKind::Tor1 => v0::encode_with(&mut body, cmd, stream_id, rng, write)?,
+            HopCryptoKind::Cgo => v1::encode_with(&mut body, cmd, stream_id, rng, write)?,
+        }
         let tag = self
             .layers
-            .originate(hop, &mut body)
+            .originate_as(hop, chan_cmd, &mut body)
             .ok_or(CircuitError::NoSuchHop(hop))?;
         Ok((body, tag))
+    }
+
+    /// The most data one relay message `cmd` to `hop` carries in the hop's cell format.
+    pub fn max_data_len(&self, hop: usize, cmd: RelayCmd) -> usize {
+        match self.layers.kind(hop) {
+            HopCryptoKind::Tor1 => v0::MAX_DATA_LEN,
+            HopCryptoKind::Cgo => v1::max_data_len(cmd),
+        }
+    }
+
+    /// The crypto `hop` runs.
+    pub fn kind(&self, hop: usize) -> HopCryptoKind {
+        self.layers.kind(hop)
     }
 
     /// Decrypts a RELAY (or RELAY_EARLY) cell body in place; the hop that sent it and the
     /// message.
     pub fn open<'b>(&mut self, body: &'b mut Body) -> Result<Received<'b>, CircuitError> {
+        self.open_as(ChanCmd::RELAY, body)
+    }
+
+    /// [`ClientCircuit::open`] for a cell that came with channel command `cmd`, parsed in
+    /// the cell format of the hop that recognized it.
+    pub fn open_as<'b>(
+        &mut self,
+        cmd: ChanCmd,
+        body: &'b mut Body,
+    ) -> Result<Received<'b>, CircuitError> {
         let hop = self
             .layers
-            .recognize(body)
+            .recognize_as(cmd, body)
             .ok_or(CircuitError::Unrecognized)?;
-        let m = v0::parse(body)?;
+        let m = match self.layers.kind(hop) {
+            HopCryptoKind::Tor1 => v0::parse(body)?,
+            HopCryptoKind::Cgo => v1::parse(body)?,
+        };
         Ok(Received {
             hop,
             cmd: m.cmd,
@@ -417,6 +729,11 @@ impl<L: ClientLayers> ClientCircuit<L> {
     /// The SENDME tag of the last cell exchanged with `hop`.
     pub fn last_tag(&self, hop: usize) -> Option<[u8; 20]> {
         self.layers.last_tag(hop)
+    }
+
+    /// [`ClientCircuit::last_tag`] of any length (16 bytes on a CGO hop).
+    pub fn sendme_tag(&self, hop: usize) -> Option<SendmeTag> {
+        self.layers.sendme_tag(hop)
     }
 }
 
@@ -540,6 +857,89 @@ mod tests {
     fn fors_and_reference_layers_round_trip() {
         round_trip(Tor1ClientCircuit::new());
         round_trip(RefClientLayers::default());
+    }
+
+    /// A two-hop circuit of [`NegotiatedLayers`]: hop 0 tor1 (the relay side is the kit's
+    /// reference), hop 1 CGO (the relay side is `fors`'s own CGO, independent of the kit's
+    /// client): v0 cells for hop 0, v1 cells for hop 1 through hop 0 both ways, RELAY_EARLY
+    /// in the tweak, and 16-byte SENDME tags.
+    #[test]
+    fn negotiated_layers_mix_tor1_and_cgo_hops() {
+        use fors::crypto::handshake::CircuitKeys;
+        use fors::crypto::relay::cgo::{CgoKeyMaterial, CgoRelayCrypto128};
+        use fors::proto::circuit::HopCrypto;
+        use rand::RngCore;
+        let seed = crate::test_seed("negotiated_layers_mix_tor1_and_cgo_hops");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut c = ClientCircuit::with_layers(CircId(0x8000_0003), NegotiatedLayers::default());
+        let mut hop0 = one_hop(&mut c, &mut rng);
+        let mut k = [0u8; CgoKeyMaterial::STREAM_LEN];
+        rng.fill_bytes(&mut k);
+        let keys = CgoKeyMaterial::from_bytes(&k);
+        let mut hop1 = CgoRelayCrypto128::new(&keys);
+        c.layers
+            .push_keys(&CircuitKeys::Cgo(Box::new(keys)))
+            .unwrap();
+        assert_eq!(c.layers.kinds(), [HopCryptoKind::Tor1, HopCryptoKind::Cgo]);
+        assert_eq!(c.max_data_len(0, RelayCmd::DATA), v0::MAX_DATA_LEN);
+        assert_eq!(
+            c.max_data_len(1, RelayCmd::DATA),
+            v1::MAX_DATA_LEN_WITH_STREAM
+        );
+        let early = u8::from(ChanCmd::RELAY_EARLY);
+        let relay = u8::from(ChanCmd::RELAY);
+        for round in 0..3u8 {
+            // Forward to hop 1 as RELAY_EARLY: hop 0 only strips its layer.
+            let (mut body, tag) = c
+                .relay_cell_as(&mut rng, 1, ChanCmd::RELAY_EARLY, RelayCmd::DATA, 5, |o| {
+                    o[..3].copy_from_slice(&[round; 3]);
+                    Ok(3)
+                })
+                .unwrap();
+            assert!(!hop0.recognize(&mut body));
+            assert!(hop1.recognize(early, &mut body));
+            assert_eq!(tag, SendmeTag::Cgo(*hop1.sendme_tag()));
+            let m = v1::parse(&body).unwrap();
+            assert_eq!(
+                (m.cmd, m.stream_id, m.data),
+                (RelayCmd::DATA, 5, &[round; 3][..])
+            );
+            // Backward from hop 1, through hop 0.
+            let mut back = [0u8; CELL_BODY_LEN];
+            v1::encode(&mut back, RelayCmd::DATA, 5, &[round, 9], &mut rng).unwrap();
+            let t = hop1.originate(relay, &mut back);
+            hop0.backward_relay(&mut back);
+            let r = c.open_as(ChanCmd::RELAY, &mut back).unwrap();
+            assert_eq!((r.hop, r.cmd, r.data), (1, RelayCmd::DATA, &[round, 9][..]));
+            assert_eq!(c.sendme_tag(1), Some(SendmeTag::Cgo(t)));
+            // A tor1 cell for hop 0 is v0 and keeps its 20-byte tag.
+            let (mut b0, t0) = c.relay_cell(&mut rng, 0, &msg::sendme(), 0).unwrap();
+            assert!(hop0.recognize(&mut b0));
+            assert_eq!(hop0.sendme_tag(), &t0);
+        }
+        // A forward cell with the wrong command in the tweak is not recognized.
+        let (mut body, _) = c
+            .relay_cell_as(&mut rng, 1, ChanCmd::RELAY, RelayCmd::DATA, 5, |_| Ok(0))
+            .unwrap();
+        assert!(!hop0.recognize(&mut body));
+        assert!(!hop1.recognize(early, &mut body));
+        // The tor1-only calls refuse the CGO hop rather than hand out a wrong tag.
+        assert!(matches!(
+            c.relay_cell(&mut rng, 1, &msg::sendme(), 0),
+            Err(CircuitError::NotTor1(1))
+        ));
+        // Layers that hold only tor1 refuse CGO keys.
+        let mut t1 = Tor1ClientCircuit::new();
+        assert!(matches!(
+            t1.push_keys(&CircuitKeys::Cgo(Box::new(CgoKeyMaterial::from_bytes(&k)))),
+            Err(CircuitError::CgoUnsupported)
+        ));
+    }
+
+    #[test]
+    fn cgo_request_is_recognized() {
+        assert!(asks_cgo(&cgo_request()));
+        assert!(!asks_cgo(&[CircuitExtension::CcRequest]));
     }
 
     #[test]

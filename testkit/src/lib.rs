@@ -5,13 +5,14 @@
 //! * [`socks`]: a SOCKS5 client (RFC 1928/1929: CONNECT, RESOLVE) with timeouts and typed
 //!   errors, for driving a C tor client's SocksPort;
 //! * [`circuit`]: the client side of a circuit, sans-IO: CREATE_FAST / CREATE2 (ntor,
-//!   ntor-v3), EXTEND2, relay cells built and parsed under tor1 client crypto, and the
+//!   ntor-v3), EXTEND2, relay cells built and parsed under tor1 client crypto (format v0) or,
+//!   on hops whose ntor-v3 handshake asked for it, CGO (format v1), and the
 //!   BEGIN/DATA/END/SENDME messages;
 //! * [`hs`]: onion-service cells as a C tor service builds them (ESTABLISH_INTRO);
 //! * [`identity`]: a relay's keys made in memory and the link context they give, for the
 //!   channel tests and fuzz targets;
 //! * [`cgo_ref`]: a plain reference of CGO's client side (AES-128), independent of
-//!   `fors::crypto::relay::cgo`, to drive CGO circuits in tests;
+//!   `fors::crypto::relay::cgo`, to drive CGO circuits in tests and in `fors-loadgen`;
 //! * [`tor1_ref`]: a plain reference tor1 (AES-128-CTR + running SHA-1), independent of
 //!   `fors::crypto::relay`, to cross-check it.
 //!
