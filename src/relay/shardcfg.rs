@@ -17,6 +17,36 @@ use crate::shard::{RuntimeConfig, ShardConfig};
 /// (log files, key files, eventfds, io_uring fds, the MetricsPort, directory fetches).
 pub const FD_RESERVE: u64 = 128;
 
+/// Ring slots one shard's outgoing cross-shard queues may hold in all. The mesh has one
+/// ring per ordered pair of shards, N(N−1) rings, so a fixed per-pair size grows with N²:
+/// the generic profile's 4,096 slots of `size_of::<RelayMsg>()` (616 bytes) are 2.5 GB of
+/// rings at 32 shards once used (docs/scaling.md §5), none of it under `MaxMemInQueues`.
+/// Each pair's traffic falls as 1/(N−1), so its ring can too: with this budget a shard's
+/// rings stay at ≈ 10 MB whatever N is. What does not fit waits in the sender's overflow,
+/// which is bounded and charged to the cell pool (`relay::cross`), or blocks the circuit.
+pub const CROSS_SLOTS_PER_SHARD: u32 = 16_384;
+
+/// One ring's slots for `shards` shards: the profile's `cross_shard_queue_cells`, lowered to
+/// this shard's share of [`CROSS_SLOTS_PER_SHARD`] (a power of two), but never below four
+/// hand-off batches (one hand-off must always fit, with room for the consumer to lag).
+pub fn cross_queue_capacity(profile: &HardwareProfile, shards: u32) -> u32 {
+    let wanted = profile.cross_shard_queue_cells;
+    let peers = shards.saturating_sub(1).max(1);
+    let share = CROSS_SLOTS_PER_SHARD / peers;
+    // Largest power of two not above the share.
+    let share = if share == 0 {
+        1
+    } else {
+        1 << (31 - share.leading_zeros())
+    };
+    let floor = profile
+        .cross_shard_batch
+        .saturating_mul(4)
+        .max(64)
+        .next_power_of_two();
+    wanted.min(share).max(floor.min(wanted))
+}
+
 /// Per-shard sizing from a profile. `fd_limit` is the process's open-files limit: the
 /// connection tables of all shards together must fit under it (every live connection is a
 /// socket), so each shard's table is capped at its share.
@@ -55,7 +85,7 @@ pub fn shard_config_from_profile(
         // One CQ pass takes up to a quarter of the CQ, at least the runtime's default.
         cqe_batch: (profile.cq_entries / 4).max(base.cqe_batch),
         cross_batch: profile.cross_shard_batch,
-        cross_queue_capacity: profile.cross_shard_queue_cells,
+        cross_queue_capacity: cross_queue_capacity(profile, shards),
         zero_copy_threshold: profile.zero_copy_send_min_bytes,
         // The runtime's defaults are deliberate (tick 100 ms: circuit timers are coarse;
         // connect timeout 10 s: C tor's is similar for extends); the profile does not set them.
@@ -229,6 +259,44 @@ mod tests {
         }
     }
 
+    /// The rings of one shard stay within the budget as N grows (docs/scaling.md §5), down
+    /// to four hand-off batches; never above the profile's own size.
+    #[test]
+    fn cross_rings_per_shard_stay_bounded_as_shards_grow() {
+        for p in profiles() {
+            let floor = (p.cross_shard_batch * 4).max(64).next_power_of_two();
+            let mut last = u32::MAX;
+            for shards in [1u32, 2, 3, 4, 8, 16, 32, 64, 128, 255] {
+                let c = shard_config_from_profile(&p, shards, None);
+                c.validate().unwrap();
+                let cap = c.cross_queue_capacity;
+                assert!(cap.is_power_of_two());
+                assert!(cap <= p.cross_shard_queue_cells, "{shards}: {cap}");
+                assert!(
+                    cap >= floor.min(p.cross_shard_queue_cells),
+                    "{shards}: {cap}"
+                );
+                assert!(cap >= c.cross_batch, "{shards}: {cap} < batch");
+                assert!(cap <= last, "{shards}: rings grew with N");
+                last = cap;
+                let all = u64::from(cap) * u64::from(shards.saturating_sub(1));
+                assert!(
+                    all <= u64::from(CROSS_SLOTS_PER_SHARD) || cap == floor,
+                    "{shards} shards: {all} slots per shard"
+                );
+            }
+            // The generic profile (4,096 cells, batch 32): 4,096 up to 5 shards, 512 at 32,
+            // 256 at 64 and the floor (four batches: 128) from 128 on.
+            if p.cross_shard_queue_cells == 4096 && p.cross_shard_batch == 32 {
+                let at = |n| shard_config_from_profile(&p, n, None).cross_queue_capacity;
+                assert_eq!(
+                    (at(2), at(5), at(8), at(32), at(64), at(128)),
+                    (4096, 4096, 2048, 512, 256, 128)
+                );
+            }
+        }
+    }
+
     #[test]
     fn keys_map_onto_fields() {
         let p = &profiles()[1];
@@ -237,7 +305,11 @@ mod tests {
         assert_eq!(c.cq_entries, p.cq_entries);
         assert_eq!(c.recv_buf_count, p.recv_buffers_per_shard);
         assert_eq!(c.send_buf_count, p.send_buffers_per_shard);
-        assert_eq!(c.cross_queue_capacity, p.cross_shard_queue_cells);
+        // Two shards: one peer, the whole share.
+        assert_eq!(
+            c.cross_queue_capacity,
+            p.cross_shard_queue_cells.min(CROSS_SLOTS_PER_SHARD)
+        );
         assert_eq!(c.cross_batch, p.cross_shard_batch);
         assert_eq!(c.zero_copy_threshold, p.zero_copy_send_min_bytes);
         assert_eq!(
