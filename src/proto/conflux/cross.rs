@@ -4,8 +4,9 @@
 //! A client's legs come through different middles, so their circuits live on whatever
 //! shards their channels landed on. A set and its streams live on one shard, its *owner*:
 //! the shard of the first leg whose LINK reached the set's *home* shard
-//! ([`super::home_shard`]). The home shard keeps a small bounded directory, nonce → owner
-//! shard, and is only a rendezvous point: it routes each LINK to the owner.
+//! ([`super::home_shard`], keyed with the relay's secret [`HomeKey`]). The home shard keeps
+//! a small bounded directory, nonce → owner shard, and is only a rendezvous point: it
+//! routes each LINK to the owner.
 //!
 //! * LINK on a circuit of shard X: the leg's own checks run on X (conflux enabled, last
 //!   hop, not already a leg, no streams, body parses); the leg is *pending* and
@@ -63,7 +64,7 @@ use std::hash::Hash;
 
 use super::cells::{Link, Nonce, Switch};
 use super::set::{ConfluxSets, LegFacts, LegSendState, Limits, Refused, SendChoice, SetKey};
-use super::{home_shard, should_multiplex};
+use super::{home_shard, should_multiplex, HomeKey};
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::RelayCmd;
 
@@ -269,6 +270,8 @@ struct Snapshot {
 pub struct ConfluxShard<C, M> {
     me: ShardNo,
     shards: usize,
+    /// The relay's home key: the same on every shard.
+    key: HomeKey,
     limits: CrossLimits,
     sets: ConfluxSets<LegRef<C>, (RelayCmd, M)>,
     legs: HashMap<C, LocalLeg>,
@@ -290,12 +293,14 @@ const LIVE: LegFacts = LegFacts {
 };
 
 impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
-    pub fn new(me: ShardNo, shards: usize, limits: CrossLimits) -> Self {
+    /// Shard `me` of `shards`; `key` must be the one every other shard got.
+    pub fn new(me: ShardNo, shards: usize, limits: CrossLimits, key: HomeKey) -> Self {
         let sets = ConfluxSets::new(limits.sets);
         let l = sets.limits();
         ConfluxShard {
             me,
             shards: shards.max(1),
+            key,
             limits,
             sets,
             legs: HashMap::with_capacity(limits.max_local_legs),
@@ -315,6 +320,11 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
     /// How many shards the relay runs.
     pub fn shards(&self) -> usize {
         self.shards
+    }
+
+    /// The home key this shard computes homes with.
+    pub fn home_key(&self) -> HomeKey {
+        self.key
     }
 
     /// The set table (owned sets), for its counters and per-leg queries.
@@ -402,7 +412,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
             return;
         }
         self.legs.insert(circ, LocalLeg::Pending);
-        let home = home_shard(&link.nonce, self.shards) as ShardNo;
+        let home = home_shard(&link.nonce, self.shards, &self.key) as ShardNo;
         if home != self.me {
             self.stats.lookups_sent_total += 1;
         }
@@ -1001,7 +1011,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         }
         let owner = self.me;
         for (nonce, route) in self.owed.drain() {
-            let home = home_shard(&nonce, self.shards) as ShardNo;
+            let home = home_shard(&nonce, self.shards, &self.key) as ShardNo;
             // A Forget is owed only toward another shard (one to ourselves runs at once).
             out.push(Action::ToShard {
                 shard: home,
@@ -1271,7 +1281,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         let Some(route) = self.routes.remove(&nonce) else {
             return;
         };
-        let home = home_shard(&nonce, self.shards) as ShardNo;
+        let home = home_shard(&nonce, self.shards, &self.key) as ShardNo;
         let owner = self.me;
         self.route(
             home,

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use super::cells::{DesiredUx, Link, Nonce};
 use super::cross::*;
 use super::set::{LegFacts, LegSendState, Limits};
-use super::{home_shard, SetKey};
+use super::{home_shard, HomeKey, SetKey};
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::RelayCmd;
 use rand::{Rng, SeedableRng};
@@ -77,7 +77,10 @@ impl Pair {
             max_dir,
         };
         Pair {
-            shards: [ConfluxShard::new(0, 2, l), ConfluxShard::new(1, 2, l)],
+            shards: [
+                ConfluxShard::new(0, 2, l, HomeKey::default()),
+                ConfluxShard::new(1, 2, l, HomeKey::default()),
+            ],
             queues: Default::default(),
             cap: [[usize::MAX; 2]; 2],
             refuse: Vec::new(),
@@ -208,7 +211,7 @@ fn nonce_at(rng: &mut impl Rng, home: usize) -> Nonce {
     loop {
         let mut n = [0u8; 32];
         rng.fill(&mut n[..]);
-        if home_shard(&n, 2) == home {
+        if home_shard(&n, 2, &HomeKey::default()) == home {
             return n;
         }
     }
@@ -800,6 +803,48 @@ fn a_refused_join_or_forget_leaves_no_directory_entry_behind() {
         "the refused Forget's entry stayed"
     );
     assert!(p.refuse.is_empty());
+}
+
+/// Review finding L8: every shard of a relay, given the relay's one key, sends a nonce's
+/// LINK to the same home (the one `home_shard` names); another key homes the same nonces
+/// elsewhere for some of them.
+#[test]
+fn every_shard_instance_agrees_on_the_keyed_home() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(test_seed("same_home"));
+    const SHARDS: usize = 4;
+    let l = CrossLimits {
+        sets: Limits::default(),
+        max_local_legs: 64,
+        max_dir: 64,
+    };
+    let key = HomeKey::new(rng.gen(), rng.gen());
+    let other = HomeKey::new(rng.gen(), rng.gen());
+    let mut shards: Vec<Shard> = (0..SHARDS)
+        .map(|me| ConfluxShard::new(me as ShardNo, SHARDS, l, key))
+        .collect();
+    let mut moved = 0;
+    for i in 0..32u32 {
+        let mut n = [0u8; 32];
+        rng.fill(&mut n[..]);
+        let home = home_shard(&n, SHARDS, &key);
+        for (me, sh) in shards.iter_mut().enumerate() {
+            let mut out = Vec::new();
+            sh.on_link(i, OK, READY, &link_body(n, 0, 0), 0, &mut out);
+            // The LINK goes to the home as a Lookup, or (home here) joins at once.
+            let went = out.iter().find_map(|a| match a {
+                Action::ToShard {
+                    shard,
+                    msg: CfxMsg::Lookup { .. },
+                } => Some(*shard as usize),
+                Action::SendLinked { .. } => Some(me),
+                _ => None,
+            });
+            assert_eq!(went, Some(home), "shard {me}, nonce {i}: {out:?}");
+        }
+        moved += usize::from(home_shard(&n, SHARDS, &other) != home);
+    }
+    // 32 nonces, each kept by the other key with probability 1/4: all kept ~ 4^-32.
+    assert!(moved > 0, "another key homed every nonce alike");
 }
 
 /// Random sets over two shards: cells both ways, SWITCHes, leg closes, squeezed queues and
