@@ -53,6 +53,9 @@ struct Seen {
 
 const LINKED_AT: u64 = 1_000;
 
+/// Which message a queue refuses (`Pair::refuse`).
+type Refuse = fn(&Msg) -> bool;
+
 struct Pair {
     shards: [Shard; 2],
     /// queues[from][to]
@@ -60,7 +63,7 @@ struct Pair {
     /// Cell-carrying messages a queue takes at once.
     cap: [[usize; 2]; 2],
     /// Messages from shard `.0` that its queue refuses, one each (any kind).
-    refuse: Vec<(usize, fn(&Msg) -> bool)>,
+    refuse: Vec<(usize, Refuse)>,
     seen: [Seen; 2],
     now: u64,
 }
