@@ -14,8 +14,10 @@
 //! * channels closed for a link-protocol violation: a malformed or unexpected cell, no
 //!   common version, a bad CERTS / AUTH_CHALLENGE / AUTHENTICATE / NETINFO cell, another
 //!   identity than expected (C `channeltls.c`, `connection_or.c`, `relay_handshake.c`);
-//! * PADDING_NEGOTIATE cells dropped on a link older than v5 (C `channeltls.c`
-//!   `channel_tls_process_padding_negotiate_cell`).
+//! * PADDING_NEGOTIATE cells the node's padding refuses on a link older than v5 (C
+//!   `channeltls.c` `channel_tls_process_padding_negotiate_cell`). The channel layer
+//!   (`proto::channel::state`) drops such a cell, and a malformed one, before the node sees
+//!   it, so today this count stays at 0; C tor logs both.
 
 use std::fmt::Write as _;
 
