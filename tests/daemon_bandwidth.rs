@@ -6,13 +6,14 @@
 //! `RelayBandwidthBurst 4 MBytes` carries one bulk download from a local source to the C
 //! tor client. `TestingTorNetwork` implies `CountPrivateBandwidth`, so its loopback
 //! channels are rate-limited as on a public relay. After the first burst:
-//! - the bytes the Fors exit writes (its MetricsPort's `fors_shard_send_bytes`) stay within
-//!   10 % of the rate, and the client's goodput does not exceed it;
+//! - the bytes the Fors exit writes (its MetricsPort's `fors_shard_send_bytes`) stay under
+//!   the rate plus 10 %, and the client's goodput does not exceed it; they also reach
+//!   [`FLOOR`] of the rate, so a limiter that throttles far too hard (half its rate) fails;
 //! - the torrc's limit is then removed and Fors gets SIGHUP: the same download speeds up
 //!   to clearly above the old limit;
 //! - the limit is put back (SIGHUP again) and the client uploads: now the exit *reads* the
-//!   bulk from its channel, and its reads (`fors_shard_recv_bytes`) stay within 10 % of the
-//!   rate (the read bucket is separate from the write bucket).
+//!   bulk from its channel, and its reads (`fors_shard_recv_bytes`) stay under the rate
+//!   plus 10 % and reach [`FLOOR`] of it (the read bucket is separate from the write bucket).
 //!
 //! Without `tor`, `tor-gencert` or python3: fails when `CI=true`, otherwise prints
 //! `SKIPPED: …` and returns. The network is stopped (by pid, by the script) when the test
@@ -36,6 +37,15 @@ use fors_testkit::socks::Socks5;
 
 /// `RelayBandwidthRate 2 MBytes` in bytes per second (tor's MBytes are 2^20).
 const RATE: f64 = 2.0 * 1048576.0;
+
+/// The least share of [`RATE`] the held transfers must reach. The upper bound (+10 %) is
+/// what shows the limit holds; this one catches a limiter that throttles far too hard: with
+/// its refill halved on purpose the download ran at 0.501 of the rate (the bucket is empty
+/// whenever it is asked) and this failed. It is not 0.9: on a busy test bed the relays and
+/// the client, not the bucket, slow the transfer for moments; the bucket then fills to its
+/// burst and the tokens past it are lost, so a correct limiter once measured 1.89 MB/s
+/// under the 2 MB/s limit on a loaded machine.
+const FLOOR: f64 = 0.75;
 
 /// A source that sends an endless byte stream to whoever connects, until the peer goes.
 fn start_source(ip: &str) -> SocketAddr {
@@ -336,8 +346,13 @@ fn relay_bandwidth_rate_holds_a_download_and_lifts_on_sighup() {
     let read_result = reader.join().unwrap();
 
     assert!(
-        (held_fors - RATE).abs() <= 0.10 * RATE,
+        held_fors <= 1.10 * RATE,
         "Fors wrote {held_fors:.0} B/s under a {RATE} B/s limit"
+    );
+    assert!(
+        held_fors >= FLOOR * RATE,
+        "Fors wrote only {held_fors:.0} B/s under a {RATE} B/s limit: the limiter throttles \
+         too hard"
     );
     assert!(
         held_client <= 1.05 * RATE,
@@ -438,8 +453,13 @@ fn relay_bandwidth_rate_holds_a_download_and_lifts_on_sighup() {
     let metrics = http_get(m_addr, "/metrics");
     eprintln!("{}", lines_with(&metrics, "fors_relay_bandwidth"));
     assert!(
-        (up_fors_read - RATE).abs() <= 0.10 * RATE,
+        up_fors_read <= 1.10 * RATE,
         "Fors read {up_fors_read:.0} B/s under a {RATE} B/s limit"
+    );
+    assert!(
+        up_fors_read >= FLOOR * RATE,
+        "Fors read only {up_fors_read:.0} B/s under a {RATE} B/s limit: the limiter throttles \
+         too hard"
     );
     assert!(
         up_goodput <= 1.05 * RATE,

@@ -70,6 +70,7 @@ pub const SUPPORTED: &[(&str, OptionKind)] = &[
     ("OutboundBindAddressExit", OptionKind::List),
     ("OutboundBindAddressOR", OptionKind::List),
     ("PidFile", OptionKind::Single),
+    ("ProtocolWarnings", OptionKind::Single),
     ("PublishServerDescriptor", OptionKind::Single),
     ("ReducedCircuitPadding", OptionKind::Single),
     ("ReducedConnectionPadding", OptionKind::Single),
@@ -219,11 +220,6 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("PaddingStatistics", WHY_STATS),
     ("PathsNeededToBuildCircuits", WHY_CLIENT),
     (
-        "ProtocolWarnings",
-        "Fors logs peers' protocol violations at debug level (C tor with 0: info); only 0 is \
-         accepted",
-    ),
-    (
         "Sandbox",
         "Fors has no seccomp sandbox of its own (use the systemd unit's SystemCallFilter); \
          only 0 is accepted",
@@ -304,7 +300,6 @@ pub const IGNORED_VALUES: &[(&str, &[&str])] = &[
     ("MainloopStats", &["0"]),
     ("OverloadStatistics", &["0"]),
     ("PaddingStatistics", &["0"]),
-    ("ProtocolWarnings", &["0"]),
     ("Sandbox", &["0"]),
     ("ServerDNSAllowBrokenConfig", &["0"]),
     ("ServerDNSDetectHijacking", &["0"]),

@@ -140,6 +140,9 @@ pub struct Config {
     /// `LogTimeGranularity` (default 1 second): log timestamps are rounded down to it, so a
     /// log shows no finer timing than the operator chose (C `log_set_granularity`).
     pub log_time_granularity: Duration,
+    /// `ProtocolWarnings` (default 0): peers' protocol violations are logged at warn with
+    /// 1, at info with 0 (C `protocol_warning_severity_level`).
+    pub protocol_warnings: bool,
     pub pid_file: Option<PathBuf>,
     /// `None`: /etc/resolv.conf.
     pub server_dns_resolv_conf_file: Option<PathBuf>,
@@ -778,6 +781,7 @@ impl Builder<'_> {
             logs,
             safe_logging,
             log_time_granularity,
+            protocol_warnings: self.bool("ProtocolWarnings", false)?,
             pid_file: self.path("PidFile"),
             server_dns_resolv_conf_file: self.path("ServerDNSResolvConfFile"),
             num_cpus,

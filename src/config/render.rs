@@ -223,6 +223,7 @@ fn values(c: &Config, name: &str) -> Vec<String> {
             .map(ToString::to_string)
             .collect(),
         "PidFile" => path(&c.pid_file),
+        "ProtocolWarnings" => b(c.protocol_warnings),
         "PublishServerDescriptor" => b(c.publish_server_descriptor),
         "ReducedExitPolicy" => b(c.reduced_exit_policy),
         "RelayBandwidthBurst" => one(c.bandwidth.relay_burst),

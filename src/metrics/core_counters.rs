@@ -239,6 +239,8 @@ exported_fields! {
             Counter true "Cross-shard conflux messages for a leg or set that was gone when they arrived.",
         conflux_pending_refused => "fors_relay_conflux_pending_refused_total" [""]
             Counter true "Legs closed (TORPROTOCOL) for a multiplexed, SWITCH or LINKED_ACK cell before their CONFLUX_LINKED.",
+        conflux_forgets_owed => "fors_relay_conflux_forgets_owed" [""]
+            Gauge true "Conflux home-directory releases a full cross-shard queue refused, to be sent again with this shard's next conflux message.",
         conflux_anchors => "fors_relay_conflux_stream_anchors" [""]
             Gauge true "Conflux sets whose shard lost its last local leg while legs on other shards keep the set: the closed leg's slot holds the streams (no channel, no keys).",
         conflux_anchors_total => "fors_relay_conflux_stream_anchors_total" [""]

@@ -15,7 +15,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -70,6 +70,26 @@ pub fn set_safe_logging(mode: SafeLogging) {
         SafeLogging::Relay => SAFE_RELAY,
     };
     SAFE_LOGGING.store(v, Ordering::Relaxed);
+}
+
+/// `ProtocolWarnings` in force: whether peers' protocol violations are logged at warn (1)
+/// or info (0, the default), as C tor's `protocol_warning_severity_level` does.
+static PROTOCOL_WARNINGS: AtomicBool = AtomicBool::new(false);
+
+/// Applies `ProtocolWarnings` (at start-up and on SIGHUP).
+pub fn set_protocol_warnings(on: bool) {
+    PROTOCOL_WARNINGS.store(on, Ordering::Relaxed);
+}
+
+/// The severity of a line about a peer's protocol violation (C tor `LOG_PROTOCOL_WARN`):
+/// warn under `ProtocolWarnings 1`, info under 0. Log such lines with
+/// [`log_protocol_warn!`], and rate-limit them: a peer controls how often it breaks a rule.
+pub fn protocol_warn_severity() -> LogSeverity {
+    if PROTOCOL_WARNINGS.load(Ordering::Relaxed) {
+        LogSeverity::Warn
+    } else {
+        LogSeverity::Info
+    }
 }
 
 /// `LogTimeGranularity` in milliseconds (C's default, 1 second, until the torrc is read).
@@ -369,8 +389,14 @@ macro_rules! log_info { ($($arg:tt)*) => { $crate::relay::log::log_at!(Info, $($
 macro_rules! log_notice { ($($arg:tt)*) => { $crate::relay::log::log_at!(Notice, $($arg)*) }; }
 macro_rules! log_warn { ($($arg:tt)*) => { $crate::relay::log::log_at!(Warn, $($arg)*) }; }
 macro_rules! log_err { ($($arg:tt)*) => { $crate::relay::log::log_at!(Err, $($arg)*) }; }
+/// A peer's protocol violation, at [`protocol_warn_severity`] (C tor `LOG_PROTOCOL_WARN`).
+macro_rules! log_protocol_warn {
+    ($($arg:tt)*) => {
+        $crate::relay::log::log($crate::relay::log::protocol_warn_severity(), format_args!($($arg)*))
+    };
+}
 #[allow(unused_imports)]
-pub(crate) use {log_at, log_debug, log_err, log_info, log_notice, log_warn};
+pub(crate) use {log_at, log_debug, log_err, log_info, log_notice, log_protocol_warn, log_warn};
 
 #[cfg(test)]
 mod tests {
@@ -407,6 +433,16 @@ mod tests {
             ("127.0.0.5".into(), "127.0.0.5".into())
         );
         set_safe_logging(SafeLogging::default());
+    }
+
+    #[test]
+    fn protocol_warning_severity_follows_the_option() {
+        // C tor: `ProtocolWarnings 1` → LOG_WARN, 0 → LOG_INFO. The only test that changes
+        // the global option; it restores the default.
+        set_protocol_warnings(true);
+        assert_eq!(protocol_warn_severity(), LogSeverity::Warn);
+        set_protocol_warnings(false);
+        assert_eq!(protocol_warn_severity(), LogSeverity::Info);
     }
 
     #[test]

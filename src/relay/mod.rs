@@ -127,6 +127,7 @@ pub fn run_main(args: &[String]) -> i32 {
     }
     log::set_safe_logging(config.safe_logging);
     log::set_time_granularity(config.log_time_granularity);
+    log::set_protocol_warnings(config.protocol_warnings);
     if config.disable_debugger_attachment {
         if let Err(e) = setup::set_dumpable(false) {
             log_warn!("DisableDebuggerAttachment: could not make the process non-dumpable: {e}");
@@ -1084,6 +1085,7 @@ impl Relay {
         }
         log::set_safe_logging(new.safe_logging);
         log::set_time_granularity(new.log_time_granularity);
+        log::set_protocol_warnings(new.protocol_warnings);
         let applied = reload::changes(&self.config, &new);
         let restart: Vec<&str> = reload::changes(&self.started_config, &new)
             .into_iter()

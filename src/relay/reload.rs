@@ -95,6 +95,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         logs => "Log", Now;
         safe_logging => "SafeLogging", Now;
         log_time_granularity => "LogTimeGranularity", Now;
+        protocol_warnings => "ProtocolWarnings", Now;
         pid_file => "PidFile", Now;
         server_dns_resolv_conf_file => "ServerDNSResolvConfFile", Restart;
         num_cpus => "NumCPUs", Restart;
@@ -203,6 +204,20 @@ mod tests {
         );
         assert!(exit_policy_changed(&c));
         assert!(!exit_policy_changed(&c[..2]));
+    }
+
+    #[test]
+    fn protocol_warnings_apply_at_once() {
+        // SIGHUP sets the new severity (`relay::mod` `reload`, `log::set_protocol_warnings`).
+        let a = cfg(BASE);
+        let b = cfg(&format!("{BASE}ProtocolWarnings 1\n"));
+        assert_eq!(
+            changes(&a, &b),
+            vec![Change {
+                option: "ProtocolWarnings",
+                effect: ReloadEffect::Now
+            }]
+        );
     }
 
     #[test]

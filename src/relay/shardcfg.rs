@@ -11,6 +11,7 @@ use crate::cell::link::CELL_LEN;
 use crate::config::HardwareProfile;
 use crate::proto::channel::ChannelConfig;
 use crate::proto::circuit::{CircuitConfig, MemBudget};
+use crate::proto::conflux::HomeKey;
 use crate::shard::{RuntimeConfig, ShardConfig};
 
 /// Descriptors kept back from the connection tables for everything else the process opens
@@ -107,6 +108,8 @@ pub fn channel_config(profile: &HardwareProfile) -> ChannelConfig {
 /// One shard's circuit core bounds from the profile; `extend_allow_private` follows
 /// `TestingTorNetwork` (C `ExtendAllowPrivateAddresses`). `max_mem_in_queues` (bytes, see
 /// [`max_mem_in_queues`]) becomes one budget that every shard's clone of the config shares.
+/// Conflux's home key is drawn here from the OS RNG, once per process: every shard's clone
+/// carries the same one, and no client can predict which shard a nonce is homed on.
 pub fn circuit_config(
     profile: &HardwareProfile,
     extend_allow_private: bool,
@@ -121,6 +124,7 @@ pub fn circuit_config(
         onion_queue_len: onion_queue_len(profile),
         max_queue_per_circuit: profile.circuit_queue_cells as usize,
         extend_allow_private,
+        conflux_home_key: HomeKey::new(rand::random(), rand::random()),
         ..base
     }
 }
@@ -392,6 +396,14 @@ mod tests {
             cfg.mem_budget.as_ref().unwrap(),
             other.mem_budget.as_ref().unwrap()
         ));
+        // ...and one conflux home key (review finding L8): every shard computes the same
+        // home. Each start draws a new, random one (equal by chance with odds 2^-128).
+        assert_eq!(cfg.conflux_home_key, other.conflux_home_key);
+        assert_ne!(
+            cfg.conflux_home_key,
+            circuit_config(&p, false, 512 << 20).conflux_home_key
+        );
+        assert_ne!(cfg.conflux_home_key, HomeKey::default());
         assert_eq!(
             cfg.mem_budget.unwrap().cap_cells(),
             (512 << 20) / crate::proto::circuit::CELL_MEM_COST

@@ -33,8 +33,8 @@ use crate::proto::conflux::cross::{
 };
 use crate::proto::conflux::set::MAX_LEGS;
 use crate::proto::conflux::{
-    should_multiplex, ConfluxCellError, ConfluxStats, LegFacts, LegSendState, Limits, SetKey,
-    Switch,
+    should_multiplex, ConfluxCellError, ConfluxStats, HomeKey, LegFacts, LegSendState, Limits,
+    SetKey, Switch,
 };
 use crate::proto::stream::StreamHandle;
 
@@ -183,7 +183,7 @@ pub(super) struct ConfluxExit {
 }
 
 impl ConfluxExit {
-    pub(super) fn new(max_circuits: usize) -> ConfluxExit {
+    pub(super) fn new(max_circuits: usize, key: HomeKey) -> ConfluxExit {
         let sets = Limits {
             // A set has at least one leg; C tor's clients build two.
             max_sets: (max_circuits / 2).max(1),
@@ -197,7 +197,7 @@ impl ConfluxExit {
             max_dir: (max_circuits / 2).max(1),
         };
         ConfluxExit {
-            shard: ConfluxShard::new(0, 1, limits),
+            shard: ConfluxShard::new(0, 1, limits, key),
             limits,
             slots: vec![NO_LEG; max_circuits],
             epoch: None,
@@ -213,7 +213,8 @@ impl ConfluxExit {
     /// The node told the core its shard and the shard count (before any circuit).
     pub(super) fn set_shards(&mut self, me: ShardNo, shards: usize) {
         if (me, shards) != (self.shard.me(), self.shard.shards()) {
-            self.shard = ConfluxShard::new(me, shards, self.limits);
+            let key = self.shard.home_key();
+            self.shard = ConfluxShard::new(me, shards, self.limits, key);
         }
     }
 

@@ -183,6 +183,7 @@ pub struct CircuitMetrics {
     pub conflux_cross_full_teardowns: u64,
     pub conflux_stale_msgs: u64,
     pub conflux_pending_refused: u64,
+    pub conflux_forgets_owed: u64,
     /// Conflux stream anchors now, and ever made (`proto::circuit::conflux`).
     pub conflux_anchors: u64,
     pub conflux_anchors_total: u64,
@@ -336,6 +337,7 @@ impl CircuitMetrics {
             cross_full_teardowns_total,
             stale_msgs_total,
             pending_refused_total,
+            forgets_owed,
         } = *s;
         self.conflux_remote_legs_total = remote_legs_total;
         self.conflux_remote_legs = remote_legs as u64;
@@ -345,6 +347,7 @@ impl CircuitMetrics {
         self.conflux_cross_full_teardowns = cross_full_teardowns_total;
         self.conflux_stale_msgs = stale_msgs_total;
         self.conflux_pending_refused = pending_refused_total;
+        self.conflux_forgets_owed = forgets_owed as u64;
     }
 
     /// Copies one shard's circuit-padding counters (destructured without `..`) and its

@@ -4,8 +4,9 @@
 //! A client's legs come through different middles, so their circuits live on whatever
 //! shards their channels landed on. A set and its streams live on one shard, its *owner*:
 //! the shard of the first leg whose LINK reached the set's *home* shard
-//! ([`super::home_shard`]). The home shard keeps a small bounded directory, nonce → owner
-//! shard, and is only a rendezvous point: it routes each LINK to the owner.
+//! ([`super::home_shard`], keyed with the relay's secret [`HomeKey`]). The home shard keeps
+//! a small bounded directory, nonce → owner shard, and is only a rendezvous point: it
+//! routes each LINK to the owner.
 //!
 //! * LINK on a circuit of shard X: the leg's own checks run on X (conflux enabled, last
 //!   hop, not already a leg, no streams, body parses); the leg is *pending* and
@@ -44,7 +45,14 @@
 //! [`ConfluxShard::send_failed`]: a [`CfxMsg::Cell`] or [`CfxMsg::Switch`] that cannot
 //! reach the owner leaves a gap in the sequence, so the leg closes with RESOURCELIMIT and
 //! the set is torn down; a [`CfxMsg::Send`] that cannot reach its leg does the same to the
-//! set (counted in `cross_full_teardowns_total`).
+//! set (counted in `cross_full_teardowns_total`). A control message handed back (the
+//! node's overflow takes them all, but the contract allows it) leaves the home's directory
+//! as if it had never been sent (review finding L7): a refused Lookup made no entry; a
+//! refused Join takes its route back on the home (the entry goes if that join made it), so
+//! the owner's later Forget still matches; a refused Forget is owed and sent again with the
+//! next message or LINK the owner handles (`forgets_owed`, at most one per entry naming the
+//! owner in another shard's directory). `send_failed` must come before the shard handles
+//! another message, as the node does it (at once, when the queue refuses).
 //!
 //! Bounds: local legs ([`CrossLimits::max_local_legs`]), directory entries
 //! ([`CrossLimits::max_dir`]; full: the LINK is refused with RESOURCELIMIT), remote-leg
@@ -56,7 +64,7 @@ use std::hash::Hash;
 
 use super::cells::{Link, Nonce, Switch};
 use super::set::{ConfluxSets, LegFacts, LegSendState, Limits, Refused, SendChoice, SetKey};
-use super::{home_shard, should_multiplex};
+use super::{home_shard, should_multiplex, HomeKey};
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::RelayCmd;
 
@@ -226,6 +234,8 @@ pub struct CrossStats {
     pub stale_msgs_total: u64,
     /// Multiplexed, SWITCH or LINKED_ACK cells on a leg still waiting for its LINKED.
     pub pending_refused_total: u64,
+    /// [`CfxMsg::Forget`]s the queue to their home refused, waiting to be sent again.
+    pub forgets_owed: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -260,6 +270,8 @@ struct Snapshot {
 pub struct ConfluxShard<C, M> {
     me: ShardNo,
     shards: usize,
+    /// The relay's home key: the same on every shard.
+    key: HomeKey,
     limits: CrossLimits,
     sets: ConfluxSets<LegRef<C>, (RelayCmd, M)>,
     legs: HashMap<C, LocalLeg>,
@@ -267,6 +279,9 @@ pub struct ConfluxShard<C, M> {
     /// Per owned set: the last `route` the home gave a join of it.
     routes: HashMap<Nonce, u32>,
     remote: HashMap<LegRef<C>, Snapshot>,
+    /// Forgets the queue to their home shard refused (nonce → route), sent again with the
+    /// next message or LINK this shard handles, so the home's entry goes as it would have.
+    owed: HashMap<Nonce, u32>,
     stats: CrossStats,
 }
 
@@ -278,18 +293,21 @@ const LIVE: LegFacts = LegFacts {
 };
 
 impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
-    pub fn new(me: ShardNo, shards: usize, limits: CrossLimits) -> Self {
+    /// Shard `me` of `shards`; `key` must be the one every other shard got.
+    pub fn new(me: ShardNo, shards: usize, limits: CrossLimits, key: HomeKey) -> Self {
         let sets = ConfluxSets::new(limits.sets);
         let l = sets.limits();
         ConfluxShard {
             me,
             shards: shards.max(1),
+            key,
             limits,
             sets,
             legs: HashMap::with_capacity(limits.max_local_legs),
             dir: HashMap::with_capacity(limits.max_dir),
             routes: HashMap::with_capacity(l.max_sets),
             remote: HashMap::with_capacity(l.max_sets * l.max_legs),
+            owed: HashMap::new(),
             stats: CrossStats::default(),
         }
     }
@@ -304,6 +322,11 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         self.shards
     }
 
+    /// The home key this shard computes homes with.
+    pub fn home_key(&self) -> HomeKey {
+        self.key
+    }
+
     /// The set table (owned sets), for its counters and per-leg queries.
     pub fn sets(&self) -> &ConfluxSets<LegRef<C>, (RelayCmd, M)> {
         &self.sets
@@ -313,6 +336,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         let mut s = self.stats;
         s.remote_legs = self.remote.len();
         s.dir_entries = self.dir.len();
+        s.forgets_owed = self.owed.len();
         s
     }
 
@@ -354,6 +378,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         out: &mut Vec<Action<C, M>>,
     ) {
         use DestroyReason::{ResourceLimit, TorProtocol};
+        self.resend_owed(out);
         let reason = if !facts.enabled || facts.has_next_hop {
             Some(TorProtocol)
         } else if self.legs.contains_key(&circ) {
@@ -387,7 +412,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
             return;
         }
         self.legs.insert(circ, LocalLeg::Pending);
-        let home = home_shard(&link.nonce, self.shards) as ShardNo;
+        let home = home_shard(&link.nonce, self.shards, &self.key) as ShardNo;
         if home != self.me {
             self.stats.lookups_sent_total += 1;
         }
@@ -730,6 +755,9 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         now_usec: u64,
         out: &mut Vec<Action<C, M>>,
     ) {
+        if from != self.me {
+            self.resend_owed(out);
+        }
         match msg {
             CfxMsg::Lookup { leg, link, state } => {
                 self.home_lookup(leg, link, state, now_usec, out)
@@ -914,23 +942,35 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
                 self.close_legs(t.circs(), DestroyReason::ResourceLimit, out);
                 self.settle(set, nonce, before, out);
             }
-            CfxMsg::Lookup { leg, .. } | CfxMsg::Join { leg, .. } => {
-                // The LINK cannot reach its set: refuse it.
-                self.stats.table_full_total += 1;
-                self.route(
-                    leg.shard,
-                    CfxMsg::Close {
-                        circ: leg.circ,
-                        reason: DestroyReason::ResourceLimit,
-                    },
-                    now_usec,
-                    out,
-                );
+            CfxMsg::Lookup { leg, .. } => {
+                // It never reached the home, so no directory entry was made for it. The
+                // LINK cannot reach its set: refuse it.
+                self.refuse_link(leg, now_usec, out);
+            }
+            CfxMsg::Join {
+                leg, link, route, ..
+            } => {
+                // We are the home and the owner never sees this route: take it back (or
+                // the entry this join made), or the owner's Forget, which names the last
+                // route it saw, would never match and the entry would stay for good.
+                self.unroute(&link.nonce, shard, route);
+                self.refuse_link(leg, now_usec, out);
+            }
+            CfxMsg::Forget { nonce, route, .. } => {
+                // The home must still drop its entry: owe the Forget and send it again
+                // with the next message or LINK this shard handles. At most one per entry
+                // naming us in another shard's directory, so bounded by their sizes.
+                let bound = self.limits.max_dir.saturating_mul(self.shards);
+                if self.owed.len() < bound || self.owed.contains_key(&nonce) {
+                    let r = self.owed.entry(nonce).or_insert(route);
+                    *r = route;
+                } else {
+                    self.stats.stale_msgs_total += 1;
+                }
             }
             // Control messages the node's overflow must carry; if one is lost anyway the
             // sides resynchronise: a Send or Linked for a gone leg is answered with
-            // LegClosed, a stale directory entry only routes a later LINK to a shard that
-            // makes a new set, a lost LegState leaves the snapshot to the next SENDME.
+            // LegClosed, a lost LegState leaves the snapshot to the next SENDME.
             _ => self.stats.stale_msgs_total += 1,
         }
     }
@@ -950,7 +990,59 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         }
     }
 
+    /// A LINK whose Lookup or Join a queue refused: its leg closes with RESOURCELIMIT.
+    fn refuse_link(&mut self, leg: LegRef<C>, now_usec: u64, out: &mut Vec<Action<C, M>>) {
+        self.stats.table_full_total += 1;
+        self.route(
+            leg.shard,
+            CfxMsg::Close {
+                circ: leg.circ,
+                reason: DestroyReason::ResourceLimit,
+            },
+            now_usec,
+            out,
+        );
+    }
+
+    /// Sends the Forgets a full queue refused again (see [`Self::send_failed`]).
+    fn resend_owed(&mut self, out: &mut Vec<Action<C, M>>) {
+        if self.owed.is_empty() {
+            return;
+        }
+        let owner = self.me;
+        for (nonce, route) in self.owed.drain() {
+            let home = home_shard(&nonce, self.shards, &self.key) as ShardNo;
+            // A Forget is owed only toward another shard (one to ourselves runs at once).
+            out.push(Action::ToShard {
+                shard: home,
+                msg: CfxMsg::Forget {
+                    nonce,
+                    owner,
+                    route,
+                },
+            });
+        }
+    }
+
     // ---- the home shard ----------------------------------------------------------------
+
+    /// The join of `route` for `nonce` to `owner` never left this (home) shard: undo it.
+    /// The node hands a refused message back before this shard handles another, so it is
+    /// the newest route of the entry.
+    fn unroute(&mut self, nonce: &Nonce, owner: ShardNo, route: u32) {
+        let Some(e) = self.dir.get_mut(nonce) else {
+            return;
+        };
+        if e.owner != owner || e.route != route {
+            return;
+        }
+        if route <= 1 {
+            // This join made the entry: no LINK reached the owner through it.
+            self.dir.remove(nonce);
+        } else {
+            e.route = route - 1;
+        }
+    }
 
     fn home_lookup(
         &mut self,
@@ -1189,7 +1281,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         let Some(route) = self.routes.remove(&nonce) else {
             return;
         };
-        let home = home_shard(&nonce, self.shards) as ShardNo;
+        let home = home_shard(&nonce, self.shards, &self.key) as ShardNo;
         let owner = self.me;
         self.route(
             home,

@@ -1,14 +1,15 @@
 //! Legs of one set on two shards: [`ConfluxShard`]s joined by bounded FIFO queues that the
 //! harness delivers (as the node's cross-shard queues would), with C tor 0.4.9.11's rules.
 //! Cell-carrying messages that do not fit a queue come back through `send_failed`; control
-//! messages always fit (the node's overflow carries them).
+//! messages fit (the node's overflow carries them) unless a test refuses one on purpose
+//! (`Pair::refuse`), to check what a refusal leaves behind.
 
 use std::collections::VecDeque;
 
 use super::cells::{DesiredUx, Link, Nonce};
 use super::cross::*;
 use super::set::{LegFacts, LegSendState, Limits};
-use super::{home_shard, SetKey};
+use super::{home_shard, HomeKey, SetKey};
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::RelayCmd;
 use rand::{Rng, SeedableRng};
@@ -52,12 +53,17 @@ struct Seen {
 
 const LINKED_AT: u64 = 1_000;
 
+/// Which message a queue refuses (`Pair::refuse`).
+type Refuse = fn(&Msg) -> bool;
+
 struct Pair {
     shards: [Shard; 2],
     /// queues[from][to]
     queues: [[VecDeque<Msg>; 2]; 2],
     /// Cell-carrying messages a queue takes at once.
     cap: [[usize; 2]; 2],
+    /// Messages from shard `.0` that its queue refuses, one each (any kind).
+    refuse: Vec<(usize, Refuse)>,
     seen: [Seen; 2],
     now: u64,
 }
@@ -74,9 +80,13 @@ impl Pair {
             max_dir,
         };
         Pair {
-            shards: [ConfluxShard::new(0, 2, l), ConfluxShard::new(1, 2, l)],
+            shards: [
+                ConfluxShard::new(0, 2, l, HomeKey::default()),
+                ConfluxShard::new(1, 2, l, HomeKey::default()),
+            ],
             queues: Default::default(),
             cap: [[usize::MAX; 2]; 2],
+            refuse: Vec::new(),
             seen: Default::default(),
             now: LINKED_AT,
         }
@@ -108,7 +118,11 @@ impl Pair {
                     assert_ne!(to, s, "a message to oneself is carried out at once");
                     let q = &mut self.queues[s][to];
                     let cells = q.iter().filter(|m| m.carries_cell()).count();
-                    if msg.carries_cell() && cells >= self.cap[s][to] {
+                    let refused = self.refuse.iter().position(|(f, r)| *f == s && r(&msg));
+                    if let Some(i) = refused {
+                        self.refuse.remove(i);
+                    }
+                    if refused.is_some() || (msg.carries_cell() && cells >= self.cap[s][to]) {
                         let mut out = Vec::new();
                         self.shards[s].send_failed(shard, msg, self.now, &mut out);
                         self.apply(s, out);
@@ -200,7 +214,7 @@ fn nonce_at(rng: &mut impl Rng, home: usize) -> Nonce {
     loop {
         let mut n = [0u8; 32];
         rng.fill(&mut n[..]);
-        if home_shard(&n, 2) == home {
+        if home_shard(&n, 2, &HomeKey::default()) == home {
             return n;
         }
     }
@@ -683,6 +697,157 @@ fn tables_are_bounded() {
     p.pump();
     assert_eq!(p.seen[1].closed, vec![(20, DestroyReason::ResourceLimit)]);
     assert_eq!(p.shards[0].stats().dir_entries, 1);
+}
+
+fn is_join(m: &Msg) -> bool {
+    matches!(m, CfxMsg::Join { .. })
+}
+
+fn is_forget(m: &Msg) -> bool {
+    matches!(m, CfxMsg::Forget { .. })
+}
+
+/// Review finding L7: a Join or Forget the queue refuses must leave the home's directory as
+/// if the LINK had never been routed (entry removed or never added), and no entry may stay
+/// once the sets are gone.
+#[test]
+fn a_refused_join_or_forget_leaves_no_directory_entry_behind() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(test_seed("refused_control"));
+
+    // A Lookup refused (leg's shard → home): the home never heard of it.
+    let mut p = Pair::new();
+    let n = nonce_at(&mut rng, 0);
+    p.refuse.push((1, |m| matches!(m, CfxMsg::Lookup { .. })));
+    p.link(1, 10, n, 0, 0);
+    p.pump();
+    assert_eq!(p.seen[1].closed, vec![(10, DestroyReason::ResourceLimit)]);
+    assert_eq!(p.shards[0].stats().dir_entries, 0);
+    assert!(!p.shards[1].is_leg(10));
+
+    // A Join refused (home → owner) for a new nonce: the entry that join made goes.
+    let mut p = Pair::new();
+    let n = nonce_at(&mut rng, 0);
+    p.refuse.push((0, is_join));
+    p.link(1, 10, n, 0, 0);
+    p.pump();
+    assert_eq!(p.seen[1].closed, vec![(10, DestroyReason::ResourceLimit)]);
+    assert_eq!(
+        p.shards[0].stats().dir_entries,
+        0,
+        "the refused join's entry stayed"
+    );
+    assert_eq!(p.shards[1].sets().stats().sets, 0);
+    assert!(!p.shards[1].is_leg(10));
+    // The nonce links normally afterwards, and nothing stays once its legs close.
+    let set = linked_pair(&mut p, n, 1, 1, 3_000, 9_000);
+    assert!(p.shards[1].sets().is_live(set));
+    assert_eq!(p.shards[0].stats().dir_entries, 1);
+    for c in [10, 20] {
+        p.on(1, |sh, now, out| sh.leg_closed(c, false, now, out));
+    }
+    p.pump();
+    assert_eq!(p.seen[1].gone, vec![set]);
+    assert_eq!(p.shards[0].stats().dir_entries, 0);
+
+    // A Join refused for a nonce whose set lives (a third leg): the set keeps its entry,
+    // and the entry still goes with the set (the owner's Forget names the last route it
+    // saw, which the refused join must not have moved past).
+    let mut p = Pair::new();
+    let n = nonce_at(&mut rng, 0);
+    let set = linked_pair(&mut p, n, 1, 1, 3_000, 9_000);
+    p.refuse.push((0, is_join));
+    p.link(1, 30, n, 0, 0);
+    p.pump();
+    assert!(p.seen[1]
+        .closed
+        .contains(&(30, DestroyReason::ResourceLimit)));
+    assert!(p.shards[1].sets().is_live(set));
+    assert_eq!(p.shards[0].stats().dir_entries, 1);
+    for c in [10, 20] {
+        p.on(1, |sh, now, out| sh.leg_closed(c, false, now, out));
+    }
+    p.pump();
+    assert_eq!(p.seen[1].gone, vec![set]);
+    assert_eq!(
+        p.shards[0].stats().dir_entries,
+        0,
+        "the set's entry outlived it after a refused join"
+    );
+
+    // A Forget refused (owner → home), twice: it is owed, not lost, and the next message
+    // or LINK the owner handles sends it again; then the entry goes.
+    let mut p = Pair::new();
+    let n = nonce_at(&mut rng, 0);
+    let set = linked_pair(&mut p, n, 1, 1, 3_000, 9_000);
+    p.refuse.push((1, is_forget));
+    p.refuse.push((1, is_forget));
+    for c in [10, 20] {
+        p.on(1, |sh, now, out| sh.leg_closed(c, false, now, out));
+    }
+    p.pump();
+    assert_eq!(p.seen[1].gone, vec![set]);
+    assert_eq!(p.shards[0].stats().dir_entries, 1);
+    assert_eq!(p.shards[1].stats().forgets_owed, 1);
+    // A LINK on the owner (another nonce, homed there: nothing crosses for it) resends it,
+    // and the queue refuses it again.
+    let other = nonce_at(&mut rng, 1);
+    p.link(1, 40, other, 0, 0);
+    p.pump();
+    assert_eq!(p.shards[1].stats().forgets_owed, 1);
+    assert_eq!(p.shards[0].stats().dir_entries, 1);
+    // A message from the home (a LINK there whose set lives on shard 1's directory).
+    let far = nonce_at(&mut rng, 1);
+    p.link(0, 50, far, 0, 0);
+    p.pump();
+    assert_eq!(p.shards[1].stats().forgets_owed, 0);
+    assert_eq!(
+        p.shards[0].stats().dir_entries,
+        0,
+        "the refused Forget's entry stayed"
+    );
+    assert!(p.refuse.is_empty());
+}
+
+/// Review finding L8: every shard of a relay, given the relay's one key, sends a nonce's
+/// LINK to the same home (the one `home_shard` names); another key homes the same nonces
+/// elsewhere for some of them.
+#[test]
+fn every_shard_instance_agrees_on_the_keyed_home() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(test_seed("same_home"));
+    const SHARDS: usize = 4;
+    let l = CrossLimits {
+        sets: Limits::default(),
+        max_local_legs: 64,
+        max_dir: 64,
+    };
+    let key = HomeKey::new(rng.gen(), rng.gen());
+    let other = HomeKey::new(rng.gen(), rng.gen());
+    let mut shards: Vec<Shard> = (0..SHARDS)
+        .map(|me| ConfluxShard::new(me as ShardNo, SHARDS, l, key))
+        .collect();
+    let mut moved = 0;
+    for i in 0..32u32 {
+        let mut n = [0u8; 32];
+        rng.fill(&mut n[..]);
+        let home = home_shard(&n, SHARDS, &key);
+        for (me, sh) in shards.iter_mut().enumerate() {
+            let mut out = Vec::new();
+            sh.on_link(i, OK, READY, &link_body(n, 0, 0), 0, &mut out);
+            // The LINK goes to the home as a Lookup, or (home here) joins at once.
+            let went = out.iter().find_map(|a| match a {
+                Action::ToShard {
+                    shard,
+                    msg: CfxMsg::Lookup { .. },
+                } => Some(*shard as usize),
+                Action::SendLinked { .. } => Some(me),
+                _ => None,
+            });
+            assert_eq!(went, Some(home), "shard {me}, nonce {i}: {out:?}");
+        }
+        moved += usize::from(home_shard(&n, SHARDS, &other) != home);
+    }
+    // 32 nonces, each kept by the other key with probability 1/4: all kept ~ 4^-32.
+    assert!(moved > 0, "another key homed every nonce alike");
 }
 
 /// Random sets over two shards: cells both ways, SWITCHes, leg closes, squeezed queues and

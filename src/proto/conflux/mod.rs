@@ -41,14 +41,90 @@ pub const fn should_multiplex(cmd: RelayCmd) -> bool {
     )
 }
 
-/// The shard that owns the set named by `nonce`: legs of one set may arrive on any shard,
-/// and each forwards its LINK and sequenced cells to this one. The nonce is uniformly random
-/// from an honest client; one choosing nonces only loads its own sets onto one shard, which
-/// that shard's [`Limits`] bound.
-pub fn home_shard(nonce: &Nonce, shards: usize) -> usize {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&nonce[..8]);
-    (u64::from_le_bytes(b) % shards.max(1) as u64) as usize
+/// The per-process key of [`home_shard`]: drawn once at start-up by the relay (it is not
+/// sans-IO code; see `relay::shardcfg::circuit_config`) and given to every shard's core, so
+/// all shards compute the same home for a nonce while a client cannot predict it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct HomeKey([u64; 2]);
+
+impl HomeKey {
+    /// A key from 128 random bits (the caller draws them).
+    pub const fn new(k0: u64, k1: u64) -> HomeKey {
+        HomeKey([k0, k1])
+    }
+}
+
+impl Default for HomeKey {
+    /// A fixed key, for tests and tools that build cores by hand. A relay never runs with
+    /// it: `relay::shardcfg::circuit_config` draws a random one.
+    fn default() -> HomeKey {
+        HomeKey([0x666f_7273_2d68_6f6d, 0x652d_7465_7374_2d6b])
+    }
+}
+
+impl std::fmt::Debug for HomeKey {
+    // The key is what keeps homes unpredictable: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HomeKey(..)")
+    }
+}
+
+/// The shard that owns the set named by `nonce` (review finding L8): legs of one set may
+/// arrive on any shard, and each forwards its LINK and sequenced cells to this one. The
+/// client chooses the nonce, so an unkeyed function (say the nonce modulo the shard count)
+/// would let it aim every LINK at one shard's bounded directory; SipHash-2-4 keyed with the
+/// relay's secret [`HomeKey`] spreads any nonce set the client can choose.
+pub fn home_shard(nonce: &Nonce, shards: usize, key: &HomeKey) -> usize {
+    (siphash24(key, nonce) % shards.max(1) as u64) as usize
+}
+
+/// SipHash-2-4 (Aumasson and Bernstein, "SipHash: a fast short-input PRF", 2012) of `msg`.
+/// std's keyed SipHasher is deprecated and its `RandomState` cannot take a given key (every
+/// shard needs the same one, and tests need fixed ones), so it is written out here.
+fn siphash24(key: &HomeKey, msg: &[u8]) -> u64 {
+    #[inline(always)]
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    let [k0, k1] = key.0;
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let mut chunks = msg.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let m = u64::from_le_bytes(w);
+        v[3] ^= m;
+        round(&mut v);
+        round(&mut v);
+        v[0] ^= m;
+    }
+    let rest = chunks.remainder();
+    let mut last = [0u8; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    let m = u64::from_le_bytes(last) | ((msg.len() as u64 & 0xff) << 56);
+    v[3] ^= m;
+    round(&mut v);
+    round(&mut v);
+    v[0] ^= m;
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 #[cfg(test)]

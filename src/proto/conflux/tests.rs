@@ -711,14 +711,129 @@ fn exit_send_choice_low_rtt_and_switch_failure() {
 
 #[test]
 fn home_shard_is_stable_and_in_range() {
+    let key = HomeKey::default();
     for shards in 1..9 {
         for n in 0..50u8 {
-            let h = home_shard(&nonce(n), shards);
+            let h = home_shard(&nonce(n), shards, &key);
             assert!(h < shards);
-            assert_eq!(h, home_shard(&nonce(n), shards));
+            assert_eq!(h, home_shard(&nonce(n), shards, &key));
         }
     }
-    assert_eq!(home_shard(&nonce(3), 0), 0);
+    assert_eq!(home_shard(&nonce(3), 0, &key), 0);
+}
+
+fn test_seed(name: &str) -> u64 {
+    let seed = std::env::var("FORS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("{name}: seed {seed} (rerun with FORS_TEST_SEED={seed})");
+    seed
+}
+
+/// SipHash-2-4 as published: the reference vectors (key 00..0f, message 00..len-1), and
+/// std's own (deprecated) SipHash-2-4 on random messages of every length up to 40.
+#[test]
+fn home_hash_is_siphash_2_4() {
+    let key = HomeKey::new(0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
+    let msg: Vec<u8> = (0..16).collect();
+    assert_eq!(super::siphash24(&key, &msg[..0]), 0x726f_db47_dd0e_0e31);
+    assert_eq!(super::siphash24(&key, &msg[..1]), 0x74f8_39c5_93dc_67fd);
+    assert_eq!(super::siphash24(&key, &msg[..15]), 0xa129_ca61_49be_45e5);
+    let seed = test_seed("home_hash_is_siphash_2_4");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for len in 0..=40 {
+        let (k0, k1) = (rng.gen(), rng.gen());
+        let mut m = vec![0u8; len];
+        rng.fill(&mut m[..]);
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new_with_keys(k0, k1);
+        std::hash::Hasher::write(&mut h, &m);
+        let want = std::hash::Hasher::finish(&h);
+        assert_eq!(
+            super::siphash24(&HomeKey::new(k0, k1), &m),
+            want,
+            "len {len}"
+        );
+    }
+}
+
+/// Nonces a client picks so that the old unkeyed home (`nonce % shards`) is shard 0 for
+/// every one: the first eight bytes (little-endian) are multiples of `shards`.
+fn aimed_nonces(shards: usize, count: usize, rng: &mut impl Rng) -> Vec<Nonce> {
+    (0..count)
+        .map(|i| {
+            let mut n = [0u8; 32];
+            rng.fill(&mut n[8..]);
+            n[..8].copy_from_slice(&((i * shards) as u64).to_le_bytes());
+            n
+        })
+        .collect()
+}
+
+/// Review finding L8: with a key a client does not know, a nonce set aimed at one shard
+/// (under one key, or under the old `nonce % shards`) spreads over all of them, and two
+/// keys home the same nonces differently.
+#[test]
+fn keyed_home_spreads_nonces_aimed_at_one_shard() {
+    let seed = test_seed("keyed_home_spreads_nonces_aimed_at_one_shard");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    const SHARDS: usize = 4;
+    let a = HomeKey::new(rng.gen(), rng.gen());
+    let b = HomeKey::new(rng.gen(), rng.gen());
+    // 400 nonces all homed on shard 0 under key `a` (what a client knowing `a` would send).
+    let mut aimed = Vec::new();
+    while aimed.len() < 400 {
+        let mut n = [0u8; 32];
+        rng.fill(&mut n[..]);
+        if home_shard(&n, SHARDS, &a) == 0 {
+            aimed.push(n);
+        }
+    }
+    let mut per = [0usize; SHARDS];
+    for n in &aimed {
+        per[home_shard(n, SHARDS, &b)] += 1;
+    }
+    // Binomial(400, 1/4) per shard: mean 100, sd 8.7; 50..150 is over 5 sd.
+    assert!(per.iter().all(|&c| (50..=150).contains(&c)), "{per:?}");
+    // Aimed under the old unkeyed home: spread as well under a key.
+    let mut per = [0usize; SHARDS];
+    for n in aimed_nonces(SHARDS, 400, &mut rng) {
+        per[home_shard(&n, SHARDS, &a)] += 1;
+    }
+    assert!(per.iter().all(|&c| (50..=150).contains(&c)), "{per:?}");
+}
+
+/// The home is balanced over the shards for any shard count, for random and for structured
+/// (counter) nonces, under a random key.
+#[test]
+fn keyed_home_is_balanced_over_shards() {
+    let seed = test_seed("keyed_home_is_balanced_over_shards");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    const N: usize = 64_000;
+    for shards in [2usize, 3, 4, 6, 8] {
+        let key = HomeKey::new(rng.gen(), rng.gen());
+        let aimed = aimed_nonces(shards, N, &mut rng);
+        for (what, nonces) in [
+            (
+                "random",
+                (0..N).map(|_| rng.gen::<Nonce>()).collect::<Vec<_>>(),
+            ),
+            ("aimed", aimed),
+        ] {
+            let mut per = vec![0usize; shards];
+            for n in &nonces {
+                per[home_shard(n, shards, &key)] += 1;
+            }
+            // Each count within 5 % of N / shards: at least 4.7 standard deviations.
+            let mean = N / shards;
+            let tol = mean / 20;
+            assert!(
+                per.iter().all(|&c| c.abs_diff(mean) <= tol),
+                "{what} nonces over {shards} shards: {per:?} (mean {mean}, ±{tol})"
+            );
+        }
+    }
 }
 
 /// A C tor-like client spreads cells 1..=n over two legs, switching at random; the two
@@ -866,7 +981,7 @@ fn legs_on_different_shards_meet_at_the_home_shard() {
     for i in 0..64u32 {
         let mut n = [0u8; 32];
         rng.fill(&mut n[..]);
-        let home = home_shard(&n, SHARDS);
+        let home = home_shard(&n, SHARDS, &HomeKey::default());
         spread[home] = true;
         let a = (rng.gen_range(0..SHARDS as u8), 2 * i);
         let b = (rng.gen_range(0..SHARDS as u8), 2 * i + 1);

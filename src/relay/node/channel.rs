@@ -323,6 +323,11 @@ impl RelayNode {
             if let ChannelEvent::PaddingNegotiate(cell) = e {
                 self.padding_negotiate(id, cell);
             }
+            // A peer's link-protocol violation: counted for the shard's protocol-warning
+            // line (`protowarn.rs`; C tor logs these at `LOG_PROTOCOL_WARN`).
+            if let ChannelEvent::Closed(why) = e {
+                self.protocol_warnings.channel_closed(why);
+            }
             if let ChannelEvent::Open(_) = e {
                 self.stats
                     .handler

@@ -57,6 +57,7 @@ mod exit;
 mod extend;
 #[doc(hidden)]
 pub mod fake;
+mod protowarn;
 mod proxy;
 mod timers;
 
@@ -67,7 +68,7 @@ use self::cross::{
 };
 pub use self::dos::{dos_config, DosShared};
 use super::exit_dns::ExitDns;
-use super::log::{self, log_debug, log_info, log_notice};
+use super::log::{self, log_debug, log_info, log_notice, log_protocol_warn};
 use super::snapshot::{NetworkSnapshot, SnapshotCell, SnapshotReader};
 use crate::accounting::Hibernation;
 use crate::cell::chan::DestroyReason;
@@ -288,6 +289,8 @@ pub struct RelayNode {
     /// its own circuits' attaches): busy even if that circuit is gone again.
     proxy_attached: HashSet<ChanId>,
     next_idle_check: Option<Instant>,
+    /// Peers' protocol violations since the last idle check, for its log line.
+    protocol_warnings: protowarn::ProtocolWarnings,
     /// Channel padding: consensus parameters, usage scratch sets, next deadline.
     padding: timers::NodePadding,
     /// The DoS table all shards share, the torrc's DoS options (replaced on SIGHUP), and
@@ -384,6 +387,7 @@ impl RelayNode {
             chans_in_use: HashSet::new(),
             proxy_attached: HashSet::new(),
             next_idle_check: None,
+            protocol_warnings: Default::default(),
             padding: Default::default(),
             dos,
             dos_options,

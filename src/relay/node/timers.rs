@@ -22,7 +22,8 @@ use std::collections::HashSet;
 use super::*;
 use crate::cell::chan::{PaddingCommand, PaddingNegotiate};
 use crate::proto::channel::padding::{
-    ChannelUsage, Housekeeping, PaddingDecision, PaddingParams, DEFAULT_KEEPALIVE_PERIOD,
+    ChannelUsage, Housekeeping, NegotiateRefused, PaddingDecision, PaddingParams,
+    DEFAULT_KEEPALIVE_PERIOD,
 };
 
 /// Flush rounds per call: carrying out a flush's actions may package more exit data
@@ -115,13 +116,11 @@ impl RelayNode {
             self.next_idle_check = Some(now + IDLE_CHECK_INTERVAL);
             self.close_idle_channels(now);
             self.decide_padding(now);
-            // At most one line a second: which rule the circuits closed since broke (debug,
-            // as Fors logs peers' protocol violations; no address, no circuit ID).
-            if let Some((why, n)) = self.core.take_protocol_violations() {
-                log_debug!(
-                    "shard {}: {n} circuit(s) closed with DESTROY TORPROTOCOL; the last for: {why}",
-                    self.shard.0
-                );
+            // At most one line a second for peers' protocol violations, at C tor's
+            // protocol-warning severity (`ProtocolWarnings`; no address, no circuit ID).
+            let circuits = self.core.take_protocol_violations();
+            if let Some(line) = self.protocol_warnings.take_line(self.shard.0, circuits) {
+                log_protocol_warn!("{line}");
             }
         }
         if self.padding.next_due.is_some_and(|t| now >= t) {
@@ -462,7 +461,9 @@ impl RelayNode {
                 cell.command,
                 p.negotiated()
             ),
-            Err(e) => log_debug!("shard {shard}: PADDING_NEGOTIATE ignored: {e:?}"),
+            // C tor logs it at its protocol-warning severity: counted for the shard's
+            // line (`protowarn.rs`), since the peer decides how often it comes.
+            Err(NegotiateRefused::OldLink { .. }) => self.protocol_warnings.padding_old_link(),
         }
     }
 }
