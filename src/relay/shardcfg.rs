@@ -124,7 +124,7 @@ pub fn circuit_config(
         onion_queue_len: onion_queue_len(profile),
         max_queue_per_circuit: profile.circuit_queue_cells as usize,
         extend_allow_private,
-        conflux_home_key: HomeKey::new(rand::random(), rand::random()),
+        home_key: HomeKey::new(rand::random(), rand::random()),
         ..base
     }
 }
@@ -398,12 +398,9 @@ mod tests {
         ));
         // ...and one conflux home key (review finding L8): every shard computes the same
         // home. Each start draws a new, random one (equal by chance with odds 2^-128).
-        assert_eq!(cfg.conflux_home_key, other.conflux_home_key);
-        assert_ne!(
-            cfg.conflux_home_key,
-            circuit_config(&p, false, 512 << 20).conflux_home_key
-        );
-        assert_ne!(cfg.conflux_home_key, HomeKey::default());
+        assert_eq!(cfg.home_key, other.home_key);
+        assert_ne!(cfg.home_key, circuit_config(&p, false, 512 << 20).home_key);
+        assert_ne!(cfg.home_key, HomeKey::default());
         assert_eq!(
             cfg.mem_budget.unwrap().cap_cells(),
             (512 << 20) / crate::proto::circuit::CELL_MEM_COST

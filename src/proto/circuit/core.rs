@@ -159,7 +159,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             relay_in: super::relay_in::RelayIn::new(),
             waiting: Vec::with_capacity(cfg.max_circuits),
             hs: super::hs::HsRelay::new(cfg.max_circuits),
-            conflux: super::conflux::ConfluxExit::new(cfg.max_circuits, cfg.conflux_home_key),
+            conflux: super::conflux::ConfluxExit::new(cfg.max_circuits, cfg.home_key),
             shards: 1,
             // A relay's torrc can only say `CircuitPadding 1` (C tor refuses 0), so on.
             circpad: crate::proto::circpad::ShardPadding::new(Default::default(), true),

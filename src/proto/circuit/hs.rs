@@ -194,7 +194,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
 
     /// The home shard of an auth key or a cookie.
     fn hs_home(&self, key: &[u8]) -> ShardIdx {
-        ShardIdx(home_shard(key, self.hs.shards) as u16)
+        ShardIdx(home_shard(key, self.hs.shards, &self.cfg.home_key) as u16)
     }
 
     /// Our live circuit `circ` if it has `role`-like state (`want`).

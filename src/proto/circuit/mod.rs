@@ -381,10 +381,11 @@ pub struct CircuitConfig {
     /// Its listener for BEGIN_DIR streams on circuits whose previous hop is a relay: C tor's
     /// `connection_dir_is_anonymous`, which onion-service descriptor requests need.
     pub dir_server_anonymous: Option<std::net::SocketAddr>,
-    /// The key of conflux's home shard (`proto::conflux::home_shard`): every shard's clone
-    /// of this config must carry the same one. The relay draws it at start-up
+    /// The key of the home shards (conflux's `proto::conflux::home_shard` for a set's nonce,
+    /// `proto::hs::home_shard` for an introduction auth key or a rendezvous cookie): every
+    /// shard's clone of this config must carry the same one. The relay draws it at start-up
     /// (`relay::shardcfg::circuit_config`); the default is a fixed key for tests and tools.
-    pub conflux_home_key: crate::proto::conflux::HomeKey,
+    pub home_key: crate::proto::conflux::HomeKey,
 }
 
 impl Default for CircuitConfig {
@@ -409,7 +410,7 @@ impl Default for CircuitConfig {
             allow_non_rfc953_hostnames: false,
             dir_server: None,
             dir_server_anonymous: None,
-            conflux_home_key: crate::proto::conflux::HomeKey::default(),
+            home_key: crate::proto::conflux::HomeKey::default(),
         }
     }
 }

@@ -81,7 +81,7 @@ pub fn home_shard(nonce: &Nonce, shards: usize, key: &HomeKey) -> usize {
 /// SipHash-2-4 (Aumasson and Bernstein, "SipHash: a fast short-input PRF", 2012) of `msg`.
 /// std's keyed SipHasher is deprecated and its `RandomState` cannot take a given key (every
 /// shard needs the same one, and tests need fixed ones), so it is written out here.
-fn siphash24(key: &HomeKey, msg: &[u8]) -> u64 {
+pub(crate) fn siphash24(key: &HomeKey, msg: &[u8]) -> u64 {
     #[inline(always)]
     fn round(v: &mut [u64; 4]) {
         v[0] = v[0].wrapping_add(v[1]);

@@ -24,6 +24,8 @@ use crate::cell::chan::DestroyReason;
 use crate::cell::RelayCmd;
 use cells::{AuthKey, RendCookie};
 
+use crate::proto::conflux::{siphash24, HomeKey};
+
 /// What onion-service work a relay circuit does: C tor's relay-side circuit purposes.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 pub enum HsRole {
@@ -94,14 +96,13 @@ pub fn dispatch(cmd: RelayCmd) -> HsDispatch {
 }
 
 /// The shard, of `shards`, whose table holds `key` (an auth key or a rendezvous cookie):
-/// its first eight bytes, big-endian, modulo the shard count. Both are uniformly random to
-/// the relay (a public key, a client's random cookie), so keys spread evenly; a service that
-/// grinds keys only loads one table it could load anyway.
-pub fn home_shard(key: &[u8], shards: usize) -> usize {
-    let mut first = [0u8; 8];
-    let n = key.len().min(8);
-    first[..n].copy_from_slice(&key[..n]);
-    (u64::from_be_bytes(first) % shards.max(1) as u64) as usize
+/// SipHash-2-4 of the key under the relay's secret [`HomeKey`] (the one conflux's homes use),
+/// modulo the shard count. A client chooses its cookie and a service its auth key, so an
+/// unkeyed function (their first bytes modulo N, as before) let one aim everything at one
+/// shard's bounded table and refuse the clients whose cookies land there; keyed, the keys
+/// it can choose spread over every shard's table.
+pub fn home_shard(key: &[u8], shards: usize, home_key: &HomeKey) -> usize {
+    (siphash24(home_key, key) % shards.max(1) as u64) as usize
 }
 
 /// When one circuit of a spliced pair closes, the other closes with the same reason
@@ -129,15 +130,26 @@ mod tests {
 
     #[test]
     fn home_shard_spreads_and_never_panics() {
-        assert_eq!(home_shard(&[0xff; 32], 1), 0);
-        assert_eq!(home_shard(&[0xff; 32], 0), 0, "no shards: no panic");
-        assert_eq!(home_shard(&[], 3), 0);
-        let mut seen = [0usize; 4];
-        for b in 0..=255u8 {
-            let mut k = [0u8; 20];
-            k[7] = b;
-            seen[home_shard(&k, 4)] += 1;
+        let k = HomeKey::default();
+        assert_eq!(home_shard(&[0xff; 32], 1, &k), 0);
+        assert_eq!(home_shard(&[0xff; 32], 0, &k), 0, "no shards: no panic");
+        assert!(home_shard(&[], 3, &k) < 3);
+        // Keys a client could pick so that their first eight bytes are 0 modulo 4 (the old
+        // unkeyed rule put all of them on shard 0) spread over every shard once keyed.
+        let other = HomeKey::new(1, 2);
+        for key in [k, other] {
+            let mut seen = [0usize; 4];
+            for i in 0..4096u64 {
+                let mut c = [0u8; 20];
+                c[..8].copy_from_slice(&(i * 4).to_be_bytes());
+                seen[home_shard(&c, 4, &key)] += 1;
+            }
+            assert!(seen.iter().all(|&n| (900..1150).contains(&n)), "{seen:?}");
         }
-        assert_eq!(seen, [64; 4]);
+        // Another key homes some keys elsewhere: nobody can precompute the layout.
+        let moved = (0..=255u8)
+            .filter(|&b| home_shard(&[b; 20], 4, &k) != home_shard(&[b; 20], 4, &other))
+            .count();
+        assert!(moved > 128, "{moved}");
     }
 }
