@@ -55,8 +55,9 @@ mod vectors;
 
 pub use keys::{CgoKeyError, CgoKeyMaterial, CGO_AES128_KEY_MATERIAL_LEN};
 pub use relay::{
-    backward_relay_multi, forward_multi, originate_multi, CgoAes, CgoRelayCrypto,
-    CgoRelayCrypto128, CgoRelayCrypto256, CgoRelayDirection,
+    backward_relay_group, backward_relay_multi, forward_group, forward_multi,
+    group_kernel_available, originate_group, originate_multi, CgoAes, CgoRelayCrypto,
+    CgoRelayCrypto128, CgoRelayCrypto256, CgoRelayDirection, GroupDone, CGO_GROUP,
 };
 
 use super::{CellBody, CELL_BODY_LEN};
