@@ -421,10 +421,13 @@ const RELAY: u8 = 3;
 /// the stack arrays that list the tor1 and CGO jobs (and receive their results).
 const SPLIT_CHUNK: usize = 128;
 
-/// Fewest CGO circuits in one read whose cells the core hands to the grouped calls, where the
-/// interleaved kernel runs. Measured with `fors-relay-batch cgo` (`bench/RESULTS.md`,
-/// "CGO on the live read path").
-const CGO_GROUP_MIN_CIRCUITS: usize = 2;
+/// Fewest CGO circuits with cells in one read (per direction) whose cells the core hands to
+/// the grouped calls, where the interleaved kernel runs. Measured with `fors-relay-batch cgo`
+/// on an AVX-512 Xeon (`bench/RESULTS.md`, "CGO on the live read path"): from four circuits
+/// grouping gained up to 8 % on a middle and stayed within ±2 % at a last hop; with two or
+/// three, groups of two or three cost more than they saved (a last hop's recognized cells up
+/// to 5 % more), so those reads keep one run per circuit.
+const CGO_GROUP_MIN_CIRCUITS: usize = 4;
 
 impl RelayHop {
     /// Splits a multi-circuit batch by algorithm in one pass over its jobs: the tor1 jobs

@@ -46,6 +46,9 @@ use crate::proto::flow::SENDME_TAG_LEN;
 /// `bench/RESULTS.md` ("Batched crypto on the live path") has the measurement.
 pub const MAX_RELAY_IN: usize = 64;
 
+// `RelayIn::seen_of` holds a stage index in a byte.
+const _: () = assert!(MAX_RELAY_IN <= 256);
+
 /// Reads of fewer cells than this (or than the CPU's multi-circuit threshold, if lower) are
 /// handled one at a time: measured, the batch set-up costs more than it saves there (a
 /// 2-cell exit read: 479 against 435 ns/cell on AVX-512 + SHA-NI), while on CPUs whose
@@ -91,6 +94,10 @@ pub(super) struct RelayIn {
     /// Circuit slots seen in this flush, and per slot: cells so far, whether it fell back to
     /// one at a time.
     seen: Vec<(u32, u16, bool)>,
+    /// Each cell's entry in `seen` (so the multi-circuit calls rank cells without searching).
+    seen_of: Vec<u8>,
+    /// Cells classified for the forward and the backward multi-circuit call.
+    multi_jobs: [usize; 2],
     /// Overrides [`HopCrypto::cgo_group_min_circuits`] (benchmarks and tests compare the
     /// grouped path with runs on one build: [`RelayCore::set_cgo_group_min`]).
     cgo_group_min: Option<usize>,
@@ -114,6 +121,8 @@ impl RelayIn {
             job_hits: vec![false; n],
             job_tags: vec![[0; SENDME_TAG_LEN]; n],
             seen: Vec::with_capacity(n),
+            seen_of: vec![0; n],
+            multi_jobs: [0; 2],
             cgo_group_min: None,
         }
     }
@@ -135,6 +144,8 @@ impl RelayIn {
             job_hits: Vec::new(),
             job_tags: Vec::new(),
             seen: Vec::new(),
+            seen_of: Vec::new(),
+            multi_jobs: [0; 2],
             cgo_group_min: None,
         }
     }
@@ -328,19 +339,24 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 (true, Side::Prev, RelayCellFormat::V0) => Mode::ForwardMulti,
             };
             rin.seen[seen].1 += 1;
+            // At most one entry per staged cell: `MAX_RELAY_IN` fits in a byte.
+            rin.seen_of[k] = seen as u8;
         }
         // Too few circuits to fill the lanes (tor1) or the kernel's groups (CGO): one run
         // per circuit is cheaper.
         let tor1_runs = tor1_exit < multi_min;
         let cgo_forward_runs = cgo_forward < cgo_min;
         let cgo_backward_runs = cgo_backward < cgo_min;
+        rin.multi_jobs = [0; 2];
         for (m, f) in rin.mode[..n].iter_mut().zip(&rin.format[..n]) {
             let cgo = *f == RelayCellFormat::V1;
             match *m {
                 Mode::ForwardMulti if (cgo && cgo_forward_runs) || (!cgo && tor1_runs) => {
                     *m = Mode::ForwardRun;
                 }
+                Mode::ForwardMulti => rin.multi_jobs[0] += 1,
                 Mode::BackwardMulti if cgo_backward_runs => *m = Mode::Backward,
+                Mode::BackwardMulti => rin.multi_jobs[1] += 1,
                 _ => {}
             }
         }
@@ -387,6 +403,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// consecutive jobs are distinct circuits and each circuit's cells keep their order.
     fn multi_call(&mut self, rin: &mut RelayIn, mode: Mode) {
         let n = rin.len();
+        if rin.multi_jobs[usize::from(mode == Mode::BackwardMulti)] == 0 {
+            return;
+        }
         rin.rank.clear();
         for s in rin.seen.iter_mut() {
             s.1 = 0;
@@ -395,19 +414,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             if rin.mode[k] != mode {
                 continue;
             }
-            let idx = rin.circ[k].expect("multi jobs have a circuit").idx;
-            let s = rin
-                .seen
-                .iter_mut()
-                .find(|s| s.0 == idx)
-                .expect("seen in classify");
+            let s = &mut rin.seen[usize::from(rin.seen_of[k])];
             rin.rank.push((s.1, k as u16));
             s.1 += 1;
         }
         let jobs = rin.rank.len();
-        if jobs == 0 {
-            return;
-        }
         rin.rank.sort_unstable();
         rin.order.clear();
         rin.order.extend(rin.rank.iter().map(|&(_, k)| k));
