@@ -138,8 +138,9 @@ pub trait HopCrypto: Sized {
 
     /// Fewest CGO circuits (relay cell format v1) with cells in one read worth handing their
     /// cells to [`HopCrypto::forward_jobs`] / [`HopCrypto::backward_relay_jobs`] in groups of
-    /// distinct circuits rather than one run per circuit (`usize::MAX`: never).
-    fn cgo_group_min_circuits() -> usize {
+    /// distinct circuits rather than one run per circuit (`usize::MAX`: never); `last_hop`:
+    /// circuits that end here (every cell recognized, each one a key update).
+    fn cgo_group_min_circuits(_last_hop: bool) -> usize {
         usize::MAX
     }
 
@@ -422,12 +423,17 @@ const RELAY: u8 = 3;
 const SPLIT_CHUNK: usize = 128;
 
 /// Fewest CGO circuits with cells in one read (per direction) whose cells the core hands to
-/// the grouped calls, where the interleaved kernel runs. Measured with `fors-relay-batch cgo`
-/// on an AVX-512 Xeon (`bench/RESULTS.md`, "CGO on the live read path"): from four circuits
-/// grouping gained up to 8 % on a middle and stayed within ±2 % at a last hop; with two or
-/// three, groups of two or three cost more than they saved (a last hop's recognized cells up
-/// to 5 % more), so those reads keep one run per circuit.
+/// the grouped calls at a middle, where the interleaved kernel runs. Measured with
+/// `fors-relay-batch cgo` on an AVX-512 Xeon (`bench/RESULTS.md`, "CGO on the live read
+/// path"): with two or three circuits, groups of two or three cost 1-4 % more than one run per
+/// circuit; from four, up to 8 % less (relayed backward), 1-5 % less (forward) in reads of 16
+/// cells or more.
 const CGO_GROUP_MIN_CIRCUITS: usize = 4;
+
+/// The same for circuits that end here (recognized cells, each with its key update, which
+/// grouping does not shorten): with two to four circuits grouping cost 1-5 % more, from eight
+/// it was within ±3 % of one run per circuit.
+const CGO_LAST_HOP_GROUP_MIN_CIRCUITS: usize = 8;
 
 impl RelayHop {
     /// Splits a multi-circuit batch by algorithm in one pass over its jobs: the tor1 jobs
@@ -701,11 +707,11 @@ impl HopCrypto for RelayHop {
 
     /// The CGO kernel's threshold where it runs ([`cgo::group_kernel_available`]);
     /// elsewhere a group costs what its cells cost one run at a time.
-    fn cgo_group_min_circuits() -> usize {
-        if cgo::group_kernel_available() {
-            CGO_GROUP_MIN_CIRCUITS
-        } else {
-            usize::MAX
+    fn cgo_group_min_circuits(last_hop: bool) -> usize {
+        match (cgo::group_kernel_available(), last_hop) {
+            (false, _) => usize::MAX,
+            (true, false) => CGO_GROUP_MIN_CIRCUITS,
+            (true, true) => CGO_LAST_HOP_GROUP_MIN_CIRCUITS,
         }
     }
 

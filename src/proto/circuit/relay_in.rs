@@ -16,7 +16,8 @@
 //! * cells of CGO circuits, forward (middle or last hop) and backward, go through the
 //!   multi-circuit calls ([`HopCrypto::forward_jobs`], [`HopCrypto::backward_relay_jobs`])
 //!   when at least [`HopCrypto::cgo_group_min_circuits`] CGO circuits have cells in that
-//!   direction, round-robin too: consecutive jobs of distinct circuits form the groups of
+//!   direction (counted apart, with a threshold of their own, for circuits that end here),
+//!   round-robin too: consecutive jobs of distinct circuits form the groups of
 //!   CGO's interleaved kernel (a circuit's i-th cell comes before any circuit's (i+1)-th, so
 //!   its cells stay in order and it is in a group at most once).
 //!
@@ -64,8 +65,12 @@ enum Mode {
     Single,
     /// From the previous hop, crypted in a run of its circuit.
     ForwardRun,
-    /// From the previous hop of a circuit that ends here, crypted in the multi-circuit call.
+    /// From the previous hop, crypted in the multi-circuit call: a tor1 circuit that ends
+    /// here or a CGO circuit with a next hop.
     ForwardMulti,
+    /// From the previous hop of a CGO circuit that ends here, crypted in the multi-circuit
+    /// call (its own threshold: every cell is recognized).
+    ForwardMultiLast,
     /// From the next hop, crypted in a run of its circuit.
     Backward,
     /// From the next hop of a CGO circuit, crypted in the multi-circuit call.
@@ -230,10 +235,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         rin.cells.push(*body);
     }
 
-    /// Sets the fewest CGO circuits with cells in one read (per direction) that go through
-    /// the grouped multi-circuit calls; `None` restores the crypto's measured threshold
-    /// ([`HopCrypto::cgo_group_min_circuits`]), `Some(usize::MAX)` turns grouping off. For
-    /// benchmarks and tests that compare both paths on one build; relays keep the default.
+    /// Sets the fewest CGO circuits with cells in one read (per direction, and apart for
+    /// circuits that end here) that go through the grouped multi-circuit calls; `None`
+    /// restores the crypto's measured thresholds ([`HopCrypto::cgo_group_min_circuits`]),
+    /// `Some(usize::MAX)` turns grouping off. For benchmarks and tests that compare both paths
+    /// on one build; relays keep the default.
     pub fn set_cgo_group_min(&mut self, min: Option<usize>) {
         self.relay_in.cgo_group_min = min;
     }
@@ -284,10 +290,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     fn classify(&mut self, rin: &mut RelayIn) {
         let n = rin.len();
         let multi_min = C::multi_min_circuits();
-        let cgo_min = rin.cgo_group_min.unwrap_or_else(C::cgo_group_min_circuits);
+        let cgo_min = rin
+            .cgo_group_min
+            .unwrap_or_else(|| C::cgo_group_min_circuits(false));
+        let cgo_last_min = rin
+            .cgo_group_min
+            .unwrap_or_else(|| C::cgo_group_min_circuits(true));
         rin.seen.clear();
-        // Distinct circuits with cells here: tor1 ones that end here, CGO ones each way.
-        let (mut tor1_exit, mut cgo_forward, mut cgo_backward) = (0usize, 0usize, 0usize);
+        // Distinct circuits with cells here: tor1 ones that end here, CGO ones each way (and
+        // CGO ones that end here apart).
+        let (mut tor1_exit, mut cgo_forward, mut cgo_last, mut cgo_backward) = (0, 0, 0, 0);
         for k in 0..n {
             let Some((idx, side)) = self.table.lookup(rin.chan, rin.circ_ids[k]) else {
                 rin.mode[k] = Mode::Drop;
@@ -302,12 +314,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 Some(p) => p,
                 None => {
                     rin.seen.push((idx, 0, false));
+                    let last_hop = !matches!(c.next, Next::Open(_));
                     match (format, side) {
+                        (RelayCellFormat::V1, Side::Prev) if last_hop => cgo_last += 1,
                         (RelayCellFormat::V1, Side::Prev) => cgo_forward += 1,
                         (RelayCellFormat::V1, Side::Next) => cgo_backward += 1,
-                        (RelayCellFormat::V0, Side::Prev) if !matches!(c.next, Next::Open(_)) => {
-                            tor1_exit += 1
-                        }
+                        (RelayCellFormat::V0, Side::Prev) if last_hop => tor1_exit += 1,
                         (RelayCellFormat::V0, _) => {}
                     }
                     rin.seen.len() - 1
@@ -332,7 +344,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 }
                 (true, Side::Next, RelayCellFormat::V1) => Mode::BackwardMulti,
                 (true, Side::Next, RelayCellFormat::V0) => Mode::Backward,
-                (true, Side::Prev, RelayCellFormat::V1) => Mode::ForwardMulti,
+                (true, Side::Prev, RelayCellFormat::V1) if matches!(c.next, Next::Open(_)) => {
+                    Mode::ForwardMulti
+                }
+                (true, Side::Prev, RelayCellFormat::V1) => Mode::ForwardMultiLast,
                 (true, Side::Prev, RelayCellFormat::V0) if matches!(c.next, Next::Open(_)) => {
                     Mode::ForwardRun
                 }
@@ -346,6 +361,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         // per circuit is cheaper.
         let tor1_runs = tor1_exit < multi_min;
         let cgo_forward_runs = cgo_forward < cgo_min;
+        let cgo_last_runs = cgo_last < cgo_last_min;
         let cgo_backward_runs = cgo_backward < cgo_min;
         rin.multi_jobs = [0; 2];
         for (m, f) in rin.mode[..n].iter_mut().zip(&rin.format[..n]) {
@@ -354,7 +370,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 Mode::ForwardMulti if (cgo && cgo_forward_runs) || (!cgo && tor1_runs) => {
                     *m = Mode::ForwardRun;
                 }
-                Mode::ForwardMulti => rin.multi_jobs[0] += 1,
+                Mode::ForwardMultiLast if cgo_last_runs => *m = Mode::ForwardRun,
+                Mode::ForwardMulti | Mode::ForwardMultiLast => rin.multi_jobs[0] += 1,
                 Mode::BackwardMulti if cgo_backward_runs => *m = Mode::Backward,
                 Mode::BackwardMulti => rin.multi_jobs[1] += 1,
                 _ => {}
@@ -411,7 +428,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             s.1 = 0;
         }
         for k in 0..n {
-            if rin.mode[k] != mode {
+            let m = rin.mode[k];
+            if !(m == mode || (mode == Mode::ForwardMulti && m == Mode::ForwardMultiLast)) {
                 continue;
             }
             let s = &mut rin.seen[usize::from(rin.seen_of[k])];

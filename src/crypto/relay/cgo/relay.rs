@@ -485,8 +485,8 @@ fn forward_one_group<B: CgoAes, H: GroupHops<B> + ?Sized, S: Bodies + ?Sized>(
     }
     let c0 = interleaved_left(&*hops, |r| &r.forward, cmds, cells);
     if c0.is_none() {
-        for l in 0..n {
-            hops.hop(l).forward.encrypt_left(cmds[l], cells.body_mut(l));
+        for (l, &cmd) in cmds.iter().enumerate() {
+            hops.hop(l).forward.encrypt_left(cmd, cells.body_mut(l));
         }
     }
     let mut hits = 0;
@@ -531,10 +531,8 @@ fn backward_one_group<B: CgoAes, H: GroupHops<B> + ?Sized, S: Bodies + ?Sized>(
             }
         }
         None => {
-            for l in 0..n {
-                hops.hop(l)
-                    .backward
-                    .encrypt_left(cmds[l], cells.body_mut(l));
+            for (l, &cmd) in cmds.iter().enumerate() {
+                hops.hop(l).backward.encrypt_left(cmd, cells.body_mut(l));
             }
             for l in 0..n {
                 hops.hop_mut(l).backward.encrypt_right(cells.body_mut(l));
@@ -562,10 +560,8 @@ fn originate_one_group<B: CgoAes, H: GroupHops<B> + ?Sized, S: Bodies + ?Sized>(
     }
     let c0 = interleaved_left(&*hops, |r| &r.backward, cmds, cells);
     if c0.is_none() {
-        for l in 0..n {
-            hops.hop(l)
-                .backward
-                .encrypt_left(cmds[l], cells.body_mut(l));
+        for (l, &cmd) in cmds.iter().enumerate() {
+            hops.hop(l).backward.encrypt_left(cmd, cells.body_mut(l));
         }
     }
     for l in 0..n {
