@@ -425,14 +425,14 @@ const SPLIT_CHUNK: usize = 128;
 /// Fewest CGO circuits with cells in one read (per direction) whose cells the core hands to
 /// the grouped calls at a middle, where the interleaved kernel runs. Measured with
 /// `fors-relay-batch cgo` on an AVX-512 Xeon (`bench/RESULTS.md`, "CGO on the live read
-/// path"): with two or three circuits, groups of two or three cost 1-4 % more than one run per
-/// circuit; from four, up to 8 % less (relayed backward), 1-5 % less (forward) in reads of 16
-/// cells or more.
+/// path"): with two or three circuits in reads of four cells, groups of two or three cost up
+/// to 5 % more than one run per circuit; from four circuits, 1-8 % less relayed backward and
+/// -1 to +4 % forward in reads of 16 cells or more.
 const CGO_GROUP_MIN_CIRCUITS: usize = 4;
 
 /// The same for circuits that end here (recognized cells, each with its key update, which
-/// grouping does not shorten): with two to four circuits grouping cost 1-5 % more, from eight
-/// it was within ±3 % of one run per circuit.
+/// grouping does not shorten): with two to four circuits grouping cost up to 5 % more, from
+/// eight it was within 3 % of one run per circuit either way.
 const CGO_LAST_HOP_GROUP_MIN_CIRCUITS: usize = 8;
 
 impl RelayHop {

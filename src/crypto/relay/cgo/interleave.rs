@@ -1,8 +1,8 @@
 //! The first half of `ENC_UIV` (ET on the tag half) and the PRF's counter POLYVAL for up to
 //! four cells of *distinct* circuits in one kernel, their dependency chains interleaved
-//! (proposal 359 "UIV+", "PRF"). The `*_multi` calls give it a group of cells; the one-cell
-//! calls give it one (one call instead of three dispatched ones: 90 -> 76 ns per cell on Zen 4,
-//! `bench/RESULTS.md`).
+//! (proposal 359 "UIV+", "PRF"). The `*_multi` and `*_group` calls give it a group of cells;
+//! the one-cell calls give it one (one call instead of three dispatched ones: 90 -> 76 ns per
+//! cell on Zen 4, `bench/RESULTS.md`).
 //!
 //! One cell's ET is a chain of latencies: the 32-block tweak POLYVAL and its reduction, then
 //! ten dependent AES rounds on one block, then the one-block POLYVAL of the new tag that

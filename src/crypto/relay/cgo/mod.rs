@@ -24,8 +24,11 @@
 //! all 32 tweak blocks per reduction), chosen once per process ([`imp`]), and ET's one AES
 //! block from Fors's AES-NI code; AES-256 and CPUs without those instructions use the `aes`
 //! and `polyval` crates.
-//! The `*_multi` calls run the ET halves and PRF counters of up to four cells of distinct
-//! circuits in one interleaved kernel ([`interleave`]) where the CPU has AES-NI and VPCLMULQDQ.
+//! The `*_multi` calls (states in one slice) and the `*_group` calls (states lent one per
+//! cell, as the relay's read path lends them from its circuit table: [`forward_group`],
+//! [`backward_relay_group`], [`originate_group`]) run the ET halves and PRF counters of up to
+//! four cells of distinct circuits in one interleaved kernel ([`interleave`]) where the CPU has
+//! AES-NI and VPCLMULQDQ ([`group_kernel_available`]).
 //!
 //! C tor 0.4.9 runs CGO with AES-128 ([`CgoRelayCrypto128`]); AES-256 is implemented too
 //! ([`CgoRelayCrypto256`]) since the construction is defined for both.
