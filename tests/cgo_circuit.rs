@@ -678,7 +678,8 @@ fn mixed_batches_split_by_algorithm_match_one_by_one() {
         },
         &mut hits,
         &mut tags,
-    );
+    )
+    .recognized;
     let mut want = cells.clone();
     let want_hits: Vec<bool> = (0..n_jobs)
         .map(|i| single[circ[i]].recognize(&mut want[i]))

@@ -82,7 +82,9 @@ exported_fields! {
         relay_in_cells => "fors_relay_cell_batch_cells_total" [""]
             Counter false "RELAY cells received in those batches.",
         relay_in_multi_calls => "fors_relay_forward_multi_calls_total" [""]
-            Counter false "Multi-buffer SHA-1 calls that checked received cells of several circuits at once.",
+            Counter false "Multi-circuit crypto calls over received cells of several circuits at once (multi-buffer SHA-1 for tor1 circuits ending here; CGO circuits, each direction).",
+        cgo_cells_grouped => "fors_relay_cgo_cells_grouped_total" [""]
+            Counter false "Received CGO cells crypted in one interleaved kernel call with cells of other circuits.",
         cells_crypted_batched => "fors_relay_cells_crypted_total" ["call=\"batched\""]
             Counter true "Received RELAY cells by crypto call: with other cells (a run of one circuit, or several circuits), or alone.",
         cells_crypted_single => "fors_relay_cells_crypted_total" ["call=\"single\""]

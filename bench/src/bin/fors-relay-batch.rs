@@ -4,6 +4,7 @@
 //! ```text
 //! fors-relay-batch [crypto|core|all]          # wall time, fastest of many repetitions
 //! fors-relay-batch core-one READ_LEN MODE     # one live-path configuration, for callgrind
+//! fors-relay-batch cgo [REPS]                 # CGO on the live path, medians
 //! ```
 //!
 //! * `crypto`: ns/cell of a middle's keystream run of N cells of one circuit
@@ -14,6 +15,15 @@
 //!   `queue_relay_cell` + `flush_relay_cells` (batched) or `handle_cell` (one at a time).
 //! * `core-one`: runs one `core` configuration (`batched` or `single`) 200 times, so
 //!   `valgrind --tool=callgrind --toggle-collect='*feed_reads*'` counts its instructions.
+//! * `cgo`: ns/cell of the live path on N CGO circuits (`RelayCore<RelayHop>`, ntor-v3
+//!   circuits that negotiated CGO), cells round-robin across them in reads of K cells: a
+//!   middle forwarding cells toward the exit, a middle relaying cells toward the client, and
+//!   circuits ending here (DROP cells, every one recognized). Three ways on one core, the
+//!   runs alternating (one repetition of each in turn): `handle_cell` per cell, the staged
+//!   path with one run per circuit (`set_cgo_group_min(Some(usize::MAX))`) and the staged
+//!   path grouped from two circuits on (`Some(2)`: the figures the relay's threshold,
+//!   `HopCrypto::cgo_group_min_circuits`, was chosen from). Each figure is the median of the
+//!   repetitions.
 //!
 //! Per-cell figures are the fastest of many short repetitions (as `fors bench-crypto`): on a
 //! shared machine the minimum drops time lost to other processes.
@@ -22,9 +32,13 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
+use fors::cell::chan::{Create2, Created2, HandshakeType};
+use fors::cell::relay::msg::{Extend2, LinkSpec};
+use fors::cell::relay::v1;
 use fors::cell::relay::{v0, RelayCmd};
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::crypto::handshake::fast::CreateFastClient;
+use fors::crypto::handshake::{CircuitExtension, CircuitKeys, NtorV3Client, SubprotoCap};
 use fors::crypto::handshake::{NtorKeyMap, NtorKeyPair};
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
 use fors::crypto::keymat::Tor1KeyMaterial;
@@ -34,9 +48,10 @@ use fors::crypto::relay::{
 };
 use fors::exit::policy::ExitPolicy;
 use fors::proto::circuit::{
-    Action, ChanId, ChanInfo, CircuitConfig, CoreIo, NoNetworkView, PeerIdentity, RelayCore,
-    RelayIdentity,
+    Action, ChanId, ChanInfo, CircuitConfig, CoreIo, ExtendDone, NextHop, NoNetworkView,
+    PeerIdentity, RelayCore, RelayHop, RelayIdentity, ShardIdx,
 };
+use fors_testkit::cgo_ref::CgoClientCircuit;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
@@ -60,6 +75,32 @@ fn main() {
             crypto();
             core();
         }
+        "cgo" => {
+            let reps = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(41);
+            cgo(reps);
+        }
+        "cgo-one" => {
+            // One middle-forward configuration, cells made once, for a profiler.
+            let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(16);
+            let k: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
+            let grouped = args.get(3).map(String::as_str) != Some("runs");
+            let mut r = CgoRelay::new(n, true);
+            r.core
+                .set_cgo_group_min(Some(if grouped { 2 } else { usize::MAX }));
+            let cells = r.cells(CELLS, CgoPath::MiddleForward);
+            let feed = if grouped { Feed::Grouped } else { Feed::Runs };
+            let t = timed(|| {
+                for _ in 0..2000 {
+                    let mut c = cells.clone();
+                    feed_cgo(&mut r, &mut c, k, feed);
+                }
+            });
+            println!(
+                "cgo-one N={n} K={k} grouped={grouped}: {:.1} ns/cell (incl. a copy of the cells), {} grouped",
+                t / (2000 * CELLS) as f64,
+                r.core.metrics().cgo_cells_grouped
+            );
+        }
         "core-one" => {
             let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(64);
             let batched = args.get(2).map(String::as_str) != Some("single");
@@ -75,7 +116,9 @@ fn main() {
             );
         }
         other => {
-            eprintln!("unknown mode {other}: crypto | core | all | core-one N batched|single");
+            eprintln!(
+                "unknown mode {other}: crypto | core | all | core-one N batched|single | cgo [REPS] | cgo-one N K grouped|runs"
+            );
             std::process::exit(2);
         }
     }
@@ -296,5 +339,284 @@ fn core() {
             assert_eq!(m.protocol_closes, 0, "every cell recognized");
         }
         println!("  N={n:<4} {:7.1} | {:7.1}", fig[0], fig[1]);
+    }
+}
+
+// ------------------------------------------------------------------------------------ CGO
+
+/// Where the CGO figures' cells go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CgoPath {
+    /// From the client's side of middle circuits, on to the next hop (random ciphertext).
+    MiddleForward,
+    /// From the next hop of middle circuits, toward the client (random ciphertext).
+    MiddleBackward,
+    /// DROP cells for circuits that end here (each one recognized).
+    Exit,
+}
+
+/// How a `cgo` figure feeds its cells.
+#[derive(Clone, Copy)]
+enum Feed {
+    /// `handle_cell` per cell.
+    Single,
+    /// Staged reads, one run per circuit (grouping off).
+    Runs,
+    /// Staged reads, CGO circuits grouped from two circuits on.
+    Grouped,
+}
+
+const NEXT: ChanId = ChanId(70);
+
+/// A core with `n` CGO circuits from one relay channel, extended to a next hop (`middle`)
+/// or ending here.
+struct CgoRelay {
+    core: RelayCore<RelayHop, NoNetworkView>,
+    prev: ChanInfo,
+    next: ChanInfo,
+    clients: Vec<CgoClientCircuit>,
+    rng: StdRng,
+    next_circ: usize,
+}
+
+impl CgoRelay {
+    fn new(n: usize, middle: bool) -> CgoRelay {
+        let mut rng = StdRng::seed_from_u64(11);
+        let me = RelayIdentity {
+            rsa: RsaIdentity([1; 20]),
+            ed: Ed25519Identity([1; 32]),
+        };
+        let cfg = CircuitConfig {
+            max_circuits: 64,
+            pool_cells: 4096,
+            extend_allow_private: true,
+            ..CircuitConfig::default()
+        };
+        let keys = Arc::new(NtorKeyMap::new(NtorKeyPair::generate(&mut rng), None));
+        let mut core = RelayCore::new(
+            cfg,
+            me,
+            keys.clone(),
+            Arc::new(ExitPolicy::default()),
+            NoNetworkView,
+        );
+        let peer = |b: u8| PeerIdentity::Relay {
+            rsa: RsaIdentity([b; 20]),
+            ed: Ed25519Identity([b; 32]),
+        };
+        let prev = ChanInfo {
+            id: ChanId(1),
+            peer: peer(0x33),
+            we_initiated: false,
+        };
+        let next = ChanInfo {
+            id: NEXT,
+            peer: peer(0x44),
+            we_initiated: true,
+        };
+        let exts = [
+            CircuitExtension::CcRequest,
+            CircuitExtension::SubprotoRequest(vec![SubprotoCap {
+                protocol_id: 2,
+                capability: 6,
+            }]),
+        ];
+        let mut clients = vec![];
+        let mut out: Vec<Action> = Vec::new();
+        for i in 0..n {
+            let id = CircId(0x8000_0001 + i as u32);
+            let (hs, skin) = NtorV3Client::start(&mut rng, &me.ed, keys.current().public(), &exts)
+                .expect("ntor-v3 starts");
+            let mut body = [0u8; CELL_BODY_LEN];
+            Create2 {
+                htype: HandshakeType::NTOR_V3,
+                hdata: &skin,
+            }
+            .encode(&mut body)
+            .expect("CREATE2 encodes");
+            out.clear();
+            {
+                let mut io = CoreIo::new(Instant::now(), &mut rng, &mut out);
+                core.handle_cell(&prev, id, ChanCmd::CREATE2, &mut body, &mut io);
+                core.process_onion_queue(&mut io);
+            }
+            let Some(Action::SendCell { body: reply, .. }) = out.first() else {
+                panic!("no CREATED2: {out:?}")
+            };
+            let (keys, _) = hs
+                .finish_circ(Created2::parse(reply).expect("CREATED2 parses").hdata, true)
+                .expect("CREATED2 checks");
+            let CircuitKeys::Cgo(k) = keys else {
+                panic!("CGO was not negotiated")
+            };
+            let mut client = CgoClientCircuit::default();
+            client.push(&k);
+            if middle {
+                let specs = [
+                    LinkSpec::Ipv4("127.0.0.1:9002".parse().expect("address")),
+                    LinkSpec::RsaId(RsaIdentity([0x44; 20])),
+                    LinkSpec::Ed25519Id(Ed25519Identity([0x44; 32])),
+                ];
+                let mut ext = [0u8; 490];
+                let len = Extend2::encode(
+                    &specs,
+                    &Create2 {
+                        htype: HandshakeType::NTOR_V3,
+                        hdata: &[7u8; 100],
+                    },
+                    &mut ext,
+                )
+                .expect("EXTEND2 encodes");
+                let mut body = [0u8; CELL_BODY_LEN];
+                v1::encode(&mut body, RelayCmd::EXTEND2, 0, &ext[..len], &mut rng)
+                    .expect("v1 encodes");
+                client.originate(0, u8::from(ChanCmd::RELAY_EARLY), &mut body);
+                out.clear();
+                {
+                    let mut io = CoreIo::new(Instant::now(), &mut rng, &mut out);
+                    core.handle_cell(&prev, id, ChanCmd::RELAY_EARLY, &mut body, &mut io);
+                }
+                let Some(Action::Extend { circ, .. }) = out.first().cloned() else {
+                    panic!("no extend: {out:?}")
+                };
+                let mut created = [0u8; CELL_BODY_LEN];
+                Created2 { hdata: &[5u8; 64] }
+                    .encode(&mut created)
+                    .expect("CREATED2 encodes");
+                let mut io = CoreIo::new(Instant::now(), &mut rng, &mut out);
+                core.extend_result(
+                    circ,
+                    Ok(ExtendDone {
+                        next: NextHop {
+                            chan: NEXT,
+                            shard: ShardIdx(0),
+                            circ_id: CircId(0x100 + i as u32),
+                        },
+                        created2: &created,
+                    }),
+                    &mut io,
+                )
+                .expect("extend completes");
+            }
+            clients.push(client);
+        }
+        CgoRelay {
+            core,
+            prev,
+            next,
+            clients,
+            rng,
+            next_circ: 0,
+        }
+    }
+
+    /// `m` cells round-robin over the circuits, for `path`.
+    fn cells(&mut self, m: usize, path: CgoPath) -> Vec<(ChanId, CircId, CellBody)> {
+        (0..m)
+            .map(|_| {
+                let i = self.next_circ;
+                self.next_circ = (self.next_circ + 1) % self.clients.len();
+                let mut body = [0u8; CELL_BODY_LEN];
+                match path {
+                    CgoPath::MiddleForward => {
+                        self.rng.fill_bytes(&mut body);
+                        (self.prev.id, CircId(0x8000_0001 + i as u32), body)
+                    }
+                    CgoPath::MiddleBackward => {
+                        self.rng.fill_bytes(&mut body);
+                        (NEXT, CircId(0x100 + i as u32), body)
+                    }
+                    CgoPath::Exit => {
+                        v1::encode(&mut body, RelayCmd::DROP, 0, &[], &mut self.rng)
+                            .expect("v1 encodes");
+                        self.clients[i].originate(0, u8::from(ChanCmd::RELAY), &mut body);
+                        (self.prev.id, CircId(0x8000_0001 + i as u32), body)
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// The timed part of a `cgo` figure: `cells` fed in reads of `k` as `feed` says.
+#[inline(never)]
+fn feed_cgo(r: &mut CgoRelay, cells: &mut [(ChanId, CircId, CellBody)], k: usize, feed: Feed) {
+    let mut out: Vec<Action> = Vec::with_capacity(64);
+    let mut rng = StdRng::seed_from_u64(9);
+    let now = Instant::now();
+    for read in cells.chunks_mut(k) {
+        let mut io = CoreIo::new(now, &mut rng, &mut out);
+        match feed {
+            Feed::Single => {
+                for (chan, id, body) in read.iter_mut() {
+                    let info = if *chan == NEXT { &r.next } else { &r.prev };
+                    r.core.handle_cell(info, *id, ChanCmd::RELAY, body, &mut io);
+                }
+            }
+            Feed::Runs | Feed::Grouped => {
+                for (chan, id, body) in read.iter() {
+                    r.core
+                        .queue_relay_cell(*chan, *id, ChanCmd::RELAY, body, &mut io);
+                }
+                r.core.flush_relay_cells(&mut io);
+            }
+        }
+        out.clear();
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn cgo(reps: usize) {
+    println!(
+        "# CGO live path: cells round-robin over N CGO circuits in reads of K; ns/cell, median of {reps} alternating repetitions of {CELLS} cells"
+    );
+    println!(
+        "# group kernel available: {}",
+        fors::crypto::relay::cgo::group_kernel_available()
+    );
+    for (path, name) in [
+        (CgoPath::MiddleForward, "middle forward"),
+        (CgoPath::MiddleBackward, "middle backward"),
+        (CgoPath::Exit, "exit (recognized DROP)"),
+    ] {
+        println!(
+            "{name}: N circuits, K cells per read: one at a time | runs | grouped | runs/grouped"
+        );
+        for n in [1, 2, 3, 4, 8, 16] {
+            for k in [2, 3, 4, 8, 16, 64] {
+                let mut r = CgoRelay::new(n, path != CgoPath::Exit);
+                let mut figs = [vec![], vec![], vec![]];
+                let before = r.core.metrics().clone();
+                for rep in 0..=reps {
+                    for (slot, feed) in [Feed::Single, Feed::Runs, Feed::Grouped]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        r.core.set_cgo_group_min(match feed {
+                            Feed::Grouped => Some(2),
+                            _ => Some(usize::MAX),
+                        });
+                        let mut cells = r.cells(CELLS, path);
+                        let t = timed(|| feed_cgo(&mut r, &mut cells, k, feed));
+                        // Repetition 0 warms up.
+                        if rep > 0 {
+                            figs[slot].push(t / CELLS as f64);
+                        }
+                    }
+                }
+                let m = r.core.metrics();
+                assert_eq!(m.protocol_closes, before.protocol_closes, "no cell refused");
+                let [a, b, c] = figs.map(|mut v| median(&mut v));
+                println!(
+                    "  N={n:<3} K={k:<3} {a:7.1} | {b:7.1} | {c:7.1} | {:5.2}   (grouped cells {})",
+                    b / c,
+                    m.cgo_cells_grouped - before.cgo_cells_grouped
+                );
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 use crate::cell::ChanCmd;
 use crate::cell::CELL_BODY_LEN;
 use crate::crypto::keymat::Tor1KeyMaterial;
-use crate::crypto::relay::cgo::{CgoKeyMaterial, CgoRelayCrypto128, CGO_TAG_LEN};
+use crate::crypto::relay::cgo::{self, CgoKeyMaterial, CgoRelayCrypto128, CGO_GROUP, CGO_TAG_LEN};
 use crate::crypto::relay::Tor1RelayCrypto;
 use crate::proto::flow::SENDME_TAG_LEN;
 use std::marker::PhantomData;
@@ -107,22 +107,40 @@ pub trait HopCrypto: Sized {
         jobs: &mut J,
         for_us: &mut [bool],
         tags: &mut [[u8; SENDME_TAG_LEN]],
-    ) -> usize {
-        let mut n = 0;
+    ) -> JobsDone {
+        let mut done = JobsDone::default();
         for i in 0..jobs.count() {
             let (c, body) = jobs.get(i);
             for_us[i] = c.recognize(body);
             if for_us[i] {
                 tags[i] = *c.sendme_tag();
-                n += 1;
+                done.recognized += 1;
             }
         }
-        n
+        done
+    }
+
+    /// [`HopCrypto::backward_relay`] for cells of many circuits in one call (a circuit may
+    /// occur several times; its cells are crypted in job order).
+    fn backward_relay_jobs<J: OriginateJobs<Self>>(jobs: &mut J) -> JobsDone {
+        for i in 0..jobs.count() {
+            let (c, body) = jobs.get(i);
+            c.backward_relay(body);
+        }
+        JobsDone::default()
     }
 
     /// Fewest circuits worth one [`HopCrypto::forward_jobs`] call rather than one run per
     /// circuit (`usize::MAX`: never).
     fn multi_min_circuits() -> usize {
+        usize::MAX
+    }
+
+    /// Fewest CGO circuits (relay cell format v1) with cells in one read worth handing their
+    /// cells to [`HopCrypto::forward_jobs`] / [`HopCrypto::backward_relay_jobs`] in groups of
+    /// distinct circuits rather than one run per circuit (`usize::MAX`: never); `last_hop`:
+    /// circuits that end here (every cell recognized, each one a key update).
+    fn cgo_group_min_circuits(_last_hop: bool) -> usize {
         usize::MAX
     }
 
@@ -166,6 +184,26 @@ pub trait OriginateJobs<C> {
     fn format(&self, _i: usize) -> Option<RelayCellFormat> {
         None
     }
+    /// Jobs `i` (of distinct circuits) all at once, for a kernel that crypts several
+    /// circuits' cells together (CGO's interleaved groups); `None` if this list cannot lend
+    /// them together or two share a circuit (then they are crypted one at a time).
+    fn get_disjoint<const N: usize>(
+        &mut self,
+        _i: [usize; N],
+    ) -> Option<([&mut C; N], [&mut CellBody; N])> {
+        None
+    }
+}
+
+/// What a multi-circuit call ([`HopCrypto::forward_jobs`], [`HopCrypto::backward_relay_jobs`])
+/// did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobsDone {
+    /// Jobs whose cell was for this hop (forward calls).
+    pub recognized: usize,
+    /// Jobs crypted in an interleaved group with cells of other circuits (CGO's kernel,
+    /// groups of two or more).
+    pub grouped: usize,
 }
 
 /// A hop state the tor1 multi-buffer kernels can run on: tor1 itself, or [`RelayHop`] when
@@ -270,12 +308,15 @@ impl HopCrypto for Tor1RelayCrypto {
         jobs: &mut J,
         for_us: &mut [bool],
         tags: &mut [[u8; SENDME_TAG_LEN]],
-    ) -> usize {
-        crate::crypto::relay::forward_multi_jobs(
-            &mut Tor1Jobs::<_, Self>::new(jobs, None),
-            for_us,
-            tags,
-        )
+    ) -> JobsDone {
+        JobsDone {
+            recognized: crate::crypto::relay::forward_multi_jobs(
+                &mut Tor1Jobs::<_, Self>::new(jobs, None),
+                for_us,
+                tags,
+            ),
+            grouped: 0,
+        }
     }
 
     #[inline]
@@ -378,54 +419,218 @@ impl CgoHop {
 const RELAY: u8 = 3;
 
 /// Jobs sorted by algorithm per pass of [`RelayHop::forward_jobs`] / `originate_jobs`: bounds
-/// the stack arrays that list the tor1 jobs (and receive their results) for the kernel.
+/// the stack arrays that list the tor1 and CGO jobs (and receive their results).
 const SPLIT_CHUNK: usize = 128;
 
+/// Fewest CGO circuits with cells in one read (per direction) whose cells the core hands to
+/// the grouped calls at a middle, where the interleaved kernel runs. Measured with
+/// `fors-relay-batch cgo` on an AVX-512 Xeon (`bench/RESULTS.md`, "CGO on the live read
+/// path"): with two or three circuits in reads of four cells, groups of two or three cost up
+/// to 5 % more than one run per circuit; from four circuits, 1-8 % less relayed backward and
+/// -1 to +4 % forward in reads of 16 cells or more.
+const CGO_GROUP_MIN_CIRCUITS: usize = 4;
+
+/// The same for circuits that end here (recognized cells, each with its key update, which
+/// grouping does not shorten): with two to four circuits grouping cost up to 5 % more, from
+/// eight it was within 3 % of one run per circuit either way.
+const CGO_LAST_HOP_GROUP_MIN_CIRCUITS: usize = 8;
+
 impl RelayHop {
-    /// Splits a multi-circuit batch by algorithm in one pass over its jobs: each CGO job is
-    /// crypted when met (`cgo(i, hop, body)`), each tor1 job listed; then the listed tor1
-    /// jobs go to the tor1 multi-buffer kernel together (`tor1(list)`), so a CGO circuit in
-    /// the batch does not turn that kernel off for the others. A circuit is all one
+    /// Splits a multi-circuit batch by algorithm in one pass over its jobs: the tor1 jobs
+    /// are listed and go to the tor1 multi-buffer kernel together (`tor1(list)`), so a CGO
+    /// circuit in the batch does not turn that kernel off for the others; the CGO jobs whose
+    /// format the list recorded are listed too and go to `cgo(list)` (groups of distinct
+    /// circuits through CGO's interleaved kernel); a CGO job of a list that records no format
+    /// is crypted when met (`cgo_one`), its lookup already done. A circuit is all one
     /// algorithm, so each circuit's cells stay in job order.
     fn split_jobs<J: OriginateJobs<RelayHop>, S>(
         jobs: &mut J,
         state: &mut S,
-        cgo: impl Fn(&mut S, usize, &mut CgoHop, &mut CellBody),
+        cgo: impl Fn(&mut S, &mut J, &[u16]),
+        cgo_one: impl Fn(&mut S, usize, &mut CgoHop, &mut CellBody),
         tor1: impl Fn(&mut S, &mut J, &[u16]),
     ) {
         let n = jobs.count();
         let mut start = 0;
         while start < n {
             let end = n.min(start + SPLIT_CHUNK);
-            let mut list = [0u16; SPLIT_CHUNK];
-            let mut k = 0;
+            let mut t1 = [0u16; SPLIT_CHUNK];
+            let mut cg = [0u16; SPLIT_CHUNK];
+            let (mut kt, mut kc) = (0, 0);
             for i in start..end {
-                // A recorded tor1 job is listed without looking its circuit up: the
-                // kernel's `get` is then its only lookup.
-                let tor1 = match jobs.format(i) {
-                    Some(RelayCellFormat::V0) => true,
-                    _ => match jobs.get(i) {
-                        (RelayHop::Cgo(c), body) => {
-                            cgo(state, i, c, body);
-                            false
+                // Job lists are far shorter than 2^16 (the cores' stages are bounded); a
+                // longer one would be a caller bug.
+                let id = u16::try_from(i).expect("fewer than 65536 jobs");
+                // A recorded job is listed without looking its circuit up: the kernel's
+                // lookup is then its only one.
+                match jobs.format(i) {
+                    Some(RelayCellFormat::V0) => {
+                        t1[kt] = id;
+                        kt += 1;
+                    }
+                    Some(RelayCellFormat::V1) => {
+                        cg[kc] = id;
+                        kc += 1;
+                    }
+                    None => match jobs.get(i) {
+                        (RelayHop::Cgo(c), body) => cgo_one(state, i, c, body),
+                        (RelayHop::Tor1(_), _) => {
+                            t1[kt] = id;
+                            kt += 1;
                         }
-                        (RelayHop::Tor1(_), _) => true,
                     },
-                };
-                if tor1 {
-                    // Job lists are far shorter than 2^16 (the cores' stages are
-                    // bounded); a longer one would be a caller bug.
-                    list[k] = u16::try_from(i).expect("fewer than 65536 jobs");
-                    k += 1;
                 }
             }
-            if k > 0 {
-                tor1(state, jobs, &list[..k]);
+            if kc > 0 {
+                cgo(state, jobs, &cg[..kc]);
+            }
+            if kt > 0 {
+                tor1(state, jobs, &t1[..kt]);
             }
             start = end;
         }
     }
+
+    /// Walks the CGO jobs `list` in groups of up to [`CGO_GROUP`] consecutive jobs of
+    /// distinct circuits (the core lists them round-robin, so consecutive jobs are mostly of
+    /// distinct circuits): `group(ids)` for a group of two or more, which says false if the
+    /// list could not lend its jobs together; then, and for a group of one, `one(i)` per job.
+    fn cgo_walk<J: OriginateJobs<RelayHop>, S>(
+        jobs: &mut J,
+        state: &mut S,
+        list: &[u16],
+        group: impl Fn(&mut S, &mut J, &[usize]) -> bool,
+        one: impl Fn(&mut S, usize, &mut CgoHop, &mut CellBody),
+    ) {
+        let mut start = 0;
+        while start < list.len() {
+            let mut ids = [0usize; CGO_GROUP];
+            let mut circs = [0usize; CGO_GROUP];
+            ids[0] = usize::from(list[start]);
+            circs[0] = jobs.circuit(ids[0]);
+            let mut n = 1;
+            while n < CGO_GROUP && start + n < list.len() {
+                let i = usize::from(list[start + n]);
+                let c = jobs.circuit(i);
+                if circs[..n].contains(&c) {
+                    break;
+                }
+                ids[n] = i;
+                circs[n] = c;
+                n += 1;
+            }
+            if n < 2 || !group(state, jobs, &ids[..n]) {
+                for &i in &ids[..n] {
+                    if let (RelayHop::Cgo(c), body) = jobs.get(i) {
+                        one(state, i, c, body);
+                    }
+                }
+            }
+            start += n;
+        }
+    }
+
+    /// The CGO states and cells of jobs `ids` (exactly `N`, distinct circuits) at once, if the
+    /// list can lend them together and all are CGO.
+    fn lend_cgo<'j, J: OriginateJobs<RelayHop>, const N: usize>(
+        jobs: &'j mut J,
+        ids: &[usize],
+    ) -> Option<([&'j mut CgoHop; N], [&'j mut CellBody; N])> {
+        let idx: [usize; N] = ids.try_into().ok()?;
+        let (hops, cells) = jobs.get_disjoint(idx)?;
+        if !hops.iter().all(|h| matches!(h, RelayHop::Cgo(_))) {
+            return None;
+        }
+        let hops = hops.map(|h| match h {
+            RelayHop::Cgo(c) => &mut **c,
+            RelayHop::Tor1(_) => unreachable!("every job checked CGO just above"),
+        });
+        Some((hops, cells))
+    }
+
+    /// One forward group of `N` CGO jobs through [`cgo::forward_group`]; false if the list
+    /// could not lend them (nothing crypted).
+    fn cgo_forward_n<J: OriginateJobs<RelayHop>, const N: usize>(
+        jobs: &mut J,
+        ids: &[usize],
+        st: &mut ForwardState<'_>,
+    ) -> bool {
+        let Some((mut hops, mut cells)) = Self::lend_cgo::<J, N>(jobs, ids) else {
+            return false;
+        };
+        let mut hits = [false; N];
+        let d = {
+            let mut cr = hops.each_mut().map(|h| &mut h.crypto);
+            cgo::forward_group(&mut cr, &[RELAY; N], &mut cells, &mut hits)
+        };
+        for (l, &i) in ids.iter().enumerate() {
+            st.hits[i] = hits[l];
+            if hits[l] {
+                hops[l].tag = pad_tag(hops[l].crypto.sendme_tag());
+                st.tags[i] = hops[l].tag;
+            }
+        }
+        st.done.recognized += d.for_us;
+        st.done.grouped += d.interleaved;
+        true
+    }
+
+    /// One backward group of `N` CGO jobs through [`cgo::backward_relay_group`].
+    fn cgo_backward_n<J: OriginateJobs<RelayHop>, const N: usize>(
+        jobs: &mut J,
+        ids: &[usize],
+        done: &mut JobsDone,
+    ) -> bool {
+        let Some((mut hops, mut cells)) = Self::lend_cgo::<J, N>(jobs, ids) else {
+            return false;
+        };
+        let mut cr = hops.each_mut().map(|h| &mut h.crypto);
+        done.grouped += cgo::backward_relay_group(&mut cr, &[RELAY; N], &mut cells).interleaved;
+        true
+    }
+
+    /// One originate group of `N` CGO jobs through [`cgo::originate_group`].
+    fn cgo_originate_n<J: OriginateJobs<RelayHop>, const N: usize>(
+        jobs: &mut J,
+        ids: &[usize],
+        out: &mut [[u8; SENDME_TAG_LEN]],
+    ) -> bool {
+        let Some((mut hops, mut cells)) = Self::lend_cgo::<J, N>(jobs, ids) else {
+            return false;
+        };
+        let mut t16 = [[0u8; CGO_TAG_LEN]; N];
+        {
+            let mut cr = hops.each_mut().map(|h| &mut h.crypto);
+            cgo::originate_group(&mut cr, &[RELAY; N], &mut cells, Some(&mut t16));
+        }
+        for (l, &i) in ids.iter().enumerate() {
+            hops[l].tag = pad_tag(&t16[l]);
+            out[i] = hops[l].tag;
+        }
+        true
+    }
 }
+
+/// Results of [`RelayHop::forward_jobs`] by job.
+struct ForwardState<'a> {
+    hits: &'a mut [bool],
+    tags: &'a mut [[u8; SENDME_TAG_LEN]],
+    done: JobsDone,
+}
+
+/// Runs `$f::<J, N>($jobs, $ids, $st)` for the group's length `N` (2 to [`CGO_GROUP`]).
+macro_rules! by_group_len {
+    ($f:ident, $jobs:expr, $ids:expr, $st:expr) => {
+        match $ids.len() {
+            2 => RelayHop::$f::<_, 2>($jobs, $ids, $st),
+            3 => RelayHop::$f::<_, 3>($jobs, $ids, $st),
+            4 => RelayHop::$f::<_, 4>($jobs, $ids, $st),
+            _ => false,
+        }
+    };
+}
+
+const _: () = assert!(CGO_GROUP == 4, "by_group_len! covers groups of 2 to 4");
 
 impl HopCrypto for RelayHop {
     fn from_keys(keys: &Tor1KeyMaterial) -> Self {
@@ -500,44 +705,99 @@ impl HopCrypto for RelayHop {
         <Tor1RelayCrypto as HopCrypto>::multi_min_circuits()
     }
 
+    /// The CGO kernel's threshold where it runs ([`cgo::group_kernel_available`]);
+    /// elsewhere a group costs what its cells cost one run at a time.
+    fn cgo_group_min_circuits(last_hop: bool) -> usize {
+        match (cgo::group_kernel_available(), last_hop) {
+            (false, _) => usize::MAX,
+            (true, false) => CGO_GROUP_MIN_CIRCUITS,
+            (true, true) => CGO_LAST_HOP_GROUP_MIN_CIRCUITS,
+        }
+    }
+
     /// Split by algorithm ([`RelayHop::split_jobs`]): the tor1 jobs through the tor1
-    /// multi-buffer kernel, the CGO jobs one by one.
+    /// multi-buffer kernel, the CGO jobs in groups of distinct circuits through CGO's
+    /// interleaved kernel ([`cgo::forward_group`]).
     fn forward_jobs<J: OriginateJobs<Self>>(
         jobs: &mut J,
         for_us: &mut [bool],
         tags: &mut [[u8; SENDME_TAG_LEN]],
-    ) -> usize {
-        // (hits, tags, how many are for this hop)
-        let mut st = (for_us, tags, 0usize);
+    ) -> JobsDone {
+        fn one(st: &mut ForwardState<'_>, i: usize, c: &mut CgoHop, body: &mut CellBody) {
+            st.hits[i] = c.crypto.recognize(RELAY, body);
+            if st.hits[i] {
+                c.tag = pad_tag(c.crypto.sendme_tag());
+                st.tags[i] = c.tag;
+                st.done.recognized += 1;
+            }
+        }
+        let mut st = ForwardState {
+            hits: for_us,
+            tags,
+            done: JobsDone::default(),
+        };
         Self::split_jobs(
             jobs,
             &mut st,
-            |(hits, out, n), i, c, body| {
-                hits[i] = c.crypto.recognize(RELAY, body);
-                if hits[i] {
-                    c.tag = pad_tag(c.crypto.sendme_tag());
-                    out[i] = c.tag;
-                    *n += 1;
-                }
+            |st, jobs, list| {
+                Self::cgo_walk(
+                    jobs,
+                    st,
+                    list,
+                    |st, jobs, ids| by_group_len!(cgo_forward_n, jobs, ids, st),
+                    one,
+                )
             },
-            |(hits, out, n), jobs, list| {
+            one,
+            |st, jobs, list| {
                 let mut h = [false; SPLIT_CHUNK];
                 let mut t = [[0u8; SENDME_TAG_LEN]; SPLIT_CHUNK];
                 let k = list.len();
-                *n += crate::crypto::relay::forward_multi_jobs(
+                st.done.recognized += crate::crypto::relay::forward_multi_jobs(
                     &mut Tor1Jobs::<_, RelayHop>::new(jobs, Some(list)),
                     &mut h[..k],
                     &mut t[..k],
                 );
                 for (j, &i) in list.iter().enumerate() {
-                    hits[usize::from(i)] = h[j];
+                    st.hits[usize::from(i)] = h[j];
                     if h[j] {
-                        out[usize::from(i)] = t[j];
+                        st.tags[usize::from(i)] = t[j];
                     }
                 }
             },
         );
-        st.2
+        st.done
+    }
+
+    /// Split by algorithm as [`RelayHop::forward_jobs`]: the CGO jobs in groups
+    /// ([`cgo::backward_relay_group`]), the tor1 jobs one by one (a tor1 backward cell is one
+    /// CTR pass, which has no multi-circuit kernel).
+    fn backward_relay_jobs<J: OriginateJobs<Self>>(jobs: &mut J) -> JobsDone {
+        fn one(_: &mut JobsDone, _: usize, c: &mut CgoHop, body: &mut CellBody) {
+            c.crypto.backward_relay(RELAY, body);
+        }
+        let mut done = JobsDone::default();
+        Self::split_jobs(
+            jobs,
+            &mut done,
+            |done, jobs, list| {
+                Self::cgo_walk(
+                    jobs,
+                    done,
+                    list,
+                    |done, jobs, ids| by_group_len!(cgo_backward_n, jobs, ids, done),
+                    one,
+                )
+            },
+            one,
+            |_, jobs, list| {
+                for &i in list {
+                    let (c, body) = jobs.get(usize::from(i));
+                    c.backward_relay(body);
+                }
+            },
+        );
+        done
     }
 
     #[inline]
@@ -580,16 +840,32 @@ impl HopCrypto for RelayHop {
         }
     }
 
-    /// Split by algorithm as [`RelayHop::forward_jobs`].
+    /// Split by algorithm as [`RelayHop::forward_jobs`] ([`cgo::originate_group`] for the
+    /// CGO jobs, where the list lends them together).
     fn originate_jobs<J: OriginateJobs<Self>>(jobs: &mut J, tags: &mut [[u8; SENDME_TAG_LEN]]) {
+        fn one(
+            out: &mut &mut [[u8; SENDME_TAG_LEN]],
+            i: usize,
+            c: &mut CgoHop,
+            body: &mut CellBody,
+        ) {
+            c.tag = pad_tag(&c.crypto.originate(RELAY, body));
+            out[i] = c.tag;
+        }
         let mut out = tags;
         Self::split_jobs(
             jobs,
             &mut out,
-            |out, i, c, body| {
-                c.tag = pad_tag(&c.crypto.originate(RELAY, body));
-                out[i] = c.tag;
+            |out, jobs, list| {
+                Self::cgo_walk(
+                    jobs,
+                    out,
+                    list,
+                    |out, jobs, ids| by_group_len!(cgo_originate_n, jobs, ids, out),
+                    one,
+                )
             },
+            one,
             |out, jobs, list| {
                 let mut t = [[0u8; SENDME_TAG_LEN]; SPLIT_CHUNK];
                 let k = list.len();
@@ -749,7 +1025,7 @@ mod tests {
                 formats,
                 gets: Cell::new(0),
             };
-            let k = RelayHop::forward_jobs(&mut j, &mut hits, &mut tags);
+            let k = RelayHop::forward_jobs(&mut j, &mut hits, &mut tags).recognized;
             let gets = j.gets.get();
             (cells, hits, tags, k, gets)
         };

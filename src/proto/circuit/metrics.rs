@@ -66,8 +66,11 @@ pub struct CircuitMetrics {
     /// the cells they held (their ratio is the mean batch size).
     pub relay_in_batches: u64,
     pub relay_in_cells: u64,
-    /// Multi-circuit forward crypto calls (multi-buffer SHA-1 across circuits ending here).
+    /// Multi-circuit crypto calls over received cells (multi-buffer SHA-1 across tor1
+    /// circuits ending here; CGO circuits' cells, each direction).
     pub relay_in_multi_calls: u64,
+    /// Received CGO cells crypted in an interleaved group with other circuits' cells.
+    pub cgo_cells_grouped: u64,
     /// Received RELAY cells crypted in a call with other cells (a run of one circuit or a
     /// multi-circuit call), and crypted alone.
     pub cells_crypted_batched: u64,

@@ -60,7 +60,7 @@ use ::core::net::SocketAddr;
 
 pub use self::core::{CoreIo, CoreRng, ExtendDone, RelayCore, MAX_RELAY_EARLY_CELLS_PER_CIRCUIT};
 pub use conflux::{conflux_served, ConfluxMsg};
-pub use crypto::{CellBody, CgoHop, HopCrypto, OriginateJobs, RelayCellFormat, RelayHop};
+pub use crypto::{CellBody, CgoHop, HopCrypto, JobsDone, OriginateJobs, RelayCellFormat, RelayHop};
 pub use hs::HS_TABLE_MAX;
 pub use metrics::CircuitMetrics;
 pub use pool::{CellPool, CellQueue, MemBudget, CELL_MEM_COST, CHUNK_CELLS};

@@ -9,10 +9,17 @@
 //!   ([`HopCrypto::forward_batch_tagged`], [`HopCrypto::backward_relay_batch`]);
 //! * a read of fewer than `SMALL_READ` cells (or the CPU's multi-circuit threshold, if
 //!   lower) is handled one at a time, without the set-up;
-//! * cells of circuits that end here (no next hop: every cell must be recognized) go through
-//!   the multi-circuit call ([`HopCrypto::forward_jobs`], multi-buffer SHA-1) when at least
-//!   [`HopCrypto::multi_min_circuits`] of them are staged, in round-robin order so the lanes
-//!   fill.
+//! * cells of tor1 circuits that end here (no next hop: every cell must be recognized) go
+//!   through the multi-circuit call ([`HopCrypto::forward_jobs`], multi-buffer SHA-1) when at
+//!   least [`HopCrypto::multi_min_circuits`] of them are staged, in round-robin order so the
+//!   lanes fill;
+//! * cells of CGO circuits, forward (middle or last hop) and backward, go through the
+//!   multi-circuit calls ([`HopCrypto::forward_jobs`], [`HopCrypto::backward_relay_jobs`])
+//!   when at least [`HopCrypto::cgo_group_min_circuits`] CGO circuits have cells in that
+//!   direction (counted apart, with a threshold of their own, for circuits that end here),
+//!   round-robin too: consecutive jobs of distinct circuits form the groups of
+//!   CGO's interleaved kernel (a circuit's i-th cell comes before any circuit's (i+1)-th, so
+//!   its cells stay in order and it is in a group at most once).
 //!
 //! Why crypting ahead is equivalent to crypting each cell at its turn:
 //! * each circuit's cells are crypted in arrival order, in one direction only: forward
@@ -40,6 +47,9 @@ use crate::proto::flow::SENDME_TAG_LEN;
 /// `bench/RESULTS.md` ("Batched crypto on the live path") has the measurement.
 pub const MAX_RELAY_IN: usize = 64;
 
+// `RelayIn::seen_of` holds a stage index in a byte.
+const _: () = assert!(MAX_RELAY_IN <= 256);
+
 /// Reads of fewer cells than this (or than the CPU's multi-circuit threshold, if lower) are
 /// handled one at a time: measured, the batch set-up costs more than it saves there (a
 /// 2-cell exit read: 479 against 435 ns/cell on AVX-512 + SHA-NI), while on CPUs whose
@@ -55,10 +65,16 @@ enum Mode {
     Single,
     /// From the previous hop, crypted in a run of its circuit.
     ForwardRun,
-    /// From the previous hop of a circuit that ends here, crypted in the multi-circuit call.
+    /// From the previous hop, crypted in the multi-circuit call: a tor1 circuit that ends
+    /// here or a CGO circuit with a next hop.
     ForwardMulti,
+    /// From the previous hop of a CGO circuit that ends here, crypted in the multi-circuit
+    /// call (its own threshold: every cell is recognized).
+    ForwardMultiLast,
     /// From the next hop, crypted in a run of its circuit.
     Backward,
+    /// From the next hop of a CGO circuit, crypted in the multi-circuit call.
+    BackwardMulti,
 }
 
 /// The stage and its scratch space, allocated once (no allocation per cell).
@@ -83,6 +99,13 @@ pub(super) struct RelayIn {
     /// Circuit slots seen in this flush, and per slot: cells so far, whether it fell back to
     /// one at a time.
     seen: Vec<(u32, u16, bool)>,
+    /// Each cell's entry in `seen` (so the multi-circuit calls rank cells without searching).
+    seen_of: Vec<u8>,
+    /// Cells classified for the forward and the backward multi-circuit call.
+    multi_jobs: [usize; 2],
+    /// Overrides [`HopCrypto::cgo_group_min_circuits`] (benchmarks and tests compare the
+    /// grouped path with runs on one build: [`RelayCore::set_cgo_group_min`]).
+    cgo_group_min: Option<usize>,
 }
 
 impl RelayIn {
@@ -103,6 +126,9 @@ impl RelayIn {
             job_hits: vec![false; n],
             job_tags: vec![[0; SENDME_TAG_LEN]; n],
             seen: Vec::with_capacity(n),
+            seen_of: vec![0; n],
+            multi_jobs: [0; 2],
+            cgo_group_min: None,
         }
     }
 
@@ -123,6 +149,9 @@ impl RelayIn {
             job_hits: Vec::new(),
             job_tags: Vec::new(),
             seen: Vec::new(),
+            seen_of: Vec::new(),
+            multi_jobs: [0; 2],
+            cgo_group_min: None,
         }
     }
 
@@ -160,6 +189,23 @@ impl<C: HopCrypto> OriginateJobs<C> for Jobs<'_, C> {
     fn format(&self, i: usize) -> Option<RelayCellFormat> {
         Some(self.format[self.order[i] as usize])
     }
+    fn get_disjoint<const N: usize>(
+        &mut self,
+        i: [usize; N],
+    ) -> Option<([&mut C; N], [&mut CellBody; N])> {
+        let k = i.map(|j| self.order[j] as usize);
+        let mut idx = [0u32; N];
+        for (x, &k) in idx.iter_mut().zip(&k) {
+            *x = self.circ[k]?.idx;
+        }
+        let circs = self.table.get_disjoint_mut(idx)?;
+        if !circs.iter().all(|c| c.crypto.is_some()) {
+            return None;
+        }
+        let hops = circs.map(|c| c.crypto.as_mut().expect("checked just above"));
+        let cells = self.cells.get_disjoint_mut(k).ok()?;
+        Some((hops, cells))
+    }
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
@@ -187,6 +233,15 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         rin.circ_ids.push(circ_id);
         rin.cmds.push(cmd);
         rin.cells.push(*body);
+    }
+
+    /// Sets the fewest CGO circuits with cells in one read (per direction, and apart for
+    /// circuits that end here) that go through the grouped multi-circuit calls; `None`
+    /// restores the crypto's measured thresholds ([`HopCrypto::cgo_group_min_circuits`]),
+    /// `Some(usize::MAX)` turns grouping off. For benchmarks and tests that compare both paths
+    /// on one build; relays keep the default.
+    pub fn set_cgo_group_min(&mut self, min: Option<usize>) {
+        self.relay_in.cgo_group_min = min;
     }
 
     /// Whether RELAY cells wait for [`RelayCore::flush_relay_cells`].
@@ -235,8 +290,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     fn classify(&mut self, rin: &mut RelayIn) {
         let n = rin.len();
         let multi_min = C::multi_min_circuits();
+        let cgo_min = rin
+            .cgo_group_min
+            .unwrap_or_else(|| C::cgo_group_min_circuits(false));
+        let cgo_last_min = rin
+            .cgo_group_min
+            .unwrap_or_else(|| C::cgo_group_min_circuits(true));
         rin.seen.clear();
-        let mut exit_circuits = 0usize;
+        // Distinct circuits with cells here: tor1 ones that end here, CGO ones each way (and
+        // CGO ones that end here apart).
+        let (mut tor1_exit, mut cgo_forward, mut cgo_last, mut cgo_backward) = (0, 0, 0, 0);
         for k in 0..n {
             let Some((idx, side)) = self.table.lookup(rin.chan, rin.circ_ids[k]) else {
                 rin.mode[k] = Mode::Drop;
@@ -245,12 +308,19 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             };
             rin.circ[k] = Some(self.table.handle(idx));
             let c = self.table.get(idx).expect("looked up");
+            let format = c.crypto.as_ref().map_or(RelayCellFormat::V0, C::format);
+            rin.format[k] = format;
             let seen = match rin.seen.iter().position(|s| s.0 == idx) {
                 Some(p) => p,
                 None => {
                     rin.seen.push((idx, 0, false));
-                    if side == Side::Prev && !matches!(c.next, Next::Open(_)) {
-                        exit_circuits += 1;
+                    let last_hop = !matches!(c.next, Next::Open(_));
+                    match (format, side) {
+                        (RelayCellFormat::V1, Side::Prev) if last_hop => cgo_last += 1,
+                        (RelayCellFormat::V1, Side::Prev) => cgo_forward += 1,
+                        (RelayCellFormat::V1, Side::Next) => cgo_backward += 1,
+                        (RelayCellFormat::V0, Side::Prev) if last_hop => tor1_exit += 1,
+                        (RelayCellFormat::V0, _) => {}
                     }
                     rin.seen.len() - 1
                 }
@@ -266,27 +336,45 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 && rin.cmds[k] == ChanCmd::RELAY
                 && c.crypto.is_some()
                 && (side == Side::Next || c.state == CircState::Open);
-            rin.mode[k] = match (batchable, side) {
-                (false, _) => {
+            // Multi modes for now; those under their threshold become runs below.
+            rin.mode[k] = match (batchable, side, format) {
+                (false, _, _) => {
                     rin.seen[seen].2 = true;
                     Mode::Single
                 }
-                (true, Side::Next) => Mode::Backward,
-                (true, Side::Prev) if matches!(c.next, Next::Open(_)) => Mode::ForwardRun,
-                (true, Side::Prev) => {
-                    // `batchable` checked the crypto is there.
-                    rin.format[k] = c.crypto.as_ref().map_or(RelayCellFormat::V0, C::format);
+                (true, Side::Next, RelayCellFormat::V1) => Mode::BackwardMulti,
+                (true, Side::Next, RelayCellFormat::V0) => Mode::Backward,
+                (true, Side::Prev, RelayCellFormat::V1) if matches!(c.next, Next::Open(_)) => {
                     Mode::ForwardMulti
                 }
+                (true, Side::Prev, RelayCellFormat::V1) => Mode::ForwardMultiLast,
+                (true, Side::Prev, RelayCellFormat::V0) if matches!(c.next, Next::Open(_)) => {
+                    Mode::ForwardRun
+                }
+                (true, Side::Prev, RelayCellFormat::V0) => Mode::ForwardMulti,
             };
             rin.seen[seen].1 += 1;
+            // At most one entry per staged cell: `MAX_RELAY_IN` fits in a byte.
+            rin.seen_of[k] = seen as u8;
         }
-        if exit_circuits < multi_min {
-            // Too few circuits to fill the lanes: one keystream run per circuit is cheaper.
-            for m in &mut rin.mode[..n] {
-                if *m == Mode::ForwardMulti {
+        // Too few circuits to fill the lanes (tor1) or the kernel's groups (CGO): one run
+        // per circuit is cheaper.
+        let tor1_runs = tor1_exit < multi_min;
+        let cgo_forward_runs = cgo_forward < cgo_min;
+        let cgo_last_runs = cgo_last < cgo_last_min;
+        let cgo_backward_runs = cgo_backward < cgo_min;
+        rin.multi_jobs = [0; 2];
+        for (m, f) in rin.mode[..n].iter_mut().zip(&rin.format[..n]) {
+            let cgo = *f == RelayCellFormat::V1;
+            match *m {
+                Mode::ForwardMulti if (cgo && cgo_forward_runs) || (!cgo && tor1_runs) => {
                     *m = Mode::ForwardRun;
                 }
+                Mode::ForwardMultiLast if cgo_last_runs => *m = Mode::ForwardRun,
+                Mode::ForwardMulti | Mode::ForwardMultiLast => rin.multi_jobs[0] += 1,
+                Mode::BackwardMulti if cgo_backward_runs => *m = Mode::Backward,
+                Mode::BackwardMulti => rin.multi_jobs[1] += 1,
+                _ => {}
             }
         }
     }
@@ -323,29 +411,32 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             self.count_crypted(end - k);
             k = end;
         }
-        // The multi-circuit call, round-robin over circuits: a circuit's i-th cell comes
-        // before any circuit's (i+1)-th, so consecutive jobs are distinct circuits.
+        self.multi_call(rin, Mode::ForwardMulti);
+        self.multi_call(rin, Mode::BackwardMulti);
+    }
+
+    /// The multi-circuit call over the cells in `mode` (forward or backward), round-robin
+    /// over circuits: a circuit's i-th cell comes before any circuit's (i+1)-th, so
+    /// consecutive jobs are distinct circuits and each circuit's cells keep their order.
+    fn multi_call(&mut self, rin: &mut RelayIn, mode: Mode) {
+        let n = rin.len();
+        if rin.multi_jobs[usize::from(mode == Mode::BackwardMulti)] == 0 {
+            return;
+        }
         rin.rank.clear();
         for s in rin.seen.iter_mut() {
             s.1 = 0;
         }
         for k in 0..n {
-            if rin.mode[k] != Mode::ForwardMulti {
+            let m = rin.mode[k];
+            if !(m == mode || (mode == Mode::ForwardMulti && m == Mode::ForwardMultiLast)) {
                 continue;
             }
-            let idx = rin.circ[k].expect("multi jobs have a circuit").idx;
-            let s = rin
-                .seen
-                .iter_mut()
-                .find(|s| s.0 == idx)
-                .expect("seen in classify");
+            let s = &mut rin.seen[usize::from(rin.seen_of[k])];
             rin.rank.push((s.1, k as u16));
             s.1 += 1;
         }
         let jobs = rin.rank.len();
-        if jobs == 0 {
-            return;
-        }
         rin.rank.sort_unstable();
         rin.order.clear();
         rin.order.extend(rin.rank.iter().map(|&(_, k)| k));
@@ -356,13 +447,20 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             format: &rin.format,
             order: &rin.order,
         };
-        C::forward_jobs(&mut j, &mut rin.job_hits[..jobs], &mut rin.job_tags[..jobs]);
-        for (j, &k) in rin.order.iter().enumerate() {
-            rin.hits[k as usize] = rin.job_hits[j];
-            rin.tags[k as usize] = rin.job_tags[j];
-        }
+        let done = if mode == Mode::ForwardMulti {
+            let done =
+                C::forward_jobs(&mut j, &mut rin.job_hits[..jobs], &mut rin.job_tags[..jobs]);
+            for (j, &k) in rin.order.iter().enumerate() {
+                rin.hits[k as usize] = rin.job_hits[j];
+                rin.tags[k as usize] = rin.job_tags[j];
+            }
+            done
+        } else {
+            C::backward_relay_jobs(&mut j)
+        };
         self.metrics.relay_in_multi_calls += 1;
         self.metrics.cells_crypted_batched += jobs as u64;
+        self.metrics.cgo_cells_grouped += done.grouped as u64;
     }
 
     fn count_crypted(&mut self, n: usize) {
@@ -392,7 +490,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             };
             let cell = &mut rin.cells[k];
             match mode {
-                Mode::Backward => {
+                Mode::Backward | Mode::BackwardMulti => {
                     self.metrics.cells_backward += 1;
                     self.send_to_prev(idx, ChanCmd::RELAY, cell, io);
                 }

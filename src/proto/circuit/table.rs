@@ -199,6 +199,42 @@ impl<C> CircuitTable<C> {
         self.slot_mut(idx)?.circ.as_mut()
     }
 
+    /// The circuits in slots `idx` at once (the CGO kernel crypts cells of several circuits
+    /// together); `None` if two indices are equal or a slot is empty. One walk over the
+    /// chunks in slot order, so no slot is lent twice.
+    pub fn get_disjoint_mut<const N: usize>(
+        &mut self,
+        idx: [u32; N],
+    ) -> Option<[&mut Circuit<C>; N]> {
+        let mut order: [usize; N] = std::array::from_fn(|i| i);
+        order.sort_unstable_by_key(|&i| idx[i]);
+        if order.windows(2).any(|w| idx[w[0]] == idx[w[1]]) {
+            return None;
+        }
+        let mut out: [Option<&mut Circuit<C>>; N] = [const { None }; N];
+        let mut chunks = self.chunks.iter_mut();
+        // The next chunk `chunks` yields; the chunk `slots` walks and its next slot.
+        let mut next_chunk = 0;
+        let mut in_chunk = usize::MAX;
+        let mut slots: std::slice::IterMut<'_, Slot<C>> = Default::default();
+        let mut next_slot = 0;
+        for &o in &order {
+            let i = idx[o] as usize;
+            let (c, l) = (i / SLOT_CHUNK, i % SLOT_CHUNK);
+            if c != in_chunk {
+                // Ascending slots: `c` is past every chunk walked so far.
+                slots = chunks.nth(c - next_chunk)?.iter_mut();
+                next_chunk = c + 1;
+                in_chunk = c;
+                next_slot = 0;
+            }
+            out[o] = Some(slots.nth(l - next_slot)?.circ.as_mut()?);
+            next_slot = l + 1;
+        }
+        // `order` is a permutation of 0..N: every entry was set above.
+        Some(out.map(|c| c.expect("every index walked")))
+    }
+
     /// Removes the circuit and its index keys.
     pub fn remove(&mut self, idx: u32) -> Option<Circuit<C>> {
         let c = self.slot_mut(idx)?.circ.take()?;
@@ -305,6 +341,34 @@ mod tests {
         assert_ne!(h.gen, old.gen);
         assert_eq!(t.lookup(ChanId(2), CircId(7)), Some((h.idx, Side::Prev)));
         assert_eq!(t.live().count(), max);
+    }
+
+    /// Circuits lent at once across chunks, in any index order; a repeated index or an empty
+    /// slot lends none.
+    #[test]
+    fn disjoint_circuits_across_chunks() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let max = 2 * SLOT_CHUNK + 10;
+        let mut t = CircuitTable::<()>::new(max);
+        for i in 0..max {
+            t.insert(circ(1, i as u32, &mut rng))
+                .expect("under the bound");
+        }
+        let idx = [2 * SLOT_CHUNK + 9, 5, SLOT_CHUNK, 4].map(|i| i as u32);
+        let got = t.get_disjoint_mut(idx).expect("distinct live slots");
+        for (c, i) in got.into_iter().zip(idx) {
+            assert_eq!(c.prev_circ_id, CircId(i));
+            c.relay_early_left = 3;
+        }
+        assert_eq!(t.get(5).map(|c| c.relay_early_left), Some(3));
+        assert!(t.get_disjoint_mut([7, 9, 7]).is_none());
+        t.remove(9);
+        assert!(t.get_disjoint_mut([7, 9]).is_none());
+        assert!(t.get_disjoint_mut([7, max as u32]).is_none());
+        assert_eq!(
+            t.get_disjoint_mut([8]).map(|[c]| c.prev_circ_id),
+            Some(CircId(8))
+        );
     }
 
     #[test]

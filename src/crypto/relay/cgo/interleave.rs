@@ -1,8 +1,8 @@
 //! The first half of `ENC_UIV` (ET on the tag half) and the PRF's counter POLYVAL for up to
 //! four cells of *distinct* circuits in one kernel, their dependency chains interleaved
-//! (proposal 359 "UIV+", "PRF"). The `*_multi` calls give it a group of cells; the one-cell
-//! calls give it one (one call instead of three dispatched ones: 90 -> 76 ns per cell on Zen 4,
-//! `bench/RESULTS.md`).
+//! (proposal 359 "UIV+", "PRF"). The `*_multi` and `*_group` calls give it a group of cells;
+//! the one-cell calls give it one (one call instead of three dispatched ones: 90 -> 76 ns per
+//! cell on Zen 4, `bench/RESULTS.md`).
 //!
 //! One cell's ET is a chain of latencies: the 32-block tweak POLYVAL and its reduction, then
 //! ten dependent AES rounds on one block, then the one-block POLYVAL of the new tag that
@@ -40,6 +40,45 @@ pub(super) struct LaneKeys<'a> {
     pub(super) prf_key: &'a Block16,
 }
 
+/// The cell bodies of one kernel call, by lane: a run of bodies (the `*_multi` calls) or
+/// bodies lying apart (the `*_group` calls of the relay's read path, whose cells sit in its
+/// stage between other circuits' cells).
+pub(super) trait Bodies {
+    fn lanes(&self) -> usize;
+    fn body(&self, lane: usize) -> &CellBody;
+    fn body_mut(&mut self, lane: usize) -> &mut CellBody;
+}
+
+impl Bodies for [CellBody] {
+    #[inline]
+    fn lanes(&self) -> usize {
+        self.len()
+    }
+    #[inline]
+    fn body(&self, lane: usize) -> &CellBody {
+        &self[lane]
+    }
+    #[inline]
+    fn body_mut(&mut self, lane: usize) -> &mut CellBody {
+        &mut self[lane]
+    }
+}
+
+impl Bodies for [&mut CellBody] {
+    #[inline]
+    fn lanes(&self) -> usize {
+        self.len()
+    }
+    #[inline]
+    fn body(&self, lane: usize) -> &CellBody {
+        self[lane]
+    }
+    #[inline]
+    fn body_mut(&mut self, lane: usize) -> &mut CellBody {
+        self[lane]
+    }
+}
+
 /// One cell's inputs besides its body: its keys, the chained tag `T'` and the command.
 #[derive(Clone, Copy)]
 pub(super) struct Lane<'a> {
@@ -55,11 +94,11 @@ pub(super) struct Lane<'a> {
 ///
 /// # Panics
 /// If `lanes` and `cells` differ in length or hold more than [`MAX_LANES`] (a caller bug).
-pub(super) fn et_and_counters(
+pub(super) fn et_and_counters<S: Bodies + ?Sized>(
     lanes: &[Lane<'_>],
-    cells: &mut [CellBody],
+    cells: &mut S,
 ) -> Option<[Block16; MAX_LANES]> {
-    assert_eq!(lanes.len(), cells.len(), "one lane per cell");
+    assert_eq!(lanes.len(), cells.lanes(), "one lane per cell");
     assert!(lanes.len() <= MAX_LANES, "at most {MAX_LANES} lanes");
     #[cfg(target_arch = "x86_64")]
     {
@@ -70,10 +109,9 @@ pub(super) fn et_and_counters(
         macro_rules! run {
             ($n:literal) => {{
                 let l: &[Lane<'_>; $n] = lanes.try_into().expect("length checked");
-                let c: &mut [CellBody; $n] = cells.try_into().expect("length checked");
                 // SAFETY: `supported()` found AES-NI, PCLMULQDQ, VPCLMULQDQ, AVX-512F/BW,
                 // AVX2 and SSE4.1 on this CPU: every feature the kernel is compiled for.
-                let r = unsafe { x86::kernel::<$n>(l, c) };
+                let r = unsafe { x86::kernel::<$n, S>(l, cells) };
                 out[..$n].copy_from_slice(&r);
             }};
         }
@@ -102,8 +140,8 @@ thread_local! {
     pub(super) static KERNEL_CELLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Tests only: whether the kernel runs here.
-#[cfg(test)]
+/// Whether the kernel runs in this process (the CPU has its instructions and it was not
+/// turned off).
 pub(super) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -138,7 +176,7 @@ fn supported() -> bool {
 mod x86 {
     use super::super::polyval_simd::x86::{dot, fold_lanes, head_register, load, reduce, store};
     use super::super::{Block16, CellBody, CGO_PAYLOAD_LEN, CGO_TAG_LEN};
-    use super::Lane;
+    use super::{Bodies, Lane};
     use std::arch::x86_64::*;
 
     /// The payload half `X_R` of a body.
@@ -169,16 +207,18 @@ mod x86 {
     /// # Safety
     /// The CPU must support AES-NI, PCLMULQDQ, VPCLMULQDQ, AVX-512F/BW, AVX2 and SSE4.1.
     #[target_feature(enable = "aes,vpclmulqdq,pclmulqdq,avx512f,avx512bw,avx2,sse4.1")]
-    pub(super) unsafe fn kernel<const N: usize>(
+    pub(super) unsafe fn kernel<const N: usize, S: Bodies + ?Sized>(
         lanes: &[Lane<'_>; N],
-        cells: &mut [CellBody; N],
+        cells: &mut S,
     ) -> [Block16; N] {
+        // The lanes' bodies (`cells` holds exactly N: checked by the caller).
+        assert_eq!(cells.lanes(), N, "one body per lane");
         // The tweaks: all 32 products of a cell unreduced, one reduction per cell. Cell after
         // cell: the cells' chains are independent, so the CPU overlaps them anyway, and one
         // cell's three accumulators stay in registers (all cells' at once spilled).
         let mut mask = [_mm_setzero_si128(); N];
         for c in 0..N {
-            let x_r = payload(&cells[c]);
+            let x_r = payload(cells.body(c));
             let mut lo = _mm512_setzero_si512();
             let mut mid = _mm512_setzero_si512();
             let mut hi = _mm512_setzero_si512();
@@ -203,7 +243,7 @@ mod x86 {
         for c in 0..N {
             let rk0 = load(&lanes[c].keys.et_round_keys[0]);
             // SAFETY: the body's first 16 bytes are readable; the load is unaligned.
-            let x_l = unsafe { _mm_loadu_si128(cells[c].as_ptr().cast()) };
+            let x_l = unsafe { _mm_loadu_si128(cells.body(c).as_ptr().cast()) };
             x[c] = _mm_xor_si128(_mm_xor_si128(x_l, mask[c]), rk0);
         }
         for r in 1..10 {
@@ -219,7 +259,7 @@ mod x86 {
                 mask[c],
             );
             // SAFETY: the body's first 16 bytes are writable; the store is unaligned.
-            unsafe { _mm_storeu_si128(cells[c].as_mut_ptr().cast(), y) };
+            unsafe { _mm_storeu_si128(cells.body_mut(c).as_mut_ptr().cast(), y) };
             out[c] = store(dot(y, load(lanes[c].keys.prf_key)));
         }
         out

@@ -24,8 +24,11 @@
 //! all 32 tweak blocks per reduction), chosen once per process ([`imp`]), and ET's one AES
 //! block from Fors's AES-NI code; AES-256 and CPUs without those instructions use the `aes`
 //! and `polyval` crates.
-//! The `*_multi` calls run the ET halves and PRF counters of up to four cells of distinct
-//! circuits in one interleaved kernel ([`interleave`]) where the CPU has AES-NI and VPCLMULQDQ.
+//! The `*_multi` calls (states in one slice) and the `*_group` calls (states lent one per
+//! cell, as the relay's read path lends them from its circuit table: [`forward_group`],
+//! [`backward_relay_group`], [`originate_group`]) run the ET halves and PRF counters of up to
+//! four cells of distinct circuits in one interleaved kernel ([`interleave`]) where the CPU has
+//! AES-NI and VPCLMULQDQ ([`group_kernel_available`]).
 //!
 //! C tor 0.4.9 runs CGO with AES-128 ([`CgoRelayCrypto128`]); AES-256 is implemented too
 //! ([`CgoRelayCrypto256`]) since the construction is defined for both.
@@ -55,8 +58,9 @@ mod vectors;
 
 pub use keys::{CgoKeyError, CgoKeyMaterial, CGO_AES128_KEY_MATERIAL_LEN};
 pub use relay::{
-    backward_relay_multi, forward_multi, originate_multi, CgoAes, CgoRelayCrypto,
-    CgoRelayCrypto128, CgoRelayCrypto256, CgoRelayDirection,
+    backward_relay_group, backward_relay_multi, forward_group, forward_multi,
+    group_kernel_available, originate_group, originate_multi, CgoAes, CgoRelayCrypto,
+    CgoRelayCrypto128, CgoRelayCrypto256, CgoRelayDirection, GroupDone, CGO_GROUP,
 };
 
 use super::{CellBody, CELL_BODY_LEN};

@@ -10,7 +10,7 @@
 //!   `T'` and `N` (the SENDME tag); then the keys are updated.
 #![forbid(unsafe_code)]
 
-use super::interleave::{self, Lane};
+use super::interleave::{self, Bodies, Lane};
 use super::prf::first_counter;
 use super::uiv::Uiv;
 use super::{keys::CgoKeyError, Block16, CellBody, CgoKeyMaterial, Cipher16, CGO_TAG_LEN};
@@ -378,52 +378,207 @@ fn check_multi(n_relays: usize, circ: &[usize], cmds: &[u8], n_cells: usize) {
     );
 }
 
-/// Cells of distinct circuits whose ET halves run back to back in the `*_multi` calls.
-const GROUP: usize = 4;
+/// Cells of distinct circuits whose ET halves run back to back in one kernel call (the
+/// `*_multi` and `*_group` calls).
+pub const CGO_GROUP: usize = 4;
 
-/// The end of the group that starts at `start`: at most [`GROUP`] consecutive cells, all of
-/// distinct circuits (a circuit's next cell depends on its previous one through `T'`).
+/// The end of the group that starts at `start`: at most [`CGO_GROUP`] consecutive cells, all
+/// of distinct circuits (a circuit's next cell depends on its previous one through `T'`).
 #[inline]
 fn group_end(circ: &[usize], start: usize) -> usize {
     let mut end = start + 1;
-    while end < circ.len() && end - start < GROUP && !circ[start..end].contains(&circ[end]) {
+    while end < circ.len() && end - start < CGO_GROUP && !circ[start..end].contains(&circ[end]) {
         end += 1;
     }
     end
 }
 
-const _: () = assert!(GROUP <= interleave::MAX_LANES);
+const _: () = assert!(CGO_GROUP <= interleave::MAX_LANES);
 
-/// The ET halves of one group (`circ`, `cmds`, `cells`: the group's slices, distinct
-/// circuits) in one [`interleave`] kernel, on the direction `dir` picks; returns each cell's
-/// PRF first counter, or `None`, changing nothing, if a key or the CPU cannot run the kernel
-/// (then run the one-cell halves).
+/// The hop states of one group's cells, by lane (distinct circuits).
+trait GroupHops<B> {
+    fn hop(&self, lane: usize) -> &CgoRelayCrypto<B>;
+    fn hop_mut(&mut self, lane: usize) -> &mut CgoRelayCrypto<B>;
+}
+
+/// A group of a `*_multi` call: lane `l` is `relays[circ[l]]`.
+struct Indexed<'a, B> {
+    relays: &'a mut [CgoRelayCrypto<B>],
+    circ: &'a [usize],
+}
+
+impl<B> GroupHops<B> for Indexed<'_, B> {
+    #[inline]
+    fn hop(&self, lane: usize) -> &CgoRelayCrypto<B> {
+        &self.relays[self.circ[lane]]
+    }
+    #[inline]
+    fn hop_mut(&mut self, lane: usize) -> &mut CgoRelayCrypto<B> {
+        &mut self.relays[self.circ[lane]]
+    }
+}
+
+/// A group of a `*_group` call: the states themselves (distinct: they are `&mut`).
+impl<B> GroupHops<B> for [&mut CgoRelayCrypto<B>] {
+    #[inline]
+    fn hop(&self, lane: usize) -> &CgoRelayCrypto<B> {
+        self[lane]
+    }
+    #[inline]
+    fn hop_mut(&mut self, lane: usize) -> &mut CgoRelayCrypto<B> {
+        self[lane]
+    }
+}
+
+/// The ET halves of one group (`cmds.len()` lanes, distinct circuits) in one [`interleave`]
+/// kernel, on the direction `dir` picks; returns each cell's PRF first counter, or `None`,
+/// changing nothing, if a key or the CPU cannot run the kernel (then run the one-cell
+/// halves).
 #[inline]
-fn interleaved_left<B: CgoAes>(
-    relays: &[CgoRelayCrypto<B>],
+fn interleaved_left<B: CgoAes, H: GroupHops<B> + ?Sized, S: Bodies + ?Sized>(
+    hops: &H,
     dir: fn(&CgoRelayCrypto<B>) -> &CgoRelayDirection<B>,
-    circ: &[usize],
     cmds: &[u8],
-    cells: &mut [CellBody],
-) -> Option<[u128; GROUP]> {
+    cells: &mut S,
+) -> Option<[u128; CGO_GROUP]> {
+    let n = cmds.len();
     let lane = |i: usize| -> Option<Lane<'_>> {
-        let d = dir(&relays[circ[i]]);
+        let d = dir(hops.hop(i));
         Some(Lane {
             keys: d.uiv.interleave_keys()?,
             tprime: &d.tprime,
             cmd: cmds[i],
         })
     };
-    let mut lanes = [lane(0)?; GROUP];
-    for (i, l) in lanes.iter_mut().enumerate().take(circ.len()).skip(1) {
+    let mut lanes = [lane(0)?; CGO_GROUP];
+    for (i, l) in lanes.iter_mut().enumerate().take(n).skip(1) {
         *l = lane(i)?;
     }
-    let hashes = interleave::et_and_counters(&lanes[..circ.len()], cells)?;
-    let mut c0 = [0u128; GROUP];
+    let hashes = interleave::et_and_counters(&lanes[..n], cells)?;
+    let mut c0 = [0u128; CGO_GROUP];
     for (c, h) in c0.iter_mut().zip(hashes) {
         *c = first_counter(h);
     }
     Some(c0)
+}
+
+/// What one group's crypto did: cells for their hop, and whether the interleaved kernel ran.
+#[derive(Clone, Copy)]
+struct GroupRun {
+    for_us: usize,
+    interleaved: bool,
+}
+
+/// Forward direction for one group (`cmds.len()` lanes of distinct circuits, at most
+/// [`CGO_GROUP`]): sets `for_us[l]` per lane.
+#[inline]
+fn forward_one_group<B: CgoAes, H: GroupHops<B> + ?Sized, S: Bodies + ?Sized>(
+    hops: &mut H,
+    cmds: &[u8],
+    cells: &mut S,
+    for_us: &mut [bool],
+) -> GroupRun {
+    let n = cmds.len();
+    let mut arrived = [[0u8; CGO_TAG_LEN]; CGO_GROUP];
+    for (l, a) in arrived.iter_mut().enumerate().take(n) {
+        *a = CgoRelayDirection::<B>::tag_of(cells.body(l));
+    }
+    let c0 = interleaved_left(&*hops, |r| &r.forward, cmds, cells);
+    if c0.is_none() {
+        for (l, &cmd) in cmds.iter().enumerate() {
+            hops.hop(l).forward.encrypt_left(cmd, cells.body_mut(l));
+        }
+    }
+    let mut hits = 0;
+    for l in 0..n {
+        let r = hops.hop_mut(l);
+        let done = match c0 {
+            Some(c0) => r
+                .forward
+                .forward_finish_from(c0[l], cells.body_mut(l), arrived[l]),
+            None => r.forward.forward_finish(cells.body_mut(l), arrived[l]),
+        };
+        for_us[l] = match done {
+            Some(t) => {
+                r.sendme_tag = t;
+                true
+            }
+            None => false,
+        };
+        hits += usize::from(for_us[l]);
+    }
+    GroupRun {
+        for_us: hits,
+        interleaved: c0.is_some(),
+    }
+}
+
+/// Backward relaying for one group (as [`forward_one_group`]).
+#[inline]
+fn backward_one_group<B: CgoAes, H: GroupHops<B> + ?Sized, S: Bodies + ?Sized>(
+    hops: &mut H,
+    cmds: &[u8],
+    cells: &mut S,
+) -> GroupRun {
+    let n = cmds.len();
+    let c0 = interleaved_left(&*hops, |r| &r.backward, cmds, cells);
+    match c0 {
+        Some(c0) => {
+            for (l, &c) in c0.iter().enumerate().take(n) {
+                hops.hop_mut(l)
+                    .backward
+                    .encrypt_right_from(c, cells.body_mut(l));
+            }
+        }
+        None => {
+            for (l, &cmd) in cmds.iter().enumerate() {
+                hops.hop(l).backward.encrypt_left(cmd, cells.body_mut(l));
+            }
+            for l in 0..n {
+                hops.hop_mut(l).backward.encrypt_right(cells.body_mut(l));
+            }
+        }
+    }
+    GroupRun {
+        for_us: 0,
+        interleaved: c0.is_some(),
+    }
+}
+
+/// Originates one group (as [`forward_one_group`]); `tags`, if given, receives each lane's
+/// SENDME tag.
+#[inline]
+fn originate_one_group<B: CgoAes, H: GroupHops<B> + ?Sized, S: Bodies + ?Sized>(
+    hops: &mut H,
+    cmds: &[u8],
+    cells: &mut S,
+    mut tags: Option<&mut [Block16]>,
+) -> GroupRun {
+    let n = cmds.len();
+    for l in 0..n {
+        cells.body_mut(l)[..CGO_TAG_LEN].copy_from_slice(&hops.hop(l).backward.nonce);
+    }
+    let c0 = interleaved_left(&*hops, |r| &r.backward, cmds, cells);
+    if c0.is_none() {
+        for (l, &cmd) in cmds.iter().enumerate() {
+            hops.hop(l).backward.encrypt_left(cmd, cells.body_mut(l));
+        }
+    }
+    for l in 0..n {
+        let r = hops.hop_mut(l);
+        let t = match c0 {
+            Some(c0) => r.backward.originate_finish_from(c0[l], cells.body_mut(l)),
+            None => r.backward.originate_finish(cells.body_mut(l)),
+        };
+        r.sendme_tag = t;
+        if let Some(ts) = tags.as_deref_mut() {
+            ts[l] = t;
+        }
+    }
+    GroupRun {
+        for_us: 0,
+        interleaved: c0.is_some(),
+    }
 }
 
 /// Forward direction for cells of many circuits in one call: `cells[i]` (command `cmds[i]`)
@@ -450,40 +605,17 @@ pub fn forward_multi<B: CgoAes>(
     let mut start = 0;
     while start < cells.len() {
         let end = group_end(circ, start);
-        let mut arrived = [[0u8; CGO_TAG_LEN]; GROUP];
-        for i in start..end {
-            arrived[i - start] = CgoRelayDirection::<B>::tag_of(&cells[i]);
-        }
-        let c0 = interleaved_left(
-            relays,
-            |r| &r.forward,
-            &circ[start..end],
+        let mut hops = Indexed {
+            relays: &mut *relays,
+            circ: &circ[start..end],
+        };
+        n += forward_one_group(
+            &mut hops,
             &cmds[start..end],
             &mut cells[start..end],
-        );
-        if c0.is_none() {
-            for i in start..end {
-                relays[circ[i]].forward.encrypt_left(cmds[i], &mut cells[i]);
-            }
-        }
-        for i in start..end {
-            let r = &mut relays[circ[i]];
-            let done = match c0 {
-                Some(c0) => {
-                    r.forward
-                        .forward_finish_from(c0[i - start], &mut cells[i], arrived[i - start])
-                }
-                None => r.forward.forward_finish(&mut cells[i], arrived[i - start]),
-            };
-            for_us[i] = match done {
-                Some(t) => {
-                    r.sendme_tag = t;
-                    true
-                }
-                None => false,
-            };
-            n += usize::from(for_us[i]);
-        }
+            &mut for_us[start..end],
+        )
+        .for_us;
         start = end;
     }
     n
@@ -504,32 +636,11 @@ pub fn backward_relay_multi<B: CgoAes>(
     let mut start = 0;
     while start < cells.len() {
         let end = group_end(circ, start);
-        let c0 = interleaved_left(
-            relays,
-            |r| &r.backward,
-            &circ[start..end],
-            &cmds[start..end],
-            &mut cells[start..end],
-        );
-        match c0 {
-            Some(c0) => {
-                for i in start..end {
-                    relays[circ[i]]
-                        .backward
-                        .encrypt_right_from(c0[i - start], &mut cells[i]);
-                }
-            }
-            None => {
-                for i in start..end {
-                    relays[circ[i]]
-                        .backward
-                        .encrypt_left(cmds[i], &mut cells[i]);
-                }
-                for i in start..end {
-                    relays[circ[i]].backward.encrypt_right(&mut cells[i]);
-                }
-            }
-        }
+        let mut hops = Indexed {
+            relays: &mut *relays,
+            circ: &circ[start..end],
+        };
+        backward_one_group(&mut hops, &cmds[start..end], &mut cells[start..end]);
         start = end;
     }
 }
@@ -553,36 +664,132 @@ pub fn originate_multi<B: CgoAes>(
     let mut start = 0;
     while start < cells.len() {
         let end = group_end(circ, start);
-        for i in start..end {
-            cells[i][..CGO_TAG_LEN].copy_from_slice(&relays[circ[i]].backward.nonce);
+        let mut hops = Indexed {
+            relays: &mut *relays,
+            circ: &circ[start..end],
+        };
+        originate_one_group(
+            &mut hops,
+            &cmds[start..end],
+            &mut cells[start..end],
+            tags.as_deref_mut().map(|t| &mut t[start..end]),
+        );
+        start = end;
+    }
+}
+
+/// What a `*_group` call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupDone {
+    /// Cells for their hop (forward calls).
+    pub for_us: usize,
+    /// Cells that went through the interleaved kernel in a group of two or more circuits.
+    pub interleaved: usize,
+}
+
+impl GroupDone {
+    fn add(&mut self, lanes: usize, r: GroupRun) {
+        self.for_us += r.for_us;
+        if r.interleaved && lanes > 1 {
+            self.interleaved += lanes;
         }
-        let c0 = interleaved_left(
-            relays,
-            |r| &r.backward,
-            &circ[start..end],
+    }
+}
+
+/// Checks the shared shape of the `*_group` calls.
+fn check_group(n_hops: usize, cmds: &[u8], n_cells: usize) {
+    assert_eq!(n_hops, n_cells, "one hop state per cell");
+    assert_eq!(cmds.len(), n_cells, "one command per cell");
+}
+
+/// [`forward_multi`] for states that do not lie in one slice (a relay's circuit table): cell
+/// `cells[i]` (command `cmds[i]`) belongs to `hops[i]`, so every cell is of another circuit
+/// (the states are `&mut`). Taken in groups of [`CGO_GROUP`] in slice order.
+///
+/// # Panics
+/// If the slices differ in length (a caller bug).
+pub fn forward_group<B: CgoAes>(
+    hops: &mut [&mut CgoRelayCrypto<B>],
+    cmds: &[u8],
+    cells: &mut [&mut CellBody],
+    for_us: &mut [bool],
+) -> GroupDone {
+    check_group(hops.len(), cmds, cells.len());
+    assert_eq!(for_us.len(), cells.len(), "one flag per cell");
+    let mut done = GroupDone::default();
+    let mut start = 0;
+    while start < cells.len() {
+        let end = cells.len().min(start + CGO_GROUP);
+        let r = forward_one_group(
+            &mut hops[start..end],
+            &cmds[start..end],
+            &mut cells[start..end],
+            &mut for_us[start..end],
+        );
+        done.add(end - start, r);
+        start = end;
+    }
+    done
+}
+
+/// [`backward_relay_multi`] for states that do not lie in one slice (as [`forward_group`]).
+///
+/// # Panics
+/// If the slices differ in length (a caller bug).
+pub fn backward_relay_group<B: CgoAes>(
+    hops: &mut [&mut CgoRelayCrypto<B>],
+    cmds: &[u8],
+    cells: &mut [&mut CellBody],
+) -> GroupDone {
+    check_group(hops.len(), cmds, cells.len());
+    let mut done = GroupDone::default();
+    let mut start = 0;
+    while start < cells.len() {
+        let end = cells.len().min(start + CGO_GROUP);
+        let r = backward_one_group(
+            &mut hops[start..end],
             &cmds[start..end],
             &mut cells[start..end],
         );
-        if c0.is_none() {
-            for i in start..end {
-                relays[circ[i]]
-                    .backward
-                    .encrypt_left(cmds[i], &mut cells[i]);
-            }
-        }
-        for i in start..end {
-            let r = &mut relays[circ[i]];
-            let t = match c0 {
-                Some(c0) => r
-                    .backward
-                    .originate_finish_from(c0[i - start], &mut cells[i]),
-                None => r.backward.originate_finish(&mut cells[i]),
-            };
-            r.sendme_tag = t;
-            if let Some(ts) = tags.as_deref_mut() {
-                ts[i] = t;
-            }
-        }
+        done.add(end - start, r);
         start = end;
     }
+    done
+}
+
+/// [`originate_multi`] for states that do not lie in one slice (as [`forward_group`]).
+///
+/// # Panics
+/// If the slices differ in length (a caller bug).
+pub fn originate_group<B: CgoAes>(
+    hops: &mut [&mut CgoRelayCrypto<B>],
+    cmds: &[u8],
+    cells: &mut [&mut CellBody],
+    mut tags: Option<&mut [Block16]>,
+) -> GroupDone {
+    check_group(hops.len(), cmds, cells.len());
+    if let Some(t) = tags.as_deref() {
+        assert_eq!(t.len(), cells.len(), "one tag slot per cell");
+    }
+    let mut done = GroupDone::default();
+    let mut start = 0;
+    while start < cells.len() {
+        let end = cells.len().min(start + CGO_GROUP);
+        let r = originate_one_group(
+            &mut hops[start..end],
+            &cmds[start..end],
+            &mut cells[start..end],
+            tags.as_deref_mut().map(|t| &mut t[start..end]),
+        );
+        done.add(end - start, r);
+        start = end;
+    }
+    done
+}
+
+/// Whether the `*_group` and `*_multi` calls run the interleaved kernel in this process
+/// (the CPU has its instructions and `FORS_CGO_INTERLEAVE` is not `off`): without it a group
+/// costs what its cells cost one at a time, and callers need not group.
+pub fn group_kernel_available() -> bool {
+    interleave::available()
 }

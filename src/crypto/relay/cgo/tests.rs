@@ -913,3 +913,114 @@ fn interleaved_kernel_matches_one_cell_path() {
     );
     println!("{ran} cells through the interleaved kernel");
 }
+
+/// The `*_group` calls (states lent one per cell, as the relay's read path lends them from its
+/// circuit table) give the bytes, flags and tags of the one-cell calls without the kernel, on
+/// random groups of distinct circuits (one to seven: more than one kernel call); the
+/// interleaved count they report is the cells of kernel groups of two or more.
+#[test]
+fn group_calls_match_one_cell_path() {
+    let mut rng = test_rng("group_calls_match_one_cell_path");
+    let kernel = interleave::available();
+    if !kernel {
+        println!("SKIPPED (kernel part): this CPU lacks AES-NI or VPCLMULQDQ");
+    }
+    let no_kernel = CgoImpls {
+        aes: imp::chosen().aes,
+        polyval: Some(ClmulImpl::Clmul),
+    };
+    let mut interleaved = 0;
+    for round in 0..40 {
+        let circs = rng.gen_range(1..=7);
+        let n = CgoRelayDirection::<Aes128Enc>::key_len();
+        let mut grouped = Vec::new();
+        let mut single = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..circs {
+            let mut f = vec![0u8; n];
+            let mut b = vec![0u8; n];
+            rng.fill_bytes(&mut f);
+            rng.fill_bytes(&mut b);
+            grouped.push(CgoRelayCrypto128::from_directions(&f, &b).unwrap());
+            single.push(with_impls(no_kernel, || {
+                CgoRelayCrypto128::from_directions(&f, &b).unwrap()
+            }));
+            let hop: ClientHop<Aes128Dec, Aes128Enc> =
+                (ClientDirection::new(&f), ClientDirection::new(&b));
+            clients.push(ClientCircuit { hops: vec![hop] });
+        }
+        for pass in 0..3 {
+            // Each circuit at most once per call (the states are `&mut`).
+            let k = rng.gen_range(1..=circs);
+            let cmds: Vec<u8> = (0..k).map(|_| random_cmd(&mut rng)).collect();
+            let mut cells = vec![[0u8; CELL_BODY_LEN]; k];
+            for (i, c) in cells.iter_mut().enumerate() {
+                rng.fill_bytes(c);
+                if rng.gen_bool(0.5) {
+                    clients[i].originate(0, cmds[i], c);
+                }
+            }
+            let ctx = format!("round {round} pass {pass}: {k} of {circs} circuits");
+            let expect_interleaved = if kernel && k > 1 {
+                k - k % CGO_GROUP + if k % CGO_GROUP > 1 { k % CGO_GROUP } else { 0 }
+            } else {
+                0
+            };
+            // Forward.
+            let mut want = cells.clone();
+            let want_for_us: Vec<bool> = (0..k)
+                .map(|i| single[i].recognize(cmds[i], &mut want[i]))
+                .collect();
+            let mut got = cells.clone();
+            let mut for_us = vec![false; k];
+            let d = {
+                let mut hops: Vec<&mut CgoRelayCrypto128> = grouped.iter_mut().take(k).collect();
+                let mut refs: Vec<&mut CellBody> = got.iter_mut().collect();
+                forward_group(&mut hops, &cmds, &mut refs, &mut for_us)
+            };
+            assert_eq!(got, want, "forward bodies, {ctx}");
+            assert_eq!(for_us, want_for_us, "forward flags, {ctx}");
+            assert_eq!(
+                d.for_us,
+                want_for_us.iter().filter(|&&f| f).count(),
+                "{ctx}"
+            );
+            assert_eq!(d.interleaved, expect_interleaved, "{ctx}");
+            interleaved += d.interleaved;
+            // Backward, relayed.
+            let mut want = cells.clone();
+            for i in 0..k {
+                single[i].backward_relay(cmds[i], &mut want[i]);
+            }
+            let mut got = cells.clone();
+            {
+                let mut hops: Vec<&mut CgoRelayCrypto128> = grouped.iter_mut().take(k).collect();
+                let mut refs: Vec<&mut CellBody> = got.iter_mut().collect();
+                let d = backward_relay_group(&mut hops, &cmds, &mut refs);
+                assert_eq!(d.interleaved, expect_interleaved, "{ctx}");
+            }
+            assert_eq!(got, want, "backward bodies, {ctx}");
+            // Originated.
+            let mut want = cells.clone();
+            let want_tags: Vec<Block16> = (0..k)
+                .map(|i| single[i].originate(cmds[i], &mut want[i]))
+                .collect();
+            let mut got = cells.clone();
+            let mut tags = vec![[0u8; CGO_TAG_LEN]; k];
+            {
+                let mut hops: Vec<&mut CgoRelayCrypto128> = grouped.iter_mut().take(k).collect();
+                let mut refs: Vec<&mut CellBody> = got.iter_mut().collect();
+                originate_group(&mut hops, &cmds, &mut refs, Some(&mut tags));
+            }
+            assert_eq!(got, want, "originated bodies, {ctx}");
+            assert_eq!(tags, want_tags, "originated tags, {ctx}");
+            for (a, b) in grouped.iter().zip(&single) {
+                assert_eq!(a.sendme_tag(), b.sendme_tag(), "{ctx}");
+            }
+        }
+    }
+    if kernel {
+        assert!(interleaved > 0, "no group went through the kernel");
+    }
+    println!("{interleaved} forward cells in kernel groups of two or more");
+}
