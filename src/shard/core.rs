@@ -491,7 +491,9 @@ impl<M: Send> Core<M> {
         while written < data.len() {
             if let Some(b) = self.tail_buf(slot) {
                 if self.pool.space(b) > 0 {
-                    written += self.pool.append(b, &data[written..]);
+                    let n = self.pool.append(b, &data[written..]);
+                    crate::util::copies::note(crate::util::copies::CopySite::SendPool, n);
+                    written += n;
                     continue;
                 }
             }

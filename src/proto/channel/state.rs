@@ -26,6 +26,7 @@ use super::tls;
 use crate::cell::chan::PaddingNegotiate;
 use crate::cell::{CellMut, ChanCmd, CircId, Framer, CELL_BODY_LEN, MAX_VAR_CELL_BODY_LEN};
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
+use crate::util::copies::{self, CopySite};
 
 /// Link protocol versions we offer and accept: 4 (4-byte circuit IDs) and 5 (padding).
 pub const LINK_VERSIONS: [u16; 2] = [4, 5];
@@ -288,6 +289,7 @@ impl Channel {
                 .tls
                 .read_tls(&mut data)
                 .map_err(|e| ChannelError::TlsInput(e.to_string()))?;
+            copies::note(CopySite::TlsDeframe, n);
             let io = self.tls.process_new_packets()?;
             self.drain_plaintext(now, rng, sink)?;
             if io.peer_has_closed() {
@@ -333,6 +335,10 @@ impl Channel {
             match self.tls.reader().read(&mut self.inbuf[self.in_len..]) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
+                    // These bytes were copied once inside rustls (decrypted record →
+                    // its plaintext queue) and once more here, into `inbuf`.
+                    copies::note(CopySite::TlsPlaintext, n);
+                    copies::note(CopySite::ChanInbuf, n);
                     self.in_len += n;
                     self.process_cells(now, rng, sink)?;
                 }
@@ -540,6 +546,7 @@ impl Channel {
             if !matches!(self.phase, Phase::Closed) {
                 // With no rustls buffer limit the writer takes everything; the queue is
                 // cleared either way so a refusal cannot wedge it.
+                copies::note(CopySite::TlsRecord, self.out.plaintext().len());
                 let _ = self.tls.writer().write_all(self.out.plaintext());
             }
             self.out.clear_plaintext();
@@ -550,7 +557,9 @@ impl Channel {
         }
         while self.tls.wants_write() {
             // Writing into a Vec cannot fail.
-            if self.tls.write_tls(&mut self.tls_out).unwrap_or(0) == 0 {
+            let n = self.tls.write_tls(&mut self.tls_out).unwrap_or(0);
+            copies::note(CopySite::TlsOut, n);
+            if n == 0 {
                 break;
             }
         }

@@ -981,6 +981,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let chunk = &data[..n];
         let mut body = [0u8; CELL_BODY_LEN];
         let write = |out: &mut [u8]| {
+            crate::util::copies::note(crate::util::copies::CopySite::ExitEncode, n);
             out[..n].copy_from_slice(chunk);
             Ok(n)
         };

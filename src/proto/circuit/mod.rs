@@ -198,6 +198,7 @@ impl StreamBytes {
     pub(crate) fn new(data: &[u8]) -> Self {
         let mut buf = [0u8; crate::cell::relay::v0::MAX_DATA_LEN];
         let len = data.len().min(buf.len());
+        crate::util::copies::note(crate::util::copies::CopySite::StreamBytes, len);
         buf[..len].copy_from_slice(&data[..len]);
         StreamBytes {
             len: len as u16,

@@ -20,7 +20,7 @@ use super::core::{CoreIo, RelayCore};
 use super::crypto::{CellBody, HopCrypto, OriginateJobs, RelayCellFormat};
 use super::table::{CircHandle, CircuitTable};
 use super::NetworkView;
-use crate::cell::ChanCmd;
+use crate::cell::{ChanCmd, CELL_BODY_LEN};
 use crate::proto::flow::SENDME_TAG_LEN;
 
 /// Cells staged at most before a flush: a multiple of the widest SIMD group (16 lanes).
@@ -136,6 +136,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let round = c.staged;
         c.staged += 1;
         let format = c.crypto.as_ref().map(C::format);
+        crate::util::copies::note(crate::util::copies::CopySite::OriginStage, CELL_BODY_LEN);
         self.stage.cells.push(StagedCell {
             circ,
             body: *body,

@@ -227,6 +227,7 @@ impl<M> ShardIo<M> for FakeShard<M> {
             self.ops.push(Op::Refused { conn });
             return Err(OutboxError::Full);
         }
+        crate::util::copies::note(crate::util::copies::CopySite::SendPool, data.len());
         c.pending.extend_from_slice(data);
         self.ops.push(Op::Send {
             conn,
@@ -241,6 +242,8 @@ impl<M> ShardIo<M> for FakeShard<M> {
             return Err(OutboxError::NotOpen);
         }
         let n = data.len().min(c.bound.saturating_sub(c.pending.len()));
+        // The real shard copies into its send pool here (the copy map counts it).
+        crate::util::copies::note(crate::util::copies::CopySite::SendPool, n);
         c.pending.extend_from_slice(&data[..n]);
         let short = n < data.len();
         if short {

@@ -91,6 +91,7 @@ use crate::proto::circuit::{
 };
 use crate::proto::stream::{ConnectError, StreamHandle};
 use crate::shard::{BwClass, CloseReason, ConnId, OutboxError, ShardId, ShardIo, WatchId};
+use crate::util::copies::{self, CopySite};
 
 use self::channel::{peer_for_log, NullSink};
 use self::dos::DosCheck;
@@ -528,6 +529,14 @@ impl RelayNode {
             }
             std::mem::swap(&mut batch, &mut self.actions);
             for a in batch.drain(..) {
+                // Moving a cell or bytes out of the buffer is a copy (the copy map).
+                match &a {
+                    Action::SendCell { .. } => copies::note(CopySite::ActionTake, CELL_BODY_LEN),
+                    Action::StreamWrite { data, .. } => {
+                        copies::note(CopySite::ActionTake, data.as_slice().len())
+                    }
+                    _ => {}
+                }
                 self.run_action(a, out);
             }
         }
