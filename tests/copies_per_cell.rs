@@ -108,30 +108,26 @@ fn counted(f: impl FnOnce()) -> Window {
 /// The copy map's rows: (site, copies per cell).
 type Map = &'static [(CopySite, u64)];
 
-/// Middle, either direction.
+/// Middle, either direction. The forwarded cell goes straight into the next channel's queue
+/// (no `Action`), and rustls writes its records straight into the send pool (`TlsOut`; no
+/// `SendPool` copy).
 const MIDDLE: Map = &[
     (CopySite::TlsDeframe, 1),
     (CopySite::TlsPlaintext, 1),
     (CopySite::ChanInbuf, 1),
     (CopySite::RelayStage, 1),
-    (CopySite::ActionPush, 1),
-    (CopySite::ActionTake, 1),
     (CopySite::ChanQueue, 1),
     (CopySite::TlsRecord, 1),
     (CopySite::TlsOut, 1),
-    (CopySite::SendPool, 1),
 ];
 
-/// Exit, DATA from the exit socket to the client.
+/// Exit, DATA from the exit socket to the client: encoded in its stage slot, then as the
+/// middle's send side.
 const DOWNLOAD: Map = &[
     (CopySite::ExitEncode, 1),
-    (CopySite::OriginStage, 1),
-    (CopySite::ActionPush, 1),
-    (CopySite::ActionTake, 1),
     (CopySite::ChanQueue, 1),
     (CopySite::TlsRecord, 1),
     (CopySite::TlsOut, 1),
-    (CopySite::SendPool, 1),
 ];
 
 /// Exit, a client's DATA cell to the exit socket.

@@ -22,24 +22,24 @@ pub enum CopySite {
     ChanInbuf,
     /// Channel receive buffer → the read's relay stage (`queue_relay_cell`).
     RelayStage,
-    /// Exit socket bytes → a DATA cell body (`package_data_cell`).
+    /// Exit socket bytes → a DATA cell body in its stage slot (`package_data_cell`).
     ExitEncode,
-    /// A packaged DATA body → the originate stage (`stage_data`).
-    OriginStage,
     /// A cell body → an `Action::SendCell` in the node's action buffer.
     ActionPush,
     /// A DATA payload → an `Action::StreamWrite` (`StreamBytes::new`).
     StreamBytes,
     /// An action's cell or bytes moved out of the action buffer to run it.
     ActionTake,
-    /// A cell body → a channel's plaintext cell queue (`CellQueue::send_cell`).
+    /// A cell body → a channel's plaintext cell queue (`CellQueue::send_cell`), straight
+    /// from the stage or from an action.
     ChanQueue,
     /// Cell queue → a rustls record buffer (`writer().write_all`, inside rustls).
     TlsRecord,
-    /// rustls's records → the channel's TLS output buffer (`write_tls`).
+    /// rustls's records → the send pool (`Channel::write_output_into`), or the channel's
+    /// TLS output buffer for what does not fit (`write_tls`).
     TlsOut,
-    /// Bytes → a send-pool buffer (`ShardCore::send_partial`; the fake shard counts its
-    /// stand-in the same way).
+    /// Staged bytes → a send-pool buffer (`shard::Core::send_partial`; the fake shard counts
+    /// its stand-in the same way).
     SendPool,
 }
 
@@ -53,7 +53,6 @@ pub const ALL: [CopySite; SITES] = [
     CopySite::ChanInbuf,
     CopySite::RelayStage,
     CopySite::ExitEncode,
-    CopySite::OriginStage,
     CopySite::ActionPush,
     CopySite::StreamBytes,
     CopySite::ActionTake,

@@ -539,9 +539,8 @@ impl Channel {
         &mut self.out
     }
 
-    /// Encrypts queued cells and returns the TLS bytes waiting to be sent. Call
-    /// [`consume_output`](Self::consume_output) with how many the socket took.
-    pub fn pending_output(&mut self) -> &[u8] {
+    /// Hands the queued cells to rustls, which seals them into records.
+    fn seal_queued(&mut self) {
         if !self.out.is_empty() {
             if !matches!(self.phase, Phase::Closed) {
                 // With no rustls buffer limit the writer takes everything; the queue is
@@ -551,6 +550,36 @@ impl Channel {
             }
             self.out.clear_plaintext();
         }
+    }
+
+    /// Encrypts queued cells straight into `dst` (the socket's send buffer) and returns how
+    /// many TLS bytes were written there: this skips the copy through our own TLS output
+    /// buffer (the copy map, `docs/architecture.md`). Writes nothing while bytes wait in that
+    /// buffer (they go first, through [`pending_output`](Self::pending_output)); records that
+    /// do not fit stay in rustls until the next call or `pending_output`.
+    pub fn write_output_into(&mut self, dst: &mut [u8]) -> usize {
+        if self.tls_out_start < self.tls_out.len() {
+            return 0;
+        }
+        self.seal_queued();
+        let mut n = 0;
+        while n < dst.len() && self.tls.wants_write() {
+            let mut w = &mut dst[n..];
+            // Writing into a slice fails only when it is full.
+            let k = self.tls.write_tls(&mut w).unwrap_or(0);
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        copies::note(CopySite::TlsOut, n);
+        n
+    }
+
+    /// Encrypts queued cells and returns the TLS bytes waiting to be sent. Call
+    /// [`consume_output`](Self::consume_output) with how many the socket took.
+    pub fn pending_output(&mut self) -> &[u8] {
+        self.seal_queued();
         if self.tls_out_start > 0 && self.tls_out_start * 2 >= self.tls_out.len() {
             self.tls_out.drain(..self.tls_out_start);
             self.tls_out_start = 0;

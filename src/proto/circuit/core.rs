@@ -1019,6 +1019,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return false;
         };
         if c.q_prev.is_empty() && !self.blocked.contains(&c.prev_chan) {
+            if io
+                .out
+                .send_cell_direct(c.prev_chan, self.cfg.shard, c.prev_circ_id, cmd, body)
+            {
+                return true;
+            }
             copies::note(CopySite::ActionPush, CELL_BODY_LEN);
             io.out.push(Action::SendCell {
                 chan: c.prev_chan,
@@ -1046,6 +1052,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return true;
         };
         if c.q_next.is_empty() && !self.blocked.contains(&h.chan) {
+            if io
+                .out
+                .send_cell_direct(h.chan, h.shard, h.circ_id, cmd, body)
+            {
+                return true;
+            }
             copies::note(CopySite::ActionPush, CELL_BODY_LEN);
             io.out.push(Action::SendCell {
                 chan: h.chan,

@@ -289,6 +289,22 @@ pub enum Action {
 /// Where the core puts its actions.
 pub trait ActionSink {
     fn push(&mut self, action: Action);
+
+    /// Writes a cell straight into the queue of channel `chan` (on `shard`), if the sink
+    /// can do so without reordering anything: that saves copying the body into an
+    /// [`Action::SendCell`] and out again (the copy map, `docs/architecture.md`). False:
+    /// nothing was written; the caller pushes the action instead.
+    fn send_cell_direct(
+        &mut self,
+        chan: ChanId,
+        shard: ShardIdx,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &CellBody,
+    ) -> bool {
+        let _ = (chan, shard, circ_id, cmd, body);
+        false
+    }
 }
 
 impl ActionSink for Vec<Action> {

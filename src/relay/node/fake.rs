@@ -258,6 +258,37 @@ impl<M> ShardIo<M> for FakeShard<M> {
         Ok(n)
     }
 
+    fn send_with(
+        &mut self,
+        conn: ConnId,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<usize, OutboxError> {
+        let c = self.live_mut(conn)?;
+        if c.closing {
+            return Err(OutboxError::NotOpen);
+        }
+        // In send-pool-sized pieces, as the shard offers them.
+        let mut written = 0;
+        loop {
+            let room = c.bound.saturating_sub(c.pending.len()).min(16 * 1024);
+            if room == 0 {
+                break;
+            }
+            let start = c.pending.len();
+            c.pending.resize(start + room, 0);
+            let n = fill(&mut c.pending[start..]).min(room);
+            c.pending.truncate(start + n);
+            written += n;
+            if n < room {
+                break;
+            }
+        }
+        if written > 0 {
+            self.ops.push(Op::Send { conn, len: written });
+        }
+        Ok(written)
+    }
+
     fn send_capacity(&self, conn: ConnId) -> usize {
         self.live(conn)
             .map(|c| c.bound.saturating_sub(c.pending.len()))

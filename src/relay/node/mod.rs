@@ -86,7 +86,7 @@ use crate::proto::channel::{
     PeerIdentity,
 };
 use crate::proto::circuit::{
-    Action, CellBody, ChanId, ChanInfo, CircHandle, CircuitConfig, CoreIo, ExtendDone,
+    Action, ActionSink, CellBody, ChanId, ChanInfo, CircHandle, CircuitConfig, CoreIo, ExtendDone,
     ExtendTarget, NetworkView, NextHop, RelayCore, RelayIdentity, ShardIdx,
 };
 use crate::proto::stream::{ConnectError, StreamHandle};
