@@ -151,8 +151,8 @@ fn rustls_allocs(tls_in: &[u8], tls_out: &[u8]) -> u64 {
 fn check(path: &str, map: Map, windows: &[Window], cells: u64, cell_bytes: u64) -> u64 {
     let mut total = [0u64; SITES];
     for w in windows {
-        for i in 0..SITES {
-            total[i] += w.bytes[i];
+        for (t, b) in total.iter_mut().zip(w.bytes.iter()) {
+            *t += b;
         }
     }
     let unit = cells * cell_bytes;
