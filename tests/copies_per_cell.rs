@@ -130,14 +130,13 @@ const DOWNLOAD: Map = &[
     (CopySite::TlsOut, 1),
 ];
 
-/// Exit, a client's DATA cell to the exit socket.
+/// Exit, a client's DATA cell to the exit socket: its bytes go straight from the stage to
+/// the socket's send buffer (no `Action::StreamWrite`).
 const UPLOAD: Map = &[
     (CopySite::TlsDeframe, 1),
     (CopySite::TlsPlaintext, 1),
     (CopySite::ChanInbuf, 1),
     (CopySite::RelayStage, 1),
-    (CopySite::StreamBytes, 1),
-    (CopySite::ActionTake, 1),
     (CopySite::SendPool, 1),
 ];
 

@@ -269,10 +269,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
         let deliver_now = s.state == StreamState::Open && !s.write_blocked && s.pending.is_empty();
         if deliver_now {
-            io.out.push(Action::StreamWrite {
-                stream: h,
-                data: StreamBytes::new(data),
-            });
+            if !io.out.stream_write_direct(h, data) {
+                io.out.push(Action::StreamWrite {
+                    stream: h,
+                    data: StreamBytes::new(data),
+                });
+            }
             if cc {
                 return self.cc_drained(idx, h, data.len() as u64, io);
             }

@@ -305,6 +305,15 @@ pub trait ActionSink {
         let _ = (chan, shard, circ_id, cmd, body);
         false
     }
+
+    /// Writes a DATA cell's bytes straight to the exit stream's socket, if the sink can do
+    /// so exactly as running [`Action::StreamWrite`] later would have (all of them taken at
+    /// once, nothing overtaken): that saves copying them into the action and out again.
+    /// False: nothing was written; the caller pushes the action instead.
+    fn stream_write_direct(&mut self, stream: StreamHandle, data: &[u8]) -> bool {
+        let _ = (stream, data);
+        false
+    }
 }
 
 impl ActionSink for Vec<Action> {

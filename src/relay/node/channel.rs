@@ -116,10 +116,18 @@ impl ChannelSink for CellSink<'_> {
 /// the same channel: order; other actions do not write on channels), the channel is not
 /// closing, holds nothing in its overflow, is not blocked and stays above the blocking
 /// threshold after this cell. Otherwise the action is pushed as before.
-pub(super) struct DirectSink<'a> {
+///
+/// Likewise a DATA cell's bytes go straight to an exit stream's socket when no action other
+/// than a cell waits (a write, close or pause of a stream must not be overtaken), the
+/// stream has no backlog and its socket takes them all now (`RelayNode::stream_write`).
+pub(super) struct DirectSink<'a, O> {
     pub(super) actions: &'a mut Vec<Action>,
     /// A `SendCell` is among `actions`: from then on every cell goes there too.
     pub(super) cells_waiting: bool,
+    /// An action other than `SendCell` is among `actions`: stream bytes go there too.
+    pub(super) others_waiting: bool,
+    pub(super) streams: &'a HashMap<StreamHandle, ConnId>,
+    pub(super) out: &'a mut O,
     pub(super) conns: &'a mut [Option<Conn>],
     pub(super) shard: ShardId,
     pub(super) dirty: &'a mut Vec<ConnId>,
@@ -127,10 +135,32 @@ pub(super) struct DirectSink<'a> {
     pub(super) qdelay_sent: &'a mut u64,
 }
 
-impl ActionSink for DirectSink<'_> {
+impl<O: ShardIo<RelayMsg>> ActionSink for DirectSink<'_, O> {
     fn push(&mut self, action: Action) {
-        self.cells_waiting |= matches!(action, Action::SendCell { .. });
+        let cell = matches!(action, Action::SendCell { .. });
+        self.cells_waiting |= cell;
+        self.others_waiting |= !cell;
         self.actions.push(action);
+    }
+
+    fn stream_write_direct(&mut self, stream: StreamHandle, data: &[u8]) -> bool {
+        if self.others_waiting {
+            return false;
+        }
+        let Some(&id) = self.streams.get(&stream) else {
+            return false;
+        };
+        let Some(Some(c)) = self.conns.get_mut(id.slot() as usize) else {
+            return false;
+        };
+        let Kind::Stream(s) = &c.kind else {
+            return false;
+        };
+        if c.id != id || !s.unsent.is_empty() || self.out.send_capacity(id) < data.len() {
+            return false;
+        }
+        // All or nothing, so a refusal leaves the action path exactly as it was.
+        self.out.send(id, data).is_ok()
     }
 
     fn send_cell_direct(
@@ -176,6 +206,7 @@ impl RelayNode {
     pub(super) fn with_direct_io<T>(
         &mut self,
         now: Instant,
+        out: &mut impl ShardIo<RelayMsg>,
         f: impl FnOnce(&mut Core, &mut CoreIo<'_>) -> T,
     ) -> T {
         // Once per flush (the buffer is empty in steady state).
@@ -183,9 +214,16 @@ impl RelayNode {
             .actions
             .iter()
             .any(|a| matches!(a, Action::SendCell { .. }));
+        let others_waiting = self
+            .actions
+            .iter()
+            .any(|a| !matches!(a, Action::SendCell { .. }));
         let mut sink = DirectSink {
             actions: &mut self.actions,
             cells_waiting,
+            others_waiting,
+            streams: &self.streams,
+            out,
             conns: &mut self.conns,
             shard: self.shard,
             dirty: &mut self.dirty,
@@ -313,7 +351,7 @@ impl RelayNode {
             .handle_input(data, wall, &mut self.chan_rng, &mut sink);
         // The read's RELAY cells, crypted together and handled in arrival order; the cells
         // they forward go straight into our channels' queues where they can.
-        self.with_direct_io(now, |core, io| core.flush_relay_cells(io));
+        self.with_direct_io(now, out, |core, io| core.flush_relay_cells(io));
         self.deliver_cross_in(conn, out);
         self.channel_events(conn, now, out);
         self.route_answers(conn, now, out);

@@ -368,7 +368,7 @@ impl RelayNode {
         }
         // No channel is being read: a stage that fills here goes straight into the channels'
         // queues (`channel.rs` DirectSink).
-        match self.with_direct_io(now, |core, io| core.stream_data(stream, data, io)) {
+        match self.with_direct_io(now, out, |core, io| core.stream_data(stream, data, io)) {
             Ok(n) if n < data.len() => {
                 if let Some(Conn {
                     kind: Kind::Stream(s),

@@ -141,7 +141,8 @@ impl RelayNode {
                 break;
             }
             // Straight into our channels' queues where it can (`channel.rs` DirectSink).
-            self.with_direct_io(out.now(), |core, io| core.flush_originated(io));
+            let now = out.now();
+            self.with_direct_io(now, out, |core, io| core.flush_originated(io));
             self.dispatch(out);
         }
     }
