@@ -114,7 +114,6 @@ type Map = &'static [(CopySite, u64)];
 const MIDDLE: Map = &[
     (CopySite::TlsDeframe, 1),
     (CopySite::TlsPlaintext, 1),
-    (CopySite::ChanInbuf, 1),
     (CopySite::RelayStage, 1),
     (CopySite::ChanQueue, 1),
     (CopySite::TlsRecord, 1),
@@ -135,7 +134,6 @@ const DOWNLOAD: Map = &[
 const UPLOAD: Map = &[
     (CopySite::TlsDeframe, 1),
     (CopySite::TlsPlaintext, 1),
-    (CopySite::ChanInbuf, 1),
     (CopySite::RelayStage, 1),
     (CopySite::SendPool, 1),
 ];

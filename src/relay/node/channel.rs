@@ -97,6 +97,28 @@ impl ChannelSink for CellSink<'_> {
         }
     }
 
+    fn cell_ref(
+        &mut self,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &[u8; CELL_BODY_LEN],
+        out: &mut CellQueue,
+    ) {
+        // A RELAY cell of one of our circuits is copied into the read's stage anyway: take
+        // it from TLS's plaintext as it is (the copy map). Anything else as `cell`.
+        if matches!(cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY)
+            && (self.proxy.is_empty() || self.proxy.get(self.conn, circ_id).is_none())
+        {
+            let mut io = CoreIo::new(self.now, self.rng, self.actions);
+            self.core
+                .queue_relay_cell(self.info.id, circ_id, cmd, body, &mut io);
+            return;
+        }
+        copies::note(CopySite::ChanInbuf, CELL_BODY_LEN);
+        let mut b = *body;
+        self.cell(circ_id, cmd, &mut b, out);
+    }
+
     fn event(&mut self, event: ChannelEvent) {
         if let ChannelEvent::Open(info) = &event {
             // Cells may follow in the same read: they must see the proven peer.
