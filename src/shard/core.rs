@@ -485,35 +485,24 @@ impl<M: Send> Core<M> {
         if self.conns[slot].close_after_flush {
             return Err(OutboxError::NotOpen);
         }
-        let per = self.per_conn();
         let mut written = 0;
         let mut pool_empty = false;
         while written < data.len() {
             if let Some(b) = self.tail_buf(slot) {
                 if self.pool.space(b) > 0 {
-                    written += self.pool.append(b, &data[written..]);
+                    let n = self.pool.append(b, &data[written..]);
+                    crate::util::copies::note(crate::util::copies::CopySite::SendPool, n);
+                    written += n;
                     continue;
                 }
             }
-            if self.held_bufs(slot) >= per {
+            if self.held_bufs(slot) >= self.per_conn() {
                 break;
             }
-            let Some(b) = self.pool.alloc() else {
+            if self.grow_sendq(slot).is_none() {
                 pool_empty = true;
                 break;
-            };
-            let c = &mut self.conns[slot];
-            let idx = (c.sq_head + c.sq_len) % per;
-            c.sq_len += 1;
-            self.sendq[slot * per as usize + idx as usize] = b;
-            self.metrics.send_queue_peak_bufs = self
-                .metrics
-                .send_queue_peak_bufs
-                .max(u64::from(self.held_bufs(slot)));
-            self.metrics.send_pool_peak_bufs = self
-                .metrics
-                .send_pool_peak_bufs
-                .max(self.pool.in_use() as u64);
+            }
         }
         if written < data.len() {
             self.mark_blocked(slot, pool_empty);
@@ -522,6 +511,74 @@ impl<M: Send> Core<M> {
             self.start_send(slot);
         }
         Ok(written)
+    }
+
+    /// Lets `fill` write the connection's output straight into its send buffers: `fill`
+    /// gets the free rest of a buffer and returns how many bytes it wrote there; it is
+    /// called again with the next buffer while it fills each one and the connection's
+    /// bounds allow. Returns the bytes taken. A producer left with bytes hands them to
+    /// `send_partial`, which marks the connection blocked if they do not fit.
+    pub fn send_with(
+        &mut self,
+        id: ConnId,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<usize, OutboxError> {
+        let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        if self.conns[slot].close_after_flush {
+            return Err(OutboxError::NotOpen);
+        }
+        let mut written = 0;
+        loop {
+            let (b, fresh) = match self.tail_buf(slot).filter(|&b| self.pool.space(b) > 0) {
+                Some(b) => (b, false),
+                None => match self.grow_sendq(slot) {
+                    Some(b) => (b, true),
+                    None => break,
+                },
+            };
+            let spare = self.pool.spare_mut(b);
+            let room = spare.len();
+            let n = fill(spare).min(room);
+            if n == 0 && fresh {
+                // Nothing to write after all: the fresh buffer goes back.
+                let c = &mut self.conns[slot];
+                c.sq_len -= 1;
+                self.pool.release(b);
+                break;
+            }
+            self.pool.commit(b, n);
+            written += n;
+            if n < room {
+                break;
+            }
+        }
+        if written > 0 {
+            self.start_send(slot);
+        }
+        Ok(written)
+    }
+
+    /// Puts a fresh pool buffer at the tail of the connection's send queue, unless its
+    /// bound or the pool says no.
+    fn grow_sendq(&mut self, slot: usize) -> Option<u32> {
+        let per = self.per_conn();
+        if self.held_bufs(slot) >= per {
+            return None;
+        }
+        let b = self.pool.alloc()?;
+        let c = &mut self.conns[slot];
+        let idx = (c.sq_head + c.sq_len) % per;
+        c.sq_len += 1;
+        self.sendq[slot * per as usize + idx as usize] = b;
+        self.metrics.send_queue_peak_bufs = self
+            .metrics
+            .send_queue_peak_bufs
+            .max(u64::from(self.held_bufs(slot)));
+        self.metrics.send_pool_peak_bufs = self
+            .metrics
+            .send_pool_peak_bufs
+            .max(self.pool.in_use() as u64);
+        Some(b)
     }
 
     /// Queues all of `data` or nothing.

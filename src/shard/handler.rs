@@ -115,6 +115,16 @@ impl<M: Send> Outbox<'_, M> {
         self.core.send_partial(conn, data)
     }
 
+    /// Lets `fill` write straight into the connection's send buffers (see
+    /// `Core::send_with`); returns the bytes taken.
+    pub fn send_with(
+        &mut self,
+        conn: ConnId,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<usize, OutboxError> {
+        self.core.send_with(conn, fill)
+    }
+
     /// Bytes `send` would accept right now.
     pub fn send_capacity(&self, conn: ConnId) -> usize {
         self.core.send_capacity(conn)
@@ -248,6 +258,14 @@ pub trait ShardIo<M> {
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), OutboxError>;
     /// As much of `data` as fits; a short count means `on_writable` follows.
     fn send_partial(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, OutboxError>;
+    /// `fill` writes straight into the send buffers (the free rest of one at a time, called
+    /// again while it fills each); returns the bytes taken. Never refuses with a short count:
+    /// what is left goes through `send_partial`.
+    fn send_with(
+        &mut self,
+        conn: ConnId,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<usize, OutboxError>;
     /// Bytes `send` would accept right now.
     fn send_capacity(&self, conn: ConnId) -> usize;
     /// Bytes queued and not yet taken by the kernel.
@@ -295,6 +313,13 @@ impl<M: Send> ShardIo<M> for Outbox<'_, M> {
     }
     fn send_partial(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, OutboxError> {
         Outbox::send_partial(self, conn, data)
+    }
+    fn send_with(
+        &mut self,
+        conn: ConnId,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<usize, OutboxError> {
+        Outbox::send_with(self, conn, fill)
     }
     fn send_capacity(&self, conn: ConnId) -> usize {
         Outbox::send_capacity(self, conn)

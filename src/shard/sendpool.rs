@@ -1,7 +1,8 @@
 //! Pre-allocated send buffers, shared by all connections of a shard.
 //!
-//! Why: handlers queue bytes by copying them into these buffers; the kernel then sends
-//! straight from them, so no allocation happens per write. The whole pool is one allocation
+//! Why: handlers queue bytes by copying them into these buffers, or write them in place
+//! (`spare_mut`/`commit`: a channel's TLS records, so they are not copied twice); the kernel
+//! then sends straight from them, so no allocation happens per write. The whole pool is one allocation
 //! that is also registered as io_uring fixed buffer 0, so zero-copy sends can use
 //! IORING_RECVSEND_FIXED_BUF and skip pinning pages per send. A buffer handed to a zero-copy
 //! send stays pinned until the kernel's notification CQE says it is done with it.
@@ -128,6 +129,29 @@ impl SendPool {
         };
         self.len[b as usize] += n as u32;
         n
+    }
+
+    /// The unfilled rest of buffer `b`, to be written in place (then [`commit`](Self::commit)
+    /// how much was): a producer that can write into a slice (rustls's `write_tls`) skips
+    /// the staging copy `append` needs.
+    pub fn spare_mut(&mut self, b: u32) -> &mut [u8] {
+        let used = self.len[b as usize] as usize;
+        let room = self.size as usize - used;
+        // SAFETY: b < count, so [used, size) lies inside buffer b. Those bytes are not part
+        // of any in-flight send (sends cover only bytes filled before submission), so the
+        // kernel does not read them, and `&mut self` keeps this the only slice into them.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.mem.add(b as usize * self.size as usize + used),
+                room,
+            )
+        }
+    }
+
+    /// `n` bytes of [`spare_mut`](Self::spare_mut) were filled.
+    pub fn commit(&mut self, b: u32, n: usize) {
+        debug_assert!(n <= self.space(b) as usize);
+        self.len[b as usize] += n as u32;
     }
 
     /// Pointer to byte `off` of buffer `b`, for a send SQE.

@@ -2,4 +2,5 @@
 
 #![forbid(unsafe_code)]
 
+pub mod copies;
 pub mod hex;

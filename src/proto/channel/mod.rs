@@ -19,6 +19,7 @@
 //! ```text
 //! on_accept:   ch = Channel::new_responder(ctx.clone(), peer.ip(), now)
 //! on_data:     ch.handle_input(data, now, rng, &mut sink)   // cells → sink.cell(.., out)
+//!              outbox.send_with(conn, |buf| ch.write_output_into(buf))  // records in place
 //!              n = outbox.send_partial(conn, ch.pending_output()); ch.consume_output(n)
 //!              if !ch.wants_read() { pause reading until on_writable }
 //! on_tick:     ch.check_timeout(now, &mut sink)

@@ -7,6 +7,7 @@
 
 use super::error::ChannelError;
 use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN, CELL_LEN};
+use crate::util::copies::{self, CopySite};
 
 /// Room beyond the cell bound for the handshake cells (CERTS is ~2 KiB), which are queued
 /// regardless of the bound.
@@ -50,7 +51,10 @@ impl CellQueue {
         cmd: ChanCmd,
         body: &[u8; CELL_BODY_LEN],
     ) -> Result<(), ChannelError> {
-        self.send_cell_with(circ_id, cmd, |b| b.copy_from_slice(body))
+        self.send_cell_with(circ_id, cmd, |b| {
+            copies::note(CopySite::ChanQueue, CELL_BODY_LEN);
+            b.copy_from_slice(body)
+        })
     }
 
     /// Queues a fixed-length cell whose body `fill` writes in place (e.g. relay crypto

@@ -10,7 +10,7 @@
 //! rustls's buffered API does allocate per TLS *record* (one record carries up to 31 cells);
 //! see docs/tls-provider.md.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -24,8 +24,12 @@ use super::handshake::Handshake;
 use super::output::CellQueue;
 use super::tls;
 use crate::cell::chan::PaddingNegotiate;
-use crate::cell::{CellMut, ChanCmd, CircId, Framer, CELL_BODY_LEN, MAX_VAR_CELL_BODY_LEN};
+use crate::cell::{
+    Cell, CellMut, ChanCmd, CircId, FixedCell, FixedCellMut, Framer, VarCell, CELL_BODY_LEN,
+    CELL_LEN, MAX_VAR_CELL_BODY_LEN,
+};
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
+use crate::util::copies::{self, CopySite};
 
 /// Link protocol versions we offer and accept: 4 (4-byte circuit IDs) and 5 (padding).
 pub const LINK_VERSIONS: [u16; 2] = [4, 5];
@@ -93,6 +97,22 @@ pub trait ChannelSink {
         body: &mut [u8; CELL_BODY_LEN],
         out: &mut CellQueue,
     );
+
+    /// As [`cell`](Self::cell), for a cell framed straight from TLS's plaintext, which
+    /// cannot be changed in place. The default copies it to the stack and calls `cell`; a
+    /// sink that copies the body anyway (the relay node stages RELAY cells) takes it from
+    /// here and saves a copy (the copy map, `docs/architecture.md`).
+    fn cell_ref(
+        &mut self,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &[u8; CELL_BODY_LEN],
+        out: &mut CellQueue,
+    ) {
+        copies::note(CopySite::ChanInbuf, CELL_BODY_LEN);
+        let mut b = *body;
+        self.cell(circ_id, cmd, &mut b, out);
+    }
 
     /// A channel event.
     fn event(&mut self, event: ChannelEvent);
@@ -288,6 +308,7 @@ impl Channel {
                 .tls
                 .read_tls(&mut data)
                 .map_err(|e| ChannelError::TlsInput(e.to_string()))?;
+            copies::note(CopySite::TlsDeframe, n);
             let io = self.tls.process_new_packets()?;
             self.drain_plaintext(now, rng, sink)?;
             if io.peer_has_closed() {
@@ -326,13 +347,57 @@ impl Channel {
             if matches!(self.phase, Phase::Closed) {
                 return Ok(());
             }
+            // How much to copy into `inbuf`: the rest of a cell that straddles two records
+            // (then whole cells are framed in place again), else what fits.
+            let mut want = if self.in_len > 0 && self.in_len < CELL_LEN {
+                CELL_LEN - self.in_len
+            } else {
+                self.inbuf.len() - self.in_len
+            };
+            if self.in_len == 0 && matches!(self.phase, Phase::Open) {
+                // Whole cells straight from rustls's plaintext, without copying them into
+                // `inbuf` first (the copy map): the sink gets them read-only.
+                let mut rd = self.tls.reader();
+                let chunk = match rd.fill_buf() {
+                    Ok(c) => c,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(ChannelError::TlsInput(e.to_string())),
+                };
+                if chunk.is_empty() {
+                    return Ok(());
+                }
+                let mut pos = 0;
+                let link_version = self.framer.link_version();
+                while let Some((cell, used)) = self.framer.next(&chunk[pos..])? {
+                    pos += used;
+                    let cell = match cell {
+                        Cell::Fixed(c) => OpenCell::FixedRef(c),
+                        Cell::Var(v) => OpenCell::Var(v),
+                    };
+                    open_cell(&mut self.stats, link_version, &mut self.out, cell, sink)?;
+                }
+                let tail = chunk.len() - pos;
+                // Copied once inside rustls (decrypted record → its plaintext queue).
+                copies::note(CopySite::TlsPlaintext, pos);
+                rd.consume(pos);
+                if tail == 0 {
+                    continue;
+                }
+                // A cell that goes on in the next record: its start goes to `inbuf`.
+                want = tail;
+            }
             if self.in_len == self.inbuf.len() {
                 // Unreachable: a complete cell is at most half the buffer and is consumed.
                 return Err(ChannelError::TlsInput("receive buffer full".into()));
             }
-            match self.tls.reader().read(&mut self.inbuf[self.in_len..]) {
+            let end = (self.in_len + want).min(self.inbuf.len());
+            match self.tls.reader().read(&mut self.inbuf[self.in_len..end]) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
+                    // These bytes were copied once inside rustls (decrypted record →
+                    // its plaintext queue) and once more here, into `inbuf`.
+                    copies::note(CopySite::TlsPlaintext, n);
+                    copies::note(CopySite::ChanInbuf, n);
                     self.in_len += n;
                     self.process_cells(now, rng, sink)?;
                 }
@@ -430,52 +495,17 @@ impl Channel {
         cell: CellMut<'_>,
         sink: &mut S,
     ) -> Result<(), ChannelError> {
-        match cell {
-            CellMut::Fixed(c) => match c.cmd {
-                ChanCmd::RELAY
-                | ChanCmd::RELAY_EARLY
-                | ChanCmd::DESTROY
-                | ChanCmd::CREATE
-                | ChanCmd::CREATED
-                | ChanCmd::CREATE_FAST
-                | ChanCmd::CREATED_FAST
-                | ChanCmd::CREATE2
-                | ChanCmd::CREATED2 => {
-                    self.stats.cells_delivered += 1;
-                    sink.cell(c.circ_id, c.cmd, c.body, &mut self.out);
-                }
-                // Link ≥ 5 only; a malformed one is dropped, not fatal (C
-                // `channel_tls_process_padding_negotiate_cell`).
-                ChanCmd::PADDING_NEGOTIATE if self.framer.link_version() >= 5 => {
-                    match PaddingNegotiate::parse(&c.body[..]) {
-                        Ok(p) => sink.event(ChannelEvent::PaddingNegotiate(p)),
-                        Err(_) => self.stats.cells_ignored += 1,
-                    }
-                }
-                // PADDING, a late NETINFO, unknown commands: dropped.
-                _ => self.stats.cells_ignored += 1,
-            },
-            CellMut::Var(v) => match v.cmd {
-                // C's handlers for these refuse them outside the handshake and close.
-                ChanCmd::CERTS | ChanCmd::AUTH_CHALLENGE | ChanCmd::AUTHENTICATE => {
-                    return Err(ChannelError::UnexpectedCell {
-                        cmd: v.cmd,
-                        when: "after the handshake",
-                    })
-                }
-                // A repeated VERSIONS is ignored, but C closes on a malformed one at any time
-                // (`channel_tls_process_versions_cell`: odd payload length).
-                ChanCmd::VERSIONS if v.body.len() % 2 != 0 => {
-                    return Err(ChannelError::UnexpectedCell {
-                        cmd: v.cmd,
-                        when: "with an odd length",
-                    })
-                }
-                // VPADDING, AUTHORIZE, a well-formed repeated VERSIONS, unknown variable cells.
-                _ => self.stats.cells_ignored += 1,
-            },
-        }
-        Ok(())
+        let cell = match cell {
+            CellMut::Fixed(c) => OpenCell::FixedMut(c),
+            CellMut::Var(v) => OpenCell::Var(v),
+        };
+        open_cell(
+            &mut self.stats,
+            self.framer.link_version(),
+            &mut self.out,
+            cell,
+            sink,
+        )
     }
 
     fn fail<S: ChannelSink>(&mut self, reason: ChannelError, sink: &mut S) {
@@ -533,24 +563,56 @@ impl Channel {
         &mut self.out
     }
 
-    /// Encrypts queued cells and returns the TLS bytes waiting to be sent. Call
-    /// [`consume_output`](Self::consume_output) with how many the socket took.
-    pub fn pending_output(&mut self) -> &[u8] {
+    /// Hands the queued cells to rustls, which seals them into records.
+    fn seal_queued(&mut self) {
         if !self.out.is_empty() {
             if !matches!(self.phase, Phase::Closed) {
                 // With no rustls buffer limit the writer takes everything; the queue is
                 // cleared either way so a refusal cannot wedge it.
+                copies::note(CopySite::TlsRecord, self.out.plaintext().len());
                 let _ = self.tls.writer().write_all(self.out.plaintext());
             }
             self.out.clear_plaintext();
         }
+    }
+
+    /// Encrypts queued cells straight into `dst` (the socket's send buffer) and returns how
+    /// many TLS bytes were written there: this skips the copy through our own TLS output
+    /// buffer (the copy map, `docs/architecture.md`). Writes nothing while bytes wait in that
+    /// buffer (they go first, through [`pending_output`](Self::pending_output)); records that
+    /// do not fit stay in rustls until the next call or `pending_output`.
+    pub fn write_output_into(&mut self, dst: &mut [u8]) -> usize {
+        if self.tls_out_start < self.tls_out.len() {
+            return 0;
+        }
+        self.seal_queued();
+        let mut n = 0;
+        while n < dst.len() && self.tls.wants_write() {
+            let mut w = &mut dst[n..];
+            // Writing into a slice fails only when it is full.
+            let k = self.tls.write_tls(&mut w).unwrap_or(0);
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        copies::note(CopySite::TlsOut, n);
+        n
+    }
+
+    /// Encrypts queued cells and returns the TLS bytes waiting to be sent. Call
+    /// [`consume_output`](Self::consume_output) with how many the socket took.
+    pub fn pending_output(&mut self) -> &[u8] {
+        self.seal_queued();
         if self.tls_out_start > 0 && self.tls_out_start * 2 >= self.tls_out.len() {
             self.tls_out.drain(..self.tls_out_start);
             self.tls_out_start = 0;
         }
         while self.tls.wants_write() {
             // Writing into a Vec cannot fail.
-            if self.tls.write_tls(&mut self.tls_out).unwrap_or(0) == 0 {
+            let n = self.tls.write_tls(&mut self.tls_out).unwrap_or(0);
+            copies::note(CopySite::TlsOut, n);
+            if n == 0 {
                 break;
             }
         }
@@ -623,4 +685,86 @@ impl Channel {
     pub fn circ_id_allocator(&self) -> super::CircIdAllocator {
         super::CircIdAllocator::new(self.initiator)
     }
+}
+
+/// An open channel's cell: in the channel's receive buffer (may be changed in place), or
+/// straight in rustls's plaintext (see `Channel::drain_plaintext`).
+enum OpenCell<'a> {
+    FixedMut(FixedCellMut<'a>),
+    FixedRef(FixedCell<'a>),
+    Var(VarCell<'a>),
+}
+
+/// Cells on an open channel (tor-spec §"Cell packet format"; C `command.c`,
+/// `channeltls.c: channel_tls_handle_cell/_var_cell`).
+fn open_cell<S: ChannelSink>(
+    stats: &mut ChannelStats,
+    link_version: u16,
+    out: &mut CellQueue,
+    cell: OpenCell<'_>,
+    sink: &mut S,
+) -> Result<(), ChannelError> {
+    let (circ_id, cmd) = match &cell {
+        OpenCell::FixedMut(c) => (c.circ_id, c.cmd),
+        OpenCell::FixedRef(c) => (c.circ_id, c.cmd),
+        OpenCell::Var(v) => return open_var_cell(stats, v),
+    };
+    match cmd {
+        ChanCmd::RELAY
+        | ChanCmd::RELAY_EARLY
+        | ChanCmd::DESTROY
+        | ChanCmd::CREATE
+        | ChanCmd::CREATED
+        | ChanCmd::CREATE_FAST
+        | ChanCmd::CREATED_FAST
+        | ChanCmd::CREATE2
+        | ChanCmd::CREATED2 => {
+            stats.cells_delivered += 1;
+            match cell {
+                OpenCell::FixedMut(c) => sink.cell(circ_id, cmd, c.body, out),
+                OpenCell::FixedRef(c) => sink.cell_ref(circ_id, cmd, c.body, out),
+                OpenCell::Var(_) => {}
+            }
+        }
+        // Link ≥ 5 only; a malformed one is dropped, not fatal (C
+        // `channel_tls_process_padding_negotiate_cell`).
+        ChanCmd::PADDING_NEGOTIATE if link_version >= 5 => {
+            let body: &[u8] = match &cell {
+                OpenCell::FixedMut(c) => &c.body[..],
+                OpenCell::FixedRef(c) => &c.body[..],
+                OpenCell::Var(_) => &[],
+            };
+            match PaddingNegotiate::parse(body) {
+                Ok(p) => sink.event(ChannelEvent::PaddingNegotiate(p)),
+                Err(_) => stats.cells_ignored += 1,
+            }
+        }
+        // PADDING, a late NETINFO, unknown commands: dropped.
+        _ => stats.cells_ignored += 1,
+    }
+    Ok(())
+}
+
+/// Variable-length cells on an open channel.
+fn open_var_cell(stats: &mut ChannelStats, v: &VarCell<'_>) -> Result<(), ChannelError> {
+    match v.cmd {
+        // C's handlers for these refuse them outside the handshake and close.
+        ChanCmd::CERTS | ChanCmd::AUTH_CHALLENGE | ChanCmd::AUTHENTICATE => {
+            return Err(ChannelError::UnexpectedCell {
+                cmd: v.cmd,
+                when: "after the handshake",
+            })
+        }
+        // A repeated VERSIONS is ignored, but C closes on a malformed one at any time
+        // (`channel_tls_process_versions_cell`: odd payload length).
+        ChanCmd::VERSIONS if !v.body.len().is_multiple_of(2) => {
+            return Err(ChannelError::UnexpectedCell {
+                cmd: v.cmd,
+                when: "with an odd length",
+            })
+        }
+        // VPADDING, AUTHORIZE, a well-formed repeated VERSIONS, unknown variable cells.
+        _ => stats.cells_ignored += 1,
+    }
+    Ok(())
 }

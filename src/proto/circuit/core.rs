@@ -26,6 +26,7 @@ use crate::crypto::handshake::{
 use crate::exit::policy::ExitPolicy;
 use crate::proto::flow::{SendmeRandomness, SendmeTags, Windows};
 use crate::proto::stream::StreamTable;
+use crate::util::copies::{self, CopySite};
 
 /// tor-spec §"Handling RELAY_EARLY cells": at most 8 per circuit.
 pub const MAX_RELAY_EARLY_CELLS_PER_CIRCUIT: u8 = 8;
@@ -1018,6 +1019,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return false;
         };
         if c.q_prev.is_empty() && !self.blocked.contains(&c.prev_chan) {
+            if io
+                .out
+                .send_cell_direct(c.prev_chan, self.cfg.shard, c.prev_circ_id, cmd, body)
+            {
+                return true;
+            }
+            copies::note(CopySite::ActionPush, CELL_BODY_LEN);
             io.out.push(Action::SendCell {
                 chan: c.prev_chan,
                 shard: self.cfg.shard,
@@ -1044,6 +1052,13 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return true;
         };
         if c.q_next.is_empty() && !self.blocked.contains(&h.chan) {
+            if io
+                .out
+                .send_cell_direct(h.chan, h.shard, h.circ_id, cmd, body)
+            {
+                return true;
+            }
+            copies::note(CopySite::ActionPush, CELL_BODY_LEN);
             io.out.push(Action::SendCell {
                 chan: h.chan,
                 shard: h.shard,

@@ -269,10 +269,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
         let deliver_now = s.state == StreamState::Open && !s.write_blocked && s.pending.is_empty();
         if deliver_now {
-            io.out.push(Action::StreamWrite {
-                stream: h,
-                data: StreamBytes::new(data),
-            });
+            if !io.out.stream_write_direct(h, data) {
+                io.out.push(Action::StreamWrite {
+                    stream: h,
+                    data: StreamBytes::new(data),
+                });
+            }
             if cc {
                 return self.cc_drained(idx, h, data.len() as u64, io);
             }
@@ -979,20 +981,22 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         };
         c.randomness.packaged(n, &mut &mut *io.rng);
         let chunk = &data[..n];
-        let mut body = [0u8; CELL_BODY_LEN];
-        let write = |out: &mut [u8]| {
-            out[..n].copy_from_slice(chunk);
-            Ok(n)
-        };
-        let encoded = if v1 {
-            v1::encode_with(&mut body, RelayCmd::DATA, sid, &mut &mut *io.rng, write)
-        } else {
-            v0::encode_with(&mut body, RelayCmd::DATA, sid, &mut &mut *io.rng, write)
-        };
-        if encoded.is_err() {
+        // Encoded in its stage slot: the socket's bytes are copied once, into the cell.
+        let staged = self.stage_data_with(leg, prompts, io, |body, rng| {
+            let write = |out: &mut [u8]| {
+                crate::util::copies::note(crate::util::copies::CopySite::ExitEncode, n);
+                out[..n].copy_from_slice(chunk);
+                Ok(n)
+            };
+            if v1 {
+                v1::encode_with(body, RelayCmd::DATA, sid, &mut &mut *rng, write).is_ok()
+            } else {
+                v0::encode_with(body, RelayCmd::DATA, sid, &mut &mut *rng, write).is_ok()
+            }
+        });
+        if !staged {
             return 0;
         }
-        self.stage_data(leg, &body, prompts, io);
         n
     }
 

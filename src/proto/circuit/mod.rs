@@ -198,6 +198,7 @@ impl StreamBytes {
     pub(crate) fn new(data: &[u8]) -> Self {
         let mut buf = [0u8; crate::cell::relay::v0::MAX_DATA_LEN];
         let len = data.len().min(buf.len());
+        crate::util::copies::note(crate::util::copies::CopySite::StreamBytes, len);
         buf[..len].copy_from_slice(&data[..len]);
         StreamBytes {
             len: len as u16,
@@ -288,6 +289,31 @@ pub enum Action {
 /// Where the core puts its actions.
 pub trait ActionSink {
     fn push(&mut self, action: Action);
+
+    /// Writes a cell straight into the queue of channel `chan` (on `shard`), if the sink
+    /// can do so without reordering anything: that saves copying the body into an
+    /// [`Action::SendCell`] and out again (the copy map, `docs/architecture.md`). False:
+    /// nothing was written; the caller pushes the action instead.
+    fn send_cell_direct(
+        &mut self,
+        chan: ChanId,
+        shard: ShardIdx,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &CellBody,
+    ) -> bool {
+        let _ = (chan, shard, circ_id, cmd, body);
+        false
+    }
+
+    /// Writes a DATA cell's bytes straight to the exit stream's socket, if the sink can do
+    /// so exactly as running [`Action::StreamWrite`] later would have (all of them taken at
+    /// once, nothing overtaken): that saves copying them into the action and out again.
+    /// False: nothing was written; the caller pushes the action instead.
+    fn stream_write_direct(&mut self, stream: StreamHandle, data: &[u8]) -> bool {
+        let _ = (stream, data);
+        false
+    }
 }
 
 impl ActionSink for Vec<Action> {

@@ -232,6 +232,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         rin.chan = chan;
         rin.circ_ids.push(circ_id);
         rin.cmds.push(cmd);
+        crate::util::copies::note(crate::util::copies::CopySite::RelayStage, CELL_BODY_LEN);
         rin.cells.push(*body);
     }
 

@@ -16,11 +16,11 @@
 //!   cell waits at most one batch; a circuit closed meanwhile loses its staged cells, as it
 //!   loses its queued ones.
 
-use super::core::{CoreIo, RelayCore};
+use super::core::{CoreIo, CoreRng, RelayCore};
 use super::crypto::{CellBody, HopCrypto, OriginateJobs, RelayCellFormat};
 use super::table::{CircHandle, CircuitTable};
 use super::NetworkView;
-use crate::cell::ChanCmd;
+use crate::cell::{ChanCmd, CELL_BODY_LEN};
 use crate::proto::flow::SENDME_TAG_LEN;
 
 /// Cells staged at most before a flush: a multiple of the widest SIMD group (16 lanes).
@@ -118,31 +118,39 @@ impl<C: HopCrypto> OriginateJobs<C> for Jobs<'_, C> {
 }
 
 impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
-    /// Stages a DATA cell body (plaintext, already encoded) of circuit `idx`.
-    pub(super) fn stage_data(
+    /// Stages a DATA cell of circuit `idx` whose plaintext body `encode` writes in place,
+    /// in its stage slot (no copy of a finished body; the copy map). False, and nothing
+    /// staged, if `encode` fails or the circuit is gone.
+    pub(super) fn stage_data_with(
         &mut self,
         idx: u32,
-        body: &CellBody,
         prompts: bool,
         io: &mut CoreIo<'_>,
-    ) {
+        encode: impl FnOnce(&mut CellBody, &mut dyn CoreRng) -> bool,
+    ) -> bool {
         if self.stage.cells.len() >= MAX_STAGED {
             self.flush_originated(io);
         }
         let circ = self.table.handle(idx);
         let Some(c) = self.table.get_mut(idx) else {
-            return;
+            return false;
         };
         let round = c.staged;
-        c.staged += 1;
         let format = c.crypto.as_ref().map(C::format);
         self.stage.cells.push(StagedCell {
             circ,
-            body: *body,
+            body: [0; CELL_BODY_LEN],
             prompts,
             round,
             format,
         });
+        let slot = self.stage.cells.last_mut().expect("just pushed");
+        if !encode(&mut slot.body, &mut *io.rng) {
+            self.stage.cells.pop();
+            return false;
+        }
+        c.staged += 1;
+        true
     }
 
     /// Whether DATA cells wait for [`RelayCore::flush_originated`].

@@ -97,12 +97,162 @@ impl ChannelSink for CellSink<'_> {
         }
     }
 
+    fn cell_ref(
+        &mut self,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &[u8; CELL_BODY_LEN],
+        out: &mut CellQueue,
+    ) {
+        // A RELAY cell of one of our circuits is copied into the read's stage anyway: take
+        // it from TLS's plaintext as it is (the copy map). Anything else as `cell`.
+        if matches!(cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY)
+            && (self.proxy.is_empty() || self.proxy.get(self.conn, circ_id).is_none())
+        {
+            let mut io = CoreIo::new(self.now, self.rng, self.actions);
+            self.core
+                .queue_relay_cell(self.info.id, circ_id, cmd, body, &mut io);
+            return;
+        }
+        copies::note(CopySite::ChanInbuf, CELL_BODY_LEN);
+        let mut b = *body;
+        self.cell(circ_id, cmd, &mut b, out);
+    }
+
     fn event(&mut self, event: ChannelEvent) {
         if let ChannelEvent::Open(info) = &event {
             // Cells may follow in the same read: they must see the proven peer.
             self.info.peer = info.peer;
         }
         self.events.push(event);
+    }
+}
+
+/// Where the core's actions go when the node is not inside a channel's read (so every
+/// channel of the shard may be written): a cell for an open channel of this shard goes
+/// straight into that channel's queue — one copy, where an `Action::SendCell` costs two
+/// more (into the action buffer, out of it; the copy map in `docs/architecture.md`).
+///
+/// It writes only when that is exactly what running the action later would have done
+/// (`RelayNode::send_local`): no cell action is waiting (it could be an earlier cell for
+/// the same channel: order; other actions do not write on channels), the channel is not
+/// closing, holds nothing in its overflow, is not blocked and stays above the blocking
+/// threshold after this cell. Otherwise the action is pushed as before.
+///
+/// Likewise a DATA cell's bytes go straight to an exit stream's socket when no action other
+/// than a cell waits (a write, close or pause of a stream must not be overtaken), the
+/// stream has no backlog and its socket takes them all now (`RelayNode::stream_write`).
+pub(super) struct DirectSink<'a, O> {
+    pub(super) actions: &'a mut Vec<Action>,
+    /// A `SendCell` is among `actions`: from then on every cell goes there too.
+    pub(super) cells_waiting: bool,
+    /// An action other than `SendCell` is among `actions`: stream bytes go there too.
+    pub(super) others_waiting: bool,
+    pub(super) streams: &'a HashMap<StreamHandle, ConnId>,
+    pub(super) out: &'a mut O,
+    pub(super) conns: &'a mut [Option<Conn>],
+    pub(super) shard: ShardId,
+    pub(super) dirty: &'a mut Vec<ConnId>,
+    /// `QueueDelayWindow::sent`: the RELAY cells written count for the queueing delay.
+    pub(super) qdelay_sent: &'a mut u64,
+}
+
+impl<O: ShardIo<RelayMsg>> ActionSink for DirectSink<'_, O> {
+    fn push(&mut self, action: Action) {
+        let cell = matches!(action, Action::SendCell { .. });
+        self.cells_waiting |= cell;
+        self.others_waiting |= !cell;
+        self.actions.push(action);
+    }
+
+    fn stream_write_direct(&mut self, stream: StreamHandle, data: &[u8]) -> bool {
+        if self.others_waiting {
+            return false;
+        }
+        let Some(&id) = self.streams.get(&stream) else {
+            return false;
+        };
+        let Some(Some(c)) = self.conns.get_mut(id.slot() as usize) else {
+            return false;
+        };
+        let Kind::Stream(s) = &c.kind else {
+            return false;
+        };
+        if c.id != id || !s.unsent.is_empty() || self.out.send_capacity(id) < data.len() {
+            return false;
+        }
+        // All or nothing, so a refusal leaves the action path exactly as it was.
+        self.out.send(id, data).is_ok()
+    }
+
+    fn send_cell_direct(
+        &mut self,
+        chan: ChanId,
+        shard: ShardIdx,
+        circ_id: CircId,
+        cmd: ChanCmd,
+        body: &CellBody,
+    ) -> bool {
+        if self.cells_waiting || usize::from(shard.0) != self.shard.0 {
+            return false;
+        }
+        // As `RelayNode::conn_of_chan`.
+        let slot = (chan.0 & 0xffff_ffff) as usize;
+        let Some(Some(c)) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        if chan_id(self.shard, c.id) != chan || c.closing {
+            return false;
+        }
+        let Kind::Channel(ch) = &mut c.kind else {
+            return false;
+        };
+        if ch.blocked
+            || !ch.overflow.is_empty()
+            || ch.channel.queue().free_cells() <= BLOCK_BELOW_CELLS
+            || ch.channel.send_cell(circ_id, cmd, body).is_err()
+        {
+            return false;
+        }
+        *self.qdelay_sent += u64::from(matches!(cmd, ChanCmd::RELAY | ChanCmd::RELAY_EARLY));
+        if !self.dirty.contains(&c.id) {
+            self.dirty.push(c.id);
+        }
+        true
+    }
+}
+
+impl RelayNode {
+    /// A `CoreIo` whose cells may go straight into this shard's channel queues
+    /// ([`DirectSink`]); only where no channel is borrowed (not inside a channel's read).
+    pub(super) fn with_direct_io<T>(
+        &mut self,
+        now: Instant,
+        out: &mut impl ShardIo<RelayMsg>,
+        f: impl FnOnce(&mut Core, &mut CoreIo<'_>) -> T,
+    ) -> T {
+        // Once per flush (the buffer is empty in steady state).
+        let cells_waiting = self
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SendCell { .. }));
+        let others_waiting = self
+            .actions
+            .iter()
+            .any(|a| !matches!(a, Action::SendCell { .. }));
+        let mut sink = DirectSink {
+            actions: &mut self.actions,
+            cells_waiting,
+            others_waiting,
+            streams: &self.streams,
+            out,
+            conns: &mut self.conns,
+            shard: self.shard,
+            dirty: &mut self.dirty,
+            qdelay_sent: &mut self.qdelay.sent,
+        };
+        let mut io = CoreIo::new(now, &mut self.core_rng, &mut sink);
+        f(&mut self.core, &mut io)
     }
 }
 
@@ -221,9 +371,9 @@ impl RelayNode {
         let _ = ch
             .channel
             .handle_input(data, wall, &mut self.chan_rng, &mut sink);
-        // The read's RELAY cells, crypted together and handled in arrival order.
-        let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-        self.core.flush_relay_cells(&mut io);
+        // The read's RELAY cells, crypted together and handled in arrival order; the cells
+        // they forward go straight into our channels' queues where they can.
+        self.with_direct_io(now, out, |core, io| core.flush_relay_cells(io));
         self.deliver_cross_in(conn, out);
         self.channel_events(conn, now, out);
         self.route_answers(conn, now, out);
@@ -370,30 +520,40 @@ impl RelayNode {
                             break;
                         }
                     }
-                    let pending = ch.channel.pending_output();
-                    if pending.is_empty() {
-                        break;
-                    }
-                    let len = pending.len();
-                    match out.send_partial(id, pending) {
-                        Ok(n) => {
-                            ch.channel.consume_output(n);
-                            // Bytes written: the channel is active (C
-                            // `connection_or_flushed_some`).
-                            if let (true, Some(p)) = (n > 0, ch.padding.as_mut()) {
-                                p.on_written(now);
-                            }
-                            if n < len {
-                                break;
-                            }
-                        }
+                    // TLS records straight into the socket's send buffers (no copy through
+                    // the channel's own TLS buffer: the copy map), then whatever did not fit
+                    // through that buffer.
+                    let chan = &mut ch.channel;
+                    let mut sent = match out.send_with(id, &mut |buf| chan.write_output_into(buf)) {
+                        Ok(n) => n,
                         Err(OutboxError::NotOpen) => {
                             c.closing = true;
                             break;
                         }
-                        Err(_) => break,
+                        Err(_) => 0,
+                    };
+                    let mut short = false;
+                    let pending = ch.channel.pending_output();
+                    if !pending.is_empty() {
+                        let len = pending.len();
+                        match out.send_partial(id, pending) {
+                            Ok(n) => {
+                                ch.channel.consume_output(n);
+                                sent += n;
+                                short = n < len;
+                            }
+                            Err(OutboxError::NotOpen) => {
+                                c.closing = true;
+                                break;
+                            }
+                            Err(_) => short = true,
+                        }
                     }
-                    if ch.overflow.is_empty() {
+                    // Bytes written: the channel is active (C `connection_or_flushed_some`).
+                    if let (true, Some(p)) = (sent > 0, ch.padding.as_mut()) {
+                        p.on_written(now);
+                    }
+                    if short || sent == 0 || ch.overflow.is_empty() {
                         break;
                     }
                 }

@@ -366,8 +366,9 @@ impl RelayNode {
             }
             return;
         }
-        let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-        match self.core.stream_data(stream, data, &mut io) {
+        // No channel is being read: a stage that fills here goes straight into the channels'
+        // queues (`channel.rs` DirectSink).
+        match self.with_direct_io(now, out, |core, io| core.stream_data(stream, data, io)) {
             Ok(n) if n < data.len() => {
                 if let Some(Conn {
                     kind: Kind::Stream(s),

@@ -227,6 +227,7 @@ impl<M> ShardIo<M> for FakeShard<M> {
             self.ops.push(Op::Refused { conn });
             return Err(OutboxError::Full);
         }
+        crate::util::copies::note(crate::util::copies::CopySite::SendPool, data.len());
         c.pending.extend_from_slice(data);
         self.ops.push(Op::Send {
             conn,
@@ -241,6 +242,8 @@ impl<M> ShardIo<M> for FakeShard<M> {
             return Err(OutboxError::NotOpen);
         }
         let n = data.len().min(c.bound.saturating_sub(c.pending.len()));
+        // The real shard copies into its send pool here (the copy map counts it).
+        crate::util::copies::note(crate::util::copies::CopySite::SendPool, n);
         c.pending.extend_from_slice(&data[..n]);
         let short = n < data.len();
         if short {
@@ -253,6 +256,37 @@ impl<M> ShardIo<M> for FakeShard<M> {
             self.ops.push(Op::Refused { conn });
         }
         Ok(n)
+    }
+
+    fn send_with(
+        &mut self,
+        conn: ConnId,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<usize, OutboxError> {
+        let c = self.live_mut(conn)?;
+        if c.closing {
+            return Err(OutboxError::NotOpen);
+        }
+        // In send-pool-sized pieces, as the shard offers them.
+        let mut written = 0;
+        loop {
+            let room = c.bound.saturating_sub(c.pending.len()).min(16 * 1024);
+            if room == 0 {
+                break;
+            }
+            let start = c.pending.len();
+            c.pending.resize(start + room, 0);
+            let n = fill(&mut c.pending[start..]).min(room);
+            c.pending.truncate(start + n);
+            written += n;
+            if n < room {
+                break;
+            }
+        }
+        if written > 0 {
+            self.ops.push(Op::Send { conn, len: written });
+        }
+        Ok(written)
     }
 
     fn send_capacity(&self, conn: ConnId) -> usize {

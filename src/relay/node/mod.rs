@@ -87,11 +87,12 @@ use crate::proto::channel::{
     PeerIdentity,
 };
 use crate::proto::circuit::{
-    Action, CellBody, ChanId, ChanInfo, CircHandle, CircuitConfig, CoreIo, ExtendDone,
+    Action, ActionSink, CellBody, ChanId, ChanInfo, CircHandle, CircuitConfig, CoreIo, ExtendDone,
     ExtendTarget, NetworkView, NextHop, RelayCore, RelayIdentity, ShardIdx,
 };
 use crate::proto::stream::{ConnectError, StreamHandle};
 use crate::shard::{BwClass, CloseReason, ConnId, OutboxError, ShardId, ShardIo, WatchId};
+use crate::util::copies::{self, CopySite};
 
 use self::channel::{peer_for_log, NullSink};
 use self::dos::DosCheck;
@@ -532,6 +533,14 @@ impl RelayNode {
             }
             std::mem::swap(&mut batch, &mut self.actions);
             for a in batch.drain(..) {
+                // Moving a cell or bytes out of the buffer is a copy (the copy map).
+                match &a {
+                    Action::SendCell { .. } => copies::note(CopySite::ActionTake, CELL_BODY_LEN),
+                    Action::StreamWrite { data, .. } => {
+                        copies::note(CopySite::ActionTake, data.as_slice().len())
+                    }
+                    _ => {}
+                }
                 self.run_action(a, out);
             }
         }

@@ -139,8 +139,9 @@ impl RelayNode {
             if !self.core.has_staged() {
                 break;
             }
-            let mut io = CoreIo::new(out.now(), &mut self.core_rng, &mut self.actions);
-            self.core.flush_originated(&mut io);
+            // Straight into our channels' queues where it can (`channel.rs` DirectSink).
+            let now = out.now();
+            self.with_direct_io(now, out, |core, io| core.flush_originated(io));
             self.dispatch(out);
         }
     }

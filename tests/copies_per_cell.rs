@@ -1,0 +1,299 @@
+//! Copies and heap allocations per cell on the node's data path, in steady state, checked
+//! against the copy map (`docs/architecture.md`, "Copy map"): a middle circuit both ways and
+//! an exit stream both ways, on fake shards, in rounds of `CELLS` cells after a warm-up.
+//!
+//! * Copies: `fors::util::copies` counts the bytes copied at each site of the map on this
+//!   thread. A site's copies per cell is its bytes over the bytes of the cells that passed
+//!   (TLS and send-pool sites carry 514-byte cells plus record headers, so a rounding to the
+//!   nearest whole copy is taken); every site must match the map exactly, so an added copy
+//!   fails the test.
+//! * Allocations: a counting global allocator (per thread) around the node's own work. Our
+//!   code must allocate nothing per cell. rustls's buffered API allocates one buffer per TLS
+//!   record received, one per record sent, and resizes its receive buffer at most once per
+//!   `read_tls` (which reads at most 4 KiB): that is the bound asserted, per read of 64
+//!   cells (a cell allocation would add 64). `TRACE_ALLOC=1` prints where each allocation
+//!   came from.
+//!
+//! The peers' work (client layers, their TLS) is done outside the counted windows. Seeded;
+//! the seed is printed (`FORS_TEST_SEED` replays one).
+
+mod channel_support;
+mod copies_support;
+mod node_harness;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use copies_support::*;
+use fors::util::copies::{self, CopySite, ALL, SITES};
+use node_harness::seed;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+thread_local! {
+    /// `TRACE_ALLOC=1`: print a backtrace for every allocation in a counted window.
+    static TRACE: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count_alloc() {
+    // `try_with`: a thread being torn down has no counter (and is never measured).
+    let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
+    // Capturing and printing allocate too: the flag is off meanwhile.
+    if TRACE.with(|t| t.replace(false)) {
+        let bt = std::backtrace::Backtrace::force_capture();
+        eprintln!("ALLOC {bt}");
+        TRACE.with(|t| t.set(true));
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_alloc();
+        // SAFETY: forwards the caller's layout to the system allocator unchanged.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_alloc();
+        // SAFETY: as for `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_alloc();
+        // SAFETY: as for `dealloc`; the new size comes from the caller.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Cells per round: one full relay stage (`MAX_RELAY_IN`) per read.
+const CELLS: usize = 64;
+const WARMUP_ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
+
+/// What one counted window saw.
+#[derive(Default)]
+struct Window {
+    bytes: [u64; SITES],
+    allocs: u64,
+}
+
+fn counted(f: impl FnOnce()) -> Window {
+    let b0 = copies::snapshot();
+    let a0 = ALLOCS.with(Cell::get);
+    TRACE.with(|t| t.set(std::env::var("TRACE_ALLOC").is_ok()));
+    f();
+    TRACE.with(|t| t.set(false));
+    let a1 = ALLOCS.with(Cell::get);
+    let b1 = copies::snapshot();
+    let mut w = Window {
+        allocs: a1 - a0,
+        ..Window::default()
+    };
+    for i in 0..SITES {
+        w.bytes[i] = b1[i] - b0[i];
+    }
+    w
+}
+
+/// The copy map's rows: (site, copies per cell).
+type Map = &'static [(CopySite, u64)];
+
+/// Middle, either direction. The forwarded cell goes straight into the next channel's queue
+/// (no `Action`), and rustls writes its records straight into the send pool (`TlsOut`; no
+/// `SendPool` copy).
+const MIDDLE: Map = &[
+    (CopySite::TlsDeframe, 1),
+    (CopySite::TlsPlaintext, 1),
+    (CopySite::RelayStage, 1),
+    (CopySite::ChanQueue, 1),
+    (CopySite::TlsRecord, 1),
+    (CopySite::TlsOut, 1),
+];
+
+/// Exit, DATA from the exit socket to the client: encoded in its stage slot, then as the
+/// middle's send side.
+const DOWNLOAD: Map = &[
+    (CopySite::ExitEncode, 1),
+    (CopySite::ChanQueue, 1),
+    (CopySite::TlsRecord, 1),
+    (CopySite::TlsOut, 1),
+];
+
+/// Exit, a client's DATA cell to the exit socket: its bytes go straight from the stage to
+/// the socket's send buffer (no `Action::StreamWrite`).
+const UPLOAD: Map = &[
+    (CopySite::TlsDeframe, 1),
+    (CopySite::TlsPlaintext, 1),
+    (CopySite::RelayStage, 1),
+    (CopySite::SendPool, 1),
+];
+
+/// What rustls's buffered API may allocate for one read: a plaintext buffer per record in,
+/// a record buffer per record out, a receive-buffer resize per 4 KiB `read_tls`.
+fn rustls_allocs(tls_in: &[u8], tls_out: &[u8]) -> u64 {
+    (tls_records(tls_in) + tls_records(tls_out) + tls_in.len().div_ceil(4096)) as u64
+}
+
+/// Checks one path's windows against its map row; returns the copies per cell.
+fn check(path: &str, map: Map, windows: &[Window], cells: u64, cell_bytes: u64) -> u64 {
+    let mut total = [0u64; SITES];
+    for w in windows {
+        for (t, b) in total.iter_mut().zip(w.bytes.iter()) {
+            *t += b;
+        }
+    }
+    let unit = cells * cell_bytes;
+    let mut sum = 0;
+    let mut line = String::new();
+    for site in ALL {
+        let bytes = total[site as usize];
+        // Nearest whole copy: TLS headers and partial cells move a site by a few percent.
+        let per_cell = (bytes + unit / 2) / unit;
+        let want = map.iter().find(|(s, _)| *s == site).map_or(0, |(_, n)| *n);
+        line += &format!(" {site:?}={:.3}", bytes as f64 / unit as f64);
+        assert_eq!(
+            per_cell,
+            want,
+            "{path}: {site:?} copied {bytes} bytes for {cells} cells ({:.3} per cell), the \
+             copy map says {want} per cell",
+            bytes as f64 / unit as f64
+        );
+        sum += per_cell;
+    }
+    println!("{path}: {sum} copies per cell;{line}");
+    sum
+}
+
+fn skip_unless_enabled() -> bool {
+    if copies::ENABLED {
+        return false;
+    }
+    println!("SKIPPED: copy counters are off (release build without the copy-count feature)");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "copy counters are off under CI"
+    );
+    true
+}
+
+#[test]
+fn middle_cells_copies_and_allocations() {
+    if skip_unless_enabled() {
+        return;
+    }
+    let s = seed("middle_cells_copies_and_allocations");
+    let mut m = Middle::new(s);
+    for forward in [true, false] {
+        let dir = if forward {
+            "middle forward"
+        } else {
+            "middle backward"
+        };
+        let mut windows = Vec::new();
+        let mut cells = 0;
+        for round in 0..WARMUP_ROUNDS + ROUNDS {
+            let input = if forward {
+                m.prepare_forward(CELLS)
+            } else {
+                m.prepare_backward(CELLS)
+            };
+            let w = counted(|| m.deliver(forward, &input));
+            let (output, got) = m.collect(forward);
+            assert_eq!(got, CELLS, "{dir}: every cell passes");
+            if round < WARMUP_ROUNDS {
+                continue;
+            }
+            let bound = rustls_allocs(&input, &output);
+            println!(
+                "{dir}: round {round}: {} allocations for {CELLS} cells (rustls's bound {bound})",
+                w.allocs
+            );
+            assert!(
+                w.allocs <= bound,
+                "{dir}: {} allocations for {CELLS} cells, more than rustls's {bound}: the node \
+                 allocates per cell",
+                w.allocs
+            );
+            cells += CELLS as u64;
+            windows.push(w);
+        }
+        check(dir, MIDDLE, &windows, cells, 509);
+    }
+}
+
+#[test]
+fn exit_download_copies_and_allocations() {
+    if skip_unless_enabled() {
+        return;
+    }
+    let s = seed("exit_download_copies_and_allocations");
+    let mut e = Exit::new(s);
+    let mut windows = Vec::new();
+    let mut cells = 0;
+    for round in 0..WARMUP_ROUNDS + ROUNDS {
+        let data = e.prepare_download(CELLS);
+        let w = counted(|| e.deliver_download(&data));
+        let (output, got, n) = e.collect_download();
+        assert!(got == data, "round {round}: the client gets the bytes");
+        if round < WARMUP_ROUNDS {
+            continue;
+        }
+        let bound = rustls_allocs(&[], &output);
+        println!(
+            "exit download: round {round}: {} allocations for {n} cells (rustls's bound {bound})",
+            w.allocs
+        );
+        assert!(
+            w.allocs <= bound,
+            "exit download: {} allocations for {n} cells, more than rustls's {bound}",
+            w.allocs
+        );
+        cells += n as u64;
+        windows.push(w);
+    }
+    check("exit download", DOWNLOAD, &windows, cells, 509);
+}
+
+#[test]
+fn exit_upload_copies_and_allocations() {
+    if skip_unless_enabled() {
+        return;
+    }
+    let s = seed("exit_upload_copies_and_allocations");
+    let mut e = Exit::new(s);
+    let mut windows = Vec::new();
+    let mut cells = 0;
+    for round in 0..WARMUP_ROUNDS + ROUNDS {
+        let (input, data) = e.prepare_upload(CELLS);
+        let w = counted(|| e.deliver_upload(&input));
+        let (got, to_client) = e.collect_upload();
+        assert!(got == data, "round {round}: the exit socket gets the bytes");
+        if round < WARMUP_ROUNDS {
+            continue;
+        }
+        // The node's SENDMEs to the client go out as TLS records too.
+        let bound = rustls_allocs(&input, &to_client);
+        println!(
+            "exit upload: round {round}: {} allocations for {CELLS} cells (rustls's bound {bound})",
+            w.allocs
+        );
+        assert!(
+            w.allocs <= bound,
+            "exit upload: {} allocations for {CELLS} cells, more than rustls's {bound}",
+            w.allocs
+        );
+        cells += CELLS as u64;
+        windows.push(w);
+    }
+    check("exit upload", UPLOAD, &windows, cells, 509);
+}
