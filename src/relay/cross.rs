@@ -287,6 +287,21 @@ pub struct CrossLink {
     pub full_events: u64,
 }
 
+/// Cells a link to one shard holds, ring slots and overflow together, before a charged
+/// message (a proxied relay cell, a spliced onion-service cell, a conflux cell) is refused
+/// and its circuit or set closed: the generic profile's 4,096-slot ring plus the
+/// 4,096-cell overflow the node always had.
+pub const CROSS_HEADROOM_CELLS: usize = 8192;
+
+/// The overflow bound for a link whose ring holds `ring` slots: at least `min_overflow`,
+/// and enough that ring and overflow together hold [`CROSS_HEADROOM_CELLS`]. With many
+/// shards each ring is smaller (`relay::shardcfg::cross_queue_capacity`), and the overflow
+/// makes up the difference, so a burst that fit before still fits; the overflow grows only
+/// when used and every relay cell in it is charged to the cell pool (`MaxMemInQueues`).
+pub fn overflow_cells_for(ring: usize, min_overflow: usize) -> usize {
+    min_overflow.max(CROSS_HEADROOM_CELLS.saturating_sub(ring))
+}
+
 impl CrossLink {
     pub fn new(max_cells: usize) -> Self {
         CrossLink {
@@ -689,5 +704,21 @@ mod tests {
         link.pump(&mut q, &mut unblock, &mut resume);
         assert_eq!(resume, vec![conn(5)]);
         assert_eq!(q.items.len(), 1);
+    }
+
+    #[test]
+    fn smaller_rings_get_a_larger_overflow() {
+        // The generic profile's ring with two shards: the overflow stays as it was.
+        assert_eq!(overflow_cells_for(4096, 4096), 4096);
+        // Rings lowered with the shard count (512 at 32 shards, 128 at 128+): ring and
+        // overflow together still hold the headroom.
+        for ring in [2048, 512, 256, 128] {
+            let o = overflow_cells_for(ring, 4096);
+            assert_eq!(ring + o, CROSS_HEADROOM_CELLS, "{ring}");
+        }
+        // A large profile's ring: never below the node's minimum.
+        assert_eq!(overflow_cells_for(16384, 4096), 4096);
+        // No queue (the link to ourselves): the bound is still finite.
+        assert_eq!(overflow_cells_for(0, 4096), CROSS_HEADROOM_CELLS);
     }
 }

@@ -615,8 +615,13 @@ impl RelayNode {
     pub fn on_start(&mut self, out: &mut impl ShardIo<RelayMsg>) {
         self.shards = out.shard_count().max(1);
         self.core.set_shard_count(self.shards);
+        // Each link's overflow makes up for a ring lowered with the shard count
+        // (`relay::cross::overflow_cells_for`).
         self.links = (0..self.shards)
-            .map(|_| CrossLink::new(CROSS_OVERFLOW_CELLS))
+            .map(|to| {
+                let ring = out.cross_space(ShardId(to)).1;
+                CrossLink::new(cross::overflow_cells_for(ring, CROSS_OVERFLOW_CELLS))
+            })
             .collect();
         if let Some(dns) = &self.dns {
             if let Err(e) = dns.watch(out) {
