@@ -119,6 +119,22 @@ impl HsRelay {
         }
     }
 
+    /// Gives back the slots at and above `slots` after the circuit table released its
+    /// top chunks (`RelayCore::trim_memory`; no live circuit is there, and a slot is
+    /// rewritten when a circuit takes it) — all but those up to the last that still keeps
+    /// a `closed_joining` record for a `RendJoined` on its way.
+    pub(super) fn uncover(&mut self, slots: usize) {
+        let Some(tail) = self.slots.get(slots..) else {
+            return;
+        };
+        let keep = tail
+            .iter()
+            .rposition(|s| s.closed_joining.is_some())
+            .map_or(slots, |p| slots + p + 1);
+        self.slots.truncate(keep);
+        self.slots.shrink_to(keep);
+    }
+
     fn slot(&mut self, idx: u32) -> &mut HsSlot {
         &mut self.slots[idx as usize]
     }
