@@ -115,6 +115,7 @@ impl RelayNode {
             self.next_idle_check = Some(now + IDLE_CHECK_INTERVAL);
             self.close_idle_channels(now);
             self.decide_padding(now);
+            self.housekeep_memory(now);
             // At most one line a second: which rule the circuits closed since broke (debug,
             // as Fors logs peers' protocol violations; no address, no circuit ID).
             if let Some((why, n)) = self.core.take_protocol_violations() {
