@@ -98,6 +98,10 @@ impl<T, const CHUNK: usize> ChunkSlab<T, CHUNK> {
         self.allocated - self.free.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Slots allocated (live or free); valid indices are below this.
     pub fn allocated(&self) -> usize {
         self.allocated
