@@ -95,6 +95,16 @@ exported_fields! {
             Gauge false "Most cells ever held in circuit and stream queues at once.",
         cell_buffers_reserved => "fors_relay_cell_buffers_reserved" [""]
             Gauge true "Cell buffers held from the relay-wide MaxMemInQueues budget (in use or free in a shard's chunks).",
+        circuit_slots_allocated => "fors_relay_table_slots_allocated" ["table=\"circuits\""]
+            Gauge true "Slots a shard's table has allocated now, live or free (they grow in chunks with load and go back after a peak).",
+        stream_slots_allocated => "fors_relay_table_slots_allocated" ["table=\"streams\""]
+            Gauge true "",
+        circuit_chunks_released => "fors_relay_table_chunks_released_total" ["table=\"circuits\""]
+            Counter true "Chunks of table slots or cell buffers given back after a peak (empty chunks at a table's top; the cell pool's free chunks).",
+        stream_chunks_released => "fors_relay_table_chunks_released_total" ["table=\"streams\""]
+            Counter true "",
+        cell_chunks_released => "fors_relay_table_chunks_released_total" ["table=\"cells\""]
+            Counter true "",
         queue_overflow_kills => "fors_relay_circuits_killed_total" ["reason=\"queue_overflow\""]
             Counter true "Circuits closed by a bound: their queue overflowed, the memory cap (MaxMemInQueues), or a protocol violation.",
         oom_kills => "fors_relay_circuits_killed_total" ["reason=\"oom\""]

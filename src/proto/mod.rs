@@ -11,4 +11,5 @@ pub mod circuit;
 pub mod conflux;
 pub mod flow;
 pub mod hs;
+pub mod slab;
 pub mod stream;

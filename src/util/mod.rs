@@ -4,3 +4,4 @@
 
 pub mod copies;
 pub mod hex;
+pub mod spare;

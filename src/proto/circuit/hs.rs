@@ -119,6 +119,22 @@ impl HsRelay {
         }
     }
 
+    /// Gives back the slots at and above `slots` after the circuit table released its
+    /// top chunks (`RelayCore::trim_memory`; no live circuit is there, and a slot is
+    /// rewritten when a circuit takes it) — all but those up to the last that still keeps
+    /// a `closed_joining` record for a `RendJoined` on its way.
+    pub(super) fn uncover(&mut self, slots: usize) {
+        let Some(tail) = self.slots.get(slots..) else {
+            return;
+        };
+        let keep = tail
+            .iter()
+            .rposition(|s| s.closed_joining.is_some())
+            .map_or(slots, |p| slots + p + 1);
+        self.slots.truncate(keep);
+        self.slots.shrink_to(keep);
+    }
+
     fn slot(&mut self, idx: u32) -> &mut HsSlot {
         &mut self.slots[idx as usize]
     }
@@ -914,7 +930,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_follow_the_circuit_table_and_never_shrink() {
+    fn slots_follow_the_circuit_table_as_it_grows() {
         let chunk = super::super::table::SLOT_CHUNK;
         let mut hs = HsRelay::new(5 * chunk);
         // What the circuit table starts with, not its bound.
@@ -928,5 +944,24 @@ mod tests {
         assert_eq!(hs.slots[2 * chunk - 1].kh, [7; 20]);
         // A bound below one chunk is allocated whole.
         assert_eq!(HsRelay::new(3).slots.len(), 3);
+    }
+
+    /// After the circuit table released its top chunks, the slots above go too, except up
+    /// to the last one still holding a `closed_joining` record.
+    #[test]
+    fn uncover_follows_a_table_trim_but_keeps_closed_joining_records() {
+        let chunk = super::super::table::SLOT_CHUNK;
+        let mut hs = HsRelay::new(5 * chunk);
+        hs.cover(4 * chunk);
+        hs.slot(3 * chunk as u32 + 7).closed_joining =
+            Some((CircHandle { idx: 0, gen: 1 }, DestroyReason::Finished));
+        hs.uncover(chunk);
+        assert_eq!(hs.slots.len(), 3 * chunk + 8);
+        hs.slot(3 * chunk as u32 + 7).closed_joining = None;
+        hs.uncover(chunk);
+        assert_eq!(hs.slots.len(), chunk);
+        assert!(hs.slots.capacity() < 2 * chunk);
+        hs.uncover(2 * chunk);
+        assert_eq!(hs.slots.len(), chunk);
     }
 }

@@ -81,6 +81,13 @@ pub struct CircuitMetrics {
     /// Cell buffers this shard holds from the relay-wide budget (in use or free in its
     /// chunks); the sum over shards is what counts against `MaxMemInQueues`.
     pub cell_buffers_reserved: u64,
+    /// Circuit-table and stream-table slots allocated now (live or free), and the chunks
+    /// of them, and of the cell pool, given back after a peak (`proto::slab`, `pool.rs`).
+    pub circuit_slots_allocated: u64,
+    pub stream_slots_allocated: u64,
+    pub circuit_chunks_released: u64,
+    pub stream_chunks_released: u64,
+    pub cell_chunks_released: u64,
     /// Circuits closed because their queue exceeded its bound.
     pub queue_overflow_kills: u64,
     /// Circuits closed by the memory cap (MaxMemInQueues), oldest queued cell first.

@@ -195,6 +195,8 @@ pub struct CellPool {
     /// Between `set_clock` and `stop_clock`: popped cells are timed into `delay`.
     timing: bool,
     delay: QueueDelayCounts,
+    /// Chunks given back so far (by `take` or `trim`): a metric.
+    released: u64,
 }
 
 /// A FIFO of cells in a [`CellPool`]. Only the pool that filled it may drain it.
@@ -242,6 +244,7 @@ impl CellPool {
             clock_ms: 0,
             timing: false,
             delay: QueueDelayCounts::default(),
+            released: 0,
         }
     }
 
@@ -489,11 +492,18 @@ impl CellPool {
             self.reserved -= n;
             self.budget.release(n as u64);
             self.vacant.push(id as u32);
+            self.released += 1;
         }
     }
 
+    /// Chunks given back so far (when drained, or by [`CellPool::trim`]).
+    pub fn chunks_released(&self) -> u64 {
+        self.released
+    }
+
     /// Gives wholly free chunks back to the budget (after the OOM handler freed cells, so
-    /// other shards can use them), keeping a chunk's worth of free buffers as `pop` does.
+    /// other shards can use them, and from the shard's once-a-second housekeeping:
+    /// `RelayCore::trim_memory`), keeping a chunk's worth of free buffers as `pop` does.
     /// Returns the buffers given back.
     pub fn trim(&mut self) -> usize {
         let before = self.reserved;

@@ -1,7 +1,8 @@
 //! Circuit slots and the index from (channel, circuit ID) to a slot. The index is sized at
 //! construction; the slots grow in chunks of [`SLOT_CHUNK`] up to the table's bound as
-//! circuits arrive and are never given back (issue #13: a slot is about a kilobyte, so
-//! touching the whole bound at start-up cost an idle shard ~70 MB at 65,536 circuits).
+//! circuits arrive (issue #13: a slot is about a kilobyte, so touching the whole bound at
+//! start-up cost an idle shard ~70 MB at 65,536 circuits), and empty chunks at the top go
+//! back after a peak (issue #15; `proto::slab`).
 
 use std::collections::HashMap;
 
@@ -10,6 +11,7 @@ use crate::cell::CircId;
 use crate::proto::flow::{CongestionControl, SendmeRandomness, SendmeTags, Windows};
 
 use super::pool::CellQueue;
+use crate::proto::slab::ChunkSlab;
 
 /// A circuit as the shard knows it: slot index plus generation, so a stale handle (kept by
 /// the shard across an extend or a DNS lookup) never reaches a reused slot.
@@ -76,11 +78,6 @@ pub(super) struct Circuit<C> {
     pub pad: super::padding::PadState,
 }
 
-struct Slot<C> {
-    gen: u32,
-    circ: Option<Circuit<C>>,
-}
-
 /// Which side of a circuit a (channel, circuit ID) pair names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Side {
@@ -93,60 +90,24 @@ pub(super) enum Side {
 pub(super) const SLOT_CHUNK: usize = 1024;
 
 pub(super) struct CircuitTable<C> {
-    /// Chunks of [`SLOT_CHUNK`] slots (the last one may be shorter, at `max`).
-    chunks: Vec<Box<[Slot<C>]>>,
-    /// Slots allocated: the sum of the chunks' lengths.
-    allocated: usize,
-    /// The table's bound.
-    max: usize,
-    free: Vec<u32>,
+    /// The slots: grown in chunks up to the bound, lowest free slot first, empty top chunks
+    /// given back by [`CircuitTable::trim`] (`proto::slab`).
+    slots: ChunkSlab<Circuit<C>, SLOT_CHUNK>,
     index: HashMap<(ChanId, CircId), (u32, Side)>,
 }
 
 impl<C> CircuitTable<C> {
     pub fn new(max: usize) -> Self {
-        let max = max.min(u32::MAX as usize - 1);
-        let mut t = CircuitTable {
-            chunks: Vec::with_capacity(max.div_ceil(SLOT_CHUNK)),
-            allocated: 0,
-            max,
-            free: Vec::new(),
+        let slots = ChunkSlab::new(max);
+        CircuitTable {
             // Each circuit has at most two keys. Its buckets are not touched until used.
-            index: HashMap::with_capacity(2 * max),
-        };
-        // One chunk at start-up, so the first circuits allocate nothing.
-        t.grow();
-        t
-    }
-
-    /// Adds a chunk of free slots; false at the bound.
-    fn grow(&mut self) -> bool {
-        let n = SLOT_CHUNK.min(self.max - self.allocated);
-        if n == 0 {
-            return false;
+            index: HashMap::with_capacity(2 * slots.max()),
+            slots,
         }
-        let first = self.allocated as u32;
-        self.chunks
-            .push((0..n).map(|_| Slot { gen: 0, circ: None }).collect());
-        self.allocated += n;
-        // Lowest index first, as before the table grew.
-        self.free.reserve(n);
-        self.free.extend((first..first + n as u32).rev());
-        true
-    }
-
-    fn slot(&self, idx: u32) -> Option<&Slot<C>> {
-        let i = idx as usize;
-        self.chunks.get(i / SLOT_CHUNK)?.get(i % SLOT_CHUNK)
-    }
-
-    fn slot_mut(&mut self, idx: u32) -> Option<&mut Slot<C>> {
-        let i = idx as usize;
-        self.chunks.get_mut(i / SLOT_CHUNK)?.get_mut(i % SLOT_CHUNK)
     }
 
     pub fn len(&self) -> usize {
-        self.allocated - self.free.len()
+        self.slots.len()
     }
 
     pub fn lookup(&self, chan: ChanId, id: CircId) -> Option<(u32, Side)> {
@@ -159,16 +120,10 @@ impl<C> CircuitTable<C> {
 
     /// Adds a circuit keyed by its previous hop; `None` if the table is full.
     pub fn insert(&mut self, c: Circuit<C>) -> Option<CircHandle> {
-        if self.free.is_empty() && !self.grow() {
-            return None;
-        }
-        let idx = self.free.pop()?;
-        self.index
-            .insert((c.prev_chan, c.prev_circ_id), (idx, Side::Prev));
-        let s = self.slot_mut(idx)?;
-        s.gen = s.gen.wrapping_add(1);
-        s.circ = Some(c);
-        Some(CircHandle { idx, gen: s.gen })
+        let key = (c.prev_chan, c.prev_circ_id);
+        let (idx, gen) = self.slots.insert(c)?;
+        self.index.insert(key, (idx, Side::Prev));
+        Some(CircHandle { idx, gen })
     }
 
     pub fn set_next_key(&mut self, idx: u32, chan: ChanId, id: CircId) {
@@ -182,91 +137,91 @@ impl<C> CircuitTable<C> {
     pub fn handle(&self, idx: u32) -> CircHandle {
         CircHandle {
             idx,
-            gen: self.slot(idx).map_or(0, |s| s.gen),
+            gen: self.slots.gen(idx).unwrap_or(0),
         }
     }
 
     pub fn resolve(&self, h: CircHandle) -> Option<u32> {
-        let s = self.slot(h.idx)?;
-        (s.gen == h.gen && s.circ.is_some()).then_some(h.idx)
+        self.slots.get_checked(h.idx, h.gen).map(|_| h.idx)
     }
 
     pub fn get(&self, idx: u32) -> Option<&Circuit<C>> {
-        self.slot(idx)?.circ.as_ref()
+        self.slots.get(idx)
     }
 
     pub fn get_mut(&mut self, idx: u32) -> Option<&mut Circuit<C>> {
-        self.slot_mut(idx)?.circ.as_mut()
+        self.slots.get_mut(idx)
     }
 
     /// The circuits in slots `idx` at once (the CGO kernel crypts cells of several circuits
-    /// together); `None` if two indices are equal or a slot is empty. One walk over the
-    /// chunks in slot order, so no slot is lent twice.
+    /// together); `None` if two indices are equal or a slot is empty.
     pub fn get_disjoint_mut<const N: usize>(
         &mut self,
         idx: [u32; N],
     ) -> Option<[&mut Circuit<C>; N]> {
-        let mut order: [usize; N] = std::array::from_fn(|i| i);
-        order.sort_unstable_by_key(|&i| idx[i]);
-        if order.windows(2).any(|w| idx[w[0]] == idx[w[1]]) {
-            return None;
-        }
-        let mut out: [Option<&mut Circuit<C>>; N] = [const { None }; N];
-        let mut chunks = self.chunks.iter_mut();
-        // The next chunk `chunks` yields; the chunk `slots` walks and its next slot.
-        let mut next_chunk = 0;
-        let mut in_chunk = usize::MAX;
-        let mut slots: std::slice::IterMut<'_, Slot<C>> = Default::default();
-        let mut next_slot = 0;
-        for &o in &order {
-            let i = idx[o] as usize;
-            let (c, l) = (i / SLOT_CHUNK, i % SLOT_CHUNK);
-            if c != in_chunk {
-                // Ascending slots: `c` is past every chunk walked so far.
-                slots = chunks.nth(c - next_chunk)?.iter_mut();
-                next_chunk = c + 1;
-                in_chunk = c;
-                next_slot = 0;
-            }
-            out[o] = Some(slots.nth(l - next_slot)?.circ.as_mut()?);
-            next_slot = l + 1;
-        }
-        // `order` is a permutation of 0..N: every entry was set above.
-        Some(out.map(|c| c.expect("every index walked")))
+        self.slots.get_disjoint_mut(idx)
     }
 
     /// Removes the circuit and its index keys.
     pub fn remove(&mut self, idx: u32) -> Option<Circuit<C>> {
-        let c = self.slot_mut(idx)?.circ.take()?;
+        let c = self.slots.remove(idx)?;
         self.index.remove(&(c.prev_chan, c.prev_circ_id));
         if let Next::Open(h) = c.next {
             if self.index.get(&(h.chan, h.circ_id)) == Some(&(idx, Side::Next)) {
                 self.index.remove(&(h.chan, h.circ_id));
             }
         }
-        self.free.push(idx);
         Some(c)
     }
 
     /// Number of slots allocated (live or free); valid indices are below this.
     pub fn slot_count(&self) -> u32 {
-        self.allocated as u32
+        self.slots.allocated() as u32
     }
 
     /// Slot indices of live circuits (for rare whole-table walks: channel close, OOM).
     pub fn live(&self) -> impl Iterator<Item = u32> + '_ {
-        self.chunks
-            .iter()
-            .flat_map(|c| c.iter())
-            .enumerate()
-            .filter(|(_, s)| s.circ.is_some())
-            .map(|(i, _)| i as u32)
+        self.slots.live()
+    }
+
+    /// Gives empty slot chunks at the top back (one kept spare); the chunks released.
+    /// Called from the shard's once-a-second housekeeping, never per cell.
+    pub fn trim(&mut self) -> usize {
+        self.slots.trim()
+    }
+
+    /// Chunks [`CircuitTable::trim`] released so far.
+    pub fn chunks_released(&self) -> u64 {
+        self.slots.chunks_released()
+    }
+}
+
+impl<C: super::HopCrypto, N: super::NetworkView> super::RelayCore<C, N> {
+    /// Gives memory back after a peak (issues #13, #15): empty chunks at the top of the
+    /// circuit and stream tables (one spare kept each) and wholly free cell-pool chunks
+    /// (a chunk's worth of free buffers kept). Live slots never move, so handles stay
+    /// valid. For the shard's once-a-second housekeeping, never per cell; the work is
+    /// bounded by the tables' free lists.
+    pub fn trim_memory(&mut self) {
+        if self.table.trim() > 0 {
+            self.hs.uncover(self.table.slot_count() as usize);
+        }
+        self.streams.trim();
+        self.pool.trim();
+        self.pool.publish();
+        let m = &mut self.metrics;
+        m.circuit_slots_allocated = u64::from(self.table.slot_count());
+        m.stream_slots_allocated = self.streams.allocated() as u64;
+        m.circuit_chunks_released = self.table.chunks_released();
+        m.stream_chunks_released = self.streams.chunks_released();
+        m.cell_chunks_released = self.pool.chunks_released();
+        self.update_queue_metrics();
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use rand::SeedableRng;
+    use rand::{Rng, SeedableRng};
 
     use super::*;
 
@@ -369,6 +324,62 @@ mod tests {
             t.get_disjoint_mut([8]).map(|[c]| c.prev_circ_id),
             Some(CircId(8))
         );
+    }
+
+    /// Issue #15: after a peak the empty top chunks go back (one spare kept); circuits
+    /// left in the low chunks keep their slots, handles and index keys; handles of closed
+    /// circuits resolve nowhere, even once their chunk is allocated again.
+    #[test]
+    fn empty_top_chunks_are_released_after_a_peak() {
+        let seed = 0x5417_0015;
+        eprintln!("seed {seed}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let max = 6 * SLOT_CHUNK;
+        let mut t = CircuitTable::<()>::new(max);
+        let handles: Vec<_> = (0..max)
+            .map(|i| t.insert(circ(1, i as u32, &mut rng)).unwrap())
+            .collect();
+        assert_eq!(t.trim(), 0, "full: nothing to give back");
+        // Keep a random tenth of the first chunk, close everything else.
+        let keep: Vec<usize> = (0..SLOT_CHUNK).filter(|_| rng.gen_bool(0.1)).collect();
+        for (i, h) in handles.iter().enumerate() {
+            if !keep.contains(&i) {
+                assert!(t.remove(h.idx).is_some());
+            }
+        }
+        assert_eq!(
+            t.trim(),
+            4,
+            "chunks 2..=5 released, chunk 1 kept as the spare"
+        );
+        assert_eq!(t.slot_count() as usize, 2 * SLOT_CHUNK);
+        assert_eq!((t.len(), t.chunks_released()), (keep.len(), 4));
+        assert_eq!(t.trim(), 0);
+        for &i in &keep {
+            assert_eq!(t.resolve(handles[i]), Some(i as u32));
+            assert_eq!(
+                t.lookup(ChanId(1), CircId(i as u32)),
+                Some((i as u32, Side::Prev))
+            );
+        }
+        assert_eq!(t.live().count(), keep.len());
+        // New circuits fill the lowest free slots; past the spare the table grows again,
+        // and no handle from before the release matches a new circuit.
+        let again: Vec<_> = (0..max - keep.len())
+            .map(|i| t.insert(circ(2, i as u32, &mut rng)).unwrap())
+            .collect();
+        assert_eq!(t.slot_count() as usize, max);
+        for h in &again {
+            assert!(
+                !handles.contains(h),
+                "stale handle {h:?} matches a new circuit"
+            );
+        }
+        for (i, h) in handles.iter().enumerate() {
+            if !keep.contains(&i) {
+                assert_eq!(t.resolve(*h), None);
+            }
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use crate::cell::relay::msg::{BeginFlags, EndReason};
 use crate::proto::circuit::CellQueue;
 use crate::proto::flow::{StreamFlow, Windows};
+use crate::proto::slab::ChunkSlab;
 
 /// A stream as the shard knows it: an index into the stream table plus a generation, so a
 /// handle kept after the stream closed is recognised as stale rather than hitting a reused
@@ -69,11 +70,6 @@ pub struct Stream {
     pub next_in_circ: u32,
 }
 
-struct Entry {
-    gen: u32,
-    stream: Option<Stream>,
-}
-
 /// Why a stream could not be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum StreamTableError {
@@ -89,67 +85,25 @@ pub const STREAM_CHUNK: usize = 1024;
 
 /// The shard's exit streams: a slab bounded at construction plus an index by
 /// (circuit slot, stream id). The index is sized at construction; the slab grows in chunks
-/// of [`STREAM_CHUNK`] up to its bound and keeps them (issue #13: the whole bound, 65,536
-/// slots of ~180 bytes, cost an idle shard ~12 MB).
+/// of [`STREAM_CHUNK`] up to its bound (issue #13: the whole bound, 65,536 slots of ~180
+/// bytes, cost an idle shard ~12 MB) and gives empty top chunks back after a peak
+/// (`proto::slab`).
 pub struct StreamTable {
-    /// Chunks of [`STREAM_CHUNK`] entries (the last one may be shorter, at `max`).
-    chunks: Vec<Box<[Entry]>>,
-    allocated: usize,
-    max: usize,
-    free: Vec<u32>,
+    slots: ChunkSlab<Stream, STREAM_CHUNK>,
     by_id: HashMap<(u32, u16), u32>,
 }
 
 impl StreamTable {
     pub fn new(max_streams: usize) -> Self {
-        let max = max_streams.min(u32::MAX as usize - 1);
-        let mut t = StreamTable {
-            chunks: Vec::with_capacity(max.div_ceil(STREAM_CHUNK)),
-            allocated: 0,
-            max,
-            free: Vec::new(),
-            by_id: HashMap::with_capacity(max),
-        };
-        t.grow();
-        t
-    }
-
-    /// Adds a chunk of free entries; false at the bound.
-    fn grow(&mut self) -> bool {
-        let n = STREAM_CHUNK.min(self.max - self.allocated);
-        if n == 0 {
-            return false;
+        let slots = ChunkSlab::new(max_streams);
+        StreamTable {
+            by_id: HashMap::with_capacity(slots.max()),
+            slots,
         }
-        let first = self.allocated as u32;
-        self.chunks.push(
-            (0..n)
-                .map(|_| Entry {
-                    gen: 0,
-                    stream: None,
-                })
-                .collect(),
-        );
-        self.allocated += n;
-        // Lowest index first.
-        self.free.reserve(n);
-        self.free.extend((first..first + n as u32).rev());
-        true
-    }
-
-    fn entry(&self, idx: u32) -> Option<&Entry> {
-        let i = idx as usize;
-        self.chunks.get(i / STREAM_CHUNK)?.get(i % STREAM_CHUNK)
-    }
-
-    fn entry_mut(&mut self, idx: u32) -> Option<&mut Entry> {
-        let i = idx as usize;
-        self.chunks
-            .get_mut(i / STREAM_CHUNK)?
-            .get_mut(i % STREAM_CHUNK)
     }
 
     pub fn len(&self) -> usize {
-        self.allocated - self.free.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -158,7 +112,12 @@ impl StreamTable {
 
     /// The bound (entries are allocated up to it as streams arrive).
     pub fn capacity(&self) -> usize {
-        self.max
+        self.slots.max()
+    }
+
+    /// Entries allocated now (live or free).
+    pub fn allocated(&self) -> usize {
+        self.slots.allocated()
     }
 
     pub fn insert(&mut self, s: Stream) -> Result<StreamHandle, StreamTableError> {
@@ -166,14 +125,7 @@ impl StreamTable {
         if self.by_id.contains_key(&key) {
             return Err(StreamTableError::Duplicate);
         }
-        if self.free.is_empty() && !self.grow() {
-            return Err(StreamTableError::Full);
-        }
-        let idx = self.free.pop().ok_or(StreamTableError::Full)?;
-        let e = self.entry_mut(idx).ok_or(StreamTableError::Full)?;
-        e.gen = e.gen.wrapping_add(1);
-        e.stream = Some(s);
-        let gen = e.gen;
+        let (idx, gen) = self.slots.insert(s).ok_or(StreamTableError::Full)?;
         self.by_id.insert(key, idx);
         Ok(StreamHandle { idx, gen })
     }
@@ -182,30 +134,25 @@ impl StreamTable {
         let idx = *self.by_id.get(&(circ, stream_id))?;
         Some(StreamHandle {
             idx,
-            gen: self.entry(idx)?.gen,
+            gen: self.slots.gen(idx)?,
         })
     }
 
     pub fn get(&self, h: StreamHandle) -> Option<&Stream> {
-        let e = self.entry(h.idx)?;
-        if e.gen != h.gen {
-            return None;
-        }
-        e.stream.as_ref()
+        self.slots.get_checked(h.idx, h.gen)
     }
 
     pub fn get_mut(&mut self, h: StreamHandle) -> Option<&mut Stream> {
-        let e = self.entry_mut(h.idx)?;
-        if e.gen != h.gen {
-            return None;
-        }
-        e.stream.as_mut()
+        self.slots.get_checked_mut(h.idx, h.gen)
     }
 
     /// The live handle for slot `idx` (for walking a circuit's stream list).
     pub fn handle_at(&self, idx: u32) -> Option<StreamHandle> {
-        let e = self.entry(idx)?;
-        e.stream.as_ref().map(|_| StreamHandle { idx, gen: e.gen })
+        self.slots.get(idx)?;
+        Some(StreamHandle {
+            idx,
+            gen: self.slots.gen(idx)?,
+        })
     }
 
     /// Moves stream `h` to circuit slot `circ`, keeping its handle (the streams of a conflux
@@ -224,21 +171,28 @@ impl StreamTable {
         }
         self.by_id.remove(&old);
         self.by_id.insert(new, h.idx);
-        if let Some(s) = self.entry_mut(h.idx).and_then(|e| e.stream.as_mut()) {
+        if let Some(s) = self.slots.get_mut(h.idx) {
             s.circ = circ;
         }
         true
     }
 
     pub fn remove(&mut self, h: StreamHandle) -> Option<Stream> {
-        let e = self.entry_mut(h.idx)?;
-        if e.gen != h.gen {
-            return None;
-        }
-        let s = e.stream.take()?;
+        self.slots.get_checked(h.idx, h.gen)?;
+        let s = self.slots.remove(h.idx)?;
         self.by_id.remove(&(s.circ, s.stream_id));
-        self.free.push(h.idx);
         Some(s)
+    }
+
+    /// Gives empty chunks at the top back (one kept spare); the chunks released. Called
+    /// from the shard's once-a-second housekeeping, never per cell.
+    pub fn trim(&mut self) -> usize {
+        self.slots.trim()
+    }
+
+    /// Chunks [`StreamTable::trim`] released so far.
+    pub fn chunks_released(&self) -> u64 {
+        self.slots.chunks_released()
     }
 }
 
@@ -328,11 +282,11 @@ mod tests {
     fn table_grows_in_chunks_up_to_its_bound() {
         let max = STREAM_CHUNK + 2;
         let mut t = StreamTable::new(max);
-        assert_eq!((t.allocated, t.capacity()), (STREAM_CHUNK, max));
+        assert_eq!((t.allocated(), t.capacity()), (STREAM_CHUNK, max));
         let hs: Vec<_> = (0..max)
             .map(|i| t.insert(stream(i as u32, 1)).unwrap())
             .collect();
-        assert_eq!(t.allocated, max);
+        assert_eq!(t.allocated(), max);
         assert_eq!(hs[STREAM_CHUNK + 1].idx as usize, STREAM_CHUNK + 1);
         assert_eq!(
             t.insert(stream(9999, 1)).unwrap_err(),
@@ -346,6 +300,36 @@ mod tests {
         assert!(t.remove(hs[STREAM_CHUNK + 1]).is_some());
         assert_eq!(t.len(), max - 1);
         assert!(t.handle_at(max as u32).is_none());
+    }
+
+    /// Issue #15: the empty top chunks of the slab go back after a peak (one spare kept);
+    /// a stream left low keeps its handle and index entry; stale handles stay stale.
+    #[test]
+    fn empty_top_chunks_are_released_after_a_peak() {
+        let max = 4 * STREAM_CHUNK;
+        let mut t = StreamTable::new(max);
+        let hs: Vec<_> = (0..max)
+            .map(|i| t.insert(stream(i as u32, 1)).unwrap())
+            .collect();
+        for h in &hs[1..] {
+            assert!(t.remove(*h).is_some());
+        }
+        assert_eq!(t.trim(), 2);
+        assert_eq!(
+            (t.allocated(), t.len(), t.chunks_released()),
+            (2 * STREAM_CHUNK, 1, 2)
+        );
+        assert_eq!(t.get(hs[0]).unwrap().circ, 0);
+        assert_eq!(t.find(0, 1), Some(hs[0]));
+        let again: Vec<_> = (1..max)
+            .map(|i| t.insert(stream(i as u32, 2)).unwrap())
+            .collect();
+        assert_eq!(t.allocated(), max);
+        for (old, new) in hs[1..].iter().zip(&again) {
+            assert_eq!(old.idx, new.idx);
+            assert_ne!(old, new);
+            assert!(t.get(*old).is_none() && t.remove(*old).is_none());
+        }
     }
 
     #[test]

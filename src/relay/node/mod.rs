@@ -57,6 +57,7 @@ mod exit;
 mod extend;
 #[doc(hidden)]
 pub mod fake;
+mod memory;
 mod protowarn;
 mod proxy;
 mod timers;
@@ -312,6 +313,8 @@ pub struct RelayNode {
     orconn_resync: Option<(u32, usize, u32)>,
     /// The last resync round this shard completed (0: none).
     orconn_done: u32,
+    /// Spare-capacity watches of the node's buffers (`memory.rs`).
+    spare: memory::NodeSpare,
 }
 
 impl RelayNode {
@@ -399,6 +402,7 @@ impl RelayNode {
             pool_delay_seen: Default::default(),
             orconn_resync: None,
             orconn_done: 0,
+            spare: Default::default(),
         }
     }
 

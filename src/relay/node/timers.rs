@@ -116,6 +116,7 @@ impl RelayNode {
             self.next_idle_check = Some(now + IDLE_CHECK_INTERVAL);
             self.close_idle_channels(now);
             self.decide_padding(now);
+            self.housekeep_memory(now);
             // At most one line a second for peers' protocol violations, at C tor's
             // protocol-warning severity (`ProtocolWarnings`; no address, no circuit ID).
             let circuits = self.core.take_protocol_violations();

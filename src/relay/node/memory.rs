@@ -1,0 +1,56 @@
+//! Giving memory back after a peak (issues #13 and #15), once a second from the idle check
+//! (`timers.rs`): the circuit core trims its tables and cell pool
+//! (`RelayCore::trim_memory`), and the node's own buffers that kept the capacity of a
+//! burst (100k circuits closing at once leave `actions` holding 100k actions' room) are
+//! shrunk once they have stayed 4× over their use for 10 s (`util::spare`).
+
+use std::time::Instant;
+
+use super::{log_debug, RelayNode, ACTION_BUF_CAPACITY};
+use crate::util::spare::SpareWatch;
+
+/// One watch per buffer [`RelayNode::housekeep_memory`] looks at.
+#[derive(Debug, Default)]
+pub(super) struct NodeSpare {
+    w: [SpareWatch; 16],
+    /// Buffers shrunk so far (logged at debug level when it changes).
+    pub shrunk: u64,
+}
+
+impl RelayNode {
+    /// The node's once-a-second memory housekeeping.
+    pub(super) fn housekeep_memory(&mut self, now: Instant) {
+        self.core.trim_memory();
+        let w = &mut self.spare.w;
+        // Floors: the capacities `RelayNode::new` gives them.
+        let shrunk = [
+            w[0].check(&mut self.actions, ACTION_BUF_CAPACITY, now),
+            w[1].check(&mut self.spare_actions, ACTION_BUF_CAPACITY, now),
+            w[2].check(&mut self.events, 8, now),
+            w[3].check(&mut self.answers, 8, now),
+            w[4].check(&mut self.cross_in, 64, now),
+            w[5].check(&mut self.dirty, 64, now),
+            w[6].check(&mut self.dns_done, 64, now),
+            w[7].check(&mut self.scratch_unblock, 0, now),
+            w[8].check(&mut self.scratch_resume, 0, now),
+            w[9].check(&mut self.pending_extends, 0, now),
+            w[10].check(&mut self.remote_next, 0, now),
+            w[11].check(&mut self.remote_next_by_circ, 0, now),
+            w[12].check(&mut self.streams, 0, now),
+            w[13].check(&mut self.draining, 0, now),
+            w[14].check(&mut self.chans_in_use, 0, now),
+            w[15].check(&mut self.proxy_attached, 0, now),
+        ]
+        .iter()
+        .filter(|&&s| s)
+        .count() as u64;
+        if shrunk > 0 {
+            self.spare.shrunk += shrunk;
+            log_debug!(
+                "shard {}: gave back the spare capacity of {shrunk} buffer(s) ({} so far)",
+                self.shard.0,
+                self.spare.shrunk
+            );
+        }
+    }
+}
