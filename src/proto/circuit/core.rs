@@ -113,6 +113,9 @@ pub struct RelayCore<
     /// The rule broken by the last circuit closed for a protocol violation, and how many
     /// such closes since the shard last took it (for its rate-limited debug line).
     violations: Option<(super::ProtocolViolation, u64)>,
+    /// Relay cells dropped where C tor logs a protocol warning, since the shard last took
+    /// them (`violation.rs` `ProtocolDrop`).
+    pub(super) drops: super::ProtocolDrops,
     /// Introduction- and rendezvous-point state (`hs.rs`).
     pub(super) hs: super::hs::HsRelay,
     /// Conflux sets whose legs end here (`conflux.rs`).
@@ -148,6 +151,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             seen_pressure: 0,
             oom_scratch: Vec::with_capacity(cfg.max_circuits),
             violations: None,
+            drops: super::ProtocolDrops::default(),
             onion_q: VecDeque::with_capacity(cfg.onion_queue_len),
             blocked: HashSet::with_capacity(cfg.max_circuits.min(1 << 16)),
             attached: HashSet::with_capacity(cfg.max_circuits.min(1 << 10)),
@@ -912,6 +916,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.violations.take()
     }
 
+    /// Relay cells dropped for a peer's protocol violation since the last call, by kind
+    /// (the shard logs them with the closes above).
+    pub fn take_protocol_drops(&mut self) -> super::ProtocolDrops {
+        ::core::mem::take(&mut self.drops)
+    }
+
     /// Tears a circuit down: streams closed, queues freed, DESTROY(`reason`) sent to the
     /// sides that should hear it.
     pub(super) fn close(
@@ -1266,10 +1276,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         io: &mut CoreIo<'_>,
     ) -> bool {
         if stream_id != 0 {
-            return true; // C: dropped
+            // C: dropped, at its protocol-warning severity.
+            self.drops.note(super::ProtocolDrop::ExtendNonZeroStream);
+            return true;
         }
         if !early && !self.cfg.allow_nonearly_extend {
-            return true; // C: dropped, with a rate-limited warning
+            // C: dropped, with a rate-limited protocol warning.
+            self.drops.note(super::ProtocolDrop::ExtendNotEarly);
+            return true;
         }
         match self.extend_target(idx, data) {
             Ok((target, create2)) => {
