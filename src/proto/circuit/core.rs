@@ -594,8 +594,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.onion_q.len()
     }
 
-    /// Periodic work: the onion queue (including expiry), and the memory cap: if a shard
-    /// hit the relay-wide cap (or a reload changed it) since the last tick and the cells
+    /// Periodic work: the onion queue (including expiry), conflux Forgets owed to another
+    /// shard (`conflux.rs`; on a quiet shard nothing else sends them), and the memory
+    /// cap: if a shard hit the relay-wide cap (or a reload changed it) since the last tick and the cells
     /// queued relay-wide are above 90 % of it, this shard frees its share from its oldest
     /// circuits (`out_of_memory`), so a shard holding most of the memory gives it up even
     /// when a quieter shard hit the cap.
@@ -603,6 +604,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.flush_relay_cells(io);
         self.sync_circpad_metrics();
         self.process_onion_queue(io);
+        self.cfx_resend_owed(io);
         if self.pool.budget().pressure() != self.seen_pressure {
             self.seen_pressure = self.pool.budget().pressure();
             self.pool.publish();
