@@ -188,6 +188,45 @@ fn drops_keep_the_circuit_and_give_a_line(net: &mut Net, p: &mut Peer, rng: &mut
         &body,
         "1 relay cell(s) dropped: RESOLVE for a known stream",
     );
+    // CONNECTED for a stream still connecting: dropped (C: "unexpected relay command").
+    net.shards[p.shard].ops.clear();
+    let body = c.cell(0, RelayCmd::BEGIN, 11, &begin_data("127.0.0.1:8080"));
+    p.send(net, id, ChanCmd::RELAY, &body);
+    assert_eq!(
+        connects(&net.shards[p.shard]).len(),
+        1,
+        "stream 11 connecting"
+    );
+    let body = c.cell(0, RelayCmd::CONNECTED, 11, &[]);
+    drop_gives_line(
+        net,
+        p,
+        id,
+        ChanCmd::RELAY,
+        &body,
+        "1 relay cell(s) dropped: CONNECTED or RESOLVED for a pending stream",
+    );
+    // CONNECTED for an open stream: C closes the circuit (TORPROTOCOL).
+    let body = c.cell(0, RelayCmd::CONNECTED, 9, &[]);
+    p.send(net, id, ChanCmd::RELAY, &body);
+    let cells = p.cells();
+    assert!(
+        cells
+            .iter()
+            .any(|(cid, cmd, _)| *cid == id && *cmd == ChanCmd::DESTROY),
+        "no DESTROY for CONNECTED on an open stream: {cells:?}"
+    );
+    net.tick(Duration::from_secs(1));
+    let got = lines();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].message.ends_with(
+            "1 circuit(s) closed with DESTROY TORPROTOCOL; the last for: CONNECTED or \
+             RESOLVED for an open exit stream"
+        ),
+        "{}",
+        got[0].message
+    );
     // Link cells on the open (v5) channel.
     drop_gives_line(
         net,

@@ -190,9 +190,29 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             // Stream flow control on CC circuits (see `cc`); ignored elsewhere.
             RelayCmd::XOFF => self.relay_xoff(idx, sid, data, io),
             RelayCmd::XON => self.relay_xon(idx, sid, data, io),
-            // CONNECTED and RESOLVED are origin-only.
+            RelayCmd::CONNECTED | RelayCmd::RESOLVED => self.relay_reply_at_exit(idx, sid, io),
             _ => true,
         }
+    }
+
+    /// CONNECTED or RESOLVED, replies only an origin takes (C `handle_relay_msg` and
+    /// `connection_edge_process_relay_cell_not_open`): for an open exit stream the circuit
+    /// closes (TORPROTOCOL); for one still resolving or connecting the cell is dropped with
+    /// a protocol warning; for no stream, dropped (C logs that at info).
+    fn relay_reply_at_exit(&mut self, idx: u32, sid: u16, io: &mut CoreIo<'_>) -> bool {
+        let Some(h) = self.streams.find(idx, sid) else {
+            return true;
+        };
+        if self
+            .streams
+            .get(h)
+            .is_some_and(|s| s.state == StreamState::Open)
+        {
+            self.protocol_close(idx, ProtocolViolation::ReplyOnOpenStream, io);
+            return false;
+        }
+        self.drops.note(ProtocolDrop::ReplyOnPendingStream);
+        true
     }
 
     fn relay_truncate(&mut self, idx: u32, io: &mut CoreIo<'_>) -> bool {

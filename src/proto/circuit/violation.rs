@@ -37,6 +37,9 @@ pub enum ProtocolViolation {
     /// A stream-level SENDME on a congestion-controlled circuit (C
     /// `sendme_process_stream_level`).
     StreamSendmeOnCc,
+    /// CONNECTED or RESOLVED, a reply only an origin takes, for an open exit stream (C
+    /// `handle_relay_msg`: "unsupported while open. Closing circ.").
+    ReplyOnOpenStream,
     /// A relay cell before the circuit finished its handshake.
     RelayBeforeCreated,
     /// More RELAY_EARLY cells than tor-spec allows per circuit.
@@ -70,6 +73,7 @@ impl ::core::fmt::Display for ProtocolViolation {
             Self::SendmeAuth => "circuit SENDME without the expected tag (prop 289)",
             Self::UnexpectedSendme => "SENDME past the package window's maximum",
             Self::StreamSendmeOnCc => "stream SENDME on a congestion-controlled circuit",
+            Self::ReplyOnOpenStream => "CONNECTED or RESOLVED for an open exit stream",
             Self::RelayBeforeCreated => "relay cell before the circuit was created",
             Self::TooManyRelayEarly => "more RELAY_EARLY cells than allowed",
             Self::InboundRelayEarly => "inbound RELAY_EARLY cell",
@@ -96,19 +100,23 @@ pub enum ProtocolDrop {
     ResolveKnownStream,
     /// EXTENDED, EXTENDED2 or TRUNCATED, which only a circuit's origin takes.
     OriginOnlyAtRelay,
+    /// CONNECTED or RESOLVED for an exit stream still resolving or connecting (C
+    /// `connection_edge_process_relay_cell_not_open`: "unexpected relay command").
+    ReplyOnPendingStream,
     /// A relay command C tor does not know (format v0; v1 closes the circuit instead).
     UnknownCommand,
 }
 
 impl ProtocolDrop {
     /// Every kind, in the order the line lists them.
-    pub const ALL: [ProtocolDrop; 7] = [
+    pub const ALL: [ProtocolDrop; 8] = [
         ProtocolDrop::ExtendNonZeroStream,
         ProtocolDrop::ExtendNotEarly,
         ProtocolDrop::StreamIdZero,
         ProtocolDrop::BeginKnownStream,
         ProtocolDrop::ResolveKnownStream,
         ProtocolDrop::OriginOnlyAtRelay,
+        ProtocolDrop::ReplyOnPendingStream,
         ProtocolDrop::UnknownCommand,
     ];
 
@@ -121,6 +129,7 @@ impl ProtocolDrop {
             ProtocolDrop::BeginKnownStream => "BEGIN for a known stream",
             ProtocolDrop::ResolveKnownStream => "RESOLVE for a known stream",
             ProtocolDrop::OriginOnlyAtRelay => "EXTENDED or TRUNCATED at a non-origin",
+            ProtocolDrop::ReplyOnPendingStream => "CONNECTED or RESOLVED for a pending stream",
             ProtocolDrop::UnknownCommand => "unknown relay command",
         }
     }

@@ -19,7 +19,8 @@
 //!   PADDING_NEGOTIATE on a link older than v5 or a malformed one (C `channeltls.c`);
 //! * relay cells the circuit core drops and C logs, by kind (`proto::circuit::ProtocolDrop`:
 //!   EXTEND2 on a stream or not via RELAY_EARLY, a stream command with stream ID 0, BEGIN or
-//!   RESOLVE for a known stream, EXTENDED / TRUNCATED at a non-origin, an unknown command;
+//!   RESOLVE for a known stream, EXTENDED / TRUNCATED at a non-origin, CONNECTED / RESOLVED
+//!   for a stream still resolving or connecting, an unknown command;
 //!   C `relay.c` `handle_relay_msg`, `connection_edge_process_relay_cell`).
 
 use std::fmt::Write as _;
