@@ -596,10 +596,10 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
 
     /// Periodic work: the onion queue (including expiry), conflux Forgets owed to another
     /// shard (`conflux.rs`; on a quiet shard nothing else sends them), and the memory
-    /// cap: if a shard hit the relay-wide cap (or a reload changed it) since the last tick and the cells
-    /// queued relay-wide are above 90 % of it, this shard frees its share from its oldest
-    /// circuits (`out_of_memory`), so a shard holding most of the memory gives it up even
-    /// when a quieter shard hit the cap.
+    /// cap: if a shard hit the relay-wide cap (or a reload changed it) since the last tick
+    /// and the cells queued relay-wide are above 90 % of it, this shard frees its share
+    /// from its oldest circuits (`out_of_memory`), so a shard holding most of the memory
+    /// gives it up even when a quieter shard hit the cap.
     pub fn tick(&mut self, io: &mut CoreIo<'_>) {
         self.flush_relay_cells(io);
         self.sync_circpad_metrics();
