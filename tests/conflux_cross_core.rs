@@ -59,6 +59,8 @@ struct Exit {
     carried: [[u64; 2]; 2],
     /// Cell-carrying messages the queue from→to takes at once (`usize::MAX`: any).
     cap: [[usize; 2]; 2],
+    /// How many more conflux Forgets the queues refuse (a full queue).
+    refuse_forgets: usize,
 }
 
 impl Exit {
@@ -91,6 +93,7 @@ impl Exit {
             out: [Vec::new(), Vec::new()],
             carried: [[0; 2]; 2],
             cap: [[usize::MAX; 2]; 2],
+            refuse_forgets: 0,
         }
     }
 
@@ -104,7 +107,13 @@ impl Exit {
                     assert_ne!(to, s, "a shard never messages itself");
                     let q = &self.flight[s][to];
                     let cells = q.iter().filter(|m| m.carries_cell()).count();
-                    if msg.carries_cell() && cells >= self.cap[s][to] {
+                    // The message's kind is private to the core: its Debug names it.
+                    let refused_forget =
+                        self.refuse_forgets > 0 && format!("{msg:?}").contains("Forget");
+                    if refused_forget {
+                        self.refuse_forgets -= 1;
+                    }
+                    if refused_forget || (msg.carries_cell() && cells >= self.cap[s][to]) {
                         let (_, more) =
                             self.r[s].io(|c, io| c.cfx_cross_refused(ShardIdx(to as u16), msg, io));
                         self.take(s, more);
@@ -985,4 +994,43 @@ fn an_anchored_stream_paused_on_a_full_window_resumes_at_the_remote_legs_sendme(
     assert!(other.is_empty(), "{other:?}");
     let got = cs.bytes();
     assert_eq!(Sha256::digest(&got), Sha256::digest(&down[..n + m]));
+}
+
+/// A Forget the queue to the home refused is owed (`ConfluxShard::resend_owed`); on a quiet
+/// shard no later conflux message would carry it, so the core's periodic tick sends it and
+/// the home's directory entry goes.
+#[test]
+fn a_refused_forget_is_sent_again_at_the_next_tick() {
+    let seed = seed("a_refused_forget_is_sent_again_at_the_next_tick");
+    let mut rng = StdRng::seed_from_u64(seed);
+    // The set lives on shard 0 (its first leg's), its nonce's home is shard 1.
+    let shards = [0, 1];
+    let mut ex = Exit::new();
+    let legs = linked(&mut ex, &mut rng, 1, shards);
+    assert_eq!(ex.r[1].core.metrics().conflux_dir_entries, 1);
+    ex.refuse_forgets = 1;
+    for (l, cl) in legs.iter().enumerate() {
+        let acts = ex.r[shards[l]].cell(&cl.chan, cl.circ_id, ChanCmd::DESTROY, [0u8; 509]);
+        ex.take(shards[l], acts);
+        ex.settle();
+    }
+    assert_eq!(ex.refuse_forgets, 0, "the owner sent a Forget");
+    assert_eq!(ex.r[0].core.metrics().conflux_sets, 0);
+    assert_eq!(ex.r[0].core.metrics().conflux_forgets_owed, 1);
+    assert_eq!(
+        ex.r[1].core.metrics().conflux_dir_entries,
+        1,
+        "the refused Forget's entry"
+    );
+    // Nothing else happens on either shard: the tick alone resends it.
+    ex.advance(Duration::from_secs(1));
+    let (_, acts) = ex.r[0].io(|c, io| c.tick(io));
+    ex.take(0, acts);
+    ex.settle();
+    assert_eq!(ex.r[0].core.metrics().conflux_forgets_owed, 0);
+    assert_eq!(
+        ex.r[1].core.metrics().conflux_dir_entries,
+        0,
+        "the home kept the entry after the tick"
+    );
 }

@@ -5,6 +5,10 @@
 //! client circuit sends a RELAY cell the node cannot recognize at the last hop (C tor
 //! `circuit_receive_relay_cell`: "circ stops here", `LOG_PROTOCOL_WARN`, TORPROTOCOL).
 //!
+//! Then each cell C tor drops with a protocol warning while keeping the circuit or channel
+//! (`relay.c` `handle_relay_msg`, `channeltls.c`) gives its own line naming the rule, and
+//! the circuit stays up.
+//!
 //! One test only: the option and the log's event tap are process-wide. Seeded; the seed is
 //! printed (`FORS_TEST_SEED` replays it).
 
@@ -13,7 +17,8 @@ mod node_harness;
 
 use std::time::Duration;
 
-use fors::cell::{ChanCmd, CELL_BODY_LEN};
+use fors::cell::relay::RelayCmd;
+use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::config::LogSeverity;
 use fors::relay::log::{drain_events, set_event_tap, set_protocol_warnings, LogEvent};
 use node_harness::*;
@@ -95,5 +100,150 @@ fn a_violation_gives_one_line_at_the_protocol_warning_level() {
         "{got:?}"
     );
     set_protocol_warnings(false);
+    drops_keep_the_circuit_and_give_a_line(&mut net, &mut p, &mut rng);
     set_event_tap(None, 0);
+}
+
+/// Sends `body` on `c` as `cmd` (RELAY or RELAY_EARLY); checks nothing closed it and the
+/// next second's single line names `rule`.
+fn drop_gives_line(
+    net: &mut Net,
+    p: &mut Peer,
+    circ: CircId,
+    cmd: ChanCmd,
+    body: &[u8; CELL_BODY_LEN],
+    rule: &str,
+) {
+    p.send(net, circ, cmd, body);
+    let cells = p.cells();
+    assert!(
+        !cells.iter().any(|(_, cmd, _)| *cmd == ChanCmd::DESTROY),
+        "{rule}: a dropped cell closed the circuit: {cells:?}"
+    );
+    assert!(net.is_open(p.shard, p.conn), "{rule}: the channel closed");
+    net.tick(Duration::from_secs(1));
+    let got = lines();
+    assert_eq!(got.len(), 1, "{rule}: {got:?}");
+    assert_eq!(got[0].severity, LogSeverity::Info, "{got:?}");
+    assert!(got[0].message.ends_with(rule), "{rule}: {}", got[0].message);
+}
+
+fn drops_keep_the_circuit_and_give_a_line(net: &mut Net, p: &mut Peer, rng: &mut impl Rng) {
+    let mut c = ClientCirc::create(net, p, 0x8000_0010);
+    let id = c.circ_id;
+    let junk: [u8; 32] = rng.gen();
+    let relay_sites: [(ChanCmd, RelayCmd, u16, &str); 5] = [
+        (
+            ChanCmd::RELAY_EARLY,
+            RelayCmd::EXTEND2,
+            7,
+            "1 relay cell(s) dropped: EXTEND2 with a nonzero stream ID",
+        ),
+        (
+            ChanCmd::RELAY,
+            RelayCmd::EXTEND2,
+            0,
+            "1 relay cell(s) dropped: EXTEND2 not in a RELAY_EARLY cell",
+        ),
+        (
+            ChanCmd::RELAY,
+            RelayCmd::DATA,
+            0,
+            "1 relay cell(s) dropped: stream command with stream ID 0",
+        ),
+        (
+            ChanCmd::RELAY,
+            RelayCmd::EXTENDED2,
+            0,
+            "1 relay cell(s) dropped: EXTENDED or TRUNCATED at a non-origin",
+        ),
+        (
+            ChanCmd::RELAY,
+            RelayCmd(200),
+            0,
+            "1 relay cell(s) dropped: unknown relay command",
+        ),
+    ];
+    for (chan_cmd, cmd, sid, rule) in relay_sites {
+        let body = c.cell(0, cmd, sid, &junk);
+        drop_gives_line(net, p, id, chan_cmd, &body, rule);
+    }
+    // BEGIN and RESOLVE for a stream that is open.
+    let _stream = open_stream(net, p, &mut c, 9);
+    let body = c.cell(0, RelayCmd::BEGIN, 9, &begin_data("127.0.0.1:8080"));
+    drop_gives_line(
+        net,
+        p,
+        id,
+        ChanCmd::RELAY,
+        &body,
+        "1 relay cell(s) dropped: BEGIN for a known stream",
+    );
+    let body = c.cell(0, RelayCmd::RESOLVE, 9, b"example.com\0");
+    drop_gives_line(
+        net,
+        p,
+        id,
+        ChanCmd::RELAY,
+        &body,
+        "1 relay cell(s) dropped: RESOLVE for a known stream",
+    );
+    // CONNECTED for a stream still connecting: dropped (C: "unexpected relay command").
+    net.shards[p.shard].ops.clear();
+    let body = c.cell(0, RelayCmd::BEGIN, 11, &begin_data("127.0.0.1:8080"));
+    p.send(net, id, ChanCmd::RELAY, &body);
+    assert_eq!(
+        connects(&net.shards[p.shard]).len(),
+        1,
+        "stream 11 connecting"
+    );
+    let body = c.cell(0, RelayCmd::CONNECTED, 11, &[]);
+    drop_gives_line(
+        net,
+        p,
+        id,
+        ChanCmd::RELAY,
+        &body,
+        "1 relay cell(s) dropped: CONNECTED or RESOLVED for a pending stream",
+    );
+    // CONNECTED for an open stream: C closes the circuit (TORPROTOCOL).
+    let body = c.cell(0, RelayCmd::CONNECTED, 9, &[]);
+    p.send(net, id, ChanCmd::RELAY, &body);
+    let cells = p.cells();
+    assert!(
+        cells
+            .iter()
+            .any(|(cid, cmd, _)| *cid == id && *cmd == ChanCmd::DESTROY),
+        "no DESTROY for CONNECTED on an open stream: {cells:?}"
+    );
+    net.tick(Duration::from_secs(1));
+    let got = lines();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].message.ends_with(
+            "1 circuit(s) closed with DESTROY TORPROTOCOL; the last for: CONNECTED or \
+             RESOLVED for an open exit stream"
+        ),
+        "{}",
+        got[0].message
+    );
+    // Link cells on the open (v5) channel.
+    drop_gives_line(
+        net,
+        p,
+        CircId(0),
+        ChanCmd::NETINFO,
+        &[0; CELL_BODY_LEN],
+        "1 link cell(s) dropped: NETINFO on an open channel",
+    );
+    let mut bad = [0u8; CELL_BODY_LEN];
+    bad[0] = 1; // PADDING_NEGOTIATE version 1 does not exist
+    drop_gives_line(
+        net,
+        p,
+        CircId(0),
+        ChanCmd::PADDING_NEGOTIATE,
+        &bad,
+        "1 link cell(s) dropped: malformed PADDING_NEGOTIATE",
+    );
 }

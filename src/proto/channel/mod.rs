@@ -45,6 +45,6 @@ pub use error::{AuthError, CertsError, ChannelError};
 pub use idle::ChannelIdleTimer;
 pub use output::CellQueue;
 pub use state::{
-    Channel, ChannelEvent, ChannelSink, ChannelStats, ExpectedPeer, OpenInfo, PeerIdentity,
-    LINK_VERSIONS,
+    Channel, ChannelEvent, ChannelSink, ChannelStats, ExpectedPeer, LinkWarnings, OpenInfo,
+    PeerIdentity, LINK_VERSIONS,
 };

@@ -125,6 +125,41 @@ pub struct ChannelStats {
     pub cells_delivered: u64,
     /// Cells ignored after the handshake (PADDING, VPADDING, unknown commands...).
     pub cells_ignored: u64,
+    /// Of those, the ones C tor logs as a peer's protocol violation, since the node last
+    /// took them ([`Channel::take_link_warnings`]).
+    pub link_warnings: LinkWarnings,
+}
+
+/// Link cells an open channel drops where C tor logs at `LOG_PROTOCOL_WARN` and keeps the
+/// channel (C `channeltls.c`). Counts only: no address, no identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkWarnings {
+    /// A well-formed VERSIONS cell after the version was set
+    /// (`channel_tls_process_versions_cell`).
+    pub versions_repeated: u64,
+    /// A NETINFO cell on an open channel (`channel_tls_process_netinfo_cell`:
+    /// "non-handshaking connection").
+    pub netinfo_late: u64,
+    /// A PADDING_NEGOTIATE cell on a link older than v5
+    /// (`channel_tls_process_padding_negotiate_cell`).
+    pub padding_negotiate_old_link: u64,
+    /// A PADDING_NEGOTIATE cell that does not parse (same function).
+    pub padding_negotiate_malformed: u64,
+}
+
+impl LinkWarnings {
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        *self == LinkWarnings::default()
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &LinkWarnings) {
+        self.versions_repeated += other.versions_repeated;
+        self.netinfo_late += other.netinfo_late;
+        self.padding_negotiate_old_link += other.padding_negotiate_old_link;
+        self.padding_negotiate_malformed += other.padding_negotiate_malformed;
+    }
 }
 
 pub(super) enum Phase {
@@ -681,6 +716,12 @@ impl Channel {
         self.stats
     }
 
+    /// The link cells dropped for a peer's protocol violation since the last call (the
+    /// node counts them for its shard's protocol-warning line), starting over.
+    pub fn take_link_warnings(&mut self) -> LinkWarnings {
+        std::mem::take(&mut self.stats.link_warnings)
+    }
+
     /// Allocator for circuits we create on this channel (high-bit rule).
     pub fn circ_id_allocator(&self) -> super::CircIdAllocator {
         super::CircIdAllocator::new(self.initiator)
@@ -736,10 +777,22 @@ fn open_cell<S: ChannelSink>(
             };
             match PaddingNegotiate::parse(body) {
                 Ok(p) => sink.event(ChannelEvent::PaddingNegotiate(p)),
-                Err(_) => stats.cells_ignored += 1,
+                Err(_) => {
+                    stats.cells_ignored += 1;
+                    stats.link_warnings.padding_negotiate_malformed += 1;
+                }
             }
         }
-        // PADDING, a late NETINFO, unknown commands: dropped.
+        // Dropped; C logs both at its protocol-warning severity.
+        ChanCmd::PADDING_NEGOTIATE => {
+            stats.cells_ignored += 1;
+            stats.link_warnings.padding_negotiate_old_link += 1;
+        }
+        ChanCmd::NETINFO => {
+            stats.cells_ignored += 1;
+            stats.link_warnings.netinfo_late += 1;
+        }
+        // PADDING, unknown commands: dropped (C: at info or debug).
         _ => stats.cells_ignored += 1,
     }
     Ok(())
@@ -763,8 +816,99 @@ fn open_var_cell(stats: &mut ChannelStats, v: &VarCell<'_>) -> Result<(), Channe
                 when: "with an odd length",
             })
         }
-        // VPADDING, AUTHORIZE, a well-formed repeated VERSIONS, unknown variable cells.
+        // A well-formed repeated VERSIONS: ignored, with C's protocol warning.
+        ChanCmd::VERSIONS => {
+            stats.cells_ignored += 1;
+            stats.link_warnings.versions_repeated += 1;
+        }
+        // VPADDING, AUTHORIZE, unknown variable cells.
         _ => stats.cells_ignored += 1,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cell::chan::PaddingCommand;
+
+    /// Counts the events it gets.
+    #[derive(Default)]
+    struct Events(usize);
+
+    impl ChannelSink for Events {
+        fn cell(&mut self, _: CircId, _: ChanCmd, _: &mut [u8; CELL_BODY_LEN], _: &mut CellQueue) {}
+        fn event(&mut self, _: ChannelEvent) {
+            self.0 += 1;
+        }
+    }
+
+    fn fixed(stats: &mut ChannelStats, link: u16, cmd: ChanCmd, body: &[u8; CELL_BODY_LEN]) {
+        let mut out = CellQueue::new(4);
+        let mut sink = Events::default();
+        let cell = OpenCell::FixedRef(FixedCell {
+            circ_id: CircId(0),
+            cmd,
+            body,
+        });
+        open_cell(stats, link, &mut out, cell, &mut sink).unwrap();
+        assert_eq!(sink.0, 0, "a dropped cell makes no event");
+    }
+
+    /// C tor logs each of these at `LOG_PROTOCOL_WARN` and keeps the channel
+    /// (`channeltls.c`): each is counted once, and taking them starts over.
+    #[test]
+    fn link_cells_c_warns_about_are_counted_and_kept_open() {
+        let mut stats = ChannelStats::default();
+        let mut pad = [0u8; CELL_BODY_LEN];
+        PaddingNegotiate {
+            command: PaddingCommand::Start,
+            ito_low_ms: 1500,
+            ito_high_ms: 9500,
+        }
+        .encode(&mut pad);
+        fixed(&mut stats, 4, ChanCmd::PADDING_NEGOTIATE, &pad);
+        let mut bad = pad;
+        bad[0] = 1; // version 1: malformed
+        fixed(&mut stats, 5, ChanCmd::PADDING_NEGOTIATE, &bad);
+        fixed(&mut stats, 5, ChanCmd::NETINFO, &[0; CELL_BODY_LEN]);
+        // PADDING is not a violation.
+        fixed(&mut stats, 5, ChanCmd::PADDING, &[0; CELL_BODY_LEN]);
+        let versions = VarCell {
+            circ_id: CircId(0),
+            cmd: ChanCmd::VERSIONS,
+            body: &[0, 4, 0, 5],
+        };
+        open_var_cell(&mut stats, &versions).unwrap();
+        let vpadding = VarCell {
+            circ_id: CircId(0),
+            cmd: ChanCmd::VPADDING,
+            body: &[0; 3],
+        };
+        open_var_cell(&mut stats, &vpadding).unwrap();
+        assert_eq!(stats.cells_ignored, 6);
+        assert_eq!(
+            stats.link_warnings,
+            LinkWarnings {
+                versions_repeated: 1,
+                netinfo_late: 1,
+                padding_negotiate_old_link: 1,
+                padding_negotiate_malformed: 1,
+            }
+        );
+        // A well-formed one on a v5 link is the node's, not a violation.
+        let mut out = CellQueue::new(4);
+        let mut sink = Events::default();
+        let cell = OpenCell::FixedRef(FixedCell {
+            circ_id: CircId(0),
+            cmd: ChanCmd::PADDING_NEGOTIATE,
+            body: &pad,
+        });
+        open_cell(&mut stats, 5, &mut out, cell, &mut sink).unwrap();
+        assert_eq!(sink.0, 1);
+        assert_eq!(stats.link_warnings.padding_negotiate_old_link, 1);
+        let taken = std::mem::take(&mut stats.link_warnings);
+        assert!(!taken.is_empty());
+        assert!(stats.link_warnings.is_empty());
+    }
 }

@@ -518,6 +518,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.cfx_step(io, |s, out| s.on_msg(from.0, msg.0, now, out));
     }
 
+    /// Forgets a full queue refused, sent again from the tick (`ConfluxShard::resend_owed`):
+    /// on a quiet shard no conflux message or LINK would carry them.
+    pub(super) fn cfx_resend_owed(&mut self, io: &mut CoreIo<'_>) {
+        if self.conflux.shard.forgets_owed() > 0 {
+            self.cfx_step(io, |s, out| s.resend_owed(out));
+        }
+    }
+
     /// A message of ours ([`Action::Cfx`]) that the queue to shard `to` could not take:
     /// a lost cell leaves a gap in a set's sequence, so the set is torn down
     /// (RESOURCELIMIT, counted); control messages resynchronise (see

@@ -113,6 +113,9 @@ pub struct RelayCore<
     /// The rule broken by the last circuit closed for a protocol violation, and how many
     /// such closes since the shard last took it (for its rate-limited debug line).
     violations: Option<(super::ProtocolViolation, u64)>,
+    /// Relay cells dropped where C tor logs a protocol warning, since the shard last took
+    /// them (`violation.rs` `ProtocolDrop`).
+    pub(super) drops: super::ProtocolDrops,
     /// Introduction- and rendezvous-point state (`hs.rs`).
     pub(super) hs: super::hs::HsRelay,
     /// Conflux sets whose legs end here (`conflux.rs`).
@@ -148,6 +151,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             seen_pressure: 0,
             oom_scratch: Vec::with_capacity(cfg.max_circuits),
             violations: None,
+            drops: super::ProtocolDrops::default(),
             onion_q: VecDeque::with_capacity(cfg.onion_queue_len),
             blocked: HashSet::with_capacity(cfg.max_circuits.min(1 << 16)),
             attached: HashSet::with_capacity(cfg.max_circuits.min(1 << 10)),
@@ -590,15 +594,17 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.onion_q.len()
     }
 
-    /// Periodic work: the onion queue (including expiry), and the memory cap: if a shard
-    /// hit the relay-wide cap (or a reload changed it) since the last tick and the cells
-    /// queued relay-wide are above 90 % of it, this shard frees its share from its oldest
-    /// circuits (`out_of_memory`), so a shard holding most of the memory gives it up even
-    /// when a quieter shard hit the cap.
+    /// Periodic work: the onion queue (including expiry), conflux Forgets owed to another
+    /// shard (`conflux.rs`; on a quiet shard nothing else sends them), and the memory
+    /// cap: if a shard hit the relay-wide cap (or a reload changed it) since the last tick
+    /// and the cells queued relay-wide are above 90 % of it, this shard frees its share
+    /// from its oldest circuits (`out_of_memory`), so a shard holding most of the memory
+    /// gives it up even when a quieter shard hit the cap.
     pub fn tick(&mut self, io: &mut CoreIo<'_>) {
         self.flush_relay_cells(io);
         self.sync_circpad_metrics();
         self.process_onion_queue(io);
+        self.cfx_resend_owed(io);
         if self.pool.budget().pressure() != self.seen_pressure {
             self.seen_pressure = self.pool.budget().pressure();
             self.pool.publish();
@@ -910,6 +916,12 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// were closed so since the last call (the shard logs it, at most once per tick).
     pub fn take_protocol_violations(&mut self) -> Option<(super::ProtocolViolation, u64)> {
         self.violations.take()
+    }
+
+    /// Relay cells dropped for a peer's protocol violation since the last call, by kind
+    /// (the shard logs them with the closes above).
+    pub fn take_protocol_drops(&mut self) -> super::ProtocolDrops {
+        ::core::mem::take(&mut self.drops)
     }
 
     /// Tears a circuit down: streams closed, queues freed, DESTROY(`reason`) sent to the
@@ -1266,10 +1278,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         io: &mut CoreIo<'_>,
     ) -> bool {
         if stream_id != 0 {
-            return true; // C: dropped
+            // C: dropped, at its protocol-warning severity.
+            self.drops.note(super::ProtocolDrop::ExtendNonZeroStream);
+            return true;
         }
         if !early && !self.cfg.allow_nonearly_extend {
-            return true; // C: dropped, with a rate-limited warning
+            // C: dropped, with a rate-limited protocol warning.
+            self.drops.note(super::ProtocolDrop::ExtendNotEarly);
+            return true;
         }
         match self.extend_target(idx, data) {
             Ok((target, create2)) => {

@@ -9,8 +9,8 @@ use super::core::{CoreIo, QueueSel, RelayCore};
 use super::crypto::{CellBody, HopCrypto, RelayCellFormat};
 use super::table::Next;
 use super::{
-    Action, ChanId, ConnectError, InputError, NetworkView, PeerIdentity, ProtocolViolation,
-    StreamBytes,
+    Action, ChanId, ConnectError, InputError, NetworkView, PeerIdentity, ProtocolDrop,
+    ProtocolViolation, StreamBytes,
 };
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::msg::{
@@ -83,6 +83,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             )
             && self.cfx_is_leg(idx)
         {
+            self.drops.note(ProtocolDrop::StreamIdZero);
             return true;
         }
         // On a conflux leg, stream commands take the set's sequence numbers first (C tor
@@ -104,8 +105,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             | RelayCmd::XOFF
             | RelayCmd::XON => self.dispatch_stream_msg(idx, cmd, sid, data, io),
             RelayCmd::SENDME => self.relay_sendme(idx, sid, data, io),
-            // C drops stream commands with stream ID 0.
-            RelayCmd::BEGIN_DIR if sid == 0 => true,
+            // C drops stream commands with stream ID 0, with a protocol warning.
+            RelayCmd::BEGIN_DIR if sid == 0 => {
+                self.drops.note(ProtocolDrop::StreamIdZero);
+                true
+            }
             // Directory streams are circuit-specific: not on a conflux leg (TROVE-2026-008).
             RelayCmd::BEGIN_DIR if self.cfx_refuses_begin_dir(idx) => {
                 self.refuse(idx, sid, EndReason::NotDirectory, io)
@@ -131,9 +135,18 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             RelayCmd::DROP | RelayCmd::PADDING_NEGOTIATE | RelayCmd::PADDING_NEGOTIATED => {
                 self.handle_circpad(idx, cmd, data, io)
             }
-            // DROP is padding; EXTENDED*, TRUNCATED are origin-only; other known commands
-            // (onion-service replies, circuit padding) are not supported here; unknown ones
-            // are dropped for forward compatibility (v0).
+            // Origin-only: C drops them at a relay with a protocol warning.
+            RelayCmd::EXTENDED | RelayCmd::EXTENDED2 | RelayCmd::TRUNCATED => {
+                self.drops.note(ProtocolDrop::OriginOnlyAtRelay);
+                true
+            }
+            // Unknown ones are dropped for forward compatibility (v0; v1 fails to parse
+            // above), with a protocol warning as C `handle_relay_msg` does.
+            c if !c.is_known() => {
+                self.drops.note(ProtocolDrop::UnknownCommand);
+                true
+            }
+            // Other known commands (onion-service replies) are not for a relay here.
             _ => true,
         }
     }
@@ -160,6 +173,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                     | RelayCmd::RESOLVED
             )
         {
+            self.drops.note(ProtocolDrop::StreamIdZero);
             return true;
         }
         match cmd {
@@ -176,9 +190,29 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             // Stream flow control on CC circuits (see `cc`); ignored elsewhere.
             RelayCmd::XOFF => self.relay_xoff(idx, sid, data, io),
             RelayCmd::XON => self.relay_xon(idx, sid, data, io),
-            // CONNECTED and RESOLVED are origin-only.
+            RelayCmd::CONNECTED | RelayCmd::RESOLVED => self.relay_reply_at_exit(idx, sid, io),
             _ => true,
         }
+    }
+
+    /// CONNECTED or RESOLVED, replies only an origin takes (C `handle_relay_msg` and
+    /// `connection_edge_process_relay_cell_not_open`): for an open exit stream the circuit
+    /// closes (TORPROTOCOL); for one still resolving or connecting the cell is dropped with
+    /// a protocol warning; for no stream, dropped (C logs that at info).
+    fn relay_reply_at_exit(&mut self, idx: u32, sid: u16, io: &mut CoreIo<'_>) -> bool {
+        let Some(h) = self.streams.find(idx, sid) else {
+            return true;
+        };
+        if self
+            .streams
+            .get(h)
+            .is_some_and(|s| s.state == StreamState::Open)
+        {
+            self.protocol_close(idx, ProtocolViolation::ReplyOnOpenStream, io);
+            return false;
+        }
+        self.drops.note(ProtocolDrop::ReplyOnPendingStream);
+        true
     }
 
     fn relay_truncate(&mut self, idx: u32, io: &mut CoreIo<'_>) -> bool {
@@ -251,6 +285,8 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// The stream part of a DATA cell, against the streams of circuit `idx`.
     fn relay_data_stream(&mut self, idx: u32, sid: u16, data: &[u8], io: &mut CoreIo<'_>) -> bool {
         if sid == 0 {
+            // C: "Relay data cell with zero stream_id", a protocol warning.
+            self.drops.note(ProtocolDrop::StreamIdZero);
             return true;
         }
         let Some(h) = self.streams.find(idx, sid) else {
@@ -424,7 +460,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
 
     fn relay_begin(&mut self, idx: u32, sid: u16, data: &[u8], io: &mut CoreIo<'_>) -> bool {
         if self.streams.find(idx, sid).is_some() {
-            return true; // C: BEGIN for a known stream → drop
+            // C: BEGIN for a known stream → drop, with a protocol warning.
+            self.drops.note(ProtocolDrop::BeginKnownStream);
+            return true;
         }
         let begin = match Begin::parse(data) {
             Ok(b) => b,
@@ -498,7 +536,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     /// directory cache: END NOTDIRECTORY.
     fn relay_begin_dir(&mut self, idx: u32, sid: u16, io: &mut CoreIo<'_>) -> bool {
         if self.streams.find(idx, sid).is_some() {
-            return true; // C: a BEGIN_DIR for a known stream is dropped
+            // C: a BEGIN_DIR for a known stream is dropped, with a protocol warning.
+            self.drops.note(ProtocolDrop::BeginKnownStream);
+            return true;
         }
         let Some(dir) = self.cfg.dir_server else {
             return self.refuse(idx, sid, EndReason::NotDirectory, io);
@@ -618,7 +658,9 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
 
     fn relay_resolve(&mut self, idx: u32, sid: u16, data: &[u8], io: &mut CoreIo<'_>) -> bool {
         if self.streams.find(idx, sid).is_some() {
-            return true; // C: resolve for a known stream → drop
+            // C: resolve for a known stream → drop, with a protocol warning.
+            self.drops.note(ProtocolDrop::ResolveKnownStream);
+            return true;
         }
         let error = |this: &mut Self, io: &mut CoreIo<'_>| {
             this.send_resolved(idx, sid, &[ResolvedValue::PermanentError(&[])], io)

@@ -66,7 +66,7 @@ pub use metrics::CircuitMetrics;
 pub use pool::{CellPool, CellQueue, MemBudget, CELL_MEM_COST, CHUNK_CELLS};
 pub use relay_in::MAX_RELAY_IN;
 pub use table::CircHandle;
-pub use violation::ProtocolViolation;
+pub use violation::{ProtocolDrop, ProtocolDrops, ProtocolViolation};
 
 use crate::cell::chan::DestroyReason;
 use crate::cell::relay::msg::EndReason;

@@ -37,6 +37,9 @@ pub enum ProtocolViolation {
     /// A stream-level SENDME on a congestion-controlled circuit (C
     /// `sendme_process_stream_level`).
     StreamSendmeOnCc,
+    /// CONNECTED or RESOLVED, a reply only an origin takes, for an open exit stream (C
+    /// `handle_relay_msg`: "unsupported while open. Closing circ.").
+    ReplyOnOpenStream,
     /// A relay cell before the circuit finished its handshake.
     RelayBeforeCreated,
     /// More RELAY_EARLY cells than tor-spec allows per circuit.
@@ -70,11 +73,87 @@ impl ::core::fmt::Display for ProtocolViolation {
             Self::SendmeAuth => "circuit SENDME without the expected tag (prop 289)",
             Self::UnexpectedSendme => "SENDME past the package window's maximum",
             Self::StreamSendmeOnCc => "stream SENDME on a congestion-controlled circuit",
+            Self::ReplyOnOpenStream => "CONNECTED or RESOLVED for an open exit stream",
             Self::RelayBeforeCreated => "relay cell before the circuit was created",
             Self::TooManyRelayEarly => "more RELAY_EARLY cells than allowed",
             Self::InboundRelayEarly => "inbound RELAY_EARLY cell",
             Self::UnrecognizedAtLastHop => "unrecognized relay cell at the last hop",
             Self::OnionServiceRole => "onion-service cell refused (a multi-shard relay refuses every one; else see the HS counters)",
         })
+    }
+}
+
+/// A relay cell the core drops where C tor logs at `LOG_PROTOCOL_WARN` and keeps the
+/// circuit (C `relay.c` `handle_relay_msg`, `connection_edge_process_relay_cell`). Counted
+/// for the shard's protocol-warning line; never an address, circuit ID or stream ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolDrop {
+    /// EXTEND2 with a nonzero stream ID ("'extend' cell received for non-zero stream").
+    ExtendNonZeroStream,
+    /// EXTEND2 in a RELAY cell, not RELAY_EARLY, while `AllowNonearlyExtend` is 0.
+    ExtendNotEarly,
+    /// DATA, BEGIN, BEGIN_DIR, CONNECTED, END, RESOLVE or RESOLVED with stream ID 0.
+    StreamIdZero,
+    /// BEGIN or BEGIN_DIR for a stream already open ("Begin cell for known stream").
+    BeginKnownStream,
+    /// RESOLVE for a stream already open ("resolve request for known stream").
+    ResolveKnownStream,
+    /// EXTENDED, EXTENDED2 or TRUNCATED, which only a circuit's origin takes.
+    OriginOnlyAtRelay,
+    /// CONNECTED or RESOLVED for an exit stream still resolving or connecting (C
+    /// `connection_edge_process_relay_cell_not_open`: "unexpected relay command").
+    ReplyOnPendingStream,
+    /// A relay command C tor does not know (format v0; v1 closes the circuit instead).
+    UnknownCommand,
+}
+
+impl ProtocolDrop {
+    /// Every kind, in the order the line lists them.
+    pub const ALL: [ProtocolDrop; 8] = [
+        ProtocolDrop::ExtendNonZeroStream,
+        ProtocolDrop::ExtendNotEarly,
+        ProtocolDrop::StreamIdZero,
+        ProtocolDrop::BeginKnownStream,
+        ProtocolDrop::ResolveKnownStream,
+        ProtocolDrop::OriginOnlyAtRelay,
+        ProtocolDrop::ReplyOnPendingStream,
+        ProtocolDrop::UnknownCommand,
+    ];
+
+    /// The rule in words, for the log line.
+    pub const fn rule(self) -> &'static str {
+        match self {
+            ProtocolDrop::ExtendNonZeroStream => "EXTEND2 with a nonzero stream ID",
+            ProtocolDrop::ExtendNotEarly => "EXTEND2 not in a RELAY_EARLY cell",
+            ProtocolDrop::StreamIdZero => "stream command with stream ID 0",
+            ProtocolDrop::BeginKnownStream => "BEGIN for a known stream",
+            ProtocolDrop::ResolveKnownStream => "RESOLVE for a known stream",
+            ProtocolDrop::OriginOnlyAtRelay => "EXTENDED or TRUNCATED at a non-origin",
+            ProtocolDrop::ReplyOnPendingStream => "CONNECTED or RESOLVED for a pending stream",
+            ProtocolDrop::UnknownCommand => "unknown relay command",
+        }
+    }
+}
+
+/// How many relay cells of each [`ProtocolDrop`] kind since the shard last took them: a
+/// fixed array, so a peer's flood costs no memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProtocolDrops([u64; ProtocolDrop::ALL.len()]);
+
+impl ProtocolDrops {
+    /// Counts one drop of `kind`.
+    pub fn note(&mut self, kind: ProtocolDrop) {
+        let n = &mut self.0[kind as usize];
+        *n = n.saturating_add(1);
+    }
+
+    /// How many of `kind`.
+    pub fn count(&self, kind: ProtocolDrop) -> u64 {
+        self.0[kind as usize]
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&n| n == 0)
     }
 }

@@ -50,8 +50,8 @@
 //! as if it had never been sent (review finding L7): a refused Lookup made no entry; a
 //! refused Join takes its route back on the home (the entry goes if that join made it), so
 //! the owner's later Forget still matches; a refused Forget is owed and sent again with the
-//! next message or LINK the owner handles (`forgets_owed`, at most one per entry naming the
-//! owner in another shard's directory). `send_failed` must come before the shard handles
+//! next message or LINK the owner handles, or at the shard's next tick if none comes
+//! (`forgets_owed`, at most one per entry naming the owner in another shard's directory). `send_failed` must come before the shard handles
 //! another message, as the node does it (at once, when the queue refuses).
 //!
 //! Bounds: local legs ([`CrossLimits::max_local_legs`]), directory entries
@@ -1004,8 +1004,15 @@ impl<C: Copy + Eq + Hash, M> ConfluxShard<C, M> {
         );
     }
 
-    /// Sends the Forgets a full queue refused again (see [`Self::send_failed`]).
-    fn resend_owed(&mut self, out: &mut Vec<Action<C, M>>) {
+    /// How many Forgets a full queue refused are waiting to be sent again.
+    pub fn forgets_owed(&self) -> usize {
+        self.owed.len()
+    }
+
+    /// Sends the Forgets a full queue refused again (see [`Self::send_failed`]). Also
+    /// called from the shard's periodic tick: on a quiet shard no other message would
+    /// carry them, and the home's directory entry would stay.
+    pub fn resend_owed(&mut self, out: &mut Vec<Action<C, M>>) {
         if self.owed.is_empty() {
             return;
         }

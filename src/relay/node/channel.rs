@@ -371,6 +371,10 @@ impl RelayNode {
         let _ = ch
             .channel
             .handle_input(data, wall, &mut self.chan_rng, &mut sink);
+        // Link cells dropped for a peer's violation: counted for the shard's
+        // protocol-warning line (`protowarn.rs`; C logs each at `LOG_PROTOCOL_WARN`).
+        let link = ch.channel.take_link_warnings();
+        self.protocol_warnings.link_cells(&link);
         // The read's RELAY cells, crypted together and handled in arrival order; the cells
         // they forward go straight into our channels' queues where they can.
         self.with_direct_io(now, out, |core, io| core.flush_relay_cells(io));

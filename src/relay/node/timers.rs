@@ -120,7 +120,11 @@ impl RelayNode {
             // At most one line a second for peers' protocol violations, at C tor's
             // protocol-warning severity (`ProtocolWarnings`; no address, no circuit ID).
             let circuits = self.core.take_protocol_violations();
-            if let Some(line) = self.protocol_warnings.take_line(self.shard.0, circuits) {
+            let drops = self.core.take_protocol_drops();
+            if let Some(line) = self
+                .protocol_warnings
+                .take_line(self.shard.0, &drops, circuits)
+            {
                 log_protocol_warn!("{line}");
             }
         }
