@@ -66,6 +66,9 @@ pub struct CircuitMetrics {
     /// the cells they held (their ratio is the mean batch size).
     pub relay_in_batches: u64,
     pub relay_in_cells: u64,
+    /// Of those batches, the ones of backward cells another shard delivered in one drain
+    /// (`RelayCore::queue_next_hop_cell`).
+    pub relay_in_cross_batches: u64,
     /// Multi-circuit crypto calls over received cells (multi-buffer SHA-1 across tor1
     /// circuits ending here; CGO circuits' cells, each direction).
     pub relay_in_multi_calls: u64,
