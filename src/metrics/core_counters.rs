@@ -87,6 +87,8 @@ exported_fields! {
             Counter false "Multi-circuit crypto calls over received cells of several circuits at once (multi-buffer SHA-1 for tor1 circuits ending here; CGO circuits, each direction).",
         cgo_cells_grouped => "fors_relay_cgo_cells_grouped_total" [""]
             Counter false "Received CGO cells crypted in one interleaved kernel call with cells of other circuits.",
+        cgo_originated_grouped => "fors_relay_cgo_originated_grouped_total" [""]
+            Counter false "Exit DATA cells of CGO circuits originated in one interleaved kernel call with cells of other circuits.",
         cells_crypted_batched => "fors_relay_cells_crypted_total" ["call=\"batched\""]
             Counter true "Received RELAY cells by crypto call: with other cells (a run of one circuit, or several circuits), or alone.",
         cells_crypted_single => "fors_relay_cells_crypted_total" ["call=\"single\""]

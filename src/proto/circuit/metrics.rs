@@ -74,6 +74,9 @@ pub struct CircuitMetrics {
     pub relay_in_multi_calls: u64,
     /// Received CGO cells crypted in an interleaved group with other circuits' cells.
     pub cgo_cells_grouped: u64,
+    /// Exit DATA cells of CGO circuits originated in an interleaved group with other
+    /// circuits' cells (`staged`).
+    pub cgo_originated_grouped: u64,
     /// Received RELAY cells crypted in a call with other cells (a run of one circuit or a
     /// multi-circuit call), and crypted alone.
     pub cells_crypted_batched: u64,

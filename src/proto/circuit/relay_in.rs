@@ -271,12 +271,14 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     /// Sets the fewest CGO circuits with cells in one read (per direction, and apart for
-    /// circuits that end here) that go through the grouped multi-circuit calls; `None`
+    /// circuits that end here), or with exit DATA in one originate stage (`staged`), that go
+    /// through the grouped multi-circuit calls; `None`
     /// restores the crypto's measured thresholds ([`HopCrypto::cgo_group_min_circuits`]),
     /// `Some(usize::MAX)` turns grouping off. For benchmarks and tests that compare both paths
     /// on one build; relays keep the default.
     pub fn set_cgo_group_min(&mut self, min: Option<usize>) {
         self.relay_in.cgo_group_min = min;
+        self.stage.cgo_group_min = min;
     }
 
     /// Whether RELAY cells wait for [`RelayCore::flush_relay_cells`].
