@@ -1,13 +1,11 @@
 //! Backward cells of several circuits that cross shards (client channel on one shard, next
-//! hop on the other) and arrive at their origin shard in one cross-shard drain are crypted
-//! together, through the same staging as a channel read's cells (`relay_in`), with the same
-//! bytes as when each arrives alone: twin relays built from one seed get the same random
-//! interleaving of backward DATA cells — with a DESTROY from the next hop mid-way for one
-//! circuit — once in one burst (one drain) and once one cell per drain. Every client must
-//! receive the same cells, byte for byte and in order (DESTROY after its circuit's cells),
-//! the DATA must open to what the next hop sent, and the origin's counters must show that
-//! the burst went through the cross-shard stage crypted in runs while the one-cell drains
-//! did not. Seeded; the seed is printed.
+//! hop on the other) and arrive at their origin shard in one cross-shard drain give the same
+//! bytes as when each arrives in a drain of its own: twin relays built from one seed get the
+//! same random interleaving of backward DATA cells — with a DESTROY from the next hop mid-way
+//! for one circuit — once in one burst (one drain) and once one cell per drain. Every client
+//! must receive the same cells, byte for byte and in order (DESTROY after its circuit's
+//! cells), and the DATA must open to what the next hop sent. The node crypts such cells one
+//! at a time (the counters say so). Seeded; the seed is printed.
 
 mod channel_support;
 mod node_harness;
@@ -117,8 +115,11 @@ fn setup(seed: u64) -> (Net, Vec<Crossing>, Peer, usize) {
     (net, out, t.unwrap(), origin)
 }
 
-/// What the next hop sends: (circuit, Some(DATA payload)) or (circuit, None) for DESTROY.
-fn script(rng: &mut StdRng) -> (Vec<(usize, Option<Vec<u8>>)>, usize) {
+/// One thing the next hop sends: (circuit, Some(DATA payload)) or (circuit, None) for DESTROY.
+type Step = (usize, Option<Vec<u8>>);
+
+/// What the next hop sends, and the circuit it destroys.
+fn script(rng: &mut StdRng) -> (Vec<Step>, usize) {
     let mut left = [PER_CIRCUIT; K];
     let mut out = Vec::new();
     let destroyed = rng.gen_range(0..K);
@@ -150,7 +151,7 @@ fn script(rng: &mut StdRng) -> (Vec<(usize, Option<Vec<u8>>)>, usize) {
 
 /// Cells the stage crypts in runs (consecutive cells of one circuit, two or more, within a
 /// stretch the DESTROY does not split): what one drain must count as crypted batched.
-fn cells_in_runs(steps: &[(usize, Option<Vec<u8>>)]) -> usize {
+fn cells_in_runs(steps: &[Step]) -> usize {
     let mut total = 0;
     let mut k = 0;
     while k < steps.len() {
@@ -245,24 +246,19 @@ fn run(seed: u64, burst: bool) -> (Received, u64, u64, usize, usize) {
 }
 
 #[test]
-fn backward_cells_of_one_drain_are_crypted_together_with_the_same_bytes() {
-    let s = seed("backward_cells_of_one_drain_are_crypted_together");
+fn backward_cells_of_one_drain_match_one_cell_per_drain() {
+    let s = seed("backward_cells_of_one_drain_match_one_cell_per_drain");
     let (one, one_batches, one_batched, n, in_runs) = run(s, false);
     let (burst, burst_batches, burst_batched, _, _) = run(s, true);
     eprintln!(
-        "{n} cells: one per drain: {one_batches} cross batches, {one_batched} crypted batched; \
-         one drain: {burst_batches} cross batches, {burst_batched} crypted batched"
+        "{n} cells ({in_runs} in runs of one circuit): one per drain: {one_batches} cross \
+         stages, {one_batched} crypted batched; one drain: {burst_batches} cross stages, \
+         {burst_batched} crypted batched"
     );
     assert_eq!(one, burst, "the clients receive the same cells either way");
-    // One cell per drain: one stage each, every cell alone.
-    assert_eq!(one_batched, 0);
-    assert!(one_batches as usize >= n - 1, "{one_batches} stages");
-    // One drain: the cells went through the cross-shard stage (the DESTROY splits it at
-    // most once) and every run of one circuit's cells was crypted in one call.
-    assert!(
-        (1..=2).contains(&burst_batches),
-        "{burst_batches} cross stages"
-    );
-    assert!(in_runs > 0, "the script has runs");
-    assert_eq!(burst_batched as usize, in_runs, "cells crypted in runs");
+    // The node crypts cells from other shards one at a time (`handle_next_hop_cell`): the
+    // cross-shard stage (`queue_next_hop_cell`) measured slower for backward middle cells
+    // (bench/RESULTS.md, "Cross-shard backward cells: staged or one at a time").
+    assert_eq!((one_batches, one_batched), (0, 0));
+    assert_eq!((burst_batches, burst_batched), (0, 0));
 }

@@ -81,8 +81,6 @@ exported_fields! {
             Counter false "Channel reads whose RELAY cells were crypted together (fors_relay_cell_batch_cells_total over this is the mean batch size).",
         relay_in_cells => "fors_relay_cell_batch_cells_total" [""]
             Counter false "RELAY cells received in those batches.",
-        relay_in_cross_batches => "fors_relay_cross_shard_cell_batches_total" [""]
-            Counter false "Of those batches, the ones of backward cells delivered by another shard in one cross-shard drain (crypted together like a channel read's).",
         relay_in_multi_calls => "fors_relay_forward_multi_calls_total" [""]
             Counter false "Multi-circuit crypto calls over received cells of several circuits at once (multi-buffer SHA-1 for tor1 circuits ending here; CGO circuits, each direction).",
         cgo_cells_grouped => "fors_relay_cgo_cells_grouped_total" [""]

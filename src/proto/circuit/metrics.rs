@@ -67,7 +67,8 @@ pub struct CircuitMetrics {
     pub relay_in_batches: u64,
     pub relay_in_cells: u64,
     /// Of those batches, the ones of backward cells another shard delivered in one drain
-    /// (`RelayCore::queue_next_hop_cell`).
+    /// (`RelayCore::queue_next_hop_cell`; the node does not stage them, so only tests and
+    /// `fors-relay-batch cross` count here; not on the MetricsPort).
     pub relay_in_cross_batches: u64,
     /// Multi-circuit crypto calls over received cells (multi-buffer SHA-1 across tor1
     /// circuits ending here; CGO circuits' cells, each direction).

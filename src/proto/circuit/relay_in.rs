@@ -22,9 +22,11 @@
 //!   its cells stay in order and it is in a group at most once).
 //!
 //! Cells from the next hop of our circuits that another shard delivers (its channel is there)
-//! are staged the same way, one cross-shard drain at a time
+//! can be staged the same way, one cross-shard drain at a time
 //! ([`RelayCore::queue_next_hop_cell`]): such a stage holds only backward cells, keyed by
 //! circuit handle instead of channel and circuit ID, and never mixes with a channel read's.
+//! The node does not use it: for backward middle cells it measured 25–40 ns per cell slower
+//! than [`RelayCore::handle_next_hop_cell`] (`fors-relay-batch cross`, `bench/RESULTS.md`).
 //!
 //! Why crypting ahead is equivalent to crypting each cell at its turn:
 //! * each circuit's cells are crypted in arrival order, in one direction only: forward

@@ -65,40 +65,10 @@ impl RelayNode {
         let now = out.now();
         self.qdelay_open(now); // cell queueing delay: timed from the batch's arrival
         for msg in items {
-            match msg {
-                // Backward RELAY cells of our circuits are staged and crypted together at
-                // the end of the drain, as a channel read's are (`relay_in`): per-circuit
-                // runs, CGO groups across circuits.
-                RelayMsg::Backward {
-                    circ,
-                    cmd: ChanCmd::RELAY,
-                    body,
-                } => {
-                    self.cross.cells_received += 1;
-                    let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-                    self.core.queue_next_hop_cell(circ, &body, &mut io);
-                }
-                // A Forward cell goes to our channel for another shard's circuit, never one
-                // of the staged cells' circuits: it needs no flush. Anything else reaches
-                // the core after the cells before it (a DESTROY after its circuit's cells).
-                msg @ RelayMsg::Forward { .. } => self.handle_cross(from, msg, now, out),
-                msg => {
-                    self.flush_cross_staged(now);
-                    self.handle_cross(from, msg, now, out);
-                }
-            }
+            self.handle_cross(from, msg, now, out);
         }
-        self.flush_cross_staged(now);
         self.dispatch(out);
         self.qdelay_close(out);
-    }
-
-    /// Crypts and handles the backward cells staged from a cross-shard drain.
-    fn flush_cross_staged(&mut self, now: Instant) {
-        if self.core.has_queued_relay_cells() {
-            let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-            self.core.flush_relay_cells(&mut io);
-        }
     }
 
     /// Tells every other shard that our channel `chan` is blocked or not (only shards with
