@@ -278,10 +278,11 @@ exported_fields! {
     }
     // circuits (fors_relay_circuits_open), circuits_created, cc_circuits, cells_forwarded,
     // cells_backward, xoff_sent and xon_sent go out through `HandlerCounters`;
-    // ends_sent is its own labelled family (`fors_relay_stream_end_sent_total`).
+    // ends_sent is its own labelled family (`fors_relay_stream_end_sent_total`);
+    // relay_in_cross_batches counts only what tests and benchmarks stage (the node does not).
     elsewhere {
         circuits, circuits_created, cc_circuits, cells_forwarded, cells_backward,
-        xoff_sent, xon_sent, ends_sent,
+        xoff_sent, xon_sent, ends_sent, relay_in_cross_batches,
     }
 }
 
