@@ -409,6 +409,7 @@ mod tests {
                 "xoff_sent",
                 "xon_sent",
                 "ends_sent",
+                "relay_in_cross_batches",
             ],
         );
         check(DNS_METRICS, &format!("{:?}", DnsMetrics::default()), &[]);
