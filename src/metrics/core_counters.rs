@@ -85,6 +85,8 @@ exported_fields! {
             Counter false "Multi-circuit crypto calls over received cells of several circuits at once (multi-buffer SHA-1 for tor1 circuits ending here; CGO circuits, each direction).",
         cgo_cells_grouped => "fors_relay_cgo_cells_grouped_total" [""]
             Counter false "Received CGO cells crypted in one interleaved kernel call with cells of other circuits.",
+        cgo_originated_grouped => "fors_relay_cgo_originated_grouped_total" [""]
+            Counter false "Exit DATA cells of CGO circuits originated in one interleaved kernel call with cells of other circuits.",
         cells_crypted_batched => "fors_relay_cells_crypted_total" ["call=\"batched\""]
             Counter true "Received RELAY cells by crypto call: with other cells (a run of one circuit, or several circuits), or alone.",
         cells_crypted_single => "fors_relay_cells_crypted_total" ["call=\"single\""]
@@ -286,10 +288,11 @@ exported_fields! {
     }
     // circuits (fors_relay_circuits_open), circuits_created, cc_circuits, cells_forwarded,
     // cells_backward, xoff_sent and xon_sent go out through `HandlerCounters`;
-    // ends_sent is its own labelled family (`fors_relay_stream_end_sent_total`).
+    // ends_sent is its own labelled family (`fors_relay_stream_end_sent_total`);
+    // relay_in_cross_batches counts only what tests and benchmarks stage (the node does not).
     elsewhere {
         circuits, circuits_created, cc_circuits, cells_forwarded, cells_backward,
-        xoff_sent, xon_sent, ends_sent,
+        xoff_sent, xon_sent, ends_sent, relay_in_cross_batches,
     }
 }
 
@@ -416,6 +419,7 @@ mod tests {
                 "xoff_sent",
                 "xon_sent",
                 "ends_sent",
+                "relay_in_cross_batches",
             ],
         );
         check(DNS_METRICS, &format!("{:?}", DnsMetrics::default()), &[]);

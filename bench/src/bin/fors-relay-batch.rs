@@ -79,6 +79,10 @@ fn main() {
             let reps = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(41);
             cgo(reps);
         }
+        "cross" => {
+            let reps = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(41);
+            cross(reps);
+        }
         "cgo-one" => {
             // One middle-forward configuration, cells made once, for a profiler.
             let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(16);
@@ -377,10 +381,17 @@ struct CgoRelay {
     clients: Vec<CgoClientCircuit>,
     rng: StdRng,
     next_circ: usize,
+    /// The middle circuits' handles (for cells another shard delivers).
+    handles: Vec<fors::proto::circuit::CircHandle>,
 }
 
 impl CgoRelay {
     fn new(n: usize, middle: bool) -> CgoRelay {
+        CgoRelay::with(n, middle, true, 0)
+    }
+
+    /// `n` circuits, CGO or tor1 (`cgo`), whose next hop (if `middle`) is on shard `shard`.
+    fn with(n: usize, middle: bool, cgo: bool, shard: u16) -> CgoRelay {
         let mut rng = StdRng::seed_from_u64(11);
         let me = RelayIdentity {
             rsa: RsaIdentity([1; 20]),
@@ -414,18 +425,20 @@ impl CgoRelay {
             peer: peer(0x44),
             we_initiated: true,
         };
-        let exts = [
+        let all_exts = [
             CircuitExtension::CcRequest,
             CircuitExtension::SubprotoRequest(vec![SubprotoCap {
                 protocol_id: 2,
                 capability: 6,
             }]),
         ];
+        let exts = if cgo { &all_exts[..] } else { &all_exts[..1] };
+        let mut handles = vec![];
         let mut clients = vec![];
         let mut out: Vec<Action> = Vec::new();
         for i in 0..n {
             let id = CircId(0x8000_0001 + i as u32);
-            let (hs, skin) = NtorV3Client::start(&mut rng, &me.ed, keys.current().public(), &exts)
+            let (hs, skin) = NtorV3Client::start(&mut rng, &me.ed, keys.current().public(), exts)
                 .expect("ntor-v3 starts");
             let mut body = [0u8; CELL_BODY_LEN];
             Create2 {
@@ -444,13 +457,15 @@ impl CgoRelay {
                 panic!("no CREATED2: {out:?}")
             };
             let (keys, _) = hs
-                .finish_circ(Created2::parse(reply).expect("CREATED2 parses").hdata, true)
+                .finish_circ(Created2::parse(reply).expect("CREATED2 parses").hdata, cgo)
                 .expect("CREATED2 checks");
-            let CircuitKeys::Cgo(k) = keys else {
-                panic!("CGO was not negotiated")
-            };
             let mut client = CgoClientCircuit::default();
-            client.push(&k);
+            match &keys {
+                CircuitKeys::Cgo(k) => client.push(k),
+                // tor1 (the `cross` figures): only backward cells of random bytes, no client.
+                CircuitKeys::Tor1(_) if !cgo => {}
+                CircuitKeys::Tor1(_) => panic!("CGO was not negotiated"),
+            }
             if middle {
                 let specs = [
                     LinkSpec::Ipv4("127.0.0.1:9002".parse().expect("address")),
@@ -468,9 +483,20 @@ impl CgoRelay {
                 )
                 .expect("EXTEND2 encodes");
                 let mut body = [0u8; CELL_BODY_LEN];
-                v1::encode(&mut body, RelayCmd::EXTEND2, 0, &ext[..len], &mut rng)
-                    .expect("v1 encodes");
-                client.originate(0, u8::from(ChanCmd::RELAY_EARLY), &mut body);
+                if cgo {
+                    v1::encode(&mut body, RelayCmd::EXTEND2, 0, &ext[..len], &mut rng)
+                        .expect("v1 encodes");
+                    client.originate(0, u8::from(ChanCmd::RELAY_EARLY), &mut body);
+                } else {
+                    let CircuitKeys::Tor1(k) = &keys else {
+                        unreachable!("tor1 checked above")
+                    };
+                    v0::encode(&mut body, RelayCmd::EXTEND2, 0, &ext[..len], &mut rng)
+                        .expect("v0 encodes");
+                    let mut l = Tor1ClientCircuit::new();
+                    l.push_hop(Tor1ClientLayer::new(k));
+                    l.originate(0, &mut body).expect("one hop");
+                }
                 out.clear();
                 {
                     let mut io = CoreIo::new(Instant::now(), &mut rng, &mut out);
@@ -489,7 +515,7 @@ impl CgoRelay {
                     Ok(ExtendDone {
                         next: NextHop {
                             chan: NEXT,
-                            shard: ShardIdx(0),
+                            shard: ShardIdx(shard),
                             circ_id: CircId(0x100 + i as u32),
                         },
                         created2: &created,
@@ -497,6 +523,7 @@ impl CgoRelay {
                     &mut io,
                 )
                 .expect("extend completes");
+                handles.push(circ);
             }
             clients.push(client);
         }
@@ -507,6 +534,7 @@ impl CgoRelay {
             clients,
             rng,
             next_circ: 0,
+            handles,
         }
     }
 
@@ -615,6 +643,73 @@ fn cgo(reps: usize) {
                     "  N={n:<3} K={k:<3} {a:7.1} | {b:7.1} | {c:7.1} | {:5.2}   (grouped cells {})",
                     b / c,
                     m.cgo_cells_grouped - before.cgo_cells_grouped
+                );
+            }
+        }
+    }
+}
+
+/// The timed part of a `cross` figure: backward cells another shard delivered, in drains of
+/// `k`: one at a time (`handle_next_hop_cell`, the path before cross-shard staging) or staged
+/// per drain (`queue_next_hop_cell` + `flush_relay_cells`, as `on_cross_shard` does now).
+#[inline(never)]
+fn feed_cross(r: &mut CgoRelay, cells: &mut [(usize, CellBody)], k: usize, staged: bool) {
+    let mut out: Vec<Action> = Vec::with_capacity(64);
+    let mut rng = StdRng::seed_from_u64(9);
+    let now = Instant::now();
+    for drain in cells.chunks_mut(k) {
+        let mut io = CoreIo::new(now, &mut rng, &mut out);
+        for (i, body) in drain.iter_mut() {
+            let h = r.handles[*i];
+            if staged {
+                r.core.queue_next_hop_cell(h, body, &mut io);
+            } else {
+                let _ = r
+                    .core
+                    .handle_next_hop_cell(h, ChanCmd::RELAY, body, &mut io);
+            }
+        }
+        r.core.flush_relay_cells(&mut io);
+        out.clear();
+    }
+}
+
+fn cross(reps: usize) {
+    println!(
+        "# backward cells from another shard, round-robin over N middle circuits in drains of K; ns/cell, median of {reps} alternating repetitions of {CELLS} cells"
+    );
+    for cgo in [false, true] {
+        println!(
+            "{}: N circuits, K cells per drain: one at a time | staged | one/staged",
+            if cgo { "CGO" } else { "tor1" }
+        );
+        for n in [1, 4, 16] {
+            for k in [4, 16, 64] {
+                let mut r = CgoRelay::with(n, true, cgo, 1);
+                let mut figs = [vec![], vec![]];
+                for rep in 0..=reps {
+                    for (slot, staged) in [false, true].into_iter().enumerate() {
+                        let mut cells: Vec<(usize, CellBody)> = (0..CELLS)
+                            .map(|j| {
+                                let mut b = [0u8; CELL_BODY_LEN];
+                                r.rng.fill_bytes(&mut b);
+                                (j % n, b)
+                            })
+                            .collect();
+                        let t = timed(|| feed_cross(&mut r, &mut cells, k, staged));
+                        if rep > 0 {
+                            figs[slot].push(t / CELLS as f64);
+                        }
+                    }
+                }
+                let m = r.core.metrics();
+                assert_eq!(m.protocol_closes, 0, "no cell refused");
+                let [a, b] = figs.map(|mut v| median(&mut v));
+                println!(
+                    "  N={n:<3} K={k:<3} {a:7.1} | {b:7.1} | {:5.2}   (cross stages {}, grouped cells {})",
+                    a / b,
+                    m.relay_in_cross_batches,
+                    m.cgo_cells_grouped
                 );
             }
         }

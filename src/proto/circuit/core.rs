@@ -860,7 +860,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     }
 
     /// Backward direction (from the next hop): add our layer and pass toward the client.
-    fn backward_run(
+    pub(super) fn backward_run(
         &mut self,
         idx: u32,
         cmd: ChanCmd,

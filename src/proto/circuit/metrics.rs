@@ -66,11 +66,18 @@ pub struct CircuitMetrics {
     /// the cells they held (their ratio is the mean batch size).
     pub relay_in_batches: u64,
     pub relay_in_cells: u64,
+    /// Of those batches, the ones of backward cells another shard delivered in one drain
+    /// (`RelayCore::queue_next_hop_cell`; the node does not stage them, so only tests and
+    /// `fors-relay-batch cross` count here; not on the MetricsPort).
+    pub relay_in_cross_batches: u64,
     /// Multi-circuit crypto calls over received cells (multi-buffer SHA-1 across tor1
     /// circuits ending here; CGO circuits' cells, each direction).
     pub relay_in_multi_calls: u64,
     /// Received CGO cells crypted in an interleaved group with other circuits' cells.
     pub cgo_cells_grouped: u64,
+    /// Exit DATA cells of CGO circuits originated in an interleaved group with other
+    /// circuits' cells (`staged`).
+    pub cgo_originated_grouped: u64,
     /// Received RELAY cells crypted in a call with other cells (a run of one circuit or a
     /// multi-circuit call), and crypted alone.
     pub cells_crypted_batched: u64,

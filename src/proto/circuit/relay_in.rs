@@ -21,10 +21,18 @@
 //!   CGO's interleaved kernel (a circuit's i-th cell comes before any circuit's (i+1)-th, so
 //!   its cells stay in order and it is in a group at most once).
 //!
+//! Cells from the next hop of our circuits that another shard delivers (its channel is there)
+//! can be staged the same way, one cross-shard drain at a time
+//! ([`RelayCore::queue_next_hop_cell`]): such a stage holds only backward cells, keyed by
+//! circuit handle instead of channel and circuit ID, and never mixes with a channel read's.
+//! The node does not use it: for backward middle cells it measured 25–40 ns per cell slower
+//! than [`RelayCore::handle_next_hop_cell`] (`fors-relay-batch cross`, `bench/RESULTS.md`).
+//!
 //! Why crypting ahead is equivalent to crypting each cell at its turn:
 //! * each circuit's cells are crypted in arrival order, in one direction only: forward
 //!   cells come from the previous hop's channel, backward ones from the next hop's, and the
-//!   stage holds one channel's cells (a circuit never has both hops on one channel);
+//!   stage holds one channel's cells (a circuit never has both hops on one channel) or one
+//!   cross-shard drain's backward cells;
 //! * handling a cell never uses the keystream of the direction being crypted ahead: the
 //!   core originates only backward, and only for cells it recognized (forward), while a
 //!   backward relayed cell originates nothing;
@@ -80,6 +88,9 @@ enum Mode {
 /// The stage and its scratch space, allocated once (no allocation per cell).
 pub(super) struct RelayIn {
     chan: ChanId,
+    /// The stage holds backward cells another shard delivered (`circ` set when staged, no
+    /// channel), not a channel read.
+    cross: bool,
     circ_ids: Vec<CircId>,
     cmds: Vec<ChanCmd>,
     cells: Vec<CellBody>,
@@ -113,6 +124,7 @@ impl RelayIn {
         let n = MAX_RELAY_IN;
         RelayIn {
             chan: ChanId(0),
+            cross: false,
             circ_ids: Vec::with_capacity(n),
             cmds: Vec::with_capacity(n),
             cells: Vec::with_capacity(n),
@@ -136,6 +148,7 @@ impl RelayIn {
     fn empty() -> RelayIn {
         RelayIn {
             chan: ChanId(0),
+            cross: false,
             circ_ids: Vec::new(),
             cmds: Vec::new(),
             cells: Vec::new(),
@@ -225,24 +238,49 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             return; // tor-spec §"Choosing circuit IDs": never a circuit.
         }
         let rin = &self.relay_in;
-        if rin.len() >= MAX_RELAY_IN || (rin.len() > 0 && rin.chan != chan) {
+        if rin.len() >= MAX_RELAY_IN || (rin.len() > 0 && (rin.cross || rin.chan != chan)) {
             self.flush_relay_cells(io);
         }
         let rin = &mut self.relay_in;
         rin.chan = chan;
+        rin.cross = false;
         rin.circ_ids.push(circ_id);
         rin.cmds.push(cmd);
         crate::util::copies::note(crate::util::copies::CopySite::RelayStage, CELL_BODY_LEN);
         rin.cells.push(*body);
     }
 
+    /// A RELAY cell from the next hop of `circ` that another shard delivered (the next-hop
+    /// channel lives there), staged with the others of the same cross-shard drain so they are
+    /// crypted together as a channel read's are. The caller must call
+    /// [`RelayCore::flush_relay_cells`] at the end of the drain, and before handing the core
+    /// any other message of that drain (a DESTROY must not overtake its circuit's cells).
+    /// RELAY_EARLY (a protocol violation backward) goes through
+    /// [`RelayCore::handle_next_hop_cell`].
+    pub fn queue_next_hop_cell(&mut self, circ: CircHandle, body: &CellBody, io: &mut CoreIo<'_>) {
+        let rin = &self.relay_in;
+        if rin.len() >= MAX_RELAY_IN || (rin.len() > 0 && !rin.cross) {
+            self.flush_relay_cells(io);
+        }
+        let rin = &mut self.relay_in;
+        let k = rin.len();
+        rin.cross = true;
+        rin.circ_ids.push(CircId(0));
+        rin.cmds.push(ChanCmd::RELAY);
+        rin.circ[k] = Some(circ);
+        crate::util::copies::note(crate::util::copies::CopySite::RelayStage, CELL_BODY_LEN);
+        rin.cells.push(*body);
+    }
+
     /// Sets the fewest CGO circuits with cells in one read (per direction, and apart for
-    /// circuits that end here) that go through the grouped multi-circuit calls; `None`
+    /// circuits that end here), or with exit DATA in one originate stage (`staged`), that go
+    /// through the grouped multi-circuit calls; `None`
     /// restores the crypto's measured thresholds ([`HopCrypto::cgo_group_min_circuits`]),
     /// `Some(usize::MAX)` turns grouping off. For benchmarks and tests that compare both paths
     /// on one build; relays keep the default.
     pub fn set_cgo_group_min(&mut self, min: Option<usize>) {
         self.relay_in.cgo_group_min = min;
+        self.stage.cgo_group_min = min;
     }
 
     /// Whether RELAY cells wait for [`RelayCore::flush_relay_cells`].
@@ -259,16 +297,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         }
         self.metrics.relay_in_batches += 1;
         self.metrics.relay_in_cells += n as u64;
+        if self.relay_in.cross {
+            self.metrics.relay_in_cross_batches += 1;
+        }
         if n < C::multi_min_circuits().min(SMALL_READ) {
             // Too few cells to gain: the one-at-a-time path, without the batch set-up.
             self.metrics.cells_crypted_single += n as u64;
-            let rin = &mut self.relay_in;
-            let chan = rin.chan;
             // Taken out (no allocation) so the cells are crypted where they lie.
-            let mut cells = ::core::mem::take(&mut rin.cells);
+            let mut cells = ::core::mem::take(&mut self.relay_in.cells);
             for (k, cell) in cells.iter_mut().enumerate() {
-                let (circ_id, cmd) = (self.relay_in.circ_ids[k], self.relay_in.cmds[k]);
-                self.handle_relay_batch(chan, circ_id, cmd, ::core::slice::from_mut(cell), io);
+                self.handle_single(k, cell, io);
             }
             cells.clear();
             let rin = &mut self.relay_in;
@@ -302,7 +340,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         // CGO ones that end here apart).
         let (mut tor1_exit, mut cgo_forward, mut cgo_last, mut cgo_backward) = (0, 0, 0, 0);
         for k in 0..n {
-            let Some((idx, side)) = self.table.lookup(rin.chan, rin.circ_ids[k]) else {
+            let looked_up = if rin.cross {
+                // Cells another shard delivered come from the next hop (`circ` set when
+                // staged); a circuit closed since then resolves no more.
+                rin.circ[k]
+                    .and_then(|h| self.table.resolve(h))
+                    .map(|idx| (idx, Side::Next))
+            } else {
+                self.table.lookup(rin.chan, rin.circ_ids[k])
+            };
+            let Some((idx, side)) = looked_up else {
                 rin.mode[k] = Mode::Drop;
                 rin.circ[k] = None;
                 continue;
@@ -328,10 +375,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             };
             // Both hops on this channel would break "one direction per stage" (extend
             // refuses it; checked anyway, it costs one compare).
-            let both_here = match side {
-                Side::Prev => matches!(c.next, Next::Open(h) if h.chan == rin.chan),
-                Side::Next => c.prev_chan == rin.chan,
-            };
+            let both_here = !rin.cross
+                && match side {
+                    Side::Prev => matches!(c.next, Next::Open(h) if h.chan == rin.chan),
+                    Side::Next => c.prev_chan == rin.chan,
+                };
             let batchable = !rin.seen[seen].2
                 && !both_here
                 && rin.cmds[k] == ChanCmd::RELAY
@@ -464,6 +512,20 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         self.metrics.cgo_cells_grouped += done.grouped as u64;
     }
 
+    /// Staged cell `k` handled the old way, one at a time (`cell` taken out of the stage).
+    fn handle_single(&mut self, k: usize, cell: &mut CellBody, io: &mut CoreIo<'_>) {
+        let rin = &self.relay_in;
+        let (chan, circ_id, cmd, circ) = (rin.chan, rin.circ_ids[k], rin.cmds[k], rin.circ[k]);
+        let cell = ::core::slice::from_mut(cell);
+        if rin.cross {
+            if let Some(idx) = circ.and_then(|h| self.table.resolve(h)) {
+                self.backward_run(idx, cmd, cell, io);
+            }
+        } else {
+            self.handle_relay_batch(chan, circ_id, cmd, cell, io);
+        }
+    }
+
     fn count_crypted(&mut self, n: usize) {
         if n > 1 {
             self.metrics.cells_crypted_batched += n as u64;
@@ -481,8 +543,16 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             }
             if mode == Mode::Single {
                 self.metrics.cells_crypted_single += 1;
-                let (chan, circ_id, cmd) = (rin.chan, rin.circ_ids[k], rin.cmds[k]);
-                self.handle_relay_batch(chan, circ_id, cmd, &mut rin.cells[k..k + 1], io);
+                let (chan, circ_id, cmd, circ) =
+                    (rin.chan, rin.circ_ids[k], rin.cmds[k], rin.circ[k]);
+                let cell = &mut rin.cells[k..k + 1];
+                if rin.cross {
+                    if let Some(idx) = circ.and_then(|h| self.table.resolve(h)) {
+                        self.backward_run(idx, cmd, cell, io);
+                    }
+                } else {
+                    self.handle_relay_batch(chan, circ_id, cmd, cell, io);
+                }
                 continue;
             }
             // An earlier cell may have closed the circuit: its later cells go with it.

@@ -7,6 +7,17 @@
 //! [`RelayCore::flush_originated`] through the multi-buffer kernel
 //! (`crypto::relay::originate_multi_jobs`), then sent in the order they were packaged.
 //!
+//! CGO circuits' cells (relay cell format v1) of distinct circuits are handed to CGO's
+//! interleaved kernel in groups of up to four ([`cgo::originate_group`] through
+//! [`HopCrypto::originate_jobs`]) when at least [`HopCrypto::cgo_group_min_circuits`] CGO
+//! circuits have cells in the stage; fewer are crypted one at a time. The threshold is the
+//! read path's (measured there, where a group's set-up cost more than it saved below it); it
+//! was not measured for originate, where the crypto alone gains ~4 % grouped
+//! (`cgo_originate_batched_ns` against `cgo_originate_ns`, `bench/RESULTS.md`). The round-robin order already makes consecutive jobs distinct
+//! circuits, so a circuit is in a group at most once and its cells keep their order.
+//!
+//! [`cgo::originate_group`]: crate::crypto::relay::cgo::originate_group
+//!
 //! Invariants that keep this equivalent to crypting each cell at once:
 //! * a circuit's cells are crypted in their packaging order and sent in crypt order, so its
 //!   AES keystream, running digest and SENDME tag FIFO advance exactly as before;
@@ -48,6 +59,9 @@ pub(super) struct Stage {
     /// Inverse of `order`: the job index of each staged cell.
     job_of: Vec<u16>,
     tags: Vec<[u8; SENDME_TAG_LEN]>,
+    /// Overrides [`HopCrypto::cgo_group_min_circuits`] (tests and benchmarks compare the
+    /// grouped path with one at a time: [`RelayCore::set_cgo_group_min`]).
+    pub cgo_group_min: Option<usize>,
 }
 
 impl Stage {
@@ -58,6 +72,7 @@ impl Stage {
             rank: Vec::with_capacity(MAX_STAGED),
             job_of: vec![0; MAX_STAGED],
             tags: vec![[0; SENDME_TAG_LEN]; MAX_STAGED],
+            cgo_group_min: None,
         }
     }
 
@@ -69,6 +84,7 @@ impl Stage {
             rank: Vec::new(),
             job_of: Vec::new(),
             tags: Vec::new(),
+            cgo_group_min: None,
         }
     }
 }
@@ -94,6 +110,10 @@ struct Jobs<'a, C> {
     table: &'a mut CircuitTable<C>,
     cells: &'a mut [StagedCell],
     order: &'a [u16],
+    /// Whether CGO jobs may be lent together (enough CGO circuits staged).
+    group: bool,
+    /// CGO jobs lent together, i.e. crypted in an interleaved group.
+    grouped: usize,
 }
 
 impl<C: HopCrypto> OriginateJobs<C> for Jobs<'_, C> {
@@ -114,6 +134,31 @@ impl<C: HopCrypto> OriginateJobs<C> for Jobs<'_, C> {
     }
     fn format(&self, i: usize) -> Option<RelayCellFormat> {
         self.cells[self.order[i] as usize].format
+    }
+    fn get_disjoint<const N: usize>(
+        &mut self,
+        i: [usize; N],
+    ) -> Option<([&mut C; N], [&mut CellBody; N])> {
+        if !self.group {
+            return None;
+        }
+        let k = i.map(|j| self.order[j] as usize);
+        // Only CGO jobs are ever grouped (`RelayHop::originate_jobs` asks for no others).
+        if !k
+            .iter()
+            .all(|&k| self.cells[k].format == Some(RelayCellFormat::V1))
+        {
+            return None;
+        }
+        let idx = k.map(|k| self.cells[k].circ.idx);
+        let circs = self.table.get_disjoint_mut(idx)?;
+        if !circs.iter().all(|c| c.crypto.is_some()) {
+            return None;
+        }
+        let hops = circs.map(|c| c.crypto.as_mut().expect("checked just above"));
+        let cells = self.cells.get_disjoint_mut(k).ok()?.map(|c| &mut c.body);
+        self.grouped += N;
+        Some((hops, cells))
     }
 }
 
@@ -191,13 +236,25 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             if stage.cells.iter().any(|c| c.circ != stage.cells[0].circ) {
                 self.metrics.originate_multi_flushes += 1;
             }
+            // Distinct CGO circuits staged: each has one cell in round 0.
+            let cgo_circuits = stage
+                .cells
+                .iter()
+                .filter(|c| c.round == 0 && c.format == Some(RelayCellFormat::V1))
+                .count();
+            let cgo_min = stage
+                .cgo_group_min
+                .unwrap_or_else(|| C::cgo_group_min_circuits(false));
             let mut jobs = Jobs {
                 table: &mut self.table,
                 cells: &mut stage.cells,
                 order: &stage.order,
+                group: cgo_circuits >= cgo_min.max(2),
+                grouped: 0,
             };
             // tags[j] belongs to job j, i.e. to cell order[j].
             C::originate_jobs(&mut jobs, &mut stage.tags[..n]);
+            self.metrics.cgo_originated_grouped += jobs.grouped as u64;
         }
         // Record and send in packaging order; tags are in job order.
         for (j, &i) in stage.order.iter().enumerate() {
