@@ -49,6 +49,9 @@ run_one() {
     if [[ -d "fuzz/seeds/$t" ]]; then dirs+=("fuzz/seeds/$t"); fi
     local before
     before=$(find "fuzz/artifacts/$t" -type f | wc -l)
+    # Build first, outside the timed run: `cargo fuzz run` rebuilds what changed, and its
+    # compile time would otherwise count in the row's CPU seconds.
+    nice -n "$NICE" cargo fuzz build --sanitizer "$SAN" "$t" >"$OUT/$t.build.log" 2>&1 || rc=$?
     # -max_total_time bounds the run; the outer timeout only guards against a wedged process.
     # `time` gives the CPU seconds the run really got: on a shared machine far below its wall time.
     local TIMEFORMAT='%U %S'
