@@ -20,8 +20,9 @@ mod circuit_common;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
+use circuit_common::cgo_twins::*;
 use circuit_common::*;
 use fors::cell::chan::{Create2, Created2, HandshakeType};
 use fors::cell::relay::msg::{BeginTarget, Extend2, LinkSpec};
@@ -30,13 +31,10 @@ use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::crypto::handshake::{
     CircuitExtension, CircuitKeys, NtorKeyMap, NtorKeyPair, NtorV3Client, SubprotoCap,
 };
-use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
+use fors::crypto::ids::Ed25519Identity;
 use fors::crypto::relay::cgo::group_kernel_available;
 use fors::crypto::relay::{Tor1ClientCircuit, Tor1ClientLayer};
-use fors::proto::circuit::{
-    Action, CellBody, ChanId, CircHandle, CoreIo, ExtendDone, NextHop, RelayCore, RelayHop,
-    RelayIdentity, ShardIdx,
-};
+use fors::proto::circuit::{Action, CellBody, ChanId, CircHandle, ExtendDone, NextHop, ShardIdx};
 use fors::proto::stream::StreamHandle;
 use fors_testkit::cgo_ref::CgoClientCircuit;
 use rand::rngs::StdRng;
@@ -44,90 +42,6 @@ use rand::{Rng, RngCore, SeedableRng};
 
 /// The next hops' channel, on shard 1 (the cores are shard 0).
 const NEXT_CHAN: ChanId = ChanId(70);
-
-fn seed(test: &str) -> u64 {
-    let s = std::env::var("FORS_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("{test}: seed {s} (FORS_TEST_SEED={s} repeats it)");
-    s
-}
-
-fn prev_id() -> RelayIdentity {
-    RelayIdentity {
-        rsa: RsaIdentity([0x33; 20]),
-        ed: Ed25519Identity([0x33; 32]),
-    }
-}
-
-fn next_id() -> RelayIdentity {
-    RelayIdentity {
-        rsa: RsaIdentity([0x44; 20]),
-        ed: Ed25519Identity([0x44; 32]),
-    }
-}
-
-/// One core of the twins, with its own randomness, seeded alike.
-struct Twin {
-    core: RelayCore<RelayHop, TestNet>,
-    rng: StdRng,
-    now: Instant,
-}
-
-impl Twin {
-    fn new(seed: u64, keys: Arc<NtorKeyMap>, now: Instant, group_min: Option<usize>) -> Twin {
-        let net = TestNet {
-            known: vec![prev_id().rsa, next_id().rsa],
-            reentry: vec![],
-        };
-        let mut cfg = test_config();
-        cfg.pool_cells = 4096;
-        cfg.max_queue_per_circuit = 1024;
-        let id = RelayIdentity {
-            rsa: RsaIdentity([9; 20]),
-            ed: Ed25519Identity([9; 32]),
-        };
-        let mut core = RelayCore::new(cfg, id, keys, policy("accept 127.0.0.1:*, reject *:*"), net);
-        core.set_cgo_group_min(group_min);
-        Twin {
-            core,
-            rng: StdRng::seed_from_u64(seed),
-            now,
-        }
-    }
-
-    /// Runs `f`, then flushes the originate stage (as the shard does at a batch's end).
-    fn io<T>(
-        &mut self,
-        f: impl FnOnce(&mut RelayCore<RelayHop, TestNet>, &mut CoreIo<'_>) -> T,
-    ) -> (T, Vec<Action>) {
-        let mut out = Vec::new();
-        let mut io = CoreIo::new(self.now, &mut self.rng, &mut out);
-        let r = f(&mut self.core, &mut io);
-        self.core.flush_originated(&mut io);
-        (r, out)
-    }
-}
-
-/// Runs `f` on every twin; the twins must answer alike (setup steps). Returns the answer.
-fn on_all(twins: &mut [Twin], mut f: impl FnMut(&mut Twin) -> Vec<Action>) -> Vec<Action> {
-    let first = f(&mut twins[0]);
-    for t in &mut twins[1..] {
-        let other = f(t);
-        assert_eq!(
-            format!("{other:?}"),
-            format!("{first:?}"),
-            "twins differ in setup"
-        );
-    }
-    first
-}
 
 enum Layers {
     Cgo(CgoClientCircuit),

@@ -3,6 +3,7 @@
 //! to pick cells out of the actions. No sockets.
 #![allow(dead_code)]
 
+pub mod cgo_twins;
 pub mod hs;
 pub mod hs_cells;
 
