@@ -10,12 +10,11 @@
 mod channel_support;
 mod node_harness;
 
-use fors::cell::chan::{Create2, Created2, HandshakeType};
-use fors::cell::relay::msg::{Extend2, Extended2, LinkSpec};
+use fors::cell::chan::{Create2, Created2};
+use fors::cell::relay::msg::Extended2;
 use fors::cell::relay::{v0, RelayCmd};
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::crypto::handshake::ntor::server_handshake;
-use fors::crypto::handshake::NtorClient;
 use fors::crypto::relay::{Tor1ClientLayer, Tor1RelayCrypto};
 use fors::proto::circuit::{CellBody, HopCrypto};
 use node_harness::*;
@@ -48,29 +47,7 @@ fn setup(seed: u64) -> (Net, Vec<Crossing>, Peer, usize) {
         let mut p = Peer::client(&mut net, origin, 41000 + i as u16);
         let mut c = ClientCirc::create(&mut net, &mut p, 0x8000_0020 + i as u32);
         let mut rng = StdRng::seed_from_u64(net.rng.next_u64());
-        let (st, skin) = NtorClient::start(
-            &mut rng,
-            &target.id.rsa_id(),
-            target.onion.current().public(),
-        );
-        let std::net::SocketAddr::V4(ta4) = target_addr() else {
-            unreachable!()
-        };
-        let mut ext = [0u8; 498];
-        let n = Extend2::encode(
-            &[
-                LinkSpec::Ipv4(ta4),
-                LinkSpec::RsaId(target.id.rsa_id()),
-                LinkSpec::Ed25519Id(target.id.ed_id()),
-            ],
-            &Create2 {
-                htype: HandshakeType::NTOR,
-                hdata: &skin,
-            },
-            &mut ext,
-        )
-        .unwrap();
-        let body = c.cell(0, RelayCmd::EXTEND2, 0, &ext[..n]);
+        let (st, _, body) = extend2_to_target(&mut c, &mut rng);
         net.shards[owner].ops.clear();
         p.send(&mut net, c.circ_id, ChanCmd::RELAY_EARLY, &body);
         // The first extend opens the channel; the others use it.

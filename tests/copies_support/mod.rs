@@ -7,12 +7,11 @@
 //! `tests/copies_per_cell.rs` and `benches/node_cells.rs`.
 #![allow(dead_code)]
 
-use fors::cell::chan::{Create2, Created2, HandshakeType};
-use fors::cell::relay::msg::{Extend2, Extended2, LinkSpec};
+use fors::cell::chan::{Create2, Created2};
+use fors::cell::relay::msg::Extended2;
 use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::crypto::handshake::ntor::server_handshake;
-use fors::crypto::handshake::NtorClient;
 use fors::crypto::relay::Tor1ClientLayer;
 use fors::proto::circuit::CellBody;
 use fors::shard::ConnId;
@@ -67,30 +66,8 @@ impl Middle {
         let mut p = Peer::client(&mut net, shard, 41000);
         let mut c = ClientCirc::create(&mut net, &mut p, 0x8000_0020);
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-        let (st, skin) = NtorClient::start(
-            &mut rng,
-            &target.id.rsa_id(),
-            target.onion.current().public(),
-        );
+        let (st, _, body) = extend2_to_target(&mut c, &mut rng);
         let ta = target_addr();
-        let std::net::SocketAddr::V4(ta4) = ta else {
-            unreachable!()
-        };
-        let mut ext = [0u8; 498];
-        let n = Extend2::encode(
-            &[
-                LinkSpec::Ipv4(ta4),
-                LinkSpec::RsaId(target.id.rsa_id()),
-                LinkSpec::Ed25519Id(target.id.ed_id()),
-            ],
-            &Create2 {
-                htype: HandshakeType::NTOR,
-                hdata: &skin,
-            },
-            &mut ext,
-        )
-        .unwrap();
-        let body = c.cell(0, RelayCmd::EXTEND2, 0, &ext[..n]);
         for s in &mut net.shards {
             s.ops.clear();
         }

@@ -28,7 +28,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use fors::cell::relay::msg::{Extend2, Extended2, LinkSpec};
-use fors::crypto::handshake::ntor::server_handshake;
+use fors::crypto::handshake::ntor::{server_handshake, NTOR_ONIONSKIN_LEN};
 use fors::crypto::relay::Tor1RelayCrypto;
 use fors::proto::circuit::HopCrypto;
 
@@ -567,24 +567,18 @@ pub struct CrossCircuit {
     pub owner: usize,
 }
 
-pub fn cross_circuit(net: &mut Net, port: u16) -> CrossCircuit {
+/// An EXTEND2 cell (ntor) on `c`'s first hop toward the target relay, the client's
+/// handshake state for the EXTENDED2 that answers it, and the onion skin it carries.
+pub fn extend2_to_target(
+    c: &mut ClientCirc,
+    rng: &mut StdRng,
+) -> (NtorClient, [u8; NTOR_ONIONSKIN_LEN], CellBody) {
     let target = target_ident();
-    let owner = owner_of(target);
-    let origin = 1 - owner;
-    let mut p = Peer::client(net, origin, port);
-    let mut c = ClientCirc::create(net, &mut p, 0x8000_0010);
-
-    let mut rng = StdRng::seed_from_u64(net.rng.next_u64());
-    let (st, skin) = NtorClient::start(
-        &mut rng,
-        &target.id.rsa_id(),
-        target.onion.current().public(),
-    );
-    let mut ext = [0u8; 498];
-    let ta = target_addr();
-    let std::net::SocketAddr::V4(ta4) = ta else {
+    let (st, skin) = NtorClient::start(rng, &target.id.rsa_id(), target.onion.current().public());
+    let std::net::SocketAddr::V4(ta4) = target_addr() else {
         unreachable!()
     };
+    let mut ext = [0u8; 498];
     let n = Extend2::encode(
         &[
             LinkSpec::Ipv4(ta4),
@@ -598,7 +592,19 @@ pub fn cross_circuit(net: &mut Net, port: u16) -> CrossCircuit {
         &mut ext,
     )
     .unwrap();
-    let body = c.cell(0, RelayCmd::EXTEND2, 0, &ext[..n]);
+    (st, skin, c.cell(0, RelayCmd::EXTEND2, 0, &ext[..n]))
+}
+
+pub fn cross_circuit(net: &mut Net, port: u16) -> CrossCircuit {
+    let target = target_ident();
+    let owner = owner_of(target);
+    let origin = 1 - owner;
+    let mut p = Peer::client(net, origin, port);
+    let mut c = ClientCirc::create(net, &mut p, 0x8000_0010);
+
+    let mut rng = StdRng::seed_from_u64(net.rng.next_u64());
+    let (st, skin, body) = extend2_to_target(&mut c, &mut rng);
+    let ta = target_addr();
     net.cross_log.clear();
     for s in &mut net.shards {
         s.ops.clear();
