@@ -24,7 +24,9 @@ grow by at least the number of circuits; otherwise the row fails.
 C tor and 1-shard Fors are pinned to core 1 (`taskset -a -p -c 1`, all threads), 2-shard Fors
 to cores 0,1; everything else, the load generator included, to core 0. Only one subject is
 loaded at a time. For each run the subject's utime+stime delta comes from /proc/PID/stat and
-its VmHWM from /proc/PID/status (reset before each run).
+its VmHWM from /proc/PID/status (reset before each run). utime and stime are also reported
+apart (user and kernel time per GB), with the kernel floor this puts under issue #13's goals
+(exit 4×, middle 5× less CPU per GB than C tor).
 
 A Fors subject that does not come up, never gets usable, or fails a workload is reported as
 "not usable (reason)"; the C tor rows and RESULTS.md are produced anyway. The exit status is 0
@@ -366,7 +368,7 @@ class Bench:
                 f"CPU {'/'.join(cpus)}, timeout {timeout_s:.0f}s)")
             cgo0 = self.cgo_circuits(subject) if wl in report.CGO_SUBJECT_HOP else None
             try:
-                lg, err, cpu_s, wall, rss = measure.measured_run(
+                lg, err, cpu, wall, rss = measure.measured_run(
                     pid, lambda: self.loadgen(f"{subject}-{wl}", path_of(subject), extra,
                                               timeout_s, svg=True))
             except relaystat.ProcError as e:
@@ -376,7 +378,7 @@ class Bench:
                 row = report.unusable_row(subject, wl, err,
                                           status="failed" if subject == CTOR else "not usable")
             else:
-                row = report.compute_row(subject, wl, lg, cpu_s, rss, wall, rss0)
+                row = report.compute_row(subject, wl, lg, cpu, rss, wall, rss0)
                 row["rss_reset"] = rss_reset
                 row["thread_cpus"] = cpus
                 if subject != CTOR and row["status"] != "ok":
@@ -487,7 +489,8 @@ def tail_file(path, n=2):
 def summarize(row):
     if row["status"] not in ("ok",):
         return f"{row['status']}: {row.get('reason')}"
-    return (f"{report.cost_cell(row)}, {row.get('mb_per_s') or 0:.1f} MB/s, "
+    return (f"{report.cost_cell(row)} (user / sys {report.split_cell(row)}), "
+            f"{row.get('mb_per_s') or 0:.1f} MB/s, "
             f"{row.get('cells_per_s') or 0:.0f} cells/s, {row.get('circuits_per_s') or 0:.0f} circ/s, "
             f"relay {row.get('relay_cpu_s') or 0:.2f} CPU-s, peak RSS "
             f"{row.get('peak_rss_mib') or 0:.1f} MiB")
@@ -573,6 +576,11 @@ def render_markdown(b, env, argv, elapsed):
              f"2-shard Fors (`{NICK[FORS2]}`, `NumCPUs 2`) on CPUs 0,1; load generator and the "
              "rest of the network on CPU 0, so in the 2-shard rows the second shard competes "
              "with the load generator.",
+             "* `user / sys` splits the CPU cost into the subject's utime and stime (same unit "
+             "as CPU cost; the share is sys ÷ total). On loopback stime is the kernel's TCP work "
+             "for the relay's sockets, with the loopback receive softirq of what it sends; the "
+             "kernel splits runtime by sampling at its tick, so the split carries a few % of "
+             "sampling error.",
              "* `relay cores` is the subject's CPU-seconds over the workload's elapsed time. "
              "Below 1.0 the subject was not the bottleneck (core 0, shared by the load generator "
              "and the C tor path relays, was), so MB/s, cells/s and circuits/s then describe the "
@@ -581,6 +589,13 @@ def render_markdown(b, env, argv, elapsed):
              "Ratios (Fors ÷ C tor; CPU cost, latency and RSS: lower is better for Fors; "
              "MB/s, cells/s, circuits/s: higher is better):", "",
              report.render_ratios(b.rows, CTOR, [FORS1, FORS2], b.labels)]
+    floor = report.render_floor(b.rows, CTOR, [FORS1, FORS2], b.labels)
+    if floor and not a.ctor_in_fors_slots:
+        lines += ["", "The kernel floor (issue #13's goals: exit 4×, middle 5× less CPU per GB "
+                  "than C tor): the budget is C tor's total ÷ the goal; Fors's system time "
+                  "alone must fit in it, and what is left is the user time Fors may spend. "
+                  "\"best ratio at user 0\" is C tor's total ÷ Fors's system time: the ratio "
+                  "Fors would reach with no user time at all.", "", floor]
     if a.ctor_in_fors_slots:
         lines += ["", "Both sides of every ratio are C tor 0.4.9 here, so each ratio's distance "
                   "from 1.00 is this run's measurement noise: CPU cost is the stable figure, "

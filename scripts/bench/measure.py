@@ -2,8 +2,8 @@
 side-by-side at the end of `testnet.py demo` share, so both compute CPU cost the same way.
 
 The relay's cost is its own process's utime+stime delta over the run (`/proc/PID/stat`, every
-thread: relaystat.cpu_seconds) divided by the bytes the load generator verified
-(report.compute_row).
+thread: relaystat.cpu_times) divided by the bytes the load generator verified
+(report.compute_row); utime and stime are also kept apart (user and kernel time).
 """
 
 import json
@@ -35,28 +35,28 @@ def last_json(out):
 
 def measured_run(pid, run):
     """Calls `run()` -> (loadgen JSON or None, error text) between two reads of the relay's
-    CPU seconds.  Returns (lg, err, cpu_s, wall_s, peak_rss_kib); raises relaystat.ProcError
-    when the relay process is gone."""
-    cpu0 = relaystat.cpu_seconds(pid)
+    CPU times.  Returns (lg, err, cpu, wall_s, peak_rss_kib), `cpu` a relaystat.CpuTimes
+    (user, sys) of the run; raises relaystat.ProcError when the relay process is gone."""
+    cpu0 = relaystat.cpu_times(pid)
     w0 = time.monotonic()
     lg, err = run()
     wall = time.monotonic() - w0
-    cpu1 = relaystat.cpu_seconds(pid)
+    cpu1 = relaystat.cpu_times(pid)
     rss = relaystat.peak_rss_kib(pid)
-    return lg, err, cpu1 - cpu0, wall, rss
+    return lg, err, relaystat.cpu_delta(cpu0, cpu1), wall, rss
 
 
 def measure_row(subject, workload, pid, run, rss_start_kib=None):
     """A report row (report.compute_row) for one measured run, or an unusable row that says
     why there are no figures."""
     try:
-        lg, err, cpu_s, wall, rss = measured_run(pid, run)
+        lg, err, cpu, wall, rss = measured_run(pid, run)
     except relaystat.ProcError as e:
         return report.unusable_row(subject, workload, f"relay process exited during the run ({e})",
                                    status="failed")
     if lg is None:
         return report.unusable_row(subject, workload, err or "no loadgen output", status="failed")
-    return report.compute_row(subject, workload, lg, cpu_s, rss, wall, rss_start_kib)
+    return report.compute_row(subject, workload, lg, cpu, rss, wall, rss_start_kib)
 
 
 def parse_allocator_evidence(thread_names, mapped_paths, preload):

@@ -2,7 +2,16 @@
 
 Only the subject relay's own process is measured: `/proc/PID/stat` utime+stime cover all of
 its threads (proc(5)), so C tor's cpuworker threads and every Fors shard are included.
+
+utime and stime are also read apart (`cpu_times`): on loopback stime holds the kernel's TCP
+work for the relay's sockets, and for the data the relay sends also the receive side's
+softirq (the loopback device delivers in the sender's context). How the kernel splits a
+process's runtime into the two is sampled at its tick (CONFIG_TICK_CPU_ACCOUNTING: each tick
+charges the running task's user or system time; the sum is the exact runtime and the split
+is scaled to it), so the split of a short run carries a sampling error of a few percent.
 """
+
+from collections import namedtuple
 
 import os
 import subprocess
@@ -14,24 +23,50 @@ class ProcError(Exception):
     """A /proc read failed: usually the process has exited."""
 
 
-def parse_stat_cpu_ticks(stat_text):
-    """utime + stime (clock ticks) from the text of /proc/PID/stat.
+# CPU seconds of a process split as the kernel accounts them: user (utime) and system (stime).
+CpuTimes = namedtuple("CpuTimes", "user sys")
+
+
+def parse_stat_cpu_split(stat_text):
+    """(utime, stime) in clock ticks from the text of /proc/PID/stat.
 
     comm (field 2) may hold spaces and parentheses, so fields are counted from the last ')':
     after it come state (field 3) ... utime (14) and stime (15)."""
-    tail = stat_text[stat_text.rfind(")") + 2:].split()
+    close = stat_text.rfind(")")
+    tail = stat_text[close + 2:].split() if close >= 0 else []
     if len(tail) < 13:
         raise ProcError(f"short /proc stat line: {stat_text[:80]!r}")
-    return int(tail[11]) + int(tail[12])
+    try:
+        return int(tail[11]), int(tail[12])
+    except ValueError as e:
+        raise ProcError(f"/proc stat utime/stime not numbers: {tail[11:13]!r}") from e
+
+
+def parse_stat_cpu_ticks(stat_text):
+    """utime + stime (clock ticks) from the text of /proc/PID/stat."""
+    utime, stime = parse_stat_cpu_split(stat_text)
+    return utime + stime
+
+
+def cpu_times(pid):
+    """CpuTimes(user, sys): the CPU seconds every thread of `pid` has used so far, apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            utime, stime = parse_stat_cpu_split(f.read())
+    except OSError as e:
+        raise ProcError(f"pid {pid}: {e}") from e
+    return CpuTimes(utime / CLK_TCK, stime / CLK_TCK)
+
+
+def cpu_delta(before, after):
+    """CpuTimes of the interval between two cpu_times readings."""
+    return CpuTimes(after.user - before.user, after.sys - before.sys)
 
 
 def cpu_seconds(pid):
     """User+system CPU seconds consumed so far by every thread of `pid`."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return parse_stat_cpu_ticks(f.read()) / CLK_TCK
-    except (OSError, ValueError) as e:
-        raise ProcError(f"pid {pid}: {e}") from e
+    t = cpu_times(pid)
+    return t.user + t.sys
 
 
 def parse_status_kib(status_text, key):

@@ -58,15 +58,34 @@ def _num(v):
     return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-def compute_row(subject, workload, lg, cpu_s, rss_kib, elapsed_wall, rss_start_kib=None):
-    """Figures for one workload run.  `lg` is the loadgen JSON, `cpu_s` the subject's CPU
-    seconds over the run, `rss_kib` its VmHWM afterwards."""
+def split_cpu(cpu):
+    """(total, user, sys) CPU seconds from a relaystat.CpuTimes-like (user, sys) pair, or
+    (total, None, None) from a plain number (a caller that has only the sum)."""
+    if cpu is None:
+        return None, None, None
+    if isinstance(cpu, (int, float)):
+        return cpu, None, None
+    user, sys_ = cpu
+    return user + sys_, user, sys_
+
+
+def compute_row(subject, workload, lg, cpu, rss_kib, elapsed_wall, rss_start_kib=None):
+    """Figures for one workload run.  `lg` is the loadgen JSON, `cpu` the subject's CPU
+    seconds over the run (a relaystat.CpuTimes, user and system apart, or just the sum),
+    `rss_kib` its VmHWM afterwards."""
     row = {"subject": subject, "workload": workload, "status": "ok" if lg.get("ok") else "failed",
            "reason": None}
     nbytes = int(lg.get("bytes_verified") or 0)
     row["bytes"] = nbytes
+    cpu_s, user_s, sys_s = split_cpu(cpu)
     row["relay_cpu_s"] = cpu_s
-    row["cpu_s_per_gb"] = cpu_s / (nbytes / 1e9) if nbytes > 0 and cpu_s is not None else None
+    row["relay_user_s"], row["relay_sys_s"] = user_s, sys_s
+    per_gb = lambda v: v / (nbytes / 1e9) if nbytes > 0 and v is not None else None  # noqa: E731
+    row["cpu_s_per_gb"] = per_gb(cpu_s)
+    # User and kernel time apart (utime, stime): on loopback the kernel's share is TCP work a
+    # user-space change cannot remove, so it bounds how far the total can fall (issue #13).
+    row["user_s_per_gb"], row["sys_s_per_gb"] = per_gb(user_s), per_gb(sys_s)
+    row["sys_share"] = sys_s / cpu_s if sys_s is not None and cpu_s else None
     hs = int(lg.get("handshakes") or 0)
     row["handshakes"] = hs
     row["cpu_ms_per_circuit"] = (cpu_s * 1e3 / hs) if hs > 0 and cpu_s is not None else None
@@ -124,6 +143,28 @@ def cost_cell(row):
     return f"{_f(row.get('cpu_s_per_gb'), 2)} s/GB" if row.get("cpu_s_per_gb") is not None else "–"
 
 
+def split_cell(row):
+    """User / system CPU cost and the system share, e.g. `1.20 / 1.75 (59 %)`: s/GB for bulk
+    workloads, ms per circuit for circuit creation."""
+    user, sys_ = row.get("relay_user_s"), row.get("relay_sys_s")
+    if user is None or sys_ is None:
+        return "–"
+    if row["workload"] == "create":
+        hs = row.get("handshakes") or 0
+        if not hs:
+            return "–"
+        u, k = user * 1e3 / hs, sys_ * 1e3 / hs
+        digits = 3
+    else:
+        u, k = row.get("user_s_per_gb"), row.get("sys_s_per_gb")
+        if u is None or k is None:
+            return "–"
+        digits = 2
+    share = row.get("sys_share")
+    return f"{_f(u, digits)} / {_f(k, digits)}" + (f" ({share * 100:.0f} %)" if share is not None
+                                                   else "")
+
+
 def _short(text, n=120):
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
@@ -131,9 +172,9 @@ def _short(text, n=120):
 
 def render_table(rows, labels):
     """The per-subject table.  `labels` maps subject key → display name."""
-    out = ["| Workload | Relay | CPU cost | relay cores | MB/s | cells/s | latency p50 / p99 "
-           "| circuits/s | peak RSS MiB (at start) |",
-           "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    out = ["| Workload | Relay | CPU cost | user / sys (sys share) | relay cores | MB/s | cells/s "
+           "| latency p50 / p99 | circuits/s | peak RSS MiB (at start) |",
+           "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
     # A subject that failed every workload for one reason gets a single line.
     collapsed = {}
     for subj in labels:
@@ -149,7 +190,7 @@ def render_table(rows, labels):
             name = labels[subj]
             if row["status"] not in ("ok", "failed"):
                 out.append(f"| {wl_label} | {name} | {row['status']}: {_short(row['reason'])} "
-                           "| | | | | | |")
+                           "| | | | | | | |")
                 continue
             lat = (f"{lat_cell(row.get('lat_p50_ms'))} / {lat_cell(row.get('lat_p99_ms'))}"
                    + (f" ({row['lat_kind']})" if row.get("lat_kind") else ""))
@@ -159,12 +200,12 @@ def render_table(rows, labels):
             if row["status"] == "failed":
                 cost = f"FAILED ({_short(row['reason'], 60)}) {cost}"
             out.append(
-                f"| {wl_label} | {name} | {cost} | {_f(row.get('relay_cores'), 2)} "
+                f"| {wl_label} | {name} | {cost} | {split_cell(row)} | {_f(row.get('relay_cores'), 2)} "
                 f"| {_f(row.get('mb_per_s'))} | {_f(row.get('cells_per_s'), 0)} | {lat} "
                 f"| {_f(circ)} | {_f(row.get('peak_rss_mib'))} ({_f(row.get('rss_start_mib'))}) |")
     for subj, row in collapsed.items():
         out.append(f"| all workloads | {labels[subj]} | {row['status']}: {_short(row['reason'], 300)} "
-                   "| | | | | | |")
+                   "| | | | | | | |")
     return "\n".join(out)
 
 
@@ -172,12 +213,17 @@ def ratio(a, b):
     return a / b if a is not None and b not in (None, 0) else None
 
 
+def _per(row, key, unit):
+    v, n = row.get(key), row.get(unit)
+    return v / n if v is not None and n else None
+
+
 def render_ratios(rows, base, others, labels):
     """Fors/C tor ratios for each of `others` against `base` (ok rows only).  CPU cost and
     latency: lower is better for Fors; MB/s, cells/s and circuits/s: higher is better."""
-    out = ["| Workload | Relay | CPU cost ÷ | MB/s ÷ | cells/s ÷ | p50 ÷ | p99 ÷ | circuits/s ÷ "
-           "| peak RSS ÷ |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| Workload | Relay | CPU cost ÷ | user ÷ | sys ÷ | MB/s ÷ | cells/s ÷ | p50 ÷ | p99 ÷ "
+           "| circuits/s ÷ | peak RSS ÷ |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     dead = {s for s in others
             if all(r["status"] not in ("ok", "failed") for r in rows if r["subject"] == s)}
     for wl, wl_label in WORKLOADS:
@@ -190,7 +236,7 @@ def render_ratios(rows, base, others, labels):
                 why = o if o["status"] != "ok" else b
                 who = labels[why["subject"]]
                 out.append(f"| {wl_label} | {labels[subj]} | n/a ({who} {why['status']}) "
-                           "| | | | | | |")
+                           "| | | | | | | | |")
                 continue
             cost_key = "cpu_ms_per_circuit" if wl == "create" else "cpu_s_per_gb"
             cells = [ratio(o.get(k), b.get(k)) for k in
@@ -200,12 +246,61 @@ def render_ratios(rows, base, others, labels):
                 cells[1] = cells[2] = None  # no bulk data in this workload
             else:
                 cells[5] = None if wl != "flood-bulk" else cells[5]
+            # User and system time apart, each per unit of work (byte or handshake).
+            unit = "handshakes" if wl == "create" else "bytes"
+            cells[1:1] = [ratio(_per(o, k, unit), _per(b, k, unit))
+                          for k in ("relay_user_s", "relay_sys_s")]
             out.append(f"| {wl_label} | {labels[subj]} | "
                        + " | ".join(_f(c, 2) for c in cells) + " |")
     for subj in sorted(dead):
         status = next(r["status"] for r in rows if r["subject"] == subj)
-        out.append(f"| all workloads | {labels[subj]} | n/a ({status}) | | | | | | |")
+        out.append(f"| all workloads | {labels[subj]} | n/a ({status}) | | | | | | | | |")
     return "\n".join(out)
+
+
+# Issue #13's goals: relay CPU per GB at least this many times below C tor's, exit and middle.
+CPU_GOAL = {"exit-download": 4, "exit-upload": 4, "middle-forward": 5,
+            "exit-download-cgo": 4, "exit-upload-cgo": 4, "middle-forward-cgo": 5}
+
+
+def floor_figures(fors_row, ctor_row, goal):
+    """What the kernel's share leaves for a CPU goal: the budget (C tor's total ÷ goal), the
+    Fors user time that budget leaves once Fors's own system time is paid (negative: the goal
+    is out of reach even with no user time at all), and the best ratio with user time zero
+    (C tor's total ÷ Fors's system time).  Everything in s/GB; None where a figure is missing."""
+    total, sys_ = ctor_row.get("cpu_s_per_gb"), fors_row.get("sys_s_per_gb")
+    if total is None or sys_ is None:
+        return None
+    budget = total / goal
+    return {"goal": goal, "ctor_s_per_gb": total, "budget": budget, "fors_sys": sys_,
+            "fors_user": fors_row.get("user_s_per_gb"), "user_left": budget - sys_,
+            "best_ratio": total / sys_ if sys_ > 0 else None, "reachable": sys_ < budget}
+
+
+def render_floor(rows, base, others, labels):
+    """The kernel floor against issue #13's goals, one line per Fors subject and bulk workload
+    with a goal; empty when no row has the user/system split."""
+    out = ["| Workload | Relay | goal | C tor s/GB | budget (C tor ÷ goal) | Fors sys s/GB "
+           "| Fors user s/GB | user left for the goal | best ratio at user 0 |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for wl, wl_label in WORKLOADS:
+        if wl not in CPU_GOAL:
+            continue
+        b = next((r for r in rows if r["subject"] == base and r["workload"] == wl), None)
+        for subj in others:
+            o = next((r for r in rows if r["subject"] == subj and r["workload"] == wl), None)
+            if o is None or b is None or o["status"] != "ok" or b["status"] != "ok":
+                continue
+            f = floor_figures(o, b, CPU_GOAL[wl])
+            if f is None:
+                continue
+            left = f"{f['user_left']:.2f}" if f["reachable"] else \
+                f"{f['user_left']:.2f} (out of reach)"
+            best = f"{f['best_ratio']:.2f}×" if f["best_ratio"] is not None else "–"
+            out.append(f"| {wl_label} | {labels[subj]} | {f['goal']}× | {_f(f['ctor_s_per_gb'], 2)} "
+                       f"| {f['budget']:.2f} | {_f(f['fors_sys'], 2)} | {_f(f['fors_user'], 2)} "
+                       f"| {left} | {best} |")
+    return "\n".join(out) if len(out) > 2 else ""
 
 
 def splice_section(text, mode, body):

@@ -44,6 +44,24 @@ class ProcParsing(unittest.TestCase):
         self.assertEqual(relaystat.parse_status_kib(text, "VmRSS"), 1024)
         self.assertIsNone(relaystat.parse_status_kib(text, "VmSwap"))
 
+    def test_stat_user_and_system_apart(self):
+        line = "4242 (tor (x) y) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 3 0"
+        self.assertEqual(relaystat.parse_stat_cpu_split(line), (150, 25))
+        for bad in ("4242 tor S 1 2", "1 (x) S 1 2 3 4 5 6 7 8 9 10 u s 0 0",
+                    "1 (x) S 1 2 3 4 5 6 7 8 9 10 150"):
+            with self.assertRaises(relaystat.ProcError, msg=bad):
+                relaystat.parse_stat_cpu_split(bad)
+        d = relaystat.cpu_delta(relaystat.CpuTimes(1.0, 2.0), relaystat.CpuTimes(1.5, 2.25))
+        self.assertEqual(d, relaystat.CpuTimes(0.5, 0.25))
+
+    def test_own_process_user_and_system_times(self):
+        t0 = relaystat.cpu_times(os.getpid())
+        sum(i * i for i in range(300_000))  # some user time
+        t1 = relaystat.cpu_times(os.getpid())
+        self.assertGreaterEqual(t1.user, t0.user)
+        self.assertGreaterEqual(t1.sys, t0.sys)
+        self.assertAlmostEqual(relaystat.cpu_seconds(os.getpid()), t1.user + t1.sys, delta=0.5)
+
     def test_own_process_is_readable(self):
         self.assertGreaterEqual(relaystat.cpu_seconds(os.getpid()), 0.0)
         self.assertGreater(relaystat.peak_rss_kib(os.getpid()), 0)
@@ -60,6 +78,32 @@ class Rows(unittest.TestCase):
         self.assertAlmostEqual(r["peak_rss_mib"], 20.0)
         self.assertAlmostEqual(r["rss_start_mib"], 10.0)
         self.assertAlmostEqual(r["relay_cores"], 0.2)  # 1 CPU-s over the loadgen's 5 s
+
+    def test_bulk_row_user_and_system(self):
+        cpu = relaystat.CpuTimes(user=0.4, sys=0.6)
+        r = report.compute_row("fors1", "exit-download", loadgen_json(), cpu, 1024, 5)
+        self.assertAlmostEqual(r["relay_cpu_s"], 1.0)
+        self.assertAlmostEqual(r["cpu_s_per_gb"], 5.0)  # 1 CPU-s over 0.2 GB
+        self.assertAlmostEqual(r["user_s_per_gb"], 2.0)
+        self.assertAlmostEqual(r["sys_s_per_gb"], 3.0)
+        self.assertAlmostEqual(r["sys_share"], 0.6)
+        self.assertEqual(report.split_cell(r), "2.00 / 3.00 (60 %)")
+        table = report.render_table([r], {"fors1": "F"})
+        self.assertIn("| 5.00 s/GB | 2.00 / 3.00 (60 %) |", table)
+        # Every line of the table has the same number of cells as its header.
+        widths = {l.count("|") for l in table.splitlines()}
+        self.assertEqual(len(widths), 1, table)
+
+    def test_a_sum_only_row_has_no_split(self):
+        r = report.compute_row("fors1", "exit-download", loadgen_json(), 1.0, 1024, 5)
+        self.assertIsNone(r["user_s_per_gb"])
+        self.assertIsNone(r["sys_share"])
+        self.assertEqual(report.split_cell(r), "–")
+
+    def test_create_row_split_per_circuit(self):
+        lg = loadgen_json(bytes_verified=0, handshakes=1000, handshakes_per_s=200.0)
+        r = report.compute_row("fors1", "create", lg, relaystat.CpuTimes(0.3, 0.2), None, 5.0)
+        self.assertEqual(report.split_cell(r), "0.300 / 0.200 (40 %)")
 
     def test_create_row_uses_handshakes(self):
         lg = loadgen_json(bytes_verified=0, handshakes=1000, handshakes_per_s=200.0)
@@ -83,8 +127,55 @@ class Rows(unittest.TestCase):
         table = report.render_ratios(rows, "ctor", ["fors1"], {"ctor": "C", "fors1": "F"})
         line = [l for l in table.splitlines() if l.startswith("| exit download")][0]
         cells = [c.strip() for c in line.strip("|").split("|")]
-        self.assertEqual(cells[2:5], ["0.50", "2.00", "1.00"])  # cost, MB/s, cells/s
+        self.assertEqual(cells[2:7], ["0.50", "–", "–", "2.00", "1.00"])
+        # cost, user, sys (none: only the sums were given), MB/s, cells/s
         self.assertEqual(cells[-1], "0.50")  # RSS
+
+    def test_ratios_of_user_and_system_time(self):
+        rows = [report.compute_row("ctor", "middle-forward", loadgen_json(),
+                                   relaystat.CpuTimes(0.5, 0.5), 1024, 5),
+                # Half the bytes: per GB, user 1.6× and sys 0.4× of C tor's.
+                report.compute_row("fors1", "middle-forward",
+                                   loadgen_json(bytes_verified=100_000_000),
+                                   relaystat.CpuTimes(0.4, 0.1), 1024, 5)]
+        table = report.render_ratios(rows, "ctor", ["fors1"], {"ctor": "C", "fors1": "F"})
+        line = [l for l in table.splitlines() if l.startswith("| middle forward")][0]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        self.assertEqual(cells[2:5], ["1.00", "1.60", "0.40"])  # total, user, sys
+        widths = {l.count("|") for l in table.splitlines()}
+        self.assertEqual(len(widths), 1, table)
+
+    def test_kernel_floor(self):
+        # C tor 4 s/GB at the exit; Fors spends 1.5 s/GB in the kernel: the 4× budget is
+        # 1 s/GB, so even with no user time the best is 4 / 1.5 = 2.67×.
+        ctor = report.compute_row("ctor", "exit-download", loadgen_json(),
+                                  relaystat.CpuTimes(0.5, 0.3), 1024, 5)
+        fors = report.compute_row("fors1", "exit-download", loadgen_json(),
+                                  relaystat.CpuTimes(0.2, 0.3), 1024, 5)
+        f = report.floor_figures(fors, ctor, 4)
+        self.assertAlmostEqual(f["budget"], 1.0)
+        self.assertAlmostEqual(f["user_left"], -0.5)
+        self.assertAlmostEqual(f["best_ratio"], 4.0 / 1.5)
+        self.assertFalse(f["reachable"])
+        # At the middle (goal 5×) with a small kernel share the goal is reachable.
+        ctor_m = report.compute_row("ctor", "middle-forward", loadgen_json(),
+                                    relaystat.CpuTimes(0.8, 0.2), 1024, 5)
+        fors_m = report.compute_row("fors1", "middle-forward", loadgen_json(),
+                                    relaystat.CpuTimes(0.3, 0.02), 1024, 5)
+        m = report.floor_figures(fors_m, ctor_m, 5)
+        self.assertTrue(m["reachable"])
+        self.assertAlmostEqual(m["user_left"], 1.0 - 0.1)
+        t = report.render_floor([ctor, fors, ctor_m, fors_m], "ctor", ["fors1"],
+                                {"ctor": "C", "fors1": "F"})
+        self.assertIn("| exit download | F | 4× | 4.00 | 1.00 | 1.50 | 1.00 | -0.50 (out of reach) "
+                      "| 2.67× |", t)
+        self.assertIn("| middle forward (down+up) | F | 5× | 5.00 | 1.00 | 0.10 | 1.50 | 0.90 "
+                      "| 50.00× |", t)
+        # Without the split there is nothing to say.
+        plain = [report.compute_row(s, "exit-download", loadgen_json(), 1.0, 1024, 5)
+                 for s in ("ctor", "fors1")]
+        self.assertEqual(report.render_floor(plain, "ctor", ["fors1"], {"ctor": "C", "fors1": "F"}),
+                         "")
 
     def test_unusable_subject_is_one_line(self):
         rows = [report.compute_row("ctor", wl, loadgen_json(), 1.0, 1024, 5)
