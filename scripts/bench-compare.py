@@ -367,10 +367,12 @@ class Bench:
             log(f"{self.labels[subject]}: {wl} (path {','.join(path_of(subject))}, threads on "
                 f"CPU {'/'.join(cpus)}, timeout {timeout_s:.0f}s)")
             cgo0 = self.cgo_circuits(subject) if wl in report.CGO_SUBJECT_HOP else None
+            run = lambda: self.loadgen(f"{subject}-{wl}", path_of(subject), extra,  # noqa: E731
+                                       timeout_s, svg=True)
+            if self.args.perf:
+                run = self.under_perf(pid, f"{subject}-{wl}", run)
             try:
-                lg, err, cpu, wall, rss = measure.measured_run(
-                    pid, lambda: self.loadgen(f"{subject}-{wl}", path_of(subject), extra,
-                                              timeout_s, svg=True))
+                lg, err, cpu, wall, rss = measure.measured_run(pid, run)
             except relaystat.ProcError as e:
                 lg, err = None, f"relay process exited during the run ({e}; " \
                                 f"{tail_file(self.relay_log(subject))})"
@@ -389,6 +391,35 @@ class Bench:
                     self.check_cgo(subject, wl, lg, cgo0, row)
             self.rows.append(row)
             log("  -> " + summarize(row))
+
+    def under_perf(self, pid, name, run):
+        """`run` wrapped in `perf record -g -p PID` for its length (--perf): the profile of the
+        subject during that workload, in DIR/NAME.perf.data. perf's sampling costs the subject
+        CPU too (the sample interrupts land in its time), so CPU figures of a --perf run are
+        not for comparison with a run without it."""
+        out = os.path.join(os.path.abspath(self.args.perf), f"{name}.perf.data")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+
+        def wrapped():
+            cmd = [self.args.perf_bin, "record", "--call-graph", self.args.perf_call_graph, "-F",
+                   str(self.args.perf_freq), "-p", str(pid), "-o", out]
+            with open(out + ".log", "w") as lf:
+                perf = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+            time.sleep(0.5)  # perf attaches to every thread before the load starts
+            try:
+                return run()
+            finally:
+                perf.send_signal(signal.SIGINT)
+                try:
+                    perf.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    perf.kill()
+                    perf.wait(timeout=10)
+                if perf.returncode not in (0, -signal.SIGINT):
+                    self.notes.append(f"perf record for {name} exited {perf.returncode} "
+                                      f"(see {out}.log)")
+        return wrapped
 
     def cgo_circuits(self, subject):
         """A Fors subject's CGO circuit counter (MetricsPort), or None (C tor, no port)."""
@@ -644,6 +675,16 @@ def main(argv=None):
     ap.add_argument("--results", default=os.path.join(REPO, "bench", "RESULTS.md"))
     ap.add_argument("--no-write", action="store_true", help="print the Markdown only")
     ap.add_argument("--svg", help="directory for fors-loadgen --svg plots")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="record each workload of each subject with `perf record -g` into "
+                         "DIR/SUBJECT-WORKLOAD.perf.data (perf's own cost lands in the CPU "
+                         "figures: profile in a run apart from the one you compare); summarize "
+                         "with scripts/bench/perf_split.py")
+    ap.add_argument("--perf-bin", default="/usr/bin/perf")
+    ap.add_argument("--perf-freq", type=int, default=2000, help="samples per second (default 2000)")
+    ap.add_argument("--perf-call-graph", default="fp", choices=["fp", "dwarf"],
+                    help="how perf unwinds (default fp, as `perf record -g`; the release build "
+                         "has no frame pointers, so the callers of a hot user function need dwarf)")
     ap.add_argument("--strict", action="store_true",
                     help="exit non-zero if any row (Fors included) is not ok")
     args = ap.parse_args(argv)
@@ -652,11 +693,15 @@ def main(argv=None):
         selected_workloads(args)
     except ValueError as e:
         ap.error(str(e))
-    for tool in (args.loadgen, args.tor):
+    for tool in (args.loadgen, args.tor) + ((args.perf_bin,) if args.perf else ()):
         if not os.access(tool, os.X_OK):
             ap.error(f"{tool} is not executable (build: cargo build --release -p fors-bench -p fors)")
 
     b = Bench(args)
+    if args.perf:
+        b.notes.append(f"every workload ran under `perf record --call-graph {args.perf_call_graph} "
+                       f"-F {args.perf_freq}` (--perf): "
+                       "its sampling cost is in these CPU figures; compare runs without it")
     if not args.ctor_in_fors_slots and not args.no_fors and not os.access(args.fors_bin, os.X_OK):
         b.fors_slots = False
         for s in (FORS1, FORS2):

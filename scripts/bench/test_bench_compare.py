@@ -8,6 +8,8 @@ import unittest
 
 import alloc_compare
 import measure
+import perf_split
+import split_medians
 import relaystat
 import report
 
@@ -187,6 +189,67 @@ class Rows(unittest.TestCase):
         self.assertEqual(t.count("| C |"), len(report.WORKLOADS))
         r = report.render_ratios(rows, "ctor", ["fors1"], labels)
         self.assertEqual(r.count("n/a (not usable)"), 1)
+
+
+class PerfSplit(unittest.TestCase):
+    REPORT = """# To display the perf.data header info, please use --header/--header-only options.
+#
+# Samples: 12K  of event 'cpu-clock:pppH'
+# Event count (approx.): 3000000000
+#
+# Overhead  Symbol
+# ........  ......
+#
+    20.50%  [k] copy_user_enhanced_fast_string
+    10.00%  [.] fors::crypto::aes::ctr_xor
+     9.50%  [k] tcp_sendmsg_locked
+     5.00%  [.] 0x00007f0000001234
+     0.00%  [k] unrelated
+    55.00%  [k] native_queued_spin_lock_slowpath
+"""
+
+    def test_parse_and_split(self):
+        event, samples, rows = perf_split.parse_report(self.REPORT)
+        self.assertEqual((event, samples), ("cpu-clock:pppH", "12K"))
+        self.assertEqual(len(rows), 6)
+        s = perf_split.summarize(rows, top=2)
+        self.assertAlmostEqual(s["kernel_pct"], 85.0)
+        self.assertAlmostEqual(s["user_pct"], 15.0)
+        self.assertEqual(s["top_kernel"], [(55.0, "native_queued_spin_lock_slowpath"),
+                                           (20.5, "copy_user_enhanced_fast_string")])
+        self.assertEqual(s["top_user"], [(10.0, "fors::crypto::aes::ctr_xor"),
+                                         (5.0, "0x00007f0000001234")])
+        t = perf_split.render("x", event, samples, s)
+        self.assertIn("kernel 85.0 %, user 15.0 %", t)
+        self.assertIn("| 1 | `native_queued_spin_lock_slowpath` | 55.00 | "
+                      "`fors::crypto::aes::ctr_xor` | 10.00 |", t)
+
+    def test_a_report_without_symbols_is_an_error(self):
+        with self.assertRaises(perf_split.PerfError):
+            perf_split.parse_report("# Samples: 0 of event 'cycles'\n#\n")
+
+
+class SplitMedians(unittest.TestCase):
+    def test_medians_and_floor_over_runs(self):
+        def run(ctor, fors):
+            return {"rows": [report.compute_row("ctor", "exit-download", loadgen_json(),
+                                                relaystat.CpuTimes(*ctor), 1024, 5),
+                             report.compute_row("fors1", "exit-download", loadgen_json(),
+                                                relaystat.CpuTimes(*fors), 1024, 5)]}
+        # 0.2 GB each: C tor 4, 5, 6 s/GB; Fors sys 1.0, 1.5, 0.5 s/GB.
+        runs = [run((0.6, 0.2), (0.3, 0.2)), run((0.7, 0.3), (0.2, 0.3)),
+                run((0.9, 0.3), (0.4, 0.1))]
+        m = split_medians.medians(runs)
+        self.assertAlmostEqual(m[("fors1", "exit-download")]["sys_s_per_gb"][0], 1.0)
+        self.assertAlmostEqual(m[("ctor", "exit-download")]["cpu_s_per_gb"][0], 5.0)
+        f = split_medians.floors(runs, "fors1")["exit-download"]
+        self.assertEqual([round(x["user_left"], 2) for x in f], [0.0, -0.25, 1.0])
+        t = split_medians.render(runs)
+        self.assertIn("| exit download | Fors, 1 shard | 4× | 1.25 | 1.00 | 0.00 "
+                      "(0.00, -0.25, 1.00) | 4.00× (4.00, 3.33, 12.00) |", t)
+        # A failed row is left out, not counted as zero.
+        runs[2]["rows"][1]["status"] = "failed"
+        self.assertEqual(len(split_medians.floors(runs, "fors1")["exit-download"]), 2)
 
 
 class Splice(unittest.TestCase):
