@@ -16,8 +16,9 @@ import re
 import subprocess
 import sys
 
-# `perf report --stdio --no-children --sort sym -g none` lines: "    12.34%  [k] symbol".
-LINE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)%\s+\[(.)\]\s+(.*?)\s*$")
+# `perf report --stdio --no-children --sort sym -g none -n` lines: "  12.34%   567  [k] symbol"
+# (the sample count is optional: without -n only the rounded percentage is there).
+LINE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)%\s+(?:(\d+)\s+)?\[(.)\]\s+(.*?)\s*$")
 SAMPLES_RE = re.compile(r"^# Samples: (\S+)\s+of event '([^']+)'")
 MODES = {"k": "kernel", ".": "user", "g": "guest kernel", "u": "guest user", "H": "hypervisor"}
 
@@ -27,8 +28,10 @@ class PerfError(Exception):
 
 
 def parse_report(text):
-    """(event, samples text, [(percent, mode, symbol)]) from `perf report` text."""
-    event, samples, rows = None, None, []
+    """(event, samples text, [(percent, mode, symbol)]) from `perf report` text.  With sample
+    counts (`-n`) the percentages are recomputed from them: summing thousands of rounded
+    percentages (each unresolved address is its own line) overshoots 100 % by several."""
+    event, samples, rows, counts = None, None, [], []
     for line in text.splitlines():
         m = SAMPLES_RE.match(line)
         if m:
@@ -38,9 +41,14 @@ def parse_report(text):
             continue
         m = LINE_RE.match(line)
         if m:
-            rows.append((float(m.group(1)), MODES.get(m.group(2), m.group(2)), m.group(3)))
+            rows.append((float(m.group(1)), MODES.get(m.group(3), m.group(3)), m.group(4)))
+            counts.append(int(m.group(2)) if m.group(2) else None)
     if not rows:
         raise PerfError("no symbol lines in the perf report")
+    total = sum(c for c in counts if c is not None)
+    if total and None not in counts:
+        rows = [(c * 100.0 / total, mode, sym) for c, (_, mode, sym) in zip(counts, rows)]
+        samples = str(total)
     return event, samples, rows
 
 
@@ -58,7 +66,7 @@ def summarize(rows, top=15):
 def report_text(path, perf="/usr/bin/perf"):
     try:
         r = subprocess.run([perf, "report", "-i", path, "--stdio", "--no-children", "--sort",
-                            "sym", "-g", "none", "--percent-limit", "0"],
+                            "sym", "-g", "none", "-n", "--percent-limit", "0"],
                            capture_output=True, text=True, timeout=600)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise PerfError(f"{perf} report -i {path}: {e}") from e

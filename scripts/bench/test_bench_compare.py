@@ -224,6 +224,18 @@ class PerfSplit(unittest.TestCase):
         self.assertIn("| 1 | `native_queued_spin_lock_slowpath` | 55.00 | "
                       "`fors::crypto::aes::ctr_xor` | 10.00 |", t)
 
+    def test_sample_counts_replace_the_rounded_percentages(self):
+        # Three lines of 1 sample in 3 print as 33.33 % each; the counts give exact shares.
+        text = ("# Samples: 3  of event 'cpu-clock:pppH'\n"
+                "    33.33%             1  [k] a\n"
+                "    33.33%             1  [.] b\n"
+                "    33.33%             1  [.] 0x0000000000001234\n")
+        event, samples, rows = perf_split.parse_report(text)
+        self.assertEqual(samples, "3")
+        s = perf_split.summarize(rows)
+        self.assertAlmostEqual(s["kernel_pct"] + s["user_pct"], 100.0)
+        self.assertAlmostEqual(s["kernel_pct"], 100.0 / 3)
+
     def test_a_report_without_symbols_is_an_error(self):
         with self.assertRaises(perf_split.PerfError):
             perf_split.parse_report("# Samples: 0 of event 'cycles'\n#\n")
