@@ -10,6 +10,7 @@ import alloc_compare
 import measure
 import perf_split
 import split_medians
+import tcp_floor
 import relaystat
 import report
 
@@ -262,6 +263,23 @@ class SplitMedians(unittest.TestCase):
         # A failed row is left out, not counted as zero.
         runs[2]["rows"][1]["status"] = "failed"
         self.assertEqual(len(split_medians.floors(runs, "fors1")["exit-download"]), 2)
+
+
+class TcpFloor(unittest.TestCase):
+    def test_per_gb(self):
+        r = tcp_floor.per_gb({"bytes": 500_000_000, "user_s": 0.1, "sys_s": 0.4, "wall_s": 2.0})
+        self.assertAlmostEqual(r["user_s_per_gb"], 0.2)
+        self.assertAlmostEqual(r["sys_s_per_gb"], 0.8)
+        self.assertAlmostEqual(r["cpu_s_per_gb"], 1.0)
+        self.assertAlmostEqual(r["mb_per_s"], 250.0)
+        self.assertIsNone(tcp_floor.per_gb({"bytes": 0, "user_s": 0, "sys_s": 0, "wall_s": 1}))
+
+    def test_a_small_transfer_is_relayed_whole(self):
+        cpus = sorted(os.sched_getaffinity(0))
+        r = tcp_floor.run(4, 16, cpus[-1], cpus[0], timeout=60)
+        self.assertEqual(r["bytes"], 4_000_000)
+        self.assertGreaterEqual(r["sys_s"], 0.0)
+        self.assertEqual(r["chunk_kib"], 16)
 
 
 class Splice(unittest.TestCase):
