@@ -465,7 +465,7 @@ fn a_multi_shard_relay_serves_conflux_and_a_lone_leg_links() {
     // the other shard asks it first (the node carries that; `conflux_cross_core` tests it).
     let mut a = leg(&mut exit, 1, true);
     let mut n = nonce();
-    while fors::proto::conflux::home_shard(&n, 2, &Default::default()) != 0 {
+    while fors::proto::conflux::home_shard(&n, 2, &test_config().home_key) != 0 {
         n[0] = n[0].wrapping_add(1);
     }
     let l = link(&mut exit, &mut a, n, DesiredUx::NoOpinion);
@@ -473,7 +473,7 @@ fn a_multi_shard_relay_serves_conflux_and_a_lone_leg_links() {
     assert_eq!(exit.core.metrics().conflux_sets_linked, 1);
     let mut b = leg(&mut exit, 2, true);
     let mut n = nonce();
-    while fors::proto::conflux::home_shard(&n, 2, &Default::default()) != 1 {
+    while fors::proto::conflux::home_shard(&n, 2, &test_config().home_key) != 1 {
         n[0] = n[0].wrapping_add(1);
     }
     let acts = send_other(

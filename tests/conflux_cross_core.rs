@@ -25,7 +25,7 @@ use fors::cell::relay::msg::{BeginTarget, RelayMsg, Sendme, Xon};
 use fors::cell::relay::RelayCmd;
 use fors::cell::ChanCmd;
 use fors::proto::circuit::{Action, CircuitConfig, ConfluxMsg, RelayIdentity, ShardIdx};
-use fors::proto::conflux::{home_shard, DesiredUx, HomeKey, Link, Nonce, Switch};
+use fors::proto::conflux::{home_shard, DesiredUx, Link, Nonce, Switch};
 use fors::proto::stream::StreamHandle;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -193,7 +193,7 @@ fn link_body(nonce: Nonce) -> Vec<u8> {
 fn nonce_at(rng: &mut StdRng, home: usize) -> Nonce {
     loop {
         let n: Nonce = rng.gen();
-        if home_shard(&n, 2, &HomeKey::default()) == home {
+        if home_shard(&n, 2, &CircuitConfig::default().home_key) == home {
             return n;
         }
     }

@@ -18,7 +18,8 @@ use fors::cell::relay::msg::RelayMsg;
 use fors::cell::relay::RelayCmd;
 use fors::cell::{ChanCmd, CircId, CELL_BODY_LEN};
 use fors::crypto::handshake::CircuitExtension;
-use fors::proto::conflux::{home_shard, DesiredUx, HomeKey, Link, Nonce, Switch};
+use fors::proto::circuit::CircuitConfig;
+use fors::proto::conflux::{home_shard, DesiredUx, Link, Nonce, Switch};
 use fors_testkit::circuit::{ClientCircuit, Handshake};
 use node_harness::*;
 use rand::rngs::StdRng;
@@ -108,7 +109,7 @@ fn legs_on_two_nodes_link_and_carry_a_stream_both_ways() {
         ];
         let nonce = loop {
             let n: Nonce = rng.gen();
-            if home_shard(&n, 2, &HomeKey::default()) == home {
+            if home_shard(&n, 2, &CircuitConfig::default().home_key) == home {
                 break n;
             }
         };

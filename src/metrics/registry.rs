@@ -229,7 +229,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 28] = [
+        let handler: [(&str, MetricKind, &str, Pick); 31] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -361,6 +361,24 @@ impl MetricsRegistry {
                 MetricKind::Counter,
                 "Circuits closed because an overflow toward another shard was at its bound.",
                 |s| &s.handler.cross_overflow_kills,
+            ),
+            (
+                "fors_relay_cross_shard_requests_refused_total",
+                MetricKind::Counter,
+                "Extends and stray circuit cells refused at an overflow's uncharged cap toward another shard.",
+                |s| &s.handler.cross_requests_refused,
+            ),
+            (
+                "fors_relay_cross_shard_notices_collapsed_total",
+                MetricKind::Counter,
+                "Channel blocked/unblocked notices folded into one waiting toward another shard.",
+                |s| &s.handler.cross_notices_collapsed,
+            ),
+            (
+                "fors_relay_cross_shard_uncharged_over_cap_total",
+                MetricKind::Counter,
+                "Answers and teardowns held past an overflow's uncharged cap toward another shard.",
+                |s| &s.handler.cross_uncharged_over_cap,
             ),
             (
                 "fors_relay_dns_send_errors_total",

@@ -162,6 +162,13 @@ pub struct HandlerCounters {
     pub cross_overflow_depth: AtomicU64,
     /// Circuits closed because an overflow toward another shard was at its bound.
     pub cross_overflow_kills: AtomicU64,
+    /// Requests (extends, stray non-RELAY cells of proxied circuits) an overflow toward
+    /// another shard refused at its uncharged cap (`relay::cross::Hold::Request`).
+    pub cross_requests_refused: AtomicU64,
+    /// Channel blocked/unblocked notices folded into one already waiting in an overflow.
+    pub cross_notices_collapsed: AtomicU64,
+    /// Answers and teardowns held in an overflow past its uncharged cap (never refused).
+    pub cross_uncharged_over_cap: AtomicU64,
     /// DNS queries the resolver socket refused to send (retried on the query's timeout).
     pub dns_send_errors: AtomicU64,
     /// Channel padding: PADDING cells sent on idle channels, and PADDING_NEGOTIATE START /

@@ -30,6 +30,15 @@
 //! charges each relay cell held there to its core's pool (so the memory cap covers it), and
 //! a cell past the bound, or with no pool buffer left, closes its circuit with DESTROY
 //! RESOURCELIMIT (counted).
+//!
+//! Messages that carry no cell are bounded too ([`Hold`]): a channel's blocked/unblocked
+//! notices collapse to one per channel (its latest state); requests (an extend, a stray
+//! non-RELAY cell of a proxied circuit) are refused past [`CrossLink`]'s uncharged cap and
+//! their circuit closed with RESOURCELIMIT; the answers and teardowns a shard must see
+//! (DESTROY, the extend's outcome, onion-service and conflux control) are never refused —
+//! losing one would leave the other shard's state wrong, and the cores have no way to take
+//! one back — so past the cap they are held and counted, not capped. Most are one per
+//! circuit, extend or registration; a conflux leg's state updates come one per SENDME.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -104,6 +113,41 @@ impl RelayMsg {
     pub fn is_charged(&self) -> bool {
         self.is_relay_cell() || self.is_hs_body()
     }
+
+    /// How a [`CrossLink`]'s overflow bounds this message.
+    pub fn hold(&self) -> Hold {
+        if self.is_charged() {
+            return Hold::Charged;
+        }
+        match self {
+            RelayMsg::ChanBlocked { chan, .. } => Hold::Notice(*chan),
+            RelayMsg::ExtendRequest { .. } => Hold::Request,
+            // A next hop may send any command on a circuit ID (tor-spec §"Cell format");
+            // only its DESTROY ends the circuit. The rest are the next hop's to flood.
+            RelayMsg::Backward { cmd, .. } if *cmd != ChanCmd::DESTROY => Hold::Request,
+            _ => Hold::MustCarry,
+        }
+    }
+}
+
+/// How an overflow bounds a message ([`RelayMsg::hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// A relay cell or onion-service body: counted against the cell bound and charged to
+    /// the shard's cell pool.
+    Charged,
+    /// A channel's blocked/unblocked notice: at most one per channel waits; a later one
+    /// overwrites its state in place (only the latest state matters to the origin).
+    Notice(ChanId),
+    /// Something that starts work on the other shard: refused past the uncharged cap
+    /// ([`Sent::OverBound`]); the caller fails the extend or closes the circuit with
+    /// RESOURCELIMIT.
+    Request,
+    /// An answer or a teardown the other shard must see (DESTROY, an extend's outcome,
+    /// onion-service and conflux control): held even past the uncharged cap, counted in
+    /// [`CrossLink::uncharged_over_cap`]. Not capped: refusing one would leave the other
+    /// shard's circuit, extend or leg wrong, and the cores cannot take one back.
+    MustCarry,
 }
 
 /// The shard that owns outbound channels to `rsa` among `shards`: the RSA identity (a
@@ -263,7 +307,8 @@ pub enum Sent {
     /// A forward RELAY cell the link will not take now: the caller gives it back to the
     /// circuit core (which holds it in its pool) and treats the channel as blocked.
     GiveBack(RelayMsg),
-    /// The overflow's cell bound is reached: the cell's circuit must be closed.
+    /// The overflow's cell bound (a charged message) or uncharged cap (a request) is
+    /// reached: the caller closes the circuit or fails the extend, RESOURCELIMIT.
     OverBound(RelayMsg),
 }
 
@@ -285,6 +330,23 @@ pub struct CrossLink {
     /// Our channels whose reading paused because of this link.
     paused_conns: Vec<ConnId>,
     pub full_events: u64,
+    /// Messages ever popped from the overflow's front: with it, `notice_at` names an
+    /// overflow position that stays valid while the front drains.
+    popped: u64,
+    /// The channels with a notice waiting in the overflow, and where (`popped` + index).
+    notice_at: HashMap<ChanId, u64>,
+    /// Requests and must-carry messages waiting (notices and charged ones not counted).
+    uncharged: usize,
+    /// Past this many, requests are refused.
+    max_uncharged: usize,
+    /// Notices folded into one already waiting.
+    pub notices_collapsed: u64,
+    /// Requests refused at the uncharged cap.
+    pub uncharged_refused: u64,
+    /// Must-carry messages held while the uncharged cap was reached.
+    pub uncharged_over_cap: u64,
+    /// Most uncharged messages (requests and must-carry) the overflow held at once.
+    pub uncharged_peak: usize,
 }
 
 /// Cells a link to one shard holds, ring slots and overflow together, before a charged
@@ -303,7 +365,14 @@ pub fn overflow_cells_for(ring: usize, min_overflow: usize) -> usize {
 }
 
 impl CrossLink {
+    /// A link whose overflow holds at most `max_cells` charged messages and `max_cells`
+    /// requests and must-carry messages (a request is refused at that cap; see [`Hold`]).
     pub fn new(max_cells: usize) -> Self {
+        Self::with_caps(max_cells, max_cells)
+    }
+
+    /// As [`CrossLink::new`], with the uncharged cap given apart.
+    pub fn with_caps(max_cells: usize, max_uncharged: usize) -> Self {
         CrossLink {
             overflow: VecDeque::with_capacity(max_cells.min(1 << 12)),
             cells: 0,
@@ -314,6 +383,14 @@ impl CrossLink {
             blocked_chans: Vec::new(),
             paused_conns: Vec::new(),
             full_events: 0,
+            popped: 0,
+            notice_at: HashMap::new(),
+            uncharged: 0,
+            max_uncharged: max_uncharged.max(1),
+            notices_collapsed: 0,
+            uncharged_refused: 0,
+            uncharged_over_cap: 0,
+            uncharged_peak: 0,
         }
     }
 
@@ -348,16 +425,76 @@ impl CrossLink {
         if forward_cell {
             return Sent::GiveBack(msg);
         }
-        if msg.is_charged() {
-            let body = msg.is_hs_body();
-            if self.cells >= self.max_cells || (body && self.hs_bodies >= self.max_hs_bodies) {
-                return Sent::OverBound(msg);
+        match msg.hold() {
+            Hold::Charged => {
+                let body = msg.is_hs_body();
+                if self.cells >= self.max_cells || (body && self.hs_bodies >= self.max_hs_bodies) {
+                    return Sent::OverBound(msg);
+                }
+                self.cells += 1;
+                self.hs_bodies += usize::from(body);
             }
-            self.cells += 1;
-            self.hs_bodies += usize::from(body);
+            Hold::Notice(chan) => {
+                if let RelayMsg::ChanBlocked { blocked, .. } = msg {
+                    if let Some(waiting) = self.waiting_notice(chan) {
+                        // The origin acts only on a channel's latest state (its blocked
+                        // set), so the newer state takes the waiting one's place: never
+                        // more than one notice per channel, and a blocked-then-unblocked
+                        // pair ends unblocked.
+                        *waiting = blocked;
+                        self.notices_collapsed += 1;
+                        return Sent::Held;
+                    }
+                }
+                let at = self.popped + self.overflow.len() as u64;
+                self.notice_at.insert(chan, at);
+            }
+            Hold::Request => {
+                if self.uncharged >= self.max_uncharged {
+                    self.uncharged_refused += 1;
+                    return Sent::OverBound(msg);
+                }
+                self.note_uncharged();
+            }
+            Hold::MustCarry => {
+                if self.uncharged >= self.max_uncharged {
+                    self.uncharged_over_cap += 1;
+                }
+                self.note_uncharged();
+            }
         }
         self.overflow.push_back(msg);
         Sent::Held
+    }
+
+    /// The state of `chan`'s notice waiting in the overflow, if one does.
+    fn waiting_notice(&mut self, chan: ChanId) -> Option<&mut bool> {
+        let at = *self.notice_at.get(&chan)?;
+        let i = usize::try_from(at.checked_sub(self.popped)?).ok()?;
+        match self.overflow.get_mut(i) {
+            Some(RelayMsg::ChanBlocked { chan: c, blocked }) if *c == chan => Some(blocked),
+            _ => None,
+        }
+    }
+
+    fn note_uncharged(&mut self) {
+        self.uncharged += 1;
+        self.uncharged_peak = self.uncharged_peak.max(self.uncharged);
+    }
+
+    /// Forgets the bookkeeping of a message (`hold`, and whether it is an onion-service
+    /// `body`) that just left the overflow.
+    fn unaccount(&mut self, hold: Hold, body: bool) {
+        match hold {
+            Hold::Charged => {
+                self.cells -= 1;
+                self.hs_bodies -= usize::from(body);
+            }
+            Hold::Notice(chan) => {
+                self.notice_at.remove(&chan);
+            }
+            Hold::Request | Hold::MustCarry => self.uncharged -= 1,
+        }
     }
 
     /// Notes a remote channel the core was told is blocked because of this link.
@@ -384,11 +521,12 @@ impl CrossLink {
         resume: &mut Vec<ConnId>,
     ) {
         while let Some(m) = self.overflow.pop_front() {
-            let (charged, body) = (m.is_charged(), m.is_hs_body());
+            let hold = m.hold();
+            let body = m.is_hs_body();
             match q.try_push(m) {
                 Ok(()) => {
-                    self.cells -= usize::from(charged);
-                    self.hs_bodies -= usize::from(body);
+                    self.popped += 1;
+                    self.unaccount(hold, body);
                 }
                 Err(m) => {
                     self.overflow.push_front(m);
@@ -420,9 +558,18 @@ impl CrossLink {
     /// for it after all).
     pub fn unhold_last(&mut self) -> Option<RelayMsg> {
         let m = self.overflow.pop_back()?;
-        self.cells -= usize::from(m.is_charged());
-        self.hs_bodies -= usize::from(m.is_hs_body());
+        self.unaccount(m.hold(), m.is_hs_body());
         Some(m)
+    }
+
+    /// Requests and must-carry messages waiting in the overflow.
+    pub fn held_uncharged(&self) -> usize {
+        self.uncharged
+    }
+
+    /// Notices waiting in the overflow (at most one per channel).
+    pub fn held_notices(&self) -> usize {
+        self.notice_at.len()
     }
 
     /// Whether [`CrossLink::pump`] has anything to do.
@@ -720,5 +867,378 @@ mod tests {
         assert_eq!(overflow_cells_for(16384, 4096), 4096);
         // No queue (the link to ourselves): the bound is still finite.
         assert_eq!(overflow_cells_for(0, 4096), CROSS_HEADROOM_CELLS);
+    }
+
+    fn test_seed(name: &str) -> u64 {
+        let seed = std::env::var("FORS_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        println!("{name}: seed {seed} (rerun with FORS_TEST_SEED={seed})");
+        seed
+    }
+
+    fn notice(chan: u64, blocked: bool) -> RelayMsg {
+        RelayMsg::ChanBlocked {
+            chan: ChanId(chan),
+            blocked,
+        }
+    }
+
+    fn extend_request(n: u32) -> RelayMsg {
+        RelayMsg::ExtendRequest {
+            origin: circ(n),
+            target: ExtendTarget {
+                ipv4: None,
+                ipv6: None,
+                rsa: RsaIdentity([n as u8; 20]),
+                ed: None,
+            },
+            create2: [n as u8; CELL_BODY_LEN],
+        }
+    }
+
+    /// A cell-shaped message numbered `n` (in its body's first four bytes).
+    fn numbered(n: u32, cmd: ChanCmd, forward: bool) -> RelayMsg {
+        let mut body = [0; CELL_BODY_LEN];
+        body[..4].copy_from_slice(&n.to_le_bytes());
+        if forward {
+            RelayMsg::Forward {
+                chan: ChanId(9),
+                circ_id: CircId(0x8000_0001),
+                cmd,
+                body,
+            }
+        } else {
+            RelayMsg::Backward {
+                circ: circ(n),
+                cmd,
+                body,
+            }
+        }
+    }
+
+    fn back_cmd(n: u32, cmd: ChanCmd) -> RelayMsg {
+        numbered(n, cmd, false)
+    }
+
+    /// The number a flood message carries.
+    fn number(m: &RelayMsg) -> u32 {
+        match m {
+            RelayMsg::ExtendRequest { origin, .. } | RelayMsg::ExtendReply { origin, .. } => {
+                origin.idx
+            }
+            RelayMsg::Backward { body, .. } | RelayMsg::Forward { body, .. } => {
+                u32::from_le_bytes([body[0], body[1], body[2], body[3]])
+            }
+            _ => u32::MAX,
+        }
+    }
+
+    fn extend_reply(n: u32) -> RelayMsg {
+        RelayMsg::ExtendReply {
+            origin: circ(n),
+            result: Err(DestroyReason::ResourceLimit),
+            body: [0; CELL_BODY_LEN],
+        }
+    }
+
+    /// What the origin does with notices (`node::proxy`, `RelayMsg::ChanBlocked`): a set
+    /// of blocked channels, one state per channel.
+    fn apply_notice(blocked: &mut HashMap<ChanId, bool>, m: &RelayMsg) {
+        if let RelayMsg::ChanBlocked { chan, blocked: b } = m {
+            blocked.insert(*chan, *b);
+        }
+    }
+
+    /// A flood of blocked/unblocked notices for a few channels into a link whose ring is
+    /// full (and now and then drained a little): the overflow holds at most one notice
+    /// per channel, the other messages keep their order, and once everything is delivered
+    /// every channel's state at the origin is the last one sent.
+    #[test]
+    fn notice_flood_collapses_to_one_per_channel_and_ends_in_the_latest_state() {
+        use rand::{Rng, SeedableRng};
+        let seed = test_seed("notice_flood_collapses_to_one_per_channel");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        const CHANS: u64 = 16;
+        const NOTICES: usize = 200_000;
+        let mut q = TestQueue {
+            items: VecDeque::new(),
+            cap: 8,
+        };
+        let mut link = CrossLink::new(4096);
+        let mut origin: HashMap<ChanId, bool> = HashMap::new();
+        let mut last_sent: HashMap<ChanId, bool> = HashMap::new();
+        // The channel shard only sends a change: each channel alternates.
+        let mut state = [false; CHANS as usize];
+        let (mut sent_cells, mut seen_cells) = (0u32, Vec::new());
+        let mut max_notices = 0;
+        let (mut unblock, mut resume) = (Vec::new(), Vec::new());
+        for i in 0..NOTICES {
+            let c = rng.gen_range(0..CHANS);
+            state[c as usize] = !state[c as usize];
+            last_sent.insert(ChanId(c), state[c as usize]);
+            let sent = link.send(&mut q, notice(c, state[c as usize]));
+            assert!(matches!(sent, Sent::Queued | Sent::Held), "i {i}");
+            // Now and then a backward cell between the notices (its order is checked).
+            if rng.gen_ratio(1, 64) && sent_cells < 1000 {
+                let m = RelayMsg::Backward {
+                    circ: circ(sent_cells),
+                    cmd: ChanCmd::RELAY,
+                    body: [0; CELL_BODY_LEN],
+                };
+                let sent = link.send(&mut q, m);
+                assert!(matches!(sent, Sent::Queued | Sent::Held), "i {i}");
+                sent_cells += 1;
+            }
+            max_notices = max_notices.max(link.held_notices());
+            assert!(link.held_notices() <= CHANS as usize, "i {i}");
+            assert!(link.depth() <= CHANS as usize + 1000, "i {i}");
+            assert_eq!(link.held_uncharged(), 0, "notices are not requests");
+            // The consumer drains part of the ring now and then.
+            if rng.gen_ratio(1, 100) {
+                for _ in 0..rng.gen_range(0..=q.cap) {
+                    let Some(m) = q.items.pop_front() else { break };
+                    apply_notice(&mut origin, &m);
+                    if let RelayMsg::Backward { circ, .. } = m {
+                        seen_cells.push(circ.idx);
+                    }
+                }
+                link.pump(&mut q, &mut unblock, &mut resume);
+            }
+        }
+        assert!(link.notices_collapsed > 0 && max_notices > 1);
+        // Drain everything.
+        for _ in 0..100_000 {
+            while let Some(m) = q.items.pop_front() {
+                apply_notice(&mut origin, &m);
+                if let RelayMsg::Backward { circ, .. } = m {
+                    seen_cells.push(circ.idx);
+                }
+            }
+            link.pump(&mut q, &mut unblock, &mut resume);
+            if !link.needs_pump() && q.items.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(
+            (link.depth(), link.held_notices(), link.held_cells()),
+            (0, 0, 0)
+        );
+        assert_eq!(
+            origin, last_sent,
+            "every channel ends in the latest state sent"
+        );
+        assert_eq!(
+            seen_cells,
+            (0..sent_cells).collect::<Vec<_>>(),
+            "cells keep their order"
+        );
+        println!(
+            "{NOTICES} notices, {} collapsed, at most {max_notices} waiting",
+            link.notices_collapsed
+        );
+    }
+
+    /// A blocked-then-unblocked pair behind a full ring never leaves the channel blocked,
+    /// and a pair split by a pump (the first already in the ring) keeps its order.
+    #[test]
+    fn blocked_then_unblocked_is_never_lost() {
+        let mut q = TestQueue {
+            items: VecDeque::new(),
+            cap: 1,
+        };
+        let mut link = CrossLink::new(8);
+        assert_eq!(link.send(&mut q, back(0)), Sent::Queued);
+        assert_eq!(link.send(&mut q, notice(3, true)), Sent::Held);
+        assert_eq!(link.send(&mut q, back(1)), Sent::Held);
+        assert_eq!(link.send(&mut q, notice(3, false)), Sent::Held);
+        assert_eq!((link.depth(), link.held_notices()), (2, 1));
+        let (mut unblock, mut resume) = (Vec::new(), Vec::new());
+        let mut origin = HashMap::new();
+        // The ring takes one message at a time: the notice (now "unblocked") goes first.
+        q.items.clear();
+        link.pump(&mut q, &mut unblock, &mut resume);
+        let m = q.items.pop_front().unwrap();
+        assert_eq!(m, notice(3, false));
+        apply_notice(&mut origin, &m);
+        // A new "blocked" after the first left the overflow waits behind the cell.
+        assert_eq!(link.send(&mut q, notice(3, true)), Sent::Held);
+        assert_eq!(link.send(&mut q, notice(3, false)), Sent::Held);
+        assert_eq!(link.notices_collapsed, 2);
+        link.pump(&mut q, &mut unblock, &mut resume);
+        assert_eq!(first_byte(&q.items.pop_front().unwrap()), 1);
+        link.pump(&mut q, &mut unblock, &mut resume);
+        let m = q.items.pop_front().unwrap();
+        apply_notice(&mut origin, &m);
+        assert_eq!(origin.get(&ChanId(3)), Some(&false));
+        assert_eq!((link.depth(), link.held_notices()), (0, 0));
+    }
+
+    /// A seeded flood of uncharged messages of every kind behind a full ring: requests
+    /// (extends, stray non-RELAY cells of proxied circuits) are refused exactly at the cap,
+    /// counted; answers and teardowns (DESTROY, extend replies) are never refused; the
+    /// overflow's uncharged count never passes the cap through a request; and when the ring
+    /// drains every held message comes out, in order, with the counts back at zero.
+    #[test]
+    fn uncharged_flood_is_capped_and_only_requests_are_refused() {
+        use rand::{Rng, SeedableRng};
+        let seed = test_seed("uncharged_flood_is_capped");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        const CAP: usize = 512;
+        const FLOOD: u32 = 50_000;
+        let mut q = TestQueue {
+            items: VecDeque::new(),
+            cap: 4,
+        };
+        let mut link = CrossLink::with_caps(64, CAP);
+        let (mut unblock, mut resume) = (Vec::new(), Vec::new());
+        // Every message the link took (queued or held), and every one the consumer saw.
+        let (mut accepted, mut taken) = (Vec::new(), Vec::new());
+        let (mut refused, mut must_carry_held) = (0u64, 0u64);
+        for n in 0..FLOOD {
+            let m = match rng.gen_range(0..5) {
+                0 => extend_request(n),
+                1 => back_cmd(n, ChanCmd::CREATED2),
+                2 => back_cmd(n, ChanCmd::DESTROY),
+                3 => numbered(n, ChanCmd::DESTROY, true),
+                _ => extend_reply(n),
+            };
+            let hold = m.hold();
+            assert_ne!(hold, Hold::Charged);
+            let at_cap = link.held_uncharged() >= CAP;
+            let before = link.held_uncharged();
+            match link.send(&mut q, m) {
+                Sent::Queued => accepted.push(n),
+                Sent::Held => {
+                    accepted.push(n);
+                    if hold == Hold::MustCarry && at_cap {
+                        must_carry_held += 1;
+                    }
+                    assert_eq!(link.held_uncharged(), before + 1);
+                }
+                Sent::OverBound(back) => {
+                    assert_eq!(hold, Hold::Request, "only requests are refused (n {n})");
+                    assert!(at_cap, "refused below the cap (n {n})");
+                    assert_eq!(number(&back), n, "the refused message comes back");
+                    refused += 1;
+                }
+                Sent::GiveBack(_) => panic!("no forward RELAY cell in this flood"),
+            }
+            // Requests never take the overflow past the cap; only must-carry ones do.
+            assert!(
+                link.held_uncharged() <= CAP + must_carry_held as usize,
+                "n {n}"
+            );
+            // The consumer takes a few now and then, never enough to keep up.
+            if rng.gen_ratio(1, 50) {
+                for _ in 0..rng.gen_range(1..=4) {
+                    if let Some(m) = q.items.pop_front() {
+                        taken.push(number(&m));
+                    }
+                }
+                link.pump(&mut q, &mut unblock, &mut resume);
+            }
+        }
+        assert_eq!(link.uncharged_refused, refused);
+        assert_eq!(link.uncharged_over_cap, must_carry_held);
+        assert!(refused > 0, "the flood reached the cap");
+        assert!(link.uncharged_peak >= CAP);
+        assert_eq!(link.held_cells(), 0, "nothing charged");
+        println!(
+            "{FLOOD} uncharged: {refused} requests refused, {must_carry_held} must-carry held \
+             past the cap {CAP}, peak {}",
+            link.uncharged_peak
+        );
+        // Everything taken comes out, in order, and the counts go back to zero.
+        for _ in 0..FLOOD {
+            while let Some(m) = q.items.pop_front() {
+                taken.push(number(&m));
+            }
+            link.pump(&mut q, &mut unblock, &mut resume);
+            if !link.needs_pump() && q.items.is_empty() {
+                break;
+            }
+        }
+        assert_eq!((link.depth(), link.held_uncharged()), (0, 0));
+        assert_eq!(taken, accepted, "nothing lost, nothing reordered");
+    }
+
+    /// A refused request leaves no trace, a must-carry message past the cap is held and
+    /// counted, and taking the last one back frees its place.
+    #[test]
+    fn the_uncharged_cap_refuses_requests_but_holds_teardowns() {
+        let mut q = TestQueue {
+            items: VecDeque::new(),
+            cap: 1,
+        };
+        let mut link = CrossLink::with_caps(8, 2);
+        assert_eq!(link.send(&mut q, back(0)), Sent::Queued);
+        assert_eq!(link.send(&mut q, extend_request(1)), Sent::Held);
+        assert_eq!(
+            link.send(&mut q, back_cmd(2, ChanCmd::CREATED2)),
+            Sent::Held
+        );
+        assert!(matches!(
+            link.send(&mut q, extend_request(3)),
+            Sent::OverBound(RelayMsg::ExtendRequest { origin, .. }) if origin.idx == 3
+        ));
+        assert!(matches!(
+            link.send(&mut q, back_cmd(4, ChanCmd::CREATE2)),
+            Sent::OverBound(_)
+        ));
+        // DESTROY both ways and an extend's outcome are held past the cap.
+        assert_eq!(link.send(&mut q, back_cmd(5, ChanCmd::DESTROY)), Sent::Held);
+        assert_eq!(link.send(&mut q, fwd(6, ChanCmd::DESTROY)), Sent::Held);
+        assert_eq!(link.send(&mut q, extend_reply(7)), Sent::Held);
+        // Notices and charged cells have their own bounds.
+        assert_eq!(link.send(&mut q, notice(1, true)), Sent::Held);
+        assert_eq!(link.send(&mut q, back(8)), Sent::Held);
+        assert_eq!(
+            (
+                link.uncharged_refused,
+                link.uncharged_over_cap,
+                link.held_uncharged()
+            ),
+            (2, 3, 5)
+        );
+        assert_eq!(
+            (link.held_cells(), link.held_notices(), link.depth()),
+            (1, 1, 7)
+        );
+        assert!(matches!(
+            link.unhold_last(),
+            Some(RelayMsg::Backward { .. })
+        ));
+        assert!(matches!(
+            link.unhold_last(),
+            Some(RelayMsg::ChanBlocked { .. })
+        ));
+        assert!(matches!(
+            link.unhold_last(),
+            Some(RelayMsg::ExtendReply { .. })
+        ));
+        assert_eq!(
+            (
+                link.held_cells(),
+                link.held_notices(),
+                link.held_uncharged()
+            ),
+            (0, 0, 4)
+        );
+        // Still at the cap: requests are refused until the ring drains.
+        assert!(matches!(
+            link.send(&mut q, extend_request(9)),
+            Sent::OverBound(_)
+        ));
+        let (mut unblock, mut resume) = (Vec::new(), Vec::new());
+        for _ in 0..8 {
+            q.items.clear();
+            link.pump(&mut q, &mut unblock, &mut resume);
+        }
+        assert_eq!(link.held_uncharged(), 0);
+        q.items.clear();
+        assert_eq!(link.send(&mut q, extend_request(10)), Sent::Queued);
+        assert_eq!(link.uncharged_peak, 5);
     }
 }

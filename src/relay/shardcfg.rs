@@ -400,7 +400,7 @@ mod tests {
         // home. Each start draws a new, random one (equal by chance with odds 2^-128).
         assert_eq!(cfg.home_key, other.home_key);
         assert_ne!(cfg.home_key, circuit_config(&p, false, 512 << 20).home_key);
-        assert_ne!(cfg.home_key, HomeKey::default());
+        assert_ne!(cfg.home_key, CircuitConfig::default().home_key);
         assert_eq!(
             cfg.mem_budget.unwrap().cap_cells(),
             (512 << 20) / crate::proto::circuit::CELL_MEM_COST

@@ -6,7 +6,7 @@
 
 use ed25519_dalek::SigningKey;
 use fors::crypto::keymat::Tor1KeyMaterial;
-use fors::proto::conflux::HomeKey;
+use fors::proto::circuit::CircuitConfig;
 use fors::proto::hs::cells::Introduce1;
 use fors::proto::hs::home_shard;
 use rand::rngs::StdRng;
@@ -50,7 +50,12 @@ pub fn reversed(k: &Tor1KeyMaterial) -> Tor1KeyMaterial {
 pub fn key_with_home(rng: &mut StdRng, home: usize) -> SigningKey {
     for _ in 0..1000 {
         let sk = SigningKey::from_bytes(&rng.gen());
-        if home_shard(sk.verifying_key().as_bytes(), 2, &HomeKey::default()) == home {
+        if home_shard(
+            sk.verifying_key().as_bytes(),
+            2,
+            &CircuitConfig::default().home_key,
+        ) == home
+        {
             return sk;
         }
     }
@@ -61,7 +66,7 @@ pub fn key_with_home(rng: &mut StdRng, home: usize) -> SigningKey {
 pub fn cookie_with_home(rng: &mut StdRng, home: usize) -> [u8; 20] {
     for _ in 0..1000 {
         let c: [u8; 20] = rng.gen();
-        if home_shard(&c, 2, &HomeKey::default()) == home {
+        if home_shard(&c, 2, &CircuitConfig::default().home_key) == home {
             return c;
         }
     }

@@ -410,7 +410,7 @@ pub struct CircuitConfig {
     /// The key of the home shards (conflux's `proto::conflux::home_shard` for a set's nonce,
     /// `proto::hs::home_shard` for an introduction auth key or a rendezvous cookie): every
     /// shard's clone of this config must carry the same one. The relay draws it at start-up
-    /// (`relay::shardcfg::circuit_config`); the default is a fixed key for tests and tools.
+    /// (`relay::shardcfg::circuit_config`); the default is `HomeKey::for_tests(0)`, not secret.
     pub home_key: crate::proto::conflux::HomeKey,
 }
 
@@ -436,7 +436,7 @@ impl Default for CircuitConfig {
             allow_non_rfc953_hostnames: false,
             dir_server: None,
             dir_server_anonymous: None,
-            home_key: crate::proto::conflux::HomeKey::default(),
+            home_key: crate::proto::conflux::HomeKey::for_tests(0),
         }
     }
 }

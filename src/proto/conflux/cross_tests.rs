@@ -81,8 +81,8 @@ impl Pair {
         };
         Pair {
             shards: [
-                ConfluxShard::new(0, 2, l, HomeKey::default()),
-                ConfluxShard::new(1, 2, l, HomeKey::default()),
+                ConfluxShard::new(0, 2, l, HomeKey::for_tests(0)),
+                ConfluxShard::new(1, 2, l, HomeKey::for_tests(0)),
             ],
             queues: Default::default(),
             cap: [[usize::MAX; 2]; 2],
@@ -214,7 +214,7 @@ fn nonce_at(rng: &mut impl Rng, home: usize) -> Nonce {
     loop {
         let mut n = [0u8; 32];
         rng.fill(&mut n[..]);
-        if home_shard(&n, 2, &HomeKey::default()) == home {
+        if home_shard(&n, 2, &HomeKey::for_tests(0)) == home {
             return n;
         }
     }

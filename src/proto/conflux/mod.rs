@@ -44,6 +44,11 @@ pub const fn should_multiplex(cmd: RelayCmd) -> bool {
 /// The per-process key of [`home_shard`]: drawn once at start-up by the relay (it is not
 /// sans-IO code; see `relay::shardcfg::circuit_config`) and given to every shard's core, so
 /// all shards compute the same home for a nonce while a client cannot predict it.
+///
+/// There is no `Default`: a default would be a constant anyone can read here, and a core
+/// built with it would let clients aim LINKs at one shard (review finding L8). Every key is
+/// made explicitly: [`HomeKey::new`] or [`HomeKey::from_rng`] from secret random bits, or
+/// [`HomeKey::for_tests`] where a test needs one it can reproduce.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct HomeKey([u64; 2]);
 
@@ -52,13 +57,24 @@ impl HomeKey {
     pub const fn new(k0: u64, k1: u64) -> HomeKey {
         HomeKey([k0, k1])
     }
-}
 
-impl Default for HomeKey {
-    /// A fixed key, for tests and tools that build cores by hand. A relay never runs with
-    /// it: `relay::shardcfg::circuit_config` draws a random one.
-    fn default() -> HomeKey {
-        HomeKey([0x666f_7273_2d68_6f6d, 0x652d_7465_7374_2d6b])
+    /// A key drawn from `rng` (sans-IO: the caller passes its RNG; the relay uses the OS's).
+    pub fn from_rng(rng: &mut impl rand::RngCore) -> HomeKey {
+        HomeKey([rng.next_u64(), rng.next_u64()])
+    }
+
+    /// A key derived from `seed` (SplitMix64), for tests and tools that need the same
+    /// homes on every run. Not secret: a relay never runs with one (its key comes from
+    /// `relay::shardcfg::circuit_config`, which tests check).
+    pub const fn for_tests(seed: u64) -> HomeKey {
+        const fn splitmix64(x: u64) -> u64 {
+            let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        let k0 = splitmix64(seed);
+        HomeKey([k0, splitmix64(k0)])
     }
 }
 
@@ -129,6 +145,36 @@ pub(crate) fn siphash24(key: &HomeKey, msg: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod home_key_tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    /// Keys are made only explicitly: one drawn from an RNG depends on it (two seeds, two
+    /// keys, and the homes they give differ), a test key is the same for the same seed.
+    #[test]
+    fn home_keys_come_from_the_caller() {
+        let seed: u64 = std::env::var("FORS_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        println!("home_keys_come_from_the_caller: seed {seed} (rerun with FORS_TEST_SEED={seed})");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let a = HomeKey::from_rng(&mut rng);
+        let b = HomeKey::from_rng(&mut rng);
+        assert_ne!(a, b);
+        let again = HomeKey::from_rng(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        assert_eq!(a, again, "the caller's RNG decides the key");
+        assert_eq!(HomeKey::for_tests(seed), HomeKey::for_tests(seed));
+        assert_ne!(HomeKey::for_tests(seed), HomeKey::for_tests(seed ^ 1));
+        // Different keys put nonces on different homes (64 nonces over 8 shards).
+        let homes =
+            |k: &HomeKey| -> Vec<usize> { (0..64u8).map(|i| home_shard(&[i; 32], 8, k)).collect() };
+        assert_ne!(homes(&a), homes(&b));
+        assert_eq!(format!("{a:?}"), "HomeKey(..)", "never printed");
+    }
+}
 
 #[cfg(test)]
 mod cross_tests;

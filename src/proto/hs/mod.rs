@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn home_shard_spreads_and_never_panics() {
-        let k = HomeKey::default();
+        let k = HomeKey::for_tests(0);
         assert_eq!(home_shard(&[0xff; 32], 1, &k), 0);
         assert_eq!(home_shard(&[0xff; 32], 0, &k), 0, "no shards: no panic");
         assert!(home_shard(&[], 3, &k) < 3);

@@ -73,6 +73,13 @@ impl RelayNode {
             .store(depth as u64, Ordering::Relaxed);
         h.cross_overflow_kills
             .store(x.overflow_kills, Ordering::Relaxed);
+        let sum = |f: fn(&CrossLink) -> u64| self.links.iter().map(f).sum::<u64>();
+        h.cross_requests_refused
+            .store(sum(|l| l.uncharged_refused), Ordering::Relaxed);
+        h.cross_notices_collapsed
+            .store(sum(|l| l.notices_collapsed), Ordering::Relaxed);
+        h.cross_uncharged_over_cap
+            .store(sum(|l| l.uncharged_over_cap), Ordering::Relaxed);
     }
 }
 

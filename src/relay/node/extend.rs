@@ -47,7 +47,12 @@ impl RelayNode {
                     target,
                     create2,
                 };
-                self.cross_send(to, msg, out);
+                // The link's uncharged cap refuses it: the extend fails here, as for a
+                // channel we could not open (counted with the overflow's kills).
+                if self.cross_send(to, msg, out).is_some() {
+                    self.cross.overflow_kills += 1;
+                    self.extend_failed(who, DestroyReason::ResourceLimit, now, out);
+                }
             }
             ExtendRoute::Open => self.open_channel(who, target, create2, now, out),
         }

@@ -113,8 +113,9 @@ impl RelayNode {
 
     /// Gives `msg` to the link toward shard `to`. A forward RELAY cell the link cannot take
     /// goes back to its circuit's next-hop queue in the core (pool-accounted) and the
-    /// remote channel counts as blocked. Returns a backward cell that met the overflow
-    /// bound (the caller closes its circuit).
+    /// remote channel counts as blocked. Returns a message that met the overflow's cell
+    /// bound or uncharged cap (`relay::cross::Hold`; the caller closes its circuit or
+    /// fails its extend).
     pub(super) fn cross_send(
         &mut self,
         to: ShardId,

@@ -1,0 +1,81 @@
+//! The cross-shard overflow's uncharged cap at the node (`relay::cross::Hold`): while the
+//! origin shard's queue toward the owner shard takes nothing, EXTEND2s toward a relay the
+//! other shard owns wait in the overflow as `ExtendRequest`s, up to the link's cap (its cell
+//! bound); the next one is refused and its circuit closed toward the client with DESTROY
+//! RESOURCELIMIT, never dropped silently. Once the queue takes messages again, every held
+//! request reaches the owner shard and the overflow empties. Seeded; the seed is printed.
+
+mod channel_support;
+mod node_harness;
+
+use fors::cell::chan::DestroyReason;
+use fors::cell::ChanCmd;
+use fors::relay::handler::cross::{overflow_cells_for, CROSS_HEADROOM_CELLS};
+use node_harness::*;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+/// The fake shard's ring, and the node's minimum overflow (`node::proxy`).
+const RING: usize = 1024;
+const MIN_OVERFLOW: usize = 4096;
+
+#[test]
+fn extends_past_the_uncharged_cap_are_refused_with_resourcelimit() {
+    let seed = seed("extends_past_the_uncharged_cap_are_refused_with_resourcelimit");
+    let cap = overflow_cells_for(RING, MIN_OVERFLOW);
+    assert_eq!(cap, CROSS_HEADROOM_CELLS - RING);
+    let mut net = Net::with_config(
+        seed,
+        fors::proto::circuit::CircuitConfig {
+            max_circuits: cap + 64,
+            ..circuit_config()
+        },
+    );
+    let owner = owner_of(target_ident());
+    let origin = 1 - owner;
+    assert_eq!(net.shards[origin].cross_capacity, RING);
+    let mut p = Peer::client(&mut net, origin, 40100);
+    let mut rng = StdRng::seed_from_u64(net.rng.next_u64());
+    // The owner shard stops draining: the origin's queue toward it takes nothing.
+    net.shards[origin].cross_capacity = 0;
+    for i in 0..=cap as u32 {
+        let mut c = ClientCirc::create(&mut net, &mut p, 0x8000_0000 + i);
+        let (_st, _skin, body) = extend2_to_target(&mut c, &mut rng);
+        p.send(&mut net, c.circ_id, ChanCmd::RELAY_EARLY, &body);
+        let cells = p.cells();
+        if (i as usize) < cap {
+            // Held: nothing comes back, nothing reached the owner.
+            assert!(cells.is_empty(), "extend {i}: {cells:?}");
+            assert_eq!(net.nodes[origin].census().cross_depth, i as usize + 1);
+        } else {
+            // Past the cap: the circuit is closed toward the client, RESOURCELIMIT.
+            assert_eq!(cells.len(), 1, "extend {i}: {cells:?}");
+            let (id, cmd, body) = &cells[0];
+            assert_eq!((*id, *cmd), (c.circ_id, ChanCmd::DESTROY));
+            assert_eq!(DestroyReason::from(body[0]), DestroyReason::ResourceLimit);
+        }
+    }
+    assert_eq!(net.nodes[origin].census().cross_depth, cap);
+    assert!(net.cross_log.is_empty(), "{:?}", &net.cross_log[..4]);
+    assert_eq!(
+        net.nodes[origin].census().circuits,
+        cap,
+        "the refused circuit is gone, the held ones wait"
+    );
+
+    // The queue takes messages again: every held request reaches the owner, in order, and
+    // the overflow empties.
+    net.shards[origin].cross_capacity = RING;
+    for _ in 0..(cap / RING + 4) {
+        net.tick(std::time::Duration::from_millis(100));
+        net.settle();
+    }
+    assert_eq!(net.nodes[origin].census().cross_depth, 0);
+    let delivered = net
+        .cross_log
+        .iter()
+        .filter(|(f, t, k)| (*f, *t, *k) == (origin, owner, "ExtendRequest"))
+        .count();
+    assert_eq!(delivered, cap);
+    println!("{cap} extends held, 1 refused with RESOURCELIMIT, {delivered} delivered after");
+}
