@@ -394,6 +394,7 @@ impl<H: ConnHandler> Shard<H> {
                     self.core.bw_tick(now);
                     self.core.expire_held_open(now);
                     self.core.expire_handshakes(now);
+                    self.core.trim_conn_table(now);
                     self.handler.on_tick(
                         now,
                         &mut Outbox {
