@@ -122,3 +122,37 @@ fn steady_traffic_keeps_its_buffers() {
         assert_eq!((init.buffer_capacity(), resp.buffer_capacity()), caps);
     }
 }
+
+/// The receive buffer starts empty and grows to hold the largest variable cell (16 KiB of
+/// body) during the handshake, then gives the room back.
+#[test]
+fn the_receive_buffer_grows_for_the_largest_variable_cell() {
+    use fors::cell::link::encode_versions_cell;
+    use fors::cell::{Framer, MAX_VAR_CELL_BODY_LEN};
+    let mut resp = Channel::new_responder(relay_b().ctx.clone(), LOCAL, now()).unwrap();
+    let mut sink = Collect::default();
+    let mut raw = RawInitiator::new();
+    let mut versions = vec![0u8; 9];
+    let n = encode_versions_cell(&[4, 5], &mut versions).unwrap();
+    versions.truncate(n);
+    let body = vec![0x5au8; MAX_VAR_CELL_BODY_LEN];
+    let mut vpadding = vec![0u8; 7 + body.len()];
+    let n = Framer::negotiated(5)
+        .unwrap()
+        .encode_var(CircId(0), ChanCmd::VPADDING, &body, &mut vpadding)
+        .unwrap();
+    vpadding.truncate(n);
+    raw.send(&versions);
+    raw.send(&vpadding);
+    raw.exchange(&mut resp, &mut sink);
+    assert!(!resp.is_closed(), "{:?}", sink.events);
+    let cap = resp.buffer_capacity();
+    println!("after a {} byte VPADDING: {cap} bytes", vpadding.len());
+    assert!(cap >= vpadding.len(), "{cap}");
+    // The receive buffer's bound (32 KiB) plus the responder's handshake output.
+    assert!(cap <= 2 * (MAX_VAR_CELL_BODY_LEN + 7) + 64 * 1024, "{cap}");
+    resp.trim_buffers();
+    resp.trim_buffers();
+    assert_eq!(resp.buffer_capacity(), 0);
+    assert!(!resp.is_closed());
+}
