@@ -60,6 +60,8 @@ shard_metric_fields! {
     closed: Counter,
     conns_open: Gauge,
     conns_peak: Gauge,
+    conn_slots_allocated: Gauge,
+    conn_chunks_released: Counter,
     recv_completions: Counter,
     recv_bytes: Counter,
     recv_no_buffers: Counter,

@@ -1,5 +1,7 @@
 //! Connection table entries, connection ids and the io_uring user_data encoding.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 
 use io_uring::types::Timespec;
@@ -217,43 +219,130 @@ mod tests {
 pub(crate) const CONN_CHUNK: usize = 256;
 
 /// The shard's connection slots, allocated in chunks of [`CONN_CHUNK`] as connections
-/// arrive, up to `max_connections`, and kept (issue #13: a slot is about 200 bytes, so the
-/// whole bound of a generic profile, 73,728 slots, cost an idle shard ~16 MB). A chunk is
-/// a boxed slice that never moves or shrinks: the kernel may hold pointers into a slot.
+/// arrive, up to `max_connections` (issue #13: a slot is about 200 bytes, so the whole
+/// bound of a generic profile, 73,728 slots, cost an idle shard ~16 MB), and given back
+/// after a peak (issue #15), the way `proto::slab::ChunkSlab` does for circuits:
+///
+/// - A chunk is a boxed slice that never moves while allocated: the kernel may hold
+///   pointers into a slot (connect address, timeout) while an operation is in flight.
+/// - The free slot with the lowest index is taken first, so after a peak the live
+///   connections gather in the low chunks and the high ones empty out.
+/// - [`trim`](Self::trim) frees wholly free chunks at the top, keeping one as hysteresis.
+///   A slot is free only once nothing in the kernel refers to it (`Core::maybe_finalize`),
+///   so a released chunk is no longer referenced by anything.
+/// - A chunk grown again at a place that was released starts its slots' generations above
+///   every generation the old chunk held, so a `ConnId` from before never names a later
+///   connection.
 pub(crate) struct ConnTable {
     chunks: Vec<Box<[Conn]>>,
     /// Slots allocated (valid indices are below this).
     len: usize,
     max: usize,
+    /// Free slots of allocated chunks, lowest on top. Capacity `max`: never reallocates.
+    free: BinaryHeap<Reverse<u32>>,
+    /// Free slots per allocated chunk.
+    free_in: Vec<u32>,
+    /// Per chunk position: the highest generation a released chunk there held.
+    gen_floor: Vec<u32>,
+    /// Chunks given back by `trim` since start-up (a metric).
+    released: u64,
 }
 
 impl ConnTable {
     /// A table bounded by `max` slots, with its first chunk allocated.
     pub fn new(max: usize) -> ConnTable {
+        let positions = max.div_ceil(CONN_CHUNK);
         let mut t = ConnTable {
-            chunks: Vec::with_capacity(max.div_ceil(CONN_CHUNK)),
+            chunks: Vec::with_capacity(positions),
             len: 0,
             max,
+            free: BinaryHeap::with_capacity(max),
+            free_in: Vec::with_capacity(positions),
+            gen_floor: vec![0; positions],
+            released: 0,
         };
         t.grow();
         t
     }
 
-    /// Slots allocated so far.
+    /// Slots allocated now.
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// Adds a chunk of free slots and returns their indices; `None` at the bound.
-    pub fn grow(&mut self) -> Option<std::ops::Range<u32>> {
+    /// Chunks given back by [`trim`](Self::trim) so far.
+    pub fn chunks_released(&self) -> u64 {
+        self.released
+    }
+
+    /// Some allocated slot is free.
+    pub fn has_free(&self) -> bool {
+        !self.free.is_empty()
+    }
+
+    /// Adds a chunk of free slots; false at the bound.
+    pub fn grow(&mut self) -> bool {
         let n = CONN_CHUNK.min(self.max - self.len);
         if n == 0 {
-            return None;
+            return false;
         }
-        self.chunks.push((0..n).map(|_| Conn::new()).collect());
+        let gen = self.gen_floor[self.chunks.len()];
+        self.chunks.push(
+            (0..n)
+                .map(|_| {
+                    let mut c = Conn::new();
+                    c.gen = gen;
+                    c
+                })
+                .collect(),
+        );
+        self.free_in.push(n as u32);
         let first = self.len as u32;
         self.len += n;
-        Some(first..self.len as u32)
+        self.free.extend((first..self.len as u32).map(Reverse));
+        true
+    }
+
+    /// Takes the lowest free slot (its `Conn` is `Free`), if any.
+    pub fn take_free(&mut self) -> Option<u32> {
+        let Reverse(slot) = self.free.pop()?;
+        self.free_in[slot as usize / CONN_CHUNK] -= 1;
+        Some(slot)
+    }
+
+    /// Returns `slot` (taken by [`take_free`](Self::take_free), now unused) to the free set.
+    pub fn put_free(&mut self, slot: u32) {
+        debug_assert!((slot as usize) < self.len);
+        self.free_in[slot as usize / CONN_CHUNK] += 1;
+        self.free.push(Reverse(slot));
+    }
+
+    /// Frees the wholly free chunks at the top but one (the first chunk is always kept).
+    /// Returns how many were released. Work: one pass over the free set when a chunk goes
+    /// (at most `max` entries, once a second at most), none otherwise.
+    pub fn trim(&mut self) -> usize {
+        let whole = |t: &ConnTable, c: usize| t.free_in[c] as usize == t.chunks[c].len();
+        let mut top = self.chunks.len();
+        while top > 1 && whole(self, top - 1) {
+            top -= 1;
+        }
+        // `top` is the number of chunks below the free run; keep one free chunk above it.
+        let keep = (top + 1).min(self.chunks.len());
+        if keep >= self.chunks.len() {
+            return 0;
+        }
+        let released = self.chunks.len() - keep;
+        for pos in keep..self.chunks.len() {
+            let high = self.chunks[pos].iter().map(|c| c.gen).max().unwrap_or(0);
+            self.gen_floor[pos] = self.gen_floor[pos].max(high);
+        }
+        self.chunks.truncate(keep);
+        self.free_in.truncate(keep);
+        self.len = self.chunks.iter().map(|c| c.len()).sum();
+        let len = self.len as u32;
+        self.free.retain(|&Reverse(s)| s < len);
+        self.released += released as u64;
+        released
     }
 
     pub fn get(&self, slot: usize) -> Option<&Conn> {
@@ -293,9 +382,10 @@ mod table_tests {
         // The kernel may hold the address of a slot's fields: growth must not move it.
         let before: *const Conn = &t[5];
         t[5].gen = 9;
-        assert_eq!(t.grow(), Some(CONN_CHUNK as u32..2 * CONN_CHUNK as u32));
-        assert_eq!(t.grow(), Some(2 * CONN_CHUNK as u32..max as u32));
-        assert_eq!(t.grow(), None);
+        assert!(t.grow());
+        assert_eq!(t.len(), 2 * CONN_CHUNK);
+        assert!(t.grow());
+        assert!(!t.grow());
         assert_eq!(t.len(), max);
         assert!(std::ptr::eq(before, &t[5]));
         assert_eq!(t[5].gen, 9);
@@ -303,5 +393,79 @@ mod table_tests {
         assert_eq!(t.get(max - 1).map(|c| c.gen), Some(4));
         assert!(t.get(max).is_none() && t.get_mut(max).is_none());
         assert_eq!(t[CONN_CHUNK].state, ConnState::Free);
+    }
+
+    /// Takes every free slot, lowest first, growing like `Core::install`.
+    fn take(t: &mut ConnTable) -> Option<u32> {
+        if !t.has_free() {
+            t.grow();
+        }
+        t.take_free()
+    }
+
+    #[test]
+    fn lowest_slot_first_and_top_chunks_released_but_one() {
+        let max = 8 * CONN_CHUNK;
+        let mut t = ConnTable::new(max);
+        // A peak of 6 chunks' worth, in slot order.
+        let held: Vec<u32> = (0..6 * CONN_CHUNK).map(|_| take(&mut t).unwrap()).collect();
+        assert!(held.iter().enumerate().all(|(i, &s)| s as usize == i));
+        assert_eq!(t.len(), 6 * CONN_CHUNK);
+        // Nothing free: nothing to release.
+        assert_eq!(t.trim(), 0);
+        // Everything closes but one connection in chunk 0 and one in chunk 3.
+        for &s in &held {
+            if s != 7 && s as usize != 3 * CONN_CHUNK + 1 {
+                t[s as usize].gen += 1;
+                t.put_free(s);
+            }
+        }
+        // Chunks 4 and 5 are free: 5 goes, 4 stays as hysteresis.
+        assert_eq!(t.trim(), 1);
+        assert_eq!((t.len(), t.chunks_released()), (5 * CONN_CHUNK, 1));
+        assert_eq!(t.trim(), 0);
+        // New connections fill the low chunks first, so the high ones stay empty.
+        for i in 0..10u32 {
+            let s = take(&mut t).unwrap();
+            assert_eq!(s, if i < 7 { i } else { i + 1 });
+        }
+        // The connection in chunk 3 closes: chunks 1..=4 are free, 2..=4 go.
+        t[3 * CONN_CHUNK + 1].gen += 1;
+        t.put_free(3 * CONN_CHUNK as u32 + 1);
+        assert_eq!(t.trim(), 3);
+        assert_eq!((t.len(), t.chunks_released()), (2 * CONN_CHUNK, 4));
+        assert!(t.get(2 * CONN_CHUNK).is_none());
+        // Only slots of kept chunks are handed out.
+        let mut n = 0;
+        while let Some(s) = t.take_free() {
+            assert!((s as usize) < 2 * CONN_CHUNK);
+            n += 1;
+        }
+        assert_eq!(n, 2 * CONN_CHUNK - 11);
+    }
+
+    #[test]
+    fn a_regrown_chunk_starts_above_the_old_generations() {
+        let mut t = ConnTable::new(4 * CONN_CHUNK);
+        let held: Vec<u32> = (0..3 * CONN_CHUNK).map(|_| take(&mut t).unwrap()).collect();
+        let old = ConnId {
+            slot: 2 * CONN_CHUNK as u32 + 5,
+            gen: t[2 * CONN_CHUNK + 5].gen,
+        };
+        // The connection behind `old` (and everything else) closes: generations move on.
+        for &s in &held {
+            t[s as usize].gen = t[s as usize].gen.wrapping_add(1);
+            t.put_free(s);
+        }
+        t[2 * CONN_CHUNK + 9].gen = 40;
+        assert_eq!(t.trim(), 1);
+        assert!(t.get(old.slot as usize).is_none());
+        // Grown again at the same place: every slot starts at the chunk's highest.
+        while take(&mut t).is_some_and(|s| (s as usize) < 2 * CONN_CHUNK) {}
+        assert_eq!(t.len(), 3 * CONN_CHUNK);
+        for s in 2 * CONN_CHUNK..3 * CONN_CHUNK {
+            assert_eq!(t[s].gen, 40);
+        }
+        assert_ne!(t[old.slot as usize].gen, old.gen);
     }
 }

@@ -50,8 +50,11 @@ pub(crate) struct Core<M> {
     pub cfg: ShardConfig,
     pub shard: ShardId,
     pub shard_count: usize,
+    /// Connection slots; free ones are taken lowest first and wholly free chunks at the
+    /// top go back once a second (`trim_conn_table`).
     pub conns: ConnTable,
-    free_slots: Vec<u32>,
+    /// When the connection table is next trimmed.
+    next_conn_trim: Instant,
     /// Flat per-connection send queues: slot * max_send_bufs_per_conn + i.
     sendq: Vec<u32>,
     pub pool: SendPool,
@@ -100,6 +103,10 @@ pub(crate) struct Core<M> {
 /// 15 s, `connection_expire_held_open`).
 pub const HOLD_OPEN_LIMIT: Duration = Duration::from_secs(15);
 
+/// How often the connection table gives back free chunks (as the relay's tables:
+/// `relay::node::memory`).
+const CONN_TRIM_INTERVAL: Duration = Duration::from_secs(1);
+
 impl<M: Send> Core<M> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -116,12 +123,7 @@ impl<M: Send> Core<M> {
         Core {
             ring,
             conns: ConnTable::new(max),
-            // The first chunk's slots; later chunks add theirs as they are allocated.
-            free_slots: {
-                let mut v = Vec::with_capacity(max);
-                v.extend((0..max.min(CONN_CHUNK) as u32).rev());
-                v
-            },
+            next_conn_trim: Instant::now() + CONN_TRIM_INTERVAL,
             sendq: vec![0; max * cfg.max_send_bufs_per_conn as usize],
             pool,
             fixed_send_buf,
@@ -132,7 +134,10 @@ impl<M: Send> Core<M> {
             write_waiters: Vec::with_capacity(max),
             room_changed: false,
             events: VecDeque::with_capacity(2 * max),
-            metrics: ShardMetrics::default(),
+            metrics: ShardMetrics {
+                conn_slots_allocated: max.min(CONN_CHUNK) as u64,
+                ..ShardMetrics::default()
+            },
             now: Instant::now(),
             inflight_total: 0,
             stopping: false,
@@ -240,17 +245,14 @@ impl<M: Send> Core<M> {
         peer: Option<SocketAddr>,
         class: SlotClass,
     ) -> Result<ConnId, OutboxError> {
-        if self.free_slots.is_empty() && self.slots.may_admit(class) {
-            // Lowest new slot first, as for the first chunk.
-            if let Some(new) = self.conns.grow() {
-                self.free_slots.extend(new.rev());
-            }
+        if !self.conns.has_free() && self.slots.may_admit(class) && self.conns.grow() {
+            self.metrics.conn_slots_allocated = self.conns.len() as u64;
         }
-        let slot = match self.free_slots.pop() {
+        let slot = match self.conns.take_free() {
             Some(slot) if self.slots.may_admit(class) => slot,
             other => {
                 if let Some(slot) = other {
-                    self.free_slots.push(slot);
+                    self.conns.put_free(slot);
                 }
                 match class {
                     SlotClass::Outbound => self.metrics.slots_outbound_refused += 1,
@@ -267,7 +269,7 @@ impl<M: Send> Core<M> {
             .submitter()
             .register_files_update(slot, &[socket.as_raw_fd()])
         {
-            self.free_slots.push(slot);
+            self.conns.put_free(slot);
             return Err(OutboxError::Socket(e.raw_os_error().unwrap_or(libc::EIO)));
         }
         self.conns[slot as usize].reset(state, socket, peer);
@@ -292,7 +294,7 @@ impl<M: Send> Core<M> {
     pub fn make_room_for_inbound(&mut self) {
         // Full means no free slot and no chunk left to allocate.
         let table_full =
-            self.free_slots.is_empty() && self.conns.len() >= self.cfg.max_connections as usize;
+            !self.conns.has_free() && self.conns.len() >= self.cfg.max_connections as usize;
         if let Admit::Evict(victim) = self.slots.admit_inbound(table_full) {
             self.metrics.slots_handshake_evicted += 1;
             self.close_conn(victim as usize, CloseReason::Evicted);
@@ -910,9 +912,10 @@ impl<M: Send> Core<M> {
                     // Entries of connections that closed since the last tick.
                     let conns = &self.conns;
                     self.held_open.retain(|&(id, _)| {
-                        let c = &conns[id.slot as usize];
-                        c.gen == id.gen
-                            && matches!(c.state, ConnState::Open | ConnState::Connecting)
+                        conns.get(id.slot as usize).is_some_and(|c| {
+                            c.gen == id.gen
+                                && matches!(c.state, ConnState::Open | ConnState::Connecting)
+                        })
                     });
                 }
                 if self.held_open.len() < self.held_open.capacity() {
@@ -1022,7 +1025,21 @@ impl<M: Send> Core<M> {
         self.room_changed = true;
         self.slots.release(slot as u32);
         self.slot_gauges();
-        self.free_slots.push(slot as u32);
+        self.conns.put_free(slot as u32);
+    }
+
+    /// Once a second (from the tick): gives back the connection table's wholly free chunks
+    /// at the top after a peak (issue #15), keeping one. Lowest-first reuse lets the high
+    /// chunks empty out; a slot is free only once the kernel holds nothing of it.
+    pub fn trim_conn_table(&mut self, now: Instant) {
+        if now < self.next_conn_trim {
+            return;
+        }
+        self.next_conn_trim = now + CONN_TRIM_INTERVAL;
+        if self.conns.trim() > 0 {
+            self.metrics.conn_slots_allocated = self.conns.len() as u64;
+            self.metrics.conn_chunks_released = self.conns.chunks_released();
+        }
     }
 
     /// Opens an outbound TCP connection: IORING_OP_CONNECT on a non-blocking socket, linked to

@@ -394,6 +394,7 @@ impl<H: ConnHandler> Shard<H> {
                     self.core.bw_tick(now);
                     self.core.expire_held_open(now);
                     self.core.expire_handshakes(now);
+                    self.core.trim_conn_table(now);
                     self.handler.on_tick(
                         now,
                         &mut Outbox {
@@ -616,6 +617,10 @@ impl<H: ConnHandler> Shard<H> {
             // Completions (and handlers' closes) may have given send room back.
             self.core.wake_writers();
             let Some(ev) = self.core.events.pop_front() else {
+                // Empty: start the ring over at its front (`clear` resets the head), so
+                // only as much of it as the largest burst of events is ever touched; a
+                // head walking round the whole ring made all of it resident (issue #15).
+                self.core.events.clear();
                 break;
             };
             match ev {

@@ -24,6 +24,11 @@ pub struct ShardMetrics {
     pub conns_open: u64,
     /// Highest `conns_open` seen.
     pub conns_peak: u64,
+    /// Connection-table slots allocated now, live or free (they grow in chunks with load
+    /// and go back after a peak: `shard::conn::ConnTable`).
+    pub conn_slots_allocated: u64,
+    /// Connection-table chunks given back after a peak.
+    pub conn_chunks_released: u64,
     /// Receive completions carrying data.
     pub recv_completions: u64,
     /// Bytes received.

@@ -2,8 +2,15 @@
 //!
 //! It is a separate value so the circuit layer can answer a cell (CREATED2, a forwarded
 //! RELAY...) from inside the receive callback, which gets `&mut CellQueue` while the channel
-//! is busy reading. Its buffer is allocated once with room for the configured bound, so
-//! queueing a cell never allocates.
+//! is busy reading.
+//!
+//! Memory (issue #15): the buffer is sized by use, not by its bound. It starts empty (a
+//! connection that never sends a byte reserves nothing), doubles from [`BUF_FLOOR`] when a
+//! cell does not fit, never past its bound's worth of bytes, and keeps its capacity while the
+//! channel is busy: a queued cell allocates only when the queue is deeper than it has been
+//! since the last trim. [`CellQueue::trim`] (the node's once-a-second housekeeping) gives back
+//! the capacity of a burst that has passed. The bound itself ([`CellQueue::free_cells`],
+//! `OutputFull`) counts bytes, not capacity, and is unchanged.
 
 use super::error::ChannelError;
 use crate::cell::{ChanCmd, CircId, CELL_BODY_LEN, CELL_LEN};
@@ -13,11 +20,83 @@ use crate::util::copies::{self, CopySite};
 /// regardless of the bound.
 const HANDSHAKE_SLACK: usize = 8 * 1024;
 
+/// Capacity a channel buffer takes when it first needs room, and the least a trim leaves to
+/// a buffer in use (8 cells).
+pub const BUF_FLOOR: usize = 4 * 1024;
+
+/// Makes room in `v` for `extra` more bytes. Capacity doubles (from [`BUF_FLOOR`]) but not
+/// past `cap`, unless `extra` itself needs more; nothing is allocated while it fits.
+pub(super) fn reserve_within(v: &mut Vec<u8>, extra: usize, cap: usize) {
+    let need = v.len() + extra;
+    if need <= v.capacity() {
+        return;
+    }
+    let target = (v.capacity() * 2).max(BUF_FLOOR).min(cap).max(need);
+    v.reserve_exact(target - v.len());
+}
+
+/// The capacity a buffer whose use since the last trim peaked at `peak` bytes should keep,
+/// if it should shrink: `Some(0)` (free it) when it was not used at all and is empty; a
+/// power of two at least [`BUF_FLOOR`] when it used at most a quarter of what it holds;
+/// else `None` (a busy buffer keeps its capacity, so steady traffic never reallocates).
+pub(super) fn trimmed_capacity(capacity: usize, len: usize, peak: usize) -> Option<usize> {
+    let peak = peak.max(len);
+    if capacity == 0 {
+        return None;
+    }
+    if peak == 0 {
+        return Some(0);
+    }
+    let keep = peak.next_power_of_two().max(BUF_FLOOR);
+    (capacity > BUF_FLOOR && peak * 4 <= capacity && keep < capacity).then_some(keep)
+}
+
+/// Shrinks `v` per [`trimmed_capacity`]; returns the bytes of capacity given back.
+pub(super) fn trim_vec(v: &mut Vec<u8>, peak: usize) -> usize {
+    let before = v.capacity();
+    match trimmed_capacity(before, v.len(), peak) {
+        Some(0) => *v = Vec::new(),
+        Some(keep) => v.shrink_to(keep),
+        None => return 0,
+    }
+    before.saturating_sub(v.capacity())
+}
+
+/// A [`std::io::Write`] that appends to a `Vec` growing it with [`reserve_within`]: rustls
+/// writes TLS records through it, so the TLS output buffer grows like the cell queue.
+pub(super) struct GrowWithin<'a> {
+    pub v: &'a mut Vec<u8>,
+    pub cap: usize,
+}
+
+impl std::io::Write for GrowWithin<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        reserve_within(self.v, data.len(), self.cap);
+        self.v.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        let n = bufs.iter().map(|b| b.len()).sum();
+        reserve_within(self.v, n, self.cap);
+        for b in bufs {
+            self.v.extend_from_slice(b);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Plaintext cells waiting for TLS, bounded.
 #[derive(Debug)]
 pub struct CellQueue {
     buf: Vec<u8>,
     max_bytes: usize,
+    /// Most bytes `buf` held since the last [`trim`](Self::trim).
+    peak: usize,
     /// TLS bytes produced but not yet taken by the caller; they count against the bound.
     pub(super) tls_pending: usize,
     pub(super) open: bool,
@@ -27,8 +106,9 @@ impl CellQueue {
     pub(super) fn new(max_cells: usize) -> Self {
         let max_bytes = max_cells.max(1) * CELL_LEN;
         CellQueue {
-            buf: Vec::with_capacity(max_bytes + HANDSHAKE_SLACK),
+            buf: Vec::new(),
             max_bytes,
+            peak: 0,
             tls_pending: 0,
             open: false,
         }
@@ -72,6 +152,7 @@ impl CellQueue {
             return Err(ChannelError::OutputFull);
         }
         let start = self.buf.len();
+        reserve_within(&mut self.buf, CELL_LEN, self.max_bytes + HANDSHAKE_SLACK);
         self.buf.resize(start + CELL_LEN, 0);
         let cell = &mut self.buf[start..];
         cell[..4].copy_from_slice(&circ_id.0.to_be_bytes());
@@ -85,6 +166,7 @@ impl CellQueue {
 
     /// Appends handshake bytes (already framed), ignoring the bound.
     pub(super) fn push_raw(&mut self, wire: &[u8]) {
+        reserve_within(&mut self.buf, wire.len(), self.max_bytes + HANDSHAKE_SLACK);
         self.buf.extend_from_slice(wire);
     }
 
@@ -93,6 +175,8 @@ impl CellQueue {
     }
 
     pub(super) fn clear_plaintext(&mut self) {
+        // The queue only grows between clears: its length now is its peak since the last.
+        self.peak = self.peak.max(self.buf.len());
         self.buf.clear();
     }
 
@@ -108,5 +192,133 @@ impl CellQueue {
 
     pub(super) fn over_high_water(&self) -> bool {
         self.used() * 4 >= self.max_bytes * 3
+    }
+
+    /// Bytes of buffer capacity held now (a burst's room until [`trim`](Self::trim)).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Gives back the room of a burst that has passed (see [`trimmed_capacity`]) and starts
+    /// a new period of use. Returns the bytes given back. Call rarely (once a second).
+    pub(super) fn trim(&mut self) -> usize {
+        let n = trim_vec(&mut self.buf, self.peak);
+        self.peak = self.buf.len();
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_queue(max_cells: usize) -> CellQueue {
+        let mut q = CellQueue::new(max_cells);
+        q.open = true;
+        q
+    }
+
+    fn fill(q: &mut CellQueue, n: usize) -> usize {
+        let body = [7u8; CELL_BODY_LEN];
+        (0..n)
+            .take_while(|_| q.send_cell(CircId(1), ChanCmd::RELAY, &body).is_ok())
+            .count()
+    }
+
+    #[test]
+    fn room_doubles_from_the_floor_and_stops_at_the_cap() {
+        let mut v = Vec::new();
+        reserve_within(&mut v, 1, 100_000);
+        assert_eq!(v.capacity(), BUF_FLOOR);
+        v.resize(BUF_FLOOR, 0);
+        reserve_within(&mut v, 1, 100_000);
+        assert_eq!(v.capacity(), 2 * BUF_FLOOR);
+        // Doubling stops at the cap...
+        let mut v = vec![0u8; 60_000];
+        v.shrink_to_fit();
+        reserve_within(&mut v, 1, 100_000);
+        assert_eq!(v.capacity(), 100_000);
+        // ...unless what is written needs more (handshake bytes ignore the bound).
+        v.resize(100_000, 0);
+        reserve_within(&mut v, 10, 100_000);
+        assert_eq!(v.capacity(), 100_010);
+        // Room that is there is not reallocated.
+        let p = v.as_ptr();
+        v.truncate(10);
+        reserve_within(&mut v, 50_000, 100_000);
+        assert_eq!(v.as_ptr(), p);
+    }
+
+    /// The queue starts with nothing reserved, and refuses at exactly the bound it always
+    /// had, whatever its capacity.
+    #[test]
+    fn an_empty_start_keeps_the_cell_bound() {
+        for max_cells in [1, 7, 300] {
+            let mut q = open_queue(max_cells);
+            assert_eq!(q.capacity(), 0);
+            assert_eq!(q.free_cells(), max_cells);
+            assert_eq!(fill(&mut q, max_cells + 5), max_cells);
+            let body = [0u8; CELL_BODY_LEN];
+            assert_eq!(
+                q.send_cell(CircId(1), ChanCmd::RELAY, &body),
+                Err(ChannelError::OutputFull)
+            );
+            assert!(q.capacity() <= max_cells * CELL_LEN + HANDSHAKE_SLACK);
+            assert!(q.capacity() >= max_cells * CELL_LEN);
+            // TLS bytes not yet taken count against the bound as before.
+            q.clear_plaintext();
+            q.tls_pending = (max_cells - 1) * CELL_LEN;
+            assert_eq!(fill(&mut q, 5), 1);
+        }
+    }
+
+    #[test]
+    fn a_burst_gives_its_room_back_and_a_busy_queue_keeps_it() {
+        let mut q = open_queue(1000);
+        // A burst of 800 cells, sealed and gone.
+        assert_eq!(fill(&mut q, 800), 800);
+        q.clear_plaintext();
+        let burst = q.capacity();
+        assert!(burst >= 800 * CELL_LEN);
+        // The period with the burst in it keeps its room...
+        assert_eq!(q.trim(), 0);
+        assert_eq!(q.capacity(), burst);
+        // ...a quiet period with a few cells shrinks it to the floor...
+        assert_eq!(fill(&mut q, 3), 3);
+        q.clear_plaintext();
+        assert_eq!(q.trim(), burst - BUF_FLOOR);
+        assert_eq!(q.capacity(), BUF_FLOOR);
+        // ...and a period without a cell frees it.
+        assert_eq!(q.trim(), BUF_FLOOR);
+        assert_eq!(q.capacity(), 0);
+
+        // Steady traffic of 100 cells per flush: after the first growth, no reallocation
+        // (same buffer) across flushes and trims.
+        assert_eq!(fill(&mut q, 100), 100);
+        q.clear_plaintext();
+        let (cap, ptr) = (q.capacity(), q.plaintext().as_ptr());
+        for _ in 0..50 {
+            for _ in 0..10 {
+                assert_eq!(fill(&mut q, 100), 100);
+                q.clear_plaintext();
+            }
+            assert_eq!(q.trim(), 0);
+            assert_eq!((q.capacity(), q.plaintext().as_ptr()), (cap, ptr));
+        }
+    }
+
+    #[test]
+    fn trimmed_capacity_rules() {
+        // Busy: over a quarter used, or already at the floor.
+        assert_eq!(trimmed_capacity(64 * 1024, 0, 20 * 1024), None);
+        assert_eq!(trimmed_capacity(BUF_FLOOR, 0, 100), None);
+        assert_eq!(trimmed_capacity(0, 0, 0), None);
+        // Unused: freed.
+        assert_eq!(trimmed_capacity(64 * 1024, 0, 0), Some(0));
+        assert_eq!(trimmed_capacity(BUF_FLOOR, 0, 0), Some(0));
+        // Lightly used: a power of two over the use, at least the floor, never under `len`.
+        assert_eq!(trimmed_capacity(64 * 1024, 0, 5000), Some(8192));
+        assert_eq!(trimmed_capacity(64 * 1024, 9000, 100), Some(16384));
+        assert_eq!(trimmed_capacity(64 * 1024, 0, 10), Some(BUF_FLOOR));
     }
 }

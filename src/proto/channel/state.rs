@@ -4,9 +4,12 @@
 //! [`Channel::consume_output`]), events and cells out through a [`ChannelSink`]. Time and
 //! randomness are passed in. The handshake itself lives in `handshake.rs`.
 //!
-//! Memory: the receive buffer (32 KiB), the plaintext output queue and the TLS output buffer
-//! are allocated when the channel is created. Per received cell nothing is allocated: cells
-//! are framed in place in the receive buffer and handed to the sink as `&mut [u8; 509]`.
+//! Memory (issue #15): the receive buffer (up to 32 KiB), the plaintext output queue and the
+//! TLS output buffer start empty and grow by doubling to what the channel uses, never past
+//! their old fixed sizes; [`Channel::trim_buffers`] (once a second) gives back a passed
+//! burst's room. A busy channel keeps its capacity, so per received cell nothing is
+//! allocated: cells are framed in place in the receive buffer (or straight from rustls's
+//! plaintext) and handed to the sink as `&mut [u8; 509]`.
 //! rustls's buffered API does allocate per TLS *record* (one record carries up to 31 cells);
 //! see docs/tls-provider.md.
 
@@ -21,7 +24,7 @@ use rustls::{ClientConnection, Connection, ServerConnection};
 use super::context::{ChannelConfig, LinkContext};
 use super::error::ChannelError;
 use super::handshake::Handshake;
-use super::output::CellQueue;
+use super::output::{trim_vec, trimmed_capacity, CellQueue, GrowWithin, BUF_FLOOR};
 use super::tls;
 use crate::cell::chan::PaddingNegotiate;
 use crate::cell::{
@@ -34,8 +37,13 @@ use crate::util::copies::{self, CopySite};
 /// Link protocol versions we offer and accept: 4 (4-byte circuit IDs) and 5 (padding).
 pub const LINK_VERSIONS: [u16; 2] = [4, 5];
 
-/// Receive buffer: the largest variable cell we accept plus room to read more behind it.
+/// Receive buffer bound: the largest variable cell we accept plus room to read more behind
+/// it. The buffer grows to it only when a cell needs it (CERTS is ~2 KiB).
 const INBUF_LEN: usize = 2 * (MAX_VAR_CELL_BODY_LEN + 7);
+
+/// Room in the TLS output buffer beyond the cell bound, for record headers and tags and the
+/// handshake (the same as its old fixed capacity).
+const TLS_OUT_SLACK: usize = 4096;
 
 /// Who is on the other end, as proven by the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,9 +188,15 @@ pub struct Channel {
     pub(super) framer: Framer,
     inbuf: Box<[u8]>,
     in_len: usize,
+    /// Most bytes `inbuf` held since the last [`trim_buffers`](Self::trim_buffers).
+    in_peak: usize,
     pub(super) out: CellQueue,
     tls_out: Vec<u8>,
     tls_out_start: usize,
+    /// Capacity `tls_out` grows to by doubling (`max_output_cells` cells plus slack).
+    tls_out_cap: usize,
+    /// Most bytes `tls_out` held since the last trim.
+    tls_out_peak: usize,
     pub(super) peer_addr: IpAddr,
     peer: Option<PeerIdentity>,
     started_at: SystemTime,
@@ -219,11 +233,15 @@ impl Channel {
             initiator,
             phase: Phase::Handshaking(Box::new(Handshake::new(expected))),
             framer: Framer::unnegotiated(),
-            inbuf: vec![0u8; INBUF_LEN].into_boxed_slice(),
+            // Nothing is reserved before the peer sends a byte (issue #15).
+            inbuf: Box::default(),
             in_len: 0,
+            in_peak: 0,
             out: CellQueue::new(max_cells),
-            tls_out: Vec::with_capacity(max_cells * crate::cell::CELL_LEN + 4096),
+            tls_out: Vec::new(),
             tls_out_start: 0,
+            tls_out_cap: max_cells.max(1) * CELL_LEN + TLS_OUT_SLACK,
+            tls_out_peak: 0,
             peer_addr,
             peer: None,
             started_at: now,
@@ -387,7 +405,7 @@ impl Channel {
             let mut want = if self.in_len > 0 && self.in_len < CELL_LEN {
                 CELL_LEN - self.in_len
             } else {
-                self.inbuf.len() - self.in_len
+                usize::MAX
             };
             if self.in_len == 0 && matches!(self.phase, Phase::Open) {
                 // Whole cells straight from rustls's plaintext, without copying them into
@@ -421,11 +439,11 @@ impl Channel {
                 // A cell that goes on in the next record: its start goes to `inbuf`.
                 want = tail;
             }
-            if self.in_len == self.inbuf.len() {
-                // Unreachable: a complete cell is at most half the buffer and is consumed.
+            if self.in_len == self.inbuf.len() && !self.grow_inbuf() {
+                // Unreachable: a complete cell is at most half the bound and is consumed.
                 return Err(ChannelError::TlsInput("receive buffer full".into()));
             }
-            let end = (self.in_len + want).min(self.inbuf.len());
+            let end = self.in_len.saturating_add(want).min(self.inbuf.len());
             match self.tls.reader().read(&mut self.inbuf[self.in_len..end]) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
@@ -434,6 +452,7 @@ impl Channel {
                     copies::note(CopySite::TlsPlaintext, n);
                     copies::note(CopySite::ChanInbuf, n);
                     self.in_len += n;
+                    self.in_peak = self.in_peak.max(self.in_len);
                     self.process_cells(now, rng, sink)?;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
@@ -441,6 +460,56 @@ impl Channel {
                 Err(e) => return Err(ChannelError::TlsInput(e.to_string())),
             }
         }
+    }
+
+    /// Doubles the receive buffer (from [`BUF_FLOOR`]) up to [`INBUF_LEN`], keeping what
+    /// it holds. False at the bound.
+    fn grow_inbuf(&mut self) -> bool {
+        let len = self.inbuf.len();
+        if len >= INBUF_LEN {
+            return false;
+        }
+        self.resize_inbuf((len * 2).clamp(BUF_FLOOR, INBUF_LEN));
+        true
+    }
+
+    /// Moves the receive buffer's bytes into a new buffer of `len` (at least `in_len`).
+    fn resize_inbuf(&mut self, len: usize) {
+        let mut buf = if len == 0 {
+            Box::default()
+        } else {
+            vec![0u8; len].into_boxed_slice()
+        };
+        buf[..self.in_len].copy_from_slice(&self.inbuf[..self.in_len]);
+        self.inbuf = buf;
+    }
+
+    /// Gives back buffer room a burst left behind (once a second, from the node's memory
+    /// housekeeping; issue #15): each buffer that was not used at all since the last call is
+    /// freed, and one that used at most a quarter of its capacity shrinks to a power of two
+    /// over its use (at least [`BUF_FLOOR`]). A busy channel keeps its buffers, so steady
+    /// traffic allocates nothing. Returns the bytes of capacity given back. The bounds
+    /// (`OutputFull`, [`wants_read`](Self::wants_read)) count bytes, not capacity: unchanged.
+    pub fn trim_buffers(&mut self) -> usize {
+        let mut freed = self.out.trim();
+        if self.tls_out_start > 0 {
+            self.tls_out.drain(..self.tls_out_start);
+            self.tls_out_start = 0;
+        }
+        freed += trim_vec(&mut self.tls_out, self.tls_out_peak);
+        self.tls_out_peak = self.tls_out.len();
+        let cap = self.inbuf.len();
+        if let Some(keep) = trimmed_capacity(cap, self.in_len, self.in_peak) {
+            self.resize_inbuf(keep);
+            freed += cap - keep;
+        }
+        self.in_peak = self.in_len;
+        freed
+    }
+
+    /// Bytes of buffer capacity the channel holds now: receive buffer, cell queue, TLS output.
+    pub fn buffer_capacity(&self) -> usize {
+        self.inbuf.len() + self.out.capacity() + self.tls_out.capacity()
     }
 
     fn process_cells<R: RngCore + CryptoRng, S: ChannelSink>(
@@ -645,12 +714,17 @@ impl Channel {
         }
         while self.tls.wants_write() {
             // Writing into a Vec cannot fail.
-            let n = self.tls.write_tls(&mut self.tls_out).unwrap_or(0);
+            let mut w = GrowWithin {
+                v: &mut self.tls_out,
+                cap: self.tls_out_cap,
+            };
+            let n = self.tls.write_tls(&mut w).unwrap_or(0);
             copies::note(CopySite::TlsOut, n);
             if n == 0 {
                 break;
             }
         }
+        self.tls_out_peak = self.tls_out_peak.max(self.tls_out.len());
         self.out.tls_pending = self.tls_out.len() - self.tls_out_start;
         &self.tls_out[self.tls_out_start..]
     }

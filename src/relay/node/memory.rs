@@ -2,11 +2,13 @@
 //! (`timers.rs`): the circuit core trims its tables and cell pool
 //! (`RelayCore::trim_memory`), and the node's own buffers that kept the capacity of a
 //! burst (100k circuits closing at once leave `actions` holding 100k actions' room) are
-//! shrunk once they have stayed 4× over their use for 10 s (`util::spare`).
+//! shrunk once they have stayed 4× over their use for 10 s (`util::spare`). Each channel
+//! gives back the buffer room of a burst that has passed (`Channel::trim_buffers`): its
+//! receive, cell and TLS output buffers grow with use and are not sized at their bounds.
 
 use std::time::Instant;
 
-use super::{log_debug, RelayNode, ACTION_BUF_CAPACITY};
+use super::{log_debug, Kind, RelayNode, ACTION_BUF_CAPACITY};
 use crate::util::spare::SpareWatch;
 
 /// One watch per buffer [`RelayNode::housekeep_memory`] looks at.
@@ -15,12 +17,30 @@ pub(super) struct NodeSpare {
     w: [SpareWatch; 16],
     /// Buffers shrunk so far (logged at debug level when it changes).
     pub shrunk: u64,
+    /// Bytes of channel buffer capacity given back so far.
+    pub chan_bytes_trimmed: u64,
 }
 
 impl RelayNode {
     /// The node's once-a-second memory housekeeping.
     pub(super) fn housekeep_memory(&mut self, now: Instant) {
         self.core.trim_memory();
+        // One pass over the table (as the tick's handshake-timeout pass); a channel whose
+        // buffers stay busy is left as it is, so this reallocates only after a burst.
+        let mut trimmed = 0;
+        for c in self.conns.iter_mut().flatten() {
+            if let Kind::Channel(ch) = &mut c.kind {
+                trimmed += ch.channel.trim_buffers() as u64;
+            }
+        }
+        if trimmed > 0 {
+            self.spare.chan_bytes_trimmed += trimmed;
+            log_debug!(
+                "shard {}: channels gave back {trimmed} bytes of buffer room ({} so far)",
+                self.shard.0,
+                self.spare.chan_bytes_trimmed
+            );
+        }
         let w = &mut self.spare.w;
         // Floors: the capacities `RelayNode::new` gives them.
         let shrunk = [
