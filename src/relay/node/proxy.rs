@@ -418,11 +418,20 @@ impl RelayNode {
                     if self.remote_blocked.insert(chan) {
                         self.core.channel_blocked(chan);
                     }
-                } else if self.remote_blocked.remove(&chan)
-                    && !self.links.get(from.0).is_some_and(CrossLink::is_congested)
-                {
-                    let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-                    self.core.channel_unblocked(chan, &mut io);
+                } else if self.remote_blocked.remove(&chan) {
+                    match self.links.get_mut(from.0) {
+                        // The link toward the channel's shard is congested itself: unblocking
+                        // now would only move the circuits' cells into its overflow. Leave
+                        // the channel to the link, whose pump unblocks it once it drains
+                        // (dropping the notice here left the channel blocked for good: the
+                        // core holds a blocked channel's cells, so none would ever be given
+                        // back and note it).
+                        Some(link) if link.is_congested() => link.note_blocked(chan),
+                        _ => {
+                            let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                            self.core.channel_unblocked(chan, &mut io);
+                        }
+                    }
                 }
             }
         }
