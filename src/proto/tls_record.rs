@@ -1032,10 +1032,15 @@ pub mod testing {
     }
 
     /// Drives one unbuffered connection against a rustls peer until its handshake is done.
+    /// The peer writes `$peer_data` as soon as its own handshake is done (so it can arrive
+    /// with its last flight); what rustls decrypts before the handover goes to `$plain`.
     macro_rules! drive {
-        ($ours:expr, $peer:expr) => {{
+        ($ours:expr, $peer:expr, $peer_data:expr, $plain:expr) => {{
             let ours = &mut $ours;
             let peer: &mut Connection = $peer;
+            let peer_data: &[u8] = $peer_data;
+            let plain: &mut Vec<u8> = $plain;
+            let mut peer_data_sent = peer_data.is_empty();
             let mut incoming: Vec<u8> = Vec::new();
             let mut outgoing: Vec<u8> = Vec::new();
             let mut done = false;
@@ -1066,12 +1071,23 @@ pub mod testing {
                     }
                     ConnectionState::BlockedHandshake => blocked = true,
                     ConnectionState::WriteTraffic(_) => writable = true,
+                    ConnectionState::ReadTraffic(mut r) => {
+                        while let Some(rec) = r.next_record() {
+                            let rec = rec.map_err(|e| format!("ours: {e}"))?;
+                            plain.extend_from_slice(rec.payload);
+                        }
+                    }
                     other => return Err(format!("ours: unexpected {other:?} in the handshake")),
                 }
                 incoming.drain(..discard);
                 if transmit {
                     peer_read(peer, &outgoing)?;
                     outgoing.clear();
+                }
+                if !peer_data_sent && !peer.is_handshaking() {
+                    std::io::Write::write_all(&mut peer.writer(), peer_data)
+                        .map_err(|e| format!("peer write: {e}"))?;
+                    peer_data_sent = true;
                 }
                 if writable && !ours.is_handshaking() {
                     if !incoming.is_empty() {
@@ -1100,15 +1116,27 @@ pub mod testing {
         ours: Arc<ServerConfig>,
         peer: Arc<ClientConfig>,
     ) -> Result<(TlsRecordLayer, Connection), String> {
+        let (layer, peer, _) = handshake_as_server_with_data(ours, peer, &[])?;
+        Ok((layer, peer))
+    }
+
+    /// As [`handshake_as_server`], the initiator sending `peer_data` right behind its
+    /// Finished; also returns what rustls decrypted of it before the handover.
+    pub fn handshake_as_server_with_data(
+        ours: Arc<ServerConfig>,
+        peer: Arc<ClientConfig>,
+        peer_data: &[u8],
+    ) -> Result<(TlsRecordLayer, Connection, Vec<u8>), String> {
         let mut conn = UnbufferedServerConnection::new(ours).map_err(|e| e.to_string())?;
         let mut peer =
             Connection::Client(ClientConnection::new(peer, sni()).map_err(|e| e.to_string())?);
-        drive!(conn, &mut peer);
+        let mut plain = Vec::new();
+        drive!(conn, &mut peer, peer_data, &mut plain);
         let layer = TlsRecordLayer::from_server(conn).map_err(|e| e.to_string())?;
         if peer.is_handshaking() {
             return Err("peer still handshaking".into());
         }
-        Ok((layer, peer))
+        Ok((layer, peer, plain))
     }
 
     /// A handshake with us as the initiator (`ours` needs secret extraction) and a rustls
@@ -1119,7 +1147,11 @@ pub mod testing {
     ) -> Result<(TlsRecordLayer, Connection), String> {
         let mut conn = UnbufferedClientConnection::new(ours, sni()).map_err(|e| e.to_string())?;
         let mut peer = Connection::Server(ServerConnection::new(peer).map_err(|e| e.to_string())?);
-        drive!(conn, &mut peer);
+        let mut plain = Vec::new();
+        drive!(conn, &mut peer, &[], &mut plain);
+        if !plain.is_empty() {
+            return Err("the responder sent data before our Finished".into());
+        }
         let layer = TlsRecordLayer::from_client(conn).map_err(|e| e.to_string())?;
         Ok((layer, peer))
     }
@@ -1745,6 +1777,29 @@ mod tests {
         srv.opener = Opener::new(&secrets, sealer.seq()).expect("opener");
         let mut r = seal_one(&mut sealer, ContentType::Handshake, &[4, 0, 0, 1, 0]);
         assert_eq!(srv.read(&mut r), Err(TlsRecordError::TicketToServer));
+    }
+
+    /// The initiator's first data right behind its Finished, in the same read: rustls
+    /// decrypts it before the handover (read through `ReadTraffic`), and the layer goes on
+    /// at the next sequence number.
+    #[test]
+    fn handover_after_data_in_the_last_flight() {
+        let (cert, key) = creds();
+        let ours = tls::server_config(tls::provider(), cert, key).expect("server config");
+        let peer = tls::client_config(tls::provider()).expect("client config");
+        let first = [7u8; 514 * 3];
+        let (mut ours, mut peer, early) =
+            handshake_as_server_with_data(with_secret_extraction_server(&ours), peer, &first)
+                .expect("handshake");
+        assert_eq!(early, first);
+        assert!(ours.opener.seq() > 0, "rustls opened the first records");
+        let mut rx = peer_write(&mut peer, b"the next records are ours to open");
+        assert_eq!(
+            read_all(&mut ours, &mut rx).0,
+            b"the next records are ours to open"
+        );
+        let tx = seal_records(&mut ours, b"and to seal").expect("seal");
+        assert_eq!(peer_read(&mut peer, &tx).expect("peer"), b"and to seal");
     }
 
     /// A TLS 1.2 link (C tor still accepts 1.2) cannot be handed over.
