@@ -13,3 +13,4 @@ pub mod flow;
 pub mod hs;
 pub mod slab;
 pub mod stream;
+pub mod tls_record;

@@ -1,0 +1,1833 @@
+//! The TLS 1.3 record layer, in place (RFC 8446 §5.2–5.5; issue #13 item 3).
+//!
+//! rustls's buffered API copies a relay cell four times between the receive and the send
+//! buffer (`docs/architecture.md`, "Copy map": `TlsDeframe`, `TlsPlaintext`, `TlsRecord`,
+//! `TlsOut`). Kernel TLS would remove them but is not available here, so this module does
+//! the record layer itself and leaves rustls only the handshake and the key schedule:
+//!
+//! * [`Sealer`] seals one record in place in a buffer the caller owns (a send-pool buffer):
+//!   the caller leaves [`HEADER_LEN`] bytes before the plaintext and [`SEAL_TRAILER_LEN`]
+//!   after it, writes its cells in between, and the record is sealed where it lies.
+//! * [`Opener`] finds the first record in a byte slice (the receive buffer), decrypts it in
+//!   place and says where its plaintext is; a partial record says how many bytes it lacks.
+//! * [`TlsRecordLayer`] owns both plus rustls's [`KernelConnection`], which computes the
+//!   next traffic secret on a KeyUpdate and takes NewSessionTicket messages; it handles the
+//!   post-handshake messages and alerts inside the record stream.
+//!
+//! Construction: drive an `UnbufferedServerConnection` / `UnbufferedClientConnection` whose
+//! config has `enable_secret_extraction` ([`with_secret_extraction_server`],
+//! [`with_secret_extraction_client`]) until `is_handshaking()` is false and it has nothing
+//! left to send, read any application data it already decrypted (`ReadTraffic`), then
+//! [`TlsRecordLayer::from_server`] / [`TlsRecordLayer::from_client`]. The bytes the
+//! connection did not consume (after its last `discard`) are records for this layer.
+//!
+//! TLS 1.3 only: a TLS 1.2 connection is refused ([`TlsRecordError::NotTls13`]). Suites:
+//! AES-128-GCM, AES-256-GCM and ChaCha20-Poly1305, through `ring::aead` (the crypto rustls
+//! uses with its ring provider). We never pad our records.
+//!
+//! Not yet used by channels: `proto/channel` still runs rustls's buffered API.
+//!
+//! No allocation per record: records are opened and sealed in the caller's buffers. Only a
+//! handshake message that spans records (RFC 8446 §5.1; rustls never sends one after the
+//! handshake) is gathered in a buffer of its own, bounded by [`MAX_HANDSHAKE_MESSAGE_LEN`].
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use ring::aead;
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::kernel::KernelConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::{
+    AlertDescription, ClientConfig, ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion,
+    ServerConfig, SupportedCipherSuite,
+};
+use zeroize::Zeroize;
+
+/// The record header: opaque_type, legacy_record_version, length (RFC 8446 §5.1).
+pub const HEADER_LEN: usize = 5;
+/// The AEAD tag of every TLS 1.3 suite (RFC 8446 §5.2; AES-GCM and ChaCha20-Poly1305).
+pub const TAG_LEN: usize = 16;
+/// The largest plaintext of one record: 2^14 bytes (RFC 8446 §5.1).
+pub const MAX_PLAINTEXT_LEN: usize = 1 << 14;
+/// The largest `TLSCiphertext.length`: 2^14 + 256 (RFC 8446 §5.2).
+pub const MAX_CIPHERTEXT_LEN: usize = MAX_PLAINTEXT_LEN + 256;
+/// The largest record on the wire.
+pub const MAX_RECORD_LEN: usize = HEADER_LEN + MAX_CIPHERTEXT_LEN;
+/// What a caller leaves after the plaintext of a record to seal: the inner content type
+/// byte and the tag (RFC 8446 §5.2 `TLSInnerPlaintext`, no padding).
+pub const SEAL_TRAILER_LEN: usize = 1 + TAG_LEN;
+/// A sealed KeyUpdate: header, handshake header (4), request_update (1), trailer.
+pub const KEY_UPDATE_RECORD_LEN: usize = HEADER_LEN + 4 + 1 + SEAL_TRAILER_LEN;
+/// A sealed alert: header, level and description, trailer.
+pub const ALERT_RECORD_LEN: usize = HEADER_LEN + 2 + SEAL_TRAILER_LEN;
+/// The largest post-handshake message we gather across records: a NewSessionTicket's
+/// ticket is at most 2^16-1 bytes and its other fields (nonce, extensions) fit in the rest;
+/// KeyUpdate is 5 bytes.
+pub const MAX_HANDSHAKE_MESSAGE_LEN: usize = 4 + 2 * 0xffff;
+
+/// `TLSCiphertext.opaque_type` is always application_data (RFC 8446 §5.2).
+const OUTER_TYPE: u8 = 23;
+/// `legacy_record_version` we send (RFC 8446 §5.1).
+const LEGACY_VERSION: [u8; 2] = [3, 3];
+/// Handshake message types handled after the handshake (RFC 8446 §4).
+const HS_NEW_SESSION_TICKET: u8 = 4;
+const HS_KEY_UPDATE: u8 = 24;
+/// Alert levels (RFC 8446 §6).
+const ALERT_WARNING: u8 = 1;
+const ALERT_FATAL: u8 = 2;
+/// Past this many records under one key we want a KeyUpdate even where the suite has no
+/// confidentiality limit, long before the sequence number could wrap (rustls: the same
+/// soft limit, `record_layer.rs`).
+const SEQ_SOFT_LIMIT: u64 = 0xffff_ffff_ffff_0000;
+
+/// The inner content type of a TLS 1.3 record (RFC 8446 §5.2; change_cipher_spec is never
+/// protected, §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentType {
+    Alert,
+    Handshake,
+    ApplicationData,
+}
+
+impl ContentType {
+    fn to_byte(self) -> u8 {
+        match self {
+            ContentType::Alert => 21,
+            ContentType::Handshake => 22,
+            ContentType::ApplicationData => 23,
+        }
+    }
+}
+
+/// One direction's AEAD key and static IV (RFC 8446 §5.3).
+struct RecordKey {
+    key: aead::LessSafeKey,
+    iv: [u8; aead::NONCE_LEN],
+}
+
+impl RecordKey {
+    fn new(secrets: &ConnectionTrafficSecrets) -> Result<RecordKey, KeyError> {
+        let (alg, key, iv) = match secrets {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => return Err(KeyError::UnsupportedSuite),
+        };
+        let unbound = aead::UnboundKey::new(alg, key.as_ref()).map_err(|_| KeyError::KeyLength)?;
+        let iv: [u8; aead::NONCE_LEN] = iv.as_ref().try_into().map_err(|_| KeyError::IvLength)?;
+        Ok(RecordKey {
+            key: aead::LessSafeKey::new(unbound),
+            iv,
+        })
+    }
+
+    /// The per-record nonce: the static IV XOR the 64-bit sequence number, left-padded
+    /// (RFC 8446 §5.3).
+    fn nonce(&self, seq: u64) -> aead::Nonce {
+        let mut nonce = self.iv;
+        for (n, s) in nonce[aead::NONCE_LEN - 8..]
+            .iter_mut()
+            .zip(seq.to_be_bytes())
+        {
+            *n ^= s;
+        }
+        aead::Nonce::assume_unique_for_key(nonce)
+    }
+}
+
+impl Drop for RecordKey {
+    fn drop(&mut self) {
+        self.iv.zeroize();
+    }
+}
+
+/// Why traffic secrets could not become a record key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("traffic secrets of a suite the record layer does not implement")]
+    UnsupportedSuite,
+    #[error("traffic key of the wrong length for its AEAD")]
+    KeyLength,
+    #[error("traffic IV is not 12 bytes")]
+    IvLength,
+}
+
+/// Why a record could not be sealed. Nothing was written when this is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("plaintext of {0} bytes exceeds the 2^14-byte record limit (RFC 8446 §5.1)")]
+    PlaintextTooLong(usize),
+    #[error("record buffer of {have} bytes, {need} needed (header + plaintext + 17)")]
+    BufferTooShort { have: usize, need: usize },
+    #[error("the write key reached its record limit: send a KeyUpdate first (RFC 8446 §5.5)")]
+    KeyUpdateDue,
+    #[error("the write sequence number is exhausted (RFC 8446 §5.3: it must not wrap)")]
+    SequenceExhausted,
+    #[error("AEAD seal failed")]
+    Aead,
+}
+
+/// Seals TLS 1.3 records in place, one key and sequence number (RFC 8446 §5.2–5.3).
+pub struct Sealer {
+    key: RecordKey,
+    seq: u64,
+    /// Application data is refused from this sequence number on, until a KeyUpdate: the
+    /// suite's confidentiality limit (RFC 8446 §5.5), or [`SEQ_SOFT_LIMIT`].
+    key_update_at: u64,
+    confidentiality_limit: u64,
+}
+
+impl Sealer {
+    /// A sealer for `secrets`, starting at `seq`; `confidentiality_limit` is the suite's
+    /// record limit per key (`CipherSuiteCommon::confidentiality_limit`).
+    pub fn new(
+        secrets: &ConnectionTrafficSecrets,
+        seq: u64,
+        confidentiality_limit: u64,
+    ) -> Result<Sealer, KeyError> {
+        Ok(Sealer {
+            key: RecordKey::new(secrets)?,
+            seq,
+            key_update_at: confidentiality_limit.min(SEQ_SOFT_LIMIT),
+            confidentiality_limit,
+        })
+    }
+
+    /// The sequence number of the next record.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Whether application data must wait for a KeyUpdate (the key's record limit).
+    pub fn key_update_due(&self) -> bool {
+        self.seq >= self.key_update_at
+    }
+
+    fn rekey(&mut self, secrets: &ConnectionTrafficSecrets, seq: u64) -> Result<(), KeyError> {
+        self.key = RecordKey::new(secrets)?;
+        self.seq = seq;
+        self.key_update_at = self.confidentiality_limit.min(SEQ_SOFT_LIMIT);
+        Ok(())
+    }
+
+    /// Seals one record in place. `record` starts with [`HEADER_LEN`] bytes for the header,
+    /// then the `plaintext_len` bytes of plaintext, then at least [`SEAL_TRAILER_LEN`] bytes
+    /// (content type, tag); what follows is untouched. Returns the record's length on the
+    /// wire (`HEADER_LEN + plaintext_len + SEAL_TRAILER_LEN`).
+    pub fn seal(
+        &mut self,
+        content_type: ContentType,
+        record: &mut [u8],
+        plaintext_len: usize,
+    ) -> Result<usize, SealError> {
+        if plaintext_len > MAX_PLAINTEXT_LEN {
+            return Err(SealError::PlaintextTooLong(plaintext_len));
+        }
+        if content_type == ContentType::ApplicationData && self.key_update_due() {
+            return Err(SealError::KeyUpdateDue);
+        }
+        let need = HEADER_LEN + plaintext_len + SEAL_TRAILER_LEN;
+        if record.len() < need {
+            return Err(SealError::BufferTooShort {
+                have: record.len(),
+                need,
+            });
+        }
+        record[HEADER_LEN + plaintext_len] = content_type.to_byte();
+        self.seal_inner(record, plaintext_len + 1)
+    }
+
+    /// Seals `record[HEADER_LEN..HEADER_LEN + inner_len]` as it is (a whole
+    /// `TLSInnerPlaintext`: content, type, padding) and writes header and tag.
+    fn seal_inner(&mut self, record: &mut [u8], inner_len: usize) -> Result<usize, SealError> {
+        if self.seq == u64::MAX {
+            return Err(SealError::SequenceExhausted);
+        }
+        let ciphertext_len = inner_len + TAG_LEN;
+        let total = HEADER_LEN + ciphertext_len;
+        if record.len() < total {
+            return Err(SealError::BufferTooShort {
+                have: record.len(),
+                need: total,
+            });
+        }
+        // `inner_len` ≤ 2^14 + 1 (checked by the callers), so the length fits in u16.
+        let len =
+            u16::try_from(ciphertext_len).map_err(|_| SealError::PlaintextTooLong(inner_len))?;
+        let [l0, l1] = len.to_be_bytes();
+        let header = [OUTER_TYPE, LEGACY_VERSION[0], LEGACY_VERSION[1], l0, l1];
+        record[..HEADER_LEN].copy_from_slice(&header);
+        // additional_data = the record header (RFC 8446 §5.2).
+        let (body, tag_out) = record[HEADER_LEN..total].split_at_mut(inner_len);
+        let tag = self
+            .key
+            .key
+            .seal_in_place_separate_tag(self.key.nonce(self.seq), aead::Aad::from(header), body)
+            .map_err(|_| SealError::Aead)?;
+        tag_out.copy_from_slice(tag.as_ref());
+        self.seq += 1;
+        Ok(total)
+    }
+}
+
+/// Why a record could not be opened. Each maps to the alert rustls would send
+/// ([`OpenError::alert`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("record of outer type {0}: after the handshake every record is application_data (RFC 8446 §5.2)")]
+    OuterType(u8),
+    #[error("record of {0} bytes exceeds 2^14 + 256 (RFC 8446 §5.2)")]
+    CiphertextTooLong(usize),
+    #[error("decrypted record of {0} bytes exceeds 2^14 + 1 (RFC 8446 §5.4)")]
+    PlaintextTooLong(usize),
+    #[error("record of {0} bytes is shorter than its tag")]
+    TooShort(usize),
+    #[error("record failed authentication")]
+    BadRecordMac,
+    #[error("decrypted record holds no content type (all zero: RFC 8446 §5.4)")]
+    NoContentType,
+    #[error("inner content type {0} (RFC 8446 §5: only alert, handshake, application_data)")]
+    ContentType(u8),
+    #[error("the read sequence number is exhausted (RFC 8446 §5.3: it must not wrap)")]
+    SequenceExhausted,
+}
+
+impl OpenError {
+    /// The alert to send before closing (RFC 8446 §6.2; what rustls sends for the same).
+    pub fn alert(&self) -> AlertDescription {
+        match self {
+            OpenError::OuterType(_) | OpenError::NoContentType | OpenError::ContentType(_) => {
+                AlertDescription::UnexpectedMessage
+            }
+            OpenError::CiphertextTooLong(_) | OpenError::PlaintextTooLong(_) => {
+                AlertDescription::RecordOverflow
+            }
+            OpenError::TooShort(_) | OpenError::BadRecordMac => AlertDescription::BadRecordMac,
+            OpenError::SequenceExhausted => AlertDescription::InternalError,
+        }
+    }
+}
+
+/// What [`Opener::open`] found at the start of the buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// A whole record, now decrypted in place.
+    Record(OpenedRecord),
+    /// The first record is not all there: at least `needed` more bytes (exactly, once the
+    /// header is in).
+    Incomplete { needed: usize },
+}
+
+/// A record opened in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenedRecord {
+    pub content_type: ContentType,
+    /// Where its content lies in the buffer given to [`Opener::open`] (padding and type
+    /// stripped).
+    pub plaintext: Range<usize>,
+    /// Its length on the wire: the caller's next record starts there.
+    pub record_len: usize,
+}
+
+/// Opens TLS 1.3 records in place, one key and sequence number (RFC 8446 §5.2–5.4).
+pub struct Opener {
+    key: RecordKey,
+    seq: u64,
+}
+
+impl Opener {
+    /// An opener for `secrets`, starting at `seq`.
+    pub fn new(secrets: &ConnectionTrafficSecrets, seq: u64) -> Result<Opener, KeyError> {
+        Ok(Opener {
+            key: RecordKey::new(secrets)?,
+            seq,
+        })
+    }
+
+    /// The sequence number of the next record.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn rekey(&mut self, secrets: &ConnectionTrafficSecrets, seq: u64) -> Result<(), KeyError> {
+        self.key = RecordKey::new(secrets)?;
+        self.seq = seq;
+        Ok(())
+    }
+
+    /// Opens the record at the start of `buf` in place. A record that fails leaves its
+    /// bytes unspecified (the connection is over) and the sequence number where it was.
+    pub fn open(&mut self, buf: &mut [u8]) -> Result<Opened, OpenError> {
+        if buf.len() < HEADER_LEN {
+            return Ok(Opened::Incomplete {
+                needed: HEADER_LEN - buf.len(),
+            });
+        }
+        // Judge the header as soon as it is in, so garbage fails before we wait for a body.
+        if buf[0] != OUTER_TYPE {
+            return Err(OpenError::OuterType(buf[0]));
+        }
+        // legacy_record_version is ignored (RFC 8446 §5.1), but authenticated below.
+        let len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+        if len > MAX_CIPHERTEXT_LEN {
+            return Err(OpenError::CiphertextTooLong(len));
+        }
+        if len < TAG_LEN {
+            return Err(OpenError::TooShort(len));
+        }
+        let record_len = HEADER_LEN + len;
+        if buf.len() < record_len {
+            return Ok(Opened::Incomplete {
+                needed: record_len - buf.len(),
+            });
+        }
+        if self.seq == u64::MAX {
+            return Err(OpenError::SequenceExhausted);
+        }
+        let (header, body) = buf[..record_len].split_at_mut(HEADER_LEN);
+        let mut aad = [0u8; HEADER_LEN];
+        aad.copy_from_slice(header);
+        let inner = self
+            .key
+            .key
+            .open_in_place(self.key.nonce(self.seq), aead::Aad::from(aad), body)
+            .map_err(|_| OpenError::BadRecordMac)?;
+        self.seq += 1;
+        if inner.len() > MAX_PLAINTEXT_LEN + 1 {
+            return Err(OpenError::PlaintextTooLong(inner.len()));
+        }
+        // The content type is the last non-zero byte; zeros after it are padding (§5.4).
+        let at = inner
+            .iter()
+            .rposition(|&b| b != 0)
+            .ok_or(OpenError::NoContentType)?;
+        let content_type = match inner[at] {
+            21 => ContentType::Alert,
+            22 => ContentType::Handshake,
+            23 => ContentType::ApplicationData,
+            other => return Err(OpenError::ContentType(other)),
+        };
+        Ok(Opened::Record(OpenedRecord {
+            content_type,
+            plaintext: HEADER_LEN..HEADER_LEN + at,
+            record_len,
+        }))
+    }
+}
+
+/// rustls's key schedule after the handshake, for either side.
+enum Kernel {
+    Client(KernelConnection<ClientConnectionData>),
+    Server(KernelConnection<ServerConnectionData>),
+}
+
+impl Kernel {
+    fn protocol_version(&self) -> ProtocolVersion {
+        match self {
+            Kernel::Client(k) => k.protocol_version(),
+            Kernel::Server(k) => k.protocol_version(),
+        }
+    }
+
+    fn suite(&self) -> SupportedCipherSuite {
+        match self {
+            Kernel::Client(k) => k.negotiated_cipher_suite(),
+            Kernel::Server(k) => k.negotiated_cipher_suite(),
+        }
+    }
+
+    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kernel::Client(k) => k.update_tx_secret(),
+            Kernel::Server(k) => k.update_tx_secret(),
+        }
+    }
+
+    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kernel::Client(k) => k.update_rx_secret(),
+            Kernel::Server(k) => k.update_rx_secret(),
+        }
+    }
+}
+
+/// Why the record layer failed. [`TlsRecordError::alert`] is the alert to send, where one
+/// is due.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TlsRecordError {
+    #[error("rustls would not hand the connection over: {0}")]
+    Handover(rustls::Error),
+    #[error("negotiated {0:?}: the in-place record layer does TLS 1.3 only")]
+    NotTls13(ProtocolVersion),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("rustls key schedule: {0}")]
+    KeySchedule(rustls::Error),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("the peer sent a {0:?} alert")]
+    AlertReceived(AlertDescription),
+    #[error("the peer sent a warning {0:?} alert: only close_notify and user_canceled are warnings in TLS 1.3 (RFC 8446 §6)")]
+    WarningAlert(AlertDescription),
+    #[error("alert record of {0} bytes (an alert is 2: RFC 8446 §6)")]
+    AlertLength(usize),
+    #[error("alert of unknown level {0}")]
+    AlertLevel(u8),
+    #[error("empty handshake record (RFC 8446 §5.1)")]
+    EmptyHandshake,
+    #[error("handshake message of type {0} after the handshake")]
+    UnexpectedHandshake(u8),
+    #[error("NewSessionTicket sent to a server")]
+    TicketToServer,
+    #[error("NewSessionTicket refused by rustls: {0}")]
+    Ticket(rustls::Error),
+    #[error("KeyUpdate of {0} bytes (it is 1: RFC 8446 §4.6.3)")]
+    KeyUpdateLength(usize),
+    #[error("KeyUpdate with request_update {0} (RFC 8446 §4.6.3)")]
+    KeyUpdateValue(u8),
+    #[error("KeyUpdate not at the end of its record (RFC 8446 §5.1)")]
+    KeyUpdateNotLast,
+    #[error("a {0:?} record inside a handshake message that spans records (RFC 8446 §5.1)")]
+    Interleaved(ContentType),
+    #[error("handshake message of {0} bytes exceeds {MAX_HANDSHAKE_MESSAGE_LEN}")]
+    HandshakeTooLong(usize),
+    #[error("a KeyUpdate is owed first (RFC 8446 §4.6.3) or the key reached its limit")]
+    KeyUpdateDue,
+    #[error("we sent close_notify or a fatal alert: nothing more may be sent")]
+    Closed,
+    #[error("an earlier record failed: the connection is over")]
+    Failed,
+}
+
+impl TlsRecordError {
+    /// The alert to send before closing, as rustls would; `None` where the error is ours
+    /// (a misuse or a handover refused) rather than the peer's.
+    pub fn alert(&self) -> Option<AlertDescription> {
+        use TlsRecordError as E;
+        match self {
+            E::Open(e) => Some(e.alert()),
+            E::EmptyHandshake
+            | E::UnexpectedHandshake(_)
+            | E::TicketToServer
+            | E::KeyUpdateNotLast
+            | E::Interleaved(_) => Some(AlertDescription::UnexpectedMessage),
+            E::KeyUpdateLength(_)
+            | E::AlertLength(_)
+            | E::WarningAlert(_)
+            | E::HandshakeTooLong(_)
+            | E::Ticket(_) => Some(AlertDescription::DecodeError),
+            E::KeyUpdateValue(_) | E::AlertLevel(_) => Some(AlertDescription::IllegalParameter),
+            E::KeySchedule(_) => Some(AlertDescription::InternalError),
+            // The peer closed, or we did, or the failure was already answered.
+            E::AlertReceived(_)
+            | E::Handover(_)
+            | E::NotTls13(_)
+            | E::Key(_)
+            | E::Seal(_)
+            | E::KeyUpdateDue
+            | E::Closed
+            | E::Failed => None,
+        }
+    }
+}
+
+/// What one [`TlsRecordLayer::read`] did. `consumed` bytes at the start of the buffer are
+/// done with: the next call starts after them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadEvent {
+    /// An application-data record: its content is `buf[plaintext]`, decrypted in place.
+    Data {
+        plaintext: Range<usize>,
+        consumed: usize,
+    },
+    /// A record handled inside (KeyUpdate, NewSessionTicket, part of a handshake message,
+    /// a user_canceled alert). After a KeyUpdate with update_requested,
+    /// [`TlsRecordLayer::key_update_due`] is true.
+    Handled { consumed: usize },
+    /// The peer's close_notify (RFC 8446 §6.1): no more data comes; what follows is ignored.
+    CloseNotify { consumed: usize },
+    /// After close_notify: the bytes are ignored (RFC 8446 §6.1).
+    Ignored { consumed: usize },
+    /// The next record is not all there: at least `needed` more bytes.
+    NeedMore { needed: usize },
+}
+
+impl ReadEvent {
+    /// How many bytes at the start of the buffer this read used up.
+    pub fn consumed(&self) -> usize {
+        match *self {
+            ReadEvent::Data { consumed, .. }
+            | ReadEvent::Handled { consumed }
+            | ReadEvent::CloseNotify { consumed }
+            | ReadEvent::Ignored { consumed } => consumed,
+            ReadEvent::NeedMore { .. } => 0,
+        }
+    }
+}
+
+/// What the layer did, for the MetricsPort once channels use it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsRecordCounters {
+    pub records_sealed: u64,
+    pub records_opened: u64,
+    pub key_updates_sent: u64,
+    pub key_updates_received: u64,
+    pub tickets_received: u64,
+}
+
+/// A TLS 1.3 connection after its handshake: records sealed and opened in place, the
+/// post-handshake messages handled with rustls's key schedule.
+pub struct TlsRecordLayer {
+    sealer: Sealer,
+    opener: Opener,
+    kernel: Kernel,
+    /// A handshake message that spans records, bounded by [`MAX_HANDSHAKE_MESSAGE_LEN`];
+    /// empty (no allocation) unless the peer fragments one.
+    hs_partial: Vec<u8>,
+    /// The peer asked for our KeyUpdate (RFC 8446 §4.6.3): before our next application data.
+    key_update_owed: bool,
+    sent_close: bool,
+    received_close_notify: bool,
+    read_failed: bool,
+    counters: TlsRecordCounters,
+}
+
+/// A copy of a server config that lets rustls hand its secrets over (for
+/// [`TlsRecordLayer::from_server`]); everything else as `base` (`channel::tls::server_config`).
+pub fn with_secret_extraction_server(base: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut cfg = ServerConfig::clone(base);
+    cfg.enable_secret_extraction = true;
+    Arc::new(cfg)
+}
+
+/// A copy of a client config that lets rustls hand its secrets over (for
+/// [`TlsRecordLayer::from_client`]); everything else as `base` (`channel::tls::client_config`).
+pub fn with_secret_extraction_client(base: &Arc<ClientConfig>) -> Arc<ClientConfig> {
+    let mut cfg = ClientConfig::clone(base);
+    cfg.enable_secret_extraction = true;
+    Arc::new(cfg)
+}
+
+impl TlsRecordLayer {
+    /// Takes over a responder's finished connection (see the module doc for when).
+    pub fn from_server(conn: UnbufferedServerConnection) -> Result<TlsRecordLayer, TlsRecordError> {
+        let (secrets, kernel) = conn
+            .dangerous_into_kernel_connection()
+            .map_err(TlsRecordError::Handover)?;
+        TlsRecordLayer::new(secrets, Kernel::Server(kernel))
+    }
+
+    /// Takes over an initiator's finished connection (see the module doc for when).
+    pub fn from_client(conn: UnbufferedClientConnection) -> Result<TlsRecordLayer, TlsRecordError> {
+        let (secrets, kernel) = conn
+            .dangerous_into_kernel_connection()
+            .map_err(TlsRecordError::Handover)?;
+        TlsRecordLayer::new(secrets, Kernel::Client(kernel))
+    }
+
+    fn new(secrets: ExtractedSecrets, kernel: Kernel) -> Result<TlsRecordLayer, TlsRecordError> {
+        let version = kernel.protocol_version();
+        let suite = kernel
+            .suite()
+            .tls13()
+            .filter(|_| version == ProtocolVersion::TLSv1_3)
+            .ok_or(TlsRecordError::NotTls13(version))?;
+        let (tx_seq, tx) = &secrets.tx;
+        let (rx_seq, rx) = &secrets.rx;
+        Ok(TlsRecordLayer {
+            sealer: Sealer::new(tx, *tx_seq, suite.common.confidentiality_limit)?,
+            opener: Opener::new(rx, *rx_seq)?,
+            kernel,
+            hs_partial: Vec::new(),
+            key_update_owed: false,
+            sent_close: false,
+            received_close_notify: false,
+            read_failed: false,
+            counters: TlsRecordCounters::default(),
+        })
+    }
+
+    /// The negotiated suite.
+    pub fn cipher_suite(&self) -> rustls::CipherSuite {
+        self.kernel.suite().suite()
+    }
+
+    pub fn counters(&self) -> TlsRecordCounters {
+        self.counters
+    }
+
+    /// Whether [`TlsRecordLayer::seal_key_update`] must come before more application data:
+    /// the peer asked for it, or our key reached its record limit (RFC 8446 §4.6.3, §5.5).
+    pub fn key_update_due(&self) -> bool {
+        self.key_update_owed || self.sealer.key_update_due()
+    }
+
+    /// Whether the peer's close_notify came.
+    pub fn peer_closed(&self) -> bool {
+        self.received_close_notify
+    }
+
+    /// Seals one application-data record in place (the layout of [`Sealer::seal`]).
+    pub fn seal_app_data(
+        &mut self,
+        record: &mut [u8],
+        plaintext_len: usize,
+    ) -> Result<usize, TlsRecordError> {
+        if self.sent_close {
+            return Err(TlsRecordError::Closed);
+        }
+        if self.key_update_due() {
+            return Err(TlsRecordError::KeyUpdateDue);
+        }
+        let n = self
+            .sealer
+            .seal(ContentType::ApplicationData, record, plaintext_len)?;
+        self.counters.records_sealed += 1;
+        Ok(n)
+    }
+
+    /// Writes our KeyUpdate at the start of `out` ([`KEY_UPDATE_RECORD_LEN`] bytes) under
+    /// the current key, then switches to the next one (RFC 8446 §4.6.3). With
+    /// `request_update`, the peer must answer with its own.
+    pub fn seal_key_update(
+        &mut self,
+        out: &mut [u8],
+        request_update: bool,
+    ) -> Result<usize, TlsRecordError> {
+        if self.sent_close {
+            return Err(TlsRecordError::Closed);
+        }
+        if out.len() < KEY_UPDATE_RECORD_LEN {
+            return Err(SealError::BufferTooShort {
+                have: out.len(),
+                need: KEY_UPDATE_RECORD_LEN,
+            }
+            .into());
+        }
+        out[HEADER_LEN..HEADER_LEN + 5].copy_from_slice(&[
+            HS_KEY_UPDATE,
+            0,
+            0,
+            1,
+            u8::from(request_update),
+        ]);
+        let n = self.sealer.seal(ContentType::Handshake, out, 5)?;
+        let (seq, secrets) = self
+            .kernel
+            .update_tx()
+            .map_err(TlsRecordError::KeySchedule)?;
+        self.sealer.rekey(&secrets, seq)?;
+        self.key_update_owed = false;
+        self.counters.records_sealed += 1;
+        self.counters.key_updates_sent += 1;
+        Ok(n)
+    }
+
+    /// Writes close_notify at the start of `out` ([`ALERT_RECORD_LEN`] bytes); nothing may
+    /// be sent after it (RFC 8446 §6.1).
+    pub fn seal_close_notify(&mut self, out: &mut [u8]) -> Result<usize, TlsRecordError> {
+        self.seal_alert(out, ALERT_WARNING, AlertDescription::CloseNotify)
+    }
+
+    /// Writes a fatal alert at the start of `out` ([`ALERT_RECORD_LEN`] bytes), typically
+    /// [`TlsRecordError::alert`] of a failure; nothing may be sent after it.
+    pub fn seal_fatal_alert(
+        &mut self,
+        out: &mut [u8],
+        description: AlertDescription,
+    ) -> Result<usize, TlsRecordError> {
+        self.seal_alert(out, ALERT_FATAL, description)
+    }
+
+    fn seal_alert(
+        &mut self,
+        out: &mut [u8],
+        level: u8,
+        description: AlertDescription,
+    ) -> Result<usize, TlsRecordError> {
+        if self.sent_close {
+            return Err(TlsRecordError::Closed);
+        }
+        if out.len() < ALERT_RECORD_LEN {
+            return Err(SealError::BufferTooShort {
+                have: out.len(),
+                need: ALERT_RECORD_LEN,
+            }
+            .into());
+        }
+        out[HEADER_LEN] = level;
+        out[HEADER_LEN + 1] = u8::from(description);
+        let n = self.sealer.seal(ContentType::Alert, out, 2)?;
+        self.sent_close = true;
+        self.counters.records_sealed += 1;
+        Ok(n)
+    }
+
+    /// Reads the record at the start of `buf` (the receive buffer), in place. Any error is
+    /// final: later reads return [`TlsRecordError::Failed`].
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<ReadEvent, TlsRecordError> {
+        if self.read_failed {
+            return Err(TlsRecordError::Failed);
+        }
+        if self.received_close_notify {
+            return Ok(ReadEvent::Ignored {
+                consumed: buf.len(),
+            });
+        }
+        let r = self.read_record(buf);
+        if r.is_err() {
+            self.read_failed = true;
+        }
+        r
+    }
+
+    fn read_record(&mut self, buf: &mut [u8]) -> Result<ReadEvent, TlsRecordError> {
+        let rec = match self.opener.open(buf)? {
+            Opened::Incomplete { needed } => return Ok(ReadEvent::NeedMore { needed }),
+            Opened::Record(rec) => rec,
+        };
+        self.counters.records_opened += 1;
+        let consumed = rec.record_len;
+        let content = &buf[rec.plaintext.clone()];
+        // Handshake messages must not be interleaved with other records (RFC 8446 §5.1).
+        if rec.content_type != ContentType::Handshake && !self.hs_partial.is_empty() {
+            return Err(TlsRecordError::Interleaved(rec.content_type));
+        }
+        match rec.content_type {
+            ContentType::ApplicationData => Ok(ReadEvent::Data {
+                plaintext: rec.plaintext,
+                consumed,
+            }),
+            ContentType::Alert => self.on_alert(content, consumed),
+            ContentType::Handshake => {
+                self.on_handshake(content)?;
+                Ok(ReadEvent::Handled { consumed })
+            }
+        }
+    }
+
+    /// An alert (RFC 8446 §6): close_notify ends the peer's data, user_canceled is ignored
+    /// (as rustls does), any other is the end of the connection.
+    fn on_alert(&mut self, alert: &[u8], consumed: usize) -> Result<ReadEvent, TlsRecordError> {
+        let &[level, description] = alert else {
+            return Err(TlsRecordError::AlertLength(alert.len()));
+        };
+        let description = AlertDescription::from(description);
+        if level != ALERT_WARNING && level != ALERT_FATAL {
+            return Err(TlsRecordError::AlertLevel(level));
+        }
+        if description == AlertDescription::CloseNotify {
+            self.received_close_notify = true;
+            return Ok(ReadEvent::CloseNotify { consumed });
+        }
+        if level == ALERT_WARNING {
+            if description == AlertDescription::UserCanceled {
+                return Ok(ReadEvent::Handled { consumed });
+            }
+            return Err(TlsRecordError::WarningAlert(description));
+        }
+        Err(TlsRecordError::AlertReceived(description))
+    }
+
+    /// The content of one handshake record: whole messages are handled from the record
+    /// itself; a message that spans records is gathered first (RFC 8446 §5.1).
+    fn on_handshake(&mut self, content: &[u8]) -> Result<(), TlsRecordError> {
+        if content.is_empty() {
+            return Err(TlsRecordError::EmptyHandshake);
+        }
+        if self.hs_partial.is_empty() {
+            let rest = self.handle_messages(content)?;
+            return self.keep_partial(rest);
+        }
+        let total = self.hs_partial.len() + content.len();
+        if total > MAX_HANDSHAKE_MESSAGE_LEN + 4 {
+            return Err(TlsRecordError::HandshakeTooLong(total));
+        }
+        let mut gathered = std::mem::take(&mut self.hs_partial);
+        gathered.extend_from_slice(content);
+        let rest = self.handle_messages(&gathered)?.to_vec();
+        self.keep_partial(&rest)
+    }
+
+    fn keep_partial(&mut self, rest: &[u8]) -> Result<(), TlsRecordError> {
+        self.hs_partial.clear();
+        if !rest.is_empty() {
+            if rest.len() >= 4 {
+                let len =
+                    usize::from(rest[1]) << 16 | usize::from(rest[2]) << 8 | usize::from(rest[3]);
+                if len > MAX_HANDSHAKE_MESSAGE_LEN {
+                    return Err(TlsRecordError::HandshakeTooLong(len));
+                }
+            }
+            self.hs_partial.extend_from_slice(rest);
+        }
+        Ok(())
+    }
+
+    /// Handles the whole handshake messages at the start of `msgs` (one record's worth);
+    /// returns the start of a message that goes on in the next record.
+    fn handle_messages<'a>(&mut self, mut msgs: &'a [u8]) -> Result<&'a [u8], TlsRecordError> {
+        while msgs.len() >= 4 {
+            let typ = msgs[0];
+            let len = usize::from(msgs[1]) << 16 | usize::from(msgs[2]) << 8 | usize::from(msgs[3]);
+            if len > MAX_HANDSHAKE_MESSAGE_LEN {
+                return Err(TlsRecordError::HandshakeTooLong(len));
+            }
+            if msgs.len() < 4 + len {
+                break;
+            }
+            let body = &msgs[4..4 + len];
+            msgs = &msgs[4 + len..];
+            match typ {
+                HS_KEY_UPDATE => {
+                    let &[request] = body else {
+                        return Err(TlsRecordError::KeyUpdateLength(body.len()));
+                    };
+                    if request > 1 {
+                        return Err(TlsRecordError::KeyUpdateValue(request));
+                    }
+                    // A key change must end its record (RFC 8446 §5.1).
+                    if !msgs.is_empty() {
+                        return Err(TlsRecordError::KeyUpdateNotLast);
+                    }
+                    let (seq, secrets) = self
+                        .kernel
+                        .update_rx()
+                        .map_err(TlsRecordError::KeySchedule)?;
+                    self.opener.rekey(&secrets, seq)?;
+                    self.counters.key_updates_received += 1;
+                    if request == 1 {
+                        self.key_update_owed = true;
+                    }
+                }
+                HS_NEW_SESSION_TICKET => match &mut self.kernel {
+                    Kernel::Client(k) => {
+                        k.handle_new_session_ticket(body)
+                            .map_err(TlsRecordError::Ticket)?;
+                        self.counters.tickets_received += 1;
+                    }
+                    Kernel::Server(_) => return Err(TlsRecordError::TicketToServer),
+                },
+                other => return Err(TlsRecordError::UnexpectedHandshake(other)),
+            }
+        }
+        Ok(msgs)
+    }
+}
+
+/// In-memory handshakes between this layer and a rustls peer, for the tests and
+/// `benches/tls_record.rs` (no sockets, no clocks; rustls draws its own handshake
+/// randomness).
+#[doc(hidden)]
+pub mod testing {
+    use std::io::Read;
+    use std::sync::Arc;
+
+    use rand_core::{CryptoRng, RngCore};
+    use rsa::pkcs8::EncodePrivateKey;
+    use rustls::client::UnbufferedClientConnection;
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::ServerName;
+    use rustls::server::UnbufferedServerConnection;
+    use rustls::unbuffered::{ConnectionState, EncodeError};
+    use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+
+    use super::{TlsRecordLayer, HEADER_LEN, MAX_PLAINTEXT_LEN, SEAL_TRAILER_LEN};
+    use crate::keys::{rsa as tor_rsa, x509};
+
+    /// A self-signed RSA-2048 link certificate and its PKCS#8 key, as a responder presents
+    /// (the Tor identities are not involved at the TLS layer).
+    pub fn link_credentials<R: RngCore + CryptoRng>(rng: &mut R) -> (Vec<u8>, Vec<u8>) {
+        let key = tor_rsa::generate(rng, tor_rsa::LINK_KEY_BITS).expect("RSA key");
+        let validity = x509::Validity {
+            not_before: 1_700_000_000,
+            not_after: 1_900_000_000,
+        };
+        let cert = x509::create_certificate(
+            rng,
+            &key.to_public_key(),
+            "www.tlsrecord.net",
+            &key,
+            "www.tlsrecord.com",
+            validity,
+        )
+        .expect("certificate");
+        let pkcs8 = key.to_pkcs8_der().expect("PKCS#8").as_bytes().to_vec();
+        (cert, pkcs8)
+    }
+
+    /// The ring provider with only `suite`: forces a peer to that suite.
+    pub fn provider_with_suite(suite: rustls::SupportedCipherSuite) -> Arc<CryptoProvider> {
+        let mut p = rustls::crypto::ring::default_provider();
+        p.cipher_suites = vec![suite];
+        Arc::new(p)
+    }
+
+    /// The SNI our tests' initiators send.
+    pub fn sni() -> ServerName<'static> {
+        ServerName::try_from("www.tlsrecord.com").expect("DNS name")
+    }
+
+    /// Feeds `bytes` (records) to the rustls peer and returns the plaintext it read.
+    pub fn peer_read(peer: &mut Connection, mut bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let mut plain = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            loop {
+                match peer.reader().read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => plain.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("peer read: {e}")),
+                }
+            }
+            if bytes.is_empty() {
+                return Ok(plain);
+            }
+            peer.read_tls(&mut bytes)
+                .map_err(|e| format!("peer read_tls: {e}"))?;
+            peer.process_new_packets()
+                .map_err(|e| format!("peer: {e}"))?;
+        }
+    }
+
+    /// Everything the rustls peer wants to send.
+    pub fn peer_output(peer: &mut Connection) -> Vec<u8> {
+        let mut out = Vec::new();
+        while peer.wants_write() {
+            if peer.write_tls(&mut out).is_err() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The peer writes `data` (its writer cuts records of at most 2^14 bytes) and returns
+    /// the records.
+    pub fn peer_write(peer: &mut Connection, data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        peer.writer().write_all(data).expect("peer write");
+        peer_output(peer)
+    }
+
+    /// Seals `data` as our application-data records (at most 2^14 bytes each) into one
+    /// buffer.
+    pub fn seal_records(layer: &mut TlsRecordLayer, data: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        for piece in data.chunks(MAX_PLAINTEXT_LEN) {
+            let at = out.len();
+            out.resize(at + HEADER_LEN + piece.len() + SEAL_TRAILER_LEN, 0);
+            out[at + HEADER_LEN..at + HEADER_LEN + piece.len()].copy_from_slice(piece);
+            let n = layer
+                .seal_app_data(&mut out[at..], piece.len())
+                .map_err(|e| e.to_string())?;
+            out.truncate(at + n);
+        }
+        Ok(out)
+    }
+
+    /// Drives one unbuffered connection against a rustls peer until its handshake is done.
+    /// The peer writes `$peer_data` as soon as its own handshake is done (so it can arrive
+    /// with its last flight); what rustls decrypts before the handover goes to `$plain`.
+    macro_rules! drive {
+        ($ours:expr, $peer:expr, $peer_data:expr, $plain:expr) => {{
+            let ours = &mut $ours;
+            let peer: &mut Connection = $peer;
+            let peer_data: &[u8] = $peer_data;
+            let plain: &mut Vec<u8> = $plain;
+            let mut peer_data_sent = peer_data.is_empty();
+            let mut incoming: Vec<u8> = Vec::new();
+            let mut outgoing: Vec<u8> = Vec::new();
+            let mut done = false;
+            // Our side first; the peer's output only when we wait for it, so what the peer
+            // sends after our last flight (session tickets) is left for the record layer.
+            for _ in 0..64 {
+                let status = ours.process_tls_records(&mut incoming);
+                let discard = status.discard;
+                let mut transmit = false;
+                let mut writable = false;
+                let mut blocked = false;
+                match status.state.map_err(|e| format!("ours: {e}"))? {
+                    ConnectionState::EncodeTlsData(mut enc) => {
+                        let mut buf = vec![0u8; 1 << 14];
+                        let n = match enc.encode(&mut buf) {
+                            Ok(n) => n,
+                            Err(EncodeError::InsufficientSize(e)) => {
+                                buf.resize(e.required_size, 0);
+                                enc.encode(&mut buf).map_err(|e| e.to_string())?
+                            }
+                            Err(e) => return Err(e.to_string()),
+                        };
+                        outgoing.extend_from_slice(&buf[..n]);
+                    }
+                    ConnectionState::TransmitTlsData(t) => {
+                        t.done();
+                        transmit = true;
+                    }
+                    ConnectionState::BlockedHandshake => blocked = true,
+                    ConnectionState::WriteTraffic(_) => writable = true,
+                    ConnectionState::ReadTraffic(mut r) => {
+                        while let Some(rec) = r.next_record() {
+                            let rec = rec.map_err(|e| format!("ours: {e}"))?;
+                            plain.extend_from_slice(rec.payload);
+                        }
+                    }
+                    other => return Err(format!("ours: unexpected {other:?} in the handshake")),
+                }
+                incoming.drain(..discard);
+                if transmit {
+                    peer_read(peer, &outgoing)?;
+                    outgoing.clear();
+                }
+                if !peer_data_sent && !peer.is_handshaking() {
+                    std::io::Write::write_all(&mut peer.writer(), peer_data)
+                        .map_err(|e| format!("peer write: {e}"))?;
+                    peer_data_sent = true;
+                }
+                if writable && !ours.is_handshaking() {
+                    if !incoming.is_empty() {
+                        return Err("peer sent records before the handover".into());
+                    }
+                    done = true;
+                    break;
+                }
+                if blocked || writable {
+                    let more = peer_output(peer);
+                    if more.is_empty() {
+                        return Err("handshake stalled: the peer has nothing to send".into());
+                    }
+                    incoming.extend_from_slice(&more);
+                }
+            }
+            if !done {
+                return Err("handshake did not finish in 64 steps".into());
+            }
+        }};
+    }
+
+    /// A handshake with us as the responder (`ours` needs secret extraction) and a rustls
+    /// initiator; returns our record layer and the peer.
+    pub fn handshake_as_server(
+        ours: Arc<ServerConfig>,
+        peer: Arc<ClientConfig>,
+    ) -> Result<(TlsRecordLayer, Connection), String> {
+        let (layer, peer, _) = handshake_as_server_with_data(ours, peer, &[])?;
+        Ok((layer, peer))
+    }
+
+    /// As [`handshake_as_server`], the initiator sending `peer_data` right behind its
+    /// Finished; also returns what rustls decrypted of it before the handover.
+    pub fn handshake_as_server_with_data(
+        ours: Arc<ServerConfig>,
+        peer: Arc<ClientConfig>,
+        peer_data: &[u8],
+    ) -> Result<(TlsRecordLayer, Connection, Vec<u8>), String> {
+        let mut conn = UnbufferedServerConnection::new(ours).map_err(|e| e.to_string())?;
+        let mut peer =
+            Connection::Client(ClientConnection::new(peer, sni()).map_err(|e| e.to_string())?);
+        let mut plain = Vec::new();
+        drive!(conn, &mut peer, peer_data, &mut plain);
+        let layer = TlsRecordLayer::from_server(conn).map_err(|e| e.to_string())?;
+        if peer.is_handshaking() {
+            return Err("peer still handshaking".into());
+        }
+        Ok((layer, peer, plain))
+    }
+
+    /// A handshake with us as the initiator (`ours` needs secret extraction) and a rustls
+    /// responder.
+    pub fn handshake_as_client(
+        ours: Arc<ClientConfig>,
+        peer: Arc<ServerConfig>,
+    ) -> Result<(TlsRecordLayer, Connection), String> {
+        let mut conn = UnbufferedClientConnection::new(ours, sni()).map_err(|e| e.to_string())?;
+        let mut peer = Connection::Server(ServerConnection::new(peer).map_err(|e| e.to_string())?);
+        let mut plain = Vec::new();
+        drive!(conn, &mut peer, &[], &mut plain);
+        if !plain.is_empty() {
+            return Err("the responder sent data before our Finished".into());
+        }
+        let layer = TlsRecordLayer::from_client(conn).map_err(|e| e.to_string())?;
+        Ok((layer, peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, OnceLock};
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
+    use rustls::pki_types::CertificateDer;
+    use rustls::{Connection, SupportedCipherSuite};
+
+    use super::testing::*;
+    use super::*;
+    use crate::proto::channel::tls;
+
+    fn seed(test: &str) -> u64 {
+        let seed = std::env::var("FORS_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| rand::Rng::gen(&mut StdRng::from_entropy()));
+        println!("{test}: seed {seed} (FORS_TEST_SEED={seed} replays it)");
+        seed
+    }
+
+    fn creds() -> &'static (Vec<u8>, Vec<u8>) {
+        static CREDS: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+        // A fixed key: the credentials are not what these tests vary.
+        CREDS.get_or_init(|| link_credentials(&mut StdRng::seed_from_u64(13)))
+    }
+
+    const SUITES: [SupportedCipherSuite; 3] = [
+        TLS13_AES_128_GCM_SHA256,
+        TLS13_AES_256_GCM_SHA384,
+        TLS13_CHACHA20_POLY1305_SHA256,
+    ];
+
+    /// Our layer as the responder, Fors's own configs, the peer forced to `suite`.
+    fn pair_server(suite: SupportedCipherSuite) -> (TlsRecordLayer, Connection) {
+        let (cert, key) = creds();
+        let ours = tls::server_config(tls::provider(), cert, key).expect("server config");
+        let peer = tls::client_config(provider_with_suite(suite)).expect("client config");
+        handshake_as_server(with_secret_extraction_server(&ours), peer).expect("handshake")
+    }
+
+    /// Our layer as the initiator, Fors's own configs, the peer forced to `suite`.
+    fn pair_client(suite: SupportedCipherSuite) -> (TlsRecordLayer, Connection) {
+        let (cert, key) = creds();
+        let ours = tls::client_config(tls::provider()).expect("client config");
+        let peer = tls::server_config(provider_with_suite(suite), cert, key).expect("config");
+        handshake_as_client(with_secret_extraction_client(&ours), peer).expect("handshake")
+    }
+
+    /// Reads every whole record in `rx` through the layer; returns the application data
+    /// and the other events; leaves a partial record in `rx`.
+    fn read_all(layer: &mut TlsRecordLayer, rx: &mut Vec<u8>) -> (Vec<u8>, Vec<ReadEvent>) {
+        let (mut data, mut events, mut off) = (Vec::new(), Vec::new(), 0);
+        loop {
+            let ev = layer.read(&mut rx[off..]).expect("read");
+            match &ev {
+                ReadEvent::Data {
+                    plaintext,
+                    consumed,
+                } => {
+                    data.extend_from_slice(&rx[off + plaintext.start..off + plaintext.end]);
+                    off += consumed;
+                }
+                ReadEvent::NeedMore { .. } => break,
+                other => {
+                    off += other.consumed();
+                    events.push(ev.clone());
+                }
+            }
+            if off == rx.len() {
+                break;
+            }
+        }
+        rx.drain(..off);
+        (data, events)
+    }
+
+    fn random_bytes(rng: &mut StdRng, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        rng.fill(&mut v[..]);
+        v
+    }
+
+    #[test]
+    fn every_suite_both_roles_both_ways() {
+        let mut rng = StdRng::seed_from_u64(seed("every_suite_both_roles_both_ways"));
+        let sizes = [1usize, 2, 13, 509, 514, 4112, 16383, 16384, 16385, 40000];
+        for suite in SUITES {
+            for server in [true, false] {
+                let (mut ours, mut peer) = if server {
+                    pair_server(suite)
+                } else {
+                    pair_client(suite)
+                };
+                assert_eq!(ours.cipher_suite(), suite.suite(), "negotiated suite");
+                for &n in &sizes {
+                    // Ours → rustls.
+                    let data = random_bytes(&mut rng, n);
+                    let records = seal_records(&mut ours, &data).expect("seal");
+                    assert_eq!(records.len(), n + n.div_ceil(MAX_PLAINTEXT_LEN) * 22);
+                    assert_eq!(peer_read(&mut peer, &records).expect("peer"), data);
+                    // rustls → ours.
+                    let data = random_bytes(&mut rng, n);
+                    let mut rx = peer_write(&mut peer, &data);
+                    let (got, events) = read_all(&mut ours, &mut rx);
+                    assert_eq!(got, data, "{suite:?} server={server} n={n}");
+                    assert!(events.is_empty() && rx.is_empty());
+                }
+                assert_eq!(
+                    ours.counters().records_sealed,
+                    ours.counters().records_opened
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn many_records_in_one_buffer() {
+        let mut rng = StdRng::seed_from_u64(seed("many_records_in_one_buffer"));
+        let (mut ours, mut peer) = pair_server(TLS13_AES_128_GCM_SHA256);
+        // 64 cells, one record each, back to back in one receive buffer.
+        let cells: Vec<Vec<u8>> = (0..64).map(|_| random_bytes(&mut rng, 514)).collect();
+        let mut rx: Vec<u8> = cells
+            .iter()
+            .flat_map(|c| peer_write(&mut peer, c))
+            .collect();
+        assert_eq!(rx.len(), 64 * (514 + 22));
+        let (got, _) = read_all(&mut ours, &mut rx);
+        assert_eq!(got, cells.concat());
+        // And 64 of ours in one send buffer.
+        let mut tx = Vec::new();
+        for c in &cells {
+            tx.extend_from_slice(&seal_records(&mut ours, c).expect("seal"));
+        }
+        assert_eq!(peer_read(&mut peer, &tx).expect("peer"), cells.concat());
+    }
+
+    /// The peer's records, split at every byte boundary: the prefix yields the records
+    /// wholly inside it and then asks for exactly what the next one lacks.
+    #[test]
+    fn split_at_every_byte_boundary() {
+        let mut rng = StdRng::seed_from_u64(seed("split_at_every_byte_boundary"));
+        let (mut ours, mut peer) = pair_client(TLS13_CHACHA20_POLY1305_SHA256);
+        let sizes = [1usize, 514, 37];
+        let stream_len: usize = sizes.iter().map(|n| n + 22).sum();
+        for split in 0..=stream_len {
+            let data: Vec<Vec<u8>> = sizes.iter().map(|&n| random_bytes(&mut rng, n)).collect();
+            let stream: Vec<u8> = data.iter().flat_map(|d| peer_write(&mut peer, d)).collect();
+            assert_eq!(stream.len(), stream_len);
+            let mut rx = stream[..split].to_vec();
+            let mut fed = split;
+            let mut got = Vec::new();
+            loop {
+                let (d, _) = read_all(&mut ours, &mut rx);
+                got.extend(d);
+                if fed == stream.len() && rx.is_empty() {
+                    break;
+                }
+                let needed = match ours.read(&mut rx).expect("read") {
+                    ReadEvent::NeedMore { needed } => needed,
+                    other => panic!("split {split}: {other:?}"),
+                };
+                assert!(
+                    needed > 0 && fed + needed <= stream.len(),
+                    "split {split}: needed {needed}"
+                );
+                rx.extend_from_slice(&stream[fed..fed + needed]);
+                fed += needed;
+            }
+            assert_eq!(got, data.concat(), "split {split}");
+        }
+    }
+
+    /// Random record sizes, cut into random pieces as receive buffers would be.
+    #[test]
+    fn random_split_points() {
+        let mut rng = StdRng::seed_from_u64(seed("random_split_points"));
+        for suite in SUITES {
+            let (mut ours, mut peer) = pair_server(suite);
+            for _ in 0..50 {
+                let data: Vec<Vec<u8>> = (0..rng.gen_range(1..12))
+                    .map(|_| {
+                        let n = if rng.gen_bool(0.1) {
+                            rng.gen_range(1..=MAX_PLAINTEXT_LEN)
+                        } else {
+                            rng.gen_range(1..600)
+                        };
+                        random_bytes(&mut rng, n)
+                    })
+                    .collect();
+                let stream: Vec<u8> = data.iter().flat_map(|d| peer_write(&mut peer, d)).collect();
+                let (mut rx, mut at, mut got) = (Vec::new(), 0, Vec::new());
+                while at < stream.len() {
+                    let n = rng.gen_range(1..=(stream.len() - at).min(5000));
+                    rx.extend_from_slice(&stream[at..at + n]);
+                    at += n;
+                    got.extend(read_all(&mut ours, &mut rx).0);
+                }
+                assert!(rx.is_empty());
+                assert_eq!(got, data.concat());
+            }
+        }
+    }
+
+    /// rustls's `refresh_traffic_keys` sends KeyUpdate(update_requested): we switch our
+    /// read key, owe our own KeyUpdate before more data, and the peer reads it.
+    #[test]
+    fn key_update_requested_by_peer() {
+        for suite in SUITES {
+            let (mut ours, mut peer) = pair_server(suite);
+            peer.refresh_traffic_keys().expect("refresh");
+            let mut rx = peer_write(&mut peer, b"after the peer's key update");
+            let (got, events) = read_all(&mut ours, &mut rx);
+            assert_eq!(got, b"after the peer's key update");
+            assert_eq!(
+                events,
+                vec![ReadEvent::Handled {
+                    consumed: KEY_UPDATE_RECORD_LEN
+                }]
+            );
+            assert!(ours.key_update_due());
+            let mut buf = [0u8; 64];
+            assert_eq!(
+                ours.seal_app_data(&mut buf, 1),
+                Err(TlsRecordError::KeyUpdateDue)
+            );
+            let n = ours.seal_key_update(&mut buf, false).expect("key update");
+            assert_eq!(n, KEY_UPDATE_RECORD_LEN);
+            let mut tx = buf[..n].to_vec();
+            assert!(!ours.key_update_due());
+            tx.extend(seal_records(&mut ours, b"after ours").expect("seal"));
+            assert_eq!(peer_read(&mut peer, &tx).expect("peer"), b"after ours");
+            // Both new keys keep working.
+            let mut rx = peer_write(&mut peer, b"again");
+            assert_eq!(read_all(&mut ours, &mut rx).0, b"again");
+            let c = ours.counters();
+            assert_eq!((c.key_updates_received, c.key_updates_sent), (1, 1));
+        }
+    }
+
+    /// We ask (update_requested): rustls answers with KeyUpdate(update_not_requested),
+    /// which we take without owing another.
+    #[test]
+    fn key_update_not_requested_from_peer() {
+        let (mut ours, mut peer) = pair_client(TLS13_AES_256_GCM_SHA384);
+        let mut buf = [0u8; KEY_UPDATE_RECORD_LEN];
+        ours.seal_key_update(&mut buf, true).expect("key update");
+        assert_eq!(peer_read(&mut peer, &buf).expect("peer"), b"");
+        let mut rx = peer_write(&mut peer, b"under the peer's next key");
+        let (got, events) = read_all(&mut ours, &mut rx);
+        assert_eq!(got, b"under the peer's next key");
+        assert_eq!(events.len(), 1, "the peer's answering KeyUpdate");
+        assert!(!ours.key_update_due());
+        let tx = seal_records(&mut ours, b"still ours").expect("seal");
+        assert_eq!(peer_read(&mut peer, &tx).expect("peer"), b"still ours");
+        assert_eq!(ours.counters().key_updates_received, 1);
+    }
+
+    #[test]
+    fn close_notify_both_ways() {
+        let (mut ours, mut peer) = pair_server(TLS13_AES_128_GCM_SHA256);
+        peer.send_close_notify();
+        let mut rx = peer_write(&mut peer, b"");
+        let mut trailing = rx.clone();
+        let n = rx.len();
+        assert_eq!(
+            ours.read(&mut rx),
+            Ok(ReadEvent::CloseNotify { consumed: n })
+        );
+        assert!(ours.peer_closed());
+        // Anything after close_notify is ignored (RFC 8446 §6.1).
+        assert_eq!(
+            ours.read(&mut trailing),
+            Ok(ReadEvent::Ignored { consumed: n })
+        );
+        // We can still send until we close too.
+        let tx = seal_records(&mut ours, b"last words").expect("seal");
+        assert_eq!(peer_read(&mut peer, &tx).expect("peer"), b"last words");
+        let mut buf = [0u8; ALERT_RECORD_LEN];
+        assert_eq!(ours.seal_close_notify(&mut buf), Ok(ALERT_RECORD_LEN));
+        peer_read(&mut peer, &buf).expect("peer reads our close_notify");
+        let mut chunk = [0u8; 8];
+        assert_eq!(
+            std::io::Read::read(&mut peer.reader(), &mut chunk).expect("EOF"),
+            0
+        );
+        assert_eq!(
+            ours.seal_app_data(&mut [0u8; 64], 1),
+            Err(TlsRecordError::Closed)
+        );
+    }
+
+    #[test]
+    fn fatal_alert_from_peer_and_ours_to_peer() {
+        let (mut ours, mut peer) = pair_server(TLS13_AES_128_GCM_SHA256);
+        // Our fatal alert: the peer reports it as received.
+        let mut buf = [0u8; ALERT_RECORD_LEN];
+        ours.seal_fatal_alert(&mut buf, AlertDescription::InternalError)
+            .expect("alert");
+        let err = peer_read(&mut peer, &buf).expect_err("fatal alert");
+        assert!(err.contains("InternalError"), "{err}");
+        // rustls's fatal alert to us: a TLS 1.3 peer sends bad_record_mac on a record it
+        // cannot open.
+        let (mut a, mut b) = pair_client(TLS13_AES_128_GCM_SHA256);
+        let mut bad = seal_records(&mut a, b"x").expect("seal");
+        bad[HEADER_LEN] ^= 1;
+        assert!(peer_read(&mut b, &bad).is_err());
+        let mut alert = peer_output(&mut b);
+        assert_eq!(alert.len(), ALERT_RECORD_LEN);
+        assert_eq!(
+            a.read(&mut alert),
+            Err(TlsRecordError::AlertReceived(
+                AlertDescription::BadRecordMac
+            ))
+        );
+        assert_eq!(a.read(&mut alert), Err(TlsRecordError::Failed));
+    }
+
+    /// Every byte of a record flipped: an error (or a wait for more bytes when the length
+    /// grew), never a panic and never data; the untouched record then opens.
+    #[test]
+    fn tampered_records_fail() {
+        let mut rng = StdRng::seed_from_u64(seed("tampered_records_fail"));
+        for suite in SUITES {
+            let (mut ours, mut peer) = pair_server(suite);
+            let data = random_bytes(&mut rng, 40);
+            let record = peer_write(&mut peer, &data);
+            for i in 0..record.len() {
+                let mut bad = record.clone();
+                bad[i] ^= rng.gen_range(1..=255u8);
+                match ours.opener.open(&mut bad) {
+                    Err(e) => {
+                        let want = match i {
+                            0 => AlertDescription::UnexpectedMessage,
+                            3 | 4 => e.alert(), // a new length: several outcomes
+                            _ => AlertDescription::BadRecordMac,
+                        };
+                        assert_eq!(e.alert(), want, "byte {i}: {e}");
+                    }
+                    Ok(Opened::Incomplete { .. }) => assert!(i == 3 || i == 4, "byte {i}"),
+                    Ok(Opened::Record(r)) => panic!("byte {i}: tampered record opened: {r:?}"),
+                }
+            }
+            let mut rx = record.clone();
+            assert_eq!(read_all(&mut ours, &mut rx).0, data);
+            // Through the layer, a bad tag is final.
+            let mut bad = peer_write(&mut peer, b"tail");
+            let last = bad.len() - 1;
+            bad[last] ^= 0x80;
+            let err = ours.read(&mut bad).expect_err("bad tag");
+            assert_eq!(err.alert(), Some(AlertDescription::BadRecordMac));
+            assert_eq!(ours.read(&mut bad), Err(TlsRecordError::Failed));
+        }
+    }
+
+    fn test_secrets(byte: u8) -> ConnectionTrafficSecrets {
+        ConnectionTrafficSecrets::Chacha20Poly1305 {
+            key: rustls::crypto::cipher::AeadKey::from([byte; 32]),
+            iv: rustls::crypto::cipher::Iv::new([byte ^ 0x5a; 12]),
+        }
+    }
+
+    /// Records a rustls peer never sends, made with our sealer's raw inner plaintext.
+    #[test]
+    fn malformed_inner_plaintext() {
+        let secrets = test_secrets(7);
+        let mut sealer = Sealer::new(&secrets, 0, u64::MAX).expect("sealer");
+        let mut opener = Opener::new(&secrets, 0).expect("opener");
+        let mut seal_raw = |inner: &[u8]| {
+            let mut rec = vec![0u8; HEADER_LEN + inner.len() + TAG_LEN];
+            rec[HEADER_LEN..HEADER_LEN + inner.len()].copy_from_slice(inner);
+            let n = sealer.seal_inner(&mut rec, inner.len()).expect("seal");
+            assert_eq!(n, rec.len());
+            rec
+        };
+        // Padding is stripped.
+        let mut rec = seal_raw(&[b'h', b'i', 23, 0, 0, 0, 0]);
+        match opener.open(&mut rec).expect("open") {
+            Opened::Record(r) => {
+                assert_eq!(r.content_type, ContentType::ApplicationData);
+                assert_eq!(&rec[r.plaintext], b"hi");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Zero-length application data is allowed (RFC 8446 §5.1).
+        let mut rec = seal_raw(&[23]);
+        assert!(matches!(opener.open(&mut rec), Ok(Opened::Record(r)) if r.plaintext.is_empty()));
+        let cases: [(Vec<u8>, OpenError); 4] = [
+            (vec![0, 0, 0], OpenError::NoContentType),
+            (vec![], OpenError::NoContentType),
+            (vec![1, 20], OpenError::ContentType(20)),
+            (vec![1, 99, 0], OpenError::ContentType(99)),
+        ];
+        for (inner, want) in cases {
+            let mut rec = seal_raw(&inner);
+            assert_eq!(opener.open(&mut rec), Err(want.clone()));
+            assert_eq!(want.alert(), AlertDescription::UnexpectedMessage);
+        }
+        // 2^14 + 2 bytes of inner plaintext: within the ciphertext limit, over §5.4's.
+        let mut inner = vec![0u8; MAX_PLAINTEXT_LEN + 2];
+        inner[0] = 23;
+        let mut rec = seal_raw(&inner);
+        let err = opener.open(&mut rec).expect_err("oversized");
+        assert_eq!(err, OpenError::PlaintextTooLong(MAX_PLAINTEXT_LEN + 2));
+        assert_eq!(err.alert(), AlertDescription::RecordOverflow);
+        // A header that claims more than 2^14 + 256: refused before the body arrives.
+        let mut hdr = [23, 3, 3, 0x41, 0x01];
+        let err = opener.open(&mut hdr).expect_err("overflow");
+        assert_eq!(err.alert(), AlertDescription::RecordOverflow);
+        // Shorter than a tag.
+        let mut short = [23, 3, 3, 0, 15];
+        assert_eq!(opener.open(&mut short), Err(OpenError::TooShort(15)));
+        // Another outer type (a plaintext alert, a change_cipher_spec).
+        for t in [20u8, 21, 22, 0] {
+            assert_eq!(
+                opener.open(&mut [t, 3, 3, 0, 2]),
+                Err(OpenError::OuterType(t))
+            );
+        }
+    }
+
+    #[test]
+    fn sealer_limits() {
+        let secrets = test_secrets(1);
+        let mut sealer = Sealer::new(&secrets, 0, 10).expect("sealer");
+        let mut buf = vec![0u8; MAX_RECORD_LEN + 1];
+        assert_eq!(
+            sealer.seal(
+                ContentType::ApplicationData,
+                &mut buf,
+                MAX_PLAINTEXT_LEN + 1
+            ),
+            Err(SealError::PlaintextTooLong(MAX_PLAINTEXT_LEN + 1))
+        );
+        assert_eq!(
+            sealer.seal(ContentType::ApplicationData, &mut buf[..30], 14),
+            Err(SealError::BufferTooShort { have: 30, need: 36 })
+        );
+        assert_eq!(
+            sealer.seal(ContentType::ApplicationData, &mut buf, MAX_PLAINTEXT_LEN),
+            Ok(HEADER_LEN + MAX_PLAINTEXT_LEN + SEAL_TRAILER_LEN)
+        );
+        // At the confidentiality limit: no more application data, but a KeyUpdate goes.
+        let mut sealer = Sealer::new(&secrets, 10, 10).expect("sealer");
+        assert!(sealer.key_update_due());
+        assert_eq!(
+            sealer.seal(ContentType::ApplicationData, &mut buf, 1),
+            Err(SealError::KeyUpdateDue)
+        );
+        assert!(sealer.seal(ContentType::Handshake, &mut buf, 5).is_ok());
+        // The sequence number never wraps.
+        let mut sealer = Sealer::new(&secrets, u64::MAX - 1, u64::MAX).expect("sealer");
+        assert!(sealer.seal(ContentType::Handshake, &mut buf, 5).is_ok());
+        assert_eq!(
+            sealer.seal(ContentType::Handshake, &mut buf, 5),
+            Err(SealError::SequenceExhausted)
+        );
+        let mut opener = Opener::new(&secrets, u64::MAX).expect("opener");
+        let mut rec = vec![23, 3, 3, 0, 17];
+        rec.resize(22, 0);
+        assert_eq!(opener.open(&mut rec), Err(OpenError::SequenceExhausted));
+    }
+
+    /// Nonce = IV XOR seq, AAD = header (RFC 8446 §5.2–5.3): our records at a sequence
+    /// number open only there, and a changed header fails.
+    #[test]
+    fn nonce_and_aad_follow_the_sequence_number() {
+        let secrets = test_secrets(3);
+        let mut sealer = Sealer::new(&secrets, 5, u64::MAX).expect("sealer");
+        let mut rec = vec![0u8; HEADER_LEN + 3 + SEAL_TRAILER_LEN];
+        rec[HEADER_LEN..HEADER_LEN + 3].copy_from_slice(b"abc");
+        sealer
+            .seal(ContentType::ApplicationData, &mut rec, 3)
+            .expect("seal");
+        for seq in [4u64, 6] {
+            let mut r = rec.clone();
+            assert_eq!(
+                Opener::new(&secrets, seq).expect("opener").open(&mut r),
+                Err(OpenError::BadRecordMac)
+            );
+        }
+        let mut r = rec.clone();
+        r[1] = 1; // legacy_record_version: ignored, but authenticated
+        assert_eq!(
+            Opener::new(&secrets, 5).expect("opener").open(&mut r),
+            Err(OpenError::BadRecordMac)
+        );
+        let mut opener = Opener::new(&secrets, 5).expect("opener");
+        assert!(matches!(opener.open(&mut rec), Ok(Opened::Record(_))));
+        assert_eq!(opener.seq(), 6);
+    }
+
+    /// A rustls responder that sends session tickets: our initiator hands them to rustls.
+    /// (Fors's own configs never resume, so its responder sends none and its initiator does
+    /// not ask: both are turned on here.)
+    #[test]
+    fn new_session_tickets_go_to_rustls() {
+        let (cert, key) = creds();
+        let mut ours = ClientConfig::clone(&tls::client_config(tls::provider()).expect("config"));
+        ours.resumption = rustls::client::Resumption::in_memory_sessions(8);
+        let ours = Arc::new(ours);
+        let base = tls::server_config(tls::provider(), cert, key).expect("server config");
+        let mut peer_cfg = ServerConfig::clone(&base);
+        peer_cfg.send_tls13_tickets = 2;
+        peer_cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(8);
+        let (mut ours, mut peer) =
+            handshake_as_client(with_secret_extraction_client(&ours), Arc::new(peer_cfg))
+                .expect("handshake");
+        // The tickets were queued after our Finished.
+        let mut rx = peer_write(&mut peer, b"data after the tickets");
+        let (got, events) = read_all(&mut ours, &mut rx);
+        assert_eq!(got, b"data after the tickets");
+        // rustls coalesces both tickets in one record (RFC 8446 §5.1 allows it).
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(ours.counters().tickets_received, 2);
+    }
+
+    /// Handshake messages that span records are gathered; a KeyUpdate must end its record;
+    /// a NewSessionTicket to a server is refused. Records made with the peer's keys.
+    #[test]
+    fn post_handshake_messages_framing() {
+        // A layer with known keys: ours as the client of a real handshake, then the opener
+        // rekeyed to secrets we also seal with.
+        let (mut ours, _peer) = pair_client(TLS13_AES_128_GCM_SHA256);
+        let secrets = test_secrets(9);
+        ours.opener = Opener::new(&secrets, 0).expect("opener");
+        let mut sealer = Sealer::new(&secrets, 0, u64::MAX).expect("sealer");
+        fn seal_one(sealer: &mut Sealer, typ: ContentType, content: &[u8]) -> Vec<u8> {
+            let mut rec = vec![0u8; HEADER_LEN + content.len() + SEAL_TRAILER_LEN];
+            rec[HEADER_LEN..HEADER_LEN + content.len()].copy_from_slice(content);
+            sealer.seal(typ, &mut rec, content.len()).expect("seal");
+            rec
+        }
+        // user_canceled is ignored; an empty handshake record is not allowed.
+        let mut r = seal_one(&mut sealer, ContentType::Alert, &[1, 90]);
+        assert!(matches!(ours.read(&mut r), Ok(ReadEvent::Handled { .. })));
+        // A message split over three records: first two are Handled with nothing done.
+        let msg = [HS_KEY_UPDATE, 0, 0, 1, 0];
+        for piece in [&msg[..2], &msg[2..3]] {
+            let mut r = seal_one(&mut sealer, ContentType::Handshake, piece);
+            assert!(matches!(ours.read(&mut r), Ok(ReadEvent::Handled { .. })));
+        }
+        assert_eq!(ours.counters().key_updates_received, 0);
+        let mut r = seal_one(&mut sealer, ContentType::Handshake, &msg[3..]);
+        assert!(matches!(ours.read(&mut r), Ok(ReadEvent::Handled { .. })));
+        assert_eq!(ours.counters().key_updates_received, 1);
+        assert!(!ours.key_update_due());
+
+        let cases: Vec<(ContentType, Vec<u8>, TlsRecordError)> = vec![
+            (
+                ContentType::Handshake,
+                vec![],
+                TlsRecordError::EmptyHandshake,
+            ),
+            (
+                ContentType::Handshake,
+                vec![HS_KEY_UPDATE, 0, 0, 1, 0, HS_KEY_UPDATE, 0, 0, 1, 0],
+                TlsRecordError::KeyUpdateNotLast,
+            ),
+            (
+                ContentType::Handshake,
+                vec![HS_KEY_UPDATE, 0, 0, 1, 2],
+                TlsRecordError::KeyUpdateValue(2),
+            ),
+            (
+                ContentType::Handshake,
+                vec![HS_KEY_UPDATE, 0, 0, 2, 0, 0],
+                TlsRecordError::KeyUpdateLength(2),
+            ),
+            (
+                ContentType::Handshake,
+                vec![13, 0, 0, 1, 0],
+                TlsRecordError::UnexpectedHandshake(13),
+            ),
+            (
+                ContentType::Handshake,
+                vec![4, 0xff, 0xff, 0xff],
+                TlsRecordError::HandshakeTooLong(0xff_ffff),
+            ),
+            (ContentType::Alert, vec![1], TlsRecordError::AlertLength(1)),
+            (
+                ContentType::Alert,
+                vec![3, 0],
+                TlsRecordError::AlertLevel(3),
+            ),
+            (
+                ContentType::Alert,
+                vec![1, 10],
+                TlsRecordError::WarningAlert(AlertDescription::UnexpectedMessage),
+            ),
+            (
+                ContentType::Alert,
+                vec![2, 20],
+                TlsRecordError::AlertReceived(AlertDescription::BadRecordMac),
+            ),
+        ];
+        for (typ, content, want) in cases {
+            let (mut ours, _peer) = pair_client(TLS13_AES_128_GCM_SHA256);
+            ours.opener = Opener::new(&secrets, sealer.seq()).expect("opener");
+            let mut r = seal_one(&mut sealer, typ, &content);
+            assert_eq!(ours.read(&mut r), Err(want.clone()), "{content:?}");
+            assert!(want.alert().is_some() || matches!(want, TlsRecordError::AlertReceived(_)));
+        }
+        // Data inside a message that spans records: unexpected_message.
+        let (mut ours, _peer) = pair_client(TLS13_AES_128_GCM_SHA256);
+        ours.opener = Opener::new(&secrets, sealer.seq()).expect("opener");
+        let mut r = seal_one(&mut sealer, ContentType::Handshake, &msg[..2]);
+        assert!(ours.read(&mut r).is_ok());
+        let mut r = seal_one(&mut sealer, ContentType::ApplicationData, b"x");
+        let err = ours.read(&mut r).expect_err("interleaved");
+        assert_eq!(err.alert(), Some(AlertDescription::UnexpectedMessage));
+        // A ticket sent to a server.
+        let (mut srv, _peer) = pair_server(TLS13_AES_128_GCM_SHA256);
+        srv.opener = Opener::new(&secrets, sealer.seq()).expect("opener");
+        let mut r = seal_one(&mut sealer, ContentType::Handshake, &[4, 0, 0, 1, 0]);
+        assert_eq!(srv.read(&mut r), Err(TlsRecordError::TicketToServer));
+    }
+
+    /// The initiator's first data right behind its Finished, in the same read: rustls
+    /// decrypts it before the handover (read through `ReadTraffic`), and the layer goes on
+    /// at the next sequence number.
+    #[test]
+    fn handover_after_data_in_the_last_flight() {
+        let (cert, key) = creds();
+        let ours = tls::server_config(tls::provider(), cert, key).expect("server config");
+        let peer = tls::client_config(tls::provider()).expect("client config");
+        let first = [7u8; 514 * 3];
+        let (mut ours, mut peer, early) =
+            handshake_as_server_with_data(with_secret_extraction_server(&ours), peer, &first)
+                .expect("handshake");
+        assert_eq!(early, first);
+        assert!(ours.opener.seq() > 0, "rustls opened the first records");
+        let mut rx = peer_write(&mut peer, b"the next records are ours to open");
+        assert_eq!(
+            read_all(&mut ours, &mut rx).0,
+            b"the next records are ours to open"
+        );
+        let tx = seal_records(&mut ours, b"and to seal").expect("seal");
+        assert_eq!(peer_read(&mut peer, &tx).expect("peer"), b"and to seal");
+    }
+
+    /// A TLS 1.2 link (C tor still accepts 1.2) cannot be handed over.
+    #[test]
+    fn tls12_is_refused() {
+        let (cert, key) = creds();
+        let ours = tls::client_config(tls::provider()).expect("client config");
+        let peer = ServerConfig::builder_with_provider(tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.clone())],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.clone().into()),
+            )
+            .expect("cert");
+        let err = handshake_as_client(with_secret_extraction_client(&ours), Arc::new(peer))
+            .err()
+            .expect("TLS 1.2 refused");
+        assert!(err.contains("TLS 1.3 only"), "{err}");
+    }
+
+    #[test]
+    fn handover_needs_secret_extraction() {
+        let (cert, key) = creds();
+        let ours = tls::server_config(tls::provider(), cert, key).expect("server config");
+        let peer = tls::client_config(tls::provider()).expect("client config");
+        let err = handshake_as_server(ours, peer).err().expect("refused");
+        assert!(err.contains("would not hand"), "{err}");
+    }
+}
