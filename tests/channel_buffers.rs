@@ -156,3 +156,31 @@ fn the_receive_buffer_grows_for_the_largest_variable_cell() {
     assert_eq!(resp.buffer_capacity(), 0);
     assert!(!resp.is_closed());
 }
+
+/// A slow peer takes part of the TLS output at a time while the channel keeps its queue
+/// full: the sent prefix is dropped before new records would not fit, so the buffer stays
+/// within the old fixed size and stops reallocating once it reached its working size
+/// (review finding L1, session 13: it grew past the cap one exact size per flush).
+#[test]
+fn a_slow_peer_does_not_grow_the_output_past_its_bound() {
+    let cfg = ChannelConfig::default();
+    let (mut init, _, _resp, _) = open_pair(relay_a(), relay_b());
+    let mut caps = Vec::new();
+    for round in 0..200 {
+        send_until_full(&mut init, 2 * cfg.max_output_cells);
+        let pending = init.pending_output().len();
+        // The peer takes a third of what is pending, at most 64 KiB.
+        init.consume_output((pending / 3).clamp(1, 64 * 1024));
+        let cap = init.buffer_capacity();
+        assert!(
+            cap <= old_fixed_bytes(&cfg),
+            "round {round}: {cap} bytes past the old fixed {}",
+            old_fixed_bytes(&cfg)
+        );
+        if caps.last() != Some(&cap) {
+            caps.push(cap);
+        }
+    }
+    println!("capacity changes over 200 slow flushes: {caps:?}");
+    assert!(caps.len() <= 16, "reallocated {} times", caps.len());
+}
