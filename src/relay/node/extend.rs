@@ -41,17 +41,18 @@ impl RelayNode {
                 let ExtendFor::Local(circ) = who else {
                     return; // unreachable: remote requests are served here
                 };
-                self.cross.extends_sent += 1;
                 let msg = RelayMsg::ExtendRequest {
                     origin: circ,
                     target,
                     create2,
                 };
                 // The link's uncharged cap refuses it: the extend fails here, as for a
-                // channel we could not open (counted with the overflow's kills).
+                // channel we could not open (counted with the overflow's kills, not as sent).
                 if self.cross_send(to, msg, out).is_some() {
                     self.cross.overflow_kills += 1;
                     self.extend_failed(who, DestroyReason::ResourceLimit, now, out);
+                } else {
+                    self.cross.extends_sent += 1;
                 }
             }
             ExtendRoute::Open => self.open_channel(who, target, create2, now, out),
