@@ -396,11 +396,22 @@ pub fn overflow_cells_for(ring: usize, min_overflow: usize) -> usize {
     min_overflow.max(CROSS_HEADROOM_CELLS.saturating_sub(ring))
 }
 
+/// Requests and must-carry messages a link's overflow holds before it refuses a request
+/// (review finding L4; before, the cap was the cell bound, 4,096 to 8,192 messages of about
+/// 0.6 KiB each, not charged to the cell pool: up to ~4.4 MiB per link). Requests are one per
+/// circuit extend, and an origin shard makes extends no faster than it answers CREATE2s
+/// (~150 µs per ntor handshake: under 7,000 a second), so 1,024 waiting on top of the ring
+/// covers the owner shard not draining at all for about 150 ms at that rate, far longer
+/// than one of its loop iterations; past that the owner is overloaded, and refusing the
+/// extend with RESOURCELIMIT is what C tor does when it cannot take one. ~0.6 MiB a link.
+pub const CROSS_UNCHARGED_CAP: usize = 1024;
+
 impl CrossLink {
-    /// A link whose overflow holds at most `max_cells` charged messages and `max_cells`
-    /// requests and must-carry messages (a request is refused at that cap; see [`Hold`]).
+    /// A link whose overflow holds at most `max_cells` charged messages and
+    /// `min(max_cells, CROSS_UNCHARGED_CAP)` requests and must-carry messages before it
+    /// refuses a request ([`CROSS_UNCHARGED_CAP`]; see [`Hold`]).
     pub fn new(max_cells: usize) -> Self {
-        Self::with_caps(max_cells, max_cells)
+        Self::with_caps(max_cells, max_cells.min(CROSS_UNCHARGED_CAP))
     }
 
     /// As [`CrossLink::new`], with the uncharged cap given apart.
@@ -1350,7 +1361,7 @@ mod tests {
         let state = crate::proto::conflux::LegSendState {
             cwnd: 124,
             inflight: seq % 124,
-            blocked_on_chan: seq % 3 == 0,
+            blocked_on_chan: seq.is_multiple_of(3),
         };
         RelayMsg::Cfx(ConfluxMsg::leg_state_for_tests(
             leg(l),
@@ -1372,18 +1383,9 @@ mod tests {
         if let Some((l, _, _, seq)) = c.read_leg_state_for_tests() {
             return Some((l.circ.idx, seq, true));
         }
-        let l = c.from_leg()?;
         // The only other leg message these tests send is LINKED_ACK, numbered by its RTT.
-        match format!("{c:?}").split("rtt_usec: ").nth(1) {
-            Some(t) => Some((
-                l.idx,
-                t.trim_end_matches(|c: char| !c.is_ascii_digit())
-                    .parse()
-                    .ok()?,
-                false,
-            )),
-            None => None,
-        }
+        let (l, seq) = c.read_linked_ack_for_tests()?;
+        Some((l.circ.idx, seq, false))
     }
 
     /// Review finding L3: a flood of conflux leg states for several legs into a full ring

@@ -171,6 +171,15 @@ impl ConfluxMsg {
         ConfluxMsg(CfxMsg::LinkedAck { leg, rtt_usec })
     }
 
+    /// A [`CfxMsg::LinkedAck`]'s leg and RTT (for the overflow's tests).
+    #[cfg(test)]
+    pub(crate) fn read_linked_ack_for_tests(&self) -> Option<(LegRef<CircHandle>, u64)> {
+        match &self.0 {
+            CfxMsg::LinkedAck { leg, rtt_usec } => Some((*leg, *rtt_usec)),
+            _ => None,
+        }
+    }
+
     /// A [`CfxMsg::LegState`]'s leg, state, RTT and `sends_done` (for the overflow's tests).
     #[cfg(test)]
     pub(crate) fn read_leg_state_for_tests(
