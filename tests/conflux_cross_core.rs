@@ -193,7 +193,7 @@ fn link_body(nonce: Nonce) -> Vec<u8> {
 fn nonce_at(rng: &mut StdRng, home: usize) -> Nonce {
     loop {
         let n: Nonce = rng.gen();
-        if home_shard(&n, 2, &CircuitConfig::default().home_key) == home {
+        if home_shard(&n, 2, &CircuitConfig::for_tests().home_key) == home {
             return n;
         }
     }

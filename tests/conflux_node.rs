@@ -109,7 +109,7 @@ fn legs_on_two_nodes_link_and_carry_a_stream_both_ways() {
         ];
         let nonce = loop {
             let n: Nonce = rng.gen();
-            if home_shard(&n, 2, &CircuitConfig::default().home_key) == home {
+            if home_shard(&n, 2, &CircuitConfig::for_tests().home_key) == home {
                 break n;
             }
         };

@@ -1,7 +1,7 @@
 //! The cross-shard overflow's uncharged cap at the node (`relay::cross::Hold`): while the
 //! origin shard's queue toward the owner shard takes nothing, EXTEND2s toward a relay the
-//! other shard owns wait in the overflow as `ExtendRequest`s, up to the link's cap (its cell
-//! bound); the next one is refused and its circuit closed toward the client with DESTROY
+//! other shard owns wait in the overflow as `ExtendRequest`s, up to the link's uncharged cap
+//! (`CROSS_UNCHARGED_CAP`, below its cell bound); the next one is refused and its circuit closed toward the client with DESTROY
 //! RESOURCELIMIT, never dropped silently. Once the queue takes messages again, every held
 //! request reaches the owner shard and the overflow empties. Seeded; the seed is printed.
 
@@ -10,7 +10,7 @@ mod node_harness;
 
 use fors::cell::chan::DestroyReason;
 use fors::cell::ChanCmd;
-use fors::relay::handler::cross::{overflow_cells_for, CROSS_HEADROOM_CELLS};
+use fors::relay::handler::cross::{overflow_cells_for, CROSS_HEADROOM_CELLS, CROSS_UNCHARGED_CAP};
 use node_harness::*;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -22,8 +22,13 @@ const MIN_OVERFLOW: usize = 4096;
 #[test]
 fn extends_past_the_uncharged_cap_are_refused_with_resourcelimit() {
     let seed = seed("extends_past_the_uncharged_cap_are_refused_with_resourcelimit");
-    let cap = overflow_cells_for(RING, MIN_OVERFLOW);
-    assert_eq!(cap, CROSS_HEADROOM_CELLS - RING);
+    // The cell bound is larger: requests meet their own cap first.
+    assert_eq!(
+        overflow_cells_for(RING, MIN_OVERFLOW),
+        CROSS_HEADROOM_CELLS - RING
+    );
+    let cap = CROSS_UNCHARGED_CAP;
+    assert!(cap < CROSS_HEADROOM_CELLS - RING);
     let mut net = Net::with_config(
         seed,
         fors::proto::circuit::CircuitConfig {

@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
         max_queue_per_circuit: 12,
         max_optimistic_cells: 3,
         extend_allow_private: true,
-        ..CircuitConfig::default()
+        ..CircuitConfig::for_tests()
     };
     let me = RelayIdentity {
         rsa: RsaIdentity([2; 20]),

@@ -38,7 +38,10 @@
 //! (DESTROY, the extend's outcome, onion-service and conflux control) are never refused —
 //! losing one would leave the other shard's state wrong, and the cores have no way to take
 //! one back — so past the cap they are held and counted, not capped. Most are one per
-//! circuit, extend or registration; a conflux leg's state updates come one per SENDME.
+//! circuit, extend or registration; a conflux leg's state reports (one per SENDME) collapse
+//! per leg like notices, without passing a later message of their leg
+//! ([`Hold::LegState`]). The overflow gives back the room of a burst afterwards
+//! ([`CrossLink::trim_spare`]).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -48,6 +51,7 @@ use crate::crypto::ids::RsaIdentity;
 use crate::proto::circuit::hs_cross::HsMsg;
 use crate::proto::circuit::{CellBody, ChanId, CircHandle, ConfluxMsg, ExtendTarget};
 use crate::shard::{ConnId, ShardId};
+use crate::util::spare::SpareWatch;
 
 /// What shards send each other. Cell bodies travel by value (no allocation per cell).
 #[derive(Debug, PartialEq, Eq)]
@@ -121,6 +125,10 @@ impl RelayMsg {
         }
         match self {
             RelayMsg::ChanBlocked { chan, .. } => Hold::Notice(*chan),
+            RelayMsg::Cfx(m) => match m.leg_state_of() {
+                Some(leg) => Hold::LegState(leg),
+                None => Hold::MustCarry,
+            },
             RelayMsg::ExtendRequest { .. } => Hold::Request,
             // A next hop may send any command on a circuit ID (tor-spec §"Cell format");
             // only its DESTROY ends the circuit. The rest are the next hop's to flood.
@@ -139,6 +147,17 @@ pub enum Hold {
     /// A channel's blocked/unblocked notice: at most one per channel waits; a later one
     /// overwrites its state in place (only the latest state matters to the origin).
     Notice(ChanId),
+    /// A remote conflux leg's send state for its owner (`proto::conflux::cross`,
+    /// `CfxMsg::LegState`, one per SENDME and per channel block or unblock): a full
+    /// snapshot, so at most one per leg waits open; a later one replaces its content in
+    /// place. In place keeps the leg's own order: once any other message of the leg (a
+    /// cell, SWITCH, LINKED_ACK, its close) waits behind it, the waiting state is sealed
+    /// and the next one waits at the back, so the owner sees the leg's messages in the
+    /// order sent, minus superseded states. A state moves ahead only of other legs' and
+    /// circuits' messages, which do not read this leg's snapshot. Waiting states are thus
+    /// at most one per leg plus one per other message of the leg waiting (charged cells,
+    /// bounded by the cell bound, and one LINKED_ACK and one close per leg).
+    LegState(CircHandle),
     /// Something that starts work on the other shard: refused past the uncharged cap
     /// ([`Sent::OverBound`]); the caller fails the extend or closes the circuit with
     /// RESOURCELIMIT.
@@ -335,11 +354,17 @@ pub struct CrossLink {
     popped: u64,
     /// The channels with a notice waiting in the overflow, and where (`popped` + index).
     notice_at: HashMap<ChanId, u64>,
+    /// The conflux legs with an open (not sealed, see [`Hold::LegState`]) state waiting in
+    /// the overflow, and where (`popped` + index).
+    leg_state_at: HashMap<CircHandle, u64>,
+    /// Conflux leg states waiting in the overflow (open and sealed).
+    leg_states: usize,
     /// Requests and must-carry messages waiting (notices and charged ones not counted).
     uncharged: usize,
     /// Past this many, requests are refused.
     max_uncharged: usize,
-    /// Notices folded into one already waiting.
+    /// Notices (channel blocked/unblocked, conflux leg states) folded into one already
+    /// waiting.
     pub notices_collapsed: u64,
     /// Requests refused at the uncharged cap.
     pub uncharged_refused: u64,
@@ -347,7 +372,14 @@ pub struct CrossLink {
     pub uncharged_over_cap: u64,
     /// Most uncharged messages (requests and must-carry) the overflow held at once.
     pub uncharged_peak: usize,
+    /// When the overflow and the position tables became oversized ([`CrossLink::trim_spare`]).
+    spare: [SpareWatch; 3],
 }
+
+/// The overflow's starting room and the floor it is shrunk back to: a link that never
+/// overflows keeps only this (a `RelayMsg` is a cell body and a few words, about 0.6 KiB);
+/// a burst grows it by doubling, and [`CrossLink::trim_spare`] gives the room back after.
+const OVERFLOW_FLOOR: usize = 64;
 
 /// Cells a link to one shard holds, ring slots and overflow together, before a charged
 /// message (a proxied relay cell, a spliced onion-service cell, a conflux cell) is refused
@@ -364,17 +396,28 @@ pub fn overflow_cells_for(ring: usize, min_overflow: usize) -> usize {
     min_overflow.max(CROSS_HEADROOM_CELLS.saturating_sub(ring))
 }
 
+/// Requests and must-carry messages a link's overflow holds before it refuses a request
+/// (review finding L4; before, the cap was the cell bound, 4,096 to 8,192 messages of about
+/// 0.6 KiB each, not charged to the cell pool: up to ~4.4 MiB per link). Requests are one per
+/// circuit extend, and an origin shard makes extends no faster than it answers CREATE2s
+/// (~150 µs per ntor handshake: under 7,000 a second), so 1,024 waiting on top of the ring
+/// covers the owner shard not draining at all for about 150 ms at that rate, far longer
+/// than one of its loop iterations; past that the owner is overloaded, and refusing the
+/// extend with RESOURCELIMIT is what C tor does when it cannot take one. ~0.6 MiB a link.
+pub const CROSS_UNCHARGED_CAP: usize = 1024;
+
 impl CrossLink {
-    /// A link whose overflow holds at most `max_cells` charged messages and `max_cells`
-    /// requests and must-carry messages (a request is refused at that cap; see [`Hold`]).
+    /// A link whose overflow holds at most `max_cells` charged messages and
+    /// `min(max_cells, CROSS_UNCHARGED_CAP)` requests and must-carry messages before it
+    /// refuses a request ([`CROSS_UNCHARGED_CAP`]; see [`Hold`]).
     pub fn new(max_cells: usize) -> Self {
-        Self::with_caps(max_cells, max_cells)
+        Self::with_caps(max_cells, max_cells.min(CROSS_UNCHARGED_CAP))
     }
 
     /// As [`CrossLink::new`], with the uncharged cap given apart.
     pub fn with_caps(max_cells: usize, max_uncharged: usize) -> Self {
         CrossLink {
-            overflow: VecDeque::with_capacity(max_cells.min(1 << 12)),
+            overflow: VecDeque::with_capacity(OVERFLOW_FLOOR),
             cells: 0,
             max_cells,
             hs_bodies: 0,
@@ -385,12 +428,15 @@ impl CrossLink {
             full_events: 0,
             popped: 0,
             notice_at: HashMap::new(),
+            leg_state_at: HashMap::new(),
+            leg_states: 0,
             uncharged: 0,
             max_uncharged: max_uncharged.max(1),
             notices_collapsed: 0,
             uncharged_refused: 0,
             uncharged_over_cap: 0,
             uncharged_peak: 0,
+            spare: Default::default(),
         }
     }
 
@@ -449,6 +495,18 @@ impl CrossLink {
                 let at = self.popped + self.overflow.len() as u64;
                 self.notice_at.insert(chan, at);
             }
+            Hold::LegState(leg) => {
+                if let Some(i) = self.waiting_leg_state(leg) {
+                    // The leg's latest snapshot supersedes the waiting one, and nothing of
+                    // the leg waits behind it (else it would be sealed): take its place.
+                    self.overflow[i] = msg;
+                    self.notices_collapsed += 1;
+                    return Sent::Held;
+                }
+                let at = self.popped + self.overflow.len() as u64;
+                self.leg_state_at.insert(leg, at);
+                self.leg_states += 1;
+            }
             Hold::Request => {
                 if self.uncharged >= self.max_uncharged {
                     self.uncharged_refused += 1;
@@ -463,8 +521,31 @@ impl CrossLink {
                 self.note_uncharged();
             }
         }
+        self.seal_leg_state(&msg);
         self.overflow.push_back(msg);
         Sent::Held
+    }
+
+    /// A message of a conflux leg other than its state now waits behind the leg's open
+    /// state: seal that state, so a later one cannot move ahead of this message.
+    fn seal_leg_state(&mut self, msg: &RelayMsg) {
+        if let RelayMsg::Cfx(m) = msg {
+            if m.leg_state_of().is_none() {
+                if let Some(leg) = m.from_leg() {
+                    self.leg_state_at.remove(&leg);
+                }
+            }
+        }
+    }
+
+    /// The overflow index of `leg`'s open state, if one waits.
+    fn waiting_leg_state(&self, leg: CircHandle) -> Option<usize> {
+        let at = *self.leg_state_at.get(&leg)?;
+        let i = usize::try_from(at.checked_sub(self.popped)?).ok()?;
+        match self.overflow.get(i) {
+            Some(RelayMsg::Cfx(m)) if m.leg_state_of() == Some(leg) => Some(i),
+            _ => None,
+        }
     }
 
     /// The state of `chan`'s notice waiting in the overflow, if one does.
@@ -483,8 +564,8 @@ impl CrossLink {
     }
 
     /// Forgets the bookkeeping of a message (`hold`, and whether it is an onion-service
-    /// `body`) that just left the overflow.
-    fn unaccount(&mut self, hold: Hold, body: bool) {
+    /// `body`) that just left the overflow from position `at` (`popped` + index).
+    fn unaccount(&mut self, hold: Hold, body: bool, at: u64) {
         match hold {
             Hold::Charged => {
                 self.cells -= 1;
@@ -492,6 +573,13 @@ impl CrossLink {
             }
             Hold::Notice(chan) => {
                 self.notice_at.remove(&chan);
+            }
+            Hold::LegState(leg) => {
+                self.leg_states -= 1;
+                // A sealed state leaving does not end the leg's open one behind it.
+                if self.leg_state_at.get(&leg) == Some(&at) {
+                    self.leg_state_at.remove(&leg);
+                }
             }
             Hold::Request | Hold::MustCarry => self.uncharged -= 1,
         }
@@ -525,8 +613,8 @@ impl CrossLink {
             let body = m.is_hs_body();
             match q.try_push(m) {
                 Ok(()) => {
+                    self.unaccount(hold, body, self.popped);
                     self.popped += 1;
-                    self.unaccount(hold, body);
                 }
                 Err(m) => {
                     self.overflow.push_front(m);
@@ -558,7 +646,8 @@ impl CrossLink {
     /// for it after all).
     pub fn unhold_last(&mut self) -> Option<RelayMsg> {
         let m = self.overflow.pop_back()?;
-        self.unaccount(m.hold(), m.is_hs_body());
+        let at = self.popped + self.overflow.len() as u64;
+        self.unaccount(m.hold(), m.is_hs_body(), at);
         Some(m)
     }
 
@@ -570,6 +659,24 @@ impl CrossLink {
     /// Notices waiting in the overflow (at most one per channel).
     pub fn held_notices(&self) -> usize {
         self.notice_at.len()
+    }
+
+    /// Conflux leg states waiting in the overflow ([`Hold::LegState`]).
+    pub fn held_leg_states(&self) -> usize {
+        self.leg_states
+    }
+
+    /// Gives back the overflow's spare room after a burst: called from the shard's
+    /// once-a-second housekeeping (`relay::node::memory`), it shrinks the overflow and its
+    /// position tables when their capacity has stayed [`crate::util::spare::RATIO`] times over their use
+    /// for [`crate::util::spare::AFTER`]. One O(1) look per buffer; a shrink
+    /// reallocates once, never per message. True if one was shrunk.
+    pub fn trim_spare(&mut self, now: std::time::Instant) -> bool {
+        let [o, n, l] = &mut self.spare;
+        let a = o.check(&mut self.overflow, OVERFLOW_FLOOR, now);
+        let b = n.check(&mut self.notice_at, 0, now);
+        let c = l.check(&mut self.leg_state_at, 0, now);
+        a | b | c
     }
 
     /// Whether [`CrossLink::pump`] has anything to do.
@@ -1240,5 +1347,253 @@ mod tests {
         q.items.clear();
         assert_eq!(link.send(&mut q, extend_request(10)), Sent::Queued);
         assert_eq!(link.uncharged_peak, 5);
+    }
+
+    fn leg(idx: u32) -> crate::proto::conflux::cross::LegRef<CircHandle> {
+        crate::proto::conflux::cross::LegRef {
+            shard: 1,
+            circ: circ(idx),
+        }
+    }
+
+    /// A leg state numbered `seq` (in `sends_done`).
+    fn leg_state(l: u32, seq: u64) -> RelayMsg {
+        let state = crate::proto::conflux::LegSendState {
+            cwnd: 124,
+            inflight: seq % 124,
+            blocked_on_chan: seq.is_multiple_of(3),
+        };
+        RelayMsg::Cfx(ConfluxMsg::leg_state_for_tests(
+            leg(l),
+            state,
+            1000 + seq,
+            seq,
+        ))
+    }
+
+    /// Another message of leg `l` numbered `seq` (in the RTT): one the owner orders with
+    /// the leg's states.
+    fn linked_ack(l: u32, seq: u64) -> RelayMsg {
+        RelayMsg::Cfx(ConfluxMsg::linked_ack_for_tests(leg(l), seq))
+    }
+
+    /// What the owner sees of a leg's message: (leg, sequence number, is a state).
+    fn leg_msg(m: &RelayMsg) -> Option<(u32, u64, bool)> {
+        let RelayMsg::Cfx(c) = m else { return None };
+        if let Some((l, _, _, seq)) = c.read_leg_state_for_tests() {
+            return Some((l.circ.idx, seq, true));
+        }
+        // The only other leg message these tests send is LINKED_ACK, numbered by its RTT.
+        let (l, seq) = c.read_linked_ack_for_tests()?;
+        Some((l.circ.idx, seq, false))
+    }
+
+    /// Review finding L3: a flood of conflux leg states for several legs into a full ring
+    /// (drained a little now and then). Phase one sends only states: at most one per leg
+    /// waits. Phase two mixes in each leg's LINKED_ACKs (which a later state must not pass)
+    /// and backward cells: waiting states stay within one per leg plus one per LINKED_ACK
+    /// waiting. Throughout, each leg's messages reach the owner in the order sent (states
+    /// only dropped when superseded, nothing else dropped), and once all is delivered each
+    /// leg's last state seen is the last one sent.
+    #[test]
+    fn leg_state_flood_collapses_per_leg_and_keeps_each_legs_order() {
+        use rand::{Rng, SeedableRng};
+        let seed = test_seed("leg_state_flood_collapses_per_leg");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        const LEGS: u32 = 12;
+        const PER_PHASE: usize = 100_000;
+        let mut q = TestQueue {
+            items: VecDeque::new(),
+            cap: 8,
+        };
+        let mut link = CrossLink::with_caps(4096, 64);
+        let mut seq = 0u64;
+        let mut last_state_sent: HashMap<u32, u64> = HashMap::new();
+        let mut acks_sent: Vec<(u32, u64)> = Vec::new();
+        // The owner: last sequence number seen per leg, last state per leg, acks seen.
+        let mut seen_last: HashMap<u32, u64> = HashMap::new();
+        let mut state_seen: HashMap<u32, u64> = HashMap::new();
+        let mut acks_seen: Vec<(u32, u64)> = Vec::new();
+        let (mut sent_cells, mut seen_cells) = (0u32, Vec::new());
+        let mut deliver = |m: RelayMsg, seen_cells: &mut Vec<u32>| {
+            if let RelayMsg::Backward { circ, .. } = m {
+                seen_cells.push(circ.idx);
+                return;
+            }
+            let (l, n, is_state) = leg_msg(&m).expect("only leg messages and cells");
+            let prev = seen_last.insert(l, n);
+            assert!(prev.is_none_or(|p| p < n), "leg {l}: {n} after {prev:?}");
+            if is_state {
+                state_seen.insert(l, n);
+            } else {
+                acks_seen.push((l, n));
+            }
+        };
+        let (mut unblock, mut resume) = (Vec::new(), Vec::new());
+        let (mut max_states, mut max_states_pure) = (0, 0);
+        for phase in 0..2 {
+            for i in 0..PER_PHASE {
+                let l = rng.gen_range(0..LEGS);
+                seq += 1;
+                let m = if phase == 1 && rng.gen_ratio(1, 40) {
+                    acks_sent.push((l, seq));
+                    linked_ack(l, seq)
+                } else {
+                    last_state_sent.insert(l, seq);
+                    leg_state(l, seq)
+                };
+                let sent = link.send(&mut q, m);
+                assert!(matches!(sent, Sent::Queued | Sent::Held), "i {i}");
+                if phase == 1 && rng.gen_ratio(1, 64) && sent_cells < 1000 {
+                    let m = RelayMsg::Backward {
+                        circ: circ(sent_cells),
+                        cmd: ChanCmd::RELAY,
+                        body: [0; CELL_BODY_LEN],
+                    };
+                    assert!(matches!(link.send(&mut q, m), Sent::Queued | Sent::Held));
+                    sent_cells += 1;
+                }
+                // LINKED_ACKs are the only uncharged messages here.
+                let acks_waiting = link.held_uncharged();
+                assert!(
+                    link.held_leg_states() <= LEGS as usize + acks_waiting,
+                    "phase {phase} i {i}: {} states, {acks_waiting} acks waiting",
+                    link.held_leg_states()
+                );
+                if phase == 0 {
+                    assert!(link.held_leg_states() <= LEGS as usize, "i {i}");
+                    max_states_pure = max_states_pure.max(link.held_leg_states());
+                }
+                max_states = max_states.max(link.held_leg_states());
+                if rng.gen_ratio(1, 100) {
+                    for _ in 0..rng.gen_range(0..=q.cap) {
+                        let Some(m) = q.items.pop_front() else { break };
+                        deliver(m, &mut seen_cells);
+                    }
+                    link.pump(&mut q, &mut unblock, &mut resume);
+                }
+            }
+        }
+        for _ in 0..100_000 {
+            while let Some(m) = q.items.pop_front() {
+                deliver(m, &mut seen_cells);
+            }
+            link.pump(&mut q, &mut unblock, &mut resume);
+            if !link.needs_pump() && q.items.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(
+            (link.depth(), link.held_leg_states(), link.held_uncharged()),
+            (0, 0, 0)
+        );
+        assert!(link.leg_state_at.is_empty());
+        assert_eq!(
+            state_seen, last_state_sent,
+            "each leg ends in its last state"
+        );
+        acks_seen.sort_unstable();
+        acks_sent.sort_unstable();
+        assert_eq!(acks_seen, acks_sent, "no other leg message is dropped");
+        assert_eq!(seen_cells, (0..sent_cells).collect::<Vec<_>>());
+        assert!(link.notices_collapsed > 0 && max_states_pure > 1);
+        println!(
+            "{} leg states and {} LINKED_ACKs of {LEGS} legs: {} collapsed, at most \
+             {max_states_pure} waiting with states alone, {max_states} with acks",
+            2 * PER_PHASE - acks_sent.len(),
+            acks_sent.len(),
+            link.notices_collapsed
+        );
+    }
+
+    /// A state waiting behind which another message of its leg was queued is sealed: the
+    /// next state waits at the back, never ahead of that message; another leg's state
+    /// still folds into its own.
+    #[test]
+    fn a_leg_state_never_passes_a_later_message_of_its_leg() {
+        let mut q = TestQueue {
+            items: VecDeque::new(),
+            cap: 1,
+        };
+        let mut link = CrossLink::new(16);
+        assert_eq!(link.send(&mut q, back(0)), Sent::Queued);
+        for m in [
+            leg_state(1, 1),
+            leg_state(2, 2),
+            linked_ack(1, 3),
+            leg_state(1, 4),
+            leg_state(2, 5),
+            leg_state(1, 6),
+        ] {
+            assert_eq!(link.send(&mut q, m), Sent::Held);
+        }
+        assert_eq!(link.held_leg_states(), 3, "1 sealed, 1 open, 2 open");
+        assert_eq!(link.notices_collapsed, 2);
+        let mut got = Vec::new();
+        let (mut unblock, mut resume) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            q.items.clear();
+            link.pump(&mut q, &mut unblock, &mut resume);
+            if let Some(m) = q.items.front() {
+                got.push(leg_msg(m).unwrap());
+            }
+        }
+        assert_eq!(
+            got,
+            vec![(1, 1, true), (2, 5, true), (1, 3, false), (1, 6, true)]
+        );
+        assert_eq!(link.held_leg_states(), 0);
+        assert!(link.leg_state_at.is_empty());
+    }
+
+    /// Review finding L4: after a burst the overflow and its tables give their room back,
+    /// once they have stayed oversized for `util::spare::AFTER`.
+    #[test]
+    fn the_overflow_gives_back_its_room_after_a_burst() {
+        use std::time::Instant;
+        let mut q = TestQueue {
+            items: VecDeque::new(),
+            cap: 1,
+        };
+        let mut link = CrossLink::new(8192);
+        assert!(
+            link.overflow.capacity() < 4 * OVERFLOW_FLOOR,
+            "nothing reserved up front"
+        );
+        assert_eq!(link.send(&mut q, back(0)), Sent::Queued);
+        for i in 0..5000u32 {
+            assert_eq!(link.send(&mut q, back_cmd(i, ChanCmd::DESTROY)), Sent::Held);
+            assert_eq!(
+                link.send(&mut q, notice(u64::from(i), i % 2 == 0)),
+                Sent::Held
+            );
+        }
+        let burst = link.overflow.capacity();
+        assert!(burst >= 10_000 && link.notice_at.capacity() >= 5000);
+        let (mut unblock, mut resume) = (Vec::new(), Vec::new());
+        for _ in 0..10_001 {
+            q.items.clear();
+            link.pump(&mut q, &mut unblock, &mut resume);
+        }
+        assert_eq!(link.depth(), 0);
+        let t0 = Instant::now();
+        assert!(!link.trim_spare(t0), "first sight starts the clock");
+        assert!(!link.trim_spare(t0 + crate::util::spare::AFTER / 2));
+        assert!(link.trim_spare(t0 + crate::util::spare::AFTER));
+        assert!(link.overflow.capacity() < 4 * OVERFLOW_FLOOR);
+        assert!(link.notice_at.capacity() < 64);
+        println!(
+            "overflow room {burst} -> {} messages ({} B each)",
+            link.overflow.capacity(),
+            std::mem::size_of::<RelayMsg>()
+        );
+        // A link still busy keeps its room.
+        assert_eq!(link.send(&mut q, back(0)), Sent::Queued);
+        for i in 0..1000u32 {
+            assert_eq!(link.send(&mut q, back_cmd(i, ChanCmd::DESTROY)), Sent::Held);
+        }
+        let busy = link.overflow.capacity();
+        assert!(!link.trim_spare(t0 + 3 * crate::util::spare::AFTER));
+        assert_eq!(link.overflow.capacity(), busy);
     }
 }

@@ -115,7 +115,7 @@ pub fn circuit_config(
     extend_allow_private: bool,
     max_mem_in_queues: u64,
 ) -> CircuitConfig {
-    let base = CircuitConfig::default();
+    let base = CircuitConfig::new(HomeKey::new(rand::random(), rand::random()));
     CircuitConfig {
         mem_budget: Some(Arc::new(MemBudget::from_bytes(max_mem_in_queues))),
         max_circuits: profile.max_circuits_per_shard as usize,
@@ -124,7 +124,6 @@ pub fn circuit_config(
         onion_queue_len: onion_queue_len(profile),
         max_queue_per_circuit: profile.circuit_queue_cells as usize,
         extend_allow_private,
-        home_key: HomeKey::new(rand::random(), rand::random()),
         ..base
     }
 }
@@ -201,7 +200,7 @@ pub fn total_system_memory() -> Option<u64> {
 pub fn onion_queue_len(profile: &HardwareProfile) -> usize {
     const ONION_QUEUE_BATCHES: usize = 128;
     (profile.onion_handshakes_per_tick as usize * ONION_QUEUE_BATCHES)
-        .max(CircuitConfig::default().onion_queue_len)
+        .max(crate::proto::circuit::DEFAULT_ONION_QUEUE_LEN)
 }
 
 /// The whole runtime: shard count, pinning (the profile's `cores`, or one core each) and the
@@ -400,7 +399,7 @@ mod tests {
         // home. Each start draws a new, random one (equal by chance with odds 2^-128).
         assert_eq!(cfg.home_key, other.home_key);
         assert_ne!(cfg.home_key, circuit_config(&p, false, 512 << 20).home_key);
-        assert_ne!(cfg.home_key, CircuitConfig::default().home_key);
+        assert_ne!(cfg.home_key, CircuitConfig::for_tests().home_key);
         assert_eq!(
             cfg.mem_budget.unwrap().cap_cells(),
             (512 << 20) / crate::proto::circuit::CELL_MEM_COST

@@ -53,7 +53,7 @@ pub fn key_with_home(rng: &mut StdRng, home: usize) -> SigningKey {
         if home_shard(
             sk.verifying_key().as_bytes(),
             2,
-            &CircuitConfig::default().home_key,
+            &CircuitConfig::for_tests().home_key,
         ) == home
         {
             return sk;
@@ -66,7 +66,7 @@ pub fn key_with_home(rng: &mut StdRng, home: usize) -> SigningKey {
 pub fn cookie_with_home(rng: &mut StdRng, home: usize) -> [u8; 20] {
     for _ in 0..1000 {
         let c: [u8; 20] = rng.gen();
-        if home_shard(&c, 2, &CircuitConfig::default().home_key) == home {
+        if home_shard(&c, 2, &CircuitConfig::for_tests().home_key) == home {
             return c;
         }
     }

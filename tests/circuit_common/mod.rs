@@ -352,6 +352,6 @@ pub fn test_config() -> CircuitConfig {
         pool_cells: 256,
         max_queue_per_circuit: 128,
         extend_allow_private: true,
-        ..CircuitConfig::default()
+        ..CircuitConfig::for_tests()
     }
 }

@@ -101,7 +101,7 @@ pub fn circuit_config() -> CircuitConfig {
         pool_cells: 1024,
         max_queue_per_circuit: 512,
         extend_allow_private: true,
-        ..CircuitConfig::default()
+        ..CircuitConfig::for_tests()
     }
 }
 

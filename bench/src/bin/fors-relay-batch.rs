@@ -241,7 +241,7 @@ impl Exit {
         };
         let cfg = CircuitConfig {
             max_circuits: 64,
-            ..CircuitConfig::default()
+            ..CircuitConfig::for_tests()
         };
         let keys = Arc::new(NtorKeyMap::new(NtorKeyPair::generate(&mut rng), None));
         let mut core = RelayCore::new(
@@ -401,7 +401,7 @@ impl CgoRelay {
             max_circuits: 64,
             pool_cells: 4096,
             extend_allow_private: true,
-            ..CircuitConfig::default()
+            ..CircuitConfig::for_tests()
         };
         let keys = Arc::new(NtorKeyMap::new(NtorKeyPair::generate(&mut rng), None));
         let mut core = RelayCore::new(

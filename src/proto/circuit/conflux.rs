@@ -136,6 +136,70 @@ impl ConfluxMsg {
     pub fn carries_cell(&self) -> bool {
         self.0.carries_cell()
     }
+
+    /// The leg (a circuit of the sending shard) whose [`CfxMsg::LegState`] this is: the
+    /// node's overflow keeps only the latest one waiting per leg.
+    pub fn leg_state_of(&self) -> Option<CircHandle> {
+        self.0.leg_state_of().map(|l| l.circ)
+    }
+
+    /// The leg (a circuit of the sending shard) this message speaks for
+    /// ([`CfxMsg::from_leg`]).
+    pub fn from_leg(&self) -> Option<CircHandle> {
+        self.0.from_leg().map(|l| l.circ)
+    }
+
+    /// A [`CfxMsg::LegState`] (for the overflow's tests).
+    #[cfg(test)]
+    pub(crate) fn leg_state_for_tests(
+        leg: LegRef<CircHandle>,
+        state: crate::proto::conflux::LegSendState,
+        rtt_usec: u64,
+        sends_done: u64,
+    ) -> Self {
+        ConfluxMsg(CfxMsg::LegState {
+            leg,
+            state,
+            rtt_usec,
+            sends_done,
+        })
+    }
+
+    /// A [`CfxMsg::LinkedAck`] (for the overflow's tests).
+    #[cfg(test)]
+    pub(crate) fn linked_ack_for_tests(leg: LegRef<CircHandle>, rtt_usec: u64) -> Self {
+        ConfluxMsg(CfxMsg::LinkedAck { leg, rtt_usec })
+    }
+
+    /// A [`CfxMsg::LinkedAck`]'s leg and RTT (for the overflow's tests).
+    #[cfg(test)]
+    pub(crate) fn read_linked_ack_for_tests(&self) -> Option<(LegRef<CircHandle>, u64)> {
+        match &self.0 {
+            CfxMsg::LinkedAck { leg, rtt_usec } => Some((*leg, *rtt_usec)),
+            _ => None,
+        }
+    }
+
+    /// A [`CfxMsg::LegState`]'s leg, state, RTT and `sends_done` (for the overflow's tests).
+    #[cfg(test)]
+    pub(crate) fn read_leg_state_for_tests(
+        &self,
+    ) -> Option<(
+        LegRef<CircHandle>,
+        crate::proto::conflux::LegSendState,
+        u64,
+        u64,
+    )> {
+        match &self.0 {
+            CfxMsg::LegState {
+                leg,
+                state,
+                rtt_usec,
+                sends_done,
+            } => Some((*leg, *state, *rtt_usec, *sends_done)),
+            _ => None,
+        }
+    }
 }
 
 /// A leg slot: [`NONE`], [`PENDING`], [`REMOTE`], or the slot of its set's stream owner.

@@ -410,17 +410,27 @@ pub struct CircuitConfig {
     /// The key of the home shards (conflux's `proto::conflux::home_shard` for a set's nonce,
     /// `proto::hs::home_shard` for an introduction auth key or a rendezvous cookie): every
     /// shard's clone of this config must carry the same one. The relay draws it at start-up
-    /// (`relay::shardcfg::circuit_config`); the default is `HomeKey::for_tests(0)`, not secret.
+    /// (`relay::shardcfg::circuit_config`); [`CircuitConfig::for_tests`] carries
+    /// `HomeKey::for_tests(0)`, which is not secret.
     pub home_key: crate::proto::conflux::HomeKey,
 }
 
-impl Default for CircuitConfig {
-    fn default() -> Self {
+/// The circuit queue's default length before the profile sizes it
+/// (`relay::shardcfg::onion_queue_len` never goes below it).
+pub const DEFAULT_ONION_QUEUE_LEN: usize = 256;
+
+impl CircuitConfig {
+    /// The default bounds with the home key `home_key`. There is no `Default`: a default
+    /// would have to carry a key anyone can read, and a relay built with it would let
+    /// clients aim conflux LINKs and onion-service keys at one shard (review findings L8,
+    /// L2). The relay passes the key it draws at start-up
+    /// (`relay::shardcfg::circuit_config`).
+    pub fn new(home_key: crate::proto::conflux::HomeKey) -> Self {
         CircuitConfig {
             shard: ShardIdx(0),
             max_circuits: 8192,
             max_streams: 8192,
-            onion_queue_len: 256,
+            onion_queue_len: DEFAULT_ONION_QUEUE_LEN,
             onions_per_run: 16,
             onion_max_delay: std::time::Duration::from_millis(1750),
             mem_budget: None,
@@ -436,8 +446,15 @@ impl Default for CircuitConfig {
             allow_non_rfc953_hostnames: false,
             dir_server: None,
             dir_server_anonymous: None,
-            home_key: crate::proto::conflux::HomeKey::for_tests(0),
+            home_key,
         }
+    }
+
+    /// The default bounds with the fixed, public key `HomeKey::for_tests(0)`: for tests,
+    /// benches and fuzz targets, which need the same homes on every run. Never for a relay
+    /// (`relay::shardcfg::circuit_config` draws its key; its test checks it is not this).
+    pub fn for_tests() -> Self {
+        Self::new(crate::proto::conflux::HomeKey::for_tests(0))
     }
 }
 

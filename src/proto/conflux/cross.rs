@@ -150,6 +150,33 @@ impl<C, M> CfxMsg<C, M> {
             CfxMsg::Cell { .. } | CfxMsg::Send { .. } | CfxMsg::Switch { .. }
         )
     }
+
+    /// The leg a [`CfxMsg::LegState`] reports on. Each one is a full snapshot of the leg's
+    /// send state (`sends_done` counts from the leg's start, the RTT replaces the last one),
+    /// so a later one supersedes any earlier one still waiting: the owner's handling of a
+    /// snapshot depends only on the snapshot it had before (`on_msg`), not on the ones
+    /// in between.
+    pub fn leg_state_of(&self) -> Option<&LegRef<C>> {
+        match self {
+            CfxMsg::LegState { leg, .. } => Some(leg),
+            _ => None,
+        }
+    }
+
+    /// The leg a message from the leg's own shard to the owner speaks for (LINKED_ACK,
+    /// SWITCH, a multiplexed cell, a leg state, a close): the messages whose order
+    /// relative to each other the owner relies on (a LINKED_ACK's RTT before the next
+    /// SENDME's, every state before the leg's close).
+    pub fn from_leg(&self) -> Option<&LegRef<C>> {
+        match self {
+            CfxMsg::LinkedAck { leg, .. }
+            | CfxMsg::Switch { leg, .. }
+            | CfxMsg::Cell { leg, .. }
+            | CfxMsg::LegState { leg, .. }
+            | CfxMsg::LegClosed { leg, .. } => Some(leg),
+            _ => None,
+        }
+    }
 }
 
 /// What the caller must do.

@@ -64,6 +64,14 @@ impl RelayNode {
         .iter()
         .filter(|&&s| s)
         .count() as u64;
+        // The cross-shard overflows, one per other shard, after a burst toward one.
+        let shrunk = shrunk
+            + self
+                .links
+                .iter_mut()
+                .map(|l| l.trim_spare(now))
+                .filter(|&s| s)
+                .count() as u64;
         if shrunk > 0 {
             self.spare.shrunk += shrunk;
             log_debug!(
