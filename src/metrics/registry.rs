@@ -371,7 +371,7 @@ impl MetricsRegistry {
             (
                 "fors_relay_cross_shard_notices_collapsed_total",
                 MetricKind::Counter,
-                "Channel blocked/unblocked notices folded into one waiting toward another shard.",
+                "Channel blocked/unblocked notices and conflux leg states folded into one waiting toward another shard.",
                 |s| &s.handler.cross_notices_collapsed,
             ),
             (
