@@ -24,7 +24,11 @@ const BLOCKED_BOUND: usize = 2048;
 const OPEN_BOUND: usize = 1 << 20;
 
 fn set_bound<M>(shard: &mut FakeShard<M>, conn: ConnId, bound: usize) {
-    shard.conns.get_mut(&conn).expect("the target's connection").bound = bound;
+    shard
+        .conns
+        .get_mut(&conn)
+        .expect("the target's connection")
+        .bound = bound;
 }
 
 #[test]
@@ -84,7 +88,10 @@ fn an_unblock_that_arrives_while_the_link_is_congested_is_not_lost() {
         "no unblocked notice reached the origin: {:?}",
         net.cross_log
     );
-    assert!(net.nodes[origin].census().cross_depth >= 1, "still congested");
+    assert!(
+        net.nodes[origin].census().cross_depth >= 1,
+        "still congested"
+    );
 
     // The queue takes messages again: the link drains, the channel unblocks, and every
     // forward cell reaches the target in order.
@@ -99,7 +106,10 @@ fn an_unblock_that_arrives_while_the_link_is_congested_is_not_lost() {
                 continue;
             }
             let mut b: CellBody = body.as_slice().try_into().unwrap();
-            assert!(x.hop.recognize(&mut b), "a forward cell the target cannot open");
+            assert!(
+                x.hop.recognize(&mut b),
+                "a forward cell the target cannot open"
+            );
             let m = v0::parse(&b).unwrap();
             got.push(u32::from_be_bytes(m.data[..4].try_into().unwrap()));
         }

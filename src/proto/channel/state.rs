@@ -712,11 +712,9 @@ impl Channel {
         // records to add that would not fit: the sent prefix does not count against the
         // bound, so keeping it would make `reserve_within` grow the buffer past its cap one
         // exact size at a time (a reallocation per flush to a slow peer).
-        let would_grow = self.tls.wants_write()
-            && self.tls_out.len() + BUF_FLOOR > self.tls_out.capacity();
-        if self.tls_out_start > 0
-            && (self.tls_out_start * 2 >= self.tls_out.len() || would_grow)
-        {
+        let would_grow =
+            self.tls.wants_write() && self.tls_out.len() + BUF_FLOOR > self.tls_out.capacity();
+        if self.tls_out_start > 0 && (self.tls_out_start * 2 >= self.tls_out.len() || would_grow) {
             self.tls_out.drain(..self.tls_out_start);
             self.tls_out_start = 0;
         }
