@@ -20,6 +20,11 @@ fn stream_backlog_cap(out: &impl ShardIo<RelayMsg>) -> usize {
         .max(STREAM_BACKLOG_MIN_BYTES)
 }
 
+/// Backlog bytes one reopened stream packages per turn (`resume_stream_read`): eight cells
+/// of the largest DATA payload (tor1's 498 bytes), so a 64-cell stage holds several
+/// circuits' turns.
+pub(super) const RESUME_TURN_BYTES: usize = 8 * 498;
+
 /// Appends to a stream backlog unless that would pass `cap`; keeps the peak. False:
 /// refused.
 fn backlog_push(q: &mut ByteQueue, data: &[u8], cap: usize, bounds: &mut BoundCounters) -> bool {
@@ -252,6 +257,16 @@ impl RelayNode {
     }
 
     /// The window reopened: the backlog first, then the socket again.
+    ///
+    /// The backlog goes in turns of [`RESUME_TURN_BYTES`]: a stream that still has bytes
+    /// and an open window after its turn queues another `ResumeStreamRead` behind the
+    /// actions already queued, so the streams whose windows reopened in the same round of
+    /// actions (SENDMEs of several circuits in one channel read) take turns and the stage
+    /// holds cells of several circuits: the multi-circuit SHA-1 call fills its lanes
+    /// (`staged.rs`). Each stream's bytes still go in order, and its windows decide as
+    /// before; only the order between circuits changes. The requeued actions count against
+    /// `run_actions`' bound like any other: what is left runs at the next event (the tick
+    /// guarantees one). Nothing is allocated per turn (the action buffers keep theirs).
     pub(super) fn resume_stream_read(
         &mut self,
         stream: StreamHandle,
@@ -260,10 +275,19 @@ impl RelayNode {
         let now = out.now();
         if let Some((mut unread, end)) = self.draining.remove(&stream) {
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-            match self.core.stream_data(stream, unread.as_slice(), &mut io) {
+            let turn = unread.len().min(RESUME_TURN_BYTES);
+            match self
+                .core
+                .stream_data(stream, &unread.as_slice()[..turn], &mut io)
+            {
                 Ok(n) if n < unread.len() => {
                     unread.consume(n);
                     self.draining.insert(stream, (unread, end));
+                    if n == turn {
+                        // Its turn is over, its window is not: it goes again after the
+                        // others.
+                        self.actions.push(Action::ResumeStreamRead { stream });
+                    }
                 }
                 Ok(_) => {
                     let _ = self.core.stream_closed(stream, end, &mut io);
@@ -285,13 +309,16 @@ impl RelayNode {
             }) => std::mem::take(&mut s.unread),
             _ => return,
         };
+        let mut again = false;
         if !unread.is_empty() {
+            let turn = unread.len().min(RESUME_TURN_BYTES);
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
             let n = self
                 .core
-                .stream_data(stream, unread.as_slice(), &mut io)
+                .stream_data(stream, &unread.as_slice()[..turn], &mut io)
                 .unwrap_or(0);
             unread.consume(n);
+            again = n == turn && !unread.is_empty();
         }
         if let Some(c) = self.conn(id) {
             let drained = unread.is_empty();
@@ -301,6 +328,10 @@ impl RelayNode {
             if drained && c.read_paused && out.resume_read(id).is_ok() {
                 c.read_paused = false;
             }
+        }
+        if again {
+            // Its turn is over, its window is not: it goes again after the others.
+            self.actions.push(Action::ResumeStreamRead { stream });
         }
     }
 
