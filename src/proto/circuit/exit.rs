@@ -916,16 +916,38 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
     pub fn stream_data(
         &mut self,
         stream: StreamHandle,
-        mut data: &[u8],
+        data: &[u8],
         io: &mut CoreIo<'_>,
     ) -> Result<usize, InputError> {
+        self.stream_data_cells(stream, data, usize::MAX, io)
+            .map(|(taken, _)| taken)
+    }
+
+    /// As [`Self::stream_data`], packaging at most `max_cells` DATA cells. Returns the bytes
+    /// taken and whether it stopped because the budget ran out with bytes left (then the
+    /// stream is not paused: it may send more, the caller decides when). The budget counts
+    /// cells, not bytes, as C's `connection_edge_package_raw_inbuf` with `max_cells`: a
+    /// turn never ends in a short cell whatever the relay cell format's DATA size.
+    pub fn stream_data_cells(
+        &mut self,
+        stream: StreamHandle,
+        mut data: &[u8],
+        max_cells: usize,
+        io: &mut CoreIo<'_>,
+    ) -> Result<(usize, bool), InputError> {
         let (idx, sid) = self.stream_ctx(stream)?;
         if self.streams.get(stream).expect("live").state != StreamState::Open {
             return Err(InputError::WrongStreamState);
         }
         let mut taken = 0;
+        let mut cells = 0;
+        let mut budget_out = false;
         let conflux = self.cfx_is_leg(idx);
         while !data.is_empty() {
+            if cells == max_cells {
+                budget_out = true;
+                break;
+            }
             let n = if conflux {
                 // On a conflux set, each cell goes on the leg the set's algorithm picks
                 // (after a SWITCH if it changes); that leg's windows and crypto apply.
@@ -943,10 +965,11 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
             if n == 0 {
                 break;
             }
+            cells += 1;
             taken += n;
             data = &data[n..];
         }
-        if !data.is_empty() {
+        if !data.is_empty() && !budget_out {
             if let Some(s) = self.streams.get_mut(stream) {
                 if !s.read_paused {
                     s.read_paused = true;
@@ -959,7 +982,7 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
                 self.mark_waiting(idx);
             }
         }
-        Ok(taken)
+        Ok((taken, budget_out))
     }
 
     /// Packages one DATA cell of stream `sid` (`stream`: its handle here; `None` for a

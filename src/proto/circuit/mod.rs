@@ -258,6 +258,11 @@ pub enum Action {
     ResumeStreamRead {
         stream: StreamHandle,
     },
+    /// Never emitted by the core: the shard's node queues it for a stream's next backlog
+    /// turn (`relay::node::exit`), to tell it apart from the core's `ResumeStreamRead`.
+    StreamTurn {
+        stream: StreamHandle,
+    },
     /// Look up `request` (`HostRequest::Forward` or `HostRequest::Reverse`, already
     /// validated with `exit::dns::classify_host`); answer with `dns_result`. `want_ipv6`:
     /// also ask for AAAA (IPv6 exit and the client accepts IPv6).

@@ -20,10 +20,10 @@ fn stream_backlog_cap(out: &impl ShardIo<RelayMsg>) -> usize {
         .max(STREAM_BACKLOG_MIN_BYTES)
 }
 
-/// Backlog bytes one reopened stream packages per turn (`resume_stream_read`): eight cells
-/// of the largest DATA payload (tor1's 498 bytes), so a 64-cell stage holds several
-/// circuits' turns.
-pub(super) const RESUME_TURN_BYTES: usize = 8 * 498;
+/// DATA cells one reopened stream packages from its backlog per turn (`resume_stream_read`),
+/// so a 64-cell stage holds several circuits' turns. Counted in cells, not bytes, so a turn
+/// never ends in a short cell (tor1 carries 498 bytes per DATA cell, CGO's format 488).
+pub(super) const RESUME_TURN_CELLS: usize = 8;
 
 /// Appends to a stream backlog unless that would pass `cap`; keeps the peak. False:
 /// refused.
@@ -77,6 +77,7 @@ impl RelayNode {
                             unread: ByteQueue::new(),
                             unsent: ByteQueue::new(),
                             forgotten: false,
+                            turn_queued: false,
                             connect_started: now,
                         })),
                         read_paused: false,
@@ -256,41 +257,53 @@ impl RelayNode {
         }
     }
 
-    /// The window reopened: the backlog first, then the socket again.
+    /// The window reopened (`turn` false: the core's `ResumeStreamRead`), or a stream's
+    /// next backlog turn came (`turn` true: our own `StreamTurn`): the backlog first, then
+    /// the socket again.
     ///
-    /// The backlog goes in turns of [`RESUME_TURN_BYTES`]: a stream that still has bytes
-    /// and an open window after its turn queues another `ResumeStreamRead` behind the
-    /// actions already queued, so the streams whose windows reopened in the same round of
-    /// actions (SENDMEs of several circuits in one channel read) take turns and the stage
-    /// holds cells of several circuits: the multi-circuit SHA-1 call fills its lanes
-    /// (`staged.rs`). Each stream's bytes still go in order, and its windows decide as
-    /// before; only the order between circuits changes. The requeued actions count against
-    /// `run_actions`' bound like any other: what is left runs at the next event (the tick
+    /// The backlog goes in turns of [`RESUME_TURN_CELLS`]: a stream that still has bytes
+    /// and an open window after its turn queues a `StreamTurn` behind the actions already
+    /// queued, so the streams whose windows reopened in the same round of actions (SENDMEs
+    /// of several circuits in one channel read) take turns and the stage holds cells of
+    /// several circuits: the multi-circuit SHA-1 call fills its lanes (`staged.rs`). Each
+    /// stream's bytes still go in order, and its windows decide as before; only the order
+    /// between circuits changes. While a turn is queued, a `ResumeStreamRead` of the core
+    /// (an XOFF and XON, a congestion window that closed and reopened) is left to that turn,
+    /// so a stream never has two chains. The queued turns count against `run_actions`'
+    /// bound like any other action: what is left runs at the next event (the tick
     /// guarantees one). Nothing is allocated per turn (the action buffers keep theirs).
     pub(super) fn resume_stream_read(
         &mut self,
         stream: StreamHandle,
+        turn: bool,
         out: &mut impl ShardIo<RelayMsg>,
     ) {
         let now = out.now();
-        if let Some((mut unread, end)) = self.draining.remove(&stream) {
+        if let Some(mut d) = self.draining.remove(&stream) {
+            if d.turn_queued && !turn {
+                self.draining.insert(stream, d);
+                return;
+            }
+            d.turn_queued = false;
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-            let turn = unread.len().min(RESUME_TURN_BYTES);
-            match self
-                .core
-                .stream_data(stream, &unread.as_slice()[..turn], &mut io)
-            {
-                Ok(n) if n < unread.len() => {
-                    unread.consume(n);
-                    self.draining.insert(stream, (unread, end));
-                    if n == turn {
+            match self.core.stream_data_cells(
+                stream,
+                d.unread.as_slice(),
+                RESUME_TURN_CELLS,
+                &mut io,
+            ) {
+                Ok((n, _)) if n == d.unread.len() => {
+                    let _ = self.core.stream_closed(stream, d.end, &mut io);
+                }
+                Ok((n, budget_out)) => {
+                    d.unread.consume(n);
+                    if budget_out {
                         // Its turn is over, its window is not: it goes again after the
                         // others.
-                        self.actions.push(Action::ResumeStreamRead { stream });
+                        d.turn_queued = true;
+                        self.actions.push(Action::StreamTurn { stream });
                     }
-                }
-                Ok(_) => {
-                    let _ = self.core.stream_closed(stream, end, &mut io);
+                    self.draining.insert(stream, d);
                 }
                 Err(_) => {}
             }
@@ -306,24 +319,30 @@ impl RelayNode {
             Some(Conn {
                 kind: Kind::Stream(s),
                 ..
-            }) => std::mem::take(&mut s.unread),
+            }) => {
+                if s.turn_queued && !turn {
+                    return;
+                }
+                s.turn_queued = false;
+                std::mem::take(&mut s.unread)
+            }
             _ => return,
         };
         let mut again = false;
         if !unread.is_empty() {
-            let turn = unread.len().min(RESUME_TURN_BYTES);
             let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
-            let n = self
+            let (n, budget_out) = self
                 .core
-                .stream_data(stream, &unread.as_slice()[..turn], &mut io)
-                .unwrap_or(0);
+                .stream_data_cells(stream, unread.as_slice(), RESUME_TURN_CELLS, &mut io)
+                .unwrap_or((0, false));
             unread.consume(n);
-            again = n == turn && !unread.is_empty();
+            again = budget_out && !unread.is_empty();
         }
         if let Some(c) = self.conn(id) {
             let drained = unread.is_empty();
             if let Kind::Stream(s) = &mut c.kind {
                 s.unread = unread;
+                s.turn_queued = again;
             }
             if drained && c.read_paused && out.resume_read(id).is_ok() {
                 c.read_paused = false;
@@ -331,7 +350,7 @@ impl RelayNode {
         }
         if again {
             // Its turn is over, its window is not: it goes again after the others.
-            self.actions.push(Action::ResumeStreamRead { stream });
+            self.actions.push(Action::StreamTurn { stream });
         }
     }
 
@@ -443,7 +462,14 @@ impl RelayNode {
                     let _ = self.core.stream_closed(s.stream, end, &mut io);
                 } else {
                     // Bytes still wait for the package window; END follows them.
-                    self.draining.insert(s.stream, (s.unread, end));
+                    self.draining.insert(
+                        s.stream,
+                        Draining {
+                            unread: s.unread,
+                            end,
+                            turn_queued: s.turn_queued,
+                        },
+                    );
                 }
             } else {
                 let err = match reason {

@@ -215,6 +215,19 @@ struct StreamConn {
     forgotten: bool,
     /// When the connect was asked for (the `exit_connect` latency histogram).
     connect_started: Instant,
+    /// A `StreamTurn` for this stream waits in the action queue (`exit::resume_stream_read`):
+    /// a `ResumeStreamRead` of the core meanwhile is left to it, so one stream never has two
+    /// chains of turns.
+    turn_queued: bool,
+}
+
+/// A stream whose socket closed with bytes its windows had not let out yet: they go first,
+/// then END (`exit::resume_stream_read`).
+struct Draining {
+    unread: ByteQueue,
+    end: EndReason,
+    /// As `StreamConn::turn_queued`.
+    turn_queued: bool,
 }
 
 enum Kind {
@@ -269,7 +282,7 @@ pub struct RelayNode {
     streams: HashMap<StreamHandle, ConnId>,
     /// Exit streams whose socket reached EOF while bytes read from it still wait for the
     /// package window: their END goes out after those bytes.
-    draining: HashMap<StreamHandle, (ByteQueue, EndReason)>,
+    draining: HashMap<StreamHandle, Draining>,
     /// Connections whose output must be flushed after the current batch of actions.
     dirty: Vec<ConnId>,
     /// The exit resolver; `None` on a non-exit (or if its socket could not be opened).
@@ -582,7 +595,8 @@ impl RelayNode {
             Action::StreamWrite { stream, data } => self.stream_write(stream, data.as_slice(), out),
             Action::StreamClose { stream } => self.stream_close(stream, out),
             Action::PauseStreamRead { stream } => self.pause_stream_read(stream, out),
-            Action::ResumeStreamRead { stream } => self.resume_stream_read(stream, out),
+            Action::ResumeStreamRead { stream } => self.resume_stream_read(stream, false, out),
+            Action::StreamTurn { stream } => self.resume_stream_read(stream, true, out),
             Action::Resolve {
                 stream,
                 request,
