@@ -67,18 +67,32 @@ pub(super) fn trim_vec(v: &mut Vec<u8>, peak: usize) -> usize {
 pub(super) struct GrowWithin<'a> {
     pub v: &'a mut Vec<u8>,
     pub cap: usize,
+    /// Bytes at the front of `v` already sent (they do not count against the bound).
+    pub start: &'a mut usize,
+}
+
+impl GrowWithin<'_> {
+    /// Makes room for `n` more bytes: drops the sent prefix first when they would not fit
+    /// (rather than growing past the cap by what was already sent), then grows within it.
+    fn room_for(&mut self, n: usize) {
+        if self.v.len() + n > self.v.capacity() && *self.start > 0 {
+            self.v.drain(..*self.start);
+            *self.start = 0;
+        }
+        reserve_within(self.v, n, self.cap);
+    }
 }
 
 impl std::io::Write for GrowWithin<'_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        reserve_within(self.v, data.len(), self.cap);
+        self.room_for(data.len());
         self.v.extend_from_slice(data);
         Ok(data.len())
     }
 
     fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
         let n = bufs.iter().map(|b| b.len()).sum();
-        reserve_within(self.v, n, self.cap);
+        self.room_for(n);
         for b in bufs {
             self.v.extend_from_slice(b);
         }

@@ -708,13 +708,10 @@ impl Channel {
     /// [`consume_output`](Self::consume_output) with how many the socket took.
     pub fn pending_output(&mut self) -> &[u8] {
         self.seal_queued();
-        // Drop the sent prefix when it is at least half the buffer, or when rustls has
-        // records to add that would not fit: the sent prefix does not count against the
-        // bound, so keeping it would make `reserve_within` grow the buffer past its cap one
-        // exact size at a time (a reallocation per flush to a slow peer).
-        let would_grow =
-            self.tls.wants_write() && self.tls_out.len() + BUF_FLOOR > self.tls_out.capacity();
-        if self.tls_out_start > 0 && (self.tls_out_start * 2 >= self.tls_out.len() || would_grow) {
+        // Drop the sent prefix when it is at least half the buffer (the writer below also
+        // drops it before records would not fit: the prefix does not count against the
+        // bound, and keeping it would grow the buffer past its cap).
+        if self.tls_out_start > 0 && self.tls_out_start * 2 >= self.tls_out.len() {
             self.tls_out.drain(..self.tls_out_start);
             self.tls_out_start = 0;
         }
@@ -723,6 +720,7 @@ impl Channel {
             let mut w = GrowWithin {
                 v: &mut self.tls_out,
                 cap: self.tls_out_cap,
+                start: &mut self.tls_out_start,
             };
             let n = self.tls.write_tls(&mut w).unwrap_or(0);
             copies::note(CopySite::TlsOut, n);
