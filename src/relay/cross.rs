@@ -361,7 +361,11 @@ pub struct CrossLink {
     leg_states: usize,
     /// Requests and must-carry messages waiting (notices and charged ones not counted).
     uncharged: usize,
-    /// Past this many, requests are refused.
+    /// Requests waiting (counted apart: a burst of must-carry teardowns must not make every
+    /// extend toward the other shard fail).
+    requests: usize,
+    /// Past this many waiting requests, requests are refused; past this many uncharged
+    /// messages, must-carry ones are counted as over the cap.
     max_uncharged: usize,
     /// Notices (channel blocked/unblocked, conflux leg states) folded into one already
     /// waiting.
@@ -431,6 +435,7 @@ impl CrossLink {
             leg_state_at: HashMap::new(),
             leg_states: 0,
             uncharged: 0,
+            requests: 0,
             max_uncharged: max_uncharged.max(1),
             notices_collapsed: 0,
             uncharged_refused: 0,
@@ -508,10 +513,11 @@ impl CrossLink {
                 self.leg_states += 1;
             }
             Hold::Request => {
-                if self.uncharged >= self.max_uncharged {
+                if self.requests >= self.max_uncharged {
                     self.uncharged_refused += 1;
                     return Sent::OverBound(msg);
                 }
+                self.requests += 1;
                 self.note_uncharged();
             }
             Hold::MustCarry => {
@@ -581,7 +587,11 @@ impl CrossLink {
                     self.leg_state_at.remove(&leg);
                 }
             }
-            Hold::Request | Hold::MustCarry => self.uncharged -= 1,
+            Hold::Request => {
+                self.requests -= 1;
+                self.uncharged -= 1;
+            }
+            Hold::MustCarry => self.uncharged -= 1,
         }
     }
 
@@ -654,6 +664,11 @@ impl CrossLink {
     /// Requests and must-carry messages waiting in the overflow.
     pub fn held_uncharged(&self) -> usize {
         self.uncharged
+    }
+
+    /// Requests waiting in the overflow (refused at the cap).
+    pub fn held_requests(&self) -> usize {
+        self.requests
     }
 
     /// Notices waiting in the overflow (at most one per channel).
@@ -1182,6 +1197,36 @@ mod tests {
         assert_eq!((link.depth(), link.held_notices()), (0, 0));
     }
 
+    /// A burst of teardowns past the cap (a channel with many proxied circuits closing) does
+    /// not make extends toward the other shard fail: requests have their own count.
+    #[test]
+    fn must_carry_burst_does_not_refuse_requests() {
+        const CAP: usize = 16;
+        let mut q = TestQueue {
+            items: VecDeque::new(),
+            cap: 0,
+        };
+        let mut link = CrossLink::with_caps(64, CAP);
+        for n in 0..(4 * CAP as u32) {
+            assert!(matches!(
+                link.send(&mut q, numbered(n, ChanCmd::DESTROY, true)),
+                Sent::Held
+            ));
+        }
+        assert_eq!(link.uncharged_over_cap, 3 * CAP as u64);
+        for n in 0..CAP as u32 {
+            assert!(
+                matches!(link.send(&mut q, extend_request(1000 + n)), Sent::Held),
+                "request {n} refused behind teardowns"
+            );
+        }
+        assert!(matches!(
+            link.send(&mut q, extend_request(2000)),
+            Sent::OverBound(_)
+        ));
+        assert_eq!((link.held_requests(), link.uncharged_refused), (CAP, 1));
+    }
+
     /// A seeded flood of uncharged messages of every kind behind a full ring: requests
     /// (extends, stray non-RELAY cells of proxied circuits) are refused exactly at the cap,
     /// counted; answers and teardowns (DESTROY, extend replies) are never refused; the
@@ -1214,6 +1259,7 @@ mod tests {
             let hold = m.hold();
             assert_ne!(hold, Hold::Charged);
             let at_cap = link.held_uncharged() >= CAP;
+            let requests_at_cap = link.held_requests() >= CAP;
             let before = link.held_uncharged();
             match link.send(&mut q, m) {
                 Sent::Queued => accepted.push(n),
@@ -1226,17 +1272,15 @@ mod tests {
                 }
                 Sent::OverBound(back) => {
                     assert_eq!(hold, Hold::Request, "only requests are refused (n {n})");
-                    assert!(at_cap, "refused below the cap (n {n})");
+                    assert!(requests_at_cap, "refused below the cap (n {n})");
                     assert_eq!(number(&back), n, "the refused message comes back");
                     refused += 1;
                 }
                 Sent::GiveBack(_) => panic!("no forward RELAY cell in this flood"),
             }
-            // Requests never take the overflow past the cap; only must-carry ones do.
-            assert!(
-                link.held_uncharged() <= CAP + must_carry_held as usize,
-                "n {n}"
-            );
+            // Requests never pass the cap (must-carry ones do not count toward it: a request
+            // is refused only with CAP requests waiting, checked above).
+            assert!(link.held_requests() <= CAP, "n {n}");
             // The consumer takes a few now and then, never enough to keep up.
             if rng.gen_ratio(1, 50) {
                 for _ in 0..rng.gen_range(1..=4) {
