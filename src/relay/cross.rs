@@ -33,7 +33,7 @@
 //!
 //! Messages that carry no cell are bounded too ([`Hold`]): a channel's blocked/unblocked
 //! notices collapse to one per channel (its latest state); requests (an extend, a stray
-//! non-RELAY cell of a proxied circuit) are refused past [`CrossLink`]'s uncharged cap and
+//! non-RELAY cell of a proxied circuit) are refused past [`CrossLink`]'s request cap and
 //! their circuit closed with RESOURCELIMIT; the answers and teardowns a shard must see
 //! (DESTROY, the extend's outcome, onion-service and conflux control) are never refused —
 //! losing one would leave the other shard's state wrong, and the cores have no way to take
@@ -158,7 +158,8 @@ pub enum Hold {
     /// at most one per leg plus one per other message of the leg waiting (charged cells,
     /// bounded by the cell bound, and one LINKED_ACK and one close per leg).
     LegState(CircHandle),
-    /// Something that starts work on the other shard: refused past the uncharged cap
+    /// Something that starts work on the other shard: refused once the cap's worth of
+    /// requests wait (counted apart from must-carry messages)
     /// ([`Sent::OverBound`]); the caller fails the extend or closes the circuit with
     /// RESOURCELIMIT.
     Request,
@@ -326,7 +327,7 @@ pub enum Sent {
     /// A forward RELAY cell the link will not take now: the caller gives it back to the
     /// circuit core (which holds it in its pool) and treats the channel as blocked.
     GiveBack(RelayMsg),
-    /// The overflow's cell bound (a charged message) or uncharged cap (a request) is
+    /// The overflow's cell bound (a charged message) or request cap (a request) is
     /// reached: the caller closes the circuit or fails the extend, RESOURCELIMIT.
     OverBound(RelayMsg),
 }
@@ -370,7 +371,7 @@ pub struct CrossLink {
     /// Notices (channel blocked/unblocked, conflux leg states) folded into one already
     /// waiting.
     pub notices_collapsed: u64,
-    /// Requests refused at the uncharged cap.
+    /// Requests refused at the cap (`max_uncharged` requests waiting).
     pub uncharged_refused: u64,
     /// Must-carry messages held while the uncharged cap was reached.
     pub uncharged_over_cap: u64,
