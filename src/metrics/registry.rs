@@ -229,7 +229,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 31] = [
+        let handler: [(&str, MetricKind, &str, Pick); 32] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -365,7 +365,7 @@ impl MetricsRegistry {
             (
                 "fors_relay_cross_shard_requests_refused_total",
                 MetricKind::Counter,
-                "Extends and stray circuit cells refused at an overflow's uncharged cap toward another shard.",
+                "Extends and stray circuit cells refused at an overflow's request cap toward another shard.",
                 |s| &s.handler.cross_requests_refused,
             ),
             (
@@ -373,6 +373,12 @@ impl MetricsRegistry {
                 MetricKind::Counter,
                 "Channel blocked/unblocked notices and conflux leg states folded into one waiting toward another shard.",
                 |s| &s.handler.cross_notices_collapsed,
+            ),
+            (
+                "fors_relay_channel_buffer_bytes_released_total",
+                MetricKind::Counter,
+                "Bytes of channel buffer room given back after a burst (buffers grow with use).",
+                |s| &s.handler.channel_buffer_bytes_released,
             ),
             (
                 "fors_relay_cross_shard_uncharged_over_cap_total",

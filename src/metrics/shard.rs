@@ -165,10 +165,13 @@ pub struct HandlerCounters {
     /// Circuits closed because an overflow toward another shard was at its bound.
     pub cross_overflow_kills: AtomicU64,
     /// Requests (extends, stray non-RELAY cells of proxied circuits) an overflow toward
-    /// another shard refused at its uncharged cap (`relay::cross::Hold::Request`).
+    /// another shard refused at its request cap (`relay::cross::Hold::Request`).
     pub cross_requests_refused: AtomicU64,
-    /// Channel blocked/unblocked notices folded into one already waiting in an overflow.
+    /// Channel blocked/unblocked notices and conflux leg states folded into one already
+    /// waiting in an overflow.
     pub cross_notices_collapsed: AtomicU64,
+    /// Bytes of channel buffer capacity given back after bursts (`Channel::trim_buffers`).
+    pub channel_buffer_bytes_released: AtomicU64,
     /// Answers and teardowns held in an overflow past its uncharged cap (never refused).
     pub cross_uncharged_over_cap: AtomicU64,
     /// DNS queries the resolver socket refused to send (retried on the query's timeout).

@@ -80,6 +80,8 @@ impl RelayNode {
             .store(sum(|l| l.notices_collapsed), Ordering::Relaxed);
         h.cross_uncharged_over_cap
             .store(sum(|l| l.uncharged_over_cap), Ordering::Relaxed);
+        h.channel_buffer_bytes_released
+            .store(self.spare.chan_bytes_trimmed, Ordering::Relaxed);
     }
 }
 
