@@ -1443,3 +1443,65 @@ fn onion_service_requests_are_refused_with_destroy() {
         Some((fors::proto::circuit::ProtocolViolation::TapExtend, 1))
     );
 }
+
+/// A circuit's paused streams are resumed starting at a random one and wrapping around,
+/// as C (`circuit_resume_edge_reading_helper`): resumed streams read in the order their
+/// actions run, so a fixed start at the list head would let the first streams of a busy
+/// circuit go first every time.
+#[test]
+fn resumed_streams_start_at_a_random_one_and_wrap() {
+    const STREAMS: u16 = 4;
+    const TRIALS: usize = 40;
+    let mut firsts = std::collections::BTreeSet::new();
+    for _ in 0..TRIALS {
+        let (net, mid) = known_middle();
+        let mut exit = exit_relay(net);
+        let mut cl = Client::new(relay_chan(1, &mid, false), 0x8000_0001);
+        cl.create(&mut exit, Hs::Ntor);
+        let mut streams = vec![];
+        for sid in 1..=STREAMS {
+            let acts = cl.send(
+                &mut exit,
+                0,
+                ChanCmd::RELAY,
+                &begin_msg(BeginTarget::Ipv4(Ipv4Addr::LOCALHOST), 80),
+                sid,
+            );
+            let (stream, addr) = connect_action(&acts);
+            let (r, acts) = exit.io(|c, io| c.stream_connected(stream, addr, io));
+            r.unwrap();
+            assert_eq!(cl.open_all(&acts).len(), 1);
+            streams.push(stream);
+        }
+        // The client's channel is congested: every stream's bytes wait and it pauses.
+        exit.core.channel_blocked(cl.chan.id);
+        for &s in &streams {
+            let (n, acts) = exit.io(|c, io| c.stream_data(s, &[7u8; 100], io));
+            assert_eq!(n.unwrap(), 0);
+            assert!(acts
+                .iter()
+                .any(|a| matches!(a, Action::PauseStreamRead { stream } if *stream == s)));
+        }
+        let chan = cl.chan.id;
+        let (_, acts) = exit.io(|c, io| c.channel_unblocked(chan, io));
+        let order: Vec<usize> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::ResumeStreamRead { stream } => {
+                    Some(streams.iter().position(|s| s == stream).expect("ours"))
+                }
+                _ => None,
+            })
+            .collect();
+        // Every stream once, in list order from the chosen one, wrapping at the end (the
+        // circuit's list holds the newest stream first).
+        assert_eq!(order.len(), STREAMS as usize, "{order:?}");
+        let n = STREAMS as usize;
+        for w in order.windows(2) {
+            assert_eq!(w[1], (w[0] + n - 1) % n, "{order:?}");
+        }
+        firsts.insert(order[0]);
+    }
+    // A fixed start fails this always; a uniform one with probability 4 · 4^-40.
+    assert!(firsts.len() > 1, "always started at stream {firsts:?}");
+}

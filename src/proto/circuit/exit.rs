@@ -440,8 +440,32 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         let Some(c) = self.table.get(self.cfx_stream_circ(idx)) else {
             return;
         };
-        let mut at = c.streams_head;
+        // Start at a stream chosen uniformly at random and wrap around, as C
+        // (`circuit_resume_edge_reading_helper`): resumed streams are served in the order
+        // their actions run, so always starting at the list head would let the first
+        // streams of a busy circuit read first every time and starve the later ones.
+        let head = c.streams_head;
+        let mut n = 0u32;
+        let mut at = head;
         while let Some(h) = self.streams.handle_at(at) {
+            n += 1;
+            at = self.streams.get(h).expect("live").next_in_circ;
+        }
+        if n == 0 {
+            return;
+        }
+        let mut start = head;
+        for _ in 0..io.rng.next_u32() % n {
+            let h = self.streams.handle_at(start).expect("within the count");
+            start = self.streams.get(h).expect("live").next_in_circ;
+        }
+        let mut at = start;
+        for _ in 0..n {
+            let h = match self.streams.handle_at(at) {
+                Some(h) => h,
+                // The end of the list: wrap to its head.
+                None => self.streams.handle_at(head).expect("n > 0"),
+            };
             let s = self.streams.get_mut(h).expect("live");
             at = s.next_in_circ;
             let may_send = if cc {
