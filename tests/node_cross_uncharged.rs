@@ -84,3 +84,68 @@ fn extends_past_the_uncharged_cap_are_refused_with_resourcelimit() {
     assert_eq!(delivered, cap);
     println!("{cap} extends held, 1 refused with RESOURCELIMIT, {delivered} delivered after");
 }
+
+/// Stray non-RELAY cells from a proxied circuit's next hop (requests of the next hop's to
+/// flood) wait for the origin up to the request cap; the next one closes the circuit with
+/// RESOURCELIMIT both ways, as a local close in C: toward the next hop at once, and toward
+/// the client once the origin hears of it (`RelayMsg::NextHopClosed`), not DESTROYED.
+#[test]
+fn stray_cells_past_the_cap_close_the_circuit_with_resourcelimit_both_ways() {
+    let seed = seed("stray_cells_past_the_cap_close_the_circuit_with_resourcelimit_both_ways");
+    let mut net = Net::new(seed);
+    let mut cc = cross_circuit(&mut net, 40200);
+    let (origin, owner) = (cc.origin, cc.owner);
+    let cap = CROSS_UNCHARGED_CAP;
+    // The origin shard stops draining: the owner's queue toward it takes nothing.
+    net.shards[owner].cross_capacity = 0;
+    // All in one read, as a peer that writes faster than we read would have them arrive:
+    // after a read that meets a congested link the channel stops reading, so a flood is
+    // held to what its reads already carried.
+    let stray = [0u8; fors::cell::CELL_BODY_LEN];
+    let mut bytes = Vec::new();
+    for _ in 0..=cap {
+        cc.t.chan
+            .send_cell(cc.tcid, ChanCmd::CREATED2, &stray)
+            .unwrap();
+        let out = cc.t.chan.pending_output().to_vec();
+        cc.t.chan.consume_output(out.len());
+        bytes.extend_from_slice(&out);
+    }
+    net.data(owner, cc.t.conn, &bytes);
+    cc.t.pump(&mut net);
+    // Past the cap the next hop hears RESOURCELIMIT (the one refused stray; the ones
+    // before it wait for the origin).
+    let cells = cc.t.cells();
+    assert_eq!(cells.len(), 1, "{cells:?}");
+    let (id, cmd, body) = &cells[0];
+    assert_eq!((*id, *cmd), (cc.tcid, ChanCmd::DESTROY));
+    assert_eq!(DestroyReason::from(body[0]), DestroyReason::ResourceLimit);
+    assert!(cc.p.cells().is_empty(), "the origin heard nothing yet");
+    // The queue drains: the held strays, then the close, reach the origin, which closes the
+    // circuit toward the client with the same reason.
+    net.cross_log.clear();
+    net.shards[owner].cross_capacity = RING;
+    for _ in 0..(cap / RING + 4) {
+        net.tick(std::time::Duration::from_millis(100));
+        net.settle();
+    }
+    let closes = net
+        .cross_log
+        .iter()
+        .filter(|(f, t, k)| (*f, *t, *k) == (owner, origin, "NextHopClosed"))
+        .count();
+    assert_eq!(closes, 1);
+    cc.p.pump(&mut net);
+    let cells = cc.p.cells();
+    let destroys: Vec<_> = cells
+        .iter()
+        .filter(|(id, cmd, _)| (*id, *cmd) == (cc.c.circ_id, ChanCmd::DESTROY))
+        .collect();
+    assert_eq!(destroys.len(), 1, "{cells:?}");
+    assert_eq!(
+        DestroyReason::from(destroys[0].2[0]),
+        DestroyReason::ResourceLimit
+    );
+    assert_eq!(net.nodes[origin].census().circuits, 0);
+    println!("{cap} strays held, 1 refused: RESOURCELIMIT to the next hop and the client");
+}

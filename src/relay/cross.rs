@@ -83,6 +83,16 @@ pub enum RelayMsg {
         cmd: ChanCmd,
         body: CellBody,
     },
+    /// Channel shard → origin: the channel shard dropped circuit `circ`'s next hop itself
+    /// (a cell of it met the overflow's request cap, `Sent::OverBound`) and sent the next
+    /// hop DESTROY(`reason`). The origin closes the circuit with the same reason toward its
+    /// previous hop: a local close, as C's `circuit_mark_for_close(reason)` sends its reason
+    /// both ways. Unlike a `Backward` DESTROY from the next hop, which the origin answers
+    /// with DESTROYED (0.4.9 never passes a remote reason on).
+    NextHopClosed {
+        circ: CircHandle,
+        reason: DestroyReason,
+    },
     /// Channel shard → origins: `chan`'s output is full (`true`) or takes cells again.
     ChanBlocked { chan: ChanId, blocked: bool },
     /// Core → core: the onion-service roles across shards (`proto::circuit::hs_cross`);

@@ -147,6 +147,7 @@ pub fn msg_kind(m: &RelayMsg) -> &'static str {
         RelayMsg::ExtendReply { .. } => "ExtendReply",
         RelayMsg::Forward { .. } => "Forward",
         RelayMsg::Backward { .. } => "Backward",
+        RelayMsg::NextHopClosed { .. } => "NextHopClosed",
         RelayMsg::ChanBlocked { .. } => "ChanBlocked",
         RelayMsg::Hs(_) => "Hs",
         RelayMsg::Cfx(_) => "Cfx",

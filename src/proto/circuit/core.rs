@@ -393,6 +393,22 @@ impl<C: HopCrypto, N: NetworkView> RelayCore<C, N> {
         Ok(())
     }
 
+    /// Circuit `circ`'s next hop, on another shard, was dropped there for `reason` (that
+    /// shard sent it DESTROY(`reason`) already): close the circuit toward the previous hop
+    /// with the same reason, as a local close in C (`circuit_mark_for_close`) sends its
+    /// reason both ways. Not a DESTROY received: no `destroys_received`.
+    pub fn next_hop_closed(
+        &mut self,
+        circ: CircHandle,
+        reason: DestroyReason,
+        io: &mut CoreIo<'_>,
+    ) -> Result<(), InputError> {
+        self.flush_relay_cells(io);
+        let idx = self.table.resolve(circ).ok_or(InputError::NoSuchCircuit)?;
+        self.close(idx, reason, true, false, io);
+        Ok(())
+    }
+
     fn handle_create(
         &mut self,
         chan: &ChanInfo,

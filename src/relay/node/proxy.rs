@@ -278,8 +278,8 @@ impl RelayNode {
 
     /// Sends the cells of other shards' circuits read from channel `id` to their origins.
     /// If a queue is full the channel stops reading until it drains; a cell past the
-    /// overflow bound closes its circuit (RESOURCELIMIT toward the channel, DESTROY toward
-    /// the origin), never dropped silently.
+    /// overflow bound closes its circuit (RESOURCELIMIT toward the channel, and through the
+    /// origin toward the client: `RelayMsg::NextHopClosed`), never dropped silently.
     pub(super) fn deliver_cross_in(&mut self, id: ConnId, out: &mut impl ShardIo<RelayMsg>) {
         if self.cross_in.is_empty() {
             return;
@@ -294,10 +294,10 @@ impl RelayNode {
                 let chan = self.chan(id);
                 let destroy = crate::proto::circuit::destroy_body(DestroyReason::ResourceLimit);
                 self.send_local(chan, circ_id, ChanCmd::DESTROY, &destroy, out);
-                let msg = RelayMsg::Backward {
+                // RESOURCELIMIT toward the client too: our own close, not the next hop's.
+                let msg = RelayMsg::NextHopClosed {
                     circ,
-                    cmd: ChanCmd::DESTROY,
-                    body: crate::proto::circuit::destroy_body(DestroyReason::Destroyed),
+                    reason: DestroyReason::ResourceLimit,
                 };
                 self.cross_send(shard, msg, out);
             }
@@ -403,6 +403,13 @@ impl RelayNode {
                 let _ = self
                     .core
                     .handle_next_hop_cell(circ, cmd, &mut body, &mut io);
+            }
+            RelayMsg::NextHopClosed { circ, reason } => {
+                if let Some(key) = self.remote_next_by_circ.remove(&circ) {
+                    self.remote_next.remove(&key);
+                }
+                let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
+                let _ = self.core.next_hop_closed(circ, reason, &mut io);
             }
             RelayMsg::Hs(msg) => {
                 let mut io = CoreIo::new(now, &mut self.core_rng, &mut self.actions);
