@@ -139,6 +139,8 @@ pub struct Net {
     pub cross_log: Vec<(usize, usize, &'static str)>,
     pub network: Arc<SnapshotCell<NetworkSnapshot>>,
     pub rng: StdRng,
+    /// Each shard's published counters (what the MetricsPort renders), copied at ticks.
+    pub stats: Vec<Arc<ShardStats>>,
 }
 
 pub fn msg_kind(m: &RelayMsg) -> &'static str {
@@ -173,10 +175,12 @@ impl Net {
         };
         let mut nodes = Vec::new();
         let mut shards = Vec::new();
+        let mut stats = Vec::new();
         for s in 0..2 {
+            stats.push(Arc::new(ShardStats::default()));
             let mut node = RelayNode::new(
                 ShardId(s),
-                Arc::new(ShardStats::default()),
+                stats[s].clone(),
                 network.clone(),
                 256,
                 cfg.clone(),
@@ -195,6 +199,7 @@ impl Net {
             cross_log: Vec::new(),
             network,
             rng: StdRng::seed_from_u64(seed),
+            stats,
         }
     }
 
