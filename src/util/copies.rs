@@ -38,6 +38,13 @@ pub enum CopySite {
     /// rustls's records → the send pool (`Channel::write_output_into`), or the channel's
     /// TLS output buffer for what does not fit (`write_tls`).
     TlsOut,
+    /// Received TLS records → the channel's record buffer, where they are opened in place
+    /// (a channel on Fors's record layer, `Channel::read_records`).
+    RecordInbuf,
+    /// Queued cells → a send-pool buffer (`Channel::write_output_into`) or the channel's TLS
+    /// output buffer (`pending_output`), behind a record header, sealed there (a channel on
+    /// Fors's record layer).
+    RecordSeal,
     /// Staged bytes → a send-pool buffer (`shard::Core::send_partial`; the fake shard counts
     /// its stand-in the same way).
     SendPool,
@@ -59,6 +66,8 @@ pub const ALL: [CopySite; SITES] = [
     CopySite::ChanQueue,
     CopySite::TlsRecord,
     CopySite::TlsOut,
+    CopySite::RecordInbuf,
+    CopySite::RecordSeal,
     CopySite::SendPool,
 ];
 

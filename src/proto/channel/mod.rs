@@ -46,5 +46,5 @@ pub use idle::ChannelIdleTimer;
 pub use output::CellQueue;
 pub use state::{
     Channel, ChannelEvent, ChannelSink, ChannelStats, ExpectedPeer, LinkWarnings, OpenInfo,
-    PeerIdentity, LINK_VERSIONS,
+    PeerIdentity, TlsPath, LINK_VERSIONS,
 };

@@ -74,6 +74,14 @@ pub struct TorCertVerifier {
     provider: Arc<CryptoProvider>,
 }
 
+impl TorCertVerifier {
+    /// The verifier for `provider`'s signature algorithms (tests build configs with other
+    /// protocol versions around it).
+    pub fn new(provider: Arc<CryptoProvider>) -> TorCertVerifier {
+        TorCertVerifier { provider }
+    }
+}
+
 impl ServerCertVerifier for TorCertVerifier {
     fn verify_server_cert(
         &self,
