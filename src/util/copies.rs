@@ -6,9 +6,9 @@
 //! exist only in debug builds and with the `copy-count` feature: in a release build
 //! [`note`] is empty and [`ENABLED`] is false, so the data path pays nothing.
 //!
-//! Sites inside rustls cannot be instrumented; they are counted at the call into rustls, from
-//! what rustls 0.23's buffered API is documented and read to do with the bytes passed (see
-//! the map).
+//! Sites inside rustls (TLS 1.2 links, and every link until it switches to Fors's record
+//! layer) cannot be instrumented; they are counted at the call into rustls, from what rustls
+//! 0.23's buffered API is documented and read to do with the bytes passed (see the map).
 
 /// One copy site of the map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

@@ -4,7 +4,9 @@
 //! Sans-IO: a [`Channel`] takes received bytes, `now` and an RNG, and gives back bytes to
 //! send, cells and [`ChannelEvent`]s. Layout:
 //! * [`context`]: [`LinkContext`], shared by every channel of a shard;
-//! * [`tls`]: rustls configurations, the certificate verifier, SNI;
+//! * [`tls`]: rustls configurations, the certificate verifier, SNI (each channel runs on a
+//!   per-connection copy that logs its traffic secrets, so an open TLS 1.3 channel can
+//!   switch to Fors's own record layer, `proto::tls_record`);
 //! * `handshake` (private) / [`certs`] / [`auth`]: the handshake cells, CERTS checks, AUTH0003;
 //! * [`state`]: the [`Channel`] itself and the open-channel cell path;
 //! * [`output`]: the bounded [`CellQueue`]; [`circid`]: the circuit-ID high-bit rule.

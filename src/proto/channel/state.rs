@@ -1,17 +1,26 @@
 //! The [`Channel`] state machine: one Tor link over one TLS connection, sans-IO.
 //!
 //! Bytes in ([`Channel::handle_input`]), bytes out ([`Channel::pending_output`] /
-//! [`Channel::consume_output`]), events and cells out through a [`ChannelSink`]. Time and
-//! randomness are passed in. The handshake itself lives in `handshake.rs`.
+//! [`Channel::consume_output`], or [`Channel::write_output_into`] straight into a send
+//! buffer), events and cells out through a [`ChannelSink`]. Time and randomness are passed
+//! in. The handshake itself lives in `handshake.rs`.
 //!
-//! Memory (issue #15): the receive buffer (up to 32 KiB), the plaintext output queue and the
-//! TLS output buffer start empty and grow by doubling to what the channel uses, never past
-//! their old fixed sizes; [`Channel::trim_buffers`] (once a second) gives back a passed
-//! burst's room. A busy channel keeps its capacity, so per received cell nothing is
-//! allocated: cells are framed in place in the receive buffer (or straight from rustls's
-//! plaintext) and handed to the sink as `&mut [u8; 509]`.
-//! rustls's buffered API does allocate per TLS *record* (one record carries up to 31 cells);
-//! see docs/tls-provider.md.
+//! TLS: the TLS handshake and the link handshake run on rustls's buffered API (the link
+//! handshake needs its RFC 5705 exporter). An open TLS 1.3 channel then switches to Fors's
+//! own record layer (`proto::tls_record`) at the first record boundary, which opens records
+//! in place in the channel's record buffer and seals cells in place in the send buffer; a
+//! TLS 1.2 link stays on rustls ([`ChannelStats::tls_path`]; the copy map in
+//! `docs/architecture.md` says how the switch works).
+//!
+//! Memory (issue #15): the receive buffers (cells up to 32 KiB, records up to 2 × 18 KiB),
+//! the plaintext output queue and the TLS output buffer start empty and grow by doubling to
+//! what the channel uses, never past their bounds; [`Channel::trim_buffers`] (once a second)
+//! gives back a passed burst's room. A busy channel keeps its capacity, so per received cell
+//! nothing is allocated: cells are framed in place in the decrypted record (or in the
+//! receive buffer, or straight from rustls's plaintext) and handed to the sink. On the
+//! record layer nothing is allocated per record either; rustls's buffered API (TLS 1.2
+//! links, and every link until the switch) allocates per TLS *record* (see
+//! docs/tls-provider.md).
 
 use std::io::{BufRead, ErrorKind, Read, Write};
 use std::mem;
