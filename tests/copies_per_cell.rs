@@ -108,13 +108,23 @@ fn counted(f: impl FnOnce()) -> Window {
 /// The copy map's rows: (site, copies per cell).
 type Map = &'static [(CopySite, u64)];
 
-/// Middle, either direction, on TLS 1.3 channels (Fors's record layer): the records are
-/// copied into the channel's record buffer and opened there (`RecordInbuf`), the cell goes
-/// from the plaintext into the read's stage (`RelayStage`), straight into the next channel's
-/// queue (no `Action`), and from the queue into the send pool where it is sealed
+/// Middle, either direction, on TLS 1.3 channels (Fors's record layer), each read carrying
+/// whole records: the records are opened where they lie in the shard's receive buffer, the
+/// cell goes from the plaintext into the read's stage (`RelayStage`), straight into the next
+/// channel's queue (no `Action`), and from the queue into the send pool where it is sealed
 /// (`RecordSeal`; no `SendPool` copy). A cell that spans two records is assembled in the
 /// channel's receive buffer (`ChanInbuf`, about one in 32: rounds to 0).
 const MIDDLE: Map = &[
+    (CopySite::RelayStage, 1),
+    (CopySite::ChanQueue, 1),
+    (CopySite::RecordSeal, 1),
+];
+
+/// Middle, forward, the same bytes cut into 16 KiB reads (the shipped profiles'
+/// `recv_buffer_size`): the peer's full records (2^14 bytes of plaintext, 16406 on the wire)
+/// never fit one read, so nearly every record is gathered in the channel's record buffer
+/// first (`RecordInbuf`).
+const MIDDLE_16K_READS: Map = &[
     (CopySite::RecordInbuf, 1),
     (CopySite::RelayStage, 1),
     (CopySite::ChanQueue, 1),
@@ -129,13 +139,10 @@ const DOWNLOAD: Map = &[
     (CopySite::RecordSeal, 1),
 ];
 
-/// Exit, a client's DATA cell to the exit socket: its bytes go straight from the stage to
-/// the socket's send buffer (no `Action::StreamWrite`).
-const UPLOAD: Map = &[
-    (CopySite::RecordInbuf, 1),
-    (CopySite::RelayStage, 1),
-    (CopySite::SendPool, 1),
-];
+/// Exit, a client's DATA cell to the exit socket (whole records per read): opened in the
+/// receive buffer, staged, and its bytes go straight from the stage to the socket's send
+/// buffer (no `Action::StreamWrite`).
+const UPLOAD: Map = &[(CopySite::RelayStage, 1), (CopySite::SendPool, 1)];
 
 /// Checks one path's windows against its map row; returns the copies per cell.
 fn check(path: &str, map: Map, windows: &[Window], cells: u64, cell_bytes: u64) -> u64 {
@@ -195,12 +202,12 @@ fn middle_cells_copies_and_allocations() {
         let mut windows = Vec::new();
         let mut cells = 0;
         for round in 0..WARMUP_ROUNDS + ROUNDS {
-            let input = if forward {
+            let mut input = if forward {
                 m.prepare_forward(CELLS)
             } else {
                 m.prepare_backward(CELLS)
             };
-            let w = counted(|| m.deliver(forward, &input));
+            let w = counted(|| m.deliver(forward, &mut input));
             let (output, got) = m.collect(forward);
             assert_eq!(got, CELLS, "{dir}: every cell passes");
             if round < WARMUP_ROUNDS {
@@ -225,6 +232,37 @@ fn middle_cells_copies_and_allocations() {
     }
 }
 
+/// The shipped receive-buffer size cuts the peer's full records: one copy more per cell.
+#[test]
+fn middle_cells_in_16k_reads_copies_and_allocations() {
+    if skip_unless_enabled() {
+        return;
+    }
+    let s = seed("middle_cells_in_16k_reads_copies_and_allocations");
+    let mut m = Middle::new(s);
+    let mut windows = Vec::new();
+    let mut cells = 0;
+    for round in 0..WARMUP_ROUNDS + ROUNDS {
+        let mut input = m.prepare_forward(CELLS);
+        let w = counted(|| m.deliver_in_reads(true, &mut input, 16 * 1024));
+        let (_, got) = m.collect(true);
+        assert_eq!(got, CELLS, "every cell passes");
+        if round < WARMUP_ROUNDS {
+            continue;
+        }
+        assert_eq!(w.allocs, 0, "round {round}: {} allocations", w.allocs);
+        cells += CELLS as u64;
+        windows.push(w);
+    }
+    check(
+        "middle forward, 16 KiB reads",
+        MIDDLE_16K_READS,
+        &windows,
+        cells,
+        509,
+    );
+}
+
 #[test]
 fn exit_download_copies_and_allocations() {
     if skip_unless_enabled() {
@@ -235,8 +273,8 @@ fn exit_download_copies_and_allocations() {
     let mut windows = Vec::new();
     let mut cells = 0;
     for round in 0..WARMUP_ROUNDS + ROUNDS {
-        let data = e.prepare_download(CELLS);
-        let w = counted(|| e.deliver_download(&data));
+        let mut data = e.prepare_download(CELLS);
+        let w = counted(|| e.deliver_download(&mut data));
         let (output, got, n) = e.collect_download();
         assert!(got == data, "round {round}: the client gets the bytes");
         if round < WARMUP_ROUNDS {
@@ -268,8 +306,8 @@ fn exit_upload_copies_and_allocations() {
     let mut windows = Vec::new();
     let mut cells = 0;
     for round in 0..WARMUP_ROUNDS + ROUNDS {
-        let (input, data) = e.prepare_upload(CELLS);
-        let w = counted(|| e.deliver_upload(&input));
+        let (mut input, data) = e.prepare_upload(CELLS);
+        let w = counted(|| e.deliver_upload(&mut input));
         let (got, to_client) = e.collect_upload();
         assert!(got == data, "round {round}: the exit socket gets the bytes");
         if round < WARMUP_ROUNDS {

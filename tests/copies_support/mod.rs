@@ -149,10 +149,18 @@ impl Middle {
 
     /// The node reads `bytes` from the client's (`forward`) or the target's connection, as
     /// one read completion, and ends the batch.
-    pub fn deliver(&mut self, forward: bool, bytes: &[u8]) {
+    pub fn deliver(&mut self, forward: bool, bytes: &mut [u8]) {
+        self.deliver_in_reads(forward, bytes, usize::MAX);
+    }
+
+    /// As [`deliver`](Self::deliver), the bytes cut into reads of `read_len` bytes (as
+    /// the shard's receive buffers would cut them), then the batch ends.
+    pub fn deliver_in_reads(&mut self, forward: bool, bytes: &mut [u8], read_len: usize) {
         let conn = if forward { self.p.conn } else { self.t.conn };
         let s = self.shard;
-        self.net.nodes[s].on_data(conn, bytes, &mut self.net.shards[s]);
+        for read in bytes.chunks_mut(read_len.min(bytes.len()).max(1)) {
+            self.net.nodes[s].on_data(conn, read, &mut self.net.shards[s]);
+        }
         self.net.nodes[s].on_batch_end(&mut self.net.shards[s]);
     }
 
@@ -214,7 +222,7 @@ impl Exit {
 
     /// The exit socket's bytes, as one read completion; the batch ends (staged DATA is
     /// crypted and sent).
-    pub fn deliver_download(&mut self, bytes: &[u8]) {
+    pub fn deliver_download(&mut self, bytes: &mut [u8]) {
         self.net.nodes[0].on_data(self.stream, bytes, &mut self.net.shards[0]);
         self.net.nodes[0].on_batch_end(&mut self.net.shards[0]);
     }
@@ -250,7 +258,7 @@ impl Exit {
     }
 
     /// The client's bytes, as one read completion.
-    pub fn deliver_upload(&mut self, bytes: &[u8]) {
+    pub fn deliver_upload(&mut self, bytes: &mut [u8]) {
         self.net.nodes[0].on_data(self.p.conn, bytes, &mut self.net.shards[0]);
         self.net.nodes[0].on_batch_end(&mut self.net.shards[0]);
     }

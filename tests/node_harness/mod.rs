@@ -252,7 +252,9 @@ impl Net {
 
     /// Bytes from the peer of `conn` (the harness respects paused reads: see `Peer`).
     pub fn data(&mut self, shard: usize, conn: ConnId, bytes: &[u8]) {
-        self.nodes[shard].on_data(conn, bytes, &mut self.shards[shard]);
+        // The shard hands the node a receive buffer it may change.
+        let mut buf = bytes.to_vec();
+        self.nodes[shard].on_data(conn, &mut buf, &mut self.shards[shard]);
         self.settle();
     }
 
@@ -363,8 +365,8 @@ impl Peer {
                 .is_none_or(|c| c.read_paused);
             if !self.inbox.is_empty() && !paused {
                 moved = true;
-                let bytes = std::mem::take(&mut self.inbox);
-                net.nodes[self.shard].on_data(self.conn, &bytes, &mut net.shards[self.shard]);
+                let mut bytes = std::mem::take(&mut self.inbox);
+                net.nodes[self.shard].on_data(self.conn, &mut bytes, &mut net.shards[self.shard]);
             }
             net.settle();
             if !moved {
@@ -385,8 +387,8 @@ impl Peer {
             .get(&self.conn)
             .is_none_or(|c| c.read_paused);
         if !self.inbox.is_empty() && !paused {
-            let bytes = std::mem::take(&mut self.inbox);
-            net.nodes[self.shard].on_data(self.conn, &bytes, &mut net.shards[self.shard]);
+            let mut bytes = std::mem::take(&mut self.inbox);
+            net.nodes[self.shard].on_data(self.conn, &mut bytes, &mut net.shards[self.shard]);
         }
         net.settle();
     }

@@ -436,17 +436,59 @@ impl Channel {
         r
     }
 
-    fn read_input<R: RngCore + CryptoRng, S: ChannelSink>(
+    /// As [`handle_input`](Self::handle_input), with the received bytes in a buffer the
+    /// channel may change (the shard's receive buffer, valid only during the call): on the
+    /// record layer, whole records are opened where they lie and only a record that goes
+    /// on in the next read is copied (the copy map, `docs/architecture.md`). The buffer's
+    /// contents afterwards are unspecified.
+    pub fn handle_input_mut<R: RngCore + CryptoRng, S: ChannelSink>(
         &mut self,
-        mut data: &[u8],
+        data: &mut [u8],
         now: SystemTime,
         rng: &mut R,
         sink: &mut S,
     ) -> Result<(), ChannelError> {
+        if matches!(self.phase, Phase::Closed) {
+            return Err(ChannelError::NotOpen);
+        }
+        let len = data.len();
+        let r = self
+            .read_until_switch(data, now, rng, sink)
+            .map(|rest| len - rest.len())
+            .and_then(|used| self.read_records_in_place(&mut data[used..], sink));
+        if let Err(e) = &r {
+            self.fail(e.clone(), sink);
+        }
+        r
+    }
+
+    fn read_input<R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        data: &[u8],
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        let rest = self.read_until_switch(data, now, rng, sink)?;
+        self.read_records(rest, sink)
+    }
+
+    /// Reads through rustls until the channel switches to the record layer (or all of
+    /// `data` on a link that stays on rustls); returns the input left for the record layer.
+    fn read_until_switch<'a, R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        mut data: &'a [u8],
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<&'a [u8], ChannelError> {
         while !data.is_empty() && !matches!(self.phase, Phase::Closed) {
             match &self.tls {
-                Tls::Record(_) => return self.read_records(data, sink),
-                Tls::Rustls { log: None, .. } => return self.read_rustls(data, now, rng, sink),
+                Tls::Record(_) => return Ok(data),
+                Tls::Rustls { log: None, .. } => {
+                    self.read_rustls(data, now, rng, sink)?;
+                    return Ok(&[]);
+                }
                 Tls::Rustls { log: Some(_), .. } => {
                     data = self.feed_one_record(data, now, rng, sink)?;
                     self.switch_tls()?;
@@ -454,7 +496,7 @@ impl Channel {
                 Tls::Taken => return Err(ChannelError::NotOpen),
             }
         }
-        Ok(())
+        Ok(&[])
     }
 
     /// rustls for good (TLS 1.2): bytes straight to it, as many as it takes.
@@ -663,15 +705,19 @@ impl Channel {
         self.rx = buf;
     }
 
-    /// After the switch: the input's records are copied into `rx` and opened there in
-    /// place; cells are framed in their plaintext. Whole records go in batches (no record
-    /// is ever moved inside `rx`); a record that goes on in the next read waits there.
+    /// After the switch, for input the channel may not change: the input's records are
+    /// copied into `rx` and opened there in place; cells are framed in their plaintext.
+    /// Whole records go in batches (no record is ever moved inside `rx`); a record that
+    /// goes on in the next read waits there.
     fn read_records<S: ChannelSink>(
         &mut self,
         mut data: &[u8],
         sink: &mut S,
     ) -> Result<(), ChannelError> {
         while !data.is_empty() && !matches!(self.phase, Phase::Closed) {
+            if !matches!(self.tls, Tls::Record(_)) {
+                return Err(ChannelError::NotOpen);
+            }
             let take = if self.rx_len > 0 {
                 // The rest of the record that waits (its header first).
                 record_missing(&self.rx[..self.rx_len]).min(data.len())
@@ -682,37 +728,87 @@ impl Channel {
                 }
             }
             .min(RX_LEN - self.rx_len);
-            self.rx_reserve(self.rx_len + take, RX_LEN);
-            self.rx[self.rx_len..self.rx_len + take].copy_from_slice(&data[..take]);
-            copies::note(CopySite::RecordInbuf, take);
-            self.rx_len += take;
-            self.rx_peak = self.rx_peak.max(self.rx_len);
+            self.rx_append(&data[..take]);
             data = &data[take..];
-            self.open_records(sink)?;
+            self.open_rx(sink)?;
         }
         Ok(())
     }
 
-    /// Opens the whole records in `rx` in place and hands their cells on; a partial record
-    /// stays (it is always at the start: see `read_records`).
-    fn open_records<S: ChannelSink>(&mut self, sink: &mut S) -> Result<(), ChannelError> {
-        let mut rx = mem::take(&mut self.rx);
-        let r = self.open_records_in(&mut rx, sink);
-        self.rx = rx;
-        r
-    }
-
-    fn open_records_in<S: ChannelSink>(
+    /// After the switch, for input in the shard's receive buffer: whole records are opened
+    /// where they lie; only a record split across two reads is copied into `rx` (its start
+    /// from this read, its rest from the next).
+    fn read_records_in_place<S: ChannelSink>(
         &mut self,
-        rx: &mut [u8],
+        mut data: &mut [u8],
         sink: &mut S,
     ) -> Result<(), ChannelError> {
+        while !data.is_empty() && !matches!(self.phase, Phase::Closed) {
+            if !matches!(self.tls, Tls::Record(_)) {
+                return Err(ChannelError::NotOpen);
+            }
+            if self.rx_len > 0 {
+                // The rest of the record that began in an earlier read.
+                let take = record_missing(&self.rx[..self.rx_len])
+                    .min(data.len())
+                    .min(RX_LEN - self.rx_len);
+                self.rx_append(&data[..take]);
+                data = &mut mem::take(&mut data)[take..];
+                self.open_rx(sink)?;
+                continue;
+            }
+            let used = self.open_records_at(data, sink)?;
+            data = &mut mem::take(&mut data)[used..];
+            if !data.is_empty() && !matches!(self.phase, Phase::Closed) {
+                // The start of a record that goes on in the next read.
+                let take = data.len().min(RX_LEN);
+                self.rx_append(&data[..take]);
+                data = &mut mem::take(&mut data)[take..];
+                self.open_rx(sink)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends received record bytes to `rx`.
+    fn rx_append(&mut self, bytes: &[u8]) {
+        self.rx_reserve(self.rx_len + bytes.len(), RX_LEN);
+        self.rx[self.rx_len..self.rx_len + bytes.len()].copy_from_slice(bytes);
+        copies::note(CopySite::RecordInbuf, bytes.len());
+        self.rx_len += bytes.len();
+        self.rx_peak = self.rx_peak.max(self.rx_len);
+    }
+
+    /// Opens the whole records in `rx`; a partial record stays. Callers copy in only whole
+    /// records, or the missing part of the one record there, so what is opened is always
+    /// all of `rx` or nothing: no record is moved.
+    fn open_rx<S: ChannelSink>(&mut self, sink: &mut S) -> Result<(), ChannelError> {
+        let mut rx = mem::take(&mut self.rx);
+        let len = self.rx_len;
+        let r = self.open_records_at(&mut rx[..len], sink);
+        if let Ok(used) = r {
+            if used > 0 {
+                rx.copy_within(used..len, 0);
+                self.rx_len = len - used;
+            }
+        }
+        self.rx = rx;
+        r.map(|_| ())
+    }
+
+    /// Opens the whole records at the start of `buf` in place and hands their cells on;
+    /// returns the bytes they took (a partial record at the end is left).
+    fn open_records_at<S: ChannelSink>(
+        &mut self,
+        buf: &mut [u8],
+        sink: &mut S,
+    ) -> Result<usize, ChannelError> {
         let mut pos = 0;
-        while pos < self.rx_len && !matches!(self.phase, Phase::Closed) {
+        while pos < buf.len() && !matches!(self.phase, Phase::Closed) {
             let Tls::Record(layer) = &mut self.tls else {
                 return Err(ChannelError::NotOpen);
             };
-            let ev = match layer.read(&mut rx[pos..self.rx_len]) {
+            let ev = match layer.read(&mut buf[pos..]) {
                 Ok(ev) => ev,
                 Err(e) => {
                     self.seal_fatal_alert(&e);
@@ -724,25 +820,19 @@ impl Channel {
                     plaintext,
                     consumed,
                 } => {
-                    let pt = &mut rx[pos + plaintext.start..pos + plaintext.end];
+                    let pt = &mut buf[pos + plaintext.start..pos + plaintext.end];
                     self.deliver_plaintext(pt, sink)?;
                     pos += consumed;
                 }
                 ReadEvent::Handled { consumed } => pos += consumed,
                 // close_notify: whatever follows is not Tor data.
                 ReadEvent::CloseNotify { .. } | ReadEvent::Ignored { .. } => {
-                    self.rx_len = 0;
                     return Err(self.eof_reason());
                 }
                 ReadEvent::NeedMore { .. } => break,
             }
         }
-        if pos > 0 {
-            // Only ever everything (whole records were copied in) or nothing.
-            rx.copy_within(pos..self.rx_len, 0);
-            self.rx_len -= pos;
-        }
-        Ok(())
+        Ok(pos)
     }
 
     /// One record's plaintext, decrypted in place in `rx`: the rest of a cell that began in

@@ -322,7 +322,7 @@ impl RelayNode {
     pub(super) fn channel_input(
         &mut self,
         conn: ConnId,
-        data: &[u8],
+        data: &mut [u8],
         now: Instant,
         out: &mut impl ShardIo<RelayMsg>,
     ) {
@@ -368,9 +368,10 @@ impl RelayNode {
                 }),
         };
         // An error has already closed the channel and reported `Closed`.
+        // Records are opened in the shard's receive buffer itself (the copy map).
         let _ = ch
             .channel
-            .handle_input(data, wall, &mut self.chan_rng, &mut sink);
+            .handle_input_mut(data, wall, &mut self.chan_rng, &mut sink);
         // Link cells dropped for a peer's violation: counted for the shard's
         // protocol-warning line (`protowarn.rs`; C logs each at `LOG_PROTOCOL_WARN`).
         let link = ch.channel.take_link_warnings();
