@@ -38,8 +38,10 @@ pub enum CopySite {
     /// rustls's records → the send pool (`Channel::write_output_into`), or the channel's
     /// TLS output buffer for what does not fit (`write_tls`).
     TlsOut,
-    /// Received TLS records → the channel's record buffer, where they are opened in place
-    /// (a channel on Fors's record layer, `Channel::read_records`).
+    /// Received TLS record bytes → the channel's record buffer, where they are opened in
+    /// place (a channel on Fors's record layer): a record split across two reads
+    /// (`Channel::read_records_in_place`), or every record when the input is read-only
+    /// (`Channel::read_records`).
     RecordInbuf,
     /// Queued cells → a send-pool buffer (`Channel::write_output_into`) or the channel's TLS
     /// output buffer (`pending_output`), behind a record header, sealed there (a channel on

@@ -20,7 +20,8 @@
 //! expiry and NETINFO):
 //! ```text
 //! on_accept:   ch = Channel::new_responder(ctx.clone(), peer.ip(), now)
-//! on_data:     ch.handle_input(data, now, rng, &mut sink)   // cells → sink.cell(.., out)
+//! on_data:     ch.handle_input_mut(data, now, rng, &mut sink) // records opened in `data`
+//!                                                           // cells → sink.cell(.., out)
 //!              outbox.send_with(conn, |buf| ch.write_output_into(buf))  // records in place
 //!              n = outbox.send_partial(conn, ch.pending_output()); ch.consume_output(n)
 //!              if !ch.wants_read() { pause reading until on_writable }

@@ -8,7 +8,9 @@
 //! TLS: the TLS handshake and the link handshake run on rustls's buffered API (the link
 //! handshake needs its RFC 5705 exporter). An open TLS 1.3 channel then switches to Fors's
 //! own record layer (`proto::tls_record`) at the first record boundary, which opens records
-//! in place in the channel's record buffer and seals cells in place in the send buffer; a
+//! in place in the shard's receive buffer ([`Channel::handle_input_mut`]; a record split
+//! across reads is gathered in the channel's record buffer first) and seals cells in place
+//! in the send buffer; a
 //! TLS 1.2 link stays on rustls ([`ChannelStats::tls_path`]; the copy map in
 //! `docs/architecture.md` says how the switch works).
 //!

@@ -15,6 +15,30 @@
 
 use super::*;
 use crate::proto::channel::padding::ChannelPadding;
+use crate::proto::channel::TlsPath;
+
+/// Open channels by the record layer they settled on (`Channel::stats().tls_path`), since
+/// the shard started, for the MetricsPort.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct TlsPathCounts {
+    pub record_layer: u64,
+    pub rustls_tls12: u64,
+    pub rustls_refused: u64,
+}
+
+impl TlsPathCounts {
+    fn changed(&mut self, before: TlsPath, after: TlsPath) {
+        if before == after {
+            return;
+        }
+        match after {
+            TlsPath::RecordLayer => self.record_layer += 1,
+            TlsPath::RustlsTls12 => self.rustls_tls12 += 1,
+            TlsPath::RustlsRefused => self.rustls_refused += 1,
+            TlsPath::Rustls => {}
+        }
+    }
+}
 
 /// Tell the core a channel is blocked when fewer than this many cells fit in its queue.
 pub(super) const BLOCK_BELOW_CELLS: usize = 64;
@@ -342,6 +366,7 @@ impl RelayNode {
         if let Some(p) = ch.padding.as_mut() {
             p.on_activity(now);
         }
+        let tls_path = ch.channel.stats().tls_path;
         let mut sink = CellSink {
             core: &mut self.core,
             conn,
@@ -376,6 +401,10 @@ impl RelayNode {
         // protocol-warning line (`protowarn.rs`; C logs each at `LOG_PROTOCOL_WARN`).
         let link = ch.channel.take_link_warnings();
         self.protocol_warnings.link_cells(&link);
+        // The read may have moved the channel onto Fors's record layer, or settled it on
+        // rustls (`Channel::stats().tls_path`): counted once per channel, when it changes.
+        self.tls_paths
+            .changed(tls_path, ch.channel.stats().tls_path);
         // The read's RELAY cells, crypted together and handled in arrival order; the cells
         // they forward go straight into our channels' queues where they can.
         self.with_direct_io(now, out, |core, io| core.flush_relay_cells(io));
