@@ -825,3 +825,20 @@ fn records_split_across_reads_before_and_after_the_switch() {
     let got: Vec<Vec<u8>> = sink.cells.iter().map(|c| c.2.clone()).collect();
     assert_eq!(got, want, "seed {seed}");
 }
+
+/// A plaintext probe before any TLS (an HTTP request) is refused at once, as rustls would:
+/// the channel, which parses record headers itself until the switch, does not wait for the
+/// 8,244 bytes "GET / " would claim as a record.
+#[test]
+fn plaintext_probe_before_tls_closes_at_once() {
+    let mut resp = Channel::new_responder(relay_b().ctx.clone(), LOCAL, now()).unwrap();
+    let mut sink = Collect::default();
+    let r = resp.handle_input(
+        b"GET / HTTP/1.1\r\n\r\n",
+        now(),
+        &mut rand::thread_rng(),
+        &mut sink,
+    );
+    assert!(matches!(r, Err(ChannelError::Tls(_))), "{r:?}");
+    assert!(resp.is_closed());
+}

@@ -10,9 +10,8 @@
 //! own record layer (`proto::tls_record`) at the first record boundary, which opens records
 //! in place in the shard's receive buffer ([`Channel::handle_input_mut`]; a record split
 //! across reads is gathered in the channel's record buffer first) and seals cells in place
-//! in the send buffer; a
-//! TLS 1.2 link stays on rustls ([`ChannelStats::tls_path`]; the copy map in
-//! `docs/architecture.md` says how the switch works).
+//! in the send buffer; a TLS 1.2 link stays on rustls ([`ChannelStats::tls_path`]; the copy
+//! map in `docs/architecture.md` says how the switch works).
 //!
 //! Memory (issue #15): the receive buffers (cells up to 32 KiB, records up to 2 × 18 KiB),
 //! the plaintext output queue and the TLS output buffer start empty and grow by doubling to
@@ -246,8 +245,9 @@ pub struct Channel {
     pub(super) tls: Tls,
     /// TLS records received but not yet whole. Before the switch rustls is fed one whole
     /// record at a time (from the input, or from here when a record spans reads), so that
-    /// at a record boundary it holds nothing extraction would lose; after it, whole records
-    /// are copied here and opened in place. Grows by doubling up to [`RX_LEN`].
+    /// at a record boundary it holds nothing extraction would lose; after it, a record split
+    /// across reads (or every record, for read-only input: `handle_input`) is gathered here
+    /// and opened in place. Grows by doubling up to [`RX_LEN`].
     rx: Box<[u8]>,
     rx_len: usize,
     /// Most bytes `rx` held since the last trim.
@@ -547,8 +547,9 @@ impl Channel {
                     self.feed_rustls(&data[..len], now, rng, sink)?;
                     return Ok(&data[len..]);
                 }
-                // A header claiming more than any TLS version allows: rustls refuses it.
-                None if record_claims_too_much(data) => {
+                // Not a TLS record header (a plaintext probe, garbage), or one claiming more
+                // than any TLS version allows: rustls refuses it at once.
+                None if record_claims_too_much(data) || not_tls_header(data) => {
                     self.feed_rustls(data, now, rng, sink)?;
                     return Ok(&[]);
                 }
@@ -567,6 +568,7 @@ impl Channel {
         let rest = &data[take..];
         if record_missing(&self.rx[..self.rx_len]) == 0
             || record_claims_too_much(&self.rx[..self.rx_len])
+            || not_tls_header(&self.rx[..self.rx_len])
         {
             let rx = mem::take(&mut self.rx);
             let len = mem::take(&mut self.rx_len);
@@ -1519,6 +1521,12 @@ fn record_missing(buf: &[u8]) -> usize {
 /// Whether the header at the start of `data` claims a record longer than TLS allows.
 fn record_claims_too_much(data: &[u8]) -> bool {
     record_len(data).is_some_and(|l| l > MAX_ANY_RECORD_LEN)
+}
+
+/// Whether the bytes at the start of `data` cannot begin a TLS record header: a content type
+/// outside 20–24 or a major version other than 3 (RFC 8446 §5.1, RFC 5246 §6.2.1).
+fn not_tls_header(data: &[u8]) -> bool {
+    data.first().is_some_and(|t| !(20..=24).contains(t)) || data.get(1).is_some_and(|&v| v != 3)
 }
 
 /// The bytes of the whole records at the start of `data`, at most `bound` of them.
