@@ -25,6 +25,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use copies_support::*;
+use fors::proto::channel::TlsPath;
 use fors::util::copies::{self, CopySite, ALL, SITES};
 use node_harness::seed;
 
@@ -131,6 +132,25 @@ const MIDDLE_16K_READS: Map = &[
     (CopySite::RecordSeal, 1),
 ];
 
+/// Middle, either direction, on TLS 1.2 links (the client and the target offer only 1.2,
+/// as C tor still accepts it): both channels stay on rustls's buffered API, two copies
+/// inside it each way (`TlsDeframe`, `TlsPlaintext`; `TlsRecord`, `TlsOut` into the send
+/// pool). The count the map gave before Fors had its own record layer.
+const MIDDLE_TLS12: Map = &[
+    (CopySite::TlsDeframe, 1),
+    (CopySite::TlsPlaintext, 1),
+    (CopySite::RelayStage, 1),
+    (CopySite::ChanQueue, 1),
+    (CopySite::TlsRecord, 1),
+    (CopySite::TlsOut, 1),
+];
+
+/// What rustls's buffered API may allocate for one read: a plaintext buffer per record in,
+/// a record buffer per record out, a receive-buffer resize per 4 KiB `read_tls`.
+fn rustls_allocs(tls_in: &[u8], tls_out: &[u8]) -> u64 {
+    (tls_records(tls_in) + tls_records(tls_out) + tls_in.len().div_ceil(4096)) as u64
+}
+
 /// Exit, DATA from the exit socket to the client: encoded in its stage slot, then as the
 /// middle's send side.
 const DOWNLOAD: Map = &[
@@ -229,6 +249,54 @@ fn middle_cells_copies_and_allocations() {
             windows.push(w);
         }
         check(dir, MIDDLE, &windows, cells, 509);
+    }
+}
+
+/// TLS 1.2 links stay on rustls: the old counts, and rustls's allocations per record.
+#[test]
+fn middle_cells_on_tls12_links_copies_and_allocations() {
+    if skip_unless_enabled() {
+        return;
+    }
+    let s = seed("middle_cells_on_tls12_links_copies_and_allocations");
+    let mut m = Middle::with_tls12(s, true);
+    assert_eq!(m.p.chan.stats().tls_path, TlsPath::RustlsTls12);
+    assert_eq!(m.t.chan.stats().tls_path, TlsPath::RustlsTls12);
+    for forward in [true, false] {
+        let dir = if forward {
+            "middle forward, TLS 1.2"
+        } else {
+            "middle backward, TLS 1.2"
+        };
+        let mut windows = Vec::new();
+        let mut cells = 0;
+        for round in 0..WARMUP_ROUNDS + ROUNDS {
+            let mut input = if forward {
+                m.prepare_forward(CELLS)
+            } else {
+                m.prepare_backward(CELLS)
+            };
+            let bound = rustls_allocs(&input, &[]);
+            let w = counted(|| m.deliver(forward, &mut input));
+            let (output, got) = m.collect(forward);
+            assert_eq!(got, CELLS, "{dir}: every cell passes");
+            if round < WARMUP_ROUNDS {
+                continue;
+            }
+            let bound = bound + rustls_allocs(&[], &output);
+            println!(
+                "{dir}: round {round}: {} allocations for {CELLS} cells (rustls's bound {bound})",
+                w.allocs
+            );
+            assert!(
+                w.allocs <= bound,
+                "{dir}: {} allocations for {CELLS} cells, more than rustls's {bound}",
+                w.allocs
+            );
+            cells += CELLS as u64;
+            windows.push(w);
+        }
+        check(dir, MIDDLE_TLS12, &windows, cells, 509);
     }
 }
 

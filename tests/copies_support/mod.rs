@@ -60,10 +60,21 @@ pub struct Middle {
 
 impl Middle {
     pub fn new(seed: u64) -> Middle {
+        Middle::with_tls12(seed, false)
+    }
+
+    /// As `new`; with `tls12`, the client and the target speak only TLS 1.2, so both of the
+    /// node's channels stay on rustls.
+    pub fn with_tls12(seed: u64, tls12: bool) -> Middle {
         let mut net = Net::new(seed);
         let target = target_ident();
         let shard = owner_of(target);
-        let mut p = Peer::client(&mut net, shard, 41000);
+        let from = std::net::SocketAddr::new(LOCAL, 41000);
+        let mut p = if tls12 {
+            Peer::client_with(&mut net, shard, from, client_ctx_tls12())
+        } else {
+            Peer::client(&mut net, shard, 41000)
+        };
         let mut c = ClientCirc::create(&mut net, &mut p, 0x8000_0020);
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
         let (st, _, body) = extend2_to_target(&mut c, &mut rng);
@@ -78,7 +89,11 @@ impl Middle {
         let tconn = cs[0].0;
         net.nodes[shard].on_connected(tconn, ta, &mut net.shards[shard]);
         net.settle();
-        let mut t = Peer::target(&mut net, shard, tconn);
+        let mut t = if tls12 {
+            Peer::target_with(&mut net, shard, tconn, target_ctx_tls12())
+        } else {
+            Peer::target(&mut net, shard, tconn)
+        };
         t.pump(&mut net);
         assert!(t.sink.opened().is_some(), "{:?}", t.sink.events);
         let cells = t.cells();
