@@ -842,3 +842,27 @@ fn plaintext_probe_before_tls_closes_at_once() {
     assert!(matches!(r, Err(ChannelError::Tls(_))), "{r:?}");
     assert!(resp.is_closed());
 }
+
+/// The peer updates its keys during the link handshake, asking for ours, while the channel
+/// still reads through rustls: rustls follows (and holds its answering KeyUpdate back until
+/// its next write). At the switch the channel puts that KeyUpdate out first and the record
+/// layer follows the logged secrets to the updated keys; cells then flow both ways.
+#[test]
+fn key_update_during_the_link_handshake_then_switch() {
+    let mut resp = Channel::new_responder(relay_b().ctx.clone(), LOCAL, now()).unwrap();
+    let mut sink = Collect::default();
+    let mut raw = RawInitiator::new();
+    raw.send(&versions(&[4, 5]));
+    raw.exchange(&mut resp, &mut sink);
+    assert!(!raw.tls.is_handshaking());
+    assert!(!resp.is_open());
+    raw.tls.refresh_traffic_keys().unwrap();
+    raw.send(&netinfo(unix_now()));
+    raw.exchange(&mut resp, &mut sink);
+    assert!(resp.is_open(), "{:?}", sink.events);
+    assert_eq!(resp.stats().tls_path, TlsPath::RecordLayer);
+    raw.plain.clear();
+    for round in 0..3u8 {
+        relay_both_ways(&mut resp, &mut sink, &mut raw, round);
+    }
+}
