@@ -828,7 +828,8 @@ impl ReadEvent {
     }
 }
 
-/// What the layer did, for the MetricsPort once channels use it.
+/// What the layer did (per connection; not on the MetricsPort: the channel counts only which
+/// layer it runs on, `ChannelStats::tls_path`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TlsRecordCounters {
     pub records_sealed: u64,
