@@ -32,7 +32,7 @@ const RUNS: usize = 31;
 
 /// The node's work on one read (kept out of line so callgrind can count just this).
 #[inline(never)]
-fn node_work(m: &mut Middle, forward: bool, bytes: &[u8]) {
+fn node_work(m: &mut Middle, forward: bool, bytes: &mut [u8]) {
     m.deliver(forward, bytes);
 }
 
@@ -49,7 +49,7 @@ fn drain(m: &mut Middle, forward: bool) {
 fn run(m: &mut Middle, forward: bool) -> Vec<f64> {
     let mut per_cell = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
-        let inputs: Vec<Vec<u8>> = (0..READS)
+        let mut inputs: Vec<Vec<u8>> = (0..READS)
             .map(|_| {
                 if forward {
                     m.prepare_forward(CELLS)
@@ -59,7 +59,7 @@ fn run(m: &mut Middle, forward: bool) -> Vec<f64> {
             })
             .collect();
         let mut ns = 0u128;
-        for bytes in &inputs {
+        for bytes in &mut inputs {
             let t = Instant::now();
             node_work(m, forward, bytes);
             ns += t.elapsed().as_nanos();
@@ -77,8 +77,8 @@ fn main() {
     let mut m = Middle::new(seed);
     if args.first().map(String::as_str) == Some("one") {
         let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200);
-        let inputs: Vec<Vec<u8>> = (0..rounds).map(|_| m.prepare_forward(CELLS)).collect();
-        for bytes in &inputs {
+        let mut inputs: Vec<Vec<u8>> = (0..rounds).map(|_| m.prepare_forward(CELLS)).collect();
+        for bytes in &mut inputs {
             node_work(&mut m, true, bytes);
             drain(&mut m, true);
         }

@@ -28,9 +28,7 @@ use fors::proto::channel::tls;
 use fors::proto::tls_record::testing::{
     handshake_as_server, link_credentials, peer_output, peer_read, peer_write, provider_with_suite,
 };
-use fors::proto::tls_record::{
-    with_secret_extraction_server, ReadEvent, TlsRecordLayer, HEADER_LEN, SEAL_TRAILER_LEN,
-};
+use fors::proto::tls_record::{ReadEvent, TlsRecordLayer, HEADER_LEN, SEAL_TRAILER_LEN};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rustls::crypto::ring::cipher_suite::{
@@ -154,11 +152,8 @@ fn main() {
     ] {
         let server_cfg = tls::server_config(tls::provider(), &cert, &key).expect("config");
         let client_cfg = tls::client_config(provider_with_suite(suite)).expect("config");
-        let (mut ours, mut ours_peer) = handshake_as_server(
-            with_secret_extraction_server(&server_cfg),
-            client_cfg.clone(),
-        )
-        .expect("handshake");
+        let (mut ours, mut ours_peer) =
+            handshake_as_server(server_cfg.clone(), client_cfg.clone()).expect("handshake");
         let mut reference = Reference::new(server_cfg, client_cfg);
 
         for k in [1usize, 8] {

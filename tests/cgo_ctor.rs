@@ -74,7 +74,17 @@ fn c_tor_client_negotiates_cgo_with_a_fors_middle_and_exit() {
         let m = http_get(format!("127.0.0.1:{port}").parse().unwrap(), "/metrics");
         let cgo = sum(&m, "fors_relay_circuits_cgo_total");
         let all = sum(&m, "fors_relay_circuits_created_total");
-        eprintln!("{nick}: circuits_created {all}, CGO {cgo}");
+        // Every peer here is C tor 0.4.9 or Fors, both TLS 1.3: the channels that carried
+        // the traffic left rustls for Fors's own record layer after their link handshake.
+        let switched = sum(&m, "fors_relay_channels_tls_record_layer_total");
+        let tls12 = sum(&m, "fors_relay_channels_tls12_rustls_total");
+        let refused = sum(&m, "fors_relay_channels_tls_handover_refused_total");
+        eprintln!(
+            "{nick}: circuits_created {all}, CGO {cgo}; channels on the record layer \
+             {switched}, left on rustls {tls12} (TLS 1.2) + {refused} (refused)"
+        );
+        assert!(switched >= 1, "{nick}: no channel switched:\n{m}");
+        assert_eq!((tls12, refused), (0, 0), "{nick}:\n{m}");
         if nick == "forsexit1" {
             assert!(cgo >= 1, "{nick} ran no CGO circuit:\n{m}");
         }

@@ -27,7 +27,9 @@ use channel_support::*;
 use fors::cell::chan::{Destroy, DestroyReason};
 use fors::cell::{ChanCmd, CircId};
 use fors::crypto::ids::{Ed25519Identity, RsaIdentity};
-use fors::proto::channel::{Channel, ChannelConfig, ChannelEvent, ExpectedPeer, PeerIdentity};
+use fors::proto::channel::{
+    Channel, ChannelConfig, ChannelEvent, ExpectedPeer, PeerIdentity, TlsPath,
+};
 use fors_testkit::circuit::{ClientCircuit, Handshake};
 use fors_testkit::torrc::{free_port, DirAuthority, Torrc};
 
@@ -256,6 +258,9 @@ fn open_and_create_fast(relay: &mut CRelay, me: &TestIdentity) -> FastCircuit {
     client
         .created(cmd, &reply)
         .expect("KH from C tor matches our KDF");
+    // C tor negotiates TLS 1.3: after the link handshake the channel runs on Fors's own
+    // record layer, and CREATED_FAST came through it.
+    assert_eq!(ch.stats().tls_path, TlsPath::RecordLayer);
     FastCircuit {
         ch,
         sock,

@@ -17,8 +17,10 @@ use fors::keys::Ed25519Keypair;
 use fors::proto::channel::auth::AuthFields;
 use fors::proto::channel::tls::AUTH0003_EXPORTER_LABEL;
 use fors::proto::channel::{
-    AuthError, CertsError, Channel, ChannelError, ChannelEvent, PeerIdentity,
+    AuthError, CertsError, Channel, ChannelError, ChannelEvent, PeerIdentity, TlsPath,
 };
+use fors::proto::tls_record::{OpenError, TlsRecordError};
+use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
 fn versions(list: &[u16]) -> Vec<u8> {
@@ -475,10 +477,14 @@ fn after_open_ignored_and_fatal_cells() {
 fn garbage_after_tls_closes() {
     let (mut resp, mut sink, _raw) = open_client();
     // Not a TLS record: content type 0x42.
+    // The open TLS 1.3 channel is on Fors's record layer, which refuses it as rustls would
+    // (unexpected_message).
+    assert_eq!(resp.stats().tls_path, TlsPath::RecordLayer);
     let r = resp.handle_input(&[0x42; 64], now(), &mut rand::thread_rng(), &mut sink);
-    assert!(matches!(r, Err(ChannelError::Tls(_))), "{r:?}");
+    let want = ChannelError::TlsRecord(TlsRecordError::Open(OpenError::OuterType(0x42)));
+    assert_eq!(r, Err(want.clone()));
     assert!(resp.is_closed());
-    assert!(matches!(sink.closed(), Some(ChannelError::Tls(_))));
+    assert_eq!(sink.closed(), Some(&want));
     // Further input is refused, not processed.
     assert_eq!(
         resp.handle_input(&[0; 5], now(), &mut rand::thread_rng(), &mut sink),
@@ -685,4 +691,178 @@ fn client_channel_sends_only_versions_and_a_client_netinfo() {
         plain,
         fixed_cell(0x8000_0042, ChanCmd::CREATE_FAST, &[1; 509])
     );
+}
+
+/// A RawInitiator whose rustls offers only `versions`.
+fn raw_with_versions(versions: &[&'static rustls::SupportedProtocolVersion]) -> RawInitiator {
+    use fors::proto::channel::tls;
+    let verifier = std::sync::Arc::new(tls::TorCertVerifier::new(tls::provider()));
+    let mut cfg =
+        rustls::ClientConfig::builder_with_provider(fors::proto::channel::tls::provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+    cfg.resumption = rustls::client::Resumption::disabled();
+    let name = rustls::pki_types::ServerName::try_from("www.example.com").unwrap();
+    RawInitiator {
+        tls: rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).unwrap(),
+        plain: Vec::new(),
+    }
+}
+
+/// One RELAY cell each way through an open channel; checks both arrive intact.
+fn relay_both_ways(resp: &mut Channel, sink: &mut Collect, raw: &mut RawInitiator, tag: u8) {
+    let before = sink.cells.len();
+    raw.send(&fixed_cell(0x8000_0001, ChanCmd::RELAY, &[tag; 509]));
+    raw.exchange(resp, sink);
+    assert!(resp.is_open(), "{:?}", sink.events);
+    assert_eq!(
+        sink.cells.len(),
+        before + 1,
+        "round {tag}: the peer's cell arrives"
+    );
+    assert_eq!(sink.cells[before].2, vec![tag; 509]);
+    resp.send_cell(CircId(0x8000_0001), ChanCmd::RELAY, &[!tag; 509])
+        .unwrap();
+    raw.exchange(resp, sink);
+    let f = Framer::negotiated(5).unwrap();
+    let got = raw.next_cell(&f).expect("our cell arrives");
+    assert_eq!(got, fixed_cell(0x8000_0001, ChanCmd::RELAY, &[!tag; 509]));
+}
+
+/// A rustls peer updates its keys again and again on an open channel, asking for ours
+/// each time (`refresh_traffic_keys`: KeyUpdate with update_requested): the record layer
+/// follows, answers with its own KeyUpdate before its next data, and cells keep flowing
+/// both ways.
+#[test]
+fn key_updates_from_a_rustls_peer_on_an_open_channel() {
+    let (mut resp, mut sink, mut raw) = open_client();
+    assert_eq!(resp.stats().tls_path, TlsPath::RecordLayer);
+    raw.plain.clear();
+    for round in 0..6u8 {
+        raw.tls.refresh_traffic_keys().unwrap();
+        relay_both_ways(&mut resp, &mut sink, &mut raw, round);
+    }
+    assert!(resp.is_open());
+}
+
+/// A TLS 1.2 link (C tor still accepts 1.2) stays on rustls, and works.
+#[test]
+fn tls12_link_stays_on_rustls() {
+    let mut resp = Channel::new_responder(relay_b().ctx.clone(), LOCAL, now()).unwrap();
+    let mut sink = Collect::default();
+    let mut raw = raw_with_versions(&[&rustls::version::TLS12]);
+    raw.send(&versions(&[4, 5]));
+    raw.send(&netinfo(unix_now()));
+    raw.exchange(&mut resp, &mut sink);
+    assert!(resp.is_open());
+    assert_eq!(resp.stats().tls_path, TlsPath::RustlsTls12);
+    raw.plain.clear();
+    for round in 0..3u8 {
+        relay_both_ways(&mut resp, &mut sink, &mut raw, round);
+    }
+}
+
+/// The peer's bytes cut at random points, before and after the switch: records that span
+/// reads are gathered (one record at a time for rustls, then opened in place), and cells
+/// that span records are assembled. Seeded.
+#[test]
+fn records_split_across_reads_before_and_after_the_switch() {
+    let seed = fors_testkit::test_seed("records_split_across_reads_before_and_after_the_switch");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut resp = Channel::new_responder(relay_b().ctx.clone(), LOCAL, now()).unwrap();
+    let mut sink = Collect::default();
+    let mut raw = RawInitiator::new();
+    raw.tls.set_buffer_limit(None);
+    raw.send(&versions(&[4, 5]));
+    raw.send(&netinfo(unix_now()));
+    // The first cells go in the same write as NETINFO: some arrive in NETINFO's record.
+    let mut want = Vec::new();
+    for i in 0..200u32 {
+        let body = [(i % 251) as u8; 509];
+        raw.send(&fixed_cell(
+            0x8000_0000 | (i % 7 + 1),
+            ChanCmd::RELAY,
+            &body,
+        ));
+        want.push(body.to_vec());
+        if i % 37 == 0 {
+            // Var cells between them, of all sizes, spanning records.
+            raw.send(&var_cell(
+                ChanCmd::VPADDING,
+                &vec![0; rng.gen_range(0..3000)],
+            ));
+        }
+    }
+    let mut rrng = rand::thread_rng();
+    for _ in 0..1000 {
+        let mut out = Vec::new();
+        while raw.tls.wants_write() {
+            raw.tls.write_tls(&mut out).unwrap();
+        }
+        let mut s = &out[..];
+        while !s.is_empty() {
+            let n = rng.gen_range(1..=s.len().min(1500));
+            resp.handle_input(&s[..n], now(), &mut rrng, &mut sink)
+                .unwrap();
+            s = &s[n..];
+        }
+        let back = resp.pending_output().to_vec();
+        resp.consume_output(back.len());
+        if back.is_empty() && out.is_empty() {
+            break;
+        }
+        let mut b = &back[..];
+        while !b.is_empty() {
+            raw.tls.read_tls(&mut b).unwrap();
+            raw.tls.process_new_packets().unwrap();
+        }
+    }
+    assert!(resp.is_open(), "{:?}", sink.events);
+    assert_eq!(resp.stats().tls_path, TlsPath::RecordLayer);
+    let got: Vec<Vec<u8>> = sink.cells.iter().map(|c| c.2.clone()).collect();
+    assert_eq!(got, want, "seed {seed}");
+}
+
+/// A plaintext probe before any TLS (an HTTP request) is refused at once, as rustls would:
+/// the channel, which parses record headers itself until the switch, does not wait for the
+/// 8,244 bytes "GET / " would claim as a record.
+#[test]
+fn plaintext_probe_before_tls_closes_at_once() {
+    let mut resp = Channel::new_responder(relay_b().ctx.clone(), LOCAL, now()).unwrap();
+    let mut sink = Collect::default();
+    let r = resp.handle_input(
+        b"GET / HTTP/1.1\r\n\r\n",
+        now(),
+        &mut rand::thread_rng(),
+        &mut sink,
+    );
+    assert!(matches!(r, Err(ChannelError::Tls(_))), "{r:?}");
+    assert!(resp.is_closed());
+}
+
+/// The peer updates its keys during the link handshake, asking for ours, while the channel
+/// still reads through rustls: rustls follows (and holds its answering KeyUpdate back until
+/// its next write). At the switch the channel puts that KeyUpdate out first and the record
+/// layer follows the logged secrets to the updated keys; cells then flow both ways.
+#[test]
+fn key_update_during_the_link_handshake_then_switch() {
+    let mut resp = Channel::new_responder(relay_b().ctx.clone(), LOCAL, now()).unwrap();
+    let mut sink = Collect::default();
+    let mut raw = RawInitiator::new();
+    raw.send(&versions(&[4, 5]));
+    raw.exchange(&mut resp, &mut sink);
+    assert!(!raw.tls.is_handshaking());
+    assert!(!resp.is_open());
+    raw.tls.refresh_traffic_keys().unwrap();
+    raw.send(&netinfo(unix_now()));
+    raw.exchange(&mut resp, &mut sink);
+    assert!(resp.is_open(), "{:?}", sink.events);
+    assert_eq!(resp.stats().tls_path, TlsPath::RecordLayer);
+    raw.plain.clear();
+    for round in 0..3u8 {
+        relay_both_ways(&mut resp, &mut sink, &mut raw, round);
+    }
 }

@@ -30,7 +30,7 @@ impl ConnHandler for Waker {
     fn on_accept(&mut self, conn: ConnId, peer: SocketAddr, out: &mut Outbox<'_, ()>) {
         self.echo.on_accept(conn, peer, out);
     }
-    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, ()>) {
+    fn on_data(&mut self, conn: ConnId, data: &mut [u8], out: &mut Outbox<'_, ()>) {
         self.echo.on_data(conn, data, out);
     }
     fn on_closed(&mut self, conn: ConnId, reason: CloseReason, out: &mut Outbox<'_, ()>) {

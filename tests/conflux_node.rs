@@ -198,8 +198,8 @@ fn legs_on_two_nodes_link_and_carry_a_stream_both_ways() {
         }
 
         // Download: 40 cells from the exit socket, on b through shard 1.
-        let down: Vec<u8> = (0..40 * 498).map(|_| rng.gen()).collect();
-        net.nodes[0].on_data(exit, &down, &mut net.shards[0]);
+        let mut down: Vec<u8> = (0..40 * 498).map(|_| rng.gen()).collect();
+        net.nodes[0].on_data(exit, &mut down, &mut net.shards[0]);
         net.settle();
         let mut got = Vec::new();
         for (i, l) in legs.iter_mut().enumerate() {
@@ -250,8 +250,8 @@ fn legs_on_two_nodes_link_and_carry_a_stream_both_ways() {
             Sha256::digest(&up_all),
             "upload after the anchor"
         );
-        let down2: Vec<u8> = (0..30 * 498).map(|_| rng.gen()).collect();
-        net.nodes[0].on_data(exit, &down2, &mut net.shards[0]);
+        let mut down2: Vec<u8> = (0..30 * 498).map(|_| rng.gen()).collect();
+        net.nodes[0].on_data(exit, &mut down2, &mut net.shards[0]);
         net.settle();
         let mut got = Vec::new();
         for (cmd, data) in legs[1].read(&mut net) {

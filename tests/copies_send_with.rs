@@ -74,7 +74,7 @@ impl ConnHandler for FillEcho {
         self.stash.insert(conn, Vec::new());
     }
 
-    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, ()>) {
+    fn on_data(&mut self, conn: ConnId, data: &mut [u8], out: &mut Outbox<'_, ()>) {
         if let Some(s) = self.stash.get_mut(&conn) {
             s.extend_from_slice(data);
         }

@@ -191,7 +191,7 @@ fn splice_across_nodes_then_a_full_cross_queue() {
     let out = cp.chan.pending_output().to_vec();
     cp.chan.consume_output(out.len());
     bytes.extend_from_slice(&out);
-    net.nodes[0].on_data(cp.conn, &bytes, &mut net.shards[0]);
+    net.nodes[0].on_data(cp.conn, &mut bytes, &mut net.shards[0]);
     assert_eq!(
         net.nodes[0]
             .circuit_metrics()
@@ -266,7 +266,7 @@ fn introduce_bodies_held_across_shards_are_charged() {
         bytes.extend_from_slice(&out);
         sent.push(b);
     }
-    net.nodes[1].on_data(cp.conn, &bytes, &mut net.shards[1]);
+    net.nodes[1].on_data(cp.conn, &mut bytes, &mut net.shards[1]);
     let held = net.nodes[1].census();
     assert_eq!(held.cross_held, base.cross_held + n as usize - 2);
     assert_eq!(held.queued_cells, base.queued_cells + u64::from(n) - 2);

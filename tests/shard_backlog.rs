@@ -25,7 +25,7 @@ impl ConnHandler for BusyEcho {
         self.echo.on_accept(conn, peer, out);
     }
 
-    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, ()>) {
+    fn on_data(&mut self, conn: ConnId, data: &mut [u8], out: &mut Outbox<'_, ()>) {
         self.echo.on_data(conn, data, out);
     }
 

@@ -50,7 +50,7 @@ impl ConnHandler for Relay {
         }
     }
 
-    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, ()>) {
+    fn on_data(&mut self, conn: ConnId, data: &mut [u8], out: &mut Outbox<'_, ()>) {
         if Some(conn) != self.source {
             return;
         }

@@ -36,7 +36,7 @@ impl ConnHandler for Counter {
         }
     }
 
-    fn on_data(&mut self, _conn: ConnId, _data: &[u8], _out: &mut Outbox<'_, ()>) {}
+    fn on_data(&mut self, _conn: ConnId, _data: &mut [u8], _out: &mut Outbox<'_, ()>) {}
 
     fn on_closed(&mut self, _conn: ConnId, _reason: CloseReason, _out: &mut Outbox<'_, ()>) {
         self.closed.fetch_add(1, Ordering::SeqCst);

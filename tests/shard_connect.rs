@@ -28,7 +28,7 @@ impl ConnHandler for Dialer {
         self.connected.push(i);
         out.send(conn, b"ping").unwrap();
     }
-    fn on_data(&mut self, conn: ConnId, data: &[u8], _o: &mut Outbox<'_, ()>) {
+    fn on_data(&mut self, conn: ConnId, data: &mut [u8], _o: &mut Outbox<'_, ()>) {
         self.data
             .entry(self.ids[&conn])
             .or_default()

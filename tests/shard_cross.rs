@@ -73,7 +73,7 @@ impl ConnHandler for Forwarder {
         self.flush_pending(out);
     }
 
-    fn on_data(&mut self, _conn: ConnId, data: &[u8], out: &mut Outbox<'_, Chunk>) {
+    fn on_data(&mut self, _conn: ConnId, data: &mut [u8], out: &mut Outbox<'_, Chunk>) {
         // Every accepted connection's bytes go to the other shard.
         for part in data.chunks(509) {
             let mut c = Chunk {

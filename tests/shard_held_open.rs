@@ -58,7 +58,7 @@ impl ConnHandler for Flooder {
         }
     }
 
-    fn on_data(&mut self, _c: ConnId, _d: &[u8], _out: &mut Outbox<'_, ()>) {}
+    fn on_data(&mut self, _c: ConnId, _d: &mut [u8], _out: &mut Outbox<'_, ()>) {}
 
     fn on_writable(&mut self, conn: ConnId, out: &mut Outbox<'_, ()>) {
         if Some(conn) == self.conn && self.seen.lock().unwrap().close_asked.is_none() {

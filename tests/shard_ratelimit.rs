@@ -77,7 +77,7 @@ impl ConnHandler for Pump {
         }
     }
 
-    fn on_data(&mut self, conn: ConnId, data: &[u8], _out: &mut Outbox<'_, ()>) {
+    fn on_data(&mut self, conn: ConnId, data: &mut [u8], _out: &mut Outbox<'_, ()>) {
         self.count(conn, data.len() as u64);
     }
 

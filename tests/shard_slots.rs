@@ -30,7 +30,7 @@ impl ConnHandler for Classes {
 
     fn on_accept(&mut self, _conn: ConnId, _peer: SocketAddr, _out: &mut Outbox<'_, ()>) {}
 
-    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, ()>) {
+    fn on_data(&mut self, conn: ConnId, data: &mut [u8], out: &mut Outbox<'_, ()>) {
         if data.starts_with(b"AUTH") {
             if out.set_authenticated(conn).is_err() {
                 self.auth_failed += 1;

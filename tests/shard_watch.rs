@@ -39,7 +39,7 @@ impl ConnHandler for UdpDrain {
 
     fn on_accept(&mut self, _c: ConnId, _p: std::net::SocketAddr, _out: &mut Outbox<'_, ()>) {}
 
-    fn on_data(&mut self, _c: ConnId, _d: &[u8], _out: &mut Outbox<'_, ()>) {}
+    fn on_data(&mut self, _c: ConnId, _d: &mut [u8], _out: &mut Outbox<'_, ()>) {}
 
     fn on_closed(&mut self, _c: ConnId, _r: fors::shard::CloseReason, _out: &mut Outbox<'_, ()>) {}
 

@@ -666,7 +666,7 @@ impl ConnHandler for Worker {
         let _ = out.close(conn);
     }
 
-    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, ()>) {
+    fn on_data(&mut self, conn: ConnId, data: &mut [u8], out: &mut Outbox<'_, ()>) {
         if Some(conn) != self.conn || self.done {
             return;
         }

@@ -229,7 +229,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 32] = [
+        let handler: [(&str, MetricKind, &str, Pick); 35] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -379,6 +379,24 @@ impl MetricsRegistry {
                 MetricKind::Counter,
                 "Bytes of channel buffer room given back after a burst (buffers grow with use).",
                 |s| &s.handler.channel_buffer_bytes_released,
+            ),
+            (
+                "fors_relay_channels_tls_record_layer_total",
+                MetricKind::Counter,
+                "Channels switched to Fors's own TLS 1.3 record layer after their link handshake.",
+                |s| &s.handler.channels_tls_record_layer,
+            ),
+            (
+                "fors_relay_channels_tls12_rustls_total",
+                MetricKind::Counter,
+                "Open channels left on rustls because the link negotiated TLS 1.2.",
+                |s| &s.handler.channels_tls_rustls_tls12,
+            ),
+            (
+                "fors_relay_channels_tls_handover_refused_total",
+                MetricKind::Counter,
+                "Open TLS 1.3 channels left on rustls because the record layer refused the handover.",
+                |s| &s.handler.channels_tls_rustls_refused,
             ),
             (
                 "fors_relay_cross_shard_uncharged_over_cap_total",

@@ -172,6 +172,12 @@ pub struct HandlerCounters {
     pub cross_notices_collapsed: AtomicU64,
     /// Bytes of channel buffer capacity given back after bursts (`Channel::trim_buffers`).
     pub channel_buffer_bytes_released: AtomicU64,
+    /// Channels switched to Fors's TLS 1.3 record layer after their link handshake.
+    pub channels_tls_record_layer: AtomicU64,
+    /// Open channels left on rustls because the link negotiated TLS 1.2.
+    pub channels_tls_rustls_tls12: AtomicU64,
+    /// Open TLS 1.3 channels left on rustls because the handover was refused.
+    pub channels_tls_rustls_refused: AtomicU64,
     /// Answers and teardowns held in an overflow past its uncharged cap (never refused).
     pub cross_uncharged_over_cap: AtomicU64,
     /// DNS queries the resolver socket refused to send (retried on the query's timeout).

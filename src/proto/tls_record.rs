@@ -1,46 +1,47 @@
-//! The TLS 1.3 record layer, in place (RFC 8446 §5.2–5.5; issue #13 item 3).
+//! The TLS 1.3 record layer, in place (RFC 8446 §5.2–5.5, §7.2–7.3; issue #13 item 3).
 //!
 //! rustls's buffered API copies a relay cell four times between the receive and the send
 //! buffer (`docs/architecture.md`, "Copy map": `TlsDeframe`, `TlsPlaintext`, `TlsRecord`,
 //! `TlsOut`). Kernel TLS would remove them but is not available here, so this module does
-//! the record layer itself and leaves rustls only the handshake and the key schedule:
+//! the record layer itself and leaves rustls only the handshake:
 //!
 //! * [`Sealer`] seals one record in place in a buffer the caller owns (a send-pool buffer):
 //!   the caller leaves [`HEADER_LEN`] bytes before the plaintext and [`SEAL_TRAILER_LEN`]
 //!   after it, writes its cells in between, and the record is sealed where it lies.
 //! * [`Opener`] finds the first record in a byte slice (the receive buffer), decrypts it in
 //!   place and says where its plaintext is; a partial record says how many bytes it lacks.
-//! * [`TlsRecordLayer`] owns both plus rustls's [`KernelConnection`], which computes the
-//!   next traffic secret on a KeyUpdate and takes NewSessionTicket messages; it handles the
-//!   post-handshake messages and alerts inside the record stream.
+//! * [`TlsRecordLayer`] owns both plus the two application traffic secrets, from which it
+//!   computes the next keys on a KeyUpdate itself (RFC 8446 §7.2: HKDF-Expand-Label with
+//!   `ring::hkdf`); it handles the post-handshake messages and alerts inside the record
+//!   stream.
 //!
-//! Construction: drive an `UnbufferedServerConnection` / `UnbufferedClientConnection` whose
-//! config has `enable_secret_extraction` ([`with_secret_extraction_server`],
-//! [`with_secret_extraction_client`]) until `is_handshaking()` is false and it has nothing
-//! left to send, read any application data it already decrypted (`ReadTraffic`), then
-//! [`TlsRecordLayer::from_server`] / [`TlsRecordLayer::from_client`]. The bytes the
-//! connection did not consume (after its last `discard`) are records for this layer.
+//! Construction (what `proto::channel` does): a *buffered* rustls connection runs the TLS
+//! handshake (and the Tor link handshake, which needs rustls's RFC 5705 exporter) with a
+//! config from [`with_traffic_secret_log_server`] / [`with_traffic_secret_log_client`]: a
+//! copy of the shared config with `enable_secret_extraction` and a per-connection
+//! [`TrafficSecretLog`] that keeps `CLIENT_TRAFFIC_SECRET_0` and `SERVER_TRAFFIC_SECRET_0`.
+//! At a record boundary where rustls holds no plaintext and no output,
+//! [`TlsRecordLayer::from_connection`] takes rustls's current keys and sequence numbers
+//! (`dangerous_extract_secrets`) and the logged secrets; it checks that the secrets derive
+//! those keys (RFC 8446 §7.3), following KeyUpdates the peer may have made meanwhile.
+//! Bytes rustls has not been given are records for this layer.
 //!
-//! TLS 1.3 only: a TLS 1.2 connection is refused ([`TlsRecordError::NotTls13`]). Suites:
-//! AES-128-GCM, AES-256-GCM and ChaCha20-Poly1305, through `ring::aead` (the crypto rustls
-//! uses with its ring provider). We never pad our records.
-//!
-//! Not yet used by channels: `proto/channel` still runs rustls's buffered API.
+//! TLS 1.3 only: a TLS 1.2 connection is refused ([`TlsRecordError::NotTls13`]) before it is
+//! consumed; channels keep such links on rustls. Suites: AES-128-GCM, AES-256-GCM and
+//! ChaCha20-Poly1305, through `ring::aead` (the crypto rustls uses with its ring provider).
+//! We never pad our records.
 //!
 //! No allocation per record: records are opened and sealed in the caller's buffers. Only a
 //! handshake message that spans records (RFC 8446 §5.1; rustls never sends one after the
 //! handshake) is gathered in a buffer of its own, bounded by [`MAX_HANDSHAKE_MESSAGE_LEN`].
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use ring::aead;
-use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
-use rustls::kernel::KernelConnection;
-use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use ring::{aead, hkdf};
 use rustls::{
-    AlertDescription, ClientConfig, ConnectionTrafficSecrets, ExtractedSecrets, ProtocolVersion,
-    ServerConfig, SupportedCipherSuite,
+    AlertDescription, CipherSuite, ClientConfig, Connection, ConnectionTrafficSecrets,
+    ExtractedSecrets, KeyLog, ProtocolVersion, ServerConfig, SupportedCipherSuite,
 };
 use zeroize::Zeroize;
 
@@ -100,6 +101,271 @@ impl ContentType {
     }
 }
 
+/// The longest hash of a TLS 1.3 suite we implement (SHA-384).
+const MAX_HASH_LEN: usize = 48;
+/// The longest AEAD key (AES-256, ChaCha20).
+const MAX_KEY_LEN: usize = 32;
+
+/// A TLS 1.3 suite the layer implements (RFC 8446 §B.4): its AEAD and the hash of its
+/// HKDF.
+#[derive(Clone, Copy, Debug)]
+struct Suite {
+    suite: CipherSuite,
+    aead: &'static aead::Algorithm,
+    hkdf: hkdf::Algorithm,
+    /// Records per key (`CipherSuiteCommon::confidentiality_limit`, RFC 8446 §5.5).
+    confidentiality_limit: u64,
+}
+
+impl Suite {
+    fn of(suite: SupportedCipherSuite) -> Result<Suite, TlsRecordError> {
+        let SupportedCipherSuite::Tls13(t13) = suite else {
+            return Err(TlsRecordError::NotTls13(ProtocolVersion::TLSv1_2));
+        };
+        let (aead, hkdf) = match t13.common.suite {
+            CipherSuite::TLS13_AES_128_GCM_SHA256 => (&aead::AES_128_GCM, hkdf::HKDF_SHA256),
+            CipherSuite::TLS13_AES_256_GCM_SHA384 => (&aead::AES_256_GCM, hkdf::HKDF_SHA384),
+            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => {
+                (&aead::CHACHA20_POLY1305, hkdf::HKDF_SHA256)
+            }
+            _ => return Err(KeyError::UnsupportedSuite.into()),
+        };
+        Ok(Suite {
+            suite: t13.common.suite,
+            aead,
+            hkdf,
+            confidentiality_limit: t13.common.confidentiality_limit,
+        })
+    }
+
+    fn hash_len(&self) -> usize {
+        hkdf::KeyType::len(&self.hkdf)
+    }
+}
+
+/// An output length for `ring::hkdf`.
+struct OkmLen(usize);
+
+impl hkdf::KeyType for OkmLen {
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+/// HKDF-Expand-Label(secret, label, "", out.len()) (RFC 8446 §7.1): the `HkdfLabel` is
+/// `uint16 length`, `opaque label<7..255> = "tls13 " + label`, `opaque context<0..255>`.
+fn hkdf_expand_label(
+    alg: hkdf::Algorithm,
+    secret: &[u8],
+    label: &[u8],
+    out: &mut [u8],
+) -> Result<(), KeyError> {
+    let length = u16::try_from(out.len())
+        .map_err(|_| KeyError::Hkdf)?
+        .to_be_bytes();
+    let label_len = [u8::try_from(6 + label.len()).map_err(|_| KeyError::Hkdf)?];
+    let info: [&[u8]; 5] = [&length, &label_len, b"tls13 ", label, &[0]];
+    hkdf::Prk::new_less_safe(alg, secret)
+        .expand(&info, OkmLen(out.len()))
+        .and_then(|okm| okm.fill(out))
+        .map_err(|_| KeyError::Hkdf)
+}
+
+/// An application traffic secret (RFC 8446 §7.1), zeroized on drop, never printed.
+#[derive(Clone)]
+pub struct TrafficSecret {
+    bytes: [u8; MAX_HASH_LEN],
+    len: usize,
+}
+
+impl TrafficSecret {
+    /// `None` for a secret longer than any suite's hash.
+    pub fn new(secret: &[u8]) -> Option<TrafficSecret> {
+        let mut bytes = [0u8; MAX_HASH_LEN];
+        bytes.get_mut(..secret.len())?.copy_from_slice(secret);
+        Some(TrafficSecret {
+            bytes,
+            len: secret.len(),
+        })
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// application_traffic_secret_N+1 = HKDF-Expand-Label(secret_N, "traffic upd", "",
+    /// Hash.length) (RFC 8446 §7.2).
+    fn next(&self, suite: &Suite) -> Result<TrafficSecret, KeyError> {
+        if self.len != suite.hash_len() {
+            return Err(KeyError::SecretLength);
+        }
+        let mut next = TrafficSecret {
+            bytes: [0u8; MAX_HASH_LEN],
+            len: self.len,
+        };
+        hkdf_expand_label(
+            suite.hkdf,
+            self.as_bytes(),
+            b"traffic upd",
+            &mut next.bytes[..self.len],
+        )?;
+        Ok(next)
+    }
+
+    /// The record key and IV this secret gives (RFC 8446 §7.3: HKDF-Expand-Label with
+    /// "key" and "iv").
+    fn key_material(&self, suite: &Suite) -> Result<KeyMaterial, KeyError> {
+        if self.len != suite.hash_len() {
+            return Err(KeyError::SecretLength);
+        }
+        let mut m = KeyMaterial {
+            key: [0u8; MAX_KEY_LEN],
+            key_len: suite.aead.key_len(),
+            iv: [0u8; aead::NONCE_LEN],
+        };
+        hkdf_expand_label(suite.hkdf, self.as_bytes(), b"key", &mut m.key[..m.key_len])?;
+        hkdf_expand_label(suite.hkdf, self.as_bytes(), b"iv", &mut m.iv)?;
+        Ok(m)
+    }
+}
+
+impl Drop for TrafficSecret {
+    fn drop(&mut self) {
+        self.bytes.zeroize();
+    }
+}
+
+impl std::fmt::Debug for TrafficSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TrafficSecret({} bytes)", self.len)
+    }
+}
+
+/// A record key and IV as bytes, zeroized on drop.
+struct KeyMaterial {
+    key: [u8; MAX_KEY_LEN],
+    key_len: usize,
+    iv: [u8; aead::NONCE_LEN],
+}
+
+impl KeyMaterial {
+    fn key(&self) -> &[u8] {
+        &self.key[..self.key_len]
+    }
+
+    /// Whether these are the key and IV rustls handed over.
+    fn matches(&self, extracted: &ConnectionTrafficSecrets) -> bool {
+        let (key, iv) = match extracted {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+            | ConnectionTrafficSecrets::Aes256Gcm { key, iv }
+            | ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (key, iv),
+            _ => return false,
+        };
+        // Not constant time: both sides are ours, and a mismatch is not secret.
+        key.as_ref() == self.key() && iv.as_ref() == self.iv
+    }
+}
+
+impl Drop for KeyMaterial {
+    fn drop(&mut self) {
+        self.key.zeroize();
+        self.iv.zeroize();
+    }
+}
+
+/// The two application traffic secrets a TLS 1.3 handshake ends with.
+#[derive(Clone, Debug)]
+pub struct TrafficSecrets {
+    /// client_application_traffic_secret_0.
+    pub client: TrafficSecret,
+    /// server_application_traffic_secret_0.
+    pub server: TrafficSecret,
+}
+
+/// rustls's key log, per connection: keeps `CLIENT_TRAFFIC_SECRET_0` and
+/// `SERVER_TRAFFIC_SECRET_0` (RFC 8446 §7.1) for [`TlsRecordLayer::from_connection`] and
+/// declines every other label, so no handshake secret is ever handed over. rustls calls it
+/// twice per handshake; the lock is never taken per record.
+#[derive(Default)]
+pub struct TrafficSecretLog {
+    secrets: Mutex<(Option<TrafficSecret>, Option<TrafficSecret>)>,
+}
+
+const CLIENT_TRAFFIC_SECRET_0: &str = "CLIENT_TRAFFIC_SECRET_0";
+const SERVER_TRAFFIC_SECRET_0: &str = "SERVER_TRAFFIC_SECRET_0";
+
+impl TrafficSecretLog {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<TrafficSecret>, Option<TrafficSecret>)> {
+        // Nothing can panic while it is held; a poisoned lock still holds whole values.
+        self.secrets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether both secrets were logged.
+    pub fn has_both(&self) -> bool {
+        let s = self.lock();
+        s.0.is_some() && s.1.is_some()
+    }
+
+    /// Takes both secrets out (they are zeroized when dropped).
+    pub fn take(&self) -> Option<TrafficSecrets> {
+        let mut s = self.lock();
+        match (s.0.take(), s.1.take()) {
+            (Some(client), Some(server)) => Some(TrafficSecrets { client, server }),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for TrafficSecretLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrafficSecretLog")
+            .field("has_both", &self.has_both())
+            .finish()
+    }
+}
+
+impl KeyLog for TrafficSecretLog {
+    fn log(&self, label: &str, _client_random: &[u8], secret: &[u8]) {
+        let mut s = self.lock();
+        match label {
+            CLIENT_TRAFFIC_SECRET_0 => s.0 = TrafficSecret::new(secret),
+            SERVER_TRAFFIC_SECRET_0 => s.1 = TrafficSecret::new(secret),
+            _ => {}
+        }
+    }
+
+    fn will_log(&self, label: &str) -> bool {
+        label == CLIENT_TRAFFIC_SECRET_0 || label == SERVER_TRAFFIC_SECRET_0
+    }
+}
+
+/// A copy of a server config for one connection whose record layer may be taken over:
+/// `enable_secret_extraction` and a fresh [`TrafficSecretLog`]; everything else as `base`
+/// (`channel::tls::server_config`). Cloning copies the config's `Arc`s and empty `Vec`s
+/// (no ALPN, no certificate compression), so it costs two allocations: the new config's
+/// `Arc` and the log's.
+pub fn with_traffic_secret_log_server(
+    base: &ServerConfig,
+) -> (Arc<ServerConfig>, Arc<TrafficSecretLog>) {
+    let log = Arc::new(TrafficSecretLog::default());
+    let mut cfg = base.clone();
+    cfg.enable_secret_extraction = true;
+    cfg.key_log = log.clone();
+    (Arc::new(cfg), log)
+}
+
+/// As [`with_traffic_secret_log_server`], for an initiator's config
+/// (`channel::tls::client_config`).
+pub fn with_traffic_secret_log_client(
+    base: &ClientConfig,
+) -> (Arc<ClientConfig>, Arc<TrafficSecretLog>) {
+    let log = Arc::new(TrafficSecretLog::default());
+    let mut cfg = base.clone();
+    cfg.enable_secret_extraction = true;
+    cfg.key_log = log.clone();
+    (Arc::new(cfg), log)
+}
+
 /// One direction's AEAD key and static IV (RFC 8446 §5.3).
 struct RecordKey {
     key: aead::LessSafeKey,
@@ -107,6 +373,15 @@ struct RecordKey {
 }
 
 impl RecordKey {
+    fn from_material(suite: &Suite, m: &KeyMaterial) -> Result<RecordKey, KeyError> {
+        let unbound =
+            aead::UnboundKey::new(suite.aead, m.key()).map_err(|_| KeyError::KeyLength)?;
+        Ok(RecordKey {
+            key: aead::LessSafeKey::new(unbound),
+            iv: m.iv,
+        })
+    }
+
     fn new(secrets: &ConnectionTrafficSecrets) -> Result<RecordKey, KeyError> {
         let (alg, key, iv) = match secrets {
             ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
@@ -153,6 +428,10 @@ pub enum KeyError {
     KeyLength,
     #[error("traffic IV is not 12 bytes")]
     IvLength,
+    #[error("traffic secret of the wrong length for the suite's hash")]
+    SecretLength,
+    #[error("HKDF-Expand-Label failed")]
+    Hkdf,
 }
 
 /// Why a record could not be sealed. Nothing was written when this is returned.
@@ -188,12 +467,20 @@ impl Sealer {
         seq: u64,
         confidentiality_limit: u64,
     ) -> Result<Sealer, KeyError> {
-        Ok(Sealer {
-            key: RecordKey::new(secrets)?,
+        Ok(Sealer::with_key(
+            RecordKey::new(secrets)?,
+            seq,
+            confidentiality_limit,
+        ))
+    }
+
+    fn with_key(key: RecordKey, seq: u64, confidentiality_limit: u64) -> Sealer {
+        Sealer {
+            key,
             seq,
             key_update_at: confidentiality_limit.min(SEQ_SOFT_LIMIT),
             confidentiality_limit,
-        })
+        }
     }
 
     /// The sequence number of the next record.
@@ -206,11 +493,11 @@ impl Sealer {
         self.seq >= self.key_update_at
     }
 
-    fn rekey(&mut self, secrets: &ConnectionTrafficSecrets, seq: u64) -> Result<(), KeyError> {
-        self.key = RecordKey::new(secrets)?;
-        self.seq = seq;
+    /// A new key after a KeyUpdate: its sequence number starts at 0 (RFC 8446 §5.3).
+    fn rekey(&mut self, key: RecordKey) {
+        self.key = key;
+        self.seq = 0;
         self.key_update_at = self.confidentiality_limit.min(SEQ_SOFT_LIMIT);
-        Ok(())
     }
 
     /// Seals one record in place. `record` starts with [`HEADER_LEN`] bytes for the header,
@@ -352,10 +639,10 @@ impl Opener {
         self.seq
     }
 
-    fn rekey(&mut self, secrets: &ConnectionTrafficSecrets, seq: u64) -> Result<(), KeyError> {
-        self.key = RecordKey::new(secrets)?;
-        self.seq = seq;
-        Ok(())
+    /// A new key after a KeyUpdate: its sequence number starts at 0 (RFC 8446 §5.3).
+    fn rekey(&mut self, key: RecordKey) {
+        self.key = key;
+        self.seq = 0;
     }
 
     /// Opens the record at the start of `buf` in place. A record that fails leaves its
@@ -418,42 +705,6 @@ impl Opener {
     }
 }
 
-/// rustls's key schedule after the handshake, for either side.
-enum Kernel {
-    Client(KernelConnection<ClientConnectionData>),
-    Server(KernelConnection<ServerConnectionData>),
-}
-
-impl Kernel {
-    fn protocol_version(&self) -> ProtocolVersion {
-        match self {
-            Kernel::Client(k) => k.protocol_version(),
-            Kernel::Server(k) => k.protocol_version(),
-        }
-    }
-
-    fn suite(&self) -> SupportedCipherSuite {
-        match self {
-            Kernel::Client(k) => k.negotiated_cipher_suite(),
-            Kernel::Server(k) => k.negotiated_cipher_suite(),
-        }
-    }
-
-    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
-        match self {
-            Kernel::Client(k) => k.update_tx_secret(),
-            Kernel::Server(k) => k.update_tx_secret(),
-        }
-    }
-
-    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
-        match self {
-            Kernel::Client(k) => k.update_rx_secret(),
-            Kernel::Server(k) => k.update_rx_secret(),
-        }
-    }
-}
-
 /// Why the record layer failed. [`TlsRecordError::alert`] is the alert to send, where one
 /// is due.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -462,10 +713,14 @@ pub enum TlsRecordError {
     Handover(rustls::Error),
     #[error("negotiated {0:?}: the in-place record layer does TLS 1.3 only")]
     NotTls13(ProtocolVersion),
+    #[error("the TLS handshake is not finished, or rustls still holds records to send")]
+    NotReady,
+    #[error("the traffic secrets were not logged (the config lacks a TrafficSecretLog)")]
+    SecretsNotLogged,
+    #[error("the logged traffic secrets do not derive rustls's keys within {0} KeyUpdates")]
+    SecretMismatch(u64),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("rustls key schedule: {0}")]
-    KeySchedule(rustls::Error),
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error(transparent)]
@@ -484,8 +739,8 @@ pub enum TlsRecordError {
     UnexpectedHandshake(u8),
     #[error("NewSessionTicket sent to a server")]
     TicketToServer,
-    #[error("NewSessionTicket refused by rustls: {0}")]
-    Ticket(rustls::Error),
+    #[error("NewSessionTicket that does not parse (RFC 8446 §4.6.1)")]
+    TicketFormat,
     #[error("KeyUpdate of {0} bytes (it is 1: RFC 8446 §4.6.3)")]
     KeyUpdateLength(usize),
     #[error("KeyUpdate with request_update {0} (RFC 8446 §4.6.3)")]
@@ -520,14 +775,17 @@ impl TlsRecordError {
             | E::AlertLength(_)
             | E::WarningAlert(_)
             | E::HandshakeTooLong(_)
-            | E::Ticket(_) => Some(AlertDescription::DecodeError),
+            | E::TicketFormat => Some(AlertDescription::DecodeError),
             E::KeyUpdateValue(_) | E::AlertLevel(_) => Some(AlertDescription::IllegalParameter),
-            E::KeySchedule(_) => Some(AlertDescription::InternalError),
+            // Our key schedule failed on a KeyUpdate.
+            E::Key(_) => Some(AlertDescription::InternalError),
             // The peer closed, or we did, or the failure was already answered.
             E::AlertReceived(_)
             | E::Handover(_)
             | E::NotTls13(_)
-            | E::Key(_)
+            | E::NotReady
+            | E::SecretsNotLogged
+            | E::SecretMismatch(_)
             | E::Seal(_)
             | E::KeyUpdateDue
             | E::Closed
@@ -570,7 +828,8 @@ impl ReadEvent {
     }
 }
 
-/// What the layer did, for the MetricsPort once channels use it.
+/// What the layer did (per connection; not on the MetricsPort: the channel counts only which
+/// layer it runs on, `ChannelStats::tls_path`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TlsRecordCounters {
     pub records_sealed: u64,
@@ -581,11 +840,16 @@ pub struct TlsRecordCounters {
 }
 
 /// A TLS 1.3 connection after its handshake: records sealed and opened in place, the
-/// post-handshake messages handled with rustls's key schedule.
+/// post-handshake messages handled, the key schedule for KeyUpdate our own.
 pub struct TlsRecordLayer {
     sealer: Sealer,
     opener: Opener,
-    kernel: Kernel,
+    suite: Suite,
+    /// The application traffic secrets now in use for sending and receiving (RFC 8446 §7.2).
+    tx_secret: TrafficSecret,
+    rx_secret: TrafficSecret,
+    /// We are the TLS client (initiator): only a client takes NewSessionTickets.
+    is_client: bool,
     /// A handshake message that spans records, bounded by [`MAX_HANDSHAKE_MESSAGE_LEN`];
     /// empty (no allocation) unless the peer fragments one.
     hs_partial: Vec<u8>,
@@ -597,52 +861,116 @@ pub struct TlsRecordLayer {
     counters: TlsRecordCounters,
 }
 
-/// A copy of a server config that lets rustls hand its secrets over (for
-/// [`TlsRecordLayer::from_server`]); everything else as `base` (`channel::tls::server_config`).
-pub fn with_secret_extraction_server(base: &Arc<ServerConfig>) -> Arc<ServerConfig> {
-    let mut cfg = ServerConfig::clone(base);
-    cfg.enable_secret_extraction = true;
-    Arc::new(cfg)
-}
-
-/// A copy of a client config that lets rustls hand its secrets over (for
-/// [`TlsRecordLayer::from_client`]); everything else as `base` (`channel::tls::client_config`).
-pub fn with_secret_extraction_client(base: &Arc<ClientConfig>) -> Arc<ClientConfig> {
-    let mut cfg = ClientConfig::clone(base);
-    cfg.enable_secret_extraction = true;
-    Arc::new(cfg)
+/// Follows `secret` through up to `max_updates` KeyUpdates until it derives `extracted`'s
+/// key and IV; the matching secret and its record key.
+fn find_current_secret(
+    suite: &Suite,
+    secret: &TrafficSecret,
+    extracted: &ConnectionTrafficSecrets,
+    max_updates: u64,
+) -> Result<(TrafficSecret, RecordKey), TlsRecordError> {
+    let mut secret = secret.clone();
+    for _ in 0..=max_updates {
+        let m = secret.key_material(suite)?;
+        if m.matches(extracted) {
+            let key = RecordKey::from_material(suite, &m)?;
+            return Ok((secret, key));
+        }
+        secret = secret.next(suite)?;
+    }
+    Err(TlsRecordError::SecretMismatch(max_updates))
 }
 
 impl TlsRecordLayer {
-    /// Takes over a responder's finished connection (see the module doc for when).
-    pub fn from_server(conn: UnbufferedServerConnection) -> Result<TlsRecordLayer, TlsRecordError> {
-        let (secrets, kernel) = conn
-            .dangerous_into_kernel_connection()
-            .map_err(TlsRecordError::Handover)?;
-        TlsRecordLayer::new(secrets, Kernel::Server(kernel))
+    /// Makes rustls put out what it owes before a handover: after a KeyUpdate with
+    /// update_requested, rustls has already switched its sending key but keeps its own
+    /// KeyUpdate record out of its output until the next write (`common_state.rs`
+    /// `perhaps_write_key_update`), where extraction would lose it. An empty write puts it
+    /// there; then take rustls's output (`write_tls`) before
+    /// [`from_connection`](Self::from_connection).
+    pub fn prepare_handover(conn: &mut Connection) {
+        // An empty write makes no record; it cannot fail on a connection without error.
+        let _ = std::io::Write::write(&mut conn.writer(), &[]);
     }
 
-    /// Takes over an initiator's finished connection (see the module doc for when).
-    pub fn from_client(conn: UnbufferedClientConnection) -> Result<TlsRecordLayer, TlsRecordError> {
-        let (secrets, kernel) = conn
-            .dangerous_into_kernel_connection()
-            .map_err(TlsRecordError::Handover)?;
-        TlsRecordLayer::new(secrets, Kernel::Client(kernel))
+    /// Whether [`from_connection`](Self::from_connection) would take `conn` over without
+    /// a misuse error: TLS 1.3 with a suite we implement, handshake finished, no TLS
+    /// output waiting in rustls, both secrets logged in `log`. Checks without consuming
+    /// `conn`, so a refused connection stays usable (a TLS 1.2 link stays on rustls).
+    pub fn check_handover(conn: &Connection, log: &TrafficSecretLog) -> Result<(), TlsRecordError> {
+        match conn.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => {}
+            Some(v) => return Err(TlsRecordError::NotTls13(v)),
+            None => return Err(TlsRecordError::NotReady),
+        }
+        let suite = conn
+            .negotiated_cipher_suite()
+            .ok_or(TlsRecordError::NotReady)?;
+        Suite::of(suite)?;
+        if conn.is_handshaking() || conn.wants_write() {
+            return Err(TlsRecordError::NotReady);
+        }
+        if !log.has_both() {
+            return Err(TlsRecordError::SecretsNotLogged);
+        }
+        Ok(())
     }
 
-    fn new(secrets: ExtractedSecrets, kernel: Kernel) -> Result<TlsRecordLayer, TlsRecordError> {
-        let version = kernel.protocol_version();
-        let suite = kernel
-            .suite()
-            .tls13()
-            .filter(|_| version == ProtocolVersion::TLSv1_3)
-            .ok_or(TlsRecordError::NotTls13(version))?;
-        let (tx_seq, tx) = &secrets.tx;
-        let (rx_seq, rx) = &secrets.rx;
+    /// Takes over a buffered rustls connection at a record boundary: rustls must hold no
+    /// plaintext it has not handed out and no partial record (the caller fed it whole
+    /// records and drained its reader), since both are lost. Its current keys and sequence
+    /// numbers (`dangerous_extract_secrets`, which needs `enable_secret_extraction`) must be
+    /// derived by the secrets in `log` after at most `max_updates` KeyUpdates per direction
+    /// (the caller's bound: each KeyUpdate ends a record, RFC 8446 §5.1, so the records the
+    /// peer sent after its Finished bound both directions; rustls updates its sending key
+    /// only when asked). Call [`check_handover`](Self::check_handover) first: past it, only
+    /// a key mismatch fails here, and then the connection is gone.
+    pub fn from_connection(
+        conn: Connection,
+        log: &TrafficSecretLog,
+        max_updates: u64,
+    ) -> Result<TlsRecordLayer, TlsRecordError> {
+        TlsRecordLayer::check_handover(&conn, log)?;
+        let suite = conn
+            .negotiated_cipher_suite()
+            .ok_or(TlsRecordError::NotReady)?;
+        let is_client = matches!(conn, Connection::Client(_));
+        let logged = log.take().ok_or(TlsRecordError::SecretsNotLogged)?;
+        let extracted = conn
+            .dangerous_extract_secrets()
+            .map_err(TlsRecordError::Handover)?;
+        TlsRecordLayer::from_secrets(suite, extracted, &logged, is_client, max_updates)
+    }
+
+    /// The layer from rustls's extracted keys and sequence numbers and the logged
+    /// application traffic secrets (see [`from_connection`](Self::from_connection)).
+    pub fn from_secrets(
+        suite: SupportedCipherSuite,
+        extracted: ExtractedSecrets,
+        logged: &TrafficSecrets,
+        is_client: bool,
+        max_updates: u64,
+    ) -> Result<TlsRecordLayer, TlsRecordError> {
+        let suite = Suite::of(suite)?;
+        let (tx0, rx0) = if is_client {
+            (&logged.client, &logged.server)
+        } else {
+            (&logged.server, &logged.client)
+        };
+        let (tx_seq, tx) = &extracted.tx;
+        let (rx_seq, rx) = &extracted.rx;
+        let (tx_secret, tx_key) = find_current_secret(&suite, tx0, tx, max_updates)?;
+        let (rx_secret, rx_key) = find_current_secret(&suite, rx0, rx, max_updates)?;
         Ok(TlsRecordLayer {
-            sealer: Sealer::new(tx, *tx_seq, suite.common.confidentiality_limit)?,
-            opener: Opener::new(rx, *rx_seq)?,
-            kernel,
+            sealer: Sealer::with_key(tx_key, *tx_seq, suite.confidentiality_limit),
+            opener: Opener {
+                key: rx_key,
+                seq: *rx_seq,
+            },
+            suite,
+            tx_secret,
+            rx_secret,
+            is_client,
             hs_partial: Vec::new(),
             key_update_owed: false,
             sent_close: false,
@@ -653,8 +981,8 @@ impl TlsRecordLayer {
     }
 
     /// The negotiated suite.
-    pub fn cipher_suite(&self) -> rustls::CipherSuite {
-        self.kernel.suite().suite()
+    pub fn cipher_suite(&self) -> CipherSuite {
+        self.suite.suite
     }
 
     pub fn counters(&self) -> TlsRecordCounters {
@@ -716,12 +1044,12 @@ impl TlsRecordLayer {
             1,
             u8::from(request_update),
         ]);
+        // The next secret first, so a failure leaves nothing sealed under the old key.
+        let next = self.tx_secret.next(&self.suite)?;
+        let key = RecordKey::from_material(&self.suite, &next.key_material(&self.suite)?)?;
         let n = self.sealer.seal(ContentType::Handshake, out, 5)?;
-        let (seq, secrets) = self
-            .kernel
-            .update_tx()
-            .map_err(TlsRecordError::KeySchedule)?;
-        self.sealer.rekey(&secrets, seq)?;
+        self.sealer.rekey(key);
+        self.tx_secret = next;
         self.key_update_owed = false;
         self.counters.records_sealed += 1;
         self.counters.key_updates_sent += 1;
@@ -895,29 +1223,59 @@ impl TlsRecordLayer {
                     if !msgs.is_empty() {
                         return Err(TlsRecordError::KeyUpdateNotLast);
                     }
-                    let (seq, secrets) = self
-                        .kernel
-                        .update_rx()
-                        .map_err(TlsRecordError::KeySchedule)?;
-                    self.opener.rekey(&secrets, seq)?;
+                    let next = self.rx_secret.next(&self.suite)?;
+                    let m = next.key_material(&self.suite)?;
+                    self.opener
+                        .rekey(RecordKey::from_material(&self.suite, &m)?);
+                    self.rx_secret = next;
                     self.counters.key_updates_received += 1;
                     if request == 1 {
                         self.key_update_owed = true;
                     }
                 }
-                HS_NEW_SESSION_TICKET => match &mut self.kernel {
-                    Kernel::Client(k) => {
-                        k.handle_new_session_ticket(body)
-                            .map_err(TlsRecordError::Ticket)?;
-                        self.counters.tickets_received += 1;
-                    }
-                    Kernel::Server(_) => return Err(TlsRecordError::TicketToServer),
-                },
+                // Parsed for its framing, then dropped: Fors never resumes a session (C tor
+                // does not either; `channel::tls` turns resumption off), and Fors's configs
+                // do not ask for tickets, but a server may send them anyway.
+                HS_NEW_SESSION_TICKET if self.is_client => {
+                    check_new_session_ticket(body)?;
+                    self.counters.tickets_received += 1;
+                }
+                HS_NEW_SESSION_TICKET => return Err(TlsRecordError::TicketToServer),
                 other => return Err(TlsRecordError::UnexpectedHandshake(other)),
             }
         }
         Ok(msgs)
     }
+}
+
+/// Checks a NewSessionTicket body's framing (RFC 8446 §4.6.1): ticket_lifetime (4),
+/// ticket_age_add (4), ticket_nonce<0..255>, ticket<1..2^16-1>, extensions<0..2^16-2>,
+/// nothing after.
+fn check_new_session_ticket(body: &[u8]) -> Result<(), TlsRecordError> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], TlsRecordError> {
+        if b.len() < n {
+            return Err(TlsRecordError::TicketFormat);
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Ok(head)
+    }
+    let mut b = body;
+    take(&mut b, 8)?;
+    let nonce_len = usize::from(take(&mut b, 1)?[0]);
+    take(&mut b, nonce_len)?;
+    let t = take(&mut b, 2)?;
+    let ticket_len = usize::from(u16::from_be_bytes([t[0], t[1]]));
+    if ticket_len == 0 {
+        return Err(TlsRecordError::TicketFormat);
+    }
+    take(&mut b, ticket_len)?;
+    let e = take(&mut b, 2)?;
+    take(&mut b, usize::from(u16::from_be_bytes([e[0], e[1]])))?;
+    if !b.is_empty() {
+        return Err(TlsRecordError::TicketFormat);
+    }
+    Ok(())
 }
 
 /// In-memory handshakes between this layer and a rustls peer, for the tests and
@@ -930,14 +1288,14 @@ pub mod testing {
 
     use rand_core::{CryptoRng, RngCore};
     use rsa::pkcs8::EncodePrivateKey;
-    use rustls::client::UnbufferedClientConnection;
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::ServerName;
-    use rustls::server::UnbufferedServerConnection;
-    use rustls::unbuffered::{ConnectionState, EncodeError};
     use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 
-    use super::{TlsRecordLayer, HEADER_LEN, MAX_PLAINTEXT_LEN, SEAL_TRAILER_LEN};
+    use super::{
+        with_traffic_secret_log_client, with_traffic_secret_log_server, TlsRecordLayer,
+        TrafficSecretLog, HEADER_LEN, MAX_PLAINTEXT_LEN, SEAL_TRAILER_LEN,
+    };
     use crate::keys::{rsa as tor_rsa, x509};
 
     /// A self-signed RSA-2048 link certificate and its PKCS#8 key, as a responder presents
@@ -1031,87 +1389,42 @@ pub mod testing {
         Ok(out)
     }
 
-    /// Drives one unbuffered connection against a rustls peer until its handshake is done.
-    /// The peer writes `$peer_data` as soon as its own handshake is done (so it can arrive
-    /// with its last flight); what rustls decrypts before the handover goes to `$plain`.
-    macro_rules! drive {
-        ($ours:expr, $peer:expr, $peer_data:expr, $plain:expr) => {{
-            let ours = &mut $ours;
-            let peer: &mut Connection = $peer;
-            let peer_data: &[u8] = $peer_data;
-            let plain: &mut Vec<u8> = $plain;
-            let mut peer_data_sent = peer_data.is_empty();
-            let mut incoming: Vec<u8> = Vec::new();
-            let mut outgoing: Vec<u8> = Vec::new();
-            let mut done = false;
-            // Our side first; the peer's output only when we wait for it, so what the peer
-            // sends after our last flight (session tickets) is left for the record layer.
-            for _ in 0..64 {
-                let status = ours.process_tls_records(&mut incoming);
-                let discard = status.discard;
-                let mut transmit = false;
-                let mut writable = false;
-                let mut blocked = false;
-                match status.state.map_err(|e| format!("ours: {e}"))? {
-                    ConnectionState::EncodeTlsData(mut enc) => {
-                        let mut buf = vec![0u8; 1 << 14];
-                        let n = match enc.encode(&mut buf) {
-                            Ok(n) => n,
-                            Err(EncodeError::InsufficientSize(e)) => {
-                                buf.resize(e.required_size, 0);
-                                enc.encode(&mut buf).map_err(|e| e.to_string())?
-                            }
-                            Err(e) => return Err(e.to_string()),
-                        };
-                        outgoing.extend_from_slice(&buf[..n]);
-                    }
-                    ConnectionState::TransmitTlsData(t) => {
-                        t.done();
-                        transmit = true;
-                    }
-                    ConnectionState::BlockedHandshake => blocked = true,
-                    ConnectionState::WriteTraffic(_) => writable = true,
-                    ConnectionState::ReadTraffic(mut r) => {
-                        while let Some(rec) = r.next_record() {
-                            let rec = rec.map_err(|e| format!("ours: {e}"))?;
-                            plain.extend_from_slice(rec.payload);
-                        }
-                    }
-                    other => return Err(format!("ours: unexpected {other:?} in the handshake")),
-                }
-                incoming.drain(..discard);
-                if transmit {
-                    peer_read(peer, &outgoing)?;
-                    outgoing.clear();
-                }
-                if !peer_data_sent && !peer.is_handshaking() {
-                    std::io::Write::write_all(&mut peer.writer(), peer_data)
-                        .map_err(|e| format!("peer write: {e}"))?;
-                    peer_data_sent = true;
-                }
-                if writable && !ours.is_handshaking() {
-                    if !incoming.is_empty() {
-                        return Err("peer sent records before the handover".into());
-                    }
-                    done = true;
-                    break;
-                }
-                if blocked || writable {
-                    let more = peer_output(peer);
-                    if more.is_empty() {
-                        return Err("handshake stalled: the peer has nothing to send".into());
-                    }
-                    incoming.extend_from_slice(&more);
-                }
+    /// Runs a TLS handshake between `ours` (buffered, as a channel's) and the rustls
+    /// `peer` in memory, as the channel would: our output to the peer, the peer's output to
+    /// us, until our handshake is done and we have nothing left to send. The peer writes
+    /// `peer_data` as soon as its own handshake is done (so it can arrive with its last
+    /// flight); what rustls decrypts of it goes to `plain`. What the peer sends after that
+    /// (session tickets) is left in it for the record layer.
+    fn drive(
+        ours: &mut Connection,
+        peer: &mut Connection,
+        peer_data: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let mut peer_data_sent = peer_data.is_empty();
+        for _ in 0..64 {
+            let out = peer_output(ours);
+            peer_read(peer, &out)?;
+            if !peer_data_sent && !peer.is_handshaking() {
+                std::io::Write::write_all(&mut peer.writer(), peer_data)
+                    .map_err(|e| format!("peer write: {e}"))?;
+                peer_data_sent = true;
             }
-            if !done {
-                return Err("handshake did not finish in 64 steps".into());
+            if !ours.is_handshaking() && !ours.wants_write() {
+                return Ok(());
             }
-        }};
+            let more = peer_output(peer);
+            if more.is_empty() {
+                return Err("handshake stalled: the peer has nothing to send".into());
+            }
+            plain.extend(peer_read(ours, &more)?);
+        }
+        Err("handshake did not finish in 64 steps".into())
     }
 
-    /// A handshake with us as the responder (`ours` needs secret extraction) and a rustls
-    /// initiator; returns our record layer and the peer.
+    /// A handshake with us as the responder on a copy of `ours` with a
+    /// [`TrafficSecretLog`](super::TrafficSecretLog), and a rustls initiator; returns our
+    /// record layer and the peer.
     pub fn handshake_as_server(
         ours: Arc<ServerConfig>,
         peer: Arc<ClientConfig>,
@@ -1127,33 +1440,47 @@ pub mod testing {
         peer: Arc<ClientConfig>,
         peer_data: &[u8],
     ) -> Result<(TlsRecordLayer, Connection, Vec<u8>), String> {
-        let mut conn = UnbufferedServerConnection::new(ours).map_err(|e| e.to_string())?;
+        let (cfg, log) = with_traffic_secret_log_server(&ours);
+        let mut conn = Connection::Server(ServerConnection::new(cfg).map_err(|e| e.to_string())?);
         let mut peer =
             Connection::Client(ClientConnection::new(peer, sni()).map_err(|e| e.to_string())?);
         let mut plain = Vec::new();
-        drive!(conn, &mut peer, peer_data, &mut plain);
-        let layer = TlsRecordLayer::from_server(conn).map_err(|e| e.to_string())?;
+        drive(&mut conn, &mut peer, peer_data, &mut plain)?;
+        let layer = TlsRecordLayer::from_connection(conn, &log, 0).map_err(|e| e.to_string())?;
         if peer.is_handshaking() {
             return Err("peer still handshaking".into());
         }
         Ok((layer, peer, plain))
     }
 
-    /// A handshake with us as the initiator (`ours` needs secret extraction) and a rustls
-    /// responder.
+    /// A handshake with us as the initiator on a copy of `ours` with a
+    /// [`TrafficSecretLog`](super::TrafficSecretLog), and a rustls responder.
     pub fn handshake_as_client(
         ours: Arc<ClientConfig>,
         peer: Arc<ServerConfig>,
     ) -> Result<(TlsRecordLayer, Connection), String> {
-        let mut conn = UnbufferedClientConnection::new(ours, sni()).map_err(|e| e.to_string())?;
+        let (conn, peer) = handshake_client_conn(ours, peer)?;
+        let (conn, log) = conn;
+        let layer = TlsRecordLayer::from_connection(conn, &log, 0).map_err(|e| e.to_string())?;
+        Ok((layer, peer))
+    }
+
+    /// Our initiator's buffered connection after the handshake, not yet taken over.
+    #[allow(clippy::type_complexity)]
+    pub fn handshake_client_conn(
+        ours: Arc<ClientConfig>,
+        peer: Arc<ServerConfig>,
+    ) -> Result<((Connection, Arc<TrafficSecretLog>), Connection), String> {
+        let (cfg, log) = with_traffic_secret_log_client(&ours);
+        let mut conn =
+            Connection::Client(ClientConnection::new(cfg, sni()).map_err(|e| e.to_string())?);
         let mut peer = Connection::Server(ServerConnection::new(peer).map_err(|e| e.to_string())?);
         let mut plain = Vec::new();
-        drive!(conn, &mut peer, &[], &mut plain);
+        drive(&mut conn, &mut peer, &[], &mut plain)?;
         if !plain.is_empty() {
             return Err("the responder sent data before our Finished".into());
         }
-        let layer = TlsRecordLayer::from_client(conn).map_err(|e| e.to_string())?;
-        Ok((layer, peer))
+        Ok(((conn, log), peer))
     }
 }
 
@@ -1199,7 +1526,7 @@ mod tests {
         let (cert, key) = creds();
         let ours = tls::server_config(tls::provider(), cert, key).expect("server config");
         let peer = tls::client_config(provider_with_suite(suite)).expect("client config");
-        handshake_as_server(with_secret_extraction_server(&ours), peer).expect("handshake")
+        handshake_as_server(ours, peer).expect("handshake")
     }
 
     /// Our layer as the initiator, Fors's own configs, the peer forced to `suite`.
@@ -1207,7 +1534,7 @@ mod tests {
         let (cert, key) = creds();
         let ours = tls::client_config(tls::provider()).expect("client config");
         let peer = tls::server_config(provider_with_suite(suite), cert, key).expect("config");
-        handshake_as_client(with_secret_extraction_client(&ours), peer).expect("handshake")
+        handshake_as_client(ours, peer).expect("handshake")
     }
 
     /// Reads every whole record in `rx` through the layer; returns the application data
@@ -1653,11 +1980,11 @@ mod tests {
         assert_eq!(opener.seq(), 6);
     }
 
-    /// A rustls responder that sends session tickets: our initiator hands them to rustls.
-    /// (Fors's own configs never resume, so its responder sends none and its initiator does
-    /// not ask: both are turned on here.)
+    /// A rustls responder that sends session tickets: our initiator checks their framing
+    /// and drops them (Fors never resumes). (Fors's own configs send and ask for none: both
+    /// are turned on here.)
     #[test]
-    fn new_session_tickets_go_to_rustls() {
+    fn new_session_tickets_are_dropped() {
         let (cert, key) = creds();
         let mut ours = ClientConfig::clone(&tls::client_config(tls::provider()).expect("config"));
         ours.resumption = rustls::client::Resumption::in_memory_sessions(8);
@@ -1667,8 +1994,7 @@ mod tests {
         peer_cfg.send_tls13_tickets = 2;
         peer_cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(8);
         let (mut ours, mut peer) =
-            handshake_as_client(with_secret_extraction_client(&ours), Arc::new(peer_cfg))
-                .expect("handshake");
+            handshake_as_client(ours, Arc::new(peer_cfg)).expect("handshake");
         // The tickets were queued after our Finished.
         let mut rx = peer_write(&mut peer, b"data after the tickets");
         let (got, events) = read_all(&mut ours, &mut rx);
@@ -1676,6 +2002,21 @@ mod tests {
         // rustls coalesces both tickets in one record (RFC 8446 §5.1 allows it).
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(ours.counters().tickets_received, 2);
+        // A ticket whose lengths do not add up is a decode_error.
+        for bad in [&[0u8; 7][..], &[0; 13], &[0; 14]] {
+            assert_eq!(
+                check_new_session_ticket(bad),
+                Err(TlsRecordError::TicketFormat)
+            );
+        }
+        let mut good = vec![0u8; 8];
+        good.extend_from_slice(&[1, 9, 0, 2, 7, 7, 0, 0]);
+        assert_eq!(check_new_session_ticket(&good), Ok(()));
+        good.push(0);
+        assert_eq!(
+            check_new_session_ticket(&good),
+            Err(TlsRecordError::TicketFormat)
+        );
     }
 
     /// Handshake messages that span records are gathered; a KeyUpdate must end its record;
@@ -1789,8 +2130,7 @@ mod tests {
         let peer = tls::client_config(tls::provider()).expect("client config");
         let first = [7u8; 514 * 3];
         let (mut ours, mut peer, early) =
-            handshake_as_server_with_data(with_secret_extraction_server(&ours), peer, &first)
-                .expect("handshake");
+            handshake_as_server_with_data(ours, peer, &first).expect("handshake");
         assert_eq!(early, first);
         assert!(ours.opener.seq() > 0, "rustls opened the first records");
         let mut rx = peer_write(&mut peer, b"the next records are ours to open");
@@ -1816,18 +2156,147 @@ mod tests {
                 rustls::pki_types::PrivateKeyDer::Pkcs8(key.clone().into()),
             )
             .expect("cert");
-        let err = handshake_as_client(with_secret_extraction_client(&ours), Arc::new(peer))
+        let err = handshake_as_client(ours, Arc::new(peer))
             .err()
             .expect("TLS 1.2 refused");
         assert!(err.contains("TLS 1.3 only"), "{err}");
     }
 
+    /// A connection whose config has no [`TrafficSecretLog`] is refused before it is
+    /// consumed.
     #[test]
-    fn handover_needs_secret_extraction() {
+    fn handover_needs_the_secret_log() {
         let (cert, key) = creds();
-        let ours = tls::server_config(tls::provider(), cert, key).expect("server config");
-        let peer = tls::client_config(tls::provider()).expect("client config");
-        let err = handshake_as_server(ours, peer).err().expect("refused");
-        assert!(err.contains("would not hand"), "{err}");
+        let ours = tls::client_config(tls::provider()).expect("client config");
+        let peer = tls::server_config(tls::provider(), cert, key).expect("server config");
+        let mut conn =
+            Connection::Client(rustls::ClientConnection::new(ours, sni()).expect("client"));
+        let mut server = Connection::Server(rustls::ServerConnection::new(peer).expect("server"));
+        for _ in 0..8 {
+            let c = peer_output(&mut conn);
+            peer_read(&mut server, &c).expect("server");
+            let s = peer_output(&mut server);
+            peer_read(&mut conn, &s).expect("client");
+        }
+        assert!(!conn.is_handshaking());
+        let log = TrafficSecretLog::default();
+        assert_eq!(
+            TlsRecordLayer::check_handover(&conn, &log),
+            Err(TlsRecordError::SecretsNotLogged)
+        );
+    }
+
+    /// The logged secret_0 derives the keys rustls extracts for every suite and both roles
+    /// (RFC 8446 §7.3), and the secret log keeps nothing but the two traffic secrets.
+    #[test]
+    fn logged_secrets_derive_rustls_keys() {
+        let (cert, key) = creds();
+        for suite in SUITES {
+            let ours = tls::client_config(tls::provider()).expect("client config");
+            let peer = tls::server_config(provider_with_suite(suite), cert, key).expect("cfg");
+            let ((conn, log), _peer) = handshake_client_conn(ours, peer).expect("handshake");
+            assert!(!log.will_log("CLIENT_HANDSHAKE_TRAFFIC_SECRET"));
+            assert!(!log.will_log("EXPORTER_SECRET"));
+            let logged = log.take().expect("both secrets logged");
+            assert_eq!(
+                logged.client.len,
+                Suite::of(suite).expect("suite").hash_len()
+            );
+            let extracted = conn.dangerous_extract_secrets().expect("extract");
+            // With no KeyUpdate, secret_0 is current: no update may be needed.
+            let layer = TlsRecordLayer::from_secrets(suite, extracted, &logged, true, 0);
+            assert!(layer.is_ok(), "{suite:?}");
+        }
+    }
+
+    /// The peer updates its keys (asking for ours) before the handover, while rustls still
+    /// reads for us (as during the link handshake): rustls's keys are then secret_1 both
+    /// ways. The layer follows the logged secret_0 to them within the bound it is given,
+    /// and refuses below it; the link then works both ways.
+    #[test]
+    fn handover_after_a_key_update_in_rustls() {
+        let (cert, key) = creds();
+        for suite in SUITES {
+            for bound in [0u64, 1, 3] {
+                let ours = tls::client_config(tls::provider()).expect("client config");
+                let peer = tls::server_config(provider_with_suite(suite), cert, key).expect("c");
+                let ((mut conn, log), mut peer) =
+                    handshake_client_conn(ours, peer).expect("handshake");
+                peer.refresh_traffic_keys().expect("refresh");
+                let rx = peer_write(&mut peer, b"under the peer's secret_1");
+                assert_eq!(
+                    peer_read(&mut conn, &rx).expect("ours"),
+                    b"under the peer's secret_1"
+                );
+                // rustls answered with its own KeyUpdate, held back until a write.
+                assert!(!conn.wants_write());
+                TlsRecordLayer::prepare_handover(&mut conn);
+                let ku = peer_output(&mut conn);
+                assert_eq!(ku.len(), KEY_UPDATE_RECORD_LEN);
+                peer_read(&mut peer, &ku).expect("peer");
+                let r = TlsRecordLayer::from_connection(conn, &log, bound);
+                if bound == 0 {
+                    assert_eq!(r.err(), Some(TlsRecordError::SecretMismatch(0)));
+                    continue;
+                }
+                let mut ours = r.expect("handover");
+                let mut rx = peer_write(&mut peer, b"to the layer");
+                assert_eq!(read_all(&mut ours, &mut rx).0, b"to the layer");
+                let tx = seal_records(&mut ours, b"from the layer").expect("seal");
+                assert_eq!(peer_read(&mut peer, &tx).expect("peer"), b"from the layer");
+            }
+        }
+    }
+
+    /// KeyUpdates from a real rustls peer, again and again, both requested by it and by
+    /// us: our own key schedule (RFC 8446 §7.2) follows each, with data flowing both ways
+    /// between them.
+    #[test]
+    fn key_updates_from_a_rustls_peer_again_and_again() {
+        let mut rng = StdRng::seed_from_u64(seed("key_updates_from_a_rustls_peer_again_and_again"));
+        for suite in SUITES {
+            for server in [true, false] {
+                let (mut ours, mut peer) = if server {
+                    pair_server(suite)
+                } else {
+                    pair_client(suite)
+                };
+                for round in 0..6 {
+                    let n = rng.gen_range(1..3000);
+                    let data = random_bytes(&mut rng, n);
+                    let mut tx = Vec::new();
+                    if round % 2 == 0 {
+                        // The peer updates and asks for ours.
+                        peer.refresh_traffic_keys().expect("refresh");
+                        let mut rx = peer_write(&mut peer, &data);
+                        assert_eq!(read_all(&mut ours, &mut rx).0, data, "round {round}");
+                        assert!(ours.key_update_due());
+                        let mut buf = [0u8; KEY_UPDATE_RECORD_LEN];
+                        ours.seal_key_update(&mut buf, false).expect("ours");
+                        tx.extend_from_slice(&buf);
+                    } else {
+                        // We update and ask for the peer's.
+                        let mut buf = [0u8; KEY_UPDATE_RECORD_LEN];
+                        ours.seal_key_update(&mut buf, true).expect("ours");
+                        tx.extend_from_slice(&buf);
+                    }
+                    tx.extend(seal_records(&mut ours, &data).expect("seal"));
+                    assert_eq!(
+                        peer_read(&mut peer, &tx).expect("peer"),
+                        data,
+                        "round {round}"
+                    );
+                    let mut rx = peer_write(&mut peer, b"answer");
+                    assert_eq!(read_all(&mut ours, &mut rx).0, b"answer", "round {round}");
+                    assert!(!ours.key_update_due());
+                }
+                let c = ours.counters();
+                assert_eq!(c.key_updates_sent, 6);
+                assert_eq!(
+                    c.key_updates_received, 6,
+                    "three asked by the peer, three answers"
+                );
+            }
+        }
     }
 }

@@ -27,7 +27,7 @@ impl ConnHandler for RelayNode {
     fn on_connected(&mut self, conn: ConnId, peer: SocketAddr, out: &mut Outbox<'_, RelayMsg>) {
         RelayNode::on_connected(self, conn, peer, out)
     }
-    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, RelayMsg>) {
+    fn on_data(&mut self, conn: ConnId, data: &mut [u8], out: &mut Outbox<'_, RelayMsg>) {
         RelayNode::on_data(self, conn, data, out)
     }
     fn on_writable(&mut self, conn: ConnId, out: &mut Outbox<'_, RelayMsg>) {

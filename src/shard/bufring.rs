@@ -99,15 +99,21 @@ impl BufRing {
         }
     }
 
-    /// The `len` received bytes in buffer `bid`.
-    pub fn data(&self, bid: u16, len: usize) -> &[u8] {
+    /// The `len` received bytes in buffer `bid`, for the handler to change in place (TLS
+    /// records decrypted where they lie).
+    pub fn data_mut(&mut self, bid: u16, len: usize) -> &mut [u8] {
         let bid = bid & self.mask;
         let len = len.min(self.buf_size as usize);
-        // SAFETY: bid is masked into range and len clamped to the buffer size; the kernel
-        // finished writing this buffer (its CQE was posted) and will not reuse it until we push
-        // it back, which needs `&mut self` and so ends this borrow first.
+        // SAFETY: bid is masked into range and len clamped to the buffer size,
+        // so the slice lies inside this ring's allocation; the kernel finished writing this
+        // buffer (its CQE was posted) and will not touch it until we push it back, which
+        // needs `&mut self` and so ends this borrow first; `&mut self` also means no other
+        // slice of the ring's memory is alive.
         unsafe {
-            std::slice::from_raw_parts(self.bufs.add(bid as usize * self.buf_size as usize), len)
+            std::slice::from_raw_parts_mut(
+                self.bufs.add(bid as usize * self.buf_size as usize),
+                len,
+            )
         }
     }
 

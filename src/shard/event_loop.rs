@@ -500,7 +500,7 @@ impl<H: ConnHandler> Shard<H> {
                 // The bytes were read from the socket: charge them even if not delivered.
                 self.core.bw_on_read(slot, res as u64);
                 if deliver {
-                    let data = self.bufring.data(bid, res as usize);
+                    let data = self.bufring.data_mut(bid, res as usize);
                     self.handler.on_data(
                         ConnId {
                             slot: slot as u32,

@@ -45,8 +45,10 @@ pub trait ConnHandler {
     }
 
     /// Bytes arrived. The slice is only valid during the call: the buffer goes back to the
-    /// kernel right after, so keep (copy) whatever must outlive it.
-    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, Self::Msg>);
+    /// kernel right after, so keep (copy) whatever must outlive it. It is the handler's to
+    /// change meanwhile (a channel decrypts TLS records in place there: the copy map,
+    /// `docs/architecture.md`).
+    fn on_data(&mut self, conn: ConnId, data: &mut [u8], out: &mut Outbox<'_, Self::Msg>);
 
     /// A connection that refused a send (`OutboxError::Full` or a short `send_partial`) has
     /// drained to half its bound; it can take more. Typical use: `resume_read` on the

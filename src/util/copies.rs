@@ -6,9 +6,9 @@
 //! exist only in debug builds and with the `copy-count` feature: in a release build
 //! [`note`] is empty and [`ENABLED`] is false, so the data path pays nothing.
 //!
-//! Sites inside rustls cannot be instrumented; they are counted at the call into rustls, from
-//! what rustls 0.23's buffered API is documented and read to do with the bytes passed (see
-//! the map).
+//! Sites inside rustls (TLS 1.2 links, and every link until it switches to Fors's record
+//! layer) cannot be instrumented; they are counted at the call into rustls, from what rustls
+//! 0.23's buffered API is documented and read to do with the bytes passed (see the map).
 
 /// One copy site of the map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,6 +38,15 @@ pub enum CopySite {
     /// rustls's records → the send pool (`Channel::write_output_into`), or the channel's
     /// TLS output buffer for what does not fit (`write_tls`).
     TlsOut,
+    /// Received TLS record bytes → the channel's record buffer, where they are opened in
+    /// place (a channel on Fors's record layer): a record split across two reads
+    /// (`Channel::read_records_in_place`), or every record when the input is read-only
+    /// (`Channel::read_records`).
+    RecordInbuf,
+    /// Queued cells → a send-pool buffer (`Channel::write_output_into`) or the channel's TLS
+    /// output buffer (`pending_output`), behind a record header, sealed there (a channel on
+    /// Fors's record layer).
+    RecordSeal,
     /// Staged bytes → a send-pool buffer (`shard::Core::send_partial`; the fake shard counts
     /// its stand-in the same way).
     SendPool,
@@ -59,6 +68,8 @@ pub const ALL: [CopySite; SITES] = [
     CopySite::ChanQueue,
     CopySite::TlsRecord,
     CopySite::TlsOut,
+    CopySite::RecordInbuf,
+    CopySite::RecordSeal,
     CopySite::SendPool,
 ];
 

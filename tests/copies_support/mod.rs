@@ -60,10 +60,21 @@ pub struct Middle {
 
 impl Middle {
     pub fn new(seed: u64) -> Middle {
+        Middle::with_tls12(seed, false)
+    }
+
+    /// As `new`; with `tls12`, the client and the target speak only TLS 1.2, so both of the
+    /// node's channels stay on rustls.
+    pub fn with_tls12(seed: u64, tls12: bool) -> Middle {
         let mut net = Net::new(seed);
         let target = target_ident();
         let shard = owner_of(target);
-        let mut p = Peer::client(&mut net, shard, 41000);
+        let from = std::net::SocketAddr::new(LOCAL, 41000);
+        let mut p = if tls12 {
+            Peer::client_with(&mut net, shard, from, client_ctx_tls12())
+        } else {
+            Peer::client(&mut net, shard, 41000)
+        };
         let mut c = ClientCirc::create(&mut net, &mut p, 0x8000_0020);
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
         let (st, _, body) = extend2_to_target(&mut c, &mut rng);
@@ -78,7 +89,11 @@ impl Middle {
         let tconn = cs[0].0;
         net.nodes[shard].on_connected(tconn, ta, &mut net.shards[shard]);
         net.settle();
-        let mut t = Peer::target(&mut net, shard, tconn);
+        let mut t = if tls12 {
+            Peer::target_with(&mut net, shard, tconn, target_ctx_tls12())
+        } else {
+            Peer::target(&mut net, shard, tconn)
+        };
         t.pump(&mut net);
         assert!(t.sink.opened().is_some(), "{:?}", t.sink.events);
         let cells = t.cells();
@@ -149,10 +164,18 @@ impl Middle {
 
     /// The node reads `bytes` from the client's (`forward`) or the target's connection, as
     /// one read completion, and ends the batch.
-    pub fn deliver(&mut self, forward: bool, bytes: &[u8]) {
+    pub fn deliver(&mut self, forward: bool, bytes: &mut [u8]) {
+        self.deliver_in_reads(forward, bytes, usize::MAX);
+    }
+
+    /// As [`deliver`](Self::deliver), the bytes cut into reads of `read_len` bytes (as
+    /// the shard's receive buffers would cut them), then the batch ends.
+    pub fn deliver_in_reads(&mut self, forward: bool, bytes: &mut [u8], read_len: usize) {
         let conn = if forward { self.p.conn } else { self.t.conn };
         let s = self.shard;
-        self.net.nodes[s].on_data(conn, bytes, &mut self.net.shards[s]);
+        for read in bytes.chunks_mut(read_len.min(bytes.len()).max(1)) {
+            self.net.nodes[s].on_data(conn, read, &mut self.net.shards[s]);
+        }
         self.net.nodes[s].on_batch_end(&mut self.net.shards[s]);
     }
 
@@ -214,7 +237,7 @@ impl Exit {
 
     /// The exit socket's bytes, as one read completion; the batch ends (staged DATA is
     /// crypted and sent).
-    pub fn deliver_download(&mut self, bytes: &[u8]) {
+    pub fn deliver_download(&mut self, bytes: &mut [u8]) {
         self.net.nodes[0].on_data(self.stream, bytes, &mut self.net.shards[0]);
         self.net.nodes[0].on_batch_end(&mut self.net.shards[0]);
     }
@@ -250,7 +273,7 @@ impl Exit {
     }
 
     /// The client's bytes, as one read completion.
-    pub fn deliver_upload(&mut self, bytes: &[u8]) {
+    pub fn deliver_upload(&mut self, bytes: &mut [u8]) {
         self.net.nodes[0].on_data(self.p.conn, bytes, &mut self.net.shards[0]);
         self.net.nodes[0].on_batch_end(&mut self.net.shards[0]);
     }

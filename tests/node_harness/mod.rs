@@ -82,6 +82,29 @@ pub fn target_ident() -> &'static Ident {
     ident(&I, ChannelConfig::default())
 }
 
+/// `ident`'s identity with TLS configurations that offer only TLS 1.2.
+fn tls12_ctx(ident: &Ident) -> Arc<fors::proto::channel::LinkContext> {
+    let ctx = fors::proto::channel::LinkContext::new(
+        ident.id.link_certs(),
+        &[LOCAL],
+        ChannelConfig::default(),
+    )
+    .unwrap();
+    Arc::new(ctx.with_tls_versions(&[&rustls::version::TLS12]).unwrap())
+}
+
+/// [`client_ident`] speaking only TLS 1.2 (the node still offers 1.3 and 1.2).
+pub fn client_ctx_tls12() -> Arc<fors::proto::channel::LinkContext> {
+    static C: OnceLock<Arc<fors::proto::channel::LinkContext>> = OnceLock::new();
+    C.get_or_init(|| tls12_ctx(client_ident())).clone()
+}
+
+/// [`target_ident`] speaking only TLS 1.2.
+pub fn target_ctx_tls12() -> Arc<fors::proto::channel::LinkContext> {
+    static C: OnceLock<Arc<fors::proto::channel::LinkContext>> = OnceLock::new();
+    C.get_or_init(|| tls12_ctx(target_ident())).clone()
+}
+
 /// Where the target "listens" (only a name here: the fake shard connects nowhere).
 pub fn target_addr() -> SocketAddr {
     "127.0.0.2:9001".parse().unwrap()
@@ -258,7 +281,9 @@ impl Net {
 
     /// Bytes from the peer of `conn` (the harness respects paused reads: see `Peer`).
     pub fn data(&mut self, shard: usize, conn: ConnId, bytes: &[u8]) {
-        self.nodes[shard].on_data(conn, bytes, &mut self.shards[shard]);
+        // The shard hands the node a receive buffer it may change.
+        let mut buf = bytes.to_vec();
+        self.nodes[shard].on_data(conn, &mut buf, &mut self.shards[shard]);
         self.settle();
     }
 
@@ -297,6 +322,16 @@ impl Peer {
 
     /// As `client`, connecting from `from`.
     pub fn client_from(net: &mut Net, shard: usize, from: SocketAddr) -> Peer {
+        Peer::client_with(net, shard, from, client_ident().ctx.clone())
+    }
+
+    /// As `client_from`, with the link context `ctx` (`client_ident`'s identity).
+    pub fn client_with(
+        net: &mut Net,
+        shard: usize,
+        from: SocketAddr,
+        ctx: Arc<fors::proto::channel::LinkContext>,
+    ) -> Peer {
         let conn = net.accept(shard, from);
         let node = node_ident();
         let expected = ExpectedPeer {
@@ -304,14 +339,8 @@ impl Peer {
             ed: Some(node.id.ed_id()),
         };
         let mut rng = StdRng::seed_from_u64(net.rng.next_u64());
-        let chan = Channel::new_initiator(
-            client_ident().ctx.clone(),
-            expected,
-            LOCAL,
-            net.shards[shard].wall,
-            &mut rng,
-        )
-        .unwrap();
+        let chan =
+            Channel::new_initiator(ctx, expected, LOCAL, net.shards[shard].wall, &mut rng).unwrap();
         let mut p = Peer {
             shard,
             conn,
@@ -331,9 +360,17 @@ impl Peer {
 
     /// The target side of a connection the node opened: a responder for `target_ident`.
     pub fn target(net: &mut Net, shard: usize, conn: ConnId) -> Peer {
-        let chan =
-            Channel::new_responder(target_ident().ctx.clone(), LOCAL, net.shards[shard].wall)
-                .unwrap();
+        Peer::target_with(net, shard, conn, target_ident().ctx.clone())
+    }
+
+    /// As `target`, with the link context `ctx` (`target_ident`'s identity).
+    pub fn target_with(
+        net: &mut Net,
+        shard: usize,
+        conn: ConnId,
+        ctx: Arc<fors::proto::channel::LinkContext>,
+    ) -> Peer {
+        let chan = Channel::new_responder(ctx, LOCAL, net.shards[shard].wall).unwrap();
         let rng = StdRng::seed_from_u64(net.rng.next_u64());
         Peer {
             shard,
@@ -369,8 +406,8 @@ impl Peer {
                 .is_none_or(|c| c.read_paused);
             if !self.inbox.is_empty() && !paused {
                 moved = true;
-                let bytes = std::mem::take(&mut self.inbox);
-                net.nodes[self.shard].on_data(self.conn, &bytes, &mut net.shards[self.shard]);
+                let mut bytes = std::mem::take(&mut self.inbox);
+                net.nodes[self.shard].on_data(self.conn, &mut bytes, &mut net.shards[self.shard]);
             }
             net.settle();
             if !moved {
@@ -391,8 +428,8 @@ impl Peer {
             .get(&self.conn)
             .is_none_or(|c| c.read_paused);
         if !self.inbox.is_empty() && !paused {
-            let bytes = std::mem::take(&mut self.inbox);
-            net.nodes[self.shard].on_data(self.conn, &bytes, &mut net.shards[self.shard]);
+            let mut bytes = std::mem::take(&mut self.inbox);
+            net.nodes[self.shard].on_data(self.conn, &mut bytes, &mut net.shards[self.shard]);
         }
         net.settle();
     }

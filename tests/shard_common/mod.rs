@@ -56,7 +56,7 @@ impl ConnHandler for Echo {
         self.accepted += 1;
     }
 
-    fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut Outbox<'_, ()>) {
+    fn on_data(&mut self, conn: ConnId, data: &mut [u8], out: &mut Outbox<'_, ()>) {
         self.bytes += data.len() as u64;
         if let Some(s) = self.stash.get_mut(&conn) {
             s.extend_from_slice(data);

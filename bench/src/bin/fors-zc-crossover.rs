@@ -199,7 +199,7 @@ impl ConnHandler for Streamer {
         self.fill(conn, out);
     }
 
-    fn on_data(&mut self, _conn: ConnId, _data: &[u8], _out: &mut Outbox<'_, ()>) {}
+    fn on_data(&mut self, _conn: ConnId, _data: &mut [u8], _out: &mut Outbox<'_, ()>) {}
 
     fn on_writable(&mut self, conn: ConnId, out: &mut Outbox<'_, ()>) {
         self.fill(conn, out);

@@ -143,6 +143,24 @@ impl LinkContext {
         })
     }
 
+    /// This context with TLS configurations that offer only `versions` (tests force TLS 1.2
+    /// links with it; a relay always offers 1.3 and 1.2).
+    #[doc(hidden)]
+    pub fn with_tls_versions(
+        mut self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<LinkContext, LinkContextError> {
+        let provider = tls::provider();
+        self.server_config = tls::server_config_with_versions(
+            provider.clone(),
+            &self.certs.link_cert_der,
+            &self.certs.link_key_pkcs8_der,
+            versions,
+        )?;
+        self.client_config = tls::client_config_with_versions(provider, versions)?;
+        Ok(self)
+    }
+
     /// Our RSA identity (fingerprint).
     pub fn rsa_identity(&self) -> RsaIdentity {
         self.rsa_identity

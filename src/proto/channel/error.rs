@@ -66,6 +66,10 @@ pub enum ChannelError {
     Tls(#[from] rustls::Error),
     #[error("TLS input buffering failed: {0}")]
     TlsInput(String),
+    /// Fors's own TLS 1.3 record layer (`proto::tls_record`), once the channel was switched
+    /// to it: a record that failed, an alert from the peer, or the handover itself.
+    #[error("TLS record layer: {0}")]
+    TlsRecord(#[from] crate::proto::tls_record::TlsRecordError),
     #[error("peer closed the connection")]
     PeerClosed,
     #[error("connection ended inside a cell ({0} bytes of it buffered)")]

@@ -312,7 +312,10 @@ impl Channel {
 
     /// The RFC 5705 exporter value for AUTH0003, context = CID.
     fn tls_secrets(&self, cid: &[u8; 32]) -> Result<[u8; 32], ChannelError> {
-        self.tls
+        // The link handshake always runs on rustls (the switch to the record layer comes
+        // after the channel opens), so its exporter is there.
+        self.rustls()
+            .ok_or(ChannelError::NotOpen)?
             .export_keying_material([0u8; 32], AUTH0003_EXPORTER_LABEL, Some(&cid[..]))
             .map_err(|e| AuthError::Exporter(e.to_string()).into())
     }

@@ -4,7 +4,9 @@
 //! Sans-IO: a [`Channel`] takes received bytes, `now` and an RNG, and gives back bytes to
 //! send, cells and [`ChannelEvent`]s. Layout:
 //! * [`context`]: [`LinkContext`], shared by every channel of a shard;
-//! * [`tls`]: rustls configurations, the certificate verifier, SNI;
+//! * [`tls`]: rustls configurations, the certificate verifier, SNI (each channel runs on a
+//!   per-connection copy that logs its traffic secrets, so an open TLS 1.3 channel can
+//!   switch to Fors's own record layer, `proto::tls_record`);
 //! * `handshake` (private) / [`certs`] / [`auth`]: the handshake cells, CERTS checks, AUTH0003;
 //! * [`state`]: the [`Channel`] itself and the open-channel cell path;
 //! * [`output`]: the bounded [`CellQueue`]; [`circid`]: the circuit-ID high-bit rule.
@@ -18,7 +20,8 @@
 //! expiry and NETINFO):
 //! ```text
 //! on_accept:   ch = Channel::new_responder(ctx.clone(), peer.ip(), now)
-//! on_data:     ch.handle_input(data, now, rng, &mut sink)   // cells → sink.cell(.., out)
+//! on_data:     ch.handle_input_mut(data, now, rng, &mut sink) // records opened in `data`
+//!                                                           // cells → sink.cell(.., out)
 //!              outbox.send_with(conn, |buf| ch.write_output_into(buf))  // records in place
 //!              n = outbox.send_partial(conn, ch.pending_output()); ch.consume_output(n)
 //!              if !ch.wants_read() { pause reading until on_writable }
@@ -46,5 +49,5 @@ pub use idle::ChannelIdleTimer;
 pub use output::CellQueue;
 pub use state::{
     Channel, ChannelEvent, ChannelSink, ChannelStats, ExpectedPeer, LinkWarnings, OpenInfo,
-    PeerIdentity, LINK_VERSIONS,
+    PeerIdentity, TlsPath, LINK_VERSIONS,
 };

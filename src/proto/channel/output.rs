@@ -108,6 +108,9 @@ impl std::io::Write for GrowWithin<'_> {
 #[derive(Debug)]
 pub struct CellQueue {
     buf: Vec<u8>,
+    /// Bytes at the front of `buf` already sealed into TLS records (a channel on Fors's
+    /// record layer seals as much as the send buffer takes: `Channel::write_output_into`).
+    start: usize,
     max_bytes: usize,
     /// Most bytes `buf` held since the last [`trim`](Self::trim).
     peak: usize,
@@ -121,6 +124,7 @@ impl CellQueue {
         let max_bytes = max_cells.max(1) * CELL_LEN;
         CellQueue {
             buf: Vec::new(),
+            start: 0,
             max_bytes,
             peak: 0,
             tls_pending: 0,
@@ -129,7 +133,7 @@ impl CellQueue {
     }
 
     fn used(&self) -> usize {
-        self.buf.len() + self.tls_pending
+        self.buf.len() - self.start + self.tls_pending
     }
 
     /// How many more fixed cells [`send_cell`](Self::send_cell) would accept now.
@@ -165,6 +169,7 @@ impl CellQueue {
         if self.used() + CELL_LEN > self.max_bytes {
             return Err(ChannelError::OutputFull);
         }
+        self.drop_sealed_before_growth(CELL_LEN);
         let start = self.buf.len();
         reserve_within(&mut self.buf, CELL_LEN, self.max_bytes + HANDSHAKE_SLACK);
         self.buf.resize(start + CELL_LEN, 0);
@@ -180,22 +185,43 @@ impl CellQueue {
 
     /// Appends handshake bytes (already framed), ignoring the bound.
     pub(super) fn push_raw(&mut self, wire: &[u8]) {
+        self.drop_sealed_before_growth(wire.len());
         reserve_within(&mut self.buf, wire.len(), self.max_bytes + HANDSHAKE_SLACK);
         self.buf.extend_from_slice(wire);
     }
 
+    /// Moves the cells not yet sealed to the front when `extra` more bytes would not fit
+    /// (rather than growing the buffer by what was already sealed). Happens only when
+    /// cells are queued between a partial seal and the next `pending_output`, which seals
+    /// the rest.
+    fn drop_sealed_before_growth(&mut self, extra: usize) {
+        if self.start > 0 && self.buf.len() + extra > self.buf.capacity() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
     pub(super) fn plaintext(&self) -> &[u8] {
-        &self.buf
+        &self.buf[self.start..]
+    }
+
+    /// The first `n` bytes of [`plaintext`](Self::plaintext) were sealed.
+    pub(super) fn consume_plaintext(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.buf.len());
+        if self.start == self.buf.len() {
+            self.clear_plaintext();
+        }
     }
 
     pub(super) fn clear_plaintext(&mut self) {
         // The queue only grows between clears: its length now is its peak since the last.
         self.peak = self.peak.max(self.buf.len());
         self.buf.clear();
+        self.start = 0;
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.buf.len() == self.start
     }
 
     /// Nothing waits to go out: no cell queued and no TLS bytes the socket has not taken

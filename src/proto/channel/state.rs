@@ -1,30 +1,41 @@
 //! The [`Channel`] state machine: one Tor link over one TLS connection, sans-IO.
 //!
 //! Bytes in ([`Channel::handle_input`]), bytes out ([`Channel::pending_output`] /
-//! [`Channel::consume_output`]), events and cells out through a [`ChannelSink`]. Time and
-//! randomness are passed in. The handshake itself lives in `handshake.rs`.
+//! [`Channel::consume_output`], or [`Channel::write_output_into`] straight into a send
+//! buffer), events and cells out through a [`ChannelSink`]. Time and randomness are passed
+//! in. The handshake itself lives in `handshake.rs`.
 //!
-//! Memory (issue #15): the receive buffer (up to 32 KiB), the plaintext output queue and the
-//! TLS output buffer start empty and grow by doubling to what the channel uses, never past
-//! their old fixed sizes; [`Channel::trim_buffers`] (once a second) gives back a passed
-//! burst's room. A busy channel keeps its capacity, so per received cell nothing is
-//! allocated: cells are framed in place in the receive buffer (or straight from rustls's
-//! plaintext) and handed to the sink as `&mut [u8; 509]`.
-//! rustls's buffered API does allocate per TLS *record* (one record carries up to 31 cells);
-//! see docs/tls-provider.md.
+//! TLS: the TLS handshake and the link handshake run on rustls's buffered API (the link
+//! handshake needs its RFC 5705 exporter). An open TLS 1.3 channel then switches to Fors's
+//! own record layer (`proto::tls_record`) at the first record boundary, which opens records
+//! in place in the shard's receive buffer ([`Channel::handle_input_mut`]; a record split
+//! across reads is gathered in the channel's record buffer first) and seals cells in place
+//! in the send buffer; a TLS 1.2 link stays on rustls ([`ChannelStats::tls_path`]; the copy
+//! map in `docs/architecture.md` says how the switch works).
+//!
+//! Memory (issue #15): the receive buffers (cells up to 32 KiB, records up to 2 × 18 KiB),
+//! the plaintext output queue and the TLS output buffer start empty and grow by doubling to
+//! what the channel uses, never past their bounds; [`Channel::trim_buffers`] (once a second)
+//! gives back a passed burst's room. A busy channel keeps its capacity, so per received cell
+//! nothing is allocated: cells are framed in place in the decrypted record (or in the
+//! receive buffer, or straight from rustls's plaintext) and handed to the sink. On the
+//! record layer nothing is allocated per record either; rustls's buffered API (TLS 1.2
+//! links, and every link until the switch) allocates per TLS *record* (see
+//! docs/tls-provider.md).
 
 use std::io::{BufRead, ErrorKind, Read, Write};
+use std::mem;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use rand_core::{CryptoRng, RngCore};
-use rustls::{ClientConnection, Connection, ServerConnection};
+use rustls::{ClientConnection, Connection, ProtocolVersion, ServerConnection};
 
 use super::context::{ChannelConfig, LinkContext};
 use super::error::ChannelError;
 use super::handshake::Handshake;
-use super::output::{trim_vec, trimmed_capacity, CellQueue, GrowWithin, BUF_FLOOR};
+use super::output::{reserve_within, trim_vec, trimmed_capacity, CellQueue, GrowWithin, BUF_FLOOR};
 use super::tls;
 use crate::cell::chan::PaddingNegotiate;
 use crate::cell::{
@@ -32,6 +43,10 @@ use crate::cell::{
     CELL_LEN, MAX_VAR_CELL_BODY_LEN,
 };
 use crate::crypto::ids::{Ed25519Identity, RsaIdentity};
+use crate::proto::tls_record::{
+    self, ReadEvent, TlsRecordError, TlsRecordLayer, TrafficSecretLog, ALERT_RECORD_LEN,
+    HEADER_LEN, KEY_UPDATE_RECORD_LEN, MAX_PLAINTEXT_LEN, SEAL_TRAILER_LEN,
+};
 use crate::util::copies::{self, CopySite};
 
 /// Link protocol versions we offer and accept: 4 (4-byte circuit IDs) and 5 (padding).
@@ -40,6 +55,14 @@ pub const LINK_VERSIONS: [u16; 2] = [4, 5];
 /// Receive buffer bound: the largest variable cell we accept plus room to read more behind
 /// it. The buffer grows to it only when a cell needs it (CERTS is ~2 KiB).
 const INBUF_LEN: usize = 2 * (MAX_VAR_CELL_BODY_LEN + 7);
+
+/// The longest record rustls may be fed whole (TLS 1.2 allows 2^14 + 2048 bytes of
+/// ciphertext, RFC 5246 §6.2.3; TLS 1.3 less): the record buffer's bound before the switch.
+const MAX_ANY_RECORD_LEN: usize = HEADER_LEN + (1 << 14) + 2048;
+
+/// The record buffer's bound: a read's whole records are opened there in batches of at
+/// most this many bytes; it holds at least one record of the longest kind.
+const RX_LEN: usize = 2 * MAX_ANY_RECORD_LEN;
 
 /// Room in the TLS output buffer beyond the cell bound, for record headers and tags and the
 /// handshake (the same as its old fixed capacity).
@@ -131,11 +154,48 @@ pub trait ChannelSink {
 pub struct ChannelStats {
     /// Circuit cells handed to the sink.
     pub cells_delivered: u64,
+    /// Which record layer carries the channel's TLS records.
+    pub tls_path: TlsPath,
     /// Cells ignored after the handshake (PADDING, VPADDING, unknown commands...).
     pub cells_ignored: u64,
     /// Of those, the ones C tor logs as a peer's protocol violation, since the node last
     /// took them ([`Channel::take_link_warnings`]).
     pub link_warnings: LinkWarnings,
+}
+
+/// Which record layer carries a channel's TLS records (issue #13 item 3; the copy map,
+/// `docs/architecture.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsPath {
+    /// rustls's buffered API, for now: the TLS or link handshake is under way, or the open
+    /// channel has not yet reached a record boundary with nothing left inside rustls.
+    #[default]
+    Rustls,
+    /// Fors's in-place TLS 1.3 record layer (`proto::tls_record`), from the first record
+    /// boundary after the channel opened.
+    RecordLayer,
+    /// rustls for good: the link negotiated TLS 1.2 (C tor still accepts it), which the
+    /// record layer does not do.
+    RustlsTls12,
+    /// rustls for good: the handover was refused before rustls gave anything up (a suite
+    /// the record layer does not implement, or no traffic secrets logged).
+    RustlsRefused,
+}
+
+/// The TLS side of a channel.
+pub(super) enum Tls {
+    /// rustls's buffered connection: the whole TLS and link handshake runs here (the link
+    /// handshake needs its RFC 5705 exporter). `log` holds the connection's traffic
+    /// secrets while a switch to the record layer is still to come; `None` once the
+    /// channel stays on rustls.
+    Rustls {
+        conn: Box<Connection>,
+        log: Option<Arc<TrafficSecretLog>>,
+    },
+    /// Fors's record layer, after the switch.
+    Record(Box<TlsRecordLayer>),
+    /// Only inside `Channel::switch_tls`, between rustls giving up its keys and the layer.
+    Taken,
 }
 
 /// Link cells an open channel drops where C tor logs at `LOG_PROTOCOL_WARN` and keeps the
@@ -182,7 +242,20 @@ pub struct Channel {
     /// ([`Channel::new_client`]), which proves no identity.
     pub(super) ctx: Option<Arc<LinkContext>>,
     pub(super) config: ChannelConfig,
-    pub(super) tls: Connection,
+    pub(super) tls: Tls,
+    /// TLS records received but not yet whole. Before the switch rustls is fed one whole
+    /// record at a time (from the input, or from here when a record spans reads), so that
+    /// at a record boundary it holds nothing extraction would lose; after it, a record split
+    /// across reads (or every record, for read-only input: `handle_input`) is gathered here
+    /// and opened in place. Grows by doubling up to [`RX_LEN`].
+    rx: Box<[u8]>,
+    rx_len: usize,
+    /// Most bytes `rx` held since the last trim.
+    rx_peak: usize,
+    /// Whole records fed to rustls after its TLS handshake finished: each KeyUpdate the
+    /// peer made meanwhile ends one (RFC 8446 §5.1), so they bound the key schedule's
+    /// search at the switch.
+    records_after_tls_handshake: u64,
     pub(super) initiator: bool,
     pub(super) phase: Phase,
     pub(super) framer: Framer,
@@ -215,10 +288,12 @@ impl std::fmt::Debug for Channel {
 }
 
 impl Channel {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         ctx: Option<Arc<LinkContext>>,
         config: ChannelConfig,
         mut tls: Connection,
+        log: Arc<TrafficSecretLog>,
         initiator: bool,
         expected: Option<ExpectedPeer>,
         peer_addr: IpAddr,
@@ -229,7 +304,14 @@ impl Channel {
         let max_cells = config.max_output_cells;
         Channel {
             config,
-            tls,
+            tls: Tls::Rustls {
+                conn: Box::new(tls),
+                log: Some(log),
+            },
+            rx: Box::default(),
+            rx_len: 0,
+            rx_peak: 0,
+            records_after_tls_handshake: 0,
             initiator,
             phase: Phase::Handshaking(Box::new(Handshake::new(expected))),
             framer: Framer::unnegotiated(),
@@ -259,9 +341,12 @@ impl Channel {
         now: SystemTime,
         rng: &mut R,
     ) -> Result<Channel, ChannelError> {
-        let conn = ClientConnection::new(ctx.client_config.clone(), tls::random_sni(rng))?;
+        // A per-connection copy of the shared config that logs this connection's traffic
+        // secrets, for the switch to the record layer (cost: `with_traffic_secret_log_*`).
+        let (cfg, log) = tls_record::with_traffic_secret_log_client(&ctx.client_config);
+        let conn = ClientConnection::new(cfg, tls::random_sni(rng))?;
         let config = ctx.config;
-        Channel::start_initiator(Some(ctx), config, conn, expected, peer_addr, now)
+        Channel::start_initiator(Some(ctx), config, conn, log, expected, peer_addr, now)
     }
 
     /// A channel we open as a Tor **client** (tor-spec §"Negotiating and initializing
@@ -279,8 +364,9 @@ impl Channel {
         now: SystemTime,
         rng: &mut R,
     ) -> Result<Channel, ChannelError> {
-        let conn = ClientConnection::new(tls_config, tls::random_sni(rng))?;
-        Channel::start_initiator(None, config, conn, expected, peer_addr, now)
+        let (cfg, log) = tls_record::with_traffic_secret_log_client(&tls_config);
+        let conn = ClientConnection::new(cfg, tls::random_sni(rng))?;
+        Channel::start_initiator(None, config, conn, log, expected, peer_addr, now)
     }
 
     /// Common start of both initiator kinds: VERSIONS is queued at once; TLS carries it
@@ -289,6 +375,7 @@ impl Channel {
         ctx: Option<Arc<LinkContext>>,
         config: ChannelConfig,
         conn: ClientConnection,
+        log: Arc<TrafficSecretLog>,
         expected: ExpectedPeer,
         peer_addr: IpAddr,
         now: SystemTime,
@@ -297,6 +384,7 @@ impl Channel {
             ctx,
             config,
             Connection::Client(conn),
+            log,
             true,
             Some(expected),
             peer_addr,
@@ -315,12 +403,14 @@ impl Channel {
         peer_addr: IpAddr,
         now: SystemTime,
     ) -> Result<Channel, ChannelError> {
-        let conn = ServerConnection::new(ctx.server_config.clone())?;
+        let (cfg, log) = tls_record::with_traffic_secret_log_server(&ctx.server_config);
+        let conn = ServerConnection::new(cfg)?;
         let config = ctx.config;
         Ok(Channel::new(
             Some(ctx),
             config,
             Connection::Server(conn),
+            log,
             false,
             None,
             peer_addr,
@@ -348,7 +438,71 @@ impl Channel {
         r
     }
 
+    /// As [`handle_input`](Self::handle_input), with the received bytes in a buffer the
+    /// channel may change (the shard's receive buffer, valid only during the call): on the
+    /// record layer, whole records are opened where they lie and only a record that goes
+    /// on in the next read is copied (the copy map, `docs/architecture.md`). The buffer's
+    /// contents afterwards are unspecified.
+    pub fn handle_input_mut<R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        data: &mut [u8],
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        if matches!(self.phase, Phase::Closed) {
+            return Err(ChannelError::NotOpen);
+        }
+        let len = data.len();
+        let r = self
+            .read_until_switch(data, now, rng, sink)
+            .map(|rest| len - rest.len())
+            .and_then(|used| self.read_records_in_place(&mut data[used..], sink));
+        if let Err(e) = &r {
+            self.fail(e.clone(), sink);
+        }
+        r
+    }
+
     fn read_input<R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        data: &[u8],
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        let rest = self.read_until_switch(data, now, rng, sink)?;
+        self.read_records(rest, sink)
+    }
+
+    /// Reads through rustls until the channel switches to the record layer (or all of
+    /// `data` on a link that stays on rustls); returns the input left for the record layer.
+    fn read_until_switch<'a, R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        mut data: &'a [u8],
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<&'a [u8], ChannelError> {
+        while !data.is_empty() && !matches!(self.phase, Phase::Closed) {
+            match &self.tls {
+                Tls::Record(_) => return Ok(data),
+                Tls::Rustls { log: None, .. } => {
+                    self.read_rustls(data, now, rng, sink)?;
+                    return Ok(&[]);
+                }
+                Tls::Rustls { log: Some(_), .. } => {
+                    data = self.feed_one_record(data, now, rng, sink)?;
+                    self.switch_tls()?;
+                }
+                Tls::Taken => return Err(ChannelError::NotOpen),
+            }
+        }
+        Ok(&[])
+    }
+
+    /// rustls for good (TLS 1.2): bytes straight to it, as many as it takes.
+    fn read_rustls<R: RngCore + CryptoRng, S: ChannelSink>(
         &mut self,
         mut data: &[u8],
         now: SystemTime,
@@ -357,12 +511,14 @@ impl Channel {
     ) -> Result<(), ChannelError> {
         // Never call read_tls with an empty slice: rustls takes a 0-byte read as EOF.
         while !data.is_empty() {
-            let n = self
-                .tls
+            let Tls::Rustls { conn, .. } = &mut self.tls else {
+                return Err(ChannelError::NotOpen);
+            };
+            let n = conn
                 .read_tls(&mut data)
                 .map_err(|e| ChannelError::TlsInput(e.to_string()))?;
             copies::note(CopySite::TlsDeframe, n);
-            let io = self.tls.process_new_packets()?;
+            let io = conn.process_new_packets()?;
             self.drain_plaintext(now, rng, sink)?;
             if io.peer_has_closed() {
                 // close_notify: whatever follows is not Tor data.
@@ -373,6 +529,425 @@ impl Channel {
             }
         }
         Ok(())
+    }
+
+    /// Before the switch: feeds rustls the next whole TLS record (parsing the 5-byte record
+    /// header ourselves, RFC 8446 §5.1), straight from `data` when it is all there, else
+    /// gathered in `rx` across reads. Returns the input not yet used.
+    fn feed_one_record<'a, R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        data: &'a [u8],
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<&'a [u8], ChannelError> {
+        if self.rx_len == 0 {
+            match whole_record_len(data) {
+                Some(len) => {
+                    self.feed_rustls(&data[..len], now, rng, sink)?;
+                    return Ok(&data[len..]);
+                }
+                // Not a TLS record header (a plaintext probe, garbage), or one claiming more
+                // than any TLS version allows: rustls refuses it at once.
+                None if record_claims_too_much(data) || not_tls_header(data) => {
+                    self.feed_rustls(data, now, rng, sink)?;
+                    return Ok(&[]);
+                }
+                None => {}
+            }
+        }
+        // The start of a record that goes on in the next read: gathered here (rare: the
+        // link handshake's records are small, and the switch comes after it).
+        let missing = record_missing(&self.rx[..self.rx_len]);
+        let take = missing.min(data.len());
+        self.rx_reserve(self.rx_len + take, MAX_ANY_RECORD_LEN);
+        self.rx[self.rx_len..self.rx_len + take].copy_from_slice(&data[..take]);
+        copies::note(CopySite::ChanInbuf, take);
+        self.rx_len += take;
+        self.rx_peak = self.rx_peak.max(self.rx_len);
+        let rest = &data[take..];
+        if record_missing(&self.rx[..self.rx_len]) == 0
+            || record_claims_too_much(&self.rx[..self.rx_len])
+            || not_tls_header(&self.rx[..self.rx_len])
+        {
+            let rx = mem::take(&mut self.rx);
+            let len = mem::take(&mut self.rx_len);
+            let r = self.feed_rustls(&rx[..len], now, rng, sink);
+            self.rx = rx;
+            r?;
+        }
+        Ok(rest)
+    }
+
+    /// Hands rustls one record (all of it) and processes what it decrypted.
+    fn feed_rustls<R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        mut record: &[u8],
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        while !record.is_empty() {
+            let Tls::Rustls { conn, .. } = &mut self.tls else {
+                return Err(ChannelError::NotOpen);
+            };
+            let after_handshake = !conn.is_handshaking();
+            let n = conn
+                .read_tls(&mut record)
+                .map_err(|e| ChannelError::TlsInput(e.to_string()))?;
+            copies::note(CopySite::TlsDeframe, n);
+            let io = conn.process_new_packets()?;
+            if record.is_empty() && after_handshake {
+                self.records_after_tls_handshake += 1;
+            }
+            self.drain_plaintext(now, rng, sink)?;
+            if io.peer_has_closed() {
+                return Err(self.eof_reason());
+            }
+            if n == 0 || matches!(self.phase, Phase::Closed) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// At a record boundary with rustls's plaintext drained: once the channel is open on
+    /// TLS 1.3, takes rustls's output into ours and hands its keys to the record layer.
+    /// TLS 1.2, or a handover refused before rustls gave anything up, keeps the channel on
+    /// rustls for good. Fails the channel only if rustls gave its keys up and they do not
+    /// match the logged secrets (not seen: `TlsRecordLayer::from_connection`).
+    fn switch_tls(&mut self) -> Result<(), ChannelError> {
+        if !matches!(self.phase, Phase::Open) {
+            return Ok(());
+        }
+        let Tls::Rustls { conn, log: Some(_) } = &mut self.tls else {
+            return Ok(());
+        };
+        if conn.is_handshaking() {
+            return Ok(());
+        }
+        if conn.protocol_version() != Some(ProtocolVersion::TLSv1_3) {
+            self.stats.tls_path = TlsPath::RustlsTls12;
+            self.tls_stay_on_rustls();
+            return Ok(());
+        }
+        TlsRecordLayer::prepare_handover(conn);
+        self.pull_rustls_output();
+        let Tls::Rustls {
+            conn,
+            log: Some(log),
+        } = &mut self.tls
+        else {
+            return Ok(());
+        };
+        match TlsRecordLayer::check_handover(conn, log) {
+            Ok(()) => {}
+            // Output rustls still holds: at a later boundary.
+            Err(TlsRecordError::NotReady) => return Ok(()),
+            Err(_) => {
+                self.stats.tls_path = TlsPath::RustlsRefused;
+                self.tls_stay_on_rustls();
+                return Ok(());
+            }
+        }
+        let Tls::Rustls {
+            conn,
+            log: Some(log),
+        } = mem::replace(&mut self.tls, Tls::Taken)
+        else {
+            return Ok(());
+        };
+        let layer = TlsRecordLayer::from_connection(*conn, &log, self.records_after_tls_handshake)?;
+        self.tls = Tls::Record(Box::new(layer));
+        self.stats.tls_path = TlsPath::RecordLayer;
+        Ok(())
+    }
+
+    /// The channel stays on rustls: its secrets are dropped (zeroized).
+    fn tls_stay_on_rustls(&mut self) {
+        if let Tls::Rustls { log, .. } = &mut self.tls {
+            if let Some(l) = log.take() {
+                drop(l.take());
+            }
+        }
+    }
+
+    /// rustls's pending TLS output into the channel's TLS output buffer.
+    fn pull_rustls_output(&mut self) {
+        let Tls::Rustls { conn, .. } = &mut self.tls else {
+            return;
+        };
+        while conn.wants_write() {
+            // Writing into a Vec cannot fail.
+            let mut w = GrowWithin {
+                v: &mut self.tls_out,
+                cap: self.tls_out_cap,
+                start: &mut self.tls_out_start,
+            };
+            let n = conn.write_tls(&mut w).unwrap_or(0);
+            copies::note(CopySite::TlsOut, n);
+            if n == 0 {
+                break;
+            }
+        }
+        self.tls_out_peak = self.tls_out_peak.max(self.tls_out.len());
+        self.out.tls_pending = self.tls_out.len() - self.tls_out_start;
+    }
+
+    /// Grows `rx` to hold at least `need` bytes (doubling from [`BUF_FLOOR`], at most
+    /// `bound`, which callers never exceed).
+    fn rx_reserve(&mut self, need: usize, bound: usize) {
+        if need <= self.rx.len() {
+            return;
+        }
+        let len = (self.rx.len() * 2)
+            .max(BUF_FLOOR)
+            .max(need)
+            .min(bound.max(need));
+        let mut buf = vec![0u8; len].into_boxed_slice();
+        buf[..self.rx_len].copy_from_slice(&self.rx[..self.rx_len]);
+        self.rx = buf;
+    }
+
+    /// After the switch, for input the channel may not change: the input's records are
+    /// copied into `rx` and opened there in place; cells are framed in their plaintext.
+    /// Whole records go in batches (no record is ever moved inside `rx`); a record that
+    /// goes on in the next read waits there.
+    fn read_records<S: ChannelSink>(
+        &mut self,
+        mut data: &[u8],
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        while !data.is_empty() && !matches!(self.phase, Phase::Closed) {
+            if !matches!(self.tls, Tls::Record(_)) {
+                return Err(ChannelError::NotOpen);
+            }
+            let take = if self.rx_len > 0 {
+                // The rest of the record that waits (its header first).
+                record_missing(&self.rx[..self.rx_len]).min(data.len())
+            } else {
+                match whole_records_len(data, RX_LEN) {
+                    0 => data.len().min(RX_LEN),
+                    n => n,
+                }
+            }
+            .min(RX_LEN - self.rx_len);
+            self.rx_append(&data[..take]);
+            data = &data[take..];
+            self.open_rx(sink)?;
+        }
+        Ok(())
+    }
+
+    /// After the switch, for input in the shard's receive buffer: whole records are opened
+    /// where they lie; only a record split across two reads is copied into `rx` (its start
+    /// from this read, its rest from the next).
+    fn read_records_in_place<S: ChannelSink>(
+        &mut self,
+        mut data: &mut [u8],
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        while !data.is_empty() && !matches!(self.phase, Phase::Closed) {
+            if !matches!(self.tls, Tls::Record(_)) {
+                return Err(ChannelError::NotOpen);
+            }
+            if self.rx_len > 0 {
+                // The rest of the record that began in an earlier read.
+                let take = record_missing(&self.rx[..self.rx_len])
+                    .min(data.len())
+                    .min(RX_LEN - self.rx_len);
+                self.rx_append(&data[..take]);
+                data = &mut mem::take(&mut data)[take..];
+                self.open_rx(sink)?;
+                continue;
+            }
+            let used = self.open_records_at(data, sink)?;
+            data = &mut mem::take(&mut data)[used..];
+            if !data.is_empty() && !matches!(self.phase, Phase::Closed) {
+                // The start of a record that goes on in the next read.
+                let take = data.len().min(RX_LEN);
+                self.rx_append(&data[..take]);
+                data = &mut mem::take(&mut data)[take..];
+                self.open_rx(sink)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends received record bytes to `rx`.
+    fn rx_append(&mut self, bytes: &[u8]) {
+        self.rx_reserve(self.rx_len + bytes.len(), RX_LEN);
+        self.rx[self.rx_len..self.rx_len + bytes.len()].copy_from_slice(bytes);
+        copies::note(CopySite::RecordInbuf, bytes.len());
+        self.rx_len += bytes.len();
+        self.rx_peak = self.rx_peak.max(self.rx_len);
+    }
+
+    /// Opens the whole records in `rx`; a partial record stays. Callers copy in only whole
+    /// records, or the missing part of the one record there, so what is opened is always
+    /// all of `rx` or nothing: no record is moved.
+    fn open_rx<S: ChannelSink>(&mut self, sink: &mut S) -> Result<(), ChannelError> {
+        let mut rx = mem::take(&mut self.rx);
+        let len = self.rx_len;
+        let r = self.open_records_at(&mut rx[..len], sink);
+        if let Ok(used) = r {
+            if used > 0 {
+                rx.copy_within(used..len, 0);
+                self.rx_len = len - used;
+            }
+        }
+        self.rx = rx;
+        r.map(|_| ())
+    }
+
+    /// Opens the whole records at the start of `buf` in place and hands their cells on;
+    /// returns the bytes they took (a partial record at the end is left).
+    fn open_records_at<S: ChannelSink>(
+        &mut self,
+        buf: &mut [u8],
+        sink: &mut S,
+    ) -> Result<usize, ChannelError> {
+        let mut pos = 0;
+        while pos < buf.len() && !matches!(self.phase, Phase::Closed) {
+            let Tls::Record(layer) = &mut self.tls else {
+                return Err(ChannelError::NotOpen);
+            };
+            let ev = match layer.read(&mut buf[pos..]) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    self.seal_fatal_alert(&e);
+                    return Err(e.into());
+                }
+            };
+            match ev {
+                ReadEvent::Data {
+                    plaintext,
+                    consumed,
+                } => {
+                    let pt = &mut buf[pos + plaintext.start..pos + plaintext.end];
+                    self.deliver_plaintext(pt, sink)?;
+                    pos += consumed;
+                }
+                ReadEvent::Handled { consumed } => pos += consumed,
+                // close_notify: whatever follows is not Tor data.
+                ReadEvent::CloseNotify { .. } | ReadEvent::Ignored { .. } => {
+                    return Err(self.eof_reason());
+                }
+                ReadEvent::NeedMore { .. } => break,
+            }
+        }
+        Ok(pos)
+    }
+
+    /// One record's plaintext, decrypted in place in `rx`: the rest of a cell that began in
+    /// an earlier record is completed in `inbuf`, then whole cells are framed where they lie
+    /// and handed on mutably; a cell that goes on in the next record is copied to `inbuf`.
+    fn deliver_plaintext<S: ChannelSink>(
+        &mut self,
+        mut pt: &mut [u8],
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        while self.in_len > 0 && !pt.is_empty() {
+            if matches!(self.phase, Phase::Closed) {
+                return Ok(());
+            }
+            let want = if self.in_len < CELL_LEN {
+                CELL_LEN - self.in_len
+            } else {
+                usize::MAX
+            };
+            if self.in_len == self.inbuf.len() && !self.grow_inbuf() {
+                return Err(ChannelError::TlsInput("receive buffer full".into()));
+            }
+            let n = want.min(pt.len()).min(self.inbuf.len() - self.in_len);
+            self.inbuf[self.in_len..self.in_len + n].copy_from_slice(&pt[..n]);
+            copies::note(CopySite::ChanInbuf, n);
+            self.in_len += n;
+            self.in_peak = self.in_peak.max(self.in_len);
+            pt = &mut pt[n..];
+            self.process_open_cells(sink)?;
+        }
+        if pt.is_empty() || matches!(self.phase, Phase::Closed) {
+            return Ok(());
+        }
+        let mut pos = 0;
+        while let Some((cell, used)) = self.framer.next_mut(&mut pt[pos..])? {
+            pos += used;
+            self.on_open_cell(cell, sink)?;
+            if matches!(self.phase, Phase::Closed) {
+                return Ok(());
+            }
+        }
+        let tail = &pt[pos..];
+        if !tail.is_empty() {
+            while self.inbuf.len() < tail.len() {
+                if !self.grow_inbuf() {
+                    return Err(ChannelError::TlsInput("receive buffer full".into()));
+                }
+            }
+            self.inbuf[..tail.len()].copy_from_slice(tail);
+            copies::note(CopySite::ChanInbuf, tail.len());
+            self.in_len = tail.len();
+            self.in_peak = self.in_peak.max(self.in_len);
+        }
+        Ok(())
+    }
+
+    /// The cells complete in `inbuf` on an open channel (after the switch the handshake is
+    /// over: `process_cells` does the same with the handshake's phases).
+    fn process_open_cells<S: ChannelSink>(&mut self, sink: &mut S) -> Result<(), ChannelError> {
+        let mut buf = mem::take(&mut self.inbuf);
+        let mut pos = 0;
+        let r = loop {
+            if !matches!(self.phase, Phase::Open) {
+                break Ok(());
+            }
+            match self.framer.next_mut(&mut buf[pos..self.in_len]) {
+                Ok(Some((cell, used))) => {
+                    pos += used;
+                    if let Err(e) = self.on_open_cell(cell, sink) {
+                        break Err(e);
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        buf.copy_within(pos..self.in_len, 0);
+        self.in_len -= pos;
+        self.inbuf = buf;
+        r
+    }
+
+    /// Queues the alert a record-layer failure calls for (RFC 8446 §6.2), where one is due.
+    fn seal_fatal_alert(&mut self, e: &TlsRecordError) {
+        if let Some(alert) = e.alert() {
+            self.seal_alert(Some(alert));
+        }
+    }
+
+    /// Seals close_notify (`None`) or a fatal alert into the TLS output buffer, behind
+    /// what waits there. Nothing more is sealed after it.
+    fn seal_alert(&mut self, fatal: Option<rustls::AlertDescription>) {
+        let Tls::Record(layer) = &mut self.tls else {
+            return;
+        };
+        let at = tls_out_room(
+            &mut self.tls_out,
+            &mut self.tls_out_start,
+            ALERT_RECORD_LEN,
+            self.tls_out_cap,
+        );
+        self.tls_out.resize(at + ALERT_RECORD_LEN, 0);
+        let r = match fatal {
+            Some(a) => layer.seal_fatal_alert(&mut self.tls_out[at..], a),
+            None => layer.seal_close_notify(&mut self.tls_out[at..]),
+        };
+        // Refused only after an earlier close_notify or alert: nothing to add.
+        let n = r.unwrap_or(0);
+        self.tls_out.truncate(at + n);
+        self.tls_out_peak = self.tls_out_peak.max(self.tls_out.len());
+        self.out.tls_pending = self.tls_out.len() - self.tls_out_start;
     }
 
     fn eof_reason(&self) -> ChannelError {
@@ -390,9 +965,13 @@ impl Channel {
         rng: &mut R,
         sink: &mut S,
     ) -> Result<(), ChannelError> {
-        if !self.tls.is_handshaking() {
+        let Tls::Rustls { conn, .. } = &self.tls else {
+            return Ok(());
+        };
+        if !conn.is_handshaking() {
             self.with_handshake(|ch, hs| {
-                hs.on_tls_established(&ch.tls, ch.initiator)?;
+                let conn = ch.rustls().ok_or(ChannelError::NotOpen)?;
+                hs.on_tls_established(conn, ch.initiator)?;
                 Ok(None::<()>)
             })?;
         }
@@ -410,7 +989,10 @@ impl Channel {
             if self.in_len == 0 && matches!(self.phase, Phase::Open) {
                 // Whole cells straight from rustls's plaintext, without copying them into
                 // `inbuf` first (the copy map): the sink gets them read-only.
-                let mut rd = self.tls.reader();
+                let Tls::Rustls { conn, .. } = &mut self.tls else {
+                    return Ok(());
+                };
+                let mut rd = conn.reader();
                 let chunk = match rd.fill_buf() {
                     Ok(c) => c,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
@@ -444,7 +1026,10 @@ impl Channel {
                 return Err(ChannelError::TlsInput("receive buffer full".into()));
             }
             let end = self.in_len.saturating_add(want).min(self.inbuf.len());
-            match self.tls.reader().read(&mut self.inbuf[self.in_len..end]) {
+            let Tls::Rustls { conn, .. } = &mut self.tls else {
+                return Ok(());
+            };
+            match conn.reader().read(&mut self.inbuf[self.in_len..end]) {
                 Ok(0) => return Ok(()),
                 Ok(n) => {
                     // These bytes were copied once inside rustls (decrypted record →
@@ -504,12 +1089,33 @@ impl Channel {
             freed += cap - keep;
         }
         self.in_peak = self.in_len;
+        let cap = self.rx.len();
+        if let Some(keep) = trimmed_capacity(cap, self.rx_len, self.rx_peak) {
+            let mut buf = if keep == 0 {
+                Box::default()
+            } else {
+                vec![0u8; keep].into_boxed_slice()
+            };
+            buf[..self.rx_len].copy_from_slice(&self.rx[..self.rx_len]);
+            self.rx = buf;
+            freed += cap - keep;
+        }
+        self.rx_peak = self.rx_len;
         freed
     }
 
-    /// Bytes of buffer capacity the channel holds now: receive buffer, cell queue, TLS output.
+    /// Bytes of buffer capacity the channel holds now: receive buffers, cell queue, TLS
+    /// output.
     pub fn buffer_capacity(&self) -> usize {
-        self.inbuf.len() + self.out.capacity() + self.tls_out.capacity()
+        self.inbuf.len() + self.rx.len() + self.out.capacity() + self.tls_out.capacity()
+    }
+
+    /// The rustls connection, while the channel is on it (the handshake always is).
+    pub(super) fn rustls(&self) -> Option<&Connection> {
+        match &self.tls {
+            Tls::Rustls { conn, .. } => Some(conn),
+            _ => None,
+        }
     }
 
     fn process_cells<R: RngCore + CryptoRng, S: ChannelSink>(
@@ -616,7 +1222,12 @@ impl Channel {
         self.phase = Phase::Closed;
         self.out.open = false;
         self.out.clear_plaintext();
-        self.tls.send_close_notify();
+        match &mut self.tls {
+            Tls::Rustls { conn, .. } => conn.send_close_notify(),
+            // After a fatal alert (already sealed) this adds nothing.
+            Tls::Record(_) => self.seal_alert(None),
+            Tls::Taken => {}
+        }
         sink.event(ChannelEvent::Closed(reason));
     }
 
@@ -669,14 +1280,91 @@ impl Channel {
 
     /// Hands the queued cells to rustls, which seals them into records.
     fn seal_queued(&mut self) {
+        let Tls::Rustls { conn, .. } = &mut self.tls else {
+            return;
+        };
         if !self.out.is_empty() {
             if !matches!(self.phase, Phase::Closed) {
                 // With no rustls buffer limit the writer takes everything; the queue is
                 // cleared either way so a refusal cannot wedge it.
                 copies::note(CopySite::TlsRecord, self.out.plaintext().len());
-                let _ = self.tls.writer().write_all(self.out.plaintext());
+                let _ = conn.writer().write_all(self.out.plaintext());
             }
             self.out.clear_plaintext();
+        }
+    }
+
+    /// On the record layer: seals the queued cells as records into `dst` (the plaintext
+    /// copied behind a 5-byte header gap, sealed there: no buffer per record), a KeyUpdate
+    /// owed to the peer first (RFC 8446 §4.6.3). Fills `dst` as far as records go (a send
+    /// buffer filled to its end lets `send_with` offer the next); what does not fit stays
+    /// queued. Returns the bytes written.
+    fn seal_records_into(&mut self, dst: &mut [u8]) -> usize {
+        let Tls::Record(layer) = &mut self.tls else {
+            return 0;
+        };
+        let mut n = 0;
+        loop {
+            if layer.key_update_due() {
+                if dst.len() - n < KEY_UPDATE_RECORD_LEN {
+                    break;
+                }
+                match layer.seal_key_update(&mut dst[n..], false) {
+                    Ok(k) => n += k,
+                    // Closed (after our alert): nothing more goes out.
+                    Err(_) => break,
+                }
+            }
+            let pt = self.out.plaintext();
+            let room = dst.len() - n;
+            if pt.is_empty() || room <= HEADER_LEN + SEAL_TRAILER_LEN {
+                break;
+            }
+            let k = pt
+                .len()
+                .min(room - HEADER_LEN - SEAL_TRAILER_LEN)
+                .min(MAX_PLAINTEXT_LEN);
+            dst[n + HEADER_LEN..n + HEADER_LEN + k].copy_from_slice(&pt[..k]);
+            copies::note(CopySite::RecordSeal, k);
+            match layer.seal_app_data(&mut dst[n..], k) {
+                Ok(w) => {
+                    n += w;
+                    self.out.consume_plaintext(k);
+                }
+                // The key's record limit: a KeyUpdate goes first, at the loop's top.
+                Err(TlsRecordError::KeyUpdateDue) => continue,
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
+    /// On the record layer: seals everything queued into the TLS output buffer.
+    fn seal_records_into_tls_out(&mut self) {
+        loop {
+            let due = matches!(&self.tls, Tls::Record(l) if l.key_update_due());
+            let pt = self.out.plaintext().len();
+            if pt == 0 && !due {
+                break;
+            }
+            let records = pt.div_ceil(MAX_PLAINTEXT_LEN).max(1);
+            let need = pt + records * (HEADER_LEN + SEAL_TRAILER_LEN) + KEY_UPDATE_RECORD_LEN;
+            let at = tls_out_room(
+                &mut self.tls_out,
+                &mut self.tls_out_start,
+                need,
+                self.tls_out_cap,
+            );
+            self.tls_out.resize(at + need, 0);
+            let mut buf = mem::take(&mut self.tls_out);
+            let n = self.seal_records_into(&mut buf[at..]);
+            buf.truncate(at + n);
+            self.tls_out = buf;
+            if n == 0 {
+                // Closed: what is queued cannot go out.
+                self.out.clear_plaintext();
+                break;
+            }
         }
     }
 
@@ -689,12 +1377,21 @@ impl Channel {
         if self.tls_out_start < self.tls_out.len() {
             return 0;
         }
+        if matches!(self.tls, Tls::Record(_)) {
+            if matches!(self.phase, Phase::Closed) {
+                return 0;
+            }
+            return self.seal_records_into(dst);
+        }
         self.seal_queued();
+        let Tls::Rustls { conn, .. } = &mut self.tls else {
+            return 0;
+        };
         let mut n = 0;
-        while n < dst.len() && self.tls.wants_write() {
+        while n < dst.len() && conn.wants_write() {
             let mut w = &mut dst[n..];
             // Writing into a slice fails only when it is full.
-            let k = self.tls.write_tls(&mut w).unwrap_or(0);
+            let k = conn.write_tls(&mut w).unwrap_or(0);
             if k == 0 {
                 break;
             }
@@ -715,21 +1412,15 @@ impl Channel {
             self.tls_out.drain(..self.tls_out_start);
             self.tls_out_start = 0;
         }
-        while self.tls.wants_write() {
-            // Writing into a Vec cannot fail.
-            let mut w = GrowWithin {
-                v: &mut self.tls_out,
-                cap: self.tls_out_cap,
-                start: &mut self.tls_out_start,
-            };
-            let n = self.tls.write_tls(&mut w).unwrap_or(0);
-            copies::note(CopySite::TlsOut, n);
-            if n == 0 {
-                break;
+        if matches!(self.tls, Tls::Record(_)) {
+            if !matches!(self.phase, Phase::Closed) {
+                self.seal_records_into_tls_out();
             }
+            self.tls_out_peak = self.tls_out_peak.max(self.tls_out.len());
+            self.out.tls_pending = self.tls_out.len() - self.tls_out_start;
+        } else {
+            self.pull_rustls_output();
         }
-        self.tls_out_peak = self.tls_out_peak.max(self.tls_out.len());
-        self.out.tls_pending = self.tls_out.len() - self.tls_out_start;
         &self.tls_out[self.tls_out_start..]
     }
 
@@ -804,6 +1495,62 @@ impl Channel {
     pub fn circ_id_allocator(&self) -> super::CircIdAllocator {
         super::CircIdAllocator::new(self.initiator)
     }
+}
+
+/// The length of the TLS record at the start of `data` if all of it is there (RFC 8446
+/// §5.1: a 5-byte header whose last two bytes are the length of what follows).
+fn whole_record_len(data: &[u8]) -> Option<usize> {
+    let len = record_len(data)?;
+    (len <= data.len()).then_some(len)
+}
+
+/// The length on the wire of the record whose header starts `data`, once the header is in.
+fn record_len(data: &[u8]) -> Option<usize> {
+    let h = data.get(..HEADER_LEN)?;
+    Some(HEADER_LEN + usize::from(u16::from_be_bytes([h[3], h[4]])))
+}
+
+/// Bytes the record starting `buf` still lacks (its header's first).
+fn record_missing(buf: &[u8]) -> usize {
+    match record_len(buf) {
+        Some(len) => len.saturating_sub(buf.len()),
+        None => HEADER_LEN - buf.len(),
+    }
+}
+
+/// Whether the header at the start of `data` claims a record longer than TLS allows.
+fn record_claims_too_much(data: &[u8]) -> bool {
+    record_len(data).is_some_and(|l| l > MAX_ANY_RECORD_LEN)
+}
+
+/// Whether the bytes at the start of `data` cannot begin a TLS record header: a content type
+/// outside 20–24 or a major version other than 3 (RFC 8446 §5.1, RFC 5246 §6.2.1).
+fn not_tls_header(data: &[u8]) -> bool {
+    data.first().is_some_and(|t| !(20..=24).contains(t)) || data.get(1).is_some_and(|&v| v != 3)
+}
+
+/// The bytes of the whole records at the start of `data`, at most `bound` of them.
+fn whole_records_len(data: &[u8], bound: usize) -> usize {
+    let mut end = 0;
+    while let Some(len) = whole_record_len(&data[end..]) {
+        if end + len > bound {
+            break;
+        }
+        end += len;
+    }
+    end
+}
+
+/// Makes room for `extra` more bytes at the end of the TLS output buffer (dropping the
+/// sent prefix first when they would not fit, as `GrowWithin` does) and returns where they
+/// go.
+fn tls_out_room(v: &mut Vec<u8>, start: &mut usize, extra: usize, cap: usize) -> usize {
+    if v.len() + extra > v.capacity() && *start > 0 {
+        v.drain(..*start);
+        *start = 0;
+    }
+    reserve_within(v, extra, cap);
+    v.len()
 }
 
 /// An open channel's cell: in the channel's receive buffer (may be changed in place), or

@@ -41,9 +41,19 @@ pub fn server_config(
     link_cert_der: &[u8],
     link_key_pkcs8_der: &[u8],
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
+    server_config_with_versions(provider, link_cert_der, link_key_pkcs8_der, VERSIONS)
+}
+
+/// [`server_config`] offering only `versions` (tests force TLS 1.2 links with it).
+pub fn server_config_with_versions(
+    provider: Arc<CryptoProvider>,
+    link_cert_der: &[u8],
+    link_key_pkcs8_der: &[u8],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(link_key_pkcs8_der.to_vec()));
     let mut cfg = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(VERSIONS)?
+        .with_protocol_versions(versions)?
         .with_no_client_auth()
         .with_single_cert(vec![CertificateDer::from(link_cert_der.to_vec())], key)?;
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -53,11 +63,19 @@ pub fn server_config(
 
 /// Initiator configuration: the [`TorCertVerifier`], no client certificate, no resumption.
 pub fn client_config(provider: Arc<CryptoProvider>) -> Result<Arc<ClientConfig>, rustls::Error> {
+    client_config_with_versions(provider, VERSIONS)
+}
+
+/// [`client_config`] offering only `versions` (tests force TLS 1.2 links with it).
+pub fn client_config_with_versions(
+    provider: Arc<CryptoProvider>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<Arc<ClientConfig>, rustls::Error> {
     let verifier = Arc::new(TorCertVerifier {
         provider: provider.clone(),
     });
     let mut cfg = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(VERSIONS)?
+        .with_protocol_versions(versions)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
@@ -72,6 +90,14 @@ pub fn client_config(provider: Arc<CryptoProvider>) -> Result<Arc<ClientConfig>,
 #[derive(Debug)]
 pub struct TorCertVerifier {
     provider: Arc<CryptoProvider>,
+}
+
+impl TorCertVerifier {
+    /// The verifier for `provider`'s signature algorithms (tests build configs with other
+    /// protocol versions around it).
+    pub fn new(provider: Arc<CryptoProvider>) -> TorCertVerifier {
+        TorCertVerifier { provider }
+    }
 }
 
 impl ServerCertVerifier for TorCertVerifier {

@@ -15,6 +15,30 @@
 
 use super::*;
 use crate::proto::channel::padding::ChannelPadding;
+use crate::proto::channel::TlsPath;
+
+/// Open channels by the record layer they settled on (`Channel::stats().tls_path`), since
+/// the shard started, for the MetricsPort.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct TlsPathCounts {
+    pub record_layer: u64,
+    pub rustls_tls12: u64,
+    pub rustls_refused: u64,
+}
+
+impl TlsPathCounts {
+    fn changed(&mut self, before: TlsPath, after: TlsPath) {
+        if before == after {
+            return;
+        }
+        match after {
+            TlsPath::RecordLayer => self.record_layer += 1,
+            TlsPath::RustlsTls12 => self.rustls_tls12 += 1,
+            TlsPath::RustlsRefused => self.rustls_refused += 1,
+            TlsPath::Rustls => {}
+        }
+    }
+}
 
 /// Tell the core a channel is blocked when fewer than this many cells fit in its queue.
 pub(super) const BLOCK_BELOW_CELLS: usize = 64;
@@ -322,7 +346,7 @@ impl RelayNode {
     pub(super) fn channel_input(
         &mut self,
         conn: ConnId,
-        data: &[u8],
+        data: &mut [u8],
         now: Instant,
         out: &mut impl ShardIo<RelayMsg>,
     ) {
@@ -342,6 +366,7 @@ impl RelayNode {
         if let Some(p) = ch.padding.as_mut() {
             p.on_activity(now);
         }
+        let tls_path = ch.channel.stats().tls_path;
         let mut sink = CellSink {
             core: &mut self.core,
             conn,
@@ -368,13 +393,18 @@ impl RelayNode {
                 }),
         };
         // An error has already closed the channel and reported `Closed`.
+        // Records are opened in the shard's receive buffer itself (the copy map).
         let _ = ch
             .channel
-            .handle_input(data, wall, &mut self.chan_rng, &mut sink);
+            .handle_input_mut(data, wall, &mut self.chan_rng, &mut sink);
         // Link cells dropped for a peer's violation: counted for the shard's
         // protocol-warning line (`protowarn.rs`; C logs each at `LOG_PROTOCOL_WARN`).
         let link = ch.channel.take_link_warnings();
         self.protocol_warnings.link_cells(&link);
+        // The read may have moved the channel onto Fors's record layer, or settled it on
+        // rustls (`Channel::stats().tls_path`): counted once per channel, when it changes.
+        self.tls_paths
+            .changed(tls_path, ch.channel.stats().tls_path);
         // The read's RELAY cells, crypted together and handled in arrival order; the cells
         // they forward go straight into our channels' queues where they can.
         self.with_direct_io(now, out, |core, io| core.flush_relay_cells(io));

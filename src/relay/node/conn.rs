@@ -142,8 +142,9 @@ impl RelayNode {
         self.dispatch(out);
     }
 
-    /// Bytes read from a connection.
-    pub fn on_data(&mut self, conn: ConnId, data: &[u8], out: &mut impl ShardIo<RelayMsg>) {
+    /// Bytes read from a connection. `data` is the shard's receive buffer, the node's to
+    /// change during the call (a channel opens its TLS records there in place).
+    pub fn on_data(&mut self, conn: ConnId, data: &mut [u8], out: &mut impl ShardIo<RelayMsg>) {
         let Some(c) = self.conn(conn) else {
             return;
         };

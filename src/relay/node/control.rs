@@ -82,6 +82,12 @@ impl RelayNode {
             .store(sum(|l| l.uncharged_over_cap), Ordering::Relaxed);
         h.channel_buffer_bytes_released
             .store(self.spare.chan_bytes_trimmed, Ordering::Relaxed);
+        h.channels_tls_record_layer
+            .store(self.tls_paths.record_layer, Ordering::Relaxed);
+        h.channels_tls_rustls_tls12
+            .store(self.tls_paths.rustls_tls12, Ordering::Relaxed);
+        h.channels_tls_rustls_refused
+            .store(self.tls_paths.rustls_refused, Ordering::Relaxed);
     }
 }
 

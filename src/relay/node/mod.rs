@@ -328,6 +328,8 @@ pub struct RelayNode {
     orconn_done: u32,
     /// Spare-capacity watches of the node's buffers (`memory.rs`).
     spare: memory::NodeSpare,
+    /// Channels by the TLS record layer they settled on (`channel.rs`).
+    tls_paths: channel::TlsPathCounts,
 }
 
 impl RelayNode {
@@ -416,6 +418,7 @@ impl RelayNode {
             orconn_resync: None,
             orconn_done: 0,
             spare: Default::default(),
+            tls_paths: Default::default(),
         }
     }
 

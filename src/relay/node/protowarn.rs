@@ -130,6 +130,7 @@ fn channel_violation(why: &ChannelError) -> Option<&'static str> {
         E::BadNetinfo(_) | E::BadNetinfoAddress => "a malformed NETINFO cell",
         E::Tls(_)
         | E::TlsInput(_)
+        | E::TlsRecord(_)
         | E::PeerClosed
         | E::TruncatedCell(_)
         | E::HandshakeTimeout
