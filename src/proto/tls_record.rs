@@ -82,6 +82,14 @@ const HS_KEY_UPDATE: u8 = 24;
 /// Alert levels (RFC 8446 §6).
 const ALERT_WARNING: u8 = 1;
 const ALERT_FATAL: u8 = 2;
+/// KeyUpdates the peer may send with no application data between them; one more closes
+/// the connection (rustls `TemperCounters::INITIAL_KEY_UPDATE_REQUESTS`, after BoringSSL's
+/// `kMaxKeyUpdates`): each costs us two HKDF expansions and possibly a KeyUpdate of ours.
+pub const MAX_KEY_UPDATES_WITHOUT_DATA: u8 = 32;
+/// Warning alerts (user_canceled, the only one TLS 1.3 lets pass) the peer may send over
+/// the connection's life; one more closes it (rustls `TemperCounters`, after BoringSSL's
+/// `kMaxWarningAlerts`; never reset).
+pub const MAX_WARNING_ALERTS: u8 = 4;
 /// Past this many records under one key we want a KeyUpdate even where the suite has no
 /// confidentiality limit, long before the sequence number could wrap (rustls: the same
 /// soft limit, `record_layer.rs`).
@@ -758,6 +766,12 @@ pub enum TlsRecordError {
         "handshake message body of {0} bytes exceeds {MAX_HANDSHAKE_MESSAGE_LEN} (rustls's limit)"
     )]
     HandshakeTooLong(usize),
+    #[error(
+        "more than {MAX_KEY_UPDATES_WITHOUT_DATA} KeyUpdates with no application data between them"
+    )]
+    TooManyKeyUpdates,
+    #[error("more than {MAX_WARNING_ALERTS} warning alerts")]
+    TooManyWarningAlerts,
     #[error("a KeyUpdate is owed first (RFC 8446 §4.6.3) or the key reached its limit")]
     KeyUpdateDue,
     #[error("we sent close_notify or a fatal alert: nothing more may be sent")]
@@ -786,6 +800,9 @@ impl TlsRecordError {
             E::KeyUpdateValue(_) | E::AlertLevel(_) => Some(AlertDescription::IllegalParameter),
             // Our key schedule failed on a KeyUpdate.
             E::Key(_) => Some(AlertDescription::InternalError),
+            // rustls closes on these with no alert (`PeerMisbehaved::TooManyKeyUpdateRequests`,
+            // `TooManyWarningAlertsReceived` are returned, never sent: `common_state.rs`).
+            E::TooManyKeyUpdates | E::TooManyWarningAlerts => None,
             // The peer closed, or we did, or the failure was already answered.
             E::AlertReceived(_)
             | E::Handover(_)
@@ -862,6 +879,11 @@ pub struct TlsRecordLayer {
     hs: HsReader,
     /// The peer asked for our KeyUpdate (RFC 8446 §4.6.3): before our next application data.
     key_update_owed: bool,
+    /// KeyUpdates the peer may still send before its next application data
+    /// ([`MAX_KEY_UPDATES_WITHOUT_DATA`]).
+    key_updates_allowed: u8,
+    /// Warning alerts the peer may still send ([`MAX_WARNING_ALERTS`]).
+    warning_alerts_allowed: u8,
     sent_close: bool,
     received_close_notify: bool,
     read_failed: bool,
@@ -980,6 +1002,8 @@ impl TlsRecordLayer {
             is_client,
             hs: HsReader::Aligned,
             key_update_owed: false,
+            key_updates_allowed: MAX_KEY_UPDATES_WITHOUT_DATA,
+            warning_alerts_allowed: MAX_WARNING_ALERTS,
             sent_close: false,
             received_close_notify: false,
             read_failed: false,
@@ -1134,10 +1158,14 @@ impl TlsRecordLayer {
             return Err(TlsRecordError::Interleaved(rec.content_type));
         }
         match rec.content_type {
-            ContentType::ApplicationData => Ok(ReadEvent::Data {
-                plaintext: rec.plaintext,
-                consumed,
-            }),
+            ContentType::ApplicationData => {
+                // As rustls: application data (even empty) renews the KeyUpdate allowance.
+                self.key_updates_allowed = MAX_KEY_UPDATES_WITHOUT_DATA;
+                Ok(ReadEvent::Data {
+                    plaintext: rec.plaintext,
+                    consumed,
+                })
+            }
             ContentType::Alert => self.on_alert(content, consumed),
             ContentType::Handshake => {
                 self.on_handshake(content)?;
@@ -1161,6 +1189,11 @@ impl TlsRecordLayer {
             return Ok(ReadEvent::CloseNotify { consumed });
         }
         if level == ALERT_WARNING {
+            // Counted before the description is judged, as rustls does.
+            self.warning_alerts_allowed = self
+                .warning_alerts_allowed
+                .checked_sub(1)
+                .ok_or(TlsRecordError::TooManyWarningAlerts)?;
             if description == AlertDescription::UserCanceled {
                 return Ok(ReadEvent::Handled { consumed });
             }
@@ -1245,6 +1278,11 @@ impl TlsRecordLayer {
 
     /// The peer's KeyUpdate (RFC 8446 §4.6.3): the next read key, and ours owed if asked.
     fn on_key_update(&mut self, request: u8) -> Result<(), TlsRecordError> {
+        // Counted before request_update is judged, as rustls does (`should_update_key`).
+        self.key_updates_allowed = self
+            .key_updates_allowed
+            .checked_sub(1)
+            .ok_or(TlsRecordError::TooManyKeyUpdates)?;
         if request > 1 {
             return Err(TlsRecordError::KeyUpdateValue(request));
         }
@@ -2386,6 +2424,77 @@ mod tests {
             assert_eq!(err, TlsRecordError::TicketFormat, "cut {cut}");
             assert_eq!(err.alert(), Some(AlertDescription::DecodeError));
         }
+    }
+
+    /// rustls's DoS limits: 32 KeyUpdates with no application data between them (data
+    /// renews the allowance), 4 warning alerts over the connection's life; one more of
+    /// either closes with no alert, as rustls does.
+    #[test]
+    fn key_update_and_warning_alert_limits() {
+        let key_update = |sealer: &mut Sealer, ours: &mut TlsRecordLayer| {
+            let mut r = seal_handshake(sealer, &[HS_KEY_UPDATE, 0, 0, 1, 0]);
+            let got = ours.read(&mut r);
+            // Our opener follows the peer's new key: the test sealer must too.
+            let next = ours.rx_secret.clone();
+            let m = next.key_material(&ours.suite).expect("key");
+            sealer.rekey(RecordKey::from_material(&ours.suite, &m).expect("key"));
+            got
+        };
+        for server in [true, false] {
+            let (mut ours, _peer) = if server {
+                pair_server(TLS13_AES_128_GCM_SHA256)
+            } else {
+                pair_client(TLS13_AES_128_GCM_SHA256)
+            };
+            // A sealer with the peer's real secret, so our key schedule can follow it.
+            let suite = ours.suite;
+            let m = ours.rx_secret.key_material(&suite).expect("key");
+            ours.opener = Opener {
+                key: RecordKey::from_material(&suite, &m).expect("key"),
+                seq: 0,
+            };
+            let mut sealer = Sealer::with_key(
+                RecordKey::from_material(&suite, &m).expect("key"),
+                0,
+                u64::MAX,
+            );
+            for round in 0..3 {
+                for i in 0..MAX_KEY_UPDATES_WITHOUT_DATA {
+                    let got = key_update(&mut sealer, &mut ours);
+                    assert!(matches!(got, Ok(ReadEvent::Handled { .. })), "{round}/{i}");
+                }
+                if round < 2 {
+                    // Empty application data renews the allowance.
+                    let mut r = vec![0u8; HEADER_LEN + SEAL_TRAILER_LEN];
+                    sealer
+                        .seal(ContentType::ApplicationData, &mut r, 0)
+                        .expect("seal");
+                    assert!(matches!(ours.read(&mut r), Ok(ReadEvent::Data { .. })));
+                }
+            }
+            let err = key_update(&mut sealer, &mut ours).expect_err("33rd");
+            assert_eq!(err, TlsRecordError::TooManyKeyUpdates);
+            assert_eq!(err.alert(), None);
+        }
+        // Warning alerts: four user_canceled pass, even with data between, the fifth fails.
+        let (mut ours, mut sealer) = layer_with_known_peer(true, 26);
+        for _ in 0..MAX_WARNING_ALERTS {
+            let mut r = vec![0u8; HEADER_LEN + 2 + SEAL_TRAILER_LEN];
+            r[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&[ALERT_WARNING, 90]);
+            sealer.seal(ContentType::Alert, &mut r, 2).expect("seal");
+            assert!(matches!(ours.read(&mut r), Ok(ReadEvent::Handled { .. })));
+            let mut d = vec![0u8; HEADER_LEN + 1 + SEAL_TRAILER_LEN];
+            sealer
+                .seal(ContentType::ApplicationData, &mut d, 1)
+                .expect("seal");
+            assert!(matches!(ours.read(&mut d), Ok(ReadEvent::Data { .. })));
+        }
+        let mut r = vec![0u8; HEADER_LEN + 2 + SEAL_TRAILER_LEN];
+        r[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&[ALERT_WARNING, 90]);
+        sealer.seal(ContentType::Alert, &mut r, 2).expect("seal");
+        let err = ours.read(&mut r).expect_err("fifth warning");
+        assert_eq!(err, TlsRecordError::TooManyWarningAlerts);
+        assert_eq!(err.alert(), None);
     }
 
     /// The initiator's first data right behind its Finished, in the same read: rustls
