@@ -748,6 +748,8 @@ pub enum TlsRecordError {
     AlertLevel(u8),
     #[error("empty handshake record (RFC 8446 §5.1)")]
     EmptyHandshake,
+    #[error("empty alert record (RFC 8446 §5.1, §6)")]
+    EmptyAlert,
     #[error("handshake message of type {0} after the handshake")]
     UnexpectedHandshake(u8),
     #[error("NewSessionTicket sent to a server")]
@@ -787,7 +789,10 @@ impl TlsRecordError {
         use TlsRecordError as E;
         match self {
             E::Open(e) => Some(e.alert()),
+            // A zero-length Handshake or Alert record is unexpected_message (RFC 8446 §5.1;
+            // RFC 8446bis says so outright), not a decode_error.
             E::EmptyHandshake
+            | E::EmptyAlert
             | E::UnexpectedHandshake(_)
             | E::TicketToServer
             | E::KeyUpdateNotLast
@@ -1177,6 +1182,9 @@ impl TlsRecordLayer {
     /// An alert (RFC 8446 §6): close_notify ends the peer's data, user_canceled is ignored
     /// (as rustls does), any other is the end of the connection.
     fn on_alert(&mut self, alert: &[u8], consumed: usize) -> Result<ReadEvent, TlsRecordError> {
+        if alert.is_empty() {
+            return Err(TlsRecordError::EmptyAlert);
+        }
         let &[level, description] = alert else {
             return Err(TlsRecordError::AlertLength(alert.len()));
         };
@@ -2229,6 +2237,7 @@ mod tests {
                 TlsRecordError::HandshakeTooLong(0xff_ffff),
             ),
             (ContentType::Alert, vec![1], TlsRecordError::AlertLength(1)),
+            (ContentType::Alert, vec![], TlsRecordError::EmptyAlert),
             (
                 ContentType::Alert,
                 vec![3, 0],
@@ -2250,6 +2259,13 @@ mod tests {
             ours.opener = Opener::new(&secrets, sealer.seq()).expect("opener");
             let mut r = seal_one(&mut sealer, typ, &content);
             assert_eq!(ours.read(&mut r), Err(want.clone()), "{content:?}");
+            if content.is_empty() {
+                assert_eq!(
+                    want.alert(),
+                    Some(AlertDescription::UnexpectedMessage),
+                    "zero-length {typ:?} record (RFC 8446 §5.1)"
+                );
+            }
             assert!(want.alert().is_some() || matches!(want, TlsRecordError::AlertReceived(_)));
         }
         // Data inside a message that spans records: unexpected_message.
