@@ -90,6 +90,12 @@ pub const MAX_KEY_UPDATES_WITHOUT_DATA: u8 = 32;
 /// the connection's life; one more closes it (rustls `TemperCounters`, after BoringSSL's
 /// `kMaxWarningAlerts`; never reset).
 pub const MAX_WARNING_ALERTS: u8 = 4;
+/// The most KeyUpdates per direction [`TlsRecordLayer::from_connection`] follows from the
+/// logged secret_0 to rustls's keys, whatever bound the caller gives: the channel's bound
+/// (records since the TLS handshake) is one a peer interleaving data and KeyUpdates could
+/// push into the tens of thousands of HKDF steps. No honest peer updates its key 64 times
+/// during a link handshake (rustls and C tor update only near a key's record limit).
+pub const MAX_KEY_UPDATES_BEFORE_HANDOVER: u64 = 64;
 /// Past this many records under one key we want a KeyUpdate even where the suite has no
 /// confidentiality limit, long before the sequence number could wrap (rustls: the same
 /// soft limit, `record_layer.rs`).
@@ -957,8 +963,10 @@ impl TlsRecordLayer {
     /// derived by the secrets in `log` after at most `max_updates` KeyUpdates per direction
     /// (the caller's bound: each KeyUpdate ends a record, RFC 8446 §5.1, so the records the
     /// peer sent after its Finished bound both directions; rustls updates its sending key
-    /// only when asked). Call [`check_handover`](Self::check_handover) first: past it, only
-    /// a key mismatch fails here, and then the connection is gone.
+    /// only when asked), capped at [`MAX_KEY_UPDATES_BEFORE_HANDOVER`]. Call
+    /// [`check_handover`](Self::check_handover) first: past it, only a key mismatch fails
+    /// here ([`TlsRecordError::SecretMismatch`], also when the peer updated more often than
+    /// the cap), and then the connection is gone.
     pub fn from_connection(
         conn: Connection,
         log: &TrafficSecretLog,
@@ -973,6 +981,7 @@ impl TlsRecordLayer {
         let extracted = conn
             .dangerous_extract_secrets()
             .map_err(TlsRecordError::Handover)?;
+        let max_updates = max_updates.min(MAX_KEY_UPDATES_BEFORE_HANDOVER);
         TlsRecordLayer::from_secrets(suite, extracted, &logged, is_client, max_updates)
     }
 
@@ -2633,6 +2642,49 @@ mod tests {
                     continue;
                 }
                 let mut ours = r.expect("handover");
+                let mut rx = peer_write(&mut peer, b"to the layer");
+                assert_eq!(read_all(&mut ours, &mut rx).0, b"to the layer");
+                let tx = seal_records(&mut ours, b"from the layer").expect("seal");
+                assert_eq!(peer_read(&mut peer, &tx).expect("peer"), b"from the layer");
+            }
+        }
+    }
+
+    /// The key search at the handover is capped: a peer that updated its key more often
+    /// than [`MAX_KEY_UPDATES_BEFORE_HANDOVER`] before it (data between, so rustls lets it)
+    /// fails the handover with a typed error however large the caller's bound; at the cap
+    /// it is found.
+    #[test]
+    fn handover_key_search_is_capped() {
+        let (cert, key) = creds();
+        for updates in [
+            MAX_KEY_UPDATES_BEFORE_HANDOVER,
+            MAX_KEY_UPDATES_BEFORE_HANDOVER + 1,
+        ] {
+            let ours = tls::client_config(tls::provider()).expect("client config");
+            let peer = tls::server_config(tls::provider(), cert, key).expect("server config");
+            let ((mut conn, log), mut peer) = handshake_client_conn(ours, peer).expect("hs");
+            let mut records = 0u64;
+            for _ in 0..updates {
+                peer.refresh_traffic_keys().expect("refresh");
+                let rx = peer_write(&mut peer, b"x");
+                assert_eq!(peer_read(&mut conn, &rx).expect("ours"), b"x");
+                records += 2;
+                // rustls's answer goes out (with data: the peer counts KeyUpdates too), so
+                // the peer's next request is honoured as well.
+                let ku = peer_write(&mut conn, b"y");
+                assert_eq!(peer_read(&mut peer, &ku).expect("peer"), b"y");
+            }
+            let r = TlsRecordLayer::from_connection(conn, &log, records * 1000);
+            if updates > MAX_KEY_UPDATES_BEFORE_HANDOVER {
+                assert_eq!(
+                    r.err(),
+                    Some(TlsRecordError::SecretMismatch(
+                        MAX_KEY_UPDATES_BEFORE_HANDOVER
+                    ))
+                );
+            } else {
+                let mut ours = r.expect("handover at the cap");
                 let mut rx = peer_write(&mut peer, b"to the layer");
                 assert_eq!(read_all(&mut ours, &mut rx).0, b"to the layer");
                 let tx = seal_records(&mut ours, b"from the layer").expect("seal");
