@@ -31,9 +31,12 @@
 //! ChaCha20-Poly1305, through `ring::aead` (the crypto rustls uses with its ring provider).
 //! We never pad our records.
 //!
-//! No allocation per record: records are opened and sealed in the caller's buffers. Only a
-//! handshake message that spans records (RFC 8446 §5.1; rustls never sends one after the
-//! handshake) is gathered in a buffer of its own, bounded by [`MAX_HANDSHAKE_MESSAGE_LEN`].
+//! No allocation at all after the handover: records are opened and sealed in the caller's
+//! buffers. A post-handshake message that spans records (RFC 8446 §5.1; rustls never sends
+//! one) is read as a stream ([`HsReader`]): its type and length are judged as soon as its
+//! 4-byte header is in, a KeyUpdate's one byte waits in a fixed array, and a
+//! NewSessionTicket's bytes are checked for framing and dropped as they come, so a peer
+//! cutting a message into 1-byte records costs what the bytes cost, never a gather.
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -62,10 +65,12 @@ pub const SEAL_TRAILER_LEN: usize = 1 + TAG_LEN;
 pub const KEY_UPDATE_RECORD_LEN: usize = HEADER_LEN + 4 + 1 + SEAL_TRAILER_LEN;
 /// A sealed alert: header, level and description, trailer.
 pub const ALERT_RECORD_LEN: usize = HEADER_LEN + 2 + SEAL_TRAILER_LEN;
-/// The largest post-handshake message we gather across records: a NewSessionTicket's
-/// ticket is at most 2^16-1 bytes and its other fields (nonce, extensions) fit in the rest;
-/// KeyUpdate is 5 bytes.
-pub const MAX_HANDSHAKE_MESSAGE_LEN: usize = 4 + 2 * 0xffff;
+/// The longest post-handshake message body we take (a NewSessionTicket; a KeyUpdate's is
+/// 1): rustls's own limit on any handshake message (`MAX_HANDSHAKE_SIZE`,
+/// `msgs/deframer/handshake.rs`, refused with decode_error), so a peer rustls would serve
+/// is served here. Nothing is buffered up to it: ticket bytes are checked and dropped as
+/// they arrive ([`HsReader`]).
+pub const MAX_HANDSHAKE_MESSAGE_LEN: usize = 0xffff;
 
 /// `TLSCiphertext.opaque_type` is always application_data (RFC 8446 §5.2).
 const OUTER_TYPE: u8 = 23;
@@ -77,6 +82,20 @@ const HS_KEY_UPDATE: u8 = 24;
 /// Alert levels (RFC 8446 §6).
 const ALERT_WARNING: u8 = 1;
 const ALERT_FATAL: u8 = 2;
+/// KeyUpdates the peer may send with no application data between them; one more closes
+/// the connection (rustls `TemperCounters::INITIAL_KEY_UPDATE_REQUESTS`, after BoringSSL's
+/// `kMaxKeyUpdates`): each costs us two HKDF expansions and possibly a KeyUpdate of ours.
+pub const MAX_KEY_UPDATES_WITHOUT_DATA: u8 = 32;
+/// Warning alerts (user_canceled, the only one TLS 1.3 lets pass) the peer may send over
+/// the connection's life; one more closes it (rustls `TemperCounters`, after BoringSSL's
+/// `kMaxWarningAlerts`; never reset).
+pub const MAX_WARNING_ALERTS: u8 = 4;
+/// The most KeyUpdates per direction [`TlsRecordLayer::from_connection`] follows from the
+/// logged secret_0 to rustls's keys, whatever bound the caller gives: the channel's bound
+/// (records since the TLS handshake) is one a peer interleaving data and KeyUpdates could
+/// push into the tens of thousands of HKDF steps. No honest peer updates its key 64 times
+/// during a link handshake (rustls and C tor update only near a key's record limit).
+pub const MAX_KEY_UPDATES_BEFORE_HANDOVER: u64 = 64;
 /// Past this many records under one key we want a KeyUpdate even where the suite has no
 /// confidentiality limit, long before the sequence number could wrap (rustls: the same
 /// soft limit, `record_layer.rs`).
@@ -735,6 +754,8 @@ pub enum TlsRecordError {
     AlertLevel(u8),
     #[error("empty handshake record (RFC 8446 §5.1)")]
     EmptyHandshake,
+    #[error("empty alert record (RFC 8446 §5.1, §6)")]
+    EmptyAlert,
     #[error("handshake message of type {0} after the handshake")]
     UnexpectedHandshake(u8),
     #[error("NewSessionTicket sent to a server")]
@@ -749,8 +770,16 @@ pub enum TlsRecordError {
     KeyUpdateNotLast,
     #[error("a {0:?} record inside a handshake message that spans records (RFC 8446 §5.1)")]
     Interleaved(ContentType),
-    #[error("handshake message of {0} bytes exceeds {MAX_HANDSHAKE_MESSAGE_LEN}")]
+    #[error(
+        "handshake message body of {0} bytes exceeds {MAX_HANDSHAKE_MESSAGE_LEN} (rustls's limit)"
+    )]
     HandshakeTooLong(usize),
+    #[error(
+        "more than {MAX_KEY_UPDATES_WITHOUT_DATA} KeyUpdates with no application data between them"
+    )]
+    TooManyKeyUpdates,
+    #[error("more than {MAX_WARNING_ALERTS} warning alerts")]
+    TooManyWarningAlerts,
     #[error("a KeyUpdate is owed first (RFC 8446 §4.6.3) or the key reached its limit")]
     KeyUpdateDue,
     #[error("we sent close_notify or a fatal alert: nothing more may be sent")]
@@ -766,7 +795,10 @@ impl TlsRecordError {
         use TlsRecordError as E;
         match self {
             E::Open(e) => Some(e.alert()),
+            // A zero-length Handshake or Alert record is unexpected_message (RFC 8446 §5.1;
+            // RFC 8446bis says so outright), not a decode_error.
             E::EmptyHandshake
+            | E::EmptyAlert
             | E::UnexpectedHandshake(_)
             | E::TicketToServer
             | E::KeyUpdateNotLast
@@ -779,6 +811,9 @@ impl TlsRecordError {
             E::KeyUpdateValue(_) | E::AlertLevel(_) => Some(AlertDescription::IllegalParameter),
             // Our key schedule failed on a KeyUpdate.
             E::Key(_) => Some(AlertDescription::InternalError),
+            // rustls closes on these with no alert (`PeerMisbehaved::TooManyKeyUpdateRequests`,
+            // `TooManyWarningAlertsReceived` are returned, never sent: `common_state.rs`).
+            E::TooManyKeyUpdates | E::TooManyWarningAlerts => None,
             // The peer closed, or we did, or the failure was already answered.
             E::AlertReceived(_)
             | E::Handover(_)
@@ -850,11 +885,16 @@ pub struct TlsRecordLayer {
     rx_secret: TrafficSecret,
     /// We are the TLS client (initiator): only a client takes NewSessionTickets.
     is_client: bool,
-    /// A handshake message that spans records, bounded by [`MAX_HANDSHAKE_MESSAGE_LEN`];
-    /// empty (no allocation) unless the peer fragments one.
-    hs_partial: Vec<u8>,
+    /// Where we are in the peer's handshake byte stream: between messages, or inside one
+    /// that spans records (a few bytes, no buffer).
+    hs: HsReader,
     /// The peer asked for our KeyUpdate (RFC 8446 §4.6.3): before our next application data.
     key_update_owed: bool,
+    /// KeyUpdates the peer may still send before its next application data
+    /// ([`MAX_KEY_UPDATES_WITHOUT_DATA`]).
+    key_updates_allowed: u8,
+    /// Warning alerts the peer may still send ([`MAX_WARNING_ALERTS`]).
+    warning_alerts_allowed: u8,
     sent_close: bool,
     received_close_notify: bool,
     read_failed: bool,
@@ -923,8 +963,10 @@ impl TlsRecordLayer {
     /// derived by the secrets in `log` after at most `max_updates` KeyUpdates per direction
     /// (the caller's bound: each KeyUpdate ends a record, RFC 8446 §5.1, so the records the
     /// peer sent after its Finished bound both directions; rustls updates its sending key
-    /// only when asked). Call [`check_handover`](Self::check_handover) first: past it, only
-    /// a key mismatch fails here, and then the connection is gone.
+    /// only when asked), capped at [`MAX_KEY_UPDATES_BEFORE_HANDOVER`]. Call
+    /// [`check_handover`](Self::check_handover) first: past it, only a key mismatch fails
+    /// here ([`TlsRecordError::SecretMismatch`], also when the peer updated more often than
+    /// the cap), and then the connection is gone.
     pub fn from_connection(
         conn: Connection,
         log: &TrafficSecretLog,
@@ -939,6 +981,7 @@ impl TlsRecordLayer {
         let extracted = conn
             .dangerous_extract_secrets()
             .map_err(TlsRecordError::Handover)?;
+        let max_updates = max_updates.min(MAX_KEY_UPDATES_BEFORE_HANDOVER);
         TlsRecordLayer::from_secrets(suite, extracted, &logged, is_client, max_updates)
     }
 
@@ -971,8 +1014,10 @@ impl TlsRecordLayer {
             tx_secret,
             rx_secret,
             is_client,
-            hs_partial: Vec::new(),
+            hs: HsReader::Aligned,
             key_update_owed: false,
+            key_updates_allowed: MAX_KEY_UPDATES_WITHOUT_DATA,
+            warning_alerts_allowed: MAX_WARNING_ALERTS,
             sent_close: false,
             received_close_notify: false,
             read_failed: false,
@@ -1123,14 +1168,18 @@ impl TlsRecordLayer {
         let consumed = rec.record_len;
         let content = &buf[rec.plaintext.clone()];
         // Handshake messages must not be interleaved with other records (RFC 8446 §5.1).
-        if rec.content_type != ContentType::Handshake && !self.hs_partial.is_empty() {
+        if rec.content_type != ContentType::Handshake && !self.hs.is_aligned() {
             return Err(TlsRecordError::Interleaved(rec.content_type));
         }
         match rec.content_type {
-            ContentType::ApplicationData => Ok(ReadEvent::Data {
-                plaintext: rec.plaintext,
-                consumed,
-            }),
+            ContentType::ApplicationData => {
+                // As rustls: application data (even empty) renews the KeyUpdate allowance.
+                self.key_updates_allowed = MAX_KEY_UPDATES_WITHOUT_DATA;
+                Ok(ReadEvent::Data {
+                    plaintext: rec.plaintext,
+                    consumed,
+                })
+            }
             ContentType::Alert => self.on_alert(content, consumed),
             ContentType::Handshake => {
                 self.on_handshake(content)?;
@@ -1142,6 +1191,9 @@ impl TlsRecordLayer {
     /// An alert (RFC 8446 §6): close_notify ends the peer's data, user_canceled is ignored
     /// (as rustls does), any other is the end of the connection.
     fn on_alert(&mut self, alert: &[u8], consumed: usize) -> Result<ReadEvent, TlsRecordError> {
+        if alert.is_empty() {
+            return Err(TlsRecordError::EmptyAlert);
+        }
         let &[level, description] = alert else {
             return Err(TlsRecordError::AlertLength(alert.len()));
         };
@@ -1154,6 +1206,11 @@ impl TlsRecordLayer {
             return Ok(ReadEvent::CloseNotify { consumed });
         }
         if level == ALERT_WARNING {
+            // Counted before the description is judged, as rustls does.
+            self.warning_alerts_allowed = self
+                .warning_alerts_allowed
+                .checked_sub(1)
+                .ok_or(TlsRecordError::TooManyWarningAlerts)?;
             if description == AlertDescription::UserCanceled {
                 return Ok(ReadEvent::Handled { consumed });
             }
@@ -1162,120 +1219,227 @@ impl TlsRecordLayer {
         Err(TlsRecordError::AlertReceived(description))
     }
 
-    /// The content of one handshake record: whole messages are handled from the record
-    /// itself; a message that spans records is gathered first (RFC 8446 §5.1).
-    fn on_handshake(&mut self, content: &[u8]) -> Result<(), TlsRecordError> {
+    /// The content of one handshake record, read as a stream of handshake messages that
+    /// may span records (RFC 8446 §5.1): each message is judged by its 4-byte header as
+    /// soon as that is in, then its body is taken as it comes, without a gather buffer.
+    fn on_handshake(&mut self, mut content: &[u8]) -> Result<(), TlsRecordError> {
         if content.is_empty() {
             return Err(TlsRecordError::EmptyHandshake);
         }
-        if self.hs_partial.is_empty() {
-            let rest = self.handle_messages(content)?;
-            return self.keep_partial(rest);
-        }
-        let total = self.hs_partial.len() + content.len();
-        if total > MAX_HANDSHAKE_MESSAGE_LEN + 4 {
-            return Err(TlsRecordError::HandshakeTooLong(total));
-        }
-        let mut gathered = std::mem::take(&mut self.hs_partial);
-        gathered.extend_from_slice(content);
-        let rest = self.handle_messages(&gathered)?.to_vec();
-        self.keep_partial(&rest)
-    }
-
-    fn keep_partial(&mut self, rest: &[u8]) -> Result<(), TlsRecordError> {
-        self.hs_partial.clear();
-        if !rest.is_empty() {
-            if rest.len() >= 4 {
-                let len =
-                    usize::from(rest[1]) << 16 | usize::from(rest[2]) << 8 | usize::from(rest[3]);
-                if len > MAX_HANDSHAKE_MESSAGE_LEN {
-                    return Err(TlsRecordError::HandshakeTooLong(len));
+        while let Some((&first, rest)) = content.split_first() {
+            match &mut self.hs {
+                HsReader::Aligned => {
+                    self.hs = HsReader::Header {
+                        bytes: [first, 0, 0, 0],
+                        have: 1,
+                    };
+                    content = rest;
+                }
+                HsReader::Header { bytes, have } => {
+                    let n = (4 - *have).min(content.len());
+                    bytes[*have..*have + n].copy_from_slice(&content[..n]);
+                    *have += n;
+                    content = &content[n..];
+                    if *have == 4 {
+                        let [typ, l0, l1, l2] = *bytes;
+                        let len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+                        self.hs = self.judge_header(typ, len)?;
+                    }
+                }
+                HsReader::KeyUpdate => {
+                    // A key change must end its record (RFC 8446 §5.1).
+                    if !rest.is_empty() {
+                        return Err(TlsRecordError::KeyUpdateNotLast);
+                    }
+                    self.hs = HsReader::Aligned;
+                    content = rest;
+                    self.on_key_update(first)?;
+                }
+                HsReader::Ticket(ticket) => {
+                    let n = ticket.skip(content)?;
+                    content = &content[n..];
+                    if ticket.is_done() {
+                        self.hs = HsReader::Aligned;
+                        self.counters.tickets_received += 1;
+                    }
                 }
             }
-            self.hs_partial.extend_from_slice(rest);
         }
         Ok(())
     }
 
-    /// Handles the whole handshake messages at the start of `msgs` (one record's worth);
-    /// returns the start of a message that goes on in the next record.
-    fn handle_messages<'a>(&mut self, mut msgs: &'a [u8]) -> Result<&'a [u8], TlsRecordError> {
-        while msgs.len() >= 4 {
-            let typ = msgs[0];
-            let len = usize::from(msgs[1]) << 16 | usize::from(msgs[2]) << 8 | usize::from(msgs[3]);
-            if len > MAX_HANDSHAKE_MESSAGE_LEN {
-                return Err(TlsRecordError::HandshakeTooLong(len));
-            }
-            if msgs.len() < 4 + len {
-                break;
-            }
-            let body = &msgs[4..4 + len];
-            msgs = &msgs[4 + len..];
-            match typ {
-                HS_KEY_UPDATE => {
-                    let &[request] = body else {
-                        return Err(TlsRecordError::KeyUpdateLength(body.len()));
-                    };
-                    if request > 1 {
-                        return Err(TlsRecordError::KeyUpdateValue(request));
-                    }
-                    // A key change must end its record (RFC 8446 §5.1).
-                    if !msgs.is_empty() {
-                        return Err(TlsRecordError::KeyUpdateNotLast);
-                    }
-                    let next = self.rx_secret.next(&self.suite)?;
-                    let m = next.key_material(&self.suite)?;
-                    self.opener
-                        .rekey(RecordKey::from_material(&self.suite, &m)?);
-                    self.rx_secret = next;
-                    self.counters.key_updates_received += 1;
-                    if request == 1 {
-                        self.key_update_owed = true;
-                    }
-                }
-                // Parsed for its framing, then dropped: Fors never resumes a session (C tor
-                // does not either; `channel::tls` turns resumption off), and Fors's configs
-                // do not ask for tickets, but a server may send them anyway.
-                HS_NEW_SESSION_TICKET if self.is_client => {
-                    check_new_session_ticket(body)?;
-                    self.counters.tickets_received += 1;
-                }
-                HS_NEW_SESSION_TICKET => return Err(TlsRecordError::TicketToServer),
-                other => return Err(TlsRecordError::UnexpectedHandshake(other)),
-            }
+    /// Judges a post-handshake message by its header, before any of its body is taken:
+    /// only a KeyUpdate (body 1 byte) is allowed, and a NewSessionTicket (body at most
+    /// [`MAX_HANDSHAKE_MESSAGE_LEN`]) to a client. As rustls: a length over its limit is a
+    /// decode_error whatever the type (`msgs/deframer/handshake.rs`), a message not
+    /// expected now an unexpected_message, a KeyUpdate that is not 1 byte a decode_error.
+    fn judge_header(&self, typ: u8, len: usize) -> Result<HsReader, TlsRecordError> {
+        if len > MAX_HANDSHAKE_MESSAGE_LEN {
+            return Err(TlsRecordError::HandshakeTooLong(len));
         }
-        Ok(msgs)
+        match typ {
+            HS_KEY_UPDATE if len == 1 => Ok(HsReader::KeyUpdate),
+            HS_KEY_UPDATE => Err(TlsRecordError::KeyUpdateLength(len)),
+            // Checked for its framing and dropped: Fors never resumes a session (C tor does
+            // not either; `channel::tls` turns resumption off), and Fors's configs do not
+            // ask for tickets, but a server may send them anyway.
+            // An empty body cannot hold a ticket's fields; refused now, not at the next byte.
+            HS_NEW_SESSION_TICKET if self.is_client && len == 0 => {
+                Err(TlsRecordError::TicketFormat)
+            }
+            HS_NEW_SESSION_TICKET if self.is_client => Ok(HsReader::Ticket(TicketSkip::new(len))),
+            HS_NEW_SESSION_TICKET => Err(TlsRecordError::TicketToServer),
+            other => Err(TlsRecordError::UnexpectedHandshake(other)),
+        }
+    }
+
+    /// The peer's KeyUpdate (RFC 8446 §4.6.3): the next read key, and ours owed if asked.
+    fn on_key_update(&mut self, request: u8) -> Result<(), TlsRecordError> {
+        // Counted before request_update is judged, as rustls does (`should_update_key`).
+        self.key_updates_allowed = self
+            .key_updates_allowed
+            .checked_sub(1)
+            .ok_or(TlsRecordError::TooManyKeyUpdates)?;
+        if request > 1 {
+            return Err(TlsRecordError::KeyUpdateValue(request));
+        }
+        let next = self.rx_secret.next(&self.suite)?;
+        let m = next.key_material(&self.suite)?;
+        self.opener
+            .rekey(RecordKey::from_material(&self.suite, &m)?);
+        self.rx_secret = next;
+        self.counters.key_updates_received += 1;
+        if request == 1 {
+            self.key_update_owed = true;
+        }
+        Ok(())
     }
 }
 
-/// Checks a NewSessionTicket body's framing (RFC 8446 §4.6.1): ticket_lifetime (4),
-/// ticket_age_add (4), ticket_nonce<0..255>, ticket<1..2^16-1>, extensions<0..2^16-2>,
-/// nothing after.
-fn check_new_session_ticket(body: &[u8]) -> Result<(), TlsRecordError> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], TlsRecordError> {
-        if b.len() < n {
+/// Where the reader is in the peer's post-handshake handshake messages (RFC 8446 §4.6),
+/// which may span records (§5.1). Fixed size: nothing of a message is gathered but its
+/// header and a KeyUpdate's byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HsReader {
+    /// Between messages.
+    Aligned,
+    /// The first `have` (1..=3) bytes of a message header (type, uint24 length).
+    Header { bytes: [u8; 4], have: usize },
+    /// A KeyUpdate's header is in; its one byte (request_update) comes next.
+    KeyUpdate,
+    /// Inside a NewSessionTicket, checked and dropped as it comes.
+    Ticket(TicketSkip),
+}
+
+impl HsReader {
+    fn is_aligned(&self) -> bool {
+        matches!(self, HsReader::Aligned)
+    }
+}
+
+/// The fields of a NewSessionTicket body (RFC 8446 §4.6.1), in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TicketField {
+    /// ticket_lifetime (4) and ticket_age_add (4).
+    Fixed,
+    /// The 1-byte length of ticket_nonce<0..255>.
+    NonceLen,
+    Nonce,
+    /// The 2-byte length of ticket<1..2^16-1>.
+    TicketLen,
+    Ticket,
+    /// The 2-byte length of extensions<0..2^16-2>.
+    ExtensionsLen,
+    Extensions,
+    /// All fields read: no byte may follow.
+    Done,
+}
+
+/// A NewSessionTicket body read as a stream: each field's framing checked as its bytes
+/// arrive, the bytes themselves dropped (Fors never resumes). O(1) state, no buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TicketSkip {
+    /// Bytes of the body not yet seen (its length from the message header).
+    body_left: usize,
+    field: TicketField,
+    /// Bytes left of the current field (of a length prefix: of the prefix).
+    field_left: usize,
+    /// The length prefix read so far.
+    prefix: usize,
+}
+
+impl TicketSkip {
+    fn new(body_len: usize) -> TicketSkip {
+        TicketSkip {
+            body_left: body_len,
+            field: TicketField::Fixed,
+            field_left: 8,
+            prefix: 0,
+        }
+    }
+
+    /// Takes the start of `bytes` that belongs to this body; returns how many it took.
+    fn skip(&mut self, bytes: &[u8]) -> Result<usize, TlsRecordError> {
+        let take = bytes.len().min(self.body_left);
+        let mut at = 0;
+        while at < take {
+            match self.field {
+                TicketField::NonceLen | TicketField::TicketLen | TicketField::ExtensionsLen => {
+                    self.prefix = self.prefix << 8 | usize::from(bytes[at]);
+                    self.field_left -= 1;
+                    at += 1;
+                }
+                TicketField::Done => return Err(TlsRecordError::TicketFormat),
+                _ => {
+                    let n = self.field_left.min(take - at);
+                    self.field_left -= n;
+                    at += n;
+                }
+            }
+            self.next_fields()?;
+        }
+        self.body_left -= take;
+        if self.body_left == 0 && self.field != TicketField::Done {
             return Err(TlsRecordError::TicketFormat);
         }
-        let (head, rest) = b.split_at(n);
-        *b = rest;
-        Ok(head)
+        Ok(take)
     }
-    let mut b = body;
-    take(&mut b, 8)?;
-    let nonce_len = usize::from(take(&mut b, 1)?[0]);
-    take(&mut b, nonce_len)?;
-    let t = take(&mut b, 2)?;
-    let ticket_len = usize::from(u16::from_be_bytes([t[0], t[1]]));
-    if ticket_len == 0 {
+
+    /// Moves past every field that is complete (a zero-length one at once).
+    fn next_fields(&mut self) -> Result<(), TlsRecordError> {
+        while self.field_left == 0 && self.field != TicketField::Done {
+            let (field, left) = match self.field {
+                TicketField::Fixed => (TicketField::NonceLen, 1),
+                TicketField::NonceLen => (TicketField::Nonce, self.prefix),
+                TicketField::Nonce => (TicketField::TicketLen, 2),
+                TicketField::TicketLen if self.prefix == 0 => {
+                    return Err(TlsRecordError::TicketFormat);
+                }
+                TicketField::TicketLen => (TicketField::Ticket, self.prefix),
+                TicketField::Ticket => (TicketField::ExtensionsLen, 2),
+                TicketField::ExtensionsLen => (TicketField::Extensions, self.prefix),
+                TicketField::Extensions | TicketField::Done => (TicketField::Done, 0),
+            };
+            self.field = field;
+            self.field_left = left;
+            self.prefix = 0;
+        }
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        self.body_left == 0
+    }
+}
+
+/// Checks a whole NewSessionTicket body's framing as [`TicketSkip`] does (tests).
+#[cfg(test)]
+fn check_new_session_ticket(body: &[u8]) -> Result<(), TlsRecordError> {
+    let mut t = TicketSkip::new(body.len());
+    if body.is_empty() {
         return Err(TlsRecordError::TicketFormat);
     }
-    take(&mut b, ticket_len)?;
-    let e = take(&mut b, 2)?;
-    take(&mut b, usize::from(u16::from_be_bytes([e[0], e[1]])))?;
-    if !b.is_empty() {
-        return Err(TlsRecordError::TicketFormat);
-    }
-    Ok(())
+    t.skip(body).map(|_| ())
 }
 
 /// In-memory handshakes between this layer and a rustls peer, for the tests and
@@ -2082,6 +2246,7 @@ mod tests {
                 TlsRecordError::HandshakeTooLong(0xff_ffff),
             ),
             (ContentType::Alert, vec![1], TlsRecordError::AlertLength(1)),
+            (ContentType::Alert, vec![], TlsRecordError::EmptyAlert),
             (
                 ContentType::Alert,
                 vec![3, 0],
@@ -2103,6 +2268,13 @@ mod tests {
             ours.opener = Opener::new(&secrets, sealer.seq()).expect("opener");
             let mut r = seal_one(&mut sealer, typ, &content);
             assert_eq!(ours.read(&mut r), Err(want.clone()), "{content:?}");
+            if content.is_empty() {
+                assert_eq!(
+                    want.alert(),
+                    Some(AlertDescription::UnexpectedMessage),
+                    "zero-length {typ:?} record (RFC 8446 §5.1)"
+                );
+            }
             assert!(want.alert().is_some() || matches!(want, TlsRecordError::AlertReceived(_)));
         }
         // Data inside a message that spans records: unexpected_message.
@@ -2118,6 +2290,236 @@ mod tests {
         srv.opener = Opener::new(&secrets, sealer.seq()).expect("opener");
         let mut r = seal_one(&mut sealer, ContentType::Handshake, &[4, 0, 0, 1, 0]);
         assert_eq!(srv.read(&mut r), Err(TlsRecordError::TicketToServer));
+    }
+
+    fn seal_handshake(sealer: &mut Sealer, content: &[u8]) -> Vec<u8> {
+        let mut rec = vec![0u8; HEADER_LEN + content.len() + SEAL_TRAILER_LEN];
+        rec[HEADER_LEN..HEADER_LEN + content.len()].copy_from_slice(content);
+        sealer
+            .seal(ContentType::Handshake, &mut rec, content.len())
+            .expect("seal");
+        rec
+    }
+
+    /// A layer in role `client` whose opener takes records from the returned sealer.
+    fn layer_with_known_peer(client: bool, byte: u8) -> (TlsRecordLayer, Sealer) {
+        let (mut ours, _peer) = if client {
+            pair_client(TLS13_AES_128_GCM_SHA256)
+        } else {
+            pair_server(TLS13_AES_128_GCM_SHA256)
+        };
+        let secrets = test_secrets(byte);
+        ours.opener = Opener::new(&secrets, 0).expect("opener");
+        (ours, Sealer::new(&secrets, 0, u64::MAX).expect("sealer"))
+    }
+
+    /// The review's attack: a handshake header claiming a long message, then its body in
+    /// 1-byte records. A server refuses it at the header, whatever the type; a client takes
+    /// a ticket's bytes one by one, counting them down with no buffer (the old gather
+    /// copied the whole message so far per record: quadratic).
+    #[test]
+    fn long_handshake_message_in_tiny_records() {
+        // Server: refused once the 4-byte header is in, even when it comes a byte a record.
+        let heads: [([u8; 4], TlsRecordError); 4] = [
+            (
+                [HS_NEW_SESSION_TICKET, 0x02, 0x00, 0x02],
+                TlsRecordError::HandshakeTooLong(0x2_0002),
+            ),
+            (
+                [HS_NEW_SESSION_TICKET, 0, 0x10, 0],
+                TlsRecordError::TicketToServer,
+            ),
+            ([HS_KEY_UPDATE, 0, 0, 2], TlsRecordError::KeyUpdateLength(2)),
+            ([8, 0, 0, 1], TlsRecordError::UnexpectedHandshake(8)),
+        ];
+        for (head, want) in heads {
+            let (mut srv, mut sealer) = layer_with_known_peer(false, 21);
+            for b in &head[..3] {
+                let mut r = seal_handshake(&mut sealer, &[*b]);
+                assert!(matches!(srv.read(&mut r), Ok(ReadEvent::Handled { .. })));
+            }
+            let mut r = seal_handshake(&mut sealer, &head[3..]);
+            assert_eq!(srv.read(&mut r), Err(want.clone()), "{head:?}");
+            let alert = want.alert().expect("an alert");
+            let expect = match want {
+                TlsRecordError::TicketToServer | TlsRecordError::UnexpectedHandshake(_) => {
+                    AlertDescription::UnexpectedMessage
+                }
+                _ => AlertDescription::DecodeError,
+            };
+            assert_eq!(alert, expect, "{head:?}");
+        }
+        // Client: over rustls's limit is refused at the header too.
+        let (mut cli, mut sealer) = layer_with_known_peer(true, 22);
+        let mut r = seal_handshake(&mut sealer, &[HS_NEW_SESSION_TICKET, 1, 0, 0]);
+        assert_eq!(
+            cli.read(&mut r),
+            Err(TlsRecordError::HandshakeTooLong(0x1_0000))
+        );
+
+        // Client: the longest ticket, a byte a record; the state stays a few counters.
+        let (mut cli, mut sealer) = layer_with_known_peer(true, 23);
+        let ticket_len = MAX_HANDSHAKE_MESSAGE_LEN - 8 - 1 - 2 - 2;
+        let mut body = vec![0u8; 8];
+        body.extend_from_slice(&[0]); // empty nonce
+        body.extend_from_slice(&u16::try_from(ticket_len).expect("u16").to_be_bytes());
+        body.resize(body.len() + ticket_len, 0xab);
+        body.extend_from_slice(&[0, 0]); // no extensions
+        assert_eq!(body.len(), MAX_HANDSHAKE_MESSAGE_LEN);
+        let mut msg = vec![HS_NEW_SESSION_TICKET, 0, 0xff, 0xff];
+        msg.extend_from_slice(&body);
+        let mut rec = [0u8; HEADER_LEN + 1 + SEAL_TRAILER_LEN];
+        for (i, b) in msg.iter().enumerate() {
+            rec[HEADER_LEN] = *b;
+            sealer
+                .seal(ContentType::Handshake, &mut rec, 1)
+                .expect("seal");
+            assert!(matches!(cli.read(&mut rec), Ok(ReadEvent::Handled { .. })));
+            if i >= 4 && i + 1 < msg.len() {
+                // Counted down, nothing kept.
+                match cli.hs {
+                    HsReader::Ticket(t) => assert_eq!(t.body_left, msg.len() - 1 - i),
+                    other => panic!("byte {i}: {other:?}"),
+                }
+            }
+        }
+        assert_eq!(cli.hs, HsReader::Aligned);
+        assert_eq!(cli.counters().tickets_received, 1);
+        assert!(std::mem::size_of::<HsReader>() <= 48);
+        // And data after it still flows.
+        let mut r = vec![0u8; HEADER_LEN + 3 + SEAL_TRAILER_LEN];
+        r[HEADER_LEN..HEADER_LEN + 3].copy_from_slice(b"abc");
+        sealer
+            .seal(ContentType::ApplicationData, &mut r, 3)
+            .expect("seal");
+        assert!(matches!(cli.read(&mut r), Ok(ReadEvent::Data { .. })));
+    }
+
+    /// A legitimate ticket (and one with a nonce and extensions) cut at every point across
+    /// two or three records, and two tickets sharing a record with a split between them: each
+    /// is skipped and counted, and a malformed one split the same way still fails.
+    #[test]
+    fn split_tickets_are_skipped() {
+        let mut body = vec![0, 0, 1, 0, 1, 2, 3, 4]; // lifetime, age_add
+        body.extend_from_slice(&[3, 9, 9, 9]); // nonce
+        body.extend_from_slice(&[0, 5, 1, 2, 3, 4, 5]); // ticket
+        body.extend_from_slice(&[0, 4, 0, 42, 0, 0]); // one empty extension
+        let mut msg = vec![
+            HS_NEW_SESSION_TICKET,
+            0,
+            0,
+            u8::try_from(body.len()).expect("u8"),
+        ];
+        msg.extend_from_slice(&body);
+        let two: Vec<u8> = [msg.clone(), msg.clone()].concat();
+        for cut in 1..two.len() {
+            for cut2 in [cut, (cut + 3).min(two.len() - 1)] {
+                let (mut cli, mut sealer) = layer_with_known_peer(true, 24);
+                let mut pieces = vec![&two[..cut]];
+                if cut2 > cut {
+                    pieces.push(&two[cut..cut2]);
+                }
+                pieces.push(&two[cut2..]);
+                for p in pieces {
+                    let mut r = seal_handshake(&mut sealer, p);
+                    assert!(
+                        matches!(cli.read(&mut r), Ok(ReadEvent::Handled { .. })),
+                        "cut {cut}/{cut2}"
+                    );
+                }
+                assert_eq!(cli.counters().tickets_received, 2, "cut {cut}/{cut2}");
+                assert_eq!(cli.hs, HsReader::Aligned);
+            }
+        }
+        // A ticket whose extensions overrun its body, split: decode_error at the overrun.
+        let mut bad = msg.clone();
+        let n = bad.len();
+        bad[n - 5] = 9; // extensions claim 9 bytes, 4 remain
+        for cut in 1..bad.len() {
+            let (mut cli, mut sealer) = layer_with_known_peer(true, 25);
+            let mut r = seal_handshake(&mut sealer, &bad[..cut]);
+            let first = cli.read(&mut r);
+            let err = match first {
+                Ok(_) => {
+                    let mut r = seal_handshake(&mut sealer, &bad[cut..]);
+                    cli.read(&mut r).expect_err("overrun")
+                }
+                Err(e) => e,
+            };
+            assert_eq!(err, TlsRecordError::TicketFormat, "cut {cut}");
+            assert_eq!(err.alert(), Some(AlertDescription::DecodeError));
+        }
+    }
+
+    /// rustls's DoS limits: 32 KeyUpdates with no application data between them (data
+    /// renews the allowance), 4 warning alerts over the connection's life; one more of
+    /// either closes with no alert, as rustls does.
+    #[test]
+    fn key_update_and_warning_alert_limits() {
+        let key_update = |sealer: &mut Sealer, ours: &mut TlsRecordLayer| {
+            let mut r = seal_handshake(sealer, &[HS_KEY_UPDATE, 0, 0, 1, 0]);
+            let got = ours.read(&mut r);
+            // Our opener follows the peer's new key: the test sealer must too.
+            let next = ours.rx_secret.clone();
+            let m = next.key_material(&ours.suite).expect("key");
+            sealer.rekey(RecordKey::from_material(&ours.suite, &m).expect("key"));
+            got
+        };
+        for server in [true, false] {
+            let (mut ours, _peer) = if server {
+                pair_server(TLS13_AES_128_GCM_SHA256)
+            } else {
+                pair_client(TLS13_AES_128_GCM_SHA256)
+            };
+            // A sealer with the peer's real secret, so our key schedule can follow it.
+            let suite = ours.suite;
+            let m = ours.rx_secret.key_material(&suite).expect("key");
+            ours.opener = Opener {
+                key: RecordKey::from_material(&suite, &m).expect("key"),
+                seq: 0,
+            };
+            let mut sealer = Sealer::with_key(
+                RecordKey::from_material(&suite, &m).expect("key"),
+                0,
+                u64::MAX,
+            );
+            for round in 0..3 {
+                for i in 0..MAX_KEY_UPDATES_WITHOUT_DATA {
+                    let got = key_update(&mut sealer, &mut ours);
+                    assert!(matches!(got, Ok(ReadEvent::Handled { .. })), "{round}/{i}");
+                }
+                if round < 2 {
+                    // Empty application data renews the allowance.
+                    let mut r = vec![0u8; HEADER_LEN + SEAL_TRAILER_LEN];
+                    sealer
+                        .seal(ContentType::ApplicationData, &mut r, 0)
+                        .expect("seal");
+                    assert!(matches!(ours.read(&mut r), Ok(ReadEvent::Data { .. })));
+                }
+            }
+            let err = key_update(&mut sealer, &mut ours).expect_err("33rd");
+            assert_eq!(err, TlsRecordError::TooManyKeyUpdates);
+            assert_eq!(err.alert(), None);
+        }
+        // Warning alerts: four user_canceled pass, even with data between, the fifth fails.
+        let (mut ours, mut sealer) = layer_with_known_peer(true, 26);
+        for _ in 0..MAX_WARNING_ALERTS {
+            let mut r = vec![0u8; HEADER_LEN + 2 + SEAL_TRAILER_LEN];
+            r[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&[ALERT_WARNING, 90]);
+            sealer.seal(ContentType::Alert, &mut r, 2).expect("seal");
+            assert!(matches!(ours.read(&mut r), Ok(ReadEvent::Handled { .. })));
+            let mut d = vec![0u8; HEADER_LEN + 1 + SEAL_TRAILER_LEN];
+            sealer
+                .seal(ContentType::ApplicationData, &mut d, 1)
+                .expect("seal");
+            assert!(matches!(ours.read(&mut d), Ok(ReadEvent::Data { .. })));
+        }
+        let mut r = vec![0u8; HEADER_LEN + 2 + SEAL_TRAILER_LEN];
+        r[HEADER_LEN..HEADER_LEN + 2].copy_from_slice(&[ALERT_WARNING, 90]);
+        sealer.seal(ContentType::Alert, &mut r, 2).expect("seal");
+        let err = ours.read(&mut r).expect_err("fifth warning");
+        assert_eq!(err, TlsRecordError::TooManyWarningAlerts);
+        assert_eq!(err.alert(), None);
     }
 
     /// The initiator's first data right behind its Finished, in the same read: rustls
@@ -2240,6 +2642,49 @@ mod tests {
                     continue;
                 }
                 let mut ours = r.expect("handover");
+                let mut rx = peer_write(&mut peer, b"to the layer");
+                assert_eq!(read_all(&mut ours, &mut rx).0, b"to the layer");
+                let tx = seal_records(&mut ours, b"from the layer").expect("seal");
+                assert_eq!(peer_read(&mut peer, &tx).expect("peer"), b"from the layer");
+            }
+        }
+    }
+
+    /// The key search at the handover is capped: a peer that updated its key more often
+    /// than [`MAX_KEY_UPDATES_BEFORE_HANDOVER`] before it (data between, so rustls lets it)
+    /// fails the handover with a typed error however large the caller's bound; at the cap
+    /// it is found.
+    #[test]
+    fn handover_key_search_is_capped() {
+        let (cert, key) = creds();
+        for updates in [
+            MAX_KEY_UPDATES_BEFORE_HANDOVER,
+            MAX_KEY_UPDATES_BEFORE_HANDOVER + 1,
+        ] {
+            let ours = tls::client_config(tls::provider()).expect("client config");
+            let peer = tls::server_config(tls::provider(), cert, key).expect("server config");
+            let ((mut conn, log), mut peer) = handshake_client_conn(ours, peer).expect("hs");
+            let mut records = 0u64;
+            for _ in 0..updates {
+                peer.refresh_traffic_keys().expect("refresh");
+                let rx = peer_write(&mut peer, b"x");
+                assert_eq!(peer_read(&mut conn, &rx).expect("ours"), b"x");
+                records += 2;
+                // rustls's answer goes out (with data: the peer counts KeyUpdates too), so
+                // the peer's next request is honoured as well.
+                let ku = peer_write(&mut conn, b"y");
+                assert_eq!(peer_read(&mut peer, &ku).expect("peer"), b"y");
+            }
+            let r = TlsRecordLayer::from_connection(conn, &log, records * 1000);
+            if updates > MAX_KEY_UPDATES_BEFORE_HANDOVER {
+                assert_eq!(
+                    r.err(),
+                    Some(TlsRecordError::SecretMismatch(
+                        MAX_KEY_UPDATES_BEFORE_HANDOVER
+                    ))
+                );
+            } else {
+                let mut ours = r.expect("handover at the cap");
                 let mut rx = peer_write(&mut peer, b"to the layer");
                 assert_eq!(read_all(&mut ours, &mut rx).0, b"to the layer");
                 let tx = seal_records(&mut ours, b"from the layer").expect("seal");
