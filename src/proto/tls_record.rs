@@ -732,7 +732,7 @@ pub enum TlsRecordError {
     Handover(rustls::Error),
     #[error("negotiated {0:?}: the in-place record layer does TLS 1.3 only")]
     NotTls13(ProtocolVersion),
-    #[error("the TLS handshake is not finished, or rustls still holds records to send")]
+    #[error("the TLS handshake is not finished, or rustls still holds records to send or input to hand out")]
     NotReady,
     #[error("the traffic secrets were not logged (the config lacks a TrafficSecretLog)")]
     SecretsNotLogged,
@@ -952,6 +952,31 @@ impl TlsRecordLayer {
         }
         if !log.has_both() {
             return Err(TlsRecordError::SecretsNotLogged);
+        }
+        Ok(())
+    }
+
+    /// Whether rustls holds no input the handover would lose, at a record boundary (whole
+    /// records fed): no plaintext it has not handed out (`IoState::plaintext_bytes_to_read`),
+    /// and no part of a handshake message in its joiner. rustls 0.23 shows the joiner to no
+    /// one (`msgs/deframer/handshake.rs` is crate-private, and `dangerous_extract_secrets`
+    /// does not look at it), so the second is known from where the boundary is:
+    /// `last_record_was_data` says the record just processed gave application data. rustls
+    /// refuses any record other than a handshake record while it joins a message
+    /// (`MessageInterleavedWithHandshakeMessage`, RFC 8446 §5.1), so after a data record the
+    /// joiner is empty. After any other record (a KeyUpdate, a NewSessionTicket, a piece of
+    /// one) the caller waits for a later boundary; otherwise our layer would take the rest of
+    /// a message for the start of one. [`TlsRecordError::NotReady`] when not drained.
+    pub fn check_drained(
+        conn: &mut Connection,
+        last_record_was_data: bool,
+    ) -> Result<(), TlsRecordError> {
+        // Processes nothing new (whole records were fed and processed): reports the state.
+        let io = conn
+            .process_new_packets()
+            .map_err(TlsRecordError::Handover)?;
+        if io.plaintext_bytes_to_read() != 0 || !last_record_was_data {
+            return Err(TlsRecordError::NotReady);
         }
         Ok(())
     }
@@ -2609,6 +2634,67 @@ mod tests {
             let layer = TlsRecordLayer::from_secrets(suite, extracted, &logged, true, 0);
             assert!(layer.is_ok(), "{suite:?}");
         }
+    }
+
+    /// Seals `content` as one record of `typ` with the peer's `sealer`.
+    fn seal_one(sealer: &mut Sealer, typ: ContentType, content: &[u8]) -> Vec<u8> {
+        let mut rec = vec![0u8; HEADER_LEN + content.len() + SEAL_TRAILER_LEN];
+        rec[HEADER_LEN..HEADER_LEN + content.len()].copy_from_slice(content);
+        let n = sealer.seal(typ, &mut rec, content.len()).expect("seal");
+        rec.truncate(n);
+        rec
+    }
+
+    /// A NewSessionTicket the peer splits over two records reaches rustls before the
+    /// handover: rustls then holds its first part in its joiner, which no API shows and
+    /// which the handover would lose (our layer would read the second part as a message of
+    /// its own). `check_drained` allows the handover only after a record that gave data
+    /// (after which rustls can join nothing, RFC 8446 §5.1), and only once that data is read.
+    #[test]
+    fn handover_waits_for_a_split_handshake_message_and_undrained_plaintext() {
+        let (cert, key) = creds();
+        let ours = tls::client_config(tls::provider()).expect("client config");
+        let mut peer_cfg = (*tls::server_config(tls::provider(), cert, key).expect("cfg")).clone();
+        peer_cfg.enable_secret_extraction = true;
+        let ((mut conn, log), peer) =
+            handshake_client_conn(ours, Arc::new(peer_cfg)).expect("handshake");
+        let (seq, secrets) = peer.dangerous_extract_secrets().expect("peer secrets").tx;
+        let mut peer_tx = Sealer::new(&secrets, seq, u64::MAX).expect("sealer");
+        // NewSessionTicket (RFC 8446 §4.6.1): lifetime 60 s, age_add 1, a 1-byte nonce, a
+        // 4-byte ticket, no extensions.
+        let body = [0, 0, 0, 60, 0, 0, 0, 1, 1, 0x42, 0, 4, 1, 2, 3, 4, 0, 0];
+        let mut nst = vec![4, 0, 0, body.len() as u8];
+        nst.extend_from_slice(&body);
+        let first = seal_one(&mut peer_tx, ContentType::Handshake, &nst[..10]);
+        assert!(peer_read(&mut conn, &first).expect("first part").is_empty());
+        // What a caller that tracked no record types would ask: rustls reports nothing held.
+        assert_eq!(TlsRecordLayer::check_drained(&mut conn, true), Ok(()));
+        // The last record gave no data: rustls may be joining a message.
+        assert_eq!(
+            TlsRecordLayer::check_drained(&mut conn, false),
+            Err(TlsRecordError::NotReady)
+        );
+        let rest = seal_one(&mut peer_tx, ContentType::Handshake, &nst[10..]);
+        assert!(peer_read(&mut conn, &rest).expect("rest").is_empty());
+        assert_eq!(
+            TlsRecordLayer::check_drained(&mut conn, false),
+            Err(TlsRecordError::NotReady)
+        );
+        // A data record: rustls joins nothing now, but holds its plaintext until it is read.
+        let data = seal_one(&mut peer_tx, ContentType::ApplicationData, b"cells");
+        let mut rd = &data[..];
+        conn.read_tls(&mut rd).expect("read_tls");
+        conn.process_new_packets().expect("process");
+        assert_eq!(
+            TlsRecordLayer::check_drained(&mut conn, true),
+            Err(TlsRecordError::NotReady)
+        );
+        assert_eq!(peer_read(&mut conn, &[]).expect("drain"), b"cells");
+        assert_eq!(TlsRecordLayer::check_drained(&mut conn, true), Ok(()));
+        // The handover then reads on where rustls stopped.
+        let mut layer = TlsRecordLayer::from_connection(conn, &log, 0).expect("handover");
+        let mut rx = seal_one(&mut peer_tx, ContentType::ApplicationData, b"after");
+        assert_eq!(read_all(&mut layer, &mut rx).0, b"after");
     }
 
     /// The peer updates its keys (asking for ours) before the handover, while rustls still

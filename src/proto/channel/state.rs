@@ -256,6 +256,9 @@ pub struct Channel {
     /// peer made meanwhile ends one (RFC 8446 §5.1), so they bound the key schedule's
     /// search at the switch.
     records_after_tls_handshake: u64,
+    /// The last whole record fed to rustls gave application data: then rustls joins no
+    /// handshake message, and the switch may happen (`TlsRecordLayer::check_drained`).
+    last_record_was_data: bool,
     pub(super) initiator: bool,
     pub(super) phase: Phase,
     pub(super) framer: Framer,
@@ -312,6 +315,7 @@ impl Channel {
             rx_len: 0,
             rx_peak: 0,
             records_after_tls_handshake: 0,
+            last_record_was_data: false,
             initiator,
             phase: Phase::Handshaking(Box::new(Handshake::new(expected))),
             framer: Framer::unnegotiated(),
@@ -597,15 +601,27 @@ impl Channel {
                 .map_err(|e| ChannelError::TlsInput(e.to_string()))?;
             copies::note(CopySite::TlsDeframe, n);
             let io = conn.process_new_packets()?;
-            if record.is_empty() && after_handshake {
-                self.records_after_tls_handshake += 1;
+            if record.is_empty() {
+                if after_handshake {
+                    self.records_after_tls_handshake += 1;
+                }
+                // Drained below, so all of it came from this record.
+                self.last_record_was_data = io.plaintext_bytes_to_read() > 0;
             }
             self.drain_plaintext(now, rng, sink)?;
             if io.peer_has_closed() {
                 return Err(self.eof_reason());
             }
-            if n == 0 || matches!(self.phase, Phase::Closed) {
+            if matches!(self.phase, Phase::Closed) {
                 break;
+            }
+            if n == 0 {
+                // rustls took none of a record it had room for (it returns 0 only after a
+                // close_notify, handled above): the rest would be misread as a new record.
+                return Err(ChannelError::TlsInput(format!(
+                    "rustls took no bytes with {} of a record left",
+                    record.len()
+                )));
             }
         }
         Ok(())
@@ -630,6 +646,13 @@ impl Channel {
             self.stats.tls_path = TlsPath::RustlsTls12;
             self.tls_stay_on_rustls();
             return Ok(());
+        }
+        // Nothing of the peer's may stay behind in rustls: undrained plaintext, or part of a
+        // handshake message (only a data record proves there is none). Else a later boundary.
+        match TlsRecordLayer::check_drained(conn, self.last_record_was_data) {
+            Ok(()) => {}
+            Err(TlsRecordError::NotReady) => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
         TlsRecordLayer::prepare_handover(conn);
         self.pull_rustls_output();
