@@ -398,3 +398,73 @@ fn exit_upload_copies_and_allocations() {
     }
     check("exit upload", UPLOAD, &windows, cells, 509);
 }
+
+/// The node's records to the target when its send queue ends in a partly filled buffer
+/// with only a few bytes free (the peer has not taken all earlier output): no record may
+/// start there with less than one cell of plaintext (a tiny record on the wire, a split
+/// cell for the receiver), and the flush must not fall back to the channel's TLS output
+/// buffer and `send_partial` (the `SendPool` copy). The bytes must reach the target whole
+/// and in order (its record layer opens every record; AEAD fails on a gap or a swap).
+#[test]
+fn middle_cells_after_a_small_send_buffer_tail() {
+    if skip_unless_enabled() {
+        return;
+    }
+    let s = seed("middle_cells_after_a_small_send_buffer_tail");
+    let mut m = Middle::new(s);
+    let mut windows = Vec::new();
+    let mut cells = 0;
+    // Tails from 1 byte (less than a record's overhead) to one byte short of a cell's record.
+    let tails = [1, 5, 22, 23, 100, 300, 535, 536, 600];
+    for (round, &tail) in tails.iter().enumerate() {
+        let mut input = m.prepare_forward(CELLS);
+        let shard = m.shard;
+        let conn = m.t.conn;
+        m.net.shards[shard].conns.get_mut(&conn).unwrap().tail_free = tail;
+        let w = counted(|| m.deliver(true, &mut input));
+        let (output, got) = m.collect(true);
+        assert_eq!(got, CELLS, "tail {tail}: every cell passes, in order");
+        let lens = record_plaintext_lens(&output);
+        println!("tail {tail}: records' plaintext {lens:?}");
+        if let Some((_, init)) = lens.split_last() {
+            for &len in init {
+                assert!(
+                    len >= 514,
+                    "tail {tail}: a record of {len} bytes of plaintext before the flush's \
+                     last ({lens:?})"
+                );
+            }
+        }
+        if tail < 536 {
+            // The first record went into a fresh buffer: the tail took nothing.
+            assert!(lens[0] >= 514, "tail {tail}: {lens:?}");
+        }
+        assert_eq!(
+            w.bytes[CopySite::SendPool as usize],
+            0,
+            "tail {tail}: the flush went through the TLS output buffer and `send_partial`"
+        );
+        assert_eq!(w.bytes[CopySite::TlsOut as usize], 0, "tail {tail}");
+        if round < WARMUP_ROUNDS {
+            continue;
+        }
+        assert_eq!(w.allocs, 0, "tail {tail}: {} allocations", w.allocs);
+        cells += CELLS as u64;
+        windows.push(w);
+    }
+    check("middle forward, small tails", MIDDLE, &windows, cells, 509);
+}
+
+/// The plaintext length of each TLS 1.3 record in `bytes` (a whole number of records):
+/// the record's length less the 16-byte AEAD tag and the 1-byte inner content type.
+fn record_plaintext_lens(bytes: &[u8]) -> Vec<usize> {
+    let mut lens = Vec::new();
+    let mut i = 0;
+    while i + 5 <= bytes.len() {
+        let len = u16::from_be_bytes([bytes[i + 3], bytes[i + 4]]) as usize;
+        lens.push(len - 17);
+        i += 5 + len;
+    }
+    assert_eq!(i, bytes.len(), "not a whole number of TLS records");
+    lens
+}
