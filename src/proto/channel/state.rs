@@ -874,11 +874,14 @@ impl Channel {
             if matches!(self.phase, Phase::Closed) {
                 return Ok(());
             }
-            let want = if self.in_len < CELL_LEN {
-                CELL_LEN - self.in_len
-            } else {
-                usize::MAX
+            // Only the straddling cell is copied: up to its header, then what the cell
+            // still needs (its length is known from the header); the cells after it are
+            // framed where they lie in `pt`. At least one byte, so the loop moves on.
+            let head = match self.framer.cell_len(&self.inbuf[..self.in_len]) {
+                Some(total) => total,
+                None => self.framer.circ_id_len() + 3,
             };
+            let want = head.saturating_sub(self.in_len).max(1);
             if self.in_len == self.inbuf.len() && !self.grow_inbuf() {
                 return Err(ChannelError::TlsInput("receive buffer full".into()));
             }
