@@ -866,3 +866,56 @@ fn key_update_during_the_link_handshake_then_switch() {
         relay_both_ways(&mut resp, &mut sink, &mut raw, round);
     }
 }
+
+/// A cell that straddles two records is the only one copied into the channel's receive
+/// buffer (the copy map's `ChanInbuf`), also when it is a variable-length cell: past its
+/// first 514 bytes only what it still needs, and before that no bytes of the cells after
+/// it (they are framed where they lie in the next record). The cells come out whole and
+/// in order.
+#[test]
+fn only_the_straddling_cell_is_copied() {
+    if !fors::util::copies::ENABLED {
+        println!("SKIPPED: copy counters are off");
+        return;
+    }
+    use fors::util::copies::{self, CopySite};
+    // (VPADDING body length, bytes of the cell in the first record)
+    for (body, split) in [(1000, 600), (1000, 513), (100, 50), (100, 5), (100, 2)] {
+        let (mut resp, mut sink, mut raw) = open_client();
+        let cell = var_cell(ChanCmd::VPADDING, &vec![7; body]);
+        raw.send(&cell[..split]);
+        let mut second = cell[split..].to_vec();
+        for i in 1..=3u8 {
+            second.extend_from_slice(&fixed_cell(
+                0x8000_0000 + u32::from(i),
+                ChanCmd::CREATE_FAST,
+                &[i; 509],
+            ));
+        }
+        raw.send(&second);
+        let before = copies::snapshot();
+        raw.exchange(&mut resp, &mut sink);
+        let copied =
+            copies::snapshot()[CopySite::ChanInbuf as usize] - before[CopySite::ChanInbuf as usize];
+        assert!(resp.is_open(), "{:?}", sink.events);
+        let got: Vec<_> = sink
+            .cells
+            .iter()
+            .map(|(id, cmd, b)| (id.0, *cmd, b[0]))
+            .collect();
+        assert_eq!(
+            got,
+            (1..=3u8)
+                .map(|i| (0x8000_0000 + u32::from(i), ChanCmd::CREATE_FAST, i))
+                .collect::<Vec<_>>(),
+            "body {body}, split {split}"
+        );
+        assert_eq!(
+            copied,
+            cell.len() as u64,
+            "body {body}, split {split}: {copied} bytes copied into the receive buffer, the \
+             straddling cell has {}",
+            cell.len()
+        );
+    }
+}

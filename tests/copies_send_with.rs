@@ -1,8 +1,9 @@
 //! `Outbox::send_with` on the io_uring shard (loopback only, bounded loops): a producer
 //! writes straight into the send pool, as the relay's channels write their TLS records
 //! (the copy map, `docs/architecture.md`). An echo whose handler answers only through
-//! `send_with` — in pieces smaller than a buffer, so fills stop short, take fresh buffers
-//! and sometimes write nothing into one — and hands what does not fit to `send_partial`
+//! `send_with` — in pieces smaller than a buffer, so fills stop short, or move on to a
+//! fresh buffer leaving a buffer's rest unused, and sometimes write nothing into one — and
+//! hands what does not fit to `send_partial`
 //! (which marks the connection blocked) must echo every byte in order, leave no buffer
 //! behind, and keep the per-connection bound.
 
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fors::shard::{CloseReason, ConnHandler, ConnId, Outbox, Runtime};
+use fors::shard::{CloseReason, ConnHandler, ConnId, Filled, Outbox, Runtime};
 use shard_common::*;
 
 /// At most this many bytes per `fill` call: below the 4 KiB send buffers.
@@ -45,7 +46,13 @@ impl FillEcho {
                     *empty += u64::from(n == 0);
                     buf[..n].copy_from_slice(&s[..n]);
                     s.drain(..n);
-                    n
+                    // Every other fill moves on with bytes left, leaving the buffer's
+                    // rest unused (as the record layer does with a tail too small for a
+                    // cell's record): that rest must never reach the wire.
+                    Filled {
+                        written: n,
+                        more: !s.is_empty() && *fills % 2 == 0,
+                    }
                 })
                 .unwrap_or(0);
             if n == 0 {

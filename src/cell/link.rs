@@ -190,6 +190,20 @@ impl Framer {
         self.circ_id_len + 1 + CELL_BODY_LEN
     }
 
+    /// The wire length of the cell that starts `head`, known once its header is in (the
+    /// command, and for a variable-length cell its length field: tor-spec §"Cell
+    /// packing"); `None` before. A length over [`MAX_VAR_CELL_BODY_LEN`] is given as is
+    /// (framing the cell then fails with `TooLong`).
+    pub fn cell_len(&self, head: &[u8]) -> Option<usize> {
+        let cid = self.circ_id_len;
+        let cmd = ChanCmd(*head.get(cid)?);
+        if !cmd.is_var_len(self.link) {
+            return Some(self.fixed_cell_len());
+        }
+        let len = head.get(cid + 1..cid + 3)?;
+        Some(cid + 3 + usize::from(u16::from_be_bytes([len[0], len[1]])))
+    }
+
     fn frame(&self, input: &[u8]) -> Result<Option<Frame>, CellError> {
         let cid = self.circ_id_len;
         if input.len() < cid + 1 {

@@ -18,6 +18,7 @@ use super::conn::{
     user_data, ConnId, ConnState, ConnTable, OpKind, RecvState, ShardId, CONN_CHUNK,
 };
 use super::error::{CloseReason, CrossPushError, OutboxError};
+use super::handler::Filled;
 
 /// IORING_SEND_ZC_REPORT_USAGE (include/uapi/linux/io_uring.h): the notification says
 /// whether the data was copied after all.
@@ -516,22 +517,27 @@ impl<M: Send> Core<M> {
     }
 
     /// Lets `fill` write the connection's output straight into its send buffers: `fill`
-    /// gets the free rest of a buffer and returns how many bytes it wrote there; it is
-    /// called again with the next buffer while it fills each one and the connection's
-    /// bounds allow. Returns the bytes taken. A producer left with bytes hands them to
-    /// `send_partial`, which marks the connection blocked if they do not fit.
+    /// gets the free rest of the tail buffer, then fresh buffers while it says it has
+    /// `more` and the connection's bounds allow, and returns how many bytes it wrote at
+    /// the start of each. What it leaves unused at a buffer's end is never sent (a buffer
+    /// sends only what was committed), so skipping a tail leaves no gap in the stream.
+    /// Returns the bytes taken. A producer left with bytes hands them to `send_partial`,
+    /// which marks the connection blocked if they do not fit.
     pub fn send_with(
         &mut self,
         id: ConnId,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Filled,
     ) -> Result<usize, OutboxError> {
         let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
         if self.conns[slot].close_after_flush {
             return Err(OutboxError::NotOpen);
         }
         let mut written = 0;
+        // Only the first offer may be the tail: once `fill` has had it, anything more goes
+        // into a fresh buffer behind it.
+        let mut tail = self.tail_buf(slot).filter(|&b| self.pool.space(b) > 0);
         loop {
-            let (b, fresh) = match self.tail_buf(slot).filter(|&b| self.pool.space(b) > 0) {
+            let (b, fresh) = match tail.take() {
                 Some(b) => (b, false),
                 None => match self.grow_sendq(slot) {
                     Some(b) => (b, true),
@@ -540,9 +546,10 @@ impl<M: Send> Core<M> {
             };
             let spare = self.pool.spare_mut(b);
             let room = spare.len();
-            let n = fill(spare).min(room);
+            let f = fill(spare);
+            let n = f.written.min(room);
             if n == 0 && fresh {
-                // Nothing to write after all: the fresh buffer goes back.
+                // Nothing written to a whole buffer: the fresh buffer goes back.
                 let c = &mut self.conns[slot];
                 c.sq_len -= 1;
                 self.pool.release(b);
@@ -550,7 +557,7 @@ impl<M: Send> Core<M> {
             }
             self.pool.commit(b, n);
             written += n;
-            if n < room {
+            if !f.more {
                 break;
             }
         }

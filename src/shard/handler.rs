@@ -98,6 +98,17 @@ pub trait ConnHandler {
     }
 }
 
+/// What a `send_with` producer did with one send buffer it was offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filled {
+    /// Bytes written at the start of the buffer (what the shard sends from it).
+    pub written: usize,
+    /// The producer has more to write: offer it a fresh buffer next. It may leave the
+    /// rest of a buffer unused (a TLS record layer does not start a record in a tail too
+    /// small for one cell), so a short fill alone does not mean it is done.
+    pub more: bool,
+}
+
 /// What a handler can ask of its shard during a callback. Sends copy into pre-allocated
 /// send buffers; nothing here allocates.
 pub struct Outbox<'a, M> {
@@ -122,7 +133,7 @@ impl<M: Send> Outbox<'_, M> {
     pub fn send_with(
         &mut self,
         conn: ConnId,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Filled,
     ) -> Result<usize, OutboxError> {
         self.core.send_with(conn, fill)
     }
@@ -260,13 +271,14 @@ pub trait ShardIo<M> {
     fn send(&mut self, conn: ConnId, data: &[u8]) -> Result<(), OutboxError>;
     /// As much of `data` as fits; a short count means `on_writable` follows.
     fn send_partial(&mut self, conn: ConnId, data: &[u8]) -> Result<usize, OutboxError>;
-    /// `fill` writes straight into the send buffers (the free rest of one at a time, called
-    /// again while it fills each); returns the bytes taken. Never refuses with a short count:
-    /// what is left goes through `send_partial`.
+    /// `fill` writes straight into the send buffers (the free rest of the tail buffer
+    /// first, then fresh ones, called again while it says `more` and the bounds allow);
+    /// returns the bytes taken. Never refuses with a short count: what is left goes
+    /// through `send_partial`.
     fn send_with(
         &mut self,
         conn: ConnId,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Filled,
     ) -> Result<usize, OutboxError>;
     /// Bytes `send` would accept right now.
     fn send_capacity(&self, conn: ConnId) -> usize;
@@ -319,7 +331,7 @@ impl<M: Send> ShardIo<M> for Outbox<'_, M> {
     fn send_with(
         &mut self,
         conn: ConnId,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Filled,
     ) -> Result<usize, OutboxError> {
         Outbox::send_with(self, conn, fill)
     }

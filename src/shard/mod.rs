@@ -59,7 +59,7 @@ pub use self::config::{RuntimeConfig, ShardConfig};
 pub use self::conn::{ConnId, ShardId};
 pub use self::error::{CloseReason, CrossPushError, OutboxError, ShardError};
 pub use self::event_loop::ShardReport;
-pub use self::handler::{ConnHandler, Outbox, ShardIo};
+pub use self::handler::{ConnHandler, Filled, Outbox, ShardIo};
 pub use self::metrics::ShardMetrics;
 pub use self::probe::{probe_kernel, KernelFeatures};
 pub use self::ratelimit::{BwClass, BwRates, SharedBudget};

@@ -22,7 +22,8 @@
 //! on_accept:   ch = Channel::new_responder(ctx.clone(), peer.ip(), now)
 //! on_data:     ch.handle_input_mut(data, now, rng, &mut sink) // records opened in `data`
 //!                                                           // cells → sink.cell(.., out)
-//!              outbox.send_with(conn, |buf| ch.write_output_into(buf))  // records in place
+//!              outbox.send_with(conn, |buf| Filled {                     // records in place
+//!                  written: ch.write_output_into(buf), more: ch.wants_write_into() })
 //!              n = outbox.send_partial(conn, ch.pending_output()); ch.consume_output(n)
 //!              if !ch.wants_read() { pause reading until on_writable }
 //! on_tick:     ch.check_timeout(now, &mut sink)

@@ -874,11 +874,14 @@ impl Channel {
             if matches!(self.phase, Phase::Closed) {
                 return Ok(());
             }
-            let want = if self.in_len < CELL_LEN {
-                CELL_LEN - self.in_len
-            } else {
-                usize::MAX
+            // Only the straddling cell is copied: up to its header, then what the cell
+            // still needs (its length is known from the header); the cells after it are
+            // framed where they lie in `pt`. At least one byte, so the loop moves on.
+            let head = match self.framer.cell_len(&self.inbuf[..self.in_len]) {
+                Some(total) => total,
+                None => self.framer.circ_id_len() + 3,
             };
+            let want = head.saturating_sub(self.in_len).max(1);
             if self.in_len == self.inbuf.len() && !self.grow_inbuf() {
                 return Err(ChannelError::TlsInput("receive buffer full".into()));
             }
@@ -1319,13 +1322,23 @@ impl Channel {
 
     /// On the record layer: seals the queued cells as records into `dst` (the plaintext
     /// copied behind a 5-byte header gap, sealed there: no buffer per record), a KeyUpdate
-    /// owed to the peer first (RFC 8446 §4.6.3). Fills `dst` as far as records go (a send
-    /// buffer filled to its end lets `send_with` offer the next); what does not fit stays
-    /// queued. Returns the bytes written.
+    /// owed to the peer first (RFC 8446 §4.6.3). Records run to the end of `dst` (up to
+    /// 2^14 bytes of plaintext, RFC 8446 §5.1), except that no record starts in a rest of
+    /// `dst` too small for one whole cell unless it takes all that is queued: a tail
+    /// buffer's last bytes would otherwise carry a tiny record, visible on the wire (rustls
+    /// and OpenSSL send full records under bulk) and splitting a cell for the receiver.
+    /// Such a rest stays unused; the caller offers the next buffer ([`wants_write_into`]).
+    /// A record the size limit cuts ends on a cell boundary when the next one still starts
+    /// in `dst` (free: no buffer room is lost). What does not fit stays queued. Returns
+    /// the bytes written.
+    ///
+    /// [`wants_write_into`]: Self::wants_write_into
     fn seal_records_into(&mut self, dst: &mut [u8]) -> usize {
         let Tls::Record(layer) = &mut self.tls else {
             return 0;
         };
+        const OVERHEAD: usize = HEADER_LEN + SEAL_TRAILER_LEN;
+        let cell = self.framer.fixed_cell_len();
         let mut n = 0;
         loop {
             if layer.key_update_due() {
@@ -1339,14 +1352,27 @@ impl Channel {
                 }
             }
             let pt = self.out.plaintext();
-            let room = dst.len() - n;
-            if pt.is_empty() || room <= HEADER_LEN + SEAL_TRAILER_LEN {
+            let fits = (dst.len() - n)
+                .saturating_sub(OVERHEAD)
+                .min(MAX_PLAINTEXT_LEN);
+            if pt.is_empty() || fits == 0 {
                 break;
             }
-            let k = pt
-                .len()
-                .min(room - HEADER_LEN - SEAL_TRAILER_LEN)
-                .min(MAX_PLAINTEXT_LEN);
+            let k = if pt.len() <= fits {
+                // The flush's last record: all that is left.
+                pt.len()
+            } else if fits < cell {
+                // Not even one cell fits: leave this rest unused.
+                break;
+            } else {
+                let aligned = fits - fits % cell;
+                let left = dst.len() - n - (aligned + OVERHEAD);
+                if aligned < fits && left >= OVERHEAD + cell.min(pt.len() - aligned) {
+                    aligned
+                } else {
+                    fits
+                }
+            };
             dst[n + HEADER_LEN..n + HEADER_LEN + k].copy_from_slice(&pt[..k]);
             copies::note(CopySite::RecordSeal, k);
             match layer.seal_app_data(&mut dst[n..], k) {
@@ -1370,7 +1396,11 @@ impl Channel {
             if pt == 0 && !due {
                 break;
             }
-            let records = pt.div_ceil(MAX_PLAINTEXT_LEN).max(1);
+            // Records the size limit cuts end on cell boundaries (`seal_records_into`).
+            let cell = self.framer.fixed_cell_len();
+            let records = pt
+                .div_ceil(MAX_PLAINTEXT_LEN - MAX_PLAINTEXT_LEN % cell)
+                .max(1);
             let need = pt + records * (HEADER_LEN + SEAL_TRAILER_LEN) + KEY_UPDATE_RECORD_LEN;
             let at = tls_out_room(
                 &mut self.tls_out,
@@ -1422,6 +1452,25 @@ impl Channel {
         }
         copies::note(CopySite::TlsOut, n);
         n
+    }
+
+    /// True when [`write_output_into`](Self::write_output_into) has more to write into a
+    /// next buffer: cells or records wait, and nothing waits in the TLS output buffer
+    /// (which goes first, through [`pending_output`](Self::pending_output)). A short write
+    /// alone does not say it: the record layer leaves a buffer's rest unused when one
+    /// cell's record does not fit there.
+    pub fn wants_write_into(&self) -> bool {
+        if self.tls_out_start < self.tls_out.len() {
+            return false;
+        }
+        match &self.tls {
+            Tls::Record(layer) => {
+                !matches!(self.phase, Phase::Closed)
+                    && (!self.out.is_empty() || layer.key_update_due())
+            }
+            Tls::Rustls { conn, .. } => conn.wants_write() || !self.out.is_empty(),
+            Tls::Taken => false,
+        }
     }
 
     /// Encrypts queued cells and returns the TLS bytes waiting to be sent. Call

@@ -558,7 +558,11 @@ impl RelayNode {
                     // the channel's own TLS buffer: the copy map), then whatever did not fit
                     // through that buffer.
                     let chan = &mut ch.channel;
-                    let mut sent = match out.send_with(id, &mut |buf| chan.write_output_into(buf)) {
+                    let mut fill = |buf: &mut [u8]| Filled {
+                        written: chan.write_output_into(buf),
+                        more: chan.wants_write_into(),
+                    };
+                    let mut sent = match out.send_with(id, &mut fill) {
                         Ok(n) => n,
                         Err(OutboxError::NotOpen) => {
                             c.closing = true;

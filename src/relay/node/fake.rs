@@ -14,7 +14,7 @@ use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::shard::{
-    BwClass, ConnId, CrossPushError, OutboxError, ShardId, ShardIo, ShardMetrics, WatchId,
+    BwClass, ConnId, CrossPushError, Filled, OutboxError, ShardId, ShardIo, ShardMetrics, WatchId,
 };
 
 /// One I/O operation a node asked for, in order.
@@ -82,6 +82,26 @@ pub struct FakeConn {
     pub outbound: bool,
     pub bw_class: BwClass,
     pub read_ungated: bool,
+    /// Free bytes at the end of the last send buffer, which `send_with` offers first (the
+    /// shard offers the free rest of its tail buffer before fresh ones). Kept as the
+    /// shard's buffers would leave it; a test may set it to model a tail of a few bytes.
+    pub tail_free: usize,
+}
+
+/// The size of the send buffers the fake models (the shard's default `send_buf_size`).
+pub const FAKE_SEND_BUF: usize = 16 * 1024;
+
+impl FakeConn {
+    /// `n` bytes appended through `send`/`send_partial`: into the tail's free rest, then
+    /// into fresh buffers, as the shard's send queue takes them.
+    fn appended(&mut self, n: usize) {
+        if n <= self.tail_free {
+            self.tail_free -= n;
+        } else {
+            let rest = (n - self.tail_free) % FAKE_SEND_BUF;
+            self.tail_free = if rest == 0 { 0 } else { FAKE_SEND_BUF - rest };
+        }
+    }
 }
 
 /// The fake shard: connections, cross-shard queues, clocks, and the log of operations.
@@ -152,6 +172,7 @@ impl<M> FakeShard<M> {
                 outbound,
                 bw_class: BwClass::Global,
                 read_ungated: false,
+                tail_free: 0,
             },
         );
         id
@@ -161,7 +182,11 @@ impl<M> FakeShard<M> {
     pub fn take_output(&mut self, conn: ConnId) -> Vec<u8> {
         self.conns
             .get_mut(&conn)
-            .map(|c| std::mem::take(&mut c.pending))
+            .map(|c| {
+                // All sent: the shard releases every buffer, the tail with them.
+                c.tail_free = 0;
+                std::mem::take(&mut c.pending)
+            })
             .unwrap_or_default()
     }
 
@@ -229,6 +254,7 @@ impl<M> ShardIo<M> for FakeShard<M> {
         }
         crate::util::copies::note(crate::util::copies::CopySite::SendPool, data.len());
         c.pending.extend_from_slice(data);
+        c.appended(data.len());
         self.ops.push(Op::Send {
             conn,
             len: data.len(),
@@ -245,6 +271,7 @@ impl<M> ShardIo<M> for FakeShard<M> {
         // The real shard copies into its send pool here (the copy map counts it).
         crate::util::copies::note(crate::util::copies::CopySite::SendPool, n);
         c.pending.extend_from_slice(&data[..n]);
+        c.appended(n);
         let short = n < data.len();
         if short {
             c.owes_writable = true;
@@ -261,25 +288,39 @@ impl<M> ShardIo<M> for FakeShard<M> {
     fn send_with(
         &mut self,
         conn: ConnId,
-        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Filled,
     ) -> Result<usize, OutboxError> {
         let c = self.live_mut(conn)?;
         if c.closing {
             return Err(OutboxError::NotOpen);
         }
-        // In send-pool-sized pieces, as the shard offers them.
+        // As the shard offers them: the free rest of the tail buffer, then fresh ones.
         let mut written = 0;
+        let mut tail = c.tail_free > 0;
         loop {
-            let room = c.bound.saturating_sub(c.pending.len()).min(16 * 1024);
+            let fresh = !tail;
+            let room = if tail { c.tail_free } else { FAKE_SEND_BUF }
+                .min(c.bound.saturating_sub(c.pending.len()));
+            tail = false;
             if room == 0 {
                 break;
             }
             let start = c.pending.len();
             c.pending.resize(start + room, 0);
-            let n = fill(&mut c.pending[start..]).min(room);
+            let f = fill(&mut c.pending[start..]);
+            let n = f.written.min(room);
+            // Only what was written is sent: the rest of the buffer stays unused.
             c.pending.truncate(start + n);
+            if n == 0 && fresh {
+                break;
+            }
+            c.tail_free = if fresh {
+                FAKE_SEND_BUF - n
+            } else {
+                c.tail_free - n
+            };
             written += n;
-            if n < room {
+            if !f.more {
                 break;
             }
         }

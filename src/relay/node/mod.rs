@@ -92,7 +92,7 @@ use crate::proto::circuit::{
     ExtendTarget, NetworkView, NextHop, RelayCore, RelayIdentity, ShardIdx,
 };
 use crate::proto::stream::{ConnectError, StreamHandle};
-use crate::shard::{BwClass, CloseReason, ConnId, OutboxError, ShardId, ShardIo, WatchId};
+use crate::shard::{BwClass, CloseReason, ConnId, Filled, OutboxError, ShardId, ShardIo, WatchId};
 use crate::util::copies::{self, CopySite};
 
 use self::channel::{peer_for_log, NullSink};
