@@ -414,4 +414,28 @@ seed("keys_keyfile", "curve25519-ntor", tagged("c25519v1", "type0", bytes([26] *
 seed("keys_keyfile", "rsa-private-pem", rsa_id.private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
 
+# ---- TLS 1.3 record layer after the handover (fuzz_targets/tls_record.rs) -----------------
+# Input: a mode byte (bit 0: we are the initiator), then ops of (op, len) — len = len byte |
+# (op >> 4) << 8, at most 4095 — op & 7: 0-1 application data, 2-3 handshake, 4 alert (sealed by the peer
+# with content[len]), 5 raw bytes[len], 6 flip bit (op >> 5) at len, 7 a delivery chunk.
+def tls_seal(kind, content):
+    return u8(kind | ((len(content) >> 8) << 4)) + u8(len(content) & 0xff) + content
+
+
+def nst(ticket=b"tick"):
+    body = u32(7200) + u32(1) + u8(1) + b"\x00" + u16(len(ticket)) + ticket + u16(0)
+    return u8(4) + bytes([0, 0, len(body)]) + body
+
+
+seed("tls_record", "server-data", u8(0) + tls_seal(0, b"hello cells!") + u8(7) + u8(7))
+seed("tls_record", "server-keyupdate", u8(0) + tls_seal(2, bytes([24, 0, 0, 1, 1])) + tls_seal(0, b"data"))
+seed("tls_record", "server-keyupdate-split", u8(0) + tls_seal(2, bytes([24, 0])) + tls_seal(2, bytes([0, 1, 0])))
+seed("tls_record", "client-ticket", u8(1) + tls_seal(2, nst()) + tls_seal(0, b"after"))
+seed("tls_record", "client-ticket-split", u8(1) + tls_seal(2, nst()[:9]) + tls_seal(2, nst()[9:]) + tls_seal(0, b"x"))
+seed("tls_record", "close-notify", u8(0) + tls_seal(4, bytes([1, 0])) + tls_seal(0, b"ignored"))
+seed("tls_record", "fatal-alert", u8(0) + tls_seal(4, bytes([2, 40])))
+seed("tls_record", "unprotected", u8(0) + u8(5) + u8(10) + b"\x16\x03\x01\x00\x05hello")
+seed("tls_record", "tampered", u8(0) + tls_seal(0, b"abc") + u8(6 | (3 << 5)) + u8(7))
+seed("tls_record", "big-record", u8(0) + tls_seal(0, (bytes(range(256)) * 16)[:4095]) + u8(7) + u8(100))
+
 print(f"make_seeds: wrote {written} seeds under {SEEDS.relative_to(ROOT)}", file=sys.stderr)
