@@ -29,11 +29,12 @@ the load it keeps sampling for --cooldown seconds, then judges (see `judge`):
 
   * every fors-loadgen run exited 0 with `ok: true` and `integrity_errors == 0`;
   * after warm-up (the first --warmup fraction of the run) RSS is flat: max/min <= --rss-ratio
-    and the mean of the last quarter is at most --rss-trend times the mean of the second quarter;
+    and the mean of the last quarter is at most --rss-trend times the mean of the first half
+    after warm-up;
   * the fds after the cool-down are within --fd-margin (and 10 %) of the level at the end of
     warm-up;
   * every queue/depth gauge is bounded: its maximum in the last quarter is at most twice its
-    maximum in the second quarter plus --queue-slack, and after the cool-down it is back at or
+    maximum in the first half after warm-up plus --queue-slack, and after the cool-down it is back at or
     below its post-warm-up maximum;
   * both Fors processes are still alive at the end.
 
@@ -184,12 +185,17 @@ def mean(xs):
 
 def phase_slices(samples, load_s, warmup):
     """Split samples (dicts with 't', seconds since the load started) taken during the load
-    into (post-warm-up, second quarter, last quarter)."""
+    into (post-warm-up, early, last quarter): "early" is the first half of the post-warm-up
+    window, what the last quarter is compared with. (It was the run's second quarter, which
+    lies partly inside a warm-up longer than 25 %: the soak-short's 40 % warm-up then judged
+    the end of the ramp as growth.)"""
     during = [s for s in samples if s["t"] <= load_s]
-    post = [s for s in during if s["t"] >= warmup * load_s]
-    q2 = [s for s in during if 0.25 * load_s <= s["t"] < 0.5 * load_s]
+    start = warmup * load_s
+    post = [s for s in during if s["t"] >= start]
+    mid = start + (load_s - start) / 2
+    early = [s for s in post if s["t"] < mid]
     q4 = [s for s in during if s["t"] >= 0.75 * load_s]
-    return post, q2, q4
+    return post, early, q4
 
 
 def slope_per_min(points):
@@ -206,7 +212,8 @@ def slope_per_min(points):
 
 
 def judge_rss(rss, q2, q4, ratio, trend):
-    """rss: post-warm-up RSS values; q2/q4: those of the second and last quarter.
+    """rss: post-warm-up RSS values; q2/q4: those of the first half after warm-up and of the
+    last quarter.
     -> (ok, details)."""
     if len(rss) < 2 or not q2 or not q4:
         return False, {"reason": "too few RSS samples after warm-up"}
@@ -216,7 +223,7 @@ def judge_rss(rss, q2, q4, ratio, trend):
     tr = m4 / m2 if m2 > 0 else float("inf")
     ok = r <= ratio and tr <= trend
     return ok, {"min_kb": lo, "max_kb": hi, "max_over_min": round(r, 4), "bound": ratio,
-                "q2_mean_kb": round(m2), "q4_mean_kb": round(m4), "q4_over_q2": round(tr, 4),
+                "early_mean_kb": round(m2), "q4_mean_kb": round(m4), "q4_over_early": round(tr, 4),
                 "trend_bound": trend}
 
 
@@ -245,7 +252,7 @@ def judge_queues(post, q2, q4, end, slack):
         if vend is not None:
             good = good and vend <= max(max(vpost), slack)
         ok = ok and good
-        out[k] = {"max_after_warmup": max(vpost), "q2_max": max(v2), "q4_max": max(v4),
+        out[k] = {"max_after_warmup": max(vpost), "early_max": max(v2), "q4_max": max(v4),
                   "end": vend, "ok": good}
     return ok, out
 

@@ -113,6 +113,23 @@ class Verdict(unittest.TestCase):
         self.assertLess(d["max_over_min"], 1.25)
         self.assertFalse(ok)
 
+    def test_ramp_into_the_second_quarter_then_flat_passes(self):
+        # The soak-short's shape (2026-12-07): a 40 % warm-up, RSS ramping until ~60 % of the
+        # load, then flat. The second quarter (inside the warm-up) was compared with the last
+        # and failed a flat relay; the first half after warm-up is what counts.
+        s = run(lambda t: 43_000 + 600 * min(t, 60) if t < 60 else 79_000 + 20 * min(t - 60, 60),
+                lambda t: 36, lambda t: 0.0, load_s=120)
+        opts = dict(OPTS, warmup=0.4)
+        r = soak.judge(data_for(s, load_s=120), opts)
+        self.assertTrue(r["ok"], r["checks"])
+
+    def test_growth_after_a_long_warmup_fails(self):
+        # The same 40 % warm-up with a steady leak after it still fails.
+        s = run(lambda t: 60_000 + 200 * t, lambda t: 36, lambda t: 0.0, load_s=120)
+        opts = dict(OPTS, warmup=0.4)
+        r = soak.judge(data_for(s, load_s=120), opts)
+        self.assertEqual(failed(r), ["forsexit1 RSS flat"])
+
     def test_slope(self):
         self.assertAlmostEqual(soak.slope_per_min([(0, 100), (60, 110), (120, 120)]), 10.0)
         self.assertIsNone(soak.slope_per_min([(0, 1)]))
