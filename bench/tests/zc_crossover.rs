@@ -38,8 +38,11 @@ fn crossover_tool_runs_both_modes_and_counts_every_byte() {
     let probes = report["copy_probe"].as_array().expect("copy_probe");
     assert_eq!(probes.len(), sizes.len());
     for p in probes {
+        // 256 writes; a partial send adds a call (seen under load: 257), each notified.
+        let sends = p["sends"].as_u64().unwrap();
+        assert!(sends >= 256, "fewer send calls than writes: {p}");
         let notified = p["sends_notified"].as_u64().unwrap();
-        assert_eq!(notified, 256, "not every zero-copy send was notified: {p}");
+        assert_eq!(notified, sends, "not every zero-copy send was notified: {p}");
         assert!(p["sends_copied"].as_u64().unwrap() <= notified);
     }
     for &size in &sizes {

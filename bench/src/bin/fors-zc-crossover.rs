@@ -383,6 +383,10 @@ fn spawn_sink(core: usize, path: NetPath<'_>) -> Result<(SocketAddr, Sink), Stri
 #[derive(Debug, Clone, Default, Serialize)]
 struct CopyProbe {
     write_size: u32,
+    /// `send(MSG_ZEROCOPY)` calls made: one per write, plus one per partial send (a
+    /// blocking send can return short under memory pressure; the rest goes in another call,
+    /// which the kernel notifies on its own).
+    sends: u64,
     /// Zero-copy sends whose completion was reported.
     sends_notified: u64,
     /// Of those, sends the kernel reported as copied anyway (SO_EE_CODE_ZEROCOPY_COPIED).
@@ -445,6 +449,7 @@ fn probe_copy(
     }
     let mut probe = CopyProbe {
         write_size: size,
+        sends: calls,
         ..CopyProbe::default()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
