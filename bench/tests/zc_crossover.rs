@@ -42,7 +42,10 @@ fn crossover_tool_runs_both_modes_and_counts_every_byte() {
         let sends = p["sends"].as_u64().unwrap();
         assert!(sends >= 256, "fewer send calls than writes: {p}");
         let notified = p["sends_notified"].as_u64().unwrap();
-        assert_eq!(notified, sends, "not every zero-copy send was notified: {p}");
+        assert_eq!(
+            notified, sends,
+            "not every zero-copy send was notified: {p}"
+        );
         assert!(p["sends_copied"].as_u64().unwrap() <= notified);
     }
     for &size in &sizes {
