@@ -415,7 +415,8 @@ seed("keys_keyfile", "rsa-private-pem", rsa_id.private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
 
 # ---- TLS 1.3 record layer after the handover (fuzz_targets/tls_record.rs) -----------------
-# Input: a mode byte (bit 0: we are the initiator), then ops of (op, len) — len = len byte |
+# Input: a mode byte (bit 0: we are the initiator; bit 1: each record read with its header
+# apart, `read_split`), then ops of (op, len) — len = len byte |
 # (op >> 4) << 8, at most 4095 — op & 7: 0-1 application data, 2-3 handshake, 4 alert (sealed by the peer
 # with content[len]), 5 raw bytes[len], 6 flip bit (op >> 5) at len, 7 a delivery chunk.
 def tls_seal(kind, content):
@@ -437,5 +438,7 @@ seed("tls_record", "fatal-alert", u8(0) + tls_seal(4, bytes([2, 40])))
 seed("tls_record", "unprotected", u8(0) + u8(5) + u8(10) + b"\x16\x03\x01\x00\x05hello")
 seed("tls_record", "tampered", u8(0) + tls_seal(0, b"abc") + u8(6 | (3 << 5)) + u8(7))
 seed("tls_record", "big-record", u8(0) + tls_seal(0, (bytes(range(256)) * 16)[:4095]) + u8(7) + u8(100))
+seed("tls_record", "split-data-keyupdate", u8(2) + tls_seal(0, b"cells") + tls_seal(2, bytes([24, 0, 0, 1, 1])) + tls_seal(0, b"more") + u8(7) + u8(5))
+seed("tls_record", "split-client-ticket-close", u8(3) + tls_seal(2, nst()) + tls_seal(4, bytes([1, 0])) + u8(5) + u8(3) + b"\x17\x03\x03")
 
 print(f"make_seeds: wrote {written} seeds under {SEEDS.relative_to(ROOT)}", file=sys.stderr)

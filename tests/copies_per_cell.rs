@@ -122,10 +122,10 @@ const MIDDLE: Map = &[
     (CopySite::RecordSeal, 1),
 ];
 
-/// Middle, forward, the same bytes cut into 16 KiB reads (the shipped profiles'
-/// `recv_buffer_size`): the peer's full records (2^14 bytes of plaintext, 16406 on the wire)
-/// never fit one read, so nearly every record is gathered in the channel's record buffer
-/// first (`RecordInbuf`).
+/// Middle, forward, the same bytes cut into 16 KiB reads that ignore the node's read caps:
+/// the peer's full records (2^14 bytes of plaintext, 16406 on the wire) never fit one
+/// read, so nearly every record is gathered in the channel's record buffer first
+/// (`RecordInbuf`). The shard's buffers are 64 bytes larger and honour the caps (above).
 const MIDDLE_16K_READS: Map = &[
     (CopySite::RecordInbuf, 1),
     (CopySite::RelayStage, 1),
@@ -315,7 +315,57 @@ fn middle_cells_on_tls12_links_copies_and_allocations() {
     }
 }
 
-/// The shipped receive-buffer size cuts the peer's full records: one copy more per cell.
+/// Reads as the shard makes them with the shipped profiles' receive buffers (16 KiB plus
+/// `RECV_BUF_SLACK`) and the node's read caps: after the first full record is cut and
+/// gathered, each read ends right after the next record's header, so every later record's
+/// body arrives whole and is opened where it lies (`Channel::read_hint`): the three copies
+/// of whole-record reads. No allocation, and one read per record.
+#[test]
+fn middle_cells_in_shipped_buffers_copies_and_allocations() {
+    if skip_unless_enabled() {
+        return;
+    }
+    let s = seed("middle_cells_in_shipped_buffers_copies_and_allocations");
+    let buf = 16 * 1024 + fors::relay::shardcfg::RECV_BUF_SLACK as usize;
+    let mut m = Middle::new(s);
+    let mut windows = Vec::new();
+    let mut cells = 0;
+    // The socket: what the client sent and the node has not read yet.
+    let mut stream = Vec::with_capacity(4 * CELLS * 600);
+    for round in 0..WARMUP_ROUNDS + 2 * ROUNDS {
+        let input = m.prepare_forward(CELLS);
+        stream.extend_from_slice(&input);
+        let held = stream.len();
+        let mut reads = 0;
+        let w = counted(|| reads = m.deliver_stream(true, &mut stream, buf));
+        let records = tls_records(&input);
+        let (_, got) = m.collect(true);
+        if round < WARMUP_ROUNDS {
+            continue;
+        }
+        assert_eq!(w.allocs, 0, "round {round}: {} allocations", w.allocs);
+        // One read per record: each ends right after the next record's header.
+        assert!(
+            reads <= records + 1,
+            "round {round}: {reads} reads of {} bytes for {records} records",
+            held - stream.len()
+        );
+        cells += got as u64;
+        windows.push(w);
+    }
+    assert!(cells > 0, "cells passed");
+    check(
+        "middle forward, shipped buffers with read caps",
+        MIDDLE,
+        &windows,
+        cells,
+        509,
+    );
+}
+
+/// Reads of exactly 16 KiB that ignore the node's read caps (as a shard with the old
+/// buffers would): the peer's full records never fit one read, so nearly every record is
+/// gathered first — one copy more per cell, and still no allocation.
 #[test]
 fn middle_cells_in_16k_reads_copies_and_allocations() {
     if skip_unless_enabled() {

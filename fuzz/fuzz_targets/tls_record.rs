@@ -3,7 +3,9 @@
 //! content type and content (application data, handshake messages — KeyUpdate,
 //! NewSessionTicket, anything else, split across records at any point — alerts, empty
 //! records), mixed with raw bytes (bad headers, forged or truncated records), delivered in
-//! chunks the input chooses. The layer runs as responder or initiator (the first byte).
+//! chunks the input chooses. The layer runs as responder or initiator (the first byte's
+//! bit 0), and reads each record whole or with its header apart from its body
+//! (`read_split`, as a channel does when a read ended right after a header; bit 1).
 //! Must never panic or loop; a failed read stays failed; data ranges lie in the buffer.
 //!
 //! One real TLS 1.3 handshake (rustls on both sides, ChaCha20-Poly1305, so the keys fit
@@ -125,6 +127,7 @@ fuzz_target!(init: { keys(); }, |data: &[u8]| {
     let mut inp = Input(data);
     let Some(mode) = inp.byte() else { return };
     let is_client = mode & 1 == 1;
+    let split = mode & 2 == 2;
     let ((our_tx, our_rx), peer_tx) = if is_client {
         (k.client, k.server.0)
     } else {
@@ -193,16 +196,30 @@ fuzz_target!(init: { keys(); }, |data: &[u8]| {
         fed += n;
         // Each read consumes at least one record or says NeedMore: bounded by the bytes.
         for _ in 0..=buf.len() {
-            match layer.read(&mut buf) {
+            // Split: the header as a channel keeps it, the body where it lies; the event
+            // then counts from the body.
+            let (r, off) = if split && buf.len() >= HEADER_LEN {
+                let header: [u8; HEADER_LEN] = buf[..HEADER_LEN].try_into().unwrap();
+                (layer.read_split(header, &mut buf[HEADER_LEN..]), HEADER_LEN)
+            } else {
+                (layer.read(&mut buf), 0)
+            };
+            match r {
                 Ok(ReadEvent::NeedMore { needed }) => {
                     assert!(needed > 0);
                     break;
                 }
                 Ok(ev) => {
-                    let used = ev.consumed();
-                    assert!(used > 0 && used <= buf.len(), "{ev:?} of {}", buf.len());
+                    let used = ev.consumed() + off;
+                    assert!(
+                        used > 0 && used <= buf.len(),
+                        "{ev:?} of {}",
+                        buf.len()
+                    );
                     if let ReadEvent::Data { plaintext, .. } = &ev {
-                        assert!(plaintext.end <= used && plaintext.start <= plaintext.end);
+                        assert!(
+                            plaintext.end <= ev.consumed() && plaintext.start <= plaintext.end
+                        );
                     }
                     buf.drain(..used);
                     // Answer as a channel would: a KeyUpdate owed goes before data.

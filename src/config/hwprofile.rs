@@ -19,7 +19,8 @@ pub struct HardwareProfile {
     pub sq_entries: u32,
     /// io_uring completion-queue entries per shard (power of two, ≥ sq_entries).
     pub cq_entries: u32,
-    /// Bytes per provided receive buffer.
+    /// Bytes per provided receive buffer (each gets 64 more, so a full TLS record fits a
+    /// 16 KiB one: `relay::shardcfg::RECV_BUF_SLACK`).
     pub recv_buffer_size: u32,
     /// Provided receive buffers per shard (power of two: io_uring buffer rings need it).
     pub recv_buffers_per_shard: u32,

@@ -229,7 +229,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 35] = [
+        let handler: [(&str, MetricKind, &str, Pick); 37] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -397,6 +397,18 @@ impl MetricsRegistry {
                 MetricKind::Counter,
                 "Open TLS 1.3 channels left on rustls because the record layer refused the handover.",
                 |s| &s.handler.channels_tls_rustls_refused,
+            ),
+            (
+                "fors_relay_tls_records_split_total",
+                MetricKind::Counter,
+                "TLS records opened where they lie behind a header that ended the read before (reads end after the next record's header).",
+                |s| &s.handler.tls_records_split,
+            ),
+            (
+                "fors_relay_tls_records_gathered_total",
+                MetricKind::Counter,
+                "TLS records split across reads and copied whole into the channel's record buffer before opening.",
+                |s| &s.handler.tls_records_gathered,
             ),
             (
                 "fors_relay_cross_shard_uncharged_over_cap_total",

@@ -66,6 +66,7 @@ shard_metric_fields! {
     recv_bytes: Counter,
     recv_no_buffers: Counter,
     recv_rearms: Counter,
+    recv_capped: Counter,
     send_ops: Counter,
     send_zc_ops: Counter,
     send_zc_copied: Counter,
@@ -178,6 +179,11 @@ pub struct HandlerCounters {
     pub channels_tls_rustls_tls12: AtomicU64,
     /// Open TLS 1.3 channels left on rustls because the handover was refused.
     pub channels_tls_rustls_refused: AtomicU64,
+    /// TLS records opened in the receive buffer behind a header that ended the read
+    /// before (reads capped at the next record's header: no copy).
+    pub tls_records_split: AtomicU64,
+    /// TLS records split across reads and gathered in the channel's record buffer first.
+    pub tls_records_gathered: AtomicU64,
     /// Answers and teardowns held in an overflow past its uncharged cap (never refused).
     pub cross_uncharged_over_cap: AtomicU64,
     /// DNS queries the resolver socket refused to send (retried on the query's timeout).

@@ -672,34 +672,46 @@ impl Opener {
                 needed: HEADER_LEN - buf.len(),
             });
         }
-        // Judge the header as soon as it is in, so garbage fails before we wait for a body.
-        if buf[0] != OUTER_TYPE {
-            return Err(OpenError::OuterType(buf[0]));
-        }
-        // legacy_record_version is ignored (RFC 8446 §5.1), but authenticated below.
-        let len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
-        if len > MAX_CIPHERTEXT_LEN {
-            return Err(OpenError::CiphertextTooLong(len));
-        }
-        if len < TAG_LEN {
-            return Err(OpenError::TooShort(len));
-        }
-        let record_len = HEADER_LEN + len;
-        if buf.len() < record_len {
+        let (header, rest) = buf.split_at_mut(HEADER_LEN);
+        let header: [u8; HEADER_LEN] = [header[0], header[1], header[2], header[3], header[4]];
+        Ok(match self.open_split(header, rest)? {
+            Opened::Record(rec) => Opened::Record(OpenedRecord {
+                content_type: rec.content_type,
+                plaintext: rec.plaintext.start + HEADER_LEN..rec.plaintext.end + HEADER_LEN,
+                record_len: rec.record_len + HEADER_LEN,
+            }),
+            incomplete => incomplete,
+        })
+    }
+
+    /// Opens a record whose header came apart from its body: `header` (read earlier, at the
+    /// end of another receive buffer) and the body at the start of `body`, decrypted where
+    /// it lies. The header is the AEAD's additional data (RFC 8446 §5.2), so the two need
+    /// not be contiguous. The record's `plaintext` and `record_len` count from `body`'s
+    /// start and leave the header out. Failures as [`Opener::open`].
+    pub fn open_split(
+        &mut self,
+        header: [u8; HEADER_LEN],
+        body: &mut [u8],
+    ) -> Result<Opened, OpenError> {
+        let len = body_len(&header)?;
+        if body.len() < len {
             return Ok(Opened::Incomplete {
-                needed: record_len - buf.len(),
+                needed: len - body.len(),
             });
         }
         if self.seq == u64::MAX {
             return Err(OpenError::SequenceExhausted);
         }
-        let (header, body) = buf[..record_len].split_at_mut(HEADER_LEN);
-        let mut aad = [0u8; HEADER_LEN];
-        aad.copy_from_slice(header);
+        // legacy_record_version is ignored (RFC 8446 §5.1), but authenticated here.
         let inner = self
             .key
             .key
-            .open_in_place(self.key.nonce(self.seq), aead::Aad::from(aad), body)
+            .open_in_place(
+                self.key.nonce(self.seq),
+                aead::Aad::from(header),
+                &mut body[..len],
+            )
             .map_err(|_| OpenError::BadRecordMac)?;
         self.seq += 1;
         if inner.len() > MAX_PLAINTEXT_LEN + 1 {
@@ -718,10 +730,26 @@ impl Opener {
         };
         Ok(Opened::Record(OpenedRecord {
             content_type,
-            plaintext: HEADER_LEN..HEADER_LEN + at,
-            record_len,
+            plaintext: 0..at,
+            record_len: len,
         }))
     }
+}
+
+/// The `TLSCiphertext.length` a record header announces, judged as soon as the header is
+/// in so garbage fails before anyone waits for a body (RFC 8446 §5.1–5.2).
+pub fn body_len(header: &[u8; HEADER_LEN]) -> Result<usize, OpenError> {
+    if header[0] != OUTER_TYPE {
+        return Err(OpenError::OuterType(header[0]));
+    }
+    let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+    if len > MAX_CIPHERTEXT_LEN {
+        return Err(OpenError::CiphertextTooLong(len));
+    }
+    if len < TAG_LEN {
+        return Err(OpenError::TooShort(len));
+    }
+    Ok(len)
 }
 
 /// Why the record layer failed. [`TlsRecordError::alert`] is the alert to send, where one
@@ -1184,8 +1212,41 @@ impl TlsRecordLayer {
         r
     }
 
+    /// Reads a record whose header was received apart from its body (at the end of an
+    /// earlier receive buffer) with the body at the start of `body`, in place
+    /// ([`Opener::open_split`]); the event's ranges and `consumed` count from `body`'s
+    /// start. Any error is final, as [`TlsRecordLayer::read`].
+    pub fn read_split(
+        &mut self,
+        header: [u8; HEADER_LEN],
+        body: &mut [u8],
+    ) -> Result<ReadEvent, TlsRecordError> {
+        if self.read_failed {
+            return Err(TlsRecordError::Failed);
+        }
+        if self.received_close_notify {
+            return Ok(ReadEvent::Ignored {
+                consumed: body.len(),
+            });
+        }
+        let r = match self.opener.open_split(header, body) {
+            Ok(opened) => self.on_opened(opened, body),
+            Err(e) => Err(e.into()),
+        };
+        if r.is_err() {
+            self.read_failed = true;
+        }
+        r
+    }
+
     fn read_record(&mut self, buf: &mut [u8]) -> Result<ReadEvent, TlsRecordError> {
-        let rec = match self.opener.open(buf)? {
+        let opened = self.opener.open(buf)?;
+        self.on_opened(opened, buf)
+    }
+
+    /// What an opened record means; its ranges refer to `buf`.
+    fn on_opened(&mut self, opened: Opened, buf: &[u8]) -> Result<ReadEvent, TlsRecordError> {
+        let rec = match opened {
             Opened::Incomplete { needed } => return Ok(ReadEvent::NeedMore { needed }),
             Opened::Record(rec) => rec,
         };
@@ -1878,6 +1939,98 @@ mod tests {
                 assert!(rx.is_empty());
                 assert_eq!(got, data.concat());
             }
+        }
+    }
+
+    /// Records read with their header apart (`read_split`: the header from one receive
+    /// buffer, the body at the start of the next) open as whole ones do, in every suite,
+    /// interleaved with whole reads: the same plaintext, the same sequence numbers, and
+    /// a body cut short asks for exactly what it lacks and changes nothing.
+    #[test]
+    fn records_read_with_their_header_apart() {
+        let mut rng = StdRng::seed_from_u64(seed("records_read_with_their_header_apart"));
+        for suite in SUITES {
+            let (mut ours, mut peer) = pair_server(suite);
+            for i in 0..40 {
+                let n = if i % 3 == 0 {
+                    MAX_PLAINTEXT_LEN
+                } else {
+                    rng.gen_range(1..3000)
+                };
+                let data = random_bytes(&mut rng, n);
+                let mut record = peer_write(&mut peer, &data);
+                assert_eq!(record.len(), HEADER_LEN + n + 17);
+                if i % 2 == 1 {
+                    assert_eq!(read_all(&mut ours, &mut record).0, data);
+                    continue;
+                }
+                let header: [u8; HEADER_LEN] = record[..HEADER_LEN].try_into().unwrap();
+                let mut body = record[HEADER_LEN..].to_vec();
+                let short = body.len() - rng.gen_range(1..=body.len());
+                let mut cut = body[..short].to_vec();
+                assert_eq!(
+                    ours.read_split(header, &mut cut),
+                    Ok(ReadEvent::NeedMore {
+                        needed: body.len() - short
+                    })
+                );
+                // With bytes of the next record behind it, only its own are consumed.
+                body.extend_from_slice(&[0x17; 9]);
+                match ours.read_split(header, &mut body) {
+                    Ok(ReadEvent::Data {
+                        plaintext,
+                        consumed,
+                    }) => {
+                        assert_eq!(consumed, n + 17, "{suite:?} record {i}");
+                        assert_eq!(&body[plaintext], &data[..], "{suite:?} record {i}");
+                    }
+                    other => panic!("{suite:?} record {i}: {other:?}"),
+                }
+            }
+            assert_eq!(ours.counters().records_opened, 40);
+        }
+    }
+
+    /// A split record's header is judged before its body is waited for, is authenticated
+    /// with it (every byte: the type, the ignored legacy version, the length), and a
+    /// failure is final as for whole records.
+    #[test]
+    fn a_split_record_fails_as_a_whole_one() {
+        let mut rng = StdRng::seed_from_u64(seed("a_split_record_fails_as_a_whole_one"));
+        for suite in SUITES {
+            let (mut ours, mut peer) = pair_server(suite);
+            let data = random_bytes(&mut rng, 300);
+            let record = peer_write(&mut peer, &data);
+            let header: [u8; HEADER_LEN] = record[..HEADER_LEN].try_into().unwrap();
+            for i in 0..HEADER_LEN {
+                let mut bad = header;
+                bad[i] ^= rng.gen_range(1..=255u8);
+                let mut body = record[HEADER_LEN..].to_vec();
+                body.extend_from_slice(&[0; 2048]);
+                match ours.opener.open_split(bad, &mut body) {
+                    Err(e) => {
+                        let want = match i {
+                            0 => AlertDescription::UnexpectedMessage,
+                            3 | 4 => e.alert(),
+                            _ => AlertDescription::BadRecordMac,
+                        };
+                        assert_eq!(e.alert(), want, "byte {i}: {e}");
+                    }
+                    Ok(Opened::Incomplete { .. }) => assert!(i == 3 || i == 4, "byte {i}"),
+                    Ok(Opened::Record(r)) => panic!("byte {i}: tampered record opened: {r:?}"),
+                }
+                assert_eq!(ours.opener.seq(), 0, "a failed open leaves the sequence");
+            }
+            // Garbage fails with no body at all.
+            let mut none = [];
+            let err = ours
+                .read_split([0x16, 3, 3, 0, 40], &mut none)
+                .expect_err("a handshake-typed outer header");
+            assert_eq!(err.alert(), Some(AlertDescription::UnexpectedMessage));
+            assert_eq!(
+                ours.read_split(header, &mut record[HEADER_LEN..].to_vec()),
+                Err(TlsRecordError::Failed)
+            );
         }
     }
 

@@ -48,6 +48,15 @@ pub fn cross_queue_capacity(profile: &HardwareProfile, shards: u32) -> u32 {
     wanted.min(share).max(floor.min(wanted))
 }
 
+/// Bytes each provided receive buffer holds beyond the profile's `recv_buffer_size`. TLS
+/// 1.3's largest record is 2^14 + 22 bytes on the wire (RFC 8446 §5.2), 22 more than the
+/// shipped 16 KiB buffers: every full record a peer sent was cut by a buffer's end and
+/// gathered whole before it could be opened (`RecordInbuf` in `docs/architecture.md`'s
+/// copy map). With 64 more bytes a full record and the next record's 5-byte header fit one
+/// buffer, so a read that ends there (`Channel::read_hint`) carries the record whole;
+/// 64 keeps the buffers cache-line aligned.
+pub const RECV_BUF_SLACK: u32 = 64;
+
 /// Per-shard sizing from a profile. `fd_limit` is the process's open-files limit: the
 /// connection tables of all shards together must fit under it (every live connection is a
 /// socket), so each shard's table is capped at its share.
@@ -75,7 +84,7 @@ pub fn shard_config_from_profile(
     ShardConfig {
         sq_entries: profile.sq_entries,
         cq_entries: profile.cq_entries,
-        recv_buf_size: profile.recv_buffer_size,
+        recv_buf_size: profile.recv_buffer_size + RECV_BUF_SLACK,
         recv_buf_count: profile.recv_buffers_per_shard,
         max_connections,
         // The relay tells the shard when a link handshake completes (issue #15).

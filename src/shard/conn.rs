@@ -130,6 +130,14 @@ pub(crate) struct Conn {
     pub connect_addr: Option<socket2::SockAddr>,
     pub connect_timeout: Timespec,
     pub recv: RecvState,
+    /// The armed receive is multishot (it runs until cancelled).
+    pub recv_multishot: bool,
+    /// The most bytes the next receive may take (`Outbox::set_read_cap`; 0: a whole
+    /// buffer).
+    pub read_cap: u32,
+    /// Receives are single-shot from the first cap on, so each can carry its own cap (a
+    /// multishot receive takes one length for all).
+    pub recv_single: bool,
     /// The handler wants data (not paused, not closing).
     pub want_read: bool,
     pub send_inflight: bool,
@@ -173,6 +181,9 @@ impl Conn {
             connect_addr: None,
             connect_timeout: Timespec::new(),
             recv: RecvState::Idle,
+            recv_multishot: false,
+            read_cap: 0,
+            recv_single: false,
             want_read: false,
             send_inflight: false,
             sq_head: 0,

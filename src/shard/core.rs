@@ -349,12 +349,17 @@ impl<M: Send> Core<M> {
         // multishot receive up to 32 times in a row when it is armed, so after a refill the
         // first connections armed would take the whole refill. Single receives, re-armed
         // as each completes, take turns across connections. Otherwise multishot (cheaper).
-        let single = self
-            .bw
-            .as_ref()
-            .is_some_and(|b| b.pressed(class, BwDir::Read));
+        // A connection whose handler has asked for capped reads (`set_read_cap`) stays on
+        // single receives too: each carries its own cap (the kernel reads at most that
+        // much into the provided buffer it picks).
+        let single = c.recv_single
+            || self
+                .bw
+                .as_ref()
+                .is_some_and(|b| b.pressed(class, BwDir::Read));
+        let cap = c.read_cap;
         let e = if single {
-            opcode::Recv::new(Fixed(slot as u32), std::ptr::null_mut(), 0)
+            opcode::Recv::new(Fixed(slot as u32), std::ptr::null_mut(), cap)
                 .buf_group(super::bufring::RECV_BUF_GROUP)
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT)
@@ -367,8 +372,34 @@ impl<M: Send> Core<M> {
         if self.push_sqe(e) {
             let c = &mut self.conns[slot];
             c.recv = RecvState::Armed;
+            c.recv_multishot = !single;
             c.inflight += 1;
+            if single && cap > 0 {
+                self.metrics.recv_capped += 1;
+            }
         }
+    }
+
+    /// Caps the connection's next receives at `cap` bytes (`None`: a whole buffer), so a
+    /// read can end where the handler's framing does (a TLS record boundary:
+    /// `Channel::read_hint`). A multishot receive that is armed is cancelled and replaced
+    /// by single receives (bytes it already read are delivered all the same).
+    pub fn set_read_cap(&mut self, id: ConnId, cap: Option<usize>) -> Result<(), OutboxError> {
+        let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        let c = &mut self.conns[slot];
+        // At most a buffer; the kernel would cap it there anyway.
+        let cap = cap.map_or(0, |n| n.clamp(1, self.cfg.recv_buf_size as usize) as u32);
+        c.read_cap = cap;
+        if cap == 0 || c.recv_single {
+            return Ok(());
+        }
+        c.recv_single = true;
+        if c.recv == RecvState::Armed && c.recv_multishot {
+            // Its final completion re-arms, as a single receive with the cap.
+            c.recv = RecvState::Cancelling;
+            self.cancel_conn_op(slot, user_data(OpKind::Recv, id.slot, id.gen));
+        }
+        Ok(())
     }
 
     fn cancel_conn_op(&mut self, slot: usize, target: u64) {

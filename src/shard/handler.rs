@@ -164,6 +164,13 @@ impl<M: Send> Outbox<'_, M> {
         self.core.resume_read(conn)
     }
 
+    /// Caps the next receives on `conn` at `cap` bytes (`None`: a whole buffer), so a read
+    /// ends where the handler's framing does. From the first cap on, the connection reads
+    /// with single receives (each with its own cap) instead of a multishot one.
+    pub fn set_read_cap(&mut self, conn: ConnId, cap: Option<usize>) -> Result<(), OutboxError> {
+        self.core.set_read_cap(conn, cap)
+    }
+
     /// Sets which bandwidth buckets `conn`'s bytes are charged to (default
     /// `BwClass::Global`); only matters when the runtime was started with a budget.
     pub fn set_bw_class(&mut self, conn: ConnId, class: BwClass) -> Result<(), OutboxError> {
@@ -288,6 +295,8 @@ pub trait ShardIo<M> {
     fn close(&mut self, conn: ConnId) -> Result<(), OutboxError>;
     fn pause_read(&mut self, conn: ConnId) -> Result<(), OutboxError>;
     fn resume_read(&mut self, conn: ConnId) -> Result<(), OutboxError>;
+    /// The most bytes the next read of `conn` should take (`None`: as many as fit).
+    fn set_read_cap(&mut self, conn: ConnId, cap: Option<usize>) -> Result<(), OutboxError>;
     fn set_bw_class(&mut self, conn: ConnId, class: BwClass) -> Result<(), OutboxError>;
     fn set_bw_read_ungated(&mut self, conn: ConnId, ungated: bool) -> Result<(), OutboxError>;
     fn bw_read_ungated(&self, conn: ConnId) -> bool;
@@ -349,6 +358,9 @@ impl<M: Send> ShardIo<M> for Outbox<'_, M> {
     }
     fn resume_read(&mut self, conn: ConnId) -> Result<(), OutboxError> {
         Outbox::resume_read(self, conn)
+    }
+    fn set_read_cap(&mut self, conn: ConnId, cap: Option<usize>) -> Result<(), OutboxError> {
+        Outbox::set_read_cap(self, conn, cap)
     }
     fn set_bw_class(&mut self, conn: ConnId, class: BwClass) -> Result<(), OutboxError> {
         Outbox::set_bw_class(self, conn, class)

@@ -37,6 +37,9 @@ pub struct ShardMetrics {
     pub recv_no_buffers: u64,
     /// Multishot recv re-armed after it ended.
     pub recv_rearms: u64,
+    /// Receives armed with a length cap the handler asked for (`Outbox::set_read_cap`:
+    /// reads that end on a TLS record boundary).
+    pub recv_capped: u64,
     /// Send operations submitted (copying).
     pub send_ops: u64,
     /// Zero-copy send operations submitted.

@@ -179,6 +179,37 @@ impl Middle {
         self.net.nodes[s].on_batch_end(&mut self.net.shards[s]);
     }
 
+    /// Hands the node the front of `stream` (a socket's received bytes) in reads as the
+    /// shard makes them under bulk traffic: each a whole provided buffer of `buf_size`, or
+    /// less where the node capped the read after the read before
+    /// (`ShardIo::set_read_cap`; the kernel honours a receive's length). Only full reads
+    /// are made, as with a socket that always holds more; the rest stays in `stream` for
+    /// the next call. Returns the number of reads.
+    pub fn deliver_stream(
+        &mut self,
+        forward: bool,
+        stream: &mut Vec<u8>,
+        buf_size: usize,
+    ) -> usize {
+        let conn = if forward { self.p.conn } else { self.t.conn };
+        let s = self.shard;
+        let mut pos = 0;
+        let mut reads = 0;
+        loop {
+            let cap = self.net.shards[s].conns[&conn].read_cap.unwrap_or(buf_size);
+            let len = cap.min(buf_size);
+            if stream.len() - pos < len {
+                break;
+            }
+            self.net.nodes[s].on_data(conn, &mut stream[pos..pos + len], &mut self.net.shards[s]);
+            pos += len;
+            reads += 1;
+        }
+        self.net.nodes[s].on_batch_end(&mut self.net.shards[s]);
+        stream.drain(..pos);
+        reads
+    }
+
     /// What the node sent the target (`forward`) or the client, read by that peer: the TLS
     /// bytes, and how many RELAY cells of the circuit they carried.
     pub fn collect(&mut self, forward: bool) -> (Vec<u8>, usize) {

@@ -64,6 +64,11 @@ const MAX_ANY_RECORD_LEN: usize = HEADER_LEN + (1 << 14) + 2048;
 /// most this many bytes; it holds at least one record of the longest kind.
 const RX_LEN: usize = 2 * MAX_ANY_RECORD_LEN;
 
+/// The smallest record [`Channel::read_hint`] asks the shard to read up to the end of:
+/// half of a 16 KiB receive buffer. A record at least this large is cut by most buffer
+/// ends and would be gathered whole; a smaller one is cheaper to gather than to read alone.
+pub const ALIGNED_READ_MIN_RECORD_LEN: usize = 8192;
+
 /// Room in the TLS output buffer beyond the cell bound, for record headers and tags and the
 /// handshake (the same as its old fixed capacity).
 const TLS_OUT_SLACK: usize = 4096;
@@ -161,6 +166,11 @@ pub struct ChannelStats {
     /// Of those, the ones C tor logs as a peer's protocol violation, since the node last
     /// took them ([`Channel::take_link_warnings`]).
     pub link_warnings: LinkWarnings,
+    /// Records opened in the receive buffer behind a header that came in the read before
+    /// ([`Channel::read_hint`]; no copy).
+    pub split_records_opened: u64,
+    /// Records split across reads and gathered in the record buffer first (`RecordInbuf`).
+    pub records_gathered: u64,
 }
 
 /// Which record layer carries a channel's TLS records (issue #13 item 3; the copy map,
@@ -252,6 +262,8 @@ pub struct Channel {
     rx_len: usize,
     /// Most bytes `rx` held since the last trim.
     rx_peak: usize,
+    /// The wire length of the last record opened on the record layer (`read_hint`).
+    last_record_len: usize,
     /// Whole records fed to rustls after its TLS handshake finished: each KeyUpdate the
     /// peer made meanwhile ends one (RFC 8446 §5.1), so they bound the key schedule's
     /// search at the switch.
@@ -314,6 +326,7 @@ impl Channel {
             rx: Box::default(),
             rx_len: 0,
             rx_peak: 0,
+            last_record_len: 0,
             records_after_tls_handshake: 0,
             last_record_was_data: false,
             initiator,
@@ -774,6 +787,56 @@ impl Channel {
             if !matches!(self.tls, Tls::Record(_)) {
                 return Err(ChannelError::NotOpen);
             }
+            if self.rx_len > 0 && self.rx_len <= HEADER_LEN {
+                // Only the header (or part of it) came in the earlier read: complete it
+                // here (at most 5 bytes) and open the body where it lies, if all of it is
+                // in this read (what `read_hint` asks the shard for).
+                let take = (HEADER_LEN - self.rx_len).min(data.len());
+                if take > 0 {
+                    self.rx_append(&data[..take]);
+                    data = &mut mem::take(&mut data)[take..];
+                }
+                if self.rx_len < HEADER_LEN || data.is_empty() {
+                    // Judges a header that is whole as soon as it is (nothing to open yet).
+                    self.open_rx(sink)?;
+                    continue;
+                }
+                let mut header = [0u8; HEADER_LEN];
+                header.copy_from_slice(&self.rx[..HEADER_LEN]);
+                let Tls::Record(layer) = &mut self.tls else {
+                    return Err(ChannelError::NotOpen);
+                };
+                let consumed = match layer.read_split(header, data) {
+                    Ok(ReadEvent::NeedMore { .. }) => None,
+                    Ok(ReadEvent::Data {
+                        plaintext,
+                        consumed,
+                    }) => {
+                        self.rx_len = 0;
+                        self.last_record_len = HEADER_LEN + consumed;
+                        self.stats.split_records_opened += 1;
+                        self.deliver_plaintext(&mut data[plaintext], sink)?;
+                        Some(consumed)
+                    }
+                    Ok(ReadEvent::Handled { consumed }) => {
+                        self.rx_len = 0;
+                        Some(consumed)
+                    }
+                    Ok(ReadEvent::CloseNotify { .. } | ReadEvent::Ignored { .. }) => {
+                        return Err(self.eof_reason());
+                    }
+                    Err(e) => {
+                        self.seal_fatal_alert(&e);
+                        return Err(e.into());
+                    }
+                };
+                if let Some(consumed) = consumed {
+                    data = &mut mem::take(&mut data)[consumed..];
+                    continue;
+                }
+                // The body goes on in a later read: gathered below, as any split record.
+                self.stats.records_gathered += 1;
+            }
             if self.rx_len > 0 {
                 // The rest of the record that began in an earlier read.
                 let take = record_missing(&self.rx[..self.rx_len])
@@ -789,6 +852,9 @@ impl Channel {
             if !data.is_empty() && !matches!(self.phase, Phase::Closed) {
                 // The start of a record that goes on in the next read.
                 let take = data.len().min(RX_LEN);
+                if take > HEADER_LEN {
+                    self.stats.records_gathered += 1;
+                }
                 self.rx_append(&data[..take]);
                 data = &mut mem::take(&mut data)[take..];
                 self.open_rx(sink)?;
@@ -847,6 +913,7 @@ impl Channel {
                     plaintext,
                     consumed,
                 } => {
+                    self.last_record_len = consumed;
                     let pt = &mut buf[pos + plaintext.start..pos + plaintext.end];
                     self.deliver_plaintext(pt, sink)?;
                     pos += consumed;
@@ -1555,6 +1622,25 @@ impl Channel {
 
     pub fn stats(&self) -> ChannelStats {
         self.stats
+    }
+
+    /// The most bytes the next read should take, if it matters: on Fors's record layer,
+    /// when the last read left a large record unfinished, exactly what it lacks plus the
+    /// next record's header. A read that ends there leaves the next record's body whole
+    /// for the read after, opened where it lies behind its header
+    /// ([`TlsRecordLayer::read_split`]); unbounded reads cut a full record (16,406 bytes)
+    /// at every buffer's end, each then gathered whole (`RecordInbuf`, the copy map).
+    /// A small record under way is read to its end too when the record before it was
+    /// large (a bulk sender's flush often ends in a small record, and the large ones go on
+    /// behind it), but not in a run of small ones: reading each alone would cost a
+    /// receive per record, more than copying the one a buffer's end cuts.
+    pub fn read_hint(&self) -> Option<usize> {
+        if !matches!(self.tls, Tls::Record(_)) || matches!(self.phase, Phase::Closed) {
+            return None;
+        }
+        let len = record_len(&self.rx[..self.rx_len])?;
+        let bulk = len.max(self.last_record_len) >= ALIGNED_READ_MIN_RECORD_LEN;
+        bulk.then(|| len - self.rx_len + HEADER_LEN)
     }
 
     /// The link cells dropped for a peer's protocol violation since the last call (the

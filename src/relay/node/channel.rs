@@ -24,6 +24,10 @@ pub(super) struct TlsPathCounts {
     pub record_layer: u64,
     pub rustls_tls12: u64,
     pub rustls_refused: u64,
+    /// Records opened behind a header from the read before (`Channel::read_hint`).
+    pub records_split: u64,
+    /// Records split across reads and gathered first (a copy).
+    pub records_gathered: u64,
 }
 
 impl TlsPathCounts {
@@ -366,7 +370,8 @@ impl RelayNode {
         if let Some(p) = ch.padding.as_mut() {
             p.on_activity(now);
         }
-        let tls_path = ch.channel.stats().tls_path;
+        let before = ch.channel.stats();
+        let tls_path = before.tls_path;
         let mut sink = CellSink {
             core: &mut self.core,
             conn,
@@ -399,12 +404,17 @@ impl RelayNode {
             .handle_input_mut(data, wall, &mut self.chan_rng, &mut sink);
         // Link cells dropped for a peer's violation: counted for the shard's
         // protocol-warning line (`protowarn.rs`; C logs each at `LOG_PROTOCOL_WARN`).
+        // Where the next read should end: after the next record's header when a large
+        // record is under way, so its body arrives whole and is opened in place.
+        let _ = out.set_read_cap(conn, ch.channel.read_hint());
         let link = ch.channel.take_link_warnings();
         self.protocol_warnings.link_cells(&link);
         // The read may have moved the channel onto Fors's record layer, or settled it on
         // rustls (`Channel::stats().tls_path`): counted once per channel, when it changes.
-        self.tls_paths
-            .changed(tls_path, ch.channel.stats().tls_path);
+        let after = ch.channel.stats();
+        self.tls_paths.changed(tls_path, after.tls_path);
+        self.tls_paths.records_split += after.split_records_opened - before.split_records_opened;
+        self.tls_paths.records_gathered += after.records_gathered - before.records_gathered;
         // The read's RELAY cells, crypted together and handled in arrival order; the cells
         // they forward go straight into our channels' queues where they can.
         self.with_direct_io(now, out, |core, io| core.flush_relay_cells(io));

@@ -88,6 +88,10 @@ impl RelayNode {
             .store(self.tls_paths.rustls_tls12, Ordering::Relaxed);
         h.channels_tls_rustls_refused
             .store(self.tls_paths.rustls_refused, Ordering::Relaxed);
+        h.tls_records_split
+            .store(self.tls_paths.records_split, Ordering::Relaxed);
+        h.tls_records_gathered
+            .store(self.tls_paths.records_gathered, Ordering::Relaxed);
     }
 }
 

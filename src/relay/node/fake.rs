@@ -77,6 +77,9 @@ pub struct FakeConn {
     /// A send was refused or cut short since the last `on_writable`.
     pub owes_writable: bool,
     pub read_paused: bool,
+    /// The cap the node last set on the next read (`set_read_cap`); a test that models
+    /// the shard's receives honours it (not recorded in `ops`: it is set on every read).
+    pub read_cap: Option<usize>,
     /// `close` was asked: closes once `pending` is taken.
     pub closing: bool,
     pub outbound: bool,
@@ -168,6 +171,7 @@ impl<M> FakeShard<M> {
                 bound: self.default_bound,
                 owes_writable: false,
                 read_paused: false,
+                read_cap: None,
                 closing: false,
                 outbound,
                 bw_class: BwClass::Global,
@@ -361,6 +365,11 @@ impl<M> ShardIo<M> for FakeShard<M> {
         }
         c.read_paused = false;
         self.ops.push(Op::ResumeRead { conn });
+        Ok(())
+    }
+
+    fn set_read_cap(&mut self, conn: ConnId, cap: Option<usize>) -> Result<(), OutboxError> {
+        self.live_mut(conn)?.read_cap = cap;
         Ok(())
     }
 
