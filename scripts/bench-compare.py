@@ -76,6 +76,11 @@ PATH_MIDDLE, PATH_EXIT = "middle1", "exit2"
 OTHER_CORE = "0"
 # The relay-wide sum over shards of `fors_relay_circuits_cgo_total{shard=...}`.
 CGO_METRIC = "fors_relay_all_shards_circuits_cgo_total"
+# How a Fors subject read its TLS records during a workload (issue #13's copy map): opened
+# where they lay behind a header from the read before, or gathered whole first; and the
+# receives the shard armed with a cap (reads ending after the next record's header).
+READ_METRICS = ("fors_relay_tls_records_split_total", "fors_relay_tls_records_gathered_total",
+                "fors_shard_recv_capped")
 TEARDOWN_RESERVE_S = 45.0  # kept back from the budget for `down` and writing results
 LOADGEN_GRACE_S = 20.0  # past its own --timeout before a loadgen run is stopped
 
@@ -367,6 +372,7 @@ class Bench:
             log(f"{self.labels[subject]}: {wl} (path {','.join(path_of(subject))}, threads on "
                 f"CPU {'/'.join(cpus)}, timeout {timeout_s:.0f}s)")
             cgo0 = self.cgo_circuits(subject) if wl in report.CGO_SUBJECT_HOP else None
+            reads0 = self.read_counters(subject)
             run = lambda: self.loadgen(f"{subject}-{wl}", path_of(subject), extra,  # noqa: E731
                                        timeout_s, svg=True)
             if self.args.perf:
@@ -389,6 +395,10 @@ class Bench:
                     row["allocator"] = self.allocator_seen[subject]
                 if wl in report.CGO_SUBJECT_HOP:
                     self.check_cgo(subject, wl, lg, cgo0, row)
+                reads1 = self.read_counters(subject)
+                if reads0 is not None and reads1 is not None:
+                    row["tls_reads"] = {k.removeprefix("fors_relay_").removeprefix("fors_"):
+                                        reads1[k] - reads0[k] for k in READ_METRICS}
             self.rows.append(row)
             log("  -> " + summarize(row))
 
@@ -420,6 +430,14 @@ class Bench:
                     self.notes.append(f"perf record for {name} exited {perf.returncode} "
                                       f"(see {out}.log)")
         return wrapped
+
+    def read_counters(self, subject):
+        """A Fors subject's READ_METRICS, summed over shards (MetricsPort), or None."""
+        if subject == CTOR or self.args.ctor_in_fors_slots:
+            return None
+        port = next((r.get("metrics_port") for r in self.net["relays"]
+                     if r["nick"] == NICK[subject]), None)
+        return testnet.scrape_sums(port, READ_METRICS) if port else None
 
     def cgo_circuits(self, subject):
         """A Fors subject's CGO circuit counter (MetricsPort), or None (C tor, no port)."""
@@ -524,7 +542,9 @@ def summarize(row):
             f"{row.get('mb_per_s') or 0:.1f} MB/s, "
             f"{row.get('cells_per_s') or 0:.0f} cells/s, {row.get('circuits_per_s') or 0:.0f} circ/s, "
             f"relay {row.get('relay_cpu_s') or 0:.2f} CPU-s, peak RSS "
-            f"{row.get('peak_rss_mib') or 0:.1f} MiB")
+            f"{row.get('peak_rss_mib') or 0:.1f} MiB"
+            + ("; TLS records " + ", ".join(f"{k} {v}" for k, v in row["tls_reads"].items())
+               if row.get("tls_reads") else ""))
 
 
 def sh(cmd):

@@ -1384,6 +1384,38 @@ def scrape_metric(port, name, timeout=2.0):
     return None
 
 
+def scrape_sums(port, names, timeout=2.0):
+    """{name: value summed over its label sets} for each of `names` from a MetricsPort's
+    GET /metrics (a name absent counts 0), or None if the port cannot be read."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as c:
+            c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            status, _, body = read_http_head(c)
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                body += d
+    except (OSError, TestnetError, ValueError, IndexError):
+        return None
+    if status != 200:
+        return None
+    sums = {n: 0 for n in names}
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("#"):
+            continue
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2:
+            continue
+        name = parts[0].split("{", 1)[0]
+        if name in sums:
+            try:
+                sums[name] += int(float(parts[1]))
+            except ValueError:
+                return None
+    return sums
+
+
 class ExitKnowledge:
     """Does every exit know every relay the client may put before it?
 

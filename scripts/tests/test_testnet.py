@@ -420,5 +420,44 @@ class NetnsTests(unittest.TestCase):
         self.assertEqual(netns.ipv6_routes(os.path.join(d.name, "missing")), [])
 
 
+class ScrapeSumsTests(unittest.TestCase):
+    """scrape_sums against a loopback HTTP server serving a MetricsPort-like body."""
+
+    BODY = (b"# HELP fors_shard_recv_capped x\n# TYPE fors_shard_recv_capped counter\n"
+            b'fors_shard_recv_capped{shard="0"} 5\nfors_shard_recv_capped{shard="1"} 7\n'
+            b'fors_relay_tls_records_split_total{shard="0"} 3\n'
+            b"fors_relay_tls_records_split_total_other 100\n")
+
+    def serve(self, status, body):
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+        t = threading.Thread(target=srv.serve_forever, daemon=True)
+        t.start()
+        self.addCleanup(srv.server_close)
+        self.addCleanup(srv.shutdown)
+        return srv.server_address[1]
+
+    def test_sums_over_shards_and_absent_is_zero(self):
+        port = self.serve(200, self.BODY)
+        got = testnet.scrape_sums(port, ("fors_shard_recv_capped",
+                                         "fors_relay_tls_records_split_total",
+                                         "fors_relay_tls_records_gathered_total"))
+        self.assertEqual(got, {"fors_shard_recv_capped": 12,
+                               "fors_relay_tls_records_split_total": 3,
+                               "fors_relay_tls_records_gathered_total": 0})
+
+    def test_error_status_is_none(self):
+        port = self.serve(503, b"busy")
+        self.assertIsNone(testnet.scrape_sums(port, ("fors_shard_recv_capped",)))
+
+
 if __name__ == "__main__":
     unittest.main()
