@@ -920,7 +920,10 @@ fn only_the_straddling_cell_is_copied() {
     }
 }
 
-/// The peer's full records in reads cut where `Channel::read_hint` asks (right after the
+/// The shard's receive buffer with the shipped profiles (16 KiB + `RECV_BUF_SLACK`).
+const BUF: usize = 16 * 1024 + fors::config::hwprofile::RECV_BUF_SLACK as usize;
+
+/// The peer's records in reads cut where `Channel::read_hint` asks (right after the
 /// next record's header) and, now and then, a few bytes short of it or past it, so the
 /// header itself is split (0–4 of its bytes in one read) or a record's body spans reads.
 /// A body whose header came in the read before is opened where it lies
@@ -960,7 +963,7 @@ fn records_opened_behind_a_header_from_the_read_before() {
     let mut hinted = 0;
     let mut crng = rand::thread_rng();
     while pos < wire.len() {
-        let n = match resp.read_hint() {
+        let n = match resp.read_hint(BUF) {
             Some(h) => {
                 hinted += 1;
                 match rng.gen_range(0..8) {
@@ -970,7 +973,7 @@ fn records_opened_behind_a_header_from_the_read_before() {
                     _ => h,
                 }
             }
-            None => rng.gen_range(1..=16_448),
+            None => rng.gen_range(1..=BUF),
         }
         .min(wire.len() - pos);
         let mut read = wire[pos..pos + n].to_vec();
@@ -1005,7 +1008,7 @@ fn records_opened_behind_a_header_from_the_read_before() {
 /// byte fails as bad_record_mac and closes the channel.
 #[test]
 fn a_split_record_is_authenticated_with_its_header() {
-    for (what, at_header) in [("header", true), ("body", false)] {
+    for (what, at_header) in [("none", false), ("header", true), ("body", false)] {
         let (mut resp, mut sink, mut raw) = open_client();
         raw.tls.set_buffer_limit(None);
         for i in 0..40u32 {
@@ -1021,12 +1024,21 @@ fn a_split_record_is_authenticated_with_its_header() {
         let mut rest = wire[5..].to_vec();
         if at_header {
             head[2] ^= 0x01;
-        } else {
+        } else if what == "body" {
             rest[100] ^= 0x01;
         }
         resp.handle_input_mut(&mut head, now(), &mut crng, &mut sink)
             .unwrap();
         let r = resp.handle_input_mut(&mut rest, now(), &mut crng, &mut sink);
+        if what == "none" {
+            // The control: the same cut opens the record split, and its cells arrive.
+            r.unwrap();
+            assert_eq!(resp.stats().split_records_opened, 1);
+            assert_eq!(resp.stats().records_gathered, 0);
+            assert_eq!(sink.cells.len(), 40);
+            continue;
+        }
+        assert_eq!(resp.stats().split_records_opened, 0, "{what}");
         assert!(
             matches!(
                 r,
@@ -1041,5 +1053,126 @@ fn a_split_record_is_authenticated_with_its_header() {
             sink.cells.is_empty(),
             "{what}: nothing of the record is delivered"
         );
+        // The peer is told why: a bad_record_mac alert (RFC 8446 §5.2), as rustls sends.
+        let back = resp.pending_output().to_vec();
+        let mut b = &back[..];
+        while !b.is_empty() && raw.tls.read_tls(&mut b).unwrap() > 0 {}
+        let e = raw.tls.process_new_packets().expect_err("an alert");
+        assert_eq!(
+            e,
+            rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac),
+            "{what}"
+        );
     }
+}
+
+/// A sender's run of equal records smaller than a buffer (C tor writes one per 4 KiB
+/// buffer chunk: 4,086 bytes on the wire): reads end where `read_hint` asks — after as
+/// many whole records as fit and the next header — so after the first read no record is
+/// cut and gathered, and each read still fills most of a buffer.
+#[test]
+fn runs_of_equal_small_records_are_read_whole() {
+    let (mut resp, mut sink, mut raw) = open_client();
+    raw.tls.set_buffer_limit(None);
+    let mut stream = Vec::new();
+    for i in 0..1000u32 {
+        stream.extend_from_slice(&fixed_cell(0x8000_0001, ChanCmd::RELAY, &[i as u8; 509]));
+    }
+    for chunk in stream.chunks(4064) {
+        raw.send(chunk);
+    }
+    let mut wire = Vec::new();
+    while raw.tls.wants_write() {
+        raw.tls.write_tls(&mut wire).unwrap();
+    }
+    let before = resp.stats();
+    let mut crng = rand::thread_rng();
+    let (mut pos, mut reads) = (0usize, 0usize);
+    while pos < wire.len() {
+        let n = resp.read_hint(BUF).unwrap_or(BUF).min(wire.len() - pos);
+        assert!(n <= BUF);
+        let mut read = wire[pos..pos + n].to_vec();
+        resp.handle_input_mut(&mut read, now(), &mut crng, &mut sink)
+            .unwrap();
+        pos += n;
+        reads += 1;
+    }
+    assert_eq!(sink.cells.len(), 1000);
+    let after = resp.stats();
+    let gathered = after.records_gathered - before.records_gathered;
+    let split = after.split_records_opened - before.split_records_opened;
+    println!(
+        "{reads} reads of {} bytes: {split} split, {gathered} gathered",
+        wire.len()
+    );
+    assert!(gathered <= 1, "{gathered} records gathered");
+    assert!(
+        split as usize + 2 >= reads,
+        "each read after the first ends after a header"
+    );
+    // 4 records a read (16,344 of 16,448 bytes), not one.
+    assert!(reads * 4 <= wire.len().div_ceil(4086) + 8, "{reads} reads");
+}
+
+/// Reads driven by `read_hint` over a stream of records of the given plaintext lengths
+/// (one `send` each, so one record each): returns (reads, wire bytes, records gathered).
+/// Every hint stays within a buffer and covers at least what the record under way lacks.
+fn hinted_reads(lens: &[usize]) -> (usize, usize, u64) {
+    let (mut resp, mut sink, mut raw) = open_client();
+    raw.tls.set_buffer_limit(None);
+    let mut cells = 0;
+    for &len in lens {
+        assert_eq!(len % 514, 0);
+        let mut rec = Vec::new();
+        for _ in 0..len / 514 {
+            rec.extend_from_slice(&fixed_cell(0x8000_0001, ChanCmd::RELAY, &[1; 509]));
+            cells += 1;
+        }
+        raw.send(&rec);
+    }
+    let mut wire = Vec::new();
+    while raw.tls.wants_write() {
+        raw.tls.write_tls(&mut wire).unwrap();
+    }
+    let before = resp.stats();
+    let mut crng = rand::thread_rng();
+    let (mut pos, mut reads) = (0usize, 0usize);
+    while pos < wire.len() {
+        let n = match resp.read_hint(BUF) {
+            Some(h) => {
+                assert!((HEADER_LEN..=BUF).contains(&h), "hint {h}");
+                h
+            }
+            None => BUF,
+        }
+        .min(wire.len() - pos);
+        let mut read = wire[pos..pos + n].to_vec();
+        resp.handle_input_mut(&mut read, now(), &mut crng, &mut sink)
+            .unwrap();
+        pos += n;
+        reads += 1;
+    }
+    assert_eq!(sink.cells.len(), cells);
+    let gathered = resp.stats().records_gathered - before.records_gathered;
+    (reads, wire.len(), gathered)
+}
+
+const HEADER_LEN: usize = fors::proto::tls_record::HEADER_LEN;
+
+/// A peer's small records do not make reads small: a run of one-cell records fills each
+/// read as an uncapped read would; a peer alternating full and one-cell records can at
+/// most double the reads its bytes take (one short read where a guess was too long).
+#[test]
+fn small_or_alternating_records_do_not_multiply_reads() {
+    let (reads, wire, _) = hinted_reads(&[514; 400]);
+    let full = wire.div_ceil(BUF);
+    println!("one-cell records: {reads} reads of {wire} bytes (uncapped: {full})");
+    assert!(reads <= full + 2, "{reads} reads, {full} uncapped");
+    let alternating: Vec<usize> = (0..60)
+        .map(|i| if i % 2 == 0 { 31 * 514 } else { 514 })
+        .collect();
+    let (reads, wire, gathered) = hinted_reads(&alternating);
+    let full = wire.div_ceil(BUF);
+    println!("alternating: {reads} reads of {wire} bytes (uncapped: {full}), {gathered} gathered");
+    assert!(reads <= 2 * full + 2, "{reads} reads, {full} uncapped");
 }

@@ -326,7 +326,14 @@ fn middle_cells_in_shipped_buffers_copies_and_allocations() {
         return;
     }
     let s = seed("middle_cells_in_shipped_buffers_copies_and_allocations");
-    let buf = 16 * 1024 + fors::relay::shardcfg::RECV_BUF_SLACK as usize;
+    // The shard's buffers with the shipped (default) profile.
+    let buf = fors::relay::shardcfg::shard_config_from_profile(
+        &fors::config::hwprofile::HardwareProfile::default(),
+        1,
+        None,
+    )
+    .recv_buf_size as usize;
+    assert_eq!(buf, fors::relay::node::fake::FAKE_RECV_BUF);
     let mut m = Middle::new(s);
     let mut windows = Vec::new();
     let mut cells = 0;

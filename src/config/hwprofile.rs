@@ -19,8 +19,8 @@ pub struct HardwareProfile {
     pub sq_entries: u32,
     /// io_uring completion-queue entries per shard (power of two, ≥ sq_entries).
     pub cq_entries: u32,
-    /// Bytes per provided receive buffer (each gets 64 more, so a full TLS record fits a
-    /// 16 KiB one: `relay::shardcfg::RECV_BUF_SLACK`).
+    /// Bytes per provided receive buffer (each gets [`RECV_BUF_SLACK`] more, so a full TLS
+    /// record fits a 16 KiB one).
     pub recv_buffer_size: u32,
     /// Provided receive buffers per shard (power of two: io_uring buffer rings need it).
     pub recv_buffers_per_shard: u32,
@@ -48,6 +48,15 @@ pub struct HardwareProfile {
     /// Memory for queued cells across all shards; 0 = use the torrc's MaxMemInQueues / auto.
     pub max_mem_in_queues_bytes: u64,
 }
+
+/// Bytes each provided receive buffer holds beyond `recv_buffer_size`. TLS 1.3's largest
+/// record is 2^14 + 22 bytes on the wire (RFC 8446 §5.2), 22 more than the shipped 16 KiB
+/// buffers: every full record a peer sent was cut by a buffer's end and gathered whole before
+/// it could be opened (`RecordInbuf` in `docs/architecture.md`'s copy map). With 64 more
+/// bytes a full record and the next record's 5-byte header fit one buffer, so a read that
+/// ends there (`Channel::read_hint`) carries the record whole; 64 keeps the buffers
+/// cache-line aligned.
+pub const RECV_BUF_SLACK: u32 = 64;
 
 impl Default for HardwareProfile {
     /// The values of hw-profiles/generic.toml (a test checks they agree).
@@ -183,6 +192,19 @@ impl HardwareProfile {
             32768,
             true,
         )?;
+        // The shard refuses a receive pool over 1 GiB (`ShardConfig::validate`); say so
+        // here, naming the profile's keys, with the slack each buffer gets.
+        let pool = u64::from(self.recv_buffers_per_shard)
+            * (u64::from(self.recv_buffer_size) + u64::from(RECV_BUF_SLACK));
+        if pool > 1 << 30 {
+            return Err(err(
+                "recv_buffers_per_shard",
+                u(self.recv_buffers_per_shard),
+                &format!(
+                    "recv_buffers_per_shard x (recv_buffer_size + {RECV_BUF_SLACK}) is {pool} bytes, over 1 GiB"
+                ),
+            ));
+        }
         check(
             "send_buffers_per_shard",
             u(self.send_buffers_per_shard),
@@ -368,6 +390,21 @@ mod tests {
         ProfileSearchPath {
             dirs: vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("hw-profiles")],
         }
+    }
+
+    /// The receive pool with each buffer's slack must stay within the shard's 1 GiB: a
+    /// profile at exactly 1 GiB without it is refused here, naming the key, not at start.
+    #[test]
+    fn receive_pool_counts_the_slack() {
+        let mut p = HardwareProfile {
+            recv_buffers_per_shard: 1024,
+            recv_buffer_size: 1 << 20,
+            ..HardwareProfile::default()
+        };
+        let e = p.validate("test.toml").unwrap_err().to_string();
+        assert!(e.contains("recv_buffers_per_shard"), "{e}");
+        p.recv_buffers_per_shard = 512;
+        p.validate("test.toml").unwrap();
     }
 
     #[test]

@@ -48,14 +48,7 @@ pub fn cross_queue_capacity(profile: &HardwareProfile, shards: u32) -> u32 {
     wanted.min(share).max(floor.min(wanted))
 }
 
-/// Bytes each provided receive buffer holds beyond the profile's `recv_buffer_size`. TLS
-/// 1.3's largest record is 2^14 + 22 bytes on the wire (RFC 8446 §5.2), 22 more than the
-/// shipped 16 KiB buffers: every full record a peer sent was cut by a buffer's end and
-/// gathered whole before it could be opened (`RecordInbuf` in `docs/architecture.md`'s
-/// copy map). With 64 more bytes a full record and the next record's 5-byte header fit one
-/// buffer, so a read that ends there (`Channel::read_hint`) carries the record whole;
-/// 64 keeps the buffers cache-line aligned.
-pub const RECV_BUF_SLACK: u32 = 64;
+pub use crate::config::hwprofile::RECV_BUF_SLACK;
 
 /// Per-shard sizing from a profile. `fd_limit` is the process's open-files limit: the
 /// connection tables of all shards together must fit under it (every live connection is a

@@ -386,30 +386,38 @@ impl<M: Send> Core<M> {
     /// by single receives (bytes it already read are delivered all the same).
     pub fn set_read_cap(&mut self, id: ConnId, cap: Option<usize>) -> Result<(), OutboxError> {
         let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
+        // A cap of a buffer or more is no cap: the kernel reads at most a buffer anyway.
+        let cap = cap
+            .filter(|&n| n < self.cfg.recv_buf_size as usize)
+            .map_or(0, |n| n.max(1) as u32);
         let c = &mut self.conns[slot];
-        // At most a buffer; the kernel would cap it there anyway.
-        let cap = cap.map_or(0, |n| n.clamp(1, self.cfg.recv_buf_size as usize) as u32);
         c.read_cap = cap;
         if cap == 0 || c.recv_single {
             return Ok(());
         }
         c.recv_single = true;
         if c.recv == RecvState::Armed && c.recv_multishot {
-            // Its final completion re-arms, as a single receive with the cap.
-            c.recv = RecvState::Cancelling;
-            self.cancel_conn_op(slot, user_data(OpKind::Recv, id.slot, id.gen));
+            // Its final completion re-arms, as a single receive with the cap. If the
+            // cancel cannot be queued, the multishot receive goes on (still `Armed`, so a
+            // pause or the read limit can cancel it) and the next arm is single.
+            if self.cancel_conn_op(slot, user_data(OpKind::Recv, id.slot, id.gen)) {
+                self.conns[slot].recv = RecvState::Cancelling;
+            }
         }
         Ok(())
     }
 
-    fn cancel_conn_op(&mut self, slot: usize, target: u64) {
+    /// Queues a cancel of `target`; false if the submission queue stayed full.
+    fn cancel_conn_op(&mut self, slot: usize, target: u64) -> bool {
         let gen = self.conns[slot].gen;
         let e = opcode::AsyncCancel::new(target)
             .build()
             .user_data(user_data(OpKind::ConnCancel, slot as u32, gen));
-        if self.push_sqe(e) {
+        let pushed = self.push_sqe(e);
+        if pushed {
             self.conns[slot].inflight += 1;
         }
+        pushed
     }
 
     pub fn pause_read(&mut self, id: ConnId) -> Result<(), OutboxError> {

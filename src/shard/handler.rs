@@ -328,6 +328,8 @@ pub trait ShardIo<M> {
     /// Bytes a connection can still deliver after `pause_read`: the shard's whole receive
     /// buffer ring (reads already completed are handed over all the same).
     fn recv_ring_bytes(&self) -> usize;
+    /// Bytes one receive can deliver at most (a provided buffer's size).
+    fn recv_buf_size(&self) -> usize;
 }
 
 impl<M: Send> ShardIo<M> for Outbox<'_, M> {
@@ -414,5 +416,8 @@ impl<M: Send> ShardIo<M> for Outbox<'_, M> {
     }
     fn recv_ring_bytes(&self) -> usize {
         self.core.cfg.recv_buf_count as usize * self.core.cfg.recv_buf_size as usize
+    }
+    fn recv_buf_size(&self) -> usize {
+        self.core.cfg.recv_buf_size as usize
     }
 }

@@ -64,11 +64,6 @@ const MAX_ANY_RECORD_LEN: usize = HEADER_LEN + (1 << 14) + 2048;
 /// most this many bytes; it holds at least one record of the longest kind.
 const RX_LEN: usize = 2 * MAX_ANY_RECORD_LEN;
 
-/// The smallest record [`Channel::read_hint`] asks the shard to read up to the end of:
-/// half of a 16 KiB receive buffer. A record at least this large is cut by most buffer
-/// ends and would be gathered whole; a smaller one is cheaper to gather than to read alone.
-pub const ALIGNED_READ_MIN_RECORD_LEN: usize = 8192;
-
 /// Room in the TLS output buffer beyond the cell bound, for record headers and tags and the
 /// handshake (the same as its old fixed capacity).
 const TLS_OUT_SLACK: usize = 4096;
@@ -262,8 +257,10 @@ pub struct Channel {
     rx_len: usize,
     /// Most bytes `rx` held since the last trim.
     rx_peak: usize,
-    /// The wire length of the last record opened on the record layer (`read_hint`).
+    /// The wire length of the last record opened on the record layer, and the longest
+    /// opened in the current read: `read_hint`'s guess at the next.
     last_record_len: usize,
+    read_longest_record: usize,
     /// Whole records fed to rustls after its TLS handshake finished: each KeyUpdate the
     /// peer made meanwhile ends one (RFC 8446 §5.1), so they bound the key schedule's
     /// search at the switch.
@@ -327,6 +324,7 @@ impl Channel {
             rx_len: 0,
             rx_peak: 0,
             last_record_len: 0,
+            read_longest_record: 0,
             records_after_tls_handshake: 0,
             last_record_was_data: false,
             initiator,
@@ -783,6 +781,7 @@ impl Channel {
         mut data: &mut [u8],
         sink: &mut S,
     ) -> Result<(), ChannelError> {
+        self.read_longest_record = 0;
         while !data.is_empty() && !matches!(self.phase, Phase::Closed) {
             if !matches!(self.tls, Tls::Record(_)) {
                 return Err(ChannelError::NotOpen);
@@ -813,13 +812,14 @@ impl Channel {
                         consumed,
                     }) => {
                         self.rx_len = 0;
-                        self.last_record_len = HEADER_LEN + consumed;
+                        self.note_record(HEADER_LEN + consumed);
                         self.stats.split_records_opened += 1;
                         self.deliver_plaintext(&mut data[plaintext], sink)?;
                         Some(consumed)
                     }
                     Ok(ReadEvent::Handled { consumed }) => {
                         self.rx_len = 0;
+                        self.note_record(HEADER_LEN + consumed);
                         Some(consumed)
                     }
                     Ok(ReadEvent::CloseNotify { .. } | ReadEvent::Ignored { .. }) => {
@@ -861,6 +861,12 @@ impl Channel {
             }
         }
         Ok(())
+    }
+
+    /// Notes a record opened on the record layer (its length on the wire) for `read_hint`.
+    fn note_record(&mut self, len: usize) {
+        self.last_record_len = len;
+        self.read_longest_record = self.read_longest_record.max(len);
     }
 
     /// Appends received record bytes to `rx`.
@@ -913,12 +919,15 @@ impl Channel {
                     plaintext,
                     consumed,
                 } => {
-                    self.last_record_len = consumed;
+                    self.note_record(consumed);
                     let pt = &mut buf[pos + plaintext.start..pos + plaintext.end];
                     self.deliver_plaintext(pt, sink)?;
                     pos += consumed;
                 }
-                ReadEvent::Handled { consumed } => pos += consumed,
+                ReadEvent::Handled { consumed } => {
+                    self.note_record(consumed);
+                    pos += consumed;
+                }
                 // close_notify: whatever follows is not Tor data.
                 ReadEvent::CloseNotify { .. } | ReadEvent::Ignored { .. } => {
                     return Err(self.eof_reason());
@@ -1624,23 +1633,48 @@ impl Channel {
         self.stats
     }
 
-    /// The most bytes the next read should take, if it matters: on Fors's record layer,
-    /// when the last read left a large record unfinished, exactly what it lacks plus the
-    /// next record's header. A read that ends there leaves the next record's body whole
-    /// for the read after, opened where it lies behind its header
-    /// ([`TlsRecordLayer::read_split`]); unbounded reads cut a full record (16,406 bytes)
-    /// at every buffer's end, each then gathered whole (`RecordInbuf`, the copy map).
-    /// A small record under way is read to its end too when the record before it was
-    /// large (a bulk sender's flush often ends in a small record, and the large ones go on
-    /// behind it), but not in a run of small ones: reading each alone would cost a
-    /// receive per record, more than copying the one a buffer's end cuts.
-    pub fn read_hint(&self) -> Option<usize> {
+    /// The most bytes the next read into a `buf_size` receive buffer should take, so that
+    /// it ends right after a record's header: then the record's body arrives whole at the
+    /// start of the next buffer and is opened where it lies behind that header
+    /// ([`TlsRecordLayer::read_split`]) instead of being cut by the buffer's end and
+    /// gathered whole (`RecordInbuf`, the copy map). On Fors's record layer only.
+    ///
+    /// The read takes what the record under way still lacks, then as many records as fit
+    /// of the length the peer sent most recently, then the next header. Senders write runs
+    /// of equal records (C tor one per 4 KiB buffer chunk, rustls and Fors full 2^14-byte
+    /// ones), each flush ending in a shorter one: so the guess is the longest record of the
+    /// read just made, or the one under way if longer (the last record opened if the read
+    /// opened none). A guess that fails costs what an uncapped read costs: the record the
+    /// read cuts is gathered, and the next read starts over from the header it knows. A
+    /// guess too long for the records that follow (a run of long ones ended) makes one
+    /// short read, and the next guess is the short records' length: a peer that alternates
+    /// lengths can at most double the reads its bytes take, and a run of small records
+    /// still fills each read.
+    pub fn read_hint(&self, buf_size: usize) -> Option<usize> {
         if !matches!(self.tls, Tls::Record(_)) || matches!(self.phase, Phase::Closed) {
             return None;
         }
-        let len = record_len(&self.rx[..self.rx_len])?;
-        let bulk = len.max(self.last_record_len) >= ALIGNED_READ_MIN_RECORD_LEN;
-        bulk.then(|| len - self.rx_len + HEADER_LEN)
+        // The record under way (its length, if its header is in) and what it lacks.
+        let (current, missing) = match record_len(&self.rx[..self.rx_len]) {
+            Some(len) => (len, len.saturating_sub(self.rx_len)),
+            None if self.rx_len == 0 => (0, 0),
+            // Part of a header: assume the record is as long as the last one.
+            None => (
+                self.last_record_len,
+                self.last_record_len.saturating_sub(self.rx_len),
+            ),
+        };
+        let recent = if self.read_longest_record > 0 {
+            self.read_longest_record
+        } else {
+            self.last_record_len
+        };
+        let guess = current.max(recent);
+        if guess == 0 {
+            return None;
+        }
+        let room = buf_size.checked_sub(missing + HEADER_LEN)?;
+        Some(missing + room / guess * guess + HEADER_LEN)
     }
 
     /// The link cells dropped for a peer's protocol violation since the last call (the

@@ -404,9 +404,9 @@ impl RelayNode {
             .handle_input_mut(data, wall, &mut self.chan_rng, &mut sink);
         // Link cells dropped for a peer's violation: counted for the shard's
         // protocol-warning line (`protowarn.rs`; C logs each at `LOG_PROTOCOL_WARN`).
-        // Where the next read should end: after the next record's header when a large
-        // record is under way, so its body arrives whole and is opened in place.
-        let _ = out.set_read_cap(conn, ch.channel.read_hint());
+        // Where the next read should end: right after a record's header, so the record
+        // after it arrives whole and is opened in place. Fails only on a closed channel.
+        let _ = out.set_read_cap(conn, ch.channel.read_hint(out.recv_buf_size()));
         let link = ch.channel.take_link_warnings();
         self.protocol_warnings.link_cells(&link);
         // The read may have moved the channel onto Fors's record layer, or settled it on

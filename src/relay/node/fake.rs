@@ -91,6 +91,10 @@ pub struct FakeConn {
     pub tail_free: usize,
 }
 
+/// The size of the receive buffers the fake models: the shipped profiles' 16 KiB plus the
+/// slack the shard adds (`RECV_BUF_SLACK`).
+pub const FAKE_RECV_BUF: usize = 16 * 1024 + crate::config::hwprofile::RECV_BUF_SLACK as usize;
+
 /// The size of the send buffers the fake models (the shard's default `send_buf_size`).
 pub const FAKE_SEND_BUF: usize = 16 * 1024;
 
@@ -127,6 +131,9 @@ pub struct FakeShard<M> {
     pub recv_ring_bytes: usize,
     next_slot: u32,
     metrics: ShardMetrics,
+    /// A provided receive buffer's size (`ShardIo::recv_buf_size`; a test that models the
+    /// shard's reads cuts them at most this long).
+    pub recv_buf_size: usize,
 }
 
 impl<M> FakeShard<M> {
@@ -143,6 +150,7 @@ impl<M> FakeShard<M> {
             cross: (0..shard_count).map(|_| VecDeque::new()).collect(),
             cross_capacity: 1024,
             recv_ring_bytes: 256 * 16 * 1024,
+            recv_buf_size: FAKE_RECV_BUF,
             next_slot: 0,
             metrics: ShardMetrics::default(),
         }
@@ -469,5 +477,8 @@ impl<M> ShardIo<M> for FakeShard<M> {
 
     fn recv_ring_bytes(&self) -> usize {
         self.recv_ring_bytes
+    }
+    fn recv_buf_size(&self) -> usize {
+        self.recv_buf_size
     }
 }
