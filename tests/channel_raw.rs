@@ -988,7 +988,13 @@ fn records_opened_behind_a_header_from_the_read_before() {
     let after = resp.stats();
     let split = after.split_records_opened - before.split_records_opened;
     let gathered = after.records_gathered - before.records_gathered;
+    let bytes = after.record_bytes_gathered - before.record_bytes_gathered;
     println!("{hinted} hinted reads, {split} records opened split, {gathered} gathered");
+    // Each gathered record's bytes are counted once, at most a full record's.
+    assert!(
+        bytes >= gathered && bytes <= gathered * 16_406,
+        "{bytes} bytes gathered"
+    );
     assert!(
         hinted > 5,
         "full records make the channel ask for capped reads"

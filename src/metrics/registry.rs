@@ -229,7 +229,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 37] = [
+        let handler: [(&str, MetricKind, &str, Pick); 38] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -409,6 +409,12 @@ impl MetricsRegistry {
                 MetricKind::Counter,
                 "TLS records split across reads and copied whole into the channel's record buffer before opening.",
                 |s| &s.handler.tls_records_gathered,
+            ),
+            (
+                "fors_relay_tls_record_bytes_gathered_total",
+                MetricKind::Counter,
+                "Bytes of those records copied to be whole (per byte read on TLS 1.3 channels: the copies per cell gathers add).",
+                |s| &s.handler.tls_record_bytes_gathered,
             ),
             (
                 "fors_relay_cross_shard_uncharged_over_cap_total",

@@ -184,6 +184,9 @@ pub struct HandlerCounters {
     pub tls_records_split: AtomicU64,
     /// TLS records split across reads and gathered in the channel's record buffer first.
     pub tls_records_gathered: AtomicU64,
+    /// Their bytes, copied to be whole: over the bytes a channel read, the copies per cell
+    /// these gathers add.
+    pub tls_record_bytes_gathered: AtomicU64,
     /// Answers and teardowns held in an overflow past its uncharged cap (never refused).
     pub cross_uncharged_over_cap: AtomicU64,
     /// DNS queries the resolver socket refused to send (retried on the query's timeout).

@@ -166,6 +166,8 @@ pub struct ChannelStats {
     pub split_records_opened: u64,
     /// Records split across reads and gathered in the record buffer first (`RecordInbuf`).
     pub records_gathered: u64,
+    /// Their bytes copied (the header that alone ended a read is not counted).
+    pub record_bytes_gathered: u64,
 }
 
 /// Which record layer carries a channel's TLS records (issue #13 item 3; the copy map,
@@ -843,6 +845,7 @@ impl Channel {
                     .min(data.len())
                     .min(RX_LEN - self.rx_len);
                 self.rx_append(&data[..take]);
+                self.stats.record_bytes_gathered += take as u64;
                 data = &mut mem::take(&mut data)[take..];
                 self.open_rx(sink)?;
                 continue;
@@ -854,6 +857,7 @@ impl Channel {
                 let take = data.len().min(RX_LEN);
                 if take > HEADER_LEN {
                     self.stats.records_gathered += 1;
+                    self.stats.record_bytes_gathered += take as u64;
                 }
                 self.rx_append(&data[..take]);
                 data = &mut mem::take(&mut data)[take..];

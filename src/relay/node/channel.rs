@@ -26,8 +26,9 @@ pub(super) struct TlsPathCounts {
     pub rustls_refused: u64,
     /// Records opened behind a header from the read before (`Channel::read_hint`).
     pub records_split: u64,
-    /// Records split across reads and gathered first (a copy).
+    /// Records split across reads and gathered first (a copy), and their bytes.
     pub records_gathered: u64,
+    pub record_bytes_gathered: u64,
 }
 
 impl TlsPathCounts {
@@ -415,6 +416,8 @@ impl RelayNode {
         self.tls_paths.changed(tls_path, after.tls_path);
         self.tls_paths.records_split += after.split_records_opened - before.split_records_opened;
         self.tls_paths.records_gathered += after.records_gathered - before.records_gathered;
+        self.tls_paths.record_bytes_gathered +=
+            after.record_bytes_gathered - before.record_bytes_gathered;
         // The read's RELAY cells, crypted together and handled in arrival order; the cells
         // they forward go straight into our channels' queues where they can.
         self.with_direct_io(now, out, |core, io| core.flush_relay_cells(io));

@@ -92,6 +92,8 @@ impl RelayNode {
             .store(self.tls_paths.records_split, Ordering::Relaxed);
         h.tls_records_gathered
             .store(self.tls_paths.records_gathered, Ordering::Relaxed);
+        h.tls_record_bytes_gathered
+            .store(self.tls_paths.record_bytes_gathered, Ordering::Relaxed);
     }
 }
 
