@@ -80,7 +80,8 @@ CGO_METRIC = "fors_relay_all_shards_circuits_cgo_total"
 # where they lay behind a header from the read before, or gathered whole first; and the
 # receives the shard armed with a cap (reads ending after the next record's header).
 READ_METRICS = ("fors_relay_tls_records_split_total", "fors_relay_tls_records_gathered_total",
-                "fors_relay_tls_record_bytes_gathered_total", "fors_shard_recv_capped",
+                "fors_relay_tls_record_bytes_gathered_total", "fors_relay_tls_read_hint_pauses_total",
+                "fors_shard_recv_capped",
                 "fors_shard_recv_bytes")
 TEARDOWN_RESERVE_S = 45.0  # kept back from the budget for `down` and writing results
 LOADGEN_GRACE_S = 20.0  # past its own --timeout before a loadgen run is stopped

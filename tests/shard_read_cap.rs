@@ -127,6 +127,21 @@ fn reads_end_at_the_cap_and_grow_back_without_it() {
         "uncapped reads grow past the cap ({later_max})"
     );
     assert!(later_max <= buf);
+    // And after a few uncapped reads the connection is back on a multishot receive: each
+    // single receive ends (and is re-armed) with its completion, a multishot one does not.
+    let later = reads_in(&h, PHASE..usize::MAX).len() as u64;
+    println!(
+        "{} capped reads, {later} after; {} completions, {} re-arms",
+        first.len(),
+        m.recv_completions,
+        m.recv_rearms
+    );
+    assert!(
+        m.recv_rearms < first.len() as u64 + 12 + later / 4,
+        "{} re-arms for {} capped and {later} uncapped reads",
+        m.recv_rearms,
+        first.len()
+    );
     assert!(
         m.recv_capped as usize >= first.len(),
         "{} capped receives",

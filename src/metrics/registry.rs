@@ -229,7 +229,7 @@ impl MetricsRegistry {
 
         // Per-shard handler counters, then their sums where a relay-wide number is natural.
         type Pick = fn(&ShardStats) -> &AtomicU64;
-        let handler: [(&str, MetricKind, &str, Pick); 38] = [
+        let handler: [(&str, MetricKind, &str, Pick); 39] = [
             (
                 "fors_relay_connections_seen_total",
                 MetricKind::Counter,
@@ -415,6 +415,12 @@ impl MetricsRegistry {
                 MetricKind::Counter,
                 "Bytes of those records copied to be whole (per byte read on TLS 1.3 channels: the copies per cell gathers add).",
                 |s| &s.handler.tls_record_bytes_gathered,
+            ),
+            (
+                "fors_relay_tls_read_hint_pauses_total",
+                MetricKind::Counter,
+                "Times a channel stopped asking for reads that end on a record boundary for a while, because most such reads still cut a record.",
+                |s| &s.handler.tls_read_hint_pauses,
             ),
             (
                 "fors_relay_cross_shard_uncharged_over_cap_total",

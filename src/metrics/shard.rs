@@ -187,6 +187,9 @@ pub struct HandlerCounters {
     /// Their bytes, copied to be whole: over the bytes a channel read, the copies per cell
     /// these gathers add.
     pub tls_record_bytes_gathered: AtomicU64,
+    /// Times a channel stopped capping its reads for a while because most capped reads
+    /// still cut a record (record lengths it could not guess).
+    pub tls_read_hint_pauses: AtomicU64,
     /// Answers and teardowns held in an overflow past its uncharged cap (never refused).
     pub cross_uncharged_over_cap: AtomicU64,
     /// DNS queries the resolver socket refused to send (retried on the query's timeout).

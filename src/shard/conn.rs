@@ -120,6 +120,10 @@ pub(crate) enum RecvState {
     Cancelling,
 }
 
+/// Uncapped reads in a row after which a connection that read with single receives (for
+/// its caps) goes back to a multishot one.
+pub(crate) const UNCAPPED_READS_TO_MULTISHOT: u8 = 4;
+
 /// One connection-table slot. Slots live in [`ConnTable`]'s chunks, which never move, so
 /// addresses handed to the kernel (connect sockaddr, timeout) stay valid.
 pub(crate) struct Conn {
@@ -138,6 +142,9 @@ pub(crate) struct Conn {
     /// Receives are single-shot from the first cap on, so each can carry its own cap (a
     /// multishot receive takes one length for all).
     pub recv_single: bool,
+    /// Uncapped reads in a row since the last cap: after [`UNCAPPED_READS_TO_MULTISHOT`]
+    /// the connection goes back to a multishot receive.
+    pub uncapped_reads: u8,
     /// The handler wants data (not paused, not closing).
     pub want_read: bool,
     pub send_inflight: bool,
@@ -184,6 +191,7 @@ impl Conn {
             recv_multishot: false,
             read_cap: 0,
             recv_single: false,
+            uncapped_reads: 0,
             want_read: false,
             send_inflight: false,
             sq_head: 0,

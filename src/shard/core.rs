@@ -383,7 +383,8 @@ impl<M: Send> Core<M> {
     /// Caps the connection's next receives at `cap` bytes (`None`: a whole buffer), so a
     /// read can end where the handler's framing does (a TLS record boundary:
     /// `Channel::read_hint`). A multishot receive that is armed is cancelled and replaced
-    /// by single receives (bytes it already read are delivered all the same).
+    /// by single receives (bytes it already read are delivered all the same); after a few
+    /// uncapped reads in a row the connection goes back to multishot.
     pub fn set_read_cap(&mut self, id: ConnId, cap: Option<usize>) -> Result<(), OutboxError> {
         let slot = self.live_slot(id).ok_or(OutboxError::NotOpen)?;
         // A cap of a buffer or more is no cap: the kernel reads at most a buffer anyway.
@@ -392,7 +393,21 @@ impl<M: Send> Core<M> {
             .map_or(0, |n| n.max(1) as u32);
         let c = &mut self.conns[slot];
         c.read_cap = cap;
-        if cap == 0 || c.recv_single {
+        if cap == 0 {
+            // A few uncapped reads in a row: back to a multishot receive at the next arm
+            // (a single receive costs a submission and, when no data waits, a poll of its
+            // own each time).
+            if c.recv_single {
+                c.uncapped_reads = c.uncapped_reads.saturating_add(1);
+                if c.uncapped_reads >= super::conn::UNCAPPED_READS_TO_MULTISHOT {
+                    c.recv_single = false;
+                    c.uncapped_reads = 0;
+                }
+            }
+            return Ok(());
+        }
+        c.uncapped_reads = 0;
+        if c.recv_single {
             return Ok(());
         }
         c.recv_single = true;

@@ -50,5 +50,5 @@ pub use idle::ChannelIdleTimer;
 pub use output::CellQueue;
 pub use state::{
     Channel, ChannelEvent, ChannelSink, ChannelStats, ExpectedPeer, LinkWarnings, OpenInfo,
-    PeerIdentity, TlsPath, LINK_VERSIONS,
+    PeerIdentity, TlsPath, HINT_PAUSE_READS, LINK_VERSIONS,
 };

@@ -29,6 +29,8 @@ pub(super) struct TlsPathCounts {
     /// Records split across reads and gathered first (a copy), and their bytes.
     pub records_gathered: u64,
     pub record_bytes_gathered: u64,
+    /// Times a channel's read hints paused because most capped reads still cut a record.
+    pub read_hint_pauses: u64,
 }
 
 impl TlsPathCounts {
@@ -403,11 +405,11 @@ impl RelayNode {
         let _ = ch
             .channel
             .handle_input_mut(data, wall, &mut self.chan_rng, &mut sink);
-        // Link cells dropped for a peer's violation: counted for the shard's
-        // protocol-warning line (`protowarn.rs`; C logs each at `LOG_PROTOCOL_WARN`).
         // Where the next read should end: right after a record's header, so the record
         // after it arrives whole and is opened in place. Fails only on a closed channel.
         let _ = out.set_read_cap(conn, ch.channel.read_hint(out.recv_buf_size()));
+        // Link cells dropped for a peer's violation: counted for the shard's
+        // protocol-warning line (`protowarn.rs`; C logs each at `LOG_PROTOCOL_WARN`).
         let link = ch.channel.take_link_warnings();
         self.protocol_warnings.link_cells(&link);
         // The read may have moved the channel onto Fors's record layer, or settled it on
@@ -418,6 +420,7 @@ impl RelayNode {
         self.tls_paths.records_gathered += after.records_gathered - before.records_gathered;
         self.tls_paths.record_bytes_gathered +=
             after.record_bytes_gathered - before.record_bytes_gathered;
+        self.tls_paths.read_hint_pauses += after.read_hint_pauses - before.read_hint_pauses;
         // The read's RELAY cells, crypted together and handled in arrival order; the cells
         // they forward go straight into our channels' queues where they can.
         self.with_direct_io(now, out, |core, io| core.flush_relay_cells(io));

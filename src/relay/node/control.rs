@@ -94,6 +94,8 @@ impl RelayNode {
             .store(self.tls_paths.records_gathered, Ordering::Relaxed);
         h.tls_record_bytes_gathered
             .store(self.tls_paths.record_bytes_gathered, Ordering::Relaxed);
+        h.tls_read_hint_pauses
+            .store(self.tls_paths.read_hint_pauses, Ordering::Relaxed);
     }
 }
 
