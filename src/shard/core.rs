@@ -407,7 +407,9 @@ impl<M: Send> Core<M> {
             return Ok(());
         }
         c.uncapped_reads = 0;
-        if c.recv_single {
+        // Already on single receives, unless a multishot one is still armed (its cancel
+        // could not be queued last time: try again).
+        if c.recv_single && !(c.recv == RecvState::Armed && c.recv_multishot) {
             return Ok(());
         }
         c.recv_single = true;

@@ -269,10 +269,11 @@ pub struct Channel {
     /// opened in the current read: `read_hint`'s guess at the next.
     last_record_len: usize,
     read_longest_record: usize,
-    /// `read_hint`'s record of its own use: whether the read just made was capped by a
-    /// hint, how the last 16 capped reads ended (bit set: inside a record, so a record was
-    /// cut anyway), and the reads left before it tries again after most missed.
-    hinted: bool,
+    /// `read_hint`'s record of its own use: the cap it gave for the read just made, that
+    /// read's length, how the last 16 capped reads went (bit set: a miss), and the reads
+    /// left before it tries again after most missed.
+    hinted: Option<usize>,
+    last_read_len: usize,
     hint_misses: u16,
     hint_pause: u16,
     /// Whole records fed to rustls after its TLS handshake finished: each KeyUpdate the
@@ -339,7 +340,8 @@ impl Channel {
             rx_peak: 0,
             last_record_len: 0,
             read_longest_record: 0,
-            hinted: false,
+            hinted: None,
+            last_read_len: 0,
             hint_misses: 0,
             hint_pause: 0,
             records_after_tls_handshake: 0,
@@ -486,6 +488,7 @@ impl Channel {
             return Err(ChannelError::NotOpen);
         }
         let len = data.len();
+        self.last_read_len = len;
         let r = self
             .read_until_switch(data, now, rng, sink)
             .map(|rest| len - rest.len())
@@ -1673,16 +1676,23 @@ impl Channel {
     /// A capped read costs the shard a single receive where a multishot one would do
     /// (measured: about 0.3 s/GB more kernel time at an exit reading a C tor relay's
     /// records, whose lengths follow its buffer chunks and rarely repeat). So the hint
-    /// watches its own use: when more than half of the last 16 capped reads still ended
-    /// inside a record, it gives no cap for the next [`HINT_PAUSE_READS`] reads (the shard
-    /// goes back to multishot receives) and then tries again.
+    /// watches its own use: a capped read *hits* when it took the whole cap and ended
+    /// right after a header; it misses when it ended elsewhere or came short (the sender
+    /// had no more: on a quiet channel the cap buys nothing). A read longer than its cap
+    /// was not capped (a multishot receive made it before its cancel landed) and is not
+    /// judged. When more than half of the last 16 judged reads missed, the hint gives no
+    /// cap for the next [`HINT_PAUSE_READS`] reads (the shard goes back to multishot
+    /// receives) and then tries again. Records longer than a buffer are never capped for:
+    /// they are gathered whatever the reads.
     pub fn read_hint(&mut self, buf_size: usize) -> Option<usize> {
         if !matches!(self.tls, Tls::Record(_)) || matches!(self.phase, Phase::Closed) {
             return None;
         }
-        if mem::take(&mut self.hinted) {
-            let missed = self.rx_len != 0 && self.rx_len != HEADER_LEN;
-            self.hint_misses = self.hint_misses << 1 | u16::from(missed);
+        if let Some(cap) = self.hinted.take() {
+            if self.last_read_len <= cap {
+                let hit = self.last_read_len == cap && self.rx_len == HEADER_LEN;
+                self.hint_misses = self.hint_misses << 1 | u16::from(!hit);
+            }
         }
         if self.hint_pause > 0 {
             self.hint_pause -= 1;
@@ -1704,18 +1714,28 @@ impl Channel {
                 self.last_record_len.saturating_sub(self.rx_len),
             ),
         };
+        if current > buf_size {
+            return None;
+        }
         let recent = if self.read_longest_record > 0 {
             self.read_longest_record
         } else {
             self.last_record_len
+        };
+        // A guess that cannot fit a buffer whole with the next header is no guess.
+        let recent = if recent + HEADER_LEN <= buf_size {
+            recent
+        } else {
+            0
         };
         let guess = current.max(recent);
         if guess == 0 {
             return None;
         }
         let room = buf_size.checked_sub(missing + HEADER_LEN)?;
-        self.hinted = true;
-        Some(missing + room / guess * guess + HEADER_LEN)
+        let cap = missing + room / guess * guess + HEADER_LEN;
+        self.hinted = Some(cap);
+        Some(cap)
     }
 
     /// The link cells dropped for a peer's protocol violation since the last call (the
