@@ -1249,7 +1249,7 @@ fn read_hints_pause_when_record_lengths_cannot_be_guessed() {
 /// multishot receive delivers before the cancel a first cap asks for lands — and then as
 /// reads that honour them: the uncapped reads are not judged (no pause), and the capped
 /// ones open their records in place. A quiet channel, where each read is one small record
-/// the sender just wrote, misses every cap (the read comes short) and pauses.
+/// the sender just wrote, never fills a cap, and pauses.
 #[test]
 fn read_hints_judge_only_capped_reads() {
     let (mut resp, mut sink, mut raw) = open_client();
@@ -1279,10 +1279,11 @@ fn read_hints_judge_only_capped_reads() {
     assert_eq!(st.read_hint_pauses, 0, "uncapped reads are not judged");
     assert!(st.split_records_opened >= 10, "{st:?}");
 
-    // Quiet: one small record per read, each shorter than the cap.
+    // Quiet: one small record per read, each shorter than the cap: after 16 such reads
+    // the caps have bought nothing and pause.
     let (mut resp, mut sink, mut raw) = open_client();
     let mut hints = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..30 {
         raw.send(&cell);
         let mut rec = Vec::new();
         while raw.tls.wants_write() {
@@ -1292,9 +1293,10 @@ fn read_hints_judge_only_capped_reads() {
             .unwrap();
         hints.push(resp.read_hint(BUF));
     }
-    assert_eq!(sink.cells.len(), 20);
+    assert_eq!(sink.cells.len(), 30);
     assert_eq!(resp.stats().read_hint_pauses, 1, "{hints:?}");
-    assert!(hints[12..].iter().all(Option::is_none), "{hints:?}");
+    assert!(hints[..16].iter().all(Option::is_some), "{hints:?}");
+    assert!(hints[17..].iter().all(Option::is_none), "{hints:?}");
 }
 
 /// Records longer than a buffer can never be opened in place (a buffer smaller than the

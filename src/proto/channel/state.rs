@@ -270,10 +270,12 @@ pub struct Channel {
     last_record_len: usize,
     read_longest_record: usize,
     /// `read_hint`'s record of its own use: the cap it gave for the read just made, that
-    /// read's length, how the last 16 capped reads went (bit set: a miss), and the reads
-    /// left before it tries again after most missed.
+    /// read's length, which of the last 16 capped reads took their whole cap (bit set),
+    /// how the last 16 of those ended (bit set: inside a record, a miss), and the reads
+    /// left before it tries again after a pause.
     hinted: Option<usize>,
     last_read_len: usize,
+    hint_full: u16,
     hint_misses: u16,
     hint_pause: u16,
     /// Whole records fed to rustls after its TLS handshake finished: each KeyUpdate the
@@ -342,6 +344,7 @@ impl Channel {
             read_longest_record: 0,
             hinted: None,
             last_read_len: 0,
+            hint_full: u16::MAX,
             hint_misses: 0,
             hint_pause: 0,
             records_after_tls_handshake: 0,
@@ -1676,21 +1679,26 @@ impl Channel {
     /// A capped read costs the shard a single receive where a multishot one would do
     /// (measured: about 0.3 s/GB more kernel time at an exit reading a C tor relay's
     /// records, whose lengths follow its buffer chunks and rarely repeat). So the hint
-    /// watches its own use: a capped read *hits* when it took the whole cap and ended
-    /// right after a header; it misses when it ended elsewhere or came short (the sender
-    /// had no more: on a quiet channel the cap buys nothing). A read longer than its cap
-    /// was not capped (a multishot receive made it before its cancel landed) and is not
-    /// judged. When more than half of the last 16 judged reads missed, the hint gives no
-    /// cap for the next [`HINT_PAUSE_READS`] reads (the shard goes back to multishot
-    /// receives) and then tries again. Records longer than a buffer are never capped for:
-    /// they are gathered whatever the reads.
+    /// watches its own use. A capped read that took its whole cap *hits* when it ended
+    /// right after a header and misses otherwise. One that came short (the sender had
+    /// sent no more) neither: an uncapped read would have been the same. One longer than
+    /// its cap was not capped (a multishot receive made it before its cancel landed) and
+    /// is not judged. The hint gives no cap for the next [`HINT_PAUSE_READS`] reads (the
+    /// shard goes back to multishot receives), then tries again, when more than half of
+    /// the last 16 full reads missed (lengths it cannot guess), or when none of the last
+    /// 16 capped reads was full (a quiet channel: caps that never bind only cost single
+    /// receives). Records longer than a buffer are never capped for: they are gathered
+    /// whatever the reads.
     pub fn read_hint(&mut self, buf_size: usize) -> Option<usize> {
         if !matches!(self.tls, Tls::Record(_)) || matches!(self.phase, Phase::Closed) {
             return None;
         }
         if let Some(cap) = self.hinted.take() {
-            if self.last_read_len <= cap {
-                let hit = self.last_read_len == cap && self.rx_len == HEADER_LEN;
+            if self.last_read_len < cap {
+                self.hint_full <<= 1;
+            } else if self.last_read_len == cap {
+                self.hint_full = self.hint_full << 1 | 1;
+                let hit = self.rx_len == HEADER_LEN;
                 self.hint_misses = self.hint_misses << 1 | u16::from(!hit);
             }
         }
@@ -1698,8 +1706,9 @@ impl Channel {
             self.hint_pause -= 1;
             return None;
         }
-        if self.hint_misses.count_ones() > 8 {
+        if self.hint_misses.count_ones() > 8 || self.hint_full == 0 {
             self.hint_misses = 0;
+            self.hint_full = u16::MAX;
             self.hint_pause = HINT_PAUSE_READS;
             self.stats.read_hint_pauses += 1;
             return None;
