@@ -433,20 +433,21 @@ class Bench:
                                       f"(see {out}.log)")
         return wrapped
 
-    def read_counters(self, subject):
-        """A Fors subject's READ_METRICS, summed over shards (MetricsPort), or None."""
+    def metrics_port(self, subject):
+        """A Fors subject's MetricsPort, or None (C tor, or no port)."""
         if subject == CTOR or self.args.ctor_in_fors_slots:
             return None
-        port = next((r.get("metrics_port") for r in self.net["relays"]
+        return next((r.get("metrics_port") for r in self.net["relays"]
                      if r["nick"] == NICK[subject]), None)
+
+    def read_counters(self, subject):
+        """A Fors subject's READ_METRICS, summed over shards (MetricsPort), or None."""
+        port = self.metrics_port(subject)
         return testnet.scrape_sums(port, READ_METRICS) if port else None
 
     def cgo_circuits(self, subject):
         """A Fors subject's CGO circuit counter (MetricsPort), or None (C tor, no port)."""
-        if subject == CTOR or self.args.ctor_in_fors_slots:
-            return None
-        port = next((r.get("metrics_port") for r in self.net["relays"]
-                     if r["nick"] == NICK[subject]), None)
+        port = self.metrics_port(subject)
         return testnet.scrape_metric(port, CGO_METRIC) if port else None
 
     def check_cgo(self, subject, wl, lg, cgo0, row):

@@ -1359,8 +1359,8 @@ def consensus_listed_fps(path):
         return None
 
 
-def scrape_metric(port, name, timeout=2.0):
-    """One sample `name value` from a MetricsPort's GET /metrics, or None."""
+def metrics_text(port, timeout=2.0):
+    """A loopback MetricsPort's GET /metrics body as text, or None if it cannot be read."""
     try:
         with socket.create_connection((LOOPBACK, port), timeout=timeout) as c:
             c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
@@ -1372,9 +1372,15 @@ def scrape_metric(port, name, timeout=2.0):
                 body += d
     except (OSError, TestnetError, ValueError, IndexError):
         return None
-    if status != 200:
+    return body.decode(errors="replace") if status == 200 else None
+
+
+def scrape_metric(port, name, timeout=2.0):
+    """One sample `name value` from a MetricsPort's GET /metrics, or None."""
+    text = metrics_text(port, timeout)
+    if text is None:
         return None
-    for line in body.decode(errors="replace").splitlines():
+    for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0] == name:
             try:
@@ -1387,21 +1393,11 @@ def scrape_metric(port, name, timeout=2.0):
 def scrape_sums(port, names, timeout=2.0):
     """{name: value summed over its label sets} for each of `names` from a MetricsPort's
     GET /metrics (a name absent counts 0), or None if the port cannot be read."""
-    try:
-        with socket.create_connection((LOOPBACK, port), timeout=timeout) as c:
-            c.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            status, _, body = read_http_head(c)
-            while True:
-                d = c.recv(65536)
-                if not d:
-                    break
-                body += d
-    except (OSError, TestnetError, ValueError, IndexError):
-        return None
-    if status != 200:
+    text = metrics_text(port, timeout)
+    if text is None:
         return None
     sums = {n: 0 for n in names}
-    for line in body.decode(errors="replace").splitlines():
+    for line in text.splitlines():
         if line.startswith("#"):
             continue
         parts = line.rsplit(None, 1)

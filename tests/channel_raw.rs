@@ -954,10 +954,7 @@ fn records_opened_behind_a_header_from_the_read_before() {
         }
         raw.send(&flush);
     }
-    let mut wire = Vec::new();
-    while raw.tls.wants_write() {
-        raw.tls.write_tls(&mut wire).unwrap();
-    }
+    let wire = take_wire(&mut raw);
     let before = resp.stats();
     let mut pos = 0;
     let mut hinted = 0;
@@ -1021,10 +1018,7 @@ fn a_split_record_is_authenticated_with_its_header() {
         for i in 0..40u32 {
             raw.send(&fixed_cell(0x8000_0001, ChanCmd::RELAY, &[i as u8; 509]));
         }
-        let mut wire = Vec::new();
-        while raw.tls.wants_write() {
-            raw.tls.write_tls(&mut wire).unwrap();
-        }
+        let wire = take_wire(&mut raw);
         let mut crng = rand::thread_rng();
         // The first record's header alone, then the rest.
         let mut head = wire[..5].to_vec();
@@ -1088,10 +1082,7 @@ fn runs_of_equal_small_records_are_read_whole() {
     for chunk in stream.chunks(4064) {
         raw.send(chunk);
     }
-    let mut wire = Vec::new();
-    while raw.tls.wants_write() {
-        raw.tls.write_tls(&mut wire).unwrap();
-    }
+    let wire = take_wire(&mut raw);
     let before = resp.stats();
     let mut crng = rand::thread_rng();
     let (mut pos, mut reads) = (0usize, 0usize);
@@ -1137,10 +1128,7 @@ fn hinted_reads(lens: &[usize]) -> (usize, usize, u64) {
         }
         raw.send(&rec);
     }
-    let mut wire = Vec::new();
-    while raw.tls.wants_write() {
-        raw.tls.write_tls(&mut wire).unwrap();
-    }
+    let wire = take_wire(&mut raw);
     let before = resp.stats();
     let mut crng = rand::thread_rng();
     let (mut pos, mut reads) = (0usize, 0usize);
@@ -1204,10 +1192,7 @@ fn read_hints_pause_when_record_lengths_cannot_be_guessed() {
         }
         raw.send(&rec);
     }
-    let mut wire = Vec::new();
-    while raw.tls.wants_write() {
-        raw.tls.write_tls(&mut wire).unwrap();
-    }
+    let wire = take_wire(&mut raw);
     let mut crng = rand::thread_rng();
     let (mut pos, mut capped, mut uncapped) = (0usize, 0usize, 0usize);
     while pos < wire.len() {
@@ -1258,10 +1243,7 @@ fn read_hints_judge_only_capped_reads() {
     for _ in 0..40 {
         raw.send(&cell.repeat(31));
     }
-    let mut wire = Vec::new();
-    while raw.tls.wants_write() {
-        raw.tls.write_tls(&mut wire).unwrap();
-    }
+    let wire = take_wire(&mut raw);
     let mut crng = rand::thread_rng();
     let mut pos = 0;
     for i in 0..40 {
@@ -1310,10 +1292,7 @@ fn no_read_hint_for_records_longer_than_a_buffer() {
     for _ in 0..10 {
         raw.send(&cell.repeat(32));
     }
-    let mut wire = Vec::new();
-    while raw.tls.wants_write() {
-        raw.tls.write_tls(&mut wire).unwrap();
-    }
+    let wire = take_wire(&mut raw);
     let small = 8192;
     let mut crng = rand::thread_rng();
     let mut pos = 0;
@@ -1326,4 +1305,13 @@ fn no_read_hint_for_records_longer_than_a_buffer() {
         assert_eq!(resp.read_hint(small), None, "at {pos}");
     }
     assert_eq!(sink.cells.len(), 320);
+}
+
+/// Everything the raw peer has to send, as TLS bytes on the wire.
+fn take_wire(raw: &mut RawInitiator) -> Vec<u8> {
+    let mut wire = Vec::new();
+    while raw.tls.wants_write() {
+        raw.tls.write_tls(&mut wire).unwrap();
+    }
+    wire
 }
