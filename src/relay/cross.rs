@@ -370,6 +370,11 @@ pub struct CrossLink {
     leg_state_at: HashMap<CircHandle, u64>,
     /// Conflux leg states waiting in the overflow (open and sealed).
     leg_states: usize,
+    /// The open leg state the last held message sealed, and where: so that
+    /// [`CrossLink::unhold_last`] taking that message back reopens it (else the leg's next
+    /// state would wait at the back for nothing, one more each time, past the bound
+    /// [`Hold::LegState`] states).
+    sealed_by_last: Option<(CircHandle, u64)>,
     /// Requests and must-carry messages waiting (notices and charged ones not counted).
     uncharged: usize,
     /// Requests waiting (counted apart: a burst of must-carry teardowns must not make every
@@ -445,6 +450,7 @@ impl CrossLink {
             notice_at: HashMap::new(),
             leg_state_at: HashMap::new(),
             leg_states: 0,
+            sealed_by_last: None,
             uncharged: 0,
             requests: 0,
             max_uncharged: max_uncharged.max(1),
@@ -538,21 +544,22 @@ impl CrossLink {
                 self.note_uncharged();
             }
         }
-        self.seal_leg_state(&msg);
+        self.sealed_by_last = self.seal_leg_state(&msg);
         self.overflow.push_back(msg);
         Sent::Held
     }
 
     /// A message of a conflux leg other than its state now waits behind the leg's open
-    /// state: seal that state, so a later one cannot move ahead of this message.
-    fn seal_leg_state(&mut self, msg: &RelayMsg) {
-        if let RelayMsg::Cfx(m) = msg {
-            if m.leg_state_of().is_none() {
-                if let Some(leg) = m.from_leg() {
-                    self.leg_state_at.remove(&leg);
-                }
-            }
+    /// state: seal that state, so a later one cannot move ahead of this message. Returns
+    /// the state sealed and where it waits.
+    fn seal_leg_state(&mut self, msg: &RelayMsg) -> Option<(CircHandle, u64)> {
+        let RelayMsg::Cfx(m) = msg else { return None };
+        if m.leg_state_of().is_some() {
+            return None;
         }
+        let leg = m.from_leg()?;
+        let at = self.leg_state_at.remove(&leg)?;
+        Some((leg, at))
     }
 
     /// The overflow index of `leg`'s open state, if one waits.
@@ -669,6 +676,14 @@ impl CrossLink {
         let m = self.overflow.pop_back()?;
         let at = self.popped + self.overflow.len() as u64;
         self.unaccount(m.hold(), m.is_hs_body(), at);
+        // Nothing of the leg waits behind the state this message sealed any more: reopen
+        // it, if it still waits (it may have been pumped since).
+        if let Some((leg, state_at)) = self.sealed_by_last.take() {
+            self.leg_state_at.insert(leg, state_at);
+            if self.waiting_leg_state(leg).is_none() {
+                self.leg_state_at.remove(&leg);
+            }
+        }
         Some(m)
     }
 
@@ -1599,6 +1614,55 @@ mod tests {
         );
         assert_eq!(link.held_leg_states(), 0);
         assert!(link.leg_state_at.is_empty());
+    }
+
+    /// A message of a leg taken back with `unhold_last` (its cell could not be charged)
+    /// no longer waits behind the leg's state: the state it sealed is open again, so the
+    /// leg's next state folds into it instead of waiting at the back, and states stay
+    /// within one per leg. A state pumped in between is not reopened.
+    #[test]
+    fn unhold_last_reopens_the_state_its_message_sealed() {
+        let mut q = TestQueue {
+            items: VecDeque::new(),
+            cap: 1,
+        };
+        let mut link = CrossLink::new(16);
+        assert_eq!(link.send(&mut q, back(0)), Sent::Queued);
+        assert_eq!(link.send(&mut q, leg_state(1, 1)), Sent::Held);
+        for round in 0..50u64 {
+            assert_eq!(link.send(&mut q, linked_ack(1, 100 + round)), Sent::Held);
+            assert!(link.unhold_last().is_some());
+            assert_eq!(link.send(&mut q, leg_state(1, 2 + round)), Sent::Held);
+            assert_eq!(link.held_leg_states(), 1, "round {round}");
+        }
+        // Taking back a message that sealed nothing leaves another leg's seal alone.
+        assert_eq!(link.send(&mut q, linked_ack(1, 7)), Sent::Held);
+        assert_eq!(link.send(&mut q, back(1)), Sent::Held);
+        assert!(link.unhold_last().is_some());
+        assert_eq!(link.send(&mut q, leg_state(1, 60)), Sent::Held);
+        assert_eq!(link.held_leg_states(), 2, "sealed behind the LINKED_ACK");
+        // A sealed state pumped out before the take-back is not reopened.
+        let mut link = CrossLink::new(16);
+        let mut q = TestQueue {
+            items: VecDeque::new(),
+            cap: 1,
+        };
+        assert_eq!(link.send(&mut q, leg_state(2, 1)), Sent::Queued);
+        assert_eq!(link.send(&mut q, back(0)), Sent::Held);
+        assert_eq!(link.send(&mut q, leg_state(2, 2)), Sent::Held);
+        assert_eq!(link.send(&mut q, linked_ack(2, 9)), Sent::Held);
+        let (mut unblock, mut resume) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            q.items.clear();
+            link.pump(&mut q, &mut unblock, &mut resume);
+        }
+        assert_eq!(link.depth(), 1, "only the LINKED_ACK waits");
+        assert!(link.unhold_last().is_some());
+        assert!(
+            link.leg_state_at.is_empty(),
+            "the pumped state is not reopened"
+        );
+        assert_eq!(link.held_leg_states(), 0);
     }
 
     /// Review finding L4: after a burst the overflow and its tables give their room back,
