@@ -152,6 +152,15 @@ pub trait ChannelSink {
     fn event(&mut self, event: ChannelEvent);
 }
 
+/// How bytes reach rustls ([`Channel::rustls_input`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RustlsInput {
+    /// TLS 1.2 for good: a stretch of the stream, as much as rustls takes.
+    Stream,
+    /// Before the switch to our record layer: exactly one whole record.
+    OneRecord,
+}
+
 /// Counters for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ChannelStats {
@@ -542,31 +551,12 @@ impl Channel {
     /// rustls for good (TLS 1.2): bytes straight to it, as many as it takes.
     fn read_rustls<R: RngCore + CryptoRng, S: ChannelSink>(
         &mut self,
-        mut data: &[u8],
+        data: &[u8],
         now: SystemTime,
         rng: &mut R,
         sink: &mut S,
     ) -> Result<(), ChannelError> {
-        // Never call read_tls with an empty slice: rustls takes a 0-byte read as EOF.
-        while !data.is_empty() {
-            let Tls::Rustls { conn, .. } = &mut self.tls else {
-                return Err(ChannelError::NotOpen);
-            };
-            let n = conn
-                .read_tls(&mut data)
-                .map_err(|e| ChannelError::TlsInput(e.to_string()))?;
-            copies::note(CopySite::TlsDeframe, n);
-            let io = conn.process_new_packets()?;
-            self.drain_plaintext(now, rng, sink)?;
-            if io.peer_has_closed() {
-                // close_notify: whatever follows is not Tor data.
-                return Err(self.eof_reason());
-            }
-            if n == 0 || matches!(self.phase, Phase::Closed) {
-                break;
-            }
-        }
-        Ok(())
+        self.rustls_input(data, RustlsInput::Stream, now, rng, sink)
     }
 
     /// Before the switch: feeds rustls the next whole TLS record (parsing the 5-byte record
@@ -620,22 +610,38 @@ impl Channel {
     /// Hands rustls one record (all of it) and processes what it decrypted.
     fn feed_rustls<R: RngCore + CryptoRng, S: ChannelSink>(
         &mut self,
-        mut record: &[u8],
+        record: &[u8],
         now: SystemTime,
         rng: &mut R,
         sink: &mut S,
     ) -> Result<(), ChannelError> {
-        while !record.is_empty() {
+        self.rustls_input(record, RustlsInput::OneRecord, now, rng, sink)
+    }
+
+    /// Gives `data` to rustls and processes what it decrypted. With
+    /// [`RustlsInput::OneRecord`] the bytes are one whole record: when rustls has taken it
+    /// all, the record is noted for the switch (`records_after_tls_handshake`,
+    /// `last_record_was_data`), and rustls taking none of it is an error.
+    fn rustls_input<R: RngCore + CryptoRng, S: ChannelSink>(
+        &mut self,
+        mut data: &[u8],
+        input: RustlsInput,
+        now: SystemTime,
+        rng: &mut R,
+        sink: &mut S,
+    ) -> Result<(), ChannelError> {
+        // Never call read_tls with an empty slice: rustls takes a 0-byte read as EOF.
+        while !data.is_empty() {
             let Tls::Rustls { conn, .. } = &mut self.tls else {
                 return Err(ChannelError::NotOpen);
             };
             let after_handshake = !conn.is_handshaking();
             let n = conn
-                .read_tls(&mut record)
+                .read_tls(&mut data)
                 .map_err(|e| ChannelError::TlsInput(e.to_string()))?;
             copies::note(CopySite::TlsDeframe, n);
             let io = conn.process_new_packets()?;
-            if record.is_empty() {
+            if input == RustlsInput::OneRecord && data.is_empty() {
                 if after_handshake {
                     self.records_after_tls_handshake += 1;
                 }
@@ -644,17 +650,21 @@ impl Channel {
             }
             self.drain_plaintext(now, rng, sink)?;
             if io.peer_has_closed() {
+                // close_notify: whatever follows is not Tor data.
                 return Err(self.eof_reason());
             }
             if matches!(self.phase, Phase::Closed) {
                 break;
             }
             if n == 0 {
+                if input == RustlsInput::Stream {
+                    break;
+                }
                 // rustls took none of a record it had room for (it returns 0 only after a
                 // close_notify, handled above): the rest would be misread as a new record.
                 return Err(ChannelError::TlsInput(format!(
                     "rustls took no bytes with {} of a record left",
-                    record.len()
+                    data.len()
                 )));
             }
         }
