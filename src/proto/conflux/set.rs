@@ -15,9 +15,12 @@
 //! TROVE-2026-014 and bug 41162).
 //!
 //! Memory: the OOO queue of a set is a ring of slot numbers, indexed by absolute sequence
-//! number modulo [`Limits::ooo_window`], into one per-shard pool of [`Limits::ooo_pool_cells`]
-//! message slots. Both are sized when the table or the set is made; nothing is allocated per
-//! cell.
+//! number modulo the ring's length, into one per-shard pool of [`Limits::ooo_pool_cells`]
+//! message slots sized when the table is made. A set's ring starts at [`OOO_RING_START`]
+//! entries and doubles, up to [`Limits::ooo_window`], when a cell arrives further ahead
+//! than it reaches; the shard's rings together grow at most [`OOO_RING_BUDGET_WINDOWS`]
+//! windows past their starting size, and a ring shrinks back once its set holds nothing.
+//! Nothing is allocated per cell.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -59,6 +62,12 @@ impl Alg {
 /// Bounds of one shard's table. C tor has no exit-side limit on sets and caps the OOO
 /// queue only in bytes (`cfx_max_oooq_bytes`, default 2^31-1, so in practice by
 /// MaxMemInQueues); Fors bounds both in cells.
+///
+/// How far ahead an honest client's cells run is not small: the client sends on whichever
+/// leg has room, and the exit acknowledges each leg as cells arrive, so while one leg's
+/// cells are delayed (a busy middle) the other keeps sending at full rate: 10 MB/s for
+/// 0.2 s is ~5,000 cells ahead. A 2,048-cell window closed such sets (seen with C tor
+/// 0.4.9 clients on a loaded private network, where C tor carries them).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Linked sets at once; a LINK for a new set beyond this closes its circuit with
@@ -67,7 +76,8 @@ pub struct Limits {
     /// Legs per set, at most [`MAX_LEGS`] (`cfx_max_legs_set`).
     pub max_legs: usize,
     /// How far beyond the next expected sequence number a cell may be held. A cell further
-    /// ahead closes its circuit with RESOURCELIMIT, as C tor does when the queue is full.
+    /// ahead closes its circuit with RESOURCELIMIT, as C tor does when the queue is full
+    /// (the cells held stay bounded by `ooo_pool_cells`).
     pub ooo_window: u32,
     /// Held cells over all sets of the shard; when full, the next cell to be held closes its
     /// circuit with RESOURCELIMIT.
@@ -79,7 +89,7 @@ impl Default for Limits {
         Limits {
             max_sets: 1024,
             max_legs: MAX_LEGS,
-            ooo_window: 2048,
+            ooo_window: 32 * 1024,
             ooo_pool_cells: 32 * 1024,
         }
     }
@@ -250,6 +260,9 @@ pub struct ConfluxStats {
     pub sets: usize,
     pub legs: usize,
     pub held_cells: usize,
+    /// OOO ring entries beyond the sets' starting sizes (bounded by
+    /// [`OOO_RING_BUDGET_WINDOWS`] windows).
+    pub ooo_ring_grown: usize,
     pub sets_linked_total: u64,
     pub legs_linked_total: u64,
     pub links_refused_total: u64,
@@ -311,12 +324,22 @@ impl<C: Copy> Set<C> {
 struct SetSlot<C> {
     gen: u32,
     set: Option<Set<C>>,
-    /// OOO ring: pool slot per `seq % window`, `EMPTY` when none. Allocated on the first
-    /// held cell of the first set in this slot and kept for later sets.
+    /// OOO ring: pool slot per `seq % ring.len()`, `EMPTY` when none. Allocated on the set's
+    /// first held cell ([`OOO_RING_START`] entries), grown when a cell arrives further
+    /// ahead, shrunk back when the set holds nothing, dropped with the set.
     ring: Vec<u32>,
 }
 
 const EMPTY: u32 = u32::MAX;
+
+/// Entries a set's OOO ring starts with (or the window, if smaller): 8 KiB, room for the
+/// reordering of two legs whose delays differ by less than a congestion window.
+pub const OOO_RING_START: usize = 2048;
+
+/// The shard's rings together may grow this many windows past their starting sizes
+/// (4 × 32 Ki entries, 512 KiB): a few sets at the full window at once, or many part way.
+/// A cell that would grow a ring past it closes its circuit with RESOURCELIMIT.
+pub const OOO_RING_BUDGET_WINDOWS: usize = 4;
 
 struct PoolSlot<M> {
     msg: Option<M>,
@@ -333,6 +356,8 @@ pub struct ConfluxSets<C, M> {
     by_circ: HashMap<C, LegId>,
     pool: Vec<PoolSlot<M>>,
     pool_free: u32,
+    /// The bound of `stats.ooo_ring_grown`, ring entries beyond the sets' starting sizes.
+    ring_budget: usize,
     stats: ConfluxStats,
 }
 
@@ -351,6 +376,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
             by_circ: HashMap::with_capacity(limits.max_sets * limits.max_legs),
             pool: Vec::with_capacity(limits.ooo_pool_cells),
             pool_free: EMPTY,
+            ring_budget: OOO_RING_BUDGET_WINDOWS * limits.ooo_window as usize,
             stats: ConfluxStats::default(),
         }
     }
@@ -738,6 +764,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
             ));
         }
         let window = u64::from(self.limits.ooo_window);
+        let start = self.ring_start();
         let slot = &mut self.slots[id.set as usize];
         let set = slot.set.as_mut().expect("leg's set exists");
         let leg = set.leg(id.leg);
@@ -773,10 +800,30 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
             ));
         }
         if slot.ring.is_empty() {
-            // Once per set slot, not per cell.
-            slot.ring = vec![EMPTY; window as usize];
+            // Once per set (and again after it drained), not per cell.
+            slot.ring = vec![EMPTY; start];
         }
-        let at = (seq % window) as usize;
+        let ahead = (seq - set.last_seq_delivered) as usize;
+        if ahead > slot.ring.len() {
+            // Within the window (checked above), so the new length covers `ahead`.
+            let grown = ahead.next_power_of_two().min(window as usize);
+            let extra = grown - slot.ring.len();
+            if self.stats.ooo_ring_grown + extra > self.ring_budget {
+                self.stats.ooo_overflow_total += 1;
+                return Inbound::Refused(self.refuse_leg(
+                    circ,
+                    ResourceLimit,
+                    RefuseWhy::OooPool,
+                    facts,
+                ));
+            }
+            self.stats.ooo_ring_grown += extra;
+            let slot = &mut self.slots[id.set as usize];
+            let delivered = slot.set.as_ref().expect("set exists").last_seq_delivered;
+            regrow_ring(&mut slot.ring, delivered, grown);
+        }
+        let slot = &mut self.slots[id.set as usize];
+        let at = (seq % slot.ring.len() as u64) as usize;
         if slot.ring[at] != EMPTY {
             // Only a hostile client repeats a sequence number. C tor would hold both and
             // the set would stall until its queue limit; Fors closes now.
@@ -807,14 +854,14 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
     /// `conflux_dequeue_relay_msg`). `None` once the set is gone.
     pub fn pop_ready(&mut self, circ: C) -> Option<M> {
         let id = *self.by_circ.get(&circ)?;
-        let window = u64::from(self.limits.ooo_window);
+        let start = self.ring_start();
         let slot = &mut self.slots[id.set as usize];
         let set = slot.set.as_mut()?;
         if set.held == 0 {
             return None;
         }
         let next = set.last_seq_delivered + 1;
-        let at = (next % window) as usize;
+        let at = (next % slot.ring.len() as u64) as usize;
         let p = slot.ring[at];
         if p == EMPTY {
             return None;
@@ -822,8 +869,19 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         slot.ring[at] = EMPTY;
         set.held -= 1;
         set.last_seq_delivered = next;
+        if set.held == 0 && slot.ring.len() > start {
+            // Drained after a burst: give the grown room back (all of it is EMPTY).
+            self.stats.ooo_ring_grown -= slot.ring.len() - start;
+            slot.ring.truncate(start);
+            slot.ring.shrink_to_fit();
+        }
         self.stats.held_cells -= 1;
         Some(self.pool_take(p))
+    }
+
+    /// The length a set's ring starts with.
+    fn ring_start(&self) -> usize {
+        OOO_RING_START.min(self.limits.ooo_window as usize)
     }
 
     /// Picks the circuit for a message the exit sends on `orig`'s stream (C tor
@@ -996,6 +1054,8 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         }
         // The ring goes with the set: a slot reused by a set that never holds a cell costs
         // nothing, and idle slots don't keep 8 KiB each.
+        let start = self.ring_start();
+        self.stats.ooo_ring_grown -= self.slots[idx as usize].ring.len().saturating_sub(start);
         self.slots[idx as usize].ring = Vec::new();
         self.by_nonce.remove(&set.nonce);
         self.free_sets.push(idx);
@@ -1065,6 +1125,20 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         s.next_free = self.pool_free;
         self.pool_free = p;
         m
+    }
+}
+
+/// Moves a ring's entries to a ring of `len` entries. The held sequence numbers lie in
+/// `delivered + 1 ..= delivered + ring.len()`, one per residue, so each entry's number
+/// follows from its index.
+fn regrow_ring(ring: &mut Vec<u32>, delivered: u64, len: usize) {
+    let old = std::mem::replace(ring, vec![EMPTY; len]);
+    let (old_len, first) = (old.len() as u64, delivered + 1);
+    for (i, &p) in old.iter().enumerate() {
+        if p != EMPTY {
+            let seq = first + (i as u64 + old_len - first % old_len) % old_len;
+            ring[(seq % len as u64) as usize] = p;
+        }
     }
 }
 

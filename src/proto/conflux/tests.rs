@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::cell::chan::DestroyReason;
+use crate::proto::conflux::set::{OOO_RING_BUDGET_WINDOWS, OOO_RING_START};
 use rand::{Rng, SeedableRng};
 
 type Sets = ConfluxSets<u32, u64>;
@@ -1012,4 +1013,140 @@ fn legs_on_different_shards_meet_at_the_home_shard() {
         "nonces should spread over the shards"
     );
     assert_eq!(tables.iter().map(|t| t.stats().sets).sum::<usize>(), 64);
+}
+
+/// An honest client's leg can run thousands of cells ahead of a delayed one (the exit
+/// acknowledges each leg as cells arrive): 6,000 cells on leg 2 wait behind 1,000 still
+/// on leg 1, past the ring's starting 2,048 entries. The ring grows, every cell is
+/// delivered in order once leg 1's arrive, and the grown room is given back. Before, a
+/// 2,048-cell window closed such sets with RESOURCELIMIT (seen with C tor 0.4.9 clients
+/// on a loaded private network).
+#[test]
+fn a_leg_far_ahead_grows_the_ring_and_delivers_in_order() {
+    let mut s = Sets::new(Limits::default());
+    linked(&mut s, 1, &[1, 2], DesiredUx::HighThroughput);
+    const BEHIND: u64 = 1_000;
+    const AHEAD: u64 = 6_000;
+    // The client sent 1..=BEHIND on leg 1, switched, then the rest on leg 2; leg 2's
+    // arrive first.
+    s.on_switch(2, OK, &switch_body(BEHIND as u32)).unwrap();
+    for tag in BEHIND + 1..=BEHIND + AHEAD {
+        assert!(matches!(data(&mut s, 2, tag), Inbound::Held), "tag {tag}");
+    }
+    let st = s.stats();
+    assert_eq!(st.held_cells, AHEAD as usize);
+    assert_eq!(
+        st.ooo_ring_grown,
+        8192 - OOO_RING_START,
+        "grown to the next power of two"
+    );
+    let mut got = Vec::new();
+    for tag in 1..=BEHIND {
+        got.extend(delivered(&mut s, 1, tag));
+    }
+    assert_eq!(got, (1..=BEHIND + AHEAD).collect::<Vec<_>>());
+    let st = s.stats();
+    assert_eq!(
+        (st.held_cells, st.ooo_ring_grown, st.ooo_overflow_total),
+        (0, 0, 0)
+    );
+}
+
+/// The grown rings of a shard are bounded together: sets whose legs run the full window
+/// ahead take the budget (four windows), the next one that would grow a ring is refused
+/// (RESOURCELIMIT, as a full pool), and a torn-down set gives its room back.
+#[test]
+fn grown_rings_are_bounded_per_shard() {
+    let window = 8192u32;
+    let mut s = Sets::new(Limits {
+        max_sets: 8,
+        max_legs: 2,
+        ooo_window: window,
+        ooo_pool_cells: 64,
+    });
+    let per_set = window as usize - OOO_RING_START;
+    for n in 0..OOO_RING_BUDGET_WINDOWS as u8 + 1 {
+        let (a, b) = (u32::from(n) * 2 + 1, u32::from(n) * 2 + 2);
+        linked(&mut s, n, &[a, b], DesiredUx::NoOpinion);
+        // One cell at the far edge of the window.
+        s.on_switch(b, OK, &switch_body(window - 1)).unwrap();
+        let got = data(&mut s, b, u64::from(n));
+        if usize::from(n) * per_set + per_set <= OOO_RING_BUDGET_WINDOWS * window as usize {
+            assert!(matches!(got, Inbound::Held), "set {n}: {got:?}");
+        } else {
+            let r = refused_of(got);
+            assert_eq!(
+                (r.this, r.why),
+                (DestroyReason::ResourceLimit, RefuseWhy::OooPool)
+            );
+            break;
+        }
+    }
+    let grown = s.stats().ooo_ring_grown;
+    assert!(
+        grown <= OOO_RING_BUDGET_WINDOWS * window as usize,
+        "{grown}"
+    );
+    assert!(grown >= OOO_RING_BUDGET_WINDOWS * per_set, "{grown}");
+    // Tearing down set 0 gives its room back.
+    let t = s.leg_closed(2, false);
+    for c in t.circs() {
+        s.leg_closed(c, false);
+    }
+    assert_eq!(s.stats().ooo_ring_grown, grown - per_set);
+}
+
+/// Regrowing keeps each held cell under its own sequence number, wherever the ring's
+/// start had wrapped: seeded random gaps on two legs with a window far past the ring's
+/// starting size, delivered in order.
+#[test]
+fn regrown_rings_keep_every_cell_in_order() {
+    let seed: u64 = std::env::var("FORS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x0000_5eed_2026_1208);
+    eprintln!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for round in 0..20 {
+        let mut s = Sets::new(Limits {
+            max_sets: 1,
+            max_legs: 2,
+            ooo_window: 16 * 1024,
+            ooo_pool_cells: 16 * 1024,
+        });
+        linked(&mut s, 1, &[1, 2], DesiredUx::NoOpinion);
+        // Bursts: leg 1 carries `behind` cells that arrive after leg 2's `ahead` ones.
+        let mut next = 1u64;
+        let mut got = Vec::new();
+        // Both legs start at sequence 0; `sent` tracks each leg's last sequence number.
+        let mut sent = [0u64; 2];
+        for _ in 0..rng.gen_range(1..6) {
+            let behind = rng.gen_range(1..3_000u64);
+            let ahead = rng.gen_range(1..12_000u64);
+            // Leg 1 catches up to the set's last number, then carries `behind` cells.
+            let rel1 = (next - 1) - sent[0];
+            // Leg 2 jumps over them.
+            let first2 = next + behind;
+            let rel2 = (first2 - 1) - sent[1];
+            s.on_switch(2, OK, &switch_body(rel2 as u32)).unwrap();
+            for tag in first2..first2 + ahead {
+                match data(&mut s, 2, tag) {
+                    Inbound::Held => {}
+                    other => panic!("round {round} tag {tag}: {other:?}"),
+                }
+            }
+            sent[1] = first2 + ahead - 1;
+            if rel1 > 0 {
+                s.on_switch(1, OK, &switch_body(rel1 as u32)).unwrap();
+            }
+            for tag in next..next + behind {
+                got.extend(delivered(&mut s, 1, tag));
+            }
+            sent[0] = next + behind - 1;
+            next = first2 + ahead;
+        }
+        assert_eq!(got, (1..next).collect::<Vec<_>>(), "round {round}");
+        let st = s.stats();
+        assert_eq!((st.held_cells, st.ooo_ring_grown), (0, 0), "round {round}");
+    }
 }
