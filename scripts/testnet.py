@@ -268,8 +268,13 @@ def dirauthority_lines(authorities):
 
 
 def common_ctor_lines(data_dir):
-    """Options only C tor understands; appended to every C tor torrc."""
-    return [
+    """Options only C tor understands; appended to every C tor torrc.
+    TESTNET_CTOR_INFO_LOG=1 in the environment adds an info-level log, info.log, to every
+    C tor node (authorities, relays, client), for diagnosing a failure."""
+    extra = []
+    if os.environ.get("TESTNET_CTOR_INFO_LOG") == "1":
+        extra.append(f"Log info file {data_dir}/info.log")
+    return extra + [
         f"Log notice file {data_dir}/notice.log",
         "SafeLogging 0",
         "LogTimeGranularity 1",

@@ -10,10 +10,11 @@
 
 mod daemon_common;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use daemon_common::free_port;
-use daemon_common::private_net::{metric_sum as sum, testnet, PrivateNet};
+use daemon_common::private_net::{metric_sum as sum, testnet, testnet_ok, PrivateNet};
 use daemon_common::{http_get, wait_for_file_line};
 
 #[test]
@@ -43,6 +44,8 @@ fn c_tor_client_links_conflux_sets_through_a_one_shard_fors_exit() {
         "forsexit1 MetricsPortPolicy accept 127.0.0.1",
         "--client-option",
         "ConfluxEnabled 1",
+        "--slot-option",
+        "forsexit1 ProtocolWarnings 1",
     ]);
     let l = wait_for_file_line(
         &net.log("forsexit1"),
@@ -54,18 +57,12 @@ fn c_tor_client_links_conflux_sets_through_a_one_shard_fors_exit() {
     run(&["wait", "--pluggable-only", "--timeout", "240"]);
     // The client prebuilds its linked sets once a second (C `conflux_predict_new`) from the
     // exits it may use: pin the exit, then give it a moment before the streams start.
-    run(&[
-        "traffic",
-        "--exit",
-        "forsexit1",
-        "--down-mb",
-        "4",
-        "--up-mb",
-        "4",
-        "--io-timeout",
-        "180",
-    ]);
     let url = format!("127.0.0.1:{m_exit}").parse().unwrap();
+    traffic(
+        &net,
+        url,
+        &["--down-mb", "4", "--up-mb", "4", "--io-timeout", "180"],
+    );
     let mut m = http_get(url, "/metrics");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !legs_settled(&m) && std::time::Instant::now() < deadline {
@@ -101,15 +98,33 @@ fn c_tor_client_links_conflux_sets_through_a_one_shard_fors_exit() {
 /// checked both ways; the exit must count remote legs (`fors_relay_conflux_remote_legs_total`).
 /// Five middles, so that their channels are not all on one shard (the kernel spreads
 /// inbound connections over the shards' listeners).
+///
+/// Which shard a middle's channel lands on is the kernel's choice (its SO_REUSEPORT hash
+/// of the source port), and the client's legs come through the few middles its guards
+/// allow: in about one network in 25 all of them sat on one shard, so no leg could be
+/// remote whatever Fors does. A new network is then tried, at most three in all.
 #[test]
 fn c_tor_client_links_conflux_sets_through_a_two_shard_fors_exit() {
-    let Some(net) = PrivateNet::prepare(
+    for attempt in 1..=3 {
+        match two_shard_exit_run() {
+            None => return, // skipped
+            Some(remote) if remote >= 1 => return,
+            Some(_) => eprintln!(
+                "network {attempt}: every leg's channel on its set's shard; a new network"
+            ),
+        }
+    }
+    panic!("no leg on another shard than its set in three networks");
+}
+
+/// One network for the two-shard test: asserts all but the remote legs, and returns how
+/// many legs were linked to a set on another shard (None if skipped).
+fn two_shard_exit_run() -> Option<u64> {
+    let net = PrivateNet::prepare(
         "c_tor_client_links_conflux_sets_through_a_two_shard_fors_exit",
         "cfx-ctor2",
         &[],
-    ) else {
-        return;
-    };
+    )?;
     let m_exit = free_port();
     let exit_metrics = format!("forsexit1 MetricsPort 127.0.0.1:{m_exit}");
     net.up(&[
@@ -127,6 +142,8 @@ fn c_tor_client_links_conflux_sets_through_a_two_shard_fors_exit() {
         "forsexit1 MetricsPortPolicy accept 127.0.0.1",
         "--client-option",
         "ConfluxEnabled 1",
+        "--slot-option",
+        "forsexit1 ProtocolWarnings 1",
     ]);
     let l = wait_for_file_line(
         &net.log("forsexit1"),
@@ -137,20 +154,21 @@ fn c_tor_client_links_conflux_sets_through_a_two_shard_fors_exit() {
     let run = |args: &[&str]| testnet(net.dir(), args);
     run(&["wait", "--pluggable-only", "--timeout", "240"]);
     // Four rounds of an isolated download and upload: up to eight sets.
-    run(&[
-        "traffic",
-        "--exit",
-        "forsexit1",
-        "--down-mb",
-        "2",
-        "--up-mb",
-        "2",
-        "--repeat",
-        "4",
-        "--io-timeout",
-        "180",
-    ]);
     let url = format!("127.0.0.1:{m_exit}").parse().unwrap();
+    traffic(
+        &net,
+        url,
+        &[
+            "--down-mb",
+            "2",
+            "--up-mb",
+            "2",
+            "--repeat",
+            "4",
+            "--io-timeout",
+            "180",
+        ],
+    );
     let mut m = http_get(url, "/metrics");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !legs_settled(&m) && std::time::Instant::now() < deadline {
@@ -179,13 +197,13 @@ fn c_tor_client_links_conflux_sets_through_a_two_shard_fors_exit() {
     );
     assert!(sets >= 1, "the C tor client linked no conflux set:\n{m}");
     assert!(legs >= 2 * sets, "{m}");
-    assert!(remote >= 1, "no leg on another shard than its set:\n{m}");
     assert_eq!(refused, 0, "{m}");
     let text = std::fs::read_to_string(net.log("forsexit1")).unwrap();
     assert!(
         daemon_common::unexpected_err_lines(&text).is_empty(),
         "{text}"
     );
+    Some(remote)
 }
 
 /// Whether the exit has linked a set and both legs of every set it linked. C tor keeps
@@ -202,4 +220,37 @@ fn legs_settled(m: &str) -> bool {
         "fors_relay_all_shards_conflux_linked_total{kind=\"leg\"}",
     );
     sets > 0 && legs >= 2 * sets
+}
+
+/// The script's SHA-256-checked traffic through the exit. The network is gone once the
+/// test ends, so on failure the exit's counters of why circuits, conflux sets and streams
+/// ended go in the message (`TESTNET_CTOR_INFO_LOG=1` with `FORS_KEEP_TEST_DIRS=1` keeps
+/// the C tor side's info logs too).
+fn traffic(net: &PrivateNet, metrics: SocketAddr, args: &[&str]) {
+    let mut full = vec!["traffic", "--exit", "forsexit1"];
+    full.extend_from_slice(args);
+    if testnet_ok(net.dir(), &full) {
+        return;
+    }
+    let m = http_get(metrics, "/metrics");
+    let why: Vec<&str> = m
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+        .filter(|l| {
+            [
+                "destroy",
+                "killed",
+                "conflux",
+                "stream_end",
+                "closed",
+                "refused",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
+        .collect();
+    panic!(
+        "testnet.py {full:?} failed; the exit's counters:\n{}",
+        why.join("\n")
+    );
 }

@@ -49,14 +49,20 @@ pub fn testnet_skip_reason(files: &[&str]) -> Option<String> {
 
 /// Runs `testnet.py --dir DIR ARGS...`; panics if it fails.
 pub fn testnet(dir: &Path, args: &[&str]) {
-    let st = Command::new("python3")
+    assert!(testnet_ok(dir, args), "testnet.py {args:?} failed");
+}
+
+/// Runs `testnet.py --dir DIR ARGS...`; whether it succeeded (for a caller that gathers
+/// evidence before failing).
+pub fn testnet_ok(dir: &Path, args: &[&str]) -> bool {
+    Command::new("python3")
         .arg(testnet_script())
         .arg("--dir")
         .arg(dir)
         .args(args)
         .status()
-        .unwrap();
-    assert!(st.success(), "testnet.py {args:?} failed");
+        .unwrap()
+        .success()
 }
 
 /// `network.json` of the network in `dir`.
