@@ -221,8 +221,8 @@ exported_fields! {
             Gauge true "Conflux legs (circuits) in those sets.",
         conflux_held_cells => "fors_relay_conflux_ooo_cells" [""]
             Gauge true "Multiplexed cells held out of order, waiting for earlier sequence numbers.",
-        conflux_ooo_ring_grown => "fors_relay_conflux_ooo_ring_grown_entries" [""]
-            Gauge true "Out-of-order ring entries grown past the sets' starting 2,048 (a leg far ahead of another); bounded at four windows (131,072) per shard.",
+        conflux_ooo_pages => "fors_relay_conflux_ooo_pages" [""]
+            Gauge true "Pages (64 sequence numbers, 260 bytes) of the out-of-order queues in use; each holds at least one of the cells held.",
         conflux_sets_linked => "fors_relay_conflux_linked_total" ["kind=\"set\""]
             Counter true "Conflux sets and legs linked (CONFLUX_LINKED sent).",
         conflux_legs_linked => "fors_relay_conflux_linked_total" ["kind=\"leg\""]

@@ -183,7 +183,7 @@ pub struct CircuitMetrics {
     pub conflux_sets: u64,
     pub conflux_legs: u64,
     pub conflux_held_cells: u64,
-    pub conflux_ooo_ring_grown: u64,
+    pub conflux_ooo_pages: u64,
     pub conflux_sets_linked: u64,
     pub conflux_legs_linked: u64,
     pub conflux_links_refused: u64,
@@ -322,7 +322,7 @@ impl CircuitMetrics {
             sets,
             legs,
             held_cells,
-            ooo_ring_grown,
+            ooo_pages,
             sets_linked_total,
             legs_linked_total,
             links_refused_total,
@@ -335,7 +335,7 @@ impl CircuitMetrics {
         self.conflux_sets = sets as u64;
         self.conflux_legs = legs as u64;
         self.conflux_held_cells = held_cells as u64;
-        self.conflux_ooo_ring_grown = ooo_ring_grown as u64;
+        self.conflux_ooo_pages = ooo_pages as u64;
         self.conflux_sets_linked = sets_linked_total;
         self.conflux_legs_linked = legs_linked_total;
         self.conflux_links_refused = links_refused_total;

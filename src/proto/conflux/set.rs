@@ -14,12 +14,13 @@
 //! cannot touch freed state (the class of C tor bugs fixed as TROVE-2023-007,
 //! TROVE-2026-014 and bug 41162).
 //!
-//! Memory: the OOO queue of a set is a ring of slot numbers, indexed by absolute sequence
-//! number modulo the ring's length, into one per-shard pool of [`Limits::ooo_pool_cells`]
-//! message slots sized when the table is made. A set's ring starts at [`OOO_RING_START`]
-//! entries and doubles, up to [`Limits::ooo_window`], when a cell arrives further ahead
-//! than it reaches; the shard's rings together grow at most [`OOO_RING_BUDGET_WINDOWS`]
-//! windows past their starting size, and a ring shrinks back once its set holds nothing.
+//! Memory: the OOO queue of a set is a directory of pages, indexed by absolute sequence
+//! number (one page per [`OOO_PAGE`] numbers, the directory covering
+//! [`Limits::ooo_window`]), whose entries are slots of one per-shard pool of
+//! [`Limits::ooo_pool_cells`] messages. Pages come from a per-shard page pool and go back
+//! when their last cell leaves, so a page holds at least one cell: memory follows the cells
+//! held, not how far ahead they are (a single cell far ahead costs one page, 260 bytes).
+//! The directory (2 KiB) is made at the set's first held cell and freed with the set.
 //! Nothing is allocated per cell.
 
 use std::collections::HashMap;
@@ -67,7 +68,8 @@ impl Alg {
 /// leg has room, and the exit acknowledges each leg as cells arrive, so while one leg's
 /// cells are delayed (a busy middle) the other keeps sending at full rate: 10 MB/s for
 /// 0.2 s is ~5,000 cells ahead. A 2,048-cell window closed such sets (seen with C tor
-/// 0.4.9 clients on a loaded private network, where C tor carries them).
+/// 0.4.9 clients on a loaded private network, where C tor carries them). One set may thus
+/// hold up to the whole pool, which bounds the shard (in C tor, its OOM handler does).
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Linked sets at once; a LINK for a new set beyond this closes its circuit with
@@ -260,9 +262,8 @@ pub struct ConfluxStats {
     pub sets: usize,
     pub legs: usize,
     pub held_cells: usize,
-    /// OOO ring entries beyond the sets' starting sizes (bounded by
-    /// [`OOO_RING_BUDGET_WINDOWS`] windows).
-    pub ooo_ring_grown: usize,
+    /// OOO pages in use (at most one per held cell).
+    pub ooo_pages: usize,
     pub sets_linked_total: u64,
     pub legs_linked_total: u64,
     pub links_refused_total: u64,
@@ -324,22 +325,22 @@ impl<C: Copy> Set<C> {
 struct SetSlot<C> {
     gen: u32,
     set: Option<Set<C>>,
-    /// OOO ring: pool slot per `seq % ring.len()`, `EMPTY` when none. Allocated on the set's
-    /// first held cell ([`OOO_RING_START`] entries), grown when a cell arrives further
-    /// ahead, shrunk back when the set holds nothing, dropped with the set.
-    ring: Vec<u32>,
+    /// OOO directory: the page of sequence numbers `n * OOO_PAGE ..` at
+    /// `n % dir.len()`, `EMPTY` when none. Made at the set's first held cell, dropped
+    /// with the set.
+    dir: Vec<u32>,
 }
 
 const EMPTY: u32 = u32::MAX;
 
-/// Entries a set's OOO ring starts with (or the window, if smaller): 8 KiB, room for the
-/// reordering of two legs whose delays differ by less than a congestion window.
-pub const OOO_RING_START: usize = 2048;
+/// Sequence numbers per OOO page.
+pub const OOO_PAGE: usize = 64;
 
-/// The shard's rings together may grow this many windows past their starting sizes
-/// (4 × 32 Ki entries, 512 KiB): a few sets at the full window at once, or many part way.
-/// A cell that would grow a ring past it closes its circuit with RESOURCELIMIT.
-pub const OOO_RING_BUDGET_WINDOWS: usize = 4;
+/// Held cells of [`OOO_PAGE`] consecutive sequence numbers: pool slots, `EMPTY` when none.
+struct OooPage {
+    slot: [u32; OOO_PAGE],
+    used: u32,
+}
 
 struct PoolSlot<M> {
     msg: Option<M>,
@@ -356,8 +357,10 @@ pub struct ConfluxSets<C, M> {
     by_circ: HashMap<C, LegId>,
     pool: Vec<PoolSlot<M>>,
     pool_free: u32,
-    /// The bound of `stats.ooo_ring_grown`, ring entries beyond the sets' starting sizes.
-    ring_budget: usize,
+    /// OOO pages (live ones hold at least one cell, so at most `ooo_pool_cells`) and the
+    /// free ones among them.
+    pages: Vec<OooPage>,
+    pages_free: Vec<u32>,
     stats: ConfluxStats,
 }
 
@@ -376,7 +379,8 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
             by_circ: HashMap::with_capacity(limits.max_sets * limits.max_legs),
             pool: Vec::with_capacity(limits.ooo_pool_cells),
             pool_free: EMPTY,
-            ring_budget: OOO_RING_BUDGET_WINDOWS * limits.ooo_window as usize,
+            pages: Vec::new(),
+            pages_free: Vec::new(),
             stats: ConfluxStats::default(),
         }
     }
@@ -622,7 +626,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
             self.slots.push(SetSlot {
                 gen: 0,
                 set: Some(set),
-                ring: Vec::new(),
+                dir: Vec::new(),
             });
             (self.slots.len() - 1) as u32
         } else {
@@ -764,7 +768,7 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
             ));
         }
         let window = u64::from(self.limits.ooo_window);
-        let start = self.ring_start();
+        let dir_len = self.dir_len();
         let slot = &mut self.slots[id.set as usize];
         let set = slot.set.as_mut().expect("leg's set exists");
         let leg = set.leg(id.leg);
@@ -799,32 +803,13 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
                 facts,
             ));
         }
-        if slot.ring.is_empty() {
-            // Once per set (and again after it drained), not per cell.
-            slot.ring = vec![EMPTY; start];
+        if slot.dir.is_empty() {
+            // Once per set, not per cell.
+            slot.dir = vec![EMPTY; dir_len];
         }
-        let ahead = (seq - set.last_seq_delivered) as usize;
-        if ahead > slot.ring.len() {
-            // Within the window (checked above), so the new length covers `ahead`.
-            let grown = ahead.next_power_of_two().min(window as usize);
-            let extra = grown - slot.ring.len();
-            if self.stats.ooo_ring_grown + extra > self.ring_budget {
-                self.stats.ooo_overflow_total += 1;
-                return Inbound::Refused(self.refuse_leg(
-                    circ,
-                    ResourceLimit,
-                    RefuseWhy::OooPool,
-                    facts,
-                ));
-            }
-            self.stats.ooo_ring_grown += extra;
-            let slot = &mut self.slots[id.set as usize];
-            let delivered = slot.set.as_ref().expect("set exists").last_seq_delivered;
-            regrow_ring(&mut slot.ring, delivered, grown);
-        }
-        let slot = &mut self.slots[id.set as usize];
-        let at = (seq % slot.ring.len() as u64) as usize;
-        if slot.ring[at] != EMPTY {
+        let (n, off) = page_of(seq, dir_len);
+        let page = slot.dir[n];
+        if page != EMPTY && self.pages[page as usize].slot[off] != EMPTY {
             // Only a hostile client repeats a sequence number. C tor would hold both and
             // the set would stall until its queue limit; Fors closes now.
             return Inbound::Refused(self.refuse_leg(
@@ -843,8 +828,17 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
                 facts,
             ));
         };
+        let page = if page == EMPTY {
+            let page = self.page_new();
+            self.slots[id.set as usize].dir[n] = page;
+            page
+        } else {
+            page
+        };
+        let pg = &mut self.pages[page as usize];
+        pg.slot[off] = p;
+        pg.used += 1;
         let slot = &mut self.slots[id.set as usize];
-        slot.ring[at] = p;
         slot.set.as_mut().expect("set exists").held += 1;
         self.stats.held_cells += 1;
         Inbound::Held
@@ -854,34 +848,55 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
     /// `conflux_dequeue_relay_msg`). `None` once the set is gone.
     pub fn pop_ready(&mut self, circ: C) -> Option<M> {
         let id = *self.by_circ.get(&circ)?;
-        let start = self.ring_start();
+        let dir_len = self.dir_len();
         let slot = &mut self.slots[id.set as usize];
         let set = slot.set.as_mut()?;
         if set.held == 0 {
             return None;
         }
         let next = set.last_seq_delivered + 1;
-        let at = (next % slot.ring.len() as u64) as usize;
-        let p = slot.ring[at];
+        let (n, off) = page_of(next, dir_len);
+        let page = slot.dir[n];
+        if page == EMPTY {
+            return None;
+        }
+        let pg = &mut self.pages[page as usize];
+        let p = pg.slot[off];
         if p == EMPTY {
             return None;
         }
-        slot.ring[at] = EMPTY;
+        pg.slot[off] = EMPTY;
+        pg.used -= 1;
+        if pg.used == 0 {
+            slot.dir[n] = EMPTY;
+            self.pages_free.push(page);
+            self.stats.ooo_pages -= 1;
+        }
         set.held -= 1;
         set.last_seq_delivered = next;
-        if set.held == 0 && slot.ring.len() > start {
-            // Drained after a burst: give the grown room back (all of it is EMPTY).
-            self.stats.ooo_ring_grown -= slot.ring.len() - start;
-            slot.ring.truncate(start);
-            slot.ring.shrink_to_fit();
-        }
         self.stats.held_cells -= 1;
         Some(self.pool_take(p))
     }
 
-    /// The length a set's ring starts with.
-    fn ring_start(&self) -> usize {
-        OOO_RING_START.min(self.limits.ooo_window as usize)
+    /// Directory entries per set: one page per [`OOO_PAGE`] numbers of the window, plus one,
+    /// since a window's worth of consecutive numbers can touch one page more than it fills.
+    fn dir_len(&self) -> usize {
+        (self.limits.ooo_window as usize).div_ceil(OOO_PAGE) + 1
+    }
+
+    /// An empty page. Never fails: the caller has just taken a pool slot for the cell that
+    /// goes in it, and each page in use holds a cell, so pages in use stay within the pool.
+    fn page_new(&mut self) -> u32 {
+        self.stats.ooo_pages += 1;
+        if let Some(page) = self.pages_free.pop() {
+            return page;
+        }
+        debug_assert!(self.pages.len() < self.limits.ooo_pool_cells);
+        self.pages.push(OooPage {
+            slot: [EMPTY; OOO_PAGE],
+            used: 0,
+        });
+        (self.pages.len() - 1) as u32
     }
 
     /// Picks the circuit for a message the exit sends on `orig`'s stream (C tor
@@ -1041,22 +1056,24 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
     /// TROVE-2026-010) and frees its slot.
     fn free_set(&mut self, idx: u32) {
         let set = self.slots[idx as usize].set.take().expect("set exists");
+        // The directory goes with the set: a slot reused by a set that never holds a cell
+        // costs nothing, and idle slots don't keep 2 KiB each.
+        let dir = std::mem::take(&mut self.slots[idx as usize].dir);
         let mut held = set.held;
-        let mut i = 0;
-        while held > 0 && i < self.slots[idx as usize].ring.len() {
-            let p = std::mem::replace(&mut self.slots[idx as usize].ring[i], EMPTY);
-            if p != EMPTY {
-                drop(self.pool_take(p));
-                self.stats.held_cells -= 1;
-                held -= 1;
+        for page in dir.into_iter().filter(|&p| p != EMPTY) {
+            for i in 0..OOO_PAGE {
+                let p = std::mem::replace(&mut self.pages[page as usize].slot[i], EMPTY);
+                if p != EMPTY {
+                    drop(self.pool_take(p));
+                    self.stats.held_cells -= 1;
+                    held -= 1;
+                }
             }
-            i += 1;
+            self.pages[page as usize].used = 0;
+            self.pages_free.push(page);
+            self.stats.ooo_pages -= 1;
         }
-        // The ring goes with the set: a slot reused by a set that never holds a cell costs
-        // nothing, and idle slots don't keep 8 KiB each.
-        let start = self.ring_start();
-        self.stats.ooo_ring_grown -= self.slots[idx as usize].ring.len().saturating_sub(start);
-        self.slots[idx as usize].ring = Vec::new();
+        debug_assert_eq!(held, 0, "every held cell is in a page of the set");
         self.by_nonce.remove(&set.nonce);
         self.free_sets.push(idx);
         self.stats.sets -= 1;
@@ -1128,18 +1145,15 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
     }
 }
 
-/// Moves a ring's entries to a ring of `len` entries. The held sequence numbers lie in
-/// `delivered + 1 ..= delivered + ring.len()`, one per residue, so each entry's number
-/// follows from its index.
-fn regrow_ring(ring: &mut Vec<u32>, delivered: u64, len: usize) {
-    let old = std::mem::replace(ring, vec![EMPTY; len]);
-    let (old_len, first) = (old.len() as u64, delivered + 1);
-    for (i, &p) in old.iter().enumerate() {
-        if p != EMPTY {
-            let seq = first + (i as u64 + old_len - first % old_len) % old_len;
-            ring[(seq % len as u64) as usize] = p;
-        }
-    }
+/// Where sequence number `seq` sits: its page's directory entry and its place in the page.
+/// Held numbers lie within one window past the delivered one, so no two live pages share an
+/// entry (the directory has a page more than the window fills).
+fn page_of(seq: u64, dir_len: usize) -> (usize, usize) {
+    let page_no = seq / OOO_PAGE as u64;
+    (
+        (page_no % dir_len as u64) as usize,
+        (seq % OOO_PAGE as u64) as usize,
+    )
 }
 
 fn refused<C: Copy>(this: DestroyReason, why: RefuseWhy) -> Refused<C> {

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::cell::chan::DestroyReason;
-use crate::proto::conflux::set::{OOO_RING_BUDGET_WINDOWS, OOO_RING_START};
+use crate::proto::conflux::set::OOO_PAGE;
 use rand::{Rng, SeedableRng};
 
 type Sets = ConfluxSets<u32, u64>;
@@ -1017,12 +1017,11 @@ fn legs_on_different_shards_meet_at_the_home_shard() {
 
 /// An honest client's leg can run thousands of cells ahead of a delayed one (the exit
 /// acknowledges each leg as cells arrive): 6,000 cells on leg 2 wait behind 1,000 still
-/// on leg 1, past the ring's starting 2,048 entries. The ring grows, every cell is
-/// delivered in order once leg 1's arrive, and the grown room is given back. Before, a
-/// 2,048-cell window closed such sets with RESOURCELIMIT (seen with C tor 0.4.9 clients
-/// on a loaded private network).
+/// on leg 1, past the old 2,048-cell window. Every cell is delivered in order once leg 1's
+/// arrive, and the pages go back. Before, such sets were closed with RESOURCELIMIT (seen
+/// with C tor 0.4.9 clients on a loaded private network).
 #[test]
-fn a_leg_far_ahead_grows_the_ring_and_delivers_in_order() {
+fn a_leg_far_ahead_is_held_and_delivered_in_order() {
     let mut s = Sets::new(Limits::default());
     linked(&mut s, 1, &[1, 2], DesiredUx::HighThroughput);
     const BEHIND: u64 = 1_000;
@@ -1035,11 +1034,10 @@ fn a_leg_far_ahead_grows_the_ring_and_delivers_in_order() {
     }
     let st = s.stats();
     assert_eq!(st.held_cells, AHEAD as usize);
-    assert_eq!(
-        st.ooo_ring_grown,
-        8192 - OOO_RING_START,
-        "grown to the next power of two"
-    );
+    // Pages cover only the numbers held.
+    let first_page = (BEHIND + 1) / OOO_PAGE as u64;
+    let last_page = (BEHIND + AHEAD) / OOO_PAGE as u64;
+    assert_eq!(st.ooo_pages as u64, last_page - first_page + 1);
     let mut got = Vec::new();
     for tag in 1..=BEHIND {
         got.extend(delivered(&mut s, 1, tag));
@@ -1047,78 +1045,86 @@ fn a_leg_far_ahead_grows_the_ring_and_delivers_in_order() {
     assert_eq!(got, (1..=BEHIND + AHEAD).collect::<Vec<_>>());
     let st = s.stats();
     assert_eq!(
-        (st.held_cells, st.ooo_ring_grown, st.ooo_overflow_total),
+        (st.held_cells, st.ooo_pages, st.ooo_overflow_total),
         (0, 0, 0)
     );
 }
 
-/// The grown rings of a shard are bounded together: sets whose legs run the full window
-/// ahead take the budget (four windows), the next one that would grow a ring is refused
-/// (RESOURCELIMIT, as a full pool), and a torn-down set gives its room back.
+/// A cell far ahead costs one page, not room for the whole distance: sets that each pin
+/// one cell at the edge of the window (a SWITCH jump, then DATA) take a page each and
+/// leave the rest of the shard's room to others; the cells held stay bounded by the pool,
+/// and a torn-down set gives its page and cell back.
 #[test]
-fn grown_rings_are_bounded_per_shard() {
-    let window = 8192u32;
+fn a_cell_far_ahead_costs_one_page() {
+    let window = Limits::default().ooo_window;
     let mut s = Sets::new(Limits {
-        max_sets: 8,
+        max_sets: 64,
         max_legs: 2,
         ooo_window: window,
-        ooo_pool_cells: 64,
+        ooo_pool_cells: 48,
     });
-    let per_set = window as usize - OOO_RING_START;
-    for n in 0..OOO_RING_BUDGET_WINDOWS as u8 + 1 {
+    for n in 0..40u8 {
         let (a, b) = (u32::from(n) * 2 + 1, u32::from(n) * 2 + 2);
         linked(&mut s, n, &[a, b], DesiredUx::NoOpinion);
-        // One cell at the far edge of the window.
         s.on_switch(b, OK, &switch_body(window - 1)).unwrap();
-        let got = data(&mut s, b, u64::from(n));
-        if usize::from(n) * per_set + per_set <= OOO_RING_BUDGET_WINDOWS * window as usize {
-            assert!(matches!(got, Inbound::Held), "set {n}: {got:?}");
-        } else {
-            let r = refused_of(got);
-            assert_eq!(
-                (r.this, r.why),
-                (DestroyReason::ResourceLimit, RefuseWhy::OooPool)
-            );
-            break;
-        }
+        assert!(
+            matches!(data(&mut s, b, u64::from(n)), Inbound::Held),
+            "set {n}"
+        );
     }
-    let grown = s.stats().ooo_ring_grown;
-    assert!(
-        grown <= OOO_RING_BUDGET_WINDOWS * window as usize,
-        "{grown}"
+    let st = s.stats();
+    assert_eq!((st.held_cells, st.ooo_pages), (40, 40));
+    // What bounds the cells held is the pool (48 here): a set that holds its last 8 has
+    // the next refused as a full pool.
+    linked(&mut s, 50, &[101, 102], DesiredUx::NoOpinion);
+    s.on_switch(102, OK, &switch_body(100)).unwrap();
+    for tag in 0..8 {
+        assert!(
+            matches!(data(&mut s, 102, tag), Inbound::Held),
+            "cell {tag}"
+        );
+    }
+    let r = refused_of(data(&mut s, 102, 8));
+    assert_eq!(
+        (r.this, r.why),
+        (DestroyReason::ResourceLimit, RefuseWhy::OooPool)
     );
-    assert!(grown >= OOO_RING_BUDGET_WINDOWS * per_set, "{grown}");
-    // Tearing down set 0 gives its room back.
+    // Tearing down set 0 gives its page and cell back.
+    let before = s.stats();
     let t = s.leg_closed(2, false);
     for c in t.circs() {
         s.leg_closed(c, false);
     }
-    assert_eq!(s.stats().ooo_ring_grown, grown - per_set);
+    let after = s.stats();
+    assert_eq!(after.held_cells, before.held_cells - 1);
+    assert_eq!(after.ooo_pages, before.ooo_pages - 1);
 }
 
-/// Regrowing keeps each held cell under its own sequence number, wherever the ring's
-/// start had wrapped: seeded random gaps on two legs with a window far past the ring's
-/// starting size, delivered in order.
+/// Held cells stay under their own sequence numbers wherever the directory wraps: seeded
+/// random bursts on two legs, each up to 12,000 cells ahead of the other, over numbers well
+/// past one window, delivered in order.
 #[test]
-fn regrown_rings_keep_every_cell_in_order() {
+fn far_ahead_bursts_keep_every_cell_in_order() {
     let seed: u64 = std::env::var("FORS_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x0000_5eed_2026_1208);
     eprintln!("seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut wrapped = 0;
     for round in 0..20 {
+        let window = 16 * 1024;
         let mut s = Sets::new(Limits {
             max_sets: 1,
             max_legs: 2,
-            ooo_window: 16 * 1024,
+            ooo_window: window,
             ooo_pool_cells: 16 * 1024,
         });
         linked(&mut s, 1, &[1, 2], DesiredUx::NoOpinion);
         // Bursts: leg 1 carries `behind` cells that arrive after leg 2's `ahead` ones.
         let mut next = 1u64;
         let mut got = Vec::new();
-        // Both legs start at sequence 0; `sent` tracks each leg's last sequence number.
+        // Each leg's last sequence number.
         let mut sent = [0u64; 2];
         for _ in 0..rng.gen_range(1..6) {
             let behind = rng.gen_range(1..3_000u64);
@@ -1145,8 +1151,60 @@ fn regrown_rings_keep_every_cell_in_order() {
             sent[0] = next + behind - 1;
             next = first2 + ahead;
         }
+        if next > u64::from(window) {
+            wrapped += 1;
+        }
         assert_eq!(got, (1..next).collect::<Vec<_>>(), "round {round}");
         let st = s.stats();
-        assert_eq!((st.held_cells, st.ooo_ring_grown), (0, 0), "round {round}");
+        assert_eq!((st.held_cells, st.ooo_pages), (0, 0), "round {round}");
+    }
+    assert!(wrapped > 0, "some round must wrap the directory");
+}
+
+/// The first and last numbers of a window can sit in pages a window apart: the directory
+/// has one entry more than the window fills, so they never share one, wherever the window
+/// starts within a page.
+#[test]
+fn cells_a_whole_window_apart_do_not_collide() {
+    let window = 1024u32;
+    for start in 0..OOO_PAGE as u64 {
+        let mut s = Sets::new(Limits {
+            max_sets: 1,
+            max_legs: 2,
+            ooo_window: window,
+            ooo_pool_cells: 8,
+        });
+        linked(&mut s, 1, &[1, 2], DesiredUx::NoOpinion);
+        // `start` cells delivered in order on leg 1.
+        let mut got = Vec::new();
+        for tag in 1..=start {
+            got.extend(delivered(&mut s, 1, tag));
+        }
+        // Leg 2 jumps to the window's last number; leg 1 then holds the second.
+        let last = start + u64::from(window);
+        s.on_switch(2, OK, &switch_body((last - 1) as u32)).unwrap();
+        assert!(
+            matches!(data(&mut s, 2, last), Inbound::Held),
+            "start {start}"
+        );
+        s.on_switch(1, OK, &switch_body(1)).unwrap();
+        assert!(
+            matches!(data(&mut s, 1, start + 2), Inbound::Held),
+            "start {start}"
+        );
+        let st = s.stats();
+        assert_eq!(st.held_cells, 2, "start {start}");
+        assert_eq!(st.ooo_pages, 2, "start {start}: two pages, not one shared");
+        // Closing leg 2 (it holds the newest number) tears the set down and frees both.
+        let t = s.leg_closed(2, false);
+        for c in t.circs() {
+            s.leg_closed(c, false);
+        }
+        let st = s.stats();
+        assert_eq!(
+            (st.held_cells, st.ooo_pages, st.sets),
+            (0, 0, 0),
+            "start {start}"
+        );
     }
 }
