@@ -360,8 +360,9 @@ def slot_metrics_port(net, nick):
     return port, policy
 
 
-def relay_ctor_extra_lines(node):
+def relay_ctor_extra_lines(net, node):
     lines = ["", "# C tor only"] + common_ctor_lines(node["data_dir"])
+    lines += net.get("ctor_options", [])
     if node["role"] == "exit":
         # Never probe public names to detect DNS hijacking.
         lines += ["ServerDNSDetectHijacking 0", "ServerDNSTestAddresses"]
@@ -451,6 +452,7 @@ def authority_lines(net, node, exit_fps):
         lines.append(f"ConsensusParams {net['consensus_params']}")
     lines += dirauthority_lines(net["authorities"])
     lines += ["", "# C tor only"] + common_ctor_lines(node["data_dir"])
+    lines += net.get("ctor_options", [])
     return lines
 
 
@@ -765,6 +767,7 @@ def plan_network(args):
         "voting": {"interval": args.voting_interval, "vote_delay": args.vote_delay,
                    "dist_delay": args.dist_delay},
         "client_options": args.client_option or [],
+        "ctor_options": getattr(args, "ctor_option", None) or [],
         "real_flags": bool(getattr(args, "real_flags", False)),
         "fors_only": bool(getattr(args, "fors_only", False)),
         "authorities": [],
@@ -995,7 +998,7 @@ def cmd_up(args, launcher):
         for r in net["relays"]:
             lines = relay_core_lines(net, r)
             if r["kind"] == "ctor":
-                lines += relay_ctor_extra_lines(r)
+                lines += relay_ctor_extra_lines(net, r)
             write_torrc(r["torrc"], lines)
             check_torrc_is_local(r["torrc"], extra_policies, isolated=bool(net.get("netns")))
 
@@ -2550,6 +2553,9 @@ def add_up_args(p):
     p.add_argument("--dist-delay", type=int, default=4)
     p.add_argument("--client-option", action="append",
                    help="extra client torrc line, e.g. 'ConfluxEnabled 0' (repeatable)")
+    p.add_argument("--ctor-option", action="append",
+                   help="extra torrc line for every C tor authority and relay (not the client), "
+                        "e.g. 'ConfluxEnabled 0' (repeatable)")
     p.add_argument("--slot-option", action="append",
                    help="extra torrc line for one --fors slot: 'SLOT Key Value', e.g. "
                         "'forsexit1 NumCPUs 2' (repeatable)")

@@ -44,6 +44,9 @@ fn c_tor_client_links_conflux_sets_through_a_one_shard_fors_exit() {
         "forsexit1 MetricsPortPolicy accept 127.0.0.1",
         "--client-option",
         "ConfluxEnabled 1",
+        // Only the client builds sets, so the exit's counts are the client's.
+        "--ctor-option",
+        "ConfluxEnabled 0",
         "--slot-option",
         "forsexit1 ProtocolWarnings 1",
     ]);
@@ -83,7 +86,7 @@ fn c_tor_client_links_conflux_sets_through_a_one_shard_fors_exit() {
     );
     eprintln!("forsexit1: conflux sets linked {sets}, legs {legs}, switches {switches}");
     assert!(sets >= 1, "the C tor client linked no conflux set:\n{m}");
-    assert!(legs >= 2 * sets, "{m}");
+    assert_both_legs(&net, sets, legs, &m);
     let text = std::fs::read_to_string(net.log("forsexit1")).unwrap();
     assert!(
         daemon_common::unexpected_err_lines(&text).is_empty(),
@@ -142,6 +145,9 @@ fn two_shard_exit_run() -> Option<u64> {
         "forsexit1 MetricsPortPolicy accept 127.0.0.1",
         "--client-option",
         "ConfluxEnabled 1",
+        // Only the client builds sets, so the exit's counts are the client's.
+        "--ctor-option",
+        "ConfluxEnabled 0",
         "--slot-option",
         "forsexit1 ProtocolWarnings 1",
     ]);
@@ -196,7 +202,7 @@ fn two_shard_exit_run() -> Option<u64> {
         sets.saturating_sub(remote)
     );
     assert!(sets >= 1, "the C tor client linked no conflux set:\n{m}");
-    assert!(legs >= 2 * sets, "{m}");
+    assert_both_legs(&net, sets, legs, &m);
     assert_eq!(refused, 0, "{m}");
     let text = std::fs::read_to_string(net.log("forsexit1")).unwrap();
     assert!(
@@ -204,6 +210,26 @@ fn two_shard_exit_run() -> Option<u64> {
         "{text}"
     );
     Some(remote)
+}
+
+/// Every set the exit linked has both legs, unless the client could not build a set's
+/// second leg: C tor relaunches a failed leg a few times, then finalizes the set with the
+/// legs it has (`try_finalize_set`), and in these small networks the legs' rules (distinct
+/// guards and middles) can leave no path, which C tor logs at notice ("died due to an
+/// invalid selected path, purpose Unlinked conflux circuit"). Even then most sets have two
+/// legs: a second LINK that made a set of its own would show as `legs == sets`.
+fn assert_both_legs(net: &PrivateNet, sets: u64, legs: u64, m: &str) {
+    if legs >= 2 * sets {
+        return;
+    }
+    let notice =
+        std::fs::read_to_string(net.dir().join("client").join("notice.log")).unwrap_or_default();
+    let gave_up = notice.contains("purpose Unlinked conflux circuit");
+    eprintln!(
+        "{} of {sets} sets with one leg; the client gave up a leg for want of a path: {gave_up}",
+        2 * sets - legs
+    );
+    assert!(gave_up && legs > sets, "{m}");
 }
 
 /// Whether the exit has linked a set and both legs of every set it linked. C tor keeps
