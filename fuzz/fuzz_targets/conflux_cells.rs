@@ -21,7 +21,9 @@ fuzz_target!(|data: &[u8]| {
     let limits = Limits {
         max_sets: 2,
         max_legs: 8,
-        ooo_window: 8,
+        // Past two OOO pages (64 numbers each), so held cells cross pages and the
+        // directory wraps.
+        ooo_window: 130,
         ooo_pool_cells: 12,
     };
     let mut sets: ConfluxSets<u8, u8> = ConfluxSets::new(limits);
