@@ -17,11 +17,12 @@
 //! Memory: the OOO queue of a set is a directory of pages, indexed by absolute sequence
 //! number (one page per [`OOO_PAGE`] numbers, the directory covering
 //! [`Limits::ooo_window`]), whose entries are slots of one per-shard pool of
-//! [`Limits::ooo_pool_cells`] messages. Pages come from a per-shard page pool and go back
-//! when their last cell leaves, so a page holds at least one cell: memory follows the cells
-//! held, not how far ahead they are (a single cell far ahead costs one page, 260 bytes).
-//! The directory (2 KiB) is made at the set's first held cell and freed with the set.
-//! Nothing is allocated per cell.
+//! [`Limits::ooo_pool_cells`] messages. Pages come from a per-shard page pool (reserved
+//! for one page per pool cell, 260 bytes each, and touched as used) and go back to its free
+//! list when their last cell leaves, so a page in use holds at least one cell: a cell far
+//! ahead costs one page, not room for the distance. The directory (2 KiB) is made at the
+//! set's first held cell and kept until the set is freed, so a set that ever held a cell
+//! costs 2 KiB more, bounded by [`Limits::max_sets`]. Nothing is allocated per cell.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -379,7 +380,9 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
             by_circ: HashMap::with_capacity(limits.max_sets * limits.max_legs),
             pool: Vec::with_capacity(limits.ooo_pool_cells),
             pool_free: EMPTY,
-            pages: Vec::new(),
+            // Reserved now, touched only as pages are used: growing it on a cell's path would
+            // copy it. Live pages hold a cell each, so the pool bounds them.
+            pages: Vec::with_capacity(limits.ooo_pool_cells),
             pages_free: Vec::new(),
             stats: ConfluxStats::default(),
         }
@@ -782,6 +785,15 @@ impl<C: Copy + Eq + Hash, M> ConfluxSets<C, M> {
         };
         leg.last_seq_recv = seq;
         if seq == set.last_seq_delivered + 1 {
+            // The caller drains `pop_ready` after each delivery, so nothing is held at or
+            // below the delivered number and this one cannot be waiting already.
+            debug_assert!(
+                slot.dir.is_empty() || {
+                    let (n, off) = page_of(seq, dir_len);
+                    slot.dir[n] == EMPTY || self.pages[slot.dir[n] as usize].slot[off] == EMPTY
+                },
+                "the next number is held: pop_ready was not drained"
+            );
             set.last_seq_delivered = seq;
             return Inbound::Deliver(msg);
         }

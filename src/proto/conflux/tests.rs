@@ -1089,6 +1089,10 @@ fn a_cell_far_ahead_costs_one_page() {
         (r.this, r.why),
         (DestroyReason::ResourceLimit, RefuseWhy::OooPool)
     );
+    // The refused leg held the set's newest number, so the set went with its 8 cells and
+    // their page.
+    let st = s.stats();
+    assert_eq!((st.held_cells, st.ooo_pages), (40, 40));
     // Tearing down set 0 gives its page and cell back.
     let before = s.stats();
     let t = s.leg_closed(2, false);
