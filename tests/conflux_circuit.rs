@@ -250,8 +250,9 @@ fn a_cell_beyond_the_ooo_window_tears_the_set_down_as_c_tor() {
     let mut exit = exit();
     let (mut a, mut b) = linked_pair(&mut exit, DesiredUx::MinLatency, 20, 60);
     let (stream, _) = begin(&mut exit, &mut a, 7);
-    // b jumps far beyond the out-of-order window (2048 cells).
-    assert!(switch(&mut exit, &mut b, 5000).is_empty());
+    // b jumps beyond the out-of-order window (32,768 cells ahead).
+    let window = fors::proto::conflux::Limits::default().ooo_window;
+    assert!(switch(&mut exit, &mut b, window + 1).is_empty());
     let acts = data(&mut exit, &mut b, 7, b"far");
     // C tor: the leg whose cell overflows the queue closes (RESOURCELIMIT); it held the
     // highest received number, so the set is torn down and a closes too.
@@ -523,12 +524,17 @@ fn a_switch_flood_is_bounded_by_the_ooo_window() {
     for _ in 0..100 {
         assert!(switch(&mut exit, &mut b, 0).is_empty());
     }
-    for _ in 0..2100 {
-        assert!(switch(&mut exit, &mut b, 1).is_empty());
+    let window = fors::proto::conflux::Limits::default().ooo_window;
+    let n = window / 16 + 1;
+    for _ in 0..n {
+        assert!(switch(&mut exit, &mut b, 16).is_empty());
     }
-    assert_eq!(exit.core.metrics().conflux_switches_received, 2200);
+    assert_eq!(
+        exit.core.metrics().conflux_switches_received,
+        100 + u64::from(n)
+    );
     assert_eq!(exit.core.metrics().conflux_held_cells, 0);
-    // The next cell on b is 2100 ahead of the set: beyond the window, the set is torn
+    // The next cell on b is 16 n + 1 ahead of the set: beyond the window, the set is torn
     // down as for any queue overflow.
     let acts = data(&mut exit, &mut b, 7, b"far");
     assert_eq!(destroys(&acts, &b), vec![DestroyReason::ResourceLimit]);
