@@ -99,13 +99,15 @@ fn c_tor_client_links_conflux_sets_through_a_one_shard_fors_exit() {
 /// whose circuit is on the other shard (its cells cross the bounded cross-shard queues).
 /// Several isolated transfers (each a set of its own, a bounded number) are SHA-256
 /// checked both ways; the exit must count remote legs (`fors_relay_conflux_remote_legs_total`).
-/// Five middles, so that their channels are not all on one shard (the kernel spreads
+/// Eight middles, so that their channels are not all on one shard (the kernel spreads
 /// inbound connections over the shards' listeners).
 ///
 /// Which shard a middle's channel lands on is the kernel's choice (its SO_REUSEPORT hash
 /// of the source port), and the client's legs come through the few middles its guards
-/// allow: in about one network in 25 all of them sat on one shard, so no leg could be
-/// remote whatever Fors does. A new network is then tried, at most three in all.
+/// allow. With five middles and only the client building sets, in 3 networks of 16 all of
+/// them sat on one shard, so no leg could be remote whatever Fors does; with eight, 1
+/// network in 10 (4 to 11 legs of 10 to 13 sets were remote in the others). A new network
+/// is then tried, at most three in all.
 #[test]
 fn c_tor_client_links_conflux_sets_through_a_two_shard_fors_exit() {
     for attempt in 1..=3 {
@@ -134,7 +136,7 @@ fn two_shard_exit_run() -> Option<u64> {
         "--fors",
         "exit",
         "--middles",
-        "5",
+        "8",
         "--exits",
         "0",
         "--slot-option",
