@@ -535,7 +535,8 @@ impl Channel {
             match &self.tls {
                 Tls::Record(_) => return Ok(data),
                 Tls::Rustls { log: None, .. } => {
-                    self.read_rustls(data, now, rng, sink)?;
+                    // rustls for good (TLS 1.2): bytes straight to it, as many as it takes.
+                    self.rustls_input(data, RustlsInput::Stream, now, rng, sink)?;
                     return Ok(&[]);
                 }
                 Tls::Rustls { log: Some(_), .. } => {
@@ -546,17 +547,6 @@ impl Channel {
             }
         }
         Ok(&[])
-    }
-
-    /// rustls for good (TLS 1.2): bytes straight to it, as many as it takes.
-    fn read_rustls<R: RngCore + CryptoRng, S: ChannelSink>(
-        &mut self,
-        data: &[u8],
-        now: SystemTime,
-        rng: &mut R,
-        sink: &mut S,
-    ) -> Result<(), ChannelError> {
-        self.rustls_input(data, RustlsInput::Stream, now, rng, sink)
     }
 
     /// Before the switch: feeds rustls the next whole TLS record (parsing the 5-byte record
